@@ -1,0 +1,145 @@
+#include "core/file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "core/error.h"
+
+namespace adapt {
+
+MappedFile::MappedFile(const fs::path& path) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ADAPT_REQUIRE(fd >= 0, IoError, "cannot open '{}': {}. Check the path and its permissions.", path.string(),
+                std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    ADAPT_THROW(IoError, "cannot stat '{}': {}", path.string(), std::strerror(e));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    ADAPT_THROW(IoError, "'{}' is not a regular file", path.string());
+  }
+  size_bytes_ = static_cast<std::size_t>(st.st_size);
+  if (size_bytes_ > 0) {
+    void* p = ::mmap(nullptr, size_bytes_, PROT_READ, MAP_PRIVATE, fd, 0);
+    int e = errno;
+    ::close(fd);
+    ADAPT_REQUIRE(p != MAP_FAILED, IoError, "cannot mmap '{}' ({} bytes): {}", path.string(), size_bytes_,
+                  std::strerror(e));
+    data_ = static_cast<const std::uint8_t*>(p);
+  } else {
+    ::close(fd);
+  }
+}
+
+MappedFile::~MappedFile() {
+  if (data_) ::munmap(const_cast<std::uint8_t*>(data_), size_bytes_);
+}
+
+MappedFile::MappedFile(MappedFile&& other) noexcept
+    : path_(std::move(other.path_)),
+      data_(std::exchange(other.data_, nullptr)),
+      size_bytes_(std::exchange(other.size_bytes_, 0)) {}
+
+MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
+  if (this != &other) {
+    if (data_) ::munmap(const_cast<std::uint8_t*>(data_), size_bytes_);
+    path_ = std::move(other.path_);
+    data_ = std::exchange(other.data_, nullptr);
+    size_bytes_ = std::exchange(other.size_bytes_, 0);
+  }
+  return *this;
+}
+
+std::string file_read_text(const fs::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ADAPT_REQUIRE(fd >= 0, IoError, "cannot open '{}': {}. Check the path and its permissions.", path.string(),
+                std::strerror(errno));
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int e = errno;
+      ::close(fd);
+      ADAPT_THROW(IoError, "cannot read '{}': {}", path.string(), std::strerror(e));
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+void file_read_at(const fs::path& path, std::uint64_t offset, void* dst, std::size_t n_bytes) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ADAPT_REQUIRE(fd >= 0, IoError, "cannot open '{}': {}", path.string(), std::strerror(errno));
+  auto* p = static_cast<char*>(dst);
+  std::size_t done = 0;
+  while (done < n_bytes) {
+    ssize_t n = ::pread(fd, p + done, n_bytes - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int e = n < 0 ? errno : 0;
+      ::close(fd);
+      ADAPT_THROW(IoError, "cannot read {} bytes at offset {} of '{}': {}", n_bytes, offset, path.string(),
+                  e ? std::strerror(e) : "unexpected end of file (truncated?)");
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+}
+
+void fd_write_all(int fd, const void* data, std::size_t n_bytes, const fs::path& path) {
+  const auto* p = static_cast<const char*>(data);
+  while (n_bytes > 0) {
+    ssize_t n = ::write(fd, p, n_bytes);
+    if (n < 0 && errno == EINTR) continue;
+    ADAPT_REQUIRE(n > 0, IoError, "cannot write '{}': {}. Free some space or choose another output folder.",
+                  path.string(), n < 0 ? std::strerror(errno) : "write returned 0");
+    p += n;
+    n_bytes -= static_cast<std::size_t>(n);
+  }
+}
+
+void dir_fsync(const fs::path& dir) {
+  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;  // best effort: some file systems do not allow opening folders
+  ::fsync(fd);
+  ::close(fd);
+}
+
+void file_write_atomic(const fs::path& path, const std::function<void(int fd)>& write) {
+  const fs::path tmp = fs::path(path.string() + ".tmp." + std::to_string(::getpid()));
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ADAPT_REQUIRE(fd >= 0, IoError, "cannot create '{}': {}. Check that the folder exists and is writable.",
+                tmp.string(), std::strerror(errno));
+  try {
+    write(fd);
+    ADAPT_REQUIRE(::fsync(fd) == 0, IoError, "cannot fsync '{}': {}", tmp.string(), std::strerror(errno));
+    ADAPT_REQUIRE(::close(fd) == 0, IoError, "cannot close '{}': {}", tmp.string(), std::strerror(errno));
+    fd = -1;
+    ADAPT_REQUIRE(::rename(tmp.c_str(), path.c_str()) == 0, IoError, "cannot rename '{}' to '{}': {}",
+                  tmp.string(), path.string(), std::strerror(errno));
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  dir_fsync(path.parent_path());
+}
+
+void file_write_atomic(const fs::path& path, std::string_view contents) {
+  file_write_atomic(path, [&](int fd) { fd_write_all(fd, contents.data(), contents.size(), path); });
+}
+
+}  // namespace adapt

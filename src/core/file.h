@@ -1,0 +1,57 @@
+// Checked file I/O: read-only memory maps, whole-file reads, and atomic writes (write to a temporary
+// name in the same folder, fsync, rename, fsync the folder) so an interrupted or failed write never
+// leaves a half-written file under the final name. Every failure is an IoError naming the path.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace adapt {
+
+namespace fs = std::filesystem;
+
+/// A read-only, private memory map of a whole file. Pages are touched only when read, so a reader
+/// that uses a byte range of a large file costs only that range.
+class MappedFile {
+ public:
+  MappedFile() = default;
+  explicit MappedFile(const fs::path& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  MappedFile(MappedFile&& other) noexcept;
+  MappedFile& operator=(MappedFile&& other) noexcept;
+
+  const std::uint8_t* data() const { return data_; }
+  std::size_t size_bytes() const { return size_bytes_; }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+  const std::uint8_t* data_ = nullptr;
+  std::size_t size_bytes_ = 0;
+};
+
+/// Reads a whole file; IoError naming the path when it is missing or unreadable.
+std::string file_read_text(const fs::path& path);
+
+/// Reads `n_bytes` at `offset` with pread; IoError when the file is shorter.
+void file_read_at(const fs::path& path, std::uint64_t offset, void* dst, std::size_t n_bytes);
+
+/// Writes a file atomically: `write(fd)` fills `<path>.tmp.<pid>`, which is fsynced and renamed over
+/// `path`, then the folder is fsynced. On any failure (including a full disk) the temporary file is
+/// removed, the previous `path` is untouched, and IoError is thrown.
+void file_write_atomic(const fs::path& path, const std::function<void(int fd)>& write);
+void file_write_atomic(const fs::path& path, std::string_view contents);
+
+/// write(2) until done; IoError naming `path` (e.g. "No space left on device") otherwise.
+void fd_write_all(int fd, const void* data, std::size_t n_bytes, const fs::path& path);
+
+/// fsync of a folder, so a rename inside it is durable.
+void dir_fsync(const fs::path& dir);
+
+}  // namespace adapt

@@ -1,0 +1,33 @@
+// Small string helpers used by error messages and summaries: "did you mean" suggestions, byte and
+// count formatting, byte-size parsing ("5GB").
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace adapt {
+
+/// Levenshtein distance.
+std::size_t edit_distance(std::string_view a, std::string_view b);
+
+/// The candidate closest to `word` when it is plausibly a typo of it (distance <= max(2, |word|/3)).
+std::optional<std::string> closest_match(std::string_view word, const std::vector<std::string>& candidates);
+
+/// " (did you mean 'x'?)" or "" — ready to append to a message.
+std::string did_you_mean(std::string_view word, const std::vector<std::string>& candidates);
+
+/// "1.50 GiB", "312.0 KiB", "17 B".
+std::string format_bytes(std::uint64_t n_bytes);
+
+/// 8030261248 -> "8,030,261,248".
+std::string format_count(std::int64_t n);
+
+/// "5GB" -> 5e9, "500MB", "2GiB" -> 2*2^30, "1000" -> 1000. nullopt when malformed.
+std::optional<std::uint64_t> parse_byte_size(std::string_view text);
+
+std::string join(const std::vector<std::string>& parts, std::string_view sep);
+
+}  // namespace adapt

@@ -1,0 +1,102 @@
+#include <doctest/doctest.h>
+#include <sys/resource.h>
+
+#include <csignal>
+#include <fstream>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "core/strings.h"
+#include "tests/support/test_support.h"
+
+using namespace adapt;
+
+TEST_CASE("errors carry their kind, exit code and location") {
+  try {
+    ADAPT_THROW(ConfigError, "train.lr = {} must be positive", -1.0);
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()) == "train.lr = -1 must be positive");
+    CHECK(e.exit_code() == ExitCode::Usage);
+    CHECK(std::string(e.where().file).find("core_test.cpp") != std::string::npos);
+  }
+  CHECK_THROWS_WITH_AS(ADAPT_CHECK(1 + 1 == 3, "arithmetic {}", "broke"),
+                       doctest::Contains("check failed: 1 + 1 == 3: arithmetic broke"), InternalError);
+  CHECK_THROWS_AS(ADAPT_REQUIRE(false, IoError, "x"), IoError);
+}
+
+TEST_CASE("did you mean") {
+  std::vector<std::string> keys = {"learning_rate", "warmup_steps", "seq_len", "tp"};
+  CHECK(did_you_mean("learnig_rate", keys) == " (did you mean 'learning_rate'?)");
+  CHECK(did_you_mean("seqlen", keys) == " (did you mean 'seq_len'?)");
+  CHECK(did_you_mean("completely_unrelated", keys).empty());
+  CHECK(edit_distance("kitten", "sitting") == 3);
+}
+
+TEST_CASE("byte sizes and counts") {
+  CHECK(parse_byte_size("5GB") == 5000000000ull);
+  CHECK(parse_byte_size("500MB") == 500000000ull);
+  CHECK(parse_byte_size("2GiB") == 2ull << 30);
+  CHECK(parse_byte_size("1000") == 1000ull);
+  CHECK(parse_byte_size("10kb") == 10000ull);
+  CHECK_FALSE(parse_byte_size("GB").has_value());
+  CHECK_FALSE(parse_byte_size("5 parsecs").has_value());
+  CHECK(format_count(8030261248) == "8,030,261,248");
+  CHECK(format_count(-1234) == "-1,234");
+  CHECK(format_count(999) == "999");
+  CHECK(format_bytes(17) == "17 B");
+  CHECK(format_bytes(3u << 20) == "3.00 MiB");
+}
+
+TEST_CASE("atomic writes replace the file or leave it untouched") {
+  test::TempDir dir;
+  fs::path p = dir / "out.txt";
+  file_write_atomic(p, "first");
+  CHECK(file_read_text(p) == "first");
+  file_write_atomic(p, "second");
+  CHECK(file_read_text(p) == "second");
+
+  // A writer that fails half-way: the previous contents survive and no temporary file is left.
+  CHECK_THROWS_AS(file_write_atomic(p,
+                                    [&](int fd) {
+                                      fd_write_all(fd, "par", 3, p);
+                                      ADAPT_THROW(IoError, "simulated failure");
+                                    }),
+                  IoError);
+  CHECK(file_read_text(p) == "second");
+  int n_files = 0;
+  for (auto& e : fs::directory_iterator(dir.path())) n_files += e.is_regular_file();
+  CHECK(n_files == 1);
+}
+
+TEST_CASE("a full disk is an IoError and the old file survives") {
+  test::TempDir dir;
+  fs::path p = dir / "big.bin";
+  file_write_atomic(p, "old");
+  // RLIMIT_FSIZE makes write() fail with EFBIG as a full disk would fail with ENOSPC.
+  struct rlimit old_limit {};
+  getrlimit(RLIMIT_FSIZE, &old_limit);
+  struct rlimit lim = old_limit;
+  lim.rlim_cur = 4096;
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  setrlimit(RLIMIT_FSIZE, &lim);
+  std::string big(1 << 16, 'x');
+  CHECK_THROWS_WITH_AS(file_write_atomic(p, big), doctest::Contains("big.bin"), IoError);
+  setrlimit(RLIMIT_FSIZE, &old_limit);
+  std::signal(SIGXFSZ, old_handler);
+  CHECK(file_read_text(p) == "old");
+}
+
+TEST_CASE("missing files name the path") {
+  CHECK_THROWS_WITH_AS(file_read_text("/nonexistent/adapt/file.json"), doctest::Contains("/nonexistent/adapt/file.json"),
+                       IoError);
+  CHECK_THROWS_WITH_AS(MappedFile("/nonexistent/x.safetensors"), doctest::Contains("x.safetensors"), IoError);
+  test::TempDir dir;
+  test::write_bytes(dir / "a.bin", "hello");
+  MappedFile m(dir / "a.bin");
+  REQUIRE(m.size_bytes() == 5);
+  CHECK(std::string(reinterpret_cast<const char*>(m.data()), 5) == "hello");
+  char buf[3];
+  file_read_at(dir / "a.bin", 2, buf, 3);
+  CHECK(std::string(buf, 3) == "llo");
+  CHECK_THROWS_WITH_AS(file_read_at(dir / "a.bin", 4, buf, 3), doctest::Contains("truncated"), IoError);
+}
