@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Checks that every source file includes only from modules it may depend on.
+
+Purpose: the layout is the architecture (STYLE.md, "Source layout"). Each folder under src/ is one
+module; a file may include headers of its own module and of the modules listed for it below, and
+nothing higher. toml++ may be included only by src/config; CUDA/NCCL headers only by backend/cuda,
+ops/cuda, comm/nccl and kernels/. Exits 1 and lists every violation, naming file and line.
+
+Invocation:  python3 scripts/check_layering.py [--root DIR]
+             python3 scripts/check_layering.py --self-test   (proves the check catches violations)
+"""
+import argparse
+import os
+import re
+import sys
+import tempfile
+
+# module -> modules it may include (besides itself). Mirrors STYLE.md's table; `io` (safetensors,
+# model files) sits just above tensor.
+ALLOWED = {
+    "core": set(),
+    "dtype": {"core"},
+    "tensor": {"core", "dtype"},
+    "backend": {"core", "dtype", "tensor"},
+    "io": {"core", "dtype", "tensor"},
+    "ops": {"core", "dtype", "tensor", "backend", "kernels"},
+    "comm": {"core", "dtype", "tensor", "backend"},
+    "parallel": {"core", "dtype", "tensor", "backend", "ops", "comm"},
+    "model": {"core", "dtype", "tensor", "backend", "ops", "parallel", "comm", "io"},
+    "adapters": {"core", "dtype", "tensor", "backend", "ops", "parallel", "comm", "model"},
+    "optim": {"core", "dtype", "tensor", "backend", "ops", "comm", "parallel"},
+    "checkpoint": {"core", "dtype", "tensor", "backend", "comm", "io"},
+    "tokenizer": {"core"},
+    "generate": {"core", "dtype", "tensor", "backend", "ops", "comm", "parallel", "model", "adapters", "tokenizer",
+                 "io"},
+    "train": {"core", "dtype", "tensor", "backend", "ops", "comm", "parallel", "model", "adapters", "optim",
+              "checkpoint", "tokenizer", "io"},
+    "config": {"core", "dtype"},  # plus header-only config structs, see CONFIG_STRUCT_HEADERS
+    "apps": None,  # may include everything
+    "kernels": {"core", "dtype"},
+}
+# config may include these header-only struct definitions of the modules it fills.
+CONFIG_STRUCT_HEADERS = re.compile(r"^[a-z_]+/[a-z_]*(config|options|recipe)\.h$")
+CUDA_OK = ("src/backend/cuda/", "src/ops/cuda/", "src/comm/nccl", "kernels/")
+INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]')
+CUDA_HEADERS = re.compile(r"^(cuda[a-zA-Z_]*\.h|cublas.*\.h|cublasLt\.h|nccl\.h|cuda_(bf16|fp16|runtime)\.h)$")
+
+
+def module_of(rel):
+    parts = rel.split("/")
+    if parts[0] == "src" and len(parts) > 2:
+        return parts[1]
+    if parts[0] == "kernels":
+        return "kernels"
+    return None
+
+
+def check(root):
+    problems = []
+    for top in ("src", "kernels"):
+        for dirpath, _, files in os.walk(os.path.join(root, top)):
+            for f in sorted(files):
+                if not f.endswith((".h", ".hpp", ".cpp", ".cc", ".cu", ".cuh")):
+                    continue
+                path = os.path.join(dirpath, f)
+                rel = os.path.relpath(path, root).replace(os.sep, "/")
+                mod = module_of(rel)
+                if mod is None:
+                    continue
+                if mod not in ALLOWED:
+                    problems.append(f"{rel}: module '{mod}' is not in the layering table; add it to "
+                                    "scripts/check_layering.py and STYLE.md's table")
+                    continue
+                with open(path, encoding="utf-8", errors="replace") as fh:
+                    for lineno, line in enumerate(fh, 1):
+                        m = INCLUDE.match(line)
+                        if not m:
+                            continue
+                        kind, inc = m.groups()
+                        if inc.startswith("toml++") and mod != "config":
+                            problems.append(f"{rel}:{lineno}: includes <{inc}>; only src/config may include toml++")
+                        if CUDA_HEADERS.match(inc) and not rel.startswith(CUDA_OK):
+                            problems.append(f"{rel}:{lineno}: includes <{inc}>; CUDA/NCCL headers belong in "
+                                            "backend/cuda, ops/cuda, comm/nccl or kernels/")
+                        if kind != '"' or "/" not in inc:
+                            continue
+                        target = inc.split("/")[0]
+                        if target == "tests":
+                            problems.append(f"{rel}:{lineno}: includes test code \"{inc}\"")
+                            continue
+                        if target not in ALLOWED or target == mod or ALLOWED[mod] is None:
+                            continue
+                        if mod == "config" and CONFIG_STRUCT_HEADERS.match(inc):
+                            continue
+                        if target not in ALLOWED[mod]:
+                            problems.append(f"{rel}:{lineno}: module '{mod}' includes \"{inc}\" from '{target}', "
+                                            f"which is not below it (allowed: {', '.join(sorted(ALLOWED[mod])) or 'none'})")
+    return problems
+
+
+def self_test():
+    with tempfile.TemporaryDirectory() as d:
+        os.makedirs(os.path.join(d, "src", "tensor"))
+        os.makedirs(os.path.join(d, "src", "model"))
+        with open(os.path.join(d, "src", "tensor", "bad.cpp"), "w") as f:
+            f.write('#include "model/llama_config.h"\n#include <toml++/toml.h>\n#include <cuda_runtime.h>\n')
+        with open(os.path.join(d, "src", "model", "good.cpp"), "w") as f:
+            f.write('#include "tensor/tensor.h"\n#include "model/weight_names.h"\n')
+        problems = check(d)
+        assert len(problems) == 3, problems
+        assert all(p.startswith("src/tensor/bad.cpp:") for p in problems), problems
+    print("self-test passed: 3 planted violations found, clean file accepted")
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    ap.add_argument("--self-test", action="store_true")
+    args = ap.parse_args()
+    if args.self_test:
+        return self_test()
+    problems = check(os.path.abspath(args.root))
+    for p in problems:
+        print(p)
+    if problems:
+        print(f"{len(problems)} layering violation(s)")
+        return 1
+    print("layering ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+#include "backend/backend.h"
+
+#include <cstring>
+
+#include "core/error.h"
+
+#if ADAPT_HAVE_CUDA
+#include "backend/cuda/cuda_runtime.h"
+#endif
+
+namespace adapt::backend {
+
+#if ADAPT_HAVE_CUDA
+
+int cuda_device_count() { return cuda::device_count(); }
+std::string cuda_unavailable_reason() { return cuda::unavailable_reason(); }
+std::string cuda_device_name(int index) { return cuda::device_name(index); }
+Allocator& pinned_host_allocator() { return cuda::pinned_host_allocator(); }
+Allocator& cuda_allocator(int index) { return cuda::device_allocator(index); }
+void synchronize(int index) { cuda::synchronize(index); }
+
+#else
+
+int cuda_device_count() { return 0; }
+std::string cuda_unavailable_reason() {
+  return "this binary was built without CUDA (ADAPT_CUDA=OFF or nvcc not found at configure time)";
+}
+std::string cuda_device_name(int) { return "none"; }
+Allocator& pinned_host_allocator() {
+  ADAPT_THROW(UnsupportedError,
+              "pinned host memory needs CUDA, but this binary was built without it; rebuild with "
+              "-DADAPT_CUDA=ON or keep runtime.device = \"cpu\"");
+}
+Allocator& cuda_allocator(int index) {
+  ADAPT_THROW(UnsupportedError,
+              "cuda:{} requested, but this binary was built without CUDA; rebuild with -DADAPT_CUDA=ON or set "
+              "runtime.device = \"cpu\"",
+              index);
+}
+void synchronize(int) {}
+
+#endif
+
+void copy(Tensor& dst, const Tensor& src) {
+  ADAPT_REQUIRE(dst.shape() == src.shape() && dst.dtype() == src.dtype(), ShapeError,
+                "copy '{}' {} {} -> '{}' {} {}: shapes or dtypes differ", src.name(), src.shape().str(),
+                dtype_name(src.dtype()), dst.name(), dst.shape().str(), dtype_name(dst.dtype()));
+  ADAPT_REQUIRE(dst.is_contiguous() && src.is_contiguous(), ShapeError,
+                "copy '{}' -> '{}': both tensors must be contiguous", src.name(), dst.name());
+  if (src.device().host_accessible() && dst.device().host_accessible()) {
+    std::memcpy(dst.raw(), src.raw(), src.size_bytes());
+    return;
+  }
+#if ADAPT_HAVE_CUDA
+  cuda::memcpy_sync(dst.raw(), src.raw(), src.size_bytes());
+#else
+  ADAPT_THROW(UnsupportedError, "copy between {} and {} needs CUDA, but this binary was built without it",
+              src.device().str(), dst.device().str());
+#endif
+}
+
+}  // namespace adapt::backend
