@@ -1,7 +1,7 @@
 // adapt_model: make random-weight Llama models in HF layout (for tests, demos and benchmarks at any
 // real model's shape) and check model folders before a long job is queued.
 //
-//   adapt_model make --out DIR --preset NAME [--layers N] [--dtype bf16|f32] [--seed S]
+//   adapt_model make --out DIR (--preset NAME | --recipe FILE.toml [--set key=value]) [--layers N] [--dtype bf16|f32] [--seed S]
 //                    [--max-shard-size 5GB] [--tokenizer PATH] [--corpus DIR] [--tied] [--force] [--dry-run]
 //   adapt_model check DIR
 //   adapt_model presets
@@ -21,6 +21,9 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "core/timer.h"
+#include "config/config_binder.h"
+#include "config/config_printer.h"
+#include "config/model_recipe_schema.h"
 #include "model/llama_config.h"
 #include "model/model_folder.h"
 #include "tokenizer/bpe_train.h"
@@ -39,6 +42,9 @@ constexpr const char* kUsage = R"(usage:
 
 make options:
   --out DIR               output folder (must be empty or absent unless --force)
+  --recipe FILE.toml      read the options below from a recipe (inputs/models/*.toml); flags given on the
+                          command line win; --set key=value overrides single recipe keys (e.g.
+                          --set shape.n_kv_heads=1)
   --preset NAME           tiny | bench | llama-3.1-8b | llama-3.1-70b | llama-3.1-405b | llama-2-7b | codellama-7b
   --layers N              override the number of layers (e.g. --layers 2 with llama-3.1-70b: a 70B-shaped
                           model small enough to test with)
@@ -67,6 +73,7 @@ struct Args {
   std::vector<std::string> positional;
   std::map<std::string, std::string> options;
   std::vector<std::string> flags;
+  std::vector<std::string> sets;  // repeatable --set key=value
 };
 
 Args parse_args(int argc, char** argv, const std::vector<std::string>& valued, const std::vector<std::string>& bare) {
@@ -93,7 +100,11 @@ Args parse_args(int argc, char** argv, const std::vector<std::string>& valued, c
         if (i + 1 >= argc) usage_error(fmt::format("option {} needs a value", key));
         value = argv[++i];
       }
-      a.options[key] = value;
+      if (key == "--set") {
+        a.sets.push_back(value);
+      } else {
+        a.options[key] = value;
+      }
     } else if (std::find(bare.begin(), bare.end(), key) != bare.end()) {
       a.flags.push_back(key);
     } else {
@@ -216,36 +227,50 @@ int cmd_make(const Args& a) {
     auto it = a.options.find(k);
     return it == a.options.end() ? nullptr : &it->second;
   };
-  if (!opt("--preset")) usage_error("make needs --preset NAME");
   const bool dry_run = has_flag(a, "--dry-run");
   if (!opt("--out") && !dry_run) usage_error("make needs --out DIR");
   const fs::path out = opt("--out") ? fs::path(*opt("--out")) : fs::path();
 
-  model::LlamaConfig cfg = model::llama_config_preset(*opt("--preset"));
-  if (auto* v = opt("--layers")) cfg.n_layers = parse_int("--layers", *v, 1);
-  if (has_flag(a, "--tied")) cfg.tie_word_embeddings = true;
-  model::RandomModelOptions ro;
-  if (auto* v = opt("--seed")) ro.seed = static_cast<std::uint64_t>(parse_int("--seed", *v, 0));
-  if (auto* v = opt("--dtype")) {
-    ro.dtype = parse_dtype(*v);
-    if (ro.dtype != DType::BF16 && ro.dtype != DType::F32 && ro.dtype != DType::F16)
-      usage_error(fmt::format("--dtype must be bf16, f16 or f32, got '{}'", *v));
+  // Recipe file first, then command-line flags on top of it.
+  model::ModelRecipe recipe;
+  if (auto* v = opt("--recipe")) {
+    recipe = config::load(*v, config::model_recipe_schema(), a.sets);
+  } else if (!a.sets.empty()) {
+    usage_error("--set overrides keys of a recipe: pass --recipe FILE.toml too");
+  } else if (!opt("--preset")) {
+    usage_error("make needs --preset NAME or --recipe FILE.toml");
   }
+  if (auto* v = opt("--preset")) recipe.preset = *v;
+  if (auto* v = opt("--layers")) recipe.layers = parse_int("--layers", *v, 1);
+  if (has_flag(a, "--tied")) recipe.tied = true;
+  if (auto* v = opt("--seed")) recipe.seed = parse_int("--seed", *v, 0);
+  if (auto* v = opt("--dtype")) recipe.dtype = parse_dtype(*v);
+  if (recipe.dtype != DType::BF16 && recipe.dtype != DType::F32 && recipe.dtype != DType::F16)
+    usage_error(fmt::format("dtype must be bf16, f16 or f32, got '{}'", dtype_name(recipe.dtype)));
   if (auto* v = opt("--max-shard-size")) {
     auto b = parse_byte_size(*v);
     if (!b || *b == 0) usage_error(fmt::format("--max-shard-size must be a size such as 5GB or 500MB, got '{}'", *v));
-    ro.max_shard_bytes = *b;
+    recipe.max_shard_size = *b;
   }
-  const std::string preset = *opt("--preset");
+  if (auto* v = opt("--tokenizer")) recipe.tokenizer = fs::path(*v);
+  if (auto* v = opt("--corpus")) recipe.corpus = fs::path(*v);
+  if (auto* v = opt("--merges")) recipe.merges = parse_int("--merges", *v, 0);
+
+  model::LlamaConfig cfg = model::llama_config_from_recipe(recipe);
+  model::RandomModelOptions ro;
+  ro.seed = static_cast<std::uint64_t>(recipe.seed);
+  ro.dtype = recipe.dtype;
+  ro.max_shard_bytes = recipe.max_shard_size;
+  const std::string preset = recipe.preset;
   const bool small_preset = preset == "tiny" || preset == "bench";
 
   // Tokenizer first: the vocabulary and the bos/eos ids of config.json follow it.
   std::vector<tokenizer::BpeMerge> merges;
   fs::path copy_from;
-  if (auto* v = opt("--tokenizer")) {
-    copy_from = *v;
+  if (recipe.tokenizer) {
+    copy_from = *recipe.tokenizer;
     tokenizer::TokenizerFileInfo info = tokenizer::tokenizer_file_info(copy_from);
-    if (small_preset) {
+    if (small_preset && !recipe.shape.vocab_size) {
       cfg.vocab_size = info.vocab_size;
     } else {
       ADAPT_REQUIRE(info.vocab_size <= cfg.vocab_size, ConfigError,
@@ -255,14 +280,14 @@ int cmd_make(const Args& a) {
     cfg.bos_token_id = info.bos_id;
     cfg.eos_token_ids = info.eos_ids;
   } else {
-    const fs::path corpus = opt("--corpus") ? fs::path(*opt("--corpus")) : find_corpus();
+    const fs::path corpus = recipe.corpus ? *recipe.corpus : find_corpus();
     tokenizer::BpeTrainOptions to;
-    to.n_merges = static_cast<int>(opt("--merges") ? parse_int("--merges", *opt("--merges"), 0) : 512);
+    to.n_merges = static_cast<int>(recipe.merges);
     Timer t;
     merges = tokenizer::bpe_train(read_corpus(corpus), to);
     log::info0("learned {} BPE merges from {} in {:.2f} s", merges.size(), corpus.string(), t.seconds());
     tokenizer::TokenizerJsonSummary s = tokenizer::tokenizer_json_summary(static_cast<std::int64_t>(merges.size()));
-    if (preset == "tiny") {
+    if (preset == "tiny" && !recipe.shape.vocab_size) {
       cfg.vocab_size = s.vocab_size;
     } else {
       ADAPT_REQUIRE(s.vocab_size <= cfg.vocab_size, ConfigError, "the built-in tokenizer ({} tokens) does not fit the "
@@ -281,6 +306,7 @@ int cmd_make(const Args& a) {
                                   "to {})\n", preset, cfg.n_layers, format_count(pc.total), pc.n_tensors,
                                   format_bytes(bytes), dtype_name(ro.dtype), format_bytes(ro.max_shard_bytes)).c_str());
     std::printf("%s", model::llama_config_to_json(cfg).c_str());
+    if (opt("--recipe")) std::printf("# resolved recipe\n%s", config::to_toml(recipe, config::model_recipe_schema()).c_str());
     return 0;
   }
   if (fs::exists(out) && !fs::is_empty(out)) {
@@ -336,12 +362,13 @@ int main(int argc, char** argv) {
   try {
     if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
       std::fputs(kUsage, argc < 2 ? stderr : stdout);
+      if (argc >= 2) std::printf("\nrecipe keys (--recipe FILE.toml, --set key=value):\n%s", config::help(config::model_recipe_schema()).c_str());
       return argc < 2 ? static_cast<int>(ExitCode::Usage) : 0;
     }
     const std::string cmd = argv[1];
     if (cmd == "make") {
       return cmd_make(parse_args(argc, argv,
-                                 {"--out", "--preset", "--layers", "--dtype", "--seed", "--max-shard-size",
+                                 {"--out", "--recipe", "--set", "--preset", "--layers", "--dtype", "--seed", "--max-shard-size",
                                   "--tokenizer", "--corpus", "--merges"},
                                  {"--tied", "--force", "--dry-run"}));
     }

@@ -19,12 +19,15 @@ int env_int(const char* const* names, int fallback) {
 const char* const kRankVars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID", nullptr};
 const char* const kSizeVars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS", nullptr};
 
+// Process start (static initialisation), so elapsed times count from launch, not from the first line.
+const std::chrono::steady_clock::time_point kProcessStart = std::chrono::steady_clock::now();
+
 struct State {
   int rank = env_int(kRankVars, 0);
   int size = env_int(kSizeVars, 1);
   std::string grid_tag;
   Level level = Level::Info;
-  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point start = kProcessStart;
   std::mutex mutex;
 };
 

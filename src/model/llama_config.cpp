@@ -357,6 +357,44 @@ LlamaConfig llama_config_preset(const std::string& name) {
   return c;
 }
 
+LlamaConfig llama_config_from_recipe(const ModelRecipe& r) {
+  LlamaConfig c = llama_config_preset(r.preset);
+  const ShapeOverrides& s = r.shape;
+  if (r.layers) c.n_layers = *r.layers;
+  c.tie_word_embeddings = r.tied;
+  if (s.hidden_size) c.hidden_size = *s.hidden_size;
+  if (s.intermediate_size) c.intermediate_size = *s.intermediate_size;
+  if (s.n_heads) c.n_heads = *s.n_heads;
+  if (s.n_kv_heads) c.n_kv_heads = *s.n_kv_heads;
+  if (s.head_dim) {
+    c.head_dim = *s.head_dim;
+  } else if (s.hidden_size || s.n_heads) {
+    c.head_dim = c.hidden_size / c.n_heads;
+  }
+  if (s.vocab_size) c.vocab_size = *s.vocab_size;
+  if (s.max_position_embeddings) c.max_position_embeddings = *s.max_position_embeddings;
+  if (s.rope_theta) c.rope_theta = *s.rope_theta;
+  if (s.rope_type) {
+    if (*s.rope_type == "default") {
+      c.rope_scaling = {};
+    } else if (*s.rope_type == "linear") {
+      c.rope_scaling = {RopeType::Linear, s.rope_factor.value_or(2.0), 1.0, 4.0, 0};
+    } else {
+      c.rope_scaling = {RopeType::Llama3, s.rope_factor.value_or(8.0), 1.0, 4.0,
+                        s.rope_original_max_position_embeddings.value_or(c.rope_scaling.original_max_position_embeddings
+                                                                             ? c.rope_scaling.original_max_position_embeddings
+                                                                             : 8192)};
+    }
+  } else {
+    if (s.rope_factor) c.rope_scaling.factor = *s.rope_factor;
+    if (s.rope_original_max_position_embeddings)
+      c.rope_scaling.original_max_position_embeddings = *s.rope_original_max_position_embeddings;
+  }
+  ADAPT_REQUIRE(c.n_heads % c.n_kv_heads == 0, ConfigError,
+                "shape.n_kv_heads = {} does not divide shape.n_heads = {}", c.n_kv_heads, c.n_heads);
+  return c;
+}
+
 ParamCounts llama_param_counts(const LlamaConfig& c) {
   ParamCounts p;
   const std::int64_t C = c.hidden_size, F = c.intermediate_size, D = c.head_dim;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "dtype/dtype.h"
+#include "model/model_recipe.h"
 
 namespace adapt::model {
 
@@ -66,6 +67,9 @@ std::vector<std::string> llama_preset_names();
 /// tiny | bench | llama-3.1-8b | llama-3.1-70b | llama-3.1-405b | llama-2-7b | codellama-7b.
 /// ConfigError with the list (and a suggestion) for unknown names.
 LlamaConfig llama_config_preset(const std::string& name);
+
+/// The preset named by `recipe`, with its layer count, tying and shape overrides applied and checked.
+LlamaConfig llama_config_from_recipe(const ModelRecipe& recipe);
 
 struct ParamCounts {
   std::int64_t embedding = 0;   // V*C

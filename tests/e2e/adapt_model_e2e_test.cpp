@@ -81,6 +81,40 @@ TEST_CASE("make, check and dry runs of the real shapes") {
   CHECK(presets.out.find("70,553,706,496") != std::string::npos);
 }
 
+TEST_CASE("every recipe in inputs/models parses, and recipes build what they say") {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(test::source_dir() / "inputs/models")) {
+    if (e.path().extension() != ".toml") continue;
+    ++n;
+    Run r = run("make --dry-run --recipe " + e.path().string());
+    INFO(e.path().string(), "\n", r.out);
+    CHECK(r.code == 0);
+  }
+  CHECK(n >= 3);
+  Run gqa = run("make --dry-run --recipe " + (test::source_dir() / "inputs/models/tiny-gqa4-tied.toml").string());
+  CHECK(gqa.out.find("\"num_key_value_heads\": 2") != std::string::npos);
+  CHECK(gqa.out.find("\"tie_word_embeddings\": true") != std::string::npos);
+  Run over = run("make --dry-run --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() +
+                 " --set shape.n_kv_heads=1 --layers 3");
+  CHECK(over.out.find("\"num_key_value_heads\": 1") != std::string::npos);
+  CHECK(over.out.find("\"num_hidden_layers\": 3") != std::string::npos);
+  // Bad recipes: unknown key with a suggestion and file:line, wrong type, bad value.
+  test::TempDir dir;
+  test::write_bytes(dir / "bad.toml", "preset = \"tiny\"\nlayerz = 3\n");
+  Run bad = run("make --dry-run --recipe " + (dir / "bad.toml").string());
+  CHECK(bad.code == 2);
+  CHECK(bad.out.find("bad.toml:2") != std::string::npos);
+  CHECK(bad.out.find("did you mean 'layers'") != std::string::npos);
+  test::write_bytes(dir / "bad2.toml", "preset = \"tiny\"\n[shape]\nn_heads = \"four\"\n");
+  Run bad2 = run("make --dry-run --recipe " + (dir / "bad2.toml").string());
+  CHECK(bad2.code == 2);
+  CHECK(bad2.out.find("shape.n_heads") != std::string::npos);
+  Run bad3 = run("make --dry-run --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() + " --set shape.n_kv_heads=3");
+  CHECK(bad3.code == 2);
+  Run help = run("--help");
+  CHECK(help.out.find("shape.n_kv_heads") != std::string::npos);
+}
+
 TEST_CASE("Meta's Llama 3 tokenizer can be copied into a model") {
   const fs::path meta = test::shared_dir() / "models/llama3/tokenizer.model";
   if (!fs::exists(meta)) {
