@@ -146,18 +146,6 @@ fs::path find_corpus() {
               "binary and in {}). Pass --corpus DIR or --tokenizer PATH.", ADAPT_SOURCE_DIR);
 }
 
-std::vector<std::string> read_corpus(const fs::path& dir) {
-  std::vector<fs::path> files;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file() && e.path().filename() != "README.md") files.push_back(e.path());
-  }
-  std::sort(files.begin(), files.end());
-  ADAPT_REQUIRE(!files.empty(), IoError, "corpus folder '{}' holds no files", dir.string());
-  std::vector<std::string> texts;
-  for (const auto& f : files) texts.push_back(file_read_text(f));
-  return texts;
-}
-
 void print_summary(const model::ModelCheckReport& r, const fs::path& dir) {
   const auto& c = r.config;
   std::string rope = model::rope_type_name(c.rope_scaling.type);
@@ -284,7 +272,7 @@ int cmd_make(const Args& a) {
     tokenizer::BpeTrainOptions to;
     to.n_merges = static_cast<int>(recipe.merges);
     Timer t;
-    merges = tokenizer::bpe_train(read_corpus(corpus), to);
+    merges = tokenizer::bpe_train(tokenizer::bpe_corpus_read(corpus), to);
     log::info0("learned {} BPE merges from {} in {:.2f} s", merges.size(), corpus.string(), t.seconds());
     tokenizer::TokenizerJsonSummary s = tokenizer::tokenizer_json_summary(static_cast<std::int64_t>(merges.size()));
     if (preset == "tiny" && !recipe.shape.vocab_size) {

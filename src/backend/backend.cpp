@@ -15,6 +15,7 @@ namespace adapt::backend {
 int cuda_device_count() { return cuda::device_count(); }
 std::string cuda_unavailable_reason() { return cuda::unavailable_reason(); }
 std::string cuda_device_name(int index) { return cuda::device_name(index); }
+std::string cuda_library_versions() { return cuda::library_versions(); }
 Allocator& pinned_host_allocator() { return cuda::pinned_host_allocator(); }
 Allocator& cuda_allocator(int index) { return cuda::device_allocator(index); }
 void synchronize(int index) { cuda::synchronize(index); }
@@ -26,6 +27,7 @@ std::string cuda_unavailable_reason() {
   return "this binary was built without CUDA (ADAPT_CUDA=OFF or nvcc not found at configure time)";
 }
 std::string cuda_device_name(int) { return "none"; }
+std::string cuda_library_versions() { return "none: " + cuda_unavailable_reason(); }
 Allocator& pinned_host_allocator() {
   ADAPT_THROW(UnsupportedError,
               "pinned host memory needs CUDA, but this binary was built without it; rebuild with "

@@ -17,6 +17,10 @@ std::string cuda_unavailable_reason();
 /// "NVIDIA H200 (sm_90, 139.8 GiB)" for device `index`.
 std::string cuda_device_name(int index);
 
+/// The CUDA libraries this binary links, e.g. "CUDA runtime 13.0, cuBLASLt 13.0.1, NCCL 2.28.9", or
+/// why there are none. Works without a GPU.
+std::string cuda_library_versions();
+
 /// Page-locked host memory for fast, asynchronous host<->device copies. Needs a CUDA device;
 /// UnsupportedError (with the reason) otherwise.
 Allocator& pinned_host_allocator();

@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "core/file.h"
 #include "tokenizer/bpe_pretokenize.h"
 
 namespace adapt::tokenizer {
@@ -163,6 +164,18 @@ std::vector<BpeMerge> bpe_train(const std::vector<std::string>& texts, const Bpe
     }
   }
   return merges;
+}
+
+std::vector<std::string> bpe_corpus_read(const std::filesystem::path& dir) {
+  std::vector<std::filesystem::path> paths;
+  ADAPT_REQUIRE(std::filesystem::is_directory(dir), IoError, "corpus folder '{}' not found", dir.string());
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir))
+    if (entry.is_regular_file() && entry.path().filename() != "README.md") paths.push_back(entry.path());
+  std::sort(paths.begin(), paths.end());
+  ADAPT_REQUIRE(!paths.empty(), IoError, "corpus folder '{}' holds no files", dir.string());
+  std::vector<std::string> texts;
+  for (const auto& p : paths) texts.push_back(file_read_text(p));
+  return texts;
 }
 
 }  // namespace adapt::tokenizer

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <utility>
 #include <vector>
@@ -25,6 +26,11 @@ struct BpeTrainOptions {
 /// unsigned). A pair whose concatenation is already a token is skipped, so every merge adds exactly
 /// one new token: merge k is token 256 + k. The result depends only on the inputs (same texts and
 /// options → the same merges, bit for bit). ConfigError when n_merges < 0 or min_pair_count < 1.
+/// Contents of the training files under `dir` (recursively; every regular file except README.md),
+/// sorted by path so that training on them is deterministic. IoError when the folder is missing or
+/// holds no files.
+std::vector<std::string> bpe_corpus_read(const std::filesystem::path& dir);
+
 std::vector<BpeMerge> bpe_train(const std::vector<std::string>& texts, const BpeTrainOptions& options);
 
 }  // namespace adapt::tokenizer

@@ -30,6 +30,8 @@ Allocator& pinned_host_allocator();
 Allocator& device_allocator(int index);
 void memcpy_sync(void* dst, const void* src, std::size_t n_bytes);
 void synchronize(int index);
+/// "CUDA runtime 13.0, cuBLASLt 13.0.1, NCCL 2.28.9": the libraries linked into this binary.
+std::string library_versions();
 
 /// An owned CUDA stream on the current device.
 class Stream {

@@ -8,7 +8,6 @@
 
 #include "core/error.h"
 #include "tests/support/test_support.h"
-#include "tests/unit/tokenizer/tokenizer_test_corpus.h"
 #include "tokenizer/bpe_pretokenize.h"
 #include "tokenizer/bpe_train.h"
 
@@ -43,7 +42,7 @@ TEST_CASE("bpe_pretokenize follows the Llama 3 regex alternatives") {
 }
 
 TEST_CASE("bpe_pretokenize pieces concatenate back to the text") {
-  const std::vector<std::string> texts = tokenizer_test::corpus_texts(adapt::test::source_dir() / "inputs" / "corpus");
+  const std::vector<std::string> texts = tokenizer::bpe_corpus_read(adapt::test::source_dir() / "inputs" / "corpus");
   for (const std::string& text : texts) {
     std::string joined;
     for (std::string_view p : bpe_pretokenize(text)) {
@@ -87,7 +86,7 @@ TEST_CASE("bpe_train on hand-worked examples") {
 }
 
 TEST_CASE("bpe_train on inputs/corpus is deterministic and stays inside pieces") {
-  const std::vector<std::string> texts = tokenizer_test::corpus_texts(adapt::test::source_dir() / "inputs" / "corpus");
+  const std::vector<std::string> texts = tokenizer::bpe_corpus_read(adapt::test::source_dir() / "inputs" / "corpus");
   std::size_t n_bytes = 0;
   for (const auto& t : texts) n_bytes += t.size();
   const BpeTrainOptions options{.n_merges = 2000};

@@ -7,7 +7,6 @@
 #include <string>
 
 #include "core/error.h"
-#include "tests/unit/tokenizer/tokenizer_test_corpus.h"
 #include "tokenizer/bpe_train.h"
 #include "tokenizer/tokenizer_json.h"
 
@@ -18,7 +17,7 @@ int main(int argc, char** argv) {
     return static_cast<int>(adapt::ExitCode::Usage);
   }
   try {
-    const std::vector<std::string> texts = adapt::tokenizer_test::corpus_texts(argv[1]);
+    const std::vector<std::string> texts = adapt::tokenizer::bpe_corpus_read(argv[1]);
     const int n_merges = std::atoi(argv[3]);
     const std::vector<BpeMerge> merges = bpe_train(texts, BpeTrainOptions{.n_merges = n_merges});
     const TokenizerJsonSummary s = tokenizer_json_write(argv[2], merges);

@@ -8,7 +8,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "tests/support/test_support.h"
-#include "tests/unit/tokenizer/tokenizer_test_corpus.h"
+#include "tokenizer/bpe_train.h"
 #include "tokenizer/byte_level.h"
 #include "tokenizer/tokenizer_file_info.h"
 #include "tokenizer/tokenizer_json.h"
@@ -28,7 +28,7 @@ TEST_CASE("tokenizer_json_summary counts 256 bytes + merges + 256 specials") {
 }
 
 TEST_CASE("tokenizer_json_write writes an HF Llama 3 byte-level tokenizer folder") {
-  const std::vector<std::string> texts = tokenizer_test::corpus_texts(adapt::test::source_dir() / "inputs" / "corpus");
+  const std::vector<std::string> texts = tokenizer::bpe_corpus_read(adapt::test::source_dir() / "inputs" / "corpus");
   const std::vector<BpeMerge> merges = bpe_train(texts, BpeTrainOptions{.n_merges = 512});
   REQUIRE(merges.size() == 512);
   adapt::test::TempDir dir("adapt-tokenizer");
