@@ -1,0 +1,51 @@
+// Results of a generation job, written as they finish: one JSON Lines record per prompt, appended and
+// fsynced, so a restarted job skips what is done and a crash never loses a finished prompt. Per-prompt
+// output files are written atomically and must stay inside the output folder.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <set>
+#include <string>
+
+namespace adapt::generate {
+
+namespace fs = std::filesystem;
+
+struct ResultRecord {
+  std::string id;
+  std::string text;
+  std::int64_t prompt_tokens = 0;
+  std::int64_t completion_tokens = 0;
+  std::string finish_reason;      // eos | stop | length
+  double time_to_first_token_s = 0;
+  double tokens_per_s = 0;        // completion tokens / decode time
+  std::string output_file;        // relative to the output folder; empty when none
+};
+
+class ResultsFile {
+ public:
+  /// Opens (creating folders as needed) `path`. Records already there are read, so done() can skip
+  /// them; a last line cut short by a crash is dropped (the file is rewritten atomically without it,
+  /// and a warning says so). IoError naming the file and line for a corrupt record elsewhere.
+  explicit ResultsFile(const fs::path& path);
+  ~ResultsFile();
+  ResultsFile(const ResultsFile&) = delete;
+  ResultsFile& operator=(const ResultsFile&) = delete;
+
+  bool done(const std::string& id) const { return done_.count(id) != 0; }
+  std::size_t n_done() const { return done_.size(); }
+  /// Appends one record and fsyncs it. IoError (e.g. disk full) leaves earlier records intact.
+  void append(const ResultRecord& r);
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+  int fd_ = -1;
+  std::set<std::string> done_;
+};
+
+/// `relative` resolved inside `out_dir`; ConfigError when it is absolute or climbs out with "..".
+fs::path output_path_inside(const fs::path& out_dir, const std::string& relative, const std::string& where);
+
+}  // namespace adapt::generate
