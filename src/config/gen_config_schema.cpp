@@ -1,0 +1,78 @@
+#include "config/gen_config_schema.h"
+
+namespace adapt::config {
+
+const Schema<generate::GenJob>& gen_job_schema() {
+  static const Schema<generate::GenJob> schema = [] {
+    using namespace generate;
+    Schema<GenModel> model;
+    model.field("path", &GenModel::path, "Model folder in HF layout (relative to this file).").required();
+    model.field("tokenizer", &GenModel::tokenizer, "Tokenizer file or folder; default: the model folder's.");
+
+    Schema<GenOutput> output;
+    output.field("dir", &GenOutput::dir, "Folder for results and output files (relative to this file).").required();
+    output.field("results", &GenOutput::results, "Results file (JSON Lines) inside dir.");
+
+    Schema<GenDefaults> d;
+    d.field("max_new_tokens", &GenDefaults::max_new_tokens, "Tokens to generate at most per prompt.")
+        .at_least(std::int64_t{1});
+    d.field("temperature", &GenDefaults::temperature, "0 = greedy.").at_least(0.0);
+    d.field("top_k", &GenDefaults::top_k, "Keep the k most likely tokens (0 = off).").at_least(std::int64_t{0});
+    d.field("top_p", &GenDefaults::top_p, "Nucleus sampling mass (1 = off).").range(1e-9, 1.0);
+    d.field("min_p", &GenDefaults::min_p, "Drop tokens below min_p x the top probability (0 = off).").range(0.0, 0.999999);
+    d.field("repetition_penalty", &GenDefaults::repetition_penalty, "HF repetition penalty (1 = off).")
+        .greater_than(0.0);
+    d.field("seed", &GenDefaults::seed, "Random seed of the sampler.").at_least(std::int64_t{0});
+    d.field("chat", &GenDefaults::chat, "Wrap system/user prompts in the Llama 3.1 chat layout.");
+    d.field("stop", &GenDefaults::stop, "Stop strings (cut from the output).");
+
+    Schema<PromptSpec> p;
+    p.field("id", &PromptSpec::id, "Unique name; finished ids are skipped when the job runs again.").required();
+    p.field("system", &PromptSpec::system, "System message (with user).");
+    p.field("user", &PromptSpec::user, "User message, chat-formatted.");
+    p.field("text", &PromptSpec::text, "Raw prompt text, no template (instead of user).");
+    p.field("output", &PromptSpec::output, "File for the completion, relative to output.dir.");
+    p.field("max_new_tokens", &PromptSpec::max_new_tokens, "Overrides defaults.max_new_tokens.")
+        .at_least(std::int64_t{1});
+    p.field("temperature", &PromptSpec::temperature, "Overrides defaults.temperature.").at_least(0.0);
+    p.field("top_k", &PromptSpec::top_k, "Overrides defaults.top_k.").at_least(std::int64_t{0});
+    p.field("top_p", &PromptSpec::top_p, "Overrides defaults.top_p.").range(1e-9, 1.0);
+    p.field("min_p", &PromptSpec::min_p, "Overrides defaults.min_p.").range(0.0, 0.999999);
+    p.field("repetition_penalty", &PromptSpec::repetition_penalty, "Overrides defaults.repetition_penalty.")
+        .greater_than(0.0);
+    p.field("seed", &PromptSpec::seed, "Overrides defaults.seed.").at_least(std::int64_t{0});
+    p.field("stop", &PromptSpec::stop, "Overrides defaults.stop.");
+    p.check([](const PromptSpec& s) -> std::string {
+      if (s.user.has_value() == s.text.has_value())
+        return "give exactly one of user (chat-formatted) or text (raw) for prompt '" + s.id + "'";
+      if (s.system && !s.user) return "system needs user (prompt '" + s.id + "')";
+      if ((s.user && s.user->empty()) || (s.text && s.text->empty())) return "prompt '" + s.id + "' is empty";
+      if (s.output) {
+        const fs::path norm = fs::path(*s.output).lexically_normal();
+        if (s.output->empty() || norm.is_absolute() || norm.empty() || *norm.begin() == "..")
+          return "output = \"" + *s.output + "\" of prompt '" + s.id +
+                 "' must be a relative path that stays inside output.dir";
+      }
+      return "";
+    });
+
+    Schema<GenJob> job;
+    job.table("model", &GenJob::model, model, "The base model.");
+    job.table("output", &GenJob::output, output, "Where results go.");
+    job.table("defaults", &GenJob::defaults, d, "Sampling and stop rules for every prompt.");
+    job.table_array("prompts", &GenJob::prompts, p, "The prompts ([[prompts]] tables).");
+    job.check([](const GenJob& j) -> std::string {
+      if (j.prompts.empty()) return "the job has no [[prompts]]; add at least one";
+      for (std::size_t a = 0; a < j.prompts.size(); ++a)
+        for (std::size_t b = a + 1; b < j.prompts.size(); ++b)
+          if (j.prompts[a].id == j.prompts[b].id)
+            return "prompt id '" + j.prompts[a].id + "' is used twice (prompts[" + std::to_string(a) + "] and prompts[" +
+                   std::to_string(b) + "]); ids must be unique";
+      return "";
+    });
+    return job;
+  }();
+  return schema;
+}
+
+}  // namespace adapt::config

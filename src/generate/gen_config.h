@@ -1,0 +1,59 @@
+// GenJob: a generation job as written in a prompts TOML file (inputs/prompts.toml): the model, the
+// output folder, default sampling and stop rules, and the prompts, each of which may override them.
+// Header-only plain structs; config/ fills them, generate/ validates and runs them.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace adapt::generate {
+
+struct GenModel {
+  std::filesystem::path path;                      // HF model folder (config.json, *.safetensors, tokenizer)
+  std::optional<std::filesystem::path> tokenizer;  // default: the model folder's tokenizer
+};
+
+struct GenOutput {
+  std::filesystem::path dir;            // everything the job writes goes below it
+  std::string results = "results.jsonl";  // inside dir
+};
+
+struct GenDefaults {
+  std::int64_t max_new_tokens = 256;
+  double temperature = 0.0;
+  std::int64_t top_k = 0;
+  double top_p = 1.0;
+  double min_p = 0.0;
+  double repetition_penalty = 1.0;
+  std::int64_t seed = 0;
+  bool chat = true;  // wrap system/user prompts in the Llama 3.1 chat layout
+  std::vector<std::string> stop;
+};
+
+struct PromptSpec {
+  std::string id;
+  std::optional<std::string> system;
+  std::optional<std::string> user;  // chat-formatted (with `system`)
+  std::optional<std::string> text;  // raw text, no template
+  std::optional<std::string> output;  // file to write the completion to, relative to output.dir
+  std::optional<std::int64_t> max_new_tokens;
+  std::optional<double> temperature;
+  std::optional<std::int64_t> top_k;
+  std::optional<double> top_p;
+  std::optional<double> min_p;
+  std::optional<double> repetition_penalty;
+  std::optional<std::int64_t> seed;
+  std::optional<std::vector<std::string>> stop;
+};
+
+struct GenJob {
+  GenModel model;
+  GenOutput output;
+  GenDefaults defaults;
+  std::vector<PromptSpec> prompts;
+};
+
+}  // namespace adapt::generate

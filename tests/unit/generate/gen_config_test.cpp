@@ -1,0 +1,54 @@
+// Prompt files: the example in inputs/ parses; each kind of bad prompt file is a ConfigError naming
+// the file, the key and what to do.
+#include <doctest/doctest.h>
+
+#include "config/config_binder.h"
+#include "config/gen_config_schema.h"
+#include "core/error.h"
+#include "tests/support/test_support.h"
+
+using namespace adapt;
+using namespace adapt::generate;
+namespace fs = std::filesystem;
+
+namespace {
+GenJob parse(const std::string& text) { return config::parse_string(text, "/jobs/p.toml", config::gen_job_schema()); }
+const std::string kHead = "[model]\npath = \"m\"\n[output]\ndir = \"out\"\n";
+}  // namespace
+
+TEST_CASE("inputs/prompts.toml parses and resolves paths against its folder") {
+  const fs::path file = test::source_dir() / "inputs/prompts.toml";
+  GenJob j = config::load(file, config::gen_job_schema());
+  CHECK(j.prompts.size() == 3);
+  CHECK(j.model.path == (test::source_dir() / "demo/tiny-model").lexically_normal());
+  CHECK(j.prompts[1].temperature == 0.8);
+  CHECK(j.prompts[2].text.has_value());
+  CHECK(j.defaults.stop == std::vector<std::string>{"<|eot_id|>"});
+  GenJob o = config::load(file, config::gen_job_schema(), {"defaults.max_new_tokens=7", "prompts[0].seed=3"});
+  CHECK(o.defaults.max_new_tokens == 7);
+  CHECK(o.prompts[0].seed == 3);
+}
+
+TEST_CASE("bad prompt files") {
+  CHECK(parse(kHead + "[[prompts]]\nid = \"a\"\nuser = \"hi\"\n").model.path == fs::path("/jobs/m"));
+  CHECK_THROWS_WITH_AS(parse(kHead + "[[promts]]\nid = \"a\"\nuser = \"hi\"\n"), doctest::Contains("did you mean 'prompts'"),
+                       ConfigError);
+  CHECK_THROWS_WITH_AS(parse(kHead), doctest::Contains("no [[prompts]]"), ConfigError);
+  CHECK_THROWS_WITH_AS(parse("[output]\ndir = \"o\"\n[[prompts]]\nid = \"a\"\nuser = \"x\"\n"),
+                       doctest::Contains("path is required"), ConfigError);
+  CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\nuser = \"x\"\nmax_new_tokens = 0\n"),
+                       doctest::Contains("prompts[0].max_new_tokens"), ConfigError);
+  CHECK_THROWS_WITH_AS(parse(kHead + "[defaults]\nmax_new_tokens = -5\n[[prompts]]\nid = \"a\"\nuser = \"x\"\n"),
+                       doctest::Contains("defaults.max_new_tokens"), ConfigError);
+  CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\nuser = \"x\"\noutput = \"../../etc/x\"\n"),
+                       doctest::Contains("stays inside output.dir"), ConfigError);
+  CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\nuser = \"x\"\noutput = \"/tmp/x\"\n"),
+                       doctest::Contains("stays inside output.dir"), ConfigError);
+  CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\nuser = \"x\"\ntext = \"y\"\n"),
+                       doctest::Contains("exactly one of user"), ConfigError);
+  CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\ntext = \"\"\n"), doctest::Contains("is empty"), ConfigError);
+  CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\nuser = \"x\"\n[[prompts]]\nid = \"a\"\nuser = \"y\"\n"),
+                       doctest::Contains("used twice"), ConfigError);
+  CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\nuser = \"x\"\ntop_p = 2.0\n"),
+                       doctest::Contains("prompts[0].top_p"), ConfigError);
+}
