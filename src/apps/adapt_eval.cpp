@@ -1,0 +1,167 @@
+// adapt_eval: mean loss and perplexity of a model over the `text` of each line of a JSONL file, and
+// optionally the log-probability of every token. This is how a base model and an adapted one are
+// compared on held-out code.
+//
+//   adapt_eval --model DIR --data FILE.jsonl [--per-token] [--out FILE]
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "core/log.h"
+#include "core/strings.h"
+#include "core/timer.h"
+#include "model/llama_forward.h"
+#include "model/llama_weights.h"
+#include "ops/softmax.h"
+#include "ops/workspace.h"
+#include "tokenizer/tokenizer.h"
+
+using namespace adapt;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: adapt_eval --model DIR --data FILE.jsonl [--per-token] [--out FILE] [--tokenizer PATH]
+
+Reads one JSON object per line with a "text" field, tokenizes it (with BOS) and scores every token
+given the ones before it. Prints the mean loss (negative log-likelihood per token, natural log) and
+perplexity over all scored tokens of the file. Texts longer than the model's context are cut to the
+context (a warning names the line).
+
+  --model DIR        model folder in HF layout
+  --data FILE        JSON Lines, each line an object with a string "text"
+  --per-token        also write one JSON line per input line: {"line", "tokens", "logprobs"}; the
+                     first token (BOS) has no log-probability (null)
+  --out FILE         where --per-token records go (default: stdout)
+  --tokenizer PATH   tokenizer file or folder (default: the model folder's)
+
+exit codes: 0 done; 2 bad option; 3 missing/invalid model, tokenizer or data file; 70 internal error.
+)";
+
+int run(int argc, char** argv) {
+  std::string model_dir, data, out, tok_path;
+  bool per_token = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      ADAPT_REQUIRE(i + 1 < argc, ConfigError, "{} needs a value; run adapt_eval --help", a);
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (a == "--model") {
+      model_dir = value();
+    } else if (a == "--data") {
+      data = value();
+    } else if (a == "--out") {
+      out = value();
+    } else if (a == "--tokenizer") {
+      tok_path = value();
+    } else if (a == "--per-token") {
+      per_token = true;
+    } else {
+      ADAPT_THROW(ConfigError, "unknown option '{}'{}; run adapt_eval --help", a,
+                  did_you_mean(a, {"--model", "--data", "--out", "--tokenizer", "--per-token", "--help"}));
+    }
+  }
+  ADAPT_REQUIRE(!model_dir.empty() && !data.empty(), ConfigError,
+                "adapt_eval needs --model DIR and --data FILE.jsonl; run adapt_eval --help");
+  ADAPT_REQUIRE(out.empty() || per_token, ConfigError, "--out is where --per-token records go: pass --per-token too");
+
+  const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(tok_path.empty() ? model_dir : tok_path);
+  model::LlamaLoadStats stats;
+  const model::LlamaModel model = model::llama_model_load(model_dir, {.storage = model::WeightStorage::AsStored}, &stats);
+  ADAPT_REQUIRE(tok.n_vocab() <= model.config.vocab_size, ConfigError,
+                "the tokenizer has {} tokens but the model's vocab_size is {}; use the model's own tokenizer",
+                tok.n_vocab(), model.config.vocab_size);
+  log::info0("loaded {} in {:.2f} s", model_dir, stats.seconds);
+
+  const std::string text = file_read_text(data);
+  std::FILE* sink = stdout;
+  std::string out_buf;
+  double nll_sum = 0;
+  std::int64_t n_scored = 0, line_no = 0, n_lines = 0;
+  ops::Workspace ws;
+  Timer timer;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t nl = text.find('\n', start);
+    if (nl == std::string::npos) nl = text.size();
+    const std::string line = text.substr(start, nl - start);
+    start = nl + 1;
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    ADAPT_REQUIRE(j.is_object() && j.contains("text") && j["text"].is_string(), IoError,
+                  "{}:{}: expected a JSON object with a string \"text\"", data, line_no);
+    tokenizer::EncodeOptions eo;
+    eo.bos = true;
+    std::vector<tokenizer::TokenId> ids = tok.encode(j["text"].get<std::string>(), eo);
+    if (static_cast<std::int64_t>(ids.size()) > model.config.max_position_embeddings) {
+      log::warn("{}:{}: {} tokens, cut to the model's context of {}", data, line_no, ids.size(),
+                model.config.max_position_embeddings);
+      ids.resize(static_cast<std::size_t>(model.config.max_position_embeddings));
+    }
+    ++n_lines;
+    const auto T = static_cast<std::int64_t>(ids.size());
+    Tensor in = Tensor::empty({1, T}, DType::I32);
+    for (std::int64_t t = 0; t < T; ++t) in.data<std::int32_t>()[t] = static_cast<std::int32_t>(ids[static_cast<std::size_t>(t)]);
+    Tensor logits = model::llama_forward(model, in, nullptr, {}, &ws);  // (1, T, V)
+    const std::int64_t V = logits.dim(-1);
+    Tensor rows = logits.reshape({T, V});
+    Tensor logp = Tensor::empty({T, V}, DType::F32);
+    ops::log_softmax_forward(logp, rows);
+    json lp = json::array();
+    lp.push_back(nullptr);
+    for (std::int64_t t = 1; t < T; ++t) {
+      const double l = logp.data<float>()[(t - 1) * V + ids[static_cast<std::size_t>(t)]];
+      nll_sum -= l;
+      ++n_scored;
+      lp.push_back(l);
+    }
+    if (per_token) {
+      json rec = {{"line", line_no}, {"tokens", ids}, {"logprobs", lp}};
+      out_buf += rec.dump() + "\n";
+    }
+  }
+  ADAPT_REQUIRE(n_scored > 0, IoError, "{}: no line has a text of two or more tokens to score", data);
+  const double loss = nll_sum / static_cast<double>(n_scored);
+  if (per_token) {
+    if (out.empty()) {
+      std::fwrite(out_buf.data(), 1, out_buf.size(), sink);
+    } else {
+      file_write_atomic(out, out_buf);
+    }
+  }
+  std::fprintf(per_token && out.empty() ? stderr : stdout,
+               "%s\n", fmt::format("lines {}  tokens scored {}  loss {:.6f}  perplexity {:.4f}  ({:.1f} tokens/s)",
+                                   n_lines, n_scored, loss, std::exp(loss),
+                                   static_cast<double>(n_scored) / std::max(timer.seconds(), 1e-9)).c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    if (argc < 2) {
+      std::fputs(kUsage, stderr);
+      return static_cast<int>(ExitCode::Usage);
+    }
+    return run(argc, argv);
+  } catch (const Error& e) {
+    log::error("{}", e.what());
+    return static_cast<int>(e.exit_code());
+  } catch (const std::exception& e) {
+    log::error("{} (this is a bug in adapt; please report it)", e.what());
+    return static_cast<int>(ExitCode::Internal);
+  }
+}

@@ -1,0 +1,114 @@
+#include "model/llama_forward.h"
+
+#include <cstring>
+
+#include "core/error.h"
+#include "ops/attention.h"
+#include "ops/embedding.h"
+#include "ops/matmul.h"
+#include "ops/rms_norm.h"
+#include "ops/rope.h"
+#include "ops/swiglu.h"
+
+namespace adapt::model {
+
+void linear(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* bias, const LinearSite& site,
+            const LinearOptions& opts) {
+  ops::matmul(y, x, w, ops::MatmulOptions{.transpose_b = true, .beta = opts.accumulate ? 1.0f : 0.0f});
+  if (bias && bias->defined()) ops::bias_add(y, *bias);
+  // Adapter hook point (no adapters yet): LoRA adds its low-rank delta for `site` to y here.
+  (void)site;
+}
+
+namespace {
+
+// (B, T, Hkv, D) → (B, Hkv, T, D): the layout attention reads keys and values in.
+void to_heads_major(Tensor& dst, const Tensor& src) {
+  const std::int64_t B = src.dim(0), T = src.dim(1), Hkv = src.dim(2), D = src.dim(3);
+  const float* s = src.data<float>();
+  float* d = dst.data<float>();
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t t = 0; t < T; ++t)
+      for (std::int64_t g = 0; g < Hkv; ++g)
+        std::memcpy(d + ((b * Hkv + g) * T + t) * D, s + ((b * T + t) * Hkv + g) * D,
+                    static_cast<std::size_t>(D) * sizeof(float));
+}
+
+}  // namespace
+
+Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache, const ForwardOptions& opts,
+                     ops::Workspace* workspace) {
+  const LlamaConfig& c = model.config;
+  const LlamaWeights& w = model.weights;
+  ADAPT_REQUIRE(ids.rank() == 2 && ids.dim(0) > 0 && ids.dim(1) > 0, ShapeError,
+                "llama_forward: token ids '{}' have shape {}; (B, T) with B, T >= 1 was expected", ids.name(),
+                ids.shape().str());
+  ADAPT_CHECK(static_cast<std::int64_t>(w.layers.size()) == c.n_layers && w.embedding.defined() && w.lm_head.defined(),
+              "the model has {} layers loaded but its config says {}", w.layers.size(), c.n_layers);
+  const std::int64_t B = ids.dim(0), T = ids.dim(1), N = B * T;
+  const std::int64_t C = c.hidden_size, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, F = c.intermediate_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const std::int64_t pos0 = cache ? cache->n_past() : 0;
+  if (cache) cache->check_room(B, T);
+
+  ops::Workspace local;
+  ops::Workspace& ws = workspace ? *workspace : local;
+  ws.reset();
+  // Activations, shared by every layer (layers run one after the other).
+  Tensor h = ws.take({B, T, C}, DType::F32, "hidden");  // the residual stream
+  Tensor xn = ws.take({B, T, C}, DType::F32, "normed");
+  Tensor q = ws.take({B, T, H, D}, DType::F32, "q");
+  Tensor k = ws.take({B, T, Hkv, D}, DType::F32, "k");
+  Tensor v = ws.take({B, T, Hkv, D}, DType::F32, "v");
+  Tensor attn = ws.take({B, T, H, D}, DType::F32, "attn");
+  Tensor gate = ws.take({B, T, F}, DType::F32, "gate");
+  Tensor up = ws.take({B, T, F}, DType::F32, "up");
+  Tensor cos = ws.take({T, D / 2}, DType::F32, "rope.cos");
+  Tensor sin = ws.take({T, D / 2}, DType::F32, "rope.sin");
+  Tensor k_all, v_all;  // (B, Hkv, T, D) when there is no cache
+  if (!cache) {
+    k_all = ws.take({B, Hkv, T, D}, DType::F32, "k_all");
+    v_all = ws.take({B, Hkv, T, D}, DType::F32, "v_all");
+  }
+  Tensor q2 = q.reshape({N, H * D}), k2 = k.reshape({N, Hkv * D}), v2 = v.reshape({N, Hkv * D});
+  Tensor attn2 = attn.reshape({N, H * D});
+
+  ops::embedding_forward(h, w.embedding, ids);
+  ops::rope_table_fill(cos, sin, model.inv_freq, pos0);
+  for (int l = 0; l < static_cast<int>(c.n_layers); ++l) {
+    const LayerWeights& lw = w.layers[static_cast<std::size_t>(l)];
+    // Attention block: h += o_proj(attention(rope(q_proj(xn)), rope(k_proj(xn)), v_proj(xn))).
+    ops::rms_norm_forward(xn, h, lw.attn_norm, eps);
+    linear(q2, xn, lw.wq, &lw.bq, {l, WeightKind::Wq});
+    linear(k2, xn, lw.wk, &lw.bk, {l, WeightKind::Wk});
+    linear(v2, xn, lw.wv, &lw.bv, {l, WeightKind::Wv});
+    ops::rope_forward(q, cos, sin);
+    ops::rope_forward(k, cos, sin);
+    if (cache) {
+      cache->write(l, k, v);
+      ops::attention_forward(attn, q, cache->k(l), cache->v(l), {.q_pos_offset = pos0});
+    } else {
+      to_heads_major(k_all, k);
+      to_heads_major(v_all, v);
+      ops::attention_forward(attn, q, k_all, v_all, {.q_pos_offset = 0});
+    }
+    linear(h, attn2, lw.wo, &lw.bo, {l, WeightKind::Wo}, {.accumulate = true});
+    // MLP block: h += down_proj(silu(gate_proj(xn)) * up_proj(xn)).
+    ops::rms_norm_forward(xn, h, lw.ffn_norm, eps);
+    linear(gate, xn, lw.w_gate, &lw.b_gate, {l, WeightKind::WGate});
+    linear(up, xn, lw.w_up, &lw.b_up, {l, WeightKind::WUp});
+    ops::swiglu_forward(gate, gate, up);
+    linear(h, gate, lw.w_down, &lw.b_down, {l, WeightKind::WDown}, {.accumulate = true});
+  }
+  if (cache) cache->advance(T);
+
+  const std::int64_t T_out = opts.last_position_only ? 1 : T;
+  const Tensor h_out = opts.last_position_only ? h.narrow(1, T - 1, 1) : h;
+  Tensor hf = ws.take({B, T_out, C}, DType::F32, "final_normed");
+  ops::rms_norm_forward(hf, h_out, w.final_norm, eps);
+  Tensor logits = Tensor::empty({B, T_out, c.vocab_size}, DType::F32, host_allocator(), "logits");
+  linear(logits, hf, w.lm_head, nullptr, {-1, WeightKind::LmHead});
+  return opts.last_position_only ? logits.reshape({B, c.vocab_size}) : logits;
+}
+
+}  // namespace adapt::model

@@ -1,0 +1,77 @@
+// The base weights of a Llama model in host memory, one struct per layer. The CPU backend computes in
+// f32: by default every weight is widened to f32 once, at load; WeightStorage::AsStored keeps bf16
+// matrices as bf16 (half the memory and the decode bandwidth) and widens them inside each product,
+// with the same numbers (docs/NUMERICS.md measures both). Loaded from a HF model folder through
+// io::ShardedSafetensors, checked against the weight-name table (weight_names.h).
+#pragma once
+
+#include <filesystem>
+#include <vector>
+
+#include "model/llama_config.h"
+#include "tensor/tensor.h"
+
+namespace adapt::model {
+
+/// One decoder layer. Projections keep HF's nn.Linear layout (out, in); y = x · Wᵀ. Matrices are f32,
+/// or bf16 with WeightStorage::AsStored; norms and biases are always f32.
+struct LayerWeights {
+  Tensor attn_norm;  // (C)          input_layernorm
+  Tensor wq;         // (H*D, C)     q_proj; head h = rows [h*D, (h+1)*D)
+  Tensor wk;         // (Hkv*D, C)   k_proj
+  Tensor wv;         // (Hkv*D, C)   v_proj
+  Tensor wo;         // (C, H*D)     o_proj
+  Tensor ffn_norm;   // (C)          post_attention_layernorm
+  Tensor w_gate;     // (F, C)       gate_proj
+  Tensor w_up;       // (F, C)       up_proj
+  Tensor w_down;     // (C, F)       down_proj
+  // Biases: defined only when config.attention_bias / config.mlp_bias (no released Llama has them).
+  Tensor bq;       // (H*D)
+  Tensor bk;       // (Hkv*D)
+  Tensor bv;       // (Hkv*D)
+  Tensor bo;       // (C)
+  Tensor b_gate;   // (F)
+  Tensor b_up;     // (F)
+  Tensor b_down;   // (C)
+};
+
+struct LlamaWeights {
+  Tensor embedding;   // (V, C)  embed_tokens
+  std::vector<LayerWeights> layers;  // L entries
+  Tensor final_norm;  // (C)     model.norm
+  Tensor lm_head;     // (V, C)  the same storage as `embedding` when tie_word_embeddings
+};
+
+/// A model ready to run: hyper-parameters, weights and the RoPE inverse frequencies (scaling applied).
+struct LlamaModel {
+  LlamaConfig config;
+  LlamaWeights weights;
+  std::vector<float> inv_freq;  // (D/2) from rope_inv_freq(config)
+  std::filesystem::path dir;    // where it was loaded from (empty when built in memory)
+};
+
+enum class WeightStorage {
+  F32,       // widen every weight to f32 at load: 4 bytes per parameter (the reference path)
+  AsStored,  // keep bf16 matrices (embedding, projections, lm_head) in bf16, widened inside the GEMMs;
+             // f32 checkpoints stay f32, f16 ones are widened to f32 (no f16 products on the CPU)
+};
+
+struct LlamaLoadOptions {
+  WeightStorage storage = WeightStorage::F32;
+};
+
+struct LlamaLoadStats {
+  double seconds = 0.0;
+  std::uint64_t bytes_read = 0;      // tensor bytes read from the files (checkpoint dtype)
+  std::uint64_t bytes_resident = 0;  // bytes of the weights held in memory
+};
+
+/// Loads DIR/config.json and every weight the config implies (in f32, or as `opts` says). Tensors
+/// are checked against the weight-name table: a missing tensor or a wrong shape is an IoError /
+/// ShapeError naming the file and tensor with a hint. Other tensors in the files are not read. With
+/// tie_word_embeddings, lm_head shares the embedding (a stored lm_head.weight is ignored, as HF
+/// does). `stats`, when given, receives the time and bytes.
+LlamaModel llama_model_load(const std::filesystem::path& dir, const LlamaLoadOptions& opts = {},
+                            LlamaLoadStats* stats = nullptr);
+
+}  // namespace adapt::model

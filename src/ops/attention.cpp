@@ -1,0 +1,60 @@
+#include "ops/attention.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "ops/cpu/cpu_kernels.h"
+#include "ops/op_checks.h"
+
+namespace adapt::ops {
+
+void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opts,
+                       Tensor* lse) {
+  constexpr const char* op = "attention_forward";
+  detail::require_same_device(op, out, {&q, &k, &v});
+  if (lse) detail::require_same_device(op, out, {lse});
+  if (!detail::on_cpu(op, out)) return;
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&out, &q, &k, &v}) {
+    detail::require_dtype(op, *t, DType::F32);
+    ADAPT_REQUIRE(t->rank() == 4, ShapeError, "attention_forward: '{}' has shape {}; q and out are (B, T, H, D), k and v "
+                  "(B, Hkv, S, D)", t->name(), t->shape().str());
+  }
+  detail::require_contiguous(op, q);
+  detail::require_contiguous(op, out);
+  const std::int64_t B = q.dim(0), T = q.dim(1), H = q.dim(2), D = q.dim(3);
+  const std::int64_t Hkv = k.dim(1), S = k.dim(2);
+  detail::require_shape(op, out, q.shape(), "same as q");
+  detail::require_shape(op, k, Shape{B, Hkv, S, D}, "(B, Hkv, S, D) with q's B and D");
+  detail::require_shape(op, v, k.shape(), "same as k");
+  ADAPT_REQUIRE(Hkv > 0 && H % Hkv == 0, ShapeError,
+                "attention_forward: {} query heads in '{}' are not a multiple of {} KV heads in '{}' (GQA shares each KV "
+                "head among a whole number of query heads)", H, q.name(), Hkv, k.name());
+  ADAPT_REQUIRE(opts.q_pos_offset >= 0 && S >= opts.q_pos_offset + T, ShapeError,
+                "attention_forward: {} queries at positions {}..{} need {} keys but '{}' holds S = {}; the KV cache is "
+                "too small (allocate it with capacity >= prompt + generated tokens)", T, opts.q_pos_offset,
+                opts.q_pos_offset + T - 1, opts.q_pos_offset + T, k.name(), S);
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&k, &v}) {
+    ADAPT_REQUIRE(D <= 1 || t->stride(3) == 1, ShapeError,
+                  "attention_forward: '{}' must have unit stride along D (got {})", t->name(), t->stride(3));
+  }
+  cpu::AttentionArgs a;
+  a.q = q.data<float>();
+  a.k = k.data<float>();
+  a.v = v.data<float>();
+  a.out = out.data<float>();
+  if (lse) {
+    detail::require_dtype(op, *lse, DType::F32);
+    detail::require_contiguous(op, *lse);
+    detail::require_shape(op, *lse, Shape{B, H, T}, "(B, H, T): one log-sum-exp per query row");
+    a.lse = lse->data<float>();
+  }
+  a.B = B, a.T = T, a.H = H, a.Hkv = Hkv, a.D = D, a.S = S;
+  a.k_stride_b = k.stride(0), a.k_stride_h = k.stride(1), a.k_stride_s = k.stride(2);
+  a.v_stride_b = v.stride(0), a.v_stride_h = v.stride(1), a.v_stride_s = v.stride(2);
+  a.q_pos_offset = opts.q_pos_offset;
+  a.scale = opts.scale != 0.0f ? opts.scale : 1.0f / std::sqrt(static_cast<float>(D));
+  if (B * T * H == 0) return;
+  cpu::attention_forward(a);
+}
+
+}  // namespace adapt::ops

@@ -1,0 +1,123 @@
+// Causal GQA attention on the CPU, flash-attention style. A task is (sequence b, KV head g, block of
+// query positions); its rows are the block's positions times the n_rep query heads of g, so each key
+// tile serves all of them. Per key tile: S = Q · Kᵀ · scale and O += P · V are two small sgemm calls
+// (OpenBLAS is single-threaded inside the OpenMP tasks; see gemm_cpu.cpp), between them an online
+// softmax keeps each row's running max m and sum l. Nothing of size T x S is ever allocated.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "ops/cpu/cpu_kernels.h"
+#include "ops/cpu/vec_math.h"
+
+namespace adapt::ops::cpu {
+
+namespace {
+
+constexpr std::int64_t kKeyTile = 128;      // keys per tile
+constexpr std::int64_t kRowsPerBlock = 64;  // query rows (positions x heads) per task, about
+
+struct Scratch {
+  std::vector<float> q;  // (rows, D) the block's queries, row r = (position r / n_rep, head r % n_rep)
+  std::vector<float> s;  // (rows, kKeyTile) scores, then probabilities
+  std::vector<float> o;  // (rows, D) unnormalised outputs
+  std::vector<float> m, l;
+};
+
+// Online-softmax step for one row with n visible scores out of `tile` (the rest are masked):
+// m' = max(m, max s), p = e^(s − m'), l ← l · e^(m − m') + Σ p, o ← o · e^(m − m'). Masked entries get
+// p = 0 exactly (the vectorised exp would give ~1e-38 for −inf).
+ADAPT_CPU_KERNEL void softmax_step(float* s, std::int64_t n, std::int64_t tile, float* m, float* l, float* o,
+                                   std::int64_t D) {
+  if (n <= 0) {
+    for (std::int64_t j = 0; j < tile; ++j) s[j] = 0.0f;
+    return;
+  }
+  float tile_max = s[0];
+  for (std::int64_t j = 1; j < n; ++j) tile_max = std::max(tile_max, s[j]);
+  const float m_new = std::max(*m, tile_max);
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (std::int64_t j = 0; j < n; ++j) {
+    s[j] = exp_f32(s[j] - m_new);
+    sum += s[j];
+  }
+  for (std::int64_t j = n; j < tile; ++j) s[j] = 0.0f;
+  if (*l > 0.0f && m_new != *m) {
+    const float corr = std::exp(*m - m_new);
+#pragma omp simd
+    for (std::int64_t d = 0; d < D; ++d) o[d] *= corr;
+    *l *= corr;
+  }
+  *l += sum;
+  *m = m_new;
+}
+
+void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::int64_t t0, std::int64_t t1,
+                  Scratch& sc) {
+  const std::int64_t n_rep = a.H / a.Hkv, D = a.D, rows = (t1 - t0) * n_rep;
+  sc.q.resize(static_cast<std::size_t>(rows * D));
+  sc.s.resize(static_cast<std::size_t>(rows * kKeyTile));
+  sc.o.assign(static_cast<std::size_t>(rows * D), 0.0f);
+  sc.m.assign(static_cast<std::size_t>(rows), -std::numeric_limits<float>::infinity());
+  sc.l.assign(static_cast<std::size_t>(rows), 0.0f);
+  // Rows of one position are the n_rep consecutive heads of group g: one contiguous run per position.
+  for (std::int64_t t = t0; t < t1; ++t) {
+    const float* src = a.q + ((b * a.T + t) * a.H + g * n_rep) * D;
+    std::copy_n(src, n_rep * D, sc.q.data() + (t - t0) * n_rep * D);
+  }
+  const float* kb = a.k + b * a.k_stride_b + g * a.k_stride_h;
+  const float* vb = a.v + b * a.v_stride_b + g * a.v_stride_h;
+  const std::int64_t key_end = a.q_pos_offset + t1;  // keys [0, key_end) are visible to some row
+  for (std::int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
+    const std::int64_t tile = std::min(kKeyTile, key_end - j0);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(rows), static_cast<blasint>(tile),
+                static_cast<blasint>(D), a.scale, sc.q.data(), static_cast<blasint>(D), kb + j0 * a.k_stride_s,
+                static_cast<blasint>(a.k_stride_s), 0.0f, sc.s.data(), static_cast<blasint>(kKeyTile));
+    for (std::int64_t r = 0; r < rows; ++r) {
+      // Causal: the query at position q_pos_offset + t sees keys 0 .. q_pos_offset + t.
+      const std::int64_t t = t0 + r / n_rep;
+      const std::int64_t n = std::min(tile, a.q_pos_offset + t + 1 - j0);
+      softmax_step(sc.s.data() + r * kKeyTile, n, tile, &sc.m[static_cast<std::size_t>(r)],
+                   &sc.l[static_cast<std::size_t>(r)], sc.o.data() + r * D, D);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(rows), static_cast<blasint>(D),
+                static_cast<blasint>(tile), 1.0f, sc.s.data(), static_cast<blasint>(kKeyTile), vb + j0 * a.v_stride_s,
+                static_cast<blasint>(a.v_stride_s), 1.0f, sc.o.data(), static_cast<blasint>(D));
+  }
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::int64_t t = t0 + r / n_rep, h = g * n_rep + r % n_rep;
+    const float l = sc.l[static_cast<std::size_t>(r)], inv_l = 1.0f / l;
+    float* out = a.out + ((b * a.T + t) * a.H + h) * D;
+    const float* o = sc.o.data() + r * D;
+    for (std::int64_t d = 0; d < D; ++d) out[d] = o[d] * inv_l;
+    if (a.lse) a.lse[(b * a.H + h) * a.T + t] = sc.m[static_cast<std::size_t>(r)] + std::log(l);
+  }
+}
+
+}  // namespace
+
+void attention_forward(const AttentionArgs& a) {
+  blas_single_threaded();  // the tasks below call sgemm from OpenMP threads
+  const std::int64_t n_rep = a.H / a.Hkv;
+  const std::int64_t block = std::max<std::int64_t>(1, kRowsPerBlock / n_rep);  // positions per task
+  const std::int64_t n_blocks = (a.T + block - 1) / block;
+  const std::int64_t n_tasks = a.B * a.Hkv * n_blocks;
+#pragma omp parallel
+  {
+    thread_local Scratch sc;  // reused across calls: no allocation once warm
+    // Later query blocks see more keys: hand them out first so the threads finish together.
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t task = 0; task < n_tasks; ++task) {
+      const std::int64_t qb = n_blocks - 1 - task / (a.B * a.Hkv);
+      const std::int64_t bg = task % (a.B * a.Hkv);
+      const std::int64_t t0 = qb * block, t1 = std::min(a.T, t0 + block);
+      attend_block(a, bg / a.Hkv, bg % a.Hkv, t0, t1, sc);
+    }
+  }
+}
+
+}  // namespace adapt::ops::cpu

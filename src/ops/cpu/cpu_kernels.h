@@ -1,0 +1,55 @@
+// The CPU reference kernels behind the ops/ entry points: raw f32 pointers, int64 sizes, row strides
+// (ld) in elements, no Tensor. Plain loops (OpenMP across rows or heads where it pays), written to be
+// read and to be the truth the CUDA kernels are compared with. Entry points have checked the shapes.
+#pragma once
+
+#include <cstdint>
+
+namespace adapt::ops::cpu {
+
+/// Puts OpenBLAS in single-threaded mode, once per process: every parallel loop of the CPU backend is
+/// an OpenMP loop that calls BLAS from its threads (two thread pools fought over the cores).
+void blas_single_threaded();
+
+/// c = alpha · op(a) · op(b) + beta · c, row-major. b holds f32, or bf16 bit patterns when b_bf16
+/// (widened exactly to f32; all arithmetic is f32). With beta = 0, c is not read.
+void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a,
+          std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
+void bias_add(float* y, std::int64_t ldy, const float* bias, std::int64_t rows, std::int64_t cols);
+
+/// rstd may be null.
+void rms_norm_forward(float* y, std::int64_t ldy, float* rstd, const float* x, std::int64_t ldx, const float* w,
+                      std::int64_t rows, std::int64_t cols, float eps);
+
+/// cos/sin (n_pos, half) contiguous.
+void rope_table_fill(float* cos, float* sin, const float* inv_freq, std::int64_t half, std::int64_t pos_begin,
+                     std::int64_t n_pos);
+/// x (B, T, Hx, D) contiguous, in place; cos/sin (T, D/2).
+void rope_forward(float* x, std::int64_t B, std::int64_t T, std::int64_t Hx, std::int64_t D, const float* cos,
+                  const float* sin);
+
+struct AttentionArgs {
+  const float* q = nullptr;  // (B, T, H, D) contiguous
+  const float* k = nullptr;  // (B, Hkv, S, D) with the strides below (unit stride along D)
+  const float* v = nullptr;
+  float* out = nullptr;  // (B, T, H, D) contiguous
+  float* lse = nullptr;  // (B, H, T) or null
+  std::int64_t B = 0, T = 0, H = 0, Hkv = 0, D = 0, S = 0;
+  std::int64_t k_stride_b = 0, k_stride_h = 0, k_stride_s = 0;
+  std::int64_t v_stride_b = 0, v_stride_h = 0, v_stride_s = 0;
+  std::int64_t q_pos_offset = 0;
+  float scale = 0.0f;
+};
+void attention_forward(const AttentionArgs& args);
+
+void swiglu_forward(float* out, std::int64_t ldo, const float* gate, std::int64_t ldg, const float* up,
+                    std::int64_t ldu, std::int64_t rows, std::int64_t cols);
+
+/// ids already checked to lie in [0, V); table rows are f32, or bf16 bit patterns when table_bf16.
+void embedding_forward(float* out, std::int64_t ldo, const void* table, bool table_bf16, std::int64_t C,
+                       const std::int32_t* ids32, const std::int64_t* ids64, std::int64_t n);
+
+void softmax_forward(float* y, std::int64_t ldy, const float* x, std::int64_t ldx, std::int64_t rows,
+                     std::int64_t cols, bool log);
+
+}  // namespace adapt::ops::cpu

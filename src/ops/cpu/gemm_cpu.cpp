@@ -1,0 +1,141 @@
+// GEMM on the CPU. Three paths, one thread pool:
+//  * few rows (decoding) against a weight stored (N, K): our own streaming kernels (skinny_cpu.cpp),
+//    since OpenBLAS 0.3.21's sgemv reads weights at ~15 GB/s per core where a plain loop reaches ~25;
+//  * f32 otherwise: OpenBLAS sgemm (sgemv for a single row of a transposed product);
+//  * bf16 weights: panels widened to f32 (exact) into a per-thread buffer, then sgemm.
+// OpenBLAS is kept single-threaded and products are split over OpenMP threads here (by output columns,
+// or rows when there are few columns): OpenBLAS's own pthreads spinning next to OpenMP's made
+// decoding 2.5x slower on 2 cores.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "ops/cpu/cpu_kernels.h"
+
+namespace adapt::ops::cpu {
+
+// skinny_cpu.cpp
+void skinny_rows_f32(float* c, std::int64_t ldc, const float* a, std::int64_t lda, std::int64_t M, const float* w,
+                     std::int64_t ldw, std::int64_t n_begin, std::int64_t n_end, std::int64_t K, float alpha,
+                     float beta);
+void skinny_rows_bf16(float* c, std::int64_t ldc, const float* a, std::int64_t lda, std::int64_t M,
+                      const std::uint16_t* w, std::int64_t ldw, std::int64_t n_begin, std::int64_t n_end,
+                      std::int64_t K, float alpha, float beta);
+void widen_bf16_rows(float* dst, std::int64_t ldd, const std::uint16_t* src, std::int64_t lds, std::int64_t rows,
+                     std::int64_t cols);
+
+namespace {
+
+constexpr std::int64_t kParallelMinMacs = 1 << 18;  // below: run on the calling thread
+constexpr std::int64_t kSplitAlign = 16;            // thread ranges are whole 16-column panels
+constexpr std::int64_t kSkinnyMaxRows = 8;          // up to here the weight stream dominates
+constexpr std::int64_t kPanelFloats = 1 << 18;      // bf16 widening buffer per thread: 1 MB
+
+blasint ld_of(std::int64_t ld, std::int64_t cols) { return static_cast<blasint>(std::max<std::int64_t>({ld, cols, 1})); }
+
+// One BLAS call; a_cols / b_cols are the stored column counts (for the leading-dimension minimum).
+void blas_call(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
+               const float* a, std::int64_t lda, std::int64_t a_cols, const float* b, std::int64_t ldb,
+               std::int64_t b_cols, float beta, float* c, std::int64_t ldc) {
+  if (M == 1 && !trans_a) {
+    // y (N) = op(b) · x: b stored (N, K) when trans_b, else (K, N).
+    cblas_sgemv(CblasRowMajor, trans_b ? CblasNoTrans : CblasTrans, static_cast<blasint>(trans_b ? N : K),
+                static_cast<blasint>(trans_b ? K : N), alpha, b, ld_of(ldb, b_cols), a, 1, beta, c, 1);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, a, ld_of(lda, a_cols),
+              b, ld_of(ldb, b_cols), beta, c, ld_of(ldc, N));
+}
+
+// Columns [n0, n1) of c from bf16 b: widen panels of op(b) columns, then sgemm each panel.
+void gemm_bf16_cols(bool trans_a, bool trans_b, std::int64_t M, std::int64_t n0, std::int64_t n1, std::int64_t K,
+                    float alpha, const float* a, std::int64_t lda, std::int64_t a_cols, const std::uint16_t* b,
+                    std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  thread_local std::vector<float> panel;  // reused across calls: no allocation once warm
+  const std::int64_t width = std::max<std::int64_t>(kSplitAlign, kPanelFloats / K / kSplitAlign * kSplitAlign);
+  panel.resize(static_cast<std::size_t>(width * K));
+  for (std::int64_t p0 = n0; p0 < n1; p0 += width) {
+    const std::int64_t p = std::min(width, n1 - p0);
+    if (trans_b) {
+      widen_bf16_rows(panel.data(), K, b + p0 * ldb, ldb, p, K);  // rows p0.. of b (N, K) -> (p, K)
+      blas_call(trans_a, true, M, p, K, alpha, a, lda, a_cols, panel.data(), K, K, beta, c + p0, ldc);
+    } else {
+      widen_bf16_rows(panel.data(), p, b + p0, ldb, K, p);  // columns p0.. of b (K, N) -> (K, p)
+      blas_call(trans_a, false, M, p, K, alpha, a, lda, a_cols, panel.data(), p, p, beta, c + p0, ldc);
+    }
+  }
+}
+
+}  // namespace
+
+void blas_single_threaded() {
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(1); });
+}
+
+void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a,
+          std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (beta == 0.0f) {
+    // BLAS may compute 0 · c, and c may hold garbage (even NaN patterns) when beta = 0: clear it.
+    for (std::int64_t i = 0; i < M; ++i) std::memset(c + i * ldc, 0, static_cast<std::size_t>(N) * sizeof(float));
+  }
+  if (K == 0) {
+    if (beta != 0.0f && beta != 1.0f) {
+      for (std::int64_t i = 0; i < M; ++i)
+        for (std::int64_t j = 0; j < N; ++j) c[i * ldc + j] *= beta;
+    }
+    return;
+  }
+  blas_single_threaded();
+  const auto* bf = static_cast<const float*>(b);
+  const auto* bh = static_cast<const std::uint16_t*>(b);
+  const std::int64_t a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
+  const int n_threads = omp_in_parallel() || M * N * K < kParallelMinMacs ? 1 : omp_get_max_threads();
+  const bool skinny = !trans_a && trans_b && M <= kSkinnyMaxRows;
+  // Columns when there are enough (each thread streams its own rows of a weight stored (N, K)); rows
+  // otherwise (f32 only; bf16 panels are always split by columns).
+  const bool by_cols = skinny || b_bf16 || N >= kSplitAlign * n_threads || N >= M;
+  const std::int64_t extent = by_cols ? N : M;
+  const std::int64_t step = ((extent + n_threads - 1) / n_threads + kSplitAlign - 1) / kSplitAlign * kSplitAlign;
+#pragma omp parallel for num_threads(n_threads) schedule(static, 1) if (n_threads > 1)
+  for (int t = 0; t < n_threads; ++t) {
+    const std::int64_t begin = std::min(extent, t * step), end = std::min(extent, begin + step);
+    if (begin == end) continue;
+    if (skinny) {
+      if (b_bf16) {
+        skinny_rows_bf16(c, ldc, a, lda, M, bh, ldb, begin, end, K, alpha, beta);
+      } else {
+        skinny_rows_f32(c, ldc, a, lda, M, bf, ldb, begin, end, K, alpha, beta);
+      }
+    } else if (b_bf16) {
+      gemm_bf16_cols(trans_a, trans_b, M, begin, end, K, alpha, a, lda, a_cols, bh, ldb, beta, c, ldc);
+    } else if (by_cols) {
+      // Columns [begin, end) of op(b): rows of b when trans_b, columns otherwise.
+      const float* bs = trans_b ? bf + begin * ldb : bf + begin;
+      blas_call(trans_a, trans_b, M, end - begin, K, alpha, a, lda, a_cols, bs, ldb, trans_b ? K : end - begin, beta,
+                c + begin, ldc);
+    } else {
+      // Rows [begin, end) of op(a): rows of a, or columns of a when trans_a.
+      const float* as = trans_a ? a + begin : a + begin * lda;
+      blas_call(trans_a, trans_b, end - begin, N, K, alpha, as, lda, trans_a ? end - begin : K, bf, ldb, b_cols, beta,
+                c + begin * ldc, ldc);
+    }
+  }
+}
+
+void bias_add(float* y, std::int64_t ldy, const float* bias, std::int64_t rows, std::int64_t cols) {
+#pragma omp parallel for schedule(static) if (rows * cols > (1 << 18))
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* yr = y + r * ldy;
+#pragma omp simd
+    for (std::int64_t j = 0; j < cols; ++j) yr[j] += bias[j];
+  }
+}
+
+}  // namespace adapt::ops::cpu

@@ -1,0 +1,45 @@
+#include "ops/matmul.h"
+
+#include "core/error.h"
+#include "ops/cpu/cpu_kernels.h"
+#include "ops/op_checks.h"
+
+namespace adapt::ops {
+
+void matmul(Tensor& c, const Tensor& a, const Tensor& b, const MatmulOptions& opts) {
+  constexpr const char* op = "matmul";
+  detail::require_same_device(op, c, {&a, &b});
+  if (!detail::on_cpu(op, c)) return;
+  const detail::MatrixView A = detail::as_matrix(op, a), C = detail::as_matrix(op, c);
+  ADAPT_REQUIRE(b.dtype() == DType::F32 || b.dtype() == DType::BF16, ShapeError,
+                "matmul: '{}' has dtype {}; the second operand (a weight) must be f32 or bf16 (widened to f32 inside "
+                "the product)", b.name(), dtype_name(b.dtype()));
+  const detail::RawMatrixView B = detail::as_matrix_raw(op, b);
+  const std::int64_t M = opts.transpose_a ? A.cols : A.rows;
+  const std::int64_t K = opts.transpose_a ? A.rows : A.cols;
+  const std::int64_t Kb = opts.transpose_b ? B.cols : B.rows;
+  const std::int64_t N = opts.transpose_b ? B.rows : B.cols;
+  ADAPT_REQUIRE(K == Kb, ShapeError,
+                "matmul: inner dimensions differ: '{}' {}{} gives K = {} but '{}' {}{} gives K = {} (for y = x · Wᵀ, "
+                "x is (.., in) and W is (out, in))",
+                a.name(), a.shape().str(), opts.transpose_a ? "ᵀ" : "", K, b.name(), b.shape().str(),
+                opts.transpose_b ? "ᵀ" : "", Kb);
+  ADAPT_REQUIRE(C.rows == M && C.cols == N, ShapeError,
+                "matmul: output '{}' has shape {} ({} x {} as a matrix) but the product is {} x {}", c.name(),
+                c.shape().str(), C.rows, C.cols, M, N);
+  cpu::gemm(opts.transpose_a, opts.transpose_b, M, N, K, opts.alpha, A.data, A.ld, B.data, b.dtype() == DType::BF16,
+            B.ld, opts.beta, C.data, C.ld);
+}
+
+void bias_add(Tensor& y, const Tensor& bias) {
+  constexpr const char* op = "bias_add";
+  detail::require_same_device(op, y, {&bias});
+  if (!detail::on_cpu(op, y)) return;
+  const detail::MatrixView Y = detail::as_matrix(op, y);
+  detail::require_dtype(op, bias, DType::F32);
+  detail::require_contiguous(op, bias);
+  detail::require_shape(op, bias, Shape{Y.cols}, "one value per output column");
+  cpu::bias_add(Y.data, Y.ld, bias.data<float>(), Y.rows, Y.cols);
+}
+
+}  // namespace adapt::ops

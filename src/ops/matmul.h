@@ -1,0 +1,29 @@
+// Matrix products in f32: the one GEMM entry point of the forward and backward passes. Weights stay
+// in HF's nn.Linear layout (out, in), so the forward is y = x · Wᵀ and the backward reuses the same
+// call with other transpose flags: dx = g · W, dW += gᵀ · x (beta = 1 accumulates).
+#pragma once
+
+#include "tensor/tensor.h"
+
+namespace adapt::ops {
+
+struct MatmulOptions {
+  bool transpose_a = false;  // use aᵀ
+  bool transpose_b = true;   // use bᵀ: b is a weight stored (out, in)
+  float alpha = 1.0f;
+  float beta = 0.0f;  // 0: overwrite c; 1: c += alpha · op(a) · op(b) (residual adds, gradient sums)
+};
+
+/// c (M, N) = alpha · op(a) (M, K) · op(b) (K, N) + beta · c, in f32 arithmetic.
+/// a and c are f32; b (a weight) is f32 or bf16: bf16 is widened to f32 exactly inside the product,
+/// so both give the same numbers up to summation order (docs/NUMERICS.md). Every tensor is viewed as
+/// a matrix whose rows are its leading dimensions flattened (x may be (B, T, C) and c (B, T, N));
+/// views with one row stride are accepted. With beta = 0, c is not read (it may hold garbage).
+/// CPU: OpenBLAS sgemm, own streaming kernels for <= 8 rows, split over OpenMP threads.
+/// ShapeError names the tensors and the mismatching dimension.
+void matmul(Tensor& c, const Tensor& a, const Tensor& b, const MatmulOptions& opts = {});
+
+/// y (.., N) += bias (N) on every row.
+void bias_add(Tensor& y, const Tensor& bias);
+
+}  // namespace adapt::ops

@@ -1,0 +1,24 @@
+// Rotary position embedding, HF convention ("rotate_half": element j pairs with j + D/2, SPEC §3.2).
+// The angles come from model::rope_inv_freq (default, linear or llama3 scaling), so the op itself
+// knows nothing about scaling. cos/sin tables cover the positions of one call (KV-cache offset
+// included), so no table of max_position_embeddings rows is ever built.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace adapt::ops {
+
+/// cos (P, D/2), sin (P, D/2) of angle = p · inv_freq[i] for p = pos_begin .. pos_begin + P - 1. The
+/// product is rounded to f32 first, as HF does, then cos/sin are taken in double and rounded.
+void rope_table_fill(Tensor& cos, Tensor& sin, const std::vector<float>& inv_freq, std::int64_t pos_begin);
+
+/// In place, x (B, T, Hx, D) (any Hx: query or key heads): for each head and pair j < D/2 at the
+/// token's angle θ = table row t:
+///   x[j] ← x[j]·cosθ − x[j+D/2]·sinθ,   x[j+D/2] ← x[j+D/2]·cosθ + x[j]·sinθ.
+/// cos/sin (T, D/2) from rope_table_fill (same positions for every sequence of the batch).
+void rope_forward(Tensor& x, const Tensor& cos, const Tensor& sin);
+
+}  // namespace adapt::ops

@@ -1,0 +1,49 @@
+#include "ops/workspace.h"
+
+#include <algorithm>
+
+namespace adapt::ops {
+
+namespace {
+constexpr std::size_t kAlign = 64;
+constexpr std::size_t kMinBlockBytes = 1 << 20;
+std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+}  // namespace
+
+Workspace::Workspace(Allocator& alloc) : alloc_(&alloc) {}
+
+Tensor Workspace::take(const Shape& shape, DType dtype, std::string name) {
+  const std::size_t n_bytes = align_up(static_cast<std::size_t>(shape.numel()) * dtype_size(dtype));
+  if (blocks_.empty() || blocks_.back().storage->size_bytes() - blocks_.back().used_bytes < n_bytes) {
+    // A new block at least as large as everything handed out so far, so the number of blocks in one
+    // pass stays logarithmic in its size.
+    const std::size_t block_bytes = std::max({n_bytes, kMinBlockBytes, used_bytes_});
+    blocks_.push_back(Block{Storage::allocate(*alloc_, block_bytes), 0});
+    ++n_allocations_;
+  }
+  Block& b = blocks_.back();
+  void* p = static_cast<char*>(b.storage->data()) + b.used_bytes;
+  b.used_bytes += n_bytes;
+  used_bytes_ += n_bytes;
+  high_water_bytes_ = std::max(high_water_bytes_, used_bytes_);
+  return Tensor::wrap(p, shape, dtype, b.storage->device(), b.storage, std::move(name));
+}
+
+void Workspace::reset() {
+  if (blocks_.size() > 1) {
+    // Merge into one block that holds the largest pass seen, so the next pass needs no allocation.
+    blocks_.clear();
+    blocks_.push_back(Block{Storage::allocate(*alloc_, high_water_bytes_), 0});
+    ++n_allocations_;
+  }
+  for (Block& b : blocks_) b.used_bytes = 0;
+  used_bytes_ = 0;
+}
+
+std::size_t Workspace::capacity_bytes() const {
+  std::size_t n = 0;
+  for (const Block& b : blocks_) n += b.storage->size_bytes();
+  return n;
+}
+
+}  // namespace adapt::ops

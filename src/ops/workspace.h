@@ -1,0 +1,48 @@
+// Workspace: a bump arena for the activations of a forward (later backward) pass, so that a pass
+// allocates nothing per op or per layer. The first pass of a given size may add blocks; reset()
+// then merges them into one block of the high-water size, so every later pass of that size or
+// smaller runs without touching the allocator.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace adapt::ops {
+
+class Workspace {
+ public:
+  /// Memory comes from `alloc` (host memory by default; a device allocator later).
+  explicit Workspace(Allocator& alloc = host_allocator());
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+
+  /// Uninitialised contiguous tensor, 64-byte aligned, valid until the next reset(). Not thread-safe:
+  /// one Workspace per thread of control.
+  Tensor take(const Shape& shape, DType dtype, std::string name = {});
+  /// Makes all memory reusable. Tensors taken before must not be used afterwards: their memory is
+  /// handed out again (it stays mapped, so a stale tensor reads garbage rather than crashing).
+  void reset();
+
+  std::size_t capacity_bytes() const;
+  std::size_t used_bytes() const { return used_bytes_; }
+  std::size_t high_water_bytes() const { return high_water_bytes_; }
+  /// Blocks requested from the allocator since construction (tests check it stops growing).
+  int n_allocations() const { return n_allocations_; }
+
+ private:
+  struct Block {
+    std::shared_ptr<Storage> storage;
+    std::size_t used_bytes = 0;
+  };
+  Allocator* alloc_;
+  std::vector<Block> blocks_;
+  std::size_t used_bytes_ = 0;
+  std::size_t high_water_bytes_ = 0;
+  int n_allocations_ = 0;
+};
+
+}  // namespace adapt::ops

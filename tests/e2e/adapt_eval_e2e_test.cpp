@@ -1,0 +1,59 @@
+// adapt_eval end to end: per-token log-probabilities agree with the reported loss; a random tiny
+// model scores close to uniform (loss ~ ln V); bad data files name the line.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "core/file.h"
+#include "tests/support/test_support.h"
+
+using namespace adapt;
+using json = nlohmann::json;
+
+namespace {
+int run(const std::string& bin, const std::string& args, std::string* out) {
+  return test::run_command((test::binary_dir() / "bin" / bin).string() + " " + args, out);
+}
+}  // namespace
+
+TEST_CASE("loss, perplexity and per-token log-probabilities") {
+  test::TempDir dir;
+  std::string out;
+  REQUIRE(run("adapt_model", "make --preset tiny --out " + (dir / "m").string(), &out) == 0);
+  test::write_bytes(dir / "d.jsonl", "{\"text\": \"for (int i = 0; i < n; ++i) sum += v[i];\"}\n\n"
+                                     "{\"text\": \"SELECT name FROM users WHERE id = 7;\", \"extra\": 1}\n");
+  REQUIRE(run("adapt_eval", "--model " + (dir / "m").string() + " --data " + (dir / "d.jsonl").string() +
+                                " --per-token --out " + (dir / "tok.jsonl").string(), &out) == 0);
+  INFO(out);
+  const auto pos = out.find("loss ");
+  REQUIRE(pos != std::string::npos);
+  const double loss = std::stod(out.substr(pos + 5));
+  CHECK(std::abs(loss - std::log(1024.0)) < 0.3);  // random weights: close to uniform over 1024 tokens
+  double sum = 0;
+  int n = 0;
+  const std::string recs = file_read_text(dir / "tok.jsonl");
+  std::size_t start = 0, lines = 0;
+  while (start < recs.size()) {
+    const std::size_t nl = recs.find('\n', start);
+    json r = json::parse(recs.substr(start, nl - start));
+    start = nl + 1;
+    ++lines;
+    REQUIRE(r["tokens"].size() == r["logprobs"].size());
+    CHECK(r["logprobs"][0].is_null());
+    for (std::size_t i = 1; i < r["logprobs"].size(); ++i) {
+      const double l = r["logprobs"][i].get<double>();
+      CHECK(l < 0);
+      sum -= l;
+      ++n;
+    }
+  }
+  CHECK(lines == 2);
+  CHECK(sum / n == doctest::Approx(loss).epsilon(1e-5));
+
+  test::write_bytes(dir / "bad.jsonl", "{\"text\": \"ok\"}\n{\"txt\": \"no\"}\n");
+  CHECK(run("adapt_eval", "--model " + (dir / "m").string() + " --data " + (dir / "bad.jsonl").string(), &out) == 3);
+  CHECK(out.find("bad.jsonl:2") != std::string::npos);
+  CHECK(run("adapt_eval", "--model " + (dir / "m").string(), &out) == 2);
+  CHECK(run("adapt_eval", "--model " + (dir / "nope").string() + " --data " + (dir / "d.jsonl").string(), &out) == 3);
+}

@@ -1,0 +1,126 @@
+// attention_forward (tiled, online softmax) against the textbook formula: the full score matrix,
+// causal mask and softmax in double. Shapes are not multiples of the kernel's tiles (64 keys, 64 query
+// rows); the GQA mapping (query head h reads KV head h / n_rep) is checked on its own.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "ops/attention.h"
+#include "tests/unit/ops/ops_test_util.h"
+
+using namespace adapt;
+
+namespace {
+
+// Scores and weighted sums over up to ~200 keys in fp32 against double.
+constexpr double kTol = 1e-5;
+
+struct Ref {
+  std::vector<double> out, lse;
+};
+
+// q (B, T, H, D); k, v (B, Hkv, S, D) of which keys 0 .. offset + t are visible to query t.
+Ref naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, std::int64_t offset, double scale) {
+  const std::int64_t B = q.dim(0), T = q.dim(1), H = q.dim(2), D = q.dim(3), Hkv = k.dim(1), S = k.dim(2);
+  const std::int64_t n_rep = H / Hkv;
+  Ref r{std::vector<double>(static_cast<std::size_t>(q.numel())), std::vector<double>(static_cast<std::size_t>(B * H * T))};
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t h = 0; h < H; ++h)
+      for (std::int64_t t = 0; t < T; ++t) {
+        const std::int64_t g = h / n_rep, n_keys = offset + t + 1;
+        const float* qr = q.data<float>() + ((b * T + t) * H + h) * D;
+        std::vector<double> s(static_cast<std::size_t>(n_keys));
+        double m = -INFINITY;
+        for (std::int64_t j = 0; j < n_keys; ++j) {
+          const float* kj = k.data<float>() + ((b * Hkv + g) * S + j) * D;
+          double dot = 0;
+          for (std::int64_t d = 0; d < D; ++d) dot += static_cast<double>(qr[d]) * kj[d];
+          s[static_cast<std::size_t>(j)] = dot * scale;
+          m = std::max(m, s[static_cast<std::size_t>(j)]);
+        }
+        double sum = 0;
+        for (double& x : s) sum += (x = std::exp(x - m));
+        for (std::int64_t d = 0; d < D; ++d) {
+          double o = 0;
+          for (std::int64_t j = 0; j < n_keys; ++j) o += s[static_cast<std::size_t>(j)] * v.data<float>()[((b * Hkv + g) * S + j) * D + d];
+          r.out[static_cast<std::size_t>(((b * T + t) * H + h) * D + d)] = o / sum;
+        }
+        r.lse[static_cast<std::size_t>((b * H + h) * T + t)] = m + std::log(sum);
+      }
+  return r;
+}
+
+void check_case(std::int64_t B, std::int64_t T, std::int64_t H, std::int64_t Hkv, std::int64_t D, std::int64_t offset,
+                std::int64_t S, float q_std) {
+  CAPTURE(B);
+  CAPTURE(T);
+  CAPTURE(H);
+  CAPTURE(Hkv);
+  CAPTURE(D);
+  CAPTURE(offset);
+  CAPTURE(S);
+  const Tensor q = test::random_tensor({B, T, H, D}, 1, q_std, "q");
+  const Tensor k = test::random_tensor({B, Hkv, S, D}, 2, 1.0f, "k");
+  const Tensor v = test::random_tensor({B, Hkv, S, D}, 3, 1.0f, "v");
+  Tensor out = test::filled({B, T, H, D}, 0.0f, "out");
+  Tensor lse = test::filled({B, H, T}, 0.0f, "lse");
+  ops::attention_forward(out, q, k, v, {.q_pos_offset = offset}, &lse);
+  const Ref ref = naive_attention(q, k, v, offset, 1.0 / std::sqrt(static_cast<double>(D)));
+  CHECK(test::max_rel_error(out, ref.out) < kTol);
+  CHECK(test::max_rel_error(lse, ref.lse) < kTol);
+}
+
+}  // namespace
+
+TEST_CASE("attention matches full-softmax attention: prefill, GQA ratios 1/2/4/3, odd lengths") {
+  check_case(2, 67, 4, 4, 16, 0, 67, 1.0f);      // MHA, T just past one tile
+  check_case(1, 130, 4, 2, 8, 0, 130, 1.0f);     // GQA 2, three key tiles
+  check_case(2, 45, 8, 2, 24, 0, 45, 1.0f);      // GQA 4
+  check_case(1, 21, 6, 2, 40, 0, 21, 1.0f);      // GQA 3 (no power of two)
+  check_case(1, 200, 2, 1, 16, 0, 200, 4.0f);    // sharp softmax (large scores)
+}
+
+TEST_CASE("queries at an offset see the cached keys; a larger cache capacity is ignored") {
+  check_case(2, 1, 4, 2, 16, 0, 1, 1.0f);       // first decode token
+  check_case(2, 1, 4, 2, 16, 150, 300, 1.0f);   // one token after 150 cached, capacity 300
+  check_case(1, 17, 8, 2, 16, 70, 100, 1.0f);   // a chunk of 17 after 70
+  check_case(3, 5, 2, 2, 8, 63, 68, 1.0f);      // crossing a tile boundary
+}
+
+TEST_CASE("GQA: query head h reads KV head h / n_rep (HF repeat_kv)") {
+  // Each KV head's values are the constant g + 1: the output of a query head is then exactly the
+  // value of the KV head it reads, whatever the softmax weights.
+  const std::int64_t B = 1, T = 9, H = 8, Hkv = 2, D = 4, S = 9;
+  const Tensor q = test::random_tensor({B, T, H, D}, 4, 1.0f, "q");
+  const Tensor k = test::random_tensor({B, Hkv, S, D}, 5, 1.0f, "k");
+  Tensor v = test::filled({B, Hkv, S, D}, 0.0f, "v");
+  for (std::int64_t g = 0; g < Hkv; ++g)
+    for (std::int64_t i = 0; i < S * D; ++i) v.data<float>()[g * S * D + i] = static_cast<float>(g + 1);
+  Tensor out = test::filled({B, T, H, D}, 0.0f);
+  ops::attention_forward(out, q, k, v);
+  for (std::int64_t t = 0; t < T; ++t)
+    for (std::int64_t h = 0; h < H; ++h)
+      CHECK(out.data<float>()[(t * H + h) * D] == doctest::Approx(static_cast<double>(h / (H / Hkv) + 1)).epsilon(1e-6));
+}
+
+TEST_CASE("the first query attends to the first key only (causal)") {
+  const Tensor q = test::random_tensor({1, 3, 1, 8}, 6, 1.0f, "q");
+  const Tensor k = test::random_tensor({1, 1, 3, 8}, 7, 1.0f, "k");
+  const Tensor v = test::random_tensor({1, 1, 3, 8}, 8, 1.0f, "v");
+  Tensor out = test::filled({1, 3, 1, 8}, 0.0f);
+  ops::attention_forward(out, q, k, v);
+  for (int d = 0; d < 8; ++d) CHECK(out.data<float>()[d] == doctest::Approx(v.data<float>()[d]).epsilon(1e-6));
+}
+
+TEST_CASE("attention shape errors name the tensors and give the fix") {
+  const Tensor q = test::filled({1, 4, 6, 8}, 0.0f, "q");
+  const Tensor k = test::filled({1, 4, 4, 8}, 0.0f, "k4");
+  Tensor out = test::filled({1, 4, 6, 8}, 0.0f, "out");
+  CHECK_THROWS_WITH_AS(ops::attention_forward(out, q, k, k), doctest::Contains("not a multiple of 4 KV heads"),
+                       ShapeError);
+  const Tensor q4 = test::filled({1, 4, 4, 8}, 0.0f, "q");
+  Tensor out4 = test::filled({1, 4, 4, 8}, 0.0f, "out");
+  CHECK_THROWS_WITH_AS(ops::attention_forward(out4, q4, k, k, {.q_pos_offset = 1}),
+                       doctest::Contains("the KV cache is too small"), ShapeError);
+}
