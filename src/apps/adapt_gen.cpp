@@ -11,6 +11,7 @@
 #include "config/config_binder.h"
 #include "config/config_printer.h"
 #include "config/gen_config_schema.h"
+#include "core/app_main.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
@@ -168,17 +169,11 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
+  return adapt::app_main([&]() -> int {
     if (argc < 2) {
       std::fputs(kUsage, stderr);
       return static_cast<int>(ExitCode::Usage);
     }
     return run(argc, argv);
-  } catch (const Error& e) {
-    log::error("{}", e.what());
-    return static_cast<int>(e.exit_code());
-  } catch (const std::exception& e) {
-    log::error("{} (this is a bug in adapt; please report it)", e.what());
-    return static_cast<int>(ExitCode::Internal);
-  }
+  });
 }

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "core/app_main.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
@@ -347,7 +348,7 @@ int cmd_check(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
+  return adapt::app_main([&]() -> int {
     if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
       std::fputs(kUsage, argc < 2 ? stderr : stdout);
       if (argc >= 2) std::printf("\nrecipe keys (--recipe FILE.toml, --set key=value):\n%s", config::help(config::model_recipe_schema()).c_str());
@@ -363,11 +364,5 @@ int main(int argc, char** argv) {
     if (cmd == "check") return cmd_check(parse_args(argc, argv, {}, {}));
     if (cmd == "presets") return cmd_presets();
     usage_error(fmt::format("unknown command '{}'{}", cmd, did_you_mean(cmd, {"make", "check", "presets"})));
-  } catch (const Error& e) {
-    log::error("{}", e.what());
-    return static_cast<int>(e.exit_code());
-  } catch (const std::exception& e) {
-    log::error("{} (this is a bug in adapt; please report it)", e.what());
-    return static_cast<int>(ExitCode::Internal);
-  }
+  });
 }

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/app_main.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
@@ -218,17 +219,11 @@ int run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
+  return adapt::app_main([&]() -> int {
     if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
       std::fputs(kUsage, argc < 2 ? stderr : stdout);
       return argc < 2 ? static_cast<int>(ExitCode::Usage) : 0;
     }
     return run(parse_args(argc, argv));
-  } catch (const Error& e) {
-    log::error("{}", e.what());
-    return static_cast<int>(e.exit_code());
-  } catch (const std::exception& e) {
-    log::error("{} (this is a bug in adapt; please report it)", e.what());
-    return static_cast<int>(ExitCode::Internal);
-  }
+  });
 }

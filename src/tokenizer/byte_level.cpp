@@ -2,6 +2,8 @@
 // surrogates) so that decoding rejects anything HF `tokenizers` would not have written.
 #include "tokenizer/byte_level.h"
 
+#include "tokenizer/unicode_class.h"
+
 namespace adapt::tokenizer {
 
 namespace {
@@ -27,23 +29,6 @@ std::array<int, kAlphabetEnd> make_inverse() {
   return inverse;
 }
 
-void utf8_append(std::string& out, char32_t cp) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
 
 // Decodes the code point starting at text[i] and advances i; false on malformed UTF-8.
 bool utf8_next(std::string_view text, std::size_t& i, char32_t& cp) {
