@@ -27,7 +27,7 @@ ALLOWED = {
     "comm": {"core", "dtype", "tensor", "backend"},
     "parallel": {"core", "dtype", "tensor", "backend", "ops", "comm"},
     "model": {"core", "dtype", "tensor", "backend", "ops", "parallel", "comm", "io"},
-    "adapters": {"core", "dtype", "tensor", "backend", "ops", "parallel", "comm", "model"},
+    "adapters": {"core", "dtype", "tensor", "backend", "ops", "parallel", "comm", "model", "io"},
     "optim": {"core", "dtype", "tensor", "backend", "ops", "comm", "parallel"},
     "checkpoint": {"core", "dtype", "tensor", "backend", "comm", "io"},
     "tokenizer": {"core"},

@@ -1,0 +1,320 @@
+#include "adapters/adapter_set.h"
+
+#include <fmt/format.h>
+
+#include "adapters/adapter_check.h"
+#include "adapters/adapter_config_check.h"
+#include "adapters/adapter_rng.h"
+#include "core/error.h"
+#include "model/llama_weights.h"
+
+namespace adapt::adapters {
+
+using model::BlockSite;
+using model::WeightKind;
+
+namespace {
+
+constexpr std::uint64_t kInitTag = 0x696e6974ULL;  // "init"
+constexpr WeightKind kTargetKinds[] = {WeightKind::Wq,    WeightKind::Wk,  WeightKind::Wv,   WeightKind::Wo,
+                                       WeightKind::WGate, WeightKind::WUp, WeightKind::WDown};
+
+int block_index(BlockSite site) { return site == BlockSite::Attention ? 0 : 1; }
+
+bool column_parallel(WeightKind kind) { return kind != WeightKind::Wo && kind != WeightKind::WDown; }
+
+Tensor* base_weight(model::LayerWeights& w, WeightKind kind) {
+  switch (kind) {
+    case WeightKind::Wq: return &w.wq;
+    case WeightKind::Wk: return &w.wk;
+    case WeightKind::Wv: return &w.wv;
+    case WeightKind::Wo: return &w.wo;
+    case WeightKind::WGate: return &w.w_gate;
+    case WeightKind::WUp: return &w.w_up;
+    case WeightKind::WDown: return &w.w_down;
+    default: break;
+  }
+  ADAPT_CHECK(false, "weight kind {} is not a LoRA target", static_cast<int>(kind));
+  return nullptr;
+}
+
+}  // namespace
+
+int lora_target_index(WeightKind kind) {
+  for (int i = 0; i < 7; ++i)
+    if (kTargetKinds[i] == kind) return i;
+  return -1;
+}
+
+AdapterSet::AdapterSet(const model::LlamaConfig& model, const AdapterConfig& config)
+    : model_(model), config_(config), ws_(std::make_unique<ops::Workspace>()) {
+  adapter_config_validate(config_, model_);
+  layers_ = adapter_layers(config_, model_);
+  const auto L = static_cast<std::size_t>(model_.n_layers);
+  const auto seed = static_cast<std::uint64_t>(config_.seed);
+  switch (config_.kind) {
+    case AdapterKind::Lora: {
+      std::array<int, kNumTargets> none;
+      none.fill(-1);
+      lora_at_.assign(L, none);
+      std::array<bool, kNumTargets> targeted{};
+      for (const std::string& t : config_.lora.targets) targeted[static_cast<std::size_t>(lora_target_index(lora_target_kind(t)))] = true;
+      const double s = lora_scaling(config_.lora);
+      lora_.reserve(layers_.size() * config_.lora.targets.size());
+      for (const int layer : layers_) {
+        for (int t = 0; t < kNumTargets; ++t) {
+          if (!targeted[static_cast<std::size_t>(t)]) continue;
+          const auto [in, out] = lora_site_dims(kTargetKinds[t], model_);
+          lora_at_[static_cast<std::size_t>(layer)][static_cast<std::size_t>(t)] = static_cast<int>(lora_.size());
+          lora_.emplace_back(in, out, config_.lora.r, s,
+                             fmt::format("layers.{}.{}", layer, lora_target_name(kTargetKinds[t])));
+          lora_.back().init(config_.lora.init, rng_key({kInitTag, seed, static_cast<std::uint64_t>(layer),
+                                                        static_cast<std::uint64_t>(t)}));
+        }
+      }
+      break;
+    }
+    case AdapterKind::Bottleneck: {
+      const BottleneckConfig& bn = config_.bottleneck;
+      const std::int64_t m = bottleneck_size(bn, model_.hidden_size);
+      bn_at_.assign(L, {-1, -1});
+      const bool attn = bn.placement == BnPlacement::Houlsby;
+      for (const int layer : layers_) {
+        for (int site = attn ? 0 : 1; site < 2; ++site) {
+          bn_at_[static_cast<std::size_t>(layer)][static_cast<std::size_t>(site)] = static_cast<int>(bn_.size());
+          bn_.emplace_back(model_.hidden_size, m, bn.activation, bn.scaling, bn.ln_before,
+                           fmt::format("layers.{}.{}_adapter", layer, site == 0 ? "attn" : "mlp"));
+          bn_.back().init(rng_key({kInitTag, seed, static_cast<std::uint64_t>(layer), 100u + static_cast<std::uint64_t>(site)}));
+        }
+      }
+      break;
+    }
+  }
+}
+
+// ---- sites ----------------------------------------------------------------------------------------
+
+LoraAdapter* AdapterSet::lora(int layer, WeightKind kind) {
+  return const_cast<LoraAdapter*>(static_cast<const AdapterSet*>(this)->lora(layer, kind));
+}
+
+const LoraAdapter* AdapterSet::lora(int layer, WeightKind kind) const {
+  const int t = lora_target_index(kind);
+  if (config_.kind != AdapterKind::Lora || t < 0 || layer < 0 || layer >= static_cast<int>(lora_at_.size())) return nullptr;
+  const int i = lora_at_[static_cast<std::size_t>(layer)][static_cast<std::size_t>(t)];
+  return i < 0 ? nullptr : &lora_[static_cast<std::size_t>(i)];
+}
+
+BottleneckAdapter* AdapterSet::bottleneck(int layer, BlockSite site) {
+  return const_cast<BottleneckAdapter*>(static_cast<const AdapterSet*>(this)->bottleneck(layer, site));
+}
+
+const BottleneckAdapter* AdapterSet::bottleneck(int layer, BlockSite site) const {
+  if (config_.kind != AdapterKind::Bottleneck || layer < 0 || layer >= static_cast<int>(bn_at_.size())) return nullptr;
+  const int i = bn_at_[static_cast<std::size_t>(layer)][static_cast<std::size_t>(block_index(site))];
+  return i < 0 ? nullptr : &bn_[static_cast<std::size_t>(i)];
+}
+
+// ---- hook -----------------------------------------------------------------------------------------
+
+bool AdapterSet::has_linear(const model::LinearSite& site) const { return !merged_ && lora(site.layer, site.kind) != nullptr; }
+
+LoraDropout AdapterSet::dropout_for(const model::LinearSite& site) const {
+  if (!training_ || config_.lora.dropout <= 0.0) return {};
+  return {.p = config_.lora.dropout,
+          .stream = dropout_stream({.seed = config_.seed, .step = step_, .micro_batch = micro_batch_,
+                                    .layer = site.layer, .site = static_cast<int>(site.kind)})};
+}
+
+void AdapterSet::linear_forward(const model::LinearSite& site, const Tensor& x, Tensor& y) {
+  const LoraAdapter* ad = merged_ ? nullptr : lora(site.layer, site.kind);
+  ADAPT_CHECK(ad != nullptr, "linear_forward called for layer {} kind {} which has no LoRA adapter{}", site.layer,
+              static_cast<int>(site.kind), merged_ ? " (the adapters are merged)" : "");
+  ws_->reset();
+  ad->forward(x, y, dropout_for(site), *ws_);
+}
+
+void AdapterSet::linear_backward(const model::LinearSite& site, const Tensor& x, const Tensor& dy, Tensor& dx) {
+  LoraAdapter* ad = merged_ ? nullptr : lora(site.layer, site.kind);
+  ADAPT_CHECK(ad != nullptr, "linear_backward called for layer {} kind {} which has no LoRA adapter{}", site.layer,
+              static_cast<int>(site.kind), merged_ ? " (the adapters are merged)" : "");
+  ws_->reset();
+  ad->backward(x, dy, dx, dropout_for(site), *ws_);
+}
+
+bool AdapterSet::has_block(int layer, BlockSite site) const { return bottleneck(layer, site) != nullptr; }
+
+Tensor AdapterSet::block_input(const Tensor& h, const Tensor& f) {
+  switch (config_.bottleneck.placement) {
+    case BnPlacement::Houlsby: return f;
+    case BnPlacement::Parallel: return h;
+    case BnPlacement::Pfeiffer: {
+      Tensor z = ws_->take(h.shape(), DType::F32, "bottleneck.h_plus_f");
+      const float* hp = h.data<float>();
+      const float* fp = f.data<float>();
+      float* zp = z.data<float>();
+      for (std::int64_t i = 0; i < z.numel(); ++i) zp[i] = hp[i] + fp[i];
+      return z;
+    }
+  }
+  return {};
+}
+
+void AdapterSet::block_forward(int layer, BlockSite site, const Tensor& h, const Tensor& f, Tensor& out) {
+  const BottleneckAdapter* ad = bottleneck(layer, site);
+  ADAPT_CHECK(ad != nullptr, "block_forward called for layer {} site {} which has no bottleneck adapter", layer,
+              block_index(site));
+  const std::int64_t N = matrix_rows("block_forward", h, "h");
+  check_matrix("block_forward", h, N, model_.hidden_size, "h");
+  check_matrix("block_forward", f, N, model_.hidden_size, "f");
+  ws_->reset();
+  const Tensor z = block_input(h, f);
+  ad->forward(z, out, *ws_);
+}
+
+void AdapterSet::block_backward(int layer, BlockSite site, const Tensor& h, const Tensor& f, const Tensor& dout,
+                                Tensor& dh, Tensor& df) {
+  BottleneckAdapter* ad = bottleneck(layer, site);
+  ADAPT_CHECK(ad != nullptr, "block_backward called for layer {} site {} which has no bottleneck adapter", layer,
+              block_index(site));
+  const std::int64_t N = matrix_rows("block_backward", h, "h");
+  const std::int64_t C = model_.hidden_size;
+  check_matrix("block_backward", h, N, C, "h");
+  check_matrix("block_backward", f, N, C, "f");
+  check_matrix("block_backward", dh, N, C, "dh");
+  check_matrix("block_backward", df, N, C, "df");
+  ADAPT_CHECK(dh.raw() != df.raw(), "block_backward: dh and df must be distinct tensors");
+  ws_->reset();
+  const Tensor z = block_input(h, f);
+  Tensor dz = ws_->take({N, C}, DType::F32, "bottleneck.dz");
+  ad->backward(z, dout, dz, *ws_);
+  const BnPlacement placement = config_.bottleneck.placement;
+  const float* g = dz.data<float>();
+  const std::int64_t n = dz.numel();
+  if (placement != BnPlacement::Houlsby) {  // z reads h
+    float* p = dh.data<float>();
+    for (std::int64_t i = 0; i < n; ++i) p[i] += g[i];
+  }
+  if (placement != BnPlacement::Parallel) {  // z reads f
+    float* p = df.data<float>();
+    for (std::int64_t i = 0; i < n; ++i) p[i] += g[i];
+  }
+}
+
+// ---- training -------------------------------------------------------------------------------------
+
+void AdapterSet::set_training(bool training) {
+  ADAPT_REQUIRE(!(training && merged_), UnsupportedError,
+                "cannot train while the LoRA adapters are merged into the base weights; call unmerge() first");
+  training_ = training;
+}
+
+void AdapterSet::set_step(std::int64_t step, std::int64_t micro_batch) {
+  step_ = step;
+  micro_batch_ = micro_batch;
+}
+
+void AdapterSet::zero_grad() {
+  for (AdapterParam& p : parameters()) p.grad.zero();
+}
+
+std::vector<AdapterParam> AdapterSet::parameters() const {
+  std::vector<AdapterParam> params;
+  for (const int layer : layers_) {
+    if (config_.kind == AdapterKind::Lora) {
+      for (int t = 0; t < kNumTargets; ++t) {
+        const LoraAdapter* ad = lora(layer, kTargetKinds[t]);
+        if (!ad) continue;
+        const bool col = column_parallel(kTargetKinds[t]);
+        params.push_back({.name = ad->a.name(), .value = ad->a, .grad = ad->grad_a, .tp_shard_dim = col ? -1 : 1});
+        params.push_back({.name = ad->b.name(), .value = ad->b, .grad = ad->grad_b, .tp_shard_dim = col ? 0 : -1});
+      }
+    } else {
+      for (const BlockSite site : {BlockSite::Attention, BlockSite::Mlp}) {
+        const BottleneckAdapter* ad = bottleneck(layer, site);
+        if (!ad) continue;
+        // Replicated over tp; no weight decay on biases and LayerNorm parameters.
+        auto add = [&](const Tensor& value, const Tensor& grad, bool decay) {
+          params.push_back({.name = value.name(), .value = value, .grad = grad, .decay = decay});
+        };
+        if (ad->ln_before()) {
+          add(ad->ln_weight, ad->grad_ln_weight, /*decay=*/false);
+          add(ad->ln_bias, ad->grad_ln_bias, /*decay=*/false);
+        }
+        add(ad->down_weight, ad->grad_down_weight, /*decay=*/true);
+        add(ad->down_bias, ad->grad_down_bias, /*decay=*/false);
+        add(ad->up_weight, ad->grad_up_weight, /*decay=*/true);
+        add(ad->up_bias, ad->grad_up_bias, /*decay=*/false);
+      }
+    }
+  }
+  return params;
+}
+
+const Tensor* AdapterSet::find_parameter(std::string_view name) const {
+  auto find_in = [&](const Tensor& t) { return t.defined() && t.name() == name; };
+  for (const LoraAdapter& ad : lora_) {
+    if (find_in(ad.a)) return &ad.a;
+    if (find_in(ad.b)) return &ad.b;
+  }
+  for (const BottleneckAdapter& ad : bn_) {
+    for (const Tensor* t : {&ad.ln_weight, &ad.ln_bias, &ad.down_weight, &ad.down_bias, &ad.up_weight, &ad.up_bias})
+      if (find_in(*t)) return t;
+  }
+  return nullptr;
+}
+
+std::int64_t AdapterSet::n_parameters() const {
+  std::int64_t n = 0;
+  for (const AdapterParam& p : parameters()) n += p.value.numel();
+  return n;
+}
+
+// ---- merge ----------------------------------------------------------------------------------------
+
+void AdapterSet::merge_all(model::LlamaModel& model, double sign) {
+  ADAPT_REQUIRE(config_.kind == AdapterKind::Lora, UnsupportedError,
+                "bottleneck adapters cannot be merged into the base weights (they are nonlinear); run them through "
+                "the adapter hook instead");
+  ADAPT_REQUIRE(static_cast<std::int64_t>(model.weights.layers.size()) == model_.n_layers &&
+                    model.config.hidden_size == model_.hidden_size,
+                ShapeError,
+                "LoRA merge: the model has {} layers and hidden_size {}, the adapters were built for {} and {} (hint: "
+                "maybe wrong base model?)",
+                model.weights.layers.size(), model.config.hidden_size, model_.n_layers, model_.hidden_size);
+  // Check every weight before touching any, so a failure leaves the model as it was.
+  for (const int layer : layers_)
+    for (int t = 0; t < kNumTargets; ++t) {
+      const LoraAdapter* ad = lora(layer, kTargetKinds[t]);
+      if (!ad) continue;
+      const Tensor& w = *base_weight(model.weights.layers[static_cast<std::size_t>(layer)], kTargetKinds[t]);
+      ADAPT_REQUIRE(w.dtype() == DType::F32, UnsupportedError,
+                    "LoRA merge needs f32 base weights, but '{}' is {} (the model was loaded with "
+                    "WeightStorage::AsStored); load it with WeightStorage::F32 or run the adapters unmerged",
+                    w.name(), dtype_name(w.dtype()));
+      ADAPT_REQUIRE(w.shape() == Shape({ad->out(), ad->in()}), ShapeError,
+                    "LoRA merge: base weight '{}' has shape {} but the adapter '{}' expects ({}, {}) (hint: maybe "
+                    "wrong base model?)",
+                    w.name(), w.shape().str(), ad->a.name(), ad->out(), ad->in());
+    }
+  for (const int layer : layers_)
+    for (int t = 0; t < kNumTargets; ++t)
+      if (const LoraAdapter* ad = lora(layer, kTargetKinds[t]))
+        ad->merge_into(*base_weight(model.weights.layers[static_cast<std::size_t>(layer)], kTargetKinds[t]), sign);
+}
+
+void AdapterSet::merge(model::LlamaModel& model) {
+  ADAPT_REQUIRE(!merged_, UnsupportedError, "the LoRA adapters are already merged into the base weights");
+  ADAPT_REQUIRE(!training_, UnsupportedError,
+                "cannot merge LoRA adapters in training mode: gradients would stop flowing; call set_training(false)");
+  merge_all(model, +1.0);
+  merged_ = true;
+}
+
+void AdapterSet::unmerge(model::LlamaModel& model) {
+  ADAPT_REQUIRE(merged_, UnsupportedError, "unmerge() without a preceding merge()");
+  merge_all(model, -1.0);
+  merged_ = false;
+}
+
+}  // namespace adapt::adapters

@@ -1,0 +1,126 @@
+// AdapterSet: the adapters of one job (LoRA sites or bottleneck modules over the selected layers),
+// implementing model::AdapterHook. It owns the f32 parameters and their gradients, lists them under
+// stable names for the optimizer and checkpoints, and merges LoRA into f32 base weights for inference.
+// Forward and backward recompute what they need from their inputs, so recomputation, micro-batches
+// and the order of calls across layers need no bookkeeping; dropout masks are keyed by
+// (seed, step, micro-batch, layer, site, element).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "adapters/adapter_config.h"
+#include "adapters/bottleneck_adapter.h"
+#include "adapters/lora_adapter.h"
+#include "model/adapter_hook.h"
+#include "model/llama_config.h"
+#include "ops/workspace.h"
+
+namespace adapt::model {
+struct LlamaModel;
+}
+
+namespace adapt::adapters {
+
+/// One trainable tensor, as the optimizer (optim::AdamW::add) and checkpoints take it.
+struct AdapterParam {
+  std::string name;  // stable: "layers.3.q.lora_a", "layers.3.mlp_adapter.down.weight", ...
+  Tensor value;      // f32, contiguous host; shares storage with the adapter (the optimizer's master copy)
+  Tensor grad;       // f32, same shape; accumulated by backward, cleared by zero_grad()
+  bool decay = true;  // false for biases and LayerNorm parameters (no weight decay)
+  /// Tensor parallelism (DESIGN.md "Parallel layout"): the dimension split over the tp group like the
+  /// base weight (LoRA B of a column-parallel projection: 0; LoRA A of a row-parallel one: 1), or −1
+  /// when replicated (the other LoRA factor, every bottleneck tensor). Replicated LoRA factors get
+  /// partial gradients on each tp rank that must be summed over the group.
+  int tp_shard_dim = -1;
+};
+
+class AdapterSet final : public model::AdapterHook {
+ public:
+  /// Validates `config` against `model` (ConfigError naming the adapter.* key), allocates every
+  /// parameter and initialises it from config.seed: LoRA A per lora.init and B = 0; bottleneck per
+  /// AdapterHub's "mam_adapter" (up projection 0). Either way the adapted model starts equal to the base.
+  AdapterSet(const model::LlamaConfig& model, const AdapterConfig& config);
+
+  const AdapterConfig& config() const { return config_; }
+  const model::LlamaConfig& model_config() const { return model_; }
+  AdapterKind kind() const { return config_.kind; }
+  /// The decoder layers that carry adapters, ascending.
+  const std::vector<int>& layers() const { return layers_; }
+
+  // ---- model::AdapterHook (contract in model/adapter_hook.h) ----
+  bool has_linear(const model::LinearSite& site) const override;
+  void linear_forward(const model::LinearSite& site, const Tensor& x, Tensor& y) override;
+  void linear_backward(const model::LinearSite& site, const Tensor& x, const Tensor& dy, Tensor& dx) override;
+  bool has_block(int layer, model::BlockSite site) const override;
+  void block_forward(int layer, model::BlockSite site, const Tensor& h, const Tensor& f, Tensor& out) override;
+  /// dh and df must be distinct tensors (each receives its own share).
+  void block_backward(int layer, model::BlockSite site, const Tensor& h, const Tensor& f, const Tensor& dout,
+                      Tensor& dh, Tensor& df) override;
+
+  // ---- training ----
+  /// Dropout is applied only in training mode (default: off, i.e. inference).
+  void set_training(bool training);
+  bool training() const { return training_; }
+  /// Selects the dropout masks of the next calls. Call it before each micro-batch's forward and again
+  /// (same values) before its backward/recomputation. Fold the data-parallel rank into micro_batch
+  /// (e.g. dp_rank · n_micro + i) so that replicas draw independent masks.
+  void set_step(std::int64_t step, std::int64_t micro_batch = 0);
+  std::int64_t step() const { return step_; }
+  std::int64_t micro_batch() const { return micro_batch_; }
+  /// Sets every gradient to zero.
+  void zero_grad();
+  /// Every parameter in a stable order (layer, then site q, k, v, o, gate, up, down / attn, mlp, then
+  /// tensor), sharing storage with the adapters.
+  std::vector<AdapterParam> parameters() const;
+  /// The parameter named `name` (as in parameters()), or nullptr.
+  const Tensor* find_parameter(std::string_view name) const;
+  std::int64_t n_parameters() const;
+
+  // ---- sites ----
+  /// nullptr when the site has no adapter.
+  LoraAdapter* lora(int layer, model::WeightKind kind);
+  const LoraAdapter* lora(int layer, model::WeightKind kind) const;
+  BottleneckAdapter* bottleneck(int layer, model::BlockSite site);
+  const BottleneckAdapter* bottleneck(int layer, model::BlockSite site) const;
+
+  // ---- LoRA merge (inference) ----
+  /// W += s·B·A for every LoRA site, into `model`'s f32 base weights; afterwards has_linear() is false
+  /// everywhere, so the hook adds nothing. UnsupportedError for bf16-stored weights (load the model with
+  /// WeightStorage::F32) or bottleneck adapters; ShapeError when `model` is not the model of this set.
+  void merge(model::LlamaModel& model);
+  /// W −= s·B·A, undoing merge(). Not bit-exact: each element is restored to within
+  /// 2^-23·(|W| + |s·B·A|) (two f32 roundings of W ± s·B·A), see README.md.
+  void unmerge(model::LlamaModel& model);
+  bool merged() const { return merged_; }
+
+ private:
+  static constexpr int kNumTargets = 7;  // q, k, v, o, gate, up, down
+
+  model::LlamaConfig model_;
+  AdapterConfig config_;
+  std::vector<int> layers_;
+  std::vector<LoraAdapter> lora_;                     // stable order
+  std::vector<std::array<int, kNumTargets>> lora_at_;  // [layer][target] -> index in lora_ or -1
+  std::vector<BottleneckAdapter> bn_;
+  std::vector<std::array<int, 2>> bn_at_;  // [layer][attn, mlp] -> index in bn_ or -1
+  std::unique_ptr<ops::Workspace> ws_;
+  bool training_ = false;
+  bool merged_ = false;
+  std::int64_t step_ = 0;
+  std::int64_t micro_batch_ = 0;
+
+  LoraDropout dropout_for(const model::LinearSite& site) const;
+  /// z: f (Houlsby), h + f (Pfeiffer) or h (parallel), in workspace memory when it is a sum.
+  Tensor block_input(const Tensor& h, const Tensor& f);
+  void merge_all(model::LlamaModel& model, double sign);
+};
+
+/// Index of a LoRA target kind in q, k, v, o, gate, up, down order; −1 for other kinds.
+int lora_target_index(model::WeightKind kind);
+
+}  // namespace adapt::adapters

@@ -1,0 +1,88 @@
+#include "adapters/lora_adapter.h"
+
+#include <cmath>
+
+#include "adapters/adapter_check.h"
+#include "adapters/adapter_rng.h"
+#include "ops/matmul.h"
+
+namespace adapt::adapters {
+
+LoraAdapter::LoraAdapter(std::int64_t in, std::int64_t out, std::int64_t r, double scaling, const std::string& prefix)
+    : a(Tensor::zeros({r, in}, DType::F32, prefix + ".lora_a")),
+      b(Tensor::zeros({out, r}, DType::F32, prefix + ".lora_b")),
+      grad_a(Tensor::zeros({r, in}, DType::F32, prefix + ".lora_a.grad")),
+      grad_b(Tensor::zeros({out, r}, DType::F32, prefix + ".lora_b.grad")),
+      scaling_(scaling) {}
+
+void LoraAdapter::init(LoraInit init, std::uint64_t key) {
+  switch (init) {
+    case LoraInit::Peft: {
+      // kaiming_uniform_(a=√5) on (r, in): gain √(2/(1+5)), bound = gain·√(3/in) = 1/√in.
+      const double bound = 1.0 / std::sqrt(static_cast<double>(in()));
+      rng_fill_uniform(a, key, -bound, bound);
+      break;
+    }
+    case LoraInit::Gaussian: rng_fill_normal(a, key, 1.0 / static_cast<double>(rank())); break;
+  }
+  b.zero();
+}
+
+Tensor LoraAdapter::dropped_input(const Tensor& x, const LoraDropout& dropout, ops::Workspace& ws) const {
+  if (!dropout.active()) return x;
+  Tensor xd = ws.take(x.shape(), DType::F32, "lora.x_dropped");
+  const float* xs = x.data<float>();
+  float* d = xd.data<float>();
+  const float keep_scale = static_cast<float>(1.0 / (1.0 - dropout.p));
+  const std::int64_t n = x.numel();
+  for (std::int64_t i = 0; i < n; ++i) d[i] = dropout_keep(dropout.stream, i, dropout.p) ? xs[i] * keep_scale : 0.0f;
+  return xd;
+}
+
+void LoraAdapter::forward(const Tensor& x, Tensor& y, const LoraDropout& dropout, ops::Workspace& ws) const {
+  const std::int64_t N = matrix_rows("lora forward", x, "x");
+  check_matrix("lora forward", x, N, in(), "x");
+  check_matrix("lora forward", y, N, out(), "y");
+  const Tensor xd = dropped_input(x, dropout, ws);
+  Tensor u = ws.take({N, rank()}, DType::F32, "lora.u");
+  ops::matmul(u, xd, a);  // (N, r) = x̃ · Aᵀ
+  ops::matmul(y, u, b, {.transpose_b = true, .alpha = static_cast<float>(scaling_), .beta = 1.0f});
+}
+
+void LoraAdapter::backward(const Tensor& x, const Tensor& dy, Tensor& dx, const LoraDropout& dropout,
+                           ops::Workspace& ws) {
+  const std::int64_t N = matrix_rows("lora backward", x, "x");
+  check_matrix("lora backward", x, N, in(), "x");
+  check_matrix("lora backward", dy, N, out(), "dy");
+  check_matrix("lora backward", dx, N, in(), "dx");
+  const float s = static_cast<float>(scaling_);
+  const Tensor xd = dropped_input(x, dropout, ws);
+  Tensor u = ws.take({N, rank()}, DType::F32, "lora.u");
+  ops::matmul(u, xd, a);
+  // dB (out, r) += s · dyᵀ · u
+  ops::matmul(grad_b, dy, u, {.transpose_a = true, .transpose_b = false, .alpha = s, .beta = 1.0f});
+  // gu (N, r) = dy · B
+  Tensor gu = ws.take({N, rank()}, DType::F32, "lora.gu");
+  ops::matmul(gu, dy, b, {.transpose_b = false});
+  // dA (r, in) += s · guᵀ · x̃
+  ops::matmul(grad_a, gu, xd, {.transpose_a = true, .transpose_b = false, .alpha = s, .beta = 1.0f});
+  if (!dropout.active()) {
+    ops::matmul(dx, gu, a, {.transpose_b = false, .alpha = s, .beta = 1.0f});  // dx += s · gu · A
+    return;
+  }
+  Tensor dxd = ws.take({N, in()}, DType::F32, "lora.dx_dropped");
+  ops::matmul(dxd, gu, a, {.transpose_b = false, .alpha = s});
+  const float* g = dxd.data<float>();
+  float* d = dx.data<float>();
+  const float keep_scale = static_cast<float>(1.0 / (1.0 - dropout.p));
+  const std::int64_t n = dx.numel();
+  for (std::int64_t i = 0; i < n; ++i)
+    if (dropout_keep(dropout.stream, i, dropout.p)) d[i] += g[i] * keep_scale;
+}
+
+void LoraAdapter::merge_into(Tensor& w, double sign) const {
+  check_matrix("lora merge", w, out(), in(), "base weight");
+  ops::matmul(w, b, a, {.transpose_b = false, .alpha = static_cast<float>(sign * scaling_), .beta = 1.0f});
+}
+
+}  // namespace adapt::adapters

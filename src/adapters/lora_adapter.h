@@ -1,0 +1,58 @@
+// LoraAdapter: one LoRA site (PEFT, SPEC-llama.md §5.4) on a frozen projection W (out, in):
+// y += s·(dropout(x)·Aᵀ)·Bᵀ. Stateless between forward and backward: the backward recomputes the
+// dropped input and u = x·Aᵀ (r ≪ out, so this costs a fraction of the base GEMM) instead of caching
+// per-call activations, which keeps recomputation and micro-batching trivially correct.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "adapters/adapter_config.h"
+#include "ops/workspace.h"
+#include "tensor/tensor.h"
+
+namespace adapt::adapters {
+
+/// The dropout applied to one call's input: element i of x (row-major) is kept when
+/// dropout_keep(stream, i, p), and kept elements are scaled by 1 / (1 − p). p = 0: no dropout.
+struct LoraDropout {
+  double p = 0.0;
+  std::uint64_t stream = 0;
+  bool active() const { return p > 0.0; }
+};
+
+class LoraAdapter {
+ public:
+  /// Zero-filled A, B and gradients named "<prefix>.lora_a" / "<prefix>.lora_b".
+  LoraAdapter(std::int64_t in, std::int64_t out, std::int64_t r, double scaling, const std::string& prefix);
+
+  std::int64_t in() const { return a.dim(1); }
+  std::int64_t out() const { return b.dim(0); }
+  std::int64_t rank() const { return a.dim(0); }
+  double scaling() const { return scaling_; }
+
+  /// A from `init` (PEFT: U(−1/√in, 1/√in); gaussian: N(0, 1/r²)) with the counter-based stream
+  /// `key`; B = 0, so the site starts as an exact no-op.
+  void init(LoraInit init, std::uint64_t key);
+
+  /// y (N, out) += s·(dropout(x)·Aᵀ)·Bᵀ; x (N, in). Contiguous f32 host tensors.
+  void forward(const Tensor& x, Tensor& y, const LoraDropout& dropout, ops::Workspace& ws) const;
+  /// With u = x̃·Aᵀ (x̃ the dropped input) and g = dy (N, out): grad_b += s·gᵀ·u, grad_a += s·(g·B)ᵀ·x̃,
+  /// dx (N, in) += mask ⊙ s·(g·B)·A. Same x and dropout as the forward.
+  void backward(const Tensor& x, const Tensor& dy, Tensor& dx, const LoraDropout& dropout, ops::Workspace& ws);
+
+  /// w (out, in), f32: w += sign·s·B·A (sign = +1 merges, −1 unmerges).
+  void merge_into(Tensor& w, double sign) const;
+
+  Tensor a;       // (r, in)   lora_A.weight
+  Tensor b;       // (out, r)  lora_B.weight
+  Tensor grad_a;  // (r, in)
+  Tensor grad_b;  // (out, r)
+
+ private:
+  double scaling_;
+  /// x̃ = x ⊙ mask / (1 − p) in workspace memory, or x itself without dropout.
+  Tensor dropped_input(const Tensor& x, const LoraDropout& dropout, ops::Workspace& ws) const;
+};
+
+}  // namespace adapt::adapters
