@@ -1,5 +1,6 @@
-// adapt_gen: runs a generation job from a prompts TOML file. Results are written as prompts finish
-// (one JSON line each, plus optional per-prompt output files), so a restarted job skips what is done.
+// adapt_gen: runs a generation job from a prompts TOML file, runtime.batch_size prompts at a time
+// (generate::Generator's batch scheduler). Results are written as prompts finish (one JSON line each,
+// plus optional per-prompt output files), so a restarted job skips what is done.
 //
 //   adapt_gen --input prompts.toml [--set key=value ...] [--dry-run]
 #include <fmt/format.h>
@@ -30,10 +31,12 @@ namespace {
 
 constexpr const char* kUsage = R"(usage: adapt_gen --input prompts.toml [--set key=value ...] [--dry-run]
 
-Runs every prompt of the job that is not already in the results file, one at a time, and appends one
-JSON line per finished prompt (id, text, prompt_tokens, completion_tokens, finish_reason,
-time_to_first_token_s, tokens_per_s, output_file) to output.dir/output.results. Prompts with `output`
-also get their completion written to that file (inside output.dir). Progress goes to stderr.
+Runs every prompt of the job that is not already in the results file, runtime.batch_size at a time
+(they decode together; a finished prompt's place goes to the next one), and appends one JSON line per
+prompt as it finishes (id, text, prompt_tokens, completion_tokens, finish_reason,
+time_to_first_token_s, tokens_per_s, output_file) to output.dir/output.results, in finishing order.
+Prompts with `output` also get their completion written to that file (inside output.dir). Texts do not
+depend on the batch size. Progress goes to stderr.
 
   --input FILE      the job (see inputs/prompts.toml)
   --set key=value   override one key, e.g. --set defaults.temperature=0.7 or --set prompts[0].seed=3
@@ -50,10 +53,7 @@ job keys:
 
 struct Prepared {
   const generate::PromptSpec* spec;
-  std::vector<std::int32_t> ids;
-  generate::SamplingParams sampling;
-  std::int64_t max_new_tokens;
-  std::vector<std::string> stop;
+  generate::GenerationRequest request;
 };
 
 int run(int argc, char** argv) {
@@ -91,24 +91,27 @@ int run(int argc, char** argv) {
   const auto& d = job.defaults;
   for (std::size_t i = 0; i < job.prompts.size(); ++i) {
     const auto& p = job.prompts[i];
-    Prepared q{&p, {}, {}, p.max_new_tokens.value_or(d.max_new_tokens), p.stop.value_or(d.stop)};
-    q.sampling.temperature = p.temperature.value_or(d.temperature);
-    q.sampling.top_k = p.top_k.value_or(d.top_k);
-    q.sampling.top_p = p.top_p.value_or(d.top_p);
-    q.sampling.min_p = p.min_p.value_or(d.min_p);
-    q.sampling.repetition_penalty = p.repetition_penalty.value_or(d.repetition_penalty);
-    q.sampling.seed = static_cast<std::uint64_t>(p.seed.value_or(d.seed));
-    generate::sampling_params_validate(q.sampling, fmt::format("{}: prompts[{}] ('{}')", input, i, p.id));
+    Prepared q{&p, {}};
+    generate::GenerationRequest& r = q.request;
+    r.max_new_tokens = p.max_new_tokens.value_or(d.max_new_tokens);
+    r.stop = p.stop.value_or(d.stop);
+    r.sampling.temperature = p.temperature.value_or(d.temperature);
+    r.sampling.top_k = p.top_k.value_or(d.top_k);
+    r.sampling.top_p = p.top_p.value_or(d.top_p);
+    r.sampling.min_p = p.min_p.value_or(d.min_p);
+    r.sampling.repetition_penalty = p.repetition_penalty.value_or(d.repetition_penalty);
+    r.sampling.seed = static_cast<std::uint64_t>(p.seed.value_or(d.seed));
+    generate::sampling_params_validate(r.sampling, fmt::format("{}: prompts[{}] ('{}')", input, i, p.id));
     if (p.user && d.chat) {
       std::vector<tokenizer::ChatMessage> msgs;
       if (p.system) msgs.push_back({"system", *p.system});
       msgs.push_back({"user", *p.user});
-      for (auto id : tokenizer::chat_encode(tok, msgs)) q.ids.push_back(static_cast<std::int32_t>(id));
+      for (auto id : tokenizer::chat_encode(tok, msgs)) r.prompt.push_back(static_cast<std::int32_t>(id));
     } else {
       const std::string text = p.user ? (p.system ? *p.system + "\n\n" + *p.user : *p.user) : *p.text;
       tokenizer::EncodeOptions eo;
       eo.bos = true;
-      for (auto id : tok.encode(text, eo)) q.ids.push_back(static_cast<std::int32_t>(id));
+      for (auto id : tok.encode(text, eo)) r.prompt.push_back(static_cast<std::int32_t>(id));
     }
     if (p.output) generate::output_path_inside(job.output.dir, *p.output, fmt::format("prompts[{}]", i));
     prepared.push_back(std::move(q));
@@ -117,7 +120,8 @@ int run(int argc, char** argv) {
   model::LlamaLoadStats stats;
   if (dry_run) {
     std::printf("%s", config::to_toml(job, config::gen_job_schema()).c_str());
-    for (const auto& q : prepared) std::printf("# %s: %zu prompt tokens\n", q.spec->id.c_str(), q.ids.size());
+    for (const auto& q : prepared)
+      std::printf("# %s: %zu prompt tokens\n", q.spec->id.c_str(), q.request.prompt.size());
     return 0;
   }
   const model::LlamaModel model = model::llama_model_load(job.model.path, {.storage = model::WeightStorage::AsStored}, &stats);
@@ -125,7 +129,7 @@ int run(int argc, char** argv) {
              model.config.vocab_size, stats.seconds, tok.description());
   generate::Generator gen(model, tok);
   for (std::size_t i = 0; i < prepared.size(); ++i) {
-    const auto n = static_cast<std::int64_t>(prepared[i].ids.size());
+    const auto n = static_cast<std::int64_t>(prepared[i].request.prompt.size());
     ADAPT_REQUIRE(gen.room_after(n) > 0, ConfigError,
                   "{}: prompts[{}] ('{}') has {} tokens, but the model's context is {} tokens: shorten the prompt",
                   input, i, prepared[i].spec->id, n, model.config.max_position_embeddings);
@@ -133,21 +137,33 @@ int run(int argc, char** argv) {
 
   fs::create_directories(job.output.dir);
   generate::ResultsFile results(generate::output_path_inside(job.output.dir, job.output.results, "output.results"));
-  std::size_t n_todo = 0;
-  for (const auto& q : prepared) n_todo += !results.done(q.spec->id);
-  log::info0("{} prompt(s), {} already in {}, {} to run", prepared.size(), prepared.size() - n_todo,
-             results.path().string(), n_todo);
-  std::size_t k = 0;
-  Timer total;
+  std::vector<const Prepared*> todo;
+  std::vector<generate::GenerationRequest> requests;
   for (const auto& q : prepared) {
     if (results.done(q.spec->id)) continue;
+    todo.push_back(&q);
+    requests.push_back(q.request);
+  }
+  log::info0("{} prompt(s), {} already in {}, {} to run", prepared.size(), prepared.size() - todo.size(),
+             results.path().string(), todo.size());
+  const generate::BatchPlan plan = gen.plan_batch(requests, job.runtime.batch_size);
+  if (!requests.empty()) {
+    log::info0("batch: {} prompt(s) in flight (runtime.batch_size = {}); KV cache {} row(s) x {} positions = {}",
+               plan.rows, job.runtime.batch_size, plan.rows, plan.capacity, format_bytes(plan.kv_cache_bytes));
+  }
+  std::size_t k = 0;
+  std::int64_t n_generated = 0;
+  Timer total;
+  // Called as each prompt finishes (finishing order): its record is on disk before the next step.
+  auto on_finished = [&](std::size_t index, generate::GenerationOutput&& o) {
+    const Prepared& q = *todo[index];
     ++k;
-    generate::GenerationOutput o = gen.run(q.ids, q.sampling, q.stop, q.max_new_tokens);
+    n_generated += static_cast<std::int64_t>(o.tokens.size());
     const double tps = o.decode_s > 0 ? static_cast<double>(o.tokens.size() > 1 ? o.tokens.size() - 1 : 0) / o.decode_s : 0.0;
     generate::ResultRecord r;
     r.id = q.spec->id;
     r.text = o.text;
-    r.prompt_tokens = static_cast<std::int64_t>(q.ids.size());
+    r.prompt_tokens = static_cast<std::int64_t>(q.request.prompt.size());
     r.completion_tokens = static_cast<std::int64_t>(o.tokens.size());
     r.finish_reason = generate::finish_reason_name(o.reason);
     r.time_to_first_token_s = o.time_to_first_token_s;
@@ -159,10 +175,13 @@ int run(int argc, char** argv) {
       r.output_file = *q.spec->output;
     }
     results.append(r);
-    log::info0("[{}/{}] {}: {} prompt + {} new tokens ({}), first token {:.3f} s, {:.1f} tokens/s", k, n_todo,
+    log::info0("[{}/{}] {}: {} prompt + {} new tokens ({}), first token {:.3f} s, {:.1f} tokens/s", k, todo.size(),
                q.spec->id, r.prompt_tokens, r.completion_tokens, r.finish_reason, o.time_to_first_token_s, tps);
-  }
-  log::info0("done: {} prompt(s) in {:.1f} s; results in {}", k, total.seconds(), results.path().string());
+  };
+  gen.run_batch(requests, job.runtime.batch_size, on_finished);
+  const double seconds = total.seconds();
+  log::info0("done: {} prompt(s), {} new tokens in {:.1f} s ({:.1f} tokens/s overall); results in {}", k, n_generated,
+             seconds, seconds > 0 ? static_cast<double>(n_generated) / seconds : 0.0, results.path().string());
   return 0;
 }
 

@@ -26,6 +26,13 @@ const Schema<generate::GenJob>& gen_job_schema() {
     d.field("chat", &GenDefaults::chat, "Wrap system/user prompts in the Llama 3.1 chat layout.");
     d.field("stop", &GenDefaults::stop, "Stop strings (cut from the output).");
 
+    Schema<GenRuntime> rt;
+    rt.field("batch_size", &GenRuntime::batch_size,
+             "Prompts decoded together, each in its own KV-cache row; a finished prompt's row takes the next at "
+             "once. Texts do not depend on it (README, Generating). KV cache: batch_size x (longest prompt + "
+             "max_new_tokens) positions.")
+        .range(std::int64_t{1}, std::int64_t{1024});
+
     Schema<PromptSpec> p;
     p.field("id", &PromptSpec::id, "Unique name; finished ids are skipped when the job runs again.").required();
     p.field("system", &PromptSpec::system, "System message (with user).");
@@ -60,6 +67,7 @@ const Schema<generate::GenJob>& gen_job_schema() {
     job.table("model", &GenJob::model, model, "The base model.");
     job.table("output", &GenJob::output, output, "Where results go.");
     job.table("defaults", &GenJob::defaults, d, "Sampling and stop rules for every prompt.");
+    job.table("runtime", &GenJob::runtime, rt, "How the job runs on this process.");
     job.table_array("prompts", &GenJob::prompts, p, "The prompts ([[prompts]] tables).");
     job.check([](const GenJob& j) -> std::string {
       if (j.prompts.empty()) return "the job has no [[prompts]]; add at least one";

@@ -1,5 +1,6 @@
 // GenJob: a generation job as written in a prompts TOML file (inputs/prompts.toml): the model, the
-// output folder, default sampling and stop rules, and the prompts, each of which may override them.
+// output folder, default sampling and stop rules, how the job runs (batch size), and the prompts, each
+// of which may override the defaults.
 // Header-only plain structs; config/ fills them, generate/ validates and runs them.
 #pragma once
 
@@ -33,6 +34,10 @@ struct GenDefaults {
   std::vector<std::string> stop;
 };
 
+struct GenRuntime {
+  std::int64_t batch_size = 8;  // sequences decoded together, each in its own KV-cache row
+};
+
 struct PromptSpec {
   std::string id;
   std::optional<std::string> system;
@@ -53,6 +58,7 @@ struct GenJob {
   GenModel model;
   GenOutput output;
   GenDefaults defaults;
+  GenRuntime runtime;
   std::vector<PromptSpec> prompts;
 };
 

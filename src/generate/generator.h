@@ -1,8 +1,11 @@
-// The generation loop of one sequence on one rank: prefill the prompt into a KV cache, then decode
-// token by token (sampler → stop rules → incremental UTF-8-safe detokenisation) until a stop rule
-// fires. The cache is sized to the prompt plus max_new_tokens, never past the model's context.
+// Generation on one rank with a batch scheduler: up to batch_size sequences in flight, each in its own
+// KV-cache row. A free row takes the next prompt, prefilled alone (B = 1); busy rows decode together,
+// one token each per step at their own positions; a finished sequence is handed back at once and its
+// row goes to the next prompt. Prefill alone and row-independent decoding keep a sequence's tokens
+// the same whatever it is batched with (generator_test.cpp; bit-exact logits up to 8 rows).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -11,6 +14,7 @@
 #include <vector>
 
 #include "generate/sampler.h"
+#include "generate/sequence.h"
 #include "generate/stop.h"
 #include "model/llama_weights.h"
 #include "ops/workspace.h"
@@ -18,26 +22,39 @@
 
 namespace adapt::generate {
 
-struct GenerationOutput {
-  std::vector<std::int32_t> tokens;  // generated ids (the EOS id included when it ended the sequence)
-  std::string text;                  // decoded without special tokens, stop string removed
-  FinishReason reason = FinishReason::None;
-  double time_to_first_token_s = 0;  // prefill + first sample
-  double decode_s = 0;               // from the first token to the last
+/// The KV cache a batch of requests needs: `rows` sequences of up to `capacity` positions each.
+struct BatchPlan {
+  std::int64_t rows = 0;      // min(batch_size, number of requests)
+  std::int64_t capacity = 0;  // the longest prompt + max_new_tokens (capped to the context)
+  std::uint64_t kv_cache_bytes = 0;
 };
 
 class Generator {
  public:
+  /// Called as soon as request `index` finishes, in finishing order (not request order).
+  using OnFinished = std::function<void(std::size_t index, GenerationOutput&& output)>;
+  /// Called with text of request `index` as it becomes final (for streaming).
+  using OnText = std::function<void(std::size_t index, std::string_view text)>;
+
   /// `model` and `tokenizer` must outlive the generator. ConfigError when the tokenizer's vocabulary
-  /// does not fit the model's embedding.
+  /// does not fit the model's embedding. Not thread-safe: one run at a time per generator (it owns the
+  /// activation workspace).
   Generator(const model::LlamaModel& model, const tokenizer::Tokenizer& tokenizer);
 
   /// Largest number of new tokens a prompt of `n_prompt` tokens can get within the context.
   std::int64_t room_after(std::int64_t n_prompt) const;
 
-  /// Generates for one prompt. `max_new_tokens` is capped at room_after(prompt.size()) (the output
-  /// then ends with finish reason "length"); ConfigError when the prompt alone fills the context.
-  /// `on_text` receives text as it becomes final (for streaming).
+  /// The KV cache run_batch allocates for these requests (for the memory printout).
+  BatchPlan plan_batch(std::span<const GenerationRequest> requests, std::int64_t batch_size) const;
+
+  /// Generates for every request with up to `batch_size` in flight (see the file comment). Each
+  /// request's max_new_tokens is capped at room_after(prompt size) (the output then ends with finish
+  /// reason "length"). ConfigError before anything runs when a prompt is empty or fills the context
+  /// alone, or batch_size < 1. An exception from a callback stops the run and propagates.
+  void run_batch(std::span<const GenerationRequest> requests, std::int64_t batch_size, const OnFinished& on_finished,
+                 const OnText& on_text = {});
+
+  /// One prompt (a batch of one). `on_text` receives text as it becomes final.
   GenerationOutput run(std::span<const std::int32_t> prompt, const SamplingParams& sampling,
                        const std::vector<std::string>& stop_strings, std::int64_t max_new_tokens,
                        const std::function<void(std::string_view)>& on_text = {});
@@ -46,6 +63,8 @@ class Generator {
   const model::LlamaModel& model_;
   const tokenizer::Tokenizer& tokenizer_;
   ops::Workspace workspace_;
+
+  std::int64_t n_new_of(const GenerationRequest& r) const;
 };
 
 }  // namespace adapt::generate

@@ -1,10 +1,12 @@
 // KV cache for incremental decoding: the rotated keys and the values of every layer, f32 on the host,
 // laid out (B, Hkv, S_max, D) per layer so that attention reads each KV head's keys contiguously.
-// All sequences of the batch advance together (one position counter); a prefill of T tokens then
-// decode steps of one token continue the positions.
+// Each row (sequence slot) has its own length, so sequences of different lengths share one cache: a
+// row is prefilled on its own, rows decode together each at its own position, and a finished row is
+// cleared and reused for the next sequence (continuous batching).
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "model/llama_config.h"
@@ -14,8 +16,8 @@ namespace adapt::model {
 
 class KvCache {
  public:
-  /// Room for `capacity` positions of `batch` sequences for every layer of `cfg`. ConfigError when a
-  /// size is not positive.
+  /// Room for `capacity` positions in each of `batch` rows for every layer of `cfg`; every row starts
+  /// empty. ConfigError when a size is not positive.
   KvCache(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity);
   KvCache(const KvCache&) = delete;  // tensors share storage: a copy would alias the original
   KvCache& operator=(const KvCache&) = delete;
@@ -27,27 +29,39 @@ class KvCache {
 
   std::int64_t batch() const { return batch_; }
   std::int64_t capacity() const { return capacity_; }
-  /// Positions filled so far (the position of the next token).
-  std::int64_t n_past() const { return n_past_; }
+  /// Positions filled in `row` (the position of its next token).
+  std::int64_t n_past(std::int64_t row) const;
+  /// Positions filled in every row, for a cache whose rows advance together (one forward over all
+  /// rows at a time). InternalError when the rows differ: ask n_past(row) then.
+  std::int64_t n_past() const;
+  /// (B) positions filled per row.
+  std::span<const std::int64_t> lengths() const { return n_past_; }
   std::uint64_t size_bytes() const;
 
-  /// (B, Hkv, S_max, D); rows [0, n_past) are valid, plus the rows written by the current forward.
+  /// (B, Hkv, S_max, D); in row r, positions [0, n_past(r)) are valid, plus the positions written by
+  /// the current forward.
   const Tensor& k(int layer) const { return k_[static_cast<std::size_t>(layer)]; }
   const Tensor& v(int layer) const { return v_[static_cast<std::size_t>(layer)]; }
 
   /// Throws ShapeError (with the sizes and a hint) unless `batch` sequences of `n_tokens` more tokens
-  /// fit. Called by the forward before it writes anything.
+  /// fit in rows 0 .. batch − 1 (batch must equal batch()). Called by the forward before it writes.
   void check_room(std::int64_t batch, std::int64_t n_tokens) const;
-  /// Copies k_new, v_new (B, T, Hkv, D) into positions [n_past, n_past + T) of `layer`.
-  void write(int layer, const Tensor& k_new, const Tensor& v_new);
-  /// Marks `n_tokens` more positions as filled (after every layer has written them).
-  void advance(std::int64_t n_tokens);
-  /// Forgets every position (the memory is kept).
-  void clear() { n_past_ = 0; }
+  /// The same for the given rows (distinct, in [0, batch())): ShapeError naming the row otherwise.
+  void check_room(std::span<const std::int64_t> rows, std::int64_t n_tokens) const;
+  /// Copies k_new, v_new (B', T, Hkv, D) into `layer`: sequence b into row rows[b] at positions
+  /// [n_past(rows[b]), n_past(rows[b]) + T). Empty `rows` means rows 0 .. B − 1 with B' = batch().
+  void write(int layer, const Tensor& k_new, const Tensor& v_new, std::span<const std::int64_t> rows = {});
+  /// Marks `n_tokens` more positions as filled in `rows` (every row when empty), after every layer
+  /// has written them.
+  void advance(std::int64_t n_tokens, std::span<const std::int64_t> rows = {});
+  /// Forgets every position of every row (the memory is kept).
+  void clear();
+  /// Forgets the positions of one row, so that a new sequence can be prefilled into it.
+  void clear_row(std::int64_t row);
 
  private:
   std::int64_t batch_, capacity_, n_kv_heads_, head_dim_;
-  std::int64_t n_past_ = 0;
+  std::vector<std::int64_t> n_past_;  // (B) per row
   std::vector<Tensor> k_, v_;
 };
 

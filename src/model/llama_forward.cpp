@@ -48,12 +48,42 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
   const std::int64_t B = ids.dim(0), T = ids.dim(1), N = B * T;
   const std::int64_t C = c.hidden_size, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, F = c.intermediate_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
-  const std::int64_t pos0 = cache ? cache->n_past() : 0;
-  if (cache) cache->check_room(B, T);
+  if (cache) {
+    if (opts.cache_rows.empty()) {
+      cache->check_room(B, T);
+    } else {
+      ADAPT_REQUIRE(
+          static_cast<std::int64_t>(opts.cache_rows.size()) == B, ShapeError,
+          "llama_forward: cache_rows names {} KV-cache rows but token ids '{}' {} hold B = {} sequences; give "
+          "one row per sequence",
+          opts.cache_rows.size(), ids.name(), ids.shape().str(), B);
+      cache->check_room(opts.cache_rows, T);
+    }
+  } else {
+    ADAPT_REQUIRE(opts.cache_rows.empty(), ShapeError, "llama_forward: cache_rows given without a KV cache");
+  }
 
   ops::Workspace local;
   ops::Workspace& ws = workspace ? *workspace : local;
   ws.reset();
+  // With a cache: the row and the first position of every sequence. Rows at one length share one RoPE
+  // table (T, D/2); a ragged batch gets one per sequence (B, T, D/2), with the same values per position.
+  std::span<const std::int64_t> rows, pos0;
+  bool same_pos = true;
+  if (cache) {
+    Tensor rows_t = ws.take({B}, DType::I64, "cache_rows");
+    Tensor pos_t = ws.take({B}, DType::I64, "pos0");
+    std::int64_t* r = rows_t.data<std::int64_t>();
+    std::int64_t* p = pos_t.data<std::int64_t>();
+    for (std::int64_t b = 0; b < B; ++b) {
+      r[b] = opts.cache_rows.empty() ? b : opts.cache_rows[static_cast<std::size_t>(b)];
+      p[b] = cache->n_past(r[b]);
+      same_pos = same_pos && p[b] == p[0];
+    }
+    rows = {r, static_cast<std::size_t>(B)};
+    pos0 = {p, static_cast<std::size_t>(B)};
+  }
+  const Shape table_shape = same_pos ? Shape{T, D / 2} : Shape{B, T, D / 2};
   // Activations, shared by every layer (layers run one after the other).
   Tensor h = ws.take({B, T, C}, DType::F32, "hidden");  // the residual stream
   Tensor xn = ws.take({B, T, C}, DType::F32, "normed");
@@ -63,8 +93,8 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
   Tensor attn = ws.take({B, T, H, D}, DType::F32, "attn");
   Tensor gate = ws.take({B, T, F}, DType::F32, "gate");
   Tensor up = ws.take({B, T, F}, DType::F32, "up");
-  Tensor cos = ws.take({T, D / 2}, DType::F32, "rope.cos");
-  Tensor sin = ws.take({T, D / 2}, DType::F32, "rope.sin");
+  Tensor cos = ws.take(table_shape, DType::F32, "rope.cos");
+  Tensor sin = ws.take(table_shape, DType::F32, "rope.sin");
   Tensor k_all, v_all;  // (B, Hkv, T, D) when there is no cache
   if (!cache) {
     k_all = ws.take({B, Hkv, T, D}, DType::F32, "k_all");
@@ -74,7 +104,11 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
   Tensor attn2 = attn.reshape({N, H * D});
 
   ops::embedding_forward(h, w.embedding, ids);
-  ops::rope_table_fill(cos, sin, model.inv_freq, pos0);
+  if (same_pos) {
+    ops::rope_table_fill(cos, sin, model.inv_freq, pos0.empty() ? 0 : pos0[0]);
+  } else {
+    ops::rope_table_fill(cos, sin, model.inv_freq, pos0);
+  }
   for (int l = 0; l < static_cast<int>(c.n_layers); ++l) {
     const LayerWeights& lw = w.layers[static_cast<std::size_t>(l)];
     // Attention block: h += o_proj(attention(rope(q_proj(xn)), rope(k_proj(xn)), v_proj(xn))).
@@ -85,8 +119,8 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
     ops::rope_forward(q, cos, sin);
     ops::rope_forward(k, cos, sin);
     if (cache) {
-      cache->write(l, k, v);
-      ops::attention_forward(attn, q, cache->k(l), cache->v(l), {.q_pos_offset = pos0});
+      cache->write(l, k, v, rows);
+      ops::attention_forward(attn, q, cache->k(l), cache->v(l), {.q_pos_offsets = pos0, .kv_rows = rows});
     } else {
       to_heads_major(k_all, k);
       to_heads_major(v_all, v);
@@ -100,7 +134,7 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
     ops::swiglu_forward(gate, gate, up);
     linear(h, gate, lw.w_down, &lw.b_down, {l, WeightKind::WDown}, {.accumulate = true});
   }
-  if (cache) cache->advance(T);
+  if (cache) cache->advance(T, rows);
 
   const std::int64_t T_out = opts.last_position_only ? 1 : T;
   const Tensor h_out = opts.last_position_only ? h.narrow(1, T - 1, 1) : h;

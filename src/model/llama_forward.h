@@ -2,8 +2,11 @@
 // embedding → L pre-norm decoder layers (RMSNorm, GQA attention with RoPE, residual; RMSNorm, SwiGLU
 // MLP, residual) → final RMSNorm → lm_head. Every projection goes through linear(), the one call site
 // where adapters attach (STYLE principle 5); activations come from an ops::Workspace, so a pass does
-// not allocate per op or per layer.
+// not allocate per op or per layer. With a KV cache, each sequence continues at its own cache row's
+// length (ragged batch), computed exactly as if it ran alone.
 #pragma once
+
+#include <span>
 
 #include "model/kv_cache.h"
 #include "model/llama_weights.h"
@@ -31,14 +34,25 @@ void linear(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* bias, con
 
 struct ForwardOptions {
   bool last_position_only = false;  // logits of the last position only: (B, V) instead of (B, T, V)
+  // With a cache: (B) the cache row of each sequence of ids (distinct). Empty: rows 0 .. B − 1 of a
+  // cache made for exactly B sequences. The span must stay valid for the call.
+  std::span<const std::int64_t> cache_rows;
 };
 
 /// Runs the model on token ids (B, T) (i32 or i64) and returns f32 logits (B, T, V), or (B, V) with
 /// last_position_only.
 ///   cache == nullptr: positions 0 .. T−1, nothing is kept.
-///   cache != nullptr: positions continue at cache->n_past(); the new keys/values are appended and the
-///     cache advances by T (prefill with T prompt tokens, then decode with T = 1). ShapeError when the
-///     cache has another batch size or too little room, before anything is computed.
+///   cache != nullptr: sequence b goes to cache row r = cache_rows[b] (or b) and continues at that row's
+///     length: its tokens get positions n_past(r) .. n_past(r) + T − 1 (RoPE) and attend causally to
+///     row r's keys only; the new keys/values are appended and row r advances by T. Rows may have
+///     different lengths (ragged batch): prefill one sequence into a free row with B = 1, then decode
+///     every active row together with T = 1. Rows not named are left untouched. ShapeError when the
+///     cache has another batch size (without cache_rows), a row is named twice or does not exist, or a
+///     row has too little room, before anything is computed.
+/// A sequence's logits do not depend on the other sequences of the call as far as the ops compute each
+/// row alike whatever the batch: attention, RoPE and the row-wise ops do; matmul does when its kernel
+/// for B·T rows sums each row as it does for one row (tests/golden/llama_forward checks decode batches
+/// bit for bit against single sequences).
 /// `workspace`, when given, holds the activations and is reset() on entry (tensors taken from it
 /// earlier become invalid); reusing one across calls makes later calls allocation-free except for the
 /// returned logits. Not thread-safe per workspace or cache; the model itself is read-only.

@@ -22,17 +22,36 @@ void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tens
   detail::require_contiguous(op, q);
   detail::require_contiguous(op, out);
   const std::int64_t B = q.dim(0), T = q.dim(1), H = q.dim(2), D = q.dim(3);
-  const std::int64_t Hkv = k.dim(1), S = k.dim(2);
+  const std::int64_t B_kv = k.dim(0), Hkv = k.dim(1), S = k.dim(2);
   detail::require_shape(op, out, q.shape(), "same as q");
-  detail::require_shape(op, k, Shape{B, Hkv, S, D}, "(B, Hkv, S, D) with q's B and D");
+  if (opts.kv_rows.empty()) {
+    detail::require_shape(op, k, Shape{B, Hkv, S, D}, "(B, Hkv, S, D) with q's B and D");
+  } else {
+    detail::require_shape(op, k, Shape{B_kv, Hkv, S, D}, "(B_kv, Hkv, S, D) with q's D");
+    ADAPT_REQUIRE(static_cast<std::int64_t>(opts.kv_rows.size()) == B, ShapeError,
+                  "attention_forward: kv_rows has {} entries but q '{}' has B = {} sequences (one row of '{}' each)",
+                  opts.kv_rows.size(), q.name(), B, k.name());
+    for (std::size_t b = 0; b < opts.kv_rows.size(); ++b) {
+      ADAPT_REQUIRE(opts.kv_rows[b] >= 0 && opts.kv_rows[b] < B_kv, ShapeError,
+                    "attention_forward: kv_rows[{}] = {} is not a row of '{}' (B_kv = {})", b, opts.kv_rows[b],
+                    k.name(), B_kv);
+    }
+  }
   detail::require_shape(op, v, k.shape(), "same as k");
   ADAPT_REQUIRE(Hkv > 0 && H % Hkv == 0, ShapeError,
                 "attention_forward: {} query heads in '{}' are not a multiple of {} KV heads in '{}' (GQA shares each KV "
                 "head among a whole number of query heads)", H, q.name(), Hkv, k.name());
-  ADAPT_REQUIRE(opts.q_pos_offset >= 0 && S >= opts.q_pos_offset + T, ShapeError,
-                "attention_forward: {} queries at positions {}..{} need {} keys but '{}' holds S = {}; the KV cache is "
-                "too small (allocate it with capacity >= prompt + generated tokens)", T, opts.q_pos_offset,
-                opts.q_pos_offset + T - 1, opts.q_pos_offset + T, k.name(), S);
+  ADAPT_REQUIRE(opts.q_pos_offsets.empty() || static_cast<std::int64_t>(opts.q_pos_offsets.size()) == B, ShapeError,
+                "attention_forward: q_pos_offsets has {} entries but q '{}' has B = {} sequences",
+                opts.q_pos_offsets.size(), q.name(), B);
+  for (std::int64_t b = 0; b < (opts.q_pos_offsets.empty() ? 1 : B); ++b) {
+    const std::int64_t offset =
+        opts.q_pos_offsets.empty() ? opts.q_pos_offset : opts.q_pos_offsets[static_cast<std::size_t>(b)];
+    ADAPT_REQUIRE(offset >= 0 && S >= offset + T, ShapeError,
+                  "attention_forward: {} queries at positions {}..{} (sequence {}) need {} keys but '{}' holds S = {}; "
+                  "the KV cache is too small (allocate it with capacity >= prompt + generated tokens)", T, offset,
+                  offset + T - 1, b, offset + T, k.name(), S);
+  }
   for (const Tensor* t : std::initializer_list<const Tensor*>{&k, &v}) {
     ADAPT_REQUIRE(D <= 1 || t->stride(3) == 1, ShapeError,
                   "attention_forward: '{}' must have unit stride along D (got {})", t->name(), t->stride(3));
@@ -52,6 +71,8 @@ void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tens
   a.k_stride_b = k.stride(0), a.k_stride_h = k.stride(1), a.k_stride_s = k.stride(2);
   a.v_stride_b = v.stride(0), a.v_stride_h = v.stride(1), a.v_stride_s = v.stride(2);
   a.q_pos_offset = opts.q_pos_offset;
+  a.q_pos_offsets = opts.q_pos_offsets.empty() ? nullptr : opts.q_pos_offsets.data();
+  a.kv_rows = opts.kv_rows.empty() ? nullptr : opts.kv_rows.data();
   a.scale = opts.scale != 0.0f ? opts.scale : 1.0f / std::sqrt(static_cast<float>(D));
   if (B * T * H == 0) return;
   cpu::attention_forward(a);

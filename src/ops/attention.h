@@ -1,9 +1,11 @@
 // Causal grouped-query attention, flash-attention style: for each (sequence, KV head, block of
 // queries) the scores are formed one key tile at a time with an online softmax, so memory stays at
 // one tile however long the context. The per-row log-sum-exp is returned for the backward pass.
+// Sequences of a batch may sit at different lengths of a shared KV cache (ragged batch).
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "tensor/tensor.h"
 
@@ -12,13 +14,20 @@ namespace adapt::ops {
 struct AttentionOptions {
   float scale = 0.0f;             // 0: 1/sqrt(D) (HF: head_dim^-0.5)
   std::int64_t q_pos_offset = 0;  // position of query 0 among the keys (tokens already in the KV cache)
+  // Ragged batch: (B) per-sequence offsets, replacing q_pos_offset (empty: q_pos_offset for all).
+  std::span<const std::int64_t> q_pos_offsets;
+  // (B) the batch row of k and v that sequence b reads, e.g. its KV-cache row (empty: row b).
+  std::span<const std::int64_t> kv_rows;
 };
 
 /// out (B, T, H, D) = softmax(q · kᵀ · scale + causal mask) · v per head, f32.
-///   q (B, T, H, D); k, v (B, Hkv, S, D) with S >= q_pos_offset + T (a KV cache of larger capacity is
-///   fine: keys past the last query's position are never visible). Query t sees keys
-///   0 .. q_pos_offset + t. GQA: query head h reads KV head h / (H / Hkv) (HF repeat_kv).
+///   q (B, T, H, D); k, v (B_kv, Hkv, S, D) with S >= offset_b + T for every sequence b (a KV cache of
+///   larger capacity is fine: keys past the last query's position are never visible). Query t of
+///   sequence b sees keys 0 .. offset_b + t of k/v row kv_rows[b] (row b when kv_rows is empty, and
+///   then B_kv == B). GQA: query head h reads KV head h / (H / Hkv) (HF repeat_kv).
 ///   lse (B, H, T) f32, optional: log Σ_j exp(score_j) of each query row (for the backward).
+/// Each sequence's output is computed with the same arithmetic whatever the other sequences are, so
+/// a sequence gives the same bits alone (B = 1) as in a batch.
 /// k and v may be views with unit stride along D; q and out must be contiguous.
 void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v,
                        const AttentionOptions& opts = {}, Tensor* lse = nullptr);

@@ -10,4 +10,8 @@ namespace adapt::ops {
 /// i64 (any shape; out has ids' shape + C).
 void embedding_forward(Tensor& out, const Tensor& table, const Tensor& ids);
 
+/// dtable (V, C) f32 += scatter-add of dout (.., C) rows by ids (..): row i of dout adds to
+/// dtable[ids[i]]. For tests and completeness: the base model's embeddings are frozen.
+void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids);
+
 }  // namespace adapt::ops

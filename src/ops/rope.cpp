@@ -23,6 +23,30 @@ void rope_table_fill(Tensor& cos, Tensor& sin, const std::vector<float>& inv_fre
   cpu::rope_table_fill(cos.data<float>(), sin.data<float>(), inv_freq.data(), half, pos_begin, cos.dim(0));
 }
 
+void rope_table_fill(Tensor& cos, Tensor& sin, const std::vector<float>& inv_freq,
+                     std::span<const std::int64_t> pos_begin) {
+  constexpr const char* op = "rope_table_fill";
+  detail::require_same_device(op, cos, {&sin});
+  if (!detail::on_cpu(op, cos)) return;
+  const std::int64_t half = static_cast<std::int64_t>(inv_freq.size());
+  const auto B = static_cast<std::int64_t>(pos_begin.size());
+  ADAPT_REQUIRE(cos.rank() == 3 && cos.dim(0) == B && cos.dim(2) == half, ShapeError,
+                "rope_table_fill: table '{}' has shape {} but ({}, P, {}) was expected (one table per sequence, one "
+                "column per inverse frequency)", cos.name(), cos.shape().str(), B, half);
+  detail::require_shape(op, sin, cos.shape(), "same as the cos table");
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&cos, &sin}) {
+    detail::require_dtype(op, *t, DType::F32);
+    detail::require_contiguous(op, *t);
+  }
+  const std::int64_t P = cos.dim(1);
+  for (std::int64_t b = 0; b < B; ++b) {
+    const std::int64_t p0 = pos_begin[static_cast<std::size_t>(b)];
+    ADAPT_REQUIRE(p0 >= 0, ShapeError, "rope_table_fill: pos_begin[{}] = {} must be >= 0", b, p0);
+    cpu::rope_table_fill(cos.data<float>() + b * P * half, sin.data<float>() + b * P * half, inv_freq.data(), half, p0,
+                         P);
+  }
+}
+
 void rope_forward(Tensor& x, const Tensor& cos, const Tensor& sin) {
   constexpr const char* op = "rope_forward";
   detail::require_same_device(op, x, {&cos, &sin});
@@ -33,12 +57,26 @@ void rope_forward(Tensor& x, const Tensor& cos, const Tensor& sin) {
   ADAPT_REQUIRE(D % 2 == 0, ShapeError, "rope_forward: head dim D = {} of '{}' must be even", D, x.name());
   detail::require_dtype(op, x, DType::F32);
   detail::require_contiguous(op, x);
+  const bool per_sequence = cos.rank() == 3;
   for (const Tensor* t : std::initializer_list<const Tensor*>{&cos, &sin}) {
     detail::require_dtype(op, *t, DType::F32);
     detail::require_contiguous(op, *t);
-    detail::require_shape(op, *t, Shape{T, D / 2}, "(T, D/2): one row per token position (rope_table_fill)");
+    if (per_sequence) {
+      detail::require_shape(op, *t, Shape{B, T, D / 2}, "(B, T, D/2): one table per sequence (rope_table_fill)");
+    } else {
+      detail::require_shape(op, *t, Shape{T, D / 2}, "(T, D/2): one row per token position (rope_table_fill)");
+    }
   }
-  cpu::rope_forward(x.data<float>(), B, T, Hx, D, cos.data<float>(), sin.data<float>());
+  if (!per_sequence) {
+    cpu::rope_forward(x.data<float>(), B, T, Hx, D, cos.data<float>(), sin.data<float>());
+    return;
+  }
+  // One sequence at a time with its own table: the same kernel and arithmetic as the shared table.
+  const std::int64_t half = D / 2;
+  for (std::int64_t b = 0; b < B; ++b) {
+    cpu::rope_forward(x.data<float>() + b * T * Hx * D, 1, T, Hx, D, cos.data<float>() + b * T * half,
+                      sin.data<float>() + b * T * half);
+  }
 }
 
 }  // namespace adapt::ops

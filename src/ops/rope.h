@@ -1,10 +1,12 @@
 // Rotary position embedding, HF convention ("rotate_half": element j pairs with j + D/2, SPEC §3.2).
 // The angles come from model::rope_inv_freq (default, linear or llama3 scaling), so the op itself
 // knows nothing about scaling. cos/sin tables cover the positions of one call (KV-cache offset
-// included), so no table of max_position_embeddings rows is ever built.
+// included), so no table of max_position_embeddings rows is ever built. A batch whose sequences sit at
+// different lengths (a ragged KV cache) gets one table per sequence.
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "tensor/tensor.h"
@@ -15,10 +17,17 @@ namespace adapt::ops {
 /// product is rounded to f32 first, as HF does, then cos/sin are taken in double and rounded.
 void rope_table_fill(Tensor& cos, Tensor& sin, const std::vector<float>& inv_freq, std::int64_t pos_begin);
 
+/// Per-sequence tables: cos, sin (B, P, D/2) where row b covers positions pos_begin[b] .. pos_begin[b] + P - 1
+/// (pos_begin has B entries, each >= 0). Row b holds exactly what the single-table overload gives for
+/// pos_begin[b].
+void rope_table_fill(Tensor& cos, Tensor& sin, const std::vector<float>& inv_freq,
+                     std::span<const std::int64_t> pos_begin);
+
 /// In place, x (B, T, Hx, D) (any Hx: query or key heads): for each head and pair j < D/2 at the
 /// token's angle θ = table row t:
 ///   x[j] ← x[j]·cosθ − x[j+D/2]·sinθ,   x[j+D/2] ← x[j+D/2]·cosθ + x[j]·sinθ.
-/// cos/sin (T, D/2) from rope_table_fill (same positions for every sequence of the batch).
+/// cos/sin from rope_table_fill: (T, D/2) when every sequence of the batch is at the same positions,
+/// or (B, T, D/2) with one table per sequence.
 void rope_forward(Tensor& x, const Tensor& cos, const Tensor& sin);
 
 }  // namespace adapt::ops

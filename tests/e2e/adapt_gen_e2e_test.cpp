@@ -1,8 +1,11 @@
 // adapt_gen end to end on the tiny model: results written as prompts finish, the same job run again
 // skips finished prompts, greedy output is deterministic, output files land inside the output folder,
-// and bad jobs fail with a clear message and exit code 2 before anything is generated.
+// texts do not depend on runtime.batch_size (results then come in finishing order), and bad jobs fail
+// with a clear message and exit code 2 before anything is generated.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "core/file.h"
@@ -36,6 +39,19 @@ std::vector<json> read_results(const fs::path& p) {
   return v;
 }
 
+// Records by id (the file is in finishing order).
+std::map<std::string, json> by_id(const std::vector<json>& records) {
+  std::map<std::string, json> m;
+  for (const auto& r : records) m[r["id"].get<std::string>()] = r;
+  return m;
+}
+
+std::vector<std::string> ids_in_order(const std::vector<json>& records) {
+  std::vector<std::string> ids;
+  for (const auto& r : records) ids.push_back(r["id"].get<std::string>());
+  return ids;
+}
+
 }  // namespace
 
 TEST_CASE("a prompt file runs, resumes and is deterministic") {
@@ -51,17 +67,16 @@ TEST_CASE("a prompt file runs, resumes and is deterministic") {
   INFO(r.out);
   REQUIRE(r.code == 0);
   CHECK(r.out.find("[3/3]") != std::string::npos);
-  auto res = read_results(dir / "out/results.jsonl");
+  auto res = by_id(read_results(dir / "out/results.jsonl"));
   REQUIRE(res.size() == 3);
-  CHECK(res[0]["id"] == "a");
-  CHECK(res[0]["completion_tokens"].get<int>() <= 12);
-  CHECK(res[1]["completion_tokens"].get<int>() <= 5);
-  for (const auto& x : res) {
+  CHECK(res["a"]["completion_tokens"].get<int>() <= 12);
+  CHECK(res["b"]["completion_tokens"].get<int>() <= 5);
+  for (const auto& [id, x] : res) {
     CHECK(x.contains("time_to_first_token_s"));
     CHECK(x.contains("tokens_per_s"));
     CHECK(x["prompt_tokens"].get<int>() > 0);
   }
-  CHECK(file_read_text(dir / "out/src/a.txt") == res[0]["text"].get<std::string>());
+  CHECK(file_read_text(dir / "out/src/a.txt") == res["a"]["text"].get<std::string>());
 
   // Run again: nothing to do, the file is unchanged.
   const std::string before = file_read_text(dir / "out/results.jsonl");
@@ -73,8 +88,61 @@ TEST_CASE("a prompt file runs, resumes and is deterministic") {
   // A fresh output folder gives the same greedy and seeded texts.
   Run fresh = run("adapt_gen", "--input " + (dir / "job.toml").string() + " --set output.dir=" + (dir / "out2").string());
   REQUIRE(fresh.code == 0);
-  auto res2 = read_results(dir / "out2/results.jsonl");
-  for (int i = 0; i < 3; ++i) CHECK(res2[i]["text"] == res[i]["text"]);
+  auto res2 = by_id(read_results(dir / "out2/results.jsonl"));
+  for (const char* id : {"a", "b", "c"}) CHECK(res2[id]["text"] == res[id]["text"]);
+}
+
+TEST_CASE("runtime.batch_size: the same texts as one at a time, results in finishing order") {
+  test::TempDir dir;
+  REQUIRE(run("adapt_model", "make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() + " --out " +
+                                 (dir / "model").string()).code == 0);
+  // Prompts of different lengths; greedy and seeded sampling; lengths to generate from 3 to 40, so
+  // rows free up at different steps and take the next prompt while the others decode.
+  const std::string job =
+      "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 24\n"
+      "[[prompts]]\nid = \"long\"\nuser = \"Write a function that parses a CSV line into fields.\"\n"
+      "max_new_tokens = 40\noutput = \"long.txt\"\n"
+      "[[prompts]]\nid = \"short\"\ntext = \"int main() {\"\nmax_new_tokens = 3\n"
+      "[[prompts]]\nid = \"sampled\"\ntext = \"def f(x):\"\ntemperature = 0.9\nseed = 4\n"
+      "[[prompts]]\nid = \"one-token\"\ntext = \"x\"\nmax_new_tokens = 8\n"
+      "[[prompts]]\nid = \"penalty\"\ntext = \"for (int i = 0; i < n; ++i)\"\nrepetition_penalty = 1.3\n"
+      "[[prompts]]\nid = \"nucleus\"\nuser = \"Sort a list.\"\ntemperature = 0.7\ntop_p = 0.9\nseed = 11\n";
+  test::write_bytes(dir / "job.toml", job);
+  const std::string input = "--input " + (dir / "job.toml").string();
+  Run one = run("adapt_gen", input + " --set runtime.batch_size=1 --set output.dir=" + (dir / "b1").string());
+  INFO(one.out);
+  REQUIRE(one.code == 0);
+  CHECK(one.out.find("1 prompt(s) in flight") != std::string::npos);
+  const auto res1 = read_results(dir / "b1/results.jsonl");
+  CHECK(ids_in_order(res1) == std::vector<std::string>{"long", "short", "sampled", "one-token", "penalty", "nucleus"});
+
+  for (const int batch : {3, 8}) {
+    CAPTURE(batch);
+    const fs::path out = dir / ("b" + std::to_string(batch));
+    Run r = run("adapt_gen",
+                input + " --set runtime.batch_size=" + std::to_string(batch) + " --set output.dir=" + out.string());
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+    CHECK(r.out.find(std::to_string(std::min(batch, 6)) + " prompt(s) in flight") != std::string::npos);
+    CHECK(r.out.find("[6/6]") != std::string::npos);
+    const auto res = read_results(out / "results.jsonl");
+    REQUIRE(res.size() == 6);
+    // Written as they finish: "short" (3 tokens) is done before "long" (up to 40), which started first.
+    const auto order = ids_in_order(res);
+    CHECK(std::find(order.begin(), order.end(), "short") < std::find(order.begin(), order.end(), "long"));
+    auto a = by_id(res1), b = by_id(res);
+    for (const auto& [id, x] : a) {
+      CAPTURE(id);
+      CHECK(b[id]["text"] == x["text"]);
+      CHECK(b[id]["completion_tokens"] == x["completion_tokens"]);
+      CHECK(b[id]["finish_reason"] == x["finish_reason"]);
+    }
+    CHECK(file_read_text(out / "long.txt") == a["long"]["text"].get<std::string>());
+  }
+  // A batch size out of range is a config error naming the key.
+  Run bad = run("adapt_gen", input + " --set runtime.batch_size=0 --set output.dir=" + (dir / "b0").string());
+  CHECK(bad.code == 2);
+  CHECK(bad.out.find("runtime.batch_size") != std::string::npos);
 }
 
 TEST_CASE("bad jobs fail before generating, naming the problem") {

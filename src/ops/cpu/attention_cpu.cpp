@@ -69,18 +69,22 @@ void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::i
     const float* src = a.q + ((b * a.T + t) * a.H + g * n_rep) * D;
     std::copy_n(src, n_rep * D, sc.q.data() + (t - t0) * n_rep * D);
   }
-  const float* kb = a.k + b * a.k_stride_b + g * a.k_stride_h;
-  const float* vb = a.v + b * a.v_stride_b + g * a.v_stride_h;
-  const std::int64_t key_end = a.q_pos_offset + t1;  // keys [0, key_end) are visible to some row
+  // A ragged batch gives every sequence its own offset and cache row; the arithmetic below is the same
+  // either way, so a sequence gets the same bits alone or batched.
+  const std::int64_t offset = a.q_pos_offsets ? a.q_pos_offsets[b] : a.q_pos_offset;
+  const std::int64_t kv_row = a.kv_rows ? a.kv_rows[b] : b;
+  const float* kb = a.k + kv_row * a.k_stride_b + g * a.k_stride_h;
+  const float* vb = a.v + kv_row * a.v_stride_b + g * a.v_stride_h;
+  const std::int64_t key_end = offset + t1;  // keys [0, key_end) are visible to some row
   for (std::int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
     const std::int64_t tile = std::min(kKeyTile, key_end - j0);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(rows), static_cast<blasint>(tile),
                 static_cast<blasint>(D), a.scale, sc.q.data(), static_cast<blasint>(D), kb + j0 * a.k_stride_s,
                 static_cast<blasint>(a.k_stride_s), 0.0f, sc.s.data(), static_cast<blasint>(kKeyTile));
     for (std::int64_t r = 0; r < rows; ++r) {
-      // Causal: the query at position q_pos_offset + t sees keys 0 .. q_pos_offset + t.
+      // Causal: the query at position offset + t sees keys 0 .. offset + t.
       const std::int64_t t = t0 + r / n_rep;
-      const std::int64_t n = std::min(tile, a.q_pos_offset + t + 1 - j0);
+      const std::int64_t n = std::min(tile, offset + t + 1 - j0);
       softmax_step(sc.s.data() + r * kKeyTile, n, tile, &sc.m[static_cast<std::size_t>(r)],
                    &sc.l[static_cast<std::size_t>(r)], sc.o.data() + r * D, D);
     }

@@ -38,6 +38,8 @@ struct AttentionArgs {
   std::int64_t k_stride_b = 0, k_stride_h = 0, k_stride_s = 0;
   std::int64_t v_stride_b = 0, v_stride_h = 0, v_stride_s = 0;
   std::int64_t q_pos_offset = 0;
+  const std::int64_t* q_pos_offsets = nullptr;  // (B) per-sequence offsets (ragged batch), or null: q_pos_offset
+  const std::int64_t* kv_rows = nullptr;        // (B) batch row of k/v read by sequence b, or null: row b
   float scale = 0.0f;
 };
 void attention_forward(const AttentionArgs& args);

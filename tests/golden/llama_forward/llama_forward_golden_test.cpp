@@ -1,7 +1,8 @@
 // Llama forward pass against Hugging Face transformers' LlamaForCausalLM (f32), on models that
 // adapt_model make regenerates from the recipes the fixtures name (tests/golden/data/llama/, made by
 // scripts/make_llama_fixtures.py). Also: KV-cache prefill + decode against the full forward, and greedy
-// decoding against HF generate().
+// decoding against HF generate(), and a ragged KV cache (sequences at different lengths decoding
+// together) against HF and against each sequence run alone.
 //
 // Relative error of a case: max over all logits |ours − HF| / max over all logits |HF| (one number per
 // case, so small logits are judged on the scale of the whole output, not amplified on their own).
@@ -9,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -253,4 +255,79 @@ TEST_CASE("greedy decoding with the KV cache reproduces HF generate()") {
   for (std::int64_t i = 0; i < n_new; ++i) min_margin = std::min(min_margin, margins.data<float>()[i]);
   MESSAGE("smallest top-1/top-2 logit margin along HF's greedy path: ", min_margin);
   CHECK(got == expected);
+}
+
+TEST_CASE("a ragged KV cache (rows prefilled to different lengths, then decoded together) matches HF") {
+  // Sequence b of the fixture is prefilled alone into cache row rows[b] with prompt[b] tokens; then
+  // every unfinished sequence decodes one token per forward, each at its own position, and leaves the
+  // batch when it reaches T (the batch shrinks). Compared with HF's logits at every position, and bit
+  // for bit with the same sequence run alone through a cache of one row (same chunks): the ops compute
+  // a sequence's rows alike whatever the batch (see llama_model_test.cpp for why that is exact).
+  test::TempDir dir("adapt-llama-ragged");
+  struct Case {
+    std::string name;
+    std::vector<std::int64_t> prompt, rows;
+  };
+  for (const Case& c : {Case{"tiny", {150, 131}, {1, 0}}, Case{"tiny_mha_default_rope", {20, 1, 31}, {2, 0, 3}}}) {
+    CAPTURE(c.name);
+    const Fixture fx = load_fixture(c.name);
+    const model::LlamaModel m = make_model(fx, dir);
+    const std::int64_t B = fx.ids.dim(0), T = fx.ids.dim(1), V = m.config.vocab_size;
+    const auto token = [&](std::int64_t b, std::int64_t t) { return fx.ids.data<std::int32_t>()[b * T + t]; };
+    const auto seq_ids = [&](std::int64_t b, std::int64_t t0, std::int64_t n) {
+      Tensor out = Tensor::empty({1, n}, DType::I32);
+      for (std::int64_t i = 0; i < n; ++i) out.data<std::int32_t>()[i] = token(b, t0 + i);
+      return out;
+    };
+    Tensor stitched = Tensor::empty({B, T, V}, DType::F32);
+    auto put = [&](std::int64_t b, std::int64_t t0, const float* src, std::int64_t n) {
+      std::copy_n(src, n * V, stitched.data<float>() + (b * T + t0) * V);
+    };
+    // Ragged: one cache with a spare row, rows filled out of order.
+    model::KvCache cache(m.config, B + 1, T);
+    ops::Workspace ws;
+    for (std::int64_t b = 0; b < B; ++b) {
+      const Tensor l = model::llama_forward(m, seq_ids(b, 0, c.prompt[static_cast<std::size_t>(b)]), &cache,
+                                            {.cache_rows = {&c.rows[static_cast<std::size_t>(b)], 1}}, &ws);
+      put(b, 0, l.data<float>(), c.prompt[static_cast<std::size_t>(b)]);
+    }
+    for (;;) {
+      std::vector<std::int64_t> seqs, rows;
+      for (std::int64_t b = 0; b < B; ++b) {
+        if (cache.n_past(c.rows[static_cast<std::size_t>(b)]) < T) {
+          seqs.push_back(b);
+          rows.push_back(c.rows[static_cast<std::size_t>(b)]);
+        }
+      }
+      if (seqs.empty()) break;
+      Tensor ids = Tensor::empty({static_cast<std::int64_t>(seqs.size()), 1}, DType::I32);
+      std::vector<std::int64_t> pos(seqs.size());
+      for (std::size_t i = 0; i < seqs.size(); ++i) {
+        pos[i] = cache.n_past(rows[i]);
+        ids.data<std::int32_t>()[i] = token(seqs[i], pos[i]);
+      }
+      const Tensor l = model::llama_forward(m, ids, &cache, {.last_position_only = true, .cache_rows = rows}, &ws);
+      for (std::size_t i = 0; i < seqs.size(); ++i)
+        put(seqs[i], pos[i], l.data<float>() + static_cast<std::int64_t>(i) * V, 1);
+    }
+    const Diff hf = compare(stitched, fx.logits);
+    MESSAGE(c.name, ": ragged cache vs HF relative error ", hf.rel);
+    CHECK(hf.rel <= kLogitsRelTol);
+
+    // Each sequence alone, same chunks: identical bits.
+    for (std::int64_t b = 0; b < B; ++b) {
+      CAPTURE(b);
+      model::KvCache one(m.config, 1, T);
+      const std::int64_t P = c.prompt[static_cast<std::size_t>(b)];
+      const Tensor first = model::llama_forward(m, seq_ids(b, 0, P), &one, {}, &ws);
+      bool same = std::memcmp(first.raw(), stitched.data<float>() + b * T * V,
+                              static_cast<std::size_t>(P * V) * sizeof(float)) == 0;
+      for (std::int64_t t = P; t < T; ++t) {
+        const Tensor l = model::llama_forward(m, seq_ids(b, t, 1), &one, {.last_position_only = true}, &ws);
+        same = same && std::memcmp(l.raw(), stitched.data<float>() + (b * T + t) * V,
+                                   static_cast<std::size_t>(V) * sizeof(float)) == 0;
+      }
+      CHECK_MESSAGE(same, "sequence ", b, " differs between the ragged batch and running alone");
+    }
+  }
 }

@@ -24,6 +24,7 @@ TEST_CASE("inputs/prompts.toml parses and resolves paths against its folder") {
   CHECK(j.prompts[1].temperature == 0.8);
   CHECK(j.prompts[2].text.has_value());
   CHECK(j.defaults.stop == std::vector<std::string>{"<|eot_id|>"});
+  CHECK(j.runtime.batch_size == 8);
   GenJob o = config::load(file, config::gen_job_schema(), {"defaults.max_new_tokens=7", "prompts[0].seed=3"});
   CHECK(o.defaults.max_new_tokens == 7);
   CHECK(o.prompts[0].seed == 3);
@@ -51,4 +52,10 @@ TEST_CASE("bad prompt files") {
                        doctest::Contains("used twice"), ConfigError);
   CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\nuser = \"x\"\ntop_p = 2.0\n"),
                        doctest::Contains("prompts[0].top_p"), ConfigError);
+  CHECK(parse(kHead + "[[prompts]]\nid = \"a\"\nuser = \"x\"\n").runtime.batch_size == 8);  // the default
+  CHECK(parse(kHead + "[runtime]\nbatch_size = 3\n[[prompts]]\nid = \"a\"\nuser = \"x\"\n").runtime.batch_size == 3);
+  CHECK_THROWS_WITH_AS(parse(kHead + "[runtime]\nbatch_size = 0\n[[prompts]]\nid = \"a\"\nuser = \"x\"\n"),
+                       doctest::Contains("runtime.batch_size"), ConfigError);
+  CHECK_THROWS_WITH_AS(parse(kHead + "[runtime]\nbatch = 4\n[[prompts]]\nid = \"a\"\nuser = \"x\"\n"),
+                       doctest::Contains("unknown key 'runtime.batch'"), ConfigError);
 }

@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# Benchmark: greedy generation speed of adapt vs Hugging Face transformers (torch, CPU) on the `bench`
+# preset (8 layers, hidden 768, 12/4 heads, vocab 32000: ~101M parameters), side by side in one run.
+#
+# For an f32 and a bf16 checkpoint (made here by `adapt_model make --preset bench`): batch 1, a prompt
+# of 512 random token ids (fixed seed), prefill, then 128 greedy decode steps with end-of-sequence
+# stopping off on both sides. Reports prefill tokens/s, time to first token (prefill + the pick of the
+# first token) and decode tokens/s (128 steps / their time), and the ratios adapt / HF.
+#
+#   adapt  build/tests/gen_bench (tests/bench/): llama_forward through the KV cache + the greedy
+#          generate::Sampler, i.e. Generator::run without detokenisation. Weights as adapt_gen holds
+#          them (`as-stored`: bf16 matrices stay bf16 and are widened to f32 inside the GEMMs).
+#   HF     LlamaForCausalLM in a manual loop: one forward over the prompt (num_logits_to_keep=1, as
+#          adapt computes only the last position's logits), then one forward per token with use_cache
+#          and a DynamicCache (what generate() does, without its logits-processor overhead), argmax.
+#          Computes in float32 for both checkpoints (bf16 weights are widened exactly at load), so the
+#          arithmetic is adapt's: CPU bf16 compute in torch 1.13 rounds activations to bf16 and is not
+#          an f32 peer. It is also measured on the bf16 checkpoint (torch_dtype=bfloat16), for context.
+#
+# Threads: every side gets as many threads as there are cores (nproc). Debian's torch calls the
+# pthreads build of OpenBLAS from inside its OpenMP pool; with libgomp's default spin-waiting the two
+# pools fight over the cores (decode measured ~10x slower), so HF runs with OMP_WAIT_POLICY=PASSIVE,
+# the usual remedy (adapt solves the same problem by making OpenBLAS single-threaded inside its pool).
+#
+# Each measurement runs ROUNDS times (default 3; rounds interleave the implementations so both sides
+# see the same machine load), each after one untimed warm-up in the same process; the best value of
+# each column counts; on a shared machine more rounds give a better chance of a quiet window. The
+# greedy tokens of adapt and HF (f32) are compared and the agreement is printed (random weights give
+# small top-1 margins, so a late divergence is summation order, not a bug). The load average is
+# printed at the start and the end: with other jobs on the cores, both sides slow down, adapt more.
+#
+# Usage: scripts/bench_gen.sh [BUILD_DIR (default build)] [ROUNDS (default 3)]
+#                            [VENV (default ~/.cache/adapt/venv-llama)]
+# Builds BUILD_DIR's targets gen_bench and app_adapt_model (configuring BUILD_DIR with Ninja, Release,
+# when it has no CMakeCache.txt). The Python peer is the venv scripts/make_llama_fixtures.py uses:
+# Debian's python3-torch 1.13 (apt, seen through --system-site-packages) plus transformers 4.46.3
+# from PyPI; it is created here when missing. Without torch the HF rows are skipped with the reason.
+# Exit status: 0 when adapt ran (with or without the peer), else that of the failing step.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+build="$(realpath -m "${1:-$root/build}")"
+rounds="${2:-3}"
+venv="${3:-$HOME/.cache/adapt/venv-llama}"
+prompt_tokens=512
+decode_steps=128
+seed=20261121
+threads="$(nproc)"
+pins=(transformers==4.46.3 tokenizers==0.20.3 safetensors==0.4.5 huggingface-hub==0.26.2)
+
+# ---- build ----------------------------------------------------------------------------------------
+if [[ ! -f "$build/CMakeCache.txt" ]]; then
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+fi
+if ! cmake --build "$build" --target gen_bench app_adapt_model >"$build/bench_gen_build.log" 2>&1; then
+  tail -30 "$build/bench_gen_build.log" >&2
+  echo "error: building gen_bench and app_adapt_model in $build failed (log: $build/bench_gen_build.log);" \
+       "gen_bench needs ADAPT_BUILD_TESTS=ON" >&2
+  exit 2
+fi
+gen_bench="$build/tests/gen_bench"
+adapt_model="$build/bin/adapt_model"
+src_dir="$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt")"
+if [[ "$(git -C "$src_dir" rev-parse --show-toplevel 2>/dev/null)" == "$(realpath "$src_dir")" ]]; then
+  commit="$(git -C "$src_dir" rev-parse --short HEAD)"
+  n_dirty="$(git -C "$src_dir" status --porcelain -- src kernels cmake CMakeLists.txt | wc -l)"
+  if [[ "$n_dirty" != 0 ]]; then
+    commit="$commit + uncommitted changes in $n_dirty file(s) under src/ kernels/ cmake/"
+  fi
+else
+  commit="unknown ($src_dir is not a git checkout)"
+fi
+build_type="$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build/CMakeCache.txt")"
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ---- models and prompt ----------------------------------------------------------------------------
+for dt in f32 bf16; do
+  "$adapt_model" make --preset bench --dtype "$dt" --out "$work/bench-$dt" >"$work/make-$dt.log" 2>&1 ||
+    { cat "$work/make-$dt.log" >&2; exit 1; }
+done
+python3 - "$work/bench-f32/config.json" "$seed" "$prompt_tokens" >"$work/ids.txt" <<'EOF'
+import json, random, sys
+vocab = json.load(open(sys.argv[1]))["vocab_size"]
+rng = random.Random(int(sys.argv[2]))
+print(" ".join(str(rng.randrange(vocab)) for _ in range(int(sys.argv[3]))))
+EOF
+
+# ---- the Python peer ------------------------------------------------------------------------------
+peer_skip=""
+peer_py=""
+find_peer() {
+  if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c "import torch, transformers" 2>/dev/null; then
+    peer_py="$venv/bin/python"; return
+  fi
+  if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-torch python3-venv \
+        >"$work/apt.log" 2>&1 || { peer_skip="apt-get install python3-torch failed (see apt-get's output)"; return; }
+    else
+      peer_skip="Debian's python3-torch is not installed (sudo apt-get install python3-torch) and this is not root"
+      return
+    fi
+  fi
+  if [[ ! -x "$venv/bin/python" ]]; then
+    /usr/bin/python3 -m venv --system-site-packages "$venv" || { peer_skip="cannot create the venv $venv"; return; }
+  fi
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${pins[@]}" >"$work/pip.log" 2>&1 ||
+    { peer_skip="pip install ${pins[*]} into $venv failed: $(tail -1 "$work/pip.log")"; return; }
+  peer_py="$venv/bin/python"
+}
+find_peer
+
+cat >"$work/hf_bench.py" <<'EOF'
+# The HF side: prints the same `key value` lines as gen_bench; tokens of the timed run to a file.
+import sys, time
+import torch
+import transformers
+from transformers import DynamicCache, LlamaForCausalLM
+
+model_dir, dtype_name, ids_path, decode, threads, tokens_out = sys.argv[1:7]
+decode, threads = int(decode), int(threads)
+torch.set_num_threads(threads)
+dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+t = time.perf_counter()
+model = LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=dtype).eval()
+load_s = time.perf_counter() - t
+prompt = torch.tensor([[int(x) for x in open(ids_path).read().split()]], dtype=torch.long)
+
+
+def run(steps):
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        out = model(input_ids=prompt, past_key_values=DynamicCache(), use_cache=True, num_logits_to_keep=1)
+        prefill = time.perf_counter() - t0
+        nxt = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)  # first maximum, as adapt's greedy pick
+        tokens = [int(nxt)]
+        ttft = time.perf_counter() - t0
+        cache = out.past_key_values
+        t1 = time.perf_counter()
+        for _ in range(steps):
+            out = model(input_ids=nxt, past_key_values=cache, use_cache=True, num_logits_to_keep=1)
+            cache = out.past_key_values
+            nxt = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+            tokens.append(int(nxt))
+        return prefill, ttft, time.perf_counter() - t1, tokens
+
+
+run(min(decode, 8))  # warm-up
+prefill, ttft, dec, tokens = run(decode)
+with open(tokens_out, "w") as f:
+    f.write(" ".join(map(str, tokens)) + "\n")
+n = prompt.shape[1]
+print(f"load_s {load_s:.4f}\nprompt_tokens {n}\ndecode_steps {decode}\nprefill_s {prefill:.6f}\n"
+      f"prefill_tok_s {n / prefill:.2f}\nttft_s {ttft:.6f}\ndecode_s {dec:.6f}\ndecode_tok_s {decode / dec:.3f}")
+print(f"torch {torch.__version__}\ntransformers {transformers.__version__}\n"
+      f"attention {model.config._attn_implementation}\ntorch_threads {torch.get_num_threads()}")
+EOF
+
+# ---- measurements ---------------------------------------------------------------------------------
+# name | command; results go to $work/<name>.<round>.txt, greedy tokens to $work/<name>.tokens
+run_adapt() {  # name checkpoint round
+  OMP_NUM_THREADS="$threads" "$gen_bench" "$work/bench-$2" --ids "$work/ids.txt" --decode "$decode_steps" \
+    --reps 1 --warmup 1 --tokens-out "$work/$1.tokens" >"$work/$1.$3.txt" 2>"$work/$1.$3.err" ||
+    { cat "$work/$1.$3.err" >&2; echo "error: gen_bench failed on the $2 checkpoint" >&2; exit 1; }
+}
+run_hf() {  # name checkpoint compute-dtype round
+  OMP_NUM_THREADS="$threads" OPENBLAS_NUM_THREADS="$threads" OMP_WAIT_POLICY=PASSIVE \
+    "$peer_py" "$work/hf_bench.py" "$work/bench-$2" "$3" "$work/ids.txt" "$decode_steps" "$threads" \
+    "$work/$1.tokens" >"$work/$1.$4.txt" 2>"$work/$1.$4.err"
+}
+try_hf() {  # like run_hf; a failure is recorded in $work/<name>.failed (the row then says why)
+  [[ -n "$peer_py" && ! -f "$work/$1.failed" ]] || return 0
+  run_hf "$@" || tail -1 "$work/$1.${*: -1}.err" >"$work/$1.failed"
+}
+for round in $(seq 1 "$rounds"); do
+  echo "round $round/$rounds (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+  run_adapt adapt_f32 f32 "$round"
+  try_hf hf_f32 f32 f32 "$round"
+  run_adapt adapt_bf16 bf16 "$round"
+  try_hf hf_bf16_as_f32 bf16 f32 "$round"
+  try_hf hf_bf16 bf16 bf16 "$round"
+done
+load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ---- report ---------------------------------------------------------------------------------------
+torch_pkg="$(dpkg-query -W -f='${Version}' python3-torch 2>/dev/null || true)"
+python3 - "$work" "$rounds" "$peer_skip" "$prompt_tokens" "$decode_steps" "$seed" "$threads" "${torch_pkg:-?}" <<'EOF'
+import os, sys
+work, rounds, peer_skip = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+prompt_tokens, decode_steps, seed, threads, torch_pkg = sys.argv[4:9]
+
+def best(name):
+    runs = []
+    for r in range(1, rounds + 1):
+        p = os.path.join(work, f"{name}.{r}.txt")
+        if os.path.exists(p) and os.path.getsize(p) and not os.path.exists(os.path.join(work, f"{name}.failed")):
+            runs.append(dict(l.split(" ", 1) for l in open(p).read().splitlines() if " " in l))
+    if not runs:
+        return None
+    b = dict(runs[0])
+    b["prefill_tok_s"] = max(float(x["prefill_tok_s"]) for x in runs)
+    b["decode_tok_s"] = max(float(x["decode_tok_s"]) for x in runs)
+    b["ttft_s"] = min(float(x["ttft_s"]) for x in runs)
+    b["n"] = len(runs)
+    return b
+
+def tokens(name):
+    p = os.path.join(work, f"{name}.tokens")
+    return open(p).read().split() if os.path.exists(p) else None
+
+res = {n: best(n) for n in ["adapt_f32", "hf_f32", "adapt_bf16", "hf_bf16_as_f32", "hf_bf16"]}
+hf = res["hf_f32"] or res["hf_bf16_as_f32"] or res["hf_bf16"]
+hf_name = f"HF {hf['transformers']} / torch {hf['torch']}" if hf else "HF"
+rows = [
+    ("f32", "adapt (f32 weights)", "adapt_f32", None),
+    ("f32", f"{hf_name}, f32", "hf_f32", "adapt_f32"),
+    ("bf16", "adapt (bf16 kept, f32 math)", "adapt_bf16", None),
+    ("bf16", f"{hf_name}, loaded as f32", "hf_bf16_as_f32", "adapt_bf16"),
+    ("bf16", f"{hf_name}, bf16 compute", "hf_bf16", "adapt_bf16"),
+]
+print(f"bench preset, batch 1, prompt {prompt_tokens} random ids (seed {seed}), {decode_steps} greedy decode steps, "
+      f"{threads} threads, best of {rounds}")
+print(f"{'weights':<8} {'implementation':<46} {'prefill tok/s':>13} {'TTFT ms':>8} {'decode tok/s':>12}"
+      f"   {'adapt/HF prefill':>16} {'adapt/HF decode':>15}")
+for ckpt, label, name, adapt in rows:
+    r = res[name]
+    if r is None:
+        if name.startswith("hf"):
+            failed = os.path.join(work, f"{name}.failed")
+            why = peer_skip or (open(failed).read().strip() if os.path.exists(failed) else "did not run")
+            print(f"{ckpt:<8} {label:<46} skipped: {why}")
+        continue
+    ratio = ""
+    if adapt and res[adapt]:
+        a = res[adapt]
+        ratio = f"   {a['prefill_tok_s'] / r['prefill_tok_s']:>15.2f}x {a['decode_tok_s'] / r['decode_tok_s']:>14.2f}x"
+    print(f"{ckpt:<8} {label:<46} {r['prefill_tok_s']:>13.0f} {1e3 * r['ttft_s']:>8.0f} {r['decode_tok_s']:>12.1f}{ratio}")
+
+for adapt, peer in [("adapt_f32", "hf_f32"), ("adapt_bf16", "hf_bf16_as_f32")]:
+    a, h = tokens(adapt), tokens(peer)
+    if a and h:
+        k = next((i for i, (x, y) in enumerate(zip(a, h)) if x != y), None)
+        same = f"all {len(a)} identical" if k is None else f"identical up to token {k} of {len(a)}"
+        print(f"greedy tokens, {adapt.split('_')[1]} checkpoint, adapt vs HF f32: {same}")
+if res["hf_f32"] and res["hf_bf16_as_f32"]:
+    worst = min(res["adapt_f32"]["decode_tok_s"] / res["hf_f32"]["decode_tok_s"],
+                res["adapt_bf16"]["decode_tok_s"] / res["hf_bf16_as_f32"]["decode_tok_s"])
+    print(f"aim: decode >= 3x HF transformers (f32 peer): {'met' if worst >= 3 else 'not met'} "
+          f"(lower of the two ratios: {worst:.2f}x)")
+if hf:
+    print(f"HF: attention '{hf['attention']}', torch threads {hf['torch_threads']}, OpenBLAS threads {threads}, "
+          f"OMP_WAIT_POLICY=PASSIVE; Debian python3-torch {torch_pkg}")
+print("reference (product brief, same machine and shape; not measured by this script): "
+      "llama.cpp decodes 144 tokens/s, PyTorch prefills 2,459 tokens/s")
+EOF
+echo "source: $commit, build $build ($build_type)"
+echo "load average (1, 5, 15 min): $load_start at the start, $load_end at the end, on $threads cores"
+awk -v l="${load_start%% *}" -v e="${load_end%% *}" -v n="$threads" \
+  'BEGIN { if (l > 0.5 || e > 0.5) printf "warning: other processes were running; figures are noisy (load %s/%s on %d cores)\n", l, e, n }'

@@ -1,0 +1,90 @@
+// adapt_train: fine-tunes an adapter (LoRA or bottleneck) on a frozen Llama model from a train.toml
+// job; resumes from the job's latest checkpoint when there is one.
+//
+//   adapt_train --config train.toml [--set key=value ...] [--dry-run]
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "config/config_binder.h"
+#include "config/config_printer.h"
+#include "config/train_config_schema.h"
+#include "core/app_main.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/strings.h"
+#include "train/data_config_check.h"
+#include "train/trainer.h"
+
+using namespace adapt;
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: adapt_train --config train.toml [--set key=value ...] [--dry-run]
+
+Trains the adapter the job describes on its data, on top of the frozen base model. One progress line
+per step on stderr (step/total, loss, lr, grad-norm, tokens/s, ETA); JSON Lines metrics in
+<run.dir>/metrics.jsonl (plot them with scripts/plot_metrics.py); HDF5 checkpoints in
+<checkpoint.dir> (default <run.dir>/checkpoints); the trained adapter in <run.dir>/adapter (PEFT
+format for LoRA, AdapterHub format for bottleneck adapters). Running the same job again resumes from
+its latest checkpoint. SIGUSR1 or SIGTERM: a checkpoint is written at the next step boundary and the
+program exits with 75 ("requeue me").
+
+  --config FILE     the job (see inputs/train.toml)
+  --set key=value   override one key, e.g. --set optim.lr=1e-4 --set train.steps=500
+  --dry-run         validate, print the resolved job and a memory estimate, train nothing
+
+exit codes: 0 done; 1 training diverged (loss or gradient not finite; checkpoints untouched);
+2 bad job file or option; 3 missing/invalid model, data or checkpoint; 6 unsupported; 70 internal
+error; 75 stopped by a signal after writing a checkpoint (requeue the job).
+
+job keys:
+)";
+
+int run(int argc, char** argv) {
+  std::string path;
+  std::vector<std::string> sets;
+  bool dry_run = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      ADAPT_REQUIRE(i + 1 < argc, ConfigError, "{} needs a value; run adapt_train --help", a);
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      std::printf("%s%s", kUsage, config::help(config::train_config_schema()).c_str());
+      return 0;
+    } else if (a == "--config") {
+      path = value();
+    } else if (a == "--set") {
+      sets.push_back(value());
+    } else if (a == "--dry-run") {
+      dry_run = true;
+    } else {
+      ADAPT_THROW(ConfigError, "unknown option '{}'{}; run adapt_train --help", a,
+                  did_you_mean(a, {"--config", "--set", "--dry-run", "--help"}));
+    }
+  }
+  ADAPT_REQUIRE(!path.empty(), ConfigError, "adapt_train needs --config train.toml; run adapt_train --help");
+  train::TrainConfig cfg = config::load(path, config::train_config_schema(), sets);
+  train::data_config_resolve_paths(cfg.data, std::filesystem::absolute(path).parent_path());
+  const std::string resolved = config::to_toml(cfg, config::train_config_schema());
+  if (dry_run) {
+    std::printf("%s\n%s", resolved.c_str(), train::train_memory_estimate(cfg).c_str());
+    return 0;
+  }
+  const train::TrainOutcome o = train::train_run(cfg, resolved);
+  return o.stopped_by_signal ? train::kExitRequeue : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return app_main([&]() -> int {
+    if (argc < 2) {
+      std::fputs(kUsage, stderr);
+      return static_cast<int>(ExitCode::Usage);
+    }
+    return run(argc, argv);
+  });
+}

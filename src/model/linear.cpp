@@ -1,0 +1,33 @@
+#include "model/linear.h"
+
+#include "core/error.h"
+#include "ops/matmul.h"
+
+namespace adapt::model {
+
+Tensor as_rows(const Tensor& t) {
+  ADAPT_CHECK(t.rank() >= 1 && t.is_contiguous(), "as_rows: '{}' {} must be contiguous", t.name(), t.shape().str());
+  const std::int64_t width = t.dim(-1);
+  return t.reshape({width == 0 ? 0 : t.numel() / width, width});
+}
+
+void linear(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* bias, const LinearSite& site, AdapterHook* hook,
+            const LinearOptions& opts) {
+  ops::matmul(y, x, w, ops::MatmulOptions{.transpose_b = true, .beta = opts.accumulate ? 1.0f : 0.0f});
+  if (bias && bias->defined()) ops::bias_add(y, *bias);
+  if (hook && hook->has_linear(site)) {
+    Tensor y2 = as_rows(y);
+    hook->linear_forward(site, as_rows(x), y2);
+  }
+}
+
+void linear_backward(Tensor& dx, const Tensor& dy, const Tensor& x, const Tensor& w, const LinearSite& site,
+                     AdapterHook* hook, const LinearOptions& opts) {
+  ops::matmul(dx, dy, w, ops::MatmulOptions{.transpose_b = false, .beta = opts.accumulate ? 1.0f : 0.0f});
+  if (hook && hook->has_linear(site)) {
+    Tensor dx2 = as_rows(dx);
+    hook->linear_backward(site, as_rows(x), as_rows(dy), dx2);
+  }
+}
+
+}  // namespace adapt::model

@@ -1,0 +1,32 @@
+// The single call site of every projection of the model (STYLE principle 5, llama.cpp's
+// llm_build_lora_mm): y = x · Wᵀ (+ b), then the adapter hook's term for that site; and its backward,
+// dx = dy · W, then the hook's backward with the same x. Base weights are frozen: there is no dW.
+#pragma once
+
+#include "model/adapter_hook.h"
+#include "tensor/tensor.h"
+
+namespace adapt::model {
+
+struct LinearOptions {
+  bool accumulate = false;  // forward: y += x · Wᵀ (+ b) (the residual add fused into the GEMM);
+                            // backward: dx += dy · W (gradients of x from several projections)
+};
+
+/// y (.., out) = x (.., in) · Wᵀ (+ bias) for w (out, in) (f32 or bf16), or += with accumulate; then,
+/// when `hook` has `site`, hook->linear_forward(site, x, y) on (N, in) / (N, out) views adds the
+/// adapter's term. x and y contiguous (or rows with one stride for the GEMM; the hook needs contiguous).
+void linear(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* bias, const LinearSite& site,
+            AdapterHook* hook = nullptr, const LinearOptions& opts = {});
+
+/// The backward of linear() for a frozen W: dx (.., in) = dy (.., out) · W, or += with accumulate;
+/// then, when `hook` has `site`, hook->linear_backward(site, x, dy, dx) with the forward's x
+/// accumulates the adapter's parameter gradients and adds its share to dx. No gradient of W or bias.
+void linear_backward(Tensor& dx, const Tensor& dy, const Tensor& x, const Tensor& w, const LinearSite& site,
+                     AdapterHook* hook = nullptr, const LinearOptions& opts = {});
+
+/// (N, width) contiguous view of a contiguous tensor whose last dimension is `width`: the 2-D shape
+/// the hook interface promises its implementations.
+Tensor as_rows(const Tensor& t);
+
+}  // namespace adapt::model

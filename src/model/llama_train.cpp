@@ -1,0 +1,394 @@
+// Training step: forward with saved activations (or per-layer recomputation), fused cross-entropy,
+// backward to the embedding output through the adapter hook. Memory: `saved` holds what crosses from
+// the forward to the backward (per layer, or only each layer's input with recomputation) and the
+// running gradient of the residual stream; `scratch` holds one layer's temporaries at a time, or the
+// logits, and is reset between them.
+#include "model/llama_train.h"
+
+#include <algorithm>
+#include <cstring>
+#include <span>
+
+#include "core/error.h"
+#include "model/linear.h"
+#include "ops/attention.h"
+#include "ops/backward_staging.h"
+#include "ops/cross_entropy.h"
+#include "ops/embedding.h"
+#include "ops/rms_norm.h"
+#include "ops/rope.h"
+#include "ops/swiglu.h"
+
+namespace adapt::model {
+
+namespace {
+
+// (B, T, G, D) → (B, G, T, D): the layout attention reads keys and values in.
+void to_heads_major(Tensor& dst, const Tensor& src) {
+  const std::int64_t B = src.dim(0), T = src.dim(1), G = src.dim(2), D = src.dim(3);
+  const float* s = src.data<float>();
+  float* d = dst.data<float>();
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t t = 0; t < T; ++t)
+      for (std::int64_t g = 0; g < G; ++g)
+        std::memcpy(d + ((b * G + g) * T + t) * D, s + ((b * T + t) * G + g) * D, static_cast<std::size_t>(D) * 4);
+}
+
+// (B, G, T, D) → (B, T, G, D).
+void from_heads_major(Tensor& dst, const Tensor& src) {
+  const std::int64_t B = src.dim(0), G = src.dim(1), T = src.dim(2), D = src.dim(3);
+  const float* s = src.data<float>();
+  float* d = dst.data<float>();
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t g = 0; g < G; ++g)
+      for (std::int64_t t = 0; t < T; ++t)
+        std::memcpy(d + ((b * T + t) * G + g) * D, s + ((b * G + g) * T + t) * D, static_cast<std::size_t>(D) * 4);
+}
+
+void add_into(Tensor& out, const Tensor& a, const Tensor& b) {
+  const float* pa = a.data<float>();
+  const float* pb = b.data<float>();
+  float* po = out.data<float>();
+  for (std::int64_t i = 0; i < out.numel(); ++i) po[i] = pa[i] + pb[i];
+}
+
+// What one layer's backward reads. h_in (the layer's input, also the attention block's h) always
+// lives in `saved`; the rest in `saved` too without recomputation, or in `scratch` with it.
+struct LayerActs {
+  Tensor h_in;       // (B, T, C)
+  Tensor rstd_attn;  // (N)
+  Tensor q;          // (B, T, H, D) after RoPE
+  Tensor k_all;      // (B, Hkv, T, D) after RoPE
+  Tensor v_all;      // (B, Hkv, T, D)
+  Tensor attn;       // (B, T, H, D) attention output = o_proj input
+  Tensor lse;        // (B, H, T)
+  Tensor f_attn;     // (B, T, C) o_proj output: only with a block hook after attention
+  Tensor h_mid;      // (B, T, C) after the attention block = the MLP block's h
+  Tensor rstd_ffn;   // (N)
+  Tensor gate;       // (B, T, F) gate_proj output (pre-activation)
+  Tensor up;         // (B, T, F) up_proj output
+  Tensor f_mlp;      // (B, T, C) down_proj output: only with a block hook after the MLP
+};
+
+class TrainPass {
+ public:
+  TrainPass(const LlamaModel& model, const TrainInputs& in, AdapterHook* hook, const TrainOptions& opts,
+            TrainWorkspace& ws)
+      : m_(model), c_(model.config), in_(in), hook_(hook), opts_(opts), ws_(ws) {
+    B_ = in.ids.dim(0), T_ = in.ids.dim(1), N_ = B_ * T_;
+    C_ = c_.hidden_size, H_ = c_.n_heads, Hkv_ = c_.n_kv_heads, D_ = c_.head_dim, F_ = c_.intermediate_size;
+    eps_ = static_cast<float>(c_.rms_norm_eps);
+    keep_ = opts.backward && !opts.recompute;
+  }
+
+  TrainResult run();
+
+ private:
+  bool has_block(int l, BlockSite s) const { return hook_ && hook_->has_block(l, s); }
+  bool has_linear(int l, WeightKind k) const { return hook_ && hook_->has_linear({l, k}); }
+  const LayerWeights& lw(int l) const { return m_.weights.layers[static_cast<std::size_t>(l)]; }
+  Tensor take(ops::Workspace& w, const Shape& s, const char* name) { return w.take(s, DType::F32, name); }
+
+  void alloc_acts(LayerActs& a, int l, ops::Workspace& w);
+  void layer_forward(int l, LayerActs& a, Tensor& h_out);
+  void layer_backward(int l, LayerActs& a, Tensor& dh);
+  void attention(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, Tensor* lse);
+  Tensor normed(const Tensor& h, const Tensor& w);  // rms_norm_forward again, in scratch
+
+  const LlamaModel& m_;
+  const LlamaConfig& c_;
+  const TrainInputs& in_;
+  AdapterHook* hook_;
+  const TrainOptions& opts_;
+  TrainWorkspace& ws_;
+  std::int64_t B_ = 0, T_ = 0, N_ = 0, C_ = 0, H_ = 0, Hkv_ = 0, D_ = 0, F_ = 0;
+  float eps_ = 0;
+  bool keep_ = false;  // every layer's activations stay in `saved`
+  Tensor cos_, sin_;   // RoPE tables: (T, D/2) shared, or (B, T, D/2) per token
+  std::span<const std::int32_t> segments_;
+};
+
+void TrainPass::alloc_acts(LayerActs& a, int l, ops::Workspace& w) {
+  a.rstd_attn = take(w, {N_}, "rstd_attn");
+  a.q = take(w, {B_, T_, H_, D_}, "q");
+  a.k_all = take(w, {B_, Hkv_, T_, D_}, "k_all");
+  a.v_all = take(w, {B_, Hkv_, T_, D_}, "v_all");
+  a.attn = take(w, {B_, T_, H_, D_}, "attn");
+  a.lse = take(w, {B_, H_, T_}, "lse");
+  a.f_attn = has_block(l, BlockSite::Attention) ? take(w, {B_, T_, C_}, "f_attn") : Tensor();
+  a.h_mid = take(w, {B_, T_, C_}, "h_mid");
+  a.rstd_ffn = take(w, {N_}, "rstd_ffn");
+  a.gate = take(w, {B_, T_, F_}, "gate");
+  a.up = take(w, {B_, T_, F_}, "up");
+  a.f_mlp = has_block(l, BlockSite::Mlp) ? take(w, {B_, T_, C_}, "f_mlp") : Tensor();
+}
+
+void TrainPass::attention(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, Tensor* lse) {
+  if (segments_.empty()) {
+    ops::attention_forward(out, q, k, v, {.q_pos_offset = 0}, lse);
+  } else {
+    ops::attention_forward_segmented(out, q, k, v, segments_, {}, lse);
+  }
+}
+
+Tensor TrainPass::normed(const Tensor& h, const Tensor& w) {
+  // The same bits as the forward's: the row kernel is deterministic.
+  Tensor xn = take(ws_.scratch, {B_, T_, C_}, "normed");
+  ops::rms_norm_forward(xn, h, w, eps_);
+  return xn;
+}
+
+// One decoder layer: h_out = MLP block(attention block(a.h_in)). Fills `a`; the temporaries come from
+// scratch. Mirrors llama_forward (the residual add fused into o_proj / down_proj) unless a block hook
+// needs the sub-block output f on its own.
+void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
+  const LayerWeights& w = lw(l);
+  Tensor xn = take(ws_.scratch, {B_, T_, C_}, "normed");
+  Tensor k = take(ws_.scratch, {B_, T_, Hkv_, D_}, "k");
+  Tensor v = take(ws_.scratch, {B_, T_, Hkv_, D_}, "v");
+  Tensor q2 = a.q.reshape({N_, H_ * D_}), k2 = k.reshape({N_, Hkv_ * D_}), v2 = v.reshape({N_, Hkv_ * D_});
+  Tensor attn2 = a.attn.reshape({N_, H_ * D_});
+
+  // Attention block: h_mid = h_in + o_proj(attention(rope(q), rope(k), v)) (+ block adapter).
+  ops::rms_norm_forward(xn, a.h_in, w.attn_norm, eps_, &a.rstd_attn);
+  linear(q2, xn, w.wq, &w.bq, {l, WeightKind::Wq}, hook_);
+  linear(k2, xn, w.wk, &w.bk, {l, WeightKind::Wk}, hook_);
+  linear(v2, xn, w.wv, &w.bv, {l, WeightKind::Wv}, hook_);
+  ops::rope_forward(a.q, cos_, sin_);
+  ops::rope_forward(k, cos_, sin_);
+  to_heads_major(a.k_all, k);
+  to_heads_major(a.v_all, v);
+  attention(a.attn, a.q, a.k_all, a.v_all, &a.lse);
+  if (has_block(l, BlockSite::Attention)) {
+    linear(a.f_attn, attn2, w.wo, &w.bo, {l, WeightKind::Wo}, hook_);
+    add_into(a.h_mid, a.h_in, a.f_attn);
+    Tensor out = as_rows(a.h_mid);
+    hook_->block_forward(l, BlockSite::Attention, as_rows(a.h_in), as_rows(a.f_attn), out);
+  } else {
+    a.h_mid.copy_from(a.h_in);
+    linear(a.h_mid, attn2, w.wo, &w.bo, {l, WeightKind::Wo}, hook_, {.accumulate = true});
+  }
+
+  // MLP block: h_out = h_mid + down_proj(silu(gate_proj(xn)) ⊙ up_proj(xn)) (+ block adapter).
+  ops::rms_norm_forward(xn, a.h_mid, w.ffn_norm, eps_, &a.rstd_ffn);
+  linear(a.gate, xn, w.w_gate, &w.b_gate, {l, WeightKind::WGate}, hook_);
+  linear(a.up, xn, w.w_up, &w.b_up, {l, WeightKind::WUp}, hook_);
+  Tensor act = take(ws_.scratch, {B_, T_, F_}, "swiglu");
+  ops::swiglu_forward(act, a.gate, a.up);
+  if (has_block(l, BlockSite::Mlp)) {
+    linear(a.f_mlp, act, w.w_down, &w.b_down, {l, WeightKind::WDown}, hook_);
+    add_into(h_out, a.h_mid, a.f_mlp);
+    Tensor out = as_rows(h_out);
+    hook_->block_forward(l, BlockSite::Mlp, as_rows(a.h_mid), as_rows(a.f_mlp), out);
+  } else {
+    h_out.copy_from(a.h_mid);
+    linear(h_out, act, w.w_down, &w.b_down, {l, WeightKind::WDown}, hook_, {.accumulate = true});
+  }
+}
+
+// dh (B, T, C) holds d/d(h_out) on entry and d/d(h_in) on return. Temporaries come from scratch; the
+// saved gate/up take their own gradients in place (each layer's backward runs once).
+void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
+  const LayerWeights& w = lw(l);
+  // The gradient of a sub-block's output f: dh itself, unless a block adapter splits dout into
+  // shares for h (kept in dh) and for f.
+  auto block_grad = [&](BlockSite site, const Tensor& h, const Tensor& f) -> Tensor {
+    if (!has_block(l, site)) return dh;
+    Tensor dout = take(ws_.scratch, {B_, T_, C_}, "dout");
+    Tensor df = take(ws_.scratch, {B_, T_, C_}, "df");
+    dout.copy_from(dh);
+    df.copy_from(dh);
+    Tensor dh2 = as_rows(dh), df2 = as_rows(df);
+    hook_->block_backward(l, site, as_rows(h), as_rows(f), as_rows(dout), dh2, df2);
+    return df;
+  };
+  Tensor dxn = take(ws_.scratch, {B_, T_, C_}, "d_normed");
+
+  // MLP block.
+  {
+    const Tensor df = block_grad(BlockSite::Mlp, a.h_mid, a.f_mlp);
+    Tensor act;  // down_proj's input, only a hook needs it: recomputed from gate and up
+    if (has_linear(l, WeightKind::WDown)) {
+      act = take(ws_.scratch, {B_, T_, F_}, "swiglu");
+      ops::swiglu_forward(act, a.gate, a.up);
+    }
+    Tensor dact = take(ws_.scratch, {B_, T_, F_}, "d_swiglu");
+    linear_backward(dact, df, act, w.w_down, {l, WeightKind::WDown}, hook_);
+    ops::swiglu_backward(a.gate, a.up, dact, a.gate, a.up);  // gate, up now hold their gradients
+    const bool need_x = has_linear(l, WeightKind::WGate) || has_linear(l, WeightKind::WUp);
+    const Tensor xn = need_x ? normed(a.h_mid, w.ffn_norm) : Tensor();
+    linear_backward(dxn, a.gate, xn, w.w_gate, {l, WeightKind::WGate}, hook_);
+    linear_backward(dxn, a.up, xn, w.w_up, {l, WeightKind::WUp}, hook_, {.accumulate = true});
+    ops::rms_norm_backward(dh, nullptr, dxn, a.h_mid, w.ffn_norm, a.rstd_ffn, {.accumulate = true});
+  }
+  // Attention block.
+  {
+    const Tensor df = block_grad(BlockSite::Attention, a.h_in, a.f_attn);
+    Tensor dattn = take(ws_.scratch, {B_, T_, H_, D_}, "d_attn");
+    Tensor dattn2 = dattn.reshape({N_, H_ * D_});
+    linear_backward(dattn2, df, a.attn.reshape({N_, H_ * D_}), w.wo, {l, WeightKind::Wo}, hook_);
+    Tensor dq = take(ws_.scratch, {B_, T_, H_, D_}, "dq");
+    Tensor dk_all = take(ws_.scratch, {B_, Hkv_, T_, D_}, "dk_all");
+    Tensor dv_all = take(ws_.scratch, {B_, Hkv_, T_, D_}, "dv_all");
+    ops::attention_backward(dq, dk_all, dv_all, dattn, a.q, a.k_all, a.v_all, a.attn, a.lse, {.q_pos_offset = 0},
+                            segments_);
+    Tensor dk = take(ws_.scratch, {B_, T_, Hkv_, D_}, "dk");
+    Tensor dv = take(ws_.scratch, {B_, T_, Hkv_, D_}, "dv");
+    from_heads_major(dk, dk_all);
+    from_heads_major(dv, dv_all);
+    ops::rope_backward(dq, cos_, sin_);
+    ops::rope_backward(dk, cos_, sin_);
+    const bool need_x =
+        has_linear(l, WeightKind::Wq) || has_linear(l, WeightKind::Wk) || has_linear(l, WeightKind::Wv);
+    const Tensor xn = need_x ? normed(a.h_in, w.attn_norm) : Tensor();
+    linear_backward(dxn, dq.reshape({N_, H_ * D_}), xn, w.wq, {l, WeightKind::Wq}, hook_);
+    linear_backward(dxn, dk.reshape({N_, Hkv_ * D_}), xn, w.wk, {l, WeightKind::Wk}, hook_, {.accumulate = true});
+    linear_backward(dxn, dv.reshape({N_, Hkv_ * D_}), xn, w.wv, {l, WeightKind::Wv}, hook_, {.accumulate = true});
+    ops::rms_norm_backward(dh, nullptr, dxn, a.h_in, w.attn_norm, a.rstd_attn, {.accumulate = true});
+  }
+}
+
+TrainResult TrainPass::run() {
+  const LlamaWeights& w = m_.weights;
+  const int L = static_cast<int>(c_.n_layers);
+  ws_.saved.reset();
+  ws_.scratch.reset();
+
+  // Per-step inputs: RoPE tables and the loss scale.
+  const Shape table_shape = in_.positions.defined() ? Shape{B_, T_, D_ / 2} : Shape{T_, D_ / 2};
+  cos_ = take(ws_.saved, table_shape, "rope.cos");
+  sin_ = take(ws_.saved, table_shape, "rope.sin");
+  if (in_.positions.defined()) {
+    ops::rope_table_fill_positions(cos_, sin_, m_.inv_freq, in_.positions);
+  } else {
+    ops::rope_table_fill(cos_, sin_, m_.inv_freq, 0);
+  }
+  if (in_.segment_ids.defined()) segments_ = {in_.segment_ids.data<std::int32_t>(), static_cast<std::size_t>(N_)};
+  std::int64_t n_targets = 0;
+  for (std::int64_t i = 0; i < N_; ++i) {
+    const std::int64_t y = in_.targets.dtype() == DType::I32 ? in_.targets.data<std::int32_t>()[i]
+                                                            : in_.targets.data<std::int64_t>()[i];
+    n_targets += y != kIgnoreIndex;
+  }
+  TrainResult result;
+  result.loss_scale = opts_.loss_scale != 0.0f ? opts_.loss_scale
+                                               : (n_targets > 0 ? 1.0f / static_cast<float>(n_targets) : 0.0f);
+
+  // Forward. h_in of every layer (and the last layer's output) stays in `saved`.
+  std::vector<LayerActs> acts(static_cast<std::size_t>(L));
+  std::vector<Tensor> h(static_cast<std::size_t>(L) + 1);
+  for (int l = 0; l <= L; ++l) h[static_cast<std::size_t>(l)] = take(ws_.saved, {B_, T_, C_}, "hidden");
+  ops::embedding_forward(h[0], w.embedding, in_.ids);
+  for (int l = 0; l < L; ++l) {
+    LayerActs& a = acts[static_cast<std::size_t>(l)];
+    ws_.scratch.reset();
+    alloc_acts(a, l, keep_ ? ws_.saved : ws_.scratch);
+    a.h_in = h[static_cast<std::size_t>(l)];
+    layer_forward(l, a, h[static_cast<std::size_t>(l) + 1]);
+  }
+
+  // Head and loss, chunk by chunk of rows: the logits become their gradient in place, and lm_head's
+  // backward runs before the next chunk's logits overwrite them.
+  ws_.scratch.reset();
+  Tensor dh = opts_.backward ? take(ws_.saved, {B_, T_, C_}, "d_hidden") : Tensor();
+  {
+    const Tensor& h_last = h[static_cast<std::size_t>(L)];
+    Tensor rstd = take(ws_.scratch, {N_}, "rstd_final");
+    Tensor hf = take(ws_.scratch, {N_, C_}, "final_normed");
+    Tensor dhf = opts_.backward ? take(ws_.scratch, {N_, C_}, "d_final_normed") : Tensor();
+    const std::int64_t chunk = opts_.logits_chunk_rows > 0 ? std::min(opts_.logits_chunk_rows, N_) : N_;
+    Tensor logits_buf = take(ws_.scratch, {chunk, c_.vocab_size}, "logits");
+    const Tensor targets = in_.targets.reshape({N_});
+    Tensor logits_out = opts_.logits ? opts_.logits->reshape({N_, c_.vocab_size}) : Tensor();
+    const LinearSite head{-1, WeightKind::LmHead};
+    ops::rms_norm_forward(hf, h_last, w.final_norm, eps_, &rstd);
+    for (std::int64_t r0 = 0; r0 < N_; r0 += chunk) {
+      const std::int64_t rows = std::min(chunk, N_ - r0);
+      Tensor logits = logits_buf.narrow(0, 0, rows);
+      const Tensor x = hf.narrow(0, r0, rows);
+      linear(logits, x, w.lm_head, nullptr, head, hook_);
+      if (opts_.logits) logits_out.narrow(0, r0, rows).copy_from(logits);
+      const ops::CrossEntropyResult ce = ops::cross_entropy_forward_backward(
+          logits, targets.narrow(0, r0, rows),
+          {.grad_scale = result.loss_scale, .grad = opts_.backward, .ignore_index = kIgnoreIndex});
+      result.loss_sum += ce.loss_sum;
+      result.n_loss_tokens += ce.n_valid;
+      if (opts_.backward) {
+        Tensor dx = dhf.narrow(0, r0, rows);
+        linear_backward(dx, logits, x, w.lm_head, head, hook_);
+      }
+    }
+    if (opts_.backward) ops::rms_norm_backward(dh, nullptr, dhf.reshape({B_, T_, C_}), h_last, w.final_norm, rstd);
+  }
+
+  // Backward, last layer first.
+  if (opts_.backward) {
+    for (int l = L - 1; l >= 0; --l) {
+      LayerActs& a = acts[static_cast<std::size_t>(l)];
+      ws_.scratch.reset();
+      if (!keep_) {  // recomputation: the layer's forward again, its output written to a throwaway
+        alloc_acts(a, l, ws_.scratch);
+        Tensor h_out = take(ws_.scratch, {B_, T_, C_}, "hidden_recomputed");
+        layer_forward(l, a, h_out);
+      }
+      layer_backward(l, a, dh);
+    }
+    if (opts_.d_embedded) opts_.d_embedded->copy_from(dh);
+  }
+  result.memory.saved_bytes = ws_.saved.high_water_bytes();
+  result.memory.scratch_bytes = ws_.scratch.high_water_bytes();
+  return result;
+}
+
+void check_inputs(const LlamaModel& model, const TrainInputs& in, const TrainOptions& opts) {
+  const LlamaConfig& c = model.config;
+  ADAPT_REQUIRE(in.ids.defined() && in.ids.rank() == 2 && in.ids.dim(0) > 0 && in.ids.dim(1) > 0, ShapeError,
+                "llama_train_step: token ids '{}' have shape {}; (B, T) with B, T >= 1 was expected", in.ids.name(),
+                in.ids.defined() ? in.ids.shape().str() : "(undefined)");
+  ADAPT_CHECK(static_cast<std::int64_t>(model.weights.layers.size()) == c.n_layers && model.weights.lm_head.defined(),
+              "the model has {} layers loaded but its config says {}", model.weights.layers.size(), c.n_layers);
+  const Shape bt = in.ids.shape();
+  auto check_int = [&](const Tensor& t, const char* what, bool i32_only) {
+    ADAPT_REQUIRE(t.shape() == bt, ShapeError, "llama_train_step: {} '{}' have shape {} but the ids '{}' are {}", what,
+                  t.name(), t.shape().str(), in.ids.name(), bt.str());
+    ADAPT_REQUIRE(t.dtype() == DType::I32 || (!i32_only && t.dtype() == DType::I64), ShapeError,
+                  "llama_train_step: {} '{}' have dtype {}; {} was expected", what, t.name(), dtype_name(t.dtype()),
+                  i32_only ? "i32" : "i32 or i64");
+    ADAPT_REQUIRE(t.is_contiguous() && t.device().host_accessible(), ShapeError,
+                  "llama_train_step: {} '{}' must be contiguous host memory", what, t.name());
+  };
+  ADAPT_REQUIRE(in.targets.defined(), ShapeError, "llama_train_step: no targets given (one per token, -100 = no loss)");
+  check_int(in.targets, "targets", false);
+  if (in.positions.defined()) check_int(in.positions, "positions", false);
+  if (in.segment_ids.defined()) check_int(in.segment_ids, "segment ids", true);
+  for (std::int64_t i = 0; i < in.targets.numel(); ++i) {  // before any work, not after the forward
+    const std::int64_t y =
+        in.targets.dtype() == DType::I32 ? in.targets.data<std::int32_t>()[i] : in.targets.data<std::int64_t>()[i];
+    ADAPT_REQUIRE(y == kIgnoreIndex || (y >= 0 && y < c.vocab_size), ShapeError,
+                  "llama_train_step: target {} at flat position {} of '{}' is outside the vocabulary [0, {}) and is "
+                  "not the ignore index {}; the data was tokenized for another model", y, i, in.targets.name(),
+                  c.vocab_size, kIgnoreIndex);
+  }
+  if (opts.logits) {
+    ADAPT_REQUIRE(opts.logits->shape() == (Shape{bt[0], bt[1], c.vocab_size}), ShapeError,
+                  "llama_train_step: logits output '{}' has shape {} but (B, T, V) = ({}, {}, {}) was expected",
+                  opts.logits->name(), opts.logits->shape().str(), bt[0], bt[1], c.vocab_size);
+  }
+  if (opts.d_embedded) {
+    ADAPT_REQUIRE(opts.d_embedded->shape() == (Shape{bt[0], bt[1], c.hidden_size}), ShapeError,
+                  "llama_train_step: d_embedded output '{}' has shape {} but (B, T, C) = ({}, {}, {}) was expected",
+                  opts.d_embedded->name(), opts.d_embedded->shape().str(), bt[0], bt[1], c.hidden_size);
+  }
+}
+
+}  // namespace
+
+TrainResult llama_train_step(const LlamaModel& model, const TrainInputs& inputs, AdapterHook* hook,
+                             const TrainOptions& opts, TrainWorkspace* workspace) {
+  check_inputs(model, inputs, opts);
+  TrainWorkspace local;
+  TrainPass pass(model, inputs, hook, opts, workspace ? *workspace : local);
+  return pass.run();
+}
+
+}  // namespace adapt::model

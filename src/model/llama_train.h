@@ -1,0 +1,94 @@
+// One training step of the Llama model on the CPU in f32: a forward that keeps what the backward
+// needs (or, with recomputation, only each layer's input, running the layer's forward again just
+// before its backward), the fused cross-entropy, and the backward through lm_head, the final norm and
+// every layer down to the embedding output. The base model is frozen: no weight gets a gradient; the
+// gradients that leave the model go to the adapter hook (linear sites and sub-block ends).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "model/adapter_hook.h"
+#include "model/llama_weights.h"
+#include "ops/workspace.h"
+#include "tensor/tensor.h"
+
+namespace adapt::model {
+
+/// A target without loss (HF's ignore_index; train::kIgnoreIndex has the same value).
+inline constexpr std::int32_t kIgnoreIndex = -100;
+
+/// The rows of one micro-batch, as train::Batch holds them (wrap its vectors with Tensor::wrap).
+struct TrainInputs {
+  Tensor ids;      // (B, T) i32 or i64: the tokens fed to the model
+  Tensor targets;  // (B, T) i32 or i64: the token that logits[b, t] is scored against (already shifted:
+                   // targets[t] = ids[t + 1]), or −100 (no loss), as train::Batch::targets
+  Tensor positions;    // (B, T) i32 or i64, optional: RoPE positions (undefined: 0 .. T−1 in every row)
+  Tensor segment_ids;  // (B, T) i32, optional: t attends to s <= t only when segment_ids[s] ==
+                       // segment_ids[t]; a negative id is padding (sees nothing, seen by nothing).
+                       // Undefined: plain causal attention within each row
+};
+
+struct TrainOptions {
+  /// Keep only each layer's input during the forward and run the layer's forward again right before
+  /// its backward (hook forwards are called again too; AdapterHook's contract). Same gradients, bit
+  /// for bit; about one more forward of compute for a fraction of the activation memory.
+  bool recompute = false;
+  /// The gradients are those of loss_sum · loss_scale. 0: 1 / n_loss_tokens of this call, i.e. HF's
+  /// mean over non-ignored targets. With gradient accumulation over micro-batches or data-parallel
+  /// ranks, pass 1 / n_loss_tokens_global of the whole global batch on every call, so the summed
+  /// gradients equal those of the global batch's mean loss.
+  float loss_scale = 0.0f;
+  /// false: forward and loss only (evaluation): nothing is kept for a backward and no hook backward runs.
+  bool backward = true;
+  /// Rows (tokens) of logits formed at a time: lm_head, the loss and lm_head's backward run chunk by
+  /// chunk, so the (N, V) logits are never held whole (at Llama 3's V = 128256 they are 0.5 MB per
+  /// token). 0: all N rows at once. The hook sees the LmHead site once per chunk, forward then
+  /// backward. The loss and gradients are the same up to the GEMM's summation order for fewer rows.
+  std::int64_t logits_chunk_rows = 0;
+  /// When given, receives a copy of the logits (B, T, V) before the loss overwrites them (tests, eval).
+  Tensor* logits = nullptr;
+  /// When given, receives d(loss_sum · loss_scale) / d(embedding output) (B, T, C): the gradient that
+  /// would enter the (frozen) embedding table. Tests check it against finite differences.
+  Tensor* d_embedded = nullptr;
+};
+
+/// Bytes one step held, from the workspaces' high-water marks.
+struct TrainMemory {
+  std::size_t saved_bytes = 0;    // activations kept from the forward for the backward, plus the running gradient
+  std::size_t scratch_bytes = 0;  // the largest set of temporaries alive at once (a layer's, or the logits)
+  std::size_t total_bytes() const { return saved_bytes + scratch_bytes; }
+};
+
+struct TrainResult {
+  double loss_sum = 0.0;          // Σ −log p(target) over the targets != −100 of this call
+  std::int64_t n_loss_tokens = 0;  // targets != −100 of this call
+  float loss_scale = 0.0f;        // the scale the gradients were computed with (resolved from the options)
+  TrainMemory memory;
+  /// Mean over this call's targets (HF's loss); 0 when there were none.
+  double loss() const { return n_loss_tokens > 0 ? loss_sum / static_cast<double>(n_loss_tokens) : 0.0; }
+};
+
+/// The memory of training steps: reuse one across steps so that steps of the same shape allocate
+/// nothing once warm. Not thread-safe.
+struct TrainWorkspace {
+  ops::Workspace saved;    // reset at the start of each step
+  ops::Workspace scratch;  // reset per layer
+};
+
+/// One forward (and, unless opts.backward is false, backward) pass over a micro-batch.
+///   Forward: as llama_forward without a cache (HF LlamaForCausalLM), plus per-token positions and
+///   segment masking for packed rows; every projection goes through linear() and so through
+///   hook->linear_forward, and hook->block_forward runs at the end of each attention and MLP
+///   sub-block (h = the sub-block's input, f = its output, out = h + f). With no hook, the logits are
+///   bit for bit those of llama_forward.
+///   Loss: cross-entropy of logits[b, t] against targets[b, t], summed over targets != −100.
+///   Backward: gradients of loss_sum · loss_scale flow to the hook (linear_backward with the same x as
+///   the forward, block_backward), in reverse layer order; the hook accumulates its parameter
+///   gradients. No base weight gets a gradient.
+/// `hook` may be null (no adapters). `workspace`, when given, is reused (tensors taken from it before
+/// become invalid). ShapeError names the tensor for wrong shapes, dtypes or token ids, before any work.
+TrainResult llama_train_step(const LlamaModel& model, const TrainInputs& inputs, AdapterHook* hook,
+                             const TrainOptions& opts = {}, TrainWorkspace* workspace = nullptr);
+
+}  // namespace adapt::model

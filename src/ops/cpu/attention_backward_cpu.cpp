@@ -1,0 +1,212 @@
+// Causal GQA attention backward on the CPU, flash-attention-2 style: the probabilities are never
+// stored, each tile recomputes S = Q·Kᵀ·scale and P = exp(S − lse) from the forward's log-sum-exp.
+// With Δ = rowsum(dO ⊙ O): dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P ⊙ (dP − Δ), dQ = scale·dS·K, dK = scale·dSᵀ·Q.
+// Two passes, so every output element has exactly one writer (no atomics, no per-thread copies, the
+// same bits for any thread count): tasks (sequence, KV head, key block) own their dK/dV rows and sum
+// over all query heads of the group (GQA) and every query that sees the block; tasks (sequence, KV
+// head, query block) own their dQ rows. That recomputes S and dP once more than a fused loop with
+// atomic dQ would (7 small GEMMs per tile instead of 5), a small price next to the projections.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "ops/cpu/attention_visibility.h"
+#include "ops/cpu/backward_cpu.h"
+#include "ops/cpu/cpu_kernels.h"
+#include "ops/cpu/vec_math.h"
+
+namespace adapt::ops::cpu {
+
+namespace {
+
+constexpr std::int64_t kKeyTile = 64;       // keys per tile
+constexpr std::int64_t kRowsPerBlock = 64;  // query rows (positions x heads of a group) per block, about
+
+struct Scratch {
+  std::vector<float> q, dout, dacc;  // (rows, D) gathered queries, their output gradients; dQ accumulator
+  std::vector<float> lse, delta;     // (rows)
+  std::vector<float> s, dp;          // (rows, kKeyTile) scores → P; dP → dS
+  std::vector<float> dk, dv;         // (kKeyTile, D) accumulators of one key block
+};
+
+// Gathers the rows of positions [t0, t1) x the n_rep heads of group g (row r = (t0 + r / n_rep,
+// g·n_rep + r % n_rep)): queries, output gradients, lse and Δ.
+void gather_rows(const AttentionBackwardArgs& a, const std::vector<float>& delta, std::int64_t b, std::int64_t g,
+                 std::int64_t t0, std::int64_t t1, Scratch& sc) {
+  const std::int64_t n_rep = a.H / a.Hkv, D = a.D, rows = (t1 - t0) * n_rep;
+  sc.q.resize(static_cast<std::size_t>(rows * D));
+  sc.dout.resize(static_cast<std::size_t>(rows * D));
+  sc.lse.resize(static_cast<std::size_t>(rows));
+  sc.delta.resize(static_cast<std::size_t>(rows));
+  sc.s.resize(static_cast<std::size_t>(rows * kKeyTile));
+  sc.dp.resize(static_cast<std::size_t>(rows * kKeyTile));
+  for (std::int64_t t = t0; t < t1; ++t) {
+    const std::int64_t src = ((b * a.T + t) * a.H + g * n_rep) * D;  // n_rep heads of one position: contiguous
+    std::copy_n(a.q + src, n_rep * D, sc.q.data() + (t - t0) * n_rep * D);
+    std::copy_n(a.dout + src, n_rep * D, sc.dout.data() + (t - t0) * n_rep * D);
+    for (std::int64_t i = 0; i < n_rep; ++i) {
+      const std::int64_t h = g * n_rep + i, r = (t - t0) * n_rep + i;
+      sc.lse[static_cast<std::size_t>(r)] = a.lse[(b * a.H + h) * a.T + t];
+      sc.delta[static_cast<std::size_t>(r)] = delta[static_cast<std::size_t>((b * a.H + h) * a.T + t)];
+    }
+  }
+}
+
+// One tile: P = exp(S − lse) on visible entries (0 elsewhere, and on rows that saw no key at all),
+// then dS = P ⊙ (dP − Δ) written over dP. s holds the scaled scores on entry, dp holds dO·Vᵀ.
+ADAPT_CPU_KERNEL void tile_probs_and_dscores(float* s, float* dp, const float* lse, const float* delta,
+                                             std::int64_t rows, std::int64_t tile, std::int64_t n_rep,
+                                             std::int64_t t0, std::int64_t j0, const Visibility& vis) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* sr = s + r * kKeyTile;
+    float* dpr = dp + r * kKeyTile;
+    const float l = lse[r], d = delta[r];
+    const std::int64_t t = t0 + r / n_rep;
+    if (l == -std::numeric_limits<float>::infinity()) {  // the forward gave this row no key: output 0
+      std::fill_n(sr, tile, 0.0f);
+      std::fill_n(dpr, tile, 0.0f);
+      continue;
+    }
+    if (!vis.seg) {
+      // Causal only: a prefix of the tile is visible.
+      const std::int64_t n = std::clamp<std::int64_t>(vis.offset + t + 1 - j0, 0, tile);
+#pragma omp simd
+      for (std::int64_t j = 0; j < n; ++j) {
+        sr[j] = exp_f32(sr[j] - l);
+        dpr[j] = sr[j] * (dpr[j] - d);
+      }
+      for (std::int64_t j = n; j < tile; ++j) sr[j] = dpr[j] = 0.0f;
+    } else {
+      for (std::int64_t j = 0; j < tile; ++j) {
+        if (vis.visible(t, j0 + j)) {
+          sr[j] = exp_f32(sr[j] - l);
+          dpr[j] = sr[j] * (dpr[j] - d);
+        } else {
+          sr[j] = dpr[j] = 0.0f;
+        }
+      }
+    }
+  }
+}
+
+// S = scale · Q · K[j0 : j0 + tile]ᵀ and dP = dO · V[j0 : j0 + tile]ᵀ for the gathered rows.
+void tile_scores(const AttentionBackwardArgs& a, const float* kb, const float* vb, std::int64_t rows,
+                 std::int64_t j0, std::int64_t tile, Scratch& sc) {
+  const auto D = static_cast<blasint>(a.D);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(rows), static_cast<blasint>(tile), D,
+              a.scale, sc.q.data(), D, kb + j0 * a.D, D, 0.0f, sc.s.data(), static_cast<blasint>(kKeyTile));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(rows), static_cast<blasint>(tile), D, 1.0f,
+              sc.dout.data(), D, vb + j0 * a.D, D, 0.0f, sc.dp.data(), static_cast<blasint>(kKeyTile));
+}
+
+// dK, dV of keys [j0, j1) of (b, g): summed over every query position that sees one of them and over
+// the n_rep query heads of the group.
+void key_block(const AttentionBackwardArgs& a, const std::vector<float>& delta, const Visibility& vis, std::int64_t b,
+               std::int64_t g, std::int64_t j0, std::int64_t j1, Scratch& sc) {
+  const std::int64_t n_rep = a.H / a.Hkv, D = a.D, tile = j1 - j0;
+  const std::int64_t block = std::max<std::int64_t>(1, kRowsPerBlock / n_rep);
+  const float* kb = a.k + (b * a.Hkv + g) * a.S * D;
+  const float* vb = a.v + (b * a.Hkv + g) * a.S * D;
+  sc.dk.assign(static_cast<std::size_t>(tile * D), 0.0f);
+  sc.dv.assign(static_cast<std::size_t>(tile * D), 0.0f);
+  // Queries that can see a key of the block: t >= j0 − offset, and (segments) t <= the block's last
+  // reader.
+  std::int64_t t_begin = std::max<std::int64_t>(0, j0 - vis.offset), t_end = a.T;
+  if (vis.seg) {
+    t_end = 0;
+    for (std::int64_t j = j0; j < j1; ++j) t_end = std::max(t_end, vis.last[static_cast<std::size_t>(j)] + 1);
+  }
+  for (std::int64_t t0 = t_begin; t0 < t_end; t0 += block) {
+    const std::int64_t t1 = std::min(t_end, t0 + block), rows = (t1 - t0) * n_rep;
+    gather_rows(a, delta, b, g, t0, t1, sc);
+    tile_scores(a, kb, vb, rows, j0, tile, sc);
+    tile_probs_and_dscores(sc.s.data(), sc.dp.data(), sc.lse.data(), sc.delta.data(), rows, tile, n_rep, t0, j0, vis);
+    // dV += Pᵀ · dO;  dK += scale · dSᵀ · Q.
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<blasint>(tile), static_cast<blasint>(D),
+                static_cast<blasint>(rows), 1.0f, sc.s.data(), static_cast<blasint>(kKeyTile), sc.dout.data(),
+                static_cast<blasint>(D), 1.0f, sc.dv.data(), static_cast<blasint>(D));
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<blasint>(tile), static_cast<blasint>(D),
+                static_cast<blasint>(rows), a.scale, sc.dp.data(), static_cast<blasint>(kKeyTile), sc.q.data(),
+                static_cast<blasint>(D), 1.0f, sc.dk.data(), static_cast<blasint>(D));
+  }
+  std::copy(sc.dk.begin(), sc.dk.end(), a.dk + ((b * a.Hkv + g) * a.S + j0) * D);
+  std::copy(sc.dv.begin(), sc.dv.end(), a.dv + ((b * a.Hkv + g) * a.S + j0) * D);
+}
+
+// dQ of positions [t0, t1) x the heads of group g.
+void query_block(const AttentionBackwardArgs& a, const std::vector<float>& delta, const Visibility& vis,
+                 std::int64_t b, std::int64_t g, std::int64_t t0, std::int64_t t1, Scratch& sc) {
+  const std::int64_t n_rep = a.H / a.Hkv, D = a.D, rows = (t1 - t0) * n_rep;
+  const float* kb = a.k + (b * a.Hkv + g) * a.S * D;
+  const float* vb = a.v + (b * a.Hkv + g) * a.S * D;
+  gather_rows(a, delta, b, g, t0, t1, sc);
+  sc.dacc.assign(static_cast<std::size_t>(rows * D), 0.0f);
+  std::int64_t key_begin = 0, key_end = vis.offset + t1;  // keys [key_begin, key_end) are visible to some row
+  if (vis.seg) {
+    key_begin = t1;
+    for (std::int64_t t = t0; t < t1; ++t) key_begin = std::min(key_begin, vis.first[static_cast<std::size_t>(t)]);
+  }
+  for (std::int64_t j0 = key_begin; j0 < key_end; j0 += kKeyTile) {
+    const std::int64_t tile = std::min(kKeyTile, key_end - j0);
+    tile_scores(a, kb, vb, rows, j0, tile, sc);
+    tile_probs_and_dscores(sc.s.data(), sc.dp.data(), sc.lse.data(), sc.delta.data(), rows, tile, n_rep, t0, j0, vis);
+    // dQ += scale · dS · K.
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(rows), static_cast<blasint>(D),
+                static_cast<blasint>(tile), a.scale, sc.dp.data(), static_cast<blasint>(kKeyTile), kb + j0 * D,
+                static_cast<blasint>(D), 1.0f, sc.dacc.data(), static_cast<blasint>(D));
+  }
+  for (std::int64_t t = t0; t < t1; ++t)
+    std::copy_n(sc.dacc.data() + (t - t0) * n_rep * D, n_rep * D, a.dq + ((b * a.T + t) * a.H + g * n_rep) * D);
+}
+
+}  // namespace
+
+void attention_backward(const AttentionBackwardArgs& a) {
+  blas_single_threaded();  // the tasks below call sgemm from OpenMP threads
+  const std::int64_t D = a.D, n_rep = a.H / a.Hkv;
+  // Δ (B, H, T) = rowsum(dO ⊙ O): the softmax Jacobian's correction term, one value per query row.
+  std::vector<float> delta(static_cast<std::size_t>(a.B * a.H * a.T));
+#pragma omp parallel for collapse(2) schedule(static)
+  for (std::int64_t b = 0; b < a.B; ++b) {
+    for (std::int64_t t = 0; t < a.T; ++t) {
+      for (std::int64_t h = 0; h < a.H; ++h) {
+        const float* o = a.out + ((b * a.T + t) * a.H + h) * D;
+        const float* d = a.dout + ((b * a.T + t) * a.H + h) * D;
+        double acc = 0.0;
+        for (std::int64_t i = 0; i < D; ++i) acc += static_cast<double>(o[i]) * d[i];
+        delta[static_cast<std::size_t>((b * a.H + h) * a.T + t)] = static_cast<float>(acc);
+      }
+    }
+  }
+  std::vector<Visibility> vis(static_cast<std::size_t>(a.B));
+  for (std::int64_t b = 0; b < a.B; ++b)
+    vis[static_cast<std::size_t>(b)].build(a.segment_ids ? a.segment_ids + b * a.T : nullptr, a.T, a.q_pos_offset);
+
+  const std::int64_t n_key_blocks = (a.S + kKeyTile - 1) / kKeyTile;
+  const std::int64_t q_block = std::max<std::int64_t>(1, kRowsPerBlock / n_rep);
+  const std::int64_t n_query_blocks = (a.T + q_block - 1) / q_block;
+  const std::int64_t BG = a.B * a.Hkv;
+#pragma omp parallel
+  {
+    thread_local Scratch sc;  // reused across calls: no allocation once warm
+    // Early key blocks are seen by the most queries: hand them out first.
+#pragma omp for schedule(dynamic, 1) nowait
+    for (std::int64_t task = 0; task < BG * n_key_blocks; ++task) {
+      const std::int64_t kb = task / BG, bg = task % BG, b = bg / a.Hkv;
+      const std::int64_t j0 = kb * kKeyTile, j1 = std::min(a.S, j0 + kKeyTile);
+      key_block(a, delta, vis[static_cast<std::size_t>(b)], b, bg % a.Hkv, j0, j1, sc);
+    }
+    // Late query blocks see the most keys: hand them out first.
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t task = 0; task < BG * n_query_blocks; ++task) {
+      const std::int64_t qb = n_query_blocks - 1 - task / BG, bg = task % BG, b = bg / a.Hkv;
+      const std::int64_t t0 = qb * q_block, t1 = std::min(a.T, t0 + q_block);
+      query_block(a, delta, vis[static_cast<std::size_t>(b)], b, bg % a.Hkv, t0, t1, sc);
+    }
+  }
+}
+
+}  // namespace adapt::ops::cpu

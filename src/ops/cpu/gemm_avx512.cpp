@@ -1,0 +1,232 @@
+// Packed, cache-blocked f32 GEMM for AVX-512 (GotoBLAS/BLIS loop nest). Loops, outermost first:
+//   jc: kNC columns of c -> pc: kKC of K; pack op(b) into kNR-wide panels (kKC x kNC = 768 KB: L2)
+//   -> ir: kMR rows; pack op(a) into one panel (kMR x kKC = 8 KB: L1) -> jr: kNR columns
+//   -> micro-kernel: a kMR x kNR tile of c in 24 zmm registers, one FMA per (row, 16 columns, k).
+// Packing absorbs every layout: rows of a weight stored (N, K) are transposed 16 x 16 in registers,
+// bf16 is widened on the way (exact: a 16-bit shift), edges are zero-padded, so the micro-kernel sees
+// one format. The sum over k runs in increasing k, in blocks of kKC, for every element of every tile
+// (edge tiles included): results do not depend on how a caller splits c. Tile and block sizes were
+// measured on Zen 4 (one 512-bit FMA per cycle, 32 KB L1d, 1 MB L2), see docs/PERFORMANCE.md.
+#include "ops/cpu/gemm_avx512.h"
+
+// GCC 12 reports -Wmaybe-uninitialized inside its own AVX-512 intrinsics (their `__Y = __Y` undefined
+// pass-through operands) once they are inlined here; the warning is located in the header.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
+#include <new>
+
+namespace adapt::ops::cpu {
+
+namespace {
+
+constexpr int kMR = 8;                // rows of a register tile
+constexpr int kNR = 48;               // columns of a register tile
+constexpr int kNV = kNR / 16;         // zmm vectors per tile row
+constexpr std::int64_t kKC = 256;     // k block: one a panel is kMR x kKC floats
+constexpr std::int64_t kNC = 768;     // column block: the packed b block is kKC x kNC floats
+static_assert(kMR == kGemmAvx512RowAlign && kGemmAvx512ColAlign == 16, "the split alignment promised in the header");
+static_assert(kNV == 3 && kMR <= 16 && kNC % kNR == 0, "blocking (the micro-kernel dispatch assumes 3 vectors)");
+static_assert(kMR * kNV + kNV + 1 <= 32, "the tile, one row of b and a broadcast must fit 32 zmm registers");
+
+// 64-byte aligned scratch, one per thread, grown on demand and kept: allocation-free once warm.
+class PackBuffer {
+ public:
+  float* get(std::int64_t n_floats) {
+    if (n_floats > n_floats_) {
+      n_floats_ = 0;
+      const std::size_t n_bytes = (static_cast<std::size_t>(n_floats) * sizeof(float) + 63) / 64 * 64;
+      data_.reset(static_cast<float*>(std::aligned_alloc(64, n_bytes)));
+      if (!data_) throw std::bad_alloc();
+      n_floats_ = n_floats;
+    }
+    return data_.get();
+  }
+
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> data_;
+  std::int64_t n_floats_ = 0;
+};
+
+thread_local PackBuffer a_pack_buffer;
+thread_local PackBuffer b_pack_buffer;
+
+inline __mmask16 first_lanes(std::int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << std::max<std::int64_t>(n, 0)) - 1u);
+}
+
+// Up to 16 consecutive values as f32, lanes outside `mask` zero; bf16 widens exactly (bits << 16).
+inline __m512 load16(const float* p, __mmask16 mask) { return _mm512_maskz_loadu_ps(mask, p); }
+inline __m512 load16(const std::uint16_t* p, __mmask16 mask) {
+  const __m256i h = _mm256_maskz_loadu_epi16(mask, p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// In-register transpose: r[i] lane j becomes r[j] lane i.
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  __m512 u[16];  // u[4g + c], 128-bit lane L: column 4L + c of rows 4g .. 4g + 3
+  for (int g = 0; g < 4; ++g) {
+    const __m512d t0 = _mm512_castps_pd(t[4 * g]), t1 = _mm512_castps_pd(t[4 * g + 1]);
+    const __m512d t2 = _mm512_castps_pd(t[4 * g + 2]), t3 = _mm512_castps_pd(t[4 * g + 3]);
+    u[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+    u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+    u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+    u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512 lo01 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), hi01 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+    const __m512 lo23 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);
+    const __m512 hi23 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+    r[c] = _mm512_shuffle_f32x4(lo01, lo23, 0x88);
+    r[4 + c] = _mm512_shuffle_f32x4(lo01, lo23, 0xDD);
+    r[8 + c] = _mm512_shuffle_f32x4(hi01, hi23, 0x88);
+    r[12 + c] = _mm512_shuffle_f32x4(hi01, hi23, 0xDD);
+  }
+}
+
+// dst[k · ld + i] = src[i · lds + k] for i < rows (<= 16), k < kc; 0 for rows <= i < width (<= 16).
+// Reads 16 x 16 blocks and transposes them in registers.
+template <typename Src>
+void pack_transposed(float* dst, std::int64_t ld, int width, const Src* src, std::int64_t lds, int rows,
+                     std::int64_t kc) {
+  const __mmask16 store_mask = first_lanes(width);
+  for (std::int64_t k0 = 0; k0 < kc; k0 += 16) {
+    const std::int64_t kn = std::min<std::int64_t>(16, kc - k0);
+    const __mmask16 load_mask = first_lanes(kn);
+    __m512 r[16];
+    for (int i = 0; i < 16; ++i) r[i] = i < rows ? load16(src + i * lds + k0, load_mask) : _mm512_setzero_ps();
+    transpose16(r);
+    for (std::int64_t k = 0; k < kn; ++k) _mm512_mask_storeu_ps(dst + (k0 + k) * ld, store_mask, r[k]);
+  }
+}
+
+// dst[k · width + j] = src[k · lds + j] for j < cols, 0 for cols <= j < width, k < kc.
+template <typename Src>
+void pack_copy(float* dst, int width, const Src* src, std::int64_t lds, std::int64_t cols, std::int64_t kc) {
+  for (std::int64_t k = 0; k < kc; ++k) {
+    for (int v = 0; v * 16 < width; ++v) {
+      const __m512 x = load16(src + k * lds + v * 16, first_lanes(cols - v * 16));
+      _mm512_mask_storeu_ps(dst + k * width + v * 16, first_lanes(width - v * 16), x);
+    }
+  }
+}
+
+// c (mr x nr tile, row stride ldc) = alpha · (a panel · b panel) + beta · c; beta = 0 does not read c.
+// a panel: kc x kMR (ap[k · kMR + i]); b panel: kc x kNR (bp[k · kNR + j]), 64-byte aligned, of which
+// the first NV vectors are used: NV < kNV for the last tile of a row when nr <= 16 · NV, so that N = 256
+// costs 5⅓ tiles, not 6 (the per-element arithmetic is the same for every NV).
+template <int NV>
+void micro_kernel(std::int64_t kc, const float* __restrict ap, const float* __restrict bp, float* c,
+                  std::int64_t ldc, int mr, int nr, float alpha, float beta) {
+  __m512 acc[kMR][NV];
+  for (int i = 0; i < kMR; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+  for (int i = 0; i < kMR; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * NV - 1), _MM_HINT_T0);
+  }
+  for (std::int64_t k = 0; k < kc; ++k) {
+    __m512 b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_load_ps(bp + k * kNR + v * 16);
+#pragma GCC unroll 16
+    for (int i = 0; i < kMR; ++i) {
+      const __m512 ai = _mm512_set1_ps(ap[k * kMR + i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, b[v], acc[i][v]);
+    }
+  }
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  if (mr == kMR && nr == 16 * NV) {
+    for (int i = 0; i < kMR; ++i) {
+      for (int v = 0; v < NV; ++v) {
+        float* p = c + i * ldc + v * 16;
+        const __m512 base = beta == 0.0f ? _mm512_setzero_ps() : _mm512_mul_ps(vb, _mm512_loadu_ps(p));
+        _mm512_storeu_ps(p, _mm512_fmadd_ps(va, acc[i][v], base));
+      }
+    }
+    return;
+  }
+  for (int i = 0; i < mr; ++i) {
+    for (int v = 0; v < NV; ++v) {
+      const __mmask16 m = first_lanes(nr - v * 16);
+      float* p = c + i * ldc + v * 16;
+      const __m512 base = beta == 0.0f ? _mm512_setzero_ps() : _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, p));
+      _mm512_mask_storeu_ps(p, m, _mm512_fmadd_ps(va, acc[i][v], base));
+    }
+  }
+}
+
+template <typename BT>
+void gemm_blocked(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
+                  const float* a, std::int64_t lda, const BT* b, std::int64_t ldb, float beta, float* c,
+                  std::int64_t ldc) {
+  const std::int64_t kc_max = std::min(kKC, K);
+  float* bp = b_pack_buffer.get(kc_max * ((std::min(kNC, N) + kNR - 1) / kNR * kNR));
+  float* ap = a_pack_buffer.get(kc_max * kMR);
+  for (std::int64_t jc = 0; jc < N; jc += kNC) {
+    const std::int64_t nc = std::min(kNC, N - jc);
+    for (std::int64_t pc = 0; pc < K; pc += kKC) {
+      const std::int64_t kc = std::min(kKC, K - pc);
+      for (std::int64_t jr = 0; jr < nc; jr += kNR) {
+        const int nr = static_cast<int>(std::min<std::int64_t>(kNR, nc - jr));
+        float* dst = bp + jr * kc;
+        if (trans_b) {
+          for (int v = 0; v < kNV; ++v) {
+            const int rows = std::clamp(nr - 16 * v, 0, 16);
+            pack_transposed(dst + 16 * v, kNR, 16, rows > 0 ? b + (jc + jr + 16 * v) * ldb + pc : b, ldb, rows, kc);
+          }
+        } else {
+          pack_copy(dst, kNR, b + pc * ldb + jc + jr, ldb, nr, kc);
+        }
+      }
+      const float beta_k = pc == 0 ? beta : 1.0f;  // later k blocks add to what the first one wrote
+      for (std::int64_t ir = 0; ir < M; ir += kMR) {
+        const int mr = static_cast<int>(std::min<std::int64_t>(kMR, M - ir));
+        if (trans_a) {
+          pack_copy(ap, kMR, a + pc * lda + ir, lda, mr, kc);
+        } else {
+          pack_transposed(ap, kMR, kMR, a + ir * lda + pc, lda, mr, kc);
+        }
+        for (std::int64_t jr = 0; jr < nc; jr += kNR) {
+          const int nr = static_cast<int>(std::min<std::int64_t>(kNR, nc - jr));
+          float* ct = c + ir * ldc + jc + jr;
+          if (nr > 32) {
+            micro_kernel<3>(kc, ap, bp + jr * kc, ct, ldc, mr, nr, alpha, beta_k);
+          } else if (nr > 16) {
+            micro_kernel<2>(kc, ap, bp + jr * kc, ct, ldc, mr, nr, alpha, beta_k);
+          } else {
+            micro_kernel<1>(kc, ap, bp + jr * kc, ct, ldc, mr, nr, alpha, beta_k);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void gemm_avx512(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
+                 const float* a, std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c,
+                 std::int64_t ldc) {
+  if (b_bf16) {
+    gemm_blocked(trans_a, trans_b, M, N, K, alpha, a, lda, static_cast<const std::uint16_t*>(b), ldb, beta, c, ldc);
+  } else {
+    gemm_blocked(trans_a, trans_b, M, N, K, alpha, a, lda, static_cast<const float*>(b), ldb, beta, c, ldc);
+  }
+}
+
+}  // namespace adapt::ops::cpu

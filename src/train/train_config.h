@@ -1,0 +1,66 @@
+// TrainConfig: a whole adapt_train job as written in train.toml — the base model, the adapter, the
+// data, the optimizer and schedule, the loop, checkpoints and the run folder. Header-only plain
+// structs: config/ fills them (config/train_config_schema.cpp), train/ runs them.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "adapters/adapter_config.h"
+#include "train/data_config.h"
+
+namespace adapt::train {
+
+struct TrainModelConfig {
+  std::filesystem::path path;                      // HF model folder (frozen base)
+  std::optional<std::filesystem::path> tokenizer;  // default: the model folder's
+};
+
+struct OptimConfig {
+  double lr = 2e-4;               // peak learning rate
+  double weight_decay = 0.0;      // decoupled (AdamW); not applied to biases and norm weights
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  std::string schedule = "cosine";  // constant | linear | cosine, after a linear warmup
+  std::int64_t warmup_steps = 0;
+  double min_lr_ratio = 0.0;       // decay ends at lr * min_lr_ratio
+  double max_grad_norm = 1.0;      // global-norm clipping; 0 turns it off
+};
+
+struct LoopConfig {
+  std::int64_t steps = 100;        // optimizer steps
+  std::int64_t micro_batch = 4;    // sequences per forward/backward
+  std::int64_t grad_accum = 1;     // micro-batches per optimizer step
+  bool recompute = false;          // activation recomputation per layer (less memory, ~1 more forward)
+  std::int64_t eval_every = 50;    // steps between evaluations (0: only at the end)
+  std::int64_t eval_batches = 8;   // micro-batches of eval data per evaluation (at most the eval set)
+  std::int64_t log_every = 1;      // steps between progress lines
+  /// Stop this invocation after this many steps (writing a checkpoint); the next run of the same job
+  /// resumes. For time-limited allocations and tests. Unset: run to `steps`.
+  std::optional<std::int64_t> stop_after;
+};
+
+struct CheckpointConfig {
+  std::optional<std::filesystem::path> dir;  // default: <run.dir>/checkpoints
+  std::int64_t every = 50;         // steps between checkpoints (0: only at the end and on signals)
+  std::int64_t keep_last = 3;      // checkpoints kept (0: all)
+};
+
+struct RunConfig {
+  std::filesystem::path dir;       // metrics.jsonl, config.toml, the exported adapter
+};
+
+struct TrainConfig {
+  TrainModelConfig model;
+  adapters::AdapterConfig adapter;
+  DataConfig data;
+  OptimConfig optim;
+  LoopConfig train;
+  CheckpointConfig checkpoint;
+  RunConfig run;
+};
+
+}  // namespace adapt::train

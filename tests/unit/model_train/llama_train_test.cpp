@@ -1,0 +1,234 @@
+// The training step (model/llama_train.h) on a tiny random Llama with a test adapter (test_hook.h):
+// its analytic gradients of the adapter parameters and of the embedding output against central
+// finite differences of a plain-loop f64 forward (llama_ref.h); recomputation on and off give the
+// same bits; gradient accumulation with an external normaliser equals the global batch's mean; the
+// hook contract (order, same x in backward); evaluation mode; input errors.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "core/error.h"
+#include "model/llama_train.h"
+#include "ops/backward_staging.h"
+#include "ops/rope.h"
+#include "tests/unit/model_train/llama_ref.h"
+#include "tests/unit/model_train/test_hook.h"
+#include "tests/unit/model_train/train_test_util.h"
+
+using namespace adapt;
+using namespace adapt::test::train;
+
+namespace {
+
+void check_gradients(std::int64_t n_kv_heads, HookKind kind, bool with_segments) {
+  CAPTURE(n_kv_heads);
+  CAPTURE(static_cast<int>(kind));
+  CAPTURE(with_segments);
+  const model::LlamaModel m = tiny_model(n_kv_heads);
+  const model::LlamaConfig& c = m.config;
+  const Batch batch = packed_batch(c.vocab_size);
+  test::TestHook hook = make_hook(c, kind);
+  Tensor d_emb = Tensor::zeros({2, 11, c.hidden_size}, DType::F32, "d_embedded");
+  const model::TrainResult r =
+      model::llama_train_step(m, inputs_of(batch, with_segments), &hook, {.d_embedded = &d_emb});
+  CHECK(hook.x_mismatches == 0);
+  REQUIRE(r.n_loss_tokens == 10 + 7);  // row 0: 10 targets; row 1: 3 + 4
+  CHECK(r.loss_scale == doctest::Approx(1.0 / 17));
+
+  // The f64 reference with the same per-token RoPE tables.
+  Tensor cos = Tensor::empty({2, 11, c.head_dim / 2}, DType::F32), sin = Tensor::empty({2, 11, c.head_dim / 2}, DType::F32);
+  ops::rope_table_fill_positions(cos, sin, m.inv_freq, batch.positions);
+  test::RefLlama<double> ref(m, hook, batch.ids, batch.targets, cos, sin,
+                             with_segments ? batch.segments : Tensor());
+  const double scale = 1.0 / static_cast<double>(r.n_loss_tokens);
+  const double ref_loss = ref.loss_sum();
+  CHECK(std::fabs(r.loss_sum - ref_loss) / ref_loss < kLossTol);
+  auto loss = [&] { return ref.loss_sum() * scale; };
+
+  std::uint64_t salt = 1;
+  for (auto& [key, p] : hook.lora) {
+    CAPTURE(key.first);
+    CAPTURE(key.second);
+    CHECK(fd_error(ref.lora[key].A, p.dA, loss, ++salt) < kGradTol);
+    CHECK(fd_error(ref.lora[key].B, p.dB, loss, ++salt) < kGradTol);
+  }
+  for (auto& [key, p] : hook.blocks) {
+    CAPTURE(key.first);
+    CAPTURE(key.second);
+    CHECK(fd_error(ref.blocks[key].Ph, p.dPh, loss, ++salt) < kGradTol);
+    CHECK(fd_error(ref.blocks[key].Pf, p.dPf, loss, ++salt) < kGradTol);
+    CHECK(fd_error(ref.blocks[key].b, p.db, loss, ++salt) < kGradTol);
+  }
+  // The gradient that leaves the model at the embedding output: every path of the base model.
+  std::vector<double> h0;
+  ops::ref::embedding_forward(h0, ref.embedding, ref.ids, ref.C);
+  auto loss_h0 = [&] { return ref.loss_sum(&h0) * scale; };
+  CHECK(fd_error(h0, d_emb, loss_h0, ++salt) < kGradTol);
+}
+
+}  // namespace
+
+TEST_CASE("train step gradients match finite differences of the f64 reference: adapters everywhere, GQA 2") {
+  SUBCASE("packed documents: segment masking, restarting positions, padding") {
+    check_gradients(2, HookKind::Everywhere, /*with_segments=*/true);
+  }
+  SUBCASE("plain causal attention over each row") { check_gradients(2, HookKind::Everywhere, /*with_segments=*/false); }
+}
+
+TEST_CASE("train step gradients match finite differences: partial hooks next to fused residuals, GQA 4 and MHA") {
+  check_gradients(1, HookKind::Partial, /*with_segments=*/true);
+  check_gradients(4, HookKind::Partial, /*with_segments=*/false);
+}
+
+TEST_CASE("train step without adapters: the embedding-output gradient matches finite differences") {
+  check_gradients(2, HookKind::None, /*with_segments=*/true);
+}
+
+TEST_CASE("recomputation on and off: the same loss and gradients bit for bit, hooks called again in order") {
+  const model::LlamaModel m = tiny_model(2);
+  const Batch batch = packed_batch(m.config.vocab_size);
+  // Two hooks with the same parameters (make_hook is deterministic), each with its own gradients.
+  test::TestHook keep = make_hook(m.config, HookKind::Everywhere), recompute = make_hook(m.config, HookKind::Everywhere);
+  Tensor d_keep = Tensor::zeros({2, 11, 24}, DType::F32), d_re = Tensor::zeros({2, 11, 24}, DType::F32);
+  model::TrainWorkspace ws_keep, ws_re;
+  const model::TrainResult a = model::llama_train_step(m, inputs_of(batch, true), &keep, {.d_embedded = &d_keep}, &ws_keep);
+  const model::TrainResult b =
+      model::llama_train_step(m, inputs_of(batch, true), &recompute, {.recompute = true, .d_embedded = &d_re}, &ws_re);
+  CHECK(a.loss_sum == b.loss_sum);
+  CHECK(test::same_bits(d_keep, d_re));
+  const std::vector<Tensor> ga = keep.grads(), gb = recompute.grads();
+  REQUIRE(ga.size() == gb.size());
+  for (std::size_t i = 0; i < ga.size(); ++i) CHECK(test::same_bits(ga[i], gb[i]));
+  CHECK(recompute.x_mismatches == 0);
+  // Less kept from forward to backward; the per-layer scratch holds the recomputed layer instead.
+  CHECK(b.memory.saved_bytes < a.memory.saved_bytes);
+  // Hook order: forwards in layer order (then lm_head), backwards in reverse; with recomputation each
+  // layer's forwards run again right before its backwards.
+  auto layer_sequence = [](const std::vector<std::string>& ev) {
+    std::string s;
+    for (std::size_t i = 0; i < ev.size(); ++i)
+      if (i == 0 || ev[i] != ev[i - 1]) s += ev[i];  // runs of the same event collapse to one
+    return s;
+  };
+  CHECK(layer_sequence(keep.events) == "F0f0F0f0F1f1F1f1F-1B-1b1B1b1B1b0B0b0B0");
+  CHECK(layer_sequence(recompute.events) == "F0f0F0f0F1f1F1f1F-1B-1F1f1F1f1b1B1b1B1F0f0F0f0b0B0b0B0");
+}
+
+TEST_CASE("gradient accumulation: micro-batches with loss_scale = 1/n_global sum to the global mean's gradients") {
+  const model::LlamaModel m = tiny_model(2);
+  const Batch batch = packed_batch(m.config.vocab_size);
+  test::TestHook whole = make_hook(m.config, HookKind::Everywhere), parts = make_hook(m.config, HookKind::Everywhere);
+  const model::TrainResult all = model::llama_train_step(m, inputs_of(batch, false), &whole);
+  double loss_sum = 0;
+  for (std::int64_t row = 0; row < 2; ++row) {
+    auto slice = [&](const Tensor& t) {
+      Tensor s = Tensor::empty({1, 11}, DType::I32, host_allocator(), t.name());
+      s.copy_from(t.narrow(0, row, 1));
+      return s;
+    };
+    const model::TrainInputs in{slice(batch.ids), slice(batch.targets), slice(batch.positions), Tensor()};
+    const model::TrainResult r =
+        model::llama_train_step(m, in, &parts, {.loss_scale = 1.0f / static_cast<float>(all.n_loss_tokens)});
+    loss_sum += r.loss_sum;
+  }
+  CHECK(loss_sum == doctest::Approx(all.loss_sum).epsilon(1e-6));
+  const std::vector<Tensor> ga = whole.grads(), gb = parts.grads();
+  for (std::size_t i = 0; i < ga.size(); ++i) {
+    std::vector<double> ref(static_cast<std::size_t>(ga[i].numel()));
+    for (std::size_t j = 0; j < ref.size(); ++j) ref[j] = ga[i].data<float>()[j];
+    CHECK(test::max_rel_error(gb[i], ref) < 1e-5);  // the same terms, summed in another order in f32
+  }
+}
+
+TEST_CASE("evaluation mode: the same loss, no backward, logits copied out; a warm workspace allocates nothing") {
+  const model::LlamaModel m = tiny_model(2);
+  const Batch batch = packed_batch(m.config.vocab_size);
+  test::TestHook hook = make_hook(m.config, HookKind::Everywhere);
+  model::TrainWorkspace ws;
+  const model::TrainResult train = model::llama_train_step(m, inputs_of(batch, false), &hook, {}, &ws);
+  const int allocations = ws.saved.n_allocations() + ws.scratch.n_allocations();
+  hook.events.clear();
+  Tensor logits = Tensor::zeros({2, 11, m.config.vocab_size}, DType::F32, "logits");
+  const model::TrainResult eval =
+      model::llama_train_step(m, inputs_of(batch, false), &hook, {.backward = false, .logits = &logits}, &ws);
+  CHECK(eval.loss_sum == train.loss_sum);
+  CHECK(std::none_of(hook.events.begin(), hook.events.end(), [](const std::string& e) { return e[0] == 'B' || e[0] == 'b'; }));
+  CHECK(logits.data<float>()[5] != 0.0f);
+  model::llama_train_step(m, inputs_of(batch, false), &hook, {}, &ws);
+  CHECK(ws.saved.n_allocations() + ws.scratch.n_allocations() == allocations);
+}
+
+TEST_CASE("input errors name the tensor before any work") {
+  const model::LlamaModel m = tiny_model(2);
+  Batch batch = packed_batch(m.config.vocab_size);
+  test::TestHook hook = make_hook(m.config, HookKind::Everywhere);
+  batch.targets.data<std::int32_t>()[3] = 37;
+  CHECK_THROWS_WITH_AS(model::llama_train_step(m, inputs_of(batch, false), &hook), doctest::Contains("outside the vocabulary"),
+                       ShapeError);
+  CHECK(hook.events.empty());
+  model::TrainInputs bad = inputs_of(batch, false);
+  bad.positions = Tensor::zeros({2, 10}, DType::I32, "short_positions");
+  CHECK_THROWS_WITH_AS(model::llama_train_step(m, bad, &hook), doctest::Contains("short_positions"), ShapeError);
+}
+
+TEST_CASE("lm_head and the loss in chunks of rows: the same loss, logits and gradients") {
+  const model::LlamaModel m = tiny_model(2);
+  const Batch batch = packed_batch(m.config.vocab_size);
+  test::TestHook whole = make_hook(m.config, HookKind::Everywhere), chunked = make_hook(m.config, HookKind::Everywhere);
+  const std::int64_t V = m.config.vocab_size;
+  Tensor la = Tensor::zeros({2, 11, V}, DType::F32), lb = Tensor::zeros({2, 11, V}, DType::F32);
+  Tensor da = Tensor::zeros({2, 11, 24}, DType::F32), db = Tensor::zeros({2, 11, 24}, DType::F32);
+  const model::TrainResult a =
+      model::llama_train_step(m, inputs_of(batch, false), &whole, {.logits = &la, .d_embedded = &da});
+  const model::TrainResult b = model::llama_train_step(
+      m, inputs_of(batch, false), &chunked, {.logits_chunk_rows = 5, .logits = &lb, .d_embedded = &db});  // 22 rows: 5+5+5+5+2
+  CHECK(b.n_loss_tokens == a.n_loss_tokens);
+  CHECK(b.loss_sum == doctest::Approx(a.loss_sum).epsilon(1e-6));
+  // Fewer rows per GEMM may sum in another order: f32 rounding, not bits.
+  auto close = [](const Tensor& x, const Tensor& ref) {
+    std::vector<double> r(static_cast<std::size_t>(ref.numel()));
+    for (std::size_t j = 0; j < r.size(); ++j) r[j] = ref.data<float>()[j];
+    return test::max_rel_error(x, r) < 1e-5;
+  };
+  CHECK(close(lb, la));
+  CHECK(close(db, da));
+  const std::vector<Tensor> ga = whole.grads(), gb = chunked.grads();
+  for (std::size_t i = 0; i < ga.size(); ++i) CHECK(close(gb[i], ga[i]));
+  CHECK(chunked.x_mismatches == 0);
+}
+
+TEST_CASE("bf16-stored weights (WeightStorage::AsStored) give the gradients of their f32 widening") {
+  // The same values both ways: weights rounded to bf16, then kept as bf16 or widened to f32. dx = dy · W
+  // reads W untransposed, a GEMM layout the forward never uses.
+  model::LlamaModel f32 = tiny_model(2), bf16 = tiny_model(2);
+  auto round_trip = [](Tensor& w, Tensor& as_bf16) {
+    as_bf16 = w.to_host(DType::BF16);
+    w = as_bf16.to_host(DType::F32);
+  };
+  round_trip(f32.weights.lm_head, bf16.weights.lm_head);
+  for (std::size_t l = 0; l < f32.weights.layers.size(); ++l) {
+    model::LayerWeights& a = f32.weights.layers[l];
+    model::LayerWeights& b = bf16.weights.layers[l];
+    for (auto [x, y] : {std::pair{&a.wq, &b.wq}, {&a.wk, &b.wk}, {&a.wv, &b.wv}, {&a.wo, &b.wo}, {&a.w_gate, &b.w_gate},
+                        {&a.w_up, &b.w_up}, {&a.w_down, &b.w_down}})
+      round_trip(*x, *y);
+  }
+  const Batch batch = packed_batch(f32.config.vocab_size);
+  test::TestHook ha = make_hook(f32.config, HookKind::Everywhere), hb = make_hook(f32.config, HookKind::Everywhere);
+  Tensor da = Tensor::zeros({2, 11, 24}, DType::F32), db = Tensor::zeros({2, 11, 24}, DType::F32);
+  const model::TrainResult a = model::llama_train_step(f32, inputs_of(batch, false), &ha, {.d_embedded = &da});
+  const model::TrainResult b = model::llama_train_step(bf16, inputs_of(batch, false), &hb, {.d_embedded = &db});
+  CHECK(b.loss_sum == doctest::Approx(a.loss_sum).epsilon(1e-6));
+  auto close = [](const Tensor& x, const Tensor& ref) {  // the same products, possibly summed in another order
+    std::vector<double> r(static_cast<std::size_t>(ref.numel()));
+    for (std::size_t j = 0; j < r.size(); ++j) r[j] = ref.data<float>()[j];
+    return test::max_rel_error(x, r) < 1e-5;
+  };
+  CHECK(close(db, da));
+  const std::vector<Tensor> ga = ha.grads(), gb = hb.grads();
+  for (std::size_t i = 0; i < ga.size(); ++i) CHECK(close(gb[i], ga[i]));
+}

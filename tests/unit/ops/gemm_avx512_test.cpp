@@ -1,0 +1,221 @@
+// The packed AVX-512 sgemm (ops/cpu/gemm_avx512) against a triple loop in double, element by element,
+// with the rounding-error bound of a K-term f32 dot product: every transpose layout, alpha/beta
+// (beta = 0 over NaN), bf16 b, row strides wider than the rows, sizes that are 1, tiny, odd, and not
+// multiples of the 8 x 48 tile, the 256 k block or the 768 column block. Also: any split of c into
+// row or column ranges gives the same bits (what cpu::gemm's thread split relies on), and bf16 b gives
+// the bits of f32 b holding the same values. Skipped (with a message) on CPUs without AVX-512.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "ops/cpu/gemm_avx512.h"
+#include "tests/support/test_support.h"
+
+using namespace adapt;
+
+namespace {
+
+constexpr double kUnitRoundoff = 0x1p-24;  // f32
+
+bool kernel_available() {
+  if (ops::cpu::gemm_avx512_supported()) return true;
+  MESSAGE("this CPU has no AVX-512F/BW/VL: the packed kernel is not used here; skipped");
+  return false;
+}
+
+struct Problem {
+  bool trans_a = false, trans_b = true, bf16 = false;
+  std::int64_t M = 0, N = 0, K = 0;
+  std::int64_t pad = 0;  // extra elements per stored row (row strides wider than the rows)
+  float alpha = 1.0f, beta = 0.0f;
+};
+
+std::uint16_t to_bf16(float x) {  // round to nearest even
+  std::uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  return static_cast<std::uint16_t>((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+}
+
+float from_bf16(std::uint16_t h) {
+  const std::uint32_t bits = static_cast<std::uint32_t>(h) << 16;
+  float x;
+  std::memcpy(&x, &bits, 4);
+  return x;
+}
+
+// Operands of one product, stored as the layout says; b also in bf16 when asked (b then holds the
+// bf16 values widened, so both copies hold the same numbers).
+struct Operands {
+  std::int64_t lda, ldb, ldc;
+  std::vector<float> a, b, c0;
+  std::vector<std::uint16_t> b16;
+
+  Operands(const Problem& p, std::uint64_t salt) {
+    std::mt19937_64 rng(test::kSeed ^ (salt * 0x9e3779b97f4a7c15ull));
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    const std::int64_t a_rows = p.trans_a ? p.K : p.M, a_cols = p.trans_a ? p.M : p.K;
+    const std::int64_t b_rows = p.trans_b ? p.N : p.K, b_cols = p.trans_b ? p.K : p.N;
+    lda = a_cols + p.pad;
+    ldb = b_cols + p.pad;
+    ldc = p.N + p.pad;
+    a.assign(static_cast<std::size_t>(a_rows * lda), std::numeric_limits<float>::quiet_NaN());  // padding: NaN
+    b.assign(static_cast<std::size_t>(b_rows * ldb), std::numeric_limits<float>::quiet_NaN());
+    b16.assign(b.size(), 0x7FC0);  // bf16 NaN
+    for (std::int64_t i = 0; i < a_rows; ++i)
+      for (std::int64_t j = 0; j < a_cols; ++j) a[static_cast<std::size_t>(i * lda + j)] = dist(rng);
+    for (std::int64_t i = 0; i < b_rows; ++i) {
+      for (std::int64_t j = 0; j < b_cols; ++j) {
+        const auto at = static_cast<std::size_t>(i * ldb + j);
+        b[at] = dist(rng);
+        if (p.bf16) {
+          b16[at] = to_bf16(b[at]);
+          b[at] = from_bf16(b16[at]);
+        }
+      }
+    }
+    c0.assign(static_cast<std::size_t>(p.M * ldc), std::numeric_limits<float>::quiet_NaN());
+    if (p.beta != 0.0f) {
+      for (std::int64_t i = 0; i < p.M; ++i)
+        for (std::int64_t j = 0; j < p.N; ++j) c0[static_cast<std::size_t>(i * ldc + j)] = dist(rng);
+    }
+  }
+
+  float a_at(const Problem& p, std::int64_t i, std::int64_t k) const {
+    return a[static_cast<std::size_t>(p.trans_a ? k * lda + i : i * lda + k)];
+  }
+  float b_at(const Problem& p, std::int64_t k, std::int64_t j) const {
+    return b[static_cast<std::size_t>(p.trans_b ? j * ldb + k : k * ldb + j)];
+  }
+};
+
+// c = alpha · op(a) · op(b) + beta · c on rows [m0, m1) and columns [n0, n1) of the problem.
+void run_kernel(const Problem& p, const Operands& o, std::vector<float>& c, std::int64_t m0, std::int64_t m1,
+                std::int64_t n0, std::int64_t n1) {
+  const float* a = o.a.data() + (p.trans_a ? m0 : m0 * o.lda);
+  const std::int64_t b_offset = p.trans_b ? n0 * o.ldb : n0;
+  const void* b = p.bf16 ? static_cast<const void*>(o.b16.data() + b_offset) : o.b.data() + b_offset;
+  ops::cpu::gemm_avx512(p.trans_a, p.trans_b, m1 - m0, n1 - n0, p.K, p.alpha, a, o.lda, b, p.bf16, o.ldb, p.beta,
+                        c.data() + m0 * o.ldc + n0, o.ldc);
+}
+
+// Every element within (K + 3) · u · (|alpha| Σ_k |a_ik b_kj| + |beta c_ij|) of the exact value: the
+// bound of an f32 sum of K products in any order (one rounding per FMA), plus the alpha scaling, the
+// beta product and the final add. A missing, doubled or misplaced term is ~|a b| ~ 1 away, far above.
+void check_against_loops(const Problem& p, std::uint64_t salt) {
+  CAPTURE(p.trans_a);
+  CAPTURE(p.trans_b);
+  CAPTURE(p.bf16);
+  CAPTURE(p.M);
+  CAPTURE(p.N);
+  CAPTURE(p.K);
+  CAPTURE(p.pad);
+  CAPTURE(p.alpha);
+  CAPTURE(p.beta);
+  const Operands o(p, salt);
+  std::vector<float> c = o.c0;
+  run_kernel(p, o, c, 0, p.M, 0, p.N);
+  std::int64_t n_bad = 0;
+  double worst = 0;  // largest error / bound
+  for (std::int64_t i = 0; i < p.M; ++i) {
+    for (std::int64_t j = 0; j < p.N; ++j) {
+      double exact = 0, magnitude = 0;
+      for (std::int64_t k = 0; k < p.K; ++k) {
+        const double t = static_cast<double>(o.a_at(p, i, k)) * o.b_at(p, k, j);
+        exact += t;
+        magnitude += std::fabs(t);
+      }
+      const auto at = static_cast<std::size_t>(i * o.ldc + j);
+      const double c0 = p.beta != 0.0f ? o.c0[at] : 0.0;
+      exact = p.alpha * exact + p.beta * c0;
+      const double bound = (static_cast<double>(p.K) + 3.0) * kUnitRoundoff *
+                           (std::fabs(p.alpha) * magnitude + std::fabs(p.beta * c0)) + 1e-30;
+      const double err = std::fabs(static_cast<double>(c[at]) - exact);
+      if (!(err <= bound)) ++n_bad;  // NaN counts as bad
+      worst = std::max(worst, std::isnan(err) ? INFINITY : err / bound);
+    }
+    // The padding of c is never written.
+    for (std::int64_t j = p.N; j < o.ldc; ++j) CHECK(std::isnan(c[static_cast<std::size_t>(i * o.ldc + j)]));
+  }
+  CAPTURE(worst);
+  CHECK(n_bad == 0);
+}
+
+}  // namespace
+
+TEST_CASE("packed sgemm: sizes around the tile, k block and column block, every layout, f32 and bf16 b") {
+  if (!kernel_available()) return;
+  const std::int64_t Ms[] = {1, 2, 7, 8, 9, 17};
+  const std::int64_t Ns[] = {1, 5, 16, 47, 48, 49, 97};
+  const std::int64_t Ks[] = {1, 3, 17, 256, 257};
+  std::uint64_t salt = 0;
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      for (bool bf16 : {false, true}) {
+        for (std::int64_t M : Ms) {
+          for (std::int64_t N : Ns) {
+            for (std::int64_t K : Ks) {
+              check_against_loops({.trans_a = ta, .trans_b = tb, .bf16 = bf16, .M = M, .N = N, .K = K}, ++salt);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("packed sgemm: several k and column blocks, alpha and beta, strided rows") {
+  if (!kernel_available()) return;
+  struct Case {
+    std::int64_t M, N, K, pad;
+    float alpha, beta;
+  };
+  // 769 and 1537 columns: one and two full 768-column blocks plus one column; K = 513: two full
+  // 256 blocks plus one; 100 and 33 rows: partial 8-row tiles; beta = 0 over NaN in c.
+  const Case cases[] = {{100, 769, 513, 0, 1.0f, 0.0f},   {33, 1537, 300, 3, 0.5f, 1.0f},
+                        {64, 96, 64, 0, -2.0f, 0.25f},    {9, 50, 1000, 5, 1.0f, 1.0f},
+                        {130, 770, 257, 1, 0.125f, -1.0f}};
+  std::uint64_t salt = 1000;
+  for (const Case& k : cases) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        for (bool bf16 : {false, true}) {
+          check_against_loops({.trans_a = ta, .trans_b = tb, .bf16 = bf16, .M = k.M, .N = k.N, .K = k.K,
+                               .pad = k.pad, .alpha = k.alpha, .beta = k.beta},
+                              ++salt);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("packed sgemm: row and column splits at any offset give the bits of one call; bf16 b the bits of f32 b") {
+  if (!kernel_available()) return;
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      CAPTURE(ta);
+      CAPTURE(tb);
+      Problem p{.trans_a = ta, .trans_b = tb, .M = 45, .N = 830, .K = 520, .alpha = 0.5f, .beta = 1.0f};
+      Problem p16 = p;
+      p16.bf16 = true;
+      const Operands o(p16, 77);  // bf16-representable b: the f32 problem reads the same values
+      std::vector<float> whole = o.c0, by_cols = o.c0, by_rows = o.c0, whole16 = o.c0;
+      run_kernel(p, o, whole, 0, p.M, 0, p.N);
+      run_kernel(p16, o, whole16, 0, p.M, 0, p.N);
+      // Cuts that are not multiples of the 8 x 48 tile or of the 768-column block.
+      run_kernel(p, o, by_cols, 0, p.M, 0, 50);
+      run_kernel(p, o, by_cols, 0, p.M, 50, 817);
+      run_kernel(p, o, by_cols, 0, p.M, 817, p.N);
+      run_kernel(p, o, by_rows, 0, 5, 0, p.N);
+      run_kernel(p, o, by_rows, 5, 27, 0, p.N);
+      run_kernel(p, o, by_rows, 27, p.M, 0, p.N);
+      CHECK(std::memcmp(whole.data(), by_cols.data(), whole.size() * sizeof(float)) == 0);
+      CHECK(std::memcmp(whole.data(), by_rows.data(), whole.size() * sizeof(float)) == 0);
+      CHECK(std::memcmp(whole.data(), whole16.data(), whole.size() * sizeof(float)) == 0);
+    }
+  }
+}
