@@ -49,7 +49,9 @@ else
 fi
 
 torch_bench() {  # threads layout shapes
-  "$py" - "$1" "$2" "$3" <<'EOF'
+  # Debian's torch runs its f32 matmul in OpenBLAS (libblas.so.3), whose pthreads torch.set_num_threads
+  # does not limit: the environment does.
+  OPENBLAS_NUM_THREADS="$1" OMP_NUM_THREADS="$1" "$py" - "$1" "$2" "$3" <<'EOF'
 import sys, time, torch
 threads, layout, shapes = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 torch.set_num_threads(threads)

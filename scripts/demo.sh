@@ -1,17 +1,40 @@
 #!/usr/bin/env bash
-# The demo on the embedded default: builds adapt (CPU backend), makes the tiny random Llama model with
-# its own byte-level BPE tokenizer, validates the folder and prints its summary.
+# The demo on the embedded default (CPU backend, a couple of minutes): builds adapt, makes the tiny
+# random Llama model with its own byte-level BPE tokenizer, trains a LoRA adapter and a bottleneck
+# adapter on inputs/corpus/ (the eval loss falls below the base model's), and generates from
+# inputs/prompts.toml with the LoRA adapter.
 #
-#   ./scripts/demo.sh [output folder, default demo/]
+#   ./scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-demo}
 
 ./scripts/setup.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >build-configure.log 2>&1 || { cat build-configure.log; exit 1; }
-cmake --build build -j "$(nproc)" --target app_adapt_model
+cmake --build build -j "$(nproc)" --target app_adapt_model app_adapt_train app_adapt_gen app_adapt_eval
 
-echo "== making the tiny model in $out/tiny-model"
-./build/bin/adapt_model make --preset tiny --out "$out/tiny-model" --seed 1 --force
-echo "== checking it"
-./build/bin/adapt_model check "$out/tiny-model"
+echo "== 1. the tiny model (demo/tiny-model)"
+./build/bin/adapt_model make --recipe inputs/models/tiny.toml --out demo/tiny-model --force
+./build/bin/adapt_model check demo/tiny-model
+
+rm -rf runs/train-lora runs/train-bottleneck runs/prompts
+echo "== 2. LoRA on inputs/corpus (inputs/train.toml)"
+./build/bin/adapt_train --config inputs/train.toml
+echo "== 3. a bottleneck adapter (size 64, after the MLP) on the same data"
+./build/bin/adapt_train --config inputs/train.toml --set adapter.kind=bottleneck \
+  --set run.dir=runs/train-bottleneck --set optim.lr=3e-3
+
+summary() {  # first and last eval loss of a run
+  python3 - "$1" <<'PY'
+import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1]) if '"eval"' in l]
+print(f"  eval loss: base model {ev[0]['eval_loss']:.4f} -> adapted {ev[-1]['eval_loss']:.4f} after step {ev[-1]['step']}")
+PY
+}
+echo "== 4. results"
+echo "LoRA:";       summary runs/train-lora/metrics.jsonl
+echo "bottleneck:"; summary runs/train-bottleneck/metrics.jsonl
+echo "(plot them: python3 scripts/plot_metrics.py runs/*/metrics.jsonl -o curves.png, with matplotlib)"
+
+echo "== 5. generation with the LoRA adapter (inputs/prompts.toml)"
+./build/bin/adapt_gen --input inputs/prompts.toml --set model.adapter=runs/train-lora/adapter
+echo "results: runs/prompts/results.jsonl"

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -17,6 +18,8 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "core/timer.h"
+#include "adapters/adapter_files.h"
+#include "adapters/adapter_set.h"
 #include "model/llama_forward.h"
 #include "model/llama_weights.h"
 #include "ops/softmax.h"
@@ -29,7 +32,7 @@ using json = nlohmann::json;
 
 namespace {
 
-constexpr const char* kUsage = R"(usage: adapt_eval --model DIR --data FILE.jsonl [--per-token] [--out FILE] [--tokenizer PATH]
+constexpr const char* kUsage = R"(usage: adapt_eval --model DIR --data FILE.jsonl [--adapter DIR] [--per-token] [--out FILE] [--tokenizer PATH]
 
 Reads one JSON object per line with a "text" field, tokenizes it (with BOS) and scores every token
 given the ones before it. Prints the mean loss (negative log-likelihood per token, natural log) and
@@ -42,12 +45,14 @@ context (a warning names the line).
                      first token (BOS) has no log-probability (null)
   --out FILE         where --per-token records go (default: stdout)
   --tokenizer PATH   tokenizer file or folder (default: the model folder's)
+  --adapter DIR      apply this adapter (PEFT LoRA or AdapterHub bottleneck folder, e.g. what
+                     adapt_train exports), to compare an adapted model with its base
 
 exit codes: 0 done; 2 bad option; 3 missing/invalid model, tokenizer or data file; 70 internal error.
 )";
 
 int run(int argc, char** argv) {
-  std::string model_dir, data, out, tok_path;
+  std::string model_dir, data, out, tok_path, adapter_dir;
   bool per_token = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -66,11 +71,13 @@ int run(int argc, char** argv) {
       out = value();
     } else if (a == "--tokenizer") {
       tok_path = value();
+    } else if (a == "--adapter") {
+      adapter_dir = value();
     } else if (a == "--per-token") {
       per_token = true;
     } else {
       ADAPT_THROW(ConfigError, "unknown option '{}'{}; run adapt_eval --help", a,
-                  did_you_mean(a, {"--model", "--data", "--out", "--tokenizer", "--per-token", "--help"}));
+                  did_you_mean(a, {"--model", "--data", "--out", "--tokenizer", "--adapter", "--per-token", "--help"}));
     }
   }
   ADAPT_REQUIRE(!model_dir.empty() && !data.empty(), ConfigError,
@@ -84,6 +91,11 @@ int run(int argc, char** argv) {
                 "the tokenizer has {} tokens but the model's vocab_size is {}; use the model's own tokenizer",
                 tok.n_vocab(), model.config.vocab_size);
   log::info0("loaded {} in {:.2f} s", model_dir, stats.seconds);
+  std::optional<adapters::AdapterSet> adapter;
+  if (!adapter_dir.empty()) {
+    adapter.emplace(adapters::adapter_load(adapter_dir, model.config));
+    log::info0("adapter {}: {} parameters", adapter_dir, format_count(adapter->n_parameters()));
+  }
 
   const std::string text = file_read_text(data);
   std::FILE* sink = stdout;
@@ -115,7 +127,9 @@ int run(int argc, char** argv) {
     const auto T = static_cast<std::int64_t>(ids.size());
     Tensor in = Tensor::empty({1, T}, DType::I32);
     for (std::int64_t t = 0; t < T; ++t) in.data<std::int32_t>()[t] = static_cast<std::int32_t>(ids[static_cast<std::size_t>(t)]);
-    Tensor logits = model::llama_forward(model, in, nullptr, {}, &ws);  // (1, T, V)
+    model::ForwardOptions fo;
+    fo.hook = adapter ? &*adapter : nullptr;
+    Tensor logits = model::llama_forward(model, in, nullptr, fo, &ws);  // (1, T, V)
     const std::int64_t V = logits.dim(-1);
     Tensor rows = logits.reshape({T, V});
     Tensor logp = Tensor::empty({T, V}, DType::F32);

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,8 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "core/timer.h"
+#include "adapters/adapter_files.h"
+#include "adapters/adapter_set.h"
 #include "generate/generator.h"
 #include "generate/results.h"
 #include "model/llama_weights.h"
@@ -128,6 +131,12 @@ int run(int argc, char** argv) {
   log::info0("loaded {} ({} layers, vocab {}) in {:.2f} s; tokenizer {}", job.model.path.string(), model.config.n_layers,
              model.config.vocab_size, stats.seconds, tok.description());
   generate::Generator gen(model, tok);
+  std::optional<adapters::AdapterSet> adapter;
+  if (job.model.adapter) {
+    adapter.emplace(adapters::adapter_load(*job.model.adapter, model.config));
+    gen.set_hook(&*adapter);
+    log::info0("adapter {}: {} parameters", job.model.adapter->string(), format_count(adapter->n_parameters()));
+  }
   for (std::size_t i = 0; i < prepared.size(); ++i) {
     const auto n = static_cast<std::int64_t>(prepared[i].request.prompt.size());
     ADAPT_REQUIRE(gen.room_after(n) > 0, ConfigError,

@@ -86,7 +86,7 @@ void Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
         Tensor ids = Tensor::empty({1, P}, DType::I32, host_allocator(), "prompt_ids");
         std::copy(req.prompt.begin(), req.prompt.end(), ids.data<std::int32_t>());
         Tensor logits = model::llama_forward(model_, ids, &cache,
-                                             {.last_position_only = true, .cache_rows = {&row, 1}}, &workspace_);
+                                             {.last_position_only = true, .cache_rows = {&row, 1}, .hook = hook_}, &workspace_);
         after_step(row,
                    slots[static_cast<std::size_t>(row)]->step({logits.data<float>(), static_cast<std::size_t>(V)}));
       }
@@ -101,7 +101,8 @@ void Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
     Tensor ids = step_ids.narrow(0, 0, B);
     for (std::int64_t b = 0; b < B; ++b)
       ids.data<std::int32_t>()[b] = slots[static_cast<std::size_t>(busy[static_cast<std::size_t>(b)])]->last_token();
-    Tensor logits = model::llama_forward(model_, ids, &cache, {.last_position_only = true, .cache_rows = busy},
+    Tensor logits = model::llama_forward(model_, ids, &cache,
+                                         {.last_position_only = true, .cache_rows = busy, .hook = hook_},
                                          &workspace_);  // (B, V)
     for (std::int64_t b = 0; b < B; ++b) {
       const std::int64_t row = busy[static_cast<std::size_t>(b)];

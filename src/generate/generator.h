@@ -15,6 +15,7 @@
 
 #include "generate/sampler.h"
 #include "generate/sequence.h"
+#include "model/adapter_hook.h"
 #include "generate/stop.h"
 #include "model/llama_weights.h"
 #include "ops/workspace.h"
@@ -59,8 +60,13 @@ class Generator {
                        const std::vector<std::string>& stop_strings, std::int64_t max_new_tokens,
                        const std::function<void(std::string_view)>& on_text = {});
 
+  /// Adapters to apply (an adapters::AdapterSet loaded from an adapter folder); null: the base model.
+  /// The hook must outlive the generator.
+  void set_hook(model::AdapterHook* hook) { hook_ = hook; }
+
  private:
   const model::LlamaModel& model_;
+  model::AdapterHook* hook_ = nullptr;
   const tokenizer::Tokenizer& tokenizer_;
   ops::Workspace workspace_;
 

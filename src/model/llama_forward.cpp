@@ -12,14 +12,6 @@
 
 namespace adapt::model {
 
-void linear(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* bias, const LinearSite& site,
-            const LinearOptions& opts) {
-  ops::matmul(y, x, w, ops::MatmulOptions{.transpose_b = true, .beta = opts.accumulate ? 1.0f : 0.0f});
-  if (bias && bias->defined()) ops::bias_add(y, *bias);
-  // Adapter hook point (no adapters yet): LoRA adds its low-rank delta for `site` to y here.
-  (void)site;
-}
-
 namespace {
 
 // (B, T, Hkv, D) → (B, Hkv, T, D): the layout attention reads keys and values in.
@@ -32,6 +24,13 @@ void to_heads_major(Tensor& dst, const Tensor& src) {
       for (std::int64_t g = 0; g < Hkv; ++g)
         std::memcpy(d + ((b * Hkv + g) * T + t) * D, s + ((b * T + t) * Hkv + g) * D,
                     static_cast<std::size_t>(D) * sizeof(float));
+}
+
+void add_into(Tensor& out, const Tensor& a, const Tensor& b) {
+  const float* pa = a.data<float>();
+  const float* pb = b.data<float>();
+  float* po = out.data<float>();
+  for (std::int64_t i = 0; i < out.numel(); ++i) po[i] = pa[i] + pb[i];
 }
 
 }  // namespace
@@ -109,13 +108,36 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
   } else {
     ops::rope_table_fill(cos, sin, model.inv_freq, pos0);
   }
+  // The end of a sub-block: h += x · Wᵀ (+ b), fused into the GEMM; a block adapter needs the
+  // sub-block's output f on its own, so there f = x · Wᵀ (+ b) and h ← h + f + the adapter's term.
+  AdapterHook* hook = opts.hook;
+  bool any_block = false;
+  for (int l = 0; hook && l < static_cast<int>(c.n_layers); ++l)
+    any_block = any_block || hook->has_block(l, BlockSite::Attention) || hook->has_block(l, BlockSite::Mlp);
+  Tensor f, block_out;  // (B, T, C), only with block adapters
+  if (any_block) {
+    f = ws.take({B, T, C}, DType::F32, "sub_block_out");
+    block_out = ws.take({B, T, C}, DType::F32, "block_out");
+  }
+  auto sub_block_end = [&](int l, BlockSite site, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                           WeightKind kind) {
+    if (!hook || !hook->has_block(l, site)) {
+      linear(h, x, weight, &bias, {l, kind}, hook, {.accumulate = true});
+      return;
+    }
+    linear(f, x, weight, &bias, {l, kind}, hook);
+    add_into(block_out, h, f);
+    Tensor out = as_rows(block_out);
+    hook->block_forward(l, site, as_rows(h), as_rows(f), out);
+    h.copy_from(block_out);
+  };
   for (int l = 0; l < static_cast<int>(c.n_layers); ++l) {
     const LayerWeights& lw = w.layers[static_cast<std::size_t>(l)];
     // Attention block: h += o_proj(attention(rope(q_proj(xn)), rope(k_proj(xn)), v_proj(xn))).
     ops::rms_norm_forward(xn, h, lw.attn_norm, eps);
-    linear(q2, xn, lw.wq, &lw.bq, {l, WeightKind::Wq});
-    linear(k2, xn, lw.wk, &lw.bk, {l, WeightKind::Wk});
-    linear(v2, xn, lw.wv, &lw.bv, {l, WeightKind::Wv});
+    linear(q2, xn, lw.wq, &lw.bq, {l, WeightKind::Wq}, hook);
+    linear(k2, xn, lw.wk, &lw.bk, {l, WeightKind::Wk}, hook);
+    linear(v2, xn, lw.wv, &lw.bv, {l, WeightKind::Wv}, hook);
     ops::rope_forward(q, cos, sin);
     ops::rope_forward(k, cos, sin);
     if (cache) {
@@ -126,13 +148,13 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
       to_heads_major(v_all, v);
       ops::attention_forward(attn, q, k_all, v_all, {.q_pos_offset = 0});
     }
-    linear(h, attn2, lw.wo, &lw.bo, {l, WeightKind::Wo}, {.accumulate = true});
+    sub_block_end(l, BlockSite::Attention, attn2, lw.wo, lw.bo, WeightKind::Wo);
     // MLP block: h += down_proj(silu(gate_proj(xn)) * up_proj(xn)).
     ops::rms_norm_forward(xn, h, lw.ffn_norm, eps);
-    linear(gate, xn, lw.w_gate, &lw.b_gate, {l, WeightKind::WGate});
-    linear(up, xn, lw.w_up, &lw.b_up, {l, WeightKind::WUp});
+    linear(gate, xn, lw.w_gate, &lw.b_gate, {l, WeightKind::WGate}, hook);
+    linear(up, xn, lw.w_up, &lw.b_up, {l, WeightKind::WUp}, hook);
     ops::swiglu_forward(gate, gate, up);
-    linear(h, gate, lw.w_down, &lw.b_down, {l, WeightKind::WDown}, {.accumulate = true});
+    sub_block_end(l, BlockSite::Mlp, gate, lw.w_down, lw.b_down, WeightKind::WDown);
   }
   if (cache) cache->advance(T, rows);
 
@@ -141,7 +163,7 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
   Tensor hf = ws.take({B, T_out, C}, DType::F32, "final_normed");
   ops::rms_norm_forward(hf, h_out, w.final_norm, eps);
   Tensor logits = Tensor::empty({B, T_out, c.vocab_size}, DType::F32, host_allocator(), "logits");
-  linear(logits, hf, w.lm_head, nullptr, {-1, WeightKind::LmHead});
+  linear(logits, hf, w.lm_head, nullptr, {-1, WeightKind::LmHead}, hook);
   return opts.last_position_only ? logits.reshape({B, c.vocab_size}) : logits;
 }
 

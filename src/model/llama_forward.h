@@ -1,14 +1,17 @@
 // The Llama forward pass of HF LlamaForCausalLM (SPEC-llama.md §3.5–3.7) on the CPU in f32:
 // embedding → L pre-norm decoder layers (RMSNorm, GQA attention with RoPE, residual; RMSNorm, SwiGLU
-// MLP, residual) → final RMSNorm → lm_head. Every projection goes through linear(), the one call site
-// where adapters attach (STYLE principle 5); activations come from an ops::Workspace, so a pass does
-// not allocate per op or per layer. With a KV cache, each sequence continues at its own cache row's
-// length (ragged batch), computed exactly as if it ran alone.
+// MLP, residual) → final RMSNorm → lm_head. Every projection goes through linear() (linear.h), the one
+// call site where adapters attach (STYLE principle 5), and block adapters run at the end of each
+// sub-block; activations come from an ops::Workspace, so a pass does not allocate per op or per layer.
+// With a KV cache, each sequence continues at its own cache row's length (ragged batch), computed
+// exactly as if it ran alone. The training pass (llama_train.h) computes the same logits.
 #pragma once
 
 #include <span>
 
+#include "model/adapter_hook.h"
 #include "model/kv_cache.h"
+#include "model/linear.h"
 #include "model/llama_weights.h"
 #include "model/weight_names.h"
 #include "ops/workspace.h"
@@ -16,27 +19,14 @@
 
 namespace adapt::model {
 
-/// Which projection a linear() call computes: adapters (LoRA) key on this.
-struct LinearSite {
-  int layer = -1;                      // -1 for lm_head
-  WeightKind kind = WeightKind::Wq;    // Wq, Wk, Wv, Wo, WGate, WUp, WDown or LmHead
-};
-
-struct LinearOptions {
-  bool accumulate = false;  // y += x · Wᵀ (+ b): fuses the residual add into the GEMM
-};
-
-/// y (.., out) = x (.., in) · Wᵀ (+ bias) for w (out, in), or += with accumulate. The single call site
-/// of every projection of the model: adapters hook in here (none yet: this is where a LoRA delta
-/// (alpha/r) · (x · Aᵀ) · Bᵀ will be added for the site's weight).
-void linear(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* bias, const LinearSite& site,
-            const LinearOptions& opts = {});
-
 struct ForwardOptions {
   bool last_position_only = false;  // logits of the last position only: (B, V) instead of (B, T, V)
   // With a cache: (B) the cache row of each sequence of ids (distinct). Empty: rows 0 .. B − 1 of a
   // cache made for exactly B sequences. The span must stay valid for the call.
   std::span<const std::int64_t> cache_rows;
+  // Adapters (unmerged LoRA, bottleneck): linear_forward at every projection, block_forward at the end
+  // of every attention and MLP sub-block, as llama_train_step calls them. Null: the base model.
+  AdapterHook* hook = nullptr;
 };
 
 /// Runs the model on token ids (B, T) (i32 or i64) and returns f32 logits (B, T, V), or (B, V) with

@@ -12,7 +12,6 @@
 #include "core/error.h"
 #include "model/linear.h"
 #include "ops/attention.h"
-#include "ops/backward_staging.h"
 #include "ops/cross_entropy.h"
 #include "ops/embedding.h"
 #include "ops/rms_norm.h"
@@ -124,11 +123,7 @@ void TrainPass::alloc_acts(LayerActs& a, int l, ops::Workspace& w) {
 }
 
 void TrainPass::attention(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, Tensor* lse) {
-  if (segments_.empty()) {
-    ops::attention_forward(out, q, k, v, {.q_pos_offset = 0}, lse);
-  } else {
-    ops::attention_forward_segmented(out, q, k, v, segments_, {}, lse);
-  }
+  ops::attention_forward(out, q, k, v, {.segment_ids = segments_}, lse);
 }
 
 Tensor TrainPass::normed(const Tensor& h, const Tensor& w) {
@@ -230,16 +225,15 @@ void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
     Tensor dq = take(ws_.scratch, {B_, T_, H_, D_}, "dq");
     Tensor dk_all = take(ws_.scratch, {B_, Hkv_, T_, D_}, "dk_all");
     Tensor dv_all = take(ws_.scratch, {B_, Hkv_, T_, D_}, "dv_all");
-    ops::attention_backward(dq, dk_all, dv_all, dattn, a.q, a.k_all, a.v_all, a.attn, a.lse, {.q_pos_offset = 0},
-                            segments_);
+    ops::attention_backward(dq, dk_all, dv_all, dattn, a.q, a.k_all, a.v_all, a.attn, a.lse,
+                            {.segment_ids = segments_});
     Tensor dk = take(ws_.scratch, {B_, T_, Hkv_, D_}, "dk");
     Tensor dv = take(ws_.scratch, {B_, T_, Hkv_, D_}, "dv");
     from_heads_major(dk, dk_all);
     from_heads_major(dv, dv_all);
     ops::rope_backward(dq, cos_, sin_);
     ops::rope_backward(dk, cos_, sin_);
-    const bool need_x =
-        has_linear(l, WeightKind::Wq) || has_linear(l, WeightKind::Wk) || has_linear(l, WeightKind::Wv);
+    const bool need_x = has_linear(l, WeightKind::Wq) || has_linear(l, WeightKind::Wk) || has_linear(l, WeightKind::Wv);
     const Tensor xn = need_x ? normed(a.h_in, w.attn_norm) : Tensor();
     linear_backward(dxn, dq.reshape({N_, H_ * D_}), xn, w.wq, {l, WeightKind::Wq}, hook_);
     linear_backward(dxn, dk.reshape({N_, Hkv_ * D_}), xn, w.wk, {l, WeightKind::Wk}, hook_, {.accumulate = true});
@@ -266,13 +260,13 @@ TrainResult TrainPass::run() {
   if (in_.segment_ids.defined()) segments_ = {in_.segment_ids.data<std::int32_t>(), static_cast<std::size_t>(N_)};
   std::int64_t n_targets = 0;
   for (std::int64_t i = 0; i < N_; ++i) {
-    const std::int64_t y = in_.targets.dtype() == DType::I32 ? in_.targets.data<std::int32_t>()[i]
-                                                            : in_.targets.data<std::int64_t>()[i];
+    const std::int64_t y =
+        in_.targets.dtype() == DType::I32 ? in_.targets.data<std::int32_t>()[i] : in_.targets.data<std::int64_t>()[i];
     n_targets += y != kIgnoreIndex;
   }
   TrainResult result;
-  result.loss_scale = opts_.loss_scale != 0.0f ? opts_.loss_scale
-                                               : (n_targets > 0 ? 1.0f / static_cast<float>(n_targets) : 0.0f);
+  result.loss_scale =
+      opts_.loss_scale != 0.0f ? opts_.loss_scale : (n_targets > 0 ? 1.0f / static_cast<float>(n_targets) : 0.0f);
 
   // Forward. h_in of every layer (and the last layer's output) stays in `saved`.
   std::vector<LayerActs> acts(static_cast<std::size_t>(L));
@@ -366,8 +360,8 @@ void check_inputs(const LlamaModel& model, const TrainInputs& in, const TrainOpt
         in.targets.dtype() == DType::I32 ? in.targets.data<std::int32_t>()[i] : in.targets.data<std::int64_t>()[i];
     ADAPT_REQUIRE(y == kIgnoreIndex || (y >= 0 && y < c.vocab_size), ShapeError,
                   "llama_train_step: target {} at flat position {} of '{}' is outside the vocabulary [0, {}) and is "
-                  "not the ignore index {}; the data was tokenized for another model", y, i, in.targets.name(),
-                  c.vocab_size, kIgnoreIndex);
+                  "not the ignore index {}; the data was tokenized for another model",
+                  y, i, in.targets.name(), c.vocab_size, kIgnoreIndex);
   }
   if (opts.logits) {
     ADAPT_REQUIRE(opts.logits->shape() == (Shape{bt[0], bt[1], c.vocab_size}), ShapeError,

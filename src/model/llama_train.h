@@ -20,9 +20,9 @@ inline constexpr std::int32_t kIgnoreIndex = -100;
 
 /// The rows of one micro-batch, as train::Batch holds them (wrap its vectors with Tensor::wrap).
 struct TrainInputs {
-  Tensor ids;      // (B, T) i32 or i64: the tokens fed to the model
-  Tensor targets;  // (B, T) i32 or i64: the token that logits[b, t] is scored against (already shifted:
-                   // targets[t] = ids[t + 1]), or −100 (no loss), as train::Batch::targets
+  Tensor ids;          // (B, T) i32 or i64: the tokens fed to the model
+  Tensor targets;      // (B, T) i32 or i64: the token that logits[b, t] is scored against (already shifted:
+                       // targets[t] = ids[t + 1]), or −100 (no loss), as train::Batch::targets
   Tensor positions;    // (B, T) i32 or i64, optional: RoPE positions (undefined: 0 .. T−1 in every row)
   Tensor segment_ids;  // (B, T) i32, optional: t attends to s <= t only when segment_ids[s] ==
                        // segment_ids[t]; a negative id is padding (sees nothing, seen by nothing).
@@ -61,9 +61,9 @@ struct TrainMemory {
 };
 
 struct TrainResult {
-  double loss_sum = 0.0;          // Σ −log p(target) over the targets != −100 of this call
+  double loss_sum = 0.0;           // Σ −log p(target) over the targets != −100 of this call
   std::int64_t n_loss_tokens = 0;  // targets != −100 of this call
-  float loss_scale = 0.0f;        // the scale the gradients were computed with (resolved from the options)
+  float loss_scale = 0.0f;         // the scale the gradients were computed with (resolved from the options)
   TrainMemory memory;
   /// Mean over this call's targets (HF's loss); 0 when there were none.
   double loss() const { return n_loss_tokens > 0 ? loss_sum / static_cast<double>(n_loss_tokens) : 0.0; }

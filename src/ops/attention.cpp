@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "ops/cpu/backward_cpu.h"
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/op_checks.h"
 
@@ -74,6 +75,18 @@ void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tens
   a.q_pos_offsets = opts.q_pos_offsets.empty() ? nullptr : opts.q_pos_offsets.data();
   a.kv_rows = opts.kv_rows.empty() ? nullptr : opts.kv_rows.data();
   a.scale = opts.scale != 0.0f ? opts.scale : 1.0f / std::sqrt(static_cast<float>(D));
+  if (!opts.segment_ids.empty()) {
+    ADAPT_REQUIRE(opts.q_pos_offset == 0 && opts.q_pos_offsets.empty() && opts.kv_rows.empty() && S == T,
+                  UnsupportedError,
+                  "attention_forward: segment ids mask packed training rows, whose keys are the queries' own tokens "
+                  "(S = {} must equal T = {}); they do not combine with KV-cache offsets or ragged batches", S, T);
+    ADAPT_REQUIRE(static_cast<std::int64_t>(opts.segment_ids.size()) == B * T, ShapeError,
+                  "attention_forward: {} segment ids given but q '{}' has B·T = {} tokens", opts.segment_ids.size(),
+                  q.name(), B * T);
+    if (B * T * H == 0) return;
+    cpu::attention_forward_segments(a, opts.segment_ids.data());  // its own kernel: the causal path is untouched
+    return;
+  }
   if (B * T * H == 0) return;
   cpu::attention_forward(a);
 }

@@ -1,7 +1,9 @@
 // Causal grouped-query attention, flash-attention style: for each (sequence, KV head, block of
 // queries) the scores are formed one key tile at a time with an online softmax, so memory stays at
-// one tile however long the context. The per-row log-sum-exp is returned for the backward pass.
-// Sequences of a batch may sit at different lengths of a shared KV cache (ragged batch).
+// one tile however long the context. The per-row log-sum-exp is returned for the backward pass, which
+// recomputes the probabilities tile by tile from it (flash-attention 2). Sequences of a batch may sit
+// at different lengths of a shared KV cache (ragged batch); packed training rows mask attention to
+// their own document (segment ids).
 #pragma once
 
 #include <cstdint>
@@ -18,6 +20,11 @@ struct AttentionOptions {
   std::span<const std::int64_t> q_pos_offsets;
   // (B) the batch row of k and v that sequence b reads, e.g. its KV-cache row (empty: row b).
   std::span<const std::int64_t> kv_rows;
+  // Packed rows: (B·T) segment id of every query token, row-major (empty: plain causal). Keys are then
+  // the queries' own tokens (S == T, no offset, no ragged fields): query t of sequence b sees key j
+  // when j <= t and segment_ids[b·T + j] == segment_ids[b·T + t] >= 0. A negative id is padding: it
+  // sees no key (output 0, lse −inf) and no query sees it.
+  std::span<const std::int32_t> segment_ids;
 };
 
 /// out (B, T, H, D) = softmax(q · kᵀ · scale + causal mask) · v per head, f32.
@@ -31,5 +38,15 @@ struct AttentionOptions {
 /// k and v may be views with unit stride along D; q and out must be contiguous.
 void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v,
                        const AttentionOptions& opts = {}, Tensor* lse = nullptr);
+
+/// The backward of attention_forward (SPEC §3.8), f32: from dout (B, T, H, D) and the forward's q, k, v,
+/// out and lse (B, H, T), overwrites dq (B, T, H, D) and dk, dv (B, Hkv, S, D) (keys no query sees get
+/// 0). Per tile P = exp(q·kᵀ·scale − lse) is recomputed; with Δ = rowsum(dout ⊙ out):
+/// dv = Pᵀ·dout, dS = P ⊙ (dout·vᵀ − Δ), dq = scale·dS·k, dk = scale·dSᵀ·q. GQA: a KV head's gradients
+/// sum over its n_rep query heads. opts as in the forward (scale, q_pos_offset, segment_ids); ragged
+/// batches (q_pos_offsets, kv_rows) are a generation feature: UnsupportedError. Every tensor
+/// contiguous. The same bits for any thread count (each element has one writer).
+void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
+                        const Tensor& v, const Tensor& out, const Tensor& lse, const AttentionOptions& opts = {});
 
 }  // namespace adapt::ops

@@ -3,15 +3,14 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "ops/backward_staging.h"
+#include "ops/attention.h"
 #include "ops/cpu/backward_cpu.h"
 #include "ops/op_checks.h"
 
 namespace adapt::ops {
 
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
-                        const Tensor& v, const Tensor& out, const Tensor& lse, const AttentionOptions& opts,
-                        std::span<const std::int32_t> segment_ids) {
+                        const Tensor& v, const Tensor& out, const Tensor& lse, const AttentionOptions& opts) {
   constexpr const char* op = "attention_backward";
   detail::require_same_device(op, dq, {&dk, &dv, &dout, &q, &k, &v, &out, &lse});
   if (!detail::on_cpu(op, dq)) return;
@@ -27,21 +26,24 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
                 "attention_backward: ragged batches (q_pos_offsets / kv_rows) are a generation feature; training "
                 "attends within each row of the batch (use q_pos_offset and segment ids)");
   detail::require_shape(op, k, Shape{B, Hkv, S, D}, "(B, Hkv, S, D) with q's B and D");
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&dk, &dv, &v}) detail::require_shape(op, *t, k.shape(), "same as k");
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&dq, &dout, &out}) detail::require_shape(op, *t, q.shape(), "same as q");
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&dk, &dv, &v})
+    detail::require_shape(op, *t, k.shape(), "same as k");
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&dq, &dout, &out})
+    detail::require_shape(op, *t, q.shape(), "same as q");
   detail::require_shape(op, lse, Shape{B, H, T}, "(B, H, T): the forward's log-sum-exp");
   ADAPT_REQUIRE(Hkv > 0 && H % Hkv == 0, ShapeError,
-                "attention_backward: {} query heads in '{}' are not a multiple of {} KV heads in '{}'", H, q.name(), Hkv,
-                k.name());
+                "attention_backward: {} query heads in '{}' are not a multiple of {} KV heads in '{}'", H, q.name(),
+                Hkv, k.name());
   ADAPT_REQUIRE(opts.q_pos_offset >= 0 && S >= opts.q_pos_offset + T, ShapeError,
                 "attention_backward: {} queries at offset {} need {} keys but '{}' holds S = {}", T, opts.q_pos_offset,
                 opts.q_pos_offset + T, k.name(), S);
+  const std::span<const std::int32_t> segment_ids = opts.segment_ids;
   if (!segment_ids.empty()) {
     ADAPT_REQUIRE(static_cast<std::int64_t>(segment_ids.size()) == B * T && S == T && opts.q_pos_offset == 0,
                   ShapeError,
                   "attention_backward: segment ids ({} given) need one per query (B·T = {}) and keys that are the "
-                  "queries' own tokens (S = {} == T = {}, offset {} == 0)", segment_ids.size(), B * T, S, T,
-                  opts.q_pos_offset);
+                  "queries' own tokens (S = {} == T = {}, offset {} == 0)",
+                  segment_ids.size(), B * T, S, T, opts.q_pos_offset);
   }
   cpu::AttentionBackwardArgs a;
   a.q = q.data<float>(), a.k = k.data<float>(), a.v = v.data<float>();
@@ -58,48 +60,6 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
     return;
   }
   cpu::attention_backward(a);
-}
-
-void attention_forward_segmented(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v,
-                                 std::span<const std::int32_t> segment_ids, const AttentionOptions& opts, Tensor* lse) {
-  constexpr const char* op = "attention_forward";
-  detail::require_same_device(op, out, {&q, &k, &v});
-  if (lse) detail::require_same_device(op, out, {lse});
-  if (!detail::on_cpu(op, out)) return;
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&out, &q, &k, &v}) {
-    detail::require_dtype(op, *t, DType::F32);
-    detail::require_contiguous(op, *t);
-  }
-  ADAPT_REQUIRE(q.rank() == 4 && k.rank() == 4, ShapeError,
-                "attention_forward: q '{}' {} must be (B, T, H, D) and k '{}' {} (B, Hkv, S, D)", q.name(),
-                q.shape().str(), k.name(), k.shape().str());
-  const std::int64_t B = q.dim(0), T = q.dim(1), H = q.dim(2), D = q.dim(3), Hkv = k.dim(1);
-  detail::require_shape(op, out, q.shape(), "same as q");
-  detail::require_shape(op, k, Shape{B, Hkv, T, D}, "(B, Hkv, T, D): with segment ids the keys are the queries' tokens");
-  detail::require_shape(op, v, k.shape(), "same as k");
-  ADAPT_REQUIRE(Hkv > 0 && H % Hkv == 0, ShapeError,
-                "attention_forward: {} query heads in '{}' are not a multiple of {} KV heads in '{}'", H, q.name(), Hkv,
-                k.name());
-  ADAPT_REQUIRE(opts.q_pos_offset == 0 && opts.q_pos_offsets.empty() && opts.kv_rows.empty(), UnsupportedError,
-                "attention_forward: segment ids mask packed training rows; they do not combine with KV-cache offsets "
-                "or ragged batches");
-  ADAPT_REQUIRE(static_cast<std::int64_t>(segment_ids.size()) == B * T, ShapeError,
-                "attention_forward: {} segment ids given but q '{}' has B·T = {} tokens", segment_ids.size(), q.name(),
-                B * T);
-  cpu::AttentionArgs a;
-  a.q = q.data<float>(), a.k = k.data<float>(), a.v = v.data<float>(), a.out = out.data<float>();
-  if (lse) {
-    detail::require_dtype(op, *lse, DType::F32);
-    detail::require_contiguous(op, *lse);
-    detail::require_shape(op, *lse, Shape{B, H, T}, "(B, H, T): one log-sum-exp per query row");
-    a.lse = lse->data<float>();
-  }
-  a.B = B, a.T = T, a.H = H, a.Hkv = Hkv, a.D = D, a.S = T;
-  a.k_stride_b = k.stride(0), a.k_stride_h = k.stride(1), a.k_stride_s = k.stride(2);
-  a.v_stride_b = v.stride(0), a.v_stride_h = v.stride(1), a.v_stride_s = v.stride(2);
-  a.scale = opts.scale != 0.0f ? opts.scale : 1.0f / std::sqrt(static_cast<float>(D));
-  if (B * T * H == 0) return;
-  cpu::attention_forward_segments(a, segment_ids.data());
 }
 
 }  // namespace adapt::ops

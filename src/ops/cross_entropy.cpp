@@ -8,8 +8,8 @@
 
 namespace adapt::ops {
 
-CrossEntropyResult cross_entropy_forward_backward(Tensor& logits, const Tensor& targets, const CrossEntropyOptions& opts,
-                                                  Tensor* row_loss) {
+CrossEntropyResult cross_entropy_forward_backward(Tensor& logits, const Tensor& targets,
+                                                  const CrossEntropyOptions& opts, Tensor* row_loss) {
   constexpr const char* op = "cross_entropy_forward_backward";
   detail::require_same_device(op, logits, {&targets});
   if (row_loss) detail::require_same_device(op, logits, {row_loss});
@@ -33,8 +33,8 @@ CrossEntropyResult cross_entropy_forward_backward(Tensor& logits, const Tensor& 
     const std::int64_t y = a.targets32 ? a.targets32[r] : a.targets64[r];
     ADAPT_REQUIRE(y == opts.ignore_index || (y >= 0 && y < Z.cols), ShapeError,
                   "{}: target {} of row {} in '{}' is outside the vocabulary [0, {}) and is not the ignore index {}; "
-                  "the labels do not belong to this model's tokenizer", op, y, r, targets.name(), Z.cols,
-                  opts.ignore_index);
+                  "the labels do not belong to this model's tokenizer",
+                  op, y, r, targets.name(), Z.cols, opts.ignore_index);
   }
   if (row_loss) {
     detail::require_dtype(op, *row_loss, DType::F32);

@@ -14,13 +14,13 @@ struct CrossEntropyOptions {
   /// 1 / n_valid; with gradient accumulation or data parallelism, 1 / n_loss_tokens of the whole
   /// global batch (the caller knows it before the forward; the loss sum is then normalised the same way).
   float grad_scale = 1.0f;
-  bool grad = true;                   // false: loss only, logits left untouched (evaluation)
-  std::int64_t ignore_index = -100;   // HF ignore_index
+  bool grad = true;                  // false: loss only, logits left untouched (evaluation)
+  std::int64_t ignore_index = -100;  // HF ignore_index
 };
 
 struct CrossEntropyResult {
-  double loss_sum = 0.0;      // Σ over targets != ignore_index of −log softmax(z)[y], summed in row order
-  std::int64_t n_valid = 0;   // rows whose target is not ignore_index
+  double loss_sum = 0.0;     // Σ over targets != ignore_index of −log softmax(z)[y], summed in row order
+  std::int64_t n_valid = 0;  // rows whose target is not ignore_index
 };
 
 /// logits (.., V) f32 (rows with one row stride), targets (..) i32 or i64 with one entry per row:

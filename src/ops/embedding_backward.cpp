@@ -30,9 +30,10 @@ void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids) {
   const std::int64_t* ids64 = ids.dtype() == DType::I64 ? ids.data<std::int64_t>() : nullptr;
   for (std::int64_t i = 0; i < n; ++i) {
     const std::int64_t id = ids32 ? ids32[i] : ids64[i];
-    ADAPT_REQUIRE(id >= 0 && id < V, ShapeError,
-                  "embedding_backward: token id {} at flat position {} of '{}' is outside the vocabulary [0, {}) of '{}'",
-                  id, i, ids.name(), V, dtable.name());
+    ADAPT_REQUIRE(
+        id >= 0 && id < V, ShapeError,
+        "embedding_backward: token id {} at flat position {} of '{}' is outside the vocabulary [0, {}) of '{}'", id, i,
+        ids.name(), V, dtable.name());
   }
   cpu::embedding_backward(dtable.data<float>(), C, DO.data, DO.ld, ids32, ids64, n);
 }

@@ -2,7 +2,9 @@
 // The angles come from model::rope_inv_freq (default, linear or llama3 scaling), so the op itself
 // knows nothing about scaling. cos/sin tables cover the positions of one call (KV-cache offset
 // included), so no table of max_position_embeddings rows is ever built. A batch whose sequences sit at
-// different lengths (a ragged KV cache) gets one table per sequence.
+// different lengths (a ragged KV cache) gets one table per sequence; packed training rows, whose
+// positions restart at each document, get one table row per token. The backward is the inverse
+// rotation (rope_backward.cpp).
 #pragma once
 
 #include <cstdint>
@@ -29,5 +31,16 @@ void rope_table_fill(Tensor& cos, Tensor& sin, const std::vector<float>& inv_fre
 /// cos/sin from rope_table_fill: (T, D/2) when every sequence of the batch is at the same positions,
 /// or (B, T, D/2) with one table per sequence.
 void rope_forward(Tensor& x, const Tensor& cos, const Tensor& sin);
+
+/// Per-token tables: cos, sin (.., D/2) with the positions' shape (e.g. (B, T) → (B, T, D/2)): row i
+/// holds exactly what rope_table_fill gives for position positions[i] (i32 or i64, each >= 0). Used
+/// with rope_forward / rope_backward as a per-sequence table.
+void rope_table_fill_positions(Tensor& cos, Tensor& sin, const std::vector<float>& inv_freq, const Tensor& positions);
+
+/// The backward of rope_forward, in place: dx (B, T, Hx, D) holds the gradient of the rotated x and
+/// receives that of its input, the rotation by −θ (SPEC §3.8):
+///   dx[j] ← g[j]·cosθ + g[j+D/2]·sinθ,   dx[j+D/2] ← g[j+D/2]·cosθ − g[j]·sinθ.
+/// cos/sin: the forward's tables, (T, D/2) or (B, T, D/2).
+void rope_backward(Tensor& dx, const Tensor& cos, const Tensor& sin);
 
 }  // namespace adapt::ops

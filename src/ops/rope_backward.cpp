@@ -3,7 +3,6 @@
 #include <vector>
 
 #include "core/error.h"
-#include "ops/backward_staging.h"
 #include "ops/cpu/backward_cpu.h"
 #include "ops/op_checks.h"
 #include "ops/rope.h"

@@ -14,10 +14,12 @@ void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout, const Tenso
                            DO = detail::as_matrix(op, dout), G = detail::as_matrix(op, gate),
                            U = detail::as_matrix(op, up);
   for (const detail::MatrixView* m : {&DG, &DU, &DO, &U}) {
-    ADAPT_REQUIRE(m->rows == G.rows && m->cols == G.cols, ShapeError,
-                  "swiglu_backward: dgate '{}' {}, dup '{}' {}, dout '{}' {}, gate '{}' {} and up '{}' {} must have the "
-                  "same shape", dgate.name(), dgate.shape().str(), dup.name(), dup.shape().str(), dout.name(),
-                  dout.shape().str(), gate.name(), gate.shape().str(), up.name(), up.shape().str());
+    ADAPT_REQUIRE(
+        m->rows == G.rows && m->cols == G.cols, ShapeError,
+        "swiglu_backward: dgate '{}' {}, dup '{}' {}, dout '{}' {}, gate '{}' {} and up '{}' {} must have the "
+        "same shape",
+        dgate.name(), dgate.shape().str(), dup.name(), dup.shape().str(), dout.name(), dout.shape().str(), gate.name(),
+        gate.shape().str(), up.name(), up.shape().str());
   }
   cpu::swiglu_backward(DG.data, DG.ld, DU.data, DU.ld, DO.data, DO.ld, G.data, G.ld, U.data, U.ld, G.rows, G.cols);
 }

@@ -267,6 +267,13 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml) {
   Timer run_timer;
   const std::int64_t first_step = step;
   double last_loss = 0;
+  if (step == 0) {  // the adapter starts as an exact no-op: this is the base model's eval loss
+    const double e = evaluate();
+    if (e >= 0) {
+      metrics.write({{"kind", "eval"}, {"step", 0}, {"eval_loss", e}, {"eval_ppl", std::exp(e)}});
+      log::info0("eval before training (the base model): loss {:.4f}  perplexity {:.3f}", e, std::exp(e));
+    }
+  }
   const std::int64_t stop_at = cfg.train.stop_after ? std::min(cfg.train.steps, step + *cfg.train.stop_after)
                                                    : cfg.train.steps;
   while (step < cfg.train.steps) {

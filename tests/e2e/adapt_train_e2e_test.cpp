@@ -67,7 +67,7 @@ TEST_CASE("training lowers the loss and a resumed run is bit-identical to an uni
   CHECK(a.out.find("step 10/10") != std::string::npos);
   CHECK(fs::exists(straight.dir / "run/adapter/adapter_model.safetensors"));
   CHECK(fs::exists(straight.dir / "run/adapter/adapter_config.json"));
-  CHECK(straight.metrics("eval").size() == 2);
+  CHECK(straight.metrics("eval").size() == 3);  // before training (the base model), at 5 and at 10
 
   Job resumed;
   Run b1 = resumed.train("--set train.stop_after=5");  // the same job, stopped after 5 steps...
@@ -93,8 +93,27 @@ TEST_CASE("training lowers the held-out loss") {
   INFO(r.out);
   REQUIRE(r.code == 0);
   auto evals = job.metrics("eval");
-  REQUIRE(evals.size() == 4);
+  REQUIRE(evals.size() == 5);  // steps 0 (the base model), 10, 20, 30, 40
   CHECK(evals.back()["eval_loss"].get<double>() < evals.front()["eval_loss"].get<double>() - 0.01);
+
+  // The exported adapter: adapt_eval scores training text better with it than without; adapt_gen runs with it.
+  json rec = {{"text", file_read_text(test::source_dir() / "inputs/corpus/python/csv_summary.py")}};
+  test::write_bytes(job.dir / "eval.jsonl", rec.dump() + "\n");
+  const std::string eval = bin("adapt_eval") + " --model " + (job.dir / "model").string() + " --data " +
+                           (job.dir / "eval.jsonl").string();
+  Run base = run(eval), adapted = run(eval + " --adapter " + (job.dir / "run/adapter").string());
+  INFO(base.out, adapted.out);
+  REQUIRE(base.code == 0);
+  REQUIRE(adapted.code == 0);
+  const double base_loss = std::stod(base.out.substr(base.out.find("loss ") + 5));
+  const double adapted_loss = std::stod(adapted.out.substr(adapted.out.find("loss ") + 5));
+  CHECK(adapted_loss < base_loss);
+  test::write_bytes(job.dir / "gen.toml", "[model]\npath = \"model\"\nadapter = \"run/adapter\"\n[output]\ndir = \"gen\"\n"
+                                          "[defaults]\nmax_new_tokens = 8\n[[prompts]]\nid = \"a\"\ntext = \"def \"\n");
+  Run gen = run(bin("adapt_gen") + " --input " + (job.dir / "gen.toml").string());
+  INFO(gen.out);
+  CHECK(gen.code == 0);
+  CHECK(gen.out.find("adapter") != std::string::npos);
 }
 
 TEST_CASE("SIGUSR1 writes a checkpoint at the next step and exits 75; the rerun resumes") {

@@ -58,8 +58,8 @@ void gather_rows(const AttentionBackwardArgs& a, const std::vector<float>& delta
 // One tile: P = exp(S − lse) on visible entries (0 elsewhere, and on rows that saw no key at all),
 // then dS = P ⊙ (dP − Δ) written over dP. s holds the scaled scores on entry, dp holds dO·Vᵀ.
 ADAPT_CPU_KERNEL void tile_probs_and_dscores(float* s, float* dp, const float* lse, const float* delta,
-                                             std::int64_t rows, std::int64_t tile, std::int64_t n_rep,
-                                             std::int64_t t0, std::int64_t j0, const Visibility& vis) {
+                                             std::int64_t rows, std::int64_t tile, std::int64_t n_rep, std::int64_t t0,
+                                             std::int64_t j0, const Visibility& vis) {
   for (std::int64_t r = 0; r < rows; ++r) {
     float* sr = s + r * kKeyTile;
     float* dpr = dp + r * kKeyTile;
@@ -93,8 +93,8 @@ ADAPT_CPU_KERNEL void tile_probs_and_dscores(float* s, float* dp, const float* l
 }
 
 // S = scale · Q · K[j0 : j0 + tile]ᵀ and dP = dO · V[j0 : j0 + tile]ᵀ for the gathered rows.
-void tile_scores(const AttentionBackwardArgs& a, const float* kb, const float* vb, std::int64_t rows,
-                 std::int64_t j0, std::int64_t tile, Scratch& sc) {
+void tile_scores(const AttentionBackwardArgs& a, const float* kb, const float* vb, std::int64_t rows, std::int64_t j0,
+                 std::int64_t tile, Scratch& sc) {
   const auto D = static_cast<blasint>(a.D);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(rows), static_cast<blasint>(tile), D,
               a.scale, sc.q.data(), D, kb + j0 * a.D, D, 0.0f, sc.s.data(), static_cast<blasint>(kKeyTile));
@@ -137,8 +137,8 @@ void key_block(const AttentionBackwardArgs& a, const std::vector<float>& delta, 
 }
 
 // dQ of positions [t0, t1) x the heads of group g.
-void query_block(const AttentionBackwardArgs& a, const std::vector<float>& delta, const Visibility& vis,
-                 std::int64_t b, std::int64_t g, std::int64_t t0, std::int64_t t1, Scratch& sc) {
+void query_block(const AttentionBackwardArgs& a, const std::vector<float>& delta, const Visibility& vis, std::int64_t b,
+                 std::int64_t g, std::int64_t t0, std::int64_t t1, Scratch& sc) {
   const std::int64_t n_rep = a.H / a.Hkv, D = a.D, rows = (t1 - t0) * n_rep;
   const float* kb = a.k + (b * a.Hkv + g) * a.S * D;
   const float* vb = a.v + (b * a.Hkv + g) * a.S * D;
@@ -192,7 +192,7 @@ void attention_backward(const AttentionBackwardArgs& a) {
 #pragma omp parallel
   {
     thread_local Scratch sc;  // reused across calls: no allocation once warm
-    // Early key blocks are seen by the most queries: hand them out first.
+                              // Early key blocks are seen by the most queries: hand them out first.
 #pragma omp for schedule(dynamic, 1) nowait
     for (std::int64_t task = 0; task < BG * n_key_blocks; ++task) {
       const std::int64_t kb = task / BG, bg = task % BG, b = bg / a.Hkv;

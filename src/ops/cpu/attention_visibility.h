@@ -25,7 +25,8 @@ struct Visibility {
     std::unordered_map<std::int32_t, std::int64_t> seen;
     for (std::int64_t t = 0; t < T; ++t) first[static_cast<std::size_t>(t)] = seen.try_emplace(seg[t], t).first->second;
     seen.clear();
-    for (std::int64_t t = T - 1; t >= 0; --t) last[static_cast<std::size_t>(t)] = seen.try_emplace(seg[t], t).first->second;
+    for (std::int64_t t = T - 1; t >= 0; --t)
+      last[static_cast<std::size_t>(t)] = seen.try_emplace(seg[t], t).first->second;
   }
   bool visible(std::int64_t t, std::int64_t j) const {
     return j <= offset + t && (!seg || (seg[t] >= 0 && seg[t] == seg[j]));

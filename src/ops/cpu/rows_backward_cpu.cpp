@@ -16,8 +16,8 @@ namespace {
 constexpr std::int64_t kParallelMinElements = 1 << 16;
 constexpr std::int64_t kColumnChunk = 64;  // columns per task of the across-row reductions
 
-ADAPT_CPU_KERNEL void rms_norm_backward_row(float* dx, bool accumulate, const float* dy, const float* x,
-                                            const float* w, float rstd, std::int64_t cols) {
+ADAPT_CPU_KERNEL void rms_norm_backward_row(float* dx, bool accumulate, const float* dy, const float* x, const float* w,
+                                            float rstd, std::int64_t cols) {
   // y_j = x_j · r · w_j with r = (Σ x² / C + eps)^-1/2 and dr/dx_k = −r³ x_k / C, so with u = dy ⊙ w:
   // dx_k = r · u_k − x_k · r³ · (Σ_j u_j x_j) / C (SPEC §3.8).
   double dot = 0.0;  // double, as the forward's sum of squares

@@ -126,8 +126,8 @@ void swiglu_forward(std::vector<T>& out, const std::vector<T>& gate, const std::
 
 /// dgate, dup += the gradients.
 template <typename T>
-void swiglu_backward(std::vector<T>& dgate, std::vector<T>& dup, const std::vector<T>& dout,
-                     const std::vector<T>& gate, const std::vector<T>& up) {
+void swiglu_backward(std::vector<T>& dgate, std::vector<T>& dup, const std::vector<T>& dout, const std::vector<T>& gate,
+                     const std::vector<T>& up) {
   dgate.resize(gate.size(), T(0));
   dup.resize(gate.size(), T(0));
   for (size_t i = 0; i < gate.size(); ++i) {
@@ -191,9 +191,9 @@ CrossEntropyRef<T> cross_entropy(std::vector<T>* dlogits, const std::vector<T>& 
 
 struct AttentionShape {
   size_t B = 0, T = 0, H = 0, Hkv = 0, D = 0, S = 0;  // q (B, T, H, D); k, v (B, Hkv, S, D)
-  size_t offset = 0;                               // query t sits at position offset + t among the keys
-  const std::int32_t* segment_ids = nullptr;       // (B, T) or null; then S == T, offset 0
-  double scale = 0;                                // 0: 1/sqrt(D)
+  size_t offset = 0;                                  // query t sits at position offset + t among the keys
+  const std::int32_t* segment_ids = nullptr;          // (B, T) or null; then S == T, offset 0
+  double scale = 0;                                   // 0: 1/sqrt(D)
 
   /// Key j visible to query t of sequence b: causal, and within the same non-negative segment.
   bool visible(size_t b, size_t t, size_t j) const {
@@ -217,7 +217,8 @@ T attention_probs(std::vector<T>& p, const std::vector<T>& q, const std::vector<
   for (size_t j = 0; j < s.S; ++j) {
     if (!s.visible(b, t, j)) continue;
     T dot = 0;
-    for (size_t d = 0; d < s.D; ++d) dot += q[((b * s.T + t) * s.H + h) * s.D + d] * k[((b * s.Hkv + g) * s.S + j) * s.D + d];
+    for (size_t d = 0; d < s.D; ++d)
+      dot += q[((b * s.T + t) * s.H + h) * s.D + d] * k[((b * s.Hkv + g) * s.S + j) * s.D + d];
     p[j] = dot * scale;
     m = std::max(m, p[j]);
   }

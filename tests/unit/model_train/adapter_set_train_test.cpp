@@ -9,7 +9,7 @@
 
 #include "adapters/adapter_set.h"
 #include "model/llama_train.h"
-#include "ops/backward_staging.h"
+#include "ops/rope.h"
 #include "tests/unit/model_train/llama_ref.h"
 #include "tests/unit/model_train/train_test_util.h"
 
@@ -18,8 +18,8 @@ using namespace adapt::test::train;
 
 namespace {
 
-const model::WeightKind kTargets[] = {model::WeightKind::Wq,    model::WeightKind::Wk, model::WeightKind::Wv,
-                                      model::WeightKind::Wo,    model::WeightKind::WGate, model::WeightKind::WUp,
+const model::WeightKind kTargets[] = {model::WeightKind::Wq,   model::WeightKind::Wk,    model::WeightKind::Wv,
+                                      model::WeightKind::Wo,   model::WeightKind::WGate, model::WeightKind::WUp,
                                       model::WeightKind::WDown};
 
 // LoRA B starts at 0 (an exact no-op), which would leave A without gradient: give B random values.

@@ -69,24 +69,34 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const char* v = argv[i + 1];
-    if (k == "--preset") preset = v;
-    else if (k == "--batch") B = std::atoll(v);
-    else if (k == "--tokens") T = std::atoll(v);
-    else if (k == "--steps") steps = std::atoll(v);
-    else if (k == "--lora-rank") rank = std::atoll(v);
-    else if (k == "--chunk") chunk = std::atoll(v);
+    if (k == "--preset")
+      preset = v;
+    else if (k == "--batch")
+      B = std::atoll(v);
+    else if (k == "--tokens")
+      T = std::atoll(v);
+    else if (k == "--steps")
+      steps = std::atoll(v);
+    else if (k == "--lora-rank")
+      rank = std::atoll(v);
+    else if (k == "--chunk")
+      chunk = std::atoll(v);
     else {
-      std::fprintf(stderr, "unknown option %s\nusage: %s [--preset P] [--batch B] [--tokens T] [--steps N] [--lora-rank r] [--chunk rows]\n",
+      std::fprintf(stderr,
+                   "unknown option %s\nusage: %s [--preset P] [--batch B] [--tokens T] [--steps N] [--lora-rank r] "
+                   "[--chunk rows]\n",
                    argv[i], argv[0]);
       return 2;
     }
   }
   const model::LlamaConfig c = model::llama_config_preset(preset);
   const model::LlamaModel m = random_model(c);
-  std::printf("preset %s: L=%lld C=%lld H=%lld Hkv=%lld D=%lld F=%lld V=%lld; batch %lld x %lld tokens; LoRA rank %lld; logits chunk %lld rows\n",
-              preset.c_str(), (long long)c.n_layers, (long long)c.hidden_size, (long long)c.n_heads,
-              (long long)c.n_kv_heads, (long long)c.head_dim, (long long)c.intermediate_size, (long long)c.vocab_size,
-              (long long)B, (long long)T, (long long)rank, (long long)chunk);
+  std::printf(
+      "preset %s: L=%lld C=%lld H=%lld Hkv=%lld D=%lld F=%lld V=%lld; batch %lld x %lld tokens; LoRA rank %lld; logits "
+      "chunk %lld rows\n",
+      preset.c_str(), (long long)c.n_layers, (long long)c.hidden_size, (long long)c.n_heads, (long long)c.n_kv_heads,
+      (long long)c.head_dim, (long long)c.intermediate_size, (long long)c.vocab_size, (long long)B, (long long)T,
+      (long long)rank, (long long)chunk);
   std::printf("peak RSS after building the weights: %.1f MB\n", peak_rss_mb());
 
   Tensor ids = Tensor::empty({B, T}, DType::I32), targets = Tensor::empty({B, T}, DType::I32);
@@ -117,19 +127,23 @@ int main(int argc, char** argv) {
     for (std::int64_t s = 0; s < steps; ++s) {
       hook.events.clear();
       const auto t0 = std::chrono::steady_clock::now();
-      r = model::llama_train_step(m, in, rank > 0 ? &hook : nullptr, {.recompute = recompute, .logits_chunk_rows = chunk}, &ws);
+      r = model::llama_train_step(m, in, rank > 0 ? &hook : nullptr,
+                                  {.recompute = recompute, .logits_chunk_rows = chunk}, &ws);
       best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     double best_eval = 1e30;
     for (std::int64_t s = 0; s < steps; ++s) {
       const auto t0 = std::chrono::steady_clock::now();
-      model::llama_train_step(m, in, rank > 0 ? &hook : nullptr, {.recompute = recompute, .backward = false, .logits_chunk_rows = chunk}, &ws);
+      model::llama_train_step(m, in, rank > 0 ? &hook : nullptr,
+                              {.recompute = recompute, .backward = false, .logits_chunk_rows = chunk}, &ws);
       best_eval = std::min(best_eval, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
-    std::printf("recompute %-3s: forward + loss only %.3f s; loss %.4f; saved %.1f MB + scratch %.1f MB = %.1f MB (workspaces); step %.3f s "
-                "(best of %lld, %.0f tokens/s); peak RSS so far %.1f MB\n",
-                recompute ? "on" : "off", best_eval, r.loss(), r.memory.saved_bytes / 1e6, r.memory.scratch_bytes / 1e6,
-                r.memory.total_bytes() / 1e6, best, (long long)steps, static_cast<double>(B * T) / best, peak_rss_mb());
+    std::printf(
+        "recompute %-3s: forward + loss only %.3f s; loss %.4f; saved %.1f MB + scratch %.1f MB = %.1f MB "
+        "(workspaces); step %.3f s "
+        "(best of %lld, %.0f tokens/s); peak RSS so far %.1f MB\n",
+        recompute ? "on" : "off", best_eval, r.loss(), r.memory.saved_bytes / 1e6, r.memory.scratch_bytes / 1e6,
+        r.memory.total_bytes() / 1e6, best, (long long)steps, static_cast<double>(B * T) / best, peak_rss_mb());
   }
   return 0;
 }

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "core/error.h"
+#include "model/llama_forward.h"
 #include "model/llama_train.h"
-#include "ops/backward_staging.h"
 #include "ops/rope.h"
 #include "tests/unit/model_train/llama_ref.h"
 #include "tests/unit/model_train/test_hook.h"
@@ -40,10 +40,10 @@ void check_gradients(std::int64_t n_kv_heads, HookKind kind, bool with_segments)
   CHECK(r.loss_scale == doctest::Approx(1.0 / 17));
 
   // The f64 reference with the same per-token RoPE tables.
-  Tensor cos = Tensor::empty({2, 11, c.head_dim / 2}, DType::F32), sin = Tensor::empty({2, 11, c.head_dim / 2}, DType::F32);
+  Tensor cos = Tensor::empty({2, 11, c.head_dim / 2}, DType::F32),
+         sin = Tensor::empty({2, 11, c.head_dim / 2}, DType::F32);
   ops::rope_table_fill_positions(cos, sin, m.inv_freq, batch.positions);
-  test::RefLlama<double> ref(m, hook, batch.ids, batch.targets, cos, sin,
-                             with_segments ? batch.segments : Tensor());
+  test::RefLlama<double> ref(m, hook, batch.ids, batch.targets, cos, sin, with_segments ? batch.segments : Tensor());
   const double scale = 1.0 / static_cast<double>(r.n_loss_tokens);
   const double ref_loss = ref.loss_sum();
   CHECK(std::fabs(r.loss_sum - ref_loss) / ref_loss < kLossTol);
@@ -92,10 +92,12 @@ TEST_CASE("recomputation on and off: the same loss and gradients bit for bit, ho
   const model::LlamaModel m = tiny_model(2);
   const Batch batch = packed_batch(m.config.vocab_size);
   // Two hooks with the same parameters (make_hook is deterministic), each with its own gradients.
-  test::TestHook keep = make_hook(m.config, HookKind::Everywhere), recompute = make_hook(m.config, HookKind::Everywhere);
+  test::TestHook keep = make_hook(m.config, HookKind::Everywhere),
+                 recompute = make_hook(m.config, HookKind::Everywhere);
   Tensor d_keep = Tensor::zeros({2, 11, 24}, DType::F32), d_re = Tensor::zeros({2, 11, 24}, DType::F32);
   model::TrainWorkspace ws_keep, ws_re;
-  const model::TrainResult a = model::llama_train_step(m, inputs_of(batch, true), &keep, {.d_embedded = &d_keep}, &ws_keep);
+  const model::TrainResult a =
+      model::llama_train_step(m, inputs_of(batch, true), &keep, {.d_embedded = &d_keep}, &ws_keep);
   const model::TrainResult b =
       model::llama_train_step(m, inputs_of(batch, true), &recompute, {.recompute = true, .d_embedded = &d_re}, &ws_re);
   CHECK(a.loss_sum == b.loss_sum);
@@ -156,7 +158,8 @@ TEST_CASE("evaluation mode: the same loss, no backward, logits copied out; a war
   const model::TrainResult eval =
       model::llama_train_step(m, inputs_of(batch, false), &hook, {.backward = false, .logits = &logits}, &ws);
   CHECK(eval.loss_sum == train.loss_sum);
-  CHECK(std::none_of(hook.events.begin(), hook.events.end(), [](const std::string& e) { return e[0] == 'B' || e[0] == 'b'; }));
+  CHECK(std::none_of(hook.events.begin(), hook.events.end(),
+                     [](const std::string& e) { return e[0] == 'B' || e[0] == 'b'; }));
   CHECK(logits.data<float>()[5] != 0.0f);
   model::llama_train_step(m, inputs_of(batch, false), &hook, {}, &ws);
   CHECK(ws.saved.n_allocations() + ws.scratch.n_allocations() == allocations);
@@ -167,8 +170,8 @@ TEST_CASE("input errors name the tensor before any work") {
   Batch batch = packed_batch(m.config.vocab_size);
   test::TestHook hook = make_hook(m.config, HookKind::Everywhere);
   batch.targets.data<std::int32_t>()[3] = 37;
-  CHECK_THROWS_WITH_AS(model::llama_train_step(m, inputs_of(batch, false), &hook), doctest::Contains("outside the vocabulary"),
-                       ShapeError);
+  CHECK_THROWS_WITH_AS(model::llama_train_step(m, inputs_of(batch, false), &hook),
+                       doctest::Contains("outside the vocabulary"), ShapeError);
   CHECK(hook.events.empty());
   model::TrainInputs bad = inputs_of(batch, false);
   bad.positions = Tensor::zeros({2, 10}, DType::I32, "short_positions");
@@ -184,8 +187,9 @@ TEST_CASE("lm_head and the loss in chunks of rows: the same loss, logits and gra
   Tensor da = Tensor::zeros({2, 11, 24}, DType::F32), db = Tensor::zeros({2, 11, 24}, DType::F32);
   const model::TrainResult a =
       model::llama_train_step(m, inputs_of(batch, false), &whole, {.logits = &la, .d_embedded = &da});
-  const model::TrainResult b = model::llama_train_step(
-      m, inputs_of(batch, false), &chunked, {.logits_chunk_rows = 5, .logits = &lb, .d_embedded = &db});  // 22 rows: 5+5+5+5+2
+  const model::TrainResult b =
+      model::llama_train_step(m, inputs_of(batch, false), &chunked,
+                              {.logits_chunk_rows = 5, .logits = &lb, .d_embedded = &db});  // 22 rows: 5+5+5+5+2
   CHECK(b.n_loss_tokens == a.n_loss_tokens);
   CHECK(b.loss_sum == doctest::Approx(a.loss_sum).epsilon(1e-6));
   // Fewer rows per GEMM may sum in another order: f32 rounding, not bits.
@@ -213,8 +217,13 @@ TEST_CASE("bf16-stored weights (WeightStorage::AsStored) give the gradients of t
   for (std::size_t l = 0; l < f32.weights.layers.size(); ++l) {
     model::LayerWeights& a = f32.weights.layers[l];
     model::LayerWeights& b = bf16.weights.layers[l];
-    for (auto [x, y] : {std::pair{&a.wq, &b.wq}, {&a.wk, &b.wk}, {&a.wv, &b.wv}, {&a.wo, &b.wo}, {&a.w_gate, &b.w_gate},
-                        {&a.w_up, &b.w_up}, {&a.w_down, &b.w_down}})
+    for (auto [x, y] : {std::pair{&a.wq, &b.wq},
+                        {&a.wk, &b.wk},
+                        {&a.wv, &b.wv},
+                        {&a.wo, &b.wo},
+                        {&a.w_gate, &b.w_gate},
+                        {&a.w_up, &b.w_up},
+                        {&a.w_down, &b.w_down}})
       round_trip(*x, *y);
   }
   const Batch batch = packed_batch(f32.config.vocab_size);
@@ -231,4 +240,25 @@ TEST_CASE("bf16-stored weights (WeightStorage::AsStored) give the gradients of t
   CHECK(close(db, da));
   const std::vector<Tensor> ga = ha.grads(), gb = hb.grads();
   for (std::size_t i = 0; i < ga.size(); ++i) CHECK(close(gb[i], ga[i]));
+}
+
+TEST_CASE("the training forward computes llama_forward's logits bit for bit, with and without adapters") {
+  const model::LlamaModel m = tiny_model(2);
+  const Batch batch = packed_batch(m.config.vocab_size);
+  const std::int64_t V = m.config.vocab_size;
+  // Positions 0 .. T−1 both implicitly (one table) and explicitly (per-token tables, the same values).
+  Tensor pos = Tensor::empty({2, 11}, DType::I32, host_allocator(), "positions");
+  for (std::int64_t i = 0; i < 22; ++i) pos.data<std::int32_t>()[i] = static_cast<std::int32_t>(i % 11);
+  for (const HookKind kind : {HookKind::None, HookKind::Partial, HookKind::Everywhere}) {
+    CAPTURE(static_cast<int>(kind));
+    test::TestHook hook = make_hook(m.config, kind);
+    model::AdapterHook* h = kind == HookKind::None ? nullptr : &hook;
+    const Tensor ref = model::llama_forward(m, batch.ids, nullptr, {.hook = h});
+    for (const bool explicit_positions : {false, true}) {
+      Tensor logits = Tensor::zeros({2, 11, V}, DType::F32, "logits");
+      const model::TrainInputs in{batch.ids, batch.targets, explicit_positions ? pos : Tensor(), Tensor()};
+      model::llama_train_step(m, in, h, {.backward = false, .logits = &logits});
+      CHECK(test::same_bits(logits, ref));
+    }
+  }
 }

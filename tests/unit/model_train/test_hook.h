@@ -78,7 +78,7 @@ class TestHook : public model::AdapterHook {
     log_event('F', site.layer);
     p.last_x = x.to_host(DType::F32);
     Tensor t = Tensor::empty({x.dim(0), p.A.dim(0)}, DType::F32);
-    ops::matmul(t, x, p.A);                                                        // x·Aᵀ
+    ops::matmul(t, x, p.A);                                                         // x·Aᵀ
     ops::matmul(y, t, p.B, {.transpose_b = true, .alpha = p.scale, .beta = 1.0f});  // y += s·t·Bᵀ
   }
   void linear_backward(const model::LinearSite& site, const Tensor& x, const Tensor& dy, Tensor& dx) override {
@@ -120,7 +120,7 @@ class TestHook : public model::AdapterHook {
 
   std::map<Key, TestLora> lora;
   std::map<Key, TestBlock> blocks;
-  int x_mismatches = 0;            // backward calls whose inputs differed from their forward's
+  int x_mismatches = 0;             // backward calls whose inputs differed from their forward's
   std::vector<std::string> events;  // "F0" forward of layer 0, "B1" backward of layer 1, ... (lm_head: -1)
 
  private:

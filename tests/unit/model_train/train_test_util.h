@@ -18,7 +18,6 @@ namespace adapt::test::train {
 using model::BlockSite;
 using model::WeightKind;
 
-
 // Finite differences: central, step 1e-5 on parameters of size ~0.1-1, of the f64 reference forward:
 // the quotient is accurate to ~1e-9 of the gradient's scale. The analytic gradients come from the f32
 // training step, so what is compared is f32 rounding through forward and backward (a few 1e-7 per

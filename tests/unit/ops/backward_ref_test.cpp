@@ -158,8 +158,9 @@ TEST_CASE("ref: attention backward matches finite differences (GQA 1/2/4, offset
     for (std::size_t b = 0; b < c.B; ++b)
       for (std::size_t t = 0; t < c.T; ++t) seg[b * c.T + t] = t < 2 + b ? 0 : (t + 1 < c.T ? 1 : -1);
     AttentionShape s{c.B, c.T, c.H, c.Hkv, c.D, c.S, c.offset, c.segments ? seg.data() : nullptr, 0.0};
-    std::vector<double> q = random_vec(c.B * c.T * c.H * c.D, 20, 1.5), k = random_vec(c.B * c.Hkv * c.S * c.D, 21, 1.5),
-                        v = random_vec(c.B * c.Hkv * c.S * c.D, 22), g = random_vec(c.B * c.T * c.H * c.D, 23), out;
+    std::vector<double> q = random_vec(c.B * c.T * c.H * c.D, 20, 1.5),
+                        k = random_vec(c.B * c.Hkv * c.S * c.D, 21, 1.5), v = random_vec(c.B * c.Hkv * c.S * c.D, 22),
+                        g = random_vec(c.B * c.T * c.H * c.D, 23), out;
     auto loss = [&] {
       ops::ref::attention_forward<double>(out, nullptr, q, k, v, s);
       return dot(g, out);

@@ -13,7 +13,6 @@
 
 #include "core/error.h"
 #include "ops/attention.h"
-#include "ops/backward_staging.h"
 #include "ops/cross_entropy.h"
 #include "ops/embedding.h"
 #include "ops/ref/ops_ref.h"
@@ -61,7 +60,8 @@ TEST_CASE("rms_norm_backward: dx and dw against the f64 reference; accumulate an
   Tensor y = test::filled({N, C}, 0.0f), rstd = test::filled({N}, 0.0f, "rstd");
   ops::rms_norm_forward(y, x, w, eps, &rstd);
   std::vector<double> dx_ref, dw_ref(static_cast<std::size_t>(C), 0.0);
-  ops::ref::rms_norm_backward(dx_ref, &dw_ref, to_double(dy), to_double(x), to_double(w), N, C, static_cast<double>(eps));
+  ops::ref::rms_norm_backward(dx_ref, &dw_ref, to_double(dy), to_double(x), to_double(w), N, C,
+                              static_cast<double>(eps));
 
   Tensor dx = test::filled({N, C}, 0.0f, "dx"), dw = test::filled({C}, 0.0f, "dw");
   ops::rms_norm_backward(dx, &dw, dy, x, w, rstd);
@@ -130,7 +130,8 @@ TEST_CASE("rope_backward inverts the rotation: shared, per-sequence and per-toke
   SUBCASE("per-token positions (packed documents) and per-sequence tables agree with the formula") {
     Tensor pos = Tensor::empty({B, T}, DType::I32, host_allocator(), "positions");
     for (std::int64_t b = 0; b < B; ++b)
-      for (std::int64_t t = 0; t < T; ++t) pos.data<std::int32_t>()[b * T + t] = static_cast<std::int32_t>(t < 7 + b ? t : t - 7 - b);
+      for (std::int64_t t = 0; t < T; ++t)
+        pos.data<std::int32_t>()[b * T + t] = static_cast<std::int32_t>(t < 7 + b ? t : t - 7 - b);
     Tensor cos = test::filled({B, T, half}, 0.0f, "cos"), sin = test::filled({B, T, half}, 0.0f, "sin");
     ops::rope_table_fill_positions(cos, sin, inv_freq, pos);
     // Row (b, t) holds exactly what rope_table_fill gives for its position.
@@ -172,7 +173,8 @@ TEST_CASE("cross_entropy_forward_backward: loss sum, count and dlogits in place;
   const Tensor logits = test::random_tensor({N, V}, 9, 4.0f, "logits");
   Tensor targets = Tensor::empty({N}, DType::I32, host_allocator(), "targets");
   std::vector<std::int64_t> tv;
-  for (std::int64_t i = 0; i < N; ++i) tv.push_back(targets.data<std::int32_t>()[i] = i % 4 == 1 ? -100 : (i * 331) % V);
+  for (std::int64_t i = 0; i < N; ++i)
+    tv.push_back(targets.data<std::int32_t>()[i] = i % 4 == 1 ? -100 : (i * 331) % V);
   const double scale = 1.0 / 7.0;  // 7 valid rows: HF's mean
   std::vector<double> dref;
   const auto ref = ops::ref::cross_entropy(&dref, to_double(logits), tv, V, scale);
@@ -232,10 +234,10 @@ void check_attention_backward(const AttnCase& c) {
   const Tensor v = test::random_tensor({c.B, c.Hkv, c.S, c.D}, 33, 1.0f, "v");
   const Tensor dout = test::random_tensor({c.B, c.T, c.H, c.D}, 34, 1.0f, "dout");
   const std::vector<std::int32_t> seg = c.segments ? make_segments(c.B, c.T) : std::vector<std::int32_t>{};
-  ops::ref::AttentionShape s{static_cast<std::size_t>(c.B), static_cast<std::size_t>(c.T), static_cast<std::size_t>(c.H),
-                             static_cast<std::size_t>(c.Hkv), static_cast<std::size_t>(c.D),
-                             static_cast<std::size_t>(c.S), static_cast<std::size_t>(c.offset),
-                             c.segments ? seg.data() : nullptr, 0.0};
+  ops::ref::AttentionShape s{
+      static_cast<std::size_t>(c.B),      static_cast<std::size_t>(c.T),     static_cast<std::size_t>(c.H),
+      static_cast<std::size_t>(c.Hkv),    static_cast<std::size_t>(c.D),     static_cast<std::size_t>(c.S),
+      static_cast<std::size_t>(c.offset), c.segments ? seg.data() : nullptr, 0.0};
   const std::vector<double> qd = to_double(q), kd = to_double(k), vd = to_double(v);
   std::vector<double> out_ref, lse_ref, dq_ref, dk_ref, dv_ref;
   ops::ref::attention_forward(out_ref, &lse_ref, qd, kd, vd, s);
@@ -243,7 +245,7 @@ void check_attention_backward(const AttnCase& c) {
 
   Tensor out = test::filled({c.B, c.T, c.H, c.D}, NAN, "out"), lse = test::filled({c.B, c.H, c.T}, NAN, "lse");
   if (c.segments) {
-    ops::attention_forward_segmented(out, q, k, v, seg, {}, &lse);
+    ops::attention_forward(out, q, k, v, {.segment_ids = seg}, &lse);
   } else {
     ops::attention_forward(out, q, k, v, {.q_pos_offset = c.offset}, &lse);
   }
@@ -261,7 +263,7 @@ void check_attention_backward(const AttnCase& c) {
   CHECK(test::max_rel_error(lse_finite, lse_ref) < kAttentionTol);
   Tensor dq = test::filled(q.shape(), NAN, "dq"), dk = test::filled(k.shape(), NAN, "dk"),
          dv = test::filled(v.shape(), NAN, "dv");
-  ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, {.q_pos_offset = c.offset}, seg);
+  ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, {.q_pos_offset = c.offset, .segment_ids = seg});
   CHECK(test::max_rel_error(dq, dq_ref) < kAttentionTol);
   CHECK(test::max_rel_error(dk, dk_ref) < kAttentionTol);
   CHECK(test::max_rel_error(dv, dv_ref) < kAttentionTol);
@@ -270,7 +272,7 @@ void check_attention_backward(const AttnCase& c) {
   const int threads = omp_get_max_threads();
   omp_set_num_threads(3);
   Tensor dq3 = test::filled(q.shape(), 0.0f), dk3 = test::filled(k.shape(), 0.0f), dv3 = test::filled(v.shape(), 0.0f);
-  ops::attention_backward(dq3, dk3, dv3, dout, q, k, v, out, lse, {.q_pos_offset = c.offset}, seg);
+  ops::attention_backward(dq3, dk3, dv3, dout, q, k, v, out, lse, {.q_pos_offset = c.offset, .segment_ids = seg});
   omp_set_num_threads(threads);
   CHECK(bit_equal(dq3, dq));
   CHECK(bit_equal(dk3, dk));
@@ -294,7 +296,7 @@ TEST_CASE("attention_backward with segment ids: packed documents and padding") {
   check_attention_backward({2, 40, 2, 2, 8, 40, 0, true, 1.0f});   // MHA
 }
 
-TEST_CASE("attention_backward rejects what it cannot do") {
+TEST_CASE("attention with segment ids or backward: what it cannot do is an error") {
   const Tensor q = test::random_tensor({1, 4, 2, 8}, 1), k = test::random_tensor({1, 1, 4, 8}, 2);
   Tensor dq = test::filled(q.shape(), 0.0f), dk = test::filled(k.shape(), 0.0f), dv = test::filled(k.shape(), 0.0f);
   const Tensor lse = test::filled({1, 2, 4}, 0.0f, "lse");
@@ -302,6 +304,10 @@ TEST_CASE("attention_backward rejects what it cannot do") {
   CHECK_THROWS_WITH_AS(ops::attention_backward(dq, dk, dv, q, q, k, k, q, lse, {.kv_rows = rows}),
                        doctest::Contains("ragged"), UnsupportedError);
   const std::vector<std::int32_t> seg = {0, 0, 1};
-  CHECK_THROWS_WITH_AS(ops::attention_backward(dq, dk, dv, q, q, k, k, q, lse, {}, seg),
+  CHECK_THROWS_WITH_AS(ops::attention_backward(dq, dk, dv, q, q, k, k, q, lse, {.segment_ids = seg}),
                        doctest::Contains("segment ids"), ShapeError);
+  Tensor out = test::filled(q.shape(), 0.0f);
+  const std::vector<std::int32_t> seg4 = {0, 0, 1, 1};
+  CHECK_THROWS_WITH_AS(ops::attention_forward(out, q, k, k, {.kv_rows = rows, .segment_ids = seg4}),
+                       doctest::Contains("segment ids"), UnsupportedError);
 }
