@@ -304,8 +304,10 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml) {
     const float scale = n_loss > 0 ? 1.0f / static_cast<float>(n_loss) : 0.0f;
     for (std::size_t k = 0; k < micro.size(); ++k) {
       set.set_step(step, static_cast<std::int64_t>(k));
+      // Logits in 256-row chunks: (N, V) is never held whole (2 GB at 4096 tokens for Llama 3's vocabulary).
       model::TrainResult r = model::llama_train_step(
-          model, wrap_batch(micro[k]), &set, {.recompute = cfg.train.recompute, .loss_scale = scale}, &ws);
+          model, wrap_batch(micro[k]), &set,
+          {.recompute = cfg.train.recompute, .loss_scale = scale, .logits_chunk_rows = 256}, &ws);
       loss_sum += r.loss_sum;
     }
     const double loss = n_loss > 0 ? loss_sum / static_cast<double>(n_loss) : 0.0;
