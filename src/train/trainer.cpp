@@ -145,7 +145,7 @@ std::string train_memory_estimate(const TrainConfig& cfg) {
   const std::int64_t per_token_layer = 4 * C + q + 2 * kv + q + mc.n_heads + 3 * F;
   const std::uint64_t act_full = static_cast<std::uint64_t>(B * T * mc.n_layers * per_token_layer) * 4;
   const std::uint64_t act_recompute = static_cast<std::uint64_t>(B * T * (mc.n_layers * C + per_token_layer)) * 4;
-  const std::uint64_t logits = static_cast<std::uint64_t>(B * T * mc.vocab_size) * 4;
+  const std::uint64_t logits = static_cast<std::uint64_t>(std::min<std::int64_t>(B * T, 256) * mc.vocab_size) * 4;
   const std::uint64_t weights = static_cast<std::uint64_t>(n_base) * 4;
   const std::uint64_t adapter = static_cast<std::uint64_t>(n_adapter) * 4;
   std::string s = fmt::format(
@@ -156,7 +156,7 @@ std::string train_memory_estimate(const TrainConfig& cfg) {
       "  AdamW moments                  {:>12}\n"
       "  activations, saved             {:>12}  (micro-batch {} x {} tokens){}\n"
       "  activations, with recompute    {:>12}{}\n"
-      "  logits and their gradient      {:>12}\n"
+      "  logits and their gradient      {:>12}  (256 rows at a time)\n"
       "  total                          {:>12}\n",
       format_bytes(weights), format_count(n_base), format_bytes(adapter), format_count(n_adapter), format_bytes(adapter),
       format_bytes(2 * adapter), format_bytes(act_full), B, T, cfg.train.recompute ? "" : "  <- in use",
