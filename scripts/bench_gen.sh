@@ -17,10 +17,14 @@
 #          arithmetic is adapt's: CPU bf16 compute in torch 1.13 rounds activations to bf16 and is not
 #          an f32 peer. It is also measured on the bf16 checkpoint (torch_dtype=bfloat16), for context.
 #
-# Threads: every side gets as many threads as there are cores (nproc). Debian's torch calls the
-# pthreads build of OpenBLAS from inside its OpenMP pool; with libgomp's default spin-waiting the two
-# pools fight over the cores (decode measured ~10x slower), so HF runs with OMP_WAIT_POLICY=PASSIVE,
-# the usual remedy (adapt solves the same problem by making OpenBLAS single-threaded inside its pool).
+# Threads: every side gets as many threads as there are cores (nproc), and both run with
+# OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep instead of spinning). HF needs it: Debian's torch
+# calls the pthreads build of OpenBLAS from inside its OpenMP pool, and with libgomp's default
+# spin-waiting the two pools fight over the cores (decode measured ~10x slower). adapt gets the same
+# setting so that the ratio compares like with like; it matters for adapt only when another process
+# shares the cores (then adapt's spinning threads lose their time slices: decode 25-50 tokens/s
+# instead of ~125 with one core taken by another job). adapt is also measured with the default policy
+# (rows "spin"), without a ratio.
 #
 # Each measurement runs ROUNDS times (default 3; rounds interleave the implementations so both sides
 # see the same machine load), each after one untimed warm-up in the same process; the best value of
@@ -160,10 +164,11 @@ print(f"torch {torch.__version__}\ntransformers {transformers.__version__}\n"
 EOF
 
 # ---- measurements ---------------------------------------------------------------------------------
-# name | command; results go to $work/<name>.<round>.txt, greedy tokens to $work/<name>.tokens
-run_adapt() {  # name checkpoint round
-  OMP_NUM_THREADS="$threads" "$gen_bench" "$work/bench-$2" --ids "$work/ids.txt" --decode "$decode_steps" \
-    --reps 1 --warmup 1 --tokens-out "$work/$1.tokens" >"$work/$1.$3.txt" 2>"$work/$1.$3.err" ||
+# Results go to $work/<name>.<round>.txt (`key value` lines), greedy tokens to $work/<name>.tokens.
+run_adapt() {  # name checkpoint round [wait policy]
+  OMP_NUM_THREADS="$threads" OMP_WAIT_POLICY="${4:-PASSIVE}" \
+    "$gen_bench" "$work/bench-$2" --ids "$work/ids.txt" --decode "$decode_steps" --reps 1 --warmup 1 \
+    --tokens-out "$work/$1.tokens" >"$work/$1.$3.txt" 2>"$work/$1.$3.err" ||
     { cat "$work/$1.$3.err" >&2; echo "error: gen_bench failed on the $2 checkpoint" >&2; exit 1; }
 }
 run_hf() {  # name checkpoint compute-dtype round
@@ -180,6 +185,8 @@ for round in $(seq 1 "$rounds"); do
   run_adapt adapt_f32 f32 "$round"
   try_hf hf_f32 f32 f32 "$round"
   run_adapt adapt_bf16 bf16 "$round"
+  run_adapt adapt_f32_spin f32 "$round" ACTIVE
+  run_adapt adapt_bf16_spin bf16 "$round" ACTIVE
   try_hf hf_bf16_as_f32 bf16 f32 "$round"
   try_hf hf_bf16 bf16 bf16 "$round"
 done
@@ -211,15 +218,18 @@ def tokens(name):
     p = os.path.join(work, f"{name}.tokens")
     return open(p).read().split() if os.path.exists(p) else None
 
-res = {n: best(n) for n in ["adapt_f32", "hf_f32", "adapt_bf16", "hf_bf16_as_f32", "hf_bf16"]}
+res = {n: best(n) for n in ["adapt_f32", "hf_f32", "adapt_f32_spin", "adapt_bf16", "hf_bf16_as_f32", "hf_bf16",
+                             "adapt_bf16_spin"]}
 hf = res["hf_f32"] or res["hf_bf16_as_f32"] or res["hf_bf16"]
 hf_name = f"HF {hf['transformers']} / torch {hf['torch']}" if hf else "HF"
 rows = [
     ("f32", "adapt (f32 weights)", "adapt_f32", None),
     ("f32", f"{hf_name}, f32", "hf_f32", "adapt_f32"),
+    ("f32", "adapt (f32 weights), spin", "adapt_f32_spin", None),
     ("bf16", "adapt (bf16 kept, f32 math)", "adapt_bf16", None),
     ("bf16", f"{hf_name}, loaded as f32", "hf_bf16_as_f32", "adapt_bf16"),
     ("bf16", f"{hf_name}, bf16 compute", "hf_bf16", "adapt_bf16"),
+    ("bf16", "adapt (bf16 kept, f32 math), spin", "adapt_bf16_spin", None),
 ]
 print(f"bench preset, batch 1, prompt {prompt_tokens} random ids (seed {seed}), {decode_steps} greedy decode steps, "
       f"{threads} threads, best of {rounds}")
@@ -251,8 +261,9 @@ if res["hf_f32"] and res["hf_bf16_as_f32"]:
     print(f"aim: decode >= 3x HF transformers (f32 peer): {'met' if worst >= 3 else 'not met'} "
           f"(lower of the two ratios: {worst:.2f}x)")
 if hf:
-    print(f"HF: attention '{hf['attention']}', torch threads {hf['torch_threads']}, OpenBLAS threads {threads}, "
-          f"OMP_WAIT_POLICY=PASSIVE; Debian python3-torch {torch_pkg}")
+    print(f"HF: attention '{hf['attention']}', torch threads {hf['torch_threads']}, OpenBLAS threads {threads}; "
+          f"Debian python3-torch {torch_pkg}")
+print(f"both sides OMP_WAIT_POLICY=PASSIVE, except the rows 'spin' (libgomp's default); {threads} threads")
 print("reference (product brief, same machine and shape; not measured by this script): "
       "llama.cpp decodes 144 tokens/s, PyTorch prefills 2,459 tokens/s")
 EOF

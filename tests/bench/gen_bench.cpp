@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,10 @@ std::vector<std::int32_t> ids_read(const std::string& path, std::int64_t vocab) 
   ADAPT_REQUIRE(in.eof(), ConfigError, "'{}': expected whitespace-separated integers", path);
   ADAPT_REQUIRE(!ids.empty(), ConfigError, "'{}' holds no token ids", path);
   return ids;
+}
+
+std::span<float> logits_row(Tensor& logits) {  // (1, V) → V values
+  return {logits.data<float>(), static_cast<std::size_t>(logits.dim(-1))};
 }
 
 int run(int argc, char** argv) {
@@ -106,7 +111,7 @@ int run(int argc, char** argv) {
     Timer t;
     Tensor logits = model::llama_forward(m, ids, &cache, fo, &ws);  // (1, V)
     const double prefill = t.seconds();
-    std::int32_t next = sampler.sample(std::span<float>(logits.data<float>(), static_cast<std::size_t>(logits.dim(-1))), history);
+    std::int32_t next = sampler.sample(logits_row(logits), history);
     const double ttft = t.seconds();
     tokens.push_back(next);
     history.push_back(next);
@@ -116,7 +121,7 @@ int run(int argc, char** argv) {
     for (std::int64_t s = 0; s < steps; ++s) {
       step.data<std::int32_t>()[0] = next;
       logits = model::llama_forward(m, step, &cache, fo, &ws);
-      next = sampler.sample(std::span<float>(logits.data<float>(), static_cast<std::size_t>(logits.dim(-1))), history);
+      next = sampler.sample(logits_row(logits), history);
       tokens.push_back(next);
       history.push_back(next);
     }
