@@ -1,4 +1,4 @@
-// AdapterConfig: the [adapter] section of a job — which adapter (LoRA or bottleneck), its shape,
+// AdapterConfig: the [adapter] section of a job — which adapter (LoRA, bottleneck or both), its shape,
 // placement, initialisation and layer selection. Header-only plain structs: config/ fills them from
 // TOML, adapters/ validates them (adapter_config_check.h) against the base model and builds them.
 // Defaults make the adapted model start exactly equal to the base (LoRA B = 0, bottleneck up = 0).
@@ -12,12 +12,20 @@
 
 namespace adapt::adapters {
 
-enum class AdapterKind { Lora, Bottleneck };
+/// LoraBottleneck: both at once on the same layers, through the one hook (LoRA on the projections,
+/// the bottleneck adapter at the sub-block ends), trained together by one optimizer.
+enum class AdapterKind { Lora, Bottleneck, LoraBottleneck };
 
 /// TOML names of AdapterKind (config schema enumeration(), messages).
 inline std::vector<std::pair<std::string, AdapterKind>> adapter_kind_names() {
-  return {{"lora", AdapterKind::Lora}, {"bottleneck", AdapterKind::Bottleneck}};
+  return {{"lora", AdapterKind::Lora},
+          {"bottleneck", AdapterKind::Bottleneck},
+          {"lora+bottleneck", AdapterKind::LoraBottleneck}};
 }
+
+/// Whether a kind has LoRA sites ([adapter.lora] applies) / bottleneck modules ([adapter.bottleneck]).
+inline bool kind_has_lora(AdapterKind kind) { return kind != AdapterKind::Bottleneck; }
+inline bool kind_has_bottleneck(AdapterKind kind) { return kind != AdapterKind::Lora; }
 
 /// LoRA A/B initialisation (SPEC-llama.md §5.4). Both start with B = 0, so the adapter is a no-op.
 enum class LoraInit {

@@ -77,10 +77,8 @@ void adapter_config_validate(const AdapterConfig& config) {
     ADAPT_REQUIRE(layer >= 0, ConfigError, "adapter.layers contains {}; layer indices start at 0", layer);
     ADAPT_REQUIRE(seen.insert(layer).second, ConfigError, "adapter.layers lists layer {} twice", layer);
   }
-  switch (config.kind) {
-    case AdapterKind::Lora: validate_lora(config.lora); break;
-    case AdapterKind::Bottleneck: validate_bottleneck(config.bottleneck); break;
-  }
+  if (kind_has_lora(config.kind)) validate_lora(config.lora);
+  if (kind_has_bottleneck(config.kind)) validate_bottleneck(config.bottleneck);
 }
 
 void adapter_config_validate(const AdapterConfig& config, const model::LlamaConfig& model) {
@@ -92,7 +90,7 @@ void adapter_config_validate(const AdapterConfig& config, const model::LlamaConf
   if (config.last_n)
     ADAPT_REQUIRE(*config.last_n <= L, ConfigError, "adapter.last_n = {} exceeds the model's {} layers", *config.last_n,
                   L);
-  if (config.kind == AdapterKind::Bottleneck && config.bottleneck.size)
+  if (kind_has_bottleneck(config.kind) && config.bottleneck.size)
     ADAPT_REQUIRE(*config.bottleneck.size <= model.hidden_size, ConfigError,
                   "adapter.bottleneck.size = {} exceeds the model's hidden_size = {}; a bottleneck is narrower than the "
                   "residual stream",

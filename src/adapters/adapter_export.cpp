@@ -93,6 +93,18 @@ void export_adapterhub(const AdapterSet& set, const fs::path& dir, const Adapter
   file_write_atomic(dir / "adapter_config.json", adapterhub_config_json(set, options));
 }
 
+/// Removes the files an export writes (config first), if present.
+void remove_adapter_files(const fs::path& dir) {
+  std::error_code dir_ec;
+  if (!fs::is_directory(dir, dir_ec)) return;
+  for (const char* name : {"adapter_config.json", "adapter_model.safetensors", "adapter.safetensors"}) {
+    std::error_code ec;
+    fs::remove(dir / name, ec);
+    ADAPT_REQUIRE(!ec, IoError, "adapter_export: cannot remove the earlier export's '{}': {}", (dir / name).string(),
+                  ec.message());
+  }
+}
+
 }  // namespace
 
 std::string peft_tensor_name(int layer, WeightKind kind, char factor) {
@@ -109,7 +121,7 @@ std::string adapterhub_tensor_prefix(int layer, BlockSite site, const std::strin
 
 std::string peft_config_json(const AdapterSet& set, const AdapterExportOptions& options) {
   const AdapterConfig& cfg = set.config();
-  ADAPT_CHECK(cfg.kind == AdapterKind::Lora, "peft_config_json needs a LoRA adapter set");
+  ADAPT_CHECK(kind_has_lora(cfg.kind), "peft_config_json needs a set with LoRA adapters");
   const LoraConfig& lora = cfg.lora;
   json targets = json::array();
   for (const WeightKind kind : kTargetKinds)
@@ -144,7 +156,7 @@ std::string peft_config_json(const AdapterSet& set, const AdapterExportOptions& 
 
 std::string adapterhub_config_json(const AdapterSet& set, const AdapterExportOptions& options) {
   const AdapterConfig& cfg = set.config();
-  ADAPT_CHECK(cfg.kind == AdapterKind::Bottleneck, "adapterhub_config_json needs a bottleneck adapter set");
+  ADAPT_CHECK(kind_has_bottleneck(cfg.kind), "adapterhub_config_json needs a set with bottleneck adapters");
   const BottleneckConfig& bn = cfg.bottleneck;
   const std::int64_t C = set.model_config().hidden_size;
   const std::int64_t m = bottleneck_size(bn, C);
@@ -201,14 +213,24 @@ std::string adapterhub_config_json(const AdapterSet& set, const AdapterExportOpt
 
 void adapter_export(const AdapterSet& set, const fs::path& dir, const AdapterExportOptions& options) {
   check_exportable(set, options);
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  ADAPT_REQUIRE(!ec && fs::is_directory(dir), IoError, "adapter_export: cannot create folder '{}': {}", dir.string(),
-                ec ? ec.message() : "a file of that name exists");
-  switch (set.kind()) {
-    case AdapterKind::Lora: export_peft(set, dir, options); break;
-    case AdapterKind::Bottleneck: export_adapterhub(set, dir, options); break;
+  const bool both = set.kind() == AdapterKind::LoraBottleneck;
+  // An earlier export into the same folder (maybe of another kind): remove its files first, so that
+  // adapter_load never finds two adapters or a stale weights file beside a new config.
+  remove_adapter_files(dir);
+  for (const char* sub : {kLoraSubdir, kBottleneckSubdir}) {
+    remove_adapter_files(dir / sub);
+    std::error_code ec;
+    if (!both && fs::is_directory(dir / sub, ec) && fs::is_empty(dir / sub, ec)) fs::remove(dir / sub, ec);
   }
+  const fs::path lora_dir = both ? dir / kLoraSubdir : dir, bn_dir = both ? dir / kBottleneckSubdir : dir;
+  for (const fs::path& d : {lora_dir, bn_dir}) {
+    std::error_code ec;
+    fs::create_directories(d, ec);
+    ADAPT_REQUIRE(!ec && fs::is_directory(d), IoError, "adapter_export: cannot create folder '{}': {}", d.string(),
+                  ec ? ec.message() : "a file of that name exists");
+  }
+  if (kind_has_lora(set.kind())) export_peft(set, lora_dir, options);
+  if (kind_has_bottleneck(set.kind())) export_adapterhub(set, bn_dir, options);
 }
 
 }  // namespace adapt::adapters

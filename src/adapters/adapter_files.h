@@ -1,8 +1,9 @@
 // Adapter folders other tools read: LoRA in HF PEFT's format (adapter_config.json +
 // adapter_model.safetensors, SPEC-llama.md §5; loadable by PEFT and vLLM) and bottleneck adapters in
 // AdapterHub's layout (adapter_config.json + adapter.safetensors, §6.4; load with
-// use_safetensors=True). adapter_load reads either back into an AdapterSet, checking every tensor
-// against the base model.
+// use_safetensors=True). A lora+bottleneck set is a folder holding both: lora/ (PEFT) and bottleneck/
+// (AdapterHub), each usable on its own. adapter_load reads any of the three back into an AdapterSet,
+// checking every tensor against the base model.
 #pragma once
 
 #include <filesystem>
@@ -23,23 +24,35 @@ struct AdapterExportOptions {
   DType dtype = DType::F32;  // tensor dtype in the file: F32, BF16 or F16
 };
 
-enum class AdapterFormat { Peft, AdapterHub };
+/// Peft: adapter_config.json + adapter_model.safetensors. AdapterHub: adapter_config.json +
+/// adapter.safetensors. LoraBottleneck: no adapter_config.json of its own, but a PEFT folder in
+/// `lora/` and an AdapterHub folder in `bottleneck/` (kLoraSubdir, kBottleneckSubdir).
+enum class AdapterFormat { Peft, AdapterHub, LoraBottleneck };
+
+/// The subfolders of a lora+bottleneck adapter folder.
+inline constexpr const char* kLoraSubdir = "lora";
+inline constexpr const char* kBottleneckSubdir = "bottleneck";
 
 /// Writes `set` into `dir` (created if needed): PEFT files for LoRA, AdapterHub files for bottleneck
-/// adapters. Each file is written atomically, the weights first and adapter_config.json last.
+/// adapters, both (in dir/lora and dir/bottleneck) for lora+bottleneck. Each file is written
+/// atomically, the weights first and adapter_config.json last. Adapter files of the other layout left
+/// in `dir` by an earlier export are removed first, so the folder never holds two adapters.
 /// UnsupportedError when the set is merged into base weights (unmerge first) or the dtype is not
 /// F32/BF16/F16.
 void adapter_export(const AdapterSet& set, const fs::path& dir, const AdapterExportOptions& options = {});
 
-/// Which format `dir` holds, from its adapter_config.json ("peft_type" → PEFT; "config" with
-/// "model_type" → AdapterHub). IoError naming the folder and what it expected otherwise.
+/// Which format `dir` holds: from its adapter_config.json ("peft_type" → PEFT; "config" with
+/// "model_type" → AdapterHub), or LoraBottleneck when it has none but lora/ and bottleneck/ each have
+/// one. IoError naming the folder and what it expected otherwise (also for a folder with both a
+/// top-level adapter_config.json and those subfolders, or with only one of the subfolders).
 AdapterFormat adapter_format_detect(const fs::path& dir);
 
-/// Reads a PEFT LoRA or AdapterHub bottleneck folder into an AdapterSet for `model` (inference mode,
-/// step 0). Every tensor is checked against the model: a shape mismatch is a ShapeError naming the
-/// tensor and both shapes, with "(hint: maybe wrong base model?)". Features adapt does not implement
-/// (DoRA, rank_pattern, lora biases, learned scaling, gating, ...) are UnsupportedErrors naming the
-/// field; unexpected tensors are IoErrors naming them.
+/// Reads a PEFT LoRA, AdapterHub bottleneck or lora+bottleneck folder into an AdapterSet for `model`
+/// (inference mode, step 0). Every tensor is checked against the model: a shape mismatch is a
+/// ShapeError naming the tensor and both shapes, with "(hint: maybe wrong base model?)". Features adapt
+/// does not implement (DoRA, rank_pattern, lora biases, learned scaling, gating, ...) are
+/// UnsupportedErrors naming the field; unexpected tensors are IoErrors naming them. The two parts of a
+/// lora+bottleneck folder must adapt the same layers (UnsupportedError otherwise).
 AdapterSet adapter_load(const fs::path& dir, const model::LlamaConfig& model);
 
 /// The adapter_config.json texts the exporters write (json.dumps(indent=2, sort_keys=True) layout).

@@ -1,5 +1,8 @@
-// Reading PEFT LoRA and AdapterHub bottleneck folders back into an AdapterSet, with every value and
-// tensor checked against the base model; unsupported features are named, never silently dropped.
+// Reading PEFT LoRA, AdapterHub bottleneck and lora+bottleneck folders back into an AdapterSet, with
+// every value and tensor checked against the base model; unsupported features are named, never
+// silently dropped.
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -35,8 +38,9 @@ JsonDoc read_config(const fs::path& dir) {
   ADAPT_REQUIRE(fs::is_directory(dir), IoError, "adapter folder '{}' does not exist or is not a folder", dir.string());
   ADAPT_REQUIRE(fs::exists(path), IoError,
                 "'{}' has no adapter_config.json; expected a PEFT LoRA folder (adapter_config.json + "
-                "adapter_model.safetensors) or an AdapterHub folder (adapter_config.json + adapter.safetensors)",
-                dir.string());
+                "adapter_model.safetensors), an AdapterHub folder (adapter_config.json + adapter.safetensors) or a "
+                "lora+bottleneck folder (one of each in {}/ and {}/)",
+                dir.string(), kLoraSubdir, kBottleneckSubdir);
   JsonDoc doc{path, {}};
   try {
     doc.j = json::parse(file_read_text(path));
@@ -382,9 +386,48 @@ AdapterSet load_adapterhub(const fs::path& dir, const JsonDoc& doc, const model:
   return set;
 }
 
+// ---- lora+bottleneck ------------------------------------------------------------------------------
+
+/// The two parts of a lora+bottleneck folder as one set: the config of each part, the layers they
+/// share, and every tensor copied by its (part-independent) parameter name.
+AdapterSet combine(const AdapterSet& lora, const AdapterSet& bn, const fs::path& dir, const model::LlamaConfig& model) {
+  ADAPT_REQUIRE(lora.layers() == bn.layers(), UnsupportedError,
+                "'{}': the LoRA part ({}/) adapts layers [{}] but the bottleneck part ({}/) adapts layers [{}]; adapt "
+                "applies both parts of a lora+bottleneck adapter to the same layers (load either part alone instead)",
+                dir.string(), kLoraSubdir, fmt::join(lora.layers(), ", "), kBottleneckSubdir, fmt::join(bn.layers(), ", "));
+  AdapterConfig cfg = bn.config();
+  cfg.kind = AdapterKind::LoraBottleneck;
+  cfg.lora = lora.config().lora;
+  AdapterSet set(model, cfg);
+  for (const AdapterParam& p : set.parameters()) {
+    const Tensor* src = lora.find_parameter(p.name);
+    if (!src) src = bn.find_parameter(p.name);
+    ADAPT_CHECK(src != nullptr, "lora+bottleneck load: parameter '{}' is in neither part", p.name);
+    Tensor dst = p.value;
+    dst.copy_from(*src);
+  }
+  return set;
+}
+
 }  // namespace
 
 AdapterFormat adapter_format_detect(const fs::path& dir) {
+  ADAPT_REQUIRE(fs::is_directory(dir), IoError, "adapter folder '{}' does not exist or is not a folder", dir.string());
+  const bool top = fs::exists(dir / "adapter_config.json");
+  const bool sub_lora = fs::exists(dir / kLoraSubdir / "adapter_config.json");
+  const bool sub_bn = fs::exists(dir / kBottleneckSubdir / "adapter_config.json");
+  if (!top && (sub_lora || sub_bn)) {
+    ADAPT_REQUIRE(sub_lora && sub_bn, IoError,
+                  "'{}' has {}/adapter_config.json but no {}/adapter_config.json: a lora+bottleneck adapter folder "
+                  "holds both parts (an export that did not finish?); to use the {} part alone pass '{}'",
+                  dir.string(), sub_lora ? kLoraSubdir : kBottleneckSubdir, sub_lora ? kBottleneckSubdir : kLoraSubdir,
+                  sub_lora ? "LoRA" : "bottleneck", (dir / (sub_lora ? kLoraSubdir : kBottleneckSubdir)).string());
+    return AdapterFormat::LoraBottleneck;
+  }
+  ADAPT_REQUIRE(!(top && (sub_lora || sub_bn)), IoError,
+                "'{}' holds adapter_config.json and also the {}/ subfolder of a lora+bottleneck adapter: which one is "
+                "meant is ambiguous; pass the subfolder, or remove the files of the adapter you do not want",
+                dir.string(), sub_lora ? kLoraSubdir : kBottleneckSubdir);
   const JsonDoc doc = read_config(dir);
   if (doc.j.contains("peft_type")) return AdapterFormat::Peft;
   if (doc.j.contains("config") && doc.j.contains("model_type")) return AdapterFormat::AdapterHub;
@@ -395,13 +438,23 @@ AdapterFormat adapter_format_detect(const fs::path& dir) {
 }
 
 AdapterSet adapter_load(const fs::path& dir, const model::LlamaConfig& model) {
-  const JsonDoc doc = read_config(dir);
   switch (adapter_format_detect(dir)) {
-    case AdapterFormat::Peft: return load_peft(dir, doc, model);
-    case AdapterFormat::AdapterHub: return load_adapterhub(dir, doc, model);
+    case AdapterFormat::Peft: return load_peft(dir, read_config(dir), model);
+    case AdapterFormat::AdapterHub: return load_adapterhub(dir, read_config(dir), model);
+    case AdapterFormat::LoraBottleneck: {
+      const fs::path lora_dir = dir / kLoraSubdir, bn_dir = dir / kBottleneckSubdir;
+      ADAPT_REQUIRE(adapter_format_detect(lora_dir) == AdapterFormat::Peft, IoError,
+                    "'{}' must hold the LoRA part of a lora+bottleneck adapter in PEFT's format (\"peft_type\": "
+                    "\"LORA\")", (lora_dir / "adapter_config.json").string());
+      ADAPT_REQUIRE(adapter_format_detect(bn_dir) == AdapterFormat::AdapterHub, IoError,
+                    "'{}' must hold the bottleneck part of a lora+bottleneck adapter in AdapterHub's format",
+                    (bn_dir / "adapter_config.json").string());
+      return combine(load_peft(lora_dir, read_config(lora_dir), model),
+                     load_adapterhub(bn_dir, read_config(bn_dir), model), dir, model);
+    }
   }
   ADAPT_CHECK(false, "unreachable");
-  return load_peft(dir, doc, model);
+  return load_peft(dir, read_config(dir), model);
 }
 
 }  // namespace adapt::adapters

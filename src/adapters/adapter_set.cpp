@@ -52,42 +52,39 @@ AdapterSet::AdapterSet(const model::LlamaConfig& model, const AdapterConfig& con
   layers_ = adapter_layers(config_, model_);
   const auto L = static_cast<std::size_t>(model_.n_layers);
   const auto seed = static_cast<std::uint64_t>(config_.seed);
-  switch (config_.kind) {
-    case AdapterKind::Lora: {
-      std::array<int, kNumTargets> none;
-      none.fill(-1);
-      lora_at_.assign(L, none);
-      std::array<bool, kNumTargets> targeted{};
-      for (const std::string& t : config_.lora.targets) targeted[static_cast<std::size_t>(lora_target_index(lora_target_kind(t)))] = true;
-      const double s = lora_scaling(config_.lora);
-      lora_.reserve(layers_.size() * config_.lora.targets.size());
-      for (const int layer : layers_) {
-        for (int t = 0; t < kNumTargets; ++t) {
-          if (!targeted[static_cast<std::size_t>(t)]) continue;
-          const auto [in, out] = lora_site_dims(kTargetKinds[t], model_);
-          lora_at_[static_cast<std::size_t>(layer)][static_cast<std::size_t>(t)] = static_cast<int>(lora_.size());
-          lora_.emplace_back(in, out, config_.lora.r, s,
-                             fmt::format("layers.{}.{}", layer, lora_target_name(kTargetKinds[t])));
-          lora_.back().init(config_.lora.init, rng_key({kInitTag, seed, static_cast<std::uint64_t>(layer),
-                                                        static_cast<std::uint64_t>(t)}));
-        }
+  if (kind_has_lora(config_.kind)) {
+    std::array<int, kNumTargets> none;
+    none.fill(-1);
+    lora_at_.assign(L, none);
+    std::array<bool, kNumTargets> targeted{};
+    for (const std::string& t : config_.lora.targets) targeted[static_cast<std::size_t>(lora_target_index(lora_target_kind(t)))] = true;
+    const double s = lora_scaling(config_.lora);
+    lora_.reserve(layers_.size() * config_.lora.targets.size());
+    for (const int layer : layers_) {
+      for (int t = 0; t < kNumTargets; ++t) {
+        if (!targeted[static_cast<std::size_t>(t)]) continue;
+        const auto [in, out] = lora_site_dims(kTargetKinds[t], model_);
+        lora_at_[static_cast<std::size_t>(layer)][static_cast<std::size_t>(t)] = static_cast<int>(lora_.size());
+        lora_.emplace_back(in, out, config_.lora.r, s,
+                           fmt::format("layers.{}.{}", layer, lora_target_name(kTargetKinds[t])));
+        lora_.back().init(config_.lora.init, rng_key({kInitTag, seed, static_cast<std::uint64_t>(layer),
+                                                      static_cast<std::uint64_t>(t)}));
       }
-      break;
     }
-    case AdapterKind::Bottleneck: {
-      const BottleneckConfig& bn = config_.bottleneck;
-      const std::int64_t m = bottleneck_size(bn, model_.hidden_size);
-      bn_at_.assign(L, {-1, -1});
-      const bool attn = bn.placement == BnPlacement::Houlsby;
-      for (const int layer : layers_) {
-        for (int site = attn ? 0 : 1; site < 2; ++site) {
-          bn_at_[static_cast<std::size_t>(layer)][static_cast<std::size_t>(site)] = static_cast<int>(bn_.size());
-          bn_.emplace_back(model_.hidden_size, m, bn.activation, bn.scaling, bn.ln_before,
-                           fmt::format("layers.{}.{}_adapter", layer, site == 0 ? "attn" : "mlp"));
-          bn_.back().init(rng_key({kInitTag, seed, static_cast<std::uint64_t>(layer), 100u + static_cast<std::uint64_t>(site)}));
-        }
+  }
+  // Init keys differ from LoRA's (100 + site), so with both kinds each part starts exactly as it would alone.
+  if (kind_has_bottleneck(config_.kind)) {
+    const BottleneckConfig& bn = config_.bottleneck;
+    const std::int64_t m = bottleneck_size(bn, model_.hidden_size);
+    bn_at_.assign(L, {-1, -1});
+    const bool attn = bn.placement == BnPlacement::Houlsby;
+    for (const int layer : layers_) {
+      for (int site = attn ? 0 : 1; site < 2; ++site) {
+        bn_at_[static_cast<std::size_t>(layer)][static_cast<std::size_t>(site)] = static_cast<int>(bn_.size());
+        bn_.emplace_back(model_.hidden_size, m, bn.activation, bn.scaling, bn.ln_before,
+                         fmt::format("layers.{}.{}_adapter", layer, site == 0 ? "attn" : "mlp"));
+        bn_.back().init(rng_key({kInitTag, seed, static_cast<std::uint64_t>(layer), 100u + static_cast<std::uint64_t>(site)}));
       }
-      break;
     }
   }
 }
@@ -100,7 +97,7 @@ LoraAdapter* AdapterSet::lora(int layer, WeightKind kind) {
 
 const LoraAdapter* AdapterSet::lora(int layer, WeightKind kind) const {
   const int t = lora_target_index(kind);
-  if (config_.kind != AdapterKind::Lora || t < 0 || layer < 0 || layer >= static_cast<int>(lora_at_.size())) return nullptr;
+  if (t < 0 || layer < 0 || layer >= static_cast<int>(lora_at_.size())) return nullptr;
   const int i = lora_at_[static_cast<std::size_t>(layer)][static_cast<std::size_t>(t)];
   return i < 0 ? nullptr : &lora_[static_cast<std::size_t>(i)];
 }
@@ -110,7 +107,7 @@ BottleneckAdapter* AdapterSet::bottleneck(int layer, BlockSite site) {
 }
 
 const BottleneckAdapter* AdapterSet::bottleneck(int layer, BlockSite site) const {
-  if (config_.kind != AdapterKind::Bottleneck || layer < 0 || layer >= static_cast<int>(bn_at_.size())) return nullptr;
+  if (layer < 0 || layer >= static_cast<int>(bn_at_.size())) return nullptr;
   const int i = bn_at_[static_cast<std::size_t>(layer)][static_cast<std::size_t>(block_index(site))];
   return i < 0 ? nullptr : &bn_[static_cast<std::size_t>(i)];
 }
@@ -221,31 +218,28 @@ void AdapterSet::zero_grad() {
 std::vector<AdapterParam> AdapterSet::parameters() const {
   std::vector<AdapterParam> params;
   for (const int layer : layers_) {
-    if (config_.kind == AdapterKind::Lora) {
-      for (int t = 0; t < kNumTargets; ++t) {
-        const LoraAdapter* ad = lora(layer, kTargetKinds[t]);
-        if (!ad) continue;
-        const bool col = column_parallel(kTargetKinds[t]);
-        params.push_back({.name = ad->a.name(), .value = ad->a, .grad = ad->grad_a, .tp_shard_dim = col ? -1 : 1});
-        params.push_back({.name = ad->b.name(), .value = ad->b, .grad = ad->grad_b, .tp_shard_dim = col ? 0 : -1});
+    for (int t = 0; t < kNumTargets; ++t) {
+      const LoraAdapter* ad = lora(layer, kTargetKinds[t]);
+      if (!ad) continue;
+      const bool col = column_parallel(kTargetKinds[t]);
+      params.push_back({.name = ad->a.name(), .value = ad->a, .grad = ad->grad_a, .tp_shard_dim = col ? -1 : 1});
+      params.push_back({.name = ad->b.name(), .value = ad->b, .grad = ad->grad_b, .tp_shard_dim = col ? 0 : -1});
+    }
+    for (const BlockSite site : {BlockSite::Attention, BlockSite::Mlp}) {
+      const BottleneckAdapter* ad = bottleneck(layer, site);
+      if (!ad) continue;
+      // Replicated over tp; no weight decay on biases and LayerNorm parameters.
+      auto add = [&](const Tensor& value, const Tensor& grad, bool decay) {
+        params.push_back({.name = value.name(), .value = value, .grad = grad, .decay = decay});
+      };
+      if (ad->ln_before()) {
+        add(ad->ln_weight, ad->grad_ln_weight, /*decay=*/false);
+        add(ad->ln_bias, ad->grad_ln_bias, /*decay=*/false);
       }
-    } else {
-      for (const BlockSite site : {BlockSite::Attention, BlockSite::Mlp}) {
-        const BottleneckAdapter* ad = bottleneck(layer, site);
-        if (!ad) continue;
-        // Replicated over tp; no weight decay on biases and LayerNorm parameters.
-        auto add = [&](const Tensor& value, const Tensor& grad, bool decay) {
-          params.push_back({.name = value.name(), .value = value, .grad = grad, .decay = decay});
-        };
-        if (ad->ln_before()) {
-          add(ad->ln_weight, ad->grad_ln_weight, /*decay=*/false);
-          add(ad->ln_bias, ad->grad_ln_bias, /*decay=*/false);
-        }
-        add(ad->down_weight, ad->grad_down_weight, /*decay=*/true);
-        add(ad->down_bias, ad->grad_down_bias, /*decay=*/false);
-        add(ad->up_weight, ad->grad_up_weight, /*decay=*/true);
-        add(ad->up_bias, ad->grad_up_bias, /*decay=*/false);
-      }
+      add(ad->down_weight, ad->grad_down_weight, /*decay=*/true);
+      add(ad->down_bias, ad->grad_down_bias, /*decay=*/false);
+      add(ad->up_weight, ad->grad_up_weight, /*decay=*/true);
+      add(ad->up_bias, ad->grad_up_bias, /*decay=*/false);
     }
   }
   return params;
@@ -270,10 +264,18 @@ std::int64_t AdapterSet::n_parameters() const {
   return n;
 }
 
+std::int64_t AdapterSet::n_lora_parameters() const {
+  std::int64_t n = 0;
+  for (const LoraAdapter& ad : lora_) n += ad.a.numel() + ad.b.numel();
+  return n;
+}
+
+std::int64_t AdapterSet::n_bottleneck_parameters() const { return n_parameters() - n_lora_parameters(); }
+
 // ---- merge ----------------------------------------------------------------------------------------
 
 void AdapterSet::merge_all(model::LlamaModel& model, double sign) {
-  ADAPT_REQUIRE(config_.kind == AdapterKind::Lora, UnsupportedError,
+  ADAPT_REQUIRE(kind_has_lora(config_.kind), UnsupportedError,
                 "bottleneck adapters cannot be merged into the base weights (they are nonlinear); run them through "
                 "the adapter hook instead");
   ADAPT_REQUIRE(static_cast<std::int64_t>(model.weights.layers.size()) == model_.n_layers &&

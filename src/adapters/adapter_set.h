@@ -1,5 +1,6 @@
-// AdapterSet: the adapters of one job (LoRA sites or bottleneck modules over the selected layers),
-// implementing model::AdapterHook. It owns the f32 parameters and their gradients, lists them under
+// AdapterSet: the adapters of one job (LoRA sites, bottleneck modules or both, over the selected
+// layers), implementing model::AdapterHook: LoRA answers the linear sites, the bottleneck modules the
+// sub-block ends, so with kind lora+bottleneck the one hook applies both. It owns the f32 parameters and their gradients, lists them under
 // stable names for the optimizer and checkpoints, and merges LoRA into f32 base weights for inference.
 // Forward and backward recompute what they need from their inputs, so recomputation, micro-batches
 // and the order of calls across layers need no bookkeeping; dropout masks are keyed by
@@ -44,6 +45,8 @@ class AdapterSet final : public model::AdapterHook {
   /// Validates `config` against `model` (ConfigError naming the adapter.* key), allocates every
   /// parameter and initialises it from config.seed: LoRA A per lora.init and B = 0; bottleneck per
   /// AdapterHub's "mam_adapter" (up projection 0). Either way the adapted model starts equal to the base.
+  /// With kind lora+bottleneck each part is initialised exactly as the single-kind set of the same
+  /// config would initialise it (distinct random streams per site).
   AdapterSet(const model::LlamaConfig& model, const AdapterConfig& config);
 
   const AdapterConfig& config() const { return config_; }
@@ -74,12 +77,15 @@ class AdapterSet final : public model::AdapterHook {
   std::int64_t micro_batch() const { return micro_batch_; }
   /// Sets every gradient to zero.
   void zero_grad();
-  /// Every parameter in a stable order (layer, then site q, k, v, o, gate, up, down / attn, mlp, then
-  /// tensor), sharing storage with the adapters.
+  /// Every parameter in a stable order (layer, then LoRA sites q, k, v, o, gate, up, down, then
+  /// bottleneck sites attn, mlp, then tensor), sharing storage with the adapters.
   std::vector<AdapterParam> parameters() const;
   /// The parameter named `name` (as in parameters()), or nullptr.
   const Tensor* find_parameter(std::string_view name) const;
   std::int64_t n_parameters() const;
+  /// The parameters of the LoRA sites / of the bottleneck modules (their sum is n_parameters()).
+  std::int64_t n_lora_parameters() const;
+  std::int64_t n_bottleneck_parameters() const;
 
   // ---- sites ----
   /// nullptr when the site has no adapter.
@@ -90,8 +96,9 @@ class AdapterSet final : public model::AdapterHook {
 
   // ---- LoRA merge (inference) ----
   /// W += s·B·A for every LoRA site, into `model`'s f32 base weights; afterwards has_linear() is false
-  /// everywhere, so the hook adds nothing. UnsupportedError for bf16-stored weights (load the model with
-  /// WeightStorage::F32) or bottleneck adapters; ShapeError when `model` is not the model of this set.
+  /// everywhere, so the hook adds nothing for LoRA (bottleneck modules of a lora+bottleneck set still
+  /// run through the hook). UnsupportedError for bf16-stored weights (load the model with
+  /// WeightStorage::F32) or a bottleneck-only set; ShapeError when `model` is not the model of this set.
   void merge(model::LlamaModel& model);
   /// W −= s·B·A, undoing merge(). Not bit-exact: each element is restored to within
   /// 2^-23·(|W| + |s·B·A|) (two f32 roundings of W ± s·B·A), see README.md.

@@ -45,10 +45,12 @@ context (a warning names the line).
                      first token (BOS) has no log-probability (null)
   --out FILE         where --per-token records go (default: stdout)
   --tokenizer PATH   tokenizer file or folder (default: the model folder's)
-  --adapter DIR      apply this adapter (PEFT LoRA or AdapterHub bottleneck folder, e.g. what
+  --adapter DIR      apply this adapter (PEFT LoRA or AdapterHub bottleneck folder, or a
+                     lora+bottleneck folder with one of each in lora/ and bottleneck/: what
                      adapt_train exports), to compare an adapted model with its base
 
-exit codes: 0 done; 2 bad option; 3 missing/invalid model, tokenizer or data file; 70 internal error.
+exit codes: 0 done; 2 bad option; 3 missing/invalid model, tokenizer, adapter or data file; 6 an
+adapter feature adapt does not implement; 70 internal error.
 )";
 
 int run(int argc, char** argv) {

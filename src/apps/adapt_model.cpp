@@ -1,9 +1,11 @@
 // adapt_model: make random-weight Llama models in HF layout (for tests, demos and benchmarks at any
-// real model's shape) and check model folders before a long job is queued.
+// real model's shape), check model folders before a long job is queued, and merge a LoRA adapter into
+// its base as a new model folder.
 //
 //   adapt_model make --out DIR (--preset NAME | --recipe FILE.toml [--set key=value]) [--layers N] [--dtype bf16|f32] [--seed S]
 //                    [--max-shard-size 5GB] [--tokenizer PATH] [--corpus DIR] [--tied] [--force] [--dry-run]
 //   adapt_model check DIR
+//   adapt_model merge --model BASE --adapter ADAPTER_DIR --out DIR
 //   adapt_model presets
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -16,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "adapters/adapter_merge.h"
 #include "core/app_main.h"
 #include "core/error.h"
 #include "core/file.h"
@@ -39,6 +42,8 @@ namespace {
 constexpr const char* kUsage = R"(usage:
   adapt_model make --out DIR --preset NAME [options]   write a random-weight Llama model in HF layout
   adapt_model check DIR                                 validate a model folder and print its summary
+  adapt_model merge --model BASE --adapter DIR --out DIR
+                                                        write base + LoRA merged as a new model folder
   adapt_model presets                                   list the presets with their parameter counts
 
 make options:
@@ -60,9 +65,19 @@ make options:
   --force                 replace an existing model in --out
   --dry-run               print the summary of what would be written, write nothing
 
+merge options:
+  --model DIR             the base model folder (HF layout)
+  --adapter DIR           a PEFT LoRA folder, e.g. <run.dir>/adapter of adapt_train (of a lora+bottleneck
+                          run: <run.dir>/adapter/lora; bottleneck adapters are nonlinear and cannot merge)
+  --out DIR               the merged model: must not exist or be empty. W' = W + s*B*A for every LoRA
+                          site, stored in the base's dtype (bf16 stays bf16); the base's safetensors files
+                          (same shards, index), config.json, generation_config.json and tokenizer files
+                          otherwise unchanged. Written to a temporary folder and renamed when complete.
+
 exit codes:
   0 success; 2 bad command line; 3 the model folder is invalid or cannot be written (the message names
-  the file and tensor); 6 unsupported model (e.g. not a Llama); 70 internal error.
+  the file and tensor), or the merge's --out exists and is not empty; 6 unsupported model (e.g. not a
+  Llama) or adapter (a bottleneck adapter given to merge); 70 internal error.
 )";
 
 [[noreturn]] void usage_error(const std::string& msg) {
@@ -345,6 +360,21 @@ int cmd_check(const Args& a) {
   return 0;
 }
 
+int cmd_merge(const Args& a) {
+  if (!a.positional.empty()) usage_error(fmt::format("unexpected argument '{}'", a.positional[0]));
+  for (const char* k : {"--model", "--adapter", "--out"})
+    if (!a.options.count(k)) usage_error(fmt::format("merge needs {}: adapt_model merge --model BASE --adapter DIR --out DIR", k));
+  const fs::path base = a.options.at("--model"), adapter = a.options.at("--adapter"), out = a.options.at("--out");
+  Timer t;
+  const adapters::MergeReport r = adapters::merged_model_write(base, adapter, out);
+  log::info0("merged {} LoRA sites of {} into {} ({} in {} file(s), {:.1f} s)", r.n_sites, adapter.string(),
+             out.string(), format_bytes(r.bytes), r.shards.size(), t.seconds());
+  const model::ModelCheckReport check = model::model_check(out);
+  print_summary(check, out);
+  print_tokenizer(out, check.config);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -362,7 +392,8 @@ int main(int argc, char** argv) {
                                  {"--tied", "--force", "--dry-run"}));
     }
     if (cmd == "check") return cmd_check(parse_args(argc, argv, {}, {}));
+    if (cmd == "merge") return cmd_merge(parse_args(argc, argv, {"--model", "--adapter", "--out"}, {}));
     if (cmd == "presets") return cmd_presets();
-    usage_error(fmt::format("unknown command '{}'{}", cmd, did_you_mean(cmd, {"make", "check", "presets"})));
+    usage_error(fmt::format("unknown command '{}'{}", cmd, did_you_mean(cmd, {"make", "check", "merge", "presets"})));
   });
 }

@@ -1,7 +1,7 @@
-// adapt_train: fine-tunes an adapter (LoRA or bottleneck) on a frozen Llama model from a train.toml
-// job; resumes from the job's latest checkpoint when there is one.
+// adapt_train: fine-tunes an adapter (LoRA, bottleneck or both) on a frozen Llama model from a
+// train.toml job; resumes from the job's latest checkpoint when there is one.
 //
-//   adapt_train --config train.toml [--set key=value ...] [--dry-run]
+//   adapt_train --config train.toml [--set key=value ...] [--merge] [--dry-run]
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -20,18 +20,21 @@ using namespace adapt;
 
 namespace {
 
-constexpr const char* kUsage = R"(usage: adapt_train --config train.toml [--set key=value ...] [--dry-run]
+constexpr const char* kUsage = R"(usage: adapt_train --config train.toml [--set key=value ...] [--merge] [--dry-run]
 
 Trains the adapter the job describes on its data, on top of the frozen base model. One progress line
 per step on stderr (step/total, loss, lr, grad-norm, tokens/s, ETA); JSON Lines metrics in
 <run.dir>/metrics.jsonl (plot them with scripts/plot_metrics.py); HDF5 checkpoints in
 <checkpoint.dir> (default <run.dir>/checkpoints); the trained adapter in <run.dir>/adapter (PEFT
-format for LoRA, AdapterHub format for bottleneck adapters). Running the same job again resumes from
-its latest checkpoint. SIGUSR1 or SIGTERM: a checkpoint is written at the next step boundary and the
-program exits with 75 ("requeue me").
+format for LoRA, AdapterHub format for bottleneck adapters; with adapter.kind = "lora+bottleneck"
+one of each in <run.dir>/adapter/lora and <run.dir>/adapter/bottleneck). Running the same job again
+resumes from its latest checkpoint. SIGUSR1 or SIGTERM: a checkpoint is written at the next step
+boundary and the program exits with 75 ("requeue me").
 
   --config FILE     the job (see inputs/train.toml)
   --set key=value   override one key, e.g. --set optim.lr=1e-4 --set train.steps=500
+  --merge           after training, also write base + LoRA merged as an HF model folder in
+                    <run.dir>/merged (the same as --set run.merge=true; LoRA only)
   --dry-run         validate, print the resolved job and a memory estimate, train nothing
 
 exit codes: 0 done; 1 training diverged (loss or gradient not finite; checkpoints untouched);
@@ -58,11 +61,13 @@ int run(int argc, char** argv) {
       path = value();
     } else if (a == "--set") {
       sets.push_back(value());
+    } else if (a == "--merge") {
+      sets.push_back("run.merge=true");
     } else if (a == "--dry-run") {
       dry_run = true;
     } else {
       ADAPT_THROW(ConfigError, "unknown option '{}'{}; run adapt_train --help", a,
-                  did_you_mean(a, {"--config", "--set", "--dry-run", "--help"}));
+                  did_you_mean(a, {"--config", "--set", "--merge", "--dry-run", "--help"}));
     }
   }
   ADAPT_REQUIRE(!path.empty(), ConfigError, "adapt_train needs --config train.toml; run adapt_train --help");

@@ -9,7 +9,8 @@ const Schema<generate::GenJob>& gen_job_schema() {
     model.field("path", &GenModel::path, "Model folder in HF layout (relative to this file).").required();
     model.field("tokenizer", &GenModel::tokenizer, "Tokenizer file or folder; default: the model folder's.");
     model.field("adapter", &GenModel::adapter,
-                "Adapter folder to apply: PEFT LoRA or AdapterHub bottleneck (e.g. what adapt_train exports).");
+                "Adapter folder to apply: PEFT LoRA, AdapterHub bottleneck, or lora+bottleneck (lora/ and "
+                "bottleneck/ subfolders); e.g. what adapt_train exports.");
 
     Schema<GenOutput> output;
     output.field("dir", &GenOutput::dir, "Folder for results and output files (relative to this file).").required();

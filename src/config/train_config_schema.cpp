@@ -29,13 +29,15 @@ Schema<adapters::AdapterConfig> adapter_schema() {
   bn.field("residual_before_ln", &BottleneckConfig::residual_before_ln, "AdapterHub's residual_before_ln.");
 
   Schema<AdapterConfig> a;
-  a.enumeration("kind", &AdapterConfig::kind, adapter_kind_names(), "lora or bottleneck.");
+  a.enumeration("kind", &AdapterConfig::kind, adapter_kind_names(),
+                "lora, bottleneck, or lora+bottleneck (both on the same layers, trained together).");
   a.field("name", &AdapterConfig::name, "Adapter name (AdapterHub weight keys).");
   a.field("seed", &AdapterConfig::seed, "Initialisation and dropout seed.").at_least(std::int64_t{0});
   a.field("layers", &AdapterConfig::layers, "Explicit 0-based layer indices (empty: see last_n, else all).");
   a.field("last_n", &AdapterConfig::last_n, "Adapt only the last N layers.").at_least(std::int64_t{1});
-  a.table("lora", &AdapterConfig::lora, lora, "LoRA settings (kind = \"lora\").");
-  a.table("bottleneck", &AdapterConfig::bottleneck, bn, "Bottleneck settings (kind = \"bottleneck\").");
+  a.table("lora", &AdapterConfig::lora, lora, "LoRA settings (kind = \"lora\" or \"lora+bottleneck\").");
+  a.table("bottleneck", &AdapterConfig::bottleneck, bn,
+          "Bottleneck settings (kind = \"bottleneck\" or \"lora+bottleneck\").");
   return a;
 }
 
@@ -108,6 +110,9 @@ const Schema<train::TrainConfig>& train_config_schema() {
 
     Schema<RunConfig> r;
     r.field("dir", &RunConfig::dir, "Run folder: metrics.jsonl, config.toml, the exported adapter.").required();
+    r.field("merge", &RunConfig::merge,
+            "Also write base + LoRA merged as an HF model folder in <run.dir>/merged (kind = \"lora\" only); "
+            "adapt_train --merge sets it.");
 
     Schema<TrainConfig> t;
     t.table("model", &TrainConfig::model, model, "The frozen base model.");
@@ -119,6 +124,15 @@ const Schema<train::TrainConfig>& train_config_schema() {
     t.table("run", &TrainConfig::run, r, "Where the run writes.");
     t.check([](const TrainConfig& c) -> std::string {
       if (c.data.inputs.empty()) return "[data] inputs is empty: name at least one JSONL file or source folder";
+      if (c.run.merge && adapters::kind_has_bottleneck(c.adapter.kind))
+        return fmt::format(
+            "run.merge = true (adapt_train --merge) needs adapter.kind = \"lora\", not \"{}\": a bottleneck adapter "
+            "is nonlinear and cannot be merged into the base weights.{}",
+            c.adapter.kind == adapters::AdapterKind::Bottleneck ? "bottleneck" : "lora+bottleneck",
+            c.adapter.kind == adapters::AdapterKind::Bottleneck
+                ? ""
+                : " After training, merge the LoRA part alone (adapt_model merge --adapter <run.dir>/adapter/lora) "
+                  "and apply <run.dir>/adapter/bottleneck on top of the merged model");
       return "";
     });
     return t;

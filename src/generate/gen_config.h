@@ -15,7 +15,7 @@ namespace adapt::generate {
 struct GenModel {
   std::filesystem::path path;                      // HF model folder (config.json, *.safetensors, tokenizer)
   std::optional<std::filesystem::path> tokenizer;  // default: the model folder's tokenizer
-  std::optional<std::filesystem::path> adapter;    // adapter folder (PEFT LoRA or AdapterHub bottleneck)
+  std::optional<std::filesystem::path> adapter;    // adapter folder: PEFT LoRA, AdapterHub bottleneck, or lora/ + bottleneck/
 };
 
 struct GenOutput {

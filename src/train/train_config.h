@@ -51,6 +51,8 @@ struct CheckpointConfig {
 
 struct RunConfig {
   std::filesystem::path dir;       // metrics.jsonl, config.toml, the exported adapter
+  /// After training, also write base + LoRA merged as an HF model folder in <dir>/merged (LoRA only).
+  bool merge = false;
 };
 
 struct TrainConfig {

@@ -7,9 +7,11 @@
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "adapters/adapter_config_check.h"
 #include "adapters/adapter_files.h"
+#include "adapters/adapter_merge.h"
 #include "adapters/adapter_set.h"
 #include "checkpoint/checkpoint.h"
 #include "core/error.h"
@@ -44,6 +46,9 @@ class TrainingDiverged : public Error {
  public:
   TrainingDiverged(std::string m, SourceLoc w) : Error(std::move(m), w, ExitCode::Failure) {}
 };
+
+/// The checkpoint string naming the adapter kind, so a run of another kind is refused by name.
+constexpr const char* kCheckpointKindKey = "train/adapter_kind";
 
 extern "C" void train_on_signal(int sig) { train_stop_signal().store(sig); }
 
@@ -148,17 +153,22 @@ std::string train_memory_estimate(const TrainConfig& cfg) {
   const std::uint64_t logits = static_cast<std::uint64_t>(std::min<std::int64_t>(B * T, 256) * mc.vocab_size) * 4;
   const std::uint64_t weights = static_cast<std::uint64_t>(n_base) * 4;
   const std::uint64_t adapter = static_cast<std::uint64_t>(n_adapter) * 4;
+  const std::string parts = cfg.adapter.kind == adapters::AdapterKind::LoraBottleneck
+                                ? fmt::format(": LoRA {} + bottleneck {}", format_count(set.n_lora_parameters()),
+                                              format_count(set.n_bottleneck_parameters()))
+                                : "";
   std::string s = fmt::format(
       "memory estimate (one process, CPU, f32):\n"
       "  base weights (frozen)          {:>12}  ({} parameters)\n"
-      "  adapter weights                {:>12}  ({} parameters)\n"
+      "  adapter weights                {:>12}  ({} parameters{})\n"
       "  adapter gradients              {:>12}\n"
       "  AdamW moments                  {:>12}\n"
       "  activations, saved             {:>12}  (micro-batch {} x {} tokens){}\n"
       "  activations, with recompute    {:>12}{}\n"
       "  logits and their gradient      {:>12}  (256 rows at a time)\n"
       "  total                          {:>12}\n",
-      format_bytes(weights), format_count(n_base), format_bytes(adapter), format_count(n_adapter), format_bytes(adapter),
+      format_bytes(weights), format_count(n_base), format_bytes(adapter), format_count(n_adapter), parts,
+      format_bytes(adapter),
       format_bytes(2 * adapter), format_bytes(act_full), B, T, cfg.train.recompute ? "" : "  <- in use",
       format_bytes(act_recompute), cfg.train.recompute ? "  <- in use" : "", format_bytes(logits),
       format_bytes(weights + 4 * adapter + (cfg.train.recompute ? act_recompute : act_full) + logits));
@@ -192,7 +202,8 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml) {
     opt.add(p.name, p.value, p.grad, p.decay);
     grads.push_back(p.grad);
   }
-  log::info0("adapter: {} parameters in {} tensors", format_count(set.n_parameters()), params.size());
+  log::info0("adapter {}: {} parameters in {} tensors", adapters::adapter_kind_name(cfg.adapter.kind),
+             format_count(set.n_parameters()), params.size());
   const optim::LrSchedule sched{optim::parse_lr_schedule(cfg.optim.schedule), cfg.optim.lr, cfg.optim.warmup_steps,
                                 cfg.train.steps, cfg.optim.min_lr_ratio};
   DataLoader loader(data.train, cfg.data.seed, {.global_batch_size = cfg.train.micro_batch, .dp_rank = 0, .dp_size = 1});
@@ -212,6 +223,19 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml) {
                     dst.shape().str());
       dst.copy_from(it->second);
     };
+    const std::string kind = adapters::adapter_kind_name(cfg.adapter.kind);
+    if (const auto it = st.strings.find(kCheckpointKindKey); it != st.strings.end())
+      ADAPT_REQUIRE(it->second == kind, IoError,
+                    "checkpoint '{}' was written for adapter.kind = \"{}\" but this run trains \"{}\"; resume with "
+                    "the checkpoint's kind, or start the new kind in another run.dir (or checkpoint.dir)",
+                    path.string(), it->second, kind);
+    std::set<std::string> mine;
+    for (const auto& slot : opt.slots()) mine.insert("adapter/" + slot.name);
+    for (const auto& [key, t] : st.tensors)
+      ADAPT_REQUIRE(key.rfind("adapter/", 0) != 0 || mine.count(key), IoError,
+                    "checkpoint '{}' holds '{}', which this run's adapter does not have: it was written for another "
+                    "adapter configuration",
+                    path.string(), key);
     for (auto& slot : opt.slots()) {
       restore("adapter/" + slot.name, slot.master);
       restore("optim/m/" + slot.name, slot.m);
@@ -238,6 +262,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml) {
     st.ints = loader.state().to_ints();
     st.ints["optim/n_steps"] = opt.n_steps();
     st.floats["train/loss"] = last_loss;
+    st.strings[kCheckpointKindKey] = adapters::adapter_kind_name(cfg.adapter.kind);
     Timer t;
     const fs::path p = checkpoint::checkpoint_save(ckpt_dir, st, {.keep_last = static_cast<int>(cfg.checkpoint.keep_last)});
     log::info0("checkpoint {} written in {:.2f} s", p.string(), t.seconds());
@@ -349,6 +374,13 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml) {
     const fs::path adapter_dir = cfg.run.dir / "adapter";
     adapters::adapter_export(set, adapter_dir, {.base_model = cfg.model.path.string()});
     log::info0("done: {} steps; adapter written to {}", step, adapter_dir.string());
+    if (cfg.run.merge) {
+      Timer t;
+      const fs::path merged_dir = cfg.run.dir / "merged";
+      const adapters::MergeReport m = adapters::merged_model_write(cfg.model.path, adapter_dir, merged_dir, {.replace = true});
+      log::info0("merged model ({} LoRA sites, {} in {} file(s)) written to {} in {:.1f} s", m.n_sites,
+                 format_bytes(m.bytes), m.shards.size(), merged_dir.string(), t.seconds());
+    }
   }
   return out;
 }

@@ -1,12 +1,18 @@
 // adapt_train end to end on the tiny model: training lowers the loss; a run stopped and resumed gives
-// the same losses and bit-identical adapter weights as an uninterrupted run; a signal writes a
-// checkpoint and exits 75; bad jobs, diverging runs, a checkpoint of another base model, a corrupt
-// checkpoint and a full disk each fail (or recover) as documented.
+// the same losses and bit-identical adapter weights as an uninterrupted run (LoRA, and LoRA with a
+// bottleneck adapter together); a signal writes a checkpoint and exits 75; bad jobs, diverging runs, a
+// checkpoint of another base model or adapter kind, a corrupt checkpoint and a full disk each fail (or
+// recover) as documented. The merged model (adapt_train --merge, adapt_model merge) scores like base +
+// adapter, keeps the base's dtype and sharding, and is refused or cleaned up as documented.
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
 
+#include <cctype>
+#include <cmath>
+
 #include "core/file.h"
+#include "core/strings.h"
 #include "tests/support/test_support.h"
 
 using namespace adapt;
@@ -26,16 +32,26 @@ Run run(const std::string& cmd) {
 }
 std::string bin(const char* name) { return (test::binary_dir() / "bin" / name).string(); }
 
+constexpr const char* kLora = "kind = \"lora\"\n[adapter.lora]\nr = 4\nalpha = 8.0\ntargets = [\"q\", \"v\", \"down\"]\n";
+constexpr const char* kLoraBottleneck =
+    "kind = \"lora+bottleneck\"\n[adapter.lora]\nr = 4\nalpha = 8.0\ntargets = [\"q\", \"v\", \"down\"]\n"
+    "[adapter.bottleneck]\nsize = 8\nplacement = \"houlsby\"\nactivation = \"swish\"\n";
+
+/// A short held-out text (within one 32-token row, so adapt_train's eval scores it as adapt_eval does),
+/// as the job's eval_inputs; EOS is not appended, as adapt_eval does not.
+constexpr const char* kEvalData = "eval_inputs = [\"eval.jsonl\"]\nadd_eos = false\n";
+
 struct Job {
   test::TempDir dir;
   fs::path toml;
-  explicit Job(const std::string& extra = "", const std::string& adapter = "kind = \"lora\"\n[adapter.lora]\nr = 4\n"
-                                                                           "alpha = 8.0\ntargets = [\"q\", \"v\", \"down\"]\n") {
-    REQUIRE(run(bin("adapt_model") + " make --preset tiny --out " + (dir / "model").string()).code == 0);
+  explicit Job(const std::string& extra = "", const std::string& adapter = kLora,
+               const std::string& data = "eval_documents = 1\n", const std::string& model_args = "") {
+    REQUIRE(run(bin("adapt_model") + " make --preset tiny --out " + (dir / "model").string() + " " + model_args).code == 0);
+    test::write_bytes(dir / "eval.jsonl", json({{"text", "int main() { return add(1, 2); }"}}).dump() + "\n");
     toml = dir / "train.toml";
     test::write_bytes(toml, "[model]\npath = \"model\"\n[adapter]\n" + adapter +
                                 "[data]\ninputs = [\"" + (test::source_dir() / "inputs/corpus").string() +
-                                "\"]\nglobs = [\"**/*.py\", \"**/*.cpp\"]\nseq_len = 32\neval_documents = 1\n"
+                                "\"]\nglobs = [\"**/*.py\", \"**/*.cpp\"]\nseq_len = 32\n" + data +
                                 "cache_dir = \"cache\"\n[optim]\nlr = 1e-2\nwarmup_steps = 2\n"
                                 "[train]\nsteps = 10\nmicro_batch = 2\neval_every = 5\neval_batches = 2\n"
                                 "[checkpoint]\nevery = 5\nkeep_last = 3\n[run]\ndir = \"run\"\n" + extra);
@@ -54,6 +70,47 @@ struct Job {
     return v;
   }
 };
+
+/// adapt_eval on the job's eval.jsonl: the loss it prints, and the per-token log-probabilities.
+struct Eval {
+  double loss = 0;
+  std::vector<double> logprobs;
+};
+
+Eval evaluate(const Job& job, const fs::path& model, const std::string& adapter = "") {
+  const fs::path per_token = job.dir / "per_token.jsonl";
+  Run r = run(bin("adapt_eval") + " --model " + model.string() + " --data " + (job.dir / "eval.jsonl").string() +
+              (adapter.empty() ? "" : " --adapter " + adapter) + " --per-token --out " + per_token.string());
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  Eval e;
+  e.loss = std::stod(r.out.substr(r.out.find("loss ") + 5));
+  const json rec = json::parse(file_read_text(per_token));
+  for (const json& v : rec.at("logprobs"))
+    if (!v.is_null()) e.logprobs.push_back(v.get<double>());
+  return e;
+}
+
+/// Same loss and log-probabilities within `rel` (relative to max(1, |value|)).
+void check_same_scores(const Eval& a, const Eval& b, double rel) {
+  CHECK(std::fabs(a.loss - b.loss) <= rel * std::max(1.0, std::fabs(b.loss)));
+  REQUIRE(a.logprobs.size() == b.logprobs.size());
+  REQUIRE(a.logprobs.size() > 3);
+  double worst = 0;
+  for (std::size_t i = 0; i < a.logprobs.size(); ++i)
+    worst = std::max(worst, std::fabs(a.logprobs[i] - b.logprobs[i]) / std::max(1.0, std::fabs(b.logprobs[i])));
+  CHECK(worst <= rel);
+}
+
+/// "adapter weights ... (N parameters...)" of a --dry-run: N.
+std::int64_t adapter_params(const std::string& dry_run) {
+  const std::size_t at = dry_run.find("(", dry_run.find("adapter weights")) + 1;
+  std::string digits;
+  for (std::size_t i = at; i < dry_run.size() && (std::isdigit(static_cast<unsigned char>(dry_run[i])) || dry_run[i] == ','); ++i)
+    if (dry_run[i] != ',') digits.push_back(dry_run[i]);
+  REQUIRE(!digits.empty());
+  return std::stoll(digits);
+}
 
 }  // namespace
 
@@ -182,4 +239,174 @@ TEST_CASE("a corrupt newest checkpoint falls back to the previous one; a full di
   CHECK(full.code == 3);
   CHECK(file_read_text(job.dir / "run/checkpoints/latest") == latest);
   CHECK(job.train("--set train.stop_after=1 --set train.steps=20").code == 0);
+}
+
+TEST_CASE("lora+bottleneck: both train together, resume exactly, export lora/ and bottleneck/, and adapt_eval agrees") {
+  Job straight("", kLoraBottleneck, kEvalData);
+  // The memory estimate counts both parts.
+  Run dry = straight.train("--dry-run"), dry_lora = straight.train("--dry-run --set adapter.kind=lora"),
+      dry_bn = straight.train("--dry-run --set adapter.kind=bottleneck");
+  INFO(dry.out);
+  REQUIRE(dry.code == 0);
+  const std::int64_t n_lora = adapter_params(dry_lora.out), n_bn = adapter_params(dry_bn.out);
+  CHECK(adapter_params(dry.out) == n_lora + n_bn);
+  CHECK(dry.out.find(": LoRA " + format_count(n_lora) + " + bottleneck " + format_count(n_bn) + ")") != std::string::npos);
+  CHECK(dry.out.find("kind = \"lora+bottleneck\"") != std::string::npos);  // the resolved job
+
+  Run a = straight.train();
+  INFO(a.out);
+  REQUIRE(a.code == 0);
+  CHECK(a.out.find("adapter lora+bottleneck: " + format_count(n_lora + n_bn) + " parameters") != std::string::npos);
+  const auto losses = straight.metrics("train");
+  REQUIRE(losses.size() == 10);
+  const fs::path adapter = straight.dir / "run/adapter";
+  CHECK_FALSE(fs::exists(adapter / "adapter_config.json"));
+  for (const char* f : {"lora/adapter_config.json", "lora/adapter_model.safetensors", "bottleneck/adapter_config.json",
+                        "bottleneck/adapter.safetensors"})
+    CHECK(fs::exists(adapter / f));
+
+  // 5 steps, then 5 more after a resume: the same losses and the same bits as 10 straight.
+  Job resumed("", kLoraBottleneck, kEvalData);
+  REQUIRE(resumed.train("--set train.stop_after=5").code == 0);
+  Run b = resumed.train();
+  INFO(b.out);
+  REQUIRE(b.code == 0);
+  CHECK(b.out.find("resuming from") != std::string::npos);
+  const auto resumed_losses = resumed.metrics("train");
+  REQUIRE(resumed_losses.size() == 10);
+  for (int i = 0; i < 10; ++i) {
+    CAPTURE(i);
+    CHECK(resumed_losses[i]["loss"].get<double>() == losses[i]["loss"].get<double>());
+  }
+  for (const char* f : {"lora/adapter_model.safetensors", "bottleneck/adapter.safetensors"})
+    CHECK(file_read_text(resumed.dir / "run/adapter" / f) == file_read_text(adapter / f));
+
+  // adapt_eval with the exported folder gives the eval loss adapt_train reported at the end; both parts
+  // matter (each alone scores differently).
+  const double reported = straight.metrics("eval").back()["eval_loss"].get<double>();
+  const Eval both = evaluate(straight, straight.dir / "model", adapter.string());
+  CHECK(std::fabs(both.loss - reported) <= 1e-5 * reported);
+  const Eval lora_only = evaluate(straight, straight.dir / "model", (adapter / "lora").string());
+  const Eval bn_only = evaluate(straight, straight.dir / "model", (adapter / "bottleneck").string());
+  CHECK(std::fabs(lora_only.loss - both.loss) > 1e-4);
+  CHECK(std::fabs(bn_only.loss - both.loss) > 1e-4);
+
+  // adapt_gen takes the folder too.
+  test::write_bytes(straight.dir / "gen.toml", "[model]\npath = \"model\"\nadapter = \"run/adapter\"\n[output]\ndir = "
+                                               "\"gen\"\n[defaults]\nmax_new_tokens = 4\n[[prompts]]\nid = \"a\"\ntext = \"def \"\n");
+  Run gen = run(bin("adapt_gen") + " --input " + (straight.dir / "gen.toml").string());
+  INFO(gen.out);
+  CHECK(gen.code == 0);
+
+  // The checkpoints of this run are refused by a run of another kind, by name.
+  Run other = resumed.train("--set adapter.kind=lora --set train.steps=12");
+  INFO(other.out);
+  CHECK(other.code == 3);
+  CHECK(other.out.find("adapter.kind = \"lora+bottleneck\"") != std::string::npos);
+}
+
+TEST_CASE("adapt_train --merge writes base + LoRA as a model folder that scores like base + adapter") {
+  // An f32 base in several shards: the merged model keeps both.
+  Job job("", kLora, kEvalData, "--dtype f32 --max-shard-size 300KB");
+  REQUIRE(fs::exists(job.dir / "model/model.safetensors.index.json"));
+  // Bottleneck adapters cannot merge: refused before any training.
+  for (const char* kind : {"bottleneck", "lora+bottleneck"}) {
+    Run r = job.train(std::string("--merge --set adapter.kind=") + kind);
+    INFO(r.out);
+    CHECK(r.code == 2);
+    CHECK(r.out.find("run.merge") != std::string::npos);
+    CHECK_FALSE(fs::exists(job.dir / "run/checkpoints"));
+  }
+  Run r = job.train("--merge --set train.steps=4");
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  CHECK(r.out.find("merged model") != std::string::npos);
+  const fs::path merged = job.dir / "run/merged";
+  Run check = run(bin("adapt_model") + " check " + merged.string());
+  INFO(check.out);
+  CHECK(check.code == 0);
+  CHECK(check.out.find("dtype F32") != std::string::npos);
+  for (const char* f : {"config.json", "generation_config.json", "tokenizer.json", "model.safetensors.index.json"})
+    CHECK(file_read_text(merged / f) == file_read_text(job.dir / "model" / f));
+  std::size_t shards = 0;
+  for (const auto& e : fs::directory_iterator(job.dir / "model"))
+    if (e.path().extension() == ".safetensors") {
+      ++shards;
+      CHECK(fs::exists(merged / e.path().filename()));
+    }
+  CHECK(shards > 1);
+
+  const Eval adapted = evaluate(job, job.dir / "model", (job.dir / "run/adapter").string());
+  const Eval base = evaluate(job, job.dir / "model");
+  const Eval from_merged = evaluate(job, merged);
+  check_same_scores(from_merged, adapted, 1e-5);
+  CHECK(std::fabs(base.loss - adapted.loss) > 1e-4);  // the adapter changed the model
+
+  // A rerun of the finished job replaces its own merged folder.
+  Run again = job.train("--merge --set train.steps=4");
+  INFO(again.out);
+  CHECK(again.code == 0);
+  check_same_scores(evaluate(job, merged), adapted, 1e-5);
+}
+
+TEST_CASE("adapt_model merge: bf16 stays bf16; refused outputs and adapters; a failed write leaves nothing") {
+  Job job("", kLoraBottleneck, kEvalData);  // a bf16 base
+  REQUIRE(job.train("--set train.steps=3").code == 0);
+  const fs::path adapter = job.dir / "run/adapter";
+  const std::string merge = bin("adapt_model") + " merge --model " + (job.dir / "model").string();
+  auto nothing_left = [&](const char* name) {
+    CHECK_FALSE(fs::exists(job.dir / name));
+    CHECK_FALSE(fs::exists(job.dir / (std::string(".") + name + ".tmp")));
+  };
+
+  // The two-part folder: refused with the way out (merge lora/, apply bottleneck/ on top).
+  Run both = run(merge + " --adapter " + adapter.string() + " --out " + (job.dir / "m").string());
+  INFO(both.out);
+  CHECK(both.code == 6);
+  CHECK(both.out.find("--adapter " + (adapter / "lora").string()) != std::string::npos);
+  nothing_left("m");
+  Run bn = run(merge + " --adapter " + (adapter / "bottleneck").string() + " --out " + (job.dir / "m").string());
+  INFO(bn.out);
+  CHECK(bn.code == 6);
+  CHECK(bn.out.find("nonlinear") != std::string::npos);
+  nothing_left("m");
+
+  Run ok = run(merge + " --adapter " + (adapter / "lora").string() + " --out " + (job.dir / "m").string());
+  INFO(ok.out);
+  REQUIRE(ok.code == 0);
+  CHECK(ok.out.find("dtype BF16") != std::string::npos);
+  Run check = run(bin("adapt_model") + " check " + (job.dir / "m").string());
+  INFO(check.out);
+  CHECK(check.code == 0);
+  CHECK(check.out.find("dtype BF16") != std::string::npos);
+  CHECK(check.out.find("note") == std::string::npos);  // torch_dtype and the stored dtype agree
+  // The merged LoRA part with the bottleneck part on top computes what the base with both computes
+  // (up to bf16 rounding of the merged weights).
+  const Eval with_both = evaluate(job, job.dir / "model", adapter.string());
+  const Eval stacked = evaluate(job, job.dir / "m", (adapter / "bottleneck").string());
+  CHECK(std::fabs(stacked.loss - with_both.loss) <= 2e-2 * with_both.loss);
+
+  // An existing --out: refused unless empty, and left as it was.
+  fs::create_directories(job.dir / "busy");
+  test::write_bytes(job.dir / "busy/notes.txt", "mine");
+  Run busy = run(merge + " --adapter " + (adapter / "lora").string() + " --out " + (job.dir / "busy").string());
+  INFO(busy.out);
+  CHECK(busy.code == 3);
+  CHECK(busy.out.find("not empty") != std::string::npos);
+  CHECK(file_read_text(job.dir / "busy/notes.txt") == "mine");
+  fs::create_directories(job.dir / "empty");
+  CHECK(run(merge + " --adapter " + (adapter / "lora").string() + " --out " + (job.dir / "empty").string()).code == 0);
+  CHECK(fs::exists(job.dir / "empty/model.safetensors"));
+
+  // A write that fails half-way (file size limit): exit 3, no output folder, no temporary folder.
+  Run full = run("bash -c 'trap \"\" XFSZ; ulimit -f 64; " + merge + " --adapter " + (adapter / "lora").string() +
+                 " --out " + (job.dir / "cut").string() + "'");
+  INFO(full.out);
+  CHECK(full.code == 3);
+  nothing_left("cut");
+
+  // Usage errors.
+  Run usage = run(merge + " --adapter " + (adapter / "lora").string());
+  CHECK(usage.code == 2);
+  CHECK(usage.out.find("--out") != std::string::npos);
 }

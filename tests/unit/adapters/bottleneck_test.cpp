@@ -1,76 +1,22 @@
 // Bottleneck adapters through the adapter hook, for each placement (Houlsby, Pfeiffer, parallel),
 // activation (relu, swish, exact gelu) and with/without the LayerNorm before the adapter: forward
-// values and finite-difference gradients of every parameter and of h and f against an f64 reference
-// written here (SPEC-llama.md §6.3), and the exact no-op of the "mam_adapter" init.
+// values and finite-difference gradients of every parameter and of h and f against the f64 reference
+// of adapters_ref.h (SPEC-llama.md §6.3), and the exact no-op of the "mam_adapter" init.
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <numbers>
 
 #include "adapters/adapter_config_check.h"
 #include "adapters/adapter_set.h"
+#include "tests/unit/adapters/adapters_ref.h"
 #include "tests/unit/adapters/adapters_test_util.h"
 
 using namespace adapt;
 using namespace adapt::adapters;
 using model::BlockSite;
+using test::BnRef;
 
 namespace {
-
-double act(BnActivation a, double z) {
-  switch (a) {
-    case BnActivation::Relu: return z > 0 ? z : 0;
-    case BnActivation::Swish: return z / (1 + std::exp(-z));
-    case BnActivation::Gelu: return 0.5 * z * (1 + std::erf(z / std::numbers::sqrt2));
-  }
-  return 0;
-}
-
-/// out = h + f + s·(up(act(down(LN(z)))), z = f | h + f | h; L = Σ w ⊙ out. f64 throughout.
-struct BnRef {
-  std::int64_t N, C, m;
-  BnPlacement placement;
-  BnActivation activation;
-  double s;
-  bool ln;
-  std::vector<double> h, f, ln_w, ln_b, Wd, bd, Wu, bu, w;
-
-  std::vector<double> forward() const {
-    std::vector<double> out(static_cast<std::size_t>(N * C));
-    std::vector<double> z(static_cast<std::size_t>(C)), g(static_cast<std::size_t>(m));
-    for (std::int64_t n = 0; n < N; ++n) {
-      for (std::int64_t c = 0; c < C; ++c) {
-        const double hv = h[n * C + c], fv = f[n * C + c];
-        z[c] = placement == BnPlacement::Houlsby ? fv : placement == BnPlacement::Parallel ? hv : hv + fv;
-      }
-      if (ln) {
-        double mean = 0, var = 0;
-        for (const double v : z) mean += v;
-        mean /= static_cast<double>(C);
-        for (const double v : z) var += (v - mean) * (v - mean);
-        var /= static_cast<double>(C);
-        for (std::int64_t c = 0; c < C; ++c) z[c] = (z[c] - mean) / std::sqrt(var + 1e-5) * ln_w[c] + ln_b[c];
-      }
-      for (std::int64_t k = 0; k < m; ++k) {
-        double a = bd[k];
-        for (std::int64_t c = 0; c < C; ++c) a += z[c] * Wd[k * C + c];
-        g[k] = act(activation, a);
-      }
-      for (std::int64_t c = 0; c < C; ++c) {
-        double o = bu[c];
-        for (std::int64_t k = 0; k < m; ++k) o += g[k] * Wu[c * m + k];
-        out[n * C + c] = h[n * C + c] + f[n * C + c] + s * o;
-      }
-    }
-    return out;
-  }
-  double loss() const {
-    const std::vector<double> out = forward();
-    double l = 0;
-    for (std::size_t i = 0; i < out.size(); ++i) l += w[i] * out[i];
-    return l;
-  }
-};
 
 AdapterConfig bn_config(BnPlacement placement, BnActivation activation, bool ln_before) {
   AdapterConfig cfg;

@@ -1,4 +1,4 @@
-// LoRA through the adapter hook, checked against f64 references written here: forward values,
+// LoRA through the adapter hook, checked against the f64 reference of adapters_ref.h: forward values,
 // finite-difference gradients of A, B and x (plain, rsLoRA, dropout), the exact no-op at init,
 // deterministic dropout masks, gradient accumulation, and merge/unmerge into f32 base weights.
 #include <doctest/doctest.h>
@@ -10,46 +10,16 @@
 #include "adapters/adapter_set.h"
 #include "model/llama_weights.h"
 #include "ops/matmul.h"
+#include "tests/unit/adapters/adapters_ref.h"
 #include "tests/unit/adapters/adapters_test_util.h"
 
 using namespace adapt;
 using namespace adapt::adapters;
 using model::LinearSite;
 using model::WeightKind;
+using test::LoraRef;
 
 namespace {
-
-/// y = x·Wᵀ + s·((x ⊙ keep)·Aᵀ)·Bᵀ, L = Σ w ⊙ y, all in f64 (SPEC-llama.md §5.4).
-struct LoraRef {
-  std::int64_t N, in, out, r;
-  double s;
-  std::vector<double> x, W, A, B, keep, w;  // keep: 0 or 1/(1−p) per element of x
-
-  std::vector<double> forward() const {
-    std::vector<double> y(static_cast<std::size_t>(N * out), 0.0);
-    std::vector<double> u(static_cast<std::size_t>(r));
-    for (std::int64_t n = 0; n < N; ++n) {
-      for (std::int64_t k = 0; k < r; ++k) {
-        double acc = 0;
-        for (std::int64_t i = 0; i < in; ++i) acc += x[n * in + i] * keep[n * in + i] * A[k * in + i];
-        u[k] = acc;
-      }
-      for (std::int64_t o = 0; o < out; ++o) {
-        double base = 0, lora = 0;
-        for (std::int64_t i = 0; i < in; ++i) base += x[n * in + i] * W[o * in + i];
-        for (std::int64_t k = 0; k < r; ++k) lora += u[k] * B[o * r + k];
-        y[n * out + o] = base + s * lora;
-      }
-    }
-    return y;
-  }
-  double loss() const {
-    const std::vector<double> y = forward();
-    double l = 0;
-    for (std::size_t i = 0; i < y.size(); ++i) l += w[i] * y[i];
-    return l;
-  }
-};
 
 AdapterConfig lora_config(std::vector<std::string> targets, double dropout = 0.0, bool rslora = false) {
   AdapterConfig cfg;
