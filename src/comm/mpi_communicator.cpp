@@ -1,0 +1,229 @@
+#include "comm/mpi_communicator.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+#include "core/error.h"
+
+namespace adapt::comm {
+
+namespace {
+
+MPI_Datatype mpi_type(CommDType t) {
+  switch (t) {
+    case CommDType::F32: return MPI_FLOAT;
+    case CommDType::F64: return MPI_DOUBLE;
+    case CommDType::BF16: return MPI_UINT16_T;  // moved as bits; MPI cannot reduce them
+    case CommDType::F16: return MPI_UINT16_T;
+    case CommDType::I32: return MPI_INT32_T;
+    case CommDType::I64: return MPI_INT64_T;
+    case CommDType::U8: return MPI_UINT8_T;
+  }
+  return MPI_BYTE;
+}
+
+MPI_Op mpi_op(ReduceOp op, CommDType t, Collective c, const std::string& group) {
+  ADAPT_REQUIRE(t == CommDType::F32 || t == CommDType::F64 || t == CommDType::I32 || t == CommDType::I64,
+                UnsupportedError,
+                "{} on group {}: MPI cannot reduce {} elements; reduce f32, f64, i32 or i64 (widen "
+                "bf16/f16 to f32 first)",
+                collective_name(c), group, comm_dtype_name(t));
+  return op == ReduceOp::Sum ? MPI_SUM : MPI_MAX;
+}
+
+char* at(void* p, std::int64_t elems, CommDType t) {
+  return static_cast<char*>(p) + elems * static_cast<std::int64_t>(comm_dtype_size(t));
+}
+const char* at(const void* p, std::int64_t elems, CommDType t) {
+  return static_cast<const char*>(p) + elems * static_cast<std::int64_t>(comm_dtype_size(t));
+}
+
+}  // namespace
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::world(const CommOptions& options) {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  ADAPT_REQUIRE(initialized && !finalized, CommError,
+                "MpiCommunicator::world: MPI is not initialised (or already "
+                "finalised); call MPI_Init first");
+  MPI_Comm dup = MPI_COMM_NULL;
+  const int rc = MPI_Comm_dup(MPI_COMM_WORLD, &dup);
+  ADAPT_REQUIRE(rc == MPI_SUCCESS, CommError, "MPI_Comm_dup(MPI_COMM_WORLD) failed with code {}", rc);
+  return std::make_unique<MpiCommunicator>(dup, "world", options);
+}
+
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, const CommOptions& options)
+    : Communicator(std::move(name), options), comm_(comm) {
+  MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(comm_, &rank_);
+  MPI_Comm_size(comm_, &size_);
+  MPI_Comm_rank(MPI_COMM_WORLD, &world_rank_);
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+void comm_abort_job(const std::string& message) {
+  std::fprintf(stderr, "%s\n", message.c_str());
+  std::fflush(stderr);
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, static_cast<int>(ExitCode::Comm));
+  std::abort();  // without MPI, or should MPI_Abort ever return
+}
+
+void MpiCommunicator::check(int rc, Collective c, const char* call) const {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING] = {};
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  comm_abort_job(fmt::format("rank {}: {} failed in group {} (call #{}): {}: {}", world_rank_, collective_name(c),
+                             name(), seq(), call, std::string(text, static_cast<std::size_t>(len))));
+}
+
+void MpiCommunicator::wait(MPI_Request& req, Collective c, PollClock::time_point until) const {
+  PollBackoff backoff;
+  for (;;) {
+    int done = 0;
+    check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), c, "MPI_Test");
+    if (done) return;
+    if (PollClock::now() > until)
+      comm_abort_job(comm_timeout_message(world_rank_, c, options().timeout_s, name(), seq()));
+    backoff.pause();
+  }
+}
+
+void MpiCommunicator::run_chunked(Collective c, const char* call, std::int64_t count, std::int64_t chunk,
+                                  const std::function<int(std::int64_t, int, MPI_Request*)>& post,
+                                  const std::function<void(std::int64_t, int)>& after) const {
+  const auto until = poll_deadline(options().timeout_s);
+  for (std::int64_t off = 0; off < count; off += chunk) {
+    const int n = static_cast<int>(std::min(chunk, count - off));
+    MPI_Request req;
+    check(post(off, n, &req), c, call);
+    wait(req, c, until);
+    if (after) after(off, n);
+  }
+}
+
+void MpiCommunicator::do_all_reduce(void* buf, std::int64_t count, CommDType type, ReduceOp op) {
+  const MPI_Op mop = mpi_op(op, type, Collective::AllReduce, name());
+  run_chunked(Collective::AllReduce, "MPI_Iallreduce", count, options().max_elems_per_call,
+              [&](std::int64_t off, int n, MPI_Request* req) {
+                return MPI_Iallreduce(MPI_IN_PLACE, at(buf, off, type), n, mpi_type(type), mop, comm_, req);
+              });
+}
+
+// One call of the gather and scatter families moves chunk × size elements, so their chunk is the limit
+// over the group size. Chunked, each rank's part of a chunk is staged contiguously.
+void MpiCommunicator::do_all_gather(const void* send, void* recv, std::int64_t count, CommDType type) {
+  const std::int64_t chunk = std::max<std::int64_t>(1, options().max_elems_per_call / size_);
+  const bool direct = count <= chunk;
+  const std::size_t esize = comm_dtype_size(type);
+  std::vector<char> staged(direct ? 0 : static_cast<std::size_t>(chunk * size_) * esize);
+  run_chunked(
+      Collective::AllGather, "MPI_Iallgather", count, chunk,
+      [&](std::int64_t off, int n, MPI_Request* req) {
+        return MPI_Iallgather(at(send, off, type), n, mpi_type(type), direct ? recv : staged.data(), n, mpi_type(type),
+                              comm_, req);
+      },
+      [&](std::int64_t off, int n) {
+        if (direct) return;
+        for (int r = 0; r < size_; ++r) {
+          std::memcpy(at(recv, r * count + off, type), staged.data() + static_cast<std::size_t>(r) * n * esize,
+                      static_cast<std::size_t>(n) * esize);
+        }
+      });
+}
+
+void MpiCommunicator::do_reduce_scatter(const void* send, void* recv, std::int64_t count, CommDType type, ReduceOp op) {
+  const MPI_Op mop = mpi_op(op, type, Collective::ReduceScatter, name());
+  const std::int64_t chunk = std::max<std::int64_t>(1, options().max_elems_per_call / size_);
+  const bool direct = count <= chunk;
+  const std::size_t esize = comm_dtype_size(type);
+  std::vector<char> staged(direct ? 0 : static_cast<std::size_t>(chunk * size_) * esize);
+  run_chunked(Collective::ReduceScatter, "MPI_Ireduce_scatter_block", count, chunk,
+              [&](std::int64_t off, int n, MPI_Request* req) {
+                if (direct) return MPI_Ireduce_scatter_block(send, recv, n, mpi_type(type), mop, comm_, req);
+                for (int r = 0; r < size_; ++r) {
+                  std::memcpy(staged.data() + static_cast<std::size_t>(r) * n * esize, at(send, r * count + off, type),
+                              static_cast<std::size_t>(n) * esize);
+                }
+                return MPI_Ireduce_scatter_block(staged.data(), at(recv, off, type), n, mpi_type(type), mop, comm_,
+                                                 req);
+              });
+}
+
+void MpiCommunicator::do_broadcast(void* buf, std::int64_t count, CommDType type, int root) {
+  run_chunked(Collective::Broadcast, "MPI_Ibcast", count, options().max_elems_per_call,
+              [&](std::int64_t off, int n, MPI_Request* req) {
+                return MPI_Ibcast(at(buf, off, type), n, mpi_type(type), root, comm_, req);
+              });
+}
+
+// Chunks of one message travel in order: MPI does not overtake messages with the same (peer, tag, comm).
+void MpiCommunicator::do_send(const void* buf, std::int64_t count, CommDType type, int peer, Tag tag) {
+  run_chunked(Collective::Send, "MPI_Isend", count, options().max_elems_per_call,
+              [&](std::int64_t off, int n, MPI_Request* req) {
+                return MPI_Isend(at(buf, off, type), n, mpi_type(type), peer, static_cast<int>(tag), comm_, req);
+              });
+}
+
+void MpiCommunicator::do_recv(void* buf, std::int64_t count, CommDType type, int peer, Tag tag) {
+  run_chunked(Collective::Recv, "MPI_Irecv", count, options().max_elems_per_call,
+              [&](std::int64_t off, int n, MPI_Request* req) {
+                return MPI_Irecv(at(buf, off, type), n, mpi_type(type), peer, static_cast<int>(tag), comm_, req);
+              });
+}
+
+// Chunk i of the message out and chunk i of the message in are in flight together; a side with fewer
+// chunks posts nothing once it is done.
+void MpiCommunicator::do_send_recv(const void* send, std::int64_t send_count, int send_peer, Tag send_tag, void* recv,
+                                   std::int64_t recv_count, int recv_peer, Tag recv_tag, CommDType type) {
+  const auto until = poll_deadline(options().timeout_s);
+  const std::int64_t chunk = options().max_elems_per_call;
+  for (std::int64_t off = 0; off < std::max(send_count, recv_count); off += chunk) {
+    MPI_Request reqs[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+    if (off < send_count) {
+      const int n = static_cast<int>(std::min(chunk, send_count - off));
+      check(MPI_Isend(at(send, off, type), n, mpi_type(type), send_peer, static_cast<int>(send_tag), comm_, &reqs[0]),
+            Collective::SendRecv, "MPI_Isend");
+    }
+    if (off < recv_count) {
+      const int n = static_cast<int>(std::min(chunk, recv_count - off));
+      check(MPI_Irecv(at(recv, off, type), n, mpi_type(type), recv_peer, static_cast<int>(recv_tag), comm_, &reqs[1]),
+            Collective::SendRecv, "MPI_Irecv");
+    }
+    for (MPI_Request& r : reqs) {
+      if (r != MPI_REQUEST_NULL) wait(r, Collective::SendRecv, until);
+    }
+  }
+}
+
+void MpiCommunicator::do_barrier() {
+  MPI_Request req;
+  check(MPI_Ibarrier(comm_, &req), Collective::Barrier, "MPI_Ibarrier");
+  wait(req, Collective::Barrier, poll_deadline(options().timeout_s));
+}
+
+std::unique_ptr<Communicator> MpiCommunicator::do_split(int color, int key, const std::string& new_name) {
+  // MPI_Comm_split blocks without a timeout; a timed gather first proves every rank has arrived.
+  const int mine[2] = {color, key};
+  std::vector<int> all(static_cast<std::size_t>(2 * size_));
+  MPI_Request req;
+  check(MPI_Iallgather(mine, 2, MPI_INT, all.data(), 2, MPI_INT, comm_, &req), Collective::Split, "MPI_Iallgather");
+  wait(req, Collective::Split, poll_deadline(options().timeout_s));
+  MPI_Comm sub = MPI_COMM_NULL;
+  check(MPI_Comm_split(comm_, color, key, &sub), Collective::Split, "MPI_Comm_split");
+  return std::make_unique<MpiCommunicator>(sub, new_name, options());
+}
+
+}  // namespace adapt::comm

@@ -1,0 +1,65 @@
+// MpiCommunicator: collectives over MPI on host buffers, so tensor/pipeline/data-parallel code runs
+// and is tested on CPU-only machines. Every call is non-blocking MPI (MPI_I*) polled against a
+// deadline: a rank whose peers do not arrive within the timeout, or whose MPI call fails, prints
+// "rank R: <collective> timed out after Ns in group G" (or the MPI error) and calls MPI_Abort, so the
+// job ends instead of hanging. Counts are int64, split into chunks of at most max_elems_per_call.
+#pragma once
+
+#include <mpi.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "comm/communicator.h"
+#include "comm/poll.h"
+
+namespace adapt::comm {
+
+/// Prints `message` on stderr and ends the whole job: MPI_Abort(MPI_COMM_WORLD, ExitCode::Comm) when MPI
+/// is initialised, std::abort otherwise. For failures inside collectives, where throwing would leave
+/// the peers waiting.
+[[noreturn]] void comm_abort_job(const std::string& message);
+
+class MpiCommunicator final : public Communicator {
+ public:
+  /// A duplicate of MPI_COMM_WORLD named "world". MPI must be initialised (and not finalised).
+  static std::unique_ptr<MpiCommunicator> world(const CommOptions& options = {});
+  /// Takes ownership of `comm` (freed by the destructor) and sets MPI_ERRORS_RETURN on it.
+  MpiCommunicator(MPI_Comm comm, std::string name, const CommOptions& options);
+  ~MpiCommunicator() override;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  MPI_Comm handle() const { return comm_; }
+
+ private:
+  MPI_Comm comm_;
+  int rank_ = 0;
+  int size_ = 1;
+  int world_rank_ = 0;
+
+  void do_all_reduce(void* buf, std::int64_t count, CommDType type, ReduceOp op) override;
+  void do_all_gather(const void* send, void* recv, std::int64_t count, CommDType type) override;
+  void do_reduce_scatter(const void* send, void* recv, std::int64_t count, CommDType type, ReduceOp op) override;
+  void do_broadcast(void* buf, std::int64_t count, CommDType type, int root) override;
+  void do_send(const void* buf, std::int64_t count, CommDType type, int peer, Tag tag) override;
+  void do_recv(void* buf, std::int64_t count, CommDType type, int peer, Tag tag) override;
+  void do_send_recv(const void* send, std::int64_t send_count, int send_peer, Tag send_tag, void* recv,
+                    std::int64_t recv_count, int recv_peer, Tag recv_tag, CommDType type) override;
+  void do_barrier() override;
+  std::unique_ptr<Communicator> do_split(int color, int key, const std::string& name) override;
+
+  /// Checks the status of an MPI call; on failure prints the error and aborts the job.
+  void check(int rc, Collective c, const char* call) const;
+  /// Polls `req` until it completes; aborts the job when `until` passes first.
+  void wait(MPI_Request& req, Collective c, PollClock::time_point until) const;
+  /// Splits `count` elements into chunks of at most `chunk`: for each, `post(offset, n, &request)`
+  /// starts one non-blocking call (returning its MPI status), which completes before the next starts,
+  /// then `after(offset, n)` runs; one deadline covers the whole collective.
+  void run_chunked(Collective c, const char* call, std::int64_t count, std::int64_t chunk,
+                   const std::function<int(std::int64_t, int, MPI_Request*)>& post,
+                   const std::function<void(std::int64_t, int)>& after = {}) const;
+};
+
+}  // namespace adapt::comm

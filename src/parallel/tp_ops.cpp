@@ -1,0 +1,137 @@
+#include "parallel/tp_ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <span>
+#include <vector>
+
+#include "core/error.h"
+#include "ops/matmul.h"
+
+namespace adapt::parallel {
+
+namespace {
+
+void require_host_f32(const char* op, const Tensor& t) {
+  ADAPT_REQUIRE(t.defined() && t.is_contiguous() && t.dtype() == DType::F32 && t.device().host_accessible(), ShapeError,
+                "{}: tensor '{}' must be a contiguous f32 host tensor (got {} on {})", op, t.name(),
+                dtype_name(t.dtype()), t.device().str());
+}
+
+std::int64_t id_at(const Tensor& ids, std::int64_t i) {
+  return ids.dtype() == DType::I32 ? ids.data<std::int32_t>()[i] : ids.data<std::int64_t>()[i];
+}
+
+void require_ids(const char* op, const Tensor& ids, std::int64_t n) {
+  ADAPT_REQUIRE((ids.dtype() == DType::I32 || ids.dtype() == DType::I64) && ids.is_contiguous() && ids.numel() == n,
+                ShapeError, "{}: '{}' {} {} must be contiguous i32 or i64 with {} entries (one per row)", op,
+                ids.name(), ids.shape().str(), dtype_name(ids.dtype()), n);
+}
+
+}  // namespace
+
+void tp_linear_forward(Tensor& y, const Tensor& x, const Tensor& w_local, ShardDim split, comm::Communicator& tp) {
+  ADAPT_CHECK(split != ShardDim::None, "tp_linear_forward of a replicated weight '{}'", w_local.name());
+  ops::matmul(y, x, w_local);
+  if (split == ShardDim::Cols && tp.size() > 1) {
+    require_host_f32("tp_linear_forward", y);
+    tp.all_reduce(y, comm::ReduceOp::Sum);
+  }
+}
+
+void tp_linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w_local, ShardDim split,
+                              comm::Communicator& tp) {
+  ADAPT_CHECK(split != ShardDim::None, "tp_linear_backward_input of a replicated weight '{}'", w_local.name());
+  ops::matmul(dx, dy, w_local, {.transpose_b = false});
+  if (split == ShardDim::Rows && tp.size() > 1) {
+    require_host_f32("tp_linear_backward_input", dx);
+    tp.all_reduce(dx, comm::ReduceOp::Sum);
+  }
+}
+
+void vocab_parallel_embedding_forward(Tensor& out, const Tensor& table_shard, const Range& vocab,
+                                      std::int64_t vocab_size, const Tensor& ids, comm::Communicator& tp) {
+  constexpr const char* op = "vocab_parallel_embedding_forward";
+  require_host_f32(op, out);
+  const std::int64_t C = table_shard.dim(1), n = ids.numel();
+  ADAPT_REQUIRE(table_shard.rank() == 2 && table_shard.dim(0) == vocab.count && table_shard.is_contiguous() &&
+                    out.numel() == n * C,
+                ShapeError,
+                "{}: table shard '{}' {} must be ({}, C) for vocabulary rows [{}, {}), out '{}' {} must hold "
+                "{} rows of C",
+                op, table_shard.name(), table_shard.shape().str(), vocab.count, vocab.begin, vocab.end(), out.name(),
+                out.shape().str(), n);
+  require_ids(op, ids, n);
+  float* o = out.data<float>();
+  const std::size_t row_bytes = static_cast<std::size_t>(C) * dtype_size(table_shard.dtype());
+  const auto* table = static_cast<const unsigned char*>(table_shard.raw());
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t id = id_at(ids, i);
+    ADAPT_REQUIRE(id >= 0 && id < vocab_size, ShapeError,
+                  "{}: id {} at position {} of '{}' is outside the vocabulary "
+                  "[0, {})",
+                  op, id, i, ids.name(), vocab_size);
+    if (id >= vocab.begin && id < vocab.end()) {
+      dtype_convert(o + i * C, DType::F32, table + static_cast<std::size_t>(id - vocab.begin) * row_bytes,
+                    table_shard.dtype(), C);
+    } else {
+      std::fill_n(o + i * C, C, 0.0f);
+    }
+  }
+  tp.all_reduce(out, comm::ReduceOp::Sum);
+}
+
+ops::CrossEntropyResult vocab_parallel_cross_entropy(Tensor& logits, const Tensor& targets, const Range& vocab,
+                                                     std::int64_t vocab_size, comm::Communicator& tp,
+                                                     const ops::CrossEntropyOptions& opts) {
+  constexpr const char* op = "vocab_parallel_cross_entropy";
+  require_host_f32(op, logits);
+  ADAPT_REQUIRE(logits.rank() >= 1 && logits.dim(-1) == vocab.count, ShapeError,
+                "{}: logits '{}' {} must end in the {} vocabulary entries [{}, {}) of this rank", op, logits.name(),
+                logits.shape().str(), vocab.count, vocab.begin, vocab.end());
+  const std::int64_t V = vocab.count, rows = logits.numel() / std::max<std::int64_t>(V, 1);
+  require_ids(op, targets, rows);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::int64_t y = id_at(targets, r);
+    ADAPT_REQUIRE(y == opts.ignore_index || (y >= 0 && y < vocab_size), ShapeError,
+                  "{}: target {} of row {} in '{}' is outside the vocabulary [0, {}) and is not the ignore index {}",
+                  op, y, r, targets.name(), vocab_size, opts.ignore_index);
+  }
+  float* z = logits.data<float>();
+  const auto rows_u = static_cast<std::size_t>(rows);
+  // 1. The row maxima over the whole vocabulary.
+  std::vector<float> m(rows_u, -std::numeric_limits<float>::infinity());
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t j = 0; j < V; ++j) m[r] = std::max(m[r], z[r * V + j]);
+  }
+  tp.all_reduce(std::span<float>(m), comm::ReduceOp::Max);
+  // 2. Σ exp(z − max) and the target's logit (held by one rank; the others add 0).
+  std::vector<double> sum(rows_u, 0.0), z_y(rows_u, 0.0);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t j = 0; j < V; ++j) sum[r] += std::exp(z[r * V + j] - m[r]);
+    const std::int64_t y = id_at(targets, r);
+    if (y >= vocab.begin && y < vocab.end()) z_y[r] = z[r * V + (y - vocab.begin)];
+  }
+  tp.all_reduce(std::span<double>(sum), comm::ReduceOp::Sum);
+  tp.all_reduce(std::span<double>(z_y), comm::ReduceOp::Sum);
+  // 3. −log p_y = log Σ exp(z − m) + m − z_y, and the local slice of the gradient.
+  ops::CrossEntropyResult res;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::int64_t y = id_at(targets, r);
+    float* zr = z + r * V;
+    if (y == opts.ignore_index) {
+      if (opts.grad) std::fill_n(zr, V, 0.0f);
+      continue;
+    }
+    res.loss_sum += std::log(sum[r]) + static_cast<double>(m[r]) - z_y[r];
+    ++res.n_valid;
+    if (!opts.grad) continue;
+    const float k = static_cast<float>(static_cast<double>(opts.grad_scale) / sum[r]);
+    for (std::int64_t j = 0; j < V; ++j) zr[j] = std::exp(zr[j] - m[r]) * k;
+    if (y >= vocab.begin && y < vocab.end()) zr[y - vocab.begin] -= opts.grad_scale;
+  }
+  return res;
+}
+
+}  // namespace adapt::parallel

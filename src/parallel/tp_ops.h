@@ -1,0 +1,39 @@
+// The tensor-parallel ops with their collectives placed (Megatron): column/row-parallel linear,
+// vocab-parallel embedding and vocab-parallel cross-entropy. Every rank holds its ShardSpec slice of
+// the weight (llama_sharding.h); the results equal the single-rank ops up to summation order.
+// Every function here is called by all ranks of the tp group, in the same order.
+#pragma once
+
+#include "comm/communicator.h"
+#include "ops/cross_entropy.h"
+#include "parallel/shard_spec.h"
+#include "tensor/tensor.h"
+
+namespace adapt::parallel {
+
+/// y = x · w_localᵀ. Column-parallel (split = Rows): w_local (out/tp, in), x (N, in) whole, y (N, out/tp)
+/// the rank's output features; no collective. Row-parallel (split = Cols): w_local (out, in/tp), x
+/// (N, in/tp) the rank's input features, y (N, out) all-reduced over tp (add a bias after this).
+void tp_linear_forward(Tensor& y, const Tensor& x, const Tensor& w_local, ShardDim split, comm::Communicator& tp);
+
+/// dx = dy · w_local. Column-parallel: dy (N, out/tp), dx (N, in) all-reduced over tp. Row-parallel:
+/// dy (N, out) whole, dx (N, in/tp) the rank's input features; no collective.
+void tp_linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w_local, ShardDim split,
+                              comm::Communicator& tp);
+
+/// out (.., C) f32 = table[ids]: table_shard (V/tp, C) f32 or bf16 holds the vocabulary rows `vocab`;
+/// each rank writes the rows of its ids and zeros elsewhere, then one all-reduce over tp. ShapeError
+/// for an id outside [0, vocab_size).
+void vocab_parallel_embedding_forward(Tensor& out, const Tensor& table_shard, const Range& vocab,
+                                      std::int64_t vocab_size, const Tensor& ids, comm::Communicator& tp);
+
+/// Cross-entropy over logits split by vocabulary: logits (N, V/tp) f32 contiguous hold entries `vocab`
+/// of each row, targets (N) i32/i64 are global ids (or opts.ignore_index). Three all-reduces of N
+/// values over tp (row max, Σ exp, the target's logit). Returns the loss sum and the valid rows over
+/// the whole vocabulary (the same on every rank); with opts.grad the local logits become the rank's
+/// slice of (softmax − onehot) · grad_scale, as ops::cross_entropy_forward_backward writes.
+ops::CrossEntropyResult vocab_parallel_cross_entropy(Tensor& logits, const Tensor& targets, const Range& vocab,
+                                                     std::int64_t vocab_size, comm::Communicator& tp,
+                                                     const ops::CrossEntropyOptions& opts = {});
+
+}  // namespace adapt::parallel

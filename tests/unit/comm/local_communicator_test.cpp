@@ -1,0 +1,88 @@
+// LocalCommunicator (a group of one) and what the Communicator base does for every implementation:
+// argument checks, byte counting per collective, call numbering, the timeout message, grid splits.
+#include "comm/local_communicator.h"
+
+#include <doctest/doctest.h>
+
+#include <numeric>
+#include <vector>
+
+#include "core/error.h"
+
+using namespace adapt;
+using namespace adapt::comm;
+
+TEST_CASE("a single-rank group: reductions keep the data, gathers copy, stats count bytes") {
+  LocalCommunicator c;
+  CHECK(c.rank() == 0);
+  CHECK(c.size() == 1);
+  CHECK(c.name() == "world");
+
+  std::vector<double> d = {1.5, -2.0, 3.25};
+  c.all_reduce(std::span<double>(d), ReduceOp::Sum);
+  CHECK(d == std::vector<double>{1.5, -2.0, 3.25});
+  std::vector<std::int64_t> i = {7, 9};
+  c.all_reduce(std::span<std::int64_t>(i), ReduceOp::Max);
+  CHECK(i == std::vector<std::int64_t>{7, 9});
+
+  std::vector<float> send = {1, 2, 3, 4}, recv(4, 0.f);
+  c.all_gather(send.data(), recv.data(), 4, CommDType::F32);
+  CHECK(recv == send);
+  std::vector<float> scattered(4, 0.f);
+  c.reduce_scatter(send.data(), scattered.data(), 4, CommDType::F32, ReduceOp::Sum);
+  CHECK(scattered == send);
+  c.broadcast(std::span<float>(send), 0);
+  c.barrier();
+
+  CHECK(c.stats()[Collective::AllReduce].calls == 2);
+  CHECK(c.stats()[Collective::AllReduce].bytes == 3 * 8 + 2 * 8);
+  CHECK(c.stats()[Collective::AllGather].bytes == 16);
+  CHECK(c.stats()[Collective::ReduceScatter].bytes == 16);
+  CHECK(c.stats()[Collective::Broadcast].bytes == 16);
+  CHECK(c.stats()[Collective::Barrier].calls == 1);
+  CHECK(c.stats().total_bytes() == 40 + 16 + 16 + 16);
+  CHECK(c.seq() == 6);
+  c.reset_stats();
+  CHECK(c.stats().total_bytes() == 0);
+
+  Tensor t = Tensor::zeros({2, 3}, DType::F32, "t");
+  c.all_reduce(t, ReduceOp::Sum);
+  CHECK(c.stats()[Collective::AllReduce].bytes == 24);
+}
+
+TEST_CASE("argument errors throw before any communication") {
+  LocalCommunicator c("tp[pp0,dp0]");
+  float x = 0;
+  CHECK_THROWS_WITH_AS(c.all_reduce(&x, -1, CommDType::F32, ReduceOp::Sum),
+                       doctest::Contains("all_reduce on group tp[pp0,dp0]: element count -1 is negative"), CommError);
+  CHECK_THROWS_WITH_AS(c.broadcast(&x, 1, CommDType::F32, 1), doctest::Contains("root 1 is not a rank"), CommError);
+  CHECK_THROWS_WITH_AS(c.send(&x, 1, CommDType::F32, 0, Tag::Activation),
+                       doctest::Contains("peer 0 must be another rank of the group"), CommError);
+  CHECK_THROWS_AS(c.recv(&x, 1, CommDType::F32, 1, Tag::Activation), CommError);
+  CHECK_THROWS_WITH_AS(c.send_recv(&x, 1, 0, Tag::Activation, &x, 1, 0, Tag::Activation, CommDType::F32),
+                       doctest::Contains("send_recv on group tp[pp0,dp0]: peer 0 must be another rank"), CommError);
+  CHECK_THROWS_AS(c.split(-1, 0, "x"), CommError);
+  CHECK_THROWS_AS(LocalCommunicator("w", {.timeout_s = 0}), ConfigError);
+  CHECK_THROWS_AS(LocalCommunicator("w", {.max_elems_per_call = 0}), ConfigError);
+  CHECK_THROWS_AS(LocalCommunicator("w", {.max_elems_per_call = 1ll << 31}), ConfigError);
+}
+
+TEST_CASE("the timeout message names the rank, the collective, the time and the group") {
+  CHECK(comm_timeout_message(3, Collective::ReduceScatter, 2.5, "dp[tp1,pp0]", 17)
+            .starts_with("rank 3: reduce_scatter timed out after 2.5s in group dp[tp1,pp0] (call #17)"));
+  CHECK(collective_name(Collective::AllGather) == "all_gather");
+  CHECK(comm_dtype_size(CommDType::F64) == 8);
+  CHECK(comm_dtype_of(DType::BF16) == CommDType::BF16);
+  CHECK(comm_dtype_of<std::int64_t>() == CommDType::I64);
+}
+
+TEST_CASE("a one-rank world splits into one-rank tp, pp and dp groups") {
+  LocalCommunicator world;
+  GridComms g = grid_comms_split(world, ProcessGrid(1, 1, 1));
+  CHECK(g.tp->size() == 1);
+  CHECK(g.pp->name() == "pp[tp0,dp0]");
+  CHECK(g[GridAxis::Dp].name() == "dp[tp0,pp0]");
+  CHECK(world.stats()[Collective::Split].calls == 3);
+  CHECK_THROWS_WITH_AS(grid_comms_split(world, ProcessGrid(2, 1, 1)),
+                       doctest::Contains("needs 2 ranks but communicator 'world' has 1"), ConfigError);
+}
