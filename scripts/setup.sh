@@ -2,20 +2,21 @@
 # Installs what adapt needs to build and test on Debian 12, and nothing that is already there.
 # Idempotent and quiet when everything is installed.
 #
-#   ./scripts/setup.sh            Debian packages (compilers, CMake, Open MPI, parallel HDF5, toml++,
-#                                 fmt, doctest, nlohmann-json, OpenBLAS)
+#   ./scripts/setup.sh            Debian packages (compilers, CMake, Open MPI with PMIx, parallel HDF5,
+#                                 toml++, fmt, doctest, nlohmann-json, OpenBLAS)
 #   ./scripts/setup.sh --python   also a Python virtual environment in .venv with the pinned packages
 #                                 of scripts/requirements-test.txt (used by tests that compare against
 #                                 Python's safetensors and tokenizers)
 #
 # The CUDA toolkit (nvcc, cuBLAS, NCCL) is not a Debian package: install NVIDIA's toolkit yourself
-# (or use the container in containers/); without it adapt builds the CPU backend only.
+# (or use the container in containers/); without it adapt builds the CPU backend only. The container
+# recipes (containers/Dockerfile, containers/adapt.def) install the same packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git python3 python3-venv
-  libopenmpi-dev openmpi-bin libhdf5-openmpi-dev libtomlplusplus-dev libfmt-dev doctest-dev
+  libopenmpi-dev openmpi-bin libpmix-dev libhdf5-openmpi-dev libtomlplusplus-dev libfmt-dev doctest-dev
   nlohmann-json3-dev libopenblas-dev
 )
 
