@@ -46,6 +46,8 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=scripts/bench_common.sh
+source "$root/scripts/bench_common.sh"
 build="$(realpath -m "${1:-$root/build}")"
 rounds="${2:-3}"
 venv="${3:-$HOME/.cache/adapt/venv-llama}"
@@ -56,28 +58,9 @@ threads="$(nproc)"
 pins=(transformers==4.46.3 tokenizers==0.20.3 safetensors==0.4.5 huggingface-hub==0.26.2)
 
 # ---- build ----------------------------------------------------------------------------------------
-if [[ ! -f "$build/CMakeCache.txt" ]]; then
-  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-fi
-if ! cmake --build "$build" --target gen_bench app_adapt_model >"$build/bench_gen_build.log" 2>&1; then
-  tail -30 "$build/bench_gen_build.log" >&2
-  echo "error: building gen_bench and app_adapt_model in $build failed (log: $build/bench_gen_build.log);" \
-       "gen_bench needs ADAPT_BUILD_TESTS=ON" >&2
-  exit 2
-fi
+bench_build "$root" "$build" bench_gen gen_bench app_adapt_model
 gen_bench="$build/tests/gen_bench"
 adapt_model="$build/bin/adapt_model"
-src_dir="$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt")"
-if [[ "$(git -C "$src_dir" rev-parse --show-toplevel 2>/dev/null)" == "$(realpath "$src_dir")" ]]; then
-  commit="$(git -C "$src_dir" rev-parse --short HEAD)"
-  n_dirty="$(git -C "$src_dir" status --porcelain -- src kernels cmake CMakeLists.txt | wc -l)"
-  if [[ "$n_dirty" != 0 ]]; then
-    commit="$commit + uncommitted changes in $n_dirty file(s) under src/ kernels/ cmake/"
-  fi
-else
-  commit="unknown ($src_dir is not a git checkout)"
-fi
-build_type="$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build/CMakeCache.txt")"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -96,30 +79,7 @@ print(" ".join(str(rng.randrange(vocab)) for _ in range(int(sys.argv[3]))))
 EOF
 
 # ---- the Python peer ------------------------------------------------------------------------------
-peer_skip=""
-peer_py=""
-find_peer() {
-  if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c "import torch, transformers" 2>/dev/null; then
-    peer_py="$venv/bin/python"; return
-  fi
-  if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
-    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-torch python3-venv \
-        >"$work/apt.log" 2>&1 || { peer_skip="apt-get install python3-torch failed: $(tail -1 "$work/apt.log")"; return; }
-    else
-      peer_skip="Debian's python3-torch is not installed (sudo apt-get install python3-torch) and this is not root"
-      return
-    fi
-  fi
-  if [[ ! -x "$venv/bin/python" ]]; then
-    /usr/bin/python3 -m venv --system-site-packages "$venv" >"$work/venv.log" 2>&1 ||
-      { peer_skip="cannot create the venv $venv: $(tail -1 "$work/venv.log")"; return; }
-  fi
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${pins[@]}" >"$work/pip.log" 2>&1 ||
-    { peer_skip="pip install ${pins[*]} into $venv failed: $(tail -1 "$work/pip.log")"; return; }
-  peer_py="$venv/bin/python"
-}
-find_peer
+bench_find_peer "$venv" "$work" "torch, transformers" "${pins[@]}"
 
 cat >"$work/hf_bench.py" <<'EOF'
 # The HF side: prints the same `key value` lines as gen_bench; tokens of the timed run to a file.
@@ -274,7 +234,4 @@ if hf:
 print("reference (product brief, same machine and shape; not measured by this script): "
       "llama.cpp decodes 144 tokens/s, PyTorch prefills 2,459 tokens/s")
 EOF
-echo "source: $commit, build $build ($build_type)"
-echo "load average (1, 5, 15 min): $load_start at the start, $load_end at the end, on $threads cores"
-awk -v l="${load_start%% *}" -v e="${load_end%% *}" -v n="$threads" \
-  'BEGIN { if (l > 0.5 || e > 0.5) printf "warning: other processes were running; figures are noisy (load %s/%s on %d cores)\n", l, e, n }'
+bench_footer "$build" "$load_start" "$load_end" "$threads"

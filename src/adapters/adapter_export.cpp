@@ -35,6 +35,10 @@ std::string dumps(const json& j) { return j.dump(2, ' ', /*ensure_ascii=*/true);
 void check_exportable(const AdapterSet& set, const AdapterExportOptions& options) {
   ADAPT_REQUIRE(!set.merged(), UnsupportedError,
                 "adapter_export: the LoRA adapters are merged into the base weights; call unmerge() before exporting");
+  ADAPT_REQUIRE(!set.tp().active(), UnsupportedError,
+                "adapter_export: the LoRA factors hold this rank's slices of tp = {}; export the whole set that "
+                "AdapterSet::tp_gathered() returns",
+                set.tp().size);
   ADAPT_REQUIRE(options.dtype == DType::F32 || options.dtype == DType::BF16 || options.dtype == DType::F16,
                 UnsupportedError, "adapter_export: dtype {} is not a floating-point dtype; use f32, bf16 or f16",
                 dtype_name(options.dtype));

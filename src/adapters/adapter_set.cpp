@@ -118,9 +118,11 @@ bool AdapterSet::has_linear(const model::LinearSite& site) const { return !merge
 
 LoraDropout AdapterSet::dropout_for(const model::LinearSite& site) const {
   if (!training_ || config_.lora.dropout <= 0.0) return {};
-  return {.p = config_.lora.dropout,
-          .stream = dropout_stream({.seed = config_.seed, .step = step_, .micro_batch = micro_batch_,
-                                    .layer = site.layer, .site = static_cast<int>(site.kind)})};
+  LoraDropout d{.p = config_.lora.dropout,
+                .stream = dropout_stream({.seed = config_.seed, .step = step_, .micro_batch = micro_batch_,
+                                          .layer = site.layer, .site = static_cast<int>(site.kind)})};
+  if (tp_.active() && !column_parallel(site.kind)) tp_dropout_columns(site, d);  // adapter_set_tp.cpp
+  return d;
 }
 
 void AdapterSet::linear_forward(const model::LinearSite& site, const Tensor& x, Tensor& y) {

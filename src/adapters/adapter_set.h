@@ -19,7 +19,9 @@
 #include "adapters/lora_adapter.h"
 #include "model/adapter_hook.h"
 #include "model/llama_config.h"
+#include "model/tensor_parallel.h"
 #include "ops/workspace.h"
+#include "parallel/shard_spec.h"
 
 namespace adapt::model {
 struct LlamaModel;
@@ -36,7 +38,8 @@ struct AdapterParam {
   /// Tensor parallelism (DESIGN.md "Parallel layout"): the dimension split over the tp group like the
   /// base weight (LoRA B of a column-parallel projection: 0; LoRA A of a row-parallel one: 1), or −1
   /// when replicated (the other LoRA factor, every bottleneck tensor). Replicated LoRA factors get
-  /// partial gradients on each tp rank that must be summed over the group.
+  /// partial gradients on each tp rank that must be summed over the group
+  /// (AdapterSet::tp_reduce_gradients); bottleneck gradients are whole on every rank.
   int tp_shard_dim = -1;
 };
 
@@ -105,6 +108,35 @@ class AdapterSet final : public model::AdapterHook {
   void unmerge(model::LlamaModel& model);
   bool merged() const { return merged_; }
 
+  // ---- tensor parallelism (DESIGN.md "Parallel layout"; adapter_set_tp.cpp) ----
+  /// Keeps this rank's slices of the LoRA factors and their gradients (parallel::lora_shard: on q, k,
+  /// v, gate, up B is split by rows like the base weight and A is whole; on o, down A is split by
+  /// columns and B is whole), for a model loaded with model::llama_model_load_tp over `tp`; bottleneck
+  /// modules stay whole (they act on the full hidden state, after the all-reduce). Call it on a whole
+  /// set (just initialised, or loaded from files), so every rank starts from the single-rank values;
+  /// afterwards the hook, parameters() and merge() work on the rank's slices. No-op with one rank.
+  /// UnsupportedError when merged or already sharded.
+  void shard_for_tp(const model::TensorParallel& tp);
+  /// The tp group the LoRA factors are sharded over (one rank when not sharded).
+  const model::TensorParallel& tp() const { return tp_; }
+  /// Sums the gradients of the whole LoRA factors over the tp group: with sharded sites each rank holds
+  /// a partial sum for A of q/k/v/gate/up and B of o/down. Call it once per optimizer step, after the
+  /// last backward and before clipping, data-parallel averaging or the update. Bottleneck gradients
+  /// are already whole on every rank. Collective over tp; no-op with one rank.
+  void tp_reduce_gradients();
+  /// A whole (unsharded) set with this set's config, values and gradients, on every rank of the tp
+  /// group (a collective): what export, checkpoints and comparisons with one rank take. An unsharded
+  /// set is copied.
+  AdapterSet tp_gathered() const;
+  /// The slice of the whole tensor each parameter holds, in parameters() order (dim None for whole
+  /// ones): parallel::shard_take(whole, slice) cuts a rank's part of a per-parameter tensor (optimizer
+  /// moments on resume), parallel::tp_gather(whole, part, slice.dim, tp) puts the parts back together.
+  std::vector<parallel::TensorSlice> tp_param_slices() const;
+  /// The global norm of the gradients of the whole set, from the shards: Σ g² of the split factors
+  /// summed over tp, the whole tensors counted once (call after tp_reduce_gradients; collective over
+  /// tp). For clipping: every rank scales its own gradients by the same max_norm / (norm + 1e-6).
+  double tp_grad_norm() const;
+
  private:
   static constexpr int kNumTargets = 7;  // q, k, v, o, gate, up, down
 
@@ -120,8 +152,11 @@ class AdapterSet final : public model::AdapterHook {
   bool merged_ = false;
   std::int64_t step_ = 0;
   std::int64_t micro_batch_ = 0;
+  model::TensorParallel tp_;  // set by shard_for_tp
 
   LoraDropout dropout_for(const model::LinearSite& site) const;
+  /// A row-parallel site's columns of x within the whole x (the masks of one rank).
+  void tp_dropout_columns(const model::LinearSite& site, LoraDropout& d) const;
   /// z: f (Houlsby), h + f (Pfeiffer) or h (parallel), in workspace memory when it is a sum.
   Tensor block_input(const Tensor& h, const Tensor& f);
   void merge_all(model::LlamaModel& model, double sign);

@@ -128,10 +128,11 @@ void BottleneckAdapter::forward(const Tensor& z, Tensor& out, ops::Workspace& ws
   // out += s·(g·Wuᵀ + bu): all of z is read above, so out may alias it.
   ops::matmul(out, g, up_weight, {.transpose_b = true, .alpha = s, .beta = 1.0f});
   const std::int64_t C = hidden();
+  Tensor scaled_bias = ws.take({C}, DType::F32, "bottleneck.scaled_up_bias");
   const float* bu = up_bias.data<float>();
-  float* o = out.data<float>();
-  for (std::int64_t i = 0; i < N; ++i)
-    for (std::int64_t j = 0; j < C; ++j) o[i * C + j] += s * bu[j];
+  float* sb = scaled_bias.data<float>();
+  for (std::int64_t j = 0; j < C; ++j) sb[j] = s * bu[j];
+  ops::bias_add(out, scaled_bias);  // out[i, j] += s·bu[j], rows split over the threads
 }
 
 void BottleneckAdapter::backward(const Tensor& z, const Tensor& dout, Tensor& dz, ops::Workspace& ws) {

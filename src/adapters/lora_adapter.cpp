@@ -35,7 +35,9 @@ Tensor LoraAdapter::dropped_input(const Tensor& x, const LoraDropout& dropout, o
   float* d = xd.data<float>();
   const float keep_scale = static_cast<float>(1.0 / (1.0 - dropout.p));
   const std::int64_t n = x.numel();
-  for (std::int64_t i = 0; i < n; ++i) d[i] = dropout_keep(dropout.stream, i, dropout.p) ? xs[i] * keep_scale : 0.0f;
+  const std::int64_t cols = in();
+  for (std::int64_t i = 0; i < n; ++i)
+    d[i] = dropout_keep(dropout.stream, dropout.element(i, cols), dropout.p) ? xs[i] * keep_scale : 0.0f;
   return xd;
 }
 
@@ -77,7 +79,7 @@ void LoraAdapter::backward(const Tensor& x, const Tensor& dy, Tensor& dx, const 
   const float keep_scale = static_cast<float>(1.0 / (1.0 - dropout.p));
   const std::int64_t n = dx.numel();
   for (std::int64_t i = 0; i < n; ++i)
-    if (dropout_keep(dropout.stream, i, dropout.p)) d[i] += g[i] * keep_scale;
+    if (dropout_keep(dropout.stream, dropout.element(i, in()), dropout.p)) d[i] += g[i] * keep_scale;
 }
 
 void LoraAdapter::merge_into(Tensor& w, double sign) const {

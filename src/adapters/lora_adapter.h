@@ -18,7 +18,16 @@ namespace adapt::adapters {
 struct LoraDropout {
   double p = 0.0;
   std::uint64_t stream = 0;
+  /// Tensor parallelism on a row-parallel site (x holds columns [col_offset, col_offset + in) of rows
+  /// `width` wide): the mask of element (n, j) is that of element n·width + col_offset + j of the whole
+  /// x, as on one rank. 0: x is whole.
+  std::int64_t width = 0;
+  std::int64_t col_offset = 0;
   bool active() const { return p > 0.0; }
+  /// The element of the whole x that element i of an x with `in` columns is.
+  std::int64_t element(std::int64_t i, std::int64_t in) const {
+    return width == 0 ? i : (i / in) * width + col_offset + i % in;
+  }
 };
 
 class LoraAdapter {

@@ -2,7 +2,7 @@
 // (generate::Generator's batch scheduler). Results are written as prompts finish (one JSON line each,
 // plus optional per-prompt output files), so a restarted job skips what is done.
 //
-//   adapt_gen --input prompts.toml [--set key=value ...] [--dry-run]
+//   adapt_gen --input prompts.toml [--set key=value ...] [--shard I/N] [--dry-run]
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "apps/app_parallel.h"
 #include "config/config_binder.h"
 #include "config/config_printer.h"
 #include "config/gen_config_schema.h"
-#include "core/app_main.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
@@ -22,7 +22,10 @@
 #include "adapters/adapter_files.h"
 #include "adapters/adapter_set.h"
 #include "generate/generator.h"
+#include "generate/prompt_shard.h"
 #include "generate/results.h"
+#include "generate/results_parts.h"
+#include "model/llama_config.h"
 #include "model/llama_weights.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/tokenizer.h"
@@ -32,7 +35,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kUsage = R"(usage: adapt_gen --input prompts.toml [--set key=value ...] [--dry-run]
+constexpr const char* kUsage = R"(usage: adapt_gen --input prompts.toml [--set key=value ...] [--shard I/N] [--dry-run]
 
 Runs every prompt of the job that is not already in the results file, runtime.batch_size at a time
 (they decode together; a finished prompt's place goes to the next one), and appends one JSON line per
@@ -43,13 +46,23 @@ depend on the batch size. Progress goes to stderr.
 
   --input FILE      the job (see inputs/prompts.toml)
   --set key=value   override one key, e.g. --set defaults.temperature=0.7 or --set prompts[0].seed=3
+  --shard I/N       run share I of N (0 <= I < N): the prompts whose position in the file is I modulo N,
+                    with results in <results stem>.shard-I-of-N.jsonl (one share per job of a Slurm job
+                    array; the shares do not overlap and together cover every prompt)
   --dry-run         validate the job, tokenize the prompts, print the resolved job, generate nothing
 
 A prompt that does not fit the model's context is an error before anything is generated; a completion
 that would run past the context is cut there (finish_reason "length").
 
-exit codes: 0 done; 2 bad job file or option; 3 missing/invalid model, tokenizer or unwritable output;
-6 unsupported; 70 internal error.
+Several ranks (mpiexec -n N, srun): tp and pp come from [parallel], dp = N / (tp x pp). The dp
+replicas share out the prompts (of the --shard): replica r runs the prompts at positions r modulo dp,
+writing each record as it finishes to its own <results stem>.dp-r-of-dp.jsonl; rank 0 merges those
+into the results file at the end (and parts left by an interrupted run when the job starts again).
+Tensor and pipeline parallelism are not supported yet (exit 6).
+
+exit codes: 0 done; 2 bad job file or option (or a layout that does not fit: the message lists those
+that do); 3 missing/invalid model, tokenizer or unwritable output; 5 MPI failure; 6 unsupported; 70
+internal error.
 
 job keys:
 )";
@@ -59,10 +72,11 @@ struct Prepared {
   generate::GenerationRequest request;
 };
 
-int run(int argc, char** argv) {
+int run(int argc, char** argv, apps::ParallelApp& app) {
   std::string input;
   std::vector<std::string> sets;
   bool dry_run = false;
+  generate::PromptShard shard;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -70,17 +84,19 @@ int run(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--help" || a == "-h") {
-      std::printf("%s%s", kUsage, config::help(config::gen_job_schema()).c_str());
+      if (app.root()) std::printf("%s%s", kUsage, config::help(config::gen_job_schema()).c_str());
       return 0;
     } else if (a == "--input") {
       input = value();
     } else if (a == "--set") {
       sets.push_back(value());
+    } else if (a == "--shard") {
+      shard = generate::prompt_shard_parse(value());
     } else if (a == "--dry-run") {
       dry_run = true;
     } else {
       ADAPT_THROW(ConfigError, "unknown option '{}'{}; run adapt_gen --help", a,
-                  did_you_mean(a, {"--input", "--set", "--dry-run", "--help"}));
+                  did_you_mean(a, {"--input", "--set", "--shard", "--dry-run", "--help"}));
     }
   }
   ADAPT_REQUIRE(!input.empty(), ConfigError, "adapt_gen needs --input prompts.toml; run adapt_gen --help");
@@ -93,6 +109,7 @@ int run(int argc, char** argv) {
   std::vector<Prepared> prepared;
   const auto& d = job.defaults;
   for (std::size_t i = 0; i < job.prompts.size(); ++i) {
+    if (!generate::prompt_shard_contains(shard, i)) continue;
     const auto& p = job.prompts[i];
     Prepared q{&p, {}};
     generate::GenerationRequest& r = q.request;
@@ -120,13 +137,18 @@ int run(int argc, char** argv) {
     prepared.push_back(std::move(q));
   }
 
+  const model::LlamaConfig mc = model::llama_config_load(job.model.path);
+  app.start("adapt_gen", job.parallel.tp, job.parallel.pp,
+            {.n_heads = mc.n_heads, .n_kv_heads = mc.n_kv_heads, .n_layers = mc.n_layers});
   model::LlamaLoadStats stats;
   if (dry_run) {
+    if (!app.root()) return 0;
     std::printf("%s", config::to_toml(job, config::gen_job_schema()).c_str());
     for (const auto& q : prepared)
       std::printf("# %s: %zu prompt tokens\n", q.spec->id.c_str(), q.request.prompt.size());
     return 0;
   }
+  const int dp = app.grid().dp_size(), dp_rank = app.comms().dp->rank();
   const model::LlamaModel model = model::llama_model_load(job.model.path, {.storage = model::WeightStorage::AsStored}, &stats);
   log::info0("loaded {} ({} layers, vocab {}) in {:.2f} s; tokenizer {}", job.model.path.string(), model.config.n_layers,
              model.config.vocab_size, stats.seconds, tok.description());
@@ -137,24 +159,49 @@ int run(int argc, char** argv) {
     gen.set_hook(&*adapter);
     log::info0("adapter {}: {} parameters", job.model.adapter->string(), format_count(adapter->n_parameters()));
   }
-  for (std::size_t i = 0; i < prepared.size(); ++i) {
-    const auto n = static_cast<std::int64_t>(prepared[i].request.prompt.size());
-    ADAPT_REQUIRE(gen.room_after(n) > 0, ConfigError,
-                  "{}: prompts[{}] ('{}') has {} tokens, but the model's context is {} tokens: shorten the prompt",
-                  input, i, prepared[i].spec->id, n, model.config.max_position_embeddings);
+  // Every rank checks every prompt, so all of them fail alike, before anything is generated.
+  for (const auto& q : prepared) {
+    const auto n = static_cast<std::int64_t>(q.request.prompt.size());
+    if (gen.room_after(n) > 0) continue;
+    throw train::CollectiveError(
+        fmt::format("{}: prompts[{}] ('{}') has {} tokens, but the model's context is {} tokens: shorten the prompt",
+                    input, q.spec - job.prompts.data(), q.spec->id, n, model.config.max_position_embeddings),
+        ADAPT_HERE, ExitCode::Usage);
   }
 
   fs::create_directories(job.output.dir);
-  generate::ResultsFile results(generate::output_path_inside(job.output.dir, job.output.results, "output.results"));
+  const fs::path results_path = generate::output_path_inside(
+      job.output.dir, generate::prompt_shard_results_name(job.output.results, shard), "output.results");
+  // With several replicas, each writes its own part file; parts left by an interrupted multi-rank run
+  // are merged first (by rank 0, or the one process).
+  train::on_root(app.world(), "merge the results of an earlier run", [&] {
+    if (const std::int64_t n = generate::results_parts_merge(results_path); n > 0)
+      log::info0("{}: merged {} record(s) left in part files by an earlier run", results_path.string(), n);
+    if (dp > 1) generate::ResultsFile check(results_path);  // drops a record cut by a crash before the others read
+  });
+  std::optional<generate::ResultsFile> finished;  // the merged results, read only
+  if (dp > 1) finished.emplace(results_path);
+  generate::ResultsFile results(dp > 1 ? generate::results_part_path(results_path, dp_rank, dp) : results_path);
+  if (shard.count > 1) {
+    log::info0("share {} of {}: {} of the {} prompts (positions {} modulo {})", shard.index, shard.count,
+               prepared.size(), job.prompts.size(), shard.index, shard.count);
+  }
   std::vector<const Prepared*> todo;
   std::vector<generate::GenerationRequest> requests;
-  for (const auto& q : prepared) {
-    if (results.done(q.spec->id)) continue;
+  std::int64_t n_mine = 0;
+  for (std::size_t j = 0; j < prepared.size(); ++j) {
+    const auto& q = prepared[j];
+    if (!generate::prompt_shard_contains({.index = dp_rank, .count = dp}, j)) continue;
+    ++n_mine;
+    if (results.done(q.spec->id) || (finished && finished->done(q.spec->id))) continue;
     todo.push_back(&q);
     requests.push_back(q.request);
   }
-  log::info0("{} prompt(s), {} already in {}, {} to run", prepared.size(), prepared.size() - todo.size(),
-             results.path().string(), todo.size());
+  if (dp > 1) {
+    log::info0("{} data-parallel replicas share the {} prompt(s); rank 0's share: {}", dp, prepared.size(), n_mine);
+  }
+  log::info0("{} prompt(s), {} already in {}, {} to run{}", n_mine, n_mine - static_cast<std::int64_t>(todo.size()),
+             results_path.string(), todo.size(), dp > 1 ? " on rank 0" : "");
   const generate::BatchPlan plan = gen.plan_batch(requests, job.runtime.batch_size);
   if (!requests.empty()) {
     log::info0("batch: {} prompt(s) in flight (runtime.batch_size = {}); KV cache {} row(s) x {} positions = {}",
@@ -188,20 +235,27 @@ int run(int argc, char** argv) {
                q.spec->id, r.prompt_tokens, r.completion_tokens, r.finish_reason, o.time_to_first_token_s, tps);
   };
   gen.run_batch(requests, job.runtime.batch_size, on_finished);
+  std::int64_t totals[2] = {static_cast<std::int64_t>(k), n_generated};  // over every replica
+  app.world().all_reduce(totals, 2, comm::CommDType::I64, comm::ReduceOp::Sum);
+  if (dp > 1) {
+    train::on_root(app.world(), "merge the results of the replicas",
+                   [&] { generate::results_parts_merge(results_path); });
+  }
   const double seconds = total.seconds();
-  log::info0("done: {} prompt(s), {} new tokens in {:.1f} s ({:.1f} tokens/s overall); results in {}", k, n_generated,
-             seconds, seconds > 0 ? static_cast<double>(n_generated) / seconds : 0.0, results.path().string());
+  log::info0("done: {} prompt(s), {} new tokens in {:.1f} s ({:.1f} tokens/s overall); results in {}", totals[0],
+             totals[1], seconds, seconds > 0 ? static_cast<double>(totals[1]) / seconds : 0.0, results_path.string());
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  return adapt::app_main([&]() -> int {
+  apps::ParallelApp app(argc, argv);
+  return app.run([&]() -> int {
     if (argc < 2) {
-      std::fputs(kUsage, stderr);
+      if (app.root()) std::fputs(kUsage, stderr);
       return static_cast<int>(ExitCode::Usage);
     }
-    return run(argc, argv);
+    return run(argc, argv, app);
   });
 }

@@ -6,13 +6,14 @@
 #include <string>
 #include <vector>
 
+#include "apps/app_parallel.h"
 #include "config/config_binder.h"
 #include "config/config_printer.h"
 #include "config/train_config_schema.h"
-#include "core/app_main.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "model/llama_config.h"
 #include "train/data_config_check.h"
 #include "train/trainer.h"
 
@@ -31,6 +32,12 @@ one of each in <run.dir>/adapter/lora and <run.dir>/adapter/bottleneck). Running
 resumes from its latest checkpoint. SIGUSR1 or SIGTERM: a checkpoint is written at the next step
 boundary and the program exits with 75 ("requeue me").
 
+Several ranks (mpiexec -n N, srun): tp and pp come from [parallel], dp = N / (tp x pp). The dp
+replicas split every micro-step's train.micro_batch sequences between them, so the global batch
+(micro_batch x grad_accum) and the run's results do not depend on the layout; a checkpoint resumes
+on any dp. Rank 0 prints and writes; a signal at any rank stops all of them (exit 75). Tensor and
+pipeline parallelism are not supported yet (exit 6).
+
   --config FILE     the job (see inputs/train.toml)
   --set key=value   override one key, e.g. --set optim.lr=1e-4 --set train.steps=500
   --merge           after training, also write base + LoRA merged as an HF model folder in
@@ -38,13 +45,14 @@ boundary and the program exits with 75 ("requeue me").
   --dry-run         validate, print the resolved job and a memory estimate, train nothing
 
 exit codes: 0 done; 1 training diverged (loss or gradient not finite; checkpoints untouched);
-2 bad job file or option; 3 missing/invalid model, data or checkpoint; 6 unsupported; 70 internal
-error; 75 stopped by a signal after writing a checkpoint (requeue the job).
+2 bad job file or option (or a layout that does not fit: the message lists those that do); 3
+missing/invalid model, data or checkpoint; 5 MPI failure; 6 unsupported; 70 internal error; 75
+stopped by a signal after writing a checkpoint (requeue the job).
 
 job keys:
 )";
 
-int run(int argc, char** argv) {
+int run(int argc, char** argv, apps::ParallelApp& app) {
   std::string path;
   std::vector<std::string> sets;
   bool dry_run = false;
@@ -55,7 +63,7 @@ int run(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--help" || a == "-h") {
-      std::printf("%s%s", kUsage, config::help(config::train_config_schema()).c_str());
+      if (app.root()) std::printf("%s%s", kUsage, config::help(config::train_config_schema()).c_str());
       return 0;
     } else if (a == "--config") {
       path = value();
@@ -74,22 +82,29 @@ int run(int argc, char** argv) {
   train::TrainConfig cfg = config::load(path, config::train_config_schema(), sets);
   train::data_config_resolve_paths(cfg.data, std::filesystem::absolute(path).parent_path());
   const std::string resolved = config::to_toml(cfg, config::train_config_schema());
+  const model::LlamaConfig mc = model::llama_config_load(cfg.model.path);
+  app.start("adapt_train", cfg.parallel.tp, cfg.parallel.pp,
+            {.n_heads = mc.n_heads, .n_kv_heads = mc.n_kv_heads, .n_layers = mc.n_layers},
+            [&](const comm::ProcessGrid& grid) { train::train_layout_check(cfg, grid); });
   if (dry_run) {
-    std::printf("%s\n%s", resolved.c_str(), train::train_memory_estimate(cfg).c_str());
+    if (app.root())
+      std::printf("%s\n%s", resolved.c_str(), train::train_memory_estimate(cfg, app.grid().dp_size()).c_str());
     return 0;
   }
-  const train::TrainOutcome o = train::train_run(cfg, resolved);
+  train::TrainRanks ranks{app.world(), app.grid(), app.comms()};
+  const train::TrainOutcome o = train::train_run(cfg, resolved, ranks);
   return o.stopped_by_signal ? train::kExitRequeue : 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  return app_main([&]() -> int {
+  apps::ParallelApp app(argc, argv);
+  return app.run([&]() -> int {
     if (argc < 2) {
-      std::fputs(kUsage, stderr);
+      if (app.root()) std::fputs(kUsage, stderr);
       return static_cast<int>(ExitCode::Usage);
     }
-    return run(argc, argv);
+    return run(argc, argv, app);
   });
 }

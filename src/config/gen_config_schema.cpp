@@ -36,6 +36,14 @@ const Schema<generate::GenJob>& gen_job_schema() {
              "max_new_tokens) positions.")
         .range(std::int64_t{1}, std::int64_t{1024});
 
+    Schema<GenParallel> par;
+    par.field("tp", &GenParallel::tp,
+              "Tensor-parallel ranks; must divide the attention and KV heads and the world size.")
+        .at_least(std::int64_t{1});
+    par.field("pp", &GenParallel::pp,
+              "Pipeline stages; dp = world / (tp x pp) replicas share out the prompts.")
+        .at_least(std::int64_t{1});
+
     Schema<PromptSpec> p;
     p.field("id", &PromptSpec::id, "Unique name; finished ids are skipped when the job runs again.").required();
     p.field("system", &PromptSpec::system, "System message (with user).");
@@ -71,6 +79,8 @@ const Schema<generate::GenJob>& gen_job_schema() {
     job.table("output", &GenJob::output, output, "Where results go.");
     job.table("defaults", &GenJob::defaults, d, "Sampling and stop rules for every prompt.");
     job.table("runtime", &GenJob::runtime, rt, "How the job runs on this process.");
+    job.table("parallel", &GenJob::parallel, par,
+              "Ranks: tp x pp x dp = the world size of mpiexec/srun (one process: all 1).");
     job.table_array("prompts", &GenJob::prompts, p, "The prompts ([[prompts]] tables).");
     job.check([](const GenJob& j) -> std::string {
       if (j.prompts.empty()) return "the job has no [[prompts]]; add at least one";

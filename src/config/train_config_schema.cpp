@@ -108,6 +108,15 @@ const Schema<train::TrainConfig>& train_config_schema() {
         .at_least(std::int64_t{0});
     c.field("keep_last", &CheckpointConfig::keep_last, "Checkpoints kept (0: all).").at_least(std::int64_t{0});
 
+    Schema<ParallelConfig> par;
+    par.field("tp", &ParallelConfig::tp,
+              "Tensor-parallel ranks; must divide the attention and KV heads and the world size.")
+        .at_least(std::int64_t{1});
+    par.field("pp", &ParallelConfig::pp, "Pipeline stages (contiguous layer ranges); dp = world / (tp x pp).")
+        .at_least(std::int64_t{1});
+    par.field("zero1", &ParallelConfig::zero1,
+              "Partition the AdamW state over the dp replicas (ZeRO-1); the updates are the same either way.");
+
     Schema<RunConfig> r;
     r.field("dir", &RunConfig::dir, "Run folder: metrics.jsonl, config.toml, the exported adapter.").required();
     r.field("merge", &RunConfig::merge,
@@ -121,6 +130,8 @@ const Schema<train::TrainConfig>& train_config_schema() {
     t.table("optim", &TrainConfig::optim, o, "AdamW and the learning-rate schedule.");
     t.table("train", &TrainConfig::train, l, "The training loop.");
     t.table("checkpoint", &TrainConfig::checkpoint, c, "HDF5 checkpoints.");
+    t.table("parallel", &TrainConfig::parallel, par,
+            "Ranks: tp x pp x dp = the world size of mpiexec/srun (one process: all 1).");
     t.table("run", &TrainConfig::run, r, "Where the run writes.");
     t.check([](const TrainConfig& c) -> std::string {
       if (c.data.inputs.empty()) return "[data] inputs is empty: name at least one JSONL file or source folder";

@@ -39,6 +39,13 @@ struct GenRuntime {
   std::int64_t batch_size = 8;  // sequences decoded together, each in its own KV-cache row
 };
 
+/// The parallel layout: tp and pp from the job, dp = world size / (tp · pp) from the launcher; the dp
+/// replicas share out the prompts.
+struct GenParallel {
+  std::int64_t tp = 1;
+  std::int64_t pp = 1;
+};
+
 struct PromptSpec {
   std::string id;
   std::optional<std::string> system;
@@ -60,6 +67,7 @@ struct GenJob {
   GenOutput output;
   GenDefaults defaults;
   GenRuntime runtime;
+  GenParallel parallel;
   std::vector<PromptSpec> prompts;
 };
 

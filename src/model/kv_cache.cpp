@@ -15,10 +15,12 @@ std::int64_t row_of(std::span<const std::int64_t> rows, std::int64_t b) {
 }
 }  // namespace
 
-KvCache::KvCache(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity)
-    : batch_(batch), capacity_(capacity), n_kv_heads_(cfg.n_kv_heads), head_dim_(cfg.head_dim) {
+KvCache::KvCache(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity, int tp_size)
+    : batch_(batch), capacity_(capacity), n_kv_heads_(cfg.n_kv_heads / std::max(tp_size, 1)), head_dim_(cfg.head_dim) {
   ADAPT_REQUIRE(batch > 0 && capacity > 0, ConfigError,
                 "KV cache: batch = {} and capacity = {} positions must both be positive", batch, capacity);
+  ADAPT_REQUIRE(tp_size >= 1 && cfg.n_kv_heads % tp_size == 0, ConfigError,
+                "KV cache: num_key_value_heads = {} is not split evenly over tp = {} ranks", cfg.n_kv_heads, tp_size);
   n_past_.assign(static_cast<std::size_t>(batch), 0);
   const Shape shape{batch, n_kv_heads_, capacity, head_dim_};
   for (std::int64_t l = 0; l < cfg.n_layers; ++l) {
@@ -27,8 +29,10 @@ KvCache::KvCache(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capaci
   }
 }
 
-std::uint64_t KvCache::bytes_needed(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity) {
-  return 2ull * static_cast<std::uint64_t>(cfg.n_layers * batch * cfg.n_kv_heads * capacity * cfg.head_dim) *
+std::uint64_t KvCache::bytes_needed(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity,
+                                    int tp_size) {
+  const std::int64_t kv_heads = cfg.n_kv_heads / std::max(tp_size, 1);
+  return 2ull * static_cast<std::uint64_t>(cfg.n_layers * batch * kv_heads * capacity * cfg.head_dim) *
          sizeof(float);
 }
 

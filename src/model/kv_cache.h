@@ -17,18 +17,22 @@ namespace adapt::model {
 class KvCache {
  public:
   /// Room for `capacity` positions in each of `batch` rows for every layer of `cfg`; every row starts
-  /// empty. ConfigError when a size is not positive.
-  KvCache(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity);
+  /// empty. ConfigError when a size is not positive. With tensor parallelism over `tp_size` ranks
+  /// (model::TensorParallel::size) a rank's cache holds only its Hkv / tp_size KV heads.
+  KvCache(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity, int tp_size = 1);
   KvCache(const KvCache&) = delete;  // tensors share storage: a copy would alias the original
   KvCache& operator=(const KvCache&) = delete;
   KvCache(KvCache&&) = default;
   KvCache& operator=(KvCache&&) = default;
 
-  /// Bytes a cache of this size holds: 2 · L · B · Hkv · S · D · 4.
-  static std::uint64_t bytes_needed(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity);
+  /// Bytes a cache of this size holds: 2 · L · B · (Hkv / tp_size) · S · D · 4.
+  static std::uint64_t bytes_needed(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity,
+                                    int tp_size = 1);
 
   std::int64_t batch() const { return batch_; }
   std::int64_t capacity() const { return capacity_; }
+  /// KV heads held per layer (Hkv, or Hkv / tp_size).
+  std::int64_t n_kv_heads() const { return n_kv_heads_; }
   /// Positions filled in `row` (the position of its next token).
   std::int64_t n_past(std::int64_t row) const;
   /// Positions filled in every row, for a cache whose rows advance together (one forward over all

@@ -23,8 +23,13 @@ void linear(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* bias, con
 
 void linear_backward(Tensor& dx, const Tensor& dy, const Tensor& x, const Tensor& w, const LinearSite& site,
                      AdapterHook* hook, const LinearOptions& opts) {
-  ops::matmul(dx, dy, w, ops::MatmulOptions{.transpose_b = false, .beta = opts.accumulate ? 1.0f : 0.0f});
-  if (hook && hook->has_linear(site)) {
+  const bool hooked = hook && hook->has_linear(site);
+  if (opts.input_grad) {
+    ops::matmul(dx, dy, w, ops::MatmulOptions{.transpose_b = false, .beta = opts.accumulate ? 1.0f : 0.0f});
+  } else if (!opts.accumulate) {
+    dx.zero();  // only a hook's share goes into dx
+  }
+  if (hooked) {
     Tensor dx2 = as_rows(dx);
     hook->linear_backward(site, as_rows(x), as_rows(dy), dx2);
   }

@@ -11,6 +11,8 @@ namespace adapt::model {
 struct LinearOptions {
   bool accumulate = false;  // forward: y += x · Wᵀ (+ b) (the residual add fused into the GEMM);
                             // backward: dx += dy · W (gradients of x from several projections)
+  bool input_grad = true;   // backward: false when nothing reads dx (the first layer's q, k, v: the
+                            // embedding is frozen): dy · W is skipped and dx holds only the hook's share
 };
 
 /// y (.., out) = x (.., in) · Wᵀ (+ bias) for w (out, in) (f32 or bf16), or += with accumulate; then,

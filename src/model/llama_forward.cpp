@@ -9,6 +9,7 @@
 #include "ops/rms_norm.h"
 #include "ops/rope.h"
 #include "ops/swiglu.h"
+#include "parallel/tp_ops.h"
 
 namespace adapt::model {
 
@@ -39,15 +40,26 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
                      ops::Workspace* workspace) {
   const LlamaConfig& c = model.config;
   const LlamaWeights& w = model.weights;
+  ADAPT_REQUIRE(!model.stage.active(), UnsupportedError,
+                "llama_forward runs the whole layer stack, but this model holds pipeline stage {} of {}; load it "
+                "with pp = 1 for generation",
+                model.stage.rank, model.stage.size);
   ADAPT_REQUIRE(ids.rank() == 2 && ids.dim(0) > 0 && ids.dim(1) > 0, ShapeError,
                 "llama_forward: token ids '{}' have shape {}; (B, T) with B, T >= 1 was expected", ids.name(),
                 ids.shape().str());
   ADAPT_CHECK(static_cast<std::int64_t>(w.layers.size()) == c.n_layers && w.embedding.defined() && w.lm_head.defined(),
               "the model has {} layers loaded but its config says {}", w.layers.size(), c.n_layers);
   const std::int64_t B = ids.dim(0), T = ids.dim(1), N = B * T;
-  const std::int64_t C = c.hidden_size, H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim, F = c.intermediate_size;
+  // With tensor parallelism (tensor_parallel.h) the rank's heads, FFN width and vocabulary rows.
+  const TensorParallel& tp = model.tp;
+  const TpLocalDims part = tp_local_dims(c, tp);
+  const std::int64_t C = c.hidden_size, H = part.heads, Hkv = part.kv_heads, D = c.head_dim, F = part.ffn;
   const float eps = static_cast<float>(c.rms_norm_eps);
   if (cache) {
+    ADAPT_REQUIRE(cache->n_kv_heads() == Hkv, ShapeError,
+                  "llama_forward: the KV cache holds {} KV heads per layer but this rank computes {} (make it with "
+                  "KvCache(config, batch, capacity, tp = {}))",
+                  cache->n_kv_heads(), Hkv, tp.size);
     if (opts.cache_rows.empty()) {
       cache->check_room(B, T);
     } else {
@@ -102,7 +114,11 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
   Tensor q2 = q.reshape({N, H * D}), k2 = k.reshape({N, Hkv * D}), v2 = v.reshape({N, Hkv * D});
   Tensor attn2 = attn.reshape({N, H * D});
 
-  ops::embedding_forward(h, w.embedding, ids);
+  if (tp.active()) {
+    parallel::vocab_parallel_embedding_forward(h, w.embedding, part.vocab, c.vocab_size, ids, *tp.comm);
+  } else {
+    ops::embedding_forward(h, w.embedding, ids);
+  }
   if (same_pos) {
     ops::rope_table_fill(cos, sin, model.inv_freq, pos0.empty() ? 0 : pos0[0]);
   } else {
@@ -114,18 +130,26 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
   bool any_block = false;
   for (int l = 0; hook && l < static_cast<int>(c.n_layers); ++l)
     any_block = any_block || hook->has_block(l, BlockSite::Attention) || hook->has_block(l, BlockSite::Mlp);
-  Tensor f, block_out;  // (B, T, C), only with block adapters
-  if (any_block) {
-    f = ws.take({B, T, C}, DType::F32, "sub_block_out");
-    block_out = ws.take({B, T, C}, DType::F32, "block_out");
-  }
+  Tensor f, block_out;  // (B, T, C), only with block adapters (f also with tensor parallelism)
+  if (any_block || tp.active()) f = ws.take({B, T, C}, DType::F32, "sub_block_out");
+  if (any_block) block_out = ws.take({B, T, C}, DType::F32, "block_out");
   auto sub_block_end = [&](int l, BlockSite site, const Tensor& x, const Tensor& weight, const Tensor& bias,
                            WeightKind kind) {
-    if (!hook || !hook->has_block(l, site)) {
+    if (tp.active()) {
+      // Row-parallel: the rank's partial product and adapter term, summed over tp, then the bias once.
+      linear(f, x, weight, nullptr, {l, kind}, hook);
+      tp.comm->all_reduce(f, comm::ReduceOp::Sum);
+      if (bias.defined()) ops::bias_add(f, bias);
+      if (!hook || !hook->has_block(l, site)) {
+        add_into(h, h, f);
+        return;
+      }
+    } else if (!hook || !hook->has_block(l, site)) {
       linear(h, x, weight, &bias, {l, kind}, hook, {.accumulate = true});
       return;
+    } else {
+      linear(f, x, weight, &bias, {l, kind}, hook);
     }
-    linear(f, x, weight, &bias, {l, kind}, hook);
     add_into(block_out, h, f);
     Tensor out = as_rows(block_out);
     hook->block_forward(l, site, as_rows(h), as_rows(f), out);
@@ -163,7 +187,14 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
   Tensor hf = ws.take({B, T_out, C}, DType::F32, "final_normed");
   ops::rms_norm_forward(hf, h_out, w.final_norm, eps);
   Tensor logits = Tensor::empty({B, T_out, c.vocab_size}, DType::F32, host_allocator(), "logits");
-  linear(logits, hf, w.lm_head, nullptr, {-1, WeightKind::LmHead}, hook);
+  if (tp.active()) {  // the rank's vocabulary columns, gathered whole for the sampler
+    Tensor mine = ws.take({B * T_out, part.vocab.count}, DType::F32, "logits_part");
+    linear(mine, hf.reshape({B * T_out, C}), w.lm_head, nullptr, {-1, WeightKind::LmHead}, hook);
+    Tensor whole = logits.reshape({B * T_out, c.vocab_size});
+    parallel::tp_gather(whole, mine, parallel::ShardDim::Cols, *tp.comm);
+  } else {
+    linear(logits, hf, w.lm_head, nullptr, {-1, WeightKind::LmHead}, hook);
+  }
   return opts.last_position_only ? logits.reshape({B, c.vocab_size}) : logits;
 }
 

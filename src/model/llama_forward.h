@@ -46,6 +46,9 @@ struct ForwardOptions {
 /// `workspace`, when given, holds the activations and is reset() on entry (tensors taken from it
 /// earlier become invalid); reusing one across calls makes later calls allocation-free except for the
 /// returned logits. Not thread-safe per workspace or cache; the model itself is read-only.
+/// Tensor parallelism (model.tp, tensor_parallel.h): every rank of the tp group calls this together
+/// with the same ids; the cache holds the rank's KV heads (KvCache(cfg, B, S, tp.size)); every rank
+/// returns the same whole logits, gathered over the vocabulary.
 Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache = nullptr,
                      const ForwardOptions& opts = {}, ops::Workspace* workspace = nullptr);
 

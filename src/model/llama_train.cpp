@@ -14,19 +14,24 @@
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
 #include "ops/embedding.h"
+#include "ops/matmul.h"
 #include "ops/rms_norm.h"
 #include "ops/rope.h"
 #include "ops/swiglu.h"
+#include "parallel/tp_ops.h"
 
 namespace adapt::model {
 
 namespace {
+
+constexpr std::int64_t kParallelMinElements = 1 << 16;  // below: element loops stay on the calling thread
 
 // (B, T, G, D) → (B, G, T, D): the layout attention reads keys and values in.
 void to_heads_major(Tensor& dst, const Tensor& src) {
   const std::int64_t B = src.dim(0), T = src.dim(1), G = src.dim(2), D = src.dim(3);
   const float* s = src.data<float>();
   float* d = dst.data<float>();
+#pragma omp parallel for collapse(2) schedule(static) if (B * T * G * D > kParallelMinElements)
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t t = 0; t < T; ++t)
       for (std::int64_t g = 0; g < G; ++g)
@@ -38,6 +43,7 @@ void from_heads_major(Tensor& dst, const Tensor& src) {
   const std::int64_t B = src.dim(0), G = src.dim(1), T = src.dim(2), D = src.dim(3);
   const float* s = src.data<float>();
   float* d = dst.data<float>();
+#pragma omp parallel for collapse(2) schedule(static) if (B * T * G * D > kParallelMinElements)
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t g = 0; g < G; ++g)
       for (std::int64_t t = 0; t < T; ++t)
@@ -48,7 +54,32 @@ void add_into(Tensor& out, const Tensor& a, const Tensor& b) {
   const float* pa = a.data<float>();
   const float* pb = b.data<float>();
   float* po = out.data<float>();
-  for (std::int64_t i = 0; i < out.numel(); ++i) po[i] = pa[i] + pb[i];
+  const std::int64_t n = out.numel();
+#pragma omp parallel for simd schedule(static) if (n > kParallelMinElements)
+  for (std::int64_t i = 0; i < n; ++i) po[i] = pa[i] + pb[i];
+}
+
+// out = src in blocks split over the threads (Tensor::copy_from is one memcpy on the calling thread).
+void copy_into(Tensor& out, const Tensor& src) {
+  const float* ps = src.data<float>();
+  float* po = out.data<float>();
+  const std::int64_t n = out.numel();
+  constexpr std::int64_t kBlock = 1 << 14;
+#pragma omp parallel for schedule(static) if (n > kParallelMinElements)
+  for (std::int64_t i0 = 0; i0 < n; i0 += kBlock)
+    std::memcpy(po + i0, ps + i0, static_cast<std::size_t>(std::min(kBlock, n - i0)) * sizeof(float));
+}
+
+// True when every row of segment ids (B, T) holds one non-negative id: the masking is then plain causal
+// attention, which the attention kernels without segment ids compute faster (packed rows with
+// cross-document attention, or one document per row).
+bool single_segment_rows(const Tensor& segment_ids) {
+  const std::int64_t B = segment_ids.dim(0), T = segment_ids.dim(1);
+  const std::int32_t* s = segment_ids.data<std::int32_t>();
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t t = 0; t < T; ++t)
+      if (s[b * T + t] < 0 || s[b * T + t] != s[b * T]) return false;
+  return true;
 }
 
 // What one layer's backward reads. h_in (the layer's input, also the attention block's h) always
@@ -75,7 +106,10 @@ class TrainPass {
             TrainWorkspace& ws)
       : m_(model), c_(model.config), in_(in), hook_(hook), opts_(opts), ws_(ws) {
     B_ = in.ids.dim(0), T_ = in.ids.dim(1), N_ = B_ * T_;
-    C_ = c_.hidden_size, H_ = c_.n_heads, Hkv_ = c_.n_kv_heads, D_ = c_.head_dim, F_ = c_.intermediate_size;
+    // With tensor parallelism (tensor_parallel.h) the rank's heads, FFN width and vocabulary rows.
+    const TpLocalDims local = tp_local_dims(c_, model.tp);
+    C_ = c_.hidden_size, H_ = local.heads, Hkv_ = local.kv_heads, D_ = c_.head_dim, F_ = local.ffn;
+    vocab_ = local.vocab;
     eps_ = static_cast<float>(c_.rms_norm_eps);
     keep_ = opts.backward && !opts.recompute;
   }
@@ -93,6 +127,13 @@ class TrainPass {
   void layer_backward(int l, LayerActs& a, Tensor& dh);
   void attention(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, Tensor* lse);
   Tensor normed(const Tensor& h, const Tensor& w);  // rms_norm_forward again, in scratch
+  // Tensor parallelism: the input gradient of column-parallel projections summed over tp; a
+  // row-parallel sub-block output f = Σ_tp (x·Wᵀ + adapter term) + bias.
+  bool tp_active() const { return m_.tp.active(); }
+  void tp_sum(Tensor& t) {
+    if (tp_active()) m_.tp.comm->all_reduce(t, comm::ReduceOp::Sum);
+  }
+  void row_parallel(Tensor& f, const Tensor& x, const Tensor& w, const Tensor& bias, const LinearSite& site);
 
   const LlamaModel& m_;
   const LlamaConfig& c_;
@@ -102,6 +143,7 @@ class TrainPass {
   TrainWorkspace& ws_;
   std::int64_t B_ = 0, T_ = 0, N_ = 0, C_ = 0, H_ = 0, Hkv_ = 0, D_ = 0, F_ = 0;
   float eps_ = 0;
+  parallel::Range vocab_;  // the vocabulary columns of this rank's logits
   bool keep_ = false;  // every layer's activations stay in `saved`
   Tensor cos_, sin_;   // RoPE tables: (T, D/2) shared, or (B, T, D/2) per token
   std::span<const std::int32_t> segments_;
@@ -124,6 +166,16 @@ void TrainPass::alloc_acts(LayerActs& a, int l, ops::Workspace& w) {
 
 void TrainPass::attention(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, Tensor* lse) {
   ops::attention_forward(out, q, k, v, {.segment_ids = segments_}, lse);
+}
+
+void TrainPass::row_parallel(Tensor& f, const Tensor& x, const Tensor& w, const Tensor& bias, const LinearSite& site) {
+  if (!tp_active()) {
+    linear(f, x, w, &bias, site, hook_);
+    return;
+  }
+  linear(f, x, w, nullptr, site, hook_);
+  tp_sum(f);
+  if (bias.defined()) ops::bias_add(f, bias);
 }
 
 Tensor TrainPass::normed(const Tensor& h, const Tensor& w) {
@@ -155,12 +207,16 @@ void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
   to_heads_major(a.v_all, v);
   attention(a.attn, a.q, a.k_all, a.v_all, &a.lse);
   if (has_block(l, BlockSite::Attention)) {
-    linear(a.f_attn, attn2, w.wo, &w.bo, {l, WeightKind::Wo}, hook_);
+    row_parallel(a.f_attn, attn2, w.wo, w.bo, {l, WeightKind::Wo});
     add_into(a.h_mid, a.h_in, a.f_attn);
     Tensor out = as_rows(a.h_mid);
     hook_->block_forward(l, BlockSite::Attention, as_rows(a.h_in), as_rows(a.f_attn), out);
+  } else if (tp_active()) {
+    Tensor f = take(ws_.scratch, {B_, T_, C_}, "f_attn");
+    row_parallel(f, attn2, w.wo, w.bo, {l, WeightKind::Wo});
+    add_into(a.h_mid, a.h_in, f);
   } else {
-    a.h_mid.copy_from(a.h_in);
+    copy_into(a.h_mid, a.h_in);
     linear(a.h_mid, attn2, w.wo, &w.bo, {l, WeightKind::Wo}, hook_, {.accumulate = true});
   }
 
@@ -171,12 +227,16 @@ void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
   Tensor act = take(ws_.scratch, {B_, T_, F_}, "swiglu");
   ops::swiglu_forward(act, a.gate, a.up);
   if (has_block(l, BlockSite::Mlp)) {
-    linear(a.f_mlp, act, w.w_down, &w.b_down, {l, WeightKind::WDown}, hook_);
+    row_parallel(a.f_mlp, act, w.w_down, w.b_down, {l, WeightKind::WDown});
     add_into(h_out, a.h_mid, a.f_mlp);
     Tensor out = as_rows(h_out);
     hook_->block_forward(l, BlockSite::Mlp, as_rows(a.h_mid), as_rows(a.f_mlp), out);
+  } else if (tp_active()) {
+    Tensor f = take(ws_.scratch, {B_, T_, C_}, "f_mlp");
+    row_parallel(f, act, w.w_down, w.b_down, {l, WeightKind::WDown});
+    add_into(h_out, a.h_mid, f);
   } else {
-    h_out.copy_from(a.h_mid);
+    copy_into(h_out, a.h_mid);
     linear(h_out, act, w.w_down, &w.b_down, {l, WeightKind::WDown}, hook_, {.accumulate = true});
   }
 }
@@ -191,8 +251,8 @@ void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
     if (!has_block(l, site)) return dh;
     Tensor dout = take(ws_.scratch, {B_, T_, C_}, "dout");
     Tensor df = take(ws_.scratch, {B_, T_, C_}, "df");
-    dout.copy_from(dh);
-    df.copy_from(dh);
+    copy_into(dout, dh);
+    copy_into(df, dh);
     Tensor dh2 = as_rows(dh), df2 = as_rows(df);
     hook_->block_backward(l, site, as_rows(h), as_rows(f), as_rows(dout), dh2, df2);
     return df;
@@ -214,6 +274,7 @@ void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
     const Tensor xn = need_x ? normed(a.h_mid, w.ffn_norm) : Tensor();
     linear_backward(dxn, a.gate, xn, w.w_gate, {l, WeightKind::WGate}, hook_);
     linear_backward(dxn, a.up, xn, w.w_up, {l, WeightKind::WUp}, hook_, {.accumulate = true});
+    tp_sum(dxn);  // column-parallel gate/up: each rank's share of the input gradient
     ops::rms_norm_backward(dh, nullptr, dxn, a.h_mid, w.ffn_norm, a.rstd_ffn, {.accumulate = true});
   }
   // Attention block.
@@ -235,16 +296,25 @@ void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
     ops::rope_backward(dk, cos_, sin_);
     const bool need_x = has_linear(l, WeightKind::Wq) || has_linear(l, WeightKind::Wk) || has_linear(l, WeightKind::Wv);
     const Tensor xn = need_x ? normed(a.h_in, w.attn_norm) : Tensor();
-    linear_backward(dxn, dq.reshape({N_, H_ * D_}), xn, w.wq, {l, WeightKind::Wq}, hook_);
-    linear_backward(dxn, dk.reshape({N_, Hkv_ * D_}), xn, w.wk, {l, WeightKind::Wk}, hook_, {.accumulate = true});
-    linear_backward(dxn, dv.reshape({N_, Hkv_ * D_}), xn, w.wv, {l, WeightKind::Wv}, hook_, {.accumulate = true});
-    ops::rms_norm_backward(dh, nullptr, dxn, a.h_in, w.attn_norm, a.rstd_attn, {.accumulate = true});
+    // The first layer's input is the (frozen) embedding output: its gradient is needed only when asked.
+    const bool input_grad = l > 0 || opts_.d_embedded;
+    linear_backward(dxn, dq.reshape({N_, H_ * D_}), xn, w.wq, {l, WeightKind::Wq}, hook_, {.input_grad = input_grad});
+    linear_backward(dxn, dk.reshape({N_, Hkv_ * D_}), xn, w.wk, {l, WeightKind::Wk}, hook_,
+                    {.accumulate = true, .input_grad = input_grad});
+    linear_backward(dxn, dv.reshape({N_, Hkv_ * D_}), xn, w.wv, {l, WeightKind::Wv}, hook_,
+                    {.accumulate = true, .input_grad = input_grad});
+    if (input_grad) {
+      tp_sum(dxn);  // column-parallel q/k/v
+      ops::rms_norm_backward(dh, nullptr, dxn, a.h_in, w.attn_norm, a.rstd_attn, {.accumulate = true});
+    }
   }
 }
 
 TrainResult TrainPass::run() {
   const LlamaWeights& w = m_.weights;
-  const int L = static_cast<int>(c_.n_layers);
+  // The layers this pipeline stage runs: [l0, l1) (all of them with one stage).
+  const parallel::Range layers = stage_layer_range(c_, m_.stage);
+  const int l0 = static_cast<int>(layers.begin), l1 = static_cast<int>(layers.end()), L = static_cast<int>(c_.n_layers);
   ws_.saved.reset();
   ws_.scratch.reset();
 
@@ -257,7 +327,9 @@ TrainResult TrainPass::run() {
   } else {
     ops::rope_table_fill(cos_, sin_, m_.inv_freq, 0);
   }
-  if (in_.segment_ids.defined()) segments_ = {in_.segment_ids.data<std::int32_t>(), static_cast<std::size_t>(N_)};
+  if (in_.segment_ids.defined() && !single_segment_rows(in_.segment_ids)) {
+    segments_ = {in_.segment_ids.data<std::int32_t>(), static_cast<std::size_t>(N_)};
+  }
   std::int64_t n_targets = 0;
   for (std::int64_t i = 0; i < N_; ++i) {
     const std::int64_t y =
@@ -271,9 +343,15 @@ TrainResult TrainPass::run() {
   // Forward. h_in of every layer (and the last layer's output) stays in `saved`.
   std::vector<LayerActs> acts(static_cast<std::size_t>(L));
   std::vector<Tensor> h(static_cast<std::size_t>(L) + 1);
-  for (int l = 0; l <= L; ++l) h[static_cast<std::size_t>(l)] = take(ws_.saved, {B_, T_, C_}, "hidden");
-  ops::embedding_forward(h[0], w.embedding, in_.ids);
-  for (int l = 0; l < L; ++l) {
+  for (int l = l0; l <= l1; ++l) h[static_cast<std::size_t>(l)] = take(ws_.saved, {B_, T_, C_}, "hidden");
+  if (!m_.stage.first()) {
+    h[static_cast<std::size_t>(l0)].copy_from(*opts_.stage_input);  // the previous stage's output
+  } else if (tp_active()) {
+    parallel::vocab_parallel_embedding_forward(h[0], w.embedding, vocab_, c_.vocab_size, in_.ids, *m_.tp.comm);
+  } else {
+    ops::embedding_forward(h[0], w.embedding, in_.ids);
+  }
+  for (int l = l0; l < l1; ++l) {
     LayerActs& a = acts[static_cast<std::size_t>(l)];
     ws_.scratch.reset();
     alloc_acts(a, l, keep_ ? ws_.saved : ws_.scratch);
@@ -285,13 +363,16 @@ TrainResult TrainPass::run() {
   // backward runs before the next chunk's logits overwrite them.
   ws_.scratch.reset();
   Tensor dh = opts_.backward ? take(ws_.saved, {B_, T_, C_}, "d_hidden") : Tensor();
-  {
-    const Tensor& h_last = h[static_cast<std::size_t>(L)];
+  if (!m_.stage.last()) {  // a pipeline stage hands its output on and gets its gradient back
+    if (opts_.stage_output) opts_.stage_output->copy_from(h[static_cast<std::size_t>(l1)]);
+    if (opts_.backward) dh.copy_from(*opts_.stage_output_grad);
+  } else {
+    const Tensor& h_last = h[static_cast<std::size_t>(l1)];
     Tensor rstd = take(ws_.scratch, {N_}, "rstd_final");
     Tensor hf = take(ws_.scratch, {N_, C_}, "final_normed");
     Tensor dhf = opts_.backward ? take(ws_.scratch, {N_, C_}, "d_final_normed") : Tensor();
     const std::int64_t chunk = opts_.logits_chunk_rows > 0 ? std::min(opts_.logits_chunk_rows, N_) : N_;
-    Tensor logits_buf = take(ws_.scratch, {chunk, c_.vocab_size}, "logits");
+    Tensor logits_buf = take(ws_.scratch, {chunk, vocab_.count}, "logits");  // the rank's columns
     const Tensor targets = in_.targets.reshape({N_});
     Tensor logits_out = opts_.logits ? opts_.logits->reshape({N_, c_.vocab_size}) : Tensor();
     const LinearSite head{-1, WeightKind::LmHead};
@@ -301,10 +382,20 @@ TrainResult TrainPass::run() {
       Tensor logits = logits_buf.narrow(0, 0, rows);
       const Tensor x = hf.narrow(0, r0, rows);
       linear(logits, x, w.lm_head, nullptr, head, hook_);
-      if (opts_.logits) logits_out.narrow(0, r0, rows).copy_from(logits);
-      const ops::CrossEntropyResult ce = ops::cross_entropy_forward_backward(
-          logits, targets.narrow(0, r0, rows),
-          {.grad_scale = result.loss_scale, .grad = opts_.backward, .ignore_index = kIgnoreIndex});
+      const ops::CrossEntropyOptions ce_opts{
+          .grad_scale = result.loss_scale, .grad = opts_.backward, .ignore_index = kIgnoreIndex};
+      ops::CrossEntropyResult ce;
+      if (tp_active()) {  // vocab-parallel: the rank's columns of the logits and of their gradient
+        if (opts_.logits) {
+          Tensor out = logits_out.narrow(0, r0, rows);
+          parallel::tp_gather(out, logits, parallel::ShardDim::Cols, *m_.tp.comm);
+        }
+        ce = parallel::vocab_parallel_cross_entropy(logits, targets.narrow(0, r0, rows), vocab_, c_.vocab_size,
+                                                    *m_.tp.comm, ce_opts);
+      } else {
+        if (opts_.logits) logits_out.narrow(0, r0, rows).copy_from(logits);
+        ce = ops::cross_entropy_forward_backward(logits, targets.narrow(0, r0, rows), ce_opts);
+      }
       result.loss_sum += ce.loss_sum;
       result.n_loss_tokens += ce.n_valid;
       if (opts_.backward) {
@@ -312,12 +403,15 @@ TrainResult TrainPass::run() {
         linear_backward(dx, logits, x, w.lm_head, head, hook_);
       }
     }
-    if (opts_.backward) ops::rms_norm_backward(dh, nullptr, dhf.reshape({B_, T_, C_}), h_last, w.final_norm, rstd);
+    if (opts_.backward) {
+      tp_sum(dhf);  // vocab-parallel lm_head: each rank's share of the input gradient
+      ops::rms_norm_backward(dh, nullptr, dhf.reshape({B_, T_, C_}), h_last, w.final_norm, rstd);
+    }
   }
 
   // Backward, last layer first.
   if (opts_.backward) {
-    for (int l = L - 1; l >= 0; --l) {
+    for (int l = l1 - 1; l >= l0; --l) {
       LayerActs& a = acts[static_cast<std::size_t>(l)];
       ws_.scratch.reset();
       if (!keep_) {  // recomputation: the layer's forward again, its output written to a throwaway
@@ -339,8 +433,19 @@ void check_inputs(const LlamaModel& model, const TrainInputs& in, const TrainOpt
   ADAPT_REQUIRE(in.ids.defined() && in.ids.rank() == 2 && in.ids.dim(0) > 0 && in.ids.dim(1) > 0, ShapeError,
                 "llama_train_step: token ids '{}' have shape {}; (B, T) with B, T >= 1 was expected", in.ids.name(),
                 in.ids.defined() ? in.ids.shape().str() : "(undefined)");
-  ADAPT_CHECK(static_cast<std::int64_t>(model.weights.layers.size()) == c.n_layers && model.weights.lm_head.defined(),
+  ADAPT_CHECK(static_cast<std::int64_t>(model.weights.layers.size()) == c.n_layers &&
+                  (model.weights.lm_head.defined() || !model.stage.last()),
               "the model has {} layers loaded but its config says {}", model.weights.layers.size(), c.n_layers);
+  const Shape btc{in.ids.dim(0), in.ids.dim(1), c.hidden_size};
+  auto check_stage = [&](const Tensor* t, bool needed, const char* what) {
+    ADAPT_REQUIRE(!needed || (t && t->shape() == btc && t->dtype() == DType::F32 && t->is_contiguous()), ShapeError,
+                  "llama_train_step: pipeline stage {} of {} needs {} as a contiguous f32 (B, T, C) = {} tensor{}",
+                  model.stage.rank, model.stage.size, what, btc.str(),
+                  t ? fmt::format(", got '{}' {}", t->name(), t->shape().str()) : std::string(" (none given)"));
+  };
+  check_stage(opts.stage_input, !model.stage.first(), "stage_input");
+  check_stage(opts.stage_output_grad, !model.stage.last() && opts.backward, "stage_output_grad");
+  if (opts.stage_output) check_stage(opts.stage_output, true, "stage_output");
   const Shape bt = in.ids.shape();
   auto check_int = [&](const Tensor& t, const char* what, bool i32_only) {
     ADAPT_REQUIRE(t.shape() == bt, ShapeError, "llama_train_step: {} '{}' have shape {} but the ids '{}' are {}", what,

@@ -51,6 +51,17 @@ struct TrainOptions {
   /// When given, receives d(loss_sum · loss_scale) / d(embedding output) (B, T, C): the gradient that
   /// would enter the (frozen) embedding table. Tests check it against finite differences.
   Tensor* d_embedded = nullptr;
+  /// Pipeline stages (model.stage, llama_pipeline.h), which run their own layers only:
+  ///  * stage_input (B, T, C): on every stage but the first, the hidden state entering the stage's first
+  ///    layer (the previous stage's output), in place of the embedding; d_embedded then receives its
+  ///    gradient;
+  ///  * stage_output (B, T, C): on every stage but the last, receives the last layer's output; there is
+  ///    no head and no loss there;
+  ///  * stage_output_grad (B, T, C): on every stage but the last, with backward, d(loss_sum ·
+  ///    loss_scale)/d(stage output) from the next stage, where the backward starts.
+  const Tensor* stage_input = nullptr;
+  Tensor* stage_output = nullptr;
+  const Tensor* stage_output_grad = nullptr;
 };
 
 /// Bytes one step held, from the workspaces' high-water marks.
@@ -88,6 +99,9 @@ struct TrainWorkspace {
 ///   gradients. No base weight gets a gradient.
 /// `hook` may be null (no adapters). `workspace`, when given, is reused (tensors taken from it before
 /// become invalid). ShapeError names the tensor for wrong shapes, dtypes or token ids, before any work.
+/// Tensor parallelism (model.tp, tensor_parallel.h): every rank of the tp group calls this together
+/// with the same inputs and gets the same loss; the hook sees the rank's slices (its gradients of whole
+/// LoRA factors are partial sums over tp: AdapterSet::tp_reduce_gradients); logits and d_embedded are whole.
 TrainResult llama_train_step(const LlamaModel& model, const TrainInputs& inputs, AdapterHook* hook,
                              const TrainOptions& opts = {}, TrainWorkspace* workspace = nullptr);
 

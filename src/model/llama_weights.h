@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/llama_config.h"
+#include "model/tensor_parallel.h"
 #include "tensor/tensor.h"
 
 namespace adapt::model {
@@ -48,6 +49,10 @@ struct LlamaModel {
   LlamaWeights weights;
   std::vector<float> inv_freq;  // (D/2) from rope_inv_freq(config)
   std::filesystem::path dir;    // where it was loaded from (empty when built in memory)
+  /// The tp group the weights are sharded over (tensor_parallel.h); one rank: the whole model.
+  TensorParallel tp;
+  /// The pipeline stage: which decoder layers are loaded (tensor_parallel.h); one stage: all of them.
+  PipelineStage stage;
 };
 
 enum class WeightStorage {
@@ -64,6 +69,7 @@ struct LlamaLoadStats {
   double seconds = 0.0;
   std::uint64_t bytes_read = 0;      // tensor bytes read from the files (checkpoint dtype)
   std::uint64_t bytes_resident = 0;  // bytes of the weights held in memory
+  std::uint64_t bytes_share = 0;     // llama_model_load_tp: the stored bytes of the rank's slices
 };
 
 /// Loads DIR/config.json and every weight the config implies (in f32, or as `opts` says). Tensors

@@ -134,4 +134,60 @@ ops::CrossEntropyResult vocab_parallel_cross_entropy(Tensor& logits, const Tenso
   return res;
 }
 
+Tensor shard_take(const Tensor& full, const TensorSlice& slice) {
+  ADAPT_REQUIRE(full.shape() == slice.global, ShapeError, "shard_take: '{}' has shape {} but the slice is of {}",
+                full.name(), full.shape().str(), slice.global.str());
+  Tensor part = full;
+  if (slice.dim != ShardDim::None) {
+    part = full.narrow(slice.dim == ShardDim::Rows ? 0 : full.rank() - 1, slice.range.begin, slice.range.count);
+  }
+  Tensor out = Tensor::empty(part.shape(), full.dtype(), host_allocator(), full.name());
+  out.copy_from(part);
+  return out;
+}
+
+void tp_gather(Tensor& full, const Tensor& local, ShardDim dim, comm::Communicator& tp) {
+  constexpr const char* op = "tp_gather";
+  require_host_f32(op, full);
+  require_host_f32(op, local);
+  ADAPT_CHECK(dim != ShardDim::None, "tp_gather of a replicated tensor '{}'", local.name());
+  const int axis = dim == ShardDim::Rows ? 0 : local.rank() - 1;
+  ADAPT_REQUIRE(local.rank() >= 1 && full.rank() == local.rank(), ShapeError, "{}: '{}' {} and '{}' {} differ in rank",
+                op, full.name(), full.shape().str(), local.name(), local.shape().str());
+  for (int d = 0; d < local.rank(); ++d) {
+    ADAPT_REQUIRE(d == axis || full.dim(d) == local.dim(d), ShapeError,
+                  "{}: '{}' {} and the part '{}' {} differ outside dimension {}", op, full.name(), full.shape().str(),
+                  local.name(), local.shape().str(), axis);
+  }
+  if (tp.size() == 1) {
+    full.copy_from(local);
+    return;
+  }
+  // Rows: (extent, inner) blocks one after the other; Cols: (outer, extent) side by side in every row.
+  const std::int64_t extent = local.dim(axis);
+  const std::int64_t outer = dim == ShardDim::Rows ? 1 : local.numel() / std::max<std::int64_t>(extent, 1);
+  const std::int64_t inner = dim == ShardDim::Rows ? local.numel() / std::max<std::int64_t>(extent, 1) : 1;
+  const auto parts = static_cast<std::size_t>(tp.size());
+  std::vector<std::int64_t> extents(parts);
+  tp.all_gather(&extent, extents.data(), 1, comm::CommDType::I64);
+  std::int64_t total = 0, widest = 0;
+  for (const std::int64_t e : extents) total += e, widest = std::max(widest, e);
+  ADAPT_REQUIRE(total == full.dim(axis), ShapeError, "{}: the parts of '{}' add up to {} along dimension {}, '{}' {} has {}",
+                op, local.name(), total, axis, full.name(), full.shape().str(), full.dim(axis));
+  const std::int64_t padded = outer * widest * inner;
+  std::vector<float> send(static_cast<std::size_t>(padded), 0.0f), recv(static_cast<std::size_t>(padded) * parts);
+  const float* l = local.data<float>();
+  for (std::int64_t o = 0; o < outer; ++o)
+    std::copy_n(l + o * extent * inner, extent * inner, send.data() + o * widest * inner);
+  tp.all_gather(send.data(), recv.data(), padded, comm::CommDType::F32);
+  float* f = full.data<float>();
+  std::int64_t begin = 0;
+  for (std::size_t r = 0; r < parts; ++r) {
+    const float* part = recv.data() + static_cast<std::int64_t>(r) * padded;
+    for (std::int64_t o = 0; o < outer; ++o)
+      std::copy_n(part + o * widest * inner, extents[r] * inner, f + (o * total + begin) * inner);
+    begin += extents[r];
+  }
+}
+
 }  // namespace adapt::parallel

@@ -36,4 +36,15 @@ ops::CrossEntropyResult vocab_parallel_cross_entropy(Tensor& logits, const Tenso
                                                      std::int64_t vocab_size, comm::Communicator& tp,
                                                      const ops::CrossEntropyOptions& opts = {});
 
+/// The part `slice` of `full` (its global shape) as a new contiguous f32 tensor: what a rank keeps of
+/// a tensor that every rank holds whole (an adapter initialised or loaded whole, then sharded).
+Tensor shard_take(const Tensor& full, const TensorSlice& slice);
+
+/// full = every rank's `local` of the tp group put side by side along `dim` in rank order (Rows: the
+/// first dimension, Cols: the last), the inverse of shard_take over the parts split_range gives, whose
+/// sizes may differ by a block. f32 contiguous host tensors; `full` has local's shape but for the
+/// extent along `dim`, which must be the sum of the parts. Two all-gathers (the parts' extents, then
+/// the data padded to the largest part). With one rank a copy.
+void tp_gather(Tensor& full, const Tensor& local, ShardDim dim, comm::Communicator& tp);
+
 }  // namespace adapt::parallel

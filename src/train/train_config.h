@@ -49,6 +49,15 @@ struct CheckpointConfig {
   std::int64_t keep_last = 3;      // checkpoints kept (0: all)
 };
 
+/// The parallel layout: tp and pp from the job, dp = world size / (tp · pp) from the launcher.
+struct ParallelConfig {
+  std::int64_t tp = 1;  // tensor-parallel ranks (must divide the attention and KV heads)
+  std::int64_t pp = 1;  // pipeline stages (at most the layers)
+  /// ZeRO stage 1: each dp rank keeps the AdamW moments and master weights of one shard of the flat
+  /// adapter vector (gradients reduce-scattered, updated shards all-gathered). Same result as false.
+  bool zero1 = true;
+};
+
 struct RunConfig {
   std::filesystem::path dir;       // metrics.jsonl, config.toml, the exported adapter
   /// After training, also write base + LoRA merged as an HF model folder in <dir>/merged (LoRA only).
@@ -62,6 +71,7 @@ struct TrainConfig {
   OptimConfig optim;
   LoopConfig train;
   CheckpointConfig checkpoint;
+  ParallelConfig parallel;
   RunConfig run;
 };
 

@@ -6,14 +6,16 @@
 #include <csignal>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
-#include <set>
+#include <optional>
 
 #include "adapters/adapter_config_check.h"
 #include "adapters/adapter_files.h"
 #include "adapters/adapter_merge.h"
 #include "adapters/adapter_set.h"
 #include "checkpoint/checkpoint.h"
+#include "comm/local_communicator.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
@@ -24,10 +26,13 @@
 #include "model/llama_weights.h"
 #include "optim/adamw.h"
 #include "optim/lr_schedule.h"
+#include "parallel/tp_ops.h"
 #include "tokenizer/tokenizer.h"
 #include "train/data_config_check.h"
 #include "train/data_hash.h"
 #include "train/data_loader.h"
+#include "train/dp_optimizer.h"
+#include "train/parallel_util.h"
 
 namespace adapt::train {
 
@@ -42,9 +47,10 @@ std::atomic<int>& train_stop_signal() {
 namespace {
 
 /// A diverged run: loss or gradient norm not finite. Exit code 1; the last checkpoint is untouched.
-class TrainingDiverged : public Error {
+/// Every rank sees the same (reduced) loss and norm, so every rank raises it at the same step.
+class TrainingDiverged : public CollectiveError {
  public:
-  TrainingDiverged(std::string m, SourceLoc w) : Error(std::move(m), w, ExitCode::Failure) {}
+  TrainingDiverged(std::string m, SourceLoc w) : CollectiveError(std::move(m), w, ExitCode::Failure) {}
 };
 
 /// The checkpoint string naming the adapter kind, so a run of another kind is refused by name.
@@ -137,13 +143,15 @@ class MetricsFile {
 
 }  // namespace
 
-std::string train_memory_estimate(const TrainConfig& cfg) {
+std::string train_memory_estimate(const TrainConfig& cfg, int dp) {
   const model::LlamaConfig mc = model::llama_config_load(cfg.model.path);
   adapters::adapter_config_validate(cfg.adapter, mc);
   const adapters::AdapterSet set(mc, cfg.adapter);
   const std::int64_t n_adapter = set.n_parameters();
   const std::int64_t n_base = model::llama_param_counts(mc).total;
-  const std::int64_t B = cfg.train.micro_batch, T = cfg.data.seq_len, C = mc.hidden_size, F = mc.intermediate_size;
+  const std::int64_t B = cfg.train.micro_batch / std::max(dp, 1), T = cfg.data.seq_len, C = mc.hidden_size,
+                     F = mc.intermediate_size;
+  const std::uint64_t moment_parts = dp > 1 && cfg.parallel.zero1 ? static_cast<std::uint64_t>(dp) : 1;
   const std::int64_t q = mc.n_heads * mc.head_dim, kv = mc.n_kv_heads * mc.head_dim;
   // Saved per layer and token (f32): inputs of both norms and their outputs, q/k/v, attention output
   // and its log-sum-exp, gate/up/SwiGLU products, residuals.
@@ -158,27 +166,54 @@ std::string train_memory_estimate(const TrainConfig& cfg) {
                                               format_count(set.n_bottleneck_parameters()))
                                 : "";
   std::string s = fmt::format(
-      "memory estimate (one process, CPU, f32):\n"
+      "memory estimate ({}, CPU, f32):\n"
       "  base weights (frozen)          {:>12}  ({} parameters)\n"
       "  adapter weights                {:>12}  ({} parameters{})\n"
       "  adapter gradients              {:>12}\n"
-      "  AdamW moments                  {:>12}\n"
+      "  AdamW moments                  {:>12}{}\n"
       "  activations, saved             {:>12}  (micro-batch {} x {} tokens){}\n"
       "  activations, with recompute    {:>12}{}\n"
       "  logits and their gradient      {:>12}  (256 rows at a time)\n"
       "  total                          {:>12}\n",
-      format_bytes(weights), format_count(n_base), format_bytes(adapter), format_count(n_adapter), parts,
+      dp > 1 ? fmt::format("per rank of {} dp replicas", dp) : std::string("one process"), format_bytes(weights),
+      format_count(n_base), format_bytes(adapter), format_count(n_adapter), parts,
       format_bytes(adapter),
-      format_bytes(2 * adapter), format_bytes(act_full), B, T, cfg.train.recompute ? "" : "  <- in use",
+      format_bytes(2 * adapter / moment_parts), moment_parts > 1 ? "  (ZeRO-1: this rank's shard)" : "",
+      format_bytes(act_full), B, T, cfg.train.recompute ? "" : "  <- in use",
       format_bytes(act_recompute), cfg.train.recompute ? "  <- in use" : "", format_bytes(logits),
-      format_bytes(weights + 4 * adapter + (cfg.train.recompute ? act_recompute : act_full) + logits));
+      format_bytes(weights + 2 * adapter + 2 * adapter / moment_parts +
+                   (cfg.train.recompute ? act_recompute : act_full) + logits));
   return s;
 }
 
+void train_layout_check(const TrainConfig& cfg, const comm::ProcessGrid& grid) {
+  const std::int64_t dp = grid.dp_size();
+  if (cfg.train.micro_batch % dp == 0) return;
+  const std::int64_t up = (cfg.train.micro_batch / dp + 1) * dp;
+  const std::int64_t down = cfg.train.micro_batch / dp * dp;
+  ADAPT_THROW(ConfigError,
+              "train.micro_batch = {} (the sequences of one micro-step, all data-parallel replicas together) does not "
+              "split over the dp = {} replicas of {}; use a multiple of {}, e.g. {}{}",
+              cfg.train.micro_batch, dp, grid.str(), dp, up, down > 0 ? fmt::format(" or {}", down) : "");
+}
+
 TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml) {
+  comm::LocalCommunicator world;
+  const comm::ProcessGrid grid(1, 1, 1);
+  comm::GridComms comms = comm::grid_comms_split(world, grid);
+  TrainRanks ranks{world, grid, comms};
+  return train_run(cfg, config_toml, ranks);
+}
+
+TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, TrainRanks& ranks) {
+  comm::Communicator& world = ranks.world;
+  comm::Communicator& dp = *ranks.comms.dp;
+  comm::Communicator& tp = *ranks.comms.tp;
+  train_layout_check(cfg, ranks.grid);
+  require_supported_layout(ranks.grid, "adapt_train");
   TrainOutcome out;
   fs::create_directories(cfg.run.dir);
-  file_write_atomic(cfg.run.dir / "config.toml", config_toml);
+  on_root(world, "write the run folder", [&] { file_write_atomic(cfg.run.dir / "config.toml", config_toml); });
   const fs::path ckpt_dir = cfg.checkpoint.dir.value_or(cfg.run.dir / "checkpoints");
 
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(cfg.model.tokenizer ? *cfg.model.tokenizer : cfg.model.path);
@@ -193,96 +228,128 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml) {
   adapters::adapter_config_validate(cfg.adapter, model.config);
   const std::string fingerprint = model_fingerprint(cfg.model.path);
 
-  TrainData data = train_data_prepare(cfg.data, tok);
+  // Rank 0 tokenizes (or reuses the cache); every rank then opens the same cache files.
+  on_root(world, "prepare the token cache", [&] {
+    token_cache_update(cfg.data, DataInputs::Train, tok);
+    if (!cfg.data.eval_inputs.empty()) token_cache_update(cfg.data, DataInputs::Eval, tok);
+  });
+  TrainData data = train_data_open(cfg.data, tok);
   adapters::AdapterSet set(model.config, cfg.adapter);
-  optim::AdamW opt({cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay});
-  std::vector<adapters::AdapterParam> params = set.parameters();
-  std::vector<Tensor> grads;
-  for (const auto& p : params) {
-    opt.add(p.name, p.value, p.grad, p.decay);
-    grads.push_back(p.grad);
-  }
+  const std::vector<adapters::AdapterParam> params = set.parameters();
+  DpOptimizer opt(params, {cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay}, dp,
+                  cfg.parallel.zero1);
+  // What each parameter is a slice of (whole tensors until the set is sharded over tp): checkpoints hold
+  // the whole tensors, gathered over tp on save and cut again on resume.
+  const std::vector<parallel::TensorSlice> slices = set.tp_param_slices();
+  std::map<std::string, std::size_t> param_of;  // "adapter/x", "optim/m/x", "optim/v/x" -> index of x
+  for (std::size_t i = 0; i < params.size(); ++i)
+    for (const char* prefix : {"adapter/", "optim/m/", "optim/v/"}) param_of[prefix + params[i].name] = i;
   log::info0("adapter {}: {} parameters in {} tensors", adapters::adapter_kind_name(cfg.adapter.kind),
              format_count(set.n_parameters()), params.size());
+  if (ranks.grid.world_size() > 1)
+    log::info0("layout {} ({} ranks): {} sequences per micro-step, {} per replica; optimizer state {}",
+               ranks.grid.str(), ranks.grid.world_size(), cfg.train.micro_batch,
+               cfg.train.micro_batch / dp.size(),
+               cfg.parallel.zero1 && dp.size() > 1 ? "partitioned over dp (ZeRO-1)" : "replicated");
   const optim::LrSchedule sched{optim::parse_lr_schedule(cfg.optim.schedule), cfg.optim.lr, cfg.optim.warmup_steps,
                                 cfg.train.steps, cfg.optim.min_lr_ratio};
-  DataLoader loader(data.train, cfg.data.seed, {.global_batch_size = cfg.train.micro_batch, .dp_rank = 0, .dp_size = 1});
+  const LoaderOptions loader_options{
+      .global_batch_size = cfg.train.micro_batch, .dp_rank = dp.rank(), .dp_size = dp.size()};
+  DataLoader loader(data.train, cfg.data.seed, loader_options);
 
   std::int64_t step = 0;
-  if (checkpoint::checkpoint_exists(ckpt_dir)) {
-    const fs::path path = checkpoint::checkpoint_latest(ckpt_dir);
+  // Rank 0 picks the checkpoint (the newest that verifies); every rank reads that file.
+  std::string latest;
+  on_root(world, "find the latest checkpoint", [&] {
+    if (checkpoint::checkpoint_exists(ckpt_dir)) latest = checkpoint::checkpoint_latest(ckpt_dir).string();
+  });
+  latest = broadcast_string(world, latest);
+  if (!latest.empty()) {
+    const fs::path path = latest;
     checkpoint::CheckpointState st = checkpoint::checkpoint_load(path, {.expected_base_model_fingerprint = fingerprint});
-    auto restore = [&](const std::string& key, Tensor& dst) {
-      auto it = st.tensors.find(key);
-      ADAPT_REQUIRE(it != st.tensors.end(), IoError,
-                    "checkpoint '{}' has no tensor '{}': it was written for another adapter configuration",
-                    path.string(), key);
-      ADAPT_REQUIRE(it->second.shape() == dst.shape(), IoError,
-                    "checkpoint '{}': tensor '{}' has shape {} but this run's adapter needs {}. The adapter settings "
-                    "changed since the checkpoint was written.", path.string(), key, it->second.shape().str(),
-                    dst.shape().str());
-      dst.copy_from(it->second);
-    };
     const std::string kind = adapters::adapter_kind_name(cfg.adapter.kind);
     if (const auto it = st.strings.find(kCheckpointKindKey); it != st.strings.end())
       ADAPT_REQUIRE(it->second == kind, IoError,
                     "checkpoint '{}' was written for adapter.kind = \"{}\" but this run trains \"{}\"; resume with "
                     "the checkpoint's kind, or start the new kind in another run.dir (or checkpoint.dir)",
                     path.string(), it->second, kind);
-    std::set<std::string> mine;
-    for (const auto& slot : opt.slots()) mine.insert("adapter/" + slot.name);
     for (const auto& [key, t] : st.tensors)
-      ADAPT_REQUIRE(key.rfind("adapter/", 0) != 0 || mine.count(key), IoError,
+      ADAPT_REQUIRE(key.rfind("adapter/", 0) != 0 || param_of.count(key), IoError,
                     "checkpoint '{}' holds '{}', which this run's adapter does not have: it was written for another "
                     "adapter configuration",
                     path.string(), key);
-    for (auto& slot : opt.slots()) {
-      restore("adapter/" + slot.name, slot.master);
-      restore("optim/m/" + slot.name, slot.m);
-      restore("optim/v/" + slot.name, slot.v);
-    }
+    // Whole tensors in the file; each rank takes its tp slice.
+    std::map<std::string, Tensor> local;
+    opt.restore([&](const std::string& key) -> const Tensor& {
+      auto it = st.tensors.find(key);
+      ADAPT_REQUIRE(it != st.tensors.end(), IoError,
+                    "checkpoint '{}' has no tensor '{}': it was written for another adapter configuration",
+                    path.string(), key);
+      const parallel::TensorSlice& slice = slices[param_of.at(key)];
+      ADAPT_REQUIRE(it->second.shape() == slice.global, IoError,
+                    "checkpoint '{}': tensor '{}' has shape {} but this run's adapter needs {}. The adapter settings "
+                    "changed since the checkpoint was written.",
+                    path.string(), key, it->second.shape().str(), slice.global.str());
+      return local[key] = parallel::shard_take(it->second, slice);
+    });
     opt.set_n_steps(st.ints.at("optim/n_steps"));
     loader.restore(DataLoaderState::from_ints(st.ints, path.string()));
     step = st.step;
     log::info0("resuming from {} at step {}", path.string(), step);
+    const std::string layout = ranks.grid.str();
+    if (!st.world_layout.empty() && st.world_layout != layout)
+      log::info0("the checkpoint was written at {}; continuing at {}", st.world_layout, layout);
   }
 
-  MetricsFile metrics(cfg.run.dir / "metrics.jsonl", step);
+  std::optional<MetricsFile> metrics;
+  on_root(world, "open the metrics file", [&] { metrics.emplace(cfg.run.dir / "metrics.jsonl", step); });
+  auto write_metrics = [&](const json& j) {
+    if (metrics) metrics->write(j);
+  };
   auto save = [&](double last_loss) {
-    checkpoint::CheckpointState st;
-    st.step = step;
-    st.base_model_fingerprint = fingerprint;
-    st.world_layout = "tp=1 pp=1 dp=1";
-    st.config_toml = config_toml;
-    for (const auto& slot : opt.slots()) {
-      st.tensors["adapter/" + slot.name] = slot.master;
-      st.tensors["optim/m/" + slot.name] = slot.m;
-      st.tensors["optim/v/" + slot.name] = slot.v;
+    // Whole tensors: moments gathered over dp (ZeRO-1), slices over tp; rank 0 writes the file. The
+    // gathers are every rank's report that its part is there; rank 0's status reaches all ranks.
+    std::map<std::string, Tensor> tensors = opt.state();
+    for (auto& [key, t] : tensors) {
+      const parallel::TensorSlice& slice = slices[param_of.at(key)];
+      if (slice.dim == parallel::ShardDim::None) continue;
+      Tensor whole = Tensor::zeros(slice.global, DType::F32, key);
+      parallel::tp_gather(whole, t, slice.dim, tp);
+      t = whole;
     }
-    st.ints = loader.state().to_ints();
-    st.ints["optim/n_steps"] = opt.n_steps();
-    st.floats["train/loss"] = last_loss;
-    st.strings[kCheckpointKindKey] = adapters::adapter_kind_name(cfg.adapter.kind);
-    Timer t;
-    const fs::path p = checkpoint::checkpoint_save(ckpt_dir, st, {.keep_last = static_cast<int>(cfg.checkpoint.keep_last)});
-    log::info0("checkpoint {} written in {:.2f} s", p.string(), t.seconds());
+    on_root(world, "write the checkpoint", [&] {
+      checkpoint::CheckpointState st;
+      st.step = step;
+      st.base_model_fingerprint = fingerprint;
+      st.world_layout = ranks.grid.str();
+      st.config_toml = config_toml;
+      st.tensors = std::move(tensors);
+      st.ints = loader.state().to_ints();
+      st.ints["optim/n_steps"] = opt.n_steps();
+      st.floats["train/loss"] = last_loss;
+      st.strings[kCheckpointKindKey] = adapters::adapter_kind_name(cfg.adapter.kind);
+      Timer t;
+      const fs::path p =
+          checkpoint::checkpoint_save(ckpt_dir, st, {.keep_last = static_cast<int>(cfg.checkpoint.keep_last)});
+      log::info0("checkpoint {} written in {:.2f} s", p.string(), t.seconds());
+    });
   };
   auto evaluate = [&]() -> double {
     if (!data.eval) return -1.0;
-    EvalLoader ev(data.eval, {.global_batch_size = cfg.train.micro_batch, .dp_rank = 0, .dp_size = 1});
+    EvalLoader ev(data.eval, loader_options);
     const std::int64_t n = std::min(cfg.train.eval_batches, ev.n_batches());
     set.set_training(false);
-    double sum = 0;
-    std::int64_t count = 0;
+    double sums[2] = {0, 0};  // loss, loss tokens: this replica's rows, then all replicas'
     model::TrainWorkspace ews;
     for (std::int64_t k = 0; k < n; ++k) {
       Batch b = ev.batch(k);
       model::TrainResult r = model::llama_train_step(model, wrap_batch(b), &set, {.backward = false}, &ews);
-      sum += r.loss_sum;
-      count += r.n_loss_tokens;
+      sums[0] += r.loss_sum;
+      sums[1] += static_cast<double>(r.n_loss_tokens);
     }
+    dp.all_reduce(sums, 2, comm::CommDType::F64, comm::ReduceOp::Sum);
     set.set_training(true);
-    return count > 0 ? sum / static_cast<double>(count) : -1.0;
+    return sums[1] > 0 ? sums[0] / sums[1] : -1.0;
   };
 
   SignalGuard signals;
@@ -295,7 +362,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml) {
   if (step == 0) {  // the adapter starts as an exact no-op: this is the base model's eval loss
     const double e = evaluate();
     if (e >= 0) {
-      metrics.write({{"kind", "eval"}, {"step", 0}, {"eval_loss", e}, {"eval_ppl", std::exp(e)}});
+      write_metrics({{"kind", "eval"}, {"step", 0}, {"eval_loss", e}, {"eval_ppl", std::exp(e)}});
       log::info0("eval before training (the base model): loss {:.4f}  perplexity {:.3f}", e, std::exp(e));
     }
   }
@@ -309,7 +376,10 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml) {
       out.stopped_early = true;
       break;
     }
-    if (int sig = train_stop_signal().load()) {
+    // A signal at any rank stops every rank at this step boundary.
+    std::int64_t sig = train_stop_signal().load();
+    world.all_reduce(&sig, 1, comm::CommDType::I64, comm::ReduceOp::Max);
+    if (sig != 0) {
       log::info0("received signal {} at step {}: writing a checkpoint and stopping (exit code {} asks to be requeued)",
                  sig, step, kExitRequeue);
       save(last_loss);
@@ -319,25 +389,31 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml) {
     Timer step_timer;
     set.zero_grad();
     std::vector<Batch> micro;
-    std::int64_t n_loss = 0, n_tokens = 0;
+    std::int64_t n_loss = 0;  // loss tokens of the whole global batch (every replica's rows)
+    double sums[3] = {0, 0, 0};  // loss, loss tokens, tokens: this replica's rows, then all replicas'
     for (std::int64_t k = 0; k < cfg.train.grad_accum; ++k) {
       micro.push_back(loader.next());
       n_loss += micro.back().n_loss_tokens_global;
-      n_tokens += micro.back().n_rows * micro.back().seq_len;
+      sums[1] += static_cast<double>(micro.back().n_loss_tokens);
+      sums[2] += static_cast<double>(micro.back().n_rows * micro.back().seq_len);
     }
-    double loss_sum = 0;
-    const float scale = n_loss > 0 ? 1.0f / static_cast<float>(n_loss) : 0.0f;
+    // Each replica's gradient is its share of the global mean's; dp_average_gradients divides the sum
+    // by dp, so the scale carries a factor dp.
+    const float scale = n_loss > 0 ? static_cast<float>(dp.size()) / static_cast<float>(n_loss) : 0.0f;
     for (std::size_t k = 0; k < micro.size(); ++k) {
-      set.set_step(step, static_cast<std::int64_t>(k));
+      set.set_step(step, dp.rank() * cfg.train.grad_accum + static_cast<std::int64_t>(k));
       // Logits in 256-row chunks: (N, V) is never held whole (2 GB at 4096 tokens for Llama 3's vocabulary).
       model::TrainResult r = model::llama_train_step(
           model, wrap_batch(micro[k]), &set,
           {.recompute = cfg.train.recompute, .loss_scale = scale, .logits_chunk_rows = 256}, &ws);
-      loss_sum += r.loss_sum;
+      sums[0] += r.loss_sum;
     }
-    const double loss = n_loss > 0 ? loss_sum / static_cast<double>(n_loss) : 0.0;
-    const double norm = cfg.optim.max_grad_norm > 0 ? optim::grad_clip_global_norm(grads, cfg.optim.max_grad_norm)
-                                                    : optim::grad_global_norm(grads);
+    dp.all_reduce(sums, 3, comm::CommDType::F64, comm::ReduceOp::Sum);
+    ADAPT_CHECK(static_cast<std::int64_t>(sums[1]) == n_loss, "step {}: the replicas hold {} loss tokens, the batch {}",
+                step + 1, sums[1], n_loss);
+    const std::int64_t n_tokens = static_cast<std::int64_t>(sums[2]);
+    const double loss = n_loss > 0 ? sums[0] / static_cast<double>(n_loss) : 0.0;
+    const double norm = opt.reduce_and_clip(cfg.optim.max_grad_norm);
     const double lr = optim::lr_at(sched, step);
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
       ADAPT_THROW(TrainingDiverged,
@@ -351,7 +427,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml) {
     const double secs = step_timer.seconds();
     const double tps = static_cast<double>(n_tokens) / std::max(secs, 1e-9);
     const double avg = run_timer.seconds() / static_cast<double>(step - first_step);
-    metrics.write({{"kind", "train"}, {"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
+    write_metrics({{"kind", "train"}, {"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
                    {"tokens_per_s", tps}, {"tokens", n_tokens}, {"loss_tokens", n_loss}, {"step_s", secs}});
     if (step % cfg.train.log_every == 0 || step == cfg.train.steps) {
       log::info0("step {}/{}  loss {:.4f}  lr {:.3g}  grad-norm {:.3f}  {:.0f} tokens/s  ETA {}", step, cfg.train.steps,
@@ -362,7 +438,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml) {
       const double e = evaluate();
       if (e >= 0) {
         out.last_eval_loss = e;
-        metrics.write({{"kind", "eval"}, {"step", step}, {"eval_loss", e}, {"eval_ppl", std::exp(e)}});
+        write_metrics({{"kind", "eval"}, {"step", step}, {"eval_loss", e}, {"eval_ppl", std::exp(e)}});
         log::info0("eval at step {}: loss {:.4f}  perplexity {:.3f}", step, e, std::exp(e));
       }
     }
@@ -372,15 +448,18 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml) {
   out.last_loss = last_loss;
   if (!out.stopped_by_signal && !out.stopped_early) {
     const fs::path adapter_dir = cfg.run.dir / "adapter";
-    adapters::adapter_export(set, adapter_dir, {.base_model = cfg.model.path.string()});
-    log::info0("done: {} steps; adapter written to {}", step, adapter_dir.string());
-    if (cfg.run.merge) {
-      Timer t;
-      const fs::path merged_dir = cfg.run.dir / "merged";
-      const adapters::MergeReport m = adapters::merged_model_write(cfg.model.path, adapter_dir, merged_dir, {.replace = true});
-      log::info0("merged model ({} LoRA sites, {} in {} file(s)) written to {} in {:.1f} s", m.n_sites,
-                 format_bytes(m.bytes), m.shards.size(), merged_dir.string(), t.seconds());
-    }
+    on_root(world, "export the adapter", [&] {
+      adapters::adapter_export(set, adapter_dir, {.base_model = cfg.model.path.string()});
+      log::info0("done: {} steps; adapter written to {}", step, adapter_dir.string());
+      if (cfg.run.merge) {
+        Timer t;
+        const fs::path merged_dir = cfg.run.dir / "merged";
+        const adapters::MergeReport m =
+            adapters::merged_model_write(cfg.model.path, adapter_dir, merged_dir, {.replace = true});
+        log::info0("merged model ({} LoRA sites, {} in {} file(s)) written to {} in {:.1f} s", m.n_sites,
+                   format_bytes(m.bytes), m.shards.size(), merged_dir.string(), t.seconds());
+      }
+    });
   }
   return out;
 }

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 
+#include "comm/communicator.h"
+#include "comm/process_grid.h"
 #include "train/train_config.h"
 
 namespace adapt::train {
@@ -24,13 +26,37 @@ struct TrainOutcome {
   bool stopped_early = false;  // train.stop_after reached (a checkpoint was written)
 };
 
+/// The ranks of a run: the world and this rank's tp, pp and dp groups (adapt_train makes them with
+/// comm::grid_comms_split).
+struct TrainRanks {
+  comm::Communicator& world;
+  const comm::ProcessGrid& grid;
+  comm::GridComms& comms;
+};
+
+/// Checks, without communication, that the job fits the layout: train.micro_batch (the sequences of
+/// one micro-step, all dp replicas together) must split evenly over the dp replicas. ConfigError
+/// naming the key and the values that work.
+void train_layout_check(const TrainConfig& cfg, const comm::ProcessGrid& grid);
+
 /// Runs (or resumes) the job. `config_toml` is the resolved configuration, stored in checkpoints and
 /// in the run folder. Installs SIGUSR1/SIGTERM handlers for the duration of the run.
+///
+/// With several dp replicas: the global batch of a step is train.micro_batch × train.grad_accum
+/// sequences whatever the layout (each replica runs micro_batch / dp of every micro-step), so a run
+/// on any dp draws the same examples as one process with the same job file; the loss is normalised by
+/// the loss tokens of the whole global batch, the gradients are averaged over dp (ZeRO-1 with
+/// parallel.zero1), and every replica applies the same update. World rank 0 prints, writes the
+/// metrics, the checkpoints (whole tensors, gathered) and the adapter. Called by every rank of
+/// `ranks.world`; the collectives it issues are the same on every rank.
+TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, TrainRanks& ranks);
+/// The same on one process.
 TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml);
 
-/// Prints the memory the job needs (base weights, adapter, optimizer state, activations with and
-/// without recomputation, logits) without loading the weights; for --dry-run.
-std::string train_memory_estimate(const TrainConfig& cfg);
+/// Prints the memory one rank needs (base weights, adapter, optimizer state, activations with and
+/// without recomputation, logits) without loading the weights; for --dry-run. `dp`: data-parallel
+/// replicas (the micro-batch and, with ZeRO-1, the optimizer state are split over them).
+std::string train_memory_estimate(const TrainConfig& cfg, int dp = 1);
 
 /// Set by the signal handlers; polled at step boundaries. Exposed for tests.
 std::atomic<int>& train_stop_signal();

@@ -178,3 +178,51 @@ TEST_CASE("bad jobs fail before generating, naming the problem") {
     MESSAGE("skipped the tokenizer/model mismatch case: " << meta.string() << " not found");
   }
 }
+
+TEST_CASE("--shard I/N: shares of the prompts that do not overlap, cover the file and give the same texts") {
+  test::TempDir dir;
+  REQUIRE(run("adapt_model", "make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() + " --out " +
+                                 (dir / "model").string()).code == 0);
+  std::string job = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 6\n";
+  for (int i = 0; i < 5; ++i) job += "[[prompts]]\nid = \"p" + std::to_string(i) + "\"\ntext = \"int f" + std::to_string(i) + "(\"\n";
+  test::write_bytes(dir / "job.toml", job);
+  const std::string input = "--input " + (dir / "job.toml").string();
+  Run whole = run("adapt_gen", input);
+  INFO(whole.out);
+  REQUIRE(whole.code == 0);
+  const auto all = by_id(read_results(dir / "out/results.jsonl"));
+  REQUIRE(all.size() == 5);
+
+  std::map<std::string, json> joined;
+  const std::vector<std::vector<std::string>> expected = {{"p0", "p3"}, {"p1", "p4"}, {"p2"}};
+  for (int s = 0; s < 3; ++s) {
+    CAPTURE(s);
+    Run r = run("adapt_gen", input + " --set output.dir=" + (dir / "shards").string() + " --shard " + std::to_string(s) + "/3");
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+    CHECK(r.out.find("share " + std::to_string(s) + " of 3") != std::string::npos);
+    const auto part = read_results(dir / "shards" / ("results.shard-" + std::to_string(s) + "-of-3.jsonl"));
+    std::vector<std::string> ids = ids_in_order(part);
+    std::sort(ids.begin(), ids.end());
+    CHECK(ids == expected[s]);
+    for (const auto& x : part) {
+      const std::string id = x["id"].get<std::string>();
+      CHECK(joined.count(id) == 0);
+      joined[id] = x;
+    }
+  }
+  REQUIRE(joined.size() == all.size());
+  for (const auto& [id, x] : all) CHECK(joined[id]["text"] == x["text"]);
+  CHECK(!fs::exists(dir / "shards/results.jsonl"));
+
+  // A share again: nothing left to do. Bad shares are usage errors.
+  Run again = run("adapt_gen", input + " --set output.dir=" + (dir / "shards").string() + " --shard 1/3");
+  CHECK(again.code == 0);
+  CHECK(again.out.find("0 to run") != std::string::npos);
+  for (const char* bad : {"3/3", "1", "-1/2", "0/0", "a/b", "1/2x"}) {
+    CAPTURE(bad);
+    Run r = run("adapt_gen", input + " --shard " + bad);
+    CHECK(r.code == 2);
+    CHECK(r.out.find("--shard") != std::string::npos);
+  }
+}

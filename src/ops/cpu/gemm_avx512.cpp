@@ -1,6 +1,7 @@
 // Packed, cache-blocked f32 GEMM for AVX-512 (GotoBLAS/BLIS loop nest). Loops, outermost first:
 //   jc: kNC columns of c -> pc: kKC of K; pack op(b) into kNR-wide panels (kKC x kNC = 768 KB: L2)
-//   -> ir: kMR rows; pack op(a) into one panel (kMR x kKC = 8 KB: L1) -> jr: kNR columns
+//   -> ir: kMR rows; pack op(a) into one panel (kMR x kKC = 8 KB: L1; a stored transposed: kMC rows
+//   at a time) -> jr: kNR columns
 //   -> micro-kernel: a kMR x kNR tile of c in 24 zmm registers, one FMA per (row, 16 columns, k).
 // Packing absorbs every layout: rows of a weight stored (N, K) are transposed 16 x 16 in registers,
 // bf16 is widened on the way (exact: a 16-bit shift), edges are zero-padded, so the micro-kernel sees
@@ -30,8 +31,9 @@ constexpr int kNR = 48;               // columns of a register tile
 constexpr int kNV = kNR / 16;         // zmm vectors per tile row
 constexpr std::int64_t kKC = 256;     // k block: one a panel is kMR x kKC floats
 constexpr std::int64_t kNC = 768;     // column block: the packed b block is kKC x kNC floats
+constexpr std::int64_t kMC = 64;      // rows of a transposed a packed at once (kMC x kKC = 64 KB)
 static_assert(kMR == kGemmAvx512RowAlign && kGemmAvx512ColAlign == 16, "the split alignment promised in the header");
-static_assert(kNV == 3 && kMR <= 16 && kNC % kNR == 0, "blocking (the micro-kernel dispatch assumes 3 vectors)");
+static_assert(kNV == 3 && kMR <= 16 && kNC % kNR == 0 && kMC % kMR == 0, "blocking (the micro-kernel dispatch assumes 3 vectors)");
 static_assert(kMR * kNV + kNV + 1 <= 32, "the tile, one row of b and a broadcast must fit 32 zmm registers");
 
 // 64-byte aligned scratch, one per thread, grown on demand and kept: allocation-free once warm.
@@ -113,13 +115,22 @@ void pack_transposed(float* dst, std::int64_t ld, int width, const Src* src, std
   }
 }
 
-// dst[k · width + j] = src[k · lds + j] for j < cols, 0 for cols <= j < width, k < kc.
+// Panels of `width` columns from a row-major src (kc rows, `cols` columns used): panel p gets
+// dst[p · kc · width + k · width + j] = src[k · lds + p · width + j], 0 for columns past `cols` up to the
+// end of the last panel. Walks each source row once from left to right (a panel-by-panel walk strides
+// down the rows for every panel, which conflicts in L1 when lds is a multiple of 1 KB).
 template <typename Src>
-void pack_copy(float* dst, int width, const Src* src, std::int64_t lds, std::int64_t cols, std::int64_t kc) {
+void pack_rows_to_panels(float* dst, int width, const Src* src, std::int64_t lds, std::int64_t cols,
+                         std::int64_t kc) {
+  const std::int64_t n_panels = (cols + width - 1) / width;
   for (std::int64_t k = 0; k < kc; ++k) {
-    for (int v = 0; v * 16 < width; ++v) {
-      const __m512 x = load16(src + k * lds + v * 16, first_lanes(cols - v * 16));
-      _mm512_mask_storeu_ps(dst + k * width + v * 16, first_lanes(width - v * 16), x);
+    for (std::int64_t p = 0; p < n_panels; ++p) {
+      float* d = dst + p * kc * width + k * width;
+      for (int v = 0; v * 16 < width; ++v) {
+        const std::int64_t j = p * width + v * 16;
+        const __m512 x = load16(src + k * lds + j, first_lanes(cols - j));
+        _mm512_mask_storeu_ps(d + v * 16, first_lanes(width - v * 16), x);
+      }
     }
   }
 }
@@ -176,30 +187,35 @@ void gemm_blocked(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, st
                   std::int64_t ldc) {
   const std::int64_t kc_max = std::min(kKC, K);
   float* bp = b_pack_buffer.get(kc_max * ((std::min(kNC, N) + kNR - 1) / kNR * kNR));
-  float* ap = a_pack_buffer.get(kc_max * kMR);
+  // op(a) is packed one tile (kMR rows) at a time just before its use, or, when a is stored transposed,
+  // kMC rows at a time with pack_rows_to_panels (contiguous reads along a's rows).
+  float* ap_block = a_pack_buffer.get(kc_max * (trans_a ? kMC : kMR));
   for (std::int64_t jc = 0; jc < N; jc += kNC) {
     const std::int64_t nc = std::min(kNC, N - jc);
     for (std::int64_t pc = 0; pc < K; pc += kKC) {
       const std::int64_t kc = std::min(kKC, K - pc);
-      for (std::int64_t jr = 0; jr < nc; jr += kNR) {
-        const int nr = static_cast<int>(std::min<std::int64_t>(kNR, nc - jr));
-        float* dst = bp + jr * kc;
-        if (trans_b) {
+      if (trans_b) {
+        for (std::int64_t jr = 0; jr < nc; jr += kNR) {
+          const int nr = static_cast<int>(std::min<std::int64_t>(kNR, nc - jr));
+          float* dst = bp + jr * kc;
           for (int v = 0; v < kNV; ++v) {
             const int rows = std::clamp(nr - 16 * v, 0, 16);
             pack_transposed(dst + 16 * v, kNR, 16, rows > 0 ? b + (jc + jr + 16 * v) * ldb + pc : b, ldb, rows, kc);
           }
-        } else {
-          pack_copy(dst, kNR, b + pc * ldb + jc + jr, ldb, nr, kc);
         }
+      } else {
+        pack_rows_to_panels(bp, kNR, b + pc * ldb + jc, ldb, nc, kc);
       }
       const float beta_k = pc == 0 ? beta : 1.0f;  // later k blocks add to what the first one wrote
       for (std::int64_t ir = 0; ir < M; ir += kMR) {
         const int mr = static_cast<int>(std::min<std::int64_t>(kMR, M - ir));
+        const float* ap = ap_block;
         if (trans_a) {
-          pack_copy(ap, kMR, a + pc * lda + ir, lda, mr, kc);
+          const std::int64_t ic = ir / kMC * kMC;
+          if (ir == ic) pack_rows_to_panels(ap_block, kMR, a + pc * lda + ic, lda, std::min(kMC, M - ic), kc);
+          ap = ap_block + (ir - ic) * kc;
         } else {
-          pack_transposed(ap, kMR, kMR, a + ir * lda + pc, lda, mr, kc);
+          pack_transposed(ap_block, kMR, kMR, a + ir * lda + pc, lda, mr, kc);
         }
         for (std::int64_t jr = 0; jr < nc; jr += kNR) {
           const int nr = static_cast<int>(std::min<std::int64_t>(kNR, nc - jr));

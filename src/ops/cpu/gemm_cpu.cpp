@@ -39,6 +39,8 @@ constexpr std::int64_t kParallelMinMacs = 1 << 18;  // below: run on the calling
 constexpr std::int64_t kSplitAlign = 16;            // thread ranges are whole 16-column panels
 constexpr std::int64_t kSkinnyMaxRows = 8;          // up to here the weight stream dominates
 constexpr std::int64_t kPanelFloats = 1 << 18;      // bf16 widening buffer per thread: 1 MB
+constexpr std::int64_t kChunksPerThread = 4;        // packed kernel: ranges per thread (dynamic schedule)
+constexpr std::int64_t kPackedMinChunk = 256;       // packed kernel: rows or columns per range, at least
 
 blasint ld_of(std::int64_t ld, std::int64_t cols) { return static_cast<blasint>(std::max<std::int64_t>({ld, cols, 1})); }
 
@@ -128,9 +130,16 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
   const bool by_cols = skinny || (packed ? N >= 4 * M : b_bf16 || N >= kSplitAlign * n_threads || N >= M);
   const std::int64_t extent = by_cols ? N : M;
   const std::int64_t align = !packed ? kSplitAlign : by_cols ? kGemmAvx512ColAlign : kGemmAvx512RowAlign;
-  const std::int64_t step = ((extent + n_threads - 1) / n_threads + align - 1) / align * align;
-#pragma omp parallel for num_threads(n_threads) schedule(static, 1) if (n_threads > 1)
-  for (int t = 0; t < n_threads; ++t) {
+  // The packed kernel gets up to kChunksPerThread ranges per thread, handed out dynamically: when another
+  // process takes a core for a while, the other thread does more of the product instead of waiting at
+  // the end of it. Each range packs the other operand again, so ranges stay >= kPackedMinChunk.
+  const std::int64_t n_chunks =
+      packed && n_threads > 1
+          ? std::clamp<std::int64_t>(extent / kPackedMinChunk, n_threads, kChunksPerThread * n_threads)
+          : n_threads;
+  const std::int64_t step = ((extent + n_chunks - 1) / n_chunks + align - 1) / align * align;
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1) if (n_threads > 1)
+  for (std::int64_t t = 0; t < n_chunks; ++t) {
     const std::int64_t begin = std::min(extent, t * step), end = std::min(extent, begin + step);
     if (begin == end) continue;
     if (skinny) {

@@ -59,6 +59,7 @@ ADAPT_CPU_KERNEL void swiglu_backward_row(float* dgate, float* dup, const float*
 // itself (unnormalised first), then scaled, and the target's entry gets − grad_scale.
 ADAPT_CPU_KERNEL double cross_entropy_row(float* z, std::int64_t V, std::int64_t y, float grad_scale, bool grad) {
   float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
   for (std::int64_t j = 0; j < V; ++j) m = std::max(m, z[j]);
   const float z_y = z[y];
   double sum = 0.0;

@@ -50,3 +50,20 @@ TEST_CASE("run.merge: LoRA only, refused with the way out for bottleneck adapter
   CHECK(help.find("lora+bottleneck") != std::string::npos);
   CHECK(help.find("run.merge") != std::string::npos);
 }
+
+TEST_CASE("[parallel]: tp and pp default to 1, ZeRO-1 is on; bad values name the key") {
+  const train::TrainConfig c = load_example();
+  CHECK(c.parallel.tp == 1);
+  CHECK(c.parallel.pp == 1);
+  CHECK(c.parallel.zero1);
+  const train::TrainConfig p = load_example({"parallel.tp=2", "parallel.pp=4", "parallel.zero1=false"});
+  CHECK(p.parallel.tp == 2);
+  CHECK(p.parallel.pp == 4);
+  CHECK_FALSE(p.parallel.zero1);
+  CHECK(config::to_toml(p, config::train_config_schema()).find("[parallel]") != std::string::npos);
+  CHECK_THROWS_WITH_AS(load_example({"parallel.tp=0"}), doctest::Contains("parallel.tp"), ConfigError);
+  CHECK_THROWS_WITH_AS(load_example({"parallel.dp=2"}), doctest::Contains("parallel.dp"), ConfigError);
+  const std::string help = config::help(config::train_config_schema());
+  CHECK(help.find("parallel.tp") != std::string::npos);
+  CHECK(help.find("parallel.zero1") != std::string::npos);
+}

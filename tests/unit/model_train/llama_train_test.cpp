@@ -120,6 +120,30 @@ TEST_CASE("recomputation on and off: the same loss and gradients bit for bit, ho
   CHECK(layer_sequence(recompute.events) == "F0f0F0f0F1f1F1f1F-1B-1F1f1F1f1b1B1b1B1F0f0F0f0b0B0b0B0");
 }
 
+TEST_CASE("shortcuts: no first-layer input gradient unless asked, one segment per row as no segments, bit for bit") {
+  const model::LlamaModel m = tiny_model(2);
+  const Batch batch = packed_batch(m.config.vocab_size);
+  auto step = [&](const model::TrainInputs& in, Tensor* d_embedded) {
+    test::TestHook hook = make_hook(m.config, HookKind::Everywhere);
+    const model::TrainResult r = model::llama_train_step(m, in, &hook, {.d_embedded = d_embedded});
+    return std::make_pair(r.loss_sum, hook.grads());
+  };
+  auto check_same = [](const auto& a, const auto& b) {
+    CHECK(a.first == b.first);
+    REQUIRE(a.second.size() == b.second.size());
+    for (std::size_t i = 0; i < a.second.size(); ++i) CHECK(test::same_bits(a.second[i], b.second[i]));
+  };
+  // Without d_embedded the first layer's q/k/v input gradient (dy · W) and attention-norm backward are
+  // skipped; the adapters' gradients do not depend on them.
+  Tensor d_emb = Tensor::zeros({2, 11, 24}, DType::F32);
+  check_same(step(inputs_of(batch, true), nullptr), step(inputs_of(batch, true), &d_emb));
+  // Rows that each hold one non-negative segment id take the plain causal kernels: the same as no ids.
+  Tensor one_segment = Tensor::zeros({2, 11}, DType::I32, "segment_ids");
+  for (std::int64_t i = 11; i < 22; ++i) one_segment.data<std::int32_t>()[i] = 3;
+  const model::TrainInputs same_ids{batch.ids, batch.targets, batch.positions, one_segment};
+  check_same(step(same_ids, &d_emb), step(inputs_of(batch, false), &d_emb));
+}
+
 TEST_CASE("gradient accumulation: micro-batches with loss_scale = 1/n_global sum to the global mean's gradients") {
   const model::LlamaModel m = tiny_model(2);
   const Batch batch = packed_batch(m.config.vocab_size);

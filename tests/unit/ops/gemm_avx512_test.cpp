@@ -175,7 +175,8 @@ TEST_CASE("packed sgemm: several k and column blocks, alpha and beta, strided ro
     float alpha, beta;
   };
   // 769 and 1537 columns: one and two full 768-column blocks plus one column; K = 513: two full
-  // 256 blocks plus one; 100 and 33 rows: partial 8-row tiles; beta = 0 over NaN in c.
+  // 256 blocks plus one; 100 and 33 rows: partial 8-row tiles; 100 and 130 rows of a transposed a:
+  // one or two full 64-row packing blocks plus a partial one; beta = 0 over NaN in c.
   const Case cases[] = {{100, 769, 513, 0, 1.0f, 0.0f},   {33, 1537, 300, 3, 0.5f, 1.0f},
                         {64, 96, 64, 0, -2.0f, 0.25f},    {9, 50, 1000, 5, 1.0f, 1.0f},
                         {130, 770, 257, 1, 0.125f, -1.0f}};

@@ -1,0 +1,76 @@
+# Shell functions shared by the benchmark scripts that compare adapt with Hugging Face transformers
+# (bench_gen.sh, bench_train.sh). Source it; it defines functions only.
+
+# bench_source_of BUILD_DIR: prints the commit BUILD_DIR was configured from, with the number of files
+# changed under src/ kernels/ cmake/ since that commit, for the report's "source:" line.
+bench_source_of() {
+  local src_dir commit n_dirty
+  src_dir="$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$1/CMakeCache.txt")"
+  if [[ "$(git -C "$src_dir" rev-parse --show-toplevel 2>/dev/null)" == "$(realpath "$src_dir")" ]]; then
+    commit="$(git -C "$src_dir" rev-parse --short HEAD)"
+    n_dirty="$(git -C "$src_dir" status --porcelain -- src kernels cmake CMakeLists.txt | wc -l)"
+    if [[ "$n_dirty" != 0 ]]; then
+      commit="$commit + uncommitted changes in $n_dirty file(s) under src/ kernels/ cmake/"
+    fi
+    echo "$commit"
+  else
+    echo "unknown ($src_dir is not a git checkout)"
+  fi
+}
+
+# bench_find_peer VENV WORK IMPORTS PIN...: sets peer_py to VENV's python once `import IMPORTS` works
+# there, else peer_skip to the reason. Debian's python3-torch (apt, when root) is seen through
+# --system-site-packages of VENV (created when missing); the PINs come from PyPI. Logs go to WORK.
+bench_find_peer() {
+  local venv="$1" work="$2" imports="$3"
+  shift 3
+  peer_py=""
+  peer_skip=""
+  if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c "import $imports" 2>/dev/null; then
+    peer_py="$venv/bin/python"; return
+  fi
+  if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-torch python3-venv \
+        >"$work/apt.log" 2>&1 || { peer_skip="apt-get install python3-torch failed: $(tail -1 "$work/apt.log")"; return; }
+    else
+      peer_skip="Debian's python3-torch is not installed (sudo apt-get install python3-torch) and this is not root"
+      return
+    fi
+  fi
+  if [[ ! -x "$venv/bin/python" ]]; then
+    /usr/bin/python3 -m venv --system-site-packages "$venv" >"$work/venv.log" 2>&1 ||
+      { peer_skip="cannot create the venv $venv: $(tail -1 "$work/venv.log")"; return; }
+  fi
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@" >"$work/pip.log" 2>&1 ||
+    { peer_skip="pip install $* into $venv failed: $(tail -1 "$work/pip.log")"; return; }
+  peer_py="$venv/bin/python"
+}
+
+# bench_build ROOT BUILD_DIR LOG_NAME TARGET...: configures BUILD_DIR (Ninja, Release) when it has no
+# CMakeCache.txt and builds the targets; on failure prints the log's tail and exits 2. Then sets
+# commit (bench_source_of) and build_type.
+bench_build() {
+  local root="$1" build="$2" log="$2/$3_build.log"
+  shift 3
+  if [[ ! -f "$build/CMakeCache.txt" ]]; then
+    cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  fi
+  if ! cmake --build "$build" --target "$@" >"$log" 2>&1; then
+    tail -30 "$log" >&2
+    echo "error: building $* in $build failed (log: $log); test-tree tools need ADAPT_BUILD_TESTS=ON" >&2
+    exit 2
+  fi
+  commit="$(bench_source_of "$build")"
+  build_type="$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build/CMakeCache.txt")"
+}
+
+# bench_footer BUILD_DIR LOAD_START LOAD_END THREADS: the source, build and load-average lines that end
+# every report (uses commit and build_type from bench_build), with a warning when the cores were shared.
+bench_footer() {
+  local build="$1" load_start="$2" load_end="$3" threads="$4"
+  echo "source: $commit, build $build ($build_type)"
+  echo "load average (1, 5, 15 min): $load_start at the start, $load_end at the end, on $threads cores"
+  awk -v l="${load_start%% *}" -v e="${load_end%% *}" -v n="$threads" \
+    'BEGIN { if (l > 0.5 || e > 0.5) printf "warning: other processes were running; figures are noisy (load %s/%s on %d cores)\n", l, e, n }'
+}

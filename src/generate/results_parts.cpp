@@ -1,0 +1,111 @@
+#include "generate/results_parts.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <vector>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "core/log.h"
+
+namespace adapt::generate {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+/// The complete lines of `path` with their ids.
+std::vector<std::pair<std::string, std::string>> read_records(const fs::path& path) {
+  std::vector<std::pair<std::string, std::string>> out;
+  const std::string text = file_read_text(path);
+  std::size_t start = 0, line_no = 0;
+  while (start < text.size()) {
+    const std::size_t nl = text.find('\n', start);
+    ++line_no;
+    if (nl == std::string::npos) {
+      log::warn(
+          "{}: dropping an incomplete last record (line {}) left by an interrupted run; that prompt will run "
+          "again",
+          path.string(), line_no);
+      break;
+    }
+    std::string line = text.substr(start, nl - start);
+    const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    ADAPT_REQUIRE(j.is_object() && j.contains("id") && j["id"].is_string(), IoError,
+                  "{}:{}: not a results record (a JSON object with a string \"id\"). Move the file away or fix the "
+                  "line; finished prompts are found through it.",
+                  path.string(), line_no);
+    out.emplace_back(j["id"].get<std::string>(), std::move(line));
+    start = nl + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+fs::path results_part_path(const fs::path& results, std::int64_t rank, std::int64_t count) {
+  return results.parent_path() / (results.stem().string() + ".dp-" + std::to_string(rank) + "-of-" +
+                                  std::to_string(count) + results.extension().string());
+}
+
+std::int64_t results_parts_merge(const fs::path& results) {
+  const fs::path dir = results.parent_path().empty() ? fs::path(".") : results.parent_path();
+  const std::string prefix = results.stem().string() + ".dp-", ext = results.extension().string();
+  std::vector<fs::path> parts;
+  if (fs::is_directory(dir)) {
+    for (const auto& e : fs::directory_iterator(dir)) {
+      const std::string name = e.path().filename().string();
+      if (!e.is_regular_file() || name.size() <= prefix.size() + ext.size() || name.rfind(prefix, 0) != 0 ||
+          name.compare(name.size() - ext.size(), ext.size(), ext) != 0)
+        continue;
+      const std::string mid = name.substr(prefix.size(), name.size() - prefix.size() - ext.size());  // "1-of-4"
+      const std::size_t of = mid.find("-of-");
+      if (of == std::string::npos || of == 0 || mid.find_first_not_of("0123456789-of") != std::string::npos) continue;
+      parts.push_back(e.path());
+    }
+  }
+  if (parts.empty()) return 0;
+  std::sort(parts.begin(), parts.end());
+  std::set<std::string> done;
+  if (fs::exists(results)) {
+    const std::string text = file_read_text(results);
+    const std::size_t end = text.rfind('\n');
+    if (end != text.size() - 1) {  // a cut last record: drop it, as ResultsFile does
+      file_write_atomic(results, std::string_view(text).substr(0, end == std::string::npos ? 0 : end + 1));
+    }
+    for (const auto& [id, line] : read_records(results)) done.insert(id);
+  }
+  std::string add;
+  std::int64_t n = 0;
+  for (const fs::path& part : parts) {
+    for (auto& [id, line] : read_records(part)) {
+      if (!done.insert(id).second) continue;
+      add += line + "\n";
+      ++n;
+    }
+  }
+  if (!add.empty()) {
+    const int fd = ::open(results.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    ADAPT_REQUIRE(fd >= 0, IoError, "cannot open results file '{}' for appending: {}", results.string(),
+                  std::strerror(errno));
+    try {
+      fd_write_all(fd, add.data(), add.size(), results);
+      ADAPT_REQUIRE(::fsync(fd) == 0, IoError, "cannot fsync '{}': {}", results.string(), std::strerror(errno));
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    ::close(fd);
+  }
+  for (const fs::path& part : parts) fs::remove(part);
+  return n;
+}
+
+}  // namespace adapt::generate

@@ -1,0 +1,49 @@
+// Pipeline parallelism (DESIGN.md "Parallel layout"): one optimizer step's micro-batches through the
+// stages of a model loaded with llama_model_load_tp on a grid with pp > 1, in the 1F1B order of
+// parallel::schedule_1f1b, hidden states and their gradients exchanged with the neighbouring stages
+// over the pp communicator (a send is paired with the next receive from the same neighbour through
+// send_recv, so neighbours never wait on each other's sends).
+// Memory: a stage keeps only the input of each micro-batch in flight (at most pp − stage of them); the
+// backward of a micro-batch runs the stage's forward again (llama_train_step with stage_input and
+// stage_output_grad), the stage-level form of activation recomputation. The last stage runs each
+// micro-batch once (its forward and backward are adjacent in 1F1B).
+#pragma once
+
+#include <functional>
+#include <span>
+
+#include "comm/communicator.h"
+#include "model/adapter_hook.h"
+#include "model/llama_train.h"
+#include "model/llama_weights.h"
+
+namespace adapt::model {
+
+struct PipelineOptions {
+  /// As TrainOptions::loss_scale: 1 / n_loss_tokens of the whole step (every micro-batch, every data
+  /// replica) so that the accumulated gradients are those of the step's mean loss. 0: 1 / the loss
+  /// tokens of all micro-batches given.
+  float loss_scale = 0.0f;
+  /// Per-layer recomputation inside the stage's backward pass (TrainOptions::recompute).
+  bool recompute = false;
+  /// Called with the micro-batch index before each pass over it (e.g. AdapterSet::set_step(step, i), so
+  /// that dropout masks follow the micro-batch).
+  std::function<void(int micro)> before_micro;
+};
+
+struct PipelineResult {
+  double loss_sum = 0.0;           // over every micro-batch; the same on every stage
+  std::int64_t n_loss_tokens = 0;  // likewise
+  float loss_scale = 0.0f;
+  double loss() const { return n_loss_tokens > 0 ? loss_sum / static_cast<double>(n_loss_tokens) : 0.0; }
+};
+
+/// Forward and backward of `micro` (every stage gets the same list: the first stage reads the ids, the
+/// last the targets, all of them the shapes) on this rank's stage; the hook accumulates the gradients
+/// of the stage's layers. `pp` is the rank's pipeline communicator (model.stage.size ranks, stage
+/// order). With one stage: llama_train_step over the micro-batches in order.
+PipelineResult llama_pipeline_train(const LlamaModel& model, std::span<const TrainInputs> micro, AdapterHook* hook,
+                                    comm::Communicator& pp, const PipelineOptions& opts = {},
+                                    TrainWorkspace* workspace = nullptr);
+
+}  // namespace adapt::model

@@ -1,0 +1,78 @@
+// DpOptimizer: AdamW over the adapter parameters of one data-parallel replica, with the gradients
+// reduced over the dp group. Every replica ends each step with the same adapter weights.
+//   zero1 = false: the flat gradient vector is averaged bucket by bucket (parallel::dp_average_gradients),
+//     clipped by its global norm, and every replica updates every parameter;
+//   zero1 = true (ZeRO stage 1): the gradients are reduce-scattered (parallel::zero1_reduce_scatter_average),
+//     each replica keeps AdamW's moments and master weights for its shard of the flat vector
+//     (parallel::zero_shard) only, updates it, and the shards are all-gathered into the adapter.
+// The global norm is the norm of the averaged gradient of every parameter (under ZeRO-1 the shards'
+// squared norms summed over dp). AdamW is elementwise, so both modes give the same update bit for bit;
+// with one replica the plain optim::AdamW path runs.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "adapters/adapter_set.h"
+#include "comm/communicator.h"
+#include "optim/adamw.h"
+
+namespace adapt::train {
+
+class DpOptimizer {
+ public:
+  /// `params` share storage with the adapter (AdapterSet::parameters()); the same on every replica.
+  DpOptimizer(std::vector<adapters::AdapterParam> params, const optim::AdamWOptions& options, comm::Communicator& dp,
+              bool zero1);
+
+  /// After the backward of every micro-batch: the gradients become their average over dp (each
+  /// replica's own part of it under ZeRO-1), clipped to `max_norm` by their global norm when
+  /// max_norm > 0. Returns the global norm before clipping. Called by all ranks of dp.
+  double reduce_and_clip(double max_norm);
+  /// One AdamW update with learning rate `lr` (then, under ZeRO-1, the all-gather of the shards).
+  /// Called by all ranks of dp.
+  void step(double lr);
+
+  std::int64_t n_steps() const { return opt_.n_steps(); }
+  void set_n_steps(std::int64_t n) { opt_.set_n_steps(n); }
+  const std::vector<adapters::AdapterParam>& params() const { return params_; }
+  bool zero1() const { return zero1_; }
+
+  /// The whole optimizer state with global shapes: "adapter/<param>" (master weights),
+  /// "optim/m/<param>", "optim/v/<param>". Under ZeRO-1 the moments are all-gathered over dp, so
+  /// every replica returns the same tensors. Called by all ranks of dp.
+  std::map<std::string, Tensor> state() const;
+  /// Restores from whole tensors under the names of state(); `get(key)` returns the tensor (of the
+  /// parameter's shape) or throws. Each replica keeps its own shard under ZeRO-1. No communication.
+  void restore(const std::function<const Tensor&(const std::string&)>& get);
+
+ private:
+  std::vector<adapters::AdapterParam> params_;
+  comm::Communicator& dp_;
+  bool zero1_;
+  optim::AdamW opt_;
+  std::vector<std::int64_t> offsets_;  // of each parameter in the flat vector
+  std::int64_t n_ = 0;                 // real elements of the flat vector
+  std::int64_t shard_count_ = 0;       // ZeRO-1: elements per dp rank (padded)
+  std::int64_t shard_begin_ = 0;       // ZeRO-1: first element of this rank's shard
+  std::vector<float> flat_;            // dp × shard_count (zero1) or n (averaging): gradients, then parameters
+  std::vector<float> shard_grad_;      // ZeRO-1: this rank's averaged gradient shard
+  std::vector<float> shard_master_;    // ZeRO-1: this rank's master weights
+  struct Piece {                       // ZeRO-1: the part of parameter `param` inside this rank's shard
+    int param = 0;
+    std::int64_t begin = 0;  // in the flat vector
+    std::int64_t count = 0;
+  };
+  std::vector<Piece> pieces_;  // in AdamW slot order
+
+  bool single() const { return dp_.size() == 1; }
+  void flatten_grads(float* dst) const;
+  /// The flat vector of AdamW moment `which` (0: m, 1: v) of every parameter (all-gathered under ZeRO-1).
+  std::vector<float> gather_moment(int which) const;
+};
+
+}  // namespace adapt::train

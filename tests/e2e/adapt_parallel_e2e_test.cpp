@@ -1,0 +1,340 @@
+// adapt_train and adapt_gen on several ranks (mpiexec, oversubscribed), on the tiny model:
+// dp2 and dp4 (with and without ZeRO-1) give the single process's losses and final adapter weights
+// (and AdamW moments) within 1e-5 relative (weights: norm-wise, see worst_rel); a dp2 run stopped and resumed is
+// bit-identical to an uninterrupted one, and a checkpoint written at dp2 resumes on one process (and the reverse) with
+// matching losses; a signal at one rank stops every rank with exit 75 after a checkpoint, and the job resumes; layouts
+// that do not fit are refused with the values that work (printed once); adapt_gen's replicas share out the prompts and
+// write the results of one process, each prompt once, and a rerun skips them all.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "checkpoint/checkpoint.h"
+#include "core/file.h"
+#include "tests/support/test_support.h"
+
+using namespace adapt;
+using json = nlohmann::json;
+
+namespace {
+
+struct Run {
+  int code;
+  std::string out;
+};
+
+Run run(const std::string& cmd) {
+  Run r;
+  r.code = test::run_command(cmd, &r.out);
+  return r;
+}
+std::string bin(const char* name) { return (test::binary_dir() / "bin" / name).string(); }
+/// `command` on `n` ranks (n = 1: a plain process, no launcher).
+std::string on_ranks(int n, const std::string& command) {
+  if (n == 1) return command;
+  return std::string(ADAPT_MPIEXEC) + " -n " + std::to_string(n) + " " + ADAPT_MPIEXEC_FLAGS + " " + command;
+}
+std::size_t count(const std::string& text, const std::string& needle) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+/// The tiny model, the corpus, and a job writing to run.dir = "run" unless told otherwise.
+struct Job {
+  test::TempDir dir{"adapt-parallel"};
+  fs::path toml;
+  Job() {
+    REQUIRE(run(bin("adapt_model") + " make --preset tiny --out " + (dir / "model").string()).code == 0);
+    toml = dir / "train.toml";
+    test::write_bytes(toml,
+                      "[model]\npath = \"model\"\n[adapter]\nkind = \"lora\"\n[adapter.lora]\nr = 4\nalpha = 8.0\n"
+                      "targets = [\"q\", \"v\", \"down\"]\n[data]\ninputs = [\"" +
+                          (test::source_dir() / "inputs/corpus").string() +
+                          "\"]\nglobs = [\"**/*.py\", \"**/*.cpp\"]\nseq_len = 32\neval_documents = 1\n"
+                          "cache_dir = \"cache\"\n[optim]\nlr = 1e-2\nwarmup_steps = 2\nmax_grad_norm = 0.1\n"
+                          "[train]\nsteps = 5\nmicro_batch = 4\ngrad_accum = 2\neval_every = 5\neval_batches = 2\n"
+                          "[checkpoint]\nevery = 3\nkeep_last = 0\n[run]\ndir = \"run\"\n");
+  }
+  std::string train_cmd(const std::string& run_dir, const std::string& args) const {
+    return bin("adapt_train") + " --config " + toml.string() + " --set run.dir=" + (dir / run_dir).string() + " " +
+           args;
+  }
+  Run train(int ranks, const std::string& run_dir, const std::string& args = "") const {
+    return run(on_ranks(ranks, train_cmd(run_dir, args)));
+  }
+  /// The train (or eval) records of a run, by step.
+  std::map<std::int64_t, json> metrics(const std::string& run_dir, const char* kind = "train") const {
+    std::map<std::int64_t, json> m;
+    const std::string text = file_read_text(dir / run_dir / "metrics.jsonl");
+    std::size_t start = 0;
+    while (start < text.size()) {
+      const std::size_t nl = text.find('\n', start);
+      json j = json::parse(text.substr(start, nl - start));
+      if (j["kind"] == kind) m[j["step"].get<std::int64_t>()] = j;
+      start = nl + 1;
+    }
+    return m;
+  }
+  checkpoint::CheckpointState checkpoint(const std::string& run_dir, std::int64_t step) const {
+    return checkpoint::checkpoint_load(dir / run_dir / "checkpoints" / checkpoint::checkpoint_file_name(step));
+  }
+};
+
+/// ||a - b|| / ||b|| (Frobenius) of each tensor of `b`'s state under `prefix`; the worst. Norm-wise: an
+/// element whose gradient is near zero gets an Adam step of about lr·g/(|g| + eps), which turns the
+/// gradients' last-bit differences (another summation order over ranks) into larger relative changes
+/// of that one element, while the tensor as a whole agrees to about 1e-6.
+double worst_rel(const checkpoint::CheckpointState& a, const checkpoint::CheckpointState& b,
+                 const std::string& prefix) {
+  double worst = 0;
+  std::size_t n = 0;
+  for (const auto& [key, tb] : b.tensors) {
+    if (key.rfind(prefix, 0) != 0) continue;
+    ++n;
+    REQUIRE(a.tensors.count(key) == 1);
+    const Tensor& ta = a.tensors.at(key);
+    REQUIRE(ta.shape() == tb.shape());
+    double diff = 0, norm = 0;
+    for (std::int64_t i = 0; i < tb.numel(); ++i) {
+      const double x = ta.data<float>()[i], y = tb.data<float>()[i];
+      diff += (x - y) * (x - y);
+      norm += y * y;
+    }
+    worst = std::max(worst, norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff));
+  }
+  REQUIRE(n > 0);
+  return worst;
+}
+
+bool bit_identical(const checkpoint::CheckpointState& a, const checkpoint::CheckpointState& b) {
+  if (a.tensors.size() != b.tensors.size()) return false;
+  for (const auto& [key, tb] : b.tensors) {
+    if (a.tensors.count(key) == 0) return false;
+    const Tensor& ta = a.tensors.at(key);
+    if (!(ta.shape() == tb.shape()) || std::memcmp(ta.data<float>(), tb.data<float>(), tb.size_bytes()) != 0)
+      return false;
+  }
+  return true;
+}
+
+/// Losses of `got` within `rel` of `want` at every step of `want` from `first` on.
+void check_losses(const std::map<std::int64_t, json>& got, const std::map<std::int64_t, json>& want, double rel,
+                  std::int64_t first = 1) {
+  for (const auto& [step, w] : want) {
+    if (step < first) continue;
+    CAPTURE(step);
+    REQUIRE(got.count(step) == 1);
+    const double a = got.at(step)["loss"].get<double>(), b = w["loss"].get<double>();
+    CHECK(std::fabs(a - b) <= rel * std::fabs(b));
+    CHECK(got.at(step)["loss_tokens"] == w["loss_tokens"]);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("dp2 and dp4 give the single process's losses and adapter weights") {
+  Job job;
+  // LoRA; and LoRA with a bottleneck adapter and weight decay (ZeRO-1 shards then cut through tensors
+  // with and without decay).
+  for (const std::string& kind :
+       {std::string(""), std::string("--set adapter.kind=lora+bottleneck --set adapter.bottleneck.size=8 "
+                                     "--set optim.weight_decay=0.05")}) {
+    CAPTURE(kind);
+    const std::string tag = kind.empty() ? "lora" : "both";
+    Run one = job.train(1, tag + "1", kind);
+    INFO(one.out);
+    REQUIRE(one.code == 0);
+    const auto want = job.metrics(tag + "1");
+    REQUIRE(want.size() == 5);
+    const auto want_eval = job.metrics(tag + "1", "eval");
+    const auto want_ckpt = job.checkpoint(tag + "1", 5);
+    for (const auto& [ranks, args] :
+         std::vector<std::pair<int, std::string>>{{2, ""}, {2, "--set parallel.zero1=false"}, {4, ""}}) {
+      if (!kind.empty() && ranks == 4) continue;
+      CAPTURE(ranks);
+      CAPTURE(args);
+      const std::string dir = tag + std::to_string(ranks) + (args.empty() ? "" : "n");
+      Run r = job.train(ranks, dir, kind + " " + args);
+      INFO(r.out);
+      REQUIRE(r.code == 0);
+      CHECK(r.out.find("tp1 × pp1 × dp" + std::to_string(ranks)) != std::string::npos);
+      CHECK(count(r.out, "step 5/5") == 1);  // rank 0 prints, the others stay quiet
+      const auto got = job.metrics(dir);
+      REQUIRE(got.size() == 5);
+      check_losses(got, want, 1e-5);
+      for (const auto& [step, w] : want) CHECK(got.at(step)["tokens"] == w["tokens"]);  // every rank's tokens
+      for (const auto& [step, w] : want_eval) {
+        CAPTURE(step);
+        const double a = job.metrics(dir, "eval").at(step)["eval_loss"].get<double>(), b = w["eval_loss"].get<double>();
+        CHECK(std::fabs(a - b) <= 1e-5 * b);
+      }
+      const auto ckpt = job.checkpoint(dir, 5);
+      CHECK(ckpt.world_layout == "tp1 × pp1 × dp" + std::to_string(ranks));
+      CHECK(worst_rel(ckpt, want_ckpt, "adapter/") <= 1e-5);
+      CHECK(worst_rel(ckpt, want_ckpt, "optim/m/") <= 1e-5);
+      CHECK(worst_rel(ckpt, want_ckpt, "optim/v/") <= 1e-5);
+      CHECK(fs::exists(job.dir / dir / (kind.empty() ? "adapter/adapter_model.safetensors" : "adapter/bottleneck")));
+    }
+  }
+}
+
+TEST_CASE("dp2 resumes bit-exactly, and a checkpoint resumes on another dp") {
+  Job job;
+  const std::string six = "--set train.steps=6";
+  Run straight = job.train(2, "a", six);
+  INFO(straight.out);
+  REQUIRE(straight.code == 0);
+  const auto want = job.metrics("a");
+  const auto want_ckpt = job.checkpoint("a", 6);
+
+  // Same layout: stopped after 3 steps, resumed.
+  REQUIRE(job.train(2, "b", six + " --set train.stop_after=3").code == 0);
+  Run b = job.train(2, "b", six);
+  INFO(b.out);
+  REQUIRE(b.code == 0);
+  CHECK(b.out.find("resuming from") != std::string::npos);
+  const auto got_b = job.metrics("b");
+  for (const auto& [step, w] : want) CHECK(got_b.at(step)["loss"].get<double>() == w["loss"].get<double>());
+  CHECK(bit_identical(job.checkpoint("b", 6), want_ckpt));
+
+  // Saved at dp2, resumed on one process; saved on one process, resumed at dp2.
+  for (const auto& [first, second, dir] : std::vector<std::tuple<int, int, std::string>>{{2, 1, "c"}, {1, 2, "d"}}) {
+    CAPTURE(dir);
+    REQUIRE(job.train(first, dir, six + " --set train.stop_after=3").code == 0);
+    Run r = job.train(second, dir, six);
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+    CHECK(r.out.find("the checkpoint was written at tp1 × pp1 × dp" + std::to_string(first) +
+                     "; continuing at tp1 × pp1 × dp" + std::to_string(second)) != std::string::npos);
+    check_losses(job.metrics(dir), want, 1e-5, 4);
+    CHECK(worst_rel(job.checkpoint(dir, 6), want_ckpt, "adapter/") <= 1e-5);
+  }
+}
+
+TEST_CASE("a signal at one rank stops every rank with exit 75 after a checkpoint; the job resumes") {
+  Job job;
+  const std::string metrics = (job.dir / "run/metrics.jsonl").string();
+  const std::string cmd =
+      job.train_cmd("run", "--set train.steps=100000 --set checkpoint.every=0 --set train.eval_every=0");
+  // Each rank reports its own exit code; the signal goes to one adapt_train process (not to mpiexec).
+  const std::string script = on_ranks(2, "bash -c \"" + cmd + "; e=\\$?; echo rank-exit=\\$e; exit \\$e\"") +
+                             " & pid=$!; for i in $(seq 1200); do "
+                             "grep -q '\"train\"' " +
+                             metrics +
+                             " 2>/dev/null && break; sleep 0.05; done; "
+                             "target=$(pgrep -f '^" +
+                             bin("adapt_train") + " --config " + job.toml.string() +
+                             "' | tail -1); "
+                             "kill -USR1 $target; wait $pid; echo exit=$?";
+  test::write_bytes(job.dir / "signal.sh", script);
+  Run r = run("bash " + (job.dir / "signal.sh").string());
+  INFO(r.out);
+  CHECK(r.out.find("exit=75") != std::string::npos);
+  CHECK(count(r.out, "rank-exit=75") == 2);
+  CHECK(count(r.out, "received signal 10") == 1);
+  REQUIRE(fs::exists(job.dir / "run/checkpoints/latest"));
+  Run again = job.train(2, "run", "--set train.steps=100000 --set train.stop_after=2 --set train.eval_every=0");
+  INFO(again.out);
+  CHECK(again.code == 0);
+  CHECK(again.out.find("resuming from") != std::string::npos);
+}
+
+TEST_CASE("layouts that do not fit are refused before any work, listing what works") {
+  Job job;
+  Run tp2 = job.train(3, "bad", "--set parallel.tp=2");
+  INFO(tp2.out);
+  CHECK(tp2.code == 2);
+  CHECK(tp2.out.find("parallel.tp = 2 does not divide the world size 3") != std::string::npos);
+  CHECK(tp2.out.find("Choose tp in {1}") != std::string::npos);
+  CHECK(count(tp2.out, "Choose tp in") == 1);  // printed by rank 0 only
+  Run heads = job.train(2, "bad", "--set parallel.tp=2 --dry-run");
+  INFO(heads.out);
+  CHECK(heads.code == 6);
+  CHECK(heads.out.find("not supported yet") != std::string::npos);
+  Run batch = job.train(2, "bad", "--set train.micro_batch=3");
+  INFO(batch.out);
+  CHECK(batch.code == 2);
+  CHECK(batch.out.find("train.micro_batch = 3") != std::string::npos);
+  CHECK(!fs::exists(job.dir / "bad"));
+  Run dry = job.train(2, "bad", "--dry-run");
+  INFO(dry.out);
+  CHECK(dry.code == 0);
+  CHECK(dry.out.find("per rank of 2 dp replicas") != std::string::npos);
+  CHECK(count(dry.out, "memory estimate") == 1);
+}
+
+TEST_CASE("adapt_gen: dp replicas share out the prompts and write what one process writes") {
+  Job job;
+  std::string prompts =
+      "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 6\n"
+      "[runtime]\nbatch_size = 2\n";
+  for (int i = 0; i < 7; ++i)
+    prompts += "[[prompts]]\nid = \"p" + std::to_string(i) + "\"\ntext = \"def f" + std::to_string(i) + "(x):\"\n" +
+               (i % 3 == 1 ? "temperature = 0.8\nseed = " + std::to_string(i) + "\n" : "");
+  test::write_bytes(job.dir / "gen.toml", prompts);
+  auto gen = [&](int ranks, const std::string& out) {
+    return run(on_ranks(ranks, bin("adapt_gen") + " --input " + (job.dir / "gen.toml").string() +
+                                   " --set output.dir=" + (job.dir / out).string()));
+  };
+  auto records = [&](const std::string& out) {
+    std::map<std::string, std::string> m;
+    std::size_t n = 0;
+    const std::string text = file_read_text(job.dir / out / "results.jsonl");
+    for (std::size_t start = 0; start < text.size();) {
+      const std::size_t nl = text.find('\n', start);
+      const json j = json::parse(text.substr(start, nl - start));
+      m[j["id"].get<std::string>()] = j["text"].get<std::string>();
+      ++n;
+      start = nl + 1;
+    }
+    CHECK(n == m.size());  // each prompt once
+    return m;
+  };
+  Run one = gen(1, "out1");
+  INFO(one.out);
+  REQUIRE(one.code == 0);
+  Run two = gen(2, "out2");
+  INFO(two.out);
+  REQUIRE(two.code == 0);
+  CHECK(two.out.find("2 data-parallel replicas share the 7 prompt(s)") != std::string::npos);
+  CHECK(two.out.find("done: 7 prompt(s)") != std::string::npos);
+  const auto a = records("out1"), b = records("out2");
+  CHECK(a.size() == 7);
+  CHECK(a == b);
+  for (const auto& e : fs::directory_iterator(job.dir / "out2"))
+    CHECK(e.path().filename().string().find(".dp-") == std::string::npos);  // parts merged and removed
+  Run again = gen(2, "out2");
+  INFO(again.out);
+  CHECK(again.code == 0);
+  CHECK(again.out.find("done: 0 prompt(s)") != std::string::npos);
+  CHECK(records("out2") == a);
+  Run tp2 = run(on_ranks(2, bin("adapt_gen") + " --input " + (job.dir / "gen.toml").string() + " --set parallel.tp=2"));
+  INFO(tp2.out);
+  CHECK(tp2.code == 6);
+  CHECK(count(tp2.out, "not supported yet") == 1);
+
+  // An interrupted 3-replica run left part files: one process merges them first and runs only the
+  // rest; a record cut by the crash runs again.
+  const std::string text = file_read_text(job.dir / "out2/results.jsonl");
+  std::vector<std::string> lines;
+  for (std::size_t start = 0; start < text.size();) {
+    const std::size_t nl = text.find('\n', start);
+    lines.push_back(text.substr(start, nl - start + 1));
+    start = nl + 1;
+  }
+  REQUIRE(lines.size() == 7);
+  test::write_bytes(job.dir / "out2/results.jsonl", lines[0] + lines[1]);
+  test::write_bytes(job.dir / "out2/results.dp-0-of-3.jsonl", lines[2] + lines[3]);
+  test::write_bytes(job.dir / "out2/results.dp-2-of-3.jsonl", lines[1] + lines[4] + lines[5].substr(0, 10));
+  Run resumed = gen(1, "out2");
+  INFO(resumed.out);
+  CHECK(resumed.code == 0);
+  CHECK(resumed.out.find("merged 3 record(s)") != std::string::npos);
+  CHECK(resumed.out.find("done: 2 prompt(s)") != std::string::npos);
+  CHECK(records("out2") == a);
+  CHECK(!fs::exists(job.dir / "out2/results.dp-0-of-3.jsonl"));
+}

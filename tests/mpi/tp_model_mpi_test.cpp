@@ -1,0 +1,347 @@
+// Tensor parallelism inside the model under mpiexec, the world as the tp group (2 and 4 ranks): every
+// rank writes the same tiny random Llama (GQA: 8 heads, 4 KV heads; an FFN width and a vocabulary that
+// split unevenly over 4), loads it whole (the single-rank reference, computed on every rank) and as its
+// tp slices (model::llama_model_load_tp), and compares:
+//   * forward logits (plain, with unmerged LoRA on all 7 projections + Houlsby bottleneck adapters,
+//     with LoRA merged into the rank's slices, with attention and MLP biases, with tied embeddings,
+//     with bf16 weights kept as stored) against the whole model's;
+//   * 32 greedy tokens decoded through the KV cache (holding only the rank's KV heads), and each
+//     step's logits;
+//   * a training step with lora+bottleneck (LoRA dropout on; plain rows, and packed rows with
+//     restarting positions, segment masking and padding): loss, logits, the gradient entering the
+//     embedding and every adapter gradient gathered whole; recomputation and chunked logits;
+//   * 5 AdamW steps: the loss of each step and the final adapter weights gathered whole;
+//   * the bytes each rank reads at load: its share only;
+//   * AdapterSet::shard_for_tp then tp_gathered gives the whole set back bit for bit, which exports and
+//     loads back (a sharded set refuses to export).
+// Tolerance: 1e-5 relative to the largest magnitude of each compared tensor (max |tp − one| / max |one|);
+// the differences are f32 summation order (partial products summed over ranks), measured ≤ 1e-6.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <vector>
+
+#include "adapters/adapter_files.h"
+#include "adapters/adapter_set.h"
+#include "comm/mpi_communicator.h"
+#include "model/kv_cache.h"
+#include "model/llama_forward.h"
+#include "model/llama_train.h"
+#include "model/llama_weights.h"
+#include "model/model_folder.h"
+#include "model/tensor_parallel.h"
+#include "optim/adamw.h"
+#include "parallel/llama_sharding.h"
+#include "parallel/tp_ops.h"
+#include "tests/mpi/tp_test_util.h"
+#include "tests/support/test_support.h"
+
+using namespace adapt;
+using namespace adapt::test::tp;
+
+namespace {
+
+// Random model biases (the folder's are 0): whole on one rank, the rank's rows of the column-parallel
+// ones with tp, the o/down biases whole on every rank.
+void set_biases(model::LlamaModel& m) {
+  const model::TensorParallel& tp = m.tp;
+  const model::LlamaConfig& c = m.config;
+  for (std::size_t l = 0; l < m.weights.layers.size(); ++l) {
+    model::LayerWeights& w = m.weights.layers[l];
+    const std::uint64_t k = 900 + 10 * l;
+    auto rows = [&](std::int64_t n, std::int64_t block) { return parallel::split_range(n, block, tp.size, tp.rank).begin; };
+    fill(w.bq, k + 0, rows(c.n_heads * c.head_dim, c.head_dim), 0.2f);
+    fill(w.bk, k + 1, rows(c.n_kv_heads * c.head_dim, c.head_dim), 0.2f);
+    fill(w.bv, k + 2, rows(c.n_kv_heads * c.head_dim, c.head_dim), 0.2f);
+    fill(w.bo, k + 3, 0, 0.2f);
+    fill(w.b_gate, k + 4, rows(c.intermediate_size, 1), 0.2f);
+    fill(w.b_up, k + 5, rows(c.intermediate_size, 1), 0.2f);
+    fill(w.b_down, k + 6, 0, 0.2f);
+  }
+}
+
+// The tiny model written by this rank into its own folder, loaded whole and as the rank's tp slices.
+struct Models {
+  test::TempDir dir{"adapt-tp-model"};
+  std::unique_ptr<comm::Communicator> world;
+  comm::GridComms comms;
+  model::LlamaModel whole, part;
+  model::LlamaLoadStats whole_stats, part_stats;
+
+  explicit Models(const Variant& v) {
+    world = comm::MpiCommunicator::world({.timeout_s = 120});
+    const model::LlamaConfig cfg = tiny_config(v);
+    model::random_model_write(dir.path(), cfg, {.seed = 11, .dtype = cfg.torch_dtype, .max_shard_bytes = 20000});
+    const model::LlamaLoadOptions load{.storage = v.bf16 ? model::WeightStorage::AsStored : model::WeightStorage::F32};
+    const comm::ProcessGrid grid = comm::ProcessGrid::make(
+        world->size(), world->size(), 1, {.n_heads = cfg.n_heads, .n_kv_heads = cfg.n_kv_heads, .n_layers = cfg.n_layers});
+    comms = comm::grid_comms_split(*world, grid);
+    whole = model::llama_model_load(dir.path(), load, &whole_stats);
+    part = model::llama_model_load_tp(dir.path(), grid, world->rank(), *comms.tp, load, &part_stats);
+    if (v.biases) {
+      set_biases(whole);
+      set_biases(part);
+    }
+  }
+  int size() const { return world->size(); }
+};
+
+}  // namespace
+
+TEST_CASE("tp forward: the logits equal the whole model's, with and without adapters") {
+  for (const Variant v : {Variant{}, Variant{.tied = true}, Variant{.biases = true}, Variant{.tied = true, .bf16 = true}}) {
+    CAPTURE(v.tied);
+    CAPTURE(v.biases);
+    CAPTURE(v.bf16);
+    Models m(v);
+    REQUIRE(m.part.tp.size == m.size());
+    CHECK(m.part.weights.layers[0].wq.dtype() == (v.bf16 ? DType::BF16 : DType::F32));
+    const Tensor ids = ids_tensor(2, 9, m.whole.config.vocab_size, 3);
+    const Tensor ref = model::llama_forward(m.whole, ids);
+    const Tensor got = model::llama_forward(m.part, ids);
+    const double d_plain = rel_diff(got, ref);
+    CHECK(d_plain <= kTol);
+
+    adapters::AdapterSet set_whole = adapter_set(m.whole.config, 0.0, nullptr);
+    adapters::AdapterSet set_part = adapter_set(m.whole.config, 0.0, &m.part.tp);
+    const Tensor ref_a = model::llama_forward(m.whole, ids, nullptr, {.hook = &set_whole});
+    const Tensor got_a = model::llama_forward(m.part, ids, nullptr, {.hook = &set_part});
+    const double d_adapted = rel_diff(got_a, ref_a);
+    CHECK(d_adapted <= kTol);
+    CHECK(rel_diff(ref_a, ref) > 1e-2);  // the adapters change the logits
+    // LoRA merged into the rank's slices of the base weights (the bottleneck modules still run through
+    // the hook): the same logits.
+    if (!v.bf16) {  // merging needs f32 weights
+      set_part.merge(m.part);
+      const Tensor got_m = model::llama_forward(m.part, ids, nullptr, {.hook = &set_part});
+      set_part.unmerge(m.part);
+      CHECK(rel_diff(got_m, ref_a) <= kTol);
+    }
+    if (m.world->rank() == 0)
+      std::printf("tp%d forward tied=%d biases=%d bf16=%d: max rel diff %.2e plain, %.2e with adapters\n", m.size(),
+                  v.tied, v.biases, v.bf16, d_plain, d_adapted);
+  }
+}
+
+TEST_CASE("tp load: each rank reads only its share of the bytes") {
+  for (const Variant v : {Variant{}, Variant{.tied = true}}) {
+    Models m(v);
+    std::uint64_t held = 0;  // the f32 bytes of the rank's tensors (tied lm_head shares the embedding)
+    const model::LlamaWeights& w = m.part.weights;
+    held += w.embedding.size_bytes() + w.final_norm.size_bytes() + (v.tied ? 0 : w.lm_head.size_bytes());
+    for (const model::LayerWeights& l : w.layers)
+      for (const Tensor* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down})
+        held += t->size_bytes();
+    CHECK(m.part_stats.bytes_read == m.part_stats.bytes_share);
+    CHECK(m.part_stats.bytes_share == held);
+    CHECK(m.part_stats.bytes_resident == held);
+    CHECK(m.part_stats.bytes_read < m.whole_stats.bytes_read);
+    // The replicated norms aside, the shares add up to the whole checkpoint.
+    std::uint64_t norms = 4 * static_cast<std::uint64_t>(m.whole.config.hidden_size * (2 * m.whole.config.n_layers + 1));
+    auto sum = static_cast<std::int64_t>(m.part_stats.bytes_read - norms);
+    m.world->all_reduce(std::span<std::int64_t>(&sum, 1), comm::ReduceOp::Sum);
+    CHECK(static_cast<std::uint64_t>(sum) + norms == m.whole_stats.bytes_read);
+    // Column-parallel tensors hold the rank's heads only.
+    CHECK(w.layers[0].wk.dim(0) == m.whole.config.n_kv_heads / m.size() * m.whole.config.head_dim);
+    CHECK(w.layers[0].wo.dim(1) == m.whole.config.n_heads / m.size() * m.whole.config.head_dim);
+  }
+}
+
+TEST_CASE("tp generation: 32 greedy tokens through the KV cache equal one rank's") {
+  for (const Variant v : {Variant{}, Variant{.tied = true}}) {
+    CAPTURE(v.tied);
+    Models m(v);
+    const std::int64_t V = m.whole.config.vocab_size, n_new = 32;
+    adapters::AdapterSet set_whole = adapter_set(m.whole.config, 0.0, nullptr);
+    adapters::AdapterSet set_part = adapter_set(m.whole.config, 0.0, &m.part.tp);
+    model::AdapterHook* hook_whole = v.tied ? &set_whole : nullptr;  // tied: with adapters
+    model::AdapterHook* hook_part = v.tied ? &set_part : nullptr;
+    model::KvCache cache_whole(m.whole.config, 1, 64);
+    model::KvCache cache_part(m.part.config, 1, 64, m.part.tp.size);
+    CHECK(cache_part.size_bytes() * static_cast<std::uint64_t>(m.size()) == cache_whole.size_bytes());
+    Tensor prompt = ids_tensor(1, 6, V, 21);
+    std::vector<std::int32_t> toks_whole, toks_part;
+    double worst = 0;
+    Tensor next_whole = prompt, next_part = prompt;
+    for (std::int64_t i = 0; i < n_new; ++i) {
+      const Tensor lw = model::llama_forward(m.whole, next_whole, &cache_whole,
+                                             {.last_position_only = true, .hook = hook_whole});
+      const Tensor lp = model::llama_forward(m.part, next_part, &cache_part,
+                                             {.last_position_only = true, .hook = hook_part});
+      worst = std::max(worst, rel_diff(lp, lw));
+      toks_whole.push_back(argmax(lw.data<float>(), V));
+      toks_part.push_back(argmax(lp.data<float>(), V));
+      next_whole = Tensor::empty({1, 1}, DType::I32);
+      next_part = Tensor::empty({1, 1}, DType::I32);
+      next_whole.data<std::int32_t>()[0] = toks_whole.back();
+      next_part.data<std::int32_t>()[0] = toks_part.back();
+    }
+    CHECK(toks_part == toks_whole);
+    CHECK(worst <= kTol);
+    CHECK(cache_part.n_past(0) == 6 + n_new - 1);
+    // Not a degenerate sequence: the greedy path visits several tokens.
+    std::vector<std::int32_t> distinct = toks_whole;
+    std::sort(distinct.begin(), distinct.end());
+    CHECK(std::unique(distinct.begin(), distinct.end()) - distinct.begin() >= 3);
+    if (m.world->rank() == 0)
+      std::printf("tp%d greedy tied=%d: %zu tokens equal, step logits max rel diff %.2e\n", m.size(), v.tied,
+                  toks_part.size(), worst);
+  }
+}
+
+TEST_CASE("tp training step: loss, logits and every adapter gradient equal one rank's") {
+  for (const Variant v : {Variant{}, Variant{.tied = true, .biases = true}}) {
+    CAPTURE(v.tied);
+    CAPTURE(v.biases);
+    Models m(v);
+    const model::LlamaConfig& c = m.whole.config;
+    const std::int64_t B = 2, T = 10;
+    const Tensor ids = ids_tensor(B, T, c.vocab_size, 31);
+    Tensor targets = ids_tensor(B, T, c.vocab_size, 32);
+    targets.data<std::int32_t>()[3] = model::kIgnoreIndex;
+    // The second variant packs row 1 with two documents (positions restart) and two padding tokens.
+    model::TrainInputs in{.ids = ids, .targets = targets};
+    Tensor positions = Tensor::empty({B, T}, DType::I32), segments = Tensor::empty({B, T}, DType::I32);
+    for (std::int64_t t = 0; t < T; ++t) {
+      positions.data<std::int32_t>()[t] = static_cast<std::int32_t>(t);
+      segments.data<std::int32_t>()[t] = 0;
+      const std::int32_t seg = t < 4 ? 0 : t < 8 ? 1 : -1;
+      positions.data<std::int32_t>()[T + t] = seg < 0 ? 0 : static_cast<std::int32_t>(seg == 0 ? t : t - 4);
+      segments.data<std::int32_t>()[T + t] = seg;
+      if (seg < 0 || t == 3) targets.data<std::int32_t>()[T + t] = model::kIgnoreIndex;
+    }
+    if (v.biases) in.positions = positions, in.segment_ids = segments;
+    adapters::AdapterSet set_whole = adapter_set(c, 0.1, nullptr);
+    adapters::AdapterSet set_part = adapter_set(c, 0.1, &m.part.tp);
+    for (adapters::AdapterSet* s : {&set_whole, &set_part}) {
+      s->set_training(true);
+      s->set_step(3, 1);
+    }
+    Tensor logits_whole = Tensor::empty({B, T, c.vocab_size}, DType::F32);
+    Tensor logits_part = Tensor::empty({B, T, c.vocab_size}, DType::F32);
+    Tensor demb_whole = Tensor::empty({B, T, c.hidden_size}, DType::F32);
+    Tensor demb_part = Tensor::empty({B, T, c.hidden_size}, DType::F32);
+    const model::TrainResult rw = model::llama_train_step(m.whole, in, &set_whole,
+                                                          {.logits = &logits_whole, .d_embedded = &demb_whole});
+    const model::TrainResult rp = model::llama_train_step(m.part, in, &set_part,
+                                                          {.logits = &logits_part, .d_embedded = &demb_part});
+    set_part.tp_reduce_gradients();
+    CHECK(rp.n_loss_tokens == rw.n_loss_tokens);
+    const double d_loss = std::abs(rp.loss_sum - rw.loss_sum) / std::abs(rw.loss_sum);
+    CHECK(d_loss <= kTol);
+    CHECK(rel_diff(logits_part, logits_whole) <= kTol);
+    CHECK(rel_diff(demb_part, demb_whole) <= kTol);
+    const std::vector<adapters::AdapterParam> pw = set_whole.parameters();
+    for (const adapters::AdapterParam& p : pw) CHECK(max_abs(p.grad) > 0);  // every gradient is compared
+    const double worst = gathered_rel_diff(set_part, set_whole, /*grads=*/true);
+    // The norm for clipping, from the shards, equals the whole set's.
+    std::vector<Tensor> grads;
+    for (const adapters::AdapterParam& p : pw) grads.push_back(p.grad);
+    const double norm_whole = optim::grad_global_norm(grads);
+    CHECK(std::abs(set_part.tp_grad_norm() - norm_whole) <= kTol * norm_whole);
+    if (m.world->rank() == 0)
+      std::printf("tp%d train step tied=%d: loss rel diff %.2e, %zu gradients max rel diff %.2e\n", m.size(), v.tied,
+                  d_loss, pw.size(), worst);
+
+    // Recomputation and chunked logits on the sharded model: the same gradients (recomputation bit for bit).
+    const std::vector<adapters::AdapterParam> pp = set_part.parameters();
+    std::vector<Tensor> first;
+    for (const adapters::AdapterParam& p : pp) {
+      Tensor g = Tensor::empty(p.grad.shape(), DType::F32);
+      g.copy_from(p.grad);
+      first.push_back(g);
+    }
+    set_part.zero_grad();
+    const model::TrainResult rr =
+        model::llama_train_step(m.part, in, &set_part, {.recompute = true});
+    set_part.tp_reduce_gradients();
+    CHECK(rr.loss_sum == rp.loss_sum);
+    for (std::size_t i = 0; i < pp.size(); ++i) CHECK(rel_diff(pp[i].grad, first[i]) == 0.0);
+    set_part.zero_grad();
+    const model::TrainResult rc =
+        model::llama_train_step(m.part, in, &set_part, {.logits_chunk_rows = 7});
+    set_part.tp_reduce_gradients();
+    CHECK(std::abs(rc.loss_sum - rw.loss_sum) / std::abs(rw.loss_sum) <= kTol);
+    for (std::size_t i = 0; i < pp.size(); ++i) CHECK(rel_diff(pp[i].grad, first[i]) <= kTol);
+  }
+}
+
+TEST_CASE("tp training: 5 AdamW steps give one rank's losses and adapter weights") {
+  for (const Variant v : {Variant{}, Variant{.tied = true}}) {
+    CAPTURE(v.tied);
+    Models m(v);
+    const model::LlamaConfig& c = m.whole.config;
+    adapters::AdapterSet set_whole = adapter_set(c, 0.1, nullptr);
+    adapters::AdapterSet set_part = adapter_set(c, 0.1, &m.part.tp);
+    optim::AdamW adam_whole({.weight_decay = 0.01}), adam_part({.weight_decay = 0.01});
+    for (const adapters::AdapterParam& p : set_whole.parameters()) adam_whole.add(p.name, p.value, p.grad, p.decay);
+    for (const adapters::AdapterParam& p : set_part.parameters()) adam_part.add(p.name, p.value, p.grad, p.decay);
+    set_whole.set_training(true);
+    set_part.set_training(true);
+    double worst_loss = 0;
+    for (int step = 0; step < 5; ++step) {
+      const Tensor ids = ids_tensor(2, 8, c.vocab_size, 100 + step);
+      const Tensor targets = ids_tensor(2, 8, c.vocab_size, 200 + step);
+      set_whole.set_step(step);
+      set_part.set_step(step);
+      set_whole.zero_grad();
+      set_part.zero_grad();
+      const double lw = model::llama_train_step(m.whole, {.ids = ids, .targets = targets}, &set_whole).loss();
+      const double lp = model::llama_train_step(m.part, {.ids = ids, .targets = targets}, &set_part).loss();
+      set_part.tp_reduce_gradients();
+      adam_whole.step(2e-2);
+      adam_part.step(2e-2);
+      const double d = std::abs(lp - lw) / std::abs(lw);
+      CAPTURE(step);
+      CHECK(d <= kTol);
+      worst_loss = std::max(worst_loss, d);
+    }
+    const double worst = gathered_rel_diff(set_part, set_whole, /*grads=*/false);
+    if (m.world->rank() == 0)
+      std::printf("tp%d 5 AdamW steps tied=%d: losses max rel diff %.2e, weights max rel diff %.2e\n", m.size(),
+                  v.tied, worst_loss, worst);
+  }
+}
+
+TEST_CASE("AdapterSet: shard_for_tp keeps the rank's LoRA slices, tp_gathered gives the whole set back") {
+  Models m(Variant{});
+  const model::LlamaConfig& c = m.whole.config;
+  const adapters::AdapterSet whole = adapter_set(c, 0.0, nullptr);
+  adapters::AdapterSet part = adapter_set(c, 0.0, &m.part.tp);
+  CHECK(part.tp().size == m.size());
+  CHECK_THROWS_AS(part.shard_for_tp(m.part.tp), UnsupportedError);
+  if (m.size() > 1) CHECK_THROWS_AS(adapters::adapter_export(part, m.dir / "adapter"), UnsupportedError);
+  for (const int layer : part.layers()) {
+    for (const model::WeightKind k : {model::WeightKind::Wq, model::WeightKind::Wo, model::WeightKind::WDown}) {
+      const adapters::LoraAdapter* a = part.lora(layer, k);
+      const parallel::LoraShard s = parallel::lora_shard(static_cast<parallel::LlamaTensor>(static_cast<int>(k)), 4,
+                                                         model::llama_dims(c), m.size(), m.world->rank());
+      CHECK(a->a.shape() == s.a.local_shape());
+      CHECK(a->b.shape() == s.b.local_shape());
+    }
+  }
+  // tp_param_slices: each parameter is its slice of the whole one, bit for bit.
+  const std::vector<parallel::TensorSlice> slices = part.tp_param_slices();
+  const std::vector<adapters::AdapterParam> pp = part.parameters(), pf = whole.parameters();
+  REQUIRE(slices.size() == pp.size());
+  int split = 0;
+  for (std::size_t i = 0; i < pp.size(); ++i) {
+    CAPTURE(pp[i].name);
+    CHECK(slices[i].dim == (pp[i].tp_shard_dim == 0   ? parallel::ShardDim::Rows
+                            : pp[i].tp_shard_dim == 1 ? parallel::ShardDim::Cols
+                                                      : parallel::ShardDim::None));
+    CHECK(rel_diff(pp[i].value, parallel::shard_take(pf[i].value, slices[i])) == 0.0);
+    split += slices[i].dim != parallel::ShardDim::None;
+  }
+  CHECK(split == 7 * 2);  // one factor of each of 7 sites in 2 layers
+  CHECK(gathered_rel_diff(part, whole, /*grads=*/false, /*tol=*/0.0) == 0.0);
+  const adapters::AdapterSet back = part.tp_gathered();
+  CHECK(back.tp().size == 1);
+  // The gathered set exports (each rank into its own folder here) and loads back as the whole set.
+  adapters::adapter_export(back, m.dir / "adapter");
+  const adapters::AdapterSet loaded = adapters::adapter_load(m.dir / "adapter", c);
+  CHECK(gathered_rel_diff(loaded, whole, /*grads=*/false, /*tol=*/0.0) == 0.0);
+}

@@ -1,0 +1,124 @@
+// Pipeline stages (and pipeline × tensor parallelism) under mpiexec: the world split as tp × pp with
+// pp >= 2 (2 ranks: pp2; 4 ranks: tp2 × pp2 and pp4) on a tiny random Llama of 4 layers. Every rank
+// computes the single-rank reference itself (the whole model, llama_train_step over the same 4
+// micro-batches with the step's loss scale, gradients accumulated), then runs its stage through
+// model::llama_pipeline_train (1F1B, hidden states and their gradients exchanged with send/recv) and
+// compares the step's loss and every adapter gradient (summed over tp for whole LoRA factors, gathered
+// whole over tp, summed over pp since each stage fills its own layers' gradients) with the reference.
+// LoRA dropout is on, with masks keyed by micro-batch (set_step before each pass). Tolerance 1e-5
+// relative, as tests/mpi/tp_model_mpi_test.cpp.
+#include <doctest/doctest.h>
+#include <mpi.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "adapters/adapter_set.h"
+#include "comm/mpi_communicator.h"
+#include "model/llama_pipeline.h"
+#include "model/llama_train.h"
+#include "model/llama_weights.h"
+#include "model/model_folder.h"
+#include "model/tensor_parallel.h"
+#include "tests/mpi/tp_test_util.h"
+#include "tests/support/test_support.h"
+
+using namespace adapt;
+using namespace adapt::test::tp;
+
+namespace {
+
+struct Micro {
+  Tensor ids, targets;
+};
+
+std::vector<Micro> micro_batches(std::int64_t V) {
+  std::vector<Micro> out;
+  for (std::uint64_t i = 0; i < 4; ++i) {
+    Micro m{ids_tensor(2, 8, V, 300 + i), ids_tensor(2, 8, V, 400 + i)};
+    m.targets.data<std::int32_t>()[static_cast<std::int64_t>(i) + 1] = model::kIgnoreIndex;  // a different count each
+    out.push_back(m);
+  }
+  return out;
+}
+
+void run_layout(int tp_size, bool recompute) {
+  auto world = comm::MpiCommunicator::world({.timeout_s = 120});
+  const int pp_size = world->size() / tp_size;
+  CAPTURE(tp_size);
+  CAPTURE(pp_size);
+  test::TempDir dir("adapt-pp-model");
+  const model::LlamaConfig cfg = tiny_config(Variant{.tied = true}, 4);
+  model::random_model_write(dir.path(), cfg, {.seed = 13, .dtype = DType::F32, .max_shard_bytes = 20000});
+  const comm::ProcessGrid grid = comm::ProcessGrid::make(
+      world->size(), tp_size, pp_size, {.n_heads = cfg.n_heads, .n_kv_heads = cfg.n_kv_heads, .n_layers = cfg.n_layers});
+  comm::GridComms comms = comm::grid_comms_split(*world, grid);
+  const model::LlamaModel whole = model::llama_model_load(dir.path());
+  model::LlamaLoadStats stats;
+  const model::LlamaModel part = model::llama_model_load_tp(dir.path(), grid, world->rank(), *comms.tp, {}, &stats);
+  REQUIRE(part.stage.size == pp_size);
+  CHECK(stats.bytes_read == stats.bytes_share);
+  const parallel::Range mine = model::stage_layer_range(cfg, part.stage);
+  for (std::int64_t l = 0; l < cfg.n_layers; ++l)  // only the stage's layers are loaded
+    CHECK(part.weights.layers[static_cast<std::size_t>(l)].wq.defined() == (l >= mine.begin && l < mine.end()));
+
+  const std::vector<Micro> micro = micro_batches(cfg.vocab_size);
+  std::vector<model::TrainInputs> inputs;
+  for (const Micro& m : micro) inputs.push_back({.ids = m.ids, .targets = m.targets});
+
+  // One rank: the micro-batches one after the other, gradients accumulated with the step's scale.
+  adapters::AdapterSet set_whole = adapter_set(cfg, 0.1, nullptr);
+  set_whole.set_training(true);
+  std::int64_t n_tokens = 0;
+  for (const Micro& m : micro)
+    for (std::int64_t i = 0; i < m.targets.numel(); ++i) n_tokens += m.targets.data<std::int32_t>()[i] != model::kIgnoreIndex;
+  const float scale = 1.0f / static_cast<float>(n_tokens);
+  double loss_whole = 0;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    set_whole.set_step(5, static_cast<std::int64_t>(i));
+    loss_whole += model::llama_train_step(whole, inputs[i], &set_whole, {.loss_scale = scale}).loss_sum;
+  }
+
+  // The stages.
+  adapters::AdapterSet set_part = adapter_set(cfg, 0.1, &part.tp);
+  set_part.set_training(true);
+  const model::PipelineResult r = model::llama_pipeline_train(
+      part, inputs, &set_part, *comms.pp,
+      {.recompute = recompute, .before_micro = [&](int i) { set_part.set_step(5, i); }});
+  set_part.tp_reduce_gradients();
+  CHECK(r.n_loss_tokens == n_tokens);
+  CHECK(r.loss_scale == scale);
+  const double d_loss = std::abs(r.loss_sum - loss_whole) / std::abs(loss_whole);
+  CHECK(d_loss <= kTol);
+
+  // Each stage holds its own layers' gradients: gathered whole over tp, summed over pp.
+  adapters::AdapterSet gathered = set_part.tp_gathered();
+  for (adapters::AdapterParam& p : gathered.parameters()) {
+    const int layer = std::stoi(p.name.substr(p.name.find('.') + 1));
+    if (layer < mine.begin || layer >= mine.end()) CHECK(max_abs(p.grad) == 0.0);
+    comms.pp->all_reduce(p.grad, comm::ReduceOp::Sum);
+  }
+  const std::vector<adapters::AdapterParam> pw = set_whole.parameters(), pg = gathered.parameters();
+  double worst = 0;
+  for (std::size_t i = 0; i < pw.size(); ++i) {
+    CAPTURE(pw[i].name);
+    CHECK(max_abs(pw[i].grad) > 0);
+    const double d = rel_diff(pg[i].grad, pw[i].grad);
+    CHECK(d <= kTol);
+    worst = std::max(worst, d);
+  }
+  if (world->rank() == 0)
+    std::printf("tp%d x pp%d (recompute %d), 4 micro-batches: loss rel diff %.2e, %zu gradients max rel diff %.2e\n",
+                tp_size, pp_size, recompute, d_loss, pw.size(), worst);
+}
+
+}  // namespace
+
+TEST_CASE("pipeline stages with 1F1B: the step's loss and gradients equal one rank's") {
+  int size = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  run_layout(1, false);  // pp = world
+  run_layout(1, true);
+  if (size == 4) run_layout(2, false);  // tp2 × pp2
+}

@@ -1,0 +1,144 @@
+// The single-process side of model parallelism (tensor_parallel.h, llama_train.h's stage options):
+// loading through llama_model_load_tp on a grid of one rank gives llama_model_load's model bit for
+// bit; the rank's share of the widths; two pipeline stages run one after the other in one process
+// (stage 0's output handed to stage 1, stage 1's input gradient handed back) give the whole model's
+// loss and adapter gradients bit for bit; and the errors for missing stage tensors. The multi-rank
+// cases are in tests/mpi/tp_model_mpi_test.cpp and tp_pipeline_mpi_test.cpp.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "adapters/adapter_set.h"
+#include "comm/local_communicator.h"
+#include "core/error.h"
+#include "model/llama_forward.h"
+#include "model/llama_train.h"
+#include "model/llama_weights.h"
+#include "model/model_folder.h"
+#include "model/tensor_parallel.h"
+#include "tests/support/test_support.h"
+
+using namespace adapt;
+using namespace adapt::model;
+
+namespace {
+
+LlamaConfig small_config(bool tied) {
+  LlamaConfig c;
+  c.hidden_size = 32, c.intermediate_size = 42, c.n_layers = 4, c.n_heads = 8, c.n_kv_heads = 4, c.head_dim = 4;
+  c.vocab_size = 53, c.max_position_embeddings = 64, c.rms_norm_eps = 1e-5;
+  c.tie_word_embeddings = tied;
+  c.initializer_range = 0.25;
+  return c;
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && a.dtype() == b.dtype() &&
+         std::memcmp(a.raw(), b.raw(), static_cast<std::size_t>(a.size_bytes())) == 0;
+}
+
+Tensor ids_of(std::int64_t B, std::int64_t T, std::int64_t V, std::int32_t salt) {
+  Tensor t = Tensor::empty({B, T}, DType::I32);
+  for (std::int64_t i = 0; i < B * T; ++i) t.data<std::int32_t>()[i] = static_cast<std::int32_t>((i * 7 + salt) % V);
+  return t;
+}
+
+adapters::AdapterSet trained_set(const LlamaConfig& c) {
+  adapters::AdapterConfig a;
+  a.kind = adapters::AdapterKind::LoraBottleneck;
+  a.lora.targets = adapters::lora_target_names();
+  a.lora.r = 2;
+  a.bottleneck.size = 4;
+  adapters::AdapterSet set(c, a);
+  std::uint64_t key = 1;
+  for (adapters::AdapterParam& p : set.parameters()) fill_normal(p.value.data<float>(), p.value.numel(), 0.2f, 3, key++);
+  return set;
+}
+
+}  // namespace
+
+TEST_CASE("llama_model_load_tp on one rank is llama_model_load, bit for bit") {
+  for (const bool tied : {false, true}) {
+    for (const WeightStorage storage : {WeightStorage::F32, WeightStorage::AsStored}) {
+      test::TempDir dir("adapt-tp1");
+      const LlamaConfig cfg = small_config(tied);
+      random_model_write(dir.path(), cfg, {.seed = 5, .dtype = DType::BF16, .max_shard_bytes = 30000});
+      comm::LocalCommunicator tp("tp");
+      LlamaLoadStats s_whole, s_part;
+      const LlamaModel whole = llama_model_load(dir.path(), {.storage = storage}, &s_whole);
+      const LlamaModel part = llama_model_load_tp(dir.path(), comm::ProcessGrid(1, 1, 1), 0, tp, {.storage = storage},
+                                                  &s_part);
+      CHECK_FALSE(part.tp.active());
+      CHECK_FALSE(part.stage.active());
+      CHECK(s_part.bytes_read == s_whole.bytes_read);
+      CHECK(s_part.bytes_share == s_whole.bytes_read);
+      CHECK(s_part.bytes_resident == s_whole.bytes_resident);
+      CHECK(same_bits(part.weights.embedding, whole.weights.embedding));
+      CHECK(same_bits(part.weights.lm_head, whole.weights.lm_head));
+      CHECK(same_bits(part.weights.final_norm, whole.weights.final_norm));
+      for (std::size_t l = 0; l < whole.weights.layers.size(); ++l) {
+        const LayerWeights &a = part.weights.layers[l], &b = whole.weights.layers[l];
+        CHECK(same_bits(a.wq, b.wq));
+        CHECK(same_bits(a.wo, b.wo));
+        CHECK(same_bits(a.w_down, b.w_down));
+        CHECK(same_bits(a.attn_norm, b.attn_norm));
+      }
+      const Tensor ids = ids_of(2, 5, cfg.vocab_size, 3);
+      CHECK(same_bits(llama_forward(part, ids), llama_forward(whole, ids)));
+    }
+  }
+}
+
+TEST_CASE("tp_local_dims: whole heads per rank, balanced FFN and vocabulary parts") {
+  const LlamaConfig c = small_config(false);
+  const TpLocalDims one = tp_local_dims(c, {});
+  CHECK(one.heads == 8);
+  CHECK(one.kv_heads == 4);
+  CHECK(one.ffn == 42);
+  CHECK(one.vocab == parallel::Range{0, 53});
+  comm::LocalCommunicator local;
+  const TpLocalDims r3 = tp_local_dims(c, {.comm = &local, .rank = 3, .size = 4});
+  CHECK(r3.heads == 2);
+  CHECK(r3.kv_heads == 1);
+  CHECK(r3.ffn == 10);                                 // 11, 11, 10, 10
+  CHECK(r3.vocab == parallel::Range{40, 13});          // 14, 13, 13, 13
+  CHECK_THROWS_AS(tp_local_dims(c, {.comm = &local, .rank = 0, .size = 8}), ConfigError);  // 4 KV heads
+  CHECK_THROWS_AS(KvCache(c, 1, 8, 8), ConfigError);
+  CHECK(KvCache::bytes_needed(c, 2, 8, 2) * 2 == KvCache::bytes_needed(c, 2, 8));
+}
+
+TEST_CASE("two pipeline stages run in turn give the whole model's loss and gradients bit for bit") {
+  for (const bool tied : {false, true}) {
+    CAPTURE(tied);
+    test::TempDir dir("adapt-stages");
+    const LlamaConfig cfg = small_config(tied);
+    random_model_write(dir.path(), cfg, {.seed = 9, .dtype = DType::F32});
+    const LlamaModel whole = llama_model_load(dir.path());
+    LlamaModel first = whole, second = whole;  // the same weights; each stage runs its layers
+    first.stage = {.rank = 0, .size = 2};
+    second.stage = {.rank = 1, .size = 2};
+    CHECK(stage_layer_range(cfg, second.stage) == parallel::Range{2, 2});
+    const TrainInputs in{.ids = ids_of(2, 6, cfg.vocab_size, 1), .targets = ids_of(2, 6, cfg.vocab_size, 4)};
+
+    adapters::AdapterSet set_whole = trained_set(cfg), set_stages = trained_set(cfg);
+    const TrainResult r_whole = llama_train_step(whole, in, &set_whole);
+
+    Tensor h = Tensor::empty({2, 6, cfg.hidden_size}, DType::F32), dh = Tensor::empty({2, 6, cfg.hidden_size}, DType::F32);
+    const TrainResult r0 = llama_train_step(first, in, &set_stages, {.backward = false, .stage_output = &h});
+    CHECK(r0.n_loss_tokens == 0);  // no head on the first stage
+    const TrainResult r1 = llama_train_step(second, in, &set_stages, {.d_embedded = &dh, .stage_input = &h});
+    llama_train_step(first, in, &set_stages, {.loss_scale = r1.loss_scale, .stage_output_grad = &dh});
+    CHECK(r1.loss_sum == r_whole.loss_sum);
+    const std::vector<adapters::AdapterParam> pw = set_whole.parameters(), ps = set_stages.parameters();
+    for (std::size_t i = 0; i < pw.size(); ++i) {
+      CAPTURE(pw[i].name);
+      CHECK(same_bits(ps[i].grad, pw[i].grad));
+    }
+
+    // A stage without what it needs is refused before any work.
+    CHECK_THROWS_AS(llama_train_step(second, in, &set_stages), ShapeError);
+    CHECK_THROWS_AS(llama_train_step(first, in, &set_stages), ShapeError);
+    CHECK_THROWS_AS(llama_forward(first, in.ids), UnsupportedError);
+  }
+}
