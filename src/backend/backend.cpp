@@ -18,6 +18,9 @@ std::string cuda_device_name(int index) { return cuda::device_name(index); }
 std::string cuda_library_versions() { return cuda::library_versions(); }
 Allocator& pinned_host_allocator() { return cuda::pinned_host_allocator(); }
 Allocator& cuda_allocator(int index) { return cuda::device_allocator(index); }
+MemoryStats cuda_memory_stats(int index) { return cuda::device_allocator(index).stats(); }
+std::size_t cuda_empty_cache(int index) { return cuda::device_allocator(index).empty_cache(); }
+MemoryStats pinned_memory_stats() { return cuda::pinned_host_allocator().stats(); }
 void synchronize(int index) { cuda::synchronize(index); }
 
 #else
@@ -38,6 +41,19 @@ Allocator& cuda_allocator(int index) {
               "cuda:{} requested, but this binary was built without CUDA; rebuild with -DADAPT_CUDA=ON or set "
               "runtime.device = \"cpu\"",
               index);
+}
+// These throw the UnsupportedError of cuda_allocator / pinned_host_allocator.
+MemoryStats cuda_memory_stats(int index) {
+  cuda_allocator(index);
+  return {};
+}
+std::size_t cuda_empty_cache(int index) {
+  cuda_allocator(index);
+  return 0;
+}
+MemoryStats pinned_memory_stats() {
+  pinned_host_allocator();
+  return {};
 }
 void synchronize(int) {}
 

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "backend/caching_allocator.h"
 #include "tensor/tensor.h"
 
 namespace adapt::backend {
@@ -21,11 +22,18 @@ std::string cuda_device_name(int index);
 /// why there are none. Works without a GPU.
 std::string cuda_library_versions();
 
-/// Page-locked host memory for fast, asynchronous host<->device copies. Needs a CUDA device;
-/// UnsupportedError (with the reason) otherwise.
+/// Page-locked host memory for fast, asynchronous host<->device copies, cached (CachingAllocator).
+/// Needs a CUDA device; UnsupportedError (with the reason) otherwise.
 Allocator& pinned_host_allocator();
-/// Device memory on cuda:`index`. UnsupportedError when CUDA is not available.
+/// Device memory on cuda:`index` from its caching allocator (blocks on the default stream).
+/// UnsupportedError naming the index and the number of visible devices when there is no such device.
 Allocator& cuda_allocator(int index);
+/// Current/peak/reserved bytes and raw allocation counts of cuda:`index`'s caching allocator.
+MemoryStats cuda_memory_stats(int index);
+/// Gives cuda:`index`'s wholly free cached segments back to the driver; returns the bytes released.
+std::size_t cuda_empty_cache(int index);
+/// The same for the pinned host allocator.
+MemoryStats pinned_memory_stats();
 
 /// Copies `src` into `dst` (same shape and dtype, both contiguous) between any two devices,
 /// synchronously.

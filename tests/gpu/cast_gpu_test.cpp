@@ -9,23 +9,14 @@
 
 #include "backend/backend.h"
 #include "ops/cast.h"
+#include "tests/gpu/gpu_tensors.h"
 #include "tests/support/test_support.h"
 
 using namespace adapt;
+using test::to_cpu;
+using test::to_device;
 
 namespace {
-
-Tensor to_device(const Tensor& host) {
-  Tensor d = Tensor::empty(host.shape(), host.dtype(), backend::cuda_allocator(0), host.name());
-  backend::copy(d, host);
-  return d;
-}
-
-Tensor to_cpu(const Tensor& dev) {
-  Tensor h = Tensor::empty(dev.shape(), dev.dtype(), host_allocator(), dev.name());
-  backend::copy(h, dev);
-  return h;
-}
 
 Tensor gpu_cast(const Tensor& host_src, DType to) {
   Tensor src = to_device(host_src);

@@ -1,6 +1,7 @@
 #include "backend/cuda/cuda_runtime.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <memory>
 #include <mutex>
@@ -32,40 +33,70 @@ const Probe& probe() {
   return p;
 }
 
-class PinnedAllocator final : public Allocator {
+// cudaMalloc on one device; nullptr when the device is out of memory.
+class CudaRawAllocator final : public RawAllocator {
  public:
-  void* allocate(std::size_t n_bytes) override {
+  explicit CudaRawAllocator(int index) : index_(index) {}
+  void* raw_allocate(std::size_t n_bytes) override {
+    DeviceGuard guard(index_);
     void* p = nullptr;
-    cudaError_t e = cudaHostAlloc(&p, n_bytes ? n_bytes : 1, cudaHostAllocDefault);
-    ADAPT_REQUIRE(e == cudaSuccess, CudaError, "cudaHostAlloc of {} pinned host memory failed: {}",
-                  format_bytes(n_bytes), cudaGetErrorString(e));
-    return p;
-  }
-  void deallocate(void* p, std::size_t) override { cudaFreeHost(p); }
-  Device device() const override { return Device{DeviceKind::PinnedHost, 0}; }
-};
-
-class DeviceAllocator final : public Allocator {
- public:
-  explicit DeviceAllocator(int index) : index_(index) {}
-  void* allocate(std::size_t n_bytes) override {
-    ADAPT_CUDA_CHECK(cudaSetDevice(index_));
-    void* p = nullptr;
-    cudaError_t e = cudaMalloc(&p, n_bytes ? n_bytes : 1);
-    if (e != cudaSuccess) {
-      std::size_t free_b = 0, total_b = 0;
-      cudaMemGetInfo(&free_b, &total_b);
-      ADAPT_THROW(CudaError, "cudaMalloc of {} on cuda:{} failed: {} ({} free of {}). Reduce the micro-batch or "
-                  "sequence length, or add GPUs (tensor/pipeline parallelism).",
-                  format_bytes(n_bytes), index_, cudaGetErrorString(e), format_bytes(free_b), format_bytes(total_b));
+    const cudaError_t e = cudaMalloc(&p, n_bytes);
+    if (e == cudaErrorMemoryAllocation) {
+      cudaGetLastError();  // not sticky, but clear it so later checks do not report it
+      return nullptr;
     }
+    ADAPT_REQUIRE(e == cudaSuccess, CudaError, "cudaMalloc of {} on cuda:{} failed: {} ({})", format_bytes(n_bytes),
+                  index_, cudaGetErrorName(e), cudaGetErrorString(e));
     return p;
   }
-  void deallocate(void* p, std::size_t) override { cudaFree(p); }
+  void raw_free(void* p, std::size_t) override {
+    int previous = -1;
+    cudaGetDevice(&previous);
+    cudaSetDevice(index_);
+    cudaFree(p);  // errors here (a context already torn down at exit) cannot be acted on
+    if (previous >= 0) cudaSetDevice(previous);
+  }
   Device device() const override { return Device{DeviceKind::Cuda, index_}; }
+  MemoryInfo memory_info() const override { return device_memory_info(index_); }
 
  private:
   int index_;
+};
+
+// cudaHostAlloc (portable: pinned for every device's context); nullptr when out of memory.
+class PinnedRawAllocator final : public RawAllocator {
+ public:
+  void* raw_allocate(std::size_t n_bytes) override {
+    void* p = nullptr;
+    const cudaError_t e = cudaHostAlloc(&p, n_bytes, cudaHostAllocPortable);
+    if (e == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    ADAPT_REQUIRE(e == cudaSuccess, CudaError, "cudaHostAlloc of {} pinned host memory failed: {} ({})",
+                  format_bytes(n_bytes), cudaGetErrorName(e), cudaGetErrorString(e));
+    return p;
+  }
+  void raw_free(void* p, std::size_t) override { cudaFreeHost(p); }
+  Device device() const override { return Device{DeviceKind::PinnedHost, 0}; }
+  MemoryInfo memory_info() const override {
+    const long page = sysconf(_SC_PAGESIZE), avail = sysconf(_SC_AVPHYS_PAGES), total = sysconf(_SC_PHYS_PAGES);
+    if (page <= 0 || avail < 0 || total <= 0) return {};
+    return MemoryInfo{true, static_cast<std::size_t>(avail) * static_cast<std::size_t>(page),
+                      static_cast<std::size_t>(total) * static_cast<std::size_t>(page)};
+  }
+};
+
+// The answer of cudaStreamQuery / cudaEventQuery: done, not yet, or an error.
+bool work_done(cudaError_t e) {
+  if (e == cudaErrorNotReady) return false;
+  ADAPT_CUDA_CHECK(e);
+  return true;
+}
+
+struct DeviceAllocators {
+  std::vector<std::unique_ptr<CudaRawAllocator>> raw;
+  std::vector<std::unique_ptr<CachingAllocator>> caching;
 };
 
 }  // namespace
@@ -73,30 +104,75 @@ class DeviceAllocator final : public Allocator {
 int device_count() { return probe().count; }
 std::string unavailable_reason() { return probe().reason; }
 
+void require_device(int index) {
+  const int n = device_count();
+  ADAPT_REQUIRE(index >= 0 && index < n, UnsupportedError, "cuda:{} requested but {} CUDA device(s) are visible{}",
+                index, n,
+                n ? fmt::format(" (valid indices 0..{}; CUDA_VISIBLE_DEVICES renumbers them from 0)", n - 1)
+                  : ": " + unavailable_reason());
+}
+
+void set_device(int index) {
+  require_device(index);
+  ADAPT_CUDA_CHECK(cudaSetDevice(index));
+}
+
+int current_device() {
+  int d = 0;
+  ADAPT_CUDA_CHECK(cudaGetDevice(&d));
+  return d;
+}
+
+MemoryInfo device_memory_info(int index) {
+  DeviceGuard guard(index);
+  MemoryInfo info;
+  if (cudaMemGetInfo(&info.free, &info.total) == cudaSuccess) {
+    info.known = true;
+  } else {
+    cudaGetLastError();
+  }
+  return info;
+}
+
+DeviceGuard::DeviceGuard(int index) {
+  require_device(index);
+  ADAPT_CUDA_CHECK(cudaGetDevice(&previous_));
+  if (previous_ != index) ADAPT_CUDA_CHECK(cudaSetDevice(index));
+}
+
+DeviceGuard::~DeviceGuard() {
+  if (previous_ >= 0) cudaSetDevice(previous_);
+}
+
 std::string device_name(int index) {
+  require_device(index);
   cudaDeviceProp prop{};
   ADAPT_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
   return fmt::format("{} (sm_{}{}, {})", prop.name, prop.major, prop.minor, format_bytes(prop.totalGlobalMem));
 }
 
-Allocator& pinned_host_allocator() {
-  ADAPT_REQUIRE(device_count() > 0, UnsupportedError, "pinned host memory needs a CUDA device: {}",
-                unavailable_reason());
-  static PinnedAllocator a;
-  return a;
+CachingAllocator& device_allocator(int index) {
+  require_device(index);
+  // Never destroyed: tensors freed during static destruction still find their allocator, and no
+  // cudaFree runs after the CUDA runtime has shut down.
+  static DeviceAllocators* all = new DeviceAllocators;
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (all->caching.empty()) {
+    for (int i = 0; i < device_count(); ++i) {
+      all->raw.push_back(std::make_unique<CudaRawAllocator>(i));
+      all->caching.push_back(std::make_unique<CachingAllocator>(*all->raw.back()));
+    }
+  }
+  return *all->caching[static_cast<std::size_t>(index)];
 }
 
-Allocator& device_allocator(int index) {
-  ADAPT_REQUIRE(index >= 0 && index < device_count(), UnsupportedError,
-                "cuda:{} requested but {} CUDA device(s) are visible{}", index, device_count(),
-                device_count() ? "" : ": " + unavailable_reason());
-  static std::mutex mutex;
-  static std::vector<std::unique_ptr<DeviceAllocator>> allocators;
-  std::lock_guard<std::mutex> lock(mutex);
-  if (allocators.empty()) {
-    for (int i = 0; i < device_count(); ++i) allocators.push_back(std::make_unique<DeviceAllocator>(i));
-  }
-  return *allocators[static_cast<std::size_t>(index)];
+CachingAllocator& pinned_host_allocator() {
+  ADAPT_REQUIRE(device_count() > 0, UnsupportedError, "pinned host memory needs a CUDA device: {}",
+                unavailable_reason());
+  static PinnedRawAllocator* raw = new PinnedRawAllocator;
+  static CachingAllocator* caching = new CachingAllocator(*raw);
+  return *caching;
 }
 
 void memcpy_sync(void* dst, const void* src, std::size_t n_bytes) {
@@ -104,14 +180,47 @@ void memcpy_sync(void* dst, const void* src, std::size_t n_bytes) {
 }
 
 void synchronize(int index) {
-  ADAPT_CUDA_CHECK(cudaSetDevice(index));
+  DeviceGuard guard(index);
   ADAPT_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
-Stream::Stream() { ADAPT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)); }
+Stream::Stream() : device_(current_device()) {
+  ADAPT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+}
+
+Stream::Stream(int device) : device_(device) {
+  DeviceGuard guard(device);
+  ADAPT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+}
+
 Stream::~Stream() {
   if (stream_) cudaStreamDestroy(stream_);
 }
+
 void Stream::synchronize() const { ADAPT_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+bool Stream::query() const { return work_done(cudaStreamQuery(stream_)); }
+
+Event::Event(bool timing) : timing_(timing) {
+  ADAPT_CUDA_CHECK(cudaEventCreateWithFlags(&event_, timing ? cudaEventDefault : cudaEventDisableTiming));
+}
+
+Event::~Event() {
+  if (event_) cudaEventDestroy(event_);
+}
+
+void Event::record(cudaStream_t stream) { ADAPT_CUDA_CHECK(cudaEventRecord(event_, stream)); }
+void Event::block(cudaStream_t stream) const { ADAPT_CUDA_CHECK(cudaStreamWaitEvent(stream, event_, 0)); }
+void Event::synchronize() const { ADAPT_CUDA_CHECK(cudaEventSynchronize(event_)); }
+
+bool Event::query() const { return work_done(cudaEventQuery(event_)); }
+
+float Event::elapsed_ms_since(const Event& start) const {
+  ADAPT_REQUIRE(timing_ && start.timing_, UnsupportedError,
+                "Event::elapsed_ms_since: both events must be created with timing enabled");
+  float ms = 0;
+  ADAPT_CUDA_CHECK(cudaEventElapsedTime(&ms, start.event_, event_));
+  return ms;
+}
 
 }  // namespace adapt::backend::cuda

@@ -27,6 +27,9 @@ TEST_CASE("device requests without a device fail with the reason") {
   CHECK_FALSE(backend::cuda_unavailable_reason().empty());
   CHECK_THROWS_AS(backend::cuda_allocator(0), UnsupportedError);
   CHECK_THROWS_AS(backend::pinned_host_allocator(), UnsupportedError);
+  CHECK_THROWS_WITH_AS(backend::cuda_memory_stats(1), doctest::Contains("cuda:1"), UnsupportedError);
+  CHECK_THROWS_AS(backend::cuda_empty_cache(0), UnsupportedError);
+  CHECK_THROWS_AS(backend::pinned_memory_stats(), UnsupportedError);
   Tensor host = Tensor::zeros({4}, DType::F32);
   CHECK(backend::cuda_device_count() == 0);
   Tensor copy = Tensor::empty({4}, DType::F32);

@@ -1,0 +1,67 @@
+// Checks shared by the CUDA glue of the row ops (internal to ops/cuda/): every tensor on the same
+// CUDA device and contiguous, the current device set to it; ShapeError naming the op and the tensor.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <vector>
+
+#include "backend/cuda/cuda_runtime.h"
+#include "core/error.h"
+#include "tensor/tensor.h"
+
+namespace adapt::ops::cuda::detail {
+
+/// Sets the current device to first's and checks that `first` and `others` (null entries skipped)
+/// are contiguous tensors on that device.
+inline void require_device_contiguous(const char* op, const Tensor& first, std::initializer_list<const Tensor*> others) {
+  ADAPT_REQUIRE(!first.device().host_accessible(), ShapeError, "{}: '{}' is on {}, not a CUDA device", op,
+                first.name(), first.device().str());
+  for (const Tensor* t : others) {
+    if (!t) continue;
+    ADAPT_REQUIRE(t->device() == first.device(), ShapeError, "{}: '{}' is on {} but '{}' is on {}", op, t->name(),
+                  t->device().str(), first.name(), first.device().str());
+  }
+  for (const Tensor* t : others) {
+    if (!t) continue;
+    ADAPT_REQUIRE(t->is_contiguous(), ShapeError, "{}: '{}' {} must be contiguous on the device", op, t->name(),
+                  t->shape().str());
+  }
+  ADAPT_REQUIRE(first.is_contiguous(), ShapeError, "{}: '{}' {} must be contiguous on the device", op, first.name(),
+                first.shape().str());
+  ADAPT_CUDA_CHECK(cudaSetDevice(first.device().index));
+}
+
+inline void require_dtype(const char* op, const Tensor& t, DType dtype) {
+  ADAPT_REQUIRE(t.dtype() == dtype, ShapeError, "{}: '{}' has dtype {}; {} was expected", op, t.name(),
+                dtype_name(t.dtype()), dtype_name(dtype));
+}
+
+inline void require_float(const char* op, const Tensor& t) {
+  ADAPT_REQUIRE(t.dtype() == DType::F32 || t.dtype() == DType::BF16 || t.dtype() == DType::F16, ShapeError,
+                "{}: '{}' has dtype {}; f32, bf16 or f16 was expected on the device", op, t.name(),
+                dtype_name(t.dtype()));
+}
+
+inline void require_ids(const char* op, const Tensor& t) {
+  ADAPT_REQUIRE(t.dtype() == DType::I32 || t.dtype() == DType::I64, ShapeError,
+                "{}: '{}' has dtype {}; i32 or i64 was expected", op, t.name(), dtype_name(t.dtype()));
+}
+
+/// The f32 device pointer of t (Tensor::data is for host memory); null for a null tensor.
+inline float* f32_ptr(const Tensor* t) { return t ? static_cast<float*>(t->raw()) : nullptr; }
+inline float* f32_ptr(const Tensor& t) { return static_cast<float*>(t.raw()); }
+
+/// Rows of the (.., cols) matrix view of t (all leading dimensions flattened), cols = last dimension.
+inline std::int64_t rows_of(const Tensor& t) {
+  const std::int64_t cols = t.rank() == 0 ? 1 : t.dim(-1);
+  return cols == 0 ? 0 : t.numel() / cols;
+}
+
+/// The ids of `t` (i32 or i64, on the device) as int64 on the host (one synchronous copy), for the
+/// range checks the kernels cannot throw.
+std::vector<std::int64_t> ids_to_host(const Tensor& t);
+
+}  // namespace adapt::ops::cuda::detail
