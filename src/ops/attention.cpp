@@ -7,6 +7,10 @@
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/op_checks.h"
 
+#if ADAPT_HAVE_CUDA
+#include "ops/cuda/attention_cuda.h"
+#endif
+
 namespace adapt::ops {
 
 void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opts,
@@ -14,6 +18,9 @@ void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tens
   constexpr const char* op = "attention_forward";
   detail::require_same_device(op, out, {&q, &k, &v});
   if (lse) detail::require_same_device(op, out, {lse});
+#if ADAPT_HAVE_CUDA
+  if (!out.device().host_accessible()) return cuda::attention_forward(out, q, k, v, opts, lse);
+#endif
   if (!detail::on_cpu(op, out)) return;
   for (const Tensor* t : std::initializer_list<const Tensor*>{&out, &q, &k, &v}) {
     detail::require_dtype(op, *t, DType::F32);

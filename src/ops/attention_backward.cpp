@@ -7,12 +7,19 @@
 #include "ops/cpu/backward_cpu.h"
 #include "ops/op_checks.h"
 
+#if ADAPT_HAVE_CUDA
+#include "ops/cuda/attention_cuda.h"
+#endif
+
 namespace adapt::ops {
 
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
                         const Tensor& v, const Tensor& out, const Tensor& lse, const AttentionOptions& opts) {
   constexpr const char* op = "attention_backward";
   detail::require_same_device(op, dq, {&dk, &dv, &dout, &q, &k, &v, &out, &lse});
+#if ADAPT_HAVE_CUDA
+  if (!dq.device().host_accessible()) return cuda::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, opts);
+#endif
   if (!detail::on_cpu(op, dq)) return;
   for (const Tensor* t : std::initializer_list<const Tensor*>{&dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse}) {
     detail::require_dtype(op, *t, DType::F32);

@@ -6,6 +6,10 @@
 #include "ops/cpu/backward_cpu.h"
 #include "ops/op_checks.h"
 
+#if ADAPT_HAVE_CUDA
+#include "ops/cuda/cross_entropy_cuda.h"
+#endif
+
 namespace adapt::ops {
 
 CrossEntropyResult cross_entropy_forward_backward(Tensor& logits, const Tensor& targets,
@@ -13,6 +17,9 @@ CrossEntropyResult cross_entropy_forward_backward(Tensor& logits, const Tensor& 
   constexpr const char* op = "cross_entropy_forward_backward";
   detail::require_same_device(op, logits, {&targets});
   if (row_loss) detail::require_same_device(op, logits, {row_loss});
+#if ADAPT_HAVE_CUDA
+  if (!logits.device().host_accessible()) return cuda::cross_entropy_forward_backward(logits, targets, opts, row_loss);
+#endif
   if (!detail::on_cpu(op, logits)) return {};
   const detail::MatrixView Z = detail::as_matrix(op, logits);
   ADAPT_REQUIRE(targets.dtype() == DType::I32 || targets.dtype() == DType::I64, ShapeError,

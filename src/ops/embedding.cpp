@@ -6,6 +6,10 @@
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/op_checks.h"
 
+#if ADAPT_HAVE_CUDA
+#include "ops/cuda/embedding_cuda.h"
+#endif
+
 namespace adapt::ops {
 
 namespace {
@@ -23,6 +27,9 @@ void check_ids(const Id* ids, std::int64_t n, std::int64_t V, const Tensor& tabl
 void embedding_forward(Tensor& out, const Tensor& table, const Tensor& ids) {
   constexpr const char* op = "embedding_forward";
   detail::require_same_device(op, out, {&table, &ids});
+#if ADAPT_HAVE_CUDA
+  if (!out.device().host_accessible()) return cuda::embedding_forward(out, table, ids);
+#endif
   if (!detail::on_cpu(op, out)) return;
   ADAPT_REQUIRE(ids.dtype() == DType::I32 || ids.dtype() == DType::I64, ShapeError,
                 "embedding_forward: token ids '{}' have dtype {}; i32 or i64 was expected", ids.name(),

@@ -7,11 +7,18 @@
 #include "ops/embedding.h"
 #include "ops/op_checks.h"
 
+#if ADAPT_HAVE_CUDA
+#include "ops/cuda/embedding_cuda.h"
+#endif
+
 namespace adapt::ops {
 
 void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids) {
   constexpr const char* op = "embedding_backward";
   detail::require_same_device(op, dtable, {&dout, &ids});
+#if ADAPT_HAVE_CUDA
+  if (!dtable.device().host_accessible()) return cuda::embedding_backward(dtable, dout, ids);
+#endif
   if (!detail::on_cpu(op, dtable)) return;
   ADAPT_REQUIRE(ids.dtype() == DType::I32 || ids.dtype() == DType::I64, ShapeError,
                 "embedding_backward: token ids '{}' have dtype {}; i32 or i64 was expected", ids.name(),

@@ -4,11 +4,18 @@
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/op_checks.h"
 
+#if ADAPT_HAVE_CUDA
+#include "ops/cuda/gemm_cublaslt.h"
+#endif
+
 namespace adapt::ops {
 
 void matmul(Tensor& c, const Tensor& a, const Tensor& b, const MatmulOptions& opts) {
   constexpr const char* op = "matmul";
   detail::require_same_device(op, c, {&a, &b});
+#if ADAPT_HAVE_CUDA
+  if (!c.device().host_accessible()) return cuda::matmul(c, a, b, opts);
+#endif
   if (!detail::on_cpu(op, c)) return;
   const detail::MatrixView A = detail::as_matrix(op, a), C = detail::as_matrix(op, c);
   ADAPT_REQUIRE(b.dtype() == DType::F32 || b.dtype() == DType::BF16, ShapeError,

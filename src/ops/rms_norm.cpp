@@ -4,12 +4,19 @@
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/op_checks.h"
 
+#if ADAPT_HAVE_CUDA
+#include "ops/cuda/rms_norm_cuda.h"
+#endif
+
 namespace adapt::ops {
 
 void rms_norm_forward(Tensor& y, const Tensor& x, const Tensor& w, float eps, Tensor* rstd) {
   constexpr const char* op = "rms_norm_forward";
   detail::require_same_device(op, y, {&x, &w});
   if (rstd) detail::require_same_device(op, y, {rstd});
+#if ADAPT_HAVE_CUDA
+  if (!y.device().host_accessible()) return cuda::rms_norm_forward(y, x, w, eps, rstd);
+#endif
   if (!detail::on_cpu(op, y)) return;
   const detail::MatrixView X = detail::as_matrix(op, x), Y = detail::as_matrix(op, y);
   ADAPT_REQUIRE(Y.rows == X.rows && Y.cols == X.cols, ShapeError, "rms_norm_forward: output '{}' {} and input '{}' {} differ",

@@ -2,6 +2,10 @@
 #include "core/error.h"
 #include "ops/cpu/backward_cpu.h"
 #include "ops/op_checks.h"
+
+#if ADAPT_HAVE_CUDA
+#include "ops/cuda/rms_norm_cuda.h"
+#endif
 #include "ops/rms_norm.h"
 
 namespace adapt::ops {
@@ -11,6 +15,9 @@ void rms_norm_backward(Tensor& dx, Tensor* dw, const Tensor& dy, const Tensor& x
   constexpr const char* op = "rms_norm_backward";
   detail::require_same_device(op, dx, {&dy, &x, &w, &rstd});
   if (dw) detail::require_same_device(op, dx, {dw});
+#if ADAPT_HAVE_CUDA
+  if (!dx.device().host_accessible()) return cuda::rms_norm_backward(dx, dw, dy, x, w, rstd, opts);
+#endif
   if (!detail::on_cpu(op, dx)) return;
   const detail::MatrixView DX = detail::as_matrix(op, dx), DY = detail::as_matrix(op, dy), X = detail::as_matrix(op, x);
   ADAPT_REQUIRE(DX.rows == X.rows && DX.cols == X.cols && DY.rows == X.rows && DY.cols == X.cols, ShapeError,

@@ -4,11 +4,18 @@
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/op_checks.h"
 
+#if ADAPT_HAVE_CUDA
+#include "ops/cuda/rope_cuda.h"
+#endif
+
 namespace adapt::ops {
 
 void rope_table_fill(Tensor& cos, Tensor& sin, const std::vector<float>& inv_freq, std::int64_t pos_begin) {
   constexpr const char* op = "rope_table_fill";
   detail::require_same_device(op, cos, {&sin});
+#if ADAPT_HAVE_CUDA
+  if (!cos.device().host_accessible()) return cuda::rope_table_fill(cos, sin, inv_freq, pos_begin);
+#endif
   if (!detail::on_cpu(op, cos)) return;
   const std::int64_t half = static_cast<std::int64_t>(inv_freq.size());
   ADAPT_REQUIRE(cos.rank() == 2 && cos.dim(1) == half, ShapeError,
@@ -27,6 +34,9 @@ void rope_table_fill(Tensor& cos, Tensor& sin, const std::vector<float>& inv_fre
                      std::span<const std::int64_t> pos_begin) {
   constexpr const char* op = "rope_table_fill";
   detail::require_same_device(op, cos, {&sin});
+#if ADAPT_HAVE_CUDA
+  if (!cos.device().host_accessible()) return cuda::rope_table_fill(cos, sin, inv_freq, pos_begin);
+#endif
   if (!detail::on_cpu(op, cos)) return;
   const std::int64_t half = static_cast<std::int64_t>(inv_freq.size());
   const auto B = static_cast<std::int64_t>(pos_begin.size());
@@ -50,6 +60,9 @@ void rope_table_fill(Tensor& cos, Tensor& sin, const std::vector<float>& inv_fre
 void rope_forward(Tensor& x, const Tensor& cos, const Tensor& sin) {
   constexpr const char* op = "rope_forward";
   detail::require_same_device(op, x, {&cos, &sin});
+#if ADAPT_HAVE_CUDA
+  if (!x.device().host_accessible()) return cuda::rope_forward(x, cos, sin);
+#endif
   if (!detail::on_cpu(op, x)) return;
   ADAPT_REQUIRE(x.rank() == 4, ShapeError, "rope_forward: '{}' has shape {} but (B, T, heads, D) was expected", x.name(),
                 x.shape().str());

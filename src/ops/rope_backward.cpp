@@ -5,6 +5,10 @@
 #include "core/error.h"
 #include "ops/cpu/backward_cpu.h"
 #include "ops/op_checks.h"
+
+#if ADAPT_HAVE_CUDA
+#include "ops/cuda/rope_cuda.h"
+#endif
 #include "ops/rope.h"
 
 namespace adapt::ops {
@@ -12,6 +16,9 @@ namespace adapt::ops {
 void rope_backward(Tensor& dx, const Tensor& cos, const Tensor& sin) {
   constexpr const char* op = "rope_backward";
   detail::require_same_device(op, dx, {&cos, &sin});
+#if ADAPT_HAVE_CUDA
+  if (!dx.device().host_accessible()) return cuda::rope_backward(dx, cos, sin);
+#endif
   if (!detail::on_cpu(op, dx)) return;
   ADAPT_REQUIRE(dx.rank() == 4, ShapeError, "rope_backward: '{}' has shape {} but (B, T, heads, D) was expected",
                 dx.name(), dx.shape().str());
@@ -42,6 +49,9 @@ void rope_backward(Tensor& dx, const Tensor& cos, const Tensor& sin) {
 void rope_table_fill_positions(Tensor& cos, Tensor& sin, const std::vector<float>& inv_freq, const Tensor& positions) {
   constexpr const char* op = "rope_table_fill_positions";
   detail::require_same_device(op, cos, {&sin, &positions});
+#if ADAPT_HAVE_CUDA
+  if (!cos.device().host_accessible()) return cuda::rope_table_fill_positions(cos, sin, inv_freq, positions);
+#endif
   if (!detail::on_cpu(op, cos)) return;
   ADAPT_REQUIRE(positions.dtype() == DType::I32 || positions.dtype() == DType::I64, ShapeError,
                 "{}: positions '{}' have dtype {}; i32 or i64 was expected", op, positions.name(),

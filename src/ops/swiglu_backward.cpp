@@ -2,6 +2,10 @@
 #include "core/error.h"
 #include "ops/cpu/backward_cpu.h"
 #include "ops/op_checks.h"
+
+#if ADAPT_HAVE_CUDA
+#include "ops/cuda/swiglu_cuda.h"
+#endif
 #include "ops/swiglu.h"
 
 namespace adapt::ops {
@@ -9,6 +13,9 @@ namespace adapt::ops {
 void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout, const Tensor& gate, const Tensor& up) {
   constexpr const char* op = "swiglu_backward";
   detail::require_same_device(op, dgate, {&dup, &dout, &gate, &up});
+#if ADAPT_HAVE_CUDA
+  if (!dgate.device().host_accessible()) return cuda::swiglu_backward(dgate, dup, dout, gate, up);
+#endif
   if (!detail::on_cpu(op, dgate)) return;
   const detail::MatrixView DG = detail::as_matrix(op, dgate), DU = detail::as_matrix(op, dup),
                            DO = detail::as_matrix(op, dout), G = detail::as_matrix(op, gate),
