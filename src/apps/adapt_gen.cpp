@@ -27,6 +27,7 @@
 #include "generate/results_parts.h"
 #include "model/llama_config.h"
 #include "model/llama_weights.h"
+#include "model/tensor_parallel.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/tokenizer.h"
 
@@ -58,7 +59,10 @@ Several ranks (mpiexec -n N, srun): tp and pp come from [parallel], dp = N / (tp
 replicas share out the prompts (of the --shard): replica r runs the prompts at positions r modulo dp,
 writing each record as it finishes to its own <results stem>.dp-r-of-dp.jsonl; rank 0 merges those
 into the results file at the end (and parts left by an interrupted run when the job starts again).
-Tensor and pipeline parallelism are not supported yet (exit 6).
+With tp > 1 the tp ranks of a replica split the weights, the attention heads and the KV cache (tp
+must divide the attention and KV heads); with pp > 1 each of pp stages holds a range of layers and
+every step runs through the stages in turn. Either way a replica produces the tokens one process
+would, and its first rank writes them.
 
 exit codes: 0 done; 2 bad job file or option (or a layout that does not fit: the message lists those
 that do); 3 missing/invalid model, tokenizer or unwritable output; 5 MPI failure; 6 unsupported; 70
@@ -138,7 +142,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   }
 
   const model::LlamaConfig mc = model::llama_config_load(job.model.path);
-  app.start("adapt_gen", job.parallel.tp, job.parallel.pp,
+  app.start(job.parallel.tp, job.parallel.pp,
             {.n_heads = mc.n_heads, .n_kv_heads = mc.n_kv_heads, .n_layers = mc.n_layers});
   model::LlamaLoadStats stats;
   if (dry_run) {
@@ -149,13 +153,26 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     return 0;
   }
   const int dp = app.grid().dp_size(), dp_rank = app.comms().dp->rank();
-  const model::LlamaModel model = model::llama_model_load(job.model.path, {.storage = model::WeightStorage::AsStored}, &stats);
+  // With tp and pp, the ranks of a replica each hold their slices of the weights (tp: heads, FFN,
+  // vocabulary and KV heads; pp: a stage's layers) and run every step together; each gets the whole
+  // logits, so the same sampler picks the same token on all of them. The replica's first rank (tp 0,
+  // pp 0) writes its results.
+  comm::Communicator& tp = *app.comms().tp;
+  comm::Communicator& pp = *app.comms().pp;
+  const bool writer = tp.rank() == 0 && pp.rank() == 0;
+  const model::LlamaModel model =
+      tp.size() > 1 || pp.size() > 1
+          ? model::llama_model_load_tp(job.model.path, app.grid(), app.world_rank(), tp,
+                                       {.storage = model::WeightStorage::AsStored}, &stats)
+          : model::llama_model_load(job.model.path, {.storage = model::WeightStorage::AsStored}, &stats);
   log::info0("loaded {} ({} layers, vocab {}) in {:.2f} s; tokenizer {}", job.model.path.string(), model.config.n_layers,
              model.config.vocab_size, stats.seconds, tok.description());
   generate::Generator gen(model, tok);
+  if (pp.size() > 1) gen.set_pipeline(&pp);
   std::optional<adapters::AdapterSet> adapter;
   if (job.model.adapter) {
     adapter.emplace(adapters::adapter_load(*job.model.adapter, model.config));
+    adapter->shard_for_tp(model.tp);
     gen.set_hook(&*adapter);
     log::info0("adapter {}: {} parameters", job.model.adapter->string(), format_count(adapter->n_parameters()));
   }
@@ -180,8 +197,11 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     if (dp > 1) generate::ResultsFile check(results_path);  // drops a record cut by a crash before the others read
   });
   std::optional<generate::ResultsFile> finished;  // the merged results, read only
-  if (dp > 1) finished.emplace(results_path);
-  generate::ResultsFile results(dp > 1 ? generate::results_part_path(results_path, dp_rank, dp) : results_path);
+  std::optional<generate::ResultsFile> results;   // this replica's records (its writer only)
+  if (writer) {
+    if (dp > 1) finished.emplace(results_path);
+    results.emplace(dp > 1 ? generate::results_part_path(results_path, dp_rank, dp) : results_path);
+  }
   if (shard.count > 1) {
     log::info0("share {} of {}: {} of the {} prompts (positions {} modulo {})", shard.index, shard.count,
                prepared.size(), job.prompts.size(), shard.index, shard.count);
@@ -189,11 +209,20 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   std::vector<const Prepared*> todo;
   std::vector<generate::GenerationRequest> requests;
   std::int64_t n_mine = 0;
+  // The writer decides what is left to run; the other ranks of the replica run the same list (from
+  // the writer over tp, then from the first stage over pp).
+  std::vector<std::uint8_t> skip(prepared.size(), 0);
+  if (writer)
+    for (std::size_t j = 0; j < prepared.size(); ++j)
+      skip[j] = results->done(prepared[j].spec->id) || (finished && finished->done(prepared[j].spec->id));
+  for (comm::Communicator* group : {&tp, &pp})
+    if (group->size() > 1 && !skip.empty())
+      group->broadcast(skip.data(), static_cast<std::int64_t>(skip.size()), comm::CommDType::U8, 0);
   for (std::size_t j = 0; j < prepared.size(); ++j) {
     const auto& q = prepared[j];
     if (!generate::prompt_shard_contains({.index = dp_rank, .count = dp}, j)) continue;
     ++n_mine;
-    if (results.done(q.spec->id) || (finished && finished->done(q.spec->id))) continue;
+    if (skip[j] != 0) continue;
     todo.push_back(&q);
     requests.push_back(q.request);
   }
@@ -213,6 +242,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   // Called as each prompt finishes (finishing order): its record is on disk before the next step.
   auto on_finished = [&](std::size_t index, generate::GenerationOutput&& o) {
     const Prepared& q = *todo[index];
+    if (!writer) return;
     ++k;
     n_generated += static_cast<std::int64_t>(o.tokens.size());
     const double tps = o.decode_s > 0 ? static_cast<double>(o.tokens.size() > 1 ? o.tokens.size() - 1 : 0) / o.decode_s : 0.0;
@@ -230,12 +260,12 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
       file_write_atomic(out, o.text);
       r.output_file = *q.spec->output;
     }
-    results.append(r);
+    results->append(r);
     log::info0("[{}/{}] {}: {} prompt + {} new tokens ({}), first token {:.3f} s, {:.1f} tokens/s", k, todo.size(),
                q.spec->id, r.prompt_tokens, r.completion_tokens, r.finish_reason, o.time_to_first_token_s, tps);
   };
   gen.run_batch(requests, job.runtime.batch_size, on_finished);
-  std::int64_t totals[2] = {static_cast<std::int64_t>(k), n_generated};  // over every replica
+  std::int64_t totals[2] = {static_cast<std::int64_t>(k), n_generated};  // over every replica's writer
   app.world().all_reduce(totals, 2, comm::CommDType::I64, comm::ReduceOp::Sum);
   if (dp > 1) {
     train::on_root(app.world(), "merge the results of the replicas",

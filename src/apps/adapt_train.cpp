@@ -35,8 +35,11 @@ boundary and the program exits with 75 ("requeue me").
 Several ranks (mpiexec -n N, srun): tp and pp come from [parallel], dp = N / (tp x pp). The dp
 replicas split every micro-step's train.micro_batch sequences between them, so the global batch
 (micro_batch x grad_accum) and the run's results do not depend on the layout; a checkpoint resumes
-on any dp. Rank 0 prints and writes; a signal at any rank stops all of them (exit 75). Tensor and
-pipeline parallelism are not supported yet (exit 6).
+on any layout. tp > 1 splits the weights, heads, FFN and vocabulary (and the LoRA factors) over the
+tp ranks of a replica (tp must divide the attention and KV heads); pp > 1 splits the layers into
+stages that run the grad_accum micro-batches as a 1F1B pipeline. Every layout gives the losses and
+adapter of one process (to rounding). Rank 0 prints and writes; a signal at any rank stops all of
+them (exit 75).
 
   --config FILE     the job (see inputs/train.toml)
   --set key=value   override one key, e.g. --set optim.lr=1e-4 --set train.steps=500
@@ -83,12 +86,14 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   train::data_config_resolve_paths(cfg.data, std::filesystem::absolute(path).parent_path());
   const std::string resolved = config::to_toml(cfg, config::train_config_schema());
   const model::LlamaConfig mc = model::llama_config_load(cfg.model.path);
-  app.start("adapt_train", cfg.parallel.tp, cfg.parallel.pp,
+  app.start(cfg.parallel.tp, cfg.parallel.pp,
             {.n_heads = mc.n_heads, .n_kv_heads = mc.n_kv_heads, .n_layers = mc.n_layers},
             [&](const comm::ProcessGrid& grid) { train::train_layout_check(cfg, grid); });
   if (dry_run) {
     if (app.root())
-      std::printf("%s\n%s", resolved.c_str(), train::train_memory_estimate(cfg, app.grid().dp_size()).c_str());
+      std::printf("%s\n%s", resolved.c_str(),
+                  train::train_memory_estimate(cfg, app.grid().dp_size(), app.grid().tp_size(), app.grid().pp_size())
+                      .c_str());
     return 0;
   }
   train::TrainRanks ranks{app.world(), app.grid(), app.comms()};

@@ -5,8 +5,7 @@
 // no MPI at all. Startup (command line, job file, config.json) runs on every rank; then start() has
 // every rank agree on whether it succeeded (one timed all-reduce), checks the layout with
 // comm::ProcessGrid::make (tp and pp from the job, dp = world / (tp·pp); the error lists the values
-// that work), refuses layouts the model code cannot run yet (train::require_supported_layout, the one
-// place to lift when tensor/pipeline parallelism lands) and splits the tp, pp and dp communicators.
+// that work), and splits the tp, pp and dp communicators.
 //
 // Errors: one that every rank meets alike (startup, the layout, train::CollectiveError) is printed by
 // rank 0 only, and every rank exits with its code; an error of one rank later on is printed with the
@@ -77,15 +76,14 @@ class ParallelApp {
 
   /// Every rank agrees that its startup succeeded, then the layout of `tp` × `pp` × dp is made and
   /// checked against the model (`limits`) and by `check` (the job's own rules, e.g. the batch over
-  /// dp), the supported layouts are enforced, and the group communicators are split. Called by every
-  /// rank. Errors here are the same on every rank (CollectiveError).
-  void start(const std::string& app, std::int64_t tp, std::int64_t pp, const comm::GridModelLimits& limits,
+  /// dp), and the group communicators are split. Called by every rank. Errors here are the same on
+  /// every rank (CollectiveError).
+  void start(std::int64_t tp, std::int64_t pp, const comm::GridModelLimits& limits,
              const std::function<void(const comm::ProcessGrid&)>& check = {}) {
     agree(0);
     try {
       grid_.emplace(comm::ProcessGrid::make(world_size(), static_cast<int>(tp), static_cast<int>(pp), limits));
       if (check) check(*grid_);
-      train::require_supported_layout(*grid_, app);
     } catch (const train::CollectiveError&) {
       throw;
     } catch (const Error& e) {

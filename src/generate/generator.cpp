@@ -30,7 +30,8 @@ BatchPlan Generator::plan_batch(std::span<const GenerationRequest> requests, std
   p.rows = std::min<std::int64_t>(batch_size, static_cast<std::int64_t>(requests.size()));
   for (const GenerationRequest& r : requests)
     p.capacity = std::max(p.capacity, static_cast<std::int64_t>(r.prompt.size()) + n_new_of(r));
-  if (p.rows > 0 && p.capacity > 0) p.kv_cache_bytes = model::KvCache::bytes_needed(model_.config, p.rows, p.capacity);
+  if (p.rows > 0 && p.capacity > 0)
+    p.kv_cache_bytes = model::KvCache::bytes_needed(model_.config, p.rows, p.capacity, model_.tp.size);
   return p;
 }
 
@@ -50,7 +51,7 @@ void Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
   if (requests.empty()) return;
   const BatchPlan plan = plan_batch(requests, batch_size);
   const std::int64_t V = model_.config.vocab_size;
-  model::KvCache cache(model_.config, plan.rows, plan.capacity);
+  model::KvCache cache(model_.config, plan.rows, plan.capacity, model_.tp.size);  // the rank's KV heads
 
   std::vector<std::unique_ptr<Sequence>> slots(static_cast<std::size_t>(plan.rows));  // per cache row
   std::vector<std::size_t> index_of(static_cast<std::size_t>(plan.rows));             // request of each row
@@ -85,8 +86,9 @@ void Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
         const auto P = static_cast<std::int64_t>(req.prompt.size());
         Tensor ids = Tensor::empty({1, P}, DType::I32, host_allocator(), "prompt_ids");
         std::copy(req.prompt.begin(), req.prompt.end(), ids.data<std::int32_t>());
-        Tensor logits = model::llama_forward(model_, ids, &cache,
-                                             {.last_position_only = true, .cache_rows = {&row, 1}, .hook = hook_}, &workspace_);
+        Tensor logits = model::llama_forward(
+            model_, ids, &cache,
+            {.last_position_only = true, .cache_rows = {&row, 1}, .hook = hook_, .pp = pp_}, &workspace_);
         after_step(row,
                    slots[static_cast<std::size_t>(row)]->step({logits.data<float>(), static_cast<std::size_t>(V)}));
       }
@@ -102,7 +104,7 @@ void Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
     for (std::int64_t b = 0; b < B; ++b)
       ids.data<std::int32_t>()[b] = slots[static_cast<std::size_t>(busy[static_cast<std::size_t>(b)])]->last_token();
     Tensor logits = model::llama_forward(model_, ids, &cache,
-                                         {.last_position_only = true, .cache_rows = busy, .hook = hook_},
+                                         {.last_position_only = true, .cache_rows = busy, .hook = hook_, .pp = pp_},
                                          &workspace_);  // (B, V)
     for (std::int64_t b = 0; b < B; ++b) {
       const std::int64_t row = busy[static_cast<std::size_t>(b)];

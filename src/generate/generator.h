@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "generate/sampler.h"
 #include "generate/sequence.h"
 #include "model/adapter_hook.h"
@@ -63,10 +64,14 @@ class Generator {
   /// Adapters to apply (an adapters::AdapterSet loaded from an adapter folder); null: the base model.
   /// The hook must outlive the generator.
   void set_hook(model::AdapterHook* hook) { hook_ = hook; }
+  /// For a model holding one pipeline stage (model.stage): its pp communicator. Every stage then runs
+  /// the same requests together (model::llama_forward) and samples the same tokens.
+  void set_pipeline(comm::Communicator* pp) { pp_ = pp; }
 
  private:
   const model::LlamaModel& model_;
   model::AdapterHook* hook_ = nullptr;
+  comm::Communicator* pp_ = nullptr;
   const tokenizer::Tokenizer& tokenizer_;
   ops::Workspace workspace_;
 

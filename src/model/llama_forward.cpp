@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "model/tensor_parallel.h"
 #include "ops/attention.h"
 #include "ops/embedding.h"
 #include "ops/matmul.h"
@@ -40,15 +41,18 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
                      ops::Workspace* workspace) {
   const LlamaConfig& c = model.config;
   const LlamaWeights& w = model.weights;
-  ADAPT_REQUIRE(!model.stage.active(), UnsupportedError,
-                "llama_forward runs the whole layer stack, but this model holds pipeline stage {} of {}; load it "
-                "with pp = 1 for generation",
-                model.stage.rank, model.stage.size);
+  const PipelineStage& stage = model.stage;
+  ADAPT_REQUIRE(!stage.active() || (opts.pp != nullptr && opts.pp->size() == stage.size), UnsupportedError,
+                "llama_forward: this model holds pipeline stage {} of {}; pass its pp communicator "
+                "(ForwardOptions::pp)",
+                stage.rank, stage.size);
   ADAPT_REQUIRE(ids.rank() == 2 && ids.dim(0) > 0 && ids.dim(1) > 0, ShapeError,
                 "llama_forward: token ids '{}' have shape {}; (B, T) with B, T >= 1 was expected", ids.name(),
                 ids.shape().str());
-  ADAPT_CHECK(static_cast<std::int64_t>(w.layers.size()) == c.n_layers && w.embedding.defined() && w.lm_head.defined(),
+  ADAPT_CHECK(static_cast<std::int64_t>(w.layers.size()) == c.n_layers && (w.embedding.defined() || !stage.first()) &&
+                  (w.lm_head.defined() || !stage.last()),
               "the model has {} layers loaded but its config says {}", w.layers.size(), c.n_layers);
+  const parallel::Range layer_range = stage_layer_range(c, stage);
   const std::int64_t B = ids.dim(0), T = ids.dim(1), N = B * T;
   // With tensor parallelism (tensor_parallel.h) the rank's heads, FFN width and vocabulary rows.
   const TensorParallel& tp = model.tp;
@@ -114,7 +118,9 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
   Tensor q2 = q.reshape({N, H * D}), k2 = k.reshape({N, Hkv * D}), v2 = v.reshape({N, Hkv * D});
   Tensor attn2 = attn.reshape({N, H * D});
 
-  if (tp.active()) {
+  if (!stage.first()) {
+    opts.pp->recv(h.raw(), h.numel(), comm::CommDType::F32, stage.rank - 1, comm::Tag::Activation);
+  } else if (tp.active()) {
     parallel::vocab_parallel_embedding_forward(h, w.embedding, part.vocab, c.vocab_size, ids, *tp.comm);
   } else {
     ops::embedding_forward(h, w.embedding, ids);
@@ -155,7 +161,7 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
     hook->block_forward(l, site, as_rows(h), as_rows(f), out);
     h.copy_from(block_out);
   };
-  for (int l = 0; l < static_cast<int>(c.n_layers); ++l) {
+  for (int l = static_cast<int>(layer_range.begin); l < static_cast<int>(layer_range.end()); ++l) {
     const LayerWeights& lw = w.layers[static_cast<std::size_t>(l)];
     // Attention block: h += o_proj(attention(rope(q_proj(xn)), rope(k_proj(xn)), v_proj(xn))).
     ops::rms_norm_forward(xn, h, lw.attn_norm, eps);
@@ -183,6 +189,12 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
   if (cache) cache->advance(T, rows);
 
   const std::int64_t T_out = opts.last_position_only ? 1 : T;
+  if (!stage.last()) {  // hand the hidden state on; the last stage's logits come back
+    opts.pp->send(h.raw(), h.numel(), comm::CommDType::F32, stage.rank + 1, comm::Tag::Activation);
+    Tensor logits = Tensor::empty({B, T_out, c.vocab_size}, DType::F32, host_allocator(), "logits");
+    opts.pp->broadcast(logits.raw(), logits.numel(), comm::CommDType::F32, stage.size - 1);
+    return opts.last_position_only ? logits.reshape({B, c.vocab_size}) : logits;
+  }
   const Tensor h_out = opts.last_position_only ? h.narrow(1, T - 1, 1) : h;
   Tensor hf = ws.take({B, T_out, C}, DType::F32, "final_normed");
   ops::rms_norm_forward(hf, h_out, w.final_norm, eps);
@@ -195,6 +207,7 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
   } else {
     linear(logits, hf, w.lm_head, nullptr, {-1, WeightKind::LmHead}, hook);
   }
+  if (stage.active()) opts.pp->broadcast(logits.raw(), logits.numel(), comm::CommDType::F32, stage.size - 1);
   return opts.last_position_only ? logits.reshape({B, c.vocab_size}) : logits;
 }
 

@@ -9,6 +9,7 @@
 
 #include <span>
 
+#include "comm/communicator.h"
 #include "model/adapter_hook.h"
 #include "model/kv_cache.h"
 #include "model/linear.h"
@@ -27,6 +28,8 @@ struct ForwardOptions {
   // Adapters (unmerged LoRA, bottleneck): linear_forward at every projection, block_forward at the end
   // of every attention and MLP sub-block, as llama_train_step calls them. Null: the base model.
   AdapterHook* hook = nullptr;
+  // Pipeline stages (model.stage active): the pp communicator (stage order). Needed then, unused otherwise.
+  comm::Communicator* pp = nullptr;
 };
 
 /// Runs the model on token ids (B, T) (i32 or i64) and returns f32 logits (B, T, V), or (B, V) with
@@ -49,6 +52,11 @@ struct ForwardOptions {
 /// Tensor parallelism (model.tp, tensor_parallel.h): every rank of the tp group calls this together
 /// with the same ids; the cache holds the rank's KV heads (KvCache(cfg, B, S, tp.size)); every rank
 /// returns the same whole logits, gathered over the vocabulary.
+/// Pipeline parallelism (model.stage active, opts.pp its communicator): every stage calls this together
+/// with the same ids and its own cache (made for the whole config; the stage fills only its layers);
+/// the first stage embeds, each stage runs its layers on the hidden state received from the previous
+/// one and sends its output on, and the last stage's logits are broadcast, so every stage returns them.
+/// The stages run one after the other (no overlap): for generation that fits the weights, not for speed.
 Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache = nullptr,
                      const ForwardOptions& opts = {}, ops::Workspace* workspace = nullptr);
 

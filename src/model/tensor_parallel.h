@@ -67,7 +67,7 @@ parallel::LlamaDims llama_dims(const LlamaConfig& c);
 /// ranks). The model runs through llama_forward / llama_train_step like a whole one, every rank of the
 /// tp group calling them together. With grid.pp_size() > 1 the model holds its stage's layers only
 /// (model.stage; the other entries of weights.layers stay undefined) and trains through
-/// llama_pipeline_train (llama_pipeline.h); llama_forward needs the whole layer stack.
+/// llama_pipeline_train (llama_pipeline.h); llama_forward runs it stage after stage (ForwardOptions::pp).
 /// `opts.storage` as llama_model_load (AsStored keeps bf16 matrices); stats->bytes_share receives the
 /// rank's share of the stored bytes, stats->bytes_read what was read (equal when only the share is read).
 LlamaModel llama_model_load_tp(const std::filesystem::path& dir, const comm::ProcessGrid& grid, int world_rank,

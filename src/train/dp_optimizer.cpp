@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <span>
 
 #include "core/error.h"
 #include "parallel/dp_reducer.h"
@@ -17,8 +18,9 @@ constexpr std::int64_t kBucketElems = std::int64_t{1} << 22;
 }  // namespace
 
 DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim::AdamWOptions& options,
-                         comm::Communicator& dp, bool zero1)
-    : params_(std::move(params)), dp_(dp), zero1_(zero1), opt_(options) {
+                         comm::Communicator& dp, bool zero1, comm::Communicator* tp)
+    : params_(std::move(params)), dp_(dp), zero1_(zero1), tp_(tp != nullptr && tp->size() > 1 ? tp : nullptr),
+      opt_(options) {
   for (const auto& p : params_) {
     offsets_.push_back(n_);
     n_ += p.value.numel();
@@ -54,6 +56,21 @@ void DpOptimizer::flatten_grads(float* dst) const {
                 static_cast<std::size_t>(params_[i].grad.numel()) * sizeof(float));
 }
 
+double DpOptimizer::tp_norm(double split, double whole) const {
+  if (tp_ != nullptr) tp_->all_reduce(&split, 1, comm::CommDType::F64, comm::ReduceOp::Sum);
+  return std::sqrt(split + whole);
+}
+
+namespace {
+/// As optim::grad_clip_global_norm, given the norm.
+void clip_by(float* g, std::int64_t n, double norm, double max_norm) {
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef >= 1.0) return;
+  const auto c = static_cast<float>(coef);
+  for (std::int64_t i = 0; i < n; ++i) g[i] *= c;
+}
+}  // namespace
+
 double DpOptimizer::reduce_and_clip(double max_norm) {
   if (single() || !zero1_) {
     std::vector<Tensor> grads;
@@ -67,22 +84,31 @@ double DpOptimizer::reduce_and_clip(double max_norm) {
         std::memcpy(params_[i].grad.data<float>(), flat_.data() + offsets_[i],
                     static_cast<std::size_t>(params_[i].grad.numel()) * sizeof(float));
     }
-    return max_norm > 0 ? optim::grad_clip_global_norm(grads, max_norm) : optim::grad_global_norm(grads);
+    if (tp_ == nullptr)
+      return max_norm > 0 ? optim::grad_clip_global_norm(grads, max_norm) : optim::grad_global_norm(grads);
+    double ss[2] = {0, 0};  // split, whole
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const double n = optim::grad_global_norm(std::span<const Tensor>(&grads[i], 1));
+      ss[split(i) ? 0 : 1] += n * n;
+    }
+    const double norm = tp_norm(ss[0], ss[1]);
+    if (max_norm > 0)
+      for (Tensor& g : grads) clip_by(g.data<float>(), g.numel(), norm, max_norm);
+    return norm;
   }
   std::fill(flat_.begin(), flat_.end(), 0.0f);
   flatten_grads(flat_.data());
   parallel::zero1_reduce_scatter_average(flat_, shard_grad_, dp_);
-  double ss = 0;
-  for (const float g : shard_grad_) ss += static_cast<double>(g) * g;  // the padding is zero
-  dp_.all_reduce(&ss, 1, comm::CommDType::F64, comm::ReduceOp::Sum);
-  const double norm = std::sqrt(ss);
-  if (max_norm > 0) {  // as optim::grad_clip_global_norm
-    const double coef = max_norm / (norm + 1e-6);
-    if (coef < 1.0) {
-      const auto c = static_cast<float>(coef);
-      for (float& g : shard_grad_) g *= c;
-    }
+  double ss[2] = {0, 0};  // split over tp, whole (the padding is zero and belongs to no parameter)
+  for (const Piece& pc : pieces_) {
+    const float* g = shard_grad_.data() + (pc.begin - shard_begin_);
+    double s = 0;
+    for (std::int64_t j = 0; j < pc.count; ++j) s += static_cast<double>(g[j]) * g[j];
+    ss[split(static_cast<std::size_t>(pc.param)) ? 0 : 1] += s;
   }
+  dp_.all_reduce(ss, 2, comm::CommDType::F64, comm::ReduceOp::Sum);
+  const double norm = tp_norm(ss[0], ss[1]);
+  if (max_norm > 0) clip_by(shard_grad_.data(), static_cast<std::int64_t>(shard_grad_.size()), norm, max_norm);
   return norm;
 }
 

@@ -6,7 +6,10 @@
 //     each replica keeps AdamW's moments and master weights for its shard of the flat vector
 //     (parallel::zero_shard) only, updates it, and the shards are all-gathered into the adapter.
 // The global norm is the norm of the averaged gradient of every parameter (under ZeRO-1 the shards'
-// squared norms summed over dp). AdamW is elementwise, so both modes give the same update bit for bit;
+// squared norms summed over dp). With tensor parallelism (`tp`, the set sharded by
+// AdapterSet::shard_for_tp, its gradients summed by tp_reduce_gradients) the norm is that of the whole
+// adapter: the squares of the split parameters (AdapterParam::tp_shard_dim >= 0) summed over tp, the
+// whole ones counted once, as AdapterSet::tp_grad_norm; every tp rank clips by the same factor. AdamW is elementwise, so both modes give the same update bit for bit;
 // with one replica the plain optim::AdamW path runs.
 #pragma once
 
@@ -26,12 +29,13 @@ namespace adapt::train {
 class DpOptimizer {
  public:
   /// `params` share storage with the adapter (AdapterSet::parameters()); the same on every replica.
+  /// `tp`: the tp group the parameters are sharded over (nullptr or one rank: not sharded).
   DpOptimizer(std::vector<adapters::AdapterParam> params, const optim::AdamWOptions& options, comm::Communicator& dp,
-              bool zero1);
+              bool zero1, comm::Communicator* tp = nullptr);
 
   /// After the backward of every micro-batch: the gradients become their average over dp (each
   /// replica's own part of it under ZeRO-1), clipped to `max_norm` by their global norm when
-  /// max_norm > 0. Returns the global norm before clipping. Called by all ranks of dp.
+  /// max_norm > 0. Returns the global norm before clipping. Called by all ranks of dp (and of tp).
   double reduce_and_clip(double max_norm);
   /// One AdamW update with learning rate `lr` (then, under ZeRO-1, the all-gather of the shards).
   /// Called by all ranks of dp.
@@ -54,6 +58,7 @@ class DpOptimizer {
   std::vector<adapters::AdapterParam> params_;
   comm::Communicator& dp_;
   bool zero1_;
+  comm::Communicator* tp_ = nullptr;  // set when the parameters are sharded over more than one tp rank
   optim::AdamW opt_;
   std::vector<std::int64_t> offsets_;  // of each parameter in the flat vector
   std::int64_t n_ = 0;                 // real elements of the flat vector
@@ -70,6 +75,9 @@ class DpOptimizer {
   std::vector<Piece> pieces_;  // in AdamW slot order
 
   bool single() const { return dp_.size() == 1; }
+  bool split(std::size_t param) const { return tp_ != nullptr && params_[param].tp_shard_dim >= 0; }
+  /// sqrt(split + whole) after summing `split` (Σ g² of the split parameters) over tp.
+  double tp_norm(double split, double whole) const;
   void flatten_grads(float* dst) const;
   /// The flat vector of AdamW moment `which` (0: m, 1: v) of every parameter (all-gathered under ZeRO-1).
   std::vector<float> gather_moment(int which) const;

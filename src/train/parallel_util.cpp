@@ -9,13 +9,6 @@
 
 namespace adapt::train {
 
-void require_supported_layout(const comm::ProcessGrid& grid, std::string_view app) {
-  ADAPT_REQUIRE(grid.tp_size() == 1 && grid.pp_size() == 1, UnsupportedError,
-                "{}: parallel.tp = {} and parallel.pp = {} ({}): tensor and pipeline parallelism are not supported "
-                "yet. Set parallel.tp = 1 and parallel.pp = 1; the {} ranks then run as {} data-parallel replicas",
-                app, grid.tp_size(), grid.pp_size(), grid.str(), grid.world_size(), grid.world_size());
-}
-
 void on_root(comm::Communicator& comm, std::string_view what, const std::function<void()>& fn) {
   if (comm.size() == 1) {
     fn();

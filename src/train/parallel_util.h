@@ -8,7 +8,6 @@
 #include <string_view>
 
 #include "comm/communicator.h"
-#include "comm/process_grid.h"
 #include "core/error.h"
 
 namespace adapt::train {
@@ -20,11 +19,6 @@ class CollectiveError : public Error {
  public:
   CollectiveError(std::string message, SourceLoc where, ExitCode code) : Error(std::move(message), where, code) {}
 };
-
-/// The layouts the model code runs today: data parallelism only (tp = pp = 1). UnsupportedError (exit
-/// code 6) naming `app` otherwise. The one place to lift when tensor and pipeline parallelism are
-/// wired into model/ (adapt_train and adapt_gen call it at startup, train_run again).
-void require_supported_layout(const comm::ProcessGrid& grid, std::string_view app);
 
 /// Runs `fn` on rank 0 of `comm`, then shares whether it succeeded. When it threw, every rank throws
 /// a CollectiveError with its exit code: rank 0 with its message, the others with an empty one (they

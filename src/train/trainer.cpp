@@ -5,6 +5,7 @@
 
 #include <csignal>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -22,8 +23,10 @@
 #include "core/strings.h"
 #include "core/timer.h"
 #include "io/sharded.h"
+#include "model/llama_pipeline.h"
 #include "model/llama_train.h"
 #include "model/llama_weights.h"
+#include "model/tensor_parallel.h"
 #include "optim/adamw.h"
 #include "optim/lr_schedule.h"
 #include "parallel/tp_ops.h"
@@ -102,6 +105,27 @@ model::TrainInputs wrap_batch(Batch& b) {
   return in;
 }
 
+/// Sums the adapter gradients over the pipeline stages: each stage's backward reaches the adapters of
+/// its own layers only (the others' gradients are zero there), so afterwards every stage holds the
+/// gradient of the whole adapter and applies the same update to all of it.
+void pp_sum_gradients(const std::vector<adapters::AdapterParam>& params, comm::Communicator& pp) {
+  if (pp.size() == 1) return;
+  std::int64_t n = 0;
+  for (const auto& p : params) n += p.grad.numel();
+  std::vector<float> flat(static_cast<std::size_t>(n));
+  std::int64_t at = 0;
+  for (const auto& p : params) {
+    std::memcpy(flat.data() + at, p.grad.data<float>(), static_cast<std::size_t>(p.grad.numel()) * sizeof(float));
+    at += p.grad.numel();
+  }
+  pp.all_reduce(flat.data(), n, comm::CommDType::F32, comm::ReduceOp::Sum);
+  at = 0;
+  for (const auto& p : params) {
+    std::memcpy(p.grad.data<float>(), flat.data() + at, static_cast<std::size_t>(p.grad.numel()) * sizeof(float));
+    at += p.grad.numel();
+  }
+}
+
 std::string eta(double seconds) {
   const auto s = static_cast<long long>(seconds);
   return s >= 3600 ? fmt::format("{}h{:02}m", s / 3600, s / 60 % 60) : fmt::format("{}m{:02}s", s / 60, s % 60);
@@ -143,7 +167,7 @@ class MetricsFile {
 
 }  // namespace
 
-std::string train_memory_estimate(const TrainConfig& cfg, int dp) {
+std::string train_memory_estimate(const TrainConfig& cfg, int dp, int tp, int pp) {
   const model::LlamaConfig mc = model::llama_config_load(cfg.model.path);
   adapters::adapter_config_validate(cfg.adapter, mc);
   const adapters::AdapterSet set(mc, cfg.adapter);
@@ -152,14 +176,19 @@ std::string train_memory_estimate(const TrainConfig& cfg, int dp) {
   const std::int64_t B = cfg.train.micro_batch / std::max(dp, 1), T = cfg.data.seq_len, C = mc.hidden_size,
                      F = mc.intermediate_size;
   const std::uint64_t moment_parts = dp > 1 && cfg.parallel.zero1 ? static_cast<std::uint64_t>(dp) : 1;
-  const std::int64_t q = mc.n_heads * mc.head_dim, kv = mc.n_kv_heads * mc.head_dim;
+  tp = std::max(tp, 1);
+  pp = std::max(pp, 1);
+  // A rank holds 1/tp of the heads, FFN columns and vocabulary, and the layers of one stage.
+  const std::int64_t L = (mc.n_layers + pp - 1) / pp;
+  const std::int64_t q = mc.n_heads / tp * mc.head_dim, kv = mc.n_kv_heads / tp * mc.head_dim;
+  const std::int64_t heads = mc.n_heads / tp, ffn = (F + tp - 1) / tp, vocab = (mc.vocab_size + tp - 1) / tp;
   // Saved per layer and token (f32): inputs of both norms and their outputs, q/k/v, attention output
   // and its log-sum-exp, gate/up/SwiGLU products, residuals.
-  const std::int64_t per_token_layer = 4 * C + q + 2 * kv + q + mc.n_heads + 3 * F;
-  const std::uint64_t act_full = static_cast<std::uint64_t>(B * T * mc.n_layers * per_token_layer) * 4;
-  const std::uint64_t act_recompute = static_cast<std::uint64_t>(B * T * (mc.n_layers * C + per_token_layer)) * 4;
-  const std::uint64_t logits = static_cast<std::uint64_t>(std::min<std::int64_t>(B * T, 256) * mc.vocab_size) * 4;
-  const std::uint64_t weights = static_cast<std::uint64_t>(n_base) * 4;
+  const std::int64_t per_token_layer = 4 * C + q + 2 * kv + q + heads + 3 * ffn;
+  const std::uint64_t act_full = static_cast<std::uint64_t>(B * T * L * per_token_layer) * 4;
+  const std::uint64_t act_recompute = static_cast<std::uint64_t>(B * T * (L * C + per_token_layer)) * 4;
+  const std::uint64_t logits = static_cast<std::uint64_t>(std::min<std::int64_t>(B * T, 256) * vocab) * 4;
+  const std::uint64_t weights = static_cast<std::uint64_t>(n_base / (tp * pp)) * 4;
   const std::uint64_t adapter = static_cast<std::uint64_t>(n_adapter) * 4;
   const std::string parts = cfg.adapter.kind == adapters::AdapterKind::LoraBottleneck
                                 ? fmt::format(": LoRA {} + bottleneck {}", format_count(set.n_lora_parameters()),
@@ -167,7 +196,7 @@ std::string train_memory_estimate(const TrainConfig& cfg, int dp) {
                                 : "";
   std::string s = fmt::format(
       "memory estimate ({}, CPU, f32):\n"
-      "  base weights (frozen)          {:>12}  ({} parameters)\n"
+      "  base weights (frozen)          {:>12}  ({} parameters{})\n"
       "  adapter weights                {:>12}  ({} parameters{})\n"
       "  adapter gradients              {:>12}\n"
       "  AdamW moments                  {:>12}{}\n"
@@ -175,8 +204,10 @@ std::string train_memory_estimate(const TrainConfig& cfg, int dp) {
       "  activations, with recompute    {:>12}{}\n"
       "  logits and their gradient      {:>12}  (256 rows at a time)\n"
       "  total                          {:>12}\n",
-      dp > 1 ? fmt::format("per rank of {} dp replicas", dp) : std::string("one process"), format_bytes(weights),
-      format_count(n_base), format_bytes(adapter), format_count(n_adapter), parts,
+      dp * tp * pp > 1 ? fmt::format("per rank of tp{} × pp{} × dp{}: {} dp replicas", tp, pp, dp, dp)
+                       : std::string("one process"),
+      format_bytes(weights), format_count(n_base), tp * pp > 1 ? fmt::format(", about 1/{} of them", tp * pp) : "",
+      format_bytes(adapter), format_count(n_adapter), parts,
       format_bytes(adapter),
       format_bytes(2 * adapter / moment_parts), moment_parts > 1 ? "  (ZeRO-1: this rank's shard)" : "",
       format_bytes(act_full), B, T, cfg.train.recompute ? "" : "  <- in use",
@@ -209,8 +240,8 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   comm::Communicator& world = ranks.world;
   comm::Communicator& dp = *ranks.comms.dp;
   comm::Communicator& tp = *ranks.comms.tp;
+  comm::Communicator& pp = *ranks.comms.pp;
   train_layout_check(cfg, ranks.grid);
-  require_supported_layout(ranks.grid, "adapt_train");
   TrainOutcome out;
   fs::create_directories(cfg.run.dir);
   on_root(world, "write the run folder", [&] { file_write_atomic(cfg.run.dir / "config.toml", config_toml); });
@@ -218,7 +249,12 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
 
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(cfg.model.tokenizer ? *cfg.model.tokenizer : cfg.model.path);
   model::LlamaLoadStats stats;
-  const model::LlamaModel model = model::llama_model_load(cfg.model.path, {}, &stats);
+  // With tp or pp, each rank reads only its slices of the weights (its stage's layers, its heads, FFN
+  // columns and vocabulary rows).
+  const bool sharded = ranks.grid.tp_size() > 1 || ranks.grid.pp_size() > 1;
+  const model::LlamaModel model =
+      sharded ? model::llama_model_load_tp(cfg.model.path, ranks.grid, world.rank(), tp, {}, &stats)
+              : model::llama_model_load(cfg.model.path, {}, &stats);
   ADAPT_REQUIRE(tok.n_vocab() <= model.config.vocab_size, ConfigError,
                 "the tokenizer has {} tokens but the model's vocab_size is {}; use the model's own tokenizer",
                 tok.n_vocab(), model.config.vocab_size);
@@ -234,10 +270,15 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     if (!cfg.data.eval_inputs.empty()) token_cache_update(cfg.data, DataInputs::Eval, tok);
   });
   TrainData data = train_data_open(cfg.data, tok);
+  // The whole set on every rank (the same seed), then each tp rank keeps its slices of the LoRA
+  // factors. Every pipeline stage holds the adapters of every layer and updates all of them with the
+  // gradients summed over the stages (pp_sum_gradients), so all stages hold the same adapter.
   adapters::AdapterSet set(model.config, cfg.adapter);
+  const std::int64_t n_adapter = set.n_parameters();
+  set.shard_for_tp(model.tp);
   const std::vector<adapters::AdapterParam> params = set.parameters();
   DpOptimizer opt(params, {cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay}, dp,
-                  cfg.parallel.zero1);
+                  cfg.parallel.zero1, &tp);
   // What each parameter is a slice of (whole tensors until the set is sharded over tp): checkpoints hold
   // the whole tensors, gathered over tp on save and cut again on resume.
   const std::vector<parallel::TensorSlice> slices = set.tp_param_slices();
@@ -245,11 +286,15 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   for (std::size_t i = 0; i < params.size(); ++i)
     for (const char* prefix : {"adapter/", "optim/m/", "optim/v/"}) param_of[prefix + params[i].name] = i;
   log::info0("adapter {}: {} parameters in {} tensors", adapters::adapter_kind_name(cfg.adapter.kind),
-             format_count(set.n_parameters()), params.size());
+             format_count(n_adapter), params.size());
   if (ranks.grid.world_size() > 1)
-    log::info0("layout {} ({} ranks): {} sequences per micro-step, {} per replica; optimizer state {}",
+    log::info0("layout {} ({} ranks): {} sequences per micro-step, {} per replica{}{}; optimizer state {}",
                ranks.grid.str(), ranks.grid.world_size(), cfg.train.micro_batch,
                cfg.train.micro_batch / dp.size(),
+               tp.size() > 1 ? fmt::format("; weights and LoRA factors split over {} tp ranks", tp.size()) : "",
+               pp.size() > 1 ? fmt::format("; layers in {} pipeline stages (1F1B over the {} micro-batches)",
+                                           pp.size(), cfg.train.grad_accum)
+                             : "",
                cfg.parallel.zero1 && dp.size() > 1 ? "partitioned over dp (ZeRO-1)" : "replicated");
   const optim::LrSchedule sched{optim::parse_lr_schedule(cfg.optim.schedule), cfg.optim.lr, cfg.optim.warmup_steps,
                                 cfg.train.steps, cfg.optim.min_lr_ratio};
@@ -341,11 +386,25 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     set.set_training(false);
     double sums[2] = {0, 0};  // loss, loss tokens: this replica's rows, then all replicas'
     model::TrainWorkspace ews;
-    for (std::int64_t k = 0; k < n; ++k) {
-      Batch b = ev.batch(k);
-      model::TrainResult r = model::llama_train_step(model, wrap_batch(b), &set, {.backward = false}, &ews);
-      sums[0] += r.loss_sum;
-      sums[1] += static_cast<double>(r.n_loss_tokens);
+    if (pp.size() > 1) {
+      // The pipeline has no forward-only pass: its backward's gradients are thrown away.
+      std::vector<Batch> batches;
+      std::vector<model::TrainInputs> in;
+      for (std::int64_t k = 0; k < n; ++k) batches.push_back(ev.batch(k));
+      for (Batch& b : batches) in.push_back(wrap_batch(b));
+      if (!in.empty()) {
+        const model::PipelineResult r = model::llama_pipeline_train(model, in, &set, pp, {}, &ews);
+        sums[0] = r.loss_sum;
+        sums[1] = static_cast<double>(r.n_loss_tokens);
+      }
+      set.zero_grad();
+    } else {
+      for (std::int64_t k = 0; k < n; ++k) {
+        Batch b = ev.batch(k);
+        model::TrainResult r = model::llama_train_step(model, wrap_batch(b), &set, {.backward = false}, &ews);
+        sums[0] += r.loss_sum;
+        sums[1] += static_cast<double>(r.n_loss_tokens);
+      }
     }
     dp.all_reduce(sums, 2, comm::CommDType::F64, comm::ReduceOp::Sum);
     set.set_training(true);
@@ -400,14 +459,32 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     // Each replica's gradient is its share of the global mean's; dp_average_gradients divides the sum
     // by dp, so the scale carries a factor dp.
     const float scale = n_loss > 0 ? static_cast<float>(dp.size()) / static_cast<float>(n_loss) : 0.0f;
-    for (std::size_t k = 0; k < micro.size(); ++k) {
-      set.set_step(step, dp.rank() * cfg.train.grad_accum + static_cast<std::int64_t>(k));
-      // Logits in 256-row chunks: (N, V) is never held whole (2 GB at 4096 tokens for Llama 3's vocabulary).
-      model::TrainResult r = model::llama_train_step(
-          model, wrap_batch(micro[k]), &set,
-          {.recompute = cfg.train.recompute, .loss_scale = scale, .logits_chunk_rows = 256}, &ws);
-      sums[0] += r.loss_sum;
+    if (pp.size() > 1) {
+      // Every stage gets the same micro-batches and the same loss back.
+      std::vector<model::TrainInputs> in;
+      for (Batch& b : micro) in.push_back(wrap_batch(b));
+      const model::PipelineResult r = model::llama_pipeline_train(
+          model, in, &set, pp,
+          {.loss_scale = scale,
+           .recompute = cfg.train.recompute,
+           .before_micro = [&](int k) { set.set_step(step, dp.rank() * cfg.train.grad_accum + k); }},
+          &ws);
+      sums[0] = r.loss_sum;
+    } else {
+      for (std::size_t k = 0; k < micro.size(); ++k) {
+        set.set_step(step, dp.rank() * cfg.train.grad_accum + static_cast<std::int64_t>(k));
+        // Logits in 256-row chunks: (N, V) is never held whole (2 GB at 4096 tokens for Llama 3's vocabulary).
+        model::TrainResult r = model::llama_train_step(
+            model, wrap_batch(micro[k]), &set,
+            {.recompute = cfg.train.recompute, .loss_scale = scale, .logits_chunk_rows = 256}, &ws);
+        sums[0] += r.loss_sum;
+      }
     }
+    // The whole adapter's gradient on every rank of the replica: the partial sums of the LoRA
+    // factors over tp, the stages' layers over pp; then the average over dp (loss and tokens too: the
+    // tp and pp ranks of a replica hold the same ones).
+    set.tp_reduce_gradients();
+    pp_sum_gradients(params, pp);
     dp.all_reduce(sums, 3, comm::CommDType::F64, comm::ReduceOp::Sum);
     ADAPT_CHECK(static_cast<std::int64_t>(sums[1]) == n_loss, "step {}: the replicas hold {} loss tokens, the batch {}",
                 step + 1, sums[1], n_loss);
@@ -448,8 +525,9 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   out.last_loss = last_loss;
   if (!out.stopped_by_signal && !out.stopped_early) {
     const fs::path adapter_dir = cfg.run.dir / "adapter";
+    const adapters::AdapterSet whole = set.tp_gathered();  // collective over tp
     on_root(world, "export the adapter", [&] {
-      adapters::adapter_export(set, adapter_dir, {.base_model = cfg.model.path.string()});
+      adapters::adapter_export(whole, adapter_dir, {.base_model = cfg.model.path.string()});
       log::info0("done: {} steps; adapter written to {}", step, adapter_dir.string());
       if (cfg.run.merge) {
         Timer t;

@@ -1,7 +1,8 @@
-// The adapter training loop on one process: load the frozen base model and the data, build the
-// adapter, then for each optimizer step draw grad_accum micro-batches, run forward + backward
-// (model::llama_train_step with the adapter as the hook), clip, step AdamW, log, evaluate and write
-// checkpoints; resume from the latest checkpoint exactly; export the adapter at the end.
+// The adapter training loop on one process or a tp × pp × dp grid: load the frozen base model (the
+// rank's slices) and the data, build the adapter, then for each optimizer step draw grad_accum
+// micro-batches, run forward + backward (model::llama_train_step with the adapter as the hook, or
+// model::llama_pipeline_train over the stages), clip, step AdamW, log, evaluate and write checkpoints;
+// resume from the latest checkpoint exactly; export the adapter at the end.
 #pragma once
 
 #include <atomic>
@@ -46,8 +47,11 @@ void train_layout_check(const TrainConfig& cfg, const comm::ProcessGrid& grid);
 /// sequences whatever the layout (each replica runs micro_batch / dp of every micro-step), so a run
 /// on any dp draws the same examples as one process with the same job file; the loss is normalised by
 /// the loss tokens of the whole global batch, the gradients are averaged over dp (ZeRO-1 with
-/// parallel.zero1), and every replica applies the same update. World rank 0 prints, writes the
-/// metrics, the checkpoints (whole tensors, gathered) and the adapter. Called by every rank of
+/// parallel.zero1), and every replica applies the same update. With tp > 1 each replica's weights and
+/// LoRA factors are split over its tp ranks; with pp > 1 its layers over pp stages, which run the
+/// step's micro-batches as a 1F1B pipeline and all hold (and update) the whole adapter, its gradients
+/// summed over the stages. World rank 0 prints, writes the metrics, the checkpoints (whole tensors,
+/// gathered) and the adapter. Called by every rank of
 /// `ranks.world`; the collectives it issues are the same on every rank.
 TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, TrainRanks& ranks);
 /// The same on one process.
@@ -55,8 +59,10 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml);
 
 /// Prints the memory one rank needs (base weights, adapter, optimizer state, activations with and
 /// without recomputation, logits) without loading the weights; for --dry-run. `dp`: data-parallel
-/// replicas (the micro-batch and, with ZeRO-1, the optimizer state are split over them).
-std::string train_memory_estimate(const TrainConfig& cfg, int dp = 1);
+/// replicas (the micro-batch and, with ZeRO-1, the optimizer state are split over them); `tp`, `pp`:
+/// the weights, heads, FFN and vocabulary split over tp, the layers over pp stages (approximately: the
+/// adapter is counted whole).
+std::string train_memory_estimate(const TrainConfig& cfg, int dp = 1, int tp = 1, int pp = 1);
 
 /// Set by the signal handlers; polled at step boundaries. Exposed for tests.
 std::atomic<int>& train_stop_signal();

@@ -254,9 +254,12 @@ while read -r f; do cmp "run-ref/adapter/$f" "run/adapter/$f" || fail "adapter f
 say "adapter files byte-identical to the uninterrupted run: $(tr '\n' ' ' < ref.files)"
 
 if [ "$ranks" -gt 1 ]; then
-  # Several ranks train as one does, up to the order of the sums: the same loss at every step within
-  # 1e-3 (relative), and adapter tensors within 10% (relative L2; AdamW's normalised steps turn
-  # rounding-level gradient differences into differences of the order of the learning rate).
+  # Several ranks train as one does, up to the order of the sums. The first 10 steps' losses agree
+  # within 1e-6 (relative; about 1e-9 measured for tp2, pp2, dp2, dp4, tp2×pp2, tp2×dp2 and
+  # tp2×pp2×dp2). At lr 1e-2 without clipping the rounding-level differences then grow about tenfold
+  # every two steps until they saturate: every step's loss agrees within 1e-3 (up to 6.4e-4 measured),
+  # and the adapter tensors after 60 steps within 50% (relative L2; 6% at dp4, 7% at dp2, 27% at
+  # tp2×pp2×dp2, 33% at tp2), so that check only catches an adapter from another run.
   OMP_NUM_THREADS=1 "$bin/adapt_train" --config train.toml --set run.dir=run-1 >one.log 2>&1 || { cat one.log; fail "one-rank run"; }
   python3 - run-1 run <<'PY' || fail "$layout does not train as one rank does"
 import json, math, os, struct, sys
@@ -278,6 +281,7 @@ def tensors(path):  # safetensors with the standard library: F32 and BF16
 l1, ln = losses(one), losses(many)
 assert l1.keys() == ln.keys(), "steps differ"
 loss_diff = max(abs(l1[k] - ln[k]) / abs(l1[k]) for k in l1)
+early_diff = max(abs(l1[k] - ln[k]) / abs(l1[k]) for k in l1 if k <= 10)
 worst = 0.0
 for root, _, files in os.walk(os.path.join(one, "adapter")):
     for f in files:
@@ -288,8 +292,8 @@ for root, _, files in os.walk(os.path.join(one, "adapter")):
         for k in a:
             num = sum((x - y) ** 2 for x, y in zip(a[k], b[k]))
             worst = max(worst, math.sqrt(num / max(sum(x * x for x in a[k]), 1e-30)))
-print("against one rank: loss %.3g (largest relative difference over the steps), adapter %.3g (largest relative L2)" % (loss_diff, worst))
-sys.exit(0 if loss_diff < 1e-3 and worst < 0.1 else 1)
+print("against one rank: loss %.3g over the first 10 steps, %.3g over all (largest relative difference), adapter %.3g (largest relative L2)" % (early_diff, loss_diff, worst))
+sys.exit(0 if early_diff < 1e-6 and loss_diff < 1e-3 and worst < 0.5 else 1)
 PY
   say "adapter of $layout matches one rank's"
 fi
