@@ -22,6 +22,7 @@
 #include <string>
 
 #include "comm/communicator.h"
+#include "comm/launch_env.h"
 #include "comm/local_communicator.h"
 #include "comm/mpi_communicator.h"
 #include "comm/process_grid.h"
@@ -31,19 +32,29 @@
 
 namespace adapt::apps {
 
-/// Ranks the launcher started: Open MPI, PMI, or an srun step; 1 without a launcher.
-inline int launcher_world_size() {
-  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"}) {
-    if (const char* v = std::getenv(name); v != nullptr && *v != '\0') return std::atoi(v);
+/// Where the launcher put this process (comm/launch_env.h): Open MPI's OMPI_COMM_WORLD_* or, inside
+/// an srun step, SLURM_*. PMI_SIZE alone (another MPI's launcher) also starts MPI, so that a mismatch
+/// is reported by launch_env_check_mpi instead of N copies running as single ranks. A malformed
+/// variable is a usage error naming it.
+inline comm::LaunchEnv launch_env_or_exit(bool& start_mpi) {
+  try {
+    comm::LaunchEnv env = comm::launch_env_from_process();
+    const char* pmi = std::getenv("PMI_SIZE");
+    start_mpi = env.world_size > 1 || (pmi != nullptr && std::atoi(pmi) > 1);
+    return env;
+  } catch (const Error& e) {
+    log::error("{}", e.what());
+    std::exit(static_cast<int>(e.exit_code()));
   }
-  return 1;
 }
 
 class ParallelApp {
  public:
   /// Initialises MPI when the launcher started more than one rank.
   ParallelApp(int& argc, char**& argv) {
-    if (launcher_world_size() > 1) {
+    bool start_mpi = false;
+    launch_ = launch_env_or_exit(start_mpi);
+    if (start_mpi) {
       int provided = 0;
       if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
         log::error("MPI_Init_thread failed");
@@ -54,6 +65,15 @@ class ParallelApp {
       MPI_Comm_rank(MPI_COMM_WORLD, &rank);
       MPI_Comm_size(MPI_COMM_WORLD, &size);
       log::set_rank(rank, size);
+      try {
+        comm::launch_env_check_mpi(launch_, rank, size);
+      } catch (const Error& e) {
+        log::error("{}", e.what());
+        if (size > 1) MPI_Abort(MPI_COMM_WORLD, static_cast<int>(e.exit_code()));
+        MPI_Finalize();
+        std::exit(static_cast<int>(e.exit_code()));
+      }
+      log::debug("launch: {}", comm::describe(launch_));
       if (size > 1) world_ = comm::MpiCommunicator::world();
     }
     if (!world_) world_ = std::make_unique<comm::LocalCommunicator>();
@@ -71,6 +91,8 @@ class ParallelApp {
   int world_rank() const { return world_->rank(); }
   bool root() const { return world_->rank() == 0; }
   comm::Communicator& world() { return *world_; }
+  /// The launcher's view of this process (local rank and node: the GPU a rank drives comes from it).
+  const comm::LaunchEnv& launch() const { return launch_; }
   const comm::ProcessGrid& grid() const { return *grid_; }
   comm::GridComms& comms() { return comms_; }
 
@@ -120,6 +142,7 @@ class ParallelApp {
 
  private:
   bool mpi_ = false;
+  comm::LaunchEnv launch_;
   bool agreed_ = false;
   std::unique_ptr<comm::Communicator> world_;
   std::optional<comm::ProcessGrid> grid_;
