@@ -203,6 +203,15 @@ TEST_CASE("bad jobs and broken runs") {
   test::write_bytes(job.dir / "empty.jsonl", "\n\n");
   expect(job.train("--set data.inputs=[\\\"" + (job.dir / "empty.jsonl").string() + "\\\"] --set data.globs=[]"), 3,
          "no usable");
+  // Launch mistakes: an srun step of 2 tasks whose processes did not join one MPI job (no PMIx: each
+  // sees a world of 1), and a malformed launcher variable. Both exit 2 naming what to do or the variable.
+  const std::string srun_env = "SLURM_STEP_ID=0 SLURM_PROCID=1 SLURM_STEP_NUM_TASKS=2 SLURM_LOCALID=1 "
+                               "SLURM_NODEID=0 SLURM_STEP_NUM_NODES=1 SLURM_STEP_TASKS_PER_NODE=2 ";
+  expect(run("env " + srun_env + bin("adapt_train") + " --config " + job.toml.string() + " --dry-run"), 2,
+         "srun --mpi=pmix");
+  expect(run("env SLURM_STEP_ID=0 SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=two " + bin("adapt_train") + " --config " +
+             job.toml.string() + " --dry-run"),
+         2, "SLURM_STEP_NUM_TASKS");
   Run dry = job.train("--dry-run");
   expect(dry, 0, "memory estimate");
   CHECK_FALSE(fs::exists(job.dir / "run/checkpoints"));
