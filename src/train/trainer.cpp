@@ -105,6 +105,15 @@ model::TrainInputs wrap_batch(Batch& b) {
   return in;
 }
 
+/// Bytes this rank's tp, pp and dp communicators have counted so far (`Communicator::stats`). Groups
+/// of one rank move nothing and are left out.
+std::int64_t grid_comm_bytes(const comm::GridComms& comms) {
+  std::int64_t n = 0;
+  for (const comm::Communicator* g : {comms.tp.get(), comms.pp.get(), comms.dp.get()})
+    if (g->size() > 1) n += g->stats().total_bytes();
+  return n;
+}
+
 /// Sums the adapter gradients over the pipeline stages: each stage's backward reaches the adapters of
 /// its own layers only (the others' gradients are zero there), so afterwards every stage holds the
 /// gradient of the whole adapter and applies the same update to all of it.
@@ -446,6 +455,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
       break;
     }
     Timer step_timer;
+    const std::int64_t comm_bytes_before = grid_comm_bytes(ranks.comms);
     set.zero_grad();
     std::vector<Batch> micro;
     std::int64_t n_loss = 0;  // loss tokens of the whole global batch (every replica's rows)
@@ -504,8 +514,12 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     const double secs = step_timer.seconds();
     const double tps = static_cast<double>(n_tokens) / std::max(secs, 1e-9);
     const double avg = run_timer.seconds() / static_cast<double>(step - first_step);
+    // The step's traffic over every rank: 8 bytes over the world after the timed step.
+    std::int64_t comm_bytes = grid_comm_bytes(ranks.comms) - comm_bytes_before;
+    if (world.size() > 1) world.all_reduce(&comm_bytes, 1, comm::CommDType::I64, comm::ReduceOp::Sum);
     write_metrics({{"kind", "train"}, {"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
-                   {"tokens_per_s", tps}, {"tokens", n_tokens}, {"loss_tokens", n_loss}, {"step_s", secs}});
+                   {"tokens_per_s", tps}, {"tokens", n_tokens}, {"loss_tokens", n_loss}, {"step_s", secs},
+                   {"comm_bytes", comm_bytes}});
     if (step % cfg.train.log_every == 0 || step == cfg.train.steps) {
       log::info0("step {}/{}  loss {:.4f}  lr {:.3g}  grad-norm {:.3f}  {:.0f} tokens/s  ETA {}", step, cfg.train.steps,
                  loss, lr, norm, tps, eta(avg * static_cast<double>(cfg.train.steps - step)));

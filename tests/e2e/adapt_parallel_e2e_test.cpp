@@ -3,7 +3,8 @@
 // process's losses, eval losses and final adapter weights (and AdamW moments) within 1e-5 relative (weights:
 // norm-wise, see worst_rel); a dp2 run stopped and resumed is bit-identical to an uninterrupted one, and a checkpoint
 // written at dp2 resumes on one process (and the reverse), one written at tp2×pp2×dp2 at 1×1×1 and at tp2, with
-// matching losses; a signal at one rank stops every rank with exit 75 after a checkpoint, and the job resumes; layouts
+// matching losses; metrics' comm_bytes is 0 on one process and the same at every step of a layout; a signal at one rank
+// (dp2 and tp2×pp2) stops every rank with exit 75 after one checkpoint, and the job resumes; layouts
 // that do not fit are refused with the values that work (printed once); adapt_gen's replicas share out the prompts and
 // write the results of one process, each prompt once, and a rerun skips them all; adapt_gen at tp2, pp2, tp2×dp2 and
 // tp2×pp2×dp2 (tp2 and pp2 also with a trained LoRA adapter) writes the tokens of one process.
@@ -158,6 +159,7 @@ TEST_CASE("dp2, dp4, tp2, pp2, tp2×pp2, tp2×dp2 and tp2×pp2×dp2 give the sin
     REQUIRE(one.code == 0);
     const auto want = job.metrics(tag + "1");
     REQUIRE(want.size() == 5);
+    for (const auto& [step, w] : want) CHECK(w["comm_bytes"] == 0);  // one process: nothing to move
     const auto want_eval = job.metrics(tag + "1", "eval");
     REQUIRE(want_eval.size() == 2);
     const auto want_ckpt = job.checkpoint(tag + "1", 5);
@@ -192,6 +194,9 @@ TEST_CASE("dp2, dp4, tp2, pp2, tp2×pp2, tp2×dp2 and tp2×pp2×dp2 give the sin
       for (const auto& [step, w] : want) {
         CAPTURE(step);
         CHECK(got.at(step)["tokens"] == w["tokens"]);  // every replica's tokens, each counted once
+        // Every step moves the same collectives over the same groups.
+        CHECK(got.at(step)["comm_bytes"].get<std::int64_t>() > 0);
+        CHECK(got.at(step)["comm_bytes"] == got.at(1)["comm_bytes"]);
         const double a = got.at(step)["grad_norm"].get<double>(), b = w["grad_norm"].get<double>();
         CHECK(std::fabs(a - b) <= 1e-5 * b);  // the whole adapter's norm, each element once
       }
@@ -291,34 +296,52 @@ TEST_CASE("dp2 resumes bit-exactly, and a checkpoint resumes on another layout")
 }
 
 TEST_CASE("a signal at one rank stops every rank with exit 75 after a checkpoint; the job resumes") {
-  Job job;
-  const std::string metrics = (job.dir / "run/metrics.jsonl").string();
-  const std::string cmd =
-      job.train_cmd("run", "--set train.steps=100000 --set checkpoint.every=0 --set train.eval_every=0");
-  // Each rank reports its own exit code; the signal goes to one adapt_train process (not to mpiexec).
-  // The wrapper ignores SIGTERM, with which mpiexec ends the other ranks once one has exited non-zero,
-  // so the second rank's report is not cut off (adapt_train installs its own handler).
-  const std::string script =
-      on_ranks(2, "bash -c \"trap '' TERM; " + cmd + "; e=\\$?; echo rank-exit=\\$e; exit \\$e\"") +
-                             " & pid=$!; for i in $(seq 1200); do "
-                             "grep -q '\"train\"' " +
-                             metrics +
-                             " 2>/dev/null && break; sleep 0.05; done; "
-                             "target=$(pgrep -f '^" +
-                             bin("adapt_train") + " --config " + job.toml.string() +
-                             "' | tail -1); "
-                             "kill -USR1 $target; wait $pid; echo exit=$?";
-  test::write_bytes(job.dir / "signal.sh", script);
-  Run r = run("bash " + (job.dir / "signal.sh").string());
-  INFO(r.out);
-  CHECK(r.out.find("exit=75") != std::string::npos);
-  CHECK(count(r.out, "rank-exit=75") == 2);
-  CHECK(count(r.out, "received signal 10") == 1);
-  REQUIRE(fs::exists(job.dir / "run/checkpoints/latest"));
-  Run again = job.train(2, "run", "--set train.steps=100000 --set train.stop_after=2 --set train.eval_every=0");
-  INFO(again.out);
-  CHECK(again.code == 0);
-  CHECK(again.out.find("resuming from") != std::string::npos);
+  struct Layout {
+    int tp, pp, ranks;
+  };
+  for (const Layout& l : std::vector<Layout>{{1, 1, 2}, {2, 2, 4}}) {
+    CAPTURE(l.tp);
+    CAPTURE(l.pp);
+    Job job;
+    const std::string metrics = (job.dir / "run/metrics.jsonl").string();
+    const std::string cmd = job.train_cmd("run", "--set train.steps=100000 --set checkpoint.every=0 "
+                                                 "--set train.eval_every=0" + layout(l.tp, l.pp));
+    // Each rank reports its own exit code; the signal goes to one adapt_train process (not to mpiexec).
+    // The wrapper ignores SIGTERM, with which mpiexec ends the other ranks once one has exited non-zero,
+    // so the other ranks' reports are not cut off (adapt_train installs its own handler).
+    const std::string script =
+        on_ranks(l.ranks, "bash -c \"trap '' TERM; " + cmd + "; e=\\$?; echo rank-exit=\\$e; exit \\$e\"") +
+        " & pid=$!; for i in $(seq 1200); do "
+        "grep -q '\"train\"' " +
+        metrics +
+        " 2>/dev/null && break; sleep 0.05; done; "
+        "target=$(pgrep -f '^" +
+        bin("adapt_train") + " --config " + job.toml.string() +
+        "' | tail -1); "
+        "kill -USR1 $target; wait $pid; echo exit=$?";
+    test::write_bytes(job.dir / "signal.sh", script);
+    Run r = run("bash " + (job.dir / "signal.sh").string());
+    INFO(r.out);
+    CHECK(r.out.find("exit=75") != std::string::npos);
+    CHECK(count(r.out, "rank-exit=75") == static_cast<std::size_t>(l.ranks));
+    CHECK(count(r.out, "received signal 10") == 1);
+    CHECK(r.out.find("layout tp" + std::to_string(l.tp) + " × pp" + std::to_string(l.pp) + " × dp" +
+                     std::to_string(l.ranks / (l.tp * l.pp))) != std::string::npos);
+    REQUIRE(fs::exists(job.dir / "run/checkpoints/latest"));
+    std::size_t n_ckpt = 0;
+    for (const auto& e : fs::directory_iterator(job.dir / "run/checkpoints"))
+      if (e.path().extension() == ".h5") ++n_ckpt;
+    CHECK(n_ckpt == 1);
+    const std::int64_t stopped_at = job.metrics("run").rbegin()->first;
+    Run again = job.train(l.ranks, "run",
+                          "--set train.steps=100000 --set train.stop_after=2 --set train.eval_every=0" +
+                              layout(l.tp, l.pp));
+    INFO(again.out);
+    CHECK(again.code == 0);
+    CHECK(again.out.find("resuming from") != std::string::npos);
+    CHECK(again.out.find("at step " + std::to_string(stopped_at)) != std::string::npos);
+    CHECK(job.metrics("run").rbegin()->first == stopped_at + 2);
+  }
 }
 
 TEST_CASE("layouts that do not fit are refused before any work, listing what works") {
