@@ -307,9 +307,12 @@ TEST_CASE("a signal at one rank stops every rank with exit 75 after a checkpoint
     const std::string cmd = job.train_cmd("run", "--set train.steps=100000 --set checkpoint.every=0 "
                                                  "--set train.eval_every=0" + layout(l.tp, l.pp));
     // Each rank reports its own exit code; the signal goes to one adapt_train process (not to mpiexec).
-    // The wrapper ignores SIGTERM, with which mpiexec ends the other ranks once one has exited non-zero,
-    // so the other ranks' reports are not cut off (adapt_train installs its own handler).
+    // mpiexec is told not to end the job when the first rank exits non-zero
+    // (orte_abort_on_non_zero_status = 0): otherwise it kills the ranks still on their way out and
+    // their reports are lost. In that mode mpiexec's own status is not the ranks', so each rank's is
+    // checked. The wrapper also ignores SIGTERM (adapt_train installs its own handler).
     const std::string script =
+        "export OMPI_MCA_orte_abort_on_non_zero_status=0; " +
         on_ranks(l.ranks, "bash -c \"trap '' TERM; " + cmd + "; e=\\$?; echo rank-exit=\\$e; exit \\$e\"") +
         " & pid=$!; for i in $(seq 1200); do "
         "grep -q '\"train\"' " +
@@ -322,8 +325,8 @@ TEST_CASE("a signal at one rank stops every rank with exit 75 after a checkpoint
     test::write_bytes(job.dir / "signal.sh", script);
     Run r = run("bash " + (job.dir / "signal.sh").string());
     INFO(r.out);
-    CHECK(r.out.find("exit=75") != std::string::npos);
     CHECK(count(r.out, "rank-exit=75") == static_cast<std::size_t>(l.ranks));
+    CHECK(count(r.out, "rank-exit=") == static_cast<std::size_t>(l.ranks));
     CHECK(count(r.out, "received signal 10") == 1);
     CHECK(r.out.find("layout tp" + std::to_string(l.tp) + " × pp" + std::to_string(l.pp) + " × dp" +
                      std::to_string(l.ranks / (l.tp * l.pp))) != std::string::npos);
