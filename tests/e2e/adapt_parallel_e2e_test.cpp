@@ -24,17 +24,9 @@ using json = nlohmann::json;
 
 namespace {
 
-struct Run {
-  int code;
-  std::string out;
-};
-
-Run run(const std::string& cmd) {
-  Run r;
-  r.code = test::run_command(cmd, &r.out);
-  return r;
-}
-std::string bin(const char* name) { return (test::binary_dir() / "bin" / name).string(); }
+using test::bin;
+using test::Run;
+using test::run;
 /// `command` on `n` ranks (n = 1: a plain process, no launcher). One OpenMP thread per rank: ranks
 /// oversubscribing the cores, each with a thread per core, run many times slower.
 std::string on_ranks(int n, const std::string& command) {

@@ -20,17 +20,9 @@ using json = nlohmann::json;
 
 namespace {
 
-struct Run {
-  int code;
-  std::string out;
-};
-
-Run run(const std::string& cmd) {
-  Run r;
-  r.code = test::run_command(cmd, &r.out);
-  return r;
-}
-std::string bin(const char* name) { return (test::binary_dir() / "bin" / name).string(); }
+using test::bin;
+using test::Run;
+using test::run;
 
 constexpr const char* kLora = "kind = \"lora\"\n[adapter.lora]\nr = 4\nalpha = 8.0\ntargets = [\"q\", \"v\", \"down\"]\n";
 constexpr const char* kLoraBottleneck =

@@ -60,4 +60,12 @@ void write_bytes(const fs::path& path, const std::string& bytes) {
   ADAPT_REQUIRE(f.good(), IoError, "cannot write test file {}", path.string());
 }
 
+Run run(const std::string& command) {
+  Run r;
+  r.code = run_command(command, &r.out);
+  return r;
+}
+
+std::string bin(const char* name) { return (binary_dir() / "bin" / name).string(); }
+
 }  // namespace adapt::test

@@ -39,6 +39,16 @@ fs::path shared_dir();
 /// Runs a shell command, returns its exit status; stdout+stderr captured into `output`.
 int run_command(const std::string& command, std::string* output = nullptr);
 
+/// A command's exit status and its captured stdout+stderr.
+struct Run {
+  int code;
+  std::string out;
+};
+/// run_command, keeping the output.
+Run run(const std::string& command);
+/// The path of an application built into binary_dir()/bin (e.g. "adapt_train").
+std::string bin(const char* name);
+
 /// Writes bytes to a file (test inputs).
 void write_bytes(const fs::path& path, const std::string& bytes);
 

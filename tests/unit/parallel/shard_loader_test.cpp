@@ -12,6 +12,7 @@
 #include "io/sharded.h"
 #include "model/llama_config.h"
 #include "model/model_folder.h"
+#include "model/tensor_parallel.h"
 #include "model/weight_names.h"
 #include "tests/support/test_support.h"
 
@@ -47,19 +48,6 @@ model::WeightKind weight_kind(LlamaTensor t) {
 
 std::string hf_name(LlamaTensor t, int layer) { return model::weight_name(weight_kind(t), layer); }
 
-LlamaDims dims_of(const model::LlamaConfig& c) {
-  return {.hidden = c.hidden_size,
-          .intermediate = c.intermediate_size,
-          .n_layers = c.n_layers,
-          .n_heads = c.n_heads,
-          .n_kv_heads = c.n_kv_heads,
-          .head_dim = c.head_dim,
-          .vocab = c.vocab_size,
-          .tie_word_embeddings = c.tie_word_embeddings,
-          .attention_bias = c.attention_bias,
-          .mlp_bias = c.mlp_bias};
-}
-
 model::LlamaConfig tiny_config(bool tied) {
   model::LlamaConfig c = model::llama_config_preset("tiny");
   c.n_layers = 3;  // two stages hold 2 and 1 layers
@@ -80,7 +68,7 @@ float full_at(const Tensor& full, const TensorSlice& s, std::int64_t i, std::int
 
 void check_grid(const std::filesystem::path& dir, const model::LlamaConfig& cfg, const comm::ProcessGrid& grid) {
   CAPTURE(grid.str());
-  const LlamaDims dims = dims_of(cfg);
+  const LlamaDims dims = model::llama_dims(cfg);
   io::ShardedSafetensors files(dir);
   REQUIRE(files.files().size() > 1);  // the folder is sharded
   std::map<std::string, Tensor> full;
@@ -156,7 +144,7 @@ TEST_CASE("a model folder that does not match the shape is a ShapeError naming t
   model::LlamaConfig cfg = tiny_config(false);
   model::random_model_write(dir.path(), cfg, {});
   io::ShardedSafetensors files(dir.path());
-  LlamaDims dims = dims_of(cfg);
+  LlamaDims dims = model::llama_dims(cfg);
   dims.intermediate = 128;
   CHECK_THROWS_WITH_AS(llama_rank_load(files, dims, comm::ProcessGrid(2, 1, 1), 0, hf_name, DType::F32),
                        doctest::Contains("tensor 'model.layers.0.mlp.gate_proj.weight' has shape (176, 64)"),
