@@ -137,6 +137,7 @@ import resource, statistics, sys, time
 import torch
 import transformers
 from transformers import LlamaForCausalLM
+from torch_peers import attach_bottlenecks
 
 model_dir, mode = sys.argv[1:3]
 batch, seq, steps, warmup, threads, rank, bn_size = map(int, sys.argv[3:10])
@@ -173,25 +174,7 @@ else:  # lean: a hand-written LoRA wrapper, y = W x + s * B (A x)
     peft_version = "-"
 
 
-class Bottleneck(torch.nn.Module):
-    """Pfeiffer: applied to o = h + MLP(h), the decoder layer's output: o + up(relu(down(o)))."""
-
-    def __init__(self, c, m):
-        super().__init__()
-        self.down, self.up = torch.nn.Linear(c, m), torch.nn.Linear(m, c)
-        torch.nn.init.zeros_(self.up.weight)
-        torch.nn.init.zeros_(self.up.bias)
-
-    def forward(self, o):
-        return o + self.up(torch.relu(self.down(o)))
-
-
-adapters = torch.nn.ModuleList()
-if bn_size > 0:
-    for layer in layers:
-        bn = Bottleneck(model.config.hidden_size, bn_size)
-        adapters.append(bn)
-        layer.register_forward_hook(lambda mod, args, out, bn=bn: (bn(out[0]),) + tuple(out[1:]))
+adapters = attach_bottlenecks(layers, model.config.hidden_size, bn_size) if bn_size > 0 else torch.nn.ModuleList()
 params = [p for p in model.parameters() if p.requires_grad] + list(adapters.parameters())
 opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
 model.train()
@@ -245,7 +228,7 @@ PY
 run_hf() {  # name mode round [tcmalloc]
   local preload=()
   [[ "${4:-}" == tcmalloc ]] && preload=(LD_PRELOAD="$tcmalloc")
-  env "${preload[@]}" OMP_NUM_THREADS="$threads" OPENBLAS_NUM_THREADS="$threads" OMP_WAIT_POLICY=PASSIVE \
+  env "${preload[@]}" OMP_NUM_THREADS="$threads" OPENBLAS_NUM_THREADS="$threads" OMP_WAIT_POLICY=PASSIVE PYTHONPATH="$root/scripts" \
     "$peer_py" "$work/hf_train.py" "$work/bench" "$2" "$batch" "$seq_len" "$steps" "$warmup" "$threads" "$rank" \
     "$bn_size" "$alpha" "$lr" >"$work/$1.$3.txt" 2>"$work/$1.$3.err" || tail -1 "$work/$1.$3.err" >"$work/$1.failed"
 }

@@ -62,6 +62,7 @@ def main():
         import torch
         import transformers
         from transformers import LlamaConfig, LlamaForCausalLM
+        from torch_peers import attach_bottlenecks
     except ImportError as e:
         print(f"bench_train_hf_gpu: skipped: {e}", file=sys.stderr)
         return 77
@@ -104,25 +105,8 @@ def main():
     else:
         layers = model.model.layers
 
-    class Bottleneck(torch.nn.Module):
-        """Pfeiffer: applied to o = h + MLP(h), the decoder layer's output: o + up(relu(down(o)))."""
-
-        def __init__(self, c, m):
-            super().__init__()
-            self.down, self.up = torch.nn.Linear(c, m), torch.nn.Linear(m, c)
-            torch.nn.init.zeros_(self.up.weight)
-            torch.nn.init.zeros_(self.up.bias)
-
-        def forward(self, o):
-            return o + self.up(torch.relu(self.down(o)))
-
-    adapters = torch.nn.ModuleList()
-    if use_bn:
-        for layer in layers:
-            bn = Bottleneck(cfg.hidden_size, args.bn_size).to(dev, torch.bfloat16)
-            adapters.append(bn)
-            layer.register_forward_hook(
-                lambda mod, a, out, bn=bn: (bn(out[0]),) + tuple(out[1:]) if isinstance(out, tuple) else bn(out))
+    adapters = (attach_bottlenecks(layers, cfg.hidden_size, args.bn_size, dev, torch.bfloat16) if use_bn
+                else torch.nn.ModuleList())
     params = [p for p in model.parameters() if p.requires_grad] + list(adapters.parameters())
     n_adapter = sum(p.numel() for p in params)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
