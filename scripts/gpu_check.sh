@@ -7,23 +7,23 @@
 #      tests use; CTest reads 77 as "skipped"), before configuring anything.
 #   2. Configures BUILD_DIR (default build-gpu-check) with Ninja (when installed), Release, -DADAPT_CUDA=ON,
 #      -DADAPT_CUDA_ARCHS="80;90", tests on, and builds the GPU test executables (the tests labelled `gpu`),
-#      tests/gpu_ops_bench and adapt_model.
+#      tests/gpu_ops_bench, tests/adapt_model_gpu_bench and adapt_model.
 #   3. ctest -L gpu: one row per test (passed / failed / skipped, seconds).
 #   4. tests/gpu_ops_bench (tests/bench/gpu_ops_bench.cpp): every op at Llama-3.1-8B shapes (T = 4096)
 #      as GB/s or TFLOP/s against a device-to-device copy and a cuBLASLt bf16 GEMM at 8192³ measured in
 #      the same run, with the fraction of the ceiling; decode attention at batch 1 and 16 over 4k and
 #      32k contexts against the HBM bound.
-#   5. Model level, on an 8B-shaped model of LAYERS (default 4) layers made by `adapt_model make --preset
-#      llama-3.1-8b --layers 4 --dtype bf16`, seq 4096, batch 1:
-#        - adapt's training step (LoRA r16, bottleneck) and decode at batch 1 and 16: printed as "not
-#          available yet" rows, because the model does not run on the CUDA backend yet (its weights,
-#          activations and adapters stay on the host); the decode rows still give the HBM bound
-#          (the bytes one step must read / the copy bandwidth measured in step 4);
+#   5. Model level, at Llama-3.1-8B shapes with LAYERS (default 4) layers, seq 4096, batch 1:
+#        - tests/adapt_model_gpu_bench: adapt's training step on the GPU (LoRA r16 on all 7 projections;
+#          bottleneck 64 after each layer) as tokens/s, TFLOP/s and MFU against the nominal peak and the
+#          GEMM ceiling; greedy decode at batch 1 and 16 against the HBM bound (weights + KV bytes per step
+#          / the device-to-device copy bandwidth it measures);
 #        - the same training step through HF transformers + peft (scripts/bench_train_hf_gpu.py, torch's
-#          SDPA attention, bf16) when PYTHON can import torch, transformers and peft and torch sees the
-#          GPU: tokens/s, model TFLOP/s, MFU against the GPU's nominal dense bf16 peak (H100/H200 989.4,
-#          A100 312) and against the GEMM ceiling of step 4. Nothing is installed: a machine without them
-#          gets a row saying so.
+#          SDPA attention, bf16; the model made by `adapt_model make --preset llama-3.1-8b --layers LAYERS
+#          --dtype bf16`), with adapt's tokens/s beside it and the ratio, when PYTHON can import torch,
+#          transformers and peft and torch sees the GPU: tokens/s, model TFLOP/s, MFU against the GPU's
+#          nominal dense bf16 peak (H100/H200 989.4, A100 312) and against the GEMM ceiling of step 4.
+#          Nothing is installed: a machine without them gets a row saying so.
 #
 # Usage: scripts/gpu_check.sh [--build-dir DIR] [--jobs N] [--layers N] [--quick] [--no-build] [--no-hf]
 #                             [--python PY] [--out FILE] [-h|--help]
@@ -133,7 +133,7 @@ while read -r t; do gpu_targets+=("test_$t"); done < <(ctest --test-dir "$build"
   sed -n 's/^ *Test *#[0-9]*: gpu\.\(.*\)$/\1/p')
 if [[ "$do_build" == 1 ]]; then
   echo "gpu_check: building ${#gpu_targets[@]} GPU tests, gpu_ops_bench and adapt_model with $jobs jobs" >&2
-  if ! cmake --build "$build" -j "$jobs" --target "${gpu_targets[@]}" gpu_ops_bench app_adapt_model >>"$log" 2>&1; then
+  if ! cmake --build "$build" -j "$jobs" --target "${gpu_targets[@]}" gpu_ops_bench adapt_model_gpu_bench app_adapt_model >>"$log" 2>&1; then
     tail -40 "$log" >&2
     echo "gpu_check: the build failed (log: $log)" >&2
     exit 2
@@ -194,15 +194,33 @@ bw_gbs="$(col_of 'ceiling: D2D copy' 2>/dev/null || true)"
 gemm_tflops="$(col_of 'ceiling: cuBLASLt bf16 GEMM' 2>/dev/null || true)"
 
 # ---- 5. model level -------------------------------------------------------------------------------
-emit "### Model level: Llama-3.1-8B shapes, $layers layers, seq $seq_len, batch 1"
+echo "gpu_check: tests/adapt_model_gpu_bench" >&2
+model_args=(--layers "$layers" --seq "$seq_len")
+[[ "$quick" == 1 ]] && model_args=(--quick)
+emit "### Model level: Llama-3.1-8B shapes (tests/adapt_model_gpu_bench ${model_args[*]})"
 emit ""
-emit "| what | implementation | tokens/s | model TFLOP/s | MFU (nominal ${peak} TFLOP/s) | of GEMM ceiling | vs HF + peft |"
-emit "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
-not_yet="not available yet: the model does not run on the CUDA backend (weights, activations and adapters stay on the host)"
+model_rc=0
+"$build/tests/adapt_model_gpu_bench" "${model_args[@]}" >"$work/model.md" 2>"$work/model.err" || model_rc=$?
+cat "$work/model.err" >>"$log"
+if [[ "$model_rc" == 0 ]]; then
+  while IFS= read -r line; do emit "$line"; done <"$work/model.md"
+else
+  emit "adapt_model_gpu_bench did not run to the end (exit $model_rc): $(tail -2 "$work/model.err" | tr '\n' ' ')"
+  status=1
+fi
+emit ""
+emit "adapt's training rows time llama_train_step (forward + backward, bf16 base weights, f32 activations and"
+emit "adapter) on one sequence; the FLOP count is in tests/bench/model_gpu_bench.cpp's header (the frozen base"
+emit "has no weight gradient). Decode rows: greedy, logits copied to the host every step."
+emit ""
+# tokens/s of adapt's row whose first cell starts with $1
+adapt_tps() { awk -F'|' -v m="$1" 'index($2, m) == 2 {gsub(/ /, "", $4); print $4; exit}' "$work/model.md" 2>/dev/null; }
 
 hf_skip=""
 model_dir="$work/llama-8b-${layers}l"
 hf_python=""
+hf_seq="$seq_len" hf_layers="$layers"
+[[ "$quick" == 1 ]] && hf_seq=512 hf_layers=2  # what adapt_model_gpu_bench --quick runs
 if [[ "$do_hf" == 0 ]]; then
   hf_skip="not run (--no-hf)"
 elif ! command -v "$python" >/dev/null 2>&1; then
@@ -211,8 +229,8 @@ elif ! why="$("$python" -c 'import torch, transformers, peft; assert torch.cuda.
   hf_skip="not run: $python cannot import torch + transformers + peft with CUDA ($(echo "$why" | tail -1))"
 else
   hf_python="$python"
-  echo "gpu_check: adapt_model make --preset llama-3.1-8b --layers $layers --dtype bf16" >&2
-  if ! "$build/bin/adapt_model" make --preset llama-3.1-8b --layers "$layers" --dtype bf16 --out "$model_dir" \
+  echo "gpu_check: adapt_model make --preset llama-3.1-8b --layers $hf_layers --dtype bf16" >&2
+  if ! "$build/bin/adapt_model" make --preset llama-3.1-8b --layers "$hf_layers" --dtype bf16 --out "$model_dir" \
        >>"$log" 2>&1; then
     hf_skip="not run: adapt_model make failed ($(tail -1 "$log"))"
     hf_python=""
@@ -220,51 +238,71 @@ else
   fi
 fi
 
-hf_row() {  # adapter label
-  local adapter="$1" label="$2" steps=10 warmup=3
+emit "### The same training step through HF transformers + peft (scripts/bench_train_hf_gpu.py, seq $hf_seq, $hf_layers layers)"
+emit ""
+emit "| training step | HF + peft tokens/s | model TFLOP/s | MFU (nominal ${peak} TFLOP/s) | of GEMM ceiling | adapt tokens/s | adapt / HF |"
+emit "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+hf_row() {  # adapter label adapt-row-prefix
+  local adapter="$1" label="$2" ours
+  local steps=10 warmup=3
   [[ "$quick" == 1 ]] && steps=3 warmup=2
+  ours="$(adapt_tps "$3")"
   if [[ -z "$hf_python" ]]; then
-    emit "| training step, $label | HF + peft | $hf_skip | | | | |"
+    emit "| $label | $hf_skip | | | | ${ours:--} | |"
     return
   fi
   echo "gpu_check: HF + peft training step ($adapter)" >&2
   local res="$work/hf_$adapter.txt" rc=0
-  "$hf_python" "$root/scripts/bench_train_hf_gpu.py" "$model_dir" --adapter "$adapter" --seq "$seq_len" \
-    --steps "$steps" --warmup "$warmup" --peak-tflops "$peak" >"$res" 2>>"$log" || rc=$?
+  "$hf_python" "$root/scripts/bench_train_hf_gpu.py" "$model_dir" --adapter "$adapter" --seq "$hf_seq" \
+    --rank 16 --bn-size 64 --steps "$steps" --warmup "$warmup" --peak-tflops "$peak" >"$res" 2>>"$log" || rc=$?
   if [[ "$rc" != 0 ]]; then
-    emit "| training step, $label | HF + peft | failed (exit $rc; $log) | | | | |"
+    emit "| $label | failed (exit $rc; $log) | | | | ${ours:--} | |"
     status=1
     return
   fi
-  local tps tfl mfu of_gemm
+  local tps tfl mfu of_gemm ratio
   tps="$(awk '$1 == "tokens_per_s" {print $2}' "$res")"
   tfl="$(awk '$1 == "model_tflops_per_s" {print $2}' "$res")"
   mfu="$(awk '$1 == "mfu" {printf "%.1f%%", 100 * $2}' "$res")"
   of_gemm="$(awk -v t="$tfl" -v g="$gemm_tflops" 'BEGIN {if (g > 0) printf "%.1f%%", 100 * t / g}')"
-  emit "| training step, $label | HF + peft ($(sed -n 's/^versions //p' "$res")) | $tps | $tfl | ${mfu:--} | ${of_gemm:--} | 1.00 |"
+  ratio="$(awk -v a="$ours" -v h="$tps" 'BEGIN {if (a > 0 && h > 0) printf "%.2f", a / h}')"
+  emit "| $label ($(sed -n 's/^versions //p' "$res")) | $tps | $tfl | ${mfu:--} | ${of_gemm:--} | ${ours:--} | ${ratio:--} |"
 }
-
-for pair in "lora:LoRA r16 (q, k, v, o, gate, up, down)" "bottleneck:bottleneck 256 after each MLP"; do
-  adapter="${pair%%:*}" label="${pair#*:}"
-  emit "| training step, $label | adapt | $not_yet | | | | |"
-  hf_row "$adapter" "$label"
-done
-
-# decode: the HBM bound of one step = (the weights one token reads + B KV caches of CTX tokens) / copy bandwidth
-decode_ctx=4096
-for batch in 1 16; do
-  bound="$(awk -v L="$layers" -v B="$batch" -v ctx="$decode_ctx" -v bw="$bw_gbs" 'BEGIN {
-    C = 4096; F = 14336; kv = 8 * 128; V = 128256
-    w = L * (C * C + 2 * kv * C + C * C + 3 * C * F) + V * C   # projections + LM head, bf16; embedding: B rows
-    bytes = 2 * w + B * L * 2 * kv * ctx * 2
-    if (bw > 0) printf "%.0f tokens/s (%.2f GB per step at %.0f GB/s)", B / (bytes / (bw * 1e9)), bytes / 1e9, bw
-  }')"
-  emit "| decode, batch $batch, context ${decode_ctx} | adapt | $not_yet; HBM bound: ${bound:-unknown (no bandwidth measured)} | | | | |"
-done
+hf_row lora "LoRA r16 (q, k, v, o, gate, up, down)" "train lora"
+hf_row bottleneck "bottleneck 64 after each layer" "train bottleneck"
 emit ""
-emit "Model FLOPs (MFU): 4 · base linear weights per token (forward + input gradient; the frozen base has no"
-emit "weight gradient) + 6 · adapter weights per token + causal attention (forward 2·T²·H·D per layer, backward"
-emit "2.5x); see scripts/bench_train_hf_gpu.py. Ratios against HF + peft follow once adapt's rows exist."
+emit "HF's step also clips and applies AdamW to the adapter (a few MB); adapt's row is the forward and backward."
+emit ""
+
+# ==== GPU only: the optimizer state in host RAM (optim.offload) ========================================
+# tests/bench/offload_bench.cpp: the optimizer phase of a step with the AdamW state on the device (one
+# kernel) and offloaded to pinned host RAM (gradients device->host per bucket, the multithreaded CPU
+# AdamW, bf16 weights back), per adapter size per rank: LoRA r16 on every projection of Llama 3.1 8B
+# (42M parameters) and 70B (207M; tp8 gives 26M per rank). The step time with optim.offload = true is
+# about step + (offloaded - device) without overlap; the aim, at most 1.10x the step without offload,
+# needs the training step on the GPU to be measured against.
+emit ""
+emit "### Optimizer state in host RAM (optim.offload): the optimizer phase, device vs offloaded"
+emit ""
+offload_reps=5
+[[ "$quick" == 1 ]] && offload_reps=2
+if [[ "$do_build" == 1 ]] && ! cmake --build "$build" -j "$jobs" --target offload_bench >>"$log" 2>&1; then
+  emit "offload_bench did not build (log: $log)"
+  status=1
+elif [[ ! -x "$build/tests/offload_bench" ]]; then
+  emit "offload_bench is not in $build/tests (build it, or run without --no-build)"
+  status=1
+elif "$build/tests/offload_bench" 42000000,207000000 0 "$offload_reps" >"$build/offload_bench.txt" 2>>"$log"; then
+  emit "| adapter parameters per rank | CPU threads | device AdamW (ms) | offloaded (ms) | of which D2H (ms) | CPU update + H2D (ms) | extra per step (ms) |"
+  emit "|---|---|---|---|---|---|---|"
+  while read -r _ n t dev off d2h upd; do
+    emit "| $n | $t | $dev | $off | $d2h | $upd | $(awk -v a="$off" -v b="$dev" 'BEGIN { printf "%.1f", a - b }') |"
+  done <"$build/offload_bench.txt"
+else
+  emit "offload_bench failed (log: $log)"
+  status=1
+fi
+emit ""
 
 cp "$report" "$out"
 echo "gpu_check: report written to $out (full log: $log); exit $status" >&2

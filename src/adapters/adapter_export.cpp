@@ -5,6 +5,7 @@
 
 #include "adapters/adapter_config_check.h"
 #include "adapters/adapter_files.h"
+#include "adapters/adapter_math.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "io/safetensors_writer.h"
@@ -53,8 +54,10 @@ std::vector<int> left_out(const AdapterSet& set) {
   return out;
 }
 
+/// A set on a device is read through host copies.
 io::TensorSource source(const Tensor& t, DType dtype, std::string name) {
-  return io::tensor_source(t.dtype() == dtype ? t : t.to_host(dtype), std::move(name));
+  const Tensor h = t.device().host_accessible() ? t : detail::copy_to(t, host_allocator());
+  return io::tensor_source(h.dtype() == dtype ? h : h.to_host(dtype), std::move(name));
 }
 
 void export_peft(const AdapterSet& set, const fs::path& dir, const AdapterExportOptions& options) {

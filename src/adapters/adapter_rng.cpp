@@ -8,28 +8,14 @@
 namespace adapt::adapters {
 
 namespace {
-constexpr std::uint64_t kGolden = 0x9e3779b97f4a7c15ULL;
+constexpr std::uint64_t kGolden = kRngGolden;
 constexpr std::uint64_t kDropoutTag = 0x64726f706f7574ULL;  // "dropout"
 }  // namespace
-
-std::uint64_t rng_mix64(std::uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
 
 std::uint64_t rng_key(std::initializer_list<std::uint64_t> words) {
   std::uint64_t h = kGolden;
   for (const std::uint64_t w : words) h = rng_mix64(h + kGolden + rng_mix64(w));
   return h;
-}
-
-double rng_uniform(std::uint64_t key, std::uint64_t index) {
-  const std::uint64_t bits = rng_mix64(key ^ rng_mix64(index * kGolden + 1));
-  return static_cast<double>(bits >> 11) * 0x1.0p-53;
 }
 
 double rng_normal(std::uint64_t key, std::uint64_t index) {

@@ -1,22 +1,24 @@
 // Counter-based random numbers for adapters: every value is a hash of (seed, purpose, site, element),
 // never a draw from a running stream. Initialisation therefore does not depend on the order in which
 // parameters are built, and a dropout mask is recomputed bit for bit when a layer's forward runs again
-// (activation recomputation) or when its backward needs the mask.
+// (activation recomputation) or when its backward needs the mask. The hash itself is in
+// adapter_rng_hash.h, shared with the device kernels (kernels/adapter_ops.cu): GPU masks are the CPU's.
 #pragma once
 
 #include <cstdint>
 #include <initializer_list>
 
+#include "adapters/adapter_rng_hash.h"
 #include "tensor/tensor.h"
 
 namespace adapt::adapters {
 
-/// splitmix64's finaliser: a bijective 64-bit mix.
-std::uint64_t rng_mix64(std::uint64_t x);
+/// splitmix64's finaliser: a bijective 64-bit mix (rng_hash_mix64).
+inline std::uint64_t rng_mix64(std::uint64_t x) { return rng_hash_mix64(x); }
 /// A key from several words (order matters).
 std::uint64_t rng_key(std::initializer_list<std::uint64_t> words);
-/// Uniform in [0, 1) with 53 random bits, from element `index` of the stream `key`.
-double rng_uniform(std::uint64_t key, std::uint64_t index);
+/// Uniform in [0, 1) with 53 random bits, from element `index` of the stream `key` (rng_hash_uniform).
+inline double rng_uniform(std::uint64_t key, std::uint64_t index) { return rng_hash_uniform(key, index); }
 /// Standard normal (Box–Muller on two uniforms) from element `index` of the stream `key`.
 double rng_normal(std::uint64_t key, std::uint64_t index);
 
@@ -38,7 +40,7 @@ struct DropoutKey {
 /// >= p; kept elements are scaled by 1 / (1 − p), as torch.nn.Dropout does.
 std::uint64_t dropout_stream(const DropoutKey& key);
 inline bool dropout_keep(std::uint64_t stream, std::int64_t index, double p) {
-  return rng_uniform(stream, static_cast<std::uint64_t>(index)) >= p;
+  return rng_hash_dropout_keep(stream, index, p);
 }
 
 }  // namespace adapt::adapters

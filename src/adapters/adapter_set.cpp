@@ -4,7 +4,9 @@
 
 #include "adapters/adapter_check.h"
 #include "adapters/adapter_config_check.h"
+#include "adapters/adapter_math.h"
 #include "adapters/adapter_rng.h"
+#include "backend/backend.h"
 #include "core/error.h"
 #include "model/llama_weights.h"
 
@@ -149,10 +151,7 @@ Tensor AdapterSet::block_input(const Tensor& h, const Tensor& f) {
     case BnPlacement::Parallel: return h;
     case BnPlacement::Pfeiffer: {
       Tensor z = ws_->take(h.shape(), DType::F32, "bottleneck.h_plus_f");
-      const float* hp = h.data<float>();
-      const float* fp = f.data<float>();
-      float* zp = z.data<float>();
-      for (std::int64_t i = 0; i < z.numel(); ++i) zp[i] = hp[i] + fp[i];
+      detail::add(z, h, f);
       return z;
     }
   }
@@ -166,6 +165,8 @@ void AdapterSet::block_forward(int layer, BlockSite site, const Tensor& h, const
   const std::int64_t N = matrix_rows("block_forward", h, "h");
   check_matrix("block_forward", h, N, model_.hidden_size, "h");
   check_matrix("block_forward", f, N, model_.hidden_size, "f");
+  check_device("block_forward", h, device_, "h");
+  check_device("block_forward", f, device_, "f");
   ws_->reset();
   const Tensor z = block_input(h, f);
   ad->forward(z, out, *ws_);
@@ -183,21 +184,17 @@ void AdapterSet::block_backward(int layer, BlockSite site, const Tensor& h, cons
   check_matrix("block_backward", dh, N, C, "dh");
   check_matrix("block_backward", df, N, C, "df");
   ADAPT_CHECK(dh.raw() != df.raw(), "block_backward: dh and df must be distinct tensors");
+  check_device("block_backward", h, device_, "h");
+  check_device("block_backward", f, device_, "f");
+  check_device("block_backward", dh, device_, "dh");
+  check_device("block_backward", df, device_, "df");
   ws_->reset();
   const Tensor z = block_input(h, f);
   Tensor dz = ws_->take({N, C}, DType::F32, "bottleneck.dz");
   ad->backward(z, dout, dz, *ws_);
   const BnPlacement placement = config_.bottleneck.placement;
-  const float* g = dz.data<float>();
-  const std::int64_t n = dz.numel();
-  if (placement != BnPlacement::Houlsby) {  // z reads h
-    float* p = dh.data<float>();
-    for (std::int64_t i = 0; i < n; ++i) p[i] += g[i];
-  }
-  if (placement != BnPlacement::Parallel) {  // z reads f
-    float* p = df.data<float>();
-    for (std::int64_t i = 0; i < n; ++i) p[i] += g[i];
-  }
+  if (placement != BnPlacement::Houlsby) detail::accumulate(dh, dz);   // z reads h
+  if (placement != BnPlacement::Parallel) detail::accumulate(df, dz);  // z reads f
 }
 
 // ---- training -------------------------------------------------------------------------------------
@@ -214,7 +211,60 @@ void AdapterSet::set_step(std::int64_t step, std::int64_t micro_batch) {
 }
 
 void AdapterSet::zero_grad() {
-  for (AdapterParam& p : parameters()) p.grad.zero();
+  for (AdapterParam& p : parameters()) detail::zero(p.grad);
+  for (AdapterParam& p : host_mirror_) p.grad.zero();
+}
+
+// ---- device ---------------------------------------------------------------------------------------
+
+void AdapterSet::to_device(int index) {
+  Allocator& alloc = backend::cuda_allocator(index);  // UnsupportedError naming the device when there is none
+  if (device_ == alloc.device()) return;
+  if (!device_.host_accessible()) to_host();
+  for (LoraAdapter& ad : lora_) ad.to_memory(alloc);
+  for (BottleneckAdapter& ad : bn_) ad.to_memory(alloc);
+  ws_ = std::make_unique<ops::Workspace>(alloc);
+  device_ = alloc.device();
+  host_mirror_.clear();
+  for (const AdapterParam& p : parameters()) {
+    AdapterParam m = p;
+    m.value = Tensor::empty(p.value.shape(), DType::F32, host_allocator(), p.value.name());
+    m.grad = Tensor::empty(p.grad.shape(), DType::F32, host_allocator(), p.grad.name());
+    host_mirror_.push_back(std::move(m));
+  }
+  values_to_host();
+  gradients_to_host();
+}
+
+void AdapterSet::to_host() {
+  if (device_.host_accessible()) return;
+  for (LoraAdapter& ad : lora_) ad.to_memory(host_allocator());
+  for (BottleneckAdapter& ad : bn_) ad.to_memory(host_allocator());
+  ws_ = std::make_unique<ops::Workspace>();
+  device_ = Device{};
+  host_mirror_.clear();
+}
+
+std::vector<AdapterParam> AdapterSet::host_parameters() const {
+  return device_.host_accessible() ? parameters() : host_mirror_;
+}
+
+void AdapterSet::gradients_to_host() {
+  if (device_.host_accessible()) return;
+  const std::vector<AdapterParam> params = parameters();
+  for (std::size_t i = 0; i < params.size(); ++i) backend::copy(host_mirror_[i].grad, params[i].grad);
+}
+
+void AdapterSet::values_from_host() {
+  if (device_.host_accessible()) return;
+  std::vector<AdapterParam> params = parameters();
+  for (std::size_t i = 0; i < params.size(); ++i) backend::copy(params[i].value, host_mirror_[i].value);
+}
+
+void AdapterSet::values_to_host() {
+  if (device_.host_accessible()) return;
+  const std::vector<AdapterParam> params = parameters();
+  for (std::size_t i = 0; i < params.size(); ++i) backend::copy(host_mirror_[i].value, params[i].value);
 }
 
 std::vector<AdapterParam> AdapterSet::parameters() const {

@@ -4,7 +4,9 @@
 // stable names for the optimizer and checkpoints, and merges LoRA into f32 base weights for inference.
 // Forward and backward recompute what they need from their inputs, so recomputation, micro-batches
 // and the order of calls across layers need no bookkeeping; dropout masks are keyed by
-// (seed, step, micro-batch, layer, site, element).
+// (seed, step, micro-batch, layer, site, element). Parameters and gradients live on the host or, after
+// to_device(), on one CUDA device, where all of the hook's math runs (kernels/adapter_ops.h, cuBLASLt);
+// host mirrors (host_parameters) serve the optimizer and checkpoints, which read host memory.
 #pragma once
 
 #include <array>
@@ -32,7 +34,7 @@ namespace adapt::adapters {
 /// One trainable tensor, as the optimizer (optim::AdamW::add) and checkpoints take it.
 struct AdapterParam {
   std::string name;  // stable: "layers.3.q.lora_a", "layers.3.mlp_adapter.down.weight", ...
-  Tensor value;      // f32, contiguous host; shares storage with the adapter (the optimizer's master copy)
+  Tensor value;      // f32, contiguous, on AdapterSet::device(); shares storage with the adapter
   Tensor grad;       // f32, same shape; accumulated by backward, cleared by zero_grad()
   bool decay = true;  // false for biases and LayerNorm parameters (no weight decay)
   /// Tensor parallelism (DESIGN.md "Parallel layout"): the dimension split over the tp group like the
@@ -81,7 +83,7 @@ class AdapterSet final : public model::AdapterHook {
   /// Sets every gradient to zero.
   void zero_grad();
   /// Every parameter in a stable order (layer, then LoRA sites q, k, v, o, gate, up, down, then
-  /// bottleneck sites attn, mlp, then tensor), sharing storage with the adapters.
+  /// bottleneck sites attn, mlp, then tensor), sharing storage with the adapters (so on device()).
   std::vector<AdapterParam> parameters() const;
   /// The parameter named `name` (as in parameters()), or nullptr.
   const Tensor* find_parameter(std::string_view name) const;
@@ -89,6 +91,32 @@ class AdapterSet final : public model::AdapterHook {
   /// The parameters of the LoRA sites / of the bottleneck modules (their sum is n_parameters()).
   std::int64_t n_lora_parameters() const;
   std::int64_t n_bottleneck_parameters() const;
+
+  // ---- device (parameters and gradients on a CUDA device; the hook's tensors must be there too) ----
+  /// Where the parameters and gradients live: the host (cpu) unless to_device() moved them.
+  Device device() const { return device_; }
+  /// Moves every parameter and gradient (values kept bit for bit) and the hook's scratch memory to
+  /// cuda:`index`; afterwards the hook takes tensors on that device only (ShapeError naming the tensor
+  /// otherwise) and runs there, and parameters() are device tensors. Creates the host mirrors of
+  /// host_parameters(), holding the current values. Call it after shard_for_tp(). UnsupportedError
+  /// without CUDA or with no such device. A set already on cuda:`index` is left as it is.
+  void to_device(int index);
+  /// Moves everything back to host memory (values kept) and drops the host mirrors.
+  void to_host();
+  /// What the optimizer (optim::AdamW, train::DpOptimizer), gradient reductions and checkpoints take:
+  /// on the host, parameters() itself; on a device, host mirrors (same names, order, shapes, decay and
+  /// tp_shard_dim) that stay the same tensors for the life of this placement, so an optimizer can keep
+  /// them. A device set's mirrors move only through the three calls below: per optimizer step
+  /// gradients_to_host() after the last backward (and tp_reduce_gradients), the host-side reduction,
+  /// clipping and update on the mirrors, then values_from_host(); after restoring values into the
+  /// mirrors (checkpoint resume) values_from_host() too. All three are no-ops on a host set.
+  std::vector<AdapterParam> host_parameters() const;
+  /// Copies the device gradients into the host mirrors (synchronous).
+  void gradients_to_host();
+  /// Copies the host mirrors' values to the device parameters (synchronous).
+  void values_from_host();
+  /// Copies the device parameter values into the host mirrors (synchronous).
+  void values_to_host();
 
   // ---- sites ----
   /// nullptr when the site has no adapter.
@@ -115,18 +143,20 @@ class AdapterSet final : public model::AdapterHook {
   /// modules stay whole (they act on the full hidden state, after the all-reduce). Call it on a whole
   /// set (just initialised, or loaded from files), so every rank starts from the single-rank values;
   /// afterwards the hook, parameters() and merge() work on the rank's slices. No-op with one rank.
-  /// UnsupportedError when merged or already sharded.
+  /// UnsupportedError when merged, already sharded or on a device (shard first, then to_device).
   void shard_for_tp(const model::TensorParallel& tp);
   /// The tp group the LoRA factors are sharded over (one rank when not sharded).
   const model::TensorParallel& tp() const { return tp_; }
   /// Sums the gradients of the whole LoRA factors over the tp group: with sharded sites each rank holds
   /// a partial sum for A of q/k/v/gate/up and B of o/down. Call it once per optimizer step, after the
   /// last backward and before clipping, data-parallel averaging or the update. Bottleneck gradients
-  /// are already whole on every rank. Collective over tp; no-op with one rank.
+  /// are already whole on every rank. Collective over tp; no-op with one rank. On a device set the
+  /// device gradients are reduced in place with an NCCL communicator, through host copies with the
+  /// local or MPI one.
   void tp_reduce_gradients();
   /// A whole (unsharded) set with this set's config, values and gradients, on every rank of the tp
   /// group (a collective): what export, checkpoints and comparisons with one rank take. An unsharded
-  /// set is copied.
+  /// set is copied. The result is always on the host, whatever device() is.
   AdapterSet tp_gathered() const;
   /// The slice of the whole tensor each parameter holds, in parameters() order (dim None for whole
   /// ones): parallel::shard_take(whole, slice) cuts a rank's part of a per-parameter tensor (optimizer
@@ -134,7 +164,8 @@ class AdapterSet final : public model::AdapterHook {
   std::vector<parallel::TensorSlice> tp_param_slices() const;
   /// The global norm of the gradients of the whole set, from the shards: Σ g² of the split factors
   /// summed over tp, the whole tensors counted once (call after tp_reduce_gradients; collective over
-  /// tp). For clipping: every rank scales its own gradients by the same max_norm / (norm + 1e-6).
+  /// tp). For clipping: every rank scales its own gradients by the same max_norm / (norm + 1e-6). On a
+  /// device set the gradients are copied to the host for the sum.
   double tp_grad_norm() const;
 
  private:
@@ -147,7 +178,9 @@ class AdapterSet final : public model::AdapterHook {
   std::vector<std::array<int, kNumTargets>> lora_at_;  // [layer][target] -> index in lora_ or -1
   std::vector<BottleneckAdapter> bn_;
   std::vector<std::array<int, 2>> bn_at_;  // [layer][attn, mlp] -> index in bn_ or -1
-  std::unique_ptr<ops::Workspace> ws_;
+  std::unique_ptr<ops::Workspace> ws_;  // on device_
+  Device device_{};
+  std::vector<AdapterParam> host_mirror_;  // empty on the host
   bool training_ = false;
   bool merged_ = false;
   std::int64_t step_ = 0;

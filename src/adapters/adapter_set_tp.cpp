@@ -5,7 +5,12 @@
 #include <cmath>
 #include <span>
 
+#include "adapters/adapter_math.h"
+#include "backend/backend.h"
 #include "core/error.h"
+#if ADAPT_HAVE_NCCL
+#include "comm/nccl_communicator.h"
+#endif
 #include "parallel/llama_sharding.h"
 #include "parallel/tp_ops.h"
 
@@ -21,6 +26,19 @@ constexpr WeightKind kTargets[] = {WeightKind::Wq,    WeightKind::Wk,  WeightKin
 // parallel::LlamaTensor lists the tensors in WeightKind's order (both are HF's).
 parallel::LlamaTensor base_tensor(WeightKind kind) { return static_cast<parallel::LlamaTensor>(static_cast<int>(kind)); }
 
+/// t itself when in host memory, otherwise a host copy.
+Tensor on_host(const Tensor& t) { return t.device().host_accessible() ? t : detail::copy_to(t, host_allocator()); }
+
+/// NCCL reduces device buffers; the local and MPI communicators take host memory.
+bool takes_device_buffers(const comm::Communicator& c) {
+#if ADAPT_HAVE_NCCL
+  return dynamic_cast<const comm::NcclCommunicator*>(&c) != nullptr;
+#else
+  (void)c;
+  return false;
+#endif
+}
+
 parallel::LoraShard shard_of(WeightKind kind, std::int64_t r, const model::LlamaConfig& c,
                              const model::TensorParallel& tp) {
   return parallel::lora_shard(base_tensor(kind), r, model::llama_dims(c), tp.size, tp.rank);
@@ -32,6 +50,9 @@ void AdapterSet::shard_for_tp(const model::TensorParallel& tp) {
   ADAPT_REQUIRE(!merged_, UnsupportedError, "shard_for_tp: unmerge the LoRA adapters first");
   ADAPT_REQUIRE(!tp_.active(), UnsupportedError, "shard_for_tp: the adapters are already sharded over {} ranks",
                 tp_.size);
+  ADAPT_REQUIRE(device_.host_accessible(), UnsupportedError,
+                "shard_for_tp: the adapters are on {}; shard them on the host first, then call to_device()",
+                device_.str());
   if (!tp.active()) return;
   ADAPT_REQUIRE(tp.comm != nullptr && tp.comm->size() == tp.size && tp.comm->rank() == tp.rank, ConfigError,
                 "shard_for_tp: the TensorParallel context (rank {} of {}) does not match its communicator", tp.rank,
@@ -66,7 +87,14 @@ void AdapterSet::tp_reduce_gradients() {
       if (!ad) continue;
       // The factor that is whole on every rank: A of a column-parallel site, B of a row-parallel one.
       const bool column = kind != WeightKind::Wo && kind != WeightKind::WDown;
-      tp_.comm->all_reduce(column ? ad->grad_a : ad->grad_b, comm::ReduceOp::Sum);
+      Tensor& g = column ? ad->grad_a : ad->grad_b;
+      if (device_.host_accessible() || takes_device_buffers(*tp_.comm)) {
+        tp_.comm->all_reduce(g, comm::ReduceOp::Sum);
+      } else {  // a device set over a host communicator: through a host copy
+        Tensor h = detail::copy_to(g, host_allocator());
+        tp_.comm->all_reduce(h, comm::ReduceOp::Sum);
+        backend::copy(g, h);
+      }
     }
   }
 }
@@ -82,12 +110,13 @@ AdapterSet AdapterSet::tp_gathered() const {
       if (!part) continue;
       LoraAdapter* to = whole.lora(layer, kind);
       if (!tp_.active()) {
-        to->a.copy_from(part->a), to->grad_a.copy_from(part->grad_a);
-        to->b.copy_from(part->b), to->grad_b.copy_from(part->grad_b);
+        to->a.copy_from(on_host(part->a)), to->grad_a.copy_from(on_host(part->grad_a));
+        to->b.copy_from(on_host(part->b)), to->grad_b.copy_from(on_host(part->grad_b));
         continue;
       }
       const parallel::LoraShard s = shard_of(kind, part->rank(), model_, tp_);
-      auto gather = [&](Tensor& full, const Tensor& local, const parallel::TensorSlice& slice) {
+      auto gather = [&](Tensor& full, const Tensor& device_local, const parallel::TensorSlice& slice) {
+        const Tensor local = on_host(device_local);
         if (slice.dim == parallel::ShardDim::None) {
           full.copy_from(local);
         } else {
@@ -105,8 +134,8 @@ AdapterSet AdapterSet::tp_gathered() const {
   for (std::size_t i = 0; i < from.size(); ++i) {
     if (from[i].value.shape() != to[i].value.shape()) continue;  // gathered above
     Tensor v = to[i].value, g = to[i].grad;
-    v.copy_from(from[i].value);
-    g.copy_from(from[i].grad);
+    v.copy_from(on_host(from[i].value));
+    g.copy_from(on_host(from[i].grad));
   }
   return whole;
 }
@@ -136,7 +165,8 @@ double AdapterSet::tp_grad_norm() const {
   double split = 0, whole = 0;
   for (const AdapterParam& p : parameters()) {
     double sq = 0;
-    const float* g = p.grad.data<float>();
+    const Tensor grad = on_host(p.grad);
+    const float* g = grad.data<float>();
     for (std::int64_t j = 0; j < p.grad.numel(); ++j) sq += static_cast<double>(g[j]) * g[j];
     (tp_.active() && p.tp_shard_dim >= 0 ? split : whole) += sq;
   }

@@ -31,15 +31,20 @@ class BottleneckAdapter {
 
   /// AdapterHub's "mam_adapter" init: down weight kaiming_uniform(a=√5) = U(−1/√C, 1/√C) from the
   /// stream `key`, down bias 0, up weight and bias 0 (so s·A(z) = 0 exactly), LayerNorm weight 1, bias 0.
+  /// Random values are drawn on the host (and copied when the parameters live on a device).
   void init(std::uint64_t key);
+  /// Moves every parameter and gradient (values kept) to the memory of `alloc` (host or a CUDA device).
+  void to_memory(Allocator& alloc);
+  /// Where the parameters and gradients live.
+  Device device() const { return down_weight.device(); }
 
-  /// out (N, C) += s·A(z); z (N, C). Contiguous f32 host tensors; out may alias z.
+  /// out (N, C) += s·A(z); z (N, C). Contiguous f32 tensors on device() (`ws` too); out may alias z.
   void forward(const Tensor& z, Tensor& out, ops::Workspace& ws) const;
   /// dout (N, C) is the gradient of `out`: accumulates the parameter gradients and writes the gradient
   /// of the adapter's term with respect to z into dz (N, C) (overwritten, not accumulated).
   void backward(const Tensor& z, const Tensor& dout, Tensor& dz, ops::Workspace& ws);
 
-  Tensor ln_weight;    // (C)     adapter_down.0 (LayerNorm), only with ln_before
+  Tensor ln_weight;    // (C)     adapter_down.0 (LayerNorm), only with ln_before; all f32 on device()
   Tensor ln_bias;      // (C)
   Tensor down_weight;  // (m, C)  adapter_down.{0|1}.weight
   Tensor down_bias;    // (m)

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "adapters/adapter_check.h"
+#include "adapters/adapter_math.h"
 #include "adapters/adapter_rng.h"
 #include "ops/matmul.h"
 
@@ -20,24 +21,27 @@ void LoraAdapter::init(LoraInit init, std::uint64_t key) {
     case LoraInit::Peft: {
       // kaiming_uniform_(a=√5) on (r, in): gain √(2/(1+5)), bound = gain·√(3/in) = 1/√in.
       const double bound = 1.0 / std::sqrt(static_cast<double>(in()));
-      rng_fill_uniform(a, key, -bound, bound);
+      detail::fill_on_host(a, [&](Tensor& t) { rng_fill_uniform(t, key, -bound, bound); });
       break;
     }
-    case LoraInit::Gaussian: rng_fill_normal(a, key, 1.0 / static_cast<double>(rank())); break;
+    case LoraInit::Gaussian:
+      detail::fill_on_host(a, [&](Tensor& t) { rng_fill_normal(t, key, 1.0 / static_cast<double>(rank())); });
+      break;
   }
-  b.zero();
+  detail::zero(b);
+}
+
+void LoraAdapter::to_memory(Allocator& alloc) {
+  a = detail::copy_to(a, alloc);
+  b = detail::copy_to(b, alloc);
+  grad_a = detail::copy_to(grad_a, alloc);
+  grad_b = detail::copy_to(grad_b, alloc);
 }
 
 Tensor LoraAdapter::dropped_input(const Tensor& x, const LoraDropout& dropout, ops::Workspace& ws) const {
   if (!dropout.active()) return x;
   Tensor xd = ws.take(x.shape(), DType::F32, "lora.x_dropped");
-  const float* xs = x.data<float>();
-  float* d = xd.data<float>();
-  const float keep_scale = static_cast<float>(1.0 / (1.0 - dropout.p));
-  const std::int64_t n = x.numel();
-  const std::int64_t cols = in();
-  for (std::int64_t i = 0; i < n; ++i)
-    d[i] = dropout_keep(dropout.stream, dropout.element(i, cols), dropout.p) ? xs[i] * keep_scale : 0.0f;
+  detail::lora_dropout_apply(xd, x, dropout);
   return xd;
 }
 
@@ -45,6 +49,8 @@ void LoraAdapter::forward(const Tensor& x, Tensor& y, const LoraDropout& dropout
   const std::int64_t N = matrix_rows("lora forward", x, "x");
   check_matrix("lora forward", x, N, in(), "x");
   check_matrix("lora forward", y, N, out(), "y");
+  check_device("lora forward", x, device(), "x");
+  check_device("lora forward", y, device(), "y");
   const Tensor xd = dropped_input(x, dropout, ws);
   Tensor u = ws.take({N, rank()}, DType::F32, "lora.u");
   ops::matmul(u, xd, a);  // (N, r) = x̃ · Aᵀ
@@ -57,6 +63,9 @@ void LoraAdapter::backward(const Tensor& x, const Tensor& dy, Tensor& dx, const 
   check_matrix("lora backward", x, N, in(), "x");
   check_matrix("lora backward", dy, N, out(), "dy");
   check_matrix("lora backward", dx, N, in(), "dx");
+  check_device("lora backward", x, device(), "x");
+  check_device("lora backward", dy, device(), "dy");
+  check_device("lora backward", dx, device(), "dx");
   const float s = static_cast<float>(scaling_);
   const Tensor xd = dropped_input(x, dropout, ws);
   Tensor u = ws.take({N, rank()}, DType::F32, "lora.u");
@@ -74,12 +83,7 @@ void LoraAdapter::backward(const Tensor& x, const Tensor& dy, Tensor& dx, const 
   }
   Tensor dxd = ws.take({N, in()}, DType::F32, "lora.dx_dropped");
   ops::matmul(dxd, gu, a, {.transpose_b = false, .alpha = s});
-  const float* g = dxd.data<float>();
-  float* d = dx.data<float>();
-  const float keep_scale = static_cast<float>(1.0 / (1.0 - dropout.p));
-  const std::int64_t n = dx.numel();
-  for (std::int64_t i = 0; i < n; ++i)
-    if (dropout_keep(dropout.stream, dropout.element(i, in()), dropout.p)) d[i] += g[i] * keep_scale;
+  detail::lora_dropout_accumulate(dx, dxd, dropout);  // dx += mask ⊙ dxd / (1 − p)
 }
 
 void LoraAdapter::merge_into(Tensor& w, double sign) const {

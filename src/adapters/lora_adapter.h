@@ -8,6 +8,7 @@
 #include <string>
 
 #include "adapters/adapter_config.h"
+#include "adapters/adapter_rng_hash.h"
 #include "ops/workspace.h"
 #include "tensor/tensor.h"
 
@@ -26,7 +27,7 @@ struct LoraDropout {
   bool active() const { return p > 0.0; }
   /// The element of the whole x that element i of an x with `in` columns is.
   std::int64_t element(std::int64_t i, std::int64_t in) const {
-    return width == 0 ? i : (i / in) * width + col_offset + i % in;
+    return rng_hash_dropout_element(i, in, width, col_offset);
   }
 };
 
@@ -41,10 +42,16 @@ class LoraAdapter {
   double scaling() const { return scaling_; }
 
   /// A from `init` (PEFT: U(−1/√in, 1/√in); gaussian: N(0, 1/r²)) with the counter-based stream
-  /// `key`; B = 0, so the site starts as an exact no-op.
+  /// `key`; B = 0, so the site starts as an exact no-op. The values are drawn on the host (and copied
+  /// when the parameters live on a device).
   void init(LoraInit init, std::uint64_t key);
+  /// Moves A, B and their gradients (values kept) to the memory of `alloc` (host or a CUDA device).
+  void to_memory(Allocator& alloc);
+  /// Where A, B and the gradients live.
+  Device device() const { return a.device(); }
 
-  /// y (N, out) += s·(dropout(x)·Aᵀ)·Bᵀ; x (N, in). Contiguous f32 host tensors.
+  /// y (N, out) += s·(dropout(x)·Aᵀ)·Bᵀ; x (N, in). Contiguous f32 tensors on device(); `ws` on the same
+  /// device.
   void forward(const Tensor& x, Tensor& y, const LoraDropout& dropout, ops::Workspace& ws) const;
   /// With u = x̃·Aᵀ (x̃ the dropped input) and g = dy (N, out): grad_b += s·gᵀ·u, grad_a += s·(g·B)ᵀ·x̃,
   /// dx (N, in) += mask ⊙ s·(g·B)·A. Same x and dropout as the forward.
@@ -53,7 +60,7 @@ class LoraAdapter {
   /// w (out, in), f32: w += sign·s·B·A (sign = +1 merges, −1 unmerges).
   void merge_into(Tensor& w, double sign) const;
 
-  Tensor a;       // (r, in)   lora_A.weight
+  Tensor a;       // (r, in)   lora_A.weight; f32 on device()
   Tensor b;       // (out, r)  lora_B.weight
   Tensor grad_a;  // (r, in)
   Tensor grad_b;  // (out, r)

@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 #include <nccl.h>
 
+#include <deque>
+
 #include "comm/mpi_communicator.h"
 #include "comm/poll.h"
 #include "core/error.h"
@@ -38,8 +40,22 @@ struct NcclCommunicator::Impl {
   int rank = 0;
   int size = 1;
   float* scratch = nullptr;  // one device float for barrier()
+  // Ordering against compute (set_compute_stream): collectives run on own_stream after `before` is
+  // recorded on `compute`, and `compute` waits for each collective's done event.
+  cudaStream_t compute = nullptr;
+  cudaEvent_t before = nullptr;
+  bool async = false;
+  struct Pending {  // async mode: collectives queued but not yet seen complete
+    Collective c;
+    std::int64_t seq;
+    cudaEvent_t done;
+    PollClock::time_point deadline;
+  };
+  std::deque<Pending> pending;
 
   ~Impl() {
+    for (const Pending& p : pending) cudaEventDestroy(p.done);
+    if (before) cudaEventDestroy(before);
     if (comm) ncclCommDestroy(comm);
     if (scratch) cudaFree(scratch);
     if (own_stream) cudaStreamDestroy(own_stream);
@@ -76,6 +92,75 @@ struct NcclCommunicator::Impl {
       backoff.pause();
     }
   }
+
+  void cuda_check(cudaError_t e, Collective c, const char* call, const std::string& group, std::int64_t seq) const {
+    if (e == cudaSuccess) return;
+    fail(fmt::format("rank {}: {} failed in group {} (call #{}): {}: {} ({}) on device {}", log::world_rank(),
+                     collective_name(c), group, seq, call, cudaGetErrorName(e), cudaGetErrorString(e), device));
+  }
+
+  /// The stream a collective is enqueued on; with a compute stream set, ordered after its work so far.
+  cudaStream_t begin_op(Collective c, const std::string& group, std::int64_t seq) {
+    if (compute == nullptr) return stream;
+    if (before == nullptr)
+      cuda_check(cudaEventCreateWithFlags(&before, cudaEventDisableTiming), c, "cudaEventCreate", group, seq);
+    cuda_check(cudaEventRecord(before, compute), c, "cudaEventRecord", group, seq);
+    cuda_check(cudaStreamWaitEvent(own_stream, before, 0), c, "cudaStreamWaitEvent", group, seq);
+    return own_stream;
+  }
+
+  /// After a collective is enqueued: the compute stream waits for it (when set); then either the host
+  /// waits for it (blocking mode) or it joins the pending list (async mode, see NcclCommunicator::poll).
+  void end_op(Collective c, double timeout_s, const std::string& group, std::int64_t seq) {
+    if (compute == nullptr && !async) {
+      wait(c, timeout_s, group, seq);
+      return;
+    }
+    // A non-blocking communicator may still be putting the call on the stream (ncclInProgress): the
+    // done event must be recorded after it, so wait for the enqueue (not for the collective).
+    const auto until = poll_deadline(timeout_s);
+    PollBackoff backoff;
+    for (;;) {
+      ncclResult_t state = ncclSuccess;
+      ncclCommGetAsyncError(comm, &state);
+      if (state == ncclSuccess) break;
+      if (state != ncclInProgress) check(state, c, "ncclCommGetAsyncError", group, seq);
+      if (PollClock::now() > until) fail(comm_timeout_message(log::world_rank(), c, timeout_s, group, seq));
+      backoff.pause();
+    }
+    cudaEvent_t done = nullptr;
+    const cudaStream_t used = compute != nullptr ? own_stream : stream;
+    cuda_check(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), c, "cudaEventCreate", group, seq);
+    cuda_check(cudaEventRecord(done, used), c, "cudaEventRecord", group, seq);
+    if (compute != nullptr) cuda_check(cudaStreamWaitEvent(compute, done, 0), c, "cudaStreamWaitEvent", group, seq);
+    pending.push_back({c, seq, done, poll_deadline(timeout_s)});
+    if (!async) drain(group, /*block=*/true);
+  }
+
+  /// Retires completed pending collectives in order; with `block`, waits for all of them. Aborts the job
+  /// on an NCCL async error, a CUDA error or a passed deadline, naming the collective, call and group.
+  void drain(const std::string& group, bool block) {
+    PollBackoff backoff;
+    while (!pending.empty()) {
+      const Pending& p = pending.front();
+      ncclResult_t async_rc = ncclSuccess;
+      ncclCommGetAsyncError(comm, &async_rc);
+      if (async_rc != ncclSuccess && async_rc != ncclInProgress)
+        check(async_rc, p.c, "ncclCommGetAsyncError", group, p.seq);
+      const cudaError_t q = cudaEventQuery(p.done);
+      if (q == cudaSuccess) {
+        cudaEventDestroy(p.done);
+        pending.pop_front();
+        continue;
+      }
+      if (q != cudaErrorNotReady) cuda_check(q, p.c, "cudaEventQuery", group, p.seq);
+      if (PollClock::now() > p.deadline) fail(comm_timeout_message(log::world_rank(), p.c, timeout_s, group, p.seq));
+      if (!block) return;
+      backoff.pause();
+    }
+  }
+
+  double timeout_s = 600.0;  // the communicator's, for the messages of pending collectives
 };
 
 NcclCommunicator::NcclCommunicator(std::unique_ptr<Impl> impl, std::string name, const CommOptions& options)
@@ -85,6 +170,7 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int cuda_device, con
     : Communicator(bootstrap.name(), options), impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.device = cuda_device;
+  m.timeout_s = options.timeout_s;
   m.rank = bootstrap.rank();
   m.size = bootstrap.size();
   cudaError_t ce = cudaSetDevice(cuda_device);
@@ -113,7 +199,10 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int cuda_device, con
   m.stream = m.own_stream;
 }
 
-NcclCommunicator::~NcclCommunicator() = default;
+NcclCommunicator::~NcclCommunicator() {
+  // Never free buffers under a collective still running: wait (with the timeout) for what is queued.
+  if (impl_ && impl_->comm) impl_->drain(name(), /*block=*/true);
+}
 
 int NcclCommunicator::rank() const { return impl_->rank; }
 int NcclCommunicator::size() const { return impl_->size; }
@@ -122,72 +211,101 @@ void NcclCommunicator::set_stream(void* cuda_stream) {
   impl_->stream = cuda_stream ? static_cast<cudaStream_t>(cuda_stream) : impl_->own_stream;
 }
 
+void NcclCommunicator::set_compute_stream(void* cuda_stream) {
+  impl_->drain(name(), /*block=*/true);
+  impl_->compute = static_cast<cudaStream_t>(cuda_stream);
+}
+
+void NcclCommunicator::set_async(bool async) {
+  if (!async) impl_->drain(name(), /*block=*/true);
+  impl_->async = async;
+}
+
+std::int64_t NcclCommunicator::poll() {
+  impl_->drain(name(), /*block=*/false);
+  return static_cast<std::int64_t>(impl_->pending.size());
+}
+
+void NcclCommunicator::synchronize() { impl_->drain(name(), /*block=*/true); }
+
+void* NcclCommunicator::comm_stream() const { return impl_->own_stream; }
+
 void NcclCommunicator::do_all_reduce(void* buf, std::int64_t count, CommDType type, ReduceOp op) {
+  const cudaStream_t s = impl_->begin_op(Collective::AllReduce, name(), seq());
   impl_->check(ncclAllReduce(buf, buf, static_cast<std::size_t>(count), nccl_type(type), nccl_op(op), impl_->comm,
-                             impl_->stream),
+                             s),
                Collective::AllReduce, "ncclAllReduce", name(), seq());
-  impl_->wait(Collective::AllReduce, options().timeout_s, name(), seq());
+  impl_->end_op(Collective::AllReduce, options().timeout_s, name(), seq());
 }
 
 void NcclCommunicator::do_all_gather(const void* send, void* recv, std::int64_t count, CommDType type) {
-  impl_->check(ncclAllGather(send, recv, static_cast<std::size_t>(count), nccl_type(type), impl_->comm, impl_->stream),
+  const cudaStream_t s = impl_->begin_op(Collective::AllGather, name(), seq());
+  impl_->check(ncclAllGather(send, recv, static_cast<std::size_t>(count), nccl_type(type), impl_->comm, s),
                Collective::AllGather, "ncclAllGather", name(), seq());
-  impl_->wait(Collective::AllGather, options().timeout_s, name(), seq());
+  impl_->end_op(Collective::AllGather, options().timeout_s, name(), seq());
 }
 
 void NcclCommunicator::do_reduce_scatter(const void* send, void* recv, std::int64_t count, CommDType type,
                                          ReduceOp op) {
+  const cudaStream_t s = impl_->begin_op(Collective::ReduceScatter, name(), seq());
   impl_->check(ncclReduceScatter(send, recv, static_cast<std::size_t>(count), nccl_type(type), nccl_op(op), impl_->comm,
-                                 impl_->stream),
+                                 s),
                Collective::ReduceScatter, "ncclReduceScatter", name(), seq());
-  impl_->wait(Collective::ReduceScatter, options().timeout_s, name(), seq());
+  impl_->end_op(Collective::ReduceScatter, options().timeout_s, name(), seq());
 }
 
 void NcclCommunicator::do_broadcast(void* buf, std::int64_t count, CommDType type, int root) {
+  const cudaStream_t s = impl_->begin_op(Collective::Broadcast, name(), seq());
   impl_->check(
-      ncclBroadcast(buf, buf, static_cast<std::size_t>(count), nccl_type(type), root, impl_->comm, impl_->stream),
+      ncclBroadcast(buf, buf, static_cast<std::size_t>(count), nccl_type(type), root, impl_->comm, s),
       Collective::Broadcast, "ncclBroadcast", name(), seq());
-  impl_->wait(Collective::Broadcast, options().timeout_s, name(), seq());
+  impl_->end_op(Collective::Broadcast, options().timeout_s, name(), seq());
 }
 
 void NcclCommunicator::do_send(const void* buf, std::int64_t count, CommDType type, int peer, Tag) {
-  impl_->check(ncclSend(buf, static_cast<std::size_t>(count), nccl_type(type), peer, impl_->comm, impl_->stream),
+  const cudaStream_t s = impl_->begin_op(Collective::Send, name(), seq());
+  impl_->check(ncclSend(buf, static_cast<std::size_t>(count), nccl_type(type), peer, impl_->comm, s),
                Collective::Send, "ncclSend", name(), seq());
-  impl_->wait(Collective::Send, options().timeout_s, name(), seq());
+  impl_->end_op(Collective::Send, options().timeout_s, name(), seq());
 }
 
 void NcclCommunicator::do_recv(void* buf, std::int64_t count, CommDType type, int peer, Tag) {
-  impl_->check(ncclRecv(buf, static_cast<std::size_t>(count), nccl_type(type), peer, impl_->comm, impl_->stream),
+  const cudaStream_t s = impl_->begin_op(Collective::Recv, name(), seq());
+  impl_->check(ncclRecv(buf, static_cast<std::size_t>(count), nccl_type(type), peer, impl_->comm, s),
                Collective::Recv, "ncclRecv", name(), seq());
-  impl_->wait(Collective::Recv, options().timeout_s, name(), seq());
+  impl_->end_op(Collective::Recv, options().timeout_s, name(), seq());
 }
 
 void NcclCommunicator::do_send_recv(const void* send, std::int64_t send_count, int send_peer, Tag, void* recv,
                                     std::int64_t recv_count, int recv_peer, Tag, CommDType type) {
+  const cudaStream_t s = impl_->begin_op(Collective::SendRecv, name(), seq());
   impl_->check(ncclGroupStart(), Collective::SendRecv, "ncclGroupStart", name(), seq());
   if (send_count > 0) {
     impl_->check(
-        ncclSend(send, static_cast<std::size_t>(send_count), nccl_type(type), send_peer, impl_->comm, impl_->stream),
+        ncclSend(send, static_cast<std::size_t>(send_count), nccl_type(type), send_peer, impl_->comm, s),
         Collective::SendRecv, "ncclSend", name(), seq());
   }
   if (recv_count > 0) {
     impl_->check(
-        ncclRecv(recv, static_cast<std::size_t>(recv_count), nccl_type(type), recv_peer, impl_->comm, impl_->stream),
+        ncclRecv(recv, static_cast<std::size_t>(recv_count), nccl_type(type), recv_peer, impl_->comm, s),
         Collective::SendRecv, "ncclRecv", name(), seq());
   }
   impl_->check(ncclGroupEnd(), Collective::SendRecv, "ncclGroupEnd", name(), seq());
-  impl_->wait(Collective::SendRecv, options().timeout_s, name(), seq());
+  impl_->end_op(Collective::SendRecv, options().timeout_s, name(), seq());
 }
 
 void NcclCommunicator::do_barrier() {
-  impl_->check(ncclAllReduce(impl_->scratch, impl_->scratch, 1, ncclFloat32, ncclSum, impl_->comm, impl_->stream),
+  const cudaStream_t s = impl_->begin_op(Collective::Barrier, name(), seq());
+  impl_->check(ncclAllReduce(impl_->scratch, impl_->scratch, 1, ncclFloat32, ncclSum, impl_->comm, s),
                Collective::Barrier, "ncclAllReduce", name(), seq());
-  impl_->wait(Collective::Barrier, options().timeout_s, name(), seq());
+  impl_->end_op(Collective::Barrier, options().timeout_s, name(), seq());
 }
 
 std::unique_ptr<Communicator> NcclCommunicator::do_split(int color, int key, const std::string& new_name) {
+  impl_->drain(name(), /*block=*/true);
   auto sub = std::make_unique<Impl>();
   sub->device = impl_->device;
+  sub->timeout_s = options().timeout_s;
   cudaError_t ce = cudaStreamCreateWithFlags(&sub->own_stream, cudaStreamNonBlocking);
   ADAPT_REQUIRE(ce == cudaSuccess, CudaError, "NCCL split of {}: cudaStreamCreate failed: {}", name(),
                 cudaGetErrorString(ce));
@@ -204,6 +322,16 @@ std::unique_ptr<Communicator> NcclCommunicator::do_split(int color, int key, con
   ncclCommUserRank(sub->comm, &sub->rank);
   ncclCommCount(sub->comm, &sub->size);
   return std::unique_ptr<Communicator>(new NcclCommunicator(std::move(sub), new_name, options()));
+}
+
+GridComms nccl_grid_comms(GridComms& bootstrap, int cuda_device, const CommOptions& options) {
+  ADAPT_CHECK(bootstrap.tp && bootstrap.pp && bootstrap.dp, "nccl_grid_comms: a bootstrap group is missing");
+  GridComms out;
+  // The same order on every rank: a group's ncclCommInitRankConfig completes once all its members joined.
+  out.tp = std::make_unique<NcclCommunicator>(*bootstrap.tp, cuda_device, options);
+  out.pp = std::make_unique<NcclCommunicator>(*bootstrap.pp, cuda_device, options);
+  out.dp = std::make_unique<NcclCommunicator>(*bootstrap.dp, cuda_device, options);
+  return out;
 }
 
 }  // namespace adapt::comm

@@ -3,7 +3,13 @@
 // it), eagerly, so failures show at startup. NCCL runs non-blocking (config.blocking = 0): every call
 // is enqueued on the communicator's stream and then polled (stream + ncclCommGetAsyncError) against
 // the timeout; on timeout or an NCCL/CUDA error the rank prints the collective and group, calls
-// ncclCommAbort and aborts the job. Compiled only with ADAPT_HAVE_NCCL; this header has no CUDA types.
+// ncclCommAbort and aborts the job. With a compute stream set, each collective runs on the
+// communicator's own stream after an event recorded on the compute stream, and the compute stream waits
+// for the collective's done event (llm.c's zero.cuh ordering), so compute queued before a collective
+// is not serialised behind it and compute queued after it sees its result. In async mode the host
+// does not wait: queued collectives are checked (async error, CUDA error, deadline) by poll() and
+// synchronize(), as c10d's watchdog does. Compiled only with ADAPT_HAVE_NCCL (nccl_grid_comms also
+// without, where it throws); this header has no CUDA types.
 #pragma once
 
 #include <memory>
@@ -25,6 +31,21 @@ class NcclCommunicator final : public Communicator {
   /// Orders the collectives after the work already queued on `cuda_stream` (a cudaStream_t); the
   /// default is the communicator's own stream.
   void set_stream(void* cuda_stream);
+  /// Runs each later collective on comm_stream(), after the work queued so far on `cuda_stream` (a
+  /// cudaStream_t; recorded event), and makes `cuda_stream` wait for it (done event). nullptr: back to
+  /// set_stream's behaviour. Waits for pending collectives first.
+  void set_compute_stream(void* cuda_stream);
+  /// Async mode: collectives return once queued (their buffers must stay valid and unchanged until
+  /// they complete); poll() or synchronize() check them. Turning it off synchronizes.
+  void set_async(bool async);
+  /// Retires completed collectives and returns how many are still running. Aborts the job, naming the
+  /// collective, its call number and the group, on an NCCL async error (ncclCommGetAsyncError), a
+  /// CUDA error, or a collective running past the timeout.
+  std::int64_t poll();
+  /// Waits for every queued collective, with the same checks as poll().
+  void synchronize();
+  /// The communicator's own stream (a cudaStream_t).
+  void* comm_stream() const;
 
  private:
   struct Impl;
@@ -44,5 +65,12 @@ class NcclCommunicator final : public Communicator {
   void do_barrier() override;
   std::unique_ptr<Communicator> do_split(int color, int key, const std::string& name) override;
 };
+
+/// One NCCL communicator per tp, pp and dp group of this rank, each created from a unique id that rank 0
+/// of the group makes and broadcasts over the group's bootstrap communicator (`bootstrap`, e.g. the MPI
+/// communicators of grid_comms_split), eagerly, so that failures show at startup. Called by every rank
+/// of the world, with its CUDA device; the new communicators keep the bootstrap groups' names.
+/// UnsupportedError in builds without NCCL.
+GridComms nccl_grid_comms(GridComms& bootstrap, int cuda_device, const CommOptions& options = {});
 
 }  // namespace adapt::comm

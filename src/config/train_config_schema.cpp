@@ -88,6 +88,8 @@ const Schema<train::TrainConfig>& train_config_schema() {
     o.field("warmup_steps", &OptimConfig::warmup_steps, "Linear warmup steps.").at_least(std::int64_t{0});
     o.field("min_lr_ratio", &OptimConfig::min_lr_ratio, "Final learning rate as a fraction of lr.").range(0.0, 1.0);
     o.field("max_grad_norm", &OptimConfig::max_grad_norm, "Global gradient-norm clipping (0: off).").at_least(0.0);
+    o.field("offload", &OptimConfig::offload,
+            "Keep AdamW's fp32 master weights and moments in host RAM, updated by a multithreaded CPU AdamW.");
 
     Schema<LoopConfig> l;
     l.field("steps", &LoopConfig::steps, "Optimizer steps.").at_least(std::int64_t{1});

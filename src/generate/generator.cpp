@@ -5,12 +5,13 @@
 
 #include "core/error.h"
 #include "model/kv_cache.h"
+#include "model/llama_device.h"
 #include "model/llama_forward.h"
 
 namespace adapt::generate {
 
 Generator::Generator(const model::LlamaModel& model, const tokenizer::Tokenizer& tokenizer)
-    : model_(model), tokenizer_(tokenizer) {
+    : model_(model), tokenizer_(tokenizer), workspace_(model::model_allocator(model)) {
   ADAPT_REQUIRE(tokenizer.n_vocab() <= model.config.vocab_size, ConfigError,
                 "the tokenizer ({}) has {} tokens but the model's vocab_size is {}: ids beyond {} have no embedding. "
                 "Use the tokenizer that belongs to the model in '{}'.", tokenizer.description(), tokenizer.n_vocab(),
@@ -51,7 +52,8 @@ void Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
   if (requests.empty()) return;
   const BatchPlan plan = plan_batch(requests, batch_size);
   const std::int64_t V = model_.config.vocab_size;
-  model::KvCache cache(model_.config, plan.rows, plan.capacity, model_.tp.size);  // the rank's KV heads
+  // The rank's KV heads, next to the model's weights (host or device).
+  model::KvCache cache(model_.config, plan.rows, plan.capacity, model_.tp.size, model::model_allocator(model_));
 
   std::vector<std::unique_ptr<Sequence>> slots(static_cast<std::size_t>(plan.rows));  // per cache row
   std::vector<std::size_t> index_of(static_cast<std::size_t>(plan.rows));             // request of each row

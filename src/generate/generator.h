@@ -40,7 +40,9 @@ class Generator {
 
   /// `model` and `tokenizer` must outlive the generator. ConfigError when the tokenizer's vocabulary
   /// does not fit the model's embedding. Not thread-safe: one run at a time per generator (it owns the
-  /// activation workspace).
+  /// activation workspace). A model on a CUDA device (model::llama_model_to_device) generates there:
+  /// the workspace and the KV cache are allocated on its device, and only the logits of the positions
+  /// the sampler reads come back to the host.
   Generator(const model::LlamaModel& model, const tokenizer::Tokenizer& tokenizer);
 
   /// Largest number of new tokens a prompt of `n_prompt` tokens can get within the context.

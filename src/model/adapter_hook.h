@@ -23,7 +23,8 @@ enum class BlockSite { Attention, Mlp };
 ///    of the same step. With activation recomputation the forward of a layer runs again just before
 ///    its backward: an implementation must then produce the same values (e.g. dropout masks are a
 ///    function of (step seed, site, position), not of a running random stream);
-///  * all tensors are 2-D (N tokens, width), contiguous, f32 on the CPU backend;
+///  * all tensors are 2-D (N tokens, width), contiguous, f32, on the model's device (host memory on the
+///    CPU backend, the CUDA device after model::llama_model_to_device);
 ///  * backward calls accumulate parameter gradients (across micro-batches) and add to dx/dh/df.
 class AdapterHook {
  public:

@@ -1,10 +1,10 @@
 #include "model/kv_cache.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "core/error.h"
 #include "core/strings.h"
+#include "ops/elementwise.h"
 
 namespace adapt::model {
 
@@ -15,7 +15,7 @@ std::int64_t row_of(std::span<const std::int64_t> rows, std::int64_t b) {
 }
 }  // namespace
 
-KvCache::KvCache(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity, int tp_size)
+KvCache::KvCache(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity, int tp_size, Allocator& alloc)
     : batch_(batch), capacity_(capacity), n_kv_heads_(cfg.n_kv_heads / std::max(tp_size, 1)), head_dim_(cfg.head_dim) {
   ADAPT_REQUIRE(batch > 0 && capacity > 0, ConfigError,
                 "KV cache: batch = {} and capacity = {} positions must both be positive", batch, capacity);
@@ -24,8 +24,8 @@ KvCache::KvCache(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capaci
   n_past_.assign(static_cast<std::size_t>(batch), 0);
   const Shape shape{batch, n_kv_heads_, capacity, head_dim_};
   for (std::int64_t l = 0; l < cfg.n_layers; ++l) {
-    k_.push_back(Tensor::empty(shape, DType::F32, host_allocator(), "kv_cache.k." + std::to_string(l)));
-    v_.push_back(Tensor::empty(shape, DType::F32, host_allocator(), "kv_cache.v." + std::to_string(l)));
+    k_.push_back(Tensor::empty(shape, DType::F32, alloc, "kv_cache.k." + std::to_string(l)));
+    v_.push_back(Tensor::empty(shape, DType::F32, alloc, "kv_cache.v." + std::to_string(l)));
   }
 }
 
@@ -91,23 +91,15 @@ void KvCache::write(int layer, const Tensor& k_new, const Tensor& v_new, std::sp
                     v_new.dtype() == DType::F32,
                 ShapeError, "KV cache write: keys {} and values {} must be contiguous f32 (B = {}, T, Hkv = {}, D = {})",
                 s.str(), v_new.shape().str(), n_rows, n_kv_heads_, head_dim_);
-  const std::int64_t T = s[1], D = head_dim_, Hkv = n_kv_heads_;
+  const std::int64_t T = s[1];
   check_room(rows, T);
-  const float* ks = k_new.data<float>();
-  const float* vs = v_new.data<float>();
-  float* kd = k_[static_cast<std::size_t>(layer)].data<float>();
-  float* vd = v_[static_cast<std::size_t>(layer)].data<float>();
+  std::vector<std::int64_t> dst_rows(static_cast<std::size_t>(n_rows)), pos0(static_cast<std::size_t>(n_rows));
   for (std::int64_t b = 0; b < n_rows; ++b) {
-    const std::int64_t r = row_of(rows, b), pos0 = n_past_[static_cast<std::size_t>(r)];
-    for (std::int64_t t = 0; t < T; ++t) {
-      for (std::int64_t g = 0; g < Hkv; ++g) {
-        const std::int64_t src = ((b * T + t) * Hkv + g) * D;
-        const std::int64_t dst = ((r * Hkv + g) * capacity_ + pos0 + t) * D;
-        std::memcpy(kd + dst, ks + src, static_cast<std::size_t>(D) * sizeof(float));
-        std::memcpy(vd + dst, vs + src, static_cast<std::size_t>(D) * sizeof(float));
-      }
-    }
+    dst_rows[static_cast<std::size_t>(b)] = row_of(rows, b);
+    pos0[static_cast<std::size_t>(b)] = n_past_[static_cast<std::size_t>(row_of(rows, b))];
   }
+  ops::kv_cache_write(k_[static_cast<std::size_t>(layer)], k_new, dst_rows, pos0);
+  ops::kv_cache_write(v_[static_cast<std::size_t>(layer)], v_new, dst_rows, pos0);
 }
 
 void KvCache::advance(std::int64_t n_tokens, std::span<const std::int64_t> rows) {

@@ -1,8 +1,9 @@
-// KV cache for incremental decoding: the rotated keys and the values of every layer, f32 on the host,
-// laid out (B, Hkv, S_max, D) per layer so that attention reads each KV head's keys contiguously.
-// Each row (sequence slot) has its own length, so sequences of different lengths share one cache: a
-// row is prefilled on its own, rows decode together each at its own position, and a finished row is
-// cleared and reused for the next sequence (continuous batching).
+// KV cache for incremental decoding: the rotated keys and the values of every layer, f32 on the host
+// or on the model's CUDA device (the allocator given), laid out (B, Hkv, S_max, D) per layer so that
+// attention reads each KV head's keys contiguously. Each row (sequence slot) has its own length, so
+// sequences of different lengths share one cache: a row is prefilled on its own, rows decode together
+// each at its own position, and a finished row is cleared and reused for the next sequence
+// (continuous batching).
 #pragma once
 
 #include <cstdint>
@@ -18,8 +19,10 @@ class KvCache {
  public:
   /// Room for `capacity` positions in each of `batch` rows for every layer of `cfg`; every row starts
   /// empty. ConfigError when a size is not positive. With tensor parallelism over `tp_size` ranks
-  /// (model::TensorParallel::size) a rank's cache holds only its Hkv / tp_size KV heads.
-  KvCache(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity, int tp_size = 1);
+  /// (model::TensorParallel::size) a rank's cache holds only its Hkv / tp_size KV heads. The tensors
+  /// come from `alloc`: model_allocator(model) (llama_device.h) puts them next to the model's weights.
+  KvCache(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity, int tp_size = 1,
+          Allocator& alloc = host_allocator());
   KvCache(const KvCache&) = delete;  // tensors share storage: a copy would alias the original
   KvCache& operator=(const KvCache&) = delete;
   KvCache(KvCache&&) = default;
@@ -54,6 +57,7 @@ class KvCache {
   void check_room(std::span<const std::int64_t> rows, std::int64_t n_tokens) const;
   /// Copies k_new, v_new (B', T, Hkv, D) into `layer`: sequence b into row rows[b] at positions
   /// [n_past(rows[b]), n_past(rows[b]) + T). Empty `rows` means rows 0 .. B − 1 with B' = batch().
+  /// k_new and v_new live on the cache's device (ops::kv_cache_write).
   void write(int layer, const Tensor& k_new, const Tensor& v_new, std::span<const std::int64_t> rows = {});
   /// Marks `n_tokens` more positions as filled in `rows` (every row when empty), after every layer
   /// has written them.

@@ -1,9 +1,24 @@
 #include "model/linear.h"
 
+#include "backend/backend.h"
 #include "core/error.h"
+#include "ops/cast.h"
+#include "ops/elementwise.h"
 #include "ops/matmul.h"
 
 namespace adapt::model {
+
+namespace {
+// The first GEMM operand in the weight's dtype: on a CUDA device cuBLASLt multiplies one dtype by the
+// same dtype, so a bf16 weight takes a bf16 copy of x (device scratch from the caching allocator,
+// released in stream order). On the host, or with f32 weights, x itself.
+Tensor gemm_operand(const Tensor& x, const Tensor& w) {
+  if (x.device().host_accessible() || x.dtype() == w.dtype()) return x;
+  Tensor xc = Tensor::empty(x.shape(), w.dtype(), backend::cuda_allocator(x.device().index), x.name() + ".cast");
+  ops::cast(xc, x);
+  return xc;
+}
+}  // namespace
 
 Tensor as_rows(const Tensor& t) {
   ADAPT_CHECK(t.rank() >= 1 && t.is_contiguous(), "as_rows: '{}' {} must be contiguous", t.name(), t.shape().str());
@@ -13,7 +28,7 @@ Tensor as_rows(const Tensor& t) {
 
 void linear(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* bias, const LinearSite& site, AdapterHook* hook,
             const LinearOptions& opts) {
-  ops::matmul(y, x, w, ops::MatmulOptions{.transpose_b = true, .beta = opts.accumulate ? 1.0f : 0.0f});
+  ops::matmul(y, gemm_operand(x, w), w, ops::MatmulOptions{.transpose_b = true, .beta = opts.accumulate ? 1.0f : 0.0f});
   if (bias && bias->defined()) ops::bias_add(y, *bias);
   if (hook && hook->has_linear(site)) {
     Tensor y2 = as_rows(y);
@@ -25,9 +40,10 @@ void linear_backward(Tensor& dx, const Tensor& dy, const Tensor& x, const Tensor
                      AdapterHook* hook, const LinearOptions& opts) {
   const bool hooked = hook && hook->has_linear(site);
   if (opts.input_grad) {
-    ops::matmul(dx, dy, w, ops::MatmulOptions{.transpose_b = false, .beta = opts.accumulate ? 1.0f : 0.0f});
+    ops::matmul(dx, gemm_operand(dy, w), w,
+                ops::MatmulOptions{.transpose_b = false, .beta = opts.accumulate ? 1.0f : 0.0f});
   } else if (!opts.accumulate) {
-    dx.zero();  // only a hook's share goes into dx
+    ops::fill(dx, 0.0f);  // only a hook's share goes into dx
   }
   if (hooked) {
     Tensor dx2 = as_rows(dx);

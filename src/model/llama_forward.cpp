@@ -1,10 +1,12 @@
 #include "model/llama_forward.h"
 
-#include <cstring>
+#include <vector>
 
 #include "core/error.h"
+#include "model/llama_device.h"
 #include "model/tensor_parallel.h"
 #include "ops/attention.h"
+#include "ops/elementwise.h"
 #include "ops/embedding.h"
 #include "ops/matmul.h"
 #include "ops/rms_norm.h"
@@ -12,30 +14,11 @@
 #include "ops/swiglu.h"
 #include "parallel/tp_ops.h"
 
+#if ADAPT_HAVE_CUDA
+#include "ops/cuda/attention_cuda.h"
+#endif
+
 namespace adapt::model {
-
-namespace {
-
-// (B, T, Hkv, D) → (B, Hkv, T, D): the layout attention reads keys and values in.
-void to_heads_major(Tensor& dst, const Tensor& src) {
-  const std::int64_t B = src.dim(0), T = src.dim(1), Hkv = src.dim(2), D = src.dim(3);
-  const float* s = src.data<float>();
-  float* d = dst.data<float>();
-  for (std::int64_t b = 0; b < B; ++b)
-    for (std::int64_t t = 0; t < T; ++t)
-      for (std::int64_t g = 0; g < Hkv; ++g)
-        std::memcpy(d + ((b * Hkv + g) * T + t) * D, s + ((b * T + t) * Hkv + g) * D,
-                    static_cast<std::size_t>(D) * sizeof(float));
-}
-
-void add_into(Tensor& out, const Tensor& a, const Tensor& b) {
-  const float* pa = a.data<float>();
-  const float* pb = b.data<float>();
-  float* po = out.data<float>();
-  for (std::int64_t i = 0; i < out.numel(); ++i) po[i] = pa[i] + pb[i];
-}
-
-}  // namespace
 
 Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache, const ForwardOptions& opts,
                      ops::Workspace* workspace) {
@@ -52,6 +35,9 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
   ADAPT_CHECK(static_cast<std::int64_t>(w.layers.size()) == c.n_layers && (w.embedding.defined() || !stage.first()) &&
                   (w.lm_head.defined() || !stage.last()),
               "the model has {} layers loaded but its config says {}", w.layers.size(), c.n_layers);
+  require_single_device_parallelism(model, "llama_forward");
+  const Device device = model_device(model);
+  const bool on_device = !device.host_accessible();
   const parallel::Range layer_range = stage_layer_range(c, stage);
   const std::int64_t B = ids.dim(0), T = ids.dim(1), N = B * T;
   // With tensor parallelism (tensor_parallel.h) the rank's heads, FFN width and vocabulary rows.
@@ -78,26 +64,29 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
     ADAPT_REQUIRE(opts.cache_rows.empty(), ShapeError, "llama_forward: cache_rows given without a KV cache");
   }
 
-  ops::Workspace local;
+  ops::Workspace local(model_allocator(model));
   ops::Workspace& ws = workspace ? *workspace : local;
   ws.reset();
   // With a cache: the row and the first position of every sequence. Rows at one length share one RoPE
   // table (T, D/2); a ragged batch gets one per sequence (B, T, D/2), with the same values per position.
+  // (Host arrays: the ops copy them to the device where they need them there.)
+  std::vector<std::int64_t> rows_v, pos_v;
   std::span<const std::int64_t> rows, pos0;
   bool same_pos = true;
   if (cache) {
-    Tensor rows_t = ws.take({B}, DType::I64, "cache_rows");
-    Tensor pos_t = ws.take({B}, DType::I64, "pos0");
-    std::int64_t* r = rows_t.data<std::int64_t>();
-    std::int64_t* p = pos_t.data<std::int64_t>();
-    for (std::int64_t b = 0; b < B; ++b) {
-      r[b] = opts.cache_rows.empty() ? b : opts.cache_rows[static_cast<std::size_t>(b)];
-      p[b] = cache->n_past(r[b]);
-      same_pos = same_pos && p[b] == p[0];
+    rows_v.resize(static_cast<std::size_t>(B));
+    pos_v.resize(static_cast<std::size_t>(B));
+    for (std::size_t b = 0; b < static_cast<std::size_t>(B); ++b) {
+      rows_v[b] = opts.cache_rows.empty() ? static_cast<std::int64_t>(b) : opts.cache_rows[b];
+      pos_v[b] = cache->n_past(rows_v[b]);
+      same_pos = same_pos && pos_v[b] == pos_v[0];
     }
-    rows = {r, static_cast<std::size_t>(B)};
-    pos0 = {p, static_cast<std::size_t>(B)};
+    rows = rows_v;
+    pos0 = pos_v;
   }
+  // Decode steps on the device: keys [0, pos0[b] + 1) of each row (the new one included).
+  std::vector<std::int64_t> seq_lens(pos_v);
+  for (std::int64_t& n : seq_lens) ++n;
   const Shape table_shape = same_pos ? Shape{T, D / 2} : Shape{B, T, D / 2};
   // Activations, shared by every layer (layers run one after the other).
   Tensor h = ws.take({B, T, C}, DType::F32, "hidden");  // the residual stream
@@ -123,7 +112,7 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
   } else if (tp.active()) {
     parallel::vocab_parallel_embedding_forward(h, w.embedding, part.vocab, c.vocab_size, ids, *tp.comm);
   } else {
-    ops::embedding_forward(h, w.embedding, ids);
+    ops::embedding_forward(h, w.embedding, on_device ? tensor_to(ids, device) : ids);
   }
   if (same_pos) {
     ops::rope_table_fill(cos, sin, model.inv_freq, pos0.empty() ? 0 : pos0[0]);
@@ -147,7 +136,7 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
       tp.comm->all_reduce(f, comm::ReduceOp::Sum);
       if (bias.defined()) ops::bias_add(f, bias);
       if (!hook || !hook->has_block(l, site)) {
-        add_into(h, h, f);
+        ops::add(h, h, f);
         return;
       }
     } else if (!hook || !hook->has_block(l, site)) {
@@ -156,10 +145,22 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
     } else {
       linear(f, x, weight, &bias, {l, kind}, hook);
     }
-    add_into(block_out, h, f);
+    ops::add(block_out, h, f);
     Tensor out = as_rows(block_out);
     hook->block_forward(l, site, as_rows(h), as_rows(f), out);
-    h.copy_from(block_out);
+    ops::copy(h, block_out);
+  };
+  // Attention over the cache: on the device a decode step (T = 1) takes the split-K decode kernel
+  // (ops/cuda/attention_cuda.h, which has no device-agnostic entry); everything else ops::attention_forward.
+  auto attend_cache = [&](int l) {
+#if ADAPT_HAVE_CUDA
+    if (on_device && T == 1) {
+      Tensor out3 = attn.reshape({B, H, D});
+      ops::cuda::decode_attention(out3, q.reshape({B, H, D}), cache->k(l), cache->v(l), seq_lens, rows);
+      return;
+    }
+#endif
+    ops::attention_forward(attn, q, cache->k(l), cache->v(l), {.q_pos_offsets = pos0, .kv_rows = rows});
   };
   for (int l = static_cast<int>(layer_range.begin); l < static_cast<int>(layer_range.end()); ++l) {
     const LayerWeights& lw = w.layers[static_cast<std::size_t>(l)];
@@ -172,10 +173,10 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
     ops::rope_forward(k, cos, sin);
     if (cache) {
       cache->write(l, k, v, rows);
-      ops::attention_forward(attn, q, cache->k(l), cache->v(l), {.q_pos_offsets = pos0, .kv_rows = rows});
+      attend_cache(l);
     } else {
-      to_heads_major(k_all, k);
-      to_heads_major(v_all, v);
+      ops::to_heads_major(k_all, k);
+      ops::to_heads_major(v_all, v);
       ops::attention_forward(attn, q, k_all, v_all, {.q_pos_offset = 0});
     }
     sub_block_end(l, BlockSite::Attention, attn2, lw.wo, lw.bo, WeightKind::Wo);
@@ -195,7 +196,15 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
     opts.pp->broadcast(logits.raw(), logits.numel(), comm::CommDType::F32, stage.size - 1);
     return opts.last_position_only ? logits.reshape({B, c.vocab_size}) : logits;
   }
-  const Tensor h_out = opts.last_position_only ? h.narrow(1, T - 1, 1) : h;
+  Tensor h_out = opts.last_position_only ? h.narrow(1, T - 1, 1) : h;
+  if (on_device && opts.last_position_only && T > 1) {  // the device ops take contiguous rows
+    Tensor last = ws.take({B, 1, C}, DType::F32, "hidden_last");
+    for (std::int64_t b = 0; b < B; ++b) {
+      Tensor dst = last.narrow(0, b, 1);
+      ops::copy(dst, h.narrow(0, b, 1).narrow(1, T - 1, 1));
+    }
+    h_out = last;
+  }
   Tensor hf = ws.take({B, T_out, C}, DType::F32, "final_normed");
   ops::rms_norm_forward(hf, h_out, w.final_norm, eps);
   Tensor logits = Tensor::empty({B, T_out, c.vocab_size}, DType::F32, host_allocator(), "logits");
@@ -204,6 +213,10 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
     linear(mine, hf.reshape({B * T_out, C}), w.lm_head, nullptr, {-1, WeightKind::LmHead}, hook);
     Tensor whole = logits.reshape({B * T_out, c.vocab_size});
     parallel::tp_gather(whole, mine, parallel::ShardDim::Cols, *tp.comm);
+  } else if (on_device) {  // computed on the device, copied to the host for the sampler
+    Tensor dev_logits = ws.take({B, T_out, c.vocab_size}, DType::F32, "logits_device");
+    linear(dev_logits, hf, w.lm_head, nullptr, {-1, WeightKind::LmHead}, hook);
+    copy_between(logits, dev_logits);
   } else {
     linear(logits, hf, w.lm_head, nullptr, {-1, WeightKind::LmHead}, hook);
   }

@@ -1,4 +1,5 @@
-// The Llama forward pass of HF LlamaForCausalLM (SPEC-llama.md §3.5–3.7) on the CPU in f32:
+// The Llama forward pass of HF LlamaForCausalLM (SPEC-llama.md §3.5–3.7) in f32, on the CPU or on the
+// model's CUDA device (llama_device.h; logits come back to the host):
 // embedding → L pre-norm decoder layers (RMSNorm, GQA attention with RoPE, residual; RMSNorm, SwiGLU
 // MLP, residual) → final RMSNorm → lm_head. Every projection goes through linear() (linear.h), the one
 // call site where adapters attach (STYLE principle 5), and block adapters run at the end of each
@@ -32,8 +33,9 @@ struct ForwardOptions {
   comm::Communicator* pp = nullptr;
 };
 
-/// Runs the model on token ids (B, T) (i32 or i64) and returns f32 logits (B, T, V), or (B, V) with
-/// last_position_only.
+/// Runs the model on token ids (B, T) (i32 or i64, host memory) and returns f32 host logits (B, T, V),
+/// or (B, V) with last_position_only. A model on a CUDA device computes there (the workspace and cache
+/// must be on its device: model_allocator) and copies only the returned logits to the host.
 ///   cache == nullptr: positions 0 .. T−1, nothing is kept.
 ///   cache != nullptr: sequence b goes to cache row r = cache_rows[b] (or b) and continues at that row's
 ///     length: its tokens get positions n_past(r) .. n_past(r) + T − 1 (RoPE) and attend causally to

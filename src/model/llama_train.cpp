@@ -6,13 +6,14 @@
 #include "model/llama_train.h"
 
 #include <algorithm>
-#include <cstring>
 #include <span>
 
 #include "core/error.h"
 #include "model/linear.h"
+#include "model/llama_device.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
+#include "ops/elementwise.h"
 #include "ops/embedding.h"
 #include "ops/matmul.h"
 #include "ops/rms_norm.h"
@@ -23,52 +24,6 @@
 namespace adapt::model {
 
 namespace {
-
-constexpr std::int64_t kParallelMinElements = 1 << 16;  // below: element loops stay on the calling thread
-
-// (B, T, G, D) → (B, G, T, D): the layout attention reads keys and values in.
-void to_heads_major(Tensor& dst, const Tensor& src) {
-  const std::int64_t B = src.dim(0), T = src.dim(1), G = src.dim(2), D = src.dim(3);
-  const float* s = src.data<float>();
-  float* d = dst.data<float>();
-#pragma omp parallel for collapse(2) schedule(static) if (B * T * G * D > kParallelMinElements)
-  for (std::int64_t b = 0; b < B; ++b)
-    for (std::int64_t t = 0; t < T; ++t)
-      for (std::int64_t g = 0; g < G; ++g)
-        std::memcpy(d + ((b * G + g) * T + t) * D, s + ((b * T + t) * G + g) * D, static_cast<std::size_t>(D) * 4);
-}
-
-// (B, G, T, D) → (B, T, G, D).
-void from_heads_major(Tensor& dst, const Tensor& src) {
-  const std::int64_t B = src.dim(0), G = src.dim(1), T = src.dim(2), D = src.dim(3);
-  const float* s = src.data<float>();
-  float* d = dst.data<float>();
-#pragma omp parallel for collapse(2) schedule(static) if (B * T * G * D > kParallelMinElements)
-  for (std::int64_t b = 0; b < B; ++b)
-    for (std::int64_t g = 0; g < G; ++g)
-      for (std::int64_t t = 0; t < T; ++t)
-        std::memcpy(d + ((b * T + t) * G + g) * D, s + ((b * G + g) * T + t) * D, static_cast<std::size_t>(D) * 4);
-}
-
-void add_into(Tensor& out, const Tensor& a, const Tensor& b) {
-  const float* pa = a.data<float>();
-  const float* pb = b.data<float>();
-  float* po = out.data<float>();
-  const std::int64_t n = out.numel();
-#pragma omp parallel for simd schedule(static) if (n > kParallelMinElements)
-  for (std::int64_t i = 0; i < n; ++i) po[i] = pa[i] + pb[i];
-}
-
-// out = src in blocks split over the threads (Tensor::copy_from is one memcpy on the calling thread).
-void copy_into(Tensor& out, const Tensor& src) {
-  const float* ps = src.data<float>();
-  float* po = out.data<float>();
-  const std::int64_t n = out.numel();
-  constexpr std::int64_t kBlock = 1 << 14;
-#pragma omp parallel for schedule(static) if (n > kParallelMinElements)
-  for (std::int64_t i0 = 0; i0 < n; i0 += kBlock)
-    std::memcpy(po + i0, ps + i0, static_cast<std::size_t>(std::min(kBlock, n - i0)) * sizeof(float));
-}
 
 // True when every row of segment ids (B, T) holds one non-negative id: the masking is then plain causal
 // attention, which the attention kernels without segment ids compute faster (packed rows with
@@ -203,20 +158,20 @@ void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
   linear(v2, xn, w.wv, &w.bv, {l, WeightKind::Wv}, hook_);
   ops::rope_forward(a.q, cos_, sin_);
   ops::rope_forward(k, cos_, sin_);
-  to_heads_major(a.k_all, k);
-  to_heads_major(a.v_all, v);
+  ops::to_heads_major(a.k_all, k);
+  ops::to_heads_major(a.v_all, v);
   attention(a.attn, a.q, a.k_all, a.v_all, &a.lse);
   if (has_block(l, BlockSite::Attention)) {
     row_parallel(a.f_attn, attn2, w.wo, w.bo, {l, WeightKind::Wo});
-    add_into(a.h_mid, a.h_in, a.f_attn);
+    ops::add(a.h_mid, a.h_in, a.f_attn);
     Tensor out = as_rows(a.h_mid);
     hook_->block_forward(l, BlockSite::Attention, as_rows(a.h_in), as_rows(a.f_attn), out);
   } else if (tp_active()) {
     Tensor f = take(ws_.scratch, {B_, T_, C_}, "f_attn");
     row_parallel(f, attn2, w.wo, w.bo, {l, WeightKind::Wo});
-    add_into(a.h_mid, a.h_in, f);
+    ops::add(a.h_mid, a.h_in, f);
   } else {
-    copy_into(a.h_mid, a.h_in);
+    ops::copy(a.h_mid, a.h_in);
     linear(a.h_mid, attn2, w.wo, &w.bo, {l, WeightKind::Wo}, hook_, {.accumulate = true});
   }
 
@@ -228,15 +183,15 @@ void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
   ops::swiglu_forward(act, a.gate, a.up);
   if (has_block(l, BlockSite::Mlp)) {
     row_parallel(a.f_mlp, act, w.w_down, w.b_down, {l, WeightKind::WDown});
-    add_into(h_out, a.h_mid, a.f_mlp);
+    ops::add(h_out, a.h_mid, a.f_mlp);
     Tensor out = as_rows(h_out);
     hook_->block_forward(l, BlockSite::Mlp, as_rows(a.h_mid), as_rows(a.f_mlp), out);
   } else if (tp_active()) {
     Tensor f = take(ws_.scratch, {B_, T_, C_}, "f_mlp");
     row_parallel(f, act, w.w_down, w.b_down, {l, WeightKind::WDown});
-    add_into(h_out, a.h_mid, f);
+    ops::add(h_out, a.h_mid, f);
   } else {
-    copy_into(h_out, a.h_mid);
+    ops::copy(h_out, a.h_mid);
     linear(h_out, act, w.w_down, &w.b_down, {l, WeightKind::WDown}, hook_, {.accumulate = true});
   }
 }
@@ -251,8 +206,8 @@ void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
     if (!has_block(l, site)) return dh;
     Tensor dout = take(ws_.scratch, {B_, T_, C_}, "dout");
     Tensor df = take(ws_.scratch, {B_, T_, C_}, "df");
-    copy_into(dout, dh);
-    copy_into(df, dh);
+    ops::copy(dout, dh);
+    ops::copy(df, dh);
     Tensor dh2 = as_rows(dh), df2 = as_rows(df);
     hook_->block_backward(l, site, as_rows(h), as_rows(f), as_rows(dout), dh2, df2);
     return df;
@@ -290,8 +245,8 @@ void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
                             {.segment_ids = segments_});
     Tensor dk = take(ws_.scratch, {B_, T_, Hkv_, D_}, "dk");
     Tensor dv = take(ws_.scratch, {B_, T_, Hkv_, D_}, "dv");
-    from_heads_major(dk, dk_all);
-    from_heads_major(dv, dv_all);
+    ops::from_heads_major(dk, dk_all);
+    ops::from_heads_major(dv, dv_all);
     ops::rope_backward(dq, cos_, sin_);
     ops::rope_backward(dk, cos_, sin_);
     const bool need_x = has_linear(l, WeightKind::Wq) || has_linear(l, WeightKind::Wk) || has_linear(l, WeightKind::Wv);
@@ -317,13 +272,22 @@ TrainResult TrainPass::run() {
   const int l0 = static_cast<int>(layers.begin), l1 = static_cast<int>(layers.end()), L = static_cast<int>(c_.n_layers);
   ws_.saved.reset();
   ws_.scratch.reset();
+  const Device device = model_device(m_);
+  const bool on_device = !device.host_accessible();
 
-  // Per-step inputs: RoPE tables and the loss scale.
+  // Per-step inputs: RoPE tables and the loss scale. On a device model, the ids, targets and positions
+  // are copied there (the segment ids stay on the host: attention takes them as a host span).
   const Shape table_shape = in_.positions.defined() ? Shape{B_, T_, D_ / 2} : Shape{T_, D_ / 2};
   cos_ = take(ws_.saved, table_shape, "rope.cos");
   sin_ = take(ws_.saved, table_shape, "rope.sin");
+  ADAPT_REQUIRE(cos_.device() == device, UnsupportedError,
+                "llama_train_step: the model is on {} but the TrainWorkspace allocates on {}; construct it as "
+                "TrainWorkspace(model_allocator(model))", device.str(), cos_.device().str());
+  const Tensor ids = on_device ? tensor_to(in_.ids, device) : in_.ids;
+  const Tensor targets_all = on_device ? tensor_to(in_.targets, device) : in_.targets;
   if (in_.positions.defined()) {
-    ops::rope_table_fill_positions(cos_, sin_, m_.inv_freq, in_.positions);
+    const Tensor positions = on_device ? tensor_to(in_.positions, device) : in_.positions;
+    ops::rope_table_fill_positions(cos_, sin_, m_.inv_freq, positions);
   } else {
     ops::rope_table_fill(cos_, sin_, m_.inv_freq, 0);
   }
@@ -349,7 +313,7 @@ TrainResult TrainPass::run() {
   } else if (tp_active()) {
     parallel::vocab_parallel_embedding_forward(h[0], w.embedding, vocab_, c_.vocab_size, in_.ids, *m_.tp.comm);
   } else {
-    ops::embedding_forward(h[0], w.embedding, in_.ids);
+    ops::embedding_forward(h[0], w.embedding, ids);
   }
   for (int l = l0; l < l1; ++l) {
     LayerActs& a = acts[static_cast<std::size_t>(l)];
@@ -357,6 +321,9 @@ TrainResult TrainPass::run() {
     alloc_acts(a, l, keep_ ? ws_.saved : ws_.scratch);
     a.h_in = h[static_cast<std::size_t>(l)];
     layer_forward(l, a, h[static_cast<std::size_t>(l) + 1]);
+    // Without kept activations nothing but the input outlives the layer: drop the scratch tensors so
+    // that the next reset can release the blocks they live in (the first step's growth otherwise stays).
+    if (!keep_) a = LayerActs{.h_in = a.h_in};
   }
 
   // Head and loss, chunk by chunk of rows: the logits become their gradient in place, and lm_head's
@@ -373,7 +340,7 @@ TrainResult TrainPass::run() {
     Tensor dhf = opts_.backward ? take(ws_.scratch, {N_, C_}, "d_final_normed") : Tensor();
     const std::int64_t chunk = opts_.logits_chunk_rows > 0 ? std::min(opts_.logits_chunk_rows, N_) : N_;
     Tensor logits_buf = take(ws_.scratch, {chunk, vocab_.count}, "logits");  // the rank's columns
-    const Tensor targets = in_.targets.reshape({N_});
+    const Tensor targets = targets_all.reshape({N_});
     Tensor logits_out = opts_.logits ? opts_.logits->reshape({N_, c_.vocab_size}) : Tensor();
     const LinearSite head{-1, WeightKind::LmHead};
     ops::rms_norm_forward(hf, h_last, w.final_norm, eps_, &rstd);
@@ -393,7 +360,10 @@ TrainResult TrainPass::run() {
         ce = parallel::vocab_parallel_cross_entropy(logits, targets.narrow(0, r0, rows), vocab_, c_.vocab_size,
                                                     *m_.tp.comm, ce_opts);
       } else {
-        if (opts_.logits) logits_out.narrow(0, r0, rows).copy_from(logits);
+        if (opts_.logits) {
+          Tensor out = logits_out.narrow(0, r0, rows);
+          copy_between(out, logits);
+        }
         ce = ops::cross_entropy_forward_backward(logits, targets.narrow(0, r0, rows), ce_opts);
       }
       result.loss_sum += ce.loss_sum;
@@ -420,8 +390,9 @@ TrainResult TrainPass::run() {
         layer_forward(l, a, h_out);
       }
       layer_backward(l, a, dh);
+      if (!keep_) a = LayerActs{};  // as in the forward: release the recomputed layer's scratch tensors
     }
-    if (opts_.d_embedded) opts_.d_embedded->copy_from(dh);
+    if (opts_.d_embedded) copy_between(*opts_.d_embedded, dh);
   }
   result.memory.saved_bytes = ws_.saved.high_water_bytes();
   result.memory.scratch_bytes = ws_.scratch.high_water_bytes();
@@ -485,7 +456,8 @@ void check_inputs(const LlamaModel& model, const TrainInputs& in, const TrainOpt
 TrainResult llama_train_step(const LlamaModel& model, const TrainInputs& inputs, AdapterHook* hook,
                              const TrainOptions& opts, TrainWorkspace* workspace) {
   check_inputs(model, inputs, opts);
-  TrainWorkspace local;
+  require_single_device_parallelism(model, "llama_train_step");
+  TrainWorkspace local(model_allocator(model));
   TrainPass pass(model, inputs, hook, opts, workspace ? *workspace : local);
   return pass.run();
 }

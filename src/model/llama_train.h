@@ -1,8 +1,9 @@
-// One training step of the Llama model on the CPU in f32: a forward that keeps what the backward
-// needs (or, with recomputation, only each layer's input, running the layer's forward again just
-// before its backward), the fused cross-entropy, and the backward through lm_head, the final norm and
-// every layer down to the embedding output. The base model is frozen: no weight gets a gradient; the
-// gradients that leave the model go to the adapter hook (linear sites and sub-block ends).
+// One training step of the Llama model in f32, on the CPU or on the model's CUDA device (llama_device.h):
+// a forward that keeps what the backward needs (or, with recomputation, only each layer's input,
+// running the layer's forward again just before its backward), the fused cross-entropy, and the
+// backward through lm_head, the final norm and every layer down to the embedding output. The base
+// model is frozen: no weight gets a gradient; the gradients that leave the model go to the adapter
+// hook (linear sites and sub-block ends).
 #pragma once
 
 #include <cstddef>
@@ -81,8 +82,11 @@ struct TrainResult {
 };
 
 /// The memory of training steps: reuse one across steps so that steps of the same shape allocate
-/// nothing once warm. Not thread-safe.
+/// nothing once warm. Not thread-safe. For a model on a CUDA device, construct it from
+/// model_allocator(model) (llama_device.h): the activations live where the weights are.
 struct TrainWorkspace {
+  TrainWorkspace() = default;
+  explicit TrainWorkspace(Allocator& alloc) : saved(alloc), scratch(alloc) {}
   ops::Workspace saved;    // reset at the start of each step
   ops::Workspace scratch;  // reset per layer
 };
@@ -99,6 +103,9 @@ struct TrainWorkspace {
 ///   gradients. No base weight gets a gradient.
 /// `hook` may be null (no adapters). `workspace`, when given, is reused (tensors taken from it before
 /// become invalid). ShapeError names the tensor for wrong shapes, dtypes or token ids, before any work.
+/// A model on a CUDA device (llama_model_to_device): the inputs stay host tensors (copied to the
+/// device here), the hook receives device tensors, `logits` and `d_embedded` may be host or device
+/// tensors; tensor and pipeline parallelism are refused there (UnsupportedError).
 /// Tensor parallelism (model.tp, tensor_parallel.h): every rank of the tp group calls this together
 /// with the same inputs and gets the same loss; the hook sees the rank's slices (its gradients of whole
 /// LoRA factors are partial sums over tp: AdapterSet::tp_reduce_gradients); logits and d_embedded are whole.

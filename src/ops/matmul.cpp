@@ -5,6 +5,7 @@
 #include "ops/op_checks.h"
 
 #if ADAPT_HAVE_CUDA
+#include "ops/cuda/elementwise_cuda.h"
 #include "ops/cuda/gemm_cublaslt.h"
 #endif
 
@@ -41,11 +42,14 @@ void matmul(Tensor& c, const Tensor& a, const Tensor& b, const MatmulOptions& op
 void bias_add(Tensor& y, const Tensor& bias) {
   constexpr const char* op = "bias_add";
   detail::require_same_device(op, y, {&bias});
-  if (!detail::on_cpu(op, y)) return;
   const detail::MatrixView Y = detail::as_matrix(op, y);
   detail::require_dtype(op, bias, DType::F32);
   detail::require_contiguous(op, bias);
   detail::require_shape(op, bias, Shape{Y.cols}, "one value per output column");
+#if ADAPT_HAVE_CUDA
+  if (!y.device().host_accessible()) return cuda::bias_add(y, bias);
+#endif
+  if (!detail::on_cpu(op, y)) return;
   cpu::bias_add(Y.data, Y.ld, bias.data<float>(), Y.rows, Y.cols);
 }
 

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "optim/adamw_simd.h"
 
 namespace adapt::optim {
 
@@ -32,29 +33,20 @@ void AdamW::add(std::string name, Tensor master, Tensor grad, bool decay) {
 
 void AdamW::step(double lr) {
   ++n_steps_;
-  const double b1 = options_.beta1, b2 = options_.beta2;
-  const double bias_correction1 = 1.0 - std::pow(b1, static_cast<double>(n_steps_));
-  const double bias_correction2 = 1.0 - std::pow(b2, static_cast<double>(n_steps_));
-  // The scalars as torch passes them to its float32 kernels.
-  const float step_size = static_cast<float>(lr / bias_correction1);
-  const float bc2_sqrt = static_cast<float>(std::sqrt(bias_correction2));
-  const float b1f = static_cast<float>(b1), one_minus_b1 = static_cast<float>(1.0 - b1);
-  const float b2f = static_cast<float>(b2), one_minus_b2 = static_cast<float>(1.0 - b2);
-  const float eps = static_cast<float>(options_.eps);
-  for (AdamWSlot& s : slots_) {
-    const float decay = s.decay ? static_cast<float>(1.0 - lr * options_.weight_decay) : 1.0f;
-    float* p = s.master.data<float>();
-    const float* g = s.grad.data<float>();
-    float* m = s.m.data<float>();
-    float* v = s.v.data<float>();
-    const std::int64_t n = s.master.numel();
+  for (AdamWSlot& sl : slots_) {
+    const AdamWScalars s = adamw_scalars(options_, lr, n_steps_, sl.decay);
+    float* p = sl.master.data<float>();
+    const float* g = sl.grad.data<float>();
+    float* m = sl.m.data<float>();
+    float* v = sl.v.data<float>();
+    const std::int64_t n = sl.master.numel();
 #pragma omp parallel for simd if (n > (1 << 15))
     for (std::int64_t i = 0; i < n; ++i) {
-      p[i] *= decay;
-      m[i] = m[i] * b1f + g[i] * one_minus_b1;
-      v[i] = v[i] * b2f + g[i] * g[i] * one_minus_b2;
-      const float denom = std::sqrt(v[i]) / bc2_sqrt + eps;
-      p[i] += -step_size * (m[i] / denom);
+      p[i] *= s.decay;
+      m[i] = m[i] * s.beta1 + g[i] * s.one_minus_beta1;
+      v[i] = v[i] * s.beta2 + g[i] * g[i] * s.one_minus_beta2;
+      const float denom = std::sqrt(v[i]) / s.bias_correction2_sqrt + s.eps;
+      p[i] += -s.step_size * (m[i] / denom);
     }
   }
 }

@@ -4,8 +4,12 @@
 #include <cmath>
 #include <cstring>
 #include <span>
+#include <thread>
 
+#include "backend/backend.h"
+#include "comm/launch_env.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "parallel/dp_reducer.h"
 #include "parallel/zero_partition.h"
 
@@ -15,18 +19,65 @@ namespace {
 /// Elements per gradient bucket (16 MiB of f32): large enough to keep the all-reduces few, small
 /// enough that a bucket can leave while the backward fills the next.
 constexpr std::int64_t kBucketElems = std::int64_t{1} << 22;
+
+/// A host f32 view with `shape` of the memory at `data` (inside the offloaded state).
+Tensor host_view(float* data, const Shape& shape, Device device) {
+  return Tensor::wrap(data, shape, DType::F32, device, nullptr);
+}
+
+/// The f32 values of `value` (f32 or bf16, on any device) into host memory at `dst`.
+void read_weights(float* dst, const Tensor& value, const std::string& name) {
+  ADAPT_REQUIRE(value.dtype() == DType::F32 || value.dtype() == DType::BF16, UnsupportedError,
+                "optimizer offload (optim.offload = true): adapter parameter '{}' is {}, but the offloaded AdamW "
+                "writes weights back as f32 or bf16 only",
+                name, dtype_name(value.dtype()));
+  Tensor host = Tensor::zeros(value.shape(), value.dtype(), name);
+  backend::copy(host, value);
+  if (value.dtype() == DType::F32) {
+    std::memcpy(dst, host.data<float>(), static_cast<std::size_t>(host.numel()) * sizeof(float));
+    return;
+  }
+  const bf16* b = host.data<bf16>();
+  for (std::int64_t i = 0; i < host.numel(); ++i) dst[i] = bf16_to_f32(b[i].bits);
+}
+
 }  // namespace
 
+std::optional<optim::OffloadOptions> dp_offload_options(bool offload) {
+  if (!offload) return std::nullopt;
+  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int local = std::max(1, comm::launch_env_from_process().local_size);
+  return optim::OffloadOptions{.threads = std::max(1, cores / local)};
+}
+
 DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim::AdamWOptions& options,
-                         comm::Communicator& dp, bool zero1, comm::Communicator* tp)
+                         comm::Communicator& dp, bool zero1, comm::Communicator* tp,
+                         std::optional<optim::OffloadOptions> offload)
     : params_(std::move(params)), dp_(dp), zero1_(zero1), tp_(tp != nullptr && tp->size() > 1 ? tp : nullptr),
       opt_(options) {
   for (const auto& p : params_) {
     offsets_.push_back(n_);
     n_ += p.value.numel();
   }
+  const Device device = params_.empty() ? Device{} : params_.front().value.device();
   if (single() || !zero1_) {
-    for (const auto& p : params_) opt_.add(p.name, p.value, p.grad, p.decay);
+    if (offload) {
+      std::vector<optim::OffloadSegment> segments;
+      std::vector<optim::OffloadTarget> targets;
+      for (std::size_t i = 0; i < params_.size(); ++i) {
+        const auto& p = params_[i];
+        segments.push_back({.begin = offsets_[i], .count = p.value.numel(), .decay = p.decay});
+        targets.push_back(
+            {.begin = offsets_[i], .count = p.value.numel(), .dst = p.value.raw(), .dtype = p.value.dtype()});
+      }
+      off_ = std::make_unique<optim::OffloadAdamW>(n_, std::move(segments), options, device, *offload);
+      for (std::size_t i = 0; i < params_.size(); ++i)
+        read_weights(off_->master() + offsets_[i], params_[i].value, params_[i].name);
+      off_->set_targets(std::move(targets));
+      log_offload();
+    } else {
+      for (const auto& p : params_) opt_.add(p.name, p.value, p.grad, p.decay);
+    }
     if (!single()) flat_.assign(static_cast<std::size_t>(n_), 0.0f);
     return;
   }
@@ -37,6 +88,7 @@ DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim
   flat_.assign(static_cast<std::size_t>(shard_count_ * P), 0.0f);
   shard_grad_.assign(static_cast<std::size_t>(shard_count_), 0.0f);
   shard_master_.assign(static_cast<std::size_t>(shard_count_), 0.0f);
+  std::vector<optim::OffloadSegment> segments;
   for (std::size_t i = 0; i < params_.size(); ++i) {
     const std::int64_t lo = std::max(offsets_[i], mine.begin);
     const std::int64_t hi = std::min(offsets_[i] + params_[i].value.numel(), mine.end());
@@ -45,9 +97,24 @@ DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim
     const std::int64_t at = lo - shard_begin_;
     std::memcpy(shard_master_.data() + at, params_[i].value.data<float>() + (lo - offsets_[i]),
                 static_cast<std::size_t>(hi - lo) * sizeof(float));
-    opt_.add(params_[i].name, Tensor::wrap(shard_master_.data() + at, Shape{hi - lo}, DType::F32, Device{}, nullptr),
-             Tensor::wrap(shard_grad_.data() + at, Shape{hi - lo}, DType::F32, Device{}, nullptr), params_[i].decay);
+    segments.push_back({.begin = at, .count = hi - lo, .decay = params_[i].decay});
+    if (!offload)
+      opt_.add(params_[i].name, Tensor::wrap(shard_master_.data() + at, Shape{hi - lo}, DType::F32, Device{}, nullptr),
+               Tensor::wrap(shard_grad_.data() + at, Shape{hi - lo}, DType::F32, Device{}, nullptr), params_[i].decay);
   }
+  if (offload) {
+    off_ = std::make_unique<optim::OffloadAdamW>(shard_count_, std::move(segments), options, device, *offload);
+    std::memcpy(off_->master(), shard_master_.data(), shard_master_.size() * sizeof(float));
+    off_->set_targets({{.begin = 0, .count = shard_count_, .dst = shard_master_.data(), .dtype = DType::F32}});
+    log_offload();
+  }
+}
+
+void DpOptimizer::log_offload() const {
+  log::info0("optimizer state in host RAM ({} memory): {} f32 elements per rank x 4 (master, moments, gradient), "
+             "CPU AdamW on {} thread{} ({})",
+             off_->host_device().str(), off_->size(), off_->threads(), off_->threads() == 1 ? "" : "s",
+             optim::cpu_isa_name(off_->isa()));
 }
 
 void DpOptimizer::flatten_grads(float* dst) const {
@@ -71,10 +138,50 @@ void clip_by(float* g, std::int64_t n, double norm, double max_norm) {
 }
 }  // namespace
 
+double DpOptimizer::whole_norm_and_clip(std::vector<Tensor>& grads, double max_norm) const {
+  if (tp_ == nullptr)
+    return max_norm > 0 ? optim::grad_clip_global_norm(grads, max_norm) : optim::grad_global_norm(grads);
+  double ss[2] = {0, 0};  // split, whole
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    const double n = optim::grad_global_norm(std::span<const Tensor>(&grads[i], 1));
+    ss[split(i) ? 0 : 1] += n * n;
+  }
+  const double norm = tp_norm(ss[0], ss[1]);
+  if (max_norm > 0)
+    for (Tensor& g : grads) clip_by(g.data<float>(), g.numel(), norm, max_norm);
+  return norm;
+}
+
+double DpOptimizer::shard_norm_and_clip(float* shard, double max_norm) const {
+  double ss[2] = {0, 0};  // split over tp, whole (the padding is zero and belongs to no parameter)
+  for (const Piece& pc : pieces_) {
+    const float* g = shard + (pc.begin - shard_begin_);
+    double s = 0;
+    for (std::int64_t j = 0; j < pc.count; ++j) s += static_cast<double>(g[j]) * g[j];
+    ss[split(static_cast<std::size_t>(pc.param)) ? 0 : 1] += s;
+  }
+  dp_.all_reduce(ss, 2, comm::CommDType::F64, comm::ReduceOp::Sum);
+  const double norm = tp_norm(ss[0], ss[1]);
+  if (max_norm > 0) clip_by(shard, shard_count_, norm, max_norm);
+  return norm;
+}
+
+void DpOptimizer::stage_offload_grads() {
+  if (single() || !zero1_) {
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const std::int64_t n = params_[i].grad.numel();
+      for (std::int64_t at = 0; at < n; at += kBucketElems)
+        off_->stage_grads(offsets_[i] + at, std::min(kBucketElems, n - at), params_[i].grad.data<float>() + at);
+    }
+  } else {
+    for (std::int64_t at = 0; at < shard_count_; at += kBucketElems)
+      off_->stage_grads(at, std::min(kBucketElems, shard_count_ - at), shard_grad_.data() + at);
+  }
+  off_->wait_grads();
+}
+
 double DpOptimizer::reduce_and_clip(double max_norm) {
   if (single() || !zero1_) {
-    std::vector<Tensor> grads;
-    for (const auto& p : params_) grads.push_back(p.grad);
     if (!single()) {
       flatten_grads(flat_.data());
       std::vector<std::int64_t> numels;
@@ -84,36 +191,32 @@ double DpOptimizer::reduce_and_clip(double max_norm) {
         std::memcpy(params_[i].grad.data<float>(), flat_.data() + offsets_[i],
                     static_cast<std::size_t>(params_[i].grad.numel()) * sizeof(float));
     }
-    if (tp_ == nullptr)
-      return max_norm > 0 ? optim::grad_clip_global_norm(grads, max_norm) : optim::grad_global_norm(grads);
-    double ss[2] = {0, 0};  // split, whole
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      const double n = optim::grad_global_norm(std::span<const Tensor>(&grads[i], 1));
-      ss[split(i) ? 0 : 1] += n * n;
+    std::vector<Tensor> grads;
+    if (off_) {
+      stage_offload_grads();
+      for (std::size_t i = 0; i < params_.size(); ++i)
+        grads.push_back(host_view(off_->grad() + offsets_[i], params_[i].grad.shape(), off_->host_device()));
+    } else {
+      for (const auto& p : params_) grads.push_back(p.grad);
     }
-    const double norm = tp_norm(ss[0], ss[1]);
-    if (max_norm > 0)
-      for (Tensor& g : grads) clip_by(g.data<float>(), g.numel(), norm, max_norm);
-    return norm;
+    return whole_norm_and_clip(grads, max_norm);
   }
   std::fill(flat_.begin(), flat_.end(), 0.0f);
   flatten_grads(flat_.data());
   parallel::zero1_reduce_scatter_average(flat_, shard_grad_, dp_);
-  double ss[2] = {0, 0};  // split over tp, whole (the padding is zero and belongs to no parameter)
-  for (const Piece& pc : pieces_) {
-    const float* g = shard_grad_.data() + (pc.begin - shard_begin_);
-    double s = 0;
-    for (std::int64_t j = 0; j < pc.count; ++j) s += static_cast<double>(g[j]) * g[j];
-    ss[split(static_cast<std::size_t>(pc.param)) ? 0 : 1] += s;
-  }
-  dp_.all_reduce(ss, 2, comm::CommDType::F64, comm::ReduceOp::Sum);
-  const double norm = tp_norm(ss[0], ss[1]);
-  if (max_norm > 0) clip_by(shard_grad_.data(), static_cast<std::int64_t>(shard_grad_.size()), norm, max_norm);
-  return norm;
+  if (!off_) return shard_norm_and_clip(shard_grad_.data(), max_norm);
+  stage_offload_grads();
+  return shard_norm_and_clip(off_->grad(), max_norm);
 }
 
 void DpOptimizer::step(double lr) {
-  opt_.step(lr);
+  if (off_) {
+    off_->step(lr);
+    // Host memory here: the copies are done. On a GPU the compute stream would wait with weights_ready.
+    off_->synchronize();
+  } else {
+    opt_.step(lr);
+  }
   if (single() || !zero1_) return;
   parallel::zero1_all_gather(shard_master_, flat_, dp_);
   for (std::size_t i = 0; i < params_.size(); ++i)
@@ -123,7 +226,8 @@ void DpOptimizer::step(double lr) {
 
 std::vector<float> DpOptimizer::gather_moment(int which) const {
   std::vector<float> shard(static_cast<std::size_t>(shard_count_), 0.0f);
-  for (std::size_t k = 0; k < pieces_.size(); ++k) {
+  if (off_) std::memcpy(shard.data(), which == 0 ? off_->m() : off_->v(), shard.size() * sizeof(float));
+  for (std::size_t k = 0; k < pieces_.size() && !off_; ++k) {
     const Tensor& t = which == 0 ? opt_.slots()[k].m : opt_.slots()[k].v;
     std::memcpy(shard.data() + (pieces_[k].begin - shard_begin_), t.data<float>(),
                 static_cast<std::size_t>(pieces_[k].count) * sizeof(float));
@@ -135,6 +239,18 @@ std::vector<float> DpOptimizer::gather_moment(int which) const {
 
 std::map<std::string, Tensor> DpOptimizer::state() const {
   std::map<std::string, Tensor> out;
+  if ((single() || !zero1_) && off_) {
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const auto& p = params_[i];
+      const Device d = off_->host_device();
+      optim::OffloadAdamW* state = off_.get();  // views into the state; the caller copies what it keeps
+      out["adapter/" + p.name] = host_view(state->master() + offsets_[i], p.value.shape(), d).set_name(p.name);
+      out["optim/m/" + p.name] = host_view(state->m() + offsets_[i], p.value.shape(), d).set_name(p.name + ".exp_avg");
+      out["optim/v/" + p.name] =
+          host_view(state->v() + offsets_[i], p.value.shape(), d).set_name(p.name + ".exp_avg_sq");
+    }
+    return out;
+  }
   if (single() || !zero1_) {
     for (const auto& s : opt_.slots()) {
       out["adapter/" + s.name] = s.master;
@@ -158,6 +274,16 @@ std::map<std::string, Tensor> DpOptimizer::state() const {
 
 void DpOptimizer::restore(const std::function<const Tensor&(const std::string&)>& get) {
   for (auto& p : params_) p.value.copy_from(get("adapter/" + p.name));
+  if ((single() || !zero1_) && off_) {
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const auto& p = params_[i];
+      const auto bytes = static_cast<std::size_t>(p.value.numel()) * sizeof(float);
+      std::memcpy(off_->master() + offsets_[i], get("adapter/" + p.name).data<float>(), bytes);
+      std::memcpy(off_->m() + offsets_[i], get("optim/m/" + p.name).data<float>(), bytes);
+      std::memcpy(off_->v() + offsets_[i], get("optim/v/" + p.name).data<float>(), bytes);
+    }
+    return;
+  }
   if (single() || !zero1_) {
     for (auto& s : opt_.slots()) {
       s.m.copy_from(get("optim/m/" + s.name));
@@ -169,10 +295,14 @@ void DpOptimizer::restore(const std::function<const Tensor&(const std::string&)>
     const Piece& pc = pieces_[k];
     const auto& p = params_[static_cast<std::size_t>(pc.param)];
     const std::int64_t in_param = pc.begin - offsets_[static_cast<std::size_t>(pc.param)];
+    const std::int64_t at = pc.begin - shard_begin_;
     const auto bytes = static_cast<std::size_t>(pc.count) * sizeof(float);
-    std::memcpy(shard_master_.data() + (pc.begin - shard_begin_), p.value.data<float>() + in_param, bytes);
-    std::memcpy(opt_.slots()[k].m.data<float>(), get("optim/m/" + p.name).data<float>() + in_param, bytes);
-    std::memcpy(opt_.slots()[k].v.data<float>(), get("optim/v/" + p.name).data<float>() + in_param, bytes);
+    std::memcpy(shard_master_.data() + at, p.value.data<float>() + in_param, bytes);
+    float* m = off_ ? off_->m() + at : opt_.slots()[k].m.data<float>();
+    float* v = off_ ? off_->v() + at : opt_.slots()[k].v.data<float>();
+    if (off_) std::memcpy(off_->master() + at, p.value.data<float>() + in_param, bytes);
+    std::memcpy(m, get("optim/m/" + p.name).data<float>() + in_param, bytes);
+    std::memcpy(v, get("optim/v/" + p.name).data<float>() + in_param, bytes);
   }
 }
 

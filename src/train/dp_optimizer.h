@@ -11,27 +11,39 @@
 // adapter: the squares of the split parameters (AdapterParam::tp_shard_dim >= 0) summed over tp, the
 // whole ones counted once, as AdapterSet::tp_grad_norm; every tp rank clips by the same factor. AdamW is elementwise, so both modes give the same update bit for bit;
 // with one replica the plain optim::AdamW path runs.
+// offload (optim.offload): the master weights, moments and a gradient copy of this replica's part (all
+// of it, or its ZeRO-1 shard) live in host RAM (optim::OffloadAdamW: pinned when the parameters are on
+// a GPU), the reduced gradients are copied there bucket by bucket, measured and clipped there, updated
+// by the multithreaded CPU AdamW, and the weights copied back. Same updates bit for bit as without.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "adapters/adapter_set.h"
 #include "comm/communicator.h"
 #include "optim/adamw.h"
+#include "optim/offload_adamw.h"
 
 namespace adapt::train {
+
+/// The offload settings of a job: nullopt when `offload` (optim.offload) is false; otherwise the CPU
+/// AdamW gets this node's hardware threads divided among the job's ranks on the node (at least 1).
+std::optional<optim::OffloadOptions> dp_offload_options(bool offload);
 
 class DpOptimizer {
  public:
   /// `params` share storage with the adapter (AdapterSet::parameters()); the same on every replica.
   /// `tp`: the tp group the parameters are sharded over (nullptr or one rank: not sharded).
+  /// `offload`: set to keep the optimizer state in host RAM (optim::OffloadAdamW with these options).
   DpOptimizer(std::vector<adapters::AdapterParam> params, const optim::AdamWOptions& options, comm::Communicator& dp,
-              bool zero1, comm::Communicator* tp = nullptr);
+              bool zero1, comm::Communicator* tp = nullptr,
+              std::optional<optim::OffloadOptions> offload = std::nullopt);
 
   /// After the backward of every micro-batch: the gradients become their average over dp (each
   /// replica's own part of it under ZeRO-1), clipped to `max_norm` by their global norm when
@@ -41,10 +53,12 @@ class DpOptimizer {
   /// Called by all ranks of dp.
   void step(double lr);
 
-  std::int64_t n_steps() const { return opt_.n_steps(); }
-  void set_n_steps(std::int64_t n) { opt_.set_n_steps(n); }
+  std::int64_t n_steps() const { return off_ ? off_->n_steps() : opt_.n_steps(); }
+  void set_n_steps(std::int64_t n) { off_ ? off_->set_n_steps(n) : opt_.set_n_steps(n); }
   const std::vector<adapters::AdapterParam>& params() const { return params_; }
   bool zero1() const { return zero1_; }
+  /// The offloaded state (nullptr when the optimizer is not offloaded).
+  const optim::OffloadAdamW* offloaded() const { return off_.get(); }
 
   /// The whole optimizer state with global shapes: "adapter/<param>" (master weights),
   /// "optim/m/<param>", "optim/v/<param>". Under ZeRO-1 the moments are all-gathered over dp, so
@@ -59,7 +73,8 @@ class DpOptimizer {
   comm::Communicator& dp_;
   bool zero1_;
   comm::Communicator* tp_ = nullptr;  // set when the parameters are sharded over more than one tp rank
-  optim::AdamW opt_;
+  optim::AdamW opt_;                        // without offload
+  std::unique_ptr<optim::OffloadAdamW> off_;  // with offload: this replica's part of the flat vector
   std::vector<std::int64_t> offsets_;  // of each parameter in the flat vector
   std::int64_t n_ = 0;                 // real elements of the flat vector
   std::int64_t shard_count_ = 0;       // ZeRO-1: elements per dp rank (padded)
@@ -79,6 +94,13 @@ class DpOptimizer {
   /// sqrt(split + whole) after summing `split` (Σ g² of the split parameters) over tp.
   double tp_norm(double split, double whole) const;
   void flatten_grads(float* dst) const;
+  void log_offload() const;
+  /// The averaged gradients into the offloaded state, parameter by parameter (or the shard), in buckets.
+  void stage_offload_grads();
+  /// Norm (and clipping) of the whole gradients `grads` (one per parameter), as without ZeRO-1.
+  double whole_norm_and_clip(std::vector<Tensor>& grads, double max_norm) const;
+  /// Norm (and clipping) of this rank's ZeRO-1 gradient shard at `shard` (shard_count_ elements).
+  double shard_norm_and_clip(float* shard, double max_norm) const;
   /// The flat vector of AdamW moment `which` (0: m, 1: v) of every parameter (all-gathered under ZeRO-1).
   std::vector<float> gather_moment(int which) const;
 };

@@ -28,6 +28,9 @@ struct OptimConfig {
   std::int64_t warmup_steps = 0;
   double min_lr_ratio = 0.0;       // decay ends at lr * min_lr_ratio
   double max_grad_norm = 1.0;      // global-norm clipping; 0 turns it off
+  /// Keep the fp32 master weights and moments in host RAM (pinned when training on GPUs), updated by a
+  /// multithreaded CPU AdamW (optim::OffloadAdamW); the updates are the same as without.
+  bool offload = false;
 };
 
 struct LoopConfig {

@@ -287,7 +287,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   set.shard_for_tp(model.tp);
   const std::vector<adapters::AdapterParam> params = set.parameters();
   DpOptimizer opt(params, {cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay}, dp,
-                  cfg.parallel.zero1, &tp);
+                  cfg.parallel.zero1, &tp, dp_offload_options(cfg.optim.offload));
   // What each parameter is a slice of (whole tensors until the set is sharded over tp): checkpoints hold
   // the whole tensors, gathered over tp on save and cut again on resume.
   const std::vector<parallel::TensorSlice> slices = set.tp_param_slices();

@@ -1,0 +1,46 @@
+#include "optim/offload_copier.h"
+
+#include <cstring>
+
+#include "core/error.h"
+
+namespace adapt::optim {
+
+namespace {
+
+class HostCopier final : public OffloadCopier {
+ public:
+  std::int64_t to_host(void* host_dst, const void* src, std::size_t n_bytes, void*) override {
+    if (n_bytes > 0) std::memcpy(host_dst, src, n_bytes);
+    return ++tickets_;
+  }
+  void wait_host(std::int64_t) override {}
+  void to_device(void* dst, const void* host_src, std::size_t n_bytes) override {
+    if (n_bytes > 0) std::memcpy(dst, host_src, n_bytes);
+  }
+  void order_before(void*) override {}
+  void synchronize() override {}
+  Allocator& host_allocator() override { return adapt::host_allocator(); }
+
+ private:
+  std::int64_t tickets_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<OffloadCopier> offload_copier_host() { return std::make_unique<HostCopier>(); }
+
+#if !ADAPT_HAVE_CUDA
+std::unique_ptr<OffloadCopier> offload_copier_cuda(int device) {
+  ADAPT_THROW(UnsupportedError,
+              "optimizer-state offload for parameters on cuda:{} needs CUDA, but this binary was built with "
+              "ADAPT_CUDA=OFF; rebuild with -DADAPT_CUDA=ON or run on the CPU backend",
+              device);
+}
+#endif
+
+std::unique_ptr<OffloadCopier> offload_copier_for(Device device) {
+  return device.kind == DeviceKind::Cuda ? offload_copier_cuda(device.index) : offload_copier_host();
+}
+
+}  // namespace adapt::optim

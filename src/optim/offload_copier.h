@@ -1,0 +1,44 @@
+// OffloadCopier: the copies between the parameters' device and the optimizer state in host RAM, with
+// their ordering. CUDA-free interface: the host version copies at once (device == host), the CUDA
+// version (offload_copier_cuda.cpp, built with ADAPT_HAVE_CUDA) queues cudaMemcpyAsync on its own copy
+// stream into pinned memory and orders it against the compute stream with events, as llm.c's zero.cuh.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "tensor/storage.h"
+
+namespace adapt::optim {
+
+class OffloadCopier {
+ public:
+  virtual ~OffloadCopier() = default;
+
+  /// Queues a copy of `n_bytes` from `src` (on the parameters' device) to `host_dst`, after the work
+  /// already queued on `compute_stream` (a cudaStream_t; nullptr: the device's legacy default stream).
+  /// Returns a ticket for wait_host().
+  virtual std::int64_t to_host(void* host_dst, const void* src, std::size_t n_bytes, void* compute_stream) = 0;
+  /// Blocks the calling thread until the copy of `ticket` (and every copy queued before it) is done.
+  virtual void wait_host(std::int64_t ticket) = 0;
+  /// Queues a copy of `n_bytes` from `host_src` to `dst` (on the device). `host_src` must stay unchanged
+  /// until to_device_done() or synchronize().
+  virtual void to_device(void* dst, const void* host_src, std::size_t n_bytes) = 0;
+  /// Makes `compute_stream` wait (without blocking the host) for every copy queued so far.
+  virtual void order_before(void* compute_stream) = 0;
+  /// Blocks until every queued copy is done.
+  virtual void synchronize() = 0;
+  /// Where the host buffers for this copier come from: pinned memory for CUDA, plain host otherwise.
+  virtual Allocator& host_allocator() = 0;
+};
+
+/// Plain memcpy, for parameters in host memory (the CPU backend).
+std::unique_ptr<OffloadCopier> offload_copier_host();
+/// cudaMemcpyAsync on a copy stream of cuda:`device`. UnsupportedError in builds without CUDA (naming
+/// ADAPT_CUDA) or when the device does not exist.
+std::unique_ptr<OffloadCopier> offload_copier_cuda(int device);
+/// The copier for parameters on `device`: CUDA for a CUDA device, host otherwise.
+std::unique_ptr<OffloadCopier> offload_copier_for(Device device);
+
+}  // namespace adapt::optim

@@ -1,0 +1,83 @@
+// The CUDA OffloadCopier: cudaMemcpyAsync on a non-blocking copy stream of the parameters' device,
+// ordered after the compute stream's work with an event, one event per device-to-host copy so the host
+// can start on a bucket as soon as it has arrived. Built only with ADAPT_HAVE_CUDA.
+#include <map>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_runtime.h"
+#include "optim/offload_copier.h"
+
+namespace adapt::optim {
+
+namespace {
+
+using backend::cuda::DeviceGuard;
+using backend::cuda::Event;
+using backend::cuda::Stream;
+
+class CudaCopier final : public OffloadCopier {
+ public:
+  explicit CudaCopier(int device) : device_(device), stream_(device) {
+    DeviceGuard guard(device_);
+    before_ = std::make_unique<Event>(/*timing=*/false);
+  }
+  ~CudaCopier() override {
+    // The host buffers may be freed right after; never leave a copy running into them.
+    cudaStreamSynchronize(stream_.get());
+  }
+
+  std::int64_t to_host(void* host_dst, const void* src, std::size_t n_bytes, void* compute_stream) override {
+    DeviceGuard guard(device_);
+    before_->record(static_cast<cudaStream_t>(compute_stream));
+    before_->block(stream_.get());
+    if (n_bytes > 0)
+      ADAPT_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, n_bytes, cudaMemcpyDeviceToHost, stream_.get()));
+    auto done = std::make_unique<Event>(/*timing=*/false);
+    done->record(stream_.get());
+    pending_[++tickets_] = std::move(done);
+    return tickets_;
+  }
+
+  void wait_host(std::int64_t ticket) override {
+    auto it = pending_.find(ticket);
+    if (it == pending_.end()) return;  // already waited for
+    it->second->synchronize();
+    pending_.erase(pending_.begin(), std::next(it));  // the stream is in order: earlier copies are done
+  }
+
+  void to_device(void* dst, const void* host_src, std::size_t n_bytes) override {
+    DeviceGuard guard(device_);
+    if (n_bytes > 0)
+      ADAPT_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, n_bytes, cudaMemcpyHostToDevice, stream_.get()));
+  }
+
+  void order_before(void* compute_stream) override {
+    DeviceGuard guard(device_);
+    Event after(/*timing=*/false);
+    after.record(stream_.get());
+    after.block(static_cast<cudaStream_t>(compute_stream));
+  }
+
+  void synchronize() override {
+    stream_.synchronize();
+    pending_.clear();
+  }
+
+  Allocator& host_allocator() override { return backend::pinned_host_allocator(); }
+
+ private:
+  int device_;
+  Stream stream_;
+  std::unique_ptr<Event> before_;
+  std::map<std::int64_t, std::unique_ptr<Event>> pending_;
+  std::int64_t tickets_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<OffloadCopier> offload_copier_cuda(int device) {
+  backend::cuda::require_device(device);
+  return std::make_unique<CudaCopier>(device);
+}
+
+}  // namespace adapt::optim

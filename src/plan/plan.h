@@ -1,0 +1,230 @@
+// The planner's model of a job: for a Llama shape, an adapter, a layout of ranks (tp × pp × dp) and a
+// training or generation job, the bytes each rank holds (weights, adapter, gradients, optimizer
+// state, activations with and without recomputation, KV cache, host memory), the bytes the step's
+// collectives move, and a step-time estimate from FLOPs, bytes and link bandwidths. Pure functions of
+// their arguments: nothing is allocated, read or run (adapt_plan prints them; src/plan/README.md
+// gives every formula and its source).
+//
+// Two backends are planned:
+//   Cpu: what adapt_train does today, exactly: f32 weights (WeightStorage::F32), f32 activations
+//        taken from the two workspaces of model::llama_train_step (64-byte aligned), logits in chunks
+//        of 256 rows (all rows of a micro-batch with pp > 1), the trainer's and DpOptimizer's buffers;
+//        tested against measured runs (tests/e2e/adapt_plan_e2e_test.cpp).
+//   Gpu: the same tensors with bf16 weights and activations (f32 norm statistics, log-sum-exp and
+//        adapter parameters, gradients and AdamW state); the CUDA training pass does not exist yet, so
+//        this is the CPU pass's structure at GPU precisions, not a measurement.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "adapters/adapter_config.h"
+#include "model/llama_config.h"
+
+namespace adapt::plan {
+
+enum class Backend { Cpu, Gpu };
+
+/// world = tp × pp × dp, tp innermost (comm::ProcessGrid's order).
+struct Layout {
+  int tp = 1;
+  int pp = 1;
+  int dp = 1;
+  int world() const { return tp * pp * dp; }
+  std::string str() const;  // "tp2 × pp1 × dp4"
+  friend bool operator==(const Layout&, const Layout&) = default;
+};
+
+/// A training job as adapt_train runs it.
+struct TrainJob {
+  std::int64_t seq = 0;          // data.seq_len (T)
+  std::int64_t micro_batch = 1;  // sequences per replica per micro-step (adapt_train: train.micro_batch / dp)
+  std::int64_t grad_accum = 1;   // train.grad_accum (micro-batches per step; the pipeline's 1F1B count)
+  bool recompute = false;        // train.recompute
+  bool zero1 = true;             // parallel.zero1
+  bool offload = false;          // optim.offload: optimizer state in host RAM (optim::OffloadAdamW)
+  int act_bytes = 0;             // bytes per activation element; 0: the backend's (Precision::of)
+};
+
+/// A generation job as adapt_gen runs it: `batch` sequences in flight, each of up to `context` tokens
+/// (prompt + new tokens).
+struct GenJob {
+  std::int64_t batch = 1;
+  std::int64_t context = 0;
+  int kv_bytes = 0;  // bytes per KV-cache element; 0: the backend's (Precision::of)
+};
+
+/// Bytes per element on a backend.
+struct Precision {
+  int weight = 4;      // base weights in memory
+  int activation = 4;  // activations and their gradients
+  int kv = 4;          // KV cache
+  static Precision of(Backend b);
+  /// The backend's, with the activation (and KV) element size replaced when `act_bytes` > 0.
+  static Precision of(Backend b, int act_bytes);
+};
+
+// ---- adapter ----------------------------------------------------------------------------------------
+
+/// Parses --adapter: "lora:r=16[,alpha=32][,targets=q+k+v+o+gate+up+down|all][,dropout=0.1]",
+/// "bottleneck:64[,placement=pfeiffer|houlsby|parallel][,ln]" or both joined by '/'
+/// ("lora:r=16/bottleneck:64"). ConfigError naming --adapter and listing the accepted forms otherwise.
+adapters::AdapterConfig parse_adapter_spec(const std::string& text);
+/// "lora r=16 (q, v)", "bottleneck m=64 (pfeiffer)".
+std::string adapter_spec_str(const adapters::AdapterConfig& a, const model::LlamaConfig& m);
+
+/// Adapter parameters one tp rank holds (LoRA factors split as parallel::lora_shard splits them,
+/// bottleneck modules whole; every pipeline stage holds the whole adapter, as adapt_train does).
+std::int64_t adapter_params_on_rank(const model::LlamaConfig& m, const adapters::AdapterConfig& a, int tp, int tp_rank);
+/// The whole adapter's parameters (tp = 1); equals adapters::AdapterSet::n_parameters().
+std::int64_t adapter_params(const model::LlamaConfig& m, const adapters::AdapterConfig& a);
+/// The number of LoRA sites (layers × targets).
+std::int64_t lora_sites(const model::LlamaConfig& m, const adapters::AdapterConfig& a);
+
+// ---- memory -----------------------------------------------------------------------------------------
+
+/// What llama_train_step's workspaces hold at their high-water marks, for one rank and one call
+/// (model/llama_train.cpp: `saved` and `scratch`), plus the adapters' own temporaries.
+struct ActivationBytes {
+  std::uint64_t saved = 0;    // RoPE tables, each layer's input, the kept activations, the running gradient
+  std::uint64_t scratch = 0;  // the largest set of one layer's temporaries, or the head's (logits chunk)
+  std::uint64_t adapter = 0;  // adapters::AdapterSet's workspace (LoRA / bottleneck temporaries)
+  std::uint64_t total() const { return saved + scratch + adapter; }
+};
+
+/// One rank's training memory. Device bytes are on the GPU (or the process, for Cpu); host bytes are
+/// in host RAM besides the process (GPU plans: offloaded optimizer state, pinned staging).
+struct TrainMemory {
+  Layout layout;
+  int tp_rank = 0, pp_rank = 0;     // the rank this is (the one needing most memory)
+  std::int64_t base_params = 0;     // base weights held
+  std::int64_t adapter_params = 0;  // adapter parameters held
+  std::uint64_t weights = 0;
+  std::uint64_t adapter = 0;           // adapter weights (working copy)
+  std::uint64_t gradients = 0;         // adapter gradients (f32)
+  std::uint64_t optimizer = 0;         // AdamW state of this rank's part (m, v; the f32 master where it is a
+                                       // separate copy; offloaded on the CPU: master, m, v, gradient copy)
+  std::uint64_t dp_buffers = 0;        // DpOptimizer's flat gradient / shard buffers (dp > 1)
+  std::uint64_t pipeline_buffers = 0;  // hidden states of micro-batches in flight between stages (pp > 1)
+  ActivationBytes activations;         // with the job's recompute setting
+  ActivationBytes activations_other;   // with the other setting (for the table)
+  std::uint64_t checkpoint = 0;        // world rank 0 (0 elsewhere) while it writes a checkpoint: the HDF5 file image
+                                       // (whole adapter, m, v f32) and, with ZeRO-1, the gathered moments
+  std::uint64_t host_optimizer = 0;    // GPU offload: f32 master + m + v in pinned host RAM
+  std::uint64_t host_staging = 0;      // GPU offload: the f32 gradient copy, filled bucket by bucket
+  std::uint64_t device_total() const;
+  bool host_checkpoint = false;  // the checkpoint image is in host RAM (GPU plans), not in device_total
+  std::uint64_t host_total() const { return host_optimizer + host_staging + (host_checkpoint ? checkpoint : 0); }
+};
+
+/// Exact workspace high-water marks of llama_train_step for rank (tp_rank, pp_rank) of `layout`.
+/// `backward`: a training call; `forward_only`: a pipeline stage's forward (backward = false).
+/// `chunk_rows`: logits rows at a time (0: all; adapt_train passes 256 without pp, 0 with pp).
+ActivationBytes train_activation_bytes(const model::LlamaConfig& m, const adapters::AdapterConfig& a,
+                                       const Layout& layout, int tp_rank, int pp_rank, std::int64_t batch,
+                                       std::int64_t seq, bool recompute, bool backward, std::int64_t chunk_rows,
+                                       Backend backend);
+
+/// The training memory of the rank of `layout` that needs the most device memory.
+TrainMemory train_memory(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& layout,
+                         const TrainJob& job, Backend backend);
+/// Every rank of one replica (tp_rank, pp_rank), world rank order (the dp replicas hold the same; world
+/// rank 0, which writes checkpoints, is the first).
+std::vector<TrainMemory> train_memory_ranks(const model::LlamaConfig& m, const adapters::AdapterConfig& a,
+                                            const Layout& layout, const TrainJob& job, Backend backend);
+
+/// One rank's generation memory.
+struct GenMemory {
+  Layout layout;
+  std::uint64_t weights = 0;
+  std::uint64_t kv_cache = 0;  // the whole batch × context
+  std::uint64_t kv_per_sequence = 0;
+  std::uint64_t adapter = 0;
+  std::uint64_t activations = 0;  // the largest step: a prefill of `context` tokens of one sequence
+  std::uint64_t device_total() const { return weights + kv_cache + adapter + activations; }
+};
+GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& layout,
+                     const GenJob& job, Backend backend);
+
+// ---- communication ------------------------------------------------------------------------------------
+
+/// Bytes one training step moves, as comm::Communicator counts them (all_reduce and broadcast: the
+/// buffer; all_gather: the output; reduce_scatter: the input; send and recv: the message, counted
+/// at both ends), summed over every rank: the `comm_bytes` of adapt_train's metrics.jsonl. `wire` is
+/// what ring collectives put on the links (all-reduce 2(p−1)/p of the buffer, all-gather and
+/// reduce-scatter (p−1)/p, a message once), summed over every rank's sends.
+struct CommBytes {
+  std::int64_t tp_counted = 0, pp_counted = 0, dp_counted = 0;
+  double tp_wire = 0, pp_wire = 0, dp_wire = 0;                 // summed over ranks
+  double tp_wire_rank = 0, pp_wire_rank = 0, dp_wire_rank = 0;  // the busiest rank's sends
+  std::int64_t counted() const { return tp_counted + pp_counted + dp_counted; }
+  double wire() const { return tp_wire + pp_wire + dp_wire; }
+};
+CommBytes train_comm_bytes(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& layout,
+                           const TrainJob& job, Backend backend);
+
+// ---- hardware and time ----------------------------------------------------------------------------
+
+struct GpuSpec {
+  std::string name;
+  double mem_gb = 0;       // device memory, GiB (as nvidia-smi reports it: A100 80GB = 81920 MiB)
+  double bf16_tflops = 0;  // dense bf16 peak
+  double hbm_tbps = 0;     // memory bandwidth, TB/s
+  double intra_gbps = 0;   // GPU-to-GPU inside a node, GB/s per direction (NVLink or PCIe)
+  std::string intra_name;
+  int gpus_per_node = 8;
+  std::string source;  // where the numbers come from
+};
+struct NetworkSpec {
+  std::string name;
+  double gbit_per_nic = 0;  // Gb/s per NIC, per direction
+  std::string source;
+};
+std::vector<GpuSpec> gpu_presets();
+std::vector<NetworkSpec> network_presets();
+/// ConfigError naming `flag`, with a suggestion and the list, for unknown names.
+GpuSpec gpu_preset(const std::string& name, const std::string& flag = "--gpu");
+NetworkSpec network_preset(const std::string& name, const std::string& flag = "--network");
+/// Intra-node link presets: nvlink3 (A100), nvlink4 (H100/H200), pcie4, pcie5: GB/s per direction.
+double link_preset_gbps(const std::string& name, const std::string& flag = "--link");
+std::vector<std::string> link_preset_names();
+
+struct Cluster {
+  GpuSpec gpu;
+  NetworkSpec network;
+  int nics_per_node = 8;
+  double mfu = 0.5;  // the fraction of peak FLOP/s the GEMMs are assumed to reach
+  /// GB/s per GPU between nodes: NICs × Gb/s / 8 / GPUs per node.
+  double inter_gbps_per_gpu() const;
+};
+
+struct StepTime {
+  double flops = 0;                     // per rank per step (forward, backward, recomputation)
+  double compute_s = 0;                 // flops / (peak × mfu), or the HBM time if larger
+  double hbm_s = 0;                     // bytes read from HBM / bandwidth
+  double tp_s = 0, pp_s = 0, dp_s = 0;  // communication of the busiest rank on its links
+  double bubble = 1;                    // 1F1B: (M + pp − 1) / M
+  double step_s = 0;                    // (compute × bubble) + communication, no overlap assumed
+  double tokens_per_s = 0;              // the whole job's
+  bool tp_inside_node = true, pp_inside_node = true, dp_inside_node = true;
+};
+StepTime train_step_time(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& layout,
+                         const TrainJob& job, const Cluster& cluster);
+
+/// Decoding: each step reads the rank's weights and KV cache once (memory bound) plus two tp
+/// all-reduces of the batch's hidden states per layer.
+struct DecodeTime {
+  double step_s = 0;
+  double tokens_per_s = 0;  // all replicas
+};
+DecodeTime decode_step_time(const model::LlamaConfig& m, const Layout& layout, const GenJob& job,
+                            const Cluster& cluster);
+
+// ---- layouts ---------------------------------------------------------------------------------------
+
+/// Every tp × pp × dp of `gpus` ranks the model allows (tp divides the heads and KV heads, pp <= L),
+/// tp ascending then pp.
+std::vector<Layout> valid_layouts(const model::LlamaConfig& m, int gpus);
+
+}  // namespace adapt::plan

@@ -1,0 +1,314 @@
+// Memory per rank: the base weights a rank loads (parallel::llama_rank_shards), the adapter and its
+// optimizer state (adapters' shapes, DpOptimizer's buffers), and the training pass's workspaces,
+// replayed take by take from model/llama_train.cpp (64-byte aligned, as ops::Workspace hands them out).
+#include <algorithm>
+#include <set>
+
+#include "adapters/adapter_config_check.h"
+#include "core/error.h"
+#include "model/tensor_parallel.h"
+#include "parallel/llama_sharding.h"
+#include "parallel/zero_partition.h"
+#include "plan/plan.h"
+
+namespace adapt::plan {
+
+namespace {
+
+constexpr std::uint64_t kAlign = 64;  // ops::Workspace's alignment
+std::uint64_t aligned(std::uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+/// Which adapter pieces sit on layer l.
+struct LayerAdapters {
+  bool attn_block = false, mlp_block = false;
+  bool lin[7] = {};  // q k v o gate up down
+  bool any_qkv() const { return lin[0] || lin[1] || lin[2]; }
+};
+
+std::vector<LayerAdapters> per_layer(const model::LlamaConfig& m, const adapters::AdapterConfig& a) {
+  std::vector<LayerAdapters> out(static_cast<std::size_t>(m.n_layers));
+  const std::vector<std::string> names = adapters::lora_target_names();
+  for (const int l : adapters::adapter_layers(a, m)) {
+    LayerAdapters& la = out[static_cast<std::size_t>(l)];
+    if (adapters::kind_has_bottleneck(a.kind)) {
+      la.mlp_block = true;
+      la.attn_block = a.bottleneck.placement == adapters::BnPlacement::Houlsby;
+    }
+    if (adapters::kind_has_lora(a.kind))
+      for (const std::string& t : a.lora.targets)
+        la.lin[std::find(names.begin(), names.end(), t) - names.begin()] = true;
+  }
+  return out;
+}
+
+/// The workspace replay of one llama_train_step call.
+class PassModel {
+ public:
+  PassModel(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& lay, int tp_rank, int pp_rank,
+            std::int64_t batch, std::int64_t seq, int act_bytes)
+      : m_(m), a_(a), layers_(per_layer(m, a)) {
+    const model::TpLocalDims local = model::tp_local_dims(m, {.comm = nullptr, .rank = tp_rank, .size = lay.tp});
+    B_ = batch, T_ = seq, N_ = B_ * T_, C_ = m.hidden_size, H_ = local.heads, Hkv_ = local.kv_heads;
+    D_ = m.head_dim, F_ = local.ffn, V_ = local.vocab.count;
+    tp_ = lay.tp > 1;
+    const parallel::Range r = parallel::stage_layers(m.n_layers, lay.pp, pp_rank);
+    l0_ = r.begin, l1_ = r.end();
+    first_ = pp_rank == 0, last_ = pp_rank == lay.pp - 1;
+    act_ = static_cast<std::uint64_t>(act_bytes);
+  }
+
+  // An activation tensor of n elements; statistics (RMSNorm rstd, log-sum-exp) and logits stay f32.
+  std::uint64_t t(std::int64_t n) const { return aligned(static_cast<std::uint64_t>(n) * act_); }
+  std::uint64_t f32(std::int64_t n) const { return aligned(static_cast<std::uint64_t>(n) * 4); }
+
+  std::uint64_t acts(const LayerAdapters& la) const {
+    return f32(N_) + 2 * t(N_ * H_ * D_) + 2 * t(N_ * Hkv_ * D_) + f32(N_ * H_) + (la.attn_block ? t(N_ * C_) : 0) +
+           t(N_ * C_) + f32(N_) + 2 * t(N_ * F_) + (la.mlp_block ? t(N_ * C_) : 0);
+  }
+  std::uint64_t forward_temps(const LayerAdapters& la) const {
+    return t(N_ * C_) + 2 * t(N_ * Hkv_ * D_) + (!la.attn_block && tp_ ? t(N_ * C_) : 0) + t(N_ * F_) +
+           (!la.mlp_block && tp_ ? t(N_ * C_) : 0);
+  }
+  std::uint64_t backward_temps(const LayerAdapters& la) const {
+    std::uint64_t n = t(N_ * C_);                 // d_normed
+    if (la.mlp_block) n += 2 * t(N_ * C_);        // dout, df
+    if (la.lin[6]) n += t(N_ * F_);               // swiglu again for down's hook
+    n += t(N_ * F_);                              // d_swiglu
+    if (la.lin[4] || la.lin[5]) n += t(N_ * C_);  // normed again for gate/up hooks
+    if (la.attn_block) n += 2 * t(N_ * C_);
+    n += 2 * t(N_ * H_ * D_) + 4 * t(N_ * Hkv_ * D_);  // d_attn, dq, dk_all, dv_all, dk, dv
+    if (la.any_qkv()) n += t(N_ * C_);
+    return n;
+  }
+
+  ActivationBytes run(bool recompute, bool backward, std::int64_t chunk_rows) const {
+    const bool keep = backward && !recompute;
+    ActivationBytes out;
+    out.saved = 2 * f32(B_ * T_ * (D_ / 2));  // RoPE tables per token (adapt_train passes positions)
+    out.saved += static_cast<std::uint64_t>(l1_ - l0_ + 1) * t(N_ * C_);
+    std::uint64_t scratch = 0;
+    for (std::int64_t l = l0_; l < l1_; ++l) {
+      const LayerAdapters& la = layers_[static_cast<std::size_t>(l)];
+      if (keep) out.saved += acts(la);
+      scratch = std::max(scratch, (keep ? 0 : acts(la)) + forward_temps(la));
+      if (backward) {
+        const std::uint64_t recomputed = keep ? 0 : acts(la) + t(N_ * C_) + forward_temps(la);
+        scratch = std::max(scratch, recomputed + backward_temps(la));
+      }
+    }
+    if (backward) out.saved += t(N_ * C_);  // the running gradient of the residual stream
+    if (last_) {
+      const std::int64_t chunk = chunk_rows > 0 ? std::min(chunk_rows, N_) : N_;
+      scratch = std::max(scratch, f32(N_) + t(N_ * C_) + (backward ? t(N_ * C_) : 0) + f32(chunk * V_));
+    }
+    out.scratch = scratch;
+    out.adapter = adapter_workspace(backward);
+    return out;
+  }
+
+  // adapters::AdapterSet's own workspace: reset per site call; the largest call.
+  std::uint64_t adapter_workspace(bool backward) const {
+    std::uint64_t most = 0;
+    if (adapters::kind_has_lora(a_.kind)) {
+      const bool drop = a_.lora.dropout > 0;
+      const std::int64_t r = a_.lora.r;
+      // in-features of A on this rank: C for q/k/v/gate/up, H·D/tp for o, F/tp for down.
+      const std::int64_t ins[7] = {C_, C_, C_, H_ * D_, C_, C_, F_};
+      for (std::size_t s = 0; s < 7; ++s) {
+        bool used = false;
+        for (std::int64_t l = l0_; l < l1_; ++l) used = used || layers_[static_cast<std::size_t>(l)].lin[s];
+        if (!used) continue;
+        const std::uint64_t x = drop ? f32(N_ * ins[s]) : 0;
+        most = std::max(most, x + f32(N_ * r));
+        if (backward) most = std::max(most, 2 * x + 2 * f32(N_ * r));
+      }
+    }
+    if (adapters::kind_has_bottleneck(a_.kind)) {
+      const std::int64_t w = adapters::bottleneck_size(a_.bottleneck, C_);
+      const bool pf = a_.bottleneck.placement == adapters::BnPlacement::Pfeiffer, ln = a_.bottleneck.ln_before;
+      const std::uint64_t z = pf ? f32(N_ * C_) : 0, norm = ln ? f32(N_ * C_) + f32(2 * N_) : 0;
+      most = std::max(most, z + norm + f32(N_ * w) + f32(C_));
+      if (backward) most = std::max(most, z + f32(N_ * C_) + norm + 3 * f32(N_ * w) + (ln ? f32(N_ * C_) : 0));
+    }
+    return most;
+  }
+
+ private:
+  const model::LlamaConfig& m_;
+  const adapters::AdapterConfig& a_;
+  std::vector<LayerAdapters> layers_;
+  std::int64_t B_ = 0, T_ = 0, N_ = 0, C_ = 0, H_ = 0, Hkv_ = 0, D_ = 0, F_ = 0, V_ = 0;
+  std::int64_t l0_ = 0, l1_ = 0;
+  bool tp_ = false, first_ = true, last_ = true;
+  std::uint64_t act_ = 4;
+};
+
+std::int64_t base_params_on_rank(const model::LlamaConfig& m, const Layout& lay, int tp_rank, int pp_rank) {
+  const comm::ProcessGrid grid(lay.tp, lay.pp, 1);
+  std::int64_t n = 0;
+  for (const parallel::TensorShard& s :
+       parallel::llama_rank_shards(model::llama_dims(m), grid, pp_rank * lay.tp + tp_rank))
+    n += s.slice.numel();
+  return n;
+}
+
+/// The training memory of one rank.
+TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& lay,
+                              const TrainJob& job, Backend backend, int tp_rank, int pp_rank) {
+  const Precision prec = Precision::of(backend, job.act_bytes);
+  TrainMemory r;
+  r.layout = lay;
+  r.tp_rank = tp_rank;
+  r.pp_rank = pp_rank;
+  r.base_params = base_params_on_rank(m, lay, tp_rank, pp_rank);
+  r.weights = static_cast<std::uint64_t>(r.base_params) * static_cast<std::uint64_t>(prec.weight);
+  const std::int64_t n = adapter_params_on_rank(m, a, lay.tp, tp_rank);
+  r.adapter_params = n;
+  const auto n4 = static_cast<std::uint64_t>(n) * 4;
+  const bool sharded = lay.dp > 1 && job.zero1;
+  const std::uint64_t c = sharded ? static_cast<std::uint64_t>(parallel::zero_shard_count(n, lay.dp)) : 0;
+  r.gradients = n4;
+  const std::uint64_t part = sharded ? c : static_cast<std::uint64_t>(n);  // the elements this rank's optimizer updates
+  if (backend == Backend::Cpu) {
+    // AdamW updates the adapter tensors themselves (they are the f32 master); ZeRO-1 keeps a master
+    // shard, its gradient and its moments, and a padded flat vector for the collectives. Offloaded
+    // (optim::OffloadAdamW): master, m, v and a gradient copy of the rank's part, in (host) memory.
+    r.adapter = n4;
+    r.optimizer = job.offload ? 4 * part * 4 : 2 * part * 4;
+    r.dp_buffers = sharded ? (2 * c + c * static_cast<std::uint64_t>(lay.dp)) * 4 : (lay.dp > 1 ? n4 : 0);
+  } else {
+    // bf16 working copy on the device; f32 master + m + v of the rank's part (ZeRO-1 shard) on the device
+    // or, offloaded, in pinned host RAM with a gradient copy that the reduced gradients fill bucket by
+    // bucket (train/dp_optimizer.cpp).
+    r.adapter = static_cast<std::uint64_t>(n) * 2;
+    if (job.offload) {
+      r.host_optimizer = 3 * part * 4;
+      r.host_staging = part * 4;
+    } else {
+      r.optimizer = 3 * part * 4;
+    }
+    r.dp_buffers = sharded ? c * static_cast<std::uint64_t>(lay.dp) * 4 : (lay.dp > 1 ? n4 : 0);
+  }
+  if (lay.pp > 1) r.dp_buffers += n4;  // the flat vector the stages' gradients are summed in
+  // Checkpoints (rank 0 writes whole tensors): checkpoint::checkpoint_save builds the HDF5 file in memory
+  // (adapter, m and v of the whole adapter, f32); with ZeRO-1 DpOptimizer::state first gathers both
+  // moments whole (the padded flat vectors and the per-tensor copies).
+  const auto whole4 = static_cast<std::uint64_t>(adapter_params(m, a)) * 4;
+  if (tp_rank == 0 && pp_rank == 0)
+    r.checkpoint = 3 * whole4 + (sharded ? 2 * (c * static_cast<std::uint64_t>(lay.dp) * 4 + whole4) : 0);
+  r.host_checkpoint = backend == Backend::Gpu;
+  const bool first = pp_rank == 0, last = pp_rank == lay.pp - 1;
+  // adapt_train: logits in 256-row chunks without pp; the pipeline passes no chunking.
+  const std::int64_t chunk = lay.pp > 1 ? 0 : 256;
+  auto pass = [&](bool recompute) {
+    const PassModel pm(m, a, lay, tp_rank, pp_rank, job.micro_batch, job.seq, prec.activation);
+    ActivationBytes b = pm.run(recompute, true, chunk);
+    if (!last) {  // the stage's forward without backward: the workspaces keep their high-water marks
+      const ActivationBytes f = pm.run(recompute, false, chunk);
+      b.saved = std::max(b.saved, f.saved);
+      b.scratch = std::max(b.scratch, f.scratch);
+      b.adapter = std::max(b.adapter, f.adapter);
+    }
+    return b;
+  };
+  r.activations = pass(job.recompute);
+  r.activations_other = pass(!job.recompute);
+  if (lay.pp > 1) {
+    // Hidden states (B, T, C) outside the workspaces: the inputs of the micro-batches in flight (1F1B:
+    // up to pp − stage of them), the gradient from the next stage, the output and the input's gradient.
+    const std::int64_t in_flight = std::min<std::int64_t>(lay.pp - pp_rank, job.grad_accum);
+    const std::int64_t n_hidden = (first ? 0 : in_flight + 1) + (last ? 0 : 2);
+    r.pipeline_buffers = static_cast<std::uint64_t>(n_hidden * job.micro_batch * job.seq * m.hidden_size) *
+                         static_cast<std::uint64_t>(prec.activation);
+  }
+  return r;
+}
+
+}  // namespace
+
+Precision Precision::of(Backend b) {
+  if (b == Backend::Cpu) return {.weight = 4, .activation = 4, .kv = 4};
+  return {.weight = 2, .activation = 2, .kv = 2};
+}
+
+Precision Precision::of(Backend b, int act_bytes) {
+  Precision p = of(b);
+  if (act_bytes > 0) p.activation = p.kv = act_bytes;
+  return p;
+}
+
+std::string Layout::str() const { return fmt::format("tp{} × pp{} × dp{}", tp, pp, dp); }
+
+std::uint64_t TrainMemory::device_total() const {
+  return weights + adapter + gradients + optimizer + dp_buffers + pipeline_buffers + activations.total() +
+         (host_checkpoint ? 0 : checkpoint);
+}
+
+ActivationBytes train_activation_bytes(const model::LlamaConfig& m, const adapters::AdapterConfig& a,
+                                       const Layout& layout, int tp_rank, int pp_rank, std::int64_t batch,
+                                       std::int64_t seq, bool recompute, bool backward, std::int64_t chunk_rows,
+                                       Backend backend) {
+  return PassModel(m, a, layout, tp_rank, pp_rank, batch, seq, Precision::of(backend).activation)
+      .run(recompute, backward, chunk_rows);
+}
+
+TrainMemory train_memory(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& layout,
+                         const TrainJob& job, Backend backend) {
+  ADAPT_REQUIRE(job.seq > 0 && job.micro_batch > 0 && job.grad_accum > 0, ConfigError,
+                "--seq ({}), --micro-batch ({}) and --grad-accum ({}) must be positive", job.seq, job.micro_batch,
+                job.grad_accum);
+  TrainMemory best;
+  bool have = false;
+  // tp ranks differ only where F or V do not split evenly; stages differ in layers, embedding and head.
+  for (int p = 0; p < layout.pp; ++p) {
+    for (int t = 0; t < layout.tp; ++t) {
+      TrainMemory r = rank_train_memory(m, a, layout, job, backend, t, p);
+      if (!have || r.device_total() > best.device_total()) best = r, have = true;
+      if (m.intermediate_size % layout.tp == 0 && m.vocab_size % layout.tp == 0) break;
+    }
+  }
+  return best;
+}
+
+std::vector<TrainMemory> train_memory_ranks(const model::LlamaConfig& m, const adapters::AdapterConfig& a,
+                                            const Layout& layout, const TrainJob& job, Backend backend) {
+  ADAPT_REQUIRE(job.seq > 0 && job.micro_batch > 0 && job.grad_accum > 0, ConfigError,
+                "--seq ({}), --micro-batch ({}) and --grad-accum ({}) must be positive", job.seq, job.micro_batch,
+                job.grad_accum);
+  std::vector<TrainMemory> out;
+  for (int p = 0; p < layout.pp; ++p)
+    for (int t = 0; t < layout.tp; ++t) out.push_back(rank_train_memory(m, a, layout, job, backend, t, p));
+  return out;
+}
+
+GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& layout,
+                     const GenJob& job, Backend backend) {
+  ADAPT_REQUIRE(job.batch > 0 && job.context > 0, ConfigError,
+                "--gen-batch ({}) and the context (--seq: {}) must be positive", job.batch, job.context);
+  const Precision prec = Precision::of(backend, job.kv_bytes);
+  GenMemory g;
+  g.layout = layout;
+  std::int64_t most = 0;
+  for (int p = 0; p < layout.pp; ++p) most = std::max(most, base_params_on_rank(m, layout, 0, p));
+  g.weights = static_cast<std::uint64_t>(most) * static_cast<std::uint64_t>(prec.weight);
+  // Keys and values of the stage's layers for the rank's KV heads (model::KvCache; with pp each
+  // stage fills its own layers).
+  const std::int64_t stage_layers = parallel::stage_layers(m.n_layers, layout.pp, 0).count;
+  g.kv_per_sequence =
+      static_cast<std::uint64_t>(2 * stage_layers * (m.n_kv_heads / layout.tp) * job.context * m.head_dim) *
+      static_cast<std::uint64_t>(prec.kv);
+  g.kv_cache = g.kv_per_sequence * static_cast<std::uint64_t>(job.batch);
+  g.adapter =
+      static_cast<std::uint64_t>(adapter_params_on_rank(m, a, layout.tp, 0)) * (backend == Backend::Cpu ? 4 : 2);
+  // A prefill of the whole context of one sequence (llama_forward): one layer's temporaries (the
+  // training pass's forward without kept activations), the hidden state in and out, the last
+  // position's logits of every sequence (f32).
+  const Layout one{layout.tp, layout.pp, 1};
+  const PassModel pm(m, a, one, 0, 0, 1, job.context, prec.activation);
+  const ActivationBytes f = pm.run(/*recompute=*/true, /*backward=*/false, 1);
+  const auto hidden = static_cast<std::uint64_t>(job.context * m.hidden_size * prec.activation);
+  g.activations = f.scratch + 2 * hidden + static_cast<std::uint64_t>(job.batch * m.vocab_size) * 4;
+  return g;
+}
+
+}  // namespace adapt::plan

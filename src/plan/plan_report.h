@@ -1,0 +1,62 @@
+// A whole plan: every layout of the GPUs (or the one asked for), its memory, communication and time
+// for training and generation, the recommended layout and micro-batch, printed as tables (fmt) or JSON.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "plan/plan.h"
+
+namespace adapt::plan {
+
+struct PlanRequest {
+  std::string model_name;  // the preset or the model folder
+  model::LlamaConfig model;
+  adapters::AdapterConfig adapter;
+  TrainJob train;
+  GenJob gen;
+  int gpus = 1;  // ranks (GPUs, or processes on the CPU backend)
+  Backend backend = Backend::Gpu;
+  Cluster cluster;                    // GPU, links, network (Gpu backend)
+  std::optional<double> host_mem_gb;  // per node, GiB
+  double usable = 0.9;                // fraction of device memory a plan may fill
+  std::optional<Layout> layout;       // only this layout (--tp / --pp given)
+};
+
+struct LayoutPlan {
+  Layout layout;
+  TrainMemory mem;          // at the job's micro-batch and recompute setting
+  bool fits = false;        // mem.device_total() within the usable memory
+  bool fits_other = false;  // with the other recompute setting
+  bool host_fits = true;    // host memory per node within --host-mem (when given)
+  CommBytes comm;
+  StepTime time;  // Gpu backend only
+  // The fastest setting that fits: micro-batch per replica (a power of two up to 64) and recompute.
+  std::int64_t best_micro_batch = 0;
+  bool best_recompute = false;
+  StepTime best_time;
+  // Generation at --gen-batch × --gen-context.
+  GenMemory gen;
+  bool gen_fits = false;
+  std::int64_t gen_max_batch = 0;  // sequences of --gen-context that fit beside the weights
+  DecodeTime decode;
+};
+
+struct PlanResult {
+  PlanRequest req;
+  std::vector<LayoutPlan> layouts;
+  int train_pick = -1;  // index into layouts, -1 when nothing fits
+  int gen_pick = -1;
+  // When no layout of --gpus fits: the fewest GPUs of this kind (2 .. GPUs per node, then multiples of a
+  // node, up to 1024) with a layout that fits at micro-batch 1 with recomputation / the generation job.
+  int min_gpus_train = 0;
+  int min_gpus_gen = 0;
+  std::uint64_t usable_bytes() const;
+};
+
+PlanResult make_plan(const PlanRequest& req);
+std::string plan_text(const PlanResult& plan);
+std::string plan_json(const PlanResult& plan);
+
+}  // namespace adapt::plan

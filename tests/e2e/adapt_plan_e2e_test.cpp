@@ -1,0 +1,259 @@
+// adapt_plan against measured runs of adapt_train on the CPU backend:
+//  * memory: the plan's bytes per process (weights, adapter, gradients, AdamW state, activations) for
+//    a job on the bench preset (f32, 101M parameters) within 10% of the peak resident memory the
+//    kernel reports for that adapt_train process (ru_maxrss from wait4), with and without
+//    recomputation, and with the optimizer offloaded (optim.offload);
+//  * memory per rank at tp2 and pp2 (2 MPI ranks, bench preset): within 10% of each rank's peak RSS
+//    at 16 sequences per micro-step, and the growth from 4 to 16 sequences within 10%;
+//  * communication: the plan's bytes per step equal, byte for byte, the `comm_bytes` adapt_train writes
+//    to metrics.jsonl at every step, on 2 MPI ranks at dp2 (ZeRO-1 on and off), tp2 (recomputation on
+//    and off) and pp2, on the tiny preset;
+//  * the command line: --help lists every flag the parser takes, bad flags exit 2 naming the flag.
+// The GPU prediction cannot be compared here (no CUDA training pass runs on this machine).
+#include <doctest/doctest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/file.h"
+#include "tests/support/test_support.h"
+
+using namespace adapt;
+using json = nlohmann::json;
+using test::bin;
+using test::run;
+
+namespace {
+
+/// Runs `command` (a shell command line, output redirected by the caller) as a child process replaced
+/// by the program through `exec`, and returns its exit status and peak resident set (bytes).
+std::pair<int, std::uint64_t> run_measured(const std::string& command) {
+  const std::string line = "exec " + command;
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", line.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  struct rusage ru {};
+  REQUIRE(wait4(pid, &status, 0, &ru) == pid);
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return {code, static_cast<std::uint64_t>(ru.ru_maxrss) * 1024};  // Linux: KiB
+}
+
+std::vector<std::int64_t> comm_bytes_of(const fs::path& metrics) {
+  std::vector<std::int64_t> out;
+  const std::string text = file_read_text(metrics);
+  std::size_t start = 0;
+  while (start < text.size()) {
+    const std::size_t nl = text.find('\n', start);
+    const json j = json::parse(text.substr(start, nl - start));
+    if (j["kind"] == "train") out.push_back(j["comm_bytes"].get<std::int64_t>());
+    start = nl + 1;
+  }
+  return out;
+}
+
+json plan_json(const std::string& args) {
+  const test::Run r = run(bin("adapt_plan") + " --cpu --json " + args);
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  return json::parse(r.out);
+}
+
+}  // namespace
+
+TEST_CASE("adapt_plan's memory per process is within 10% of adapt_train's measured peak (bench preset, CPU)") {
+  test::TempDir dir("adapt-plan-mem");
+  REQUIRE(run(bin("adapt_model") + " make --preset bench --dtype f32 --out " + (dir / "bench").string()).code == 0);
+  const fs::path toml = dir / "job.toml";
+  test::write_bytes(toml, "[model]\npath = \"" + (dir / "bench").string() +
+                              "\"\n[adapter]\nkind = \"lora\"\n[adapter.lora]\nr = 16\nalpha = 32.0\n"
+                              "targets = [\"q\", \"k\", \"v\", \"o\", \"gate\", \"up\", \"down\"]\n"
+                              "[data]\ninputs = [\"" +
+                              (test::source_dir() / "inputs/corpus").string() +
+                              "\"]\nglobs = [\"**/*\"]\nseq_len = 512\ncross_document_attention = true\n"
+                              "cache_dir = \"" +
+                              (dir / "cache").string() +
+                              "\"\n[optim]\nlr = 1e-4\n[train]\nsteps = 2\nmicro_batch = 2\neval_every = 0\n"
+                              "[checkpoint]\nevery = 0\nkeep_last = 1\n");
+  struct Case {
+    const char* name;
+    const char* train_set;  // adapt_train --set options
+    const char* plan_flag;  // the same for adapt_plan
+  };
+  const Case cases[] = {{"no recompute", "", ""},
+                        {"recompute", " --set train.recompute=true", " --recompute"},
+                        {"optimizer offload", " --set optim.offload=true", " --offload"}};
+  for (std::size_t i = 0; i < std::size(cases); ++i) {
+    const Case& c = cases[i];
+    CAPTURE(c.name);
+    const std::string run_dir = (dir / ("run-" + std::to_string(i))).string();
+    const auto [code, peak] =
+        run_measured("env OMP_NUM_THREADS=1 " + bin("adapt_train") + " --config " + toml.string() +
+                     " --set run.dir=" + run_dir + c.train_set + " > " + run_dir + ".log 2>&1");
+    INFO(file_read_text(run_dir + ".log"));
+    REQUIRE(code == 0);
+    const json p =
+        plan_json("--model " + (dir / "bench").string() +
+                  " --gpus 1 --seq 512 --micro-batch 2 --adapter lora:r=16,alpha=32,targets=all" + c.plan_flag);
+    const auto predicted = p["layouts"][0]["memory"]["device_total"].get<std::uint64_t>();
+    const double ratio = static_cast<double>(predicted) / static_cast<double>(peak);
+    MESSAGE("bench, seq 512 x 2, LoRA r=16 on every projection, "
+            << std::string(c.name) << ": predicted " << predicted / 1048576.0 << " MiB, measured peak RSS "
+            << peak / 1048576.0 << " MiB (ratio " << ratio << ")");
+    CHECK(std::fabs(ratio - 1.0) <= 0.10);
+  }
+}
+
+TEST_CASE("adapt_plan's memory per rank at tp2 and pp2 against each rank's measured peak (bench preset, 2 MPI ranks)") {
+  // Each rank runs under a Python wrapper that records its child's peak RSS (RUSAGE_CHILDREN) in
+  // <prefix>.<rank>. The plan leaves out the process itself (libraries, MPI, tokenizer: tens of MiB), so
+  // the absolute comparison is made at 16 sequences per micro-step, where the model and activations
+  // dominate; the growth from 4 to 16 sequences compares the activation formulas alone.
+  test::TempDir dir("adapt-plan-mem-mpi");
+  REQUIRE(run(bin("adapt_model") + " make --preset bench --dtype f32 --out " + (dir / "bench").string()).code == 0);
+  const fs::path toml = dir / "job.toml", wrap = dir / "rss_wrap.py";
+  test::write_bytes(
+      wrap,
+      "import os, resource, subprocess, sys\n"
+      "code = subprocess.call(sys.argv[2:])\n"
+      "rank = os.environ.get('OMPI_COMM_WORLD_RANK', os.environ.get('PMI_RANK', '0'))\n"
+      "open(sys.argv[1] + '.' + rank, 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+      "sys.exit(code)\n");
+  test::write_bytes(toml, "[model]\npath = \"" + (dir / "bench").string() +
+                              "\"\n[adapter]\nkind = \"lora\"\n[adapter.lora]\nr = 16\nalpha = 32.0\n"
+                              "targets = [\"q\", \"k\", \"v\", \"o\", \"gate\", \"up\", \"down\"]\n"
+                              "[data]\ninputs = [\"" +
+                              (test::source_dir() / "inputs/corpus").string() +
+                              "\"]\nglobs = [\"**/*\"]\nseq_len = 256\ncross_document_attention = true\n"
+                              "cache_dir = \"" +
+                              (dir / "cache").string() +
+                              "\"\n[optim]\nlr = 1e-4\n[train]\nsteps = 1\neval_every = 0\n"
+                              "[checkpoint]\nevery = 0\nkeep_last = 1\n");
+  for (const auto& [tp, pp] : {std::pair{2, 1}, std::pair{1, 2}}) {
+    std::map<std::int64_t, std::vector<double>> measured, predicted;  // micro-batch -> per rank (bytes)
+    for (const std::int64_t mb : {4, 16}) {
+      const std::string tag = "tp" + std::to_string(tp) + "pp" + std::to_string(pp) + "mb" + std::to_string(mb);
+      CAPTURE(tag);
+      const test::Run t =
+          run(std::string(ADAPT_MPIEXEC) + " -n 2 " + ADAPT_MPIEXEC_FLAGS + " env OMP_NUM_THREADS=1 python3 " +
+              wrap.string() + " " + (dir / tag).string() + " " + bin("adapt_train") + " --config " + toml.string() +
+              " --set run.dir=" + (dir / ("run-" + tag)).string() + " --set parallel.tp=" + std::to_string(tp) +
+              " --set parallel.pp=" + std::to_string(pp) + " --set train.micro_batch=" + std::to_string(mb));
+      INFO(t.out);
+      REQUIRE(t.code == 0);
+      const json p = plan_json("--model " + (dir / "bench").string() + " --gpus 2 --tp " + std::to_string(tp) +
+                               " --pp " + std::to_string(pp) + " --seq 256 --micro-batch " + std::to_string(mb) +
+                               " --adapter lora:r=16,alpha=32,targets=all");
+      const json& ranks = p["layouts"][0]["ranks"];
+      REQUIRE(ranks.size() == 2);
+      for (int r = 0; r < 2; ++r) {
+        measured[mb].push_back(std::stod(file_read_text((dir / tag).string() + "." + std::to_string(r))) * 1024);
+        predicted[mb].push_back(ranks[static_cast<std::size_t>(r)]["device_total"].get<double>());
+      }
+    }
+    for (int r = 0; r < 2; ++r) {
+      CAPTURE(tp);
+      CAPTURE(pp);
+      CAPTURE(r);
+      const double abs_ratio = predicted[16][r] / measured[16][r];
+      const double growth_ratio = (predicted[16][r] - predicted[4][r]) / (measured[16][r] - measured[4][r]);
+      MESSAGE("tp" << tp << " pp" << pp << " rank " << r << ": 16 sequences predicted " << predicted[16][r] / 1048576.0
+                   << " MiB, measured " << measured[16][r] / 1048576.0 << " MiB (" << abs_ratio
+                   << "); growth 4 -> 16 predicted " << (predicted[16][r] - predicted[4][r]) / 1048576.0
+                   << " MiB, measured " << (measured[16][r] - measured[4][r]) / 1048576.0 << " MiB (" << growth_ratio
+                   << ")");
+      CHECK(std::fabs(abs_ratio - 1.0) <= 0.10);
+      CHECK(std::fabs(growth_ratio - 1.0) <= 0.10);
+    }
+  }
+}
+
+TEST_CASE("adapt_plan's communication bytes per step equal adapt_train's comm_bytes at dp2, tp2 and pp2") {
+  test::TempDir dir("adapt-plan-comm");
+  REQUIRE(run(bin("adapt_model") + " make --preset tiny --out " + (dir / "model").string()).code == 0);
+  const fs::path toml = dir / "train.toml";
+  test::write_bytes(toml,
+                    "[model]\npath = \"model\"\n[adapter]\nkind = \"lora\"\n[adapter.lora]\nr = 4\nalpha = 8.0\n"
+                    "targets = [\"q\", \"v\", \"down\"]\n[data]\ninputs = [\"" +
+                        (test::source_dir() / "inputs/corpus").string() +
+                        "\"]\nglobs = [\"**/*.py\", \"**/*.cpp\"]\nseq_len = 32\neval_documents = 1\n"
+                        "cache_dir = \"cache\"\n[optim]\nlr = 1e-2\nwarmup_steps = 2\nmax_grad_norm = 0.1\n"
+                        "[train]\nsteps = 3\nmicro_batch = 4\ngrad_accum = 2\neval_every = 2\neval_batches = 2\n"
+                        "[checkpoint]\nevery = 2\nkeep_last = 0\n");
+  struct Case {
+    const char* name;
+    int tp, pp;
+    bool recompute, zero1;
+  };
+  for (const Case& c :
+       {Case{"dp2", 1, 1, false, true}, Case{"dp2, no ZeRO-1", 1, 1, false, false}, Case{"tp2", 2, 1, false, true},
+        Case{"tp2, recompute", 2, 1, true, true}, Case{"pp2", 1, 2, false, true}}) {
+    CAPTURE(c.name);
+    const int dp = 2 / (c.tp * c.pp);
+    const fs::path run_dir = dir / (std::string("run-") + std::to_string(c.tp) + std::to_string(c.pp) +
+                                    (c.recompute ? "r" : "") + (c.zero1 ? "" : "n"));
+    const test::Run t =
+        run(std::string(ADAPT_MPIEXEC) + " -n 2 " + ADAPT_MPIEXEC_FLAGS + " env OMP_NUM_THREADS=1 " +
+            bin("adapt_train") + " --config " + toml.string() + " --set run.dir=" + run_dir.string() +
+            " --set parallel.tp=" + std::to_string(c.tp) + " --set parallel.pp=" + std::to_string(c.pp) +
+            (c.recompute ? " --set train.recompute=true" : "") + (c.zero1 ? "" : " --set parallel.zero1=false"));
+    INFO(t.out);
+    REQUIRE(t.code == 0);
+    const std::vector<std::int64_t> measured = comm_bytes_of(run_dir / "metrics.jsonl");
+    REQUIRE(measured.size() == 3);
+    const json p = plan_json("--model " + (dir / "model").string() + " --gpus 2 --tp " + std::to_string(c.tp) +
+                             " --pp " + std::to_string(c.pp) + " --seq 32 --micro-batch " + std::to_string(4 / dp) +
+                             " --grad-accum 2 --adapter lora:r=4,alpha=8,targets=q+v+down" +
+                             (c.recompute ? " --recompute" : "") + (c.zero1 ? "" : " --no-zero1"));
+    const auto predicted = p["layouts"][0]["comm"]["counted"].get<std::int64_t>();
+    MESSAGE(std::string(c.name) << ": predicted " << predicted << " bytes per step, measured " << measured[0]);
+    for (const std::int64_t m : measured) CHECK(m == predicted);
+  }
+}
+
+TEST_CASE("adapt_plan's command line") {
+  const test::Run help = run(bin("adapt_plan") + " --help");
+  REQUIRE(help.code == 0);
+  // Every flag the parser accepts appears in the help, and a flag the help lists is accepted (it fails
+  // for another reason than being unknown).
+  for (const char* flag : {"--model",     "--preset",      "--gpus",          "--tp",
+                           "--pp",        "--gpu",         "--gpu-mem",       "--host-mem",
+                           "--seq",       "--micro-batch", "--grad-accum",    "--adapter",
+                           "--recompute", "--no-zero1",    "--offload",       "--act-dtype",
+                           "--gen-batch", "--gen-context", "--link",          "--intra-gbps",
+                           "--network",   "--inter-gbit",  "--nics-per-node", "--gpus-per-node",
+                           "--tflops",    "--hbm-tbps",    "--mfu",           "--usable",
+                           "--cpu",       "--json"}) {
+    CAPTURE(flag);
+    CHECK(help.out.find(std::string("  ") + flag + " ") != std::string::npos);
+  }
+  const std::string base = bin("adapt_plan") + " --preset llama-3.1-8b --gpus 1 --gpu a100-80gb-sxm ";
+  struct Bad {
+    std::string args, needle;
+  };
+  for (const Bad& b : {Bad{"--seq 0 --micro-batch 1 --adapter lora:r=16", "--seq 0"},
+                       Bad{"--seq 128 --micro-batch 1 --adapter lora:16", "accepted forms"},
+                       Bad{"--seq 128 --micro-batch x --adapter lora:r=16", "--micro-batch x"},
+                       Bad{"--seq 128 --micro-batch 1 --adapter lora:r=16 --netwrok hdr", "did you mean '--network'"},
+                       Bad{"--seq 128 --micro-batch 1 --adapter lora:r=16 --link nvlink9", "--link nvlink9"}}) {
+    CAPTURE(b.args);
+    const test::Run r = run(base + b.args);
+    CHECK(r.code == 2);
+    CHECK(r.out.find(b.needle) != std::string::npos);
+  }
+  const test::Run preset = run(bin("adapt_plan") +
+                               " --preset llama-3.1-7b --gpus 1 --gpu-mem 80 --seq 128 "
+                               "--micro-batch 1 --adapter lora:r=16");
+  CHECK(preset.code == 2);
+  CHECK(preset.out.find("--preset llama-3.1-7b") != std::string::npos);
+  CHECK(preset.out.find("llama-3.1-8b") != std::string::npos);
+}

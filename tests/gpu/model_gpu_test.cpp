@@ -1,0 +1,370 @@
+// The Llama model on cuda:0 against the CPU backend, on the demo's tiny model (adapt_model make
+// --recipe inputs/models/tiny.toml): one training step (loss and every adapter gradient) with the
+// real adapters (AdapterSet: LoRA on all seven projections, a bottleneck module) and with a LoRA +
+// block test hook written here from ops calls; llama_forward logits; greedy generation of 32 tokens
+// through the Generator (the same tokens with f32 weights); the elementwise ops, bias_add and softmax
+// on device tensors. Tolerances: gpu_tolerances.h (f32 weights 1e-5, bf16 weights 1e-2 relative).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <map>
+#include <memory>
+#include <random>
+
+#include "adapters/adapter_set.h"
+#include "backend/backend.h"
+#include "generate/generator.h"
+#include "model/kv_cache.h"
+#include "model/llama_device.h"
+#include "model/llama_forward.h"
+#include "model/llama_train.h"
+#include "ops/elementwise.h"
+#include "ops/matmul.h"
+#include "ops/softmax.h"
+#include "tests/gpu/gpu_tensors.h"
+#include "tests/gpu/gpu_tolerances.h"
+#include "tests/support/test_support.h"
+
+using namespace adapt;
+
+namespace {
+
+struct TinyModel {
+  test::TempDir dir{"adapt-model-gpu"};
+  model::LlamaModel host;  // f32 weights (the stored bf16 values, widened)
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+};
+
+const TinyModel& tiny() {
+  static const std::unique_ptr<TinyModel> t = [] {
+    auto m = std::make_unique<TinyModel>();
+    const std::string cmd = test::bin("adapt_model") + " make --recipe " +
+                            (test::source_dir() / "inputs/models/tiny.toml").string() + " --out " +
+                            (m->dir / "model").string();
+    std::string log;
+    REQUIRE_MESSAGE(test::run_command(cmd, &log) == 0, cmd, "\n", log);
+    m->host = model::llama_model_load(m->dir / "model");
+    m->tok = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_file(m->dir / "model"));
+    return m;
+  }();
+  return *t;
+}
+
+Allocator& allocator_of(const Tensor& t) {
+  return t.device().host_accessible() ? host_allocator() : backend::cuda_allocator(t.device().index);
+}
+
+Tensor random_host(const Shape& shape, std::uint64_t salt, float std, const char* name) {
+  Tensor t = Tensor::empty(shape, DType::F32, host_allocator(), name);
+  std::mt19937_64 rng(test::kSeed ^ (salt * 0x9e3779b97f4a7c15ull));
+  std::normal_distribution<float> dist(0.0f, std);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
+  return t;
+}
+
+Tensor on(const Tensor& host, bool device) { return device ? test::to_device(host) : host.to_host(DType::F32); }
+Tensor host_of(const Tensor& t) { return t.device().host_accessible() ? t : test::to_cpu(t); }
+
+void check_close(const Tensor& got, const Tensor& want, double tol, const std::string& what) {
+  const Tensor g = host_of(got), w = host_of(want);
+  REQUIRE(g.numel() == w.numel());
+  const test::Mismatch m = test::compare_relative(g.data<float>(), w.data<float>(), g.numel());
+  CHECK_MESSAGE(m.rel <= tol, what, ": ", m.str());
+}
+
+// LoRA on every projection (y += s·(x·Aᵀ)·Bᵀ) and a block adapter out += s·f·Wᵀ + b at both sub-block
+// ends, from ops calls only, so it runs on whichever device its parameters are on.
+class OpsHook final : public model::AdapterHook {
+ public:
+  struct Lora {
+    Tensor A, B, dA, dB;  // (r, in), (out, r)
+  };
+  struct Block {
+    Tensor W, b, dW, db;  // (C, C), (C)
+  };
+  static constexpr float kScale = 0.5f;
+  std::map<std::pair<int, int>, Lora> lora;
+  std::map<std::pair<int, int>, Block> blocks;
+
+  OpsHook(const model::LlamaConfig& c, bool device) {
+    const std::int64_t C = c.hidden_size, F = c.intermediate_size, HD = c.n_heads * c.head_dim,
+                       KD = c.n_kv_heads * c.head_dim, r = 4;
+    std::uint64_t salt = 900;
+    for (int l = 0; l < static_cast<int>(c.n_layers); ++l) {
+      const std::pair<model::WeightKind, std::pair<std::int64_t, std::int64_t>> sites[] = {
+          {model::WeightKind::Wq, {C, HD}},   {model::WeightKind::Wk, {C, KD}},  {model::WeightKind::Wv, {C, KD}},
+          {model::WeightKind::Wo, {HD, C}},   {model::WeightKind::WGate, {C, F}}, {model::WeightKind::WUp, {C, F}},
+          {model::WeightKind::WDown, {F, C}}};
+      for (const auto& [kind, io] : sites) {
+        Lora& p = lora[{l, static_cast<int>(kind)}];
+        p.A = on(random_host({r, io.first}, ++salt, 0.1f, "lora_a"), device);
+        p.B = on(random_host({io.second, r}, ++salt, 0.1f, "lora_b"), device);
+        p.dA = on(Tensor::zeros({r, io.first}, DType::F32, "lora_a.grad"), device);
+        p.dB = on(Tensor::zeros({io.second, r}, DType::F32, "lora_b.grad"), device);
+      }
+      for (int s = 0; s < 2; ++s) {
+        Block& b = blocks[{l, s}];
+        b.W = on(random_host({C, C}, ++salt, 0.05f, "block_w"), device);
+        b.b = on(random_host({C}, ++salt, 0.05f, "block_b"), device);
+        b.dW = on(Tensor::zeros({C, C}, DType::F32, "block_w.grad"), device);
+        b.db = on(Tensor::zeros({C}, DType::F32, "block_b.grad"), device);
+      }
+    }
+  }
+
+  bool has_linear(const model::LinearSite& site) const override {
+    return lora.count({site.layer, static_cast<int>(site.kind)}) > 0;
+  }
+  void linear_forward(const model::LinearSite& site, const Tensor& x, Tensor& y) override {
+    Lora& p = lora.at({site.layer, static_cast<int>(site.kind)});
+    Tensor u = Tensor::empty({x.dim(0), p.A.dim(0)}, DType::F32, allocator_of(x), "lora_u");
+    ops::matmul(u, x, p.A);
+    ops::matmul(y, u, p.B, {.alpha = kScale, .beta = 1.0f});
+  }
+  void linear_backward(const model::LinearSite& site, const Tensor& x, const Tensor& dy, Tensor& dx) override {
+    Lora& p = lora.at({site.layer, static_cast<int>(site.kind)});
+    Tensor u = Tensor::empty({x.dim(0), p.A.dim(0)}, DType::F32, allocator_of(x), "lora_u");
+    Tensor du = Tensor::empty({x.dim(0), p.A.dim(0)}, DType::F32, allocator_of(x), "lora_du");
+    ops::matmul(u, x, p.A);
+    ops::matmul(p.dB, dy, u, {.transpose_a = true, .transpose_b = false, .alpha = kScale, .beta = 1.0f});
+    ops::matmul(du, dy, p.B, {.transpose_b = false});
+    ops::matmul(p.dA, du, x, {.transpose_a = true, .transpose_b = false, .alpha = kScale, .beta = 1.0f});
+    ops::matmul(dx, du, p.A, {.transpose_b = false, .alpha = kScale, .beta = 1.0f});
+  }
+  bool has_block(int layer, model::BlockSite site) const override {
+    return blocks.count({layer, static_cast<int>(site)}) > 0;
+  }
+  void block_forward(int layer, model::BlockSite site, const Tensor&, const Tensor& f, Tensor& out) override {
+    Block& p = blocks.at({layer, static_cast<int>(site)});
+    ops::matmul(out, f, p.W, {.alpha = kScale, .beta = 1.0f});
+    ops::bias_add(out, p.b);
+  }
+  void block_backward(int layer, model::BlockSite site, const Tensor&, const Tensor& f, const Tensor& dout, Tensor&,
+                      Tensor& df) override {
+    Block& p = blocks.at({layer, static_cast<int>(site)});
+    ops::matmul(p.dW, dout, f, {.transpose_a = true, .transpose_b = false, .alpha = kScale, .beta = 1.0f});
+    ops::column_sum(p.db, dout, 1.0f);
+    ops::matmul(df, dout, p.W, {.transpose_b = false, .alpha = kScale, .beta = 1.0f});
+  }
+};
+
+// Two rows of 24 tokens: row 0 one document, row 1 two documents (positions restarting, segment ids)
+// and padding; targets the next token within a document, −100 elsewhere.
+model::TrainInputs train_inputs(std::int64_t V, bool packed) {
+  const std::int64_t B = 2, T = 24;
+  model::TrainInputs in{Tensor::empty({B, T}, DType::I32, host_allocator(), "ids"),
+                        Tensor::empty({B, T}, DType::I32, host_allocator(), "targets"), Tensor(), Tensor()};
+  Tensor pos = Tensor::empty({B, T}, DType::I32, host_allocator(), "positions");
+  Tensor seg = Tensor::empty({B, T}, DType::I32, host_allocator(), "segment_ids");
+  std::mt19937 rng(static_cast<std::uint32_t>(test::kSeed));
+  for (std::int64_t b = 0; b < B; ++b) {
+    std::int32_t p = 0;
+    for (std::int64_t t = 0; t < T; ++t) {
+      const std::int32_t s = !packed || b == 0 ? 0 : (t < 10 ? 0 : (t < 21 ? 1 : -1));
+      const std::int64_t i = b * T + t;
+      if (t > 0 && s != seg.data<std::int32_t>()[i - 1]) p = 0;
+      in.ids.data<std::int32_t>()[i] = s < 0 ? 0 : static_cast<std::int32_t>(rng() % V);
+      pos.data<std::int32_t>()[i] = s < 0 ? 0 : p++;
+      seg.data<std::int32_t>()[i] = s;
+    }
+    for (std::int64_t t = 0; t < T; ++t) {
+      const std::int64_t i = b * T + t;
+      const bool next_same = t + 1 < T && seg.data<std::int32_t>()[i] >= 0 &&
+                             seg.data<std::int32_t>()[i + 1] == seg.data<std::int32_t>()[i];
+      in.targets.data<std::int32_t>()[i] = next_same ? in.ids.data<std::int32_t>()[i + 1] : -100;
+    }
+  }
+  if (packed) in.positions = pos, in.segment_ids = seg;
+  return in;
+}
+
+const char* dtype_str(DType d) { return d == DType::BF16 ? "bf16 weights" : "f32 weights"; }
+
+}  // namespace
+
+TEST_CASE("training step on cuda:0 with a LoRA + block hook from ops calls: loss and every gradient match the CPU") {
+  const model::LlamaModel& cpu = tiny().host;
+  for (const DType wd : {DType::F32, DType::BF16}) {
+    for (const bool packed : {false, true}) {
+      CAPTURE(dtype_str(wd));
+      CAPTURE(packed);
+      const double tol = test::gpu_tolerance(wd);
+      const model::LlamaModel gpu = model::llama_model_to_device(cpu, 0, wd);
+      CHECK(model::model_device(gpu).str() == "cuda:0");
+      const model::TrainInputs in = train_inputs(cpu.config.vocab_size, packed);
+      OpsHook hc(cpu.config, /*device=*/false), hg(cpu.config, /*device=*/true);
+      Tensor logits_c = Tensor::zeros({2, 24, cpu.config.vocab_size}, DType::F32, "logits_cpu");
+      Tensor logits_g = Tensor::zeros({2, 24, cpu.config.vocab_size}, DType::F32, "logits_gpu");
+      Tensor demb_c = Tensor::zeros({2, 24, cpu.config.hidden_size}, DType::F32, "d_embedded_cpu");
+      Tensor demb_g = Tensor::zeros({2, 24, cpu.config.hidden_size}, DType::F32, "d_embedded_gpu");
+      const model::TrainResult rc =
+          model::llama_train_step(cpu, in, &hc, {.logits = &logits_c, .d_embedded = &demb_c});
+      model::TrainWorkspace ws(model::model_allocator(gpu));
+      const model::TrainResult rg =
+          model::llama_train_step(gpu, in, &hg, {.logits = &logits_g, .d_embedded = &demb_g}, &ws);
+      backend::synchronize(0);
+      REQUIRE(rg.n_loss_tokens == rc.n_loss_tokens);
+      CHECK(std::fabs(rg.loss_sum - rc.loss_sum) <= tol * std::fabs(rc.loss_sum));
+      check_close(logits_g, logits_c, tol, "logits");
+      check_close(demb_g, demb_c, tol, "d_embedded");
+      for (auto& [key, p] : hc.lora) {
+        const auto& g = hg.lora.at(key);
+        const std::string site = "layer " + std::to_string(key.first) + " site " + std::to_string(key.second);
+        check_close(g.dA, p.dA, tol, "lora dA " + site);
+        check_close(g.dB, p.dB, tol, "lora dB " + site);
+      }
+      for (auto& [key, p] : hc.blocks) {
+        const auto& g = hg.blocks.at(key);
+        const std::string site = "layer " + std::to_string(key.first) + " block " + std::to_string(key.second);
+        check_close(g.dW, p.dW, tol, "block dW " + site);
+        check_close(g.db, p.db, tol, "block db " + site);
+      }
+    }
+  }
+}
+
+TEST_CASE("training step on cuda:0 with AdapterSet (LoRA on all projections, bottleneck): loss and gradients") {
+  const model::LlamaModel& cpu = tiny().host;
+  for (const adapters::AdapterKind kind : {adapters::AdapterKind::Lora, adapters::AdapterKind::Bottleneck}) {
+    for (const DType wd : {DType::F32, DType::BF16}) {
+      CAPTURE(static_cast<int>(kind));
+      CAPTURE(dtype_str(wd));
+      const double tol = test::gpu_tolerance(wd);
+      adapters::AdapterConfig cfg;
+      cfg.kind = kind;
+      cfg.lora.r = 8;
+      cfg.lora.targets = adapters::lora_target_names();
+      cfg.bottleneck.size = 16;
+      adapters::AdapterSet set_c(cpu.config, cfg), set_g(cpu.config, cfg);
+      // Non-zero values everywhere (the initialisation zeroes LoRA B and the bottleneck up projection,
+      // whose partners would then get no gradient), the same in both sets.
+      std::uint64_t salt = 1;
+      const std::vector<adapters::AdapterParam> pc = set_c.parameters(), pg = set_g.parameters();
+      REQUIRE(pc.size() == pg.size());
+      for (std::size_t i = 0; i < pc.size(); ++i) {
+        const Tensor r = random_host(pc[i].value.shape(), ++salt, 0.05f, "init");
+        Tensor vc = pc[i].value, vg = pg[i].value;
+        vc.copy_from(r);
+        vg.copy_from(r);
+      }
+      set_g.to_device(0);
+      const model::LlamaModel gpu = model::llama_model_to_device(cpu, 0, wd);
+      const model::TrainInputs in = train_inputs(cpu.config.vocab_size, /*packed=*/false);
+      const model::TrainResult rc = model::llama_train_step(cpu, in, &set_c);
+      const model::TrainResult rg = model::llama_train_step(gpu, in, &set_g);
+      set_g.gradients_to_host();
+      CHECK(std::fabs(rg.loss_sum - rc.loss_sum) <= tol * std::fabs(rc.loss_sum));
+      const std::vector<adapters::AdapterParam> gc = set_c.parameters(), gg = set_g.host_parameters();
+      REQUIRE(gc.size() == gg.size());
+      for (std::size_t i = 0; i < gc.size(); ++i) check_close(gg[i].grad, gc[i].grad, tol, gc[i].name + ".grad");
+    }
+  }
+}
+
+TEST_CASE("llama_forward on cuda:0: logits of a whole sequence and of decode steps with the KV cache") {
+  const model::LlamaModel& cpu = tiny().host;
+  const std::int64_t V = cpu.config.vocab_size;
+  for (const DType wd : {DType::F32, DType::BF16}) {
+    CAPTURE(dtype_str(wd));
+    const double tol = test::gpu_tolerance(wd);
+    const model::LlamaModel gpu = model::llama_model_to_device(cpu, 0, wd);
+    const model::TrainInputs in = train_inputs(V, /*packed=*/false);
+    check_close(model::llama_forward(gpu, in.ids), model::llama_forward(cpu, in.ids), tol, "full logits");
+    // Prefill 24 tokens of 2 rows, then 8 decode steps feeding the CPU's argmax to both.
+    model::KvCache kc(cpu.config, 2, 40), kg(cpu.config, 2, 40, 1, model::model_allocator(gpu));
+    Tensor lc = model::llama_forward(cpu, in.ids, &kc, {.last_position_only = true});
+    Tensor lg = model::llama_forward(gpu, in.ids, &kg, {.last_position_only = true});
+    check_close(lg, lc, tol, "prefill last-position logits");
+    Tensor step = Tensor::empty({2, 1}, DType::I32, host_allocator(), "step_ids");
+    for (int s = 0; s < 8; ++s) {
+      for (std::int64_t b = 0; b < 2; ++b) {
+        const float* row = lc.data<float>() + b * V;
+        step.data<std::int32_t>()[b] = static_cast<std::int32_t>(std::max_element(row, row + V) - row);
+      }
+      lc = model::llama_forward(cpu, step, &kc, {.last_position_only = true});
+      lg = model::llama_forward(gpu, step, &kg, {.last_position_only = true});
+      check_close(lg, lc, tol, "decode step " + std::to_string(s));
+    }
+  }
+}
+
+TEST_CASE("greedy generation of 32 tokens on cuda:0 (f32 weights) gives the CPU's tokens") {
+  const TinyModel& t = tiny();
+  const model::LlamaModel gpu = model::llama_model_to_device(t.host, 0, DType::F32);
+  std::vector<generate::GenerationRequest> reqs;
+  for (const char* text : {"Once upon a time", "The quick brown fox jumps over the lazy dog and", "a"}) {
+    generate::GenerationRequest r;
+    tokenizer::EncodeOptions eo;
+    eo.bos = true;
+    for (auto id : t.tok->encode(text, eo)) r.prompt.push_back(static_cast<std::int32_t>(id));
+    r.max_new_tokens = 32;
+    reqs.push_back(r);
+  }
+  auto run = [&](const model::LlamaModel& m) {
+    generate::Generator gen(m, *t.tok);
+    std::vector<std::vector<std::int32_t>> out(reqs.size());
+    gen.run_batch(reqs, /*batch_size=*/2, [&](std::size_t i, generate::GenerationOutput&& o) { out[i] = o.tokens; });
+    return out;
+  };
+  const auto want = run(t.host), got = run(gpu);
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    CAPTURE(i);
+    CHECK(!want[i].empty());
+    CHECK(got[i] == want[i]);
+  }
+}
+
+TEST_CASE("elementwise ops, bias_add and softmax on cuda:0 match the CPU") {
+  const std::int64_t N = 301, C = 77;
+  const Tensor a = random_host({N, C}, 1, 1.0f, "a"), b = random_host({N, C}, 2, 1.0f, "b");
+  const Tensor bias = random_host({C}, 3, 1.0f, "bias");
+  auto both = [&](auto&& f) {  // f(tensors on host or device) → result
+    const Tensor want = f(false);
+    const Tensor got = f(true);
+    return std::pair{got, want};
+  };
+  auto check = [&](const std::pair<Tensor, Tensor>& r, double tol, const char* what) {
+    check_close(r.first, r.second, tol, what);
+  };
+  check(both([&](bool d) { Tensor o = on(a, d); ops::add(o, o, on(b, d)); return host_of(o); }), 0, "add");
+  check(both([&](bool d) { Tensor o = on(a, d); ops::axpy(o, on(b, d), -0.3f); return host_of(o); }), 0, "axpy");
+  check(both([&](bool d) { Tensor o = on(a, d); ops::scale(o, 1.7f); return host_of(o); }), 0, "scale");
+  check(both([&](bool d) { Tensor o = on(a, d); ops::fill(o, 2.5f); return host_of(o); }), 0, "fill");
+  check(both([&](bool d) { Tensor o = on(a, d); ops::copy(o, on(b, d)); return host_of(o); }), 0, "copy");
+  check(both([&](bool d) { Tensor o = on(bias, d); ops::column_sum(o, on(a, d), 0.7f); return host_of(o); }),
+        test::kTolF32, "column_sum");
+  check(both([&](bool d) { Tensor o = on(a, d); ops::bias_add(o, on(bias, d)); return host_of(o); }), 0, "bias_add");
+  check(both([&](bool d) { Tensor o = on(a, d); ops::softmax_forward(o, on(b, d)); return host_of(o); }),
+        test::kTolF32, "softmax");
+  check(both([&](bool d) { Tensor o = on(a, d); ops::log_softmax_forward(o, on(b, d)); return host_of(o); }),
+        test::kTolF32, "log_softmax");
+  const Tensor x4 = random_host({3, 11, 2, 16}, 4, 1.0f, "k");
+  check(both([&](bool d) {
+          Tensor o = on(Tensor::zeros({3, 2, 11, 16}, DType::F32, "k_all"), d);
+          ops::to_heads_major(o, on(x4, d));
+          Tensor back = on(Tensor::zeros({3, 11, 2, 16}, DType::F32, "k_back"), d);
+          ops::from_heads_major(back, o);
+          return host_of(back);
+        }),
+        0, "heads-major round trip");
+  const std::vector<std::int64_t> rows{2, 0, 1}, pos{5, 0, 20};
+  check(both([&](bool d) {
+          Tensor cache = on(random_host({4, 2, 40, 16}, 5, 1.0f, "cache"), d);
+          ops::kv_cache_write(cache, on(x4, d), rows, pos);
+          return host_of(cache);
+        }),
+        0, "kv_cache_write");
+  // More sequences than one launch carries (64): rows in reverse order, positions 0..5.
+  const Tensor x70 = random_host({70, 2, 2, 16}, 6, 1.0f, "k70");
+  std::vector<std::int64_t> rows70(70), pos70(70);
+  for (std::size_t b = 0; b < 70; ++b) {
+    rows70[b] = 79 - static_cast<std::int64_t>(b);
+    pos70[b] = static_cast<std::int64_t>(b % 6);
+  }
+  check(both([&](bool d) {
+          Tensor cache = on(random_host({80, 2, 8, 16}, 7, 1.0f, "cache80"), d);
+          ops::kv_cache_write(cache, on(x70, d), rows70, pos70);
+          return host_of(cache);
+        }),
+        0, "kv_cache_write, 70 sequences");
+}

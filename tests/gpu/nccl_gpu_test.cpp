@@ -1,0 +1,172 @@
+// NCCL communicators under mpiexec on GPUs: one per tp, pp and dp group (nccl_grid_comms, unique ids
+// broadcast over the MPI groups), all-reduces checked against the sum of the members' values, the
+// compute-stream ordering with events, and async mode with poll()/synchronize(). NCCL refuses two ranks
+// of one communicator on the same GPU ("Duplicate GPU detected", NCCL >= 2.5), so with fewer GPUs than
+// ranks each rank checks single-rank groups only and says so. Exits 77 (skipped) on every rank when a
+// rank sees no GPU or the build has no NCCL.
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+#include <mpi.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "comm/mpi_communicator.h"
+#include "comm/nccl_communicator.h"
+#include "core/log.h"
+
+#if ADAPT_HAVE_NCCL
+#include "backend/cuda/cuda_runtime.h"
+#endif
+
+using namespace adapt;
+
+namespace {
+
+int g_device = 0;
+bool g_gpu_per_rank = false;
+
+#if ADAPT_HAVE_NCCL
+/// f32 device buffer of `n` elements filled with `value`.
+struct DeviceFloats {
+  float* ptr = nullptr;
+  std::int64_t n = 0;
+  DeviceFloats(std::int64_t count, float value) : n(count) {
+    ADAPT_CUDA_CHECK(cudaMalloc(&ptr, static_cast<std::size_t>(n) * sizeof(float)));
+    std::vector<float> h(static_cast<std::size_t>(n), value);
+    ADAPT_CUDA_CHECK(cudaMemcpy(ptr, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
+  }
+  ~DeviceFloats() { cudaFree(ptr); }
+  std::vector<float> host() const {
+    std::vector<float> h(static_cast<std::size_t>(n));
+    ADAPT_CUDA_CHECK(cudaMemcpy(h.data(), ptr, h.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    return h;
+  }
+};
+
+/// The grid to test: tp2 x pp1 x dp(world/2) with one GPU per rank; otherwise every rank alone
+/// (tp1 x pp1 x dp1 inside a world split by rank), since NCCL cannot put two ranks of a group on one GPU.
+struct Groups {
+  std::unique_ptr<comm::Communicator> self;  // the world, or this rank alone
+  comm::ProcessGrid grid{1, 1, 1};
+  comm::GridComms mpi;
+};
+
+Groups make_groups(comm::MpiCommunicator& world) {
+  Groups g;
+  if (g_gpu_per_rank && world.size() % 2 == 0) {
+    g.grid = comm::ProcessGrid(2, 1, world.size() / 2);
+    g.mpi = comm::grid_comms_split(world, g.grid);
+  } else {
+    g.self = world.split(world.rank(), 0, "self" + std::to_string(world.rank()));
+    g.mpi = comm::grid_comms_split(*g.self, g.grid);
+  }
+  return g;
+}
+#endif
+
+}  // namespace
+
+#if ADAPT_HAVE_NCCL
+TEST_CASE("nccl_grid_comms: one communicator per group; all-reduce sums the members' values") {
+  auto world = comm::MpiCommunicator::world({.timeout_s = 120});
+  Groups g = make_groups(*world);
+  comm::GridComms nccl = comm::nccl_grid_comms(g.mpi, g_device, {.timeout_s = 120});
+  const int r = g.self ? 0 : world->rank();
+  for (comm::GridAxis axis : {comm::GridAxis::Tp, comm::GridAxis::Pp, comm::GridAxis::Dp}) {
+    CAPTURE(comm::grid_axis_name(axis));
+    comm::Communicator& c = nccl[axis];
+    CHECK(c.size() == g.grid.size(axis));
+    CHECK(c.rank() == g.grid.rank_in(axis, r));
+    CHECK(c.name() == g.mpi[axis].name());
+    float expected = 0;
+    for (int member : g.grid.group_members(axis, r)) expected += static_cast<float>(member + 1);
+    DeviceFloats buf(1000003, static_cast<float>(r + 1));  // not a multiple of any NCCL chunk
+    c.all_reduce(buf.ptr, buf.n, comm::CommDType::F32, comm::ReduceOp::Sum);
+    const std::vector<float> h = buf.host();
+    CHECK(h.front() == expected);
+    CHECK(h.back() == expected);
+    CHECK(c.stats()[comm::Collective::AllReduce].calls == 1);
+  }
+}
+
+TEST_CASE("NcclCommunicator orders collectives against a compute stream with events, and runs async") {
+  auto world = comm::MpiCommunicator::world({.timeout_s = 120});
+  Groups g = make_groups(*world);
+  comm::GridComms nccl = comm::nccl_grid_comms(g.mpi, g_device, {.timeout_s = 120});
+  auto& tp = dynamic_cast<comm::NcclCommunicator&>(*nccl.tp);
+  const int r = g.self ? 0 : world->rank();
+  float expected = 0;
+  for (int member : g.grid.group_members(comm::GridAxis::Tp, r)) expected += static_cast<float>(member + 1);
+  backend::cuda::Stream compute(g_device);
+  const std::int64_t n = 1 << 22;
+  DeviceFloats buf(n, 0.0f);
+  std::vector<float> src(static_cast<std::size_t>(n), static_cast<float>(r + 1));
+  // The values reach the buffer on the compute stream only; the all-reduce must run after that copy,
+  // and the copy back (queued on the compute stream right after) must see the sum.
+  tp.set_compute_stream(compute.get());
+  ADAPT_CUDA_CHECK(cudaMemcpyAsync(buf.ptr, src.data(), src.size() * sizeof(float), cudaMemcpyHostToDevice,
+                                   compute.get()));
+  tp.all_reduce(buf.ptr, n, comm::CommDType::F32, comm::ReduceOp::Sum);
+  std::vector<float> out(static_cast<std::size_t>(n));
+  ADAPT_CUDA_CHECK(cudaMemcpyAsync(out.data(), buf.ptr, out.size() * sizeof(float), cudaMemcpyDeviceToHost,
+                                   compute.get()));
+  compute.synchronize();
+  CHECK(out.front() == expected);
+  CHECK(out.back() == expected);
+
+  // Async: three all-reduces queued, then checked.
+  tp.set_async(true);
+  std::vector<std::unique_ptr<DeviceFloats>> bufs;
+  for (int k = 0; k < 3; ++k) {
+    bufs.push_back(std::make_unique<DeviceFloats>(4096 + k, static_cast<float>(r + 1 + k)));
+    tp.all_reduce(bufs.back()->ptr, bufs.back()->n, comm::CommDType::F32, comm::ReduceOp::Sum);
+  }
+  CHECK(tp.poll() >= 0);
+  tp.synchronize();
+  CHECK(tp.poll() == 0);
+  const float members = static_cast<float>(g.grid.size(comm::GridAxis::Tp));
+  for (int k = 0; k < 3; ++k) CHECK(bufs[static_cast<std::size_t>(k)]->host().back() == expected + members * k);
+  tp.set_async(false);
+  tp.set_compute_stream(nullptr);
+}
+#endif
+
+int main(int argc, char** argv) {
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  log::set_rank(rank, size);
+  // Every rank skips together, so none waits in a collective for a rank that left.
+  const int devices = backend::cuda_device_count();
+  int min_devices = 0;
+  MPI_Allreduce(&devices, &min_devices, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  std::string reason;
+  if (!ADAPT_HAVE_NCCL) reason = "this binary was built without NCCL (ADAPT_CUDA=OFF or NCCL not found)";
+  else if (min_devices == 0) reason = "a rank sees no CUDA device: " + backend::cuda_unavailable_reason();
+  if (!reason.empty()) {
+    if (rank == 0) std::printf("skipped: %s\n", reason.c_str());
+    MPI_Finalize();
+    return 77;
+  }
+  g_device = rank % min_devices;
+  g_gpu_per_rank = min_devices >= size;
+  if (rank == 0) {
+    std::printf("running on %s, %d ranks on %d GPUs%s\n", backend::cuda_device_name(0).c_str(), size, min_devices,
+                g_gpu_per_rank ? " (tp2 x dp groups)"
+                               : "; NCCL cannot put two ranks of one group on a GPU, so each rank tests "
+                                 "single-rank groups");
+  }
+  doctest::Context ctx;
+  ctx.applyCommandLine(argc, argv);
+  if (rank != 0) ctx.setOption("minimal", true);
+  const int result = ctx.run();
+  int worst = 0;
+  MPI_Allreduce(&result, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Finalize();
+  return worst;
+}
