@@ -11,36 +11,22 @@
 
 #include "comm/local_communicator.h"
 #include "comm/mpi_communicator.h"
+#include "dp_param_util.h"
 #include "train/dp_optimizer.h"
 
 using namespace adapt;
+using test::fill_dp_grads, test::dp_grad, test::max_rel_diff;
 
 namespace {
 
+std::vector<Shape> shapes() {  // the dp tests' shapes and one long tensor
+  std::vector<Shape> s = test::kDpParamShapes;
+  s.push_back(Shape{1000});
+  return s;
+}
+
 std::vector<adapters::AdapterParam> make_params(const char* tag, bool tp_sharded) {
-  std::vector<adapters::AdapterParam> ps;
-  const std::vector<Shape> shapes = {Shape{4, 33}, Shape{50, 4}, Shape{7}, Shape{3, 129}, Shape{1000}};
-  for (std::size_t i = 0; i < shapes.size(); ++i) {
-    adapters::AdapterParam p;
-    p.name = "p" + std::to_string(i);
-    p.value = Tensor::zeros(shapes[i], DType::F32, std::string(tag) + p.name);
-    p.grad = Tensor::zeros(shapes[i], DType::F32, std::string(tag) + p.name + ".grad");
-    p.decay = i != 2;
-    p.tp_shard_dim = tp_sharded && (i == 0 || i == 3) ? 0 : -1;
-    for (std::int64_t k = 0; k < p.value.numel(); ++k)
-      p.value.data<float>()[k] = static_cast<float>(std::sin(0.37 * static_cast<double>(k + 11 * i)));
-    ps.push_back(p);
-  }
-  return ps;
-}
-
-float grad(int r, std::size_t i, std::int64_t k, int s) {
-  return static_cast<float>(std::cos(0.11 * static_cast<double>(k) + 0.7 * r + 0.3 * static_cast<double>(i) + s));
-}
-
-void fill_grads(std::vector<adapters::AdapterParam>& ps, int r, int s) {
-  for (std::size_t i = 0; i < ps.size(); ++i)
-    for (std::int64_t k = 0; k < ps[i].grad.numel(); ++k) ps[i].grad.data<float>()[k] = grad(r, i, k, s);
+  return test::make_dp_params(tag, shapes(), tp_sharded);
 }
 
 /// Elements whose bits differ.
@@ -49,15 +35,6 @@ std::int64_t bit_diffs(const Tensor& a, const Tensor& b) {
   std::int64_t n = 0;
   for (std::int64_t k = 0; k < a.numel(); ++k) n += std::memcmp(a.data<float>() + k, b.data<float>() + k, 4) != 0;
   return n;
-}
-
-double max_rel_diff(const Tensor& a, const Tensor& b) {
-  double worst = 0, scale = 1e-30;
-  for (std::int64_t k = 0; k < b.numel(); ++k)
-    scale = std::max(scale, std::fabs(static_cast<double>(b.data<float>()[k])));
-  for (std::int64_t k = 0; k < a.numel(); ++k)
-    worst = std::max(worst, std::fabs(static_cast<double>(a.data<float>()[k]) - b.data<float>()[k]) / scale);
-  return worst;
 }
 
 /// Small buckets and chunks and two threads, so the offloaded update is cut in many pieces.
@@ -76,8 +53,8 @@ void check_offload_matches(comm::Communicator& dp, comm::Communicator* tp, bool 
   REQUIRE(off_opt.offloaded() != nullptr);
   CHECK(plain_opt.offloaded() == nullptr);
   for (int s = 0; s < 4; ++s) {
-    fill_grads(plain, grad_rank, s);
-    fill_grads(off, grad_rank, s);
+    fill_dp_grads(plain, grad_rank, s);
+    fill_dp_grads(off, grad_rank, s);
     const double n_plain = plain_opt.reduce_and_clip(max_norm);
     const double n_off = off_opt.reduce_and_clip(max_norm);
     CHECK(std::memcmp(&n_plain, &n_off, sizeof(double)) == 0);
@@ -102,8 +79,8 @@ void check_offload_matches(comm::Communicator& dp, comm::Communicator* tp, bool 
   train::DpOptimizer back_opt(back, kAdamW, dp, zero1, tp, kOffload);
   back_opt.restore([&](const std::string& key) -> const Tensor& { return st_plain.at(key); });
   back_opt.set_n_steps(plain_opt.n_steps());
-  fill_grads(back, grad_rank, 9);
-  fill_grads(plain, grad_rank, 9);
+  fill_dp_grads(back, grad_rank, 9);
+  fill_dp_grads(plain, grad_rank, 9);
   back_opt.reduce_and_clip(max_norm);
   plain_opt.reduce_and_clip(max_norm);
   back_opt.step(1e-2);
@@ -158,10 +135,10 @@ TEST_CASE("Offloaded ZeRO-1 over dp matches one process's update of the mean gra
     for (std::size_t i = 0; i < ref.size(); ++i)
       for (std::int64_t k = 0; k < ref[i].grad.numel(); ++k) {
         float mean = 0;
-        for (int r = 0; r < P; ++r) mean += grad(r, i, k, s);
+        for (int r = 0; r < P; ++r) mean += dp_grad(r, i, k, s);
         ref[i].grad.data<float>()[k] = mean / static_cast<float>(P);
       }
-    fill_grads(mine, dp->rank(), s);
+    fill_dp_grads(mine, dp->rank(), s);
     const double ref_norm = ref_opt.reduce_and_clip(0.5);
     const double norm = opt.reduce_and_clip(0.5);
     CHECK(std::fabs(norm - ref_norm) <= 1e-6 * ref_norm);

@@ -9,46 +9,16 @@
 
 #include "comm/local_communicator.h"
 #include "comm/mpi_communicator.h"
+#include "dp_param_util.h"
 #include "train/dp_optimizer.h"
 
 using namespace adapt;
+using test::fill_dp_grads, test::dp_grad, test::max_rel_diff;
 
 namespace {
 
-/// Parameters of a small adapter-like set: shapes chosen so ZeRO-1 shards cut through tensors.
 std::vector<adapters::AdapterParam> make_params(const char* tag) {
-  std::vector<adapters::AdapterParam> ps;
-  const std::vector<Shape> shapes = {Shape{4, 33}, Shape{50, 4}, Shape{7}, Shape{3, 129}};
-  for (std::size_t i = 0; i < shapes.size(); ++i) {
-    adapters::AdapterParam p;
-    p.name = "p" + std::to_string(i);
-    p.value = Tensor::zeros(shapes[i], DType::F32, std::string(tag) + p.name);
-    p.grad = Tensor::zeros(shapes[i], DType::F32, std::string(tag) + p.name + ".grad");
-    p.decay = i != 2;
-    for (std::int64_t k = 0; k < p.value.numel(); ++k)
-      p.value.data<float>()[k] = static_cast<float>(std::sin(0.37 * static_cast<double>(k + 11 * i)));
-    ps.push_back(p);
-  }
-  return ps;
-}
-
-/// Replica r's gradient element k of parameter i (step s).
-float grad(int r, std::size_t i, std::int64_t k, int s) {
-  return static_cast<float>(std::cos(0.11 * static_cast<double>(k) + 0.7 * r + 0.3 * static_cast<double>(i) + s));
-}
-
-void fill_grads(std::vector<adapters::AdapterParam>& ps, int r, int s) {
-  for (std::size_t i = 0; i < ps.size(); ++i)
-    for (std::int64_t k = 0; k < ps[i].grad.numel(); ++k) ps[i].grad.data<float>()[k] = grad(r, i, k, s);
-}
-
-double max_rel_diff(const Tensor& a, const Tensor& b) {
-  double worst = 0, scale = 1e-30;
-  for (std::int64_t k = 0; k < b.numel(); ++k)
-    scale = std::max(scale, std::fabs(static_cast<double>(b.data<float>()[k])));
-  for (std::int64_t k = 0; k < a.numel(); ++k)
-    worst = std::max(worst, std::fabs(static_cast<double>(a.data<float>()[k]) - b.data<float>()[k]) / scale);
-  return worst;
+  return test::make_dp_params(tag, test::kDpParamShapes);
 }
 
 }  // namespace
@@ -71,10 +41,10 @@ TEST_CASE("DpOptimizer: every replica gets the single-process update of the mean
         for (std::size_t i = 0; i < ref.size(); ++i)
           for (std::int64_t k = 0; k < ref[i].grad.numel(); ++k) {
             float mean = 0;
-            for (int r = 0; r < P; ++r) mean += grad(r, i, k, s);
+            for (int r = 0; r < P; ++r) mean += dp_grad(r, i, k, s);
             ref[i].grad.data<float>()[k] = mean / static_cast<float>(P);
           }
-        fill_grads(mine, dp->rank(), s);
+        fill_dp_grads(mine, dp->rank(), s);
         const double ref_norm = ref_opt.reduce_and_clip(max_norm);
         const double norm = opt.reduce_and_clip(max_norm);
         CHECK(std::fabs(norm - ref_norm) <= 1e-6 * ref_norm);
@@ -96,11 +66,11 @@ TEST_CASE("DpOptimizer: every replica gets the single-process update of the mean
       train::DpOptimizer opt2(back, opts, *dp, zero1);
       opt2.restore([&](const std::string& key) -> const Tensor& { return ref_st.at(key); });
       opt2.set_n_steps(ref_opt.n_steps());
-      fill_grads(back, dp->rank(), 7);
+      fill_dp_grads(back, dp->rank(), 7);
       for (std::size_t i = 0; i < ref.size(); ++i)
         for (std::int64_t k = 0; k < ref[i].grad.numel(); ++k) {
           float mean = 0;
-          for (int r = 0; r < P; ++r) mean += grad(r, i, k, 7);
+          for (int r = 0; r < P; ++r) mean += dp_grad(r, i, k, 7);
           ref[i].grad.data<float>()[k] = mean / static_cast<float>(P);
         }
       opt2.reduce_and_clip(max_norm);
