@@ -1,8 +1,9 @@
 // adapt_eval: mean loss and perplexity of a model over the `text` of each line of a JSONL file, and
 // optionally the log-probability of every token. This is how a base model and an adapted one are
-// compared on held-out code.
+// compared on held-out code. With --device cuda the forward pass runs on a GPU (the weights copied
+// once, model::llama_model_to_device); the log-probabilities are computed on the host from its logits.
 //
-//   adapt_eval --model DIR --data FILE.jsonl [--per-token] [--out FILE]
+//   adapt_eval --model DIR --data FILE.jsonl [--per-token] [--out FILE] [--device cpu|cuda|cuda:N]
 #include <fmt/format.h>
 
 #include <cmath>
@@ -12,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "apps/app_device.h"
+#include "backend/backend.h"
 #include "core/app_main.h"
 #include "core/error.h"
 #include "core/file.h"
@@ -20,6 +23,7 @@
 #include "core/timer.h"
 #include "adapters/adapter_files.h"
 #include "adapters/adapter_set.h"
+#include "model/llama_device.h"
 #include "model/llama_forward.h"
 #include "model/llama_weights.h"
 #include "ops/softmax.h"
@@ -33,6 +37,7 @@ using json = nlohmann::json;
 namespace {
 
 constexpr const char* kUsage = R"(usage: adapt_eval --model DIR --data FILE.jsonl [--adapter DIR] [--per-token] [--out FILE] [--tokenizer PATH]
+                  [--device cpu|cuda|cuda:N] [--weights-dtype bf16|f32]
 
 Reads one JSON object per line with a "text" field, tokenizes it (with BOS) and scores every token
 given the ones before it. Prints the mean loss (negative log-likelihood per token, natural log) and
@@ -48,13 +53,19 @@ context (a warning names the line).
   --adapter DIR      apply this adapter (PEFT LoRA or AdapterHub bottleneck folder, or a
                      lora+bottleneck folder with one of each in lora/ and bottleneck/: what
                      adapt_train exports), to compare an adapted model with its base
+  --device D         where the forward pass runs: cpu (default); cuda, the GPU of the local rank
+                     (device 0 for a plain start); cuda:N, visible device N. The model is read on the
+                     host and its weights (and the adapter) copied to the device once
+  --weights-dtype T  the weight matrices' dtype on the device: bf16 (default; bf16 GEMMs) or f32
+                     (computes as the CPU does); norms stay f32. Only with --device cuda[:N]
 
-exit codes: 0 done; 2 bad option; 3 missing/invalid model, tokenizer, adapter or data file; 6 an
-adapter feature adapt does not implement; 70 internal error.
+exit codes: 0 done; 2 bad option; 3 missing/invalid model, tokenizer, adapter or data file; 4 CUDA
+failure; 6 an adapter feature adapt does not implement, or --device cuda with no usable GPU; 70
+internal error.
 )";
 
 int run(int argc, char** argv) {
-  std::string model_dir, data, out, tok_path, adapter_dir;
+  std::string model_dir, data, out, tok_path, adapter_dir, device_text = "cpu", weights_dtype_text;
   bool per_token = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -77,25 +88,45 @@ int run(int argc, char** argv) {
       adapter_dir = value();
     } else if (a == "--per-token") {
       per_token = true;
+    } else if (a == "--device") {
+      device_text = value();
+    } else if (a == "--weights-dtype") {
+      weights_dtype_text = value();
     } else {
       ADAPT_THROW(ConfigError, "unknown option '{}'{}; run adapt_eval --help", a,
-                  did_you_mean(a, {"--model", "--data", "--out", "--tokenizer", "--adapter", "--per-token", "--help"}));
+                  did_you_mean(a, {"--model", "--data", "--out", "--tokenizer", "--adapter", "--per-token", "--device",
+                                   "--weights-dtype", "--help"}));
     }
   }
   ADAPT_REQUIRE(!model_dir.empty() && !data.empty(), ConfigError,
                 "adapt_eval needs --model DIR and --data FILE.jsonl; run adapt_eval --help");
   ADAPT_REQUIRE(out.empty() || per_token, ConfigError, "--out is where --per-token records go: pass --per-token too");
+  ADAPT_REQUIRE(weights_dtype_text.empty() || weights_dtype_text == "bf16" || weights_dtype_text == "f32", ConfigError,
+                "--weights-dtype {} must be bf16 or f32", weights_dtype_text);
+  const DType weights_dtype = weights_dtype_text == "f32" ? DType::F32 : DType::BF16;
+  // The GPU first: without one this fails before the model is read.
+  const std::optional<int> device = apps::app_device_resolve(device_text, comm::launch_env_from_process(),
+                                                             {.name = "--device", .to_cpu = "pass --device cpu"});
+  ADAPT_REQUIRE(device || weights_dtype_text.empty(), ConfigError,
+                "--weights-dtype sets the dtype of the weights on a GPU: pass --device cuda too, or leave it out");
 
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(tok_path.empty() ? model_dir : tok_path);
   model::LlamaLoadStats stats;
-  const model::LlamaModel model = model::llama_model_load(model_dir, {.storage = model::WeightStorage::AsStored}, &stats);
+  model::LlamaModel model = model::llama_model_load(model_dir, {.storage = model::WeightStorage::AsStored}, &stats);
   ADAPT_REQUIRE(tok.n_vocab() <= model.config.vocab_size, ConfigError,
                 "the tokenizer has {} tokens but the model's vocab_size is {}; use the model's own tokenizer",
                 tok.n_vocab(), model.config.vocab_size);
   log::info0("loaded {} in {:.2f} s", model_dir, stats.seconds);
+  if (device) {
+    Timer copy;
+    model = model::llama_model_to_device(model, *device, weights_dtype);  // frees the host copy
+    log::info0("{} weights on cuda:{} ({}) in {:.2f} s", dtype_name(weights_dtype), *device,
+               backend::cuda_device_name(*device), copy.seconds());
+  }
   std::optional<adapters::AdapterSet> adapter;
   if (!adapter_dir.empty()) {
     adapter.emplace(adapters::adapter_load(adapter_dir, model.config));
+    if (device) adapter->to_device(*device);
     log::info0("adapter {}: {} parameters", adapter_dir, format_count(adapter->n_parameters()));
   }
 
@@ -104,7 +135,7 @@ int run(int argc, char** argv) {
   std::string out_buf;
   double nll_sum = 0;
   std::int64_t n_scored = 0, line_no = 0, n_lines = 0;
-  ops::Workspace ws;
+  ops::Workspace ws(model::model_allocator(model));  // on the model's device
   Timer timer;
   std::size_t start = 0;
   while (start < text.size()) {

@@ -1,6 +1,7 @@
 // adapt_gen: runs a generation job from a prompts TOML file, runtime.batch_size prompts at a time
 // (generate::Generator's batch scheduler). Results are written as prompts finish (one JSON line each,
-// plus optional per-prompt output files), so a restarted job skips what is done.
+// plus optional per-prompt output files), so a restarted job skips what is done. With runtime.device
+// = "cuda" the weights are read on the host and copied once to the rank's GPU, where every step runs.
 //
 //   adapt_gen --input prompts.toml [--set key=value ...] [--shard I/N] [--dry-run]
 #include <fmt/format.h>
@@ -10,7 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "apps/app_device.h"
 #include "apps/app_parallel.h"
+#include "backend/backend.h"
 #include "config/config_binder.h"
 #include "config/config_printer.h"
 #include "config/gen_config_schema.h"
@@ -26,6 +29,7 @@
 #include "generate/results.h"
 #include "generate/results_parts.h"
 #include "model/llama_config.h"
+#include "model/llama_device.h"
 #include "model/llama_weights.h"
 #include "model/tensor_parallel.h"
 #include "tokenizer/chat_format.h"
@@ -50,7 +54,8 @@ depend on the batch size. Progress goes to stderr.
   --shard I/N       run share I of N (0 <= I < N): the prompts whose position in the file is I modulo N,
                     with results in <results stem>.shard-I-of-N.jsonl (one share per job of a Slurm job
                     array; the shares do not overlap and together cover every prompt)
-  --dry-run         validate the job, tokenize the prompts, print the resolved job, generate nothing
+  --dry-run         validate the job (with runtime.device = "cuda": find the GPU), tokenize the prompts,
+                    print the resolved job and device, generate nothing
 
 A prompt that does not fit the model's context is an error before anything is generated; a completion
 that would run past the context is cut there (finish_reason "length").
@@ -64,9 +69,15 @@ must divide the attention and KV heads); with pp > 1 each of pp stages holds a r
 every step runs through the stages in turn. Either way a replica produces the tokens one process
 would, and its first rank writes them.
 
+On a GPU (runtime.device = "cuda" or "cuda:N"): the model is read on the host, then its weights
+(runtime.weights_dtype) and the adapter are copied once to the device, where the KV cache and every
+step live; only the sampled positions' logits come back. "cuda" takes the GPU of the rank's local rank,
+so dp replicas use one GPU each; tp and pp must be 1. Without a usable GPU the job stops before it
+reads the weights or writes anything.
+
 exit codes: 0 done; 2 bad job file or option (or a layout that does not fit: the message lists those
-that do); 3 missing/invalid model, tokenizer or unwritable output; 5 MPI failure; 6 unsupported; 70
-internal error.
+that do); 3 missing/invalid model, tokenizer or unwritable output; 4 CUDA failure; 5 MPI failure; 6
+unsupported (e.g. runtime.device = "cuda" with no usable GPU); 70 internal error.
 
 job keys:
 )";
@@ -105,6 +116,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   }
   ADAPT_REQUIRE(!input.empty(), ConfigError, "adapt_gen needs --input prompts.toml; run adapt_gen --help");
   const generate::GenJob job = config::load(input, config::gen_job_schema(), sets);
+  // The GPU first: a node without one fails here, before the tokenizer or the weights are read.
+  const std::optional<int> device = apps::app_device_resolve(
+      job.runtime.device, app.launch(), {.name = "runtime.device", .to_cpu = "set runtime.device = \"cpu\""});
 
   const fs::path tok_path = job.model.tokenizer ? *job.model.tokenizer : job.model.path;
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(tok_path);
@@ -150,6 +164,13 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     std::printf("%s", config::to_toml(job, config::gen_job_schema()).c_str());
     for (const auto& q : prepared)
       std::printf("# %s: %zu prompt tokens\n", q.spec->id.c_str(), q.request.prompt.size());
+    if (device) {
+      std::printf("%s", fmt::format("# device: cuda:{}, {} (rank 0), {} weights\n", *device,
+                                    backend::cuda_device_name(*device), dtype_name(job.runtime.weights_dtype))
+                            .c_str());
+    } else {
+      std::printf("# device: cpu\n");
+    }
     return 0;
   }
   const int dp = app.grid().dp_size(), dp_rank = app.comms().dp->rank();
@@ -160,19 +181,31 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   comm::Communicator& tp = *app.comms().tp;
   comm::Communicator& pp = *app.comms().pp;
   const bool writer = tp.rank() == 0 && pp.rank() == 0;
-  const model::LlamaModel model =
+  model::LlamaModel model =
       tp.size() > 1 || pp.size() > 1
           ? model::llama_model_load_tp(job.model.path, app.grid(), app.world_rank(), tp,
                                        {.storage = model::WeightStorage::AsStored}, &stats)
           : model::llama_model_load(job.model.path, {.storage = model::WeightStorage::AsStored}, &stats);
   log::info0("loaded {} ({} layers, vocab {}) in {:.2f} s; tokenizer {}", job.model.path.string(), model.config.n_layers,
              model.config.vocab_size, stats.seconds, tok.description());
+  if (device) {
+    // tp = pp = 1 here (the job schema refuses a device with either > 1), so this is the whole model.
+    Timer copy;
+    model = model::llama_model_to_device(model, *device, job.runtime.weights_dtype);  // frees the host copy
+    const std::string where = fmt::format("cuda:{} ({})", *device, backend::cuda_device_name(*device));
+    const std::string what = fmt::format("{} weights on {}: {} in {:.2f} s", dtype_name(job.runtime.weights_dtype),
+                                         where, format_bytes(backend::cuda_memory_stats(*device).allocated),
+                                         copy.seconds());
+    if (app.world_size() > 1) log::info_all("{}", what);
+    else log::info0("{}", what);
+  }
   generate::Generator gen(model, tok);
   if (pp.size() > 1) gen.set_pipeline(&pp);
   std::optional<adapters::AdapterSet> adapter;
   if (job.model.adapter) {
     adapter.emplace(adapters::adapter_load(*job.model.adapter, model.config));
     adapter->shard_for_tp(model.tp);
+    if (device) adapter->to_device(*device);
     gen.set_hook(&*adapter);
     log::info0("adapter {}: {} parameters", job.model.adapter->string(), format_count(adapter->n_parameters()));
   }
@@ -233,8 +266,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
              results_path.string(), todo.size(), dp > 1 ? " on rank 0" : "");
   const generate::BatchPlan plan = gen.plan_batch(requests, job.runtime.batch_size);
   if (!requests.empty()) {
-    log::info0("batch: {} prompt(s) in flight (runtime.batch_size = {}); KV cache {} row(s) x {} positions = {}",
-               plan.rows, job.runtime.batch_size, plan.rows, plan.capacity, format_bytes(plan.kv_cache_bytes));
+    log::info0("batch: {} prompt(s) in flight (runtime.batch_size = {}); KV cache {} row(s) x {} positions = {}{}",
+               plan.rows, job.runtime.batch_size, plan.rows, plan.capacity, format_bytes(plan.kv_cache_bytes),
+               device ? fmt::format(" on cuda:{}", *device) : std::string{});
   }
   std::size_t k = 0;
   std::int64_t n_generated = 0;

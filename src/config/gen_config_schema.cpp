@@ -35,6 +35,17 @@ const Schema<generate::GenJob>& gen_job_schema() {
              "once. Texts do not depend on it (README, Generating). KV cache: batch_size x (longest prompt + "
              "max_new_tokens) positions.")
         .range(std::int64_t{1}, std::int64_t{1024});
+    rt.field("device", &GenRuntime::device,
+             "Where the model runs: \"cpu\"; \"cuda\", the GPU of the rank's local rank (local rank i takes "
+             "visible device i; a rank that sees one GPU, e.g. srun --gpus-per-task=1, takes it); or \"cuda:N\", "
+             "visible device N for every rank. A GPU needs parallel.tp = parallel.pp = 1 (dp replicas, one GPU "
+             "each); weights are read on the host, then copied once.")
+        .check([](const std::string& s) { return gen_device_parse(s).has_value(); },
+               "must be \"cpu\", \"cuda\" or \"cuda:N\" (N = 0, 1, ...)");
+    rt.enumeration("weights_dtype", &GenRuntime::weights_dtype, {{"bf16", DType::BF16}, {"f32", DType::F32}},
+                   "Dtype of the weight matrices (embedding, projections, lm_head) on a GPU; norms stay f32. "
+                   "bf16 runs bf16 GEMMs (half the memory), f32 computes as the CPU does. Unused with "
+                   "device = \"cpu\".");
 
     Schema<GenParallel> par;
     par.field("tp", &GenParallel::tp,
@@ -83,6 +94,12 @@ const Schema<generate::GenJob>& gen_job_schema() {
               "Ranks: tp x pp x dp = the world size of mpiexec/srun (one process: all 1).");
     job.table_array("prompts", &GenJob::prompts, p, "The prompts ([[prompts]] tables).");
     job.check([](const GenJob& j) -> std::string {
+      if (j.runtime.device != "cpu" && (j.parallel.tp > 1 || j.parallel.pp > 1))
+        return "runtime.device = \"" + j.runtime.device + "\" with parallel.tp = " + std::to_string(j.parallel.tp) +
+               ", parallel.pp = " + std::to_string(j.parallel.pp) +
+               ": generation on GPUs runs one whole model per GPU (tensor and pipeline parallelism run on the "
+               "CPU only for now); set parallel.tp = 1 and parallel.pp = 1 (dp replicas share out the prompts, "
+               "one GPU each), or runtime.device = \"cpu\"";
       if (j.prompts.empty()) return "the job has no [[prompts]]; add at least one";
       for (std::size_t a = 0; a < j.prompts.size(); ++a)
         for (std::size_t b = a + 1; b < j.prompts.size(); ++b)

@@ -1,14 +1,19 @@
 // GenJob: a generation job as written in a prompts TOML file (inputs/prompts.toml): the model, the
-// output folder, default sampling and stop rules, how the job runs (batch size), and the prompts, each
-// of which may override the defaults.
-// Header-only plain structs; config/ fills them, generate/ validates and runs them.
+// output folder, default sampling and stop rules, how the job runs (batch size, device), and the
+// prompts, each of which may override the defaults.
+// Header-only plain structs (and the parser of runtime.device); config/ fills them, generate/ validates
+// and runs them.
 #pragma once
 
+#include <charconv>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "dtype/dtype.h"
 
 namespace adapt::generate {
 
@@ -37,7 +42,30 @@ struct GenDefaults {
 
 struct GenRuntime {
   std::int64_t batch_size = 8;  // sequences decoded together, each in its own KV-cache row
+  std::string device = "cpu";   // "cpu", "cuda" (the GPU of the rank's local rank) or "cuda:N"
+  DType weights_dtype = DType::BF16;  // F32 or BF16: the matrices' dtype in the device copy
 };
+
+/// runtime.device, parsed: the host, or a CUDA device given by index or chosen from the local rank.
+struct GenDevice {
+  bool cuda = false;
+  std::optional<int> index;  // "cuda:N": N; "cuda": nullopt (comm::device_for_rank picks it)
+};
+
+/// "cpu", "cuda" or "cuda:N" (N a decimal integer >= 0) as a GenDevice; nullopt for anything else.
+inline std::optional<GenDevice> gen_device_parse(std::string_view text) {
+  if (text == "cpu") return GenDevice{};
+  if (text == "cuda") return GenDevice{.cuda = true};
+  constexpr std::string_view kPrefix = "cuda:";
+  if (!text.starts_with(kPrefix) || text.size() == kPrefix.size() || text.size() > kPrefix.size() + 6)
+    return std::nullopt;
+  int index = 0;
+  const char* first = text.data() + kPrefix.size();
+  const char* last = text.data() + text.size();
+  const auto [end, ec] = std::from_chars(first, last, index);
+  if (*first < '0' || *first > '9' || ec != std::errc{} || end != last) return std::nullopt;
+  return GenDevice{.cuda = true, .index = index};
+}
 
 /// The parallel layout: tp and pp from the job, dp = world size / (tp · pp) from the launcher; the dp
 /// replicas share out the prompts.

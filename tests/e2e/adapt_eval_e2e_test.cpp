@@ -1,10 +1,12 @@
 // adapt_eval end to end: per-token log-probabilities agree with the reported loss; a random tiny
-// model scores close to uniform (loss ~ ln V); bad data files name the line.
+// model scores close to uniform (loss ~ ln V); bad data files name the line; --device cuda without a
+// usable GPU, a bad --device or --weights-dtype stop before the model is read, naming the flag.
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "backend/backend.h"
 #include "core/file.h"
 #include "tests/support/test_support.h"
 
@@ -56,4 +58,32 @@ TEST_CASE("loss, perplexity and per-token log-probabilities") {
   CHECK(out.find("bad.jsonl:2") != std::string::npos);
   CHECK(run("adapt_eval", "--model " + (dir / "m").string(), &out) == 2);
   CHECK(run("adapt_eval", "--model " + (dir / "nope").string() + " --data " + (dir / "d.jsonl").string(), &out) == 3);
+}
+
+TEST_CASE("--device and --weights-dtype: refusals name the flag and the way back to the CPU") {
+  test::TempDir dir;
+  std::string out;
+  REQUIRE(run("adapt_model", "make --preset tiny --out " + (dir / "m").string(), &out) == 0);
+  test::write_bytes(dir / "d.jsonl", "{\"text\": \"int x = 1;\"}\n");
+  const std::string base = "--model " + (dir / "m").string() + " --data " + (dir / "d.jsonl").string();
+  auto refused = [&](const std::string& flags, int code, const std::vector<std::string>& needles) {
+    const int rc = run("adapt_eval", base + " " + flags, &out);
+    INFO(flags, "\n", out);
+    CHECK(rc == code);
+    for (const auto& n : needles) CHECK_MESSAGE(out.find(n) != std::string::npos, "missing: ", n);
+  };
+  if (backend::cuda_device_count() == 0) {
+    const std::string reason = backend::cuda_unavailable_reason();
+    refused("--device cuda", 6, {"--device cuda, but", reason, "pass --device cpu"});
+    refused("--device cuda:0 --weights-dtype f32", 6, {"--device cuda:0, but", reason});
+  } else {
+    MESSAGE("a CUDA device is visible: the no-GPU refusal is not exercised here (gpu.gen_app runs on it)");
+    refused("--device cuda:99", 2, {"--device cuda:99, but", "CUDA device(s)"});
+  }
+  refused("--device gpu", 2, {"--device gpu must be", "\"cpu\", \"cuda\" or \"cuda:N\""});
+  refused("--device cuda --weights-dtype f16", 2, {"--weights-dtype f16", "bf16 or f32"});
+  refused("--weights-dtype f32", 2, {"--weights-dtype", "--device cuda"});
+  // The CPU, said explicitly, runs as before.
+  CHECK(run("adapt_eval", base + " --device cpu", &out) == 0);
+  CHECK(out.find("loss ") != std::string::npos);
 }

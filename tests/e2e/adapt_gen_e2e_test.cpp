@@ -1,13 +1,15 @@
 // adapt_gen end to end on the tiny model: results written as prompts finish, the same job run again
 // skips finished prompts, greedy output is deterministic, output files land inside the output folder,
-// texts do not depend on runtime.batch_size (results then come in finishing order), and bad jobs fail
-// with a clear message and exit code 2 before anything is generated.
+// texts do not depend on runtime.batch_size (results then come in finishing order), bad jobs fail
+// with a clear message and exit code 2 before anything is generated, and runtime.device = "cuda"
+// without a usable GPU stops before anything is written, naming the key and the reason.
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "backend/backend.h"
 #include "core/file.h"
 #include "tests/support/test_support.h"
 
@@ -225,4 +227,51 @@ TEST_CASE("--shard I/N: shares of the prompts that do not overlap, cover the fil
     CHECK(r.code == 2);
     CHECK(r.out.find("--shard") != std::string::npos);
   }
+}
+
+TEST_CASE("runtime.device: no usable GPU, a bad index or value, or tp/pp with a GPU stop before anything is written") {
+  test::TempDir dir;
+  REQUIRE(run("adapt_model", "make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() + " --out " +
+                                 (dir / "model").string()).code == 0);
+  const std::string job = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 4\n"
+                          "[[prompts]]\nid = \"a\"\ntext = \"int main() {\"\n";
+  test::write_bytes(dir / "job.toml", job);
+  const std::string input = "--input " + (dir / "job.toml").string();
+  auto refused = [&](const std::string& sets, int code, const std::vector<std::string>& needles) {
+    Run r = run("adapt_gen", input + " " + sets);
+    INFO(sets, "\n", r.out);
+    CHECK(r.code == code);
+    for (const auto& n : needles) CHECK_MESSAGE(r.out.find(n) != std::string::npos, "missing: ", n);
+    CHECK_FALSE(fs::exists(dir / "out"));  // nothing written, not even the output folder
+  };
+  if (backend::cuda_device_count() == 0) {
+    const std::string reason = backend::cuda_unavailable_reason();
+    REQUIRE_FALSE(reason.empty());
+    for (const char* device : {"cuda", "cuda:0"}) {
+      refused(std::string("--set runtime.device=") + device, 6,
+              {std::string("runtime.device = \"") + device + "\", but", reason, "set runtime.device = \"cpu\""});
+      refused(std::string("--dry-run --set runtime.device=") + device, 6, {"runtime.device", reason});
+    }
+  } else {
+    MESSAGE("a CUDA device is visible: the no-GPU refusal is not exercised here (gpu.gen_app runs on it)");
+    refused("--set runtime.device=cuda:99", 2,
+            {"runtime.device = \"cuda:99\", but", "CUDA device(s)", "set runtime.device = \"cpu\""});
+  }
+  refused("--set runtime.device=gpu", 2, {"runtime.device = \"gpu\"", "\"cpu\", \"cuda\" or \"cuda:N\""});
+  refused("--set runtime.device=cuda --set runtime.weights_dtype=f16", 2,
+          {"runtime.weights_dtype", "\"bf16\", \"f32\""});
+  refused("--set runtime.device=cuda --set parallel.tp=2", 2, {"runtime.device", "parallel.tp = 2", "parallel.pp = 1"});
+
+  // --dry-run prints the resolved keys and the device; the CPU, said explicitly, runs as before.
+  Run dry = run("adapt_gen", input + " --dry-run --set runtime.weights_dtype=f32");
+  INFO(dry.out);
+  CHECK(dry.code == 0);
+  CHECK(dry.out.find("device = \"cpu\"") != std::string::npos);
+  CHECK(dry.out.find("weights_dtype = \"f32\"") != std::string::npos);
+  CHECK(dry.out.find("# device: cpu") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "out"));
+  Run cpu = run("adapt_gen", input + " --set runtime.device=cpu --set runtime.weights_dtype=f32");
+  INFO(cpu.out);
+  CHECK(cpu.code == 0);
+  CHECK(read_results(dir / "out/results.jsonl").size() == 1);
 }

@@ -1,0 +1,148 @@
+// adapt_gen and adapt_eval on cuda:0 against the same binaries on the CPU, on the demo's tiny model
+// (adapt_model make --recipe inputs/models/tiny.toml) with and without a lora+bottleneck adapter (random
+// non-zero parameters, exported as adapt_train would): runtime.device = "cuda" with f32 device weights
+// gives the CPU's greedy texts token for token (the GEMMs sum in another order, ~1e-6 relative on the
+// logits, so only a near-tie could flip a token: none does on these prompts); bf16 weights finish
+// every prompt; adapt_eval --device cuda --weights-dtype f32 gives the CPU's loss within 1e-5.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "adapters/adapter_files.h"
+#include "adapters/adapter_set.h"
+#include "core/file.h"
+#include "model/llama_config.h"
+#include "tests/support/test_support.h"
+
+using namespace adapt;
+using json = nlohmann::json;
+
+namespace {
+
+std::map<std::string, json> results_by_id(const fs::path& p) {
+  std::map<std::string, json> m;
+  const std::string text = file_read_text(p);
+  std::size_t start = 0;
+  while (start < text.size()) {
+    const std::size_t nl = text.find('\n', start);
+    const json r = json::parse(text.substr(start, nl - start));
+    m[r["id"].get<std::string>()] = r;
+    start = nl + 1;
+  }
+  return m;
+}
+
+int run(const std::string& bin, const std::string& args, std::string* out) {
+  return test::run_command(test::bin(bin.c_str()) + " " + args, out);
+}
+
+// The tiny model and a lora+bottleneck adapter on all seven projections and both sub-blocks, every
+// parameter drawn from N(0, 0.05²) so the adapter changes the logits.
+struct Fixture {
+  test::TempDir dir{"adapt-gen-gpu"};
+  Fixture() {
+    std::string log;
+    const std::string cmd = "make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() + " --out " +
+                            (dir / "model").string();
+    REQUIRE_MESSAGE(run("adapt_model", cmd, &log) == 0, cmd, "\n", log);
+    adapters::AdapterConfig ac;
+    ac.kind = adapters::AdapterKind::LoraBottleneck;
+    ac.lora.r = 4;
+    ac.bottleneck.size = 16;
+    ac.lora.targets = {"q", "k", "v", "o", "gate", "up", "down"};
+    adapters::AdapterSet set(model::llama_config_load(dir / "model"), ac);
+    std::mt19937_64 rng(test::kSeed);
+    std::normal_distribution<float> dist(0.0f, 0.05f);
+    for (const adapters::AdapterParam& p : set.parameters()) {
+      Tensor v = p.value;
+      for (std::int64_t i = 0; i < v.numel(); ++i) v.data<float>()[i] = dist(rng);
+    }
+    adapters::adapter_export(set, dir / "adapter");
+  }
+};
+
+}  // namespace
+
+TEST_CASE("adapt_gen on cuda:0: the CPU's greedy texts with f32 device weights, with and without an adapter") {
+  Fixture f;
+  const fs::path dir = f.dir.path();
+  std::string job = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 24\n"
+                    "[runtime]\nbatch_size = 3\n";
+  const char* texts[] = {"int main() {", "def f(x):", "for (int i = 0; i < n; ++i)", "SELECT name FROM",
+                         "#include <vector>\n"};
+  for (int i = 0; i < 5; ++i)
+    job += "[[prompts]]\nid = \"p" + std::to_string(i) + "\"\ntext = " + json(texts[i]).dump() + "\n";
+  job += "[[prompts]]\nid = \"chat\"\nuser = \"Write a loop.\"\nmax_new_tokens = 40\n";
+  test::write_bytes(dir / "job.toml", job);
+  const std::string input = "--input " + (dir / "job.toml").string();
+
+  for (const bool with_adapter : {false, true}) {
+    CAPTURE(with_adapter);
+    const std::string adapter = with_adapter ? " --set model.adapter=" + (dir / "adapter").string() : "";
+    const std::string tag = with_adapter ? "-adapter" : "";
+    std::string out;
+    const std::string cpu_dir = (dir / ("cpu" + tag)).string();
+    REQUIRE_MESSAGE(run("adapt_gen", input + adapter + " --set output.dir=" + cpu_dir, &out) == 0, out);
+    const auto cpu = results_by_id(dir / ("cpu" + tag) / "results.jsonl");
+    REQUIRE(cpu.size() == 6);
+
+    REQUIRE_MESSAGE(run("adapt_gen", input + adapter + " --set runtime.device=cuda --set runtime.weights_dtype=f32" +
+                                         " --set output.dir=" + (dir / ("f32" + tag)).string(),
+                        &out) == 0,
+                    out);
+    CHECK_MESSAGE(out.find("f32 weights on cuda:0") != std::string::npos, out);
+    const auto gpu = results_by_id(dir / ("f32" + tag) / "results.jsonl");
+    REQUIRE(gpu.size() == cpu.size());
+    for (const auto& [id, want] : cpu) {
+      CAPTURE(id);
+      const json& got = gpu.at(id);
+      CHECK(got["text"] == want["text"]);
+      CHECK(got["completion_tokens"] == want["completion_tokens"]);
+      CHECK(got["finish_reason"] == want["finish_reason"]);
+    }
+
+    // bf16 device weights (the default): bf16 GEMMs, so texts may differ; every prompt finishes.
+    REQUIRE_MESSAGE(run("adapt_gen", input + adapter + " --set runtime.device=cuda:0 --set output.dir=" +
+                                         (dir / ("bf16" + tag)).string(),
+                        &out) == 0,
+                    out);
+    CHECK_MESSAGE(out.find("bf16 weights on cuda:0") != std::string::npos, out);
+    const auto bf16 = results_by_id(dir / ("bf16" + tag) / "results.jsonl");
+    REQUIRE(bf16.size() == cpu.size());
+    for (const auto& [id, r] : bf16) {
+      CAPTURE(id);
+      CHECK(r["completion_tokens"].get<int>() > 0);
+      CHECK(r["completion_tokens"].get<int>() <= (id == "chat" ? 40 : 24));
+    }
+  }
+}
+
+TEST_CASE("adapt_eval --device cuda --weights-dtype f32: the CPU's loss") {
+  Fixture f;
+  const fs::path dir = f.dir.path();
+  test::write_bytes(dir / "d.jsonl", "{\"text\": \"for (int i = 0; i < n; ++i) sum += v[i];\"}\n"
+                                     "{\"text\": \"SELECT name FROM users WHERE id = 7;\"}\n");
+  const std::string base = "--model " + (dir / "model").string() + " --data " + (dir / "d.jsonl").string();
+  auto loss_of = [&](const std::string& flags) {
+    std::string out;
+    const int rc = run("adapt_eval", base + " " + flags, &out);
+    INFO(flags, "\n", out);
+    REQUIRE(rc == 0);
+    const auto pos = out.find("loss ");
+    REQUIRE(pos != std::string::npos);
+    return std::stod(out.substr(pos + 5));
+  };
+  for (const std::string& adapter : {std::string{}, " --adapter " + (dir / "adapter").string()}) {
+    CAPTURE(adapter);
+    const double cpu = loss_of(adapter);
+    const double gpu = loss_of(adapter + " --device cuda --weights-dtype f32");
+    CHECK(std::abs(gpu - cpu) <= 1e-5 * std::abs(cpu));
+    const double bf16 = loss_of(adapter + " --device cuda:0");
+    CHECK(std::abs(bf16 - cpu) <= 1e-2 * std::abs(cpu));  // bf16 GEMM inputs: ~3 significant digits
+  }
+  // The adapter changes the loss (so the runs above exercised it on the device).
+  CHECK(loss_of("") != loss_of(" --adapter " + (dir / "adapter").string()));
+}

@@ -1,0 +1,104 @@
+// The device keys of the adapt_gen job schema (its other keys: tests/unit/generate/gen_config_test.cpp):
+// inputs/prompts.toml gives the documented defaults; [runtime] device ("cpu", "cuda", "cuda:N") and
+// weights_dtype ("bf16", "f32") take exactly those values, anything else is an error naming the key
+// and the accepted values; a GPU with tp or pp > 1 is refused naming the keys; the printed job and
+// --help carry both keys.
+#include <doctest/doctest.h>
+
+#include "config/config_binder.h"
+#include "config/config_printer.h"
+#include "config/gen_config_schema.h"
+#include "core/error.h"
+#include "tests/support/test_support.h"
+
+using namespace adapt;
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path kExample = test::source_dir() / "inputs/prompts.toml";
+
+generate::GenJob load_example(const std::vector<std::string>& sets = {}) {
+  return config::load(kExample, config::gen_job_schema(), sets);
+}
+
+}  // namespace
+
+TEST_CASE("inputs/prompts.toml: the device is the CPU, device weights would be bf16") {
+  const generate::GenJob j = load_example();
+  CHECK(j.prompts.size() == 3);
+  CHECK(j.runtime.batch_size == 8);
+  CHECK(j.runtime.device == "cpu");
+  CHECK(j.runtime.weights_dtype == DType::BF16);
+  CHECK(j.parallel.tp == 1);
+  CHECK(j.parallel.pp == 1);
+}
+
+TEST_CASE("gen_device_parse takes cpu, cuda and cuda:N only") {
+  using generate::gen_device_parse;
+  REQUIRE(gen_device_parse("cpu").has_value());
+  CHECK_FALSE(gen_device_parse("cpu")->cuda);
+  REQUIRE(gen_device_parse("cuda").has_value());
+  CHECK(gen_device_parse("cuda")->cuda);
+  CHECK_FALSE(gen_device_parse("cuda")->index.has_value());
+  REQUIRE(gen_device_parse("cuda:0").has_value());
+  CHECK(gen_device_parse("cuda:0")->index == 0);
+  CHECK(gen_device_parse("cuda:7")->index == 7);
+  CHECK(gen_device_parse("cuda:12")->index == 12);
+  for (const char* bad : {"", "gpu", "CUDA", "Cpu", "cuda:", "cuda:x", "cuda:-1", "cuda:+1", "cuda:1x", "cuda: 1",
+                          "cuda:1.0", "cuda0", "cuda:99999999999", "cpu:0"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(gen_device_parse(bad).has_value());
+  }
+}
+
+TEST_CASE("runtime.device and runtime.weights_dtype: the accepted values parse, others name the key") {
+  const generate::GenJob a = load_example({"runtime.device=cuda", "runtime.weights_dtype=f32"});
+  CHECK(a.runtime.device == "cuda");
+  CHECK(a.runtime.weights_dtype == DType::F32);
+  CHECK(load_example({"runtime.device=\"cuda:1\""}).runtime.device == "cuda:1");
+  CHECK(load_example({"runtime.weights_dtype=bf16"}).runtime.weights_dtype == DType::BF16);
+
+  for (const char* bad : {"gpu", "cuda:", "cuda:-1", "CUDA"}) {
+    CAPTURE(bad);
+    const std::string want = "runtime.device = \"" + std::string(bad) + "\" must be \"cpu\", \"cuda\" or \"cuda:N\"";
+    CHECK_THROWS_WITH_AS(load_example({std::string("runtime.device=\"") + bad + "\""}),
+                         doctest::Contains(want.c_str()), ConfigError);
+  }
+  CHECK_THROWS_WITH_AS(load_example({"runtime.device=0"}), doctest::Contains("runtime.device"), ConfigError);
+  for (const char* bad : {"f16", "fp32", "i32"}) {
+    CAPTURE(bad);
+    const std::string want = "runtime.weights_dtype = \"" + std::string(bad) + "\" must be one of \"bf16\", \"f32\"";
+    CHECK_THROWS_WITH_AS(load_example({std::string("runtime.weights_dtype=") + bad}),
+                         doctest::Contains(want.c_str()), ConfigError);
+  }
+}
+
+TEST_CASE("a GPU with tensor or pipeline parallelism is refused, naming the keys") {
+  for (const char* device : {"cuda", "cuda:0"}) {
+    for (const char* layout : {"parallel.tp=2", "parallel.pp=2"}) {
+      CAPTURE(device);
+      CAPTURE(layout);
+      const std::vector<std::string> sets = {std::string("runtime.device=\"") + device + "\"", layout};
+      const std::string want = "runtime.device = \"" + std::string(device) + "\"";
+      CHECK_THROWS_WITH_AS(load_example(sets), doctest::Contains(want.c_str()), ConfigError);
+      CHECK_THROWS_WITH_AS(load_example(sets), doctest::Contains("set parallel.tp = 1 and parallel.pp = 1"),
+                           ConfigError);
+    }
+  }
+  // On the CPU both stay available.
+  const generate::GenJob cpu = load_example({"parallel.tp=2", "parallel.pp=2"});
+  CHECK(cpu.parallel.tp == 2);
+  CHECK(cpu.parallel.pp == 2);
+}
+
+TEST_CASE("the printed job and --help carry runtime.device and runtime.weights_dtype") {
+  const generate::GenJob j = load_example({"runtime.device=\"cuda:1\"", "runtime.weights_dtype=f32"});
+  const std::string toml = config::to_toml(j, config::gen_job_schema());
+  CHECK(toml.find("device = \"cuda:1\"") != std::string::npos);
+  CHECK(toml.find("weights_dtype = \"f32\"") != std::string::npos);
+  const std::string help = config::help(config::gen_job_schema());
+  CHECK(help.find("runtime.device") != std::string::npos);
+  CHECK(help.find("runtime.weights_dtype") != std::string::npos);
+  CHECK(help.find("cuda:N") != std::string::npos);
+}
