@@ -1,5 +1,6 @@
 #include "optim/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -40,13 +41,15 @@ void AdamW::step(double lr) {
     float* m = sl.m.data<float>();
     float* v = sl.v.data<float>();
     const std::int64_t n = sl.master.numel();
-#pragma omp parallel for simd if (n > (1 << 15))
-    for (std::int64_t i = 0; i < n; ++i) {
-      p[i] *= s.decay;
-      m[i] = m[i] * s.beta1 + g[i] * s.one_minus_beta1;
-      v[i] = v[i] * s.beta2 + g[i] * g[i] * s.one_minus_beta2;
-      const float denom = std::sqrt(v[i]) / s.bias_correction2_sqrt + s.eps;
-      p[i] += -s.step_size * (m[i] / denom);
+    // The vectorised update (adamw_simd.h: the same operations in the same order, so the same bits) on
+    // chunks of 32Ki elements, spread over the OpenMP threads when there is more than one chunk.
+    static const CpuIsa isa = cpu_isa_best();
+    constexpr std::int64_t kChunk = std::int64_t{1} << 15;
+    const std::int64_t n_chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (n_chunks > 1)
+    for (std::int64_t c = 0; c < n_chunks; ++c) {
+      const std::int64_t i0 = c * kChunk, len = std::min(kChunk, n - i0);
+      adamw_update(p + i0, g + i0, m + i0, v + i0, len, s, isa);
     }
   }
 }
