@@ -1,12 +1,19 @@
 // adapt_train: fine-tunes an adapter (LoRA, bottleneck or both) on a frozen Llama model from a
-// train.toml job; resumes from the job's latest checkpoint when there is one.
+// train.toml job; resumes from the job's latest checkpoint when there is one. With runtime.device =
+// "cuda" the device is resolved first (before anything is read or written) and each rank trains on its
+// own GPU.
 //
 //   adapt_train --config train.toml [--set key=value ...] [--merge] [--dry-run]
+#include <fmt/format.h>
+
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "apps/app_device.h"
 #include "apps/app_parallel.h"
+#include "backend/backend.h"
 #include "config/config_binder.h"
 #include "config/config_printer.h"
 #include "config/train_config_schema.h"
@@ -41,16 +48,25 @@ stages that run the grad_accum micro-batches as a 1F1B pipeline. Every layout gi
 adapter of one process (to rounding). Rank 0 prints and writes; a signal at any rank stops all of
 them (exit 75).
 
+On a GPU (runtime.device = "cuda" or "cuda:N"): the model is read on the host, then its weights
+(runtime.weights_dtype, default bf16; f32 computes as the CPU does) and the adapter are copied once to
+the device, where every forward, backward and evaluation runs; each step the adapter's gradients come
+back to the host for the dp average, clipping and AdamW (optim.offload included), and the new values
+go back. "cuda" takes the GPU of the rank's local rank, so dp replicas use one GPU each; tp and pp
+must be 1. Without a usable GPU the job stops before it reads the weights or writes anything (--dry-run
+too: it looks for the GPU).
+
   --config FILE     the job (see inputs/train.toml)
   --set key=value   override one key, e.g. --set optim.lr=1e-4 --set train.steps=500
   --merge           after training, also write base + LoRA merged as an HF model folder in
                     <run.dir>/merged (the same as --set run.merge=true; LoRA only)
-  --dry-run         validate, print the resolved job and a memory estimate, train nothing
+  --dry-run         validate, print the resolved job, the device and a memory estimate, train nothing
 
 exit codes: 0 done; 1 training diverged (loss or gradient not finite; checkpoints untouched);
-2 bad job file or option (or a layout that does not fit: the message lists those that do); 3
-missing/invalid model, data or checkpoint; 5 MPI failure; 6 unsupported; 70 internal error; 75
-stopped by a signal after writing a checkpoint (requeue the job).
+2 bad job file or option (or a layout that does not fit: the message lists those that do; a
+runtime.device "cuda:N" that is not visible); 3 missing/invalid model, data or checkpoint; 4 CUDA
+failure; 5 MPI failure; 6 unsupported (e.g. runtime.device = "cuda" with no usable GPU); 70 internal
+error; 75 stopped by a signal after writing a checkpoint (requeue the job).
 
 job keys:
 )";
@@ -85,18 +101,26 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   train::TrainConfig cfg = config::load(path, config::train_config_schema(), sets);
   train::data_config_resolve_paths(cfg.data, std::filesystem::absolute(path).parent_path());
   const std::string resolved = config::to_toml(cfg, config::train_config_schema());
+  // The GPU first: a node without one fails here, before the model is read or the run folder written.
+  const std::optional<int> device = apps::app_device_resolve(
+      cfg.runtime.device, app.launch(), {.name = "runtime.device", .to_cpu = "set runtime.device = \"cpu\""});
   const model::LlamaConfig mc = model::llama_config_load(cfg.model.path);
   app.start(cfg.parallel.tp, cfg.parallel.pp,
             {.n_heads = mc.n_heads, .n_kv_heads = mc.n_kv_heads, .n_layers = mc.n_layers},
             [&](const comm::ProcessGrid& grid) { train::train_layout_check(cfg, grid); });
   if (dry_run) {
-    if (app.root())
-      std::printf("%s\n%s", resolved.c_str(),
+    if (app.root()) {
+      const std::string where =
+          device ? fmt::format("# device: cuda:{}, {} (rank 0), {} weights\n", *device,
+                               backend::cuda_device_name(*device), dtype_name(cfg.runtime.weights_dtype))
+                 : std::string("# device: cpu\n");
+      std::printf("%s%s\n%s", resolved.c_str(), where.c_str(),
                   train::train_memory_estimate(cfg, app.grid().dp_size(), app.grid().tp_size(), app.grid().pp_size())
                       .c_str());
+    }
     return 0;
   }
-  train::TrainRanks ranks{app.world(), app.grid(), app.comms()};
+  train::TrainRanks ranks{app.world(), app.grid(), app.comms(), device};
   const train::TrainOutcome o = train::train_run(cfg, resolved, ranks);
   return o.stopped_by_signal ? train::kExitRequeue : 0;
 }

@@ -1,5 +1,7 @@
 #include "config/train_config_schema.h"
 
+#include "generate/gen_config.h"  // gen_device_parse: runtime.device takes the forms adapt_gen's does
+
 namespace adapt::config {
 
 namespace {
@@ -93,7 +95,10 @@ const Schema<train::TrainConfig>& train_config_schema() {
 
     Schema<LoopConfig> l;
     l.field("steps", &LoopConfig::steps, "Optimizer steps.").at_least(std::int64_t{1});
-    l.field("micro_batch", &LoopConfig::micro_batch, "Sequences per forward/backward.").at_least(std::int64_t{1});
+    l.field("micro_batch", &LoopConfig::micro_batch,
+            "Sequences of one micro-step, all data-parallel replicas together (each runs micro_batch / dp; "
+            "must be a multiple of dp).")
+        .at_least(std::int64_t{1});
     l.field("grad_accum", &LoopConfig::grad_accum, "Micro-batches per optimizer step.").at_least(std::int64_t{1});
     l.field("recompute", &LoopConfig::recompute, "Recompute activations per layer in the backward.");
     l.field("eval_every", &LoopConfig::eval_every, "Steps between evaluations (0: at the end only).")
@@ -125,6 +130,19 @@ const Schema<train::TrainConfig>& train_config_schema() {
             "Also write base + LoRA merged as an HF model folder in <run.dir>/merged (kind = \"lora\" only); "
             "adapt_train --merge sets it.");
 
+    Schema<TrainRuntimeConfig> rt;
+    rt.field("device", &TrainRuntimeConfig::device,
+             "Where the model trains: \"cpu\"; \"cuda\", the GPU of the rank's local rank (local rank i takes "
+             "visible device i; a rank that sees one GPU, e.g. srun --gpus-per-task=1, takes it); or \"cuda:N\", "
+             "visible device N for every rank. A GPU needs parallel.tp = parallel.pp = 1 (dp replicas, one GPU "
+             "each); weights are read on the host, then copied once.")
+        .check([](const std::string& s) { return generate::gen_device_parse(s).has_value(); },
+               "must be \"cpu\", \"cuda\" or \"cuda:N\" (N = 0, 1, ...)");
+    rt.enumeration("weights_dtype", &TrainRuntimeConfig::weights_dtype, {{"bf16", DType::BF16}, {"f32", DType::F32}},
+                   "Dtype of the frozen weight matrices on a GPU; norms, activations and the adapter stay f32. "
+                   "bf16 runs bf16 GEMMs (half the memory), f32 computes as the CPU does. Unused with "
+                   "device = \"cpu\".");
+
     Schema<TrainConfig> t;
     t.table("model", &TrainConfig::model, model, "The frozen base model.");
     t.table("adapter", &TrainConfig::adapter, adapter_schema(), "The adapter to train.");
@@ -135,7 +153,14 @@ const Schema<train::TrainConfig>& train_config_schema() {
     t.table("parallel", &TrainConfig::parallel, par,
             "Ranks: tp x pp x dp = the world size of mpiexec/srun (one process: all 1).");
     t.table("run", &TrainConfig::run, r, "Where the run writes.");
+    t.table("runtime", &TrainConfig::runtime, rt, "Where the run computes (CPU or a GPU per rank).");
     t.check([](const TrainConfig& c) -> std::string {
+      if (c.runtime.device != "cpu" && (c.parallel.tp > 1 || c.parallel.pp > 1))
+        return fmt::format(
+            "runtime.device = \"{}\" with parallel.tp = {}, parallel.pp = {}: training on GPUs runs one whole model "
+            "per GPU (multi-GPU tensor and pipeline parallelism are not there yet; they run on the CPU); set "
+            "parallel.tp = 1 and parallel.pp = 1 (dp replicas, one GPU each), or runtime.device = \"cpu\"",
+            c.runtime.device, c.parallel.tp, c.parallel.pp);
       if (c.data.inputs.empty()) return "[data] inputs is empty: name at least one JSONL file or source folder";
       if (c.run.merge && adapters::kind_has_bottleneck(c.adapter.kind))
         return fmt::format(

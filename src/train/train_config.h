@@ -9,6 +9,7 @@
 #include <string>
 
 #include "adapters/adapter_config.h"
+#include "dtype/dtype.h"
 #include "train/data_config.h"
 
 namespace adapt::train {
@@ -35,7 +36,7 @@ struct OptimConfig {
 
 struct LoopConfig {
   std::int64_t steps = 100;        // optimizer steps
-  std::int64_t micro_batch = 4;    // sequences per forward/backward
+  std::int64_t micro_batch = 4;    // sequences of one micro-step, all dp replicas together (each runs micro_batch / dp)
   std::int64_t grad_accum = 1;     // micro-batches per optimizer step
   bool recompute = false;          // activation recomputation per layer (less memory, ~1 more forward)
   std::int64_t eval_every = 50;    // steps between evaluations (0: only at the end)
@@ -67,6 +68,15 @@ struct RunConfig {
   bool merge = false;
 };
 
+/// Where the run computes. With a CUDA device every dp replica holds the whole model on its own GPU
+/// (tp = pp = 1); the optimizer works on host mirrors of the adapter (AdapterSet::host_parameters).
+struct TrainRuntimeConfig {
+  /// "cpu", "cuda" (the GPU of the rank's local rank: comm::device_for_rank) or "cuda:N" (visible
+  /// device N). adapt_train resolves it to a device index before anything is read or written.
+  std::string device = "cpu";
+  DType weights_dtype = DType::BF16;  // F32 or BF16: the weight matrices of the device copy (norms stay f32)
+};
+
 struct TrainConfig {
   TrainModelConfig model;
   adapters::AdapterConfig adapter;
@@ -76,6 +86,7 @@ struct TrainConfig {
   CheckpointConfig checkpoint;
   ParallelConfig parallel;
   RunConfig run;
+  TrainRuntimeConfig runtime;
 };
 
 }  // namespace adapt::train

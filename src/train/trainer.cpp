@@ -15,6 +15,7 @@
 #include "adapters/adapter_files.h"
 #include "adapters/adapter_merge.h"
 #include "adapters/adapter_set.h"
+#include "backend/backend.h"
 #include "checkpoint/checkpoint.h"
 #include "comm/local_communicator.h"
 #include "core/error.h"
@@ -23,6 +24,7 @@
 #include "core/strings.h"
 #include "core/timer.h"
 #include "io/sharded.h"
+#include "model/llama_device.h"
 #include "model/llama_pipeline.h"
 #include "model/llama_train.h"
 #include "model/llama_weights.h"
@@ -197,14 +199,21 @@ std::string train_memory_estimate(const TrainConfig& cfg, int dp, int tp, int pp
   const std::uint64_t act_full = static_cast<std::uint64_t>(B * T * L * per_token_layer) * 4;
   const std::uint64_t act_recompute = static_cast<std::uint64_t>(B * T * (L * C + per_token_layer)) * 4;
   const std::uint64_t logits = static_cast<std::uint64_t>(std::min<std::int64_t>(B * T, 256) * vocab) * 4;
-  const std::uint64_t weights = static_cast<std::uint64_t>(n_base / (tp * pp)) * 4;
+  // On a GPU the frozen matrices are held in runtime.weights_dtype (the norms, f32, are negligible).
+  const bool on_gpu = cfg.runtime.device != "cpu";
+  const std::uint64_t weight_bytes = on_gpu ? dtype_size(cfg.runtime.weights_dtype) : 4;
+  const std::uint64_t weights = static_cast<std::uint64_t>(n_base / (tp * pp)) * weight_bytes;
   const std::uint64_t adapter = static_cast<std::uint64_t>(n_adapter) * 4;
   const std::string parts = cfg.adapter.kind == adapters::AdapterKind::LoraBottleneck
                                 ? fmt::format(": LoRA {} + bottleneck {}", format_count(set.n_lora_parameters()),
                                               format_count(set.n_bottleneck_parameters()))
                                 : "";
+  // What the passes use (on the GPU with a device) and what the optimizer holds (host RAM with a device,
+  // where the adapter's host mirrors come on top of the moments).
+  const std::uint64_t compute = weights + 2 * adapter + (cfg.train.recompute ? act_recompute : act_full) + logits;
+  const std::uint64_t host_state = 2 * adapter / moment_parts + (on_gpu ? 2 * adapter : 0);
   std::string s = fmt::format(
-      "memory estimate ({}, CPU, f32):\n"
+      "memory estimate ({}, {}):\n"
       "  base weights (frozen)          {:>12}  ({} parameters{})\n"
       "  adapter weights                {:>12}  ({} parameters{})\n"
       "  adapter gradients              {:>12}\n"
@@ -212,17 +221,23 @@ std::string train_memory_estimate(const TrainConfig& cfg, int dp, int tp, int pp
       "  activations, saved             {:>12}  (micro-batch {} x {} tokens){}\n"
       "  activations, with recompute    {:>12}{}\n"
       "  logits and their gradient      {:>12}  (256 rows at a time)\n"
-      "  total                          {:>12}\n",
+      "  total                          {:>12}{}\n",
       dp * tp * pp > 1 ? fmt::format("per rank of tp{} × pp{} × dp{}: {} dp replicas", tp, pp, dp, dp)
                        : std::string("one process"),
+      on_gpu ? fmt::format("runtime.device = \"{}\", {} weights, f32 adapter and activations", cfg.runtime.device,
+                           dtype_name(cfg.runtime.weights_dtype))
+             : std::string("CPU, f32"),
       format_bytes(weights), format_count(n_base), tp * pp > 1 ? fmt::format(", about 1/{} of them", tp * pp) : "",
       format_bytes(adapter), format_count(n_adapter), parts,
       format_bytes(adapter),
-      format_bytes(2 * adapter / moment_parts), moment_parts > 1 ? "  (ZeRO-1: this rank's shard)" : "",
+      format_bytes(2 * adapter / moment_parts),
+      fmt::format("{}{}", moment_parts > 1 ? "  (ZeRO-1: this rank's shard)" : "", on_gpu ? "  (host RAM)" : ""),
       format_bytes(act_full), B, T, cfg.train.recompute ? "" : "  <- in use",
       format_bytes(act_recompute), cfg.train.recompute ? "  <- in use" : "", format_bytes(logits),
-      format_bytes(weights + 2 * adapter + 2 * adapter / moment_parts +
-                   (cfg.train.recompute ? act_recompute : act_full) + logits));
+      format_bytes(compute + host_state),
+      on_gpu ? fmt::format("  (GPU {}; host RAM {}: the moments and a copy of the adapter weights and gradients)",
+                           format_bytes(compute), format_bytes(host_state))
+             : std::string());
   return s;
 }
 
@@ -237,11 +252,11 @@ void train_layout_check(const TrainConfig& cfg, const comm::ProcessGrid& grid) {
               cfg.train.micro_batch, dp, grid.str(), dp, up, down > 0 ? fmt::format(" or {}", down) : "");
 }
 
-TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml) {
+TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, std::optional<int> device) {
   comm::LocalCommunicator world;
   const comm::ProcessGrid grid(1, 1, 1);
   comm::GridComms comms = comm::grid_comms_split(world, grid);
-  TrainRanks ranks{world, grid, comms};
+  TrainRanks ranks{world, grid, comms, device};
   return train_run(cfg, config_toml, ranks);
 }
 
@@ -251,6 +266,17 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   comm::Communicator& tp = *ranks.comms.tp;
   comm::Communicator& pp = *ranks.comms.pp;
   train_layout_check(cfg, ranks.grid);
+  // Checked before anything is read or written, the same on every rank.
+  const std::optional<int> device = ranks.device;
+  ADAPT_REQUIRE((cfg.runtime.device != "cpu") == device.has_value(), ConfigError,
+                "runtime.device = \"{}\" but train_run was given {}: resolve the device first (adapt_train does, "
+                "with apps::app_device_resolve)",
+                cfg.runtime.device, device ? fmt::format("cuda:{}", *device) : std::string("no device"));
+  ADAPT_REQUIRE(!device || (ranks.grid.tp_size() == 1 && ranks.grid.pp_size() == 1), ConfigError,
+                "runtime.device = \"{}\" with parallel.tp = {}, parallel.pp = {}: training on GPUs runs one whole "
+                "model per GPU (multi-GPU tensor and pipeline parallelism are not there yet); set parallel.tp = 1 "
+                "and parallel.pp = 1, or runtime.device = \"cpu\"",
+                cfg.runtime.device, ranks.grid.tp_size(), ranks.grid.pp_size());
   TrainOutcome out;
   fs::create_directories(cfg.run.dir);
   on_root(world, "write the run folder", [&] { file_write_atomic(cfg.run.dir / "config.toml", config_toml); });
@@ -261,14 +287,28 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   // With tp or pp, each rank reads only its slices of the weights (its stage's layers, its heads, FFN
   // columns and vocabulary rows).
   const bool sharded = ranks.grid.tp_size() > 1 || ranks.grid.pp_size() > 1;
-  const model::LlamaModel model =
+  // For a GPU the weights are read as stored (bf16 stays bf16: half the host memory) and converted to
+  // runtime.weights_dtype on the way to the device, which then holds the only copy.
+  model::LlamaModel model =
       sharded ? model::llama_model_load_tp(cfg.model.path, ranks.grid, world.rank(), tp, {}, &stats)
-              : model::llama_model_load(cfg.model.path, {}, &stats);
+              : model::llama_model_load(
+                    cfg.model.path, {.storage = device ? model::WeightStorage::AsStored : model::WeightStorage::F32},
+                    &stats);
   ADAPT_REQUIRE(tok.n_vocab() <= model.config.vocab_size, ConfigError,
                 "the tokenizer has {} tokens but the model's vocab_size is {}; use the model's own tokenizer",
                 tok.n_vocab(), model.config.vocab_size);
   log::info0("base model {}: {} layers, {} parameters, loaded in {:.2f} s", cfg.model.path.string(), model.config.n_layers,
              format_count(model::llama_param_counts(model.config).total), stats.seconds);
+  if (device) {
+    Timer copy;
+    model = model::llama_model_to_device(model, *device, cfg.runtime.weights_dtype);  // frees the host copy
+    const std::string what =
+        fmt::format("{} weights on cuda:{} ({}): {} in {:.2f} s", dtype_name(cfg.runtime.weights_dtype), *device,
+                    backend::cuda_device_name(*device), format_bytes(backend::cuda_memory_stats(*device).allocated),
+                    copy.seconds());
+    if (world.size() > 1) log::info_all("{}", what);
+    else log::info0("{}", what);
+  }
   data_config_validate(cfg.data, model.config.max_position_embeddings);
   adapters::adapter_config_validate(cfg.adapter, model.config);
   const std::string fingerprint = model_fingerprint(cfg.model.path);
@@ -285,7 +325,10 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   adapters::AdapterSet set(model.config, cfg.adapter);
   const std::int64_t n_adapter = set.n_parameters();
   set.shard_for_tp(model.tp);
-  const std::vector<adapters::AdapterParam> params = set.parameters();
+  // On a GPU the hook's parameters and gradients live there; the optimizer, the reductions and the
+  // checkpoints take the host mirrors, which move only through gradients_to_host / values_from_host.
+  if (device) set.to_device(*device);
+  const std::vector<adapters::AdapterParam> params = set.host_parameters();
   DpOptimizer opt(params, {cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay}, dp,
                   cfg.parallel.zero1, &tp, dp_offload_options(cfg.optim.offload));
   // What each parameter is a slice of (whole tensors until the set is sharded over tp): checkpoints hold
@@ -346,6 +389,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
                     path.string(), key, it->second.shape().str(), slice.global.str());
       return local[key] = parallel::shard_take(it->second, slice);
     });
+    set.values_from_host();  // the restored values into the device parameters (no-op on the host)
     opt.set_n_steps(st.ints.at("optim/n_steps"));
     loader.restore(DataLoaderState::from_ints(st.ints, path.string()));
     step = st.step;
@@ -394,7 +438,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     const std::int64_t n = std::min(cfg.train.eval_batches, ev.n_batches());
     set.set_training(false);
     double sums[2] = {0, 0};  // loss, loss tokens: this replica's rows, then all replicas'
-    model::TrainWorkspace ews;
+    model::TrainWorkspace ews(model::model_allocator(model));
     if (pp.size() > 1) {
       // The pipeline has no forward-only pass: its backward's gradients are thrown away.
       std::vector<Batch> batches;
@@ -423,7 +467,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   SignalGuard signals;
   train_stop_signal().store(0);
   set.set_training(true);
-  model::TrainWorkspace ws;
+  model::TrainWorkspace ws(model::model_allocator(model));
   Timer run_timer;
   const std::int64_t first_step = step;
   double last_loss = 0;
@@ -494,6 +538,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     // factors over tp, the stages' layers over pp; then the average over dp (loss and tokens too: the
     // tp and pp ranks of a replica hold the same ones).
     set.tp_reduce_gradients();
+    set.gradients_to_host();  // a GPU's gradients into the host mirrors that `params` and `opt` hold
     pp_sum_gradients(params, pp);
     dp.all_reduce(sums, 3, comm::CommDType::F64, comm::ReduceOp::Sum);
     ADAPT_CHECK(static_cast<std::int64_t>(sums[1]) == n_loss, "step {}: the replicas hold {} loss tokens, the batch {}",
@@ -509,6 +554,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
                   step + 1, loss, norm, lr, ckpt_dir.string());
     }
     opt.step(lr);
+    set.values_from_host();  // the updated mirrors back to the GPU
     ++step;
     last_loss = loss;
     const double secs = step_timer.seconds();

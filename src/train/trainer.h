@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "comm/communicator.h"
@@ -28,11 +29,15 @@ struct TrainOutcome {
 };
 
 /// The ranks of a run: the world and this rank's tp, pp and dp groups (adapt_train makes them with
-/// comm::grid_comms_split).
+/// comm::grid_comms_split), and the CUDA device this rank trains on.
 struct TrainRanks {
   comm::Communicator& world;
   const comm::ProcessGrid& grid;
   comm::GridComms& comms;
+  /// The index of the CUDA device runtime.device names for this rank (adapt_train resolves it at
+  /// startup: apps::app_device_resolve); nullopt for runtime.device = "cpu". train_run refuses a
+  /// mismatch between the two (ConfigError), so a GPU job never trains on the CPU unasked.
+  std::optional<int> device = std::nullopt;
 };
 
 /// Checks, without communication, that the job fits the layout: train.micro_batch (the sequences of
@@ -53,9 +58,18 @@ void train_layout_check(const TrainConfig& cfg, const comm::ProcessGrid& grid);
 /// summed over the stages. World rank 0 prints, writes the metrics, the checkpoints (whole tensors,
 /// gathered) and the adapter. Called by every rank of
 /// `ranks.world`; the collectives it issues are the same on every rank.
+///
+/// With `ranks.device` (runtime.device = "cuda"/"cuda:N"; tp = pp = 1, else ConfigError naming the
+/// keys): the model is read on the host and copied once to the GPU (model::llama_model_to_device, in
+/// runtime.weights_dtype), the adapter follows it (AdapterSet::to_device) and every forward, backward
+/// and evaluation runs there. The optimizer works on the adapter's host mirrors: per step the
+/// gradients come to the host (AdapterSet::gradients_to_host), are averaged over dp, clipped and
+/// applied there (DpOptimizer, optim.offload included), and the new values go back
+/// (AdapterSet::values_from_host); checkpoints and the export read the host copies.
 TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, TrainRanks& ranks);
-/// The same on one process.
-TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml);
+/// The same on one process; `device` as TrainRanks::device.
+TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml,
+                       std::optional<int> device = std::nullopt);
 
 /// Prints the memory one rank needs (base weights, adapter, optimizer state, activations with and
 /// without recomputation, logits) without loading the weights; for --dry-run. `dp`: data-parallel

@@ -4,6 +4,8 @@
 // checkpoint of another base model or adapter kind, a corrupt checkpoint and a full disk each fail (or
 // recover) as documented. The merged model (adapt_train --merge, adapt_model merge) scores like base +
 // adapter, keeps the base's dtype and sharding, and is refused or cleaned up as documented.
+// runtime.device = "cuda" without a usable GPU stops before anything is written, naming the key, CUDA's
+// reason and the way back to the CPU (training on a GPU itself: tests/gpu/train_app_gpu_test.cpp).
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
@@ -11,6 +13,7 @@
 #include <cctype>
 #include <cmath>
 
+#include "backend/backend.h"
 #include "core/file.h"
 #include "core/strings.h"
 #include "tests/support/test_support.h"
@@ -410,4 +413,48 @@ TEST_CASE("adapt_model merge: bf16 stays bf16; refused outputs and adapters; a f
   Run usage = run(merge + " --adapter " + (adapter / "lora").string());
   CHECK(usage.code == 2);
   CHECK(usage.out.find("--out") != std::string::npos);
+}
+
+TEST_CASE("runtime.device: a GPU that is not there stops the job before anything is written") {
+  Job job;
+  auto refused = [&](const std::string& args, int code, const std::vector<std::string>& needles) {
+    Run r = job.train(args);
+    INFO(args, "\n", r.out);
+    CHECK(r.code == code);
+    for (const auto& n : needles) CHECK_MESSAGE(r.out.find(n) != std::string::npos, "missing: ", n);
+    CHECK_FALSE(fs::exists(job.dir / "run"));  // no run folder, config.toml, metrics or checkpoint
+    CHECK_FALSE(fs::exists(job.dir / "cache"));  // not even the token cache
+  };
+  if (backend::cuda_device_count() == 0) {
+    const std::string reason = backend::cuda_unavailable_reason();
+    REQUIRE_FALSE(reason.empty());
+    for (const char* device : {"cuda", "cuda:0"}) {
+      refused(std::string("--set runtime.device=") + device, 6,
+              {std::string("runtime.device = \"") + device + "\", but", reason, "set runtime.device = \"cpu\""});
+      refused(std::string("--dry-run --set runtime.device=") + device, 6, {"runtime.device", reason});
+    }
+  } else {
+    MESSAGE("a CUDA device is visible: the no-GPU refusal is not exercised here (gpu.train_app trains on it)");
+    refused("--set runtime.device=cuda:99", 2,
+            {"runtime.device = \"cuda:99\", but", "CUDA device(s)", "set runtime.device = \"cpu\""});
+  }
+  refused("--set runtime.device=gpu", 2, {"runtime.device = \"gpu\"", "\"cpu\", \"cuda\" or \"cuda:N\""});
+  refused("--set runtime.device=cuda --set runtime.weights_dtype=f16", 2,
+          {"runtime.weights_dtype", "\"bf16\", \"f32\""});
+  refused("--set runtime.device=cuda --set parallel.tp=2", 2,
+          {"runtime.device = \"cuda\"", "parallel.tp = 2", "parallel.pp = 1", "runtime.device = \"cpu\""});
+  refused("--set runtime.device=cuda:0 --set parallel.pp=2", 2, {"parallel.pp = 2", "not there yet"});
+
+  // The CPU, said explicitly, trains as before; --dry-run prints the keys and the device.
+  Run dry = job.train("--dry-run --set runtime.weights_dtype=f32");
+  INFO(dry.out);
+  CHECK(dry.code == 0);
+  CHECK(dry.out.find("device = \"cpu\"") != std::string::npos);
+  CHECK(dry.out.find("weights_dtype = \"f32\"") != std::string::npos);
+  CHECK(dry.out.find("# device: cpu") != std::string::npos);
+  CHECK(dry.out.find("CPU, f32") != std::string::npos);
+  Run cpu = job.train("--set runtime.device=cpu --set train.steps=2");
+  INFO(cpu.out);
+  CHECK(cpu.code == 0);
+  CHECK(job.metrics("train").size() == 2);
 }

@@ -1,6 +1,8 @@
 // The adapt_train job schema: inputs/train.toml parses as documented; the adapter kinds by their TOML
 // names, including "lora+bottleneck" as a bare --set value; run.merge and its refusal for bottleneck
-// adapters; the help text lists the kinds and the merge key.
+// adapters; the help text lists the kinds and the merge key; [runtime] device ("cpu", "cuda", "cuda:N")
+// and weights_dtype ("bf16", "f32") take exactly those values, a GPU with tp or pp > 1 is refused naming
+// the keys; train.micro_batch is documented as the sequences of all replicas together.
 #include <doctest/doctest.h>
 
 #include "config/config_binder.h"
@@ -66,4 +68,71 @@ TEST_CASE("[parallel]: tp and pp default to 1, ZeRO-1 is on; bad values name the
   const std::string help = config::help(config::train_config_schema());
   CHECK(help.find("parallel.tp") != std::string::npos);
   CHECK(help.find("parallel.zero1") != std::string::npos);
+}
+
+TEST_CASE("[runtime]: inputs/train.toml trains on the CPU, device weights would be bf16") {
+  const train::TrainConfig c = load_example();
+  CHECK(c.runtime.device == "cpu");
+  CHECK(c.runtime.weights_dtype == DType::BF16);
+  // The defaults when the table is left out are the same.
+  const train::TrainConfig d;
+  CHECK(d.runtime.device == "cpu");
+  CHECK(d.runtime.weights_dtype == DType::BF16);
+}
+
+TEST_CASE("runtime.device and runtime.weights_dtype: the accepted values parse, others name the key") {
+  const train::TrainConfig a = load_example({"runtime.device=cuda", "runtime.weights_dtype=f32"});
+  CHECK(a.runtime.device == "cuda");
+  CHECK(a.runtime.weights_dtype == DType::F32);
+  CHECK(load_example({"runtime.device=\"cuda:1\""}).runtime.device == "cuda:1");
+  CHECK(load_example({"runtime.device=cuda:0"}).runtime.device == "cuda:0");  // bare --set string
+  CHECK(load_example({"runtime.device=cpu"}).runtime.device == "cpu");
+  CHECK(load_example({"runtime.weights_dtype=bf16"}).runtime.weights_dtype == DType::BF16);
+  const std::string printed =
+      config::to_toml(load_example({"runtime.device=cuda", "runtime.weights_dtype=f32"}), config::train_config_schema());
+  CHECK(printed.find("[runtime]") != std::string::npos);
+  CHECK(printed.find("device = \"cuda\"") != std::string::npos);
+  CHECK(printed.find("weights_dtype = \"f32\"") != std::string::npos);
+
+  for (const char* bad : {"gpu", "cuda:", "cuda:-1", "CUDA", "cuda:x", "cpu:0"}) {
+    CAPTURE(bad);
+    const std::string want = "runtime.device = \"" + std::string(bad) + "\" must be \"cpu\", \"cuda\" or \"cuda:N\"";
+    CHECK_THROWS_WITH_AS(load_example({std::string("runtime.device=\"") + bad + "\""}),
+                         doctest::Contains(want.c_str()), ConfigError);
+  }
+  CHECK_THROWS_WITH_AS(load_example({"runtime.device=0"}), doctest::Contains("runtime.device"), ConfigError);
+  for (const char* bad : {"f16", "fp32", "i32"}) {
+    CAPTURE(bad);
+    const std::string want = "runtime.weights_dtype = \"" + std::string(bad) + "\" must be one of \"bf16\", \"f32\"";
+    CHECK_THROWS_WITH_AS(load_example({std::string("runtime.weights_dtype=") + bad}), doctest::Contains(want.c_str()),
+                         ConfigError);
+  }
+  CHECK_THROWS_WITH_AS(load_example({"runtime.devices=cuda"}), doctest::Contains("did you mean 'device'"), ConfigError);
+}
+
+TEST_CASE("a GPU with tensor or pipeline parallelism is refused, naming the keys") {
+  for (const char* device : {"cuda", "cuda:0"}) {
+    for (const char* layout : {"parallel.tp=2", "parallel.pp=2"}) {
+      CAPTURE(device);
+      CAPTURE(layout);
+      CHECK_THROWS_WITH_AS(load_example({std::string("runtime.device=") + device, layout}),
+                           doctest::Contains((std::string("runtime.device = \"") + device + "\" with parallel.tp = ").c_str()),
+                           ConfigError);
+      CHECK_THROWS_WITH_AS(load_example({std::string("runtime.device=") + device, layout}),
+                           doctest::Contains("set parallel.tp = 1 and parallel.pp = 1"), ConfigError);
+    }
+  }
+  // The CPU takes any layout, and a GPU takes dp replicas (tp = pp = 1).
+  CHECK(load_example({"parallel.tp=2", "parallel.pp=2"}).parallel.tp == 2);
+  CHECK(load_example({"runtime.device=cuda", "parallel.zero1=false"}).runtime.device == "cuda");
+}
+
+TEST_CASE("--help documents [runtime] and train.micro_batch as the sequences of all replicas together") {
+  const std::string help = config::help(config::train_config_schema());
+  CHECK(help.find("runtime.device") != std::string::npos);
+  CHECK(help.find("runtime.weights_dtype") != std::string::npos);
+  const std::size_t mb = help.find("train.micro_batch");
+  REQUIRE(mb != std::string::npos);
+  CHECK(help.find("all data-parallel replicas together", mb) < help.find("train.grad_accum", mb));
+  CHECK(help.find("Sequences per forward/backward") == std::string::npos);
 }

@@ -1,0 +1,152 @@
+// adapt_train on cuda:0 against the same binary on the CPU, on the tiny model (adapt_model make --preset
+// tiny, as tests/e2e/adapt_train_e2e_test.cpp makes it) with a lora+bottleneck adapter, 3 steps:
+//   * runtime.device = "cuda", weights_dtype = "f32": the CPU's losses within 1e-4 relative and its
+//     exported adapter within 1e-4 (of each tensor's largest magnitude); the same after a run stopped at
+//     step 2 and resumed on the GPU (checkpoint values back to the device);
+//   * optim.offload = true with f32 device weights: the same within 1e-4 of the CPU run with offload;
+//   * optim.offload = true with bf16 device weights (the default): the CPU's losses within the bf16
+//     tolerance, every step finite, and an adapter that trained (AdamW's first steps move each element by
+//     about ±lr whatever the gradient's size, so a bf16-rounded gradient near 0 may flip an element's
+//     step: its values are not compared element by element).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "adapters/adapter_files.h"
+#include "adapters/adapter_set.h"
+#include "core/file.h"
+#include "model/llama_config.h"
+#include "tests/gpu/gpu_tolerances.h"
+#include "tests/support/test_support.h"
+
+using namespace adapt;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Device f32 against the CPU: the GEMMs and reductions sum in other orders (~1e-6 relative per step);
+// 3 AdamW steps keep that well inside 1e-4.
+constexpr double kTolTrainF32 = 1e-4;
+
+struct Job {
+  test::TempDir dir{"adapt-train-gpu"};
+  fs::path toml;
+  Job() {
+    std::string log;
+    const std::string make = test::bin("adapt_model") + " make --preset tiny --out " + (dir / "model").string();
+    REQUIRE_MESSAGE(test::run_command(make, &log) == 0, make, "\n", log);
+    toml = dir / "train.toml";
+    test::write_bytes(toml, "[model]\npath = \"model\"\n[adapter]\nkind = \"lora+bottleneck\"\n[adapter.lora]\nr = 4\n"
+                            "alpha = 8.0\ntargets = [\"q\", \"k\", \"v\", \"o\", \"gate\", \"up\", \"down\"]\n"
+                            "[adapter.bottleneck]\nsize = 8\nplacement = \"houlsby\"\n[data]\ninputs = [\"" +
+                                (test::source_dir() / "inputs/corpus").string() +
+                                "\"]\nglobs = [\"**/*.py\", \"**/*.cpp\"]\nseq_len = 32\neval_documents = 1\n"
+                                "cache_dir = \"cache\"\n[optim]\nlr = 1e-2\nwarmup_steps = 1\n"
+                                "[train]\nsteps = 3\nmicro_batch = 2\ngrad_accum = 2\neval_every = 0\neval_batches = 2\n"
+                                "[checkpoint]\nevery = 0\n");
+  }
+  /// adapt_train into run folder `name`; its output.
+  std::string train(const std::string& name, const std::string& sets) {
+    std::string out;
+    const std::string cmd = test::bin("adapt_train") + " --config " + toml.string() + " --set run.dir=" +
+                            (dir / name).string() + " " + sets;
+    const int rc = test::run_command(cmd, &out);
+    INFO(cmd, "\n", out);
+    REQUIRE(rc == 0);
+    return out;
+  }
+  std::vector<double> losses(const std::string& name, const char* kind = "train", const char* key = "loss") {
+    std::vector<double> v;
+    const std::string text = file_read_text(dir / name / "metrics.jsonl");
+    std::size_t start = 0;
+    while (start < text.size()) {
+      const std::size_t nl = text.find('\n', start);
+      const json j = json::parse(text.substr(start, nl - start));
+      if (j["kind"] == kind) v.push_back(j[key].get<double>());
+      start = nl + 1;
+    }
+    return v;
+  }
+  adapters::AdapterSet adapter(const std::string& name) {
+    return adapters::adapter_load(dir / name / "adapter", model::llama_config_load(dir / "model"));
+  }
+};
+
+void check_losses(const std::vector<double>& got, const std::vector<double>& want, double tol) {
+  REQUIRE(got.size() == want.size());
+  REQUIRE(!want.empty());
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    CAPTURE(i);
+    CAPTURE(got[i]);
+    CAPTURE(want[i]);
+    REQUIRE(std::isfinite(got[i]));
+    CHECK(std::abs(got[i] - want[i]) <= tol * std::abs(want[i]));
+  }
+}
+
+/// Every tensor of `got` against `want`, relative to the tensor's largest magnitude in `want`.
+void check_adapter(const adapters::AdapterSet& got, const adapters::AdapterSet& want, double tol) {
+  const auto g = got.parameters(), w = want.parameters();
+  REQUIRE(g.size() == w.size());
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    CAPTURE(w[i].name);
+    REQUIRE(g[i].name == w[i].name);
+    REQUIRE(g[i].value.numel() == w[i].value.numel());
+    const test::Mismatch m = test::compare_relative(g[i].value.data<float>(), w[i].value.data<float>(), w[i].value.numel());
+    INFO(m.str());
+    CHECK(m.rel <= tol);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("adapt_train on cuda:0 with f32 weights: the CPU's losses and adapter, straight and resumed") {
+  Job job;
+  job.train("cpu", "");
+  const std::vector<double> cpu = job.losses("cpu");
+  REQUIRE(cpu.size() == 3);
+  CHECK(cpu.back() < cpu.front());
+
+  const std::string out = job.train("gpu", "--set runtime.device=cuda --set runtime.weights_dtype=f32");
+  CHECK_MESSAGE(out.find("f32 weights on cuda:0") != std::string::npos, out);
+  check_losses(job.losses("gpu"), cpu, kTolTrainF32);
+  check_losses(job.losses("gpu", "eval", "eval_loss"), job.losses("cpu", "eval", "eval_loss"), kTolTrainF32);
+  check_adapter(job.adapter("gpu"), job.adapter("cpu"), kTolTrainF32);
+
+  // Stopped after 2 steps (a checkpoint) and run again: the checkpoint's values go back to the GPU.
+  job.train("resumed", "--set runtime.device=cuda:0 --set runtime.weights_dtype=f32 --set train.stop_after=2");
+  const std::string again = job.train("resumed", "--set runtime.device=cuda:0 --set runtime.weights_dtype=f32");
+  CHECK_MESSAGE(again.find("resuming from") != std::string::npos, again);
+  check_losses(job.losses("resumed"), cpu, kTolTrainF32);
+  check_adapter(job.adapter("resumed"), job.adapter("cpu"), kTolTrainF32);
+}
+
+TEST_CASE("adapt_train on cuda:0 with optim.offload: f32 weights as the CPU, bf16 weights within bf16 tolerance") {
+  Job job;
+  job.train("cpu", "--set optim.offload=true");
+  const std::vector<double> cpu = job.losses("cpu");
+  REQUIRE(cpu.size() == 3);
+
+  job.train("f32", "--set optim.offload=true --set runtime.device=cuda --set runtime.weights_dtype=f32");
+  check_losses(job.losses("f32"), cpu, kTolTrainF32);
+  check_adapter(job.adapter("f32"), job.adapter("cpu"), kTolTrainF32);
+
+  const std::string out = job.train("bf16", "--set optim.offload=true --set runtime.device=cuda");
+  CHECK_MESSAGE(out.find("bf16 weights on cuda:0") != std::string::npos, out);
+  check_losses(job.losses("bf16"), cpu, test::kTolBf16);
+  // It trained: the LoRA B factors left their initial zeros.
+  double b_max = 0;
+  for (const adapters::AdapterParam& p : job.adapter("bf16").parameters()) {
+    if (p.name.find(".lora_b") == std::string::npos) continue;
+    for (std::int64_t i = 0; i < p.value.numel(); ++i) {
+      REQUIRE(std::isfinite(p.value.data<float>()[i]));
+      b_max = std::max(b_max, static_cast<double>(std::abs(p.value.data<float>()[i])));
+    }
+  }
+  CHECK(b_max > 0.0);
+}
