@@ -10,8 +10,9 @@
 #   adapt offload(ISA)   optim::OffloadAdamW's update (optim.offload = true): worker threads over chunks,
 #                        AVX-512 or AVX2 intrinsics (each this CPU has); the update alone, without the
 #                        gradient and weight copies (memcpys on the CPU backend).
-#   adapt AdamW(openmp)  optim::AdamW::step, the plain path (optim.offload = false): one OpenMP SIMD loop
-#                        per tensor, compiled for the build's baseline instruction set.
+#   adapt AdamW(openmp)  optim::AdamW::step, the plain path (optim.offload = false): the same vectorised
+#                        update (the best of AVX-512 / AVX2 this CPU has), on chunks of 32Ki elements spread
+#                        over OpenMP threads.
 #   torch foreach=...    torch.optim.AdamW(foreach=True / False) with torch.set_num_threads(THREADS).
 #
 # The ratio column divides each row's parameters/s by the faster torch row's at the same size and

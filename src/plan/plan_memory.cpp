@@ -228,7 +228,9 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
 
 Precision Precision::of(Backend b) {
   if (b == Backend::Cpu) return {.weight = 4, .activation = 4, .kv = 4};
-  return {.weight = 2, .activation = 2, .kv = 2};
+  // The CUDA backend as built: bf16 base weights (runtime.weights_dtype's default), f32 activations,
+  // workspaces and KV cache (model/llama_device.h). --act-dtype bf16 plans a bf16-activation pass.
+  return {.weight = 2, .activation = 4, .kv = 4};
 }
 
 Precision Precision::of(Backend b, int act_bytes) {

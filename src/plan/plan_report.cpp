@@ -183,8 +183,9 @@ std::string plan_text(const PlanResult& p) {
         r.cluster.inter_gbps_per_gpu());
     s += fmt::format(
         "precision weights bf16, activations {} (norm statistics and logits f32); adapter bf16 with f32 "
-        "gradients, master and AdamW moments; KV cache bf16\n",
-        Precision::of(r.backend, r.train.act_bytes).activation == 2 ? "bf16" : "f32");
+        "gradients, master and AdamW moments; KV cache {}\n",
+        Precision::of(r.backend, r.train.act_bytes).activation == 2 ? "bf16" : "f32",
+        Precision::of(r.backend, r.train.act_bytes).kv == 2 ? "bf16" : "f32");
   } else {
     s += fmt::format(
         "hardware  {} CPU process(es) (adapt_train's CPU backend: f32 weights, activations and KV cache){}\n", r.gpus,
