@@ -24,6 +24,8 @@
 #          transformers and peft and torch sees the GPU: tokens/s, model TFLOP/s, MFU against the GPU's
 #          nominal dense bf16 peak (H100/H200 989.4, A100 312) and against the GEMM ceiling of step 4.
 #          Nothing is installed: a machine without them gets a row saying so.
+#   6. tests/offload_bench: the optimizer phase of a step with the AdamW state on the device and with it
+#      in pinned host RAM (optim.offload), for LoRA r16 at 8B and 70B adapter sizes.
 #
 # Usage: scripts/gpu_check.sh [--build-dir DIR] [--jobs N] [--layers N] [--quick] [--no-build] [--no-hf]
 #                             [--python PY] [--out FILE] [-h|--help]
