@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include <fmt/format.h>
+
 #include "core/error.h"
 
 #if ADAPT_HAVE_CUDA
@@ -22,6 +24,38 @@ MemoryStats cuda_memory_stats(int index) { return cuda::device_allocator(index).
 std::size_t cuda_empty_cache(int index) { return cuda::device_allocator(index).empty_cache(); }
 MemoryStats pinned_memory_stats() { return cuda::pinned_host_allocator().stats(); }
 void synchronize(int index) { cuda::synchronize(index); }
+
+int pointer_device(const void* ptr) {
+  // Before this process made a device allocator it holds no device memory of ours, and the query is
+  // skipped: a CPU-only run on a GPU node never creates a CUDA context through it.
+  if (ptr == nullptr || !cuda::device_allocators_made()) return -1;
+  cudaPointerAttributes attr{};
+  if (cudaPointerGetAttributes(&attr, ptr) != cudaSuccess) {
+    (void)cudaGetLastError();  // an unknown pointer is host memory; do not leave the error pending
+    return -1;
+  }
+  return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged ? attr.device : -1;
+}
+
+void copy_bytes(void* dst, const void* src, std::size_t n_bytes) {
+  if (n_bytes == 0) return;
+  if (pointer_device(dst) < 0 && pointer_device(src) < 0) {
+    std::memcpy(dst, src, n_bytes);
+    return;
+  }
+  cuda::memcpy_sync(dst, src, n_bytes);
+}
+
+std::string cuda_device_uuid(int index) {
+  cuda::require_device(index);
+  cudaDeviceProp prop{};
+  ADAPT_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
+  std::string hex;
+  for (const char byte : prop.uuid.bytes) hex += fmt::format("{:02x}", static_cast<unsigned char>(byte));
+  return hex;
+}
+
+void* cuda_compute_stream() { return static_cast<void*>(cudaStreamLegacy); }
 
 #else
 
@@ -56,6 +90,19 @@ MemoryStats pinned_memory_stats() {
   return {};
 }
 void synchronize(int) {}
+
+int pointer_device(const void*) { return -1; }
+
+void copy_bytes(void* dst, const void* src, std::size_t n_bytes) {
+  if (n_bytes > 0) std::memcpy(dst, src, n_bytes);
+}
+
+std::string cuda_device_uuid(int index) {
+  cuda_allocator(index);  // throws the UnsupportedError naming the rebuild flag
+  return {};
+}
+
+void* cuda_compute_stream() { return nullptr; }
 
 #endif
 

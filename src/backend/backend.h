@@ -42,4 +42,20 @@ void copy(Tensor& dst, const Tensor& src);
 /// Blocks until all work queued on cuda:`index` is done (no-op without CUDA).
 void synchronize(int index);
 
+/// The CUDA device whose memory `ptr` points into (device or managed memory), or -1 for host memory
+/// (pageable, pinned or registered), for nullptr, and in builds without CUDA. Never throws. Lets
+/// host-buffer code (the MPI communicator) tell device buffers apart. Until the process first uses a
+/// device allocator (cuda_allocator) every pointer counts as host memory without a CUDA call (no
+/// context is created for CPU runs): memory from a bare cudaMalloc before that is not recognised.
+int pointer_device(const void* ptr);
+/// Copies n_bytes from `src` to `dst`, each host or device memory, synchronously (after the work
+/// queued on the default stream). UnsupportedError without CUDA when either side is device memory.
+void copy_bytes(void* dst, const void* src, std::size_t n_bytes);
+/// The identity of cuda:`index` (its UUID, 32 hex digits), equal for two processes only when they
+/// use the same physical GPU; checked as cuda_allocator is.
+std::string cuda_device_uuid(int index);
+/// The stream the device ops enqueue their work on (CUDA's legacy default stream), as an opaque
+/// cudaStream_t for NcclCommunicator::set_compute_stream; nullptr without CUDA.
+void* cuda_compute_stream();
+
 }  // namespace adapt::backend

@@ -6,6 +6,7 @@
 #include <functional>
 #include <vector>
 
+#include "backend/backend.h"
 #include "core/error.h"
 
 namespace adapt::comm {
@@ -41,7 +42,38 @@ const char* at(const void* p, std::int64_t elems, CommDType t) {
   return static_cast<const char*>(p) + elems * static_cast<std::int64_t>(comm_dtype_size(t));
 }
 
+// The host side of one buffer of an MPI call. A host buffer is used as it is (no copy, no
+// allocation); a CUDA device buffer (backend::pointer_device) is staged: copied down first when it is
+// an input, and copied back up by finish() when it is an output. The copies run after the work queued
+// on the default stream, so a buffer a device op just wrote is complete.
+class HostStage {
+ public:
+  HostStage(const void* buf, std::int64_t count, CommDType type, bool input)
+      : user_(const_cast<void*>(buf)), bytes_(static_cast<std::size_t>(count) * comm_dtype_size(type)) {
+    if (count == 0 || backend::pointer_device(buf) < 0) {
+      host_ = user_;
+      return;
+    }
+    staged_.resize(bytes_);
+    host_ = staged_.data();
+    if (input) backend::copy_bytes(host_, buf, bytes_);
+  }
+  void* get() const { return host_; }
+  /// Copies an output back to its device buffer (nothing for a host buffer).
+  void finish() const {
+    if (host_ != user_) backend::copy_bytes(user_, host_, bytes_);
+  }
+
+ private:
+  void* user_;
+  void* host_ = nullptr;
+  std::size_t bytes_;
+  std::vector<char> staged_;
+};
+
 }  // namespace
+
+bool mpi_stages_buffer(const void* buf) { return backend::pointer_device(buf) >= 0; }
 
 std::unique_ptr<MpiCommunicator> MpiCommunicator::world(const CommOptions& options) {
   int initialized = 0, finalized = 0;
@@ -114,17 +146,24 @@ void MpiCommunicator::run_chunked(Collective c, const char* call, std::int64_t c
   }
 }
 
-void MpiCommunicator::do_all_reduce(void* buf, std::int64_t count, CommDType type, ReduceOp op) {
+void MpiCommunicator::do_all_reduce(void* user_buf, std::int64_t count, CommDType type, ReduceOp op) {
   const MPI_Op mop = mpi_op(op, type, Collective::AllReduce, name());
+  const HostStage stage(user_buf, count, type, /*input=*/true);
+  void* buf = stage.get();
   run_chunked(Collective::AllReduce, "MPI_Iallreduce", count, options().max_elems_per_call,
               [&](std::int64_t off, int n, MPI_Request* req) {
                 return MPI_Iallreduce(MPI_IN_PLACE, at(buf, off, type), n, mpi_type(type), mop, comm_, req);
               });
+  stage.finish();
 }
 
 // One call of the gather and scatter families moves chunk × size elements, so their chunk is the limit
 // over the group size. Chunked, each rank's part of a chunk is staged contiguously.
-void MpiCommunicator::do_all_gather(const void* send, void* recv, std::int64_t count, CommDType type) {
+void MpiCommunicator::do_all_gather(const void* user_send, void* user_recv, std::int64_t count, CommDType type) {
+  const HostStage send_stage(user_send, count, type, /*input=*/true);
+  const HostStage recv_stage(user_recv, count * size_, type, /*input=*/false);
+  const void* send = send_stage.get();
+  void* recv = recv_stage.get();
   const std::int64_t chunk = std::max<std::int64_t>(1, options().max_elems_per_call / size_);
   const bool direct = count <= chunk;
   const std::size_t esize = comm_dtype_size(type);
@@ -142,10 +181,16 @@ void MpiCommunicator::do_all_gather(const void* send, void* recv, std::int64_t c
                       static_cast<std::size_t>(n) * esize);
         }
       });
+  recv_stage.finish();
 }
 
-void MpiCommunicator::do_reduce_scatter(const void* send, void* recv, std::int64_t count, CommDType type, ReduceOp op) {
+void MpiCommunicator::do_reduce_scatter(const void* user_send, void* user_recv, std::int64_t count, CommDType type,
+                                        ReduceOp op) {
   const MPI_Op mop = mpi_op(op, type, Collective::ReduceScatter, name());
+  const HostStage send_stage(user_send, count * size_, type, /*input=*/true);
+  const HostStage recv_stage(user_recv, count, type, /*input=*/false);
+  const void* send = send_stage.get();
+  void* recv = recv_stage.get();
   const std::int64_t chunk = std::max<std::int64_t>(1, options().max_elems_per_call / size_);
   const bool direct = count <= chunk;
   const std::size_t esize = comm_dtype_size(type);
@@ -160,34 +205,48 @@ void MpiCommunicator::do_reduce_scatter(const void* send, void* recv, std::int64
                 return MPI_Ireduce_scatter_block(staged.data(), at(recv, off, type), n, mpi_type(type), mop, comm_,
                                                  req);
               });
+  recv_stage.finish();
 }
 
-void MpiCommunicator::do_broadcast(void* buf, std::int64_t count, CommDType type, int root) {
+void MpiCommunicator::do_broadcast(void* user_buf, std::int64_t count, CommDType type, int root) {
+  const HostStage stage(user_buf, count, type, /*input=*/rank_ == root);
+  void* buf = stage.get();
   run_chunked(Collective::Broadcast, "MPI_Ibcast", count, options().max_elems_per_call,
               [&](std::int64_t off, int n, MPI_Request* req) {
                 return MPI_Ibcast(at(buf, off, type), n, mpi_type(type), root, comm_, req);
               });
+  if (rank_ != root) stage.finish();
 }
 
 // Chunks of one message travel in order: MPI does not overtake messages with the same (peer, tag, comm).
-void MpiCommunicator::do_send(const void* buf, std::int64_t count, CommDType type, int peer, Tag tag) {
+void MpiCommunicator::do_send(const void* user_buf, std::int64_t count, CommDType type, int peer, Tag tag) {
+  const HostStage stage(user_buf, count, type, /*input=*/true);
+  const void* buf = stage.get();
   run_chunked(Collective::Send, "MPI_Isend", count, options().max_elems_per_call,
               [&](std::int64_t off, int n, MPI_Request* req) {
                 return MPI_Isend(at(buf, off, type), n, mpi_type(type), peer, static_cast<int>(tag), comm_, req);
               });
 }
 
-void MpiCommunicator::do_recv(void* buf, std::int64_t count, CommDType type, int peer, Tag tag) {
+void MpiCommunicator::do_recv(void* user_buf, std::int64_t count, CommDType type, int peer, Tag tag) {
+  const HostStage stage(user_buf, count, type, /*input=*/false);
+  void* buf = stage.get();
   run_chunked(Collective::Recv, "MPI_Irecv", count, options().max_elems_per_call,
               [&](std::int64_t off, int n, MPI_Request* req) {
                 return MPI_Irecv(at(buf, off, type), n, mpi_type(type), peer, static_cast<int>(tag), comm_, req);
               });
+  stage.finish();
 }
 
 // Chunk i of the message out and chunk i of the message in are in flight together; a side with fewer
 // chunks posts nothing once it is done.
-void MpiCommunicator::do_send_recv(const void* send, std::int64_t send_count, int send_peer, Tag send_tag, void* recv,
-                                   std::int64_t recv_count, int recv_peer, Tag recv_tag, CommDType type) {
+void MpiCommunicator::do_send_recv(const void* user_send, std::int64_t send_count, int send_peer, Tag send_tag,
+                                   void* user_recv, std::int64_t recv_count, int recv_peer, Tag recv_tag,
+                                   CommDType type) {
+  const HostStage send_stage(user_send, send_count, type, /*input=*/true);
+  const HostStage recv_stage(user_recv, recv_count, type, /*input=*/false);
+  const void* send = send_stage.get();
+  void* recv = recv_stage.get();
   const auto until = poll_deadline(options().timeout_s);
   const std::int64_t chunk = options().max_elems_per_call;
   for (std::int64_t off = 0; off < std::max(send_count, recv_count); off += chunk) {
@@ -206,6 +265,7 @@ void MpiCommunicator::do_send_recv(const void* send, std::int64_t send_count, in
       if (r != MPI_REQUEST_NULL) wait(r, Collective::SendRecv, until);
     }
   }
+  recv_stage.finish();
 }
 
 void MpiCommunicator::do_barrier() {

@@ -23,11 +23,6 @@ LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weigh
   ADAPT_REQUIRE(weight_dtype == DType::F32 || weight_dtype == DType::BF16, ShapeError,
                 "llama_model_to_device: weight dtype {} is not supported on the device; choose f32 or bf16",
                 dtype_name(weight_dtype));
-  ADAPT_REQUIRE(!host.tp.active() && !host.stage.active(), UnsupportedError,
-                "llama_model_to_device: this model is tensor parallel (tp = {}) or a pipeline stage (pp = {}); on a "
-                "CUDA device only one GPU per model is supported so far (NCCL tensor/pipeline parallelism is not "
-                "implemented). Run with parallel.tp = 1 and parallel.pp = 1, or on the CPU",
-                host.tp.size, host.stage.size);
   const int n_devices = backend::cuda_device_count();
   ADAPT_REQUIRE(device >= 0 && device < n_devices, UnsupportedError,
                 "llama_model_to_device: cuda:{} requested but {} CUDA device(s) are visible{}", device, n_devices,
@@ -37,6 +32,8 @@ LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weigh
   m.config = host.config;
   m.inv_freq = host.inv_freq;
   m.dir = host.dir;
+  m.tp = host.tp;
+  m.stage = host.stage;
   const LlamaWeights& w = host.weights;
   m.weights.embedding = weight_to(w.embedding, dev, weight_dtype);
   m.weights.final_norm = weight_to(w.final_norm, dev, weight_dtype);
@@ -58,7 +55,8 @@ LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weigh
 Device model_device(const LlamaModel& model) {
   const LlamaWeights& w = model.weights;
   if (w.final_norm.defined()) return w.final_norm.device();
-  if (!w.layers.empty() && w.layers.front().attn_norm.defined()) return w.layers.front().attn_norm.device();
+  for (const LayerWeights& l : w.layers)  // a pipeline stage holds only its own layers
+    if (l.attn_norm.defined()) return l.attn_norm.device();
   if (w.embedding.defined()) return w.embedding.device();
   return Device{};
 }
@@ -66,14 +64,6 @@ Device model_device(const LlamaModel& model) {
 Allocator& model_allocator(const LlamaModel& model) {
   const Device d = model_device(model);
   return d.host_accessible() ? host_allocator() : backend::cuda_allocator(d.index);
-}
-
-void require_single_device_parallelism(const LlamaModel& model, const char* what) {
-  if (model_device(model).host_accessible()) return;
-  ADAPT_REQUIRE(!model.tp.active() && !model.stage.active(), UnsupportedError,
-                "{}: the model is on {} and tensor parallel (tp = {}) or a pipeline stage (pp = {}); multi-GPU "
-                "parallelism (NCCL) is not implemented yet. Use parallel.tp = parallel.pp = 1 on a GPU, or the CPU",
-                what, model_device(model).str(), model.tp.size, model.stage.size);
 }
 
 Tensor tensor_to(const Tensor& t, Device device) {

@@ -2,7 +2,9 @@
 // norms and biases in f32), and the passes (llama_forward, llama_train_step, the generator) then run
 // every op on the device with activations in f32, taking their workspaces from the device's caching
 // allocator. Per-call inputs (token ids, targets, positions, segment ids) stay host tensors; the passes
-// copy them to the device. Tensor and pipeline parallelism on the device are not supported yet.
+// copy them to the device. A tensor-parallel shard or a pipeline stage is placed like a whole model
+// (each rank moves what it holds, on its own GPU or on a GPU it shares with other ranks); the passes'
+// collectives then take device buffers (comm/comm_kind.h picks NCCL or MPI with host staging).
 #pragma once
 
 #include "model/llama_weights.h"
@@ -10,12 +12,14 @@
 
 namespace adapt::model {
 
-/// A copy of `host` (whole model, one tp rank and one pipeline stage) on cuda:`device`. Embedding,
-/// projections and lm_head in `weight_dtype` (F32 or BF16; bf16 weights make linear() cast its input to
-/// bf16 and run bf16 × bf16 → f32 GEMMs); norms, biases and the RoPE frequencies stay f32. A tied
-/// lm_head shares the embedding's device copy. UnsupportedError when the build has no CUDA, the device
-/// does not exist (with the reason), or `host` is tensor/pipeline parallel; ShapeError when
-/// weight_dtype is neither F32 nor BF16.
+/// A copy of `host` (a whole model, or what one tp rank / pipeline stage holds of it: the weights it
+/// has, its TensorParallel and PipelineStage) on cuda:`device`. Embedding, projections and lm_head in
+/// `weight_dtype` (F32 or BF16; bf16 weights make linear() cast its input to bf16 and run bf16 × bf16 →
+/// f32 GEMMs); norms, biases and the RoPE frequencies stay f32. A tied lm_head shares the embedding's
+/// device copy. The tp communicator (and the pp one passed to the passes) must then accept device
+/// buffers: an NcclCommunicator on that device, or an MpiCommunicator (staged). UnsupportedError when
+/// the build has no CUDA or the device does not exist (with the reason); ShapeError when weight_dtype
+/// is neither F32 nor BF16.
 LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weight_dtype);
 
 /// Where the model's weights live: Device{Cpu} for a host model, cuda:N after llama_model_to_device.
@@ -24,10 +28,6 @@ Device model_device(const LlamaModel& model);
 /// The allocator for activations of `model`: host_allocator() for a host model, the device's caching
 /// allocator otherwise (an ops::Workspace constructed from it keeps activations next to the weights).
 Allocator& model_allocator(const LlamaModel& model);
-
-/// UnsupportedError naming `what` when `model` is on a CUDA device and tensor or pipeline parallel: the
-/// multi-GPU paths (NCCL) do not exist yet.
-void require_single_device_parallelism(const LlamaModel& model, const char* what);
 
 /// `t` on `device` (a contiguous copy; `t` itself when it is already there). Host → device copies are
 /// synchronous.

@@ -35,7 +35,6 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
   ADAPT_CHECK(static_cast<std::int64_t>(w.layers.size()) == c.n_layers && (w.embedding.defined() || !stage.first()) &&
                   (w.lm_head.defined() || !stage.last()),
               "the model has {} layers loaded but its config says {}", w.layers.size(), c.n_layers);
-  require_single_device_parallelism(model, "llama_forward");
   const Device device = model_device(model);
   const bool on_device = !device.host_accessible();
   const parallel::Range layer_range = stage_layer_range(c, stage);
@@ -190,10 +189,22 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
   if (cache) cache->advance(T, rows);
 
   const std::int64_t T_out = opts.last_position_only ? 1 : T;
+  // The last stage's logits to every stage. On a device they travel in a device buffer (what an NCCL
+  // communicator needs; MPI stages it) and come back to the host here.
+  auto broadcast_logits = [&](Tensor& host_logits) {
+    if (!on_device) {
+      opts.pp->broadcast(host_logits.raw(), host_logits.numel(), comm::CommDType::F32, stage.size - 1);
+      return;
+    }
+    Tensor d = ws.take(host_logits.shape(), DType::F32, "logits_broadcast");
+    if (stage.last()) copy_between(d, host_logits);
+    opts.pp->broadcast(d.raw(), d.numel(), comm::CommDType::F32, stage.size - 1);
+    if (!stage.last()) copy_between(host_logits, d);
+  };
   if (!stage.last()) {  // hand the hidden state on; the last stage's logits come back
     opts.pp->send(h.raw(), h.numel(), comm::CommDType::F32, stage.rank + 1, comm::Tag::Activation);
     Tensor logits = Tensor::empty({B, T_out, c.vocab_size}, DType::F32, host_allocator(), "logits");
-    opts.pp->broadcast(logits.raw(), logits.numel(), comm::CommDType::F32, stage.size - 1);
+    broadcast_logits(logits);
     return opts.last_position_only ? logits.reshape({B, c.vocab_size}) : logits;
   }
   Tensor h_out = opts.last_position_only ? h.narrow(1, T - 1, 1) : h;
@@ -220,7 +231,7 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
   } else {
     linear(logits, hf, w.lm_head, nullptr, {-1, WeightKind::LmHead}, hook);
   }
-  if (stage.active()) opts.pp->broadcast(logits.raw(), logits.numel(), comm::CommDType::F32, stage.size - 1);
+  if (stage.active()) broadcast_logits(logits);
   return opts.last_position_only ? logits.reshape({B, c.vocab_size}) : logits;
 }
 

@@ -59,6 +59,8 @@ struct ForwardOptions {
 /// the first stage embeds, each stage runs its layers on the hidden state received from the previous
 /// one and sends its output on, and the last stage's logits are broadcast, so every stage returns them.
 /// The stages run one after the other (no overlap): for generation that fits the weights, not for speed.
+/// A tp shard or stage on a CUDA device (llama_model_to_device) runs the same way, its collectives on
+/// device buffers (the communicators must take them: NCCL, or MPI staging them; comm::device_grid_comms).
 Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache = nullptr,
                      const ForwardOptions& opts = {}, ops::Workspace* workspace = nullptr);
 

@@ -4,7 +4,9 @@
 #include <vector>
 
 #include "core/error.h"
+#include "model/llama_device.h"
 #include "parallel/pipeline_schedule.h"
+#include "parallel/tp_ops.h"
 
 namespace adapt::model {
 
@@ -20,8 +22,10 @@ std::int64_t count_targets(const Tensor& targets) {
   return n;
 }
 
+// A hidden state exchanged between stages, next to the model's weights (host or device memory: the pp
+// communicator moves device buffers too).
 Tensor hidden_like(const LlamaModel& m, const TrainInputs& in, const char* name) {
-  return Tensor::empty({in.ids.dim(0), in.ids.dim(1), m.config.hidden_size}, DType::F32, host_allocator(), name);
+  return Tensor::empty({in.ids.dim(0), in.ids.dim(1), m.config.hidden_size}, DType::F32, model_allocator(m), name);
 }
 
 // A message between neighbouring stages: what is sent after a step, and what the next step receives.
@@ -40,7 +44,7 @@ PipelineResult llama_pipeline_train(const LlamaModel& model, std::span<const Tra
   ADAPT_REQUIRE(pp.size() == stage.size && pp.rank() == stage.rank, ConfigError,
                 "llama_pipeline_train: the pp communicator '{}' (rank {} of {}) is not the model's stage {} of {}",
                 pp.name(), pp.rank(), pp.size(), stage.rank, stage.size);
-  TrainWorkspace local;
+  TrainWorkspace local(model_allocator(model));
   TrainWorkspace& ws = workspace ? *workspace : local;
   PipelineResult result;
   std::int64_t n_targets = 0;
@@ -124,7 +128,8 @@ PipelineResult llama_pipeline_train(const LlamaModel& model, std::span<const Tra
   }
   // The loss lives on the last stage; every stage reports it.
   double totals[2] = {result.loss_sum, static_cast<double>(result.n_loss_tokens)};
-  if (stage.active()) pp.all_reduce(std::span<double>(totals, 2), comm::ReduceOp::Sum);
+  if (stage.active())
+    parallel::all_reduce_host_values(pp, std::span<double>(totals, 2), comm::ReduceOp::Sum, model_device(model));
   result.loss_sum = totals[0];
   result.n_loss_tokens = static_cast<std::int64_t>(totals[1]);
   return result;

@@ -41,7 +41,9 @@ struct PipelineResult {
 /// Forward and backward of `micro` (every stage gets the same list: the first stage reads the ids, the
 /// last the targets, all of them the shapes) on this rank's stage; the hook accumulates the gradients
 /// of the stage's layers. `pp` is the rank's pipeline communicator (model.stage.size ranks, stage
-/// order). With one stage: llama_train_step over the micro-batches in order.
+/// order). With one stage: llama_train_step over the micro-batches in order. A stage on a CUDA device
+/// (llama_model_to_device) keeps the hidden states it exchanges there and hands `pp` device buffers (an
+/// NcclCommunicator, or an MpiCommunicator that stages them; comm::device_grid_comms picks).
 PipelineResult llama_pipeline_train(const LlamaModel& model, std::span<const TrainInputs> micro, AdapterHook* hook,
                                     comm::Communicator& pp, const PipelineOptions& opts = {},
                                     TrainWorkspace* workspace = nullptr);

@@ -309,7 +309,7 @@ TrainResult TrainPass::run() {
   std::vector<Tensor> h(static_cast<std::size_t>(L) + 1);
   for (int l = l0; l <= l1; ++l) h[static_cast<std::size_t>(l)] = take(ws_.saved, {B_, T_, C_}, "hidden");
   if (!m_.stage.first()) {
-    h[static_cast<std::size_t>(l0)].copy_from(*opts_.stage_input);  // the previous stage's output
+    copy_between(h[static_cast<std::size_t>(l0)], *opts_.stage_input);  // the previous stage's output
   } else if (tp_active()) {
     parallel::vocab_parallel_embedding_forward(h[0], w.embedding, vocab_, c_.vocab_size, in_.ids, *m_.tp.comm);
   } else {
@@ -331,8 +331,8 @@ TrainResult TrainPass::run() {
   ws_.scratch.reset();
   Tensor dh = opts_.backward ? take(ws_.saved, {B_, T_, C_}, "d_hidden") : Tensor();
   if (!m_.stage.last()) {  // a pipeline stage hands its output on and gets its gradient back
-    if (opts_.stage_output) opts_.stage_output->copy_from(h[static_cast<std::size_t>(l1)]);
-    if (opts_.backward) dh.copy_from(*opts_.stage_output_grad);
+    if (opts_.stage_output) copy_between(*opts_.stage_output, h[static_cast<std::size_t>(l1)]);
+    if (opts_.backward) copy_between(dh, *opts_.stage_output_grad);
   } else {
     const Tensor& h_last = h[static_cast<std::size_t>(l1)];
     Tensor rstd = take(ws_.scratch, {N_}, "rstd_final");
@@ -456,7 +456,6 @@ void check_inputs(const LlamaModel& model, const TrainInputs& in, const TrainOpt
 TrainResult llama_train_step(const LlamaModel& model, const TrainInputs& inputs, AdapterHook* hook,
                              const TrainOptions& opts, TrainWorkspace* workspace) {
   check_inputs(model, inputs, opts);
-  require_single_device_parallelism(model, "llama_train_step");
   TrainWorkspace local(model_allocator(model));
   TrainPass pass(model, inputs, hook, opts, workspace ? *workspace : local);
   return pass.run();

@@ -105,7 +105,9 @@ struct TrainWorkspace {
 /// become invalid). ShapeError names the tensor for wrong shapes, dtypes or token ids, before any work.
 /// A model on a CUDA device (llama_model_to_device): the inputs stay host tensors (copied to the
 /// device here), the hook receives device tensors, `logits` and `d_embedded` may be host or device
-/// tensors; tensor and pipeline parallelism are refused there (UnsupportedError).
+/// tensors; a tp shard or pipeline stage runs there too, its collectives on device buffers (the tp
+/// communicator must take them: NCCL, or MPI staging them; stage_input / stage_output / stage_output_grad
+/// may be host or device tensors).
 /// Tensor parallelism (model.tp, tensor_parallel.h): every rank of the tp group calls this together
 /// with the same inputs and gets the same loss; the hook sees the rank's slices (its gradients of whole
 /// LoRA factors are partial sums over tp: AdapterSet::tp_reduce_gradients); logits and d_embedded are whole.

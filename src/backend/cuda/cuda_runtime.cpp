@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -151,6 +152,12 @@ std::string device_name(int index) {
   return fmt::format("{} (sm_{}{}, {})", prop.name, prop.major, prop.minor, format_bytes(prop.totalGlobalMem));
 }
 
+namespace {
+std::atomic<bool> g_device_allocators_made{false};
+}  // namespace
+
+bool device_allocators_made() { return g_device_allocators_made.load(std::memory_order_acquire); }
+
 CachingAllocator& device_allocator(int index) {
   require_device(index);
   // Never destroyed: tensors freed during static destruction still find their allocator, and no
@@ -163,6 +170,7 @@ CachingAllocator& device_allocator(int index) {
       all->raw.push_back(std::make_unique<CudaRawAllocator>(i));
       all->caching.push_back(std::make_unique<CachingAllocator>(*all->raw.back()));
     }
+    g_device_allocators_made.store(true, std::memory_order_release);
   }
   return *all->caching[static_cast<std::size_t>(index)];
 }

@@ -50,6 +50,9 @@ class DeviceGuard {
 
 /// The caching allocator of cuda:index (created on first use, lives until the process exits).
 CachingAllocator& device_allocator(int index);
+/// True once device_allocator() was first used in this process (before that, no device memory came
+/// from it, and backend::pointer_device answers "host" without a CUDA call).
+bool device_allocators_made();
 /// The caching allocator of page-locked host memory (cudaHostAlloc, portable to every device).
 /// Blocks are cached per stream id 0: the caller synchronises an asynchronous copy before freeing.
 CachingAllocator& pinned_host_allocator();

@@ -1,0 +1,96 @@
+#include "comm/comm_kind.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "backend/backend.h"
+#include "comm/nccl_communicator.h"
+#include "core/error.h"
+
+namespace adapt::comm {
+
+namespace {
+
+// A GPU identity on the wire: backend::cuda_device_uuid's 32 hex digits, zero-padded.
+constexpr std::int64_t kIdBytes = 40;
+
+}  // namespace
+
+std::string_view comm_kind_name(CommKind kind) { return kind == CommKind::Nccl ? "nccl" : "mpi"; }
+
+bool nccl_built() { return ADAPT_HAVE_NCCL != 0; }
+
+CommKindChoice comm_kind_choose(std::span<const std::string> gpu_ids, bool with_nccl, std::string_view group) {
+  const auto n = static_cast<int>(gpu_ids.size());
+  if (n <= 1) return {CommKind::Mpi, fmt::format("group {} has {} rank(s): nothing moves between ranks", group, n)};
+  for (int r = 0; r < n; ++r) {
+    if (gpu_ids[static_cast<std::size_t>(r)].empty())
+      return {CommKind::Mpi, fmt::format("rank {} of group {} computes on the CPU (host buffers: MPI)", r, group)};
+  }
+  for (int a = 0; a < n; ++a) {
+    for (int b = a + 1; b < n; ++b) {
+      if (gpu_ids[static_cast<std::size_t>(a)] != gpu_ids[static_cast<std::size_t>(b)]) continue;
+      return {CommKind::Mpi,
+              fmt::format("ranks {} and {} of group {} share GPU {}; NCCL refuses two ranks of one communicator on "
+                          "one GPU, so MPI stages the device buffers through host memory (slow; give every rank its "
+                          "own GPU for speed)",
+                          a, b, group, gpu_ids[static_cast<std::size_t>(a)])};
+    }
+  }
+  if (!with_nccl) {
+    return {CommKind::Mpi,
+            fmt::format("every rank of group {} has its own GPU, but this binary was built without NCCL (nccl.h or "
+                        "libnccl not found at configure time), so MPI stages the device buffers through host memory; "
+                        "install NCCL and reconfigure for speed",
+                        group)};
+  }
+  return {CommKind::Nccl, fmt::format("every rank of group {} has its own GPU", group)};
+}
+
+CommKindChoice comm_kind_for_group(Communicator& group, int cuda_device) {
+  std::array<char, kIdBytes> mine{};
+  if (cuda_device >= 0) {
+    const std::string id = backend::cuda_device_uuid(cuda_device);
+    ADAPT_CHECK(static_cast<std::int64_t>(id.size()) < kIdBytes, "GPU identity '{}' is longer than {} bytes", id,
+                kIdBytes - 1);
+    std::memcpy(mine.data(), id.data(), id.size());
+  }
+  std::vector<char> all(static_cast<std::size_t>(kIdBytes * group.size()));
+  group.all_gather(mine.data(), all.data(), kIdBytes, CommDType::U8);
+  std::vector<std::string> ids;
+  for (int r = 0; r < group.size(); ++r) ids.emplace_back(all.data() + static_cast<std::size_t>(r * kIdBytes));
+  return comm_kind_choose(ids, nccl_built(), group.name());
+}
+
+GridComms device_grid_comms(GridComms& bootstrap, int cuda_device, const CommOptions& options,
+                            std::array<CommKindChoice, 3>* kinds, const DeviceCommsOptions& which) {
+  ADAPT_CHECK(bootstrap.tp && bootstrap.pp && bootstrap.dp, "device_grid_comms: a bootstrap group is missing");
+  GridComms out;
+  // The same order on every rank: an NCCL group's initialisation completes once all its members joined.
+  for (const GridAxis axis : {GridAxis::Tp, GridAxis::Pp, GridAxis::Dp}) {
+    std::unique_ptr<Communicator>& from = axis == GridAxis::Tp ? bootstrap.tp : axis == GridAxis::Pp ? bootstrap.pp
+                                                                                                      : bootstrap.dp;
+    std::unique_ptr<Communicator>& to = axis == GridAxis::Tp ? out.tp : axis == GridAxis::Pp ? out.pp : out.dp;
+    const bool device_buffers = axis == GridAxis::Tp ? which.tp : axis == GridAxis::Pp ? which.pp : which.dp;
+    const CommKindChoice choice =
+        device_buffers ? comm_kind_for_group(*from, cuda_device)
+                       : CommKindChoice{CommKind::Mpi, fmt::format("group {} keeps its host communicator (host buffers)",
+                                                                   from->name())};
+    if (kinds) (*kinds)[static_cast<std::size_t>(axis)] = choice;
+    if (choice.kind == CommKind::Nccl) {
+#if ADAPT_HAVE_NCCL
+      auto nccl = std::make_unique<NcclCommunicator>(*from, cuda_device, options);
+      nccl->set_compute_stream(backend::cuda_compute_stream());
+      to = std::move(nccl);
+      continue;
+#endif
+    }
+    to = std::move(from);
+  }
+  return out;
+}
+
+}  // namespace adapt::comm
