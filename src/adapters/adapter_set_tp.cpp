@@ -115,10 +115,11 @@ AdapterSet AdapterSet::tp_gathered() const {
         continue;
       }
       const parallel::LoraShard s = shard_of(kind, part->rank(), model_, tp_);
-      auto gather = [&](Tensor& full, const Tensor& device_local, const parallel::TensorSlice& slice) {
-        const Tensor local = on_host(device_local);
+      // A device set's parts go to tp_gather as they are: an NCCL communicator takes device buffers
+      // only (an MPI one stages them), and tp_gather puts the whole tensor together on the host.
+      auto gather = [&](Tensor& full, const Tensor& local, const parallel::TensorSlice& slice) {
         if (slice.dim == parallel::ShardDim::None) {
-          full.copy_from(local);
+          full.copy_from(on_host(local));
         } else {
           parallel::tp_gather(full, local, slice.dim, *tp_.comm);
         }

@@ -6,6 +6,7 @@
 //   adapt_gen --input prompts.toml [--set key=value ...] [--shard I/N] [--dry-run]
 #include <fmt/format.h>
 
+#include <array>
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -14,6 +15,7 @@
 #include "apps/app_device.h"
 #include "apps/app_parallel.h"
 #include "backend/backend.h"
+#include "comm/comm_kind.h"
 #include "config/config_binder.h"
 #include "config/config_printer.h"
 #include "config/gen_config_schema.h"
@@ -71,9 +73,11 @@ would, and its first rank writes them.
 
 On a GPU (runtime.device = "cuda" or "cuda:N"): the model is read on the host, then its weights
 (runtime.weights_dtype) and the adapter are copied once to the device, where the KV cache and every
-step live; only the sampled positions' logits come back. "cuda" takes the GPU of the rank's local rank,
-so dp replicas use one GPU each; tp and pp must be 1. Without a usable GPU the job stops before it
-reads the weights or writes anything.
+step live; only the sampled positions' logits come back. "cuda" takes the GPU of the rank's local rank.
+With tp or pp > 1 each rank copies its shard or stage to its GPU; the tp and pp groups communicate
+over NCCL when every rank of the group has its own GPU, else over MPI through host memory (ranks
+sharing a GPU: correct but slow). Without a usable GPU the job stops before it reads the weights or
+writes anything.
 
 exit codes: 0 done; 2 bad job file or option (or a layout that does not fit: the message lists those
 that do); 3 missing/invalid model, tokenizer or unwritable output; 4 CUDA failure; 5 MPI failure; 6
@@ -188,8 +192,13 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
           : model::llama_model_load(job.model.path, {.storage = model::WeightStorage::AsStored}, &stats);
   log::info0("loaded {} ({} layers, vocab {}) in {:.2f} s; tokenizer {}", job.model.path.string(), model.config.n_layers,
              model.config.vocab_size, stats.seconds, tok.description());
+  // With the model on GPUs, its tp collectives and the pipeline's transfers take device buffers: NCCL
+  // where every rank of the group has its own GPU, else MPI staging them through host memory. The
+  // host-side broadcasts below keep the host communicators (tp, pp).
+  comm::GridComms device_comms;
+  comm::Communicator* model_pp = &pp;
   if (device) {
-    // tp = pp = 1 here (the job schema refuses a device with either > 1), so this is the whole model.
+    // The whole model, or this rank's tp shard of its pipeline stage.
     Timer copy;
     model = model::llama_model_to_device(model, *device, job.runtime.weights_dtype);  // frees the host copy
     const std::string where = fmt::format("cuda:{} ({})", *device, backend::cuda_device_name(*device));
@@ -198,9 +207,21 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
                                          copy.seconds());
     if (app.world_size() > 1) log::info_all("{}", what);
     else log::info0("{}", what);
+    if (tp.size() > 1 || pp.size() > 1) {
+      comm::GridComms bootstrap = comm::grid_comms_split(app.world(), app.grid());
+      std::array<comm::CommKindChoice, 3> kinds;
+      device_comms = comm::device_grid_comms(bootstrap, *device, tp.options(), &kinds);
+      model.tp.comm = device_comms.tp.get();
+      model_pp = device_comms.pp.get();
+      for (const comm::GridAxis axis : {comm::GridAxis::Tp, comm::GridAxis::Pp}) {
+        const comm::CommKindChoice& k = kinds[static_cast<std::size_t>(axis)];
+        log::info0("{} communicator on the GPUs: {} ({})", comm::grid_axis_name(axis), comm::comm_kind_name(k.kind),
+                   k.reason);
+      }
+    }
   }
   generate::Generator gen(model, tok);
-  if (pp.size() > 1) gen.set_pipeline(&pp);
+  if (pp.size() > 1) gen.set_pipeline(model_pp);
   std::optional<adapters::AdapterSet> adapter;
   if (job.model.adapter) {
     adapter.emplace(adapters::adapter_load(*job.model.adapter, model.config));

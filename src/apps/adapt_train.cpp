@@ -52,9 +52,10 @@ On a GPU (runtime.device = "cuda" or "cuda:N"): the model is read on the host, t
 (runtime.weights_dtype, default bf16; f32 computes as the CPU does) and the adapter are copied once to
 the device, where every forward, backward and evaluation runs; each step the adapter's gradients come
 back to the host for the dp average, clipping and AdamW (optim.offload included), and the new values
-go back. "cuda" takes the GPU of the rank's local rank, so dp replicas use one GPU each; tp and pp
-must be 1. Without a usable GPU the job stops before it reads the weights or writes anything (--dry-run
-too: it looks for the GPU).
+go back. "cuda" takes the GPU of the rank's local rank. With tp or pp > 1 each rank copies its shard
+or stage to its GPU; the tp and pp groups communicate over NCCL when every rank of the group has its
+own GPU, else over MPI through host memory (ranks sharing a GPU: correct but slow). Without a usable
+GPU the job stops before it reads the weights or writes anything (--dry-run too: it looks for the GPU).
 
   --config FILE     the job (see inputs/train.toml)
   --set key=value   override one key, e.g. --set optim.lr=1e-4 --set train.steps=500

@@ -38,8 +38,9 @@ const Schema<generate::GenJob>& gen_job_schema() {
     rt.field("device", &GenRuntime::device,
              "Where the model runs: \"cpu\"; \"cuda\", the GPU of the rank's local rank (local rank i takes "
              "visible device i; a rank that sees one GPU, e.g. srun --gpus-per-task=1, takes it); or \"cuda:N\", "
-             "visible device N for every rank. A GPU needs parallel.tp = parallel.pp = 1 (dp replicas, one GPU "
-             "each); weights are read on the host, then copied once.")
+             "visible device N for every rank. Any parallel layout: each rank copies its tp shard / pp stage to "
+             "its GPU (tp and pp groups use NCCL when every rank has its own GPU, else MPI through host memory); "
+             "weights are read on the host, then copied once.")
         .check([](const std::string& s) { return gen_device_parse(s).has_value(); },
                "must be \"cpu\", \"cuda\" or \"cuda:N\" (N = 0, 1, ...)");
     rt.enumeration("weights_dtype", &GenRuntime::weights_dtype, {{"bf16", DType::BF16}, {"f32", DType::F32}},
@@ -94,12 +95,6 @@ const Schema<generate::GenJob>& gen_job_schema() {
               "Ranks: tp x pp x dp = the world size of mpiexec/srun (one process: all 1).");
     job.table_array("prompts", &GenJob::prompts, p, "The prompts ([[prompts]] tables).");
     job.check([](const GenJob& j) -> std::string {
-      if (j.runtime.device != "cpu" && (j.parallel.tp > 1 || j.parallel.pp > 1))
-        return "runtime.device = \"" + j.runtime.device + "\" with parallel.tp = " + std::to_string(j.parallel.tp) +
-               ", parallel.pp = " + std::to_string(j.parallel.pp) +
-               ": generation on GPUs runs one whole model per GPU (tensor and pipeline parallelism run on the "
-               "CPU only for now); set parallel.tp = 1 and parallel.pp = 1 (dp replicas share out the prompts, "
-               "one GPU each), or runtime.device = \"cpu\"";
       if (j.prompts.empty()) return "the job has no [[prompts]]; add at least one";
       for (std::size_t a = 0; a < j.prompts.size(); ++a)
         for (std::size_t b = a + 1; b < j.prompts.size(); ++b)

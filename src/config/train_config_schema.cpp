@@ -134,8 +134,9 @@ const Schema<train::TrainConfig>& train_config_schema() {
     rt.field("device", &TrainRuntimeConfig::device,
              "Where the model trains: \"cpu\"; \"cuda\", the GPU of the rank's local rank (local rank i takes "
              "visible device i; a rank that sees one GPU, e.g. srun --gpus-per-task=1, takes it); or \"cuda:N\", "
-             "visible device N for every rank. A GPU needs parallel.tp = parallel.pp = 1 (dp replicas, one GPU "
-             "each); weights are read on the host, then copied once.")
+             "visible device N for every rank. Any parallel layout: each rank copies its tp shard / pp stage to "
+             "its GPU (tp and pp groups use NCCL when every rank has its own GPU, else MPI through host memory); "
+             "weights are read on the host, then copied once.")
         .check([](const std::string& s) { return generate::gen_device_parse(s).has_value(); },
                "must be \"cpu\", \"cuda\" or \"cuda:N\" (N = 0, 1, ...)");
     rt.enumeration("weights_dtype", &TrainRuntimeConfig::weights_dtype, {{"bf16", DType::BF16}, {"f32", DType::F32}},
@@ -155,12 +156,6 @@ const Schema<train::TrainConfig>& train_config_schema() {
     t.table("run", &TrainConfig::run, r, "Where the run writes.");
     t.table("runtime", &TrainConfig::runtime, rt, "Where the run computes (CPU or a GPU per rank).");
     t.check([](const TrainConfig& c) -> std::string {
-      if (c.runtime.device != "cpu" && (c.parallel.tp > 1 || c.parallel.pp > 1))
-        return fmt::format(
-            "runtime.device = \"{}\" with parallel.tp = {}, parallel.pp = {}: training on GPUs runs one whole model "
-            "per GPU (multi-GPU tensor and pipeline parallelism are not there yet; they run on the CPU); set "
-            "parallel.tp = 1 and parallel.pp = 1 (dp replicas, one GPU each), or runtime.device = \"cpu\"",
-            c.runtime.device, c.parallel.tp, c.parallel.pp);
       if (c.data.inputs.empty()) return "[data] inputs is empty: name at least one JSONL file or source folder";
       if (c.run.merge && adapters::kind_has_bottleneck(c.adapter.kind))
         return fmt::format(

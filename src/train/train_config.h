@@ -68,8 +68,9 @@ struct RunConfig {
   bool merge = false;
 };
 
-/// Where the run computes. With a CUDA device every dp replica holds the whole model on its own GPU
-/// (tp = pp = 1); the optimizer works on host mirrors of the adapter (AdapterSet::host_parameters).
+/// Where the run computes. With a CUDA device each rank holds its part of the model (the whole model,
+/// or its tp shard of its pp stage) on its GPU; the optimizer works on host mirrors of the adapter
+/// (AdapterSet::host_parameters).
 struct TrainRuntimeConfig {
   /// "cpu", "cuda" (the GPU of the rank's local rank: comm::device_for_rank) or "cuda:N" (visible
   /// device N). adapt_train resolves it to a device index before anything is read or written.

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <array>
 #include <csignal>
 #include <cmath>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include "adapters/adapter_set.h"
 #include "backend/backend.h"
 #include "checkpoint/checkpoint.h"
+#include "comm/comm_kind.h"
 #include "comm/local_communicator.h"
 #include "core/error.h"
 #include "core/file.h"
@@ -108,11 +110,11 @@ model::TrainInputs wrap_batch(Batch& b) {
 }
 
 /// Bytes this rank's tp, pp and dp communicators have counted so far (`Communicator::stats`). Groups
-/// of one rank move nothing and are left out.
+/// of one rank move nothing and are left out, and so are groups not made (an empty GridComms).
 std::int64_t grid_comm_bytes(const comm::GridComms& comms) {
   std::int64_t n = 0;
   for (const comm::Communicator* g : {comms.tp.get(), comms.pp.get(), comms.dp.get()})
-    if (g->size() > 1) n += g->stats().total_bytes();
+    if (g != nullptr && g->size() > 1) n += g->stats().total_bytes();
   return n;
 }
 
@@ -272,11 +274,6 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
                 "runtime.device = \"{}\" but train_run was given {}: resolve the device first (adapt_train does, "
                 "with apps::app_device_resolve)",
                 cfg.runtime.device, device ? fmt::format("cuda:{}", *device) : std::string("no device"));
-  ADAPT_REQUIRE(!device || (ranks.grid.tp_size() == 1 && ranks.grid.pp_size() == 1), ConfigError,
-                "runtime.device = \"{}\" with parallel.tp = {}, parallel.pp = {}: training on GPUs runs one whole "
-                "model per GPU (multi-GPU tensor and pipeline parallelism are not there yet); set parallel.tp = 1 "
-                "and parallel.pp = 1, or runtime.device = \"cpu\"",
-                cfg.runtime.device, ranks.grid.tp_size(), ranks.grid.pp_size());
   TrainOutcome out;
   fs::create_directories(cfg.run.dir);
   on_root(world, "write the run folder", [&] { file_write_atomic(cfg.run.dir / "config.toml", config_toml); });
@@ -289,11 +286,10 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   const bool sharded = ranks.grid.tp_size() > 1 || ranks.grid.pp_size() > 1;
   // For a GPU the weights are read as stored (bf16 stays bf16: half the host memory) and converted to
   // runtime.weights_dtype on the way to the device, which then holds the only copy.
+  const model::WeightStorage storage = device ? model::WeightStorage::AsStored : model::WeightStorage::F32;
   model::LlamaModel model =
-      sharded ? model::llama_model_load_tp(cfg.model.path, ranks.grid, world.rank(), tp, {}, &stats)
-              : model::llama_model_load(
-                    cfg.model.path, {.storage = device ? model::WeightStorage::AsStored : model::WeightStorage::F32},
-                    &stats);
+      sharded ? model::llama_model_load_tp(cfg.model.path, ranks.grid, world.rank(), tp, {.storage = storage}, &stats)
+              : model::llama_model_load(cfg.model.path, {.storage = storage}, &stats);
   ADAPT_REQUIRE(tok.n_vocab() <= model.config.vocab_size, ConfigError,
                 "the tokenizer has {} tokens but the model's vocab_size is {}; use the model's own tokenizer",
                 tok.n_vocab(), model.config.vocab_size);
@@ -308,6 +304,24 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
                     copy.seconds());
     if (world.size() > 1) log::info_all("{}", what);
     else log::info0("{}", what);
+  }
+  // With the model on GPUs, its tp collectives and the pipeline's transfers take device buffers: NCCL
+  // where every rank of the group has its own GPU, else MPI staging them through host memory. The
+  // host-side work (the optimizer, checkpoints, the gradient sum over the stages) keeps the host
+  // communicators of `ranks.comms`.
+  comm::GridComms device_comms;
+  comm::Communicator* model_pp = &pp;
+  if (device && sharded) {
+    comm::GridComms bootstrap = comm::grid_comms_split(world, ranks.grid);
+    std::array<comm::CommKindChoice, 3> kinds;
+    device_comms = comm::device_grid_comms(bootstrap, *device, tp.options(), &kinds);
+    model.tp.comm = device_comms.tp.get();
+    model_pp = device_comms.pp.get();
+    for (const comm::GridAxis axis : {comm::GridAxis::Tp, comm::GridAxis::Pp}) {
+      const comm::CommKindChoice& k = kinds[static_cast<std::size_t>(axis)];
+      log::info0("{} communicator on the GPUs: {} ({})", comm::grid_axis_name(axis), comm::comm_kind_name(k.kind),
+                 k.reason);
+    }
   }
   data_config_validate(cfg.data, model.config.max_position_embeddings);
   adapters::adapter_config_validate(cfg.adapter, model.config);
@@ -446,7 +460,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
       for (std::int64_t k = 0; k < n; ++k) batches.push_back(ev.batch(k));
       for (Batch& b : batches) in.push_back(wrap_batch(b));
       if (!in.empty()) {
-        const model::PipelineResult r = model::llama_pipeline_train(model, in, &set, pp, {}, &ews);
+        const model::PipelineResult r = model::llama_pipeline_train(model, in, &set, *model_pp, {}, &ews);
         sums[0] = r.loss_sum;
         sums[1] = static_cast<double>(r.n_loss_tokens);
       }
@@ -499,7 +513,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
       break;
     }
     Timer step_timer;
-    const std::int64_t comm_bytes_before = grid_comm_bytes(ranks.comms);
+    const std::int64_t comm_bytes_before = grid_comm_bytes(ranks.comms) + grid_comm_bytes(device_comms);
     set.zero_grad();
     std::vector<Batch> micro;
     std::int64_t n_loss = 0;  // loss tokens of the whole global batch (every replica's rows)
@@ -518,7 +532,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
       std::vector<model::TrainInputs> in;
       for (Batch& b : micro) in.push_back(wrap_batch(b));
       const model::PipelineResult r = model::llama_pipeline_train(
-          model, in, &set, pp,
+          model, in, &set, *model_pp,
           {.loss_scale = scale,
            .recompute = cfg.train.recompute,
            .before_micro = [&](int k) { set.set_step(step, dp.rank() * cfg.train.grad_accum + k); }},
@@ -561,7 +575,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     const double tps = static_cast<double>(n_tokens) / std::max(secs, 1e-9);
     const double avg = run_timer.seconds() / static_cast<double>(step - first_step);
     // The step's traffic over every rank: 8 bytes over the world after the timed step.
-    std::int64_t comm_bytes = grid_comm_bytes(ranks.comms) - comm_bytes_before;
+    std::int64_t comm_bytes = grid_comm_bytes(ranks.comms) + grid_comm_bytes(device_comms) - comm_bytes_before;
     if (world.size() > 1) world.all_reduce(&comm_bytes, 1, comm::CommDType::I64, comm::ReduceOp::Sum);
     write_metrics({{"kind", "train"}, {"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
                    {"tokens_per_s", tps}, {"tokens", n_tokens}, {"loss_tokens", n_loss}, {"step_s", secs},

@@ -59,9 +59,12 @@ void train_layout_check(const TrainConfig& cfg, const comm::ProcessGrid& grid);
 /// gathered) and the adapter. Called by every rank of
 /// `ranks.world`; the collectives it issues are the same on every rank.
 ///
-/// With `ranks.device` (runtime.device = "cuda"/"cuda:N"; tp = pp = 1, else ConfigError naming the
-/// keys): the model is read on the host and copied once to the GPU (model::llama_model_to_device, in
-/// runtime.weights_dtype), the adapter follows it (AdapterSet::to_device) and every forward, backward
+/// With `ranks.device` (runtime.device = "cuda"/"cuda:N"): the model (with tp or pp, this rank's shard
+/// of its stage) is read on the host and copied once to the GPU (model::llama_model_to_device, in
+/// runtime.weights_dtype); with tp or pp > 1 the model's tp and pipeline collectives run on
+/// communicators from comm::device_grid_comms over a second split of `ranks.world` (NCCL where every
+/// rank of a group has its own GPU, else MPI staging device buffers), and `ranks.comms` keeps the host
+/// work. The adapter follows it (AdapterSet::to_device) and every forward, backward
 /// and evaluation runs there. The optimizer works on the adapter's host mirrors: per step the
 /// gradients come to the host (AdapterSet::gradients_to_host), are averaged over dp, clipped and
 /// applied there (DpOptimizer, optim.offload included), and the new values go back

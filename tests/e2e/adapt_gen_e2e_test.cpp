@@ -229,7 +229,7 @@ TEST_CASE("--shard I/N: shares of the prompts that do not overlap, cover the fil
   }
 }
 
-TEST_CASE("runtime.device: no usable GPU, a bad index or value, or tp/pp with a GPU stop before anything is written") {
+TEST_CASE("runtime.device: no usable GPU (tp/pp layouts too), a bad index or value stop before anything is written") {
   test::TempDir dir;
   REQUIRE(run("adapt_model", "make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() + " --out " +
                                  (dir / "model").string()).code == 0);
@@ -252,6 +252,12 @@ TEST_CASE("runtime.device: no usable GPU, a bad index or value, or tp/pp with a 
               {std::string("runtime.device = \"") + device + "\", but", reason, "set runtime.device = \"cpu\""});
       refused(std::string("--dry-run --set runtime.device=") + device, 6, {"runtime.device", reason});
     }
+    // Tensor and pipeline layouts are accepted with a GPU; the missing device is what stops them, before
+    // the layout is checked against the world (one process here).
+    for (const char* layout : {"--set parallel.tp=2", "--set parallel.pp=2"}) {
+      refused(std::string("--set runtime.device=cuda ") + layout, 6,
+              {"runtime.device = \"cuda\", but", reason, "set runtime.device = \"cpu\""});
+    }
   } else {
     MESSAGE("a CUDA device is visible: the no-GPU refusal is not exercised here (gpu.gen_app runs on it)");
     refused("--set runtime.device=cuda:99", 2,
@@ -260,7 +266,6 @@ TEST_CASE("runtime.device: no usable GPU, a bad index or value, or tp/pp with a 
   refused("--set runtime.device=gpu", 2, {"runtime.device = \"gpu\"", "\"cpu\", \"cuda\" or \"cuda:N\""});
   refused("--set runtime.device=cuda --set runtime.weights_dtype=f16", 2,
           {"runtime.weights_dtype", "\"bf16\", \"f32\""});
-  refused("--set runtime.device=cuda --set parallel.tp=2", 2, {"runtime.device", "parallel.tp = 2", "parallel.pp = 1"});
 
   // --dry-run prints the resolved keys and the device; the CPU, said explicitly, runs as before.
   Run dry = run("adapt_gen", input + " --dry-run --set runtime.weights_dtype=f32");

@@ -3,7 +3,9 @@
 // non-zero parameters, exported as adapt_train would): runtime.device = "cuda" with f32 device weights
 // gives the CPU's greedy texts token for token (the GEMMs sum in another order, ~1e-6 relative on the
 // logits, so only a near-tie could flip a token: none does on these prompts); bf16 weights finish
-// every prompt; adapt_eval --device cuda --weights-dtype f32 gives the CPU's loss within 1e-5.
+// every prompt; adapt_eval --device cuda --weights-dtype f32 gives the CPU's loss within 1e-5. Two MPI
+// ranks sharing cuda:0 (mpiexec) at tp2 with f32 weights and the adapter give the one-GPU run's greedy
+// texts, their tp group on MPI (NCCL refuses two ranks on one GPU).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -37,6 +39,13 @@ std::map<std::string, json> results_by_id(const fs::path& p) {
 
 int run(const std::string& bin, const std::string& args, std::string* out) {
   return test::run_command(test::bin(bin.c_str()) + " " + args, out);
+}
+
+/// `bin` on `ranks` MPI ranks through mpiexec, one OpenMP thread each (ranks sharing the cores).
+int run_on_ranks(int ranks, const std::string& bin, const std::string& args, std::string* out) {
+  return test::run_command(std::string(ADAPT_MPIEXEC) + " -n " + std::to_string(ranks) + " " + ADAPT_MPIEXEC_FLAGS +
+                               " env OMP_NUM_THREADS=1 " + test::bin(bin.c_str()) + " " + args,
+                           out);
 }
 
 // The tiny model and a lora+bottleneck adapter on all seven projections and both sub-blocks, every
@@ -145,4 +154,35 @@ TEST_CASE("adapt_eval --device cuda --weights-dtype f32: the CPU's loss") {
   }
   // The adapter changes the loss (so the runs above exercised it on the device).
   CHECK(loss_of("") != loss_of(" --adapter " + (dir / "adapter").string()));
+}
+
+TEST_CASE("adapt_gen at tp2 on 2 ranks sharing cuda:0: the one-GPU run's greedy texts with f32 weights") {
+  Fixture f;
+  const fs::path dir = f.dir.path();
+  std::string job = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 24\n"
+                    "[runtime]\nbatch_size = 2\ndevice = \"cuda:0\"\nweights_dtype = \"f32\"\n";
+  const char* texts[] = {"int main() {", "def f(x):", "SELECT name FROM"};
+  for (int i = 0; i < 3; ++i)
+    job += "[[prompts]]\nid = \"p" + std::to_string(i) + "\"\ntext = " + json(texts[i]).dump() + "\n";
+  test::write_bytes(dir / "job.toml", job);
+  const std::string input = "--input " + (dir / "job.toml").string() + " --set model.adapter=" +
+                            (dir / "adapter").string();
+  std::string out;
+  REQUIRE_MESSAGE(run("adapt_gen", input + " --set output.dir=" + (dir / "one").string(), &out) == 0, out);
+  const auto one = results_by_id(dir / "one" / "results.jsonl");
+  REQUIRE(one.size() == 3);
+  REQUIRE_MESSAGE(
+      run_on_ranks(2, "adapt_gen", input + " --set parallel.tp=2 --set output.dir=" + (dir / "tp2").string(), &out) == 0,
+      out);
+  CHECK_MESSAGE(out.find("tp communicator on the GPUs: mpi") != std::string::npos, out);
+  CHECK_MESSAGE(out.find("share GPU") != std::string::npos, out);
+  const auto tp2 = results_by_id(dir / "tp2" / "results.jsonl");
+  REQUIRE(tp2.size() == one.size());
+  for (const auto& [id, want] : one) {
+    CAPTURE(id);
+    const json& got = tp2.at(id);
+    CHECK(got["text"] == want["text"]);
+    CHECK(got["completion_tokens"] == want["completion_tokens"]);
+    CHECK(got["finish_reason"] == want["finish_reason"]);
+  }
 }

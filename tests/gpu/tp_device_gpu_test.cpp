@@ -3,7 +3,8 @@
 // shard or stage moved to its GPU (model::llama_model_to_device), against the whole model on the same
 // GPU computed by every rank itself. Checked: forward logits (with and without a KV cache, decode steps
 // included), a training step's loss, logits and LoRA + bottleneck gradients (tp2: each rank's slices
-// against the whole gradients cut the same way; pp2: 1F1B over 4 micro-batches, each stage's gradients
+// against the whole gradients cut the same way, and the device set gathered back whole by
+// AdapterSet::tp_gathered; pp2: 1F1B over 4 micro-batches, each stage's gradients
 // summed over pp), all within 1e-5 relative with f32 weights. Communicators from
 // comm::device_grid_comms: with ranks sharing GPU 0 it must choose MPI (device buffers staged through
 // host memory); with a GPU per rank (as many visible GPUs as ranks) the same checks run again on NCCL.
@@ -144,6 +145,18 @@ void run_tp2(comm::MpiCommunicator& world, int device, bool gpu_per_rank) {
     const double d = rel_diff(gp[i].grad, parallel::shard_take(gw[i].grad, slices[i]));
     CHECK(d <= kTol);
     worst = std::max(worst, d);
+  }
+  // tp_gathered of the device set (what checkpoints and the export read) gathers the device parts over
+  // the set's tp communicator, NCCL's included: the whole set's values exactly, its gradients within kTol.
+  const adapters::AdapterSet back = set_part.tp_gathered();
+  const std::vector<adapters::AdapterParam> gb = back.parameters();
+  REQUIRE(gb.size() == gw.size());
+  for (std::size_t i = 0; i < gw.size(); ++i) {
+    CAPTURE(gw[i].name);
+    REQUIRE(gb[i].name == gw[i].name);
+    REQUIRE(gb[i].value.device().host_accessible());
+    CHECK(rel_diff(gb[i].value, gw[i].value) == 0.0);
+    CHECK(rel_diff(gb[i].grad, gw[i].grad) <= kTol);
   }
   if (world.rank() == 0)
     std::printf("tp2 on %s (%s): loss rel diff %.2e, logits %.2e, %zu gradients max rel diff %.2e\n",

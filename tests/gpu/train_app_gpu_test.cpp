@@ -7,7 +7,10 @@
 //   * optim.offload = true with bf16 device weights (the default): the CPU's losses within the bf16
 //     tolerance, every step finite, and an adapter that trained (AdamW's first steps move each element by
 //     about ±lr whatever the gradient's size, so a bf16-rounded gradient near 0 may flip an element's
-//     step: its values are not compared element by element).
+//     step: its values are not compared element by element);
+//   * 2 MPI ranks sharing cuda:0 (mpiexec) at tp2 and at pp2, f32 weights: the one-GPU run's losses within
+//     1e-4 relative and its exported adapter (gathered over tp from the device) within 1e-4; the tp and
+//     pp groups must use MPI (NCCL refuses two ranks on one GPU).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -50,10 +53,15 @@ struct Job {
                                 "[train]\nsteps = 3\nmicro_batch = 2\ngrad_accum = 2\neval_every = 0\neval_batches = 2\n"
                                 "[checkpoint]\nevery = 0\n");
   }
-  /// adapt_train into run folder `name`; its output.
-  std::string train(const std::string& name, const std::string& sets) {
+  /// adapt_train into run folder `name` (on `ranks` MPI ranks through mpiexec when more than one); its
+  /// output.
+  std::string train(const std::string& name, const std::string& sets, int ranks = 1) {
     std::string out;
-    const std::string cmd = test::bin("adapt_train") + " --config " + toml.string() + " --set run.dir=" +
+    // One OpenMP thread per rank: ranks sharing the cores, each with a thread per core, run many times slower.
+    const std::string launcher = ranks == 1 ? std::string()
+                                            : std::string(ADAPT_MPIEXEC) + " -n " + std::to_string(ranks) + " " +
+                                                  ADAPT_MPIEXEC_FLAGS + " env OMP_NUM_THREADS=1 ";
+    const std::string cmd = launcher + test::bin("adapt_train") + " --config " + toml.string() + " --set run.dir=" +
                             (dir / name).string() + " " + sets;
     const int rc = test::run_command(cmd, &out);
     INFO(cmd, "\n", out);
@@ -149,4 +157,24 @@ TEST_CASE("adapt_train on cuda:0 with optim.offload: f32 weights as the CPU, bf1
     }
   }
   CHECK(b_max > 0.0);
+}
+
+TEST_CASE("adapt_train at tp2 and pp2 on 2 ranks sharing cuda:0: the one-GPU run's losses and adapter") {
+  Job job;
+  const std::string f32 = "--set runtime.device=cuda:0 --set runtime.weights_dtype=f32";
+  job.train("one", f32);
+  const std::vector<double> one = job.losses("one");
+  REQUIRE(one.size() == 3);
+  for (const char* layout : {"--set parallel.tp=2", "--set parallel.pp=2"}) {
+    CAPTURE(layout);
+    const std::string name = std::string(layout).find("tp") != std::string::npos ? "tp2" : "pp2";
+    const std::string out = job.train(name, f32 + " " + layout, 2);
+    // Two ranks on one GPU: NCCL refuses them, MPI stages the device buffers through host memory.
+    const std::string axis = name.substr(0, 2);
+    CHECK_MESSAGE(out.find(axis + " communicator on the GPUs: mpi") != std::string::npos, out);
+    CHECK_MESSAGE(out.find("share GPU") != std::string::npos, out);
+    check_losses(job.losses(name), one, kTolTrainF32);
+    check_losses(job.losses(name, "eval", "eval_loss"), job.losses("one", "eval", "eval_loss"), kTolTrainF32);
+    check_adapter(job.adapter(name), job.adapter("one"), kTolTrainF32);
+  }
 }

@@ -110,19 +110,20 @@ TEST_CASE("runtime.device and runtime.weights_dtype: the accepted values parse, 
   CHECK_THROWS_WITH_AS(load_example({"runtime.devices=cuda"}), doctest::Contains("did you mean 'device'"), ConfigError);
 }
 
-TEST_CASE("a GPU with tensor or pipeline parallelism is refused, naming the keys") {
+TEST_CASE("a GPU takes any parallel layout: tensor, pipeline and data parallel") {
   for (const char* device : {"cuda", "cuda:0"}) {
     for (const char* layout : {"parallel.tp=2", "parallel.pp=2"}) {
       CAPTURE(device);
       CAPTURE(layout);
-      CHECK_THROWS_WITH_AS(load_example({std::string("runtime.device=") + device, layout}),
-                           doctest::Contains((std::string("runtime.device = \"") + device + "\" with parallel.tp = ").c_str()),
-                           ConfigError);
-      CHECK_THROWS_WITH_AS(load_example({std::string("runtime.device=") + device, layout}),
-                           doctest::Contains("set parallel.tp = 1 and parallel.pp = 1"), ConfigError);
+      const train::TrainConfig c = load_example({std::string("runtime.device=") + device, layout});
+      CHECK(c.runtime.device == device);
+      CHECK(c.parallel.tp * c.parallel.pp == 2);
     }
+    const train::TrainConfig both = load_example({std::string("runtime.device=") + device, "parallel.tp=2", "parallel.pp=2"});
+    CHECK(both.parallel.tp == 2);
+    CHECK(both.parallel.pp == 2);
   }
-  // The CPU takes any layout, and a GPU takes dp replicas (tp = pp = 1).
+  // The CPU too, and a GPU with dp replicas only.
   CHECK(load_example({"parallel.tp=2", "parallel.pp=2"}).parallel.tp == 2);
   CHECK(load_example({"runtime.device=cuda", "parallel.zero1=false"}).runtime.device == "cuda");
 }
