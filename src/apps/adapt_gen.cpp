@@ -208,16 +208,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     if (app.world_size() > 1) log::info_all("{}", what);
     else log::info0("{}", what);
     if (tp.size() > 1 || pp.size() > 1) {
-      comm::GridComms bootstrap = comm::grid_comms_split(app.world(), app.grid());
-      std::array<comm::CommKindChoice, 3> kinds;
-      device_comms = comm::device_grid_comms(bootstrap, *device, tp.options(), &kinds);
+      device_comms = comm::device_grid_comms_for_model(app.world(), app.grid(), *device, tp.options());
       model.tp.comm = device_comms.tp.get();
       model_pp = device_comms.pp.get();
-      for (const comm::GridAxis axis : {comm::GridAxis::Tp, comm::GridAxis::Pp}) {
-        const comm::CommKindChoice& k = kinds[static_cast<std::size_t>(axis)];
-        log::info0("{} communicator on the GPUs: {} ({})", comm::grid_axis_name(axis), comm::comm_kind_name(k.kind),
-                   k.reason);
-      }
     }
   }
   generate::Generator gen(model, tok);

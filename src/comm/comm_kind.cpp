@@ -9,6 +9,7 @@
 #include "backend/backend.h"
 #include "comm/nccl_communicator.h"
 #include "core/error.h"
+#include "core/log.h"
 
 namespace adapt::comm {
 
@@ -89,6 +90,18 @@ GridComms device_grid_comms(GridComms& bootstrap, int cuda_device, const CommOpt
 #endif
     }
     to = std::move(from);
+  }
+  return out;
+}
+
+GridComms device_grid_comms_for_model(Communicator& world, const ProcessGrid& grid, int cuda_device,
+                                      const CommOptions& options) {
+  GridComms bootstrap = grid_comms_split(world, grid);
+  std::array<CommKindChoice, 3> kinds;
+  GridComms out = device_grid_comms(bootstrap, cuda_device, options, &kinds);
+  for (const GridAxis axis : {GridAxis::Tp, GridAxis::Pp}) {
+    const CommKindChoice& k = kinds[static_cast<std::size_t>(axis)];
+    log::info0("{} communicator on the GPUs: {} ({})", grid_axis_name(axis), comm_kind_name(k.kind), k.reason);
   }
   return out;
 }

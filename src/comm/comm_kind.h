@@ -59,4 +59,10 @@ struct DeviceCommsOptions {
 GridComms device_grid_comms(GridComms& bootstrap, int cuda_device, const CommOptions& options = {},
                             std::array<CommKindChoice, 3>* kinds = nullptr, const DeviceCommsOptions& which = {});
 
+/// What the apps call for a tp/pp model on cuda:`cuda_device`: a fresh grid_comms_split of `world` by
+/// `grid` handed to device_grid_comms (tp and pp), with one line per group on rank 0 naming the kind
+/// chosen and why. The apps' host-side communicators stay as they are. Called by every rank.
+GridComms device_grid_comms_for_model(Communicator& world, const ProcessGrid& grid, int cuda_device,
+                                      const CommOptions& options);
+
 }  // namespace adapt::comm

@@ -312,16 +312,9 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   comm::GridComms device_comms;
   comm::Communicator* model_pp = &pp;
   if (device && sharded) {
-    comm::GridComms bootstrap = comm::grid_comms_split(world, ranks.grid);
-    std::array<comm::CommKindChoice, 3> kinds;
-    device_comms = comm::device_grid_comms(bootstrap, *device, tp.options(), &kinds);
+    device_comms = comm::device_grid_comms_for_model(world, ranks.grid, *device, tp.options());
     model.tp.comm = device_comms.tp.get();
     model_pp = device_comms.pp.get();
-    for (const comm::GridAxis axis : {comm::GridAxis::Tp, comm::GridAxis::Pp}) {
-      const comm::CommKindChoice& k = kinds[static_cast<std::size_t>(axis)];
-      log::info0("{} communicator on the GPUs: {} ({})", comm::grid_axis_name(axis), comm::comm_kind_name(k.kind),
-                 k.reason);
-    }
   }
   data_config_validate(cfg.data, model.config.max_position_embeddings);
   adapters::adapter_config_validate(cfg.adapter, model.config);
