@@ -179,32 +179,6 @@ void layer_norm_backward(Tensor& dz, Tensor& dw, Tensor& db, const Tensor& dzn, 
   column_sum_add(db, dzn, 1.0, ws);
 }
 
-void accumulate(Tensor& y, const Tensor& x) {
-#if ADAPT_HAVE_CUDA
-  if (!x.device().host_accessible()) return cuda::accumulate(y, x);
-#endif
-  const float* g = x.data<float>();
-  float* p = y.data<float>();
-  for (std::int64_t i = 0; i < y.numel(); ++i) p[i] += g[i];
-}
-
-void add(Tensor& out, const Tensor& a, const Tensor& b) {
-#if ADAPT_HAVE_CUDA
-  if (!a.device().host_accessible()) return cuda::add(out, a, b);
-#endif
-  const float* ap = a.data<float>();
-  const float* bp = b.data<float>();
-  float* o = out.data<float>();
-  for (std::int64_t i = 0; i < out.numel(); ++i) o[i] = ap[i] + bp[i];
-}
-
-void zero(Tensor& t) {
-#if ADAPT_HAVE_CUDA
-  if (!t.device().host_accessible()) return cuda::zero(t);
-#endif
-  t.zero();
-}
-
 Tensor copy_to(const Tensor& t, Allocator& alloc) {
   if (!t.defined()) return t;
   Tensor out = Tensor::empty(t.shape(), t.dtype(), alloc, t.name());

@@ -37,13 +37,6 @@ void layer_norm_forward(Tensor& out, Tensor& stats, const Tensor& z, const Tenso
 void layer_norm_backward(Tensor& dz, Tensor& dw, Tensor& db, const Tensor& dzn, const Tensor& z, const Tensor& stats,
                          const Tensor& w, ops::Workspace& ws);
 
-/// y (N, C) += x, elementwise.
-void accumulate(Tensor& y, const Tensor& x);
-/// out = a + b, elementwise (out distinct from a and b).
-void add(Tensor& out, const Tensor& a, const Tensor& b);
-/// Sets every element of t to zero.
-void zero(Tensor& t);
-
 /// A copy of t (same shape, dtype and name) in the memory of `alloc` (synchronous).
 Tensor copy_to(const Tensor& t, Allocator& alloc);
 /// Runs `fill` on t when it is in host memory, otherwise on a host tensor of t's shape whose values

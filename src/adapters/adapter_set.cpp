@@ -9,6 +9,7 @@
 #include "backend/backend.h"
 #include "core/error.h"
 #include "model/llama_weights.h"
+#include "ops/elementwise.h"
 
 namespace adapt::adapters {
 
@@ -151,7 +152,7 @@ Tensor AdapterSet::block_input(const Tensor& h, const Tensor& f) {
     case BnPlacement::Parallel: return h;
     case BnPlacement::Pfeiffer: {
       Tensor z = ws_->take(h.shape(), DType::F32, "bottleneck.h_plus_f");
-      detail::add(z, h, f);
+      ops::add(z, h, f);
       return z;
     }
   }
@@ -193,8 +194,8 @@ void AdapterSet::block_backward(int layer, BlockSite site, const Tensor& h, cons
   Tensor dz = ws_->take({N, C}, DType::F32, "bottleneck.dz");
   ad->backward(z, dout, dz, *ws_);
   const BnPlacement placement = config_.bottleneck.placement;
-  if (placement != BnPlacement::Houlsby) detail::accumulate(dh, dz);   // z reads h
-  if (placement != BnPlacement::Parallel) detail::accumulate(df, dz);  // z reads f
+  if (placement != BnPlacement::Houlsby) ops::axpy(dh, dz, 1.0f);   // z reads h
+  if (placement != BnPlacement::Parallel) ops::axpy(df, dz, 1.0f);  // z reads f
 }
 
 // ---- training -------------------------------------------------------------------------------------
@@ -211,7 +212,7 @@ void AdapterSet::set_step(std::int64_t step, std::int64_t micro_batch) {
 }
 
 void AdapterSet::zero_grad() {
-  for (AdapterParam& p : parameters()) detail::zero(p.grad);
+  for (AdapterParam& p : parameters()) ops::fill(p.grad, 0.0f);
   for (AdapterParam& p : host_mirror_) p.grad.zero();
 }
 

@@ -5,6 +5,7 @@
 #include "adapters/adapter_check.h"
 #include "adapters/adapter_math.h"
 #include "adapters/adapter_rng.h"
+#include "ops/elementwise.h"
 #include "ops/matmul.h"
 
 namespace adapt::adapters {
@@ -38,15 +39,15 @@ BottleneckAdapter::BottleneckAdapter(std::int64_t hidden, std::int64_t m, BnActi
 void BottleneckAdapter::init(std::uint64_t key) {
   const double bound = 1.0 / std::sqrt(static_cast<double>(hidden()));
   detail::fill_on_host(down_weight, [&](Tensor& t) { rng_fill_uniform(t, key, -bound, bound); });
-  detail::zero(down_bias);
-  detail::zero(up_weight);
-  detail::zero(up_bias);
+  ops::fill(down_bias, 0.0f);
+  ops::fill(up_weight, 0.0f);
+  ops::fill(up_bias, 0.0f);
   if (ln_before()) {
     detail::fill_on_host(ln_weight, [&](Tensor& t) {
       float* w = t.data<float>();
       for (std::int64_t j = 0; j < hidden(); ++j) w[j] = 1.0f;
     });
-    detail::zero(ln_bias);
+    ops::fill(ln_bias, 0.0f);
   }
 }
 

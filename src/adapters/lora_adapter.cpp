@@ -5,6 +5,7 @@
 #include "adapters/adapter_check.h"
 #include "adapters/adapter_math.h"
 #include "adapters/adapter_rng.h"
+#include "ops/elementwise.h"
 #include "ops/matmul.h"
 
 namespace adapt::adapters {
@@ -28,7 +29,7 @@ void LoraAdapter::init(LoraInit init, std::uint64_t key) {
       detail::fill_on_host(a, [&](Tensor& t) { rng_fill_normal(t, key, 1.0 / static_cast<double>(rank())); });
       break;
   }
-  detail::zero(b);
+  ops::fill(b, 0.0f);
 }
 
 void LoraAdapter::to_memory(Allocator& alloc) {

@@ -20,6 +20,7 @@
 #include "adapters/adapter_set.h"
 #include "backend/backend.h"
 #include "core/error.h"
+#include "ops/elementwise.h"
 #include "tests/gpu/gpu_tensors.h"
 #include "tests/gpu/gpu_tolerances.h"
 #include "tests/support/test_support.h"
@@ -212,7 +213,7 @@ TEST_CASE("gpu.adapters: the LoRA dropout mask on the device is the CPU's, bit f
       detail::lora_dropout_apply(want, x, d);
       const Tensor x_d = test::to_device(x);
       Tensor got = test::to_device(want);
-      detail::zero(got);
+      ops::fill(got, 0.0f);
       detail::lora_dropout_apply(got, x_d, d);
       INFO("N ", N, " width ", width);
       CHECK(bit_equal(got, want));

@@ -141,19 +141,4 @@ void layer_norm_backward(Tensor& dz, Tensor& dw, Tensor& db, const Tensor& dzn, 
   column_sum_add(db, dzn, 1.0, ws);
 }
 
-void accumulate(Tensor& y, const Tensor& x) {
-  require_device_f32("accumulate", x, {&y});
-  ops::axpy(y, x, 1.0f);
-}
-
-void add(Tensor& out, const Tensor& a, const Tensor& b) {
-  require_device_f32("add", a, {&b, &out});
-  ops::add(out, a, b);
-}
-
-void zero(Tensor& t) {
-  require_device_f32("zero", t, {});
-  ops::fill(t, 0.0f);
-}
-
 }  // namespace adapt::adapters::detail::cuda

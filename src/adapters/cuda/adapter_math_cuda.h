@@ -18,8 +18,5 @@ void activation_backward(Tensor& grad, const Tensor& pre, BnActivation act);
 void layer_norm_forward(Tensor& out, Tensor& stats, const Tensor& z, const Tensor& w, const Tensor& b, double eps);
 void layer_norm_backward(Tensor& dz, Tensor& dw, Tensor& db, const Tensor& dzn, const Tensor& z, const Tensor& stats,
                          const Tensor& w, ops::Workspace& ws);
-void accumulate(Tensor& y, const Tensor& x);
-void add(Tensor& out, const Tensor& a, const Tensor& b);
-void zero(Tensor& t);
 
 }  // namespace adapt::adapters::detail::cuda
