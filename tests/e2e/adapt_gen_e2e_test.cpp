@@ -9,8 +9,8 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "backend/backend.h"
 #include "core/file.h"
+#include "runtime_device_refusals.h"
 #include "tests/support/test_support.h"
 
 using namespace adapt;
@@ -244,28 +244,7 @@ TEST_CASE("runtime.device: no usable GPU (tp/pp layouts too), a bad index or val
     for (const auto& n : needles) CHECK_MESSAGE(r.out.find(n) != std::string::npos, "missing: ", n);
     CHECK_FALSE(fs::exists(dir / "out"));  // nothing written, not even the output folder
   };
-  if (backend::cuda_device_count() == 0) {
-    const std::string reason = backend::cuda_unavailable_reason();
-    REQUIRE_FALSE(reason.empty());
-    for (const char* device : {"cuda", "cuda:0"}) {
-      refused(std::string("--set runtime.device=") + device, 6,
-              {std::string("runtime.device = \"") + device + "\", but", reason, "set runtime.device = \"cpu\""});
-      refused(std::string("--dry-run --set runtime.device=") + device, 6, {"runtime.device", reason});
-    }
-    // Tensor and pipeline layouts are accepted with a GPU; the missing device is what stops them, before
-    // the layout is checked against the world (one process here).
-    for (const char* layout : {"--set parallel.tp=2", "--set parallel.pp=2"}) {
-      refused(std::string("--set runtime.device=cuda ") + layout, 6,
-              {"runtime.device = \"cuda\", but", reason, "set runtime.device = \"cpu\""});
-    }
-  } else {
-    MESSAGE("a CUDA device is visible: the no-GPU refusal is not exercised here (gpu.gen_app runs on it)");
-    refused("--set runtime.device=cuda:99", 2,
-            {"runtime.device = \"cuda:99\", but", "CUDA device(s)", "set runtime.device = \"cpu\""});
-  }
-  refused("--set runtime.device=gpu", 2, {"runtime.device = \"gpu\"", "\"cpu\", \"cuda\" or \"cuda:N\""});
-  refused("--set runtime.device=cuda --set runtime.weights_dtype=f16", 2,
-          {"runtime.weights_dtype", "\"bf16\", \"f32\""});
+  test::check_runtime_device_refusals(refused, "gpu.gen_app");
 
   // --dry-run prints the resolved keys and the device; the CPU, said explicitly, runs as before.
   Run dry = run("adapt_gen", input + " --dry-run --set runtime.weights_dtype=f32");

@@ -13,9 +13,9 @@
 #include <cctype>
 #include <cmath>
 
-#include "backend/backend.h"
 #include "core/file.h"
 #include "core/strings.h"
+#include "runtime_device_refusals.h"
 #include "tests/support/test_support.h"
 
 using namespace adapt;
@@ -425,28 +425,7 @@ TEST_CASE("runtime.device: a GPU that is not there stops the job before anything
     CHECK_FALSE(fs::exists(job.dir / "run"));  // no run folder, config.toml, metrics or checkpoint
     CHECK_FALSE(fs::exists(job.dir / "cache"));  // not even the token cache
   };
-  if (backend::cuda_device_count() == 0) {
-    const std::string reason = backend::cuda_unavailable_reason();
-    REQUIRE_FALSE(reason.empty());
-    for (const char* device : {"cuda", "cuda:0"}) {
-      refused(std::string("--set runtime.device=") + device, 6,
-              {std::string("runtime.device = \"") + device + "\", but", reason, "set runtime.device = \"cpu\""});
-      refused(std::string("--dry-run --set runtime.device=") + device, 6, {"runtime.device", reason});
-    }
-    // Tensor and pipeline layouts are accepted with a GPU; the missing device is what stops them, before
-    // the layout is checked against the world (one process here).
-    for (const char* layout : {"--set parallel.tp=2", "--set parallel.pp=2"}) {
-      refused(std::string("--set runtime.device=cuda ") + layout, 6,
-              {"runtime.device = \"cuda\", but", reason, "set runtime.device = \"cpu\""});
-    }
-  } else {
-    MESSAGE("a CUDA device is visible: the no-GPU refusal is not exercised here (gpu.train_app trains on it)");
-    refused("--set runtime.device=cuda:99", 2,
-            {"runtime.device = \"cuda:99\", but", "CUDA device(s)", "set runtime.device = \"cpu\""});
-  }
-  refused("--set runtime.device=gpu", 2, {"runtime.device = \"gpu\"", "\"cpu\", \"cuda\" or \"cuda:N\""});
-  refused("--set runtime.device=cuda --set runtime.weights_dtype=f16", 2,
-          {"runtime.weights_dtype", "\"bf16\", \"f32\""});
+  test::check_runtime_device_refusals(refused, "gpu.train_app");
 
   // The CPU, said explicitly, trains as before; --dry-run prints the keys and the device.
   Run dry = job.train("--dry-run --set runtime.weights_dtype=f32");

@@ -16,6 +16,7 @@
 #include "comm/mpi_communicator.h"
 #include "comm/nccl_communicator.h"
 #include "core/log.h"
+#include "gpu_mpi_main.h"
 
 #if ADAPT_HAVE_NCCL
 #include "backend/cuda/cuda_runtime.h"
@@ -135,38 +136,18 @@ TEST_CASE("NcclCommunicator orders collectives against a compute stream with eve
 #endif
 
 int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-  int rank = 0, size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  log::set_rank(rank, size);
-  // Every rank skips together, so none waits in a collective for a rank that left.
-  const int devices = backend::cuda_device_count();
-  int min_devices = 0;
-  MPI_Allreduce(&devices, &min_devices, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  std::string reason;
-  if (!ADAPT_HAVE_NCCL) reason = "this binary was built without NCCL (ADAPT_CUDA=OFF or NCCL not found)";
-  else if (min_devices == 0) reason = "a rank sees no CUDA device: " + backend::cuda_unavailable_reason();
-  if (!reason.empty()) {
-    if (rank == 0) std::printf("skipped: %s\n", reason.c_str());
-    MPI_Finalize();
-    return 77;
-  }
-  g_device = rank % min_devices;
-  g_gpu_per_rank = min_devices >= size;
-  if (rank == 0) {
-    std::printf("running on %s, %d ranks on %d GPUs%s\n", backend::cuda_device_name(0).c_str(), size, min_devices,
-                g_gpu_per_rank ? " (tp2 x dp groups)"
-                               : "; NCCL cannot put two ranks of one group on a GPU, so each rank tests "
-                                 "single-rank groups");
-  }
-  doctest::Context ctx;
-  ctx.applyCommandLine(argc, argv);
-  if (rank != 0) ctx.setOption("minimal", true);
-  const int result = ctx.run();
-  int worst = 0;
-  MPI_Allreduce(&result, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Finalize();
-  return worst;
+  return test::gpu_mpi_main(
+      argc, argv,
+      ADAPT_HAVE_NCCL ? std::string() : "this binary was built without NCCL (ADAPT_CUDA=OFF or NCCL not found)",
+      [](const test::GpuMpiWorld& w) {
+        g_device = w.rank % w.min_devices;
+        g_gpu_per_rank = w.min_devices >= w.size;
+        if (w.rank == 0) {
+          std::printf("running on %s, %d ranks on %d GPUs%s\n", backend::cuda_device_name(0).c_str(), w.size,
+                      w.min_devices,
+                      g_gpu_per_rank ? " (tp2 x dp groups)"
+                                     : "; NCCL cannot put two ranks of one group on a GPU, so each rank tests "
+                                       "single-rank groups");
+        }
+      });
 }

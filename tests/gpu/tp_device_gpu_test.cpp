@@ -24,6 +24,7 @@
 #include "comm/comm_kind.h"
 #include "comm/mpi_communicator.h"
 #include "core/log.h"
+#include "gpu_mpi_main.h"
 #include "model/kv_cache.h"
 #include "model/llama_device.h"
 #include "model/llama_forward.h"
@@ -306,27 +307,10 @@ TEST_CASE("tp2 and pp2 with a GPU per rank (NCCL when built) equal the whole mod
 }
 
 int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-  int rank = 0, size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  log::set_rank(rank, size);
-  // Every rank skips together, so none waits in a collective for a rank that left.
-  const int devices = backend::cuda_device_count();
-  MPI_Allreduce(&devices, &g_devices, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  if (g_devices == 0) {
-    if (rank == 0) std::printf("skipped: a rank sees no CUDA device: %s\n", backend::cuda_unavailable_reason().c_str());
-    MPI_Finalize();
-    return 77;
-  }
-  if (rank == 0) std::printf("running on %s, %d ranks, %d GPU(s) visible\n", backend::cuda_device_name(0).c_str(), size, g_devices);
-  doctest::Context ctx;
-  ctx.applyCommandLine(argc, argv);
-  if (rank != 0) ctx.setOption("minimal", true);
-  const int result = ctx.run();
-  int worst = 0;
-  MPI_Allreduce(&result, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Finalize();
-  return worst;
+  return test::gpu_mpi_main(argc, argv, "", [](const test::GpuMpiWorld& w) {
+    g_devices = w.min_devices;
+    if (w.rank == 0)
+      std::printf("running on %s, %d ranks, %d GPU(s) visible\n", backend::cuda_device_name(0).c_str(), w.size,
+                  g_devices);
+  });
 }

@@ -44,6 +44,16 @@ inline void fill_dp_grads(std::vector<adapters::AdapterParam>& ps, int r, int s)
     for (std::int64_t k = 0; k < ps[i].grad.numel(); ++k) ps[i].grad.data<float>()[k] = dp_grad(r, i, k, s);
 }
 
+/// The single-process reference: every gradient = the mean of the `replicas` replicas' gradients (step s).
+inline void fill_dp_mean_grads(std::vector<adapters::AdapterParam>& ps, int replicas, int s) {
+  for (std::size_t i = 0; i < ps.size(); ++i)
+    for (std::int64_t k = 0; k < ps[i].grad.numel(); ++k) {
+      float mean = 0;
+      for (int r = 0; r < replicas; ++r) mean += dp_grad(r, i, k, s);
+      ps[i].grad.data<float>()[k] = mean / static_cast<float>(replicas);
+    }
+}
+
 /// max |a − b| / max |b| over the elements.
 inline double max_rel_diff(const Tensor& a, const Tensor& b) {
   double worst = 0, scale = 1e-30;

@@ -15,7 +15,7 @@
 #include "train/dp_optimizer.h"
 
 using namespace adapt;
-using test::fill_dp_grads, test::dp_grad, test::max_rel_diff;
+using test::fill_dp_grads, test::fill_dp_mean_grads, test::max_rel_diff;
 
 namespace {
 
@@ -132,12 +132,7 @@ TEST_CASE("Offloaded ZeRO-1 over dp matches one process's update of the mean gra
   std::vector<adapters::AdapterParam> mine = make_params("mine.", false);
   train::DpOptimizer opt(mine, kAdamW, *dp, /*zero1=*/true, nullptr, kOffload);
   for (int s = 0; s < 3; ++s) {
-    for (std::size_t i = 0; i < ref.size(); ++i)
-      for (std::int64_t k = 0; k < ref[i].grad.numel(); ++k) {
-        float mean = 0;
-        for (int r = 0; r < P; ++r) mean += dp_grad(r, i, k, s);
-        ref[i].grad.data<float>()[k] = mean / static_cast<float>(P);
-      }
+    fill_dp_mean_grads(ref, P, s);
     fill_dp_grads(mine, dp->rank(), s);
     const double ref_norm = ref_opt.reduce_and_clip(0.5);
     const double norm = opt.reduce_and_clip(0.5);

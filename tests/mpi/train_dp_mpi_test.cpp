@@ -13,7 +13,7 @@
 #include "train/dp_optimizer.h"
 
 using namespace adapt;
-using test::fill_dp_grads, test::dp_grad, test::max_rel_diff;
+using test::fill_dp_grads, test::fill_dp_mean_grads, test::max_rel_diff;
 
 namespace {
 
@@ -38,12 +38,7 @@ TEST_CASE("DpOptimizer: every replica gets the single-process update of the mean
       std::vector<adapters::AdapterParam> mine = make_params("mine.");
       train::DpOptimizer opt(mine, opts, *dp, zero1);
       for (int s = 0; s < 3; ++s) {
-        for (std::size_t i = 0; i < ref.size(); ++i)
-          for (std::int64_t k = 0; k < ref[i].grad.numel(); ++k) {
-            float mean = 0;
-            for (int r = 0; r < P; ++r) mean += dp_grad(r, i, k, s);
-            ref[i].grad.data<float>()[k] = mean / static_cast<float>(P);
-          }
+        fill_dp_mean_grads(ref, P, s);
         fill_dp_grads(mine, dp->rank(), s);
         const double ref_norm = ref_opt.reduce_and_clip(max_norm);
         const double norm = opt.reduce_and_clip(max_norm);
@@ -67,12 +62,7 @@ TEST_CASE("DpOptimizer: every replica gets the single-process update of the mean
       opt2.restore([&](const std::string& key) -> const Tensor& { return ref_st.at(key); });
       opt2.set_n_steps(ref_opt.n_steps());
       fill_dp_grads(back, dp->rank(), 7);
-      for (std::size_t i = 0; i < ref.size(); ++i)
-        for (std::int64_t k = 0; k < ref[i].grad.numel(); ++k) {
-          float mean = 0;
-          for (int r = 0; r < P; ++r) mean += dp_grad(r, i, k, 7);
-          ref[i].grad.data<float>()[k] = mean / static_cast<float>(P);
-        }
+      fill_dp_mean_grads(ref, P, 7);
       opt2.reduce_and_clip(max_norm);
       ref_opt.reduce_and_clip(max_norm);
       opt2.step(1e-2);
