@@ -1,6 +1,5 @@
 // Adapter kernels: LoRA dropout (grid-stride, the shared host/device hash), bottleneck bias add and
-// activations (grid-stride), column sums (a two-pass row-chunk sum in double, launch_plan.h, no atomics)
-// and LayerNorm (one block per row, rows grid-strided, row statistics in double as on the CPU).
+// activations (grid-stride) and LayerNorm (one block per row, rows grid-strided, row statistics in double as on the CPU).
 // Simple f32 products and sums use explicitly rounded intrinsics, so they are not contracted into FMAs
 // and round as the CPU loops of src/adapters/adapter_math.cpp do.
 #include <algorithm>
@@ -34,33 +33,6 @@ __global__ void lora_dropout_kernel(float* out, const float* x, int64_t n, int64
 
 __global__ void bias_add_kernel(float* y, const float* bias, int64_t n, int64_t n_cols, float alpha) {
   for (int64_t i = grid_index(); i < n; i += grid_step()) y[i] = __fadd_rn(y[i], __fmul_rn(alpha, bias[i % n_cols]));
-}
-
-// Pass 1: block (bx, by) sums rows [by·rows_per_chunk, ..) of column bx·blockDim.x + tid in row order;
-// with one chunk it adds f32(alpha · sum) into out, otherwise it writes partial[by·n_cols + c].
-__global__ void column_sum_partial_kernel(float* out, double* partial, const float* x, int64_t n_rows, int64_t n_cols,
-                                          int64_t rows_per_chunk, double alpha) {
-  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (c >= n_cols) return;
-  const int64_t r0 = blockIdx.y * rows_per_chunk;
-  const int64_t r1 = min(n_rows, r0 + rows_per_chunk);
-  double acc = 0.0;
-  for (int64_t r = r0; r < r1; ++r) acc += static_cast<double>(x[r * n_cols + c]);
-  if (partial) {
-    partial[blockIdx.y * n_cols + c] = acc;
-  } else {
-    out[c] = __fadd_rn(out[c], static_cast<float>(__dmul_rn(alpha, acc)));
-  }
-}
-
-// Pass 2: out[c] += f32(alpha · Σ_k partial[k·n_cols + c]), chunks in order.
-__global__ void column_sum_finish_kernel(float* out, const double* partial, int64_t n_chunks, int64_t n_cols,
-                                         double alpha) {
-  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (c >= n_cols) return;
-  double s = 0.0;
-  for (int64_t k = 0; k < n_chunks; ++k) s += partial[k * n_cols + c];
-  out[c] = __fadd_rn(out[c], static_cast<float>(__dmul_rn(alpha, s)));
 }
 
 __device__ __forceinline__ float activate(AdapterActivation act, float a) {
@@ -184,30 +156,6 @@ void launch_adapter_bias_add(float* y, const float* bias, std::int64_t n_rows, s
   if (n <= 0) return;
   bias_add_kernel<<<grid_stride_blocks(n, kThreads), kThreads, 0, stream>>>(y, bias, n, n_cols, alpha);
   ADAPT_CUDA_LAUNCH_CHECK("adapter_bias_add");
-}
-
-std::int64_t adapter_column_sum_workspace_elems(std::int64_t n_rows, std::int64_t n_cols) {
-  if (n_rows <= 0 || n_cols <= 0) return 0;
-  return rms_norm_dw_plan(n_rows, n_cols).workspace_elems;
-}
-
-void launch_adapter_column_sum(float* out, double* workspace, const float* x, std::int64_t n_rows,
-                               std::int64_t n_cols, double alpha, cudaStream_t stream) {
-  if (n_rows <= 0 || n_cols <= 0) return;
-  // The same row-chunk plan as the RMSNorm weight gradient (launch_plan.h), with double partials.
-  const RmsNormDwPlan p = rms_norm_dw_plan(n_rows, n_cols);
-  const bool direct = p.row_chunks == 1;
-  ADAPT_REQUIRE(direct || workspace, ShapeError,
-                "adapter_column_sum: ({}, {}) needs a workspace of {} doubles (adapter_column_sum_workspace_elems)",
-                n_rows, n_cols, p.workspace_elems);
-  const dim3 grid(static_cast<unsigned>(p.col_blocks), static_cast<unsigned>(p.row_chunks));
-  column_sum_partial_kernel<<<grid, p.col_threads, 0, stream>>>(out, direct ? nullptr : workspace, x, n_rows, n_cols,
-                                                                p.rows_per_chunk, alpha);
-  ADAPT_CUDA_LAUNCH_CHECK("adapter_column_sum (pass 1)");
-  if (direct) return;
-  column_sum_finish_kernel<<<static_cast<unsigned>(p.col_blocks), p.col_threads, 0, stream>>>(out, workspace,
-                                                                                              p.row_chunks, n_cols, alpha);
-  ADAPT_CUDA_LAUNCH_CHECK("adapter_column_sum (pass 2)");
 }
 
 void launch_adapter_activation_forward(float* out, const float* pre, std::int64_t n, AdapterActivation act,

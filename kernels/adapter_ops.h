@@ -31,15 +31,6 @@ void launch_lora_dropout(float* out, const float* x, std::int64_t n_rows, std::i
 void launch_adapter_bias_add(float* y, const float* bias, std::int64_t n_rows, std::int64_t n_cols, float alpha,
                              cudaStream_t stream);
 
-/// Elements of the double workspace launch_adapter_column_sum needs (0: none).
-std::int64_t adapter_column_sum_workspace_elems(std::int64_t n_rows, std::int64_t n_cols);
-
-/// out[j] += f32(alpha · Σ_i x[i, j]) with the sum in double, over row chunks whose partial sums
-/// (in `workspace`, adapter_column_sum_workspace_elems doubles; null when that is 0) are added in chunk
-/// order: no atomics, the same bits on every run.
-void launch_adapter_column_sum(float* out, double* workspace, const float* x, std::int64_t n_rows,
-                               std::int64_t n_cols, double alpha, cudaStream_t stream);
-
 /// The bottleneck activations (AdapterHub's "relu", "swish" = x·σ(x), "gelu" = the exact erf form).
 enum class AdapterActivation : int { Relu = 0, Swish = 1, Gelu = 2 };
 
@@ -59,7 +50,7 @@ void launch_adapter_layer_norm_forward(float* out, float* mean_rstd, const float
 /// The LayerNorm backward given the gradient dzn of its output: with ẑ = (z − μ)·ρ and u = dzn ⊙ w,
 /// dz = ρ·(u − mean(u) − ẑ·mean(u ⊙ ẑ)) (row means in double; dz overwritten) and
 /// dw_terms (n_rows, n_cols) = dzn ⊙ ẑ, whose column sums are the weight gradient (the caller adds
-/// them with launch_adapter_column_sum, and those of dzn for the bias). One block per row.
+/// them with launch_column_sum (kernels/elementwise.h), and those of dzn for the bias). One block per row.
 void launch_adapter_layer_norm_backward(float* dz, float* dw_terms, const float* dzn, const float* z,
                                         const float* mean_rstd, const float* w, std::int64_t n_rows,
                                         std::int64_t n_cols, cudaStream_t stream);

@@ -7,6 +7,7 @@
 
 #include "adapters/adapter_rng.h"
 #include "backend/backend.h"
+#include "ops/elementwise.h"
 #include "ops/matmul.h"
 
 #if ADAPT_HAVE_CUDA
@@ -84,20 +85,6 @@ void bias_add_scaled(Tensor& y, const Tensor& bias, float alpha, ops::Workspace&
   ops::bias_add(y, scaled);  // y[i, j] += alpha·b[j], rows split over the threads
 }
 
-void column_sum_add(Tensor& out, const Tensor& x, double alpha, ops::Workspace& ws) {
-#if ADAPT_HAVE_CUDA
-  if (!x.device().host_accessible()) return cuda::column_sum_add(out, x, alpha, ws);
-#endif
-  (void)ws;
-  const std::int64_t rows = x.dim(0), cols = x.dim(1);
-  std::vector<double> acc(static_cast<std::size_t>(cols), 0.0);
-  const float* s = x.data<float>();
-  for (std::int64_t i = 0; i < rows; ++i)
-    for (std::int64_t j = 0; j < cols; ++j) acc[static_cast<std::size_t>(j)] += s[i * cols + j];
-  float* d = out.data<float>();
-  for (std::int64_t j = 0; j < cols; ++j) d[j] += static_cast<float>(alpha * acc[static_cast<std::size_t>(j)]);
-}
-
 void activation_forward(Tensor& out, const Tensor& pre, BnActivation act) {
 #if ADAPT_HAVE_CUDA
   if (!pre.device().host_accessible()) return cuda::activation_forward(out, pre, act);
@@ -147,6 +134,7 @@ void layer_norm_backward(Tensor& dz, Tensor& dw, Tensor& db, const Tensor& dzn, 
 #if ADAPT_HAVE_CUDA
   if (!z.device().host_accessible()) return cuda::layer_norm_backward(dz, dw, db, dzn, z, stats, w, ws);
 #endif
+  (void)ws;  // scratch for the device path only
   // ẑ = (z − μ)·ρ, zn = γ ⊙ ẑ + β; with u = dzn ⊙ γ:
   // dz = ρ·(u − mean(u) − ẑ·mean(u ⊙ ẑ)), dγ += Σ dzn ⊙ ẑ, dβ += Σ dzn.
   const std::int64_t N = z.dim(0), C = z.dim(1);
@@ -176,7 +164,7 @@ void layer_norm_backward(Tensor& dz, Tensor& dw, Tensor& db, const Tensor& dzn, 
   }
   float* dgw = dw.data<float>();
   for (std::int64_t j = 0; j < C; ++j) dgw[j] += static_cast<float>(dgamma[static_cast<std::size_t>(j)]);
-  column_sum_add(db, dzn, 1.0, ws);
+  ops::column_sum(db, dzn, 1.0f);
 }
 
 Tensor copy_to(const Tensor& t, Allocator& alloc) {

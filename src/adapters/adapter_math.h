@@ -21,8 +21,6 @@ void lora_dropout_accumulate(Tensor& dx, const Tensor& g, const LoraDropout& dro
 
 /// y (N, C) += alpha · bias (C) on every row (alpha · bias rounded to f32 first).
 void bias_add_scaled(Tensor& y, const Tensor& bias, float alpha, ops::Workspace& ws);
-/// out (C) += alpha · Σ_rows x (N, C), summed in double.
-void column_sum_add(Tensor& out, const Tensor& x, double alpha, ops::Workspace& ws);
 
 /// out = act(pre), elementwise (out may alias pre).
 void activation_forward(Tensor& out, const Tensor& pre, BnActivation act);

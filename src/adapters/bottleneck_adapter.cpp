@@ -104,14 +104,14 @@ void BottleneckAdapter::backward(const Tensor& z, const Tensor& dout, Tensor& dz
 
   // up: o = g·Wuᵀ + bu, term = s·o.
   ops::matmul(grad_up_weight, dout, g, {.transpose_a = true, .transpose_b = false, .alpha = s, .beta = 1.0f});
-  detail::column_sum_add(grad_up_bias, dout, s, ws);
+  ops::column_sum(grad_up_bias, dout, s);
   Tensor da = ws.take({N, m}, DType::F32, "bottleneck.d_pre_act");
   ops::matmul(da, dout, up_weight, {.transpose_b = false, .alpha = s});  // dg = s·dout·Wu
   detail::activation_backward(da, pre, activation_);
 
   // down: pre = zn·Wdᵀ + bd.
   ops::matmul(grad_down_weight, da, zn, {.transpose_a = true, .transpose_b = false, .beta = 1.0f});
-  detail::column_sum_add(grad_down_bias, da, 1.0, ws);
+  ops::column_sum(grad_down_bias, da, 1.0f);
   if (!ln_before()) {
     ops::matmul(dz, da, down_weight, {.transpose_b = false});  // dz = da·Wd
     return;

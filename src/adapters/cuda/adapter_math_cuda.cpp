@@ -80,24 +80,6 @@ void bias_add_scaled(Tensor& y, const Tensor& bias, float alpha) {
   kernels::launch_adapter_bias_add(f32(y), f32(bias), d.rows, d.cols, alpha, nullptr);
 }
 
-void column_sum_add(Tensor& out, const Tensor& x, double alpha, ops::Workspace& ws) {
-  constexpr const char* op = "column_sum_add";
-  require_device_f32(op, x, {&out});
-  const Dims d = matrix_dims(op, x);
-  ADAPT_REQUIRE(out.numel() == d.cols, ShapeError, "adapter op '{}': '{}' {} must hold {} values", op, out.name(),
-                out.shape().str(), d.cols);
-  const std::int64_t n_partial = kernels::adapter_column_sum_workspace_elems(d.rows, d.cols);
-  double* partial = nullptr;
-  if (n_partial > 0) {
-    // Doubles in f32 workspace memory (two f32 per double; workspace blocks are 64-byte aligned).
-    const Tensor w = ws.take({2 * n_partial}, DType::F32, "adapter.column_sum_partial");
-    ADAPT_CHECK(w.device() == x.device(), "column_sum_add: the workspace is on {} but '{}' is on {}", w.device().str(),
-                x.name(), x.device().str());
-    partial = static_cast<double*>(w.raw());
-  }
-  kernels::launch_adapter_column_sum(f32(out), partial, f32(x), d.rows, d.cols, alpha, nullptr);
-}
-
 void activation_forward(Tensor& out, const Tensor& pre, BnActivation act) {
   constexpr const char* op = "activation_forward";
   require_device_f32(op, pre, {&out});
@@ -137,8 +119,8 @@ void layer_norm_backward(Tensor& dz, Tensor& dw, Tensor& db, const Tensor& dzn, 
   Tensor terms = ws.take({d.rows, d.cols}, DType::F32, "adapter.ln_weight_grad_terms");
   kernels::launch_adapter_layer_norm_backward(f32(dz), f32(terms), f32(dzn), f32(z), f32(stats), f32(w), d.rows, d.cols,
                                               nullptr);
-  column_sum_add(dw, terms, 1.0, ws);
-  column_sum_add(db, dzn, 1.0, ws);
+  ops::column_sum(dw, terms, 1.0f);
+  ops::column_sum(db, dzn, 1.0f);
 }
 
 }  // namespace adapt::adapters::detail::cuda

@@ -12,7 +12,6 @@ namespace adapt::adapters::detail::cuda {
 
 void lora_dropout(Tensor& out, const Tensor& x, const LoraDropout& dropout, bool accumulate);
 void bias_add_scaled(Tensor& y, const Tensor& bias, float alpha);
-void column_sum_add(Tensor& out, const Tensor& x, double alpha, ops::Workspace& ws);
 void activation_forward(Tensor& out, const Tensor& pre, BnActivation act);
 void activation_backward(Tensor& grad, const Tensor& pre, BnActivation act);
 void layer_norm_forward(Tensor& out, Tensor& stats, const Tensor& z, const Tensor& w, const Tensor& b, double eps);
