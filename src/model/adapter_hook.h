@@ -36,6 +36,17 @@ class AdapterHook {
   /// dy (N, out), the same x (N, in); dx (N, in) already holds dy·W (the frozen path): accumulate
   /// the adapter's parameter gradients and add its share to dx.
   virtual void linear_backward(const LinearSite& site, const Tensor& x, const Tensor& dy, Tensor& dx) = 0;
+  /// linear_backward in two halves, so that the model can start the tp all-reduce of dx before the
+  /// parameter-gradient work and overlap the two (Megatron's asynchronous tensor-parallel all-reduce):
+  /// linear_backward_input only adds the adapter's share to dx; linear_backward_weights, called later
+  /// with the same x and dy (still valid), only accumulates the parameter gradients. Both together give
+  /// what linear_backward gives. The defaults do all of it in the first half.
+  virtual void linear_backward_input(const LinearSite& site, const Tensor& x, const Tensor& dy, Tensor& dx) {
+    linear_backward(site, x, dy, dx);
+  }
+  virtual void linear_backward_weights(const LinearSite& site, const Tensor& x, const Tensor& dy) {
+    (void)site, (void)x, (void)dy;
+  }
 
   virtual bool has_block(int layer, BlockSite site) const = 0;
   /// h (N, C): the sub-block's input (the residual stream before its RMSNorm); f (N, C): the
@@ -46,6 +57,11 @@ class AdapterHook {
   /// adapter's shares to dh and df.
   virtual void block_backward(int layer, BlockSite site, const Tensor& h, const Tensor& f, const Tensor& dout,
                               Tensor& dh, Tensor& df) = 0;
+
+  /// Called once per backward pass after the backward of decoder layer `layer` is complete: none of that
+  /// layer's parameter gradients changes again in this pass, so after the last micro-batch of a step
+  /// they can leave for the optimizer while earlier layers are still computing. Default: nothing.
+  virtual void layer_backward_done(int layer) { (void)layer; }
 };
 
 }  // namespace adapt::model

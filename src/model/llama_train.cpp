@@ -390,6 +390,7 @@ TrainResult TrainPass::run() {
         layer_forward(l, a, h_out);
       }
       layer_backward(l, a, dh);
+      if (hook_) hook_->layer_backward_done(l);
       if (!keep_) a = LayerActs{};  // as in the forward: release the recomputed layer's scratch tensors
     }
     if (opts_.d_embedded) copy_between(*opts_.d_embedded, dh);
