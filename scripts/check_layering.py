@@ -43,8 +43,9 @@ ALLOWED = {
 # config may include these header-only struct definitions of the modules it fills.
 CONFIG_STRUCT_HEADERS = re.compile(r"^[a-z_]+/[a-z_]*(config|options|recipe)\.h$")
 CUDA_OK = ("src/backend/cuda/", "src/ops/cuda/", "src/comm/nccl", "kernels/")
-# Device glue outside ops/ that may call kernels/ launchers: the adapters' CUDA glue.
-KERNEL_GLUE = ("src/adapters/cuda/",)
+# Device glue outside ops/ that may call kernels/ launchers: the adapters' CUDA glue and the optimizer's
+# device AdamW (the update and the gradient norm on the compute stream).
+KERNEL_GLUE = ("src/adapters/cuda/", "src/optim/device_adamw_cuda.cpp")
 # Header-only host/device code that kernels/ may include from a module above it (no includes of its
 # own, so the layering below is untouched): the adapters' counter-based hash (CPU and GPU dropout
 # masks agree by construction).
