@@ -26,6 +26,10 @@
 #          Nothing is installed: a machine without them gets a row saying so.
 #   6. tests/offload_bench: the optimizer phase of a step with the AdamW state on the device and with it
 #      in pinned host RAM (optim.offload), for LoRA r16 at 8B and 70B adapter sizes.
+#   7. scripts/bench_offload.sh: adapt_train's whole step on the GPU (the 8B-shaped model of step 5, bf16,
+#      seq 4096, batch 1, LoRA r16) with optim.offload = false, with offload and the host update after
+#      the step (optim.overlap = false), and with it overlapped with the next step (the default); the
+#      step-time ratios against the aim (offload at most 1.10x).
 #
 # Usage: scripts/gpu_check.sh [--build-dir DIR] [--jobs N] [--layers N] [--quick] [--no-build] [--no-hf]
 #                             [--python PY] [--out FILE] [-h|--help]
@@ -302,6 +306,28 @@ elif "$build/tests/offload_bench" 42000000,207000000 0 "$offload_reps" >"$build/
   done <"$build/offload_bench.txt"
 else
   emit "offload_bench failed (log: $log)"
+  status=1
+fi
+emit ""
+
+# ==== GPU only: the whole training step with offload on and off (scripts/bench_offload.sh) ==============
+emit "### adapt_train's step with the optimizer state on the GPU and in host RAM (scripts/bench_offload.sh)"
+emit ""
+offload_steps=4
+[[ "$quick" == 1 ]] && offload_steps=2
+offload_seq="$seq_len"
+[[ "$quick" == 1 ]] && offload_seq=512
+if "$root/scripts/bench_offload.sh" "$build" --device cuda --preset llama-3.1-8b --layers "$layers" --dtype bf16 \
+    --seq "$offload_seq" --micro-batch 1 --adapter lora:16 --steps "$offload_steps" \
+    >"$build/bench_offload.txt" 2>>"$log"; then
+  emit '```'
+  while IFS= read -r line; do emit "$line"; done <"$build/bench_offload.txt"
+  emit '```'
+else
+  emit "bench_offload.sh failed (log: $log); its output:"
+  emit '```'
+  while IFS= read -r line; do emit "$line"; done <"$build/bench_offload.txt"
+  emit '```'
   status=1
 fi
 emit ""

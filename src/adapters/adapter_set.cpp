@@ -128,20 +128,39 @@ LoraDropout AdapterSet::dropout_for(const model::LinearSite& site) const {
   return d;
 }
 
+namespace {
+// The LoRA adapter a linear hook call is for; InternalError when the model calls a site without one.
+LoraAdapter& hooked_lora(AdapterSet& set, const model::LinearSite& site, const char* call) {
+  LoraAdapter* ad = set.merged() ? nullptr : set.lora(site.layer, site.kind);
+  ADAPT_CHECK(ad != nullptr, "{} called for layer {} kind {} which has no LoRA adapter{}", call, site.layer,
+              static_cast<int>(site.kind), set.merged() ? " (the adapters are merged)" : "");
+  return *ad;
+}
+}  // namespace
+
 void AdapterSet::linear_forward(const model::LinearSite& site, const Tensor& x, Tensor& y) {
-  const LoraAdapter* ad = merged_ ? nullptr : lora(site.layer, site.kind);
-  ADAPT_CHECK(ad != nullptr, "linear_forward called for layer {} kind {} which has no LoRA adapter{}", site.layer,
-              static_cast<int>(site.kind), merged_ ? " (the adapters are merged)" : "");
+  const LoraAdapter& ad = hooked_lora(*this, site, "linear_forward");
+  forward_gate(site.layer);  // the layer's updated parameters (adapter_set_overlap.cpp)
   ws_->reset();
-  ad->forward(x, y, dropout_for(site), *ws_);
+  ad.forward(x, y, dropout_for(site), *ws_);
 }
 
 void AdapterSet::linear_backward(const model::LinearSite& site, const Tensor& x, const Tensor& dy, Tensor& dx) {
-  LoraAdapter* ad = merged_ ? nullptr : lora(site.layer, site.kind);
-  ADAPT_CHECK(ad != nullptr, "linear_backward called for layer {} kind {} which has no LoRA adapter{}", site.layer,
-              static_cast<int>(site.kind), merged_ ? " (the adapters are merged)" : "");
+  LoraAdapter& ad = hooked_lora(*this, site, "linear_backward");
   ws_->reset();
-  ad->backward(x, dy, dx, dropout_for(site), *ws_);
+  ad.backward(x, dy, dx, dropout_for(site), *ws_);
+}
+
+void AdapterSet::linear_backward_input(const model::LinearSite& site, const Tensor& x, const Tensor& dy, Tensor& dx) {
+  const LoraAdapter& ad = hooked_lora(*this, site, "linear_backward_input");
+  ws_->reset();
+  ad.backward_input(x, dy, dx, dropout_for(site), *ws_);
+}
+
+void AdapterSet::linear_backward_weights(const model::LinearSite& site, const Tensor& x, const Tensor& dy) {
+  LoraAdapter& ad = hooked_lora(*this, site, "linear_backward_weights");
+  ws_->reset();
+  ad.backward_weights(x, dy, dropout_for(site), *ws_);
 }
 
 bool AdapterSet::has_block(int layer, BlockSite site) const { return bottleneck(layer, site) != nullptr; }
@@ -168,6 +187,7 @@ void AdapterSet::block_forward(int layer, BlockSite site, const Tensor& h, const
   check_matrix("block_forward", f, N, model_.hidden_size, "f");
   check_device("block_forward", h, device_, "h");
   check_device("block_forward", f, device_, "f");
+  forward_gate(layer);  // the layer's updated parameters (adapter_set_overlap.cpp)
   ws_->reset();
   const Tensor z = block_input(h, f);
   ad->forward(z, out, *ws_);

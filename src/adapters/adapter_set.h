@@ -11,9 +11,11 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "adapters/adapter_config.h"
@@ -64,6 +66,10 @@ class AdapterSet final : public model::AdapterHook {
   bool has_linear(const model::LinearSite& site) const override;
   void linear_forward(const model::LinearSite& site, const Tensor& x, Tensor& y) override;
   void linear_backward(const model::LinearSite& site, const Tensor& x, const Tensor& dy, Tensor& dx) override;
+  /// The two halves of linear_backward (LoraAdapter::backward_input / backward_weights): the same
+  /// dropout masks, and together the same bits as linear_backward.
+  void linear_backward_input(const model::LinearSite& site, const Tensor& x, const Tensor& dy, Tensor& dx) override;
+  void linear_backward_weights(const model::LinearSite& site, const Tensor& x, const Tensor& dy) override;
   bool has_block(int layer, model::BlockSite site) const override;
   void block_forward(int layer, model::BlockSite site, const Tensor& h, const Tensor& f, Tensor& out) override;
   /// dh and df must be distinct tensors (each receives its own share).
@@ -168,6 +174,42 @@ class AdapterSet final : public model::AdapterHook {
   /// device set the gradients are copied to the host for the sum.
   double tp_grad_norm() const;
 
+  // ---- overlap with the optimizer (adapter_set_overlap.cpp) ----
+  // Gradients leave layer by layer during the step's last backward (streaming), and the next step's
+  // forward waits only for its own layer's updated parameters (the forward gate), so that an optimizer
+  // running on the host (optim.offload with optim.overlap) overlaps with the GPU's work.
+
+  /// Receives decoder layer `layer` and its parameters: parameters()[first_param, end_param).
+  using LayerParamsFn = std::function<void(int layer, std::size_t first_param, std::size_t end_param)>;
+  /// The range of parameters() that belongs to decoder layer `layer` (parameters() are layer-major); an
+  /// empty range for a layer without adapters.
+  std::pair<std::size_t, std::size_t> layer_params(int layer) const;
+  /// Installs the receiver of streamed layers (an empty function: the layers are only reduced over tp).
+  void set_gradient_stream(LayerParamsFn on_layer);
+  /// Arms streaming for the next backward pass (the last micro-batch of a step): each
+  /// layer_backward_done(l) of a layer with adapters then sums the layer's partial LoRA factor gradients
+  /// over tp (tp_reduce_gradients for that layer: a collective over tp) and hands the layer to the
+  /// receiver, once. Arm only a pass after which the layers' gradients no longer change in this step.
+  void arm_gradient_stream();
+  /// After the step's backward: reduces over tp and hands to the receiver every layer with adapters not
+  /// streamed since the last end_gradient_stream (all of them when nothing was armed, e.g. under the
+  /// pipeline schedule), highest layer first, and disarms. Between two calls every layer with adapters is
+  /// handed exactly once, in descending order, so with this pair tp_reduce_gradients() is not called.
+  /// Collective over tp (every rank of the group hands the same layers in the same order).
+  void end_gradient_stream();
+  /// model::AdapterHook: streams `layer` when armed (see arm_gradient_stream).
+  void layer_backward_done(int layer) override;
+
+  /// Installs `gate`, called by linear_forward / block_forward before the first use of a layer's
+  /// parameters after arm_forward_gate(): once per layer with adapters, with the layer's parameter range,
+  /// on the calling thread. The gate blocks until the layer's new values are in place (and orders the
+  /// device's compute after their copies). An empty function removes the gate.
+  void set_forward_gate(LayerParamsFn gate);
+  /// Re-arms the gate for every layer (after each optimizer step that the forward must wait for).
+  void arm_forward_gate();
+  /// The layers gate no more until the next arm_forward_gate() (the update has been waited for as a whole).
+  void disarm_forward_gate();
+
  private:
   static constexpr int kNumTargets = 7;  // q, k, v, o, gate, up, down
 
@@ -186,6 +228,22 @@ class AdapterSet final : public model::AdapterHook {
   std::int64_t step_ = 0;
   std::int64_t micro_batch_ = 0;
   model::TensorParallel tp_;  // set by shard_for_tp
+  // overlap (adapter_set_overlap.cpp): per decoder layer, whether it was streamed since the last
+  // end_gradient_stream / still has to pass the forward gate.
+  LayerParamsFn on_layer_grads_;
+  LayerParamsFn forward_gate_;
+  std::vector<char> streamed_;
+  std::vector<char> gated_;
+  bool stream_armed_ = false;
+  bool gate_armed_ = false;
+
+  /// Sums layer `layer`'s partial LoRA factor gradients over tp (collective over tp).
+  void tp_reduce_layer_gradients(int layer);
+  /// The forward gate for `layer`, when armed and not passed yet.
+  void forward_gate(int layer) {
+    if (gate_armed_) forward_gate_slow(layer);
+  }
+  void forward_gate_slow(int layer);
 
   LoraDropout dropout_for(const model::LinearSite& site) const;
   /// A row-parallel site's columns of x within the whole x (the masks of one rank).

@@ -80,21 +80,23 @@ void AdapterSet::tp_dropout_columns(const model::LinearSite& site, LoraDropout& 
 }
 
 void AdapterSet::tp_reduce_gradients() {
+  for (const int layer : layers_) tp_reduce_layer_gradients(layer);
+}
+
+void AdapterSet::tp_reduce_layer_gradients(int layer) {
   if (!tp_.active()) return;
-  for (const int layer : layers_) {
-    for (const WeightKind kind : kTargets) {
-      LoraAdapter* ad = lora(layer, kind);
-      if (!ad) continue;
-      // The factor that is whole on every rank: A of a column-parallel site, B of a row-parallel one.
-      const bool column = kind != WeightKind::Wo && kind != WeightKind::WDown;
-      Tensor& g = column ? ad->grad_a : ad->grad_b;
-      if (device_.host_accessible() || takes_device_buffers(*tp_.comm)) {
-        tp_.comm->all_reduce(g, comm::ReduceOp::Sum);
-      } else {  // a device set over a host communicator: through a host copy
-        Tensor h = detail::copy_to(g, host_allocator());
-        tp_.comm->all_reduce(h, comm::ReduceOp::Sum);
-        backend::copy(g, h);
-      }
+  for (const WeightKind kind : kTargets) {
+    LoraAdapter* ad = lora(layer, kind);
+    if (!ad) continue;
+    // The factor that is whole on every rank: A of a column-parallel site, B of a row-parallel one.
+    const bool column = kind != WeightKind::Wo && kind != WeightKind::WDown;
+    Tensor& g = column ? ad->grad_a : ad->grad_b;
+    if (device_.host_accessible() || takes_device_buffers(*tp_.comm)) {
+      tp_.comm->all_reduce(g, comm::ReduceOp::Sum);
+    } else {  // a device set over a host communicator: through a host copy
+      Tensor h = detail::copy_to(g, host_allocator());
+      tp_.comm->all_reduce(h, comm::ReduceOp::Sum);
+      backend::copy(g, h);
     }
   }
 }

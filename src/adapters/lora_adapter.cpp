@@ -58,33 +58,62 @@ void LoraAdapter::forward(const Tensor& x, Tensor& y, const LoraDropout& dropout
   ops::matmul(y, u, b, {.transpose_b = true, .alpha = static_cast<float>(scaling_), .beta = 1.0f});
 }
 
-void LoraAdapter::backward(const Tensor& x, const Tensor& dy, Tensor& dx, const LoraDropout& dropout,
-                           ops::Workspace& ws) {
-  const std::int64_t N = matrix_rows("lora backward", x, "x");
-  check_matrix("lora backward", x, N, in(), "x");
-  check_matrix("lora backward", dy, N, out(), "dy");
-  check_matrix("lora backward", dx, N, in(), "dx");
-  check_device("lora backward", x, device(), "x");
-  check_device("lora backward", dy, device(), "dy");
-  check_device("lora backward", dx, device(), "dx");
+void LoraAdapter::check_backward(const char* what, const Tensor& x, const Tensor& dy, const Tensor* dx) const {
+  const std::int64_t N = matrix_rows(what, x, "x");
+  check_matrix(what, x, N, in(), "x");
+  check_matrix(what, dy, N, out(), "dy");
+  if (dx) check_matrix(what, *dx, N, in(), "dx");
+  check_device(what, x, device(), "x");
+  check_device(what, dy, device(), "dy");
+  if (dx) check_device(what, *dx, device(), "dx");
+}
+
+Tensor LoraAdapter::grad_u(const Tensor& dy, ops::Workspace& ws) const {
+  Tensor gu = ws.take({dy.dim(0), rank()}, DType::F32, "lora.gu");
+  ops::matmul(gu, dy, b, {.transpose_b = false});  // gu (N, r) = dy · B
+  return gu;
+}
+
+void LoraAdapter::accumulate_grads(const Tensor& xd, const Tensor& dy, const Tensor& gu, ops::Workspace& ws) {
   const float s = static_cast<float>(scaling_);
-  const Tensor xd = dropped_input(x, dropout, ws);
-  Tensor u = ws.take({N, rank()}, DType::F32, "lora.u");
+  Tensor u = ws.take({xd.dim(0), rank()}, DType::F32, "lora.u");
   ops::matmul(u, xd, a);
   // dB (out, r) += s · dyᵀ · u
   ops::matmul(grad_b, dy, u, {.transpose_a = true, .transpose_b = false, .alpha = s, .beta = 1.0f});
-  // gu (N, r) = dy · B
-  Tensor gu = ws.take({N, rank()}, DType::F32, "lora.gu");
-  ops::matmul(gu, dy, b, {.transpose_b = false});
   // dA (r, in) += s · guᵀ · x̃
   ops::matmul(grad_a, gu, xd, {.transpose_a = true, .transpose_b = false, .alpha = s, .beta = 1.0f});
+}
+
+void LoraAdapter::add_input_share(Tensor& dx, const Tensor& gu, const LoraDropout& dropout, ops::Workspace& ws) const {
+  const float s = static_cast<float>(scaling_);
   if (!dropout.active()) {
     ops::matmul(dx, gu, a, {.transpose_b = false, .alpha = s, .beta = 1.0f});  // dx += s · gu · A
     return;
   }
-  Tensor dxd = ws.take({N, in()}, DType::F32, "lora.dx_dropped");
+  Tensor dxd = ws.take({gu.dim(0), in()}, DType::F32, "lora.dx_dropped");
   ops::matmul(dxd, gu, a, {.transpose_b = false, .alpha = s});
   detail::lora_dropout_accumulate(dx, dxd, dropout);  // dx += mask ⊙ dxd / (1 − p)
+}
+
+void LoraAdapter::backward(const Tensor& x, const Tensor& dy, Tensor& dx, const LoraDropout& dropout,
+                           ops::Workspace& ws) {
+  check_backward("lora backward", x, dy, &dx);
+  const Tensor xd = dropped_input(x, dropout, ws);
+  const Tensor gu = grad_u(dy, ws);
+  accumulate_grads(xd, dy, gu, ws);
+  add_input_share(dx, gu, dropout, ws);
+}
+
+void LoraAdapter::backward_input(const Tensor& x, const Tensor& dy, Tensor& dx, const LoraDropout& dropout,
+                                 ops::Workspace& ws) const {
+  check_backward("lora backward_input", x, dy, &dx);
+  add_input_share(dx, grad_u(dy, ws), dropout, ws);
+}
+
+void LoraAdapter::backward_weights(const Tensor& x, const Tensor& dy, const LoraDropout& dropout, ops::Workspace& ws) {
+  check_backward("lora backward_weights", x, dy, nullptr);
+  const Tensor xd = dropped_input(x, dropout, ws);
+  accumulate_grads(xd, dy, grad_u(dy, ws), ws);
 }
 
 void LoraAdapter::merge_into(Tensor& w, double sign) const {

@@ -56,6 +56,15 @@ class LoraAdapter {
   /// With u = x̃·Aᵀ (x̃ the dropped input) and g = dy (N, out): grad_b += s·gᵀ·u, grad_a += s·(g·B)ᵀ·x̃,
   /// dx (N, in) += mask ⊙ s·(g·B)·A. Same x and dropout as the forward.
   void backward(const Tensor& x, const Tensor& dy, Tensor& dx, const LoraDropout& dropout, ops::Workspace& ws);
+  /// backward in two halves (model::AdapterHook::linear_backward_input / _weights), so that the tp
+  /// all-reduce of dx can run during the parameter-gradient work. backward_input: only
+  /// dx += mask ⊙ s·(g·B)·A. backward_weights, with the same x, dy and dropout: only grad_b and grad_a.
+  /// The weights half recomputes g·B (N, r) rather than keeping it between the calls (an extra
+  /// N·out·r multiply-adds, small next to the base dx GEMM's N·out·in). Together they give backward's
+  /// bits: the same ops on the same operands, each result written by one of the halves.
+  void backward_input(const Tensor& x, const Tensor& dy, Tensor& dx, const LoraDropout& dropout,
+                      ops::Workspace& ws) const;
+  void backward_weights(const Tensor& x, const Tensor& dy, const LoraDropout& dropout, ops::Workspace& ws);
 
   /// w (out, in), f32: w += sign·s·B·A (sign = +1 merges, −1 unmerges).
   void merge_into(Tensor& w, double sign) const;
@@ -69,6 +78,14 @@ class LoraAdapter {
   double scaling_;
   /// x̃ = x ⊙ mask / (1 − p) in workspace memory, or x itself without dropout.
   Tensor dropped_input(const Tensor& x, const LoraDropout& dropout, ops::Workspace& ws) const;
+  /// The steps backward and its halves share (so their bits agree by construction).
+  void check_backward(const char* what, const Tensor& x, const Tensor& dy, const Tensor* dx) const;
+  /// gu (N, r) = dy · B, in workspace memory.
+  Tensor grad_u(const Tensor& dy, ops::Workspace& ws) const;
+  /// grad_b += s·dyᵀ·(x̃·Aᵀ), grad_a += s·guᵀ·x̃.
+  void accumulate_grads(const Tensor& xd, const Tensor& dy, const Tensor& gu, ops::Workspace& ws);
+  /// dx += mask ⊙ s·gu·A.
+  void add_input_share(Tensor& dx, const Tensor& gu, const LoraDropout& dropout, ops::Workspace& ws) const;
 };
 
 }  // namespace adapt::adapters

@@ -95,6 +95,32 @@ void Communicator::all_reduce(void* buf, std::int64_t count, CommDType type, Red
   if (count > 0) do_all_reduce(buf, count, type, op);
 }
 
+CommRequest& CommRequest::operator=(CommRequest&& other) {
+  if (this != &other) {
+    wait();
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+void CommRequest::wait() {
+  if (!state_) return;
+  // Released first: a wait that throws is not repeated by the destructor.
+  const std::unique_ptr<State> state = std::move(state_);
+  state->wait();
+}
+
+CommRequest Communicator::all_reduce_start(void* buf, std::int64_t count, CommDType type, ReduceOp op) {
+  begin(Collective::AllReduce, count, count * static_cast<std::int64_t>(comm_dtype_size(type)));
+  if (count == 0) return {};
+  return do_all_reduce_start(buf, count, type, op);
+}
+
+CommRequest Communicator::do_all_reduce_start(void* buf, std::int64_t count, CommDType type, ReduceOp op) {
+  do_all_reduce(buf, count, type, op);
+  return {};
+}
+
 void Communicator::all_gather(const void* send, void* recv, std::int64_t count, CommDType type) {
   begin(Collective::AllGather, count, count * size() * static_cast<std::int64_t>(comm_dtype_size(type)));
   if (count > 0) do_all_gather(send, recv, count, type);
@@ -164,6 +190,11 @@ void require_contiguous(const Tensor& t, std::string_view what, const std::strin
 void Communicator::all_reduce(Tensor& t, ReduceOp op) {
   require_contiguous(t, "all_reduce", name_);
   all_reduce(t.raw(), t.numel(), comm_dtype_of(t.dtype()), op);
+}
+
+CommRequest Communicator::all_reduce_start(Tensor& t, ReduceOp op) {
+  require_contiguous(t, "all_reduce_start", name_);
+  return all_reduce_start(t.raw(), t.numel(), comm_dtype_of(t.dtype()), op);
 }
 
 void Communicator::broadcast(Tensor& t, int root) {

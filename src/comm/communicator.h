@@ -68,12 +68,45 @@ struct CommStats {
 std::string comm_timeout_message(int world_rank, Collective c, double timeout_s, std::string_view group,
                                  std::int64_t seq);
 
+/// A collective started and not yet complete (Communicator::all_reduce_start). wait() completes it;
+/// a request never waited for is completed by its destructor, so no collective is left in flight on
+/// a buffer when an exception unwinds its owner. Move-only; it must not outlive its communicator.
+class CommRequest {
+ public:
+  /// What an implementation keeps for a collective in flight; wait() is called once.
+  class State {
+   public:
+    virtual ~State() = default;
+    virtual void wait() = 0;
+  };
+
+  /// A completed request (what synchronous implementations return).
+  CommRequest() = default;
+  explicit CommRequest(std::unique_ptr<State> state) : state_(std::move(state)) {}
+  CommRequest(CommRequest&&) noexcept = default;
+  /// Waits for the request held so far, then takes `other`'s.
+  CommRequest& operator=(CommRequest&& other);
+  CommRequest(const CommRequest&) = delete;
+  CommRequest& operator=(const CommRequest&) = delete;
+  ~CommRequest() { wait(); }
+
+  /// Completes the collective (see Communicator::all_reduce_start for what "complete" means per
+  /// implementation). A second call does nothing.
+  void wait();
+  /// True until wait() has been called (or for a request that was done when made: false).
+  bool pending() const { return state_ != nullptr; }
+
+ private:
+  std::unique_ptr<State> state_;
+};
+
 /// Collective contract (as c10d's): every rank of the group calls the same collectives in the same
 /// order with matching counts and types. A rank that waits longer than the timeout, or sees the
 /// library fail, prints the message above and aborts the whole job (it does not throw: its peers
 /// would hang). Argument errors found before any communication (negative counts, bad peers) throw.
 /// Buffers are host memory for the local and MPI implementations and device memory for NCCL. Calls
-/// block until this rank's part is done. Not thread-safe: one thread issues a communicator's calls.
+/// block until this rank's part is done (all_reduce_start: until its wait()). Not thread-safe: one
+/// thread issues a communicator's calls.
 ///
 /// Bytes counted per call (this rank's view): all_reduce and broadcast the buffer; all_gather the
 /// gathered output (count × size); reduce_scatter the input (count × size); send and recv the
@@ -116,6 +149,20 @@ class Communicator {
   /// `name` names the new group. Called by every rank of this group.
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name);
 
+  /// all_reduce without waiting for it: the returned request's wait() completes it, so that work not
+  /// touching `buf` can run in between (Megatron's asynchronous tensor-parallel all-reduce of the
+  /// input gradient). Until wait() returns, this rank must neither read nor write `buf`. Counted as one
+  /// all_reduce (same calls, bytes and call number, taken at the start). Every rank of the group starts
+  /// its requests in the same order as its other collectives (the contract below); waits may come in
+  /// any order, and other collectives may be issued between a start and its wait. Per implementation:
+  /// MPI posts non-blocking calls (MPI_Iallreduce) and wait() polls them against the timeout, counted
+  /// from the start (how much runs before wait() is up to the MPI library's progress); device buffers
+  /// staged through host memory and the local group complete in the start (wait() does nothing); NCCL
+  /// enqueues on its stream and wait() orders the compute stream after the collective
+  /// (nccl_communicator.h). Implementations without their own version complete it in the start.
+  [[nodiscard]] CommRequest all_reduce_start(void* buf, std::int64_t count, CommDType type, ReduceOp op);
+  [[nodiscard]] CommRequest all_reduce_start(Tensor& t, ReduceOp op);
+
   template <typename T> void all_reduce(std::span<T> buf, ReduceOp op) {
     all_reduce(buf.data(), static_cast<std::int64_t>(buf.size()), comm_dtype_of<T>(), op);
   }
@@ -130,6 +177,8 @@ class Communicator {
   Communicator(std::string name, const CommOptions& options);
 
   virtual void do_all_reduce(void* buf, std::int64_t count, CommDType type, ReduceOp op) = 0;
+  /// Called with count > 0. Default: do_all_reduce, then a completed request.
+  virtual CommRequest do_all_reduce_start(void* buf, std::int64_t count, CommDType type, ReduceOp op);
   virtual void do_all_gather(const void* send, void* recv, std::int64_t count, CommDType type) = 0;
   virtual void do_reduce_scatter(const void* send, void* recv, std::int64_t count, CommDType type, ReduceOp op) = 0;
   virtual void do_broadcast(void* buf, std::int64_t count, CommDType type, int root) = 0;

@@ -112,23 +112,26 @@ void comm_abort_job(const std::string& message) {
   std::abort();  // without MPI, or should MPI_Abort ever return
 }
 
-void MpiCommunicator::check(int rc, Collective c, const char* call) const {
+void MpiCommunicator::check(int rc, Collective c, const char* call, std::int64_t call_seq) const {
   if (rc == MPI_SUCCESS) return;
   char text[MPI_MAX_ERROR_STRING] = {};
   int len = 0;
   MPI_Error_string(rc, text, &len);
   comm_abort_job(fmt::format("rank {}: {} failed in group {} (call #{}): {}: {}", world_rank_, collective_name(c),
-                             name(), seq(), call, std::string(text, static_cast<std::size_t>(len))));
+                             name(), call_seq < 0 ? seq() : call_seq, call,
+                             std::string(text, static_cast<std::size_t>(len))));
 }
 
-void MpiCommunicator::wait(MPI_Request& req, Collective c, PollClock::time_point until) const {
+void MpiCommunicator::wait(MPI_Request& req, Collective c, PollClock::time_point until, std::int64_t call_seq) const {
   PollBackoff backoff;
   for (;;) {
     int done = 0;
-    check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), c, "MPI_Test");
+    check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), c, "MPI_Test", call_seq);
     if (done) return;
-    if (PollClock::now() > until)
-      comm_abort_job(comm_timeout_message(world_rank_, c, options().timeout_s, name(), seq()));
+    if (PollClock::now() > until) {
+      comm_abort_job(
+          comm_timeout_message(world_rank_, c, options().timeout_s, name(), call_seq < 0 ? seq() : call_seq));
+    }
     backoff.pause();
   }
 }
@@ -155,6 +158,41 @@ void MpiCommunicator::do_all_reduce(void* user_buf, std::int64_t count, CommDTyp
                 return MPI_Iallreduce(MPI_IN_PLACE, at(buf, off, type), n, mpi_type(type), mop, comm_, req);
               });
   stage.finish();
+}
+
+// The chunks of one started all-reduce, all posted at once (MPI lets several non-blocking collectives
+// of a communicator be in flight; every rank posts them in the same order) and completed in wait()
+// with the blocking path's checks: one deadline, counted from the start, names the call it belongs to.
+struct MpiCommunicator::AllReduceRequest final : CommRequest::State {
+  const MpiCommunicator* comm = nullptr;
+  std::vector<MPI_Request> reqs;
+  PollClock::time_point until;
+  std::int64_t seq = 0;
+
+  void wait() override {
+    for (MPI_Request& r : reqs) comm->wait(r, Collective::AllReduce, until, seq);
+  }
+};
+
+CommRequest MpiCommunicator::do_all_reduce_start(void* buf, std::int64_t count, CommDType type, ReduceOp op) {
+  const MPI_Op mop = mpi_op(op, type, Collective::AllReduce, name());
+  if (mpi_stages_buffer(buf)) {
+    do_all_reduce(buf, count, type, op);
+    return {};
+  }
+  auto state = std::make_unique<AllReduceRequest>();
+  state->comm = this;
+  state->until = poll_deadline(options().timeout_s);
+  state->seq = seq();
+  const std::int64_t chunk = options().max_elems_per_call;
+  state->reqs.reserve(static_cast<std::size_t>((count + chunk - 1) / chunk));
+  for (std::int64_t off = 0; off < count; off += chunk) {
+    const int n = static_cast<int>(std::min(chunk, count - off));
+    MPI_Request& req = state->reqs.emplace_back(MPI_REQUEST_NULL);
+    check(MPI_Iallreduce(MPI_IN_PLACE, at(buf, off, type), n, mpi_type(type), mop, comm_, &req), Collective::AllReduce,
+          "MPI_Iallreduce");
+  }
+  return CommRequest(std::move(state));
 }
 
 // One call of the gather and scatter families moves chunk × size elements, so their chunk is the limit

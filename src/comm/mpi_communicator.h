@@ -46,6 +46,9 @@ class MpiCommunicator final : public Communicator {
   int world_rank_ = 0;
 
   void do_all_reduce(void* buf, std::int64_t count, CommDType type, ReduceOp op) override;
+  /// Host buffers: every chunk's MPI_Iallreduce is posted here and polled in wait(). Device buffers are
+  /// staged through host memory synchronously (the copies need the data now): done before returning.
+  CommRequest do_all_reduce_start(void* buf, std::int64_t count, CommDType type, ReduceOp op) override;
   void do_all_gather(const void* send, void* recv, std::int64_t count, CommDType type) override;
   void do_reduce_scatter(const void* send, void* recv, std::int64_t count, CommDType type, ReduceOp op) override;
   void do_broadcast(void* buf, std::int64_t count, CommDType type, int root) override;
@@ -56,10 +59,13 @@ class MpiCommunicator final : public Communicator {
   void do_barrier() override;
   std::unique_ptr<Communicator> do_split(int color, int key, const std::string& name) override;
 
-  /// Checks the status of an MPI call; on failure prints the error and aborts the job.
-  void check(int rc, Collective c, const char* call) const;
+  struct AllReduceRequest;  // the CommRequest state of do_all_reduce_start
+
+  /// Checks the status of an MPI call; on failure prints the error and aborts the job. `call_seq`:
+  /// the call number named in the message (default: the current one).
+  void check(int rc, Collective c, const char* call, std::int64_t call_seq = -1) const;
   /// Polls `req` until it completes; aborts the job when `until` passes first.
-  void wait(MPI_Request& req, Collective c, PollClock::time_point until) const;
+  void wait(MPI_Request& req, Collective c, PollClock::time_point until, std::int64_t call_seq = -1) const;
   /// Splits `count` elements into chunks of at most `chunk`: for each, `post(offset, n, &request)`
   /// starts one non-blocking call (returning its MPI status), which completes before the next starts,
   /// then `after(offset, n)` runs; one deadline covers the whole collective.

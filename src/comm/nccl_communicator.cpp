@@ -116,25 +116,35 @@ struct NcclCommunicator::Impl {
       wait(c, timeout_s, group, seq);
       return;
     }
-    // A non-blocking communicator may still be putting the call on the stream (ncclInProgress): the
-    // done event must be recorded after it, so wait for the enqueue (not for the collective).
+    wait_enqueued(c, timeout_s, group, seq);
+    const cudaEvent_t done = record_done(compute != nullptr ? own_stream : stream, c, group, seq);
+    if (compute != nullptr) cuda_check(cudaStreamWaitEvent(compute, done, 0), c, "cudaStreamWaitEvent", group, seq);
+    pending.push_back({c, seq, done, poll_deadline(timeout_s)});
+    if (!async) drain(group, /*block=*/true);
+  }
+
+  /// A non-blocking communicator may still be putting the last call on the stream (ncclInProgress): an
+  /// event recorded on the stream must come after it, so this waits for the enqueue (not for the
+  /// collective).
+  void wait_enqueued(Collective c, double timeout_s, const std::string& group, std::int64_t seq) const {
     const auto until = poll_deadline(timeout_s);
     PollBackoff backoff;
     for (;;) {
       ncclResult_t state = ncclSuccess;
       ncclCommGetAsyncError(comm, &state);
-      if (state == ncclSuccess) break;
+      if (state == ncclSuccess) return;
       if (state != ncclInProgress) check(state, c, "ncclCommGetAsyncError", group, seq);
       if (PollClock::now() > until) fail(comm_timeout_message(log::world_rank(), c, timeout_s, group, seq));
       backoff.pause();
     }
+  }
+
+  /// A new event recorded on `used` after the collective just enqueued there (call wait_enqueued first).
+  cudaEvent_t record_done(cudaStream_t used, Collective c, const std::string& group, std::int64_t seq) const {
     cudaEvent_t done = nullptr;
-    const cudaStream_t used = compute != nullptr ? own_stream : stream;
     cuda_check(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), c, "cudaEventCreate", group, seq);
     cuda_check(cudaEventRecord(done, used), c, "cudaEventRecord", group, seq);
-    if (compute != nullptr) cuda_check(cudaStreamWaitEvent(compute, done, 0), c, "cudaStreamWaitEvent", group, seq);
-    pending.push_back({c, seq, done, poll_deadline(timeout_s)});
-    if (!async) drain(group, /*block=*/true);
+    return done;
   }
 
   /// Retires completed pending collectives in order; with `block`, waits for all of them. Aborts the job
@@ -236,6 +246,47 @@ void NcclCommunicator::do_all_reduce(void* buf, std::int64_t count, CommDType ty
                              s),
                Collective::AllReduce, "ncclAllReduce", name(), seq());
   impl_->end_op(Collective::AllReduce, options().timeout_s, name(), seq());
+}
+
+// A started all-reduce: its done event, recorded on the stream it runs on. The compute stream set at
+// the start waits for it only in wait(), so the compute queued in between is not ordered after it.
+struct NcclCommunicator::AllReduceRequest final : CommRequest::State {
+  Impl* impl = nullptr;
+  const std::string* group = nullptr;  // the communicator's name (the request does not outlive it)
+  cudaStream_t compute = nullptr;
+  cudaEvent_t done = nullptr;  // owned until wait() hands it to the pending list
+  std::int64_t seq = 0;
+  PollClock::time_point deadline;
+
+  ~AllReduceRequest() override {
+    if (done) cudaEventDestroy(done);
+  }
+
+  void wait() override {
+    if (compute != nullptr) {
+      impl->cuda_check(cudaStreamWaitEvent(compute, done, 0), Collective::AllReduce, "cudaStreamWaitEvent", *group,
+                       seq);
+    }
+    impl->pending.push_back({Collective::AllReduce, seq, done, deadline});
+    done = nullptr;
+    if (!impl->async) impl->drain(*group, /*block=*/true);
+  }
+};
+
+CommRequest NcclCommunicator::do_all_reduce_start(void* buf, std::int64_t count, CommDType type, ReduceOp op) {
+  Impl& m = *impl_;
+  const cudaStream_t s = m.begin_op(Collective::AllReduce, name(), seq());
+  m.check(ncclAllReduce(buf, buf, static_cast<std::size_t>(count), nccl_type(type), nccl_op(op), m.comm, s),
+          Collective::AllReduce, "ncclAllReduce", name(), seq());
+  m.wait_enqueued(Collective::AllReduce, options().timeout_s, name(), seq());
+  auto state = std::make_unique<AllReduceRequest>();
+  state->impl = &m;
+  state->group = &name();
+  state->compute = m.compute;
+  state->seq = seq();
+  state->deadline = poll_deadline(options().timeout_s);
+  state->done = m.record_done(s, Collective::AllReduce, name(), seq());
+  return CommRequest(std::move(state));
 }
 
 void NcclCommunicator::do_all_gather(const void* send, void* recv, std::int64_t count, CommDType type) {

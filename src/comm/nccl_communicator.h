@@ -8,8 +8,11 @@
 // for the collective's done event (llm.c's zero.cuh ordering), so compute queued before a collective
 // is not serialised behind it and compute queued after it sees its result. In async mode the host
 // does not wait: queued collectives are checked (async error, CUDA error, deadline) by poll() and
-// synchronize(), as c10d's watchdog does. Compiled only with ADAPT_HAVE_NCCL (nccl_grid_comms also
-// without, where it throws); this header has no CUDA types.
+// synchronize(), as c10d's watchdog does. all_reduce_start enqueues the same way but records the
+// collective's done event without making the compute stream wait: that happens in the request's
+// wait(), so compute queued on the compute stream between the start and the wait runs alongside the
+// collective (Megatron's asynchronous tensor-parallel all-reduce). Compiled only with ADAPT_HAVE_NCCL
+// (nccl_grid_comms also without, where it throws); this header has no CUDA types.
 #pragma once
 
 #include <memory>
@@ -50,10 +53,17 @@ class NcclCommunicator final : public Communicator {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  struct AllReduceRequest;  // the CommRequest state of do_all_reduce_start
 
   NcclCommunicator(std::unique_ptr<Impl> impl, std::string name, const CommOptions& options);
 
   void do_all_reduce(void* buf, std::int64_t count, CommDType type, ReduceOp op) override;
+  /// Enqueued like do_all_reduce (after the compute stream's work so far). The request's wait() makes
+  /// the compute stream (the one set at the start) wait for the collective, then, in blocking mode,
+  /// waits on the host for it (with the timeout and error checks of the blocking call); in async mode
+  /// it joins the collectives poll() and synchronize() check. Without a compute stream the collective
+  /// runs on set_stream's stream, ordered with the work there.
+  CommRequest do_all_reduce_start(void* buf, std::int64_t count, CommDType type, ReduceOp op) override;
   void do_all_gather(const void* send, void* recv, std::int64_t count, CommDType type) override;
   void do_reduce_scatter(const void* send, void* recv, std::int64_t count, CommDType type, ReduceOp op) override;
   void do_broadcast(void* buf, std::int64_t count, CommDType type, int root) override;

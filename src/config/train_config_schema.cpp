@@ -92,6 +92,10 @@ const Schema<train::TrainConfig>& train_config_schema() {
     o.field("max_grad_norm", &OptimConfig::max_grad_norm, "Global gradient-norm clipping (0: off).").at_least(0.0);
     o.field("offload", &OptimConfig::offload,
             "Keep AdamW's fp32 master weights and moments in host RAM, updated by a multithreaded CPU AdamW.");
+    o.field("overlap", &OptimConfig::overlap,
+            "With offload: run the CPU AdamW while the next step's forward computes, each layer waiting for its "
+            "own weights, and bring a GPU's gradients to the host per layer during the backward (same updates; "
+            "false: the update between steps). ZeRO-1 over dp > 1 keeps its update between steps.");
 
     Schema<LoopConfig> l;
     l.field("steps", &LoopConfig::steps, "Optimizer steps.").at_least(std::int64_t{1});

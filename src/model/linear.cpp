@@ -36,19 +36,38 @@ void linear(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* bias, con
   }
 }
 
-void linear_backward(Tensor& dx, const Tensor& dy, const Tensor& x, const Tensor& w, const LinearSite& site,
-                     AdapterHook* hook, const LinearOptions& opts) {
-  const bool hooked = hook && hook->has_linear(site);
+namespace {
+// dx = dy · W (or += with accumulate; zeros, or left as it is, without input_grad): the frozen path.
+void frozen_input_grad(Tensor& dx, const Tensor& dy, const Tensor& w, const LinearOptions& opts) {
   if (opts.input_grad) {
     ops::matmul(dx, gemm_operand(dy, w), w,
                 ops::MatmulOptions{.transpose_b = false, .beta = opts.accumulate ? 1.0f : 0.0f});
   } else if (!opts.accumulate) {
     ops::fill(dx, 0.0f);  // only a hook's share goes into dx
   }
-  if (hooked) {
+}
+}  // namespace
+
+void linear_backward(Tensor& dx, const Tensor& dy, const Tensor& x, const Tensor& w, const LinearSite& site,
+                     AdapterHook* hook, const LinearOptions& opts) {
+  frozen_input_grad(dx, dy, w, opts);
+  if (hook && hook->has_linear(site)) {
     Tensor dx2 = as_rows(dx);
     hook->linear_backward(site, as_rows(x), as_rows(dy), dx2);
   }
+}
+
+void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& x, const Tensor& w, const LinearSite& site,
+                           AdapterHook* hook, const LinearOptions& opts) {
+  frozen_input_grad(dx, dy, w, opts);
+  if (hook && hook->has_linear(site)) {
+    Tensor dx2 = as_rows(dx);
+    hook->linear_backward_input(site, as_rows(x), as_rows(dy), dx2);
+  }
+}
+
+void linear_backward_weights(const Tensor& dy, const Tensor& x, const LinearSite& site, AdapterHook* hook) {
+  if (hook && hook->has_linear(site)) hook->linear_backward_weights(site, as_rows(x), as_rows(dy));
 }
 
 }  // namespace adapt::model

@@ -27,6 +27,17 @@ void linear(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* bias, con
 void linear_backward(Tensor& dx, const Tensor& dy, const Tensor& x, const Tensor& w, const LinearSite& site,
                      AdapterHook* hook = nullptr, const LinearOptions& opts = {});
 
+/// linear_backward in two halves, so that the caller can start the tp all-reduce of dx between them
+/// and overlap it with the adapter's parameter-gradient work (Megatron's asynchronous tensor-parallel
+/// all-reduce). linear_backward_input: dx as linear_backward computes it (dy · W, opts as there, then
+/// the hook's share of dx through hook->linear_backward_input), no parameter gradient.
+/// linear_backward_weights, called later with the same dy and x (unchanged in between): the hook's
+/// parameter gradients (hook->linear_backward_weights); dx is not touched. Together they give what
+/// linear_backward gives (bit for bit with adapters::AdapterSet on the CPU).
+void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& x, const Tensor& w, const LinearSite& site,
+                           AdapterHook* hook = nullptr, const LinearOptions& opts = {});
+void linear_backward_weights(const Tensor& dy, const Tensor& x, const LinearSite& site, AdapterHook* hook = nullptr);
+
 /// (N, width) contiguous view of a contiguous tensor whose last dimension is `width`: the 2-D shape
 /// the hook interface promises its implementations.
 Tensor as_rows(const Tensor& t);

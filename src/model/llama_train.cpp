@@ -6,8 +6,10 @@
 #include "model/llama_train.h"
 
 #include <algorithm>
+#include <initializer_list>
 #include <span>
 
+#include "comm/communicator.h"
 #include "core/error.h"
 #include "model/linear.h"
 #include "model/llama_device.h"
@@ -89,6 +91,14 @@ class TrainPass {
     if (tp_active()) m_.tp.comm->all_reduce(t, comm::ReduceOp::Sum);
   }
   void row_parallel(Tensor& f, const Tensor& x, const Tensor& w, const Tensor& bias, const LinearSite& site);
+  // One projection of a group that reads the same normed input: its output gradient, weight and site.
+  struct ProjectionGrad {
+    Tensor dy;
+    const Tensor& w;
+    LinearSite site;
+  };
+  void column_parallel_backward(Tensor& dxn, const Tensor& xn, std::initializer_list<ProjectionGrad> projections,
+                                bool input_grad);
 
   const LlamaModel& m_;
   const LlamaConfig& c_;
@@ -131,6 +141,33 @@ void TrainPass::row_parallel(Tensor& f, const Tensor& x, const Tensor& w, const 
   linear(f, x, w, nullptr, site, hook_);
   tp_sum(f);
   if (bias.defined()) ops::bias_add(f, bias);
+}
+
+// dxn = Σ over the projections (q/k/v, or gate/up) of linear_backward, then summed over tp when
+// input_grad (each rank holds its heads' / FFN columns' share). With tp the all-reduce overlaps the
+// adapters' parameter gradients (Megatron's asynchronous tp all-reduce): dx of every projection (frozen
+// path and adapter share) first, the all-reduce started, the hooks' weight halves, then the wait. The
+// dy tensors and xn stay untouched until the weight halves have run (nothing takes scratch in
+// between, and the hook works in its own memory). dxn gets the same bits either way; the adapters'
+// gradients too (AdapterSet's halves compute what its linear_backward does). Without tp, or when
+// nothing reads dxn, each projection's linear_backward as before.
+void TrainPass::column_parallel_backward(Tensor& dxn, const Tensor& xn,
+                                         std::initializer_list<ProjectionGrad> projections, bool input_grad) {
+  bool first = true;
+  if (!tp_active() || !input_grad) {
+    for (const ProjectionGrad& p : projections) {
+      linear_backward(dxn, p.dy, xn, p.w, p.site, hook_, {.accumulate = !first, .input_grad = input_grad});
+      first = false;
+    }
+    return;
+  }
+  for (const ProjectionGrad& p : projections) {
+    linear_backward_input(dxn, p.dy, xn, p.w, p.site, hook_, {.accumulate = !first});
+    first = false;
+  }
+  comm::CommRequest sum = m_.tp.comm->all_reduce_start(dxn, comm::ReduceOp::Sum);
+  for (const ProjectionGrad& p : projections) linear_backward_weights(p.dy, xn, p.site, hook_);
+  sum.wait();
 }
 
 Tensor TrainPass::normed(const Tensor& h, const Tensor& w) {
@@ -227,9 +264,9 @@ void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
     ops::swiglu_backward(a.gate, a.up, dact, a.gate, a.up);  // gate, up now hold their gradients
     const bool need_x = has_linear(l, WeightKind::WGate) || has_linear(l, WeightKind::WUp);
     const Tensor xn = need_x ? normed(a.h_mid, w.ffn_norm) : Tensor();
-    linear_backward(dxn, a.gate, xn, w.w_gate, {l, WeightKind::WGate}, hook_);
-    linear_backward(dxn, a.up, xn, w.w_up, {l, WeightKind::WUp}, hook_, {.accumulate = true});
-    tp_sum(dxn);  // column-parallel gate/up: each rank's share of the input gradient
+    column_parallel_backward(dxn, xn,
+                             {{a.gate, w.w_gate, {l, WeightKind::WGate}}, {a.up, w.w_up, {l, WeightKind::WUp}}},
+                             /*input_grad=*/true);
     ops::rms_norm_backward(dh, nullptr, dxn, a.h_mid, w.ffn_norm, a.rstd_ffn, {.accumulate = true});
   }
   // Attention block.
@@ -253,15 +290,12 @@ void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
     const Tensor xn = need_x ? normed(a.h_in, w.attn_norm) : Tensor();
     // The first layer's input is the (frozen) embedding output: its gradient is needed only when asked.
     const bool input_grad = l > 0 || opts_.d_embedded;
-    linear_backward(dxn, dq.reshape({N_, H_ * D_}), xn, w.wq, {l, WeightKind::Wq}, hook_, {.input_grad = input_grad});
-    linear_backward(dxn, dk.reshape({N_, Hkv_ * D_}), xn, w.wk, {l, WeightKind::Wk}, hook_,
-                    {.accumulate = true, .input_grad = input_grad});
-    linear_backward(dxn, dv.reshape({N_, Hkv_ * D_}), xn, w.wv, {l, WeightKind::Wv}, hook_,
-                    {.accumulate = true, .input_grad = input_grad});
-    if (input_grad) {
-      tp_sum(dxn);  // column-parallel q/k/v
-      ops::rms_norm_backward(dh, nullptr, dxn, a.h_in, w.attn_norm, a.rstd_attn, {.accumulate = true});
-    }
+    column_parallel_backward(dxn, xn,
+                             {{dq.reshape({N_, H_ * D_}), w.wq, {l, WeightKind::Wq}},
+                              {dk.reshape({N_, Hkv_ * D_}), w.wk, {l, WeightKind::Wk}},
+                              {dv.reshape({N_, Hkv_ * D_}), w.wv, {l, WeightKind::Wv}}},
+                             input_grad);
+    if (input_grad) ops::rms_norm_backward(dh, nullptr, dxn, a.h_in, w.attn_norm, a.rstd_attn, {.accumulate = true});
   }
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <thread>
+#include <utility>
 
 #include "core/error.h"
 #include "dtype/dtype.h"
@@ -55,13 +56,16 @@ OffloadAdamW::OffloadAdamW(std::int64_t n, std::vector<OffloadSegment> segments,
   m_ = host_buffer(alloc, n, DType::F32, "offload.exp_avg");
   v_ = host_buffer(alloc, n, DType::F32, "offload.exp_avg_sq");
   grad_ = host_buffer(alloc, n, DType::F32, "offload.grad");
+  progress_ = n_;
 }
 
 OffloadAdamW::~OffloadAdamW() {
+  if (runner_.joinable()) runner_.join();  // an unfinished step (an exception unwinding): its error is dropped
   if (copier_) copier_->synchronize();
 }
 
 void OffloadAdamW::set_targets(std::vector<OffloadTarget> targets) {
+  ADAPT_CHECK(!stepping(), "offloaded AdamW: set_targets while a step runs (call finish() first)");
   bool any_bf16 = false;
   for (const OffloadTarget& t : targets) {
     ADAPT_REQUIRE(t.begin >= 0 && t.count >= 0 && t.begin + t.count <= n_ && (t.dst != nullptr || t.count == 0),
@@ -85,11 +89,86 @@ void OffloadAdamW::stage_grads(std::int64_t begin, std::int64_t count, const flo
 
 void OffloadAdamW::wait_grads() { copier_->wait_host(last_ticket_); }
 
+void OffloadAdamW::load_grads(std::int64_t begin, std::int64_t count, const float* src) {
+  ADAPT_REQUIRE(begin >= 0 && count >= 0 && begin + count <= n_, ShapeError,
+                "offloaded AdamW: gradient range [{}, {}) leaves the state of {} elements", begin, begin + count, n_);
+  ADAPT_CHECK(!stepping(), "offloaded AdamW: gradients loaded while a step runs (call finish() first)");
+  if (count > 0) std::memcpy(grad() + begin, src, static_cast<std::size_t>(count) * sizeof(float));
+}
+
 void OffloadAdamW::step(double lr) {
+  ADAPT_CHECK(!stepping(), "offloaded AdamW: step() while an asynchronous step runs (call finish() first)");
   // The copy stream is in order: once the staged gradients are in, the previous step's write-backs,
   // which read master() and the bf16 staging buffer, are done too.
   wait_grads();
   ++n_steps_;
+  {
+    std::lock_guard lock(mutex_);
+    progress_ = 0;
+  }
+  run_step(lr);
+}
+
+void OffloadAdamW::step_async(double lr, void* compute_stream) {
+  ADAPT_CHECK(!stepping(), "offloaded AdamW: step_async() while a step runs (call finish() first)");
+  wait_grads();
+  // Gradients loaded with load_grads() did not pass the copy stream: make sure that the previous step's
+  // write-backs, which read master() and the bf16 staging buffer, are done before they change.
+  copier_->synchronize();
+  copier_->order_after(compute_stream);
+  ++n_steps_;
+  {
+    std::lock_guard lock(mutex_);
+    progress_ = 0;
+    running_ = true;
+    error_ = nullptr;
+  }
+  runner_ = std::thread([this, lr] {
+    std::exception_ptr err;
+    try {
+      run_step(lr);
+    } catch (...) {
+      err = std::current_exception();
+    }
+    std::lock_guard lock(mutex_);
+    running_ = false;
+    error_ = err;
+    moved_.notify_all();
+  });
+}
+
+std::int64_t OffloadAdamW::progress() const {
+  std::lock_guard lock(mutex_);
+  return progress_;
+}
+
+void OffloadAdamW::publish(std::int64_t done) {
+  std::lock_guard lock(mutex_);
+  progress_ = done;
+  moved_.notify_all();
+}
+
+void OffloadAdamW::wait_updated(std::int64_t end) {
+  end = std::min(end, n_);
+  std::unique_lock lock(mutex_);
+  moved_.wait(lock, [&] { return progress_ >= end || !running_; });
+  if (progress_ >= end) return;
+  if (error_) std::rethrow_exception(error_);
+  ADAPT_CHECK(false, "offloaded AdamW: waiting for elements [0, {}) of a step that stopped at {}", end, progress_);
+}
+
+void OffloadAdamW::finish() {
+  if (!runner_.joinable()) return;
+  runner_.join();
+  std::exception_ptr err;
+  {
+    std::lock_guard lock(mutex_);
+    err = std::exchange(error_, nullptr);
+  }
+  if (err) std::rethrow_exception(err);
+}
+
+void OffloadAdamW::run_step(double lr) {
   const AdamWScalars with_decay = adamw_scalars(adamw_, lr, n_steps_, /*decay=*/true);
   const AdamWScalars without_decay = adamw_scalars(adamw_, lr, n_steps_, /*decay=*/false);
   const bool use_bf16 = staging_bf16_.defined();
@@ -128,10 +207,17 @@ void OffloadAdamW::step(double lr) {
       const std::size_t size = dtype_size(t.dtype);
       const void* src =
           t.dtype == DType::BF16 ? static_cast<const void*>(staged + lo) : static_cast<const void*>(p + lo);
-      copier_->to_device(static_cast<char*>(t.dst) + static_cast<std::size_t>(lo - t.begin) * size, src,
-                         static_cast<std::size_t>(hi - lo) * size);
+      char* dst = static_cast<char*>(t.dst) + static_cast<std::size_t>(lo - t.begin) * size;
+      const auto n_bytes = static_cast<std::size_t>(hi - lo) * size;
+      if (t.host) {
+        std::memcpy(dst, src, n_bytes);
+      } else {
+        copier_->to_device(dst, src, n_bytes);
+      }
     }
+    publish(b1);
   }
+  publish(n_);
 }
 
 void OffloadAdamW::weights_ready(void* compute_stream) { copier_->order_before(compute_stream); }

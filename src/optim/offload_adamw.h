@@ -3,10 +3,16 @@
 // copied device→host per bucket as they become ready; each updated bucket is copied back (f32, or
 // rounded to bf16) while the CPU updates the next. The state is one flat vector of n elements: all of a
 // replica's parameters, or its ZeRO-1 shard. With parameters in host memory the copies are memcpys.
+// step_async runs the same update on a background thread (optim.overlap), publishing how far it got, so
+// that the next forward can start on the first layers while the CPU still updates the last ones.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "optim/adamw.h"
@@ -31,12 +37,15 @@ struct OffloadSegment {
 };
 
 /// Where the updated weights of the range [begin, begin + count) of the flat state are copied after
-/// each step: `count` elements of `dtype` (F32 or BF16) at `dst`, on the parameters' device.
+/// each step: `count` elements of `dtype` (F32 or BF16) at `dst`, on the parameters' device (queued on
+/// the copier), or, with `host`, in host memory (copied at once by the thread that updates the bucket:
+/// e.g. a GPU set's host mirrors beside its device parameters).
 struct OffloadTarget {
   std::int64_t begin = 0;
   std::int64_t count = 0;
   void* dst = nullptr;
   DType dtype = DType::F32;
+  bool host = false;
 };
 
 class OffloadAdamW {
@@ -75,13 +84,38 @@ class OffloadAdamW {
   /// Blocks until every staged gradient is in grad().
   void wait_grads();
 
+  /// Copies `count` gradients from host memory at `src` into grad() at `begin` (memcpy), for gradients
+  /// that are already on the host (reduced there over dp or pp). Not while a step runs (finish() first).
+  void load_grads(std::int64_t begin, std::int64_t count, const float* src);
+
   /// One AdamW step with learning rate `lr` over the whole state from grad() (complete: wait_grads()),
   /// bucket by bucket; each bucket's targets are queued for copying as soon as it is updated.
   void step(double lr);
-  /// Makes `compute_stream` wait for the write-backs of the last step (host: nothing to wait for).
+  /// The same step on a background thread: returns at once (after wait_grads()). The buckets are
+  /// updated in flat order, each one's targets written or queued before progress() moves past it. Until
+  /// finish(), nothing else may read or write the state, grad() or the targets' ranges beyond
+  /// progress(), and the only calls allowed are progress(), wait_updated(), weights_ready() and
+  /// finish(). Bit for bit the update of step(). The thread makes no MPI or collective calls. The
+  /// write-backs wait for the work queued so far on `compute_stream` (cudaStream_t), which may still read
+  /// the old weights.
+  void step_async(double lr, void* compute_stream = nullptr);
+  /// Elements [0, progress()) of the last step are updated and their write-backs written or queued;
+  /// monotone within a step, size() once it is complete (and when no step ran).
+  std::int64_t progress() const;
+  /// Blocks until progress() >= end (clamped to size()); rethrows the background step's exception
+  /// when it failed before getting there.
+  void wait_updated(std::int64_t end);
+  /// Blocks until the background step is complete (no-op without one) and rethrows its exception, once.
+  void finish();
+  /// True between step_async() and finish().
+  bool stepping() const { return runner_.joinable(); }
+  /// Makes `compute_stream` wait for the write-backs queued so far (host: nothing to wait for).
   void weights_ready(void* compute_stream = nullptr);
-  /// Blocks until the write-backs of the last step are done.
+  /// Blocks until the write-backs of the last step are done (finish() first under step_async).
   void synchronize();
+  /// The copier (thread-safe): for copies ordered with the write-backs, such as gradients streamed
+  /// during the backward.
+  OffloadCopier& copier() { return *copier_; }
 
   std::int64_t n_steps() const { return n_steps_; }
   void set_n_steps(std::int64_t n) { n_steps_ = n; }
@@ -100,6 +134,17 @@ class OffloadAdamW {
   std::vector<OffloadTarget> targets_;
   std::int64_t last_ticket_ = 0;
   std::int64_t n_steps_ = 0;
+  // step_async: the background thread and what it publishes (under mutex_).
+  std::thread runner_;
+  mutable std::mutex mutex_;
+  std::condition_variable moved_;
+  std::int64_t progress_ = 0;
+  bool running_ = false;
+  std::exception_ptr error_;
+
+  /// The update of one step (n_steps_ already counted), publishing progress after each bucket.
+  void run_step(double lr);
+  void publish(std::int64_t done);
 };
 
 }  // namespace adapt::optim

@@ -1,5 +1,6 @@
 #include "optim/offload_copier.h"
 
+#include <atomic>
 #include <cstring>
 
 #include "core/error.h"
@@ -19,11 +20,12 @@ class HostCopier final : public OffloadCopier {
     if (n_bytes > 0) std::memcpy(dst, host_src, n_bytes);
   }
   void order_before(void*) override {}
+  void order_after(void*) override {}
   void synchronize() override {}
   Allocator& host_allocator() override { return adapt::host_allocator(); }
 
  private:
-  std::int64_t tickets_ = 0;
+  std::atomic<std::int64_t> tickets_{0};
 };
 
 }  // namespace

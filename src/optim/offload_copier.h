@@ -2,6 +2,8 @@
 // their ordering. CUDA-free interface: the host version copies at once (device == host), the CUDA
 // version (offload_copier_cuda.cpp, built with ADAPT_HAVE_CUDA) queues cudaMemcpyAsync on its own copy
 // stream into pinned memory and orders it against the compute stream with events, as llm.c's zero.cuh.
+// Thread-safe: the training thread queues gradient copies while the CPU AdamW's thread queues
+// write-backs (optim.overlap); every call takes the copier's lock.
 #pragma once
 
 #include <cstddef>
@@ -21,12 +23,16 @@ class OffloadCopier {
   /// Returns a ticket for wait_host().
   virtual std::int64_t to_host(void* host_dst, const void* src, std::size_t n_bytes, void* compute_stream) = 0;
   /// Blocks the calling thread until the copy of `ticket` (and every copy queued before it) is done.
+  /// Tickets are waited for from one thread (the one that queues the gradient copies).
   virtual void wait_host(std::int64_t ticket) = 0;
   /// Queues a copy of `n_bytes` from `host_src` to `dst` (on the device). `host_src` must stay unchanged
   /// until to_device_done() or synchronize().
   virtual void to_device(void* dst, const void* host_src, std::size_t n_bytes) = 0;
   /// Makes `compute_stream` wait (without blocking the host) for every copy queued so far.
   virtual void order_before(void* compute_stream) = 0;
+  /// Makes every copy queued from now on wait for the work queued so far on `compute_stream` (without
+  /// blocking the host): a fence before overwriting device memory that compute may still read.
+  virtual void order_after(void* compute_stream) = 0;
   /// Blocks until every queued copy is done.
   virtual void synchronize() = 0;
   /// Where the host buffers for this copier come from: pinned memory for CUDA, plain host otherwise.

@@ -1,7 +1,9 @@
 // The CUDA OffloadCopier: cudaMemcpyAsync on a non-blocking copy stream of the parameters' device,
 // ordered after the compute stream's work with an event, one event per device-to-host copy so the host
-// can start on a bucket as soon as it has arrived. Built only with ADAPT_HAVE_CUDA.
+// can start on a bucket as soon as it has arrived. Built only with ADAPT_HAVE_CUDA. One lock serialises
+// the calls (the training thread and the CPU AdamW's thread share the copier under optim.overlap).
 #include <map>
+#include <mutex>
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_runtime.h"
@@ -27,6 +29,7 @@ class CudaCopier final : public OffloadCopier {
   }
 
   std::int64_t to_host(void* host_dst, const void* src, std::size_t n_bytes, void* compute_stream) override {
+    std::lock_guard lock(mutex_);
     DeviceGuard guard(device_);
     before_->record(static_cast<cudaStream_t>(compute_stream));
     before_->block(stream_.get());
@@ -39,27 +42,42 @@ class CudaCopier final : public OffloadCopier {
   }
 
   void wait_host(std::int64_t ticket) override {
+    std::unique_lock lock(mutex_);
     auto it = pending_.find(ticket);
     if (it == pending_.end()) return;  // already waited for
-    it->second->synchronize();
-    pending_.erase(pending_.begin(), std::next(it));  // the stream is in order: earlier copies are done
+    // The stream is in order: once this copy is done the earlier ones are too. Wait without the lock,
+    // so the other thread's copies are queued meanwhile.
+    std::unique_ptr<Event> done = std::move(it->second);
+    pending_.erase(pending_.begin(), std::next(it));
+    lock.unlock();
+    done->synchronize();
   }
 
   void to_device(void* dst, const void* host_src, std::size_t n_bytes) override {
+    std::lock_guard lock(mutex_);
     DeviceGuard guard(device_);
     if (n_bytes > 0)
       ADAPT_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, n_bytes, cudaMemcpyHostToDevice, stream_.get()));
   }
 
   void order_before(void* compute_stream) override {
+    std::lock_guard lock(mutex_);
     DeviceGuard guard(device_);
     Event after(/*timing=*/false);
     after.record(stream_.get());
     after.block(static_cast<cudaStream_t>(compute_stream));
   }
 
+  void order_after(void* compute_stream) override {
+    std::lock_guard lock(mutex_);
+    DeviceGuard guard(device_);
+    before_->record(static_cast<cudaStream_t>(compute_stream));
+    before_->block(stream_.get());
+  }
+
   void synchronize() override {
     stream_.synchronize();
+    std::lock_guard lock(mutex_);
     pending_.clear();
   }
 
@@ -71,6 +89,7 @@ class CudaCopier final : public OffloadCopier {
   std::unique_ptr<Event> before_;
   std::map<std::int64_t, std::unique_ptr<Event>> pending_;
   std::int64_t tickets_ = 0;
+  std::mutex mutex_;
 };
 
 }  // namespace

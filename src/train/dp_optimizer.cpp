@@ -52,25 +52,67 @@ std::optional<optim::OffloadOptions> dp_offload_options(bool offload) {
 
 DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim::AdamWOptions& options,
                          comm::Communicator& dp, bool zero1, comm::Communicator* tp,
-                         std::optional<optim::OffloadOptions> offload)
+                         std::optional<optim::OffloadOptions> offload, bool overlap,
+                         std::vector<adapters::AdapterParam> device_params)
     : params_(std::move(params)), dp_(dp), zero1_(zero1), tp_(tp != nullptr && tp->size() > 1 ? tp : nullptr),
-      opt_(options) {
+      opt_(options), overlap_(overlap), device_params_(std::move(device_params)) {
+  ADAPT_CHECK(device_params_.empty() || device_params_.size() == params_.size(),
+              "DpOptimizer: {} device parameters for {} host mirrors", device_params_.size(), params_.size());
+  for (std::size_t i = 0; i < device_params_.size(); ++i)
+    ADAPT_CHECK(device_params_[i].value.numel() == params_[i].value.numel() &&
+                    device_params_[i].value.dtype() == DType::F32 && device_params_[i].grad.dtype() == DType::F32,
+                "DpOptimizer: device parameter '{}' does not match its host mirror", device_params_[i].name);
   for (const auto& p : params_) {
     offsets_.push_back(n_);
     n_ += p.value.numel();
   }
   const Device device = params_.empty() ? Device{} : params_.front().value.device();
+  if (!offload && !device_params_.empty() && single()) {
+    std::vector<optim::DeviceAdamWParam> on_gpu;
+    for (std::size_t i = 0; i < device_params_.size(); ++i) {
+      const auto& d = device_params_[i];
+      ADAPT_CHECK(d.name == params_[i].name, "DpOptimizer: device parameter '{}' is not host mirror '{}'", d.name,
+                  params_[i].name);
+      on_gpu.push_back({.name = d.name, .value = d.value, .grad = d.grad, .decay = d.decay});
+    }
+    dev_ = std::make_unique<optim::DeviceAdamW>(std::move(on_gpu), options);
+    log::info0("optimizer state on {}: {} f32 elements x 2 moments beside the adapter (optim.offload = true "
+               "moves them to host RAM)",
+               dev_->device().str(), n_);
+    return;
+  }
+  if (!offload && !device_params_.empty())
+    log::info0("optimizer state in host RAM: with {} data-parallel replicas the gradients are averaged on the "
+               "host; optim.offload = true updates them with the multithreaded CPU AdamW",
+               dp_.size());
+  if (!device_params_.empty() && overlap_) {
+    // Pinned staging, so that the copies run asynchronously (into the pageable mirrors cudaMemcpyAsync
+    // would return only once each copy is done, holding the training thread to the GPU's pace).
+    grad_copier_ = optim::offload_copier_for(device_params_.front().value.device());
+    grad_staging_ = Tensor::empty(Shape{std::max<std::int64_t>(n_, 1)}, DType::F32, grad_copier_->host_allocator(),
+                                  "dp.grad_staging");
+    staged_.assign(params_.size(), 0);
+  }
   if (single() || !zero1_) {
     if (offload) {
+      // With overlap on a GPU the updated buckets go straight to the device parameters (the state in
+      // pinned memory, the CUDA copier) and into the host mirrors; otherwise into `params` only.
+      const bool direct = overlap_ && !device_params_.empty();
       std::vector<optim::OffloadSegment> segments;
       std::vector<optim::OffloadTarget> targets;
       for (std::size_t i = 0; i < params_.size(); ++i) {
         const auto& p = params_[i];
         segments.push_back({.begin = offsets_[i], .count = p.value.numel(), .decay = p.decay});
-        targets.push_back(
-            {.begin = offsets_[i], .count = p.value.numel(), .dst = p.value.raw(), .dtype = p.value.dtype()});
+        if (direct) {
+          const auto& d = device_params_[i];
+          targets.push_back(
+              {.begin = offsets_[i], .count = d.value.numel(), .dst = d.value.raw(), .dtype = d.value.dtype()});
+        }
+        targets.push_back({.begin = offsets_[i], .count = p.value.numel(), .dst = p.value.raw(),
+                           .dtype = p.value.dtype(), .host = direct});
       }
-      off_ = std::make_unique<optim::OffloadAdamW>(n_, std::move(segments), options, device, *offload);
+      off_ = std::make_unique<optim::OffloadAdamW>(
+          n_, std::move(segments), options, direct ? device_params_.front().value.device() : device, *offload);
       for (std::size_t i = 0; i < params_.size(); ++i)
         read_weights(off_->master() + offsets_[i], params_[i].value, params_[i].name);
       off_->set_targets(std::move(targets));
@@ -110,11 +152,62 @@ DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim
   }
 }
 
+DpOptimizer::~DpOptimizer() = default;  // a running step_async is joined by ~OffloadAdamW
+
 void DpOptimizer::log_offload() const {
   log::info0("optimizer state in host RAM ({} memory): {} f32 elements per rank x 4 (master, moments, gradient), "
-             "CPU AdamW on {} thread{} ({})",
+             "CPU AdamW on {} thread{} ({}){}",
              off_->host_device().str(), off_->size(), off_->threads(), off_->threads() == 1 ? "" : "s",
-             optim::cpu_isa_name(off_->isa()));
+             optim::cpu_isa_name(off_->isa()),
+             overlapped() ? ", overlapping the next step's forward"
+             : overlap_   ? ", not overlapped (ZeRO-1 over dp ends the update in an all-gather)"
+                          : "");
+}
+
+void DpOptimizer::stream_grads(std::size_t first, std::size_t end) {
+  ADAPT_CHECK(first <= end && end <= params_.size(), "stream_grads: parameters [{}, {}) of {}", first, end,
+              params_.size());
+  if (device_params_.empty()) return;  // the parameters are in host memory: their gradients are there already
+  ADAPT_CHECK(grad_copier_ != nullptr, "stream_grads: a device set's gradients stream with optim.overlap only");
+  void* compute = backend::cuda_compute_stream();
+  for (std::size_t i = first; i < end; ++i) {
+    last_grad_ticket_ = grad_copier_->to_host(grad_staging_.data<float>() + offsets_[i], device_params_[i].grad.raw(),
+                                              static_cast<std::size_t>(params_[i].grad.numel()) * sizeof(float),
+                                              compute);
+    staged_[i] = 1;
+  }
+}
+
+void DpOptimizer::wait_streamed_grads() {
+  if (!grad_copier_) return;
+  grad_copier_->wait_host(last_grad_ticket_);
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    if (!staged_[i]) continue;
+    std::memcpy(params_[i].grad.data<float>(), grad_staging_.data<float>() + offsets_[i],
+                static_cast<std::size_t>(params_[i].grad.numel()) * sizeof(float));
+    staged_[i] = 0;
+  }
+}
+
+void DpOptimizer::step_async(double lr) {
+  ADAPT_CHECK(overlapped(), "DpOptimizer::step_async needs optim.offload and optim.overlap{}",
+              zero1_ && !single() ? ", and no ZeRO-1 over dp (its all-gather is a collective)" : "");
+  finish();
+  off_->step_async(lr, device_params_.empty() ? nullptr : backend::cuda_compute_stream());
+}
+
+void DpOptimizer::wait_params(std::size_t first, std::size_t end) {
+  if (!off_ || !off_->stepping() || first >= end) return;
+  ADAPT_CHECK(end <= params_.size() && overlapped(), "wait_params: parameters [{}, {}) of {}", first, end,
+              params_.size());
+  off_->wait_updated(offsets_[end - 1] + params_[end - 1].value.numel());
+  if (!device_params_.empty()) off_->weights_ready(backend::cuda_compute_stream());
+}
+
+void DpOptimizer::finish() const {
+  if (!off_ || !off_->stepping()) return;
+  off_->finish();
+  if (!device_params_.empty()) off_->weights_ready(backend::cuda_compute_stream());
 }
 
 void DpOptimizer::flatten_grads(float* dst) const {
@@ -167,20 +260,28 @@ double DpOptimizer::shard_norm_and_clip(float* shard, double max_norm) const {
 }
 
 void DpOptimizer::stage_offload_grads() {
+  // The reduced gradients are in host memory (params_ or the shard): copied, whatever the state's copier.
   if (single() || !zero1_) {
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      const std::int64_t n = params_[i].grad.numel();
-      for (std::int64_t at = 0; at < n; at += kBucketElems)
-        off_->stage_grads(offsets_[i] + at, std::min(kBucketElems, n - at), params_[i].grad.data<float>() + at);
-    }
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      off_->load_grads(offsets_[i], params_[i].grad.numel(), params_[i].grad.data<float>());
   } else {
-    for (std::int64_t at = 0; at < shard_count_; at += kBucketElems)
-      off_->stage_grads(at, std::min(kBucketElems, shard_count_ - at), shard_grad_.data() + at);
+    off_->load_grads(0, shard_count_, shard_grad_.data());
   }
-  off_->wait_grads();
+}
+
+double DpOptimizer::device_norm_and_clip(double max_norm) {
+  if (tp_ == nullptr) return max_norm > 0 ? dev_->clip_global_norm(max_norm) : std::sqrt(dev_->sum_squares());
+  std::vector<std::size_t> split_params, whole_params;
+  for (std::size_t i = 0; i < params_.size(); ++i) (split(i) ? split_params : whole_params).push_back(i);
+  const double norm = tp_norm(dev_->sum_squares(split_params), dev_->sum_squares(whole_params));
+  const double coef = max_norm / (norm + 1e-6);
+  if (max_norm > 0 && coef < 1.0) dev_->clip(coef);
+  return norm;
 }
 
 double DpOptimizer::reduce_and_clip(double max_norm) {
+  finish();
+  if (dev_) return device_norm_and_clip(max_norm);
   if (single() || !zero1_) {
     if (!single()) {
       flatten_grads(flat_.data());
@@ -210,6 +311,11 @@ double DpOptimizer::reduce_and_clip(double max_norm) {
 }
 
 void DpOptimizer::step(double lr) {
+  finish();
+  if (dev_) {
+    dev_->step(lr);  // queued on the compute stream, before the next forward
+    return;
+  }
   if (off_) {
     off_->step(lr);
     // Host memory here: the copies are done. On a GPU the compute stream would wait with weights_ready.
@@ -238,6 +344,8 @@ std::vector<float> DpOptimizer::gather_moment(int which) const {
 }
 
 std::map<std::string, Tensor> DpOptimizer::state() const {
+  finish();
+  if (dev_) return dev_->state();
   std::map<std::string, Tensor> out;
   if ((single() || !zero1_) && off_) {
     for (std::size_t i = 0; i < params_.size(); ++i) {
@@ -273,7 +381,12 @@ std::map<std::string, Tensor> DpOptimizer::state() const {
 }
 
 void DpOptimizer::restore(const std::function<const Tensor&(const std::string&)>& get) {
+  finish();
   for (auto& p : params_) p.value.copy_from(get("adapter/" + p.name));
+  if (dev_) {
+    dev_->restore(get);
+    return;
+  }
   if ((single() || !zero1_) && off_) {
     for (std::size_t i = 0; i < params_.size(); ++i) {
       const auto& p = params_[i];

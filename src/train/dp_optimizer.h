@@ -15,6 +15,16 @@
 // of it, or its ZeRO-1 shard) live in host RAM (optim::OffloadAdamW: pinned when the parameters are on
 // a GPU), the reduced gradients are copied there bucket by bucket, measured and clipped there, updated
 // by the multithreaded CPU AdamW, and the weights copied back. Same updates bit for bit as without.
+// overlap (optim.overlap, with offload): the gradients of a GPU set come to its host mirrors layer by
+// layer as the backward produces them (stream_grads, from AdapterSet's gradient stream), and step_async
+// runs the CPU AdamW on a background thread while the GPU computes the next step's forward, which waits
+// per layer (wait_params, from AdapterSet's forward gate) for that layer's updated weights; the updated
+// buckets go straight to the device parameters (and the host mirrors). Not under ZeRO-1 with dp > 1: its
+// update ends in an all-gather over dp, a collective that the background thread may not issue and that
+// every replica must reach in the same order, so that step stays synchronous.
+// On a GPU without offload and with one replica (dp == 1), the moments live on the GPU beside the
+// parameters (optim::DeviceAdamW): the gradients are measured, clipped and applied there and nothing
+// crosses PCIe; with dp > 1 the gradients are averaged on the host mirrors as on the CPU.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +38,7 @@
 #include "adapters/adapter_set.h"
 #include "comm/communicator.h"
 #include "optim/adamw.h"
+#include "optim/device_adamw.h"
 #include "optim/offload_adamw.h"
 
 namespace adapt::train {
@@ -41,9 +52,16 @@ class DpOptimizer {
   /// `params` share storage with the adapter (AdapterSet::parameters()); the same on every replica.
   /// `tp`: the tp group the parameters are sharded over (nullptr or one rank: not sharded).
   /// `offload`: set to keep the optimizer state in host RAM (optim::OffloadAdamW with these options).
+  /// `overlap` (optim.overlap; meaningful with `offload`): step_async and the gradient stream.
+  /// `device_params`: for a set on a GPU, its device parameters (AdapterSet::parameters(), the same
+  /// order as `params`, which are then its host mirrors); empty when `params` are the parameters. Given
+  /// without `offload` and with one dp replica, the optimizer works on them (optim::DeviceAdamW: moments,
+  /// norm, clipping and update on the GPU; the host mirrors keep only what restore() puts there).
   DpOptimizer(std::vector<adapters::AdapterParam> params, const optim::AdamWOptions& options, comm::Communicator& dp,
               bool zero1, comm::Communicator* tp = nullptr,
-              std::optional<optim::OffloadOptions> offload = std::nullopt);
+              std::optional<optim::OffloadOptions> offload = std::nullopt, bool overlap = false,
+              std::vector<adapters::AdapterParam> device_params = {});
+  ~DpOptimizer();
 
   /// After the backward of every micro-batch: the gradients become their average over dp (each
   /// replica's own part of it under ZeRO-1), clipped to `max_norm` by their global norm when
@@ -53,12 +71,37 @@ class DpOptimizer {
   /// Called by all ranks of dp.
   void step(double lr);
 
-  std::int64_t n_steps() const { return off_ ? off_->n_steps() : opt_.n_steps(); }
-  void set_n_steps(std::int64_t n) { off_ ? off_->set_n_steps(n) : opt_.set_n_steps(n); }
+  // ---- overlap (optim.overlap) ----
+  /// True when step_async is available: offload and overlap, and not ZeRO-1 over more than one replica.
+  bool overlapped() const { return off_ != nullptr && overlap_ && (single() || !zero1_); }
+  /// The gradients of params()[first, end) are final on the device: queues their copies into the host
+  /// mirrors (`params`), after the work queued so far on the compute stream. Nothing to copy when the
+  /// parameters are in host memory. From the training thread only (AdapterSet::set_gradient_stream).
+  void stream_grads(std::size_t first, std::size_t end);
+  /// Blocks until every gradient copy queued by stream_grads is in the host mirrors.
+  void wait_streamed_grads();
+  /// step(lr) on a background thread (overlapped() only; no communication): returns at once. The
+  /// parameters are updated in params() order; until finish(), read or write them only after
+  /// wait_params for their range.
+  void step_async(double lr);
+  /// Blocks until params()[first, end) hold the values of the running step_async (on a GPU: makes the
+  /// compute stream wait for their copies); at once without one. For AdapterSet::set_forward_gate.
+  void wait_params(std::size_t first, std::size_t end);
+  /// Completes a running step_async (no-op without one; on a GPU the compute stream then waits for
+  /// every write-back) and rethrows its exception. Everything but the forward that reads the parameters,
+  /// their mirrors or the state (clipping, checkpoints, evaluation, export) calls it first; the methods
+  /// of this class do.
+  void finish() const;
+
+  std::int64_t n_steps() const { return dev_ ? dev_->n_steps() : off_ ? off_->n_steps() : opt_.n_steps(); }
+  void set_n_steps(std::int64_t n) { dev_ ? dev_->set_n_steps(n) : off_ ? off_->set_n_steps(n) : opt_.set_n_steps(n); }
   const std::vector<adapters::AdapterParam>& params() const { return params_; }
   bool zero1() const { return zero1_; }
   /// The offloaded state (nullptr when the optimizer is not offloaded).
   const optim::OffloadAdamW* offloaded() const { return off_.get(); }
+  /// The state on the parameters' GPU (nullptr unless a GPU set without offload and dp == 1): the
+  /// gradients are then read, and the weights updated, on the device only.
+  const optim::DeviceAdamW* on_device() const { return dev_.get(); }
 
   /// The whole optimizer state with global shapes: "adapter/<param>" (master weights),
   /// "optim/m/<param>", "optim/v/<param>". Under ZeRO-1 the moments are all-gathered over dp, so
@@ -75,6 +118,13 @@ class DpOptimizer {
   comm::Communicator* tp_ = nullptr;  // set when the parameters are sharded over more than one tp rank
   optim::AdamW opt_;                        // without offload
   std::unique_ptr<optim::OffloadAdamW> off_;  // with offload: this replica's part of the flat vector
+  std::unique_ptr<optim::DeviceAdamW> dev_;   // a GPU set without offload, dp == 1: state on the GPU
+  bool overlap_ = false;
+  std::vector<adapters::AdapterParam> device_params_;  // a GPU set's parameters (params_: its host mirrors)
+  std::unique_ptr<optim::OffloadCopier> grad_copier_;  // device → host mirrors, for stream_grads
+  Tensor grad_staging_;        // f32 (n), pinned: streamed gradients land here, then go to the mirrors
+  std::vector<char> staged_;   // per parameter: streamed into grad_staging_ since the last wait
+  std::int64_t last_grad_ticket_ = 0;
   std::vector<std::int64_t> offsets_;  // of each parameter in the flat vector
   std::int64_t n_ = 0;                 // real elements of the flat vector
   std::int64_t shard_count_ = 0;       // ZeRO-1: elements per dp rank (padded)
@@ -101,6 +151,8 @@ class DpOptimizer {
   double whole_norm_and_clip(std::vector<Tensor>& grads, double max_norm) const;
   /// Norm (and clipping) of this rank's ZeRO-1 gradient shard at `shard` (shard_count_ elements).
   double shard_norm_and_clip(float* shard, double max_norm) const;
+  /// Norm (and clipping) of the device gradients (dev_), the split ones' squares summed over tp.
+  double device_norm_and_clip(double max_norm);
   /// The flat vector of AdamW moment `which` (0: m, 1: v) of every parameter (all-gathered under ZeRO-1).
   std::vector<float> gather_moment(int which) const;
 };

@@ -32,6 +32,10 @@ struct OptimConfig {
   /// Keep the fp32 master weights and moments in host RAM (pinned when training on GPUs), updated by a
   /// multithreaded CPU AdamW (optim::OffloadAdamW); the updates are the same as without.
   bool offload = false;
+  /// With offload: the CPU AdamW of a step runs while the next step's forward computes (each layer waits
+  /// for its own updated weights), and a GPU's gradients come to the host layer by layer during the
+  /// backward; the same updates bit for bit as without. false: the update between the steps (for comparison).
+  bool overlap = true;
 };
 
 struct LoopConfig {

@@ -123,6 +123,15 @@ std::int64_t grid_comm_bytes(const comm::GridComms& comms) {
 /// gradient of the whole adapter and applies the same update to all of it.
 void pp_sum_gradients(const std::vector<adapters::AdapterParam>& params, comm::Communicator& pp) {
   if (pp.size() == 1) return;
+  if (!params.empty() && !params.front().grad.device().host_accessible()) {
+    // Device gradients (the optimizer state on the GPU): tensor by tensor over the model's pp
+    // communicator, which takes device buffers (NCCL, or MPI staging them).
+    for (const auto& p : params) {
+      Tensor g = p.grad;
+      pp.all_reduce(g, comm::ReduceOp::Sum);
+    }
+    return;
+  }
   std::int64_t n = 0;
   for (const auto& p : params) n += p.grad.numel();
   std::vector<float> flat(static_cast<std::size_t>(n));
@@ -332,12 +341,27 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   adapters::AdapterSet set(model.config, cfg.adapter);
   const std::int64_t n_adapter = set.n_parameters();
   set.shard_for_tp(model.tp);
-  // On a GPU the hook's parameters and gradients live there; the optimizer, the reductions and the
-  // checkpoints take the host mirrors, which move only through gradients_to_host / values_from_host.
+  // On a GPU the hook's parameters and gradients live there. With one replica and no offload the
+  // optimizer works there too (DpOptimizer's DeviceAdamW); otherwise the optimizer, the reductions and
+  // the checkpoints take the host mirrors, which move through gradients_to_host / values_from_host (or,
+  // with optim.overlap, the gradient stream and the optimizer's direct write-backs).
   if (device) set.to_device(*device);
   const std::vector<adapters::AdapterParam> params = set.host_parameters();
+  // optim.overlap (with offload): each layer's gradients leave for the host mirrors as the step's last
+  // backward finishes the layer, and the CPU AdamW runs during the next step's forward, which waits per
+  // layer (AdapterSet's gradient stream and forward gate); DpOptimizer keeps ZeRO-1 over dp > 1
+  // synchronous (its all-gather is a collective).
+  const bool overlap = cfg.optim.offload && cfg.optim.overlap;
   DpOptimizer opt(params, {cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay}, dp,
-                  cfg.parallel.zero1, &tp, dp_offload_options(cfg.optim.offload));
+                  cfg.parallel.zero1, &tp, dp_offload_options(cfg.optim.offload), overlap,
+                  device ? set.parameters() : std::vector<adapters::AdapterParam>{});
+  if (overlap) {
+    set.set_gradient_stream([&opt](int, std::size_t first, std::size_t end) { opt.stream_grads(first, end); });
+    if (opt.overlapped())
+      set.set_forward_gate([&opt](int, std::size_t first, std::size_t end) { opt.wait_params(first, end); });
+  }
+  // optim.offload = false on a GPU with one replica: the moments, the norm and the update stay on the GPU.
+  const bool device_opt = opt.on_device() != nullptr;
   // What each parameter is a slice of (whole tensors until the set is sharded over tp): checkpoints hold
   // the whole tensors, gathered over tp on save and cut again on resume.
   const std::vector<parallel::TensorSlice> slices = set.tp_param_slices();
@@ -412,6 +436,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     if (metrics) metrics->write(j);
   };
   auto save = [&](double last_loss) {
+    opt.finish();  // an overlapped update complete (state() would wait for it too)
     // Whole tensors: moments gathered over dp (ZeRO-1), slices over tp; rank 0 writes the file. The
     // gathers are every rank's report that its part is there; rank 0's status reaches all ranks.
     std::map<std::string, Tensor> tensors = opt.state();
@@ -440,6 +465,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     });
   };
   auto evaluate = [&]() -> double {
+    opt.finish();  // an overlapped update complete before the weights are read outside a training forward
     if (!data.eval) return -1.0;
     EvalLoader ev(data.eval, loader_options);
     const std::int64_t n = std::min(cfg.train.eval_batches, ev.n_batches());
@@ -534,6 +560,8 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     } else {
       for (std::size_t k = 0; k < micro.size(); ++k) {
         set.set_step(step, dp.rank() * cfg.train.grad_accum + static_cast<std::int64_t>(k));
+        // The last micro-batch's backward finishes each layer's gradients: they leave as it goes.
+        if (overlap && k + 1 == micro.size()) set.arm_gradient_stream();
         // Logits in 256-row chunks: (N, V) is never held whole (2 GB at 4096 tokens for Llama 3's vocabulary).
         model::TrainResult r = model::llama_train_step(
             model, wrap_batch(micro[k]), &set,
@@ -544,9 +572,22 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     // The whole adapter's gradient on every rank of the replica: the partial sums of the LoRA
     // factors over tp, the stages' layers over pp; then the average over dp (loss and tokens too: the
     // tp and pp ranks of a replica hold the same ones).
-    set.tp_reduce_gradients();
-    set.gradients_to_host();  // a GPU's gradients into the host mirrors that `params` and `opt` hold
-    pp_sum_gradients(params, pp);
+    if (overlap) {
+      // The layers not streamed during the backward (all of them under the pipeline schedule), then
+      // the wait for the copies into the host mirrors.
+      set.end_gradient_stream();
+      opt.wait_streamed_grads();
+    } else {
+      set.tp_reduce_gradients();
+      // A GPU's gradients into the host mirrors that `params` and `opt` hold, unless the optimizer
+      // state is on the GPU too (optim.offload = false, dp == 1): then they stay there.
+      if (!device_opt) set.gradients_to_host();
+    }
+    if (device_opt) {
+      pp_sum_gradients(set.parameters(), *model_pp);
+    } else {
+      pp_sum_gradients(params, pp);
+    }
     dp.all_reduce(sums, 3, comm::CommDType::F64, comm::ReduceOp::Sum);
     ADAPT_CHECK(static_cast<std::int64_t>(sums[1]) == n_loss, "step {}: the replicas hold {} loss tokens, the batch {}",
                 step + 1, sums[1], n_loss);
@@ -560,8 +601,15 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
                   "the checkpoints in '{}' are untouched. Lower optim.lr, raise optim.warmup_steps or check the data.",
                   step + 1, loss, norm, lr, ckpt_dir.string());
     }
-    opt.step(lr);
-    set.values_from_host();  // the updated mirrors back to the GPU
+    if (opt.overlapped()) {
+      // The CPU update runs while the next forward computes; each layer of it waits for its own weights,
+      // which go straight to the GPU. Whatever else reads them first calls opt.finish().
+      opt.step_async(lr);
+      set.arm_forward_gate();
+    } else {
+      opt.step(lr);
+      if (!device_opt) set.values_from_host();  // the updated mirrors back to the GPU
+    }
     ++step;
     last_loss = loss;
     const double secs = step_timer.seconds();
@@ -588,6 +636,8 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     }
     if ((cfg.checkpoint.every > 0 && step % cfg.checkpoint.every == 0) || last) save(loss);
   }
+  opt.finish();  // the last update complete before the export reads the weights
+  set.disarm_forward_gate();
   out.steps_done = step;
   out.last_loss = last_loss;
   if (!out.stopped_by_signal && !out.stopped_early) {

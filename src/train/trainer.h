@@ -65,10 +65,14 @@ void train_layout_check(const TrainConfig& cfg, const comm::ProcessGrid& grid);
 /// communicators from comm::device_grid_comms over a second split of `ranks.world` (NCCL where every
 /// rank of a group has its own GPU, else MPI staging device buffers), and `ranks.comms` keeps the host
 /// work. The adapter follows it (AdapterSet::to_device) and every forward, backward
-/// and evaluation runs there. The optimizer works on the adapter's host mirrors: per step the
-/// gradients come to the host (AdapterSet::gradients_to_host), are averaged over dp, clipped and
-/// applied there (DpOptimizer, optim.offload included), and the new values go back
-/// (AdapterSet::values_from_host); checkpoints and the export read the host copies.
+/// and evaluation runs there. The optimizer: with one dp replica and optim.offload = false its state
+/// stays on the GPU (optim::DeviceAdamW: norm, clipping and update there; pp sums the gradients over
+/// the model's pp communicator). Otherwise it works on the adapter's host mirrors: per step the
+/// gradients come to the host (AdapterSet::gradients_to_host, or layer by layer during the last
+/// backward with optim.overlap), are averaged over dp, clipped and applied there (DpOptimizer), and the
+/// new values go back (AdapterSet::values_from_host, or bucket by bucket from the CPU AdamW running
+/// during the next forward with optim.overlap, each layer's forward waiting for its own weights).
+/// Checkpoints read the optimizer's state; the export reads the device values.
 TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, TrainRanks& ranks);
 /// The same on one process; `device` as TrainRanks::device.
 TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml,

@@ -6,7 +6,12 @@
 // adapter, keeps the base's dtype and sharding, and is refused or cleaned up as documented.
 // runtime.device = "cuda" without a usable GPU stops before anything is written, naming the key, CUDA's
 // reason and the way back to the CPU (training on a GPU itself: tests/gpu/train_app_gpu_test.cpp).
+// optim.offload with optim.overlap (the CPU AdamW during the next forward), without it, and no offload
+// give byte-identical adapters and the same losses and gradient norms, on one process (LoRA and
+// lora+bottleneck, micro-batches, recomputation, a resumed run) and, under mpiexec, at tp2 × dp2, dp2 and
+// pp2 (without ZeRO-1, which keeps its update synchronous).
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -439,4 +444,121 @@ TEST_CASE("runtime.device: a GPU that is not there stops the job before anything
   INFO(cpu.out);
   CHECK(cpu.code == 0);
   CHECK(job.metrics("train").size() == 2);
+}
+
+namespace {
+
+/// The train and eval records of the run in `run_dir`.
+std::vector<json> run_metrics(const fs::path& run_dir) {
+  std::vector<json> v;
+  const std::string text = file_read_text(run_dir / "metrics.jsonl");
+  std::size_t start = 0;
+  while (start < text.size()) {
+    const std::size_t nl = text.find('\n', start);
+    v.push_back(json::parse(text.substr(start, nl - start)));
+    start = nl + 1;
+  }
+  return v;
+}
+
+/// Runs `base` with each optimizer variant (no offload, offload without and with overlap) into its own
+/// run folder and checks that they agree: the same loss, gradient norm and eval loss at every step, and
+/// every file of the exported adapter the same bytes.
+void check_overlap_variants(const std::string& base, const fs::path& dir, const std::string& tag) {
+  struct Variant {
+    const char* name;
+    const char* args;
+  };
+  const Variant variants[] = {{"plain", " --set optim.offload=false"},
+                              {"offload", " --set optim.offload=true --set optim.overlap=false"},
+                              {"overlap", " --set optim.offload=true --set optim.overlap=true"}};
+  std::vector<std::vector<json>> metrics;
+  for (const Variant& v : variants) {
+    const fs::path run_dir = dir / (tag + "_" + v.name);
+    Run r = run(base + v.args + " --set run.dir=" + run_dir.string());
+    INFO(v.name << ": " << r.out);
+    REQUIRE(r.code == 0);
+    metrics.push_back(run_metrics(run_dir));
+  }
+  for (std::size_t k = 1; k < metrics.size(); ++k) {
+    const std::string name = variants[k].name;
+    CAPTURE(name);
+    REQUIRE(metrics[k].size() == metrics[0].size());
+    for (std::size_t i = 0; i < metrics[0].size(); ++i) {
+      CAPTURE(i);
+      const json& a = metrics[k][i];
+      const json& b = metrics[0][i];
+      CHECK(a["kind"] == b["kind"]);
+      for (const char* key : {"loss", "grad_norm", "eval_loss"})
+        if (b.contains(key)) CHECK(a[key].get<double>() == b[key].get<double>());
+    }
+    std::size_t files = 0;  // every file of the export (lora+bottleneck: under lora/ and bottleneck/)
+    const fs::path want_dir = dir / (tag + "_plain") / "adapter";
+    for (const auto& e : fs::recursive_directory_iterator(want_dir)) {
+      if (!e.is_regular_file()) continue;
+      const fs::path rel = fs::relative(e.path(), want_dir);
+      CAPTURE(rel.string());
+      ++files;
+      const fs::path other = dir / (tag + "_" + name) / "adapter" / rel;
+      REQUIRE(fs::exists(other));
+      CHECK(file_read_text(other) == file_read_text(e.path()));
+    }
+    CHECK(files >= 2);
+  }
+}
+
+/// mpiexec with the test suite's flags (cmake/AdaptTest.cmake: oversubscribed, as root when root), one
+/// OpenMP thread per rank; empty when there is no mpiexec on PATH.
+std::string mpiexec_prefix(int n) {
+  std::string path;
+  if (test::run_command("command -v mpiexec", &path) != 0 || path.empty()) return "";
+  while (!path.empty() && std::isspace(static_cast<unsigned char>(path.back()))) path.pop_back();
+  return path + " -n " + std::to_string(n) + " --oversubscribe" + (geteuid() == 0 ? " --allow-run-as-root" : "") +
+         " env OMP_NUM_THREADS=1 ";
+}
+
+}  // namespace
+
+TEST_CASE("optim.overlap: the same losses and adapter bytes as the synchronous offload and as no offload") {
+  SUBCASE("LoRA, two micro-batches, a resumed overlapped run") {
+    Job job;
+    const std::string base = bin("adapt_train") + " --config " + job.toml.string() +
+                             " --set train.steps=6 --set train.grad_accum=2 --set checkpoint.every=3";
+    check_overlap_variants(base, job.dir.path(), "lora");
+    // Stopped after 3 steps (a checkpoint written while the update of step 3 may still run) and resumed.
+    const std::string resumed = base + " --set optim.offload=true --set run.dir=" + (job.dir / "resumed").string();
+    REQUIRE(run(resumed + " --set train.stop_after=3").code == 0);
+    Run r = run(resumed);
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+    CHECK(r.out.find("resuming from") != std::string::npos);
+    CHECK(file_read_text(job.dir / "resumed/adapter/adapter_model.safetensors") ==
+          file_read_text(job.dir / "lora_plain/adapter/adapter_model.safetensors"));
+  }
+  SUBCASE("lora+bottleneck with recomputation") {
+    Job job("", kLoraBottleneck);
+    check_overlap_variants(bin("adapt_train") + " --config " + job.toml.string() +
+                               " --set train.steps=5 --set train.recompute=true",
+                           job.dir.path(), "lb");
+  }
+}
+
+TEST_CASE("optim.overlap under mpiexec: tp2 x dp2, dp2 and pp2 give the synchronous and the plain runs' bytes") {
+  if (mpiexec_prefix(2).empty()) {
+    MESSAGE("no mpiexec on PATH; skipped");
+    return;
+  }
+  Job job;
+  struct Layout {
+    const char* tag;
+    int ranks;
+    const char* args;
+  };
+  for (const Layout& l : {Layout{"tp2dp2", 4, " --set parallel.tp=2"}, Layout{"dp2", 2, ""},
+                          Layout{"pp2", 2, " --set parallel.pp=2 --set train.grad_accum=2"}}) {
+    CAPTURE(l.tag);
+    check_overlap_variants(mpiexec_prefix(l.ranks) + bin("adapt_train") + " --config " + job.toml.string() +
+                               " --set train.steps=4 --set parallel.zero1=false" + l.args,
+                           job.dir.path(), l.tag);
+  }
 }

@@ -1,6 +1,8 @@
 // NCCL communicators under mpiexec on GPUs: one per tp, pp and dp group (nccl_grid_comms, unique ids
 // broadcast over the MPI groups), all-reduces checked against the sum of the members' values, the
-// compute-stream ordering with events, and async mode with poll()/synchronize(). NCCL refuses two ranks
+// compute-stream ordering with events, and async mode with poll()/synchronize(); all_reduce_start (compute
+// queued between the start and the wait is not held behind the collective, work after the wait sees
+// the sum, requests completed out of order or by their destructor). NCCL refuses two ranks
 // of one communicator on the same GPU ("Duplicate GPU detected", NCCL >= 2.5), so with fewer GPUs than
 // ranks each rank checks single-rank groups only and says so. Exits 77 (skipped) on every rank when a
 // rank sees no GPU or the build has no NCCL.
@@ -8,8 +10,10 @@
 #include <doctest/doctest.h>
 #include <mpi.h>
 
+#include <chrono>
 #include <cstdio>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backend/backend.h"
@@ -130,6 +134,76 @@ TEST_CASE("NcclCommunicator orders collectives against a compute stream with eve
   CHECK(tp.poll() == 0);
   const float members = static_cast<float>(g.grid.size(comm::GridAxis::Tp));
   for (int k = 0; k < 3; ++k) CHECK(bufs[static_cast<std::size_t>(k)]->host().back() == expected + members * k);
+  tp.set_async(false);
+  tp.set_compute_stream(nullptr);
+}
+
+TEST_CASE("NcclCommunicator all_reduce_start: compute queued before wait() runs alongside; after it sees the sum") {
+  auto world = comm::MpiCommunicator::world({.timeout_s = 120});
+  Groups g = make_groups(*world);
+  comm::GridComms nccl = comm::nccl_grid_comms(g.mpi, g_device, {.timeout_s = 120});
+  auto& tp = dynamic_cast<comm::NcclCommunicator&>(*nccl.tp);
+  const int r = g.self ? 0 : world->rank();
+  float expected = 0;
+  for (int member : g.grid.group_members(comm::GridAxis::Tp, r)) expected += static_cast<float>(member + 1);
+  backend::cuda::Stream compute(g_device);
+  tp.set_compute_stream(compute.get());
+  const std::int64_t n = 1 << 22;
+  const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(float);
+  DeviceFloats buf(n, 0.0f), other(n, 0.0f);
+  std::vector<float> src(static_cast<std::size_t>(n), static_cast<float>(r + 1));
+  tp.all_reduce(other.ptr, n, comm::CommDType::F32, comm::ReduceOp::Sum);  // warm-up: connections made
+
+  // The values reach buf on the compute stream only: the started all-reduce must run after that copy.
+  ADAPT_CUDA_CHECK(cudaMemcpyAsync(buf.ptr, src.data(), bytes, cudaMemcpyHostToDevice, compute.get()));
+  world->barrier();
+  // With a peer in the group, it starts 1 s late: the compute queued between this rank's start and
+  // wait must finish long before that (it is not ordered after the collective).
+  const bool late_peer = g.grid.size(comm::GridAxis::Tp) > 1;
+  if (late_peer && g.grid.rank_in(comm::GridAxis::Tp, r) == 1) std::this_thread::sleep_for(std::chrono::seconds(1));
+  const comm::CollectiveStats before = tp.stats()[comm::Collective::AllReduce];
+  comm::CommRequest req = tp.all_reduce_start(buf.ptr, n, comm::CommDType::F32, comm::ReduceOp::Sum);
+  CHECK(req.pending());
+  CHECK(tp.stats()[comm::Collective::AllReduce].calls == before.calls + 1);
+  CHECK(tp.stats()[comm::Collective::AllReduce].bytes == before.bytes + n * 4);
+  const auto t0 = std::chrono::steady_clock::now();
+  ADAPT_CUDA_CHECK(cudaMemsetAsync(other.ptr, 0, bytes, compute.get()));  // compute not touching buf
+  cudaEvent_t between = nullptr;
+  ADAPT_CUDA_CHECK(cudaEventCreateWithFlags(&between, cudaEventDisableTiming));
+  ADAPT_CUDA_CHECK(cudaEventRecord(between, compute.get()));
+  ADAPT_CUDA_CHECK(cudaEventSynchronize(between));
+  const double between_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ADAPT_CUDA_CHECK(cudaEventDestroy(between));
+  if (late_peer && g.grid.rank_in(comm::GridAxis::Tp, r) == 0) {
+    CAPTURE(between_s);
+    CHECK(between_s < 0.5);
+  }
+  req.wait();
+  CHECK_FALSE(req.pending());
+  std::vector<float> out(static_cast<std::size_t>(n));
+  ADAPT_CUDA_CHECK(cudaMemcpyAsync(out.data(), buf.ptr, bytes, cudaMemcpyDeviceToHost, compute.get()));
+  compute.synchronize();
+  CHECK(out.front() == expected);
+  CHECK(out.back() == expected);
+  CHECK(other.host().back() == 0.0f);
+
+  // Two in flight, waited out of order; then one left to the destructor; async mode joins poll().
+  DeviceFloats a(4096, static_cast<float>(r + 1)), b(4097, static_cast<float>(r + 2));
+  {
+    comm::CommRequest ra = tp.all_reduce_start(a.ptr, a.n, comm::CommDType::F32, comm::ReduceOp::Sum);
+    comm::CommRequest rb = tp.all_reduce_start(b.ptr, b.n, comm::CommDType::F32, comm::ReduceOp::Sum);
+    rb.wait();
+  }
+  const float members = static_cast<float>(g.grid.size(comm::GridAxis::Tp));
+  CHECK(a.host().back() == expected);
+  CHECK(b.host().back() == expected + members);
+  tp.set_async(true);
+  comm::CommRequest rc = tp.all_reduce_start(a.ptr, a.n, comm::CommDType::F32, comm::ReduceOp::Sum);
+  rc.wait();
+  CHECK(tp.poll() >= 0);
+  tp.synchronize();
+  CHECK(tp.poll() == 0);
+  CHECK(a.host().front() == expected * members);
   tp.set_async(false);
   tp.set_compute_stream(nullptr);
 }

@@ -1,6 +1,8 @@
 // OffloadAdamW with parameters on a GPU: pinned host state, gradients copied device→host in buckets on
 // the copy stream after the compute stream's work, the CPU update, and the f32 / bf16 write-backs
 // ordered before the compute stream's next work; weights and moments against optim::AdamW bit for bit.
+// step_async (optim.overlap): a "forward" on the compute stream that reads each range of the device
+// weights after wait_updated + weights_ready sees the synchronous step's values, bit for bit.
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -76,5 +78,52 @@ TEST_CASE("OffloadAdamW on cuda:0 matches AdamW bit for bit; f32 and bf16 weight
   cudaFree(d_w32);
   cudaFree(d_w16);
   cudaFree(d_grad);
+}
+
+TEST_CASE("OffloadAdamW on cuda:0: step_async with per-range waits gives step()'s weights on the device") {
+  const AdamWOptions opt{.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.01};
+  const std::int64_t n = 200003, range = 30000;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> init(static_cast<std::size_t>(n)), grads(static_cast<std::size_t>(n));
+  for (float& x : init) x = d(rng);
+  backend::cuda::set_device(0);
+  backend::cuda::Stream compute(0);
+  float* d_w = nullptr;
+  ADAPT_CUDA_CHECK(cudaMalloc(&d_w, static_cast<std::size_t>(n) * 4));
+  std::vector<float> host_w(static_cast<std::size_t>(n));  // a host target beside the device one (the mirrors)
+  OffloadAdamW sync(n, {}, opt, Device{}, {.threads = 2, .bucket_elems = 8192});
+  OffloadAdamW async(n, {}, opt, Device{DeviceKind::Cuda, 0}, {.threads = 2, .bucket_elems = 8192});
+  std::memcpy(sync.master(), init.data(), init.size() * sizeof(float));
+  std::memcpy(async.master(), init.data(), init.size() * sizeof(float));
+  async.set_targets({{.begin = 0, .count = n, .dst = d_w, .dtype = DType::F32},
+                     {.begin = 0, .count = n, .dst = host_w.data(), .dtype = DType::F32, .host = true}});
+  std::vector<float> seen(static_cast<std::size_t>(n));
+  std::int64_t bad = 0;
+  for (int step = 1; step <= 3; ++step) {
+    for (float& x : grads) x = d(rng);
+    sync.load_grads(0, n, grads.data());
+    async.load_grads(0, n, grads.data());
+    sync.step(1e-3);
+    async.step_async(1e-3, compute.get());
+    // The forward: each range read on the compute stream once its update is in.
+    for (std::int64_t at = 0; at < n; at += range) {
+      const std::int64_t count = std::min(range, n - at);
+      async.wait_updated(at + count);
+      async.weights_ready(compute.get());
+      ADAPT_CUDA_CHECK(cudaMemcpyAsync(seen.data() + at, d_w + at, static_cast<std::size_t>(count) * 4,
+                                       cudaMemcpyDeviceToHost, compute.get()));
+    }
+    compute.synchronize();
+    async.finish();
+    for (std::int64_t i = 0; i < n; ++i) {
+      bad += std::memcmp(sync.master() + i, &seen[static_cast<std::size_t>(i)], 4) != 0;
+      bad += std::memcmp(sync.master() + i, &host_w[static_cast<std::size_t>(i)], 4) != 0;
+      bad += std::memcmp(sync.m() + i, async.m() + i, 4) != 0;
+      bad += std::memcmp(sync.v() + i, async.v() + i, 4) != 0;
+    }
+  }
+  CHECK(bad == 0);
+  cudaFree(d_w);
 }
 #endif

@@ -8,6 +8,9 @@
 //     tolerance, every step finite, and an adapter that trained (AdamW's first steps move each element by
 //     about ±lr whatever the gradient's size, so a bf16-rounded gradient near 0 may flip an element's
 //     step: its values are not compared element by element);
+//   * optim.offload with optim.overlap (the CPU AdamW during the next forward, gradients streamed per
+//     layer, write-backs straight to the device) against optim.overlap = false: the same losses and
+//     adapter bit for bit, f32 and bf16 device weights;
 //   * 2 MPI ranks sharing cuda:0 (mpiexec) at tp2 and at pp2, f32 weights: the one-GPU run's losses within
 //     1e-4 relative and its exported adapter (gathered over tp from the device) within 1e-4; the tp and
 //     pp groups must use MPI (NCCL refuses two ranks on one GPU).
@@ -157,6 +160,24 @@ TEST_CASE("adapt_train on cuda:0 with optim.offload: f32 weights as the CPU, bf1
     }
   }
   CHECK(b_max > 0.0);
+}
+
+TEST_CASE("adapt_train on cuda:0 with optim.offload: overlapped and synchronous updates agree bit for bit") {
+  Job job;
+  for (const char* weights : {"f32", "bf16"}) {
+    CAPTURE(weights);
+    const std::string sets = std::string("--set optim.offload=true --set runtime.device=cuda:0 --set runtime.weights_dtype=") +
+                             weights + " --set optim.overlap=";
+    const std::string sync = std::string("sync_") + weights, overlap = std::string("overlap_") + weights;
+    job.train(sync, sets + "false");
+    const std::string out = job.train(overlap, sets + "true");
+    CHECK_MESSAGE(out.find("overlapping the next step's forward") != std::string::npos, out);
+    const std::vector<double> want = job.losses(sync), got = job.losses(overlap);
+    REQUIRE(want.size() == 3);
+    REQUIRE(got.size() == want.size());
+    for (std::size_t i = 0; i < want.size(); ++i) CHECK(got[i] == want[i]);
+    check_adapter(job.adapter(overlap), job.adapter(sync), 0.0);
+  }
 }
 
 TEST_CASE("adapt_train at tp2 and pp2 on 2 ranks sharing cuda:0: the one-GPU run's losses and adapter") {

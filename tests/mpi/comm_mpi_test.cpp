@@ -1,7 +1,8 @@
 // MpiCommunicator under mpiexec (2 and 4 ranks): every collective's result equals a reference the
 // rank computes locally from the inputs all ranks would have, for f32, f64 and i64, with the default
 // chunk size and with chunking forced (a few elements per MPI call); sub-communicators of the grid;
-// the bytes counted per collective.
+// the bytes counted per collective; all_reduce_start (several requests in flight, completed out of
+// order, against the blocking all_reduce; the destructor's wait).
 #include <doctest/doctest.h>
 #include <mpi.h>
 
@@ -188,4 +189,87 @@ TEST_CASE("grid sub-communicators reduce within their group only") {
       }
     }
   }
+}
+
+namespace {
+
+// Three all-reduces in flight at once (f32 sum, f64 max, i64 sum), completed in the reverse order, with
+// a blocking collective issued between the starts and the waits; each result equals the blocking
+// all_reduce's on the same inputs and the bytes and calls counted equal the blocking ones'.
+void check_started_all_reduces(Communicator& started, Communicator& blocking, std::int64_t n) {
+  CAPTURE(n);
+  CAPTURE(started.options().max_elems_per_call);
+  const int me = started.rank();
+  std::vector<float> f(static_cast<std::size_t>(n));
+  std::vector<double> d(static_cast<std::size_t>(n));
+  std::vector<std::int64_t> k(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    f[i] = input<float>(me, i);
+    d[i] = input<double>(me, i);
+    k[i] = input<std::int64_t>(me, i);
+  }
+  std::vector<float> f_ref = f;
+  std::vector<double> d_ref = d;
+  std::vector<std::int64_t> k_ref = k;
+  blocking.all_reduce(std::span<float>(f_ref), ReduceOp::Sum);
+  blocking.all_reduce(std::span<double>(d_ref), ReduceOp::Max);
+  blocking.all_reduce(std::span<std::int64_t>(k_ref), ReduceOp::Sum);
+  std::vector<std::int64_t> other_ref(3, me);  // what `started` runs between its starts and waits
+  blocking.all_reduce(std::span<std::int64_t>(other_ref), ReduceOp::Max);
+
+  const CollectiveStats before = started.stats()[Collective::AllReduce];
+  CommRequest rf = started.all_reduce_start(f.data(), n, CommDType::F32, ReduceOp::Sum);
+  CommRequest rd = started.all_reduce_start(d.data(), n, CommDType::F64, ReduceOp::Max);
+  CommRequest rk = started.all_reduce_start(k.data(), n, CommDType::I64, ReduceOp::Sum);
+  CHECK(started.stats()[Collective::AllReduce].calls - before.calls == 3);
+  CHECK(started.stats()[Collective::AllReduce].bytes - before.bytes == n * (4 + 8 + 8));
+  std::vector<std::int64_t> other(3, me);  // another collective while the three are in flight
+  started.all_reduce(std::span<std::int64_t>(other), ReduceOp::Max);
+  CHECK(other[2] == started.size() - 1);
+  rk.wait();
+  rd.wait();
+  rf.wait();
+  CHECK(f == f_ref);
+  CHECK(d == d_ref);
+  CHECK(k == k_ref);
+}
+
+}  // namespace
+
+TEST_CASE("all_reduce_start: requests in flight together, completed out of order, equal the blocking all_reduce") {
+  for (const std::int64_t chunk : {std::int64_t{2147483647}, std::int64_t{7}, std::int64_t{1}}) {
+    auto started = MpiCommunicator::world({.timeout_s = 60, .max_elems_per_call = chunk});
+    auto blocking = MpiCommunicator::world({.timeout_s = 60, .max_elems_per_call = chunk});
+    for (const std::int64_t n : {1, 8, 100, 1001}) {
+      if (chunk == 1 && n > 100) continue;  // a thousand requests in flight per call: slow, nothing new
+      check_started_all_reduces(*started, *blocking, n);
+    }
+    if (chunk == 2147483647) check_started_all_reduces(*started, *blocking, 300000);
+    CHECK(started->stats()[Collective::AllReduce].bytes == blocking->stats()[Collective::AllReduce].bytes);
+    CHECK(started->stats()[Collective::AllReduce].calls == blocking->stats()[Collective::AllReduce].calls);
+  }
+}
+
+TEST_CASE("all_reduce_start: the destructor completes a request never waited for; argument errors throw") {
+  auto world = MpiCommunicator::world({.timeout_s = 60});
+  const int size = world->size();
+  Tensor t = Tensor::zeros({5, 3}, DType::F32, "t");
+  t.data<float>()[14] = static_cast<float>(world->rank() + 1);
+  {
+    CommRequest r = world->all_reduce_start(t, ReduceOp::Sum);
+    CHECK(r.pending());
+  }  // not waited: the destructor did
+  CHECK(t.data<float>()[14] == static_cast<float>(size * (size + 1) / 2));
+  CHECK(world->stats()[Collective::AllReduce].bytes == 60);
+  // Moving a request over a pending one completes the one it replaces first.
+  std::vector<double> a(4, 1.0), b(4, 2.0);
+  CommRequest r = world->all_reduce_start(a.data(), 4, CommDType::F64, ReduceOp::Sum);
+  r = world->all_reduce_start(b.data(), 4, CommDType::F64, ReduceOp::Sum);
+  CHECK(a[3] == size);
+  r.wait();
+  CHECK(b[0] == 2.0 * size);
+  std::vector<std::uint16_t> half(4);
+  CHECK_THROWS_WITH_AS((void)world->all_reduce_start(half.data(), 4, CommDType::BF16, ReduceOp::Sum),
+                       doctest::Contains("MPI cannot reduce bf16"), UnsupportedError);
+  world->barrier();
 }

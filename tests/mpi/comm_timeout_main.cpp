@@ -1,6 +1,8 @@
 // A job in which rank 1 skips a collective: the other ranks must time out, print which collective in
 // which group, and abort the job (run by expect_comm_abort.sh, which checks the exit status and the
-// message). Mode "world" skips an all_reduce on the world; "group" a reduce_scatter in a tp group.
+// message). Mode "world" skips an all_reduce on the world; "group" a reduce_scatter in a tp group;
+// "started" a started all-reduce (all_reduce_start) on the world, whose wait() must time out naming
+// its own call number.
 #include <mpi.h>
 
 #include <chrono>
@@ -28,6 +30,10 @@ int main(int argc, char** argv) {
     if (mode == "world") {
       auto world = MpiCommunicator::world(options);
       if (me != 1) world->all_reduce(std::span<float>(v), ReduceOp::Sum);
+    } else if (mode == "started") {
+      auto world = MpiCommunicator::world(options);
+      world->all_reduce(std::span<float>(v), ReduceOp::Sum);  // call #1, with every rank
+      if (me != 1) world->all_reduce_start(v.data(), 64, CommDType::F32, ReduceOp::Sum).wait();  // call #2
     } else {
       const ProcessGrid grid(2, 1, size / 2);
       MPI_Comm tp_comm = MPI_COMM_NULL;

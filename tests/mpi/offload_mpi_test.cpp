@@ -2,7 +2,10 @@
 // it, under mpiexec (2 and 4 ranks): one rank alone, the world as dp (averaging and ZeRO-1) and, at 4
 // ranks, tp2 × dp2 with tp-sharded parameters. On the CPU both run the same f32 operations, so weights,
 // norms, moments and checkpoint state must agree bit for bit; both must also match one process's
-// update of the mean gradient (as train_dp_mpi checks for the plain path).
+// update of the mean gradient (as train_dp_mpi checks for the plain path). optim.overlap: the
+// asynchronous step (step_async, finish) gives the same bits at each of those layouts (ZeRO-1 over dp
+// keeps its synchronous step), and a tp-sharded AdapterSet's gradient stream (per-layer tp reduction
+// during the backward) gives tp_reduce_gradients' gradients bit for bit, at tp2 and tp4.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -12,6 +15,11 @@
 #include "comm/local_communicator.h"
 #include "comm/mpi_communicator.h"
 #include "dp_param_util.h"
+#include "model/llama_train.h"
+#include "model/llama_weights.h"
+#include "model/model_folder.h"
+#include "tests/mpi/tp_test_util.h"
+#include "tests/support/test_support.h"
 #include "train/dp_optimizer.h"
 
 using namespace adapt;
@@ -48,31 +56,51 @@ void check_offload_matches(comm::Communicator& dp, comm::Communicator* tp, bool 
                            int grad_rank) {
   std::vector<adapters::AdapterParam> plain = make_params("plain.", tp != nullptr);
   std::vector<adapters::AdapterParam> off = make_params("off.", tp != nullptr);
+  std::vector<adapters::AdapterParam> ovl = make_params("ovl.", tp != nullptr);
   train::DpOptimizer plain_opt(plain, kAdamW, dp, zero1, tp);
   train::DpOptimizer off_opt(off, kAdamW, dp, zero1, tp, kOffload);
+  train::DpOptimizer ovl_opt(ovl, kAdamW, dp, zero1, tp, kOffload, /*overlap=*/true);
   REQUIRE(off_opt.offloaded() != nullptr);
   CHECK(plain_opt.offloaded() == nullptr);
+  CHECK_FALSE(off_opt.overlapped());
+  // ZeRO-1 over several replicas ends its update in an all-gather: not on a background thread.
+  CHECK(ovl_opt.overlapped() == (!zero1 || dp.size() == 1));
   for (int s = 0; s < 4; ++s) {
     fill_dp_grads(plain, grad_rank, s);
     fill_dp_grads(off, grad_rank, s);
     const double n_plain = plain_opt.reduce_and_clip(max_norm);
     const double n_off = off_opt.reduce_and_clip(max_norm);
     CHECK(std::memcmp(&n_plain, &n_off, sizeof(double)) == 0);
+    ovl_opt.finish();  // the gradients below are the parameters' own: the last update must be complete
+    fill_dp_grads(ovl, grad_rank, s);
+    const double n_ovl = ovl_opt.reduce_and_clip(max_norm);
+    CHECK(std::memcmp(&n_plain, &n_ovl, sizeof(double)) == 0);
     plain_opt.step(1e-2);
     off_opt.step(1e-2);
+    if (ovl_opt.overlapped()) {
+      ovl_opt.step_async(1e-2);
+      ovl_opt.wait_params(0, ovl.size() / 2);  // a forward's first layers
+    } else {
+      ovl_opt.step(1e-2);
+    }
   }
   CHECK(off_opt.n_steps() == 4);
+  CHECK(ovl_opt.n_steps() == 4);
+  ovl_opt.finish();
   for (std::size_t i = 0; i < plain.size(); ++i) {
     CAPTURE(plain[i].name);
     CHECK(bit_diffs(off[i].value, plain[i].value) == 0);
+    CHECK(bit_diffs(ovl[i].value, plain[i].value) == 0);
   }
-  const auto st_plain = plain_opt.state(), st_off = off_opt.state();
+  const auto st_plain = plain_opt.state(), st_off = off_opt.state(), st_ovl = ovl_opt.state();
   REQUIRE(st_plain.size() == st_off.size());
+  REQUIRE(st_plain.size() == st_ovl.size());
   for (const auto& [key, t] : st_plain) {
     CAPTURE(key);
     REQUIRE(st_off.count(key) == 1);
     CHECK(st_off.at(key).shape() == t.shape());
     CHECK(bit_diffs(st_off.at(key), t) == 0);
+    CHECK(bit_diffs(st_ovl.at(key), t) == 0);
   }
   // Resume: an offloaded optimizer restored from the plain one's state takes the same next step.
   std::vector<adapters::AdapterParam> back = make_params("back.", tp != nullptr);
@@ -141,4 +169,41 @@ TEST_CASE("Offloaded ZeRO-1 over dp matches one process's update of the mean gra
     opt.step(1e-2);
   }
   for (std::size_t i = 0; i < ref.size(); ++i) CHECK(max_rel_diff(mine[i].value, ref[i].value) <= 1e-6);
+}
+
+TEST_CASE("A tp-sharded AdapterSet's gradient stream gives tp_reduce_gradients' gradients bit for bit") {
+  namespace tpu = test::tp;
+  auto world = comm::MpiCommunicator::world({.timeout_s = 120});
+  test::TempDir dir("adapt-overlap-tp");
+  const model::LlamaConfig cfg = tpu::tiny_config(tpu::Variant{}, 3);
+  // Each rank writes its own copy (the same bytes): no shared folder needed.
+  model::random_model_write(dir.path(), cfg, {.seed = 11, .dtype = DType::F32, .max_shard_bytes = 20000});
+  const comm::ProcessGrid grid = comm::ProcessGrid::make(
+      world->size(), world->size(), 1, {.n_heads = cfg.n_heads, .n_kv_heads = cfg.n_kv_heads, .n_layers = cfg.n_layers});
+  comm::GridComms comms = comm::grid_comms_split(*world, grid);
+  const model::LlamaModel part = model::llama_model_load_tp(dir.path(), grid, world->rank(), *comms.tp, {});
+  REQUIRE(part.tp.size == world->size());
+  adapters::AdapterSet plain = tpu::adapter_set(cfg, 0.1, &part.tp);
+  adapters::AdapterSet streamed = tpu::adapter_set(cfg, 0.1, &part.tp);
+  plain.set_training(true);
+  streamed.set_training(true);
+  std::vector<int> handed;
+  streamed.set_gradient_stream([&](int layer, std::size_t, std::size_t) { handed.push_back(layer); });
+  const Tensor ids = tpu::ids_tensor(2, 7, cfg.vocab_size, 31), targets = tpu::ids_tensor(2, 7, cfg.vocab_size, 32);
+  for (int micro = 0; micro < 2; ++micro) {
+    const model::TrainInputs in{.ids = ids, .targets = targets};
+    plain.set_step(1, micro);
+    streamed.set_step(1, micro);
+    model::llama_train_step(part, in, &plain, {.loss_scale = 0.03f});
+    if (micro == 1) streamed.arm_gradient_stream();
+    model::llama_train_step(part, in, &streamed, {.loss_scale = 0.03f});
+  }
+  CHECK(handed == std::vector<int>{2, 1, 0});  // during the last backward
+  streamed.end_gradient_stream();
+  CHECK(handed.size() == 3);
+  plain.tp_reduce_gradients();
+  const std::vector<adapters::AdapterParam> pp = plain.parameters(), ps = streamed.parameters();
+  std::int64_t diffs = 0;
+  for (std::size_t i = 0; i < pp.size(); ++i) diffs += bit_diffs(ps[i].grad, pp[i].grad);
+  CHECK(diffs == 0);
 }

@@ -13,7 +13,10 @@
 //   * 5 AdamW steps: the loss of each step and the final adapter weights gathered whole;
 //   * the bytes each rank reads at load: its share only;
 //   * AdapterSet::shard_for_tp then tp_gathered gives the whole set back bit for bit, which exports and
-//     loads back (a sharded set refuses to export).
+//     loads back (a sharded set refuses to export);
+//   * the backward with the q/k/v and gate/up all-reduces overlapping the adapters' weight gradients
+//     (AdapterSet's hook halves) against the same step with the halves unsplit: loss, the gradient
+//     entering the embedding and every rank's adapter gradient bit for bit, the bytes counted equal.
 // Tolerance: 1e-5 relative to the largest magnitude of each compared tensor (max |tp − one| / max |one|);
 // the differences are f32 summation order (partial products summed over ranks), measured ≤ 1e-6.
 #include <doctest/doctest.h>
@@ -22,6 +25,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <vector>
 
 #include "adapters/adapter_files.h"
@@ -344,4 +348,83 @@ TEST_CASE("AdapterSet: shard_for_tp keeps the rank's LoRA slices, tp_gathered gi
   adapters::adapter_export(back, m.dir / "adapter");
   const adapters::AdapterSet loaded = adapters::adapter_load(m.dir / "adapter", c);
   CHECK(gathered_rel_diff(loaded, whole, /*grads=*/false, /*tol=*/0.0) == 0.0);
+}
+
+namespace {
+
+/// `set` behind AdapterHook's default linear_backward halves (the whole linear_backward in the input
+/// half, nothing in the weights half): the model's tp backward then runs each adapter's whole backward
+/// before the all-reduce starts, the order before the all-reduce overlapped the parameter gradients.
+class UnsplitHook final : public model::AdapterHook {
+ public:
+  explicit UnsplitHook(adapters::AdapterSet& set) : set_(set) {}
+  bool has_linear(const model::LinearSite& site) const override { return set_.has_linear(site); }
+  void linear_forward(const model::LinearSite& site, const Tensor& x, Tensor& y) override {
+    set_.linear_forward(site, x, y);
+  }
+  void linear_backward(const model::LinearSite& site, const Tensor& x, const Tensor& dy, Tensor& dx) override {
+    set_.linear_backward(site, x, dy, dx);
+  }
+  bool has_block(int layer, model::BlockSite site) const override { return set_.has_block(layer, site); }
+  void block_forward(int layer, model::BlockSite site, const Tensor& h, const Tensor& f, Tensor& out) override {
+    set_.block_forward(layer, site, h, f, out);
+  }
+  void block_backward(int layer, model::BlockSite site, const Tensor& h, const Tensor& f, const Tensor& dout,
+                      Tensor& dh, Tensor& df) override {
+    set_.block_backward(layer, site, h, f, dout, dh, df);
+  }
+  void layer_backward_done(int layer) override { static_cast<model::AdapterHook&>(set_).layer_backward_done(layer); }
+
+ private:
+  adapters::AdapterSet& set_;
+};
+
+bool bit_equal(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.raw(), b.raw(), a.size_bytes()) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("tp training step: the all-reduce overlapped with the adapters' weight gradients changes no bit") {
+  Models m(Variant{});
+  const model::LlamaConfig& c = m.part.config;
+  const std::int64_t B = 2, T = 9;
+  const model::TrainInputs in{.ids = ids_tensor(B, T, c.vocab_size, 41), .targets = ids_tensor(B, T, c.vocab_size, 42)};
+  for (const bool recompute : {false, true}) {
+    CAPTURE(recompute);
+    // The same sharded set twice (LoRA dropout on): one as the model's hook, one behind UnsplitHook.
+    adapters::AdapterSet overlapped = adapter_set(c, 0.1, &m.part.tp);
+    adapters::AdapterSet unsplit = adapter_set(c, 0.1, &m.part.tp);
+    UnsplitHook unsplit_hook(unsplit);
+    for (adapters::AdapterSet* s : {&overlapped, &unsplit}) {
+      s->set_training(true);
+      s->set_step(2, 0);
+    }
+    Tensor demb_o = Tensor::empty({B, T, c.hidden_size}, DType::F32);
+    Tensor demb_u = Tensor::empty({B, T, c.hidden_size}, DType::F32);
+    m.comms.tp->reset_stats();
+    const model::TrainResult ro =
+        model::llama_train_step(m.part, in, &overlapped, {.recompute = recompute, .d_embedded = &demb_o});
+    const comm::CommStats stats_o = m.comms.tp->stats();
+    m.comms.tp->reset_stats();
+    const model::TrainResult ru =
+        model::llama_train_step(m.part, in, &unsplit_hook, {.recompute = recompute, .d_embedded = &demb_u});
+    const comm::CommStats stats_u = m.comms.tp->stats();
+    CHECK(ro.loss_sum == ru.loss_sum);
+    CHECK(bit_equal(demb_o, demb_u));
+    // The rank's own gradients, before any tp reduction: every one of them, bit for bit.
+    const std::vector<adapters::AdapterParam> po = overlapped.parameters(), pu = unsplit.parameters();
+    REQUIRE(po.size() == pu.size());
+    int differing = 0;
+    for (std::size_t i = 0; i < po.size(); ++i) {
+      CAPTURE(po[i].name);
+      CHECK(max_abs(po[i].grad) > 0);
+      differing += !bit_equal(po[i].grad, pu[i].grad);
+    }
+    CHECK(differing == 0);
+    // The started all-reduces are counted as the blocking ones were.
+    CHECK(stats_o[comm::Collective::AllReduce].calls == stats_u[comm::Collective::AllReduce].calls);
+    CHECK(stats_o[comm::Collective::AllReduce].bytes == stats_u[comm::Collective::AllReduce].bytes);
+    CHECK(stats_o.total_bytes() == stats_u.total_bytes());
+  }
 }

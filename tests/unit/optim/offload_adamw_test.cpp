@@ -124,3 +124,116 @@ TEST_CASE("Offloading for parameters on a GPU in a CPU-only build says how to re
                        doctest::Contains("ADAPT_CUDA=OFF"), UnsupportedError);
 }
 #endif
+
+namespace {
+
+/// Two states with the same layout and values: one stepped with step(), one with step_async().
+struct AsyncPair {
+  static constexpr std::int64_t kN = 4099;
+  const AdamWOptions opt{.beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .weight_decay = 0.1};
+  const std::vector<OffloadSegment> segments{{.begin = 0, .count = 1000, .decay = true},
+                                             {.begin = 1000, .count = 99, .decay = false},
+                                             {.begin = 1099, .count = 3000, .decay = true}};
+  OffloadAdamW sync{kN, segments, opt, Device{}, {.threads = 2, .bucket_elems = 257, .chunk_elems = 64}};
+  OffloadAdamW async{kN, segments, opt, Device{}, {.threads = 2, .bucket_elems = 257, .chunk_elems = 64}};
+  std::vector<float> w_sync = std::vector<float>(kN), w_async = std::vector<float>(kN);  // f32 targets
+  std::vector<bf16> b_sync = std::vector<bf16>(kN), b_async = std::vector<bf16>(kN);     // bf16 targets
+  std::vector<float> grads = std::vector<float>(kN);
+
+  AsyncPair() {
+    fill_random(sync.master(), kN, 3);
+    std::memcpy(async.master(), sync.master(), kN * sizeof(float));
+    // An f32 "device" target over everything, a bf16 one over a middle range and a host one (memcpy'd by
+    // the updating thread) over the rest.
+    auto targets = [&](std::vector<float>& w, std::vector<bf16>& b) {
+      return std::vector<OffloadTarget>{{.begin = 0, .count = 2000, .dst = w.data(), .dtype = DType::F32},
+                                        {.begin = 500, .count = 2000, .dst = b.data() + 500, .dtype = DType::BF16},
+                                        {.begin = 2000, .count = kN - 2000, .dst = w.data() + 2000,
+                                         .dtype = DType::F32, .host = true}};
+    };
+    sync.set_targets(targets(w_sync, b_sync));
+    async.set_targets(targets(w_async, b_async));
+  }
+  void load(int step) {
+    fill_random(grads.data(), kN, 100 + static_cast<std::uint32_t>(step));
+    sync.load_grads(0, kN, grads.data());
+    async.load_grads(0, kN, grads.data());
+  }
+};
+
+std::int64_t diff_bits(const void* a, const void* b, std::int64_t n, std::size_t size) {
+  std::int64_t d = 0;
+  for (std::int64_t i = 0; i < n; ++i)
+    d += std::memcmp(static_cast<const char*>(a) + i * size, static_cast<const char*>(b) + i * size, size) != 0;
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("OffloadAdamW step_async: the update of step() bit for bit; progress monotone and complete") {
+  AsyncPair s;
+  CHECK(s.async.progress() == AsyncPair::kN);  // no step yet: nothing to wait for
+  CHECK_FALSE(s.async.stepping());
+  for (int step = 1; step <= 4; ++step) {
+    CAPTURE(step);
+    s.load(step);
+    s.sync.step(1e-2);
+    s.async.step_async(1e-2);
+    CHECK(s.async.stepping());
+    CHECK(s.async.n_steps() == step);
+    std::int64_t last = 0;
+    bool monotone = true;
+    while (last < AsyncPair::kN) {
+      const std::int64_t p = s.async.progress();
+      monotone = monotone && p >= last;
+      last = p;
+    }
+    CHECK(monotone);
+    s.async.finish();
+    CHECK_FALSE(s.async.stepping());
+    CHECK(s.async.progress() == AsyncPair::kN);
+    constexpr std::int64_t n = AsyncPair::kN;
+    CHECK(diff_bits(s.async.master(), s.sync.master(), n, 4) == 0);
+    CHECK(diff_bits(s.async.m(), s.sync.m(), n, 4) == 0);
+    CHECK(diff_bits(s.async.v(), s.sync.v(), n, 4) == 0);
+    CHECK(diff_bits(s.w_async.data(), s.w_sync.data(), n, 4) == 0);
+    CHECK(diff_bits(s.b_async.data(), s.b_sync.data(), n, 2) == 0);
+    CHECK(diff_bits(s.w_async.data(), s.async.master(), n, 4) == 0);  // every target written
+  }
+  s.async.finish();  // no step running: nothing
+}
+
+TEST_CASE("OffloadAdamW step_async: a range waited for holds its new values; errors reach finish()") {
+  AsyncPair s;
+  constexpr std::int64_t n = AsyncPair::kN;
+  for (int step = 1; step <= 3; ++step) {
+    CAPTURE(step);
+    s.load(step);
+    s.sync.step(1e-2);
+    s.async.step_async(1e-2);
+    // A "forward" walking the layers in order: each range, once waited for, already holds the values
+    // of the synchronous step in every target (the f32 and the host ones: w; the bf16 one: b).
+    std::int64_t mismatches = 0;
+    for (std::int64_t end = 300; end < n + 300; end += 300) {
+      const std::int64_t e = std::min(end, n);
+      s.async.wait_updated(e);
+      CHECK(s.async.progress() >= e);
+      mismatches += diff_bits(s.w_async.data(), s.w_sync.data(), e, 4);
+      const std::int64_t b1 = std::min<std::int64_t>(e, 2500);
+      if (b1 > 500) mismatches += diff_bits(s.b_async.data() + 500, s.b_sync.data() + 500, b1 - 500, 2);
+    }
+    CHECK(mismatches == 0);
+    s.async.finish();
+  }
+  // An exception on the background thread (an instruction set no CPU has) comes out of finish(), and
+  // out of a wait for a range the step never reached.
+  s.load(9);
+  s.async.set_isa(static_cast<CpuIsa>(99));
+  s.async.step_async(1e-2);
+  CHECK_THROWS_AS(s.async.wait_updated(n), InternalError);
+  CHECK_THROWS_WITH_AS(s.async.finish(), doctest::Contains("does not support"), InternalError);
+  CHECK_FALSE(s.async.stepping());
+  s.async.finish();  // rethrown once
+  s.async.set_isa(cpu_isa_best());
+  CHECK_THROWS_AS(s.async.load_grads(0, n + 1, s.grads.data()), ShapeError);
+}

@@ -16,6 +16,7 @@
 #include "model/llama_train.h"
 #include "model/tensor_parallel.h"
 #include "plan/plan_report.h"
+#include "tests/support/rank_only_comm.h"
 #include "tests/unit/model_train/train_test_util.h"
 
 using namespace adapt;
@@ -24,33 +25,6 @@ using namespace adapt::plan;
 namespace {
 
 adapters::AdapterConfig spec(const std::string& s) { return parse_adapter_spec(s); }
-
-/// A tp group's rank as AdapterSet::shard_for_tp sees it: rank and size, no traffic (sharding moves
-/// nothing; any collective here would be a bug and throws).
-class RankOnly final : public comm::Communicator {
- public:
-  RankOnly(int rank, int size) : Communicator("tp", {}), rank_(rank), size_(size) {}
-  int rank() const override { return rank_; }
-  int size() const override { return size_; }
-
- protected:
-  [[noreturn]] static void no() { ADAPT_THROW(InternalError, "sharding an adapter must not communicate"); }
-  void do_all_reduce(void*, std::int64_t, comm::CommDType, comm::ReduceOp) override { no(); }
-  void do_all_gather(const void*, void*, std::int64_t, comm::CommDType) override { no(); }
-  void do_reduce_scatter(const void*, void*, std::int64_t, comm::CommDType, comm::ReduceOp) override { no(); }
-  void do_broadcast(void*, std::int64_t, comm::CommDType, int) override { no(); }
-  void do_send(const void*, std::int64_t, comm::CommDType, int, comm::Tag) override { no(); }
-  void do_recv(void*, std::int64_t, comm::CommDType, int, comm::Tag) override { no(); }
-  void do_send_recv(const void*, std::int64_t, int, comm::Tag, void*, std::int64_t, int, comm::Tag,
-                    comm::CommDType) override {
-    no();
-  }
-  void do_barrier() override { no(); }
-  std::unique_ptr<comm::Communicator> do_split(int, int, const std::string&) override { no(); }
-
- private:
-  int rank_, size_;
-};
 
 const char* const kSpecs[] = {
     "lora:r=2",  // q, v (adapt_train's default targets)
@@ -77,7 +51,7 @@ TEST_CASE("adapter parameters equal adapters::AdapterSet's, whole and per tp ran
         if (m.n_kv_heads % tp != 0) continue;
         for (int r = 0; r < tp; ++r) {
           adapters::AdapterSet set(m, a);
-          RankOnly group(r, tp);
+          test::RankOnly group(r, tp, "sharding an adapter must not communicate");
           set.shard_for_tp(model::TensorParallel::of(group));
           std::int64_t held = 0;
           for (const adapters::AdapterParam& p : set.parameters()) held += p.value.numel();
