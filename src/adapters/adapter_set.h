@@ -192,8 +192,8 @@ class AdapterSet final : public model::AdapterHook {
   /// receiver, once. Arm only a pass after which the layers' gradients no longer change in this step.
   void arm_gradient_stream();
   /// After the step's backward: reduces over tp and hands to the receiver every layer with adapters not
-  /// streamed since the last end_gradient_stream (all of them when nothing was armed, e.g. under the
-  /// pipeline schedule), highest layer first, and disarms. Between two calls every layer with adapters is
+  /// streamed since the last end_gradient_stream (all of them when nothing was armed; under the
+  /// pipeline schedule the other stages' layers), highest layer first, and disarms. Between two calls every layer with adapters is
   /// handed exactly once, in descending order, so with this pair tp_reduce_gradients() is not called.
   /// Collective over tp (every rank of the group hands the same layers in the same order).
   void end_gradient_stream();

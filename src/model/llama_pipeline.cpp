@@ -78,6 +78,9 @@ PipelineResult llama_pipeline_train(const LlamaModel& model, std::span<const Tra
     return s.op == parallel::PipeOp::Forward ? comm::Tag::Activation : comm::Tag::ActivationGrad;
   };
   std::vector<bool> received(steps.size(), false);
+  std::size_t last_backward = steps.size();
+  for (std::size_t k = 0; k < steps.size(); ++k)
+    if (steps[k].op == parallel::PipeOp::Backward) last_backward = k;
   for (std::size_t k = 0; k < steps.size(); ++k) {
     const parallel::PipeStep& s = steps[k];
     const std::size_t i = static_cast<std::size_t>(s.micro);
@@ -100,6 +103,7 @@ PipelineResult llama_pipeline_train(const LlamaModel& model, std::span<const Tra
       }
     } else {
       before(s.micro);
+      if (k == last_backward && opts.before_last_backward) opts.before_last_backward();
       if (!stage.first()) grad_in = hidden_like(model, in, "stage_input_grad");
       const TrainResult r = llama_train_step(
           model, in, hook,

@@ -29,6 +29,10 @@ struct PipelineOptions {
   /// Called with the micro-batch index before each pass over it (e.g. AdapterSet::set_step(step, i), so
   /// that dropout masks follow the micro-batch).
   std::function<void(int micro)> before_micro;
+  /// Called once, right before the stage's last backward pass of the call (after before_micro): from
+  /// there on the hook's parameter gradients of the stage's layers are final as each layer's backward
+  /// completes (AdapterSet::arm_gradient_stream, so they can leave for the optimizer during it).
+  std::function<void()> before_last_backward;
 };
 
 struct PipelineResult {

@@ -554,7 +554,12 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
           model, in, &set, *model_pp,
           {.loss_scale = scale,
            .recompute = cfg.train.recompute,
-           .before_micro = [&](int k) { set.set_step(step, dp.rank() * cfg.train.grad_accum + k); }},
+           .before_micro = [&](int k) { set.set_step(step, dp.rank() * cfg.train.grad_accum + k); },
+           // The stage's last backward finishes its layers' gradients: they leave as it goes.
+           .before_last_backward =
+               [&] {
+                 if (overlap) set.arm_gradient_stream();
+               }},
           &ws);
       sums[0] = r.loss_sum;
     } else {
@@ -573,8 +578,8 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     // factors over tp, the stages' layers over pp; then the average over dp (loss and tokens too: the
     // tp and pp ranks of a replica hold the same ones).
     if (overlap) {
-      // The layers not streamed during the backward (all of them under the pipeline schedule), then
-      // the wait for the copies into the host mirrors.
+      // The layers not streamed during the backward (under the pipeline schedule, the other stages'),
+      // then the wait for the copies into the host mirrors.
       set.end_gradient_stream();
       opt.wait_streamed_grads();
     } else {

@@ -11,6 +11,7 @@
 #include <mpi.h>
 
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -111,6 +112,43 @@ void run_layout(int tp_size, bool recompute) {
   if (world->rank() == 0)
     std::printf("tp%d x pp%d (recompute %d), 4 micro-batches: loss rel diff %.2e, %zu gradients max rel diff %.2e\n",
                 tp_size, pp_size, recompute, d_loss, pw.size(), worst);
+
+  // The same pipeline with the gradient stream armed before the stage's last backward (as adapt_train
+  // does with optim.overlap): the stage's own layers are handed during that backward, highest first,
+  // the others by end_gradient_stream after it, every layer once; the gradients are the same bits as
+  // tp_reduce_gradients gives after the pipeline.
+  adapters::AdapterSet set_stream = adapter_set(cfg, 0.1, &part.tp);
+  set_stream.set_training(true);
+  bool in_pipeline = true;
+  std::vector<int> during, after;
+  set_stream.set_gradient_stream([&](int layer, std::size_t, std::size_t) {
+    (in_pipeline ? during : after).push_back(layer);
+  });
+  int armed = 0;
+  model::llama_pipeline_train(part, inputs, &set_stream, *comms.pp,
+                              {.recompute = recompute,
+                               .before_micro = [&](int i) { set_stream.set_step(5, i); },
+                               .before_last_backward =
+                                   [&] {
+                                     ++armed;
+                                     set_stream.arm_gradient_stream();
+                                   }});
+  in_pipeline = false;
+  set_stream.end_gradient_stream();
+  CHECK(armed == 1);
+  std::vector<int> stage_layers, other_layers;
+  for (int l = static_cast<int>(cfg.n_layers) - 1; l >= 0; --l)
+    (l >= mine.begin && l < mine.end() ? stage_layers : other_layers).push_back(l);
+  CHECK(during == stage_layers);
+  CHECK(after == other_layers);
+  const std::vector<adapters::AdapterParam> ps = set_stream.parameters(), pp_ = set_part.parameters();
+  REQUIRE(ps.size() == pp_.size());
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    CAPTURE(ps[i].name);
+    REQUIRE(ps[i].grad.shape() == pp_[i].grad.shape());
+    CHECK(std::memcmp(ps[i].grad.raw(), pp_[i].grad.raw(), static_cast<std::size_t>(ps[i].grad.numel()) * sizeof(float)) ==
+          0);
+  }
 }
 
 }  // namespace
