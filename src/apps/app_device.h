@@ -25,7 +25,9 @@ struct DeviceSetting {
 };
 
 /// The index of the CUDA device to run on for `text` ("cpu", "cuda", "cuda:N"), or nullopt for the
-/// host. `env` gives the local rank for "cuda". Errors name `setting`:
+/// host; a device becomes the calling thread's current one (backend::cuda_use_device), so that the
+/// rank's CUDA context lives on its own GPU only. `env` gives the local rank for "cuda". Errors name
+/// `setting`:
 ///   ConfigError (exit 2): `text` is none of the three forms; "cuda:N" is not a visible device; the
 ///     node runs more ranks than it has visible GPUs (comm::device_for_rank).
 ///   UnsupportedError (exit 6): no CUDA device is usable (CPU-only build, no GPU, driver), with
@@ -50,13 +52,17 @@ inline std::optional<int> app_device_resolve(const std::string& text, const comm
                   said, n_visible, n_visible - 1,
                   visible != nullptr ? fmt::format(" (CUDA_VISIBLE_DEVICES={})", visible) : std::string{},
                   setting.to_cpu);
+    backend::cuda_use_device(*d->index);
     return *d->index;
   }
+  int index = 0;
   try {
-    return comm::device_for_rank(env, n_visible);
+    index = comm::device_for_rank(env, n_visible);
   } catch (const ConfigError& e) {
     throw ConfigError(fmt::format("{}: {}", said, e.what()), e.where());
   }
+  backend::cuda_use_device(index);
+  return index;
 }
 
 }  // namespace adapt::apps

@@ -21,6 +21,10 @@ std::string cuda_library_versions() { return cuda::library_versions(); }
 Allocator& pinned_host_allocator() { return cuda::pinned_host_allocator(); }
 Allocator& cuda_allocator(int index) { return cuda::device_allocator(index); }
 MemoryStats cuda_memory_stats(int index) { return cuda::device_allocator(index).stats(); }
+void cuda_use_device(int index) {
+  cuda::require_device(index);
+  cuda::set_device(index);
+}
 std::size_t cuda_empty_cache(int index) { return cuda::device_allocator(index).empty_cache(); }
 MemoryStats pinned_memory_stats() { return cuda::pinned_host_allocator().stats(); }
 void synchronize(int index) { cuda::synchronize(index); }
@@ -81,6 +85,7 @@ MemoryStats cuda_memory_stats(int index) {
   cuda_allocator(index);
   return {};
 }
+void cuda_use_device(int index) { cuda_allocator(index); }
 std::size_t cuda_empty_cache(int index) {
   cuda_allocator(index);
   return 0;

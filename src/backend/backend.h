@@ -30,6 +30,12 @@ Allocator& pinned_host_allocator();
 Allocator& cuda_allocator(int index);
 /// Current/peak/reserved bytes and raw allocation counts of cuda:`index`'s caching allocator.
 MemoryStats cuda_memory_stats(int index);
+/// Makes cuda:`index` the calling thread's current device (cudaSetDevice). A rank calls it once for its
+/// GPU, and so does every thread of it that issues CUDA calls: a thread starts on device 0, and since
+/// CUDA 12 switching to a device creates its context, so a rank on cuda:3 that touched device 0 would
+/// hold a context (hundreds of MiB) on another rank's GPU, or fail under EXCLUSIVE_PROCESS compute mode.
+/// UnsupportedError without CUDA or with no such device.
+void cuda_use_device(int index);
 /// Gives cuda:`index`'s wholly free cached segments back to the driver; returns the bytes released.
 std::size_t cuda_empty_cache(int index);
 /// The same for the pinned host allocator.

@@ -126,6 +126,7 @@ void OffloadAdamW::step_async(double lr, void* compute_stream) {
   runner_ = std::thread([this, lr] {
     std::exception_ptr err;
     try {
+      copier_->bind_thread();  // the write-backs' CUDA calls on the parameters' device, not device 0
       run_step(lr);
     } catch (...) {
       err = std::current_exception();

@@ -37,6 +37,9 @@ class OffloadCopier {
   virtual void synchronize() = 0;
   /// Where the host buffers for this copier come from: pinned memory for CUDA, plain host otherwise.
   virtual Allocator& host_allocator() = 0;
+  /// Makes the parameters' device current on the calling thread (a thread other than the one that made
+  /// the copier, before its first call: see backend::cuda_use_device). Host copier: nothing.
+  virtual void bind_thread() {}
 };
 
 /// Plain memcpy, for parameters in host memory (the CPU backend).

@@ -82,6 +82,7 @@ class CudaCopier final : public OffloadCopier {
   }
 
   Allocator& host_allocator() override { return backend::pinned_host_allocator(); }
+  void bind_thread() override { backend::cuda::set_device(device_); }
 
  private:
   int device_;

@@ -382,6 +382,7 @@ std::map<std::string, Tensor> DpOptimizer::state() const {
 
 void DpOptimizer::restore(const std::function<const Tensor&(const std::string&)>& get) {
   finish();
+  if (off_) off_->synchronize();  // the last write-backs read the master weights overwritten below
   for (auto& p : params_) p.value.copy_from(get("adapter/" + p.name));
   if (dev_) {
     dev_->restore(get);

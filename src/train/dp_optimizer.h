@@ -121,8 +121,9 @@ class DpOptimizer {
   std::unique_ptr<optim::DeviceAdamW> dev_;   // a GPU set without offload, dp == 1: state on the GPU
   bool overlap_ = false;
   std::vector<adapters::AdapterParam> device_params_;  // a GPU set's parameters (params_: its host mirrors)
-  std::unique_ptr<optim::OffloadCopier> grad_copier_;  // device → host mirrors, for stream_grads
   Tensor grad_staging_;        // f32 (n), pinned: streamed gradients land here, then go to the mirrors
+  // Declared after the staging buffer, so destroyed before it: its destructor waits for copies into it.
+  std::unique_ptr<optim::OffloadCopier> grad_copier_;  // device → host mirrors, for stream_grads
   std::vector<char> staged_;   // per parameter: streamed into grad_staging_ since the last wait
   std::int64_t last_grad_ticket_ = 0;
   std::vector<std::int64_t> offsets_;  // of each parameter in the flat vector

@@ -31,6 +31,7 @@
 #include "model/llama_train.h"
 #include "model/llama_weights.h"
 #include "model/tensor_parallel.h"
+#include "ops/elementwise.h"
 #include "optim/adamw.h"
 #include "optim/lr_schedule.h"
 #include "parallel/tp_ops.h"
@@ -124,11 +125,27 @@ std::int64_t grid_comm_bytes(const comm::GridComms& comms) {
 void pp_sum_gradients(const std::vector<adapters::AdapterParam>& params, comm::Communicator& pp) {
   if (pp.size() == 1) return;
   if (!params.empty() && !params.front().grad.device().host_accessible()) {
-    // Device gradients (the optimizer state on the GPU): tensor by tensor over the model's pp
-    // communicator, which takes device buffers (NCCL, or MPI staging them).
+    // Device gradients (the optimizer state on the GPU): one all-reduce of a flat device vector over the
+    // model's pp communicator, which takes device buffers (NCCL, or MPI staging them).
+    const Device dev = params.front().grad.device();
+    std::int64_t n = 0;
+    for (const auto& p : params) n += p.grad.numel();
+    Tensor flat = Tensor::empty(Shape{n}, DType::F32, backend::cuda_allocator(dev.index), "pp.grad_sum");
+    auto slice = [&](std::int64_t at, const Tensor& like) {
+      return Tensor::wrap(static_cast<float*>(flat.raw()) + at, like.shape(), DType::F32, dev, nullptr);
+    };
+    std::int64_t at = 0;
     for (const auto& p : params) {
-      Tensor g = p.grad;
-      pp.all_reduce(g, comm::ReduceOp::Sum);
+      Tensor dst = slice(at, p.grad);
+      ops::copy(dst, p.grad);
+      at += p.grad.numel();
+    }
+    pp.all_reduce(flat, comm::ReduceOp::Sum);
+    at = 0;
+    for (const auto& p : params) {
+      Tensor dst = p.grad;
+      ops::copy(dst, slice(at, p.grad));
+      at += p.grad.numel();
     }
     return;
   }
@@ -623,9 +640,17 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     // The step's traffic over every rank: 8 bytes over the world after the timed step.
     std::int64_t comm_bytes = grid_comm_bytes(ranks.comms) + grid_comm_bytes(device_comms) - comm_bytes_before;
     if (world.size() > 1) world.all_reduce(&comm_bytes, 1, comm::CommDType::I64, comm::ReduceOp::Sum);
-    write_metrics({{"kind", "train"}, {"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
+    json record = {{"kind", "train"}, {"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
                    {"tokens_per_s", tps}, {"tokens", n_tokens}, {"loss_tokens", n_loss}, {"step_s", secs},
-                   {"comm_bytes", comm_bytes}});
+                   {"comm_bytes", comm_bytes}};
+    if (device) {
+      // Rank 0's GPU since the start: what its tensors held at most (allocated) and what the caching
+      // allocator took from CUDA (reserved); adapt_plan's per-GPU memory is checked against the first.
+      const backend::MemoryStats ms = backend::cuda_memory_stats(*device);
+      record["device_allocated_peak"] = ms.allocated_peak;
+      record["device_reserved_peak"] = ms.reserved_peak;
+    }
+    write_metrics(record);
     if (step % cfg.train.log_every == 0 || step == cfg.train.steps) {
       log::info0("step {}/{}  loss {:.4f}  lr {:.3g}  grad-norm {:.3f}  {:.0f} tokens/s  ETA {}", step, cfg.train.steps,
                  loss, lr, norm, tps, eta(avg * static_cast<double>(cfg.train.steps - step)));

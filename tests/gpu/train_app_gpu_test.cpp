@@ -13,7 +13,9 @@
 //     adapter bit for bit, f32 and bf16 device weights;
 //   * 2 MPI ranks sharing cuda:0 (mpiexec) at tp2 and at pp2, f32 weights: the one-GPU run's losses within
 //     1e-4 relative and its exported adapter (gathered over tp from the device) within 1e-4; the tp and
-//     pp groups must use MPI (NCCL refuses two ranks on one GPU).
+//     pp groups must use MPI (NCCL refuses two ranks on one GPU);
+//   * adapt_plan's per-GPU memory against the run's allocated peak (metrics.jsonl), within 10%, on an
+//     8B-shaped model of 2 layers: plain, with recomputation and with optim.offload.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -197,5 +199,67 @@ TEST_CASE("adapt_train at tp2 and pp2 on 2 ranks sharing cuda:0: the one-GPU run
     check_losses(job.losses(name), one, kTolTrainF32);
     check_losses(job.losses(name, "eval", "eval_loss"), job.losses("one", "eval", "eval_loss"), kTolTrainF32);
     check_adapter(job.adapter(name), job.adapter("one"), kTolTrainF32);
+  }
+}
+
+TEST_CASE("adapt_plan's memory per GPU is within 10% of adapt_train's allocated peak on cuda:0 (8B shape, 2 layers)") {
+  // The plan's per-GPU bytes (bf16 weights, the adapter, its gradients and AdamW state, the f32
+  // activations and workspaces) against the most the run's tensors held at once on the GPU
+  // (metrics.jsonl's device_allocated_peak: the caching allocator's peak, which leaves out the CUDA
+  // context and the libraries' own memory, as the plan does). Llama-3.1-8B's shapes with 2 layers
+  // (1.5 G parameters, 3 GB in bf16), so that the model and the activations dominate.
+  test::TempDir dir("adapt-plan-gpu");
+  std::string log;
+  const std::string make =
+      test::bin("adapt_model") + " make --preset llama-3.1-8b --layers 2 --dtype bf16 --out " + (dir / "model").string();
+  REQUIRE_MESSAGE(test::run_command(make, &log) == 0, make, "\n", log);
+  const fs::path toml = dir / "train.toml";
+  test::write_bytes(toml, "[model]\npath = \"model\"\n[adapter]\nkind = \"lora\"\n[adapter.lora]\nr = 16\nalpha = 32.0\n"
+                          "targets = [\"q\", \"k\", \"v\", \"o\", \"gate\", \"up\", \"down\"]\n[data]\ninputs = [\"" +
+                              (test::source_dir() / "inputs/corpus").string() +
+                              "\"]\nglobs = [\"**/*\"]\nseq_len = 1024\ncross_document_attention = true\n"
+                              "cache_dir = \"cache\"\n[optim]\nlr = 1e-4\n[train]\nsteps = 2\nmicro_batch = 1\n"
+                              "eval_every = 0\n[checkpoint]\nevery = 0\nkeep_last = 1\n[runtime]\ndevice = \"cuda:0\"\n"
+                              "weights_dtype = \"bf16\"\n");
+  struct Case {
+    const char* name;
+    const char* train_set;  // adapt_train --set options
+    const char* plan_flag;  // the same for adapt_plan
+  };
+  const Case cases[] = {{"no recompute", "", ""},
+                        {"recompute", " --set train.recompute=true", " --recompute"},
+                        {"optimizer offload", " --set optim.offload=true", " --offload"}};
+  for (std::size_t i = 0; i < std::size(cases); ++i) {
+    const Case& c = cases[i];
+    CAPTURE(c.name);
+    const fs::path run_dir = dir / ("run-" + std::to_string(i));
+    std::string out;
+    const std::string cmd =
+        test::bin("adapt_train") + " --config " + toml.string() + " --set run.dir=" + run_dir.string() + c.train_set;
+    const int rc = test::run_command(cmd, &out);
+    INFO(cmd, "\n", out);
+    REQUIRE(rc == 0);
+    double measured = 0;
+    const std::string text = file_read_text(run_dir / "metrics.jsonl");
+    for (std::size_t start = 0; start < text.size();) {
+      const std::size_t nl = text.find('\n', start);
+      const json j = json::parse(text.substr(start, nl - start));
+      if (j["kind"] == "train") measured = std::max(measured, j["device_allocated_peak"].get<double>());
+      start = nl + 1;
+    }
+    REQUIRE(measured > 0);
+    std::string plan_out;
+    const std::string plan = test::bin("adapt_plan") + " --json --model " + (dir / "model").string() +
+                             " --gpus 1 --gpu-mem 80 --seq 1024 --micro-batch 1 --adapter "
+                             "lora:r=16,alpha=32,targets=all" +
+                             c.plan_flag;
+    REQUIRE_MESSAGE(test::run_command(plan, &plan_out) == 0, plan, "\n", plan_out);
+    const json p = json::parse(plan_out);
+    const double predicted = p["layouts"][0]["memory"]["device_total"].get<double>();
+    const double ratio = predicted / measured;
+    MESSAGE("8B shape, 2 layers, seq 1024 x 1, LoRA r=16 on every projection, bf16 weights, "
+            << std::string(c.name) << ": predicted " << predicted / 1048576.0 << " MiB, allocated peak "
+            << measured / 1048576.0 << " MiB (ratio " << ratio << ")");
+    CHECK(std::fabs(ratio - 1.0) <= 0.10);
   }
 }
