@@ -22,6 +22,7 @@
 #include <set>
 
 #include "core/file.h"
+#include "tests/support/plan_memory_cases.h"
 #include "tests/support/test_support.h"
 
 using namespace adapt;
@@ -92,17 +93,9 @@ TEST_CASE("adapt_plan's memory per process is within 10% of adapt_train's measur
                               (dir / "cache").string() +
                               "\"\n[optim]\nlr = 1e-4\n[train]\nsteps = 2\nmicro_batch = 2\neval_every = 0\n"
                               "[checkpoint]\nevery = 0\nkeep_last = 1\n");
-  struct Case {
-    const char* name;
-    const char* train_set;  // adapt_train --set options
-    const char* plan_flag;  // the same for adapt_plan
-  };
-  const Case cases[] = {{"no recompute", "", ""},
-                        {"recompute", " --set train.recompute=true", " --recompute"},
-                        {"optimizer offload", " --set optim.offload=true", " --offload"}};
   const std::uint64_t baseline = process_baseline();
-  for (std::size_t i = 0; i < std::size(cases); ++i) {
-    const Case& c = cases[i];
+  for (std::size_t i = 0; i < std::size(test::kPlanMemoryCases); ++i) {
+    const test::PlanMemoryCase& c = test::kPlanMemoryCases[i];
     CAPTURE(c.name);
     const std::string run_dir = (dir / ("run-" + std::to_string(i))).string();
     const auto [code, peak] =

@@ -29,6 +29,7 @@
 #include "core/file.h"
 #include "model/llama_config.h"
 #include "tests/gpu/gpu_tolerances.h"
+#include "tests/support/plan_memory_cases.h"
 #include "tests/support/test_support.h"
 
 using namespace adapt;
@@ -221,16 +222,8 @@ TEST_CASE("adapt_plan's memory per GPU is within 10% of adapt_train's allocated 
                               "cache_dir = \"cache\"\n[optim]\nlr = 1e-4\n[train]\nsteps = 2\nmicro_batch = 1\n"
                               "eval_every = 0\n[checkpoint]\nevery = 0\nkeep_last = 1\n[runtime]\ndevice = \"cuda:0\"\n"
                               "weights_dtype = \"bf16\"\n");
-  struct Case {
-    const char* name;
-    const char* train_set;  // adapt_train --set options
-    const char* plan_flag;  // the same for adapt_plan
-  };
-  const Case cases[] = {{"no recompute", "", ""},
-                        {"recompute", " --set train.recompute=true", " --recompute"},
-                        {"optimizer offload", " --set optim.offload=true", " --offload"}};
-  for (std::size_t i = 0; i < std::size(cases); ++i) {
-    const Case& c = cases[i];
+  for (std::size_t i = 0; i < std::size(test::kPlanMemoryCases); ++i) {
+    const test::PlanMemoryCase& c = test::kPlanMemoryCases[i];
     CAPTURE(c.name);
     const fs::path run_dir = dir / ("run-" + std::to_string(i));
     std::string out;
