@@ -33,7 +33,7 @@ while [[ $# -gt 0 ]]; do
     --adapter) adapter="$2"; shift 2 ;;
     --steps) steps="$2"; shift 2 ;;
     --dtype) dtype="$2"; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -32,13 +32,17 @@
 #      step-time ratios against the aim (offload at most 1.10x).
 #
 # Usage: scripts/gpu_check.sh [--build-dir DIR] [--jobs N] [--layers N] [--quick] [--no-build] [--no-hf]
-#                             [--python PY] [--out FILE] [-h|--help]
+#                             [--only LIST] [--tests REGEX] [--python PY] [--out FILE] [-h|--help]
 #   --build-dir DIR  build folder (default: <repo>/build-gpu-check)
 #   --jobs N         build jobs (default: nproc)
 #   --layers N       layers of the 8B-shaped model (2-4; default 4)
 #   --quick          smoke run: gpu_ops_bench --quick (T = 512), 2 + 3 HF steps instead of 3 + 10
 #   --no-build       use BUILD_DIR as it is (configured and built before)
 #   --no-hf          skip the HF + peft peer
+#   --only LIST      run only these sections, comma-separated: tests (3), ops (4), model (5, with the HF
+#                    peer), offload (6), step (7); default all. Lets a machine lent for short calls split the
+#                    check, e.g. `--only tests` and then `--no-build --only ops,model,offload,step`
+#   --tests REGEX    with the tests section: only the GPU tests whose names match (ctest -R)
 #   --python PY      the Python for the HF peer (default: $ADAPT_GPU_CHECK_PYTHON, else python3)
 #   --out FILE       also write the report to FILE (default: BUILD_DIR/gpu_check.md)
 # Environment: NVIDIA_SMI overrides the nvidia-smi that is run (the unit test points it at a fake to take
@@ -59,6 +63,8 @@ python="${ADAPT_GPU_CHECK_PYTHON:-python3}"
 out=""
 seq_len=4096
 nvidia_smi="${NVIDIA_SMI:-nvidia-smi}"
+only=",tests,ops,model,offload,step,"
+tests_regex=""
 
 usage() { sed -n '/^# Usage:/,/^# Exit status/p' "$0" | sed 's/^# \{0,1\}//'; }
 die_usage() { echo "gpu_check: $1" >&2; usage >&2; exit 64; }
@@ -74,11 +80,20 @@ while [[ $# -gt 0 ]]; do
     --quick) quick=1; shift ;;
     --no-build) do_build=0; shift ;;
     --no-hf) do_hf=0; shift ;;
+    --only) [[ $# -ge 2 ]] || die_usage "--only needs a value"; only=",$2,"; shift 2 ;;
+    --tests) [[ $# -ge 2 ]] || die_usage "--tests needs a value"; tests_regex="$2"; shift 2 ;;
     *) die_usage "unknown argument '$1'" ;;
   esac
 done
 [[ "$layers" =~ ^[1-9][0-9]*$ ]] || die_usage "--layers must be a positive integer, not '$layers'"
 [[ "$jobs" =~ ^[1-9][0-9]*$ ]] || die_usage "--jobs must be a positive integer, not '$jobs'"
+for section in $(echo "$only" | tr ',' ' '); do
+  case "$section" in
+    tests|ops|model|offload|step) ;;
+    *) die_usage "--only takes tests, ops, model, offload and step, not '$section'" ;;
+  esac
+done
+want() { [[ "$only" == *",$1,"* ]]; }
 
 # ---- 1. a GPU? ------------------------------------------------------------------------------------
 if ! command -v "$nvidia_smi" >/dev/null 2>&1; then
@@ -155,9 +170,13 @@ emit "- host: $(nproc) cores; $(uname -sr)"
 emit ""
 
 # ---- 3. GPU tests ---------------------------------------------------------------------------------
-echo "gpu_check: ctest -L gpu" >&2
+if want tests; then
+echo "gpu_check: ctest -L gpu${tests_regex:+ -R $tests_regex}" >&2
 ctest_rc=0
-ctest --test-dir "$build" -L gpu --output-on-failure --timeout 900 >"$work/ctest.txt" 2>&1 || ctest_rc=$?
+ctest_filter=()
+[[ -n "$tests_regex" ]] && ctest_filter=(-R "$tests_regex")
+ctest --test-dir "$build" -L gpu "${ctest_filter[@]}" --output-on-failure --timeout 900 >"$work/ctest.txt" 2>&1 ||
+  ctest_rc=$?
 cat "$work/ctest.txt" >>"$log"
 emit "### GPU tests (ctest -L gpu)"
 emit ""
@@ -177,8 +196,10 @@ emit ""
 emit "$n_pass passed, $n_fail failed, $n_skip skipped (ctest exit $ctest_rc; failures' output: $log)"
 emit ""
 if [[ "$ctest_rc" != 0 || "$n_fail" != 0 ]]; then status=1; fi
+fi
 
 # ---- 4. op benchmark ------------------------------------------------------------------------------
+if want ops; then
 echo "gpu_check: tests/gpu_ops_bench" >&2
 bench_args=()
 [[ "$quick" == 1 ]] && bench_args=(--quick)
@@ -194,12 +215,14 @@ else
   status=1
 fi
 emit ""
-# the ceilings, for the model-level rows: the achieved column of the two ceiling rows
+fi
+# the ceilings, for the model-level rows: the achieved column of the two ceiling rows (empty without ops)
 col_of() { awk -F'|' -v op="$1" '$2 ~ op {gsub(/^ +| +$/, "", $6); split($6, a, " "); print a[1]; exit}' "$work/ops.md"; }
 bw_gbs="$(col_of 'ceiling: D2D copy' 2>/dev/null || true)"
 gemm_tflops="$(col_of 'ceiling: cuBLASLt bf16 GEMM' 2>/dev/null || true)"
 
 # ---- 5. model level -------------------------------------------------------------------------------
+if want model; then
 echo "gpu_check: tests/adapt_model_gpu_bench" >&2
 model_args=(--layers "$layers" --seq "$seq_len")
 [[ "$quick" == 1 ]] && model_args=(--quick)
@@ -280,7 +303,9 @@ emit ""
 emit "HF's step also clips and applies AdamW to the adapter (a few MB); adapt's row is the forward and backward."
 emit ""
 
+fi
 # ==== GPU only: the optimizer state in host RAM (optim.offload) ========================================
+if want offload; then
 # tests/bench/offload_bench.cpp: the optimizer phase of a step with the AdamW state on the device (one
 # kernel) and offloaded to pinned host RAM (gradients device->host per bucket, the multithreaded CPU
 # AdamW, bf16 weights back), per adapter size per rank: LoRA r16 on every projection of Llama 3.1 8B
@@ -310,7 +335,9 @@ else
 fi
 emit ""
 
+fi
 # ==== GPU only: the whole training step with offload on and off (scripts/bench_offload.sh) ==============
+if want step; then
 emit "### adapt_train's step with the optimizer state on the GPU and in host RAM (scripts/bench_offload.sh)"
 emit ""
 offload_steps=4
@@ -331,6 +358,7 @@ else
   status=1
 fi
 emit ""
+fi
 
 cp "$report" "$out"
 echo "gpu_check: report written to $out (full log: $log); exit $status" >&2

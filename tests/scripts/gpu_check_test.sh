@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/gpu_check.sh without a GPU: its syntax (bash -n), --help, a usage error (exit 64), and the no-GPU
+# scripts/gpu_check.sh without a GPU: its syntax (bash -n), --help, usage errors (exit 64), and the no-GPU
 # exit: 77 (the skip code of the GPU tests) with a message saying why, before anything is configured or
 # built. A missing nvidia-smi and one that finds no device are both tried, through NVIDIA_SMI, so the test
 # takes the no-GPU path on machines with a GPU too. Also checks that scripts/bench_train_hf_gpu.py parses
@@ -20,6 +20,11 @@ grep -q "Exit status" "$tmp/help" || fail "--help does not document the exit sta
 rc=0; "$script" --no-such-option >"$tmp/bad" 2>&1 || rc=$?
 [ "$rc" = 64 ] || fail "an unknown option exited $rc, not 64"
 grep -q "unknown argument '--no-such-option'" "$tmp/bad" || fail "no message for an unknown option: $(head -2 "$tmp/bad")"
+
+rc=0; "$script" --only tests,bogus >"$tmp/only" 2>&1 || rc=$?
+[ "$rc" = 64 ] || fail "--only with an unknown section exited $rc, not 64"
+grep -q "not 'bogus'" "$tmp/only" || fail "no message for an unknown --only section: $(head -2 "$tmp/only")"
+grep -q -- "--only LIST" "$tmp/help" || fail "--help does not document --only"
 
 # no nvidia-smi at all
 rc=0; NVIDIA_SMI="$tmp/none/nvidia-smi" "$script" --build-dir "$tmp/b1" >"$tmp/out1" 2>&1 || rc=$?
