@@ -5,11 +5,13 @@
 #include <cstring>
 #include <span>
 #include <thread>
+#include <utility>
 
 #include "backend/backend.h"
 #include "comm/launch_env.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/timer.h"
 #include "parallel/dp_reducer.h"
 #include "parallel/zero_partition.h"
 
@@ -200,13 +202,19 @@ void DpOptimizer::wait_params(std::size_t first, std::size_t end) {
   if (!off_ || !off_->stepping() || first >= end) return;
   ADAPT_CHECK(end <= params_.size() && overlapped(), "wait_params: parameters [{}, {}) of {}", first, end,
               params_.size());
+  const Timer waited;
   off_->wait_updated(offsets_[end - 1] + params_[end - 1].value.numel());
+  waited_s_ += waited.seconds();
   if (!device_params_.empty()) off_->weights_ready(backend::cuda_compute_stream());
 }
 
+double DpOptimizer::take_wait_seconds() { return std::exchange(waited_s_, 0.0); }
+
 void DpOptimizer::finish() const {
   if (!off_ || !off_->stepping()) return;
+  const Timer waited;
   off_->finish();
+  waited_s_ += waited.seconds();
   if (!device_params_.empty()) off_->weights_ready(backend::cuda_compute_stream());
 }
 

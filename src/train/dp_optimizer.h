@@ -92,6 +92,9 @@ class DpOptimizer {
   /// their mirrors or the state (clipping, checkpoints, evaluation, export) calls it first; the methods
   /// of this class do.
   void finish() const;
+  /// Seconds the calling thread spent blocked in wait_params and finish() on a running step_async since
+  /// the last call (how much of the CPU update the next step's compute did not hide); resets the count.
+  double take_wait_seconds();
 
   std::int64_t n_steps() const { return dev_ ? dev_->n_steps() : off_ ? off_->n_steps() : opt_.n_steps(); }
   void set_n_steps(std::int64_t n) { dev_ ? dev_->set_n_steps(n) : off_ ? off_->set_n_steps(n) : opt_.set_n_steps(n); }
@@ -120,6 +123,7 @@ class DpOptimizer {
   std::unique_ptr<optim::OffloadAdamW> off_;  // with offload: this replica's part of the flat vector
   std::unique_ptr<optim::DeviceAdamW> dev_;   // a GPU set without offload, dp == 1: state on the GPU
   bool overlap_ = false;
+  mutable double waited_s_ = 0;  // blocked on step_async's progress (take_wait_seconds)
   std::vector<adapters::AdapterParam> device_params_;  // a GPU set's parameters (params_: its host mirrors)
   Tensor grad_staging_;        // f32 (n), pinned: streamed gradients land here, then go to the mirrors
   // Declared after the staging buffer, so destroyed before it: its destructor waits for copies into it.

@@ -643,6 +643,9 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     json record = {{"kind", "train"}, {"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
                    {"tokens_per_s", tps}, {"tokens", n_tokens}, {"loss_tokens", n_loss}, {"step_s", secs},
                    {"comm_bytes", comm_bytes}};
+    // The overlapped CPU AdamW of the previous step: how long this step's forward (and clipping) waited
+    // for it, i.e. what the compute did not hide.
+    if (opt.overlapped()) record["optim_wait_s"] = opt.take_wait_seconds();
     if (device) {
       // Rank 0's GPU since the start: what its tensors held at most (allocated) and what the caching
       // allocator took from CUDA (reserved); adapt_plan's per-GPU memory is checked against the first.

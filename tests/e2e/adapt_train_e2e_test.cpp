@@ -491,6 +491,11 @@ void check_overlap_variants(const std::string& base, const fs::path& dir, const 
       CHECK(a["kind"] == b["kind"]);
       for (const char* key : {"loss", "grad_norm", "eval_loss"})
         if (b.contains(key)) CHECK(a[key].get<double>() == b[key].get<double>());
+      // The overlapped run reports how long each step waited for the previous step's CPU update.
+      if (a["kind"] == "train") {
+        CHECK(a.contains("optim_wait_s") == (name == "overlap"));
+        if (a.contains("optim_wait_s")) CHECK(a["optim_wait_s"].get<double>() >= 0.0);
+      }
     }
     std::size_t files = 0;  // every file of the export (lora+bottleneck: under lora/ and bottleneck/)
     const fs::path want_dir = dir / (tag + "_plain") / "adapter";
