@@ -6,7 +6,8 @@
 #
 # One process, one job per row, the same data and seed: the rows train the same adapter (the updates are
 # bit for bit the same, which the test suite checks), so only the time differs. Columns: the median
-# timed step (metrics.jsonl's step_s), tokens/s, and the step time relative to offload = false.
+# timed step (metrics.jsonl's step_s), tokens/s, the step time relative to offload = false, and for the
+# overlapped row how long a step waited for the previous step's CPU update (optim_wait_s).
 #
 # Usage: scripts/bench_offload.sh [BUILD_DIR] [--device cpu|cuda] [--preset NAME] [--layers N]
 #          [--seq S] [--micro-batch B] [--adapter lora:R|bottleneck:D] [--steps N] [--dtype bf16|f32]
@@ -114,7 +115,9 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 train = [r for r in rows if r.get("kind") == "train"][int(sys.argv[2]):]
 med = statistics.median(r["step_s"] for r in train)
 times = " ".join("%.4f" % r["step_s"] for r in train)
-print(f"step_s {med:.5f}\ntokens {train[0]['tokens']}\nloss {train[-1]['loss']:.6f}\nsteps_s {times}")
+waits = [r["optim_wait_s"] for r in train if "optim_wait_s" in r]
+wait = f"{statistics.median(waits):.5f}" if waits else "-"
+print(f"step_s {med:.5f}\ntokens {train[0]['tokens']}\nloss {train[-1]['loss']:.6f}\nwait_s {wait}\nsteps_s {times}")
 PY
 }
 run_row off --set optim.offload=false
@@ -134,7 +137,7 @@ def read(n):
 res = {n: read(n) for n, _ in rows}
 print(f"adapt_train step, {device}: preset {preset} (layers {layers}), {adapter}, micro-batch {batch} x seq {seq}, "
       f"median of {steps} steps after {warmup} warm-up")
-print(f"{'optimizer':<52} {'step s':>8} {'tokens/s':>9} {'vs off':>7} {'last loss':>10}")
+print(f"{'optimizer':<52} {'step s':>8} {'tokens/s':>9} {'vs off':>7} {'last loss':>10} {'AdamW wait s':>12}")
 base = res["off"]
 for n, label in rows:
     r = res[n]
@@ -143,8 +146,10 @@ for n, label in rows:
         continue
     s = float(r["step_s"])
     ratio = f"{s / float(base['step_s']):>6.3f}x" if base else ""
-    print(f"{label:<52} {s:>8.4f} {int(r['tokens']) / s:>9.1f} {ratio:>7} {r['loss']:>10}")
+    print(f"{label:<52} {s:>8.4f} {int(r['tokens']) / s:>9.1f} {ratio:>7} {r['loss']:>10} {r['wait_s']:>12}")
 print("aim: offload = true at most 1.10x the step of offload = false; the losses of the rows are the same")
+print("AdamW wait s: metrics.jsonl's optim_wait_s (median), how long a step waited for the previous step's")
+print("overlapped CPU update; 0 when the compute hid it")
 for n, _ in rows:
     if res[n]:
         print(f"{n} step times (s): {res[n]['steps_s']}")
