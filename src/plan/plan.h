@@ -111,11 +111,15 @@ struct TrainMemory {
   ActivationBytes activations_other;   // with the other setting (for the table)
   std::uint64_t checkpoint = 0;        // world rank 0 (0 elsewhere) while it writes a checkpoint: the HDF5 file image
                                        // (whole adapter, m, v f32) and, with ZeRO-1, the gathered moments
-  std::uint64_t host_optimizer = 0;    // GPU offload: f32 master + m + v in pinned host RAM
-  std::uint64_t host_staging = 0;      // GPU offload: the f32 gradient copy, filled bucket by bucket
+  std::uint64_t host_mirrors = 0;      // GPU: the adapter's host copies (values and gradients)
+  std::uint64_t host_optimizer = 0;    // GPU: AdamW's state in host RAM (offload: f32 master + m + v, pinned;
+                                       // dp > 1 without offload: m and v of the rank's part)
+  std::uint64_t host_staging = 0;      // GPU: gradient copies and flat reduction vectors in host RAM
   std::uint64_t device_total() const;
   bool host_checkpoint = false;  // the checkpoint image is in host RAM (GPU plans), not in device_total
-  std::uint64_t host_total() const { return host_optimizer + host_staging + (host_checkpoint ? checkpoint : 0); }
+  std::uint64_t host_total() const {
+    return host_mirrors + host_optimizer + host_staging + (host_checkpoint ? checkpoint : 0);
+  }
 };
 
 /// Exact workspace high-water marks of llama_train_step for rank (tp_rank, pp_rank) of `layout`.

@@ -177,19 +177,28 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
     r.optimizer = job.offload ? 4 * part * 4 : 2 * part * 4;
     r.dp_buffers = sharded ? (2 * c + c * static_cast<std::uint64_t>(lay.dp)) * 4 : (lay.dp > 1 ? n4 : 0);
   } else {
-    // bf16 working copy on the device; f32 master + m + v of the rank's part (ZeRO-1 shard) on the device
-    // or, offloaded, in pinned host RAM with a gradient copy that the reduced gradients fill bucket by
-    // bucket (train/dp_optimizer.cpp).
-    r.adapter = static_cast<std::uint64_t>(n) * 2;
+    // The CUDA backend as adapt_train runs it (train/trainer.cpp, train/dp_optimizer.cpp): the adapter in
+    // f32 on the GPU, its own master weights, with f32 gradients, and host mirrors of both
+    // (AdapterSet::host_parameters) for the optimizer and checkpoints.
+    r.adapter = n4;
+    r.host_mirrors = 2 * n4;
     if (job.offload) {
+      // optim::OffloadAdamW: f32 master + m + v and a gradient copy of the rank's part in pinned host
+      // RAM; with optim.overlap (the default) a pinned staging copy of the gradients streamed per layer.
       r.host_optimizer = 3 * part * 4;
-      r.host_staging = part * 4;
+      r.host_staging = part * 4 + n4;
+    } else if (lay.dp == 1) {
+      r.optimizer = 2 * n4;  // optim::DeviceAdamW: m and v beside the adapter
     } else {
-      r.optimizer = 3 * part * 4;
+      // AdamW on the host mirrors, as on the CPU backend: m and v of the rank's part (ZeRO-1: with its
+      // master and gradient shards).
+      r.host_optimizer = 2 * part * 4;
     }
-    r.dp_buffers = sharded ? c * static_cast<std::uint64_t>(lay.dp) * 4 : (lay.dp > 1 ? n4 : 0);
+    // DpOptimizer's flat vectors (dp > 1) are host memory.
+    r.host_staging += sharded ? (2 * c + c * static_cast<std::uint64_t>(lay.dp)) * 4 : (lay.dp > 1 ? n4 : 0);
   }
-  if (lay.pp > 1) r.dp_buffers += n4;  // the flat vector the stages' gradients are summed in
+  // The flat vector the stages' gradients are summed in: on the GPU when the optimizer is there.
+  if (lay.pp > 1) (backend == Backend::Gpu && (job.offload || lay.dp > 1) ? r.host_staging : r.dp_buffers) += n4;
   // Checkpoints (rank 0 writes whole tensors): checkpoint::checkpoint_save builds the HDF5 file in memory
   // (adapter, m and v of the whole adapter, f32); with ZeRO-1 DpOptimizer::state first gathers both
   // moments whole (the padded flat vectors and the per-tensor copies).

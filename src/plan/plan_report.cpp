@@ -182,8 +182,8 @@ std::string plan_text(const PlanResult& p) {
         g.intra_gbps, g.gpus_per_node, r.cluster.network.name, r.cluster.nics_per_node, r.cluster.network.gbit_per_nic,
         r.cluster.inter_gbps_per_gpu());
     s += fmt::format(
-        "precision weights bf16, activations {} (norm statistics and logits f32); adapter bf16 with f32 "
-        "gradients, master and AdamW moments; KV cache {}\n",
+        "precision weights bf16, activations {} (norm statistics and logits f32); adapter, its gradients "
+        "and AdamW moments f32; KV cache {}\n",
         Precision::of(r.backend, r.train.act_bytes).activation == 2 ? "bf16" : "f32",
         Precision::of(r.backend, r.train.act_bytes).kv == 2 ? "bf16" : "f32");
   } else {
@@ -229,14 +229,14 @@ std::string plan_text(const PlanResult& p) {
     };
     line("base weights (frozen)", m.weights, fmt::format("{} parameters", format_count(m.base_params)));
     line("adapter weights", m.adapter,
-         fmt::format("{} parameters{}", format_count(m.adapter_params), gpu ? ", bf16" : ""));
+         fmt::format("{} parameters, f32", format_count(m.adapter_params)));
     line("adapter gradients", m.gradients, "f32");
+    const bool host_state = gpu && (r.train.offload || lp.layout.dp > 1);
     line("optimizer state", m.optimizer,
-         r.train.offload && gpu
-             ? "offloaded (see host)"
-             : (gpu ? "f32 master + m + v"
-                    : (r.train.offload ? "offloaded AdamW: f32 master + m + v + gradient copy" : "AdamW m + v")) +
-                   std::string(lp.layout.dp > 1 && r.train.zero1 ? ", this rank's ZeRO-1 shard" : ""));
+         host_state ? "in host RAM (see host)"
+                    : (gpu ? "AdamW m + v beside the adapter"
+                           : (r.train.offload ? "offloaded AdamW: f32 master + m + v + gradient copy" : "AdamW m + v")) +
+                          std::string(lp.layout.dp > 1 && r.train.zero1 ? ", this rank's ZeRO-1 shard" : ""));
     line("gradient reduction buffers", m.dp_buffers,
          lp.layout.dp > 1 || lp.layout.pp > 1 ? "flat vectors of the dp / pp reductions" : "");
     if (lp.layout.pp > 1) line("pipeline hidden states", m.pipeline_buffers, "micro-batches in flight");
@@ -251,9 +251,14 @@ std::string plan_text(const PlanResult& p) {
     line(gpu ? "total on the GPU" : "total per process", m.device_total(), lp.fits ? "" : "does NOT fit");
     if (gpu) {
       line("host RAM per rank", m.host_total(),
-           (r.train.offload ? fmt::format("f32 master + m + v {} + gradient copy {}; ", format_bytes(m.host_optimizer),
-                                          format_bytes(m.host_staging))
-                            : std::string("no offload; ")) +
+           fmt::format("adapter copies {}; ", format_bytes(m.host_mirrors)) +
+               (m.host_optimizer > 0
+                    ? fmt::format("{} {}; ", r.train.offload ? "f32 master + m + v" : "AdamW m + v",
+                                  format_bytes(m.host_optimizer))
+                    : std::string()) +
+               (m.host_staging > 0 ? fmt::format("gradient copies and reduction vectors {}; ",
+                                                 format_bytes(m.host_staging))
+                                   : std::string()) +
                fmt::format("checkpoint file image {} (rank 0)", format_bytes(m.checkpoint)));
     }
     line("host RAM per node", host_per_node(r, m),
@@ -386,6 +391,7 @@ std::string plan_json(const PlanResult& p) {
                    {"activations", acts(m.activations)},
                    {"activations_other_recompute", acts(m.activations_other)},
                    {"device_total", m.device_total()},
+                   {"host_mirrors", m.host_mirrors},
                    {"host_optimizer", m.host_optimizer},
                    {"host_staging", m.host_staging},
                    {"checkpoint", m.checkpoint},
