@@ -18,9 +18,6 @@ using model::WeightKind;
 
 namespace {
 
-constexpr WeightKind kTargetKinds[] = {WeightKind::Wq,    WeightKind::Wk,  WeightKind::Wv,   WeightKind::Wo,
-                                       WeightKind::WGate, WeightKind::WUp, WeightKind::WDown};
-
 json null_or(const std::string& s) { return s.empty() ? json(nullptr) : json(s); }
 
 /// An integral double as a JSON integer (PEFT writes lora_alpha = 16, not 16.0), others as floats.
@@ -63,7 +60,7 @@ io::TensorSource source(const Tensor& t, DType dtype, std::string name) {
 void export_peft(const AdapterSet& set, const fs::path& dir, const AdapterExportOptions& options) {
   std::vector<io::TensorSource> tensors;
   for (const int layer : set.layers())
-    for (const WeightKind kind : kTargetKinds)
+    for (const WeightKind kind : kLoraTargetKinds)
       if (const LoraAdapter* ad = set.lora(layer, kind)) {
         tensors.push_back(source(ad->a, options.dtype, peft_tensor_name(layer, kind, 'A')));
         tensors.push_back(source(ad->b, options.dtype, peft_tensor_name(layer, kind, 'B')));
@@ -131,7 +128,7 @@ std::string peft_config_json(const AdapterSet& set, const AdapterExportOptions& 
   ADAPT_CHECK(kind_has_lora(cfg.kind), "peft_config_json needs a set with LoRA adapters");
   const LoraConfig& lora = cfg.lora;
   json targets = json::array();
-  for (const WeightKind kind : kTargetKinds)
+  for (const WeightKind kind : kLoraTargetKinds)
     for (const std::string& t : lora.targets)
       if (lora_target_kind(t) == kind) targets.push_back(lora_module_name(kind));
   // SPEC-llama.md §5.2's minimal complete field set: old PEFT versions reject keys they do not know.

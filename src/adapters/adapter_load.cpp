@@ -24,8 +24,6 @@ using model::WeightKind;
 
 namespace {
 
-constexpr WeightKind kTargetKinds[] = {WeightKind::Wq,    WeightKind::Wk,  WeightKind::Wv,   WeightKind::Wo,
-                                       WeightKind::WGate, WeightKind::WUp, WeightKind::WDown};
 constexpr const char* kWrongModel = "(hint: maybe wrong base model?)";
 
 struct JsonDoc {
@@ -126,7 +124,7 @@ fs::path weights_file(const fs::path& dir, const char* name, const char* pickle_
 
 WeightKind module_kind(const JsonDoc& doc, const std::string& module) {
   const std::string last = module.substr(module.rfind('.') + 1);
-  for (const WeightKind kind : kTargetKinds)
+  for (const WeightKind kind : kLoraTargetKinds)
     if (last == lora_module_name(kind)) return kind;
   ADAPT_THROW(UnsupportedError,
               "'{}': target module '{}' is not supported by adapt, which puts LoRA on q_proj, k_proj, v_proj, o_proj, "
@@ -200,7 +198,7 @@ AdapterSet load_peft(const fs::path& dir, const JsonDoc& doc, const model::Llama
         ADAPT_REQUIRE(present, IoError,
                       "'{}': tensor '{}' is missing (adapt loads adapters whose targeted projections are the same in "
                       "every adapted layer, with lora_A and lora_B for each)",
-                      path.string(), peft_tensor_name(layer, kTargetKinds[t], factor));
+                      path.string(), peft_tensor_name(layer, kLoraTargetKinds[t], factor));
       }
   if (const json* tm = field(j, "target_modules"); tm && tm->is_array()) {
     std::set<int> listed;
@@ -213,12 +211,12 @@ AdapterSet load_peft(const fs::path& dir, const JsonDoc& doc, const model::Llama
                   doc.path.string(), tm->dump(), path.string());
   }
   cfg.lora.targets.clear();
-  for (const int t : targets) cfg.lora.targets.push_back(lora_target_name(kTargetKinds[t]));
+  for (const int t : targets) cfg.lora.targets.push_back(lora_target_name(kLoraTargetKinds[t]));
   if (static_cast<std::int64_t>(layers.size()) != model.n_layers) cfg.layers.assign(layers.begin(), layers.end());
 
   AdapterSet set(model, cfg);
   for (const auto& [site, keys] : sites) {
-    LoraAdapter* ad = set.lora(site.first, kTargetKinds[site.second]);
+    LoraAdapter* ad = set.lora(site.first, kLoraTargetKinds[site.second]);
     ADAPT_CHECK(ad, "LoRA site ({}, {}) was not built", site.first, site.second);
     const Shape& a_shape = file.at(keys[0]).shape;
     ADAPT_REQUIRE(a_shape.rank() != 2 || a_shape[0] == cfg.lora.r, IoError,

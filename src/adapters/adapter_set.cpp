@@ -19,8 +19,6 @@ using model::WeightKind;
 namespace {
 
 constexpr std::uint64_t kInitTag = 0x696e6974ULL;  // "init"
-constexpr WeightKind kTargetKinds[] = {WeightKind::Wq,    WeightKind::Wk,  WeightKind::Wv,   WeightKind::Wo,
-                                       WeightKind::WGate, WeightKind::WUp, WeightKind::WDown};
 
 int block_index(BlockSite site) { return site == BlockSite::Attention ? 0 : 1; }
 
@@ -45,7 +43,7 @@ Tensor* base_weight(model::LayerWeights& w, WeightKind kind) {
 
 int lora_target_index(WeightKind kind) {
   for (int i = 0; i < 7; ++i)
-    if (kTargetKinds[i] == kind) return i;
+    if (kLoraTargetKinds[i] == kind) return i;
   return -1;
 }
 
@@ -66,10 +64,10 @@ AdapterSet::AdapterSet(const model::LlamaConfig& model, const AdapterConfig& con
     for (const int layer : layers_) {
       for (int t = 0; t < kNumTargets; ++t) {
         if (!targeted[static_cast<std::size_t>(t)]) continue;
-        const auto [in, out] = lora_site_dims(kTargetKinds[t], model_);
+        const auto [in, out] = lora_site_dims(kLoraTargetKinds[t], model_);
         lora_at_[static_cast<std::size_t>(layer)][static_cast<std::size_t>(t)] = static_cast<int>(lora_.size());
         lora_.emplace_back(in, out, config_.lora.r, s,
-                           fmt::format("layers.{}.{}", layer, lora_target_name(kTargetKinds[t])));
+                           fmt::format("layers.{}.{}", layer, lora_target_name(kLoraTargetKinds[t])));
         lora_.back().init(config_.lora.init, rng_key({kInitTag, seed, static_cast<std::uint64_t>(layer),
                                                       static_cast<std::uint64_t>(t)}));
       }
@@ -292,9 +290,9 @@ std::vector<AdapterParam> AdapterSet::parameters() const {
   std::vector<AdapterParam> params;
   for (const int layer : layers_) {
     for (int t = 0; t < kNumTargets; ++t) {
-      const LoraAdapter* ad = lora(layer, kTargetKinds[t]);
+      const LoraAdapter* ad = lora(layer, kLoraTargetKinds[t]);
       if (!ad) continue;
-      const bool col = column_parallel(kTargetKinds[t]);
+      const bool col = column_parallel(kLoraTargetKinds[t]);
       params.push_back({.name = ad->a.name(), .value = ad->a, .grad = ad->grad_a, .tp_shard_dim = col ? -1 : 1});
       params.push_back({.name = ad->b.name(), .value = ad->b, .grad = ad->grad_b, .tp_shard_dim = col ? 0 : -1});
     }
@@ -360,9 +358,9 @@ void AdapterSet::merge_all(model::LlamaModel& model, double sign) {
   // Check every weight before touching any, so a failure leaves the model as it was.
   for (const int layer : layers_)
     for (int t = 0; t < kNumTargets; ++t) {
-      const LoraAdapter* ad = lora(layer, kTargetKinds[t]);
+      const LoraAdapter* ad = lora(layer, kLoraTargetKinds[t]);
       if (!ad) continue;
-      const Tensor& w = *base_weight(model.weights.layers[static_cast<std::size_t>(layer)], kTargetKinds[t]);
+      const Tensor& w = *base_weight(model.weights.layers[static_cast<std::size_t>(layer)], kLoraTargetKinds[t]);
       ADAPT_REQUIRE(w.dtype() == DType::F32, UnsupportedError,
                     "LoRA merge needs f32 base weights, but '{}' is {} (the model was loaded with "
                     "WeightStorage::AsStored); load it with WeightStorage::F32 or run the adapters unmerged",
@@ -374,8 +372,8 @@ void AdapterSet::merge_all(model::LlamaModel& model, double sign) {
     }
   for (const int layer : layers_)
     for (int t = 0; t < kNumTargets; ++t)
-      if (const LoraAdapter* ad = lora(layer, kTargetKinds[t]))
-        ad->merge_into(*base_weight(model.weights.layers[static_cast<std::size_t>(layer)], kTargetKinds[t]), sign);
+      if (const LoraAdapter* ad = lora(layer, kLoraTargetKinds[t]))
+        ad->merge_into(*base_weight(model.weights.layers[static_cast<std::size_t>(layer)], kLoraTargetKinds[t]), sign);
 }
 
 void AdapterSet::merge(model::LlamaModel& model) {

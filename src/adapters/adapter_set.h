@@ -253,6 +253,12 @@ class AdapterSet final : public model::AdapterHook {
   void merge_all(model::LlamaModel& model, double sign);
 };
 
+/// The LoRA target kinds in q, k, v, o, gate, up, down order (the order of parameters() and of the sites).
+inline constexpr model::WeightKind kLoraTargetKinds[] = {model::WeightKind::Wq,    model::WeightKind::Wk,
+                                                        model::WeightKind::Wv,    model::WeightKind::Wo,
+                                                        model::WeightKind::WGate, model::WeightKind::WUp,
+                                                        model::WeightKind::WDown};
+
 /// Index of a LoRA target kind in q, k, v, o, gate, up, down order; −1 for other kinds.
 int lora_target_index(model::WeightKind kind);
 

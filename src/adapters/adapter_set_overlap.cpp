@@ -11,20 +11,13 @@ namespace adapt::adapters {
 using model::BlockSite;
 using model::WeightKind;
 
-namespace {
-
-constexpr WeightKind kKinds[] = {WeightKind::Wq,    WeightKind::Wk,  WeightKind::Wv,   WeightKind::Wo,
-                                 WeightKind::WGate, WeightKind::WUp, WeightKind::WDown};
-
-}  // namespace
-
 std::pair<std::size_t, std::size_t> AdapterSet::layer_params(int layer) const {
   // parameters() order: per layer, the LoRA sites (A, B each), then the bottleneck modules' tensors.
   std::size_t at = 0;
   for (const int l : layers_) {
     if (l > layer) break;
     std::size_t n = 0;
-    for (const WeightKind kind : kKinds) n += lora(l, kind) != nullptr ? 2 : 0;
+    for (const WeightKind kind : kLoraTargetKinds) n += lora(l, kind) != nullptr ? 2 : 0;
     for (const BlockSite site : {BlockSite::Attention, BlockSite::Mlp})
       if (const BottleneckAdapter* ad = bottleneck(l, site)) n += ad->ln_before() ? 6 : 4;
     if (l == layer) return {at, at + n};

@@ -20,9 +20,6 @@ using model::WeightKind;
 
 namespace {
 
-constexpr WeightKind kTargets[] = {WeightKind::Wq,    WeightKind::Wk,  WeightKind::Wv,   WeightKind::Wo,
-                                   WeightKind::WGate, WeightKind::WUp, WeightKind::WDown};
-
 // parallel::LlamaTensor lists the tensors in WeightKind's order (both are HF's).
 parallel::LlamaTensor base_tensor(WeightKind kind) { return static_cast<parallel::LlamaTensor>(static_cast<int>(kind)); }
 
@@ -59,7 +56,7 @@ void AdapterSet::shard_for_tp(const model::TensorParallel& tp) {
                 tp.size);
   (void)model::tp_local_dims(model_, tp);  // ConfigError when tp does not divide the heads
   for (const int layer : layers_) {
-    for (const WeightKind kind : kTargets) {
+    for (const WeightKind kind : kLoraTargetKinds) {
       LoraAdapter* ad = lora(layer, kind);
       if (!ad) continue;
       const parallel::LoraShard s = shard_of(kind, ad->rank(), model_, tp);
@@ -85,7 +82,7 @@ void AdapterSet::tp_reduce_gradients() {
 
 void AdapterSet::tp_reduce_layer_gradients(int layer) {
   if (!tp_.active()) return;
-  for (const WeightKind kind : kTargets) {
+  for (const WeightKind kind : kLoraTargetKinds) {
     LoraAdapter* ad = lora(layer, kind);
     if (!ad) continue;
     // The factor that is whole on every rank: A of a column-parallel site, B of a row-parallel one.
@@ -107,7 +104,7 @@ AdapterSet AdapterSet::tp_gathered() const {
   whole.step_ = step_;
   whole.micro_batch_ = micro_batch_;
   for (const int layer : layers_) {
-    for (const WeightKind kind : kTargets) {
+    for (const WeightKind kind : kLoraTargetKinds) {
       const LoraAdapter* part = lora(layer, kind);
       if (!part) continue;
       LoraAdapter* to = whole.lora(layer, kind);
@@ -151,7 +148,7 @@ std::vector<parallel::TensorSlice> AdapterSet::tp_param_slices() const {
   std::size_t i = 0;
   const std::vector<AdapterParam> params = parameters();
   for (const int layer : layers_) {
-    for (const WeightKind kind : kTargets) {
+    for (const WeightKind kind : kLoraTargetKinds) {
       const LoraAdapter* ad = lora(layer, kind);
       if (!ad) continue;
       while (params[i].value.raw() != ad->a.raw()) ++i;  // skip the layer's bottleneck tensors
