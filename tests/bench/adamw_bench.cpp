@@ -17,25 +17,19 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
-#include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "optim/adamw.h"
 #include "optim/offload_adamw.h"
+#include "tests/bench/bench_util.h"
 
 using namespace adapt;
+using adapt::bench::parse_list;
 using namespace adapt::optim;
 
 namespace {
-
-std::vector<std::int64_t> parse_list(const char* s) {
-  std::vector<std::int64_t> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(std::stoll(item));
-  return out;
-}
 
 template <typename F> double median_seconds(int reps, F&& step) {
   step();  // untimed: first touch of the pages, thread start-up
@@ -45,8 +39,7 @@ template <typename F> double median_seconds(int reps, F&& step) {
     step();
     t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
   }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return bench::median(std::move(t));
 }
 
 void fill(float* x, std::int64_t n, std::uint32_t seed) {

@@ -16,30 +16,19 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "backend/cuda/cuda_runtime.h"
 #include "kernels/adamw.h"
 #include "optim/offload_adamw.h"
+#include "tests/bench/bench_util.h"
 
 using namespace adapt;
+using adapt::bench::median;
+using adapt::bench::parse_list;
 
 namespace {
-
-std::vector<std::int64_t> parse_list(const char* s) {
-  std::vector<std::int64_t> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(std::stoll(item));
-  return out;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 double ms_since(std::chrono::steady_clock::time_point a) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();

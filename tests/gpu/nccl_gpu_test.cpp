@@ -57,11 +57,20 @@ struct Groups {
   std::unique_ptr<comm::Communicator> self;  // the world, or this rank alone
   comm::ProcessGrid grid{1, 1, 1};
   comm::GridComms mpi;
+  int rank = 0;  // this rank in `grid`
+
+  /// What an all-reduce (sum) over this rank's group on `axis` gives when each member holds its rank + 1.
+  float sum_of_members(comm::GridAxis axis) const {
+    float sum = 0;
+    for (int member : grid.group_members(axis, rank)) sum += static_cast<float>(member + 1);
+    return sum;
+  }
 };
 
 Groups make_groups(comm::MpiCommunicator& world) {
   Groups g;
   if (g_gpu_per_rank && world.size() % 2 == 0) {
+    g.rank = world.rank();
     g.grid = comm::ProcessGrid(2, 1, world.size() / 2);
     g.mpi = comm::grid_comms_split(world, g.grid);
   } else {
@@ -79,15 +88,14 @@ TEST_CASE("nccl_grid_comms: one communicator per group; all-reduce sums the memb
   auto world = comm::MpiCommunicator::world({.timeout_s = 120});
   Groups g = make_groups(*world);
   comm::GridComms nccl = comm::nccl_grid_comms(g.mpi, g_device, {.timeout_s = 120});
-  const int r = g.self ? 0 : world->rank();
+  const int r = g.rank;
   for (comm::GridAxis axis : {comm::GridAxis::Tp, comm::GridAxis::Pp, comm::GridAxis::Dp}) {
     CAPTURE(comm::grid_axis_name(axis));
     comm::Communicator& c = nccl[axis];
     CHECK(c.size() == g.grid.size(axis));
     CHECK(c.rank() == g.grid.rank_in(axis, r));
     CHECK(c.name() == g.mpi[axis].name());
-    float expected = 0;
-    for (int member : g.grid.group_members(axis, r)) expected += static_cast<float>(member + 1);
+    const float expected = g.sum_of_members(axis);
     DeviceFloats buf(1000003, static_cast<float>(r + 1));  // not a multiple of any NCCL chunk
     c.all_reduce(buf.ptr, buf.n, comm::CommDType::F32, comm::ReduceOp::Sum);
     const std::vector<float> h = buf.host();
@@ -102,9 +110,8 @@ TEST_CASE("NcclCommunicator orders collectives against a compute stream with eve
   Groups g = make_groups(*world);
   comm::GridComms nccl = comm::nccl_grid_comms(g.mpi, g_device, {.timeout_s = 120});
   auto& tp = dynamic_cast<comm::NcclCommunicator&>(*nccl.tp);
-  const int r = g.self ? 0 : world->rank();
-  float expected = 0;
-  for (int member : g.grid.group_members(comm::GridAxis::Tp, r)) expected += static_cast<float>(member + 1);
+  const int r = g.rank;
+  const float expected = g.sum_of_members(comm::GridAxis::Tp);
   backend::cuda::Stream compute(g_device);
   const std::int64_t n = 1 << 22;
   DeviceFloats buf(n, 0.0f);
@@ -143,9 +150,8 @@ TEST_CASE("NcclCommunicator all_reduce_start: compute queued before wait() runs 
   Groups g = make_groups(*world);
   comm::GridComms nccl = comm::nccl_grid_comms(g.mpi, g_device, {.timeout_s = 120});
   auto& tp = dynamic_cast<comm::NcclCommunicator&>(*nccl.tp);
-  const int r = g.self ? 0 : world->rank();
-  float expected = 0;
-  for (int member : g.grid.group_members(comm::GridAxis::Tp, r)) expected += static_cast<float>(member + 1);
+  const int r = g.rank;
+  const float expected = g.sum_of_members(comm::GridAxis::Tp);
   backend::cuda::Stream compute(g_device);
   tp.set_compute_stream(compute.get());
   const std::int64_t n = 1 << 22;

@@ -42,6 +42,20 @@ namespace {
 // 3 AdamW steps keep that well inside 1e-4.
 constexpr double kTolTrainF32 = 1e-4;
 
+/// The values of `key` in the records of kind `kind` of a metrics.jsonl, in order.
+std::vector<double> metrics_values(const fs::path& metrics, const char* kind, const char* key) {
+  std::vector<double> v;
+  const std::string text = file_read_text(metrics);
+  std::size_t start = 0;
+  while (start < text.size()) {
+    const std::size_t nl = text.find('\n', start);
+    const json j = json::parse(text.substr(start, nl - start));
+    if (j["kind"] == kind) v.push_back(j[key].get<double>());
+    start = nl + 1;
+  }
+  return v;
+}
+
 struct Job {
   test::TempDir dir{"adapt-train-gpu"};
   fs::path toml;
@@ -75,16 +89,7 @@ struct Job {
     return out;
   }
   std::vector<double> losses(const std::string& name, const char* kind = "train", const char* key = "loss") {
-    std::vector<double> v;
-    const std::string text = file_read_text(dir / name / "metrics.jsonl");
-    std::size_t start = 0;
-    while (start < text.size()) {
-      const std::size_t nl = text.find('\n', start);
-      const json j = json::parse(text.substr(start, nl - start));
-      if (j["kind"] == kind) v.push_back(j[key].get<double>());
-      start = nl + 1;
-    }
-    return v;
+    return metrics_values(dir / name / "metrics.jsonl", kind, key);
   }
   adapters::AdapterSet adapter(const std::string& name) {
     return adapters::adapter_load(dir / name / "adapter", model::llama_config_load(dir / "model"));
@@ -232,14 +237,9 @@ TEST_CASE("adapt_plan's memory per GPU is within 10% of adapt_train's allocated 
     const int rc = test::run_command(cmd, &out);
     INFO(cmd, "\n", out);
     REQUIRE(rc == 0);
-    double measured = 0;
-    const std::string text = file_read_text(run_dir / "metrics.jsonl");
-    for (std::size_t start = 0; start < text.size();) {
-      const std::size_t nl = text.find('\n', start);
-      const json j = json::parse(text.substr(start, nl - start));
-      if (j["kind"] == "train") measured = std::max(measured, j["device_allocated_peak"].get<double>());
-      start = nl + 1;
-    }
+    const std::vector<double> peaks = metrics_values(run_dir / "metrics.jsonl", "train", "device_allocated_peak");
+    REQUIRE(!peaks.empty());
+    const double measured = *std::max_element(peaks.begin(), peaks.end());
     REQUIRE(measured > 0);
     std::string plan_out;
     const std::string plan = test::bin("adapt_plan") + " --json --model " + (dir / "model").string() +
