@@ -6,6 +6,7 @@
 
 #include "adapters/adapter_rng_hash.h"
 #include "kernels/adapter_ops.h"
+#include "kernels/common/block_reduce.cuh"
 #include "kernels/common/check.cuh"
 #include "kernels/launch_plan.h"
 
@@ -69,21 +70,6 @@ __global__ void activation_backward_kernel(float* grad, const float* pre, int64_
   for (int64_t i = grid_index(); i < n; i += grid_step()) grad[i] = __fmul_rn(grad[i], activate_grad(act, pre[i]));
 }
 
-/// Sum of a double over the block (blockDim.x a multiple of 32); `shared` holds 32 doubles. Every thread
-/// calls it and gets the result; the order of the additions depends only on blockDim.
-__device__ double block_sum_f64(double v, double* shared) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  __syncthreads();  // `shared` may still be read by a previous call
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  v = lane < n_warps ? shared[lane] : 0.0;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 __global__ void __launch_bounds__(kMaxRowThreads)
 layer_norm_forward_kernel(float* out, float* mean_rstd, const float* z, const float* w, const float* b, int64_t n_rows,
                           int64_t n_cols, double eps) {
@@ -93,13 +79,13 @@ layer_norm_forward_kernel(float* out, float* mean_rstd, const float* z, const fl
     float* outr = out + row * n_cols;
     double sum = 0.0;
     for (int64_t j = threadIdx.x; j < n_cols; j += blockDim.x) sum += zr[j];
-    const double mean = __ddiv_rn(block_sum_f64(sum, red), static_cast<double>(n_cols));
+    const double mean = __ddiv_rn(block_sum(sum, red), static_cast<double>(n_cols));
     double var = 0.0;
     for (int64_t j = threadIdx.x; j < n_cols; j += blockDim.x) {
       const double d = __dsub_rn(zr[j], mean);
       var = __dadd_rn(var, __dmul_rn(d, d));
     }
-    var = __ddiv_rn(block_sum_f64(var, red), static_cast<double>(n_cols));
+    var = __ddiv_rn(block_sum(var, red), static_cast<double>(n_cols));
     const float m = static_cast<float>(mean);
     const float rstd = static_cast<float>(__ddiv_rn(1.0, __dsqrt_rn(__dadd_rn(var, eps))));
     if (threadIdx.x == 0) {
@@ -127,8 +113,8 @@ layer_norm_backward_kernel(float* dz, float* dw_terms, const float* dzn, const f
       sum_uz = __dadd_rn(sum_uz, __dmul_rn(u, zhat));
       dw_terms[row * n_cols + j] = __fmul_rn(dnr[j], zhat);
     }
-    const double mean_u = __ddiv_rn(block_sum_f64(sum_u, red), static_cast<double>(n_cols));
-    const double mean_uz = __ddiv_rn(block_sum_f64(sum_uz, red), static_cast<double>(n_cols));
+    const double mean_u = __ddiv_rn(block_sum(sum_u, red), static_cast<double>(n_cols));
+    const double mean_uz = __ddiv_rn(block_sum(sum_uz, red), static_cast<double>(n_cols));
     for (int64_t j = threadIdx.x; j < n_cols; j += blockDim.x) {
       const float zhat = __fmul_rn(__fsub_rn(zr[j], mean), rstd);
       const double u = __dmul_rn(dnr[j], w[j]);

@@ -1,25 +1,14 @@
 // Σ x² in double: pass 1 gives each block a grid-stride share of one tensor (each thread sums its
-// elements in index order, then a shared-memory tree adds the threads' sums), pass 2 is one block over
-// the partials, added the same way. The order depends only on n and the fixed block sizes.
+// elements in index order, then block_sum adds the threads' sums), pass 2 is one block over the
+// partials, added the same way. The order depends only on n and the fixed block sizes.
+#include "kernels/common/block_reduce.cuh"
 #include "kernels/common/check.cuh"
 #include "kernels/grad_norm.h"
 
 namespace adapt::kernels {
 namespace {
 
-static_assert((kSumSquaresThreads & (kSumSquaresThreads - 1)) == 0, "the tree needs a power of two");
-
-/// Sum of `v` over the block (blockDim.x == kSumSquaresThreads) in a fixed tree order; valid in thread 0.
-__device__ double block_tree_sum(double v) {
-  __shared__ double sh[kSumSquaresThreads];
-  sh[threadIdx.x] = v;
-  __syncthreads();
-  for (int s = kSumSquaresThreads / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) sh[threadIdx.x] = __dadd_rn(sh[threadIdx.x], sh[threadIdx.x + s]);
-    __syncthreads();
-  }
-  return sh[0];
-}
+static_assert(kSumSquaresThreads % 32 == 0 && kSumSquaresThreads <= 1024, "block_sum takes whole warps");
 
 __global__ void __launch_bounds__(kSumSquaresThreads)
     sum_squares_partials_kernel(const float* x, int64_t n, double* partials) {
@@ -29,7 +18,8 @@ __global__ void __launch_bounds__(kSumSquaresThreads)
     const double xi = x[i];
     acc = __dadd_rn(acc, __dmul_rn(xi, xi));  // as the host: a double product, then a double sum
   }
-  const double s = block_tree_sum(acc);
+  __shared__ double red[32];
+  const double s = block_sum(acc, red);
   if (threadIdx.x == 0) partials[blockIdx.x] = s;
 }
 
@@ -37,7 +27,8 @@ __global__ void __launch_bounds__(kSumSquaresThreads)
     sum_partials_kernel(const double* partials, int64_t n, double* out) {
   double acc = 0.0;
   for (int64_t i = threadIdx.x; i < n; i += kSumSquaresThreads) acc = __dadd_rn(acc, partials[i]);
-  const double s = block_tree_sum(acc);
+  __shared__ double red[32];
+  const double s = block_sum(acc, red);
   if (threadIdx.x == 0) *out = s;
 }
 

@@ -12,19 +12,6 @@ namespace {
 
 constexpr int kMaxThreads = 512;
 
-__device__ __forceinline__ double block_sum_f64(double v, double* shared) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  __syncthreads();
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  v = lane < n_warps ? shared[lane] : 0.0;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 __global__ void softmax_forward_kernel(float* y, const float* x, int64_t rows, int64_t cols, bool log) {
   __shared__ float red_f[32];
   __shared__ double red_d[32];
@@ -36,7 +23,7 @@ __global__ void softmax_forward_kernel(float* y, const float* x, int64_t rows, i
     m = block_max(m, red_f);
     double s = 0.0;
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) s += exp(static_cast<double>(xr[j] - m));
-    s = block_sum_f64(s, red_d);
+    s = block_sum(s, red_d);
     if (log) {
       const float log_sum = static_cast<float>(::log(s));
       for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) yr[j] = __fsub_rn(__fsub_rn(xr[j], m), log_sum);
