@@ -197,8 +197,14 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
     // DpOptimizer's flat vectors (dp > 1) are host memory.
     r.host_staging += sharded ? (2 * c + c * static_cast<std::uint64_t>(lay.dp)) * 4 : (lay.dp > 1 ? n4 : 0);
   }
-  // The flat vector the stages' gradients are summed in: on the GPU when the optimizer is there.
-  if (lay.pp > 1) (backend == Backend::Gpu && (job.offload || lay.dp > 1) ? r.host_staging : r.dp_buffers) += n4;
+  // The flat vector the stages' gradients are summed in: in host RAM when a GPU job's optimizer is there.
+  if (lay.pp > 1) {
+    if (backend == Backend::Gpu && (job.offload || lay.dp > 1)) {
+      r.host_staging += n4;
+    } else {
+      r.dp_buffers += n4;
+    }
+  }
   // Checkpoints (rank 0 writes whole tensors): checkpoint::checkpoint_save builds the HDF5 file in memory
   // (adapter, m and v of the whole adapter, f32); with ZeRO-1 DpOptimizer::state first gathers both
   // moments whole (the padded flat vectors and the per-tensor copies).
