@@ -95,11 +95,12 @@ GridComms device_grid_comms(GridComms& bootstrap, int cuda_device, const CommOpt
 }
 
 GridComms device_grid_comms_for_model(Communicator& world, const ProcessGrid& grid, int cuda_device,
-                                      const CommOptions& options) {
+                                      const CommOptions& options, bool dp) {
   GridComms bootstrap = grid_comms_split(world, grid);
   std::array<CommKindChoice, 3> kinds;
-  GridComms out = device_grid_comms(bootstrap, cuda_device, options, &kinds);
-  for (const GridAxis axis : {GridAxis::Tp, GridAxis::Pp}) {
+  GridComms out = device_grid_comms(bootstrap, cuda_device, options, &kinds, {.tp = true, .pp = true, .dp = dp});
+  for (const GridAxis axis : {GridAxis::Tp, GridAxis::Pp, GridAxis::Dp}) {
+    if (axis == GridAxis::Dp && !dp) continue;
     const CommKindChoice& k = kinds[static_cast<std::size_t>(axis)];
     log::info0("{} communicator on the GPUs: {} ({})", grid_axis_name(axis), comm_kind_name(k.kind), k.reason);
   }

@@ -60,9 +60,10 @@ GridComms device_grid_comms(GridComms& bootstrap, int cuda_device, const CommOpt
                             std::array<CommKindChoice, 3>* kinds = nullptr, const DeviceCommsOptions& which = {});
 
 /// What the apps call for a tp/pp model on cuda:`cuda_device`: a fresh grid_comms_split of `world` by
-/// `grid` handed to device_grid_comms (tp and pp), with one line per group on rank 0 naming the kind
-/// chosen and why. The apps' host-side communicators stay as they are. Called by every rank.
+/// `grid` handed to device_grid_comms (tp and pp, and dp when `dp`: the optimizer averaging device
+/// gradients), with one line per group on rank 0 naming the kind chosen and why. The apps' host-side
+/// communicators stay as they are. Called by every rank with the same `dp`.
 GridComms device_grid_comms_for_model(Communicator& world, const ProcessGrid& grid, int cuda_device,
-                                      const CommOptions& options);
+                                      const CommOptions& options, bool dp = false);
 
 }  // namespace adapt::comm

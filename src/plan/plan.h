@@ -105,7 +105,7 @@ struct TrainMemory {
   std::uint64_t gradients = 0;         // adapter gradients (f32)
   std::uint64_t optimizer = 0;         // AdamW state of this rank's part (m, v; the f32 master where it is a
                                        // separate copy; offloaded on the CPU: master, m, v, gradient copy)
-  std::uint64_t dp_buffers = 0;        // DpOptimizer's flat gradient / shard buffers (dp > 1)
+  std::uint64_t dp_buffers = 0;        // flat gradient / shard buffers of the dp and pp reductions
   std::uint64_t pipeline_buffers = 0;  // hidden states of micro-batches in flight between stages (pp > 1)
   ActivationBytes activations;         // with the job's recompute setting
   ActivationBytes activations_other;   // with the other setting (for the table)
@@ -113,7 +113,7 @@ struct TrainMemory {
                                        // (whole adapter, m, v f32) and, with ZeRO-1, the gathered moments
   std::uint64_t host_mirrors = 0;      // GPU: the adapter's host copies (values and gradients)
   std::uint64_t host_optimizer = 0;    // GPU: AdamW's state in host RAM (offload: f32 master + m + v, pinned;
-                                       // dp > 1 without offload: m and v of the rank's part)
+                                       // ZeRO-1 over dp > 1 without offload: m and v of the shard)
   std::uint64_t host_staging = 0;      // GPU: gradient copies and flat reduction vectors in host RAM
   std::uint64_t device_total() const;
   bool host_checkpoint = false;  // the checkpoint image is in host RAM (GPU plans), not in device_total

@@ -187,24 +187,25 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
       // RAM; with optim.overlap (the default) a pinned staging copy of the gradients streamed per layer.
       r.host_optimizer = 3 * part * 4;
       r.host_staging = part * 4 + n4;
-    } else if (lay.dp == 1) {
+    } else if (!sharded) {
       r.optimizer = 2 * n4;  // optim::DeviceAdamW: m and v beside the adapter
     } else {
-      // AdamW on the host mirrors, as on the CPU backend: m and v of the rank's part (ZeRO-1: with its
-      // master and gradient shards).
+      // ZeRO-1 over dp > 1 without offload: AdamW on the host mirrors, as on the CPU backend, over the
+      // rank's shard (its master, gradient, m and v).
       r.host_optimizer = 2 * part * 4;
     }
-    // DpOptimizer's flat vectors (dp > 1) are host memory.
-    r.host_staging += sharded ? (2 * c + c * static_cast<std::uint64_t>(lay.dp)) * 4 : (lay.dp > 1 ? n4 : 0);
-  }
-  // The flat vector the stages' gradients are summed in: in host RAM when a GPU job's optimizer is there.
-  if (lay.pp > 1) {
-    if (backend == Backend::Gpu && (job.offload || lay.dp > 1)) {
-      r.host_staging += n4;
-    } else {
-      r.dp_buffers += n4;
+    if (job.offload || sharded) {
+      // DpOptimizer's flat vectors (dp > 1) and the stages' gradient sum (pp > 1) in host memory.
+      r.host_staging += sharded ? (2 * c + c * static_cast<std::uint64_t>(lay.dp)) * 4 : (lay.dp > 1 ? n4 : 0);
+      if (lay.pp > 1) r.host_staging += n4;
+    } else if (lay.dp > 1 || lay.pp > 1) {
+      // The state on the GPU: one flat device vector for the pp sum and the dp average of the gradients
+      // (train::sum_device_gradients; freed in between, so the caching allocator reuses its block).
+      r.dp_buffers = n4;
     }
   }
+  // The CPU backend's flat vector the stages' gradients are summed in.
+  if (lay.pp > 1 && backend == Backend::Cpu) r.dp_buffers += n4;
   // Checkpoints (rank 0 writes whole tensors): checkpoint::checkpoint_save builds the HDF5 file in memory
   // (adapter, m and v of the whole adapter, f32); with ZeRO-1 DpOptimizer::state first gathers both
   // moments whole (the padded flat vectors and the per-tensor copies).

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/timer.h"
+#include "ops/elementwise.h"
 #include "parallel/dp_reducer.h"
 #include "parallel/zero_partition.h"
 
@@ -55,9 +56,12 @@ std::optional<optim::OffloadOptions> dp_offload_options(bool offload) {
 DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim::AdamWOptions& options,
                          comm::Communicator& dp, bool zero1, comm::Communicator* tp,
                          std::optional<optim::OffloadOptions> offload, bool overlap,
-                         std::vector<adapters::AdapterParam> device_params)
+                         std::vector<adapters::AdapterParam> device_params, comm::Communicator* device_dp)
     : params_(std::move(params)), dp_(dp), zero1_(zero1), tp_(tp != nullptr && tp->size() > 1 ? tp : nullptr),
       opt_(options), overlap_(overlap), device_params_(std::move(device_params)) {
+  ADAPT_CHECK(device_dp == nullptr || (device_dp->size() == dp_.size() && device_dp->rank() == dp_.rank()),
+              "DpOptimizer: the device dp group (rank {} of {}) is not the dp group (rank {} of {})",
+              device_dp ? device_dp->rank() : -1, device_dp ? device_dp->size() : 0, dp_.rank(), dp_.size());
   ADAPT_CHECK(device_params_.empty() || device_params_.size() == params_.size(),
               "DpOptimizer: {} device parameters for {} host mirrors", device_params_.size(), params_.size());
   for (std::size_t i = 0; i < device_params_.size(); ++i)
@@ -69,7 +73,9 @@ DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim
     n_ += p.value.numel();
   }
   const Device device = params_.empty() ? Device{} : params_.front().value.device();
-  if (!offload && !device_params_.empty() && single()) {
+  // The state on the GPU: one replica, or replicas that average their device gradients over device_dp
+  // (ZeRO-1's reduce-scatter and all-gather run on the host mirrors).
+  if (!offload && !device_params_.empty() && (single() || (!zero1_ && device_dp != nullptr))) {
     std::vector<optim::DeviceAdamWParam> on_gpu;
     for (std::size_t i = 0; i < device_params_.size(); ++i) {
       const auto& d = device_params_[i];
@@ -78,14 +84,17 @@ DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim
       on_gpu.push_back({.name = d.name, .value = d.value, .grad = d.grad, .decay = d.decay});
     }
     dev_ = std::make_unique<optim::DeviceAdamW>(std::move(on_gpu), options);
-    log::info0("optimizer state on {}: {} f32 elements x 2 moments beside the adapter (optim.offload = true "
+    if (!single()) device_dp_ = device_dp;
+    log::info0("optimizer state on {}: {} f32 elements x 2 moments beside the adapter{} (optim.offload = true "
                "moves them to host RAM)",
-               dev_->device().str(), n_);
+               dev_->device().str(), n_,
+               single() ? "" : fmt::format(", gradients averaged over the {} dp replicas on the GPUs", dp_.size()));
     return;
   }
   if (!offload && !device_params_.empty())
-    log::info0("optimizer state in host RAM: with {} data-parallel replicas the gradients are averaged on the "
-               "host; optim.offload = true updates them with the multithreaded CPU AdamW",
+    log::info0("optimizer state in host RAM: with ZeRO-1 over {} data-parallel replicas the gradients are "
+               "averaged on the host; parallel.zero1 = false keeps the state on the GPU (the adapter's moments "
+               "are small), optim.offload = true updates it with the multithreaded CPU AdamW",
                dp_.size());
   if (!device_params_.empty() && overlap_) {
     // Pinned staging, so that the copies run asynchronously (into the pageable mirrors cudaMemcpyAsync
@@ -151,6 +160,33 @@ DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim
     std::memcpy(off_->master(), shard_master_.data(), shard_master_.size() * sizeof(float));
     off_->set_targets({{.begin = 0, .count = shard_count_, .dst = shard_master_.data(), .dtype = DType::F32}});
     log_offload();
+  }
+}
+
+void sum_device_gradients(const std::vector<adapters::AdapterParam>& params, comm::Communicator& group, float scale) {
+  if (group.size() == 1 || params.empty()) return;
+  const Device dev = params.front().grad.device();
+  ADAPT_CHECK(!dev.host_accessible(), "sum_device_gradients: gradient '{}' is in host memory",
+              params.front().name);
+  std::int64_t n = 0;
+  for (const auto& p : params) n += p.grad.numel();
+  Tensor flat = Tensor::empty(Shape{n}, DType::F32, backend::cuda_allocator(dev.index), "dp.device_grad_sum");
+  auto slice = [&](std::int64_t at, const Tensor& like) {
+    return Tensor::wrap(static_cast<float*>(flat.raw()) + at, like.shape(), DType::F32, dev, nullptr);
+  };
+  std::int64_t at = 0;
+  for (const auto& p : params) {
+    Tensor dst = slice(at, p.grad);
+    ops::copy(dst, p.grad);
+    at += p.grad.numel();
+  }
+  group.all_reduce(flat, comm::ReduceOp::Sum);
+  if (scale != 1.0f) ops::scale(flat, scale);
+  at = 0;
+  for (const auto& p : params) {
+    Tensor dst = p.grad;
+    ops::copy(dst, slice(at, p.grad));
+    at += p.grad.numel();
   }
 }
 
@@ -289,7 +325,11 @@ double DpOptimizer::device_norm_and_clip(double max_norm) {
 
 double DpOptimizer::reduce_and_clip(double max_norm) {
   finish();
-  if (dev_) return device_norm_and_clip(max_norm);
+  if (dev_) {
+    // The average as parallel::dp_average_gradients takes it: the sum, then times 1/dp in f32.
+    if (device_dp_ != nullptr) sum_device_gradients(device_params_, *device_dp_, 1.0f / static_cast<float>(dp_.size()));
+    return device_norm_and_clip(max_norm);
+  }
   if (single() || !zero1_) {
     if (!single()) {
       flatten_grads(flat_.data());

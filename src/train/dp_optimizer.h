@@ -22,9 +22,12 @@
 // buckets go straight to the device parameters (and the host mirrors). Not under ZeRO-1 with dp > 1: its
 // update ends in an all-gather over dp, a collective that the background thread may not issue and that
 // every replica must reach in the same order, so that step stays synchronous.
-// On a GPU without offload and with one replica (dp == 1), the moments live on the GPU beside the
-// parameters (optim::DeviceAdamW): the gradients are measured, clipped and applied there and nothing
-// crosses PCIe; with dp > 1 the gradients are averaged on the host mirrors as on the CPU.
+// On a GPU without offload, the moments live on the GPU beside the parameters (optim::DeviceAdamW): the
+// gradients are measured, clipped and applied there and nothing crosses PCIe. That holds with one
+// replica, and with dp > 1 without ZeRO-1 when the dp group is given as a communicator of device buffers
+// (`device_dp`: NCCL, or MPI staging them), over which the gradients are averaged in one flat device
+// all-reduce. ZeRO-1 over dp > 1 on a GPU without offload averages and updates on the host mirrors, as
+// on the CPU.
 #pragma once
 
 #include <cstdint>
@@ -47,6 +50,13 @@ namespace adapt::train {
 /// AdamW gets this node's hardware threads divided among the job's ranks on the node (at least 1).
 std::optional<optim::OffloadOptions> dp_offload_options(bool offload);
 
+/// Sums the gradients of `params` (f32, on one GPU) over `group`, a communicator that takes device
+/// buffers (NCCL, or MPI staging them), in one all-reduce of a flat device vector, then multiplies them
+/// by `scale` (after the sum, as parallel::dp_average_gradients does on the host; 1: the plain sum).
+/// Ordered on the compute stream. Called by every rank of `group` with the same shapes.
+void sum_device_gradients(const std::vector<adapters::AdapterParam>& params, comm::Communicator& group,
+                          float scale = 1.0f);
+
 class DpOptimizer {
  public:
   /// `params` share storage with the adapter (AdapterSet::parameters()); the same on every replica.
@@ -55,12 +65,15 @@ class DpOptimizer {
   /// `overlap` (optim.overlap; meaningful with `offload`): step_async and the gradient stream.
   /// `device_params`: for a set on a GPU, its device parameters (AdapterSet::parameters(), the same
   /// order as `params`, which are then its host mirrors); empty when `params` are the parameters. Given
-  /// without `offload` and with one dp replica, the optimizer works on them (optim::DeviceAdamW: moments,
-  /// norm, clipping and update on the GPU; the host mirrors keep only what restore() puts there).
+  /// without `offload`, and with one dp replica or with `device_dp` and no ZeRO-1, the optimizer works on
+  /// them (optim::DeviceAdamW: moments, norm, clipping and update on the GPU; the host mirrors keep only
+  /// what restore() puts there).
+  /// `device_dp`: the dp group again, as a communicator that takes device buffers (same ranks in the same
+  /// order as `dp`); used only for the device gradients' average.
   DpOptimizer(std::vector<adapters::AdapterParam> params, const optim::AdamWOptions& options, comm::Communicator& dp,
               bool zero1, comm::Communicator* tp = nullptr,
               std::optional<optim::OffloadOptions> offload = std::nullopt, bool overlap = false,
-              std::vector<adapters::AdapterParam> device_params = {});
+              std::vector<adapters::AdapterParam> device_params = {}, comm::Communicator* device_dp = nullptr);
   ~DpOptimizer();
 
   /// After the backward of every micro-batch: the gradients become their average over dp (each
@@ -102,8 +115,9 @@ class DpOptimizer {
   bool zero1() const { return zero1_; }
   /// The offloaded state (nullptr when the optimizer is not offloaded).
   const optim::OffloadAdamW* offloaded() const { return off_.get(); }
-  /// The state on the parameters' GPU (nullptr unless a GPU set without offload and dp == 1): the
-  /// gradients are then read, and the weights updated, on the device only.
+  /// The state on the parameters' GPU (nullptr unless a GPU set without offload, at dp == 1 or with
+  /// `device_dp` and no ZeRO-1): the gradients are then averaged, read, and the weights updated, on the
+  /// device only.
   const optim::DeviceAdamW* on_device() const { return dev_.get(); }
 
   /// The whole optimizer state with global shapes: "adapter/<param>" (master weights),
@@ -121,7 +135,8 @@ class DpOptimizer {
   comm::Communicator* tp_ = nullptr;  // set when the parameters are sharded over more than one tp rank
   optim::AdamW opt_;                        // without offload
   std::unique_ptr<optim::OffloadAdamW> off_;  // with offload: this replica's part of the flat vector
-  std::unique_ptr<optim::DeviceAdamW> dev_;   // a GPU set without offload, dp == 1: state on the GPU
+  std::unique_ptr<optim::DeviceAdamW> dev_;   // a GPU set without offload (and ZeRO-1 over dp): state on the GPU
+  comm::Communicator* device_dp_ = nullptr;   // with dev_ and dp > 1: the dp group over device buffers
   bool overlap_ = false;
   mutable double waited_s_ = 0;  // blocked on step_async's progress (take_wait_seconds)
   std::vector<adapters::AdapterParam> device_params_;  // a GPU set's parameters (params_: its host mirrors)

@@ -31,7 +31,6 @@
 #include "model/llama_train.h"
 #include "model/llama_weights.h"
 #include "model/tensor_parallel.h"
-#include "ops/elementwise.h"
 #include "optim/adamw.h"
 #include "optim/lr_schedule.h"
 #include "parallel/tp_ops.h"
@@ -125,28 +124,9 @@ std::int64_t grid_comm_bytes(const comm::GridComms& comms) {
 void pp_sum_gradients(const std::vector<adapters::AdapterParam>& params, comm::Communicator& pp) {
   if (pp.size() == 1) return;
   if (!params.empty() && !params.front().grad.device().host_accessible()) {
-    // Device gradients (the optimizer state on the GPU): one all-reduce of a flat device vector over the
-    // model's pp communicator, which takes device buffers (NCCL, or MPI staging them).
-    const Device dev = params.front().grad.device();
-    std::int64_t n = 0;
-    for (const auto& p : params) n += p.grad.numel();
-    Tensor flat = Tensor::empty(Shape{n}, DType::F32, backend::cuda_allocator(dev.index), "pp.grad_sum");
-    auto slice = [&](std::int64_t at, const Tensor& like) {
-      return Tensor::wrap(static_cast<float*>(flat.raw()) + at, like.shape(), DType::F32, dev, nullptr);
-    };
-    std::int64_t at = 0;
-    for (const auto& p : params) {
-      Tensor dst = slice(at, p.grad);
-      ops::copy(dst, p.grad);
-      at += p.grad.numel();
-    }
-    pp.all_reduce(flat, comm::ReduceOp::Sum);
-    at = 0;
-    for (const auto& p : params) {
-      Tensor dst = p.grad;
-      ops::copy(dst, slice(at, p.grad));
-      at += p.grad.numel();
-    }
+    // Device gradients (the optimizer state on the GPU): over the model's pp communicator, which takes
+    // device buffers (NCCL, or MPI staging them).
+    sum_device_gradients(params, pp);
     return;
   }
   std::int64_t n = 0;
@@ -335,12 +315,17 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   // where every rank of the group has its own GPU, else MPI staging them through host memory. The
   // host-side work (the optimizer, checkpoints, the gradient sum over the stages) keeps the host
   // communicators of `ranks.comms`.
+  // With dp > 1, no offload and no ZeRO-1 the optimizer state stays on the GPUs too (DpOptimizer's
+  // DeviceAdamW), and the replicas average their device gradients over a device dp communicator.
+  const bool device_dp = device && dp.size() > 1 && !cfg.optim.offload && !cfg.parallel.zero1;
   comm::GridComms device_comms;
   comm::Communicator* model_pp = &pp;
-  if (device && sharded) {
-    device_comms = comm::device_grid_comms_for_model(world, ranks.grid, *device, tp.options());
-    model.tp.comm = device_comms.tp.get();
-    model_pp = device_comms.pp.get();
+  if (device && (sharded || device_dp)) {
+    device_comms = comm::device_grid_comms_for_model(world, ranks.grid, *device, tp.options(), device_dp);
+    if (sharded) {
+      model.tp.comm = device_comms.tp.get();
+      model_pp = device_comms.pp.get();
+    }
   }
   data_config_validate(cfg.data, model.config.max_position_embeddings);
   adapters::adapter_config_validate(cfg.adapter, model.config);
@@ -358,8 +343,8 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   adapters::AdapterSet set(model.config, cfg.adapter);
   const std::int64_t n_adapter = set.n_parameters();
   set.shard_for_tp(model.tp);
-  // On a GPU the hook's parameters and gradients live there. With one replica and no offload the
-  // optimizer works there too (DpOptimizer's DeviceAdamW); otherwise the optimizer, the reductions and
+  // On a GPU the hook's parameters and gradients live there. Without offload, and without ZeRO-1 over
+  // dp > 1, the optimizer works there too (DpOptimizer's DeviceAdamW); otherwise the optimizer, the reductions and
   // the checkpoints take the host mirrors, which move through gradients_to_host / values_from_host (or,
   // with optim.overlap, the gradient stream and the optimizer's direct write-backs).
   if (device) set.to_device(*device);
@@ -371,13 +356,15 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   const bool overlap = cfg.optim.offload && cfg.optim.overlap;
   DpOptimizer opt(params, {cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay}, dp,
                   cfg.parallel.zero1, &tp, dp_offload_options(cfg.optim.offload), overlap,
-                  device ? set.parameters() : std::vector<adapters::AdapterParam>{});
+                  device ? set.parameters() : std::vector<adapters::AdapterParam>{},
+                  device_dp ? device_comms.dp.get() : nullptr);
   if (overlap) {
     set.set_gradient_stream([&opt](int, std::size_t first, std::size_t end) { opt.stream_grads(first, end); });
     if (opt.overlapped())
       set.set_forward_gate([&opt](int, std::size_t first, std::size_t end) { opt.wait_params(first, end); });
   }
-  // optim.offload = false on a GPU with one replica: the moments, the norm and the update stay on the GPU.
+  // optim.offload = false on a GPU (one replica, or no ZeRO-1): the dp average, the moments, the norm and
+  // the update stay on the GPU.
   const bool device_opt = opt.on_device() != nullptr;
   // What each parameter is a slice of (whole tensors until the set is sharded over tp): checkpoints hold
   // the whole tensors, gathered over tp on save and cut again on resume.
@@ -602,7 +589,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     } else {
       set.tp_reduce_gradients();
       // A GPU's gradients into the host mirrors that `params` and `opt` hold, unless the optimizer
-      // state is on the GPU too (optim.offload = false, dp == 1): then they stay there.
+      // state is on the GPU too (optim.offload = false; dp == 1 or no ZeRO-1): then they stay there.
       if (!device_opt) set.gradients_to_host();
     }
     if (device_opt) {

@@ -13,7 +13,9 @@
 //     adapter bit for bit, f32 and bf16 device weights;
 //   * 2 MPI ranks sharing cuda:0 (mpiexec) at tp2 and at pp2, f32 weights: the one-GPU run's losses within
 //     1e-4 relative and its exported adapter (gathered over tp from the device) within 1e-4; the tp and
-//     pp groups must use MPI (NCCL refuses two ranks on one GPU);
+//     pp groups must use MPI (NCCL refuses two ranks on one GPU); the same at dp2 with parallel.zero1 =
+//     false (the optimizer state on the GPU, the gradients averaged over a device dp communicator) and
+//     at dp2 with ZeRO-1 (AdamW on the host copies);
 //   * adapt_plan's per-GPU memory against the run's allocated peak (metrics.jsonl), within 10%, on an
 //     8B-shaped model of 2 layers: plain, with recomputation and with optim.offload.
 #include <doctest/doctest.h>
@@ -188,7 +190,7 @@ TEST_CASE("adapt_train on cuda:0 with optim.offload: overlapped and synchronous 
   }
 }
 
-TEST_CASE("adapt_train at tp2 and pp2 on 2 ranks sharing cuda:0: the one-GPU run's losses and adapter") {
+TEST_CASE("adapt_train at tp2, pp2 and dp2 on 2 ranks sharing cuda:0: the one-GPU run's losses and adapter") {
   Job job;
   const std::string f32 = "--set runtime.device=cuda:0 --set runtime.weights_dtype=f32";
   job.train("one", f32);
@@ -202,6 +204,21 @@ TEST_CASE("adapt_train at tp2 and pp2 on 2 ranks sharing cuda:0: the one-GPU run
     const std::string axis = name.substr(0, 2);
     CHECK_MESSAGE(out.find(axis + " communicator on the GPUs: mpi") != std::string::npos, out);
     CHECK_MESSAGE(out.find("share GPU") != std::string::npos, out);
+    check_losses(job.losses(name), one, kTolTrainF32);
+    check_losses(job.losses(name, "eval", "eval_loss"), job.losses("one", "eval", "eval_loss"), kTolTrainF32);
+    check_adapter(job.adapter(name), job.adapter("one"), kTolTrainF32);
+  }
+  // dp2: each replica runs one of the micro-step's two sequences. Without ZeRO-1 the replicas average
+  // their device gradients over the dp group (MPI staging here) and keep AdamW's state on the GPU; with
+  // it, AdamW runs over each replica's shard on the host copies.
+  for (const bool zero1 : {false, true}) {
+    CAPTURE(zero1);
+    const std::string name = zero1 ? "dp2-zero1" : "dp2";
+    const std::string out = job.train(name, f32 + " --set parallel.zero1=" + (zero1 ? "true" : "false"), 2);
+    CHECK_MESSAGE((out.find("dp communicator on the GPUs: mpi") != std::string::npos) == !zero1, out);
+    CHECK_MESSAGE((out.find("gradients averaged over the 2 dp replicas on the GPUs") != std::string::npos) == !zero1,
+                  out);
+    CHECK_MESSAGE((out.find("optimizer state in host RAM: with ZeRO-1") != std::string::npos) == zero1, out);
     check_losses(job.losses(name), one, kTolTrainF32);
     check_losses(job.losses(name, "eval", "eval_loss"), job.losses("one", "eval", "eval_loss"), kTolTrainF32);
     check_adapter(job.adapter(name), job.adapter("one"), kTolTrainF32);
