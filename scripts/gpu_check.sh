@@ -6,8 +6,9 @@
 #   1. nvidia-smi must list a GPU; otherwise the script prints why and exits 77 (the skip code the GPU
 #      tests use; CTest reads 77 as "skipped"), before configuring anything.
 #   2. Configures BUILD_DIR (default build-gpu-check) with Ninja (when installed), Release, -DADAPT_CUDA=ON,
-#      -DADAPT_CUDA_ARCHS="80;90", tests on, and builds the GPU test executables (the tests labelled `gpu`),
-#      tests/gpu_ops_bench, tests/adapt_model_gpu_bench and adapt_model.
+#      -DADAPT_CUDA_ARCHS="80;90", tests on, and builds the GPU test executables (the tests labelled `gpu`,
+#      mpiexec-launched ones included), tests/gpu_ops_bench, tests/adapt_model_gpu_bench, tests/offload_bench,
+#      adapt_model and adapt_train.
 #   3. ctest -L gpu: one row per test (passed / failed / skipped, seconds).
 #   4. tests/gpu_ops_bench (tests/bench/gpu_ops_bench.cpp): every op at Llama-3.1-8B shapes (T = 4096)
 #      as GB/s or TFLOP/s against a device-to-device copy and a cuBLASLt bf16 GEMM at 8192³ measured in
@@ -32,7 +33,7 @@
 #      step-time ratios against the aim (offload at most 1.10x).
 #
 # Usage: scripts/gpu_check.sh [--build-dir DIR] [--jobs N] [--layers N] [--quick] [--no-build] [--no-hf]
-#                             [--only LIST] [--tests REGEX] [--python PY] [--out FILE] [-h|--help]
+#                             [--only LIST] [--tests REGEX] [--python PY] [--deps DIR] [--out FILE] [-h|--help]
 #   --build-dir DIR  build folder (default: <repo>/build-gpu-check)
 #   --jobs N         build jobs (default: nproc)
 #   --layers N       layers of the 8B-shaped model (2-4; default 4)
@@ -44,6 +45,10 @@
 #                    check, e.g. `--only tests` and then `--no-build --only ops,model,offload,step`
 #   --tests REGEX    with the tests section: only the GPU tests whose names match (ctest -R)
 #   --python PY      the Python for the HF peer (default: $ADAPT_GPU_CHECK_PYTHON, else python3)
+#   --deps DIR       build and run against the packages of DIR, made by `scripts/deps_bundle.sh fetch DIR`
+#                    on a Debian 12 machine, for a GPU machine without Open MPI, HDF5, OpenBLAS, fmt,
+#                    toml++, nlohmann-json or doctest and no registry to install them from; unpacked once
+#                    into BUILD_DIR-deps (default: <repo>/.deps when that folder exists, else none)
 #   --out FILE       also write the report to FILE (default: BUILD_DIR/gpu_check.md)
 # Environment: NVIDIA_SMI overrides the nvidia-smi that is run (the unit test points it at a fake to take
 # the no-GPU path on any machine).
@@ -65,6 +70,8 @@ seq_len=4096
 nvidia_smi="${NVIDIA_SMI:-nvidia-smi}"
 only=",tests,ops,model,offload,step,"
 tests_regex=""
+deps=""
+[[ -d "$root/.deps/core" ]] && deps="$root/.deps"
 
 usage() { sed -n '/^# Usage:/,/^# Exit status/p' "$0" | sed 's/^# \{0,1\}//'; }
 die_usage() { echo "gpu_check: $1" >&2; usage >&2; exit 64; }
@@ -82,6 +89,7 @@ while [[ $# -gt 0 ]]; do
     --no-hf) do_hf=0; shift ;;
     --only) [[ $# -ge 2 ]] || die_usage "--only needs a value"; only=",$2,"; shift 2 ;;
     --tests) [[ $# -ge 2 ]] || die_usage "--tests needs a value"; tests_regex="$2"; shift 2 ;;
+    --deps) [[ $# -ge 2 ]] || die_usage "--deps needs a value"; deps="$(realpath -m "$2")"; shift 2 ;;
     *) die_usage "unknown argument '$1'" ;;
   esac
 done
@@ -111,6 +119,9 @@ gpu_name="$(echo "$gpus" | head -1 | cut -d, -f1 | sed 's/^ *//; s/ *$//')"
 driver="$(echo "$gpus" | head -1 | cut -d, -f2 | sed 's/^ *//; s/ *$//')"
 gpu_mem="$(echo "$gpus" | head -1 | cut -d, -f3 | sed 's/^ *//; s/ *$//')"
 n_gpus="$(echo "$gpus" | wc -l)"
+# The tests that run 2-4 ranks on one GPU need its Default compute mode (an exclusive mode refuses every
+# process after the first, which would look like a failure of the code).
+compute_mode="$("$nvidia_smi" --query-gpu=compute_mode --format=csv,noheader 2>/dev/null | head -1 | sed 's/^ *//; s/ *$//')"
 driver_cuda="$("$nvidia_smi" 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9.]*\).*/\1/p' | head -1)"
 nvcc="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
 toolkit="$("$nvcc" --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
@@ -136,25 +147,42 @@ emit() { printf '%s\n' "$*" >>"$report"; printf '%s\n' "$*"; }
 status=0
 
 # ---- 2. configure and build -----------------------------------------------------------------------
+ADAPT_DEPS_CMAKE_ARGS=""
+if [[ -n "$deps" ]]; then
+  # The bundle's libraries for the build and for every run below (mpiexec, LD_LIBRARY_PATH, OPAL_PREFIX).
+  echo "gpu_check: using the dependency bundle $deps (unpacked into $build-deps)" >&2
+  deps_env="$("$root/scripts/deps_bundle.sh" env "$deps" "$build-deps")" || {
+    echo "gpu_check: could not unpack the dependency bundle $deps" >&2
+    exit 2
+  }
+  eval "$deps_env"
+fi
+read -ra deps_args <<<"$ADAPT_DEPS_CMAKE_ARGS"
 if [[ "$do_build" == 1 ]]; then
   echo "gpu_check: configuring $build (log: $log)" >&2
   generator=(-G Ninja)
   command -v ninja >/dev/null 2>&1 || generator=()  # CMake's default (Makefiles) where Ninja is missing
   [[ -f "$build/CMakeCache.txt" ]] && generator=()   # keep the generator the folder was made with
   if ! cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DADAPT_CUDA=ON -DADAPT_CUDA_ARCHS="80;90" \
-       -DADAPT_BUILD_TESTS=ON >>"$log" 2>&1; then
+       -DADAPT_BUILD_TESTS=ON "${deps_args[@]}" >>"$log" 2>&1; then
     tail -30 "$log" >&2
     echo "gpu_check: the CUDA configure failed (log: $log)" >&2
     exit 2
   fi
 fi
 [[ -f "$build/CMakeCache.txt" ]] || { echo "gpu_check: $build is not configured (drop --no-build)" >&2; exit 2; }
+# The executables of the GPU tests, the mpiexec-launched ones (mpi2.gpu.nccl, ...) included, as the test
+# definitions name them (target name = file name).
 gpu_targets=()
-while read -r t; do gpu_targets+=("test_$t"); done < <(ctest --test-dir "$build" -N -L gpu |
-  sed -n 's/^ *Test *#[0-9]*: gpu\.\(.*\)$/\1/p')
+[[ -f "$build/tests/gpu/CTestTestfile.cmake" ]] &&
+  mapfile -t gpu_targets < <(grep -o '/tests/test_[A-Za-z0-9_]*"' "$build/tests/gpu/CTestTestfile.cmake" |
+    sed 's|.*/||; s|"||' | sort -u)
+[[ ${#gpu_targets[@]} -gt 0 ]] || { echo "gpu_check: no GPU tests are defined in $build (ADAPT_CUDA=ON?)" >&2; exit 2; }
 if [[ "$do_build" == 1 ]]; then
-  echo "gpu_check: building ${#gpu_targets[@]} GPU tests, gpu_ops_bench and adapt_model with $jobs jobs" >&2
-  if ! cmake --build "$build" -j "$jobs" --target "${gpu_targets[@]}" gpu_ops_bench adapt_model_gpu_bench app_adapt_model >>"$log" 2>&1; then
+  # Everything any section runs, so that a later --no-build call finds it.
+  echo "gpu_check: building ${#gpu_targets[@]} GPU tests, the benchmarks and the apps with $jobs jobs" >&2
+  if ! cmake --build "$build" -j "$jobs" --target "${gpu_targets[@]}" gpu_ops_bench adapt_model_gpu_bench offload_bench \
+       app_adapt_model app_adapt_train >>"$log" 2>&1; then
     tail -40 "$log" >&2
     echo "gpu_check: the build failed (log: $log)" >&2
     exit 2
@@ -164,9 +192,12 @@ fi
 archs="$(sed -n 's/^ADAPT_CUDA_ARCHS:[A-Z]*=//p' "$build/CMakeCache.txt")"
 emit "## GPU check $(date -u '+%Y-%m-%d %H:%M UTC')"
 emit ""
-emit "- device: $gpu_name ($gpu_mem; $n_gpus visible), driver $driver (CUDA ${driver_cuda:-?})"
+emit "- device: $gpu_name ($gpu_mem; $n_gpus visible), driver $driver (CUDA ${driver_cuda:-?}), compute mode ${compute_mode:-?}"
+if [[ -n "$compute_mode" && "$compute_mode" != "Default" ]]; then
+  emit "- warning: compute mode $compute_mode: the tests with several ranks on one GPU (mpi*.gpu.*, gpu.train_app's tp2/pp2/dp2) cannot open it from more than one process"
+fi
 emit "- CUDA toolkit ${toolkit:-?}, built for CUDA archs ${archs:-?} ($build); commit $commit"
-emit "- host: $(nproc) cores; $(uname -sr)"
+emit "- host: $(nproc) cores; $(uname -sr)${deps:+; Open MPI, HDF5, OpenBLAS, fmt, toml++ from the bundle $deps}"
 emit ""
 
 # ---- 3. GPU tests ---------------------------------------------------------------------------------

@@ -42,6 +42,11 @@ struct DeviceFloats {
     ADAPT_CUDA_CHECK(cudaMalloc(&ptr, static_cast<std::size_t>(n) * sizeof(float)));
     std::vector<float> h(static_cast<std::size_t>(n), value);
     ADAPT_CUDA_CHECK(cudaMemcpy(ptr, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
+    // A copy from pageable memory may return before its DMA has landed, and the collectives run on the
+    // communicator's non-blocking stream (or after a compute stream), which does not wait for the
+    // default stream: the values must be in place before any of them is enqueued. (The default stream
+    // only: a device-wide sync would also wait for an async collective already queued.)
+    ADAPT_CUDA_CHECK(cudaStreamSynchronize(nullptr));
   }
   ~DeviceFloats() { cudaFree(ptr); }
   std::vector<float> host() const {

@@ -302,6 +302,10 @@ TEST_CASE("tp2 and pp2 with a GPU per rank (NCCL when built) equal the whole mod
     MESSAGE("not run: " << g_devices << " GPU(s) visible for " << world->size() << " ranks");
     return;
   }
+  // The device ops launch on the thread's current device: make it this rank's GPU, as the apps do
+  // (apps/app_device.h), rather than rely on an NCCL communicator's constructor to set it (without
+  // NCCL the groups get MPI and nothing else would).
+  backend::cuda_use_device(world->rank());
   run_tp2(*world, world->rank(), /*gpu_per_rank=*/true);
   run_pp2(*world, world->rank(), /*gpu_per_rank=*/true);
 }
