@@ -170,7 +170,9 @@ double AdapterSet::tp_grad_norm() const {
     for (std::int64_t j = 0; j < p.grad.numel(); ++j) sq += static_cast<double>(g[j]) * g[j];
     (tp_.active() && p.tp_shard_dim >= 0 ? split : whole) += sq;
   }
-  if (tp_.active()) tp_.comm->all_reduce(std::span<double>(&split, 1), comm::ReduceOp::Sum);
+  // Through a device buffer when the set is on a GPU: its tp communicator may take device buffers only (NCCL).
+  if (tp_.active())
+    parallel::all_reduce_host_values(*tp_.comm, std::span<double>(&split, 1), comm::ReduceOp::Sum, device_);
   return std::sqrt(split + whole);
 }
 

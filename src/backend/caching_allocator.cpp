@@ -107,17 +107,25 @@ struct CachingAllocator::Impl {
     const std::string device_line =
         info.known ? fmt::format("; the device has {} free of {}", format_bytes(info.free), format_bytes(info.total))
                    : std::string();
+    // Page-locked host memory holds the offloaded optimizer state, not activations: the batch shape does
+    // not change its size.
+    const char* hint = raw.device().kind == DeviceKind::PinnedHost
+                           ? "Page-locked host memory holds the offloaded optimizer state (optim.offload): give the "
+                             "job more host RAM or fewer ranks per node, shard the state over data parallelism "
+                             "(parallel.zero1 = true), or keep it on the GPU (optim.offload = false)."
+                           : "Reduce the micro-batch or the sequence length, or spread the model over more GPUs "
+                             "(tensor/pipeline parallelism).";
     ADAPT_THROW(OutOfMemoryError,
                 "out of memory on {}: cannot allocate {} (a request of {} bytes; new segment of {}){}. This allocator "
-                "holds: allocated {} (peak {}), reserved {} (peak {}) in {} segment(s){}{}. Reduce the micro-batch or "
-                "the sequence length, or spread the model over more GPUs (tensor/pipeline parallelism).",
+                "holds: allocated {} (peak {}), reserved {} (peak {}) in {} segment(s){}{}. {}",
                 raw.device().str(), format_bytes(n_bytes), n_bytes, format_bytes(seg), device_line,
                 format_bytes(stats.allocated), format_bytes(stats.allocated_peak), format_bytes(stats.reserved),
                 format_bytes(stats.reserved_peak), stats.n_segments,
                 retried ? "; its cache was emptied and the allocation retried once" : "",
                 stats.reserved > stats.allocated ? fmt::format(" ({} still cached in partly used segments)",
                                                                format_bytes(stats.reserved - stats.allocated))
-                                                 : std::string());
+                                                 : std::string(),
+                hint);
   }
 
   Block* new_segment(std::size_t n_bytes, std::size_t size, bool small, StreamId stream) {

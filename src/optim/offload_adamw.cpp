@@ -61,7 +61,13 @@ OffloadAdamW::OffloadAdamW(std::int64_t n, std::vector<OffloadSegment> segments,
 
 OffloadAdamW::~OffloadAdamW() {
   if (runner_.joinable()) runner_.join();  // an unfinished step (an exception unwinding): its error is dropped
-  if (copier_) copier_->synchronize();
+  // No copy may still run into or out of the state when its buffers go back to the allocator. A CUDA
+  // error here (a sticky one, when the destructor runs because of it) must not leave the destructor:
+  // during unwinding that would call std::terminate and hide the error being reported.
+  try {
+    if (copier_) copier_->synchronize();
+  } catch (...) {
+  }
 }
 
 void OffloadAdamW::set_targets(std::vector<OffloadTarget> targets) {
@@ -98,9 +104,11 @@ void OffloadAdamW::load_grads(std::int64_t begin, std::int64_t count, const floa
 
 void OffloadAdamW::step(double lr) {
   ADAPT_CHECK(!stepping(), "offloaded AdamW: step() while an asynchronous step runs (call finish() first)");
-  // The copy stream is in order: once the staged gradients are in, the previous step's write-backs,
-  // which read master() and the bf16 staging buffer, are done too.
   wait_grads();
+  // The previous step's write-backs read master() and the bf16 staging buffer, which the update below
+  // overwrites. Staged gradients were queued after them on the in-order copy stream, but gradients loaded
+  // with load_grads() did not pass it: wait for the write-backs (at once when they are done).
+  copier_->synchronize();
   ++n_steps_;
   {
     std::lock_guard lock(mutex_);

@@ -58,7 +58,7 @@ DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim
                          std::optional<optim::OffloadOptions> offload, bool overlap,
                          std::vector<adapters::AdapterParam> device_params, comm::Communicator* device_dp)
     : params_(std::move(params)), dp_(dp), zero1_(zero1), tp_(tp != nullptr && tp->size() > 1 ? tp : nullptr),
-      opt_(options), overlap_(overlap), device_params_(std::move(device_params)) {
+      device_params_(std::move(device_params)), opt_(options), overlap_(overlap) {
   ADAPT_CHECK(device_dp == nullptr || (device_dp->size() == dp_.size() && device_dp->rank() == dp_.rank()),
               "DpOptimizer: the device dp group (rank {} of {}) is not the dp group (rank {} of {})",
               device_dp ? device_dp->rank() : -1, device_dp ? device_dp->size() : 0, dp_.rank(), dp_.size());

@@ -133,13 +133,15 @@ class DpOptimizer {
   comm::Communicator& dp_;
   bool zero1_;
   comm::Communicator* tp_ = nullptr;  // set when the parameters are sharded over more than one tp rank
+  // A GPU set's parameters (params_: its host mirrors). Declared before off_, so destroyed after it:
+  // ~OffloadAdamW joins a running step_async, whose write-backs go into these tensors.
+  std::vector<adapters::AdapterParam> device_params_;
   optim::AdamW opt_;                        // without offload
   std::unique_ptr<optim::OffloadAdamW> off_;  // with offload: this replica's part of the flat vector
   std::unique_ptr<optim::DeviceAdamW> dev_;   // a GPU set without offload (and ZeRO-1 over dp): state on the GPU
   comm::Communicator* device_dp_ = nullptr;   // with dev_ and dp > 1: the dp group over device buffers
   bool overlap_ = false;
   mutable double waited_s_ = 0;  // blocked on step_async's progress (take_wait_seconds)
-  std::vector<adapters::AdapterParam> device_params_;  // a GPU set's parameters (params_: its host mirrors)
   Tensor grad_staging_;        // f32 (n), pinned: streamed gradients land here, then go to the mirrors
   // Declared after the staging buffer, so destroyed before it: its destructor waits for copies into it.
   std::unique_ptr<optim::OffloadCopier> grad_copier_;  // device → host mirrors, for stream_grads
