@@ -169,9 +169,16 @@ void gemm(const GemmProblem& problem, float alpha, const void* a, const void* b,
     constexpr int kRequested = 8;
     cublasLtMatmulHeuristicResult_t results[kRequested] = {};
     int n_results = 0;
-    ADAPT_CUBLASLT_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, raw_op, lt_a.get(), lt_b.get(), lt_c.get(),
-                                                        lt_c.get(), raw_pref, kRequested, results, &n_results),
-                         device, p);
+    // No algorithm for this configuration comes back as CUBLAS_STATUS_NOT_SUPPORTED (or as success with
+    // no result): both end in the UnsupportedError below, which names the operand alignments.
+    const cublasStatus_t heuristic = cublasLtMatmulAlgoGetHeuristic(
+        handle, raw_op, lt_a.get(), lt_b.get(), lt_c.get(), lt_c.get(), raw_pref, kRequested, results, &n_results);
+    if (heuristic == CUBLAS_STATUS_NOT_SUPPORTED) {
+      n_results = 0;
+    } else if (heuristic != CUBLAS_STATUS_SUCCESS) {
+      ADAPT_THROW(CudaError, "cublasLtMatmulAlgoGetHeuristic failed on cuda:{}: {} ({}) for {}", device,
+                  cublasLtGetStatusName(heuristic), cublasLtGetStatusString(heuristic), p.str());
+    }
     int pick = -1;
     for (int i = 0; i < n_results; ++i) {
       if (results[i].state == CUBLAS_STATUS_SUCCESS && results[i].workspaceSize <= kGemmWorkspaceBytes) {
