@@ -4,6 +4,8 @@
 // on real code documents.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "tests/support/test_support.h"
 #include "tests/unit/train/data_test_util.h"
