@@ -38,7 +38,8 @@ deb() {  # deb PART NAME FILE...: a package holding empty files (or soname links
   [ ! -d "$root/usr/bin" ] || chmod +x "$root"/usr/bin/*
   dpkg-deb --build -Zgzip "$root" "$tmp/bundle/$part/$name.deb" >/dev/null
 }
-libc_soname=$(ldconfig -p | awk '$1 ~ /^libc\.so\.[0-9]+$/ {print $1; exit}')
+# awk reads all of ldconfig's output: an early exit would kill ldconfig with SIGPIPE and, under pipefail, the script.
+libc_soname=$(ldconfig -p | awk '$1 ~ /^libc\.so\.[0-9]+$/ && !seen {print $1; seen = 1}')
 [ -n "$libc_soname" ] || fail "ldconfig -p lists no libc.so.N"
 deb core fake-mpi usr/bin/mpicc.openmpi usr/bin/mpicxx.openmpi usr/bin/mpic++.openmpi usr/bin/mpiexec.openmpi \
   usr/bin/mpirun.openmpi
