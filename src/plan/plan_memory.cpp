@@ -176,6 +176,7 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
     r.adapter = n4;
     r.optimizer = job.offload ? 4 * part * 4 : 2 * part * 4;
     r.dp_buffers = sharded ? (2 * c + c * static_cast<std::uint64_t>(lay.dp)) * 4 : (lay.dp > 1 ? n4 : 0);
+    if (lay.pp > 1) r.dp_buffers += n4;  // the flat vector the stages' gradients are summed in
   } else {
     // The CUDA backend as adapt_train runs it (train/trainer.cpp, train/dp_optimizer.cpp): the adapter in
     // f32 on the GPU, its own master weights, with f32 gradients, and host mirrors of both
@@ -200,12 +201,10 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
       if (lay.pp > 1) r.host_staging += n4;
     } else if (lay.dp > 1 || lay.pp > 1) {
       // The state on the GPU: one flat device vector for the pp sum and the dp average of the gradients
-      // (train::sum_device_gradients; freed in between, so the caching allocator reuses its block).
+      // (train::sum_gradients; freed in between, so the caching allocator reuses its block).
       r.dp_buffers = n4;
     }
   }
-  // The CPU backend's flat vector the stages' gradients are summed in.
-  if (lay.pp > 1 && backend == Backend::Cpu) r.dp_buffers += n4;
   // Checkpoints (rank 0 writes whole tensors): checkpoint::checkpoint_save builds the HDF5 file in memory
   // (adapter, m and v of the whole adapter, f32); with ZeRO-1 DpOptimizer::state first gathers both
   // moments whole (the padded flat vectors and the per-tensor copies).

@@ -163,16 +163,16 @@ DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim
   }
 }
 
-void sum_device_gradients(const std::vector<adapters::AdapterParam>& params, comm::Communicator& group, float scale) {
+void sum_gradients(const std::vector<adapters::AdapterParam>& params, comm::Communicator& group, float scale) {
   if (group.size() == 1 || params.empty()) return;
   const Device dev = params.front().grad.device();
-  ADAPT_CHECK(!dev.host_accessible(), "sum_device_gradients: gradient '{}' is in host memory",
-              params.front().name);
   std::int64_t n = 0;
   for (const auto& p : params) n += p.grad.numel();
-  Tensor flat = Tensor::empty(Shape{n}, DType::F32, backend::cuda_allocator(dev.index), "dp.device_grad_sum");
+  Tensor flat = Tensor::empty(Shape{n}, DType::F32,
+                              dev.host_accessible() ? host_allocator() : backend::cuda_allocator(dev.index),
+                              "grad_sum");
   auto slice = [&](std::int64_t at, const Tensor& like) {
-    return Tensor::wrap(static_cast<float*>(flat.raw()) + at, like.shape(), DType::F32, dev, nullptr);
+    return Tensor::wrap(static_cast<float*>(flat.raw()) + at, like.shape(), DType::F32, flat.device(), nullptr);
   };
   std::int64_t at = 0;
   for (const auto& p : params) {
@@ -327,7 +327,7 @@ double DpOptimizer::reduce_and_clip(double max_norm) {
   finish();
   if (dev_) {
     // The average as parallel::dp_average_gradients takes it: the sum, then times 1/dp in f32.
-    if (device_dp_ != nullptr) sum_device_gradients(device_params_, *device_dp_, 1.0f / static_cast<float>(dp_.size()));
+    if (device_dp_ != nullptr) sum_gradients(device_params_, *device_dp_, 1.0f / static_cast<float>(dp_.size()));
     return device_norm_and_clip(max_norm);
   }
   if (single() || !zero1_) {

@@ -50,12 +50,12 @@ namespace adapt::train {
 /// AdamW gets this node's hardware threads divided among the job's ranks on the node (at least 1).
 std::optional<optim::OffloadOptions> dp_offload_options(bool offload);
 
-/// Sums the gradients of `params` (f32, on one GPU) over `group`, a communicator that takes device
-/// buffers (NCCL, or MPI staging them), in one all-reduce of a flat device vector, then multiplies them
-/// by `scale` (after the sum, as parallel::dp_average_gradients does on the host; 1: the plain sum).
-/// Ordered on the compute stream. Called by every rank of `group` with the same shapes.
-void sum_device_gradients(const std::vector<adapters::AdapterParam>& params, comm::Communicator& group,
-                          float scale = 1.0f);
+/// Sums the gradients of `params` (f32, all in host memory or all on one GPU) over `group` in one
+/// all-reduce of a flat vector beside them, then multiplies them by `scale` (after the sum, as
+/// parallel::dp_average_gradients does on the host; 1: the plain sum). Device gradients need a
+/// communicator that takes device buffers (NCCL, or MPI staging them); their copies and the scaling are
+/// ordered on the compute stream. Called by every rank of `group` with the same shapes.
+void sum_gradients(const std::vector<adapters::AdapterParam>& params, comm::Communicator& group, float scale = 1.0f);
 
 class DpOptimizer {
  public:

@@ -6,7 +6,6 @@
 #include <array>
 #include <csignal>
 #include <cmath>
-#include <cstring>
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -116,33 +115,6 @@ std::int64_t grid_comm_bytes(const comm::GridComms& comms) {
   for (const comm::Communicator* g : {comms.tp.get(), comms.pp.get(), comms.dp.get()})
     if (g != nullptr && g->size() > 1) n += g->stats().total_bytes();
   return n;
-}
-
-/// Sums the adapter gradients over the pipeline stages: each stage's backward reaches the adapters of
-/// its own layers only (the others' gradients are zero there), so afterwards every stage holds the
-/// gradient of the whole adapter and applies the same update to all of it.
-void pp_sum_gradients(const std::vector<adapters::AdapterParam>& params, comm::Communicator& pp) {
-  if (pp.size() == 1) return;
-  if (!params.empty() && !params.front().grad.device().host_accessible()) {
-    // Device gradients (the optimizer state on the GPU): over the model's pp communicator, which takes
-    // device buffers (NCCL, or MPI staging them).
-    sum_device_gradients(params, pp);
-    return;
-  }
-  std::int64_t n = 0;
-  for (const auto& p : params) n += p.grad.numel();
-  std::vector<float> flat(static_cast<std::size_t>(n));
-  std::int64_t at = 0;
-  for (const auto& p : params) {
-    std::memcpy(flat.data() + at, p.grad.data<float>(), static_cast<std::size_t>(p.grad.numel()) * sizeof(float));
-    at += p.grad.numel();
-  }
-  pp.all_reduce(flat.data(), n, comm::CommDType::F32, comm::ReduceOp::Sum);
-  at = 0;
-  for (const auto& p : params) {
-    std::memcpy(p.grad.data<float>(), flat.data() + at, static_cast<std::size_t>(p.grad.numel()) * sizeof(float));
-    at += p.grad.numel();
-  }
 }
 
 std::string eta(double seconds) {
@@ -339,7 +311,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   TrainData data = train_data_open(cfg.data, tok);
   // The whole set on every rank (the same seed), then each tp rank keeps its slices of the LoRA
   // factors. Every pipeline stage holds the adapters of every layer and updates all of them with the
-  // gradients summed over the stages (pp_sum_gradients), so all stages hold the same adapter.
+  // gradients summed over the stages (sum_gradients), so all stages hold the same adapter.
   adapters::AdapterSet set(model.config, cfg.adapter);
   const std::int64_t n_adapter = set.n_parameters();
   set.shard_for_tp(model.tp);
@@ -592,10 +564,14 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
       // state is on the GPU too (optim.offload = false; dp == 1 or no ZeRO-1): then they stay there.
       if (!device_opt) set.gradients_to_host();
     }
+    // The sum over the pipeline stages: each stage's backward reaches the adapters of its own layers only
+    // (the others' gradients are zero there), so afterwards every stage holds the gradient of the whole
+    // adapter and applies the same update to all of it. Device gradients (the optimizer state on the
+    // GPU) go over the model's pp communicator, which takes device buffers (NCCL, or MPI staging them).
     if (device_opt) {
-      pp_sum_gradients(set.parameters(), *model_pp);
+      sum_gradients(set.parameters(), *model_pp);
     } else {
-      pp_sum_gradients(params, pp);
+      sum_gradients(params, pp);
     }
     dp.all_reduce(sums, 3, comm::CommDType::F64, comm::ReduceOp::Sum);
     ADAPT_CHECK(static_cast<std::int64_t>(sums[1]) == n_loss, "step {}: the replicas hold {} loss tokens, the batch {}",
