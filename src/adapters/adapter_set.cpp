@@ -293,15 +293,17 @@ std::vector<AdapterParam> AdapterSet::parameters() const {
       const LoraAdapter* ad = lora(layer, kLoraTargetKinds[t]);
       if (!ad) continue;
       const bool col = column_parallel(kLoraTargetKinds[t]);
-      params.push_back({.name = ad->a.name(), .value = ad->a, .grad = ad->grad_a, .tp_shard_dim = col ? -1 : 1});
-      params.push_back({.name = ad->b.name(), .value = ad->b, .grad = ad->grad_b, .tp_shard_dim = col ? 0 : -1});
+      params.push_back(
+          {.name = ad->a.name(), .value = ad->a, .grad = ad->grad_a, .tp_shard_dim = col ? -1 : 1, .layer = layer});
+      params.push_back(
+          {.name = ad->b.name(), .value = ad->b, .grad = ad->grad_b, .tp_shard_dim = col ? 0 : -1, .layer = layer});
     }
     for (const BlockSite site : {BlockSite::Attention, BlockSite::Mlp}) {
       const BottleneckAdapter* ad = bottleneck(layer, site);
       if (!ad) continue;
       // Replicated over tp; no weight decay on biases and LayerNorm parameters.
       auto add = [&](const Tensor& value, const Tensor& grad, bool decay) {
-        params.push_back({.name = value.name(), .value = value, .grad = grad, .decay = decay});
+        params.push_back({.name = value.name(), .value = value, .grad = grad, .decay = decay, .layer = layer});
       };
       if (ad->ln_before()) {
         add(ad->ln_weight, ad->grad_ln_weight, /*decay=*/false);

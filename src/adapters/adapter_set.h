@@ -45,6 +45,9 @@ struct AdapterParam {
   /// partial gradients on each tp rank that must be summed over the group
   /// (AdapterSet::tp_reduce_gradients); bottleneck gradients are whole on every rank.
   int tp_shard_dim = -1;
+  /// The decoder layer it belongs to (−1: none given). Data parallelism keeps a layer's parameters in
+  /// one ZeRO-1 unit (train::DpOptimizer), so that the forward can wait for a layer's update alone.
+  int layer = -1;
 };
 
 class AdapterSet final : public model::AdapterHook {

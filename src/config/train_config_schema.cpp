@@ -95,7 +95,8 @@ const Schema<train::TrainConfig>& train_config_schema() {
     o.field("overlap", &OptimConfig::overlap,
             "With offload: run the CPU AdamW while the next step's forward computes, each layer waiting for its "
             "own weights, and bring a GPU's gradients to the host per layer during the backward (same updates; "
-            "false: the update between steps). ZeRO-1 over dp > 1 keeps its update between steps.");
+            "false: the update between steps). Under ZeRO-1 each layer's part is all-gathered as the forward "
+            "reaches it.");
 
     Schema<LoopConfig> l;
     l.field("steps", &LoopConfig::steps, "Optimizer steps.").at_least(std::int64_t{1});

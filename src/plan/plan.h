@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "adapters/adapter_config.h"
+#include "parallel/zero_partition.h"
 #include "model/llama_config.h"
 
 namespace adapt::plan {
@@ -79,6 +80,10 @@ std::string adapter_spec_str(const adapters::AdapterConfig& a, const model::Llam
 std::int64_t adapter_params_on_rank(const model::LlamaConfig& m, const adapters::AdapterConfig& a, int tp, int tp_rank);
 /// The whole adapter's parameters (tp = 1); equals adapters::AdapterSet::n_parameters().
 std::int64_t adapter_params(const model::LlamaConfig& m, const adapters::AdapterConfig& a);
+/// The ZeRO-1 layout of one tp rank's adapter over `dp` replicas, as adapt_train's DpOptimizer cuts it:
+/// units of whole layers up to parallel::kDpBucketElems, each split over dp.
+parallel::Zero1Layout adapter_zero1_layout(const model::LlamaConfig& m, const adapters::AdapterConfig& a, int tp,
+                                           int tp_rank, int dp);
 /// The number of LoRA sites (layers × targets).
 std::int64_t lora_sites(const model::LlamaConfig& m, const adapters::AdapterConfig& a);
 

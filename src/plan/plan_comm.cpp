@@ -69,9 +69,9 @@ RankTraffic rank_traffic(const model::LlamaConfig& m, const adapters::AdapterCon
   if (lay.dp > 1) {
     r.dp.reduce += 24;  // loss, loss tokens, tokens (f64)
     if (job.zero1) {
-      // ZeRO-1: reduce-scatter of the padded flat gradient, the shards' squared norms (2 f64), the
-      // all-gather of the updated shards.
-      const double padded = static_cast<double>(parallel::zero_shard_count(n_local, lay.dp) * lay.dp) * 4;
+      // ZeRO-1: reduce-scatter of the padded flat gradient unit by unit, the chunks' squared norms
+      // (2 f64), the all-gather of the updated units.
+      const double padded = static_cast<double>(adapter_zero1_layout(m, a, lay.tp, tp_rank, lay.dp).padded) * 4;
       r.dp.gather += 2 * padded;
       r.dp.reduce += 16;
     } else {

@@ -166,7 +166,11 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
   r.adapter_params = n;
   const auto n4 = static_cast<std::uint64_t>(n) * 4;
   const bool sharded = lay.dp > 1 && job.zero1;
-  const std::uint64_t c = sharded ? static_cast<std::uint64_t>(parallel::zero_shard_count(n, lay.dp)) : 0;
+  const parallel::Zero1Layout z = sharded ? adapter_zero1_layout(m, a, lay.tp, tp_rank, lay.dp) : parallel::Zero1Layout{};
+  const auto c = static_cast<std::uint64_t>(z.shard), padded = static_cast<std::uint64_t>(z.padded);
+  // DpOptimizer's ZeRO-1 buffers: the padded flat vector, and without offload the chunks' gradient and
+  // master weights (offloaded, those are the state's own).
+  const std::uint64_t zero1_buffers = sharded ? ((job.offload ? 0 : 2 * c) + padded) * 4 : 0;
   r.gradients = n4;
   const std::uint64_t part = sharded ? c : static_cast<std::uint64_t>(n);  // the elements this rank's optimizer updates
   if (backend == Backend::Cpu) {
@@ -175,7 +179,7 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
     // (optim::OffloadAdamW): master, m, v and a gradient copy of the rank's part, in (host) memory.
     r.adapter = n4;
     r.optimizer = job.offload ? 4 * part * 4 : 2 * part * 4;
-    r.dp_buffers = sharded ? (2 * c + c * static_cast<std::uint64_t>(lay.dp)) * 4 : (lay.dp > 1 ? n4 : 0);
+    r.dp_buffers = sharded ? zero1_buffers : (lay.dp > 1 ? n4 : 0);
     if (lay.pp > 1) r.dp_buffers += n4;  // the flat vector the stages' gradients are summed in
   } else {
     // The CUDA backend as adapt_train runs it (train/trainer.cpp, train/dp_optimizer.cpp): the adapter in
@@ -197,7 +201,7 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
     }
     if (job.offload || sharded) {
       // DpOptimizer's flat vectors (dp > 1) and the stages' gradient sum (pp > 1) in host memory.
-      r.host_staging += sharded ? (2 * c + c * static_cast<std::uint64_t>(lay.dp)) * 4 : (lay.dp > 1 ? n4 : 0);
+      r.host_staging += sharded ? zero1_buffers : (lay.dp > 1 ? n4 : 0);
       if (lay.pp > 1) r.host_staging += n4;
     } else if (lay.dp > 1 || lay.pp > 1) {
       // The state on the GPU: one flat device vector for the pp sum and the dp average of the gradients

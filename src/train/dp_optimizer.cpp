@@ -19,10 +19,6 @@
 namespace adapt::train {
 
 namespace {
-/// Elements per gradient bucket (16 MiB of f32): large enough to keep the all-reduces few, small
-/// enough that a bucket can leave while the backward fills the next.
-constexpr std::int64_t kBucketElems = std::int64_t{1} << 22;
-
 /// A host f32 view with `shape` of the memory at `data` (inside the offloaded state).
 Tensor host_view(float* data, const Shape& shape, Device device) {
   return Tensor::wrap(data, shape, DType::F32, device, nullptr);
@@ -54,11 +50,13 @@ std::optional<optim::OffloadOptions> dp_offload_options(bool offload) {
 }
 
 DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim::AdamWOptions& options,
-                         comm::Communicator& dp, bool zero1, comm::Communicator* tp,
-                         std::optional<optim::OffloadOptions> offload, bool overlap,
-                         std::vector<adapters::AdapterParam> device_params, comm::Communicator* device_dp)
-    : params_(std::move(params)), dp_(dp), zero1_(zero1), tp_(tp != nullptr && tp->size() > 1 ? tp : nullptr),
-      device_params_(std::move(device_params)), opt_(options), overlap_(overlap) {
+                         comm::Communicator& dp, DpOptimizerOptions opts)
+    : params_(std::move(params)), dp_(dp), zero1_(opts.zero1),
+      tp_(opts.tp != nullptr && opts.tp->size() > 1 ? opts.tp : nullptr), bucket_elems_(opts.bucket_elems),
+      device_params_(std::move(opts.device_params)), opt_(options), overlap_(opts.overlap) {
+  comm::Communicator* device_dp = opts.device_dp;
+  const std::optional<optim::OffloadOptions>& offload = opts.offload;
+  ADAPT_CHECK(bucket_elems_ >= 1, "DpOptimizer: buckets of {} elements", bucket_elems_);
   ADAPT_CHECK(device_dp == nullptr || (device_dp->size() == dp_.size() && device_dp->rank() == dp_.rank()),
               "DpOptimizer: the device dp group (rank {} of {}) is not the dp group (rank {} of {})",
               device_dp ? device_dp->rank() : -1, device_dp ? device_dp->size() : 0, dp_.rank(), dp_.size());
@@ -72,6 +70,7 @@ DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim
     offsets_.push_back(n_);
     n_ += p.value.numel();
   }
+  flat_at_ = offsets_;
   const Device device = params_.empty() ? Device{} : params_.front().value.device();
   // The state on the GPU: one replica, or replicas that average their device gradients over device_dp
   // (ZeRO-1's reduce-scatter and all-gather run on the host mirrors).
@@ -99,68 +98,100 @@ DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim
   if (!device_params_.empty() && overlap_) {
     // Pinned staging, so that the copies run asynchronously (into the pageable mirrors cudaMemcpyAsync
     // would return only once each copy is done, holding the training thread to the GPU's pace).
-    grad_copier_ = optim::offload_copier_for(device_params_.front().value.device());
-    grad_staging_ = Tensor::empty(Shape{std::max<std::int64_t>(n_, 1)}, DType::F32, grad_copier_->host_allocator(),
+    copier_ = optim::offload_copier_for(device_params_.front().value.device());
+    grad_staging_ = Tensor::empty(Shape{std::max<std::int64_t>(n_, 1)}, DType::F32, copier_->host_allocator(),
                                   "dp.grad_staging");
     staged_.assign(params_.size(), 0);
   }
-  if (single() || !zero1_) {
-    if (offload) {
-      // With overlap on a GPU the updated buckets go straight to the device parameters (the state in
-      // pinned memory, the CUDA copier) and into the host mirrors; otherwise into `params` only.
-      const bool direct = overlap_ && !device_params_.empty();
-      std::vector<optim::OffloadSegment> segments;
-      std::vector<optim::OffloadTarget> targets;
-      for (std::size_t i = 0; i < params_.size(); ++i) {
-        const auto& p = params_[i];
-        segments.push_back({.begin = offsets_[i], .count = p.value.numel(), .decay = p.decay});
-        if (direct) {
-          const auto& d = device_params_[i];
-          targets.push_back(
-              {.begin = offsets_[i], .count = d.value.numel(), .dst = d.value.raw(), .dtype = d.value.dtype()});
-        }
-        targets.push_back({.begin = offsets_[i], .count = p.value.numel(), .dst = p.value.raw(),
-                           .dtype = p.value.dtype(), .host = direct});
-      }
-      off_ = std::make_unique<optim::OffloadAdamW>(
-          n_, std::move(segments), options, direct ? device_params_.front().value.device() : device, *offload);
-      for (std::size_t i = 0; i < params_.size(); ++i)
-        read_weights(off_->master() + offsets_[i], params_[i].value, params_[i].name);
-      off_->set_targets(std::move(targets));
-      log_offload();
-    } else {
-      for (const auto& p : params_) opt_.add(p.name, p.value, p.grad, p.decay);
-    }
-    if (!single()) flat_.assign(static_cast<std::size_t>(n_), 0.0f);
+  if (sharded()) {
+    init_zero1(options, offload, device);
     return;
   }
-  const int P = dp_.size(), r = dp_.rank();
-  shard_count_ = parallel::zero_shard_count(n_, P);
-  shard_begin_ = static_cast<std::int64_t>(r) * shard_count_;
-  const parallel::Range mine = parallel::zero_shard(n_, P, r);
-  flat_.assign(static_cast<std::size_t>(shard_count_ * P), 0.0f);
-  shard_grad_.assign(static_cast<std::size_t>(shard_count_), 0.0f);
-  shard_master_.assign(static_cast<std::size_t>(shard_count_), 0.0f);
-  std::vector<optim::OffloadSegment> segments;
-  for (std::size_t i = 0; i < params_.size(); ++i) {
-    const std::int64_t lo = std::max(offsets_[i], mine.begin);
-    const std::int64_t hi = std::min(offsets_[i] + params_[i].value.numel(), mine.end());
-    if (hi <= lo) continue;
-    pieces_.push_back({.param = static_cast<int>(i), .begin = lo, .count = hi - lo});
-    const std::int64_t at = lo - shard_begin_;
-    std::memcpy(shard_master_.data() + at, params_[i].value.data<float>() + (lo - offsets_[i]),
-                static_cast<std::size_t>(hi - lo) * sizeof(float));
-    segments.push_back({.begin = at, .count = hi - lo, .decay = params_[i].decay});
-    if (!offload)
-      opt_.add(params_[i].name, Tensor::wrap(shard_master_.data() + at, Shape{hi - lo}, DType::F32, Device{}, nullptr),
-               Tensor::wrap(shard_grad_.data() + at, Shape{hi - lo}, DType::F32, Device{}, nullptr), params_[i].decay);
-  }
   if (offload) {
-    off_ = std::make_unique<optim::OffloadAdamW>(shard_count_, std::move(segments), options, device, *offload);
-    std::memcpy(off_->master(), shard_master_.data(), shard_master_.size() * sizeof(float));
-    off_->set_targets({{.begin = 0, .count = shard_count_, .dst = shard_master_.data(), .dtype = DType::F32}});
+    // With overlap on a GPU the updated buckets go straight to the device parameters (the state in
+    // pinned memory, the CUDA copier) and into the host mirrors; otherwise into `params` only.
+    const bool direct = overlap_ && !device_params_.empty();
+    std::vector<optim::OffloadSegment> segments;
+    std::vector<optim::OffloadTarget> targets;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const auto& p = params_[i];
+      segments.push_back({.begin = offsets_[i], .count = p.value.numel(), .decay = p.decay});
+      if (direct) {
+        const auto& d = device_params_[i];
+        targets.push_back(
+            {.begin = offsets_[i], .count = d.value.numel(), .dst = d.value.raw(), .dtype = d.value.dtype()});
+      }
+      targets.push_back({.begin = offsets_[i], .count = p.value.numel(), .dst = p.value.raw(),
+                         .dtype = p.value.dtype(), .host = direct});
+    }
+    off_ = std::make_unique<optim::OffloadAdamW>(
+        n_, std::move(segments), options, direct ? device_params_.front().value.device() : device, *offload);
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      read_weights(off_->master() + offsets_[i], params_[i].value, params_[i].name);
+    off_->set_targets(std::move(targets));
     log_offload();
+  } else {
+    for (const auto& p : params_) opt_.add(p.name, p.value, p.grad, p.decay);
   }
+  if (!single()) flat_ = Tensor::zeros(Shape{std::max<std::int64_t>(n_, 1)}, DType::F32, "dp.flat");
+}
+
+void DpOptimizer::init_zero1(const optim::AdamWOptions& options, const std::optional<optim::OffloadOptions>& offload,
+                             Device device) {
+  // The groups that stay in one unit: a decoder layer's parameters (a parameter without a layer alone).
+  std::vector<std::int64_t> group_numels;
+  std::vector<std::size_t> group_first;
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    if (i == 0 || params_[i].layer < 0 || params_[i].layer != params_[i - 1].layer) {
+      group_numels.push_back(0);
+      group_first.push_back(i);
+    }
+    group_numels.back() += params_[i].value.numel();
+  }
+  group_first.push_back(params_.size());
+  const int P = dp_.size(), r = dp_.rank();
+  layout_ = parallel::zero1_layout(group_numels, bucket_elems_, P);
+  unit_of_.assign(params_.size(), 0);
+  const bool pinned = copier_ != nullptr;
+  flat_ = Tensor::empty(Shape{std::max<std::int64_t>(layout_.padded, 1)}, DType::F32,
+                        pinned ? copier_->host_allocator() : host_allocator(), "dp.flat");
+  std::fill_n(flat(), flat_.numel(), 0.0f);
+  if (!offload) {
+    shard_grad_.assign(static_cast<std::size_t>(layout_.shard), 0.0f);
+    shard_master_.assign(static_cast<std::size_t>(layout_.shard), 0.0f);
+  }
+  for (std::size_t k = 0; k < layout_.units.size(); ++k) {
+    const parallel::Zero1Unit& u = layout_.units[k];
+    const std::size_t first = group_first[static_cast<std::size_t>(u.first_group)];
+    const std::size_t end = group_first[static_cast<std::size_t>(u.first_group + u.n_groups)];
+    unit_params_.emplace_back(first, end);
+    const parallel::Range mine = u.owned(r);
+    for (std::size_t i = first; i < end; ++i) {
+      unit_of_[i] = k;
+      flat_at_[i] = u.padded_begin + (offsets_[i] - u.elems.begin);
+      const std::int64_t lo = std::max(offsets_[i], mine.begin);
+      const std::int64_t hi = std::min(offsets_[i] + params_[i].value.numel(), mine.end());
+      if (hi <= lo) continue;
+      pieces_.push_back({.param = static_cast<int>(i), .begin = lo, .count = hi - lo,
+                         .at = u.shard_begin + (lo - mine.begin)});
+    }
+  }
+  std::vector<optim::OffloadSegment> segments;
+  for (const Piece& pc : pieces_)
+    segments.push_back({.begin = pc.at, .count = pc.count, .decay = params_[static_cast<std::size_t>(pc.param)].decay});
+  // The chunks' master weights: the offloaded state's own (the units are all-gathered from there, so
+  // its update writes nowhere else), or shard_master_ under the plain AdamW.
+  if (offload) off_ = std::make_unique<optim::OffloadAdamW>(layout_.shard, std::move(segments), options, device, *offload);
+  float* master = off_ ? off_->master() : shard_master_.data();
+  for (const Piece& pc : pieces_) {
+    const auto& p = params_[static_cast<std::size_t>(pc.param)];
+    std::memcpy(master + pc.at, p.value.data<float>() + (pc.begin - offsets_[static_cast<std::size_t>(pc.param)]),
+                static_cast<std::size_t>(pc.count) * sizeof(float));
+    if (!off_)
+      opt_.add(p.name, Tensor::wrap(shard_master_.data() + pc.at, Shape{pc.count}, DType::F32, Device{}, nullptr),
+               Tensor::wrap(shard_grad_.data() + pc.at, Shape{pc.count}, DType::F32, Device{}, nullptr), p.decay);
+  }
+  if (off_) log_offload();
 }
 
 void sum_gradients(const std::vector<adapters::AdapterParam>& params, comm::Communicator& group, float scale) {
@@ -194,31 +225,30 @@ DpOptimizer::~DpOptimizer() = default;  // a running step_async is joined by ~Of
 
 void DpOptimizer::log_offload() const {
   log::info0("optimizer state in host RAM ({} memory): {} f32 elements per rank x 4 (master, moments, gradient), "
-             "CPU AdamW on {} thread{} ({}){}",
+             "CPU AdamW on {} thread{} ({}){}{}",
              off_->host_device().str(), off_->size(), off_->threads(), off_->threads() == 1 ? "" : "s",
-             optim::cpu_isa_name(off_->isa()),
-             overlapped() ? ", overlapping the next step's forward"
-             : overlap_   ? ", not overlapped (ZeRO-1 over dp ends the update in an all-gather)"
-                          : "");
+             optim::cpu_isa_name(off_->isa()), overlapped() ? ", overlapping the next step's forward" : "",
+             sharded() ? fmt::format("; ZeRO-1 over {} replicas in {} unit{} of whole layers", dp_.size(),
+                                     layout_.units.size(), layout_.units.size() == 1 ? "" : "s")
+                       : "");
 }
 
 void DpOptimizer::stream_grads(std::size_t first, std::size_t end) {
   ADAPT_CHECK(first <= end && end <= params_.size(), "stream_grads: parameters [{}, {}) of {}", first, end,
               params_.size());
   if (device_params_.empty()) return;  // the parameters are in host memory: their gradients are there already
-  ADAPT_CHECK(grad_copier_ != nullptr, "stream_grads: a device set's gradients stream with optim.overlap only");
+  ADAPT_CHECK(copier_ != nullptr, "stream_grads: a device set's gradients stream with optim.overlap only");
   void* compute = backend::cuda_compute_stream();
   for (std::size_t i = first; i < end; ++i) {
-    last_grad_ticket_ = grad_copier_->to_host(grad_staging_.data<float>() + offsets_[i], device_params_[i].grad.raw(),
-                                              static_cast<std::size_t>(params_[i].grad.numel()) * sizeof(float),
-                                              compute);
+    last_grad_ticket_ = copier_->to_host(grad_staging_.data<float>() + offsets_[i], device_params_[i].grad.raw(),
+                                         static_cast<std::size_t>(params_[i].grad.numel()) * sizeof(float), compute);
     staged_[i] = 1;
   }
 }
 
 void DpOptimizer::wait_streamed_grads() {
-  if (!grad_copier_) return;
-  grad_copier_->wait_host(last_grad_ticket_);
+  if (!copier_) return;
+  copier_->wait_host(last_grad_ticket_);
   for (std::size_t i = 0; i < params_.size(); ++i) {
     if (!staged_[i]) continue;
     std::memcpy(params_[i].grad.data<float>(), grad_staging_.data<float>() + offsets_[i],
@@ -228,10 +258,20 @@ void DpOptimizer::wait_streamed_grads() {
 }
 
 void DpOptimizer::step_async(double lr) {
-  ADAPT_CHECK(overlapped(), "DpOptimizer::step_async needs optim.offload and optim.overlap{}",
-              zero1_ && !single() ? ", and no ZeRO-1 over dp (its all-gather is a collective)" : "");
+  ADAPT_CHECK(overlapped(), "DpOptimizer::step_async needs optim.offload and optim.overlap");
   finish();
-  off_->step_async(lr, device_params_.empty() ? nullptr : backend::cuda_compute_stream());
+  void* compute = device_params_.empty() ? nullptr : backend::cuda_compute_stream();
+  if (sharded()) {
+    // The thread updates this rank's chunks; the units are all-gathered, and copied to the device, by
+    // wait_params and finish on this thread. Those copies wait for the compute queued so far (the
+    // backward), which may still read the old weights.
+    if (copier_) copier_->order_after(compute);
+    off_->step_async(lr);
+    gathered_ = 0;
+    gathering_ = true;
+    return;
+  }
+  off_->step_async(lr, compute);
 }
 
 void DpOptimizer::wait_params(std::size_t first, std::size_t end) {
@@ -239,6 +279,15 @@ void DpOptimizer::wait_params(std::size_t first, std::size_t end) {
   ADAPT_CHECK(end <= params_.size() && overlapped(), "wait_params: parameters [{}, {}) of {}", first, end,
               params_.size());
   const Timer waited;
+  if (gathering_) {
+    for (const std::size_t last = unit_of_[end - 1]; gathered_ <= last; ++gathered_) {
+      const parallel::Zero1Unit& u = layout_.units[gathered_];
+      off_->wait_updated(u.shard_begin + u.chunk);
+      gather_units(gathered_, gathered_ + 1);
+    }
+    waited_s_ += waited.seconds();
+    return;
+  }
   off_->wait_updated(offsets_[end - 1] + params_[end - 1].value.numel());
   waited_s_ += waited.seconds();
   if (!device_params_.empty()) off_->weights_ready(backend::cuda_compute_stream());
@@ -246,17 +295,37 @@ void DpOptimizer::wait_params(std::size_t first, std::size_t end) {
 
 double DpOptimizer::take_wait_seconds() { return std::exchange(waited_s_, 0.0); }
 
-void DpOptimizer::finish() const {
+void DpOptimizer::finish() {
   if (!off_ || !off_->stepping()) return;
   const Timer waited;
+  const bool gather = std::exchange(gathering_, false);
   off_->finish();
+  if (gather) gather_units(gathered_, layout_.units.size());
   waited_s_ += waited.seconds();
-  if (!device_params_.empty()) off_->weights_ready(backend::cuda_compute_stream());
+  if (!gather && !device_params_.empty()) off_->weights_ready(backend::cuda_compute_stream());
+}
+
+void DpOptimizer::gather_units(std::size_t first, std::size_t end) {
+  const float* shard = shard_weights();
+  float* f = flat();
+  for (std::size_t k = first; k < end; ++k) {
+    const parallel::Zero1Unit& u = layout_.units[k];
+    const auto chunk = static_cast<std::size_t>(u.chunk);
+    parallel::zero1_all_gather(std::span<const float>(shard + u.shard_begin, chunk),
+                               std::span<float>(f + u.padded_begin, chunk * static_cast<std::size_t>(dp_.size())),
+                               dp_);
+    for (std::size_t i = unit_params_[k].first; i < unit_params_[k].second; ++i) {
+      const auto bytes = static_cast<std::size_t>(params_[i].value.numel()) * sizeof(float);
+      std::memcpy(params_[i].value.data<float>(), f + flat_at_[i], bytes);
+      if (copier_) copier_->to_device(device_params_[i].value.raw(), f + flat_at_[i], bytes);
+    }
+  }
+  if (copier_ && first < end) copier_->order_before(backend::cuda_compute_stream());
 }
 
 void DpOptimizer::flatten_grads(float* dst) const {
   for (std::size_t i = 0; i < params_.size(); ++i)
-    std::memcpy(dst + offsets_[i], params_[i].grad.data<float>(),
+    std::memcpy(dst + flat_at_[i], params_[i].grad.data<float>(),
                 static_cast<std::size_t>(params_[i].grad.numel()) * sizeof(float));
 }
 
@@ -292,25 +361,15 @@ double DpOptimizer::whole_norm_and_clip(std::vector<Tensor>& grads, double max_n
 double DpOptimizer::shard_norm_and_clip(float* shard, double max_norm) const {
   double ss[2] = {0, 0};  // split over tp, whole (the padding is zero and belongs to no parameter)
   for (const Piece& pc : pieces_) {
-    const float* g = shard + (pc.begin - shard_begin_);
+    const float* g = shard + pc.at;
     double s = 0;
     for (std::int64_t j = 0; j < pc.count; ++j) s += static_cast<double>(g[j]) * g[j];
     ss[split(static_cast<std::size_t>(pc.param)) ? 0 : 1] += s;
   }
   dp_.all_reduce(ss, 2, comm::CommDType::F64, comm::ReduceOp::Sum);
   const double norm = tp_norm(ss[0], ss[1]);
-  if (max_norm > 0) clip_by(shard, shard_count_, norm, max_norm);
+  if (max_norm > 0) clip_by(shard, layout_.shard, norm, max_norm);
   return norm;
-}
-
-void DpOptimizer::stage_offload_grads() {
-  // The reduced gradients are in host memory (params_ or the shard): copied, whatever the state's copier.
-  if (single() || !zero1_) {
-    for (std::size_t i = 0; i < params_.size(); ++i)
-      off_->load_grads(offsets_[i], params_[i].grad.numel(), params_[i].grad.data<float>());
-  } else {
-    off_->load_grads(0, shard_count_, shard_grad_.data());
-  }
 }
 
 double DpOptimizer::device_norm_and_clip(double max_norm) {
@@ -330,32 +389,43 @@ double DpOptimizer::reduce_and_clip(double max_norm) {
     if (device_dp_ != nullptr) sum_gradients(device_params_, *device_dp_, 1.0f / static_cast<float>(dp_.size()));
     return device_norm_and_clip(max_norm);
   }
-  if (single() || !zero1_) {
-    if (!single()) {
-      flatten_grads(flat_.data());
-      std::vector<std::int64_t> numels;
-      for (const auto& p : params_) numels.push_back(p.grad.numel());
-      parallel::dp_average_gradients(flat_, parallel::gradient_buckets(numels, kBucketElems), dp_);
-      for (std::size_t i = 0; i < params_.size(); ++i)
-        std::memcpy(params_[i].grad.data<float>(), flat_.data() + offsets_[i],
-                    static_cast<std::size_t>(params_[i].grad.numel()) * sizeof(float));
+  if (sharded()) {
+    if (copier_) copier_->synchronize();  // the last units' copies to the device have left flat_
+    float* f = flat();
+    for (const parallel::Zero1Unit& u : layout_.units)  // the padding past each unit's real elements
+      std::fill(f + u.padded_begin + u.elems.count, f + u.padded_begin + u.chunk * dp_.size(), 0.0f);
+    flatten_grads(f);
+    // The reduced chunks land where the update reads them: the offloaded state's gradient, or shard_grad_.
+    float* shard = off_ ? off_->grad() : shard_grad_.data();
+    for (const parallel::Zero1Unit& u : layout_.units) {
+      const auto chunk = static_cast<std::size_t>(u.chunk);
+      parallel::zero1_reduce_scatter_average(
+          std::span<const float>(f + u.padded_begin, chunk * static_cast<std::size_t>(dp_.size())),
+          std::span<float>(shard + u.shard_begin, chunk), dp_);
     }
-    std::vector<Tensor> grads;
-    if (off_) {
-      stage_offload_grads();
-      for (std::size_t i = 0; i < params_.size(); ++i)
-        grads.push_back(host_view(off_->grad() + offsets_[i], params_[i].grad.shape(), off_->host_device()));
-    } else {
-      for (const auto& p : params_) grads.push_back(p.grad);
-    }
-    return whole_norm_and_clip(grads, max_norm);
+    return shard_norm_and_clip(shard, max_norm);
   }
-  std::fill(flat_.begin(), flat_.end(), 0.0f);
-  flatten_grads(flat_.data());
-  parallel::zero1_reduce_scatter_average(flat_, shard_grad_, dp_);
-  if (!off_) return shard_norm_and_clip(shard_grad_.data(), max_norm);
-  stage_offload_grads();
-  return shard_norm_and_clip(off_->grad(), max_norm);
+  if (!single()) {
+    flatten_grads(flat());
+    std::vector<std::int64_t> numels;
+    for (const auto& p : params_) numels.push_back(p.grad.numel());
+    parallel::dp_average_gradients(std::span<float>(flat(), static_cast<std::size_t>(n_)),
+                                   parallel::gradient_buckets(numels, bucket_elems_), dp_);
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      std::memcpy(params_[i].grad.data<float>(), flat() + offsets_[i],
+                  static_cast<std::size_t>(params_[i].grad.numel()) * sizeof(float));
+  }
+  std::vector<Tensor> grads;
+  if (off_) {
+    // The reduced gradients are in host memory: copied into the state, whatever its copier.
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      off_->load_grads(offsets_[i], params_[i].grad.numel(), params_[i].grad.data<float>());
+      grads.push_back(host_view(off_->grad() + offsets_[i], params_[i].grad.shape(), off_->host_device()));
+    }
+  } else {
+    for (const auto& p : params_) grads.push_back(p.grad);
+  }
+  return whole_norm_and_clip(grads, max_norm);
 }
 
 void DpOptimizer::step(double lr) {
@@ -371,31 +441,33 @@ void DpOptimizer::step(double lr) {
   } else {
     opt_.step(lr);
   }
-  if (single() || !zero1_) return;
-  parallel::zero1_all_gather(shard_master_, flat_, dp_);
-  for (std::size_t i = 0; i < params_.size(); ++i)
-    std::memcpy(params_[i].value.data<float>(), flat_.data() + offsets_[i],
-                static_cast<std::size_t>(params_[i].value.numel()) * sizeof(float));
+  if (!sharded()) return;
+  if (copier_) copier_->order_after(backend::cuda_compute_stream());
+  gather_units(0, layout_.units.size());
 }
 
-std::vector<float> DpOptimizer::gather_moment(int which) const {
-  std::vector<float> shard(static_cast<std::size_t>(shard_count_), 0.0f);
+std::vector<float> DpOptimizer::gather_moment(int which) {
+  std::vector<float> shard(static_cast<std::size_t>(layout_.shard), 0.0f);
   if (off_) std::memcpy(shard.data(), which == 0 ? off_->m() : off_->v(), shard.size() * sizeof(float));
   for (std::size_t k = 0; k < pieces_.size() && !off_; ++k) {
     const Tensor& t = which == 0 ? opt_.slots()[k].m : opt_.slots()[k].v;
-    std::memcpy(shard.data() + (pieces_[k].begin - shard_begin_), t.data<float>(),
-                static_cast<std::size_t>(pieces_[k].count) * sizeof(float));
+    std::memcpy(shard.data() + pieces_[k].at, t.data<float>(), static_cast<std::size_t>(pieces_[k].count) * sizeof(float));
   }
-  std::vector<float> full(static_cast<std::size_t>(shard_count_ * dp_.size()), 0.0f);
-  parallel::zero1_all_gather(shard, full, dp_);
+  std::vector<float> full(static_cast<std::size_t>(layout_.padded), 0.0f);
+  for (const parallel::Zero1Unit& u : layout_.units) {
+    const auto chunk = static_cast<std::size_t>(u.chunk);
+    parallel::zero1_all_gather(std::span<const float>(shard.data() + u.shard_begin, chunk),
+                               std::span<float>(full.data() + u.padded_begin, chunk * static_cast<std::size_t>(dp_.size())),
+                               dp_);
+  }
   return full;
 }
 
-std::map<std::string, Tensor> DpOptimizer::state() const {
+std::map<std::string, Tensor> DpOptimizer::state() {
   finish();
   if (dev_) return dev_->state();
   std::map<std::string, Tensor> out;
-  if ((single() || !zero1_) && off_) {
+  if (!sharded() && off_) {
     for (std::size_t i = 0; i < params_.size(); ++i) {
       const auto& p = params_[i];
       const Device d = off_->host_device();
@@ -407,7 +479,7 @@ std::map<std::string, Tensor> DpOptimizer::state() const {
     }
     return out;
   }
-  if (single() || !zero1_) {
+  if (!sharded()) {
     for (const auto& s : opt_.slots()) {
       out["adapter/" + s.name] = s.master;
       out["optim/m/" + s.name] = s.m;
@@ -421,7 +493,7 @@ std::map<std::string, Tensor> DpOptimizer::state() const {
     out["adapter/" + p.name] = p.value;
     for (const auto& [prefix, src] : {std::pair{"optim/m/", &m}, std::pair{"optim/v/", &v}}) {
       Tensor t = Tensor::zeros(p.value.shape(), DType::F32, prefix + p.name);
-      std::memcpy(t.data<float>(), src->data() + offsets_[i], static_cast<std::size_t>(t.numel()) * sizeof(float));
+      std::memcpy(t.data<float>(), src->data() + flat_at_[i], static_cast<std::size_t>(t.numel()) * sizeof(float));
       out[prefix + p.name] = t;
     }
   }
@@ -436,7 +508,7 @@ void DpOptimizer::restore(const std::function<const Tensor&(const std::string&)>
     dev_->restore(get);
     return;
   }
-  if ((single() || !zero1_) && off_) {
+  if (!sharded() && off_) {
     for (std::size_t i = 0; i < params_.size(); ++i) {
       const auto& p = params_[i];
       const auto bytes = static_cast<std::size_t>(p.value.numel()) * sizeof(float);
@@ -446,7 +518,7 @@ void DpOptimizer::restore(const std::function<const Tensor&(const std::string&)>
     }
     return;
   }
-  if (single() || !zero1_) {
+  if (!sharded()) {
     for (auto& s : opt_.slots()) {
       s.m.copy_from(get("optim/m/" + s.name));
       s.v.copy_from(get("optim/v/" + s.name));
@@ -457,12 +529,11 @@ void DpOptimizer::restore(const std::function<const Tensor&(const std::string&)>
     const Piece& pc = pieces_[k];
     const auto& p = params_[static_cast<std::size_t>(pc.param)];
     const std::int64_t in_param = pc.begin - offsets_[static_cast<std::size_t>(pc.param)];
-    const std::int64_t at = pc.begin - shard_begin_;
     const auto bytes = static_cast<std::size_t>(pc.count) * sizeof(float);
-    std::memcpy(shard_master_.data() + at, p.value.data<float>() + in_param, bytes);
-    float* m = off_ ? off_->m() + at : opt_.slots()[k].m.data<float>();
-    float* v = off_ ? off_->v() + at : opt_.slots()[k].v.data<float>();
-    if (off_) std::memcpy(off_->master() + at, p.value.data<float>() + in_param, bytes);
+    float* master = off_ ? off_->master() + pc.at : shard_master_.data() + pc.at;
+    float* m = off_ ? off_->m() + pc.at : opt_.slots()[k].m.data<float>();
+    float* v = off_ ? off_->v() + pc.at : opt_.slots()[k].v.data<float>();
+    std::memcpy(master, p.value.data<float>() + in_param, bytes);
     std::memcpy(m, get("optim/m/" + p.name).data<float>() + in_param, bytes);
     std::memcpy(v, get("optim/v/" + p.name).data<float>() + in_param, bytes);
   }

@@ -323,13 +323,16 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   const std::vector<adapters::AdapterParam> params = set.host_parameters();
   // optim.overlap (with offload): each layer's gradients leave for the host mirrors as the step's last
   // backward finishes the layer, and the CPU AdamW runs during the next step's forward, which waits per
-  // layer (AdapterSet's gradient stream and forward gate); DpOptimizer keeps ZeRO-1 over dp > 1
-  // synchronous (its all-gather is a collective).
+  // layer (AdapterSet's gradient stream and forward gate); under ZeRO-1 over dp > 1 the gate also
+  // all-gathers the layer's unit, so every replica's forward passes the gates in the same order.
   const bool overlap = cfg.optim.offload && cfg.optim.overlap;
   DpOptimizer opt(params, {cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay}, dp,
-                  cfg.parallel.zero1, &tp, dp_offload_options(cfg.optim.offload), overlap,
-                  device ? set.parameters() : std::vector<adapters::AdapterParam>{},
-                  device_dp ? device_comms.dp.get() : nullptr);
+                  {.zero1 = cfg.parallel.zero1,
+                   .tp = &tp,
+                   .offload = dp_offload_options(cfg.optim.offload),
+                   .overlap = overlap,
+                   .device_params = device ? set.parameters() : std::vector<adapters::AdapterParam>{},
+                   .device_dp = device_dp ? device_comms.dp.get() : nullptr});
   if (overlap) {
     set.set_gradient_stream([&opt](int, std::size_t first, std::size_t end) { opt.stream_grads(first, end); });
     if (opt.overlapped())

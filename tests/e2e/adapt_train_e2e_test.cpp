@@ -9,7 +9,7 @@
 // optim.offload with optim.overlap (the CPU AdamW during the next forward), without it, and no offload
 // give byte-identical adapters and the same losses and gradient norms, on one process (LoRA and
 // lora+bottleneck, micro-batches, recomputation, a resumed run) and, under mpiexec, at tp2 × dp2, dp2 and
-// pp2 (without ZeRO-1, which keeps its update synchronous).
+// pp2, and at dp2 and pp2 × dp2 with ZeRO-1 (the units all-gathered as the forward reaches them).
 #include <doctest/doctest.h>
 #include <unistd.h>
 
@@ -478,6 +478,7 @@ void check_overlap_variants(const std::string& base, const fs::path& dir, const 
     Run r = run(base + v.args + " --set run.dir=" + run_dir.string());
     INFO(v.name << ": " << r.out);
     REQUIRE(r.code == 0);
+    CHECK((r.out.find("overlapping the next step's forward") != std::string::npos) == (std::string(v.name) == "overlap"));
     metrics.push_back(run_metrics(run_dir));
   }
   for (std::size_t k = 1; k < metrics.size(); ++k) {
@@ -548,7 +549,8 @@ TEST_CASE("optim.overlap: the same losses and adapter bytes as the synchronous o
   }
 }
 
-TEST_CASE("optim.overlap under mpiexec: tp2 x dp2, dp2 and pp2 give the synchronous and the plain runs' bytes") {
+TEST_CASE("optim.overlap under mpiexec: tp2 x dp2, dp2 and pp2, with and without ZeRO-1, give the synchronous and "
+          "the plain runs' bytes") {
   if (mpiexec_prefix(2).empty()) {
     MESSAGE("no mpiexec on PATH; skipped");
     return;
@@ -559,11 +561,15 @@ TEST_CASE("optim.overlap under mpiexec: tp2 x dp2, dp2 and pp2 give the synchron
     int ranks;
     const char* args;
   };
-  for (const Layout& l : {Layout{"tp2dp2", 4, " --set parallel.tp=2"}, Layout{"dp2", 2, ""},
-                          Layout{"pp2", 2, " --set parallel.pp=2 --set train.grad_accum=2"}}) {
+  // Under ZeRO-1 the overlapped update all-gathers each replica's chunks as the next forward reaches
+  // their layers (pp2 x dp2: each stage's forward gathers for its own layers, finish() the rest).
+  for (const Layout& l : {Layout{"tp2dp2", 4, " --set parallel.tp=2 --set parallel.zero1=false"},
+                          Layout{"dp2", 2, " --set parallel.zero1=false"}, Layout{"dp2_zero1", 2, " --set parallel.zero1=true"},
+                          Layout{"pp2", 2, " --set parallel.pp=2 --set train.grad_accum=2"},
+                          Layout{"pp2dp2_zero1", 4, " --set parallel.pp=2 --set train.grad_accum=2 --set parallel.zero1=true"}}) {
     CAPTURE(l.tag);
     check_overlap_variants(mpiexec_prefix(l.ranks) + bin("adapt_train") + " --config " + job.toml.string() +
-                               " --set train.steps=4 --set parallel.zero1=false" + l.args,
+                               " --set train.steps=4" + l.args,
                            job.dir.path(), l.tag);
   }
 }

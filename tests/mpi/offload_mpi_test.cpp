@@ -3,8 +3,9 @@
 // ranks, tp2 × dp2 with tp-sharded parameters. On the CPU both run the same f32 operations, so weights,
 // norms, moments and checkpoint state must agree bit for bit; both must also match one process's
 // update of the mean gradient (as train_dp_mpi checks for the plain path). optim.overlap: the
-// asynchronous step (step_async, finish) gives the same bits at each of those layouts (ZeRO-1 over dp
-// keeps its synchronous step), and a tp-sharded AdapterSet's gradient stream (per-layer tp reduction
+// asynchronous step (step_async, wait_params, finish) gives the same bits at each of those layouts,
+// ZeRO-1 over dp included, with one unit or several (each all-gathered when the forward first waits
+// for it, the rest in finish), and a tp-sharded AdapterSet's gradient stream (per-layer tp reduction
 // during the backward) gives tp_reduce_gradients' gradients bit for bit, at tp2 and tp4.
 #include <doctest/doctest.h>
 
@@ -52,19 +53,21 @@ const optim::AdamWOptions kAdamW{.beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .weig
 /// Runs `steps` steps of an offloaded and a plain optimizer on the same groups and gradients; checks
 /// that norms, weights and state agree bit for bit; then restores an offloaded optimizer from the
 /// plain one's state and checks one more step.
+/// `bucket`: elements per ZeRO-1 unit and averaging bucket (small: several units).
 void check_offload_matches(comm::Communicator& dp, comm::Communicator* tp, bool zero1, double max_norm,
-                           int grad_rank) {
+                           int grad_rank, std::int64_t bucket = parallel::kDpBucketElems) {
   std::vector<adapters::AdapterParam> plain = make_params("plain.", tp != nullptr);
   std::vector<adapters::AdapterParam> off = make_params("off.", tp != nullptr);
   std::vector<adapters::AdapterParam> ovl = make_params("ovl.", tp != nullptr);
-  train::DpOptimizer plain_opt(plain, kAdamW, dp, zero1, tp);
-  train::DpOptimizer off_opt(off, kAdamW, dp, zero1, tp, kOffload);
-  train::DpOptimizer ovl_opt(ovl, kAdamW, dp, zero1, tp, kOffload, /*overlap=*/true);
+  const train::DpOptimizerOptions o{.zero1 = zero1, .tp = tp, .bucket_elems = bucket};
+  train::DpOptimizer plain_opt(plain, kAdamW, dp, o);
+  train::DpOptimizer off_opt(off, kAdamW, dp, {.zero1 = zero1, .tp = tp, .offload = kOffload, .bucket_elems = bucket});
+  train::DpOptimizer ovl_opt(ovl, kAdamW, dp,
+                             {.zero1 = zero1, .tp = tp, .offload = kOffload, .overlap = true, .bucket_elems = bucket});
   REQUIRE(off_opt.offloaded() != nullptr);
   CHECK(plain_opt.offloaded() == nullptr);
   CHECK_FALSE(off_opt.overlapped());
-  // ZeRO-1 over several replicas ends its update in an all-gather: not on a background thread.
-  CHECK(ovl_opt.overlapped() == (!zero1 || dp.size() == 1));
+  CHECK(ovl_opt.overlapped());
   for (int s = 0; s < 4; ++s) {
     fill_dp_grads(plain, grad_rank, s);
     fill_dp_grads(off, grad_rank, s);
@@ -104,7 +107,7 @@ void check_offload_matches(comm::Communicator& dp, comm::Communicator* tp, bool 
   }
   // Resume: an offloaded optimizer restored from the plain one's state takes the same next step.
   std::vector<adapters::AdapterParam> back = make_params("back.", tp != nullptr);
-  train::DpOptimizer back_opt(back, kAdamW, dp, zero1, tp, kOffload);
+  train::DpOptimizer back_opt(back, kAdamW, dp, {.zero1 = zero1, .tp = tp, .offload = kOffload, .bucket_elems = bucket});
   back_opt.restore([&](const std::string& key) -> const Tensor& { return st_plain.at(key); });
   back_opt.set_n_steps(plain_opt.n_steps());
   fill_dp_grads(back, grad_rank, 9);
@@ -130,9 +133,12 @@ TEST_CASE("Offloaded optimizer state: the world as dp, averaging and ZeRO-1, bit
   auto dp = comm::MpiCommunicator::world({.timeout_s = 60});
   for (const bool zero1 : {false, true}) {
     for (const double max_norm : {0.0, 0.5}) {
-      CAPTURE(zero1);
-      CAPTURE(max_norm);
-      check_offload_matches(*dp, nullptr, zero1, max_norm, dp->rank());
+      for (const std::int64_t bucket : {parallel::kDpBucketElems, std::int64_t{300}}) {  // 1 or 3 ZeRO-1 units
+        CAPTURE(zero1);
+        CAPTURE(max_norm);
+        CAPTURE(bucket);
+        check_offload_matches(*dp, nullptr, zero1, max_norm, dp->rank(), bucket);
+      }
     }
   }
 }
@@ -148,6 +154,7 @@ TEST_CASE("Offloaded optimizer state: tp2 x dp2 with tp-sharded parameters, bit 
     CAPTURE(zero1);
     // Ranks of a tp group see different gradients for their shards: use the world rank.
     check_offload_matches(*g.dp, g.tp.get(), zero1, /*max_norm=*/0.5, world->rank());
+    check_offload_matches(*g.dp, g.tp.get(), zero1, /*max_norm=*/0.5, world->rank(), /*bucket=*/300);
   }
 }
 
@@ -156,9 +163,9 @@ TEST_CASE("Offloaded ZeRO-1 over dp matches one process's update of the mean gra
   const int P = dp->size();
   std::vector<adapters::AdapterParam> ref = make_params("ref.", false);
   comm::LocalCommunicator local;
-  train::DpOptimizer ref_opt(ref, kAdamW, local, false);
+  train::DpOptimizer ref_opt(ref, kAdamW, local);
   std::vector<adapters::AdapterParam> mine = make_params("mine.", false);
-  train::DpOptimizer opt(mine, kAdamW, *dp, /*zero1=*/true, nullptr, kOffload);
+  train::DpOptimizer opt(mine, kAdamW, *dp, {.zero1 = true, .offload = kOffload});
   for (int s = 0; s < 3; ++s) {
     fill_dp_mean_grads(ref, P, s);
     fill_dp_grads(mine, dp->rank(), s);

@@ -1,10 +1,11 @@
 // train's data-parallel optimizer under mpiexec (2 and 4 ranks, the world as the dp group):
-// DpOptimizer with and without ZeRO-1 gives every replica the update a single process computes from
-// the mean gradient (clipping included), and its state() holds whole tensors that restore() takes
-// back on another dp.
+// DpOptimizer with and without ZeRO-1 (one unit or several) gives every replica the update a single
+// process computes from the mean gradient (clipping included), and its state() holds whole tensors that
+// restore() takes back on another dp.
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "comm/local_communicator.h"
@@ -27,16 +28,22 @@ TEST_CASE("DpOptimizer: every replica gets the single-process update of the mean
   auto dp = comm::MpiCommunicator::world({.timeout_s = 60});
   const int P = dp->size();
   const optim::AdamWOptions opts{.beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .weight_decay = 0.1};
-  for (const bool zero1 : {false, true}) {
+  // bucket: one ZeRO-1 unit, or two (tensors 0-1 and 2-3, each split over dp on its own); the averaging's
+  // all-reduces in one bucket or two.
+  for (const auto& layout : {std::pair{false, parallel::kDpBucketElems}, std::pair{false, std::int64_t{150}},
+                              std::pair{true, parallel::kDpBucketElems}, std::pair{true, std::int64_t{150}}}) {
+    const bool zero1 = layout.first;
+    const std::int64_t bucket = layout.second;
     for (const double max_norm : {0.0, 0.5}) {
       CAPTURE(zero1);
+      CAPTURE(bucket);
       CAPTURE(max_norm);
       // Reference: one process, the mean of every replica's gradient.
       std::vector<adapters::AdapterParam> ref = make_params("ref.");
       comm::LocalCommunicator local;
-      train::DpOptimizer ref_opt(ref, opts, local, false);
+      train::DpOptimizer ref_opt(ref, opts, local);
       std::vector<adapters::AdapterParam> mine = make_params("mine.");
-      train::DpOptimizer opt(mine, opts, *dp, zero1);
+      train::DpOptimizer opt(mine, opts, *dp, {.zero1 = zero1, .bucket_elems = bucket});
       for (int s = 0; s < 3; ++s) {
         fill_dp_mean_grads(ref, P, s);
         fill_dp_grads(mine, dp->rank(), s);
@@ -58,7 +65,7 @@ TEST_CASE("DpOptimizer: every replica gets the single-process update of the mean
       }
       // Restored onto this layout from the single process's state, one more step agrees again.
       std::vector<adapters::AdapterParam> back = make_params("back.");
-      train::DpOptimizer opt2(back, opts, *dp, zero1);
+      train::DpOptimizer opt2(back, opts, *dp, {.zero1 = zero1, .bucket_elems = bucket});
       opt2.restore([&](const std::string& key) -> const Tensor& { return ref_st.at(key); });
       opt2.set_n_steps(ref_opt.n_steps());
       fill_dp_grads(back, dp->rank(), 7);

@@ -151,10 +151,8 @@ TEST_CASE("The forward gate: once per layer with adapters, in layer order, befor
   const optim::OffloadOptions offload{.threads = 2, .bucket_elems = 50, .chunk_elems = 16};
 
   adapters::AdapterSet sync_set = make_set(c), async_set = make_set(c);
-  train::DpOptimizer sync_opt(sync_set.parameters(), adamw, local, /*zero1=*/false, nullptr, offload,
-                              /*overlap=*/false);
-  train::DpOptimizer async_opt(async_set.parameters(), adamw, local, /*zero1=*/false, nullptr, offload,
-                               /*overlap=*/true);
+  train::DpOptimizer sync_opt(sync_set.parameters(), adamw, local, {.offload = offload});
+  train::DpOptimizer async_opt(async_set.parameters(), adamw, local, {.offload = offload, .overlap = true});
   CHECK_FALSE(sync_opt.overlapped());
   REQUIRE(async_opt.overlapped());
   std::vector<int> gated;
