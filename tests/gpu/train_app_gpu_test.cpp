@@ -15,7 +15,8 @@
 //     1e-4 relative and its exported adapter (gathered over tp from the device) within 1e-4; the tp and
 //     pp groups must use MPI (NCCL refuses two ranks on one GPU); the same at dp2 with parallel.zero1 =
 //     false (the optimizer state on the GPU, the gradients averaged over a device dp communicator) and
-//     at dp2 with ZeRO-1 (AdamW on the host copies);
+//     at dp2 with ZeRO-1 (AdamW on the host copies); at dp2 with ZeRO-1 and offload, the overlapped
+//     update (units all-gathered as the forward reaches them) as the synchronous one, bit for bit;
 //   * adapt_plan's per-GPU memory against the run's allocated peak (metrics.jsonl), within 10%, on an
 //     8B-shaped model of 2 layers: plain, with recomputation and with optim.offload.
 #include <doctest/doctest.h>
@@ -223,6 +224,22 @@ TEST_CASE("adapt_train at tp2, pp2 and dp2 on 2 ranks sharing cuda:0: the one-GP
     check_losses(job.losses(name, "eval", "eval_loss"), job.losses("one", "eval", "eval_loss"), kTolTrainF32);
     check_adapter(job.adapter(name), job.adapter("one"), kTolTrainF32);
   }
+}
+
+TEST_CASE("adapt_train at dp2 with ZeRO-1 and optim.offload on 2 ranks sharing cuda:0: overlapped as synchronous") {
+  // The overlapped update all-gathers each unit of whole layers as the next forward reaches it and
+  // copies it to the GPU from pinned memory; the synchronous one gathers everything after the update.
+  Job job;
+  const std::string sets =
+      "--set runtime.device=cuda:0 --set runtime.weights_dtype=f32 --set parallel.zero1=true --set optim.offload=true";
+  job.train("dp2-zero1-sync", sets + " --set optim.overlap=false", 2);
+  const std::string out = job.train("dp2-zero1-overlap", sets + " --set optim.overlap=true", 2);
+  CHECK_MESSAGE(out.find("overlapping the next step's forward; ZeRO-1 over 2 replicas") != std::string::npos, out);
+  const std::vector<double> want = job.losses("dp2-zero1-sync"), got = job.losses("dp2-zero1-overlap");
+  REQUIRE(want.size() == 3);
+  REQUIRE(got.size() == want.size());
+  for (std::size_t i = 0; i < want.size(); ++i) CHECK(got[i] == want[i]);
+  check_adapter(job.adapter("dp2-zero1-overlap"), job.adapter("dp2-zero1-sync"), 0.0);
 }
 
 TEST_CASE("adapt_plan's memory per GPU is within 10% of adapt_train's allocated peak on cuda:0 (8B shape, 2 layers)") {
