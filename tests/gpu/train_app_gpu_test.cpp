@@ -11,7 +11,7 @@
 //   * optim.offload with optim.overlap (the CPU AdamW during the next forward, gradients streamed per
 //     layer, write-backs straight to the device) against optim.overlap = false: the same losses and
 //     adapter bit for bit, f32 and bf16 device weights;
-//   * 2 MPI ranks sharing cuda:0 (mpiexec) at tp2 and at pp2, f32 weights: the one-GPU run's losses within
+//   * 2 MPI ranks sharing cuda:0 (mpiexec) at tp2 and at pp2 (and 4 at tp2 x pp2), f32 weights: the one-GPU run's losses within
 //     1e-4 relative and its exported adapter (gathered over tp from the device) within 1e-4; the tp and
 //     pp groups must use MPI (NCCL refuses two ranks on one GPU); the same at dp2 with parallel.zero1 =
 //     false (the optimizer state on the GPU, the gradients averaged over a device dp communicator) and
@@ -191,7 +191,8 @@ TEST_CASE("adapt_train on cuda:0 with optim.offload: overlapped and synchronous 
   }
 }
 
-TEST_CASE("adapt_train at tp2, pp2 and dp2 on 2 ranks sharing cuda:0: the one-GPU run's losses and adapter") {
+TEST_CASE("adapt_train at tp2, pp2, dp2 (2 ranks) and tp2 x pp2 (4 ranks) sharing cuda:0: the one-GPU run's losses "
+          "and adapter") {
   Job job;
   const std::string f32 = "--set runtime.device=cuda:0 --set runtime.weights_dtype=f32";
   job.train("one", f32);
@@ -208,6 +209,14 @@ TEST_CASE("adapt_train at tp2, pp2 and dp2 on 2 ranks sharing cuda:0: the one-GP
     check_losses(job.losses(name), one, kTolTrainF32);
     check_losses(job.losses(name, "eval", "eval_loss"), job.losses("one", "eval", "eval_loss"), kTolTrainF32);
     check_adapter(job.adapter(name), job.adapter("one"), kTolTrainF32);
+  }
+  // tp2 x pp2 on 4 ranks: both groups staged through MPI.
+  {
+    const std::string out = job.train("tp2pp2", f32 + " --set parallel.tp=2 --set parallel.pp=2", 4);
+    CHECK_MESSAGE(out.find("tp communicator on the GPUs: mpi") != std::string::npos, out);
+    CHECK_MESSAGE(out.find("pp communicator on the GPUs: mpi") != std::string::npos, out);
+    check_losses(job.losses("tp2pp2"), one, kTolTrainF32);
+    check_adapter(job.adapter("tp2pp2"), job.adapter("one"), kTolTrainF32);
   }
   // dp2: each replica runs one of the micro-step's two sequences. Without ZeRO-1 the replicas average
   // their device gradients over the dp group (MPI staging here) and keep AdamW's state on the GPU; with
