@@ -127,8 +127,7 @@ const Schema<train::TrainConfig>& train_config_schema() {
     par.field("pp", &ParallelConfig::pp, "Pipeline stages (contiguous layer ranges); dp = world / (tp x pp).")
         .at_least(std::int64_t{1});
     par.field("zero1", &ParallelConfig::zero1,
-              "Partition the AdamW state over the dp replicas (ZeRO-1); the updates are the same either way. On "
-              "GPUs without optim.offload, false keeps the state on the GPUs (ZeRO-1 runs on the host copies).");
+              "Partition the AdamW state over the dp replicas (ZeRO-1); the updates are the same either way.");
 
     Schema<RunConfig> r;
     r.field("dir", &RunConfig::dir, "Run folder: metrics.jsonl, config.toml, the exported adapter.").required();

@@ -192,21 +192,20 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
       // RAM; with optim.overlap (the default) a pinned staging copy of the gradients streamed per layer.
       r.host_optimizer = 3 * part * 4;
       r.host_staging = part * 4 + n4;
-    } else if (!sharded) {
-      r.optimizer = 2 * n4;  // optim::DeviceAdamW: m and v beside the adapter
     } else {
-      // ZeRO-1 over dp > 1 without offload: AdamW on the host mirrors, as on the CPU backend, over the
-      // rank's shard (its master, gradient, m and v).
-      r.host_optimizer = 2 * part * 4;
+      // optim::DeviceAdamW: m and v beside the adapter, or under ZeRO-1 of the rank's chunks only.
+      r.optimizer = 2 * part * 4;
     }
-    if (job.offload || sharded) {
+    if (job.offload) {
       // DpOptimizer's flat vectors (dp > 1) and the stages' gradient sum (pp > 1) in host memory.
       r.host_staging += sharded ? zero1_buffers : (lay.dp > 1 ? n4 : 0);
       if (lay.pp > 1) r.host_staging += n4;
-    } else if (lay.dp > 1 || lay.pp > 1) {
+    } else {
       // The state on the GPU: one flat device vector for the pp sum and the dp average of the gradients
-      // (train::sum_gradients; freed in between, so the caching allocator reuses its block).
-      r.dp_buffers = n4;
+      // (train::sum_gradients; freed in between, so the caching allocator reuses its block); under
+      // ZeRO-1 the padded flat vector and the chunks' master weights and gradients stay allocated.
+      r.dp_buffers = (lay.dp > 1 && !sharded) || lay.pp > 1 ? n4 : 0;
+      if (sharded) r.dp_buffers += zero1_buffers;
     }
   }
   // Checkpoints (rank 0 writes whole tensors): checkpoint::checkpoint_save builds the HDF5 file in memory

@@ -72,9 +72,14 @@ DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim
   }
   flat_at_ = offsets_;
   const Device device = params_.empty() ? Device{} : params_.front().value.device();
-  // The state on the GPU: one replica, or replicas that average their device gradients over device_dp
-  // (ZeRO-1's reduce-scatter and all-gather run on the host mirrors).
-  if (!offload && !device_params_.empty() && (single() || (!zero1_ && device_dp != nullptr))) {
+  // The state on the GPU: one replica, or replicas that average (or, under ZeRO-1, reduce-scatter) their
+  // device gradients over device_dp.
+  if (!offload && !device_params_.empty() && (single() || device_dp != nullptr)) {
+    if (sharded()) {
+      device_dp_ = device_dp;
+      init_device_zero1(options);
+      return;
+    }
     std::vector<optim::DeviceAdamWParam> on_gpu;
     for (std::size_t i = 0; i < device_params_.size(); ++i) {
       const auto& d = device_params_[i];
@@ -91,9 +96,8 @@ DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim
     return;
   }
   if (!offload && !device_params_.empty())
-    log::info0("optimizer state in host RAM: with ZeRO-1 over {} data-parallel replicas the gradients are "
-               "averaged on the host; parallel.zero1 = false keeps the state on the GPU (the adapter's moments "
-               "are small), optim.offload = true updates it with the multithreaded CPU AdamW",
+    log::info0("optimizer state in host RAM: the {} data-parallel replicas have no communicator over device "
+               "buffers, so the gradients are averaged on the host",
                dp_.size());
   if (!device_params_.empty() && overlap_) {
     // Pinned staging, so that the copies run asynchronously (into the pageable mirrors cudaMemcpyAsync
@@ -136,8 +140,7 @@ DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim
   if (!single()) flat_ = Tensor::zeros(Shape{std::max<std::int64_t>(n_, 1)}, DType::F32, "dp.flat");
 }
 
-void DpOptimizer::init_zero1(const optim::AdamWOptions& options, const std::optional<optim::OffloadOptions>& offload,
-                             Device device) {
+void DpOptimizer::build_zero1_layout() {
   // The groups that stay in one unit: a decoder layer's parameters (a parameter without a layer alone).
   std::vector<std::int64_t> group_numels;
   std::vector<std::size_t> group_first;
@@ -149,17 +152,9 @@ void DpOptimizer::init_zero1(const optim::AdamWOptions& options, const std::opti
     group_numels.back() += params_[i].value.numel();
   }
   group_first.push_back(params_.size());
-  const int P = dp_.size(), r = dp_.rank();
-  layout_ = parallel::zero1_layout(group_numels, bucket_elems_, P);
+  const int r = dp_.rank();
+  layout_ = parallel::zero1_layout(group_numels, bucket_elems_, dp_.size());
   unit_of_.assign(params_.size(), 0);
-  const bool pinned = copier_ != nullptr;
-  flat_ = Tensor::empty(Shape{std::max<std::int64_t>(layout_.padded, 1)}, DType::F32,
-                        pinned ? copier_->host_allocator() : host_allocator(), "dp.flat");
-  std::fill_n(flat(), flat_.numel(), 0.0f);
-  if (!offload) {
-    shard_grad_.assign(static_cast<std::size_t>(layout_.shard), 0.0f);
-    shard_master_.assign(static_cast<std::size_t>(layout_.shard), 0.0f);
-  }
   for (std::size_t k = 0; k < layout_.units.size(); ++k) {
     const parallel::Zero1Unit& u = layout_.units[k];
     const std::size_t first = group_first[static_cast<std::size_t>(u.first_group)];
@@ -175,6 +170,19 @@ void DpOptimizer::init_zero1(const optim::AdamWOptions& options, const std::opti
       pieces_.push_back({.param = static_cast<int>(i), .begin = lo, .count = hi - lo,
                          .at = u.shard_begin + (lo - mine.begin)});
     }
+  }
+}
+
+void DpOptimizer::init_zero1(const optim::AdamWOptions& options, const std::optional<optim::OffloadOptions>& offload,
+                             Device device) {
+  build_zero1_layout();
+  const bool pinned = copier_ != nullptr;
+  flat_ = Tensor::empty(Shape{std::max<std::int64_t>(layout_.padded, 1)}, DType::F32,
+                        pinned ? copier_->host_allocator() : host_allocator(), "dp.flat");
+  std::fill_n(flat(), flat_.numel(), 0.0f);
+  if (!offload) {
+    shard_grad_.assign(static_cast<std::size_t>(layout_.shard), 0.0f);
+    shard_master_.assign(static_cast<std::size_t>(layout_.shard), 0.0f);
   }
   std::vector<optim::OffloadSegment> segments;
   for (const Piece& pc : pieces_)
@@ -192,6 +200,102 @@ void DpOptimizer::init_zero1(const optim::AdamWOptions& options, const std::opti
                Tensor::wrap(shard_grad_.data() + pc.at, Shape{pc.count}, DType::F32, Device{}, nullptr), p.decay);
   }
   if (off_) log_offload();
+}
+
+namespace {
+/// `count` f32 at element `at` of the contiguous f32 tensor `t` (any device), as a 1-D view.
+Tensor f32_slice(const Tensor& t, std::int64_t at, std::int64_t count) {
+  return Tensor::wrap(static_cast<float*>(t.raw()) + at, Shape{count}, DType::F32, t.device(), nullptr);
+}
+}  // namespace
+
+void DpOptimizer::init_device_zero1(const optim::AdamWOptions& options) {
+  build_zero1_layout();
+  const Device gpu = device_params_.front().value.device();
+  Allocator& alloc = backend::cuda_allocator(gpu.index);
+  auto zeros = [&](std::int64_t n, const char* name) {
+    Tensor t = Tensor::empty(Shape{std::max<std::int64_t>(n, 1)}, DType::F32, alloc, name);
+    ops::fill(t, 0.0f);
+    return t;
+  };
+  dev_flat_ = zeros(layout_.padded, "dp.flat");
+  dev_master_ = zeros(layout_.shard, "dp.chunk_master");
+  dev_grad_ = zeros(layout_.shard, "dp.chunk_grad");
+  // One DeviceAdamW tensor per piece: a parameter has at most one piece on a rank (it lies in one unit,
+  // of which the rank owns one contiguous range), so the pieces keep the parameters' names.
+  std::vector<optim::DeviceAdamWParam> pieces;
+  for (const Piece& pc : pieces_) {
+    const auto& d = device_params_[static_cast<std::size_t>(pc.param)];
+    Tensor master = f32_slice(dev_master_, pc.at, pc.count);
+    ops::copy(master, f32_slice(d.value, pc.begin - offsets_[static_cast<std::size_t>(pc.param)], pc.count));
+    pieces.push_back({.name = d.name, .value = master, .grad = f32_slice(dev_grad_, pc.at, pc.count), .decay = d.decay});
+  }
+  dev_ = std::make_unique<optim::DeviceAdamW>(std::move(pieces), options);
+  log::info0("optimizer state on {}: ZeRO-1 over the {} dp replicas on the GPUs, {} of {} f32 elements per replica "
+             "x 2 moments and master weights, in {} unit{} of whole layers (optim.offload = true moves them to "
+             "host RAM)",
+             gpu.str(), dp_.size(), layout_.shard, n_, layout_.units.size(), layout_.units.size() == 1 ? "" : "s");
+}
+
+double DpOptimizer::device_zero1_reduce_and_clip(double max_norm) {
+  ops::fill(dev_flat_, 0.0f);  // the padding past each unit's real elements
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    Tensor dst = f32_slice(dev_flat_, flat_at_[i], device_params_[i].grad.numel());
+    ops::copy(dst, device_params_[i].grad.reshape(Shape{device_params_[i].grad.numel()}));
+  }
+  auto* flat = static_cast<float*>(dev_flat_.raw());
+  auto* grad = static_cast<float*>(dev_grad_.raw());
+  for (const parallel::Zero1Unit& u : layout_.units)
+    device_dp_->reduce_scatter(flat + u.padded_begin, grad + u.shard_begin, u.chunk, comm::CommDType::F32,
+                               comm::ReduceOp::Sum);
+  // The average as parallel::zero1_reduce_scatter_average takes it: the sum, then times 1/dp in f32.
+  ops::scale(dev_grad_, 1.0f / static_cast<float>(dp_.size()));
+  std::vector<std::size_t> split_pieces, whole_pieces;
+  for (std::size_t k = 0; k < pieces_.size(); ++k)
+    (split(static_cast<std::size_t>(pieces_[k].param)) ? split_pieces : whole_pieces).push_back(k);
+  double ss[2] = {dev_->sum_squares(split_pieces), dev_->sum_squares(whole_pieces)};
+  dp_.all_reduce(ss, 2, comm::CommDType::F64, comm::ReduceOp::Sum);
+  const double norm = tp_norm(ss[0], ss[1]);
+  const double coef = max_norm / (norm + 1e-6);
+  if (max_norm > 0 && coef < 1.0) dev_->clip(coef);
+  return norm;
+}
+
+void DpOptimizer::device_zero1_gather() {
+  auto* flat = static_cast<float*>(dev_flat_.raw());
+  const auto* master = static_cast<const float*>(dev_master_.raw());
+  for (const parallel::Zero1Unit& u : layout_.units)
+    device_dp_->all_gather(master + u.shard_begin, flat + u.padded_begin, u.chunk, comm::CommDType::F32);
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    Tensor dst = device_params_[i].value.reshape(Shape{device_params_[i].value.numel()});
+    ops::copy(dst, f32_slice(dev_flat_, flat_at_[i], device_params_[i].value.numel()));
+  }
+}
+
+std::map<std::string, Tensor> DpOptimizer::device_zero1_state() {
+  // This replica's pieces (host copies), their moments placed in the shard vector and gathered whole.
+  const std::map<std::string, Tensor> mine = dev_->state();
+  std::vector<float> m(static_cast<std::size_t>(layout_.shard), 0.0f), v(m.size(), 0.0f);
+  for (const Piece& pc : pieces_) {
+    const std::string& name = params_[static_cast<std::size_t>(pc.param)].name;
+    const auto bytes = static_cast<std::size_t>(pc.count) * sizeof(float);
+    std::memcpy(m.data() + pc.at, mine.at("optim/m/" + name).data<float>(), bytes);
+    std::memcpy(v.data() + pc.at, mine.at("optim/v/" + name).data<float>(), bytes);
+  }
+  const std::vector<float> all_m = gather_shards(m), all_v = gather_shards(v);
+  std::map<std::string, Tensor> out;
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    const auto& p = params_[i];
+    Tensor value = Tensor::zeros(p.value.shape(), DType::F32, p.name);
+    backend::copy(value, device_params_[i].value);
+    out["adapter/" + p.name] = value;
+    for (const auto& [prefix, src] : {std::pair{"optim/m/", &all_m}, std::pair{"optim/v/", &all_v}}) {
+      Tensor t = Tensor::zeros(p.value.shape(), DType::F32, prefix + p.name);
+      std::memcpy(t.data<float>(), src->data() + flat_at_[i], static_cast<std::size_t>(t.numel()) * sizeof(float));
+      out[prefix + p.name] = t;
+    }
+  }
+  return out;
 }
 
 void sum_gradients(const std::vector<adapters::AdapterParam>& params, comm::Communicator& group, float scale) {
@@ -384,6 +488,7 @@ double DpOptimizer::device_norm_and_clip(double max_norm) {
 
 double DpOptimizer::reduce_and_clip(double max_norm) {
   finish();
+  if (dev_ && sharded()) return device_zero1_reduce_and_clip(max_norm);
   if (dev_) {
     // The average as parallel::dp_average_gradients takes it: the sum, then times 1/dp in f32.
     if (device_dp_ != nullptr) sum_gradients(device_params_, *device_dp_, 1.0f / static_cast<float>(dp_.size()));
@@ -432,6 +537,7 @@ void DpOptimizer::step(double lr) {
   finish();
   if (dev_) {
     dev_->step(lr);  // queued on the compute stream, before the next forward
+    if (sharded()) device_zero1_gather();
     return;
   }
   if (off_) {
@@ -453,6 +559,10 @@ std::vector<float> DpOptimizer::gather_moment(int which) {
     const Tensor& t = which == 0 ? opt_.slots()[k].m : opt_.slots()[k].v;
     std::memcpy(shard.data() + pieces_[k].at, t.data<float>(), static_cast<std::size_t>(pieces_[k].count) * sizeof(float));
   }
+  return gather_shards(shard);
+}
+
+std::vector<float> DpOptimizer::gather_shards(const std::vector<float>& shard) {
   std::vector<float> full(static_cast<std::size_t>(layout_.padded), 0.0f);
   for (const parallel::Zero1Unit& u : layout_.units) {
     const auto chunk = static_cast<std::size_t>(u.chunk);
@@ -465,6 +575,7 @@ std::vector<float> DpOptimizer::gather_moment(int which) {
 
 std::map<std::string, Tensor> DpOptimizer::state() {
   finish();
+  if (dev_ && sharded()) return device_zero1_state();
   if (dev_) return dev_->state();
   std::map<std::string, Tensor> out;
   if (!sharded() && off_) {
@@ -504,6 +615,19 @@ void DpOptimizer::restore(const std::function<const Tensor&(const std::string&)>
   finish();
   if (off_) off_->synchronize();  // the last write-backs read the master weights overwritten below
   for (auto& p : params_) p.value.copy_from(get("adapter/" + p.name));
+  if (dev_ && sharded()) {
+    // This replica's pieces of the whole tensors (the device parameters themselves come from the host
+    // mirrors: AdapterSet::values_from_host).
+    std::map<std::string, Tensor> pieces;
+    for (const Piece& pc : pieces_) {
+      const std::string& name = params_[static_cast<std::size_t>(pc.param)].name;
+      for (const char* prefix : {"adapter/", "optim/m/", "optim/v/"})
+        pieces[prefix + name] =
+            f32_slice(get(prefix + name), pc.begin - offsets_[static_cast<std::size_t>(pc.param)], pc.count);
+    }
+    dev_->restore([&](const std::string& key) -> const Tensor& { return pieces.at(key); });
+    return;
+  }
   if (dev_) {
     dev_->restore(get);
     return;

@@ -29,10 +29,12 @@
 // the same order, so the all-gathers match.
 // On a GPU without offload, the moments live on the GPU beside the parameters (optim::DeviceAdamW): the
 // gradients are measured, clipped and applied there and nothing crosses PCIe. That holds with one
-// replica, and with dp > 1 without ZeRO-1 when the dp group is given as a communicator of device buffers
-// (`device_dp`: NCCL, or MPI staging them), over which the gradients are averaged in one flat device
-// all-reduce. ZeRO-1 over dp > 1 on a GPU without offload averages and updates on the host mirrors, as
-// on the CPU.
+// replica, and with dp > 1 when the dp group is given as a communicator of device buffers (`device_dp`:
+// NCCL, or MPI staging them): without ZeRO-1 the gradients are averaged in one flat device all-reduce;
+// with it the units are reduce-scattered into device chunks, DeviceAdamW updates this replica's chunks
+// (their master weights on the GPU too) and the units are all-gathered into the device parameters.
+// Without `device_dp`, ZeRO-1 over dp > 1 on a GPU without offload averages and updates on the host
+// mirrors, as on the CPU.
 #pragma once
 
 #include <cstdint>
@@ -75,12 +77,12 @@ struct DpOptimizerOptions {
   bool overlap = false;
   /// For a set on a GPU, its device parameters (AdapterSet::parameters(), the same order as `params`,
   /// which are then its host mirrors); empty when `params` are the parameters. Given without `offload`,
-  /// and with one dp replica or with `device_dp` and no ZeRO-1, the optimizer works on them
-  /// (optim::DeviceAdamW: moments, norm, clipping and update on the GPU; the host mirrors keep only what
-  /// restore() puts there).
+  /// and with one dp replica or with `device_dp`, the optimizer works on them (optim::DeviceAdamW:
+  /// moments, norm, clipping and update on the GPU, over this replica's chunks under ZeRO-1; the host
+  /// mirrors keep only what restore() puts there).
   std::vector<adapters::AdapterParam> device_params;
   /// The dp group again, as a communicator that takes device buffers (same ranks in the same order as
-  /// `dp`); used only for the device gradients' average.
+  /// `dp`); used only for the device gradients' average (or reduce-scatter) and ZeRO-1's all-gather.
   comm::Communicator* device_dp = nullptr;
   /// Elements per gradient bucket (the averaging's all-reduces) and per ZeRO-1 unit (a unit holds whole
   /// decoder layers, so it may be larger).
@@ -137,8 +139,7 @@ class DpOptimizer {
   /// The offloaded state (nullptr when the optimizer is not offloaded).
   const optim::OffloadAdamW* offloaded() const { return off_.get(); }
   /// The state on the parameters' GPU (nullptr unless a GPU set without offload, at dp == 1 or with
-  /// `device_dp` and no ZeRO-1): the gradients are then averaged, read, and the weights updated, on the
-  /// device only.
+  /// `device_dp`): the gradients are then averaged, read, and the weights updated, on the device only.
   const optim::DeviceAdamW* on_device() const { return dev_.get(); }
 
   /// The whole optimizer state with global shapes: "adapter/<param>" (master weights),
@@ -159,9 +160,12 @@ class DpOptimizer {
   // A GPU set's parameters (params_: its host mirrors). Declared before off_, so destroyed after it:
   // ~OffloadAdamW joins a running step_async, whose write-backs go into these tensors.
   std::vector<adapters::AdapterParam> device_params_;
+  // ZeRO-1 on the GPU (dev_ over dp > 1): the padded flat vector, this replica's chunks' master weights
+  // and gradients. Declared before dev_, whose parameters are views into them.
+  Tensor dev_flat_, dev_master_, dev_grad_;
   optim::AdamW opt_;                        // without offload
   std::unique_ptr<optim::OffloadAdamW> off_;  // with offload: this replica's part of the flat vector
-  std::unique_ptr<optim::DeviceAdamW> dev_;   // a GPU set without offload (and ZeRO-1 over dp): state on the GPU
+  std::unique_ptr<optim::DeviceAdamW> dev_;   // a GPU set without offload: state on the GPU (its chunks under ZeRO-1)
   comm::Communicator* device_dp_ = nullptr;   // with dev_ and dp > 1: the dp group over device buffers
   bool overlap_ = false;
   double waited_s_ = 0;  // blocked on step_async's progress (take_wait_seconds)
@@ -202,9 +206,19 @@ class DpOptimizer {
   double tp_norm(double split, double whole) const;
   void flatten_grads(float* dst) const;
   void log_offload() const;
-  /// Builds the ZeRO-1 units, pieces and state (the constructor's ZeRO-1 part).
+  /// The ZeRO-1 units of AdapterParam::layer groups and this rank's pieces of them (layout_, unit_of_,
+  /// unit_params_, flat_at_, pieces_).
+  void build_zero1_layout();
+  /// Builds the ZeRO-1 host buffers and state (the constructor's ZeRO-1 part on the host).
   void init_zero1(const optim::AdamWOptions& options, const std::optional<optim::OffloadOptions>& offload,
                   Device device);
+  /// The same on the GPU: device chunks and DeviceAdamW over this rank's pieces.
+  void init_device_zero1(const optim::AdamWOptions& options);
+  /// ZeRO-1 on the GPU: the device gradients reduce-scattered unit by unit over device_dp_, averaged,
+  /// measured and clipped; returns the norm.
+  double device_zero1_reduce_and_clip(double max_norm);
+  /// ZeRO-1 on the GPU: every replica's updated chunks all-gathered into the device parameters.
+  void device_zero1_gather();
   /// Norm (and clipping) of the whole gradients `grads` (one per parameter), as without ZeRO-1.
   double whole_norm_and_clip(std::vector<Tensor>& grads, double max_norm) const;
   /// Norm (and clipping) of this rank's ZeRO-1 gradient chunks at `shard` (layout_.shard elements).
@@ -217,6 +231,10 @@ class DpOptimizer {
   void gather_units(std::size_t first, std::size_t end);
   /// The flat vector of AdamW moment `which` (0: m, 1: v) of every parameter (all-gathered under ZeRO-1).
   std::vector<float> gather_moment(int which);
+  /// Every rank's `shard` (layout_.shard elements, host) all-gathered unit by unit into the padded vector.
+  std::vector<float> gather_shards(const std::vector<float>& shard);
+  /// state() of ZeRO-1 on the GPU: whole tensors on the host.
+  std::map<std::string, Tensor> device_zero1_state();
 };
 
 }  // namespace adapt::train

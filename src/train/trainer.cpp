@@ -287,9 +287,10 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   // where every rank of the group has its own GPU, else MPI staging them through host memory. The
   // host-side work (the optimizer, checkpoints, the gradient sum over the stages) keeps the host
   // communicators of `ranks.comms`.
-  // With dp > 1, no offload and no ZeRO-1 the optimizer state stays on the GPUs too (DpOptimizer's
-  // DeviceAdamW), and the replicas average their device gradients over a device dp communicator.
-  const bool device_dp = device && dp.size() > 1 && !cfg.optim.offload && !cfg.parallel.zero1;
+  // With dp > 1 and no offload the optimizer state stays on the GPUs too (DpOptimizer's DeviceAdamW), and
+  // the replicas average (under ZeRO-1: reduce-scatter) their device gradients over a device dp
+  // communicator.
+  const bool device_dp = device && dp.size() > 1 && !cfg.optim.offload;
   comm::GridComms device_comms;
   comm::Communicator* model_pp = &pp;
   if (device && (sharded || device_dp)) {
@@ -315,9 +316,9 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   adapters::AdapterSet set(model.config, cfg.adapter);
   const std::int64_t n_adapter = set.n_parameters();
   set.shard_for_tp(model.tp);
-  // On a GPU the hook's parameters and gradients live there. Without offload, and without ZeRO-1 over
-  // dp > 1, the optimizer works there too (DpOptimizer's DeviceAdamW); otherwise the optimizer, the reductions and
-  // the checkpoints take the host mirrors, which move through gradients_to_host / values_from_host (or,
+  // On a GPU the hook's parameters and gradients live there. Without offload the optimizer works there
+  // too (DpOptimizer's DeviceAdamW); otherwise the optimizer, the reductions and the checkpoints take
+  // the host mirrors, which move through gradients_to_host / values_from_host (or,
   // with optim.overlap, the gradient stream and the optimizer's direct write-backs).
   if (device) set.to_device(*device);
   const std::vector<adapters::AdapterParam> params = set.host_parameters();
@@ -338,8 +339,8 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     if (opt.overlapped())
       set.set_forward_gate([&opt](int, std::size_t first, std::size_t end) { opt.wait_params(first, end); });
   }
-  // optim.offload = false on a GPU (one replica, or no ZeRO-1): the dp average, the moments, the norm and
-  // the update stay on the GPU.
+  // optim.offload = false on a GPU: the dp average (or ZeRO-1's reduce-scatter and all-gather), the
+  // moments, the norm and the update stay on the GPU.
   const bool device_opt = opt.on_device() != nullptr;
   // What each parameter is a slice of (whole tensors until the set is sharded over tp): checkpoints hold
   // the whole tensors, gathered over tp on save and cut again on resume.
@@ -564,7 +565,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     } else {
       set.tp_reduce_gradients();
       // A GPU's gradients into the host mirrors that `params` and `opt` hold, unless the optimizer
-      // state is on the GPU too (optim.offload = false; dp == 1 or no ZeRO-1): then they stay there.
+      // state is on the GPU too (optim.offload = false): then they stay there.
       if (!device_opt) set.gradients_to_host();
     }
     // The sum over the pipeline stages: each stage's backward reaches the adapters of its own layers only
