@@ -89,8 +89,8 @@ void OffloadAdamW::set_targets(std::vector<OffloadTarget> targets) {
 void OffloadAdamW::stage_grads(std::int64_t begin, std::int64_t count, const float* src, void* compute_stream) {
   ADAPT_REQUIRE(begin >= 0 && count >= 0 && begin + count <= n_, ShapeError,
                 "offloaded AdamW: gradient range [{}, {}) leaves the state of {} elements", begin, begin + count, n_);
-  last_ticket_ = copier_->to_host(grad() + begin, src, static_cast<std::size_t>(count) * sizeof(float),
-                                  compute_stream);
+  const HostCopy copy{.host_dst = grad() + begin, .src = src, .n_bytes = static_cast<std::size_t>(count) * sizeof(float)};
+  last_ticket_ = copier_->to_host({&copy, 1}, compute_stream);
 }
 
 void OffloadAdamW::wait_grads() { copier_->wait_host(last_ticket_); }

@@ -11,8 +11,9 @@ namespace {
 
 class HostCopier final : public OffloadCopier {
  public:
-  std::int64_t to_host(void* host_dst, const void* src, std::size_t n_bytes, void*) override {
-    if (n_bytes > 0) std::memcpy(host_dst, src, n_bytes);
+  std::int64_t to_host(std::span<const HostCopy> copies, void*) override {
+    for (const HostCopy& c : copies)
+      if (c.n_bytes > 0) std::memcpy(c.host_dst, c.src, c.n_bytes);
     return ++tickets_;
   }
   void wait_host(std::int64_t) override {}

@@ -9,19 +9,27 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "tensor/storage.h"
 
 namespace adapt::optim {
 
+/// One copy of `n_bytes` from `src` (on the parameters' device) to `host_dst`, for OffloadCopier::to_host.
+struct HostCopy {
+  void* host_dst = nullptr;
+  const void* src = nullptr;
+  std::size_t n_bytes = 0;
+};
+
 class OffloadCopier {
  public:
   virtual ~OffloadCopier() = default;
 
-  /// Queues a copy of `n_bytes` from `src` (on the parameters' device) to `host_dst`, after the work
-  /// already queued on `compute_stream` (a cudaStream_t; nullptr: the device's legacy default stream).
-  /// Returns a ticket for wait_host().
-  virtual std::int64_t to_host(void* host_dst, const void* src, std::size_t n_bytes, void* compute_stream) = 0;
+  /// Queues `copies`, after the work already queued on `compute_stream` (a cudaStream_t; nullptr: the
+  /// device's legacy default stream). Returns one ticket for all of them, for wait_host(): one event
+  /// per call, however many copies (a layer's parameters go together).
+  virtual std::int64_t to_host(std::span<const HostCopy> copies, void* compute_stream) = 0;
   /// Blocks the calling thread until the copy of `ticket` (and every copy queued before it) is done.
   /// Tickets are waited for from one thread (the one that queues the gradient copies).
   virtual void wait_host(std::int64_t ticket) = 0;

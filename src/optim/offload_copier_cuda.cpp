@@ -28,13 +28,14 @@ class CudaCopier final : public OffloadCopier {
     cudaStreamSynchronize(stream_.get());
   }
 
-  std::int64_t to_host(void* host_dst, const void* src, std::size_t n_bytes, void* compute_stream) override {
+  std::int64_t to_host(std::span<const HostCopy> copies, void* compute_stream) override {
     std::lock_guard lock(mutex_);
     DeviceGuard guard(device_);
     before_->record(static_cast<cudaStream_t>(compute_stream));
     before_->block(stream_.get());
-    if (n_bytes > 0)
-      ADAPT_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, n_bytes, cudaMemcpyDeviceToHost, stream_.get()));
+    for (const HostCopy& c : copies)
+      if (c.n_bytes > 0)
+        ADAPT_CUDA_CHECK(cudaMemcpyAsync(c.host_dst, c.src, c.n_bytes, cudaMemcpyDeviceToHost, stream_.get()));
     auto done = std::make_unique<Event>(/*timing=*/false);
     done->record(stream_.get());
     pending_[++tickets_] = std::move(done);

@@ -342,12 +342,15 @@ void DpOptimizer::stream_grads(std::size_t first, std::size_t end) {
               params_.size());
   if (device_params_.empty()) return;  // the parameters are in host memory: their gradients are there already
   ADAPT_CHECK(copier_ != nullptr, "stream_grads: a device set's gradients stream with optim.overlap only");
-  void* compute = backend::cuda_compute_stream();
+  if (first == end) return;
+  std::vector<optim::HostCopy> copies;  // the layer's parameters: one event for all of them
   for (std::size_t i = first; i < end; ++i) {
-    last_grad_ticket_ = copier_->to_host(grad_staging_.data<float>() + offsets_[i], device_params_[i].grad.raw(),
-                                         static_cast<std::size_t>(params_[i].grad.numel()) * sizeof(float), compute);
+    copies.push_back({.host_dst = grad_staging_.data<float>() + offsets_[i],
+                      .src = device_params_[i].grad.raw(),
+                      .n_bytes = static_cast<std::size_t>(params_[i].grad.numel()) * sizeof(float)});
     staged_[i] = 1;
   }
+  last_grad_ticket_ = copier_->to_host(copies, backend::cuda_compute_stream());
 }
 
 void DpOptimizer::wait_streamed_grads() {
