@@ -229,6 +229,21 @@ emit ""
 if [[ "$ctest_rc" != 0 || "$n_fail" != 0 ]]; then status=1; fi
 fi
 
+# Runs a benchmark ("$2" with its arguments) into $work/$1.md, its stderr into the log, and emits its
+# table, or the exit status and its last words.
+run_bench() {
+  local tag="$1" rc=0
+  shift
+  "$@" >"$work/$tag.md" 2>"$work/$tag.err" || rc=$?
+  cat "$work/$tag.err" >>"$log"
+  if [[ "$rc" == 0 ]]; then
+    while IFS= read -r line; do emit "$line"; done <"$work/$tag.md"
+  else
+    emit "$(basename "$1") did not run to the end (exit $rc): $(tail -2 "$work/$tag.err" | tr '\n' ' ')"
+    status=1
+  fi
+}
+
 # ---- 4. op benchmark ------------------------------------------------------------------------------
 if want ops; then
 echo "gpu_check: tests/gpu_ops_bench" >&2
@@ -236,15 +251,7 @@ bench_args=()
 [[ "$quick" == 1 ]] && bench_args=(--quick)
 emit "### Ops at Llama-3.1-8B shapes (tests/gpu_ops_bench${bench_args[*]:+ ${bench_args[*]}})"
 emit ""
-bench_rc=0
-"$build/tests/gpu_ops_bench" "${bench_args[@]}" >"$work/ops.md" 2>"$work/ops.err" || bench_rc=$?
-cat "$work/ops.err" >>"$log"
-if [[ "$bench_rc" == 0 ]]; then
-  while IFS= read -r line; do emit "$line"; done <"$work/ops.md"
-else
-  emit "gpu_ops_bench did not run to the end (exit $bench_rc): $(tail -2 "$work/ops.err" | tr '\n' ' ')"
-  status=1
-fi
+run_bench ops "$build/tests/gpu_ops_bench" "${bench_args[@]}"
 emit ""
 fi
 # the ceilings, for the model-level rows: the achieved column of the two ceiling rows (empty without ops)
@@ -259,15 +266,7 @@ model_args=(--layers "$layers" --seq "$seq_len")
 [[ "$quick" == 1 ]] && model_args=(--quick)
 emit "### Model level: Llama-3.1-8B shapes (tests/adapt_model_gpu_bench ${model_args[*]})"
 emit ""
-model_rc=0
-"$build/tests/adapt_model_gpu_bench" "${model_args[@]}" >"$work/model.md" 2>"$work/model.err" || model_rc=$?
-cat "$work/model.err" >>"$log"
-if [[ "$model_rc" == 0 ]]; then
-  while IFS= read -r line; do emit "$line"; done <"$work/model.md"
-else
-  emit "adapt_model_gpu_bench did not run to the end (exit $model_rc): $(tail -2 "$work/model.err" | tr '\n' ' ')"
-  status=1
-fi
+run_bench model "$build/tests/adapt_model_gpu_bench" "${model_args[@]}"
 emit ""
 emit "adapt's training rows time llama_train_step (forward + backward, bf16 base weights, f32 activations and"
 emit "adapter) on one sequence; the FLOP count is in tests/bench/model_gpu_bench.cpp's header (the frozen base"
