@@ -84,6 +84,18 @@ Groups make_groups(comm::MpiCommunicator& world) {
   }
   return g;
 }
+
+/// The groups over NCCL, with the tp communicator's values: what its all-reduce of rank + 1 gives, and
+/// a compute stream of its own to order against.
+struct TpSetup {
+  std::unique_ptr<comm::MpiCommunicator> world = comm::MpiCommunicator::world({.timeout_s = 120});
+  Groups g = make_groups(*world);
+  comm::GridComms nccl = comm::nccl_grid_comms(g.mpi, g_device, {.timeout_s = 120});
+  comm::NcclCommunicator& tp = dynamic_cast<comm::NcclCommunicator&>(*nccl.tp);
+  int r = g.rank;
+  float expected = g.sum_of_members(comm::GridAxis::Tp);
+  backend::cuda::Stream compute{g_device};
+};
 #endif
 
 }  // namespace
@@ -111,13 +123,8 @@ TEST_CASE("nccl_grid_comms: one communicator per group; all-reduce sums the memb
 }
 
 TEST_CASE("NcclCommunicator orders collectives against a compute stream with events, and runs async") {
-  auto world = comm::MpiCommunicator::world({.timeout_s = 120});
-  Groups g = make_groups(*world);
-  comm::GridComms nccl = comm::nccl_grid_comms(g.mpi, g_device, {.timeout_s = 120});
-  auto& tp = dynamic_cast<comm::NcclCommunicator&>(*nccl.tp);
-  const int r = g.rank;
-  const float expected = g.sum_of_members(comm::GridAxis::Tp);
-  backend::cuda::Stream compute(g_device);
+  TpSetup s;
+  auto& [world, g, nccl, tp, r, expected, compute] = s;
   const std::int64_t n = 1 << 22;
   DeviceFloats buf(n, 0.0f);
   std::vector<float> src(static_cast<std::size_t>(n), static_cast<float>(r + 1));
@@ -151,13 +158,8 @@ TEST_CASE("NcclCommunicator orders collectives against a compute stream with eve
 }
 
 TEST_CASE("NcclCommunicator all_reduce_start: compute queued before wait() runs alongside; after it sees the sum") {
-  auto world = comm::MpiCommunicator::world({.timeout_s = 120});
-  Groups g = make_groups(*world);
-  comm::GridComms nccl = comm::nccl_grid_comms(g.mpi, g_device, {.timeout_s = 120});
-  auto& tp = dynamic_cast<comm::NcclCommunicator&>(*nccl.tp);
-  const int r = g.rank;
-  const float expected = g.sum_of_members(comm::GridAxis::Tp);
-  backend::cuda::Stream compute(g_device);
+  TpSetup s;
+  auto& [world, g, nccl, tp, r, expected, compute] = s;
   tp.set_compute_stream(compute.get());
   const std::int64_t n = 1 << 22;
   const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(float);
