@@ -39,4 +39,35 @@ void zero1_all_gather(std::span<const float> shard, std::span<float> params_padd
   dp.all_gather(shard.data(), params_padded.data(), static_cast<std::int64_t>(shard.size()), comm::CommDType::F32);
 }
 
+namespace {
+void check_layout(std::size_t padded, std::size_t shard, const Zero1Layout& layout, const comm::Communicator& dp) {
+  ADAPT_CHECK(layout.dp_size == dp.size() && padded == static_cast<std::size_t>(layout.padded) &&
+                  shard == static_cast<std::size_t>(layout.shard),
+              "ZeRO-1 units of {} padded and {} shard elements over {} ranks, given {} and {} over {}", layout.padded,
+              layout.shard, layout.dp_size, padded, shard, dp.size());
+}
+}  // namespace
+
+void zero1_reduce_scatter_average(std::span<const float> grads_padded, std::span<float> shard,
+                                  const Zero1Layout& layout, comm::Communicator& dp) {
+  check_layout(grads_padded.size(), shard.size(), layout, dp);
+  for (const Zero1Unit& u : layout.units) {
+    const auto chunk = static_cast<std::size_t>(u.chunk);
+    zero1_reduce_scatter_average(
+        grads_padded.subspan(static_cast<std::size_t>(u.padded_begin), chunk * static_cast<std::size_t>(dp.size())),
+        shard.subspan(static_cast<std::size_t>(u.shard_begin), chunk), dp);
+  }
+}
+
+void zero1_all_gather(std::span<const float> shard, std::span<float> params_padded, const Zero1Layout& layout,
+                      std::size_t unit, comm::Communicator& dp) {
+  check_layout(params_padded.size(), shard.size(), layout, dp);
+  ADAPT_CHECK(unit < layout.units.size(), "ZeRO-1 unit {} of {}", unit, layout.units.size());
+  const Zero1Unit& u = layout.units[unit];
+  const auto chunk = static_cast<std::size_t>(u.chunk);
+  zero1_all_gather(
+      shard.subspan(static_cast<std::size_t>(u.shard_begin), chunk),
+      params_padded.subspan(static_cast<std::size_t>(u.padded_begin), chunk * static_cast<std::size_t>(dp.size())), dp);
+}
+
 }  // namespace adapt::parallel

@@ -26,4 +26,15 @@ void zero1_reduce_scatter_average(std::span<const float> grads_padded, std::span
 /// rank order. Called by all ranks of `dp`.
 void zero1_all_gather(std::span<const float> shard, std::span<float> params_padded, comm::Communicator& dp);
 
+/// The ZeRO-1 gradient step over the units of `layout` (zero1_layout): each unit's part of
+/// grads_padded (layout.padded) reduce-scattered and averaged into this rank's chunk of shard
+/// (layout.shard). Called by all ranks of `dp` (layout.dp_size ranks).
+void zero1_reduce_scatter_average(std::span<const float> grads_padded, std::span<float> shard,
+                                  const Zero1Layout& layout, comm::Communicator& dp);
+
+/// The ZeRO-1 parameter step of unit `unit` of `layout`: every rank's chunk of it in shard
+/// (layout.shard) lands in its place in params_padded (layout.padded). Called by all ranks of `dp`.
+void zero1_all_gather(std::span<const float> shard, std::span<float> params_padded, const Zero1Layout& layout,
+                      std::size_t unit, comm::Communicator& dp);
+
 }  // namespace adapt::parallel

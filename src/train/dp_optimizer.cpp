@@ -193,7 +193,7 @@ void DpOptimizer::init_zero1(const optim::AdamWOptions& options, const std::opti
   float* master = off_ ? off_->master() : shard_master_.data();
   for (const Piece& pc : pieces_) {
     const auto& p = params_[static_cast<std::size_t>(pc.param)];
-    std::memcpy(master + pc.at, p.value.data<float>() + (pc.begin - offsets_[static_cast<std::size_t>(pc.param)]),
+    std::memcpy(master + pc.at, p.value.data<float>() + in_param(pc),
                 static_cast<std::size_t>(pc.count) * sizeof(float));
     if (!off_)
       opt_.add(p.name, Tensor::wrap(shard_master_.data() + pc.at, Shape{pc.count}, DType::F32, Device{}, nullptr),
@@ -227,7 +227,7 @@ void DpOptimizer::init_device_zero1(const optim::AdamWOptions& options) {
   for (const Piece& pc : pieces_) {
     const auto& d = device_params_[static_cast<std::size_t>(pc.param)];
     Tensor master = f32_slice(dev_master_, pc.at, pc.count);
-    ops::copy(master, f32_slice(d.value, pc.begin - offsets_[static_cast<std::size_t>(pc.param)], pc.count));
+    ops::copy(master, f32_slice(d.value, in_param(pc), pc.count));
     pieces.push_back({.name = d.name, .value = master, .grad = f32_slice(dev_grad_, pc.at, pc.count), .decay = d.decay});
   }
   dev_ = std::make_unique<optim::DeviceAdamW>(std::move(pieces), options);
@@ -250,15 +250,7 @@ double DpOptimizer::device_zero1_reduce_and_clip(double max_norm) {
                                comm::ReduceOp::Sum);
   // The average as parallel::zero1_reduce_scatter_average takes it: the sum, then times 1/dp in f32.
   ops::scale(dev_grad_, 1.0f / static_cast<float>(dp_.size()));
-  std::vector<std::size_t> split_pieces, whole_pieces;
-  for (std::size_t k = 0; k < pieces_.size(); ++k)
-    (split(static_cast<std::size_t>(pieces_[k].param)) ? split_pieces : whole_pieces).push_back(k);
-  double ss[2] = {dev_->sum_squares(split_pieces), dev_->sum_squares(whole_pieces)};
-  dp_.all_reduce(ss, 2, comm::CommDType::F64, comm::ReduceOp::Sum);
-  const double norm = tp_norm(ss[0], ss[1]);
-  const double coef = max_norm / (norm + 1e-6);
-  if (max_norm > 0 && coef < 1.0) dev_->clip(coef);
-  return norm;
+  return device_norm_and_clip(max_norm);
 }
 
 void DpOptimizer::device_zero1_gather() {
@@ -375,7 +367,6 @@ void DpOptimizer::step_async(double lr) {
     if (copier_) copier_->order_after(compute);
     off_->step_async(lr);
     gathered_ = 0;
-    gathering_ = true;
     return;
   }
   off_->step_async(lr, compute);
@@ -386,7 +377,7 @@ void DpOptimizer::wait_params(std::size_t first, std::size_t end) {
   ADAPT_CHECK(end <= params_.size() && overlapped(), "wait_params: parameters [{}, {}) of {}", first, end,
               params_.size());
   const Timer waited;
-  if (gathering_) {
+  if (sharded()) {
     for (const std::size_t last = unit_of_[end - 1]; gathered_ <= last; ++gathered_) {
       const parallel::Zero1Unit& u = layout_.units[gathered_];
       off_->wait_updated(u.shard_begin + u.chunk);
@@ -405,22 +396,17 @@ double DpOptimizer::take_wait_seconds() { return std::exchange(waited_s_, 0.0); 
 void DpOptimizer::finish() {
   if (!off_ || !off_->stepping()) return;
   const Timer waited;
-  const bool gather = std::exchange(gathering_, false);
   off_->finish();
-  if (gather) gather_units(gathered_, layout_.units.size());
+  if (sharded()) gather_units(gathered_, layout_.units.size());
   waited_s_ += waited.seconds();
-  if (!gather && !device_params_.empty()) off_->weights_ready(backend::cuda_compute_stream());
+  if (!sharded() && !device_params_.empty()) off_->weights_ready(backend::cuda_compute_stream());
 }
 
 void DpOptimizer::gather_units(std::size_t first, std::size_t end) {
-  const float* shard = shard_weights();
+  const std::span<const float> shard(shard_weights(), static_cast<std::size_t>(layout_.shard));
   float* f = flat();
   for (std::size_t k = first; k < end; ++k) {
-    const parallel::Zero1Unit& u = layout_.units[k];
-    const auto chunk = static_cast<std::size_t>(u.chunk);
-    parallel::zero1_all_gather(std::span<const float>(shard + u.shard_begin, chunk),
-                               std::span<float>(f + u.padded_begin, chunk * static_cast<std::size_t>(dp_.size())),
-                               dp_);
+    parallel::zero1_all_gather(shard, std::span<float>(f, static_cast<std::size_t>(layout_.padded)), layout_, k, dp_);
     for (std::size_t i = unit_params_[k].first; i < unit_params_[k].second; ++i) {
       const auto bytes = static_cast<std::size_t>(params_[i].value.numel()) * sizeof(float);
       std::memcpy(params_[i].value.data<float>(), f + flat_at_[i], bytes);
@@ -480,10 +466,16 @@ double DpOptimizer::shard_norm_and_clip(float* shard, double max_norm) const {
 }
 
 double DpOptimizer::device_norm_and_clip(double max_norm) {
-  if (tp_ == nullptr) return max_norm > 0 ? dev_->clip_global_norm(max_norm) : std::sqrt(dev_->sum_squares());
-  std::vector<std::size_t> split_params, whole_params;
-  for (std::size_t i = 0; i < params_.size(); ++i) (split(i) ? split_params : whole_params).push_back(i);
-  const double norm = tp_norm(dev_->sum_squares(split_params), dev_->sum_squares(whole_params));
+  if (tp_ == nullptr && !sharded())
+    return max_norm > 0 ? dev_->clip_global_norm(max_norm) : std::sqrt(dev_->sum_squares());
+  // DeviceAdamW's tensors: the parameters, or under ZeRO-1 this replica's pieces of them, whose squares
+  // are summed over dp.
+  std::vector<std::size_t> split_tensors, whole_tensors;
+  for (std::size_t k = 0; k < dev_->params().size(); ++k)
+    (split(sharded() ? static_cast<std::size_t>(pieces_[k].param) : k) ? split_tensors : whole_tensors).push_back(k);
+  double ss[2] = {dev_->sum_squares(split_tensors), dev_->sum_squares(whole_tensors)};
+  if (sharded()) dp_.all_reduce(ss, 2, comm::CommDType::F64, comm::ReduceOp::Sum);
+  const double norm = tp_norm(ss[0], ss[1]);
   const double coef = max_norm / (norm + 1e-6);
   if (max_norm > 0 && coef < 1.0) dev_->clip(coef);
   return norm;
@@ -505,12 +497,9 @@ double DpOptimizer::reduce_and_clip(double max_norm) {
     flatten_grads(f);
     // The reduced chunks land where the update reads them: the offloaded state's gradient, or shard_grad_.
     float* shard = off_ ? off_->grad() : shard_grad_.data();
-    for (const parallel::Zero1Unit& u : layout_.units) {
-      const auto chunk = static_cast<std::size_t>(u.chunk);
-      parallel::zero1_reduce_scatter_average(
-          std::span<const float>(f + u.padded_begin, chunk * static_cast<std::size_t>(dp_.size())),
-          std::span<float>(shard + u.shard_begin, chunk), dp_);
-    }
+    parallel::zero1_reduce_scatter_average(std::span<const float>(f, static_cast<std::size_t>(layout_.padded)),
+                                           std::span<float>(shard, static_cast<std::size_t>(layout_.shard)), layout_,
+                                           dp_);
     return shard_norm_and_clip(shard, max_norm);
   }
   if (!single()) {
@@ -567,12 +556,7 @@ std::vector<float> DpOptimizer::gather_moment(int which) {
 
 std::vector<float> DpOptimizer::gather_shards(const std::vector<float>& shard) {
   std::vector<float> full(static_cast<std::size_t>(layout_.padded), 0.0f);
-  for (const parallel::Zero1Unit& u : layout_.units) {
-    const auto chunk = static_cast<std::size_t>(u.chunk);
-    parallel::zero1_all_gather(std::span<const float>(shard.data() + u.shard_begin, chunk),
-                               std::span<float>(full.data() + u.padded_begin, chunk * static_cast<std::size_t>(dp_.size())),
-                               dp_);
-  }
+  for (std::size_t k = 0; k < layout_.units.size(); ++k) parallel::zero1_all_gather(shard, full, layout_, k, dp_);
   return full;
 }
 
@@ -626,7 +610,7 @@ void DpOptimizer::restore(const std::function<const Tensor&(const std::string&)>
       const std::string& name = params_[static_cast<std::size_t>(pc.param)].name;
       for (const char* prefix : {"adapter/", "optim/m/", "optim/v/"})
         pieces[prefix + name] =
-            f32_slice(get(prefix + name), pc.begin - offsets_[static_cast<std::size_t>(pc.param)], pc.count);
+            f32_slice(get(prefix + name), in_param(pc), pc.count);
     }
     dev_->restore([&](const std::string& key) -> const Tensor& { return pieces.at(key); });
     return;
@@ -655,14 +639,14 @@ void DpOptimizer::restore(const std::function<const Tensor&(const std::string&)>
   for (std::size_t k = 0; k < pieces_.size(); ++k) {
     const Piece& pc = pieces_[k];
     const auto& p = params_[static_cast<std::size_t>(pc.param)];
-    const std::int64_t in_param = pc.begin - offsets_[static_cast<std::size_t>(pc.param)];
+    const std::int64_t from = in_param(pc);
     const auto bytes = static_cast<std::size_t>(pc.count) * sizeof(float);
     float* master = off_ ? off_->master() + pc.at : shard_master_.data() + pc.at;
     float* m = off_ ? off_->m() + pc.at : opt_.slots()[k].m.data<float>();
     float* v = off_ ? off_->v() + pc.at : opt_.slots()[k].v.data<float>();
-    std::memcpy(master, p.value.data<float>() + in_param, bytes);
-    std::memcpy(m, get("optim/m/" + p.name).data<float>() + in_param, bytes);
-    std::memcpy(v, get("optim/v/" + p.name).data<float>() + in_param, bytes);
+    std::memcpy(master, p.value.data<float>() + from, bytes);
+    std::memcpy(m, get("optim/m/" + p.name).data<float>() + from, bytes);
+    std::memcpy(v, get("optim/v/" + p.name).data<float>() + from, bytes);
   }
 }
 

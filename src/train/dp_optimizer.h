@@ -187,7 +187,6 @@ class DpOptimizer {
   std::vector<float> shard_grad_;       // this rank's averaged gradient chunks (layout_.shard), without offload
   std::vector<float> shard_master_;     // this rank's master weights, without offload
   std::size_t gathered_ = 0;            // units all-gathered since the running step_async began
-  bool gathering_ = false;              // a step_async runs whose units are all-gathered by wait_params / finish
   struct Piece {                        // the part of parameter `param` inside this rank's chunks
     int param = 0;
     std::int64_t begin = 0;  // in the flat vector
@@ -197,6 +196,8 @@ class DpOptimizer {
   std::vector<Piece> pieces_;  // in AdamW slot order
 
   bool single() const { return dp_.size() == 1; }
+  /// Where piece `pc` starts inside its parameter.
+  std::int64_t in_param(const Piece& pc) const { return pc.begin - offsets_[static_cast<std::size_t>(pc.param)]; }
   bool sharded() const { return zero1_ && !single(); }
   bool split(std::size_t param) const { return tp_ != nullptr && params_[param].tp_shard_dim >= 0; }
   float* flat() { return flat_.data<float>(); }
@@ -223,7 +224,8 @@ class DpOptimizer {
   double whole_norm_and_clip(std::vector<Tensor>& grads, double max_norm) const;
   /// Norm (and clipping) of this rank's ZeRO-1 gradient chunks at `shard` (layout_.shard elements).
   double shard_norm_and_clip(float* shard, double max_norm) const;
-  /// Norm (and clipping) of the device gradients (dev_), the split ones' squares summed over tp.
+  /// Norm (and clipping) of the device gradients (dev_), the split ones' squares summed over tp (and
+  /// under ZeRO-1 the pieces' over dp).
   double device_norm_and_clip(double max_norm);
   /// ZeRO-1: all-gathers units [first, end) from every rank's updated chunks into flat_, then into the
   /// parameters (the host mirrors, and with the copier the device parameters, which the compute stream
