@@ -20,8 +20,8 @@
 #include <vector>
 
 #include "adapters/adapter_config.h"
-#include "parallel/zero_partition.h"
 #include "model/llama_config.h"
+#include "parallel/zero_partition.h"
 
 namespace adapt::plan {
 

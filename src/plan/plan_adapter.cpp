@@ -192,9 +192,8 @@ std::int64_t adapter_params_on_rank(const model::LlamaConfig& m, const adapters:
 parallel::Zero1Layout adapter_zero1_layout(const model::LlamaConfig& m, const adapters::AdapterConfig& a, int tp,
                                            int tp_rank, int dp) {
   const auto n_layers = static_cast<std::int64_t>(adapters::adapter_layers(a, m).size());
-  if (n_layers == 0) return parallel::zero1_layout({}, parallel::kDpBucketElems, dp);
   // Every adapted layer holds the same parameters (adapter_params_on_rank's per-layer count).
-  const std::int64_t per_layer = adapter_params_on_rank(m, a, tp, tp_rank) / n_layers;
+  const std::int64_t per_layer = n_layers > 0 ? adapter_params_on_rank(m, a, tp, tp_rank) / n_layers : 0;
   return parallel::zero1_layout(std::vector<std::int64_t>(static_cast<std::size_t>(n_layers), per_layer),
                                 parallel::kDpBucketElems, dp);
 }

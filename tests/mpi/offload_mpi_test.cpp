@@ -59,11 +59,13 @@ void check_offload_matches(comm::Communicator& dp, comm::Communicator* tp, bool 
   std::vector<adapters::AdapterParam> plain = make_params("plain.", tp != nullptr);
   std::vector<adapters::AdapterParam> off = make_params("off.", tp != nullptr);
   std::vector<adapters::AdapterParam> ovl = make_params("ovl.", tp != nullptr);
-  const train::DpOptimizerOptions o{.zero1 = zero1, .tp = tp, .bucket_elems = bucket};
-  train::DpOptimizer plain_opt(plain, kAdamW, dp, o);
-  train::DpOptimizer off_opt(off, kAdamW, dp, {.zero1 = zero1, .tp = tp, .offload = kOffload, .bucket_elems = bucket});
-  train::DpOptimizer ovl_opt(ovl, kAdamW, dp,
-                             {.zero1 = zero1, .tp = tp, .offload = kOffload, .overlap = true, .bucket_elems = bucket});
+  const train::DpOptimizerOptions plain_o{.zero1 = zero1, .tp = tp, .bucket_elems = bucket};
+  train::DpOptimizerOptions off_o = plain_o, ovl_o = plain_o;
+  off_o.offload = ovl_o.offload = kOffload;
+  ovl_o.overlap = true;
+  train::DpOptimizer plain_opt(plain, kAdamW, dp, plain_o);
+  train::DpOptimizer off_opt(off, kAdamW, dp, off_o);
+  train::DpOptimizer ovl_opt(ovl, kAdamW, dp, ovl_o);
   REQUIRE(off_opt.offloaded() != nullptr);
   CHECK(plain_opt.offloaded() == nullptr);
   CHECK_FALSE(off_opt.overlapped());
@@ -107,7 +109,7 @@ void check_offload_matches(comm::Communicator& dp, comm::Communicator* tp, bool 
   }
   // Resume: an offloaded optimizer restored from the plain one's state takes the same next step.
   std::vector<adapters::AdapterParam> back = make_params("back.", tp != nullptr);
-  train::DpOptimizer back_opt(back, kAdamW, dp, {.zero1 = zero1, .tp = tp, .offload = kOffload, .bucket_elems = bucket});
+  train::DpOptimizer back_opt(back, kAdamW, dp, off_o);
   back_opt.restore([&](const std::string& key) -> const Tensor& { return st_plain.at(key); });
   back_opt.set_n_steps(plain_opt.n_steps());
   fill_dp_grads(back, grad_rank, 9);
