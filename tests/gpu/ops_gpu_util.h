@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -150,11 +151,14 @@ inline DeviceBuffer upload_ids(const std::vector<std::int64_t>& ids, DType dtype
   return upload_raw(v);
 }
 
-/// CHECK that got is within the tolerance of `dtype` of want (relative to want's largest magnitude).
+/// CHECK that got is within the tolerance of `dtype` of want (relative to want's largest magnitude, or to
+/// `scale` when that is larger: the size of terms that cancel in the result, whose rounding the result
+/// inherits).
 inline void check_close(const std::vector<float>& got, const std::vector<float>& want, DType dtype,
-                        const std::string& what) {
+                        const std::string& what, double scale = 0.0) {
   REQUIRE(got.size() == want.size());
-  const Mismatch m = compare_relative(got.data(), want.data(), static_cast<std::int64_t>(got.size()));
+  Mismatch m = compare_relative(got.data(), want.data(), static_cast<std::int64_t>(got.size()));
+  if (scale > m.ref_scale && std::isfinite(m.rel)) m.ref_scale = scale, m.rel = m.max_abs / scale;
   const double tol = gpu_tolerance(dtype);
   INFO(what, " [", dtype_name(dtype), ", ", got.size(), " values]: ", m.str(), " (tolerance ", tol, ")");
   CHECK(m.rel <= tol);

@@ -1,0 +1,3 @@
+// Stand-in for CUDA's <cuda_fp16.h> when kernels/ is compiled for cuda_emu (cuda_emu.h).
+#pragma once
+#include "cuda_emu.h"
