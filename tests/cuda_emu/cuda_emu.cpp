@@ -20,6 +20,7 @@
 #endif
 #endif
 #ifdef CUDA_EMU_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -214,6 +215,11 @@ void ensure_stacks(std::size_t n) {
 
 void start_fiber(Thread& t, char* stack) {
   t.stack = stack;
+#ifdef CUDA_EMU_ASAN
+  // The previous fiber on this stack may have left poisoned frames (one that never returned, or redzones
+  // of frames laid out differently): start from clean shadow memory.
+  ASAN_UNPOISON_MEMORY_REGION(stack, kStackBytes);
+#endif
 #if defined(__x86_64__) && defined(__GNUC__)
   auto* top = reinterpret_cast<std::uint64_t*>(stack + kStackBytes);
   // Frame popped by cuda_emu_switch_stack: r15 r14 r13 r12 rbx rbp ret.
