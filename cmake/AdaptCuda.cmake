@@ -1,14 +1,32 @@
-# ADAPT_CUDA = AUTO | ON | OFF. AUTO enables CUDA when nvcc is found; ON fails at configure time with
-# the reason when it is not. Sets ADAPT_HAVE_CUDA and ADAPT_HAVE_NCCL (0/1) and ADAPT_CUDA_REASON.
+# ADAPT_CUDA = AUTO | ON | OFF | EMU. AUTO enables CUDA when nvcc is found; ON fails at configure time
+# with the reason when it is not. EMU builds the CUDA code paths against tests/cuda_emu, a CPU emulation
+# of the CUDA runtime, kernels and cuBLASLt (one emulated device, no NCCL): a test build, not for use.
+# Sets ADAPT_HAVE_CUDA, ADAPT_CUDA_EMU and ADAPT_HAVE_NCCL (0/1) and ADAPT_CUDA_REASON.
 set(ADAPT_HAVE_CUDA OFF)
+set(ADAPT_CUDA_EMU OFF)
 set(ADAPT_HAVE_NCCL OFF)
 set(ADAPT_CUDA_REASON "")
 string(TOUPPER "${ADAPT_CUDA}" _adapt_cuda)
-if(NOT _adapt_cuda MATCHES "^(AUTO|ON|OFF)$")
-  message(FATAL_ERROR "ADAPT_CUDA='${ADAPT_CUDA}': use AUTO, ON or OFF")
+if(NOT _adapt_cuda MATCHES "^(AUTO|ON|OFF|EMU)$")
+  message(FATAL_ERROR "ADAPT_CUDA='${ADAPT_CUDA}': use AUTO, ON, OFF or EMU")
 endif()
 
-if(NOT _adapt_cuda STREQUAL "OFF")
+if(_adapt_cuda STREQUAL "EMU")
+  set(ADAPT_HAVE_CUDA ON)
+  set(ADAPT_CUDA_EMU ON)
+  set(ADAPT_CUDA_REASON ": emulated on the CPU (tests/cuda_emu), for tests only")
+  set(_emu ${PROJECT_SOURCE_DIR}/tests/cuda_emu)
+  add_library(adapt_cuda_emu_runtime STATIC ${_emu}/cuda_emu.cpp ${_emu}/cublaslt_emu.cpp)
+  target_include_directories(adapt_cuda_emu_runtime BEFORE PUBLIC ${_emu}/include)
+  target_include_directories(adapt_cuda_emu_runtime PUBLIC ${PROJECT_SOURCE_DIR}/src)
+  target_link_libraries(adapt_cuda_emu_runtime PUBLIC adapt_dtype)
+  target_compile_definitions(adapt_cuda_emu_runtime PUBLIC ADAPT_CUDA_EMU=1)
+  target_compile_options(adapt_cuda_emu_runtime PUBLIC -Wno-unknown-pragmas PRIVATE -ffp-contract=off)
+  add_library(CUDA::cudart ALIAS adapt_cuda_emu_runtime)
+  add_library(CUDA::cublasLt ALIAS adapt_cuda_emu_runtime)
+  add_library(CUDA::cublas ALIAS adapt_cuda_emu_runtime)
+  add_library(adapt_nccl INTERFACE)
+elseif(NOT _adapt_cuda STREQUAL "OFF")
   if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX})
     find_program(_adapt_nvcc nvcc HINTS /usr/local/cuda/bin ENV CUDA_HOME PATH_SUFFIXES bin)
     if(_adapt_nvcc)
@@ -34,7 +52,7 @@ else()
   set(ADAPT_CUDA_REASON ": disabled by ADAPT_CUDA=OFF")
 endif()
 
-if(ADAPT_HAVE_CUDA)
+if(ADAPT_HAVE_CUDA AND NOT ADAPT_CUDA_EMU)
   find_path(ADAPT_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/include)
   find_library(ADAPT_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/lib/x86_64-linux-gnu)
   if(ADAPT_NCCL_INCLUDE_DIR AND ADAPT_NCCL_LIBRARY)
@@ -50,3 +68,21 @@ if(ADAPT_HAVE_CUDA)
                         "Install NCCL (libnccl-dev) or configure with -DADAPT_CUDA=OFF.")
   endif()
 endif()
+
+# adapt_cuda_emu_sources(<out-var> <file.cu>...): the C++ files tests/cuda_emu/transform.cmake makes of
+# CUDA sources (in this folder's build tree), for the emulator.
+function(adapt_cuda_emu_sources out)
+  set(result "")
+  foreach(cu IN LISTS ARGN)
+    get_filename_component(abs ${cu} ABSOLUTE)
+    get_filename_component(name ${cu} NAME_WE)
+    set(cpp ${CMAKE_CURRENT_BINARY_DIR}/cuda_emu/${name}.cpp)
+    add_custom_command(OUTPUT ${cpp}
+                       COMMAND ${CMAKE_COMMAND} -DIN=${abs} -DOUT=${cpp}
+                               -P ${PROJECT_SOURCE_DIR}/tests/cuda_emu/transform.cmake
+                       DEPENDS ${abs} ${PROJECT_SOURCE_DIR}/tests/cuda_emu/transform.cmake
+                       COMMENT "cuda_emu: ${name}.cu as C++")
+    list(APPEND result ${cpp})
+  endforeach()
+  set(${out} ${result} PARENT_SCOPE)
+endfunction()

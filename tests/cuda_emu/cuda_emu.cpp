@@ -8,7 +8,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <algorithm>
+#include <chrono>
 #include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -479,6 +481,8 @@ const char* rt_error_name(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorInvalidDeviceFunction: return "cudaErrorInvalidDeviceFunction";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
     case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
   }
@@ -492,21 +496,130 @@ const char* rt_error_string(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDeviceFunction: return "invalid device function";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorNotReady: return "device not ready";
     case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
     case cudaErrorLaunchFailure: return "unspecified launch failure (see the cuda_emu message above)";
   }
   return "unknown error";
 }
 
+namespace {
+constexpr std::size_t kDeviceBytes = std::size_t(80) << 30;
+std::map<std::uintptr_t, std::size_t> g_device_blocks, g_host_blocks;  // start -> bytes
+std::size_t g_device_used = 0;
+std::mutex g_mem_mutex;
+
+const std::map<std::uintptr_t, std::size_t>::const_iterator find_block(const std::map<std::uintptr_t, std::size_t>& m,
+                                                                          const void* p) {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  auto it = m.upper_bound(a);
+  if (it == m.begin()) return m.end();
+  --it;
+  return a < it->first + it->second ? it : m.end();
+}
+
+struct Event {
+  std::chrono::steady_clock::time_point at;
+};
+}  // namespace
+
 cudaError_t rt_malloc(void** p, std::size_t bytes) {
-  *p = bytes ? std::aligned_alloc(256, (bytes + 255) / 256 * 256) : nullptr;
-  if (bytes && !*p) return cudaErrorMemoryAllocation;
-  if (*p) std::memset(*p, 0xff, bytes);  // cudaMalloc does not clear: NaN in every float format
+  std::lock_guard<std::mutex> lock(g_mem_mutex);
+  *p = nullptr;
+  if (bytes == 0) return cudaSuccess;
+  if (g_device_used + bytes > kDeviceBytes) return g_last_error = cudaErrorMemoryAllocation;
+  *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  if (!*p) return g_last_error = cudaErrorMemoryAllocation;
+  std::memset(*p, 0xff, bytes);  // cudaMalloc does not clear: NaN in every float format
+  g_device_blocks[reinterpret_cast<std::uintptr_t>(*p)] = bytes;
+  g_device_used += bytes;
   return cudaSuccess;
 }
 
 cudaError_t rt_free(void* p) {
+  if (!p) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(g_mem_mutex);
+  auto it = g_device_blocks.find(reinterpret_cast<std::uintptr_t>(p));
+  if (it == g_device_blocks.end()) return g_last_error = cudaErrorInvalidValue;
+  g_device_used -= it->second;
+  g_device_blocks.erase(it);
   std::free(p);
+  return cudaSuccess;
+}
+
+cudaError_t rt_host_alloc(void** p, std::size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_mem_mutex);
+  *p = std::aligned_alloc(4096, (std::max<std::size_t>(bytes, 1) + 4095) / 4096 * 4096);
+  if (!*p) return g_last_error = cudaErrorMemoryAllocation;
+  g_host_blocks[reinterpret_cast<std::uintptr_t>(*p)] = bytes;
+  return cudaSuccess;
+}
+
+cudaError_t rt_free_host(void* p) {
+  if (!p) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(g_mem_mutex);
+  if (!g_host_blocks.erase(reinterpret_cast<std::uintptr_t>(p))) return g_last_error = cudaErrorInvalidValue;
+  std::free(p);
+  return cudaSuccess;
+}
+
+cudaError_t rt_set_device(int device) { return device == 0 ? cudaSuccess : (g_last_error = cudaErrorInvalidDevice); }
+
+cudaError_t rt_pointer_attributes(cudaPointerAttributes* attr, const void* p) {
+  std::lock_guard<std::mutex> lock(g_mem_mutex);
+  *attr = cudaPointerAttributes{cudaMemoryTypeUnregistered, -1, nullptr, const_cast<void*>(p)};
+  if (find_block(g_device_blocks, p) != g_device_blocks.end()) {
+    *attr = cudaPointerAttributes{cudaMemoryTypeDevice, 0, const_cast<void*>(p), nullptr};
+  } else if (find_block(g_host_blocks, p) != g_host_blocks.end()) {
+    *attr = cudaPointerAttributes{cudaMemoryTypeHost, 0, const_cast<void*>(p), const_cast<void*>(p)};
+  }
+  return cudaSuccess;
+}
+
+cudaError_t rt_mem_info(std::size_t* free_bytes, std::size_t* total_bytes) {
+  std::lock_guard<std::mutex> lock(g_mem_mutex);
+  *total_bytes = kDeviceBytes;
+  *free_bytes = kDeviceBytes - g_device_used;
+  return cudaSuccess;
+}
+
+cudaError_t rt_device_properties(cudaDeviceProp* prop, int device) {
+  if (device != 0) return g_last_error = cudaErrorInvalidDevice;
+  *prop = cudaDeviceProp{};
+  std::snprintf(prop->name, sizeof prop->name, "cuda_emu (CPU emulation, A100-shaped)");
+  for (int i = 0; i < 16; ++i) prop->uuid.bytes[i] = static_cast<char>(0xe0 + i);
+  prop->totalGlobalMem = kDeviceBytes;
+  prop->major = 8, prop->minor = 0, prop->multiProcessorCount = kSmCount;
+  return cudaSuccess;
+}
+
+cudaError_t rt_event_create(cudaEvent_t* e) {
+  *e = reinterpret_cast<cudaEvent_t>(new Event{std::chrono::steady_clock::now()});
+  return cudaSuccess;
+}
+cudaError_t rt_event_destroy(cudaEvent_t e) {
+  delete reinterpret_cast<Event*>(e);
+  return cudaSuccess;
+}
+cudaError_t rt_event_record(cudaEvent_t e) {
+  if (!e) return g_last_error = cudaErrorInvalidValue;
+  reinterpret_cast<Event*>(e)->at = std::chrono::steady_clock::now();
+  return cudaSuccess;
+}
+cudaError_t rt_event_elapsed(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (!start || !end) return g_last_error = cudaErrorInvalidValue;
+  *ms = std::chrono::duration<float, std::milli>(reinterpret_cast<Event*>(end)->at -
+                                                 reinterpret_cast<Event*>(start)->at)
+            .count();
+  return cudaSuccess;
+}
+cudaError_t rt_stream_create(cudaStream_t* s) {
+  *s = reinterpret_cast<cudaStream_t>(new char(0));
+  return cudaSuccess;
+}
+cudaError_t rt_stream_destroy(cudaStream_t s) {
+  delete reinterpret_cast<char*>(s);
   return cudaSuccess;
 }
 

@@ -178,7 +178,7 @@ model::TrainInputs train_inputs(std::int64_t V, bool packed) {
   return in;
 }
 
-const char* dtype_str(DType d) { return d == DType::BF16 ? "bf16 weights" : "f32 weights"; }
+std::string dtype_str(DType d) { return d == DType::BF16 ? "bf16 weights" : "f32 weights"; }
 
 }  // namespace
 

@@ -231,7 +231,9 @@ enum cudaError_t {
   cudaErrorInvalidValue = 1,
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
+  cudaErrorInvalidDevice = 101,
   cudaErrorInvalidDeviceFunction = 98,
+  cudaErrorNotReady = 600,
   cudaErrorLaunchOutOfResources = 701,
   cudaErrorLaunchFailure = 719,
 };
@@ -240,6 +242,27 @@ struct CUstream_st;
 struct CUevent_st;
 using cudaStream_t = CUstream_st*;
 using cudaEvent_t = CUevent_st*;
+#define cudaStreamLegacy ((cudaStream_t)0x1)
+#define cudaStreamPerThread ((cudaStream_t)0x2)
+constexpr unsigned cudaStreamDefault = 0, cudaStreamNonBlocking = 1;
+constexpr unsigned cudaEventDefault = 0, cudaEventBlockingSync = 1, cudaEventDisableTiming = 2;
+constexpr unsigned cudaHostAllocDefault = 0, cudaHostAllocPortable = 1;
+enum cudaMemoryType { cudaMemoryTypeUnregistered = 0, cudaMemoryTypeHost = 1, cudaMemoryTypeDevice = 2, cudaMemoryTypeManaged = 3 };
+struct cudaPointerAttributes {
+  cudaMemoryType type;
+  int device;
+  void* devicePointer;
+  void* hostPointer;
+};
+struct CUuuid_st {
+  char bytes[16];
+};
+struct cudaDeviceProp {
+  char name[256];
+  CUuuid_st uuid;
+  std::size_t totalGlobalMem;
+  int major, minor, multiProcessorCount;
+};
 enum cudaMemcpyKind {
   cudaMemcpyHostToHost = 0,
   cudaMemcpyHostToDevice = 1,
@@ -262,7 +285,61 @@ cudaError_t rt_memset(void* p, int value, std::size_t bytes);
 cudaError_t rt_memcpy(void* dst, const void* src, std::size_t bytes);
 cudaError_t rt_device_attribute(int* value, cudaDeviceAttr attr, int device);
 cudaError_t set_max_dynamic_shared(const void* kernel, int bytes);
+cudaError_t rt_host_alloc(void** p, std::size_t bytes);
+cudaError_t rt_free_host(void* p);
+cudaError_t rt_set_device(int device);
+cudaError_t rt_pointer_attributes(cudaPointerAttributes* attr, const void* p);
+cudaError_t rt_mem_info(std::size_t* free_bytes, std::size_t* total_bytes);
+cudaError_t rt_device_properties(cudaDeviceProp* prop, int device);
+cudaError_t rt_event_create(cudaEvent_t* e);
+cudaError_t rt_event_destroy(cudaEvent_t e);
+cudaError_t rt_event_record(cudaEvent_t e);
+cudaError_t rt_event_elapsed(float* ms, cudaEvent_t start, cudaEvent_t end);
+cudaError_t rt_stream_create(cudaStream_t* s);
+cudaError_t rt_stream_destroy(cudaStream_t s);
 }  // namespace cuda_emu
+
+// A device: one, cuda:0, an A100-shaped sm_80 with 80 GiB. Streams and events are objects that order
+// nothing: every launch and copy has finished when its call returns.
+static inline cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 1;
+  return cudaSuccess;
+}
+static inline cudaError_t cudaSetDevice(int device) { return ::cuda_emu::rt_set_device(device); }
+static inline cudaError_t cudaRuntimeGetVersion(int* v) {
+  *v = 0;
+  return cudaSuccess;
+}
+static inline cudaError_t cudaDriverGetVersion(int* v) {
+  *v = 0;
+  return cudaSuccess;
+}
+static inline cudaError_t cudaHostAlloc(void** p, std::size_t bytes, unsigned) { return ::cuda_emu::rt_host_alloc(p, bytes); }
+static inline cudaError_t cudaMallocHost(void** p, std::size_t bytes) { return ::cuda_emu::rt_host_alloc(p, bytes); }
+static inline cudaError_t cudaFreeHost(void* p) { return ::cuda_emu::rt_free_host(p); }
+static inline cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* p) {
+  return ::cuda_emu::rt_pointer_attributes(attr, p);
+}
+static inline cudaError_t cudaMemGetInfo(std::size_t* free_bytes, std::size_t* total_bytes) {
+  return ::cuda_emu::rt_mem_info(free_bytes, total_bytes);
+}
+static inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  return ::cuda_emu::rt_device_properties(prop, device);
+}
+static inline cudaError_t cudaEventCreate(cudaEvent_t* e) { return ::cuda_emu::rt_event_create(e); }
+static inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return ::cuda_emu::rt_event_create(e); }
+static inline cudaError_t cudaEventDestroy(cudaEvent_t e) { return ::cuda_emu::rt_event_destroy(e); }
+static inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t = nullptr) { return ::cuda_emu::rt_event_record(e); }
+static inline cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+static inline cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+static inline cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  return ::cuda_emu::rt_event_elapsed(ms, start, end);
+}
+static inline cudaError_t cudaStreamCreate(cudaStream_t* s) { return ::cuda_emu::rt_stream_create(s); }
+static inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) { return ::cuda_emu::rt_stream_create(s); }
+static inline cudaError_t cudaStreamDestroy(cudaStream_t s) { return ::cuda_emu::rt_stream_destroy(s); }
+static inline cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
+static inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned = 0) { return cudaSuccess; }
 
 static inline cudaError_t cudaGetLastError() { return ::cuda_emu::rt_last_error(true); }
 static inline cudaError_t cudaPeekAtLastError() { return ::cuda_emu::rt_last_error(false); }
@@ -292,6 +369,7 @@ static inline cudaError_t cudaGetDevice(int* device) {
   *device = 0;
   return cudaSuccess;
 }
+static inline cudaError_t cudaDeviceReset() { return cudaSuccess; }
 static inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
   return ::cuda_emu::rt_device_attribute(value, attr, device);
 }
