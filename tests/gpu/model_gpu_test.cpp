@@ -3,7 +3,8 @@
 // real adapters (AdapterSet: LoRA on all seven projections, a bottleneck module) and with a LoRA +
 // block test hook written here from ops calls; llama_forward logits; greedy generation of 32 tokens
 // through the Generator (the same tokens with f32 weights); the elementwise ops, bias_add and softmax
-// on device tensors. Tolerances: gpu_tolerances.h (f32 weights 1e-5, bf16 weights 1e-2 relative).
+// on device tensors. Tolerances: gpu_tolerances.h (f32 weights 1e-5, bf16 weights 1e-2 relative), and
+// kBf16GradTol for adapter gradients with bf16 weights.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -64,6 +65,12 @@ Tensor random_host(const Shape& shape, std::uint64_t salt, float std, const char
 
 Tensor on(const Tensor& host, bool device) { return device ? test::to_device(host) : host.to_host(DType::F32); }
 Tensor host_of(const Tensor& t) { return t.device().host_accessible() ? t : test::to_cpu(t); }
+
+// Adapter gradients with bf16 weights: on the device every frozen GEMM rounds its input (activations
+// forward, gradients backward) to bf16 (2^-9 relative), and an adapter gradient of the first layer is the
+// end of a chain of them through the whole backward; the CPU keeps f32. Their errors compound to a few
+// times the single rounding gpu_tolerance(BF16) allows (1.5-1.7% seen on LoRA's dA of this model).
+constexpr double kBf16GradTol = 3e-2;
 
 void check_close(const Tensor& got, const Tensor& want, double tol, const std::string& what) {
   const Tensor g = host_of(got), w = host_of(want);
@@ -189,6 +196,7 @@ TEST_CASE("training step on cuda:0 with a LoRA + block hook from ops calls: loss
       CAPTURE(dtype_str(wd));
       CAPTURE(packed);
       const double tol = test::gpu_tolerance(wd);
+      const double gtol = wd == DType::BF16 ? kBf16GradTol : tol;
       const model::LlamaModel gpu = model::llama_model_to_device(cpu, 0, wd);
       CHECK(model::model_device(gpu).str() == "cuda:0");
       const model::TrainInputs in = train_inputs(cpu.config.vocab_size, packed);
@@ -210,14 +218,14 @@ TEST_CASE("training step on cuda:0 with a LoRA + block hook from ops calls: loss
       for (auto& [key, p] : hc.lora) {
         const auto& g = hg.lora.at(key);
         const std::string site = "layer " + std::to_string(key.first) + " site " + std::to_string(key.second);
-        check_close(g.dA, p.dA, tol, "lora dA " + site);
-        check_close(g.dB, p.dB, tol, "lora dB " + site);
+        check_close(g.dA, p.dA, gtol, "lora dA " + site);
+        check_close(g.dB, p.dB, gtol, "lora dB " + site);
       }
       for (auto& [key, p] : hc.blocks) {
         const auto& g = hg.blocks.at(key);
         const std::string site = "layer " + std::to_string(key.first) + " block " + std::to_string(key.second);
-        check_close(g.dW, p.dW, tol, "block dW " + site);
-        check_close(g.db, p.db, tol, "block db " + site);
+        check_close(g.dW, p.dW, gtol, "block dW " + site);
+        check_close(g.db, p.db, gtol, "block db " + site);
       }
     }
   }
@@ -230,11 +238,16 @@ TEST_CASE("training step on cuda:0 with AdapterSet (LoRA on all projections, bot
       CAPTURE(static_cast<int>(kind));
       CAPTURE(dtype_str(wd));
       const double tol = test::gpu_tolerance(wd);
+      const double gtol = wd == DType::BF16 ? kBf16GradTol : tol;
       adapters::AdapterConfig cfg;
       cfg.kind = kind;
       cfg.lora.r = 8;
       cfg.lora.targets = adapters::lora_target_names();
       cfg.bottleneck.size = 16;
+      // ReLU's gradient jumps at 0: with bf16 GEMM inputs on the device a pre-activation near zero can change
+      // sign and switch its unit's whole row of the down projection's gradient on or off. The bf16 case uses
+      // swish, whose gradient is continuous, so the comparison measures rounding, not that switch.
+      if (wd == DType::BF16) cfg.bottleneck.activation = adapters::BnActivation::Swish;
       adapters::AdapterSet set_c(cpu.config, cfg), set_g(cpu.config, cfg);
       // Non-zero values everywhere (the initialisation zeroes LoRA B and the bottleneck up projection,
       // whose partners would then get no gradient), the same in both sets.
@@ -256,7 +269,7 @@ TEST_CASE("training step on cuda:0 with AdapterSet (LoRA on all projections, bot
       CHECK(std::fabs(rg.loss_sum - rc.loss_sum) <= tol * std::fabs(rc.loss_sum));
       const std::vector<adapters::AdapterParam> gc = set_c.parameters(), gg = set_g.host_parameters();
       REQUIRE(gc.size() == gg.size());
-      for (std::size_t i = 0; i < gc.size(); ++i) check_close(gg[i].grad, gc[i].grad, tol, gc[i].name + ".grad");
+      for (std::size_t i = 0; i < gc.size(); ++i) check_close(gg[i].grad, gc[i].grad, gtol, gc[i].name + ".grad");
     }
   }
 }
