@@ -41,6 +41,12 @@ using namespace adapt::test::tp;
 
 namespace {
 
+// tp_test_util.h's tiny model with head_dim 8: the device attention takes multiples of 8 (4 there).
+model::LlamaConfig gpu_config(model::LlamaConfig c) {
+  c.head_dim = 8;
+  return c;
+}
+
 int g_devices = 0;  // the fewest CUDA devices any rank sees
 
 // The groups of one layout: MPI ones on host buffers (for the test's own reductions) and the ones the
@@ -102,7 +108,7 @@ void check_forward(const model::LlamaModel& part, const model::LlamaModel& whole
 
 void run_tp2(comm::MpiCommunicator& world, int device, bool gpu_per_rank) {
   test::TempDir dir("adapt-tp-device");
-  const model::LlamaConfig cfg = tiny_config(Variant{.biases = true}, 2);
+  const model::LlamaConfig cfg = gpu_config(tiny_config(Variant{.biases = true}, 2));
   model::random_model_write(dir.path(), cfg, {.seed = 21, .dtype = DType::F32, .max_shard_bytes = 20000});
   Layout lay = make_layout(world, 2, 1, cfg, device);
   check_kind(lay.kinds[static_cast<std::size_t>(comm::GridAxis::Tp)], gpu_per_rank);
@@ -167,7 +173,7 @@ void run_tp2(comm::MpiCommunicator& world, int device, bool gpu_per_rank) {
 
 void run_pp2(comm::MpiCommunicator& world, int device, bool gpu_per_rank) {
   test::TempDir dir("adapt-pp-device");
-  const model::LlamaConfig cfg = tiny_config(Variant{.tied = true}, 4);
+  const model::LlamaConfig cfg = gpu_config(tiny_config(Variant{.tied = true}, 4));
   model::random_model_write(dir.path(), cfg, {.seed = 23, .dtype = DType::F32, .max_shard_bytes = 20000});
   Layout lay = make_layout(world, 1, 2, cfg, device);
   check_kind(lay.kinds[static_cast<std::size_t>(comm::GridAxis::Pp)], gpu_per_rank);
