@@ -26,7 +26,11 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
-#if !(defined(__x86_64__) && defined(__GNUC__))
+// Fibers switch with the assembly below on x86-64 (GCC, Clang), through ucontext elsewhere.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define CUDA_EMU_ASM_SWITCH 1
+#else
+#define CUDA_EMU_ASM_SWITCH 0
 #include <ucontext.h>
 #endif
 
@@ -52,7 +56,7 @@ constexpr std::size_t kStackBytes = 128 * 1024;
 #endif
 
 // ---- context switch ------------------------------------------------------------------------------------
-#if defined(__x86_64__) && defined(__GNUC__)
+#if CUDA_EMU_ASM_SWITCH
 // switch_stack(&save_sp, new_sp): pushes the callee-saved registers, stores rsp, loads new_sp, and pops
 // the same frame from there (kernels never change the floating-point control registers, which stay shared). A new fiber's stack holds such a frame
 // whose return address is fiber_trampoline, with the entry in r12 and its argument in r13.
@@ -102,7 +106,7 @@ struct Thread {
   const char* warp_what = nullptr;  // the warp collective this thread waits in
   int parity = 0;                   // exchange slots in use (double-buffered)
   char* stack = nullptr;
-#if defined(__x86_64__) && defined(__GNUC__)
+#if CUDA_EMU_ASM_SWITCH
   void* sp = nullptr;
 #else
   ucontext_t ctx;
@@ -115,7 +119,6 @@ struct Warp {
   unsigned lanes_mask = 0;  // the lanes that exist (a partial last warp has fewer)
 };
 
-Thread* g_current = nullptr;
 dim3 g_block_dim, g_grid_dim;
 
 namespace {
@@ -132,7 +135,8 @@ struct Launch {
 };
 
 Launch g_launch;
-#if defined(__x86_64__) && defined(__GNUC__)
+Thread* g_current = nullptr;  // the fiber running now
+#if CUDA_EMU_ASM_SWITCH
 void* g_scheduler_sp = nullptr;
 #else
 ucontext_t g_scheduler_ctx;
@@ -141,8 +145,7 @@ char* g_stacks = nullptr;
 std::size_t g_stacks_count = 0;
 cudaError_t g_last_error = cudaSuccess;
 std::map<const void*, int> g_max_dyn_shared;
-Stats g_stats;
-bool g_reverse = [] {
+const bool g_reverse = [] {
   const char* o = std::getenv("CUDA_EMU_ORDER");
   return o && std::string(o) == "reverse";
 }();
@@ -155,11 +158,10 @@ std::size_t g_sched_stack_size = 0;
 
 void to_fiber(Thread& t) {
   g_current = &t;
-  ++g_stats.switches;
 #ifdef CUDA_EMU_ASAN
   __sanitizer_start_switch_fiber(&g_asan_fake, t.stack, kStackBytes);
 #endif
-#if defined(__x86_64__) && defined(__GNUC__)
+#if CUDA_EMU_ASM_SWITCH
   cuda_emu_switch_stack(&g_scheduler_sp, t.sp);
 #else
   swapcontext(&g_scheduler_ctx, &t.ctx);
@@ -176,7 +178,7 @@ void to_scheduler() {
   void* fake = nullptr;
   __sanitizer_start_switch_fiber(t.state == State::Done ? nullptr : &fake, g_sched_stack_bottom, g_sched_stack_size);
 #endif
-#if defined(__x86_64__) && defined(__GNUC__)
+#if CUDA_EMU_ASM_SWITCH
   cuda_emu_switch_stack(&t.sp, g_scheduler_sp);
 #else
   swapcontext(&t.ctx, &g_scheduler_ctx);
@@ -197,7 +199,7 @@ void fiber_main(void* arg) {
   std::abort();  // a finished fiber is never resumed
 }
 
-#if !(defined(__x86_64__) && defined(__GNUC__))
+#if !CUDA_EMU_ASM_SWITCH
 void fiber_entry(unsigned lo, unsigned hi) {
   fiber_main(reinterpret_cast<void*>((static_cast<std::uintptr_t>(hi) << 32) | lo));
 }
@@ -222,7 +224,7 @@ void start_fiber(Thread& t, char* stack) {
   // of frames laid out differently): start from clean shadow memory.
   ASAN_UNPOISON_MEMORY_REGION(stack, kStackBytes);
 #endif
-#if defined(__x86_64__) && defined(__GNUC__)
+#if CUDA_EMU_ASM_SWITCH
   auto* top = reinterpret_cast<std::uint64_t*>(stack + kStackBytes);
   // Frame popped by cuda_emu_switch_stack: r15 r14 r13 r12 rbx rbp ret.
   top -= 2;  // keeps 16-byte alignment room
@@ -338,6 +340,7 @@ Thread& self(const char* what) {
 
 }  // namespace
 
+bool reverse_order() { return g_reverse; }
 const uint3& thread_idx() { return self("threadIdx").tid; }
 const uint3& block_idx() { return g_launch.block; }
 void* dynamic_shared() { return g_launch.dyn; }
@@ -387,13 +390,11 @@ cudaError_t set_max_dynamic_shared(const void* kernel, int bytes) {
 }
 
 void launch(const void* kernel, const Cfg& cfg, Body& body) {
-  ++g_stats.launches;
   auto bad = [&](cudaError_t e, const std::string& why) {
     std::fprintf(stderr, "cuda_emu: launch refused: %s (grid %s, block %s, %zu bytes of dynamic shared memory)\n",
                  why.c_str(), dim_str({cfg.grid.x, cfg.grid.y, cfg.grid.z}).c_str(),
                  dim_str({cfg.block.x, cfg.block.y, cfg.block.z}).c_str(), cfg.smem);
     g_last_error = e;
-    ++g_stats.failed_launches;
   };
   if (g_current) return bad(cudaErrorInvalidConfiguration, "a kernel launched from inside a kernel");
   const std::uint64_t threads = std::uint64_t(cfg.block.x) * cfg.block.y * cfg.block.z;
@@ -436,19 +437,14 @@ void launch(const void* kernel, const Cfg& cfg, Body& body) {
     L.block = {static_cast<unsigned>(bb % cfg.grid.x), static_cast<unsigned>(bb / cfg.grid.x % cfg.grid.y),
                static_cast<unsigned>(bb / (std::uint64_t(cfg.grid.x) * cfg.grid.y))};
     run_block();
-    ++g_stats.blocks;
-    g_stats.threads += n;
   }
   if (L.failed) {
     std::fprintf(stderr, "cuda_emu: kernel failed in block %s (grid %s, block %s): %s\n", dim_str(L.block).c_str(),
                  dim_str({cfg.grid.x, cfg.grid.y, cfg.grid.z}).c_str(),
                  dim_str({cfg.block.x, cfg.block.y, cfg.block.z}).c_str(), L.error.c_str());
     g_last_error = cudaErrorLaunchFailure;
-    ++g_stats.failed_launches;
   }
 }
-
-Stats stats() { return g_stats; }
 
 }  // namespace cuda_emu
 

@@ -4,16 +4,15 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
-#include <cstdlib>
 
+#include "cuda_emu.h"
 #include "tests/support/test_support.h"
 
 int main(int argc, char** argv) {
-  const char* order = std::getenv("CUDA_EMU_ORDER");
   std::fprintf(stderr,
                "cuda_emu: kernels/*.cu compiled as C++ and run on the CPU emulator (no GPU involved); "
                "threads of a block in %s order; test seed: 0x%llx\n",
-               order && *order ? order : "forward", static_cast<unsigned long long>(adapt::test::kSeed));
+               cuda_emu::reverse_order() ? "reverse" : "forward", static_cast<unsigned long long>(adapt::test::kSeed));
   doctest::Context ctx;
   ctx.applyCommandLine(argc, argv);
   return ctx.run();

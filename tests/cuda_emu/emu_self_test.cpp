@@ -5,10 +5,8 @@
 #include <doctest/doctest.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <random>
-#include <string>
 #include <vector>
 
 #include "dtype/dtype.h"
@@ -16,13 +14,6 @@
 
 using namespace adapt;
 namespace emu = adapt::test::emu;
-
-namespace {
-bool reverse_order() {
-  const char* o = std::getenv("CUDA_EMU_ORDER");
-  return o && std::string(o) == "reverse";
-}
-}  // namespace
 
 TEST_CASE("cuda_emu: block sums through shared memory and shuffles, for every block size") {
   std::vector<float> x(3000);
@@ -80,7 +71,7 @@ TEST_CASE("cuda_emu: lanes run one after another, so a read that races with a ne
   // Forward order: lane i reads lane i + 1's slot before that lane has run; reverse: lane 31 reads lane 0's.
   int stale = 0;
   for (int i = 0; i < 32; ++i) stale += out[i] != (i + 1) % 32;
-  CHECK(stale == (reverse_order() ? 1 : 31));
+  CHECK(stale == (cuda_emu::reverse_order() ? 1 : 31));
 }
 
 TEST_CASE("cuda_emu: wmma m16n16k16 tiles equal the f32 matrix product, and misaligned pointers fail") {

@@ -48,7 +48,9 @@ struct Mismatch {
   }
 };
 
-inline Mismatch compare_relative(const float* got, const float* want, std::int64_t n) {
+/// `scale`, when larger than want's largest magnitude, is the reference size instead: the size of terms
+/// that cancel in the result, whose rounding the result inherits.
+inline Mismatch compare_relative(const float* got, const float* want, std::int64_t n, double scale = 0.0) {
   Mismatch m;
   bool bad = false;
   for (std::int64_t i = 0; i < n; ++i) {
@@ -61,6 +63,7 @@ inline Mismatch compare_relative(const float* got, const float* want, std::int64
       m.max_abs = d, m.worst = i, m.got_at_worst = got[i], m.want_at_worst = want[i];
     }
   }
+  m.ref_scale = std::fmax(m.ref_scale, scale);
   m.rel = bad ? INFINITY : (m.ref_scale > 0 ? m.max_abs / m.ref_scale : m.max_abs);
   return m;
 }

@@ -60,6 +60,12 @@ inline std::int64_t rows_of(const Tensor& t) {
   return cols == 0 ? 0 : t.numel() / cols;
 }
 
+/// Whether a and b are the same (rows, cols) matrix view (as the CPU ops compare them: (B, T, C) and
+/// (B·T, C) alike).
+inline bool same_matrix(const Tensor& a, const Tensor& b) {
+  return a.rank() >= 1 && b.rank() >= 1 && a.dim(-1) == b.dim(-1) && rows_of(a) == rows_of(b);
+}
+
 /// The ids of `t` (i32 or i64, on the device) as int64 on the host (one synchronous copy), for the
 /// range checks the kernels cannot throw.
 std::vector<std::int64_t> ids_to_host(const Tensor& t);

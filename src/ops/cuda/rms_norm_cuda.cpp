@@ -12,10 +12,8 @@ void rms_norm_forward(Tensor& y, const Tensor& x, const Tensor& w, float eps, Te
   detail::require_float(op, x);
   detail::require_dtype(op, y, x.dtype());
   detail::require_dtype(op, w, DType::F32);
-  // As on the CPU: y and x are the same matrix of rows × the last dimension ((B, T, C) and (B·T, C) alike).
-  ADAPT_REQUIRE(x.rank() >= 1 && y.rank() >= 1 && y.dim(-1) == x.dim(-1) && detail::rows_of(y) == detail::rows_of(x),
-                ShapeError, "{}: output '{}' {} and input '{}' {} differ", op, y.name(), y.shape().str(), x.name(),
-                x.shape().str());
+  ADAPT_REQUIRE(detail::same_matrix(y, x), ShapeError, "{}: output '{}' {} and input '{}' {} differ", op, y.name(),
+                y.shape().str(), x.name(), x.shape().str());
   const std::int64_t cols = x.dim(-1), rows = detail::rows_of(x);
   ADAPT_REQUIRE(w.rank() == 1 && w.dim(0) == cols, ShapeError, "{}: weight '{}' {} must be ({})", op, w.name(),
                 w.shape().str(), cols);
@@ -36,10 +34,7 @@ void rms_norm_backward(Tensor& dx, Tensor* dw, const Tensor& dy, const Tensor& x
   detail::require_dtype(op, dx, x.dtype());
   detail::require_dtype(op, dy, x.dtype());
   for (const Tensor* t : {&w, &rstd}) detail::require_dtype(op, *t, DType::F32);
-  auto same_matrix = [&](const Tensor& t) {
-    return t.rank() >= 1 && t.dim(-1) == x.dim(-1) && detail::rows_of(t) == detail::rows_of(x);
-  };
-  ADAPT_REQUIRE(x.rank() >= 1 && same_matrix(dx) && same_matrix(dy), ShapeError,
+  ADAPT_REQUIRE(detail::same_matrix(dx, x) && detail::same_matrix(dy, x), ShapeError,
                 "{}: dx '{}' {}, dy '{}' {} and x '{}' {} must have the same shape", op, dx.name(), dx.shape().str(),
                 dy.name(), dy.shape().str(), x.name(), x.shape().str());
   const std::int64_t cols = x.dim(-1), rows = detail::rows_of(x);

@@ -61,9 +61,9 @@ inline float4 make_float4(float x, float y, float z, float w) { return float4{x,
 inline float2 make_float2(float x, float y) { return float2{x, y}; }
 
 namespace cuda_emu {
-struct Thread;
-extern Thread* g_current;  // the fiber running now
 extern dim3 g_block_dim, g_grid_dim;
+// Whether threads, warps and blocks run backwards (CUDA_EMU_ORDER=reverse).
+bool reverse_order();
 const uint3& thread_idx();
 const uint3& block_idx();
 void* dynamic_shared();
@@ -427,12 +427,6 @@ void operator%(const Bound<P...>& b, Pack<A...>&& p) {
   } call(b.fn, p.args);
   launch(reinterpret_cast<const void*>(b.fn), b.cfg, call);
 }
-
-// Counters of the launches so far (for the emulator's own tests).
-struct Stats {
-  std::int64_t launches = 0, failed_launches = 0, blocks = 0, threads = 0, switches = 0;
-};
-Stats stats();
 
 }  // namespace cuda_emu
 
