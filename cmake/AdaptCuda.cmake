@@ -1,6 +1,7 @@
 # ADAPT_CUDA = AUTO | ON | OFF | EMU. AUTO enables CUDA when nvcc is found; ON fails at configure time
 # with the reason when it is not. EMU builds the CUDA code paths against tests/cuda_emu, a CPU emulation
-# of the CUDA runtime, kernels and cuBLASLt (one emulated device, no NCCL): a test build, not for use.
+# of the CUDA runtime, kernels, cuBLASLt and NCCL (between the processes of one host): a test build,
+# not for use.
 # Sets ADAPT_HAVE_CUDA, ADAPT_CUDA_EMU and ADAPT_HAVE_NCCL (0/1) and ADAPT_CUDA_REASON.
 set(ADAPT_HAVE_CUDA OFF)
 set(ADAPT_CUDA_EMU OFF)
@@ -16,7 +17,7 @@ if(_adapt_cuda STREQUAL "EMU")
   set(ADAPT_CUDA_EMU ON)
   set(ADAPT_CUDA_REASON ": emulated on the CPU (tests/cuda_emu), for tests only")
   set(_emu ${PROJECT_SOURCE_DIR}/tests/cuda_emu)
-  add_library(adapt_cuda_emu_runtime STATIC ${_emu}/cuda_emu.cpp ${_emu}/cublaslt_emu.cpp)
+  add_library(adapt_cuda_emu_runtime STATIC ${_emu}/cuda_emu.cpp ${_emu}/cublaslt_emu.cpp ${_emu}/nccl_emu.cpp)
   target_include_directories(adapt_cuda_emu_runtime BEFORE PUBLIC ${_emu}/include)
   target_include_directories(adapt_cuda_emu_runtime PUBLIC ${PROJECT_SOURCE_DIR}/src)
   target_link_libraries(adapt_cuda_emu_runtime PUBLIC adapt_dtype)
@@ -26,6 +27,9 @@ if(_adapt_cuda STREQUAL "EMU")
   add_library(CUDA::cublasLt ALIAS adapt_cuda_emu_runtime)
   add_library(CUDA::cublas ALIAS adapt_cuda_emu_runtime)
   add_library(adapt_nccl INTERFACE)
+  target_link_libraries(adapt_nccl INTERFACE adapt_cuda_emu_runtime)
+  set(ADAPT_HAVE_NCCL ON)
+  set(ADAPT_NCCL_VERSION "emulated (tests/cuda_emu/nccl_emu.cpp)")
 elseif(NOT _adapt_cuda STREQUAL "OFF")
   if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX})
     find_program(_adapt_nvcc nvcc HINTS /usr/local/cuda/bin ENV CUDA_HOME PATH_SUFFIXES bin)

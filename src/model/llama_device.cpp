@@ -23,6 +23,14 @@ LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weigh
   ADAPT_REQUIRE(weight_dtype == DType::F32 || weight_dtype == DType::BF16, ShapeError,
                 "llama_model_to_device: weight dtype {} is not supported on the device; choose f32 or bf16",
                 dtype_name(weight_dtype));
+  // The device attention's limit (kernels/attention_plan.h), checked here so that such a model fails at
+  // load time rather than at its first attention call.
+  const std::int64_t D = host.config.head_dim;
+  ADAPT_REQUIRE(D > 0 && D <= 256 && D % 8 == 0, UnsupportedError,
+                "llama_model_to_device: the model's head_dim {} is not supported on the GPU (its attention takes a "
+                "multiple of 8 up to 256; Llama models use 64 or 128); run this model on the CPU "
+                "(runtime.device = \"cpu\")",
+                D);
   const int n_devices = backend::cuda_device_count();
   ADAPT_REQUIRE(device >= 0 && device < n_devices, UnsupportedError,
                 "llama_model_to_device: cuda:{} requested but {} CUDA device(s) are visible{}", device, n_devices,

@@ -560,7 +560,41 @@ cudaError_t rt_free_host(void* p) {
   return cudaSuccess;
 }
 
-cudaError_t rt_set_device(int device) { return device == 0 ? cudaSuccess : (g_last_error = cudaErrorInvalidDevice); }
+namespace {
+thread_local int g_current_device = 0;
+}  // namespace
+
+int rt_device_count() {
+  static const int count = [] {
+    const char* env = std::getenv("CUDA_EMU_DEVICES");
+    if (env == nullptr || *env == '\0') return 1;
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (*end != '\0' || n < 1 || n > 16) {
+      std::fprintf(stderr, "cuda_emu: CUDA_EMU_DEVICES='%s': give a number of devices from 1 to 16\n", env);
+      std::abort();
+    }
+    return static_cast<int>(n);
+  }();
+  return count;
+}
+
+cudaError_t rt_set_device(int device) {
+  if (device < 0 || device >= rt_device_count()) return g_last_error = cudaErrorInvalidDevice;
+  g_current_device = device;
+  return cudaSuccess;
+}
+
+int rt_get_device() { return g_current_device; }
+
+bool rt_device_accessible(const void* p, std::size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_mem_mutex);
+  for (const auto* blocks : {&g_device_blocks, &g_host_blocks}) {
+    const auto it = find_block(*blocks, p);
+    if (it != blocks->end()) return reinterpret_cast<std::uintptr_t>(p) + bytes <= it->first + it->second;
+  }
+  return false;
+}
 
 cudaError_t rt_pointer_attributes(cudaPointerAttributes* attr, const void* p) {
   std::lock_guard<std::mutex> lock(g_mem_mutex);
@@ -581,10 +615,11 @@ cudaError_t rt_mem_info(std::size_t* free_bytes, std::size_t* total_bytes) {
 }
 
 cudaError_t rt_device_properties(cudaDeviceProp* prop, int device) {
-  if (device != 0) return g_last_error = cudaErrorInvalidDevice;
+  if (device < 0 || device >= rt_device_count()) return g_last_error = cudaErrorInvalidDevice;
   *prop = cudaDeviceProp{};
   std::snprintf(prop->name, sizeof prop->name, "cuda_emu (CPU emulation, A100-shaped)");
   for (int i = 0; i < 16; ++i) prop->uuid.bytes[i] = static_cast<char>(0xe0 + i);
+  prop->uuid.bytes[15] = static_cast<char>(0xe0 + device);
   prop->totalGlobalMem = kDeviceBytes;
   prop->major = 8, prop->minor = 0, prop->multiProcessorCount = kSmCount;
   return cudaSuccess;
@@ -630,7 +665,7 @@ cudaError_t rt_memcpy(void* dst, const void* src, std::size_t bytes) {
 }
 
 cudaError_t rt_device_attribute(int* value, cudaDeviceAttr attr, int device) {
-  if (device != 0) return cudaErrorInvalidValue;
+  if (device < 0 || device >= rt_device_count()) return cudaErrorInvalidValue;
   switch (attr) {
     case cudaDevAttrMultiProcessorCount: *value = kSmCount; return cudaSuccess;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = kMaxDynamicSharedOptin; return cudaSuccess;

@@ -4,8 +4,9 @@
 // gives the CPU's greedy texts token for token (the GEMMs sum in another order, ~1e-6 relative on the
 // logits, so only a near-tie could flip a token: none does on these prompts); bf16 weights finish
 // every prompt; adapt_eval --device cuda --weights-dtype f32 gives the CPU's loss within 1e-5. Two MPI
-// ranks sharing cuda:0 (mpiexec) at tp2 with f32 weights and the adapter give the one-GPU run's greedy
-// texts, their tp group on MPI (NCCL refuses two ranks on one GPU).
+// ranks (mpiexec) at tp2 with f32 weights and the adapter give the one-GPU run's greedy texts: sharing
+// cuda:0, their tp group on MPI (NCCL refuses two ranks on one GPU); with a GPU per rank (2 GPUs or more;
+// said and skipped otherwise), on NCCL.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -15,6 +16,7 @@
 
 #include "adapters/adapter_files.h"
 #include "adapters/adapter_set.h"
+#include "backend/backend.h"
 #include "core/file.h"
 #include "model/llama_config.h"
 #include "tests/support/test_support.h"
@@ -35,6 +37,18 @@ std::map<std::string, json> results_by_id(const fs::path& p) {
     start = nl + 1;
   }
   return m;
+}
+
+/// Every prompt of `want` has the same greedy text, token count and finish reason in `got`.
+void check_same_results(const std::map<std::string, json>& got, const std::map<std::string, json>& want) {
+  REQUIRE(got.size() == want.size());
+  for (const auto& [id, w] : want) {
+    CAPTURE(id);
+    const json& g = got.at(id);
+    CHECK(g["text"] == w["text"]);
+    CHECK(g["completion_tokens"] == w["completion_tokens"]);
+    CHECK(g["finish_reason"] == w["finish_reason"]);
+  }
 }
 
 int run(const std::string& bin, const std::string& args, std::string* out) {
@@ -103,15 +117,7 @@ TEST_CASE("adapt_gen on cuda:0: the CPU's greedy texts with f32 device weights, 
                         &out) == 0,
                     out);
     CHECK_MESSAGE(out.find("f32 weights on cuda:0") != std::string::npos, out);
-    const auto gpu = results_by_id(dir / ("f32" + tag) / "results.jsonl");
-    REQUIRE(gpu.size() == cpu.size());
-    for (const auto& [id, want] : cpu) {
-      CAPTURE(id);
-      const json& got = gpu.at(id);
-      CHECK(got["text"] == want["text"]);
-      CHECK(got["completion_tokens"] == want["completion_tokens"]);
-      CHECK(got["finish_reason"] == want["finish_reason"]);
-    }
+    check_same_results(results_by_id(dir / ("f32" + tag) / "results.jsonl"), cpu);
 
     // bf16 device weights (the default): bf16 GEMMs, so texts may differ; every prompt finishes.
     REQUIRE_MESSAGE(run("adapt_gen", input + adapter + " --set runtime.device=cuda:0 --set output.dir=" +
@@ -156,7 +162,7 @@ TEST_CASE("adapt_eval --device cuda --weights-dtype f32: the CPU's loss") {
   CHECK(loss_of("") != loss_of(" --adapter " + (dir / "adapter").string()));
 }
 
-TEST_CASE("adapt_gen at tp2 on 2 ranks sharing cuda:0: the one-GPU run's greedy texts with f32 weights") {
+TEST_CASE("adapt_gen at tp2 on 2 ranks, sharing cuda:0 and with a GPU per rank: the one-GPU run's greedy texts") {
   Fixture f;
   const fs::path dir = f.dir.path();
   std::string job = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 24\n"
@@ -171,18 +177,21 @@ TEST_CASE("adapt_gen at tp2 on 2 ranks sharing cuda:0: the one-GPU run's greedy 
   REQUIRE_MESSAGE(run("adapt_gen", input + " --set output.dir=" + (dir / "one").string(), &out) == 0, out);
   const auto one = results_by_id(dir / "one" / "results.jsonl");
   REQUIRE(one.size() == 3);
-  REQUIRE_MESSAGE(
-      run_on_ranks(2, "adapt_gen", input + " --set parallel.tp=2 --set output.dir=" + (dir / "tp2").string(), &out) == 0,
-      out);
-  CHECK_MESSAGE(out.find("tp communicator on the GPUs: mpi") != std::string::npos, out);
-  CHECK_MESSAGE(out.find("share GPU") != std::string::npos, out);
-  const auto tp2 = results_by_id(dir / "tp2" / "results.jsonl");
-  REQUIRE(tp2.size() == one.size());
-  for (const auto& [id, want] : one) {
-    CAPTURE(id);
-    const json& got = tp2.at(id);
-    CHECK(got["text"] == want["text"]);
-    CHECK(got["completion_tokens"] == want["completion_tokens"]);
-    CHECK(got["finish_reason"] == want["finish_reason"]);
+  // runtime.device = "cuda:0" on both ranks: NCCL refuses two ranks on one GPU, MPI stages the buffers.
+  // runtime.device = "cuda": each rank on the GPU of its local rank, the tp group on NCCL (when built).
+  for (const bool per_rank : {false, true}) {
+    CAPTURE(per_rank);
+    if (per_rank && backend::cuda_device_count() < 2) {
+      MESSAGE("tp2 with a GPU per rank not run: this machine has " << backend::cuda_device_count() << " GPU(s)");
+      continue;
+    }
+    const std::string name = per_rank ? "tp2-per-rank" : "tp2-shared";
+    const std::string sets = " --set parallel.tp=2 --set output.dir=" + (dir / name).string() +
+                             (per_rank ? " --set runtime.device=cuda" : "");
+    REQUIRE_MESSAGE(run_on_ranks(2, "adapt_gen", input + sets, &out) == 0, out);
+    const std::string kind = per_rank && ADAPT_HAVE_NCCL ? "nccl" : "mpi";
+    CHECK_MESSAGE(out.find("tp communicator on the GPUs: " + kind) != std::string::npos, out);
+    CHECK_MESSAGE((out.find("share GPU") != std::string::npos) == !per_rank, out);
+    check_same_results(results_by_id(dir / name / "results.jsonl"), one);
   }
 }

@@ -288,6 +288,9 @@ cudaError_t set_max_dynamic_shared(const void* kernel, int bytes);
 cudaError_t rt_host_alloc(void** p, std::size_t bytes);
 cudaError_t rt_free_host(void* p);
 cudaError_t rt_set_device(int device);
+int rt_get_device();
+int rt_device_count();
+bool rt_device_accessible(const void* p, std::size_t bytes);  // inside one cudaMalloc or cudaHostAlloc block
 cudaError_t rt_pointer_attributes(cudaPointerAttributes* attr, const void* p);
 cudaError_t rt_mem_info(std::size_t* free_bytes, std::size_t* total_bytes);
 cudaError_t rt_device_properties(cudaDeviceProp* prop, int device);
@@ -299,10 +302,11 @@ cudaError_t rt_stream_create(cudaStream_t* s);
 cudaError_t rt_stream_destroy(cudaStream_t s);
 }  // namespace cuda_emu
 
-// A device: one, cuda:0, an A100-shaped sm_80 with 80 GiB. Streams and events are objects that order
-// nothing: every launch and copy has finished when its call returns.
+// Devices: CUDA_EMU_DEVICES of them (default 1), each an A100-shaped sm_80 with 80 GiB and a UUID of its
+// own, as on one node; the process's memory is every device's memory. Streams and events are objects that
+// order nothing: every launch and copy has finished when its call returns.
 static inline cudaError_t cudaGetDeviceCount(int* n) {
-  *n = 1;
+  *n = ::cuda_emu::rt_device_count();
   return cudaSuccess;
 }
 static inline cudaError_t cudaSetDevice(int device) { return ::cuda_emu::rt_set_device(device); }
@@ -366,7 +370,7 @@ static inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_
 static inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }  // launches run to completion
 static inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 static inline cudaError_t cudaGetDevice(int* device) {
-  *device = 0;
+  *device = ::cuda_emu::rt_get_device();
   return cudaSuccess;
 }
 static inline cudaError_t cudaDeviceReset() { return cudaSuccess; }

@@ -1,5 +1,6 @@
 // Device placement without a device (llama_device.h): a host model reports the CPU and the host
-// allocator; llama_model_to_device refuses bad dtypes and missing devices with messages that say what
+// allocator; llama_model_to_device refuses bad dtypes, head_dims the device attention does not take and
+// missing devices with messages that say what
 // to do (a pipeline stage is placed like a whole model); tensor_to / copy_between on the host. (On a GPU:
 // tests/gpu/model_gpu_test.cpp.)
 #include <doctest/doctest.h>
@@ -34,6 +35,15 @@ TEST_CASE("a host model lives on the CPU and allocates its activations there") {
 TEST_CASE("llama_model_to_device refuses what it cannot place, saying why") {
   model::LlamaModel m = small_model();
   CHECK_THROWS_WITH_AS(model::llama_model_to_device(m, 0, DType::I32), doctest::Contains("f32 or bf16"), ShapeError);
+  // A head_dim the device attention does not take fails at load time, before any device is touched.
+  const std::int64_t head_dim = m.config.head_dim;
+  for (const std::int64_t d : {std::int64_t{4}, std::int64_t{260}}) {
+    m.config.head_dim = d;
+    CHECK_THROWS_WITH_AS(model::llama_model_to_device(m, 0, DType::BF16),
+                         doctest::Contains(("head_dim " + std::to_string(d) + " is not supported on the GPU").c_str()),
+                         UnsupportedError);
+  }
+  m.config.head_dim = head_dim;
   if (backend::cuda_device_count() == 0) {
     // The reason the backend gives (no driver, a CPU-only build) is part of the message; a pipeline
     // stage is not refused for being one.
