@@ -1,8 +1,10 @@
 // NCCL for an ADAPT_CUDA=EMU build (include/nccl.h): communicators between the processes of one host,
 // over a POSIX shared-memory segment per communicator, named after the unique id.
 //
-// Every call completes before it returns, as the emulated streams do: a collective waits for the other
-// ranks of its communicator. What real NCCL would leave to a hang or to corrupt data, the emulation
+// On a blocking communicator every call completes before it returns, as the emulated streams do: a
+// collective waits for the other ranks of its communicator. A non-blocking one (config.blocking = 0)
+// runs its calls in order on a thread of its own and answers ncclInProgress, to the call and to
+// ncclCommGetAsyncError until they are done (the data is in place by then). What real NCCL would leave to a hang or to corrupt data, the emulation
 // reports with NCCL's error codes and a message in ncclGetLastError:
 //   - ranks that call different collectives, counts, types, operators or roots at the same point;
 //   - a send and its receive that disagree on the count or the type;
@@ -11,8 +13,7 @@
 //     made by ncclGetUniqueId, ranks that disagree on the size;
 //   - a peer that called ncclCommAbort, or whose process exited (ncclRemoteError / ncclSystemError).
 // A rank that waits longer than CUDA_EMU_NCCL_TIMEOUT_S (default 300 s) for its peers prints where it
-// waits and aborts the process: the program deadlocked. Non-blocking communicators (config.blocking = 0)
-// answer ncclInProgress to each call and to the first ncclCommGetAsyncError after it, as a real one may.
+// waits and aborts the process: the program deadlocked.
 #include "nccl.h"
 
 #include <fcntl.h>
@@ -29,8 +30,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <functional>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -139,9 +143,53 @@ struct ncclComm {
   char* box_data = nullptr;
   std::uint64_t barriers = 0;  // barriers this rank has passed
   int splits = 0;
-  ncclResult_t async = ncclSuccess;
+  std::atomic<ncclResult_t> async{ncclSuccess};
   bool in_progress = false;  // non-blocking: the next ncclCommGetAsyncError answers ncclInProgress
-  std::string last_error;
+  std::string last_error;    // written before `async`
+
+  // A non-blocking communicator runs its collectives and sends on a thread of its own, in call order, as
+  // a real one runs them on a stream while the host goes on: ncclCommGetAsyncError answers
+  // ncclInProgress until they are done, and a peer that never joins leaves the caller polling (and its
+  // own timeout to fire), not stuck in the call.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::function<ncclResult_t()>> queue;
+  bool running = false;
+  bool stop = false;
+  std::thread worker;
+
+  bool idle() {
+    std::lock_guard<std::mutex> lock(mu);
+    return queue.empty() && !running;
+  }
+  void wait_idle() {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return queue.empty() && !running; });
+  }
+  void work() {
+    std::unique_lock<std::mutex> lock(mu);
+    for (;;) {
+      cv.wait(lock, [&] { return stop || !queue.empty(); });
+      if (queue.empty()) return;
+      std::function<ncclResult_t()> f = std::move(queue.front());
+      queue.pop_front();
+      running = true;
+      lock.unlock();
+      const ncclResult_t rc = async.load() == ncclSuccess ? f() : async.load();  // after an error, nothing runs
+      lock.lock();
+      running = false;
+      if (rc != ncclSuccess && async.load() == ncclSuccess) async.store(rc);
+      cv.notify_all();
+    }
+  }
+  void join() {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      stop = true;
+    }
+    cv.notify_all();
+    if (worker.joinable()) worker.join();
+  }
 
   char* slot(int r) const { return slots + static_cast<std::size_t>(r) * kSlotBytes; }
   Box& box(int from, int to) const { return boxes[from * nranks + to]; }
@@ -150,6 +198,7 @@ struct ncclComm {
   }
 
   ~ncclComm() {
+    join();
     if (base) munmap(base, bytes);
   }
 };
@@ -166,7 +215,7 @@ ncclResult_t fail(ncclComm* c, ncclResult_t rc, const char* fmt, ...) {
   std::vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
   (c ? c->last_error : g_last_error) = buf;
-  if (c && (rc == ncclRemoteError || rc == ncclSystemError || rc == ncclInvalidUsage)) c->async = rc;
+  if (c && (rc == ncclRemoteError || rc == ncclSystemError || rc == ncclInvalidUsage)) c->async.store(rc);
   return rc;
 }
 
@@ -380,8 +429,8 @@ void reduce(void* out, const std::vector<const char*>& in, std::size_t n, ncclDa
 
 ncclResult_t check_comm(ncclComm* c, const char* call) {
   if (c == nullptr) return fail(nullptr, ncclInvalidArgument, "%s: comm is NULL", call);
-  if (c->async != ncclSuccess) {
-    return fail(c, c->async, "%s on a communicator that failed before: %s", call, c->last_error.c_str());
+  if (const ncclResult_t failed = c->async.load(); failed != ncclSuccess) {
+    return fail(c, failed, "%s on a communicator that failed before: %s", call, c->last_error.c_str());
   }
   return ncclSuccess;
 }
@@ -411,6 +460,7 @@ struct P2p {
 
 thread_local int g_group_depth = 0;
 thread_local std::vector<std::function<ncclResult_t()>> g_group_collectives;
+thread_local std::vector<ncclComm*> g_group_comms;  // of the collectives
 thread_local std::vector<P2p> g_group_p2p;
 
 /// Moves what it can of `p` through its box; returns the bytes moved or fails on a mismatched header.
@@ -487,6 +537,18 @@ ncclResult_t run_p2p(std::vector<P2p>& ops) {
   return failed != ncclSuccess ? failed : rc;
 }
 
+/// Runs `f` now on a blocking communicator; queues it on the communicator's thread otherwise.
+ncclResult_t submit(ncclComm* c, std::function<ncclResult_t()> f) {
+  if (c->blocking) return f();
+  {
+    std::lock_guard<std::mutex> lock(c->mu);
+    if (!c->worker.joinable()) c->worker = std::thread([c] { c->work(); });
+    c->queue.push_back(std::move(f));
+  }
+  c->cv.notify_all();
+  return ncclInProgress;
+}
+
 ncclResult_t queue_p2p(bool send, const void* buf, std::size_t count, ncclDataType_t type, int peer, ncclComm* c) {
   const char* call = send ? "ncclSend" : "ncclRecv";
   if (const ncclResult_t rc = check_args(c, call, type, ncclSum); rc != ncclSuccess) return rc;
@@ -509,19 +571,20 @@ ncclResult_t queue_p2p(bool send, const void* buf, std::size_t count, ncclDataTy
     g_group_p2p.push_back(p);
     return ncclSuccess;
   }
-  std::vector<P2p> one{p};
-  if (const ncclResult_t rc = run_p2p(one); rc != ncclSuccess) return rc;
-  return done(c);
+  return submit(c, [p]() mutable {
+    std::vector<P2p> one{p};
+    return run_p2p(one);
+  });
 }
 
-/// Runs a collective now, or at ncclGroupEnd inside a group.
+/// Runs a collective (submit), or keeps it for ncclGroupEnd inside a group.
 ncclResult_t run_or_queue(ncclComm* c, std::function<ncclResult_t()> f) {
   if (g_group_depth > 0) {
     g_group_collectives.push_back(std::move(f));
+    g_group_comms.push_back(c);
     return ncclSuccess;
   }
-  if (const ncclResult_t rc = f(); rc != ncclSuccess) return rc;
-  return done(c);
+  return submit(c, std::move(f));
 }
 
 }  // namespace
@@ -562,6 +625,8 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId comm_id
 ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncclComm_t* newcomm, ncclConfig_t* config) {
   *newcomm = nullptr;
   if (const ncclResult_t rc = check_comm(comm, "ncclCommSplit"); rc != ncclSuccess) return rc;
+  comm->wait_idle();  // after the calls queued before it
+  if (comm->async.load() != ncclSuccess) return comm->async.load();
   CallDesc mine{kSplit, 0, 0, 0, 0};
   if (const ncclResult_t rc = agree(comm, mine); rc != ncclSuccess) return rc;
   const std::int32_t ck[2] = {color, key};
@@ -601,19 +666,28 @@ ncclResult_t ncclCommDestroy(ncclComm_t comm) {
 
 ncclResult_t ncclCommAbort(ncclComm_t comm) {
   if (comm == nullptr) return ncclSuccess;
-  comm->h->aborted.store(comm->rank + 1, std::memory_order_release);
+  comm->h->aborted.store(comm->rank + 1, std::memory_order_release);  // what the thread waits on ends
+  {
+    std::lock_guard<std::mutex> lock(comm->mu);
+    comm->queue.clear();
+  }
   delete comm;
   return ncclSuccess;
 }
 
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error) {
   if (comm == nullptr) return ncclInvalidArgument;
-  if (comm->async == ncclSuccess && comm->in_progress) {
+  const ncclResult_t failed = comm->async.load();
+  if (failed == ncclSuccess && !comm->idle()) {
+    *async_error = ncclInProgress;
+    return ncclSuccess;
+  }
+  if (failed == ncclSuccess && comm->in_progress) {
     comm->in_progress = false;
     *async_error = ncclInProgress;
     return ncclSuccess;
   }
-  *async_error = comm->async;
+  *async_error = failed;
   return ncclSuccess;
 }
 
@@ -783,19 +857,20 @@ ncclResult_t ncclGroupEnd() {
   if (--g_group_depth > 0) return ncclSuccess;
   std::vector<std::function<ncclResult_t()>> collectives;
   std::vector<P2p> p2p;
+  std::vector<ncclComm*> comms;
   collectives.swap(g_group_collectives);
+  comms.swap(g_group_comms);
   p2p.swap(g_group_p2p);
-  // The collectives in the order they were called, then the sends and receives together.
-  for (auto& f : collectives) {
-    if (const ncclResult_t rc = f(); rc != ncclSuccess) return rc;
-  }
-  if (const ncclResult_t rc = run_p2p(p2p); rc != ncclSuccess) return rc;
-  bool in_progress = false;
-  for (P2p& p : p2p) {
-    if (!p.comm->blocking) {
-      p.comm->in_progress = true;
-      in_progress = true;
+  for (const P2p& p : p2p) comms.push_back(p.comm);
+  // The collectives in the order they were called, then the sends and receives together: on the
+  // communicator's thread when they all use one non-blocking communicator, here otherwise.
+  auto run = [collectives = std::move(collectives), p2p = std::move(p2p)]() mutable -> ncclResult_t {
+    for (auto& f : collectives) {
+      if (const ncclResult_t rc = f(); rc != ncclSuccess) return rc;
     }
-  }
-  return in_progress ? ncclInProgress : ncclSuccess;
+    return run_p2p(p2p);
+  };
+  if (!comms.empty() && std::all_of(comms.begin(), comms.end(), [&](ncclComm* c) { return c == comms.front(); }))
+    return submit(comms.front(), std::move(run));
+  return run();
 }
