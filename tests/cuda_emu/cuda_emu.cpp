@@ -579,8 +579,12 @@ int rt_device_count() {
   return count;
 }
 
+namespace {
+bool valid_device(int device) { return device >= 0 && device < rt_device_count(); }
+}  // namespace
+
 cudaError_t rt_set_device(int device) {
-  if (device < 0 || device >= rt_device_count()) return g_last_error = cudaErrorInvalidDevice;
+  if (!valid_device(device)) return g_last_error = cudaErrorInvalidDevice;
   g_current_device = device;
   return cudaSuccess;
 }
@@ -615,11 +619,11 @@ cudaError_t rt_mem_info(std::size_t* free_bytes, std::size_t* total_bytes) {
 }
 
 cudaError_t rt_device_properties(cudaDeviceProp* prop, int device) {
-  if (device < 0 || device >= rt_device_count()) return g_last_error = cudaErrorInvalidDevice;
+  if (!valid_device(device)) return g_last_error = cudaErrorInvalidDevice;
   *prop = cudaDeviceProp{};
   std::snprintf(prop->name, sizeof prop->name, "cuda_emu (CPU emulation, A100-shaped)");
-  for (int i = 0; i < 16; ++i) prop->uuid.bytes[i] = static_cast<char>(0xe0 + i);
-  prop->uuid.bytes[15] = static_cast<char>(0xe0 + device);
+  for (int i = 0; i < 15; ++i) prop->uuid.bytes[i] = static_cast<char>(0xe0 + i);
+  prop->uuid.bytes[15] = static_cast<char>(0xe0 + device);  // one UUID per device
   prop->totalGlobalMem = kDeviceBytes;
   prop->major = 8, prop->minor = 0, prop->multiProcessorCount = kSmCount;
   return cudaSuccess;
@@ -665,7 +669,7 @@ cudaError_t rt_memcpy(void* dst, const void* src, std::size_t bytes) {
 }
 
 cudaError_t rt_device_attribute(int* value, cudaDeviceAttr attr, int device) {
-  if (device < 0 || device >= rt_device_count()) return cudaErrorInvalidValue;
+  if (!valid_device(device)) return cudaErrorInvalidValue;
   switch (attr) {
     case cudaDevAttrMultiProcessorCount: *value = kSmCount; return cudaSuccess;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = kMaxDynamicSharedOptin; return cudaSuccess;

@@ -366,6 +366,30 @@ ncclResult_t check_buffer(ncclComm* c, const char* call, const char* which, cons
               call, which, p, bytes);
 }
 
+/// Both buffers of a collective (a size of 0 is not checked).
+ncclResult_t check_buffers(ncclComm* c, const char* call, const void* send, std::size_t send_bytes, const void* recv,
+                           std::size_t recv_bytes) {
+  if (const ncclResult_t rc = check_buffer(c, call, "sendbuff", send, send_bytes); rc != ncclSuccess) return rc;
+  return check_buffer(c, call, "recvbuff", recv, recv_bytes);
+}
+
+/// A collective in chunks of `per` elements of `call.count`, after the ranks agree on it: each rank
+/// puts its part of a chunk in the slots (`stage(off, n)`), all meet, each takes what it needs
+/// (`take(off, n)`), and all meet again before the slots are reused.
+template <typename Stage, typename Take>
+ncclResult_t chunked(ncclComm* c, const CallDesc& call, std::size_t per, Stage stage, Take take) {
+  if (const ncclResult_t rc = agree(c, call); rc != ncclSuccess) return rc;
+  const char* what = kind_name(call.kind);
+  for (std::size_t off = 0; off < call.count; off += per) {
+    const std::size_t n = std::min<std::size_t>(per, call.count - off);
+    stage(off, n);
+    if (const ncclResult_t rc = barrier(c, what); rc != ncclSuccess) return rc;
+    take(off, n);
+    if (const ncclResult_t rc = barrier(c, what); rc != ncclSuccess) return rc;
+  }
+  return ncclSuccess;
+}
+
 template <typename T>
 T apply(ncclRedOp_t op, T a, T b) {
   switch (op) {
@@ -463,8 +487,8 @@ thread_local std::vector<std::function<ncclResult_t()>> g_group_collectives;
 thread_local std::vector<ncclComm*> g_group_comms;  // of the collectives
 thread_local std::vector<P2p> g_group_p2p;
 
-/// Moves what it can of `p` through its box; returns the bytes moved or fails on a mismatched header.
-ncclResult_t progress(P2p& p, std::size_t* moved) {
+/// Moves what it can of `p` through its box; fails on a header that does not match the receive.
+ncclResult_t progress(P2p& p) {
   ncclComm* c = p.comm;
   const int from = p.send ? c->rank : p.peer, to = p.send ? p.peer : c->rank;
   Box& box = c->box(from, to);
@@ -498,7 +522,6 @@ ncclResult_t progress(P2p& p, std::size_t* moved) {
     box.tail.store(tail + n, std::memory_order_release);
   }
   p.moved += n;
-  *moved = n;
   if (!p.send && n > 0 && p.moved == 16) {
     std::uint64_t sent_bytes;
     std::int32_t sent_type;
@@ -526,8 +549,7 @@ ncclResult_t run_p2p(std::vector<P2p>& ops) {
   const ncclResult_t rc = wait_until(c, ops.front().send ? "ncclSend" : "ncclRecv", [&] {
     for (P2p& p : ops) {
       if (p.moved == p.total()) continue;
-      std::size_t moved = 0;
-      if (const ncclResult_t e = progress(p, &moved); e != ncclSuccess) {
+      if (const ncclResult_t e = progress(p); e != ncclSuccess) {
         failed = e;
         return true;
       }
@@ -729,24 +751,18 @@ ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, std::size_t cou
                            ncclRedOp_t op, ncclComm_t comm, cudaStream_t) {
   if (const ncclResult_t rc = check_args(comm, "ncclAllReduce", datatype, op); rc != ncclSuccess) return rc;
   const std::size_t es = type_size(datatype);
-  if (const ncclResult_t rc = check_buffer(comm, "ncclAllReduce", "sendbuff", sendbuff, count * es); rc != ncclSuccess)
-    return rc;
-  if (const ncclResult_t rc = check_buffer(comm, "ncclAllReduce", "recvbuff", recvbuff, count * es); rc != ncclSuccess)
+  if (const ncclResult_t rc = check_buffers(comm, "ncclAllReduce", sendbuff, count * es, recvbuff, count * es);
+      rc != ncclSuccess)
     return rc;
   return run_or_queue(comm, [=]() -> ncclResult_t {
-    ncclComm* c = comm;
-    if (const ncclResult_t rc = agree(c, {kAllReduce, datatype, op, 0, count}); rc != ncclSuccess) return rc;
-    const std::size_t per = kSlotBytes / es;
-    std::vector<const char*> in(static_cast<std::size_t>(c->nranks));
-    for (std::size_t off = 0; off < count; off += per) {
-      const std::size_t n = std::min(per, count - off);
-      std::memcpy(c->slot(c->rank), static_cast<const char*>(sendbuff) + off * es, n * es);
-      if (const ncclResult_t rc = barrier(c, "ncclAllReduce"); rc != ncclSuccess) return rc;
-      for (int r = 0; r < c->nranks; ++r) in[static_cast<std::size_t>(r)] = c->slot(r);
-      reduce(static_cast<char*>(recvbuff) + off * es, in, n, datatype, op);
-      if (const ncclResult_t rc = barrier(c, "ncclAllReduce"); rc != ncclSuccess) return rc;
-    }
-    return ncclSuccess;
+    std::vector<const char*> in(static_cast<std::size_t>(comm->nranks));
+    for (int r = 0; r < comm->nranks; ++r) in[static_cast<std::size_t>(r)] = comm->slot(r);
+    return chunked(
+        comm, {kAllReduce, datatype, op, 0, count}, kSlotBytes / es,
+        [&](std::size_t off, std::size_t n) {
+          std::memcpy(comm->slot(comm->rank), static_cast<const char*>(sendbuff) + off * es, n * es);
+        },
+        [&](std::size_t off, std::size_t n) { reduce(static_cast<char*>(recvbuff) + off * es, in, n, datatype, op); });
   });
 }
 
@@ -756,25 +772,19 @@ ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, std::size_t cou
   if (root < 0 || root >= comm->nranks)
     return fail(comm, ncclInvalidArgument, "ncclBroadcast: root %d of %d ranks", root, comm->nranks);
   const std::size_t es = type_size(datatype);
-  if (comm->rank == root) {
-    if (const ncclResult_t rc = check_buffer(comm, "ncclBroadcast", "sendbuff", sendbuff, count * es);
-        rc != ncclSuccess)
-      return rc;
-  }
-  if (const ncclResult_t rc = check_buffer(comm, "ncclBroadcast", "recvbuff", recvbuff, count * es); rc != ncclSuccess)
+  const std::size_t send_bytes = comm->rank == root ? count * es : 0;  // only the root's is read
+  if (const ncclResult_t rc = check_buffers(comm, "ncclBroadcast", sendbuff, send_bytes, recvbuff, count * es);
+      rc != ncclSuccess)
     return rc;
   return run_or_queue(comm, [=]() -> ncclResult_t {
-    ncclComm* c = comm;
-    if (const ncclResult_t rc = agree(c, {kBroadcast, datatype, 0, root, count}); rc != ncclSuccess) return rc;
-    const std::size_t per = kSlotBytes / es;
-    for (std::size_t off = 0; off < count; off += per) {
-      const std::size_t n = std::min(per, count - off);
-      if (c->rank == root) std::memcpy(c->slot(root), static_cast<const char*>(sendbuff) + off * es, n * es);
-      if (const ncclResult_t rc = barrier(c, "ncclBroadcast"); rc != ncclSuccess) return rc;
-      std::memcpy(static_cast<char*>(recvbuff) + off * es, c->slot(root), n * es);
-      if (const ncclResult_t rc = barrier(c, "ncclBroadcast"); rc != ncclSuccess) return rc;
-    }
-    return ncclSuccess;
+    return chunked(
+        comm, {kBroadcast, datatype, 0, root, count}, kSlotBytes / es,
+        [&](std::size_t off, std::size_t n) {
+          if (comm->rank == root) std::memcpy(comm->slot(root), static_cast<const char*>(sendbuff) + off * es, n * es);
+        },
+        [&](std::size_t off, std::size_t n) {
+          std::memcpy(static_cast<char*>(recvbuff) + off * es, comm->slot(root), n * es);
+        });
   });
 }
 
@@ -783,29 +793,24 @@ ncclResult_t ncclReduceScatter(const void* sendbuff, void* recvbuff, std::size_t
   if (const ncclResult_t rc = check_args(comm, "ncclReduceScatter", datatype, op); rc != ncclSuccess) return rc;
   const std::size_t es = type_size(datatype);
   const auto nr = static_cast<std::size_t>(comm->nranks);
-  if (const ncclResult_t rc = check_buffer(comm, "ncclReduceScatter", "sendbuff", sendbuff, nr * recvcount * es);
-      rc != ncclSuccess)
-    return rc;
-  if (const ncclResult_t rc = check_buffer(comm, "ncclReduceScatter", "recvbuff", recvbuff, recvcount * es);
+  if (const ncclResult_t rc =
+          check_buffers(comm, "ncclReduceScatter", sendbuff, nr * recvcount * es, recvbuff, recvcount * es);
       rc != ncclSuccess)
     return rc;
   return run_or_queue(comm, [=]() -> ncclResult_t {
-    ncclComm* c = comm;
-    if (const ncclResult_t rc = agree(c, {kReduceScatter, datatype, op, 0, recvcount}); rc != ncclSuccess) return rc;
-    const std::size_t per = kSlotBytes / (es * nr);
+    const std::size_t per = kSlotBytes / (es * nr);  // each slot holds a part of the chunk for every rank
     std::vector<const char*> in(nr);
-    for (std::size_t off = 0; off < recvcount; off += per) {
-      const std::size_t n = std::min(per, recvcount - off);
-      for (std::size_t r = 0; r < nr; ++r) {  // part r of this chunk goes to rank r
-        std::memcpy(c->slot(c->rank) + r * per * es, static_cast<const char*>(sendbuff) + (r * recvcount + off) * es,
-                    n * es);
-      }
-      if (const ncclResult_t rc = barrier(c, "ncclReduceScatter"); rc != ncclSuccess) return rc;
-      for (std::size_t r = 0; r < nr; ++r) in[r] = c->slot(static_cast<int>(r)) + static_cast<std::size_t>(c->rank) * per * es;
-      reduce(static_cast<char*>(recvbuff) + off * es, in, n, datatype, op);
-      if (const ncclResult_t rc = barrier(c, "ncclReduceScatter"); rc != ncclSuccess) return rc;
-    }
-    return ncclSuccess;
+    for (std::size_t r = 0; r < nr; ++r)
+      in[r] = comm->slot(static_cast<int>(r)) + static_cast<std::size_t>(comm->rank) * per * es;
+    return chunked(
+        comm, {kReduceScatter, datatype, op, 0, recvcount}, per,
+        [&](std::size_t off, std::size_t n) {
+          for (std::size_t r = 0; r < nr; ++r) {  // part r of this chunk goes to rank r
+            std::memcpy(comm->slot(comm->rank) + r * per * es,
+                        static_cast<const char*>(sendbuff) + (r * recvcount + off) * es, n * es);
+          }
+        },
+        [&](std::size_t off, std::size_t n) { reduce(static_cast<char*>(recvbuff) + off * es, in, n, datatype, op); });
   });
 }
 
@@ -814,26 +819,22 @@ ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, std::size_t sen
   if (const ncclResult_t rc = check_args(comm, "ncclAllGather", datatype, ncclSum); rc != ncclSuccess) return rc;
   const std::size_t es = type_size(datatype);
   const auto nr = static_cast<std::size_t>(comm->nranks);
-  if (const ncclResult_t rc = check_buffer(comm, "ncclAllGather", "sendbuff", sendbuff, sendcount * es);
-      rc != ncclSuccess)
-    return rc;
-  if (const ncclResult_t rc = check_buffer(comm, "ncclAllGather", "recvbuff", recvbuff, nr * sendcount * es);
+  if (const ncclResult_t rc =
+          check_buffers(comm, "ncclAllGather", sendbuff, sendcount * es, recvbuff, nr * sendcount * es);
       rc != ncclSuccess)
     return rc;
   return run_or_queue(comm, [=]() -> ncclResult_t {
-    ncclComm* c = comm;
-    if (const ncclResult_t rc = agree(c, {kAllGather, datatype, 0, 0, sendcount}); rc != ncclSuccess) return rc;
-    const std::size_t per = kSlotBytes / es;
-    for (std::size_t off = 0; off < sendcount; off += per) {
-      const std::size_t n = std::min(per, sendcount - off);
-      std::memcpy(c->slot(c->rank), static_cast<const char*>(sendbuff) + off * es, n * es);
-      if (const ncclResult_t rc = barrier(c, "ncclAllGather"); rc != ncclSuccess) return rc;
-      for (std::size_t r = 0; r < nr; ++r) {
-        std::memcpy(static_cast<char*>(recvbuff) + (r * sendcount + off) * es, c->slot(static_cast<int>(r)), n * es);
-      }
-      if (const ncclResult_t rc = barrier(c, "ncclAllGather"); rc != ncclSuccess) return rc;
-    }
-    return ncclSuccess;
+    return chunked(
+        comm, {kAllGather, datatype, 0, 0, sendcount}, kSlotBytes / es,
+        [&](std::size_t off, std::size_t n) {
+          std::memcpy(comm->slot(comm->rank), static_cast<const char*>(sendbuff) + off * es, n * es);
+        },
+        [&](std::size_t off, std::size_t n) {
+          for (std::size_t r = 0; r < nr; ++r) {
+            std::memcpy(static_cast<char*>(recvbuff) + (r * sendcount + off) * es, comm->slot(static_cast<int>(r)),
+                        n * es);
+          }
+        });
   });
 }
 

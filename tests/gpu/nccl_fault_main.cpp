@@ -8,12 +8,12 @@
 
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <thread>
 
-#include "backend/backend.h"
 #include "comm/mpi_communicator.h"
-#include "core/log.h"
+#include "gpu_mpi_start.h"
 
 #if ADAPT_HAVE_NCCL
 #include <cuda_runtime.h>
@@ -24,26 +24,13 @@
 using namespace adapt;
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
-  int me = 0, size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &me);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  log::set_rank(me, size);
-  const std::string mode = argc > 1 ? argv[1] : "skip";
-  const int devices = backend::cuda_device_count();
-  int min_devices = 0;
-  MPI_Allreduce(&devices, &min_devices, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  std::string skip;
-  if (!ADAPT_HAVE_NCCL) skip = "this binary was built without NCCL";
-  else if (min_devices < size)
-    skip = "a GPU per rank is needed (" + std::to_string(size) + " ranks, " + std::to_string(min_devices) + " GPU(s))";
-  if (!skip.empty()) {
-    if (me == 0) std::printf("skipped: %s\n", skip.c_str());
-    MPI_Finalize();
-    return 77;
-  }
+  const std::optional<test::GpuMpiWorld> w =
+      test::gpu_mpi_start(&argc, &argv, ADAPT_HAVE_NCCL ? "" : "this binary was built without NCCL", true);
+  if (!w) return 77;
 #if ADAPT_HAVE_NCCL
   {
+    const int me = w->rank, size = w->size;
+    const std::string mode = argc > 1 ? argv[1] : "skip";
     // Every rank is up before the short timeouts start (process start-up on a loaded machine is slow).
     comm::MpiCommunicator::world({.timeout_s = 60})->barrier();
     const comm::ProcessGrid grid(size, 1, 1);
