@@ -214,6 +214,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     }
   }
   generate::Generator gen(model, tok);
+  gen.set_options({.prefill_chunk = job.runtime.prefill_chunk, .kv_device_layers = job.runtime.kv_device_layers});
   if (pp.size() > 1) gen.set_pipeline(model_pp);
   std::optional<adapters::AdapterSet> adapter;
   if (job.model.adapter) {
@@ -280,9 +281,17 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
              results_path.string(), todo.size(), dp > 1 ? " on rank 0" : "");
   const generate::BatchPlan plan = gen.plan_batch(requests, job.runtime.batch_size);
   if (!requests.empty()) {
-    log::info0("batch: {} prompt(s) in flight (runtime.batch_size = {}); KV cache {} row(s) x {} positions = {}{}",
-               plan.rows, job.runtime.batch_size, plan.rows, plan.capacity, format_bytes(plan.kv_cache_bytes),
-               device ? fmt::format(" on cuda:{}", *device) : std::string{});
+    log::info0("batch: {} prompt(s) in flight (runtime.batch_size = {}); KV cache {} row(s) x {} positions x {} "
+               "layer(s) = {}{}", plan.rows, job.runtime.batch_size, plan.rows, plan.capacity, plan.layers,
+               format_bytes(plan.kv_cache_bytes), device ? fmt::format(" on cuda:{}", *device) : std::string{});
+    if (plan.device_layers < plan.layers) {
+      const std::int64_t spilled = plan.layers - plan.device_layers;
+      log::info_all("KV cache spill: {} of {} layer(s) next to the weights{} ({} with {} staging layer(s)), {} "
+                    "layer(s) in host RAM ({}; runtime.kv_device_layers = {})", plan.device_layers, plan.layers,
+                    device ? fmt::format(" on cuda:{}", *device) : std::string{}, format_bytes(plan.kv_device_bytes),
+                    std::min<std::int64_t>(spilled, 2), spilled, format_bytes(plan.kv_host_bytes),
+                    job.runtime.kv_device_layers);
+    }
   }
   std::size_t k = 0;
   std::int64_t n_generated = 0;

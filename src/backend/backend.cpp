@@ -21,6 +21,7 @@ std::string cuda_library_versions() { return cuda::library_versions(); }
 Allocator& pinned_host_allocator() { return cuda::pinned_host_allocator(); }
 Allocator& cuda_allocator(int index) { return cuda::device_allocator(index); }
 MemoryStats cuda_memory_stats(int index) { return cuda::device_allocator(index).stats(); }
+MemoryInfo cuda_memory_info(int index) { return cuda::device_memory_info(index); }
 void cuda_use_device(int index) {
   cuda::require_device(index);
   cuda::set_device(index);
@@ -85,6 +86,7 @@ MemoryStats cuda_memory_stats(int index) {
   cuda_allocator(index);
   return {};
 }
+MemoryInfo cuda_memory_info(int) { return {}; }
 void cuda_use_device(int index) { cuda_allocator(index); }
 std::size_t cuda_empty_cache(int index) {
   cuda_allocator(index);

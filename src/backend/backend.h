@@ -30,6 +30,9 @@ Allocator& pinned_host_allocator();
 Allocator& cuda_allocator(int index);
 /// Current/peak/reserved bytes and raw allocation counts of cuda:`index`'s caching allocator.
 MemoryStats cuda_memory_stats(int index);
+/// Free and total memory of cuda:`index` as the driver sees it (cudaMemGetInfo: what the caching
+/// allocator holds counts as used); `known` = false without CUDA or when the driver does not answer.
+MemoryInfo cuda_memory_info(int index);
 /// Makes cuda:`index` the calling thread's current device (cudaSetDevice). A rank calls it once for its
 /// GPU, and so does every thread of it that issues CUDA calls: a thread starts on device 0, and since
 /// CUDA 12 switching to a device creates its context, so a rank on cuda:3 that touched device 0 would

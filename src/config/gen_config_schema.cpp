@@ -47,6 +47,16 @@ const Schema<generate::GenJob>& gen_job_schema() {
                    "Dtype of the weight matrices (embedding, projections, lm_head) on a GPU; norms stay f32. "
                    "bf16 runs bf16 GEMMs (half the memory), f32 computes as the CPU does. Unused with "
                    "device = \"cpu\".");
+    rt.field("prefill_chunk", &GenRuntime::prefill_chunk,
+             "Prompt tokens per forward: a long prompt is prefilled in pieces of this many tokens, so its "
+             "activations stay those of prefill_chunk tokens (0 = whole prompts at once).")
+        .at_least(std::int64_t{0});
+    rt.field("kv_device_layers", &GenRuntime::kv_device_layers,
+             "Layers whose KV cache stays on the GPU; the cache of the other layers spills to host RAM (pinned) and "
+             "is copied to the GPU layer by layer as the forward reaches it. -1 = as many as fit in the GPU's free "
+             "memory after the activations. With device = \"cpu\" the cache is in host RAM anyway: -1 keeps it "
+             "in one place, a smaller number only adds copies.")
+        .at_least(std::int64_t{-1});
 
     Schema<GenParallel> par;
     par.field("tp", &GenParallel::tp,

@@ -44,6 +44,8 @@ struct GenRuntime {
   std::int64_t batch_size = 8;  // sequences decoded together, each in its own KV-cache row
   std::string device = "cpu";   // "cpu", "cuda" (the GPU of the rank's local rank) or "cuda:N"
   DType weights_dtype = DType::BF16;  // F32 or BF16: the matrices' dtype in the device copy
+  std::int64_t prefill_chunk = 512;    // prompt tokens per forward (0: whole prompts)
+  std::int64_t kv_device_layers = -1;  // layers whose KV cache stays on the GPU (-1: as many as fit)
 };
 
 /// runtime.device, parsed: the host, or a CUDA device given by index or chosen from the local rank.

@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <memory>
 
+#include "backend/backend.h"
 #include "core/error.h"
 #include "model/kv_cache.h"
 #include "model/llama_device.h"
 #include "model/llama_forward.h"
+#include "model/tensor_parallel.h"
 
 namespace adapt::generate {
 
@@ -26,13 +28,65 @@ std::int64_t Generator::n_new_of(const GenerationRequest& r) const {
   return std::min(r.max_new_tokens, room_after(static_cast<std::int64_t>(r.prompt.size())));
 }
 
+std::int64_t kv_device_layers_fit(const model::LlamaConfig& cfg, int tp_size, std::int64_t rows,
+                                  std::int64_t capacity, std::int64_t layers, std::int64_t tokens,
+                                  std::uint64_t free_bytes) {
+  const model::TpLocalDims part = model::tp_local_dims(cfg, {.size = tp_size});
+  // llama_forward's workspace for `tokens` positions: hidden, normed, sub-block output and block output
+  // (C each), q and attention output (H·D), k and v (Hkv·D), gate and up (F), in f32; the logits of the
+  // last positions; twice that as the margin for the GEMM and attention scratch, the adapters' terms
+  // and the allocator's rounding, plus 1 GiB for the libraries' workspaces.
+  const std::int64_t per_token =
+      4 * cfg.hidden_size + 2 * part.heads * cfg.head_dim + 2 * part.kv_heads * cfg.head_dim + 2 * part.ffn;
+  const std::uint64_t activations = 2 * static_cast<std::uint64_t>(tokens * per_token + rows * cfg.vocab_size) *
+                                        sizeof(float) + (1ull << 30);
+  if (free_bytes <= activations) return 0;
+  const std::uint64_t budget = free_bytes - activations;
+  const std::uint64_t per_layer = model::KvCache::bytes_needed(cfg, rows, capacity, tp_size, 1);
+  if (static_cast<std::uint64_t>(layers) * per_layer <= budget) return layers;
+  // With spill, two staging layers live on the device beside the device layers.
+  const std::uint64_t fit = budget / per_layer;
+  return fit <= 2 ? 0 : std::min<std::int64_t>(layers, static_cast<std::int64_t>(fit) - 2);
+}
+
+void Generator::set_options(const GenerateOptions& options) {
+  ADAPT_REQUIRE(options.prefill_chunk >= 0, ConfigError,
+                "runtime.prefill_chunk = {} must be 0 (whole prompts) or a number of tokens", options.prefill_chunk);
+  ADAPT_REQUIRE(options.kv_device_layers >= -1, ConfigError,
+                "runtime.kv_device_layers = {} must be -1 (as many as fit) or a number of layers >= 0",
+                options.kv_device_layers);
+  options_ = options;
+}
+
 BatchPlan Generator::plan_batch(std::span<const GenerationRequest> requests, std::int64_t batch_size) const {
   BatchPlan p;
   p.rows = std::min<std::int64_t>(batch_size, static_cast<std::int64_t>(requests.size()));
-  for (const GenerationRequest& r : requests)
+  std::int64_t longest_prompt = 0;
+  for (const GenerationRequest& r : requests) {
     p.capacity = std::max(p.capacity, static_cast<std::int64_t>(r.prompt.size()) + n_new_of(r));
-  if (p.rows > 0 && p.capacity > 0)
-    p.kv_cache_bytes = model::KvCache::bytes_needed(model_.config, p.rows, p.capacity, model_.tp.size);
+    longest_prompt = std::max(longest_prompt, static_cast<std::int64_t>(r.prompt.size()));
+  }
+  if (p.rows <= 0 || p.capacity <= 0) return p;
+  const model::LlamaConfig& c = model_.config;
+  p.layers = model::stage_layer_range(c, model_.stage).count;
+  p.device_layers = options_.kv_device_layers < 0 ? p.layers : std::min(options_.kv_device_layers, p.layers);
+  const Device device = model::model_device(model_);
+  if (options_.kv_device_layers < 0 && !device.host_accessible()) {
+    // What the device has free, plus what its caching allocator holds unused.
+    const backend::MemoryInfo info = backend::cuda_memory_info(device.index);
+    const backend::MemoryStats stats = backend::cuda_memory_stats(device.index);
+    if (info.known) {
+      const std::int64_t chunk = options_.prefill_chunk > 0 ? std::min(options_.prefill_chunk, longest_prompt)
+                                                            : longest_prompt;
+      p.device_layers = kv_device_layers_fit(c, model_.tp.size, p.rows, p.capacity, p.layers,
+                                             std::max(chunk, p.rows), info.free + (stats.reserved - stats.allocated));
+    }
+  }
+  const std::uint64_t per_layer = model::KvCache::bytes_needed(c, p.rows, p.capacity, model_.tp.size, 1);
+  const std::int64_t spilled = p.layers - p.device_layers;
+  p.kv_cache_bytes = per_layer * static_cast<std::uint64_t>(p.layers);
+  p.kv_host_bytes = per_layer * static_cast<std::uint64_t>(spilled);
+  p.kv_device_bytes = per_layer * static_cast<std::uint64_t>(p.device_layers + std::min<std::int64_t>(spilled, 2));
   return p;
 }
 
@@ -52,8 +106,11 @@ void Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
   if (requests.empty()) return;
   const BatchPlan plan = plan_batch(requests, batch_size);
   const std::int64_t V = model_.config.vocab_size;
-  // The rank's KV heads, next to the model's weights (host or device).
-  model::KvCache cache(model_.config, plan.rows, plan.capacity, model_.tp.size, model::model_allocator(model_));
+  // The rank's KV heads of the layers it holds, next to the model's weights (host or device), the
+  // layers past plan.device_layers in host RAM.
+  model::KvCache cache(model_.config, plan.rows, plan.capacity, model_.tp.size, model::model_allocator(model_),
+                       {.layers = model::stage_layer_range(model_.config, model_.stage),
+                        .device_layers = plan.device_layers});
 
   std::vector<std::unique_ptr<Sequence>> slots(static_cast<std::size_t>(plan.rows));  // per cache row
   std::vector<std::size_t> index_of(static_cast<std::size_t>(plan.rows));             // request of each row
@@ -85,12 +142,19 @@ void Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
         const GenerationRequest& req = requests[next];
         slots[static_cast<std::size_t>(row)] = std::make_unique<Sequence>(req, n_new_of(req), tokenizer_);
         index_of[static_cast<std::size_t>(row)] = next++;
+        // Prefill in pieces of prefill_chunk tokens (each continues the row's cache); the last piece's
+        // logits pick the first token.
         const auto P = static_cast<std::int64_t>(req.prompt.size());
-        Tensor ids = Tensor::empty({1, P}, DType::I32, host_allocator(), "prompt_ids");
-        std::copy(req.prompt.begin(), req.prompt.end(), ids.data<std::int32_t>());
-        Tensor logits = model::llama_forward(
-            model_, ids, &cache,
-            {.last_position_only = true, .cache_rows = {&row, 1}, .hook = hook_, .pp = pp_}, &workspace_);
+        const std::int64_t chunk = options_.prefill_chunk > 0 ? std::min(options_.prefill_chunk, P) : P;
+        Tensor logits;
+        for (std::int64_t at = 0; at < P; at += chunk) {
+          const std::int64_t n = std::min(chunk, P - at);
+          Tensor ids = Tensor::empty({1, n}, DType::I32, host_allocator(), "prompt_ids");
+          std::copy(req.prompt.begin() + at, req.prompt.begin() + at + n, ids.data<std::int32_t>());
+          logits = model::llama_forward(
+              model_, ids, &cache,
+              {.last_position_only = true, .cache_rows = {&row, 1}, .hook = hook_, .pp = pp_}, &workspace_);
+        }
         after_step(row,
                    slots[static_cast<std::size_t>(row)]->step({logits.data<float>(), static_cast<std::size_t>(V)}));
       }

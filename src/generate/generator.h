@@ -28,8 +28,30 @@ namespace adapt::generate {
 struct BatchPlan {
   std::int64_t rows = 0;      // min(batch_size, number of requests)
   std::int64_t capacity = 0;  // the longest prompt + max_new_tokens (capped to the context)
-  std::uint64_t kv_cache_bytes = 0;
+  std::uint64_t kv_cache_bytes = 0;  // keys and values of every layer the rank holds
+  std::int64_t layers = 0;           // the layers the rank holds (a pipeline stage's)
+  std::int64_t device_layers = 0;    // of those, kept next to the weights; the rest spill to host RAM
+  std::uint64_t kv_device_bytes = 0;  // next to the weights (with spill: the device layers + 2 staging layers)
+  std::uint64_t kv_host_bytes = 0;    // spilled to host RAM
 };
+
+/// How run_batch feeds prompts and places the KV cache.
+struct GenerateOptions {
+  /// Prompt tokens per forward: a long prompt is prefilled in pieces of this many tokens, so the
+  /// activations stay those of `prefill_chunk` tokens whatever the prompt's length. 0: whole prompts.
+  std::int64_t prefill_chunk = 512;
+  /// Layers whose KV cache stays next to the weights; the others spill to host RAM (model/kv_cache.h).
+  /// −1: on a GPU as many as fit in its free memory after the activations (kv_device_layers_fit), on
+  /// the host all of them (host memory already).
+  std::int64_t kv_device_layers = -1;
+};
+
+/// The layers whose KV cache fits in `free_bytes` of device memory when a forward of `tokens`
+/// positions (the prefill chunk, or one decode step of every row) also needs its activations
+/// (estimated, with a margin); at most `layers`. With spill, two staging layers are counted too.
+std::int64_t kv_device_layers_fit(const model::LlamaConfig& cfg, int tp_size, std::int64_t rows,
+                                  std::int64_t capacity, std::int64_t layers, std::int64_t tokens,
+                                  std::uint64_t free_bytes);
 
 class Generator {
  public:
@@ -48,8 +70,14 @@ class Generator {
   /// Largest number of new tokens a prompt of `n_prompt` tokens can get within the context.
   std::int64_t room_after(std::int64_t n_prompt) const;
 
-  /// The KV cache run_batch allocates for these requests (for the memory printout).
+  /// The KV cache run_batch allocates for these requests and where (for the memory printout). With
+  /// kv_device_layers = −1 on a GPU it asks the device for its free memory.
   BatchPlan plan_batch(std::span<const GenerationRequest> requests, std::int64_t batch_size) const;
+
+  /// Prefill chunk and KV-cache placement (GenerateOptions). ConfigError when prefill_chunk < 0 or
+  /// kv_device_layers < −1.
+  void set_options(const GenerateOptions& options);
+  const GenerateOptions& options() const { return options_; }
 
   /// Generates for every request with up to `batch_size` in flight (see the file comment). Each
   /// request's max_new_tokens is capped at room_after(prompt size) (the output then ends with finish
@@ -76,6 +104,7 @@ class Generator {
   comm::Communicator* pp_ = nullptr;
   const tokenizer::Tokenizer& tokenizer_;
   ops::Workspace workspace_;
+  GenerateOptions options_;
 
   std::int64_t n_new_of(const GenerationRequest& r) const;
 };

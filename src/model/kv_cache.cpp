@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "backend/backend.h"
 #include "core/error.h"
 #include "core/strings.h"
 #include "ops/elementwise.h"
@@ -15,32 +16,127 @@ std::int64_t row_of(std::span<const std::int64_t> rows, std::int64_t b) {
 }
 }  // namespace
 
-KvCache::KvCache(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity, int tp_size, Allocator& alloc)
-    : batch_(batch), capacity_(capacity), n_kv_heads_(cfg.n_kv_heads / std::max(tp_size, 1)), head_dim_(cfg.head_dim) {
+KvCache::KvCache(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity, int tp_size, Allocator& alloc,
+                 const KvPlacement& placement)
+    : batch_(batch), capacity_(capacity), n_kv_heads_(cfg.n_kv_heads / std::max(tp_size, 1)), head_dim_(cfg.head_dim),
+      layers_(placement.layers.count == 0 ? parallel::Range{0, cfg.n_layers} : placement.layers) {
   ADAPT_REQUIRE(batch > 0 && capacity > 0, ConfigError,
                 "KV cache: batch = {} and capacity = {} positions must both be positive", batch, capacity);
   ADAPT_REQUIRE(tp_size >= 1 && cfg.n_kv_heads % tp_size == 0, ConfigError,
                 "KV cache: num_key_value_heads = {} is not split evenly over tp = {} ranks", cfg.n_kv_heads, tp_size);
+  ADAPT_REQUIRE(layers_.begin >= 0 && layers_.count > 0 && layers_.end() <= cfg.n_layers, ConfigError,
+                "KV cache: layers [{}, {}) are not among the model's {} layers", layers_.begin, layers_.end(),
+                cfg.n_layers);
+  ADAPT_REQUIRE(placement.device_layers >= -1, ConfigError,
+                "KV cache: device_layers = {} must be -1 (every layer) or a number of layers >= 0",
+                placement.device_layers);
+  device_layers_ = placement.device_layers < 0 ? layers_.count : std::min(placement.device_layers, layers_.count);
   n_past_.assign(static_cast<std::size_t>(batch), 0);
   const Shape shape{batch, n_kv_heads_, capacity, head_dim_};
-  for (std::int64_t l = 0; l < cfg.n_layers; ++l) {
-    k_.push_back(Tensor::empty(shape, DType::F32, alloc, "kv_cache.k." + std::to_string(l)));
-    v_.push_back(Tensor::empty(shape, DType::F32, alloc, "kv_cache.v." + std::to_string(l)));
+  for (std::int64_t i = 0; i < device_layers_; ++i) {
+    const std::string l = std::to_string(layers_.begin + i);
+    k_.push_back(Tensor::empty(shape, DType::F32, alloc, "kv_cache.k." + l));
+    v_.push_back(Tensor::empty(shape, DType::F32, alloc, "kv_cache.v." + l));
+  }
+  const std::int64_t n_spilled = layers_.count - device_layers_;
+  if (n_spilled == 0) return;
+  copier_ = backend::offload_copier_for(alloc.device());
+  for (std::int64_t i = 0; i < n_spilled; ++i) {
+    const std::string l = std::to_string(layers_.begin + device_layers_ + i);
+    host_k_.push_back(Tensor::empty(shape, DType::F32, copier_->host_allocator(), "kv_cache.k." + l + ".host"));
+    host_v_.push_back(Tensor::empty(shape, DType::F32, copier_->host_allocator(), "kv_cache.v." + l + ".host"));
+  }
+  for (std::int64_t s = 0; s < std::min<std::int64_t>(n_spilled, 2); ++s) {
+    k_.push_back(Tensor::empty(shape, DType::F32, alloc, "kv_cache.k.staging" + std::to_string(s)));
+    v_.push_back(Tensor::empty(shape, DType::F32, alloc, "kv_cache.v.staging" + std::to_string(s)));
+    staging_[static_cast<std::size_t>(s)].valid.assign(static_cast<std::size_t>(batch), 0);
   }
 }
 
-std::uint64_t KvCache::bytes_needed(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity,
-                                    int tp_size) {
+KvCache::~KvCache() = default;  // the copier waits for its copies before the host layers are freed
+KvCache::KvCache(KvCache&&) noexcept = default;
+KvCache& KvCache::operator=(KvCache&&) noexcept = default;
+
+std::uint64_t KvCache::bytes_needed(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity, int tp_size,
+                                    std::int64_t n_layers) {
   const std::int64_t kv_heads = cfg.n_kv_heads / std::max(tp_size, 1);
-  return 2ull * static_cast<std::uint64_t>(cfg.n_layers * batch * kv_heads * capacity * cfg.head_dim) *
-         sizeof(float);
+  const std::int64_t layers = n_layers < 0 ? cfg.n_layers : n_layers;
+  return 2ull * static_cast<std::uint64_t>(layers * batch * kv_heads * capacity * cfg.head_dim) * sizeof(float);
 }
 
-std::uint64_t KvCache::size_bytes() const {
+std::uint64_t KvCache::device_bytes() const {
   std::uint64_t n = 0;
   for (const Tensor& t : k_) n += t.size_bytes();
   for (const Tensor& t : v_) n += t.size_bytes();
   return n;
+}
+
+std::uint64_t KvCache::host_bytes() const {
+  std::uint64_t n = 0;
+  for (const Tensor& t : host_k_) n += t.size_bytes();
+  for (const Tensor& t : host_v_) n += t.size_bytes();
+  return n;
+}
+
+std::size_t KvCache::staging_slot(int layer) const {
+  const std::int64_t n_staging = static_cast<std::int64_t>(k_.size()) - device_layers_;
+  return static_cast<std::size_t>((layer - layers_.begin - device_layers_) % n_staging);
+}
+
+std::size_t KvCache::slot_of(int layer) const {
+  ADAPT_CHECK(layer >= layers_.begin && layer < layers_.end(), "KV cache: layer {} is not among its layers [{}, {})",
+              layer, layers_.begin, layers_.end());
+  if (!spilled(layer)) return static_cast<std::size_t>(layer - layers_.begin);
+  const std::size_t s = staging_slot(layer);
+  ADAPT_CHECK(staging_[s].layer == layer, "KV cache: spilled layer {} is not staged (its buffer holds layer {}); "
+              "begin_layer({}) comes first", layer, staging_[s].layer, layer);
+  return static_cast<std::size_t>(device_layers_) + s;
+}
+
+void KvCache::stage(int layer, std::span<const std::int64_t> rows) {
+  const std::size_t s = staging_slot(layer);
+  Staging& st = staging_[s];
+  if (st.layer != layer) {
+    st.layer = layer;
+    std::fill(st.valid.begin(), st.valid.end(), 0);
+  }
+  const Tensor& dk = k_[static_cast<std::size_t>(device_layers_) + s];
+  const Tensor& dv = v_[static_cast<std::size_t>(device_layers_) + s];
+  const auto h = static_cast<std::size_t>(layer - layers_.begin - device_layers_);
+  const std::int64_t n_rows = rows.empty() ? batch_ : static_cast<std::int64_t>(rows.size());
+  bool fenced = false;
+  for (std::int64_t b = 0; b < n_rows; ++b) {
+    const auto r = static_cast<std::size_t>(row_of(rows, b));
+    const std::int64_t from = st.valid[r], to = n_past_[r];
+    if (from >= to) continue;
+    if (!fenced) {  // the buffer's previous layer may still be read by queued attention
+      copier_->order_after(backend::cuda_compute_stream());
+      fenced = true;
+    }
+    const auto bytes = static_cast<std::size_t>((to - from) * head_dim_) * sizeof(float);
+    for (std::int64_t head = 0; head < n_kv_heads_; ++head) {
+      const auto at = static_cast<std::size_t>(((static_cast<std::int64_t>(r) * n_kv_heads_ + head) * capacity_ + from) *
+                                               head_dim_);
+      copier_->to_device(static_cast<float*>(dk.raw()) + at, host_k_[h].data<float>() + at, bytes);
+      copier_->to_device(static_cast<float*>(dv.raw()) + at, host_v_[h].data<float>() + at, bytes);
+    }
+    st.valid[r] = to;
+  }
+}
+
+void KvCache::begin_layer(int layer, std::span<const std::int64_t> rows) {
+  ADAPT_CHECK(layer >= layers_.begin && layer < layers_.end(), "KV cache: layer {} is not among its layers [{}, {})",
+              layer, layers_.begin, layers_.end());
+  if (!copier_) return;
+  if (layer == layers_.begin && last_ticket_ != 0) {  // the last forward's copies back (done by now)
+    copier_->wait_host(last_ticket_);
+    last_ticket_ = 0;
+  }
+  if (spilled(layer)) {
+    stage(layer, rows);
+    copier_->order_before(backend::cuda_compute_stream());
+  }
+  if (layer + 1 < layers_.end() && spilled(layer + 1)) stage(layer + 1, rows);  // overlaps this layer
 }
 
 std::int64_t KvCache::n_past(std::int64_t row) const {
@@ -78,12 +174,12 @@ void KvCache::check_room(std::span<const std::int64_t> rows, std::int64_t n_toke
                   "KV cache is full: it holds {} positions per row, {} are used in row {} and {} more were requested. "
                   "Allocate it with capacity >= prompt + generated tokens ({} here; {} per position for this model).",
                   capacity_, used, r, n_tokens, used + n_tokens,
-                  format_bytes(size_bytes() / static_cast<std::uint64_t>(capacity_ * batch_)));
+                  format_bytes(2ull * static_cast<std::uint64_t>(layers_.count * n_kv_heads_ * head_dim_) * sizeof(float)));
   }
 }
 
 void KvCache::write(int layer, const Tensor& k_new, const Tensor& v_new, std::span<const std::int64_t> rows) {
-  ADAPT_CHECK(layer >= 0 && layer < static_cast<int>(k_.size()), "layer {} of {}", layer, k_.size());
+  const std::size_t slot = slot_of(layer);
   const Shape& s = k_new.shape();
   const std::int64_t n_rows = rows.empty() ? batch_ : static_cast<std::int64_t>(rows.size());
   ADAPT_REQUIRE(s.rank() == 4 && s[0] == n_rows && s[2] == n_kv_heads_ && s[3] == head_dim_ && v_new.shape() == s &&
@@ -98,8 +194,28 @@ void KvCache::write(int layer, const Tensor& k_new, const Tensor& v_new, std::sp
     dst_rows[static_cast<std::size_t>(b)] = row_of(rows, b);
     pos0[static_cast<std::size_t>(b)] = n_past_[static_cast<std::size_t>(row_of(rows, b))];
   }
-  ops::kv_cache_write(k_[static_cast<std::size_t>(layer)], k_new, dst_rows, pos0);
-  ops::kv_cache_write(v_[static_cast<std::size_t>(layer)], v_new, dst_rows, pos0);
+  ops::kv_cache_write(k_[slot], k_new, dst_rows, pos0);
+  ops::kv_cache_write(v_[slot], v_new, dst_rows, pos0);
+  if (!spilled(layer)) return;
+  // The new positions are in the staging buffer; copy them to the layer's host memory.
+  Staging& st = staging_[staging_slot(layer)];
+  const auto h = static_cast<std::size_t>(layer - layers_.begin - device_layers_);
+  const auto bytes = static_cast<std::size_t>(T * head_dim_) * sizeof(float);
+  std::vector<backend::HostCopy> copies;
+  copies.reserve(static_cast<std::size_t>(2 * n_rows * n_kv_heads_));
+  for (std::int64_t b = 0; b < n_rows; ++b) {
+    const std::int64_t r = dst_rows[static_cast<std::size_t>(b)], p = pos0[static_cast<std::size_t>(b)];
+    std::int64_t& valid = st.valid[static_cast<std::size_t>(r)];
+    ADAPT_CHECK(valid == p, "KV cache: row {} of spilled layer {} is staged up to {} but written at {}", r, layer, valid,
+                p);
+    valid = p + T;
+    for (std::int64_t head = 0; head < n_kv_heads_; ++head) {
+      const auto at = static_cast<std::size_t>(((r * n_kv_heads_ + head) * capacity_ + p) * head_dim_);
+      copies.push_back({host_k_[h].data<float>() + at, static_cast<const float*>(k_[slot].raw()) + at, bytes});
+      copies.push_back({host_v_[h].data<float>() + at, static_cast<const float*>(v_[slot].raw()) + at, bytes});
+    }
+  }
+  last_ticket_ = copier_->to_host(copies, backend::cuda_compute_stream());
 }
 
 void KvCache::advance(std::int64_t n_tokens, std::span<const std::int64_t> rows) {
@@ -114,12 +230,22 @@ void KvCache::advance(std::int64_t n_tokens, std::span<const std::int64_t> rows)
   }
 }
 
-void KvCache::clear() { std::fill(n_past_.begin(), n_past_.end(), 0); }
+void KvCache::clear() {
+  std::fill(n_past_.begin(), n_past_.end(), 0);
+  for (Staging& st : staging_) std::fill(st.valid.begin(), st.valid.end(), 0);
+}
 
 void KvCache::clear_row(std::int64_t row) {
   ADAPT_REQUIRE(row >= 0 && row < batch_, ShapeError, "KV cache row {} does not exist: the cache has rows 0..{}", row,
                 batch_ - 1);
   n_past_[static_cast<std::size_t>(row)] = 0;
+  for (Staging& st : staging_)
+    if (!st.valid.empty()) st.valid[static_cast<std::size_t>(row)] = 0;
+}
+
+void KvCache::synchronize() {
+  if (copier_) copier_->synchronize();
+  last_ticket_ = 0;
 }
 
 }  // namespace adapt::model

@@ -4,16 +4,34 @@
 // sequences of different lengths share one cache: a row is prefilled on its own, rows decode together
 // each at its own position, and a finished row is cleared and reused for the next sequence
 // (continuous batching).
+// A pipeline stage's cache holds only its layers (KvPlacement::layers). Layers past
+// KvPlacement::device_layers spill to host RAM (pinned for a CUDA device): before its attention such a
+// layer is copied into one of two staging buffers on the device (the next spilled layer is copied while
+// the current one computes; only positions the staging buffer lacks travel, so with at most two spilled
+// layers only the new positions move), and its new keys and values are copied back as they are written.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
+#include "backend/offload_copier.h"
 #include "model/llama_config.h"
+#include "parallel/shard_spec.h"
 #include "tensor/tensor.h"
 
 namespace adapt::model {
+
+/// Which layers a KvCache holds and where.
+struct KvPlacement {
+  /// The layers held: a pipeline stage's (stage_layer_range); count 0: every layer of the config.
+  parallel::Range layers{};
+  /// Of those, the first `device_layers` live in the allocator's memory and the rest in host RAM,
+  /// staged layer by layer (see the file comment). −1: all of them (nothing spills).
+  std::int64_t device_layers = -1;
+};
 
 class KvCache {
  public:
@@ -21,16 +39,20 @@ class KvCache {
   /// empty. ConfigError when a size is not positive. With tensor parallelism over `tp_size` ranks
   /// (model::TensorParallel::size) a rank's cache holds only its Hkv / tp_size KV heads. The tensors
   /// come from `alloc`: model_allocator(model) (llama_device.h) puts them next to the model's weights.
+  /// `placement` chooses the layers held and how many stay in `alloc`'s memory (ConfigError when the
+  /// layers lie outside the config or device_layers is below −1).
   KvCache(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity, int tp_size = 1,
-          Allocator& alloc = host_allocator());
+          Allocator& alloc = host_allocator(), const KvPlacement& placement = {});
+  ~KvCache();
   KvCache(const KvCache&) = delete;  // tensors share storage: a copy would alias the original
   KvCache& operator=(const KvCache&) = delete;
-  KvCache(KvCache&&) = default;
-  KvCache& operator=(KvCache&&) = default;
+  KvCache(KvCache&&) noexcept;
+  KvCache& operator=(KvCache&&) noexcept;
 
-  /// Bytes a cache of this size holds: 2 · L · B · (Hkv / tp_size) · S · D · 4.
+  /// Bytes a cache of this size holds: 2 · L · B · (Hkv / tp_size) · S · D · 4 (L: every layer, or
+  /// `n_layers`).
   static std::uint64_t bytes_needed(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity,
-                                    int tp_size = 1);
+                                    int tp_size = 1, std::int64_t n_layers = -1);
 
   std::int64_t batch() const { return batch_; }
   std::int64_t capacity() const { return capacity_; }
@@ -43,12 +65,28 @@ class KvCache {
   std::int64_t n_past() const;
   /// (B) positions filled per row.
   std::span<const std::int64_t> lengths() const { return n_past_; }
-  std::uint64_t size_bytes() const;
+  /// Every byte held: device_bytes() + host_bytes().
+  std::uint64_t size_bytes() const { return device_bytes() + host_bytes(); }
+  /// Bytes in the allocator's memory: the device layers and the staging buffers.
+  std::uint64_t device_bytes() const;
+  /// Bytes of the spilled layers in host RAM.
+  std::uint64_t host_bytes() const;
 
-  /// (B, Hkv, S_max, D); in row r, positions [0, n_past(r)) are valid, plus the positions written by
-  /// the current forward.
-  const Tensor& k(int layer) const { return k_[static_cast<std::size_t>(layer)]; }
-  const Tensor& v(int layer) const { return v_[static_cast<std::size_t>(layer)]; }
+  /// The layers held (KvPlacement::layers, resolved).
+  parallel::Range layers() const { return layers_; }
+  /// Layers kept in the allocator's memory (the first ones); the rest are spilled.
+  std::int64_t device_layers() const { return device_layers_; }
+  bool spilled(int layer) const { return layer >= layers_.begin + device_layers_; }
+
+  /// Makes `layer`'s keys and values of `rows` (every row when empty) readable through k() and v() on
+  /// the cache's device, and starts copying the next spilled layer for the same rows. The forward calls
+  /// it for each layer in order before write(). Nothing to do for a layer in device memory.
+  void begin_layer(int layer, std::span<const std::int64_t> rows = {});
+  /// (B, Hkv, S_max, D) on the cache's device; in row r, positions [0, n_past(r)) are valid, plus the
+  /// positions written by the current forward. A spilled layer's tensor is a staging buffer, valid from
+  /// its begin_layer() until another layer takes the buffer.
+  const Tensor& k(int layer) const { return k_[slot_of(layer)]; }
+  const Tensor& v(int layer) const { return v_[slot_of(layer)]; }
 
   /// Throws ShapeError (with the sizes and a hint) unless `batch` sequences of `n_tokens` more tokens
   /// fit in rows 0 .. batch − 1 (batch must equal batch()). Called by the forward before it writes.
@@ -66,11 +104,30 @@ class KvCache {
   void clear();
   /// Forgets the positions of one row, so that a new sequence can be prefilled into it.
   void clear_row(std::int64_t row);
+  /// Waits until the spilled layers' copies in host RAM are complete.
+  void synchronize();
 
  private:
+  // One staging buffer: which spilled layer it holds and, per row, how many positions are valid.
+  struct Staging {
+    std::int64_t layer = -1;
+    std::vector<std::int64_t> valid;
+  };
   std::int64_t batch_, capacity_, n_kv_heads_, head_dim_;
+  parallel::Range layers_;
+  std::int64_t device_layers_ = 0;
   std::vector<std::int64_t> n_past_;  // (B) per row
+  // k_, v_: the device layers, then up to two staging buffers (the spilled layers' device side).
   std::vector<Tensor> k_, v_;
+  std::vector<Tensor> host_k_, host_v_;  // the spilled layers in host RAM
+  std::array<Staging, 2> staging_{};
+  std::unique_ptr<backend::OffloadCopier> copier_;  // only with spilled layers
+  std::int64_t last_ticket_ = 0;
+
+  std::size_t slot_of(int layer) const;
+  std::size_t staging_slot(int layer) const;
+  // Queues the copies that bring `layer`'s positions of `rows` missing from its staging buffer there.
+  void stage(int layer, std::span<const std::int64_t> rows);
 };
 
 }  // namespace adapt::model

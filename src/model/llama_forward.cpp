@@ -49,6 +49,11 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
                   "llama_forward: the KV cache holds {} KV heads per layer but this rank computes {} (make it with "
                   "KvCache(config, batch, capacity, tp = {}))",
                   cache->n_kv_heads(), Hkv, tp.size);
+    ADAPT_REQUIRE(cache->layers().begin <= layer_range.begin && layer_range.end() <= cache->layers().end(), ShapeError,
+                  "llama_forward: the KV cache holds layers [{}, {}) but this {} runs layers [{}, {}) (make it with "
+                  "KvPlacement::layers = stage_layer_range(config, stage))",
+                  cache->layers().begin, cache->layers().end(), stage.active() ? "pipeline stage" : "model",
+                  layer_range.begin, layer_range.end());
     if (opts.cache_rows.empty()) {
       cache->check_room(B, T);
     } else {
@@ -171,6 +176,7 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
     ops::rope_forward(q, cos, sin);
     ops::rope_forward(k, cos, sin);
     if (cache) {
+      cache->begin_layer(l, rows);  // a layer spilled to host RAM comes to the device
       cache->write(l, k, v, rows);
       attend_cache(l);
     } else {

@@ -43,7 +43,8 @@ struct ForwardOptions {
 ///     different lengths (ragged batch): prefill one sequence into a free row with B = 1, then decode
 ///     every active row together with T = 1. Rows not named are left untouched. ShapeError when the
 ///     cache has another batch size (without cache_rows), a row is named twice or does not exist, or a
-///     row has too little room, before anything is computed.
+///     row has too little room, before anything is computed. Layers the cache keeps in host RAM
+///     (KvPlacement::device_layers) are staged to the model's device as each layer begins.
 /// A sequence's logits do not depend on the other sequences of the call as far as the ops compute each
 /// row alike whatever the batch: attention, RoPE and the row-wise ops do; matmul does when its kernel
 /// for B·T rows sums each row as it does for one row (tests/golden/llama_forward checks decode batches
@@ -55,7 +56,8 @@ struct ForwardOptions {
 /// with the same ids; the cache holds the rank's KV heads (KvCache(cfg, B, S, tp.size)); every rank
 /// returns the same whole logits, gathered over the vocabulary.
 /// Pipeline parallelism (model.stage active, opts.pp its communicator): every stage calls this together
-/// with the same ids and its own cache (made for the whole config; the stage fills only its layers);
+/// with the same ids and its own cache (holding at least the stage's layers: KvPlacement::layers =
+/// stage_layer_range(config, stage); ShapeError otherwise);
 /// the first stage embeds, each stage runs its layers on the hidden state received from the previous
 /// one and sends its output on, and the last stage's logits are broadcast, so every stage returns them.
 /// The stages run one after the other (no overlap): for generation that fits the weights, not for speed.

@@ -17,7 +17,7 @@
 
 #include "optim/adamw.h"
 #include "optim/adamw_simd.h"
-#include "optim/offload_copier.h"
+#include "backend/offload_copier.h"
 #include "optim/worker_pool.h"
 #include "tensor/tensor.h"
 
@@ -115,7 +115,7 @@ class OffloadAdamW {
   void synchronize();
   /// The copier (thread-safe): for copies ordered with the write-backs, such as gradients streamed
   /// during the backward.
-  OffloadCopier& copier() { return *copier_; }
+  backend::OffloadCopier& copier() { return *copier_; }
 
   std::int64_t n_steps() const { return n_steps_; }
   void set_n_steps(std::int64_t n) { n_steps_ = n; }
@@ -126,7 +126,7 @@ class OffloadAdamW {
   std::vector<OffloadSegment> segments_;
   AdamWOptions adamw_;
   OffloadOptions options_;
-  std::unique_ptr<OffloadCopier> copier_;
+  std::unique_ptr<backend::OffloadCopier> copier_;
   WorkerPool pool_;
   CpuIsa isa_;
   Tensor master_, m_, v_, grad_;  // f32 (n), host

@@ -102,7 +102,7 @@ DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim
   if (!device_params_.empty() && overlap_) {
     // Pinned staging, so that the copies run asynchronously (into the pageable mirrors cudaMemcpyAsync
     // would return only once each copy is done, holding the training thread to the GPU's pace).
-    copier_ = optim::offload_copier_for(device_params_.front().value.device());
+    copier_ = backend::offload_copier_for(device_params_.front().value.device());
     grad_staging_ = Tensor::empty(Shape{std::max<std::int64_t>(n_, 1)}, DType::F32, copier_->host_allocator(),
                                   "dp.grad_staging");
     staged_.assign(params_.size(), 0);
@@ -335,7 +335,7 @@ void DpOptimizer::stream_grads(std::size_t first, std::size_t end) {
   if (device_params_.empty()) return;  // the parameters are in host memory: their gradients are there already
   ADAPT_CHECK(copier_ != nullptr, "stream_grads: a device set's gradients stream with optim.overlap only");
   if (first == end) return;
-  std::vector<optim::HostCopy> copies;  // the layer's parameters: one event for all of them
+  std::vector<backend::HostCopy> copies;  // the layer's parameters: one event for all of them
   for (std::size_t i = first; i < end; ++i) {
     copies.push_back({.host_dst = grad_staging_.data<float>() + offsets_[i],
                       .src = device_params_[i].grad.raw(),

@@ -177,7 +177,7 @@ class DpOptimizer {
   // GPU: the gathered units go from here to the device parameters.
   Tensor flat_;
   // Declared after the host buffers, so destroyed before them: its destructor waits for their copies.
-  std::unique_ptr<optim::OffloadCopier> copier_;  // a GPU set with overlap: gradients out, gathered units in
+  std::unique_ptr<backend::OffloadCopier> copier_;  // a GPU set with overlap: gradients out, gathered units in
   std::vector<char> staged_;   // per parameter: streamed into grad_staging_ since the last wait
   std::int64_t last_grad_ticket_ = 0;
   // ZeRO-1 over dp > 1.

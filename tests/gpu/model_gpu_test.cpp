@@ -36,19 +36,36 @@ struct TinyModel {
   std::unique_ptr<tokenizer::Tokenizer> tok;
 };
 
-const TinyModel& tiny() {
-  static const std::unique_ptr<TinyModel> t = [] {
-    auto m = std::make_unique<TinyModel>();
+// The demo's tiny model (2 layers), or the same recipe with `layers` layers; made once per process.
+const TinyModel& tiny(int layers = 2) {
+  static std::map<int, std::unique_ptr<TinyModel>> made;
+  std::unique_ptr<TinyModel>& m = made[layers];
+  if (!m) {
+    m = std::make_unique<TinyModel>();
     const std::string cmd = test::bin("adapt_model") + " make --recipe " +
-                            (test::source_dir() / "inputs/models/tiny.toml").string() + " --out " +
-                            (m->dir / "model").string();
+                            (test::source_dir() / "inputs/models/tiny.toml").string() + " --layers " +
+                            std::to_string(layers) + " --out " + (m->dir / "model").string();
     std::string log;
     REQUIRE_MESSAGE(test::run_command(cmd, &log) == 0, cmd, "\n", log);
     m->host = model::llama_model_load(m->dir / "model");
     m->tok = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_file(m->dir / "model"));
-    return m;
-  }();
-  return *t;
+  }
+  return *m;
+}
+
+// Greedy requests for `texts` (with BOS), `n_new` tokens each.
+std::vector<generate::GenerationRequest> greedy_requests(const TinyModel& t, std::initializer_list<const char*> texts,
+                                                         std::int64_t n_new) {
+  std::vector<generate::GenerationRequest> reqs;
+  for (const char* text : texts) {
+    generate::GenerationRequest r;
+    tokenizer::EncodeOptions eo;
+    eo.bos = true;
+    for (auto id : t.tok->encode(text, eo)) r.prompt.push_back(static_cast<std::int32_t>(id));
+    r.max_new_tokens = n_new;
+    reqs.push_back(r);
+  }
+  return reqs;
 }
 
 Allocator& allocator_of(const Tensor& t) {
@@ -304,15 +321,8 @@ TEST_CASE("llama_forward on cuda:0: logits of a whole sequence and of decode ste
 TEST_CASE("greedy generation of 32 tokens on cuda:0 (f32 weights) gives the CPU's tokens") {
   const TinyModel& t = tiny();
   const model::LlamaModel gpu = model::llama_model_to_device(t.host, 0, DType::F32);
-  std::vector<generate::GenerationRequest> reqs;
-  for (const char* text : {"Once upon a time", "The quick brown fox jumps over the lazy dog and", "a"}) {
-    generate::GenerationRequest r;
-    tokenizer::EncodeOptions eo;
-    eo.bos = true;
-    for (auto id : t.tok->encode(text, eo)) r.prompt.push_back(static_cast<std::int32_t>(id));
-    r.max_new_tokens = 32;
-    reqs.push_back(r);
-  }
+  const std::vector<generate::GenerationRequest> reqs =
+      greedy_requests(t, {"Once upon a time", "The quick brown fox jumps over the lazy dog and", "a"}, 32);
   auto run = [&](const model::LlamaModel& m) {
     generate::Generator gen(m, *t.tok);
     std::vector<std::vector<std::int32_t>> out(reqs.size());
@@ -324,6 +334,55 @@ TEST_CASE("greedy generation of 32 tokens on cuda:0 (f32 weights) gives the CPU'
     CAPTURE(i);
     CHECK(!want[i].empty());
     CHECK(got[i] == want[i]);
+  }
+}
+
+// The KV cache of the last layers in pinned host RAM, staged to the GPU layer by layer on the copy
+// stream (model/kv_cache.h): the copies are exact, so a 5-layer model with 0, 1 and 3 of its layers on
+// the GPU generates the tokens of the cache kept whole on the GPU, and its prefill and decode logits
+// agree with it and with the CPU's.
+TEST_CASE("a KV cache spilled to pinned host RAM on cuda:0 gives the tokens of a cache kept on the GPU") {
+  const TinyModel& t = tiny(5);
+  const model::LlamaModel gpu = model::llama_model_to_device(t.host, 0, DType::F32);
+  const std::int64_t V = t.host.config.vocab_size;
+  const model::TrainInputs in = train_inputs(V, /*packed=*/false);
+  model::KvCache kc(t.host.config, 2, 40), kg(t.host.config, 2, 40, 1, model::model_allocator(gpu));
+  model::KvCache ks(t.host.config, 2, 40, 1, model::model_allocator(gpu), {.device_layers = 1});
+  CHECK(ks.host_bytes() == model::KvCache::bytes_needed(t.host.config, 2, 40, 1, 4));
+  Tensor lc = model::llama_forward(t.host, in.ids, &kc, {.last_position_only = true});
+  Tensor lg = model::llama_forward(gpu, in.ids, &kg, {.last_position_only = true});
+  Tensor ls = model::llama_forward(gpu, in.ids, &ks, {.last_position_only = true});
+  check_close(ls, lg, 1e-6, "spilled prefill vs on the GPU");
+  check_close(ls, lc, test::gpu_tolerance(DType::F32), "spilled prefill vs CPU");
+  Tensor step = Tensor::empty({2, 1}, DType::I32, host_allocator(), "step_ids");
+  for (int s = 0; s < 8; ++s) {
+    for (std::int64_t b = 0; b < 2; ++b) {
+      const float* row = lc.data<float>() + b * V;
+      step.data<std::int32_t>()[b] = static_cast<std::int32_t>(std::max_element(row, row + V) - row);
+    }
+    lc = model::llama_forward(t.host, step, &kc, {.last_position_only = true});
+    lg = model::llama_forward(gpu, step, &kg, {.last_position_only = true});
+    ls = model::llama_forward(gpu, step, &ks, {.last_position_only = true});
+    check_close(ls, lg, 1e-6, "spilled decode step " + std::to_string(s) + " vs on the GPU");
+  }
+  const std::vector<generate::GenerationRequest> reqs = greedy_requests(
+      t, {"Once upon a time", "The quick brown fox jumps over the lazy dog and", "a", "int main() {"}, 24);
+  auto run = [&](std::int64_t device_layers) {
+    generate::Generator gen(gpu, *t.tok);
+    gen.set_options({.prefill_chunk = 4, .kv_device_layers = device_layers});
+    std::vector<std::vector<std::int32_t>> out(reqs.size());
+    gen.run_batch(reqs, /*batch_size=*/2, [&](std::size_t i, generate::GenerationOutput&& o) { out[i] = o.tokens; });
+    return out;
+  };
+  const auto want = run(-1);
+  for (const std::int64_t device_layers : {0, 1, 3}) {
+    CAPTURE(device_layers);
+    const auto got = run(device_layers);
+    for (std::size_t i = 0; i < reqs.size(); ++i) {
+      CAPTURE(i);
+      CHECK(!want[i].empty());
+      CHECK(got[i] == want[i]);
+    }
   }
 }
 

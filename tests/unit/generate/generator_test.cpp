@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <memory>
 
@@ -27,20 +28,21 @@ struct TinyModel {
   std::unique_ptr<tokenizer::Tokenizer> tok;
 };
 
-// The demo's tiny model (inputs/models/tiny.toml), made once per process; weights kept bf16 as
-// adapt_gen keeps them.
-const TinyModel& tiny() {
-  static const std::unique_ptr<TinyModel> t = [] {
-    auto m = std::make_unique<TinyModel>();
+// The demo's tiny model (inputs/models/tiny.toml: 2 layers), or the same with `layers` layers, made
+// once per process; weights kept bf16 as adapt_gen keeps them.
+const TinyModel& tiny(int layers = 2) {
+  static std::map<int, std::unique_ptr<TinyModel>> made;
+  std::unique_ptr<TinyModel>& t = made[layers];
+  if (!t) {
+    t = std::make_unique<TinyModel>();
     const std::string cmd = (test::binary_dir() / "bin" / "adapt_model").string() + " make --recipe " +
-                            (test::source_dir() / "inputs/models/tiny.toml").string() + " --out " +
-                            (m->dir / "model").string();
+                            (test::source_dir() / "inputs/models/tiny.toml").string() + " --layers " +
+                            std::to_string(layers) + " --out " + (t->dir / "model").string();
     std::string log;
     REQUIRE_MESSAGE(test::run_command(cmd, &log) == 0, cmd, "\n", log);
-    m->model = model::llama_model_load(m->dir / "model", {.storage = model::WeightStorage::AsStored});
-    m->tok = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_file(m->dir / "model"));
-    return m;
-  }();
+    t->model = model::llama_model_load(t->dir / "model", {.storage = model::WeightStorage::AsStored});
+    t->tok = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_file(t->dir / "model"));
+  }
   return *t;
 }
 
@@ -84,8 +86,10 @@ struct BatchRun {
   std::map<std::size_t, std::string> streamed;
 };
 
-BatchRun run_batch(std::span<const GenerationRequest> reqs, std::int64_t batch_size) {
-  Generator gen(tiny().model, *tiny().tok);
+BatchRun run_batch(std::span<const GenerationRequest> reqs, std::int64_t batch_size, const GenerateOptions& options = {},
+                   int layers = 2) {
+  Generator gen(tiny(layers).model, *tiny(layers).tok);
+  gen.set_options(options);
   BatchRun r;
   gen.run_batch(
       reqs, batch_size,
@@ -207,4 +211,134 @@ TEST_CASE("run_batch rejects bad requests before generating") {
   CHECK(plan.rows == 2);
   CHECK(plan.capacity == static_cast<std::int64_t>(reqs[1].prompt.size()) + 40);
   CHECK(plan.kv_cache_bytes == model::KvCache::bytes_needed(t.model.config, 2, plan.capacity));
+}
+
+// A long prompt is prefilled in pieces (GenerateOptions::prefill_chunk): each piece continues the row's
+// cache at its positions, so the last piece's logits are those of the whole prompt at once, up to the
+// GEMM's summation order for pieces of <= 8 rows (~1e-6 relative).
+TEST_CASE("a prompt prefilled in chunks gets the logits and tokens of a whole prefill") {
+  const TinyModel& t = tiny();
+  const GenerationRequest r = request(
+      "// Returns the running sum of v, then the largest prefix sum and where it ends.\n"
+      "std::vector<long> prefix_sum(const std::vector<int>& v) {\n", 4);
+  const auto P = static_cast<std::int64_t>(r.prompt.size());
+  REQUIRE(P > 20);
+  const std::int64_t V = t.model.config.vocab_size;
+  auto last_logits = [&](std::int64_t chunk) {
+    model::KvCache cache(t.model.config, 1, P);
+    Tensor logits;
+    for (std::int64_t at = 0; at < P; at += chunk) {
+      const std::int64_t n = std::min(chunk, P - at);
+      Tensor ids = Tensor::empty({1, n}, DType::I32);
+      std::copy(r.prompt.begin() + at, r.prompt.begin() + at + n, ids.data<std::int32_t>());
+      logits = model::llama_forward(t.model, ids, &cache, {.last_position_only = true});
+    }
+    CHECK(cache.n_past(0) == P);
+    return std::vector<float>(logits.data<float>(), logits.data<float>() + V);
+  };
+  const std::vector<float> whole = last_logits(P);
+  for (const std::int64_t chunk : {1, 5, 16}) {
+    CAPTURE(chunk);
+    const std::vector<float> part = last_logits(chunk);
+    double worst = 0, scale = 0;
+    for (std::int64_t i = 0; i < V; ++i) {
+      worst = std::max(worst, static_cast<double>(std::abs(part[i] - whole[i])));
+      scale = std::max(scale, static_cast<double>(std::abs(whole[i])));
+    }
+    CHECK(worst <= 1e-5 * scale);
+  }
+  // The scheduler: chunks of 1, 5 and 16 tokens give every request the tokens of whole prefills.
+  const std::vector<GenerationRequest> reqs = mixed_requests();
+  const BatchRun whole_run = run_batch(reqs, 3, {.prefill_chunk = 0});
+  for (const std::int64_t chunk : {1, 5, 16}) {
+    CAPTURE(chunk);
+    const BatchRun chunked = run_batch(reqs, 3, {.prefill_chunk = chunk});
+    for (std::size_t i = 0; i < reqs.size(); ++i) {
+      CAPTURE(i);
+      check_same(chunked.out.at(i), whole_run.out.at(i));
+    }
+  }
+}
+
+// A cache whose last layers live in host RAM (KvPlacement::device_layers) and are staged into two
+// buffers layer by layer computes from the same numbers: logits equal bit for bit over a ragged
+// prefill + decode, with rows cleared and refilled; on the host the staging copies are memcpy, which
+// checks the bookkeeping (which positions of which rows each buffer holds), the part a GPU shares.
+TEST_CASE("a KV cache spilled to host RAM gives the logits and tokens of a cache kept whole") {
+  const TinyModel& t = tiny(5);
+  const model::LlamaConfig& c = t.model.config;
+  REQUIRE(c.n_layers == 5);
+  const std::int64_t V = c.vocab_size;
+  // Three rows; rows 0 and 2 prefilled in two pieces, row 1 in one, all decode together, then row 1 is
+  // cleared and takes a new prompt while the others go on.
+  auto run = [&](std::int64_t device_layers) {
+    model::KvCache cache(c, 3, 64, 1, host_allocator(), {.device_layers = device_layers});
+    std::vector<float> all;
+    auto forward = [&](std::vector<std::int32_t> ids_v, std::vector<std::int64_t> rows) {
+      const auto B = static_cast<std::int64_t>(rows.size());
+      const auto T = static_cast<std::int64_t>(ids_v.size()) / B;
+      Tensor ids = Tensor::empty({B, T}, DType::I32);
+      std::copy(ids_v.begin(), ids_v.end(), ids.data<std::int32_t>());
+      const Tensor logits = model::llama_forward(t.model, ids, &cache, {.last_position_only = true, .cache_rows = rows});
+      all.insert(all.end(), logits.data<float>(), logits.data<float>() + B * V);
+    };
+    forward({1, 17, 300, 41, 5, 9, 77}, {0});
+    forward({12, 13, 14, 15, 16}, {1});
+    forward({400, 401, 402}, {2});
+    forward({8, 9, 10, 11}, {0});
+    forward({600, 601, 602, 603, 604, 605}, {2});
+    for (int step = 0; step < 4; ++step) forward({20 + step, 30 + step, 40 + step}, {0, 1, 2});
+    cache.clear_row(1);
+    forward({2, 3, 4}, {1});
+    for (int step = 0; step < 3; ++step) forward({50 + step, 60 + step}, {2, 1});
+    forward({70, 71, 72}, {1, 0, 2});
+    if (device_layers >= 0 && device_layers < c.n_layers) {
+      CHECK(cache.host_bytes() == model::KvCache::bytes_needed(c, 3, 64, 1, c.n_layers - device_layers));
+      CHECK(cache.device_bytes() ==
+            model::KvCache::bytes_needed(c, 3, 64, 1, device_layers + std::min<std::int64_t>(2, c.n_layers - device_layers)));
+    }
+    return all;
+  };
+  const std::vector<float> kept = run(-1);
+  for (const std::int64_t device_layers : {0, 1, 3, 4}) {
+    CAPTURE(device_layers);
+    CHECK(run(device_layers) == kept);
+  }
+  // The scheduler, 11 requests through 3 rows (rows reused) in prefill pieces of 7: the same tokens.
+  const std::vector<GenerationRequest> reqs = mixed_requests();  // the same tokenizer as the 2-layer model's
+  const BatchRun whole = run_batch(reqs, 3, {.prefill_chunk = 7}, 5);
+  for (const std::int64_t device_layers : {0, 2}) {
+    CAPTURE(device_layers);
+    const BatchRun spilled = run_batch(reqs, 3, {.prefill_chunk = 7, .kv_device_layers = device_layers}, 5);
+    for (std::size_t i = 0; i < reqs.size(); ++i) {
+      CAPTURE(i);
+      check_same(spilled.out.at(i), whole.out.at(i));
+    }
+  }
+  Generator gen(t.model, *t.tok);
+  gen.set_options({.kv_device_layers = 2});
+  const BatchPlan plan = gen.plan_batch(reqs, 3);
+  CHECK(plan.layers == 5);
+  CHECK(plan.device_layers == 2);
+  CHECK(plan.kv_host_bytes == model::KvCache::bytes_needed(c, 3, plan.capacity, 1, 3));
+  CHECK(plan.kv_device_bytes == model::KvCache::bytes_needed(c, 3, plan.capacity, 1, 4));
+  CHECK_THROWS_WITH_AS(gen.set_options({.prefill_chunk = -1}), doctest::Contains("runtime.prefill_chunk = -1"),
+                       ConfigError);
+  CHECK_THROWS_WITH_AS(gen.set_options({.kv_device_layers = -2}), doctest::Contains("runtime.kv_device_layers = -2"),
+                       ConfigError);
+}
+
+// A pipeline stage's cache holds its layers only; a forward over layers it lacks is refused.
+TEST_CASE("a KV cache holds the layers it is made for") {
+  const model::LlamaConfig& c = tiny(5).model.config;
+  model::KvCache stage(c, 2, 16, 1, host_allocator(), {.layers = {2, 3}});
+  CHECK(stage.layers() == parallel::Range{2, 3});
+  CHECK(stage.size_bytes() == model::KvCache::bytes_needed(c, 2, 16, 1, 3));
+  CHECK(stage.size_bytes() * 5 == model::KvCache::bytes_needed(c, 2, 16) * 3);
+  Tensor ids = Tensor::empty({2, 1}, DType::I32);
+  ids.data<std::int32_t>()[0] = ids.data<std::int32_t>()[1] = 3;
+  CHECK_THROWS_WITH_AS(model::llama_forward(tiny(5).model, ids, &stage), doctest::Contains("holds layers [2, 5)"),
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(model::KvCache(c, 2, 16, 1, host_allocator(), {.layers = {3, 3}}),
+                       doctest::Contains("layers [3, 6) are not among the model's 5 layers"), ConfigError);
 }

@@ -1,7 +1,9 @@
-// OffloadCopier: the copies between the parameters' device and the optimizer state in host RAM, with
-// their ordering. CUDA-free interface: the host version copies at once (device == host), the CUDA
-// version (offload_copier_cuda.cpp, built with ADAPT_HAVE_CUDA) queues cudaMemcpyAsync on its own copy
-// stream into pinned memory and orders it against the compute stream with events, as llm.c's zero.cuh.
+// OffloadCopier: asynchronous copies between a device and host RAM, with their ordering against the
+// compute stream: the optimizer state offloaded to host RAM (optim/offload_adamw.h, train/dp_optimizer.h)
+// and the KV cache's layers spilled to host RAM (model/kv_cache.h). CUDA-free interface: the host
+// version copies at once (device == host), the CUDA version (cuda/offload_copier_cuda.cpp, built with
+// ADAPT_HAVE_CUDA) queues cudaMemcpyAsync on its own copy stream into pinned memory and orders it
+// against the compute stream with events, as llm.c's zero.cuh.
 // Thread-safe: the training thread queues gradient copies while the CPU AdamW's thread queues
 // write-backs (optim.overlap); every call takes the copier's lock.
 #pragma once
@@ -13,7 +15,7 @@
 
 #include "tensor/storage.h"
 
-namespace adapt::optim {
+namespace adapt::backend {
 
 /// One copy of `n_bytes` from `src` (on the parameters' device) to `host_dst`, for OffloadCopier::to_host.
 struct HostCopy {
@@ -58,4 +60,4 @@ std::unique_ptr<OffloadCopier> offload_copier_cuda(int device);
 /// The copier for parameters on `device`: CUDA for a CUDA device, host otherwise.
 std::unique_ptr<OffloadCopier> offload_copier_for(Device device);
 
-}  // namespace adapt::optim
+}  // namespace adapt::backend

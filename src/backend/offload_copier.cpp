@@ -1,11 +1,11 @@
-#include "optim/offload_copier.h"
+#include "backend/offload_copier.h"
 
 #include <atomic>
 #include <cstring>
 
 #include "core/error.h"
 
-namespace adapt::optim {
+namespace adapt::backend {
 
 namespace {
 
@@ -36,8 +36,8 @@ std::unique_ptr<OffloadCopier> offload_copier_host() { return std::make_unique<H
 #if !ADAPT_HAVE_CUDA
 std::unique_ptr<OffloadCopier> offload_copier_cuda(int device) {
   ADAPT_THROW(UnsupportedError,
-              "optimizer-state offload for parameters on cuda:{} needs CUDA, but this binary was built with "
-              "ADAPT_CUDA=OFF; rebuild with -DADAPT_CUDA=ON or run on the CPU backend",
+              "copies between host RAM and cuda:{} (optimizer state or KV cache in host RAM) need CUDA, but this "
+              "binary was built with ADAPT_CUDA=OFF; rebuild with -DADAPT_CUDA=ON or run on the CPU backend",
               device);
 }
 #endif
@@ -46,4 +46,4 @@ std::unique_ptr<OffloadCopier> offload_copier_for(Device device) {
   return device.kind == DeviceKind::Cuda ? offload_copier_cuda(device.index) : offload_copier_host();
 }
 
-}  // namespace adapt::optim
+}  // namespace adapt::backend

@@ -7,9 +7,9 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_runtime.h"
-#include "optim/offload_copier.h"
+#include "backend/offload_copier.h"
 
-namespace adapt::optim {
+namespace adapt::backend {
 
 namespace {
 
@@ -101,4 +101,4 @@ std::unique_ptr<OffloadCopier> offload_copier_cuda(int device) {
   return std::make_unique<CudaCopier>(device);
 }
 
-}  // namespace adapt::optim
+}  // namespace adapt::backend
