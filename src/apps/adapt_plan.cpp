@@ -55,6 +55,7 @@ const std::vector<Flag> kFlags = {
      "by bucket (pinned on GPUs)"},
     {"--gen-batch", "B", "sequences in flight per replica when generating, default 1"},
     {"--gen-context", "S", "tokens per generated sequence (prompt + new), default --seq"},
+    {"--prefill-chunk", "N", "prompt tokens per prefill forward (adapt_gen's runtime.prefill_chunk), default 512; 0: whole"},
     {"--link", "NAME", "GPU-to-GPU link inside a node: nvlink3 (300 GB/s), nvlink4 (450), pcie4 (25), pcie5 (50)"},
     {"--intra-gbps", "GB/s", "that link's bandwidth per direction, GB/s (overrides --link and the preset)"},
     {"--network", "NAME", "between nodes: none, edr (100 Gb/s), hdr (200), ndr (400) per NIC; default hdr"},
@@ -134,7 +135,9 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
-std::int64_t positive_int(const Args& a, const std::string& flag, std::optional<std::int64_t> fallback = {}) {
+// The integer value of `flag` (`fallback` when absent; required without one), at least `least`.
+std::int64_t int_at_least(const Args& a, const std::string& flag, std::int64_t least,
+                          std::optional<std::int64_t> fallback) {
   const auto v = a.get(flag);
   if (!v) {
     if (fallback) return *fallback;
@@ -142,9 +145,15 @@ std::int64_t positive_int(const Args& a, const std::string& flag, std::optional<
   }
   std::int64_t n = 0;
   const auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
-  if (ec != std::errc() || p != v->data() + v->size() || n <= 0)
-    usage_error(fmt::format("{} {}: must be a positive integer", flag, *v));
+  if (ec != std::errc() || p != v->data() + v->size() || n < least)
+    usage_error(fmt::format("{} {}: must be {} integer", flag, *v, least > 0 ? "a positive" : "a non-negative"));
   return n;
+}
+std::int64_t positive_int(const Args& a, const std::string& flag, std::optional<std::int64_t> fallback = {}) {
+  return int_at_least(a, flag, 1, fallback);
+}
+std::int64_t nonnegative_int(const Args& a, const std::string& flag, std::int64_t fallback) {
+  return int_at_least(a, flag, 0, fallback);
 }
 
 std::optional<double> positive_double(const Args& a, const std::string& flag) {
@@ -201,6 +210,7 @@ int run(int argc, char** argv) {
   }
   req.gen.batch = positive_int(a, "--gen-batch", 1);
   req.gen.context = positive_int(a, "--gen-context", req.train.seq);
+  req.gen.prefill_chunk = nonnegative_int(a, "--prefill-chunk", 512);
   if (a.get("--tp") || a.get("--pp")) {
     Layout l;
     l.tp = static_cast<int>(positive_int(a, "--tp", 1));

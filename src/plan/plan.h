@@ -54,6 +54,7 @@ struct GenJob {
   std::int64_t batch = 1;
   std::int64_t context = 0;
   int kv_bytes = 0;  // bytes per KV-cache element; 0: the backend's (Precision::of)
+  std::int64_t prefill_chunk = 512;  // prompt tokens per forward (adapt_gen's runtime.prefill_chunk; 0: whole)
 };
 
 /// Bytes per element on a backend.
@@ -150,7 +151,7 @@ struct GenMemory {
   std::uint64_t kv_cache = 0;  // the whole batch × context
   std::uint64_t kv_per_sequence = 0;
   std::uint64_t adapter = 0;
-  std::uint64_t activations = 0;  // the largest step: a prefill of `context` tokens of one sequence
+  std::uint64_t activations = 0;  // the largest step: a prefill piece of min(prefill_chunk, context) tokens
   std::uint64_t device_total() const { return weights + kv_cache + adapter + activations; }
 };
 GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& layout,

@@ -320,13 +320,14 @@ GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig&
   g.kv_cache = g.kv_per_sequence * static_cast<std::uint64_t>(job.batch);
   g.adapter =
       static_cast<std::uint64_t>(adapter_params_on_rank(m, a, layout.tp, 0)) * (backend == Backend::Cpu ? 4 : 2);
-  // A prefill of the whole context of one sequence (llama_forward): one layer's temporaries (the
-  // training pass's forward without kept activations), the hidden state in and out, the last
-  // position's logits of every sequence (f32).
+  // The largest prefill piece of one sequence (llama_forward; adapt_gen prefills prompt_chunk tokens at
+  // a time): one layer's temporaries (the training pass's forward without kept activations), the
+  // hidden state in and out, the last position's logits of every sequence (f32).
+  const std::int64_t piece = job.prefill_chunk > 0 ? std::min(job.prefill_chunk, job.context) : job.context;
   const Layout one{layout.tp, layout.pp, 1};
-  const PassModel pm(m, a, one, 0, 0, 1, job.context, prec.activation);
+  const PassModel pm(m, a, one, 0, 0, 1, piece, prec.activation);
   const ActivationBytes f = pm.run(/*recompute=*/true, /*backward=*/false, 1);
-  const auto hidden = static_cast<std::uint64_t>(job.context * m.hidden_size * prec.activation);
+  const auto hidden = static_cast<std::uint64_t>(piece * m.hidden_size * prec.activation);
   g.activations = f.scratch + 2 * hidden + static_cast<std::uint64_t>(job.batch * m.vocab_size) * 4;
   return g;
 }

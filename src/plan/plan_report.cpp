@@ -9,6 +9,7 @@
 #include "adapters/adapter_config_check.h"
 #include "core/error.h"
 #include "core/strings.h"
+#include "parallel/llama_sharding.h"
 
 namespace adapt::plan {
 
@@ -301,7 +302,31 @@ std::string plan_text(const PlanResult& p) {
                      static_cast<int>(i) == p.gen_pick ? "   <- recommended" : "");
   }
   s += "  (GiB per rank; max sequences: of this length beside the weights, per replica; tokens/s: decoding, memory "
-       "bound)\n\n";
+       "bound)\n";
+  if (gpu && p.gen_pick < 0 && !p.layouts.empty()) {
+    // Where the whole KV cache does not fit: adapt_gen's spill (runtime.kv_device_layers) keeps the layers
+    // that fit on the GPU, beside two staging layers, and the rest in host RAM. The layout with the
+    // least device memory per GPU shows it.
+    const LayoutPlan& lp = *std::min_element(p.layouts.begin(), p.layouts.end(), [](const auto& a, const auto& b) {
+      return a.gen.device_total() < b.gen.device_total();
+    });
+    const std::int64_t layers = parallel::stage_layers(r.model.n_layers, lp.layout.pp, 0).count;
+    const std::uint64_t per_layer = lp.gen.kv_cache / static_cast<std::uint64_t>(layers);
+    const std::uint64_t fixed = lp.gen.weights + lp.gen.adapter + lp.gen.activations;
+    const std::uint64_t room = p.usable_bytes() > fixed ? p.usable_bytes() - fixed : 0;
+    const auto fit = static_cast<std::int64_t>(per_layer > 0 ? room / per_layer : 0);
+    if (fit > 2) {
+      const std::int64_t on_gpu = std::min(layers, fit - 2);
+      s += fmt::format("  the KV cache does not fit whole: with {} it can spill to host RAM (adapt_gen's "
+                       "runtime.kv_device_layers = {}: {} of {} layers per GPU on the GPU, {} GiB per GPU in host "
+                       "RAM, {} GiB per node; each decode step then copies the spilled layers' cache to the GPU)\n",
+                       lp.layout.str(), on_gpu, on_gpu, layers,
+                       gib(per_layer * static_cast<std::uint64_t>(layers - on_gpu)),
+                       gib(per_layer * static_cast<std::uint64_t>(layers - on_gpu) *
+                           static_cast<std::uint64_t>(ranks_per_node(r))));
+    }
+  }
+  s += "\n";
 
   if (p.train_pick >= 0) {
     const LayoutPlan& lp = p.layouts[static_cast<std::size_t>(p.train_pick)];

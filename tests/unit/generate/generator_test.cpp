@@ -342,3 +342,18 @@ TEST_CASE("a KV cache holds the layers it is made for") {
   CHECK_THROWS_WITH_AS(model::KvCache(c, 2, 16, 1, host_allocator(), {.layers = {3, 3}}),
                        doctest::Contains("layers [3, 6) are not among the model's 5 layers"), ConfigError);
 }
+
+// Llama 3.1 70B at tp8, 8 sequences of 128K tokens: 1 GiB of KV cache per layer per GPU; a prefill piece
+// of 512 tokens needs ~0.2 GiB of activations (counted twice) plus the 1 GiB kept for the libraries.
+TEST_CASE("kv_device_layers_fit keeps on the GPU the layers that fit beside the activations") {
+  const model::LlamaConfig c = model::llama_config_preset("llama-3.1-70b");
+  const std::int64_t S = 131072;
+  REQUIRE(model::KvCache::bytes_needed(c, 8, S, 8, 1) == (1ull << 30));
+  constexpr std::uint64_t GiB = 1ull << 30;
+  CHECK(kv_device_layers_fit(c, 8, 8, S, 80, 512, 100 * GiB) == 80);  // all 80 fit in 98.8 GiB
+  CHECK(kv_device_layers_fit(c, 8, 8, S, 80, 512, 40 * GiB) == 36);   // 38 fit: 36 + 2 staging
+  CHECK(kv_device_layers_fit(c, 8, 8, S, 80, 512, 3 * GiB) == 0);     // not even the staging buffers
+  CHECK(kv_device_layers_fit(c, 8, 8, S, 80, 512, GiB / 2) == 0);
+  // A longer prefill piece leaves fewer layers.
+  CHECK(kv_device_layers_fit(c, 8, 8, S, 80, 65536, 40 * GiB) < 36);
+}

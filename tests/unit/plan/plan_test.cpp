@@ -166,3 +166,39 @@ TEST_CASE("unknown presets and bad job values name the flag") {
   req.layout = Layout{3, 1, 1};
   CHECK_THROWS_WITH_AS(make_plan(req), doctest::Contains("layouts that work"), ConfigError);
 }
+
+// Generation: the activations are those of one prefill piece (adapt_gen's runtime.prefill_chunk), and
+// where no layout holds the whole KV cache the plan says how many layers adapt_gen's spill keeps on the
+// GPU: those that fit in the usable memory beside the weights, adapter and activations, less the two
+// staging layers (generate::kv_device_layers_fit's rule).
+TEST_CASE("generation memory: prefill pieces, and the KV cache's spill when it does not fit") {
+  const model::LlamaConfig m = model::llama_config_preset("llama-3.1-70b");
+  const adapters::AdapterConfig a = spec("lora:r=16");
+  const Layout tp8{8, 1, 1};
+  GenJob whole{.batch = 8, .context = 131072, .prefill_chunk = 0};
+  GenJob pieces = whole;
+  pieces.prefill_chunk = 512;
+  const GenMemory gw = gen_memory(m, a, tp8, whole, Backend::Gpu), gp = gen_memory(m, a, tp8, pieces, Backend::Gpu);
+  CHECK(gp.kv_cache == gw.kv_cache);
+  CHECK(gp.kv_cache == 80ull << 30);  // 80 layers × 8 × 131072 × 1 KV head × 128 × 4 bytes
+  CHECK(gp.activations * 100 < gw.activations);  // 512 of 131072 tokens
+
+  PlanRequest req;
+  req.model = m;
+  req.adapter = a;
+  req.cluster.gpu = gpu_preset("a100-80gb-sxm");
+  req.gpus = 8;
+  req.train.seq = 4096;
+  req.train.micro_batch = 1;
+  req.gen = pieces;
+  req.layout = tp8;
+  const PlanResult p = make_plan(req);
+  CHECK(p.gen_pick < 0);
+  const std::uint64_t room = p.usable_bytes() - (gp.weights + gp.adapter + gp.activations);
+  const std::int64_t on_gpu = static_cast<std::int64_t>(room / (1ull << 30)) - 2;  // 1 GiB per layer
+  const std::string text = plan_text(p);
+  CHECK_MESSAGE(text.find(fmt::format("runtime.kv_device_layers = {}: {} of 80 layers", on_gpu, on_gpu)) !=
+                    std::string::npos,
+                text);
+  CHECK(text.find(fmt::format("{}.00 GiB per GPU in host RAM", 80 - on_gpu)) != std::string::npos);
+}
