@@ -54,8 +54,9 @@ const Schema<generate::GenJob>& gen_job_schema() {
     rt.field("kv_device_layers", &GenRuntime::kv_device_layers,
              "Layers whose KV cache stays on the GPU; the cache of the other layers spills to host RAM (pinned) and "
              "is copied to the GPU layer by layer as the forward reaches it. -1 = as many as fit in the GPU's free "
-             "memory after the activations. With device = \"cpu\" the cache is in host RAM anyway: -1 keeps it "
-             "in one place, a smaller number only adds copies.")
+             "memory after the activations (ranks sharing one GPU each see all of its free memory: give a number "
+             "there). With device = \"cpu\" the cache is in host RAM anyway: -1 keeps it in one place, a smaller "
+             "number only adds copies.")
         .at_least(std::int64_t{-1});
 
     Schema<GenParallel> par;
