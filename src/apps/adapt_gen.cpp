@@ -31,6 +31,7 @@
 #include "generate/results.h"
 #include "generate/results_parts.h"
 #include "model/llama_config.h"
+#include "model/kv_cache.h"
 #include "model/llama_device.h"
 #include "model/llama_weights.h"
 #include "model/tensor_parallel.h"
@@ -289,7 +290,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
       log::info_all("KV cache spill: {} of {} layer(s) next to the weights{} ({} with {} staging layer(s)), {} "
                     "layer(s) in host RAM ({}; runtime.kv_device_layers = {})", plan.device_layers, plan.layers,
                     device ? fmt::format(" on cuda:{}", *device) : std::string{}, format_bytes(plan.kv_device_bytes),
-                    std::min<std::int64_t>(spilled, 2), spilled, format_bytes(plan.kv_host_bytes),
+                    model::KvCache::staging_layers(spilled), spilled, format_bytes(plan.kv_host_bytes),
                     job.runtime.kv_device_layers);
     }
   }

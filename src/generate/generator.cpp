@@ -41,12 +41,12 @@ std::int64_t kv_device_layers_fit(const model::LlamaConfig& cfg, int tp_size, st
   const std::uint64_t activations = 2 * static_cast<std::uint64_t>(tokens * per_token + rows * cfg.vocab_size) *
                                         sizeof(float) + (1ull << 30);
   if (free_bytes <= activations) return 0;
-  const std::uint64_t budget = free_bytes - activations;
-  const std::uint64_t per_layer = model::KvCache::bytes_needed(cfg, rows, capacity, tp_size, 1);
-  if (static_cast<std::uint64_t>(layers) * per_layer <= budget) return layers;
-  // With spill, two staging layers live on the device beside the device layers.
-  const std::uint64_t fit = budget / per_layer;
-  return fit <= 2 ? 0 : std::min<std::int64_t>(layers, static_cast<std::int64_t>(fit) - 2);
+  return model::KvCache::device_layers_within(free_bytes - activations,
+                                              model::KvCache::bytes_needed(cfg, rows, capacity, tp_size, 1), layers);
+}
+
+std::int64_t Generator::prefill_piece(std::int64_t n_prompt) const {
+  return options_.prefill_chunk > 0 ? std::min(options_.prefill_chunk, n_prompt) : n_prompt;
 }
 
 void Generator::set_options(const GenerateOptions& options) {
@@ -76,17 +76,17 @@ BatchPlan Generator::plan_batch(std::span<const GenerationRequest> requests, std
     const backend::MemoryInfo info = backend::cuda_memory_info(device.index);
     const backend::MemoryStats stats = backend::cuda_memory_stats(device.index);
     if (info.known) {
-      const std::int64_t chunk = options_.prefill_chunk > 0 ? std::min(options_.prefill_chunk, longest_prompt)
-                                                            : longest_prompt;
       p.device_layers = kv_device_layers_fit(c, model_.tp.size, p.rows, p.capacity, p.layers,
-                                             std::max(chunk, p.rows), info.free + (stats.reserved - stats.allocated));
+                                             std::max(prefill_piece(longest_prompt), p.rows),
+                                             info.free + (stats.reserved - stats.allocated));
     }
   }
   const std::uint64_t per_layer = model::KvCache::bytes_needed(c, p.rows, p.capacity, model_.tp.size, 1);
   const std::int64_t spilled = p.layers - p.device_layers;
   p.kv_cache_bytes = per_layer * static_cast<std::uint64_t>(p.layers);
   p.kv_host_bytes = per_layer * static_cast<std::uint64_t>(spilled);
-  p.kv_device_bytes = per_layer * static_cast<std::uint64_t>(p.device_layers + std::min<std::int64_t>(spilled, 2));
+  p.kv_device_bytes =
+      per_layer * static_cast<std::uint64_t>(p.device_layers + model::KvCache::staging_layers(spilled));
   return p;
 }
 
@@ -145,7 +145,7 @@ void Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
         // Prefill in pieces of prefill_chunk tokens (each continues the row's cache); the last piece's
         // logits pick the first token.
         const auto P = static_cast<std::int64_t>(req.prompt.size());
-        const std::int64_t chunk = options_.prefill_chunk > 0 ? std::min(options_.prefill_chunk, P) : P;
+        const std::int64_t chunk = prefill_piece(P);
         Tensor logits;
         for (std::int64_t at = 0; at < P; at += chunk) {
           const std::int64_t n = std::min(chunk, P - at);

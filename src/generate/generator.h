@@ -107,6 +107,8 @@ class Generator {
   GenerateOptions options_;
 
   std::int64_t n_new_of(const GenerationRequest& r) const;
+  // Tokens per prefill forward of a prompt of `n_prompt` tokens (prefill_chunk, or the whole prompt).
+  std::int64_t prefill_piece(std::int64_t n_prompt) const;
 };
 
 }  // namespace adapt::generate

@@ -46,7 +46,7 @@ KvCache::KvCache(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capaci
     host_k_.push_back(Tensor::empty(shape, DType::F32, copier_->host_allocator(), "kv_cache.k." + l + ".host"));
     host_v_.push_back(Tensor::empty(shape, DType::F32, copier_->host_allocator(), "kv_cache.v." + l + ".host"));
   }
-  for (std::int64_t s = 0; s < std::min<std::int64_t>(n_spilled, 2); ++s) {
+  for (std::int64_t s = 0; s < staging_layers(n_spilled); ++s) {
     k_.push_back(Tensor::empty(shape, DType::F32, alloc, "kv_cache.k.staging" + std::to_string(s)));
     v_.push_back(Tensor::empty(shape, DType::F32, alloc, "kv_cache.v.staging" + std::to_string(s)));
     staging_[static_cast<std::size_t>(s)].valid.assign(static_cast<std::size_t>(batch), 0);
@@ -64,6 +64,12 @@ std::uint64_t KvCache::bytes_needed(const LlamaConfig& cfg, std::int64_t batch, 
   return 2ull * static_cast<std::uint64_t>(layers * batch * kv_heads * capacity * cfg.head_dim) * sizeof(float);
 }
 
+std::int64_t KvCache::device_layers_within(std::uint64_t budget, std::uint64_t per_layer, std::int64_t layers) {
+  if (static_cast<std::uint64_t>(layers) * per_layer <= budget) return layers;
+  const auto fit = static_cast<std::int64_t>(budget / per_layer);  // per_layer > 0 here
+  return std::max<std::int64_t>(fit - 2, 0);
+}
+
 std::uint64_t KvCache::device_bytes() const {
   std::uint64_t n = 0;
   for (const Tensor& t : k_) n += t.size_bytes();
@@ -78,15 +84,18 @@ std::uint64_t KvCache::host_bytes() const {
   return n;
 }
 
+std::int64_t KvCache::index_of(int layer) const {
+  ADAPT_CHECK(layer >= layers_.begin && layer < layers_.end(), "KV cache: layer {} is not among its layers [{}, {})",
+              layer, layers_.begin, layers_.end());
+  return layer - layers_.begin;
+}
+
 std::size_t KvCache::staging_slot(int layer) const {
-  const std::int64_t n_staging = static_cast<std::int64_t>(k_.size()) - device_layers_;
-  return static_cast<std::size_t>((layer - layers_.begin - device_layers_) % n_staging);
+  return host_index(layer) % static_cast<std::size_t>(staging_layers(layers_.count - device_layers_));
 }
 
 std::size_t KvCache::slot_of(int layer) const {
-  ADAPT_CHECK(layer >= layers_.begin && layer < layers_.end(), "KV cache: layer {} is not among its layers [{}, {})",
-              layer, layers_.begin, layers_.end());
-  if (!spilled(layer)) return static_cast<std::size_t>(layer - layers_.begin);
+  if (!spilled(layer)) return static_cast<std::size_t>(index_of(layer));
   const std::size_t s = staging_slot(layer);
   ADAPT_CHECK(staging_[s].layer == layer, "KV cache: spilled layer {} is not staged (its buffer holds layer {}); "
               "begin_layer({}) comes first", layer, staging_[s].layer, layer);
@@ -102,7 +111,7 @@ void KvCache::stage(int layer, std::span<const std::int64_t> rows) {
   }
   const Tensor& dk = k_[static_cast<std::size_t>(device_layers_) + s];
   const Tensor& dv = v_[static_cast<std::size_t>(device_layers_) + s];
-  const auto h = static_cast<std::size_t>(layer - layers_.begin - device_layers_);
+  const std::size_t h = host_index(layer);
   const std::int64_t n_rows = rows.empty() ? batch_ : static_cast<std::int64_t>(rows.size());
   bool fenced = false;
   for (std::int64_t b = 0; b < n_rows; ++b) {
@@ -115,8 +124,7 @@ void KvCache::stage(int layer, std::span<const std::int64_t> rows) {
     }
     const auto bytes = static_cast<std::size_t>((to - from) * head_dim_) * sizeof(float);
     for (std::int64_t head = 0; head < n_kv_heads_; ++head) {
-      const auto at = static_cast<std::size_t>(((static_cast<std::int64_t>(r) * n_kv_heads_ + head) * capacity_ + from) *
-                                               head_dim_);
+      const std::size_t at = element_of(static_cast<std::int64_t>(r), head, from);
       copier_->to_device(static_cast<float*>(dk.raw()) + at, host_k_[h].data<float>() + at, bytes);
       copier_->to_device(static_cast<float*>(dv.raw()) + at, host_v_[h].data<float>() + at, bytes);
     }
@@ -125,8 +133,7 @@ void KvCache::stage(int layer, std::span<const std::int64_t> rows) {
 }
 
 void KvCache::begin_layer(int layer, std::span<const std::int64_t> rows) {
-  ADAPT_CHECK(layer >= layers_.begin && layer < layers_.end(), "KV cache: layer {} is not among its layers [{}, {})",
-              layer, layers_.begin, layers_.end());
+  index_of(layer);  // checks that the cache holds it
   if (!copier_) return;
   if (layer == layers_.begin && last_ticket_ != 0) {  // the last forward's copies back (done by now)
     copier_->wait_host(last_ticket_);
@@ -199,7 +206,7 @@ void KvCache::write(int layer, const Tensor& k_new, const Tensor& v_new, std::sp
   if (!spilled(layer)) return;
   // The new positions are in the staging buffer; copy them to the layer's host memory.
   Staging& st = staging_[staging_slot(layer)];
-  const auto h = static_cast<std::size_t>(layer - layers_.begin - device_layers_);
+  const std::size_t h = host_index(layer);
   const auto bytes = static_cast<std::size_t>(T * head_dim_) * sizeof(float);
   std::vector<backend::HostCopy> copies;
   copies.reserve(static_cast<std::size_t>(2 * n_rows * n_kv_heads_));
@@ -210,7 +217,7 @@ void KvCache::write(int layer, const Tensor& k_new, const Tensor& v_new, std::sp
                 p);
     valid = p + T;
     for (std::int64_t head = 0; head < n_kv_heads_; ++head) {
-      const auto at = static_cast<std::size_t>(((r * n_kv_heads_ + head) * capacity_ + p) * head_dim_);
+      const std::size_t at = element_of(r, head, p);
       copies.push_back({host_k_[h].data<float>() + at, static_cast<const float*>(k_[slot].raw()) + at, bytes});
       copies.push_back({host_v_[h].data<float>() + at, static_cast<const float*>(v_[slot].raw()) + at, bytes});
     }

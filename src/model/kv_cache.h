@@ -11,6 +11,7 @@
 // layers only the new positions move), and its new keys and values are copied back as they are written.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <memory>
@@ -53,6 +54,12 @@ class KvCache {
   /// `n_layers`).
   static std::uint64_t bytes_needed(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity,
                                     int tp_size = 1, std::int64_t n_layers = -1);
+  /// Staging buffers on the device of a cache with `n_spilled` layers in host RAM: min(n_spilled, 2).
+  static std::int64_t staging_layers(std::int64_t n_spilled) { return std::min<std::int64_t>(n_spilled, 2); }
+  /// The device layers (KvPlacement::device_layers) that fit in `budget` bytes when each layer takes
+  /// `per_layer`: all `layers` when they fit, else those that fit beside the two staging buffers
+  /// (0 when not even those do).
+  static std::int64_t device_layers_within(std::uint64_t budget, std::uint64_t per_layer, std::int64_t layers);
 
   std::int64_t batch() const { return batch_; }
   std::int64_t capacity() const { return capacity_; }
@@ -124,6 +131,13 @@ class KvCache {
   std::unique_ptr<backend::OffloadCopier> copier_;  // only with spilled layers
   std::int64_t last_ticket_ = 0;
 
+  // `layer` − the first layer held (InternalError unless it is held), and its place among the spilled.
+  std::int64_t index_of(int layer) const;
+  std::size_t host_index(int layer) const { return static_cast<std::size_t>(index_of(layer) - device_layers_); }
+  // The element where position `pos` of (row, head) starts in a layer's (B, Hkv, S_max, D) tensor.
+  std::size_t element_of(std::int64_t row, std::int64_t head, std::int64_t pos) const {
+    return static_cast<std::size_t>(((row * n_kv_heads_ + head) * capacity_ + pos) * head_dim_);
+  }
   std::size_t slot_of(int layer) const;
   std::size_t staging_slot(int layer) const;
   // Queues the copies that bring `layer`'s positions of `rows` missing from its staging buffer there.

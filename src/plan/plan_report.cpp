@@ -9,6 +9,7 @@
 #include "adapters/adapter_config_check.h"
 #include "core/error.h"
 #include "core/strings.h"
+#include "model/kv_cache.h"
 #include "parallel/llama_sharding.h"
 
 namespace adapt::plan {
@@ -314,9 +315,8 @@ std::string plan_text(const PlanResult& p) {
     const std::uint64_t per_layer = lp.gen.kv_cache / static_cast<std::uint64_t>(layers);
     const std::uint64_t fixed = lp.gen.weights + lp.gen.adapter + lp.gen.activations;
     const std::uint64_t room = p.usable_bytes() > fixed ? p.usable_bytes() - fixed : 0;
-    const auto fit = static_cast<std::int64_t>(per_layer > 0 ? room / per_layer : 0);
-    if (fit > 2) {
-      const std::int64_t on_gpu = std::min(layers, fit - 2);
+    const std::int64_t on_gpu = per_layer > 0 ? model::KvCache::device_layers_within(room, per_layer, layers) : 0;
+    if (on_gpu > 0) {
       s += fmt::format("  the KV cache does not fit whole: with {} it can spill to host RAM (adapt_gen's "
                        "runtime.kv_device_layers = {}: {} of {} layers per GPU on the GPU, {} GiB per GPU in host "
                        "RAM, {} GiB per node; each decode step then copies the spilled layers' cache to the GPU)\n",
