@@ -8,6 +8,8 @@
 
 #include <array>
 #include <cstdio>
+#include <map>
+#include <set>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,6 +28,7 @@
 #include "core/timer.h"
 #include "adapters/adapter_files.h"
 #include "adapters/adapter_set.h"
+#include "generate/conversation.h"
 #include "generate/generator.h"
 #include "generate/prompt_shard.h"
 #include "generate/results.h"
@@ -63,6 +66,14 @@ depend on the batch size. Progress goes to stderr.
 A prompt that does not fit the model's context is an error before anything is generated; a completion
 that would run past the context is cut there (finish_reason "length").
 
+Conversations: a prompt with conversation = "name" is the next turn of that conversation, kept in
+output.dir/output.conversations/name.json between jobs. Its tokens are the conversation so far (the
+earlier prompts and the model's replies, as token ids) followed by the turn's user message or text;
+with neither, the model continues its last reply, and the prompt's output file gets the whole reply so
+far. Its reply is saved to the conversation before its result is recorded. Turns of one conversation
+run in file order, one at a time, in one process (a replica, a --shard); a turn whose conversation no
+longer fits the context is not run, and the job then exits 2 once the others are done.
+
 Several ranks (mpiexec -n N, srun): tp and pp come from [parallel], dp = N / (tp x pp). The dp
 replicas share out the prompts (of the --shard): replica r runs the prompts at positions r modulo dp,
 writing each record as it finishes to its own <results stem>.dp-r-of-dp.jsonl; rank 0 merges those
@@ -89,8 +100,20 @@ job keys:
 
 struct Prepared {
   const generate::PromptSpec* spec;
-  generate::GenerationRequest request;
+  generate::GenerationRequest request;  // a conversation turn's prompt is made when the turn runs
+  generate::TurnInput turn;             // what a conversation turn adds
 };
+
+/// The position whose share (--shard, and dp replica) a prompt goes to: its own, or for a
+/// conversation's turn that of the conversation's first prompt, so its turns stay in one process,
+/// in file order.
+std::vector<std::size_t> share_keys(const std::vector<const generate::PromptSpec*>& prompts) {
+  std::map<std::string, std::size_t> first;
+  std::vector<std::size_t> keys(prompts.size());
+  for (std::size_t i = 0; i < prompts.size(); ++i)
+    keys[i] = prompts[i]->conversation ? first.emplace(*prompts[i]->conversation, i).first->second : i;
+  return keys;
+}
 
 int run(int argc, char** argv, apps::ParallelApp& app) {
   std::string input;
@@ -131,10 +154,13 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   // Tokenize and validate every prompt before loading weights or generating anything.
   std::vector<Prepared> prepared;
   const auto& d = job.defaults;
+  std::vector<const generate::PromptSpec*> all;
+  for (const auto& p : job.prompts) all.push_back(&p);
+  const std::vector<std::size_t> file_keys = share_keys(all);
   for (std::size_t i = 0; i < job.prompts.size(); ++i) {
-    if (!generate::prompt_shard_contains(shard, i)) continue;
+    if (!generate::prompt_shard_contains(shard, file_keys[i])) continue;
     const auto& p = job.prompts[i];
-    Prepared q{&p, {}};
+    Prepared q{&p, {}, {.id = p.id, .system = p.system, .user = p.user, .text = p.text, .chat = d.chat}};
     generate::GenerationRequest& r = q.request;
     r.max_new_tokens = p.max_new_tokens.value_or(d.max_new_tokens);
     r.stop = p.stop.value_or(d.stop);
@@ -145,7 +171,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     r.sampling.repetition_penalty = p.repetition_penalty.value_or(d.repetition_penalty);
     r.sampling.seed = static_cast<std::uint64_t>(p.seed.value_or(d.seed));
     generate::sampling_params_validate(r.sampling, fmt::format("{}: prompts[{}] ('{}')", input, i, p.id));
-    if (p.user && d.chat) {
+    if (p.conversation) {
+      // Its tokens follow the conversation's earlier turns, known when it runs.
+    } else if (p.user && d.chat) {
       std::vector<tokenizer::ChatMessage> msgs;
       if (p.system) msgs.push_back({"system", *p.system});
       msgs.push_back({"user", *p.user});
@@ -164,11 +192,21 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   app.start(job.parallel.tp, job.parallel.pp,
             {.n_heads = mc.n_heads, .n_kv_heads = mc.n_kv_heads, .n_layers = mc.n_layers});
   model::LlamaLoadStats stats;
+  const generate::ConversationStore store(
+      generate::output_path_inside(job.output.dir, job.output.conversations, "output.conversations"));
   if (dry_run) {
     if (!app.root()) return 0;
     std::printf("%s", config::to_toml(job, config::gen_job_schema()).c_str());
-    for (const auto& q : prepared)
-      std::printf("# %s: %zu prompt tokens\n", q.spec->id.c_str(), q.request.prompt.size());
+    for (const auto& q : prepared) {
+      if (!q.spec->conversation) {
+        std::printf("# %s: %zu prompt tokens\n", q.spec->id.c_str(), q.request.prompt.size());
+        continue;
+      }
+      const generate::Conversation c = store.load(*q.spec->conversation, tok);
+      std::printf("%s", fmt::format("# {}: a turn of conversation '{}' ({}: {} turn(s), {} tokens so far)\n", q.spec->id,
+                                    c.name, store.path_of(c.name).string(), c.turns.size(), c.tokens.size())
+                            .c_str());
+    }
     if (device) {
       std::printf("%s", fmt::format("# device: cuda:{}, {} (rank 0), {} weights\n", *device,
                                     backend::cuda_device_name(*device), dtype_name(job.runtime.weights_dtype))
@@ -228,7 +266,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   // Every rank checks every prompt, so all of them fail alike, before anything is generated.
   for (const auto& q : prepared) {
     const auto n = static_cast<std::int64_t>(q.request.prompt.size());
-    if (gen.room_after(n) > 0) continue;
+    if (q.spec->conversation || gen.room_after(n) > 0) continue;
     throw train::CollectiveError(
         fmt::format("{}: prompts[{}] ('{}') has {} tokens, but the model's context is {} tokens: shorten the prompt",
                     input, q.spec - job.prompts.data(), q.spec->id, n, model.config.max_position_embeddings),
@@ -256,7 +294,6 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
                prepared.size(), job.prompts.size(), shard.index, shard.count);
   }
   std::vector<const Prepared*> todo;
-  std::vector<generate::GenerationRequest> requests;
   std::int64_t n_mine = 0;
   // The writer decides what is left to run; the other ranks of the replica run the same list (from
   // the writer over tp, then from the first stage over pp).
@@ -267,21 +304,64 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   for (comm::Communicator* group : {&tp, &pp})
     if (group->size() > 1 && !skip.empty())
       group->broadcast(skip.data(), static_cast<std::int64_t>(skip.size()), comm::CommDType::U8, 0);
+  std::vector<const generate::PromptSpec*> specs;
+  for (const auto& q : prepared) specs.push_back(q.spec);
+  const std::vector<std::size_t> dp_keys = share_keys(specs);
   for (std::size_t j = 0; j < prepared.size(); ++j) {
     const auto& q = prepared[j];
-    if (!generate::prompt_shard_contains({.index = dp_rank, .count = dp}, j)) continue;
+    if (!generate::prompt_shard_contains({.index = dp_rank, .count = dp}, dp_keys[j])) continue;
     ++n_mine;
     if (skip[j] != 0) continue;
     todo.push_back(&q);
-    requests.push_back(q.request);
   }
   if (dp > 1) {
     log::info0("{} data-parallel replicas share the {} prompt(s); rank 0's share: {}", dp, prepared.size(), n_mine);
   }
   log::info0("{} prompt(s), {} already in {}, {} to run{}", n_mine, n_mine - static_cast<std::int64_t>(todo.size()),
              results_path.string(), todo.size(), dp > 1 ? " on rank 0" : "");
-  const generate::BatchPlan plan = gen.plan_batch(requests, job.runtime.batch_size);
-  if (!requests.empty()) {
+
+  // The conversations this replica continues, as stored: read by the writer, then sent to the other
+  // ranks of the replica (tp, then pp), which follow the same turns. A turn saved by a run that
+  // stopped before recording its result is dropped here, so it runs again.
+  std::map<std::string, generate::Conversation> conversations;
+  for (const Prepared* q : todo) {
+    if (!q->spec->conversation || conversations.count(*q->spec->conversation) != 0) continue;
+    const std::string& name = *q->spec->conversation;
+    std::string stored;
+    if (writer) {
+      generate::Conversation c = store.load(name, tok);
+      for (const Prepared* t : todo) {
+        if (t->spec->conversation != name) continue;
+        if (generate::conversation_drop_unrecorded(c, t->spec->id, store.path_of(name)))
+          log::warn("{}: dropping turn '{}', saved by a run that stopped before recording its result; it runs again",
+                    store.path_of(name).string(), t->spec->id);
+      }
+      stored = generate::conversation_to_json(c);
+    }
+    for (comm::Communicator* group : {&tp, &pp}) stored = train::broadcast_string(*group, stored);
+    conversations.emplace(name, generate::conversation_from_json(stored, store.path_of(name)));
+  }
+
+  // Turns of one conversation run one after another: each wave takes every pending prompt without a
+  // conversation (the first wave) and the next turn of each conversation.
+  std::vector<std::string> failed;  // prompts that could not run (their conversation is full, ...)
+  std::set<std::string> failed_conversations;
+  auto turn_request = [&](const Prepared& q, generate::GenerationRequest& r) -> std::string {
+    const std::string& name = *q.spec->conversation;
+    if (failed_conversations.count(name) != 0)
+      return fmt::format("prompt '{}' did not run: an earlier turn of conversation '{}' could not", q.spec->id, name);
+    try {
+      r.prompt = generate::conversation_turn_prompt(conversations.at(name), q.turn, tok);
+    } catch (const ConfigError& e) {
+      return fmt::format("{}: {}", input, e.what());
+    }
+    const auto n = static_cast<std::int64_t>(r.prompt.size());
+    if (gen.room_after(n) > 0) return {};
+    return fmt::format("{}: prompt '{}' continues conversation '{}' ({}), which with this turn has {} tokens, but the "
+                       "model's context is {}: start a new conversation", input, q.spec->id, name,
+                       store.path_of(name).string(), n, model.config.max_position_embeddings);
+  };
+  auto log_plan = [&](const generate::BatchPlan& plan) {
     log::info0("batch: {} prompt(s) in flight (runtime.batch_size = {}); KV cache {} row(s) x {} positions x {} "
                "layer(s) = {}{}", plan.rows, job.runtime.batch_size, plan.rows, plan.capacity, plan.layers,
                format_bytes(plan.kv_cache_bytes), device ? fmt::format(" on cuda:{}", *device) : std::string{});
@@ -293,38 +373,101 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
                     model::KvCache::staging_layers(spilled), spilled, format_bytes(plan.kv_host_bytes),
                     job.runtime.kv_device_layers);
     }
-  }
+  };
+
   std::size_t k = 0;
   std::int64_t n_generated = 0;
   Timer total;
-  // Called as each prompt finishes (finishing order): its record is on disk before the next step.
-  auto on_finished = [&](std::size_t index, generate::GenerationOutput&& o) {
-    const Prepared& q = *todo[index];
-    if (!writer) return;
-    ++k;
-    n_generated += static_cast<std::int64_t>(o.tokens.size());
-    const double tps = o.decode_s > 0 ? static_cast<double>(o.tokens.size() > 1 ? o.tokens.size() - 1 : 0) / o.decode_s : 0.0;
-    generate::ResultRecord r;
-    r.id = q.spec->id;
-    r.text = o.text;
-    r.prompt_tokens = static_cast<std::int64_t>(q.request.prompt.size());
-    r.completion_tokens = static_cast<std::int64_t>(o.tokens.size());
-    r.finish_reason = generate::finish_reason_name(o.reason);
-    r.time_to_first_token_s = o.time_to_first_token_s;
-    r.tokens_per_s = tps;
-    if (q.spec->output) {
-      const fs::path out = generate::output_path_inside(job.output.dir, *q.spec->output, q.spec->id);
-      fs::create_directories(out.parent_path());
-      file_write_atomic(out, o.text);
-      r.output_file = *q.spec->output;
+  std::vector<const Prepared*> pending = todo;
+  for (int wave = 0; wave == 0 || !pending.empty(); ++wave) {  // wave 0 always: its check is collective
+    std::vector<const Prepared*> now, later;
+    std::set<std::string> taken;
+    for (const Prepared* q : pending) {
+      if (q->spec->conversation && !taken.insert(*q->spec->conversation).second) later.push_back(q);
+      else now.push_back(q);
     }
-    results->append(r);
-    log::info0("[{}/{}] {}: {} prompt + {} new tokens ({}), first token {:.3f} s, {:.1f} tokens/s", k, todo.size(),
-               q.spec->id, r.prompt_tokens, r.completion_tokens, r.finish_reason, o.time_to_first_token_s, tps);
-  };
-  gen.run_batch(requests, job.runtime.batch_size, on_finished);
-  std::int64_t totals[2] = {static_cast<std::int64_t>(k), n_generated};  // over every replica's writer
-  app.world().all_reduce(totals, 2, comm::CommDType::I64, comm::ReduceOp::Sum);
+    pending = std::move(later);
+    std::vector<const Prepared*> running;
+    std::vector<generate::GenerationRequest> requests;
+    std::vector<std::string> refused;
+    for (const Prepared* q : now) {
+      generate::GenerationRequest r = q->request;
+      if (q->spec->conversation) {
+        if (std::string why = turn_request(*q, r); !why.empty()) {
+          failed_conversations.insert(*q->spec->conversation);
+          refused.push_back(std::move(why));
+          continue;
+        }
+      }
+      running.push_back(q);
+      requests.push_back(std::move(r));
+    }
+    if (wave == 0) {
+      // A turn that cannot start (system after the first turn, nothing to continue, a full context)
+      // stops the job before anything is generated, on every replica alike.
+      std::int64_t n_refused = writer ? static_cast<std::int64_t>(refused.size()) : 0;
+      app.world().all_reduce(&n_refused, 1, comm::CommDType::I64, comm::ReduceOp::Sum);
+      if (n_refused > 0) {
+        if (writer)
+          for (const std::string& why : refused) log::error("{}", why);
+        throw train::CollectiveError(
+            fmt::format("{} prompt(s) of {} cannot run (above); nothing was generated", n_refused, input), ADAPT_HERE,
+            ExitCode::Usage);
+      }
+    } else {
+      for (std::string& why : refused) {
+        if (writer) log::error("{}", why);
+        failed.push_back(std::move(why));
+      }
+      if (!requests.empty())
+        log::info0("{} turn(s) that follow earlier turns of their conversation in this job{}", requests.size(),
+                   dp > 1 ? " (rank 0)" : "");
+    }
+    if (requests.empty()) continue;
+    log_plan(gen.plan_batch(requests, job.runtime.batch_size));
+
+    // Called as each prompt finishes (finishing order): its conversation is saved, then its record is
+    // on disk, before the next step.
+    auto on_finished = [&](std::size_t index, generate::GenerationOutput&& o) {
+      const Prepared& q = *running[index];
+      generate::Conversation* conv = nullptr;
+      if (q.spec->conversation) {
+        conv = &conversations.at(*q.spec->conversation);
+        generate::conversation_add_turn(*conv, q.turn, requests[index].prompt, o);
+      }
+      if (!writer) return;
+      ++k;
+      n_generated += static_cast<std::int64_t>(o.tokens.size());
+      const double tps =
+          o.decode_s > 0 ? static_cast<double>(o.tokens.size() > 1 ? o.tokens.size() - 1 : 0) / o.decode_s : 0.0;
+      generate::ResultRecord r;
+      r.id = q.spec->id;
+      r.text = o.text;
+      r.prompt_tokens = static_cast<std::int64_t>(requests[index].prompt.size());
+      r.completion_tokens = static_cast<std::int64_t>(o.tokens.size());
+      r.finish_reason = generate::finish_reason_name(o.reason);
+      r.time_to_first_token_s = o.time_to_first_token_s;
+      r.tokens_per_s = tps;
+      if (conv) {
+        store.save(*conv);
+        r.conversation = conv->name;
+      }
+      if (q.spec->output) {
+        const fs::path out = generate::output_path_inside(job.output.dir, *q.spec->output, q.spec->id);
+        fs::create_directories(out.parent_path());
+        // A conversation's turn that continues a cut reply writes the whole reply so far.
+        file_write_atomic(out, conv ? generate::conversation_reply_chain(*conv) : o.text);
+        r.output_file = *q.spec->output;
+      }
+      results->append(r);
+      log::info0("[{}/{}] {}: {} prompt + {} new tokens ({}), first token {:.3f} s, {:.1f} tokens/s", k, todo.size(),
+                 q.spec->id, r.prompt_tokens, r.completion_tokens, r.finish_reason, o.time_to_first_token_s, tps);
+    };
+    gen.run_batch(requests, job.runtime.batch_size, on_finished);
+  }
+  std::int64_t totals[3] = {static_cast<std::int64_t>(k), n_generated,
+                            writer ? static_cast<std::int64_t>(failed.size()) : 0};  // over every replica's writer
+  app.world().all_reduce(totals, 3, comm::CommDType::I64, comm::ReduceOp::Sum);
   if (dp > 1) {
     train::on_root(app.world(), "merge the results of the replicas",
                    [&] { generate::results_parts_merge(results_path); });
@@ -332,6 +475,10 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   const double seconds = total.seconds();
   log::info0("done: {} prompt(s), {} new tokens in {:.1f} s ({:.1f} tokens/s overall); results in {}", totals[0],
              totals[1], seconds, seconds > 0 ? static_cast<double>(totals[1]) / seconds : 0.0, results_path.string());
+  if (totals[2] > 0) {
+    log::info0("{} prompt(s) could not run (errors above); the others are done", totals[2]);
+    return static_cast<int>(ExitCode::Usage);
+  }
   return 0;
 }
 

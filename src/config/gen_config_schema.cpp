@@ -15,6 +15,9 @@ const Schema<generate::GenJob>& gen_job_schema() {
     Schema<GenOutput> output;
     output.field("dir", &GenOutput::dir, "Folder for results and output files (relative to this file).").required();
     output.field("results", &GenOutput::results, "Results file (JSON Lines) inside dir.");
+    output.field("conversations", &GenOutput::conversations,
+                 "Folder inside dir for the conversations that prompts continue between jobs (one <name>.json "
+                 "each: the turns and their token ids).");
 
     Schema<GenDefaults> d;
     d.field("max_new_tokens", &GenDefaults::max_new_tokens, "Tokens to generate at most per prompt.")
@@ -69,7 +72,13 @@ const Schema<generate::GenJob>& gen_job_schema() {
 
     Schema<PromptSpec> p;
     p.field("id", &PromptSpec::id, "Unique name; finished ids are skipped when the job runs again.").required();
-    p.field("system", &PromptSpec::system, "System message (with user).");
+    p.field("conversation", &PromptSpec::conversation,
+            "Name of a conversation this prompt continues: its tokens are the conversation so far (earlier turns, "
+            "in this job or earlier jobs with the same output folder, and the model's replies) followed by this "
+            "turn; its reply is added to the conversation. Turns of one conversation run in file order. Without "
+            "user or text the model continues its last reply (cut by max_new_tokens), and output then gets the "
+            "whole reply so far.");
+    p.field("system", &PromptSpec::system, "System message (with user; in a conversation, first turn only).");
     p.field("user", &PromptSpec::user, "User message, chat-formatted.");
     p.field("text", &PromptSpec::text, "Raw prompt text, no template (instead of user).");
     p.field("output", &PromptSpec::output, "File for the completion, relative to output.dir.");
@@ -84,8 +93,14 @@ const Schema<generate::GenJob>& gen_job_schema() {
     p.field("seed", &PromptSpec::seed, "Overrides defaults.seed.").at_least(std::int64_t{0});
     p.field("stop", &PromptSpec::stop, "Overrides defaults.stop.");
     p.check([](const PromptSpec& s) -> std::string {
-      if (s.user.has_value() == s.text.has_value())
-        return "give exactly one of user (chat-formatted) or text (raw) for prompt '" + s.id + "'";
+      if (s.user && s.text)
+        return "give one of user (chat-formatted) or text (raw) for prompt '" + s.id + "', not both";
+      if (!s.user && !s.text && !s.conversation)
+        return "give user (chat-formatted) or text (raw) for prompt '" + s.id +
+               "' (only a conversation's turn may have neither: it continues the last reply)";
+      if (s.conversation && !conversation_name_ok(*s.conversation))
+        return "conversation = \"" + *s.conversation + "\" of prompt '" + s.id +
+               "' must be 1 to 128 letters, digits, '.', '_' or '-', not starting with '.'";
       if (s.system && !s.user) return "system needs user (prompt '" + s.id + "')";
       if ((s.user && s.user->empty()) || (s.text && s.text->empty())) return "prompt '" + s.id + "' is empty";
       if (s.output) {
@@ -112,6 +127,18 @@ const Schema<generate::GenJob>& gen_job_schema() {
           if (j.prompts[a].id == j.prompts[b].id)
             return "prompt id '" + j.prompts[a].id + "' is used twice (prompts[" + std::to_string(a) + "] and prompts[" +
                    std::to_string(b) + "]); ids must be unique";
+      for (std::size_t b = 0; b < j.prompts.size(); ++b) {
+        const PromptSpec& p = j.prompts[b];
+        if (!p.conversation || !p.system) continue;
+        for (std::size_t a = 0; a < b; ++a)
+          if (j.prompts[a].conversation == p.conversation)
+            return "prompts[" + std::to_string(b) + "] ('" + p.id + "') has system, but it is not the first turn of "
+                   "conversation '" + *p.conversation + "' (prompts[" + std::to_string(a) + "] is); system is only "
+                   "allowed on a conversation's first turn";
+      }
+      const fs::path conv = fs::path(j.output.conversations).lexically_normal();
+      if (j.output.conversations.empty() || conv.is_absolute() || *conv.begin() == "..")
+        return "output.conversations = \"" + j.output.conversations + "\" must be a folder inside output.dir";
       return "";
     });
     return job;

@@ -26,6 +26,7 @@ struct GenModel {
 struct GenOutput {
   std::filesystem::path dir;            // everything the job writes goes below it
   std::string results = "results.jsonl";  // inside dir
+  std::string conversations = "conversations";  // folder inside dir: one <name>.json per conversation
 };
 
 struct GenDefaults {
@@ -69,6 +70,17 @@ inline std::optional<GenDevice> gen_device_parse(std::string_view text) {
   return GenDevice{.cuda = true, .index = index};
 }
 
+/// A conversation's name: 1 to 128 of [A-Za-z0-9._-], not starting with '.' (it names a file).
+inline bool conversation_name_ok(std::string_view name) {
+  if (name.empty() || name.size() > 128 || name.front() == '.') return false;
+  for (const char ch : name) {
+    const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+                    ch == '_' || ch == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 /// The parallel layout: tp and pp from the job, dp = world size / (tp · pp) from the launcher; the dp
 /// replicas share out the prompts.
 struct GenParallel {
@@ -78,9 +90,10 @@ struct GenParallel {
 
 struct PromptSpec {
   std::string id;
+  std::optional<std::string> conversation;  // the next turn of this conversation (generate/conversation.h)
   std::optional<std::string> system;
   std::optional<std::string> user;  // chat-formatted (with `system`)
-  std::optional<std::string> text;  // raw text, no template
+  std::optional<std::string> text;  // raw text, no template (neither, in a conversation: continue the last reply)
   std::optional<std::string> output;  // file to write the completion to, relative to output.dir
   std::optional<std::int64_t> max_new_tokens;
   std::optional<double> temperature;

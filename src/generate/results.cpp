@@ -58,6 +58,7 @@ void ResultsFile::append(const ResultRecord& r) {
   j["time_to_first_token_s"] = r.time_to_first_token_s;
   j["tokens_per_s"] = r.tokens_per_s;
   if (!r.output_file.empty()) j["output_file"] = r.output_file;
+  if (!r.conversation.empty()) j["conversation"] = r.conversation;
   // Invalid UTF-8 in generated text is replaced rather than failing the record.
   const std::string line = j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   const off_t before = ::lseek(fd_, 0, SEEK_END);

@@ -21,6 +21,7 @@ struct ResultRecord {
   double time_to_first_token_s = 0;
   double tokens_per_s = 0;        // completion tokens / decode time
   std::string output_file;        // relative to the output folder; empty when none
+  std::string conversation;       // the conversation the prompt continued; empty when none
 };
 
 class ResultsFile {

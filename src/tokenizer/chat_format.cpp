@@ -29,9 +29,10 @@ void header(std::vector<Part>& parts, const std::string& role) {
 }
 
 std::vector<Part> chat_parts(std::span<const ChatMessage> messages, const ChatOptions& options) {
-  std::vector<Part> parts{{true, "<|begin_of_text|>"}};
+  std::vector<Part> parts;
+  if (options.begin) parts.push_back({true, "<|begin_of_text|>"});
   std::size_t first = 0;
-  if (options.layout == ChatTemplate::Hf31) {
+  if (options.begin && options.layout == ChatTemplate::Hf31) {
     std::string system;
     if (!messages.empty() && messages[0].role == "system") {
       system = chat_strip(messages[0].content);

@@ -35,6 +35,9 @@ enum class ChatTemplate {
 struct ChatOptions {
   ChatTemplate layout = ChatTemplate::Hf31;
   bool add_generation_prompt = true;  // end with the assistant header
+  /// false: the messages continue a dialog already begun (a conversation's next turn): no
+  /// <|begin_of_text|> and, for Hf31, no system block; each message as it would follow earlier ones.
+  bool begin = true;
   std::string date = "26 Jul 2024";   // Hf31 "Today Date:" (the template's default date_string)
   /// Special-token strings inside message content: false (default) keeps them as text, as Meta's
   /// encode(..., allowed_special=set()) does; true makes them special ids, as HF's tokenization of the

@@ -1,7 +1,8 @@
 // adapt_gen end to end on the tiny model: results written as prompts finish, the same job run again
 // skips finished prompts, greedy output is deterministic, output files land inside the output folder,
 // texts do not depend on runtime.batch_size (results then come in finishing order), bad jobs fail
-// with a clear message and exit code 2 before anything is generated, and runtime.device = "cuda"
+// with a clear message and exit code 2 before anything is generated, conversations continue across
+// jobs as within one job (a rerun drops a turn saved without its result), and runtime.device = "cuda"
 // without a usable GPU stops before anything is written, naming the key and the reason.
 #include <doctest/doctest.h>
 
@@ -258,4 +259,114 @@ TEST_CASE("runtime.device: no usable GPU (tp/pp layouts too), a bad index or val
   INFO(cpu.out);
   CHECK(cpu.code == 0);
   CHECK(read_results(dir / "out/results.jsonl").size() == 1);
+}
+
+TEST_CASE("conversations: turns over several jobs equal the same turns in one job; reruns; refusals") {
+  test::TempDir dir;
+  REQUIRE(run("adapt_model", "make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() + " --out " +
+                                 (dir / "model").string()).code == 0);
+  const std::string head = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 8\n"
+                           "[runtime]\nbatch_size = 3\n";
+  const std::string a1 = "[[prompts]]\nid = \"a1\"\nconversation = \"a\"\nsystem = \"Be brief.\"\n"
+                         "user = \"Write a loop.\"\noutput = \"a.c\"\n";
+  const std::string b1 = "[[prompts]]\nid = \"b1\"\nconversation = \"b\"\ntext = \"int main() {\"\n"
+                         "temperature = 0.8\nseed = 3\n";
+  const std::string solo = "[[prompts]]\nid = \"solo\"\nuser = \"Hi\"\n";
+  const std::string a2 = "[[prompts]]\nid = \"a2\"\nconversation = \"a\"\nuser = \"Now in C++.\"\n";
+  const std::string a3 = "[[prompts]]\nid = \"a3\"\nconversation = \"a\"\noutput = \"a.c\"\n";  // continue a2
+  const std::string b2 = "[[prompts]]\nid = \"b2\"\nconversation = \"b\"\ntext = \"\\n  return 0;\"\n";
+  auto job = [&](const std::string& name, const std::string& out, const std::string& prompts) {
+    test::write_bytes(dir / name, head + prompts);
+    return run("adapt_gen", "--input " + (dir / name).string() + " --set output.dir=" + (dir / out).string());
+  };
+  // One job with every turn (turns of a conversation run one after another), and the same turns as
+  // three jobs on one output folder.
+  Run one = job("one.toml", "one", a1 + b1 + solo + a2 + a3 + b2);
+  INFO(one.out);
+  REQUIRE(one.code == 0);
+  CHECK(one.out.find("turn(s) that follow earlier turns of their conversation") != std::string::npos);
+  auto res = by_id(read_results(dir / "one/results.jsonl"));
+  REQUIRE(res.size() == 6);
+  REQUIRE(res["a2"]["finish_reason"] == "length");  // so that a3 has a reply to continue
+  CHECK(res["a1"]["conversation"] == "a");
+  CHECK(!res["solo"].contains("conversation"));
+  // a2's prompt is a1's prompt and reply, then the new message.
+  CHECK(res["a2"]["prompt_tokens"].get<int>() >
+        res["a1"]["prompt_tokens"].get<int>() + res["a1"]["completion_tokens"].get<int>());
+  CHECK(res["a3"]["prompt_tokens"].get<int>() ==
+        res["a2"]["prompt_tokens"].get<int>() + res["a2"]["completion_tokens"].get<int>());
+  // The continue turn's output file holds the whole reply: a2's text, then a3's.
+  CHECK(file_read_text(dir / "one/a.c") == res["a2"]["text"].get<std::string>() + res["a3"]["text"].get<std::string>());
+  const json conv = json::parse(file_read_text(dir / "one/conversations/a.json"));
+  REQUIRE(conv["turns"].size() == 3);
+  CHECK(conv["turns"][2]["kind"] == "continue");
+  CHECK(conv["tokens"].size() == static_cast<std::size_t>(res["a3"]["prompt_tokens"].get<int>() +
+                                                          res["a3"]["completion_tokens"].get<int>()));
+
+  for (const auto& [file, prompts] : std::vector<std::pair<std::string, std::string>>{
+           {"j1.toml", a1 + b1 + solo}, {"j2.toml", a2 + b2}, {"j3.toml", a3}}) {
+    Run r = job(file, "split", prompts);
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+  }
+  auto split = by_id(read_results(dir / "split/results.jsonl"));
+  REQUIRE(split.size() == 6);
+  for (const auto& [id, x] : res) {
+    CAPTURE(id);
+    CHECK(split[id]["text"] == x["text"]);
+    CHECK(split[id]["prompt_tokens"] == x["prompt_tokens"]);
+  }
+  for (const char* name : {"a.json", "b.json"})
+    CHECK(file_read_text(dir / "split/conversations" / name) == file_read_text(dir / "one/conversations" / name));
+  CHECK(file_read_text(dir / "split/a.c") == file_read_text(dir / "one/a.c"));
+
+  // A run that stopped after saving a3's turn but before recording its result: the rerun drops the
+  // saved turn and runs a3 again, to the same conversation.
+  const std::string conv_a = file_read_text(dir / "one/conversations/a.json");
+  std::string kept;
+  for (const json& r : read_results(dir / "one/results.jsonl"))
+    if (r["id"] != "a3") kept += r.dump() + "\n";
+  test::write_bytes(dir / "one/results.jsonl", kept);
+  Run again = job("one.toml", "one", a1 + b1 + solo + a2 + a3 + b2);
+  INFO(again.out);
+  REQUIRE(again.code == 0);
+  CHECK(again.out.find("dropping turn 'a3'") != std::string::npos);
+  CHECK(again.out.find("done: 1 prompt(s)") != std::string::npos);
+  CHECK(file_read_text(dir / "one/conversations/a.json") == conv_a);
+
+  // Refused before anything is generated (exit 2, results untouched): system after the first turn,
+  // continuing a conversation that has no turns, a malformed name, neither user nor text outside a
+  // conversation.
+  const std::string before = file_read_text(dir / "split/results.jsonl");
+  const std::vector<std::pair<std::string, std::string>> bad{
+      {"[[prompts]]\nid = \"a4\"\nconversation = \"a\"\nsystem = \"S\"\nuser = \"U\"\n",
+       "system is only allowed on a conversation's first turn"},
+      {"[[prompts]]\nid = \"n1\"\nconversation = \"new\"\n", "the conversation has no turns yet"},
+      {"[[prompts]]\nid = \"n2\"\nconversation = \"../x\"\nuser = \"U\"\n", "must be 1 to 128 letters"},
+      {"[[prompts]]\nid = \"n3\"\n", "give user (chat-formatted) or text (raw)"},
+      {a1 + "[[prompts]]\nid = \"a9\"\nconversation = \"a\"\nsystem = \"S\"\nuser = \"U\"\n",
+       "is not the first turn of conversation 'a'"}};
+  for (const auto& [prompts, message] : bad) {
+    CAPTURE(prompts);
+    Run r = job("bad.toml", "split", solo + prompts);
+    INFO(r.out);
+    CHECK(r.code == 2);
+    CHECK(r.out.find(message) != std::string::npos);
+  }
+  CHECK(file_read_text(dir / "split/results.jsonl") == before);
+
+  // A turn that no longer fits the context (512) is not run; the others are, and the job exits 2.
+  std::string lines;
+  for (int i = 0; i < 100; ++i) lines += "x = 1;\\n";  // 500 tokens
+  Run full = job("full.toml", "full",
+                 "[[prompts]]\nid = \"z1\"\nconversation = \"z\"\ntext = \"" + lines + "\"\n" +
+                     "[[prompts]]\nid = \"z2\"\nconversation = \"z\"\ntext = \"y = 2; z = 3;\"\n" + solo);
+  INFO(full.out);
+  CHECK(full.code == 2);
+  CHECK(full.out.find("which with this turn has") != std::string::npos);
+  CHECK(full.out.find("1 prompt(s) could not run") != std::string::npos);
+  auto done = by_id(read_results(dir / "full/results.jsonl"));
+  CHECK(done.size() == 2);
+  CHECK(done.count("z1") == 1);
+  CHECK(done.count("solo") == 1);
 }

@@ -7,7 +7,8 @@
 // (dp2 and tp2×pp2) stops every rank with exit 75 after one checkpoint, and the job resumes; layouts
 // that do not fit are refused with the values that work (printed once); adapt_gen's replicas share out the prompts and
 // write the results of one process, each prompt once, and a rerun skips them all; adapt_gen at tp2, pp2, tp2×dp2 and
-// tp2×pp2×dp2 (tp2 and pp2 also with a trained LoRA adapter) writes the tokens of one process.
+// tp2×pp2×dp2 (tp2 and pp2 also with a trained LoRA adapter) writes the tokens of one process, and
+// conversations continued over two jobs at dp2, tp2 and pp2×dp2 give one process's turns and files.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -449,4 +450,60 @@ TEST_CASE("adapt_gen: dp replicas share out the prompts and write what one proce
   CHECK(resumed.out.find("done: 2 prompt(s)") != std::string::npos);
   CHECK(records("out2") == a);
   CHECK(!fs::exists(job.dir / "out2/results.dp-0-of-3.jsonl"));
+}
+
+TEST_CASE("adapt_gen: conversations at dp2, tp2 and pp2×dp2 give one process's turns and conversation files") {
+  Job job;
+  // Three conversations: a first turn, then two more in a later job, beside prompts without one. The
+  // turns of a conversation stay on the replica of its first prompt's position (c0: 0, c1: 1, c2: 3,
+  // so at dp2 both replicas hold conversations), in file order.
+  const std::string head = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 6\n"
+                           "[runtime]\nbatch_size = 2\n";
+  auto turn = [](const std::string& id, int c, const std::string& what) {
+    return "[[prompts]]\nid = \"" + id + "\"\nconversation = \"c" + std::to_string(c) + "\"\n" + what + "\n";
+  };
+  auto plain = [](int i) {
+    return "[[prompts]]\nid = \"p" + std::to_string(i) + "\"\ntext = \"def g" + std::to_string(i) + "(x):\"\n";
+  };
+  const std::string first = head + turn("c0-1", 0, "user = \"Write f0.\"") + turn("c1-1", 1, "user = \"Write f1.\"\n"
+                            "temperature = 0.8\nseed = 5") + plain(0) + turn("c2-1", 2, "text = \"int f2() {\"") +
+                            plain(1) + plain(2);
+  const std::string second = head + turn("c0-2", 0, "user = \"And g0.\"") + turn("c1-2", 1, "user = \"And g1.\"") +
+                             turn("c0-3", 0, "text = \"// end\"") + turn("c2-2", 2, "text = \"\\n  return 0;\"") +
+                             turn("c1-3", 1, "text = \"// end\"") + turn("c2-3", 2, "user = \"Explain.\"");
+  test::write_bytes(job.dir / "first.toml", first);
+  test::write_bytes(job.dir / "second.toml", second);
+  auto gen = [&](int ranks, int tp, int pp, const std::string& out) {
+    for (const char* file : {"first.toml", "second.toml"}) {
+      Run r = run(on_ranks(ranks, bin("adapt_gen") + " --input " + (job.dir / file).string() + layout(tp, pp) +
+                                      "--set output.dir=" + (job.dir / out).string()));
+      INFO(r.out);
+      REQUIRE(r.code == 0);
+    }
+  };
+  auto texts = [&](const std::string& out) {
+    std::map<std::string, std::string> m;
+    const std::string text = file_read_text(job.dir / out / "results.jsonl");
+    for (std::size_t start = 0; start < text.size();) {
+      const std::size_t nl = text.find('\n', start);
+      const json j = json::parse(text.substr(start, nl - start));
+      m[j["id"].get<std::string>()] = j["text"].get<std::string>();
+      start = nl + 1;
+    }
+    return m;
+  };
+  gen(1, 1, 1, "one");
+  const auto a = texts("one");
+  CHECK(a.size() == 12);
+  const std::vector<std::tuple<int, int, int>> layouts{{1, 1, 2}, {2, 1, 2}, {1, 2, 4}};  // tp, pp, ranks
+  for (const auto& [tp, pp, ranks] : layouts) {
+    const std::string out = "out-" + std::to_string(tp) + std::to_string(pp) + std::to_string(ranks);
+    CAPTURE(out);
+    gen(ranks, tp, pp, out);
+    CHECK(texts(out) == a);
+    for (int i = 0; i < 3; ++i) {
+      const std::string name = "conversations/c" + std::to_string(i) + ".json";
+      CHECK(file_read_text(job.dir / out / name) == file_read_text(job.dir / "one" / name));
+    }
+  }
 }

@@ -1,9 +1,11 @@
 // Llama 3 parity over Meta's tokenizer.model (tiktoken path) and tokenizer.json files converted from it (HF
 // path, both merge forms): ids of tiktoken 0.14.0 / HF tokenizers 0.23.3 (tests/golden/data/tokenizer),
-// HF decode, streaming, and chats as HF's template and Meta's ChatFormat lay them out.
+// HF decode, streaming, and chats as HF's template and Meta's ChatFormat lay them out; a conversation
+// built turn by turn (generate/conversation.h) as HF's template lays out the whole dialog.
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include "generate/conversation.h"
 #include "tests/golden/tokenizer/tokenizer_fixtures.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/stream_decoder.h"
@@ -136,4 +138,50 @@ TEST_CASE("chat layout: HF's Llama 3.1 template (rendered by jinja2) and Meta's 
   const std::vector<ChatMessage> user{{"user", "Hi"}};
   const auto ids = chat_encode(meta(), user, {.layout = ChatTemplate::Meta, .add_generation_prompt = false});
   CHECK(std::vector<TokenId>(ids.begin() + 1, ids.begin() + 5) == std::vector<TokenId>{128006, 882, 128007, 271});
+}
+
+TEST_CASE("a conversation built turn by turn is HF's template of the whole dialog") {
+  // Every HF-template fixture that is a conversation's prompt: [system] user (assistant user)*, with
+  // the generation prompt and the default date. Each assistant message stands for a reply that ended
+  // with <|eot_id|>: its ids are those of its stripped text, then <|eot_id|>.
+  const auto rows = test::read_jsonl(test::tokenizer_fixture("llama3_chat.jsonl"));
+  const TokenId eot = meta().token_id("<|eot_id|>");
+  int n_dialogs = 0, n_multi_turn = 0;
+  for (const json& row : rows) {
+    if (row["layout"] != "hf31" || !row["add_generation_prompt"].get<bool>() || row.value("date", "") != "26 Jul 2024")
+      continue;
+    const json& m = row["messages"];
+    std::size_t i = 0;
+    std::optional<std::string> system;
+    if (!m.empty() && m[0]["role"] == "system") system = m[i++]["content"].get<std::string>();
+    bool fits = i < m.size() && (m.size() - i) % 2 == 1;
+    for (std::size_t k = i; fits && k < m.size(); ++k)
+      fits = m[k]["role"] == ((k - i) % 2 == 0 ? "user" : "assistant");
+    if (!fits) continue;
+    // Content with special-token strings is tokenized as text by adapt and as specials by HF.
+    bool plain = true;
+    for (const json& msg : m) plain = plain && msg["content"].get<std::string>().find("<|") == std::string::npos;
+    if (!plain) continue;
+    CAPTURE(row.dump());
+    generate::Conversation c;
+    c.name = "golden";
+    std::vector<std::int32_t> prompt;
+    for (std::size_t k = i; k < m.size(); k += 2) {
+      const generate::TurnInput turn{.id = fmt::format("t{}", k), .system = k == i ? system : std::nullopt,
+                                     .user = m[k]["content"].get<std::string>()};
+      prompt = generate::conversation_turn_prompt(c, turn, meta());
+      if (k + 1 == m.size()) break;
+      generate::GenerationOutput reply;
+      for (TokenId id : meta().encode(chat_strip(m[k + 1]["content"].get<std::string>())))
+        reply.tokens.push_back(static_cast<std::int32_t>(id));
+      reply.tokens.push_back(static_cast<std::int32_t>(eot));
+      reply.reason = generate::FinishReason::Eos;
+      generate::conversation_add_turn(c, turn, prompt, reply);
+    }
+    CHECK(test::ids_text({prompt.begin(), prompt.end()}, 1000) == test::ids_text(test::ids_of(row["ids"]), 1000));
+    ++n_dialogs;
+    n_multi_turn += m.size() - i > 1;
+  }
+  CHECK(n_dialogs >= 3);
+  CHECK(n_multi_turn >= 1);
 }
