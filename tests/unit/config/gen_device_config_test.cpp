@@ -26,7 +26,7 @@ generate::GenJob load_example(const std::vector<std::string>& sets = {}) {
 
 TEST_CASE("inputs/prompts.toml: the device is the CPU, device weights would be bf16") {
   const generate::GenJob j = load_example();
-  CHECK(j.prompts.size() == 3);
+  CHECK(j.prompts.size() == 5);
   CHECK(j.runtime.batch_size == 8);
   CHECK(j.runtime.device == "cpu");
   CHECK(j.runtime.weights_dtype == DType::BF16);

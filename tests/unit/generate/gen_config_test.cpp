@@ -19,7 +19,10 @@ const std::string kHead = "[model]\npath = \"m\"\n[output]\ndir = \"out\"\n";
 TEST_CASE("inputs/prompts.toml parses and resolves paths against its folder") {
   const fs::path file = test::source_dir() / "inputs/prompts.toml";
   GenJob j = config::load(file, config::gen_job_schema());
-  CHECK(j.prompts.size() == 3);
+  CHECK(j.prompts.size() == 5);
+  CHECK(j.prompts[3].conversation == "stack");
+  CHECK(j.prompts[4].conversation == "stack");
+  CHECK(!j.prompts[4].user);  // continues the reply of prompts[3]
   CHECK(j.model.path == (test::source_dir() / "demo/tiny-model").lexically_normal());
   CHECK(j.prompts[1].temperature == 0.8);
   CHECK(j.prompts[2].text.has_value());
@@ -46,7 +49,27 @@ TEST_CASE("bad prompt files") {
   CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\nuser = \"x\"\noutput = \"/tmp/x\"\n"),
                        doctest::Contains("stays inside output.dir"), ConfigError);
   CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\nuser = \"x\"\ntext = \"y\"\n"),
-                       doctest::Contains("exactly one of user"), ConfigError);
+                       doctest::Contains("give one of user (chat-formatted) or text (raw) for prompt 'a', not both"),
+                       ConfigError);
+  CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\n"), doctest::Contains("give user (chat-formatted) or text"),
+                       ConfigError);
+  // Conversations: a turn may have neither (it continues the last reply); names are file names;
+  // system only on a conversation's first turn in the file; the folder stays inside output.dir.
+  CHECK(parse(kHead + "[[prompts]]\nid = \"a\"\nconversation = \"c-1.x\"\n").prompts[0].conversation == "c-1.x");
+  CHECK(parse(kHead + "[[prompts]]\nid = \"a\"\nuser = \"x\"\n").output.conversations == "conversations");
+  for (const char* bad : {"a/b", ".c", "", "a b"}) {
+    CAPTURE(bad);
+    CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\nuser = \"x\"\nconversation = \"" + bad + "\"\n"),
+                         doctest::Contains("must be 1 to 128 letters"), ConfigError);
+  }
+  CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\nconversation = \"c\"\nuser = \"x\"\n[[prompts]]\nid = "
+                                     "\"b\"\nconversation = \"c\"\nsystem = \"s\"\nuser = \"y\"\n"),
+                       doctest::Contains("is not the first turn of conversation 'c'"), ConfigError);
+  CHECK(parse(kHead + "[[prompts]]\nid = \"a\"\nconversation = \"c\"\nsystem = \"s\"\nuser = \"x\"\n[[prompts]]\nid = "
+                      "\"b\"\nconversation = \"d\"\nsystem = \"s\"\nuser = \"y\"\n").prompts.size() == 2);
+  CHECK_THROWS_WITH_AS(parse("[model]\npath = \"m\"\n[output]\ndir = \"out\"\nconversations = \"../c\"\n[[prompts]]\n"
+                             "id = \"a\"\nuser = \"x\"\n"),
+                       doctest::Contains("output.conversations"), ConfigError);
   CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\ntext = \"\"\n"), doctest::Contains("is empty"), ConfigError);
   CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\nuser = \"x\"\n[[prompts]]\nid = \"a\"\nuser = \"y\"\n"),
                        doctest::Contains("used twice"), ConfigError);
