@@ -249,7 +249,7 @@ SafetensorsHeader safetensors_header_parse(const fs::path& path, std::string_vie
   DuplicateKeyFinder dups;
   try {
     doc = json::parse(header.begin(), header.end(), std::ref(dups));
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     std::string what = e.what();
     if (auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
     ADAPT_THROW(IoError, "{}: the {}-byte header is not valid JSON ({}). {}", label(path), n, what, kHintCorrupt);

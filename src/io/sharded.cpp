@@ -86,7 +86,7 @@ void ShardedSafetensors::open_index(const fs::path& index_path) {
   json doc;
   try {
     doc = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     std::string what = e.what();
     if (auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
     ADAPT_THROW(IoError, "{} is not valid JSON ({}). {}", where, what, kRedownload);

@@ -111,7 +111,7 @@ LlamaConfig llama_config_parse(const std::string& text, const std::string& sourc
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     ADAPT_THROW(ConfigError, "{}: not valid JSON ({}). The file is damaged: restore it from the model's source.",
                 source, e.what());
   }

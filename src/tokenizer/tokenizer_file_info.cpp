@@ -101,7 +101,7 @@ TokenizerFileInfo hf_json_info(const fs::path& path, std::string_view text) {
   nlohmann::json root;
   try {
     root = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     ADAPT_THROW(IoError, "tokenizer file '{}' is not valid JSON: {}", path.string(), e.what());
   }
   ADAPT_REQUIRE(root.is_object(), IoError, "tokenizer file '{}': the JSON top level is a {}, expected an object",

@@ -195,7 +195,7 @@ Tokenizer Tokenizer::from_hf_json(std::string_view json_text, const std::string&
   Json root;
   try {
     root = Json::parse(json_text);
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {
     L.malformed(fmt::format("not valid JSON: {}", e.what()));
   }
   if (!root.is_object()) L.malformed(fmt::format("the JSON top level is a {}, expected an object", root.type_name()));
@@ -222,9 +222,14 @@ Tokenizer Tokenizer::from_hf_json(std::string_view json_text, const std::string&
 
   const Json& vocab = L.member(model, "vocab", "model");
   if (!vocab.is_object()) L.malformed("model.vocab is not an object");
+  const Json added = root.value("added_tokens", Json::array());
+  if (!added.is_array()) L.malformed("\"added_tokens\" is not an array");
+  // Ids number the tokens of the vocabulary and the added tokens from 0 (tables are sized by them).
+  const std::int64_t id_end = static_cast<std::int64_t>(vocab.size() + added.size());
   for (const auto& [text, id] : vocab.items()) {
-    if (!id.is_number_integer() || id.get<std::int64_t>() < 0 || id.get<std::int64_t>() >= (std::int64_t{1} << 30))
-      L.malformed(fmt::format("model.vocab[\"{}\"] is {}, expected an id in [0, 2^30)", text, id.dump()));
+    if (!id.is_number_integer() || id.get<std::int64_t>() < 0 || id.get<std::int64_t>() >= id_end)
+      L.malformed(fmt::format("model.vocab[\"{}\"] is {}, expected an id in [0, {}) (the vocabulary's and the added "
+                              "tokens' count)", text, id.dump(), id_end));
     if (text.empty()) L.malformed(fmt::format("model.vocab has an empty token (id {})", id.dump()));
     if (!bpe.vocab.insert(id.get<TokenId>(), token_bytes_of(text, byte_level)))
       L.malformed(fmt::format("model.vocab[\"{}\"] = {}: the id or the token's bytes appear twice", text, id.dump()));
@@ -271,14 +276,13 @@ Tokenizer Tokenizer::from_hf_json(std::string_view json_text, const std::string&
       L.malformed(fmt::format("model.unk_token {} is not in model.vocab", unk->dump()));
   }
 
-  const Json added = root.value("added_tokens", Json::array());
-  if (!added.is_array()) L.malformed("\"added_tokens\" is not an array");
   for (std::size_t i = 0; i < added.size(); ++i) {
     const Json& t = added[i];
     const std::string where = fmt::format("added_tokens[{}]", i);
     const Json& id = L.member(t, "id", where.c_str());
-    if (!id.is_number_integer() || id.get<std::int64_t>() < 0 || id.get<std::int64_t>() >= (std::int64_t{1} << 30))
-      L.malformed(fmt::format("{}.id is {}, expected an id in [0, 2^30)", where, id.dump()));
+    if (!id.is_number_integer() || id.get<std::int64_t>() < 0 || id.get<std::int64_t>() >= id_end)
+      L.malformed(fmt::format("{}.id is {}, expected an id in [0, {}) (the vocabulary's and the added tokens' count)",
+                              where, id.dump(), id_end));
     const std::string content = L.string_of(L.member(t, "content", where.c_str()), where + ".content");
     if (content.empty()) L.malformed(fmt::format("{} has empty content", where));
     for (const char* key : {"lstrip", "rstrip", "single_word"})

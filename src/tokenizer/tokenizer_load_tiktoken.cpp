@@ -2,6 +2,7 @@
 // two tokens has the priority of their concatenation (tiktoken's formulation), specials after the ranks.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include "core/error.h"
@@ -89,6 +90,9 @@ Tokenizer Tokenizer::from_tiktoken_file(const fs::path& path) {
   std::int64_t max_rank = -1;
   std::size_t line_no = 0;
   std::string bytes;
+  // Ranks number the lines' tokens from 0 (the tables are sized by them): at most one per line.
+  const std::int64_t rank_end =
+      std::min<std::int64_t>(std::int64_t{1} << 24, static_cast<std::int64_t>(std::count(text.begin(), text.end(), '\n')) + 1);
   for (std::size_t pos = 0; pos < text.size();) {
     std::size_t end = text.find('\n', pos);
     if (end == std::string::npos) end = text.size();
@@ -105,9 +109,9 @@ Tokenizer Tokenizer::from_tiktoken_file(const fs::path& path) {
     const std::string_view rank_text = line.substr(space + 1);
     std::int64_t rank = -1;
     auto [ptr, ec] = std::from_chars(rank_text.data(), rank_text.data() + rank_text.size(), rank);
-    ADAPT_REQUIRE(ec == std::errc() && ptr == rank_text.data() + rank_text.size() && rank >= 0 && rank < (1 << 24),
-                  IoError, "tokenizer file '{}', line {}: rank '{}' is not an integer in [0, 2^24)", path.string(),
-                  line_no, clip(rank_text));
+    ADAPT_REQUIRE(ec == std::errc() && ptr == rank_text.data() + rank_text.size() && rank >= 0 && rank < rank_end,
+                  IoError, "tokenizer file '{}', line {}: rank '{}' is not an integer in [0, {}) (ranks number the "
+                  "file's lines from 0)", path.string(), line_no, clip(rank_text), rank_end);
     ADAPT_REQUIRE(vocab.insert(static_cast<TokenId>(rank), bytes), IoError,
                   "tokenizer file '{}', line {}: rank {} or its token '{}' appears twice", path.string(), line_no, rank,
                   clip(line.substr(0, space)));

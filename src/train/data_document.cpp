@@ -139,7 +139,7 @@ FileReadStats read_jsonl(const DataFile& file, const std::optional<DataFormat>& 
     json record;
     try {
       record = json::parse(line);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       ADAPT_THROW(IoError, "{}: malformed JSON ({}). Each line must hold one JSON object (JSON Lines).", where,
                   e.what());
     }

@@ -162,6 +162,9 @@ TEST_CASE("bad config.json: missing fields, wrong types, impossible values") {
   CHECK_THROWS_WITH_AS(llama_config_parse("{\"model_type\": \"llama\",", "m/config.json"),
                        doctest::Contains("m/config.json: not valid JSON"), ConfigError);
   CHECK_THROWS_WITH_AS(llama_config_parse("[1,2]", "m/config.json"), doctest::Contains("JSON object"), ConfigError);
+  // A number JSON cannot hold is a damaged file too (cpu.fuzz_llama_config found it escaping).
+  CHECK_THROWS_WITH_AS(llama_config_parse(R"({"model_type": "llama", "hidden_size": 1e309})", "m/config.json"),
+                       doctest::Contains("m/config.json: not valid JSON"), ConfigError);
 }
 
 TEST_CASE("unknown presets suggest the closest name") {

@@ -213,6 +213,18 @@ TEST_CASE("malformed and unsupported files fail loudly, naming the file and the 
       R"({"type": "ByteLevel", "add_prefix_space": false, "use_regex": false}]})";
   CHECK_THROWS_WITH_AS(load("k.json", "{" + model + "," + regex + "," + seq_decoder + "}"),
                        doctest::Contains("only the Llama 3 regex"), UnsupportedError);
+  // Ids far past the token count (tables are sized by ids; cpu.fuzz_tokenizer found a 2 GB one), and
+  // numbers JSON cannot hold, are malformed files, not allocations.
+  CHECK_THROWS_WITH_AS(load("l.json", "{" + model + "," + metaspace + "," + seq_decoder +
+                                          R"(, "added_tokens": [{"id": 65536343, "content": "<x>"}]})"),
+                       doctest::Contains("added_tokens[0].id is 65536343, expected an id in [0, 4)"), IoError);
+  CHECK_THROWS_WITH_AS(load("m.json", R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 9000000}, "merges": []},)" +
+                                          metaspace + "," + seq_decoder + "}"),
+                       doctest::Contains("model.vocab[\"b\"] is 9000000, expected an id in [0, 2)"), IoError);
+  CHECK_THROWS_WITH_AS(load("n.json", "{" + model + "," + metaspace + "," + seq_decoder + R"(, "x": 1e309})"),
+                       doctest::Contains("not valid JSON"), IoError);
+  CHECK_THROWS_WITH_AS(load("o.model", "IQ== 0\nIg== 16000000\n"),
+                       doctest::Contains("rank '16000000' is not an integer in [0, 3)"), IoError);
 }
 
 TEST_CASE("Meta's tokenizer.model, when present: check value and size") {
