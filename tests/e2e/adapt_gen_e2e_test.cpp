@@ -320,6 +320,14 @@ TEST_CASE("conversations: turns over several jobs equal the same turns in one jo
     CHECK(file_read_text(dir / "split/conversations" / name) == file_read_text(dir / "one/conversations" / name));
   CHECK(file_read_text(dir / "split/a.c") == file_read_text(dir / "one/a.c"));
 
+  // --dry-run says what each conversation holds.
+  Run dry = run("adapt_gen", "--input " + (dir / "one.toml").string() + " --set output.dir=" + (dir / "one").string() +
+                                 " --dry-run");
+  INFO(dry.out);
+  CHECK(dry.code == 0);
+  CHECK(dry.out.find("# a2: a turn of conversation 'a' (" + (dir / "one/conversations/a.json").string() +
+                     ": 3 turn(s), " + std::to_string(conv["tokens"].size()) + " tokens so far)") != std::string::npos);
+
   // A run that stopped after saving a3's turn but before recording its result: the rerun drops the
   // saved turn and runs a3 again, to the same conversation.
   const std::string conv_a = file_read_text(dir / "one/conversations/a.json");
