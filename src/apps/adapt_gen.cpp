@@ -38,7 +38,6 @@
 #include "model/llama_device.h"
 #include "model/llama_weights.h"
 #include "model/tensor_parallel.h"
-#include "tokenizer/chat_format.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace adapt;
@@ -171,19 +170,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     r.sampling.repetition_penalty = p.repetition_penalty.value_or(d.repetition_penalty);
     r.sampling.seed = static_cast<std::uint64_t>(p.seed.value_or(d.seed));
     generate::sampling_params_validate(r.sampling, fmt::format("{}: prompts[{}] ('{}')", input, i, p.id));
-    if (p.conversation) {
-      // Its tokens follow the conversation's earlier turns, known when it runs.
-    } else if (p.user && d.chat) {
-      std::vector<tokenizer::ChatMessage> msgs;
-      if (p.system) msgs.push_back({"system", *p.system});
-      msgs.push_back({"user", *p.user});
-      for (auto id : tokenizer::chat_encode(tok, msgs)) r.prompt.push_back(static_cast<std::int32_t>(id));
-    } else {
-      const std::string text = p.user ? (p.system ? *p.system + "\n\n" + *p.user : *p.user) : *p.text;
-      tokenizer::EncodeOptions eo;
-      eo.bos = true;
-      for (auto id : tok.encode(text, eo)) r.prompt.push_back(static_cast<std::int32_t>(id));
-    }
+    // A conversation's turn follows the conversation's earlier turns, known when it runs; any other
+    // prompt is the first turn of a conversation of its own.
+    if (!p.conversation) r.prompt = generate::conversation_turn_prompt({}, q.turn, tok);
     if (p.output) generate::output_path_inside(job.output.dir, *p.output, fmt::format("prompts[{}]", i));
     prepared.push_back(std::move(q));
   }
@@ -327,24 +316,27 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   for (const Prepared* q : todo) {
     if (!q->spec->conversation || conversations.count(*q->spec->conversation) != 0) continue;
     const std::string& name = *q->spec->conversation;
-    std::string stored;
+    generate::Conversation c;
     if (writer) {
-      generate::Conversation c = store.load(name, tok);
+      c = store.load(name, tok);
       for (const Prepared* t : todo) {
         if (t->spec->conversation != name) continue;
         if (generate::conversation_drop_unrecorded(c, t->spec->id, store.path_of(name)))
           log::warn("{}: dropping turn '{}', saved by a run that stopped before recording its result; it runs again",
                     store.path_of(name).string(), t->spec->id);
       }
-      stored = generate::conversation_to_json(c);
     }
-    for (comm::Communicator* group : {&tp, &pp}) stored = train::broadcast_string(*group, stored);
-    conversations.emplace(name, generate::conversation_from_json(stored, store.path_of(name)));
+    if (tp.size() > 1 || pp.size() > 1) {
+      std::string stored = writer ? generate::conversation_to_json(c) : std::string();
+      for (comm::Communicator* group : {&tp, &pp}) stored = train::broadcast_string(*group, stored);
+      if (!writer) c = generate::conversation_from_json(stored, store.path_of(name));
+    }
+    conversations.emplace(name, std::move(c));
   }
 
   // Turns of one conversation run one after another: each wave takes every pending prompt without a
   // conversation (the first wave) and the next turn of each conversation.
-  std::vector<std::string> failed;  // prompts that could not run (their conversation is full, ...)
+  std::int64_t n_failed = 0;  // turns that could not run (their conversation is full, ...)
   std::set<std::string> failed_conversations;
   auto turn_request = [&](const Prepared& q, generate::GenerationRequest& r) -> std::string {
     const std::string& name = *q.spec->conversation;
@@ -415,10 +407,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
             ExitCode::Usage);
       }
     } else {
-      for (std::string& why : refused) {
-        if (writer) log::error("{}", why);
-        failed.push_back(std::move(why));
-      }
+      if (writer)
+        for (const std::string& why : refused) log::error("{}", why);
+      n_failed += static_cast<std::int64_t>(refused.size());
       if (!requests.empty())
         log::info0("{} turn(s) that follow earlier turns of their conversation in this job{}", requests.size(),
                    dp > 1 ? " (rank 0)" : "");
@@ -466,7 +457,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     gen.run_batch(requests, job.runtime.batch_size, on_finished);
   }
   std::int64_t totals[3] = {static_cast<std::int64_t>(k), n_generated,
-                            writer ? static_cast<std::int64_t>(failed.size()) : 0};  // over every replica's writer
+                            writer ? n_failed : 0};  // over every replica's writer
   app.world().all_reduce(totals, 3, comm::CommDType::I64, comm::ReduceOp::Sum);
   if (dp > 1) {
     train::on_root(app.world(), "merge the results of the replicas",

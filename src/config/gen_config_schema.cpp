@@ -103,12 +103,9 @@ const Schema<generate::GenJob>& gen_job_schema() {
                "' must be 1 to 128 letters, digits, '.', '_' or '-', not starting with '.'";
       if (s.system && !s.user) return "system needs user (prompt '" + s.id + "')";
       if ((s.user && s.user->empty()) || (s.text && s.text->empty())) return "prompt '" + s.id + "' is empty";
-      if (s.output) {
-        const fs::path norm = fs::path(*s.output).lexically_normal();
-        if (s.output->empty() || norm.is_absolute() || norm.empty() || *norm.begin() == "..")
-          return "output = \"" + *s.output + "\" of prompt '" + s.id +
-                 "' must be a relative path that stays inside output.dir";
-      }
+      if (s.output && !path_stays_inside(*s.output))
+        return "output = \"" + *s.output + "\" of prompt '" + s.id +
+               "' must be a relative path that stays inside output.dir";
       return "";
     });
 
@@ -136,8 +133,7 @@ const Schema<generate::GenJob>& gen_job_schema() {
                    "conversation '" + *p.conversation + "' (prompts[" + std::to_string(a) + "] is); system is only "
                    "allowed on a conversation's first turn";
       }
-      const fs::path conv = fs::path(j.output.conversations).lexically_normal();
-      if (j.output.conversations.empty() || conv.is_absolute() || *conv.begin() == "..")
+      if (!path_stays_inside(j.output.conversations))
         return "output.conversations = \"" + j.output.conversations + "\" must be a folder inside output.dir";
       return "";
     });

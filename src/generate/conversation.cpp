@@ -5,7 +5,6 @@
 
 #include "core/error.h"
 #include "core/file.h"
-#include "generate/gen_config.h"
 #include "generate/stop.h"
 #include "tokenizer/chat_format.h"
 
@@ -26,13 +25,6 @@ void append_ids(std::vector<std::int32_t>& out, const std::vector<tokenizer::Tok
 }
 
 }  // namespace
-
-void conversation_name_check(std::string_view name, std::string_view where) {
-  ADAPT_REQUIRE(conversation_name_ok(name), ConfigError,
-                "{}: conversation = \"{}\" must be 1 to 128 letters, digits, '.', '_' or '-', not starting with '.' "
-                "(it names the file <output.dir>/<output.conversations>/<name>.json)",
-                where, std::string(name));
-}
 
 std::vector<std::int32_t> conversation_turn_prompt(const Conversation& c, const TurnInput& in,
                                                    const tokenizer::Tokenizer& tokenizer) {

@@ -56,12 +56,9 @@ struct TurnInput {
   bool chat = true;
 };
 
-/// 1 to 128 characters of [A-Za-z0-9._-], not starting with '.'; ConfigError naming `where` otherwise.
-void conversation_name_check(std::string_view name, std::string_view where);
-
 /// The prompt tokens of the turn `in` of `c`: c.tokens followed by what the turn adds. A user
-/// message on an empty conversation is the chat layout of [system, user] (as a prompt without a
-/// conversation); on a later turn it closes the last reply with <|eot_id|> where the reply did not
+/// message on an empty conversation is the chat layout of [system, user]: adapt_gen makes the tokens
+/// of a prompt without a conversation this way, as a first turn; on a later turn it closes the last reply with <|eot_id|> where the reply did not
 /// end with an EOS token, then adds the user message and the assistant header (as the chat layout of
 /// the whole dialog would, with the replies' own tokens). Raw text is appended as encoded (with
 /// <|begin_of_text|> on an empty conversation). ConfigError naming the prompt and conversation for a

@@ -70,6 +70,13 @@ inline std::optional<GenDevice> gen_device_parse(std::string_view text) {
   return GenDevice{.cuda = true, .index = index};
 }
 
+/// Whether `relative` names a path below an output folder: not empty, not absolute, not the folder
+/// itself and not climbing out of it with "..". (output_path_inside and the prompt file's checks.)
+inline bool path_stays_inside(const std::string& relative) {
+  const std::filesystem::path norm = std::filesystem::path(relative).lexically_normal();
+  return !relative.empty() && norm.is_relative() && !norm.empty() && norm != "." && *norm.begin() != "..";
+}
+
 /// A conversation's name: 1 to 128 of [A-Za-z0-9._-], not starting with '.' (it names a file).
 inline bool conversation_name_ok(std::string_view name) {
   if (name.empty() || name.size() > 128 || name.front() == '.') return false;

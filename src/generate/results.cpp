@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
+#include "generate/gen_config.h"
 
 namespace adapt::generate {
 
@@ -79,11 +80,10 @@ fs::path output_path_inside(const fs::path& out_dir, const std::string& relative
   ADAPT_REQUIRE(!relative.empty() && rel.is_relative(), ConfigError,
                 "{}: output = \"{}\" must be a relative path inside the output folder '{}'", where, relative,
                 out_dir.string());
-  const fs::path norm = rel.lexically_normal();
-  ADAPT_REQUIRE(!norm.empty() && *norm.begin() != ".." && norm != ".", ConfigError,
+  ADAPT_REQUIRE(path_stays_inside(relative), ConfigError,
                 "{}: output = \"{}\" leaves the output folder '{}'; use a path below it", where, relative,
                 out_dir.string());
-  return out_dir / norm;
+  return out_dir / rel.lexically_normal();
 }
 
 }  // namespace adapt::generate

@@ -3,6 +3,7 @@
 // a leading '{' as Tokenizer::from_file does; a file that loads then encodes and decodes text with
 // and without special tokens.
 #include "tests/fuzz/fuzz_target.h"
+#include "tests/support/test_support.h"
 #include "tokenizer/bpe_train.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_json.h"
@@ -10,38 +11,14 @@
 using namespace adapt;
 namespace fs = std::filesystem;
 
-namespace {
-
-std::string base64(std::string_view bytes) {
-  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  std::size_t i = 0;
-  for (; i + 2 < bytes.size(); i += 3) {
-    const unsigned v = (static_cast<unsigned char>(bytes[i]) << 16) | (static_cast<unsigned char>(bytes[i + 1]) << 8) |
-                       static_cast<unsigned char>(bytes[i + 2]);
-    for (int k = 3; k >= 0; --k) out += kAlphabet[(v >> (6 * k)) & 63];
-  }
-  if (i < bytes.size()) {
-    unsigned v = static_cast<unsigned char>(bytes[i]) << 16;
-    if (i + 1 < bytes.size()) v |= static_cast<unsigned char>(bytes[i + 1]) << 8;
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += i + 1 < bytes.size() ? kAlphabet[(v >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
-}
-
-}  // namespace
-
 std::vector<std::string> adapt::fuzz::fuzz_seeds() {
   const std::vector<std::string> texts{"int main() { return 0; }\n", "def f(x):\n    return x + 1\n",
                                        "for (int i = 0; i < n; ++i) sum += v[i];\n", "the the the cat sat"};
   const std::vector<tokenizer::BpeMerge> merges = tokenizer::bpe_train(texts, {.n_merges = 24, .min_pair_count = 2});
   std::string ranks;  // byte tokens, then each merge's bytes, as a tiktoken rank file
-  for (int b = 0; b < 256; ++b) ranks += base64(std::string(1, static_cast<char>(b))) + " " + std::to_string(b) + "\n";
+  for (int b = 0; b < 256; ++b) ranks += test::base64(std::string(1, static_cast<char>(b))) + " " + std::to_string(b) + "\n";
   for (std::size_t m = 0; m < merges.size(); ++m)
-    ranks += base64(merges[m].first + merges[m].second) + " " + std::to_string(256 + m) + "\n";
+    ranks += test::base64(merges[m].first + merges[m].second) + " " + std::to_string(256 + m) + "\n";
   return {tokenizer::tokenizer_json_text(merges), ranks};
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 namespace adapt::test {
 
@@ -50,6 +51,9 @@ Run run(const std::string& command);
 std::string bin(const char* name);
 
 /// Writes bytes to a file (test inputs).
-void write_bytes(const fs::path& path, const std::string& bytes);
+void write_bytes(const fs::path& path, std::string_view bytes);
+
+/// `bytes` in standard base64 with padding (the token column of a tiktoken rank file).
+std::string base64(std::string_view bytes);
 
 }  // namespace adapt::test

@@ -34,24 +34,11 @@ const Tokenizer& trained() {
   return tok;
 }
 
-std::string base64(std::string_view bytes) {
-  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  for (std::size_t i = 0; i < bytes.size(); i += 3) {
-    std::uint32_t v = static_cast<unsigned char>(bytes[i]) << 16;
-    if (i + 1 < bytes.size()) v |= static_cast<unsigned char>(bytes[i + 1]) << 8;
-    if (i + 2 < bytes.size()) v |= static_cast<unsigned char>(bytes[i + 2]);
-    for (std::size_t k = 0; k < 4; ++k)
-      out.push_back(i + k <= bytes.size() ? kAlphabet[(v >> (18 - 6 * k)) & 63] : '=');
-  }
-  return out;
-}
-
 // A tiktoken rank file: the 256 bytes, then "ab" (256), "abc" (257), " a" (258).
 fs::path tiny_rank_file(const test::TempDir& dir) {
   std::string text;
-  for (int b = 0; b < 256; ++b) text += base64(std::string(1, static_cast<char>(b))) + " " + std::to_string(b) + "\n";
-  text += base64("ab") + " 256\n" + base64("abc") + " 257\n" + base64(" a") + " 258\n";
+  for (int b = 0; b < 256; ++b) text += test::base64(std::string(1, static_cast<char>(b))) + " " + std::to_string(b) + "\n";
+  text += test::base64("ab") + " 256\n" + test::base64("abc") + " 257\n" + test::base64(" a") + " 258\n";
   test::write_bytes(dir / "tokenizer.model", text);
   return dir / "tokenizer.model";
 }
