@@ -14,7 +14,10 @@ Then, with h5py (pinned in scripts/requirements-test.txt), it checks:
     Fletcher-32 filter on every chunked dataset; no dataset more or less than expected;
   * scalars: attribute `b` of group `/a` for key "a/b" (root attributes for keys without '/'):
     str for strings, int64 for ints, float64 for floats, bit-exact;
-  * the `latest` pointer names the file, and no .tmp file is left.
+  * the `latest` pointer names the file, and no .tmp file is left;
+  * the seal: h5py reports a 512-byte user block holding magic "ADAPTCKP", seal version 1, the file's
+    size and the CRC-32C of bytes 512.. and of the seal's other bytes, as computed by the crc32c
+    package (pinned in scripts/requirements-test.txt); a copy with one flipped bit is told apart.
 
 Invocation (CTest runs the first form as cpu.checkpoint_h5py_check, label golden):
     python3 scripts/check_checkpoint_h5py.py --writer build/tests/checkpoint_write_for_python
@@ -47,13 +50,14 @@ def fail(msg):
 
 def import_or_skip():
     try:
+        import crc32c  # noqa: F401
         import h5py  # noqa: F401
         import numpy  # noqa: F401
     except ImportError as e:
         if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != (REPO / ".venv").resolve() \
                 and "--no-venv" not in sys.argv:
             os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), __file__, "--no-venv", *sys.argv[1:]])
-        print(f"SKIP: cannot import h5py/numpy ({e}). Install them with "
+        print(f"SKIP: cannot import h5py/numpy/crc32c ({e}). Install them with "
               f"'python3 -m pip install -r scripts/requirements-test.txt' or './scripts/setup.sh --python'.")
         sys.exit(EXIT_SKIP)
 
@@ -134,6 +138,28 @@ def check_tensor(ds, name, exp):
             return fail(f"{where}[{i}] = {got!r}, expected {want!r}")
 
 
+def check_seal(path, userblock_size):
+    """The 512-byte header adapt writes in the HDF5 user block (src/checkpoint/checkpoint_seal.h)."""
+    import crc32c
+    data = path.read_bytes()
+    if userblock_size != 512:
+        return fail(f"h5py reports a user block of {userblock_size} bytes, expected 512")
+    magic, version, seal_bytes, file_bytes, body_crc, seal_crc = struct.unpack_from("<8sIIQII", data, 0)
+    if magic != b"ADAPTCKP" or version != 1 or seal_bytes != 512:
+        return fail(f"seal starts {magic!r}, version {version}, {seal_bytes} bytes; expected b'ADAPTCKP', 1, 512")
+    if file_bytes != len(data):
+        fail(f"seal records {file_bytes} bytes, the file has {len(data)}")
+    if crc32c.crc32c(data[512:]) != body_crc:
+        fail(f"seal CRC-32C of bytes 512.. is {body_crc:08x}, crc32c computes {crc32c.crc32c(data[512:]):08x}")
+    want = crc32c.crc32c(data[32:512], crc32c.crc32c(data[:28]))
+    if want != seal_crc:
+        fail(f"seal CRC-32C of bytes 0..27 and 32..511 is {seal_crc:08x}, crc32c computes {want:08x}")
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x04
+    if crc32c.crc32c(bytes(flipped[512:])) == body_crc:
+        fail("one flipped bit leaves the CRC-32C unchanged")
+
+
 def location(key):
     group, _, attr = key.rpartition("/")
     return "/" + group, attr
@@ -184,8 +210,9 @@ def main():
     import_or_skip()
     import h5py
     import numpy
+    from importlib.metadata import version
     print(f"reference: h5py {h5py.__version__} (HDF5 {h5py.version.hdf5_version}), numpy {numpy.__version__}, "
-          f"python {sys.version.split()[0]}")
+          f"crc32c {version('crc32c')}, python {sys.version.split()[0]}")
 
     with tempfile.TemporaryDirectory(prefix="adapt-ckpt-check-") as tmp:
         out = args.dir or Path(tmp)
@@ -201,6 +228,7 @@ def main():
         if leftovers:
             fail(f"temporary files left: {leftovers}")
         with h5py.File(path, "r") as f:
+            check_seal(path, f.userblock_size)
             check_meta(f, exp["meta"])
             found = []
             f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None)
@@ -214,8 +242,8 @@ def main():
         print(f"FAILED: {len(failures)} mismatches")
         return 1
     n_scalars = sum(len(exp[k]) for k in ("strings", "ints", "floats"))
-    print(f"OK: h5py reads {len(exp['tensors'])} tensors (f32, bf16 as uint16, f16, i32, i64, u8), {n_scalars} scalars "
-          f"and the /meta attributes of {path.name} exactly as adapt wrote them")
+    print(f"OK: h5py reads {len(exp['tensors'])} tensors (f32, bf16 as uint16, f16, i32, i64, u8), {n_scalars} scalars, "
+          f"the /meta attributes and the seal of {path.name} exactly as adapt wrote them")
     return 0
 
 

@@ -72,7 +72,8 @@ bool checkpoint_exists(const fs::path& dir);
 /// step. Nothing is opened. Empty when `dir` does not exist.
 std::vector<CheckpointFile> checkpoint_list(const fs::path& dir);
 
-/// Opens `path` and checks it completely: /meta complete == 1, a known format_version, every
+/// Reads `path` and checks it completely: its seal (file length, CRC-32C of the whole file; checked
+/// before HDF5 sees the bytes), /meta complete == 1, a known format_version, every
 /// dataset readable with its recorded shape and dtype, and the HDF5 Fletcher-32 checksum of every
 /// chunk (so it reads all data once). Returns the step recorded in /meta. Throws CheckpointError
 /// saying what is wrong.
@@ -84,7 +85,7 @@ std::int64_t checkpoint_verify(const fs::path& path);
 /// checkpoint, listing what was tried and why.
 fs::path checkpoint_latest(const fs::path& dir);
 
-/// Reads a whole checkpoint into host tensors. Checks the completion marker and format version, and
+/// Reads a whole checkpoint into host tensors. Checks the seal, the completion marker and format version, and
 /// options.expected_base_model_fingerprint before reading any tensor. Throws CheckpointError.
 CheckpointState checkpoint_load(const fs::path& path, const LoadOptions& options = {});
 

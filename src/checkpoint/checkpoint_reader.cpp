@@ -1,4 +1,5 @@
-// checkpoint_load / checkpoint_verify: open read-only, check /meta (completion marker, format
+// checkpoint_load / checkpoint_verify: read the file whole and check its seal (length, CRC-32C;
+// checkpoint_seal.h), open those bytes with HDF5 from memory, check /meta (completion marker, format
 // version, fingerprint) before touching tensors, then walk every group and dataset in name order.
 // Only hard links to groups and datasets are followed (no soft or external links).
 #include <fmt/format.h>
@@ -11,6 +12,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/checkpoint_schema.h"
+#include "checkpoint/checkpoint_seal.h"
 #include "checkpoint/hdf5_call.h"
 
 namespace adapt::checkpoint {
@@ -28,18 +30,49 @@ struct Meta {
   std::string created_by, base_model_fingerprint, world_layout, config_toml;
 };
 
-/// Rows of a dataset read at once by checkpoint_verify (bounds its memory).
+/// Rows of a dataset decoded at once by checkpoint_verify (bounds its buffer next to the file image).
 constexpr std::size_t kVerifyBlockBytes = std::size_t{64} << 20;
+
+/// File-image callbacks that let HDF5's core driver read the sealed bytes in place: every "copy"
+/// the library asks for is the one buffer, and nothing is freed (the reader owns it). Read-only, so
+/// the driver never grows it.
+struct ImageSource {
+  void* data = nullptr;
+  std::size_t size_bytes = 0;
+
+  static void* malloc_cb(std::size_t n, H5FD_file_image_op_t, void* udata) {
+    auto* s = static_cast<ImageSource*>(udata);
+    return n == s->size_bytes ? s->data : nullptr;
+  }
+  static void* memcpy_cb(void* dst, const void* src, std::size_t, H5FD_file_image_op_t, void*) {
+    return dst == src ? dst : nullptr;  // only ever asked to copy the buffer onto itself
+  }
+  static void* realloc_cb(void*, std::size_t, H5FD_file_image_op_t, void*) { return nullptr; }
+  static herr_t free_cb(void*, H5FD_file_image_op_t, void*) { return 0; }
+  static void* udata_copy_cb(void* udata) { return udata; }
+  static herr_t udata_free_cb(void*) { return 0; }
+};
 
 class H5Reader {
  public:
-  explicit H5Reader(const fs::path& path) : place_{path, /*writing=*/false} {
-    std::error_code ec;
-    ADAPT_REQUIRE(fs::is_regular_file(path, ec), CheckpointError,
-                  "checkpoint '{}' does not exist or is not a regular file. Check the path.", path.string());
+  /// Reads the file, checks its seal (length and CRC-32C; checkpoint_seal.h), and only then opens
+  /// the checked bytes with HDF5, from memory.
+  explicit H5Reader(const fs::path& path) : place_{path, /*writing=*/false}, sealed_(read_sealed(path)) {
+    source_.data = sealed_.bytes.get();
+    source_.size_bytes = sealed_.size_bytes;
     H5Id fapl = own(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate(file access)", "/");
+    check(H5Pset_fapl_core(fapl, std::size_t{1} << 20, /*backing_store=*/0), "H5Pset_fapl_core", "/");
+    H5FD_file_image_callbacks_t callbacks = {&ImageSource::malloc_cb,     &ImageSource::memcpy_cb,
+                                             &ImageSource::realloc_cb,    &ImageSource::free_cb,
+                                             &ImageSource::udata_copy_cb, &ImageSource::udata_free_cb,
+                                             &source_};
+    check(H5Pset_file_image_callbacks(fapl, &callbacks), "H5Pset_file_image_callbacks", "/");
+    check(H5Pset_file_image(fapl, source_.data, source_.size_bytes), "H5Pset_file_image", "/");
     check(H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG), "H5Pset_fclose_degree", "/");
-    file_ = own(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl), "H5Fopen", "/");
+    // The core driver refuses a file image under the name of a file that exists; the name is only
+    // a label here, so it gets one that names no file.
+    const std::string label = "adapt-checkpoint-image:" + path.string();
+    file_ = own(H5Fopen(label.c_str(), H5F_ACC_RDONLY, fapl), "H5Fopen", "/");
   }
 
   const fs::path& path() const { return place_.file; }
@@ -159,6 +192,8 @@ class H5Reader {
 
  private:
   H5Place place_;
+  SealedFile sealed_;     // the file's bytes; declared before file_, which reads them until it closes
+  ImageSource source_;
   H5Id file_;
 
   std::string path_str() const { return place_.file.string(); }

@@ -1,7 +1,8 @@
 // checkpoint_save: the HDF5 file is built in memory (HDF5's core driver; its final image is taken
 // over when the file closes), then written under a .tmp name with checked write(2) calls, fsynced
 // and renamed, the folder fsynced, and `latest` rewritten atomically; rotation only after the
-// commit. Keeping disk I/O out of HDF5 matters: when H5Fclose fails on a full disk, HDF5 1.10 keeps
+// commit. The image's first 512 bytes (HDF5's user block) get the seal: length and CRC-32C of the
+// rest (checkpoint_seal.h), which readers check before HDF5 sees the file. Keeping disk I/O out of HDF5 matters: when H5Fclose fails on a full disk, HDF5 1.10 keeps
 // a dangling file id and the process crashes at exit. /meta complete = 1 is written last.
 #include <fcntl.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/checkpoint_schema.h"
+#include "checkpoint/checkpoint_seal.h"
 #include "checkpoint/hdf5_call.h"
 #include "core/file.h"
 #include "core/log.h"
@@ -81,18 +83,22 @@ struct ImageSink {
 /// Length of an HDF5 file image: the superblock's end-of-file address (format spec, superblock
 /// versions 2 and 3: signature, version, offset/length sizes, flags, then base, extension, EOF
 /// addresses). The core driver's buffer is larger (it grows in increments).
+/// The superblock follows the user block (kSealBytes); its base address is the user block's size and
+/// its end-of-file address counts from the start of the file (user block included).
 std::size_t image_length(const char* image, std::size_t buffer_bytes) {
   static constexpr unsigned char kSignature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-  ADAPT_CHECK(buffer_bytes >= 48 && std::memcmp(image, kSignature, 8) == 0, "HDF5 image has no superblock");
-  const auto version = static_cast<unsigned char>(image[8]);
-  const auto offset_bytes = static_cast<unsigned char>(image[9]);
+  const char* sb = image + kSealBytes;
+  ADAPT_CHECK(buffer_bytes >= kSealBytes + 48 && std::memcmp(sb, kSignature, 8) == 0,
+              "HDF5 image has no superblock after its {}-byte user block", kSealBytes);
+  const auto version = static_cast<unsigned char>(sb[8]);
+  const auto offset_bytes = static_cast<unsigned char>(sb[9]);
   ADAPT_CHECK((version == 2 || version == 3) && offset_bytes == 8, "unexpected HDF5 superblock v{} ({}-byte offsets)",
               version, offset_bytes);
   std::uint64_t base = 0, eof = 0;
-  std::memcpy(&base, image + 12, 8);  // little-endian fields on a little-endian host
-  std::memcpy(&eof, image + 28, 8);
-  ADAPT_CHECK(base == 0 && eof > 0 && eof <= buffer_bytes, "HDF5 image end-of-file address {} outside buffer of {}",
-              eof, buffer_bytes);
+  std::memcpy(&base, sb + 12, 8);  // little-endian fields on a little-endian host
+  std::memcpy(&eof, sb + 28, 8);
+  ADAPT_CHECK(base == kSealBytes && eof > kSealBytes && eof <= buffer_bytes,
+              "HDF5 image: base address {}, end-of-file address {}, buffer of {} bytes", base, eof, buffer_bytes);
   return static_cast<std::size_t>(eof);
 }
 
@@ -114,6 +120,8 @@ class H5Writer {
     // No modification times in object headers: the same state gives the same bytes.
     H5Id fcpl = own(H5Pcreate(H5P_FILE_CREATE), "H5Pcreate(file create)", "/");
     check(H5Pset_obj_track_times(fcpl, 0), "H5Pset_obj_track_times", "/");
+    // The user block holds adapt's seal (checkpoint_seal.h), written once the image is complete.
+    check(H5Pset_userblock(fcpl, kSealBytes), "H5Pset_userblock", "/");
     gcpl_ = own(H5Pcreate(H5P_GROUP_CREATE), "H5Pcreate(group create)", "/");
     check(H5Pset_obj_track_times(gcpl_, 0), "H5Pset_obj_track_times", "/");
     file_ = own(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl, fapl), "H5Fcreate", "/");
@@ -297,7 +305,9 @@ FileImage build_image(const fs::path& tmp, const CheckpointState& state, const S
     w.write_float(group, attr, value);
   }
   w.write_int(kMetaGroup, kAttrComplete, 1);  // last: a file without it was not finished
-  return w.finish();
+  FileImage image = w.finish();
+  seal_image(image.data.get(), image.size_bytes);
+  return image;
 }
 
 /// Writes `image` to `tmp` and fsyncs it. Throws CheckpointError (the caller removes `tmp`).

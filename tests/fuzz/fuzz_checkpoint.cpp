@@ -1,6 +1,8 @@
-// HDF5 checkpoints (checkpoint/): a file that opens is verified (completion marker, format version,
-// every dataset's shape, dtype and Fletcher-32 checksums) and loaded. What HDF5 itself does with a
-// malformed file is the library's; adapt's part is to turn every HDF5 failure into a CheckpointError.
+// HDF5 checkpoints (checkpoint/): the seal (length and CRC-32C of the file) is checked before HDF5
+// reads a byte, so a changed file is refused by adapt's own parser; a file that passes is verified
+// (completion marker, format version, every dataset's shape, dtype and Fletcher-32 checksums) and
+// loaded. Mutations that keep the seal valid are as unlikely as a CRC-32C collision, which is the
+// point: libhdf5 1.10 itself crashes on some malformed metadata, and none may reach it.
 #include "checkpoint/checkpoint.h"
 #include "core/file.h"
 #include "tests/fuzz/fuzz_target.h"

@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/checkpoint_seal.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "tests/support/test_support.h"
@@ -214,12 +215,17 @@ TEST_CASE("checkpoint_latest falls back past an unusable newest checkpoint and s
   const fs::path newest = dir / "step_00000300.h5";
   const fs::path previous = dir / "step_00000200.h5";
   std::string expect_reason;
-  SUBCASE("truncated") {
+  SUBCASE("truncated (the seal's length)") {
     truncate_to_half(newest);
-    expect_reason = "truncated file";
+    expect_reason = "the file was truncated";
   }
-  SUBCASE("a flipped bit in the data (Fletcher-32 checksum)") {
+  SUBCASE("a flipped bit in the data (the seal's CRC-32C)") {
     flip_data_byte(newest, kPatternBytes);
+    expect_reason = "is damaged: the CRC-32C of its";
+  }
+  SUBCASE("a flipped bit in the data under a recomputed seal (the chunk's Fletcher-32 checksum)") {
+    flip_data_byte(newest, kPatternBytes);
+    checkpoint::detail::reseal_file(newest);
     expect_reason = "Fletcher32";
   }
   SUBCASE("latest names a file that is gone") {
@@ -292,5 +298,7 @@ TEST_CASE("checkpoint_verify reads every block of a large dataset") {
   std::string marker_bytes;
   for (int k = 0; k < 16; ++k) marker_bytes += static_cast<char>(0xA0 + k);
   flip_data_byte(path, marker_bytes);
+  CHECK_THROWS_WITH_AS(checkpoint_verify(path), doctest::Contains("is damaged: the CRC-32C"), CheckpointError);
+  checkpoint::detail::reseal_file(path);  // past the seal, HDF5's own per-chunk checksum still holds
   CHECK_THROWS_WITH_AS(checkpoint_verify(path), doctest::Contains("Fletcher32"), CheckpointError);
 }

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/checkpoint_seal.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "tests/support/test_support.h"
@@ -17,11 +18,18 @@ using namespace adapt::checkpoint;
 
 namespace {
 
-/// Opens a checkpoint with the HDF5 C API to tamper with it (the tests own the file).
+/// Opens a checkpoint with the HDF5 C API to tamper with it (the tests own the file), then seals it
+/// again, so the reader's HDF5-level checks are what refuse it.
 struct RawFile {
+  fs::path path;
   hid_t id;
-  explicit RawFile(const fs::path& p) : id(H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)) { REQUIRE(id >= 0); }
-  ~RawFile() { H5Fclose(id); }
+  explicit RawFile(const fs::path& p) : path(p), id(H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)) {
+    REQUIRE(id >= 0);
+  }
+  ~RawFile() {
+    H5Fclose(id);
+    checkpoint::detail::reseal_file(path);
+  }
   void set_meta_int(const char* name, std::int64_t v) {
     const hid_t g = H5Gopen2(id, "/meta", H5P_DEFAULT);
     REQUIRE(H5Adelete(g, name) >= 0);
@@ -170,9 +178,48 @@ TEST_CASE("checkpoint reader refuses incomplete, unknown-version and mislabelled
     CHECK_THROWS_WITH_AS(checkpoint_load(p), doctest::Contains("dataset '/adapters/a' has no string attribute 'dtype'"),
                          CheckpointError);
   }
-  SUBCASE("not HDF5 at all") {
+  SUBCASE("shorter than the seal") {
     test::write_bytes(p, "this is not an HDF5 file");
+    CHECK_THROWS_WITH_AS(checkpoint_load(p), doctest::Contains("is 24 bytes, too short for adapt's 512-byte seal"),
+                         CheckpointError);
+  }
+  SUBCASE("not HDF5 at all") {
+    test::write_bytes(p, std::string(600, 'x'));
+    CHECK_THROWS_WITH_AS(checkpoint_load(p), doctest::Contains("does not start with adapt's seal 'ADAPTCKP'"),
+                         CheckpointError);
+  }
+  SUBCASE("sealed, but not HDF5 inside") {
+    std::string bytes(512, '\0');
+    for (int i = 0; i < 40; ++i) bytes += "this is not an HDF5 file. ";
+    checkpoint::detail::seal_image(bytes.data(), bytes.size());
+    test::write_bytes(p, bytes);
     CHECK_THROWS_WITH_AS(checkpoint_load(p), doctest::Contains("H5Fopen failed"), CheckpointError);
+  }
+  SUBCASE("a plain HDF5 file (no seal)") {
+    const hid_t f = H5Fcreate(p.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    H5Fclose(f);
+    CHECK_THROWS_WITH_AS(checkpoint_verify(p), doctest::Contains("is a plain HDF5 file without adapt's seal"),
+                         CheckpointError);
+  }
+  SUBCASE("seal damaged, truncated, lengthened, body changed") {
+    std::string bytes = file_read_text(p);
+    std::string bad = bytes;
+    bad[17] ^= 1;  // the recorded file size
+    test::write_bytes(p, bad);
+    CHECK_THROWS_WITH_AS(checkpoint_verify(p), doctest::Contains("its seal (bytes 0-511) fails its own CRC-32C"),
+                         CheckpointError);
+    test::write_bytes(p, bytes.substr(0, bytes.size() - 1));
+    CHECK_THROWS_WITH_AS(checkpoint_verify(p), doctest::Contains("the file was truncated"), CheckpointError);
+    test::write_bytes(p, bytes + "x");
+    CHECK_THROWS_WITH_AS(checkpoint_verify(p), doctest::Contains("bytes were appended after it was written"),
+                         CheckpointError);
+    bad = bytes;
+    bad[600] ^= 0x40;  // HDF5 metadata just past the superblock
+    test::write_bytes(p, bad);
+    CHECK_THROWS_WITH_AS(checkpoint_load(p), doctest::Contains("is damaged: the CRC-32C of its"), CheckpointError);
+    test::write_bytes(p, bytes);
+    CHECK(checkpoint_verify(p) == 10);
   }
   SUBCASE("missing file") {
     CHECK_THROWS_WITH_AS(checkpoint_load(dir / "step_00000099.h5"), doctest::Contains("does not exist"),
@@ -183,16 +230,19 @@ TEST_CASE("checkpoint reader refuses incomplete, unknown-version and mislabelled
 TEST_CASE("checkpoint errors name the file and carry HDF5's error stack") {
   test::TempDir dir;
   const fs::path p = checkpoint_save(dir.path(), test::small_checkpoint_state(10));
-  const std::string bytes = file_read_text(p);
-  test::write_bytes(p, bytes.substr(0, bytes.size() / 2));
+  // A damaged superblock under a valid seal (as if the writer itself had produced it) reaches HDF5.
+  std::string bytes = file_read_text(p);
+  bytes[checkpoint::detail::kSealBytes + 20] ^= 0x01;  // inside the superblock, which HDF5 checksums
+  checkpoint::detail::seal_image(bytes.data(), bytes.size());
+  test::write_bytes(p, bytes);
   try {
     checkpoint_load(p);
-    FAIL("a truncated file loaded");
+    FAIL("a damaged file loaded");
   } catch (const CheckpointError& e) {
     const std::string m = e.what();
     CHECK(m.find(p.string()) != std::string::npos);
     CHECK(m.find("H5Fopen") != std::string::npos);
-    CHECK(m.find("truncated file") != std::string::npos);  // HDF5's own words, from its error stack
+    CHECK(m.find("superblock") != std::string::npos);  // HDF5's own words, from its error stack
     CHECK(e.exit_code() == ExitCode::Io);
   }
 }
