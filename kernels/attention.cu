@@ -398,15 +398,19 @@ void tc_backward(const AttentionBackwardArgs& a, float scale, cudaStream_t strea
 
 }  // namespace
 
-void launch_attention_forward(const AttentionForwardArgs& a, DType dtype, cudaStream_t stream) {
-  validate_attention_forward(a, dtype);
+void launch_attention_forward(const AttentionForwardArgs& a, DType dtype, DType kv_dtype, cudaStream_t stream) {
+  validate_attention_forward(a, dtype, kv_dtype);
   if (a.B * a.T * a.H == 0) return;
   const float scale = attention_scale(a.scale, a.D);
-  if (choose_attention_path(dtype, a.D) == AttentionPath::TensorCore) {
+  if (kv_dtype == dtype && choose_attention_path(dtype, a.D) == AttentionPath::TensorCore) {
     if (a.D == 64) return tc_forward<64>(a, scale, stream);
     return tc_forward<128>(a, scale, stream);
   }
-  attn::generic_forward(a, dtype, scale, stream);
+  attn::generic_forward(a, dtype, kv_dtype, scale, stream);
+}
+
+void launch_attention_forward(const AttentionForwardArgs& a, DType dtype, cudaStream_t stream) {
+  launch_attention_forward(a, dtype, dtype, stream);
 }
 
 void launch_attention_backward(const AttentionBackwardArgs& a, DType dtype, cudaStream_t stream) {

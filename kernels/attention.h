@@ -23,6 +23,9 @@ namespace adapt::kernels {
 /// out = softmax(q·kᵀ·scale + causal/segment mask)·v per head, and lse when a.lse is set (rows that
 /// see no key: out 0, lse −inf). Throws like validate_attention_forward, CudaError on launch failure.
 void launch_attention_forward(const AttentionForwardArgs& a, DType dtype, cudaStream_t stream);
+/// The same with k and v of type kv_dtype: dtype, or bf16 under f32 q and out (a bf16 KV cache, read
+/// by the generic kernel with each element widened to f32).
+void launch_attention_forward(const AttentionForwardArgs& a, DType dtype, DType kv_dtype, cudaStream_t stream);
 
 /// dq, dk, dv (overwritten) from dout and the forward's q, k, v, out, lse; a.delta is a workspace of
 /// attention_backward_workspace_bytes(B, H, T). Keys no query sees get dk = dv = 0.

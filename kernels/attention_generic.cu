@@ -1,7 +1,8 @@
 // The generic attention kernels: one warp per query row (forward, dq) or per key row (dk/dv), f32
 // arithmetic for every storage type. Each lane scores one key (or query) of a chunk of 32, the warp
 // updates an online softmax, and lane l accumulates output columns l, l + 32, ... Used for f32 (exact
-// parity with the CPU op), f16, and bf16 head dims without a tensor-core kernel. Simple, not fast.
+// parity with the CPU op), f16, bf16 head dims without a tensor-core kernel, and f32 queries over a
+// bf16 KV cache (each element widened exactly, so it matches an f32 cache of the same values). Simple, not fast.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -18,7 +19,8 @@ constexpr int kMaxD = static_cast<int>(kGenericMaxHeadDim);
 constexpr int kPerLane = kMaxD / 32;
 constexpr int kWarps = kGenericRowsPerBlock;
 
-template <class T>
+// T: q and out; KV: k and v (T, or bf16 under f32 q: a bf16 KV cache).
+template <class T, class KV = T>
 __global__ void __launch_bounds__(kWarps * 32)
     generic_forward_kernel(AttentionForwardArgs a, float scale) {
   __shared__ float s_q[kWarps][kMaxD];
@@ -32,8 +34,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   const std::int64_t kv_b = a.kv_rows ? a.kv_rows[b] : b;
   const std::int32_t* seg = a.segment_ids ? a.segment_ids + b * a.T : nullptr;
   const T* q = static_cast<const T*>(a.q) + ((b * a.T + t) * a.H + h) * a.D;
-  const T* k = static_cast<const T*>(a.k) + kv_b * a.k_stride_b + hk * a.k_stride_h;
-  const T* v = static_cast<const T*>(a.v) + kv_b * a.v_stride_b + hk * a.v_stride_h;
+  const KV* k = static_cast<const KV*>(a.k) + kv_b * a.k_stride_b + hk * a.k_stride_h;
+  const KV* v = static_cast<const KV*>(a.v) + kv_b * a.v_stride_b + hk * a.v_stride_h;
   for (int d = lane; d < D; d += 32) s_q[warp][d] = to_f32(q[d]);
   __syncwarp();
   const std::int64_t limit = min(a.S, offset + t + 1);
@@ -44,7 +46,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     const std::int64_t kj = k0 + lane;
     float s = -INFINITY;
     if (kj < limit && key_visible(t, kj, offset, seg)) {
-      const T* kr = k + kj * a.k_stride_s;
+      const KV* kr = k + kj * a.k_stride_s;
       float dot = 0.0f;
       for (int d = 0; d < D; ++d) dot = fmaf(s_q[warp][d], to_f32(kr[d]), dot);
       s = dot * scale;
@@ -223,8 +225,13 @@ struct DkdvLaunch {
 
 }  // namespace
 
-void generic_forward(const AttentionForwardArgs& a, DType dt, float scale, cudaStream_t stream) {
-  dispatch<ForwardLaunch>(dt, a, scale, stream);
+void generic_forward(const AttentionForwardArgs& a, DType dt, DType kv_dt, float scale, cudaStream_t stream) {
+  if (kv_dt == dt) {
+    dispatch<ForwardLaunch>(dt, a, scale, stream);
+  } else {  // f32 queries over a bf16 KV cache (checked by validate_attention_forward)
+    const dim3 grid = grid_of(attention_query_grid(AttentionPath::Generic, a.B, a.T, a.H));
+    generic_forward_kernel<float, __nv_bfloat16><<<grid, kWarps * 32, 0, stream>>>(a, scale);
+  }
   ADAPT_CUDA_LAUNCH_CHECK("attention_forward (generic)");
 }
 void backward_delta(const AttentionBackwardArgs& a, DType dt, cudaStream_t stream) {

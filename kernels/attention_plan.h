@@ -95,13 +95,21 @@ inline void check_common_sizes(const char* op, DType dt, std::int64_t B, std::in
                 "{}: T = {} or S = {} is past 2^31 − 1 positions", op, T, S);
 }
 inline bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
+/// k and v share q's type, or are bf16 under f32 queries (a bf16 KV cache read by an f32 forward).
+inline void check_kv_dtype(const char* op, DType dt, DType kv_dt) {
+  ADAPT_REQUIRE(kv_dt == dt || (dt == DType::F32 && kv_dt == DType::BF16), UnsupportedError,
+                "{}: k/v of type {} under q of type {}; k and v take q's type, or bf16 under f32 q", op,
+                dtype_name(kv_dt), dtype_name(dt));
+}
 }  // namespace detail
 
 /// Throws ShapeError/UnsupportedError (naming the field) for arguments the forward kernels cannot run.
 /// Checks only what the host can see: per-sequence offsets and kv_rows live on the device, so the
 /// caller (the op glue) validates their values as the CPU op does.
-inline void validate_attention_forward(const AttentionForwardArgs& a, DType dt) {
+/// `kv_dt` is the type of k and v: `dt` (that of q and out), or bf16 with f32 q (a bf16 KV cache).
+inline void validate_attention_forward(const AttentionForwardArgs& a, DType dt, DType kv_dt) {
   constexpr const char* op = "launch_attention_forward";
+  detail::check_kv_dtype(op, dt, kv_dt);
   detail::check_common_sizes(op, dt, a.B, a.T, a.H, a.Hkv, a.D, a.S);
   ADAPT_REQUIRE(a.kv_rows || a.B_kv == 0 || a.B_kv == a.B, ShapeError,
                 "{}: B_kv = {} differs from B = {} without kv_rows", op, a.B_kv, a.B);
@@ -118,17 +126,20 @@ inline void validate_attention_forward(const AttentionForwardArgs& a, DType dt) 
   }
   if (a.B * a.T == 0) return;
   ADAPT_REQUIRE(a.q && a.k && a.v && a.out, ShapeError, "{}: null q, k, v or out", op);
-  const std::int64_t es = static_cast<std::int64_t>(dtype_size(dt));
+  const std::int64_t es = static_cast<std::int64_t>(dtype_size(kv_dt));
   const std::int64_t strides[] = {a.k_stride_b, a.k_stride_h, a.k_stride_s, a.v_stride_b, a.v_stride_h, a.v_stride_s};
   for (std::int64_t s : strides) {
     ADAPT_REQUIRE(s >= 0 && (s * es) % 16 == 0, UnsupportedError,
                   "{}: k/v strides must be multiples of 16 bytes for vector loads (got a stride of {} elements of {})",
-                  op, s, dtype_name(dt));
+                  op, s, dtype_name(kv_dt));
   }
   ADAPT_REQUIRE(a.k_stride_s >= a.D && a.v_stride_s >= a.D, ShapeError,
                 "{}: k/v position strides ({}, {}) are smaller than D = {}", op, a.k_stride_s, a.v_stride_s, a.D);
   ADAPT_REQUIRE(detail::aligned16(a.q) && detail::aligned16(a.k) && detail::aligned16(a.v) && detail::aligned16(a.out),
                 UnsupportedError, "{}: q, k, v and out must be 16-byte aligned", op);
+}
+inline void validate_attention_forward(const AttentionForwardArgs& a, DType dt) {
+  validate_attention_forward(a, dt, dt);
 }
 
 inline void validate_attention_backward(const AttentionBackwardArgs& a, DType dt) {
@@ -234,8 +245,9 @@ inline std::int64_t decode_attention_workspace_bytes(const DecodePlan& plan, std
   return B * H * plan.n_splits * (D + 2) * static_cast<std::int64_t>(sizeof(float));
 }
 
-inline void validate_decode_attention(const DecodeAttentionArgs& a, DType dt) {
+inline void validate_decode_attention(const DecodeAttentionArgs& a, DType dt, DType kv_dt) {
   constexpr const char* op = "launch_decode_attention";
+  detail::check_kv_dtype(op, dt, kv_dt);
   detail::check_common_sizes(op, dt, a.B, 1, a.H, a.Hkv, a.D, a.S_max);
   ADAPT_REQUIRE(a.max_seq_len >= 0 && a.max_seq_len <= a.S_max, ShapeError,
                 "{}: max_seq_len {} is outside [0, S_max = {}]", op, a.max_seq_len, a.S_max);
@@ -244,15 +256,16 @@ inline void validate_decode_attention(const DecodeAttentionArgs& a, DType dt) {
   if (a.B == 0) return;
   ADAPT_REQUIRE(a.q && a.k && a.v && a.out && a.seq_lens && a.workspace, ShapeError,
                 "{}: null q, k, v, out, seq_lens or workspace", op);
-  const std::int64_t es = static_cast<std::int64_t>(dtype_size(dt));
+  const std::int64_t es = static_cast<std::int64_t>(dtype_size(kv_dt));
   const std::int64_t strides[] = {a.k_stride_b, a.k_stride_h, a.k_stride_s, a.v_stride_b, a.v_stride_h, a.v_stride_s};
   for (std::int64_t s : strides) {
     ADAPT_REQUIRE(s >= 0 && (s * es) % 16 == 0, UnsupportedError,
                   "{}: cache strides must be multiples of 16 bytes (got a stride of {} elements of {})", op, s,
-                  dtype_name(dt));
+                  dtype_name(kv_dt));
   }
   ADAPT_REQUIRE(detail::aligned16(a.q) && detail::aligned16(a.k) && detail::aligned16(a.v) && detail::aligned16(a.out),
                 UnsupportedError, "{}: q, k, v and out must be 16-byte aligned", op);
 }
+inline void validate_decode_attention(const DecodeAttentionArgs& a, DType dt) { validate_decode_attention(a, dt, dt); }
 
 }  // namespace adapt::kernels

@@ -3,7 +3,8 @@
 // chunk; each of its 4 warps scores every 4th group of 32 keys (one key per lane), keeps an online
 // softmax and lane l accumulates output columns l, l + 32, …; the warps merge in shared memory and the
 // block writes a partial (max, sum, unnormalised output) to the workspace. The combine kernel merges
-// the splits of each (sequence, head). f32 arithmetic throughout for every storage type.
+// the splits of each (sequence, head). f32 arithmetic throughout for every storage type; the cache may
+// be bf16 under f32 queries (a bf16 KV cache: elements widened exactly).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -23,7 +24,8 @@ constexpr int kMaxD = static_cast<int>(kGenericMaxHeadDim);
 constexpr int kPerLane = kMaxD / 32;
 constexpr int kWarps = kDecodeWarps;
 
-template <class T>
+// T: q and out; KV: the cache (T, or bf16 under f32 q).
+template <class T, class KV>
 __global__ void __launch_bounds__(kWarps * 32)
     decode_split_kernel(DecodeAttentionArgs a, std::int64_t n_splits, std::int64_t keys_per_split, float scale) {
   __shared__ float s_q[kMaxD];
@@ -41,8 +43,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   const T* q = static_cast<const T*>(a.q) + (b * a.H + h) * a.D;
   for (int d = threadIdx.x; d < D; d += blockDim.x) s_q[d] = to_f32(q[d]);
   __syncthreads();
-  const T* k = static_cast<const T*>(a.k) + kv_b * a.k_stride_b + hk * a.k_stride_h;
-  const T* v = static_cast<const T*>(a.v) + kv_b * a.v_stride_b + hk * a.v_stride_h;
+  const KV* k = static_cast<const KV*>(a.k) + kv_b * a.k_stride_b + hk * a.k_stride_h;
+  const KV* v = static_cast<const KV*>(a.v) + kv_b * a.v_stride_b + hk * a.v_stride_h;
   float m = -INFINITY, l = 0.0f, acc[kPerLane];
 #pragma unroll
   for (int i = 0; i < kPerLane; ++i) acc[i] = 0.0f;
@@ -50,7 +52,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     const std::int64_t kj = g + lane;
     float s = -INFINITY;
     if (kj < s1) {
-      const T* kr = k + kj * a.k_stride_s;
+      const KV* kr = k + kj * a.k_stride_s;
       float dot = 0.0f;
       for (int d = 0; d < D; ++d) dot = fmaf(s_q[d], to_f32(kr[d]), dot);
       s = dot * scale;
@@ -105,10 +107,10 @@ __global__ void decode_combine_kernel(DecodeAttentionArgs a, std::int64_t n_spli
   }
 }
 
-template <class T>
+template <class T, class KV = T>
 void run(const DecodeAttentionArgs& a, const DecodePlan& plan, float scale, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(plan.n_splits), static_cast<unsigned>(a.H), static_cast<unsigned>(a.B));
-  decode_split_kernel<T><<<grid, kWarps * 32, 0, stream>>>(a, plan.n_splits, plan.keys_per_split, scale);
+  decode_split_kernel<T, KV><<<grid, kWarps * 32, 0, stream>>>(a, plan.n_splits, plan.keys_per_split, scale);
   ADAPT_CUDA_LAUNCH_CHECK("decode_attention split");
   decode_combine_kernel<T><<<dim3(static_cast<unsigned>(a.H), static_cast<unsigned>(a.B)), 128, 0, stream>>>(
       a, plan.n_splits);
@@ -126,7 +128,12 @@ DecodePlan decode_attention_plan_for_device(std::int64_t B, std::int64_t H, std:
 }
 
 void launch_decode_attention(const DecodeAttentionArgs& a, const DecodePlan& plan, DType dtype, cudaStream_t stream) {
-  validate_decode_attention(a, dtype);
+  launch_decode_attention(a, plan, dtype, dtype, stream);
+}
+
+void launch_decode_attention(const DecodeAttentionArgs& a, const DecodePlan& plan, DType dtype, DType kv_dtype,
+                             cudaStream_t stream) {
+  validate_decode_attention(a, dtype, kv_dtype);
   ADAPT_REQUIRE(plan.n_splits >= 1 && plan.n_splits <= kDecodeMaxSplits && plan.keys_per_split >= 1 &&
                     plan.n_splits * plan.keys_per_split >= a.max_seq_len,
                 ShapeError,
@@ -137,6 +144,7 @@ void launch_decode_attention(const DecodeAttentionArgs& a, const DecodePlan& pla
                 "launch_decode_attention: H = {} or B = {} is past the grid limit of 65,535", a.H, a.B);
   if (a.B * a.H == 0) return;
   const float scale = attention_scale(a.scale, a.D);
+  if (kv_dtype != dtype) return run<float, __nv_bfloat16>(a, plan, scale, stream);  // f32 q, bf16 cache
   switch (dtype) {
     case DType::F32: return run<float>(a, plan, scale, stream);
     case DType::BF16: return run<__nv_bfloat16>(a, plan, scale, stream);

@@ -18,5 +18,8 @@ DecodePlan decode_attention_plan_for_device(std::int64_t B, std::int64_t H, std:
 /// a.workspace holds decode_attention_workspace_bytes(plan, B, H, D) for `plan`, which must be the
 /// plan of decode_attention_plan_for_device (or plan_decode_attention) for a.max_seq_len.
 void launch_decode_attention(const DecodeAttentionArgs& a, const DecodePlan& plan, DType dtype, cudaStream_t stream);
+/// The same with a cache of type kv_dtype: dtype, or bf16 under f32 q and out.
+void launch_decode_attention(const DecodeAttentionArgs& a, const DecodePlan& plan, DType dtype, DType kv_dtype,
+                             cudaStream_t stream);
 
 }  // namespace adapt::kernels

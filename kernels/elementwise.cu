@@ -1,6 +1,7 @@
 // Elementwise f32 kernels: grid-stride, one element per thread per step; the column sum with one
 // thread per (column, row lane) and a fixed-order reduction of the lanes in shared memory.
 #include "kernels/common/check.cuh"
+#include "kernels/common/convert.cuh"
 #include "kernels/elementwise.h"
 #include "kernels/launch_plan.h"
 
@@ -73,7 +74,12 @@ struct KvChunk {
 };
 
 // One thread per element of src[b0 .. b0 + nb) (B, T, G, D).
-__global__ void kv_cache_write_kernel(float* cache, const float* src, KvChunk chunk, int64_t b0, int64_t nb, int64_t T,
+// A cache element from an f32: as is, or as bf16 bits rounded to nearest even (the host's rounding).
+__device__ __forceinline__ float kv_element(float x, float*) { return x; }
+__device__ __forceinline__ uint16_t kv_element(float x, uint16_t*) { return f32_to_bf16_bits(x); }
+
+template <class C>
+__global__ void kv_cache_write_kernel(C* cache, const float* src, KvChunk chunk, int64_t b0, int64_t nb, int64_t T,
                                       int64_t G, int64_t D, int64_t S) {
   const int64_t n = nb * T * G * D;
   ADAPT_GRID_STRIDE(i, n) {
@@ -83,7 +89,8 @@ __global__ void kv_cache_write_kernel(float* cache, const float* src, KvChunk ch
     rest /= G;
     const int64_t t = rest % T;
     const int64_t b = rest / T;
-    cache[((chunk.rows[b] * G + g) * S + chunk.positions[b] + t) * D + d] = src[(((b0 + b) * T + t) * G + g) * D + d];
+    cache[((chunk.rows[b] * G + g) * S + chunk.positions[b] + t) * D + d] =
+        kv_element(src[(((b0 + b) * T + t) * G + g) * D + d], cache);
   }
 }
 
@@ -137,18 +144,34 @@ void launch_swap_middle(float* dst, const float* src, std::int64_t B, std::int64
   ADAPT_CUDA_LAUNCH_CHECK("swap_middle");
 }
 
-void launch_kv_cache_write(float* cache, const float* src, const std::int64_t* rows, const std::int64_t* positions,
-                           std::int64_t B, std::int64_t T, std::int64_t G, std::int64_t D, std::int64_t S,
-                           cudaStream_t stream) {
+namespace {
+
+template <class C>
+void kv_cache_write(C* cache, const float* src, const std::int64_t* rows, const std::int64_t* positions, std::int64_t B,
+                    std::int64_t T, std::int64_t G, std::int64_t D, std::int64_t S, cudaStream_t stream) {
   for (std::int64_t b0 = 0; b0 < B; b0 += kKvChunk) {
     const std::int64_t nb = std::min<std::int64_t>(kKvChunk, B - b0), n = nb * T * G * D;
     if (n <= 0) return;
     KvChunk chunk{};
     for (std::int64_t b = 0; b < nb; ++b) chunk.rows[b] = rows[b0 + b], chunk.positions[b] = positions[b0 + b];
-    kv_cache_write_kernel<<<grid_stride_blocks(n, kThreads), kThreads, 0, stream>>>(cache, src, chunk, b0, nb, T, G,
-                                                                                    D, S);
+    kv_cache_write_kernel<C><<<grid_stride_blocks(n, kThreads), kThreads, 0, stream>>>(cache, src, chunk, b0, nb, T,
+                                                                                       G, D, S);
     ADAPT_CUDA_LAUNCH_CHECK("kv_cache_write");
   }
+}
+
+}  // namespace
+
+void launch_kv_cache_write(float* cache, const float* src, const std::int64_t* rows, const std::int64_t* positions,
+                           std::int64_t B, std::int64_t T, std::int64_t G, std::int64_t D, std::int64_t S,
+                           cudaStream_t stream) {
+  kv_cache_write(cache, src, rows, positions, B, T, G, D, S, stream);
+}
+
+void launch_kv_cache_write_bf16(std::uint16_t* cache, const float* src, const std::int64_t* rows,
+                                const std::int64_t* positions, std::int64_t B, std::int64_t T, std::int64_t G,
+                                std::int64_t D, std::int64_t S, cudaStream_t stream) {
+  kv_cache_write(cache, src, rows, positions, B, T, G, D, S, stream);
 }
 
 }  // namespace adapt::kernels

@@ -32,5 +32,9 @@ void launch_swap_middle(float* dst, const float* src, std::int64_t B, std::int64
 void launch_kv_cache_write(float* cache, const float* src, const std::int64_t* rows, const std::int64_t* positions,
                            std::int64_t B, std::int64_t T, std::int64_t G, std::int64_t D, std::int64_t S,
                            cudaStream_t stream);
+/// The same into a bf16 cache (raw bits), each element rounded to nearest even as on the host.
+void launch_kv_cache_write_bf16(std::uint16_t* cache, const float* src, const std::int64_t* rows,
+                                const std::int64_t* positions, std::int64_t B, std::int64_t T, std::int64_t G,
+                                std::int64_t D, std::int64_t S, cudaStream_t stream);
 
 }  // namespace adapt::kernels

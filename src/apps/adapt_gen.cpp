@@ -242,7 +242,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     }
   }
   generate::Generator gen(model, tok);
-  gen.set_options({.prefill_chunk = job.runtime.prefill_chunk, .kv_device_layers = job.runtime.kv_device_layers});
+  gen.set_options({.prefill_chunk = job.runtime.prefill_chunk,
+                   .kv_device_layers = job.runtime.kv_device_layers,
+                   .kv_dtype = job.runtime.kv_cache_dtype});
   if (pp.size() > 1) gen.set_pipeline(model_pp);
   std::optional<adapters::AdapterSet> adapter;
   if (job.model.adapter) {
@@ -355,8 +357,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   };
   auto log_plan = [&](const generate::BatchPlan& plan) {
     log::info0("batch: {} prompt(s) in flight (runtime.batch_size = {}); KV cache {} row(s) x {} positions x {} "
-               "layer(s) = {}{}", plan.rows, job.runtime.batch_size, plan.rows, plan.capacity, plan.layers,
-               format_bytes(plan.kv_cache_bytes), device ? fmt::format(" on cuda:{}", *device) : std::string{});
+               "layer(s) = {} in {}{}", plan.rows, job.runtime.batch_size, plan.rows, plan.capacity, plan.layers,
+               format_bytes(plan.kv_cache_bytes), dtype_name(job.runtime.kv_cache_dtype),
+               device ? fmt::format(" on cuda:{}", *device) : std::string{});
     if (plan.device_layers < plan.layers) {
       const std::int64_t spilled = plan.layers - plan.device_layers;
       log::info_all("KV cache spill: {} of {} layer(s) next to the weights{} ({} with {} staging layer(s)), {} "

@@ -48,6 +48,7 @@ const std::vector<Flag> kFlags = {
      "lora:r=16[,alpha=32][,targets=q+k+v+o+gate+up+down|all][,dropout=0.1] | "
      "bottleneck:64[,placement=pfeiffer|houlsby|parallel][,ln] | both joined by '/'"},
     {"--act-dtype", "bf16|f32", "activation and KV-cache precision of a GPU plan, default f32 (what the CUDA backend keeps; bf16 plans a bf16-activation pass); the CPU backend is always f32"},
+    {"--kv-dtype", "f32|bf16", "KV-cache element type of the generation plan (adapt_gen's runtime.kv_cache_dtype), default that of --act-dtype (f32)"},
     {"--recompute", nullptr, "activation recomputation (train.recompute = true); both settings are shown"},
     {"--no-zero1", nullptr, "replicate the optimizer state over dp (parallel.zero1 = false)"},
     {"--offload", nullptr,
@@ -206,7 +207,11 @@ int run(int argc, char** argv) {
     if (*d != "bf16" && *d != "f32") usage_error(fmt::format("--act-dtype {}: choose bf16 or f32", *d));
     if (a.has("--cpu") && *d != "f32")
       usage_error("--act-dtype bf16 with --cpu: the CPU backend keeps f32 activations");
-    req.train.act_bytes = req.gen.kv_bytes = *d == "bf16" ? 2 : 4;
+    req.train.act_bytes = req.gen.act_bytes = *d == "bf16" ? 2 : 4;
+  }
+  if (const auto d = a.get("--kv-dtype")) {
+    if (*d != "bf16" && *d != "f32") usage_error(fmt::format("--kv-dtype {}: choose bf16 or f32", *d));
+    req.gen.kv_bytes = *d == "bf16" ? 2 : 4;
   }
   req.gen.batch = positive_int(a, "--gen-batch", 1);
   req.gen.context = positive_int(a, "--gen-context", req.train.seq);

@@ -61,6 +61,10 @@ const Schema<generate::GenJob>& gen_job_schema() {
              "there). With device = \"cpu\" the cache is in host RAM anyway: -1 keeps it in one place, a smaller "
              "number only adds copies.")
         .at_least(std::int64_t{-1});
+    rt.enumeration("kv_cache_dtype", &GenRuntime::kv_cache_dtype, {{"f32", DType::F32}, {"bf16", DType::BF16}},
+                   "Element type of the KV cache: f32, or bf16 (half the memory, so twice the context or rows in the "
+                   "same space, and half the bytes attention reads; keys and values are rounded to bf16 as they are "
+                   "stored, attention still computes in f32).");
 
     Schema<GenParallel> par;
     par.field("tp", &GenParallel::tp,

@@ -47,6 +47,7 @@ struct GenRuntime {
   DType weights_dtype = DType::BF16;  // F32 or BF16: the matrices' dtype in the device copy
   std::int64_t prefill_chunk = 512;    // prompt tokens per forward (0: whole prompts)
   std::int64_t kv_device_layers = -1;  // layers whose KV cache stays on the GPU (-1: as many as fit)
+  DType kv_cache_dtype = DType::F32;   // F32 or BF16: the KV cache's element type
 };
 
 /// runtime.device, parsed: the host, or a CUDA device given by index or chosen from the local rank.

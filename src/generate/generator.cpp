@@ -30,7 +30,7 @@ std::int64_t Generator::n_new_of(const GenerationRequest& r) const {
 
 std::int64_t kv_device_layers_fit(const model::LlamaConfig& cfg, int tp_size, std::int64_t rows,
                                   std::int64_t capacity, std::int64_t layers, std::int64_t tokens,
-                                  std::uint64_t free_bytes) {
+                                  std::uint64_t free_bytes, DType kv_dtype) {
   const model::TpLocalDims part = model::tp_local_dims(cfg, {.size = tp_size});
   // llama_forward's workspace for `tokens` positions: hidden, normed, sub-block output and block output
   // (C each), q and attention output (H·D), k and v (Hkv·D), gate and up (F), in f32; the logits of the
@@ -42,7 +42,8 @@ std::int64_t kv_device_layers_fit(const model::LlamaConfig& cfg, int tp_size, st
                                         sizeof(float) + (1ull << 30);
   if (free_bytes <= activations) return 0;
   return model::KvCache::device_layers_within(free_bytes - activations,
-                                              model::KvCache::bytes_needed(cfg, rows, capacity, tp_size, 1), layers);
+                                              model::KvCache::bytes_needed(cfg, rows, capacity, tp_size, 1, kv_dtype),
+                                              layers);
 }
 
 std::int64_t Generator::prefill_piece(std::int64_t n_prompt) const {
@@ -55,6 +56,8 @@ void Generator::set_options(const GenerateOptions& options) {
   ADAPT_REQUIRE(options.kv_device_layers >= -1, ConfigError,
                 "runtime.kv_device_layers = {} must be -1 (as many as fit) or a number of layers >= 0",
                 options.kv_device_layers);
+  ADAPT_REQUIRE(options.kv_dtype == DType::F32 || options.kv_dtype == DType::BF16, ConfigError,
+                "runtime.kv_cache_dtype = {} must be f32 or bf16", dtype_name(options.kv_dtype));
   options_ = options;
 }
 
@@ -78,10 +81,11 @@ BatchPlan Generator::plan_batch(std::span<const GenerationRequest> requests, std
     if (info.known) {
       p.device_layers = kv_device_layers_fit(c, model_.tp.size, p.rows, p.capacity, p.layers,
                                              std::max(prefill_piece(longest_prompt), p.rows),
-                                             info.free + (stats.reserved - stats.allocated));
+                                             info.free + (stats.reserved - stats.allocated), options_.kv_dtype);
     }
   }
-  const std::uint64_t per_layer = model::KvCache::bytes_needed(c, p.rows, p.capacity, model_.tp.size, 1);
+  const std::uint64_t per_layer =
+      model::KvCache::bytes_needed(c, p.rows, p.capacity, model_.tp.size, 1, options_.kv_dtype);
   const std::int64_t spilled = p.layers - p.device_layers;
   p.kv_cache_bytes = per_layer * static_cast<std::uint64_t>(p.layers);
   p.kv_host_bytes = per_layer * static_cast<std::uint64_t>(spilled);
@@ -110,7 +114,8 @@ void Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
   // layers past plan.device_layers in host RAM.
   model::KvCache cache(model_.config, plan.rows, plan.capacity, model_.tp.size, model::model_allocator(model_),
                        {.layers = model::stage_layer_range(model_.config, model_.stage),
-                        .device_layers = plan.device_layers});
+                        .device_layers = plan.device_layers,
+                        .dtype = options_.kv_dtype});
 
   std::vector<std::unique_ptr<Sequence>> slots(static_cast<std::size_t>(plan.rows));  // per cache row
   std::vector<std::size_t> index_of(static_cast<std::size_t>(plan.rows));             // request of each row

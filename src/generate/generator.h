@@ -44,6 +44,8 @@ struct GenerateOptions {
   /// −1: on a GPU as many as fit in its free memory after the activations (kv_device_layers_fit), on
   /// the host all of them (host memory already).
   std::int64_t kv_device_layers = -1;
+  /// Element type of the KV cache: F32, or BF16 (half the memory; model/kv_cache.h).
+  DType kv_dtype = DType::F32;
 };
 
 /// The layers whose KV cache fits in `free_bytes` of device memory when a forward of `tokens`
@@ -51,7 +53,7 @@ struct GenerateOptions {
 /// (estimated, with a margin); at most `layers`. With spill, two staging layers are counted too.
 std::int64_t kv_device_layers_fit(const model::LlamaConfig& cfg, int tp_size, std::int64_t rows,
                                   std::int64_t capacity, std::int64_t layers, std::int64_t tokens,
-                                  std::uint64_t free_bytes);
+                                  std::uint64_t free_bytes, DType kv_dtype = DType::F32);
 
 class Generator {
  public:
@@ -74,8 +76,8 @@ class Generator {
   /// kv_device_layers = −1 on a GPU it asks the device for its free memory.
   BatchPlan plan_batch(std::span<const GenerationRequest> requests, std::int64_t batch_size) const;
 
-  /// Prefill chunk and KV-cache placement (GenerateOptions). ConfigError when prefill_chunk < 0 or
-  /// kv_device_layers < −1.
+  /// Prefill chunk and KV-cache placement and type (GenerateOptions). ConfigError when
+  /// prefill_chunk < 0, kv_device_layers < −1 or kv_dtype is neither F32 nor BF16.
   void set_options(const GenerateOptions& options);
   const GenerateOptions& options() const { return options_; }
 

@@ -18,7 +18,11 @@ std::int64_t row_of(std::span<const std::int64_t> rows, std::int64_t b) {
 
 KvCache::KvCache(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity, int tp_size, Allocator& alloc,
                  const KvPlacement& placement)
-    : batch_(batch), capacity_(capacity), n_kv_heads_(cfg.n_kv_heads / std::max(tp_size, 1)), head_dim_(cfg.head_dim),
+    : batch_(batch),
+      capacity_(capacity),
+      n_kv_heads_(cfg.n_kv_heads / std::max(tp_size, 1)),
+      head_dim_(cfg.head_dim),
+      dtype_(placement.dtype),
       layers_(placement.layers.count == 0 ? parallel::Range{0, cfg.n_layers} : placement.layers) {
   ADAPT_REQUIRE(batch > 0 && capacity > 0, ConfigError,
                 "KV cache: batch = {} and capacity = {} positions must both be positive", batch, capacity);
@@ -30,25 +34,27 @@ KvCache::KvCache(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capaci
   ADAPT_REQUIRE(placement.device_layers >= -1, ConfigError,
                 "KV cache: device_layers = {} must be -1 (every layer) or a number of layers >= 0",
                 placement.device_layers);
+  ADAPT_REQUIRE(dtype_ == DType::F32 || dtype_ == DType::BF16, ConfigError,
+                "KV cache: element type {} is not supported; use f32 or bf16", dtype_name(dtype_));
   device_layers_ = placement.device_layers < 0 ? layers_.count : std::min(placement.device_layers, layers_.count);
   n_past_.assign(static_cast<std::size_t>(batch), 0);
   const Shape shape{batch, n_kv_heads_, capacity, head_dim_};
   for (std::int64_t i = 0; i < device_layers_; ++i) {
     const std::string l = std::to_string(layers_.begin + i);
-    k_.push_back(Tensor::empty(shape, DType::F32, alloc, "kv_cache.k." + l));
-    v_.push_back(Tensor::empty(shape, DType::F32, alloc, "kv_cache.v." + l));
+    k_.push_back(Tensor::empty(shape, dtype_, alloc, "kv_cache.k." + l));
+    v_.push_back(Tensor::empty(shape, dtype_, alloc, "kv_cache.v." + l));
   }
   const std::int64_t n_spilled = layers_.count - device_layers_;
   if (n_spilled == 0) return;
   copier_ = backend::offload_copier_for(alloc.device());
   for (std::int64_t i = 0; i < n_spilled; ++i) {
     const std::string l = std::to_string(layers_.begin + device_layers_ + i);
-    host_k_.push_back(Tensor::empty(shape, DType::F32, copier_->host_allocator(), "kv_cache.k." + l + ".host"));
-    host_v_.push_back(Tensor::empty(shape, DType::F32, copier_->host_allocator(), "kv_cache.v." + l + ".host"));
+    host_k_.push_back(Tensor::empty(shape, dtype_, copier_->host_allocator(), "kv_cache.k." + l + ".host"));
+    host_v_.push_back(Tensor::empty(shape, dtype_, copier_->host_allocator(), "kv_cache.v." + l + ".host"));
   }
   for (std::int64_t s = 0; s < staging_layers(n_spilled); ++s) {
-    k_.push_back(Tensor::empty(shape, DType::F32, alloc, "kv_cache.k.staging" + std::to_string(s)));
-    v_.push_back(Tensor::empty(shape, DType::F32, alloc, "kv_cache.v.staging" + std::to_string(s)));
+    k_.push_back(Tensor::empty(shape, dtype_, alloc, "kv_cache.k.staging" + std::to_string(s)));
+    v_.push_back(Tensor::empty(shape, dtype_, alloc, "kv_cache.v.staging" + std::to_string(s)));
     staging_[static_cast<std::size_t>(s)].valid.assign(static_cast<std::size_t>(batch), 0);
   }
 }
@@ -58,10 +64,10 @@ KvCache::KvCache(KvCache&&) noexcept = default;
 KvCache& KvCache::operator=(KvCache&&) noexcept = default;
 
 std::uint64_t KvCache::bytes_needed(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity, int tp_size,
-                                    std::int64_t n_layers) {
+                                    std::int64_t n_layers, DType dtype) {
   const std::int64_t kv_heads = cfg.n_kv_heads / std::max(tp_size, 1);
   const std::int64_t layers = n_layers < 0 ? cfg.n_layers : n_layers;
-  return 2ull * static_cast<std::uint64_t>(layers * batch * kv_heads * capacity * cfg.head_dim) * sizeof(float);
+  return 2ull * static_cast<std::uint64_t>(layers * batch * kv_heads * capacity * cfg.head_dim) * dtype_size(dtype);
 }
 
 std::int64_t KvCache::device_layers_within(std::uint64_t budget, std::uint64_t per_layer, std::int64_t layers) {
@@ -122,11 +128,12 @@ void KvCache::stage(int layer, std::span<const std::int64_t> rows) {
       copier_->order_after(backend::cuda_compute_stream());
       fenced = true;
     }
-    const auto bytes = static_cast<std::size_t>((to - from) * head_dim_) * sizeof(float);
+    const std::size_t elem = dtype_size(dtype_);
+    const auto bytes = static_cast<std::size_t>((to - from) * head_dim_) * elem;
     for (std::int64_t head = 0; head < n_kv_heads_; ++head) {
-      const std::size_t at = element_of(static_cast<std::int64_t>(r), head, from);
-      copier_->to_device(static_cast<float*>(dk.raw()) + at, host_k_[h].data<float>() + at, bytes);
-      copier_->to_device(static_cast<float*>(dv.raw()) + at, host_v_[h].data<float>() + at, bytes);
+      const std::size_t at = element_of(static_cast<std::int64_t>(r), head, from) * elem;
+      copier_->to_device(static_cast<char*>(dk.raw()) + at, static_cast<const char*>(host_k_[h].raw()) + at, bytes);
+      copier_->to_device(static_cast<char*>(dv.raw()) + at, static_cast<const char*>(host_v_[h].raw()) + at, bytes);
     }
     st.valid[r] = to;
   }
@@ -181,7 +188,8 @@ void KvCache::check_room(std::span<const std::int64_t> rows, std::int64_t n_toke
                   "KV cache is full: it holds {} positions per row, {} are used in row {} and {} more were requested. "
                   "Allocate it with capacity >= prompt + generated tokens ({} here; {} per position for this model).",
                   capacity_, used, r, n_tokens, used + n_tokens,
-                  format_bytes(2ull * static_cast<std::uint64_t>(layers_.count * n_kv_heads_ * head_dim_) * sizeof(float)));
+                  format_bytes(2ull * static_cast<std::uint64_t>(layers_.count * n_kv_heads_ * head_dim_) *
+                               dtype_size(dtype_)));
   }
 }
 
@@ -207,7 +215,8 @@ void KvCache::write(int layer, const Tensor& k_new, const Tensor& v_new, std::sp
   // The new positions are in the staging buffer; copy them to the layer's host memory.
   Staging& st = staging_[staging_slot(layer)];
   const std::size_t h = host_index(layer);
-  const auto bytes = static_cast<std::size_t>(T * head_dim_) * sizeof(float);
+  const std::size_t elem = dtype_size(dtype_);
+  const auto bytes = static_cast<std::size_t>(T * head_dim_) * elem;
   std::vector<backend::HostCopy> copies;
   copies.reserve(static_cast<std::size_t>(2 * n_rows * n_kv_heads_));
   for (std::int64_t b = 0; b < n_rows; ++b) {
@@ -217,9 +226,9 @@ void KvCache::write(int layer, const Tensor& k_new, const Tensor& v_new, std::sp
                 p);
     valid = p + T;
     for (std::int64_t head = 0; head < n_kv_heads_; ++head) {
-      const std::size_t at = element_of(r, head, p);
-      copies.push_back({host_k_[h].data<float>() + at, static_cast<const float*>(k_[slot].raw()) + at, bytes});
-      copies.push_back({host_v_[h].data<float>() + at, static_cast<const float*>(v_[slot].raw()) + at, bytes});
+      const std::size_t at = element_of(r, head, p) * elem;
+      copies.push_back({static_cast<char*>(host_k_[h].raw()) + at, static_cast<const char*>(k_[slot].raw()) + at, bytes});
+      copies.push_back({static_cast<char*>(host_v_[h].raw()) + at, static_cast<const char*>(v_[slot].raw()) + at, bytes});
     }
   }
   last_ticket_ = copier_->to_host(copies, backend::cuda_compute_stream());

@@ -1,5 +1,7 @@
-// KV cache for incremental decoding: the rotated keys and the values of every layer, f32 on the host
-// or on the model's CUDA device (the allocator given), laid out (B, Hkv, S_max, D) per layer so that
+// KV cache for incremental decoding: the rotated keys and the values of every layer, f32 or bf16
+// (KvPlacement::dtype; bf16 halves the memory and the bytes attention reads, and attention widens
+// each element exactly to f32, so only the rounding on write differs) on the host or on the model's
+// CUDA device (the allocator given), laid out (B, Hkv, S_max, D) per layer so that
 // attention reads each KV head's keys contiguously. Each row (sequence slot) has its own length, so
 // sequences of different lengths share one cache: a row is prefilled on its own, rows decode together
 // each at its own position, and a finished row is cleared and reused for the next sequence
@@ -32,6 +34,9 @@ struct KvPlacement {
   /// Of those, the first `device_layers` live in the allocator's memory and the rest in host RAM,
   /// staged layer by layer (see the file comment). −1: all of them (nothing spills).
   std::int64_t device_layers = -1;
+  /// Element type of the cache: F32, or BF16 (keys and values rounded to nearest even as they are
+  /// written; ConfigError for any other type).
+  DType dtype = DType::F32;
 };
 
 class KvCache {
@@ -50,10 +55,10 @@ class KvCache {
   KvCache(KvCache&&) noexcept;
   KvCache& operator=(KvCache&&) noexcept;
 
-  /// Bytes a cache of this size holds: 2 · L · B · (Hkv / tp_size) · S · D · 4 (L: every layer, or
-  /// `n_layers`).
+  /// Bytes a cache of this size holds: 2 · L · B · (Hkv / tp_size) · S · D · (4 for f32, 2 for bf16)
+  /// (L: every layer, or `n_layers`).
   static std::uint64_t bytes_needed(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity,
-                                    int tp_size = 1, std::int64_t n_layers = -1);
+                                    int tp_size = 1, std::int64_t n_layers = -1, DType dtype = DType::F32);
   /// Staging buffers on the device of a cache with `n_spilled` layers in host RAM: min(n_spilled, 2).
   static std::int64_t staging_layers(std::int64_t n_spilled) { return std::min<std::int64_t>(n_spilled, 2); }
   /// The device layers (KvPlacement::device_layers) that fit in `budget` bytes when each layer takes
@@ -65,6 +70,8 @@ class KvCache {
   std::int64_t capacity() const { return capacity_; }
   /// KV heads held per layer (Hkv, or Hkv / tp_size).
   std::int64_t n_kv_heads() const { return n_kv_heads_; }
+  /// Element type of the keys and values (KvPlacement::dtype).
+  DType dtype() const { return dtype_; }
   /// Positions filled in `row` (the position of its next token).
   std::int64_t n_past(std::int64_t row) const;
   /// Positions filled in every row, for a cache whose rows advance together (one forward over all
@@ -102,7 +109,7 @@ class KvCache {
   void check_room(std::span<const std::int64_t> rows, std::int64_t n_tokens) const;
   /// Copies k_new, v_new (B', T, Hkv, D) into `layer`: sequence b into row rows[b] at positions
   /// [n_past(rows[b]), n_past(rows[b]) + T). Empty `rows` means rows 0 .. B − 1 with B' = batch().
-  /// k_new and v_new live on the cache's device (ops::kv_cache_write).
+  /// k_new and v_new are f32 on the cache's device (ops::kv_cache_write rounds them to a bf16 cache).
   void write(int layer, const Tensor& k_new, const Tensor& v_new, std::span<const std::int64_t> rows = {});
   /// Marks `n_tokens` more positions as filled in `rows` (every row when empty), after every layer
   /// has written them.
@@ -121,6 +128,7 @@ class KvCache {
     std::vector<std::int64_t> valid;
   };
   std::int64_t batch_, capacity_, n_kv_heads_, head_dim_;
+  DType dtype_;
   parallel::Range layers_;
   std::int64_t device_layers_ = 0;
   std::vector<std::int64_t> n_past_;  // (B) per row

@@ -22,8 +22,10 @@ void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tens
   if (!out.device().host_accessible()) return cuda::attention_forward(out, q, k, v, opts, lse);
 #endif
   if (!detail::on_cpu(op, out)) return;
+  // q and out are f32; k and v are f32, or both bf16 (a bf16 KV cache).
+  const bool kv_bf16 = k.dtype() == DType::BF16;
   for (const Tensor* t : std::initializer_list<const Tensor*>{&out, &q, &k, &v}) {
-    detail::require_dtype(op, *t, DType::F32);
+    detail::require_dtype(op, *t, (t == &k || t == &v) && kv_bf16 ? DType::BF16 : DType::F32);
     ADAPT_REQUIRE(t->rank() == 4, ShapeError, "attention_forward: '{}' has shape {}; q and out are (B, T, H, D), k and v "
                   "(B, Hkv, S, D)", t->name(), t->shape().str());
   }
@@ -66,8 +68,13 @@ void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tens
   }
   cpu::AttentionArgs a;
   a.q = q.data<float>();
-  a.k = k.data<float>();
-  a.v = v.data<float>();
+  if (kv_bf16) {
+    a.k_bf16 = static_cast<const std::uint16_t*>(k.raw());
+    a.v_bf16 = static_cast<const std::uint16_t*>(v.raw());
+  } else {
+    a.k = k.data<float>();
+    a.v = v.data<float>();
+  }
   a.out = out.data<float>();
   if (lse) {
     detail::require_dtype(op, *lse, DType::F32);
@@ -83,6 +90,9 @@ void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tens
   a.kv_rows = opts.kv_rows.empty() ? nullptr : opts.kv_rows.data();
   a.scale = opts.scale != 0.0f ? opts.scale : 1.0f / std::sqrt(static_cast<float>(D));
   if (!opts.segment_ids.empty()) {
+    ADAPT_REQUIRE(!kv_bf16, UnsupportedError,
+                  "attention_forward: segment ids mask packed training rows; their keys '{}' must be f32, not a bf16 "
+                  "KV cache", k.name());
     ADAPT_REQUIRE(opts.q_pos_offset == 0 && opts.q_pos_offsets.empty() && opts.kv_rows.empty() && S == T,
                   UnsupportedError,
                   "attention_forward: segment ids mask packed training rows, whose keys are the queries' own tokens "

@@ -35,7 +35,9 @@ struct AttentionOptions {
 ///   lse (B, H, T) f32, optional: log Σ_j exp(score_j) of each query row (for the backward).
 /// Each sequence's output is computed with the same arithmetic whatever the other sequences are, so
 /// a sequence gives the same bits alone (B = 1) as in a batch.
-/// k and v may be views with unit stride along D; q and out must be contiguous.
+/// k and v may be views with unit stride along D; q and out must be contiguous. On the CPU q and out
+/// are f32 and k, v f32 or both bf16 (a bf16 KV cache, widened exactly: the result is that of an f32
+/// cache holding the same values); on a device see ops/cuda/attention_cuda.h.
 void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v,
                        const AttentionOptions& opts = {}, Tensor* lse = nullptr);
 

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "dtype/dtype.h"
 #include "ops/op_checks.h"
 
 #if ADAPT_HAVE_CUDA
@@ -183,7 +184,10 @@ void kv_cache_write(Tensor& cache, const Tensor& src, std::span<const std::int64
                     std::span<const std::int64_t> positions) {
   constexpr const char* op = "kv_cache_write";
   detail::require_same_device(op, cache, {&src});
-  require_f32_contiguous(op, {&cache, &src});
+  require_f32_contiguous(op, {&src});
+  detail::require_contiguous(op, cache);
+  ADAPT_REQUIRE(cache.dtype() == DType::F32 || cache.dtype() == DType::BF16, ShapeError,
+                "op '{}': cache '{}' is {}; a KV cache is f32 or bf16", op, cache.name(), dtype_name(cache.dtype()));
   ADAPT_REQUIRE(cache.rank() == 4 && src.rank() == 4 && src.dim(2) == cache.dim(1) && src.dim(3) == cache.dim(3),
                 ShapeError, "op '{}': cache '{}' {} must be (R, G, S, D) and the new entries '{}' {} (B, T, G, D)", op,
                 cache.name(), cache.shape().str(), src.name(), src.shape().str());
@@ -203,6 +207,19 @@ void kv_cache_write(Tensor& cache, const Tensor& src, std::span<const std::int64
 #endif
   if (!detail::on_cpu(op, cache)) return;
   const float* s = static_cast<const float*>(src.raw());
+  if (cache.dtype() == DType::BF16) {  // rounded to nearest even, element by element
+    auto* d = static_cast<std::uint16_t*>(cache.raw());
+    for (std::int64_t b = 0; b < B; ++b) {
+      const std::int64_t r = rows[static_cast<std::size_t>(b)], pos0 = positions[static_cast<std::size_t>(b)];
+      for (std::int64_t t = 0; t < T; ++t)
+        for (std::int64_t g = 0; g < G; ++g) {
+          const float* from = s + ((b * T + t) * G + g) * D;
+          std::uint16_t* to = d + ((r * G + g) * S + pos0 + t) * D;
+          for (std::int64_t i = 0; i < D; ++i) to[i] = f32_to_bf16(from[i]);
+        }
+    }
+    return;
+  }
   float* d = static_cast<float*>(cache.raw());
   for (std::int64_t b = 0; b < B; ++b) {
     const std::int64_t r = rows[static_cast<std::size_t>(b)], pos0 = positions[static_cast<std::size_t>(b)];

@@ -37,7 +37,8 @@ void to_heads_major(Tensor& dst, const Tensor& src);
 void from_heads_major(Tensor& dst, const Tensor& src);
 
 /// KV-cache write: for every sequence b and token t, cache[rows[b], :, positions[b] + t, :] = src[b, t, :, :]
-/// with cache (R, G, S, D) and src (B, T, G, D). rows (B) and positions (B) are host arrays, checked:
+/// with cache (R, G, S, D) and src (B, T, G, D); src is f32, the cache f32 or bf16 (rounded to nearest
+/// even, the same bits on host and device). rows (B) and positions (B) are host arrays, checked:
 /// rows in [0, R), positions[b] + T ≤ S. On the device the two tables travel as kernel arguments (no
 /// copy, no synchronisation).
 void kv_cache_write(Tensor& cache, const Tensor& src, std::span<const std::int64_t> rows,

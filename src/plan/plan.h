@@ -53,7 +53,8 @@ struct TrainJob {
 struct GenJob {
   std::int64_t batch = 1;
   std::int64_t context = 0;
-  int kv_bytes = 0;  // bytes per KV-cache element; 0: the backend's (Precision::of)
+  int act_bytes = 0;  // bytes per activation element; 0: the backend's (Precision::of)
+  int kv_bytes = 0;   // bytes per KV-cache element (runtime.kv_cache_dtype); 0: act_bytes, else the backend's
   std::int64_t prefill_chunk = 512;  // prompt tokens per forward (adapt_gen's runtime.prefill_chunk; 0: whole)
 };
 

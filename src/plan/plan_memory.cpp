@@ -305,7 +305,8 @@ GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig&
                      const GenJob& job, Backend backend) {
   ADAPT_REQUIRE(job.batch > 0 && job.context > 0, ConfigError,
                 "--gen-batch ({}) and the context (--seq: {}) must be positive", job.batch, job.context);
-  const Precision prec = Precision::of(backend, job.kv_bytes);
+  Precision prec = Precision::of(backend, job.act_bytes);
+  if (job.kv_bytes > 0) prec.kv = job.kv_bytes;
   GenMemory g;
   g.layout = layout;
   std::int64_t most = 0;

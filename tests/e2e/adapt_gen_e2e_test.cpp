@@ -146,6 +146,26 @@ TEST_CASE("runtime.batch_size: the same texts as one at a time, results in finis
   Run bad = run("adapt_gen", input + " --set runtime.batch_size=0 --set output.dir=" + (dir / "b0").string());
   CHECK(bad.code == 2);
   CHECK(bad.out.find("runtime.batch_size") != std::string::npos);
+
+  // runtime.kv_cache_dtype = "bf16": the log says so, every prompt finishes; batched or one at a time,
+  // the texts agree (the cache's rounding does not depend on the batch).
+  Run k1 = run("adapt_gen", input + " --set runtime.kv_cache_dtype=bf16 --set runtime.batch_size=1 --set output.dir=" +
+                                (dir / "kv1").string());
+  Run k3 = run("adapt_gen", input + " --set runtime.kv_cache_dtype=bf16 --set runtime.batch_size=3 --set output.dir=" +
+                                (dir / "kv3").string());
+  INFO(k3.out);
+  REQUIRE(k1.code == 0);
+  REQUIRE(k3.code == 0);
+  CHECK(k3.out.find(" in bf16") != std::string::npos);
+  auto kv1 = by_id(read_results(dir / "kv1/results.jsonl")), kv3 = by_id(read_results(dir / "kv3/results.jsonl"));
+  REQUIRE(kv1.size() == 6);
+  for (const auto& [id, x] : kv1) {
+    CAPTURE(id);
+    CHECK(kv3[id]["text"] == x["text"]);
+  }
+  Run f16 = run("adapt_gen", input + " --set runtime.kv_cache_dtype=f16 --set output.dir=" + (dir / "kv16").string());
+  CHECK(f16.code == 2);
+  CHECK(f16.out.find("runtime.kv_cache_dtype") != std::string::npos);
 }
 
 TEST_CASE("bad jobs fail before generating, naming the problem") {

@@ -238,7 +238,7 @@ TEST_CASE("adapt_plan's command line") {
                            "--gen-batch", "--gen-context", "--link",          "--intra-gbps",
                            "--network",   "--inter-gbit",  "--nics-per-node", "--gpus-per-node",
                            "--tflops",    "--hbm-tbps",    "--mfu",           "--usable",
-                           "--cpu",       "--json"}) {
+                           "--cpu",       "--json",        "--kv-dtype"}) {
     CAPTURE(flag);
     CHECK(help.out.find(std::string("  ") + flag + " ") != std::string::npos);
   }

@@ -502,4 +502,60 @@ TEST_CASE("gpu.parity.decode_attention long contexts are split over the whole GP
   }
 }
 
+// A bf16 KV cache under f32 queries (runtime.kv_cache_dtype = "bf16"): the kernels widen each cache
+// element exactly, so decode attention and the generic forward give the bits of an f32 cache holding
+// the same values, with the same plan.
+TEST_CASE("gpu.parity.attention over a bf16 KV cache under f32 queries equals the f32 cache of the same values") {
+  const std::int64_t B = 2, B_kv = 3, H = 8, Hkv = 2, D = 64, S_max = 300, T = 5;
+  std::mt19937 rng(static_cast<std::uint32_t>(test::kSeed + 77));
+  std::vector<float> q = random_vec(static_cast<std::size_t>(B * T * H * D), rng);
+  std::vector<float> k = random_vec(static_cast<std::size_t>(B_kv * Hkv * S_max * D), rng);
+  std::vector<float> v = random_vec(static_cast<std::size_t>(B_kv * Hkv * S_max * D), rng);
+  round_to(k, DType::BF16);
+  round_to(v, DType::BF16);
+  const std::vector<std::int64_t> lens = {299, 41}, rows = {2, 0}, offsets = {294, 36};
+  DevBuf dq = upload(q, DType::F32), dlens = upload_raw(lens), drows = upload_raw(rows), doff = upload_raw(offsets);
+  DevBuf k32 = upload(k, DType::F32), v32 = upload(v, DType::F32), k16 = upload(k, DType::BF16),
+         v16 = upload(v, DType::BF16);
+  const std::size_t n_out = static_cast<std::size_t>(B * T * H * D);
+  auto strides = [&](auto& a) {
+    a.k_stride_b = a.v_stride_b = Hkv * S_max * D, a.k_stride_h = a.v_stride_h = S_max * D;
+    a.k_stride_s = a.v_stride_s = D;
+  };
+  // Decode: query 0 of each sequence over its first lens[b] keys.
+  const kernels::DecodePlan plan = kernels::plan_decode_attention(B, H, 299, 100000);  // several splits
+  auto decode = [&](const DevBuf& kb, const DevBuf& vb, DType kv) {
+    DevBuf out(static_cast<std::size_t>(B * H * D) * sizeof(float));
+    DevBuf ws(static_cast<std::size_t>(kernels::decode_attention_workspace_bytes(plan, B, H, D)));
+    kernels::DecodeAttentionArgs a;
+    a.q = dq.p, a.k = kb.p, a.v = vb.p, a.out = out.p, a.seq_lens = dlens.as<std::int64_t>();
+    a.kv_rows = drows.as<std::int64_t>();
+    a.B = B, a.H = H, a.Hkv = Hkv, a.D = D, a.S_max = S_max, a.B_kv = B_kv, a.max_seq_len = 299;
+    strides(a);
+    a.workspace = ws.as<float>();
+    kernels::launch_decode_attention(a, plan, DType::F32, kv, nullptr);
+    return download(out, static_cast<std::size_t>(B * H * D), DType::F32);
+  };
+  const std::vector<float> d16 = decode(k16, v16, DType::BF16), d32 = decode(k32, v32, DType::F32);
+  CHECK(d16 == d32);
+  // A prefill chunk of T queries at per-sequence offsets (the generic forward).
+  auto forward = [&](const DevBuf& kb, const DevBuf& vb, DType kv) {
+    DevBuf out(n_out * sizeof(float));
+    kernels::AttentionForwardArgs a;
+    a.q = dq.p, a.k = kb.p, a.v = vb.p, a.out = out.p;
+    a.B = B, a.T = T, a.H = H, a.Hkv = Hkv, a.D = D, a.S = S_max, a.B_kv = B_kv;
+    strides(a);
+    a.q_pos_offsets = doff.as<std::int64_t>();
+    a.kv_rows = drows.as<std::int64_t>();
+    kernels::launch_attention_forward(a, DType::F32, kv, nullptr);
+    return download(out, n_out, DType::F32);
+  };
+  const std::vector<float> f16 = forward(k16, v16, DType::BF16), f32 = forward(k32, v32, DType::F32);
+  CHECK(f16 == f32);
+  // The other mixes are refused by name.
+  kernels::AttentionForwardArgs bad;
+  CHECK_THROWS_WITH_AS(kernels::launch_attention_forward(bad, DType::BF16, DType::F32, nullptr),
+                       doctest::Contains("k/v of type f32 under q of type bf16"), UnsupportedError);
+}
+
 #endif  // ADAPT_HAVE_CUDA

@@ -386,6 +386,39 @@ TEST_CASE("a KV cache spilled to pinned host RAM on cuda:0 gives the tokens of a
   }
 }
 
+// runtime.kv_cache_dtype = "bf16" on a GPU: the cache holds half the bytes, kept whole or spilled to
+// pinned host RAM it gives the same logits (the staging copies move bf16 elements), and they agree with
+// the CPU's bf16 cache (each side rounds its own keys and values, hence the bf16 tolerance).
+TEST_CASE("a bf16 KV cache on cuda:0, whole or spilled, gives the logits of the CPU's bf16 cache") {
+  const TinyModel& t = tiny(5);
+  const model::LlamaConfig& cfg = t.host.config;
+  const model::LlamaModel gpu = model::llama_model_to_device(t.host, 0, DType::F32);
+  const model::TrainInputs in = train_inputs(cfg.vocab_size, /*packed=*/false);
+  model::KvCache kc(cfg, 2, 40, 1, host_allocator(), {.dtype = DType::BF16});
+  model::KvCache kg(cfg, 2, 40, 1, model::model_allocator(gpu), {.dtype = DType::BF16});
+  model::KvCache ks(cfg, 2, 40, 1, model::model_allocator(gpu), {.device_layers = 1, .dtype = DType::BF16});
+  CHECK(kg.size_bytes() * 2 == model::KvCache::bytes_needed(cfg, 2, 40));
+  CHECK(ks.host_bytes() == model::KvCache::bytes_needed(cfg, 2, 40, 1, 4, DType::BF16));
+  const double tol = test::gpu_tolerance(DType::BF16);
+  Tensor lc = model::llama_forward(t.host, in.ids, &kc, {.last_position_only = true});
+  Tensor lg = model::llama_forward(gpu, in.ids, &kg, {.last_position_only = true});
+  Tensor ls = model::llama_forward(gpu, in.ids, &ks, {.last_position_only = true});
+  check_close(lg, lc, tol, "bf16-cache prefill vs CPU");
+  check_close(ls, lg, 1e-6, "spilled bf16-cache prefill vs on the GPU");
+  Tensor step = Tensor::empty({2, 1}, DType::I32, host_allocator(), "step_ids");
+  for (int s = 0; s < 8; ++s) {
+    for (std::int64_t b = 0; b < 2; ++b) {
+      const float* row = lc.data<float>() + b * cfg.vocab_size;
+      step.data<std::int32_t>()[b] = static_cast<std::int32_t>(std::max_element(row, row + cfg.vocab_size) - row);
+    }
+    lc = model::llama_forward(t.host, step, &kc, {.last_position_only = true});
+    lg = model::llama_forward(gpu, step, &kg, {.last_position_only = true});
+    ls = model::llama_forward(gpu, step, &ks, {.last_position_only = true});
+    check_close(lg, lc, tol, "bf16-cache decode step " + std::to_string(s) + " vs CPU");
+    check_close(ls, lg, 1e-6, "spilled bf16-cache decode step " + std::to_string(s) + " vs on the GPU");
+  }
+}
+
 TEST_CASE("elementwise ops, bias_add and softmax on cuda:0 match the CPU") {
   const std::int64_t N = 301, C = 77;
   const Tensor a = random_host({N, C}, 1, 1.0f, "a"), b = random_host({N, C}, 2, 1.0f, "b");

@@ -2,10 +2,13 @@
 // query positions); its rows are the block's positions times the n_rep query heads of g, so each key
 // tile serves all of them. Per key tile: S = Q · Kᵀ · scale and O += P · V are two small sgemm calls
 // (OpenBLAS is single-threaded inside the OpenMP tasks; see gemm_cpu.cpp), between them an online
-// softmax keeps each row's running max m and sum l. Nothing of size T x S is ever allocated.
+// softmax keeps each row's running max m and sum l. Nothing of size T x S is ever allocated. A bf16
+// KV cache's tiles are widened to f32 first (exact), so it takes the same products as an f32 cache
+// holding the same values.
 #include <cblas.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -25,7 +28,19 @@ struct Scratch {
   std::vector<float> s;  // (rows, kKeyTile) scores, then probabilities
   std::vector<float> o;  // (rows, D) unnormalised outputs
   std::vector<float> m, l;
+  std::vector<float> kt, vt;  // (kKeyTile, D) a bf16 cache's key and value tile, widened
 };
+
+// Rows [j0, j0 + n) of one head of a bf16 cache, widened to f32 into dst (n, D).
+void widen_tile(float* dst, const std::uint16_t* src, std::int64_t stride_s, std::int64_t j0, std::int64_t n,
+                std::int64_t D) {
+  for (std::int64_t j = 0; j < n; ++j) {
+    const std::uint16_t* row = src + (j0 + j) * stride_s;
+    float* out = dst + j * D;
+#pragma omp simd
+    for (std::int64_t d = 0; d < D; ++d) out[d] = std::bit_cast<float>(static_cast<std::uint32_t>(row[d]) << 16);
+  }
+}
 
 // Online-softmax step for one row with n visible scores out of `tile` (the rest are masked):
 // m' = max(m, max s), p = e^(s − m'), l ← l · e^(m − m') + Σ p, o ← o · e^(m − m'). Masked entries get
@@ -73,14 +88,26 @@ void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::i
   // either way, so a sequence gets the same bits alone or batched.
   const std::int64_t offset = a.q_pos_offsets ? a.q_pos_offsets[b] : a.q_pos_offset;
   const std::int64_t kv_row = a.kv_rows ? a.kv_rows[b] : b;
-  const float* kb = a.k + kv_row * a.k_stride_b + g * a.k_stride_h;
-  const float* vb = a.v + kv_row * a.v_stride_b + g * a.v_stride_h;
+  const bool bf16 = a.k_bf16 != nullptr;
+  const std::int64_t k_off = kv_row * a.k_stride_b + g * a.k_stride_h, v_off = kv_row * a.v_stride_b + g * a.v_stride_h;
+  if (bf16) {
+    sc.kt.resize(static_cast<std::size_t>(kKeyTile * D));
+    sc.vt.resize(static_cast<std::size_t>(kKeyTile * D));
+  }
   const std::int64_t key_end = offset + t1;  // keys [0, key_end) are visible to some row
   for (std::int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
     const std::int64_t tile = std::min(kKeyTile, key_end - j0);
+    // The tile's keys and values: in place in an f32 cache, widened into the scratch from a bf16 one.
+    const float* kt = bf16 ? sc.kt.data() : a.k + k_off + j0 * a.k_stride_s;
+    const float* vt = bf16 ? sc.vt.data() : a.v + v_off + j0 * a.v_stride_s;
+    const std::int64_t ldk = bf16 ? D : a.k_stride_s, ldv = bf16 ? D : a.v_stride_s;
+    if (bf16) {
+      widen_tile(sc.kt.data(), a.k_bf16 + k_off, a.k_stride_s, j0, tile, D);
+      widen_tile(sc.vt.data(), a.v_bf16 + v_off, a.v_stride_s, j0, tile, D);
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(rows), static_cast<blasint>(tile),
-                static_cast<blasint>(D), a.scale, sc.q.data(), static_cast<blasint>(D), kb + j0 * a.k_stride_s,
-                static_cast<blasint>(a.k_stride_s), 0.0f, sc.s.data(), static_cast<blasint>(kKeyTile));
+                static_cast<blasint>(D), a.scale, sc.q.data(), static_cast<blasint>(D), kt, static_cast<blasint>(ldk),
+                0.0f, sc.s.data(), static_cast<blasint>(kKeyTile));
     for (std::int64_t r = 0; r < rows; ++r) {
       // Causal: the query at position offset + t sees keys 0 .. offset + t.
       const std::int64_t t = t0 + r / n_rep;
@@ -89,8 +116,8 @@ void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::i
                    &sc.l[static_cast<std::size_t>(r)], sc.o.data() + r * D, D);
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(rows), static_cast<blasint>(D),
-                static_cast<blasint>(tile), 1.0f, sc.s.data(), static_cast<blasint>(kKeyTile), vb + j0 * a.v_stride_s,
-                static_cast<blasint>(a.v_stride_s), 1.0f, sc.o.data(), static_cast<blasint>(D));
+                static_cast<blasint>(tile), 1.0f, sc.s.data(), static_cast<blasint>(kKeyTile), vt,
+                static_cast<blasint>(ldv), 1.0f, sc.o.data(), static_cast<blasint>(D));
   }
   for (std::int64_t r = 0; r < rows; ++r) {
     const std::int64_t t = t0 + r / n_rep, h = g * n_rep + r % n_rep;

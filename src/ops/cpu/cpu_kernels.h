@@ -32,6 +32,10 @@ struct AttentionArgs {
   const float* q = nullptr;  // (B, T, H, D) contiguous
   const float* k = nullptr;  // (B, Hkv, S, D) with the strides below (unit stride along D)
   const float* v = nullptr;
+  // Or, for a bf16 KV cache (attention_forward only): k and v as bf16 bit patterns, same layout; each
+  // key tile is widened (exactly) to f32 before the products.
+  const std::uint16_t* k_bf16 = nullptr;
+  const std::uint16_t* v_bf16 = nullptr;
   float* out = nullptr;  // (B, T, H, D) contiguous
   float* lse = nullptr;  // (B, H, T) or null
   std::int64_t B = 0, T = 0, H = 0, Hkv = 0, D = 0, S = 0;

@@ -38,6 +38,11 @@ void require_same_device(const char* op, const Tensor& first, std::initializer_l
   ADAPT_CUDA_CHECK(cudaSetDevice(first.device().index));
 }
 
+/// The type k and v must have: q's, or bf16 under f32 q (a bf16 KV cache).
+DType kv_cache_type(const Tensor& q, const Tensor& k) {
+  return q.dtype() == DType::F32 && k.dtype() == DType::BF16 ? DType::BF16 : q.dtype();
+}
+
 void require_rank4(const char* op, const Tensor& t, const char* layout) {
   ADAPT_REQUIRE(t.rank() == 4, ShapeError, "{}: '{}' has shape {}; expected {}", op, t.name(), t.shape().str(), layout);
 }
@@ -55,7 +60,9 @@ void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tens
   require_same_device(op, out, {&q, &k, &v});
   if (lse) require_same_device(op, out, {lse});
   detail::require_float(op, q);
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&out, &k, &v}) detail::require_dtype(op, *t, q.dtype());
+  const DType kv_dtype = kv_cache_type(q, k);
+  detail::require_dtype(op, out, q.dtype());
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&k, &v}) detail::require_dtype(op, *t, kv_dtype);
   require_rank4(op, q, "(B, T, H, D)");
   require_rank4(op, k, "(B_kv, Hkv, S, D)");
   for (const Tensor* t : std::initializer_list<const Tensor*>{&q, &out})
@@ -98,7 +105,7 @@ void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tens
   a.kv_rows = device_ptr<std::int64_t>(rows);
   a.segment_ids = device_ptr<std::int32_t>(segments);
   a.scale = opts.scale;
-  kernels::launch_attention_forward(a, q.dtype(), nullptr);
+  kernels::launch_attention_forward(a, q.dtype(), kv_dtype, nullptr);
   // The device copies go back to the caching allocator, whose blocks are ordered on the default stream.
 }
 
@@ -142,7 +149,9 @@ void decode_attention(Tensor& out, const Tensor& q, const Tensor& k, const Tenso
   constexpr const char* op = "decode_attention";
   require_same_device(op, out, {&q, &k, &v});
   detail::require_float(op, q);
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&out, &k, &v}) detail::require_dtype(op, *t, q.dtype());
+  const DType kv_dtype = kv_cache_type(q, k);
+  detail::require_dtype(op, out, q.dtype());
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&k, &v}) detail::require_dtype(op, *t, kv_dtype);
   ADAPT_REQUIRE(q.rank() == 3 && q.is_contiguous() && out.is_contiguous(), ShapeError,
                 "{}: q '{}' {} and out must be contiguous (B, H, D)", op, q.name(), q.shape().str());
   require_rank4(op, k, "(B_kv, Hkv, S_max, D)");
@@ -184,7 +193,7 @@ void decode_attention(Tensor& out, const Tensor& q, const Tensor& k, const Tenso
   a.max_seq_len = max_len;
   a.scale = scale;
   a.workspace = detail::f32_ptr(workspace);
-  kernels::launch_decode_attention(a, plan, q.dtype(), nullptr);
+  kernels::launch_decode_attention(a, plan, q.dtype(), kv_dtype, nullptr);
 }
 
 }  // namespace adapt::ops::cuda

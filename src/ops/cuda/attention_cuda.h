@@ -2,7 +2,8 @@
 // KV cache: the shape, dtype and device checks of the CPU op (src/ops/attention.h), the host-side
 // ragged fields (offsets, kv_rows, segment ids) checked and copied to the device, then the
 // kernels/attention.h and kernels/decode_attention.h launchers on the default stream. q, k, v, out,
-// dout, dq, dk, dv are f32, bf16 or f16 (all the same); lse is f32.
+// dout, dq, dk, dv are f32, bf16 or f16 (all the same), except that the forward and decode attention
+// also take f32 q and out over bf16 k and v (a bf16 KV cache); lse is f32.
 #pragma once
 
 #include <cstdint>

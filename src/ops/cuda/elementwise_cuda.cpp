@@ -52,6 +52,12 @@ void swap_middle(const char* op, Tensor& dst, const Tensor& src) {
 void kv_cache_write(Tensor& cache, const Tensor& src, std::span<const std::int64_t> rows,
                     std::span<const std::int64_t> positions) {
   detail::require_device_contiguous("kv_cache_write", cache, {&src});
+  if (cache.dtype() == DType::BF16) {
+    kernels::launch_kv_cache_write_bf16(static_cast<std::uint16_t*>(cache.raw()), f32_ptr(src), rows.data(),
+                                        positions.data(), src.dim(0), src.dim(1), src.dim(2), src.dim(3), cache.dim(2),
+                                        nullptr);
+    return;
+  }
   kernels::launch_kv_cache_write(f32_ptr(cache), f32_ptr(src), rows.data(), positions.data(), src.dim(0), src.dim(1),
                                  src.dim(2), src.dim(3), cache.dim(2), nullptr);
 }

@@ -114,6 +114,49 @@ void check_same(const GenerationOutput& a, const GenerationOutput& b) {
   CHECK(a.reason == b.reason);
 }
 
+// Last-position logits of a fixed ragged schedule through a KV cache of 3 rows x 64 positions with
+// `device_layers` kept whole (the rest spilled) and elements of `dtype`: rows 0 and 2 prefilled in two
+// pieces, row 1 in one, all decode together, then row 1 is cleared and takes a new prompt while the
+// others go on. Checks the cache's byte counts on the way.
+std::vector<float> ragged_logits(const TinyModel& t, std::int64_t device_layers, DType dtype) {
+  const model::LlamaConfig& c = t.model.config;
+  const std::int64_t V = c.vocab_size;
+  model::KvCache cache(c, 3, 64, 1, host_allocator(), {.device_layers = device_layers, .dtype = dtype});
+  CHECK(cache.dtype() == dtype);
+  CHECK(cache.size_bytes() == model::KvCache::bytes_needed(c, 3, 64, 1, -1, dtype) +
+                                  (device_layers >= 0 && device_layers < c.n_layers
+                                       ? model::KvCache::bytes_needed(c, 3, 64, 1,
+                                                                      std::min<std::int64_t>(2, c.n_layers - device_layers),
+                                                                      dtype)
+                                       : 0));
+  std::vector<float> all;
+  auto forward = [&](std::vector<std::int32_t> ids_v, std::vector<std::int64_t> rows) {
+    const auto B = static_cast<std::int64_t>(rows.size());
+    const auto T = static_cast<std::int64_t>(ids_v.size()) / B;
+    Tensor ids = Tensor::empty({B, T}, DType::I32);
+    std::copy(ids_v.begin(), ids_v.end(), ids.data<std::int32_t>());
+    const Tensor logits = model::llama_forward(t.model, ids, &cache, {.last_position_only = true, .cache_rows = rows});
+    all.insert(all.end(), logits.data<float>(), logits.data<float>() + B * V);
+  };
+  forward({1, 17, 300, 41, 5, 9, 77}, {0});
+  forward({12, 13, 14, 15, 16}, {1});
+  forward({400, 401, 402}, {2});
+  forward({8, 9, 10, 11}, {0});
+  forward({600, 601, 602, 603, 604, 605}, {2});
+  for (int step = 0; step < 4; ++step) forward({20 + step, 30 + step, 40 + step}, {0, 1, 2});
+  cache.clear_row(1);
+  forward({2, 3, 4}, {1});
+  for (int step = 0; step < 3; ++step) forward({50 + step, 60 + step}, {2, 1});
+  forward({70, 71, 72}, {1, 0, 2});
+  if (device_layers >= 0 && device_layers < c.n_layers) {
+    CHECK(cache.host_bytes() == model::KvCache::bytes_needed(c, 3, 64, 1, c.n_layers - device_layers, dtype));
+    CHECK(cache.device_bytes() == model::KvCache::bytes_needed(
+                                      c, 3, 64, 1, device_layers + std::min<std::int64_t>(2, c.n_layers - device_layers),
+                                      dtype));
+  }
+  return all;
+}
+
 }  // namespace
 
 // Up to 8 rows in flight a decode step gives each row the logits it gets alone, bit for bit, so the
@@ -268,37 +311,7 @@ TEST_CASE("a KV cache spilled to host RAM gives the logits and tokens of a cache
   const TinyModel& t = tiny(5);
   const model::LlamaConfig& c = t.model.config;
   REQUIRE(c.n_layers == 5);
-  const std::int64_t V = c.vocab_size;
-  // Three rows; rows 0 and 2 prefilled in two pieces, row 1 in one, all decode together, then row 1 is
-  // cleared and takes a new prompt while the others go on.
-  auto run = [&](std::int64_t device_layers) {
-    model::KvCache cache(c, 3, 64, 1, host_allocator(), {.device_layers = device_layers});
-    std::vector<float> all;
-    auto forward = [&](std::vector<std::int32_t> ids_v, std::vector<std::int64_t> rows) {
-      const auto B = static_cast<std::int64_t>(rows.size());
-      const auto T = static_cast<std::int64_t>(ids_v.size()) / B;
-      Tensor ids = Tensor::empty({B, T}, DType::I32);
-      std::copy(ids_v.begin(), ids_v.end(), ids.data<std::int32_t>());
-      const Tensor logits = model::llama_forward(t.model, ids, &cache, {.last_position_only = true, .cache_rows = rows});
-      all.insert(all.end(), logits.data<float>(), logits.data<float>() + B * V);
-    };
-    forward({1, 17, 300, 41, 5, 9, 77}, {0});
-    forward({12, 13, 14, 15, 16}, {1});
-    forward({400, 401, 402}, {2});
-    forward({8, 9, 10, 11}, {0});
-    forward({600, 601, 602, 603, 604, 605}, {2});
-    for (int step = 0; step < 4; ++step) forward({20 + step, 30 + step, 40 + step}, {0, 1, 2});
-    cache.clear_row(1);
-    forward({2, 3, 4}, {1});
-    for (int step = 0; step < 3; ++step) forward({50 + step, 60 + step}, {2, 1});
-    forward({70, 71, 72}, {1, 0, 2});
-    if (device_layers >= 0 && device_layers < c.n_layers) {
-      CHECK(cache.host_bytes() == model::KvCache::bytes_needed(c, 3, 64, 1, c.n_layers - device_layers));
-      CHECK(cache.device_bytes() ==
-            model::KvCache::bytes_needed(c, 3, 64, 1, device_layers + std::min<std::int64_t>(2, c.n_layers - device_layers)));
-    }
-    return all;
-  };
+  auto run = [&](std::int64_t device_layers) { return ragged_logits(t, device_layers, DType::F32); };
   const std::vector<float> kept = run(-1);
   for (const std::int64_t device_layers : {0, 1, 3, 4}) {
     CAPTURE(device_layers);
@@ -356,4 +369,42 @@ TEST_CASE("kv_device_layers_fit keeps on the GPU the layers that fit beside the 
   CHECK(kv_device_layers_fit(c, 8, 8, S, 80, 512, GiB / 2) == 0);
   // A longer prefill piece leaves fewer layers.
   CHECK(kv_device_layers_fit(c, 8, 8, S, 80, 65536, 40 * GiB) < 36);
+}
+
+// A bf16 KV cache holds half the bytes; spilled or whole it gives the same bits (the staging copies
+// move bf16 elements); its logits differ from the f32 cache's only by the rounding of keys and values
+// (2^-9 relative), and the scheduler's tokens are those of the bf16 cache kept whole.
+TEST_CASE("a bf16 KV cache: half the bytes, the same logits spilled or whole, close to the f32 cache") {
+  const TinyModel& t = tiny(5);
+  const model::LlamaConfig& c = t.model.config;
+  CHECK(model::KvCache::bytes_needed(c, 3, 64, 1, -1, DType::BF16) * 2 == model::KvCache::bytes_needed(c, 3, 64));
+  const std::vector<float> f32 = ragged_logits(t, -1, DType::F32);
+  const std::vector<float> bf16 = ragged_logits(t, -1, DType::BF16);
+  REQUIRE(bf16.size() == f32.size());
+  double max_diff = 0, max_abs = 0;
+  for (std::size_t i = 0; i < f32.size(); ++i) {
+    max_diff = std::max(max_diff, std::abs(static_cast<double>(bf16[i]) - f32[i]));
+    max_abs = std::max(max_abs, std::abs(static_cast<double>(f32[i])));
+  }
+  MESSAGE("bf16 vs f32 KV cache: max |logit difference| " << max_diff << " of max |logit| " << max_abs);
+  CHECK(max_diff > 0);                // the cache really rounds
+  CHECK(max_diff < 2e-2 * max_abs);   // and only by bf16's rounding of keys and values
+  for (const std::int64_t device_layers : {0, 1, 3}) {
+    CAPTURE(device_layers);
+    CHECK(ragged_logits(t, device_layers, DType::BF16) == bf16);
+  }
+  const std::vector<GenerationRequest> reqs = mixed_requests();
+  const BatchRun whole = run_batch(reqs, 3, {.prefill_chunk = 7, .kv_dtype = DType::BF16}, 5);
+  const BatchRun spilled = run_batch(reqs, 3, {.prefill_chunk = 7, .kv_device_layers = 2, .kv_dtype = DType::BF16}, 5);
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    CAPTURE(i);
+    check_same(spilled.out.at(i), whole.out.at(i));
+  }
+  Generator gen(t.model, *t.tok);
+  gen.set_options({.kv_dtype = DType::BF16});
+  const BatchPlan b16 = gen.plan_batch(reqs, 3);
+  gen.set_options({});
+  CHECK(b16.kv_cache_bytes * 2 == gen.plan_batch(reqs, 3).kv_cache_bytes);
+  CHECK_THROWS_WITH_AS(gen.set_options({.kv_dtype = DType::F16}), doctest::Contains("runtime.kv_cache_dtype = f16"),
+                       ConfigError);
 }

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "core/error.h"
 #include "ops/attention.h"
@@ -123,4 +124,44 @@ TEST_CASE("attention shape errors name the tensors and give the fix") {
   Tensor out4 = test::filled({1, 4, 4, 8}, 0.0f, "out");
   CHECK_THROWS_WITH_AS(ops::attention_forward(out4, q4, k, k, {.q_pos_offset = 1}),
                        doctest::Contains("the KV cache is too small"), ShapeError);
+}
+
+// A bf16 KV cache: each key and value is widened exactly to f32, so attention over it gives the bits
+// of attention over an f32 cache holding the same (bf16-representable) values, and both match the
+// double-precision formula on those values. Ragged rows and offsets, prefill chunks and decode steps.
+TEST_CASE("attention over a bf16 KV cache equals attention over the same values in f32") {
+  const std::int64_t R = 3, Hkv = 2, S = 150, D = 24, H = 4;
+  const Tensor k32 = test::random_tensor({R, Hkv, S, D}, 51, 1.0f, "k");
+  const Tensor v32 = test::random_tensor({R, Hkv, S, D}, 52, 1.0f, "v");
+  const Tensor kb = k32.to_host(DType::BF16), vb = v32.to_host(DType::BF16);
+  const Tensor kw = kb.to_host(DType::F32), vw = vb.to_host(DType::F32);
+  REQUIRE(kb.dtype() == DType::BF16);
+  CHECK(test::max_rel_error(kw, std::vector<double>(k32.data<float>(), k32.data<float>() + k32.numel())) < 4e-3);
+  struct Case {
+    std::int64_t T;
+    std::vector<std::int64_t> offsets, rows;
+  };
+  for (const Case& c : {Case{1, {149, 0}, {2, 0}}, Case{17, {70, 130}, {1, 2}}, Case{1, {5, 140, 63}, {0, 1, 2}}}) {
+    const auto B = static_cast<std::int64_t>(c.rows.size());
+    CAPTURE(B);
+    CAPTURE(c.T);
+    const Tensor q = test::random_tensor({B, c.T, H, D}, 53, 1.0f, "q");
+    Tensor out_b = test::filled({B, c.T, H, D}, 0.0f, "out_b"), out_w = test::filled({B, c.T, H, D}, 0.0f, "out_w");
+    const ops::AttentionOptions opts{.q_pos_offsets = c.offsets, .kv_rows = c.rows};
+    ops::attention_forward(out_b, q, kb, vb, opts);
+    ops::attention_forward(out_w, q, kw, vw, opts);
+    CHECK(std::memcmp(out_b.raw(), out_w.raw(), out_b.size_bytes()) == 0);
+    // Against the formula, one sequence at a time (its cache row, its offset).
+    for (std::int64_t b = 0; b < B; ++b) {
+      const std::int64_t r = c.rows[static_cast<std::size_t>(b)], off = c.offsets[static_cast<std::size_t>(b)];
+      const Tensor qb = q.narrow(0, b, 1).to_host(DType::F32);
+      const Ref ref = naive_attention(qb, kw.narrow(0, r, 1).to_host(DType::F32), vw.narrow(0, r, 1).to_host(DType::F32),
+                                      off, 1.0 / std::sqrt(static_cast<double>(D)));
+      CHECK(test::max_rel_error(out_b.narrow(0, b, 1).to_host(DType::F32), ref.out) < kTol);
+    }
+  }
+  Tensor out = test::filled({1, 1, H, D}, 0.0f, "out");
+  const Tensor q = test::random_tensor({1, 1, H, D}, 54, 1.0f, "q");
+  CHECK_THROWS_WITH_AS(ops::attention_forward(out, q, kb, vw, {.q_pos_offset = 3, .kv_rows = std::vector<std::int64_t>{0}}),
+                       doctest::Contains("v"), ShapeError);
 }

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "dtype/dtype.h"
 #include "ops/elementwise.h"
 #include "tests/unit/ops/ops_test_util.h"
 
@@ -113,4 +114,28 @@ TEST_CASE("kv_cache_write puts sequence b at row rows[b] from position positions
   CHECK_THROWS_WITH_AS(ops::kv_cache_write(cache, src, rows, full), doctest::Contains("kv_cache.k.0"), ShapeError);
   const std::vector<std::int64_t> bad_row{4, 0};
   CHECK_THROWS_WITH_AS(ops::kv_cache_write(cache, src, bad_row, pos), doctest::Contains("row 4"), ShapeError);
+}
+
+TEST_CASE("kv_cache_write into a bf16 cache rounds each value to nearest even, as the dtype conversion does") {
+  const std::int64_t R = 2, G = 2, S = 6, D = 8, B = 2, T = 2;
+  Tensor cache = Tensor::zeros({R, G, S, D}, DType::BF16, "kv_cache.v.0");
+  Tensor src = test::random_tensor({B, T, G, D}, 43, 3.0f, "v_new");
+  src.data<float>()[0] = 1.0f + 1.0f / 256.0f;  // a tie: rounds to even (1.0)
+  src.data<float>()[1] = 1.0f + 3.0f / 256.0f;  // a tie: rounds to even (1 + 4/256)
+  const std::vector<std::int64_t> rows{1, 0}, pos{4, 1};
+  ops::kv_cache_write(cache, src, rows, pos);
+  const auto* c = static_cast<const std::uint16_t*>(cache.raw());
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t t = 0; t < T; ++t)
+      for (std::int64_t g = 0; g < G; ++g)
+        for (std::int64_t d = 0; d < D; ++d) {
+          const float x = src.data<float>()[((b * T + t) * G + g) * D + d];
+          const std::int64_t at = ((rows[static_cast<std::size_t>(b)] * G + g) * S + pos[static_cast<std::size_t>(b)] + t) * D + d;
+          REQUIRE(c[at] == f32_to_bf16(x));
+        }
+  CHECK(bf16_to_f32(c[((1 * G + 0) * S + 4) * D + 0]) == 1.0f);
+  CHECK(bf16_to_f32(c[((1 * G + 0) * S + 4) * D + 1]) == 1.0f + 4.0f / 256.0f);
+  Tensor f16_cache = Tensor::zeros({R, G, S, D}, DType::F16, "kv_cache.f16");
+  CHECK_THROWS_WITH_AS(ops::kv_cache_write(f16_cache, src, rows, pos), doctest::Contains("a KV cache is f32 or bf16"),
+                       ShapeError);
 }

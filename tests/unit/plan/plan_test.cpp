@@ -181,6 +181,11 @@ TEST_CASE("generation memory: prefill pieces, and the KV cache's spill when it d
   const GenMemory gw = gen_memory(m, a, tp8, whole, Backend::Gpu), gp = gen_memory(m, a, tp8, pieces, Backend::Gpu);
   CHECK(gp.kv_cache == gw.kv_cache);
   CHECK(gp.kv_cache == 80ull << 30);  // 80 layers × 8 × 131072 × 1 KV head × 128 × 4 bytes
+  GenJob bf16_cache = pieces;  // runtime.kv_cache_dtype = "bf16" (adapt_plan --kv-dtype bf16)
+  bf16_cache.kv_bytes = 2;
+  const GenMemory gb = gen_memory(m, a, tp8, bf16_cache, Backend::Gpu);
+  CHECK(gb.kv_cache * 2 == gp.kv_cache);
+  CHECK(gb.activations == gp.activations);  // the activations stay f32
   CHECK(gp.activations * 100 < gw.activations);  // 512 of 131072 tokens
 
   PlanRequest req;
