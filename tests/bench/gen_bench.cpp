@@ -4,7 +4,7 @@
 // temperature 0), without the tokenizer: no detokenisation, no stop rules, so no EOS stop.
 //
 //   build/tests/gen_bench MODEL_DIR --ids FILE [--decode 128] [--reps 3] [--warmup 0]
-//                         [--storage as-stored|f32] [--tokens-out FILE]
+//                         [--storage as-stored|f32] [--kv-dtype f32|bf16] [--tokens-out FILE]
 //
 //   --ids FILE         the prompt: whitespace-separated token ids (the script writes random ids)
 //   --decode N         decode steps after the prefill (each one forward of one token); N + 1 tokens
@@ -13,6 +13,7 @@
 //   --warmup W         untimed repetitions first (a prefill and min(decode, 8) steps each)
 //   --storage S        as-stored (default; what adapt_gen uses: bf16 matrices stay bf16 and are
 //                      widened inside the GEMMs) or f32 (every weight widened to f32 at load)
+//   --kv-dtype T       the KV cache's element type (adapt_gen's runtime.kv_cache_dtype), default f32
 //   --tokens-out FILE  writes the generated ids of the last repetition, one line
 //
 // Output (stdout), one `key value` per line for scripts, then a readable summary on stderr:
@@ -42,7 +43,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: gen_bench MODEL_DIR --ids FILE [--decode 128] [--reps 3] [--warmup 0] [--storage as-stored|f32]\n"
-    "                 [--tokens-out FILE]\n";
+    "                 [--kv-dtype f32|bf16] [--tokens-out FILE]\n";
 
 std::vector<std::int32_t> ids_read(const std::string& path, std::int64_t vocab) {
   std::ifstream in(path);
@@ -66,7 +67,7 @@ std::span<float> logits_row(Tensor& logits) {  // (1, V) → V values
 int run(int argc, char** argv) {
   ADAPT_REQUIRE(argc >= 2 && argv[1][0] != '-', ConfigError, "{}", kUsage);
   const std::string dir = argv[1];
-  std::string ids_path, tokens_out, storage = "as-stored";
+  std::string ids_path, tokens_out, storage = "as-stored", kv_dtype = "f32";
   std::int64_t decode = 128, reps = 3, warmup = 0;
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
@@ -78,6 +79,7 @@ int run(int argc, char** argv) {
     else if (a == "--warmup") warmup = std::stoll(v);
     else if (a == "--storage") storage = v;
     else if (a == "--tokens-out") tokens_out = v;
+    else if (a == "--kv-dtype") kv_dtype = v;
     else ADAPT_THROW(ConfigError, "unknown option '{}'\n{}", a, kUsage);
   }
   ADAPT_REQUIRE(!ids_path.empty(), ConfigError, "--ids FILE is required\n{}", kUsage);
@@ -85,6 +87,8 @@ int run(int argc, char** argv) {
                 "--decode and --warmup must be >= 0 and --reps >= 1");
   ADAPT_REQUIRE(storage == "as-stored" || storage == "f32", ConfigError,
                 "--storage is 'as-stored' or 'f32', not '{}'", storage);
+  ADAPT_REQUIRE(kv_dtype == "f32" || kv_dtype == "bf16", ConfigError, "--kv-dtype is 'f32' or 'bf16', not '{}'",
+                kv_dtype);
 
   model::LlamaLoadStats ls;
   const model::LlamaModel m = model::llama_model_load(
@@ -102,7 +106,8 @@ int run(int argc, char** argv) {
     const bool timed = r >= 0;
     const std::int64_t steps = timed ? decode : std::min<std::int64_t>(decode, 8);
     generate::Sampler sampler(greedy);
-    model::KvCache cache(m.config, /*batch=*/1, n_prompt + decode);
+    model::KvCache cache(m.config, /*batch=*/1, n_prompt + decode, 1, host_allocator(),
+                         {.dtype = kv_dtype == "bf16" ? DType::BF16 : DType::F32});
     std::vector<std::int32_t> history(prompt.begin(), prompt.end());
     tokens.clear();
     Tensor ids = Tensor::empty({1, n_prompt}, DType::I32);
