@@ -54,7 +54,7 @@ Seal parse(const char* h) {
   s.seal_bytes = load<std::uint32_t>(h + 12);
   s.file_bytes = load<std::uint64_t>(h + 16);
   s.body_crc = load<std::uint32_t>(h + 24);
-  s.seal_crc = load<std::uint32_t>(h + 28);
+  s.seal_crc = load<std::uint32_t>(h + kSealCrcField);
   return s;
 }
 
@@ -89,29 +89,35 @@ void check_seal(const fs::path& path, const char* h, std::uint64_t file_bytes) {
                                           : "bytes were appended after it was written");
 }
 
-/// Opens `path` for reading; its size. Throws CheckpointError.
-int open_checked(const fs::path& path, int flags, std::uint64_t& size_bytes) {
-  std::error_code ec;
-  ADAPT_REQUIRE(fs::is_regular_file(path, ec), CheckpointError,
-                "checkpoint '{}' does not exist or is not a regular file. Check the path.", path.string());
-  const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
-  ADAPT_REQUIRE(fd >= 0, CheckpointError, "cannot open checkpoint '{}': {}", path.string(), std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    ADAPT_THROW(CheckpointError, "cannot stat checkpoint '{}': {}", path.string(), std::strerror(err));
+/// An open checkpoint file, closed when it goes out of scope, and its size at opening.
+struct OpenFile {
+  int fd = -1;
+  std::uint64_t size_bytes = 0;
+  OpenFile(const fs::path& path, int flags) {
+    std::error_code ec;
+    ADAPT_REQUIRE(fs::is_regular_file(path, ec), CheckpointError,
+                  "checkpoint '{}' does not exist or is not a regular file. Check the path.", path.string());
+    fd = ::open(path.c_str(), flags | O_CLOEXEC);
+    ADAPT_REQUIRE(fd >= 0, CheckpointError, "cannot open checkpoint '{}': {}", path.string(), std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      const int err = errno;
+      ::close(fd);
+      ADAPT_THROW(CheckpointError, "cannot stat checkpoint '{}': {}", path.string(), std::strerror(err));
+    }
+    size_bytes = static_cast<std::uint64_t>(st.st_size);
   }
-  size_bytes = static_cast<std::uint64_t>(st.st_size);
-  return fd;
-}
+  ~OpenFile() { ::close(fd); }
+  OpenFile(const OpenFile&) = delete;
+  OpenFile& operator=(const OpenFile&) = delete;
+};
 
-void read_all(int fd, const fs::path& path, char* dst, std::size_t n) {
-  std::size_t done = 0;
-  while (done < n) {
-    const ssize_t got = ::pread(fd, dst + done, n - done, static_cast<off_t>(done));
+/// Reads bytes [offset, offset + n) of the file into dst.
+void read_all(int fd, const fs::path& path, char* dst, std::size_t offset, std::size_t n) {
+  for (std::size_t done = 0; done < n;) {
+    const ssize_t got = ::pread(fd, dst + done, n - done, static_cast<off_t>(offset + done));
     if (got < 0 && errno == EINTR) continue;
-    ADAPT_REQUIRE(got > 0, CheckpointError, "cannot read checkpoint '{}' at byte {}: {}", path.string(), done,
+    ADAPT_REQUIRE(got > 0, CheckpointError, "cannot read checkpoint '{}' at byte {}: {}", path.string(), offset + done,
                   got < 0 ? std::strerror(errno) : "the file shrank while it was read");
     done += static_cast<std::size_t>(got);
   }
@@ -132,27 +138,18 @@ void seal_image(char* image, std::size_t size_bytes) {
 }
 
 SealedFile read_sealed(const fs::path& path) {
-  std::uint64_t size = 0;
-  const int fd = open_checked(path, O_RDONLY, size);
+  const OpenFile file(path, O_RDONLY);
+  ADAPT_REQUIRE(file.size_bytes > kSealBytes, CheckpointError,
+                "checkpoint '{}' is {} bytes, too short for adapt's {}-byte seal and any HDF5 data: the file "
+                "was truncated or is not a checkpoint. Use an earlier checkpoint.",
+                path.string(), file.size_bytes, kSealBytes);
   SealedFile f;
-  try {
-    ADAPT_REQUIRE(size > kSealBytes, CheckpointError,
-                  "checkpoint '{}' is {} bytes, too short for adapt's {}-byte seal and any HDF5 data: the file "
-                  "was truncated or is not a checkpoint. Use an earlier checkpoint.",
-                  path.string(), size, kSealBytes);
-    char seal[kSealBytes];
-    read_all(fd, path, seal, kSealBytes);
-    check_seal(path, seal, size);  // before allocating what the file claims
-    f.size_bytes = static_cast<std::size_t>(size);
-    f.bytes.reset(new char[f.size_bytes]);
-    read_all(fd, path, f.bytes.get(), f.size_bytes);
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
-  ::close(fd);
-  const char* h = f.bytes.get();
-  check_seal(path, h, f.size_bytes);  // again: the bytes that are checked are the bytes used
+  f.size_bytes = static_cast<std::size_t>(file.size_bytes);
+  f.bytes.reset(new char[f.size_bytes]);
+  char* h = f.bytes.get();
+  read_all(file.fd, path, h, 0, kSealBytes);
+  check_seal(path, h, f.size_bytes);  // a truncated or foreign file stops before the rest is read
+  read_all(file.fd, path, h + kSealBytes, kSealBytes, f.size_bytes - kSealBytes);
   const std::uint32_t recorded = parse(h).body_crc;
   const std::uint32_t crc = crc32c(h + kSealBytes, f.size_bytes - kSealBytes);
   ADAPT_REQUIRE(crc == recorded, CheckpointError,
@@ -164,23 +161,17 @@ SealedFile read_sealed(const fs::path& path) {
 }
 
 void reseal_file(const fs::path& path) {
-  std::uint64_t size = 0;
-  const int fd = open_checked(path, O_RDWR, size);
-  try {
-    ADAPT_REQUIRE(size > kSealBytes, CheckpointError, "checkpoint '{}' is too short to hold a seal", path.string());
-    std::unique_ptr<char[]> bytes(new char[size]);
-    read_all(fd, path, bytes.get(), size);
-    ADAPT_REQUIRE(std::memcmp(bytes.get(), kMagic, sizeof kMagic) == 0, CheckpointError,
-                  "checkpoint '{}' has no adapt seal to update", path.string());
-    seal_image(bytes.get(), size);
-    ADAPT_REQUIRE(::pwrite(fd, bytes.get(), kSealBytes, 0) == static_cast<ssize_t>(kSealBytes) && ::fsync(fd) == 0,
-                  CheckpointError, "cannot rewrite the seal of checkpoint '{}': {}", path.string(),
-                  std::strerror(errno));
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
-  ::close(fd);
+  const OpenFile file(path, O_RDWR);
+  const std::size_t size = file.size_bytes;
+  ADAPT_REQUIRE(size > kSealBytes, CheckpointError, "checkpoint '{}' is too short to hold a seal", path.string());
+  std::unique_ptr<char[]> bytes(new char[size]);
+  read_all(file.fd, path, bytes.get(), 0, size);
+  ADAPT_REQUIRE(std::memcmp(bytes.get(), kMagic, sizeof kMagic) == 0, CheckpointError,
+                "checkpoint '{}' has no adapt seal to update", path.string());
+  seal_image(bytes.get(), size);
+  ADAPT_REQUIRE(::pwrite(file.fd, bytes.get(), kSealBytes, 0) == static_cast<ssize_t>(kSealBytes) &&
+                    ::fsync(file.fd) == 0,
+                CheckpointError, "cannot rewrite the seal of checkpoint '{}': {}", path.string(), std::strerror(errno));
 }
 
 }  // namespace adapt::checkpoint::detail

@@ -1,6 +1,7 @@
 #include "ops/elementwise.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <vector>
 
@@ -206,27 +207,17 @@ void kv_cache_write(Tensor& cache, const Tensor& src, std::span<const std::int64
   if (!cache.device().host_accessible()) return cuda::kv_cache_write(cache, src, rows, positions);
 #endif
   if (!detail::on_cpu(op, cache)) return;
+  // One (b, t, g) row of D elements at a time: copied into an f32 cache, rounded to nearest even into
+  // a bf16 one.
   const float* s = static_cast<const float*>(src.raw());
-  if (cache.dtype() == DType::BF16) {  // rounded to nearest even, element by element
-    auto* d = static_cast<std::uint16_t*>(cache.raw());
-    for (std::int64_t b = 0; b < B; ++b) {
-      const std::int64_t r = rows[static_cast<std::size_t>(b)], pos0 = positions[static_cast<std::size_t>(b)];
-      for (std::int64_t t = 0; t < T; ++t)
-        for (std::int64_t g = 0; g < G; ++g) {
-          const float* from = s + ((b * T + t) * G + g) * D;
-          std::uint16_t* to = d + ((r * G + g) * S + pos0 + t) * D;
-          for (std::int64_t i = 0; i < D; ++i) to[i] = f32_to_bf16(from[i]);
-        }
-    }
-    return;
-  }
-  float* d = static_cast<float*>(cache.raw());
+  auto* d = static_cast<std::byte*>(cache.raw());
+  const std::size_t elem = dtype_size(cache.dtype());
   for (std::int64_t b = 0; b < B; ++b) {
     const std::int64_t r = rows[static_cast<std::size_t>(b)], pos0 = positions[static_cast<std::size_t>(b)];
     for (std::int64_t t = 0; t < T; ++t)
       for (std::int64_t g = 0; g < G; ++g)
-        std::memcpy(d + ((r * G + g) * S + pos0 + t) * D, s + ((b * T + t) * G + g) * D,
-                    static_cast<std::size_t>(D) * sizeof(float));
+        dtype_convert(d + static_cast<std::size_t>(((r * G + g) * S + pos0 + t) * D) * elem, cache.dtype(),
+                      s + ((b * T + t) * G + g) * D, DType::F32, D);
   }
 }
 

@@ -136,6 +136,18 @@ void check_losses(const std::map<std::int64_t, json>& got, const std::map<std::i
   }
 }
 
+/// id -> text of every record of a results file's contents (JSON Lines).
+std::map<std::string, std::string> texts_by_id(const std::string& jsonl) {
+  std::map<std::string, std::string> m;
+  for (std::size_t start = 0; start < jsonl.size();) {
+    const std::size_t nl = jsonl.find('\n', start);
+    const json j = json::parse(jsonl.substr(start, nl - start));
+    m[j["id"].get<std::string>()] = j["text"].get<std::string>();
+    start = nl + 1;
+  }
+  return m;
+}
+
 }  // namespace
 
 TEST_CASE("dp2, dp4, tp2, pp2, tp2×pp2, tp2×dp2 and tp2×pp2×dp2 give the single process's losses and adapter") {
@@ -226,20 +238,10 @@ TEST_CASE("dp2, dp4, tp2, pp2, tp2×pp2, tp2×dp2 and tp2×pp2×dp2 give the sin
     REQUIRE(g.code == 0);
     return file_read_text(job.dir / out / "results.jsonl");
   };
-  auto texts = [](const std::string& jsonl) {
-    std::map<std::string, std::string> m;
-    for (std::size_t start = 0; start < jsonl.size();) {
-      const std::size_t nl = jsonl.find('\n', start);
-      const json j = json::parse(jsonl.substr(start, nl - start));
-      m[j["id"].get<std::string>()] = j["text"].get<std::string>();
-      start = nl + 1;
-    }
-    return m;
-  };
-  const auto one = texts(gen(1, 1, "gen1"));
+  const auto one = texts_by_id(gen(1, 1, "gen1"));
   CHECK(one.size() == 3);
-  CHECK(texts(gen(2, 1, "gen-tp2")) == one);
-  CHECK(texts(gen(1, 2, "gen-pp2")) == one);
+  CHECK(texts_by_id(gen(2, 1, "gen-tp2")) == one);
+  CHECK(texts_by_id(gen(1, 2, "gen-pp2")) == one);
 }
 
 TEST_CASE("dp2 resumes bit-exactly, and a checkpoint resumes on another layout") {
@@ -481,17 +483,7 @@ TEST_CASE("adapt_gen: conversations at dp2, tp2 and pp2×dp2 give one process's 
       REQUIRE(r.code == 0);
     }
   };
-  auto texts = [&](const std::string& out) {
-    std::map<std::string, std::string> m;
-    const std::string text = file_read_text(job.dir / out / "results.jsonl");
-    for (std::size_t start = 0; start < text.size();) {
-      const std::size_t nl = text.find('\n', start);
-      const json j = json::parse(text.substr(start, nl - start));
-      m[j["id"].get<std::string>()] = j["text"].get<std::string>();
-      start = nl + 1;
-    }
-    return m;
-  };
+  auto texts = [&](const std::string& out) { return texts_by_id(file_read_text(job.dir / out / "results.jsonl")); };
   gen(1, 1, 1, "one");
   const auto a = texts("one");
   CHECK(a.size() == 12);
