@@ -2,7 +2,8 @@
 // KV-cache row. A free row takes the next prompt, prefilled alone (B = 1); busy rows decode together,
 // one token each per step at their own positions; a finished sequence is handed back at once and its
 // row goes to the next prompt. Prefill alone and row-independent decoding keep a sequence's tokens
-// the same whatever it is batched with (generator_test.cpp; bit-exact logits up to 8 rows).
+// the same whatever it is batched with (generator_test.cpp; bit-exact logits on the CPU up to 32
+// rows, 8 without AVX-512).
 #pragma once
 
 #include <cstddef>

@@ -19,7 +19,8 @@ struct MatmulOptions {
 /// so both give the same numbers up to summation order (docs/NUMERICS.md). Every tensor is viewed as
 /// a matrix whose rows are its leading dimensions flattened (x may be (B, T, C) and c (B, T, N));
 /// views with one row stride are accepted. With beta = 0, c is not read (it may hold garbage).
-/// CPU: OpenBLAS sgemm, own streaming kernels for <= 8 rows, split over OpenMP threads.
+/// CPU: own packed sgemm with AVX-512 (OpenBLAS otherwise), own streaming kernels for few rows (<= 32
+/// with AVX-512, <= 8 without), split over OpenMP threads.
 /// ShapeError names the tensors and the mismatching dimension.
 void matmul(Tensor& c, const Tensor& a, const Tensor& b, const MatmulOptions& opts = {});
 

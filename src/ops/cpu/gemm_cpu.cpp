@@ -1,6 +1,8 @@
 // GEMM on the CPU. Four paths, one thread pool:
-//  * few rows (decoding) against a weight stored (N, K): our own streaming kernels (skinny_cpu.cpp),
-//    since OpenBLAS 0.3.21's sgemv reads weights at ~15 GB/s per core where a plain loop reaches ~25;
+//  * few rows (decoding) against a weight stored (N, K): our own streaming kernels, since OpenBLAS
+//    0.3.21's sgemv reads weights at ~15 GB/s per core where a plain loop reaches ~25: with AVX-512
+//    each weight vector is loaded once for all rows (skinny_avx512.cpp), else one dot product per row
+//    (skinny_cpu.cpp);
 //  * CPUs with AVX-512: our packed sgemm (gemm_avx512.cpp) for f32 and bf16 weights alike (bf16 is
 //    widened while packing, so it costs nothing extra); 3-6% faster than OpenBLAS 0.3.21 per core on
 //    Zen 4 and no C clearing or panel widening passes (docs/PERFORMANCE.md, "CPU GEMM");
@@ -20,6 +22,7 @@
 #include "core/error.h"
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/cpu/gemm_avx512.h"
+#include "ops/cpu/skinny_avx512.h"
 
 namespace adapt::ops::cpu {
 
@@ -37,7 +40,7 @@ namespace {
 
 constexpr std::int64_t kParallelMinMacs = 1 << 18;  // below: run on the calling thread
 constexpr std::int64_t kSplitAlign = 16;            // thread ranges are whole 16-column panels
-constexpr std::int64_t kSkinnyMaxRows = 8;          // up to here the weight stream dominates
+constexpr std::int64_t kSkinnyMaxRows = 8;          // skinny_cpu.cpp: up to here the weight stream dominates
 constexpr std::int64_t kPanelFloats = 1 << 18;      // bf16 widening buffer per thread: 1 MB
 constexpr std::int64_t kChunksPerThread = 4;        // packed kernel: ranges per thread (dynamic schedule)
 constexpr std::int64_t kPackedMinChunk = 256;       // packed kernel: rows or columns per range, at least
@@ -98,6 +101,10 @@ void gemm_avx512(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, co
                  const void*, bool, std::int64_t, float, float*, std::int64_t) {
   ADAPT_CHECK(false, "gemm_avx512 called in a build without it (ADAPT_HAVE_GEMM_AVX512 = 0)");
 }
+void skinny_avx512(float*, std::int64_t, const float*, std::int64_t, std::int64_t, const void*, bool, std::int64_t,
+                   std::int64_t, std::int64_t, std::int64_t, float, float) {
+  ADAPT_CHECK(false, "skinny_avx512 called in a build without it (ADAPT_HAVE_GEMM_AVX512 = 0)");
+}
 #endif
 
 void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a,
@@ -114,8 +121,9 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
   const auto* bh = static_cast<const std::uint16_t*>(b);
   const std::int64_t a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
   const int n_threads = omp_in_parallel() || M * N * K < kParallelMinMacs ? 1 : omp_get_max_threads();
-  const bool skinny = !trans_a && trans_b && M <= kSkinnyMaxRows;
-  const bool packed = !skinny && M > 1 && gemm_avx512_supported();
+  const bool avx512 = gemm_avx512_supported();
+  const bool skinny = !trans_a && trans_b && M <= (avx512 ? kSkinnyAvx512MaxRows : kSkinnyMaxRows);
+  const bool packed = !skinny && M > 1 && avx512;
   if (!skinny && !packed) {
     blas_single_threaded();
     if (beta == 0.0f) {
@@ -142,7 +150,9 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
   for (std::int64_t t = 0; t < n_chunks; ++t) {
     const std::int64_t begin = std::min(extent, t * step), end = std::min(extent, begin + step);
     if (begin == end) continue;
-    if (skinny) {
+    if (skinny && avx512) {
+      skinny_avx512(c, ldc, a, lda, M, b, b_bf16, ldb, begin, end, K, alpha, beta);
+    } else if (skinny) {
       if (b_bf16) {
         skinny_rows_bf16(c, ldc, a, lda, M, bh, ldb, begin, end, K, alpha, beta);
       } else {

@@ -43,9 +43,11 @@ TEST_CASE("matmul with a bf16 weight equals matmul with the same values in f32, 
     std::int64_t M, N, K;
     bool trans_b;
   };
-  // skinny (<= 8 rows), panels by columns (many rows), the untransposed backward layout, a panel
-  // narrower than the widening buffer and one that needs several.
-  const Case cases[] = {{1, 300, 77, true}, {5, 1000, 64, true}, {40, 70, 96, true}, {33, 2100, 129, true},
+  // few rows (<= 8 everywhere, 20: the AVX-512 few-rows kernel's second group), panels by columns
+  // (many rows), the untransposed backward layout, a panel narrower than the widening buffer and one
+  // that needs several.
+  const Case cases[] = {{1, 300, 77, true}, {5, 1000, 64, true}, {20, 300, 70, true}, {40, 70, 96, true},
+                        {33, 2100, 129, true},
                         {17, 90, 50, false}, {1, 64, 20, false}};
   for (int threads : {1, 3}) {
     Threads guard(threads);

@@ -3,7 +3,9 @@
 // (beta = 0 over NaN), bf16 b, row strides wider than the rows, sizes that are 1, tiny, odd, and not
 // multiples of the 8 x 48 tile, the 256 k block or the 768 column block. Also: any split of c into
 // row or column ranges gives the same bits (what cpu::gemm's thread split relies on), and bf16 b gives
-// the bits of f32 b holding the same values. Skipped (with a message) on CPUs without AVX-512.
+// the bits of f32 b holding the same values. The few-rows kernel (ops/cpu/skinny_avx512) the same way,
+// plus: a row gets the same bits alone as among up to 31 others (what makes batched decoding give each
+// sequence its own logits). Skipped (with a message) on CPUs without AVX-512.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "ops/cpu/gemm_avx512.h"
+#include "ops/cpu/skinny_avx512.h"
 #include "tests/support/test_support.h"
 
 using namespace adapt;
@@ -28,8 +31,11 @@ bool kernel_available() {
   return false;
 }
 
+enum class Kernel { Packed, Skinny };
+
 struct Problem {
   bool trans_a = false, trans_b = true, bf16 = false;
+  Kernel kernel = Kernel::Packed;  // Skinny: trans_a = false, trans_b = true, M <= kSkinnyAvx512MaxRows
   std::int64_t M = 0, N = 0, K = 0;
   std::int64_t pad = 0;  // extra elements per stored row (row strides wider than the rows)
   float alpha = 1.0f, beta = 0.0f;
@@ -99,6 +105,13 @@ void run_kernel(const Problem& p, const Operands& o, std::vector<float>& c, std:
   const float* a = o.a.data() + (p.trans_a ? m0 : m0 * o.lda);
   const std::int64_t b_offset = p.trans_b ? n0 * o.ldb : n0;
   const void* b = p.bf16 ? static_cast<const void*>(o.b16.data() + b_offset) : o.b.data() + b_offset;
+  if (p.kernel == Kernel::Skinny) {
+    // Its column range is [n_begin, n_end) of the whole weight, c indexed by whole columns.
+    const void* w = p.bf16 ? static_cast<const void*>(o.b16.data()) : o.b.data();
+    ops::cpu::skinny_avx512(c.data() + m0 * o.ldc, o.ldc, a, o.lda, m1 - m0, w, p.bf16, o.ldb, n0, n1, p.K, p.alpha,
+                            p.beta);
+    return;
+  }
   ops::cpu::gemm_avx512(p.trans_a, p.trans_b, m1 - m0, n1 - n0, p.K, p.alpha, a, o.lda, b, p.bf16, o.ldb, p.beta,
                         c.data() + m0 * o.ldc + n0, o.ldc);
 }
@@ -110,6 +123,7 @@ void check_against_loops(const Problem& p, std::uint64_t salt) {
   CAPTURE(p.trans_a);
   CAPTURE(p.trans_b);
   CAPTURE(p.bf16);
+  CAPTURE(static_cast<int>(p.kernel));
   CAPTURE(p.M);
   CAPTURE(p.N);
   CAPTURE(p.K);
@@ -218,5 +232,54 @@ TEST_CASE("packed sgemm: row and column splits at any offset give the bits of on
       CHECK(std::memcmp(whole.data(), by_rows.data(), whole.size() * sizeof(float)) == 0);
       CHECK(std::memcmp(whole.data(), whole16.data(), whole.size() * sizeof(float)) == 0);
     }
+  }
+}
+
+TEST_CASE("few-rows kernel: 1-32 rows, K around the 16-element step, alpha and beta, strided rows, f32 and bf16") {
+  if (!kernel_available()) return;
+  std::uint64_t salt = 500;
+  for (bool bf16 : {false, true}) {
+    for (std::int64_t M : {1, 2, 3, 5, 8, 9, 17, 32}) {
+      for (std::int64_t K : {1, 15, 16, 17, 31, 33, 773}) {
+        for (std::int64_t N : {1, 3, 37}) {
+          Problem p{.bf16 = bf16, .kernel = Kernel::Skinny, .M = M, .N = N, .K = K};
+          if (K == 33) p = {.bf16 = bf16, .kernel = Kernel::Skinny, .M = M, .N = N, .K = K, .pad = 5, .alpha = -0.75f,
+                            .beta = 0.5f};
+          check_against_loops(p, ++salt);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("few-rows kernel: a row alone, among 31 others or in any column range gets the same bits; bf16 w those of f32") {
+  if (!kernel_available()) return;
+  for (std::int64_t K : {64, 250}) {
+    CAPTURE(K);
+    Problem p{.kernel = Kernel::Skinny, .M = ops::cpu::kSkinnyAvx512MaxRows, .N = 203, .K = K, .pad = 3, .alpha = 0.5f,
+              .beta = 1.0f};
+    Problem p16 = p;
+    p16.bf16 = true;
+    const Operands o(p16, 91);  // bf16-representable w: the f32 problem reads the same values
+    std::vector<float> whole = o.c0, whole16 = o.c0, alone = o.c0, groups = o.c0, by_cols = o.c0;
+    run_kernel(p, o, whole, 0, p.M, 0, p.N);
+    run_kernel(p16, o, whole16, 0, p.M, 0, p.N);
+    for (std::int64_t m = 0; m < p.M; ++m) run_kernel(p, o, alone, m, m + 1, 0, p.N);
+    // Groups of 3, 4 (one weight row per step), 5, 9 and 11 rows (two weight rows per step, groups of 8 + rest).
+    std::int64_t m0 = 0;
+    for (std::int64_t rows : {3, 4, 5, 9, 11}) {
+      run_kernel(p, o, groups, m0, m0 + rows, 0, p.N);
+      m0 += rows;
+    }
+    REQUIRE(m0 == p.M);
+    // Column cuts at odd offsets (the two-weight-row step then starts on odd columns and leaves a rest).
+    run_kernel(p, o, by_cols, 0, p.M, 0, 7);
+    run_kernel(p, o, by_cols, 0, p.M, 7, 150);
+    run_kernel(p, o, by_cols, 0, p.M, 150, p.N);
+    const std::size_t bytes = whole.size() * sizeof(float);
+    CHECK(std::memcmp(whole.data(), alone.data(), bytes) == 0);
+    CHECK(std::memcmp(whole.data(), groups.data(), bytes) == 0);
+    CHECK(std::memcmp(whole.data(), by_cols.data(), bytes) == 0);
+    CHECK(std::memcmp(whole.data(), whole16.data(), bytes) == 0);
   }
 }
