@@ -24,12 +24,14 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
+#include "core/stop_signal.h"
 #include "core/strings.h"
 #include "core/timer.h"
 #include "adapters/adapter_files.h"
 #include "adapters/adapter_set.h"
 #include "generate/conversation.h"
 #include "generate/generator.h"
+#include "generate/progress.h"
 #include "generate/prompt_shard.h"
 #include "generate/results.h"
 #include "generate/results_parts.h"
@@ -90,9 +92,20 @@ over NCCL when every rank of the group has its own GPU, else over MPI through ho
 sharing a GPU: correct but slow). Without a usable GPU the job stops before it reads the weights or
 writes anything.
 
+Preemption: a prompt still being generated saves its progress (the tokens so far and the sampler's
+state) to output.dir/output.progress every runtime.progress_every tokens. SIGUSR1 or SIGTERM (Slurm
+before a time limit or a preemption; slurm/generate.sbatch forwards it) stops the job after the current
+step: every prompt in flight saves its progress and the job exits 75. Run the same job again (the
+script requeues it) and those prompts continue where they stood: their prompt and saved tokens are
+prefilled, and sampling goes on from the saved state, so the text is the one an uninterrupted run
+gives (up to a near-tie of the logits, which a prefill rounds differently from the steps). Progress
+saved for another prompt text, sampling, model or adapter is set aside (<file>.stale), and that prompt
+starts afresh.
+
 exit codes: 0 done; 2 bad job file or option (or a layout that does not fit: the message lists those
 that do); 3 missing/invalid model, tokenizer or unwritable output; 4 CUDA failure; 5 MPI failure; 6
-unsupported (e.g. runtime.device = "cuda" with no usable GPU); 70 internal error.
+unsupported (e.g. runtime.device = "cuda" with no usable GPU); 70 internal error; 75 stopped on
+SIGUSR1/SIGTERM after saving the progress of the prompts in flight: run it again (requeue) to continue.
 
 job keys:
 )";
@@ -183,6 +196,8 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   model::LlamaLoadStats stats;
   const generate::ConversationStore store(
       generate::output_path_inside(job.output.dir, job.output.conversations, "output.conversations"));
+  const generate::ProgressStore progress_store(
+      generate::output_path_inside(job.output.dir, job.output.progress, "output.progress"));
   if (dry_run) {
     if (!app.root()) return 0;
     std::printf("%s", config::to_toml(job, config::gen_job_schema()).c_str());
@@ -289,9 +304,13 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   // The writer decides what is left to run; the other ranks of the replica run the same list (from
   // the writer over tp, then from the first stage over pp).
   std::vector<std::uint8_t> skip(prepared.size(), 0);
-  if (writer)
-    for (std::size_t j = 0; j < prepared.size(); ++j)
+  if (writer) {
+    for (std::size_t j = 0; j < prepared.size(); ++j) {
       skip[j] = results->done(prepared[j].spec->id) || (finished && finished->done(prepared[j].spec->id));
+      // Progress left by a run that stopped between recording a result and removing its progress.
+      if (skip[j]) progress_store.remove(prepared[j].spec->id);
+    }
+  }
   for (comm::Communicator* group : {&tp, &pp})
     if (group->size() > 1 && !skip.empty())
       group->broadcast(skip.data(), static_cast<std::int64_t>(skip.size()), comm::CommDType::U8, 0);
@@ -370,11 +389,56 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     }
   };
 
+  // Saved progress belongs to a request of this model and adapter (generate/progress.h).
+  const std::string fingerprint_context =
+      fs::weakly_canonical(job.model.path).string() + "\n" +
+      (job.model.adapter ? fs::weakly_canonical(*job.model.adapter).string() : std::string());
+  // The prompts of a wave that continue saved progress: read by the writer (a file that belongs to
+  // another request is set aside), then sent to the other ranks of the replica.
+  auto attach_progress = [&](const Prepared& q, generate::GenerationRequest& r, const std::string& fingerprint) {
+    std::string saved;
+    if (writer) {
+      const std::string& id = q.spec->id;
+      if (std::optional<generate::ProgressRecord> p = progress_store.load(id, tok.n_vocab())) {
+        if (p->fingerprint != fingerprint) {
+          const fs::path aside = progress_store.set_aside(id);
+          log::warn("prompt '{}': the saved progress in {} was made for another prompt text, sampling, model or "
+                    "adapter; it starts afresh (the old progress is kept as {})", id, progress_store.path_of(id).string(),
+                    aside.string());
+        } else if (static_cast<std::int64_t>(p->progress.tokens.size()) >=
+                   std::min(r.max_new_tokens, gen.room_after(static_cast<std::int64_t>(r.prompt.size())))) {
+          const fs::path aside = progress_store.set_aside(id);
+          log::warn("prompt '{}': the saved progress in {} already holds {} tokens, all this prompt may generate; it "
+                    "starts afresh (kept as {})", id, progress_store.path_of(id).string(), p->progress.tokens.size(),
+                    aside.string());
+        } else {
+          log::info_all("prompt '{}': continuing after {} token(s) saved by an earlier run ({})", id,
+                    p->progress.tokens.size(), progress_store.path_of(id).string());
+          saved = generate::progress_to_json(*p);
+        }
+      }
+    }
+    for (comm::Communicator* group : {&tp, &pp})
+      if (group->size() > 1) saved = train::broadcast_string(*group, saved);
+    if (!saved.empty()) r.resume = generate::progress_from_json(saved, progress_store.path_of(q.spec->id)).progress;
+  };
+  // SIGUSR1/SIGTERM: the replica's ranks agree after each step (they run every step together) and stop.
+  StopSignalGuard signals;
+  std::int64_t stopped_by = 0;
+  auto stop_requested = [&] {
+    std::int64_t sig = stop_signal().load();
+    for (comm::Communicator* group : {&tp, &pp})
+      if (group->size() > 1) group->all_reduce(&sig, 1, comm::CommDType::I64, comm::ReduceOp::Max);
+    stopped_by = sig;
+    return sig != 0;
+  };
+
   std::size_t k = 0;
   std::int64_t n_generated = 0;
+  std::int64_t n_saved = 0;  // prompts whose progress this replica saved when it stopped
   Timer total;
   std::vector<const Prepared*> pending = todo;
-  for (int wave = 0; wave == 0 || !pending.empty(); ++wave) {  // wave 0 always: its check is collective
+  for (int wave = 0; stopped_by == 0 && (wave == 0 || !pending.empty()); ++wave) {  // wave 0 always: its check is collective
     std::vector<const Prepared*> now, later;
     std::set<std::string> taken;
     for (const Prepared* q : pending) {
@@ -418,6 +482,11 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
                    dp > 1 ? " (rank 0)" : "");
     }
     if (requests.empty()) continue;
+    std::vector<std::string> fingerprints;
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      fingerprints.push_back(generate::request_fingerprint(requests[i], fingerprint_context));
+      attach_progress(*running[i], requests[i], fingerprints.back());
+    }
     log_plan(gen.plan_batch(requests, job.runtime.batch_size));
 
     // Called as each prompt finishes (finishing order): its conversation is saved, then its record is
@@ -454,14 +523,25 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
         r.output_file = *q.spec->output;
       }
       results->append(r);
+      progress_store.remove(q.spec->id);
       log::info0("[{}/{}] {}: {} prompt + {} new tokens ({}), first token {:.3f} s, {:.1f} tokens/s", k, todo.size(),
                  q.spec->id, r.prompt_tokens, r.completion_tokens, r.finish_reason, o.time_to_first_token_s, tps);
     };
-    gen.run_batch(requests, job.runtime.batch_size, on_finished);
+    auto on_progress = [&](std::size_t index, generate::SequenceProgress&& p) {
+      if (stopped_by != 0) ++n_saved;
+      if (!writer) return;
+      progress_store.save({.id = running[index]->spec->id, .fingerprint = fingerprints[index], .progress = std::move(p)});
+    };
+    if (!gen.run_batch(requests, job.runtime.batch_size,
+                       {.on_finished = on_finished, .on_progress = on_progress, .stop = stop_requested})) {
+      log::info0("received signal {}: saved the progress of {} prompt(s) in flight{} in {}; stopping (exit code {}: run "
+                 "the job again, or requeue it, to continue them)", stopped_by, n_saved, dp > 1 ? " on rank 0" : "",
+                 progress_store.dir().string(), kExitRequeue);
+    }
   }
-  std::int64_t totals[3] = {static_cast<std::int64_t>(k), n_generated,
-                            writer ? n_failed : 0};  // over every replica's writer
-  app.world().all_reduce(totals, 3, comm::CommDType::I64, comm::ReduceOp::Sum);
+  std::int64_t totals[4] = {static_cast<std::int64_t>(k), n_generated, writer ? n_failed : 0,
+                            writer && stopped_by != 0 ? 1 : 0};  // over every replica's writer
+  app.world().all_reduce(totals, 4, comm::CommDType::I64, comm::ReduceOp::Sum);
   if (dp > 1) {
     train::on_root(app.world(), "merge the results of the replicas",
                    [&] { generate::results_parts_merge(results_path); });
@@ -469,6 +549,11 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   const double seconds = total.seconds();
   log::info0("done: {} prompt(s), {} new tokens in {:.1f} s ({:.1f} tokens/s overall); results in {}", totals[0],
              totals[1], seconds, seconds > 0 ? static_cast<double>(totals[1]) / seconds : 0.0, results_path.string());
+  if (totals[3] > 0) {
+    log::info0("stopped by a signal ({} replica(s)); the prompts in flight continue when the job runs again",
+               totals[3]);
+    return kExitRequeue;
+  }
   if (totals[2] > 0) {
     log::info0("{} prompt(s) could not run (errors above); the others are done", totals[2]);
     return static_cast<int>(ExitCode::Usage);

@@ -18,6 +18,10 @@ const Schema<generate::GenJob>& gen_job_schema() {
     output.field("conversations", &GenOutput::conversations,
                  "Folder inside dir for the conversations that prompts continue between jobs (one <name>.json "
                  "each: the turns and their token ids).");
+    output.field("progress", &GenOutput::progress,
+                 "Folder inside dir for the progress of prompts still being generated (one JSON file each: the "
+                 "tokens so far and the sampler's state), so a job stopped by a signal, a preemption or a crash "
+                 "continues them where they stood when it runs again; removed once a prompt's result is recorded.");
 
     Schema<GenDefaults> d;
     d.field("max_new_tokens", &GenDefaults::max_new_tokens, "Tokens to generate at most per prompt.")
@@ -65,6 +69,11 @@ const Schema<generate::GenJob>& gen_job_schema() {
                    "Element type of the KV cache: f32, or bf16 (half the memory, so twice the context or rows in the "
                    "same space, and half the bytes attention reads; keys and values are rounded to bf16 as they are "
                    "stored, attention still computes in f32).");
+    rt.field("progress_every", &GenRuntime::progress_every,
+             "Save an unfinished prompt's progress (output.progress) after every this many generated tokens, so "
+             "a job killed without warning loses at most that many per prompt; 0 = only when the job stops on "
+             "SIGUSR1/SIGTERM (it then saves every prompt in flight and exits 75).")
+        .at_least(std::int64_t{0});
 
     Schema<GenParallel> par;
     par.field("tp", &GenParallel::tp,
@@ -139,6 +148,8 @@ const Schema<generate::GenJob>& gen_job_schema() {
       }
       if (!path_stays_inside(j.output.conversations))
         return "output.conversations = \"" + j.output.conversations + "\" must be a folder inside output.dir";
+      if (!path_stays_inside(j.output.progress))
+        return "output.progress = \"" + j.output.progress + "\" must be a folder inside output.dir";
       return "";
     });
     return job;

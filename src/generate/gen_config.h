@@ -27,6 +27,7 @@ struct GenOutput {
   std::filesystem::path dir;            // everything the job writes goes below it
   std::string results = "results.jsonl";  // inside dir
   std::string conversations = "conversations";  // folder inside dir: one <name>.json per conversation
+  std::string progress = "progress";  // folder inside dir: unfinished prompts' saved progress
 };
 
 struct GenDefaults {
@@ -48,6 +49,7 @@ struct GenRuntime {
   std::int64_t prefill_chunk = 512;    // prompt tokens per forward (0: whole prompts)
   std::int64_t kv_device_layers = -1;  // layers whose KV cache stays on the GPU (-1: as many as fit)
   DType kv_cache_dtype = DType::F32;   // F32 or BF16: the KV cache's element type
+  std::int64_t progress_every = 256;   // save an unfinished prompt's progress every this many tokens (0: on signals only)
 };
 
 /// runtime.device, parsed: the host, or a CUDA device given by index or chosen from the local rank.

@@ -96,6 +96,13 @@ BatchPlan Generator::plan_batch(std::span<const GenerationRequest> requests, std
 
 void Generator::run_batch(std::span<const GenerationRequest> requests, std::int64_t batch_size,
                           const OnFinished& on_finished, const OnText& on_text) {
+  run_batch(requests, batch_size, BatchHooks{.on_finished = on_finished, .on_text = on_text});
+}
+
+bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int64_t batch_size,
+                          const BatchHooks& hooks) {
+  const OnFinished& on_finished = hooks.on_finished;
+  const OnText& on_text = hooks.on_text;
   ADAPT_REQUIRE(batch_size >= 1, ConfigError, "batch_size = {} must be at least 1", batch_size);
   for (std::size_t i = 0; i < requests.size(); ++i) {
     const auto n_prompt = static_cast<std::int64_t>(requests[i].prompt.size());
@@ -106,8 +113,11 @@ void Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
     ADAPT_REQUIRE(requests[i].max_new_tokens > 0, ConfigError, "request {}: max_new_tokens = {} must be positive", i,
                   requests[i].max_new_tokens);
     sampling_params_validate(requests[i].sampling, "request " + std::to_string(i));
+    ADAPT_REQUIRE(static_cast<std::int64_t>(requests[i].resume.tokens.size()) < n_new_of(requests[i]), ConfigError,
+                  "request {}: resumes after {} generated tokens, but it may generate {} at most", i,
+                  requests[i].resume.tokens.size(), n_new_of(requests[i]));
   }
-  if (requests.empty()) return;
+  if (requests.empty()) return true;
   const BatchPlan plan = plan_batch(requests, batch_size);
   const std::int64_t V = model_.config.vocab_size;
   // The rank's KV heads of the layers it holds, next to the model's weights (host or device), the
@@ -132,13 +142,28 @@ void Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
       const std::string_view piece = s.take_stable_text();
       if (!piece.empty()) on_text(index, piece);
     }
-    if (reason == FinishReason::None) return;
+    if (reason == FinishReason::None) {
+      const std::int64_t every = options_.progress_every;
+      if (hooks.on_progress && every > 0 && s.n_generated() % every == 0) hooks.on_progress(index, s.progress());
+      return;
+    }
     GenerationOutput out = s.finish();
     slots[static_cast<std::size_t>(row)].reset();
     cache.clear_row(row);
     on_finished(index, std::move(out));
   };
 
+  // A stop request: every sequence in flight goes to on_progress, the rest stays unstarted.
+  auto stopped = [&]() {
+    if (!hooks.stop || !hooks.stop()) return false;
+    for (std::int64_t row = 0; row < plan.rows; ++row) {
+      const auto& s = slots[static_cast<std::size_t>(row)];
+      if (s && hooks.on_progress) hooks.on_progress(index_of[static_cast<std::size_t>(row)], s->progress());
+    }
+    return true;
+  };
+
+  std::vector<std::int32_t> feed;  // a resumed request's prompt and generated tokens
   for (;;) {
     // Every free row takes the next pending prompt, prefilled alone. A sequence can end on its first
     // token; its row then takes the one after.
@@ -147,21 +172,33 @@ void Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
         const GenerationRequest& req = requests[next];
         slots[static_cast<std::size_t>(row)] = std::make_unique<Sequence>(req, n_new_of(req), tokenizer_);
         index_of[static_cast<std::size_t>(row)] = next++;
+        Sequence& seq = *slots[static_cast<std::size_t>(row)];
+        // Resumed: the saved tokens are replayed; they may already end the sequence (other stop rules).
+        if (const FinishReason r = seq.resume(req.resume); r != FinishReason::None) {
+          after_step(row, r);
+          continue;
+        }
+        std::span<const std::int32_t> tokens = req.prompt;
+        if (!req.resume.tokens.empty()) {
+          feed.assign(req.prompt.begin(), req.prompt.end());
+          feed.insert(feed.end(), req.resume.tokens.begin(), req.resume.tokens.end());
+          tokens = feed;
+        }
         // Prefill in pieces of prefill_chunk tokens (each continues the row's cache); the last piece's
-        // logits pick the first token.
-        const auto P = static_cast<std::int64_t>(req.prompt.size());
+        // logits pick the next token.
+        const auto P = static_cast<std::int64_t>(tokens.size());
         const std::int64_t chunk = prefill_piece(P);
         Tensor logits;
         for (std::int64_t at = 0; at < P; at += chunk) {
           const std::int64_t n = std::min(chunk, P - at);
           Tensor ids = Tensor::empty({1, n}, DType::I32, host_allocator(), "prompt_ids");
-          std::copy(req.prompt.begin() + at, req.prompt.begin() + at + n, ids.data<std::int32_t>());
+          std::copy(tokens.begin() + at, tokens.begin() + at + n, ids.data<std::int32_t>());
           logits = model::llama_forward(
               model_, ids, &cache,
               {.last_position_only = true, .cache_rows = {&row, 1}, .hook = hook_, .pp = pp_}, &workspace_);
         }
-        after_step(row,
-                   slots[static_cast<std::size_t>(row)]->step({logits.data<float>(), static_cast<std::size_t>(V)}));
+        after_step(row, seq.step({logits.data<float>(), static_cast<std::size_t>(V)}));
+        if (stopped()) return false;
       }
     }
     busy.clear();
@@ -182,7 +219,9 @@ void Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
       const std::span<float> row_logits(logits.data<float>() + b * V, static_cast<std::size_t>(V));
       after_step(row, slots[static_cast<std::size_t>(row)]->step(row_logits));
     }
+    if (stopped()) return false;
   }
+  return true;
 }
 
 GenerationOutput Generator::run(std::span<const std::int32_t> prompt, const SamplingParams& sampling,

@@ -47,6 +47,9 @@ struct GenerateOptions {
   std::int64_t kv_device_layers = -1;
   /// Element type of the KV cache: F32, or BF16 (half the memory; model/kv_cache.h).
   DType kv_dtype = DType::F32;
+  /// A sequence's progress goes to BatchHooks::on_progress after every this many generated tokens
+  /// (0: only when the run stops on BatchHooks::stop).
+  std::int64_t progress_every = 0;
 };
 
 /// The layers whose KV cache fits in `free_bytes` of device memory when a forward of `tokens`
@@ -62,6 +65,20 @@ class Generator {
   using OnFinished = std::function<void(std::size_t index, GenerationOutput&& output)>;
   /// Called with text of request `index` as it becomes final (for streaming).
   using OnText = std::function<void(std::size_t index, std::string_view text)>;
+  /// Called with where unfinished request `index` stands (to save it; GenerationRequest::resume).
+  using OnProgress = std::function<void(std::size_t index, SequenceProgress&& progress)>;
+
+  struct BatchHooks {
+    OnFinished on_finished;  // required
+    OnText on_text;
+    /// Every GenerateOptions::progress_every tokens of a sequence, and for every sequence in flight
+    /// when the run stops.
+    OnProgress on_progress;
+    /// Asked after every prefill and decode step; true: the run hands every sequence in flight to
+    /// on_progress and returns false, leaving the pending requests unstarted. Must answer alike on
+    /// every rank of a model split over tp / pp (they run each step together).
+    std::function<bool()> stop;
+  };
 
   /// `model` and `tokenizer` must outlive the generator. ConfigError when the tokenizer's vocabulary
   /// does not fit the model's embedding. Not thread-safe: one run at a time per generator (it owns the
@@ -88,6 +105,10 @@ class Generator {
   /// alone, or batch_size < 1. An exception from a callback stops the run and propagates.
   void run_batch(std::span<const GenerationRequest> requests, std::int64_t batch_size, const OnFinished& on_finished,
                  const OnText& on_text = {});
+  /// The same with progress reports and a stop request (BatchHooks). Returns true when every request
+  /// finished, false when `hooks.stop` stopped the run. A request with `resume` tokens continues from
+  /// them (its prompt and those tokens are prefilled together).
+  bool run_batch(std::span<const GenerationRequest> requests, std::int64_t batch_size, const BatchHooks& hooks);
 
   /// One prompt (a batch of one). `on_text` receives text as it becomes final.
   GenerationOutput run(std::span<const std::int32_t> prompt, const SamplingParams& sampling,

@@ -31,6 +31,32 @@ FinishReason Sequence::step(std::span<float> logits) {
     out_.time_to_first_token_s = timer_.seconds();
     timer_.reset();
   }
+  return push(next);
+}
+
+FinishReason Sequence::resume(const SequenceProgress& p) {
+  ADAPT_CHECK(out_.tokens.empty() && !finished_, "Sequence::resume after a step");
+  if (p.tokens.empty()) return FinishReason::None;
+  out_.time_to_first_token_s = p.time_to_first_token_s;
+  decode_before_ = p.decode_s;
+  timer_.reset();
+  // A token that ends the sequence (progress saved under other stop rules) ends it here; later ones
+  // are dropped.
+  FinishReason r = FinishReason::None;
+  for (std::size_t i = 0; i < p.tokens.size() && r == FinishReason::None; ++i) r = push(p.tokens[i]);
+  if (!p.rng_state.empty()) sampler_.set_rng_state(p.rng_state);
+  streamed_ = stop_.stable_size();  // the earlier run streamed this text already
+  return r;
+}
+
+SequenceProgress Sequence::progress() const {
+  return {.tokens = out_.tokens,
+          .rng_state = sampler_.rng_state(),
+          .time_to_first_token_s = out_.time_to_first_token_s,
+          .decode_s = decode_before_ + timer_.seconds()};
+}
+
+FinishReason Sequence::push(std::int32_t next) {
   out_.tokens.push_back(next);
   history_.push_back(next);
   const bool is_eos = std::find(eos_.begin(), eos_.end(), next) != eos_.end();
@@ -43,7 +69,7 @@ FinishReason Sequence::step(std::span<float> logits) {
     if (!tail.empty() && stop_.push(-1, tail) == FinishReason::StopString) r = FinishReason::StopString;
   }
   out_.reason = r;
-  out_.decode_s = timer_.seconds();
+  out_.decode_s = decode_before_ + timer_.seconds();
   finished_ = true;
   return r;
 }

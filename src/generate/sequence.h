@@ -18,12 +18,25 @@
 
 namespace adapt::generate {
 
+/// Where a sequence stood when its progress was saved (generate/progress.h): enough to continue it as
+/// if it had not stopped.
+struct SequenceProgress {
+  std::vector<std::int32_t> tokens;  // generated so far (no end reached yet)
+  std::string rng_state;             // the sampler's generator after the last of them (Sampler::rng_state)
+  double time_to_first_token_s = 0;
+  double decode_s = 0;  // decoding time so far
+};
+
 /// One prompt to complete.
 struct GenerationRequest {
   std::vector<std::int32_t> prompt;  // token ids, at least one
   SamplingParams sampling;
   std::vector<std::string> stop;  // stop strings (cut from the text)
   std::int64_t max_new_tokens = 256;
+  /// Continue from saved progress: its tokens are replayed through the stop rules and the
+  /// detokeniser, the prompt and they are prefilled together, and sampling goes on from the saved
+  /// generator state. Empty tokens: start afresh.
+  SequenceProgress resume;
 };
 
 struct GenerationOutput {
@@ -43,6 +56,13 @@ class Sequence {
   /// Samples the next token from `logits` (V values, modified in place by the sampler), feeds it to
   /// the stop rules and the detokeniser, and returns why the sequence ends (None: it goes on).
   FinishReason step(std::span<float> logits);
+  /// Continues from `p` (GenerationRequest::resume): feeds its tokens as if they had been sampled and
+  /// restores the sampler's generator and the timings. Returns why the sequence ends (None: it goes
+  /// on, the next step samples the token after them); call before any step().
+  FinishReason resume(const SequenceProgress& p);
+  /// Where the sequence stands, for saving (after a step that returned None).
+  SequenceProgress progress() const;
+  std::int64_t n_generated() const { return static_cast<std::int64_t>(out_.tokens.size()); }
   /// The token the next forward must feed (the last one sampled).
   std::int32_t last_token() const { return out_.tokens.back(); }
   /// Text that became final since the last call (held back while it might start a stop string).
@@ -59,8 +79,12 @@ class Sequence {
   std::vector<std::int32_t> history_;  // prompt + generated ids (repetition penalty)
   GenerationOutput out_;
   Timer timer_;
+  double decode_before_ = 0;  // decoding time of earlier runs (resume)
   std::size_t streamed_ = 0;  // bytes of text handed out by take_stable_text()
   bool finished_ = false;
+
+  // Feeds a token (sampled, or replayed by resume) to the history, the stop rules and the detokeniser.
+  FinishReason push(std::int32_t next);
 };
 
 }  // namespace adapt::generate

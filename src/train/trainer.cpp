@@ -45,11 +45,6 @@ namespace adapt::train {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-std::atomic<int>& train_stop_signal() {
-  static std::atomic<int> flag{0};
-  return flag;
-}
-
 namespace {
 
 /// A diverged run: loss or gradient norm not finite. Exit code 1; the last checkpoint is untouched.
@@ -61,23 +56,6 @@ class TrainingDiverged : public CollectiveError {
 
 /// The checkpoint string naming the adapter kind, so a run of another kind is refused by name.
 constexpr const char* kCheckpointKindKey = "train/adapter_kind";
-
-extern "C" void train_on_signal(int sig) { train_stop_signal().store(sig); }
-
-struct SignalGuard {
-  struct sigaction old_usr1 {}, old_term {};
-  SignalGuard() {
-    struct sigaction sa {};
-    sa.sa_handler = train_on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR1, &sa, &old_usr1);
-    sigaction(SIGTERM, &sa, &old_term);
-  }
-  ~SignalGuard() {
-    sigaction(SIGUSR1, &old_usr1, nullptr);
-    sigaction(SIGTERM, &old_term, nullptr);
-  }
-};
 
 /// Identifies the frozen base: config.json, every shard's header (names, shapes, dtypes, offsets) and
 /// the first and last 64 KiB of its data. Cheap on 140 GB, and different for two fine-tunes of one shape.
@@ -477,8 +455,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     return sums[1] > 0 ? sums[0] / sums[1] : -1.0;
   };
 
-  SignalGuard signals;
-  train_stop_signal().store(0);
+  StopSignalGuard signals;
   set.set_training(true);
   model::TrainWorkspace ws(model::model_allocator(model));
   Timer run_timer;
@@ -502,7 +479,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
       break;
     }
     // A signal at any rank stops every rank at this step boundary.
-    std::int64_t sig = train_stop_signal().load();
+    std::int64_t sig = stop_signal().load();
     world.all_reduce(&sig, 1, comm::CommDType::I64, comm::ReduceOp::Max);
     if (sig != 0) {
       log::info0("received signal {} at step {}: writing a checkpoint and stopping (exit code {} asks to be requeued)",

@@ -5,20 +5,20 @@
 // resume from the latest checkpoint exactly; export the adapter at the end.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
 
 #include "comm/communicator.h"
 #include "comm/process_grid.h"
+#include "core/stop_signal.h"
 #include "train/train_config.h"
 
 namespace adapt::train {
 
-/// Exit code of a run that stopped early on SIGUSR1/SIGTERM after writing a checkpoint: the job
-/// wants to be requeued, and the next start resumes from that checkpoint.
-inline constexpr int kExitRequeue = 75;
+/// A run that stopped early on SIGUSR1/SIGTERM after writing a checkpoint exits with kExitRequeue
+/// (core/stop_signal.h); the next start resumes from that checkpoint.
+using adapt::kExitRequeue;
 
 struct TrainOutcome {
   std::int64_t steps_done = 0;   // optimizer steps completed (including those of resumed runs)
@@ -84,8 +84,5 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml,
 /// the weights, heads, FFN and vocabulary split over tp, the layers over pp stages (approximately: the
 /// adapter is counted whole).
 std::string train_memory_estimate(const TrainConfig& cfg, int dp = 1, int tp = 1, int pp = 1);
-
-/// Set by the signal handlers; polled at step boundaries. Exposed for tests.
-std::atomic<int>& train_stop_signal();
 
 }  // namespace adapt::train

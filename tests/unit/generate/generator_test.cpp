@@ -408,3 +408,80 @@ TEST_CASE("a bf16 KV cache: half the bytes, the same logits spilled or whole, cl
   CHECK_THROWS_WITH_AS(gen.set_options({.kv_dtype = DType::F16}), doctest::Contains("runtime.kv_cache_dtype = f16"),
                        ConfigError);
 }
+
+// Stopping a run (BatchHooks::stop) and continuing it from the saved progress (GenerationRequest::
+// resume) gives every request the output of an uninterrupted run. With prefill_chunk = 1 the resumed
+// prefill is the same one-token forwards as the decode steps it replaces, so the KV cache, and hence
+// every token, is bit for bit the uninterrupted run's; with whole prefills the logits differ in the
+// last bits (a prefill's GEMM sums in another order), and these prompts have no near-tie, so the
+// tokens still match. Seeded sampling continues from the saved generator state.
+TEST_CASE("a stopped run resumed from its saved progress gives the uninterrupted run's tokens and texts") {
+  std::vector<GenerationRequest> reqs = mixed_requests();
+  reqs[0].stop = {"()"};  // a stop string that may straddle the point where the run stopped
+  for (const std::int64_t chunk : {1, 0}) {
+    CAPTURE(chunk);
+    const GenerateOptions opts{.prefill_chunk = chunk, .progress_every = 4};
+    const BatchRun whole = run_batch(reqs, 4, opts);
+    for (const int stop_after : {3, 9}) {  // steps (prefills and decode steps) before the stop
+      CAPTURE(stop_after);
+      Generator gen(tiny().model, *tiny().tok);
+      gen.set_options(opts);
+      std::map<std::size_t, GenerationOutput> out;
+      std::map<std::size_t, SequenceProgress> saved;
+      std::map<std::size_t, std::int64_t> reports;  // periodic progress reports per request
+      int steps = 0;
+      bool stopping = false;
+      const bool completed = gen.run_batch(
+          reqs, 4,
+          {.on_finished = [&](std::size_t i, GenerationOutput&& o) { out[i] = std::move(o); },
+           .on_progress =
+               [&](std::size_t i, SequenceProgress&& p) {
+                 if (!stopping) {
+                   CHECK(p.tokens.size() % 4 == 0);  // progress_every
+                   ++reports[i];
+                 }
+                 saved[i] = std::move(p);
+               },
+           .stop = [&] { return stopping = ++steps == stop_after; }});
+      CHECK_FALSE(completed);
+      // Those in flight were reported; the others finished or did not start.
+      REQUIRE(!saved.empty());
+      std::vector<GenerationRequest> rest;
+      std::vector<std::size_t> index_of;
+      for (std::size_t i = 0; i < reqs.size(); ++i) {
+        if (out.count(i) != 0) continue;
+        rest.push_back(reqs[i]);
+        if (saved.count(i) != 0) {
+          CHECK(!saved[i].tokens.empty());
+          CHECK(!saved[i].rng_state.empty());
+          rest.back().resume = saved[i];
+        }
+        index_of.push_back(i);
+      }
+      const BatchRun second = run_batch(rest, 4, opts);
+      for (std::size_t j = 0; j < rest.size(); ++j) out[index_of[j]] = second.out.at(j);
+      for (std::size_t i = 0; i < reqs.size(); ++i) {
+        CAPTURE(i);
+        check_same(out.at(i), whole.out.at(i));
+      }
+    }
+  }
+}
+
+TEST_CASE("resume: saved tokens that reach an end finish at once; too many are refused") {
+  GenerationRequest r = request("int main() {", 6);
+  const BatchRun whole = run_batch({&r, 1}, 1);
+  const GenerationOutput& w = whole.out.at(0);
+  REQUIRE(w.tokens.size() >= 2);
+  // Progress holding every token of the finished output: replaying them ends the sequence without a forward.
+  GenerationRequest again = r;
+  again.resume.tokens = w.tokens;
+  if (static_cast<std::int64_t>(w.tokens.size()) < r.max_new_tokens) {
+    const BatchRun done = run_batch({&again, 1}, 1);
+    check_same(done.out.at(0), w);
+  }
+  again.resume.tokens.assign(6, w.tokens[0]);
+  Generator gen(tiny().model, *tiny().tok);
+  CHECK_THROWS_WITH_AS(gen.run_batch({&again, 1}, 1, [](std::size_t, GenerationOutput&&) {}),
+                       doctest::Contains("resumes after 6 generated tokens"), ConfigError);
+}

@@ -1,0 +1,33 @@
+// SIGUSR1 / SIGTERM as a request to stop at the next safe point: what Slurm sends before a time limit
+// (--signal=B:USR1@N, forwarded by the job script) and when it preempts or cancels a job. A job that
+// stops on it saves what it has (a checkpoint, generation progress) and exits with kExitRequeue so its
+// job script requeues it; the next start continues from what was saved.
+#pragma once
+
+#include <atomic>
+#include <csignal>
+
+namespace adapt {
+
+/// Exit code of a run that stopped early on SIGUSR1/SIGTERM after saving its state: the job wants to
+/// be requeued, and the next start continues (sysexits' EX_TEMPFAIL).
+inline constexpr int kExitRequeue = 75;
+
+/// The last SIGUSR1 or SIGTERM received while a StopSignalGuard was alive (0: none). Polled at safe
+/// points; tests may store into it to simulate a signal.
+std::atomic<int>& stop_signal();
+
+/// Installs handlers for SIGUSR1 and SIGTERM that store the signal number in stop_signal(), and clears
+/// it; restores the previous handlers when destroyed.
+class StopSignalGuard {
+ public:
+  StopSignalGuard();
+  ~StopSignalGuard();
+  StopSignalGuard(const StopSignalGuard&) = delete;
+  StopSignalGuard& operator=(const StopSignalGuard&) = delete;
+
+ private:
+  struct sigaction old_usr1_ {}, old_term_ {};
+};
+
+}  // namespace adapt
