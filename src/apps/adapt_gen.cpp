@@ -259,7 +259,8 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   generate::Generator gen(model, tok);
   gen.set_options({.prefill_chunk = job.runtime.prefill_chunk,
                    .kv_device_layers = job.runtime.kv_device_layers,
-                   .kv_dtype = job.runtime.kv_cache_dtype});
+                   .kv_dtype = job.runtime.kv_cache_dtype,
+                   .progress_every = job.runtime.progress_every});
   if (pp.size() > 1) gen.set_pipeline(model_pp);
   std::optional<adapters::AdapterSet> adapter;
   if (job.model.adapter) {

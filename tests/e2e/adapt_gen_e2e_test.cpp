@@ -2,8 +2,10 @@
 // skips finished prompts, greedy output is deterministic, output files land inside the output folder,
 // texts do not depend on runtime.batch_size (results then come in finishing order), bad jobs fail
 // with a clear message and exit code 2 before anything is generated, conversations continue across
-// jobs as within one job (a rerun drops a turn saved without its result), and runtime.device = "cuda"
-// without a usable GPU stops before anything is written, naming the key and the reason.
+// jobs as within one job (a rerun drops a turn saved without its result), a job stopped by SIGUSR1
+// continues its prompts in flight from their saved progress to the texts of an uninterrupted run, and
+// runtime.device = "cuda" without a usable GPU stops before anything is written, naming the key and
+// the reason.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -397,4 +399,79 @@ TEST_CASE("conversations: turns over several jobs equal the same turns in one jo
   CHECK(done.size() == 2);
   CHECK(done.count("z1") == 1);
   CHECK(done.count("solo") == 1);
+}
+
+TEST_CASE("SIGUSR1: prompts in flight save their progress, exit 75; the rerun continues them to the uninterrupted texts") {
+  test::TempDir dir;
+  // The tiny model made wider, deeper and with a longer context, so that a prompt of 3,000 tokens runs
+  // for a second or more: time to send the signal while it is generating.
+  REQUIRE(run("adapt_model", "make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() +
+                                 " --set shape.max_position_embeddings=4096 --set shape.hidden_size=256"
+                                 " --set shape.intermediate_size=768 --set shape.head_dim=64 --layers 4 --out " +
+                                 (dir / "model").string()).code == 0);
+  // prefill_chunk = 1: a resumed prefill is the same one-token forwards as the decode steps it
+  // replaces, so the continuation is bit for bit the uninterrupted run's.
+  const std::string job = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 3000\n"
+                          "[runtime]\nbatch_size = 2\nprefill_chunk = 1\nprogress_every = 16\n"
+                          "[[prompts]]\nid = \"long\"\ntext = \"int main() {\"\noutput = \"long.c\"\n"
+                          "[[prompts]]\nid = \"sampled\"\ntext = \"def f(x):\"\ntemperature = 0.8\nseed = 7\n"
+                          "[[prompts]]\nid = \"third\"\ntext = \"fn main() {\"\n";
+  test::write_bytes(dir / "job.toml", job);
+  const std::string gen = (test::binary_dir() / "bin" / "adapt_gen").string() + " --input " + (dir / "job.toml").string();
+  Run ref = run("adapt_gen", "--input " + (dir / "job.toml").string() + " --set output.dir=" + (dir / "ref").string());
+  REQUIRE(ref.code == 0);
+  const auto want = by_id(read_results(dir / "ref/results.jsonl"));
+  REQUIRE(want.at("long")["completion_tokens"].get<int>() == 3000);
+
+  // Signal once the long prompt has saved progress.
+  const fs::path saved = dir / "out/progress/long.json";
+  Run stopped;
+  stopped.code = test::run_command("bash -c '" + gen + " & pid=$!; for i in $(seq 1000); do [ -s " + saved.string() +
+                                       " ] && break; sleep 0.01; done; kill -USR1 $pid; wait $pid; echo exit=$?'",
+                                   &stopped.out);
+  INFO(stopped.out);
+  REQUIRE(stopped.out.find("exit=75") != std::string::npos);
+  CHECK(stopped.out.find("received signal") != std::string::npos);
+  REQUIRE(fs::exists(saved));
+  const json p = json::parse(file_read_text(saved));
+  CHECK(p["id"] == "long");
+  const auto n_saved = p["tokens"].size();
+  CHECK(n_saved > 0);
+  CHECK(n_saved < 3000);
+  // The long prompt is not in the results yet (it may hold prompts that finished before the signal).
+  if (fs::exists(dir / "out/results.jsonl")) CHECK(by_id(read_results(dir / "out/results.jsonl")).count("long") == 0);
+
+  Run again = run("adapt_gen", "--input " + (dir / "job.toml").string());
+  INFO(again.out);
+  REQUIRE(again.code == 0);
+  CHECK(again.out.find("prompt 'long': continuing after " + std::to_string(n_saved)) != std::string::npos);
+  const auto got = by_id(read_results(dir / "out/results.jsonl"));
+  REQUIRE(got.size() == 3);
+  for (const char* id : {"long", "sampled", "third"}) {
+    CAPTURE(id);
+    CHECK(got.at(id)["text"] == want.at(id)["text"]);
+    CHECK(got.at(id)["completion_tokens"] == want.at(id)["completion_tokens"]);
+  }
+  CHECK(file_read_text(dir / "out/long.c") == want.at("long")["text"].get<std::string>());
+  CHECK(!fs::exists(saved));  // removed once the result is recorded
+
+  // Progress saved for another request (here: another temperature) is set aside; the prompt starts afresh.
+  {
+    test::write_bytes(saved, p.dump());
+    Run other = run("adapt_gen", "--input " + (dir / "job.toml").string() + " --set output.dir=" +
+                                     (dir / "out").string() + " --set output.results=other.jsonl"
+                                     " --set prompts[0].temperature=0.5");
+    INFO(other.out);
+    CHECK(other.code == 0);
+    CHECK(other.out.find("starts afresh") != std::string::npos);
+    CHECK(fs::exists(dir / "out/progress/long.json.stale"));
+    CHECK(!fs::exists(saved));
+  }
+  // A malformed progress file stops the job before anything is generated, naming the file.
+  test::write_bytes(saved, "{\"id\": \"long\", \"tokens\": [1, 2");
+  Run bad = run("adapt_gen", "--input " + (dir / "job.toml").string() + " --set output.results=bad.jsonl");
+  INFO(bad.out);
+  CHECK(bad.code == 3);
+  CHECK(bad.out.find(saved.string()) != std::string::npos);
+  CHECK(bad.out.find("delete it") != std::string::npos);
 }
