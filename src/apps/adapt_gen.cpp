@@ -201,15 +201,25 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   if (dry_run) {
     if (!app.root()) return 0;
     std::printf("%s", config::to_toml(job, config::gen_job_schema()).c_str());
+    std::map<std::string, generate::Conversation> loaded;  // each conversation file read once
     for (const auto& q : prepared) {
+      std::string line;
       if (!q.spec->conversation) {
-        std::printf("# %s: %zu prompt tokens\n", q.spec->id.c_str(), q.request.prompt.size());
-        continue;
+        line = fmt::format("# {}: {} prompt tokens", q.spec->id, q.request.prompt.size());
+      } else {
+        const std::string& name = *q.spec->conversation;
+        auto it = loaded.find(name);
+        if (it == loaded.end()) it = loaded.emplace(name, store.load(name, tok)).first;
+        const generate::Conversation& c = it->second;
+        line = fmt::format("# {}: a turn of conversation '{}' ({}: {} turn(s), {} tokens so far)", q.spec->id, c.name,
+                           store.path_of(c.name).string(), c.turns.size(), c.tokens.size());
       }
-      const generate::Conversation c = store.load(*q.spec->conversation, tok);
-      std::printf("%s", fmt::format("# {}: a turn of conversation '{}' ({}: {} turn(s), {} tokens so far)\n", q.spec->id,
-                                    c.name, store.path_of(c.name).string(), c.turns.size(), c.tokens.size())
-                            .c_str());
+      // Saved progress is read (a malformed file is an error here too); whether it belongs to this
+      // request is decided when the prompt runs.
+      if (const auto p = progress_store.load(q.spec->id, tok.n_vocab()))
+        line += fmt::format("; progress saved after {} token(s) ({})", p->progress.tokens.size(),
+                            progress_store.path_of(q.spec->id).string());
+      std::printf("%s\n", line.c_str());
     }
     if (device) {
       std::printf("%s", fmt::format("# device: cuda:{}, {} (rank 0), {} weights\n", *device,

@@ -441,6 +441,11 @@ TEST_CASE("SIGUSR1: prompts in flight save their progress, exit 75; the rerun co
   // The long prompt is not in the results yet (it may hold prompts that finished before the signal).
   if (fs::exists(dir / "out/results.jsonl")) CHECK(by_id(read_results(dir / "out/results.jsonl")).count("long") == 0);
 
+  Run dry = run("adapt_gen", "--input " + (dir / "job.toml").string() + " --dry-run");
+  CHECK(dry.code == 0);
+  CHECK(dry.out.find("# long: 6 prompt tokens; progress saved after " + std::to_string(n_saved) + " token(s)") !=
+        std::string::npos);
+
   Run again = run("adapt_gen", "--input " + (dir / "job.toml").string());
   INFO(again.out);
   REQUIRE(again.code == 0);
