@@ -155,6 +155,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     }
   }
   ADAPT_REQUIRE(!input.empty(), ConfigError, "adapt_gen needs --input prompts.toml; run adapt_gen --help");
+  const StopSignalGuard signals;  // SIGUSR1/SIGTERM stop the job after its current step (see below)
   const generate::GenJob job = config::load(input, config::gen_job_schema(), sets);
   // The GPU first: a node without one fails here, before the tokenizer or the weights are read.
   const std::optional<int> device = apps::app_device_resolve(
@@ -433,8 +434,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
       if (group->size() > 1) saved = train::broadcast_string(*group, saved);
     if (!saved.empty()) r.resume = generate::progress_from_json(saved, progress_store.path_of(q.spec->id)).progress;
   };
-  // SIGUSR1/SIGTERM: the replica's ranks agree after each step (they run every step together) and stop.
-  StopSignalGuard signals;
+  // SIGUSR1/SIGTERM (caught from the start, so one that comes while the weights load stops the job
+  // after its first step instead of killing it): the replica's ranks agree after each step (they run
+  // every step together) and stop.
   std::int64_t stopped_by = 0;
   auto stop_requested = [&] {
     std::int64_t sig = stop_signal().load();

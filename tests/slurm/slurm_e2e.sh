@@ -6,7 +6,9 @@
 # written at the signal, and finished with adapter files byte-identical to an uninterrupted run. A
 # generation job (slurm/generate.sbatch, --dependency=afterok on the training job) and a 2-task job
 # array of the same prompts, each task one share, must give the texts of adapt_gen run directly with
-# the uninterrupted run's adapter. Every daemon started here is stopped by its PID at the end.
+# the uninterrupted run's adapter. With one rank, a generation job preempted mid-prompt the same way
+# must requeue itself and continue its prompts to the texts of an uninterrupted adapt_gen run. Every
+# daemon started here is stopped by its PID at the end.
 #
 #   slurm_e2e.sh [--nodes N] [--ranks-per-node R] [--tp T] [--pp P] [--keep]
 #
@@ -324,5 +326,58 @@ done
 texts out-array/results.shard-*-of-2.jsonl > got-array.txt || fail "shard results overlap"
 cmp -s want.txt got-array.txt || fail "job array results differ from adapt_gen's: $(diff want.txt got-array.txt | tr '\n' ' ')"
 say "generate.sbatch after afterok and as a 2-task array: the texts of adapt_gen with the uninterrupted adapter"
+
+if [ "$ranks" = 1 ]; then
+  # A generation job preempted mid-prompt: USR1 to the batch script once the long prompt has saved
+  # progress; adapt_gen saves every prompt in flight and exits 75, the script requeues the job, and
+  # its second run continues the prompts to the texts of an uninterrupted adapt_gen run. The tiny model
+  # made wider and with a longer context, so that the long prompt (3,000 tokens) takes seconds;
+  # prefill_chunk = 1 makes the continuation bit for bit the uninterrupted run's.
+  "$bin/adapt_model" make --recipe "$src/inputs/models/tiny.toml" --set shape.max_position_embeddings=4096 \
+    --set shape.hidden_size=256 --set shape.intermediate_size=768 --set shape.head_dim=64 --layers 4 \
+    --out model-long >/dev/null
+  cat > long.toml <<'EOF2'
+[model]
+path = "model-long"
+[output]
+dir = "out-long"
+[defaults]
+max_new_tokens = 3000
+[runtime]
+batch_size = 2
+prefill_chunk = 1
+progress_every = 16
+[[prompts]]
+id = "long"
+text = "int main() {"
+[[prompts]]
+id = "sampled"
+text = "def f(x):"
+temperature = 0.8
+seed = 7
+EOF2
+  OMP_NUM_THREADS=1 "$bin/adapt_gen" --input long.toml --set output.dir=out-long-ref >gen-long-ref.log 2>&1 ||
+    { cat gen-long-ref.log; fail "direct adapt_gen run of long.toml"; }
+  long=$(sbatch --parsable "${gen_res[@]}" "$src/slurm/generate.sbatch" long.toml)
+  end=$(( $(date +%s) + 120 ))
+  until [ -s out-long/progress/long.json ]; do
+    [ "$(date +%s)" -lt "$end" ] || fail "job $long saved no progress in 120 s (state $(job_field "$long" JobState))"
+    sleep 0.05
+  done
+  scancel --signal=USR1 --batch "$long"
+  say "generation job $long: USR1 sent once out-long/progress/long.json was written"
+  wait_gone 300 "$long"
+  glog=logs/adapt-gen-$long.out
+  [ "$(job_field "$long" JobState)" = COMPLETED ] || fail "generation job $long ended $(job_field "$long" JobState)"
+  [ "$(job_field "$long" Restarts)" = 1 ] || fail "generation job $long has Restarts=$(job_field "$long" Restarts), expected 1"
+  grep -q 'adapt_gen exited with 75' "$glog" || fail "$glog: adapt_gen did not stop with 75"
+  grep -q "requeueing job $long" "$glog" || fail "$glog: the script did not requeue the job"
+  grep -q "prompt 'long': continuing after" "$glog" || fail "$glog: the second run did not continue the long prompt"
+  texts out-long-ref/results.jsonl > want-long.txt
+  texts out-long/results.jsonl > got-long.txt || fail "out-long/results.jsonl"
+  cmp -s want-long.txt got-long.txt || fail "the preempted generation job's texts differ from adapt_gen's uninterrupted run"
+  [ -z "$(ls out-long/progress 2>/dev/null)" ] || fail "progress files left in out-long/progress: $(ls out-long/progress)"
+  say "generation job $long: preempted mid-prompt, requeued (Restarts=1), continued to the uninterrupted texts"
+fi
 
 say "passed ($layout) in $(( $(date +%s) - t_start )) s"
