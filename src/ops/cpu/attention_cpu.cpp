@@ -4,7 +4,8 @@
 // (OpenBLAS is single-threaded inside the OpenMP tasks; see gemm_cpu.cpp), between them an online
 // softmax keeps each row's running max m and sum l. Nothing of size T x S is ever allocated. A bf16
 // KV cache's tiles are widened to f32 first (exact), so it takes the same products as an f32 cache
-// holding the same values.
+// holding the same values. Decoding (T = 1) at head width 64 or 128 on a CPU with AVX-512 takes
+// attention_decode_avx512.cpp instead (16 keys per vector, no BLAS call per tile).
 #include <cblas.h>
 
 #include <algorithm>
@@ -13,7 +14,9 @@
 #include <limits>
 #include <vector>
 
+#include "ops/cpu/attention_decode_avx512.h"
 #include "ops/cpu/cpu_kernels.h"
+#include "ops/cpu/gemm_avx512.h"
 #include "ops/cpu/vec_math.h"
 
 namespace adapt::ops::cpu {
@@ -40,35 +43,6 @@ void widen_tile(float* dst, const std::uint16_t* src, std::int64_t stride_s, std
 #pragma omp simd
     for (std::int64_t d = 0; d < D; ++d) out[d] = std::bit_cast<float>(static_cast<std::uint32_t>(row[d]) << 16);
   }
-}
-
-// Online-softmax step for one row with n visible scores out of `tile` (the rest are masked):
-// m' = max(m, max s), p = e^(s − m'), l ← l · e^(m − m') + Σ p, o ← o · e^(m − m'). Masked entries get
-// p = 0 exactly (the vectorised exp would give ~1e-38 for −inf).
-ADAPT_CPU_KERNEL void softmax_step(float* s, std::int64_t n, std::int64_t tile, float* m, float* l, float* o,
-                                   std::int64_t D) {
-  if (n <= 0) {
-    for (std::int64_t j = 0; j < tile; ++j) s[j] = 0.0f;
-    return;
-  }
-  float tile_max = s[0];
-  for (std::int64_t j = 1; j < n; ++j) tile_max = std::max(tile_max, s[j]);
-  const float m_new = std::max(*m, tile_max);
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (std::int64_t j = 0; j < n; ++j) {
-    s[j] = exp_f32(s[j] - m_new);
-    sum += s[j];
-  }
-  for (std::int64_t j = n; j < tile; ++j) s[j] = 0.0f;
-  if (*l > 0.0f && m_new != *m) {
-    const float corr = std::exp(*m - m_new);
-#pragma omp simd
-    for (std::int64_t d = 0; d < D; ++d) o[d] *= corr;
-    *l *= corr;
-  }
-  *l += sum;
-  *m = m_new;
 }
 
 void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::int64_t t0, std::int64_t t1,
@@ -131,7 +105,46 @@ void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::i
 
 }  // namespace
 
+// Online-softmax step for one row with n visible scores out of `tile` (the rest are masked):
+// m' = max(m, max s), p = e^(s − m'), l ← l · e^(m − m') + Σ p, o ← o · e^(m − m'). Masked entries get
+// p = 0 exactly (the vectorised exp would give ~1e-38 for −inf).
+ADAPT_CPU_KERNEL void softmax_step(float* s, std::int64_t n, std::int64_t tile, float* m, float* l, float* o,
+                                   std::int64_t D) {
+  if (n <= 0) {
+    for (std::int64_t j = 0; j < tile; ++j) s[j] = 0.0f;
+    return;
+  }
+  float tile_max = s[0];
+  for (std::int64_t j = 1; j < n; ++j) tile_max = std::max(tile_max, s[j]);
+  const float m_new = std::max(*m, tile_max);
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (std::int64_t j = 0; j < n; ++j) {
+    s[j] = exp_f32(s[j] - m_new);
+    sum += s[j];
+  }
+  for (std::int64_t j = n; j < tile; ++j) s[j] = 0.0f;
+  if (*l > 0.0f && m_new != *m) {
+    const float corr = std::exp(*m - m_new);
+#pragma omp simd
+    for (std::int64_t d = 0; d < D; ++d) o[d] *= corr;
+    *l *= corr;
+  }
+  *l += sum;
+  *m = m_new;
+}
+
+#if !ADAPT_HAVE_GEMM_AVX512
+bool attention_decode_avx512_fits(const AttentionArgs&) { return false; }
+void attention_decode_avx512(const AttentionArgs&, std::int64_t, std::int64_t) {}
+#endif
+
 void attention_forward(const AttentionArgs& a) {
+  if (gemm_avx512_supported() && attention_decode_avx512_fits(a)) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (std::int64_t task = 0; task < a.B * a.Hkv; ++task) attention_decode_avx512(a, task / a.Hkv, task % a.Hkv);
+    return;
+  }
   blas_single_threaded();  // the tasks below call sgemm from OpenMP threads
   const std::int64_t n_rep = a.H / a.Hkv;
   const std::int64_t block = std::max<std::int64_t>(1, kRowsPerBlock / n_rep);  // positions per task

@@ -165,3 +165,37 @@ TEST_CASE("attention over a bf16 KV cache equals attention over the same values 
   CHECK_THROWS_WITH_AS(ops::attention_forward(out, q, kb, vw, {.q_pos_offset = 3, .kv_rows = std::vector<std::int64_t>{0}}),
                        doctest::Contains("v"), ShapeError);
 }
+
+// Decoding at the head widths of Llama models (64, 128) takes ops/cpu/attention_decode_avx512.cpp on
+// CPUs with AVX-512: key counts around its 16-key blocks and 128-key tiles, GQA 1, 3 and 8, ragged
+// offsets and cache rows, f32 and bf16 caches (the same bits for the same values), and the lse.
+TEST_CASE("decode attention at head dims 64 and 128: 16-key blocks, tiles, GQA, ragged rows, bf16") {
+  for (const std::int64_t D : {64, 128}) {
+    for (const std::int64_t offset : {0, 14, 15, 16, 127, 128, 129, 300}) check_case(2, 1, 6, 2, D, offset, 301, 1.0f);
+    check_case(1, 1, 8, 1, D, 77, 78, 1.0f);    // GQA 8 (Llama 3 70B's ratio)
+    check_case(1, 1, 4, 4, D, 40, 41, 4.0f);    // MHA, sharp softmax
+    const std::int64_t H = 24, Hkv = 3, S = 200;  // GQA 8 over three KV heads
+    const Tensor k32 = test::random_tensor({3, Hkv, S, D}, 61, 1.0f, "k");
+    const Tensor v32 = test::random_tensor({3, Hkv, S, D}, 62, 1.0f, "v");
+    const Tensor kw = k32.to_host(DType::BF16).to_host(DType::F32), vw = v32.to_host(DType::BF16).to_host(DType::F32);
+    const Tensor kb = k32.to_host(DType::BF16), vb = v32.to_host(DType::BF16);
+    const std::vector<std::int64_t> offsets{199, 16, 33}, rows{1, 2, 0};
+    const Tensor q = test::random_tensor({3, 1, H, D}, 63, 1.0f, "q");
+    Tensor out_b = test::filled({3, 1, H, D}, 0.0f, "out_b"), out_w = test::filled({3, 1, H, D}, 0.0f, "out_w");
+    Tensor lse_b = test::filled({3, H, 1}, 0.0f, "lse_b"), lse_w = test::filled({3, H, 1}, 0.0f, "lse_w");
+    const ops::AttentionOptions opts{.q_pos_offsets = offsets, .kv_rows = rows};
+    ops::attention_forward(out_b, q, kb, vb, opts, &lse_b);
+    ops::attention_forward(out_w, q, kw, vw, opts, &lse_w);
+    CHECK(std::memcmp(out_b.raw(), out_w.raw(), out_b.size_bytes()) == 0);
+    CHECK(std::memcmp(lse_b.raw(), lse_w.raw(), lse_b.size_bytes()) == 0);
+    for (std::int64_t b = 0; b < 3; ++b) {
+      CAPTURE(b);
+      const std::int64_t r = rows[static_cast<std::size_t>(b)];
+      const Ref ref = naive_attention(q.narrow(0, b, 1).to_host(DType::F32), kw.narrow(0, r, 1).to_host(DType::F32),
+                                      vw.narrow(0, r, 1).to_host(DType::F32), offsets[static_cast<std::size_t>(b)],
+                                      1.0 / std::sqrt(static_cast<double>(D)));
+      CHECK(test::max_rel_error(out_b.narrow(0, b, 1).to_host(DType::F32), ref.out) < kTol);
+      CHECK(test::max_rel_error(lse_b.narrow(0, b, 1).to_host(DType::F32), ref.lse) < kTol);
+    }
+  }
+}

@@ -1,0 +1,168 @@
+// Decode attention with AVX-512 (see attention_decode_avx512.h). Per task (sequence, KV group), per
+// tile of kTile keys:
+//   scores: each block of 16 keys is made f32 once (a bf16 block widened into a 16 x D buffer in L1;
+//   an f32 cache is read in place), then for each query head the products of each key, D/16 vectors,
+//   are summed into one vector per key, and a 16-to-1 tree (unpack / shuffle / lane-shuffle adds)
+//   turns the 16 vectors into the 16 keys' scores at once;
+//   softmax_step over the tile's scores;
+//   values: each value row (widened the same way) is FMA'd into every head's output, kept in L1.
+// Keys past the last whole block of 16 take the same products, summed by _mm512_reduce_add_ps.
+#include "ops/cpu/attention_decode_avx512.h"
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace adapt::ops::cpu {
+
+namespace {
+
+constexpr std::int64_t kTile = 128;  // keys per online-softmax step
+constexpr std::int64_t kMaxD = 256;
+
+struct DecodeScratch {
+  std::vector<float> q, s, o, m, l;
+  alignas(64) float block[16 * kMaxD];  // 16 key (or value) rows as f32
+};
+
+// Rows [j, j + n) of one head as f32 rows of D: the cache itself (f32) or `buf` (bf16 widened).
+inline const float* rows_f32(const float* f32, const std::uint16_t* bf16, std::int64_t offset, std::int64_t stride,
+                             std::int64_t j, std::int64_t n, std::int64_t D, float* buf, std::int64_t* ld) {
+  if (!bf16) {
+    *ld = stride;
+    return f32 + offset + j * stride;
+  }
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::uint16_t* src = bf16 + offset + (j + i) * stride;
+    float* dst = buf + i * D;
+    for (std::int64_t d = 0; d < D; d += 16) {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + d));
+      _mm512_store_ps(dst + d, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+    }
+  }
+  *ld = D;
+  return buf;
+}
+
+// q · k for one key row: the NV = D/16 products summed into one vector (in increasing d).
+template <int NV>
+[[gnu::always_inline]] inline __m512 products(const __m512 q[NV], const float* k) {
+  __m512 acc = _mm512_mul_ps(q[0], _mm512_loadu_ps(k));
+  for (int v = 1; v < NV; ++v) acc = _mm512_fmadd_ps(q[v], _mm512_loadu_ps(k + 16 * v), acc);
+  return acc;
+}
+
+// o[r] += Σ_i p[r][i] · v_i for RG query heads and n value rows, the heads' outputs in registers
+// across the rows (NV vectors each; RG · NV <= 32 minus the operands).
+template <int NV, int RG>
+void accumulate_values(float* o, std::int64_t D, const float* p, std::int64_t ldp, const float* v, std::int64_t ldv,
+                       std::int64_t n) {
+  __m512 acc[RG][NV];
+  for (int r = 0; r < RG; ++r)
+    for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_loadu_ps(o + r * D + 16 * c);
+  for (std::int64_t i = 0; i < n; ++i) {
+    __m512 vi[NV];
+    for (int c = 0; c < NV; ++c) vi[c] = _mm512_loadu_ps(v + i * ldv + 16 * c);
+    for (int r = 0; r < RG; ++r) {
+      const __m512 pr = _mm512_set1_ps(p[r * ldp + i]);
+      for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_fmadd_ps(pr, vi[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < RG; ++r)
+    for (int c = 0; c < NV; ++c) _mm512_storeu_ps(o + r * D + 16 * c, acc[r][c]);
+}
+
+// Lane i of the result = the sum of the 16 lanes of v[i].
+inline __m512 sum16(const __m512 v[16]) {
+  __m512 x[8], y[4], z[2];
+  for (int i = 0; i < 8; ++i)
+    x[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 4; ++i)
+    y[i] = _mm512_add_ps(_mm512_shuffle_ps(x[2 * i], x[2 * i + 1], 0x44), _mm512_shuffle_ps(x[2 * i], x[2 * i + 1], 0xEE));
+  for (int i = 0; i < 2; ++i)
+    z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], 0x88),
+                         _mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], 0xDD));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(z[0], z[1], 0x88), _mm512_shuffle_f32x4(z[0], z[1], 0xDD));
+}
+
+template <int NV>
+void decode_task(const AttentionArgs& a, std::int64_t b, std::int64_t g) {
+  thread_local DecodeScratch sc;  // no allocation once warm
+  const std::int64_t R = a.H / a.Hkv, D = a.D;
+  sc.q.assign(a.q + (b * a.H + g * R) * D, a.q + (b * a.H + g * R + R) * D);
+  sc.s.resize(static_cast<std::size_t>(R * kTile));
+  sc.o.assign(static_cast<std::size_t>(R * D), 0.0f);
+  sc.m.assign(static_cast<std::size_t>(R), -std::numeric_limits<float>::infinity());
+  sc.l.assign(static_cast<std::size_t>(R), 0.0f);
+  const std::int64_t offset = a.q_pos_offsets ? a.q_pos_offsets[b] : a.q_pos_offset;
+  const std::int64_t row = a.kv_rows ? a.kv_rows[b] : b;
+  const std::int64_t k_off = row * a.k_stride_b + g * a.k_stride_h, v_off = row * a.v_stride_b + g * a.v_stride_h;
+  const std::int64_t key_end = offset + 1;  // the query at position offset sees keys 0 .. offset
+  const __m512 scale = _mm512_set1_ps(a.scale);
+  for (std::int64_t j0 = 0; j0 < key_end; j0 += kTile) {
+    const std::int64_t tile = std::min(kTile, key_end - j0);
+    for (std::int64_t j = 0; j < tile; j += 16) {
+      const std::int64_t n = std::min<std::int64_t>(16, tile - j);
+      std::int64_t ld = 0;
+      const float* k = rows_f32(a.k, a.k_bf16, k_off, a.k_stride_s, j0 + j, n, D, sc.block, &ld);
+      for (std::int64_t r = 0; r < R; ++r) {
+        __m512 q[NV];
+        for (int c = 0; c < NV; ++c) q[c] = _mm512_loadu_ps(sc.q.data() + r * D + 16 * c);
+        float* s = sc.s.data() + r * kTile + j;
+        if (n == 16) {
+          __m512 v[16];
+          for (int i = 0; i < 16; ++i) v[i] = products<NV>(q, k + i * ld);
+          _mm512_storeu_ps(s, _mm512_mul_ps(scale, sum16(v)));
+        } else {
+          for (std::int64_t i = 0; i < n; ++i) s[i] = a.scale * _mm512_reduce_add_ps(products<NV>(q, k + i * ld));
+        }
+      }
+    }
+    for (std::int64_t r = 0; r < R; ++r)
+      softmax_step(sc.s.data() + r * kTile, tile, tile, &sc.m[static_cast<std::size_t>(r)],
+                   &sc.l[static_cast<std::size_t>(r)], sc.o.data() + r * D, D);
+    for (std::int64_t j = 0; j < tile; j += 16) {
+      const std::int64_t n = std::min<std::int64_t>(16, tile - j);
+      std::int64_t ld = 0;
+      const float* v = rows_f32(a.v, a.v_bf16, v_off, a.v_stride_s, j0 + j, n, D, sc.block, &ld);
+      // Up to 24 / NV heads per pass (their outputs in registers).
+      constexpr int kHeads = NV == 4 ? 4 : 2;
+      for (std::int64_t r = 0; r < R; r += kHeads) {
+        const float* p = sc.s.data() + r * kTile + j;
+        float* o = sc.o.data() + r * D;
+        switch (std::min<std::int64_t>(kHeads, R - r)) {
+          case 1: accumulate_values<NV, 1>(o, D, p, kTile, v, ld, n); break;
+          case 2: accumulate_values<NV, 2>(o, D, p, kTile, v, ld, n); break;
+          case 3: if constexpr (kHeads >= 3) accumulate_values<NV, 3>(o, D, p, kTile, v, ld, n); break;
+          default: if constexpr (kHeads >= 4) accumulate_values<NV, 4>(o, D, p, kTile, v, ld, n); break;
+        }
+      }
+    }
+  }
+  for (std::int64_t r = 0; r < R; ++r) {
+    const std::int64_t h = g * R + r;
+    const float l = sc.l[static_cast<std::size_t>(r)], inv_l = 1.0f / l;
+    float* out = a.out + (b * a.H + h) * D;
+    const float* o = sc.o.data() + r * D;
+    for (std::int64_t d = 0; d < D; ++d) out[d] = o[d] * inv_l;
+    if (a.lse) a.lse[b * a.H + h] = sc.m[static_cast<std::size_t>(r)] + std::log(l);
+  }
+}
+
+}  // namespace
+
+bool attention_decode_avx512_fits(const AttentionArgs& a) { return a.T == 1 && (a.D == 64 || a.D == 128); }
+
+void attention_decode_avx512(const AttentionArgs& a, std::int64_t b, std::int64_t g) {
+  if (a.D == 64) return decode_task<4>(a, b, g);
+  return decode_task<8>(a, b, g);
+}
+
+}  // namespace adapt::ops::cpu
