@@ -33,7 +33,8 @@ struct Scratch {
 // p = e^(s − m') on visible entries (0 on masked ones), l ← l·e^(m − m') + Σ p, o ← o·e^(m − m').
 ADAPT_CPU_KERNEL void softmax_step_masked(float* s, std::int64_t tile, float* m, float* l, float* o, std::int64_t D) {
   float tile_max = kNegInf;
-  for (std::int64_t j = 0; j < tile; ++j) tile_max = std::max(tile_max, s[j]);
+#pragma omp simd reduction(max : tile_max)
+  for (std::int64_t j = 0; j < tile; ++j) tile_max = s[j] > tile_max ? s[j] : tile_max;  // exact in any order
   if (tile_max == kNegInf) {
     std::fill_n(s, tile, 0.0f);
     return;
