@@ -406,9 +406,8 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
       fs::weakly_canonical(job.model.path).string() + "\n" +
       (job.model.adapter ? fs::weakly_canonical(*job.model.adapter).string() : std::string());
   // The prompts of a wave that continue saved progress: read by the writer (a file that belongs to
-  // another request is set aside), then sent to the other ranks of the replica.
+  // another request is set aside), then sent to the other ranks of the replica (as the file's JSON).
   auto attach_progress = [&](const Prepared& q, generate::GenerationRequest& r, const std::string& fingerprint) {
-    std::string saved;
     if (writer) {
       const std::string& id = q.spec->id;
       if (std::optional<generate::ProgressRecord> p = progress_store.load(id, tok.n_vocab())) {
@@ -425,14 +424,19 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
                     aside.string());
         } else {
           log::info_all("prompt '{}': continuing after {} token(s) saved by an earlier run ({})", id,
-                    p->progress.tokens.size(), progress_store.path_of(id).string());
-          saved = generate::progress_to_json(*p);
+                        p->progress.tokens.size(), progress_store.path_of(id).string());
+          r.resume = std::move(p->progress);
         }
       }
     }
+    if (tp.size() == 1 && pp.size() == 1) return;
+    std::string saved = writer && !r.resume.tokens.empty()
+                            ? generate::progress_to_json({.id = q.spec->id, .progress = r.resume})
+                            : std::string();
     for (comm::Communicator* group : {&tp, &pp})
       if (group->size() > 1) saved = train::broadcast_string(*group, saved);
-    if (!saved.empty()) r.resume = generate::progress_from_json(saved, progress_store.path_of(q.spec->id)).progress;
+    if (!writer && !saved.empty())
+      r.resume = generate::progress_from_json(saved, progress_store.path_of(q.spec->id)).progress;
   };
   // SIGUSR1/SIGTERM (caught from the start, so one that comes while the weights load stops the job
   // after its first step instead of killing it): the replica's ranks agree after each step (they run

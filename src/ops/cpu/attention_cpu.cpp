@@ -9,7 +9,6 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -33,17 +32,6 @@ struct Scratch {
   std::vector<float> m, l;
   std::vector<float> kt, vt;  // (kKeyTile, D) a bf16 cache's key and value tile, widened
 };
-
-// Rows [j0, j0 + n) of one head of a bf16 cache, widened to f32 into dst (n, D).
-void widen_tile(float* dst, const std::uint16_t* src, std::int64_t stride_s, std::int64_t j0, std::int64_t n,
-                std::int64_t D) {
-  for (std::int64_t j = 0; j < n; ++j) {
-    const std::uint16_t* row = src + (j0 + j) * stride_s;
-    float* out = dst + j * D;
-#pragma omp simd
-    for (std::int64_t d = 0; d < D; ++d) out[d] = std::bit_cast<float>(static_cast<std::uint32_t>(row[d]) << 16);
-  }
-}
 
 void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::int64_t t0, std::int64_t t1,
                   Scratch& sc) {
@@ -76,8 +64,8 @@ void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::i
     const float* vt = bf16 ? sc.vt.data() : a.v + v_off + j0 * a.v_stride_s;
     const std::int64_t ldk = bf16 ? D : a.k_stride_s, ldv = bf16 ? D : a.v_stride_s;
     if (bf16) {
-      widen_tile(sc.kt.data(), a.k_bf16 + k_off, a.k_stride_s, j0, tile, D);
-      widen_tile(sc.vt.data(), a.v_bf16 + v_off, a.v_stride_s, j0, tile, D);
+      widen_bf16_rows(sc.kt.data(), D, a.k_bf16 + k_off + j0 * a.k_stride_s, a.k_stride_s, tile, D);
+      widen_bf16_rows(sc.vt.data(), D, a.v_bf16 + v_off + j0 * a.v_stride_s, a.v_stride_s, tile, D);
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(rows), static_cast<blasint>(tile),
                 static_cast<blasint>(D), a.scale, sc.q.data(), static_cast<blasint>(D), kt, static_cast<blasint>(ldk),

@@ -9,16 +9,12 @@
 // Keys past the last whole block of 16 take the same products, summed by _mm512_reduce_add_ps.
 #include "ops/cpu/attention_decode_avx512.h"
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <limits>
 #include <vector>
+
+#include "ops/cpu/avx512_loads.h"
 
 namespace adapt::ops::cpu {
 
@@ -42,10 +38,7 @@ inline const float* rows_f32(const float* f32, const std::uint16_t* bf16, std::i
   for (std::int64_t i = 0; i < n; ++i) {
     const std::uint16_t* src = bf16 + offset + (j + i) * stride;
     float* dst = buf + i * D;
-    for (std::int64_t d = 0; d < D; d += 16) {
-      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + d));
-      _mm512_store_ps(dst + d, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
-    }
+    for (std::int64_t d = 0; d < D; d += 16) _mm512_store_ps(dst + d, load16(src + d));
   }
   *ld = D;
   return buf;

@@ -16,6 +16,9 @@ void blas_single_threaded();
 void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a,
           std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
 void bias_add(float* y, std::int64_t ldy, const float* bias, std::int64_t rows, std::int64_t cols);
+/// dst (rows, cols) = src (rows, cols) of bf16 bit patterns widened to f32 (exact); row strides ldd, lds.
+void widen_bf16_rows(float* dst, std::int64_t ldd, const std::uint16_t* src, std::int64_t lds, std::int64_t rows,
+                     std::int64_t cols);
 
 /// rstd may be null.
 void rms_norm_forward(float* y, std::int64_t ldy, float* rstd, const float* x, std::int64_t ldx, const float* w,

@@ -10,12 +10,7 @@
 // measured on Zen 4 (one 512-bit FMA per cycle, 32 KB L1d, 1 MB L2), see docs/PERFORMANCE.md.
 #include "ops/cpu/gemm_avx512.h"
 
-// GCC 12 reports -Wmaybe-uninitialized inside its own AVX-512 intrinsics (their `__Y = __Y` undefined
-// pass-through operands) once they are inlined here; the warning is located in the header.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
+#include "ops/cpu/avx512_loads.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -60,17 +55,6 @@ class PackBuffer {
 
 thread_local PackBuffer a_pack_buffer;
 thread_local PackBuffer b_pack_buffer;
-
-inline __mmask16 first_lanes(std::int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << std::max<std::int64_t>(n, 0)) - 1u);
-}
-
-// Up to 16 consecutive values as f32, lanes outside `mask` zero; bf16 widens exactly (bits << 16).
-inline __m512 load16(const float* p, __mmask16 mask) { return _mm512_maskz_loadu_ps(mask, p); }
-inline __m512 load16(const std::uint16_t* p, __mmask16 mask) {
-  const __m256i h = _mm256_maskz_loadu_epi16(mask, p);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
 
 // In-register transpose: r[i] lane j becomes r[j] lane i.
 inline void transpose16(__m512 r[16]) {

@@ -33,8 +33,6 @@ void skinny_rows_f32(float* c, std::int64_t ldc, const float* a, std::int64_t ld
 void skinny_rows_bf16(float* c, std::int64_t ldc, const float* a, std::int64_t lda, std::int64_t M,
                       const std::uint16_t* w, std::int64_t ldw, std::int64_t n_begin, std::int64_t n_end,
                       std::int64_t K, float alpha, float beta);
-void widen_bf16_rows(float* dst, std::int64_t ldd, const std::uint16_t* src, std::int64_t lds, std::int64_t rows,
-                     std::int64_t cols);
 
 namespace {
 

@@ -4,58 +4,28 @@
 // L1/L2 across the weight rows. Measured on Zen 4: docs/PERFORMANCE.md, "Batched decoding".
 #include "ops/cpu/skinny_avx512.h"
 
-// GCC 12 reports -Wmaybe-uninitialized inside its own AVX-512 intrinsics once inlined (see gemm_avx512.cpp).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
 #include "core/error.h"
+#include "ops/cpu/avx512_loads.h"
 
 namespace adapt::ops::cpu {
 
 namespace {
 
-// 16 weights from k on as f32; bf16 widens exactly (bits << 16). Lanes outside `mask` are zero.
-template <bool kBf16>
-inline __m512 load_w(const void* w, std::int64_t k, __mmask16 mask) {
-  if constexpr (kBf16) {
-    const __m256i h = _mm256_maskz_loadu_epi16(mask, static_cast<const std::uint16_t*>(w) + k);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-  } else {
-    return _mm512_maskz_loadu_ps(mask, static_cast<const float*>(w) + k);
-  }
-}
-
-template <bool kBf16>
-inline __m512 load_w(const void* w, std::int64_t k) {
-  if constexpr (kBf16) {
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const std::uint16_t*>(w) + k));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-  } else {
-    return _mm512_loadu_ps(static_cast<const float*>(w) + k);
-  }
-}
-
 constexpr std::int64_t kGroupRows = 8;         // input rows per register tile (8 x 2 accumulators)
 constexpr std::int64_t kPrefetchBytes = 4096;  // how far ahead of its loads each weight stream is prefetched
 
-inline __mmask16 first_lanes(std::int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1u);
-}
-
 // Weight rows [n0, n0 + NW) times R input rows: one accumulator per output, 16 elements of k per step.
-template <int R, int NW, bool kBf16>
-inline void weight_rows(float* c, std::int64_t ldc, const float* a, std::int64_t lda, const void* w,
-                        std::int64_t ldw, std::int64_t n0, std::int64_t K, float alpha, float beta) {
-  const std::int64_t w_elem = kBf16 ? 2 : 4;
-  const void* wn[NW];
+// W: float, or std::uint16_t for bf16 bit patterns (load16 widens them).
+template <int R, int NW, typename W>
+inline void weight_rows(float* c, std::int64_t ldc, const float* a, std::int64_t lda, const W* w, std::int64_t ldw,
+                        std::int64_t n0, std::int64_t K, float alpha, float beta) {
+  const W* wn[NW];
 #pragma GCC unroll 4
-  for (int j = 0; j < NW; ++j) wn[j] = static_cast<const char*>(w) + (n0 + j) * ldw * w_elem;
+  for (int j = 0; j < NW; ++j) wn[j] = w + (n0 + j) * ldw;
   __m512 acc[R][NW];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
@@ -65,10 +35,10 @@ inline void weight_rows(float* c, std::int64_t ldc, const float* a, std::int64_t
   const std::int64_t k_main = K / 16 * 16;
   for (std::int64_t k = 0; k < k_main; k += 16) {
 #pragma GCC unroll 4
-    for (int j = 0; j < NW; ++j) _mm_prefetch(static_cast<const char*>(wn[j]) + k * w_elem + kPrefetchBytes, _MM_HINT_T0);
+    for (int j = 0; j < NW; ++j) _mm_prefetch(reinterpret_cast<const char*>(wn[j] + k) + kPrefetchBytes, _MM_HINT_T0);
     __m512 wv[NW];
 #pragma GCC unroll 4
-    for (int j = 0; j < NW; ++j) wv[j] = load_w<kBf16>(wn[j], k);
+    for (int j = 0; j < NW; ++j) wv[j] = load16(wn[j] + k);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const __m512 av = _mm512_loadu_ps(a + r * lda + k);
@@ -80,10 +50,10 @@ inline void weight_rows(float* c, std::int64_t ldc, const float* a, std::int64_t
     const __mmask16 tail = first_lanes(K - k_main);
     __m512 wv[NW];
 #pragma GCC unroll 4
-    for (int j = 0; j < NW; ++j) wv[j] = load_w<kBf16>(wn[j], k_main, tail);
+    for (int j = 0; j < NW; ++j) wv[j] = load16(wn[j] + k_main, tail);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const __m512 av = _mm512_maskz_loadu_ps(tail, a + r * lda + k_main);
+      const __m512 av = load16(a + r * lda + k_main, tail);
 #pragma GCC unroll 4
       for (int j = 0; j < NW; ++j) acc[r][j] = _mm512_fmadd_ps(wv[j], av, acc[r][j]);
     }
@@ -100,12 +70,12 @@ inline void weight_rows(float* c, std::int64_t ldc, const float* a, std::int64_t
 }
 
 // R (<= 8) input rows times weight rows [n0, n0 + NW), any R at run time.
-template <int NW, bool kBf16>
-void row_group(int R, float* c, std::int64_t ldc, const float* a, std::int64_t lda, const void* w, std::int64_t ldw,
+template <int NW, typename W>
+void row_group(int R, float* c, std::int64_t ldc, const float* a, std::int64_t lda, const W* w, std::int64_t ldw,
                std::int64_t n0, std::int64_t K, float alpha, float beta) {
   switch (R) {
 #define ADAPT_SKINNY_ROWS(r) \
-  case r: return weight_rows<r, NW, kBf16>(c, ldc, a, lda, w, ldw, n0, K, alpha, beta);
+  case r: return weight_rows<r, NW, W>(c, ldc, a, lda, w, ldw, n0, K, alpha, beta);
     ADAPT_SKINNY_ROWS(1)
     ADAPT_SKINNY_ROWS(2)
     ADAPT_SKINNY_ROWS(3)
@@ -123,14 +93,14 @@ void row_group(int R, float* c, std::int64_t ldc, const float* a, std::int64_t l
 // while it sits in L1, so the weights stream from memory once whatever M is. Up to 4 rows, one weight
 // row at a time (one stream: interleaving two rows halved the single-row speed from DRAM, the
 // prefetcher following one stream best); above, two (fewer loads of the inputs per FMA).
-template <bool kBf16>
-void rows_times_weight(float* c, std::int64_t ldc, const float* a, std::int64_t lda, std::int64_t M, const void* w,
+template <typename W>
+void rows_times_weight(float* c, std::int64_t ldc, const float* a, std::int64_t lda, std::int64_t M, const W* w,
                        std::int64_t ldw, std::int64_t n_begin, std::int64_t n_end, std::int64_t K, float alpha,
                        float beta) {
   const auto groups = [&](auto nw, std::int64_t n) {
     for (std::int64_t m0 = 0; m0 < M; m0 += kGroupRows) {
       const int rows = static_cast<int>(std::min<std::int64_t>(kGroupRows, M - m0));
-      row_group<decltype(nw)::value, kBf16>(rows, c + m0 * ldc, ldc, a + m0 * lda, lda, w, ldw, n, K, alpha, beta);
+      row_group<decltype(nw)::value, W>(rows, c + m0 * ldc, ldc, a + m0 * lda, lda, w, ldw, n, K, alpha, beta);
     }
   };
   std::int64_t n = n_begin;
@@ -147,9 +117,9 @@ void skinny_avx512(float* c, std::int64_t ldc, const float* a, std::int64_t lda,
                    float alpha, float beta) {
   ADAPT_CHECK(M >= 1 && M <= kSkinnyAvx512MaxRows, "skinny_avx512: ", M, " rows, not 1..", kSkinnyAvx512MaxRows);
   if (w_bf16) {
-    rows_times_weight<true>(c, ldc, a, lda, M, w, ldw, n_begin, n_end, K, alpha, beta);
+    rows_times_weight(c, ldc, a, lda, M, static_cast<const std::uint16_t*>(w), ldw, n_begin, n_end, K, alpha, beta);
   } else {
-    rows_times_weight<false>(c, ldc, a, lda, M, w, ldw, n_begin, n_end, K, alpha, beta);
+    rows_times_weight(c, ldc, a, lda, M, static_cast<const float*>(w), ldw, n_begin, n_end, K, alpha, beta);
   }
 }
 
