@@ -6,8 +6,6 @@
 // over all query heads of the group (GQA) and every query that sees the block; tasks (sequence, KV
 // head, query block) own their dQ rows. That recomputes S and dP once more than a fused loop with
 // atomic dQ would (7 small GEMMs per tile instead of 5), a small price next to the projections.
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -95,11 +93,9 @@ ADAPT_CPU_KERNEL void tile_probs_and_dscores(float* s, float* dp, const float* l
 // S = scale · Q · K[j0 : j0 + tile]ᵀ and dP = dO · V[j0 : j0 + tile]ᵀ for the gathered rows.
 void tile_scores(const AttentionBackwardArgs& a, const float* kb, const float* vb, std::int64_t rows, std::int64_t j0,
                  std::int64_t tile, Scratch& sc) {
-  const auto D = static_cast<blasint>(a.D);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(rows), static_cast<blasint>(tile), D,
-              a.scale, sc.q.data(), D, kb + j0 * a.D, D, 0.0f, sc.s.data(), static_cast<blasint>(kKeyTile));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(rows), static_cast<blasint>(tile), D, 1.0f,
-              sc.dout.data(), D, vb + j0 * a.D, D, 0.0f, sc.dp.data(), static_cast<blasint>(kKeyTile));
+  const std::int64_t D = a.D;
+  gemm_serial(false, true, rows, tile, D, a.scale, sc.q.data(), D, kb + j0 * a.D, D, 0.0f, sc.s.data(), kKeyTile);
+  gemm_serial(false, true, rows, tile, D, 1.0f, sc.dout.data(), D, vb + j0 * a.D, D, 0.0f, sc.dp.data(), kKeyTile);
 }
 
 // dK, dV of keys [j0, j1) of (b, g): summed over every query position that sees one of them and over
@@ -125,12 +121,8 @@ void key_block(const AttentionBackwardArgs& a, const std::vector<float>& delta, 
     tile_scores(a, kb, vb, rows, j0, tile, sc);
     tile_probs_and_dscores(sc.s.data(), sc.dp.data(), sc.lse.data(), sc.delta.data(), rows, tile, n_rep, t0, j0, vis);
     // dV += Pᵀ · dO;  dK += scale · dSᵀ · Q.
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<blasint>(tile), static_cast<blasint>(D),
-                static_cast<blasint>(rows), 1.0f, sc.s.data(), static_cast<blasint>(kKeyTile), sc.dout.data(),
-                static_cast<blasint>(D), 1.0f, sc.dv.data(), static_cast<blasint>(D));
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<blasint>(tile), static_cast<blasint>(D),
-                static_cast<blasint>(rows), a.scale, sc.dp.data(), static_cast<blasint>(kKeyTile), sc.q.data(),
-                static_cast<blasint>(D), 1.0f, sc.dk.data(), static_cast<blasint>(D));
+    gemm_serial(true, false, tile, D, rows, 1.0f, sc.s.data(), kKeyTile, sc.dout.data(), D, 1.0f, sc.dv.data(), D);
+    gemm_serial(true, false, tile, D, rows, a.scale, sc.dp.data(), kKeyTile, sc.q.data(), D, 1.0f, sc.dk.data(), D);
   }
   std::copy(sc.dk.begin(), sc.dk.end(), a.dk + ((b * a.Hkv + g) * a.S + j0) * D);
   std::copy(sc.dv.begin(), sc.dv.end(), a.dv + ((b * a.Hkv + g) * a.S + j0) * D);
@@ -154,9 +146,7 @@ void query_block(const AttentionBackwardArgs& a, const std::vector<float>& delta
     tile_scores(a, kb, vb, rows, j0, tile, sc);
     tile_probs_and_dscores(sc.s.data(), sc.dp.data(), sc.lse.data(), sc.delta.data(), rows, tile, n_rep, t0, j0, vis);
     // dQ += scale · dS · K.
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(rows), static_cast<blasint>(D),
-                static_cast<blasint>(tile), a.scale, sc.dp.data(), static_cast<blasint>(kKeyTile), kb + j0 * D,
-                static_cast<blasint>(D), 1.0f, sc.dacc.data(), static_cast<blasint>(D));
+    gemm_serial(false, false, rows, D, tile, a.scale, sc.dp.data(), kKeyTile, kb + j0 * D, D, 1.0f, sc.dacc.data(), D);
   }
   for (std::int64_t t = t0; t < t1; ++t)
     std::copy_n(sc.dacc.data() + (t - t0) * n_rep * D, n_rep * D, a.dq + ((b * a.T + t) * a.H + g * n_rep) * D);
@@ -165,7 +155,6 @@ void query_block(const AttentionBackwardArgs& a, const std::vector<float>& delta
 }  // namespace
 
 void attention_backward(const AttentionBackwardArgs& a) {
-  blas_single_threaded();  // the tasks below call sgemm from OpenMP threads
   const std::int64_t D = a.D, n_rep = a.H / a.Hkv;
   // Δ (B, H, T) = rowsum(dO ⊙ O): the softmax Jacobian's correction term, one value per query row.
   std::vector<float> delta(static_cast<std::size_t>(a.B * a.H * a.T));

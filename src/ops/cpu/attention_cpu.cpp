@@ -1,13 +1,11 @@
 // Causal GQA attention on the CPU, flash-attention style. A task is (sequence b, KV head g, block of
 // query positions); its rows are the block's positions times the n_rep query heads of g, so each key
-// tile serves all of them. Per key tile: S = Q · Kᵀ · scale and O += P · V are two small sgemm calls
-// (OpenBLAS is single-threaded inside the OpenMP tasks; see gemm_cpu.cpp), between them an online
-// softmax keeps each row's running max m and sum l. Nothing of size T x S is ever allocated. A bf16
+// tile serves all of them. Per key tile: S = Q · Kᵀ · scale and O += P · V are two small products on the
+// task's thread (gemm_serial: the packed AVX-512 kernel, or OpenBLAS), between them an online softmax
+// keeps each row's running max m and sum l. Nothing of size T x S is ever allocated. A bf16
 // KV cache's tiles are widened to f32 first (exact), so it takes the same products as an f32 cache
 // holding the same values. Decoding (T = 1) at head width 64 or 128 on a CPU with AVX-512 takes
-// attention_decode_avx512.cpp instead (16 keys per vector, no BLAS call per tile).
-#include <cblas.h>
-
+// attention_decode_avx512.cpp instead (16 keys per vector, no product call per tile).
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -67,9 +65,7 @@ void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::i
       widen_bf16_rows(sc.kt.data(), D, a.k_bf16 + k_off + j0 * a.k_stride_s, a.k_stride_s, tile, D);
       widen_bf16_rows(sc.vt.data(), D, a.v_bf16 + v_off + j0 * a.v_stride_s, a.v_stride_s, tile, D);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(rows), static_cast<blasint>(tile),
-                static_cast<blasint>(D), a.scale, sc.q.data(), static_cast<blasint>(D), kt, static_cast<blasint>(ldk),
-                0.0f, sc.s.data(), static_cast<blasint>(kKeyTile));
+    gemm_serial(false, true, rows, tile, D, a.scale, sc.q.data(), D, kt, ldk, 0.0f, sc.s.data(), kKeyTile);
     for (std::int64_t r = 0; r < rows; ++r) {
       // Causal: the query at position offset + t sees keys 0 .. offset + t.
       const std::int64_t t = t0 + r / n_rep;
@@ -77,9 +73,7 @@ void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::i
       softmax_step(sc.s.data() + r * kKeyTile, n, tile, &sc.m[static_cast<std::size_t>(r)],
                    &sc.l[static_cast<std::size_t>(r)], sc.o.data() + r * D, D);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(rows), static_cast<blasint>(D),
-                static_cast<blasint>(tile), 1.0f, sc.s.data(), static_cast<blasint>(kKeyTile), vt,
-                static_cast<blasint>(ldv), 1.0f, sc.o.data(), static_cast<blasint>(D));
+    gemm_serial(false, false, rows, D, tile, 1.0f, sc.s.data(), kKeyTile, vt, ldv, 1.0f, sc.o.data(), D);
   }
   for (std::int64_t r = 0; r < rows; ++r) {
     const std::int64_t t = t0 + r / n_rep, h = g * n_rep + r % n_rep;
@@ -134,7 +128,6 @@ void attention_forward(const AttentionArgs& a) {
     for (std::int64_t task = 0; task < a.B * a.Hkv; ++task) attention_decode_avx512(a, task / a.Hkv, task % a.Hkv);
     return;
   }
-  blas_single_threaded();  // the tasks below call sgemm from OpenMP threads
   const std::int64_t n_rep = a.H / a.Hkv;
   const std::int64_t block = std::max<std::int64_t>(1, kRowsPerBlock / n_rep);  // positions per task
   const std::int64_t n_blocks = (a.T + block - 1) / block;

@@ -5,8 +5,6 @@
 // entries may sit anywhere in a tile and the softmax step skips them individually. Key tiles start at
 // the earliest segment start of the block, so a packed row costs about the sum of its documents'
 // squares, not T². A query that sees no key (padding) gets output 0 and lse −inf.
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -70,9 +68,8 @@ void attend_block(const AttentionArgs& a, const Visibility& vis, std::int64_t b,
   for (std::int64_t t = t0; t < t1; ++t) key_begin = std::min(key_begin, vis.first[static_cast<std::size_t>(t)]);
   for (std::int64_t j0 = key_begin; j0 < t1; j0 += kKeyTile) {
     const std::int64_t tile = std::min(kKeyTile, t1 - j0);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(rows), static_cast<blasint>(tile),
-                static_cast<blasint>(D), a.scale, sc.q.data(), static_cast<blasint>(D), kb + j0 * a.k_stride_s,
-                static_cast<blasint>(a.k_stride_s), 0.0f, sc.s.data(), static_cast<blasint>(kKeyTile));
+    gemm_serial(false, true, rows, tile, D, a.scale, sc.q.data(), D, kb + j0 * a.k_stride_s, a.k_stride_s, 0.0f,
+                sc.s.data(), kKeyTile);
     for (std::int64_t r = 0; r < rows; ++r) {
       const std::int64_t t = t0 + r / n_rep;
       float* sr = sc.s.data() + r * kKeyTile;
@@ -81,9 +78,8 @@ void attend_block(const AttentionArgs& a, const Visibility& vis, std::int64_t b,
       softmax_step_masked(sr, tile, &sc.m[static_cast<std::size_t>(r)], &sc.l[static_cast<std::size_t>(r)],
                           sc.o.data() + r * D, D);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(rows), static_cast<blasint>(D),
-                static_cast<blasint>(tile), 1.0f, sc.s.data(), static_cast<blasint>(kKeyTile), vb + j0 * a.v_stride_s,
-                static_cast<blasint>(a.v_stride_s), 1.0f, sc.o.data(), static_cast<blasint>(D));
+    gemm_serial(false, false, rows, D, tile, 1.0f, sc.s.data(), kKeyTile, vb + j0 * a.v_stride_s, a.v_stride_s, 1.0f,
+                sc.o.data(), D);
   }
   for (std::int64_t r = 0; r < rows; ++r) {
     const std::int64_t t = t0 + r / n_rep, h = g * n_rep + r % n_rep;
@@ -104,7 +100,6 @@ void attend_block(const AttentionArgs& a, const Visibility& vis, std::int64_t b,
 }  // namespace
 
 void attention_forward_segments(const AttentionArgs& a, const std::int32_t* segment_ids) {
-  blas_single_threaded();  // the tasks below call sgemm from OpenMP threads
   std::vector<Visibility> vis(static_cast<std::size_t>(a.B));
   for (std::int64_t b = 0; b < a.B; ++b) vis[static_cast<std::size_t>(b)].build(segment_ids + b * a.T, a.T, 0);
   const std::int64_t n_rep = a.H / a.Hkv;

@@ -15,6 +15,12 @@ void blas_single_threaded();
 /// (widened exactly to f32; all arithmetic is f32). With beta = 0, c is not read.
 void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a,
           std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
+/// c = alpha · op(a) · op(b) + beta · c on the calling thread, all f32 (products inside OpenMP tasks, such
+/// as attention's tiles): the packed AVX-512 kernel where the CPU runs it, else single-threaded OpenBLAS.
+/// With beta = 0, c is not read.
+void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
+                 const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                 std::int64_t ldc);
 void bias_add(float* y, std::int64_t ldy, const float* bias, std::int64_t rows, std::int64_t cols);
 /// dst (rows, cols) = src (rows, cols) of bf16 bit patterns widened to f32 (exact); row strides ldd, lds.
 void widen_bf16_rows(float* dst, std::int64_t ldd, const std::uint16_t* src, std::int64_t lds, std::int64_t rows,

@@ -181,6 +181,28 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
   }
 }
 
+void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
+                 const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                 std::int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0 || alpha == 0.0f) {
+    for (std::int64_t i = 0; i < M; ++i)
+      for (std::int64_t j = 0; j < N; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    return;
+  }
+  if (gemm_avx512_supported()) {
+    // Not OpenBLAS: besides being faster, it does not depend on OpenBLAS recognising the CPU (Debian's
+    // 0.3.21 runs its SSE3 "Prescott" kernels on Xeons newer than itself, at a fifth of the speed).
+    gemm_avx512(trans_a, trans_b, M, N, K, alpha, a, lda, b, false, ldb, beta, c, ldc);
+    return;
+  }
+  blas_single_threaded();
+  if (beta == 0.0f) {  // as in gemm: BLAS may compute 0 · c
+    for (std::int64_t i = 0; i < M; ++i) std::memset(c + i * ldc, 0, static_cast<std::size_t>(N) * sizeof(float));
+  }
+  blas_call(trans_a, trans_b, M, N, K, alpha, a, lda, trans_a ? M : K, b, ldb, trans_b ? K : N, beta, c, ldc);
+}
+
 void bias_add(float* y, std::int64_t ldy, const float* bias, std::int64_t rows, std::int64_t cols) {
 #pragma omp parallel for schedule(static) if (rows * cols > (1 << 18))
   for (std::int64_t r = 0; r < rows; ++r) {
