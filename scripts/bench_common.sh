@@ -74,3 +74,17 @@ bench_footer() {
   awk -v l="${load_start%% *}" -v e="${load_end%% *}" -v n="$threads" \
     'BEGIN { if (l > 0.5 || e > 0.5) printf "warning: other processes were running; figures are noisy (load %s/%s on %d cores)\n", l, e, n }'
 }
+
+# bench_blas_env: prints `OPENBLAS_CORETYPE=SkylakeX` when this CPU runs AVX-512 but the system's
+# OpenBLAS does not recognise it and picked its generic SSE3 kernels ("Prescott"): Debian 12's OpenBLAS
+# 0.3.21 does that on Xeons newer than itself (family 6 model 207 seen here), at a fifth of the speed
+# of its AVX-512 kernels. Peers that multiply through OpenBLAS (Debian's torch, gemm_bench --impl
+# openblas) run with it, so that they are measured at their best. Prints nothing otherwise.
+bench_blas_env() {
+  grep -qw avx512f /proc/cpuinfo || return 0
+  local core
+  core="$(python3 -c 'import ctypes; l = ctypes.CDLL("libopenblas.so.0"); l.openblas_get_corename.restype = ctypes.c_char_p; print(l.openblas_get_corename().decode())' 2>/dev/null)" || return 0
+  if [[ "$core" == Prescott || "$core" == Core2 || "$core" == Nehalem ]]; then
+    echo "OPENBLAS_CORETYPE=SkylakeX"
+  fi
+}

@@ -22,6 +22,9 @@ rounds="${2:-3}"
 baseline="${3:-}"
 bin="$build/tests/gemm_bench"
 py=/usr/bin/python3
+# shellcheck source=scripts/bench_common.sh
+source "$root/scripts/bench_common.sh"
+read -ra blas_env <<<"$(bench_blas_env)"  # OpenBLAS kernels for the OpenBLAS and torch peers
 
 if [[ ! -x "$bin" ]]; then
   echo "error: $bin not found; build it with: ninja -C $build gemm_bench" >&2
@@ -40,6 +43,9 @@ out="$work/results.txt"
 
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$bin" --fma-peak --threads "$(nproc)"
+if [[ ${#blas_env[@]} -gt 0 ]]; then
+  echo "OpenBLAS does not recognise this CPU (it picked its SSE3 kernels): its peers run with ${blas_env[*]}"
+fi
 
 have_torch=0
 if "$py" -c "import torch" 2>/dev/null; then
@@ -51,7 +57,7 @@ fi
 torch_bench() {  # threads layout shapes
   # Debian's torch runs its f32 matmul in OpenBLAS (libblas.so.3), whose pthreads torch.set_num_threads
   # does not limit: the environment does.
-  OPENBLAS_NUM_THREADS="$1" OMP_NUM_THREADS="$1" "$py" - "$1" "$2" "$3" <<'EOF'
+  env "${blas_env[@]}" OPENBLAS_NUM_THREADS="$1" OMP_NUM_THREADS="$1" "$py" - "$1" "$2" "$3" <<'EOF'
 import sys, time, torch
 threads, layout, shapes = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 torch.set_num_threads(threads)
@@ -91,7 +97,7 @@ for ((r = 1; r <= rounds; r++)); do
     for shape in "${list[@]}"; do
       for threads in 1 2; do
         common=(--threads "$threads" --layout "$layout" --shapes "$shape")
-        run_one openblas "$bin" --impl openblas "${common[@]}"
+        run_one openblas env "${blas_env[@]}" "$bin" --impl openblas "${common[@]}"
         run_one adapt "$bin" --impl adapt "${common[@]}"
         [[ -n "$baseline" ]] && run_one base "$baseline" --impl adapt "${common[@]}"
         if [[ $layout == nt && ";$forward;" == *";$shape;"* ]]; then

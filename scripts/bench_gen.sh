@@ -48,6 +48,10 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=scripts/bench_common.sh
 source "$root/scripts/bench_common.sh"
+read -ra blas_env <<<"$(bench_blas_env)"  # OpenBLAS kernels for the torch peer (see bench_common.sh)
+if [[ ${#blas_env[@]} -gt 0 ]]; then
+  echo "OpenBLAS does not recognise this CPU (it picked its SSE3 kernels): the torch peer runs with ${blas_env[*]}"
+fi
 build="$(realpath -m "${1:-$root/build}")"
 rounds="${2:-3}"
 venv="${3:-$HOME/.cache/adapt/venv-llama}"
@@ -138,7 +142,7 @@ run_adapt() {  # name checkpoint round [PASSIVE: OMP_WAIT_POLICY; default: libgo
     { cat "$work/$1.$3.err" >&2; echo "error: gen_bench failed on the $2 checkpoint" >&2; exit 1; }
 }
 run_hf() {  # name checkpoint compute-dtype round
-  OMP_NUM_THREADS="$threads" OPENBLAS_NUM_THREADS="$threads" OMP_WAIT_POLICY=PASSIVE \
+  env "${blas_env[@]}" OMP_NUM_THREADS="$threads" OPENBLAS_NUM_THREADS="$threads" OMP_WAIT_POLICY=PASSIVE \
     "$peer_py" "$work/hf_bench.py" "$work/bench-$2" "$3" "$work/ids.txt" "$decode_steps" "$threads" \
     "$work/$1.tokens" >"$work/$1.$4.txt" 2>"$work/$1.$4.err"
 }

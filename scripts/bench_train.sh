@@ -52,6 +52,10 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=scripts/bench_common.sh
 source "$root/scripts/bench_common.sh"
+read -ra blas_env <<<"$(bench_blas_env)"  # OpenBLAS kernels for the torch peer (see bench_common.sh)
+if [[ ${#blas_env[@]} -gt 0 ]]; then
+  echo "OpenBLAS does not recognise this CPU (it picked its SSE3 kernels): the torch peer runs with ${blas_env[*]}"
+fi
 build="$(realpath -m "${1:-$root/build}")"
 rounds="${2:-1}"
 steps="${3:-8}"
@@ -228,7 +232,7 @@ PY
 run_hf() {  # name mode round [tcmalloc]
   local preload=()
   [[ "${4:-}" == tcmalloc ]] && preload=(LD_PRELOAD="$tcmalloc")
-  env "${preload[@]}" OMP_NUM_THREADS="$threads" OPENBLAS_NUM_THREADS="$threads" OMP_WAIT_POLICY=PASSIVE PYTHONPATH="$root/scripts" \
+  env "${preload[@]}" "${blas_env[@]}" OMP_NUM_THREADS="$threads" OPENBLAS_NUM_THREADS="$threads" OMP_WAIT_POLICY=PASSIVE PYTHONPATH="$root/scripts" \
     "$peer_py" "$work/hf_train.py" "$work/bench" "$2" "$batch" "$seq_len" "$steps" "$warmup" "$threads" "$rank" \
     "$bn_size" "$alpha" "$lr" >"$work/$1.$3.txt" 2>"$work/$1.$3.err" || tail -1 "$work/$1.$3.err" >"$work/$1.failed"
 }
