@@ -551,9 +551,12 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     };
     if (!gen.run_batch(requests, job.runtime.batch_size,
                        {.on_finished = on_finished, .on_progress = on_progress, .stop = stop_requested})) {
-      log::info0("received signal {}: saved the progress of {} prompt(s) in flight{} in {}; stopping (exit code {}: run "
-                 "the job again, or requeue it, to continue them)", stopped_by, n_saved, dp > 1 ? " on rank 0" : "",
-                 progress_store.dir().string(), kExitRequeue);
+      // Said by the stopped replica's writer (with dp > 1 the signal may have reached another replica only).
+      if (writer) {
+        log::info_all("received signal {}: saved the progress of {} prompt(s) in flight in {}; stopping (exit code {}: "
+                      "run the job again, or requeue it, to continue them)", stopped_by, n_saved,
+                      progress_store.dir().string(), kExitRequeue);
+      }
     }
   }
   std::int64_t totals[4] = {static_cast<std::int64_t>(k), n_generated, writer ? n_failed : 0,

@@ -9,8 +9,8 @@
 // write the results of one process, each prompt once, and a rerun skips them all; adapt_gen at tp2, pp2, tp2×dp2 and
 // tp2×pp2×dp2 (tp2 and pp2 also with a trained LoRA adapter) writes the tokens of one process,
 // conversations continued over two jobs at dp2, tp2 and pp2×dp2 give one process's turns and files, and
-// a signal at one rank of adapt_gen at tp2 stops both ranks with exit 75 after saving the progress of
-// the prompts in flight, which the rerun continues to the uninterrupted tp2 run's texts.
+// a signal at one rank of adapt_gen at tp2, pp2 or dp2 stops the job with exit 75 after saving the progress of
+// the prompts in flight, which the rerun continues to the uninterrupted run's texts on that layout.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -502,7 +502,7 @@ TEST_CASE("adapt_gen: conversations at dp2, tp2 and pp2×dp2 give one process's 
   }
 }
 
-TEST_CASE("adapt_gen: a signal at one rank of tp2 stops both after saving the progress; the rerun continues") {
+TEST_CASE("adapt_gen: a signal at one rank of tp2, pp2 or dp2 stops the job with exit 75; the rerun continues") {
   Job job;
   // A model that generates for seconds (wider, deeper, a longer context); prefill_chunk = 1 makes the
   // continued prompt bit for bit the uninterrupted run's on the same layout.
@@ -511,33 +511,40 @@ TEST_CASE("adapt_gen: a signal at one rank of tp2 stops both after saving the pr
               " --set shape.head_dim=64 --layers 4 --out " + (job.dir / "model-long").string()).code == 0);
   test::write_bytes(job.dir / "long.toml",
                     "[model]\npath = \"model-long\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 2000\n"
-                    "[runtime]\nbatch_size = 2\nprefill_chunk = 1\nprogress_every = 16\n[parallel]\ntp = 2\n"
+                    "[runtime]\nbatch_size = 2\nprefill_chunk = 1\nprogress_every = 16\n"
                     "[[prompts]]\nid = \"long\"\ntext = \"int main() {\"\n"
                     "[[prompts]]\nid = \"sampled\"\ntext = \"def f(x):\"\ntemperature = 0.8\nseed = 7\n");
   const std::string gen = bin("adapt_gen") + " --input " + (job.dir / "long.toml").string();
-  Run ref = run(on_ranks(2, gen + " --set output.dir=" + (job.dir / "ref").string()));
-  INFO(ref.out);
-  REQUIRE(ref.code == 0);
-  // The signal goes to one adapt_gen process once rank 0 has saved progress; both ranks must stop (the
-  // tp group agrees after each step) and report 75. As for adapt_train above, mpiexec keeps the ranks'
-  // own exit codes.
-  const std::string saved = (job.dir / "out/progress/long.json").string();
-  const std::string script =
-      "export OMPI_MCA_orte_abort_on_non_zero_status=0; " +
-      on_ranks(2, "bash -c \"trap '' TERM; " + gen + "; e=\\$?; echo rank-exit=\\$e; exit \\$e\"") +
-      " & pid=$!; for i in $(seq 2000); do [ -s " + saved + " ] && break; sleep 0.01; done; "
-      "target=$(pgrep -f '^" + gen + "' | tail -1); kill -USR1 $target; wait $pid; echo exit=$?";
-  test::write_bytes(job.dir / "signal.sh", script);
-  Run r = run("bash " + (job.dir / "signal.sh").string());
-  INFO(r.out);
-  CHECK(count(r.out, "rank-exit=75") == 2);
-  CHECK(count(r.out, "received signal 10") == 1);
-  REQUIRE(fs::exists(saved));
-  Run again = run(on_ranks(2, gen));
-  INFO(again.out);
-  CHECK(again.code == 0);
-  CHECK(again.out.find("prompt 'long': continuing after") != std::string::npos);
-  CHECK(texts_by_id(file_read_text(job.dir / "out/results.jsonl")) ==
-        texts_by_id(file_read_text(job.dir / "ref/results.jsonl")));
-  CHECK(!fs::exists(saved));
+  // tp2 and pp2: the replica's ranks agree after each step, so both stop. dp2: the signalled replica
+  // saves its prompt and stops, the other finishes its own; the job as a whole exits 75.
+  const std::vector<std::tuple<std::string, int, int>> layouts{{"tp2", 2, 1}, {"pp2", 1, 2}, {"dp2", 1, 1}};
+  for (const auto& [name, tp, pp] : layouts) {
+    CAPTURE(name);
+    const std::string cmd = gen + layout(tp, pp);
+    const fs::path out = job.dir / ("out-" + name), ref = job.dir / ("ref-" + name);
+    Run uninterrupted = run(on_ranks(2, cmd + "--set output.dir=" + ref.string()));
+    INFO(uninterrupted.out);
+    REQUIRE(uninterrupted.code == 0);
+    // The signal goes to one adapt_gen process once the first progress has been saved. As for
+    // adapt_train above, mpiexec keeps the ranks' own exit codes.
+    const std::string saved = (out / "progress/long.json").string();
+    const std::string script =
+        "export OMPI_MCA_orte_abort_on_non_zero_status=0; " +
+        on_ranks(2, "bash -c \"trap '' TERM; " + cmd + "--set output.dir=" + out.string() +
+                        "; e=\\$?; echo rank-exit=\\$e; exit \\$e\"") +
+        " & pid=$!; for i in $(seq 2000); do [ -s " + saved + " ] && break; sleep 0.01; done; "
+        "target=$(pgrep -f '^" + gen + "' | tail -1); kill -USR1 $target; wait $pid; echo exit=$?";
+    test::write_bytes(job.dir / "signal.sh", script);
+    Run r = run("bash " + (job.dir / "signal.sh").string());
+    INFO(r.out);
+    CHECK(count(r.out, "rank-exit=75") == 2);
+    CHECK(count(r.out, "received signal 10") == 1);
+    REQUIRE(!fs::is_empty(out / "progress"));
+    Run again = run(on_ranks(2, cmd + "--set output.dir=" + out.string()));
+    INFO(again.out);
+    CHECK(again.code == 0);
+    CHECK(again.out.find("': continuing after") != std::string::npos);
+    CHECK(texts_by_id(file_read_text(out / "results.jsonl")) == texts_by_id(file_read_text(ref / "results.jsonl")));
+    CHECK(fs::is_empty(out / "progress"));
+  }
 }
