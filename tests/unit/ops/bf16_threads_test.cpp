@@ -77,7 +77,9 @@ TEST_CASE("parallel splits agree with one thread: by columns, by rows, transpose
   const Case cases[] = {{300, 257, 64, false, true, 0.0f},  // columns
                         {400, 20, 128, false, false, 1.0f},  // few columns: rows
                         {70, 90, 500, true, false, 1.0f},    // dW += gᵀ · x
-                        {4, 5000, 64, false, true, 1.0f}};   // skinny
+                        {4, 5000, 64, false, true, 1.0f},    // skinny
+                        {700, 300, 96, false, true, 0.0f},   // rows, in several ranges per thread
+                        {600, 200, 70, true, false, 1.0f}};  // the same with a transposed
   for (const Case& c : cases) {
     CAPTURE(c.M);
     CAPTURE(c.N);
