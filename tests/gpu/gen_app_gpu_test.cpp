@@ -6,7 +6,8 @@
 // every prompt; adapt_eval --device cuda --weights-dtype f32 gives the CPU's loss within 1e-5. Two MPI
 // ranks (mpiexec) at tp2 with f32 weights and the adapter give the one-GPU run's greedy texts: sharing
 // cuda:0, their tp group on MPI (NCCL refuses two ranks on one GPU); with a GPU per rank (2 GPUs or more;
-// said and skipped otherwise), on NCCL.
+// said and skipped otherwise), on NCCL. A generation on the device stopped by SIGUSR1 (exit 75) and run
+// again continues its prompts to the uninterrupted run's texts.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -133,6 +134,46 @@ TEST_CASE("adapt_gen on cuda:0: the CPU's greedy texts with f32 device weights, 
       CHECK(r["completion_tokens"].get<int>() <= (id == "chat" ? 40 : 24));
     }
   }
+}
+
+TEST_CASE("adapt_gen on cuda:0: SIGUSR1 saves the progress, exit 75; the rerun continues to the uninterrupted texts") {
+  test::TempDir dir{"adapt-gen-gpu-signal"};
+  std::string out;
+  // The tiny model made wider, deeper and with a longer context, so that generating takes long enough
+  // to send the signal in the middle.
+  REQUIRE_MESSAGE(run("adapt_model", "make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() +
+                                         " --set shape.max_position_embeddings=4096 --set shape.hidden_size=256"
+                                         " --set shape.intermediate_size=768 --set shape.head_dim=64 --layers 4 --out " +
+                                         (dir / "model").string(),
+                      &out) == 0,
+                  out);
+  // prefill_chunk = 1: the continued prompt's prefill is the same one-token forwards as the decode steps
+  // it replaces, so the continuation is bit for bit the uninterrupted run's on the device too.
+  test::write_bytes(dir / "job.toml",
+                    "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 1500\n"
+                    "[runtime]\nbatch_size = 2\nprefill_chunk = 1\nprogress_every = 16\ndevice = \"cuda:0\"\n"
+                    "weights_dtype = \"f32\"\n"
+                    "[[prompts]]\nid = \"long\"\ntext = \"int main() {\"\n"
+                    "[[prompts]]\nid = \"sampled\"\ntext = \"def f(x):\"\ntemperature = 0.8\nseed = 7\n");
+  const std::string input = "--input " + (dir / "job.toml").string();
+  REQUIRE_MESSAGE(run("adapt_gen", input + " --set output.dir=" + (dir / "ref").string(), &out) == 0, out);
+  const auto want = results_by_id(dir / "ref/results.jsonl");
+  REQUIRE(want.size() == 2);
+
+  const fs::path saved = dir / "out/progress/long.json";
+  const std::string gen = test::bin("adapt_gen") + " " + input;
+  test::run_command("bash -c '" + gen + " & pid=$!; for i in $(seq 6000); do [ -s " + saved.string() +
+                        " ] && break; sleep 0.01; done; kill -USR1 $pid; wait $pid; echo exit=$?'",
+                    &out);
+  INFO(out);
+  REQUIRE(out.find("exit=75") != std::string::npos);
+  CHECK(out.find("received signal") != std::string::npos);
+  REQUIRE(fs::exists(saved));
+
+  REQUIRE_MESSAGE(run("adapt_gen", input, &out) == 0, out);
+  CHECK_MESSAGE(out.find("prompt 'long': continuing after") != std::string::npos, out);
+  check_same_results(results_by_id(dir / "out/results.jsonl"), want);
+  CHECK(!fs::exists(saved));
 }
 
 TEST_CASE("adapt_eval --device cuda --weights-dtype f32: the CPU's loss") {
