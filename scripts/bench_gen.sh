@@ -163,8 +163,13 @@ done
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---- report ---------------------------------------------------------------------------------------
-torch_pkg="$(dpkg-query -W -f='${Version}' python3-torch 2>/dev/null || true)"
-python3 - "$work" "$rounds" "$peer_skip" "$prompt_tokens" "$decode_steps" "$seed" "$threads" "${torch_pkg:-?}" <<'EOF'
+# Where the peer's torch comes from: Debian's python3-torch (seen through the venv) or a PyPI wheel that
+# pip installed into the venv (when a pinned package wants a newer torch than Debian's).
+torch_pkg="?"
+if [[ -n "$peer_py" ]]; then
+  torch_pkg="$("$peer_py" -c 'import torch; print("Debian python3-torch" if torch.__file__.startswith("/usr/lib/python3/") else "a PyPI wheel in the venv")' 2>/dev/null || echo "?")"
+fi
+python3 - "$work" "$rounds" "$peer_skip" "$prompt_tokens" "$decode_steps" "$seed" "$threads" "$torch_pkg" <<'EOF'
 import os, sys
 work, rounds, peer_skip = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 prompt_tokens, decode_steps, seed, threads, torch_pkg = sys.argv[4:9]
@@ -234,7 +239,7 @@ if res["hf_f32"] and res["hf_bf16_as_f32"]:
           f"(lower of the two ratios: {worst:.2f}x)")
 if hf:
     print(f"HF: attention '{hf['attention']}', torch threads {hf['torch_threads']}, OpenBLAS threads {threads}, "
-          f"OMP_WAIT_POLICY=PASSIVE; Debian python3-torch {torch_pkg}. adapt: {threads} OpenMP threads")
+          f"OMP_WAIT_POLICY=PASSIVE; torch from {torch_pkg}. adapt: {threads} OpenMP threads")
 print("reference (product brief, same machine and shape; not measured by this script): "
       "llama.cpp decodes 144 tokens/s, PyTorch prefills 2,459 tokens/s")
 EOF

@@ -249,8 +249,13 @@ done
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---- report ---------------------------------------------------------------------------------------
-torch_pkg="$(dpkg-query -W -f='${Version}' python3-torch 2>/dev/null || true)"
-python3 - "$work" "$rounds" "$peer_skip" "$threads" "${torch_pkg:-?}" "$kind" "$kind_note" "$tcmalloc" \
+# Where the peer's torch comes from: Debian's python3-torch (seen through the venv) or a PyPI wheel that
+# pip installed into the venv (when a pinned package wants a newer torch than Debian's).
+torch_pkg="?"
+if [[ -n "$peer_py" ]]; then
+  torch_pkg="$("$peer_py" -c 'import torch; print("Debian python3-torch" if torch.__file__.startswith("/usr/lib/python3/") else "a PyPI wheel in the venv")' 2>/dev/null || echo "?")"
+fi
+python3 - "$work" "$rounds" "$peer_skip" "$threads" "$torch_pkg" "$kind" "$kind_note" "$tcmalloc" \
   "$steps" "$warmup" <<'EOF'
 import os, sys
 work, rounds, peer_skip, threads, torch_pkg, kind, kind_note, tcmalloc, steps, warmup = sys.argv[1:11]
@@ -300,7 +305,7 @@ for name in ["adapt", "hf_peft_tc"]:
         print(f"{name} step times (s, warm-up first): {res[name]['steps_s']}{extra}")
 if peer:
     print(f"HF: {versions}, eager attention, torch threads {peer['torch_threads']}, OpenBLAS threads {threads}, "
-          f"OMP_WAIT_POLICY=PASSIVE; Debian python3-torch {torch_pkg}; tcmalloc: {tcmalloc or 'not found'}")
+          f"OMP_WAIT_POLICY=PASSIVE; torch from {torch_pkg}; tcmalloc: {tcmalloc or 'not found'}")
 print(f"adapt: {threads} OpenMP threads, glibc malloc (no per-step allocation once warm)")
 EOF
 bench_footer "$build" "$load_start" "$load_end" "$threads"
