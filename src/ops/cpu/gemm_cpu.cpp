@@ -79,6 +79,19 @@ void gemm_bf16_cols(bool trans_a, bool trans_b, std::int64_t M, std::int64_t n0,
   }
 }
 
+// c = beta · c (a product with K = 0 or alpha = 0); with beta = 0, c may hold garbage (even NaN
+// patterns) and is not read.
+void scale_c(std::int64_t M, std::int64_t N, float beta, float* c, std::int64_t ldc) {
+  if (beta == 1.0f) return;
+  for (std::int64_t i = 0; i < M; ++i)
+    for (std::int64_t j = 0; j < N; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+}
+
+// Before a BLAS call with beta = 0: BLAS may compute 0 · c, and c may hold garbage (even NaN patterns).
+void clear_c(std::int64_t M, std::int64_t N, float* c, std::int64_t ldc) {
+  for (std::int64_t i = 0; i < M; ++i) std::memset(c + i * ldc, 0, static_cast<std::size_t>(N) * sizeof(float));
+}
+
 }  // namespace
 
 void blas_single_threaded() {
@@ -109,10 +122,7 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
           std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
   if (M == 0 || N == 0) return;
   if (K == 0 || alpha == 0.0f) {
-    // c = beta · c; with beta = 0, c may hold garbage (even NaN patterns) and is not read.
-    if (beta == 1.0f) return;
-    for (std::int64_t i = 0; i < M; ++i)
-      for (std::int64_t j = 0; j < N; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    scale_c(M, N, beta, c, ldc);
     return;
   }
   const auto* bf = static_cast<const float*>(b);
@@ -124,10 +134,7 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
   const bool packed = !skinny && M > 1 && avx512;
   if (!skinny && !packed) {
     blas_single_threaded();
-    if (beta == 0.0f) {
-      // BLAS may compute 0 · c, and c may hold garbage (even NaN patterns) when beta = 0: clear it.
-      for (std::int64_t i = 0; i < M; ++i) std::memset(c + i * ldc, 0, static_cast<std::size_t>(N) * sizeof(float));
-    }
+    if (beta == 0.0f) clear_c(M, N, c, ldc);
   }
   // Columns when there are enough (each thread streams its own rows of a weight stored (N, K)); rows
   // otherwise (f32 BLAS only; bf16 panels are always split by columns). The packed kernel: by rows
@@ -186,8 +193,7 @@ void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
                  std::int64_t ldc) {
   if (M == 0 || N == 0) return;
   if (K == 0 || alpha == 0.0f) {
-    for (std::int64_t i = 0; i < M; ++i)
-      for (std::int64_t j = 0; j < N; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    scale_c(M, N, beta, c, ldc);
     return;
   }
   if (gemm_avx512_supported()) {
@@ -197,9 +203,7 @@ void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
     return;
   }
   blas_single_threaded();
-  if (beta == 0.0f) {  // as in gemm: BLAS may compute 0 · c
-    for (std::int64_t i = 0; i < M; ++i) std::memset(c + i * ldc, 0, static_cast<std::size_t>(N) * sizeof(float));
-  }
+  if (beta == 0.0f) clear_c(M, N, c, ldc);
   blas_call(trans_a, trans_b, M, N, K, alpha, a, lda, trans_a ? M : K, b, ldb, trans_b ? K : N, beta, c, ldc);
 }
 
