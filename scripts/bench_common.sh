@@ -88,3 +88,20 @@ bench_blas_env() {
     echo "OPENBLAS_CORETYPE=SkylakeX"
   fi
 }
+
+# bench_blas_setup WHO: sets the array blas_env to bench_blas_env's output and, when it is not empty,
+# says in the report that WHO (the peers that multiply through OpenBLAS) run with it.
+bench_blas_setup() {
+  read -ra blas_env <<<"$(bench_blas_env)"
+  if [[ ${#blas_env[@]} -gt 0 ]]; then
+    echo "OpenBLAS does not recognise this CPU (it picked its SSE3 kernels): $1 with ${blas_env[*]}"
+  fi
+}
+
+# bench_torch_source PY: where PY's torch comes from, for the report: Debian's python3-torch (seen
+# through the venv) or a PyPI wheel that pip installed into the venv (when a pinned package wants a
+# newer torch than Debian's); "?" without PY.
+bench_torch_source() {
+  [[ -n "$1" ]] || { echo "?"; return; }
+  "$1" -c 'import torch; print("Debian python3-torch" if torch.__file__.startswith("/usr/lib/python3/") else "a PyPI wheel in the venv")' 2>/dev/null || echo "?"
+}

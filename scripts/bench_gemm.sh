@@ -24,7 +24,6 @@ bin="$build/tests/gemm_bench"
 py=/usr/bin/python3
 # shellcheck source=scripts/bench_common.sh
 source "$root/scripts/bench_common.sh"
-read -ra blas_env <<<"$(bench_blas_env)"  # OpenBLAS kernels for the OpenBLAS and torch peers
 
 if [[ ! -x "$bin" ]]; then
   echo "error: $bin not found; build it with: ninja -C $build gemm_bench" >&2
@@ -43,9 +42,7 @@ out="$work/results.txt"
 
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$bin" --fma-peak --threads "$(nproc)"
-if [[ ${#blas_env[@]} -gt 0 ]]; then
-  echo "OpenBLAS does not recognise this CPU (it picked its SSE3 kernels): its peers run with ${blas_env[*]}"
-fi
+bench_blas_setup "its peers run"  # sets blas_env: OpenBLAS kernels for the OpenBLAS and torch peers
 
 have_torch=0
 if "$py" -c "import torch" 2>/dev/null; then

@@ -48,10 +48,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=scripts/bench_common.sh
 source "$root/scripts/bench_common.sh"
-read -ra blas_env <<<"$(bench_blas_env)"  # OpenBLAS kernels for the torch peer (see bench_common.sh)
-if [[ ${#blas_env[@]} -gt 0 ]]; then
-  echo "OpenBLAS does not recognise this CPU (it picked its SSE3 kernels): the torch peer runs with ${blas_env[*]}"
-fi
+bench_blas_setup "the torch peer runs"  # sets blas_env: OpenBLAS kernels for the torch peer
 build="$(realpath -m "${1:-$root/build}")"
 rounds="${2:-3}"
 venv="${3:-$HOME/.cache/adapt/venv-llama}"
@@ -163,12 +160,7 @@ done
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---- report ---------------------------------------------------------------------------------------
-# Where the peer's torch comes from: Debian's python3-torch (seen through the venv) or a PyPI wheel that
-# pip installed into the venv (when a pinned package wants a newer torch than Debian's).
-torch_pkg="?"
-if [[ -n "$peer_py" ]]; then
-  torch_pkg="$("$peer_py" -c 'import torch; print("Debian python3-torch" if torch.__file__.startswith("/usr/lib/python3/") else "a PyPI wheel in the venv")' 2>/dev/null || echo "?")"
-fi
+torch_pkg="$(bench_torch_source "$peer_py")"
 python3 - "$work" "$rounds" "$peer_skip" "$prompt_tokens" "$decode_steps" "$seed" "$threads" "$torch_pkg" <<'EOF'
 import os, sys
 work, rounds, peer_skip = sys.argv[1], int(sys.argv[2]), sys.argv[3]

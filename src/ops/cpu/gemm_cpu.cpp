@@ -197,8 +197,8 @@ void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
     return;
   }
   if (gemm_avx512_supported()) {
-    // Not OpenBLAS: besides being faster, it does not depend on OpenBLAS recognising the CPU (Debian's
-    // 0.3.21 runs its SSE3 "Prescott" kernels on Xeons newer than itself, at a fifth of the speed).
+    // Not OpenBLAS, which depends on recognising the CPU: Debian's 0.3.21 runs its SSE3 "Prescott"
+    // kernels on Xeons newer than itself, at a fifth of the speed (docs/PERFORMANCE.md, 2026-11-22).
     gemm_avx512(trans_a, trans_b, M, N, K, alpha, a, lda, b, false, ldb, beta, c, ldc);
     return;
   }
