@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "ops/cpu/backward_cpu.h"
+#include "ops/cpu/cross_entropy_avx512.h"
+#include "ops/cpu/gemm_avx512.h"
 #include "ops/cpu/vec_math.h"
 
 namespace adapt::ops::cpu {
@@ -56,7 +58,8 @@ ADAPT_CPU_KERNEL void swiglu_backward_row(float* dgate, float* dup, const float*
 }
 
 // Loss of one row and, when args.grad, its gradient in place: p = softmax(z) is formed in the row
-// itself (unnormalised first), then scaled, and the target's entry gets − grad_scale.
+// itself (unnormalised first), then scaled, and the target's entry gets − grad_scale. CPUs with
+// AVX-512 take cross_entropy_row_avx512 instead (the same passes; GCC leaves this loop scalar).
 ADAPT_CPU_KERNEL double cross_entropy_row(float* z, std::int64_t V, std::int64_t y, float grad_scale, bool grad) {
   float m = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : m)
@@ -152,8 +155,13 @@ void embedding_backward(float* dtable, std::int64_t C, const float* dout, std::i
   }
 }
 
+#if !ADAPT_HAVE_GEMM_AVX512
+double cross_entropy_row_avx512(float*, std::int64_t, std::int64_t, float, bool) { return 0.0; }
+#endif
+
 CrossEntropySums cross_entropy(const CrossEntropyArgs& a) {
   std::vector<double> loss(static_cast<std::size_t>(a.rows), 0.0);
+  const bool avx512 = gemm_avx512_supported();
 #pragma omp parallel for schedule(static) if (a.rows * a.V > kParallelMinElements)
   for (std::int64_t r = 0; r < a.rows; ++r) {
     const std::int64_t y = a.targets32 ? a.targets32[r] : a.targets64[r];
@@ -162,7 +170,8 @@ CrossEntropySums cross_entropy(const CrossEntropyArgs& a) {
       if (a.grad) std::fill_n(z, a.V, 0.0f);
       continue;
     }
-    loss[static_cast<std::size_t>(r)] = cross_entropy_row(z, a.V, y, a.grad_scale, a.grad);
+    loss[static_cast<std::size_t>(r)] = avx512 ? cross_entropy_row_avx512(z, a.V, y, a.grad_scale, a.grad)
+                                               : cross_entropy_row(z, a.V, y, a.grad_scale, a.grad);
   }
   CrossEntropySums sums;
   for (std::int64_t r = 0; r < a.rows; ++r) {  // in row order: the same sum for any thread count
