@@ -78,13 +78,17 @@ ADAPT_CPU_KERNEL void tile_probs_and_dscores(float* s, float* dp, const float* l
       }
       for (std::int64_t j = n; j < tile; ++j) sr[j] = dpr[j] = 0.0f;
     } else {
+      // Visibility::visible(t, j0 + j) written as a select, so that the loop vectorises (a branch per
+      // key kept it scalar: 2.4% of a training step with packed documents, against 0.9% causal only).
+      const std::int64_t last_visible = vis.offset + t - j0;
+      const std::int32_t seg_t = vis.seg[t];
+      const std::int32_t* seg_j = vis.seg + j0;
+#pragma omp simd
       for (std::int64_t j = 0; j < tile; ++j) {
-        if (vis.visible(t, j0 + j)) {
-          sr[j] = exp_f32(sr[j] - l);
-          dpr[j] = sr[j] * (dpr[j] - d);
-        } else {
-          sr[j] = dpr[j] = 0.0f;
-        }
+        const bool visible = j <= last_visible && seg_t >= 0 && seg_j[j] == seg_t;
+        const float p = visible ? exp_f32(sr[j] - l) : 0.0f;
+        sr[j] = p;
+        dpr[j] = visible ? p * (dpr[j] - d) : 0.0f;
       }
     }
   }
