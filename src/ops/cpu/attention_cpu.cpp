@@ -107,6 +107,10 @@ ADAPT_CPU_KERNEL void softmax_step(float* s, std::int64_t n, std::int64_t tile, 
     sum += s[j];
   }
   for (std::int64_t j = n; j < tile; ++j) s[j] = 0.0f;
+  softmax_fold(m_new, sum, m, l, o, D);
+}
+
+ADAPT_CPU_KERNEL void softmax_fold(float m_new, float sum, float* m, float* l, float* o, std::int64_t D) {
   if (*l > 0.0f && m_new != *m) {
     const float corr = std::exp(*m - m_new);
 #pragma omp simd

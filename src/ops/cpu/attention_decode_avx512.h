@@ -24,4 +24,9 @@ void attention_decode_avx512(const AttentionArgs& a, std::int64_t b, std::int64_
 /// l ← l · e^(m − m') + Σ p, o ← o · e^(m − m'); s[n..tile) = 0.
 void softmax_step(float* s, std::int64_t n, std::int64_t tile, float* m, float* l, float* o, std::int64_t D);
 
+/// The end of every online-softmax step (softmax_step, and attention_segments_cpu.cpp's masked one):
+/// given the new running max m' and the sum of the tile's probabilities, l ← l · e^(m − m') + sum,
+/// o ← o · e^(m − m'), m ← m'.
+void softmax_fold(float m_new, float sum, float* m, float* l, float* o, std::int64_t D);
+
 }  // namespace adapt::ops::cpu

@@ -10,6 +10,7 @@
 #include <limits>
 #include <vector>
 
+#include "ops/cpu/attention_decode_avx512.h"
 #include "ops/cpu/attention_visibility.h"
 #include "ops/cpu/backward_cpu.h"
 #include "ops/cpu/cpu_kernels.h"
@@ -43,13 +44,7 @@ ADAPT_CPU_KERNEL void softmax_step_masked(float* s, std::int64_t tile, float* m,
     s[j] = s[j] == kNegInf ? 0.0f : exp_f32(s[j] - m_new);
     sum += s[j];
   }
-  if (*l > 0.0f && m_new != *m) {
-    const float corr = std::exp(*m - m_new);
-    for (std::int64_t d = 0; d < D; ++d) o[d] *= corr;
-    *l *= corr;
-  }
-  *l += sum;
-  *m = m_new;
+  softmax_fold(m_new, sum, m, l, o, D);
 }
 
 void attend_block(const AttentionArgs& a, const Visibility& vis, std::int64_t b, std::int64_t g, std::int64_t t0,
