@@ -30,6 +30,7 @@
 #include "adapters/adapter_files.h"
 #include "adapters/adapter_set.h"
 #include "generate/conversation.h"
+#include "generate/kv_snapshot.h"
 #include "generate/generator.h"
 #include "generate/progress.h"
 #include "generate/prompt_shard.h"
@@ -73,7 +74,11 @@ earlier prompts and the model's replies, as token ids) followed by the turn's us
 with neither, the model continues its last reply, and the prompt's output file gets the whole reply so
 far. Its reply is saved to the conversation before its result is recorded. Turns of one conversation
 run in file order, one at a time, in one process (a replica, a --shard); a turn whose conversation no
-longer fits the context is not run, and the job then exits 2 once the others are done.
+longer fits the context is not run, and the job then exits 2 once the others are done. With
+output.conversation_kv = true (and tp = pp = 1) the conversation's KV cache is kept beside it
+(name.kv), and the next turn prefills only its new tokens; its text is that of a whole prefill, up to
+a near-tie of the logits (the reply's keys and values were computed a token at a time, which a
+prefill rounds differently).
 
 Several ranks (mpiexec -n N, srun): tp and pp come from [parallel], dp = N / (tp x pp). The dp
 replicas share out the prompts (of the --shard): replica r runs the prompts at positions r modulo dp,
@@ -401,6 +406,21 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     }
   };
 
+  // output.conversation_kv: each conversation's KV cache beside its JSON, for the computation that made
+  // it (model, adapter, device, weights dtype). With tp or pp > 1 a rank holds a part of the cache:
+  // not kept then.
+  const bool keep_kv = job.output.conversation_kv && tp.size() == 1 && pp.size() == 1;
+  if (job.output.conversation_kv && !keep_kv)
+    log::info0("output.conversation_kv: not used with tp = {} and pp = {} (a rank holds part of the KV cache); "
+               "every turn prefills its whole conversation", tp.size(), pp.size());
+  const std::string kv_identity =
+      keep_kv ? generate::kv_compute_identity(job.model.path, job.model.adapter,
+                                              device ? fmt::format("device cuda weights {}",
+                                                                   dtype_name(job.runtime.weights_dtype))
+                                                     : std::string("device cpu"))
+              : std::string();
+  auto kv_file_of = [&](const std::string& name) { return store.dir() / (name + ".kv"); };
+
   // Saved progress belongs to a request of this model and adapter (generate/progress.h).
   const std::string fingerprint_context =
       fs::weakly_canonical(job.model.path).string() + "\n" +
@@ -544,13 +564,44 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
       log::info0("[{}/{}] {}: {} prompt + {} new tokens ({}), first token {:.3f} s, {:.1f} tokens/s", k, todo.size(),
                  q.spec->id, r.prompt_tokens, r.completion_tokens, r.finish_reason, o.time_to_first_token_s, tps);
     };
+    // output.conversation_kv: a turn loads its conversation's stored KV cache, and leaves its own.
+    auto load_prefix = [&](std::size_t index, model::KvCache& cache, std::int64_t row,
+                           std::span<const std::int32_t> tokens) -> std::int64_t {
+      const Prepared& q = *running[index];
+      if (!q.spec->conversation) return 0;
+      const fs::path file = kv_file_of(*q.spec->conversation);
+      const generate::KvSnapshotLoad got = generate::kv_snapshot_load(file, cache, row, tokens, kv_identity);
+      if (got.positions > 0) {
+        log::info_all("prompt '{}': loaded the KV cache of {} of its {} tokens from {}", q.spec->id, got.positions,
+                      tokens.size(), file.string());
+      } else if (!got.why_not.empty()) {
+        log::warn("prompt '{}': not using {}: {}; prefilling the whole conversation", q.spec->id, file.string(),
+                  got.why_not);
+      }
+      return got.positions;
+    };
+    auto save_prefix = [&](std::size_t index, model::KvCache& cache, std::int64_t row,
+                           std::span<const std::int32_t> tokens) {
+      const Prepared& q = *running[index];
+      if (!q.spec->conversation || !writer) return;
+      const fs::path file = kv_file_of(*q.spec->conversation);
+      try {
+        generate::kv_snapshot_save(file, cache, row, tokens, kv_identity);
+      } catch (const IoError& e) {  // the conversation itself is still saved; its next turn prefills it whole
+        log::warn("prompt '{}': could not keep the conversation's KV cache: {}", q.spec->id, e.what());
+      }
+    };
     auto on_progress = [&](std::size_t index, generate::SequenceProgress&& p) {
       if (stopped_by != 0) ++n_saved;
       if (!writer) return;
       progress_store.save({.id = running[index]->spec->id, .fingerprint = fingerprints[index], .progress = std::move(p)});
     };
-    if (!gen.run_batch(requests, job.runtime.batch_size,
-                       {.on_finished = on_finished, .on_progress = on_progress, .stop = stop_requested})) {
+    generate::Generator::BatchHooks hooks{.on_finished = on_finished, .on_progress = on_progress, .stop = stop_requested};
+    if (keep_kv) {
+      hooks.load_prefix = load_prefix;
+      hooks.save_prefix = save_prefix;
+    }
+    if (!gen.run_batch(requests, job.runtime.batch_size, hooks)) {
       // Said by the stopped replica's writer (with dp > 1 the signal may have reached another replica only).
       if (writer) {
         log::info_all("received signal {}: saved the progress of {} prompt(s) in flight in {}; stopping (exit code {}: "

@@ -27,6 +27,7 @@ struct GenOutput {
   std::filesystem::path dir;            // everything the job writes goes below it
   std::string results = "results.jsonl";  // inside dir
   std::string conversations = "conversations";  // folder inside dir: one <name>.json per conversation
+  bool conversation_kv = false;  // keep each conversation's KV cache beside it (<name>.kv, generate/kv_snapshot.h)
   std::string progress = "progress";  // folder inside dir: unfinished prompts' saved progress
 };
 

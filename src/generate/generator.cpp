@@ -134,6 +134,7 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
   Tensor step_ids = Tensor::empty({plan.rows, 1}, DType::I32, host_allocator(), "decode_ids");
   std::size_t next = 0;
 
+  std::vector<std::int32_t> held;  // a finished row's tokens, for hooks.save_prefix
   // Streams what became final, or hands the finished sequence back and frees its row.
   auto after_step = [&](std::int64_t row, FinishReason reason) {
     Sequence& s = *slots[static_cast<std::size_t>(row)];
@@ -148,6 +149,13 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
       return;
     }
     GenerationOutput out = s.finish();
+    if (hooks.save_prefix) {
+      const GenerationRequest& req = requests[index];
+      held.assign(req.prompt.begin(), req.prompt.end());
+      held.insert(held.end(), out.tokens.begin(), out.tokens.end());
+      held.resize(static_cast<std::size_t>(std::min<std::int64_t>(cache.n_past(row), std::ssize(held))));
+      hooks.save_prefix(index, cache, row, held);
+    }
     slots[static_cast<std::size_t>(row)].reset();
     cache.clear_row(row);
     on_finished(index, std::move(out));
@@ -187,9 +195,15 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
         // Prefill in pieces of prefill_chunk tokens (each continues the row's cache); the last piece's
         // logits pick the next token.
         const auto P = static_cast<std::int64_t>(tokens.size());
-        const std::int64_t chunk = prefill_piece(P);
+        std::int64_t loaded = 0;  // positions a stored prefix gave the row
+        if (hooks.load_prefix) {
+          loaded = hooks.load_prefix(index_of[static_cast<std::size_t>(row)], cache, row, tokens);
+          ADAPT_CHECK(loaded >= 0 && loaded < P, "load_prefix gave {} positions of a {}-token prompt", loaded, P);
+          if (loaded > 0) cache.advance(loaded, {&row, 1});
+        }
+        const std::int64_t chunk = prefill_piece(P - loaded);
         Tensor logits;
-        for (std::int64_t at = 0; at < P; at += chunk) {
+        for (std::int64_t at = loaded; at < P; at += chunk) {
           const std::int64_t n = std::min(chunk, P - at);
           Tensor ids = Tensor::empty({1, n}, DType::I32, host_allocator(), "prompt_ids");
           std::copy(tokens.begin() + at, tokens.begin() + at + n, ids.data<std::int32_t>());

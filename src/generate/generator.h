@@ -18,6 +18,7 @@
 #include "generate/sampler.h"
 #include "generate/sequence.h"
 #include "model/adapter_hook.h"
+#include "model/kv_cache.h"
 #include "generate/stop.h"
 #include "model/llama_weights.h"
 #include "ops/workspace.h"
@@ -78,6 +79,18 @@ class Generator {
     /// on_progress and returns false, leaving the pending requests unstarted. Must answer alike on
     /// every rank of a model split over tp / pp (they run each step together).
     std::function<bool()> stop;
+    /// Optional. Before request `index` is prefilled into empty `row`: may load the keys and values of
+    /// a prefix of `tokens` (what the row is about to be fed) into the row (KvCache::write_row for every
+    /// layer held) and return how many positions it loaded, at most tokens.size() − 1; the generator
+    /// marks them filled and prefills the rest. 0: prefill everything. Must answer alike on every rank
+    /// of a model split over tp / pp.
+    std::function<std::int64_t(std::size_t index, model::KvCache& cache, std::int64_t row,
+                               std::span<const std::int32_t> tokens)>
+        load_prefix;
+    /// Optional. When request `index` has finished, before its row is freed: `tokens` are those whose
+    /// keys and values the row holds (its prompt and generated tokens but the last one sampled).
+    std::function<void(std::size_t index, model::KvCache& cache, std::int64_t row, std::span<const std::int32_t> tokens)>
+        save_prefix;
   };
 
   /// `model` and `tokenizer` must outlive the generator. ConfigError when the tokenizer's vocabulary

@@ -70,6 +70,7 @@ class KvCache {
   std::int64_t capacity() const { return capacity_; }
   /// KV heads held per layer (Hkv, or Hkv / tp_size).
   std::int64_t n_kv_heads() const { return n_kv_heads_; }
+  std::int64_t head_dim() const { return head_dim_; }
   /// Element type of the keys and values (KvPlacement::dtype).
   DType dtype() const { return dtype_; }
   /// Positions filled in `row` (the position of its next token).
@@ -114,6 +115,14 @@ class KvCache {
   /// Marks `n_tokens` more positions as filled in `rows` (every row when empty), after every layer
   /// has written them.
   void advance(std::int64_t n_tokens, std::span<const std::int64_t> rows = {});
+  /// Copies positions [0, n) of `row` in `layer` (held by this cache) to host memory: k_out and v_out
+  /// each receive (Hkv, n, D) elements of dtype(), head after head. n <= n_past(row). Synchronous; a
+  /// spilled layer is read from host RAM once its pending copies there are done.
+  void read_row(int layer, std::int64_t row, std::int64_t n, void* k_out, void* v_out);
+  /// The reverse, into an empty `row` (n_past(row) == 0): positions [0, n) of `layer` from host memory
+  /// laid out as read_row writes it. After every layer held has been loaded, advance(n, {row}) marks
+  /// them filled. ShapeError when n exceeds the capacity or the row is not empty.
+  void write_row(int layer, std::int64_t row, std::int64_t n, const void* k_in, const void* v_in);
   /// Forgets every position of every row (the memory is kept).
   void clear();
   /// Forgets the positions of one row, so that a new sequence can be prefilled into it.

@@ -32,6 +32,22 @@ Run run(const std::string& bin, const std::string& args) {
   return r;
 }
 
+// Two conversations over three jobs: a (chat turns, then a turn that continues a2's cut reply, both
+// writing a.c) and b (raw text, sampled).
+const std::string kTurnA1 = "[[prompts]]\nid = \"a1\"\nconversation = \"a\"\nsystem = \"Be brief.\"\n"
+                            "user = \"Write a loop.\"\noutput = \"a.c\"\n";
+const std::string kTurnB1 = "[[prompts]]\nid = \"b1\"\nconversation = \"b\"\ntext = \"int main() {\"\n"
+                            "temperature = 0.8\nseed = 3\n";
+const std::string kTurnA2 = "[[prompts]]\nid = \"a2\"\nconversation = \"a\"\nuser = \"Now in C++.\"\n";
+const std::string kTurnA3 = "[[prompts]]\nid = \"a3\"\nconversation = \"a\"\noutput = \"a.c\"\n";
+const std::string kTurnB2 = "[[prompts]]\nid = \"b2\"\nconversation = \"b\"\ntext = \"\\n  return 0;\"\n";
+
+// The demo's tiny model (inputs/models/tiny.toml) in dir/model, where the jobs' `path = "model"` finds it.
+void make_tiny_model(const fs::path& dir) {
+  REQUIRE(run("adapt_model", "make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() + " --out " +
+                                 (dir / "model").string()).code == 0);
+}
+
 std::vector<json> read_results(const fs::path& p) {
   std::vector<json> v;
   std::string text = file_read_text(p);
@@ -61,8 +77,7 @@ std::vector<std::string> ids_in_order(const std::vector<json>& records) {
 
 TEST_CASE("a prompt file runs, resumes and is deterministic") {
   test::TempDir dir;
-  REQUIRE(run("adapt_model", "make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() + " --out " +
-                                 (dir / "model").string()).code == 0);
+  make_tiny_model(dir.path());
   const std::string job = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 12\n"
                           "[[prompts]]\nid = \"a\"\nuser = \"Write a loop.\"\noutput = \"src/a.txt\"\n"
                           "[[prompts]]\nid = \"b\"\ntext = \"int main() {\"\nmax_new_tokens = 5\n"
@@ -99,8 +114,7 @@ TEST_CASE("a prompt file runs, resumes and is deterministic") {
 
 TEST_CASE("runtime.batch_size: the same texts as one at a time, results in finishing order") {
   test::TempDir dir;
-  REQUIRE(run("adapt_model", "make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() + " --out " +
-                                 (dir / "model").string()).code == 0);
+  make_tiny_model(dir.path());
   // Prompts of different lengths; greedy and seeded sampling; lengths to generate from 3 to 40, so
   // rows free up at different steps and take the next prompt while the others decode.
   const std::string job =
@@ -206,8 +220,7 @@ TEST_CASE("bad jobs fail before generating, naming the problem") {
 
 TEST_CASE("--shard I/N: shares of the prompts that do not overlap, cover the file and give the same texts") {
   test::TempDir dir;
-  REQUIRE(run("adapt_model", "make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() + " --out " +
-                                 (dir / "model").string()).code == 0);
+  make_tiny_model(dir.path());
   std::string job = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 6\n";
   for (int i = 0; i < 5; ++i) job += "[[prompts]]\nid = \"p" + std::to_string(i) + "\"\ntext = \"int f" + std::to_string(i) + "(\"\n";
   test::write_bytes(dir / "job.toml", job);
@@ -254,8 +267,7 @@ TEST_CASE("--shard I/N: shares of the prompts that do not overlap, cover the fil
 
 TEST_CASE("runtime.device: no usable GPU (tp/pp layouts too), a bad index or value stop before anything is written") {
   test::TempDir dir;
-  REQUIRE(run("adapt_model", "make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() + " --out " +
-                                 (dir / "model").string()).code == 0);
+  make_tiny_model(dir.path());
   const std::string job = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 4\n"
                           "[[prompts]]\nid = \"a\"\ntext = \"int main() {\"\n";
   test::write_bytes(dir / "job.toml", job);
@@ -285,18 +297,11 @@ TEST_CASE("runtime.device: no usable GPU (tp/pp layouts too), a bad index or val
 
 TEST_CASE("conversations: turns over several jobs equal the same turns in one job; reruns; refusals") {
   test::TempDir dir;
-  REQUIRE(run("adapt_model", "make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() + " --out " +
-                                 (dir / "model").string()).code == 0);
+  make_tiny_model(dir.path());
   const std::string head = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 8\n"
                            "[runtime]\nbatch_size = 3\n";
-  const std::string a1 = "[[prompts]]\nid = \"a1\"\nconversation = \"a\"\nsystem = \"Be brief.\"\n"
-                         "user = \"Write a loop.\"\noutput = \"a.c\"\n";
-  const std::string b1 = "[[prompts]]\nid = \"b1\"\nconversation = \"b\"\ntext = \"int main() {\"\n"
-                         "temperature = 0.8\nseed = 3\n";
+  const std::string &a1 = kTurnA1, &b1 = kTurnB1, &a2 = kTurnA2, &a3 = kTurnA3, &b2 = kTurnB2;
   const std::string solo = "[[prompts]]\nid = \"solo\"\nuser = \"Hi\"\n";
-  const std::string a2 = "[[prompts]]\nid = \"a2\"\nconversation = \"a\"\nuser = \"Now in C++.\"\n";
-  const std::string a3 = "[[prompts]]\nid = \"a3\"\nconversation = \"a\"\noutput = \"a.c\"\n";  // continue a2
-  const std::string b2 = "[[prompts]]\nid = \"b2\"\nconversation = \"b\"\ntext = \"\\n  return 0;\"\n";
   auto job = [&](const std::string& name, const std::string& out, const std::string& prompts) {
     test::write_bytes(dir / name, head + prompts);
     return run("adapt_gen", "--input " + (dir / name).string() + " --set output.dir=" + (dir / out).string());
@@ -399,6 +404,73 @@ TEST_CASE("conversations: turns over several jobs equal the same turns in one jo
   CHECK(done.size() == 2);
   CHECK(done.count("z1") == 1);
   CHECK(done.count("solo") == 1);
+}
+
+TEST_CASE("output.conversation_kv: later turns load the stored KV cache, prefill only their new tokens, same texts") {
+  test::TempDir dir;
+  make_tiny_model(dir.path());
+  const std::string head = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 8\n"
+                           "[runtime]\nbatch_size = 2\nprefill_chunk = 16\n";
+  const std::string &a1 = kTurnA1, &b1 = kTurnB1, &a2 = kTurnA2, &a3 = kTurnA3, &b2 = kTurnB2;
+  auto job = [&](const std::string& name, const std::string& out, const std::string& prompts, const std::string& set) {
+    test::write_bytes(dir / name, head + prompts);
+    return run("adapt_gen", "--input " + (dir / name).string() + " --set output.dir=" + (dir / out).string() + set);
+  };
+  const std::string kv = " --set output.conversation_kv=true";
+  const std::vector<std::pair<std::string, std::string>> jobs{{"j1.toml", a1 + b1}, {"j2.toml", a2 + b2}, {"j3.toml", a3}};
+  for (const auto& [file, prompts] : jobs) {
+    Run plain = job(file, "plain", prompts, "");
+    INFO(plain.out);
+    REQUIRE(plain.code == 0);
+    Run kept = job(file, "kept", prompts, kv);
+    INFO(kept.out);
+    REQUIRE(kept.code == 0);
+    CHECK(plain.out.find("loaded the KV cache") == std::string::npos);
+    CHECK(kept.out.find("warning") == std::string::npos);
+    if (file != "j1.toml") {  // every later turn loads its conversation's cache: all but its new tokens
+      for (const std::string& id : file == "j2.toml" ? std::vector<std::string>{"a2", "b2"} : std::vector<std::string>{"a3"})
+        CHECK(kept.out.find("prompt '" + id + "': loaded the KV cache of ") != std::string::npos);
+    }
+  }
+  auto plain = by_id(read_results(dir / "plain/results.jsonl"));
+  auto kept = by_id(read_results(dir / "kept/results.jsonl"));
+  REQUIRE(plain.size() == 5);
+  REQUIRE(kept.size() == 5);
+  for (const auto& [id, x] : plain) {
+    CAPTURE(id);
+    CHECK(kept[id]["text"] == x["text"]);
+    CHECK(kept[id]["prompt_tokens"] == x["prompt_tokens"]);
+  }
+  for (const char* name : {"a.json", "b.json"})
+    CHECK(file_read_text(dir / "kept/conversations" / name) == file_read_text(dir / "plain/conversations" / name));
+  CHECK(fs::exists(dir / "kept/conversations/a.kv"));
+  CHECK(!fs::exists(dir / "plain/conversations/a.kv"));
+
+  // A file that does not fit is not used, and the turn is prefilled whole, to the same text: damaged,
+  // cut short, or kept in another element type.
+  const std::string a4 = "[[prompts]]\nid = \"a4\"\nconversation = \"a\"\nuser = \"Add a test.\"\n";
+  Run ref = job("j4.toml", "plain", a4, "");
+  REQUIRE(ref.code == 0);
+  const std::string a4_text = by_id(read_results(dir / "plain/results.jsonl"))["a4"]["text"].get<std::string>();
+  const std::string stored = file_read_text(dir / "kept/conversations/a.kv");
+  std::string flipped = stored;
+  flipped[flipped.size() / 2] = static_cast<char>(flipped[flipped.size() / 2] ^ 0x40);
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases{
+      {flipped, "", "its checksum does not match"},
+      {stored.substr(0, stored.size() - 100), "", "bytes where its header needs"},
+      {stored, " --set runtime.kv_cache_dtype=bf16", "it holds a f32 cache, this job keeps bf16"}};
+  for (const auto& [bytes, set, message] : cases) {
+    CAPTURE(message);
+    fs::remove_all(dir / "bad");
+    fs::copy(dir / "kept", dir / "bad", fs::copy_options::recursive);
+    test::write_bytes(dir / "bad/conversations/a.kv", bytes);
+    Run r = job("j4.toml", "bad", a4, kv + set);
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+    CHECK(r.out.find("not using " + (dir / "bad/conversations/a.kv").string() + ": ") != std::string::npos);
+    CHECK(r.out.find(message) != std::string::npos);
+    if (set.empty()) CHECK(by_id(read_results(dir / "bad/results.jsonl"))["a4"]["text"] == a4_text);
+  }
 }
 
 TEST_CASE("SIGUSR1: prompts in flight save their progress, exit 75; the rerun continues them to the uninterrupted texts") {

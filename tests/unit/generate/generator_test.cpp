@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "generate/generator.h"
+#include "generate/kv_snapshot.h"
 #include "model/kv_cache.h"
 #include "model/llama_forward.h"
 #include "tests/support/test_support.h"
@@ -484,4 +485,100 @@ TEST_CASE("resume: saved tokens that reach an end finish at once; too many are r
   Generator gen(tiny().model, *tiny().tok);
   CHECK_THROWS_WITH_AS(gen.run_batch({&again, 1}, 1, [](std::size_t, GenerationOutput&&) {}),
                        doctest::Contains("resumes after 6 generated tokens"), ConfigError);
+}
+
+// Stored KV prefixes (BatchHooks::save_prefix / load_prefix with generate/kv_snapshot.h, what
+// output.conversation_kv runs): a finished request's row is stored; loading it into another cache
+// (spilled or not, f32 or bf16) gives back the same bytes for the shared prefix, also when the new
+// prompt leaves the stored tokens part way; a request whose prompt extends a stored prompt gets the
+// tokens of a whole prefill; a file for another identity, element type or prompt is not used.
+TEST_CASE("stored KV prefixes: the same bytes back, the tokens of a whole prefill, refusals") {
+  const TinyModel& t = tiny(5);
+  const model::LlamaConfig& c = t.model.config;
+  test::TempDir dir{"adapt-kv-snapshot"};
+  const fs::path file = dir / "conv" / "a.kv";  // the folder is made by the save
+  const GenerationRequest first = request("// Returns the running sum of v.\nstd::vector<long> prefix_sum(", 9);
+  for (const DType dtype : {DType::F32, DType::BF16}) {
+    for (const std::int64_t device_layers : {std::int64_t{-1}, std::int64_t{0}, std::int64_t{3}}) {
+      CAPTURE(dtype_name(dtype));
+      CAPTURE(device_layers);
+      const GenerateOptions opts{.prefill_chunk = 7, .kv_device_layers = device_layers, .kv_dtype = dtype};
+      Generator gen(t.model, *t.tok);
+      gen.set_options(opts);
+      std::vector<std::int32_t> stored_tokens;
+      std::vector<char> stored_k, stored_v;  // layer 4 of the stored row, as read_row gives it
+      GenerationOutput out1;
+      gen.run_batch(std::span(&first, 1), 1,
+                    {.on_finished = [&](std::size_t, GenerationOutput&& o) { out1 = std::move(o); },
+                     .save_prefix =
+                         [&](std::size_t, model::KvCache& cache, std::int64_t row, std::span<const std::int32_t> tok) {
+                           stored_tokens.assign(tok.begin(), tok.end());
+                           const std::size_t bytes = static_cast<std::size_t>(cache.n_kv_heads() * cache.head_dim()) *
+                                                     tok.size() * dtype_size(dtype);
+                           stored_k.resize(bytes);
+                           stored_v.resize(bytes);
+                           cache.read_row(4, row, static_cast<std::int64_t>(tok.size()), stored_k.data(), stored_v.data());
+                           kv_snapshot_save(file, cache, row, tok, "identity");
+                         }});
+      // The row holds the prompt and every generated token but the last.
+      REQUIRE(stored_tokens.size() == first.prompt.size() + out1.tokens.size() - 1);
+
+      // A prompt that leaves the stored tokens at position 20: positions 0..19 come back byte for byte.
+      std::vector<std::int32_t> prompt(stored_tokens.begin(), stored_tokens.begin() + 20);
+      prompt.push_back((stored_tokens[20] + 1) % static_cast<std::int32_t>(c.vocab_size));
+      prompt.push_back(5);
+      model::KvCache cache(c, 2, 64, 1, host_allocator(), {.device_layers = device_layers, .dtype = dtype});
+      const KvSnapshotLoad got = kv_snapshot_load(file, cache, 1, prompt, "identity");
+      CHECK(got.why_not.empty());
+      REQUIRE(got.positions == 20);
+      cache.advance(20, std::vector<std::int64_t>{1});
+      const std::size_t bytes = static_cast<std::size_t>(cache.n_kv_heads() * cache.head_dim()) * 20 * dtype_size(dtype);
+      std::vector<char> k(bytes), v(bytes);
+      cache.read_row(4, 1, 20, k.data(), v.data());
+      const std::size_t head_stored = stored_k.size() / static_cast<std::size_t>(cache.n_kv_heads());
+      const std::size_t head_loaded = bytes / static_cast<std::size_t>(cache.n_kv_heads());
+      for (std::int64_t h = 0; h < cache.n_kv_heads(); ++h) {
+        CAPTURE(h);
+        CHECK(std::equal(k.begin() + h * head_loaded, k.begin() + (h + 1) * head_loaded,
+                         stored_k.begin() + h * head_stored));
+        CHECK(std::equal(v.begin() + h * head_loaded, v.begin() + (h + 1) * head_loaded,
+                         stored_v.begin() + h * head_stored));
+      }
+      // The whole stored prompt, then new tokens: the tokens of a whole prefill.
+      GenerationRequest next = first;
+      next.prompt.insert(next.prompt.end(), {17, 3, 99});
+      std::int64_t loaded = -1;
+      GenerationOutput whole, continued;
+      gen.run_batch(std::span(&next, 1), 1,
+                    {.on_finished = [&](std::size_t, GenerationOutput&& o) { whole = std::move(o); }});
+      gen.run_batch(std::span(&first, 1), 1,
+                    {.on_finished = [&](std::size_t, GenerationOutput&&) {},
+                     .save_prefix = [&](std::size_t, model::KvCache& kc, std::int64_t row,
+                                        std::span<const std::int32_t> tok) {
+                       kv_snapshot_save(file, kc, row, tok.first(first.prompt.size()), "identity");
+                     }});
+      gen.run_batch(std::span(&next, 1), 1,
+                    {.on_finished = [&](std::size_t, GenerationOutput&& o) { continued = std::move(o); },
+                     .load_prefix = [&](std::size_t, model::KvCache& kc, std::int64_t row,
+                                        std::span<const std::int32_t> tok) {
+                       const KvSnapshotLoad g = kv_snapshot_load(file, kc, row, tok, "identity");
+                       loaded = g.positions;
+                       return g.positions;
+                     }});
+      CHECK(loaded == static_cast<std::int64_t>(first.prompt.size()));
+      check_same(continued, whole);
+
+      // Refused: another identity, another element type, a prompt that does not start with its tokens.
+      model::KvCache other(c, 1, 64, 1, host_allocator(),
+                           {.device_layers = device_layers, .dtype = dtype == DType::F32 ? DType::BF16 : DType::F32});
+      CHECK(kv_snapshot_load(file, cache, 0, next.prompt, "another").why_not.find("another model") != std::string::npos);
+      CHECK(kv_snapshot_load(file, other, 0, next.prompt, "identity").why_not.find("cache, this job keeps") !=
+            std::string::npos);
+      std::vector<std::int32_t> stranger = next.prompt;
+      stranger[0] = (stranger[0] + 1) % static_cast<std::int32_t>(c.vocab_size);
+      CHECK(kv_snapshot_load(file, cache, 0, stranger, "identity").why_not.find("do not start this prompt") !=
+            std::string::npos);
+      CHECK(kv_snapshot_load(dir / "none.kv", cache, 0, next.prompt, "identity").positions == 0);
+    }
+  }
 }

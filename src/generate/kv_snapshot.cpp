@@ -1,0 +1,171 @@
+#include "generate/kv_snapshot.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "core/crc32c.h"
+#include "core/error.h"
+#include "core/file.h"
+
+namespace adapt::generate {
+
+namespace {
+
+constexpr char kMagic[8] = {'A', 'D', 'A', 'P', 'T', 'K', 'V', '1'};
+constexpr std::uint64_t kMaxHeaderBytes = 1ull << 30;
+
+// "name size mtime" of each regular file below `dir` (sorted), or of `dir` itself when it is a file.
+void describe_files(std::string& out, const fs::path& dir, bool recursive, bool (*keep)(const fs::path&)) {
+  std::vector<std::string> lines;
+  std::error_code ec;
+  auto add = [&](const fs::path& p) {
+    if (!fs::is_regular_file(p, ec) || (keep && !keep(p))) return;
+    const auto mtime = fs::last_write_time(p, ec).time_since_epoch().count();
+    lines.push_back(fmt::format("{} {} {}", fs::relative(p, dir, ec).generic_string(), fs::file_size(p, ec), mtime));
+  };
+  if (recursive) {
+    for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) add(it->path());
+  } else {
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) add(it->path());
+  }
+  std::sort(lines.begin(), lines.end());
+  for (const std::string& l : lines) out += l + "\n";
+}
+
+bool is_model_file(const fs::path& p) { return p.extension() == ".safetensors" || p.filename() == "config.json"; }
+
+std::size_t layer_bytes(const model::KvCache& cache, std::int64_t positions, std::int64_t head_dim) {
+  return static_cast<std::size_t>(cache.n_kv_heads() * positions * head_dim) * dtype_size(cache.dtype());
+}
+
+}  // namespace
+
+std::string kv_compute_identity(const fs::path& model_dir, const std::optional<fs::path>& adapter_dir,
+                                const std::string& extra) {
+  std::string id = "model " + fs::weakly_canonical(model_dir).string() + "\n";
+  describe_files(id, model_dir, false, is_model_file);
+  if (adapter_dir) {
+    id += "adapter " + fs::weakly_canonical(*adapter_dir).string() + "\n";
+    describe_files(id, *adapter_dir, true, nullptr);
+  }
+  return id + extra;
+}
+
+void kv_snapshot_save(const fs::path& file, model::KvCache& cache, std::int64_t row,
+                      std::span<const std::int32_t> tokens, const std::string& identity) {
+  const auto n = static_cast<std::int64_t>(tokens.size());
+  const std::int64_t head_dim = cache.head_dim();
+  nlohmann::ordered_json h;
+  h["identity"] = identity;
+  h["dtype"] = dtype_name(cache.dtype());
+  h["layers"] = {cache.layers().begin, cache.layers().count};
+  h["kv_heads"] = cache.n_kv_heads();
+  h["head_dim"] = head_dim;
+  h["positions"] = n;
+  h["tokens"] = std::vector<std::int32_t>(tokens.begin(), tokens.end());
+  const std::string header = h.dump();
+  std::vector<char> k(layer_bytes(cache, n, head_dim)), v(k.size());
+  std::error_code ec;
+  fs::create_directories(file.parent_path(), ec);  // a failure shows as file_write_atomic's IoError
+  file_write_atomic(file, [&](int fd) {
+    std::uint32_t crc = 0;
+    auto put = [&](const void* data, std::size_t bytes) {
+      fd_write_all(fd, data, bytes, file);
+      crc = crc32c(data, bytes, crc);
+    };
+    const std::uint64_t header_len = header.size();
+    put(kMagic, sizeof(kMagic));
+    put(&header_len, sizeof(header_len));
+    put(header.data(), header.size());
+    for (int layer = cache.layers().begin; layer < cache.layers().end(); ++layer) {
+      cache.read_row(layer, row, n, k.data(), v.data());
+      put(k.data(), k.size());
+      put(v.data(), v.size());
+    }
+    fd_write_all(fd, &crc, sizeof(crc), file);
+  });
+}
+
+KvSnapshotLoad kv_snapshot_load(const fs::path& file, model::KvCache& cache, std::int64_t row,
+                                std::span<const std::int32_t> prompt, const std::string& identity) {
+  std::error_code ec;
+  if (!fs::exists(file, ec)) return {};
+  const std::uint64_t size = fs::file_size(file, ec);
+  auto reject = [&](std::string why) { return KvSnapshotLoad{.positions = 0, .why_not = std::move(why)}; };
+  char magic[8] = {};
+  std::uint64_t header_len = 0;
+  if (ec || size < sizeof(magic) + sizeof(header_len) + 4) return reject("the file is too short to hold a KV cache");
+  file_read_at(file, 0, magic, sizeof(magic));
+  file_read_at(file, sizeof(magic), &header_len, sizeof(header_len));
+  if (std::memcmp(magic, kMagic, sizeof(magic)) != 0) return reject("it is not a KV cache file of this program");
+  if (header_len > kMaxHeaderBytes || size < sizeof(magic) + sizeof(header_len) + header_len + 4)
+    return reject("its header is cut off");
+  std::string header(header_len, '\0');
+  file_read_at(file, sizeof(magic) + sizeof(header_len), header.data(), header.size());
+  const nlohmann::json h = nlohmann::json::parse(header, nullptr, false);
+  if (h.is_discarded() || !h.is_object()) return reject("its header is not JSON");
+  const std::int64_t head_dim = cache.head_dim();
+  std::int64_t n = 0;
+  std::vector<std::int32_t> tokens;
+  try {
+    if (h.at("identity").get<std::string>() != identity)
+      return reject("it was computed by another model, adapter, device or weights dtype");
+    if (h.at("dtype").get<std::string>() != dtype_name(cache.dtype()))
+      return reject(fmt::format("it holds a {} cache, this job keeps {} (runtime.kv_cache_dtype)",
+                                h.at("dtype").get<std::string>(), dtype_name(cache.dtype())));
+    const auto layers = h.at("layers").get<std::vector<std::int64_t>>();
+    if (layers.size() != 2 || layers[0] != cache.layers().begin || layers[1] != cache.layers().count ||
+        h.at("kv_heads").get<std::int64_t>() != cache.n_kv_heads() || h.at("head_dim").get<std::int64_t>() != head_dim)
+      return reject("it holds other layers or KV heads (another parallel layout)");
+    n = h.at("positions").get<std::int64_t>();
+    tokens = h.at("tokens").get<std::vector<std::int32_t>>();
+  } catch (const nlohmann::json::exception& e) {
+    return reject(fmt::format("its header lacks a field ({})", e.what()));
+  }
+  if (n < 0 || static_cast<std::int64_t>(tokens.size()) != n) return reject("its header's token count is wrong");
+  // Every position takes at least 2 · layers · heads · head_dim bytes: bounds n before the products below.
+  if (static_cast<std::uint64_t>(n) > size / (2ull * static_cast<std::uint64_t>(cache.layers().count)))
+    return reject(fmt::format("it has {} bytes, too few for {} positions", size, n));
+  const std::size_t per_layer = layer_bytes(cache, n, head_dim);
+  const std::uint64_t payload = 2ull * per_layer * static_cast<std::uint64_t>(cache.layers().count);
+  if (size != sizeof(magic) + sizeof(header_len) + header_len + payload + 4)
+    return reject(fmt::format("it has {} bytes where its header needs {}", size,
+                              sizeof(magic) + sizeof(header_len) + header_len + payload + 4));
+  // The longest shared prefix, leaving the prompt's last token to be prefilled (its logits pick the
+  // next token).
+  const std::int64_t limit = std::min<std::int64_t>(n, static_cast<std::int64_t>(prompt.size()) - 1);
+  std::int64_t use = 0;
+  while (use < limit && tokens[static_cast<std::size_t>(use)] == prompt[static_cast<std::size_t>(use)]) ++use;
+  if (use == 0) return reject("its tokens do not start this prompt");
+  if (use > cache.capacity()) use = cache.capacity();
+
+  std::uint32_t crc = crc32c(magic, sizeof(magic));
+  crc = crc32c(&header_len, sizeof(header_len), crc);
+  crc = crc32c(header.data(), header.size(), crc);
+  std::vector<char> k(per_layer), v(per_layer);
+  const std::size_t head_in = static_cast<std::size_t>(n * head_dim) * dtype_size(cache.dtype());
+  const std::size_t head_out = static_cast<std::size_t>(use * head_dim) * dtype_size(cache.dtype());
+  std::uint64_t at = sizeof(magic) + sizeof(header_len) + header_len;
+  for (int layer = cache.layers().begin; layer < cache.layers().end(); ++layer) {
+    file_read_at(file, at, k.data(), per_layer);
+    file_read_at(file, at + per_layer, v.data(), per_layer);
+    at += 2 * per_layer;
+    crc = crc32c(k.data(), per_layer, crc);
+    crc = crc32c(v.data(), per_layer, crc);
+    for (std::int64_t head = 1; head < cache.n_kv_heads() && use < n; ++head) {  // (heads, use, D) contiguous
+      std::memmove(k.data() + head * head_out, k.data() + head * head_in, head_out);
+      std::memmove(v.data() + head * head_out, v.data() + head * head_in, head_out);
+    }
+    cache.write_row(layer, row, use, k.data(), v.data());
+  }
+  std::uint32_t stored = 0;
+  file_read_at(file, at, &stored, sizeof(stored));
+  if (stored != crc) return reject("its checksum does not match (the file is damaged)");
+  return {.positions = use, .why_not = {}};
+}
+
+}  // namespace adapt::generate
