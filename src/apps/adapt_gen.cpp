@@ -75,8 +75,8 @@ with neither, the model continues its last reply, and the prompt's output file g
 far. Its reply is saved to the conversation before its result is recorded. Turns of one conversation
 run in file order, one at a time, in one process (a replica, a --shard); a turn whose conversation no
 longer fits the context is not run, and the job then exits 2 once the others are done. With
-output.conversation_kv = true (and tp = pp = 1) the conversation's KV cache is kept beside it
-(name.kv), and the next turn prefills only its new tokens; its text is that of a whole prefill, up to
+output.conversation_kv = true the conversation's KV cache is kept beside it (name.kv; with tp or
+pp > 1 each rank keeps its part, name.tpTofN.ppPofM.kv), and the next turn prefills only its new tokens; its text is that of a whole prefill, up to
 a near-tie of the logits (the reply's keys and values were computed a token at a time, which a
 prefill rounds differently).
 
@@ -407,19 +407,22 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   };
 
   // output.conversation_kv: each conversation's KV cache beside its JSON, for the computation that made
-  // it (model, adapter, device, weights dtype). With tp or pp > 1 a rank holds a part of the cache:
-  // not kept then.
-  const bool keep_kv = job.output.conversation_kv && tp.size() == 1 && pp.size() == 1;
-  if (job.output.conversation_kv && !keep_kv)
-    log::info0("output.conversation_kv: not used with tp = {} and pp = {} (a rank holds part of the KV cache); "
-               "every turn prefills its whole conversation", tp.size(), pp.size());
+  // it (model, adapter, device, weights dtype, layout). With tp or pp > 1 every rank keeps its part
+  // (its KV heads of its stage's layers) in a file of its own.
+  const bool keep_kv = job.output.conversation_kv;
+  const bool split_kv = tp.size() > 1 || pp.size() > 1;
   const std::string kv_identity =
-      keep_kv ? generate::kv_compute_identity(job.model.path, job.model.adapter,
-                                              device ? fmt::format("device cuda weights {}",
-                                                                   dtype_name(job.runtime.weights_dtype))
-                                                     : std::string("device cpu"))
+      keep_kv ? generate::kv_compute_identity(
+                    job.model.path, job.model.adapter,
+                    fmt::format("device {} tp {}/{} pp {}/{}",
+                                device ? fmt::format("cuda weights {}", dtype_name(job.runtime.weights_dtype)) : std::string("cpu"),
+                                tp.rank(), tp.size(), pp.rank(), pp.size()))
               : std::string();
-  auto kv_file_of = [&](const std::string& name) { return store.dir() / (name + ".kv"); };
+  auto kv_file_of = [&](const std::string& name) {
+    return store.dir() / (split_kv ? fmt::format("{}.tp{}of{}.pp{}of{}.kv", name, tp.rank(), tp.size(), pp.rank(),
+                                                 pp.size())
+                                   : name + ".kv");
+  };
 
   // Saved progress belongs to a request of this model and adapter (generate/progress.h).
   const std::string fingerprint_context =
@@ -571,20 +574,26 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
       if (!q.spec->conversation) return 0;
       const fs::path file = kv_file_of(*q.spec->conversation);
       const generate::KvSnapshotLoad got = generate::kv_snapshot_load(file, cache, row, tokens, kv_identity);
-      if (got.positions > 0) {
-        log::info_all("prompt '{}': loaded the KV cache of {} of its {} tokens from {}", q.spec->id, got.positions,
-                      tokens.size(), file.string());
-      } else if (!got.why_not.empty()) {
+      if (!got.why_not.empty())
         log::warn("prompt '{}': not using {}: {}; prefilling the whole conversation", q.spec->id, file.string(),
                   got.why_not);
+      // The ranks of a split model run each forward together: they go on from the shortest prefix any
+      // of them loaded (each rank's file holds a prefix of the same conversation).
+      std::int64_t neg = -got.positions;
+      for (comm::Communicator* group : {&tp, &pp})
+        if (group->size() > 1) group->all_reduce(&neg, 1, comm::CommDType::I64, comm::ReduceOp::Max);
+      const std::int64_t positions = -neg;
+      if (positions > 0 && writer) {
+        log::info_all("prompt '{}': loaded the KV cache of {} of its {} tokens from {}{}", q.spec->id, positions,
+                      tokens.size(), file.string(), split_kv ? " (each rank its part)" : "");
       }
-      return got.positions;
+      return positions;
     };
     auto save_prefix = [&](std::size_t index, model::KvCache& cache, std::int64_t row,
                            std::span<const std::int32_t> tokens) {
       const Prepared& q = *running[index];
-      if (!q.spec->conversation || !writer) return;
-      const fs::path file = kv_file_of(*q.spec->conversation);
+      if (!q.spec->conversation) return;
+      const fs::path file = kv_file_of(*q.spec->conversation);  // every rank keeps its part
       try {
         generate::kv_snapshot_save(file, cache, row, tokens, kv_identity);
       } catch (const IoError& e) {  // the conversation itself is still saved; its next turn prefills it whole

@@ -21,10 +21,10 @@ const Schema<generate::GenJob>& gen_job_schema() {
     output.field("conversation_kv", &GenOutput::conversation_kv,
                  "Keep each conversation's KV cache beside its JSON (<name>.kv, rewritten after every turn), so "
                  "that the next turn loads the keys and values of the tokens it shares with the conversation and "
-                 "prefills only its new message instead of the whole conversation. Used when tp = pp = 1 (each "
-                 "rank holds the whole model); a file from another model, adapter, device, weights_dtype or "
-                 "kv_cache_dtype, or a damaged one, is not used (the turn is prefilled whole, and the log says "
-                 "why). Size per token: 2 x layers x KV heads x head_dim x 4 bytes (2 with kv_cache_dtype = "
+                 "prefills only its new message instead of the whole conversation. With tp or pp > 1 each rank "
+                 "keeps its part (<name>.tpTofN.ppPofM.kv: its KV heads of its stage's layers). A file from "
+                 "another model, adapter, device, weights_dtype, layout or kv_cache_dtype, or a damaged one, is not "
+                 "used (the turn is prefilled whole, and the log says why). Size per token: 2 x layers x KV heads x head_dim x 4 bytes (2 with kv_cache_dtype = "
                  "\"bf16\"), e.g. 320 KB in bf16 for Llama 3.1 70B.");
     output.field("progress", &GenOutput::progress,
                  "Folder inside dir for the progress of prompts still being generated (one JSON file each: the "

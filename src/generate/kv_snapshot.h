@@ -9,8 +9,9 @@
 // model and adapter that computed it, the element type, the layers and KV heads held, head_dim, the
 // number of positions and their token ids), then per layer the keys and the values, (KV heads,
 // positions, head_dim) each, and last a CRC-32C of everything before it. Written atomically.
-// A file that does not fit (another model, adapter, device or element type, other tokens, a wrong
-// size or checksum) is not used: the turn is prefilled whole and the reason is returned.
+// A file that does not fit (another model, adapter, device, layout or element type, other tokens, a
+// wrong size or checksum) is not used: the turn is prefilled whole and the reason is returned. With tp
+// or pp > 1 each rank keeps its part (its KV heads of its stage's layers) in a file of its own.
 #pragma once
 
 #include <cstdint>

@@ -477,13 +477,16 @@ TEST_CASE("adapt_gen: conversations at dp2, tp2 and pp2×dp2 give one process's 
                              turn("c1-3", 1, "text = \"// end\"") + turn("c2-3", 2, "user = \"Explain.\"");
   test::write_bytes(job.dir / "first.toml", first);
   test::write_bytes(job.dir / "second.toml", second);
-  auto gen = [&](int ranks, int tp, int pp, const std::string& out) {
+  // Both jobs; returns the second's output.
+  auto gen = [&](int ranks, int tp, int pp, const std::string& out, const std::string& extra = "") {
+    Run r;
     for (const char* file : {"first.toml", "second.toml"}) {
-      Run r = run(on_ranks(ranks, bin("adapt_gen") + " --input " + (job.dir / file).string() + layout(tp, pp) +
-                                      "--set output.dir=" + (job.dir / out).string()));
+      r = run(on_ranks(ranks, bin("adapt_gen") + " --input " + (job.dir / file).string() + layout(tp, pp) +
+                                  "--set output.dir=" + (job.dir / out).string() + extra));
       INFO(r.out);
       REQUIRE(r.code == 0);
     }
+    return r.out;
   };
   auto texts = [&](const std::string& out) { return texts_by_id(file_read_text(job.dir / out / "results.jsonl")); };
   gen(1, 1, 1, "one");
@@ -498,6 +501,29 @@ TEST_CASE("adapt_gen: conversations at dp2, tp2 and pp2×dp2 give one process's 
     for (int i = 0; i < 3; ++i) {
       const std::string name = "conversations/c" + std::to_string(i) + ".json";
       CHECK(file_read_text(job.dir / out / name) == file_read_text(job.dir / "one" / name));
+    }
+  }
+  // output.conversation_kv: the later turns load their conversation's KV cache (with tp or pp > 1 every
+  // rank its own part) and give the same turns.
+  for (const auto& [tp, pp, ranks] : std::vector<std::tuple<int, int, int>>{{1, 1, 1}, {2, 1, 2}, {1, 2, 4}}) {
+    const std::string out = "kv-" + std::to_string(tp) + std::to_string(pp) + std::to_string(ranks);
+    CAPTURE(out);
+    const std::string log = gen(ranks, tp, pp, out, " --set output.conversation_kv=true");
+    CHECK(log.find("prompt 'c2-3': loaded the KV cache of ") != std::string::npos);
+    CHECK(log.find("warning") == std::string::npos);
+    CHECK(texts(out) == a);
+    for (int i = 0; i < 3; ++i) {
+      const std::string name = "conversations/c" + std::to_string(i) + ".json";
+      CHECK(file_read_text(job.dir / out / name) == file_read_text(job.dir / "one" / name));
+    }
+    const fs::path conv = job.dir / out / "conversations";
+    if (tp == 1 && pp == 1) {
+      CHECK(fs::exists(conv / "c2.kv"));
+    } else {
+      for (int t = 0; t < tp; ++t)
+        for (int p = 0; p < pp; ++p)
+          CHECK(fs::exists(conv / ("c2.tp" + std::to_string(t) + "of" + std::to_string(tp) + ".pp" +
+                                   std::to_string(p) + "of" + std::to_string(pp) + ".kv")));
     }
   }
 }
