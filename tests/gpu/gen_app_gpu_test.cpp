@@ -7,7 +7,9 @@
 // ranks (mpiexec) at tp2 with f32 weights and the adapter give the one-GPU run's greedy texts: sharing
 // cuda:0, their tp group on MPI (NCCL refuses two ranks on one GPU); with a GPU per rank (2 GPUs or more;
 // said and skipped otherwise), on NCCL. A generation on the device stopped by SIGUSR1 (exit 75) and run
-// again continues its prompts to the uninterrupted run's texts.
+// again continues its prompts to the uninterrupted run's texts. A conversation's next turn with
+// output.conversation_kv (the cache on the device, whole or partly in pinned host RAM) gives the texts of
+// prefilling the whole conversation.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -174,6 +176,41 @@ TEST_CASE("adapt_gen on cuda:0: SIGUSR1 saves the progress, exit 75; the rerun c
   CHECK_MESSAGE(out.find("prompt 'long': continuing after") != std::string::npos, out);
   check_same_results(results_by_id(dir / "out/results.jsonl"), want);
   CHECK(!fs::exists(saved));
+}
+
+TEST_CASE("adapt_gen on cuda:0 with output.conversation_kv: the next turn loads the device cache, same texts") {
+  const Fixture f;
+  const std::string turns[2] = {
+      "[[prompts]]\nid = \"a1\"\nconversation = \"a\"\nuser = \"Write a loop.\"\n"
+      "[[prompts]]\nid = \"b1\"\nconversation = \"b\"\ntext = \"int main() {\"\ntemperature = 0.8\nseed = 3\n",
+      "[[prompts]]\nid = \"a2\"\nconversation = \"a\"\nuser = \"Now in C++.\"\n"
+      "[[prompts]]\nid = \"b2\"\nconversation = \"b\"\ntext = \"\\n  return 0;\"\n"};
+  // kv_device_layers = 1 of 2: the second layer's cache lives in pinned host RAM and is staged.
+  for (const int device_layers : {-1, 1}) {
+    CAPTURE(device_layers);
+    std::map<std::string, json> texts[2];
+    for (const bool keep : {false, true}) {
+      const fs::path out = f.dir / ("conv-" + std::to_string(device_layers) + (keep ? "-kept" : "-plain"));
+      for (int t = 0; t < 2; ++t) {
+        const fs::path job = f.dir / ("conv" + std::to_string(t) + ".toml");
+        test::write_bytes(job, "[model]\npath = \"model\"\nadapter = \"adapter\"\n[output]\ndir = \"out\"\n"
+                               "[defaults]\nmax_new_tokens = 8\n[runtime]\ndevice = \"cuda:0\"\nweights_dtype = \"f32\"\n"
+                               "batch_size = 2\nkv_device_layers = " + std::to_string(device_layers) + "\n" + turns[t]);
+        std::string log;
+        REQUIRE_MESSAGE(run("adapt_gen", "--input " + job.string() + " --set output.dir=" + out.string() +
+                                             " --set output.conversation_kv=" + (keep ? "true" : "false"),
+                            &log) == 0,
+                        log);
+        if (keep && t == 1) {
+          CHECK_MESSAGE(log.find("prompt 'a2': loaded the KV cache of ") != std::string::npos, log);
+          CHECK_MESSAGE(log.find("prompt 'b2': loaded the KV cache of ") != std::string::npos, log);
+          CHECK_MESSAGE(log.find("warning") == std::string::npos, log);
+        }
+      }
+      texts[keep ? 1 : 0] = results_by_id(out / "results.jsonl");
+    }
+    check_same_results(texts[1], texts[0]);
+  }
 }
 
 TEST_CASE("adapt_eval --device cuda --weights-dtype f32: the CPU's loss") {
