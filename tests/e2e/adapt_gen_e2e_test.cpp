@@ -471,6 +471,23 @@ TEST_CASE("output.conversation_kv: later turns load the stored KV cache, prefill
     CHECK(r.out.find(message) != std::string::npos);
     if (set.empty()) CHECK(by_id(read_results(dir / "bad/results.jsonl"))["a4"]["text"] == a4_text);
   }
+
+  // A full disk while keeping the cache (files limited to 16 KB; the cache needs ~70 KB): a warning,
+  // the turn's result and conversation are saved, the previous .kv stays as it was.
+  fs::remove_all(dir / "full");
+  fs::copy(dir / "kept", dir / "full", fs::copy_options::recursive);
+  test::write_bytes(dir / "j4.toml", head + a4);
+  Run full;
+  full.code = test::run_command("bash -c 'trap \"\" XFSZ; ulimit -f 16; " +
+                                    (test::binary_dir() / "bin" / "adapt_gen").string() + " --input " +
+                                    (dir / "j4.toml").string() + " --set output.dir=" + (dir / "full").string() + kv + "'",
+                                &full.out);
+  INFO(full.out);
+  CHECK(full.code == 0);
+  CHECK(full.out.find("prompt 'a4': could not keep the conversation's KV cache") != std::string::npos);
+  CHECK(by_id(read_results(dir / "full/results.jsonl"))["a4"]["text"] == a4_text);
+  CHECK(file_read_text(dir / "full/conversations/a.kv") == stored);
+  CHECK(file_read_text(dir / "full/conversations/a.json") == file_read_text(dir / "plain/conversations/a.json"));
 }
 
 TEST_CASE("SIGUSR1: prompts in flight save their progress, exit 75; the rerun continues them to the uninterrupted texts") {
