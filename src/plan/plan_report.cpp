@@ -304,6 +304,15 @@ std::string plan_text(const PlanResult& p) {
   }
   s += "  (GiB per rank; max sequences: of this length beside the weights, per replica; tokens/s: decoding, memory "
        "bound)\n";
+  if (!p.layouts.empty() && r.gen.context > 0) {
+    // A conversation kept with output.conversation_kv holds the whole cache of its tokens (each rank of a
+    // replica its part, the same sum for every layout).
+    const LayoutPlan& lp = p.layouts.front();
+    const std::uint64_t whole = lp.gen.kv_per_sequence * static_cast<std::uint64_t>(lp.layout.tp * lp.layout.pp);
+    s += fmt::format("  a conversation of {} tokens kept between jobs (adapt_gen's output.conversation_kv): {} on "
+                     "disk, {} a token, split over the tp x pp ranks of a replica\n",
+                     r.gen.context, format_bytes(whole), format_bytes(whole / static_cast<std::uint64_t>(r.gen.context)));
+  }
   if (gpu && p.gen_pick < 0 && !p.layouts.empty()) {
     // Where the whole KV cache does not fit: adapt_gen's spill (runtime.kv_device_layers) keeps the layers
     // that fit on the GPU, beside two staging layers, and the rest in host RAM. The layout with the

@@ -206,4 +206,8 @@ TEST_CASE("generation memory: prefill pieces, and the KV cache's spill when it d
                     std::string::npos,
                 text);
   CHECK(text.find(fmt::format("{}.00 GiB per GPU in host RAM", 80 - on_gpu)) != std::string::npos);
+  // A conversation kept with output.conversation_kv: 2 × 80 layers × 8 KV heads × 128 × 4 bytes a token.
+  CHECK_MESSAGE(text.find("a conversation of 131072 tokens kept between jobs (adapt_gen's output.conversation_kv): "
+                          "80.00 GiB on disk, 640.00 KiB a token") != std::string::npos,
+                text);
 }
