@@ -76,9 +76,9 @@ far. Its reply is saved to the conversation before its result is recorded. Turns
 run in file order, one at a time, in one process (a replica, a --shard); a turn whose conversation no
 longer fits the context is not run, and the job then exits 2 once the others are done. With
 output.conversation_kv = true the conversation's KV cache is kept beside it (name.kv; with tp or
-pp > 1 each rank keeps its part, name.tpTofN.ppPofM.kv), and the next turn prefills only its new tokens; its text is that of a whole prefill, up to
-a near-tie of the logits (the reply's keys and values were computed a token at a time, which a
-prefill rounds differently).
+pp > 1 each rank keeps its part, name.tpTofN.ppPofM.kv), and the next turn prefills only its new
+tokens; its text is that of a whole prefill, up to a near-tie of the logits (the reply's keys and
+values were computed a token at a time, which a prefill rounds differently).
 
 Several ranks (mpiexec -n N, srun): tp and pp come from [parallel], dp = N / (tp x pp). The dp
 replicas share out the prompts (of the --shard): replica r runs the prompts at positions r modulo dp,
@@ -415,7 +415,8 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
       keep_kv ? generate::kv_compute_identity(
                     job.model.path, job.model.adapter,
                     fmt::format("device {} tp {}/{} pp {}/{}",
-                                device ? fmt::format("cuda weights {}", dtype_name(job.runtime.weights_dtype)) : std::string("cpu"),
+                                device ? fmt::format("cuda weights {}", dtype_name(job.runtime.weights_dtype))
+                                       : std::string("cpu"),
                                 tp.rank(), tp.size(), pp.rank(), pp.size()))
               : std::string();
   auto kv_file_of = [&](const std::string& name) {

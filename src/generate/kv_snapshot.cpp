@@ -38,10 +38,6 @@ void describe_files(std::string& out, const fs::path& dir, bool recursive, bool 
 
 bool is_model_file(const fs::path& p) { return p.extension() == ".safetensors" || p.filename() == "config.json"; }
 
-std::size_t layer_bytes(const model::KvCache& cache, std::int64_t positions, std::int64_t head_dim) {
-  return static_cast<std::size_t>(cache.n_kv_heads() * positions * head_dim) * dtype_size(cache.dtype());
-}
-
 }  // namespace
 
 std::string kv_compute_identity(const fs::path& model_dir, const std::optional<fs::path>& adapter_dir,
@@ -58,17 +54,16 @@ std::string kv_compute_identity(const fs::path& model_dir, const std::optional<f
 void kv_snapshot_save(const fs::path& file, model::KvCache& cache, std::int64_t row,
                       std::span<const std::int32_t> tokens, const std::string& identity) {
   const auto n = static_cast<std::int64_t>(tokens.size());
-  const std::int64_t head_dim = cache.head_dim();
   nlohmann::ordered_json h;
   h["identity"] = identity;
   h["dtype"] = dtype_name(cache.dtype());
   h["layers"] = {cache.layers().begin, cache.layers().count};
   h["kv_heads"] = cache.n_kv_heads();
-  h["head_dim"] = head_dim;
+  h["head_dim"] = cache.head_dim();
   h["positions"] = n;
   h["tokens"] = std::vector<std::int32_t>(tokens.begin(), tokens.end());
   const std::string header = h.dump();
-  std::vector<char> k(layer_bytes(cache, n, head_dim)), v(k.size());
+  std::vector<char> k(cache.row_bytes(n)), v(k.size());
   std::error_code ec;
   fs::create_directories(file.parent_path(), ec);  // a failure shows as file_write_atomic's IoError
   file_write_atomic(file, [&](int fd) {
@@ -108,7 +103,6 @@ KvSnapshotLoad kv_snapshot_load(const fs::path& file, model::KvCache& cache, std
   file_read_at(file, sizeof(magic) + sizeof(header_len), header.data(), header.size());
   const nlohmann::json h = nlohmann::json::parse(header, nullptr, false);
   if (h.is_discarded() || !h.is_object()) return reject("its header is not JSON");
-  const std::int64_t head_dim = cache.head_dim();
   std::int64_t n = 0;
   std::vector<std::int32_t> tokens;
   try {
@@ -119,7 +113,7 @@ KvSnapshotLoad kv_snapshot_load(const fs::path& file, model::KvCache& cache, std
                                 h.at("dtype").get<std::string>(), dtype_name(cache.dtype())));
     const auto layers = h.at("layers").get<std::vector<std::int64_t>>();
     if (layers.size() != 2 || layers[0] != cache.layers().begin || layers[1] != cache.layers().count ||
-        h.at("kv_heads").get<std::int64_t>() != cache.n_kv_heads() || h.at("head_dim").get<std::int64_t>() != head_dim)
+        h.at("kv_heads").get<std::int64_t>() != cache.n_kv_heads() || h.at("head_dim").get<std::int64_t>() != cache.head_dim())
       return reject("it holds other layers or KV heads (another parallel layout)");
     n = h.at("positions").get<std::int64_t>();
     tokens = h.at("tokens").get<std::vector<std::int32_t>>();
@@ -130,7 +124,7 @@ KvSnapshotLoad kv_snapshot_load(const fs::path& file, model::KvCache& cache, std
   // Every position takes at least 2 · layers · heads · head_dim bytes: bounds n before the products below.
   if (static_cast<std::uint64_t>(n) > size / (2ull * static_cast<std::uint64_t>(cache.layers().count)))
     return reject(fmt::format("it has {} bytes, too few for {} positions", size, n));
-  const std::size_t per_layer = layer_bytes(cache, n, head_dim);
+  const std::size_t per_layer = cache.row_bytes(n);
   const std::uint64_t payload = 2ull * per_layer * static_cast<std::uint64_t>(cache.layers().count);
   if (size != sizeof(magic) + sizeof(header_len) + header_len + payload + 4)
     return reject(fmt::format("it has {} bytes where its header needs {}", size,
@@ -147,8 +141,8 @@ KvSnapshotLoad kv_snapshot_load(const fs::path& file, model::KvCache& cache, std
   crc = crc32c(&header_len, sizeof(header_len), crc);
   crc = crc32c(header.data(), header.size(), crc);
   std::vector<char> k(per_layer), v(per_layer);
-  const std::size_t head_in = static_cast<std::size_t>(n * head_dim) * dtype_size(cache.dtype());
-  const std::size_t head_out = static_cast<std::size_t>(use * head_dim) * dtype_size(cache.dtype());
+  const std::size_t head_in = per_layer / static_cast<std::size_t>(cache.n_kv_heads());
+  const std::size_t head_out = cache.row_bytes(use) / static_cast<std::size_t>(cache.n_kv_heads());
   std::uint64_t at = sizeof(magic) + sizeof(header_len) + header_len;
   for (int layer = cache.layers().begin; layer < cache.layers().end(); ++layer) {
     file_read_at(file, at, k.data(), per_layer);

@@ -250,18 +250,7 @@ void KvCache::read_row(int layer, std::int64_t row, std::int64_t n, void* k_out,
   ADAPT_CHECK(row >= 0 && row < batch_ && n >= 0 && n <= n_past_[static_cast<std::size_t>(row)],
               "KV cache read_row: row {} of {}, {} positions of {} filled", row, batch_, n,
               row >= 0 && row < batch_ ? n_past_[static_cast<std::size_t>(row)] : 0);
-  const bool host = spilled(layer);
-  if (host) synchronize();  // the layer's newest positions may still be on their way to host RAM
-  const std::size_t i = host ? host_index(layer) : static_cast<std::size_t>(index_of(layer));
-  const Tensor& k = host ? host_k_[i] : k_[i];
-  const Tensor& v = host ? host_v_[i] : v_[i];
-  const std::size_t elem = dtype_size(dtype_);
-  const auto bytes = static_cast<std::size_t>(n * head_dim_) * elem;
-  for (std::int64_t head = 0; head < n_kv_heads_; ++head) {
-    const std::size_t at = element_of(row, head, 0) * elem, out = static_cast<std::size_t>(head) * bytes;
-    backend::copy_bytes(static_cast<char*>(k_out) + out, static_cast<const char*>(k.raw()) + at, bytes);
-    backend::copy_bytes(static_cast<char*>(v_out) + out, static_cast<const char*>(v.raw()) + at, bytes);
-  }
+  copy_row(layer, row, n, k_out, v_out, false);
 }
 
 void KvCache::write_row(int layer, std::int64_t row, std::int64_t n, const void* k_in, const void* v_in) {
@@ -269,19 +258,27 @@ void KvCache::write_row(int layer, std::int64_t row, std::int64_t n, const void*
                 "KV cache write_row: row {} must exist (rows 0..{}) and be empty", row, batch_ - 1);
   ADAPT_REQUIRE(n >= 0 && n <= capacity_, ShapeError, "KV cache write_row: {} positions, but a row holds {}", n,
                 capacity_);
-  const bool host = spilled(layer);
-  if (host) synchronize();  // no copy of an earlier sequence may land after these bytes
-  const std::size_t i = host ? host_index(layer) : static_cast<std::size_t>(index_of(layer));
-  Tensor& k = host ? host_k_[i] : k_[i];
-  Tensor& v = host ? host_v_[i] : v_[i];
-  const std::size_t elem = dtype_size(dtype_);
-  const auto bytes = static_cast<std::size_t>(n * head_dim_) * elem;
-  for (std::int64_t head = 0; head < n_kv_heads_; ++head) {
-    const std::size_t at = element_of(row, head, 0) * elem, in = static_cast<std::size_t>(head) * bytes;
-    backend::copy_bytes(static_cast<char*>(k.raw()) + at, static_cast<const char*>(k_in) + in, bytes);
-    backend::copy_bytes(static_cast<char*>(v.raw()) + at, static_cast<const char*>(v_in) + in, bytes);
-  }
   // A spilled layer's staging buffers hold none of this row (clear_row reset them): stage() copies it.
+  copy_row(layer, row, n, const_cast<void*>(k_in), const_cast<void*>(v_in), true);
+}
+
+void KvCache::copy_row(int layer, std::int64_t row, std::int64_t n, void* k_host, void* v_host, bool into_cache) {
+  const bool host = spilled(layer);
+  // A spilled layer's host copy: its newest positions may still be on their way there (read), and no
+  // copy of an earlier sequence may land after these bytes (write).
+  if (host) synchronize();
+  const std::size_t i = host ? host_index(layer) : static_cast<std::size_t>(index_of(layer));
+  char* k = static_cast<char*>((host ? host_k_[i] : k_[i]).raw());
+  char* v = static_cast<char*>((host ? host_v_[i] : v_[i]).raw());
+  const std::size_t elem = dtype_size(dtype_);
+  const std::size_t bytes = row_bytes(n) / static_cast<std::size_t>(n_kv_heads_);
+  for (std::int64_t head = 0; head < n_kv_heads_; ++head) {
+    const std::size_t at = element_of(row, head, 0) * elem, buf = static_cast<std::size_t>(head) * bytes;
+    char* kb = static_cast<char*>(k_host) + buf;
+    char* vb = static_cast<char*>(v_host) + buf;
+    backend::copy_bytes(into_cache ? k + at : kb, into_cache ? kb : k + at, bytes);
+    backend::copy_bytes(into_cache ? v + at : vb, into_cache ? vb : v + at, bytes);
+  }
 }
 
 void KvCache::clear() {

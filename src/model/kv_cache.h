@@ -115,8 +115,12 @@ class KvCache {
   /// Marks `n_tokens` more positions as filled in `rows` (every row when empty), after every layer
   /// has written them.
   void advance(std::int64_t n_tokens, std::span<const std::int64_t> rows = {});
+  /// Bytes of n positions of one row and layer, keys or values: n_kv_heads() · n · head_dim() elements.
+  std::size_t row_bytes(std::int64_t n) const {
+    return static_cast<std::size_t>(n_kv_heads_ * n * head_dim_) * dtype_size(dtype_);
+  }
   /// Copies positions [0, n) of `row` in `layer` (held by this cache) to host memory: k_out and v_out
-  /// each receive (Hkv, n, D) elements of dtype(), head after head. n <= n_past(row). Synchronous; a
+  /// each receive (Hkv, n, D) elements of dtype(), head after head (row_bytes(n) bytes). n <= n_past(row). Synchronous; a
   /// spilled layer is read from host RAM once its pending copies there are done.
   void read_row(int layer, std::int64_t row, std::int64_t n, void* k_out, void* v_out);
   /// The reverse, into an empty `row` (n_past(row) == 0): positions [0, n) of `layer` from host memory
@@ -157,6 +161,9 @@ class KvCache {
   }
   std::size_t slot_of(int layer) const;
   std::size_t staging_slot(int layer) const;
+  // read_row (into_cache false) and write_row (true): positions [0, n) of (layer, row), head by head,
+  // between the layer's memory (its host copy when spilled) and host buffers laid out (Hkv, n, D).
+  void copy_row(int layer, std::int64_t row, std::int64_t n, void* k_host, void* v_host, bool into_cache);
   // Queues the copies that bring `layer`'s positions of `rows` missing from its staging buffer there.
   void stage(int layer, std::span<const std::int64_t> rows);
 };
