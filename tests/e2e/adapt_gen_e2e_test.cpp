@@ -67,6 +67,22 @@ std::map<std::string, json> by_id(const std::vector<json>& records) {
   return m;
 }
 
+// The output folders `got` and `want` hold the same `n` turns: each result's text and prompt tokens, and
+// the files of conversations a and b.
+void check_same_turns(const fs::path& got, const fs::path& want, std::size_t n) {
+  auto g = by_id(read_results(got / "results.jsonl"));
+  const auto w = by_id(read_results(want / "results.jsonl"));
+  REQUIRE(g.size() == n);
+  REQUIRE(w.size() == n);
+  for (const auto& [id, x] : w) {
+    CAPTURE(id);
+    CHECK(g[id]["text"] == x["text"]);
+    CHECK(g[id]["prompt_tokens"] == x["prompt_tokens"]);
+  }
+  for (const char* name : {"a.json", "b.json"})
+    CHECK(file_read_text(got / "conversations" / name) == file_read_text(want / "conversations" / name));
+}
+
 std::vector<std::string> ids_in_order(const std::vector<json>& records) {
   std::vector<std::string> ids;
   for (const auto& r : records) ids.push_back(r["id"].get<std::string>());
@@ -336,15 +352,7 @@ TEST_CASE("conversations: turns over several jobs equal the same turns in one jo
     INFO(r.out);
     REQUIRE(r.code == 0);
   }
-  auto split = by_id(read_results(dir / "split/results.jsonl"));
-  REQUIRE(split.size() == 6);
-  for (const auto& [id, x] : res) {
-    CAPTURE(id);
-    CHECK(split[id]["text"] == x["text"]);
-    CHECK(split[id]["prompt_tokens"] == x["prompt_tokens"]);
-  }
-  for (const char* name : {"a.json", "b.json"})
-    CHECK(file_read_text(dir / "split/conversations" / name) == file_read_text(dir / "one/conversations" / name));
+  check_same_turns(dir / "split", dir / "one", 6);
   CHECK(file_read_text(dir / "split/a.c") == file_read_text(dir / "one/a.c"));
 
   // --dry-run says what each conversation holds.
@@ -432,17 +440,7 @@ TEST_CASE("output.conversation_kv: later turns load the stored KV cache, prefill
         CHECK(kept.out.find("prompt '" + id + "': loaded the KV cache of ") != std::string::npos);
     }
   }
-  auto plain = by_id(read_results(dir / "plain/results.jsonl"));
-  auto kept = by_id(read_results(dir / "kept/results.jsonl"));
-  REQUIRE(plain.size() == 5);
-  REQUIRE(kept.size() == 5);
-  for (const auto& [id, x] : plain) {
-    CAPTURE(id);
-    CHECK(kept[id]["text"] == x["text"]);
-    CHECK(kept[id]["prompt_tokens"] == x["prompt_tokens"]);
-  }
-  for (const char* name : {"a.json", "b.json"})
-    CHECK(file_read_text(dir / "kept/conversations" / name) == file_read_text(dir / "plain/conversations" / name));
+  check_same_turns(dir / "kept", dir / "plain", 5);
   CHECK(fs::exists(dir / "kept/conversations/a.kv"));
   CHECK(!fs::exists(dir / "plain/conversations/a.kv"));
 
