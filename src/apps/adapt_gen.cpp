@@ -52,10 +52,12 @@ constexpr const char* kUsage = R"(usage: adapt_gen --input prompts.toml [--set k
 
 Runs every prompt of the job that is not already in the results file, runtime.batch_size at a time
 (they decode together; a finished prompt's place goes to the next one), and appends one JSON line per
-prompt as it finishes (id, text, prompt_tokens, completion_tokens, finish_reason,
+prompt as it finishes (id, text, prompt_tokens, cached_prompt_tokens, completion_tokens, finish_reason,
 time_to_first_token_s, tokens_per_s, output_file) to output.dir/output.results, in finishing order.
 Prompts with `output` also get their completion written to that file (inside output.dir). Texts do not
-depend on the batch size. Progress goes to stderr.
+depend on the batch size. Progress goes to stderr. A prompt that starts with tokens another KV-cache
+row holds (a prompt in flight, or the last one a free row ran) copies their keys and values and
+prefills only the rest (runtime.share_prefixes; cached_prompt_tokens counts them).
 
   --input FILE      the job (see inputs/prompts.toml)
   --set key=value   override one key, e.g. --set defaults.temperature=0.7 or --set prompts[0].seed=3
@@ -276,7 +278,8 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   gen.set_options({.prefill_chunk = job.runtime.prefill_chunk,
                    .kv_device_layers = job.runtime.kv_device_layers,
                    .kv_dtype = job.runtime.kv_cache_dtype,
-                   .progress_every = job.runtime.progress_every});
+                   .progress_every = job.runtime.progress_every,
+                   .share_prefixes = job.runtime.share_prefixes});
   if (pp.size() > 1) gen.set_pipeline(model_pp);
   std::optional<adapters::AdapterSet> adapter;
   if (job.model.adapter) {
@@ -548,6 +551,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
       r.id = q.spec->id;
       r.text = o.text;
       r.prompt_tokens = static_cast<std::int64_t>(requests[index].prompt.size());
+      r.cached_prompt_tokens = o.cached_prompt_tokens;
       r.completion_tokens = static_cast<std::int64_t>(o.tokens.size());
       r.finish_reason = generate::finish_reason_name(o.reason);
       r.time_to_first_token_s = o.time_to_first_token_s;
@@ -565,8 +569,11 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
       }
       results->append(r);
       progress_store.remove(q.spec->id);
-      log::info0("[{}/{}] {}: {} prompt + {} new tokens ({}), first token {:.3f} s, {:.1f} tokens/s", k, todo.size(),
-                 q.spec->id, r.prompt_tokens, r.completion_tokens, r.finish_reason, o.time_to_first_token_s, tps);
+      const std::string cached =
+          r.cached_prompt_tokens > 0 ? fmt::format(" ({} cached)", r.cached_prompt_tokens) : std::string();
+      log::info0("[{}/{}] {}: {} prompt{} + {} new tokens ({}), first token {:.3f} s, {:.1f} tokens/s", k, todo.size(),
+                 q.spec->id, r.prompt_tokens, cached, r.completion_tokens, r.finish_reason, o.time_to_first_token_s,
+                 tps);
     };
     // output.conversation_kv: a turn loads its conversation's stored KV cache, and leaves its own.
     auto load_prefix = [&](std::size_t index, model::KvCache& cache, std::int64_t row,

@@ -77,6 +77,12 @@ const Schema<generate::GenJob>& gen_job_schema() {
                    "Element type of the KV cache: f32, or bf16 (half the memory, so twice the context or rows in the "
                    "same space, and half the bytes attention reads; keys and values are rounded to bf16 as they are "
                    "stored, attention still computes in f32).");
+    rt.field("share_prefixes", &GenRuntime::share_prefixes,
+             "A prompt whose first tokens are those another KV-cache row holds (a prompt in flight, or the last "
+             "one a free row ran) copies their keys and values from there and prefills only the rest: prompts "
+             "that repeat a long preamble (a specification, the code so far) pay for it once per batch. "
+             "results.jsonl's cached_prompt_tokens counts the positions taken. false = every prompt prefilled "
+             "whole.");
     rt.field("progress_every", &GenRuntime::progress_every,
              "Save an unfinished prompt's progress (output.progress) after every this many generated tokens, so "
              "a job killed without warning loses at most that many per prompt; 0 = only when the job stops on "

@@ -51,6 +51,7 @@ struct GenRuntime {
   std::int64_t kv_device_layers = -1;  // layers whose KV cache stays on the GPU (-1: as many as fit)
   DType kv_cache_dtype = DType::F32;   // F32 or BF16: the KV cache's element type
   std::int64_t progress_every = 256;   // save an unfinished prompt's progress every this many tokens (0: on signals only)
+  bool share_prefixes = true;          // prompts starting alike copy the shared positions' KV cache
 };
 
 /// runtime.device, parsed: the host, or a CUDA device given by index or chosen from the local rank.

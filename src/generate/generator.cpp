@@ -134,6 +134,10 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
   Tensor step_ids = Tensor::empty({plan.rows, 1}, DType::I32, host_allocator(), "decode_ids");
   std::size_t next = 0;
 
+  // Per row, the tokens whose keys and values it holds at positions 0, 1, ...: its sequence's, or after
+  // the sequence finished, still those of the last one (clear_row keeps the bytes), for prefix sharing.
+  std::vector<std::vector<std::int32_t>> row_tokens(static_cast<std::size_t>(plan.rows));
+  std::vector<std::int64_t> cached(static_cast<std::size_t>(plan.rows));  // per row: positions not prefilled
   std::vector<std::int32_t> held;  // a finished row's tokens, for hooks.save_prefix
   // Streams what became final, or hands the finished sequence back and frees its row.
   auto after_step = [&](std::int64_t row, FinishReason reason) {
@@ -149,6 +153,8 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
       return;
     }
     GenerationOutput out = s.finish();
+    out.cached_prompt_tokens =
+        std::min(cached[static_cast<std::size_t>(row)], static_cast<std::int64_t>(requests[index].prompt.size()));
     if (hooks.save_prefix) {
       const GenerationRequest& req = requests[index];
       held.assign(req.prompt.begin(), req.prompt.end());
@@ -180,6 +186,7 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
         const GenerationRequest& req = requests[next];
         slots[static_cast<std::size_t>(row)] = std::make_unique<Sequence>(req, n_new_of(req), tokenizer_);
         index_of[static_cast<std::size_t>(row)] = next++;
+        cached[static_cast<std::size_t>(row)] = 0;
         Sequence& seq = *slots[static_cast<std::size_t>(row)];
         // Resumed: the saved tokens are replayed; they may already end the sequence (other stop rules).
         if (const FinishReason r = seq.resume(req.resume); r != FinishReason::None) {
@@ -195,12 +202,34 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
         // Prefill in pieces of prefill_chunk tokens (each continues the row's cache); the last piece's
         // logits pick the next token.
         const auto P = static_cast<std::int64_t>(tokens.size());
-        std::int64_t loaded = 0;  // positions a stored prefix gave the row
+        std::int64_t loaded = 0;  // positions a stored prefix or another row gave the row
         if (hooks.load_prefix) {
           loaded = hooks.load_prefix(index_of[static_cast<std::size_t>(row)], cache, row, tokens);
           ADAPT_CHECK(loaded >= 0 && loaded < P, "load_prefix gave {} positions of a {}-token prompt", loaded, P);
-          if (loaded > 0) cache.advance(loaded, {&row, 1});
         }
+        if (options_.share_prefixes) {
+          // The row holding the longest run of this prompt's first tokens (this row itself on a tie: no
+          // copy); at least the last token is prefilled, for its logits. Every rank of a split model
+          // holds the same tokens in the same rows, so they all choose alike.
+          std::int64_t best = 0, from = row;
+          for (std::int64_t r = 0; r < plan.rows; ++r) {
+            const std::vector<std::int32_t>& h = row_tokens[static_cast<std::size_t>(r)];
+            const auto n = static_cast<std::int64_t>(
+                std::mismatch(h.begin(), h.begin() + std::min(std::ssize(h), P - 1), tokens.begin()).first -
+                h.begin());
+            if (n > best || (n == best && r == row)) {
+              best = n;
+              from = r;
+            }
+          }
+          if (best > loaded) {
+            if (from != row) cache.copy_prefix(from, row, loaded, best);
+            loaded = best;
+          }
+        }
+        if (loaded > 0) cache.advance(loaded, {&row, 1});
+        cached[static_cast<std::size_t>(row)] = loaded;
+        row_tokens[static_cast<std::size_t>(row)].clear();  // being overwritten from `loaded` on
         const std::int64_t chunk = prefill_piece(P - loaded);
         Tensor logits;
         for (std::int64_t at = loaded; at < P; at += chunk) {
@@ -211,6 +240,7 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
               model_, ids, &cache,
               {.last_position_only = true, .cache_rows = {&row, 1}, .hook = hook_, .pp = pp_}, &workspace_);
         }
+        row_tokens[static_cast<std::size_t>(row)].assign(tokens.begin(), tokens.end());
         after_step(row, seq.step({logits.data<float>(), static_cast<std::size_t>(V)}));
         if (stopped()) return false;
       }
@@ -230,6 +260,7 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
                                          &workspace_);  // (B, V)
     for (std::int64_t b = 0; b < B; ++b) {
       const std::int64_t row = busy[static_cast<std::size_t>(b)];
+      row_tokens[static_cast<std::size_t>(row)].push_back(ids.data<std::int32_t>()[b]);
       const std::span<float> row_logits(logits.data<float>() + b * V, static_cast<std::size_t>(V));
       after_step(row, slots[static_cast<std::size_t>(row)]->step(row_logits));
     }

@@ -1,7 +1,8 @@
 // Generation on one rank with a batch scheduler: up to batch_size sequences in flight, each in its own
-// KV-cache row. A free row takes the next prompt, prefilled alone (B = 1); busy rows decode together,
-// one token each per step at their own positions; a finished sequence is handed back at once and its
-// row goes to the next prompt. Prefill alone and row-independent decoding keep a sequence's tokens
+// KV-cache row. A free row takes the next prompt, prefilled alone (B = 1) after the positions it shares
+// with what another row holds are copied from there (GenerateOptions::share_prefixes); busy rows decode
+// together, one token each per step at their own positions; a finished sequence is handed back at once
+// and its row goes to the next prompt. Prefill alone and row-independent decoding keep a sequence's tokens
 // the same whatever it is batched with (generator_test.cpp; bit-exact logits on the CPU up to 32
 // rows, 8 without AVX-512).
 #pragma once
@@ -51,6 +52,12 @@ struct GenerateOptions {
   /// A sequence's progress goes to BatchHooks::on_progress after every this many generated tokens
   /// (0: only when the run stops on BatchHooks::stop).
   std::int64_t progress_every = 0;
+  /// Prefix sharing: a prompt whose first tokens are those another row of the cache holds (a sequence
+  /// in flight, or the last one a free row held) gets their keys and values copied into its row and
+  /// prefills only the rest. Positions are shared only where every token up to them is the same, so
+  /// what is copied is what its prefill would compute (up to the last bits where the two were computed
+  /// in pieces of other sizes, as with a stored prefix).
+  bool share_prefixes = true;
 };
 
 /// The layers whose KV cache fits in `free_bytes` of device memory when a forward of `tokens`

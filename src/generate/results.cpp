@@ -54,6 +54,7 @@ void ResultsFile::append(const ResultRecord& r) {
   j["id"] = r.id;
   j["text"] = r.text;
   j["prompt_tokens"] = r.prompt_tokens;
+  j["cached_prompt_tokens"] = r.cached_prompt_tokens;
   j["completion_tokens"] = r.completion_tokens;
   j["finish_reason"] = r.finish_reason;
   j["time_to_first_token_s"] = r.time_to_first_token_s;

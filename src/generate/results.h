@@ -16,6 +16,7 @@ struct ResultRecord {
   std::string id;
   std::string text;
   std::int64_t prompt_tokens = 0;
+  std::int64_t cached_prompt_tokens = 0;  // of those, positions whose KV cache was copied or loaded, not computed
   std::int64_t completion_tokens = 0;
   std::string finish_reason;      // eos | stop | length
   double time_to_first_token_s = 0;

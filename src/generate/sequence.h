@@ -45,6 +45,10 @@ struct GenerationOutput {
   FinishReason reason = FinishReason::None;
   double time_to_first_token_s = 0;  // from the start of this prompt's prefill to its first token
   double decode_s = 0;               // from the first token to the last (shared with the batch's other rows)
+  /// Prompt positions whose keys and values were not computed for this prompt: copied from another
+  /// prompt of the batch that starts with the same tokens (GenerateOptions::share_prefixes), or loaded
+  /// by Generator::BatchHooks::load_prefix.
+  std::int64_t cached_prompt_tokens = 0;
 };
 
 class Sequence {

@@ -281,6 +281,33 @@ void KvCache::copy_row(int layer, std::int64_t row, std::int64_t n, void* k_host
   }
 }
 
+void KvCache::copy_prefix(std::int64_t src_row, std::int64_t dst_row, std::int64_t begin, std::int64_t end) {
+  ADAPT_REQUIRE(src_row >= 0 && src_row < batch_ && dst_row >= 0 && dst_row < batch_ && src_row != dst_row, ShapeError,
+                "KV cache copy_prefix: rows {} -> {} must be two different rows of 0..{}", src_row, dst_row, batch_ - 1);
+  ADAPT_REQUIRE(n_past_[static_cast<std::size_t>(dst_row)] == 0, ShapeError,
+                "KV cache copy_prefix: row {} must be empty, it holds {} positions", dst_row,
+                n_past_[static_cast<std::size_t>(dst_row)]);
+  ADAPT_REQUIRE(begin >= 0 && begin <= end && end <= capacity_, ShapeError,
+                "KV cache copy_prefix: positions [{}, {}) of a row holding {}", begin, end, capacity_);
+  if (begin == end) return;
+  // The spilled layers' host copies: the source's newest positions may still be on their way there.
+  if (copier_) synchronize();
+  const std::size_t elem = dtype_size(dtype_);
+  const auto bytes = static_cast<std::size_t>((end - begin) * head_dim_) * elem;
+  for (std::int64_t i = 0; i < layers_.count; ++i) {
+    const bool host = i >= device_layers_;
+    const auto at = static_cast<std::size_t>(host ? i - device_layers_ : i);
+    for (Tensor* t : {host ? &host_k_[at] : &k_[at], host ? &host_v_[at] : &v_[at]}) {
+      char* base = static_cast<char*>(t->raw());
+      for (std::int64_t head = 0; head < n_kv_heads_; ++head) {
+        backend::copy_bytes(base + element_of(dst_row, head, begin) * elem, base + element_of(src_row, head, begin) * elem,
+                            bytes);
+      }
+    }
+  }
+  // A spilled layer's staging buffers hold none of dst_row (clear_row reset them): stage() copies it.
+}
+
 void KvCache::clear() {
   std::fill(n_past_.begin(), n_past_.end(), 0);
   for (Staging& st : staging_) std::fill(st.valid.begin(), st.valid.end(), 0);

@@ -127,9 +127,18 @@ class KvCache {
   /// laid out as read_row writes it. After every layer held has been loaded, advance(n, {row}) marks
   /// them filled. ShapeError when n exceeds the capacity or the row is not empty.
   void write_row(int layer, std::int64_t row, std::int64_t n, const void* k_in, const void* v_in);
+  /// Copies positions [begin, end) of every layer held from `src_row` to the empty `dst_row`
+  /// (n_past(dst_row) == 0; positions before `begin` may have been loaded by write_row), for a sequence
+  /// whose first tokens are those of `src_row`'s (prefix sharing, generate/generator.h). The caller knows
+  /// what `src_row` holds there: its filled positions, or those of a sequence cleared from it since
+  /// (clear_row keeps the bytes). After the copy, advance(end, {dst_row}) marks them filled. On the
+  /// cache's device for the device layers, in host RAM for the spilled ones. ShapeError for rows that do
+  /// not exist or are the same, a non-empty `dst_row` or a range past the capacity.
+  void copy_prefix(std::int64_t src_row, std::int64_t dst_row, std::int64_t begin, std::int64_t end);
   /// Forgets every position of every row (the memory is kept).
   void clear();
-  /// Forgets the positions of one row, so that a new sequence can be prefilled into it.
+  /// Forgets the positions of one row, so that a new sequence can be prefilled into it. The bytes stay
+  /// until the row is written again (copy_prefix may read them).
   void clear_row(std::int64_t row);
   /// Waits until the spilled layers' copies in host RAM are complete.
   void synchronize();

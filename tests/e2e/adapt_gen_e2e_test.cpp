@@ -200,6 +200,51 @@ TEST_CASE("runtime.batch_size: the same texts as one at a time, results in finis
   CHECK(f16.out.find("runtime.kv_cache_dtype") != std::string::npos);
 }
 
+// runtime.share_prefixes: chat prompts with one long system prompt take its positions from the row that
+// holds them; results say how many (cached_prompt_tokens), the log too, and the texts are those of the
+// same job with sharing off, where every count is 0.
+TEST_CASE("runtime.share_prefixes: prompts with one preamble share it; the texts of prompts prefilled whole") {
+  test::TempDir dir;
+  make_tiny_model(dir.path());
+  const std::string system =
+      "You write C++17. The project: a command-line tool that reads a CSV file, groups the rows by the "
+      "first column and prints the sum of the second column for every group, sorted by name.";
+  std::string job = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 10\n";
+  for (const char* user : {"Write main().", "Write the CSV reader.", "Write the grouping.", "Write the tests."}) {
+    job += "[[prompts]]\nid = \"" + std::string(user) + "\"\nsystem = \"" + system + "\"\nuser = \"" + user +
+           "\"\n";
+  }
+  test::write_bytes(dir / "job.toml", job);
+  const std::string input = "--input " + (dir / "job.toml").string();
+  Run off = run("adapt_gen", input + " --set runtime.share_prefixes=false --set output.dir=" + (dir / "off").string());
+  INFO(off.out);
+  REQUIRE(off.code == 0);
+  const auto whole = by_id(read_results(dir / "off/results.jsonl"));
+  REQUIRE(whole.size() == 4);
+  for (const auto& [id, x] : whole) CHECK(x["cached_prompt_tokens"].get<int>() == 0);
+  for (const int batch : {1, 2}) {
+    CAPTURE(batch);
+    const fs::path out = dir / ("on" + std::to_string(batch));
+    Run on = run("adapt_gen", input + " --set runtime.batch_size=" + std::to_string(batch) + " --set output.dir=" +
+                                  out.string());
+    INFO(on.out);
+    REQUIRE(on.code == 0);
+    auto shared = by_id(read_results(out / "results.jsonl"));
+    REQUIRE(shared.size() == 4);
+    int n_cached = 0;
+    for (const auto& [id, x] : whole) {
+      CAPTURE(id);
+      CHECK(shared[id]["text"] == x["text"]);
+      CHECK(shared[id]["prompt_tokens"] == x["prompt_tokens"]);
+      const int cached = shared[id]["cached_prompt_tokens"].get<int>();
+      CHECK(cached < x["prompt_tokens"].get<int>());
+      if (cached > 40) ++n_cached;  // the system prompt is ~50 tokens
+    }
+    CHECK(n_cached == 3);  // every prompt but the first
+    CHECK(on.out.find(" cached) + ") != std::string::npos);
+  }
+}
+
 TEST_CASE("bad jobs fail before generating, naming the problem") {
   test::TempDir dir;
   REQUIRE(run("adapt_model", "make --preset tiny --out " + (dir / "model").string()).code == 0);

@@ -386,6 +386,45 @@ TEST_CASE("a KV cache spilled to pinned host RAM on cuda:0 gives the tokens of a
   }
 }
 
+// Prefix sharing on a GPU (GenerateOptions::share_prefixes): the shared positions are copied between
+// rows of the device cache, or between the host copies of spilled layers; the tokens are those of the
+// same run without sharing, with the cache whole or partly in pinned host RAM.
+TEST_CASE("prompts that start alike share their KV cache on cuda:0, whole or spilled: the tokens without sharing") {
+  const TinyModel& t = tiny(5);
+  const model::LlamaModel gpu = model::llama_model_to_device(t.host, 0, DType::F32);
+  const std::vector<generate::GenerationRequest> reqs = greedy_requests(
+      t, {"The quick brown fox jumps over the lazy dog and then it runs into the woods, where",
+          "The quick brown fox jumps over the lazy dog and then it runs into the woods, where",
+          "The quick brown fox jumps over the lazy dog and then it sleeps", "a",
+          "The quick brown fox jumps over the lazy dog and then it runs home"},
+      16);
+  auto run = [&](std::int64_t device_layers, bool share) {
+    generate::Generator gen(gpu, *t.tok);
+    gen.set_options({.prefill_chunk = 8, .kv_device_layers = device_layers, .share_prefixes = share});
+    std::vector<std::vector<std::int32_t>> out(reqs.size());
+    std::vector<std::int64_t> cached(reqs.size());
+    gen.run_batch(reqs, /*batch_size=*/2, [&](std::size_t i, generate::GenerationOutput&& o) {
+      out[i] = o.tokens;
+      cached[i] = o.cached_prompt_tokens;
+    });
+    return std::pair(out, cached);
+  };
+  const auto [want, none] = run(-1, false);
+  for (const std::int64_t device_layers : {-1, 0, 2}) {
+    CAPTURE(device_layers);
+    const auto [got, cached] = run(device_layers, true);
+    for (std::size_t i = 0; i < reqs.size(); ++i) {
+      CAPTURE(i);
+      CHECK(!want[i].empty());
+      CHECK(got[i] == want[i]);
+      CHECK(none[i] == 0);
+    }
+    CHECK(cached[1] == std::ssize(reqs[1].prompt) - 1);  // the first prompt again, from the other row
+    CHECK(cached[2] > 10);
+    CHECK(cached[4] > 10);
+  }
+}
+
 // runtime.kv_cache_dtype = "bf16" on a GPU: the cache holds half the bytes, kept whole or spilled to
 // pinned host RAM it gives the same logits (the staging copies move bf16 elements), and they agree with
 // the CPU's bf16 cache (each side rounds its own keys and values, hence the bf16 tolerance).

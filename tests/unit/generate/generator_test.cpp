@@ -582,3 +582,119 @@ TEST_CASE("stored KV prefixes: the same bytes back, the tokens of a whole prefil
     }
   }
 }
+
+// KvCache::copy_prefix: positions of one row copied into an empty one are the source's bytes, whole or
+// spilled, f32 or bf16; the target then continues as if it had prefilled them itself: the logits of its
+// next piece are bit for bit those of a row that prefilled the same pieces. Bad rows and ranges are refused.
+TEST_CASE("copy_prefix: the source row's bytes, and the logits of a row that prefilled them") {
+  const TinyModel& t = tiny(5);
+  const model::LlamaConfig& c = t.model.config;
+  const std::int64_t V = c.vocab_size;
+  const std::vector<std::int32_t> prompt = request(
+      "// Returns the running sum of v.\nstd::vector<long> prefix_sum(const std::vector<int>& v) {\n", 1).prompt;
+  const auto P = static_cast<std::int64_t>(prompt.size());
+  const std::int64_t n = P - 5;  // shared; the rest differs
+  REQUIRE(n > 8);
+  std::vector<std::int32_t> other(prompt.begin(), prompt.begin() + n);
+  for (const std::int32_t id : {17, 3, 99, 250, 4}) other.push_back(id);
+  auto forward = [&](model::KvCache& cache, std::span<const std::int32_t> ids_v, std::int64_t row) {
+    Tensor ids = Tensor::empty({1, std::ssize(ids_v)}, DType::I32);
+    std::copy(ids_v.begin(), ids_v.end(), ids.data<std::int32_t>());
+    const Tensor logits =
+        model::llama_forward(t.model, ids, &cache, {.last_position_only = true, .cache_rows = {&row, 1}});
+    return std::vector<float>(logits.data<float>(), logits.data<float>() + V);
+  };
+  for (const DType dtype : {DType::F32, DType::BF16}) {
+    for (const std::int64_t device_layers : {std::int64_t{-1}, std::int64_t{0}, std::int64_t{3}}) {
+      CAPTURE(dtype_name(dtype));
+      CAPTURE(device_layers);
+      const model::KvPlacement place{.device_layers = device_layers, .dtype = dtype};
+      // Reference: `other` prefilled in the pieces [0, n) and [n, P) in a cache of its own.
+      model::KvCache ref(c, 1, 64, 1, host_allocator(), place);
+      forward(ref, std::span(other).first(static_cast<std::size_t>(n)), 0);
+      const std::vector<float> want = forward(ref, std::span(other).subspan(static_cast<std::size_t>(n)), 0);
+
+      model::KvCache cache(c, 3, 64, 1, host_allocator(), place);
+      forward(cache, std::span(prompt).first(static_cast<std::size_t>(n)), 0);
+      forward(cache, std::span(prompt).subspan(static_cast<std::size_t>(n)), 0);
+      cache.copy_prefix(0, 2, 0, n);
+      cache.advance(n, std::vector<std::int64_t>{2});
+      for (const int layer : {0, 3, 4}) {
+        CAPTURE(layer);
+        std::vector<char> k0(cache.row_bytes(n)), v0(k0.size()), k2(k0.size()), v2(k0.size());
+        cache.read_row(layer, 0, n, k0.data(), v0.data());
+        cache.read_row(layer, 2, n, k2.data(), v2.data());
+        CHECK(k2 == k0);
+        CHECK(v2 == v0);
+      }
+      CHECK(forward(cache, std::span(other).subspan(static_cast<std::size_t>(n)), 2) == want);
+
+      // A row cleared keeps its bytes: copied from there, the next sequence continues the same way.
+      cache.clear_row(0);
+      cache.clear_row(2);
+      cache.copy_prefix(0, 1, 0, n);
+      cache.advance(n, std::vector<std::int64_t>{1});
+      CHECK(forward(cache, std::span(other).subspan(static_cast<std::size_t>(n)), 1) == want);
+
+      CHECK_THROWS_WITH_AS(cache.copy_prefix(2, 1, 0, 4), doctest::Contains("row 1 must be empty"), ShapeError);
+      CHECK_THROWS_WITH_AS(cache.copy_prefix(2, 2, 0, 4), doctest::Contains("two different rows"), ShapeError);
+      CHECK_THROWS_WITH_AS(cache.copy_prefix(1, 3, 0, 4), doctest::Contains("two different rows of 0..2"), ShapeError);
+      CHECK_THROWS_WITH_AS(cache.copy_prefix(1, 2, 0, 65), doctest::Contains("positions [0, 65) of a row holding 64"),
+                           ShapeError);
+    }
+  }
+}
+
+// Prefix sharing in the scheduler (GenerateOptions::share_prefixes): prompts that start alike take the
+// shared positions from the row that holds them (one in flight, or the last sequence of their own row)
+// and get the tokens and texts of a run without sharing, whole or spilled, f32 or bf16, in any batch;
+// cached_prompt_tokens says how many positions each took, at most all but the prompt's last token. A row
+// keeps only its last sequence's positions: what another prompt overwrote is prefilled again.
+TEST_CASE("prompts that start alike share their prefix's KV cache and get the tokens of prompts prefilled whole") {
+  const std::string head =
+      "// Returns the running sum of v.\nstd::vector<long> prefix_sum(const std::vector<int>& v) {\n"
+      "  std::vector<long> out(v.size());\n  long s = 0;\n";
+  std::vector<GenerationRequest> reqs;
+  reqs.push_back(request(head + "  for (std::size_t i = 0; i < v.size(); ++i) {", 12));
+  reqs.push_back(reqs[0]);  // the same prompt: all but its last token shared
+  reqs.push_back(request(head + "  for (int x : v) out.push_back(s += x);", 9, 0.8, 5));
+  reqs.push_back(request("fn main() {", 6));
+  reqs.push_back(request(head + "  return out;\n}", 7));
+  auto common = [](const std::vector<std::int32_t>& a, const std::vector<std::int32_t>& b) {
+    return static_cast<std::int64_t>(std::mismatch(a.begin(), a.begin() + std::min(a.size(), b.size()), b.begin()).first -
+                                     a.begin());
+  };
+  const std::int64_t shared_head = common(reqs[0].prompt, reqs[2].prompt);
+  REQUIRE(shared_head > 20);
+  const std::int64_t shared_last = std::max(common(reqs[0].prompt, reqs[4].prompt), common(reqs[2].prompt, reqs[4].prompt));
+  REQUIRE(shared_last > 20);
+  for (const DType dtype : {DType::F32, DType::BF16}) {
+    for (const std::int64_t device_layers : {std::int64_t{-1}, std::int64_t{2}}) {
+      CAPTURE(dtype_name(dtype));
+      CAPTURE(device_layers);
+      GenerateOptions opts{.prefill_chunk = 16, .kv_device_layers = device_layers, .kv_dtype = dtype,
+                           .share_prefixes = false};
+      const BatchRun alone = run_batch(reqs, 1, opts, 5);
+      for (std::size_t i = 0; i < reqs.size(); ++i) CHECK(alone.out.at(i).cached_prompt_tokens == 0);
+      opts.share_prefixes = true;
+      for (const std::int64_t batch_size : {1, 2, 3}) {
+        CAPTURE(batch_size);
+        const BatchRun shared = run_batch(reqs, batch_size, opts, 5);
+        for (std::size_t i = 0; i < reqs.size(); ++i) {
+          CAPTURE(i);
+          check_same(shared.out.at(i), alone.out.at(i));
+          CHECK(shared.out.at(i).cached_prompt_tokens < std::ssize(reqs[i].prompt));
+        }
+        // The first prompt has no one to share with; the second is the first again; the third and fifth
+        // share the head with a row that holds it (in flight, or the last sequence of their row).
+        CHECK(shared.out.at(0).cached_prompt_tokens == 0);
+        CHECK(shared.out.at(1).cached_prompt_tokens == std::ssize(reqs[1].prompt) - 1);
+        CHECK(shared.out.at(2).cached_prompt_tokens == shared_head);
+        CHECK(shared.out.at(3).cached_prompt_tokens == 1);  // the BOS token every prompt starts with
+        // With one row, the fourth prompt has replaced the head there by the time the fifth comes.
+        if (batch_size == 1) CHECK(shared.out.at(4).cached_prompt_tokens == 1);
+        else CHECK(shared.out.at(4).cached_prompt_tokens >= shared_last);
+      }
+    }
+  }
+}
