@@ -34,7 +34,7 @@ ALLOWED = {
     "generate": {"core", "dtype", "tensor", "backend", "ops", "comm", "parallel", "model", "adapters", "tokenizer",
                  "io"},
     "train": {"core", "dtype", "tensor", "backend", "ops", "comm", "parallel", "model", "adapters", "optim",
-              "checkpoint", "tokenizer", "io"},
+              "checkpoint", "tokenizer", "io", "plan"},
     "plan": {"core", "dtype", "tensor", "comm", "parallel", "model", "adapters"},
     "config": {"core", "dtype"},  # plus header-only config structs, see CONFIG_STRUCT_HEADERS
     "apps": None,  # may include everything

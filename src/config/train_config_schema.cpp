@@ -148,6 +148,12 @@ const Schema<train::TrainConfig>& train_config_schema() {
                    "Dtype of the frozen weight matrices on a GPU; norms, activations and the adapter stay f32. "
                    "bf16 runs bf16 GEMMs (half the memory), f32 computes as the CPU does. Unused with "
                    "device = \"cpu\".");
+    rt.field("peak_tflops", &TrainRuntimeConfig::peak_tflops,
+             "Peak TFLOP/s of one rank's device, against which each step's MFU (model FLOPs utilisation) is "
+             "logged. 0 = the dense bf16 peak of a known GPU (A100, H100, H200, RTX 3080) with weights_dtype = "
+             "\"bf16\"; otherwise no MFU is logged, only the model TFLOP/s (give the CPU's or the f32 peak "
+             "here to get one).")
+        .at_least(0.0);
 
     Schema<TrainConfig> t;
     t.table("model", &TrainConfig::model, model, "The frozen base model.");

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -196,6 +197,9 @@ std::vector<GpuSpec> gpu_presets();
 std::vector<NetworkSpec> network_presets();
 /// ConfigError naming `flag`, with a suggestion and the list, for unknown names.
 GpuSpec gpu_preset(const std::string& name, const std::string& flag = "--gpu");
+/// The preset of a GPU named as the driver names it (backend::cuda_device_name, e.g. "NVIDIA
+/// A100-SXM4-80GB (sm_80, 79.3 GiB)", "NVIDIA H100 PCIe", "NVIDIA H200"); nullopt for other GPUs.
+std::optional<GpuSpec> gpu_preset_of_device(const std::string& device_name);
 NetworkSpec network_preset(const std::string& name, const std::string& flag = "--network");
 /// Intra-node link presets: nvlink3 (A100), nvlink4 (H100/H200), pcie4, pcie5: GB/s per direction.
 double link_preset_gbps(const std::string& name, const std::string& flag = "--link");
@@ -220,6 +224,11 @@ struct StepTime {
   double tokens_per_s = 0;              // the whole job's
   bool tp_inside_node = true, pp_inside_node = true, dp_inside_node = true;
 };
+/// The FLOPs one token of a training step needs, the numerator of MFU: the forward of every layer and
+/// the head, the input gradients of the frozen matmuls and of attention, the adapters' forward and
+/// gradients; no recomputation (a recomputed forward is not model work). Attention is counted causal
+/// over sequences of `seq` tokens.
+double train_model_flops_per_token(const model::LlamaConfig& m, const adapters::AdapterConfig& a, std::int64_t seq);
 StepTime train_step_time(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& layout,
                          const TrainJob& job, const Cluster& cluster);
 

@@ -128,6 +128,24 @@ StageFlops stage_flops(const model::LlamaConfig& m, const adapters::AdapterConfi
 
 }  // namespace
 
+std::optional<GpuSpec> gpu_preset_of_device(const std::string& device_name) {
+  const auto has = [&](const char* part) { return device_name.find(part) != std::string::npos; };
+  const char* name = nullptr;
+  if (has("H200")) name = "h200-sxm";
+  else if (has("H100")) name = has("PCIe") ? "h100-pcie" : "h100-sxm";
+  else if (has("A100")) name = has("PCIe") ? "a100-80gb-pcie" : has("40GB") ? "a100-40gb-sxm" : "a100-80gb-sxm";
+  else if (has("RTX 3080")) name = "rtx3080-10gb";
+  if (name == nullptr) return std::nullopt;
+  return gpu_preset(name);
+}
+
+double train_model_flops_per_token(const model::LlamaConfig& m, const adapters::AdapterConfig& a, std::int64_t seq) {
+  const double share = static_cast<double>(adapters::adapter_layers(a, m).size()) /
+                       static_cast<double>(std::max<std::int64_t>(m.n_layers, 1));
+  const StageFlops s = stage_flops(m, a, seq, static_cast<double>(m.n_layers), share);
+  return s.forward + s.backward + s.head;
+}
+
 StepTime train_step_time(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& lay,
                          const TrainJob& job, const Cluster& cl) {
   StepTime st;

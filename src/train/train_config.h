@@ -80,6 +80,10 @@ struct TrainRuntimeConfig {
   /// device N). adapt_train resolves it to a device index before anything is read or written.
   std::string device = "cpu";
   DType weights_dtype = DType::BF16;  // F32 or BF16: the weight matrices of the device copy (norms stay f32)
+  /// Peak TFLOP/s of one rank's device, the denominator of the MFU logged per step. 0: a known GPU's
+  /// dense bf16 peak with bf16 weights (plan::gpu_preset_of_device), else no MFU (tokens/s and model
+  /// TFLOP/s only).
+  double peak_tflops = 0;
 };
 
 struct TrainConfig {

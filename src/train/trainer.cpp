@@ -33,6 +33,7 @@
 #include "optim/adamw.h"
 #include "optim/lr_schedule.h"
 #include "parallel/tp_ops.h"
+#include "plan/plan.h"
 #include "tokenizer/tokenizer.h"
 #include "train/data_config_check.h"
 #include "train/data_hash.h"
@@ -455,6 +456,25 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     return sums[1] > 0 ? sums[0] / sums[1] : -1.0;
   };
 
+  // MFU: the model FLOPs of the step's tokens over the peak of every rank's device (runtime.peak_tflops,
+  // or a known GPU's dense bf16 peak with bf16 weights).
+  const double flops_per_token = plan::train_model_flops_per_token(model.config, cfg.adapter, cfg.data.seq_len);
+  double peak_tflops = cfg.runtime.peak_tflops;
+  std::string peak_from = "runtime.peak_tflops";
+  if (peak_tflops <= 0 && device && cfg.runtime.weights_dtype == DType::BF16) {
+    if (const std::optional<plan::GpuSpec> g = plan::gpu_preset_of_device(backend::cuda_device_name(*device))) {
+      peak_tflops = g->bf16_tflops;
+      peak_from = g->name + " dense bf16";
+    }
+  }
+  if (peak_tflops > 0) {
+    log::info0("MFU against {:.4g} TFLOP/s per rank ({}), {:.4g} GFLOP of model work per token", peak_tflops,
+               peak_from, flops_per_token / 1e9);
+  } else {
+    log::info0("{:.4g} GFLOP of model work per token; no MFU: give runtime.peak_tflops, the peak of one rank's {}",
+               flops_per_token / 1e9, device ? "GPU" : "CPU cores");
+  }
+
   StopSignalGuard signals;
   set.set_training(true);
   model::TrainWorkspace ws(model::model_allocator(model));
@@ -584,9 +604,16 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     // The step's traffic over every rank: 8 bytes over the world after the timed step.
     std::int64_t comm_bytes = grid_comm_bytes(ranks.comms) + grid_comm_bytes(device_comms) - comm_bytes_before;
     if (world.size() > 1) world.all_reduce(&comm_bytes, 1, comm::CommDType::I64, comm::ReduceOp::Sum);
+    const double model_tflops = flops_per_token * tps / 1e12;
     json record = {{"kind", "train"}, {"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
                    {"tokens_per_s", tps}, {"tokens", n_tokens}, {"loss_tokens", n_loss}, {"step_s", secs},
-                   {"comm_bytes", comm_bytes}};
+                   {"model_tflops", model_tflops}, {"comm_bytes", comm_bytes}};
+    std::string mfu;
+    if (peak_tflops > 0) {
+      const double m = model_tflops / (peak_tflops * world.size());
+      record["mfu"] = m;
+      mfu = fmt::format("  MFU {:.1f}%", 100 * m);
+    }
     // The overlapped CPU AdamW of the previous step: how long this step's forward (and clipping) waited
     // for it, i.e. what the compute did not hide.
     if (opt.overlapped()) record["optim_wait_s"] = opt.take_wait_seconds();
@@ -599,8 +626,9 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     }
     write_metrics(record);
     if (step % cfg.train.log_every == 0 || step == cfg.train.steps) {
-      log::info0("step {}/{}  loss {:.4f}  lr {:.3g}  grad-norm {:.3f}  {:.0f} tokens/s  ETA {}", step, cfg.train.steps,
-                 loss, lr, norm, tps, eta(avg * static_cast<double>(cfg.train.steps - step)));
+      log::info0("step {}/{}  loss {:.4f}  lr {:.3g}  grad-norm {:.3f}  {:.0f} tokens/s  {:.3g} TFLOP/s{}  ETA {}", step,
+                 cfg.train.steps, loss, lr, norm, tps, model_tflops, mfu,
+                 eta(avg * static_cast<double>(cfg.train.steps - step)));
     }
     const bool last = step == cfg.train.steps;
     if ((cfg.train.eval_every > 0 && step % cfg.train.eval_every == 0) || last) {

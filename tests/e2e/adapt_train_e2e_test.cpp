@@ -144,6 +144,44 @@ TEST_CASE("training lowers the loss and a resumed run is bit-identical to an uni
         file_read_text(straight.dir / "run/adapter/adapter_model.safetensors"));
 }
 
+// Each step's model TFLOP/s (metrics.jsonl) is the FLOPs of a token, counted here from the model's
+// config.json, times its tokens/s; MFU is that over runtime.peak_tflops, and absent without a peak on the CPU.
+TEST_CASE("metrics: model TFLOP/s from the job's FLOPs per token, MFU against runtime.peak_tflops") {
+  Job job;
+  Run a = job.train("--set train.steps=2 --set runtime.peak_tflops=0.5");
+  INFO(a.out);
+  REQUIRE(a.code == 0);
+  const json c = json::parse(file_read_text(job.dir / "model/config.json"));
+  const double C = c["hidden_size"], F = c["intermediate_size"], L = c["num_hidden_layers"], V = c["vocab_size"];
+  const double H = c["num_attention_heads"], Hkv = c["num_key_value_heads"];
+  const double D = c.contains("head_dim") ? c["head_dim"].get<double>() : C / H;
+  const double T = 32, r = 4;  // seq_len, LoRA rank (on q, v and down)
+  const double matmul = 2 * C * H * D + 2 * C * Hkv * D + 3 * C * F;  // q, o; k, v; gate, up, down
+  const double attention = 2 * H * D * T;  // scores and values, causal: half of T keys on average, twice
+  const double lora = 2 * r * ((C + H * D) + (C + Hkv * D) + (F + C));
+  const double per_token = L * ((2 * matmul + attention + lora) + (2 * matmul + 2 * attention + 2 * lora)) + 4 * V * C;
+  const auto steps = job.metrics("train");
+  REQUIRE(steps.size() == 2);
+  for (const json& m : steps) {
+    const double tflops = m["model_tflops"], tps = m["tokens_per_s"];
+    CHECK(tflops == doctest::Approx(per_token * tps / 1e12).epsilon(1e-9));
+    CHECK(m["mfu"].get<double>() == doctest::Approx(tflops / 0.5).epsilon(1e-9));
+  }
+  CHECK(a.out.find("MFU against 0.5 TFLOP/s per rank (runtime.peak_tflops)") != std::string::npos);
+  CHECK(a.out.find("% ") != std::string::npos);
+
+  Job no_peak;
+  Run b = no_peak.train("--set train.steps=1");
+  INFO(b.out);
+  REQUIRE(b.code == 0);
+  CHECK(b.out.find("no MFU: give runtime.peak_tflops") != std::string::npos);
+  const auto one = no_peak.metrics("train");
+  REQUIRE(one.size() == 1);
+  CHECK(one[0]["model_tflops"].get<double>() > 0);
+  CHECK_FALSE(one[0].contains("mfu"));
+  CHECK(no_peak.train("--set runtime.peak_tflops=-1").code == 2);
+}
+
 TEST_CASE("training lowers the held-out loss") {
   Job job;
   Run r = job.train("--set train.steps=40 --set optim.lr=3e-2 --set train.eval_every=10 --set checkpoint.every=0");

@@ -6,6 +6,7 @@
 // parsing and its errors; the layouts the planner considers against comm::ProcessGrid's rules.
 #include "plan/plan.h"
 
+#include <optional>
 #include <doctest/doctest.h>
 
 #include <numeric>
@@ -210,4 +211,21 @@ TEST_CASE("generation memory: prefill pieces, and the KV cache's spill when it d
   CHECK_MESSAGE(text.find("a conversation of 131072 tokens kept between jobs (adapt_gen's output.conversation_kv): "
                           "80.00 GiB on disk, 640.00 KiB a token") != std::string::npos,
                 text);
+}
+
+// The GPU presets behind adapt_train's MFU, found from the names the CUDA driver gives.
+TEST_CASE("gpu_preset_of_device: A100, H100, H200 and RTX 3080 names; nothing for other GPUs") {
+  const auto peak = [](const std::string& name) {
+    const std::optional<plan::GpuSpec> g = plan::gpu_preset_of_device(name);
+    return g ? g->name : std::string("none");
+  };
+  CHECK(peak("NVIDIA A100-SXM4-80GB (sm_80, 79.3 GiB)") == "a100-80gb-sxm");
+  CHECK(peak("NVIDIA A100-SXM4-40GB (sm_80, 39.4 GiB)") == "a100-40gb-sxm");
+  CHECK(peak("NVIDIA A100 80GB PCIe (sm_80, 79.2 GiB)") == "a100-80gb-pcie");
+  CHECK(peak("NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)") == "h100-sxm");
+  CHECK(peak("NVIDIA H100 PCIe (sm_90, 79.1 GiB)") == "h100-pcie");
+  CHECK(peak("NVIDIA H200 (sm_90, 139.8 GiB)") == "h200-sxm");
+  CHECK(peak("NVIDIA GeForce RTX 3080 (sm_86, 9.8 GiB)") == "rtx3080-10gb");
+  CHECK(peak("NVIDIA L40S (sm_89, 44.4 GiB)") == "none");
+  CHECK(plan::gpu_preset_of_device("NVIDIA A100-SXM4-80GB")->bf16_tflops == 312);
 }
