@@ -36,7 +36,7 @@ class OffloadCopier {
   /// Tickets are waited for from one thread (the one that queues the gradient copies).
   virtual void wait_host(std::int64_t ticket) = 0;
   /// Queues a copy of `n_bytes` from `host_src` to `dst` (on the device). `host_src` must stay unchanged
-  /// until to_device_done() or synchronize().
+  /// until synchronize() returns.
   virtual void to_device(void* dst, const void* host_src, std::size_t n_bytes) = 0;
   /// Makes `compute_stream` wait (without blocking the host) for every copy queued so far.
   virtual void order_before(void* compute_stream) = 0;

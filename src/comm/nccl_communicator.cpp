@@ -207,6 +207,9 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int cuda_device, con
   m.stream = nullptr;  // initialisation queues nothing on a stream
   m.wait(Collective::Split, options.timeout_s, name(), seq());
   m.stream = m.own_stream;
+  // Ordered against the legacy default stream, where the ops run, unless told otherwise: a collective
+  // must not read a buffer before the kernel writing it is done, nor may a buffer be reused before it is.
+  m.compute = cudaStreamLegacy;
 }
 
 NcclCommunicator::~NcclCommunicator() {
@@ -372,6 +375,7 @@ std::unique_ptr<Communicator> NcclCommunicator::do_split(int color, int key, con
   sub->wait(Collective::Split, options().timeout_s, new_name, seq());
   ncclCommUserRank(sub->comm, &sub->rank);
   ncclCommCount(sub->comm, &sub->size);
+  sub->compute = impl_->compute;  // ordered as its parent
   return std::unique_ptr<Communicator>(new NcclCommunicator(std::move(sub), new_name, options()));
 }
 

@@ -35,8 +35,10 @@ class NcclCommunicator final : public Communicator {
   /// default is the communicator's own stream.
   void set_stream(void* cuda_stream);
   /// Runs each later collective on comm_stream(), after the work queued so far on `cuda_stream` (a
-  /// cudaStream_t; recorded event), and makes `cuda_stream` wait for it (done event). nullptr: back to
-  /// set_stream's behaviour. Waits for pending collectives first.
+  /// cudaStream_t; recorded event), and makes `cuda_stream` wait for it (done event). The default is the
+  /// legacy default stream (backend::cuda_compute_stream(), where the ops run); a split inherits its
+  /// parent's. nullptr: set_stream's behaviour (no ordering: the caller's job). Waits for pending
+  /// collectives first.
   void set_compute_stream(void* cuda_stream);
   /// Async mode: collectives return once queued (their buffers must stay valid and unchanged until
   /// they complete); poll() or synchronize() check them. Turning it off synchronizes.

@@ -61,7 +61,6 @@ KvCache::KvCache(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capaci
 
 KvCache::~KvCache() = default;  // the copier waits for its copies before the host layers are freed
 KvCache::KvCache(KvCache&&) noexcept = default;
-KvCache& KvCache::operator=(KvCache&&) noexcept = default;
 
 std::uint64_t KvCache::bytes_needed(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity, int tp_size,
                                     std::int64_t n_layers, DType dtype) {

@@ -53,7 +53,9 @@ class KvCache {
   KvCache(const KvCache&) = delete;  // tensors share storage: a copy would alias the original
   KvCache& operator=(const KvCache&) = delete;
   KvCache(KvCache&&) noexcept;
-  KvCache& operator=(KvCache&&) noexcept;
+  /// Deleted: a defaulted move-assignment would free this cache's buffers before its copier (declared
+  /// last) waits for the copies still queued into them. Construct a new cache instead.
+  KvCache& operator=(KvCache&&) = delete;
 
   /// Bytes a cache of this size holds: 2 · L · B · (Hkv / tp_size) · S · D · (4 for f32, 2 for bf16)
   /// (L: every layer, or `n_layers`).

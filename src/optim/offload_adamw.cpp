@@ -102,13 +102,15 @@ void OffloadAdamW::load_grads(std::int64_t begin, std::int64_t count, const floa
   if (count > 0) std::memcpy(grad() + begin, src, static_cast<std::size_t>(count) * sizeof(float));
 }
 
-void OffloadAdamW::step(double lr) {
+void OffloadAdamW::step(double lr, void* compute_stream) {
   ADAPT_CHECK(!stepping(), "offloaded AdamW: step() while an asynchronous step runs (call finish() first)");
   wait_grads();
   // The previous step's write-backs read master() and the bf16 staging buffer, which the update below
   // overwrites. Staged gradients were queued after them on the in-order copy stream, but gradients loaded
   // with load_grads() did not pass it: wait for the write-backs (at once when they are done).
   copier_->synchronize();
+  // The write-backs overwrite device values that kernels queued on the compute stream may still read.
+  copier_->order_after(compute_stream);
   ++n_steps_;
   {
     std::lock_guard lock(mutex_);

@@ -89,8 +89,10 @@ class OffloadAdamW {
   void load_grads(std::int64_t begin, std::int64_t count, const float* src);
 
   /// One AdamW step with learning rate `lr` over the whole state from grad() (complete: wait_grads()),
-  /// bucket by bucket; each bucket's targets are queued for copying as soon as it is updated.
-  void step(double lr);
+  /// bucket by bucket; each bucket's targets are queued for copying as soon as it is updated, after the
+  /// work queued so far on `compute_stream` (cudaStream_t; nullptr: the legacy default stream), which may
+  /// still read the old values.
+  void step(double lr, void* compute_stream = nullptr);
   /// The same step on a background thread: returns at once (after wait_grads()). The buckets are
   /// updated in flat order, each one's targets written or queued before progress() moves past it. Until
   /// finish(), nothing else may read or write the state, grad() or the targets' ranges beyond

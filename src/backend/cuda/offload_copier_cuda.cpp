@@ -77,9 +77,15 @@ class CudaCopier final : public OffloadCopier {
   }
 
   void synchronize() override {
+    // Only the tickets queued before the wait are known done: another thread may queue one meanwhile.
+    std::int64_t upto = 0;
+    {
+      std::lock_guard lock(mutex_);
+      upto = tickets_;
+    }
     stream_.synchronize();
     std::lock_guard lock(mutex_);
-    pending_.clear();
+    pending_.erase(pending_.begin(), pending_.upper_bound(upto));
   }
 
   Allocator& host_allocator() override { return backend::pinned_host_allocator(); }
