@@ -45,7 +45,9 @@ std::size_t cuda_empty_cache(int index);
 MemoryStats pinned_memory_stats();
 
 /// Copies `src` into `dst` (same shape and dtype, both contiguous) between any two devices,
-/// synchronously.
+/// synchronously. On a GPU this is a cudaMemcpy on the legacy default stream: it comes after the work
+/// queued there, not after copies or collectives on other streams (an OffloadCopier's, NCCL's), which
+/// the caller orders first (order_before, synchronize, the collective's done event).
 void copy(Tensor& dst, const Tensor& src);
 
 /// Blocks until all work queued on cuda:`index` is done (no-op without CUDA).
@@ -58,7 +60,8 @@ void synchronize(int index);
 /// context is created for CPU runs): memory from a bare cudaMalloc before that is not recognised.
 int pointer_device(const void* ptr);
 /// Copies n_bytes from `src` to `dst`, each host or device memory, synchronously (after the work
-/// queued on the default stream). UnsupportedError without CUDA when either side is device memory.
+/// queued on the default stream; as copy(), not after other streams' work). UnsupportedError without
+/// CUDA when either side is device memory.
 void copy_bytes(void* dst, const void* src, std::size_t n_bytes);
 /// The identity of cuda:`index` (its UUID, 32 hex digits), equal for two processes only when they
 /// use the same physical GPU; checked as cuda_allocator is.
