@@ -23,7 +23,10 @@ struct SamplingParams {
 /// Throws ConfigError naming `where` (e.g. "prompts[3]") when a value is out of range.
 void sampling_params_validate(const SamplingParams& p, const std::string& where);
 
-/// One sampler per sequence. Not thread-safe; cheap to construct.
+/// One sampler per sequence. Not thread-safe; cheap to construct. Its cost per token is O(V) plus a
+/// partial sort as deep as the filters and the draw reach (not a sort of the vocabulary), and the
+/// repetition penalty keeps the distinct ids of the history as it grows (not a sort of the history),
+/// so long generations with large vocabularies stay cheap on the host.
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
@@ -43,11 +46,28 @@ class Sampler {
  private:
   SamplingParams params_;
   std::mt19937_64 rng_;
-  std::vector<std::int32_t> order_;  // scratch: candidate ids sorted by logit
+  // Candidate ids; order_[0, sorted_) holds the sorted_ largest logits in descending order (ties: lower
+  // id first), the rest any order (each of them after all of those).
+  std::vector<std::int32_t> order_;
+  std::size_t sorted_ = 0;
+  std::vector<double> probs_;  // scratch of sample()
+  // Without top-k: the largest logit and the softmax's denominator, for prob_at().
+  double max_logit_ = 0, total_ = 1;
+  // The repetition penalty's view of the history: the ids absorbed so far, and which are distinct.
+  std::vector<std::int32_t> absorbed_;
+  std::vector<std::int32_t> distinct_;
+  std::vector<std::uint8_t> seen_;
 
-  void apply_penalty(std::span<float> logits, std::span<const std::int32_t> history) const;
-  // Leaves the surviving candidates in order_[0..n) (descending logit) with probs in probs_; returns n.
-  std::size_t filter(std::span<const float> logits, std::vector<double>& probs);
+  void apply_penalty(std::span<float> logits, std::span<const std::int32_t> history);
+  // Sorts order_ up to position k (exclusive).
+  void ensure_sorted(std::span<const float> logits, std::size_t k);
+  // Without top-k: the probability of the i-th largest logit (sorting as far as needed).
+  double prob_at(std::span<const float> logits, std::size_t i);
+  // Leaves the surviving candidates in order_[0..n) (descending logit) and returns n, with `probs` the
+  // first probs.size() of their probabilities (normalised over the survivors). All n unless every token
+  // survives (no top-k, top-p or min-p cut): then probs may be shorter and prob_at() gives the rest, or
+  // with `whole` it holds all V.
+  std::size_t filter(std::span<const float> logits, std::vector<double>& probs, bool whole);
 };
 
 }  // namespace adapt::generate

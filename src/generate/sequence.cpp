@@ -24,9 +24,13 @@ Sequence::Sequence(const GenerationRequest& request, std::int64_t n_new, const t
   out_.tokens.reserve(static_cast<std::size_t>(n_new));
 }
 
-FinishReason Sequence::step(std::span<float> logits) {
-  ADAPT_CHECK(!finished_, "Sequence::step after the sequence finished");
-  const std::int32_t next = sampler_.sample(logits, history_);
+std::int32_t Sequence::draw(std::span<float> logits) {
+  ADAPT_CHECK(!finished_, "Sequence::draw after the sequence finished");
+  return sampler_.sample(logits, history_);
+}
+
+FinishReason Sequence::accept(std::int32_t next) {
+  ADAPT_CHECK(!finished_, "Sequence::accept after the sequence finished");
   if (out_.tokens.empty()) {
     out_.time_to_first_token_s = timer_.seconds();
     timer_.reset();

@@ -59,7 +59,11 @@ class Sequence {
 
   /// Samples the next token from `logits` (V values, modified in place by the sampler), feeds it to
   /// the stop rules and the detokeniser, and returns why the sequence ends (None: it goes on).
-  FinishReason step(std::span<float> logits);
+  FinishReason step(std::span<float> logits) { return accept(draw(logits)); }
+  /// The two halves of step(): draw() only samples (it touches this sequence's sampler and nothing
+  /// else, so different sequences may draw on different threads), accept() feeds the token on.
+  std::int32_t draw(std::span<float> logits);
+  FinishReason accept(std::int32_t token);
   /// Continues from `p` (GenerationRequest::resume): feeds its tokens as if they had been sampled and
   /// restores the sampler's generator and the timings. Returns why the sequence ends (None: it goes
   /// on, the next step samples the token after them); call before any step().

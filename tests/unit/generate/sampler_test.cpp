@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <random>
 #include <vector>
 
 #include "core/error.h"
@@ -124,4 +125,137 @@ TEST_CASE("bad sampling values are errors naming where they came from") {
   p = {};
   p.temperature = -1;
   CHECK_THROWS_AS(sampling_params_validate(p, "defaults"), ConfigError);
+}
+
+namespace {
+// The filters by their definitions, on a fully sorted vocabulary: top-k, the softmax at temperature t,
+// top-p's smallest prefix, min-p's floor, renormalised. Returns the survivors (descending logit, ties by
+// id) and their probabilities.
+std::pair<std::vector<std::int32_t>, std::vector<double>> reference_filter(const std::vector<float>& l,
+                                                                            const SamplingParams& sp) {
+  std::vector<std::int32_t> order(l.size());
+  for (std::size_t i = 0; i < l.size(); ++i) order[i] = static_cast<std::int32_t>(i);
+  std::sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
+    return l[static_cast<std::size_t>(a)] > l[static_cast<std::size_t>(b)] ||
+           (l[static_cast<std::size_t>(a)] == l[static_cast<std::size_t>(b)] && a < b);
+  });
+  std::size_t n = sp.top_k > 0 ? std::min<std::size_t>(static_cast<std::size_t>(sp.top_k), l.size()) : l.size();
+  std::vector<double> p(n);
+  double sum = 0;
+  const double max_l = l[static_cast<std::size_t>(order[0])];
+  for (std::size_t i = 0; i < n; ++i)
+    sum += p[i] = std::exp((l[static_cast<std::size_t>(order[i])] - max_l) / sp.temperature);
+  for (auto& x : p) x /= sum;
+  if (sp.top_p < 1) {
+    double cum = 0;
+    std::size_t keep = 0;
+    while (keep < n && cum < sp.top_p) cum += p[keep++];
+    n = keep;
+  }
+  if (sp.min_p > 0) {
+    std::size_t keep = 1;
+    while (keep < n && p[keep] >= sp.min_p * p[0]) ++keep;
+    n = keep;
+  }
+  p.resize(n);
+  order.resize(n);
+  sum = 0;
+  for (double x : p) sum += x;
+  for (auto& x : p) x /= sum;
+  return {order, p};
+}
+}  // namespace
+
+// Llama 3's vocabulary size, logits spread like a language model's (a few large, a long tail): every
+// filter combination keeps the tokens of its definition with their probabilities (to 1e-12: the
+// sampler sums the softmax's denominator in id order and sorts only as deep as it needs), and a seeded
+// draw picks the token the definition's cumulative walk picks for the same uniform numbers.
+TEST_CASE("sampling at vocabulary 128,256: the definitions' survivors, probabilities and draws") {
+  const std::size_t V = 128256;
+  std::mt19937_64 gen(test::kSeed);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> logits(V);
+  for (auto& x : logits) x = normal(gen);
+  for (int i = 0; i < 40; ++i) logits[gen() % V] += 12.0f + static_cast<float>(i % 7);  // a head of likely tokens
+  logits[77] = logits[78] = logits[79];  // ties, broken by id
+  struct Case {
+    double t, top_p, min_p;
+    std::int64_t top_k;
+  };
+  for (const Case c : {Case{0.7, 1.0, 0.0, 0}, Case{1.0, 0.95, 0.0, 0}, Case{0.8, 0.9, 0.05, 0}, Case{1.2, 1.0, 0.02, 0},
+                       Case{0.6, 0.95, 0.0, 50}, Case{3.0, 0.999, 0.0, 0}, Case{1.0, 1.0, 0.0, 200000}}) {
+    CAPTURE(c.t);
+    CAPTURE(c.top_p);
+    CAPTURE(c.min_p);
+    CAPTURE(c.top_k);
+    SamplingParams sp;
+    sp.temperature = c.t;
+    sp.top_p = c.top_p;
+    sp.min_p = c.min_p;
+    sp.top_k = c.top_k;
+    sp.seed = 11;
+    const auto [ids, want] = reference_filter(logits, sp);
+    Sampler s(sp);
+    std::vector<float> l = logits;
+    std::vector<double> got;
+    s.probabilities(l, {}, got);
+    std::size_t n_got = 0;
+    for (double x : got) n_got += x > 0;
+    CHECK(n_got == ids.size());
+    double max_rel = 0;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      const double g = got[static_cast<std::size_t>(ids[i])];
+      if (want[i] > 1e-300) max_rel = std::max(max_rel, std::abs(g - want[i]) / want[i]);
+    }
+    CHECK(max_rel < 1e-12);
+    // Draws: the definition's walk over the same uniform numbers (the sampler's generator, replayed).
+    std::mt19937_64 replay(sp.seed);
+    int same = 0;
+    const int n_draws = 50;
+    for (int d = 0; d < n_draws; ++d) {
+      std::vector<float> ld = logits;
+      const std::int32_t tok = s.sample(ld, {});
+      const double u = std::uniform_real_distribution<double>(0.0, 1.0)(replay);
+      double cum = 0;
+      std::int32_t ref = ids.back();
+      for (std::size_t i = 0; i < ids.size(); ++i) {
+        cum += want[i];
+        if (u < cum) {
+          ref = ids[i];
+          break;
+        }
+      }
+      same += tok == ref;
+    }
+    CHECK(same == n_draws);
+  }
+}
+
+// The repetition penalty over a history that grows a token at a time equals the penalty over the whole
+// history at once (a fresh sampler), and a history that is not the one before starts over.
+TEST_CASE("repetition penalty over a growing history: the same logits as over the whole history") {
+  SamplingParams p;
+  p.repetition_penalty = 1.3;
+  p.temperature = 0.9;
+  Sampler growing(p);
+  std::mt19937_64 gen(test::kSeed);
+  std::vector<std::int32_t> history;
+  std::vector<float> base(1000);
+  for (auto& x : base) x = std::uniform_real_distribution<float>(-4.0f, 4.0f)(gen);
+  for (int step = 0; step < 50; ++step) {
+    for (int k = 0; k < 7; ++k) history.push_back(static_cast<std::int32_t>(gen() % 1000));
+    std::vector<double> a, b;
+    std::vector<float> la = base, lb = base;
+    growing.probabilities(la, history, a);
+    Sampler fresh(p);
+    fresh.probabilities(lb, history, b);
+    CHECK(la == lb);
+    CHECK(a == b);
+  }
+  std::vector<std::int32_t> other = {5, 6, 7};
+  std::vector<float> la = base, lb = base;
+  std::vector<double> a, b;
+  growing.probabilities(la, other, a);
+  Sampler(p).probabilities(lb, other, b);
+  CHECK(la == lb);
 }
