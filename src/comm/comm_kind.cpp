@@ -1,7 +1,9 @@
 #include "comm/comm_kind.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
@@ -85,6 +87,11 @@ GridComms device_grid_comms(GridComms& bootstrap, int cuda_device, const CommOpt
 #if ADAPT_HAVE_NCCL
       auto nccl = std::make_unique<NcclCommunicator>(*from, cuda_device, options);
       nccl->set_compute_stream(backend::cuda_compute_stream());
+      // The host does not wait for each collective (the compute stream does): a wait would drain the
+      // GPU's queue twice a layer, exposing every kernel launch behind it. ADAPT_NCCL_BLOCKING=1 makes
+      // the host wait for each one, to find which collective fails or hangs.
+      const char* blocking = std::getenv("ADAPT_NCCL_BLOCKING");
+      nccl->set_async(!(blocking != nullptr && std::string_view(blocking) == "1"));
       to = std::move(nccl);
       continue;
 #endif

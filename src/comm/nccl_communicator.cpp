@@ -4,7 +4,11 @@
 #include <fmt/format.h>
 #include <nccl.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <deque>
+#include <mutex>
+#include <thread>
 
 #include "comm/mpi_communicator.h"
 #include "comm/poll.h"
@@ -51,9 +55,18 @@ struct NcclCommunicator::Impl {
     cudaEvent_t done;
     PollClock::time_point deadline;
   };
-  std::deque<Pending> pending;
+  std::deque<Pending> pending;  // under `mutex`: the watchdog retires entries too
+  std::mutex mutex;
+  // Async mode's watchdog: a thread that retires and checks the pending collectives every 20 ms, so
+  // that a collective that hangs or fails aborts the job (naming it) even while the host thread waits
+  // elsewhere, e.g. in a device-to-host copy queued behind it (c10d's NCCL watchdog).
+  std::thread watchdog;
+  std::mutex watchdog_mutex;
+  std::condition_variable watchdog_wake;
+  bool watchdog_stop = false;
 
   ~Impl() {
+    stop_watchdog();
     for (const Pending& p : pending) cudaEventDestroy(p.done);
     if (before) cudaEventDestroy(before);
     if (comm) ncclCommDestroy(comm);
@@ -119,8 +132,42 @@ struct NcclCommunicator::Impl {
     wait_enqueued(c, timeout_s, group, seq);
     const cudaEvent_t done = record_done(compute != nullptr ? own_stream : stream, c, group, seq);
     if (compute != nullptr) cuda_check(cudaStreamWaitEvent(compute, done, 0), c, "cudaStreamWaitEvent", group, seq);
-    pending.push_back({c, seq, done, poll_deadline(timeout_s)});
-    if (!async) drain(group, /*block=*/true);
+    add_pending({c, seq, done, poll_deadline(timeout_s)}, group);
+  }
+
+  /// A queued collective: blocking mode waits for it on the host; async mode retires what is done.
+  void add_pending(const Pending& p, const std::string& group) {
+    {
+      std::lock_guard lock(mutex);
+      pending.push_back(p);
+    }
+    drain(group, /*block=*/!async);
+  }
+
+  void start_watchdog(const std::string& group) {
+    if (watchdog.joinable()) return;
+    watchdog_stop = false;
+    watchdog = std::thread([this, group] {
+      cudaSetDevice(device);  // events are queried in the device's context
+      std::unique_lock lock(watchdog_mutex);
+      while (!watchdog_stop) {
+        watchdog_wake.wait_for(lock, std::chrono::milliseconds(20));
+        if (watchdog_stop) break;
+        lock.unlock();
+        drain(group, /*block=*/false);
+        lock.lock();
+      }
+    });
+  }
+
+  void stop_watchdog() {
+    if (!watchdog.joinable()) return;
+    {
+      std::lock_guard lock(watchdog_mutex);
+      watchdog_stop = true;
+    }
+    watchdog_wake.notify_all();
+    watchdog.join();
   }
 
   /// A non-blocking communicator may still be putting the last call on the stream (ncclInProgress): an
@@ -149,23 +196,30 @@ struct NcclCommunicator::Impl {
 
   /// Retires completed pending collectives in order; with `block`, waits for all of them. Aborts the job
   /// on an NCCL async error, a CUDA error or a passed deadline, naming the collective, call and group.
+  /// From the host thread or the watchdog (the lock is not held while a blocking drain pauses).
   void drain(const std::string& group, bool block) {
     PollBackoff backoff;
-    while (!pending.empty()) {
-      const Pending& p = pending.front();
-      ncclResult_t async_rc = ncclSuccess;
-      ncclCommGetAsyncError(comm, &async_rc);
-      if (async_rc != ncclSuccess && async_rc != ncclInProgress)
-        check(async_rc, p.c, "ncclCommGetAsyncError", group, p.seq);
-      const cudaError_t q = cudaEventQuery(p.done);
-      if (q == cudaSuccess) {
-        cudaEventDestroy(p.done);
-        pending.pop_front();
-        continue;
+    for (;;) {
+      {
+        std::lock_guard lock(mutex);
+        while (!pending.empty()) {
+          const Pending& p = pending.front();
+          ncclResult_t async_rc = ncclSuccess;
+          ncclCommGetAsyncError(comm, &async_rc);
+          if (async_rc != ncclSuccess && async_rc != ncclInProgress)
+            check(async_rc, p.c, "ncclCommGetAsyncError", group, p.seq);
+          const cudaError_t q = cudaEventQuery(p.done);
+          if (q != cudaSuccess) {
+            if (q != cudaErrorNotReady) cuda_check(q, p.c, "cudaEventQuery", group, p.seq);
+            if (PollClock::now() > p.deadline)
+              fail(comm_timeout_message(log::world_rank(), p.c, timeout_s, group, p.seq));
+            break;
+          }
+          cudaEventDestroy(p.done);
+          pending.pop_front();
+        }
+        if (pending.empty() || !block) return;
       }
-      if (q != cudaErrorNotReady) cuda_check(q, p.c, "cudaEventQuery", group, p.seq);
-      if (PollClock::now() > p.deadline) fail(comm_timeout_message(log::world_rank(), p.c, timeout_s, group, p.seq));
-      if (!block) return;
       backoff.pause();
     }
   }
@@ -213,8 +267,10 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int cuda_device, con
 }
 
 NcclCommunicator::~NcclCommunicator() {
+  if (!impl_) return;
+  impl_->stop_watchdog();
   // Never free buffers under a collective still running: wait (with the timeout) for what is queued.
-  if (impl_ && impl_->comm) impl_->drain(name(), /*block=*/true);
+  if (impl_->comm) impl_->drain(name(), /*block=*/true);
 }
 
 int NcclCommunicator::rank() const { return impl_->rank; }
@@ -230,12 +286,20 @@ void NcclCommunicator::set_compute_stream(void* cuda_stream) {
 }
 
 void NcclCommunicator::set_async(bool async) {
-  if (!async) impl_->drain(name(), /*block=*/true);
+  if (async) {
+    impl_->start_watchdog(name());
+  } else {
+    impl_->stop_watchdog();
+    impl_->drain(name(), /*block=*/true);
+  }
   impl_->async = async;
 }
 
+bool NcclCommunicator::async() const { return impl_->async; }
+
 std::int64_t NcclCommunicator::poll() {
   impl_->drain(name(), /*block=*/false);
+  std::lock_guard lock(impl_->mutex);
   return static_cast<std::int64_t>(impl_->pending.size());
 }
 
@@ -270,9 +334,9 @@ struct NcclCommunicator::AllReduceRequest final : CommRequest::State {
       impl->cuda_check(cudaStreamWaitEvent(compute, done, 0), Collective::AllReduce, "cudaStreamWaitEvent", *group,
                        seq);
     }
-    impl->pending.push_back({Collective::AllReduce, seq, done, deadline});
+    const cudaEvent_t d = done;
     done = nullptr;
-    if (!impl->async) impl->drain(*group, /*block=*/true);
+    impl->add_pending({Collective::AllReduce, seq, d, deadline}, *group);
   }
 };
 
@@ -375,8 +439,10 @@ std::unique_ptr<Communicator> NcclCommunicator::do_split(int color, int key, con
   sub->wait(Collective::Split, options().timeout_s, new_name, seq());
   ncclCommUserRank(sub->comm, &sub->rank);
   ncclCommCount(sub->comm, &sub->size);
-  sub->compute = impl_->compute;  // ordered as its parent
-  return std::unique_ptr<Communicator>(new NcclCommunicator(std::move(sub), new_name, options()));
+  sub->compute = impl_->compute;  // ordered as its parent, and as asynchronous
+  auto split = std::unique_ptr<NcclCommunicator>(new NcclCommunicator(std::move(sub), new_name, options()));
+  split->set_async(impl_->async);
+  return split;
 }
 
 GridComms nccl_grid_comms(GridComms& bootstrap, int cuda_device, const CommOptions& options) {

@@ -7,8 +7,8 @@
 // communicator's own stream after an event recorded on the compute stream, and the compute stream waits
 // for the collective's done event (llm.c's zero.cuh ordering), so compute queued before a collective
 // is not serialised behind it and compute queued after it sees its result. In async mode the host
-// does not wait: queued collectives are checked (async error, CUDA error, deadline) by poll() and
-// synchronize(), as c10d's watchdog does. all_reduce_start enqueues the same way but records the
+// does not wait: queued collectives are checked (async error, CUDA error, deadline) by poll(),
+// synchronize(), each later call and a watchdog thread, as c10d's watchdog does. all_reduce_start enqueues the same way but records the
 // collective's done event without making the compute stream wait: that happens in the request's
 // wait(), so compute queued on the compute stream between the start and the wait runs alongside the
 // collective (Megatron's asynchronous tensor-parallel all-reduce). Compiled only with ADAPT_HAVE_NCCL
@@ -41,8 +41,11 @@ class NcclCommunicator final : public Communicator {
   /// collectives first.
   void set_compute_stream(void* cuda_stream);
   /// Async mode: collectives return once queued (their buffers must stay valid and unchanged until
-  /// they complete); poll() or synchronize() check them. Turning it off synchronizes.
+  /// they complete); poll() or synchronize() check them, and so does a watchdog thread every 20 ms, so
+  /// that a collective that hangs or fails aborts the job even while the host waits elsewhere. Turning
+  /// it off synchronizes.
   void set_async(bool async);
+  bool async() const;
   /// Retires completed collectives and returns how many are still running. Aborts the job, naming the
   /// collective, its call number and the group, on an NCCL async error (ncclCommGetAsyncError), a
   /// CUDA error, or a collective running past the timeout.

@@ -23,6 +23,9 @@
 #include "backend/backend.h"
 #include "comm/comm_kind.h"
 #include "comm/mpi_communicator.h"
+#if ADAPT_HAVE_NCCL
+#include "comm/nccl_communicator.h"
+#endif
 #include "core/log.h"
 #include "gpu_mpi_main.h"
 #include "model/kv_cache.h"
@@ -112,6 +115,10 @@ void run_tp2(comm::MpiCommunicator& world, int device, bool gpu_per_rank) {
   model::random_model_write(dir.path(), cfg, {.seed = 21, .dtype = DType::F32, .max_shard_bytes = 20000});
   Layout lay = make_layout(world, 2, 1, cfg, device);
   check_kind(lay.kinds[static_cast<std::size_t>(comm::GridAxis::Tp)], gpu_per_rank);
+#if ADAPT_HAVE_NCCL
+  // NCCL groups run asynchronously (the compute stream waits for each collective, the host does not).
+  if (const auto* nccl = dynamic_cast<const comm::NcclCommunicator*>(lay.device.tp.get())) CHECK(nccl->async());
+#endif
   const model::LlamaModel whole = model::llama_model_to_device(model::llama_model_load(dir.path()), device, DType::F32);
   const model::LlamaModel part = model::llama_model_to_device(
       model::llama_model_load_tp(dir.path(), lay.grid, world.rank(), *lay.device.tp, {}), device, DType::F32);
