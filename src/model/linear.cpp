@@ -8,16 +8,18 @@
 
 namespace adapt::model {
 
-namespace {
 // The first GEMM operand in the weight's dtype: on a CUDA device cuBLASLt multiplies one dtype by the
 // same dtype, so a bf16 weight takes a bf16 copy of x (device scratch from the caching allocator,
 // released in stream order). On the host, or with f32 weights, x itself.
-Tensor gemm_operand(const Tensor& x, const Tensor& w) {
+Tensor gemm_input(const Tensor& x, const Tensor& w) {
   if (x.device().host_accessible() || x.dtype() == w.dtype()) return x;
   Tensor xc = Tensor::empty(x.shape(), w.dtype(), backend::cuda_allocator(x.device().index), x.name() + ".cast");
   ops::cast(xc, x);
   return xc;
 }
+
+namespace {
+Tensor gemm_operand(const Tensor& x, const Tensor& w) { return gemm_input(x, w); }
 }  // namespace
 
 Tensor as_rows(const Tensor& t) {
@@ -28,7 +30,14 @@ Tensor as_rows(const Tensor& t) {
 
 void linear(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* bias, const LinearSite& site, AdapterHook* hook,
             const LinearOptions& opts) {
-  ops::matmul(y, gemm_operand(x, w), w, ops::MatmulOptions{.transpose_b = true, .beta = opts.accumulate ? 1.0f : 0.0f});
+  const bool cast_given = opts.x_for_gemm != nullptr && opts.x_for_gemm->defined();
+  ADAPT_CHECK(!cast_given || (opts.x_for_gemm->dtype() == (x.device().host_accessible() ? x.dtype() : w.dtype()) &&
+                              opts.x_for_gemm->shape() == x.shape()),
+              "linear: x_for_gemm '{}' {} {} is not '{}' {} as the GEMM by '{}' ({}) takes it", opts.x_for_gemm->name(),
+              opts.x_for_gemm->shape().str(), dtype_name(opts.x_for_gemm->dtype()), x.name(), x.shape().str(), w.name(),
+              dtype_name(w.dtype()));
+  ops::matmul(y, cast_given ? *opts.x_for_gemm : gemm_operand(x, w), w,
+              ops::MatmulOptions{.transpose_b = true, .beta = opts.accumulate ? 1.0f : 0.0f});
   if (bias && bias->defined()) ops::bias_add(y, *bias);
   if (hook && hook->has_linear(site)) {
     Tensor y2 = as_rows(y);

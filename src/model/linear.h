@@ -13,7 +13,14 @@ struct LinearOptions {
                             // backward: dx += dy · W (gradients of x from several projections)
   bool input_grad = true;   // backward: false when nothing reads dx (the first layer's q, k, v: the
                             // embedding is frozen): dy · W is skipped and dx holds only the hook's share
+  /// forward: x already in the weight's dtype (gemm_input(x, w)), so that the projections of one input
+  /// (q, k, v; gate, up) share one cast of it; the hook still gets x. Null: linear casts x itself.
+  const Tensor* x_for_gemm = nullptr;
 };
+
+/// x as the GEMM of a projection by `w` takes it: on a CUDA device with bf16 weights a bf16 copy
+/// (cuBLASLt multiplies one dtype by the same dtype), else x itself. For LinearOptions::x_for_gemm.
+Tensor gemm_input(const Tensor& x, const Tensor& w);
 
 /// y (.., out) = x (.., in) · Wᵀ (+ bias) for w (out, in) (f32 or bf16), or += with accumulate; then,
 /// when `hook` has `site`, hook->linear_forward(site, x, y) on (N, in) / (N, out) views adds the

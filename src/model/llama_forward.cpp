@@ -170,9 +170,10 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
     const LayerWeights& lw = w.layers[static_cast<std::size_t>(l)];
     // Attention block: h += o_proj(attention(rope(q_proj(xn)), rope(k_proj(xn)), v_proj(xn))).
     ops::rms_norm_forward(xn, h, lw.attn_norm, eps);
-    linear(q2, xn, lw.wq, &lw.bq, {l, WeightKind::Wq}, hook);
-    linear(k2, xn, lw.wk, &lw.bk, {l, WeightKind::Wk}, hook);
-    linear(v2, xn, lw.wv, &lw.bv, {l, WeightKind::Wv}, hook);
+    const Tensor xq = gemm_input(xn, lw.wq);  // one cast of xn for q, k and v (bf16 weights on a GPU)
+    linear(q2, xn, lw.wq, &lw.bq, {l, WeightKind::Wq}, hook, {.x_for_gemm = &xq});
+    linear(k2, xn, lw.wk, &lw.bk, {l, WeightKind::Wk}, hook, {.x_for_gemm = &xq});
+    linear(v2, xn, lw.wv, &lw.bv, {l, WeightKind::Wv}, hook, {.x_for_gemm = &xq});
     ops::rope_forward(q, cos, sin);
     ops::rope_forward(k, cos, sin);
     if (cache) {
@@ -187,8 +188,9 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
     sub_block_end(l, BlockSite::Attention, attn2, lw.wo, lw.bo, WeightKind::Wo);
     // MLP block: h += down_proj(silu(gate_proj(xn)) * up_proj(xn)).
     ops::rms_norm_forward(xn, h, lw.ffn_norm, eps);
-    linear(gate, xn, lw.w_gate, &lw.b_gate, {l, WeightKind::WGate}, hook);
-    linear(up, xn, lw.w_up, &lw.b_up, {l, WeightKind::WUp}, hook);
+    const Tensor xg = gemm_input(xn, lw.w_gate);  // one cast for gate and up
+    linear(gate, xn, lw.w_gate, &lw.b_gate, {l, WeightKind::WGate}, hook, {.x_for_gemm = &xg});
+    linear(up, xn, lw.w_up, &lw.b_up, {l, WeightKind::WUp}, hook, {.x_for_gemm = &xg});
     ops::swiglu_forward(gate, gate, up);
     sub_block_end(l, BlockSite::Mlp, gate, lw.w_down, lw.b_down, WeightKind::WDown);
   }

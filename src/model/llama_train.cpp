@@ -190,9 +190,10 @@ void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
 
   // Attention block: h_mid = h_in + o_proj(attention(rope(q), rope(k), v)) (+ block adapter).
   ops::rms_norm_forward(xn, a.h_in, w.attn_norm, eps_, &a.rstd_attn);
-  linear(q2, xn, w.wq, &w.bq, {l, WeightKind::Wq}, hook_);
-  linear(k2, xn, w.wk, &w.bk, {l, WeightKind::Wk}, hook_);
-  linear(v2, xn, w.wv, &w.bv, {l, WeightKind::Wv}, hook_);
+  const Tensor xq = gemm_input(xn, w.wq);  // one cast of xn for q, k and v (bf16 weights on a GPU)
+  linear(q2, xn, w.wq, &w.bq, {l, WeightKind::Wq}, hook_, {.x_for_gemm = &xq});
+  linear(k2, xn, w.wk, &w.bk, {l, WeightKind::Wk}, hook_, {.x_for_gemm = &xq});
+  linear(v2, xn, w.wv, &w.bv, {l, WeightKind::Wv}, hook_, {.x_for_gemm = &xq});
   ops::rope_forward(a.q, cos_, sin_);
   ops::rope_forward(k, cos_, sin_);
   ops::to_heads_major(a.k_all, k);
@@ -214,8 +215,9 @@ void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
 
   // MLP block: h_out = h_mid + down_proj(silu(gate_proj(xn)) ⊙ up_proj(xn)) (+ block adapter).
   ops::rms_norm_forward(xn, a.h_mid, w.ffn_norm, eps_, &a.rstd_ffn);
-  linear(a.gate, xn, w.w_gate, &w.b_gate, {l, WeightKind::WGate}, hook_);
-  linear(a.up, xn, w.w_up, &w.b_up, {l, WeightKind::WUp}, hook_);
+  const Tensor xg = gemm_input(xn, w.w_gate);  // one cast for gate and up
+  linear(a.gate, xn, w.w_gate, &w.b_gate, {l, WeightKind::WGate}, hook_, {.x_for_gemm = &xg});
+  linear(a.up, xn, w.w_up, &w.b_up, {l, WeightKind::WUp}, hook_, {.x_for_gemm = &xg});
   Tensor act = take(ws_.scratch, {B_, T_, F_}, "swiglu");
   ops::swiglu_forward(act, a.gate, a.up);
   if (has_block(l, BlockSite::Mlp)) {
