@@ -137,8 +137,12 @@ MemoryInfo device_memory_info(int index) {
 
 DeviceGuard::DeviceGuard(int index) {
   require_device(index);
-  ADAPT_CUDA_CHECK(cudaGetDevice(&previous_));
-  if (previous_ != index) ADAPT_CUDA_CHECK(cudaSetDevice(index));
+  int current = -1;
+  ADAPT_CUDA_CHECK(cudaGetDevice(&current));
+  if (current != index) {  // only then is there something to restore (a guard per op call stays cheap)
+    ADAPT_CUDA_CHECK(cudaSetDevice(index));
+    previous_ = current;
+  }
 }
 
 DeviceGuard::~DeviceGuard() {

@@ -37,9 +37,14 @@ cudaDataType_t cuda_type(DType t) {
   }
 }
 
+struct Descriptors;
+
 struct CachedAlgo {
   cublasLtMatmulAlgo_t algo;
   std::size_t workspace = 0;
+  // The key's matmul descriptor and layouts, made once and reused by every later call with the key
+  // (read-only there); null for GEMMs with a bias, whose descriptor holds the bias pointer of the call.
+  std::shared_ptr<const Descriptors> descriptors;
 };
 
 // Per-process cuBLASLt state: one handle per device, one workspace per (device, stream), the
@@ -83,6 +88,39 @@ Layout make_layout(const LtMatrix& m, std::int32_t batch, int device, const Gemm
   return layout;
 }
 
+struct Descriptors {
+  MatmulDesc op;
+  Layout a, b, c;
+};
+
+// The matmul descriptor (compute type, transposes, the bias epilogue with this call's bias) and the
+// three layouts of a GEMM.
+std::shared_ptr<Descriptors> make_descriptors(const GemmProblem& p, const LtGemm& g, const void* bias, int device) {
+  const cublasComputeType_t compute = p.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  cublasLtMatmulDesc_t raw_op = nullptr;
+  ADAPT_CUBLASLT_CHECK(cublasLtMatmulDescCreate(&raw_op, compute, CUDA_R_32F), device, p);
+  auto d = std::make_shared<Descriptors>();
+  d->op.reset(raw_op);
+  const std::int32_t trans_a = g.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const std::int32_t trans_b = g.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  ADAPT_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(raw_op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)),
+                       device, p);
+  ADAPT_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(raw_op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)),
+                       device, p);
+  if (p.bias) {
+    // One bias vector (N values of C's dtype) for every matrix of the batch: BIAS_BATCH_STRIDE stays 0.
+    const std::uint32_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    ADAPT_CUBLASLT_CHECK(
+        cublasLtMatmulDescSetAttribute(raw_op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)), device, p);
+    ADAPT_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(raw_op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
+                         device, p);
+  }
+  d->a = make_layout(g.a, g.batch, device, p);
+  d->b = make_layout(g.b, g.batch, device, p);
+  d->c = make_layout(g.c, g.batch, device, p);
+  return d;
+}
+
 }  // namespace
 
 void gemm(const GemmProblem& problem, float alpha, const void* a, const void* b, float beta, void* c,
@@ -114,28 +152,6 @@ void gemm(const GemmProblem& problem, float alpha, const void* a, const void* b,
     workspace = w->second;
   }
 
-  const cublasComputeType_t compute = p.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-  cublasLtMatmulDesc_t raw_op = nullptr;
-  ADAPT_CUBLASLT_CHECK(cublasLtMatmulDescCreate(&raw_op, compute, CUDA_R_32F), device, p);
-  MatmulDesc op(raw_op);
-  const std::int32_t trans_a = g.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const std::int32_t trans_b = g.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  ADAPT_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(raw_op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)),
-                       device, p);
-  ADAPT_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(raw_op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)),
-                       device, p);
-  if (p.bias) {
-    // One bias vector (N values of C's dtype) for every matrix of the batch: BIAS_BATCH_STRIDE stays 0.
-    const std::uint32_t epilogue = CUBLASLT_EPILOGUE_BIAS;
-    ADAPT_CUBLASLT_CHECK(
-        cublasLtMatmulDescSetAttribute(raw_op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)), device, p);
-    ADAPT_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(raw_op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
-                         device, p);
-  }
-  const Layout lt_a = make_layout(g.a, g.batch, device, p);
-  const Layout lt_b = make_layout(g.b, g.batch, device, p);
-  const Layout lt_c = make_layout(g.c, g.batch, device, p);
-
   // cuBLASLt's A is our B and its B is our A (gemm_cublaslt_layout.h).
   const GemmKey key = gemm_key(p, device, a, b, c, bias);
   CachedAlgo chosen{};
@@ -149,6 +165,13 @@ void gemm(const GemmProblem& problem, float alpha, const void* a, const void* b,
       ++st.hits;
     }
   }
+  // Descriptors: the cached ones, or made for this call (and kept with the algorithm unless there is a bias).
+  std::shared_ptr<const Descriptors> descriptors = chosen.descriptors;
+  if (!descriptors) descriptors = make_descriptors(p, g, bias, device);
+  cublasLtMatmulDesc_t raw_op = descriptors->op.get();
+  const Layout& lt_a = descriptors->a;
+  const Layout& lt_b = descriptors->b;
+  const Layout& lt_c = descriptors->c;
   if (!cached) {
     cublasLtMatmulPreference_t raw_pref = nullptr;
     ADAPT_CUBLASLT_CHECK(cublasLtMatmulPreferenceCreate(&raw_pref), device, p);
@@ -190,7 +213,7 @@ void gemm(const GemmProblem& problem, float alpha, const void* a, const void* b,
                   "cublasLtMatmulAlgoGetHeuristic found no algorithm on cuda:{} for {} (operand alignments A {} B {} "
                   "C {} bytes; {} candidate(s) returned)",
                   device, p.str(), key.align_a, key.align_b, key.align_c, n_results);
-    chosen = CachedAlgo{results[pick].algo, results[pick].workspaceSize};
+    chosen = CachedAlgo{results[pick].algo, results[pick].workspaceSize, p.bias ? nullptr : descriptors};
     std::lock_guard<std::mutex> lock(st.mutex);
     st.algos.emplace(key, chosen);
     ++st.misses;
