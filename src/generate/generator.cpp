@@ -133,6 +133,12 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
   std::vector<std::int64_t> busy;  // rows decoding this step, ascending
   busy.reserve(static_cast<std::size_t>(plan.rows));
   Tensor step_ids = Tensor::empty({plan.rows, 1}, DType::I32, host_allocator(), "decode_ids");
+  // Every forward's logits land in one buffer (a step's are sampled before the next forward): pinned
+  // for a model on a GPU, so they come back by DMA, and never fresh pages to fault in.
+  const bool on_device = !model::model_device(model_).host_accessible();
+  const Tensor logits_buffer = Tensor::empty({plan.rows, V}, DType::F32,
+                                             on_device ? backend::pinned_host_allocator() : host_allocator(),
+                                             "logits_host");
   std::size_t next = 0;
 
   // Per row, the tokens whose keys and values it holds at positions 0, 1, ...: its sequence's, or after
@@ -240,7 +246,9 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
           std::copy(tokens.begin() + at, tokens.begin() + at + n, ids.data<std::int32_t>());
           logits = model::llama_forward(
               model_, ids, &cache,
-              {.last_position_only = true, .cache_rows = {&row, 1}, .hook = hook_, .pp = pp_}, &workspace_);
+              {.last_position_only = true, .cache_rows = {&row, 1}, .hook = hook_, .pp = pp_,
+               .logits_out = &logits_buffer},
+              &workspace_);
         }
         row_tokens[static_cast<std::size_t>(row)].assign(tokens.begin(), tokens.end());
         after_step(row, seq.step({logits.data<float>(), static_cast<std::size_t>(V)}));
@@ -257,9 +265,10 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
     Tensor ids = step_ids.narrow(0, 0, B);
     for (std::int64_t b = 0; b < B; ++b)
       ids.data<std::int32_t>()[b] = slots[static_cast<std::size_t>(busy[static_cast<std::size_t>(b)])]->last_token();
-    Tensor logits = model::llama_forward(model_, ids, &cache,
-                                         {.last_position_only = true, .cache_rows = busy, .hook = hook_, .pp = pp_},
-                                         &workspace_);  // (B, V)
+    Tensor logits = model::llama_forward(
+        model_, ids, &cache,
+        {.last_position_only = true, .cache_rows = busy, .hook = hook_, .pp = pp_, .logits_out = &logits_buffer},
+        &workspace_);  // (B, V)
     // Each row draws its token with its own sampler, the rows on as many threads as there are (a draw
     // reads the whole vocabulary: ~1.4 ms at 128K logits with sampling); then, in row order, the tokens
     // go on to the stop rules, the text and the callbacks.

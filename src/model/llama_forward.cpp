@@ -209,9 +209,21 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
     opts.pp->broadcast(d.raw(), d.numel(), comm::CommDType::F32, stage.size - 1);
     if (!stage.last()) copy_between(host_logits, d);
   };
+  // The returned logits: in opts.logits_out when given, else a new host tensor.
+  auto host_logits_tensor = [&]() {
+    const Shape shape{B, T_out, c.vocab_size};
+    if (opts.logits_out == nullptr) return Tensor::empty(shape, DType::F32, host_allocator(), "logits");
+    const Tensor& buf = *opts.logits_out;
+    ADAPT_REQUIRE(buf.dtype() == DType::F32 && buf.is_contiguous() && buf.device().host_accessible() &&
+                      buf.numel() >= shape.numel(),
+                  ShapeError, "llama_forward: logits_out '{}' {} {} on {} must be contiguous f32 host memory of at least "
+                  "{} elements ({})", buf.name(), buf.shape().str(), dtype_name(buf.dtype()), buf.device().str(),
+                  shape.numel(), shape.str());
+    return buf.reshape({buf.numel()}).narrow(0, 0, shape.numel()).reshape(shape);
+  };
   if (!stage.last()) {  // hand the hidden state on; the last stage's logits come back
     opts.pp->send(h.raw(), h.numel(), comm::CommDType::F32, stage.rank + 1, comm::Tag::Activation);
-    Tensor logits = Tensor::empty({B, T_out, c.vocab_size}, DType::F32, host_allocator(), "logits");
+    Tensor logits = host_logits_tensor();
     broadcast_logits(logits);
     return opts.last_position_only ? logits.reshape({B, c.vocab_size}) : logits;
   }
@@ -226,7 +238,7 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
   }
   Tensor hf = ws.take({B, T_out, C}, DType::F32, "final_normed");
   ops::rms_norm_forward(hf, h_out, w.final_norm, eps);
-  Tensor logits = Tensor::empty({B, T_out, c.vocab_size}, DType::F32, host_allocator(), "logits");
+  Tensor logits = host_logits_tensor();
   if (tp.active()) {  // the rank's vocabulary columns, gathered whole for the sampler
     Tensor mine = ws.take({B * T_out, part.vocab.count}, DType::F32, "logits_part");
     linear(mine, hf.reshape({B * T_out, C}), w.lm_head, nullptr, {-1, WeightKind::LmHead}, hook);

@@ -31,6 +31,10 @@ struct ForwardOptions {
   AdapterHook* hook = nullptr;
   // Pipeline stages (model.stage active): the pp communicator (stage order). Needed then, unused otherwise.
   comm::Communicator* pp = nullptr;
+  // Host memory for the returned logits (contiguous f32, at least B · T_out · V elements), which are
+  // then a view of it: a buffer reused across decode steps (pinned for a model on a GPU, so that the
+  // logits come back by DMA with no fresh pages to fault in). Null: a new host tensor per call.
+  const Tensor* logits_out = nullptr;
 };
 
 /// Runs the model on token ids (B, T) (i32 or i64, host memory) and returns f32 host logits (B, T, V),
