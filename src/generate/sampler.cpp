@@ -1,6 +1,9 @@
 #include "generate/sampler.h"
 
+#include <omp.h>
+
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <numeric>
 #include <sstream>
@@ -92,16 +95,29 @@ std::size_t Sampler::filter(std::span<const float> logits, std::vector<double>& 
     }
     for (auto& p : probs) p /= sum;
   } else {
-    // The softmax's denominator over the whole vocabulary, in id order; terms below e^-60 of the largest
-    // are left out (together, at most V · 1e-26 of a sum >= 1: below its rounding for any vocabulary).
+    // The softmax's denominator over the whole vocabulary: 16 fixed slices of the ids, each summed in id
+    // order, then the slices in order, so that the bits do not depend on how many threads share them
+    // (all of them when one sequence draws alone, as a long generation does; none when the rows of a
+    // decode step already draw in parallel). Terms below e^-60 of the largest are left out (together,
+    // at most V · 1e-26 of a sum >= 1: below its rounding for any vocabulary).
     float max_f = logits[0];
     for (const float l : logits) max_f = std::max(max_f, l);
     max_logit_ = max_f;
-    double total = 0;
-    for (const float l : logits) {
-      const double x = (l - max_logit_) / t;
-      if (x > -60.0) total += std::exp(x);
+    constexpr int kSlices = 16;
+    std::array<double, kSlices> part{};
+    const std::size_t slice = (V + kSlices - 1) / kSlices;
+#pragma omp parallel for schedule(static) if (V >= 32768 && !omp_in_parallel())
+    for (int c = 0; c < kSlices; ++c) {
+      double sum = 0;
+      const std::size_t end = std::min(V, (static_cast<std::size_t>(c) + 1) * slice);
+      for (std::size_t i = static_cast<std::size_t>(c) * slice; i < end; ++i) {
+        const double x = (logits[i] - max_logit_) / t;
+        if (x > -60.0) sum += std::exp(x);
+      }
+      part[static_cast<std::size_t>(c)] = sum;
     }
+    double total = 0;
+    for (const double p : part) total += p;
     total_ = total;
   }
   if (params_.top_p < 1.0) {  // smallest prefix whose mass reaches top_p (at least one token)
