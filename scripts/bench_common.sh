@@ -1,5 +1,4 @@
-# Shell functions shared by the benchmark scripts that compare adapt with Hugging Face transformers
-# (bench_gen.sh, bench_train.sh). Source it; it defines functions only.
+# Shell functions shared by the benchmark scripts (bench_*.sh). Source it; it defines functions only.
 
 # bench_source_of BUILD_DIR: prints the commit BUILD_DIR was configured from, with the number of files
 # changed under src/ kernels/ cmake/ since that commit, for the report's "source:" line.
@@ -63,6 +62,48 @@ bench_build() {
   fi
   commit="$(bench_source_of "$build")"
   build_type="$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build/CMakeCache.txt")"
+}
+
+# bench_vocab_model BUILD_DIR WORK: the `bench` preset's shape (f32) with the vocabulary of its byte-level
+# tokenizer (1,024 tokens) in WORK/model, so that every token the random weights pick can be detokenised
+# (the adapt_gen benchmarks).
+bench_vocab_model() {
+  local build="$1" work="$2"
+  printf 'preset = "bench"\ndtype = "f32"\nseed = 1\n[shape]\nvocab_size = 1024\n' >"$work/recipe.toml"
+  "$build/bin/adapt_model" make --recipe "$work/recipe.toml" --out "$work/model" >"$work/make.log" 2>&1 ||
+    { cat "$work/make.log" >&2; exit 1; }
+}
+
+# bench_corpus_text ROOT TOKENS OUT: about TOKENS tokens of bench_vocab_model's tokenizer (~2.3 bytes a
+# token) of the source files of ROOT/inputs/corpus, concatenated, into the file OUT.
+bench_corpus_text() {
+  python3 - "$1/inputs/corpus" "$2" "$3" <<'PY'
+import pathlib, sys
+corpus, tokens, out = pathlib.Path(sys.argv[1]), int(sys.argv[2]), pathlib.Path(sys.argv[3])
+text = ""
+for f in sorted(p for p in corpus.rglob("*") if p.is_file() and p.suffix not in (".md",)):
+    text += f.read_text(errors="replace") + "\n"
+    if len(text) > tokens * 2.3:
+        break
+out.write_text(text[: int(tokens * 2.3)])
+PY
+}
+
+# bench_timed_gen BUILD_DIR LOG ARG...: runs BUILD_DIR's adapt_gen with ARG... (its output to LOG; on
+# failure LOG goes to stderr and the script exits) and prints its wall time in seconds.
+bench_timed_gen() {
+  local build="$1" log="$2" start end
+  shift 2
+  start="$(date +%s.%N)"
+  "$build/bin/adapt_gen" "$@" >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
+  end="$(date +%s.%N)"
+  awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }'
+}
+
+# bench_min BEST VALUE: prints the smaller of two numbers, or VALUE when BEST is empty (a best-of-rounds
+# figure kept across rounds).
+bench_min() {
+  if [[ -z "$1" ]] || awk -v a="$2" -v b="$1" 'BEGIN { exit !(a < b) }'; then echo "$2"; else echo "$1"; fi
 }
 
 # bench_footer BUILD_DIR LOAD_START LOAD_END THREADS: the source, build and load-average lines that end

@@ -29,23 +29,13 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-# The bench shape with the vocabulary of its tokenizer (1,024 tokens), so that every token the random
-# weights pick can be detokenised.
-printf 'preset = "bench"\ndtype = "f32"\nseed = 1\n[shape]\nvocab_size = 1024\n' >"$work/recipe.toml"
-"$build/bin/adapt_model" make --recipe "$work/recipe.toml" --out "$work/model" >"$work/make.log" 2>&1 ||
-  { cat "$work/make.log" >&2; exit 1; }
-
-# The two turns' prompt files: turn 1's text is about `tokens` tokens of source (~2.3 bytes a token with
-# this 1,024-token vocabulary).
-python3 - "$root/inputs/corpus" "$tokens" "$work" "$kv_dtype" <<'EOF'
+bench_vocab_model "$build" "$work"
+# The two turns' prompt files: turn 1's text is about `tokens` tokens of source.
+bench_corpus_text "$root" "$tokens" "$work/turn1.txt"
+python3 - "$work" "$kv_dtype" <<'EOF'
 import json, pathlib, sys
-corpus, tokens, work, kv_dtype = pathlib.Path(sys.argv[1]), int(sys.argv[2]), pathlib.Path(sys.argv[3]), sys.argv[4]
-text = ""
-for f in sorted(p for p in corpus.rglob("*") if p.is_file() and p.suffix not in (".md",)):
-    text += f.read_text(errors="replace") + "\n"
-    if len(text) > tokens * 2.3:
-        break
-text = text[: int(tokens * 2.3)]
+work, kv_dtype = pathlib.Path(sys.argv[1]), sys.argv[2]
+text = (work / "turn1.txt").read_text()
 head = f"""[model]
 path = "{work}/model"
 [output]
@@ -62,13 +52,8 @@ kv_cache_dtype = "{kv_dtype}"
                                  "text = \"\\n// Now the same with a hash map:\\n\"\n")
 EOF
 
-run_gen() {  # run_gen TOML OUT_DIR KEEP_KV LOG
-  local start end
-  start="$(date +%s.%N)"
-  "$build/bin/adapt_gen" --input "$1" --set "output.dir=$2" --set "output.conversation_kv=$3" >"$4" 2>&1 ||
-    { cat "$4" >&2; exit 1; }
-  end="$(date +%s.%N)"
-  awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }'
+run_gen() {  # run_gen TOML OUT_DIR KEEP_KV LOG: prints the wall time
+  bench_timed_gen "$build" "$4" --input "$1" --set "output.dir=$2" --set "output.conversation_kv=$3"
 }
 
 for mode in plain kept; do
@@ -92,12 +77,8 @@ print(r["time_to_first_token_s"], r["prompt_tokens"])' "$work/$mode-2/results.js
     prompt_tokens[$mode]="$ptok"
     text[$mode]="$(python3 -c 'import json, sys; print(json.dumps([json.loads(l) for l in open(sys.argv[1])][-1]["text"]))' "$work/$mode-2/results.jsonl")"
     loaded[$mode]="$(sed -n "s/.*loaded the KV cache of \([0-9]*\) of.*/\1/p" "$work/$mode-turn2.log" | head -1)"
-    if [[ -z "${best_ttft[$mode]:-}" ]] || awk -v a="$ttft" -v b="${best_ttft[$mode]}" 'BEGIN { exit !(a < b) }'; then
-      best_ttft[$mode]="$ttft"
-    fi
-    if [[ -z "${best_wall[$mode]:-}" ]] || awk -v a="$wall" -v b="${best_wall[$mode]}" 'BEGIN { exit !(a < b) }'; then
-      best_wall[$mode]="$wall"
-    fi
+    best_ttft[$mode]="$(bench_min "${best_ttft[$mode]:-}" "$ttft")"
+    best_wall[$mode]="$(bench_min "${best_wall[$mode]:-}" "$wall")"
   done
 done
 kv_bytes="$(stat -c %s "$work/kept-2/conversations/c.kv")"

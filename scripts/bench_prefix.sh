@@ -29,21 +29,13 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-printf 'preset = "bench"\ndtype = "f32"\nseed = 1\n[shape]\nvocab_size = 1024\n' >"$work/recipe.toml"
-"$build/bin/adapt_model" make --recipe "$work/recipe.toml" --out "$work/model" >"$work/make.log" 2>&1 ||
-  { cat "$work/make.log" >&2; exit 1; }
+bench_vocab_model "$build" "$work"
+bench_corpus_text "$root" "$tokens" "$work/preamble.txt"
 
-# ~2.3 bytes a token with this 1,024-token vocabulary.
-python3 - "$root/inputs/corpus" "$tokens" "$work" "$n_prompts" "$batch" <<'PY'
+python3 - "$work" "$n_prompts" "$batch" <<'PY'
 import json, pathlib, sys
-corpus, tokens, work = pathlib.Path(sys.argv[1]), int(sys.argv[2]), pathlib.Path(sys.argv[3])
-n_prompts, batch = int(sys.argv[4]), int(sys.argv[5])
-text = ""
-for f in sorted(p for p in corpus.rglob("*") if p.is_file() and p.suffix not in (".md",)):
-    text += f.read_text(errors="replace") + "\n"
-    if len(text) > tokens * 2.3:
-        break
-text = text[: int(tokens * 2.3)]
+work, n_prompts, batch = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+text = (work / "preamble.txt").read_text()
 job = f"""[model]
 path = "{work}/model"
 [output]
@@ -60,22 +52,14 @@ for i in range(n_prompts):
 (work / "job.toml").write_text(job)
 PY
 
-run_gen() {  # run_gen OUT_DIR SHARE LOG
-  local start end
-  start="$(date +%s.%N)"
-  "$build/bin/adapt_gen" --input "$work/job.toml" --set "output.dir=$1" --set "runtime.share_prefixes=$2" >"$3" 2>&1 ||
-    { cat "$3" >&2; exit 1; }
-  end="$(date +%s.%N)"
-  awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }'
-}
-
 declare -A best_ttft best_wall prompt_tokens cached
 for ((r = 1; r <= rounds; ++r)); do
   for mode in off on; do
     share=false
     [[ "$mode" == on ]] && share=true
     rm -rf "$work/$mode"
-    wall="$(run_gen "$work/$mode" "$share" "$work/$mode.log")"
+    wall="$(bench_timed_gen "$build" "$work/$mode.log" --input "$work/job.toml" --set "output.dir=$work/$mode" \
+      --set "runtime.share_prefixes=$share")"
     read -r ttft ptok ctok < <(python3 -c '
 import json, sys
 rs = [json.loads(l) for l in open(sys.argv[1])]
@@ -87,12 +71,8 @@ print(sum(r["time_to_first_token_s"] for r in rs), sum(r["prompt_tokens"] for r 
 import json, sys
 rs = sorted((json.loads(l) for l in open(sys.argv[1])), key=lambda r: r["id"])
 json.dump([[r["id"], r["text"]] for r in rs], open(sys.argv[2], "w"))' "$work/$mode/results.jsonl" "$work/$mode.texts"
-    if [[ -z "${best_ttft[$mode]:-}" ]] || awk -v a="$ttft" -v b="${best_ttft[$mode]}" 'BEGIN { exit !(a < b) }'; then
-      best_ttft[$mode]="$ttft"
-    fi
-    if [[ -z "${best_wall[$mode]:-}" ]] || awk -v a="$wall" -v b="${best_wall[$mode]}" 'BEGIN { exit !(a < b) }'; then
-      best_wall[$mode]="$wall"
-    fi
+    best_ttft[$mode]="$(bench_min "${best_ttft[$mode]:-}" "$ttft")"
+    best_wall[$mode]="$(bench_min "${best_wall[$mode]:-}" "$wall")"
   done
 done
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
