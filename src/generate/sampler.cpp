@@ -45,7 +45,7 @@ void Sampler::apply_penalty(std::span<float> logits, std::span<const std::int32_
       distinct_.push_back(id);
     }
   }
-  absorbed_.assign(history.begin(), history.end());
+  absorbed_.insert(absorbed_.end(), history.begin() + static_cast<std::ptrdiff_t>(absorbed_.size()), history.end());
   // HF RepetitionPenaltyLogitsProcessor: each distinct id once, whatever its count.
   const float p = static_cast<float>(params_.repetition_penalty);
   for (const std::int32_t id : distinct_) {
@@ -69,9 +69,13 @@ void Sampler::ensure_sorted(std::span<const float> logits, std::size_t k) {
   sorted_ = k;
 }
 
+double Sampler::prob_of(std::span<const float> logits, std::int32_t id) const {
+  return std::exp((logits[static_cast<std::size_t>(id)] - max_logit_) / params_.temperature) / total_;
+}
+
 double Sampler::prob_at(std::span<const float> logits, std::size_t i) {
   ensure_sorted(logits, i + 1);
-  return std::exp((logits[static_cast<std::size_t>(order_[i])] - max_logit_) / params_.temperature) / total_;
+  return prob_of(logits, order_[i]);
 }
 
 std::size_t Sampler::filter(std::span<const float> logits, std::vector<double>& probs, bool whole) {
@@ -144,8 +148,7 @@ std::size_t Sampler::filter(std::span<const float> logits, std::vector<double>& 
   if (n == V && probs.size() < V) {  // every token survives, normalised by the whole denominator
     if (whole) {
       probs.resize(V);
-      for (std::size_t i = 0; i < V; ++i)
-        probs[i] = std::exp((logits[static_cast<std::size_t>(order_[i])] - max_logit_) / t) / total_;
+      for (std::size_t i = 0; i < V; ++i) probs[i] = prob_of(logits, order_[i]);
     }
     return n;
   }

@@ -53,7 +53,8 @@ class Sampler {
   std::vector<double> probs_;  // scratch of sample()
   // Without top-k: the largest logit and the softmax's denominator, for prob_at().
   double max_logit_ = 0, total_ = 1;
-  // The repetition penalty's view of the history: the ids absorbed so far, and which are distinct.
+  // The repetition penalty's view of the history: the ids absorbed so far (to see that the next history
+  // extends them), and which are distinct.
   std::vector<std::int32_t> absorbed_;
   std::vector<std::int32_t> distinct_;
   std::vector<std::uint8_t> seen_;
@@ -61,7 +62,9 @@ class Sampler {
   void apply_penalty(std::span<float> logits, std::span<const std::int32_t> history);
   // Sorts order_ up to position k (exclusive).
   void ensure_sorted(std::span<const float> logits, std::size_t k);
-  // Without top-k: the probability of the i-th largest logit (sorting as far as needed).
+  // Without top-k: the probability of token `id`, and that of the i-th largest logit (sorting as far as
+  // needed).
+  double prob_of(std::span<const float> logits, std::int32_t id) const;
   double prob_at(std::span<const float> logits, std::size_t i);
   // Leaves the surviving candidates in order_[0..n) (descending logit) and returns n, with `probs` the
   // first probs.size() of their probabilities (normalised over the survivors). All n unless every token

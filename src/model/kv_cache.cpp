@@ -261,14 +261,23 @@ void KvCache::write_row(int layer, std::int64_t row, std::int64_t n, const void*
   copy_row(layer, row, n, const_cast<void*>(k_in), const_cast<void*>(v_in), true);
 }
 
+std::pair<Tensor*, Tensor*> KvCache::held(int layer) {
+  if (!spilled(layer)) {
+    const auto i = static_cast<std::size_t>(index_of(layer));
+    return {&k_[i], &v_[i]};
+  }
+  const std::size_t i = host_index(layer);
+  return {&host_k_[i], &host_v_[i]};
+}
+
 void KvCache::copy_row(int layer, std::int64_t row, std::int64_t n, void* k_host, void* v_host, bool into_cache) {
   const bool host = spilled(layer);
   // A spilled layer's host copy: its newest positions may still be on their way there (read), and no
   // copy of an earlier sequence may land after these bytes (write).
   if (host) synchronize();
-  const std::size_t i = host ? host_index(layer) : static_cast<std::size_t>(index_of(layer));
-  char* k = static_cast<char*>((host ? host_k_[i] : k_[i]).raw());
-  char* v = static_cast<char*>((host ? host_v_[i] : v_[i]).raw());
+  const auto [kt, vt] = held(layer);
+  char* k = static_cast<char*>(kt->raw());
+  char* v = static_cast<char*>(vt->raw());
   const std::size_t elem = dtype_size(dtype_);
   const std::size_t bytes = row_bytes(n) / static_cast<std::size_t>(n_kv_heads_);
   for (std::int64_t head = 0; head < n_kv_heads_; ++head) {
@@ -292,11 +301,10 @@ void KvCache::copy_prefix(std::int64_t src_row, std::int64_t dst_row, std::int64
   // The spilled layers' host copies: the source's newest positions may still be on their way there.
   if (copier_) synchronize();
   const std::size_t elem = dtype_size(dtype_);
-  const auto bytes = static_cast<std::size_t>((end - begin) * head_dim_) * elem;
-  for (std::int64_t i = 0; i < layers_.count; ++i) {
-    const bool host = i >= device_layers_;
-    const auto at = static_cast<std::size_t>(host ? i - device_layers_ : i);
-    for (Tensor* t : {host ? &host_k_[at] : &k_[at], host ? &host_v_[at] : &v_[at]}) {
+  const std::size_t bytes = row_bytes(end - begin) / static_cast<std::size_t>(n_kv_heads_);
+  for (int layer = static_cast<int>(layers_.begin); layer < static_cast<int>(layers_.end()); ++layer) {
+    const auto [kt, vt] = held(layer);
+    for (Tensor* t : {kt, vt}) {
       char* base = static_cast<char*>(t->raw());
       for (std::int64_t head = 0; head < n_kv_heads_; ++head) {
         backend::copy_bytes(base + element_of(dst_row, head, begin) * elem, base + element_of(src_row, head, begin) * elem,

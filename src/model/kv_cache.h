@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "backend/offload_copier.h"
@@ -172,6 +173,9 @@ class KvCache {
   }
   std::size_t slot_of(int layer) const;
   std::size_t staging_slot(int layer) const;
+  // The tensors that hold `layer`'s keys and values: its device tensors, or its host copies when it is
+  // spilled (whose newest positions may still be on their way: synchronize() before reading them).
+  std::pair<Tensor*, Tensor*> held(int layer);
   // read_row (into_cache false) and write_row (true): positions [0, n) of (layer, row), head by head,
   // between the layer's memory (its host copy when spilled) and host buffers laid out (Hkv, n, D).
   void copy_row(int layer, std::int64_t row, std::int64_t n, void* k_host, void* v_host, bool into_cache);

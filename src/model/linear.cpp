@@ -18,10 +18,6 @@ Tensor gemm_input(const Tensor& x, const Tensor& w) {
   return xc;
 }
 
-namespace {
-Tensor gemm_operand(const Tensor& x, const Tensor& w) { return gemm_input(x, w); }
-}  // namespace
-
 Tensor as_rows(const Tensor& t) {
   ADAPT_CHECK(t.rank() >= 1 && t.is_contiguous(), "as_rows: '{}' {} must be contiguous", t.name(), t.shape().str());
   const std::int64_t width = t.dim(-1);
@@ -36,7 +32,7 @@ void linear(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* bias, con
               "linear: x_for_gemm '{}' {} {} is not '{}' {} as the GEMM by '{}' ({}) takes it", opts.x_for_gemm->name(),
               opts.x_for_gemm->shape().str(), dtype_name(opts.x_for_gemm->dtype()), x.name(), x.shape().str(), w.name(),
               dtype_name(w.dtype()));
-  ops::matmul(y, cast_given ? *opts.x_for_gemm : gemm_operand(x, w), w,
+  ops::matmul(y, cast_given ? *opts.x_for_gemm : gemm_input(x, w), w,
               ops::MatmulOptions{.transpose_b = true, .beta = opts.accumulate ? 1.0f : 0.0f});
   if (bias && bias->defined()) ops::bias_add(y, *bias);
   if (hook && hook->has_linear(site)) {
@@ -49,7 +45,7 @@ namespace {
 // dx = dy · W (or += with accumulate; zeros, or left as it is, without input_grad): the frozen path.
 void frozen_input_grad(Tensor& dx, const Tensor& dy, const Tensor& w, const LinearOptions& opts) {
   if (opts.input_grad) {
-    ops::matmul(dx, gemm_operand(dy, w), w,
+    ops::matmul(dx, gemm_input(dy, w), w,
                 ops::MatmulOptions{.transpose_b = false, .beta = opts.accumulate ? 1.0f : 0.0f});
   } else if (!opts.accumulate) {
     ops::fill(dx, 0.0f);  // only a hook's share goes into dx

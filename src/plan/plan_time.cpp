@@ -110,6 +110,12 @@ std::pair<double, double> adapter_flops(const model::LlamaConfig& m, const adapt
   return {fwd, 2 * fwd};
 }
 
+/// The fraction of the decoder layers that carry adapters.
+double adapter_layer_share(const model::LlamaConfig& m, const adapters::AdapterConfig& a) {
+  return static_cast<double>(adapters::adapter_layers(a, m).size()) /
+         static_cast<double>(std::max<std::int64_t>(m.n_layers, 1));
+}
+
 /// Per token: forward of `layers` decoder layers, their backward (input gradients of the frozen
 /// matmuls, attention twice its forward, adapters), and the head (last stage).
 struct StageFlops {
@@ -140,17 +146,14 @@ std::optional<GpuSpec> gpu_preset_of_device(const std::string& device_name) {
 }
 
 double train_model_flops_per_token(const model::LlamaConfig& m, const adapters::AdapterConfig& a, std::int64_t seq) {
-  const double share = static_cast<double>(adapters::adapter_layers(a, m).size()) /
-                       static_cast<double>(std::max<std::int64_t>(m.n_layers, 1));
-  const StageFlops s = stage_flops(m, a, seq, static_cast<double>(m.n_layers), share);
+  const StageFlops s = stage_flops(m, a, seq, static_cast<double>(m.n_layers), adapter_layer_share(m, a));
   return s.forward + s.backward + s.head;
 }
 
 StepTime train_step_time(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& lay,
                          const TrainJob& job, const Cluster& cl) {
   StepTime st;
-  const double share = static_cast<double>(adapters::adapter_layers(a, m).size()) /
-                       static_cast<double>(std::max<std::int64_t>(m.n_layers, 1));
+  const double share = adapter_layer_share(m, a);
   const double tokens = static_cast<double>(job.micro_batch * job.seq * job.grad_accum);
   const TrainMemory mem = train_memory(m, a, lay, job, Backend::Gpu);
   double worst = 0, worst_hbm = 0;

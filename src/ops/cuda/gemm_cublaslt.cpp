@@ -132,8 +132,12 @@ void gemm(const GemmProblem& problem, float alpha, const void* a, const void* b,
   bc::DeviceGuard guard(device);
   LtState& st = state();
 
+  // cuBLASLt's A is our B and its B is our A (gemm_cublaslt_layout.h).
+  const GemmKey key = gemm_key(p, device, a, b, c, bias);
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
+  CachedAlgo chosen{};
+  bool cached = false;
   {
     std::lock_guard<std::mutex> lock(st.mutex);
     auto h = st.handles.find(device);
@@ -150,14 +154,6 @@ void gemm(const GemmProblem& problem, float alpha, const void* a, const void* b,
       w = st.workspaces.emplace(ws_key, mem).first;
     }
     workspace = w->second;
-  }
-
-  // cuBLASLt's A is our B and its B is our A (gemm_cublaslt_layout.h).
-  const GemmKey key = gemm_key(p, device, a, b, c, bias);
-  CachedAlgo chosen{};
-  bool cached = false;
-  {
-    std::lock_guard<std::mutex> lock(st.mutex);
     auto it = st.algos.find(key);
     if (it != st.algos.end()) {
       chosen = it->second;
