@@ -1,5 +1,6 @@
 #include "model/llama_pipeline.h"
 
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -35,6 +36,43 @@ struct Message {
   comm::Tag send_tag = comm::Tag::Activation;
 };
 
+// The loss lives on the last stage; every stage reports it.
+PipelineResult share_loss(const LlamaModel& model, comm::Communicator& pp, PipelineResult result) {
+  double totals[2] = {result.loss_sum, static_cast<double>(result.n_loss_tokens)};
+  if (model.stage.active())
+    parallel::all_reduce_host_values(pp, std::span<double>(totals, 2), comm::ReduceOp::Sum, model_device(model));
+  result.loss_sum = totals[0];
+  result.n_loss_tokens = static_cast<std::int64_t>(totals[1]);
+  return result;
+}
+
+// Without backward (evaluation): each micro-batch through the stages in order, a stage's forward once.
+PipelineResult pipeline_forward(const LlamaModel& model, std::span<const TrainInputs> micro, AdapterHook* hook,
+                                comm::Communicator& pp, const std::function<void(int)>& before,
+                                PipelineResult result, TrainWorkspace& ws) {
+  const PipelineStage& stage = model.stage;
+  for (std::size_t i = 0; i < micro.size(); ++i) {
+    const TrainInputs& in = micro[i];
+    Tensor input, output;
+    if (!stage.first()) {
+      input = hidden_like(model, in, "stage_input");
+      pp.recv(input.raw(), input.numel(), comm::CommDType::F32, stage.rank - 1, comm::Tag::Activation);
+    }
+    if (!stage.last()) output = hidden_like(model, in, "stage_output");
+    before(static_cast<int>(i));
+    const TrainResult r = llama_train_step(model, in, hook,
+                                           {.loss_scale = result.loss_scale, .backward = false,
+                                            .stage_input = stage.first() ? nullptr : &input,
+                                            .stage_output = stage.last() ? nullptr : &output},
+                                           &ws);
+    result.loss_sum += r.loss_sum;
+    result.n_loss_tokens += r.n_loss_tokens;
+    if (!stage.last())
+      pp.send(output.raw(), output.numel(), comm::CommDType::F32, stage.rank + 1, comm::Tag::Activation);
+  }
+  return share_loss(model, pp, result);
+}
+
 }  // namespace
 
 PipelineResult llama_pipeline_train(const LlamaModel& model, std::span<const TrainInputs> micro, AdapterHook* hook,
@@ -55,11 +93,16 @@ PipelineResult llama_pipeline_train(const LlamaModel& model, std::span<const Tra
   auto before = [&](int i) {
     if (opts.before_micro) opts.before_micro(i);
   };
+  if (!opts.backward) return pipeline_forward(model, micro, hook, pp, before, result, ws);
 
-  // Per micro-batch: its input (kept from its forward to its backward), the gradient from the next
-  // stage, the gradient of its input for the previous stage, and its output.
+  // Per micro-batch: its input (until its forward has copied it), the gradient from the next stage, the
+  // gradient of its input for the previous stage, its output, and on a stage that is not the last its
+  // forward's activations, kept for its backward in a `saved` workspace of its own (a slot).
   std::vector<Tensor> input(static_cast<std::size_t>(n)), grad_out(static_cast<std::size_t>(n));
   Tensor output, grad_in;
+  std::vector<std::unique_ptr<SplitTrainStep>> pending(static_cast<std::size_t>(n));
+  std::vector<std::size_t> slot_of(static_cast<std::size_t>(n)), free_slots;
+  std::size_t n_slots = 0;
   const std::vector<parallel::PipeStep> steps = parallel::schedule_1f1b(stage.size, stage.rank, n);
   // What step k receives, and whether an earlier send_recv already received it.
   auto incoming = [&](const parallel::PipeStep& s) -> std::pair<Tensor*, int> {
@@ -95,22 +138,33 @@ PipelineResult llama_pipeline_train(const LlamaModel& model, std::span<const Tra
       if (!stage.last()) {
         before(s.micro);
         output = hidden_like(model, in, "stage_output");
-        llama_train_step(model, in, hook,
-                         {.loss_scale = result.loss_scale, .backward = false,
-                          .stage_input = stage.first() ? nullptr : &input[i], .stage_output = &output},
-                         &ws);
+        if (free_slots.empty()) free_slots.push_back(n_slots++);
+        slot_of[i] = free_slots.back();
+        free_slots.pop_back();
+        pending[i] = std::make_unique<SplitTrainStep>(
+            model, in, hook,
+            TrainOptions{.recompute = opts.recompute, .loss_scale = result.loss_scale,
+                         .stage_input = stage.first() ? nullptr : &input[i], .stage_output = &output},
+            ws.in_flight(slot_of[i]), ws.scratch);
+        input[i] = Tensor();  // copied into the slot
         out = {&output, stage.rank + 1, comm::Tag::Activation};
       }
     } else {
       before(s.micro);
       if (k == last_backward && opts.before_last_backward) opts.before_last_backward();
       if (!stage.first()) grad_in = hidden_like(model, in, "stage_input_grad");
-      const TrainResult r = llama_train_step(
-          model, in, hook,
-          {.recompute = opts.recompute, .loss_scale = result.loss_scale,
-           .d_embedded = stage.first() ? nullptr : &grad_in, .stage_input = stage.first() ? nullptr : &input[i],
-           .stage_output_grad = stage.last() ? nullptr : &grad_out[i]},
-          &ws);
+      Tensor* d_in = stage.first() ? nullptr : &grad_in;
+      TrainResult r;
+      if (stage.last()) {
+        r = llama_train_step(model, in, hook,
+                             {.recompute = opts.recompute, .loss_scale = result.loss_scale, .d_embedded = d_in,
+                              .stage_input = stage.first() ? nullptr : &input[i]},
+                             &ws);
+      } else {
+        r = pending[i]->backward(grad_out[i], d_in);
+        pending[i].reset();
+        free_slots.push_back(slot_of[i]);
+      }
       result.loss_sum += r.loss_sum;
       result.n_loss_tokens += r.n_loss_tokens;
       input[i] = Tensor();  // this micro-batch is done here
@@ -130,13 +184,7 @@ PipelineResult llama_pipeline_train(const LlamaModel& model, std::span<const Tra
     }
     pp.send(out.send->raw(), out.send->numel(), comm::CommDType::F32, out.send_peer, out.send_tag);
   }
-  // The loss lives on the last stage; every stage reports it.
-  double totals[2] = {result.loss_sum, static_cast<double>(result.n_loss_tokens)};
-  if (stage.active())
-    parallel::all_reduce_host_values(pp, std::span<double>(totals, 2), comm::ReduceOp::Sum, model_device(model));
-  result.loss_sum = totals[0];
-  result.n_loss_tokens = static_cast<std::int64_t>(totals[1]);
-  return result;
+  return share_loss(model, pp, result);
 }
 
 }  // namespace adapt::model

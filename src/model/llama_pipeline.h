@@ -3,10 +3,11 @@
 // parallel::schedule_1f1b, hidden states and their gradients exchanged with the neighbouring stages
 // over the pp communicator (a send is paired with the next receive from the same neighbour through
 // send_recv, so neighbours never wait on each other's sends).
-// Memory: a stage keeps only the input of each micro-batch in flight (at most pp − stage of them); the
-// backward of a micro-batch runs the stage's forward again (llama_train_step with stage_input and
-// stage_output_grad), the stage-level form of activation recomputation. The last stage runs each
-// micro-batch once (its forward and backward are adjacent in 1F1B).
+// Memory and compute: a stage that is not the last keeps the activations of each micro-batch in flight
+// (at most pp − stage of them, each in a `saved` workspace of its own: SplitTrainStep) and runs each
+// forward once; with recompute, it keeps only its layers' inputs per micro-batch and runs each layer's
+// forward again right before that layer's backward, as a single rank does. The last stage runs each
+// micro-batch's forward and backward together (they are adjacent in 1F1B).
 #pragma once
 
 #include <functional>
@@ -26,6 +27,9 @@ struct PipelineOptions {
   float loss_scale = 0.0f;
   /// Per-layer recomputation inside the stage's backward pass (TrainOptions::recompute).
   bool recompute = false;
+  /// false: forward and loss only (evaluation): each micro-batch goes through the stages in order,
+  /// nothing is kept and no gradient is computed.
+  bool backward = true;
   /// Called with the micro-batch index before each pass over it (e.g. AdapterSet::set_step(step, i), so
   /// that dropout masks follow the micro-batch).
   std::function<void(int micro)> before_micro;

@@ -57,11 +57,16 @@ struct LayerActs {
   Tensor f_mlp;      // (B, T, C) down_proj output: only with a block hook after the MLP
 };
 
+}  // namespace
+
+// One micro-batch's pass: forward() up to where the gradient of the stage's output enters (on the last
+// stage through the loss and lm_head's backward), backward() from there down to the stage's input.
+// llama_train_step runs both at once; SplitTrainStep keeps the object between them.
 class TrainPass {
  public:
   TrainPass(const LlamaModel& model, const TrainInputs& in, AdapterHook* hook, const TrainOptions& opts,
-            TrainWorkspace& ws)
-      : m_(model), c_(model.config), in_(in), hook_(hook), opts_(opts), ws_(ws) {
+            ops::Workspace& saved, ops::Workspace& scratch)
+      : m_(model), c_(model.config), in_(in), hook_(hook), opts_(opts), saved_(saved), scratch_(scratch) {
     B_ = in.ids.dim(0), T_ = in.ids.dim(1), N_ = B_ * T_;
     // With tensor parallelism (tensor_parallel.h) the rank's heads, FFN width and vocabulary rows.
     const TpLocalDims local = tp_local_dims(c_, model.tp);
@@ -71,7 +76,15 @@ class TrainPass {
     keep_ = opts.backward && !opts.recompute;
   }
 
-  TrainResult run();
+  // Resets `saved` and fills it with what backward() reads; the loss lands in result().
+  void forward();
+  // From opts().stage_output_grad (a stage that is not the last) or the head's gradient, down to the
+  // stage's input (opts().d_embedded receives its gradient).
+  void backward();
+  TrainOptions& opts() { return opts_; }
+  void check_backward_inputs() const;  // llama_train_step's checks of what backward() gets in opts()
+  // The loss, and the workspaces' high-water marks so far.
+  TrainResult result() const;
 
  private:
   bool has_block(int l, BlockSite s) const { return hook_ && hook_->has_block(l, s); }
@@ -104,14 +117,22 @@ class TrainPass {
   const LlamaConfig& c_;
   const TrainInputs& in_;
   AdapterHook* hook_;
-  const TrainOptions& opts_;
-  TrainWorkspace& ws_;
+  TrainOptions opts_;
+  ops::Workspace& saved_;
+  ops::Workspace& scratch_;
   std::int64_t B_ = 0, T_ = 0, N_ = 0, C_ = 0, H_ = 0, Hkv_ = 0, D_ = 0, F_ = 0;
   float eps_ = 0;
   parallel::Range vocab_;  // the vocabulary columns of this rank's logits
   bool keep_ = false;  // every layer's activations stay in `saved`
   Tensor cos_, sin_;   // RoPE tables: (T, D/2) shared, or (B, T, D/2) per token
   std::span<const std::int32_t> segments_;
+  // Between forward() and backward(): the stage's layers [l0_, l1_), each layer's activations and the
+  // hidden states (h_[l] enters layer l), the running gradient of the residual stream, the loss.
+  int l0_ = 0, l1_ = 0;
+  std::vector<LayerActs> acts_;
+  std::vector<Tensor> h_;
+  Tensor dh_;
+  TrainResult result_;
 };
 
 void TrainPass::alloc_acts(LayerActs& a, int l, ops::Workspace& w) {
@@ -172,7 +193,7 @@ void TrainPass::column_parallel_backward(Tensor& dxn, const Tensor& xn,
 
 Tensor TrainPass::normed(const Tensor& h, const Tensor& w) {
   // The same bits as the forward's: the row kernel is deterministic.
-  Tensor xn = take(ws_.scratch, {B_, T_, C_}, "normed");
+  Tensor xn = take(scratch_, {B_, T_, C_}, "normed");
   ops::rms_norm_forward(xn, h, w, eps_);
   return xn;
 }
@@ -182,9 +203,9 @@ Tensor TrainPass::normed(const Tensor& h, const Tensor& w) {
 // needs the sub-block output f on its own.
 void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
   const LayerWeights& w = lw(l);
-  Tensor xn = take(ws_.scratch, {B_, T_, C_}, "normed");
-  Tensor k = take(ws_.scratch, {B_, T_, Hkv_, D_}, "k");
-  Tensor v = take(ws_.scratch, {B_, T_, Hkv_, D_}, "v");
+  Tensor xn = take(scratch_, {B_, T_, C_}, "normed");
+  Tensor k = take(scratch_, {B_, T_, Hkv_, D_}, "k");
+  Tensor v = take(scratch_, {B_, T_, Hkv_, D_}, "v");
   Tensor q2 = a.q.reshape({N_, H_ * D_}), k2 = k.reshape({N_, Hkv_ * D_}), v2 = v.reshape({N_, Hkv_ * D_});
   Tensor attn2 = a.attn.reshape({N_, H_ * D_});
 
@@ -205,7 +226,7 @@ void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
     Tensor out = as_rows(a.h_mid);
     hook_->block_forward(l, BlockSite::Attention, as_rows(a.h_in), as_rows(a.f_attn), out);
   } else if (tp_active()) {
-    Tensor f = take(ws_.scratch, {B_, T_, C_}, "f_attn");
+    Tensor f = take(scratch_, {B_, T_, C_}, "f_attn");
     row_parallel(f, attn2, w.wo, w.bo, {l, WeightKind::Wo});
     ops::add(a.h_mid, a.h_in, f);
   } else {
@@ -218,7 +239,7 @@ void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
   const Tensor xg = gemm_input(xn, w.w_gate);  // one cast for gate and up
   linear(a.gate, xn, w.w_gate, &w.b_gate, {l, WeightKind::WGate}, hook_, {.x_for_gemm = &xg});
   linear(a.up, xn, w.w_up, &w.b_up, {l, WeightKind::WUp}, hook_, {.x_for_gemm = &xg});
-  Tensor act = take(ws_.scratch, {B_, T_, F_}, "swiglu");
+  Tensor act = take(scratch_, {B_, T_, F_}, "swiglu");
   ops::swiglu_forward(act, a.gate, a.up);
   if (has_block(l, BlockSite::Mlp)) {
     row_parallel(a.f_mlp, act, w.w_down, w.b_down, {l, WeightKind::WDown});
@@ -226,7 +247,7 @@ void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
     Tensor out = as_rows(h_out);
     hook_->block_forward(l, BlockSite::Mlp, as_rows(a.h_mid), as_rows(a.f_mlp), out);
   } else if (tp_active()) {
-    Tensor f = take(ws_.scratch, {B_, T_, C_}, "f_mlp");
+    Tensor f = take(scratch_, {B_, T_, C_}, "f_mlp");
     row_parallel(f, act, w.w_down, w.b_down, {l, WeightKind::WDown});
     ops::add(h_out, a.h_mid, f);
   } else {
@@ -243,25 +264,25 @@ void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
   // shares for h (kept in dh) and for f.
   auto block_grad = [&](BlockSite site, const Tensor& h, const Tensor& f) -> Tensor {
     if (!has_block(l, site)) return dh;
-    Tensor dout = take(ws_.scratch, {B_, T_, C_}, "dout");
-    Tensor df = take(ws_.scratch, {B_, T_, C_}, "df");
+    Tensor dout = take(scratch_, {B_, T_, C_}, "dout");
+    Tensor df = take(scratch_, {B_, T_, C_}, "df");
     ops::copy(dout, dh);
     ops::copy(df, dh);
     Tensor dh2 = as_rows(dh), df2 = as_rows(df);
     hook_->block_backward(l, site, as_rows(h), as_rows(f), as_rows(dout), dh2, df2);
     return df;
   };
-  Tensor dxn = take(ws_.scratch, {B_, T_, C_}, "d_normed");
+  Tensor dxn = take(scratch_, {B_, T_, C_}, "d_normed");
 
   // MLP block.
   {
     const Tensor df = block_grad(BlockSite::Mlp, a.h_mid, a.f_mlp);
     Tensor act;  // down_proj's input, only a hook needs it: recomputed from gate and up
     if (has_linear(l, WeightKind::WDown)) {
-      act = take(ws_.scratch, {B_, T_, F_}, "swiglu");
+      act = take(scratch_, {B_, T_, F_}, "swiglu");
       ops::swiglu_forward(act, a.gate, a.up);
     }
-    Tensor dact = take(ws_.scratch, {B_, T_, F_}, "d_swiglu");
+    Tensor dact = take(scratch_, {B_, T_, F_}, "d_swiglu");
     linear_backward(dact, df, act, w.w_down, {l, WeightKind::WDown}, hook_);
     ops::swiglu_backward(a.gate, a.up, dact, a.gate, a.up);  // gate, up now hold their gradients
     const bool need_x = has_linear(l, WeightKind::WGate) || has_linear(l, WeightKind::WUp);
@@ -274,16 +295,16 @@ void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
   // Attention block.
   {
     const Tensor df = block_grad(BlockSite::Attention, a.h_in, a.f_attn);
-    Tensor dattn = take(ws_.scratch, {B_, T_, H_, D_}, "d_attn");
+    Tensor dattn = take(scratch_, {B_, T_, H_, D_}, "d_attn");
     Tensor dattn2 = dattn.reshape({N_, H_ * D_});
     linear_backward(dattn2, df, a.attn.reshape({N_, H_ * D_}), w.wo, {l, WeightKind::Wo}, hook_);
-    Tensor dq = take(ws_.scratch, {B_, T_, H_, D_}, "dq");
-    Tensor dk_all = take(ws_.scratch, {B_, Hkv_, T_, D_}, "dk_all");
-    Tensor dv_all = take(ws_.scratch, {B_, Hkv_, T_, D_}, "dv_all");
+    Tensor dq = take(scratch_, {B_, T_, H_, D_}, "dq");
+    Tensor dk_all = take(scratch_, {B_, Hkv_, T_, D_}, "dk_all");
+    Tensor dv_all = take(scratch_, {B_, Hkv_, T_, D_}, "dv_all");
     ops::attention_backward(dq, dk_all, dv_all, dattn, a.q, a.k_all, a.v_all, a.attn, a.lse,
                             {.segment_ids = segments_});
-    Tensor dk = take(ws_.scratch, {B_, T_, Hkv_, D_}, "dk");
-    Tensor dv = take(ws_.scratch, {B_, T_, Hkv_, D_}, "dv");
+    Tensor dk = take(scratch_, {B_, T_, Hkv_, D_}, "dk");
+    Tensor dv = take(scratch_, {B_, T_, Hkv_, D_}, "dv");
     ops::from_heads_major(dk, dk_all);
     ops::from_heads_major(dv, dv_all);
     ops::rope_backward(dq, cos_, sin_);
@@ -301,21 +322,22 @@ void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
   }
 }
 
-TrainResult TrainPass::run() {
+void TrainPass::forward() {
   const LlamaWeights& w = m_.weights;
   // The layers this pipeline stage runs: [l0, l1) (all of them with one stage).
   const parallel::Range layers = stage_layer_range(c_, m_.stage);
-  const int l0 = static_cast<int>(layers.begin), l1 = static_cast<int>(layers.end()), L = static_cast<int>(c_.n_layers);
-  ws_.saved.reset();
-  ws_.scratch.reset();
+  l0_ = static_cast<int>(layers.begin), l1_ = static_cast<int>(layers.end());
+  const int l0 = l0_, l1 = l1_, L = static_cast<int>(c_.n_layers);
+  saved_.reset();
+  scratch_.reset();
   const Device device = model_device(m_);
   const bool on_device = !device.host_accessible();
 
   // Per-step inputs: RoPE tables and the loss scale. On a device model, the ids, targets and positions
   // are copied there (the segment ids stay on the host: attention takes them as a host span).
   const Shape table_shape = in_.positions.defined() ? Shape{B_, T_, D_ / 2} : Shape{T_, D_ / 2};
-  cos_ = take(ws_.saved, table_shape, "rope.cos");
-  sin_ = take(ws_.saved, table_shape, "rope.sin");
+  cos_ = take(saved_, table_shape, "rope.cos");
+  sin_ = take(saved_, table_shape, "rope.sin");
   ADAPT_REQUIRE(cos_.device() == device, UnsupportedError,
                 "llama_train_step: the model is on {} but the TrainWorkspace allocates on {}; construct it as "
                 "TrainWorkspace(model_allocator(model))", device.str(), cos_.device().str());
@@ -336,14 +358,16 @@ TrainResult TrainPass::run() {
         in_.targets.dtype() == DType::I32 ? in_.targets.data<std::int32_t>()[i] : in_.targets.data<std::int64_t>()[i];
     n_targets += y != kIgnoreIndex;
   }
-  TrainResult result;
+  TrainResult& result = result_;
   result.loss_scale =
       opts_.loss_scale != 0.0f ? opts_.loss_scale : (n_targets > 0 ? 1.0f / static_cast<float>(n_targets) : 0.0f);
 
   // Forward. h_in of every layer (and the last layer's output) stays in `saved`.
-  std::vector<LayerActs> acts(static_cast<std::size_t>(L));
-  std::vector<Tensor> h(static_cast<std::size_t>(L) + 1);
-  for (int l = l0; l <= l1; ++l) h[static_cast<std::size_t>(l)] = take(ws_.saved, {B_, T_, C_}, "hidden");
+  std::vector<LayerActs>& acts = acts_;
+  std::vector<Tensor>& h = h_;
+  acts.assign(static_cast<std::size_t>(L), LayerActs{});
+  h.assign(static_cast<std::size_t>(L) + 1, Tensor());
+  for (int l = l0; l <= l1; ++l) h[static_cast<std::size_t>(l)] = take(saved_, {B_, T_, C_}, "hidden");
   if (!m_.stage.first()) {
     copy_between(h[static_cast<std::size_t>(l0)], *opts_.stage_input);  // the previous stage's output
   } else if (tp_active()) {
@@ -353,8 +377,8 @@ TrainResult TrainPass::run() {
   }
   for (int l = l0; l < l1; ++l) {
     LayerActs& a = acts[static_cast<std::size_t>(l)];
-    ws_.scratch.reset();
-    alloc_acts(a, l, keep_ ? ws_.saved : ws_.scratch);
+    scratch_.reset();
+    alloc_acts(a, l, keep_ ? saved_ : scratch_);
     a.h_in = h[static_cast<std::size_t>(l)];
     layer_forward(l, a, h[static_cast<std::size_t>(l) + 1]);
     // Without kept activations nothing but the input outlives the layer: drop the scratch tensors so
@@ -364,18 +388,18 @@ TrainResult TrainPass::run() {
 
   // Head and loss, chunk by chunk of rows: the logits become their gradient in place, and lm_head's
   // backward runs before the next chunk's logits overwrite them.
-  ws_.scratch.reset();
-  Tensor dh = opts_.backward ? take(ws_.saved, {B_, T_, C_}, "d_hidden") : Tensor();
-  if (!m_.stage.last()) {  // a pipeline stage hands its output on and gets its gradient back
+  scratch_.reset();
+  dh_ = opts_.backward ? take(saved_, {B_, T_, C_}, "d_hidden") : Tensor();
+  Tensor& dh = dh_;
+  if (!m_.stage.last()) {  // a pipeline stage hands its output on; its gradient comes back to backward()
     if (opts_.stage_output) copy_between(*opts_.stage_output, h[static_cast<std::size_t>(l1)]);
-    if (opts_.backward) copy_between(dh, *opts_.stage_output_grad);
   } else {
     const Tensor& h_last = h[static_cast<std::size_t>(l1)];
-    Tensor rstd = take(ws_.scratch, {N_}, "rstd_final");
-    Tensor hf = take(ws_.scratch, {N_, C_}, "final_normed");
-    Tensor dhf = opts_.backward ? take(ws_.scratch, {N_, C_}, "d_final_normed") : Tensor();
+    Tensor rstd = take(scratch_, {N_}, "rstd_final");
+    Tensor hf = take(scratch_, {N_, C_}, "final_normed");
+    Tensor dhf = opts_.backward ? take(scratch_, {N_, C_}, "d_final_normed") : Tensor();
     const std::int64_t chunk = opts_.logits_chunk_rows > 0 ? std::min(opts_.logits_chunk_rows, N_) : N_;
-    Tensor logits_buf = take(ws_.scratch, {chunk, vocab_.count}, "logits");  // the rank's columns
+    Tensor logits_buf = take(scratch_, {chunk, vocab_.count}, "logits");  // the rank's columns
     const Tensor targets = targets_all.reshape({N_});
     Tensor logits_out = opts_.logits ? opts_.logits->reshape({N_, c_.vocab_size}) : Tensor();
     const LinearSite head{-1, WeightKind::LmHead};
@@ -415,14 +439,18 @@ TrainResult TrainPass::run() {
     }
   }
 
-  // Backward, last layer first.
-  if (opts_.backward) {
-    for (int l = l1 - 1; l >= l0; --l) {
-      LayerActs& a = acts[static_cast<std::size_t>(l)];
-      ws_.scratch.reset();
+}
+
+void TrainPass::backward() {
+  Tensor& dh = dh_;
+  if (!m_.stage.last()) copy_between(dh, *opts_.stage_output_grad);
+  {
+    for (int l = l1_ - 1; l >= l0_; --l) {
+      LayerActs& a = acts_[static_cast<std::size_t>(l)];
+      scratch_.reset();
       if (!keep_) {  // recomputation: the layer's forward again, its output written to a throwaway
-        alloc_acts(a, l, ws_.scratch);
-        Tensor h_out = take(ws_.scratch, {B_, T_, C_}, "hidden_recomputed");
+        alloc_acts(a, l, scratch_);
+        Tensor h_out = take(scratch_, {B_, T_, C_}, "hidden_recomputed");
         layer_forward(l, a, h_out);
       }
       layer_backward(l, a, dh);
@@ -431,12 +459,36 @@ TrainResult TrainPass::run() {
     }
     if (opts_.d_embedded) copy_between(*opts_.d_embedded, dh);
   }
-  result.memory.saved_bytes = ws_.saved.high_water_bytes();
-  result.memory.scratch_bytes = ws_.scratch.high_water_bytes();
-  return result;
 }
 
-void check_inputs(const LlamaModel& model, const TrainInputs& in, const TrainOptions& opts) {
+TrainResult TrainPass::result() const {
+  TrainResult r = result_;
+  r.memory.saved_bytes = saved_.high_water_bytes();
+  r.memory.scratch_bytes = scratch_.high_water_bytes();
+  return r;
+}
+
+namespace {
+
+// A hidden state a pipeline stage exchanges: a contiguous f32 (B, T, C) tensor.
+void check_stage_tensor(const LlamaModel& model, const TrainInputs& in, const Tensor* t, bool needed,
+                        const char* what) {
+  const Shape btc{in.ids.dim(0), in.ids.dim(1), model.config.hidden_size};
+  ADAPT_REQUIRE(!needed || (t && t->shape() == btc && t->dtype() == DType::F32 && t->is_contiguous()), ShapeError,
+                "llama_train_step: pipeline stage {} of {} needs {} as a contiguous f32 (B, T, C) = {} tensor{}",
+                model.stage.rank, model.stage.size, what, btc.str(),
+                t ? fmt::format(", got '{}' {}", t->name(), t->shape().str()) : std::string(" (none given)"));
+}
+
+void check_d_embedded(const TrainInputs& in, const LlamaConfig& c, const Tensor* d_embedded) {
+  if (!d_embedded) return;
+  ADAPT_REQUIRE(d_embedded->shape() == (Shape{in.ids.dim(0), in.ids.dim(1), c.hidden_size}), ShapeError,
+                "llama_train_step: d_embedded output '{}' has shape {} but (B, T, C) = ({}, {}, {}) was expected",
+                d_embedded->name(), d_embedded->shape().str(), in.ids.dim(0), in.ids.dim(1), c.hidden_size);
+}
+
+// `split`: the forward of a SplitTrainStep, whose stage_output_grad comes with its backward.
+void check_inputs(const LlamaModel& model, const TrainInputs& in, const TrainOptions& opts, bool split = false) {
   const LlamaConfig& c = model.config;
   ADAPT_REQUIRE(in.ids.defined() && in.ids.rank() == 2 && in.ids.dim(0) > 0 && in.ids.dim(1) > 0, ShapeError,
                 "llama_train_step: token ids '{}' have shape {}; (B, T) with B, T >= 1 was expected", in.ids.name(),
@@ -444,16 +496,10 @@ void check_inputs(const LlamaModel& model, const TrainInputs& in, const TrainOpt
   ADAPT_CHECK(static_cast<std::int64_t>(model.weights.layers.size()) == c.n_layers &&
                   (model.weights.lm_head.defined() || !model.stage.last()),
               "the model has {} layers loaded but its config says {}", model.weights.layers.size(), c.n_layers);
-  const Shape btc{in.ids.dim(0), in.ids.dim(1), c.hidden_size};
-  auto check_stage = [&](const Tensor* t, bool needed, const char* what) {
-    ADAPT_REQUIRE(!needed || (t && t->shape() == btc && t->dtype() == DType::F32 && t->is_contiguous()), ShapeError,
-                  "llama_train_step: pipeline stage {} of {} needs {} as a contiguous f32 (B, T, C) = {} tensor{}",
-                  model.stage.rank, model.stage.size, what, btc.str(),
-                  t ? fmt::format(", got '{}' {}", t->name(), t->shape().str()) : std::string(" (none given)"));
-  };
-  check_stage(opts.stage_input, !model.stage.first(), "stage_input");
-  check_stage(opts.stage_output_grad, !model.stage.last() && opts.backward, "stage_output_grad");
-  if (opts.stage_output) check_stage(opts.stage_output, true, "stage_output");
+  check_stage_tensor(model, in, opts.stage_input, !model.stage.first(), "stage_input");
+  check_stage_tensor(model, in, opts.stage_output_grad, !model.stage.last() && opts.backward && !split,
+                     "stage_output_grad");
+  if (opts.stage_output) check_stage_tensor(model, in, opts.stage_output, true, "stage_output");
   const Shape bt = in.ids.shape();
   auto check_int = [&](const Tensor& t, const char* what, bool i32_only) {
     ADAPT_REQUIRE(t.shape() == bt, ShapeError, "llama_train_step: {} '{}' have shape {} but the ids '{}' are {}", what,
@@ -481,11 +527,7 @@ void check_inputs(const LlamaModel& model, const TrainInputs& in, const TrainOpt
                   "llama_train_step: logits output '{}' has shape {} but (B, T, V) = ({}, {}, {}) was expected",
                   opts.logits->name(), opts.logits->shape().str(), bt[0], bt[1], c.vocab_size);
   }
-  if (opts.d_embedded) {
-    ADAPT_REQUIRE(opts.d_embedded->shape() == (Shape{bt[0], bt[1], c.hidden_size}), ShapeError,
-                  "llama_train_step: d_embedded output '{}' has shape {} but (B, T, C) = ({}, {}, {}) was expected",
-                  opts.d_embedded->name(), opts.d_embedded->shape().str(), bt[0], bt[1], c.hidden_size);
-  }
+  check_d_embedded(in, c, opts.d_embedded);
 }
 
 }  // namespace
@@ -494,8 +536,49 @@ TrainResult llama_train_step(const LlamaModel& model, const TrainInputs& inputs,
                              const TrainOptions& opts, TrainWorkspace* workspace) {
   check_inputs(model, inputs, opts);
   TrainWorkspace local(model_allocator(model));
-  TrainPass pass(model, inputs, hook, opts, workspace ? *workspace : local);
-  return pass.run();
+  TrainWorkspace& ws = workspace ? *workspace : local;
+  TrainPass pass(model, inputs, hook, opts, ws.saved, ws.scratch);
+  pass.forward();
+  if (opts.backward) pass.backward();
+  return pass.result();
+}
+
+void TrainPass::check_backward_inputs() const {
+  check_stage_tensor(m_, in_, opts_.stage_output_grad, true, "stage_output_grad");
+  check_d_embedded(in_, c_, opts_.d_embedded);
+}
+
+ops::Workspace& TrainWorkspace::in_flight(std::size_t slot) {
+  while (in_flight_.size() <= slot) in_flight_.push_back(std::make_unique<ops::Workspace>(*alloc_));
+  return *in_flight_[slot];
+}
+
+SplitTrainStep::SplitTrainStep(const LlamaModel& model, const TrainInputs& inputs, AdapterHook* hook,
+                               const TrainOptions& opts, ops::Workspace& saved, ops::Workspace& scratch) {
+  ADAPT_REQUIRE(!model.stage.last() && opts.backward && opts.stage_output && !opts.stage_output_grad &&
+                    !opts.d_embedded && !opts.logits,
+                UnsupportedError,
+                "SplitTrainStep: for a pipeline stage that is not the last (this is stage {} of {}), with backward, "
+                "stage_output and neither stage_output_grad, d_embedded nor logits in the options",
+                model.stage.rank, model.stage.size);
+  check_inputs(model, inputs, opts, /*split=*/true);
+  pass_ = std::make_unique<TrainPass>(model, inputs, hook, opts, saved, scratch);
+  pass_->forward();
+}
+
+SplitTrainStep::~SplitTrainStep() = default;
+
+TrainResult SplitTrainStep::backward(const Tensor& stage_output_grad, Tensor* d_embedded) {
+  ADAPT_CHECK(!done_, "SplitTrainStep::backward called twice");
+  done_ = true;
+  TrainOptions& o = pass_->opts();
+  o.stage_output_grad = &stage_output_grad;
+  o.d_embedded = d_embedded;
+  o.stage_input = nullptr;   // read by the forward only: the caller may free or reuse both
+  o.stage_output = nullptr;
+  pass_->check_backward_inputs();
+  pass_->backward();
+  return pass_->result();
 }
 
 }  // namespace adapt::model

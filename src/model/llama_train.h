@@ -8,6 +8,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <vector>
 
 #include "model/adapter_hook.h"
 #include "model/llama_weights.h"
@@ -86,9 +88,16 @@ struct TrainResult {
 /// model_allocator(model) (llama_device.h): the activations live where the weights are.
 struct TrainWorkspace {
   TrainWorkspace() = default;
-  explicit TrainWorkspace(Allocator& alloc) : saved(alloc), scratch(alloc) {}
+  explicit TrainWorkspace(Allocator& alloc) : saved(alloc), scratch(alloc), alloc_(&alloc) {}
   ops::Workspace saved;    // reset at the start of each step
   ops::Workspace scratch;  // reset per layer
+  /// The `saved` of a pipeline stage's micro-batch in flight (llama_pipeline.h: 1F1B keeps up to
+  /// pp − stage of them between their forward and backward): made on first use, kept across steps.
+  ops::Workspace& in_flight(std::size_t slot);
+
+ private:
+  Allocator* alloc_ = &host_allocator();
+  std::vector<std::unique_ptr<ops::Workspace>> in_flight_;
 };
 
 /// One forward (and, unless opts.backward is false, backward) pass over a micro-batch.
@@ -113,5 +122,34 @@ struct TrainWorkspace {
 /// LoRA factors are partial sums over tp: AdapterSet::tp_reduce_gradients); logits and d_embedded are whole.
 TrainResult llama_train_step(const LlamaModel& model, const TrainInputs& inputs, AdapterHook* hook,
                              const TrainOptions& opts = {}, TrainWorkspace* workspace = nullptr);
+
+class TrainPass;
+
+/// llama_train_step in two calls, for a pipeline stage that is not the last (llama_pipeline.h), where
+/// other micro-batches run between a micro-batch's forward and its backward (1F1B). The constructor
+/// runs the forward: `opts` as llama_train_step's, with backward = true, stage_output given, and
+/// stage_output_grad and d_embedded left out (backward() takes them). What the backward reads stays
+/// in `saved` (one per micro-batch in flight, untouched until backward() returns); `scratch` is reset
+/// per layer and may be shared by every split step of the thread. `inputs`, `hook` and both
+/// workspaces must outlive the object. Forward and backward together compute what llama_train_step
+/// computes, bit for bit, running the forward once (or, with opts.recompute, each layer's forward
+/// again right before its backward, as llama_train_step does).
+class SplitTrainStep {
+ public:
+  SplitTrainStep(const LlamaModel& model, const TrainInputs& inputs, AdapterHook* hook, const TrainOptions& opts,
+                 ops::Workspace& saved, ops::Workspace& scratch);
+  ~SplitTrainStep();
+  SplitTrainStep(const SplitTrainStep&) = delete;
+  SplitTrainStep& operator=(const SplitTrainStep&) = delete;
+
+  /// The backward from d(loss_sum · loss_scale)/d(stage output) (B, T, C), host or device tensor;
+  /// d_embedded (optional, as TrainOptions::d_embedded) receives the gradient of the stage's input.
+  /// Once only.
+  TrainResult backward(const Tensor& stage_output_grad, Tensor* d_embedded);
+
+ private:
+  std::unique_ptr<TrainPass> pass_;
+  bool done_ = false;
+};
 
 }  // namespace adapt::model

@@ -114,8 +114,9 @@ struct TrainMemory {
   std::uint64_t optimizer = 0;         // AdamW state of this rank's part (m, v; the f32 master where it is a
                                        // separate copy; offloaded on the CPU: master, m, v, gradient copy)
   std::uint64_t dp_buffers = 0;        // flat gradient / shard buffers of the dp and pp reductions
-  std::uint64_t pipeline_buffers = 0;  // hidden states of micro-batches in flight between stages (pp > 1)
-  ActivationBytes activations;         // with the job's recompute setting
+  std::uint64_t pipeline_buffers = 0;  // hidden states exchanged between stages (pp > 1)
+  std::int64_t micro_in_flight = 1;    // micro-batches whose activations the rank keeps at once (1F1B, pp > 1)
+  ActivationBytes activations;         // with the job's recompute setting (saved: for every micro-batch in flight)
   ActivationBytes activations_other;   // with the other setting (for the table)
   std::uint64_t checkpoint = 0;        // world rank 0 (0 elsewhere) while it writes a checkpoint: the HDF5 file image
                                        // (whole adapter, m, v f32) and, with ZeRO-1, the gathered moments

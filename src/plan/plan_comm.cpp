@@ -50,8 +50,8 @@ RankTraffic rank_traffic(const model::LlamaConfig& m, const adapters::AdapterCon
     const double head = last ? 20 * N + NC : 0;
     const double bwd = (job.recompute ? 2 * nL * NC : 0) + nL * NC + (nL - (first ? 1 : 0)) * NC;
     const double train_call = fwd + head + bwd;
-    // With pp every stage but the last runs each micro-batch's forward twice (once without backward).
-    r.tp.reduce += M * train_call + (lay.pp > 1 && !last ? M * fwd : 0);
+    // With pp a stage runs each micro-batch's forward once too (model::SplitTrainStep keeps it).
+    r.tp.reduce += M * train_call;
     // AdapterSet::tp_reduce_gradients: the whole LoRA factor of every site (A of column-parallel, B of
     // row-parallel sites: r × C f32 each); DpOptimizer's norm: one f64.
     if (adapters::kind_has_lora(a.kind))

@@ -218,24 +218,22 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
   const bool first = pp_rank == 0, last = pp_rank == lay.pp - 1;
   // adapt_train: logits in 256-row chunks without pp; the pipeline passes no chunking.
   const std::int64_t chunk = lay.pp > 1 ? 0 : 256;
+  // 1F1B: a stage that is not the last keeps what the backward reads for each micro-batch in flight, up
+  // to pp − stage of them, each in a `saved` workspace of its own (model::SplitTrainStep).
+  const std::int64_t in_flight = last ? 1 : std::min<std::int64_t>(lay.pp - pp_rank, job.grad_accum);
+  r.micro_in_flight = in_flight;
   auto pass = [&](bool recompute) {
     const PassModel pm(m, a, lay, tp_rank, pp_rank, job.micro_batch, job.seq, prec.activation);
     ActivationBytes b = pm.run(recompute, true, chunk);
-    if (!last) {  // the stage's forward without backward: the workspaces keep their high-water marks
-      const ActivationBytes f = pm.run(recompute, false, chunk);
-      b.saved = std::max(b.saved, f.saved);
-      b.scratch = std::max(b.scratch, f.scratch);
-      b.adapter = std::max(b.adapter, f.adapter);
-    }
+    b.saved *= static_cast<std::uint64_t>(in_flight);
     return b;
   };
   r.activations = pass(job.recompute);
   r.activations_other = pass(!job.recompute);
   if (lay.pp > 1) {
-    // Hidden states (B, T, C) outside the workspaces: the inputs of the micro-batches in flight (1F1B:
-    // up to pp − stage of them), the gradient from the next stage, the output and the input's gradient.
-    const std::int64_t in_flight = std::min<std::int64_t>(lay.pp - pp_rank, job.grad_accum);
-    const std::int64_t n_hidden = (first ? 0 : in_flight + 1) + (last ? 0 : 2);
+    // Hidden states (B, T, C) outside the workspaces: the input received (copied into the workspace by
+    // its forward) and its gradient, the output and the gradient from the next stage.
+    const std::int64_t n_hidden = (first ? 0 : 2) + (last ? 0 : 2);
     r.pipeline_buffers = static_cast<std::uint64_t>(n_hidden * job.micro_batch * job.seq * m.hidden_size) *
                          static_cast<std::uint64_t>(prec.activation);
   }

@@ -241,11 +241,12 @@ std::string plan_text(const PlanResult& p) {
                           std::string(lp.layout.dp > 1 && r.train.zero1 ? ", this rank's ZeRO-1 shard" : ""));
     line("gradient reduction buffers", m.dp_buffers,
          lp.layout.dp > 1 || lp.layout.pp > 1 ? "flat vectors of the dp / pp reductions" : "");
-    if (lp.layout.pp > 1) line("pipeline hidden states", m.pipeline_buffers, "micro-batches in flight");
+    if (lp.layout.pp > 1) line("pipeline hidden states", m.pipeline_buffers, "exchanged with the neighbouring stages");
     auto acts = [&](const ActivationBytes& a, bool rc) {
       line(rc ? "activations, with recompute" : "activations, no recompute", a.total(),
-           fmt::format("saved {} + scratch {} + adapter {}{}", format_bytes(a.saved), format_bytes(a.scratch),
-                       format_bytes(a.adapter), rc == r.train.recompute ? "  <- in use" : ""));
+           fmt::format("saved {}{} + scratch {} + adapter {}{}", format_bytes(a.saved),
+                       m.micro_in_flight > 1 ? fmt::format(" ({} micro-batches in flight)", m.micro_in_flight) : "",
+                       format_bytes(a.scratch), format_bytes(a.adapter), rc == r.train.recompute ? "  <- in use" : ""));
     };
     acts(r.train.recompute ? m.activations_other : m.activations, false);
     acts(r.train.recompute ? m.activations : m.activations_other, true);
@@ -366,7 +367,9 @@ std::string plan_text(const PlanResult& p) {
         "recommended for generation: no layout of {} GPU(s) holds the weights and the KV cache of {} "
         "sequence(s){}\n",
         r.gpus, r.gen.batch,
-        p.min_gpus_gen > 0 ? fmt::format("; {} × {} would", p.min_gpus_gen, r.cluster.gpu.name) : "");
+        p.min_gpus_gen > 0 ? fmt::format("; {} × {} would hold it (adapt_plan --gpus {} shows the layouts)",
+                                          p.min_gpus_gen, r.cluster.gpu.name, p.min_gpus_gen)
+                        : "");
   }
   return s;
 }
@@ -422,6 +425,7 @@ std::string plan_json(const PlanResult& p) {
                    {"optimizer", m.optimizer},
                    {"dp_buffers", m.dp_buffers},
                    {"pipeline_buffers", m.pipeline_buffers},
+                   {"micro_batches_in_flight", m.micro_in_flight},
                    {"activations", acts(m.activations)},
                    {"activations_other_recompute", acts(m.activations_other)},
                    {"device_total", m.device_total()},

@@ -161,9 +161,8 @@ StepTime train_step_time(const model::LlamaConfig& m, const adapters::AdapterCon
     const double layers = static_cast<double>(parallel::stage_layers(m.n_layers, lay.pp, p).count);
     const bool last = p == lay.pp - 1;
     const StageFlops s = stage_flops(m, a, job.seq, layers, share);
-    // Forward passes per micro-batch: 1, +1 with recomputation, +1 on a pipeline stage that is not
-    // the last (its forward runs again in the backward).
-    const double passes = 1 + (job.recompute ? 1 : 0) + (lay.pp > 1 && !last ? 1 : 0);
+    // Forward passes per micro-batch: 1, +1 with recomputation.
+    const double passes = 1 + (job.recompute ? 1 : 0);
     const double f = tokens * (s.forward * passes + s.backward + (last ? s.head : 0)) / lay.tp;
     // HBM: the rank's weights once per forward and once in the backward, per micro-batch, plus the
     // activations written and read once.

@@ -432,17 +432,17 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     double sums[2] = {0, 0};  // loss, loss tokens: this replica's rows, then all replicas'
     model::TrainWorkspace ews(model::model_allocator(model));
     if (pp.size() > 1) {
-      // The pipeline has no forward-only pass: its backward's gradients are thrown away.
+      // Every stage takes the same batches: each passes them through its layers once, forward only.
       std::vector<Batch> batches;
       std::vector<model::TrainInputs> in;
       for (std::int64_t k = 0; k < n; ++k) batches.push_back(ev.batch(k));
       for (Batch& b : batches) in.push_back(wrap_batch(b));
       if (!in.empty()) {
-        const model::PipelineResult r = model::llama_pipeline_train(model, in, &set, *model_pp, {}, &ews);
+        const model::PipelineResult r =
+            model::llama_pipeline_train(model, in, &set, *model_pp, {.backward = false}, &ews);
         sums[0] = r.loss_sum;
         sums[1] = static_cast<double>(r.n_loss_tokens);
       }
-      set.zero_grad();
     } else {
       for (std::int64_t k = 0; k < n; ++k) {
         Batch b = ev.batch(k);

@@ -113,6 +113,19 @@ void run_layout(int tp_size, bool recompute) {
     std::printf("tp%d x pp%d (recompute %d), 4 micro-batches: loss rel diff %.2e, %zu gradients max rel diff %.2e\n",
                 tp_size, pp_size, recompute, d_loss, pw.size(), worst);
 
+  // Evaluation (forward only): every micro-batch through the stages once; one rank's loss, no gradient.
+  adapters::AdapterSet eval_whole = adapter_set(cfg, 0.1, nullptr), eval_part = adapter_set(cfg, 0.1, &part.tp);
+  eval_whole.set_training(false);
+  eval_part.set_training(false);
+  double loss_eval = 0;
+  for (const model::TrainInputs& in : inputs)
+    loss_eval += model::llama_train_step(whole, in, &eval_whole, {.backward = false}).loss_sum;
+  const model::PipelineResult e =
+      model::llama_pipeline_train(part, inputs, &eval_part, *comms.pp, {.recompute = recompute, .backward = false});
+  CHECK(e.n_loss_tokens == n_tokens);
+  CHECK(std::abs(e.loss_sum - loss_eval) / std::abs(loss_eval) <= kTol);
+  for (const adapters::AdapterParam& p : eval_part.parameters()) CHECK(max_abs(p.grad) == 0.0);
+
   // The same pipeline with the gradient stream armed before the stage's last backward (as adapt_train
   // does with optim.overlap): the stage's own layers are handed during that backward, highest first,
   // the others by end_gradient_stream after it, every layer once; the gradients are the same bits as

@@ -142,3 +142,99 @@ TEST_CASE("two pipeline stages run in turn give the whole model's loss and gradi
     CHECK_THROWS_AS(llama_forward(first, in.ids), UnsupportedError);
   }
 }
+
+// Counts the forward calls at linear sites, passing every call on to the adapters.
+class CountingHook final : public AdapterHook {
+ public:
+  explicit CountingHook(AdapterHook& inner) : inner_(inner) {}
+  int forwards = 0;
+  bool has_linear(const LinearSite& s) const override { return inner_.has_linear(s); }
+  void linear_forward(const LinearSite& s, const Tensor& x, Tensor& y) override {
+    ++forwards;
+    inner_.linear_forward(s, x, y);
+  }
+  void linear_backward(const LinearSite& s, const Tensor& x, const Tensor& dy, Tensor& dx) override {
+    inner_.linear_backward(s, x, dy, dx);
+  }
+  bool has_block(int l, BlockSite s) const override { return inner_.has_block(l, s); }
+  void block_forward(int l, BlockSite s, const Tensor& h, const Tensor& f, Tensor& out) override {
+    inner_.block_forward(l, s, h, f, out);
+  }
+  void block_backward(int l, BlockSite s, const Tensor& h, const Tensor& f, const Tensor& dout, Tensor& dh,
+                      Tensor& df) override {
+    inner_.block_backward(l, s, h, f, dout, dh, df);
+  }
+
+ private:
+  AdapterHook& inner_;
+};
+
+TEST_CASE("SplitTrainStep: a stage's forwards kept while other micro-batches run, then their backwards, bit for bit") {
+  test::TempDir dir("adapt-split-step");
+  const LlamaConfig cfg = small_config(false);
+  random_model_write(dir.path(), cfg, {.seed = 9, .dtype = DType::F32});
+  const LlamaModel whole = llama_model_load(dir.path());
+  LlamaModel first = whole, second = whole;
+  first.stage = {.rank = 0, .size = 2};
+  second.stage = {.rank = 1, .size = 2};
+  const std::int64_t stage_layers = stage_layer_range(cfg, first.stage).count;
+  const TrainInputs in[2] = {{.ids = ids_of(2, 6, cfg.vocab_size, 1), .targets = ids_of(2, 6, cfg.vocab_size, 4)},
+                             {.ids = ids_of(2, 6, cfg.vocab_size, 7), .targets = ids_of(2, 6, cfg.vocab_size, 8)}};
+  for (const bool recompute : {false, true}) {
+    CAPTURE(recompute);
+    // The reference: llama_train_step over the stages, one micro-batch after the other.
+    adapters::AdapterSet set_ref = trained_set(cfg), set_split = trained_set(cfg);
+    const Shape btc{2, 6, cfg.hidden_size};
+    std::vector<Tensor> h, dh;
+    for (int i = 0; i < 2; ++i) {
+      h.push_back(Tensor::empty(btc, DType::F32));
+      dh.push_back(Tensor::empty(btc, DType::F32));
+    }
+    for (int i = 0; i < 2; ++i) {
+      llama_train_step(first, in[i], &set_ref, {.backward = false, .stage_output = &h[i]});
+      llama_train_step(second, in[i], &set_ref, {.loss_scale = 0.1f, .d_embedded = &dh[i], .stage_input = &h[i]});
+      llama_train_step(first, in[i], &set_ref,
+                       {.recompute = recompute, .loss_scale = 0.1f, .stage_output_grad = &dh[i]});
+    }
+
+    // Split: both forwards of the first stage, each kept in its own workspace, then the backwards; the
+    // outputs it hands on go to the second stage in between.
+    CountingHook counting(set_split);
+    TrainWorkspace ws;
+    std::vector<std::unique_ptr<SplitTrainStep>> pending;
+    std::vector<Tensor> out, grad;
+    for (int i = 0; i < 2; ++i) {
+      out.push_back(Tensor::empty(btc, DType::F32));
+      grad.push_back(Tensor::empty(btc, DType::F32));
+      pending.push_back(std::make_unique<SplitTrainStep>(
+          first, in[i], &counting, TrainOptions{.recompute = recompute, .loss_scale = 0.1f, .stage_output = &out[i]},
+          ws.in_flight(static_cast<std::size_t>(i)), ws.scratch));
+      CHECK(same_bits(out[i], h[i]));
+      llama_train_step(second, in[i], &set_split, {.loss_scale = 0.1f, .d_embedded = &grad[i], .stage_input = &out[i]});
+      CHECK(same_bits(grad[i], dh[i]));
+    }
+    const int forwards = counting.forwards;
+    CHECK(forwards == 2 * stage_layers * 7);  // LoRA on all seven projections: each forward ran once
+    for (int i = 0; i < 2; ++i) {
+      out[i] = Tensor();  // the caller may drop what it handed on
+      const TrainResult r = pending[static_cast<std::size_t>(i)]->backward(grad[i], nullptr);
+      CHECK(r.n_loss_tokens == 0);
+      CHECK_THROWS(pending[static_cast<std::size_t>(i)]->backward(grad[i], nullptr));  // once only
+    }
+    // With recomputation each layer's forward runs again before its backward, as in llama_train_step.
+    CHECK(counting.forwards - forwards == (recompute ? 2 * stage_layers * 7 : 0));
+    const std::vector<adapters::AdapterParam> pr = set_ref.parameters(), ps = set_split.parameters();
+    for (std::size_t i = 0; i < pr.size(); ++i) {
+      CAPTURE(pr[i].name);
+      CHECK(same_bits(ps[i].grad, pr[i].grad));
+    }
+  }
+
+  // Refused: the last stage (its loss ends the forward), a gradient of the wrong shape.
+  adapters::AdapterSet set = trained_set(cfg);
+  TrainWorkspace ws;
+  Tensor h = Tensor::empty({2, 6, cfg.hidden_size}, DType::F32);
+  CHECK_THROWS_AS(SplitTrainStep(second, in[0], &set, {.stage_input = &h}, ws.saved, ws.scratch), UnsupportedError);
+  SplitTrainStep split(first, in[0], &set, {.stage_output = &h}, ws.saved, ws.scratch);
+  CHECK_THROWS_AS(split.backward(Tensor::empty({2, 5, cfg.hidden_size}, DType::F32), nullptr), ShapeError);
+}
