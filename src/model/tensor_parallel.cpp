@@ -51,7 +51,7 @@ Tensor& slot(LlamaWeights& w, WeightKind kind, int layer) {
 }  // namespace
 
 parallel::Range stage_layer_range(const LlamaConfig& c, const PipelineStage& stage) {
-  return parallel::stage_layers(c.n_layers, stage.size, stage.rank);
+  return parallel::stage_layers(llama_dims(c), stage.size, stage.rank);
 }
 
 TpLocalDims tp_local_dims(const LlamaConfig& c, const TensorParallel& tp) {

@@ -1,5 +1,8 @@
 #include "parallel/llama_sharding.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "core/error.h"
 
 namespace adapt::parallel {
@@ -80,9 +83,27 @@ ShardSpec llama_tp_spec(LlamaTensor t, const LlamaDims& d) {
   return {};
 }
 
-Range stage_layers(std::int64_t n_layers, int pp_size, int pp_rank) {
+Range stage_layers(std::int64_t n_layers, int pp_size, int pp_rank, double head_layers) {
   ADAPT_CHECK(pp_size <= n_layers, "{} pipeline stages for {} layers", pp_size, n_layers);
-  return split_range(n_layers, 1, pp_size, pp_rank);
+  ADAPT_CHECK(pp_rank >= 0 && pp_rank < pp_size, "pipeline stage {} of {}", pp_rank, pp_size);
+  if (pp_size == 1) return {0, n_layers};
+  // The last stage's layers: (L + h) / pp − h of the balanced work, within [1, the even split's].
+  const std::int64_t even = split_range(n_layers, 1, pp_size, pp_size - 1).count;
+  const double balanced = (static_cast<double>(n_layers) + head_layers) / pp_size - head_layers;
+  const std::int64_t last = std::clamp<std::int64_t>(std::llround(balanced), 1, even);
+  const std::int64_t rest = n_layers - last;
+  if (pp_rank == pp_size - 1) return {rest, last};
+  return split_range(rest, 1, pp_size - 1, pp_rank);
+}
+
+double head_layer_share(const LlamaDims& d) {
+  const double layer = static_cast<double>(d.hidden) *
+                       static_cast<double>(2 * d.n_heads * d.head_dim + 2 * d.n_kv_heads * d.head_dim + 3 * d.intermediate);
+  return layer > 0 ? static_cast<double>(d.vocab * d.hidden) / layer : 0.0;
+}
+
+Range stage_layers(const LlamaDims& d, int pp_size, int pp_rank) {
+  return stage_layers(d.n_layers, pp_size, pp_rank, head_layer_share(d));
 }
 
 std::vector<TensorShard> llama_rank_shards(const LlamaDims& d, const comm::ProcessGrid& grid, int world_rank) {
@@ -97,7 +118,7 @@ std::vector<TensorShard> llama_rank_shards(const LlamaDims& d, const comm::Proce
                    .slice = shard_slice(llama_tensor_shape(t, d), llama_tp_spec(t, d), grid.tp_size(), c.tp)});
   };
   if (first || (last && d.tie_word_embeddings)) add(LlamaTensor::Embedding, -1);
-  const Range layers = stage_layers(d.n_layers, grid.pp_size(), c.pp);
+  const Range layers = stage_layers(d, grid.pp_size(), c.pp);
   for (std::int64_t i = layers.begin; i < layers.end(); ++i) {
     const int l = static_cast<int>(i);
     for (LlamaTensor t : {LlamaTensor::AttnNorm, LlamaTensor::Wq, LlamaTensor::Wk, LlamaTensor::Wv, LlamaTensor::Wo,

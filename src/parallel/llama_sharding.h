@@ -63,8 +63,18 @@ Shape llama_tensor_shape(LlamaTensor t, const LlamaDims& dims);
 /// How `t` is split over the tp group (heads are never cut: q/k/v/o split in blocks of D).
 ShardSpec llama_tp_spec(LlamaTensor t, const LlamaDims& dims);
 
-/// The layers pipeline stage `pp_rank` of `pp_size` holds.
-Range stage_layers(std::int64_t n_layers, int pp_size, int pp_rank);
+/// The layers pipeline stage `pp_rank` of `pp_size` holds: contiguous ranges, in stage order. The
+/// last stage also runs the head (lm_head and the loss), as much work per token as `head_layers`
+/// decoder layers (head_layer_share), so it gets that many fewer layers, at least one and never more
+/// than an even split would give it; the other stages share the rest evenly (the first ones one more
+/// where it does not divide). head_layers = 0: the even split.
+Range stage_layers(std::int64_t n_layers, int pp_size, int pp_rank, double head_layers = 0.0);
+/// The model's stages as every part of adapt splits them: stage_layers with the head's share.
+Range stage_layers(const LlamaDims& d, int pp_size, int pp_rank);
+/// lm_head's multiply-adds per token (V·C) over a decoder layer's (its projections: q, k, v, o, gate,
+/// up, down), the share of the pipeline's last stage that the head takes: 3.9 for the bench preset
+/// (vocabulary 32,000, hidden 768), 2.4 for Llama 3.1 8B, 1.2 for 70B, 0.6 for 405B.
+double head_layer_share(const LlamaDims& d);
 
 /// One base tensor a rank holds: which, of which layer (-1 for model-level tensors), which slice.
 struct TensorShard {

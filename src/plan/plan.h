@@ -155,6 +155,8 @@ struct GenMemory {
   std::uint64_t kv_per_sequence = 0;
   std::uint64_t adapter = 0;
   std::uint64_t activations = 0;  // the largest step: a prefill piece of min(prefill_chunk, context) tokens
+  std::uint64_t step_read = 0;    // what a decode step reads on one tp rank's GPUs, stage after stage: its
+                                  // weights of every stage and the KV cache of every layer
   std::uint64_t device_total() const { return weights + kv_cache + adapter + activations; }
 };
 GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& layout,

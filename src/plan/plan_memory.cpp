@@ -51,7 +51,7 @@ class PassModel {
     B_ = batch, T_ = seq, N_ = B_ * T_, C_ = m.hidden_size, H_ = local.heads, Hkv_ = local.kv_heads;
     D_ = m.head_dim, F_ = local.ffn, V_ = local.vocab.count;
     tp_ = lay.tp > 1;
-    const parallel::Range r = parallel::stage_layers(m.n_layers, lay.pp, pp_rank);
+    const parallel::Range r = parallel::stage_layers(model::llama_dims(m), lay.pp, pp_rank);
     l0_ = r.begin, l1_ = r.end();
     first_ = pp_rank == 0, last_ = pp_rank == lay.pp - 1;
     act_ = static_cast<std::uint64_t>(act_bytes);
@@ -307,16 +307,23 @@ GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig&
   if (job.kv_bytes > 0) prec.kv = job.kv_bytes;
   GenMemory g;
   g.layout = layout;
-  std::int64_t most = 0;
-  for (int p = 0; p < layout.pp; ++p) most = std::max(most, base_params_on_rank(m, layout, 0, p));
+  std::int64_t most = 0, all_stages = 0;
+  for (int p = 0; p < layout.pp; ++p) {
+    most = std::max(most, base_params_on_rank(m, layout, 0, p));
+    all_stages += base_params_on_rank(m, layout, 0, p);
+  }
   g.weights = static_cast<std::uint64_t>(most) * static_cast<std::uint64_t>(prec.weight);
   // Keys and values of the stage's layers for the rank's KV heads (model::KvCache; with pp each
   // stage fills its own layers).
-  const std::int64_t stage_layers = parallel::stage_layers(m.n_layers, layout.pp, 0).count;
+  const std::int64_t stage_layers = parallel::stage_layers(model::llama_dims(m), layout.pp, 0).count;
   g.kv_per_sequence =
       static_cast<std::uint64_t>(2 * stage_layers * (m.n_kv_heads / layout.tp) * job.context * m.head_dim) *
       static_cast<std::uint64_t>(prec.kv);
   g.kv_cache = g.kv_per_sequence * static_cast<std::uint64_t>(job.batch);
+  g.step_read = static_cast<std::uint64_t>(all_stages) * static_cast<std::uint64_t>(prec.weight) +
+                static_cast<std::uint64_t>(2 * m.n_layers * (m.n_kv_heads / layout.tp) * job.context * m.head_dim *
+                                           job.batch) *
+                    static_cast<std::uint64_t>(prec.kv);
   g.adapter =
       static_cast<std::uint64_t>(adapter_params_on_rank(m, a, layout.tp, 0)) * (backend == Backend::Cpu ? 4 : 2);
   // The largest prefill piece of one sequence (llama_forward; adapt_gen prefills prompt_chunk tokens at

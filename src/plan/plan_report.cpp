@@ -1,15 +1,18 @@
 #include "plan/plan_report.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "adapters/adapter_config_check.h"
 #include "core/error.h"
 #include "core/strings.h"
 #include "model/kv_cache.h"
+#include "model/tensor_parallel.h"
 #include "parallel/llama_sharding.h"
 
 namespace adapt::plan {
@@ -226,6 +229,14 @@ std::string plan_text(const PlanResult& p) {
     const TrainMemory& m = lp.mem;
     s += fmt::format("memory of the busiest rank of {} (tp rank {}, stage {}), micro-batch {}:\n", lp.layout.str(),
                      m.tp_rank, m.pp_rank, r.train.micro_batch);
+    if (lp.layout.pp > 1) {
+      const parallel::LlamaDims dims = model::llama_dims(r.model);
+      std::vector<std::int64_t> counts;
+      for (int stage = 0; stage < lp.layout.pp; ++stage)
+        counts.push_back(parallel::stage_layers(dims, lp.layout.pp, stage).count);
+      s += fmt::format("  stages hold {} decoder layers (the last also runs the head: {:.1f} layers' work)\n",
+                       fmt::join(counts, " | "), parallel::head_layer_share(dims));
+    }
     auto line = [&](const char* what, std::uint64_t b, const std::string& note) {
       s += fmt::format("  {:<34} {:>12}  {}\n", what, format_bytes(b), note);
     };
@@ -321,7 +332,7 @@ std::string plan_text(const PlanResult& p) {
     const LayoutPlan& lp = *std::min_element(p.layouts.begin(), p.layouts.end(), [](const auto& a, const auto& b) {
       return a.gen.device_total() < b.gen.device_total();
     });
-    const std::int64_t layers = parallel::stage_layers(r.model.n_layers, lp.layout.pp, 0).count;
+    const std::int64_t layers = parallel::stage_layers(model::llama_dims(r.model), lp.layout.pp, 0).count;
     const std::uint64_t per_layer = lp.gen.kv_cache / static_cast<std::uint64_t>(layers);
     const std::uint64_t fixed = lp.gen.weights + lp.gen.adapter + lp.gen.activations;
     const std::uint64_t room = p.usable_bytes() > fixed ? p.usable_bytes() - fixed : 0;
@@ -415,6 +426,9 @@ std::string plan_json(const PlanResult& p) {
     json t;
     t["tp"] = lp.layout.tp;
     t["pp"] = lp.layout.pp;
+    t["stage_layers"] = json::array();
+    for (int stage = 0; stage < lp.layout.pp; ++stage)
+      t["stage_layers"].push_back(parallel::stage_layers(model::llama_dims(r.model), lp.layout.pp, stage).count);
     t["dp"] = lp.layout.dp;
     t["memory"] = {{"rank", {{"tp", m.tp_rank}, {"pp", m.pp_rank}}},
                    {"base_params", m.base_params},

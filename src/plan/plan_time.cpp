@@ -6,6 +6,7 @@
 #include "comm/process_grid.h"
 #include "core/error.h"
 #include "core/strings.h"
+#include "model/tensor_parallel.h"
 #include "parallel/llama_sharding.h"
 #include "plan/plan.h"
 
@@ -158,7 +159,7 @@ StepTime train_step_time(const model::LlamaConfig& m, const adapters::AdapterCon
   const TrainMemory mem = train_memory(m, a, lay, job, Backend::Gpu);
   double worst = 0, worst_hbm = 0;
   for (int p = 0; p < lay.pp; ++p) {
-    const double layers = static_cast<double>(parallel::stage_layers(m.n_layers, lay.pp, p).count);
+    const double layers = static_cast<double>(parallel::stage_layers(model::llama_dims(m), lay.pp, p).count);
     const bool last = p == lay.pp - 1;
     const StageFlops s = stage_flops(m, a, job.seq, layers, share);
     // Forward passes per micro-batch: 1, +1 with recomputation.
@@ -200,7 +201,7 @@ DecodeTime decode_step_time(const model::LlamaConfig& m, const Layout& lay, cons
       .kind = adapters::AdapterKind::Lora, .layers = {}, .last_n = {}, .lora = {.targets = {}}};
   const GenMemory g = gen_memory(m, none, lay, job, Backend::Gpu);
   // Each stage reads its weights and KV cache once per step; the stages run one after the other.
-  const double read_s = static_cast<double>(g.weights + g.kv_cache) / (cl.gpu.hbm_tbps * 1e12) * lay.pp;
+  const double read_s = static_cast<double>(g.step_read) / (cl.gpu.hbm_tbps * 1e12);
   const double layers = static_cast<double>(m.n_layers);
   const double allreduce = static_cast<double>(job.batch * m.hidden_size) * 2;  // bf16 hidden states
   const double tp_bytes = lay.tp > 1 ? 2.0 * layers * 2.0 * (lay.tp - 1) / lay.tp * allreduce : 0;

@@ -102,6 +102,49 @@ TEST_CASE("tensor-parallel slices follow the Megatron rules for every tp rank") 
   CHECK(llama_tp_spec(LlamaTensor::BiasDown, o).dim == ShardDim::None);
 }
 
+TEST_CASE("pipeline stages balance the head's work: the last stage holds fewer layers") {
+  // The head in decoder layers' work: V·C over a layer's projections.
+  const LlamaDims bench{.hidden = 768, .intermediate = 2048, .n_layers = 8, .n_heads = 12, .n_kv_heads = 4,
+                        .head_dim = 64, .vocab = 32000};
+  CHECK(head_layer_share(bench) == doctest::Approx(32000.0 * 768 / (768.0 * (2 * 768 + 2 * 256 + 3 * 2048))));
+  const LlamaDims l70{.hidden = 8192, .intermediate = 28672, .n_layers = 80, .n_heads = 64, .n_kv_heads = 8,
+                      .head_dim = 128, .vocab = 128256};
+  CHECK(head_layer_share(l70) == doctest::Approx(1.2287).epsilon(1e-3));
+  // bench, 2 stages: 6 layers | 2 layers + the head (3.9): 6 against 5.9 instead of 4 against 7.9.
+  CHECK(stage_layers(bench, 2, 0) == Range{0, 6});
+  CHECK(stage_layers(bench, 2, 1) == Range{6, 2});
+  // 70B, 4 stages: 21, 20, 20 | 19 + 1.2.
+  CHECK(stage_layers(l70, 4, 0) == Range{0, 21});
+  CHECK(stage_layers(l70, 4, 1) == Range{21, 20});
+  CHECK(stage_layers(l70, 4, 2) == Range{41, 20});
+  CHECK(stage_layers(l70, 4, 3) == Range{61, 19});
+  // A head heavier than the model leaves the last stage one layer.
+  CHECK(stage_layers(4, 2, 1, 100.0) == Range{3, 1});
+  // Every split covers the layers in order, one at least per stage; the last stage never gets more
+  // than the even split gives it, and the busiest stage's work is never above the even split's.
+  for (std::int64_t n = 1; n <= 40; ++n)
+    for (int pp = 1; pp <= std::min<std::int64_t>(n, 9); ++pp)
+      for (const double h : {0.0, 0.3, 1.2, 2.4, 3.9, 50.0}) {
+        CAPTURE(n);
+        CAPTURE(pp);
+        CAPTURE(h);
+        std::int64_t next = 0;
+        double worst = 0, worst_even = 0;
+        for (int r = 0; r < pp; ++r) {
+          const Range s = stage_layers(n, pp, r, h), e = stage_layers(n, pp, r);
+          CHECK(s.begin == next);
+          CHECK(s.count >= 1);
+          next = s.end();
+          const double head = r == pp - 1 ? h : 0.0;
+          worst = std::max(worst, static_cast<double>(s.count) + head);
+          worst_even = std::max(worst_even, static_cast<double>(e.count) + head);
+          if (r == pp - 1) CHECK(s.count <= e.count);
+        }
+        CHECK(next == n);
+        CHECK(worst <= worst_even);
+      }
+}
+
 TEST_CASE("pipeline stages hold balanced contiguous layers; embedding first, norm and lm_head last") {
   CHECK(stage_layers(32, 4, 0) == Range{0, 8});
   CHECK(stage_layers(32, 4, 3) == Range{24, 8});
@@ -126,12 +169,14 @@ TEST_CASE("pipeline stages hold balanced contiguous layers; embedding first, nor
       CHECK(holds(LlamaTensor::Embedding, -1) == (c.pp == 0 || (tied && c.pp == 1)));
       CHECK(holds(LlamaTensor::FinalNorm, -1) == (c.pp == 1));
       CHECK(holds(LlamaTensor::LmHead, -1) == (c.pp == 1 && !tied));
+      const Range mine = stage_layers(dd, 2, c.pp);  // {0, 3} and {3, 2}: the head weighs 1.4 layers
+      CHECK(mine == (c.pp == 0 ? Range{0, 3} : Range{3, 2}));
       for (int l = 0; l < 5; ++l) {
         CHECK(holds(LlamaTensor::Wq, l) == (c.pp == 0 ? l < 3 : l >= 3));
         CHECK(holds(LlamaTensor::BiasDown, l) == (c.pp == 0 ? l < 3 : l >= 3));
       }
       // 9 tensors + 4 attention biases + 3 MLP biases per layer, plus the model-level ones.
-      const std::size_t per_layer = 16, layers = c.pp == 0 ? 3 : 2;
+      const std::size_t per_layer = 16, layers = static_cast<std::size_t>(mine.count);
       const std::size_t model_level = c.pp == 0 ? 1 : 2;  // embedding | norm + lm_head (or tied embedding)
       CHECK(shards.size() == per_layer * layers + model_level);
       // dp replicas hold the same shards.
