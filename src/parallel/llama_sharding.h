@@ -73,7 +73,7 @@ Range stage_layers(std::int64_t n_layers, int pp_size, int pp_rank, double head_
 Range stage_layers(const LlamaDims& d, int pp_size, int pp_rank);
 /// lm_head's multiply-adds per token (V·C) over a decoder layer's (its projections: q, k, v, o, gate,
 /// up, down), the share of the pipeline's last stage that the head takes: 3.9 for the bench preset
-/// (vocabulary 32,000, hidden 768), 2.4 for Llama 3.1 8B, 1.2 for 70B, 0.6 for 405B.
+/// (vocabulary 32,000, hidden 768), 2.4 for Llama 3.1 8B, 1.2 for 70B, 0.66 for 405B.
 double head_layer_share(const LlamaDims& d);
 
 /// One base tensor a rank holds: which, of which layer (-1 for model-level tensors), which slice.
