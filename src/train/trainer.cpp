@@ -48,6 +48,14 @@ using json = nlohmann::json;
 
 namespace {
 
+// "6 | 2 layers": the decoder layers of each pipeline stage (model::stage_layer_range).
+std::string stage_split(const model::LlamaConfig& c, int pp) {
+  std::string s;
+  for (int p = 0; p < pp; ++p)
+    s += fmt::format("{}{}", p ? " | " : "", model::stage_layer_range(c, {.rank = p, .size = pp}).count);
+  return s + " layers";
+}
+
 /// A diverged run: loss or gradient norm not finite. Exit code 1; the last checkpoint is untouched.
 /// Every rank sees the same (reduced) loss and norm, so every rank raises it at the same step.
 class TrainingDiverged : public CollectiveError {
@@ -334,8 +342,8 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
                ranks.grid.str(), ranks.grid.world_size(), cfg.train.micro_batch,
                cfg.train.micro_batch / dp.size(),
                tp.size() > 1 ? fmt::format("; weights and LoRA factors split over {} tp ranks", tp.size()) : "",
-               pp.size() > 1 ? fmt::format("; layers in {} pipeline stages (1F1B over the {} micro-batches)",
-                                           pp.size(), cfg.train.grad_accum)
+               pp.size() > 1 ? fmt::format("; layers in {} pipeline stages of {} (1F1B over the {} micro-batches)",
+                                           pp.size(), stage_split(model.config, pp.size()), cfg.train.grad_accum)
                              : "",
                cfg.parallel.zero1 && dp.size() > 1 ? "partitioned over dp (ZeRO-1)" : "replicated");
   const optim::LrSchedule sched{optim::parse_lr_schedule(cfg.optim.schedule), cfg.optim.lr, cfg.optim.warmup_steps,
