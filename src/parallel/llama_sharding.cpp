@@ -102,11 +102,16 @@ double head_layer_share(const LlamaDims& d) {
   return layer > 0 ? static_cast<double>(d.vocab * d.hidden) / layer : 0.0;
 }
 
-Range stage_layers(const LlamaDims& d, int pp_size, int pp_rank) {
-  return stage_layers(d.n_layers, pp_size, pp_rank, head_layer_share(d));
+double stage_head_layers(const LlamaDims& d, StageSplit split) {
+  return split == StageSplit::ByWork ? head_layer_share(d) : 0.0;
 }
 
-std::vector<TensorShard> llama_rank_shards(const LlamaDims& d, const comm::ProcessGrid& grid, int world_rank) {
+Range stage_layers(const LlamaDims& d, int pp_size, int pp_rank, StageSplit split) {
+  return stage_layers(d.n_layers, pp_size, pp_rank, stage_head_layers(d, split));
+}
+
+std::vector<TensorShard> llama_rank_shards(const LlamaDims& d, const comm::ProcessGrid& grid, int world_rank,
+                                           StageSplit split) {
   ADAPT_CHECK(d.n_heads % grid.tp_size() == 0 && d.n_kv_heads % grid.tp_size() == 0,
               "tp {} does not divide the heads {} / KV heads {}", grid.tp_size(), d.n_heads, d.n_kv_heads);
   const comm::GridCoord c = grid.coord(world_rank);
@@ -118,7 +123,7 @@ std::vector<TensorShard> llama_rank_shards(const LlamaDims& d, const comm::Proce
                    .slice = shard_slice(llama_tensor_shape(t, d), llama_tp_spec(t, d), grid.tp_size(), c.tp)});
   };
   if (first || (last && d.tie_word_embeddings)) add(LlamaTensor::Embedding, -1);
-  const Range layers = stage_layers(d, grid.pp_size(), c.pp);
+  const Range layers = stage_layers(d, grid.pp_size(), c.pp, split);
   for (std::int64_t i = layers.begin; i < layers.end(); ++i) {
     const int l = static_cast<int>(i);
     for (LlamaTensor t : {LlamaTensor::AttnNorm, LlamaTensor::Wq, LlamaTensor::Wk, LlamaTensor::Wv, LlamaTensor::Wo,

@@ -69,12 +69,18 @@ ShardSpec llama_tp_spec(LlamaTensor t, const LlamaDims& dims);
 /// than an even split would give it; the other stages share the rest evenly (the first ones one more
 /// where it does not divide). head_layers = 0: the even split.
 Range stage_layers(std::int64_t n_layers, int pp_size, int pp_rank, double head_layers = 0.0);
-/// The model's stages as every part of adapt splits them: stage_layers with the head's share.
-Range stage_layers(const LlamaDims& d, int pp_size, int pp_rank);
+/// How a job splits the layers over pipeline stages. Training runs the head for every token, so its
+/// stages are balanced by work; generation runs it for one position per sequence and step (and the
+/// stages of a decode step run one after another, so balance gains nothing there): even, which
+/// balances memory (the embedding on the first stage, lm_head on the last).
+enum class StageSplit { Even, ByWork };
 /// lm_head's multiply-adds per token (V·C) over a decoder layer's (its projections: q, k, v, o, gate,
 /// up, down), the share of the pipeline's last stage that the head takes: 3.9 for the bench preset
 /// (vocabulary 32,000, hidden 768), 2.4 for Llama 3.1 8B, 1.2 for 70B, 0.66 for 405B.
 double head_layer_share(const LlamaDims& d);
+/// stage_layers' head_layers for `split`: head_layer_share(d), or 0 for Even.
+double stage_head_layers(const LlamaDims& d, StageSplit split);
+Range stage_layers(const LlamaDims& d, int pp_size, int pp_rank, StageSplit split);
 
 /// One base tensor a rank holds: which, of which layer (-1 for model-level tensors), which slice.
 struct TensorShard {
@@ -85,7 +91,8 @@ struct TensorShard {
 
 /// Every base tensor `world_rank` of `grid` holds, in HF order. Ranks that differ only in dp hold the
 /// same shards. InternalError when the grid does not fit the model (ProcessGrid::make checks that).
-std::vector<TensorShard> llama_rank_shards(const LlamaDims& dims, const comm::ProcessGrid& grid, int world_rank);
+std::vector<TensorShard> llama_rank_shards(const LlamaDims& dims, const comm::ProcessGrid& grid, int world_rank,
+                                           StageSplit split = StageSplit::Even);
 
 /// The parts of one LoRA pair a tp rank holds. Globally A is (r, in) and B is (out, r) for a base
 /// weight (out, in). On a column-parallel weight A is replicated and B is split like the weight's

@@ -20,11 +20,11 @@ Tensor shard_read(const io::ShardedSafetensors& files, std::string_view name, co
 
 std::vector<LoadedShard> llama_rank_load(const io::ShardedSafetensors& files, const LlamaDims& dims,
                                          const comm::ProcessGrid& grid, int world_rank, const TensorNamer& name_of,
-                                         DType as, ShardLoadStats* stats) {
+                                         DType as, ShardLoadStats* stats, StageSplit split) {
   const std::uint64_t before = files.bytes_read();
   std::uint64_t share = 0;
   std::vector<LoadedShard> out;
-  for (const TensorShard& s : llama_rank_shards(dims, grid, world_rank)) {
+  for (const TensorShard& s : llama_rank_shards(dims, grid, world_rank, split)) {
     std::string name = name_of(s.tensor, s.layer);
     Tensor t = shard_read(files, name, s.slice, as);
     t.set_name(name);

@@ -33,9 +33,10 @@ struct ShardLoadStats {
   std::uint64_t bytes_share = 0;  // the stored bytes of the slices (what should be read)
 };
 
-/// Reads every shard llama_rank_shards(dims, grid, world_rank) lists, in that order.
+/// Reads every shard llama_rank_shards(dims, grid, world_rank, split) lists, in that order.
 std::vector<LoadedShard> llama_rank_load(const io::ShardedSafetensors& files, const LlamaDims& dims,
                                          const comm::ProcessGrid& grid, int world_rank, const TensorNamer& name_of,
-                                         DType as, ShardLoadStats* stats = nullptr);
+                                         DType as, ShardLoadStats* stats = nullptr,
+                                         StageSplit split = StageSplit::Even);
 
 }  // namespace adapt::parallel

@@ -51,7 +51,7 @@ class PassModel {
     B_ = batch, T_ = seq, N_ = B_ * T_, C_ = m.hidden_size, H_ = local.heads, Hkv_ = local.kv_heads;
     D_ = m.head_dim, F_ = local.ffn, V_ = local.vocab.count;
     tp_ = lay.tp > 1;
-    const parallel::Range r = parallel::stage_layers(model::llama_dims(m), lay.pp, pp_rank);
+    const parallel::Range r = parallel::stage_layers(model::llama_dims(m), lay.pp, pp_rank, parallel::StageSplit::ByWork);
     l0_ = r.begin, l1_ = r.end();
     first_ = pp_rank == 0, last_ = pp_rank == lay.pp - 1;
     act_ = static_cast<std::uint64_t>(act_bytes);
@@ -143,11 +143,13 @@ class PassModel {
   std::uint64_t act_ = 4;
 };
 
-std::int64_t base_params_on_rank(const model::LlamaConfig& m, const Layout& lay, int tp_rank, int pp_rank) {
+// Training splits the layers by work, generation evenly (parallel::StageSplit).
+std::int64_t base_params_on_rank(const model::LlamaConfig& m, const Layout& lay, int tp_rank, int pp_rank,
+                                 parallel::StageSplit split) {
   const comm::ProcessGrid grid(lay.tp, lay.pp, 1);
   std::int64_t n = 0;
   for (const parallel::TensorShard& s :
-       parallel::llama_rank_shards(model::llama_dims(m), grid, pp_rank * lay.tp + tp_rank))
+       parallel::llama_rank_shards(model::llama_dims(m), grid, pp_rank * lay.tp + tp_rank, split))
     n += s.slice.numel();
   return n;
 }
@@ -160,7 +162,7 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
   r.layout = lay;
   r.tp_rank = tp_rank;
   r.pp_rank = pp_rank;
-  r.base_params = base_params_on_rank(m, lay, tp_rank, pp_rank);
+  r.base_params = base_params_on_rank(m, lay, tp_rank, pp_rank, parallel::StageSplit::ByWork);
   r.weights = static_cast<std::uint64_t>(r.base_params) * static_cast<std::uint64_t>(prec.weight);
   const std::int64_t n = adapter_params_on_rank(m, a, lay.tp, tp_rank);
   r.adapter_params = n;
@@ -309,13 +311,14 @@ GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig&
   g.layout = layout;
   std::int64_t most = 0, all_stages = 0;
   for (int p = 0; p < layout.pp; ++p) {
-    most = std::max(most, base_params_on_rank(m, layout, 0, p));
-    all_stages += base_params_on_rank(m, layout, 0, p);
+    const std::int64_t n = base_params_on_rank(m, layout, 0, p, parallel::StageSplit::Even);
+    most = std::max(most, n);
+    all_stages += n;
   }
   g.weights = static_cast<std::uint64_t>(most) * static_cast<std::uint64_t>(prec.weight);
   // Keys and values of the stage's layers for the rank's KV heads (model::KvCache; with pp each
   // stage fills its own layers).
-  const std::int64_t stage_layers = parallel::stage_layers(model::llama_dims(m), layout.pp, 0).count;
+  const std::int64_t stage_layers = parallel::stage_layers(model::llama_dims(m), layout.pp, 0, parallel::StageSplit::Even).count;
   g.kv_per_sequence =
       static_cast<std::uint64_t>(2 * stage_layers * (m.n_kv_heads / layout.tp) * job.context * m.head_dim) *
       static_cast<std::uint64_t>(prec.kv);

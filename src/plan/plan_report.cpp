@@ -233,8 +233,9 @@ std::string plan_text(const PlanResult& p) {
       const parallel::LlamaDims dims = model::llama_dims(r.model);
       std::vector<std::int64_t> counts;
       for (int stage = 0; stage < lp.layout.pp; ++stage)
-        counts.push_back(parallel::stage_layers(dims, lp.layout.pp, stage).count);
-      s += fmt::format("  stages hold {} decoder layers (the last also runs the head: {:.1f} layers' work)\n",
+        counts.push_back(parallel::stage_layers(dims, lp.layout.pp, stage, parallel::StageSplit::ByWork).count);
+      s += fmt::format("  stages hold {} decoder layers in training (the last also runs the head: {:.1f} layers' "
+                       "work; generation splits them evenly)\n",
                        fmt::join(counts, " | "), parallel::head_layer_share(dims));
     }
     auto line = [&](const char* what, std::uint64_t b, const std::string& note) {
@@ -332,7 +333,7 @@ std::string plan_text(const PlanResult& p) {
     const LayoutPlan& lp = *std::min_element(p.layouts.begin(), p.layouts.end(), [](const auto& a, const auto& b) {
       return a.gen.device_total() < b.gen.device_total();
     });
-    const std::int64_t layers = parallel::stage_layers(model::llama_dims(r.model), lp.layout.pp, 0).count;
+    const std::int64_t layers = parallel::stage_layers(model::llama_dims(r.model), lp.layout.pp, 0, parallel::StageSplit::Even).count;
     const std::uint64_t per_layer = lp.gen.kv_cache / static_cast<std::uint64_t>(layers);
     const std::uint64_t fixed = lp.gen.weights + lp.gen.adapter + lp.gen.activations;
     const std::uint64_t room = p.usable_bytes() > fixed ? p.usable_bytes() - fixed : 0;
@@ -426,9 +427,10 @@ std::string plan_json(const PlanResult& p) {
     json t;
     t["tp"] = lp.layout.tp;
     t["pp"] = lp.layout.pp;
-    t["stage_layers"] = json::array();
+    t["train_stage_layers"] = json::array();
     for (int stage = 0; stage < lp.layout.pp; ++stage)
-      t["stage_layers"].push_back(parallel::stage_layers(model::llama_dims(r.model), lp.layout.pp, stage).count);
+      t["train_stage_layers"].push_back(
+          parallel::stage_layers(model::llama_dims(r.model), lp.layout.pp, stage, parallel::StageSplit::ByWork).count);
     t["dp"] = lp.layout.dp;
     t["memory"] = {{"rank", {{"tp", m.tp_rank}, {"pp", m.pp_rank}}},
                    {"base_params", m.base_params},

@@ -48,11 +48,13 @@ using json = nlohmann::json;
 
 namespace {
 
-// "6 | 2 layers": the decoder layers of each pipeline stage (model::stage_layer_range).
-std::string stage_split(const model::LlamaConfig& c, int pp) {
+// "6 | 2 layers": the decoder layers of each pipeline stage (model::stage_layer_range), split as `stage`.
+std::string stage_split(const model::LlamaConfig& c, const model::PipelineStage& stage) {
   std::string s;
-  for (int p = 0; p < pp; ++p)
-    s += fmt::format("{}{}", p ? " | " : "", model::stage_layer_range(c, {.rank = p, .size = pp}).count);
+  for (int p = 0; p < stage.size; ++p) {
+    const model::PipelineStage other{.rank = p, .size = stage.size, .head_layers = stage.head_layers};
+    s += fmt::format("{}{}", p ? " | " : "", model::stage_layer_range(c, other).count);
+  }
   return s + " layers";
 }
 
@@ -252,8 +254,10 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   // For a GPU the weights are read as stored (bf16 stays bf16: half the host memory) and converted to
   // runtime.weights_dtype on the way to the device, which then holds the only copy.
   const model::WeightStorage storage = device ? model::WeightStorage::AsStored : model::WeightStorage::F32;
+  // Pipeline stages balanced by work: the last one runs the head for every token.
   model::LlamaModel model =
-      sharded ? model::llama_model_load_tp(cfg.model.path, ranks.grid, world.rank(), tp, {.storage = storage}, &stats)
+      sharded ? model::llama_model_load_tp(cfg.model.path, ranks.grid, world.rank(), tp,
+                                           {.storage = storage, .stages_by_work = true}, &stats)
               : model::llama_model_load(cfg.model.path, {.storage = storage}, &stats);
   ADAPT_REQUIRE(tok.n_vocab() <= model.config.vocab_size, ConfigError,
                 "the tokenizer has {} tokens but the model's vocab_size is {}; use the model's own tokenizer",
@@ -343,7 +347,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
                cfg.train.micro_batch / dp.size(),
                tp.size() > 1 ? fmt::format("; weights and LoRA factors split over {} tp ranks", tp.size()) : "",
                pp.size() > 1 ? fmt::format("; layers in {} pipeline stages of {} (1F1B over the {} micro-batches)",
-                                           pp.size(), stage_split(model.config, pp.size()), cfg.train.grad_accum)
+                                           pp.size(), stage_split(model.config, model.stage), cfg.train.grad_accum)
                              : "",
                cfg.parallel.zero1 && dp.size() > 1 ? "partitioned over dp (ZeRO-1)" : "replicated");
   const optim::LrSchedule sched{optim::parse_lr_schedule(cfg.optim.schedule), cfg.optim.lr, cfg.optim.warmup_steps,

@@ -1,7 +1,8 @@
 // Pipeline stages (and pipeline × tensor parallelism) under mpiexec: the world split as tp × pp with
-// pp >= 2 (2 ranks: pp2; 4 ranks: tp2 × pp2 and pp4) on a tiny random Llama of 4 layers. Every rank
-// computes the single-rank reference itself (the whole model, llama_train_step over the same 4
-// micro-batches with the step's loss scale, gradients accumulated), then runs its stage through
+// pp >= 2 (2 ranks: pp2; 4 ranks: tp2 × pp2 and pp4) on a tiny random Llama of 6 layers, its stages
+// split by work as adapt_train loads them. Every rank computes the single-rank reference itself (the
+// whole model, llama_train_step over the same 4 micro-batches with the step's loss scale, gradients
+// accumulated), then runs its stage through
 // model::llama_pipeline_train (1F1B, hidden states and their gradients exchanged with send/recv) and
 // compares the step's loss and every adapter gradient (summed over tp for whole LoRA factors, gathered
 // whole over tp, summed over pp since each stage fills its own layers' gradients) with the reference.
@@ -50,17 +51,22 @@ void run_layout(int tp_size, bool recompute) {
   CAPTURE(tp_size);
   CAPTURE(pp_size);
   test::TempDir dir("adapt-pp-model");
-  const model::LlamaConfig cfg = tiny_config(Variant{.tied = true}, 4);
+  // 6 layers and a vocabulary large enough that the head weighs 2.7 layers: training's split by work
+  // gives the last stage fewer layers (pp2: 4 | 2; pp4: 2 | 2 | 1 | 1).
+  model::LlamaConfig cfg = tiny_config(Variant{.tied = true}, 6);
+  cfg.vocab_size = 600;
   model::random_model_write(dir.path(), cfg, {.seed = 13, .dtype = DType::F32, .max_shard_bytes = 20000});
   const comm::ProcessGrid grid = comm::ProcessGrid::make(
       world->size(), tp_size, pp_size, {.n_heads = cfg.n_heads, .n_kv_heads = cfg.n_kv_heads, .n_layers = cfg.n_layers});
   comm::GridComms comms = comm::grid_comms_split(*world, grid);
   const model::LlamaModel whole = model::llama_model_load(dir.path());
   model::LlamaLoadStats stats;
-  const model::LlamaModel part = model::llama_model_load_tp(dir.path(), grid, world->rank(), *comms.tp, {}, &stats);
+  const model::LlamaModel part =
+      model::llama_model_load_tp(dir.path(), grid, world->rank(), *comms.tp, {.stages_by_work = true}, &stats);
   REQUIRE(part.stage.size == pp_size);
   CHECK(stats.bytes_read == stats.bytes_share);
   const parallel::Range mine = model::stage_layer_range(cfg, part.stage);
+  if (pp_size == 2) CHECK(mine == (part.stage.last() ? parallel::Range{4, 2} : parallel::Range{0, 4}));
   for (std::int64_t l = 0; l < cfg.n_layers; ++l)  // only the stage's layers are loaded
     CHECK(part.weights.layers[static_cast<std::size_t>(l)].wq.defined() == (l >= mine.begin && l < mine.end()));
 

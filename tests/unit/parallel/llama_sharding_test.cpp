@@ -111,13 +111,21 @@ TEST_CASE("pipeline stages balance the head's work: the last stage holds fewer l
                       .head_dim = 128, .vocab = 128256};
   CHECK(head_layer_share(l70) == doctest::Approx(1.2287).epsilon(1e-3));
   // bench, 2 stages: 6 layers | 2 layers + the head (3.9): 6 against 5.9 instead of 4 against 7.9.
-  CHECK(stage_layers(bench, 2, 0) == Range{0, 6});
-  CHECK(stage_layers(bench, 2, 1) == Range{6, 2});
+  CHECK(stage_layers(bench, 2, 0, StageSplit::ByWork) == Range{0, 6});
+  CHECK(stage_layers(bench, 2, 1, StageSplit::ByWork) == Range{6, 2});
+  CHECK(stage_layers(bench, 2, 1, StageSplit::Even) == Range{4, 4});  // generation
   // 70B, 4 stages: 21, 20, 20 | 19 + 1.2.
-  CHECK(stage_layers(l70, 4, 0) == Range{0, 21});
-  CHECK(stage_layers(l70, 4, 1) == Range{21, 20});
-  CHECK(stage_layers(l70, 4, 2) == Range{41, 20});
-  CHECK(stage_layers(l70, 4, 3) == Range{61, 19});
+  CHECK(stage_layers(l70, 4, 0, StageSplit::ByWork) == Range{0, 21});
+  CHECK(stage_layers(l70, 4, 1, StageSplit::ByWork) == Range{21, 20});
+  CHECK(stage_layers(l70, 4, 2, StageSplit::ByWork) == Range{41, 20});
+  CHECK(stage_layers(l70, 4, 3, StageSplit::ByWork) == Range{61, 19});
+  // The shards a rank loads follow the split.
+  const comm::ProcessGrid g2(1, 2, 1);
+  for (const StageSplit split : {StageSplit::Even, StageSplit::ByWork}) {
+    std::int64_t wq = 0;
+    for (const TensorShard& s : llama_rank_shards(bench, g2, 1, split)) wq += s.tensor == LlamaTensor::Wq;
+    CHECK(wq == (split == StageSplit::ByWork ? 2 : 4));
+  }
   // A head heavier than the model leaves the last stage one layer.
   CHECK(stage_layers(4, 2, 1, 100.0) == Range{3, 1});
   // Every split covers the layers in order, one at least per stage; the last stage never gets more
@@ -169,7 +177,7 @@ TEST_CASE("pipeline stages hold balanced contiguous layers; embedding first, nor
       CHECK(holds(LlamaTensor::Embedding, -1) == (c.pp == 0 || (tied && c.pp == 1)));
       CHECK(holds(LlamaTensor::FinalNorm, -1) == (c.pp == 1));
       CHECK(holds(LlamaTensor::LmHead, -1) == (c.pp == 1 && !tied));
-      const Range mine = stage_layers(dd, 2, c.pp);  // {0, 3} and {3, 2}: the head weighs 1.4 layers
+      const Range mine = stage_layers(dd, 2, c.pp, StageSplit::Even);
       CHECK(mine == (c.pp == 0 ? Range{0, 3} : Range{3, 2}));
       for (int l = 0; l < 5; ++l) {
         CHECK(holds(LlamaTensor::Wq, l) == (c.pp == 0 ? l < 3 : l >= 3));
