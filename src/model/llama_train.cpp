@@ -438,27 +438,25 @@ void TrainPass::forward() {
       ops::rms_norm_backward(dh, nullptr, dhf.reshape({B_, T_, C_}), h_last, w.final_norm, rstd);
     }
   }
-
 }
 
+// Last layer first.
 void TrainPass::backward() {
   Tensor& dh = dh_;
   if (!m_.stage.last()) copy_between(dh, *opts_.stage_output_grad);
-  {
-    for (int l = l1_ - 1; l >= l0_; --l) {
-      LayerActs& a = acts_[static_cast<std::size_t>(l)];
-      scratch_.reset();
-      if (!keep_) {  // recomputation: the layer's forward again, its output written to a throwaway
-        alloc_acts(a, l, scratch_);
-        Tensor h_out = take(scratch_, {B_, T_, C_}, "hidden_recomputed");
-        layer_forward(l, a, h_out);
-      }
-      layer_backward(l, a, dh);
-      if (hook_) hook_->layer_backward_done(l);
-      if (!keep_) a = LayerActs{};  // as in the forward: release the recomputed layer's scratch tensors
+  for (int l = l1_ - 1; l >= l0_; --l) {
+    LayerActs& a = acts_[static_cast<std::size_t>(l)];
+    scratch_.reset();
+    if (!keep_) {  // recomputation: the layer's forward again, its output written to a throwaway
+      alloc_acts(a, l, scratch_);
+      Tensor h_out = take(scratch_, {B_, T_, C_}, "hidden_recomputed");
+      layer_forward(l, a, h_out);
     }
-    if (opts_.d_embedded) copy_between(*opts_.d_embedded, dh);
+    layer_backward(l, a, dh);
+    if (hook_) hook_->layer_backward_done(l);
+    if (!keep_) a = LayerActs{};  // as in the forward: release the recomputed layer's scratch tensors
   }
+  if (opts_.d_embedded) copy_between(*opts_.d_embedded, dh);
 }
 
 TrainResult TrainPass::result() const {
