@@ -96,10 +96,13 @@ Range stage_layers(std::int64_t n_layers, int pp_size, int pp_rank, double head_
   return split_range(rest, 1, pp_size - 1, pp_rank);
 }
 
+std::int64_t layer_matmul_params(const LlamaDims& d) {
+  return d.hidden * (2 * d.n_heads * d.head_dim + 2 * d.n_kv_heads * d.head_dim + 3 * d.intermediate);
+}
+
 double head_layer_share(const LlamaDims& d) {
-  const double layer = static_cast<double>(d.hidden) *
-                       static_cast<double>(2 * d.n_heads * d.head_dim + 2 * d.n_kv_heads * d.head_dim + 3 * d.intermediate);
-  return layer > 0 ? static_cast<double>(d.vocab * d.hidden) / layer : 0.0;
+  const std::int64_t layer = layer_matmul_params(d);
+  return layer > 0 ? static_cast<double>(d.vocab * d.hidden) / static_cast<double>(layer) : 0.0;
 }
 
 double stage_head_layers(const LlamaDims& d, StageSplit split) {

@@ -74,6 +74,8 @@ Range stage_layers(std::int64_t n_layers, int pp_size, int pp_rank, double head_
 /// stages of a decode step run one after another, so balance gains nothing there): even, which
 /// balances memory (the embedding on the first stage, lm_head on the last).
 enum class StageSplit { Even, ByWork };
+/// A decoder layer's projection parameters (q, k, v, o, gate, up, down): C·(2·H·D + 2·Hkv·D + 3·F).
+std::int64_t layer_matmul_params(const LlamaDims& d);
 /// lm_head's multiply-adds per token (V·C) over a decoder layer's (its projections: q, k, v, o, gate,
 /// up, down), the share of the pipeline's last stage that the head takes: 3.9 for the bench preset
 /// (vocabulary 32,000, hidden 768), 2.4 for Llama 3.1 8B, 1.2 for 70B, 0.66 for 405B.

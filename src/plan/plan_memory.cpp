@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "model/tensor_parallel.h"
 #include "parallel/llama_sharding.h"
+#include "parallel/pipeline_schedule.h"
 #include "parallel/zero_partition.h"
 #include "plan/plan.h"
 
@@ -51,7 +52,8 @@ class PassModel {
     B_ = batch, T_ = seq, N_ = B_ * T_, C_ = m.hidden_size, H_ = local.heads, Hkv_ = local.kv_heads;
     D_ = m.head_dim, F_ = local.ffn, V_ = local.vocab.count;
     tp_ = lay.tp > 1;
-    const parallel::Range r = parallel::stage_layers(model::llama_dims(m), lay.pp, pp_rank, parallel::StageSplit::ByWork);
+    const parallel::Range r =
+        parallel::stage_layers(model::llama_dims(m), lay.pp, pp_rank, parallel::StageSplit::ByWork);
     l0_ = r.begin, l1_ = r.end();
     first_ = pp_rank == 0, last_ = pp_rank == lay.pp - 1;
     act_ = static_cast<std::uint64_t>(act_bytes);
@@ -222,7 +224,8 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
   const std::int64_t chunk = lay.pp > 1 ? 0 : 256;
   // 1F1B: a stage that is not the last keeps what the backward reads for each micro-batch in flight, up
   // to pp − stage of them, each in a `saved` workspace of its own (model::SplitTrainStep).
-  const std::int64_t in_flight = last ? 1 : std::min<std::int64_t>(lay.pp - pp_rank, job.grad_accum);
+  const std::int64_t in_flight = parallel::max_in_flight(
+      parallel::schedule_1f1b(lay.pp, pp_rank, static_cast<int>(job.grad_accum)));
   r.micro_in_flight = in_flight;
   auto pass = [&](bool recompute) {
     const PassModel pm(m, a, lay, tp_rank, pp_rank, job.micro_batch, job.seq, prec.activation);
@@ -318,15 +321,14 @@ GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig&
   g.weights = static_cast<std::uint64_t>(most) * static_cast<std::uint64_t>(prec.weight);
   // Keys and values of the stage's layers for the rank's KV heads (model::KvCache; with pp each
   // stage fills its own layers).
-  const std::int64_t stage_layers = parallel::stage_layers(model::llama_dims(m), layout.pp, 0, parallel::StageSplit::Even).count;
-  g.kv_per_sequence =
-      static_cast<std::uint64_t>(2 * stage_layers * (m.n_kv_heads / layout.tp) * job.context * m.head_dim) *
-      static_cast<std::uint64_t>(prec.kv);
+  const std::int64_t stage_layers =
+      parallel::stage_layers(model::llama_dims(m), layout.pp, 0, parallel::StageSplit::Even).count;
+  const auto kv_per_layer = static_cast<std::uint64_t>(2 * (m.n_kv_heads / layout.tp) * job.context * m.head_dim) *
+                            static_cast<std::uint64_t>(prec.kv);  // one sequence
+  g.kv_per_sequence = kv_per_layer * static_cast<std::uint64_t>(stage_layers);
   g.kv_cache = g.kv_per_sequence * static_cast<std::uint64_t>(job.batch);
   g.step_read = static_cast<std::uint64_t>(all_stages) * static_cast<std::uint64_t>(prec.weight) +
-                static_cast<std::uint64_t>(2 * m.n_layers * (m.n_kv_heads / layout.tp) * job.context * m.head_dim *
-                                           job.batch) *
-                    static_cast<std::uint64_t>(prec.kv);
+                kv_per_layer * static_cast<std::uint64_t>(m.n_layers * job.batch);
   g.adapter =
       static_cast<std::uint64_t>(adapter_params_on_rank(m, a, layout.tp, 0)) * (backend == Backend::Cpu ? 4 : 2);
   // The largest prefill piece of one sequence (llama_forward; adapt_gen prefills prompt_chunk tokens at

@@ -333,7 +333,8 @@ std::string plan_text(const PlanResult& p) {
     const LayoutPlan& lp = *std::min_element(p.layouts.begin(), p.layouts.end(), [](const auto& a, const auto& b) {
       return a.gen.device_total() < b.gen.device_total();
     });
-    const std::int64_t layers = parallel::stage_layers(model::llama_dims(r.model), lp.layout.pp, 0, parallel::StageSplit::Even).count;
+    const std::int64_t layers =
+        parallel::stage_layers(model::llama_dims(r.model), lp.layout.pp, 0, parallel::StageSplit::Even).count;
     const std::uint64_t per_layer = lp.gen.kv_cache / static_cast<std::uint64_t>(layers);
     const std::uint64_t fixed = lp.gen.weights + lp.gen.adapter + lp.gen.activations;
     const std::uint64_t room = p.usable_bytes() > fixed ? p.usable_bytes() - fixed : 0;

@@ -91,8 +91,7 @@ namespace {
 
 /// Matmul parameters of one decoder layer on one tp rank (q, k, v, o, gate, up, down).
 double layer_matmul_params(const model::LlamaConfig& m) {
-  const double C = m.hidden_size, HD = m.n_heads * m.head_dim, KD = m.n_kv_heads * m.head_dim, F = m.intermediate_size;
-  return 2 * C * HD + 2 * C * KD + 3 * C * F;
+  return static_cast<double>(parallel::layer_matmul_params(model::llama_dims(m)));
 }
 
 /// Adapter FLOPs per token and layer: forward, and backward (input and weight gradients).
@@ -159,7 +158,8 @@ StepTime train_step_time(const model::LlamaConfig& m, const adapters::AdapterCon
   const TrainMemory mem = train_memory(m, a, lay, job, Backend::Gpu);
   double worst = 0, worst_hbm = 0;
   for (int p = 0; p < lay.pp; ++p) {
-    const double layers = static_cast<double>(parallel::stage_layers(model::llama_dims(m), lay.pp, p, parallel::StageSplit::ByWork).count);
+    const double layers = static_cast<double>(
+        parallel::stage_layers(model::llama_dims(m), lay.pp, p, parallel::StageSplit::ByWork).count);
     const bool last = p == lay.pp - 1;
     const StageFlops s = stage_flops(m, a, job.seq, layers, share);
     // Forward passes per micro-batch: 1, +1 with recomputation.
