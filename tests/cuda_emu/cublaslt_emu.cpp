@@ -59,7 +59,7 @@ cublasStatus_t cuda_emu_lt_matmul(const cublasLtMatmulDescOpaque_t* op, const vo
                                   const cublasLtMatrixLayoutOpaque_t* la, const void* b,
                                   const cublasLtMatrixLayoutOpaque_t* lb, const void* beta_p, const void* c,
                                   const cublasLtMatrixLayoutOpaque_t* lc, void* d,
-                                  const cublasLtMatrixLayoutOpaque_t* ld) {
+                                  const cublasLtMatrixLayoutOpaque_t* ld, cudaStream_t stream) {
   const bool ta = op->trans_a == CUBLAS_OP_T, tb = op->trans_b == CUBLAS_OP_T;
   const std::int64_t m = static_cast<std::int64_t>(ta ? la->cols : la->rows);
   const std::int64_t k = static_cast<std::int64_t>(ta ? la->rows : la->cols);
@@ -70,33 +70,38 @@ cublasStatus_t cuda_emu_lt_matmul(const cublasLtMatmulDescOpaque_t* op, const vo
       ld->batch != lc->batch)
     return CUBLAS_STATUS_INVALID_VALUE;
   if (lc->type != ld->type) return CUBLAS_STATUS_NOT_SUPPORTED;
-  const float alpha = *static_cast<const float*>(alpha_p), beta = *static_cast<const float*>(beta_p);
-  const bool tf32 = op->compute == CUBLAS_COMPUTE_32F_FAST_TF32;
   const bool bias = op->epilogue == CUBLASLT_EPILOGUE_BIAS;
   if (bias && !op->bias) return CUBLAS_STATUS_INVALID_VALUE;
-  auto in = [&](const void* p, cudaDataType_t t, std::int64_t i) {
-    const float v = load(p, t, i);
-    return tf32 && t == CUDA_R_32F ? to_tf32(v) : v;
-  };
-  for (std::int32_t bt = 0; bt < la->batch; ++bt) {
-    const char* A = static_cast<const char*>(a) + bt * la->stride * elem_bytes(la->type);
-    const char* B = static_cast<const char*>(b) + bt * lb->stride * elem_bytes(lb->type);
-    const char* C = static_cast<const char*>(c) + bt * lc->stride * elem_bytes(lc->type);
-    char* D = static_cast<char*>(d) + bt * ld->stride * elem_bytes(ld->type);
-    for (std::int64_t j = 0; j < n; ++j) {
-      for (std::int64_t i = 0; i < m; ++i) {
-        float acc = 0.0f;
-        for (std::int64_t p = 0; p < k; ++p) {
-          const float x = in(A, la->type, ta ? p + i * la->ld : i + p * la->ld);
-          const float y = in(B, lb->type, tb ? j + p * lb->ld : p + j * lb->ld);
-          acc += x * y;
+  // Host scalars are read at the call, the matrices when the product runs on the stream; the descriptors
+  // may be destroyed once the call has returned.
+  const float alpha = *static_cast<const float*>(alpha_p), beta = *static_cast<const float*>(beta_p);
+  const bool tf32 = op->compute == CUBLAS_COMPUTE_32F_FAST_TF32;
+  const void* bias_p = bias ? op->bias : nullptr;
+  cuda_emu::enqueue(stream, "cublasLtMatmul", [=, la = *la, lb = *lb, lc = *lc, ld = *ld] {
+    auto in = [&](const void* p, cudaDataType_t t, std::int64_t i) {
+      const float v = load(p, t, i);
+      return tf32 && t == CUDA_R_32F ? to_tf32(v) : v;
+    };
+    for (std::int32_t bt = 0; bt < la.batch; ++bt) {
+      const char* A = static_cast<const char*>(a) + bt * la.stride * elem_bytes(la.type);
+      const char* B = static_cast<const char*>(b) + bt * lb.stride * elem_bytes(lb.type);
+      const char* C = static_cast<const char*>(c) + bt * lc.stride * elem_bytes(lc.type);
+      char* D = static_cast<char*>(d) + bt * ld.stride * elem_bytes(ld.type);
+      for (std::int64_t j = 0; j < n; ++j) {
+        for (std::int64_t i = 0; i < m; ++i) {
+          float acc = 0.0f;
+          for (std::int64_t p = 0; p < k; ++p) {
+            const float x = in(A, la.type, ta ? p + i * la.ld : i + p * la.ld);
+            const float y = in(B, lb.type, tb ? j + p * lb.ld : p + j * lb.ld);
+            acc += x * y;
+          }
+          float v = alpha * acc;
+          if (beta != 0.0f) v += beta * load(C, lc.type, i + j * lc.ld);
+          if (bias_p) v += load(bias_p, ld.type, i);
+          store(D, ld.type, i + j * ld.ld, v);
         }
-        float v = alpha * acc;
-        if (beta != 0.0f) v += beta * load(C, lc->type, i + j * lc->ld);
-        if (bias) v += load(op->bias, ld->type, i);
-        store(D, ld->type, i + j * ld->ld, v);
       }
     }
-  }
+  });
   return CUBLAS_STATUS_SUCCESS;
 }

@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <algorithm>
-#include <chrono>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <string>
@@ -143,7 +143,7 @@ ucontext_t g_scheduler_ctx;
 #endif
 char* g_stacks = nullptr;
 std::size_t g_stacks_count = 0;
-cudaError_t g_last_error = cudaSuccess;
+std::atomic<cudaError_t> g_last_error{cudaSuccess};  // set by launches on the device thread too
 std::map<const void*, int> g_max_dyn_shared;
 const bool g_reverse = [] {
   const char* o = std::getenv("CUDA_EMU_ORDER");
@@ -389,34 +389,17 @@ cudaError_t set_max_dynamic_shared(const void* kernel, int bytes) {
   return cudaSuccess;
 }
 
-void launch(const void* kernel, const Cfg& cfg, Body& body) {
-  auto bad = [&](cudaError_t e, const std::string& why) {
-    std::fprintf(stderr, "cuda_emu: launch refused: %s (grid %s, block %s, %zu bytes of dynamic shared memory)\n",
-                 why.c_str(), dim_str({cfg.grid.x, cfg.grid.y, cfg.grid.z}).c_str(),
-                 dim_str({cfg.block.x, cfg.block.y, cfg.block.z}).c_str(), cfg.smem);
-    g_last_error = e;
-  };
-  if (g_current) return bad(cudaErrorInvalidConfiguration, "a kernel launched from inside a kernel");
-  const std::uint64_t threads = std::uint64_t(cfg.block.x) * cfg.block.y * cfg.block.z;
-  if (threads == 0 || threads > kMaxThreadsPerBlock || cfg.block.z > kMaxBlockZ)
-    return bad(cudaErrorInvalidConfiguration, "block shape outside 1..1024 threads (z <= 64)");
-  if (cfg.grid.x == 0 || cfg.grid.y == 0 || cfg.grid.z == 0 || cfg.grid.x > 0x7fffffffu || cfg.grid.y > kMaxGridYZ ||
-      cfg.grid.z > kMaxGridYZ)
-    return bad(cudaErrorInvalidConfiguration, "grid shape outside 1..2^31-1 x 1..65535 x 1..65535");
-  auto it = g_max_dyn_shared.find(kernel);
-  const std::size_t smem_limit = it == g_max_dyn_shared.end() ? kDefaultDynamicShared : std::size_t(it->second);
-  if (cfg.smem > smem_limit)
-    return bad(cudaErrorInvalidValue, "dynamic shared memory above the kernel's limit of " +
-                                          std::to_string(smem_limit) +
-                                          " bytes (raise it with cudaFuncSetAttribute, up to 163 KiB on sm_80)");
-
+namespace {
+// Runs every thread of the grid (the configuration was checked by launch()); a kernel fault is reported
+// on stderr and through cudaGetLastError.
+void run_grid(const Cfg& cfg, Body& body) {
   Launch& L = g_launch;
   L.body = &body;
   L.failed = false;
   L.error.clear();
   g_block_dim = cfg.block;
   g_grid_dim = cfg.grid;
-  const unsigned n = static_cast<unsigned>(threads);
+  const unsigned n = cfg.block.x * cfg.block.y * cfg.block.z;
   L.threads.assign(n, Thread{});
   L.warps.assign((n + 31) / 32, Warp{});
   for (unsigned i = 0; i < n; ++i) {
@@ -445,6 +428,31 @@ void launch(const void* kernel, const Cfg& cfg, Body& body) {
     g_last_error = cudaErrorLaunchFailure;
   }
 }
+}  // namespace
+
+void launch(const void* kernel, const Cfg& cfg, std::shared_ptr<Body> body) {
+  auto bad = [&](cudaError_t e, const std::string& why) {
+    std::fprintf(stderr, "cuda_emu: launch refused: %s (grid %s, block %s, %zu bytes of dynamic shared memory)\n",
+                 why.c_str(), dim_str({cfg.grid.x, cfg.grid.y, cfg.grid.z}).c_str(),
+                 dim_str({cfg.block.x, cfg.block.y, cfg.block.z}).c_str(), cfg.smem);
+    g_last_error = e;
+  };
+  if (!deferred_streams() && g_current)
+    return bad(cudaErrorInvalidConfiguration, "a kernel launched from inside a kernel");
+  const std::uint64_t threads = std::uint64_t(cfg.block.x) * cfg.block.y * cfg.block.z;
+  if (threads == 0 || threads > kMaxThreadsPerBlock || cfg.block.z > kMaxBlockZ)
+    return bad(cudaErrorInvalidConfiguration, "block shape outside 1..1024 threads (z <= 64)");
+  if (cfg.grid.x == 0 || cfg.grid.y == 0 || cfg.grid.z == 0 || cfg.grid.x > 0x7fffffffu || cfg.grid.y > kMaxGridYZ ||
+      cfg.grid.z > kMaxGridYZ)
+    return bad(cudaErrorInvalidConfiguration, "grid shape outside 1..2^31-1 x 1..65535 x 1..65535");
+  auto it = g_max_dyn_shared.find(kernel);
+  const std::size_t smem_limit = it == g_max_dyn_shared.end() ? kDefaultDynamicShared : std::size_t(it->second);
+  if (cfg.smem > smem_limit)
+    return bad(cudaErrorInvalidValue, "dynamic shared memory above the kernel's limit of " +
+                                          std::to_string(smem_limit) +
+                                          " bytes (raise it with cudaFuncSetAttribute, up to 163 KiB on sm_80)");
+  enqueue(cfg.stream, "kernel", [cfg, body = std::move(body)] { run_grid(cfg, *body); });
+}
 
 }  // namespace cuda_emu
 
@@ -464,10 +472,10 @@ void check_pointer(const void* p, unsigned ldm, std::size_t elem_bytes, const ch
 
 namespace cuda_emu {
 
+cudaError_t rt_set_last_error(cudaError_t e) { return g_last_error = e; }
+
 cudaError_t rt_last_error(bool reset) {
-  const cudaError_t e = g_last_error;
-  if (reset) g_last_error = cudaSuccess;
-  return e;
+  return reset ? g_last_error.exchange(cudaSuccess) : g_last_error.load();
 }
 
 const char* rt_error_name(cudaError_t e) {
@@ -514,11 +522,17 @@ const std::map<std::uintptr_t, std::size_t>::const_iterator find_block(const std
   --it;
   return a < it->first + it->second ? it : m.end();
 }
-
-struct Event {
-  std::chrono::steady_clock::time_point at;
-};
 }  // namespace
+
+bool is_device_memory(const void* p) {
+  std::lock_guard<std::mutex> lock(g_mem_mutex);
+  return find_block(g_device_blocks, p) != g_device_blocks.end();
+}
+
+bool is_pinned_memory(const void* p) {
+  std::lock_guard<std::mutex> lock(g_mem_mutex);
+  return find_block(g_host_blocks, p) != g_host_blocks.end();
+}
 
 cudaError_t rt_malloc(void** p, std::size_t bytes) {
   std::lock_guard<std::mutex> lock(g_mem_mutex);
@@ -535,6 +549,7 @@ cudaError_t rt_malloc(void** p, std::size_t bytes) {
 
 cudaError_t rt_free(void* p) {
   if (!p) return cudaSuccess;
+  synchronize_all();  // as cudaFree: no queued work may still use the block
   std::lock_guard<std::mutex> lock(g_mem_mutex);
   auto it = g_device_blocks.find(reinterpret_cast<std::uintptr_t>(p));
   if (it == g_device_blocks.end()) return g_last_error = cudaErrorInvalidValue;
@@ -554,6 +569,7 @@ cudaError_t rt_host_alloc(void** p, std::size_t bytes) {
 
 cudaError_t rt_free_host(void* p) {
   if (!p) return cudaSuccess;
+  synchronize_all();
   std::lock_guard<std::mutex> lock(g_mem_mutex);
   if (!g_host_blocks.erase(reinterpret_cast<std::uintptr_t>(p))) return g_last_error = cudaErrorInvalidValue;
   std::free(p);
@@ -626,45 +642,6 @@ cudaError_t rt_device_properties(cudaDeviceProp* prop, int device) {
   prop->uuid.bytes[15] = static_cast<char>(0xe0 + device);  // one UUID per device
   prop->totalGlobalMem = kDeviceBytes;
   prop->major = 8, prop->minor = 0, prop->multiProcessorCount = kSmCount;
-  return cudaSuccess;
-}
-
-cudaError_t rt_event_create(cudaEvent_t* e) {
-  *e = reinterpret_cast<cudaEvent_t>(new Event{std::chrono::steady_clock::now()});
-  return cudaSuccess;
-}
-cudaError_t rt_event_destroy(cudaEvent_t e) {
-  delete reinterpret_cast<Event*>(e);
-  return cudaSuccess;
-}
-cudaError_t rt_event_record(cudaEvent_t e) {
-  if (!e) return g_last_error = cudaErrorInvalidValue;
-  reinterpret_cast<Event*>(e)->at = std::chrono::steady_clock::now();
-  return cudaSuccess;
-}
-cudaError_t rt_event_elapsed(float* ms, cudaEvent_t start, cudaEvent_t end) {
-  if (!start || !end) return g_last_error = cudaErrorInvalidValue;
-  *ms = std::chrono::duration<float, std::milli>(reinterpret_cast<Event*>(end)->at -
-                                                 reinterpret_cast<Event*>(start)->at)
-            .count();
-  return cudaSuccess;
-}
-cudaError_t rt_stream_create(cudaStream_t* s) {
-  *s = reinterpret_cast<cudaStream_t>(new char(0));
-  return cudaSuccess;
-}
-cudaError_t rt_stream_destroy(cudaStream_t s) {
-  delete reinterpret_cast<char*>(s);
-  return cudaSuccess;
-}
-
-cudaError_t rt_memset(void* p, int value, std::size_t bytes) {
-  if (bytes) std::memset(p, value, bytes);
-  return cudaSuccess;
-}
-
-cudaError_t rt_memcpy(void* dst, const void* src, std::size_t bytes) {
-  if (bytes) std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
 

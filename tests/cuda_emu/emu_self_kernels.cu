@@ -58,7 +58,17 @@ __global__ void shape_kernel(int* sink, int smem_bytes) {
   if (threadIdx.x == 0 && blockIdx.x == 0 && smem_bytes > 0) sink[0] = smem[smem_bytes - 1];
 }
 
+__global__ void add_kernel(float* x, int n, float value) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) x[i] += value;
+}
+
 }  // namespace
+
+cudaError_t add(float* x, int n, float value, cudaStream_t stream) {
+  add_kernel<<<(n + 127) / 128, 128, 0, stream>>>(x, n, value);
+  return cudaGetLastError();
+}
 
 cudaError_t block_sum(float* out, const float* x, int n, int threads) {
   block_sum_kernel<<<1, threads>>>(out, x, n);

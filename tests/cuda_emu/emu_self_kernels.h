@@ -5,6 +5,8 @@
 
 namespace adapt::test::emu {
 
+/// x[i] += value for i < n, on `stream`.
+cudaError_t add(float* x, int n, float value, cudaStream_t stream);
 /// out[0] = the block sum of x[0..n) (kernels/common/block_reduce.cuh) with `threads` threads.
 cudaError_t block_sum(float* out, const float* x, int n, int threads);
 /// out[i] = x[i ^ lane_mask] within each warp, through __shfl_xor_sync.

@@ -1,12 +1,16 @@
 // cuda_emu's own behaviour: what it computes (block reductions, shuffles, wmma tiles against a plain
 // matrix product) and the faults it must report as failed launches (__syncthreads reached by part of a
 // block, full-mask warp collectives on a partial warp, launch shapes and shared memory past sm_80's
-// limits, misaligned wmma pointers), plus the lane-order model that exposes a missing __syncwarp.
+// limits, misaligned wmma pointers), plus the lane-order model that exposes a missing __syncwarp, and the
+// deferred streams that expose a missing wait between streams or before a host read.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "dtype/dtype.h"
@@ -106,4 +110,138 @@ TEST_CASE("cuda_emu: wmma m16n16k16 tiles equal the f32 matrix product, and misa
   }
   CHECK(emu::wmma_tile(d, a + 8, ld, b, ld, false, c, ld) == cudaErrorLaunchFailure);   // 16-byte offset
   CHECK(emu::wmma_tile(d, a, 20, b, ld, false, c, ld) == cudaErrorLaunchFailure);       // ldm of 40 bytes
+}
+
+// ---- deferred streams (CUDA_EMU_STREAMS=deferred) ----------------------------------------------------------
+
+namespace {
+// Deferred streams for one test, with a host that counts as idle only after `idle_ms` without a CUDA call
+// (long by default, so that a slow machine cannot run the queue between two lines of a test).
+struct DeferredStreams {
+  explicit DeferredStreams(int idle_ms = 60000) {
+    cuda_emu::set_deferred_streams(true);
+    cuda_emu::set_idle_ms(idle_ms);
+  }
+  ~DeferredStreams() {
+    cuda_emu::set_deferred_streams(false);
+    cuda_emu::set_idle_ms(20);
+  }
+};
+
+struct Buffers {
+  static constexpr int n = 300;
+  float* a = nullptr;
+  float* b = nullptr;
+  float* host = nullptr;  // pinned
+  cudaStream_t s1 = nullptr, s2 = nullptr;
+  Buffers() {
+    REQUIRE(cudaMalloc(&a, n * sizeof(float)) == cudaSuccess);
+    REQUIRE(cudaMalloc(&b, n * sizeof(float)) == cudaSuccess);
+    REQUIRE(cudaHostAlloc(reinterpret_cast<void**>(&host), n * sizeof(float), cudaHostAllocDefault) == cudaSuccess);
+    REQUIRE(cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking) == cudaSuccess);
+    REQUIRE(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking) == cudaSuccess);
+    REQUIRE(cudaMemset(a, 0, n * sizeof(float)) == cudaSuccess);
+    REQUIRE(cudaMemset(b, 0, n * sizeof(float)) == cudaSuccess);
+    // cudaMemset of device memory returns before it has run, on the legacy stream, which the streams
+    // above (non-blocking) do not wait for.
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    for (int i = 0; i < n; ++i) host[i] = -1.0f;
+  }
+  ~Buffers() {
+    cudaStreamDestroy(s1);
+    cudaStreamDestroy(s2);
+    cudaFree(a);
+    cudaFree(b);
+    cudaFreeHost(host);
+  }
+  int count_host(float v) const {
+    int k = 0;
+    for (int i = 0; i < n; ++i) k += host[i] == v;
+    return k;
+  }
+};
+}  // namespace
+
+TEST_CASE("cuda_emu deferred streams: a copy that does not wait for another stream's kernel reads stale data") {
+  DeferredStreams deferred;
+  Buffers m;
+  const std::size_t bytes = Buffers::n * sizeof(float);
+  SUBCASE("no event wait: the later stream's copy runs first") {
+    REQUIRE(emu::add(m.a, Buffers::n, 1.0f, m.s1) == cudaSuccess);
+    REQUIRE(cudaMemcpyAsync(m.b, m.a, bytes, cudaMemcpyDeviceToDevice, m.s2) == cudaSuccess);
+    REQUIRE(cudaMemcpyAsync(m.host, m.b, bytes, cudaMemcpyDeviceToHost, m.s2) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(m.s2) == cudaSuccess);
+    CHECK(m.count_host(0.0f) == Buffers::n);  // a's value before the kernel
+    REQUIRE(cudaStreamSynchronize(m.s1) == cudaSuccess);
+  }
+  SUBCASE("an event recorded after the kernel and waited for by the copy's stream") {
+    cudaEvent_t e = nullptr;
+    REQUIRE(cudaEventCreateWithFlags(&e, cudaEventDisableTiming) == cudaSuccess);
+    REQUIRE(emu::add(m.a, Buffers::n, 1.0f, m.s1) == cudaSuccess);
+    REQUIRE(cudaEventRecord(e, m.s1) == cudaSuccess);
+    REQUIRE(cudaStreamWaitEvent(m.s2, e, 0) == cudaSuccess);
+    REQUIRE(cudaMemcpyAsync(m.b, m.a, bytes, cudaMemcpyDeviceToDevice, m.s2) == cudaSuccess);
+    REQUIRE(cudaMemcpyAsync(m.host, m.b, bytes, cudaMemcpyDeviceToHost, m.s2) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(m.s2) == cudaSuccess);
+    CHECK(m.count_host(1.0f) == Buffers::n);
+    cudaEventDestroy(e);
+  }
+}
+
+TEST_CASE("cuda_emu deferred streams: an asynchronous copy into pinned memory lands only once waited for") {
+  DeferredStreams deferred;
+  Buffers m;
+  const std::size_t bytes = Buffers::n * sizeof(float);
+  REQUIRE(emu::add(m.a, Buffers::n, 2.0f, nullptr) == cudaSuccess);
+  REQUIRE(cudaMemcpyAsync(m.host, m.a, bytes, cudaMemcpyDeviceToHost, nullptr) == cudaSuccess);
+  CHECK(m.count_host(-1.0f) == Buffers::n);  // nothing has run: the host has not waited
+  cudaEvent_t e = nullptr;
+  REQUIRE(cudaEventCreate(&e) == cudaSuccess);
+  REQUIRE(cudaEventRecord(e, nullptr) == cudaSuccess);
+  CHECK(cudaEventQuery(e) == cudaErrorNotReady);  // a poll: the device goes on without the host waiting
+  int polls = 0;
+  while (cudaEventQuery(e) == cudaErrorNotReady && polls < 10000) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ++polls;
+  }
+  CHECK(cudaEventQuery(e) == cudaSuccess);
+  CHECK(m.count_host(2.0f) == Buffers::n);
+  SUBCASE("a blocking cudaMemcpy waits for the legacy stream") {
+    REQUIRE(emu::add(m.a, Buffers::n, 3.0f, nullptr) == cudaSuccess);
+    REQUIRE(cudaMemcpy(m.host, m.a, bytes, cudaMemcpyDeviceToHost) == cudaSuccess);
+    CHECK(m.count_host(5.0f) == Buffers::n);
+  }
+  SUBCASE("a pageable source is read when cudaMemcpyAsync returns") {
+    std::vector<float> src(Buffers::n, 7.0f);
+    REQUIRE(cudaMemcpyAsync(m.b, src.data(), bytes, cudaMemcpyHostToDevice, m.s1) == cudaSuccess);
+    std::fill(src.begin(), src.end(), 9.0f);
+    REQUIRE(cudaMemcpyAsync(m.host, m.b, bytes, cudaMemcpyDeviceToHost, m.s1) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(m.s1) == cudaSuccess);
+    CHECK(m.count_host(7.0f) == Buffers::n);
+  }
+  cudaEventDestroy(e);
+}
+
+TEST_CASE("cuda_emu deferred streams: an idle host lets the queue run; a kernel's fault comes at the wait") {
+  SUBCASE("idle") {
+    DeferredStreams deferred(/*idle_ms=*/30);
+    Buffers m;
+    REQUIRE(emu::add(m.a, Buffers::n, 4.0f, m.s1) == cudaSuccess);
+    REQUIRE(cudaMemcpyAsync(m.host, m.a, Buffers::n * sizeof(float), cudaMemcpyDeviceToHost, m.s1) == cudaSuccess);
+    int waited_ms = 0;
+    while (m.count_host(4.0f) != Buffers::n && waited_ms < 10000) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      waited_ms += 5;
+    }
+    CHECK(m.count_host(4.0f) == Buffers::n);
+    CHECK(waited_ms >= 25);  // not before the host had been idle for the time asked
+  }
+  SUBCASE("fault") {
+    DeferredStreams deferred;
+    CHECK(emu::early_exit_then_syncthreads(64, 40) == cudaSuccess);  // queued: the launch itself is valid
+    CHECK(cudaDeviceSynchronize() == cudaErrorLaunchFailure);
+    CHECK(cudaGetLastError() == cudaErrorLaunchFailure);
+    CHECK(cudaDeviceSynchronize() == cudaSuccess);
+    CHECK(emu::launch_shape(2, 1025, 0, 0) == cudaErrorInvalidConfiguration);  // refused at the call
+  }
 }

@@ -4,8 +4,10 @@
 // On a blocking communicator every call completes before it returns, as the emulated streams do: a
 // collective waits for the other ranks of its communicator. A non-blocking one (config.blocking = 0)
 // runs its calls in order on a thread of its own and answers ncclInProgress, to the call and to
-// ncclCommGetAsyncError until they are done (the data is in place by then). What real NCCL would leave to a hang or to corrupt data, the emulation
-// reports with NCCL's error codes and a message in ncclGetLastError:
+// ncclCommGetAsyncError until they are done (the data is in place by then). With cuda_emu's deferred
+// streams (CUDA_EMU_STREAMS=deferred) a call is instead queued on its stream: the stream hands it to the
+// communicator's thread when it gets there and waits for it, and the call is "in progress" only until
+// queued, as NCCL's. What real NCCL would leave to a hang or to corrupt data, the emulation reports with NCCL's error codes and a message in ncclGetLastError:
 //   - ranks that call different collectives, counts, types, operators or roots at the same point;
 //   - a send and its receive that disagree on the count or the type;
 //   - buffers that are not device memory (cudaMalloc) or pinned host memory (cudaHostAlloc);
@@ -36,6 +38,7 @@
 #include <functional>
 #include <mutex>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -129,6 +132,12 @@ double timeout_s() {
 
 }  // namespace
 
+struct ncclComm;
+namespace {
+std::mutex g_live_mutex;
+std::set<ncclComm*> g_live;  // communicators not yet destroyed: a call queued on a deferred stream checks
+}  // namespace
+
 struct ncclComm {
   std::string name;  // of the shared-memory segment
   int rank = 0;
@@ -153,7 +162,11 @@ struct ncclComm {
   // own timeout to fire), not stuck in the call.
   std::mutex mu;
   std::condition_variable cv;
-  std::deque<std::function<ncclResult_t()>> queue;
+  struct Queued {
+    std::function<ncclResult_t()> f;
+    std::function<void()> finished;  // deferred streams: lets the stream go on, whether f ran or not
+  };
+  std::deque<Queued> queue;
   bool running = false;
   bool stop = false;
   std::thread worker;
@@ -171,11 +184,12 @@ struct ncclComm {
     for (;;) {
       cv.wait(lock, [&] { return stop || !queue.empty(); });
       if (queue.empty()) return;
-      std::function<ncclResult_t()> f = std::move(queue.front());
+      Queued q = std::move(queue.front());
       queue.pop_front();
       running = true;
       lock.unlock();
-      const ncclResult_t rc = async.load() == ncclSuccess ? f() : async.load();  // after an error, nothing runs
+      const ncclResult_t rc = async.load() == ncclSuccess ? q.f() : async.load();  // after an error, nothing runs
+      if (q.finished) q.finished();
       lock.lock();
       running = false;
       if (rc != ncclSuccess && async.load() == ncclSuccess) async.store(rc);
@@ -198,6 +212,10 @@ struct ncclComm {
   }
 
   ~ncclComm() {
+    {
+      std::lock_guard<std::mutex> lock(g_live_mutex);
+      g_live.erase(this);
+    }
     join();
     if (base) munmap(base, bytes);
   }
@@ -336,6 +354,10 @@ ncclResult_t init_rank(ncclComm_t* out, int nranks, const std::string& name, int
            c->device);
       return give_up(ncclInvalidUsage);
     }
+  }
+  {
+    std::lock_guard<std::mutex> lock(g_live_mutex);
+    g_live.insert(c);
   }
   *out = c;
   return done(c);
@@ -486,6 +508,7 @@ thread_local int g_group_depth = 0;
 thread_local std::vector<std::function<ncclResult_t()>> g_group_collectives;
 thread_local std::vector<ncclComm*> g_group_comms;  // of the collectives
 thread_local std::vector<P2p> g_group_p2p;
+thread_local cudaStream_t g_group_stream = nullptr;  // of the group's first call
 
 /// Moves what it can of `p` through its box; fails on a header that does not match the receive.
 ncclResult_t progress(P2p& p) {
@@ -559,19 +582,36 @@ ncclResult_t run_p2p(std::vector<P2p>& ops) {
   return failed != ncclSuccess ? failed : rc;
 }
 
-/// Runs `f` now on a blocking communicator; queues it on the communicator's thread otherwise.
-ncclResult_t submit(ncclComm* c, std::function<ncclResult_t()> f) {
-  if (c->blocking) return f();
+/// Queues `f` on the communicator's thread (started on first use); `finished` runs after it (or instead,
+/// once the communicator has failed).
+void to_worker(ncclComm* c, std::function<ncclResult_t()> f, std::function<void()> finished) {
   {
     std::lock_guard<std::mutex> lock(c->mu);
     if (!c->worker.joinable()) c->worker = std::thread([c] { c->work(); });
-    c->queue.push_back(std::move(f));
+    c->queue.push_back({std::move(f), std::move(finished)});
   }
   c->cv.notify_all();
+}
+
+/// Runs `f` now on a blocking communicator; queues it on the communicator's thread otherwise. With
+/// cuda_emu's deferred streams, `f` is a call on `stream`: it goes to the communicator's thread when the
+/// stream reaches it, and the stream waits for it there, as a real NCCL kernel holds its stream.
+ncclResult_t submit(ncclComm* c, cudaStream_t stream, std::function<ncclResult_t()> f) {
+  if (cuda_emu::deferred_streams()) {
+    cuda_emu::enqueue_external(stream, "nccl", [c, f = std::move(f)](std::function<void()> finish) mutable {
+      std::lock_guard<std::mutex> lock(g_live_mutex);
+      if (!g_live.count(c)) return finish();  // destroyed or aborted before the stream got here
+      to_worker(c, std::move(f), std::move(finish));
+    });
+    return done(c);
+  }
+  if (c->blocking) return f();
+  to_worker(c, std::move(f), nullptr);
   return ncclInProgress;
 }
 
-ncclResult_t queue_p2p(bool send, const void* buf, std::size_t count, ncclDataType_t type, int peer, ncclComm* c) {
+ncclResult_t queue_p2p(bool send, const void* buf, std::size_t count, ncclDataType_t type, int peer, ncclComm* c,
+                       cudaStream_t stream) {
   const char* call = send ? "ncclSend" : "ncclRecv";
   if (const ncclResult_t rc = check_args(c, call, type, ncclSum); rc != ncclSuccess) return rc;
   if (peer < 0 || peer >= c->nranks) return fail(c, ncclInvalidArgument, "%s: peer %d of %d ranks", call, peer, c->nranks);
@@ -590,23 +630,25 @@ ncclResult_t queue_p2p(bool send, const void* buf, std::size_t count, ncclDataTy
   std::memcpy(p.head, &b, 8);
   std::memcpy(p.head + 8, &t, 4);
   if (g_group_depth > 0) {
+    if (g_group_p2p.empty() && g_group_collectives.empty()) g_group_stream = stream;
     g_group_p2p.push_back(p);
     return ncclSuccess;
   }
-  return submit(c, [p]() mutable {
+  return submit(c, stream, [p]() mutable {
     std::vector<P2p> one{p};
     return run_p2p(one);
   });
 }
 
 /// Runs a collective (submit), or keeps it for ncclGroupEnd inside a group.
-ncclResult_t run_or_queue(ncclComm* c, std::function<ncclResult_t()> f) {
+ncclResult_t run_or_queue(ncclComm* c, cudaStream_t stream, std::function<ncclResult_t()> f) {
   if (g_group_depth > 0) {
+    if (g_group_p2p.empty() && g_group_collectives.empty()) g_group_stream = stream;
     g_group_collectives.push_back(std::move(f));
     g_group_comms.push_back(c);
     return ncclSuccess;
   }
-  return submit(c, std::move(f));
+  return submit(c, stream, std::move(f));
 }
 
 }  // namespace
@@ -647,7 +689,8 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId comm_id
 ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncclComm_t* newcomm, ncclConfig_t* config) {
   *newcomm = nullptr;
   if (const ncclResult_t rc = check_comm(comm, "ncclCommSplit"); rc != ncclSuccess) return rc;
-  comm->wait_idle();  // after the calls queued before it
+  cuda_emu::synchronize_all();  // deferred streams: after the calls queued on them
+  comm->wait_idle();            // after the calls queued before it
   if (comm->async.load() != ncclSuccess) return comm->async.load();
   CallDesc mine{kSplit, 0, 0, 0, 0};
   if (const ncclResult_t rc = agree(comm, mine); rc != ncclSuccess) return rc;
@@ -689,9 +732,13 @@ ncclResult_t ncclCommDestroy(ncclComm_t comm) {
 ncclResult_t ncclCommAbort(ncclComm_t comm) {
   if (comm == nullptr) return ncclSuccess;
   comm->h->aborted.store(comm->rank + 1, std::memory_order_release);  // what the thread waits on ends
+  std::deque<ncclComm::Queued> dropped;
   {
     std::lock_guard<std::mutex> lock(comm->mu);
-    comm->queue.clear();
+    dropped.swap(comm->queue);
+  }
+  for (ncclComm::Queued& q : dropped) {
+    if (q.finished) q.finished();  // the streams waiting on them go on
   }
   delete comm;
   return ncclSuccess;
@@ -700,7 +747,8 @@ ncclResult_t ncclCommAbort(ncclComm_t comm) {
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error) {
   if (comm == nullptr) return ncclInvalidArgument;
   const ncclResult_t failed = comm->async.load();
-  if (failed == ncclSuccess && !comm->idle()) {
+  // With deferred streams the calls run on their streams: in progress only until queued, as NCCL's.
+  if (failed == ncclSuccess && !cuda_emu::deferred_streams() && !comm->idle()) {
     *async_error = ncclInProgress;
     return ncclSuccess;
   }
@@ -748,13 +796,13 @@ const char* ncclGetErrorString(ncclResult_t result) {
 const char* ncclGetLastError(ncclComm_t comm) { return comm ? comm->last_error.c_str() : g_last_error.c_str(); }
 
 ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, std::size_t count, ncclDataType_t datatype,
-                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t) {
+                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
   if (const ncclResult_t rc = check_args(comm, "ncclAllReduce", datatype, op); rc != ncclSuccess) return rc;
   const std::size_t es = type_size(datatype);
   if (const ncclResult_t rc = check_buffers(comm, "ncclAllReduce", sendbuff, count * es, recvbuff, count * es);
       rc != ncclSuccess)
     return rc;
-  return run_or_queue(comm, [=]() -> ncclResult_t {
+  return run_or_queue(comm, stream, [=]() -> ncclResult_t {
     std::vector<const char*> in(static_cast<std::size_t>(comm->nranks));
     for (int r = 0; r < comm->nranks; ++r) in[static_cast<std::size_t>(r)] = comm->slot(r);
     return chunked(
@@ -767,7 +815,7 @@ ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, std::size_t cou
 }
 
 ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, std::size_t count, ncclDataType_t datatype, int root,
-                           ncclComm_t comm, cudaStream_t) {
+                           ncclComm_t comm, cudaStream_t stream) {
   if (const ncclResult_t rc = check_args(comm, "ncclBroadcast", datatype, ncclSum); rc != ncclSuccess) return rc;
   if (root < 0 || root >= comm->nranks)
     return fail(comm, ncclInvalidArgument, "ncclBroadcast: root %d of %d ranks", root, comm->nranks);
@@ -776,7 +824,7 @@ ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, std::size_t cou
   if (const ncclResult_t rc = check_buffers(comm, "ncclBroadcast", sendbuff, send_bytes, recvbuff, count * es);
       rc != ncclSuccess)
     return rc;
-  return run_or_queue(comm, [=]() -> ncclResult_t {
+  return run_or_queue(comm, stream, [=]() -> ncclResult_t {
     return chunked(
         comm, {kBroadcast, datatype, 0, root, count}, kSlotBytes / es,
         [&](std::size_t off, std::size_t n) {
@@ -789,7 +837,7 @@ ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, std::size_t cou
 }
 
 ncclResult_t ncclReduceScatter(const void* sendbuff, void* recvbuff, std::size_t recvcount, ncclDataType_t datatype,
-                               ncclRedOp_t op, ncclComm_t comm, cudaStream_t) {
+                               ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
   if (const ncclResult_t rc = check_args(comm, "ncclReduceScatter", datatype, op); rc != ncclSuccess) return rc;
   const std::size_t es = type_size(datatype);
   const auto nr = static_cast<std::size_t>(comm->nranks);
@@ -797,7 +845,7 @@ ncclResult_t ncclReduceScatter(const void* sendbuff, void* recvbuff, std::size_t
           check_buffers(comm, "ncclReduceScatter", sendbuff, nr * recvcount * es, recvbuff, recvcount * es);
       rc != ncclSuccess)
     return rc;
-  return run_or_queue(comm, [=]() -> ncclResult_t {
+  return run_or_queue(comm, stream, [=]() -> ncclResult_t {
     const std::size_t per = kSlotBytes / (es * nr);  // each slot holds a part of the chunk for every rank
     std::vector<const char*> in(nr);
     for (std::size_t r = 0; r < nr; ++r)
@@ -815,7 +863,7 @@ ncclResult_t ncclReduceScatter(const void* sendbuff, void* recvbuff, std::size_t
 }
 
 ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, std::size_t sendcount, ncclDataType_t datatype,
-                           ncclComm_t comm, cudaStream_t) {
+                           ncclComm_t comm, cudaStream_t stream) {
   if (const ncclResult_t rc = check_args(comm, "ncclAllGather", datatype, ncclSum); rc != ncclSuccess) return rc;
   const std::size_t es = type_size(datatype);
   const auto nr = static_cast<std::size_t>(comm->nranks);
@@ -823,7 +871,7 @@ ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, std::size_t sen
           check_buffers(comm, "ncclAllGather", sendbuff, sendcount * es, recvbuff, nr * sendcount * es);
       rc != ncclSuccess)
     return rc;
-  return run_or_queue(comm, [=]() -> ncclResult_t {
+  return run_or_queue(comm, stream, [=]() -> ncclResult_t {
     return chunked(
         comm, {kAllGather, datatype, 0, 0, sendcount}, kSlotBytes / es,
         [&](std::size_t off, std::size_t n) {
@@ -839,13 +887,13 @@ ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, std::size_t sen
 }
 
 ncclResult_t ncclSend(const void* sendbuff, std::size_t count, ncclDataType_t datatype, int peer, ncclComm_t comm,
-                      cudaStream_t) {
-  return queue_p2p(true, sendbuff, count, datatype, peer, comm);
+                      cudaStream_t stream) {
+  return queue_p2p(true, sendbuff, count, datatype, peer, comm, stream);
 }
 
 ncclResult_t ncclRecv(void* recvbuff, std::size_t count, ncclDataType_t datatype, int peer, ncclComm_t comm,
-                      cudaStream_t) {
-  return queue_p2p(false, recvbuff, count, datatype, peer, comm);
+                      cudaStream_t stream) {
+  return queue_p2p(false, recvbuff, count, datatype, peer, comm, stream);
 }
 
 ncclResult_t ncclGroupStart() {
@@ -872,6 +920,7 @@ ncclResult_t ncclGroupEnd() {
     return run_p2p(p2p);
   };
   if (!comms.empty() && std::all_of(comms.begin(), comms.end(), [&](ncclComm* c) { return c == comms.front(); }))
-    return submit(comms.front(), std::move(run));
+    return submit(comms.front(), g_group_stream, std::move(run));
+  if (cuda_emu::deferred_streams()) cuda_emu::synchronize_all();  // calls on several communicators: here, in order
   return run();
 }

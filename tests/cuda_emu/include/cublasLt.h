@@ -74,7 +74,8 @@ cublasStatus_t cuda_emu_lt_create(cublasLtHandle_t* h);
 cublasStatus_t cuda_emu_lt_matmul(const cublasLtMatmulDescOpaque_t* op, const void* alpha, const void* a,
                                   const cublasLtMatrixLayoutOpaque_t* la, const void* b,
                                   const cublasLtMatrixLayoutOpaque_t* lb, const void* beta, const void* c,
-                                  const cublasLtMatrixLayoutOpaque_t* lc, void* d, const cublasLtMatrixLayoutOpaque_t* ld);
+                                  const cublasLtMatrixLayoutOpaque_t* lc, void* d, const cublasLtMatrixLayoutOpaque_t* ld,
+                                  cudaStream_t stream);  // the product runs on `stream` (cuda_emu::enqueue)
 const char* cuda_emu_lt_status_name(cublasStatus_t s);
 
 static inline std::size_t cublasLtGetVersion() { return 0; }
@@ -170,7 +171,7 @@ static inline cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDe
                                             const void* a, cublasLtMatrixLayout_t la, const void* b,
                                             cublasLtMatrixLayout_t lb, const void* beta, const void* c,
                                             cublasLtMatrixLayout_t lc, void* d, cublasLtMatrixLayout_t ld,
-                                            const cublasLtMatmulAlgo_t*, void*, std::size_t, cudaStream_t) {
+                                            const cublasLtMatmulAlgo_t*, void*, std::size_t, cudaStream_t stream) {
   if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
-  return cuda_emu_lt_matmul(op, alpha, a, la, b, lb, beta, c, lc, d, ld);
+  return cuda_emu_lt_matmul(op, alpha, a, la, b, lb, beta, c, lc, d, ld, stream);
 }

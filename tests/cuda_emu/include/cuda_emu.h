@@ -18,6 +18,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -277,12 +279,11 @@ enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16, cudaDevAttrMaxSharedM
 // build) keeps both apart.
 namespace cuda_emu {
 cudaError_t rt_last_error(bool reset);
+cudaError_t rt_set_last_error(cudaError_t e);  // returns e
 const char* rt_error_name(cudaError_t e);
 const char* rt_error_string(cudaError_t e);
 cudaError_t rt_malloc(void** p, std::size_t bytes);
 cudaError_t rt_free(void* p);
-cudaError_t rt_memset(void* p, int value, std::size_t bytes);
-cudaError_t rt_memcpy(void* dst, const void* src, std::size_t bytes);
 cudaError_t rt_device_attribute(int* value, cudaDeviceAttr attr, int device);
 cudaError_t set_max_dynamic_shared(const void* kernel, int bytes);
 cudaError_t rt_host_alloc(void** p, std::size_t bytes);
@@ -294,17 +295,48 @@ bool rt_device_accessible(const void* p, std::size_t bytes);  // inside one cuda
 cudaError_t rt_pointer_attributes(cudaPointerAttributes* attr, const void* p);
 cudaError_t rt_mem_info(std::size_t* free_bytes, std::size_t* total_bytes);
 cudaError_t rt_device_properties(cudaDeviceProp* prop, int device);
-cudaError_t rt_event_create(cudaEvent_t* e);
-cudaError_t rt_event_destroy(cudaEvent_t e);
-cudaError_t rt_event_record(cudaEvent_t e);
-cudaError_t rt_event_elapsed(float* ms, cudaEvent_t start, cudaEvent_t end);
+bool is_device_memory(const void* p);  // inside a cudaMalloc block
+bool is_pinned_memory(const void* p);  // inside a cudaHostAlloc block
+
+// Streams and events (cuda_emu_streams.cpp). With CUDA_EMU_STREAMS=sync (the default of test_cuda_emu)
+// every call completes before it returns. With CUDA_EMU_STREAMS=deferred (the default of an
+// ADAPT_CUDA=EMU build) the calls queued on a stream run later, on a thread of the process's own (the
+// device), in stream order, as late as they can: when the host waits for them (a synchronisation, a
+// query, a blocking copy) or has called nothing for CUDA_EMU_IDLE_MS (20); among the streams whose next
+// call may run, the one queued last goes first. A missing event wait between streams, or a host read of
+// an asynchronous copy's destination before a synchronisation, then sees stale data.
+bool deferred_streams();
+void set_deferred_streams(bool on);  // tests; waits for what is queued first
+void set_idle_ms(int ms);            // tests: CUDA_EMU_IDLE_MS
+// Runs `work` on `stream` (null, cudaStreamLegacy and cudaStreamPerThread are the device's legacy stream):
+// now, or queued (deferred).
+void enqueue(cudaStream_t stream, const char* what, std::function<void()> work);
+// Queues a call that another thread completes (an NCCL collective): `start(finish)` runs in stream order
+// and the stream goes on once `finish()` has been called, from any thread. Deferred streams only.
+void enqueue_external(cudaStream_t stream, const char* what,
+                      std::function<void(std::function<void()> finish)> start);
+void synchronize_all();  // waits for every stream of the process
 cudaError_t rt_stream_create(cudaStream_t* s);
 cudaError_t rt_stream_destroy(cudaStream_t s);
+cudaError_t rt_stream_synchronize(cudaStream_t s);
+cudaError_t rt_stream_query(cudaStream_t s);
+cudaError_t rt_stream_wait_event(cudaStream_t s, cudaEvent_t e);
+cudaError_t rt_device_synchronize();
+cudaError_t rt_event_create(cudaEvent_t* e);
+cudaError_t rt_event_destroy(cudaEvent_t e);
+cudaError_t rt_event_record(cudaEvent_t e, cudaStream_t s);
+cudaError_t rt_event_query(cudaEvent_t e);
+cudaError_t rt_event_synchronize(cudaEvent_t e);
+cudaError_t rt_event_elapsed(float* ms, cudaEvent_t start, cudaEvent_t end);
+// cudaMemcpy (sync_api) and cudaMemcpyAsync, with the host synchronisation each has for the kinds of
+// memory on either side (pageable, pinned, device); cudaMemset and cudaMemsetAsync.
+cudaError_t rt_memcpy(void* dst, const void* src, std::size_t bytes, cudaStream_t s, bool sync_api);
+cudaError_t rt_memset(void* p, int value, std::size_t bytes, cudaStream_t s, bool sync_api);
 }  // namespace cuda_emu
 
 // Devices: CUDA_EMU_DEVICES of them (default 1), each an A100-shaped sm_80 with 80 GiB and a UUID of its
-// own, as on one node; the process's memory is every device's memory. Streams and events are objects that
-// order nothing: every launch and copy has finished when its call returns.
+// own, as on one node; the process's memory is every device's memory. Streams and events: see
+// deferred_streams() above.
 static inline cudaError_t cudaGetDeviceCount(int* n) {
   *n = ::cuda_emu::rt_device_count();
   return cudaSuccess;
@@ -333,17 +365,21 @@ static inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int devi
 static inline cudaError_t cudaEventCreate(cudaEvent_t* e) { return ::cuda_emu::rt_event_create(e); }
 static inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return ::cuda_emu::rt_event_create(e); }
 static inline cudaError_t cudaEventDestroy(cudaEvent_t e) { return ::cuda_emu::rt_event_destroy(e); }
-static inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t = nullptr) { return ::cuda_emu::rt_event_record(e); }
-static inline cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
-static inline cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+static inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = nullptr) {
+  return ::cuda_emu::rt_event_record(e, s);
+}
+static inline cudaError_t cudaEventQuery(cudaEvent_t e) { return ::cuda_emu::rt_event_query(e); }
+static inline cudaError_t cudaEventSynchronize(cudaEvent_t e) { return ::cuda_emu::rt_event_synchronize(e); }
 static inline cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   return ::cuda_emu::rt_event_elapsed(ms, start, end);
 }
 static inline cudaError_t cudaStreamCreate(cudaStream_t* s) { return ::cuda_emu::rt_stream_create(s); }
 static inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) { return ::cuda_emu::rt_stream_create(s); }
 static inline cudaError_t cudaStreamDestroy(cudaStream_t s) { return ::cuda_emu::rt_stream_destroy(s); }
-static inline cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
-static inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned = 0) { return cudaSuccess; }
+static inline cudaError_t cudaStreamQuery(cudaStream_t s) { return ::cuda_emu::rt_stream_query(s); }
+static inline cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned = 0) {
+  return ::cuda_emu::rt_stream_wait_event(s, e);
+}
 
 static inline cudaError_t cudaGetLastError() { return ::cuda_emu::rt_last_error(true); }
 static inline cudaError_t cudaPeekAtLastError() { return ::cuda_emu::rt_last_error(false); }
@@ -355,20 +391,20 @@ static inline cudaError_t cudaMalloc(T** p, std::size_t bytes) {
 }
 static inline cudaError_t cudaFree(void* p) { return ::cuda_emu::rt_free(p); }
 static inline cudaError_t cudaMemset(void* p, int value, std::size_t bytes) {
-  return ::cuda_emu::rt_memset(p, value, bytes);
+  return ::cuda_emu::rt_memset(p, value, bytes, nullptr, true);
 }
-static inline cudaError_t cudaMemsetAsync(void* p, int value, std::size_t bytes, cudaStream_t = nullptr) {
-  return ::cuda_emu::rt_memset(p, value, bytes);
+static inline cudaError_t cudaMemsetAsync(void* p, int value, std::size_t bytes, cudaStream_t s = nullptr) {
+  return ::cuda_emu::rt_memset(p, value, bytes, s, false);
 }
 static inline cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind) {
-  return ::cuda_emu::rt_memcpy(dst, src, bytes);
+  return ::cuda_emu::rt_memcpy(dst, src, bytes, nullptr, true);
 }
 static inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind,
-                                          cudaStream_t = nullptr) {
-  return ::cuda_emu::rt_memcpy(dst, src, bytes);
+                                          cudaStream_t s = nullptr) {
+  return ::cuda_emu::rt_memcpy(dst, src, bytes, s, false);
 }
-static inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }  // launches run to completion
-static inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+static inline cudaError_t cudaDeviceSynchronize() { return ::cuda_emu::rt_device_synchronize(); }
+static inline cudaError_t cudaStreamSynchronize(cudaStream_t s) { return ::cuda_emu::rt_stream_synchronize(s); }
 static inline cudaError_t cudaGetDevice(int* device) {
   *device = ::cuda_emu::rt_get_device();
   return cudaSuccess;
@@ -399,9 +435,10 @@ class Body {
   virtual ~Body() = default;
   virtual void run() = 0;  // one thread's execution of the kernel
 };
-// Runs `body` for every thread of the grid; on a bad configuration or a synchronisation error, reports it
-// on stderr and sets the error cudaGetLastError returns, as a failed launch does.
-void launch(const void* kernel, const Cfg& cfg, Body& body);
+// Checks the configuration (a bad one is reported on stderr and by cudaGetLastError, as a refused launch),
+// then runs `body` for every thread of the grid on cfg.stream (enqueue); a synchronisation error in the
+// kernel is reported the same way, as a failed launch.
+void launch(const void* kernel, const Cfg& cfg, std::shared_ptr<Body> body);
 
 template <typename... P>
 struct Bound {
@@ -428,8 +465,8 @@ void operator%(const Bound<P...>& b, Pack<A...>&& p) {
     std::tuple<typename std::decay<P>::type...> params;  // converted once, copied into each thread's call
     Call(void (*f)(P...), std::tuple<A...>& a) : fn(f), params(std::make_from_tuple<decltype(params)>(a)) {}
     void run() override { std::apply(fn, params); }
-  } call(b.fn, p.args);
-  launch(reinterpret_cast<const void*>(b.fn), b.cfg, call);
+  };
+  launch(reinterpret_cast<const void*>(b.fn), b.cfg, std::make_shared<Call>(b.fn, p.args));
 }
 
 }  // namespace cuda_emu
