@@ -549,7 +549,7 @@ cudaError_t rt_malloc(void** p, std::size_t bytes) {
 
 cudaError_t rt_free(void* p) {
   if (!p) return cudaSuccess;
-  synchronize_all();  // as cudaFree: no queued work may still use the block
+  synchronize_all("cudaFree", __builtin_return_address(0));  // no queued work may still use the block
   std::lock_guard<std::mutex> lock(g_mem_mutex);
   auto it = g_device_blocks.find(reinterpret_cast<std::uintptr_t>(p));
   if (it == g_device_blocks.end()) return g_last_error = cudaErrorInvalidValue;
@@ -569,7 +569,7 @@ cudaError_t rt_host_alloc(void** p, std::size_t bytes) {
 
 cudaError_t rt_free_host(void* p) {
   if (!p) return cudaSuccess;
-  synchronize_all();
+  synchronize_all("cudaFreeHost", __builtin_return_address(0));
   std::lock_guard<std::mutex> lock(g_mem_mutex);
   if (!g_host_blocks.erase(reinterpret_cast<std::uintptr_t>(p))) return g_last_error = cudaErrorInvalidValue;
   std::free(p);

@@ -14,6 +14,10 @@
 // So a kernel or copy that should have waited for another stream's work (a missing cudaStreamWaitEvent)
 // runs before it and reads what was there before, and a host read of an asynchronous copy's destination
 // before a synchronisation sees the old bytes: the tests that check the results fail.
+#include <cxxabi.h>
+#include <dlfcn.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -22,6 +26,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -110,7 +115,7 @@ class Device {
   }
 
   void destroy(StreamState* s) {
-    wait([&] { return s->done_through(s->last); });
+    wait([&] { return s->done_through(s->last); }, "cudaStreamDestroy", nullptr);
     std::lock_guard<std::mutex> lock(mu_);
     prune_polls();  // those on this stream are answered: none may outlive it
     streams_.erase(std::remove(streams_.begin(), streams_.end(), s), streams_.end());
@@ -145,10 +150,12 @@ class Device {
   }
 
   /// Blocks the calling host thread until `done()` (checked under the lock) holds, running queued calls.
+  /// `api` and `caller` (the return address of the runtime call) name the wait in the report.
   template <class F>
-  void wait(F done) {
+  void wait(F done, const char* api, const void* caller) {
     std::unique_lock<std::mutex> lock(mu_);
     if (done() || stopping_) return;  // at exit, after the device thread has stopped, nothing runs
+    if (wait_report()) ++waits_[{api, caller}];
     if (std::this_thread::get_id() == executor_id_) {
       std::fprintf(stderr, "cuda_emu: a call queued on a stream waits for queued work (it would never run)\n");
       std::abort();
@@ -197,6 +204,48 @@ class Device {
     }
     cv_.notify_all();
     if (executor_.joinable()) executor_.join();
+    if (wait_report()) print_waits();
+  }
+
+  static bool wait_report() {
+    static const bool on = [] {
+      const char* env = std::getenv("CUDA_EMU_WAIT_REPORT");
+      return env && *env && std::string(env) != "0";
+    }();
+    return on;
+  }
+
+  // The host's waits for queued work, most frequent first, each with the function that made the runtime
+  // call (or the binary and offset to give addr2line -f -C -e).
+  void print_waits() {
+    std::vector<std::pair<long, std::pair<const char*, const void*>>> rows;
+    long total = 0;
+    for (const auto& [site, n] : waits_) {
+      rows.push_back({n, site});
+      total += n;
+    }
+    std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    std::fprintf(stderr, "cuda_emu: the host waited for queued device work %ld times (pid %d):\n", total,
+                 static_cast<int>(getpid()));
+    for (const auto& [n, site] : rows) {
+      std::string where = "?";
+      Dl_info info{};
+      if (site.second && dladdr(site.second, &info)) {
+        if (info.dli_sname) {
+          int status = 0;
+          char* name = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
+          where = status == 0 && name ? name : info.dli_sname;
+          std::free(name);
+        } else {
+          char buf[64];
+          std::snprintf(buf, sizeof buf, "+0x%zx",
+                        static_cast<std::size_t>(static_cast<const char*>(site.second) -
+                                                 static_cast<const char*>(info.dli_fbase)));
+          where = std::string(info.dli_fname ? info.dli_fname : "?") + buf;
+        }
+      }
+      std::fprintf(stderr, "  %8ld  %-22s %s\n", n, site.first, where.c_str());
+    }
   }
 
   void run() {
@@ -260,6 +309,7 @@ class Device {
   std::uint64_t seq_ = 0;
   int waiting_ = 0;
   std::vector<std::function<bool()>> polls_;
+  std::map<std::pair<const char*, const void*>, long> waits_;  // CUDA_EMU_WAIT_REPORT
   Clock::time_point last_host_ = Clock::now();
   bool stopping_ = false;
   std::thread executor_;
@@ -297,7 +347,7 @@ bool deferred_streams() {
 }
 
 void set_deferred_streams(bool on) {
-  if (deferred_streams()) synchronize_all();
+  if (deferred_streams()) synchronize_all("set_deferred_streams", nullptr);
   g_mode.store(on ? 1 : 0);
 }
 
@@ -319,11 +369,11 @@ void enqueue_external(cudaStream_t stream, const char* what,
   d.push(d.resolve(stream), std::move(op));
 }
 
-void synchronize_all() {
+void synchronize_all(const char* api, const void* caller) {
   if (!deferred_streams()) return;
   Device& d = Device::get();
   const std::uint64_t seq = d.last_seq();
-  d.wait([&] { return d.all_done_through(seq, -1); });
+  d.wait([&] { return d.all_done_through(seq, -1); }, api, caller);
 }
 
 cudaError_t rt_stream_create(cudaStream_t* s) {
@@ -337,12 +387,18 @@ cudaError_t rt_stream_destroy(cudaStream_t s) {
   return cudaSuccess;
 }
 
-cudaError_t rt_stream_synchronize(cudaStream_t s) {
+namespace {
+cudaError_t stream_synchronize(cudaStream_t s, const char* api, const void* caller) {
   Device& d = Device::get();
   StreamState* st = d.resolve(s);
   const std::uint64_t seq = d.last_queued(st);
-  d.wait([&] { return st->done_through(seq); });
+  d.wait([&] { return st->done_through(seq); }, api, caller);
   return sticky_error();
+}
+}  // namespace
+
+cudaError_t rt_stream_synchronize(cudaStream_t s) {
+  return stream_synchronize(s, "cudaStreamSynchronize", __builtin_return_address(0));
 }
 
 cudaError_t rt_stream_query(cudaStream_t s) {
@@ -368,7 +424,7 @@ cudaError_t rt_device_synchronize() {
   Device& d = Device::get();
   const std::uint64_t seq = d.last_seq();
   const int device = rt_get_device();
-  d.wait([&] { return d.all_done_through(seq, device); });
+  d.wait([&] { return d.all_done_through(seq, device); }, "cudaDeviceSynchronize", __builtin_return_address(0));
   return sticky_error();
 }
 
@@ -413,7 +469,7 @@ cudaError_t rt_event_synchronize(cudaEvent_t e) {
   std::shared_ptr<EventState> st = handle(e)->state;
   Device& d = Device::get();
   const std::uint64_t gen = d.records(*st);
-  d.wait([&] { return st->completed >= gen; });
+  d.wait([&] { return st->completed >= gen; }, "cudaEventSynchronize", __builtin_return_address(0));
   return sticky_error();
 }
 
@@ -442,7 +498,9 @@ cudaError_t rt_memcpy(void* dst, const void* src, std::size_t bytes, cudaStream_
   // at once, except into pageable memory (done before it returns) and from pageable memory (read before it
   // returns, written in stream order).
   if ((sync_api && !device_to_device) || (!sync_api && dst_pageable)) {
-    if (const cudaError_t e = rt_stream_synchronize(s)) return e;
+    if (const cudaError_t e = stream_synchronize(s, sync_api ? "cudaMemcpy" : "cudaMemcpyAsync (pageable)",
+                                                 __builtin_return_address(0)))
+      return e;
     std::memmove(dst, src, bytes);
     return cudaSuccess;
   }
@@ -463,7 +521,7 @@ cudaError_t rt_memset(void* p, int value, std::size_t bytes, cudaStream_t s, boo
     return cudaSuccess;
   }
   if (sync_api && !is_device_memory(p)) {  // cudaMemset of host memory returns when it is done
-    if (const cudaError_t e = rt_stream_synchronize(s)) return e;
+    if (const cudaError_t e = stream_synchronize(s, "cudaMemset", __builtin_return_address(0))) return e;
     std::memset(p, value, bytes);
     return cudaSuccess;
   }

@@ -689,7 +689,7 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId comm_id
 ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncclComm_t* newcomm, ncclConfig_t* config) {
   *newcomm = nullptr;
   if (const ncclResult_t rc = check_comm(comm, "ncclCommSplit"); rc != ncclSuccess) return rc;
-  cuda_emu::synchronize_all();  // deferred streams: after the calls queued on them
+  cuda_emu::synchronize_all("ncclCommSplit", nullptr);  // deferred streams: after the calls queued on them
   comm->wait_idle();            // after the calls queued before it
   if (comm->async.load() != ncclSuccess) return comm->async.load();
   CallDesc mine{kSplit, 0, 0, 0, 0};
@@ -921,6 +921,7 @@ ncclResult_t ncclGroupEnd() {
   };
   if (!comms.empty() && std::all_of(comms.begin(), comms.end(), [&](ncclComm* c) { return c == comms.front(); }))
     return submit(comms.front(), g_group_stream, std::move(run));
-  if (cuda_emu::deferred_streams()) cuda_emu::synchronize_all();  // calls on several communicators: here, in order
+  // Calls on several communicators: here, in order, after what their streams hold.
+  if (cuda_emu::deferred_streams()) cuda_emu::synchronize_all("ncclGroupEnd", nullptr);
   return run();
 }

@@ -2,9 +2,6 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <cstring>
-#include <map>
-#include <string>
 #include <vector>
 
 #include "backend/backend.h"
@@ -14,42 +11,6 @@
 
 namespace adapt::ops::cuda {
 namespace {
-
-/// A device copy of host values (the host span may go away after the call). Empty span: an undefined
-/// tensor. Every layer of a forward passes the same per-sequence values (query positions, cache rows and
-/// lengths), and a cudaMemcpy from pageable memory first waits for the work queued on the stream, so one
-/// upload per layer would stall the host at every layer of a decode step and expose each kernel's launch
-/// latency. The calling thread keeps its last upload under each name and returns it again while the
-/// values are the same: only the first layer of a step uploads. The kept tensor is never written after
-/// its upload; new values get a new tensor (the old block goes back to the caching allocator, which
-/// reuses it in stream order).
-template <class T>
-Tensor to_device(std::span<const T> values, const Tensor& like, const char* name) {
-  if (values.empty()) return Tensor{};
-  struct Kept {
-    int device = -1;
-    DType dtype = DType::U8;
-    std::vector<std::byte> host;
-    Tensor on_device;
-  };
-  thread_local std::map<std::string, Kept> kept;  // destroyed at thread exit, before the allocators
-  Kept& k = kept[name];
-  const std::size_t n_bytes = values.size() * sizeof(T);
-  const int device = like.device().index;
-  if (k.on_device.defined() && k.device == device && k.dtype == dtype_of<T>() && k.host.size() == n_bytes &&
-      std::memcmp(k.host.data(), values.data(), n_bytes) == 0) {
-    return k.on_device;
-  }
-  Tensor t = Tensor::empty({static_cast<std::int64_t>(values.size())}, dtype_of<T>(), backend::cuda_allocator(device),
-                           name);
-  ADAPT_CUDA_CHECK(cudaMemcpy(t.raw(), values.data(), n_bytes, cudaMemcpyHostToDevice));
-  k.device = device;
-  k.dtype = dtype_of<T>();
-  k.host.resize(n_bytes);
-  std::memcpy(k.host.data(), values.data(), n_bytes);
-  k.on_device = t;
-  return t;
-}
 
 template <class T>
 const T* device_ptr(const Tensor& t) {
@@ -120,9 +81,9 @@ void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tens
     ADAPT_REQUIRE(lse->is_contiguous(), ShapeError, "{}: '{}' must be contiguous", op, lse->name());
     require_shape(op, *lse, Shape{B, H, T}, "(B, H, T): one log-sum-exp per query row");
   }
-  const Tensor offsets = to_device(opts.q_pos_offsets, out, "q_pos_offsets");
-  const Tensor rows = to_device(opts.kv_rows, out, "kv_rows");
-  const Tensor segments = to_device(opts.segment_ids, out, "segment_ids");
+  const Tensor offsets = detail::to_device_kept(opts.q_pos_offsets, out, "q_pos_offsets");
+  const Tensor rows = detail::to_device_kept(opts.kv_rows, out, "kv_rows");
+  const Tensor segments = detail::to_device_kept(opts.segment_ids, out, "segment_ids");
   kernels::AttentionForwardArgs a;
   a.q = q.raw(), a.k = k.raw(), a.v = v.raw(), a.out = out.raw(), a.lse = lse ? detail::f32_ptr(*lse) : nullptr;
   a.B = B, a.T = T, a.H = H, a.Hkv = Hkv, a.D = D, a.S = S, a.B_kv = B_kv;
@@ -159,7 +120,7 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
   require_shape(op, lse, Shape{B, H, T}, "(B, H, T): the forward's log-sum-exp");
   ADAPT_REQUIRE(opts.segment_ids.empty() || static_cast<std::int64_t>(opts.segment_ids.size()) == B * T, ShapeError,
                 "{}: {} segment ids given for B·T = {} tokens", op, opts.segment_ids.size(), B * T);
-  const Tensor segments = to_device(opts.segment_ids, dq, "segment_ids");
+  const Tensor segments = detail::to_device_kept(opts.segment_ids, dq, "segment_ids");
   const std::int64_t ws = kernels::attention_backward_workspace_bytes(B, H, T) / 4;
   Tensor delta;
   if (ws > 0) delta = Tensor::empty({ws}, DType::F32, backend::cuda_allocator(dq.device().index), "attention_delta");
@@ -209,8 +170,8 @@ void decode_attention(Tensor& out, const Tensor& q, const Tensor& k, const Tenso
   Tensor workspace =
       Tensor::empty({std::max<std::int64_t>(ws, 1)}, DType::F32, backend::cuda_allocator(out.device().index),
                     "decode_attention_partials");
-  const Tensor lens = to_device(seq_lens, out, "seq_lens");
-  const Tensor rows = to_device(kv_rows, out, "kv_rows");
+  const Tensor lens = detail::to_device_kept(seq_lens, out, "seq_lens");
+  const Tensor rows = detail::to_device_kept(kv_rows, out, "kv_rows");
   kernels::DecodeAttentionArgs a;
   a.q = q.raw(), a.k = k.raw(), a.v = v.raw(), a.out = out.raw();
   a.seq_lens = device_ptr<std::int64_t>(lens);

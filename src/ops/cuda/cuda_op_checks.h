@@ -4,10 +4,16 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
+#include <map>
+#include <span>
+#include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "backend/cuda/cuda_runtime.h"
 #include "core/error.h"
 #include "tensor/tensor.h"
@@ -64,6 +70,42 @@ inline std::int64_t rows_of(const Tensor& t) {
 /// (B·T, C) alike).
 inline bool same_matrix(const Tensor& a, const Tensor& b) {
   return a.rank() >= 1 && b.rank() >= 1 && a.dim(-1) == b.dim(-1) && rows_of(a) == rows_of(b);
+}
+
+/// A device copy of host values (the host span may go away after the call). Empty span: an undefined
+/// tensor. Every layer of a forward passes the same per-sequence values (query positions, cache rows and
+/// lengths), every step the same RoPE frequencies, and a cudaMemcpy from pageable memory first waits for
+/// the work queued on the stream, so one upload per layer would stall the host at every layer of a
+/// decode step and expose each kernel's launch latency. The calling thread keeps its last upload under each name and returns it again while the
+/// values are the same: only the first layer of a step uploads. The kept tensor is never written after
+/// its upload; new values get a new tensor (the old block goes back to the caching allocator, which
+/// reuses it in stream order).
+template <class T>
+Tensor to_device_kept(std::span<const T> values, const Tensor& like, const char* name) {
+  if (values.empty()) return Tensor{};
+  struct Kept {
+    int device = -1;
+    DType dtype = DType::U8;
+    std::vector<std::byte> host;
+    Tensor on_device;
+  };
+  thread_local std::map<std::string, Kept> kept;  // destroyed at thread exit, before the allocators
+  Kept& k = kept[name];
+  const std::size_t n_bytes = values.size() * sizeof(T);
+  const int device = like.device().index;
+  if (k.on_device.defined() && k.device == device && k.dtype == dtype_of<T>() && k.host.size() == n_bytes &&
+      std::memcmp(k.host.data(), values.data(), n_bytes) == 0) {
+    return k.on_device;
+  }
+  Tensor t = Tensor::empty({static_cast<std::int64_t>(values.size())}, dtype_of<T>(), backend::cuda_allocator(device),
+                           name);
+  ADAPT_CUDA_CHECK(cudaMemcpy(t.raw(), values.data(), n_bytes, cudaMemcpyHostToDevice));
+  k.device = device;
+  k.dtype = dtype_of<T>();
+  k.host.resize(n_bytes);
+  std::memcpy(k.host.data(), values.data(), n_bytes);
+  k.on_device = t;
+  return t;
 }
 
 /// The ids of `t` (i32 or i64, on the device) as int64 on the host (one synchronous copy), for the

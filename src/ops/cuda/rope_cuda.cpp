@@ -8,12 +8,10 @@ namespace adapt::ops::cuda {
 
 namespace {
 
-// The inverse frequencies on the device (a small synchronous upload per table fill).
-Tensor upload_inv_freq(const std::vector<float>& inv_freq, const Device& device) {
-  Tensor t = Tensor::empty({static_cast<std::int64_t>(inv_freq.size())}, DType::F32,
-                           backend::cuda_allocator(device.index), "rope_inv_freq");
-  ADAPT_CUDA_CHECK(cudaMemcpy(t.raw(), inv_freq.data(), inv_freq.size() * sizeof(float), cudaMemcpyHostToDevice));
-  return t;
+// The inverse frequencies on the device: uploaded once, then kept while they stay the same (a decode
+// step fills its tables again; a synchronous upload would wait for the work queued so far).
+Tensor upload_inv_freq(const std::vector<float>& inv_freq, const Tensor& like) {
+  return detail::to_device_kept(std::span<const float>(inv_freq), like, "rope_inv_freq");
 }
 
 void check_tables(const char* op, const Tensor& cos, const Tensor& sin, const Shape& want) {
@@ -50,7 +48,7 @@ void rope_table_fill(Tensor& cos, Tensor& sin, const std::vector<float>& inv_fre
   ADAPT_REQUIRE(cos.rank() == 2 && pos_begin >= 0, ShapeError, "{}: table '{}' {} must be (P, {}), pos_begin {} >= 0",
                 op, cos.name(), cos.shape().str(), half, pos_begin);
   check_tables(op, cos, sin, Shape{cos.dim(0), half});
-  const Tensor inv = upload_inv_freq(inv_freq, cos.device());
+  const Tensor inv = upload_inv_freq(inv_freq, cos);
   kernels::launch_rope_table_fill(detail::f32_ptr(cos), detail::f32_ptr(sin), detail::f32_ptr(inv), half, pos_begin,
                                   cos.dim(0), nullptr);
 }
@@ -65,7 +63,7 @@ void rope_table_fill(Tensor& cos, Tensor& sin, const std::vector<float>& inv_fre
                 B, half);
   const std::int64_t P = cos.dim(1);
   check_tables(op, cos, sin, Shape{B, P, half});
-  const Tensor inv = upload_inv_freq(inv_freq, cos.device());
+  const Tensor inv = upload_inv_freq(inv_freq, cos);
   for (std::int64_t b = 0; b < B; ++b) {
     const std::int64_t p0 = pos_begin[static_cast<std::size_t>(b)];
     ADAPT_REQUIRE(p0 >= 0, ShapeError, "{}: pos_begin[{}] = {} must be >= 0", op, b, p0);
@@ -86,7 +84,7 @@ void rope_table_fill_positions(Tensor& cos, Tensor& sin, const std::vector<float
   for (std::size_t i = 0; i < pos.size(); ++i)
     ADAPT_REQUIRE(pos[i] >= 0, ShapeError, "{}: position {} at flat index {} of '{}' must be >= 0", op, pos[i], i,
                   positions.name());
-  const Tensor inv = upload_inv_freq(inv_freq, cos.device());
+  const Tensor inv = upload_inv_freq(inv_freq, cos);
   kernels::launch_rope_table_fill_positions(detail::f32_ptr(cos), detail::f32_ptr(sin), detail::f32_ptr(inv), half,
                                             positions.raw(), positions.dtype(), positions.numel(), nullptr);
 }

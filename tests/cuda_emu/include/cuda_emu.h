@@ -304,7 +304,8 @@ bool is_pinned_memory(const void* p);  // inside a cudaHostAlloc block
 // device), in stream order, as late as they can: when the host waits for them (a synchronisation, a
 // query, a blocking copy) or has called nothing for CUDA_EMU_IDLE_MS (20); among the streams whose next
 // call may run, the one queued last goes first. A missing event wait between streams, or a host read of
-// an asynchronous copy's destination before a synchronisation, then sees stale data.
+// an asynchronous copy's destination before a synchronisation, then sees stale data. CUDA_EMU_WAIT_REPORT=1
+// prints at exit how often the host waited for queued work, by call and calling function.
 bool deferred_streams();
 void set_deferred_streams(bool on);  // tests; waits for what is queued first
 void set_idle_ms(int ms);            // tests: CUDA_EMU_IDLE_MS
@@ -315,7 +316,8 @@ void enqueue(cudaStream_t stream, const char* what, std::function<void()> work);
 // and the stream goes on once `finish()` has been called, from any thread. Deferred streams only.
 void enqueue_external(cudaStream_t stream, const char* what,
                       std::function<void(std::function<void()> finish)> start);
-void synchronize_all();  // waits for every stream of the process
+// Waits for every stream of the process; `api` and `caller` name the wait in CUDA_EMU_WAIT_REPORT's list.
+void synchronize_all(const char* api, const void* caller);
 cudaError_t rt_stream_create(cudaStream_t* s);
 cudaError_t rt_stream_destroy(cudaStream_t s);
 cudaError_t rt_stream_synchronize(cudaStream_t s);
