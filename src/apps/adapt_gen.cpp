@@ -249,7 +249,8 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   model::LlamaModel model =
       tp.size() > 1 || pp.size() > 1
           ? model::llama_model_load_tp(job.model.path, app.grid(), app.world_rank(), tp,
-                                       {.storage = model::WeightStorage::AsStored}, &stats)
+                                       {.storage = model::WeightStorage::AsStored, .stage_split = parallel::kGenSplit},
+                                       &stats)
           : model::llama_model_load(job.model.path, {.storage = model::WeightStorage::AsStored}, &stats);
   log::info0("loaded {} ({} layers, vocab {}) in {:.2f} s; tokenizer {}", job.model.path.string(), model.config.n_layers,
              model.config.vocab_size, stats.seconds, tok.description());

@@ -63,9 +63,9 @@ enum class WeightStorage {
 
 struct LlamaLoadOptions {
   WeightStorage storage = WeightStorage::F32;
-  /// llama_model_load_tp with pp > 1: pipeline stages balanced by work, the last one holding fewer
-  /// layers for the head (training), instead of evenly (generation); parallel::StageSplit.
-  bool stages_by_work = false;
+  /// llama_model_load_tp with pp > 1: the pipeline stages balanced by work, the last one holding fewer
+  /// layers for the head (ByWork, training), or evenly (generation).
+  parallel::StageSplit stage_split = parallel::StageSplit::Even;
 };
 
 struct LlamaLoadStats {

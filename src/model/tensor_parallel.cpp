@@ -51,7 +51,7 @@ Tensor& slot(LlamaWeights& w, WeightKind kind, int layer) {
 }  // namespace
 
 parallel::Range stage_layer_range(const LlamaConfig& c, const PipelineStage& stage) {
-  return parallel::stage_layers(c.n_layers, stage.size, stage.rank, stage.head_layers);
+  return parallel::stage_layers(llama_dims(c), stage.size, stage.rank, stage.split);
 }
 
 TpLocalDims tp_local_dims(const LlamaConfig& c, const TensorParallel& tp) {
@@ -95,8 +95,7 @@ LlamaModel llama_model_load_tp(const std::filesystem::path& dir, const comm::Pro
   m.weights.layers.resize(static_cast<std::size_t>(m.config.n_layers));
   io::ShardedSafetensors files(dir);
   const parallel::LlamaDims dims = llama_dims(m.config);
-  const parallel::StageSplit split = opts.stages_by_work ? parallel::StageSplit::ByWork : parallel::StageSplit::Even;
-  m.stage.head_layers = parallel::stage_head_layers(dims, split);
+  m.stage.split = opts.stage_split;
   // As llama_model_load: AsStored keeps the matrices in bf16 when they are stored so; norms and biases f32.
   bool keep_bf16 = opts.storage == WeightStorage::AsStored;
   for (const WeightSpec& s : llama_weight_specs(m.config)) {
@@ -107,7 +106,7 @@ LlamaModel llama_model_load_tp(const std::filesystem::path& dir, const comm::Pro
   parallel::ShardLoadStats load;
   std::vector<parallel::LoadedShard> shards = parallel::llama_rank_load(
       files, dims, grid, world_rank, [](parallel::LlamaTensor t, int layer) { return weight_name(kind_of(t), layer); },
-      keep_bf16 ? DType::BF16 : DType::F32, &load, split);
+      keep_bf16 ? DType::BF16 : DType::F32, &load, m.stage.split);
   std::uint64_t resident = 0;
   for (parallel::LoadedShard& s : shards) {
     Tensor t = std::move(s.value);

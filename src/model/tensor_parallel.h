@@ -42,15 +42,15 @@ struct TensorParallel {
 struct PipelineStage {
   int rank = 0;
   int size = 1;
-  /// The head's work in decoder layers that the split gave the last stage (parallel::stage_layers):
-  /// head_layer_share when loaded for training (LlamaLoadOptions::stages_by_work), else 0 (even).
-  double head_layers = 0.0;
+  /// How the layers are split over the stages: by work when loaded for training
+  /// (LlamaLoadOptions::stage_split), else evenly.
+  parallel::StageSplit split = parallel::StageSplit::Even;
   bool active() const { return size > 1; }
   bool first() const { return rank == 0; }
   bool last() const { return rank == size - 1; }
 };
 /// The decoder layers `stage` holds: [begin, end) of c.n_layers (all of them with one stage), split as
-/// stage.head_layers says.
+/// stage.split says.
 parallel::Range stage_layer_range(const LlamaConfig& c, const PipelineStage& stage);
 
 /// What one tp rank holds of the model's widths.

@@ -113,6 +113,12 @@ Range stage_layers(const LlamaDims& d, int pp_size, int pp_rank, StageSplit spli
   return stage_layers(d.n_layers, pp_size, pp_rank, stage_head_layers(d, split));
 }
 
+std::vector<std::int64_t> stage_layer_counts(const LlamaDims& d, int pp_size, StageSplit split) {
+  std::vector<std::int64_t> counts;
+  for (int p = 0; p < pp_size; ++p) counts.push_back(stage_layers(d, pp_size, p, split).count);
+  return counts;
+}
+
 std::vector<TensorShard> llama_rank_shards(const LlamaDims& d, const comm::ProcessGrid& grid, int world_rank,
                                            StageSplit split) {
   ADAPT_CHECK(d.n_heads % grid.tp_size() == 0 && d.n_kv_heads % grid.tp_size() == 0,

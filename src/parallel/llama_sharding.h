@@ -74,6 +74,9 @@ Range stage_layers(std::int64_t n_layers, int pp_size, int pp_rank, double head_
 /// stages of a decode step run one after another, so balance gains nothing there): even, which
 /// balances memory (the embedding on the first stage, lm_head on the last).
 enum class StageSplit { Even, ByWork };
+/// The splits adapt_train and adapt_gen load their stages with (and adapt_plan plans them with).
+inline constexpr StageSplit kTrainSplit = StageSplit::ByWork;
+inline constexpr StageSplit kGenSplit = StageSplit::Even;
 /// A decoder layer's projection parameters (q, k, v, o, gate, up, down): C·(2·H·D + 2·Hkv·D + 3·F).
 std::int64_t layer_matmul_params(const LlamaDims& d);
 /// lm_head's multiply-adds per token (V·C) over a decoder layer's (its projections: q, k, v, o, gate,
@@ -83,6 +86,8 @@ double head_layer_share(const LlamaDims& d);
 /// stage_layers' head_layers for `split`: head_layer_share(d), or 0 for Even.
 double stage_head_layers(const LlamaDims& d, StageSplit split);
 Range stage_layers(const LlamaDims& d, int pp_size, int pp_rank, StageSplit split);
+/// The number of layers of each of the pp_size stages, in stage order.
+std::vector<std::int64_t> stage_layer_counts(const LlamaDims& d, int pp_size, StageSplit split);
 
 /// One base tensor a rank holds: which, of which layer (-1 for model-level tensors), which slice.
 struct TensorShard {

@@ -53,7 +53,7 @@ class PassModel {
     D_ = m.head_dim, F_ = local.ffn, V_ = local.vocab.count;
     tp_ = lay.tp > 1;
     const parallel::Range r =
-        parallel::stage_layers(model::llama_dims(m), lay.pp, pp_rank, parallel::StageSplit::ByWork);
+        parallel::stage_layers(model::llama_dims(m), lay.pp, pp_rank, parallel::kTrainSplit);
     l0_ = r.begin, l1_ = r.end();
     first_ = pp_rank == 0, last_ = pp_rank == lay.pp - 1;
     act_ = static_cast<std::uint64_t>(act_bytes);
@@ -164,7 +164,7 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
   r.layout = lay;
   r.tp_rank = tp_rank;
   r.pp_rank = pp_rank;
-  r.base_params = base_params_on_rank(m, lay, tp_rank, pp_rank, parallel::StageSplit::ByWork);
+  r.base_params = base_params_on_rank(m, lay, tp_rank, pp_rank, parallel::kTrainSplit);
   r.weights = static_cast<std::uint64_t>(r.base_params) * static_cast<std::uint64_t>(prec.weight);
   const std::int64_t n = adapter_params_on_rank(m, a, lay.tp, tp_rank);
   r.adapter_params = n;
@@ -314,7 +314,7 @@ GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig&
   g.layout = layout;
   std::int64_t most = 0, all_stages = 0;
   for (int p = 0; p < layout.pp; ++p) {
-    const std::int64_t n = base_params_on_rank(m, layout, 0, p, parallel::StageSplit::Even);
+    const std::int64_t n = base_params_on_rank(m, layout, 0, p, parallel::kGenSplit);
     most = std::max(most, n);
     all_stages += n;
   }
@@ -322,7 +322,7 @@ GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig&
   // Keys and values of the stage's layers for the rank's KV heads (model::KvCache; with pp each
   // stage fills its own layers).
   const std::int64_t stage_layers =
-      parallel::stage_layers(model::llama_dims(m), layout.pp, 0, parallel::StageSplit::Even).count;
+      parallel::stage_layers(model::llama_dims(m), layout.pp, 0, parallel::kGenSplit).count;
   const auto kv_per_layer = static_cast<std::uint64_t>(2 * (m.n_kv_heads / layout.tp) * job.context * m.head_dim) *
                             static_cast<std::uint64_t>(prec.kv);  // one sequence
   g.kv_per_sequence = kv_per_layer * static_cast<std::uint64_t>(stage_layers);

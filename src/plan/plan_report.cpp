@@ -231,9 +231,7 @@ std::string plan_text(const PlanResult& p) {
                      m.tp_rank, m.pp_rank, r.train.micro_batch);
     if (lp.layout.pp > 1) {
       const parallel::LlamaDims dims = model::llama_dims(r.model);
-      std::vector<std::int64_t> counts;
-      for (int stage = 0; stage < lp.layout.pp; ++stage)
-        counts.push_back(parallel::stage_layers(dims, lp.layout.pp, stage, parallel::StageSplit::ByWork).count);
+      const std::vector<std::int64_t> counts = parallel::stage_layer_counts(dims, lp.layout.pp, parallel::kTrainSplit);
       s += fmt::format("  stages hold {} decoder layers in training (the last also runs the head: {:.1f} layers' "
                        "work; generation splits them evenly)\n",
                        fmt::join(counts, " | "), parallel::head_layer_share(dims));
@@ -334,7 +332,7 @@ std::string plan_text(const PlanResult& p) {
       return a.gen.device_total() < b.gen.device_total();
     });
     const std::int64_t layers =
-        parallel::stage_layers(model::llama_dims(r.model), lp.layout.pp, 0, parallel::StageSplit::Even).count;
+        parallel::stage_layers(model::llama_dims(r.model), lp.layout.pp, 0, parallel::kGenSplit).count;
     const std::uint64_t per_layer = lp.gen.kv_cache / static_cast<std::uint64_t>(layers);
     const std::uint64_t fixed = lp.gen.weights + lp.gen.adapter + lp.gen.activations;
     const std::uint64_t room = p.usable_bytes() > fixed ? p.usable_bytes() - fixed : 0;
@@ -428,10 +426,7 @@ std::string plan_json(const PlanResult& p) {
     json t;
     t["tp"] = lp.layout.tp;
     t["pp"] = lp.layout.pp;
-    t["train_stage_layers"] = json::array();
-    for (int stage = 0; stage < lp.layout.pp; ++stage)
-      t["train_stage_layers"].push_back(
-          parallel::stage_layers(model::llama_dims(r.model), lp.layout.pp, stage, parallel::StageSplit::ByWork).count);
+    t["train_stage_layers"] = parallel::stage_layer_counts(model::llama_dims(r.model), lp.layout.pp, parallel::kTrainSplit);
     t["dp"] = lp.layout.dp;
     t["memory"] = {{"rank", {{"tp", m.tp_rank}, {"pp", m.pp_rank}}},
                    {"base_params", m.base_params},

@@ -159,7 +159,7 @@ StepTime train_step_time(const model::LlamaConfig& m, const adapters::AdapterCon
   double worst = 0, worst_hbm = 0;
   for (int p = 0; p < lay.pp; ++p) {
     const double layers = static_cast<double>(
-        parallel::stage_layers(model::llama_dims(m), lay.pp, p, parallel::StageSplit::ByWork).count);
+        parallel::stage_layers(model::llama_dims(m), lay.pp, p, parallel::kTrainSplit).count);
     const bool last = p == lay.pp - 1;
     const StageFlops s = stage_flops(m, a, job.seq, layers, share);
     // Forward passes per micro-batch: 1, +1 with recomputation.

@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <array>
@@ -48,14 +49,10 @@ using json = nlohmann::json;
 
 namespace {
 
-// "6 | 2 layers": the decoder layers of each pipeline stage (model::stage_layer_range), split as `stage`.
+// "6 | 2 layers": the decoder layers of each pipeline stage, split as `stage`.
 std::string stage_split(const model::LlamaConfig& c, const model::PipelineStage& stage) {
-  std::string s;
-  for (int p = 0; p < stage.size; ++p) {
-    const model::PipelineStage other{.rank = p, .size = stage.size, .head_layers = stage.head_layers};
-    s += fmt::format("{}{}", p ? " | " : "", model::stage_layer_range(c, other).count);
-  }
-  return s + " layers";
+  return fmt::format("{} layers", fmt::join(parallel::stage_layer_counts(model::llama_dims(c), stage.size, stage.split),
+                                            " | "));
 }
 
 /// A diverged run: loss or gradient norm not finite. Exit code 1; the last checkpoint is untouched.
@@ -257,7 +254,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   // Pipeline stages balanced by work: the last one runs the head for every token.
   model::LlamaModel model =
       sharded ? model::llama_model_load_tp(cfg.model.path, ranks.grid, world.rank(), tp,
-                                           {.storage = storage, .stages_by_work = true}, &stats)
+                                           {.storage = storage, .stage_split = parallel::kTrainSplit}, &stats)
               : model::llama_model_load(cfg.model.path, {.storage = storage}, &stats);
   ADAPT_REQUIRE(tok.n_vocab() <= model.config.vocab_size, ConfigError,
                 "the tokenizer has {} tokens but the model's vocab_size is {}; use the model's own tokenizer",
