@@ -10,7 +10,10 @@ using namespace adapt;
 TEST_CASE("the linked CUDA libraries report their versions") {
   const std::string v = backend::cuda_library_versions();
   MESSAGE("linked: ", v);
-#if ADAPT_HAVE_CUDA
+#if ADAPT_CUDA_EMU
+  CHECK(v.find("cuda_emu (") != std::string::npos);
+  CHECK(v.find("cuBLASLt ") != std::string::npos);
+#elif ADAPT_HAVE_CUDA
   CHECK(v.find("cuBLASLt ") != std::string::npos);
   CHECK(v.find("NCCL 2.") != std::string::npos);
   CHECK(v.find("CUDA runtime 1") != std::string::npos);
