@@ -226,15 +226,14 @@ TEST_CASE("cuda_emu deferred streams: an idle host lets the queue run; a kernel'
   SUBCASE("idle") {
     DeferredStreams deferred(/*idle_ms=*/30);
     Buffers m;
+    const auto queued = std::chrono::steady_clock::now();  // before the calls: the host's last is later
     REQUIRE(emu::add(m.a, Buffers::n, 4.0f, m.s1) == cudaSuccess);
     REQUIRE(cudaMemcpyAsync(m.host, m.a, Buffers::n * sizeof(float), cudaMemcpyDeviceToHost, m.s1) == cudaSuccess);
-    int waited_ms = 0;
-    while (m.count_host(4.0f) != Buffers::n && waited_ms < 10000) {
+    while (m.count_host(4.0f) != Buffers::n && std::chrono::steady_clock::now() - queued < std::chrono::seconds(10))
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      waited_ms += 5;
-    }
+    const auto landed = std::chrono::steady_clock::now();
     CHECK(m.count_host(4.0f) == Buffers::n);
-    CHECK(waited_ms >= 25);  // not before the host had been idle for the time asked
+    CHECK(landed - queued >= std::chrono::milliseconds(30));  // not before the host had been idle that long
   }
   SUBCASE("fault") {
     DeferredStreams deferred;
