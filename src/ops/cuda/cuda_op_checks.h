@@ -9,6 +9,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -72,38 +73,45 @@ inline bool same_matrix(const Tensor& a, const Tensor& b) {
   return a.rank() >= 1 && b.rank() >= 1 && a.dim(-1) == b.dim(-1) && rows_of(a) == rows_of(b);
 }
 
-/// A device copy of host values (the host span may go away after the call). Empty span: an undefined
-/// tensor. Every layer of a forward passes the same per-sequence values (query positions, cache rows and
-/// lengths), every step the same RoPE frequencies, and a cudaMemcpy from pageable memory first waits for
-/// the work queued on the stream, so one upload per layer would stall the host at every layer of a
-/// decode step and expose each kernel's launch latency. The calling thread keeps its last upload under each name and returns it again while the
-/// values are the same: only the first layer of a step uploads. The kept tensor is never written after
-/// its upload; new values get a new tensor (the old block goes back to the caching allocator, which
-/// reuses it in stream order).
+/// A device copy of host values (the host span may go away after the call), queued on the compute
+/// stream. Empty span: an undefined tensor. Every layer of a forward passes the same per-sequence values
+/// (query positions, cache rows and lengths) and every step the same RoPE frequencies: the calling
+/// thread keeps its last upload under each name and returns it again while the values are the same, so
+/// only the first layer of a step uploads. An upload goes through pinned memory and cudaMemcpyAsync: a
+/// copy from pageable memory would first wait for the work queued so far, and the host would stop
+/// feeding the GPU at every decode step. The pinned copy is kept until the next upload under that name,
+/// which first waits for its copy (long done by then: the step read its tokens back since). The kept
+/// device tensor is never written after its upload; new values get a new tensor (the old block goes
+/// back to the caching allocator, which reuses it in stream order).
 template <class T>
 Tensor to_device_kept(std::span<const T> values, const Tensor& like, const char* name) {
   if (values.empty()) return Tensor{};
   struct Kept {
     int device = -1;
     DType dtype = DType::U8;
-    std::vector<std::byte> host;
+    Tensor staged;  // pinned: the values, read by the copy
+    std::unique_ptr<backend::cuda::Event> copied;
     Tensor on_device;
   };
   thread_local std::map<std::string, Kept> kept;  // destroyed at thread exit, before the allocators
   Kept& k = kept[name];
   const std::size_t n_bytes = values.size() * sizeof(T);
   const int device = like.device().index;
-  if (k.on_device.defined() && k.device == device && k.dtype == dtype_of<T>() && k.host.size() == n_bytes &&
-      std::memcmp(k.host.data(), values.data(), n_bytes) == 0) {
+  if (k.on_device.defined() && k.device == device && k.dtype == dtype_of<T>() && k.staged.size_bytes() == n_bytes &&
+      std::memcmp(k.staged.raw(), values.data(), n_bytes) == 0) {
     return k.on_device;
   }
-  Tensor t = Tensor::empty({static_cast<std::int64_t>(values.size())}, dtype_of<T>(), backend::cuda_allocator(device),
-                           name);
-  ADAPT_CUDA_CHECK(cudaMemcpy(t.raw(), values.data(), n_bytes, cudaMemcpyHostToDevice));
+  const auto n = static_cast<std::int64_t>(values.size());
+  Tensor t = Tensor::empty({n}, dtype_of<T>(), backend::cuda_allocator(device), name);
+  if (k.copied) k.copied->synchronize();  // the previous pinned copy may go back to its allocator
+  k.staged = Tensor::empty({n}, dtype_of<T>(), backend::pinned_host_allocator(), name);
+  std::memcpy(k.staged.raw(), values.data(), n_bytes);
+  const auto stream = static_cast<cudaStream_t>(backend::cuda_compute_stream());
+  ADAPT_CUDA_CHECK(cudaMemcpyAsync(t.raw(), k.staged.raw(), n_bytes, cudaMemcpyHostToDevice, stream));
+  if (!k.copied) k.copied = std::make_unique<backend::cuda::Event>(/*timing=*/false);
+  k.copied->record(stream);
   k.device = device;
   k.dtype = dtype_of<T>();
-  k.host.resize(n_bytes);
-  std::memcpy(k.host.data(), values.data(), n_bytes);
   k.on_device = t;
   return t;
 }
