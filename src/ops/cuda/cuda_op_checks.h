@@ -87,8 +87,6 @@ template <class T>
 Tensor to_device_kept(std::span<const T> values, const Tensor& like, const char* name) {
   if (values.empty()) return Tensor{};
   struct Kept {
-    int device = -1;
-    DType dtype = DType::U8;
     Tensor staged;  // pinned: the values, read by the copy
     std::unique_ptr<backend::cuda::Event> copied;
     Tensor on_device;
@@ -97,8 +95,8 @@ Tensor to_device_kept(std::span<const T> values, const Tensor& like, const char*
   Kept& k = kept[name];
   const std::size_t n_bytes = values.size() * sizeof(T);
   const int device = like.device().index;
-  if (k.on_device.defined() && k.device == device && k.dtype == dtype_of<T>() && k.staged.size_bytes() == n_bytes &&
-      std::memcmp(k.staged.raw(), values.data(), n_bytes) == 0) {
+  if (k.on_device.defined() && k.on_device.device().index == device && k.on_device.dtype() == dtype_of<T>() &&
+      k.staged.size_bytes() == n_bytes && std::memcmp(k.staged.raw(), values.data(), n_bytes) == 0) {
     return k.on_device;
   }
   const auto n = static_cast<std::int64_t>(values.size());
@@ -110,8 +108,6 @@ Tensor to_device_kept(std::span<const T> values, const Tensor& like, const char*
   ADAPT_CUDA_CHECK(cudaMemcpyAsync(t.raw(), k.staged.raw(), n_bytes, cudaMemcpyHostToDevice, stream));
   if (!k.copied) k.copied = std::make_unique<backend::cuda::Event>(/*timing=*/false);
   k.copied->record(stream);
-  k.device = device;
-  k.dtype = dtype_of<T>();
   k.on_device = t;
   return t;
 }
