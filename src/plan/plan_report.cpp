@@ -426,7 +426,8 @@ std::string plan_json(const PlanResult& p) {
     json t;
     t["tp"] = lp.layout.tp;
     t["pp"] = lp.layout.pp;
-    t["train_stage_layers"] = parallel::stage_layer_counts(model::llama_dims(r.model), lp.layout.pp, parallel::kTrainSplit);
+    t["train_stage_layers"] =
+        parallel::stage_layer_counts(model::llama_dims(r.model), lp.layout.pp, parallel::kTrainSplit);
     t["dp"] = lp.layout.dp;
     t["memory"] = {{"rank", {{"tp", m.tp_rank}, {"pp", m.pp_rank}}},
                    {"base_params", m.base_params},

@@ -1,8 +1,9 @@
 // cuda_emu's streams and events. With CUDA_EMU_STREAMS=sync (the default of the kernel tests that CI's
 // builds link, test_cuda_emu) every call runs to completion before it returns, so streams and events
 // order nothing. With CUDA_EMU_STREAMS=deferred (the default of an ADAPT_CUDA=EMU build, whose runtime is
-// built with CUDA_EMU_DEFERRED_DEFAULT=1; or set_deferred_streams) the calls queued on a stream wait in that stream's queue, and one thread of the process (the "device") runs them later, in
-// stream order, as late as it may:
+// built with CUDA_EMU_DEFERRED_DEFAULT=1; or set_deferred_streams) the calls queued on a stream wait in
+// that stream's queue, and one thread of the process (the "device") runs them later, in stream order, as
+// late as it may:
 //
 // - only when a host thread waits for queued work (cudaStreamSynchronize, cudaEventSynchronize,
 //   cudaDeviceSynchronize, a blocking cudaMemcpy, cudaFree), polls it (cudaStreamQuery, cudaEventQuery
@@ -382,7 +383,8 @@ cudaError_t rt_stream_create(cudaStream_t* s) {
 }
 
 cudaError_t rt_stream_destroy(cudaStream_t s) {
-  if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread) return rt_set_last_error(cudaErrorInvalidValue);
+  if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread)
+    return rt_set_last_error(cudaErrorInvalidValue);
   Device::get().destroy(reinterpret_cast<StreamState*>(s));
   return cudaSuccess;
 }

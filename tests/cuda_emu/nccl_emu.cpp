@@ -7,7 +7,8 @@
 // ncclCommGetAsyncError until they are done (the data is in place by then). With cuda_emu's deferred
 // streams (CUDA_EMU_STREAMS=deferred) a call is instead queued on its stream: the stream hands it to the
 // communicator's thread when it gets there and waits for it, and the call is "in progress" only until
-// queued, as NCCL's. What real NCCL would leave to a hang or to corrupt data, the emulation reports with NCCL's error codes and a message in ncclGetLastError:
+// queued, as NCCL's. What real NCCL would leave to a hang or to corrupt data, the emulation reports with
+// NCCL's error codes and a message in ncclGetLastError:
 //   - ranks that call different collectives, counts, types, operators or roots at the same point;
 //   - a send and its receive that disagree on the count or the type;
 //   - buffers that are not device memory (cudaMalloc) or pinned host memory (cudaHostAlloc);

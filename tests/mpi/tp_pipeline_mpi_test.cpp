@@ -62,7 +62,8 @@ void run_layout(int tp_size, bool recompute) {
   const model::LlamaModel whole = model::llama_model_load(dir.path());
   model::LlamaLoadStats stats;
   const model::LlamaModel part =
-      model::llama_model_load_tp(dir.path(), grid, world->rank(), *comms.tp, {.stage_split = parallel::StageSplit::ByWork}, &stats);
+      model::llama_model_load_tp(dir.path(), grid, world->rank(), *comms.tp,
+                                 {.stage_split = parallel::kTrainSplit}, &stats);
   REQUIRE(part.stage.size == pp_size);
   CHECK(stats.bytes_read == stats.bytes_share);
   const parallel::Range mine = model::stage_layer_range(cfg, part.stage);
