@@ -262,7 +262,8 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   if (device) {
     // The whole model, or this rank's tp shard of its pipeline stage.
     Timer copy;
-    model = model::llama_model_to_device(model, *device, job.runtime.weights_dtype);  // frees the host copy
+    model = model::llama_model_to_device(model, *device, job.runtime.weights_dtype,
+                                         job.runtime.weights_device_layers);  // frees the host copy
     const std::string where = fmt::format("cuda:{} ({})", *device, backend::cuda_device_name(*device));
     const std::string what = fmt::format("{} weights on {}: {} in {:.2f} s", dtype_name(job.runtime.weights_dtype),
                                          where, format_bytes(backend::cuda_memory_stats(*device).allocated),

@@ -54,6 +54,12 @@ const std::vector<Flag> kFlags = {
     {"--offload", nullptr,
      "optim.offload: the optimizer's f32 master, m and v in host RAM with a gradient copy filled bucket "
      "by bucket (pinned on GPUs)"},
+    {"--weights-device-layers", "N",
+     "keep only the first N decoder layers' weights of each stage on the GPU and stream the others from "
+     "pinned host RAM (runtime.weights_device_layers of adapt_train and adapt_gen), for weights that do not "
+     "fit; default: all on the GPU. When nothing fits, the plan names the largest N that would"},
+    {"--host-gbps", "GB/s",
+     "host RAM to GPU bandwidth for streamed weights, GB/s (default: the preset's, 25 = PCIe 4 x16)"},
     {"--gen-batch", "B", "sequences in flight per replica when generating, default 1"},
     {"--gen-context", "S", "tokens per generated sequence (prompt + new), default --seq"},
     {"--prefill-chunk", "N", "prompt tokens per prefill forward (adapt_gen's runtime.prefill_chunk), default 512; 0: whole"},
@@ -216,6 +222,10 @@ int run(int argc, char** argv) {
   req.gen.batch = positive_int(a, "--gen-batch", 1);
   req.gen.context = positive_int(a, "--gen-context", req.train.seq);
   req.gen.prefill_chunk = nonnegative_int(a, "--prefill-chunk", 512);
+  if (a.get("--weights-device-layers")) {
+    if (a.has("--cpu")) usage_error("--weights-device-layers with --cpu: the CPU backend's weights are in host RAM");
+    req.train.weights_device_layers = req.gen.weights_device_layers = nonnegative_int(a, "--weights-device-layers", 0);
+  }
   if (a.get("--tp") || a.get("--pp")) {
     Layout l;
     l.tp = static_cast<int>(positive_int(a, "--tp", 1));
@@ -246,6 +256,7 @@ int run(int argc, char** argv) {
   if (const auto v = positive_double(a, "--hbm-tbps")) cl.gpu.hbm_tbps = *v;
   if (const auto l = a.get("--link")) cl.gpu.intra_gbps = link_preset_gbps(*l), cl.gpu.intra_name = *l;
   if (const auto v = positive_double(a, "--intra-gbps")) cl.gpu.intra_gbps = *v, cl.gpu.intra_name = "link";
+  if (const auto v = positive_double(a, "--host-gbps")) cl.gpu.host_gbps = *v;
   if (a.get("--gpus-per-node")) cl.gpu.gpus_per_node = static_cast<int>(positive_int(a, "--gpus-per-node"));
   cl.network = network_preset(a.get("--network").value_or("hdr"));
   if (const auto v = positive_double(a, "--inter-gbit")) cl.network.gbit_per_nic = *v, cl.network.name = "custom";

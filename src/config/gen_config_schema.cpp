@@ -62,6 +62,15 @@ const Schema<generate::GenJob>& gen_job_schema() {
                    "Dtype of the weight matrices (embedding, projections, lm_head) on a GPU; norms stay f32. "
                    "bf16 runs bf16 GEMMs (half the memory), f32 computes as the CPU does. Unused with "
                    "device = \"cpu\".");
+    rt.field("weights_device_layers", &GenRuntime::weights_device_layers,
+             "Of the decoder layers a rank holds (its pipeline stage's), how many keep their weights on the GPU; "
+             "the weights of the others stay in pinned host RAM and are copied to the GPU layer by layer as a pass "
+             "reaches them (the next layer while the current one computes; the same numbers as with every layer on "
+             "the GPU). For a model whose weights do not fit beside the activations, e.g. Llama 3.1 8B on a 10 GB "
+             "card (adapt_plan --weights-device-layers shows what fits and the cost): each such layer crosses the "
+             "host link once per forward (a decode step copies them all: worth it for many rows at once, not for "
+             "one). -1 = every layer on the GPU. Unused with device = \"cpu\".")
+        .at_least(std::int64_t{-1});
     rt.field("prefill_chunk", &GenRuntime::prefill_chunk,
              "Prompt tokens per forward: a long prompt is prefilled in pieces of this many tokens, so its "
              "activations stay those of prefill_chunk tokens (0 = whole prompts at once).")

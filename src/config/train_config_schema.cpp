@@ -148,6 +148,15 @@ const Schema<train::TrainConfig>& train_config_schema() {
                    "Dtype of the frozen weight matrices on a GPU; norms, activations and the adapter stay f32. "
                    "bf16 runs bf16 GEMMs (half the memory), f32 computes as the CPU does. Unused with "
                    "device = \"cpu\".");
+    rt.field("weights_device_layers", &TrainRuntimeConfig::weights_device_layers,
+             "Of the decoder layers a rank holds (its pipeline stage's), how many keep their weights on the GPU; "
+             "the weights of the others stay in pinned host RAM and are copied to the GPU layer by layer as a pass "
+             "reaches them (the next layer while the current one computes; the same numbers as with every layer on "
+             "the GPU). For a model whose weights do not fit beside the activations, e.g. Llama 3.1 8B on a 10 GB "
+             "card (adapt_plan --weights-device-layers shows what fits and the cost): each such layer crosses the "
+             "host link once per forward and once per backward. -1 = every layer on the GPU. Unused with device = "
+             "\"cpu\".")
+        .at_least(std::int64_t{-1});
     rt.field("peak_tflops", &TrainRuntimeConfig::peak_tflops,
              "Peak TFLOP/s of one rank's device, against which each step's MFU (model FLOPs utilisation) is "
              "logged. 0 = the dense bf16 peak of a known GPU (A100, H100, H200, RTX 3080) with weights_dtype = "

@@ -47,6 +47,9 @@ struct GenRuntime {
   std::int64_t batch_size = 8;  // sequences decoded together, each in its own KV-cache row
   std::string device = "cpu";   // "cpu", "cuda" (the GPU of the rank's local rank) or "cuda:N"
   DType weights_dtype = DType::BF16;  // F32 or BF16: the matrices' dtype in the device copy
+  /// Decoder layers whose weights stay on the GPU; the rest in pinned host RAM, copied layer by layer
+  /// (model/weight_stream.h). −1: all of them.
+  std::int64_t weights_device_layers = -1;
   std::int64_t prefill_chunk = 512;    // prompt tokens per forward (0: whole prompts)
   std::int64_t kv_device_layers = -1;  // layers whose KV cache stays on the GPU (-1: as many as fit)
   DType kv_cache_dtype = DType::F32;   // F32 or BF16: the KV cache's element type

@@ -2,6 +2,7 @@
 
 #include "backend/backend.h"
 #include "core/error.h"
+#include "model/weight_stream.h"
 
 namespace adapt::model {
 
@@ -19,7 +20,7 @@ Tensor weight_to(const Tensor& w, Device device, DType matrix_dtype) {
 
 }  // namespace
 
-LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weight_dtype) {
+LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weight_dtype, std::int64_t device_layers) {
   ADAPT_REQUIRE(weight_dtype == DType::F32 || weight_dtype == DType::BF16, ShapeError,
                 "llama_model_to_device: weight dtype {} is not supported on the device; choose f32 or bf16",
                 dtype_name(weight_dtype));
@@ -31,6 +32,9 @@ LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weigh
                 "multiple of 8 up to 256; Llama models use 64 or 128); run this model on the CPU "
                 "(runtime.device = \"cpu\")",
                 D);
+  ADAPT_REQUIRE(device_layers >= -1, ConfigError,
+                "llama_model_to_device: weights_device_layers = {} must be -1 (every layer on the GPU) or a number "
+                "of layers >= 0", device_layers);
   const int n_devices = backend::cuda_device_count();
   ADAPT_REQUIRE(device >= 0 && device < n_devices, UnsupportedError,
                 "llama_model_to_device: cuda:{} requested but {} CUDA device(s) are visible{}", device, n_devices,
@@ -47,20 +51,38 @@ LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weigh
   m.weights.final_norm = weight_to(w.final_norm, dev, weight_dtype);
   const bool tied = w.lm_head.defined() && w.embedding.defined() && w.lm_head.raw() == w.embedding.raw();
   m.weights.lm_head = tied ? m.weights.embedding : weight_to(w.lm_head, dev, weight_dtype);
-  for (const LayerWeights& l : w.layers) {
+  // The held layers past the first device_layers stay in pinned host RAM, in their device types.
+  const parallel::Range held = stage_layer_range(m.config, m.stage);
+  const std::int64_t on_device = device_layers < 0 ? held.count : std::min(device_layers, held.count);
+  const int first_streamed = static_cast<int>(held.begin + on_device);
+  std::unique_ptr<backend::OffloadCopier> copier;
+  std::vector<LayerWeights> streamed;
+  if (on_device < held.count) copier = backend::offload_copier_cuda(device);
+  for (std::size_t i = 0; i < w.layers.size(); ++i) {
+    const LayerWeights& l = w.layers[i];
+    const bool stream = static_cast<int>(i) >= first_streamed && static_cast<std::int64_t>(i) < held.end();
     LayerWeights d;
-    for (auto [dst, src] : {std::pair{&d.attn_norm, &l.attn_norm}, {&d.wq, &l.wq}, {&d.wk, &l.wk}, {&d.wv, &l.wv},
-                            {&d.wo, &l.wo}, {&d.ffn_norm, &l.ffn_norm}, {&d.w_gate, &l.w_gate}, {&d.w_up, &l.w_up},
-                            {&d.w_down, &l.w_down}, {&d.bq, &l.bq}, {&d.bk, &l.bk}, {&d.bv, &l.bv}, {&d.bo, &l.bo},
-                            {&d.b_gate, &l.b_gate}, {&d.b_up, &l.b_up}, {&d.b_down, &l.b_down}}) {
-      *dst = weight_to(*src, dev, weight_dtype);
+    const std::array<const Tensor*, 16> from = l.tensors();
+    const std::array<Tensor*, 16> to = d.tensors();
+    for (std::size_t t = 0; t < from.size(); ++t) {
+      if (!stream) {
+        *to[t] = weight_to(*from[t], dev, weight_dtype);
+      } else if (from[t]->defined()) {
+        const DType dtype = from[t]->rank() == 2 ? weight_dtype : DType::F32;
+        *to[t] = Tensor::empty(from[t]->shape(), dtype, copier->host_allocator(), from[t]->name());
+        to[t]->copy_from(from[t]->dtype() == dtype ? *from[t] : from[t]->to_host(dtype));
+      }
     }
+    if (stream) streamed.push_back(d);
     m.weights.layers.push_back(std::move(d));
   }
+  if (!streamed.empty())
+    m.streamed = std::make_shared<WeightStream>(std::move(streamed), first_streamed, device, std::move(copier));
   return m;
 }
 
 Device model_device(const LlamaModel& model) {
+  if (model.streamed) return Device{DeviceKind::Cuda, model.streamed->device()};  // its layers in host RAM aside
   const LlamaWeights& w = model.weights;
   if (w.final_norm.defined()) return w.final_norm.device();
   for (const LayerWeights& l : w.layers)  // a pipeline stage holds only its own layers

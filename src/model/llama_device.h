@@ -20,7 +20,12 @@ namespace adapt::model {
 /// buffers: an NcclCommunicator on that device, or an MpiCommunicator (staged). UnsupportedError when
 /// the build has no CUDA or the device does not exist (with the reason); ShapeError when weight_dtype
 /// is neither F32 nor BF16.
-LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weight_dtype);
+/// device_layers (runtime.weights_device_layers; −1: all): of the decoder layers `host` holds, only the
+/// first device_layers go to the device; the weights of the rest stay in pinned host RAM (in the same
+/// types) and are staged to the device layer by layer as the passes reach them (weight_stream.h,
+/// LlamaModel::streamed). The passes compute the same numbers either way.
+LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weight_dtype,
+                                 std::int64_t device_layers = -1);
 
 /// Where the model's weights live: Device{Cpu} for a host model, cuda:N after llama_model_to_device.
 Device model_device(const LlamaModel& model);

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "model/llama_device.h"
 #include "model/tensor_parallel.h"
+#include "model/weight_stream.h"
 #include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
@@ -167,7 +168,10 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
     ops::attention_forward(attn, q, cache->k(l), cache->v(l), {.q_pos_offsets = pos0, .kv_rows = rows});
   };
   for (int l = static_cast<int>(layer_range.begin); l < static_cast<int>(layer_range.end()); ++l) {
-    const LayerWeights& lw = w.layers[static_cast<std::size_t>(l)];
+    // The next layer this rank computes: the following one, or after the last the first (the next
+    // decode step's); a layer whose weights stay in host RAM is copied over meanwhile.
+    const int next = l + 1 < static_cast<int>(layer_range.end()) ? l + 1 : static_cast<int>(layer_range.begin);
+    const LayerWeights& lw = layer_weights(model, l, next);
     // Attention block: h += o_proj(attention(rope(q_proj(xn)), rope(k_proj(xn)), v_proj(xn))).
     ops::rms_norm_forward(xn, h, lw.attn_norm, eps);
     const Tensor xq = gemm_input(xn, lw.wq);  // one cast of xn for q, k and v (bf16 weights on a GPU)

@@ -65,6 +65,11 @@ struct ForwardOptions {
 /// the first stage embeds, each stage runs its layers on the hidden state received from the previous
 /// one and sends its output on, and the last stage's logits are broadcast, so every stage returns them.
 /// The stages run one after the other (no overlap): for generation that fits the weights, not for speed.
+/// Keeping groups of rows in flight on different stages would not decode faster at the batches adapt_gen
+/// runs: a decode step reads each stage's weights once whatever its rows (below ~150 rows per step on an
+/// A100, its FLOP/byte ratio), so pp groups in flight make as many tokens per weight read as one batch of
+/// all their rows does here, with the same KV cache; a larger runtime.batch_size is the way to fill the
+/// stages' time. Only compute-bound batches would gain.
 /// A tp shard or stage on a CUDA device (llama_model_to_device) runs the same way, its collectives on
 /// device buffers (the communicators must take them: NCCL, or MPI staging them; comm::device_grid_comms).
 Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache = nullptr,

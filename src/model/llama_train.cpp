@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "model/linear.h"
 #include "model/llama_device.h"
+#include "model/weight_stream.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
 #include "ops/elementwise.h"
@@ -89,7 +90,17 @@ class TrainPass {
  private:
   bool has_block(int l, BlockSite s) const { return hook_ && hook_->has_block(l, s); }
   bool has_linear(int l, WeightKind k) const { return hook_ && hook_->has_linear({l, k}); }
-  const LayerWeights& lw(int l) const { return m_.weights.layers[static_cast<std::size_t>(l)]; }
+  // Layer l's weights, staged by stage_layer(l, ...) first (a layer whose weights stay in host RAM
+  // comes to the device there, and `next` is copied meanwhile; weight_stream.h).
+  void stage_layer(int l, int next) {
+    staged_ = &layer_weights(m_, l, next);
+    staged_layer_ = l;
+  }
+  const LayerWeights& lw(int l) const {
+    ADAPT_CHECK(staged_ && staged_layer_ == l, "llama_train_step: layer {}'s weights used before stage_layer({})", l,
+                l);
+    return *staged_;
+  }
   Tensor take(ops::Workspace& w, const Shape& s, const char* name) { return w.take(s, DType::F32, name); }
 
   void alloc_acts(LayerActs& a, int l, ops::Workspace& w);
@@ -124,6 +135,8 @@ class TrainPass {
   float eps_ = 0;
   parallel::Range vocab_;  // the vocabulary columns of this rank's logits
   bool keep_ = false;  // every layer's activations stay in `saved`
+  const LayerWeights* staged_ = nullptr;  // lw(staged_layer_)
+  int staged_layer_ = -1;
   Tensor cos_, sin_;   // RoPE tables: (T, D/2) shared, or (B, T, D/2) per token
   std::span<const std::int32_t> segments_;
   // Between forward() and backward(): the stage's layers [l0_, l1_), each layer's activations and the
@@ -380,6 +393,7 @@ void TrainPass::forward() {
     scratch_.reset();
     alloc_acts(a, l, keep_ ? saved_ : scratch_);
     a.h_in = h[static_cast<std::size_t>(l)];
+    stage_layer(l, l + 1 < l1 ? l + 1 : -1);  // the backward starts with the layer staged last
     layer_forward(l, a, h[static_cast<std::size_t>(l) + 1]);
     // Without kept activations nothing but the input outlives the layer: drop the scratch tensors so
     // that the next reset can release the blocks they live in (the first step's growth otherwise stays).
@@ -447,6 +461,7 @@ void TrainPass::backward() {
   for (int l = l1_ - 1; l >= l0_; --l) {
     LayerActs& a = acts_[static_cast<std::size_t>(l)];
     scratch_.reset();
+    stage_layer(l, l - 1 >= l0_ ? l - 1 : -1);
     if (!keep_) {  // recomputation: the layer's forward again, its output written to a throwaway
       alloc_acts(a, l, scratch_);
       Tensor h_out = take(scratch_, {B_, T_, C_}, "hidden_recomputed");

@@ -5,7 +5,9 @@
 // io::ShardedSafetensors, checked against the weight-name table (weight_names.h).
 #pragma once
 
+#include <array>
 #include <filesystem>
+#include <memory>
 #include <vector>
 
 #include "model/llama_config.h"
@@ -13,6 +15,8 @@
 #include "tensor/tensor.h"
 
 namespace adapt::model {
+
+class WeightStream;  // weight_stream.h
 
 /// One decoder layer. Projections keep HF's nn.Linear layout (out, in); y = x · Wᵀ. Matrices are f32,
 /// or bf16 with WeightStorage::AsStored; norms and biases are always f32.
@@ -34,6 +38,16 @@ struct LayerWeights {
   Tensor b_gate;   // (F)
   Tensor b_up;     // (F)
   Tensor b_down;   // (C)
+
+  /// Every tensor of the layer, in the order above (undefined ones included).
+  std::array<Tensor*, 16> tensors() {
+    return {&attn_norm, &wq, &wk, &wv, &wo, &ffn_norm, &w_gate, &w_up, &w_down, &bq, &bk, &bv, &bo, &b_gate, &b_up,
+            &b_down};
+  }
+  std::array<const Tensor*, 16> tensors() const {
+    return {&attn_norm, &wq, &wk, &wv, &wo, &ffn_norm, &w_gate, &w_up, &w_down, &bq, &bk, &bv, &bo, &b_gate, &b_up,
+            &b_down};
+  }
 };
 
 struct LlamaWeights {
@@ -53,6 +67,10 @@ struct LlamaModel {
   TensorParallel tp;
   /// The pipeline stage: which decoder layers are loaded (tensor_parallel.h); one stage: all of them.
   PipelineStage stage;
+  /// A model on a CUDA device whose later layers keep their weights in host RAM (weight_stream.h;
+  /// llama_model_to_device's device_layers): the passes reach those layers through layer_weights().
+  /// Shared by copies of the model; null otherwise.
+  std::shared_ptr<WeightStream> streamed;
 };
 
 enum class WeightStorage {

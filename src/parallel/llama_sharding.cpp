@@ -105,9 +105,12 @@ double head_layer_share(const LlamaDims& d) {
   return layer > 0 ? static_cast<double>(d.vocab * d.hidden) / static_cast<double>(layer) : 0.0;
 }
 
+namespace {
+// stage_layers' head_layers for `split`: head_layer_share(d), or 0 for Even.
 double stage_head_layers(const LlamaDims& d, StageSplit split) {
   return split == StageSplit::ByWork ? head_layer_share(d) : 0.0;
 }
+}  // namespace
 
 Range stage_layers(const LlamaDims& d, int pp_size, int pp_rank, StageSplit split) {
   return stage_layers(d.n_layers, pp_size, pp_rank, stage_head_layers(d, split));

@@ -83,8 +83,6 @@ std::int64_t layer_matmul_params(const LlamaDims& d);
 /// up, down), the share of the pipeline's last stage that the head takes: 3.9 for the bench preset
 /// (vocabulary 32,000, hidden 768), 2.4 for Llama 3.1 8B, 1.2 for 70B, 0.66 for 405B.
 double head_layer_share(const LlamaDims& d);
-/// stage_layers' head_layers for `split`: head_layer_share(d), or 0 for Even.
-double stage_head_layers(const LlamaDims& d, StageSplit split);
 Range stage_layers(const LlamaDims& d, int pp_size, int pp_rank, StageSplit split);
 /// The number of layers of each of the pp_size stages, in stage order.
 std::vector<std::int64_t> stage_layer_counts(const LlamaDims& d, int pp_size, StageSplit split);

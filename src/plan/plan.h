@@ -22,6 +22,7 @@
 
 #include "adapters/adapter_config.h"
 #include "model/llama_config.h"
+#include "parallel/llama_sharding.h"
 #include "parallel/zero_partition.h"
 
 namespace adapt::plan {
@@ -47,6 +48,8 @@ struct TrainJob {
   bool zero1 = true;             // parallel.zero1
   bool offload = false;          // optim.offload: optimizer state in host RAM (optim::OffloadAdamW)
   int act_bytes = 0;             // bytes per activation element; 0: the backend's (Precision::of)
+  std::int64_t weights_device_layers = -1;  // runtime.weights_device_layers (Gpu): layers of a stage whose
+                                            // weights stay on the GPU, the rest streamed from host RAM; -1: all
 };
 
 /// A generation job as adapt_gen runs it: `batch` sequences in flight, each of up to `context` tokens
@@ -57,6 +60,7 @@ struct GenJob {
   int act_bytes = 0;  // bytes per activation element; 0: the backend's (Precision::of)
   int kv_bytes = 0;   // bytes per KV-cache element (runtime.kv_cache_dtype); 0: act_bytes, else the backend's
   std::int64_t prefill_chunk = 512;  // prompt tokens per forward (adapt_gen's runtime.prefill_chunk; 0: whole)
+  std::int64_t weights_device_layers = -1;  // as TrainJob's (adapt_gen's runtime.weights_device_layers)
 };
 
 /// Bytes per element on a backend.
@@ -92,6 +96,18 @@ std::int64_t lora_sites(const model::LlamaConfig& m, const adapters::AdapterConf
 
 // ---- memory -----------------------------------------------------------------------------------------
 
+/// The decoder layers of pipeline stage `pp_rank` (of `lay`, split as `split`) whose weights stay in
+/// host RAM with runtime.weights_device_layers = device_layers (model/weight_stream.h; −1: none), on
+/// one tp rank: their bytes in host RAM (matrices of `weight_bytes` per element, norms f32) and the
+/// device bytes of the staging slots that replace them there (min(2, layers) layers).
+struct StreamedWeights {
+  std::int64_t layers = 0;
+  std::uint64_t host = 0;
+  std::uint64_t slots = 0;
+};
+StreamedWeights streamed_weights(const model::LlamaConfig& m, const Layout& lay, int pp_rank,
+                                 parallel::StageSplit split, std::int64_t device_layers, int weight_bytes);
+
 /// What llama_train_step's workspaces hold at their high-water marks, for one rank and one call
 /// (model/llama_train.cpp: `saved` and `scratch`), plus the adapters' own temporaries.
 struct ActivationBytes {
@@ -124,10 +140,11 @@ struct TrainMemory {
   std::uint64_t host_optimizer = 0;    // GPU: AdamW's state in host RAM (offload: f32 master + m + v, pinned;
                                        // ZeRO-1 over dp > 1 without offload: m and v of the shard)
   std::uint64_t host_staging = 0;      // GPU: gradient copies and flat reduction vectors in host RAM
+  StreamedWeights streamed;            // GPU: layers whose weights stay in host RAM (`weights` holds their slots)
   std::uint64_t device_total() const;
   bool host_checkpoint = false;  // the checkpoint image is in host RAM (GPU plans), not in device_total
   std::uint64_t host_total() const {
-    return host_mirrors + host_optimizer + host_staging + (host_checkpoint ? checkpoint : 0);
+    return host_mirrors + host_optimizer + host_staging + streamed.host + (host_checkpoint ? checkpoint : 0);
   }
 };
 
@@ -150,7 +167,8 @@ std::vector<TrainMemory> train_memory_ranks(const model::LlamaConfig& m, const a
 /// One rank's generation memory.
 struct GenMemory {
   Layout layout;
-  std::uint64_t weights = 0;
+  std::uint64_t weights = 0;  // on the device (with streamed weights: the slots, not the streamed layers)
+  StreamedWeights streamed;   // the busiest stage's layers whose weights stay in host RAM
   std::uint64_t kv_cache = 0;  // the whole batch × context
   std::uint64_t kv_per_sequence = 0;
   std::uint64_t adapter = 0;
@@ -189,7 +207,8 @@ struct GpuSpec {
   double intra_gbps = 0;   // GPU-to-GPU inside a node, GB/s per direction (NVLink or PCIe)
   std::string intra_name;
   int gpus_per_node = 8;
-  std::string source;  // where the numbers come from
+  std::string source;      // where the numbers come from
+  double host_gbps = 25;   // host RAM to the GPU, GB/s (PCIe 4 x16 ~25, PCIe 5 x16 ~50)
 };
 struct NetworkSpec {
   std::string name;
@@ -223,7 +242,8 @@ struct StepTime {
   double hbm_s = 0;                     // bytes read from HBM / bandwidth
   double tp_s = 0, pp_s = 0, dp_s = 0;  // communication of the busiest rank on its links
   double bubble = 1;                    // 1F1B: (M + pp − 1) / M
-  double step_s = 0;                    // (compute × bubble) + communication, no overlap assumed
+  double stream_s = 0;                  // host → device copies of streamed weights (runtime.weights_device_layers)
+  double step_s = 0;                    // (max(compute, stream) × bubble) + communication, no overlap assumed
   double tokens_per_s = 0;              // the whole job's
   bool tp_inside_node = true, pp_inside_node = true, dp_inside_node = true;
 };
@@ -238,6 +258,7 @@ StepTime train_step_time(const model::LlamaConfig& m, const adapters::AdapterCon
 /// Decoding: each step reads the rank's weights and KV cache once (memory bound) plus two tp
 /// all-reduces of the batch's hidden states per layer.
 struct DecodeTime {
+  double stream_s = 0;  // host → device copies of streamed weights, overlapping the reads
   double step_s = 0;
   double tokens_per_s = 0;  // all replicas
 };

@@ -166,6 +166,10 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
   r.pp_rank = pp_rank;
   r.base_params = base_params_on_rank(m, lay, tp_rank, pp_rank, parallel::kTrainSplit);
   r.weights = static_cast<std::uint64_t>(r.base_params) * static_cast<std::uint64_t>(prec.weight);
+  if (backend == Backend::Gpu) {  // layers whose weights stay in host RAM: two slots on the device instead
+    r.streamed = streamed_weights(m, lay, pp_rank, parallel::kTrainSplit, job.weights_device_layers, prec.weight);
+    r.weights = r.weights - r.streamed.host + r.streamed.slots;
+  }
   const std::int64_t n = adapter_params_on_rank(m, a, lay.tp, tp_rank);
   r.adapter_params = n;
   const auto n4 = static_cast<std::uint64_t>(n) * 4;
@@ -262,6 +266,23 @@ Precision Precision::of(Backend b, int act_bytes) {
 
 std::string Layout::str() const { return fmt::format("tp{} × pp{} × dp{}", tp, pp, dp); }
 
+StreamedWeights streamed_weights(const model::LlamaConfig& m, const Layout& lay, int pp_rank,
+                                 parallel::StageSplit split, std::int64_t device_layers, int weight_bytes) {
+  StreamedWeights sw;
+  if (device_layers < 0) return sw;
+  const std::int64_t held = parallel::stage_layers(model::llama_dims(m), lay.pp, pp_rank, split).count;
+  sw.layers = std::max<std::int64_t>(held - device_layers, 0);
+  // One layer on one tp rank: its share of the projections (heads and the MLP's columns split over tp)
+  // in the weights' type, and the two norms in f32 (model::llama_model_to_device).
+  const std::int64_t C = m.hidden_size, D = m.head_dim, tp = lay.tp;
+  const std::int64_t matrices =
+      C * (2 * (m.n_heads / tp) * D + 2 * (m.n_kv_heads / tp) * D) + 3 * C * ((m.intermediate_size + tp - 1) / tp);
+  const auto layer = static_cast<std::uint64_t>(matrices * weight_bytes + 2 * C * 4);
+  sw.host = layer * static_cast<std::uint64_t>(sw.layers);
+  sw.slots = layer * static_cast<std::uint64_t>(std::min<std::int64_t>(sw.layers, 2));
+  return sw;
+}
+
 std::uint64_t TrainMemory::device_total() const {
   return weights + adapter + gradients + optimizer + dp_buffers + pipeline_buffers + activations.total() +
          (host_checkpoint ? 0 : checkpoint);
@@ -319,6 +340,10 @@ GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig&
     all_stages += n;
   }
   g.weights = static_cast<std::uint64_t>(most) * static_cast<std::uint64_t>(prec.weight);
+  if (backend == Backend::Gpu) {  // the stages hold the same number of layers (kGenSplit) give or take one
+    g.streamed = streamed_weights(m, layout, 0, parallel::kGenSplit, job.weights_device_layers, prec.weight);
+    g.weights = g.weights - g.streamed.host + g.streamed.slots;
+  }
   // Keys and values of the stage's layers for the rank's KV heads (model::KvCache; with pp each
   // stage fills its own layers).
   const std::int64_t stage_layers =

@@ -42,6 +42,44 @@ bool device_fits(const PlanResult& p, const TrainMemory& m, std::uint64_t total)
   return total <= p.usable_bytes();
 }
 
+bool host_fits(const PlanRequest& r, const TrainMemory& m) {
+  return !r.host_mem_gb || static_cast<double>(host_per_node(r, m)) <= *r.host_mem_gb * kGiB;
+}
+
+// The largest runtime.weights_device_layers with which some layout of the request holds the job
+// (training: micro-batch 1 with recomputation; generation: --gen-batch sequences), or -1 when even
+// none on the GPU does not. More layers on the GPU never need less memory: a binary search.
+std::int64_t stream_layers_that_fit(const PlanResult& p, bool train) {
+  const PlanRequest& req = p.req;
+  const std::vector<Layout> layouts =
+      req.layout ? std::vector<Layout>{*req.layout} : valid_layouts(req.model, req.gpus);
+  auto fits = [&](std::int64_t n) {
+    for (const Layout& lay : layouts) {
+      if (train) {
+        TrainJob j = req.train;
+        j.micro_batch = 1;
+        j.recompute = true;
+        j.weights_device_layers = n;
+        const TrainMemory mm = train_memory(req.model, req.adapter, lay, j, req.backend);
+        if (mm.device_total() <= p.usable_bytes() && host_fits(req, mm)) return true;
+      } else {
+        GenJob g = req.gen;
+        g.weights_device_layers = n;
+        if (gen_memory(req.model, req.adapter, lay, g, req.backend).device_total() <= p.usable_bytes()) return true;
+      }
+    }
+    return false;
+  };
+  if (!fits(0)) return -1;
+  std::int64_t lo = 0, hi = req.model.n_layers;  // fits(lo)
+  while (lo < hi) {
+    const std::int64_t mid = (lo + hi + 1) / 2;
+    if (fits(mid)) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 std::string gib(std::uint64_t b) { return fmt::format("{:.2f}", static_cast<double>(b) / kGiB); }
 std::string gb_or_dash(double bytes) { return bytes > 0 ? fmt::format("{:.3g}", bytes / 1e9) : "0"; }
 
@@ -158,6 +196,10 @@ PlanResult make_plan(const PlanRequest& req) {
       if ((p.train_pick >= 0 || p.min_gpus_train > 0) && (p.gen_pick >= 0 || p.min_gpus_gen > 0)) break;
     }
   }
+  if (req.backend == Backend::Gpu && req.train.weights_device_layers < 0) {
+    if (p.train_pick < 0) p.stream_train_layers = stream_layers_that_fit(p, true);
+    if (p.gen_pick < 0) p.stream_gen_layers = stream_layers_that_fit(p, false);
+  }
   return p;
 }
 
@@ -239,7 +281,12 @@ std::string plan_text(const PlanResult& p) {
     auto line = [&](const char* what, std::uint64_t b, const std::string& note) {
       s += fmt::format("  {:<34} {:>12}  {}\n", what, format_bytes(b), note);
     };
-    line("base weights (frozen)", m.weights, fmt::format("{} parameters", format_count(m.base_params)));
+    line("base weights (frozen)", m.weights,
+         fmt::format("{} parameters", format_count(m.base_params)) +
+             (m.streamed.layers > 0
+                  ? fmt::format("; {} layers' weights stream from host RAM ({}), 2 of them staged here",
+                                m.streamed.layers, format_bytes(m.streamed.host))
+                  : std::string()));
     line("adapter weights", m.adapter,
          fmt::format("{} parameters, f32", format_count(m.adapter_params)));
     line("adapter gradients", m.gradients, "f32");
@@ -272,6 +319,8 @@ std::string plan_text(const PlanResult& p) {
                (m.host_staging > 0 ? fmt::format("gradient copies and reduction vectors {}; ",
                                                  format_bytes(m.host_staging))
                                    : std::string()) +
+               (m.streamed.host > 0 ? fmt::format("streamed weights {}; ", format_bytes(m.streamed.host))
+                                    : std::string()) +
                fmt::format("checkpoint file image {} (rank 0)", format_bytes(m.checkpoint)));
     }
     line("host RAM per node", host_per_node(r, m),
@@ -297,6 +346,10 @@ std::string plan_text(const PlanResult& p) {
           t.tp_inside_node ? "in a node" : "across nodes", time_str(t.pp_s),
           t.pp_inside_node ? "in a node" : "across nodes", time_str(t.dp_s),
           t.dp_inside_node ? "in a node" : "across nodes", time_str(t.step_s), t.tokens_per_s);
+      if (t.stream_s > 0)
+        s += fmt::format("  streamed weights: {} of copies a step at {:.0f} GB/s from host RAM (a forward and a "
+                         "backward per micro-batch), overlapping compute: the step takes the longer of the two\n",
+                         time_str(t.stream_s), r.cluster.gpu.host_gbps);
     }
     s += "\n";
   }
@@ -323,6 +376,14 @@ std::string plan_text(const PlanResult& p) {
     s += fmt::format("  a conversation of {} tokens kept between jobs (adapt_gen's output.conversation_kv): {} on "
                      "disk, {} a token, split over the tp x pp ranks of a replica\n",
                      r.gen.context, format_bytes(whole), format_bytes(whole / static_cast<std::uint64_t>(r.gen.context)));
+  }
+  if (gpu && !p.layouts.empty() && p.layouts.front().gen.streamed.layers > 0) {
+    const LayoutPlan& lp = p.layouts.front();
+    s += fmt::format("  weights streamed from host RAM: {} layers per stage ({} per rank of {}); a decode step copies "
+                     "them ({} at {:.0f} GB/s per stage): worth it for many sequences at once, not for one\n",
+                     lp.gen.streamed.layers, format_bytes(lp.gen.streamed.host), lp.layout.str(),
+                     time_str(static_cast<double>(lp.gen.streamed.host) / (r.cluster.gpu.host_gbps * 1e9)),
+                     r.cluster.gpu.host_gbps);
   }
   if (gpu && p.gen_pick < 0 && !p.layouts.empty()) {
     // Where the whole KV cache does not fit: adapt_gen's spill (runtime.kv_device_layers) keeps the layers
@@ -353,9 +414,12 @@ std::string plan_text(const PlanResult& p) {
     const LayoutPlan& lp = p.layouts[static_cast<std::size_t>(p.train_pick)];
     s += fmt::format(
         "recommended for training: {} with {} sequence(s) per replica per micro-step{}: in adapt_train's "
-        "job, [parallel] tp = {}, pp = {} on {} ranks, [train] micro_batch = {}, recompute = {}{}\n",
+        "job, [parallel] tp = {}, pp = {} on {} ranks, [train] micro_batch = {}, recompute = {}{}{}\n",
         lp.layout.str(), lp.best_micro_batch, lp.best_recompute ? " and recomputation" : "", lp.layout.tp, lp.layout.pp,
         lp.layout.world(), lp.best_micro_batch * lp.layout.dp, lp.best_recompute ? "true" : "false",
+        r.train.weights_device_layers >= 0
+            ? fmt::format(", [runtime] weights_device_layers = {}", r.train.weights_device_layers)
+            : std::string(),
         lp.layout.pp <= 1 ? std::string()
         : r.train.grad_accum >= lp.layout.pp
             ? fmt::format(", grad_accum = {}", r.train.grad_accum)
@@ -368,11 +432,20 @@ std::string plan_text(const PlanResult& p) {
             ? fmt::format("{} × {} would hold it (adapt_plan --gpus {} shows the layouts)", p.min_gpus_train,
                           r.cluster.gpu.name, p.min_gpus_train)
             : std::string("use larger GPUs or a shorter --seq") + (r.train.offload ? "" : ", or --offload"));
+    if (p.stream_train_layers >= 0)
+      s += fmt::format("  or stream weights from host RAM: with runtime.weights_device_layers = {} (the other layers' "
+                       "weights in pinned host RAM, copied to the GPU as the passes reach them) a layout fits; "
+                       "adapt_plan --weights-device-layers {} shows it\n",
+                       p.stream_train_layers, p.stream_train_layers);
   }
   if (p.gen_pick >= 0) {
     const LayoutPlan& lp = p.layouts[static_cast<std::size_t>(p.gen_pick)];
-    s += fmt::format("recommended for generation: {} (up to {} sequences of {} tokens per replica)\n", lp.layout.str(),
-                     lp.gen_max_batch, r.gen.context);
+    s += fmt::format("recommended for generation: {} (up to {} sequences of {} tokens per replica){}\n",
+                     lp.layout.str(), lp.gen_max_batch, r.gen.context,
+                     r.gen.weights_device_layers >= 0
+                         ? fmt::format("; in adapt_gen's job, [runtime] weights_device_layers = {}",
+                                       r.gen.weights_device_layers)
+                         : std::string());
   } else if (gpu) {
     s += fmt::format(
         "recommended for generation: no layout of {} GPU(s) holds the weights and the KV cache of {} "
@@ -381,6 +454,10 @@ std::string plan_text(const PlanResult& p) {
         p.min_gpus_gen > 0 ? fmt::format("; {} × {} would hold it (adapt_plan --gpus {} shows the layouts)",
                                           p.min_gpus_gen, r.cluster.gpu.name, p.min_gpus_gen)
                         : "");
+    if (p.stream_gen_layers >= 0)
+      s += fmt::format("  or stream weights from host RAM: with runtime.weights_device_layers = {} a layout holds "
+                       "them; adapt_plan --weights-device-layers {} shows it\n",
+                       p.stream_gen_layers, p.stream_gen_layers);
   }
   return s;
 }
@@ -445,6 +522,8 @@ std::string plan_json(const PlanResult& p) {
                    {"host_mirrors", m.host_mirrors},
                    {"host_optimizer", m.host_optimizer},
                    {"host_staging", m.host_staging},
+                   {"streamed_layers", m.streamed.layers},
+                   {"streamed_weights_host", m.streamed.host},
                    {"checkpoint", m.checkpoint},
                    {"host_total", m.host_total()},
                    {"host_per_node", host_per_node(r, m)},
@@ -464,7 +543,8 @@ std::string plan_json(const PlanResult& p) {
       const StepTime& s = lp.time;
       t["time"] = {{"flops", s.flops},   {"compute_s", s.compute_s}, {"hbm_s", s.hbm_s},
                    {"tp_s", s.tp_s},     {"pp_s", s.pp_s},           {"dp_s", s.dp_s},
-                   {"bubble", s.bubble}, {"step_s", s.step_s},       {"tokens_per_s", s.tokens_per_s}};
+                   {"bubble", s.bubble}, {"step_s", s.step_s},       {"tokens_per_s", s.tokens_per_s},
+                   {"stream_s", s.stream_s}};
     }
     t["best"] = {{"micro_batch", lp.best_micro_batch}, {"recompute", lp.best_recompute}};
     if (r.layout) {  // one layout asked for: every rank of a replica (world rank order)
@@ -478,6 +558,8 @@ std::string plan_json(const PlanResult& p) {
       t["ranks"] = ranks;
     }
     t["gen"] = {{"weights", lp.gen.weights},
+                {"streamed_layers", lp.gen.streamed.layers},
+                {"streamed_weights_host", lp.gen.streamed.host},
                 {"kv_cache", lp.gen.kv_cache},
                 {"kv_per_sequence", lp.gen.kv_per_sequence},
                 {"activations", lp.gen.activations},

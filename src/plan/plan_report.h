@@ -52,6 +52,10 @@ struct PlanResult {
   // node, up to 1024) with a layout that fits at micro-batch 1 with recomputation / the generation job.
   int min_gpus_train = 0;
   int min_gpus_gen = 0;
+  // When nothing fits on --gpus GPUs with every layer's weights on the GPU: the largest
+  // --weights-device-layers (runtime.weights_device_layers) with which a layout would, -1 for none.
+  std::int64_t stream_train_layers = -1;
+  std::int64_t stream_gen_layers = -1;
   std::uint64_t usable_bytes() const;
 };
 

@@ -23,9 +23,9 @@ std::vector<GpuSpec> gpu_presets() {
       {"a100-80gb-sxm", 80, 312, 2.039, 300, "NVLink 3", 8, "NVIDIA A100 datasheet (SXM4 80GB)"},
       {"a100-40gb-sxm", 40, 312, 1.555, 300, "NVLink 3", 8, "NVIDIA A100 datasheet (SXM4 40GB)"},
       {"a100-80gb-pcie", 80, 312, 1.935, 25, "PCIe 4 x16", 8, "NVIDIA A100 datasheet (PCIe 80GB)"},
-      {"h100-sxm", 80, 989, 3.35, 450, "NVLink 4", 8, "NVIDIA H100 datasheet (SXM5)"},
-      {"h200-sxm", 140, 989, 4.8, 450, "NVLink 4", 8, "NVIDIA H200 datasheet (SXM)"},
-      {"h100-pcie", 80, 756, 2.0, 50, "PCIe 5 x16", 8, "NVIDIA H100 datasheet (PCIe)"},
+      {"h100-sxm", 80, 989, 3.35, 450, "NVLink 4", 8, "NVIDIA H100 datasheet (SXM5)", 50},
+      {"h200-sxm", 140, 989, 4.8, 450, "NVLink 4", 8, "NVIDIA H200 datasheet (SXM)", 50},
+      {"h100-pcie", 80, 756, 2.0, 50, "PCIe 5 x16", 8, "NVIDIA H100 datasheet (PCIe)", 50},
       {"rtx3080-10gb", 10, 59.5, 0.76, 25, "PCIe 4 x16", 4, "NVIDIA Ampere GA102 whitepaper (GeForce RTX 3080)"},
   };
 }
@@ -189,9 +189,16 @@ StepTime train_step_time(const model::LlamaConfig& m, const adapters::AdapterCon
   st.tp_s = link_time(cb.tp_wire_rank, st.tp_inside_node);
   st.pp_s = link_time(cb.pp_wire_rank, st.pp_inside_node);
   st.dp_s = link_time(cb.dp_wire_rank, st.dp_inside_node);
+  // Streamed weights cross the host link once per forward and once per backward of each micro-batch
+  // (a recomputed forward uses the layer staged for its backward), overlapping compute.
+  std::uint64_t streamed = 0;
+  for (int p = 0; p < lay.pp; ++p)
+    streamed = std::max(streamed, streamed_weights(m, lay, p, parallel::kTrainSplit, job.weights_device_layers,
+                                                   Precision::of(Backend::Gpu).weight).host);
+  st.stream_s = static_cast<double>(job.grad_accum) * 2.0 * static_cast<double>(streamed) / (cl.gpu.host_gbps * 1e9);
   const double M = static_cast<double>(job.grad_accum);
   st.bubble = (M + lay.pp - 1) / M;
-  st.step_s = st.compute_s * st.bubble + st.tp_s + st.pp_s + st.dp_s;
+  st.step_s = std::max(st.compute_s, st.stream_s) * st.bubble + st.tp_s + st.pp_s + st.dp_s;
   st.tokens_per_s = tokens * lay.dp / st.step_s;
   return st;
 }
@@ -207,7 +214,9 @@ DecodeTime decode_step_time(const model::LlamaConfig& m, const Layout& lay, cons
   const double tp_bytes = lay.tp > 1 ? 2.0 * layers * 2.0 * (lay.tp - 1) / lay.tp * allreduce : 0;
   const double tp_bw = (lay.tp <= cl.gpu.gpus_per_node ? cl.gpu.intra_gbps : cl.inter_gbps_per_gpu()) * 1e9;
   DecodeTime d;
-  d.step_s = read_s + (tp_bytes > 0 ? tp_bytes / tp_bw : 0);
+  // Streamed weights cross the host link every step, stage after stage, while the layers before compute.
+  d.stream_s = static_cast<double>(g.streamed.host) * lay.pp / (cl.gpu.host_gbps * 1e9);
+  d.step_s = std::max(read_s, d.stream_s) + (tp_bytes > 0 ? tp_bytes / tp_bw : 0);
   d.tokens_per_s = static_cast<double>(job.batch * lay.dp) / d.step_s;
   return d;
 }

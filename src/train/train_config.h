@@ -80,6 +80,9 @@ struct TrainRuntimeConfig {
   /// device N). adapt_train resolves it to a device index before anything is read or written.
   std::string device = "cpu";
   DType weights_dtype = DType::BF16;  // F32 or BF16: the weight matrices of the device copy (norms stay f32)
+  /// Of the decoder layers a rank holds, how many keep their weights on the GPU; the rest stay in pinned
+  /// host RAM and are copied to the GPU layer by layer (model/weight_stream.h). −1: all of them.
+  std::int64_t weights_device_layers = -1;
   /// Peak TFLOP/s of one rank's device, the denominator of the MFU logged per step. 0: a known GPU's
   /// dense bf16 peak with bf16 weights (plan::gpu_preset_of_device), else no MFU (tokens/s and model
   /// TFLOP/s only).

@@ -263,7 +263,8 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
              format_count(model::llama_param_counts(model.config).total), stats.seconds);
   if (device) {
     Timer copy;
-    model = model::llama_model_to_device(model, *device, cfg.runtime.weights_dtype);  // frees the host copy
+    model = model::llama_model_to_device(model, *device, cfg.runtime.weights_dtype,
+                                         cfg.runtime.weights_device_layers);  // frees the host copy
     const std::string what =
         fmt::format("{} weights on cuda:{} ({}): {} in {:.2f} s", dtype_name(cfg.runtime.weights_dtype), *device,
                     backend::cuda_device_name(*device), format_bytes(backend::cuda_memory_stats(*device).allocated),

@@ -19,6 +19,7 @@
 #include "model/llama_device.h"
 #include "model/llama_forward.h"
 #include "model/llama_train.h"
+#include "model/weight_stream.h"
 #include "ops/elementwise.h"
 #include "ops/matmul.h"
 #include "ops/softmax.h"
@@ -384,6 +385,98 @@ TEST_CASE("a KV cache spilled to pinned host RAM on cuda:0 gives the tokens of a
       CHECK(got[i] == want[i]);
     }
   }
+}
+
+// Base weights of the last layers in pinned host RAM, staged to the GPU layer by layer
+// (llama_model_to_device's device_layers, model/weight_stream.h): the copies are exact and the same
+// kernels run, so a 5-layer model with 0, 2 and 3 of its layers on the GPU gives the logits, the decode
+// steps, the training step's loss and adapter gradients (with and without recomputation) and the greedy
+// tokens of the model kept whole on the GPU, bit for bit. With 3 or 5 streamed layers and 2 slots, every
+// pass copies layers again (a stale slot would show as wrong numbers).
+TEST_CASE("base weights streamed from pinned host RAM on cuda:0 give the numbers of weights kept on the GPU") {
+  const TinyModel& t = tiny(5);
+  const std::int64_t V = t.host.config.vocab_size;
+  const model::TrainInputs in = train_inputs(V, /*packed=*/false);
+  const model::LlamaModel whole = model::llama_model_to_device(t.host, 0, DType::BF16);
+  CHECK(!whole.streamed);
+  adapters::AdapterConfig acfg;
+  acfg.kind = adapters::AdapterKind::LoraBottleneck;
+  acfg.lora.r = 4;
+  acfg.lora.targets = adapters::lora_target_names();
+  acfg.bottleneck.size = 8;
+  acfg.bottleneck.activation = adapters::BnActivation::Swish;
+  // One training step with adapters whose every value is non-zero (the same in every run): loss and
+  // the gradients.
+  auto train = [&](const model::LlamaModel& m, bool recompute) {
+    adapters::AdapterSet set(t.host.config, acfg);
+    std::uint64_t salt = 7;
+    for (const adapters::AdapterParam& p : set.parameters()) {
+      Tensor v = p.value;
+      v.copy_from(random_host(v.shape(), ++salt, 0.05f, "init"));
+    }
+    set.to_device(0);
+    const model::TrainResult r = model::llama_train_step(m, in, &set, {.recompute = recompute});
+    set.gradients_to_host();
+    Tensor loss = Tensor::zeros({1}, DType::F32, "loss_sum");
+    loss.data<float>()[0] = static_cast<float>(r.loss_sum);
+    std::vector<Tensor> grads{loss};
+    for (const adapters::AdapterParam& p : set.host_parameters()) grads.push_back(p.grad.to_host(DType::F32));
+    return grads;
+  };
+  auto decode = [&](const model::LlamaModel& m) {
+    std::vector<Tensor> out;
+    model::KvCache kv(t.host.config, 2, 40, 1, model::model_allocator(m));
+    out.push_back(model::llama_forward(m, in.ids, &kv, {.last_position_only = true}));
+    Tensor step = Tensor::empty({2, 1}, DType::I32, host_allocator(), "step_ids");
+    for (int s = 0; s < 6; ++s) {
+      for (std::int64_t b = 0; b < 2; ++b) {
+        const float* row = out.back().data<float>() + b * V;
+        step.data<std::int32_t>()[b] = static_cast<std::int32_t>(std::max_element(row, row + V) - row);
+      }
+      out.push_back(model::llama_forward(m, step, &kv, {.last_position_only = true}));
+    }
+    return out;
+  };
+  const std::vector<generate::GenerationRequest> reqs =
+      greedy_requests(t, {"Once upon a time", "The quick brown fox jumps over the lazy dog and", "a"}, 16);
+  auto generate = [&](const model::LlamaModel& m) {
+    generate::Generator gen(m, *t.tok);
+    std::vector<std::vector<std::int32_t>> out(reqs.size());
+    gen.run_batch(reqs, /*batch_size=*/2, [&](std::size_t i, generate::GenerationOutput&& o) { out[i] = o.tokens; });
+    return out;
+  };
+  const Tensor want_logits = model::llama_forward(whole, in.ids);
+  const std::vector<Tensor> want_train = train(whole, false), want_train_rc = train(whole, true);
+  const std::vector<Tensor> want_decode = decode(whole);
+  const auto want_tokens = generate(whole);
+  for (const std::int64_t device_layers : {0, 2, 3}) {
+    CAPTURE(device_layers);
+    const model::LlamaModel m = model::llama_model_to_device(t.host, 0, DType::BF16, device_layers);
+    REQUIRE(m.streamed);
+    CHECK(m.streamed->first_layer() == device_layers);
+    CHECK(m.streamed->end_layer() == 5);
+    CHECK(model::model_device(m) == whole.weights.final_norm.device());
+    // The streamed layers' weights are in host memory; the slots hold two layers on the device.
+    CHECK(m.weights.layers[4].wq.device().host_accessible());
+    CHECK(m.streamed->host_bytes() == static_cast<std::uint64_t>(5 - device_layers) * m.streamed->device_bytes() /
+                                          std::min<std::uint64_t>(2, static_cast<std::uint64_t>(5 - device_layers)));
+    check_close(model::llama_forward(m, in.ids), want_logits, 0.0, "logits");
+    const std::uint64_t copied = m.streamed->bytes_copied();
+    CHECK(copied >= m.streamed->host_bytes());  // each streamed layer at least once
+    for (const bool rc : {false, true}) {
+      CAPTURE(rc);
+      const std::vector<Tensor> got = train(m, rc), &want = rc ? want_train_rc : want_train;
+      REQUIRE(got.size() == want.size());
+      for (std::size_t i = 0; i < got.size(); ++i)
+        check_close(got[i], want[i], 0.0, "train tensor " + std::to_string(i));
+    }
+    const std::vector<Tensor> got_decode = decode(m);
+    for (std::size_t i = 0; i < got_decode.size(); ++i)
+      check_close(got_decode[i], want_decode[i], 0.0, "decode step " + std::to_string(i));
+    if (device_layers < 3) CHECK(m.streamed->bytes_copied() > copied + m.streamed->host_bytes());
+    CHECK(generate(m) == want_tokens);
+  }
+  CHECK_THROWS_AS(model::llama_model_to_device(t.host, 0, DType::BF16, -2), ConfigError);
 }
 
 // Prefix sharing on a GPU (GenerateOptions::share_prefixes): the shared positions are copied between
