@@ -39,6 +39,7 @@
 #include "model/llama_config.h"
 #include "model/kv_cache.h"
 #include "model/llama_device.h"
+#include "model/weight_stream.h"
 #include "model/llama_weights.h"
 #include "model/tensor_parallel.h"
 #include "tokenizer/tokenizer.h"
@@ -265,9 +266,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     model = model::llama_model_to_device(model, *device, job.runtime.weights_dtype,
                                          job.runtime.weights_device_layers);  // frees the host copy
     const std::string where = fmt::format("cuda:{} ({})", *device, backend::cuda_device_name(*device));
-    const std::string what = fmt::format("{} weights on {}: {} in {:.2f} s", dtype_name(job.runtime.weights_dtype),
+    const std::string what = fmt::format("{} weights on {}: {} in {:.2f} s{}", dtype_name(job.runtime.weights_dtype),
                                          where, format_bytes(backend::cuda_memory_stats(*device).allocated),
-                                         copy.seconds());
+                                         copy.seconds(), model::streamed_weights_note(model));
     if (app.world_size() > 1) log::info_all("{}", what);
     else log::info0("{}", what);
     if (tp.size() > 1 || pp.size() > 1) {

@@ -1,9 +1,12 @@
 #include "model/weight_stream.h"
 
+#include <fmt/format.h>
+
 #include <utility>
 
 #include "backend/backend.h"
 #include "core/error.h"
+#include "core/strings.h"
 
 namespace adapt::model {
 
@@ -74,6 +77,15 @@ const LayerWeights* WeightStream::begin_layer(int layer, int next) {
   // The next layer's copy overlaps this layer's compute (never into the slot this layer uses).
   if (next >= 0 && streams(next) && (!mine || slot_of(next) != slot_of(layer))) load(next);
   return mine ? &slots_[slot_of(layer)].weights : nullptr;
+}
+
+std::string streamed_weights_note(const LlamaModel& model) {
+  const WeightStream* st = model.streamed.get();
+  if (!st) return {};
+  return fmt::format("; the weights of layers {}..{} stay in host RAM ({} pinned), copied to the GPU as the passes "
+                     "reach them through 2 slots ({}) (runtime.weights_device_layers)",
+                     st->first_layer(), st->end_layer() - 1, format_bytes(st->host_bytes()),
+                     format_bytes(st->device_bytes()));
 }
 
 const LayerWeights& layer_weights(const LlamaModel& model, int l, int next) {

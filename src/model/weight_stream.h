@@ -17,6 +17,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "backend/offload_copier.h"
@@ -64,6 +65,10 @@ class WeightStream {
   std::uint64_t bytes_copied_ = 0;
   std::unique_ptr<backend::OffloadCopier> copier_;
 };
+
+/// For the apps' log: "; the weights of layers A..B stay in host RAM (X pinned), copied to the GPU
+/// through 2 slots (Y)", or "" when every layer's weights are on the device.
+std::string streamed_weights_note(const LlamaModel& model);
 
 /// Layer `l`'s weights where the passes compute with them: the model's own, or for a layer whose weights
 /// stay in host RAM (LlamaModel::streamed) its device copy, staged by this call (WeightStream::begin_layer;

@@ -27,6 +27,7 @@
 #include "core/timer.h"
 #include "io/sharded.h"
 #include "model/llama_device.h"
+#include "model/weight_stream.h"
 #include "model/llama_pipeline.h"
 #include "model/llama_train.h"
 #include "model/llama_weights.h"
@@ -168,7 +169,13 @@ std::string train_memory_estimate(const TrainConfig& cfg, int dp, int tp, int pp
   // On a GPU the frozen matrices are held in runtime.weights_dtype (the norms, f32, are negligible).
   const bool on_gpu = cfg.runtime.device != "cpu";
   const std::uint64_t weight_bytes = on_gpu ? dtype_size(cfg.runtime.weights_dtype) : 4;
-  const std::uint64_t weights = static_cast<std::uint64_t>(n_base / (tp * pp)) * weight_bytes;
+  std::uint64_t weights = static_cast<std::uint64_t>(n_base / (tp * pp)) * weight_bytes;
+  // runtime.weights_device_layers: the other layers' weights in pinned host RAM, two slots on the GPU.
+  const plan::StreamedWeights streamed =
+      on_gpu ? plan::streamed_weights(mc, {.tp = tp, .pp = pp, .dp = 1}, 0, parallel::kTrainSplit,
+                                      cfg.runtime.weights_device_layers, static_cast<int>(weight_bytes))
+             : plan::StreamedWeights{};
+  weights = weights - std::min(weights, streamed.host) + streamed.slots;
   const std::uint64_t adapter = static_cast<std::uint64_t>(n_adapter) * 4;
   const std::string parts = cfg.adapter.kind == adapters::AdapterKind::LoraBottleneck
                                 ? fmt::format(": LoRA {} + bottleneck {}", format_count(set.n_lora_parameters()),
@@ -177,7 +184,7 @@ std::string train_memory_estimate(const TrainConfig& cfg, int dp, int tp, int pp
   // What the passes use (on the GPU with a device) and what the optimizer holds (host RAM with a device,
   // where the adapter's host mirrors come on top of the moments).
   const std::uint64_t compute = weights + 2 * adapter + (cfg.train.recompute ? act_recompute : act_full) + logits;
-  const std::uint64_t host_state = 2 * adapter / moment_parts + (on_gpu ? 2 * adapter : 0);
+  const std::uint64_t host_state = 2 * adapter / moment_parts + (on_gpu ? 2 * adapter : 0) + streamed.host;
   std::string s = fmt::format(
       "memory estimate ({}, {}):\n"
       "  base weights (frozen)          {:>12}  ({} parameters{})\n"
@@ -193,7 +200,11 @@ std::string train_memory_estimate(const TrainConfig& cfg, int dp, int tp, int pp
       on_gpu ? fmt::format("runtime.device = \"{}\", {} weights, f32 adapter and activations", cfg.runtime.device,
                            dtype_name(cfg.runtime.weights_dtype))
              : std::string("CPU, f32"),
-      format_bytes(weights), format_count(n_base), tp * pp > 1 ? fmt::format(", about 1/{} of them", tp * pp) : "",
+      format_bytes(weights), format_count(n_base),
+      (tp * pp > 1 ? fmt::format(", about 1/{} of them", tp * pp) : std::string()) +
+          (streamed.layers > 0 ? fmt::format("; {} layers' weights in host RAM: {}", streamed.layers,
+                                             format_bytes(streamed.host))
+                               : std::string()),
       format_bytes(adapter), format_count(n_adapter), parts,
       format_bytes(adapter),
       format_bytes(2 * adapter / moment_parts),
@@ -201,8 +212,9 @@ std::string train_memory_estimate(const TrainConfig& cfg, int dp, int tp, int pp
       format_bytes(act_full), B, T, cfg.train.recompute ? "" : "  <- in use",
       format_bytes(act_recompute), cfg.train.recompute ? "  <- in use" : "", format_bytes(logits),
       format_bytes(compute + host_state),
-      on_gpu ? fmt::format("  (GPU {}; host RAM {}: the moments and a copy of the adapter weights and gradients)",
-                           format_bytes(compute), format_bytes(host_state))
+      on_gpu ? fmt::format("  (GPU {}; host RAM {}: the moments and a copy of the adapter weights and gradients{})",
+                           format_bytes(compute), format_bytes(host_state),
+                           streamed.layers > 0 ? ", and the streamed base weights" : "")
              : std::string());
   return s;
 }
@@ -266,9 +278,9 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     model = model::llama_model_to_device(model, *device, cfg.runtime.weights_dtype,
                                          cfg.runtime.weights_device_layers);  // frees the host copy
     const std::string what =
-        fmt::format("{} weights on cuda:{} ({}): {} in {:.2f} s", dtype_name(cfg.runtime.weights_dtype), *device,
+        fmt::format("{} weights on cuda:{} ({}): {} in {:.2f} s{}", dtype_name(cfg.runtime.weights_dtype), *device,
                     backend::cuda_device_name(*device), format_bytes(backend::cuda_memory_stats(*device).allocated),
-                    copy.seconds());
+                    copy.seconds(), model::streamed_weights_note(model));
     if (world.size() > 1) log::info_all("{}", what);
     else log::info0("{}", what);
   }

@@ -3,7 +3,8 @@
 // non-zero parameters, exported as adapt_train would): runtime.device = "cuda" with f32 device weights
 // gives the CPU's greedy texts token for token (the GEMMs sum in another order, ~1e-6 relative on the
 // logits, so only a near-tie could flip a token: none does on these prompts); bf16 weights finish
-// every prompt; adapt_eval --device cuda --weights-dtype f32 gives the CPU's loss within 1e-5. Two MPI
+// every prompt, and with runtime.weights_device_layers = 0 and 1 (base weights streamed from host RAM)
+// the bf16 run's texts; adapt_eval --device cuda --weights-dtype f32 gives the CPU's loss within 1e-5. Two MPI
 // ranks (mpiexec) at tp2 with f32 weights and the adapter give the one-GPU run's greedy texts: sharing
 // cuda:0, their tp group on MPI (NCCL refuses two ranks on one GPU); with a GPU per rank (2 GPUs or more;
 // said and skipped otherwise), on NCCL. A generation on the device stopped by SIGUSR1 (exit 75) and run
@@ -134,6 +135,18 @@ TEST_CASE("adapt_gen on cuda:0: the CPU's greedy texts with f32 device weights, 
       CAPTURE(id);
       CHECK(r["completion_tokens"].get<int>() > 0);
       CHECK(r["completion_tokens"].get<int>() <= (id == "chat" ? 40 : 24));
+    }
+    // The base weights of the layers past the first N in host RAM (runtime.weights_device_layers): the
+    // same kernels on the same values, the same texts.
+    for (const char* n : {"0", "1"}) {
+      CAPTURE(n);
+      const fs::path streamed = dir / ("streamed" + std::string(n) + tag);
+      REQUIRE_MESSAGE(run("adapt_gen", input + adapter + " --set runtime.device=cuda:0 --set output.dir=" +
+                                           streamed.string() + " --set runtime.weights_device_layers=" + n,
+                          &out) == 0,
+                      out);
+      CHECK_MESSAGE(out.find("stay in host RAM") != std::string::npos, out);
+      check_same_results(results_by_id(streamed / "results.jsonl"), bf16);
     }
   }
 }

@@ -21,6 +21,8 @@
 //   * with a GPU per rank (runtime.device = "cuda", at least 2 GPUs; 4 for tp2 x pp2): tp2, pp2, dp2 with
 //     ZeRO-1 (on the GPUs, and with optim.offload in host RAM) and tp2 x pp2 on NCCL groups, the one-GPU run's losses and adapter within
 //     1e-4 (skipped, saying why, with fewer GPUs);
+//   * runtime.weights_device_layers = 0 and 1 (base weights streamed from host RAM), and at pp2: the
+//     losses and adapter of the weights on the GPU, bit for bit;
 //   * adapt_plan's per-GPU memory against the run's allocated peak (metrics.jsonl), within 10%, on an
 //     8B-shaped model of 2 layers: plain, with recomputation and with optim.offload.
 #include <doctest/doctest.h>
@@ -194,6 +196,40 @@ TEST_CASE("adapt_train on cuda:0 with optim.offload: overlapped and synchronous 
     for (std::size_t i = 0; i < want.size(); ++i) CHECK(got[i] == want[i]);
     check_adapter(job.adapter(overlap), job.adapter(sync), 0.0);
   }
+}
+
+// runtime.weights_device_layers (model/weight_stream.h): the base weights of the layers past the first N
+// in pinned host RAM, staged to the GPU layer by layer; the same kernels on the same values, so the losses
+// and the adapter are those of every layer on the GPU, bit for bit: on one GPU with the overlapped offload
+// (its own copy stream beside the weights'), and at pp2 on 2 ranks sharing the GPU (each stage streams its
+// layer).
+TEST_CASE("adapt_train on cuda:0 with base weights in host RAM (runtime.weights_device_layers): the losses and "
+          "adapter of the weights on the GPU, bit for bit") {
+  Job job;
+  const std::string base = "--set runtime.device=cuda:0 --set optim.offload=true";
+  job.train("whole", base);
+  const std::vector<double> whole = job.losses("whole");
+  REQUIRE(whole.size() == 3);
+  for (const int n : {0, 1}) {
+    CAPTURE(n);
+    const std::string name = "streamed" + std::to_string(n);
+    const std::string out = job.train(name, base + " --set runtime.weights_device_layers=" + std::to_string(n));
+    CHECK_MESSAGE(out.find("the weights of layers " + std::to_string(n) + "..1 stay in host RAM") != std::string::npos,
+                  out);
+    const std::vector<double> got = job.losses(name);
+    REQUIRE(got.size() == whole.size());
+    for (std::size_t i = 0; i < whole.size(); ++i) CHECK(got[i] == whole[i]);
+    check_adapter(job.adapter(name), job.adapter("whole"), 0.0);
+  }
+  job.train("pp2", base + " --set parallel.pp=2", 2);
+  const std::string out =
+      job.train("pp2-streamed", base + " --set parallel.pp=2 --set runtime.weights_device_layers=0", 2);
+  CHECK_MESSAGE(out.find("stay in host RAM") != std::string::npos, out);
+  const std::vector<double> want = job.losses("pp2"), got = job.losses("pp2-streamed");
+  REQUIRE(want.size() == 3);
+  REQUIRE(got.size() == want.size());
+  for (std::size_t i = 0; i < want.size(); ++i) CHECK(got[i] == want[i]);
+  check_adapter(job.adapter("pp2-streamed"), job.adapter("pp2"), 0.0);
 }
 
 TEST_CASE("adapt_train at tp2, pp2, dp2 (2 ranks) and tp2 x pp2 (4 ranks) sharing cuda:0: the one-GPU run's losses "

@@ -213,6 +213,79 @@ TEST_CASE("generation memory: prefill pieces, and the KV cache's spill when it d
                 text);
 }
 
+// runtime.weights_device_layers (adapt_plan --weights-device-layers): the streamed layers' weights
+// leave the GPU for host RAM, two slots of one layer each stay; their copies bound the step from below;
+// and where nothing fits with every layer on the GPU the plan finds the largest N that does.
+TEST_CASE("streamed base weights: layers in host RAM, two slots on the GPU, the copies' time, the largest N") {
+  const model::LlamaConfig m = model::llama_config_preset("llama-3.1-8b");
+  const adapters::AdapterConfig a = spec("lora:r=16");
+  const Layout one{1, 1, 1};
+  // One layer of 8B in bf16: C·(2·H·D + 2·Hkv·D + 3·F) parameters and two f32 norms.
+  const std::uint64_t layer = (4096ull * (2 * 4096 + 2 * 1024 + 3 * 14336)) * 2 + 2 * 4096 * 4;
+  CHECK(streamed_weights(m, one, 0, parallel::kTrainSplit, -1, 2).layers == 0);
+  CHECK(streamed_weights(m, one, 0, parallel::kTrainSplit, 32, 2).layers == 0);
+  CHECK(streamed_weights(m, one, 0, parallel::kTrainSplit, 40, 2).host == 0);
+  const StreamedWeights s9 = streamed_weights(m, one, 0, parallel::kTrainSplit, 9, 2);
+  CHECK(s9.layers == 23);
+  CHECK(s9.host == 23 * layer);
+  CHECK(s9.slots == 2 * layer);
+  CHECK(streamed_weights(m, one, 0, parallel::kTrainSplit, 31, 2).slots == layer);  // one streamed layer, one slot
+  // tp2: each rank streams its half of the projections, the norms whole.
+  CHECK(streamed_weights(m, {2, 1, 1}, 0, parallel::kTrainSplit, 0, 2).host ==
+        32 * ((4096ull * (2 * 2048 + 2 * 512 + 3 * 7168)) * 2 + 2 * 4096 * 4));
+
+  TrainJob job{.seq = 2048, .micro_batch = 1, .recompute = true, .offload = true};
+  const TrainMemory whole = train_memory(m, a, one, job, Backend::Gpu);
+  job.weights_device_layers = 9;
+  const TrainMemory part = train_memory(m, a, one, job, Backend::Gpu);
+  CHECK(part.weights == whole.weights - 23 * layer + 2 * layer);
+  CHECK(part.host_total() == whole.host_total() + 23 * layer);
+  CHECK(part.device_total() + 21 * layer == whole.device_total());
+  // The CPU backend keeps its weights in host memory anyway: nothing streams.
+  CHECK(train_memory(m, a, one, job, Backend::Cpu).streamed.layers == 0);
+
+  Cluster cl;
+  cl.gpu = gpu_preset("rtx3080-10gb");
+  const StepTime t = train_step_time(m, a, one, job, cl);
+  CHECK(t.stream_s == doctest::Approx(2.0 * 23 * layer / 25e9));  // a forward and a backward over PCIe 4
+  CHECK(t.step_s >= t.stream_s);
+  CHECK(t.step_s >= t.compute_s);
+  CHECK(train_step_time(m, a, one, {.seq = 2048, .micro_batch = 1}, cl).stream_s == 0);
+
+  PlanRequest req;
+  req.model = m;
+  req.model_name = "llama-3.1-8b";
+  req.adapter = a;
+  req.cluster = cl;
+  req.gpus = 1;
+  req.train = {.seq = 2048, .micro_batch = 1, .offload = true};
+  req.gen = {.batch = 1, .context = 2048};
+  const PlanResult p = make_plan(req);
+  REQUIRE(p.train_pick < 0);  // 15 GiB of bf16 weights on a 10 GiB card
+  REQUIRE(p.gen_pick < 0);
+  REQUIRE(p.stream_train_layers > 0);
+  REQUIRE(p.stream_gen_layers > 0);
+  const std::string text = plan_text(p);
+  CHECK_MESSAGE(text.find(fmt::format("adapt_plan --weights-device-layers {} shows it", p.stream_train_layers)) !=
+                    std::string::npos,
+                text);
+  // The largest N: with it a layout fits, with one more layer none does.
+  for (const bool train : {true, false}) {
+    CAPTURE(train);
+    const std::int64_t n = train ? p.stream_train_layers : p.stream_gen_layers;
+    PlanRequest with = req;
+    with.train.weights_device_layers = with.gen.weights_device_layers = n;
+    const PlanResult ok = make_plan(with);
+    CHECK((train ? ok.train_pick : ok.gen_pick) >= 0);
+    with.train.weights_device_layers = with.gen.weights_device_layers = n + 1;
+    const PlanResult over = make_plan(with);
+    CHECK((train ? over.train_pick : over.gen_pick) < 0);
+    if (train)
+      CHECK_MESSAGE(plan_text(ok).find(fmt::format("[runtime] weights_device_layers = {}", n)) != std::string::npos,
+                    plan_text(ok));
+  }
+}
+
 // The GPU presets behind adapt_train's MFU, found from the names the CUDA driver gives.
 TEST_CASE("gpu_preset_of_device: A100, H100, H200 and RTX 3080 names; nothing for other GPUs") {
   const auto peak = [](const std::string& name) {
