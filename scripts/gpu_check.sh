@@ -29,7 +29,8 @@
 #      in pinned host RAM (optim.offload), for LoRA r16 at 8B and 70B adapter sizes.
 #   7. scripts/bench_offload.sh: adapt_train's whole step on the GPU (the 8B-shaped model of step 5, bf16,
 #      seq 4096, batch 1, LoRA r16) with optim.offload = false, with offload and the host update after
-#      the step (optim.overlap = false), and with it overlapped with the next step (the default); the
+#      the step (optim.overlap = false), with it overlapped with the next step (the default), and with
+#      that and every layer's base weights streamed from host RAM (runtime.weights_device_layers = 0); the
 #      step-time ratios against the aim (offload at most 1.10x).
 #
 # Usage: scripts/gpu_check.sh [--build-dir DIR] [--jobs N] [--layers N] [--quick] [--no-build] [--no-hf]
