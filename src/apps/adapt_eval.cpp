@@ -6,6 +6,7 @@
 //   adapt_eval --model DIR --data FILE.jsonl [--per-token] [--out FILE] [--device cpu|cuda|cuda:N]
 #include <fmt/format.h>
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <optional>
@@ -26,6 +27,7 @@
 #include "model/llama_device.h"
 #include "model/llama_forward.h"
 #include "model/llama_weights.h"
+#include "model/weight_stream.h"
 #include "ops/softmax.h"
 #include "ops/workspace.h"
 #include "tokenizer/tokenizer.h"
@@ -37,7 +39,7 @@ using json = nlohmann::json;
 namespace {
 
 constexpr const char* kUsage = R"(usage: adapt_eval --model DIR --data FILE.jsonl [--adapter DIR] [--per-token] [--out FILE] [--tokenizer PATH]
-                  [--device cpu|cuda|cuda:N] [--weights-dtype bf16|f32]
+                  [--device cpu|cuda|cuda:N] [--weights-dtype bf16|f32] [--weights-device-layers N]
 
 Reads one JSON object per line with a "text" field, tokenizes it (with BOS) and scores every token
 given the ones before it. Prints the mean loss (negative log-likelihood per token, natural log) and
@@ -58,6 +60,10 @@ context (a warning names the line).
                      host and its weights (and the adapter) copied to the device once
   --weights-dtype T  the weight matrices' dtype on the device: bf16 (default; bf16 GEMMs) or f32
                      (computes as the CPU does); norms stay f32. Only with --device cuda[:N]
+  --weights-device-layers N
+                     keep only the first N layers' weights on the GPU and stream the others from
+                     pinned host RAM as the forward reaches them (as runtime.weights_device_layers of
+                     adapt_train and adapt_gen); the same scores. Only with --device cuda[:N]
 
 exit codes: 0 done; 2 bad option; 3 missing/invalid model, tokenizer, adapter or data file; 4 CUDA
 failure; 6 an adapter feature adapt does not implement, or --device cuda with no usable GPU; 70
@@ -66,6 +72,7 @@ internal error.
 
 int run(int argc, char** argv) {
   std::string model_dir, data, out, tok_path, adapter_dir, device_text = "cpu", weights_dtype_text;
+  std::optional<std::int64_t> device_layers;
   bool per_token = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -92,10 +99,17 @@ int run(int argc, char** argv) {
       device_text = value();
     } else if (a == "--weights-dtype") {
       weights_dtype_text = value();
+    } else if (a == "--weights-device-layers") {
+      const std::string v = value();
+      std::int64_t n = -1;
+      const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+      ADAPT_REQUIRE(ec == std::errc() && end == v.data() + v.size() && n >= 0, ConfigError,
+                    "--weights-device-layers {}: give a number of layers >= 0", v);
+      device_layers = n;
     } else {
       ADAPT_THROW(ConfigError, "unknown option '{}'{}; run adapt_eval --help", a,
                   did_you_mean(a, {"--model", "--data", "--out", "--tokenizer", "--adapter", "--per-token", "--device",
-                                   "--weights-dtype", "--help"}));
+                                   "--weights-dtype", "--weights-device-layers", "--help"}));
     }
   }
   ADAPT_REQUIRE(!model_dir.empty() && !data.empty(), ConfigError,
@@ -109,6 +123,8 @@ int run(int argc, char** argv) {
                                                              {.name = "--device", .to_cpu = "pass --device cpu"});
   ADAPT_REQUIRE(device || weights_dtype_text.empty(), ConfigError,
                 "--weights-dtype sets the dtype of the weights on a GPU: pass --device cuda too, or leave it out");
+  ADAPT_REQUIRE(device || !device_layers, ConfigError,
+                "--weights-device-layers keeps some weights off a GPU: pass --device cuda too, or leave it out");
 
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(tok_path.empty() ? model_dir : tok_path);
   model::LlamaLoadStats stats;
@@ -119,9 +135,10 @@ int run(int argc, char** argv) {
   log::info0("loaded {} in {:.2f} s", model_dir, stats.seconds);
   if (device) {
     Timer copy;
-    model = model::llama_model_to_device(model, *device, weights_dtype);  // frees the host copy
-    log::info0("{} weights on cuda:{} ({}) in {:.2f} s", dtype_name(weights_dtype), *device,
-               backend::cuda_device_name(*device), copy.seconds());
+    // Frees the host copy.
+    model = model::llama_model_to_device(model, *device, weights_dtype, device_layers.value_or(-1));
+    log::info0("{} weights on cuda:{} ({}) in {:.2f} s{}", dtype_name(weights_dtype), *device,
+               backend::cuda_device_name(*device), copy.seconds(), model::streamed_weights_note(model));
   }
   std::optional<adapters::AdapterSet> adapter;
   if (!adapter_dir.empty()) {

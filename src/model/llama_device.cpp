@@ -1,6 +1,7 @@
 #include "model/llama_device.h"
 
 #include "backend/backend.h"
+#include "backend/caching_allocator.h"
 #include "core/error.h"
 #include "model/weight_stream.h"
 
@@ -40,45 +41,52 @@ LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weigh
                 "llama_model_to_device: cuda:{} requested but {} CUDA device(s) are visible{}", device, n_devices,
                 n_devices == 0 ? " (" + backend::cuda_unavailable_reason() + ")" : std::string());
   const Device dev{DeviceKind::Cuda, device};
-  LlamaModel m;
-  m.config = host.config;
-  m.inv_freq = host.inv_freq;
-  m.dir = host.dir;
-  m.tp = host.tp;
-  m.stage = host.stage;
-  const LlamaWeights& w = host.weights;
-  m.weights.embedding = weight_to(w.embedding, dev, weight_dtype);
-  m.weights.final_norm = weight_to(w.final_norm, dev, weight_dtype);
-  const bool tied = w.lm_head.defined() && w.embedding.defined() && w.lm_head.raw() == w.embedding.raw();
-  m.weights.lm_head = tied ? m.weights.embedding : weight_to(w.lm_head, dev, weight_dtype);
-  // The held layers past the first device_layers stay in pinned host RAM, in their device types.
-  const parallel::Range held = stage_layer_range(m.config, m.stage);
-  const std::int64_t on_device = device_layers < 0 ? held.count : std::min(device_layers, held.count);
-  const int first_streamed = static_cast<int>(held.begin + on_device);
-  std::unique_ptr<backend::OffloadCopier> copier;
-  std::vector<LayerWeights> streamed;
-  if (on_device < held.count) copier = backend::offload_copier_cuda(device);
-  for (std::size_t i = 0; i < w.layers.size(); ++i) {
-    const LayerWeights& l = w.layers[i];
-    const bool stream = static_cast<int>(i) >= first_streamed && static_cast<std::int64_t>(i) < held.end();
-    LayerWeights d;
-    const std::array<const Tensor*, 16> from = l.tensors();
-    const std::array<Tensor*, 16> to = d.tensors();
-    for (std::size_t t = 0; t < from.size(); ++t) {
-      if (!stream) {
-        *to[t] = weight_to(*from[t], dev, weight_dtype);
-      } else if (from[t]->defined()) {
-        const DType dtype = from[t]->rank() == 2 ? weight_dtype : DType::F32;
-        *to[t] = Tensor::empty(from[t]->shape(), dtype, copier->host_allocator(), from[t]->name());
-        to[t]->copy_from(from[t]->dtype() == dtype ? *from[t] : from[t]->to_host(dtype));
+  try {
+    LlamaModel m;
+    m.config = host.config;
+    m.inv_freq = host.inv_freq;
+    m.dir = host.dir;
+    m.tp = host.tp;
+    m.stage = host.stage;
+    const LlamaWeights& w = host.weights;
+    m.weights.embedding = weight_to(w.embedding, dev, weight_dtype);
+    m.weights.final_norm = weight_to(w.final_norm, dev, weight_dtype);
+    const bool tied = w.lm_head.defined() && w.embedding.defined() && w.lm_head.raw() == w.embedding.raw();
+    m.weights.lm_head = tied ? m.weights.embedding : weight_to(w.lm_head, dev, weight_dtype);
+    // The held layers past the first device_layers stay in pinned host RAM, in their device types.
+    const parallel::Range held = stage_layer_range(m.config, m.stage);
+    const std::int64_t on_device = device_layers < 0 ? held.count : std::min(device_layers, held.count);
+    const int first_streamed = static_cast<int>(held.begin + on_device);
+    std::unique_ptr<backend::OffloadCopier> copier;
+    std::vector<LayerWeights> streamed;
+    if (on_device < held.count) copier = backend::offload_copier_cuda(device);
+    for (std::size_t i = 0; i < w.layers.size(); ++i) {
+      const LayerWeights& l = w.layers[i];
+      const bool stream = static_cast<int>(i) >= first_streamed && static_cast<std::int64_t>(i) < held.end();
+      LayerWeights d;
+      const std::array<const Tensor*, 16> from = l.tensors();
+      const std::array<Tensor*, 16> to = d.tensors();
+      for (std::size_t t = 0; t < from.size(); ++t) {
+        if (!stream) {
+          *to[t] = weight_to(*from[t], dev, weight_dtype);
+        } else if (from[t]->defined()) {
+          const DType dtype = from[t]->rank() == 2 ? weight_dtype : DType::F32;
+          *to[t] = Tensor::empty(from[t]->shape(), dtype, copier->host_allocator(), from[t]->name());
+          to[t]->copy_from(from[t]->dtype() == dtype ? *from[t] : from[t]->to_host(dtype));
+        }
       }
+      if (stream) streamed.push_back(d);
+      m.weights.layers.push_back(std::move(d));
     }
-    if (stream) streamed.push_back(d);
-    m.weights.layers.push_back(std::move(d));
+    if (!streamed.empty())
+      m.streamed = std::make_shared<WeightStream>(std::move(streamed), first_streamed, device, std::move(copier));
+    return m;
+  } catch (const backend::OutOfMemoryError& e) {
+    ADAPT_THROW(backend::OutOfMemoryError,
+                "{}\nThis happened while copying the base weights to cuda:{}: runtime.weights_device_layers = N "
+                "keeps only N layers' weights on the GPU and streams the others from host RAM (adapt_plan "
+                "--weights-device-layers finds the largest N that fits)", e.what(), device);
   }
-  if (!streamed.empty())
-    m.streamed = std::make_shared<WeightStream>(std::move(streamed), first_streamed, device, std::move(copier));
-  return m;
 }
 
 Device model_device(const LlamaModel& model) {

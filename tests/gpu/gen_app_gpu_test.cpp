@@ -226,7 +226,7 @@ TEST_CASE("adapt_gen on cuda:0 with output.conversation_kv: the next turn loads 
   }
 }
 
-TEST_CASE("adapt_eval --device cuda --weights-dtype f32: the CPU's loss") {
+TEST_CASE("adapt_eval --device cuda --weights-dtype f32: the CPU's loss; streamed weights: the same loss") {
   Fixture f;
   const fs::path dir = f.dir.path();
   test::write_bytes(dir / "d.jsonl", "{\"text\": \"for (int i = 0; i < n; ++i) sum += v[i];\"}\n"
@@ -248,7 +248,14 @@ TEST_CASE("adapt_eval --device cuda --weights-dtype f32: the CPU's loss") {
     CHECK(std::abs(gpu - cpu) <= 1e-5 * std::abs(cpu));
     const double bf16 = loss_of(adapter + " --device cuda:0");
     CHECK(std::abs(bf16 - cpu) <= 1e-2 * std::abs(cpu));  // bf16 GEMM inputs: ~3 significant digits
+    // Base weights streamed from host RAM: the same kernels on the same values.
+    CHECK(loss_of(adapter + " --device cuda:0 --weights-device-layers 1") == bf16);
   }
+  std::string out;
+  CHECK(run("adapt_eval", base + " --weights-device-layers 1", &out) == 2);  // no GPU asked for
+  CHECK_MESSAGE(out.find("pass --device cuda too") != std::string::npos, out);
+  CHECK(run("adapt_eval", base + " --device cuda --weights-device-layers x", &out) == 2);
+  CHECK_MESSAGE(out.find("--weights-device-layers x: give a number of layers >= 0") != std::string::npos, out);
   // The adapter changes the loss (so the runs above exercised it on the device).
   CHECK(loss_of("") != loss_of(" --adapter " + (dir / "adapter").string()));
 }
