@@ -509,7 +509,22 @@ const char* rt_error_string(cudaError_t e) {
 }
 
 namespace {
-constexpr std::size_t kDeviceBytes = std::size_t(80) << 30;
+// Each emulated device's memory: 80 GiB (an A100's), or CUDA_EMU_DEVICE_MIB MiB, so that a test can run
+// out of it (what does not fit a GPU).
+std::size_t device_bytes() {
+  static const std::size_t bytes = [] {
+    const char* env = std::getenv("CUDA_EMU_DEVICE_MIB");
+    if (env == nullptr || *env == '\0') return std::size_t(80) << 30;
+    char* end = nullptr;
+    const unsigned long long mib = std::strtoull(env, &end, 10);
+    if (*end != '\0' || mib == 0) {
+      std::fprintf(stderr, "cuda_emu: CUDA_EMU_DEVICE_MIB=%s is not a positive number of MiB\n", env);
+      std::abort();
+    }
+    return static_cast<std::size_t>(mib) << 20;
+  }();
+  return bytes;
+}
 std::map<std::uintptr_t, std::size_t> g_device_blocks, g_host_blocks;  // start -> bytes
 std::size_t g_device_used = 0;
 std::mutex g_mem_mutex;
@@ -538,7 +553,7 @@ cudaError_t rt_malloc(void** p, std::size_t bytes) {
   std::lock_guard<std::mutex> lock(g_mem_mutex);
   *p = nullptr;
   if (bytes == 0) return cudaSuccess;
-  if (g_device_used + bytes > kDeviceBytes) return g_last_error = cudaErrorMemoryAllocation;
+  if (g_device_used + bytes > device_bytes()) return g_last_error = cudaErrorMemoryAllocation;
   *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
   if (!*p) return g_last_error = cudaErrorMemoryAllocation;
   std::memset(*p, 0xff, bytes);  // cudaMalloc does not clear: NaN in every float format
@@ -629,8 +644,8 @@ cudaError_t rt_pointer_attributes(cudaPointerAttributes* attr, const void* p) {
 
 cudaError_t rt_mem_info(std::size_t* free_bytes, std::size_t* total_bytes) {
   std::lock_guard<std::mutex> lock(g_mem_mutex);
-  *total_bytes = kDeviceBytes;
-  *free_bytes = kDeviceBytes - g_device_used;
+  *total_bytes = device_bytes();
+  *free_bytes = device_bytes() - g_device_used;
   return cudaSuccess;
 }
 
@@ -640,7 +655,7 @@ cudaError_t rt_device_properties(cudaDeviceProp* prop, int device) {
   std::snprintf(prop->name, sizeof prop->name, "cuda_emu (CPU emulation, A100-shaped)");
   for (int i = 0; i < 15; ++i) prop->uuid.bytes[i] = static_cast<char>(0xe0 + i);
   prop->uuid.bytes[15] = static_cast<char>(0xe0 + device);  // one UUID per device
-  prop->totalGlobalMem = kDeviceBytes;
+  prop->totalGlobalMem = device_bytes();
   prop->major = 8, prop->minor = 0, prop->multiProcessorCount = kSmCount;
   return cudaSuccess;
 }

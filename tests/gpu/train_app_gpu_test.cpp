@@ -22,7 +22,8 @@
 //     ZeRO-1 (on the GPUs, and with optim.offload in host RAM) and tp2 x pp2 on NCCL groups, the one-GPU run's losses and adapter within
 //     1e-4 (skipped, saying why, with fewer GPUs);
 //   * runtime.weights_device_layers = 0 and 1 (base weights streamed from host RAM), and at pp2: the
-//     losses and adapter of the weights on the GPU, bit for bit;
+//     losses and adapter of the weights on the GPU, bit for bit; on the emulator cut to 64 MiB, a model
+//     that does not fit trains streamed (an out-of-memory naming the setting without it);
 //   * adapt_plan's per-GPU memory against the run's allocated peak (metrics.jsonl), within 10%, on an
 //     8B-shaped model of 2 layers: plain, with recomputation and with optim.offload.
 #include <doctest/doctest.h>
@@ -230,6 +231,53 @@ TEST_CASE("adapt_train on cuda:0 with base weights in host RAM (runtime.weights_
   REQUIRE(got.size() == want.size());
   for (std::size_t i = 0; i < want.size(); ++i) CHECK(got[i] == want[i]);
   check_adapter(job.adapter("pp2-streamed"), job.adapter("pp2"), 0.0);
+}
+
+// What the streaming is for: weights that do not fit the GPU. On the emulator with its device memory cut to
+// 64 MiB (CUDA_EMU_DEVICE_MIB), a model of 8 layers (hidden 512, FFN 2048: 60 MiB of bf16 weights) fails to
+// load with every layer on the GPU, with an out-of-memory that names runtime.weights_device_layers, and
+// trains with weights_device_layers = 0, to the losses of the same job on a GPU with room for every layer.
+TEST_CASE("adapt_train: weights that do not fit the GPU train streamed from host RAM (the emulator cut to 64 MiB)") {
+#if !ADAPT_CUDA_EMU
+  MESSAGE("not run: it needs the emulated GPU (ADAPT_CUDA=EMU), whose memory CUDA_EMU_DEVICE_MIB can cut below "
+          "the model's; a real GPU holds this model whole");
+  return;
+#endif
+  test::TempDir dir("adapt-train-gpu-stream");
+  std::string log;
+  const std::string make = test::bin("adapt_model") + " make --recipe " +
+                           (test::source_dir() / "inputs/models/tiny.toml").string() + " --out " +
+                           (dir / "model").string() +
+                           " --layers 8 --set shape.hidden_size=512 --set shape.intermediate_size=2048 "
+                           "--set shape.n_heads=8 --set shape.n_kv_heads=2 --set shape.head_dim=64";
+  REQUIRE_MESSAGE(test::run_command(make, &log) == 0, make, "\n", log);
+  const fs::path toml = dir / "train.toml";
+  test::write_bytes(toml, "[model]\npath = \"model\"\n[adapter]\nkind = \"lora\"\n[adapter.lora]\nr = 4\n[data]\n"
+                          "inputs = [\"" + (test::source_dir() / "inputs/corpus").string() +
+                              "\"]\nglobs = [\"**/*.py\"]\nseq_len = 16\neval_documents = 1\ncache_dir = \"cache\"\n"
+                              "[optim]\nlr = 1e-2\nwarmup_steps = 1\noffload = true\n[train]\nsteps = 2\n"
+                              "micro_batch = 1\ngrad_accum = 1\nrecompute = true\neval_every = 0\neval_batches = 1\n"
+                              "[checkpoint]\nevery = 0\n[runtime]\ndevice = \"cuda:0\"\n");
+  auto train = [&](const std::string& name, const std::string& env, const std::string& sets, std::string* out) {
+    return test::run_command(env + " " + test::bin("adapt_train") + " --config " + toml.string() + " --set run.dir=" +
+                                 (dir / name).string() + " " + sets,
+                             out);
+  };
+  const std::string cut = "env CUDA_EMU_DEVICE_MIB=64", stream = "--set runtime.weights_device_layers=0";
+  std::string out;
+  CHECK(train("whole-cut", cut, "", &out) == 4);  // CUDA failure
+  CHECK_MESSAGE(out.find("out of memory on cuda:0") != std::string::npos, out);
+  CHECK_MESSAGE(out.find("while copying the base weights to cuda:0: runtime.weights_device_layers = N") !=
+                    std::string::npos,
+                out);
+  REQUIRE_MESSAGE(train("stream-cut", cut, stream, &out) == 0, out);
+  CHECK_MESSAGE(out.find("the weights of layers 0..7 stay in host RAM") != std::string::npos, out);
+  REQUIRE_MESSAGE(train("whole", "env", "", &out) == 0, out);
+  const std::vector<double> want = metrics_values(dir / "whole" / "metrics.jsonl", "train", "loss"),
+                            got = metrics_values(dir / "stream-cut" / "metrics.jsonl", "train", "loss");
+  REQUIRE(want.size() == 2);
+  REQUIRE(got.size() == want.size());
+  for (std::size_t i = 0; i < want.size(); ++i) CHECK(got[i] == want[i]);
 }
 
 TEST_CASE("adapt_train at tp2, pp2, dp2 (2 ranks) and tp2 x pp2 (4 ranks) sharing cuda:0: the one-GPU run's losses "
