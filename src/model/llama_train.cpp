@@ -97,8 +97,7 @@ class TrainPass {
     staged_layer_ = l;
   }
   const LayerWeights& lw(int l) const {
-    ADAPT_CHECK(staged_ && staged_layer_ == l, "llama_train_step: layer {}'s weights used before stage_layer({})", l,
-                l);
+    ADAPT_CHECK(staged_ && staged_layer_ == l, "llama_train_step: layer {0}'s weights used before stage_layer({0})", l);
     return *staged_;
   }
   Tensor take(ops::Workspace& w, const Shape& s, const char* name) { return w.take(s, DType::F32, name); }

@@ -574,6 +574,10 @@ std::string plan_json(const PlanResult& p) {
   j["layouts"] = layouts;
   j["min_gpus_train"] = p.min_gpus_train;
   j["min_gpus_gen"] = p.min_gpus_gen;
+  // When nothing fits with every layer on the GPU: the largest --weights-device-layers that would (-1: none).
+  j["stream_train_layers"] = p.stream_train_layers;
+  j["stream_gen_layers"] = p.stream_gen_layers;
+  j["weights_device_layers"] = r.train.weights_device_layers;
   return j.dump(2) + "\n";
 }
 

@@ -9,6 +9,7 @@
 #include <optional>
 #include <doctest/doctest.h>
 
+#include <nlohmann/json.hpp>
 #include <numeric>
 
 #include "adapters/adapter_set.h"
@@ -269,6 +270,9 @@ TEST_CASE("streamed base weights: layers in host RAM, two slots on the GPU, the 
   CHECK_MESSAGE(text.find(fmt::format("adapt_plan --weights-device-layers {} shows it", p.stream_train_layers)) !=
                     std::string::npos,
                 text);
+  const nlohmann::json j = nlohmann::json::parse(plan_json(p));
+  CHECK(j["stream_train_layers"] == p.stream_train_layers);
+  CHECK(j["stream_gen_layers"] == p.stream_gen_layers);
   // The largest N: with it a layout fits, with one more layer none does.
   for (const bool train : {true, false}) {
     CAPTURE(train);
