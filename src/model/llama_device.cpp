@@ -69,17 +69,19 @@ LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weigh
       for (std::size_t t = 0; t < from.size(); ++t) {
         if (!stream) {
           *to[t] = weight_to(*from[t], dev, weight_dtype);
-        } else if (from[t]->defined()) {
+        } else if (from[t]->defined()) {  // on the host in the device's type; WeightStream packs it
           const DType dtype = from[t]->rank() == 2 ? weight_dtype : DType::F32;
-          *to[t] = Tensor::empty(from[t]->shape(), dtype, copier->host_allocator(), from[t]->name());
-          to[t]->copy_from(from[t]->dtype() == dtype ? *from[t] : from[t]->to_host(dtype));
+          *to[t] = from[t]->dtype() == dtype && from[t]->is_contiguous() ? *from[t] : from[t]->to_host(dtype);
         }
       }
       if (stream) streamed.push_back(d);
-      m.weights.layers.push_back(std::move(d));
+      m.weights.layers.push_back(stream ? LayerWeights{} : std::move(d));
     }
-    if (!streamed.empty())
+    if (!streamed.empty()) {
       m.streamed = std::make_shared<WeightStream>(std::move(streamed), first_streamed, device, std::move(copier));
+      for (int l = first_streamed; l < m.streamed->end_layer(); ++l)  // the pinned copies
+        m.weights.layers[static_cast<std::size_t>(l)] = m.streamed->host_layer(l);
+    }
     return m;
   } catch (const backend::OutOfMemoryError& e) {
     ADAPT_THROW(backend::OutOfMemoryError,

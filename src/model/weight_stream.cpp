@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <memory>
+#include <string>
 #include <utility>
 
 #include "backend/backend.h"
@@ -10,21 +12,72 @@
 
 namespace adapt::model {
 
-WeightStream::WeightStream(std::vector<LayerWeights> host_layers, int first_layer, int device,
+namespace {
+
+constexpr std::size_t kAlign = 256;  // each tensor of a packed layer starts at a multiple (cuBLASLt wants 16)
+
+// Where each defined tensor of `layer` starts in one buffer holding them all, and the buffer's size.
+std::pair<std::array<std::size_t, 16>, std::size_t> packed_offsets(const LayerWeights& layer) {
+  std::array<std::size_t, 16> at{};
+  std::size_t n = 0;
+  const std::array<const Tensor*, 16> ts = layer.tensors();
+  for (std::size_t i = 0; i < ts.size(); ++i) {
+    if (!ts[i]->defined()) continue;
+    at[i] = n;
+    n += (ts[i]->size_bytes() + kAlign - 1) / kAlign * kAlign;
+  }
+  return {at, n};
+}
+
+// One buffer of `bytes` from `alloc` and views of it shaped as `like`'s tensors, at `at`.
+LayerWeights packed_views(const LayerWeights& like, const std::array<std::size_t, 16>& at, std::size_t bytes,
+                          Allocator& alloc, const std::string& suffix, Tensor& buffer) {
+  buffer = Tensor::empty({static_cast<std::int64_t>(bytes)}, DType::U8, alloc, "layer_weights" + suffix);
+  const auto owner = std::make_shared<Tensor>(buffer);
+  LayerWeights out;
+  const std::array<const Tensor*, 16> from = like.tensors();
+  const std::array<Tensor*, 16> to = out.tensors();
+  for (std::size_t i = 0; i < from.size(); ++i) {
+    if (!from[i]->defined()) continue;
+    *to[i] = Tensor::wrap(static_cast<char*>(buffer.raw()) + at[i], from[i]->shape(), from[i]->dtype(),
+                          buffer.device(), owner, from[i]->name() + suffix);
+  }
+  return out;
+}
+
+}  // namespace
+
+WeightStream::WeightStream(std::vector<LayerWeights> layers, int first_layer, int device,
                            std::unique_ptr<backend::OffloadCopier> copier)
-    : host_(std::move(host_layers)), first_(first_layer), device_(device), copier_(std::move(copier)) {
-  ADAPT_CHECK(!host_.empty() && copier_, "WeightStream: no layers to stream or no copier");
+    : first_(first_layer), device_(device), copier_(std::move(copier)) {
+  ADAPT_CHECK(!layers.empty() && copier_, "WeightStream: no layers to stream or no copier");
+  const auto [at, bytes] = packed_offsets(layers.front());
+  at_ = at;
+  layer_bytes_ = bytes;
+  // Each layer in one pinned buffer, so that staging it is one copy.
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    const std::array<const Tensor*, 16> from = std::as_const(layers[l]).tensors();
+    const std::array<const Tensor*, 16> first =  // the first layer's packed views (`layers` are cleared as packed)
+        l == 0 ? std::as_const(layers.front()).tensors() : std::as_const(host_.front()).tensors();
+    for (std::size_t i = 0; i < from.size(); ++i)
+      ADAPT_CHECK(from[i]->defined() == first[i]->defined() &&
+                      (!from[i]->defined() ||
+                       (from[i]->shape() == first[i]->shape() && from[i]->dtype() == first[i]->dtype())),
+                  "WeightStream: layer {}'s tensor '{}' differs from layer {}'s in shape or type", first_ + l,
+                  from[i]->name(), first_);
+    Tensor buffer;
+    host_.push_back(packed_views(layers[l], at_, layer_bytes_, copier_->host_allocator(), ".host", buffer));
+    const std::array<Tensor*, 16> to = host_.back().tensors();
+    for (std::size_t i = 0; i < from.size(); ++i)
+      if (from[i]->defined()) to[i]->copy_from(*from[i]);
+    host_buffers_.push_back(buffer);
+    layers[l] = LayerWeights{};  // the caller's copy can go now
+  }
   const std::size_t n_slots = std::min<std::size_t>(host_.size(), 2);
   slots_.resize(n_slots);
-  for (std::size_t s = 0; s < n_slots; ++s) {
-    const std::array<const Tensor*, 16> from = std::as_const(host_.front()).tensors();
-    const std::array<Tensor*, 16> to = slots_[s].weights.tensors();
-    for (std::size_t i = 0; i < from.size(); ++i) {
-      if (!from[i]->defined()) continue;
-      *to[i] = Tensor::empty(from[i]->shape(), from[i]->dtype(), backend::cuda_allocator(device),
-                             from[i]->name() + ".staging" + std::to_string(s));
-    }
-  }
+  for (std::size_t s = 0; s < n_slots; ++s)
+    slots_[s].weights = packed_views(host_.front(), at_, layer_bytes_, backend::cuda_allocator(device),
+                                     ".staging" + std::to_string(s), slots_[s].buffer);
 }
 
 WeightStream::~WeightStream() {
@@ -37,34 +90,17 @@ const LayerWeights& WeightStream::host_layer(int layer) const {
   return host_[static_cast<std::size_t>(layer - first_)];
 }
 
-std::uint64_t WeightStream::host_bytes() const {
-  std::uint64_t n = 0;
-  for (const LayerWeights& l : host_)
-    for (const Tensor* t : l.tensors()) n += t->defined() ? t->size_bytes() : 0;
-  return n;
-}
+std::uint64_t WeightStream::host_bytes() const { return static_cast<std::uint64_t>(layer_bytes_) * host_.size(); }
 
-std::uint64_t WeightStream::device_bytes() const {
-  std::uint64_t n = 0;
-  for (const Slot& s : slots_)
-    for (const Tensor* t : s.weights.tensors()) n += t->defined() ? t->size_bytes() : 0;
-  return n;
-}
+std::uint64_t WeightStream::device_bytes() const { return static_cast<std::uint64_t>(layer_bytes_) * slots_.size(); }
 
 void WeightStream::load(int layer) {
   Slot& slot = slots_[slot_of(layer)];
   if (slot.layer == layer) return;
-  // The slot's previous layer may still be read by the work queued so far: the copies wait for it.
+  // The slot's previous layer may still be read by the work queued so far: the copy waits for it.
   copier_->order_after(backend::cuda_compute_stream());
-  const std::array<const Tensor*, 16> from = host_layer(layer).tensors();
-  const std::array<Tensor*, 16> to = slot.weights.tensors();
-  for (std::size_t i = 0; i < from.size(); ++i) {
-    ADAPT_CHECK(from[i]->defined() == to[i]->defined() && (!to[i]->defined() || from[i]->shape() == to[i]->shape()),
-                "WeightStream: layer {}'s tensor '{}' does not match the staging slot's", layer, from[i]->name());
-    if (!from[i]->defined()) continue;
-    copier_->to_device(to[i]->raw(), from[i]->raw(), from[i]->size_bytes());
-    bytes_copied_ += from[i]->size_bytes();
-  }
+  copier_->to_device(slot.buffer.raw(), host_buffers_[static_cast<std::size_t>(layer - first_)].raw(), layer_bytes_);
+  bytes_copied_ += layer_bytes_;
   slot.layer = layer;
 }
 

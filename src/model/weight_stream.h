@@ -1,7 +1,8 @@
 // Base weights in host RAM, staged to the GPU layer by layer (runtime.weights_device_layers): a model on a
 // CUDA device may keep the weights of its later decoder layers in pinned host memory instead of on the
-// device. Before a pass computes such a layer, its weights are copied into one of two staging slots on
-// the device (layer i of the streamed ones into slot i mod 2) on a copy stream, and the layer the pass
+// device, each layer's in one buffer. Before a pass computes such a layer, that buffer is copied, in one
+// copy, into one of two staging slots on the device (layer i of the streamed ones into slot i mod 2) on a
+// copy stream, and the layer the pass
 // reaches next is copied while the current one computes, so the copies overlap compute as far as the
 // host link keeps up. The compute stream waits for a layer's copy (the host does not), and a slot is
 // overwritten only after the work queued on it. The weights are frozen: nothing goes back. As the KV
@@ -27,10 +28,11 @@ namespace adapt::model {
 
 class WeightStream {
  public:
-  /// Streams layers [first_layer, first_layer + host_layers.size()): `host_layers` hold their weights in
-  /// memory of offload_copier_cuda(device)'s host allocator (pinned). The staging slots (min(2, count))
-  /// are allocated on cuda:`device` with the first layer's shapes and types.
-  WeightStream(std::vector<LayerWeights> host_layers, int first_layer, int device,
+  /// Streams layers [first_layer, first_layer + layers.size()): `layers` hold their weights in host memory,
+  /// in the types the device computes with (the same shapes and types in every layer). Each layer is
+  /// copied into one buffer of `copier`'s host allocator (pinned for CUDA), so that staging it is one
+  /// copy; the staging slots (min(2, count)) are buffers of the same layout on cuda:`device`.
+  WeightStream(std::vector<LayerWeights> layers, int first_layer, int device,
                std::unique_ptr<backend::OffloadCopier> copier);
   ~WeightStream();  // waits for the copies still queued
   WeightStream(const WeightStream&) = delete;
@@ -44,21 +46,25 @@ class WeightStream {
   /// not streamed. `next` (−1: none), the layer the pass reaches after this one, is copied meanwhile
   /// when it is streamed and its slot is not the one `layer` uses.
   const LayerWeights* begin_layer(int layer, int next);
-  /// The streamed layers' weights in host RAM (pinned), as given.
+  /// A streamed layer's weights in host RAM (pinned): views of its buffer.
   const LayerWeights& host_layer(int layer) const;
-  std::uint64_t host_bytes() const;    // the streamed layers' weights
-  std::uint64_t device_bytes() const;  // the staging slots
+  std::uint64_t host_bytes() const;    // the streamed layers' buffers
+  std::uint64_t device_bytes() const;  // the staging slots'
   std::uint64_t bytes_copied() const { return bytes_copied_; }  // host → device so far
 
  private:
   struct Slot {
-    LayerWeights weights;  // on the device
+    Tensor buffer;         // on the device, laid out as a host layer's buffer
+    LayerWeights weights;  // views of it
     int layer = -1;        // whose weights it holds (-1: none yet)
   };
   std::size_t slot_of(int layer) const { return static_cast<std::size_t>(layer - first_) % slots_.size(); }
   void load(int layer);
 
-  std::vector<LayerWeights> host_;
+  std::vector<LayerWeights> host_;    // views of host_buffers_
+  std::vector<Tensor> host_buffers_;  // one pinned buffer per layer
+  std::array<std::size_t, 16> at_{};  // where each of a layer's tensors starts in its buffer
+  std::size_t layer_bytes_ = 0;       // a layer's buffer
   int first_ = 0;
   int device_ = 0;
   std::vector<Slot> slots_;
