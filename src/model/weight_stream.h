@@ -2,9 +2,8 @@
 // CUDA device may keep the weights of its later decoder layers in pinned host memory instead of on the
 // device, each layer's in one buffer. Before a pass computes such a layer, that buffer is copied, in one
 // copy, into one of two staging slots on the device (layer i of the streamed ones into slot i mod 2) on a
-// copy stream, and the layer the pass
-// reaches next is copied while the current one computes, so the copies overlap compute as far as the
-// host link keeps up. The compute stream waits for a layer's copy (the host does not), and a slot is
+// copy stream, and the layer the pass reaches next is copied while the current one computes, so the
+// copies overlap compute as far as the host link keeps up. The compute stream waits for a layer's copy (the host does not), and a slot is
 // overwritten only after the work queued on it. The weights are frozen: nothing goes back. As the KV
 // cache's spilled layers (kv_cache.h); both use backend::OffloadCopier.
 //
