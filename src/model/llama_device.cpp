@@ -9,12 +9,18 @@ namespace adapt::model {
 
 namespace {
 
-// The device copy of one weight: matrices in `matrix_dtype`, vectors (norms, biases) in f32.
+// A weight on the host in the type the device holds it in: matrices in `matrix_dtype`, vectors (norms,
+// biases) in f32; `w` itself when it already is.
+Tensor host_in_device_type(const Tensor& w, DType matrix_dtype) {
+  const DType dtype = w.rank() == 2 ? matrix_dtype : DType::F32;
+  return w.dtype() == dtype && w.is_contiguous() && w.device().host_accessible() ? w : w.to_host(dtype);
+}
+
+// The device copy of one weight, in host_in_device_type's type.
 Tensor weight_to(const Tensor& w, Device device, DType matrix_dtype) {
   if (!w.defined()) return Tensor{};
-  const DType dtype = w.rank() == 2 ? matrix_dtype : DType::F32;
-  const Tensor host = w.dtype() == dtype && w.is_contiguous() && w.device().host_accessible() ? w : w.to_host(dtype);
-  Tensor d = Tensor::empty(host.shape(), dtype, backend::cuda_allocator(device.index), w.name());
+  const Tensor host = host_in_device_type(w, matrix_dtype);
+  Tensor d = Tensor::empty(host.shape(), host.dtype(), backend::cuda_allocator(device.index), w.name());
   backend::copy(d, host);
   return d;
 }
@@ -69,9 +75,8 @@ LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weigh
       for (std::size_t t = 0; t < from.size(); ++t) {
         if (!stream) {
           *to[t] = weight_to(*from[t], dev, weight_dtype);
-        } else if (from[t]->defined()) {  // on the host in the device's type; WeightStream packs it
-          const DType dtype = from[t]->rank() == 2 ? weight_dtype : DType::F32;
-          *to[t] = from[t]->dtype() == dtype && from[t]->is_contiguous() ? *from[t] : from[t]->to_host(dtype);
+        } else if (from[t]->defined()) {  // WeightStream packs it into pinned memory
+          *to[t] = host_in_device_type(*from[t], weight_dtype);
         }
       }
       if (stream) streamed.push_back(d);

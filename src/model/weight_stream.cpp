@@ -51,32 +51,33 @@ WeightStream::WeightStream(std::vector<LayerWeights> layers, int first_layer, in
                            std::unique_ptr<backend::OffloadCopier> copier)
     : first_(first_layer), device_(device), copier_(std::move(copier)) {
   ADAPT_CHECK(!layers.empty() && copier_, "WeightStream: no layers to stream or no copier");
+  const std::array<const Tensor*, 16> first = std::as_const(layers.front()).tensors();
+  for (std::size_t l = 1; l < layers.size(); ++l) {
+    const std::array<const Tensor*, 16> ts = std::as_const(layers[l]).tensors();
+    for (std::size_t i = 0; i < ts.size(); ++i)
+      ADAPT_CHECK(ts[i]->defined() == first[i]->defined() &&
+                      (!ts[i]->defined() ||
+                       (ts[i]->shape() == first[i]->shape() && ts[i]->dtype() == first[i]->dtype())),
+                  "WeightStream: layer {}'s tensor '{}' differs from layer {}'s in shape or type", first_ + l,
+                  ts[i]->name(), first_);
+  }
   const auto [at, bytes] = packed_offsets(layers.front());
-  at_ = at;
   layer_bytes_ = bytes;
   // Each layer in one pinned buffer, so that staging it is one copy.
-  for (std::size_t l = 0; l < layers.size(); ++l) {
-    const std::array<const Tensor*, 16> from = std::as_const(layers[l]).tensors();
-    const std::array<const Tensor*, 16> first =  // the first layer's packed views (`layers` are cleared as packed)
-        l == 0 ? std::as_const(layers.front()).tensors() : std::as_const(host_.front()).tensors();
-    for (std::size_t i = 0; i < from.size(); ++i)
-      ADAPT_CHECK(from[i]->defined() == first[i]->defined() &&
-                      (!from[i]->defined() ||
-                       (from[i]->shape() == first[i]->shape() && from[i]->dtype() == first[i]->dtype())),
-                  "WeightStream: layer {}'s tensor '{}' differs from layer {}'s in shape or type", first_ + l,
-                  from[i]->name(), first_);
+  for (LayerWeights& layer : layers) {
     Tensor buffer;
-    host_.push_back(packed_views(layers[l], at_, layer_bytes_, copier_->host_allocator(), ".host", buffer));
+    host_.push_back(packed_views(layer, at, layer_bytes_, copier_->host_allocator(), ".host", buffer));
+    const std::array<const Tensor*, 16> from = std::as_const(layer).tensors();
     const std::array<Tensor*, 16> to = host_.back().tensors();
     for (std::size_t i = 0; i < from.size(); ++i)
       if (from[i]->defined()) to[i]->copy_from(*from[i]);
     host_buffers_.push_back(buffer);
-    layers[l] = LayerWeights{};  // the caller's copy can go now
+    layer = LayerWeights{};  // the caller's copy can go now
   }
   const std::size_t n_slots = std::min<std::size_t>(host_.size(), 2);
   slots_.resize(n_slots);
   for (std::size_t s = 0; s < n_slots; ++s)
-    slots_[s].weights = packed_views(host_.front(), at_, layer_bytes_, backend::cuda_allocator(device),
+    slots_[s].weights = packed_views(host_.front(), at, layer_bytes_, backend::cuda_allocator(device),
                                      ".staging" + std::to_string(s), slots_[s].buffer);
 }
 

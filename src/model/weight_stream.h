@@ -3,9 +3,10 @@
 // device, each layer's in one buffer. Before a pass computes such a layer, that buffer is copied, in one
 // copy, into one of two staging slots on the device (layer i of the streamed ones into slot i mod 2) on a
 // copy stream, and the layer the pass reaches next is copied while the current one computes, so the
-// copies overlap compute as far as the host link keeps up. The compute stream waits for a layer's copy (the host does not), and a slot is
-// overwritten only after the work queued on it. The weights are frozen: nothing goes back. As the KV
-// cache's spilled layers (kv_cache.h); both use backend::OffloadCopier.
+// copies overlap compute as far as the host link keeps up. The compute stream waits for a layer's copy
+// (the host does not), and a slot is overwritten only after the work queued on it. The weights are
+// frozen: nothing goes back. As the KV cache's spilled layers (kv_cache.h); both use
+// backend::OffloadCopier.
 //
 // What it buys: the device holds (device layers + 2) layers of weights instead of all of them, so a model
 // whose weights exceed the GPU still trains and generates there (Llama 3.1 8B on a 10 GB card). What it
@@ -62,7 +63,6 @@ class WeightStream {
 
   std::vector<LayerWeights> host_;    // views of host_buffers_
   std::vector<Tensor> host_buffers_;  // one pinned buffer per layer
-  std::array<std::size_t, 16> at_{};  // where each of a layer's tensors starts in its buffer
   std::size_t layer_bytes_ = 0;       // a layer's buffer
   int first_ = 0;
   int device_ = 0;

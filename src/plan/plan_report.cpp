@@ -34,16 +34,18 @@ std::uint64_t host_per_node(const PlanRequest& r, const TrainMemory& m) {
   return per_rank * static_cast<std::uint64_t>(ranks_per_node(r)) + m.checkpoint;
 }
 
-bool device_fits(const PlanResult& p, const TrainMemory& m, std::uint64_t total) {
+// `total` bytes per rank within the GPU's usable memory (CPU plans: the processes of a node within --host-mem).
+bool device_fits(const PlanResult& p, std::uint64_t total) {
   if (p.req.backend == Backend::Cpu) {
     return !p.req.host_mem_gb || static_cast<double>(total) * ranks_per_node(p.req) <= *p.req.host_mem_gb * kGiB;
   }
-  (void)m;
   return total <= p.usable_bytes();
 }
 
+// A GPU plan's host memory per node within --host-mem (when given); CPU plans count it in device_fits.
 bool host_fits(const PlanRequest& r, const TrainMemory& m) {
-  return !r.host_mem_gb || static_cast<double>(host_per_node(r, m)) <= *r.host_mem_gb * kGiB;
+  return r.backend != Backend::Gpu || !r.host_mem_gb ||
+         static_cast<double>(host_per_node(r, m)) <= *r.host_mem_gb * kGiB;
 }
 
 // The largest runtime.weights_device_layers with which some layout of the request holds the job
@@ -61,11 +63,11 @@ std::int64_t stream_layers_that_fit(const PlanResult& p, bool train) {
         j.recompute = true;
         j.weights_device_layers = n;
         const TrainMemory mm = train_memory(req.model, req.adapter, lay, j, req.backend);
-        if (mm.device_total() <= p.usable_bytes() && host_fits(req, mm)) return true;
+        if (device_fits(p, mm.device_total()) && host_fits(req, mm)) return true;
       } else {
         GenJob g = req.gen;
         g.weights_device_layers = n;
-        if (gen_memory(req.model, req.adapter, lay, g, req.backend).device_total() <= p.usable_bytes()) return true;
+        if (device_fits(p, gen_memory(req.model, req.adapter, lay, g, req.backend).device_total())) return true;
       }
     }
     return false;
@@ -122,10 +124,9 @@ PlanResult make_plan(const PlanRequest& req) {
     lp.layout = lay;
     lp.mem = train_memory(req.model, req.adapter, lay, req.train, req.backend);
     const std::uint64_t other = lp.mem.device_total() - lp.mem.activations.total() + lp.mem.activations_other.total();
-    lp.fits = device_fits(p, lp.mem, lp.mem.device_total());
-    lp.fits_other = device_fits(p, lp.mem, other);
-    if (req.host_mem_gb && req.backend == Backend::Gpu)
-      lp.host_fits = static_cast<double>(host_per_node(req, lp.mem)) <= *req.host_mem_gb * kGiB;
+    lp.fits = device_fits(p, lp.mem.device_total());
+    lp.fits_other = device_fits(p, other);
+    lp.host_fits = host_fits(req, lp.mem);
     lp.comm = train_comm_bytes(req.model, req.adapter, lay, req.train, req.backend);
     if (req.backend == Backend::Gpu) lp.time = train_step_time(req.model, req.adapter, lay, req.train, req.cluster);
     // The fastest micro-batch and recompute setting that fit.
@@ -136,10 +137,8 @@ PlanResult make_plan(const PlanRequest& req) {
         j.micro_batch = mb;
         j.recompute = rc;
         const TrainMemory mm = train_memory(req.model, req.adapter, lay, j, req.backend);
-        if (!device_fits(p, mm, mm.device_total())) continue;
-        if (req.host_mem_gb && req.backend == Backend::Gpu &&
-            static_cast<double>(host_per_node(req, mm)) > *req.host_mem_gb * kGiB)
-          continue;
+        if (!device_fits(p, mm.device_total())) continue;
+        if (!host_fits(req, mm)) continue;
         const double tps =
             req.backend == Backend::Gpu
                 ? train_step_time(req.model, req.adapter, lay, j, req.cluster).tokens_per_s
@@ -154,7 +153,7 @@ PlanResult make_plan(const PlanRequest& req) {
     }
     // Generation.
     lp.gen = gen_memory(req.model, req.adapter, lay, req.gen, req.backend);
-    lp.gen_fits = device_fits(p, lp.mem, lp.gen.device_total());
+    lp.gen_fits = device_fits(p, lp.gen.device_total());
     const std::uint64_t room =
         req.backend == Backend::Gpu
             ? p.usable_bytes()
@@ -380,10 +379,9 @@ std::string plan_text(const PlanResult& p) {
   if (gpu && !p.layouts.empty() && p.layouts.front().gen.streamed.layers > 0) {
     const LayoutPlan& lp = p.layouts.front();
     s += fmt::format("  weights streamed from host RAM: {} layers per stage ({} per rank of {}); a decode step copies "
-                     "them ({} at {:.0f} GB/s per stage): worth it for many sequences at once, not for one\n",
+                     "them ({} at {:.0f} GB/s, stage after stage): worth it for many sequences at once, not for one\n",
                      lp.gen.streamed.layers, format_bytes(lp.gen.streamed.host), lp.layout.str(),
-                     time_str(static_cast<double>(lp.gen.streamed.host) / (r.cluster.gpu.host_gbps * 1e9)),
-                     r.cluster.gpu.host_gbps);
+                     time_str(lp.decode.stream_s), r.cluster.gpu.host_gbps);
   }
   if (gpu && p.gen_pick < 0 && !p.layouts.empty()) {
     // Where the whole KV cache does not fit: adapt_gen's spill (runtime.kv_device_layers) keeps the layers
