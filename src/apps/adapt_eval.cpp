@@ -24,6 +24,7 @@
 #include "core/timer.h"
 #include "adapters/adapter_files.h"
 #include "adapters/adapter_set.h"
+#include "model/attention_compute.h"
 #include "model/llama_device.h"
 #include "model/llama_forward.h"
 #include "model/llama_weights.h"
@@ -40,6 +41,7 @@ namespace {
 
 constexpr const char* kUsage = R"(usage: adapt_eval --model DIR --data FILE.jsonl [--adapter DIR] [--per-token] [--out FILE] [--tokenizer PATH]
                   [--device cpu|cuda|cuda:N] [--weights-dtype bf16|f32] [--weights-device-layers N]
+                  [--attention-dtype auto|bf16|f32]
 
 Reads one JSON object per line with a "text" field, tokenizes it (with BOS) and scores every token
 given the ones before it. Prints the mean loss (negative log-likelihood per token, natural log) and
@@ -64,6 +66,11 @@ context (a warning names the line).
                      keep only the first N layers' weights on the GPU and stream the others from
                      pinned host RAM as the forward reaches them (as runtime.weights_device_layers of
                      adapt_train and adapt_gen); the same scores. Only with --device cuda[:N]
+  --attention-dtype A
+                     what attention computes in on the device (as runtime.attention_dtype): auto
+                     (default: bf16 on tensor cores with bf16 weights and head_dim 64 or 128, else
+                     f32), bf16 (q, k, v and the output rounded to bf16; softmax and sums in f32) or
+                     f32. Only with --device cuda[:N]
 
 exit codes: 0 done; 2 bad option; 3 missing/invalid model, tokenizer, adapter or data file; 4 CUDA
 failure; 6 an adapter feature adapt does not implement, or --device cuda with no usable GPU; 70
@@ -71,7 +78,8 @@ internal error.
 )";
 
 int run(int argc, char** argv) {
-  std::string model_dir, data, out, tok_path, adapter_dir, device_text = "cpu", weights_dtype_text;
+  std::string model_dir, data, out, tok_path, adapter_dir, device_text = "cpu", weights_dtype_text,
+              attention_text;
   std::optional<std::int64_t> device_layers;
   bool per_token = false;
   for (int i = 1; i < argc; ++i) {
@@ -99,6 +107,8 @@ int run(int argc, char** argv) {
       device_text = value();
     } else if (a == "--weights-dtype") {
       weights_dtype_text = value();
+    } else if (a == "--attention-dtype") {
+      attention_text = value();
     } else if (a == "--weights-device-layers") {
       const std::string v = value();
       std::int64_t n = -1;
@@ -109,7 +119,7 @@ int run(int argc, char** argv) {
     } else {
       ADAPT_THROW(ConfigError, "unknown option '{}'{}; run adapt_eval --help", a,
                   did_you_mean(a, {"--model", "--data", "--out", "--tokenizer", "--adapter", "--per-token", "--device",
-                                   "--weights-dtype", "--weights-device-layers", "--help"}));
+                                   "--weights-dtype", "--weights-device-layers", "--attention-dtype", "--help"}));
     }
   }
   ADAPT_REQUIRE(!model_dir.empty() && !data.empty(), ConfigError,
@@ -118,11 +128,19 @@ int run(int argc, char** argv) {
   ADAPT_REQUIRE(weights_dtype_text.empty() || weights_dtype_text == "bf16" || weights_dtype_text == "f32", ConfigError,
                 "--weights-dtype {} must be bf16 or f32", weights_dtype_text);
   const DType weights_dtype = weights_dtype_text == "f32" ? DType::F32 : DType::BF16;
+  ADAPT_REQUIRE(attention_text.empty() || attention_text == "auto" || attention_text == "bf16" ||
+                    attention_text == "f32",
+                ConfigError, "--attention-dtype {} must be auto, bf16 or f32", attention_text);
+  const model::AttentionDtype attention = attention_text == "bf16"  ? model::AttentionDtype::BF16
+                                          : attention_text == "f32" ? model::AttentionDtype::F32
+                                                                    : model::AttentionDtype::Auto;
   // The GPU first: without one this fails before the model is read.
   const std::optional<int> device = apps::app_device_resolve(device_text, comm::launch_env_from_process(),
                                                              {.name = "--device", .to_cpu = "pass --device cpu"});
   ADAPT_REQUIRE(device || weights_dtype_text.empty(), ConfigError,
                 "--weights-dtype sets the dtype of the weights on a GPU: pass --device cuda too, or leave it out");
+  ADAPT_REQUIRE(device || attention_text.empty(), ConfigError,
+                "--attention-dtype sets how attention computes on a GPU: pass --device cuda too, or leave it out");
   ADAPT_REQUIRE(device || !device_layers, ConfigError,
                 "--weights-device-layers keeps some weights off a GPU: pass --device cuda too, or leave it out");
 
@@ -137,8 +155,10 @@ int run(int argc, char** argv) {
     Timer copy;
     // Frees the host copy.
     model = model::llama_model_to_device(model, *device, weights_dtype, device_layers.value_or(-1));
-    log::info0("{} weights on cuda:{} ({}) in {:.2f} s{}", dtype_name(weights_dtype), *device,
-               backend::cuda_device_name(*device), copy.seconds(), model::streamed_weights_note(model));
+    model.attention_dtype = model::resolve_attention_dtype(model, attention);
+    log::info0("{} weights on cuda:{} ({}) in {:.2f} s{}; {}", dtype_name(weights_dtype), *device,
+               backend::cuda_device_name(*device), copy.seconds(), model::streamed_weights_note(model),
+               model::attention_note(model));
   }
   std::optional<adapters::AdapterSet> adapter;
   if (!adapter_dir.empty()) {

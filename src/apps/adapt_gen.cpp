@@ -37,6 +37,7 @@
 #include "generate/results.h"
 #include "generate/results_parts.h"
 #include "model/llama_config.h"
+#include "model/attention_compute.h"
 #include "model/kv_cache.h"
 #include "model/llama_device.h"
 #include "model/weight_stream.h"
@@ -168,6 +169,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   // The GPU first: a node without one fails here, before the tokenizer or the weights are read.
   const std::optional<int> device = apps::app_device_resolve(
       job.runtime.device, app.launch(), {.name = "runtime.device", .to_cpu = "set runtime.device = \"cpu\""});
+  const DType kv_dtype = generate::kv_cache_dtype_for(job.runtime, device.has_value());
 
   const fs::path tok_path = job.model.tokenizer ? *job.model.tokenizer : job.model.path;
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(tok_path);
@@ -265,10 +267,17 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     Timer copy;
     model = model::llama_model_to_device(model, *device, job.runtime.weights_dtype,
                                          job.runtime.weights_device_layers);  // frees the host copy
+    model.attention_dtype = model::resolve_attention_dtype(model, job.runtime.attention_dtype);
     const std::string where = fmt::format("cuda:{} ({})", *device, backend::cuda_device_name(*device));
-    const std::string what = fmt::format("{} weights on {}: {} in {:.2f} s{}", dtype_name(job.runtime.weights_dtype),
-                                         where, format_bytes(backend::cuda_memory_stats(*device).allocated),
-                                         copy.seconds(), model::streamed_weights_note(model));
+    // Every pass of a generation attends over the KV cache: in bf16 over a bf16 cache only.
+    const std::string attention = kv_dtype == DType::BF16 || model.attention_dtype == DType::F32
+                                      ? model::attention_note(model)
+                                      : "attention in f32 over the f32 KV cache (kv_cache_dtype = \"bf16\" runs "
+                                        "prefills in bf16)";
+    const std::string what =
+        fmt::format("{} weights on {}: {} in {:.2f} s{}; {}", dtype_name(job.runtime.weights_dtype), where,
+                    format_bytes(backend::cuda_memory_stats(*device).allocated), copy.seconds(),
+                    model::streamed_weights_note(model), attention);
     if (app.world_size() > 1) log::info_all("{}", what);
     else log::info0("{}", what);
     if (tp.size() > 1 || pp.size() > 1) {
@@ -280,7 +289,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   generate::Generator gen(model, tok);
   gen.set_options({.prefill_chunk = job.runtime.prefill_chunk,
                    .kv_device_layers = job.runtime.kv_device_layers,
-                   .kv_dtype = job.runtime.kv_cache_dtype,
+                   .kv_dtype = kv_dtype,
                    .progress_every = job.runtime.progress_every,
                    .share_prefixes = job.runtime.share_prefixes});
   if (pp.size() > 1) gen.set_pipeline(model_pp);
@@ -400,7 +409,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   auto log_plan = [&](const generate::BatchPlan& plan) {
     log::info0("batch: {} prompt(s) in flight (runtime.batch_size = {}); KV cache {} row(s) x {} positions x {} "
                "layer(s) = {} in {}{}", plan.rows, job.runtime.batch_size, plan.rows, plan.capacity, plan.layers,
-               format_bytes(plan.kv_cache_bytes), dtype_name(job.runtime.kv_cache_dtype),
+               format_bytes(plan.kv_cache_bytes), dtype_name(kv_dtype),
                device ? fmt::format(" on cuda:{}", *device) : std::string{});
     if (plan.device_layers < plan.layers) {
       const std::int64_t spilled = plan.layers - plan.device_layers;

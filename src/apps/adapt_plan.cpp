@@ -47,8 +47,8 @@ const std::vector<Flag> kFlags = {
     {"--adapter", "SPEC",
      "lora:r=16[,alpha=32][,targets=q+k+v+o+gate+up+down|all][,dropout=0.1] | "
      "bottleneck:64[,placement=pfeiffer|houlsby|parallel][,ln] | both joined by '/'"},
-    {"--act-dtype", "bf16|f32", "activation and KV-cache precision of a GPU plan, default f32 (what the CUDA backend keeps; bf16 plans a bf16-activation pass); the CPU backend is always f32"},
-    {"--kv-dtype", "f32|bf16", "KV-cache element type of the generation plan (adapt_gen's runtime.kv_cache_dtype), default that of --act-dtype (f32)"},
+    {"--act-dtype", "bf16|f32", "activation precision of a GPU plan, default f32 (what the CUDA backend keeps; bf16 plans a bf16-activation pass); the CPU backend is always f32"},
+    {"--kv-dtype", "f32|bf16", "KV-cache element type of the generation plan (adapt_gen's runtime.kv_cache_dtype), default bf16 on GPUs (its \"auto\" with bf16 weights), f32 on the CPU"},
     {"--recompute", nullptr, "activation recomputation (train.recompute = true); both settings are shown"},
     {"--no-zero1", nullptr, "replicate the optimizer state over dp (parallel.zero1 = false)"},
     {"--offload", nullptr,

@@ -24,8 +24,8 @@ const Schema<generate::GenJob>& gen_job_schema() {
                  "prefills only its new message instead of the whole conversation. With tp or pp > 1 each rank "
                  "keeps its part (<name>.tpTofN.ppPofM.kv: its KV heads of its stage's layers). A file from "
                  "another model, adapter, device, weights_dtype, layout or kv_cache_dtype, or a damaged one, is not "
-                 "used (the turn is prefilled whole, and the log says why). Size per token: 2 x layers x KV heads x head_dim x 4 bytes (2 with kv_cache_dtype = "
-                 "\"bf16\"), e.g. 320 KB in bf16 for Llama 3.1 70B.");
+                 "used (the turn is prefilled whole, and the log says why). Size per token: 2 x layers x KV heads x "
+                 "head_dim x 4 bytes (2 with a bf16 cache), e.g. 320 KB in bf16 for Llama 3.1 70B.");
     output.field("progress", &GenOutput::progress,
                  "Folder inside dir for the progress of prompts still being generated (one JSON file each: the "
                  "tokens so far and the sampler's state), so a job stopped by a signal, a preemption or a crash "
@@ -71,6 +71,15 @@ const Schema<generate::GenJob>& gen_job_schema() {
              "host link once per forward (a decode step copies them all: worth it for many rows at once, not for "
              "one). -1 = every layer on the GPU. Unused with device = \"cpu\".")
         .at_least(std::int64_t{-1});
+    rt.enumeration("attention_dtype", &GenRuntime::attention_dtype,
+                   {{"auto", model::AttentionDtype::Auto}, {"bf16", model::AttentionDtype::BF16},
+                    {"f32", model::AttentionDtype::F32}},
+                   "What attention computes in on a GPU: \"auto\" (bf16 on the tensor cores when weights_dtype = "
+                   "\"bf16\" and head_dim is 64 or 128, as in Llama models; f32 otherwise), \"bf16\" (q, k, v and the "
+                   "output rounded to bf16; the softmax and the sums in f32), or \"f32\" (the CPU's arithmetic, one "
+                   "warp per query row on CUDA cores). The activations stay f32 either way. Generation attends over "
+                   "its KV cache: in bf16 only over a bf16 cache (kv_cache_dtype; \"auto\" gives one with bf16 "
+                   "weights). Unused with device = \"cpu\".");
     rt.field("prefill_chunk", &GenRuntime::prefill_chunk,
              "Prompt tokens per forward: a long prompt is prefilled in pieces of this many tokens, so its "
              "activations stay those of prefill_chunk tokens (0 = whole prompts at once).")
@@ -82,10 +91,12 @@ const Schema<generate::GenJob>& gen_job_schema() {
              "there). With device = \"cpu\" the cache is in host RAM anyway: -1 keeps it in one place, a smaller "
              "number only adds copies.")
         .at_least(std::int64_t{-1});
-    rt.enumeration("kv_cache_dtype", &GenRuntime::kv_cache_dtype, {{"f32", DType::F32}, {"bf16", DType::BF16}},
+    rt.enumeration("kv_cache_dtype", &GenRuntime::kv_cache_dtype,
+                   {{"auto", KvCacheDtype::Auto}, {"f32", KvCacheDtype::F32}, {"bf16", KvCacheDtype::BF16}},
                    "Element type of the KV cache: f32, or bf16 (half the memory, so twice the context or rows in the "
                    "same space, and half the bytes attention reads; keys and values are rounded to bf16 as they are "
-                   "stored, attention still computes in f32).");
+                   "stored; attention computes as attention_dtype says). \"auto\": bf16 on a GPU with weights_dtype "
+                   "= \"bf16\", f32 otherwise (on the CPU, and with f32 weights).");
     rt.field("share_prefixes", &GenRuntime::share_prefixes,
              "A prompt whose first tokens are those another KV-cache row holds (a prompt in flight, or the last "
              "one a free row ran) copies their keys and values from there and prefills only the rest: prompts "

@@ -157,6 +157,14 @@ const Schema<train::TrainConfig>& train_config_schema() {
              "host link once per forward and once per backward. -1 = every layer on the GPU. Unused with device = "
              "\"cpu\".")
         .at_least(std::int64_t{-1});
+    rt.enumeration("attention_dtype", &TrainRuntimeConfig::attention_dtype,
+                   {{"auto", model::AttentionDtype::Auto}, {"bf16", model::AttentionDtype::BF16},
+                    {"f32", model::AttentionDtype::F32}},
+                   "What attention computes in on a GPU: \"auto\" (bf16 on the tensor cores when weights_dtype = "
+                   "\"bf16\" and head_dim is 64 or 128, as in Llama models; f32 otherwise), \"bf16\" (q, k, v and the "
+                   "output rounded to bf16; the softmax and the sums in f32), or \"f32\" (the CPU's arithmetic, one "
+                   "warp per query row on CUDA cores). The activations stay f32 either way. Unused with device = "
+                   "\"cpu\".");
     rt.field("peak_tflops", &TrainRuntimeConfig::peak_tflops,
              "Peak TFLOP/s of one rank's device, against which each step's MFU (model FLOPs utilisation) is "
              "logged. 0 = the dense bf16 peak of a known GPU (A100, H100, H200, RTX 3080) with weights_dtype = "

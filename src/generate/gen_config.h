@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "dtype/dtype.h"
+#include "model/attention_options.h"
 
 namespace adapt::generate {
 
@@ -43,6 +44,10 @@ struct GenDefaults {
   std::vector<std::string> stop;
 };
 
+/// runtime.kv_cache_dtype: Auto is bf16 for a model on a GPU with bf16 weights (as HF keeps a bf16
+/// model's cache), f32 otherwise (kv_cache_dtype_for).
+enum class KvCacheDtype : std::uint8_t { Auto, F32, BF16 };
+
 struct GenRuntime {
   std::int64_t batch_size = 8;  // sequences decoded together, each in its own KV-cache row
   std::string device = "cpu";   // "cpu", "cuda" (the GPU of the rank's local rank) or "cuda:N"
@@ -50,12 +55,25 @@ struct GenRuntime {
   /// Decoder layers whose weights stay on the GPU; the rest in pinned host RAM, copied layer by layer
   /// (model/weight_stream.h). −1: all of them.
   std::int64_t weights_device_layers = -1;
+  /// What attention computes in on a GPU (model/attention_options.h); a prefill over the KV cache runs in
+  /// bf16 only over a bf16 cache.
+  model::AttentionDtype attention_dtype = model::AttentionDtype::Auto;
   std::int64_t prefill_chunk = 512;    // prompt tokens per forward (0: whole prompts)
   std::int64_t kv_device_layers = -1;  // layers whose KV cache stays on the GPU (-1: as many as fit)
-  DType kv_cache_dtype = DType::F32;   // F32 or BF16: the KV cache's element type
+  KvCacheDtype kv_cache_dtype = KvCacheDtype::Auto;  // the KV cache's element type (kv_cache_dtype_for)
   std::int64_t progress_every = 256;   // save an unfinished prompt's progress every this many tokens (0: on signals only)
   bool share_prefixes = true;          // prompts starting alike copy the shared positions' KV cache
 };
+
+/// The KV cache's element type of a job whose model runs on a GPU (`on_gpu`) or on the host.
+inline DType kv_cache_dtype_for(const GenRuntime& rt, bool on_gpu) {
+  switch (rt.kv_cache_dtype) {
+    case KvCacheDtype::F32: return DType::F32;
+    case KvCacheDtype::BF16: return DType::BF16;
+    case KvCacheDtype::Auto: break;
+  }
+  return on_gpu && rt.weights_dtype == DType::BF16 ? DType::BF16 : DType::F32;
+}
 
 /// runtime.device, parsed: the host, or a CUDA device given by index or chosen from the local rank.
 struct GenDevice {

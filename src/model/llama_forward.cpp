@@ -3,10 +3,10 @@
 #include <vector>
 
 #include "core/error.h"
+#include "model/attention_compute.h"
 #include "model/llama_device.h"
 #include "model/tensor_parallel.h"
 #include "model/weight_stream.h"
-#include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
 #include "ops/matmul.h"
@@ -165,7 +165,9 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
       return;
     }
 #endif
-    ops::attention_forward(attn, q, cache->k(l), cache->v(l), {.q_pos_offsets = pos0, .kv_rows = rows});
+    // In bf16 over a bf16 cache only: an f32 cache would need a bf16 copy of every key read.
+    const DType dtype = cache->k(l).dtype() == DType::BF16 ? model.attention_dtype : DType::F32;
+    attention_forward_in(dtype, attn, q, cache->k(l), cache->v(l), {.q_pos_offsets = pos0, .kv_rows = rows});
   };
   for (int l = static_cast<int>(layer_range.begin); l < static_cast<int>(layer_range.end()); ++l) {
     // The next layer this rank computes: the following one, or after the last the first (the next
@@ -187,7 +189,7 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
     } else {
       ops::to_heads_major(k_all, k);
       ops::to_heads_major(v_all, v);
-      ops::attention_forward(attn, q, k_all, v_all, {.q_pos_offset = 0});
+      attention_forward_in(model.attention_dtype, attn, q, k_all, v_all, {.q_pos_offset = 0});
     }
     sub_block_end(l, BlockSite::Attention, attn2, lw.wo, lw.bo, WeightKind::Wo);
     // MLP block: h += down_proj(silu(gate_proj(xn)) * up_proj(xn)).

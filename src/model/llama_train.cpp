@@ -11,10 +11,10 @@
 
 #include "comm/communicator.h"
 #include "core/error.h"
+#include "model/attention_compute.h"
 #include "model/linear.h"
 #include "model/llama_device.h"
 #include "model/weight_stream.h"
-#include "ops/attention.h"
 #include "ops/cross_entropy.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
@@ -163,7 +163,7 @@ void TrainPass::alloc_acts(LayerActs& a, int l, ops::Workspace& w) {
 }
 
 void TrainPass::attention(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, Tensor* lse) {
-  ops::attention_forward(out, q, k, v, {.segment_ids = segments_}, lse);
+  attention_forward_in(m_.attention_dtype, out, q, k, v, {.segment_ids = segments_}, lse);
 }
 
 void TrainPass::row_parallel(Tensor& f, const Tensor& x, const Tensor& w, const Tensor& bias, const LinearSite& site) {
@@ -313,8 +313,8 @@ void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
     Tensor dq = take(scratch_, {B_, T_, H_, D_}, "dq");
     Tensor dk_all = take(scratch_, {B_, Hkv_, T_, D_}, "dk_all");
     Tensor dv_all = take(scratch_, {B_, Hkv_, T_, D_}, "dv_all");
-    ops::attention_backward(dq, dk_all, dv_all, dattn, a.q, a.k_all, a.v_all, a.attn, a.lse,
-                            {.segment_ids = segments_});
+    attention_backward_in(m_.attention_dtype, dq, dk_all, dv_all, dattn, a.q, a.k_all, a.v_all, a.attn, a.lse,
+                          {.segment_ids = segments_});
     Tensor dk = take(scratch_, {B_, T_, Hkv_, D_}, "dk");
     Tensor dv = take(scratch_, {B_, T_, Hkv_, D_}, "dv");
     ops::from_heads_major(dk, dk_all);

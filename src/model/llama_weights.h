@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "dtype/dtype.h"
 #include "model/llama_config.h"
 #include "model/tensor_parallel.h"
 #include "tensor/tensor.h"
@@ -71,6 +72,9 @@ struct LlamaModel {
   /// llama_model_to_device's device_layers): the passes reach those layers through layer_weights().
   /// Shared by copies of the model; null otherwise.
   std::shared_ptr<WeightStream> streamed;
+  /// What the passes compute attention in (attention_compute.h): f32, or on a CUDA device bf16
+  /// (resolve_attention_dtype; the apps set it from runtime.attention_dtype).
+  DType attention_dtype = DType::F32;
 };
 
 enum class WeightStorage {

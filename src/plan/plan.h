@@ -58,7 +58,7 @@ struct GenJob {
   std::int64_t batch = 1;
   std::int64_t context = 0;
   int act_bytes = 0;  // bytes per activation element; 0: the backend's (Precision::of)
-  int kv_bytes = 0;   // bytes per KV-cache element (runtime.kv_cache_dtype); 0: act_bytes, else the backend's
+  int kv_bytes = 0;   // bytes per KV-cache element (runtime.kv_cache_dtype); 0: the backend's (Precision::of)
   std::int64_t prefill_chunk = 512;  // prompt tokens per forward (adapt_gen's runtime.prefill_chunk; 0: whole)
   std::int64_t weights_device_layers = -1;  // as TrainJob's (adapt_gen's runtime.weights_device_layers)
 };
@@ -69,7 +69,7 @@ struct Precision {
   int activation = 4;  // activations and their gradients
   int kv = 4;          // KV cache
   static Precision of(Backend b);
-  /// The backend's, with the activation (and KV) element size replaced when `act_bytes` > 0.
+  /// The backend's, with the activation element size replaced when `act_bytes` > 0.
   static Precision of(Backend b, int act_bytes);
 };
 

@@ -253,14 +253,15 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
 
 Precision Precision::of(Backend b) {
   if (b == Backend::Cpu) return {.weight = 4, .activation = 4, .kv = 4};
-  // The CUDA backend as built: bf16 base weights (runtime.weights_dtype's default), f32 activations,
-  // workspaces and KV cache (model/llama_device.h). --act-dtype bf16 plans a bf16-activation pass.
-  return {.weight = 2, .activation = 4, .kv = 4};
+  // The CUDA backend as built: bf16 base weights (runtime.weights_dtype's default), f32 activations and
+  // workspaces (model/llama_device.h), a bf16 KV cache (adapt_gen's runtime.kv_cache_dtype = "auto" with
+  // bf16 weights). --act-dtype bf16 plans a bf16-activation pass.
+  return {.weight = 2, .activation = 4, .kv = 2};
 }
 
 Precision Precision::of(Backend b, int act_bytes) {
   Precision p = of(b);
-  if (act_bytes > 0) p.activation = p.kv = act_bytes;
+  if (act_bytes > 0) p.activation = act_bytes;
   return p;
 }
 

@@ -10,6 +10,7 @@
 
 #include "adapters/adapter_config.h"
 #include "dtype/dtype.h"
+#include "model/attention_options.h"
 #include "train/data_config.h"
 
 namespace adapt::train {
@@ -83,6 +84,9 @@ struct TrainRuntimeConfig {
   /// Of the decoder layers a rank holds, how many keep their weights on the GPU; the rest stay in pinned
   /// host RAM and are copied to the GPU layer by layer (model/weight_stream.h). −1: all of them.
   std::int64_t weights_device_layers = -1;
+  /// What attention computes in on a GPU (model/attention_options.h). Auto: bf16 on tensor cores with
+  /// bf16 weights and head_dim 64 or 128.
+  model::AttentionDtype attention_dtype = model::AttentionDtype::Auto;
   /// Peak TFLOP/s of one rank's device, the denominator of the MFU logged per step. 0: a known GPU's
   /// dense bf16 peak with bf16 weights (plan::gpu_preset_of_device), else no MFU (tokens/s and model
   /// TFLOP/s only).

@@ -26,6 +26,7 @@
 #include "core/strings.h"
 #include "core/timer.h"
 #include "io/sharded.h"
+#include "model/attention_compute.h"
 #include "model/llama_device.h"
 #include "model/llama_pipeline.h"
 #include "model/llama_train.h"
@@ -277,10 +278,11 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     Timer copy;
     model = model::llama_model_to_device(model, *device, cfg.runtime.weights_dtype,
                                          cfg.runtime.weights_device_layers);  // frees the host copy
+    model.attention_dtype = model::resolve_attention_dtype(model, cfg.runtime.attention_dtype);
     const std::string what =
-        fmt::format("{} weights on cuda:{} ({}): {} in {:.2f} s{}", dtype_name(cfg.runtime.weights_dtype), *device,
+        fmt::format("{} weights on cuda:{} ({}): {} in {:.2f} s{}; {}", dtype_name(cfg.runtime.weights_dtype), *device,
                     backend::cuda_device_name(*device), format_bytes(backend::cuda_memory_stats(*device).allocated),
-                    copy.seconds(), model::streamed_weights_note(model));
+                    copy.seconds(), model::streamed_weights_note(model), model::attention_note(model));
     if (world.size() > 1) log::info_all("{}", what);
     else log::info0("{}", what);
   }

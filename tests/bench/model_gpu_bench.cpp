@@ -45,6 +45,7 @@
 #include "backend/backend.h"
 #include "core/app_main.h"
 #include "core/error.h"
+#include "model/attention_compute.h"
 #include "model/kv_cache.h"
 #include "model/llama_device.h"
 #include "model/llama_forward.h"
@@ -204,10 +205,11 @@ void bench_train(const Options& o, const model::LlamaModel& gpu, adapters::Adapt
   const double adapter = 6.0 * static_cast<double>(set.n_parameters()) * n;
   const double flops = base + attn + adapter;
   const double tflops = flops / t / 1e12;
-  fmt::print("| train {} | {} | {:.0f} | {:.1f} | {} | {:.3f} s/step, FLOPs/step {:.3g} (base {:.3g}, "
+  fmt::print("| train {}, attention {} | {} | {:.0f} | {:.1f} | {} | {:.3f} s/step, FLOPs/step {:.3g} (base {:.3g}, "
              "attention {:.3g}, adapter {:.3g}) |\n",
              kind == adapters::AdapterKind::Lora ? "lora r16 (all 7 projections)" : "bottleneck m=64",
-             fmt::format("seq {}", T), n / t, tflops, mfu_str(tflops, ceil), t, flops, base, attn, adapter);
+             dtype_name(gpu.attention_dtype), fmt::format("seq {}", T), n / t, tflops, mfu_str(tflops, ceil), t, flops,
+             base, attn, adapter);
   std::fflush(stdout);
 }
 
@@ -294,10 +296,15 @@ int run(int argc, char** argv) {
   const Ceilings ceil = measure_ceilings(o);
   fmt::print(stderr, "ceilings: copy {:.0f} GB/s, cuBLASLt bf16 GEMM {:.0f} TFLOP/s\n", ceil.copy_gbs,
              ceil.gemm_tflops);
-  const model::LlamaModel gpu = model::llama_model_to_device(make_host_model(o), o.device, DType::BF16);
+  model::LlamaModel gpu = model::llama_model_to_device(make_host_model(o), o.device, DType::BF16);
   fmt::print("| measurement | shape | tokens/s | TFLOP/s | MFU | notes |\n|---|---|---|---|---|---|\n");
+  // Attention as adapt_train runs it by default (runtime.attention_dtype = "auto": bf16 on tensor cores
+  // at head_dim 128), then in f32 for the difference.
+  gpu.attention_dtype = model::resolve_attention_dtype(gpu, model::AttentionDtype::Auto);
   bench_train(o, gpu, adapters::AdapterKind::Lora, ceil);
   bench_train(o, gpu, adapters::AdapterKind::Bottleneck, ceil);
+  gpu.attention_dtype = DType::F32;
+  bench_train(o, gpu, adapters::AdapterKind::Lora, ceil);
   bench_decode(o, gpu, 1, ceil);
   bench_decode(o, gpu, 16, ceil);
   bench_decode(o, gpu, 16, ceil, std::max<std::int64_t>(o.layers - 2, 0));  // two layers spilled

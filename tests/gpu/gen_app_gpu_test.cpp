@@ -260,6 +260,38 @@ TEST_CASE("adapt_eval --device cuda --weights-dtype f32: the CPU's loss; streame
   CHECK(loss_of("") != loss_of(" --adapter " + (dir / "adapter").string()));
 }
 
+// --attention-dtype (runtime.attention_dtype): the tiny model's head_dim 16 has no tensor-core kernel, so
+// auto keeps f32 attention (the f32 run's loss exactly) and bf16 runs the generic kernel on bf16 copies
+// (another loss, within bf16 rounding of the CPU's); each run's log says which. Bad values are refused.
+TEST_CASE("adapt_eval --attention-dtype on cuda: auto, f32 and bf16; bad values") {
+  Fixture f;
+  const fs::path dir = f.dir.path();
+  test::write_bytes(dir / "d.jsonl", "{\"text\": \"for (int i = 0; i < n; ++i) sum += v[i];\"}\n");
+  const std::string base = "--model " + (dir / "model").string() + " --data " + (dir / "d.jsonl").string();
+  auto loss_of = [&](const std::string& flags, const char* says) {
+    std::string out;
+    const int rc = run("adapt_eval", base + " " + flags, &out);
+    INFO(flags, "\n", out);
+    REQUIRE(rc == 0);
+    CHECK(out.find(says) != std::string::npos);
+    const auto pos = out.find("loss ");
+    REQUIRE(pos != std::string::npos);
+    return std::stod(out.substr(pos + 5));
+  };
+  const double cpu = loss_of("", "loss ");
+  const double f32 = loss_of("--device cuda --attention-dtype f32", "attention in f32");
+  CHECK(loss_of("--device cuda", "attention in f32") == f32);
+  CHECK(loss_of("--device cuda --attention-dtype auto", "attention in f32") == f32);
+  const double bf16 = loss_of("--device cuda --attention-dtype bf16", "attention in bf16");
+  CHECK(bf16 != f32);
+  CHECK(std::abs(bf16 - cpu) <= 1e-2 * std::abs(cpu));
+  std::string out;
+  CHECK(run("adapt_eval", base + " --device cuda --attention-dtype fp8", &out) == 2);
+  CHECK_MESSAGE(out.find("--attention-dtype fp8 must be auto, bf16 or f32") != std::string::npos, out);
+  CHECK(run("adapt_eval", base + " --attention-dtype bf16", &out) == 2);  // no GPU asked for
+  CHECK_MESSAGE(out.find("--attention-dtype sets how attention computes on a GPU") != std::string::npos, out);
+}
+
 TEST_CASE("adapt_gen at tp2 on 2 ranks, sharing cuda:0 and with a GPU per rank: the one-GPU run's greedy texts") {
   Fixture f;
   const fs::path dir = f.dir.path();

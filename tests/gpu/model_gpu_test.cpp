@@ -15,6 +15,7 @@
 #include "adapters/adapter_set.h"
 #include "backend/backend.h"
 #include "generate/generator.h"
+#include "model/attention_compute.h"
 #include "model/kv_cache.h"
 #include "model/llama_device.h"
 #include "model/llama_forward.h"
@@ -46,6 +47,23 @@ const TinyModel& tiny(int layers = 2) {
     const std::string cmd = test::bin("adapt_model") + " make --recipe " +
                             (test::source_dir() / "inputs/models/tiny.toml").string() + " --layers " +
                             std::to_string(layers) + " --out " + (m->dir / "model").string();
+    std::string log;
+    REQUIRE_MESSAGE(test::run_command(cmd, &log) == 0, cmd, "\n", log);
+    m->host = model::llama_model_load(m->dir / "model");
+    m->tok = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_file(m->dir / "model"));
+  }
+  return *m;
+}
+
+// The tiny recipe with head_dim 64 (hidden 128, 4 query and 2 KV heads): a shape the bf16 tensor-core
+// attention takes (kernels/attention.h). Made once per process.
+const TinyModel& tiny_head64() {
+  static std::unique_ptr<TinyModel> m;
+  if (!m) {
+    m = std::make_unique<TinyModel>();
+    const std::string cmd = test::bin("adapt_model") + " make --recipe " +
+                            (test::source_dir() / "inputs/models/tiny.toml").string() +
+                            " --set shape.head_dim=64 --set shape.hidden_size=128 --out " + (m->dir / "model").string();
     std::string log;
     REQUIRE_MESSAGE(test::run_command(cmd, &log) == 0, cmd, "\n", log);
     m->host = model::llama_model_load(m->dir / "model");
@@ -604,4 +622,105 @@ TEST_CASE("elementwise ops, bias_add and softmax on cuda:0 match the CPU") {
           return host_of(cache);
         }),
         0, "kv_cache_write, 70 sequences");
+}
+
+// Attention in bf16 (LlamaModel::attention_dtype, runtime.attention_dtype): with head_dim 64 the passes
+// hand the tensor-core kernels bf16 copies of q, k and v (and, in the backward, of the output and its
+// gradient) and widen what they return. Each result is compared with the same bf16-weight model on the
+// device computing attention in f32, and with the CPU: within the bf16 tolerance (one rounding of q, k,
+// v and the output, f32 softmax), and never bit-identical to the f32 attention, which shows the bf16
+// path ran.
+TEST_CASE("attention in bf16 on cuda:0 (head_dim 64, tensor cores): training step, logits and a bf16 KV cache") {
+  const TinyModel& t = tiny_head64();
+  const model::LlamaModel& cpu = t.host;
+  REQUIRE(cpu.config.head_dim == 64);
+  const std::int64_t V = cpu.config.vocab_size;
+  const model::LlamaModel f32_attn = model::llama_model_to_device(cpu, 0, DType::BF16);
+  model::LlamaModel bf16_attn = f32_attn;
+  bf16_attn.attention_dtype = model::resolve_attention_dtype(bf16_attn, model::AttentionDtype::Auto);
+
+  SUBCASE("which dtype each setting resolves to") {
+    CHECK(f32_attn.attention_dtype == DType::F32);  // llama_model_to_device leaves f32: the apps choose
+    CHECK(bf16_attn.attention_dtype == DType::BF16);
+    CHECK(model::resolve_attention_dtype(f32_attn, model::AttentionDtype::F32) == DType::F32);
+    CHECK(model::resolve_attention_dtype(cpu, model::AttentionDtype::BF16) == DType::F32);  // the host: f32
+    CHECK(model::resolve_attention_dtype(cpu, model::AttentionDtype::Auto) == DType::F32);
+    const model::LlamaModel f32_weights = model::llama_model_to_device(cpu, 0, DType::F32);
+    CHECK(model::resolve_attention_dtype(f32_weights, model::AttentionDtype::Auto) == DType::F32);
+    CHECK(model::resolve_attention_dtype(f32_weights, model::AttentionDtype::BF16) == DType::BF16);
+    // head_dim 16: no tensor-core kernel, so Auto keeps f32; BF16 is still honoured (the generic kernel).
+    const model::LlamaModel d16 = model::llama_model_to_device(tiny().host, 0, DType::BF16);
+    CHECK(model::resolve_attention_dtype(d16, model::AttentionDtype::Auto) == DType::F32);
+    CHECK(model::resolve_attention_dtype(d16, model::AttentionDtype::BF16) == DType::BF16);
+    CHECK(model::attention_note(bf16_attn) == "attention in bf16 on tensor cores");
+    CHECK(model::attention_note(f32_attn) == "attention in f32");
+  }
+
+  SUBCASE("training step with a LoRA + block hook, plain and packed rows") {
+    for (const bool packed : {false, true}) {
+      CAPTURE(packed);
+      const model::TrainInputs in = train_inputs(V, packed);
+      OpsHook hc(cpu.config, false), hf(cpu.config, true), hb(cpu.config, true);
+      const Shape lshape{2, 24, V}, dshape{2, 24, cpu.config.hidden_size};
+      Tensor lc = Tensor::zeros(lshape, DType::F32, "logits_cpu"), lf = Tensor::zeros(lshape, DType::F32, "logits_f32"),
+             lb = Tensor::zeros(lshape, DType::F32, "logits_bf16");
+      Tensor dc = Tensor::zeros(dshape, DType::F32, "demb_cpu"), df = Tensor::zeros(dshape, DType::F32, "demb_f32"),
+             db = Tensor::zeros(dshape, DType::F32, "demb_bf16");
+      const model::TrainResult rc = model::llama_train_step(cpu, in, &hc, {.logits = &lc, .d_embedded = &dc});
+      const model::TrainResult rf = model::llama_train_step(f32_attn, in, &hf, {.logits = &lf, .d_embedded = &df});
+      const model::TrainResult rb = model::llama_train_step(bf16_attn, in, &hb, {.logits = &lb, .d_embedded = &db});
+      backend::synchronize(0);
+      const double tol = test::gpu_tolerance(DType::BF16);
+      CHECK(std::fabs(rb.loss_sum - rf.loss_sum) <= tol * std::fabs(rf.loss_sum));
+      CHECK(std::fabs(rb.loss_sum - rc.loss_sum) <= tol * std::fabs(rc.loss_sum));
+      check_close(lb, lf, tol, "logits vs f32 attention");
+      check_close(lb, lc, tol, "logits vs CPU");
+      check_close(db, df, kBf16GradTol, "d_embedded vs f32 attention");
+      check_close(db, dc, kBf16GradTol, "d_embedded vs CPU");
+      CHECK_MESSAGE(test::compare_relative(lb.data<float>(), lf.data<float>(), lb.numel()).max_abs > 0,
+                    "bf16 attention gave f32 attention's logits bit for bit: did it run?");
+      for (auto& [key, p] : hc.lora) {
+        const std::string site = "layer " + std::to_string(key.first) + " site " + std::to_string(key.second);
+        check_close(hb.lora.at(key).dA, hf.lora.at(key).dA, kBf16GradTol, "lora dA vs f32 attention " + site);
+        check_close(hb.lora.at(key).dB, hf.lora.at(key).dB, kBf16GradTol, "lora dB vs f32 attention " + site);
+        check_close(hb.lora.at(key).dA, p.dA, kBf16GradTol, "lora dA vs CPU " + site);
+        check_close(hb.lora.at(key).dB, p.dB, kBf16GradTol, "lora dB vs CPU " + site);
+      }
+      for (auto& [key, p] : hc.blocks) {
+        const std::string site = "layer " + std::to_string(key.first) + " block " + std::to_string(key.second);
+        check_close(hb.blocks.at(key).dW, hf.blocks.at(key).dW, kBf16GradTol, "block dW vs f32 attention " + site);
+        check_close(hb.blocks.at(key).dW, p.dW, kBf16GradTol, "block dW vs CPU " + site);
+      }
+    }
+  }
+
+  SUBCASE("logits without a cache, and a prefill and decode steps over a bf16 KV cache") {
+    const model::TrainInputs in = train_inputs(V, /*packed=*/false);
+    const double tol = test::gpu_tolerance(DType::BF16);
+    const Tensor full_b = model::llama_forward(bf16_attn, in.ids), full_f = model::llama_forward(f32_attn, in.ids);
+    check_close(full_b, full_f, tol, "full logits vs f32 attention");
+    check_close(full_b, model::llama_forward(cpu, in.ids), tol, "full logits vs CPU");
+    CHECK(test::compare_relative(full_b.data<float>(), full_f.data<float>(), full_b.numel()).max_abs > 0);
+    // Prefill in two pieces (the second attends over the cached first), then decode steps feeding the
+    // f32-attention run's argmax to both.
+    model::KvCache kb(cpu.config, 2, 40, 1, model::model_allocator(bf16_attn), {.dtype = DType::BF16});
+    model::KvCache kf(cpu.config, 2, 40, 1, model::model_allocator(f32_attn), {.dtype = DType::BF16});
+    const Tensor head = in.ids.narrow(1, 0, 16).to_host(DType::I32), rest = in.ids.narrow(1, 16, 8).to_host(DType::I32);
+    model::llama_forward(bf16_attn, head, &kb, {.last_position_only = true});
+    model::llama_forward(f32_attn, head, &kf, {.last_position_only = true});
+    Tensor lb = model::llama_forward(bf16_attn, rest, &kb, {.last_position_only = true});
+    Tensor lf = model::llama_forward(f32_attn, rest, &kf, {.last_position_only = true});
+    check_close(lb, lf, tol, "prefill over the cache vs f32 attention");
+    CHECK(test::compare_relative(lb.data<float>(), lf.data<float>(), lb.numel()).max_abs > 0);
+    Tensor step = Tensor::empty({2, 1}, DType::I32, host_allocator(), "step_ids");
+    for (int s = 0; s < 6; ++s) {
+      for (std::int64_t b = 0; b < 2; ++b) {
+        const float* row = lf.data<float>() + b * V;
+        step.data<std::int32_t>()[b] = static_cast<std::int32_t>(std::max_element(row, row + V) - row);
+      }
+      lb = model::llama_forward(bf16_attn, step, &kb, {.last_position_only = true});
+      lf = model::llama_forward(f32_attn, step, &kf, {.last_position_only = true});
+      check_close(lb, lf, tol, "decode step " + std::to_string(s) + " vs f32 attention");
+    }
+  }
 }

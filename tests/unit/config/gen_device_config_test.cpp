@@ -100,3 +100,29 @@ TEST_CASE("the printed job and --help carry runtime.device and runtime.weights_d
   CHECK(help.find("runtime.weights_dtype") != std::string::npos);
   CHECK(help.find("cuda:N") != std::string::npos);
 }
+
+// runtime.attention_dtype and runtime.kv_cache_dtype: "auto" (the example's and the default) resolves
+// by the device and the weights; the explicit values are kept; others name the key.
+TEST_CASE("runtime.attention_dtype and runtime.kv_cache_dtype: auto and the explicit values") {
+  const generate::GenJob j = load_example();
+  CHECK(j.runtime.attention_dtype == model::AttentionDtype::Auto);
+  CHECK(j.runtime.kv_cache_dtype == generate::KvCacheDtype::Auto);
+  CHECK(generate::GenRuntime{}.kv_cache_dtype == generate::KvCacheDtype::Auto);
+  using generate::kv_cache_dtype_for;
+  CHECK(kv_cache_dtype_for(j.runtime, /*on_gpu=*/true) == DType::BF16);  // bf16 weights on a GPU
+  CHECK(kv_cache_dtype_for(j.runtime, /*on_gpu=*/false) == DType::F32);  // the CPU
+  CHECK(kv_cache_dtype_for(load_example({"runtime.weights_dtype=f32"}).runtime, true) == DType::F32);
+  const generate::GenJob f32 = load_example({"runtime.kv_cache_dtype=f32", "runtime.attention_dtype=f32"});
+  CHECK(kv_cache_dtype_for(f32.runtime, true) == DType::F32);
+  CHECK(f32.runtime.attention_dtype == model::AttentionDtype::F32);
+  const generate::GenJob bf16 = load_example({"runtime.kv_cache_dtype=bf16", "runtime.attention_dtype=bf16"});
+  CHECK(kv_cache_dtype_for(bf16.runtime, false) == DType::BF16);
+  CHECK(bf16.runtime.attention_dtype == model::AttentionDtype::BF16);
+  const std::string toml = config::to_toml(bf16, config::gen_job_schema());
+  CHECK(toml.find("kv_cache_dtype = \"bf16\"") != std::string::npos);
+  CHECK(toml.find("attention_dtype = \"bf16\"") != std::string::npos);
+  const char* attention_f16 = "runtime.attention_dtype = \"f16\" must be one of \"auto\", \"bf16\", \"f32\"";
+  CHECK_THROWS_WITH_AS(load_example({"runtime.attention_dtype=f16"}), doctest::Contains(attention_f16), ConfigError);
+  const char* kv_f16 = "runtime.kv_cache_dtype = \"f16\" must be one of \"auto\", \"f32\", \"bf16\"";
+  CHECK_THROWS_WITH_AS(load_example({"runtime.kv_cache_dtype=f16"}), doctest::Contains(kv_f16), ConfigError);
+}

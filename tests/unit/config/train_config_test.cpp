@@ -78,6 +78,17 @@ TEST_CASE("[runtime]: inputs/train.toml trains on the CPU, device weights would 
   const train::TrainConfig d;
   CHECK(d.runtime.device == "cpu");
   CHECK(d.runtime.weights_dtype == DType::BF16);
+  CHECK(c.runtime.attention_dtype == model::AttentionDtype::Auto);
+  CHECK(d.runtime.attention_dtype == model::AttentionDtype::Auto);
+}
+
+TEST_CASE("runtime.attention_dtype: auto, bf16 and f32 parse and print; others name the key") {
+  CHECK(load_example({"runtime.attention_dtype=bf16"}).runtime.attention_dtype == model::AttentionDtype::BF16);
+  const train::TrainConfig f = load_example({"runtime.attention_dtype=f32"});
+  CHECK(f.runtime.attention_dtype == model::AttentionDtype::F32);
+  CHECK(config::to_toml(f, config::train_config_schema()).find("attention_dtype = \"f32\"") != std::string::npos);
+  const char* want = "runtime.attention_dtype = \"tf32\" must be one of \"auto\", \"bf16\", \"f32\"";
+  CHECK_THROWS_WITH_AS(load_example({"runtime.attention_dtype=tf32"}), doctest::Contains(want), ConfigError);
 }
 
 TEST_CASE("runtime.device and runtime.weights_dtype: the accepted values parse, others name the key") {

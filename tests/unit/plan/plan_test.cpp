@@ -177,16 +177,19 @@ TEST_CASE("generation memory: prefill pieces, and the KV cache's spill when it d
   const model::LlamaConfig m = model::llama_config_preset("llama-3.1-70b");
   const adapters::AdapterConfig a = spec("lora:r=16");
   const Layout tp8{8, 1, 1};
-  GenJob whole{.batch = 8, .context = 131072, .prefill_chunk = 0};
+  // An f32 cache (runtime.kv_cache_dtype = "f32", adapt_plan --kv-dtype f32), which does not fit.
+  GenJob whole{.batch = 8, .context = 131072, .kv_bytes = 4, .prefill_chunk = 0};
   GenJob pieces = whole;
   pieces.prefill_chunk = 512;
   const GenMemory gw = gen_memory(m, a, tp8, whole, Backend::Gpu), gp = gen_memory(m, a, tp8, pieces, Backend::Gpu);
   CHECK(gp.kv_cache == gw.kv_cache);
   CHECK(gp.kv_cache == 80ull << 30);  // 80 layers × 8 × 131072 × 1 KV head × 128 × 4 bytes
-  GenJob bf16_cache = pieces;  // runtime.kv_cache_dtype = "bf16" (adapt_plan --kv-dtype bf16)
-  bf16_cache.kv_bytes = 2;
-  const GenMemory gb = gen_memory(m, a, tp8, bf16_cache, Backend::Gpu);
+  // The GPU default: bf16 (adapt_gen's "auto" with bf16 weights); the CPU keeps f32.
+  GenJob default_cache = pieces;
+  default_cache.kv_bytes = 0;
+  const GenMemory gb = gen_memory(m, a, tp8, default_cache, Backend::Gpu);
   CHECK(gb.kv_cache * 2 == gp.kv_cache);
+  CHECK(gen_memory(m, a, tp8, default_cache, Backend::Cpu).kv_cache == gp.kv_cache);
   CHECK(gb.activations == gp.activations);  // the activations stay f32
   CHECK(gp.activations * 100 < gw.activations);  // 512 of 131072 tokens
 

@@ -1,0 +1,86 @@
+#include "model/attention_compute.h"
+
+#include <fmt/format.h>
+
+#include "backend/backend.h"
+#include "core/error.h"
+#include "model/llama_weights.h"
+#include "ops/cast.h"
+
+namespace adapt::model {
+
+namespace {
+
+// An uninitialised tensor of t's shape in `dtype` on t's device, from its caching allocator.
+Tensor empty_like_in(const Tensor& t, DType dtype) {
+  return Tensor::empty(t.shape(), dtype, backend::cuda_allocator(t.device().index),
+                       fmt::format("{}.{}", t.name(), dtype_name(dtype)));
+}
+
+// `t` in `dtype`: `t` itself when it already is, else a copy (empty_like_in).
+Tensor in_dtype(const Tensor& t, DType dtype) {
+  if (t.dtype() == dtype) return t;
+  ADAPT_CHECK(t.is_contiguous(), "attention in {}: '{}' {} must be contiguous to be converted", dtype_name(dtype),
+              t.name(), t.shape().str());
+  Tensor c = empty_like_in(t, dtype);
+  ops::cast(c, t);
+  return c;
+}
+
+void require_compute_dtype(const char* op, DType dtype, const Tensor& q) {
+  ADAPT_CHECK(dtype == DType::F32 || (dtype == DType::BF16 && !q.device().host_accessible()),
+              "{}: attention computes in f32 or, on a CUDA device, bf16 (asked: {} on {})", op, dtype_name(dtype),
+              q.device().str());
+}
+
+}  // namespace
+
+DType resolve_attention_dtype(const LlamaModel& model, AttentionDtype setting) {
+  const Tensor& w = model.weights.lm_head.defined() ? model.weights.lm_head : model.weights.embedding;
+  if (!w.defined() || w.device().host_accessible()) return DType::F32;
+  const std::int64_t D = model.config.head_dim;
+  switch (setting) {
+    case AttentionDtype::F32: return DType::F32;
+    case AttentionDtype::BF16: return DType::BF16;
+    case AttentionDtype::Auto: return w.dtype() == DType::BF16 && (D == 64 || D == 128) ? DType::BF16 : DType::F32;
+  }
+  return DType::F32;
+}
+
+std::string attention_note(const LlamaModel& model) {
+  const std::int64_t D = model.config.head_dim;
+  if (model.attention_dtype != DType::BF16) return "attention in f32";
+  return D == 64 || D == 128 ? "attention in bf16 on tensor cores" : "attention in bf16";
+}
+
+void attention_forward_in(DType dtype, Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v,
+                          const ops::AttentionOptions& opts, Tensor* lse) {
+  require_compute_dtype("attention_forward_in", dtype, q);
+  if (dtype == q.dtype()) {
+    ops::attention_forward(out, q, k, v, opts, lse);
+    return;
+  }
+  const Tensor qc = in_dtype(q, dtype), kc = in_dtype(k, dtype), vc = in_dtype(v, dtype);
+  Tensor oc = empty_like_in(out, dtype);
+  ops::attention_forward(oc, qc, kc, vc, opts, lse);
+  ops::cast(out, oc);
+}
+
+void attention_backward_in(DType dtype, Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
+                           const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                           const ops::AttentionOptions& opts) {
+  require_compute_dtype("attention_backward_in", dtype, q);
+  if (dtype == q.dtype()) {
+    ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, opts);
+    return;
+  }
+  const Tensor doc = in_dtype(dout, dtype), qc = in_dtype(q, dtype), kc = in_dtype(k, dtype),
+               vc = in_dtype(v, dtype), oc = in_dtype(out, dtype);
+  Tensor dqc = empty_like_in(dq, dtype), dkc = empty_like_in(dk, dtype), dvc = empty_like_in(dv, dtype);
+  ops::attention_backward(dqc, dkc, dvc, doc, qc, kc, vc, oc, lse, opts);
+  ops::cast(dq, dqc);
+  ops::cast(dk, dkc);
+  ops::cast(dv, dvc);
+}
+
+}  // namespace adapt::model

@@ -1,0 +1,41 @@
+// Attention in the model's compute type (LlamaModel::attention_dtype): the one place where the passes
+// call ops::attention_forward / attention_backward. f32 runs the op on the f32 activations as they
+// are; bf16 gives the op bf16 copies (from the device's caching allocator, released in stream order),
+// so that a head_dim of 64 or 128 runs on the tensor-core kernels (kernels/attention.h), and widens
+// what it computes back into the f32 activations. The passes keep their activations f32 either way.
+#pragma once
+
+#include <string>
+
+#include "dtype/dtype.h"
+#include "model/attention_options.h"
+#include "ops/attention.h"
+#include "tensor/tensor.h"
+
+namespace adapt::model {
+
+struct LlamaModel;  // llama_weights.h
+
+/// What `model` computes attention in for `setting`: f32 for a host model; on a device bf16 for
+/// AttentionDtype::BF16, or for Auto when the device weights are bf16 and head_dim is 64 or 128; f32
+/// otherwise. The apps set LlamaModel::attention_dtype to it after llama_model_to_device.
+DType resolve_attention_dtype(const LlamaModel& model, AttentionDtype setting);
+
+/// For the apps' logs: "attention in bf16 on tensor cores", "attention in bf16" or "attention in f32".
+std::string attention_note(const LlamaModel& model);
+
+/// ops::attention_forward computed in `dtype` (F32 or BF16). With BF16, q, k and v are read as bf16
+/// (copies of those that are not bf16 already: a bf16 KV cache is read where it is; k and v must
+/// then be contiguous or bf16), the output is computed in bf16 and widened into `out` (f32); lse
+/// stays f32. On the host only F32.
+void attention_forward_in(DType dtype, Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v,
+                          const ops::AttentionOptions& opts = {}, Tensor* lse = nullptr);
+
+/// ops::attention_backward computed in `dtype`. With BF16: bf16 copies of dout, q, k, v and out (out
+/// as attention_forward_in produced it: widened from bf16, so its copy has the forward's bits), the
+/// gradients computed in bf16 and widened into dq, dk, dv (f32).
+void attention_backward_in(DType dtype, Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
+                           const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                           const ops::AttentionOptions& opts = {});
+
+}  // namespace adapt::model

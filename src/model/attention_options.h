@@ -1,0 +1,17 @@
+// What attention computes in on a CUDA device (runtime.attention_dtype of adapt_train and adapt_gen,
+// adapt_eval's --attention-dtype): a plain enum that the config structs hold.
+#pragma once
+
+#include <cstdint>
+
+namespace adapt::model {
+
+/// Element type of attention's q, k, v and output on a CUDA device; the softmax, its log-sum-exp and
+/// every sum stay f32. The CPU computes attention in f32 whatever this says.
+///   Auto: bf16 when the device weights are bf16 and head_dim is 64 or 128 (the tensor-core kernels),
+///         f32 otherwise.
+///   F32:  f32 (one warp per query row on CUDA cores): the CPU's arithmetic, slower.
+///   BF16: bf16 for any head_dim (64 and 128 on tensor cores, others on the generic kernel).
+enum class AttentionDtype : std::uint8_t { Auto, F32, BF16 };
+
+}  // namespace adapt::model
