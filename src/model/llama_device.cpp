@@ -1,5 +1,7 @@
 #include "model/llama_device.h"
 
+#include <fmt/format.h>
+
 #include "backend/backend.h"
 #include "backend/caching_allocator.h"
 #include "core/error.h"
@@ -94,6 +96,15 @@ LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weigh
                 "keeps only N layers' weights on the GPU and streams the others from host RAM (adapt_plan "
                 "--weights-device-layers finds the largest N that fits)", e.what(), device);
   }
+}
+
+std::string gpu_only_settings(std::int64_t weights_device_layers, AttentionDtype attention_dtype) {
+  std::string out;
+  auto add = [&out](const std::string& s) { out += (out.empty() ? "" : ", ") + s; };
+  if (weights_device_layers >= 0) add(fmt::format("runtime.weights_device_layers = {}", weights_device_layers));
+  if (attention_dtype != AttentionDtype::Auto)
+    add(fmt::format("runtime.attention_dtype = \"{}\"", attention_dtype == AttentionDtype::BF16 ? "bf16" : "f32"));
+  return out;
 }
 
 Device model_device(const LlamaModel& model) {

@@ -7,6 +7,9 @@
 // collectives then take device buffers (comm/comm_kind.h picks NCCL or MPI with host staging).
 #pragma once
 
+#include <string>
+
+#include "model/attention_options.h"
 #include "model/llama_weights.h"
 #include "tensor/tensor.h"
 
@@ -26,6 +29,11 @@ namespace adapt::model {
 /// LlamaModel::streamed). The passes compute the same numbers either way.
 LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weight_dtype,
                                  std::int64_t device_layers = -1);
+
+/// The [runtime] settings among these that only a model on a GPU uses, when set to anything but their
+/// defaults, as "runtime.key = value" joined by ", "; "" otherwise. For the warning of a job that runs on
+/// the CPU with them set.
+std::string gpu_only_settings(std::int64_t weights_device_layers, AttentionDtype attention_dtype);
 
 /// Where the model's weights live: Device{Cpu} for a host model, cuda:N after llama_model_to_device.
 Device model_device(const LlamaModel& model);

@@ -285,6 +285,10 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
                     copy.seconds(), model::streamed_weights_note(model), model::attention_note(model));
     if (world.size() > 1) log::info_all("{}", what);
     else log::info0("{}", what);
+  } else if (const std::string unused =
+                 model::gpu_only_settings(cfg.runtime.weights_device_layers, cfg.runtime.attention_dtype);
+             !unused.empty() && world.rank() == 0) {
+    log::warn("{}: used only with a model on a GPU; ignored with runtime.device = \"cpu\"", unused);
   }
   // With the model on GPUs, its tp collectives and the pipeline's transfers take device buffers: NCCL
   // where every rank of the group has its own GPU, else MPI staging them through host memory. The

@@ -195,6 +195,22 @@ TEST_CASE("runtime.batch_size: the same texts as one at a time, results in finis
     CAPTURE(id);
     CHECK(kv3[id]["text"] == x["text"]);
   }
+  // On the CPU kv_cache_dtype = "auto" (the default) is f32, and the GPU-only settings are ignored with a
+  // warning that names them: the texts of the first run (batch 1, the defaults).
+  Run cpu = run("adapt_gen", input + " --set runtime.batch_size=1 --set runtime.kv_cache_dtype=auto "
+                                     "--set runtime.weights_device_layers=1 --set runtime.attention_dtype=bf16 "
+                                     "--set output.dir=" + (dir / "gpu-keys").string());
+  INFO(cpu.out);
+  REQUIRE(cpu.code == 0);
+  CHECK(cpu.out.find(" in f32") != std::string::npos);
+  CHECK(cpu.out.find("runtime.weights_device_layers = 1, runtime.attention_dtype = \"bf16\": used only with a "
+                     "model on a GPU; ignored with runtime.device = \"cpu\"") != std::string::npos);
+  auto ignored = by_id(read_results(dir / "gpu-keys/results.jsonl"));
+  REQUIRE(ignored.size() == 6);
+  for (const auto& [id, x] : by_id(res1)) {
+    CAPTURE(id);
+    CHECK(ignored[id]["text"] == x["text"]);
+  }
   Run f16 = run("adapt_gen", input + " --set runtime.kv_cache_dtype=f16 --set output.dir=" + (dir / "kv16").string());
   CHECK(f16.code == 2);
   CHECK(f16.out.find("runtime.kv_cache_dtype") != std::string::npos);

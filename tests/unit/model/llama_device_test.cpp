@@ -72,3 +72,11 @@ TEST_CASE("tensor_to and copy_between on the host copy contiguously and keep the
   model::copy_between(dst, t);
   CHECK(dst.data<float>()[11] == 11.0f);
 }
+
+TEST_CASE("gpu_only_settings names the GPU-only [runtime] settings a CPU job was given, and only those") {
+  CHECK(model::gpu_only_settings(-1, model::AttentionDtype::Auto).empty());
+  CHECK(model::gpu_only_settings(0, model::AttentionDtype::Auto) == "runtime.weights_device_layers = 0");
+  CHECK(model::gpu_only_settings(-1, model::AttentionDtype::F32) == "runtime.attention_dtype = \"f32\"");
+  CHECK(model::gpu_only_settings(3, model::AttentionDtype::BF16) ==
+        "runtime.weights_device_layers = 3, runtime.attention_dtype = \"bf16\"");
+}
