@@ -6,7 +6,6 @@
 //   adapt_eval --model DIR --data FILE.jsonl [--per-token] [--out FILE] [--device cpu|cuda|cuda:N]
 #include <fmt/format.h>
 
-#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <optional>
@@ -111,11 +110,9 @@ int run(int argc, char** argv) {
       attention_text = value();
     } else if (a == "--weights-device-layers") {
       const std::string v = value();
-      std::int64_t n = -1;
-      const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-      ADAPT_REQUIRE(ec == std::errc() && end == v.data() + v.size() && n >= 0, ConfigError,
-                    "--weights-device-layers {}: give a number of layers >= 0", v);
-      device_layers = n;
+      const std::optional<std::int64_t> n = parse_int(v);
+      ADAPT_REQUIRE(n && *n >= 0, ConfigError, "--weights-device-layers {}: give a number of layers >= 0", v);
+      device_layers = *n;
     } else {
       ADAPT_THROW(ConfigError, "unknown option '{}'{}; run adapt_eval --help", a,
                   did_you_mean(a, {"--model", "--data", "--out", "--tokenizer", "--adapter", "--per-token", "--device",

@@ -136,13 +136,8 @@ bool has_flag(const Args& a, const std::string& f) {
   return std::find(a.flags.begin(), a.flags.end(), f) != a.flags.end();
 }
 
-std::int64_t parse_int(const std::string& key, const std::string& v, std::int64_t min) {
-  try {
-    std::size_t pos = 0;
-    long long x = std::stoll(v, &pos);
-    if (pos == v.size() && x >= min) return x;
-  } catch (...) {
-  }
+std::int64_t int_option(const std::string& key, const std::string& v, std::int64_t min) {
+  if (const std::optional<std::int64_t> x = parse_int(v); x && *x >= min) return *x;
   usage_error(fmt::format("{} must be an integer >= {}, got '{}'", key, min, v));
 }
 
@@ -245,9 +240,9 @@ int cmd_make(const Args& a) {
     usage_error("make needs --preset NAME or --recipe FILE.toml");
   }
   if (auto* v = opt("--preset")) recipe.preset = *v;
-  if (auto* v = opt("--layers")) recipe.layers = parse_int("--layers", *v, 1);
+  if (auto* v = opt("--layers")) recipe.layers = int_option("--layers", *v, 1);
   if (has_flag(a, "--tied")) recipe.tied = true;
-  if (auto* v = opt("--seed")) recipe.seed = parse_int("--seed", *v, 0);
+  if (auto* v = opt("--seed")) recipe.seed = int_option("--seed", *v, 0);
   if (auto* v = opt("--dtype")) recipe.dtype = parse_dtype(*v);
   if (recipe.dtype != DType::BF16 && recipe.dtype != DType::F32 && recipe.dtype != DType::F16)
     usage_error(fmt::format("dtype must be bf16, f16 or f32, got '{}'", dtype_name(recipe.dtype)));
@@ -258,7 +253,7 @@ int cmd_make(const Args& a) {
   }
   if (auto* v = opt("--tokenizer")) recipe.tokenizer = fs::path(*v);
   if (auto* v = opt("--corpus")) recipe.corpus = fs::path(*v);
-  if (auto* v = opt("--merges")) recipe.merges = parse_int("--merges", *v, 0);
+  if (auto* v = opt("--merges")) recipe.merges = int_option("--merges", *v, 0);
 
   model::LlamaConfig cfg = model::llama_config_from_recipe(recipe);
   model::RandomModelOptions ro;

@@ -6,7 +6,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstdio>
 #include <map>
 #include <optional>
@@ -150,11 +149,10 @@ std::int64_t int_at_least(const Args& a, const std::string& flag, std::int64_t l
     if (fallback) return *fallback;
     usage_error(fmt::format("{} is required", flag));
   }
-  std::int64_t n = 0;
-  const auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
-  if (ec != std::errc() || p != v->data() + v->size() || n < least)
+  const std::optional<std::int64_t> n = parse_int(*v);
+  if (!n || *n < least)
     usage_error(fmt::format("{} {}: must be {} integer", flag, *v, least > 0 ? "a positive" : "a non-negative"));
-  return n;
+  return *n;
 }
 std::int64_t positive_int(const Args& a, const std::string& flag, std::optional<std::int64_t> fallback = {}) {
   return int_at_least(a, flag, 1, fallback);

@@ -1,6 +1,5 @@
 #include "comm/launch_env.h"
 
-#include <charconv>
 #include <cstdint>
 #include <cstdlib>
 #include <initializer_list>
@@ -8,6 +7,7 @@
 #include <string_view>
 
 #include "core/error.h"
+#include "core/strings.h"
 
 namespace adapt::comm {
 
@@ -24,11 +24,9 @@ std::optional<std::string_view> lookup(const Getenv& getenv, const char* name) {
 
 // A non-negative decimal integer that fits an int: digits only (no sign, no spaces), or nullopt.
 std::optional<int> parse_count(std::string_view s) {
-  if (s.empty() || s.front() < '0' || s.front() > '9') return std::nullopt;
-  std::int64_t value = 0;
-  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
-  if (ec != std::errc{} || end != s.data() + s.size() || value > std::numeric_limits<int>::max()) return std::nullopt;
-  return static_cast<int>(value);
+  const std::optional<std::int64_t> value = parse_int(s);
+  if (!value || s.front() == '-' || *value > std::numeric_limits<int>::max()) return std::nullopt;
+  return static_cast<int>(*value);
 }
 
 // A parsed variable and its name, for messages.

@@ -25,6 +25,10 @@ std::string format_bytes(std::uint64_t n_bytes);
 /// 8030261248 -> "8,030,261,248".
 std::string format_count(std::int64_t n);
 
+/// `text` as a decimal integer: an optional '-' and digits, nothing else, within int64 ("42", "-1");
+/// nullopt for "", "+4", " 4", "4x", "1e3" and values past int64.
+std::optional<std::int64_t> parse_int(std::string_view text);
+
 /// "5GB" -> 5e9, "500MB", "2GiB" -> 2*2^30, "1000" -> 1000. nullopt when malformed.
 std::optional<std::uint64_t> parse_byte_size(std::string_view text);
 

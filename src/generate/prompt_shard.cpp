@@ -1,30 +1,22 @@
 #include "generate/prompt_shard.h"
 
-#include <charconv>
 #include <filesystem>
+#include <optional>
 
 #include "core/error.h"
+#include "core/strings.h"
 
 namespace adapt::generate {
 
-namespace {
-
-bool parse_count(std::string_view s, std::int64_t& out) {
-  if (s.empty()) return false;
-  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-  return ec == std::errc() && end == s.data() + s.size();
-}
-
-}  // namespace
-
 PromptShard prompt_shard_parse(std::string_view text) {
   const auto slash = text.find('/');
-  PromptShard s;
-  const bool ok = slash != std::string_view::npos && parse_count(text.substr(0, slash), s.index) &&
-                  parse_count(text.substr(slash + 1), s.count) && s.count >= 1 && s.index >= 0 && s.index < s.count;
+  const bool has_slash = slash != std::string_view::npos;
+  const std::optional<std::int64_t> index = has_slash ? parse_int(text.substr(0, slash)) : std::nullopt;
+  const std::optional<std::int64_t> count = has_slash ? parse_int(text.substr(slash + 1)) : std::nullopt;
+  const bool ok = index && count && *count >= 1 && *index >= 0 && *index < *count;
   ADAPT_REQUIRE(ok, ConfigError, "--shard '{}': expected I/N with 0 <= I < N, e.g. --shard 0/4 for the first of 4 shares",
                 std::string(text));
-  return s;
+  return {.index = *index, .count = *count};
 }
 
 bool prompt_shard_contains(const PromptShard& shard, std::size_t position) {

@@ -2,7 +2,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <charconv>
 
 #include "adapters/adapter_config_check.h"
 #include "core/error.h"
@@ -36,11 +35,9 @@ std::vector<std::string> split(const std::string& s, char sep) {
 }
 
 std::int64_t to_int(const std::string& text, const std::string& whole, const std::string& what) {
-  std::int64_t v = 0;
-  const auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || p != text.data() + text.size() || v <= 0)
-    bad_spec(whole, fmt::format("{} '{}' is not a positive integer", what, text));
-  return v;
+  const std::optional<std::int64_t> v = parse_int(text);
+  if (!v || *v <= 0) bad_spec(whole, fmt::format("{} '{}' is not a positive integer", what, text));
+  return *v;
 }
 
 double to_double(const std::string& text, const std::string& whole, const std::string& what) {

@@ -3,6 +3,7 @@
 
 #include <csignal>
 #include <fstream>
+#include <limits>
 
 #include "core/crc32c.h"
 #include "core/error.h"
@@ -31,6 +32,17 @@ TEST_CASE("did you mean") {
   CHECK(did_you_mean("seqlen", keys) == " (did you mean 'seq_len'?)");
   CHECK(did_you_mean("completely_unrelated", keys).empty());
   CHECK(edit_distance("kitten", "sitting") == 3);
+}
+
+TEST_CASE("parse_int takes a whole decimal int64 and nothing else") {
+  CHECK(parse_int("42") == 42);
+  CHECK(parse_int("-1") == -1);
+  CHECK(parse_int("0") == 0);
+  CHECK(parse_int("9223372036854775807") == std::numeric_limits<std::int64_t>::max());
+  for (const char* bad : {"", "-", "+4", " 4", "4 ", "4x", "1e3", "0x10", "1.5", "9223372036854775808"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(parse_int(bad).has_value());
+  }
 }
 
 TEST_CASE("byte sizes and counts") {
