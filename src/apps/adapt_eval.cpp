@@ -150,8 +150,8 @@ int run(int argc, char** argv) {
   log::info0("loaded {} in {:.2f} s", model_dir, stats.seconds);
   if (device) {
     Timer copy;
-    // Frees the host copy.
-    model = model::llama_model_to_device(model, *device, weights_dtype, device_layers.value_or(-1));
+    // Frees the host copy layer by layer.
+    model = model::llama_model_to_device(std::move(model), *device, weights_dtype, device_layers.value_or(-1));
     model.attention_dtype = model::resolve_attention_dtype(model, attention);
     log::info0("{} weights on cuda:{} ({}) in {:.2f} s{}; {}", dtype_name(weights_dtype), *device,
                backend::cuda_device_name(*device), copy.seconds(), model::streamed_weights_note(model),

@@ -265,8 +265,8 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   if (device) {
     // The whole model, or this rank's tp shard of its pipeline stage.
     Timer copy;
-    model = model::llama_model_to_device(model, *device, job.runtime.weights_dtype,
-                                         job.runtime.weights_device_layers);  // frees the host copy
+    model = model::llama_model_to_device(std::move(model), *device, job.runtime.weights_dtype,
+                                         job.runtime.weights_device_layers);  // frees the host copy layer by layer
     model.attention_dtype = model::resolve_attention_dtype(model, job.runtime.attention_dtype);
     const std::string where = fmt::format("cuda:{} ({})", *device, backend::cuda_device_name(*device));
     // Every pass of a generation attends over the KV cache: in bf16 over a bf16 cache only.

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <utility>
+
 #include "backend/backend.h"
 #include "backend/caching_allocator.h"
 #include "core/error.h"
@@ -29,7 +31,7 @@ Tensor weight_to(const Tensor& w, Device device, DType matrix_dtype) {
 
 }  // namespace
 
-LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weight_dtype, std::int64_t device_layers) {
+LlamaModel llama_model_to_device(LlamaModel host, int device, DType weight_dtype, std::int64_t device_layers) {
   ADAPT_REQUIRE(weight_dtype == DType::F32 || weight_dtype == DType::BF16, ShapeError,
                 "llama_model_to_device: weight dtype {} is not supported on the device; choose f32 or bf16",
                 dtype_name(weight_dtype));
@@ -56,7 +58,7 @@ LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weigh
     m.dir = host.dir;
     m.tp = host.tp;
     m.stage = host.stage;
-    const LlamaWeights& w = host.weights;
+    LlamaWeights& w = host.weights;
     m.weights.embedding = weight_to(w.embedding, dev, weight_dtype);
     m.weights.final_norm = weight_to(w.final_norm, dev, weight_dtype);
     const bool tied = w.lm_head.defined() && w.embedding.defined() && w.lm_head.raw() == w.embedding.raw();
@@ -69,10 +71,10 @@ LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weigh
     std::vector<LayerWeights> streamed;
     if (on_device < held.count) copier = backend::offload_copier_cuda(device);
     for (std::size_t i = 0; i < w.layers.size(); ++i) {
-      const LayerWeights& l = w.layers[i];
+      LayerWeights& l = w.layers[i];
       const bool stream = static_cast<int>(i) >= first_streamed && static_cast<std::int64_t>(i) < held.end();
       LayerWeights d;
-      const std::array<const Tensor*, 16> from = l.tensors();
+      const std::array<const Tensor*, 16> from = std::as_const(l).tensors();
       const std::array<Tensor*, 16> to = d.tensors();
       for (std::size_t t = 0; t < from.size(); ++t) {
         if (!stream) {
@@ -81,6 +83,7 @@ LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weigh
           *to[t] = host_in_device_type(*from[t], weight_dtype);
         }
       }
+      l = LayerWeights{};  // the host copy goes now unless the caller kept the model (WeightStream packs `d`)
       if (stream) streamed.push_back(d);
       m.weights.layers.push_back(stream ? LayerWeights{} : std::move(d));
     }

@@ -27,7 +27,10 @@ namespace adapt::model {
 /// first device_layers go to the device; the weights of the rest stay in pinned host RAM (in the same
 /// types) and are staged to the device layer by layer as the passes reach them (weight_stream.h,
 /// LlamaModel::streamed). The passes compute the same numbers either way.
-LlamaModel llama_model_to_device(const LlamaModel& host, int device, DType weight_dtype,
+/// `host` is taken by value and released layer by layer as it is copied: pass std::move(model) to let
+/// each layer's host tensors go once they are on the device or packed into pinned memory (host RAM then
+/// never holds the streamed layers twice); a copy of a model shares its tensors and keeps them.
+LlamaModel llama_model_to_device(LlamaModel host, int device, DType weight_dtype,
                                  std::int64_t device_layers = -1);
 
 /// The [runtime] settings among these that only a model on a GPU uses, when set to anything but their

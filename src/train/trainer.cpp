@@ -276,8 +276,8 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
              format_count(model::llama_param_counts(model.config).total), stats.seconds);
   if (device) {
     Timer copy;
-    model = model::llama_model_to_device(model, *device, cfg.runtime.weights_dtype,
-                                         cfg.runtime.weights_device_layers);  // frees the host copy
+    model = model::llama_model_to_device(std::move(model), *device, cfg.runtime.weights_dtype,
+                                         cfg.runtime.weights_device_layers);  // frees the host copy layer by layer
     model.attention_dtype = model::resolve_attention_dtype(model, cfg.runtime.attention_dtype);
     const std::string what =
         fmt::format("{} weights on cuda:{} ({}): {} in {:.2f} s{}; {}", dtype_name(cfg.runtime.weights_dtype), *device,

@@ -724,3 +724,65 @@ TEST_CASE("attention in bf16 on cuda:0 (head_dim 64, tensor cores): training ste
     }
   }
 }
+
+// llama_model_to_device takes the host model by value: moved in, its tensors go as the copy proceeds, so
+// host RAM does not hold the streamed layers twice (once as loaded, once pinned); a copy passed in keeps
+// them. The host weights here come from a counting allocator, whose live bytes show what is still held,
+// and which notes the device's allocated bytes at each release: a layer released once it is on the
+// device, not all at the end, frees host memory while later layers are still to be copied.
+TEST_CASE("llama_model_to_device releases a moved-in host model's weights; a copy keeps them") {
+  class Counting final : public Allocator {
+   public:
+    void* allocate(std::size_t n) override {
+      live += n;
+      return host_allocator().allocate(n);
+    }
+    void deallocate(void* p, std::size_t n) override {
+      live -= n;
+      device_at_release.push_back(backend::cuda_memory_stats(0).allocated);
+      host_allocator().deallocate(p, n);
+    }
+    Device device() const override { return host_allocator().device(); }
+    std::size_t live = 0;
+    std::vector<std::uint64_t> device_at_release;
+  };
+  Counting counting;
+  const TinyModel& t = tiny(5);
+  auto counted_copy = [&] {
+    model::LlamaModel m = t.host;
+    auto recopy = [&](Tensor& w) {
+      if (!w.defined()) return;
+      Tensor c = Tensor::empty(w.shape(), DType::BF16, counting, w.name());
+      c.copy_from(w.to_host(DType::BF16));
+      w = c;
+    };
+    recopy(m.weights.embedding);
+    recopy(m.weights.final_norm);
+    recopy(m.weights.lm_head);
+    for (model::LayerWeights& l : m.weights.layers)
+      for (Tensor* w : l.tensors()) recopy(*w);
+    return m;
+  };
+  const Tensor want = model::llama_forward(model::llama_model_to_device(t.host, 0, DType::BF16, 2),
+                                           train_inputs(t.host.config.vocab_size, false).ids);
+  for (const std::int64_t device_layers : {-1, 0, 2}) {
+    CAPTURE(device_layers);
+    model::LlamaModel kept = counted_copy();
+    const std::size_t held = counting.live;
+    REQUIRE(held > 0);
+    const model::LlamaModel from_copy = model::llama_model_to_device(kept, 0, DType::BF16, device_layers);
+    CHECK(counting.live == held);  // `kept` still holds every tensor
+    counting.device_at_release.clear();
+    const model::LlamaModel from_moved = model::llama_model_to_device(std::move(kept), 0, DType::BF16, device_layers);
+    CHECK(counting.live == 0);
+    if (device_layers != 0) {  // some layers copied to the device: the first of them went before the last copy
+      REQUIRE(!counting.device_at_release.empty());
+      CHECK(counting.device_at_release.front() < backend::cuda_memory_stats(0).allocated);
+    }
+    // The moved-in model computes what the copied one does (and what the model kept elsewhere does).
+    const Tensor got = model::llama_forward(from_moved, train_inputs(t.host.config.vocab_size, false).ids);
+    check_close(got, model::llama_forward(from_copy, train_inputs(t.host.config.vocab_size, false).ids), 0.0,
+                "moved vs copied");
+    check_close(got, want, 0.0, "vs the host model's device copy");
+  }
+}
