@@ -21,6 +21,8 @@
 //   * with a GPU per rank (runtime.device = "cuda", at least 2 GPUs; 4 for tp2 x pp2): tp2, pp2, dp2 with
 //     ZeRO-1 (on the GPUs, and with optim.offload in host RAM) and tp2 x pp2 on NCCL groups, the one-GPU run's losses and adapter within
 //     1e-4 (skipped, saying why, with fewer GPUs);
+//   * runtime.attention_dtype on a head_dim-64 model: bf16 on tensor cores ("auto") and f32 agree with each
+//     other and the CPU within the bf16 tolerance;
 //   * runtime.weights_device_layers = 0 and 1 (base weights streamed from host RAM), and at pp2: the
 //     losses and adapter of the weights on the GPU, bit for bit; on the emulator cut to 64 MiB, a model
 //     that does not fit trains streamed (an out-of-memory naming the setting without it);
@@ -70,9 +72,10 @@ std::vector<double> metrics_values(const fs::path& metrics, const char* kind, co
 struct Job {
   test::TempDir dir{"adapt-train-gpu"};
   fs::path toml;
-  Job() {
+  /// The tiny model made by adapt_model make with `model_flags` (its preset, or a recipe with overrides).
+  explicit Job(const std::string& model_flags = "--preset tiny") {
     std::string log;
-    const std::string make = test::bin("adapt_model") + " make --preset tiny --out " + (dir / "model").string();
+    const std::string make = test::bin("adapt_model") + " make " + model_flags + " --out " + (dir / "model").string();
     REQUIRE_MESSAGE(test::run_command(make, &log) == 0, make, "\n", log);
     toml = dir / "train.toml";
     test::write_bytes(toml, "[model]\npath = \"model\"\n[adapter]\nkind = \"lora+bottleneck\"\n[adapter.lora]\nr = 4\n"
@@ -231,6 +234,24 @@ TEST_CASE("adapt_train on cuda:0 with base weights in host RAM (runtime.weights_
   REQUIRE(got.size() == want.size());
   for (std::size_t i = 0; i < want.size(); ++i) CHECK(got[i] == want[i]);
   check_adapter(job.adapter("pp2-streamed"), job.adapter("pp2"), 0.0);
+}
+
+// runtime.attention_dtype (model/attention_compute.h): with head_dim 64 the default "auto" runs attention in
+// bf16 on the tensor-core kernels, "f32" keeps the CPU's arithmetic; each run's log says which. The losses
+// of the two, and of the CPU, agree within the bf16 tolerance, and differ (the bf16 path ran).
+TEST_CASE("adapt_train on cuda:0 with runtime.attention_dtype: bf16 on tensor cores (head_dim 64) and f32") {
+  Job job("--recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() +
+          " --set shape.head_dim=64 --set shape.hidden_size=128");
+  job.train("cpu", "");
+  const std::string bf16 = job.train("bf16", "--set runtime.device=cuda:0");
+  CHECK_MESSAGE(bf16.find("attention in bf16 on tensor cores") != std::string::npos, bf16);
+  const std::string f32 = job.train("f32", "--set runtime.device=cuda:0 --set runtime.attention_dtype=f32");
+  CHECK_MESSAGE(f32.find("attention in f32") != std::string::npos, f32);
+  const std::vector<double> cpu = job.losses("cpu"), got = job.losses("bf16"), want = job.losses("f32");
+  REQUIRE(cpu.size() == 3);
+  check_losses(got, want, test::kTolBf16);
+  check_losses(got, cpu, test::kTolBf16);
+  CHECK(got != want);
 }
 
 // What the streaming is for: weights that do not fit the GPU. On the emulator with its device memory cut to
