@@ -113,10 +113,16 @@ build_or_die "$build" "the libFuzzer targets" -DCMAKE_BUILD_TYPE=RelWithDebInfo 
   -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address"
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
+files_in() {  # files in folder $1 (0 when it is not there)
+  if [ -d "$1" ]; then find "$1" -maxdepth 1 -type f | wc -l; else echo 0; fi
+}
+last_stat() {  # LOG PATTERN: the number after PATTERN on its last match in LOG, or nothing
+  { grep -o "$2 [0-9]*" "$1" 2>/dev/null || true; } | tail -1 | awk '{print $NF}'
+}
 run_one() {  # TARGET: one libFuzzer run; its exit status is the run's
   local t=$1 dir="$corpus/$1" found="$corpus/findings/$1"
   mkdir -p "$dir" "$found"
-  if [ -z "$(ls -A "$dir")" ]; then
+  if [ "$(files_in "$dir")" = 0 ]; then
     "$seed_build/tests/fuzz_$t" --write-seeds "$dir" >/dev/null 2>&1 ||
       { echo "fuzz_$t --write-seeds failed" >"$corpus/logs/$t-$stamp.log"; return 1; }
   fi
@@ -125,8 +131,8 @@ run_one() {  # TARGET: one libFuzzer run; its exit status is the run's
      -artifact_prefix="$found/" >"$corpus/logs/$t-$stamp.log" 2>&1)
 }
 echo "fuzzing ${#selected[@]} target(s) for $seconds s each, $jobs at a time; corpora in $corpus" >&2
-declare -A before status
-for t in "${selected[@]}"; do before[$t]=$(ls "$corpus/findings/$t" 2>/dev/null | wc -l); done
+declare -A before
+for t in "${selected[@]}"; do before[$t]=$(files_in "$corpus/findings/$t"); done
 running=0
 for t in "${selected[@]}"; do
   (run_one "$t"; echo $? >"$corpus/logs/$t-$stamp.rc") &
@@ -143,10 +149,10 @@ bad=0
 for t in "${selected[@]}"; do
   log="$corpus/logs/$t-$stamp.log"
   rc=$(cat "$corpus/logs/$t-$stamp.rc" 2>/dev/null || echo 1)
-  runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" 2>/dev/null | awk '{print $2}' | tail -1)
-  cov=$(grep -o 'cov: [0-9]*' "$log" 2>/dev/null | awk '{print $2}' | tail -1)
-  size=$(ls "$corpus/$t" 2>/dev/null | wc -l)
-  new=$(( $(ls "$corpus/findings/$t" 2>/dev/null | wc -l) - ${before[$t]} ))
+  runs=$(last_stat "$log" 'stat::number_of_executed_units:')
+  cov=$(last_stat "$log" 'cov:')
+  size=$(files_in "$corpus/$t")
+  new=$(( $(files_in "$corpus/findings/$t") - ${before[$t]} ))
   echo "| fuzz_$t | ${runs:-?} | ${cov:-?} | $size | $new | $rc |"
   if [ "$rc" != 0 ] || [ "$new" -gt 0 ]; then bad=1; fi
 done
