@@ -6,7 +6,8 @@ namespace adapt::ops {
 
 namespace {
 constexpr std::size_t kAlign = 64;
-constexpr std::size_t kMinBlockBytes = 1 << 20;
+constexpr std::size_t kMinBlockBytes = 1 << 20;         // host
+constexpr std::size_t kMinDeviceBlockBytes = 64 << 10;  // device: small tensors that start a block share it
 std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 }  // namespace
 
@@ -15,9 +16,14 @@ Workspace::Workspace(Allocator& alloc) : alloc_(&alloc) {}
 Tensor Workspace::take(const Shape& shape, DType dtype, std::string name) {
   const std::size_t n_bytes = align_up(static_cast<std::size_t>(shape.numel()) * dtype_size(dtype));
   if (blocks_.empty() || blocks_.back().storage->size_bytes() - blocks_.back().used_bytes < n_bytes) {
-    // A new block at least as large as everything handed out so far, so the number of blocks in one
-    // pass stays logarithmic in its size.
-    const std::size_t block_bytes = std::max({n_bytes, kMinBlockBytes, used_bytes_});
+    // On a device the allocator counts every byte a block holds, so a new block takes the size of the
+    // tensor that needs it: the blocks of a first pass add up to little more than its high-water mark. On
+    // the host only the pages touched count, and a new block as large as everything handed out so far
+    // keeps the first pass to a few allocations (which malloc returns to the system when they go, where
+    // many smaller ones would stay in its heap beside the merged block: a larger resident set).
+    const std::size_t block_bytes = alloc_->device().host_accessible()
+                                        ? std::max({n_bytes, kMinBlockBytes, used_bytes_})
+                                        : std::max(n_bytes, kMinDeviceBlockBytes);
     blocks_.push_back(Block{Storage::allocate(*alloc_, block_bytes), 0});
     ++n_allocations_;
   }

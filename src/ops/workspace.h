@@ -1,6 +1,8 @@
 // Workspace: a bump arena for the activations of a forward (later backward) pass, so that a pass
-// allocates nothing per op or per layer. The first pass of a given size may add blocks; reset()
-// then merges them into one block of the high-water size, so every later pass of that size or
+// allocates nothing per op or per layer. The first pass of a given size adds blocks as it needs them
+// (on a device each the size of the tensor that did not fit, at least 64 KiB, so that they hold little
+// more than the pass's high-water mark; on the host each as large as everything handed out so far);
+// reset() then merges them into one block of the high-water size, so every later pass of that size or
 // smaller runs without touching the allocator.
 #pragma once
 

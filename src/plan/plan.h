@@ -63,6 +63,10 @@ struct GenJob {
   std::int64_t weights_device_layers = -1;  // as TrainJob's (adapt_gen's runtime.weights_device_layers)
 };
 
+/// The workspace cuBLASLt's GEMMs get on each GPU (ops/cuda/gemm_cublaslt.h's kGemmWorkspaceBytes: one per
+/// device and stream, and the passes run their GEMMs on one stream), from the device's caching allocator.
+constexpr std::uint64_t kGemmWorkspaceBytes = std::uint64_t{32} << 20;
+
 /// Bytes per element on a backend.
 struct Precision {
   int weight = 4;      // base weights in memory
@@ -141,6 +145,7 @@ struct TrainMemory {
                                        // ZeRO-1 over dp > 1 without offload: m and v of the shard)
   std::uint64_t host_staging = 0;      // GPU: gradient copies and flat reduction vectors in host RAM
   StreamedWeights streamed;            // GPU: layers whose weights stay in host RAM (`weights` holds their slots)
+  std::uint64_t libraries = 0;         // GPU: cuBLASLt's workspace (kGemmWorkspaceBytes)
   std::uint64_t device_total() const;
   bool host_checkpoint = false;  // the checkpoint image is in host RAM (GPU plans), not in device_total
   std::uint64_t host_total() const {
@@ -175,7 +180,10 @@ struct GenMemory {
   std::uint64_t activations = 0;  // the largest step: a prefill piece of min(prefill_chunk, context) tokens
   std::uint64_t step_read = 0;    // what a decode step reads on one tp rank's GPUs, stage after stage: its
                                   // weights of every stage and the KV cache of every layer
-  std::uint64_t device_total() const { return weights + kv_cache + adapter + activations; }
+  std::uint64_t libraries = 0;    // GPU: cuBLASLt's workspace (kGemmWorkspaceBytes)
+  /// Everything but the KV cache: what the cache's room is left from.
+  std::uint64_t beside_kv() const { return weights + adapter + activations + libraries; }
+  std::uint64_t device_total() const { return beside_kv() + kv_cache; }
 };
 GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& layout,
                      const GenJob& job, Backend backend);

@@ -223,6 +223,7 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
   if (tp_rank == 0 && pp_rank == 0)
     r.checkpoint = 3 * whole4 + (sharded ? 2 * (c * static_cast<std::uint64_t>(lay.dp) * 4 + whole4) : 0);
   r.host_checkpoint = backend == Backend::Gpu;
+  r.libraries = backend == Backend::Gpu ? kGemmWorkspaceBytes : 0;
   const bool first = pp_rank == 0, last = pp_rank == lay.pp - 1;
   // adapt_train: logits in 256-row chunks without pp; the pipeline passes no chunking.
   const std::int64_t chunk = lay.pp > 1 ? 0 : 256;
@@ -285,7 +286,7 @@ StreamedWeights streamed_weights(const model::LlamaConfig& m, const Layout& lay,
 }
 
 std::uint64_t TrainMemory::device_total() const {
-  return weights + adapter + gradients + optimizer + dp_buffers + pipeline_buffers + activations.total() +
+  return weights + adapter + gradients + optimizer + dp_buffers + pipeline_buffers + activations.total() + libraries +
          (host_checkpoint ? 0 : checkpoint);
 }
 
@@ -333,6 +334,7 @@ GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig&
   Precision prec = Precision::of(backend, job.act_bytes);
   if (job.kv_bytes > 0) prec.kv = job.kv_bytes;
   GenMemory g;
+  g.libraries = backend == Backend::Gpu ? kGemmWorkspaceBytes : 0;
   g.layout = layout;
   std::int64_t most = 0, all_stages = 0;
   for (int p = 0; p < layout.pp; ++p) {

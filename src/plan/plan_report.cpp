@@ -158,7 +158,7 @@ PlanResult make_plan(const PlanRequest& req) {
         req.backend == Backend::Gpu
             ? p.usable_bytes()
             : static_cast<std::uint64_t>(req.host_mem_gb ? *req.host_mem_gb * kGiB / ranks_per_node(req) : 0);
-    const std::uint64_t fixed = lp.gen.weights + lp.gen.adapter + lp.gen.activations;
+    const std::uint64_t fixed = lp.gen.beside_kv();
     lp.gen_max_batch = room > fixed && lp.gen.kv_per_sequence > 0
                            ? static_cast<std::int64_t>((room - fixed) / lp.gen.kv_per_sequence)
                            : 0;
@@ -307,6 +307,7 @@ std::string plan_text(const PlanResult& p) {
     acts(r.train.recompute ? m.activations_other : m.activations, false);
     acts(r.train.recompute ? m.activations : m.activations_other, true);
     if (!gpu) line("checkpoint file image", m.checkpoint, "rank 0, while a checkpoint is written");
+    if (gpu) line("library workspaces", m.libraries, "cuBLASLt's GEMM workspace");
     line(gpu ? "total on the GPU" : "total per process", m.device_total(), lp.fits ? "" : "does NOT fit");
     if (gpu) {
       line("host RAM per rank", m.host_total(),
@@ -393,7 +394,7 @@ std::string plan_text(const PlanResult& p) {
     const std::int64_t layers =
         parallel::stage_layers(model::llama_dims(r.model), lp.layout.pp, 0, parallel::kGenSplit).count;
     const std::uint64_t per_layer = lp.gen.kv_cache / static_cast<std::uint64_t>(layers);
-    const std::uint64_t fixed = lp.gen.weights + lp.gen.adapter + lp.gen.activations;
+    const std::uint64_t fixed = lp.gen.beside_kv();
     const std::uint64_t room = p.usable_bytes() > fixed ? p.usable_bytes() - fixed : 0;
     const std::int64_t on_gpu = per_layer > 0 ? model::KvCache::device_layers_within(room, per_layer, layers) : 0;
     if (on_gpu > 0) {
@@ -516,6 +517,7 @@ std::string plan_json(const PlanResult& p) {
                    {"micro_batches_in_flight", m.micro_in_flight},
                    {"activations", acts(m.activations)},
                    {"activations_other_recompute", acts(m.activations_other)},
+                   {"libraries", m.libraries},
                    {"device_total", m.device_total()},
                    {"host_mirrors", m.host_mirrors},
                    {"host_optimizer", m.host_optimizer},
@@ -561,6 +563,7 @@ std::string plan_json(const PlanResult& p) {
                 {"kv_cache", lp.gen.kv_cache},
                 {"kv_per_sequence", lp.gen.kv_per_sequence},
                 {"activations", lp.gen.activations},
+                {"libraries", lp.gen.libraries},
                 {"device_total", lp.gen.device_total()},
                 {"fits", lp.gen_fits},
                 {"max_sequences", lp.gen_max_batch},

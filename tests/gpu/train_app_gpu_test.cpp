@@ -41,6 +41,7 @@
 #include "backend/backend.h"
 #include "core/file.h"
 #include "model/llama_config.h"
+#include "ops/cuda/gemm_cublaslt.h"
 #include "tests/gpu/gpu_tolerances.h"
 #include "tests/support/plan_memory_cases.h"
 #include "tests/support/test_support.h"
@@ -408,26 +409,24 @@ TEST_CASE("adapt_train at dp2 with ZeRO-1 and optim.offload on 2 ranks sharing c
   check_adapter(job.adapter("dp2-zero1-overlap"), job.adapter("dp2-zero1-sync"), 0.0);
 }
 
-TEST_CASE("adapt_plan's memory per GPU is within 10% of adapt_train's allocated peak on cuda:0 (8B shape, 2 layers)") {
-  // The plan's per-GPU bytes (bf16 weights, the adapter, its gradients and AdamW state, the f32
-  // activations and workspaces) against the most the run's tensors held at once on the GPU
-  // (metrics.jsonl's device_allocated_peak: the caching allocator's peak, which leaves out the CUDA
-  // context and the libraries' own memory, as the plan does). Llama-3.1-8B's shapes with 2 layers
-  // (1.5 G parameters, 3 GB in bf16), so that the model and the activations dominate.
-#if ADAPT_CUDA_EMU
-  MESSAGE("not run on cuda_emu (ADAPT_CUDA=EMU): one step of an 8B-shaped layer takes hours on the emulated GEMM");
-  return;
-#endif
+namespace {
+
+// adapt_plan's per-GPU bytes (bf16 weights, the adapter, its gradients and AdamW state, the f32
+// activations and workspaces) against the most the run's tensors held at once on the GPU
+// (metrics.jsonl's device_allocated_peak: the caching allocator's peak, which leaves out the CUDA
+// context and the libraries' own memory, as the plan does), for each job variant of kPlanMemoryCases:
+// the model made by `adapt_model make MAKE_FLAGS`, LoRA r=16 on every projection, `seq` tokens x 1.
+void check_plan_memory(const std::string& make_flags, std::int64_t seq, const std::string& what) {
   test::TempDir dir("adapt-plan-gpu");
   std::string log;
-  const std::string make =
-      test::bin("adapt_model") + " make --preset llama-3.1-8b --layers 2 --dtype bf16 --out " + (dir / "model").string();
+  const std::string make = test::bin("adapt_model") + " make " + make_flags + " --out " + (dir / "model").string();
   REQUIRE_MESSAGE(test::run_command(make, &log) == 0, make, "\n", log);
   const fs::path toml = dir / "train.toml";
   test::write_bytes(toml, "[model]\npath = \"model\"\n[adapter]\nkind = \"lora\"\n[adapter.lora]\nr = 16\nalpha = 32.0\n"
                           "targets = [\"q\", \"k\", \"v\", \"o\", \"gate\", \"up\", \"down\"]\n[data]\ninputs = [\"" +
-                              (test::source_dir() / "inputs/corpus").string() +
-                              "\"]\nglobs = [\"**/*\"]\nseq_len = 1024\ncross_document_attention = true\n"
+                              (test::source_dir() / "inputs/corpus").string() + "\"]\nglobs = [\"**/*\"]\nseq_len = " +
+                              std::to_string(seq) +
+                              "\ncross_document_attention = true\n"
                               "cache_dir = \"cache\"\n[optim]\nlr = 1e-4\n[train]\nsteps = 2\nmicro_batch = 1\n"
                               "eval_every = 0\n[checkpoint]\nevery = 0\nkeep_last = 1\n[runtime]\ndevice = \"cuda:0\"\n"
                               "weights_dtype = \"bf16\"\n");
@@ -447,16 +446,41 @@ TEST_CASE("adapt_plan's memory per GPU is within 10% of adapt_train's allocated 
     REQUIRE(measured > 0);
     std::string plan_out;
     const std::string plan = test::bin("adapt_plan") + " --json --model " + (dir / "model").string() +
-                             " --gpus 1 --gpu-mem 80 --seq 1024 --micro-batch 1 --adapter "
-                             "lora:r=16,alpha=32,targets=all" +
-                             c.plan_flag;
+                             " --gpus 1 --gpu-mem 80 --seq " + std::to_string(seq) +
+                             " --micro-batch 1 --adapter lora:r=16,alpha=32,targets=all" + c.plan_flag;
     REQUIRE_MESSAGE(test::run_command(plan, &plan_out) == 0, plan, "\n", plan_out);
     const json p = json::parse(plan_out);
     const double predicted = p["layouts"][0]["memory"]["device_total"].get<double>();
+    // The plan's cuBLASLt workspace is the one the GEMMs get.
+    CHECK(p["layouts"][0]["memory"]["libraries"].get<std::uint64_t>() == ops::cuda::kGemmWorkspaceBytes);
     const double ratio = predicted / measured;
-    MESSAGE("8B shape, 2 layers, seq 1024 x 1, LoRA r=16 on every projection, bf16 weights, "
-            << std::string(c.name) << ": predicted " << predicted / 1048576.0 << " MiB, allocated peak "
-            << measured / 1048576.0 << " MiB (ratio " << ratio << ")");
+    MESSAGE(what << ", seq " << seq << " x 1, LoRA r=16 on every projection, bf16 weights, " << std::string(c.name)
+                 << ": predicted " << predicted / 1048576.0 << " MiB, allocated peak " << measured / 1048576.0
+                 << " MiB (ratio " << ratio << ")");
     CHECK(std::fabs(ratio - 1.0) <= 0.10);
   }
+}
+
+}  // namespace
+
+TEST_CASE("adapt_plan's memory per GPU is within 10% of adapt_train's allocated peak on cuda:0 (8B shape, 2 layers)") {
+  // Llama-3.1-8B's shapes with 2 layers (1.5 G parameters, 3 GB in bf16), so that the model and the
+  // activations dominate.
+#if ADAPT_CUDA_EMU
+  MESSAGE("not run on cuda_emu (ADAPT_CUDA=EMU): one step of an 8B-shaped layer takes hours on the emulated GEMM");
+  return;
+#endif
+  check_plan_memory("--preset llama-3.1-8b --layers 2 --dtype bf16", 1024, "8B shape, 2 layers");
+}
+
+TEST_CASE("adapt_plan's memory per GPU is within 10% of adapt_train's allocated peak on cuda:0 (a small model)") {
+  // A shape the emulator runs in seconds, with Llama's proportions (head_dim 64, so attention runs in bf16
+  // on the tensor-core kernels as at full size) and long enough sequences that the activations, not the
+  // weights, dominate the peak: the plan's model of the GPU pass (its workspaces, the bf16 copies of GEMM
+  // and attention inputs) checked on the caching allocator the GPU uses.
+  check_plan_memory("--recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() +
+                        " --layers 4 --set shape.hidden_size=256 --set shape.intermediate_size=896"
+                        " --set shape.head_dim=64 --set shape.n_heads=4 --set shape.n_kv_heads=2"
+                        " --set shape.max_position_embeddings=4096",
+                    1024, "small model (hidden 256, 4 layers)");
 }

@@ -204,7 +204,8 @@ TEST_CASE("generation memory: prefill pieces, and the KV cache's spill when it d
   req.layout = tp8;
   const PlanResult p = make_plan(req);
   CHECK(p.gen_pick < 0);
-  const std::uint64_t room = p.usable_bytes() - (gp.weights + gp.adapter + gp.activations);
+  const std::uint64_t room = p.usable_bytes() - gp.beside_kv();
+  CHECK(gp.libraries == 32ull << 20);  // cuBLASLt's workspace
   const std::int64_t on_gpu = static_cast<std::int64_t>(room / (1ull << 30)) - 2;  // 1 GiB per layer
   const std::string text = plan_text(p);
   CHECK_MESSAGE(text.find(fmt::format("runtime.kv_device_layers = {}: {} of 80 layers", on_gpu, on_gpu)) !=
