@@ -269,15 +269,10 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
                                          job.runtime.weights_device_layers);  // frees the host copy layer by layer
     model.attention_dtype = model::resolve_attention_dtype(model, job.runtime.attention_dtype);
     const std::string where = fmt::format("cuda:{} ({})", *device, backend::cuda_device_name(*device));
-    // Every pass of a generation attends over the KV cache: in bf16 over a bf16 cache only.
-    const std::string attention = kv_dtype == DType::BF16 || model.attention_dtype == DType::F32
-                                      ? model::attention_note(model)
-                                      : "attention in f32 over the f32 KV cache (kv_cache_dtype = \"bf16\" runs "
-                                        "prefills in bf16)";
     const std::string what =
         fmt::format("{} weights on {}: {} in {:.2f} s{}; {}", dtype_name(job.runtime.weights_dtype), where,
                     format_bytes(backend::cuda_memory_stats(*device).allocated), copy.seconds(),
-                    model::streamed_weights_note(model), attention);
+                    model::streamed_weights_note(model), model::attention_note(model, kv_dtype));
     if (app.world_size() > 1) log::info_all("{}", what);
     else log::info0("{}", what);
     if (tp.size() > 1 || pp.size() > 1) {

@@ -4,6 +4,7 @@
 
 #include "backend/backend.h"
 #include "core/error.h"
+#include "model/linear.h"
 #include "model/llama_weights.h"
 #include "ops/cast.h"
 
@@ -17,15 +18,8 @@ Tensor empty_like_in(const Tensor& t, DType dtype) {
                        fmt::format("{}.{}", t.name(), dtype_name(dtype)));
 }
 
-// `t` in `dtype`: `t` itself when it already is, else a copy (empty_like_in).
-Tensor in_dtype(const Tensor& t, DType dtype) {
-  if (t.dtype() == dtype) return t;
-  ADAPT_CHECK(t.is_contiguous(), "attention in {}: '{}' {} must be contiguous to be converted", dtype_name(dtype),
-              t.name(), t.shape().str());
-  Tensor c = empty_like_in(t, dtype);
-  ops::cast(c, t);
-  return c;
-}
+// Whether the tensor-core attention kernels take this head_dim (kernels/attention_plan.h).
+bool tensor_cores_take(std::int64_t head_dim) { return head_dim == 64 || head_dim == 128; }
 
 void require_compute_dtype(const char* op, DType dtype, const Tensor& q) {
   ADAPT_CHECK(dtype == DType::F32 || (dtype == DType::BF16 && !q.device().host_accessible()),
@@ -42,15 +36,20 @@ DType resolve_attention_dtype(const LlamaModel& model, AttentionDtype setting) {
   switch (setting) {
     case AttentionDtype::F32: return DType::F32;
     case AttentionDtype::BF16: return DType::BF16;
-    case AttentionDtype::Auto: return w.dtype() == DType::BF16 && (D == 64 || D == 128) ? DType::BF16 : DType::F32;
+    case AttentionDtype::Auto: return w.dtype() == DType::BF16 && tensor_cores_take(D) ? DType::BF16 : DType::F32;
   }
   return DType::F32;
 }
 
-std::string attention_note(const LlamaModel& model) {
-  const std::int64_t D = model.config.head_dim;
+DType attention_dtype_over_cache(const LlamaModel& model, DType kv_dtype) {
+  return kv_dtype == DType::BF16 ? model.attention_dtype : DType::F32;
+}
+
+std::string attention_note(const LlamaModel& model, std::optional<DType> kv_dtype) {
+  if (kv_dtype && attention_dtype_over_cache(model, *kv_dtype) != model.attention_dtype)
+    return "attention in f32 over the f32 KV cache (kv_cache_dtype = \"bf16\" runs prefills in bf16)";
   if (model.attention_dtype != DType::BF16) return "attention in f32";
-  return D == 64 || D == 128 ? "attention in bf16 on tensor cores" : "attention in bf16";
+  return tensor_cores_take(model.config.head_dim) ? "attention in bf16 on tensor cores" : "attention in bf16";
 }
 
 void attention_forward_in(DType dtype, Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -60,7 +59,8 @@ void attention_forward_in(DType dtype, Tensor& out, const Tensor& q, const Tenso
     ops::attention_forward(out, q, k, v, opts, lse);
     return;
   }
-  const Tensor qc = in_dtype(q, dtype), kc = in_dtype(k, dtype), vc = in_dtype(v, dtype);
+  const Tensor qc = device_in_dtype(q, dtype), kc = device_in_dtype(k, dtype);
+  const Tensor vc = device_in_dtype(v, dtype);
   Tensor oc = empty_like_in(out, dtype);
   ops::attention_forward(oc, qc, kc, vc, opts, lse);
   ops::cast(out, oc);
@@ -74,8 +74,8 @@ void attention_backward_in(DType dtype, Tensor& dq, Tensor& dk, Tensor& dv, cons
     ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, opts);
     return;
   }
-  const Tensor doc = in_dtype(dout, dtype), qc = in_dtype(q, dtype), kc = in_dtype(k, dtype),
-               vc = in_dtype(v, dtype), oc = in_dtype(out, dtype);
+  const Tensor doc = device_in_dtype(dout, dtype), qc = device_in_dtype(q, dtype), kc = device_in_dtype(k, dtype);
+  const Tensor vc = device_in_dtype(v, dtype), oc = device_in_dtype(out, dtype);
   Tensor dqc = empty_like_in(dq, dtype), dkc = empty_like_in(dk, dtype), dvc = empty_like_in(dv, dtype);
   ops::attention_backward(dqc, dkc, dvc, doc, qc, kc, vc, oc, lse, opts);
   ops::cast(dq, dqc);

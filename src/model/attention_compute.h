@@ -5,6 +5,7 @@
 // what it computes back into the f32 activations. The passes keep their activations f32 either way.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "dtype/dtype.h"
@@ -21,8 +22,13 @@ struct LlamaModel;  // llama_weights.h
 /// otherwise. The apps set LlamaModel::attention_dtype to it after llama_model_to_device.
 DType resolve_attention_dtype(const LlamaModel& model, AttentionDtype setting);
 
-/// For the apps' logs: "attention in bf16 on tensor cores", "attention in bf16" or "attention in f32".
-std::string attention_note(const LlamaModel& model);
+/// What attention over a KV cache of `kv_dtype` computes in: model.attention_dtype over a bf16 cache, f32
+/// over an f32 one (a bf16 copy of every key read would cost more than the tensor cores save).
+DType attention_dtype_over_cache(const LlamaModel& model, DType kv_dtype);
+
+/// For the apps' logs: "attention in bf16 on tensor cores", "attention in bf16" or "attention in f32";
+/// with `kv_dtype` (a generation, which attends over its KV cache) as attention_dtype_over_cache says.
+std::string attention_note(const LlamaModel& model, std::optional<DType> kv_dtype = std::nullopt);
 
 /// ops::attention_forward computed in `dtype` (F32 or BF16). With BF16, q, k and v are read as bf16
 /// (copies of those that are not bf16 already: a bf16 KV cache is read where it is; k and v must

@@ -11,11 +11,15 @@ namespace adapt::model {
 // The first GEMM operand in the weight's dtype: on a CUDA device cuBLASLt multiplies one dtype by the
 // same dtype, so a bf16 weight takes a bf16 copy of x (device scratch from the caching allocator,
 // released in stream order). On the host, or with f32 weights, x itself.
-Tensor gemm_input(const Tensor& x, const Tensor& w) {
-  if (x.device().host_accessible() || x.dtype() == w.dtype()) return x;
-  Tensor xc = Tensor::empty(x.shape(), w.dtype(), backend::cuda_allocator(x.device().index), x.name() + ".cast");
+Tensor device_in_dtype(const Tensor& x, DType dtype) {
+  if (x.dtype() == dtype) return x;
+  Tensor xc = Tensor::empty(x.shape(), dtype, backend::cuda_allocator(x.device().index), x.name() + ".cast");
   ops::cast(xc, x);
   return xc;
+}
+
+Tensor gemm_input(const Tensor& x, const Tensor& w) {
+  return x.device().host_accessible() ? x : device_in_dtype(x, w.dtype());
 }
 
 Tensor as_rows(const Tensor& t) {

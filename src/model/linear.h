@@ -18,6 +18,10 @@ struct LinearOptions {
   const Tensor* x_for_gemm = nullptr;
 };
 
+/// `x` (on a CUDA device) in `dtype`: `x` itself when it already is, else a contiguous copy from the
+/// device's caching allocator (released in stream order). For gemm_input and attention's bf16 operands.
+Tensor device_in_dtype(const Tensor& x, DType dtype);
+
 /// x as the GEMM of a projection by `w` takes it: on a CUDA device with bf16 weights a bf16 copy
 /// (cuBLASLt multiplies one dtype by the same dtype), else x itself. For LinearOptions::x_for_gemm.
 Tensor gemm_input(const Tensor& x, const Tensor& w);

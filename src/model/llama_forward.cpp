@@ -165,9 +165,8 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
       return;
     }
 #endif
-    // In bf16 over a bf16 cache only: an f32 cache would need a bf16 copy of every key read.
-    const DType dtype = cache->k(l).dtype() == DType::BF16 ? model.attention_dtype : DType::F32;
-    attention_forward_in(dtype, attn, q, cache->k(l), cache->v(l), {.q_pos_offsets = pos0, .kv_rows = rows});
+    attention_forward_in(attention_dtype_over_cache(model, cache->k(l).dtype()), attn, q, cache->k(l), cache->v(l),
+                         {.q_pos_offsets = pos0, .kv_rows = rows});
   };
   for (int l = static_cast<int>(layer_range.begin); l < static_cast<int>(layer_range.end()); ++l) {
     // The next layer this rank computes: the following one, or after the last the first (the next

@@ -654,6 +654,12 @@ TEST_CASE("attention in bf16 on cuda:0 (head_dim 64, tensor cores): training ste
     CHECK(model::resolve_attention_dtype(d16, model::AttentionDtype::BF16) == DType::BF16);
     CHECK(model::attention_note(bf16_attn) == "attention in bf16 on tensor cores");
     CHECK(model::attention_note(f32_attn) == "attention in f32");
+    // Over a KV cache: bf16 attention over a bf16 cache only.
+    CHECK(model::attention_dtype_over_cache(bf16_attn, DType::BF16) == DType::BF16);
+    CHECK(model::attention_dtype_over_cache(bf16_attn, DType::F32) == DType::F32);
+    CHECK(model::attention_note(bf16_attn, DType::BF16) == "attention in bf16 on tensor cores");
+    CHECK(model::attention_note(bf16_attn, DType::F32).starts_with("attention in f32 over the f32 KV cache"));
+    CHECK(model::attention_note(f32_attn, DType::F32) == "attention in f32");
   }
 
   SUBCASE("training step with a LoRA + block hook, plain and packed rows") {
