@@ -125,12 +125,9 @@ int run(int argc, char** argv) {
   ADAPT_REQUIRE(weights_dtype_text.empty() || weights_dtype_text == "bf16" || weights_dtype_text == "f32", ConfigError,
                 "--weights-dtype {} must be bf16 or f32", weights_dtype_text);
   const DType weights_dtype = weights_dtype_text == "f32" ? DType::F32 : DType::BF16;
-  ADAPT_REQUIRE(attention_text.empty() || attention_text == "auto" || attention_text == "bf16" ||
-                    attention_text == "f32",
-                ConfigError, "--attention-dtype {} must be auto, bf16 or f32", attention_text);
-  const model::AttentionDtype attention = attention_text == "bf16"  ? model::AttentionDtype::BF16
-                                          : attention_text == "f32" ? model::AttentionDtype::F32
-                                                                    : model::AttentionDtype::Auto;
+  const std::optional<model::AttentionDtype> attention =
+      attention_text.empty() ? model::AttentionDtype::Auto : model::attention_dtype_parse(attention_text);
+  ADAPT_REQUIRE(attention, ConfigError, "--attention-dtype {} must be auto, bf16 or f32", attention_text);
   // The GPU first: without one this fails before the model is read.
   const std::optional<int> device = apps::app_device_resolve(device_text, comm::launch_env_from_process(),
                                                              {.name = "--device", .to_cpu = "pass --device cpu"});
@@ -152,7 +149,7 @@ int run(int argc, char** argv) {
     Timer copy;
     // Frees the host copy layer by layer.
     model = model::llama_model_to_device(std::move(model), *device, weights_dtype, device_layers.value_or(-1));
-    model.attention_dtype = model::resolve_attention_dtype(model, attention);
+    model.attention_dtype = model::resolve_attention_dtype(model, *attention);
     log::info0("{} weights on cuda:{} ({}) in {:.2f} s{}; {}", dtype_name(weights_dtype), *device,
                backend::cuda_device_name(*device), copy.seconds(), model::streamed_weights_note(model),
                model::attention_note(model));

@@ -1,5 +1,7 @@
 #include "config/gen_config_schema.h"
 
+#include "config/device_runtime_keys.h"
+
 namespace adapt::config {
 
 const Schema<generate::GenJob>& gen_job_schema() {
@@ -50,36 +52,12 @@ const Schema<generate::GenJob>& gen_job_schema() {
              "once. Texts do not depend on it (README, Generating). KV cache: batch_size x (longest prompt + "
              "max_new_tokens) positions.")
         .range(std::int64_t{1}, std::int64_t{1024});
-    rt.field("device", &GenRuntime::device,
-             "Where the model runs: \"cpu\"; \"cuda\", the GPU of the rank's local rank (local rank i takes "
-             "visible device i; a rank that sees one GPU, e.g. srun --gpus-per-task=1, takes it); or \"cuda:N\", "
-             "visible device N for every rank. Any parallel layout: each rank copies its tp shard / pp stage to "
-             "its GPU (tp and pp groups use NCCL when every rank has its own GPU, else MPI through host memory); "
-             "weights are read on the host, then copied once.")
-        .check([](const std::string& s) { return gen_device_parse(s).has_value(); },
-               "must be \"cpu\", \"cuda\" or \"cuda:N\" (N = 0, 1, ...)");
-    rt.enumeration("weights_dtype", &GenRuntime::weights_dtype, {{"bf16", DType::BF16}, {"f32", DType::F32}},
-                   "Dtype of the weight matrices (embedding, projections, lm_head) on a GPU; norms stay f32. "
-                   "bf16 runs bf16 GEMMs (half the memory), f32 computes as the CPU does. Unused with "
-                   "device = \"cpu\".");
-    rt.field("weights_device_layers", &GenRuntime::weights_device_layers,
-             "Of the decoder layers a rank holds (its pipeline stage's), how many keep their weights on the GPU; "
-             "the weights of the others stay in pinned host RAM and are copied to the GPU layer by layer as a pass "
-             "reaches them (the next layer while the current one computes; the same numbers as with every layer on "
-             "the GPU). For a model whose weights do not fit beside the activations, e.g. Llama 3.1 8B on a 10 GB "
-             "card (adapt_plan --weights-device-layers shows what fits and the cost): each such layer crosses the "
-             "host link once per forward (a decode step copies them all: worth it for many rows at once, not for "
-             "one). -1 = every layer on the GPU. Unused with device = \"cpu\".")
-        .at_least(std::int64_t{-1});
-    rt.enumeration("attention_dtype", &GenRuntime::attention_dtype,
-                   {{"auto", model::AttentionDtype::Auto}, {"bf16", model::AttentionDtype::BF16},
-                    {"f32", model::AttentionDtype::F32}},
-                   "What attention computes in on a GPU: \"auto\" (bf16 on the tensor cores when weights_dtype = "
-                   "\"bf16\" and head_dim is 64 or 128, as in Llama models; f32 otherwise), \"bf16\" (q, k, v and the "
-                   "output rounded to bf16; the softmax and the sums in f32), or \"f32\" (the CPU's arithmetic, one "
-                   "warp per query row on CUDA cores). The activations stay f32 either way. Generation attends over "
-                   "its KV cache: in bf16 only over a bf16 cache (kv_cache_dtype; \"auto\" gives one with bf16 "
-                   "weights). Unused with device = \"cpu\".");
+    add_device_runtime_keys(
+        rt, {.weights = "the weight matrices (embedding, projections, lm_head; norms stay f32)",
+             .streamed_layer_cost = "once per forward (a decode step copies them all: worth it for many rows at once, "
+                                    "not for one)",
+             .attention_extra = "Generation attends over its KV cache: in bf16 only over a bf16 cache "
+                                "(kv_cache_dtype; \"auto\" gives one with bf16 weights)."});
     rt.field("prefill_chunk", &GenRuntime::prefill_chunk,
              "Prompt tokens per forward: a long prompt is prefilled in pieces of this many tokens, so its "
              "activations stay those of prefill_chunk tokens (0 = whole prompts at once).")

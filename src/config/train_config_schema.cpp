@@ -1,6 +1,6 @@
 #include "config/train_config_schema.h"
 
-#include "generate/gen_config.h"  // gen_device_parse: runtime.device takes the forms adapt_gen's does
+#include "config/device_runtime_keys.h"
 
 namespace adapt::config {
 
@@ -136,35 +136,8 @@ const Schema<train::TrainConfig>& train_config_schema() {
             "adapt_train --merge sets it.");
 
     Schema<TrainRuntimeConfig> rt;
-    rt.field("device", &TrainRuntimeConfig::device,
-             "Where the model trains: \"cpu\"; \"cuda\", the GPU of the rank's local rank (local rank i takes "
-             "visible device i; a rank that sees one GPU, e.g. srun --gpus-per-task=1, takes it); or \"cuda:N\", "
-             "visible device N for every rank. Any parallel layout: each rank copies its tp shard / pp stage to "
-             "its GPU (tp and pp groups use NCCL when every rank has its own GPU, else MPI through host memory); "
-             "weights are read on the host, then copied once.")
-        .check([](const std::string& s) { return generate::gen_device_parse(s).has_value(); },
-               "must be \"cpu\", \"cuda\" or \"cuda:N\" (N = 0, 1, ...)");
-    rt.enumeration("weights_dtype", &TrainRuntimeConfig::weights_dtype, {{"bf16", DType::BF16}, {"f32", DType::F32}},
-                   "Dtype of the frozen weight matrices on a GPU; norms, activations and the adapter stay f32. "
-                   "bf16 runs bf16 GEMMs (half the memory), f32 computes as the CPU does. Unused with "
-                   "device = \"cpu\".");
-    rt.field("weights_device_layers", &TrainRuntimeConfig::weights_device_layers,
-             "Of the decoder layers a rank holds (its pipeline stage's), how many keep their weights on the GPU; "
-             "the weights of the others stay in pinned host RAM and are copied to the GPU layer by layer as a pass "
-             "reaches them (the next layer while the current one computes; the same numbers as with every layer on "
-             "the GPU). For a model whose weights do not fit beside the activations, e.g. Llama 3.1 8B on a 10 GB "
-             "card (adapt_plan --weights-device-layers shows what fits and the cost): each such layer crosses the "
-             "host link once per forward and once per backward. -1 = every layer on the GPU. Unused with device = "
-             "\"cpu\".")
-        .at_least(std::int64_t{-1});
-    rt.enumeration("attention_dtype", &TrainRuntimeConfig::attention_dtype,
-                   {{"auto", model::AttentionDtype::Auto}, {"bf16", model::AttentionDtype::BF16},
-                    {"f32", model::AttentionDtype::F32}},
-                   "What attention computes in on a GPU: \"auto\" (bf16 on the tensor cores when weights_dtype = "
-                   "\"bf16\" and head_dim is 64 or 128, as in Llama models; f32 otherwise), \"bf16\" (q, k, v and the "
-                   "output rounded to bf16; the softmax and the sums in f32), or \"f32\" (the CPU's arithmetic, one "
-                   "warp per query row on CUDA cores). The activations stay f32 either way. Unused with device = "
-                   "\"cpu\".");
+    add_device_runtime_keys(rt, {.weights = "the frozen weight matrices (norms, activations and the adapter stay f32)",
+                                 .streamed_layer_cost = "once per forward and once per backward"});
     rt.field("peak_tflops", &TrainRuntimeConfig::peak_tflops,
              "Peak TFLOP/s of one rank's device, against which each step's MFU (model FLOPs utilisation) is "
              "logged. 0 = the dense bf16 peak of a known GPU (A100, H100, H200, RTX 3080) with weights_dtype = "

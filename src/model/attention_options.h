@@ -2,7 +2,11 @@
 // adapt_eval's --attention-dtype): a plain enum that the config structs hold.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <optional>
+#include <string_view>
+#include <utility>
 
 namespace adapt::model {
 
@@ -13,5 +17,16 @@ namespace adapt::model {
 ///   F32:  f32 (one warp per query row on CUDA cores): the CPU's arithmetic, slower.
 ///   BF16: bf16 for any head_dim (64 and 128 on tensor cores, others on the generic kernel).
 enum class AttentionDtype : std::uint8_t { Auto, F32, BF16 };
+
+/// The names the settings are written with, in the order the documentation gives them.
+inline constexpr std::array<std::pair<std::string_view, AttentionDtype>, 3> kAttentionDtypeNames{{
+    {"auto", AttentionDtype::Auto}, {"bf16", AttentionDtype::BF16}, {"f32", AttentionDtype::F32}}};
+
+/// "auto", "bf16" or "f32" as an AttentionDtype; nullopt for anything else.
+inline std::optional<AttentionDtype> attention_dtype_parse(std::string_view text) {
+  for (const auto& [name, value] : kAttentionDtypeNames)
+    if (name == text) return value;
+  return std::nullopt;
+}
 
 }  // namespace adapt::model
