@@ -34,7 +34,8 @@
 #      step-time ratios against the aim (offload at most 1.10x).
 #
 # Usage: scripts/gpu_check.sh [--build-dir DIR] [--jobs N] [--layers N] [--quick] [--no-build] [--no-hf]
-#                             [--only LIST] [--tests REGEX] [--python PY] [--deps DIR] [--out FILE] [-h|--help]
+#                             [--only LIST] [--tests REGEX] [--python PY] [--deps DIR] [--out FILE]
+#                             [--preset NAME] [--gemm N] [--offload-params LIST] [-h|--help]
 #   --build-dir DIR  build folder (default: <repo>/build-gpu-check)
 #   --jobs N         build jobs (default: nproc)
 #   --layers N       layers of the 8B-shaped model (2-4; default 4)
@@ -51,6 +52,15 @@
 #                    toml++, nlohmann-json or doctest and no registry to install them from; unpacked once
 #                    into BUILD_DIR-deps (default: <repo>/.deps when that folder exists, else none)
 #   --out FILE       also write the report to FILE (default: BUILD_DIR/gpu_check.md)
+#   --preset NAME    the model shape of sections 4, 5 and 7 (adapt_model's preset names; default
+#                    llama-3.1-8b)
+#   --gemm N         the GEMM ceiling's size, N x N x N (default 8192)
+#   --offload-params LIST  adapter parameters per rank of section 6, comma-separated (default
+#                    42000000,207000000: LoRA r16 on Llama 3.1 8B and 70B)
+# Rehearsal without a GPU: an ADAPT_CUDA=EMU build (tests/cuda_emu/) and an NVIDIA_SMI that names the
+# emulated device run every section end to end at a small shape, which checks the script and the
+# benchmarks' harness, not speed: NVIDIA_SMI=FAKE scripts/gpu_check.sh --build-dir build-emu --no-build
+# --no-hf --quick --preset tiny --gemm 256 --offload-params 100000 --only ops,model,offload,step
 # Environment: NVIDIA_SMI overrides the nvidia-smi that is run (the unit test points it at a fake to take
 # the no-GPU path on any machine).
 # Exit status: 0 when everything ran and no GPU test failed; 1 when a GPU test or a benchmark failed (the
@@ -69,6 +79,9 @@ python="${ADAPT_GPU_CHECK_PYTHON:-python3}"
 out=""
 seq_len=4096
 nvidia_smi="${NVIDIA_SMI:-nvidia-smi}"
+preset=llama-3.1-8b
+gemm=8192
+offload_params=42000000,207000000
 only=",tests,ops,model,offload,step,"
 tests_regex=""
 deps=""
@@ -91,11 +104,18 @@ while [[ $# -gt 0 ]]; do
     --only) [[ $# -ge 2 ]] || die_usage "--only needs a value"; only=",$2,"; shift 2 ;;
     --tests) [[ $# -ge 2 ]] || die_usage "--tests needs a value"; tests_regex="$2"; shift 2 ;;
     --deps) [[ $# -ge 2 ]] || die_usage "--deps needs a value"; deps="$(realpath -m "$2")"; shift 2 ;;
+    --preset) [[ $# -ge 2 ]] || die_usage "--preset needs a value"; preset="$2"; shift 2 ;;
+    --gemm) [[ $# -ge 2 ]] || die_usage "--gemm needs a value"; gemm="$2"; shift 2 ;;
+    --offload-params) [[ $# -ge 2 ]] || die_usage "--offload-params needs a value"; offload_params="$2"; shift 2 ;;
     *) die_usage "unknown argument '$1'" ;;
   esac
 done
 [[ "$layers" =~ ^[1-9][0-9]*$ ]] || die_usage "--layers must be a positive integer, not '$layers'"
 [[ "$jobs" =~ ^[1-9][0-9]*$ ]] || die_usage "--jobs must be a positive integer, not '$jobs'"
+[[ "$gemm" =~ ^[1-9][0-9]*$ ]] || die_usage "--gemm must be a positive integer, not '$gemm'"
+[[ "$offload_params" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
+  die_usage "--offload-params must be comma-separated positive integers, not '$offload_params'"
+[[ "$preset" =~ ^[a-z0-9.-]+$ ]] || die_usage "--preset takes one of adapt_model's preset names, not '$preset'"
 for section in $(echo "$only" | tr ',' ' '); do
   case "$section" in
     tests|ops|model|offload|step) ;;
@@ -250,7 +270,9 @@ if want ops; then
 echo "gpu_check: tests/gpu_ops_bench" >&2
 bench_args=()
 [[ "$quick" == 1 ]] && bench_args=(--quick)
-emit "### Ops at Llama-3.1-8B shapes (tests/gpu_ops_bench${bench_args[*]:+ ${bench_args[*]}})"
+[[ "$preset" != llama-3.1-8b ]] && bench_args+=(--preset "$preset")
+[[ "$gemm" != 8192 ]] && bench_args+=(--gemm "$gemm")
+emit "### Ops at $preset shapes (tests/gpu_ops_bench${bench_args[*]:+ ${bench_args[*]}})"
 emit ""
 run_bench ops "$build/tests/gpu_ops_bench" "${bench_args[@]}"
 emit ""
@@ -265,7 +287,9 @@ if want model; then
 echo "gpu_check: tests/adapt_model_gpu_bench" >&2
 model_args=(--layers "$layers" --seq "$seq_len")
 [[ "$quick" == 1 ]] && model_args=(--quick)
-emit "### Model level: Llama-3.1-8B shapes (tests/adapt_model_gpu_bench ${model_args[*]})"
+[[ "$preset" != llama-3.1-8b ]] && model_args+=(--preset "$preset")
+[[ "$gemm" != 8192 ]] && model_args+=(--gemm "$gemm")
+emit "### Model level: $preset shapes (tests/adapt_model_gpu_bench ${model_args[*]})"
 emit ""
 run_bench model "$build/tests/adapt_model_gpu_bench" "${model_args[@]}"
 emit ""
@@ -277,7 +301,7 @@ emit ""
 adapt_tps() { awk -F'|' -v m="$1" 'index($2, m) == 2 {gsub(/ /, "", $4); print $4; exit}' "$work/model.md" 2>/dev/null; }
 
 hf_skip=""
-model_dir="$work/llama-8b-${layers}l"
+model_dir="$work/$preset-${layers}l"
 hf_python=""
 hf_seq="$seq_len" hf_layers="$layers"
 [[ "$quick" == 1 ]] && hf_seq=512 hf_layers=2  # what adapt_model_gpu_bench --quick runs
@@ -289,8 +313,8 @@ elif ! why="$("$python" -c 'import torch, transformers, peft; assert torch.cuda.
   hf_skip="not run: $python cannot import torch + transformers + peft with CUDA ($(echo "$why" | tail -1))"
 else
   hf_python="$python"
-  echo "gpu_check: adapt_model make --preset llama-3.1-8b --layers $hf_layers --dtype bf16" >&2
-  if ! "$build/bin/adapt_model" make --preset llama-3.1-8b --layers "$hf_layers" --dtype bf16 --out "$model_dir" \
+  echo "gpu_check: adapt_model make --preset $preset --layers $hf_layers --dtype bf16" >&2
+  if ! "$build/bin/adapt_model" make --preset "$preset" --layers "$hf_layers" --dtype bf16 --out "$model_dir" \
        >>"$log" 2>&1; then
     hf_skip="not run: adapt_model make failed ($(tail -1 "$log"))"
     hf_python=""
@@ -354,7 +378,7 @@ if [[ "$do_build" == 1 ]] && ! cmake --build "$build" -j "$jobs" --target offloa
 elif [[ ! -x "$build/tests/offload_bench" ]]; then
   emit "offload_bench is not in $build/tests (build it, or run without --no-build)"
   status=1
-elif "$build/tests/offload_bench" 42000000,207000000 0 "$offload_reps" >"$build/offload_bench.txt" 2>>"$log"; then
+elif "$build/tests/offload_bench" "$offload_params" 0 "$offload_reps" >"$build/offload_bench.txt" 2>>"$log"; then
   emit "| adapter parameters per rank | CPU threads | device AdamW (ms) | offloaded (ms) | of which D2H (ms) | CPU update + H2D (ms) | extra per step (ms) |"
   emit "|---|---|---|---|---|---|---|"
   while read -r _ n t dev off d2h upd; do
@@ -375,7 +399,7 @@ offload_steps=4
 [[ "$quick" == 1 ]] && offload_steps=2
 offload_seq="$seq_len"
 [[ "$quick" == 1 ]] && offload_seq=512
-if "$root/scripts/bench_offload.sh" "$build" --device cuda --preset llama-3.1-8b --layers "$layers" --dtype bf16 \
+if "$root/scripts/bench_offload.sh" "$build" --device cuda --preset "$preset" --layers "$layers" --dtype bf16 \
     --seq "$offload_seq" --micro-batch 1 --adapter lora:16 --steps "$offload_steps" \
     >"$build/bench_offload.txt" 2>>"$log"; then
   emit '```'

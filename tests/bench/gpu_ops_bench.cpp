@@ -2,16 +2,22 @@
 // run — the op table of scripts/gpu_check.sh (a timing tool, not a test; built only with CUDA).
 //
 //   build/tests/gpu_ops_bench [--tokens 4096] [--reps 20] [--warmup 3] [--device 0] [--quick]
+//                             [--preset llama-3.1-8b] [--gemm 8192]
 //
 //   --tokens T   rows of the training-shaped ops (one sequence of T tokens); default 4096
 //   --reps R     timed repetitions per op; the median counts
 //   --warmup W   untimed repetitions first (cuBLASLt's algorithm choice, the allocator's first cudaMalloc)
 //   --quick      T = 512, decode contexts 1k/4k, 5 reps: a smoke run that checks that every op launches
+//   --preset P   the shapes of another model preset (adapt_model's names); `tiny` with --gemm 256 is
+//                a rehearsal on the CPU emulation of CUDA (tests/cuda_emu/), which checks that the
+//                harness runs, not speed
+//   --gemm N     the size of the GEMM ceiling, N x N x N (default 8192)
 //
-// Shapes (Llama-3.1-8B): hidden C = 4096, FFN F = 14336, 32 query heads and 8 KV heads of D = 128,
-// vocabulary V = 128256; activations and weights bf16 (norm weights, rstd and optimizer state f32,
-// as in the ops). Every op goes through its ops:: entry point on device tensors (the dispatch the
-// model uses), decode attention through ops::cuda::decode_attention, AdamW through its launcher.
+// Shapes (Llama-3.1-8B by default): hidden C = 4096, FFN F = 14336, 32 query heads and 8 KV heads of
+// D = 128, vocabulary V = 128256, 32 layers (AdamW's LoRA size); activations and weights bf16 (norm
+// weights, rstd and optimizer state f32, as in the ops). Every op goes through its ops:: entry point on
+// device tensors (the dispatch the model uses), decode attention through ops::cuda::decode_attention,
+// AdamW through its launcher.
 //
 // Timing: one pair of CUDA events around each repetition on the legacy default stream (where the
 // ops run), the median of R. Ceilings, measured first in the same process:
@@ -48,6 +54,7 @@
 #include "dtype/dtype.h"
 #include "kernels/adamw.h"
 #include "kernels/launch_plan.h"
+#include "model/llama_config.h"
 #include "ops/attention.h"
 #include "ops/cast.h"
 #include "ops/cross_entropy.h"
@@ -64,7 +71,9 @@ using namespace adapt;
 
 namespace {
 
-constexpr const char* kUsage = "usage: gpu_ops_bench [--tokens 4096] [--reps 20] [--warmup 3] [--device 0] [--quick]\n";
+constexpr const char* kUsage =
+    "usage: gpu_ops_bench [--tokens 4096] [--reps 20] [--warmup 3] [--device 0] [--quick] [--preset llama-3.1-8b] "
+    "[--gemm 8192]\n";
 
 struct Options {
   std::int64_t tokens = 4096;
@@ -72,10 +81,12 @@ struct Options {
   int warmup = 3;
   int device = 0;
   bool quick = false;
+  std::string preset = "llama-3.1-8b";
+  std::int64_t gemm = 8192;
 };
 
-// Llama-3.1-8B
-constexpr std::int64_t kHidden = 4096, kFfn = 14336, kHeads = 32, kKvHeads = 8, kHeadDim = 128, kVocab = 128256;
+// The model's shapes (--preset; Llama-3.1-8B by default), set once in run().
+std::int64_t g_hidden = 0, g_ffn = 0, g_heads = 0, g_kv_heads = 0, g_head_dim = 0, g_vocab = 0, g_layers = 0;
 
 /// Median milliseconds of `reps` runs of f, each between two events on the legacy default stream.
 double time_ms(const Options& o, const std::function<void()>& f) {
@@ -143,7 +154,7 @@ struct Row {
 
 std::vector<Row> g_rows;
 double g_bw = 0;      // GB/s, device-to-device copy
-double g_tflops = 0;  // bf16 GEMM at 8192³
+double g_tflops = 0;  // bf16 GEMM at --gemm³ (8192³)
 
 void report(Row r) {
   fmt::print(stderr, "  {:<28} {:>9.3f} ms  {:>8.1f} {}  ({:.0f}% of the ceiling)\n", r.op, r.ms, r.achieved, r.unit,
@@ -169,7 +180,7 @@ void ceilings(const Options& o) {
       time_ms(o, [&] { ADAPT_CUDA_CHECK(cudaMemcpy(b.raw(), a.raw(), bytes, cudaMemcpyDeviceToDevice)); });
   g_bw = 2.0 * static_cast<double>(bytes) / (copy_ms * 1e-3) / 1e9;
 
-  const std::int64_t n = 8192;
+  const std::int64_t n = o.gemm;
   Tensor x = dev(Shape{n, n}, DType::BF16, o.device, "gemm_a"), w = dev(Shape{n, n}, DType::BF16, o.device, "gemm_b"),
          y = dev(Shape{n, n}, DType::BF16, o.device, "gemm_c");
   fill(x, 1.0f, 1);
@@ -182,8 +193,8 @@ void ceilings(const Options& o) {
   const double flops = 2.0 * static_cast<double>(n) * n * n;
   g_tflops = flops / (gemm_ms * 1e-3) / 1e12;
   g_rows.push_back(Row{"ceiling: D2D copy (cudaMemcpy)", "1 GiB", "2 GiB moved", copy_ms, g_bw, "GB/s", g_bw});
-  g_rows.push_back(Row{"ceiling: cuBLASLt bf16 GEMM", "8192³", fmt::format("{:.3g} TFLOP", flops / 1e12), gemm_ms,
-                       g_tflops, "TFLOP/s", g_tflops});
+  g_rows.push_back(Row{"ceiling: cuBLASLt bf16 GEMM", fmt::format("{}³", n), fmt::format("{:.3g} TFLOP", flops / 1e12),
+                       gemm_ms, g_tflops, "TFLOP/s", g_tflops});
   fmt::print(stderr, "  ceilings: copy {:.0f} GB/s, bf16 GEMM {:.1f} TFLOP/s\n", g_bw, g_tflops);
 }
 
@@ -194,11 +205,11 @@ void bench_gemms(const Options& o) {
     std::int64_t n, k;
   };
   // y (T, out) = x (T, in) · W (out, in)ᵀ: the projections of one layer and the LM head
-  const G gemms[] = {{"matmul q,k,v (fused)", kHidden + 2 * kKvHeads * kHeadDim, kHidden},
-                     {"matmul o_proj", kHidden, kHidden},
-                     {"matmul gate+up (fused)", 2 * kFfn, kHidden},
-                     {"matmul down_proj", kHidden, kFfn},
-                     {"matmul lm_head", kVocab, kHidden}};
+  const G gemms[] = {{"matmul q,k,v (fused)", g_hidden + 2 * g_kv_heads * g_head_dim, g_hidden},
+                     {"matmul o_proj", g_hidden, g_hidden},
+                     {"matmul gate+up (fused)", 2 * g_ffn, g_hidden},
+                     {"matmul down_proj", g_hidden, g_ffn},
+                     {"matmul lm_head", g_vocab, g_hidden}};
   for (const G& g : gemms) {
     Tensor x = dev(Shape{T, g.k}, DType::BF16, o.device, "x"), w = dev(Shape{g.n, g.k}, DType::BF16, o.device, "w"),
            y = dev(Shape{T, g.n}, DType::BF16, o.device, "y");
@@ -208,17 +219,18 @@ void bench_gemms(const Options& o) {
     flop_row(g.name, fmt::format("{}x{}x{} bf16", T, g.n, g.k), 2.0 * T * g.n * g.k, ms);
   }
   {  // the backward's dx = dy · W (no transpose) for the down projection's input
-    Tensor dy = dev(Shape{T, kHidden}, DType::BF16, o.device, "dy"), w = dev(Shape{kHidden, kFfn}, DType::BF16, o.device, "w"),
-           dx = dev(Shape{T, kFfn}, DType::BF16, o.device, "dx");
+    Tensor dy = dev(Shape{T, g_hidden}, DType::BF16, o.device, "dy"),
+           w = dev(Shape{g_hidden, g_ffn}, DType::BF16, o.device, "w"),
+           dx = dev(Shape{T, g_ffn}, DType::BF16, o.device, "dx");
     fill(dy, 1.0f, 5);
     fill(w, 0.05f, 6);
     const double ms = time_ms(o, [&] { ops::matmul(dx, dy, w, ops::MatmulOptions{.transpose_b = false}); });
-    flop_row("matmul down_proj dx", fmt::format("{}x{}x{} bf16", T, kFfn, kHidden), 2.0 * T * kFfn * kHidden, ms);
+    flop_row("matmul down_proj dx", fmt::format("{}x{}x{} bf16", T, g_ffn, g_hidden), 2.0 * T * g_ffn * g_hidden, ms);
   }
 }
 
 void bench_rows(const Options& o) {
-  const std::int64_t T = o.tokens, C = kHidden, F = kFfn;
+  const std::int64_t T = o.tokens, C = g_hidden, F = g_ffn;
   const double T_ = static_cast<double>(T);
   {  // RMSNorm
     Tensor x = dev(Shape{T, C}, DType::BF16, o.device, "x"), y = dev(Shape{T, C}, DType::BF16, o.device, "y"),
@@ -238,16 +250,16 @@ void bench_rows(const Options& o) {
             bwd_w);
   }
   {  // RoPE on q (the same kernel runs on k with 8 heads)
-    const std::int64_t half = kHeadDim / 2;
+    const std::int64_t half = g_head_dim / 2;
     std::vector<float> inv_freq(static_cast<std::size_t>(half));
     for (std::int64_t i = 0; i < half; ++i)
-      inv_freq[static_cast<std::size_t>(i)] = static_cast<float>(std::pow(500000.0, -2.0 * i / kHeadDim));
+      inv_freq[static_cast<std::size_t>(i)] = static_cast<float>(std::pow(500000.0, -2.0 * i / g_head_dim));
     Tensor cos = dev(Shape{T, half}, DType::F32, o.device, "cos"), sin = dev(Shape{T, half}, DType::F32, o.device, "sin");
     ops::rope_table_fill(cos, sin, inv_freq, 0);
-    Tensor q = dev(Shape{1, T, kHeads, kHeadDim}, DType::BF16, o.device, "q");
+    Tensor q = dev(Shape{1, T, g_heads, g_head_dim}, DType::BF16, o.device, "q");
     fill(q, 1.0f, 10);
-    const double bytes = 4.0 * T_ * kHeads * kHeadDim + 8.0 * T_ * half;
-    const std::string shape = fmt::format("(1, {}, {}, {}) bf16", T, kHeads, kHeadDim);
+    const double bytes = 4.0 * T_ * g_heads * g_head_dim + 8.0 * T_ * half;
+    const std::string shape = fmt::format("(1, {}, {}, {}) bf16", T, g_heads, g_head_dim);
     mem_row("rope forward (q)", shape, "read + write q, read tables", bytes,
             time_ms(o, [&] { ops::rope_forward(q, cos, sin); }));
     mem_row("rope backward (dq)", shape, "read + write dq, read tables", bytes,
@@ -266,27 +278,28 @@ void bench_rows(const Options& o) {
             time_ms(o, [&] { ops::swiglu_backward(dg, du, out, g, u); }));
   }
   {  // embedding gather (the backward is a scatter-add into an f32 table: tests only, embeddings are frozen)
-    Tensor table = dev(Shape{kVocab, C}, DType::BF16, o.device, "embed_tokens"),
+    Tensor table = dev(Shape{g_vocab, C}, DType::BF16, o.device, "embed_tokens"),
            out = dev(Shape{T, C}, DType::BF16, o.device, "h");
     fill(table, 0.05f, 13);
-    Tensor ids = ids_on_device(T, kVocab, o.device, "ids");
-    mem_row("embedding forward", fmt::format("{} ids of ({}, {}) bf16", T, kVocab, C), "read T rows, write T rows",
+    Tensor ids = ids_on_device(T, g_vocab, o.device, "ids");
+    mem_row("embedding forward", fmt::format("{} ids of ({}, {}) bf16", T, g_vocab, C), "read T rows, write T rows",
             4.0 * T_ * C, time_ms(o, [&] { ops::embedding_forward(out, table, ids); }));
-    Tensor dtable = dev(Shape{kVocab, C}, DType::F32, o.device, "dtable");
+    Tensor dtable = dev(Shape{g_vocab, C}, DType::F32, o.device, "dtable");
     ADAPT_CUDA_CHECK(cudaMemset(dtable.raw(), 0, dtable.size_bytes()));
-    mem_row("embedding backward", fmt::format("{} ids into ({}, {}) f32", T, kVocab, C),
+    mem_row("embedding backward", fmt::format("{} ids into ({}, {}) f32", T, g_vocab, C),
             "read dout, read + write T f32 rows", 2.0 * T_ * C + 8.0 * T_ * C,
             time_ms(o, [&] { ops::embedding_backward(dtable, out, ids); }));
   }
   {  // fused cross-entropy over the LM head's logits (forward and the gradient in place)
-    Tensor logits = dev(Shape{T, kVocab}, DType::BF16, o.device, "logits");
+    Tensor logits = dev(Shape{T, g_vocab}, DType::BF16, o.device, "logits");
     Tensor row_loss = dev(Shape{T}, DType::F32, o.device, "row_loss");
-    Tensor targets = ids_on_device(T, kVocab, o.device, "targets");
+    Tensor targets = ids_on_device(T, g_vocab, o.device, "targets");
     fill(logits, 4.0f, 14);
     const ops::CrossEntropyOptions opts{.grad_scale = 1.0f / static_cast<float>(T)};
     // the gradient overwrites the logits; the values stay in range, so rerunning it times the same work
-    mem_row("cross_entropy fwd+bwd", fmt::format("({}, {}) bf16", T, kVocab), "read logits, write dlogits",
-            4.0 * T_ * kVocab, time_ms(o, [&] { ops::cross_entropy_forward_backward(logits, targets, opts, &row_loss); }));
+    mem_row("cross_entropy fwd+bwd", fmt::format("({}, {}) bf16", T, g_vocab), "read logits, write dlogits",
+            4.0 * T_ * g_vocab,
+            time_ms(o, [&] { ops::cross_entropy_forward_backward(logits, targets, opts, &row_loss); }));
   }
   {  // cast f32 -> bf16 (weights to the compute dtype)
     Tensor src = dev(Shape{F, C}, DType::F32, o.device, "src"), dst = dev(Shape{F, C}, DType::BF16, o.device, "dst");
@@ -294,10 +307,10 @@ void bench_rows(const Options& o) {
     mem_row("cast f32 -> bf16", fmt::format("({}, {})", F, C), "read f32, write bf16", 6.0 * F * C,
             time_ms(o, [&] { ops::cast(dst, src); }));
   }
-  {  // AdamW over the LoRA parameters of an 8B model (r = 16 on q, k, v, o, gate, up, down of 32 layers)
-    const std::int64_t r = 16, layers = 32;
-    const std::int64_t per_layer = r * ((kHidden + kHidden) + (kHidden + kKvHeads * kHeadDim) * 2 +
-                                        (kHidden + kHidden) + (kHidden + kFfn) * 2 + (kFfn + kHidden));
+  {  // AdamW over the LoRA parameters of the model (r = 16 on q, k, v, o, gate, up, down of every layer)
+    const std::int64_t r = 16, layers = g_layers;
+    const std::int64_t per_layer = r * ((g_hidden + g_hidden) + (g_hidden + g_kv_heads * g_head_dim) * 2 +
+                                        (g_hidden + g_hidden) + (g_hidden + g_ffn) * 2 + (g_ffn + g_hidden));
     const std::int64_t n = per_layer * layers;
     Tensor p = dev(Shape{n}, DType::F32, o.device, "param"), g = dev(Shape{n}, DType::F32, o.device, "grad"),
            m = dev(Shape{n}, DType::F32, o.device, "m"), v = dev(Shape{n}, DType::F32, o.device, "v"),
@@ -317,7 +330,7 @@ void bench_rows(const Options& o) {
 }
 
 void bench_attention(const Options& o) {
-  const std::int64_t T = o.tokens, H = kHeads, Hkv = kKvHeads, D = kHeadDim;
+  const std::int64_t T = o.tokens, H = g_heads, Hkv = g_kv_heads, D = g_head_dim;
   Tensor q = dev(Shape{1, T, H, D}, DType::BF16, o.device, "q"), k = dev(Shape{1, Hkv, T, D}, DType::BF16, o.device, "k"),
          v = dev(Shape{1, Hkv, T, D}, DType::BF16, o.device, "v"), out = dev(Shape{1, T, H, D}, DType::BF16, o.device, "out"),
          lse = dev(Shape{1, H, T}, DType::F32, o.device, "lse"), dout = dev(Shape{1, T, H, D}, DType::BF16, o.device, "dout"),
@@ -337,7 +350,7 @@ void bench_attention(const Options& o) {
 }
 
 void bench_decode(const Options& o) {
-  const std::int64_t H = kHeads, Hkv = kKvHeads, D = kHeadDim;
+  const std::int64_t H = g_heads, Hkv = g_kv_heads, D = g_head_dim;
   const std::vector<std::int64_t> contexts = o.quick ? std::vector<std::int64_t>{1024, 4096}
                                                      : std::vector<std::int64_t>{4096, 32768};
   for (const std::int64_t B : {std::int64_t{1}, std::int64_t{16}}) {
@@ -389,16 +402,22 @@ int run(int argc, char** argv) {
     else if (a == "--reps") o.reps = std::stoi(v);
     else if (a == "--warmup") o.warmup = std::stoi(v);
     else if (a == "--device") o.device = std::stoi(v);
+    else if (a == "--preset") o.preset = v;
+    else if (a == "--gemm") o.gemm = std::stoll(v);
     else ADAPT_THROW(ConfigError, "unknown option '{}'\n{}", a, kUsage);
   }
-  ADAPT_REQUIRE(o.tokens > 0 && o.reps > 0 && o.warmup >= 0, ConfigError, "--tokens and --reps must be > 0\n{}", kUsage);
+  ADAPT_REQUIRE(o.tokens > 0 && o.reps > 0 && o.warmup >= 0 && o.gemm > 0, ConfigError,
+                "--tokens, --reps and --gemm must be > 0\n{}", kUsage);
+  const model::LlamaConfig shape = model::llama_config_preset(o.preset);  // ConfigError names the presets
+  g_hidden = shape.hidden_size, g_ffn = shape.intermediate_size, g_heads = shape.n_heads, g_kv_heads = shape.n_kv_heads;
+  g_head_dim = shape.head_dim, g_vocab = shape.vocab_size, g_layers = shape.n_layers;
   if (backend::cuda_device_count() == 0) {
     fmt::print(stderr, "gpu_ops_bench: skipped: {}\n", backend::cuda_unavailable_reason());
     return 77;
   }
   backend::cuda::set_device(o.device);
-  fmt::print(stderr, "gpu_ops_bench on cuda:{} ({}), T = {}, median of {} after {} warm-up\n", o.device,
-             backend::cuda_device_name(o.device), o.tokens, o.reps, o.warmup);
+  fmt::print(stderr, "gpu_ops_bench on cuda:{} ({}), {} shapes, T = {}, median of {} after {} warm-up\n", o.device,
+             backend::cuda_device_name(o.device), o.preset, o.tokens, o.reps, o.warmup);
   ceilings(o);
   bench_gemms(o);
   bench_rows(o);

@@ -4,9 +4,12 @@
 // made in memory). A timing tool, not a test (scripts/gpu_check.sh runs it).
 //
 //   build/tests/adapt_model_gpu_bench [--layers 4] [--seq 4096] [--context 1024] [--reps 3] [--warmup 1]
-//                               [--device 0] [--quick]
+//                               [--device 0] [--quick] [--preset llama-3.1-8b] [--gemm 8192]
 //
-//   --quick   layers 2, seq 512, context 256, 2 reps: a smoke run that checks that everything runs
+//   --quick    layers 2, seq 512, context 256, 2 reps: a smoke run that checks that everything runs
+//   --preset P another model preset's shapes (adapt_model's names; --layers still sets the layers);
+//              `tiny` with --gemm 256 is a rehearsal on the CPU emulation of CUDA (tests/cuda_emu/)
+//   --gemm N   the size of the GEMM ceiling, N x N x N (default 8192)
 //
 // Rows (one markdown table row per measurement on stdout; progress on stderr):
 //   train lora r16 (q, k, v, o, gate, up, down) and train bottleneck m = 64: one sequence of `seq`
@@ -24,12 +27,14 @@
 //     312; "n/a" for other devices) and, beside it, / a cuBLASLt 8192³ bf16 GEMM measured in this run.
 //   decode batch 1 and batch 16: `context` prompt tokens per row prefilled, then greedy decode steps of
 //     one token per row (llama_forward with the KV cache, logits of each step copied to the host);
-//     tokens/s = rows · steps / time. The HBM bound per step reads every weight matrix once (bf16)
-//     plus each row's KV cache (f32) at its length; bound tokens/s = rows / (those bytes / the
+//     tokens/s = rows · steps / time. The KV cache is bf16, as adapt_gen's (runtime.kv_cache_dtype =
+//     "auto" with bf16 weights). The HBM bound per step reads every weight matrix once (bf16)
+//     plus each row's KV cache at its length; bound tokens/s = rows / (those bytes / the
 //     device-to-device copy bandwidth measured in this run, counted as read + write).
-//   decode batch 16 with the KV cache of the last two layers, then of every layer, in pinned host RAM
-//     (runtime.kv_device_layers): with two spilled layers only the new positions cross the bus; with
-//     more, every step copies the spilled layers' cache to the GPU (bytes and GB/s printed).
+//   decode batch 16 with the KV cache of the last two layers (models of more than two layers), then of
+//     every layer, in pinned host RAM (runtime.kv_device_layers): with two spilled layers only the new
+//     positions cross the bus; with more, every step copies the spilled layers' cache to the GPU (bytes
+//     and GB/s printed).
 //
 // Exit 77 with the reason when no CUDA device is visible (also in builds without CUDA).
 #include <fmt/format.h>
@@ -57,11 +62,14 @@ using namespace adapt;
 namespace {
 
 constexpr const char* kUsage =
-    "usage: adapt_model_gpu_bench [--layers L] [--seq T] [--context S] [--reps R] [--warmup W] [--device I] [--quick]";
+    "usage: adapt_model_gpu_bench [--layers L] [--seq T] [--context S] [--reps R] [--warmup W] [--device I] [--quick]\n"
+    "                             [--preset llama-3.1-8b] [--gemm 8192]";
 
 struct Options {
   std::int64_t layers = 4, seq = 4096, context = 1024;
   int reps = 3, warmup = 1, device = 0;
+  std::string preset = "llama-3.1-8b";
+  std::int64_t gemm = 8192;
 };
 
 double now_s() {
@@ -106,7 +114,7 @@ Tensor ones(std::int64_t n, const std::string& name) {
 
 model::LlamaModel make_host_model(const Options& o) {
   model::LlamaModel m;
-  m.config = model::llama_config_preset("llama-3.1-8b");
+  m.config = model::llama_config_preset(o.preset);
   m.config.n_layers = o.layers;
   m.inv_freq = model::rope_inv_freq(m.config);
   const model::LlamaConfig& c = m.config;
@@ -135,7 +143,7 @@ model::LlamaModel make_host_model(const Options& o) {
 
 struct Ceilings {
   double copy_gbs = 0;       // device-to-device copy, read + write
-  double gemm_tflops = 0;    // cuBLASLt bf16 8192³
+  double gemm_tflops = 0;    // cuBLASLt bf16 at --gemm³ (8192³)
   double peak_tflops = 0;    // nominal dense bf16 peak of the device (0: unknown)
 };
 
@@ -149,7 +157,7 @@ Ceilings measure_ceilings(const Options& o) {
     c.copy_gbs = 2.0 * static_cast<double>(a.size_bytes()) / t / 1e9;
   }
   {
-    const std::int64_t n = 8192;
+    const std::int64_t n = o.gemm;
     Tensor a = Tensor::empty({n, n}, DType::BF16, dev, "gemm_a"), b = Tensor::empty({n, n}, DType::BF16, dev, "gemm_b");
     Tensor y = Tensor::empty({n, n}, DType::BF16, dev, "gemm_c");
     const Tensor ha = random_bf16({n, n}, 7, 1.0f, "gemm_a");
@@ -219,7 +227,7 @@ void bench_decode(const Options& o, const model::LlamaModel& gpu, std::int64_t r
   const model::LlamaConfig& c = gpu.config;
   const std::int64_t S = o.context, steps = 16;
   model::KvCache cache(c, rows, S + steps * (o.reps + o.warmup) + 1, 1, model::model_allocator(gpu),
-                       {.device_layers = device_layers});
+                       {.device_layers = device_layers, .dtype = DType::BF16});
   ops::Workspace ws(model::model_allocator(gpu));
   Tensor prompt = Tensor::empty({1, S}, DType::I32, host_allocator(), "prompt");
   for (std::int64_t t = 0; t < S; ++t)
@@ -243,7 +251,7 @@ void bench_decode(const Options& o, const model::LlamaModel& gpu, std::int64_t r
                HD = static_cast<double>(c.n_heads * c.head_dim), KD = static_cast<double>(c.n_kv_heads * c.head_dim);
   const double weights = (static_cast<double>(c.n_layers) * (C * (HD + 2 * KD) + HD * C + 3 * C * F) +
                           static_cast<double>(c.vocab_size) * C) * 2.0;
-  const double kv = 2.0 * static_cast<double>(c.n_layers) * KD * (static_cast<double>(S) + steps) * 4.0 *
+  const double kv = 2.0 * static_cast<double>(c.n_layers) * KD * (static_cast<double>(S) + steps) * 2.0 *
                     static_cast<double>(rows);
   const double bound_tok_s = static_cast<double>(rows) / ((weights + kv) / (ceil.copy_gbs * 1e9));
   const std::int64_t spilled = c.n_layers - cache.device_layers();
@@ -282,17 +290,20 @@ int run(int argc, char** argv) {
     else if (a == "--reps") o.reps = std::stoi(v);
     else if (a == "--warmup") o.warmup = std::stoi(v);
     else if (a == "--device") o.device = std::stoi(v);
+    else if (a == "--preset") o.preset = v;
+    else if (a == "--gemm") o.gemm = std::stoll(v);
     else ADAPT_THROW(ConfigError, "unknown option '{}'\n{}", a, kUsage);
   }
-  ADAPT_REQUIRE(o.layers > 0 && o.seq > 1 && o.context > 0 && o.reps > 0 && o.warmup >= 0, ConfigError,
-                "--layers, --seq, --context and --reps must be positive\n{}", kUsage);
+  ADAPT_REQUIRE(o.layers > 0 && o.seq > 1 && o.context > 0 && o.reps > 0 && o.warmup >= 0 && o.gemm > 0, ConfigError,
+                "--layers, --seq, --context, --reps and --gemm must be positive\n{}", kUsage);
+  (void)model::llama_config_preset(o.preset);  // an unknown name fails here, before the GPU is touched
   if (backend::cuda_device_count() == 0) {
     fmt::print(stderr, "adapt_model_gpu_bench: skipped: {}\n", backend::cuda_unavailable_reason());
     return 77;
   }
   fmt::print(stderr,
-             "adapt_model_gpu_bench on cuda:{} ({}): llama-3.1-8b shapes, {} layers, median of {} after {} warm-up\n",
-             o.device, backend::cuda_device_name(o.device), o.layers, o.reps, o.warmup);
+             "adapt_model_gpu_bench on cuda:{} ({}): {} shapes, {} layers, median of {} after {} warm-up\n",
+             o.device, backend::cuda_device_name(o.device), o.preset, o.layers, o.reps, o.warmup);
   const Ceilings ceil = measure_ceilings(o);
   fmt::print(stderr, "ceilings: copy {:.0f} GB/s, cuBLASLt bf16 GEMM {:.0f} TFLOP/s\n", ceil.copy_gbs,
              ceil.gemm_tflops);
@@ -307,7 +318,7 @@ int run(int argc, char** argv) {
   bench_train(o, gpu, adapters::AdapterKind::Lora, ceil);
   bench_decode(o, gpu, 1, ceil);
   bench_decode(o, gpu, 16, ceil);
-  bench_decode(o, gpu, 16, ceil, std::max<std::int64_t>(o.layers - 2, 0));  // two layers spilled
+  if (o.layers > 2) bench_decode(o, gpu, 16, ceil, o.layers - 2);  // two layers spilled (only new positions move)
   bench_decode(o, gpu, 16, ceil, 0);                                        // every layer spilled
   return 0;
 }

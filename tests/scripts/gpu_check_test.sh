@@ -3,7 +3,7 @@
 # exit: 77 (the skip code of the GPU tests) with a message saying why, before anything is configured or
 # built. A missing nvidia-smi and one that finds no device are both tried, through NVIDIA_SMI, so the test
 # takes the no-GPU path on machines with a GPU too. Also checks that scripts/bench_train_hf_gpu.py parses
-# and answers --help without torch.
+# and answers --help without torch, and that bad values of --gemm, --offload-params and --preset are usage errors.
 # Usage: gpu_check_test.sh PYTHON SOURCE_DIR
 set -euo pipefail
 py=$1; src=$2
@@ -25,6 +25,12 @@ rc=0; "$script" --only tests,bogus >"$tmp/only" 2>&1 || rc=$?
 [ "$rc" = 64 ] || fail "--only with an unknown section exited $rc, not 64"
 grep -q "not 'bogus'" "$tmp/only" || fail "no message for an unknown --only section: $(head -2 "$tmp/only")"
 grep -q -- "--only LIST" "$tmp/help" || fail "--help does not document --only"
+for bad in "--gemm 0" "--offload-params 1,,2" "--preset ../x"; do
+  rc=0; "$script" $bad >"$tmp/bad_value" 2>&1 || rc=$?
+  [ "$rc" = 64 ] || fail "'$bad' exited $rc, not 64"
+  grep -q -- "^gpu_check: ${bad%% *} " "$tmp/bad_value" || fail "no message naming ${bad%% *}: $(head -2 "$tmp/bad_value")"
+done
+grep -q "Rehearsal without a GPU" "$tmp/help" || fail "--help does not say how to rehearse on the emulator"
 
 # no nvidia-smi at all
 rc=0; NVIDIA_SMI="$tmp/none/nvidia-smi" "$script" --build-dir "$tmp/b1" >"$tmp/out1" 2>&1 || rc=$?
