@@ -374,9 +374,14 @@ int cmd_merge(const Args& a) {
 
 int main(int argc, char** argv) {
   return adapt::app_main([&]() -> int {
-    if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    // --help or -h anywhere (`adapt_model make --help` too): the whole usage on stdout.
+    bool help = false;
+    for (int i = 1; i < argc; ++i) help = help || std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h";
+    if (argc < 2 || help) {
       std::fputs(kUsage, argc < 2 ? stderr : stdout);
-      if (argc >= 2) std::printf("\nrecipe keys (--recipe FILE.toml, --set key=value):\n%s", config::help(config::model_recipe_schema()).c_str());
+      if (argc >= 2)
+        std::printf("\nrecipe keys (--recipe FILE.toml, --set key=value):\n%s",
+                    config::help(config::model_recipe_schema()).c_str());
       return argc < 2 ? static_cast<int>(ExitCode::Usage) : 0;
     }
     const std::string cmd = argv[1];

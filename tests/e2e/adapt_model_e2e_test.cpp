@@ -113,6 +113,13 @@ TEST_CASE("every recipe in inputs/models parses, and recipes build what they say
   CHECK(bad3.code == 2);
   Run help = run("--help");
   CHECK(help.out.find("shape.n_kv_heads") != std::string::npos);
+  // after a command too (inputs/README.md tells users to run `adapt_model make --help`)
+  for (const char* cmd : {"make --help", "make --out x -h", "check --help", "merge --help"}) {
+    CAPTURE(cmd);
+    Run sub = run(cmd);
+    CHECK(sub.code == 0);
+    CHECK(sub.out.find("make options:") != std::string::npos);
+  }
 }
 
 TEST_CASE("Meta's Llama 3 tokenizer can be copied into a model") {
