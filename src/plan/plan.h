@@ -146,6 +146,8 @@ struct TrainMemory {
   std::uint64_t host_staging = 0;      // GPU: gradient copies and flat reduction vectors in host RAM
   StreamedWeights streamed;            // GPU: layers whose weights stay in host RAM (`weights` holds their slots)
   std::uint64_t libraries = 0;         // GPU: cuBLASLt's workspace (kGemmWorkspaceBytes)
+  std::uint64_t operand_copies = 0;    // GPU, f32 activations: bf16 copies of GEMM and attention operands,
+                                       // the most alive at once (freed after use, outside the workspaces)
   std::uint64_t device_total() const;
   bool host_checkpoint = false;  // the checkpoint image is in host RAM (GPU plans), not in device_total
   std::uint64_t host_total() const {
@@ -181,8 +183,9 @@ struct GenMemory {
   std::uint64_t step_read = 0;    // what a decode step reads on one tp rank's GPUs, stage after stage: its
                                   // weights of every stage and the KV cache of every layer
   std::uint64_t libraries = 0;    // GPU: cuBLASLt's workspace (kGemmWorkspaceBytes)
+  std::uint64_t operand_copies = 0;  // GPU, f32 activations: bf16 copies of a prefill piece's operands
   /// Everything but the KV cache: what the cache's room is left from.
-  std::uint64_t beside_kv() const { return weights + adapter + activations + libraries; }
+  std::uint64_t beside_kv() const { return weights + adapter + activations + libraries + operand_copies; }
   std::uint64_t device_total() const { return beside_kv() + kv_cache; }
 };
 GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& layout,

@@ -108,6 +108,28 @@ class PassModel {
     return out;
   }
 
+  // The bf16 copies a GPU pass makes beside its workspaces when the activations are f32 and the weights
+  // bf16 (model/linear.h's gemm_input, model/attention_compute.h), from the caching allocator and freed
+  // after use: the most alive at once. Forward: a layer keeps its two casts of the normed input (for q,
+  // k, v and for gate, up) while down's input is cast; attention in bf16 (head_dim 64 or 128:
+  // runtime.attention_dtype = "auto") copies q, k, v and computes its output in bf16. Backward: each
+  // input gradient casts dy, and attention's backward copies dout, q, k, v, out and computes dq, dk, dv
+  // in bf16; the last stage casts each chunk of logit gradients for lm_head's input gradient.
+  std::uint64_t operand_copies(bool backward, std::int64_t chunk_rows) const {
+    const auto b = [](std::int64_t n) { return static_cast<std::uint64_t>(n) * 2; };
+    const bool bf16_attention = D_ == 64 || D_ == 128;
+    const std::int64_t qd = N_ * H_ * D_, kvd = N_ * Hkv_ * D_;
+    std::uint64_t most = b(2 * N_ * C_ + N_ * F_);  // xq and xg alive, down's input cast
+    if (bf16_attention) most = std::max(most, b(N_ * C_ + 2 * qd + 2 * kvd));  // xq alive, q k v out
+    most = std::max(most, b(N_ * C_ + qd));                                    // xq alive, o_proj's input cast
+    if (backward) {
+      most = std::max(most, b(std::max({N_ * C_, N_ * F_, qd})));  // dy cast of an input gradient
+      if (bf16_attention) most = std::max(most, b(4 * qd + 4 * kvd));
+      if (last_) most = std::max(most, b((chunk_rows > 0 ? std::min(chunk_rows, N_) : N_) * V_));
+    }
+    return most;
+  }
+
   // adapters::AdapterSet's own workspace: reset per site call; the largest call.
   std::uint64_t adapter_workspace(bool backward) const {
     std::uint64_t most = 0;
@@ -224,6 +246,7 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
     r.checkpoint = 3 * whole4 + (sharded ? 2 * (c * static_cast<std::uint64_t>(lay.dp) * 4 + whole4) : 0);
   r.host_checkpoint = backend == Backend::Gpu;
   r.libraries = backend == Backend::Gpu ? kGemmWorkspaceBytes : 0;
+  const bool casts = backend == Backend::Gpu && prec.weight == 2 && prec.activation == 4;
   const bool first = pp_rank == 0, last = pp_rank == lay.pp - 1;
   // adapt_train: logits in 256-row chunks without pp; the pipeline passes no chunking.
   const std::int64_t chunk = lay.pp > 1 ? 0 : 256;
@@ -240,6 +263,9 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
   };
   r.activations = pass(job.recompute);
   r.activations_other = pass(!job.recompute);
+  if (casts)
+    r.operand_copies = PassModel(m, a, lay, tp_rank, pp_rank, job.micro_batch, job.seq, prec.activation)
+                           .operand_copies(true, chunk);
   if (lay.pp > 1) {
     // Hidden states (B, T, C) outside the workspaces: the input received (copied into the workspace by
     // its forward) and its gradient, the output and the gradient from the next stage.
@@ -287,7 +313,7 @@ StreamedWeights streamed_weights(const model::LlamaConfig& m, const Layout& lay,
 
 std::uint64_t TrainMemory::device_total() const {
   return weights + adapter + gradients + optimizer + dp_buffers + pipeline_buffers + activations.total() + libraries +
-         (host_checkpoint ? 0 : checkpoint);
+         operand_copies + (host_checkpoint ? 0 : checkpoint);
 }
 
 ActivationBytes train_activation_bytes(const model::LlamaConfig& m, const adapters::AdapterConfig& a,
@@ -368,6 +394,8 @@ GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig&
   const ActivationBytes f = pm.run(/*recompute=*/true, /*backward=*/false, 1);
   const auto hidden = static_cast<std::uint64_t>(piece * m.hidden_size * prec.activation);
   g.activations = f.scratch + 2 * hidden + static_cast<std::uint64_t>(job.batch * m.vocab_size) * 4;
+  if (backend == Backend::Gpu && prec.weight == 2 && prec.activation == 4)
+    g.operand_copies = pm.operand_copies(/*backward=*/false, 0);
   return g;
 }
 

@@ -308,6 +308,8 @@ std::string plan_text(const PlanResult& p) {
     acts(r.train.recompute ? m.activations : m.activations_other, true);
     if (!gpu) line("checkpoint file image", m.checkpoint, "rank 0, while a checkpoint is written");
     if (gpu) line("library workspaces", m.libraries, "cuBLASLt's GEMM workspace");
+    if (m.operand_copies > 0)
+      line("bf16 operand copies", m.operand_copies, "casts of GEMM and attention inputs, the most alive at once");
     line(gpu ? "total on the GPU" : "total per process", m.device_total(), lp.fits ? "" : "does NOT fit");
     if (gpu) {
       line("host RAM per rank", m.host_total(),
@@ -518,6 +520,7 @@ std::string plan_json(const PlanResult& p) {
                    {"activations", acts(m.activations)},
                    {"activations_other_recompute", acts(m.activations_other)},
                    {"libraries", m.libraries},
+                   {"operand_copies", m.operand_copies},
                    {"device_total", m.device_total()},
                    {"host_mirrors", m.host_mirrors},
                    {"host_optimizer", m.host_optimizer},
@@ -564,6 +567,7 @@ std::string plan_json(const PlanResult& p) {
                 {"kv_per_sequence", lp.gen.kv_per_sequence},
                 {"activations", lp.gen.activations},
                 {"libraries", lp.gen.libraries},
+                {"operand_copies", lp.gen.operand_copies},
                 {"device_total", lp.gen.device_total()},
                 {"fits", lp.gen_fits},
                 {"max_sequences", lp.gen_max_batch},

@@ -218,6 +218,32 @@ TEST_CASE("generation memory: prefill pieces, and the KV cache's spill when it d
                 text);
 }
 
+// bf16 copies of GEMM and attention operands: a GPU pass with f32 activations and bf16 weights casts them
+// outside its workspaces; a bf16-activation pass and the CPU do not. They count in the device totals.
+TEST_CASE("bf16 operand copies: counted for f32 activations on a GPU, in the totals; none with bf16 activations") {
+  const model::LlamaConfig m = model::llama_config_preset("llama-3.1-8b");
+  const adapters::AdapterConfig a = spec("lora:r=16,targets=all");
+  const Layout one{1, 1, 1};
+  const TrainJob f32_acts{.seq = 2048, .micro_batch = 1};
+  TrainJob bf16_acts = f32_acts;
+  bf16_acts.act_bytes = 2;
+  const TrainMemory gpu = train_memory(m, a, one, f32_acts, Backend::Gpu);
+  const std::uint64_t N = 2048, C = 4096, F = 14336;
+  CHECK(gpu.operand_copies >= 2 * (2 * N * C + N * F));  // at least the forward's xq, xg and down's input
+  CHECK(gpu.operand_copies < gpu.activations.total() / 10);
+  CHECK(train_memory(m, a, one, bf16_acts, Backend::Gpu).operand_copies == 0);
+  CHECK(train_memory(m, a, one, f32_acts, Backend::Cpu).operand_copies == 0);
+  TrainMemory without = gpu;
+  without.operand_copies = 0;
+  CHECK(gpu.device_total() == without.device_total() + gpu.operand_copies);
+  const GenMemory g = gen_memory(m, a, one, {.batch = 1, .context = 4096, .prefill_chunk = 512}, Backend::Gpu);
+  CHECK(g.operand_copies >= 2 * (2 * 512 * C + 512 * F));
+  GenMemory g0 = g;
+  g0.operand_copies = 0;
+  CHECK(g.beside_kv() == g0.beside_kv() + g.operand_copies);
+  CHECK(gen_memory(m, a, one, {.batch = 1, .context = 4096, .act_bytes = 2}, Backend::Gpu).operand_copies == 0);
+}
+
 // runtime.weights_device_layers (adapt_plan --weights-device-layers): the streamed layers' weights
 // leave the GPU for host RAM, two slots of one layer each stay; their copies bound the step from below;
 // and where nothing fits with every layer on the GPU the plan finds the largest N that does.
