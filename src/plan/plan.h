@@ -50,6 +50,7 @@ struct TrainJob {
   int act_bytes = 0;             // bytes per activation element; 0: the backend's (Precision::of)
   std::int64_t weights_device_layers = -1;  // runtime.weights_device_layers (Gpu): layers of a stage whose
                                             // weights stay on the GPU, the rest streamed from host RAM; -1: all
+  int weight_bytes = 0;  // bytes per base-weight element (runtime.weights_dtype on a GPU); 0: the backend's
 };
 
 /// A generation job as adapt_gen runs it: `batch` sequences in flight, each of up to `context` tokens

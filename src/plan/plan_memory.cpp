@@ -181,7 +181,8 @@ std::int64_t base_params_on_rank(const model::LlamaConfig& m, const Layout& lay,
 /// The training memory of one rank.
 TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& lay,
                               const TrainJob& job, Backend backend, int tp_rank, int pp_rank) {
-  const Precision prec = Precision::of(backend, job.act_bytes);
+  Precision prec = Precision::of(backend, job.act_bytes);
+  if (job.weight_bytes > 0) prec.weight = job.weight_bytes;
   TrainMemory r;
   r.layout = lay;
   r.tp_rank = tp_rank;

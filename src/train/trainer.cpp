@@ -150,73 +150,64 @@ std::string train_memory_estimate(const TrainConfig& cfg, int dp, int tp, int pp
   const model::LlamaConfig mc = model::llama_config_load(cfg.model.path);
   adapters::adapter_config_validate(cfg.adapter, mc);
   const adapters::AdapterSet set(mc, cfg.adapter);
-  const std::int64_t n_adapter = set.n_parameters();
-  const std::int64_t n_base = model::llama_param_counts(mc).total;
-  const std::int64_t B = cfg.train.micro_batch / std::max(dp, 1), T = cfg.data.seq_len, C = mc.hidden_size,
-                     F = mc.intermediate_size;
-  const std::uint64_t moment_parts = dp > 1 && cfg.parallel.zero1 ? static_cast<std::uint64_t>(dp) : 1;
-  tp = std::max(tp, 1);
-  pp = std::max(pp, 1);
-  // A rank holds 1/tp of the heads, FFN columns and vocabulary, and the layers of one stage.
-  const std::int64_t L = (mc.n_layers + pp - 1) / pp;
-  const std::int64_t q = mc.n_heads / tp * mc.head_dim, kv = mc.n_kv_heads / tp * mc.head_dim;
-  const std::int64_t heads = mc.n_heads / tp, ffn = (F + tp - 1) / tp, vocab = (mc.vocab_size + tp - 1) / tp;
-  // Saved per layer and token (f32): inputs of both norms and their outputs, q/k/v, attention output
-  // and its log-sum-exp, gate/up/SwiGLU products, residuals.
-  const std::int64_t per_token_layer = 4 * C + q + 2 * kv + q + heads + 3 * ffn;
-  const std::uint64_t act_full = static_cast<std::uint64_t>(B * T * L * per_token_layer) * 4;
-  const std::uint64_t act_recompute = static_cast<std::uint64_t>(B * T * (L * C + per_token_layer)) * 4;
-  const std::uint64_t logits = static_cast<std::uint64_t>(std::min<std::int64_t>(B * T, 256) * vocab) * 4;
-  // On a GPU the frozen matrices are held in runtime.weights_dtype (the norms, f32, are negligible).
+  dp = std::max(dp, 1), tp = std::max(tp, 1), pp = std::max(pp, 1);
   const bool on_gpu = cfg.runtime.device != "cpu";
-  const std::uint64_t weight_bytes = on_gpu ? dtype_size(cfg.runtime.weights_dtype) : 4;
-  std::uint64_t weights = static_cast<std::uint64_t>(n_base / (tp * pp)) * weight_bytes;
-  // runtime.weights_device_layers: the other layers' weights in pinned host RAM, two slots on the GPU.
-  const plan::StreamedWeights streamed =
-      on_gpu ? plan::streamed_weights(mc, {.tp = tp, .pp = pp, .dp = 1}, 0, parallel::kTrainSplit,
-                                      cfg.runtime.weights_device_layers, static_cast<int>(weight_bytes))
-             : plan::StreamedWeights{};
-  weights = weights - std::min(weights, streamed.host) + streamed.slots;
-  const std::uint64_t adapter = static_cast<std::uint64_t>(n_adapter) * 4;
+  // The planner's model of this job on this layout (src/plan/README.md), as adapt_plan prints it.
+  const plan::Layout layout{.tp = tp, .pp = pp, .dp = dp};
+  const plan::TrainJob job{.seq = cfg.data.seq_len,
+                           .micro_batch = std::max<std::int64_t>(cfg.train.micro_batch / dp, 1),
+                           .grad_accum = cfg.train.grad_accum,
+                           .recompute = cfg.train.recompute,
+                           .zero1 = cfg.parallel.zero1,
+                           .offload = cfg.optim.offload,
+                           .weights_device_layers = on_gpu ? cfg.runtime.weights_device_layers : -1,
+                           .weight_bytes = on_gpu ? static_cast<int>(dtype_size(cfg.runtime.weights_dtype)) : 0};
+  const plan::TrainMemory m =
+      plan::train_memory(mc, cfg.adapter, layout, job, on_gpu ? plan::Backend::Gpu : plan::Backend::Cpu);
+  const std::int64_t n_adapter = set.n_parameters();
   const std::string parts = cfg.adapter.kind == adapters::AdapterKind::LoraBottleneck
                                 ? fmt::format(": LoRA {} + bottleneck {}", format_count(set.n_lora_parameters()),
                                               format_count(set.n_bottleneck_parameters()))
                                 : "";
-  // What the passes use (on the GPU with a device) and what the optimizer holds (host RAM with a device,
-  // where the adapter's host mirrors come on top of the moments).
-  const std::uint64_t compute = weights + 2 * adapter + (cfg.train.recompute ? act_recompute : act_full) + logits;
-  const std::uint64_t host_state = 2 * adapter / moment_parts + (on_gpu ? 2 * adapter : 0) + streamed.host;
   std::string s = fmt::format(
-      "memory estimate ({}, {}):\n"
-      "  base weights (frozen)          {:>12}  ({} parameters{})\n"
-      "  adapter weights                {:>12}  ({} parameters{})\n"
-      "  adapter gradients              {:>12}\n"
-      "  AdamW moments                  {:>12}{}\n"
-      "  activations, saved             {:>12}  (micro-batch {} x {} tokens){}\n"
-      "  activations, with recompute    {:>12}{}\n"
-      "  logits and their gradient      {:>12}  (256 rows at a time)\n"
-      "  total                          {:>12}{}\n",
+      "memory estimate ({}, {}), {}as adapt_plan counts it:\n",
       dp * tp * pp > 1 ? fmt::format("per rank of tp{} × pp{} × dp{}: {} dp replicas", tp, pp, dp, dp)
                        : std::string("one process"),
       on_gpu ? fmt::format("runtime.device = \"{}\", {} weights, f32 adapter and activations", cfg.runtime.device,
                            dtype_name(cfg.runtime.weights_dtype))
              : std::string("CPU, f32"),
-      format_bytes(weights), format_count(n_base),
-      (tp * pp > 1 ? fmt::format(", about 1/{} of them", tp * pp) : std::string()) +
-          (streamed.layers > 0 ? fmt::format("; {} layers' weights in host RAM: {}", streamed.layers,
-                                             format_bytes(streamed.host))
-                               : std::string()),
-      format_bytes(adapter), format_count(n_adapter), parts,
-      format_bytes(adapter),
-      format_bytes(2 * adapter / moment_parts),
-      fmt::format("{}{}", moment_parts > 1 ? "  (ZeRO-1: this rank's shard)" : "", on_gpu ? "  (host RAM)" : ""),
-      format_bytes(act_full), B, T, cfg.train.recompute ? "" : "  <- in use",
-      format_bytes(act_recompute), cfg.train.recompute ? "  <- in use" : "", format_bytes(logits),
-      format_bytes(compute + host_state),
-      on_gpu ? fmt::format("  (GPU {}; host RAM {}: the moments and a copy of the adapter weights and gradients{})",
-                           format_bytes(compute), format_bytes(host_state),
-                           streamed.layers > 0 ? ", and the streamed base weights" : "")
-             : std::string());
+      tp * pp > 1 ? fmt::format("the rank needing most (tp rank {}, stage {}), ", m.tp_rank, m.pp_rank) : "");
+  auto line = [&](const char* what, std::uint64_t bytes, const std::string& note) {
+    s += fmt::format("  {:<31}{:>12}{}\n", what, format_bytes(bytes), note.empty() ? "" : "  (" + note + ")");
+  };
+  line("base weights (frozen)", m.weights,
+       fmt::format("{} parameters of {}", format_count(m.base_params),
+                   format_count(model::llama_param_counts(mc).total)) +
+           (m.streamed.layers > 0 ? fmt::format("; the weights of {} layer(s) in host RAM: {}", m.streamed.layers,
+                                                format_bytes(m.streamed.host))
+                                  : std::string()));
+  line("adapter weights", m.adapter,
+       fmt::format("{} parameters{}", format_count(n_adapter), parts) +
+           (m.adapter_params != n_adapter ? fmt::format("; this rank's {}", format_count(m.adapter_params)) : ""));
+  line("adapter gradients", m.gradients, "");
+  const bool host_state = on_gpu && (cfg.optim.offload || (dp > 1 && cfg.parallel.zero1));
+  line("optimizer state", host_state ? m.host_optimizer : m.optimizer,
+       std::string(cfg.optim.offload ? "f32 master + m + v" : "AdamW m + v") +
+           (dp > 1 && cfg.parallel.zero1 ? ", ZeRO-1: this rank's shard" : "") + (host_state ? ", host RAM" : ""));
+  if (m.dp_buffers > 0) line("reduction buffers", m.dp_buffers, "flat vectors of the dp / pp reductions");
+  if (m.pipeline_buffers > 0) line("pipeline hidden states", m.pipeline_buffers, "");
+  const plan::ActivationBytes& in_use = m.activations;
+  const plan::ActivationBytes& other = m.activations_other;
+  line("activations, no recompute", cfg.train.recompute ? other.total() : in_use.total(),
+       fmt::format("micro-batch {} x {} tokens per replica{}", job.micro_batch, job.seq,
+                   cfg.train.recompute ? "" : "; in use"));
+  line("activations, with recompute", cfg.train.recompute ? in_use.total() : other.total(),
+       cfg.train.recompute ? "in use" : "train.recompute = true");
+  if (m.libraries > 0) line("library workspaces", m.libraries, "cuBLASLt's GEMM workspace");
+  if (m.operand_copies > 0) line("bf16 operand copies", m.operand_copies, "casts of GEMM and attention inputs");
+  if (!on_gpu) line("checkpoint file image", m.checkpoint, "rank 0, while a checkpoint is written");
+  line(on_gpu ? "total on the GPU" : "total", m.device_total(), "");
+  if (on_gpu) line("host RAM", m.host_total(), "adapter copies, optimizer state, staging, checkpoint image");
   return s;
 }
 

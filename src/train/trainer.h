@@ -78,11 +78,9 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
 TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml,
                        std::optional<int> device = std::nullopt);
 
-/// Prints the memory one rank needs (base weights, adapter, optimizer state, activations with and
-/// without recomputation, logits) without loading the weights; for --dry-run. `dp`: data-parallel
-/// replicas (the micro-batch and, with ZeRO-1, the optimizer state are split over them); `tp`, `pp`:
-/// the weights, heads, FFN and vocabulary split over tp, the layers over pp stages (approximately: the
-/// adapter is counted whole).
+/// Prints the memory the busiest rank of tp × pp × dp needs (base weights, adapter, optimizer state,
+/// activations with and without recomputation, workspaces; host RAM on a GPU) without loading the
+/// weights, for --dry-run: plan::train_memory of this job (the figures adapt_plan prints).
 std::string train_memory_estimate(const TrainConfig& cfg, int dp = 1, int tp = 1, int pp = 1);
 
 }  // namespace adapt::train
