@@ -43,6 +43,7 @@
 #include "model/weight_stream.h"
 #include "model/llama_weights.h"
 #include "model/tensor_parallel.h"
+#include "plan/plan.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace adapt;
@@ -67,7 +68,8 @@ prefills only the rest (runtime.share_prefixes; cached_prompt_tokens counts them
                     with results in <results stem>.shard-I-of-N.jsonl (one share per job of a Slurm job
                     array; the shares do not overlap and together cover every prompt)
   --dry-run         validate the job (with runtime.device = "cuda": find the GPU), tokenize the prompts,
-                    print the resolved job and device, generate nothing
+                    read the adapter, print the resolved job, the device and the memory per rank (weights,
+                    KV cache, activations, as adapt_plan counts them), generate nothing
 
 A prompt that does not fit the model's context is an error before anything is generated; a completion
 that would run past the context is cut there (finish_reason "length").
@@ -118,6 +120,37 @@ SIGUSR1/SIGTERM after saving the progress of the prompts in flight: run it again
 
 job keys:
 )";
+
+/// --dry-run's memory line: what adapt_plan counts for one rank of the job's tp × pp (the busiest stage)
+/// with `rows` KV-cache rows of `capacity` positions (the longest prompt and its new tokens).
+std::string dry_run_memory(const generate::GenJob& job, const model::LlamaConfig& mc,
+                           const adapters::AdapterConfig* adapter, bool on_gpu, std::int64_t rows,
+                           std::int64_t capacity) {
+  if (rows <= 0 || capacity <= 0) return "";
+  const DType kv = generate::kv_cache_dtype_for(job.runtime, on_gpu);
+  adapters::AdapterConfig none;
+  none.kind = adapters::AdapterKind::Lora;
+  none.lora.targets.clear();  // no adapter: no LoRA sites
+  const plan::GenJob g{.batch = rows,
+                       .context = capacity,
+                       .kv_bytes = static_cast<int>(dtype_size(kv)),
+                       .prefill_chunk = job.runtime.prefill_chunk,
+                       .weights_device_layers = on_gpu ? job.runtime.weights_device_layers : -1,
+                       .weight_bytes = on_gpu ? static_cast<int>(dtype_size(job.runtime.weights_dtype)) : 0};
+  const plan::Layout layout{.tp = static_cast<int>(job.parallel.tp), .pp = static_cast<int>(job.parallel.pp), .dp = 1};
+  const plan::GenMemory m =
+      plan::gen_memory(mc, adapter ? *adapter : none, layout, g, on_gpu ? plan::Backend::Gpu : plan::Backend::Cpu);
+  return fmt::format(
+      "# memory per rank of tp{} × pp{} (adapt_plan's figures): weights {}, KV cache {} ({} row(s) × {} positions, "
+      "{}{}), activations {} (prefill pieces of up to {} tokens){}; total {}\n",
+      layout.tp, layout.pp, format_bytes(m.weights), format_bytes(m.kv_cache), rows, capacity, dtype_name(kv),
+      on_gpu && job.runtime.kv_device_layers >= 0 ? "; runtime.kv_device_layers moves part of it to host RAM" : "",
+      format_bytes(m.activations),
+      job.runtime.prefill_chunk > 0 ? std::min(job.runtime.prefill_chunk, capacity) : capacity,
+      on_gpu ? fmt::format(", workspaces and bf16 operand copies {}", format_bytes(m.libraries + m.operand_copies))
+             : std::string(),
+      format_bytes(m.device_total()));
+}
 
 struct Prepared {
   const generate::PromptSpec* spec;
@@ -213,10 +246,16 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     if (!app.root()) return 0;
     std::printf("%s", config::to_toml(job, config::gen_job_schema()).c_str());
     std::map<std::string, generate::Conversation> loaded;  // each conversation file read once
+    std::int64_t capacity = 0;  // KV-cache positions a row needs: the longest prompt + its new tokens
+    auto needs = [&](std::int64_t n_prompt, std::int64_t max_new) {
+      const std::int64_t room = std::max<std::int64_t>(mc.max_position_embeddings - n_prompt, 0);
+      capacity = std::max(capacity, n_prompt + std::min(max_new, room));
+    };
     for (const auto& q : prepared) {
       std::string line;
       if (!q.spec->conversation) {
         line = fmt::format("# {}: {} prompt tokens", q.spec->id, q.request.prompt.size());
+        needs(static_cast<std::int64_t>(q.request.prompt.size()), q.request.max_new_tokens);
       } else {
         const std::string& name = *q.spec->conversation;
         auto it = loaded.find(name);
@@ -224,6 +263,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
         const generate::Conversation& c = it->second;
         line = fmt::format("# {}: a turn of conversation '{}' ({}: {} turn(s), {} tokens so far)", q.spec->id, c.name,
                            store.path_of(c.name).string(), c.turns.size(), c.tokens.size());
+        needs(static_cast<std::int64_t>(c.tokens.size() + q.request.prompt.size()), q.request.max_new_tokens);
       }
       // Saved progress is read (a malformed file is an error here too); whether it belongs to this
       // request is decided when the prompt runs.
@@ -239,6 +279,14 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     } else {
       std::printf("# device: cpu\n");
     }
+    // The adapter is read (and so checked) here too; its shape enters the estimate.
+    const adapters::AdapterConfig adapter_cfg =
+        job.model.adapter ? adapters::adapter_load(*job.model.adapter, mc).config() : adapters::AdapterConfig{};
+    std::printf("%s", dry_run_memory(job, mc, job.model.adapter ? &adapter_cfg : nullptr, device.has_value(),
+                                     std::min<std::int64_t>(job.runtime.batch_size,
+                                                            static_cast<std::int64_t>(prepared.size())),
+                                     capacity)
+                          .c_str());
     return 0;
   }
   const int dp = app.grid().dp_size(), dp_rank = app.comms().dp->rank();

@@ -62,6 +62,7 @@ struct GenJob {
   int kv_bytes = 0;   // bytes per KV-cache element (runtime.kv_cache_dtype); 0: the backend's (Precision::of)
   std::int64_t prefill_chunk = 512;  // prompt tokens per forward (adapt_gen's runtime.prefill_chunk; 0: whole)
   std::int64_t weights_device_layers = -1;  // as TrainJob's (adapt_gen's runtime.weights_device_layers)
+  int weight_bytes = 0;  // as TrainJob's (adapt_gen's runtime.weights_dtype on a GPU)
 };
 
 /// The workspace cuBLASLt's GEMMs get on each GPU (ops/cuda/gemm_cublaslt.h's kGemmWorkspaceBytes: one per

@@ -360,6 +360,7 @@ GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig&
                 "--gen-batch ({}) and the context (--seq: {}) must be positive", job.batch, job.context);
   Precision prec = Precision::of(backend, job.act_bytes);
   if (job.kv_bytes > 0) prec.kv = job.kv_bytes;
+  if (job.weight_bytes > 0) prec.weight = job.weight_bytes;
   GenMemory g;
   g.libraries = backend == Backend::Gpu ? kGemmWorkspaceBytes : 0;
   g.layout = layout;

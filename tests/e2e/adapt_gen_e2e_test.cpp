@@ -7,12 +7,14 @@
 // runtime.device = "cuda" without a usable GPU stops before anything is written, naming the key and
 // the reason.
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "core/file.h"
+#include "core/strings.h"
 #include "runtime_device_refusals.h"
 #include "tests/support/test_support.h"
 
@@ -365,6 +367,24 @@ TEST_CASE("runtime.device: no usable GPU (tp/pp layouts too), a bad index or val
   CHECK(dry.out.find("device = \"cpu\"") != std::string::npos);
   CHECK(dry.out.find("weights_dtype = \"f32\"") != std::string::npos);
   CHECK(dry.out.find("# device: cpu") != std::string::npos);
+  // Its memory line: one KV-cache row of the prompt's tokens + max_new_tokens (4) positions, f32 keys and
+  // values of every layer's KV heads, as config.json gives them.
+  const std::string tokens_of = "# a: ";
+  const std::size_t at = dry.out.find(tokens_of);
+  REQUIRE(at != std::string::npos);
+  const std::int64_t n_prompt = std::stoll(dry.out.substr(at + tokens_of.size()));
+  const nlohmann::json cfg = nlohmann::json::parse(file_read_text(dir / "model/config.json"));
+  const std::int64_t head_dim = cfg.value("head_dim", cfg["hidden_size"].get<std::int64_t>() /
+                                                          cfg["num_attention_heads"].get<std::int64_t>());
+  const std::uint64_t kv = static_cast<std::uint64_t>(2 * cfg["num_hidden_layers"].get<std::int64_t>() *
+                                                      cfg["num_key_value_heads"].get<std::int64_t>() * head_dim *
+                                                      (n_prompt + 4) * 4);
+  CHECK(dry.out.find(fmt::format("KV cache {} (1 row(s) × {} positions, f32)", format_bytes(kv), n_prompt + 4)) !=
+        std::string::npos);
+  // The adapter is read in a dry run too: a missing folder is an error naming it.
+  Run no_adapter = run("adapt_gen", input + " --dry-run --set model.adapter=" + (dir / "no-adapter").string());
+  CHECK(no_adapter.code == 3);
+  CHECK(no_adapter.out.find("no-adapter") != std::string::npos);
   CHECK_FALSE(fs::exists(dir / "out"));
   Run cpu = run("adapt_gen", input + " --set runtime.device=cpu --set runtime.weights_dtype=f32");
   INFO(cpu.out);
