@@ -143,8 +143,8 @@ struct TrainMemory {
   std::uint64_t checkpoint = 0;        // world rank 0 (0 elsewhere) while it writes a checkpoint: the HDF5 file image
                                        // (whole adapter, m, v f32) and, with ZeRO-1, the gathered moments
   std::uint64_t host_mirrors = 0;      // GPU: the adapter's host copies (values and gradients)
-  std::uint64_t host_optimizer = 0;    // GPU: AdamW's state in host RAM (offload: f32 master + m + v, pinned;
-                                       // ZeRO-1 over dp > 1 without offload: m and v of the shard)
+  std::uint64_t host_optimizer = 0;    // GPU with offload: AdamW's state in pinned host RAM (f32 master + m + v
+                                       // of this rank's part); without offload it is `optimizer`, on the GPU
   std::uint64_t host_staging = 0;      // GPU: gradient copies and flat reduction vectors in host RAM
   StreamedWeights streamed;            // GPU: layers whose weights stay in host RAM (`weights` holds their slots)
   std::uint64_t libraries = 0;         // GPU: cuBLASLt's workspace (kGemmWorkspaceBytes)

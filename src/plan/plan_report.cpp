@@ -289,7 +289,7 @@ std::string plan_text(const PlanResult& p) {
     line("adapter weights", m.adapter,
          fmt::format("{} parameters, f32", format_count(m.adapter_params)));
     line("adapter gradients", m.gradients, "f32");
-    const bool host_state = gpu && (r.train.offload || (lp.layout.dp > 1 && r.train.zero1));
+    const bool host_state = gpu && r.train.offload;  // without offload DeviceAdamW keeps it on the GPU, at any dp
     line("optimizer state", m.optimizer,
          host_state ? "in host RAM (see host)"
                     : (gpu ? "AdamW m + v beside the adapter"

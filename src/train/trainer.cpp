@@ -190,7 +190,7 @@ std::string train_memory_estimate(const TrainConfig& cfg, int dp, int tp, int pp
        fmt::format("{} parameters{}", format_count(n_adapter), parts) +
            (m.adapter_params != n_adapter ? fmt::format("; this rank's {}", format_count(m.adapter_params)) : ""));
   line("adapter gradients", m.gradients, "");
-  const bool host_state = on_gpu && (cfg.optim.offload || (dp > 1 && cfg.parallel.zero1));
+  const bool host_state = on_gpu && cfg.optim.offload;  // without offload the state is on the GPU, at any dp
   line("optimizer state", host_state ? m.host_optimizer : m.optimizer,
        std::string(cfg.optim.offload ? "f32 master + m + v" : "AdamW m + v") +
            (dp > 1 && cfg.parallel.zero1 ? ", ZeRO-1: this rank's shard" : "") + (host_state ? ", host RAM" : ""));
