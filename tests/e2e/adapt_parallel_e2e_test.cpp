@@ -551,15 +551,19 @@ TEST_CASE("adapt_gen: a signal at one rank of tp2, pp2 or dp2 stops the job with
     Run uninterrupted = run(on_ranks(2, cmd + "--set output.dir=" + ref.string()));
     INFO(uninterrupted.out);
     REQUIRE(uninterrupted.code == 0);
-    // The signal goes to one adapt_gen process once the first progress has been saved. As for
-    // adapt_train above, mpiexec keeps the ranks' own exit codes.
+    // The signal goes to one adapt_gen process once the first progress has been saved: with tp2 and pp2
+    // to world rank 1 (not the rank that writes), with dp2 to rank 0, the replica that has the long
+    // prompt (rank 1's share, the sampled prompt, may be done by then). As for adapt_train above,
+    // mpiexec keeps the ranks' own exit codes.
     const std::string saved = (out / "progress/long.json").string();
+    const std::string target_rank = name == "dp2" ? "0" : "1";
     const std::string script =
         "export OMPI_MCA_orte_abort_on_non_zero_status=0; " +
         on_ranks(2, "bash -c \"trap '' TERM; " + cmd + "--set output.dir=" + out.string() +
                         "; e=\\$?; echo rank-exit=\\$e; exit \\$e\"") +
         " & pid=$!; for i in $(seq 2000); do [ -s " + saved + " ] && break; sleep 0.01; done; "
-        "target=$(pgrep -f '^" + gen + "' | tail -1); kill -USR1 $target; wait $pid; echo exit=$?";
+        "target=$(for p in $(pgrep -f '^" + gen + "'); do grep -qz '^OMPI_COMM_WORLD_RANK=" + target_rank +
+        "$' /proc/$p/environ && echo $p; done | head -1); kill -USR1 $target; wait $pid; echo exit=$?";
     test::write_bytes(job.dir / "signal.sh", script);
     Run r = run("bash " + (job.dir / "signal.sh").string());
     INFO(r.out);
