@@ -248,8 +248,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     std::map<std::string, generate::Conversation> loaded;  // each conversation file read once
     std::int64_t capacity = 0;  // KV-cache positions a row needs: the longest prompt + its new tokens
     auto needs = [&](std::int64_t n_prompt, std::int64_t max_new) {
-      const std::int64_t room = std::max<std::int64_t>(mc.max_position_embeddings - n_prompt, 0);
-      capacity = std::max(capacity, n_prompt + std::min(max_new, room));
+      capacity = std::max(capacity, n_prompt + std::min(max_new, generate::room_after(mc, n_prompt)));
     };
     for (const auto& q : prepared) {
       std::string line;

@@ -21,8 +21,12 @@ Generator::Generator(const model::LlamaModel& model, const tokenizer::Tokenizer&
                 model.config.vocab_size, model.config.vocab_size - 1, model.dir.string());
 }
 
+std::int64_t room_after(const model::LlamaConfig& cfg, std::int64_t n_prompt) {
+  return std::max<std::int64_t>(0, cfg.max_position_embeddings - n_prompt);
+}
+
 std::int64_t Generator::room_after(std::int64_t n_prompt) const {
-  return std::max<std::int64_t>(0, model_.config.max_position_embeddings - n_prompt);
+  return generate::room_after(model_.config, n_prompt);
 }
 
 std::int64_t Generator::n_new_of(const GenerationRequest& r) const {

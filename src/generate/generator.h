@@ -67,6 +67,10 @@ std::int64_t kv_device_layers_fit(const model::LlamaConfig& cfg, int tp_size, st
                                   std::int64_t capacity, std::int64_t layers, std::int64_t tokens,
                                   std::uint64_t free_bytes, DType kv_dtype = DType::F32);
 
+/// Largest number of new tokens a prompt of `n_prompt` tokens can get within `cfg`'s context
+/// (max_position_embeddings), 0 when the prompt fills it.
+std::int64_t room_after(const model::LlamaConfig& cfg, std::int64_t n_prompt);
+
 class Generator {
  public:
   /// Called as soon as request `index` finishes, in finishing order (not request order).

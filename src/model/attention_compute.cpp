@@ -18,9 +18,6 @@ Tensor empty_like_in(const Tensor& t, DType dtype) {
                        fmt::format("{}.{}", t.name(), dtype_name(dtype)));
 }
 
-// Whether the tensor-core attention kernels take this head_dim (kernels/attention_plan.h).
-bool tensor_cores_take(std::int64_t head_dim) { return head_dim == 64 || head_dim == 128; }
-
 void require_compute_dtype(const char* op, DType dtype, const Tensor& q) {
   ADAPT_CHECK(dtype == DType::F32 || (dtype == DType::BF16 && !q.device().host_accessible()),
               "{}: attention computes in f32 or, on a CUDA device, bf16 (asked: {} on {})", op, dtype_name(dtype),
@@ -36,7 +33,8 @@ DType resolve_attention_dtype(const LlamaModel& model, AttentionDtype setting) {
   switch (setting) {
     case AttentionDtype::F32: return DType::F32;
     case AttentionDtype::BF16: return DType::BF16;
-    case AttentionDtype::Auto: return w.dtype() == DType::BF16 && tensor_cores_take(D) ? DType::BF16 : DType::F32;
+    case AttentionDtype::Auto:
+      return w.dtype() == DType::BF16 && attention_tensor_cores_take(D) ? DType::BF16 : DType::F32;
   }
   return DType::F32;
 }
@@ -49,7 +47,8 @@ std::string attention_note(const LlamaModel& model, std::optional<DType> kv_dtyp
   if (kv_dtype && attention_dtype_over_cache(model, *kv_dtype) != model.attention_dtype)
     return "attention in f32 over the f32 KV cache (kv_cache_dtype = \"bf16\" runs prefills in bf16)";
   if (model.attention_dtype != DType::BF16) return "attention in f32";
-  return tensor_cores_take(model.config.head_dim) ? "attention in bf16 on tensor cores" : "attention in bf16";
+  return attention_tensor_cores_take(model.config.head_dim) ? "attention in bf16 on tensor cores"
+                                                            : "attention in bf16";
 }
 
 void attention_forward_in(DType dtype, Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v,

@@ -18,6 +18,10 @@ namespace adapt::model {
 ///   BF16: bf16 for any head_dim (64 and 128 on tensor cores, others on the generic kernel).
 enum class AttentionDtype : std::uint8_t { Auto, F32, BF16 };
 
+/// Whether the tensor-core attention kernels take this head_dim (kernels/attention_plan.h): AttentionDtype::
+/// Auto computes in bf16 there (with bf16 weights), and adapt_plan counts the bf16 operand copies for it.
+inline bool attention_tensor_cores_take(std::int64_t head_dim) { return head_dim == 64 || head_dim == 128; }
+
 /// The names the settings are written with, in the order the documentation gives them.
 inline constexpr std::array<std::pair<std::string_view, AttentionDtype>, 3> kAttentionDtypeNames{{
     {"auto", AttentionDtype::Auto}, {"bf16", AttentionDtype::BF16}, {"f32", AttentionDtype::F32}}};

@@ -6,6 +6,7 @@
 
 #include "adapters/adapter_config_check.h"
 #include "core/error.h"
+#include "model/attention_options.h"
 #include "model/tensor_parallel.h"
 #include "parallel/llama_sharding.h"
 #include "parallel/pipeline_schedule.h"
@@ -117,7 +118,7 @@ class PassModel {
   // in bf16; the last stage casts each chunk of logit gradients for lm_head's input gradient.
   std::uint64_t operand_copies(bool backward, std::int64_t chunk_rows) const {
     const auto b = [](std::int64_t n) { return static_cast<std::uint64_t>(n) * 2; };
-    const bool bf16_attention = D_ == 64 || D_ == 128;
+    const bool bf16_attention = model::attention_tensor_cores_take(D_);
     const std::int64_t qd = N_ * H_ * D_, kvd = N_ * Hkv_ * D_;
     std::uint64_t most = b(2 * N_ * C_ + N_ * F_);  // xq and xg alive, down's input cast
     if (bf16_attention) most = std::max(most, b(N_ * C_ + 2 * qd + 2 * kvd));  // xq alive, q k v out
@@ -256,17 +257,15 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
   const std::int64_t in_flight = parallel::max_in_flight(
       parallel::schedule_1f1b(lay.pp, pp_rank, static_cast<int>(job.grad_accum)));
   r.micro_in_flight = in_flight;
+  const PassModel pm(m, a, lay, tp_rank, pp_rank, job.micro_batch, job.seq, prec.activation);
   auto pass = [&](bool recompute) {
-    const PassModel pm(m, a, lay, tp_rank, pp_rank, job.micro_batch, job.seq, prec.activation);
     ActivationBytes b = pm.run(recompute, true, chunk);
     b.saved *= static_cast<std::uint64_t>(in_flight);
     return b;
   };
   r.activations = pass(job.recompute);
   r.activations_other = pass(!job.recompute);
-  if (casts)
-    r.operand_copies = PassModel(m, a, lay, tp_rank, pp_rank, job.micro_batch, job.seq, prec.activation)
-                           .operand_copies(true, chunk);
+  if (casts) r.operand_copies = pm.operand_copies(/*backward=*/true, chunk);
   if (lay.pp > 1) {
     // Hidden states (B, T, C) outside the workspaces: the input received (copied into the workspace by
     // its forward) and its gradient, the output and the gradient from the next stage.
