@@ -1,8 +1,9 @@
 // The cross-entropy of one row of logits on CPUs with AVX-512: the three passes of
 // rows_backward_cpu.cpp's cross_entropy_row (max, exponentials and their sum, scaling) written with
-// intrinsics, since GCC 12 leaves that row's loop with a double-precision sum scalar in every
-// target_clones variant (at vocabulary 32,000 the row cost ~15 cycles per logit, 4.5% of a training
-// step of the bench preset). Its translation unit alone is compiled for AVX-512.
+// intrinsics. GCC 12 left that row's loop scalar in every target_clones variant (~15 cycles per logit
+// at vocabulary 32,000, 4.5% of a training step of the bench preset) until adapt_ops was built with
+// -fno-trapping-math; it vectorises the AVX2 clone since, and this file stays what AVX-512 CPUs run.
+// Its translation unit alone is compiled for AVX-512.
 #pragma once
 
 #include <cstdint>

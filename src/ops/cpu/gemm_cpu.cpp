@@ -1,8 +1,8 @@
 // GEMM on the CPU. Four paths, one thread pool:
 //  * few rows (decoding) against a weight stored (N, K): our own streaming kernels, since OpenBLAS
-//    0.3.21's sgemv reads weights at ~15 GB/s per core where a plain loop reaches ~25: with AVX-512
-//    each weight vector is loaded once for all rows (skinny_avx512.cpp), else one dot product per row
-//    (skinny_cpu.cpp);
+//    0.3.21's sgemv reads weights at ~15 GB/s per core where a plain loop reaches ~25: each weight
+//    vector is loaded once for all rows, with AVX-512 (skinny_avx512.cpp) or AVX2 (skinny_avx2.cpp),
+//    else one dot product per row (skinny_cpu.cpp);
 //  * CPUs with AVX-512: our packed sgemm (gemm_avx512.cpp) for f32 and bf16 weights alike (bf16 is
 //    widened while packing, so it costs nothing extra); 3-6% faster than OpenBLAS 0.3.21 per core on
 //    Zen 4 and no C clearing or panel widening passes (docs/PERFORMANCE.md, "CPU GEMM");
@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/cpu/gemm_avx512.h"
+#include "ops/cpu/skinny_avx2.h"
 #include "ops/cpu/skinny_avx512.h"
 
 namespace adapt::ops::cpu {
@@ -106,8 +107,17 @@ bool gemm_avx512_supported() {
                                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
   return supported;
 }
+bool skinny_avx2_supported() {
+  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return supported;
+}
 #else
 bool gemm_avx512_supported() { return false; }
+bool skinny_avx2_supported() { return false; }
+void skinny_avx2(float*, std::int64_t, const float*, std::int64_t, std::int64_t, const void*, bool, std::int64_t,
+                 std::int64_t, std::int64_t, std::int64_t, float, float) {
+  ADAPT_CHECK(false, "skinny_avx2 called in a build without it (ADAPT_HAVE_GEMM_AVX512 = 0)");
+}
 void gemm_avx512(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t,
                  const void*, bool, std::int64_t, float, float*, std::int64_t) {
   ADAPT_CHECK(false, "gemm_avx512 called in a build without it (ADAPT_HAVE_GEMM_AVX512 = 0)");
@@ -129,7 +139,7 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
   const auto* bh = static_cast<const std::uint16_t*>(b);
   const std::int64_t a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
   const int n_threads = omp_in_parallel() || M * N * K < kParallelMinMacs ? 1 : omp_get_max_threads();
-  const bool avx512 = gemm_avx512_supported();
+  const bool avx512 = gemm_avx512_supported(), avx2 = !avx512 && skinny_avx2_supported();
   const bool skinny = !trans_a && trans_b && M <= (avx512 ? kSkinnyAvx512MaxRows : kSkinnyMaxRows);
   const bool packed = !skinny && M > 1 && avx512;
   if (!skinny && !packed) {
@@ -157,6 +167,8 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
     if (begin == end) continue;
     if (skinny && avx512) {
       skinny_avx512(c, ldc, a, lda, M, b, b_bf16, ldb, begin, end, K, alpha, beta);
+    } else if (skinny && avx2) {
+      skinny_avx2(c, ldc, a, lda, M, b, b_bf16, ldb, begin, end, K, alpha, beta);
     } else if (skinny) {
       if (b_bf16) {
         skinny_rows_bf16(c, ldc, a, lda, M, bh, ldb, begin, end, K, alpha, beta);

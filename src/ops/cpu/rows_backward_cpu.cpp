@@ -59,7 +59,7 @@ ADAPT_CPU_KERNEL void swiglu_backward_row(float* dgate, float* dup, const float*
 
 // Loss of one row and, when args.grad, its gradient in place: p = softmax(z) is formed in the row
 // itself (unnormalised first), then scaled, and the target's entry gets − grad_scale. CPUs with
-// AVX-512 take cross_entropy_row_avx512 instead (the same passes; GCC leaves this loop scalar).
+// AVX-512 take cross_entropy_row_avx512 instead (the same passes in intrinsics).
 ADAPT_CPU_KERNEL double cross_entropy_row(float* z, std::int64_t V, std::int64_t y, float grad_scale, bool grad) {
   float m = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : m)

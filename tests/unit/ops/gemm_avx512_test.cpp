@@ -5,17 +5,20 @@
 // row or column ranges gives the same bits (what cpu::gemm's thread split relies on), and bf16 b gives
 // the bits of f32 b holding the same values. The few-rows kernel (ops/cpu/skinny_avx512) the same way,
 // plus: a row gets the same bits alone as among up to 31 others (what makes batched decoding give each
-// sequence its own logits). Skipped (with a message) on CPUs without AVX-512.
+// sequence its own logits); and its AVX2 counterpart (ops/cpu/skinny_avx2) with the rows cpu::gemm
+// gives it (up to 8) and a few more. Each skipped (with a message) on CPUs without its instructions.
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <random>
 #include <vector>
 
 #include "ops/cpu/gemm_avx512.h"
+#include "ops/cpu/skinny_avx2.h"
 #include "ops/cpu/skinny_avx512.h"
 #include "tests/support/test_support.h"
 
@@ -31,7 +34,13 @@ bool kernel_available() {
   return false;
 }
 
-enum class Kernel { Packed, Skinny };
+enum class Kernel { Packed, Skinny, SkinnyAvx2 };
+
+bool skinny_avx2_available() {
+  if (ops::cpu::skinny_avx2_supported()) return true;
+  MESSAGE("this CPU has no AVX2 with FMA: the AVX2 few-rows kernel is not used here; skipped");
+  return false;
+}
 
 struct Problem {
   bool trans_a = false, trans_b = true, bf16 = false;
@@ -105,11 +114,11 @@ void run_kernel(const Problem& p, const Operands& o, std::vector<float>& c, std:
   const float* a = o.a.data() + (p.trans_a ? m0 : m0 * o.lda);
   const std::int64_t b_offset = p.trans_b ? n0 * o.ldb : n0;
   const void* b = p.bf16 ? static_cast<const void*>(o.b16.data() + b_offset) : o.b.data() + b_offset;
-  if (p.kernel == Kernel::Skinny) {
+  if (p.kernel != Kernel::Packed) {
     // Its column range is [n_begin, n_end) of the whole weight, c indexed by whole columns.
     const void* w = p.bf16 ? static_cast<const void*>(o.b16.data()) : o.b.data();
-    ops::cpu::skinny_avx512(c.data() + m0 * o.ldc, o.ldc, a, o.lda, m1 - m0, w, p.bf16, o.ldb, n0, n1, p.K, p.alpha,
-                            p.beta);
+    const auto skinny = p.kernel == Kernel::Skinny ? ops::cpu::skinny_avx512 : ops::cpu::skinny_avx2;
+    skinny(c.data() + m0 * o.ldc, o.ldc, a, o.lda, m1 - m0, w, p.bf16, o.ldb, n0, n1, p.K, p.alpha, p.beta);
     return;
   }
   ops::cpu::gemm_avx512(p.trans_a, p.trans_b, m1 - m0, n1 - n0, p.K, p.alpha, a, o.lda, b, p.bf16, o.ldb, p.beta,
@@ -235,16 +244,18 @@ TEST_CASE("packed sgemm: row and column splits at any offset give the bits of on
   }
 }
 
-TEST_CASE("few-rows kernel: 1-32 rows, K around the 16-element step, alpha and beta, strided rows, f32 and bf16") {
-  if (!kernel_available()) return;
-  std::uint64_t salt = 500;
+namespace {
+
+// Each few-rows kernel against the double loops: M rows as given, K around the 16-element step, alpha
+// and beta with strided rows (K = 33), f32 and bf16 w.
+void check_skinny_against_loops(Kernel kernel, std::initializer_list<std::int64_t> Ms, std::uint64_t salt) {
   for (bool bf16 : {false, true}) {
-    for (std::int64_t M : {1, 2, 3, 5, 8, 9, 17, 32}) {
-      for (std::int64_t K : {1, 15, 16, 17, 31, 33, 773}) {
+    for (std::int64_t M : Ms) {
+      for (std::int64_t K : {1, 7, 8, 15, 16, 17, 31, 33, 773}) {
         for (std::int64_t N : {1, 3, 37}) {
-          Problem p{.bf16 = bf16, .kernel = Kernel::Skinny, .M = M, .N = N, .K = K};
-          if (K == 33) p = {.bf16 = bf16, .kernel = Kernel::Skinny, .M = M, .N = N, .K = K, .pad = 5, .alpha = -0.75f,
-                            .beta = 0.5f};
+          Problem p{.bf16 = bf16, .kernel = kernel, .M = M, .N = N, .K = K};
+          if (K == 33)
+            p = {.bf16 = bf16, .kernel = kernel, .M = M, .N = N, .K = K, .pad = 5, .alpha = -0.75f, .beta = 0.5f};
           check_against_loops(p, ++salt);
         }
       }
@@ -252,12 +263,12 @@ TEST_CASE("few-rows kernel: 1-32 rows, K around the 16-element step, alpha and b
   }
 }
 
-TEST_CASE("few-rows kernel: a row alone, among 31 others or in any column range gets the same bits; bf16 w those of f32") {
-  if (!kernel_available()) return;
+// A row gets the same bits alone, among the others in groups of `groups` rows (summing to M), and in
+// any column range; bf16 w gives the bits of f32 w holding the same values.
+void check_skinny_bits(Kernel kernel, std::int64_t M, std::initializer_list<std::int64_t> groups_of) {
   for (std::int64_t K : {64, 250}) {
     CAPTURE(K);
-    Problem p{.kernel = Kernel::Skinny, .M = ops::cpu::kSkinnyAvx512MaxRows, .N = 203, .K = K, .pad = 3, .alpha = 0.5f,
-              .beta = 1.0f};
+    Problem p{.kernel = kernel, .M = M, .N = 203, .K = K, .pad = 3, .alpha = 0.5f, .beta = 1.0f};
     Problem p16 = p;
     p16.bf16 = true;
     const Operands o(p16, 91);  // bf16-representable w: the f32 problem reads the same values
@@ -265,9 +276,8 @@ TEST_CASE("few-rows kernel: a row alone, among 31 others or in any column range 
     run_kernel(p, o, whole, 0, p.M, 0, p.N);
     run_kernel(p16, o, whole16, 0, p.M, 0, p.N);
     for (std::int64_t m = 0; m < p.M; ++m) run_kernel(p, o, alone, m, m + 1, 0, p.N);
-    // Groups of 3, 4 (one weight row per step), 5, 9 and 11 rows (two weight rows per step, groups of 8 + rest).
     std::int64_t m0 = 0;
-    for (std::int64_t rows : {3, 4, 5, 9, 11}) {
+    for (std::int64_t rows : groups_of) {
       run_kernel(p, o, groups, m0, m0 + rows, 0, p.N);
       m0 += rows;
     }
@@ -282,4 +292,27 @@ TEST_CASE("few-rows kernel: a row alone, among 31 others or in any column range 
     CHECK(std::memcmp(whole.data(), by_cols.data(), bytes) == 0);
     CHECK(std::memcmp(whole.data(), whole16.data(), bytes) == 0);
   }
+}
+
+}  // namespace
+
+TEST_CASE("few-rows kernel: 1-32 rows, K around the 16-element step, alpha and beta, strided rows, f32 and bf16") {
+  if (!kernel_available()) return;
+  check_skinny_against_loops(Kernel::Skinny, {1, 2, 3, 5, 8, 9, 17, 32}, 500);
+}
+
+TEST_CASE("few-rows kernel: a row alone, among 31 others or in any column range gets the same bits; bf16 w those of f32") {
+  if (!kernel_available()) return;
+  // Groups of 3, 4 (one weight row per step), 5, 9 and 11 rows (two weight rows per step, groups of 8 + rest).
+  check_skinny_bits(Kernel::Skinny, ops::cpu::kSkinnyAvx512MaxRows, {3, 4, 5, 9, 11});
+}
+
+TEST_CASE("AVX2 few-rows kernel: 1-11 rows, K around the 16-element step, alpha and beta, strided rows, f32 and bf16") {
+  if (!skinny_avx2_available()) return;
+  check_skinny_against_loops(Kernel::SkinnyAvx2, {1, 2, 3, 4, 5, 8, 11}, 700);
+}
+
+TEST_CASE("AVX2 few-rows kernel: a row gets the same bits alone, among 7 others, in any column range, from bf16 w") {
+  if (!skinny_avx2_available()) return;
+  check_skinny_bits(Kernel::SkinnyAvx2, 8, {3, 5});  // a group of 3; one of 4 and a rest of 1
 }
