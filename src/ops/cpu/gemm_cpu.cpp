@@ -39,7 +39,7 @@ namespace {
 
 constexpr std::int64_t kParallelMinMacs = 1 << 18;  // below: run on the calling thread
 constexpr std::int64_t kSplitAlign = 16;            // thread ranges are whole 16-column panels
-constexpr std::int64_t kSkinnyMaxRows = 8;          // skinny_cpu.cpp: up to here the weight stream dominates
+constexpr std::int64_t kSkinnyMaxRows = 8;          // few-rows kernels without AVX-512: up to here the weights dominate
 constexpr std::int64_t kPanelFloats = 1 << 18;      // bf16 widening buffer per thread: 1 MB
 constexpr std::int64_t kChunksPerThread = 4;        // packed kernel: ranges per thread (dynamic schedule)
 constexpr std::int64_t kPackedMinChunk = 256;       // packed kernel: rows or columns per range, at least

@@ -1,7 +1,7 @@
 // Few rows times a weight stored (N, K) with AVX2 and FMA (see skinny_avx2.h). The weight rows are read
-// in order, bf16 ones prefetched 4 KB ahead (on Zen 3 that lifted a bf16 stream from DRAM by ~20%; f32
-// streams were as fast or faster without); 16 elements of k per step: two weight vectors, FMA'd into the two
-// accumulators of every input row. Two accumulators per output, not one: an FMA waits 4 cycles for its
+// in order, bf16 ones prefetched 4 KB ahead (on Zen 3 that lifted a bf16 stream from DRAM by ~10%; f32
+// streams were as fast or faster without); 16 elements of k per step: two weight vectors, FMA'd into
+// the two accumulators of every input row. Two accumulators per output, not one: an FMA waits 4 cycles for its
 // accumulator, which bounds one chain per output (what the compiler makes of skinny_cpu.cpp's loop)
 // below the speed of a weight in cache. Measured against that loop: docs/PERFORMANCE.md, 2026-11-23.
 #include "ops/cpu/skinny_avx2.h"
