@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Benchmark: f32 GEMM GFLOP/s of adapt's cpu::gemm (the packed AVX-512 kernel where the CPU has it)
-# vs OpenBLAS cblas_sgemm vs torch.matmul, in the same run, on the shapes of the `bench` model's
-# projections (M = 512 or 2048 tokens) and on squares, with 1 and 2 threads; plus the CPU's FMA peak.
+# Benchmark: f32 GEMM GFLOP/s of adapt's cpu::gemm (the packed AVX-512 or AVX2 kernel where the CPU has
+# it) vs OpenBLAS cblas_sgemm vs torch.matmul, in the same run, on the shapes of the `bench` model's
+# projections (M = 512 or 2048 tokens), its adapters' products, an attention tile and squares, with 1 and
+# 2 threads; plus the CPU's FMA peak.
 #
 # Each shape, implementation and thread count runs in its own process (one thread pool per process:
 # OpenBLAS's pthreads, adapt's OpenMP, torch's OpenMP; torch: one process per thread count and round),
@@ -33,8 +34,12 @@ fi
 forward="512,768,768;512,256,768;512,2048,768;512,768,2048;512,32000,768"
 forward+=";2048,768,768;2048,256,768;2048,2048,768;2048,768,2048;2048,32000,768"
 squares="1024,1024,1024;2048,2048,2048;4096,4096,4096"
-# The backward products of the MLP's down projection (W (768, 2048)): dx = g · W and dW = gᵀ · x.
-backward="512,2048,768;2048,2048,768"
+# The backward products of the MLP's down projection (W (768, 2048)): dx = g · W and dW = gᵀ · x; and a
+# LoRA r = 16 backward product of few columns.
+backward="512,2048,768;2048,2048,768;2048,16,768"
+# The adapters' forward products (LoRA r = 16: x · Aᵀ, then (x Aᵀ) · Bᵀ with K = 16; a bottleneck of 64)
+# and one attention tile (64 query rows, 64 keys, head width 64).
+adapters="2048,16,768;2048,768,16;2048,64,768;2048,768,64;64,64,64"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -89,7 +94,7 @@ run_one() {  # name binary args...: appends one result line, renaming the implem
 for ((r = 1; r <= rounds; r++)); do
   echo "round $r/$rounds ..." >&2
   for layout in nt nn tn; do
-    if [[ $layout == nt ]]; then shapes="$forward;$squares"; else shapes="$backward"; fi
+    if [[ $layout == nt ]]; then shapes="$forward;$squares;$adapters"; else shapes="$backward"; fi
     IFS=';' read -ra list <<<"$shapes"
     for shape in "${list[@]}"; do
       for threads in 1 2; do
@@ -106,7 +111,7 @@ for ((r = 1; r <= rounds; r++)); do
   done
   if [[ $have_torch == 1 ]]; then
     for threads in 1 2; do
-      torch_bench "$threads" nt "$forward;$squares" >>"$out"
+      torch_bench "$threads" nt "$forward;$squares;$adapters" >>"$out"
       for layout in nn tn; do torch_bench "$threads" "$layout" "$backward" >>"$out"; done
     done
   fi

@@ -259,7 +259,9 @@ if [ "$ranks" -gt 1 ]; then
   # Several ranks train as one does, up to the order of the sums. The first 10 steps' losses agree
   # within 1e-6 (relative; about 1e-9 measured for tp2, pp2, dp2, dp4, tp2×pp2, tp2×dp2 and
   # tp2×pp2×dp2). At lr 1e-2 without clipping the rounding-level differences then grow about tenfold
-  # every two steps until they saturate: every step's loss agrees within 1e-3 (up to 6.4e-4 measured),
+  # every two steps until they saturate: every step's loss agrees within 5e-3 (where they saturate
+  # depends on the rounding path: up to 6.4e-4 measured with OpenBLAS's attention tiles, 2.6e-3 at
+  # tp2×pp2 with the AVX2 packed kernel's),
   # and the adapter tensors after 60 steps within 50% (relative L2; 6% at dp4, 7% at dp2, 27% at
   # tp2×pp2×dp2, 33% at tp2), so that check only catches an adapter from another run.
   OMP_NUM_THREADS=1 "$bin/adapt_train" --config train.toml --set run.dir=run-1 >one.log 2>&1 || { cat one.log; fail "one-rank run"; }
@@ -295,7 +297,7 @@ for root, _, files in os.walk(os.path.join(one, "adapter")):
             num = sum((x - y) ** 2 for x, y in zip(a[k], b[k]))
             worst = max(worst, math.sqrt(num / max(sum(x * x for x in a[k]), 1e-30)))
 print("against one rank: loss %.3g over the first 10 steps, %.3g over all (largest relative difference), adapter %.3g (largest relative L2)" % (early_diff, loss_diff, worst))
-sys.exit(0 if early_diff < 1e-6 and loss_diff < 1e-3 and worst < 0.5 else 1)
+sys.exit(0 if early_diff < 1e-6 and loss_diff < 5e-3 and worst < 0.5 else 1)
 PY
   say "adapter of $layout matches one rank's"
 fi

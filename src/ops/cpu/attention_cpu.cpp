@@ -1,7 +1,7 @@
 // Causal GQA attention on the CPU, flash-attention style. A task is (sequence b, KV head g, block of
 // query positions); its rows are the block's positions times the n_rep query heads of g, so each key
 // tile serves all of them. Per key tile: S = Q · Kᵀ · scale and O += P · V are two small products on the
-// task's thread (gemm_serial: the packed AVX-512 kernel, or OpenBLAS), between them an online softmax
+// task's thread (gemm_serial: the packed AVX-512 or AVX2 kernel, or OpenBLAS), between them an online softmax
 // keeps each row's running max m and sum l. Nothing of size T x S is ever allocated. A bf16
 // KV cache's tiles are widened to f32 first (exact), so it takes the same products as an f32 cache
 // holding the same values. Decoding (T = 1) at head width 64 or 128 on a CPU with AVX-512 takes

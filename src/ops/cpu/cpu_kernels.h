@@ -16,7 +16,8 @@ void blas_single_threaded();
 void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a,
           std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
 /// c = alpha · op(a) · op(b) + beta · c on the calling thread, all f32 (products inside OpenMP tasks, such
-/// as attention's tiles): the packed AVX-512 kernel where the CPU runs it, else single-threaded OpenBLAS.
+/// as attention's tiles): the packed AVX-512 or AVX2 kernel where the CPU runs it, else single-threaded
+/// OpenBLAS.
 /// With beta = 0, c is not read.
 void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
                  const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,

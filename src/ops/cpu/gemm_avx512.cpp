@@ -1,21 +1,14 @@
-// Packed, cache-blocked f32 GEMM for AVX-512 (GotoBLAS/BLIS loop nest). Loops, outermost first:
-//   jc: kNC columns of c -> pc: kKC of K; pack op(b) into kNR-wide panels (kKC x kNC = 768 KB: L2)
-//   -> ir: kMR rows; pack op(a) into one panel (kMR x kKC = 8 KB: L1; a stored transposed: kMC rows
-//   at a time) -> jr: kNR columns
-//   -> micro-kernel: a kMR x kNR tile of c in 24 zmm registers, one FMA per (row, 16 columns, k).
-// Packing absorbs every layout: rows of a weight stored (N, K) are transposed 16 x 16 in registers,
-// bf16 is widened on the way (exact: a 16-bit shift), edges are zero-padded, so the micro-kernel sees
-// one format. The sum over k runs in increasing k, in blocks of kKC, for every element of every tile
-// (edge tiles included): results do not depend on how a caller splits c. Tile and block sizes were
-// measured on Zen 4 (one 512-bit FMA per cycle, 32 KB L1d, 1 MB L2), see docs/PERFORMANCE.md.
+// Packed, cache-blocked f32 GEMM for AVX-512: gemm_packed_loop.h's loop nest with an 8 x 48 register
+// tile (24 zmm accumulators, one FMA per (row, 16 columns, k)), a 256 k block (one a panel: 8 KB, L1)
+// and a 768-column block (the packed b block: 768 KB, L2). Rows of a weight stored (N, K) are transposed
+// 16 x 16 in registers while packing, bf16 widened on the way (exact: a 16-bit shift). Tile and block
+// sizes were measured on Zen 4 (one 512-bit FMA per cycle, 32 KB L1d, 1 MB L2), see docs/PERFORMANCE.md.
 #include "ops/cpu/gemm_avx512.h"
 
 #include "ops/cpu/avx512_loads.h"
+#include "ops/cpu/gemm_packed_loop.h"
 
 #include <algorithm>
-#include <cstdlib>
-#include <memory>
-#include <new>
 
 namespace adapt::ops::cpu {
 
@@ -30,31 +23,6 @@ constexpr std::int64_t kMC = 64;      // rows of a transposed a packed at once (
 static_assert(kMR == kGemmAvx512RowAlign && kGemmAvx512ColAlign == 16, "the split alignment promised in the header");
 static_assert(kNV == 3 && kMR <= 16 && kNC % kNR == 0 && kMC % kMR == 0, "blocking (the micro-kernel dispatch assumes 3 vectors)");
 static_assert(kMR * kNV + kNV + 1 <= 32, "the tile, one row of b and a broadcast must fit 32 zmm registers");
-
-// 64-byte aligned scratch, one per thread, grown on demand and kept: allocation-free once warm.
-class PackBuffer {
- public:
-  float* get(std::int64_t n_floats) {
-    if (n_floats > n_floats_) {
-      n_floats_ = 0;
-      const std::size_t n_bytes = (static_cast<std::size_t>(n_floats) * sizeof(float) + 63) / 64 * 64;
-      data_.reset(static_cast<float*>(std::aligned_alloc(64, n_bytes)));
-      if (!data_) throw std::bad_alloc();
-      n_floats_ = n_floats;
-    }
-    return data_.get();
-  }
-
- private:
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
-  std::unique_ptr<float, Free> data_;
-  std::int64_t n_floats_ = 0;
-};
-
-thread_local PackBuffer a_pack_buffer;
-thread_local PackBuffer b_pack_buffer;
 
 // In-register transpose: r[i] lane j becomes r[j] lane i.
 inline void transpose16(__m512 r[16]) {
@@ -165,57 +133,40 @@ void micro_kernel(std::int64_t kc, const float* __restrict ap, const float* __re
   }
 }
 
-template <typename BT>
-void gemm_blocked(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
-                  const float* a, std::int64_t lda, const BT* b, std::int64_t ldb, float beta, float* c,
-                  std::int64_t ldc) {
-  const std::int64_t kc_max = std::min(kKC, K);
-  float* bp = b_pack_buffer.get(kc_max * ((std::min(kNC, N) + kNR - 1) / kNR * kNR));
-  // op(a) is packed one tile (kMR rows) at a time just before its use, or, when a is stored transposed,
-  // kMC rows at a time with pack_rows_to_panels (contiguous reads along a's rows).
-  float* ap_block = a_pack_buffer.get(kc_max * (trans_a ? kMC : kMR));
-  for (std::int64_t jc = 0; jc < N; jc += kNC) {
-    const std::int64_t nc = std::min(kNC, N - jc);
-    for (std::int64_t pc = 0; pc < K; pc += kKC) {
-      const std::int64_t kc = std::min(kKC, K - pc);
-      if (trans_b) {
-        for (std::int64_t jr = 0; jr < nc; jr += kNR) {
-          const int nr = static_cast<int>(std::min<std::int64_t>(kNR, nc - jr));
-          float* dst = bp + jr * kc;
-          for (int v = 0; v < kNV; ++v) {
-            const int rows = std::clamp(nr - 16 * v, 0, 16);
-            pack_transposed(dst + 16 * v, kNR, 16, rows > 0 ? b + (jc + jr + 16 * v) * ldb + pc : b, ldb, rows, kc);
-          }
-        }
-      } else {
-        pack_rows_to_panels(bp, kNR, b + pc * ldb + jc, ldb, nc, kc);
-      }
-      const float beta_k = pc == 0 ? beta : 1.0f;  // later k blocks add to what the first one wrote
-      for (std::int64_t ir = 0; ir < M; ir += kMR) {
-        const int mr = static_cast<int>(std::min<std::int64_t>(kMR, M - ir));
-        const float* ap = ap_block;
-        if (trans_a) {
-          const std::int64_t ic = ir / kMC * kMC;
-          if (ir == ic) pack_rows_to_panels(ap_block, kMR, a + pc * lda + ic, lda, std::min(kMC, M - ic), kc);
-          ap = ap_block + (ir - ic) * kc;
-        } else {
-          pack_transposed(ap_block, kMR, kMR, a + ir * lda + pc, lda, mr, kc);
-        }
-        for (std::int64_t jr = 0; jr < nc; jr += kNR) {
-          const int nr = static_cast<int>(std::min<std::int64_t>(kNR, nc - jr));
-          float* ct = c + ir * ldc + jc + jr;
-          if (nr > 32) {
-            micro_kernel<3>(kc, ap, bp + jr * kc, ct, ldc, mr, nr, alpha, beta_k);
-          } else if (nr > 16) {
-            micro_kernel<2>(kc, ap, bp + jr * kc, ct, ldc, mr, nr, alpha, beta_k);
-          } else {
-            micro_kernel<1>(kc, ap, bp + jr * kc, ct, ldc, mr, nr, alpha, beta_k);
-          }
-        }
-      }
+struct Avx512 {
+  static constexpr int kMR = cpu::kMR, kNR = cpu::kNR;
+  static constexpr std::int64_t kKC = cpu::kKC, kNC = cpu::kNC;
+  static constexpr std::int64_t kMC = cpu::kMC;
+  static constexpr bool kBPanelInL1 = false;  // an a panel (8 KB) stays in L1 while the b panels stream
+  static constexpr bool kAInPlace = false;    // a is always packed
+
+  template <typename Src>
+  static void pack_a(float* dst, const Src* a, std::int64_t lda, int mr, std::int64_t kc) {
+    pack_transposed(dst, kMR, kMR, a, lda, mr, kc);
+  }
+  template <typename Src>
+  static void pack_b_transposed(float* dst, const Src* b, std::int64_t ldb, int nr, std::int64_t kc) {
+    for (int v = 0; v < kNV; ++v) {
+      const int rows = std::clamp(nr - 16 * v, 0, 16);
+      pack_transposed(dst + 16 * v, kNR, 16, rows > 0 ? b + 16 * v * ldb : b, ldb, rows, kc);
     }
   }
-}
+  template <typename Src>
+  static void pack_rows_to_panels(float* dst, int width, const Src* src, std::int64_t lds, std::int64_t cols,
+                                  std::int64_t kc) {
+    cpu::pack_rows_to_panels(dst, width, src, lds, cols, kc);
+  }
+  static void tile(std::int64_t kc, const float* ap, std::int64_t /*lda: 0, packed*/, const float* bp, float* c,
+                   std::int64_t ldc, int mr, int nr, float alpha, float beta) {
+    if (nr > 32) {
+      micro_kernel<3>(kc, ap, bp, c, ldc, mr, nr, alpha, beta);
+    } else if (nr > 16) {
+      micro_kernel<2>(kc, ap, bp, c, ldc, mr, nr, alpha, beta);
+    } else {
+      micro_kernel<1>(kc, ap, bp, c, ldc, mr, nr, alpha, beta);
+    }
+  }
+};
 
 }  // namespace
 
@@ -223,9 +174,10 @@ void gemm_avx512(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
                  const float* a, std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c,
                  std::int64_t ldc) {
   if (b_bf16) {
-    gemm_blocked(trans_a, trans_b, M, N, K, alpha, a, lda, static_cast<const std::uint16_t*>(b), ldb, beta, c, ldc);
+    gemm_packed<Avx512>(trans_a, trans_b, M, N, K, alpha, a, lda, static_cast<const std::uint16_t*>(b), ldb, beta, c,
+                        ldc, 1);
   } else {
-    gemm_blocked(trans_a, trans_b, M, N, K, alpha, a, lda, static_cast<const float*>(b), ldb, beta, c, ldc);
+    gemm_packed<Avx512>(trans_a, trans_b, M, N, K, alpha, a, lda, static_cast<const float*>(b), ldb, beta, c, ldc, 1);
   }
 }
 

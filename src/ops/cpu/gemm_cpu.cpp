@@ -6,8 +6,12 @@
 //  * CPUs with AVX-512: our packed sgemm (gemm_avx512.cpp) for f32 and bf16 weights alike (bf16 is
 //    widened while packing, so it costs nothing extra); 3-6% faster than OpenBLAS 0.3.21 per core on
 //    Zen 4 and no C clearing or panel widening passes (docs/PERFORMANCE.md, "CPU GEMM");
-//  * other CPUs, f32: OpenBLAS sgemm (sgemv for a single row of a transposed product);
-//  * other CPUs, bf16 weights: panels widened to f32 (exact) into a per-thread buffer, then sgemm.
+//  * CPUs with AVX2 and FMA: the same loop nest (gemm_packed_loop.h) with 6 x 16 tiles (gemm_avx2.cpp)
+//    for attention's tiles (gemm_serial: 1.1-1.7x OpenBLAS on Zen 3); the products below for the rest
+//    (docs/PERFORMANCE.md, 2026-11-23);
+//  * other CPUs and products, f32: OpenBLAS sgemm (sgemv for a single row of a transposed product);
+//  * other CPUs and products, bf16 weights: panels widened to f32 (exact) into a per-thread buffer,
+//    then sgemm.
 // OpenBLAS is kept single-threaded and products are split over OpenMP threads here (by output columns,
 // or rows when there are few columns): OpenBLAS's own pthreads spinning next to OpenMP's made
 // decoding 2.5x slower on 2 cores. Splits never cut K, so every thread count gives the same bits.
@@ -15,13 +19,17 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <vector>
 
 #include "core/error.h"
 #include "ops/cpu/cpu_kernels.h"
+#include "ops/cpu/gemm_avx2.h"
 #include "ops/cpu/gemm_avx512.h"
+#include "ops/cpu/gemm_packed_loop.h"
 #include "ops/cpu/skinny_avx2.h"
 #include "ops/cpu/skinny_avx512.h"
 
@@ -39,6 +47,7 @@ namespace {
 
 constexpr std::int64_t kParallelMinMacs = 1 << 18;  // below: run on the calling thread
 constexpr std::int64_t kSplitAlign = 16;            // thread ranges are whole 16-column panels
+static_assert(kSplitAlign % kGemmAvx512ColAlign == 0, "column cuts where the packed kernel wastes no work");
 constexpr std::int64_t kSkinnyMaxRows = 8;          // few-rows kernels without AVX-512: up to here the weights dominate
 constexpr std::int64_t kPanelFloats = 1 << 18;      // bf16 widening buffer per thread: 1 MB
 constexpr std::int64_t kChunksPerThread = 4;        // packed kernel: ranges per thread (dynamic schedule)
@@ -95,6 +104,30 @@ void clear_c(std::int64_t M, std::int64_t N, float* c, std::int64_t ldc) {
 
 }  // namespace
 
+PackBuffer::~PackBuffer() { std::free(data_); }
+
+float* PackBuffer::get(std::int64_t n_floats) {
+  if (n_floats > n_floats_) {
+    std::free(data_);
+    n_floats_ = 0;
+    const std::size_t n_bytes = (static_cast<std::size_t>(n_floats) * sizeof(float) + 63) / 64 * 64;
+    data_ = static_cast<float*>(std::aligned_alloc(64, n_bytes));
+    if (data_ == nullptr) throw std::bad_alloc();
+    n_floats_ = n_floats;
+  }
+  return data_;
+}
+
+PackBuffer& a_pack_buffer() {
+  thread_local PackBuffer buffer;
+  return buffer;
+}
+
+PackBuffer& b_pack_buffer() {
+  thread_local PackBuffer buffer;
+  return buffer;
+}
+
 void blas_single_threaded() {
   static std::once_flag once;
   std::call_once(once, [] { openblas_set_num_threads(1); });
@@ -107,13 +140,19 @@ bool gemm_avx512_supported() {
                                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
   return supported;
 }
-bool skinny_avx2_supported() {
+bool gemm_avx2_supported() {
   static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return supported;
 }
+bool skinny_avx2_supported() { return gemm_avx2_supported(); }
 #else
 bool gemm_avx512_supported() { return false; }
+bool gemm_avx2_supported() { return false; }
 bool skinny_avx2_supported() { return false; }
+void gemm_avx2(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t, const void*,
+               bool, std::int64_t, float, float*, std::int64_t, int) {
+  ADAPT_CHECK(false, "gemm_avx2 called in a build without it (ADAPT_HAVE_GEMM_AVX512 = 0)");
+}
 void skinny_avx2(float*, std::int64_t, const float*, std::int64_t, std::int64_t, const void*, bool, std::int64_t,
                  std::int64_t, std::int64_t, std::int64_t, float, float) {
   ADAPT_CHECK(false, "skinny_avx2 called in a build without it (ADAPT_HAVE_GEMM_AVX512 = 0)");
@@ -139,8 +178,12 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
   const auto* bh = static_cast<const std::uint16_t*>(b);
   const std::int64_t a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
   const int n_threads = omp_in_parallel() || M * N * K < kParallelMinMacs ? 1 : omp_get_max_threads();
-  const bool avx512 = gemm_avx512_supported(), avx2 = !avx512 && skinny_avx2_supported();
+  const bool avx512 = gemm_avx512_supported(), avx2 = !avx512 && gemm_avx2_supported();
   const bool skinny = !trans_a && trans_b && M <= (avx512 ? kSkinnyAvx512MaxRows : kSkinnyMaxRows);
+  // AVX2: OpenBLAS. The packed kernel ran these products at 0.8-1.05x OpenBLAS and a training step 3-4%
+  // slower; it was 1.1-1.8x on products of few columns or a short K, but a kernel chosen by shape
+  // changes a product's rounding when tensor or data parallelism changes its shape, and training on
+  // another layout then drifts from one rank's (docs/PERFORMANCE.md, 2026-11-23).
   const bool packed = !skinny && M > 1 && avx512;
   if (!skinny && !packed) {
     blas_single_threaded();
@@ -152,7 +195,7 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
   // 206 by columns; 512 x 32000 x 768 at 211 by rows, 214 by columns).
   const bool by_cols = skinny || (packed ? N >= 4 * M : b_bf16 || N >= kSplitAlign * n_threads || N >= M);
   const std::int64_t extent = by_cols ? N : M;
-  const std::int64_t align = !packed ? kSplitAlign : by_cols ? kGemmAvx512ColAlign : kGemmAvx512RowAlign;
+  const std::int64_t align = packed && !by_cols ? kGemmAvx512RowAlign : kSplitAlign;
   // The packed kernel gets up to kChunksPerThread ranges per thread, handed out dynamically: when another
   // process takes a core for a while, the other thread does more of the product instead of waiting at
   // the end of it. Each range packs the other operand again, so ranges stay >= kPackedMinChunk.
@@ -212,6 +255,10 @@ void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
     // Not OpenBLAS, which depends on recognising the CPU: Debian's 0.3.21 runs its SSE3 "Prescott"
     // kernels on Xeons newer than itself, at a fifth of the speed (docs/PERFORMANCE.md, 2026-11-22).
     gemm_avx512(trans_a, trans_b, M, N, K, alpha, a, lda, b, false, ldb, beta, c, ldc);
+    return;
+  }
+  if (gemm_avx2_supported()) {
+    gemm_avx2(trans_a, trans_b, M, N, K, alpha, a, lda, b, false, ldb, beta, c, ldc);
     return;
   }
   blas_single_threaded();

@@ -6,6 +6,8 @@
 // below the speed of a weight in cache. Measured against that loop: docs/PERFORMANCE.md, 2026-11-23.
 #include "ops/cpu/skinny_avx2.h"
 
+#include "ops/cpu/avx2_loads.h"
+
 #include <immintrin.h>
 
 #include <algorithm>
@@ -18,12 +20,6 @@ namespace {
 
 constexpr int kGroupRows = 4;                  // input rows per register tile (4 x 2 accumulators)
 constexpr std::int64_t kPrefetchBytes = 4096;  // how far ahead of its loads a bf16 weight stream is prefetched
-
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const std::uint16_t* p) {  // bf16 widened exactly: bits << 16
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
 
 // The last K − k0 (< 16) elements of a row, zero-filled to 16: what the main loop would load past K.
 template <typename T>
