@@ -121,7 +121,7 @@ ADAPT_CPU_KERNEL void softmax_fold(float m_new, float sum, float* m, float* l, f
   *m = m_new;
 }
 
-#if !ADAPT_HAVE_GEMM_AVX512
+#if !ADAPT_HAVE_X86_KERNELS
 bool attention_decode_avx512_fits(const AttentionArgs&) { return false; }
 void attention_decode_avx512(const AttentionArgs&, std::int64_t, std::int64_t) {}
 #endif

@@ -133,7 +133,7 @@ void blas_single_threaded() {
   std::call_once(once, [] { openblas_set_num_threads(1); });
 }
 
-#if ADAPT_HAVE_GEMM_AVX512
+#if ADAPT_HAVE_X86_KERNELS
 bool gemm_avx512_supported() {
   // Here, not in gemm_avx512.cpp: that file is compiled for AVX-512 and must not run before this check.
   static const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -151,19 +151,19 @@ bool gemm_avx2_supported() { return false; }
 bool skinny_avx2_supported() { return false; }
 void gemm_avx2(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t, const void*,
                bool, std::int64_t, float, float*, std::int64_t, int) {
-  ADAPT_CHECK(false, "gemm_avx2 called in a build without it (ADAPT_HAVE_GEMM_AVX512 = 0)");
+  ADAPT_CHECK(false, "gemm_avx2 called in a build without it (ADAPT_HAVE_X86_KERNELS = 0)");
 }
 void skinny_avx2(float*, std::int64_t, const float*, std::int64_t, std::int64_t, const void*, bool, std::int64_t,
                  std::int64_t, std::int64_t, std::int64_t, float, float) {
-  ADAPT_CHECK(false, "skinny_avx2 called in a build without it (ADAPT_HAVE_GEMM_AVX512 = 0)");
+  ADAPT_CHECK(false, "skinny_avx2 called in a build without it (ADAPT_HAVE_X86_KERNELS = 0)");
 }
 void gemm_avx512(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t,
                  const void*, bool, std::int64_t, float, float*, std::int64_t) {
-  ADAPT_CHECK(false, "gemm_avx512 called in a build without it (ADAPT_HAVE_GEMM_AVX512 = 0)");
+  ADAPT_CHECK(false, "gemm_avx512 called in a build without it (ADAPT_HAVE_X86_KERNELS = 0)");
 }
 void skinny_avx512(float*, std::int64_t, const float*, std::int64_t, std::int64_t, const void*, bool, std::int64_t,
                    std::int64_t, std::int64_t, std::int64_t, float, float) {
-  ADAPT_CHECK(false, "skinny_avx512 called in a build without it (ADAPT_HAVE_GEMM_AVX512 = 0)");
+  ADAPT_CHECK(false, "skinny_avx512 called in a build without it (ADAPT_HAVE_X86_KERNELS = 0)");
 }
 #endif
 

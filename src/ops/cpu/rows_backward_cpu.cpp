@@ -155,7 +155,7 @@ void embedding_backward(float* dtable, std::int64_t C, const float* dout, std::i
   }
 }
 
-#if !ADAPT_HAVE_GEMM_AVX512
+#if !ADAPT_HAVE_X86_KERNELS
 double cross_entropy_row_avx512(float*, std::int64_t, std::int64_t, float, bool) { return 0.0; }
 #endif
 
