@@ -88,19 +88,23 @@ TEST_CASE("rms_norm_backward: dx and dw against the f64 reference; accumulate an
 }
 
 TEST_CASE("swiglu_backward against the f64 reference, in place into gate and up") {
-  const std::int64_t N = 11, F = 93;
-  const Tensor gate = test::random_tensor({N, F}, 4, 3.0f, "gate"), up = test::random_tensor({N, F}, 5, 1.0f, "up");
-  const Tensor dout = test::random_tensor({N, F}, 6, 1.0f, "dout");
-  std::vector<double> dg_ref, du_ref;
-  ops::ref::swiglu_backward(dg_ref, du_ref, to_double(dout), to_double(gate), to_double(up));
-  Tensor dg = test::filled({N, F}, 0.0f, "dgate"), du = test::filled({N, F}, 0.0f, "dup");
-  ops::swiglu_backward(dg, du, dout, gate, up);
-  CHECK(test::max_rel_error(dg, dg_ref) < kRowTol);
-  CHECK(test::max_rel_error(du, du_ref) < kRowTol);
-  Tensor g2 = gate.to_host(DType::F32), u2 = up.to_host(DType::F32);
-  ops::swiglu_backward(g2, u2, dout, g2, u2);
-  CHECK(bit_equal(g2, dg));
-  CHECK(bit_equal(u2, du));
+  // 549 columns: two of the kernel's 256-column blocks and a partial one.
+  for (const std::int64_t F : {93, 549}) {
+    CAPTURE(F);
+    const std::int64_t N = 11;
+    const Tensor gate = test::random_tensor({N, F}, 4, 3.0f, "gate"), up = test::random_tensor({N, F}, 5, 1.0f, "up");
+    const Tensor dout = test::random_tensor({N, F}, 6, 1.0f, "dout");
+    std::vector<double> dg_ref, du_ref;
+    ops::ref::swiglu_backward(dg_ref, du_ref, to_double(dout), to_double(gate), to_double(up));
+    Tensor dg = test::filled({N, F}, 0.0f, "dgate"), du = test::filled({N, F}, 0.0f, "dup");
+    ops::swiglu_backward(dg, du, dout, gate, up);
+    CHECK(test::max_rel_error(dg, dg_ref) < kRowTol);
+    CHECK(test::max_rel_error(du, du_ref) < kRowTol);
+    Tensor g2 = gate.to_host(DType::F32), u2 = up.to_host(DType::F32);
+    ops::swiglu_backward(g2, u2, dout, g2, u2);
+    CHECK(bit_equal(g2, dg));
+    CHECK(bit_equal(u2, du));
+  }
 }
 
 TEST_CASE("rope_backward inverts the rotation: shared, per-sequence and per-token tables") {

@@ -114,21 +114,25 @@ TEST_CASE("exp_f32 (the vectorised exp) stays within 3 ulp of exp on [-87, 88]")
 }
 
 TEST_CASE("swiglu_forward: silu(gate) · up, including large |gate|") {
-  const std::int64_t N = 7, F = 131;
-  Tensor gate = test::random_tensor({N, F}, 6, 4.0f, "gate");
-  gate.data<float>()[0] = 60.0f;
-  gate.data<float>()[1] = -60.0f;
-  const Tensor up = test::random_tensor({N, F}, 7, 1.0f, "up");
-  Tensor out = test::filled({N, F}, 0.0f);
-  ops::swiglu_forward(out, gate, up);
-  std::vector<double> ref(static_cast<std::size_t>(N * F));
-  for (std::int64_t i = 0; i < N * F; ++i) {
-    const double g = gate.data<float>()[i];
-    ref[static_cast<std::size_t>(i)] = g / (1.0 + std::exp(-g)) * up.data<float>()[i];
+  // 549 columns: two of the kernel's 256-column blocks and a partial one.
+  for (const std::int64_t F : {131, 549}) {
+    CAPTURE(F);
+    const std::int64_t N = 7;
+    Tensor gate = test::random_tensor({N, F}, 6, 4.0f, "gate");
+    gate.data<float>()[0] = 60.0f;
+    gate.data<float>()[1] = -60.0f;
+    const Tensor up = test::random_tensor({N, F}, 7, 1.0f, "up");
+    Tensor out = test::filled({N, F}, 0.0f);
+    ops::swiglu_forward(out, gate, up);
+    std::vector<double> ref(static_cast<std::size_t>(N * F));
+    for (std::int64_t i = 0; i < N * F; ++i) {
+      const double g = gate.data<float>()[i];
+      ref[static_cast<std::size_t>(i)] = g / (1.0 + std::exp(-g)) * up.data<float>()[i];
+    }
+    CHECK(test::max_rel_error(out, ref) < kTol);
+    ops::swiglu_forward(gate, gate, up);  // in place into gate
+    for (std::int64_t i = 0; i < N * F; ++i) CHECK(gate.data<float>()[i] == out.data<float>()[i]);
   }
-  CHECK(test::max_rel_error(out, ref) < kTol);
-  ops::swiglu_forward(gate, gate, up);  // in place into gate
-  for (std::int64_t i = 0; i < N * F; ++i) CHECK(gate.data<float>()[i] == out.data<float>()[i]);
 }
 
 TEST_CASE("embedding_forward gathers rows; an id outside the vocabulary is an error naming it") {
