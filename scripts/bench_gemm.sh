@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Benchmark: f32 GEMM GFLOP/s of adapt's cpu::gemm (the packed AVX-512 or AVX2 kernel where the CPU has
-# it) vs OpenBLAS cblas_sgemm vs torch.matmul, in the same run, on the shapes of the `bench` model's
-# projections (M = 512 or 2048 tokens), its adapters' products, an attention tile and squares, with 1 and
-# 2 threads; plus the CPU's FMA peak.
+# Benchmark: f32 GEMM GFLOP/s of adapt's cpu::gemm (the packed AVX-512 kernel where the CPU has it,
+# OpenBLAS otherwise) vs OpenBLAS cblas_sgemm vs torch.matmul, in the same run, on the shapes of the
+# `bench` model's projections (M = 512 or 2048 tokens), its adapters' products, an attention tile and
+# squares, with 1 and 2 threads; plus the CPU's FMA peak.
 #
 # Each shape, implementation and thread count runs in its own process (one thread pool per process:
 # OpenBLAS's pthreads, adapt's OpenMP, torch's OpenMP; torch: one process per thread count and round),

@@ -148,7 +148,7 @@ struct Avx2 {
   static constexpr int kMR = cpu::kMR, kNR = cpu::kNR;
   static constexpr std::int64_t kKC = 256;    // k block: one b panel is kKC x kNR floats
   static constexpr std::int64_t kNC = 1536;   // column block: the packed b block is kKC x kNC floats
-  static constexpr std::int64_t kMC = 72;     // rows of a per work item (kMC x kKC = 72 KB: L2)
+  static constexpr std::int64_t kMC = 72;     // rows of a per block (kMC x kKC = 72 KB: L2)
   static constexpr bool kBPanelInL1 = true;   // a b panel stays in L1 while the rows of a stream
   static constexpr bool kAInPlace = true;     // rows of an a stored (M, K) are read where they are
 
@@ -206,13 +206,12 @@ struct Avx2 {
 
 void gemm_avx2(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
                const float* a, std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c,
-               std::int64_t ldc, int n_threads) {
+               std::int64_t ldc) {
   if (b_bf16) {
     gemm_packed<Avx2>(trans_a, trans_b, M, N, K, alpha, a, lda, static_cast<const std::uint16_t*>(b), ldb, beta, c,
-                      ldc, n_threads);
+                      ldc);
   } else {
-    gemm_packed<Avx2>(trans_a, trans_b, M, N, K, alpha, a, lda, static_cast<const float*>(b), ldb, beta, c, ldc,
-                      n_threads);
+    gemm_packed<Avx2>(trans_a, trans_b, M, N, K, alpha, a, lda, static_cast<const float*>(b), ldb, beta, c, ldc);
   }
 }
 

@@ -10,14 +10,13 @@ namespace adapt::ops::cpu {
 /// True when this CPU runs AVX2 and FMA (checked once, with __builtin_cpu_supports; false off x86-64).
 bool gemm_avx2_supported();
 
-/// c (M, N) = alpha · op(a) · op(b) + beta · c on a team of n_threads OpenMP threads (1: the calling
-/// thread alone), as gemm_avx512 otherwise (same arguments, same promises: b in f32 or bf16 bit patterns
-/// widened exactly while packing; with beta = 0, c is not read; each element summed in increasing k in
-/// blocks of a fixed size whatever M, N and the thread count are, and the same bits for any split of c
-/// into row or column ranges). The team shares each packed block of op(b) (gemm_packed_loop.h).
-/// Precondition: gemm_avx2_supported(), M, N, K >= 1, n_threads >= 1.
+/// c (M, N) = alpha · op(a) · op(b) + beta · c on the calling thread, as gemm_avx512 (same arguments,
+/// same promises: b in f32 or bf16 bit patterns widened exactly while packing; with beta = 0, c is not
+/// read; each element summed in increasing k in blocks of a fixed size whatever M and N are, so the same
+/// bits for any split of c into row or column ranges).
+/// Precondition: gemm_avx2_supported(), M, N, K >= 1.
 void gemm_avx2(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
                const float* a, std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c,
-               std::int64_t ldc, int n_threads = 1);
+               std::int64_t ldc);
 
 }  // namespace adapt::ops::cpu

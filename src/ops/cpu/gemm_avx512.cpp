@@ -175,9 +175,9 @@ void gemm_avx512(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
                  std::int64_t ldc) {
   if (b_bf16) {
     gemm_packed<Avx512>(trans_a, trans_b, M, N, K, alpha, a, lda, static_cast<const std::uint16_t*>(b), ldb, beta, c,
-                        ldc, 1);
+                        ldc);
   } else {
-    gemm_packed<Avx512>(trans_a, trans_b, M, N, K, alpha, a, lda, static_cast<const float*>(b), ldb, beta, c, ldc, 1);
+    gemm_packed<Avx512>(trans_a, trans_b, M, N, K, alpha, a, lda, static_cast<const float*>(b), ldb, beta, c, ldc);
   }
 }
 

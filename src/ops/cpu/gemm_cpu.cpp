@@ -150,7 +150,7 @@ bool gemm_avx512_supported() { return false; }
 bool gemm_avx2_supported() { return false; }
 bool skinny_avx2_supported() { return false; }
 void gemm_avx2(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t, const void*,
-               bool, std::int64_t, float, float*, std::int64_t, int) {
+               bool, std::int64_t, float, float*, std::int64_t) {
   ADAPT_CHECK(false, "gemm_avx2 called in a build without it (ADAPT_HAVE_X86_KERNELS = 0)");
 }
 void skinny_avx2(float*, std::int64_t, const float*, std::int64_t, std::int64_t, const void*, bool, std::int64_t,

@@ -1,9 +1,9 @@
-// The packed sgemms (ops/cpu/gemm_avx512: 8 x 48 tiles; ops/cpu/gemm_avx2: 6 x 16 tiles, a read in place,
-// a team of threads) against a triple loop in double, element by element, with the rounding-error bound
+// The packed sgemms (ops/cpu/gemm_avx512: 8 x 48 tiles; ops/cpu/gemm_avx2: 6 x 16 tiles, a read in place)
+// against a triple loop in double, element by element, with the rounding-error bound
 // of a K-term f32 dot product: every transpose layout, alpha/beta (beta = 0 over NaN), bf16 b, row
 // strides wider than the rows, sizes that are 1, tiny, odd, and not multiples of either tile, the 256 k
 // block, the row blocks (64, 72) or the column blocks (768, 1536). Also: any split of c into row or
-// column ranges, and any team size, gives the same bits (what cpu::gemm's thread split relies on), and
+// column ranges gives the same bits (what cpu::gemm's thread split relies on), and
 // bf16 b gives the bits of f32 b holding the same values. The few-rows kernel (ops/cpu/skinny_avx512) the same way,
 // plus: a row gets the same bits alone as among up to 31 others (what makes batched decoding give each
 // sequence its own logits); and its AVX2 counterpart (ops/cpu/skinny_avx2) with the rows cpu::gemm
@@ -57,7 +57,6 @@ struct Problem {
   std::int64_t M = 0, N = 0, K = 0;
   std::int64_t pad = 0;  // extra elements per stored row (row strides wider than the rows)
   float alpha = 1.0f, beta = 0.0f;
-  int threads = 1;  // PackedAvx2: the team size
 };
 
 std::uint16_t to_bf16(float x) {  // round to nearest even
@@ -126,7 +125,7 @@ void run_kernel(const Problem& p, const Operands& o, std::vector<float>& c, std:
   const void* b = p.bf16 ? static_cast<const void*>(o.b16.data() + b_offset) : o.b.data() + b_offset;
   if (p.kernel == Kernel::PackedAvx2) {
     ops::cpu::gemm_avx2(p.trans_a, p.trans_b, m1 - m0, n1 - n0, p.K, p.alpha, a, o.lda, b, p.bf16, o.ldb, p.beta,
-                        c.data() + m0 * o.ldc + n0, o.ldc, p.threads);
+                        c.data() + m0 * o.ldc + n0, o.ldc);
     return;
   }
   if (p.kernel != Kernel::Packed) {
@@ -154,7 +153,6 @@ void check_against_loops(const Problem& p, std::uint64_t salt) {
   CAPTURE(p.pad);
   CAPTURE(p.alpha);
   CAPTURE(p.beta);
-  CAPTURE(p.threads);
   const Operands o(p, salt);
   std::vector<float> c = o.c0;
   run_kernel(p, o, c, 0, p.M, 0, p.N);
@@ -210,18 +208,19 @@ TEST_CASE("packed sgemm: sizes around the tile, k block and column block, every 
   }
 }
 
-TEST_CASE("packed sgemm: several k, row and column blocks, alpha and beta, strided rows, teams of threads") {
+TEST_CASE("packed sgemm: several k, row and column blocks, alpha and beta, strided rows") {
   struct Case {
     std::int64_t M, N, K, pad;
     float alpha, beta;
-    int threads;
   };
   // 769 and 1537 columns: one and two full 768-column blocks plus one column (and over the AVX2 kernel's
   // 1536); K = 513: two full 256 blocks plus one; 100, 33 and 130 rows: partial tiles and one or two full
-  // 64- or 72-row blocks plus a partial one; beta = 0 over NaN in c; the AVX2 kernel on 1-3 threads.
-  const Case cases[] = {{100, 769, 513, 0, 1.0f, 0.0f, 3},   {33, 1537, 300, 3, 0.5f, 1.0f, 2},
-                        {64, 96, 64, 0, -2.0f, 0.25f, 1},    {9, 50, 1000, 5, 1.0f, 1.0f, 3},
-                        {130, 770, 257, 1, 0.125f, -1.0f, 2}};
+  // 64- or 72-row blocks plus a partial one; beta = 0 over NaN in c.
+  const Case cases[] = {{100, 769, 513, 0, 1.0f, 0.0f},
+                        {33, 1537, 300, 3, 0.5f, 1.0f},
+                        {64, 96, 64, 0, -2.0f, 0.25f},
+                        {9, 50, 1000, 5, 1.0f, 1.0f},
+                        {130, 770, 257, 1, 0.125f, -1.0f}};
   for (const Kernel kernel : {Kernel::Packed, Kernel::PackedAvx2}) {
     if (!available(kernel)) continue;
     std::uint64_t salt = 1000;
@@ -230,7 +229,7 @@ TEST_CASE("packed sgemm: several k, row and column blocks, alpha and beta, strid
         for (bool tb : {false, true}) {
           for (bool bf16 : {false, true}) {
             check_against_loops({.trans_a = ta, .trans_b = tb, .bf16 = bf16, .kernel = kernel, .M = k.M, .N = k.N,
-                                 .K = k.K, .pad = k.pad, .alpha = k.alpha, .beta = k.beta, .threads = k.threads},
+                                 .K = k.K, .pad = k.pad, .alpha = k.alpha, .beta = k.beta},
                                 ++salt);
           }
         }
@@ -247,13 +246,13 @@ TEST_CASE("packed sgemm: row and column splits at any offset give the bits of on
         CAPTURE(static_cast<int>(kernel));
         CAPTURE(ta);
         CAPTURE(tb);
-        // 160 rows: three of the AVX2 kernel's 72-row blocks, whose work items a team shares.
+        // 160 rows: three of the AVX2 kernel's 72-row blocks.
         Problem p{.trans_a = ta, .trans_b = tb, .kernel = kernel, .M = 160, .N = 830, .K = 520, .alpha = 0.5f,
                   .beta = 1.0f};
         Problem p16 = p;
         p16.bf16 = true;
         const Operands o(p16, 77);  // bf16-representable b: the f32 problem reads the same values
-        std::vector<float> whole = o.c0, by_cols = o.c0, by_rows = o.c0, whole16 = o.c0, team = o.c0;
+        std::vector<float> whole = o.c0, by_cols = o.c0, by_rows = o.c0, whole16 = o.c0;
         run_kernel(p, o, whole, 0, p.M, 0, p.N);
         run_kernel(p16, o, whole16, 0, p.M, 0, p.N);
         // Cuts that are not multiples of either tile or of a column block.
@@ -267,16 +266,6 @@ TEST_CASE("packed sgemm: row and column splits at any offset give the bits of on
         CHECK(std::memcmp(whole.data(), by_cols.data(), bytes) == 0);
         CHECK(std::memcmp(whole.data(), by_rows.data(), bytes) == 0);
         CHECK(std::memcmp(whole.data(), whole16.data(), bytes) == 0);
-        if (kernel == Kernel::PackedAvx2) {
-          for (const int threads : {2, 3}) {
-            CAPTURE(threads);
-            Problem pt = p;
-            pt.threads = threads;
-            team = o.c0;
-            run_kernel(pt, o, team, 0, p.M, 0, p.N);
-            CHECK(std::memcmp(whole.data(), team.data(), bytes) == 0);
-          }
-        }
       }
     }
   }
