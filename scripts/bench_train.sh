@@ -25,6 +25,10 @@
 #          adapter parameters, clip_grad_norm_(1.0). Random token ids (fixed seed), labels = the next id.
 #   lean   (reference, not a peer) the same step with a hand-written LoRA wrapper instead of peft's, to
 #          show what peft's wrapper costs.
+#   adapt, bf16 products: the same job with runtime.cpu_matmul_dtype = "bf16" (the base weights rounded to
+#          bf16 at load, the activations and gradients they multiply rounded to bf16, f32 sums: the GPU
+#          path's arithmetic, on AVX512_BF16 where the CPU has it). Not the f32 numbers: the report gives
+#          the largest relative difference of its per-step losses to the f32 run's.
 #
 # Threads: both sides get nproc threads. The torch side runs with OMP_WAIT_POLICY=PASSIVE and
 # OPENBLAS_NUM_THREADS=nproc (Debian's torch calls the pthreads build of OpenBLAS from inside its OpenMP
@@ -122,6 +126,7 @@ keep_last = 1
 [run]
 dir = "$work/run"
 EOF
+{ cat "$work/job.toml"; printf '[runtime]\ncpu_matmul_dtype = "bf16"\n'; } >"$work/job_bf16.toml"
 
 # ---- the Python peer ------------------------------------------------------------------------------
 bench_find_peer "$venv" "$work" "torch, transformers, peft" "${pins[@]}"
@@ -208,12 +213,12 @@ EOF
 
 # ---- measurements ---------------------------------------------------------------------------------
 # Results go to $work/<name>.<round>.txt (`key value` lines).
-run_adapt() {  # name round [PASSIVE]
+run_adapt() {  # name round [PASSIVE|DEFAULT] [JOB (default job.toml)]
   local policy=(-u OMP_WAIT_POLICY)
   [[ "${3:-}" == PASSIVE ]] && policy=(OMP_WAIT_POLICY=PASSIVE)
   rm -rf "$work/run"
   env "${policy[@]}" OMP_NUM_THREADS="$threads" /usr/bin/time -f "peak_rss_kb %M" -o "$work/$1.$2.time" \
-    "$adapt_train" --config "$work/job.toml" >"$work/$1.$2.log" 2>&1 ||
+    "$adapt_train" --config "$work/${4:-job.toml}" >"$work/$1.$2.log" 2>&1 ||
     { tail -20 "$work/$1.$2.log" >&2; echo "error: adapt_train failed" >&2; exit 1; }
   python3 - "$work/run/metrics.jsonl" "$warmup" "$batch" "$seq_len" "$work/$1.$2.time" >"$work/$1.$2.txt" <<'PY'
 import json, statistics, sys
@@ -221,8 +226,10 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 times = [r["step_s"] for r in rows if r.get("kind") == "train"]
 med = statistics.median(times[int(sys.argv[2]):])
 rss_kb = int(open(sys.argv[5]).read().split()[-1])
+losses = [r["loss"] for r in rows if r.get("kind") == "train"]
 print(f"step_s {med:.4f}\ntokens_per_s {int(sys.argv[3]) * int(sys.argv[4]) / med:.1f}\n"
-      f"steps_s {' '.join(f'{t:.2f}' for t in times)}\npeak_rss_mb {rss_kb / 1024:.0f}")
+      f"steps_s {' '.join(f'{t:.2f}' for t in times)}\npeak_rss_mb {rss_kb / 1024:.0f}\n"
+      f"losses {' '.join(repr(x) for x in losses)}")
 PY
   grep -o 'adapter [a-z+]*: [0-9,]* parameters' "$work/$1.$2.log" | head -1 | sed 's/^/params /' >>"$work/$1.$2.txt" || true
 }
@@ -241,6 +248,9 @@ for round in $(seq 1 "$rounds"); do
     run_hf hf_peft peft "$round"
   fi
   run_adapt adapt_passive "$round" PASSIVE
+  if [[ "$("$adapt_train" --help 2>&1 || true)" == *cpu_matmul_dtype* ]]; then
+    run_adapt adapt_bf16 "$round" DEFAULT job_bf16.toml
+  fi
   [[ -n "$peer_py" && -n "$tcmalloc" ]] && run_hf lean_tc lean "$round" tcmalloc
 done
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -263,13 +273,14 @@ def best(name):
             runs.append(dict(l.split(" ", 1) for l in open(p).read().splitlines() if " " in l))
     return max(runs, key=lambda x: float(x["tokens_per_s"])) if runs else None
 
-res = {n: best(n) for n in ["adapt", "adapt_passive", "hf_peft_tc", "hf_peft", "lean_tc"]}
+res = {n: best(n) for n in ["adapt", "adapt_passive", "adapt_bf16", "hf_peft_tc", "hf_peft", "lean_tc"]}
 peer = res["hf_peft_tc"] or res["hf_peft"]
 versions = (peer or res["lean_tc"] or {}).get("versions", "")
 adapter = "LoRA r16 (7 projections) + bottleneck 64 (Pfeiffer)" if kind == "lora+bottleneck" else "LoRA r16 only"
 rows = [
     ("adapt", f"adapt ({adapter})", "glibc"),
     ("adapt_passive", "adapt, OMP_WAIT_POLICY=PASSIVE", "glibc"),
+    ("adapt_bf16", "adapt, bf16 products (runtime.cpu_matmul_dtype)", "glibc"),
     ("hf_peft_tc", "HF + peft (LoRA r16 + bottleneck 64 hook)", "tcmalloc"),
     ("hf_peft", "HF + peft (LoRA r16 + bottleneck 64 hook)", "glibc"),
     ("lean_tc", "reference: torch, own LoRA wrapper (no peft)", "tcmalloc"),
@@ -290,6 +301,12 @@ for name, label, alloc in rows:
           f"{float(r['peak_rss_mb']):>11.0f} {ratio:>10}")
 if kind_note:
     print(f"note: adapt row is {kind_note}")
+if res["adapt"] and res["adapt_bf16"]:
+    f32 = [float(x) for x in res["adapt"]["losses"].split()]
+    b16 = [float(x) for x in res["adapt_bf16"]["losses"].split()]
+    rel = max(abs(a - b) / abs(a) for a, b in zip(f32, b16))
+    print(f"bf16 products: per-step losses within {rel:.2e} (relative) of the f32 run's; first step "
+          f"{f32[0]:.6f} (f32) vs {b16[0]:.6f} (bf16)")
 for name in ["adapt", "hf_peft_tc"]:
     if res[name]:
         extra = f", {res[name]['params']}" if "params" in res[name] else (

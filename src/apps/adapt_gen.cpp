@@ -43,6 +43,7 @@
 #include "model/weight_stream.h"
 #include "model/llama_weights.h"
 #include "model/tensor_parallel.h"
+#include "ops/matmul.h"
 #include "plan/plan.h"
 #include "tokenizer/tokenizer.h"
 
@@ -296,12 +297,16 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   comm::Communicator& tp = *app.comms().tp;
   comm::Communicator& pp = *app.comms().pp;
   const bool writer = tp.rank() == 0 && pp.rank() == 0;
+  // Weights as stored (bf16 stays bf16); all matrices in bf16 for bf16 products on the CPU.
+  const bool cpu_bf16 = !device && job.runtime.cpu_matmul_dtype == DType::BF16;
+  const model::WeightStorage storage = cpu_bf16 ? model::WeightStorage::Bf16 : model::WeightStorage::AsStored;
+  ops::set_cpu_matmul_dtype(cpu_bf16 ? DType::BF16 : DType::F32);
+  if (cpu_bf16) log::info0("{}", ops::cpu_matmul_note());
   model::LlamaModel model =
       tp.size() > 1 || pp.size() > 1
           ? model::llama_model_load_tp(job.model.path, app.grid(), app.world_rank(), tp,
-                                       {.storage = model::WeightStorage::AsStored, .stage_split = parallel::kGenSplit},
-                                       &stats)
-          : model::llama_model_load(job.model.path, {.storage = model::WeightStorage::AsStored}, &stats);
+                                       {.storage = storage, .stage_split = parallel::kGenSplit}, &stats)
+          : model::llama_model_load(job.model.path, {.storage = storage}, &stats);
   log::info0("loaded {} ({} layers, vocab {}) in {:.2f} s; tokenizer {}", job.model.path.string(), model.config.n_layers,
              model.config.vocab_size, stats.seconds, tok.description());
   // With the model on GPUs, its tp collectives and the pipeline's transfers take device buffers: NCCL
@@ -322,6 +327,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
                     model::streamed_weights_note(model), model::attention_note(model, kv_dtype));
     if (app.world_size() > 1) log::info_all("{}", what);
     else log::info0("{}", what);
+    if (job.runtime.cpu_matmul_dtype != DType::F32 && app.world_rank() == 0)
+      log::warn("runtime.cpu_matmul_dtype = \"bf16\": used only with runtime.device = \"cpu\"; ignored on the GPU, "
+                "where runtime.weights_dtype = \"bf16\" runs bf16 GEMMs");
     if (tp.size() > 1 || pp.size() > 1) {
       device_comms = comm::device_grid_comms_for_model(app.world(), app.grid(), *device, tp.options());
       model.tp.comm = device_comms.tp.get();

@@ -1,5 +1,5 @@
 // The [runtime] keys that adapt_train and adapt_gen share (device, weights_dtype, weights_device_layers,
-// attention_dtype), declared once for both schemas. Each job's runtime struct has members of these names;
+// attention_dtype, cpu_matmul_dtype), declared once for both schemas. Each job's runtime struct has members of these names;
 // `notes` adds what differs between the jobs (what a streamed layer costs, what attention reads).
 #pragma once
 
@@ -21,8 +21,8 @@ struct DeviceRuntimeNotes {
   std::string attention_extra;        // attention_dtype: appended (may be empty)
 };
 
-/// Adds device, weights_dtype, weights_device_layers and attention_dtype to `rt`, a schema of a struct
-/// with members of those names.
+/// Adds device, weights_dtype, weights_device_layers, attention_dtype and cpu_matmul_dtype to `rt`, a
+/// schema of a struct with members of those names.
 template <class Runtime>
 void add_device_runtime_keys(Schema<Runtime>& rt, const DeviceRuntimeNotes& notes) {
   rt.field("device", &Runtime::device,
@@ -55,6 +55,14 @@ void add_device_runtime_keys(Schema<Runtime>& rt, const DeviceRuntimeNotes& note
                  "warp per query row on CUDA cores). The activations stay f32 either way." +
                      (notes.attention_extra.empty() ? "" : " " + notes.attention_extra) +
                      " Unused with device = \"cpu\".");
+  rt.enumeration("cpu_matmul_dtype", &Runtime::cpu_matmul_dtype, {{"f32", DType::F32}, {"bf16", DType::BF16}},
+                 "How the products by the base weights compute on the CPU: \"f32\" (the reference: bf16 weights "
+                 "widened exactly, f32 arithmetic) or \"bf16\" (the weights kept in bf16, rounded at load from an f32 "
+                 "checkpoint, half the memory; the activations and gradients they multiply rounded to bf16; f32 "
+                 "sums: the arithmetic of the GPU's bf16 GEMMs). bf16 runs the CPU's bf16 dot-product instructions "
+                 "(AVX512_BF16: AMD Zen 4, Intel Sapphire Rapids and later): twice the f32 product speed on Zen 4, "
+                 "no gain on Xeons with two FMA units; a CPU without them computes the same products in f32, slower "
+                 "than \"f32\". Adapters, attention and norms stay f32 either way. Unused with a GPU device.");
 }
 
 }  // namespace adapt::config

@@ -58,6 +58,11 @@ struct GenRuntime {
   /// What attention computes in on a GPU (model/attention_options.h); a prefill over the KV cache runs in
   /// bf16 only over a bf16 cache.
   model::AttentionDtype attention_dtype = model::AttentionDtype::Auto;
+  /// With device = "cpu": how products by the base weights compute (ops::set_cpu_matmul_dtype). F32: the
+  /// reference, bf16 weights widened exactly. BF16: the weights kept in bf16 (rounded at load where the
+  /// checkpoint is f32) and the activations rounded to bf16 for each product, f32 sums: the GPU path's
+  /// bf16 GEMMs, on the CPU's bf16 dot-product instructions (AVX512_BF16).
+  DType cpu_matmul_dtype = DType::F32;
   std::int64_t prefill_chunk = 512;    // prompt tokens per forward (0: whole prompts)
   std::int64_t kv_device_layers = -1;  // layers whose KV cache stays on the GPU (-1: as many as fit)
   KvCacheDtype kv_cache_dtype = KvCacheDtype::Auto;  // the KV cache's element type (kv_cache_dtype_for)

@@ -20,7 +20,7 @@ namespace adapt::model {
 class WeightStream;  // weight_stream.h
 
 /// One decoder layer. Projections keep HF's nn.Linear layout (out, in); y = x · Wᵀ. Matrices are f32,
-/// or bf16 with WeightStorage::AsStored; norms and biases are always f32.
+/// or bf16 with WeightStorage::AsStored or Bf16; norms and biases are always f32.
 struct LayerWeights {
   Tensor attn_norm;  // (C)          input_layernorm
   Tensor wq;         // (H*D, C)     q_proj; head h = rows [h*D, (h+1)*D)
@@ -81,6 +81,8 @@ enum class WeightStorage {
   F32,       // widen every weight to f32 at load: 4 bytes per parameter (the reference path)
   AsStored,  // keep bf16 matrices (embedding, projections, lm_head) in bf16, widened inside the GEMMs;
              // f32 checkpoints stay f32, f16 ones are widened to f32 (no f16 products on the CPU)
+  Bf16,      // every matrix in bf16: as stored, or rounded to nearest even from f32 and f16 checkpoints
+             // (for bf16 products, runtime.cpu_matmul_dtype = "bf16"); norms and biases f32
 };
 
 struct LlamaLoadOptions {

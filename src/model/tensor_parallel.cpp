@@ -96,8 +96,9 @@ LlamaModel llama_model_load_tp(const std::filesystem::path& dir, const comm::Pro
   io::ShardedSafetensors files(dir);
   const parallel::LlamaDims dims = llama_dims(m.config);
   m.stage.split = opts.stage_split;
-  // As llama_model_load: AsStored keeps the matrices in bf16 when they are stored so; norms and biases f32.
-  bool keep_bf16 = opts.storage == WeightStorage::AsStored;
+  // As llama_model_load: AsStored keeps the matrices in bf16 when they are stored so; Bf16 also rounds
+  // them from an f32 or f16 checkpoint (read in f32, then rounded one by one); norms and biases f32.
+  bool keep_bf16 = opts.storage != WeightStorage::F32;
   for (const WeightSpec& s : llama_weight_specs(m.config)) {
     if (s.shape.rank() != 2) continue;
     const io::TensorInfo* info = files.find(s.name);
@@ -110,6 +111,11 @@ LlamaModel llama_model_load_tp(const std::filesystem::path& dir, const comm::Pro
   std::uint64_t resident = 0;
   for (parallel::LoadedShard& s : shards) {
     Tensor t = std::move(s.value);
+    if (t.rank() == 2 && t.dtype() != DType::BF16 && opts.storage == WeightStorage::Bf16) {
+      Tensor narrow = Tensor::empty(t.shape(), DType::BF16, host_allocator(), s.name);
+      narrow.copy_from(t);
+      t = narrow;
+    }
     if (t.rank() == 1 && t.dtype() != DType::F32) {
       Tensor wide = Tensor::empty(t.shape(), DType::F32, host_allocator(), s.name);
       wide.copy_from(t);

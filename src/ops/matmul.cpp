@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "ops/cpu/cpu_kernels.h"
+#include "ops/cpu/gemm_avx512_bf16.h"
 #include "ops/op_checks.h"
 
 #if ADAPT_HAVE_CUDA
@@ -10,6 +11,30 @@
 #endif
 
 namespace adapt::ops {
+
+namespace {
+DType g_cpu_matmul_dtype = DType::F32;
+}  // namespace
+
+void set_cpu_matmul_dtype(DType dtype) {
+  ADAPT_REQUIRE(dtype == DType::F32 || dtype == DType::BF16, ConfigError,
+                "cpu matmul dtype {} is not supported: use f32 or bf16", dtype_name(dtype));
+  g_cpu_matmul_dtype = dtype;
+}
+
+DType cpu_matmul_dtype() { return g_cpu_matmul_dtype; }
+
+bool cpu_bf16_dot_supported() { return cpu::gemm_avx512_bf16_supported(); }
+
+std::string cpu_matmul_note() {
+  if (g_cpu_matmul_dtype == DType::F32) return "CPU products in f32 (bf16 weights widened exactly)";
+  return cpu_bf16_dot_supported()
+             ? "CPU products by the base weights in bf16: weights in bf16, activations rounded to bf16, f32 sums, "
+               "on AVX512_BF16 dot products"
+             : "CPU products by the base weights in bf16: weights in bf16, activations rounded to bf16, f32 sums; "
+               "this CPU has no AVX512_BF16, so they run as f32 products of the rounded values (slower than "
+               "runtime.cpu_matmul_dtype = \"f32\")";
+}
 
 void matmul(Tensor& c, const Tensor& a, const Tensor& b, const MatmulOptions& opts) {
   constexpr const char* op = "matmul";
@@ -36,7 +61,7 @@ void matmul(Tensor& c, const Tensor& a, const Tensor& b, const MatmulOptions& op
                 "matmul: output '{}' has shape {} ({} x {} as a matrix) but the product is {} x {}", c.name(),
                 c.shape().str(), C.rows, C.cols, M, N);
   cpu::gemm(opts.transpose_a, opts.transpose_b, M, N, K, opts.alpha, A.data, A.ld, B.data, b.dtype() == DType::BF16,
-            B.ld, opts.beta, C.data, C.ld);
+            B.ld, opts.beta, C.data, C.ld, b.dtype() == DType::BF16 && g_cpu_matmul_dtype == DType::BF16);
 }
 
 void bias_add(Tensor& y, const Tensor& bias) {

@@ -3,6 +3,8 @@
 // call with other transpose flags: dx = g · W, dW += gᵀ · x (beta = 1 accumulates).
 #pragma once
 
+#include <string>
+
 #include "tensor/tensor.h"
 
 namespace adapt::ops {
@@ -23,6 +25,22 @@ struct MatmulOptions {
 /// with AVX-512, <= 8 without), split over OpenMP threads.
 /// ShapeError names the tensors and the mismatching dimension.
 void matmul(Tensor& c, const Tensor& a, const Tensor& b, const MatmulOptions& opts = {});
+
+/// How matmul multiplies by bf16 weights on the CPU, for the whole process (as torch's
+/// set_float32_matmul_precision); the apps set it from runtime.cpu_matmul_dtype. DType::F32 (the
+/// default, the reference): bf16 weights are widened exactly and everything is f32. DType::BF16: the first
+/// operand (activations, output gradients) is rounded to bf16 (nearest even) too, so each product is one
+/// of two bf16 values, summed in f32 — the GPU path's bf16 GEMMs — on the CPU's bf16 dot-product
+/// instructions where it has them (cpu_bf16_dot_supported()). Products by f32 operands (adapters,
+/// attention) and GPU tensors are unaffected. Set it before the threads that call matmul start.
+void set_cpu_matmul_dtype(DType dtype);
+DType cpu_matmul_dtype();
+/// True when this CPU has AVX512_BF16 (Zen 4, Sapphire Rapids and later): cpu_matmul_dtype() = bf16 then
+/// runs vdpbf16ps, twice the multiply-adds per instruction of f32; without it bf16 products are f32
+/// products of rounded values (the same numbers up to summation order, slower than f32).
+bool cpu_bf16_dot_supported();
+/// One line for the logs: how products by bf16 weights run on this CPU under cpu_matmul_dtype().
+std::string cpu_matmul_note();
 
 /// y (.., N) += bias (N) on every row.
 void bias_add(Tensor& y, const Tensor& bias);

@@ -87,6 +87,11 @@ struct TrainRuntimeConfig {
   /// What attention computes in on a GPU (model/attention_options.h). Auto: bf16 on tensor cores with
   /// bf16 weights and head_dim 64 or 128.
   model::AttentionDtype attention_dtype = model::AttentionDtype::Auto;
+  /// With device = "cpu": how products by the base weights compute (ops::set_cpu_matmul_dtype). F32: the
+  /// reference, bf16 weights widened exactly. BF16: the weights kept in bf16 (rounded at load where the
+  /// checkpoint is f32) and the activations rounded to bf16 for each product, f32 sums: the GPU path's
+  /// bf16 GEMMs, on the CPU's bf16 dot-product instructions (AVX512_BF16).
+  DType cpu_matmul_dtype = DType::F32;
   /// Peak TFLOP/s of one rank's device, the denominator of the MFU logged per step. 0: a known GPU's
   /// dense bf16 peak with bf16 weights (plan::gpu_preset_of_device), else no MFU (tokens/s and model
   /// TFLOP/s only).

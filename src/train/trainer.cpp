@@ -33,6 +33,7 @@
 #include "model/llama_weights.h"
 #include "model/weight_stream.h"
 #include "model/tensor_parallel.h"
+#include "ops/matmul.h"
 #include "optim/adamw.h"
 #include "optim/lr_schedule.h"
 #include "parallel/tp_ops.h"
@@ -253,8 +254,14 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   // columns and vocabulary rows).
   const bool sharded = ranks.grid.tp_size() > 1 || ranks.grid.pp_size() > 1;
   // For a GPU the weights are read as stored (bf16 stays bf16: half the host memory) and converted to
-  // runtime.weights_dtype on the way to the device, which then holds the only copy.
-  const model::WeightStorage storage = device ? model::WeightStorage::AsStored : model::WeightStorage::F32;
+  // runtime.weights_dtype on the way to the device, which then holds the only copy. On the CPU: f32, or
+  // bf16 for bf16 products (runtime.cpu_matmul_dtype).
+  const bool cpu_bf16 = !device && cfg.runtime.cpu_matmul_dtype == DType::BF16;
+  const model::WeightStorage storage = device     ? model::WeightStorage::AsStored
+                                       : cpu_bf16 ? model::WeightStorage::Bf16
+                                                  : model::WeightStorage::F32;
+  ops::set_cpu_matmul_dtype(cpu_bf16 ? DType::BF16 : DType::F32);
+  if (cpu_bf16) log::info0("{}", ops::cpu_matmul_note());
   // Pipeline stages balanced by work: the last one runs the head for every token.
   model::LlamaModel model =
       sharded ? model::llama_model_load_tp(cfg.model.path, ranks.grid, world.rank(), tp,
@@ -276,6 +283,9 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
                     copy.seconds(), model::streamed_weights_note(model), model::attention_note(model));
     if (world.size() > 1) log::info_all("{}", what);
     else log::info0("{}", what);
+    if (cfg.runtime.cpu_matmul_dtype != DType::F32 && world.rank() == 0)
+      log::warn("runtime.cpu_matmul_dtype = \"bf16\": used only with runtime.device = \"cpu\"; ignored on the GPU, "
+                "where runtime.weights_dtype = \"bf16\" runs bf16 GEMMs");
   } else if (const std::string unused =
                  model::gpu_only_settings(cfg.runtime.weights_device_layers, cfg.runtime.attention_dtype);
              !unused.empty() && world.rank() == 0) {

@@ -144,6 +144,30 @@ TEST_CASE("training lowers the loss and a resumed run is bit-identical to an uni
         file_read_text(straight.dir / "run/adapter/adapter_model.safetensors"));
 }
 
+// runtime.cpu_matmul_dtype = "bf16": the log says how the products run; the losses follow the f32 run's
+// within bf16 rounding (the same data and initialisation), but are not its bits.
+TEST_CASE("runtime.cpu_matmul_dtype = bf16: the same run within bf16 rounding of the f32 losses") {
+  Job f32, bf16;
+  Run a = f32.train("--set train.steps=3");
+  Run b = bf16.train("--set train.steps=3 --set runtime.cpu_matmul_dtype=bf16");
+  INFO(b.out);
+  REQUIRE(a.code == 0);
+  REQUIRE(b.code == 0);
+  CHECK(b.out.find("CPU products by the base weights in bf16") != std::string::npos);
+  CHECK(a.out.find("CPU products by the base weights in bf16") == std::string::npos);
+  const auto la = f32.metrics("train"), lb = bf16.metrics("train");
+  REQUIRE(la.size() == 3);
+  REQUIRE(lb.size() == 3);
+  bool all_same = true;
+  for (std::size_t i = 0; i < la.size(); ++i) {
+    CAPTURE(i);
+    const double x = la[i]["loss"].get<double>(), y = lb[i]["loss"].get<double>();
+    CHECK(y == doctest::Approx(x).epsilon(5e-3));
+    all_same = all_same && x == y;
+  }
+  CHECK_FALSE(all_same);
+}
+
 // Each step's model TFLOP/s (metrics.jsonl) is the FLOPs of a token, counted here from the model's
 // config.json, times its tokens/s; MFU is that over runtime.peak_tflops, and absent without a peak on the CPU.
 TEST_CASE("metrics: model TFLOP/s from the job's FLOPs per token, MFU against runtime.peak_tflops") {

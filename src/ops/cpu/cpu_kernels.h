@@ -13,8 +13,13 @@ void blas_single_threaded();
 
 /// c = alpha · op(a) · op(b) + beta · c, row-major. b holds f32, or bf16 bit patterns when b_bf16
 /// (widened exactly to f32; all arithmetic is f32). With beta = 0, c is not read.
+/// bf16_products (b_bf16 only): op(a) is rounded to bf16 (nearest even) first, so every product is one of
+/// two bf16 values (exact in f32) and the sums are f32: the bf16 dot-product kernel (gemm_avx512_bf16.h)
+/// on CPUs with AVX512_BF16 and for more than one row; otherwise a rounded copy of a through the f32
+/// paths (the same products, summed in another order).
 void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a,
-          std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
+          std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c, std::int64_t ldc,
+          bool bf16_products = false);
 /// c = alpha · op(a) · op(b) + beta · c on the calling thread, all f32 (products inside OpenMP tasks, such
 /// as attention's tiles): the packed AVX-512 or AVX2 kernel where the CPU runs it, else single-threaded
 /// OpenBLAS.

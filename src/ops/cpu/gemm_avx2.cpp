@@ -150,6 +150,7 @@ struct Avx2 {
   static constexpr std::int64_t kNC = 1536;   // column block: the packed b block is kKC x kNC floats
   static constexpr std::int64_t kMC = 72;     // rows of a per block (kMC x kKC = 72 KB: L2)
   static constexpr bool kBPanelInL1 = true;   // a b panel stays in L1 while the rows of a stream
+  static constexpr int kKPack = 1;            // f32 panels: one value of k per element
   static constexpr bool kAInPlace = true;     // rows of an a stored (M, K) are read where they are
 
   template <typename Src>

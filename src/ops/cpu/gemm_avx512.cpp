@@ -24,33 +24,6 @@ static_assert(kMR == kGemmAvx512RowAlign && kGemmAvx512ColAlign == 16, "the spli
 static_assert(kNV == 3 && kMR <= 16 && kNC % kNR == 0 && kMC % kMR == 0, "blocking (the micro-kernel dispatch assumes 3 vectors)");
 static_assert(kMR * kNV + kNV + 1 <= 32, "the tile, one row of b and a broadcast must fit 32 zmm registers");
 
-// In-register transpose: r[i] lane j becomes r[j] lane i.
-inline void transpose16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  __m512 u[16];  // u[4g + c], 128-bit lane L: column 4L + c of rows 4g .. 4g + 3
-  for (int g = 0; g < 4; ++g) {
-    const __m512d t0 = _mm512_castps_pd(t[4 * g]), t1 = _mm512_castps_pd(t[4 * g + 1]);
-    const __m512d t2 = _mm512_castps_pd(t[4 * g + 2]), t3 = _mm512_castps_pd(t[4 * g + 3]);
-    u[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
-    u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
-    u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
-    u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
-  }
-  for (int c = 0; c < 4; ++c) {
-    const __m512 lo01 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), hi01 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
-    const __m512 lo23 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);
-    const __m512 hi23 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
-    r[c] = _mm512_shuffle_f32x4(lo01, lo23, 0x88);
-    r[4 + c] = _mm512_shuffle_f32x4(lo01, lo23, 0xDD);
-    r[8 + c] = _mm512_shuffle_f32x4(hi01, hi23, 0x88);
-    r[12 + c] = _mm512_shuffle_f32x4(hi01, hi23, 0xDD);
-  }
-}
-
 // dst[k · ld + i] = src[i · lds + k] for i < rows (<= 16), k < kc; 0 for rows <= i < width (<= 16).
 // Reads 16 x 16 blocks and transposes them in registers.
 template <typename Src>
@@ -112,25 +85,7 @@ void micro_kernel(std::int64_t kc, const float* __restrict ap, const float* __re
       for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, b[v], acc[i][v]);
     }
   }
-  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-  if (mr == kMR && nr == 16 * NV) {
-    for (int i = 0; i < kMR; ++i) {
-      for (int v = 0; v < NV; ++v) {
-        float* p = c + i * ldc + v * 16;
-        const __m512 base = beta == 0.0f ? _mm512_setzero_ps() : _mm512_mul_ps(vb, _mm512_loadu_ps(p));
-        _mm512_storeu_ps(p, _mm512_fmadd_ps(va, acc[i][v], base));
-      }
-    }
-    return;
-  }
-  for (int i = 0; i < mr; ++i) {
-    for (int v = 0; v < NV; ++v) {
-      const __mmask16 m = first_lanes(nr - v * 16);
-      float* p = c + i * ldc + v * 16;
-      const __m512 base = beta == 0.0f ? _mm512_setzero_ps() : _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, p));
-      _mm512_mask_storeu_ps(p, m, _mm512_fmadd_ps(va, acc[i][v], base));
-    }
-  }
+  store_tile<kMR, NV>(acc, c, ldc, mr, nr, alpha, beta);
 }
 
 struct Avx512 {
@@ -138,6 +93,7 @@ struct Avx512 {
   static constexpr std::int64_t kKC = cpu::kKC, kNC = cpu::kNC;
   static constexpr std::int64_t kMC = cpu::kMC;
   static constexpr bool kBPanelInL1 = false;  // an a panel (8 KB) stays in L1 while the b panels stream
+  static constexpr int kKPack = 1;            // f32 panels: one value of k per element
   static constexpr bool kAInPlace = false;    // a is always packed
 
   template <typename Src>

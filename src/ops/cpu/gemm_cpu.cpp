@@ -11,7 +11,10 @@
 //    (docs/PERFORMANCE.md, 2026-11-23);
 //  * other CPUs and products, f32: OpenBLAS sgemm (sgemv for a single row of a transposed product);
 //  * other CPUs and products, bf16 weights: panels widened to f32 (exact) into a per-thread buffer,
-//    then sgemm.
+//    then sgemm;
+//  * bf16 products (ops::cpu_matmul_dtype() = bf16, bf16 weights): the bf16 dot-product kernel
+//    (gemm_avx512_bf16.cpp) on CPUs with AVX512_BF16, split as the packed kernel; few rows, or other
+//    CPUs: a copy of a rounded to bf16, then the paths above.
 // OpenBLAS is kept single-threaded and products are split over OpenMP threads here (by output columns,
 // or rows when there are few columns): OpenBLAS's own pthreads spinning next to OpenMP's made
 // decoding 2.5x slower on 2 cores. Splits never cut K, so every thread count gives the same bits.
@@ -26,9 +29,11 @@
 #include <vector>
 
 #include "core/error.h"
+#include "dtype/dtype.h"
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/cpu/gemm_avx2.h"
 #include "ops/cpu/gemm_avx512.h"
+#include "ops/cpu/gemm_avx512_bf16.h"
 #include "ops/cpu/gemm_packed_loop.h"
 #include "ops/cpu/skinny_avx2.h"
 #include "ops/cpu/skinny_avx512.h"
@@ -145,10 +150,19 @@ bool gemm_avx2_supported() {
   return supported;
 }
 bool skinny_avx2_supported() { return gemm_avx2_supported(); }
+bool gemm_avx512_bf16_supported() {
+  static const bool supported = gemm_avx512_supported() && __builtin_cpu_supports("avx512bf16");
+  return supported;
+}
 #else
 bool gemm_avx512_supported() { return false; }
 bool gemm_avx2_supported() { return false; }
 bool skinny_avx2_supported() { return false; }
+bool gemm_avx512_bf16_supported() { return false; }
+void gemm_avx512_bf16(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t,
+                      const std::uint16_t*, std::int64_t, float, float*, std::int64_t) {
+  ADAPT_CHECK(false, "gemm_avx512_bf16 called in a build without it (ADAPT_HAVE_X86_KERNELS = 0)");
+}
 void gemm_avx2(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t, const void*,
                bool, std::int64_t, float, float*, std::int64_t) {
   ADAPT_CHECK(false, "gemm_avx2 called in a build without it (ADAPT_HAVE_X86_KERNELS = 0)");
@@ -168,7 +182,9 @@ void skinny_avx512(float*, std::int64_t, const float*, std::int64_t, std::int64_
 #endif
 
 void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a,
-          std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+          std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c, std::int64_t ldc,
+          bool bf16_products) {
+  ADAPT_CHECK(!bf16_products || b_bf16, "gemm: bf16 products need bf16 weights (b_bf16)");
   if (M == 0 || N == 0) return;
   if (K == 0 || alpha == 0.0f) {
     scale_c(M, N, beta, c, ldc);
@@ -180,6 +196,19 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
   const int n_threads = omp_in_parallel() || M * N * K < kParallelMinMacs ? 1 : omp_get_max_threads();
   const bool avx512 = gemm_avx512_supported(), avx2 = !avx512 && gemm_avx2_supported();
   const bool skinny = !trans_a && trans_b && M <= (avx512 ? kSkinnyAvx512MaxRows : kSkinnyMaxRows);
+  // bf16 products without the dot-product kernel: the same products of bf16 values from a rounded copy of
+  // op(a) (in the calling thread's buffer, kept across calls), through the f32 paths.
+  const bool bf16_dot = bf16_products && !skinny && M > 1 && gemm_avx512_bf16_supported();
+  if (bf16_products && !bf16_dot) {
+    thread_local std::vector<float> rounded;
+    rounded.resize(static_cast<std::size_t>(M * K));
+    const std::int64_t rows = trans_a ? K : M, cols = trans_a ? M : K;
+#pragma omp parallel for schedule(static) if (rows * cols > (1 << 18) && !omp_in_parallel())
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t j = 0; j < cols; ++j) rounded[r * cols + j] = bf16_to_f32(f32_to_bf16(a[r * lda + j]));
+    gemm(trans_a, trans_b, M, N, K, alpha, rounded.data(), cols, b, b_bf16, ldb, beta, c, ldc, false);
+    return;
+  }
   // AVX2: OpenBLAS. The packed kernel ran these products at 0.8-1.05x OpenBLAS and a training step 3-4%
   // slower; it was 1.1-1.8x on products of few columns or a short K, but a kernel chosen by shape
   // changes a product's rounding when tensor or data parallelism changes its shape, and training on
@@ -225,8 +254,12 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
       const std::int64_t a_offset = by_cols ? 0 : trans_a ? begin : begin * lda;
       const void* bs = b_bf16 ? static_cast<const void*>(bh + b_offset) : static_cast<const void*>(bf + b_offset);
       float* cs = by_cols ? c + begin : c + begin * ldc;
-      gemm_avx512(trans_a, trans_b, by_cols ? M : end - begin, by_cols ? end - begin : N, K, alpha, a + a_offset, lda,
-                  bs, b_bf16, ldb, beta, cs, ldc);
+      const std::int64_t m = by_cols ? M : end - begin, n = by_cols ? end - begin : N;
+      if (bf16_dot) {
+        gemm_avx512_bf16(trans_a, trans_b, m, n, K, alpha, a + a_offset, lda, bh + b_offset, ldb, beta, cs, ldc);
+      } else {
+        gemm_avx512(trans_a, trans_b, m, n, K, alpha, a + a_offset, lda, bs, b_bf16, ldb, beta, cs, ldc);
+      }
     } else if (b_bf16) {
       gemm_bf16_cols(trans_a, trans_b, M, begin, end, K, alpha, a, lda, a_cols, bh, ldb, beta, c, ldc);
     } else if (by_cols) {

@@ -6,9 +6,10 @@
 //   where they are) -> ir, jr (in the order Isa::kBPanelInL1 gives) -> Isa::tile: a kMR x kNR tile of
 //   c in registers.
 // Packing absorbs every layout (weights stored (N, K) are transposed in registers, bf16 is widened on
-// the way, edges are zero-padded), so the micro-kernel sees one format. Every element of every tile
-// (edge tiles included) is summed in increasing k, in blocks of kKC: results do not depend on how a
-// caller splits c. Include only from those two files.
+// the way, or f32 rounded to bf16 pairs for gemm_avx512_bf16.cpp; edges are zero-padded), so the
+// micro-kernel sees one format. Every element of every tile (edge tiles included) is summed in
+// increasing k, in blocks of kKC: results do not depend on how a caller splits c. Include only from
+// the packed GEMMs' files (gemm_avx512.cpp, gemm_avx2.cpp, gemm_avx512_bf16.cpp).
 #pragma once
 
 #include <algorithm>
@@ -38,7 +39,8 @@ PackBuffer& b_pack_buffer();
 
 /// c (M, N) = alpha · op(a) · op(b) + beta · c on the calling thread, as gemm_avx512 / gemm_avx2 promise.
 /// `Isa` gives the blocking (kMR, kNR, kKC, kNC, kMC with kMC % kMR == 0 and kNC % kNR == 0; kBPanelInL1:
-/// which panel the innermost loop keeps) and:
+/// which panel the innermost loop keeps; kKPack: k values per 32-bit element of a packed panel, 1 for
+/// f32, 2 for bf16 pairs, so that a panel of kc values of k holds ceil(kc / kKPack) elements) and:
 ///   pack_a(dst, a, lda, mr, kc): rows of a (mr <= kMR) into a kc x kMR panel, zero rows past mr;
 ///   pack_b_transposed(dst, b, ldb, nr, kc): rows of b stored (N, K) (nr <= kNR) into a kc x kNR panel;
 ///   pack_rows_to_panels(dst, width, src, lds, cols, kc): a row-major src into width-wide panels;
@@ -51,7 +53,9 @@ void gemm_packed(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
   constexpr int kMR = Isa::kMR, kNR = Isa::kNR;
   constexpr std::int64_t kKC = Isa::kKC, kNC = Isa::kNC, kMC = Isa::kMC;
   static_assert(kMC % kMR == 0 && kNC % kNR == 0, "blocks hold whole tiles");
-  const std::int64_t kc_max = std::min(kKC, K);
+  static_assert(kKC % Isa::kKPack == 0, "k blocks hold whole packed elements");
+  const auto packed_k = [](std::int64_t kc) { return (kc + Isa::kKPack - 1) / Isa::kKPack; };
+  const std::int64_t kc_max = packed_k(std::min(kKC, K));
   const std::int64_t panels_max = (std::min(kNC, N) + kNR - 1) / kNR;
   float* bp = b_pack_buffer().get(kc_max * panels_max * kNR);
   float* ap_block = a_pack_buffer().get(kc_max * std::min(kMC, (M + kMR - 1) / kMR * kMR));
@@ -60,11 +64,11 @@ void gemm_packed(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
   for (std::int64_t jc = 0; jc < N; jc += kNC) {
     const std::int64_t nc = std::min(kNC, N - jc);
     for (std::int64_t pc = 0; pc < K; pc += kKC) {
-      const std::int64_t kc = std::min(kKC, K - pc);
+      const std::int64_t kc = std::min(kKC, K - pc), kw = packed_k(kc);
       if (trans_b) {
         for (std::int64_t jr = 0; jr < nc; jr += kNR) {
           const int nr = static_cast<int>(std::min<std::int64_t>(kNR, nc - jr));
-          Isa::pack_b_transposed(bp + jr * kc, b + (jc + jr) * ldb + pc, ldb, nr, kc);
+          Isa::pack_b_transposed(bp + jr * kw, b + (jc + jr) * ldb + pc, ldb, nr, kc);
         }
       } else {
         Isa::pack_rows_to_panels(bp, kNR, b + pc * ldb + jc, ldb, nc, kc);
@@ -78,7 +82,7 @@ void gemm_packed(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
         } else if (!in_place) {
           for (std::int64_t ir = 0; ir < mc; ir += kMR) {
             const int mr = static_cast<int>(std::min<std::int64_t>(kMR, mc - ir));
-            Isa::pack_a(ap_block + ir * kc, a + (ic + ir) * lda + pc, lda, mr, kc);
+            Isa::pack_a(ap_block + ir * kw, a + (ic + ir) * lda + pc, lda, mr, kc);
           }
         }
         const auto tile = [&](std::int64_t ir, std::int64_t jr) {
@@ -86,9 +90,9 @@ void gemm_packed(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
           const int nr = static_cast<int>(std::min<std::int64_t>(kNR, nc - jr));
           float* ct = c + (ic + ir) * ldc + jc + jr;
           if (in_place) {
-            Isa::tile(kc, a + (ic + ir) * lda + pc, lda, bp + jr * kc, ct, ldc, mr, nr, alpha, beta_k);
+            Isa::tile(kc, a + (ic + ir) * lda + pc, lda, bp + jr * kw, ct, ldc, mr, nr, alpha, beta_k);
           } else {
-            Isa::tile(kc, ap_block + ir * kc, 0, bp + jr * kc, ct, ldc, mr, nr, alpha, beta_k);
+            Isa::tile(kc, ap_block + ir * kw, 0, bp + jr * kw, ct, ldc, mr, nr, alpha, beta_k);
           }
         };
         if constexpr (Isa::kBPanelInL1) {  // each b panel meets every a panel of the block

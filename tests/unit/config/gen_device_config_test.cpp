@@ -126,3 +126,16 @@ TEST_CASE("runtime.attention_dtype and runtime.kv_cache_dtype: auto and the expl
   const char* kv_f16 = "runtime.kv_cache_dtype = \"f16\" must be one of \"auto\", \"f32\", \"bf16\"";
   CHECK_THROWS_WITH_AS(load_example({"runtime.kv_cache_dtype=f16"}), doctest::Contains(kv_f16), ConfigError);
 }
+
+// runtime.cpu_matmul_dtype: f32 (the default, the reference) or bf16, in both jobs' schemas; others name
+// the key and the values.
+TEST_CASE("runtime.cpu_matmul_dtype: f32 by default, bf16 on request, other values refused") {
+  CHECK(load_example().runtime.cpu_matmul_dtype == DType::F32);
+  CHECK(generate::GenRuntime{}.cpu_matmul_dtype == DType::F32);
+  const generate::GenJob bf16 = load_example({"runtime.cpu_matmul_dtype=bf16"});
+  CHECK(bf16.runtime.cpu_matmul_dtype == DType::BF16);
+  CHECK(config::to_toml(bf16, config::gen_job_schema()).find("cpu_matmul_dtype = \"bf16\"") != std::string::npos);
+  const char* f16 = "runtime.cpu_matmul_dtype = \"f16\" must be one of \"f32\", \"bf16\"";
+  CHECK_THROWS_WITH_AS(load_example({"runtime.cpu_matmul_dtype=f16"}), doctest::Contains(f16), ConfigError);
+  CHECK(config::help(config::gen_job_schema()).find("runtime.cpu_matmul_dtype") != std::string::npos);
+}

@@ -41,6 +41,14 @@ TEST_CASE("inputs/train.toml parses; adapter.kind takes lora, bottleneck and lor
   CHECK_THROWS_WITH_AS(load_example({"adapter.kind=lora+bottlenek"}), doctest::Contains("adapter.kind"), ConfigError);
 }
 
+TEST_CASE("runtime.cpu_matmul_dtype: f32 by default, bf16 on request, other values refused") {
+  CHECK(load_example().runtime.cpu_matmul_dtype == DType::F32);
+  CHECK(load_example({"runtime.cpu_matmul_dtype=bf16"}).runtime.cpu_matmul_dtype == DType::BF16);
+  CHECK_THROWS_WITH_AS(load_example({"runtime.cpu_matmul_dtype=f16"}), doctest::Contains("runtime.cpu_matmul_dtype"),
+                       ConfigError);
+  CHECK(config::help(config::train_config_schema()).find("runtime.cpu_matmul_dtype") != std::string::npos);
+}
+
 TEST_CASE("run.merge: LoRA only, refused with the way out for bottleneck adapters") {
   CHECK(load_example({"run.merge=true"}).run.merge);
   CHECK_THROWS_WITH_AS(load_example({"run.merge=true", "adapter.kind=bottleneck"}),

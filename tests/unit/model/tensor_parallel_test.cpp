@@ -90,6 +90,35 @@ TEST_CASE("llama_model_load_tp on one rank is llama_model_load, bit for bit") {
   }
 }
 
+TEST_CASE("WeightStorage::Bf16: the matrices of an f32 or bf16 checkpoint in bf16 (rounded), norms f32, both loaders") {
+  for (const DType stored : {DType::F32, DType::BF16}) {
+    CAPTURE(dtype_name(stored));
+    test::TempDir dir("adapt-bf16-storage");
+    const LlamaConfig cfg = small_config(false);
+    random_model_write(dir.path(), cfg, {.seed = 9, .dtype = stored, .max_shard_bytes = 30000});
+    comm::LocalCommunicator tp("tp");
+    const LlamaModel f32 = llama_model_load(dir.path(), {.storage = WeightStorage::F32});
+    const LlamaModel whole = llama_model_load(dir.path(), {.storage = WeightStorage::Bf16});
+    const LlamaModel part =
+        llama_model_load_tp(dir.path(), comm::ProcessGrid(1, 1, 1), 0, tp, {.storage = WeightStorage::Bf16});
+    auto rounded = [](const Tensor& t) { return t.to_host(DType::BF16); };  // nearest even
+    CHECK(same_bits(whole.weights.embedding, rounded(f32.weights.embedding)));
+    CHECK(same_bits(whole.weights.lm_head, rounded(f32.weights.lm_head)));
+    CHECK(same_bits(whole.weights.final_norm, f32.weights.final_norm));  // f32, not rounded
+    CHECK(same_bits(part.weights.lm_head, whole.weights.lm_head));
+    CHECK(same_bits(part.weights.final_norm, whole.weights.final_norm));
+    for (std::size_t l = 0; l < whole.weights.layers.size(); ++l) {
+      const LayerWeights &w = whole.weights.layers[l], &p = part.weights.layers[l], &r = f32.weights.layers[l];
+      CHECK(same_bits(w.wq, rounded(r.wq)));
+      CHECK(same_bits(w.w_down, rounded(r.w_down)));
+      CHECK(same_bits(w.attn_norm, r.attn_norm));
+      CHECK(same_bits(p.wq, w.wq));
+      CHECK(same_bits(p.w_down, w.w_down));
+      CHECK(same_bits(p.ffn_norm, w.ffn_norm));
+    }
+  }
+}
+
 TEST_CASE("tp_local_dims: whole heads per rank, balanced FFN and vocabulary parts") {
   const LlamaConfig c = small_config(false);
   const TpLocalDims one = tp_local_dims(c, {});

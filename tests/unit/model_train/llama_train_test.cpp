@@ -9,11 +9,13 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
 #include "model/llama_forward.h"
 #include "model/llama_train.h"
+#include "ops/matmul.h"
 #include "ops/rope.h"
 #include "tests/unit/model_train/llama_ref.h"
 #include "tests/unit/model_train/test_hook.h"
@@ -229,9 +231,10 @@ TEST_CASE("lm_head and the loss in chunks of rows: the same loss, logits and gra
   CHECK(chunked.x_mismatches == 0);
 }
 
-TEST_CASE("bf16-stored weights (WeightStorage::AsStored) give the gradients of their f32 widening") {
-  // The same values both ways: weights rounded to bf16, then kept as bf16 or widened to f32. dx = dy · W
-  // reads W untransposed, a GEMM layout the forward never uses.
+namespace {
+
+// The tiny model twice with its matrices rounded to bf16: first widened to f32, then kept in bf16.
+std::pair<model::LlamaModel, model::LlamaModel> bf16_rounded_pair() {
   model::LlamaModel f32 = tiny_model(2), bf16 = tiny_model(2);
   auto round_trip = [](Tensor& w, Tensor& as_bf16) {
     as_bf16 = w.to_host(DType::BF16);
@@ -241,15 +244,19 @@ TEST_CASE("bf16-stored weights (WeightStorage::AsStored) give the gradients of t
   for (std::size_t l = 0; l < f32.weights.layers.size(); ++l) {
     model::LayerWeights& a = f32.weights.layers[l];
     model::LayerWeights& b = bf16.weights.layers[l];
-    for (auto [x, y] : {std::pair{&a.wq, &b.wq},
-                        {&a.wk, &b.wk},
-                        {&a.wv, &b.wv},
-                        {&a.wo, &b.wo},
-                        {&a.w_gate, &b.w_gate},
-                        {&a.w_up, &b.w_up},
-                        {&a.w_down, &b.w_down}})
+    for (auto [x, y] : {std::pair{&a.wq, &b.wq}, {&a.wk, &b.wk}, {&a.wv, &b.wv}, {&a.wo, &b.wo},
+                        {&a.w_gate, &b.w_gate}, {&a.w_up, &b.w_up}, {&a.w_down, &b.w_down}})
       round_trip(*x, *y);
   }
+  return {std::move(f32), std::move(bf16)};
+}
+
+}  // namespace
+
+TEST_CASE("bf16-stored weights (WeightStorage::AsStored) give the gradients of their f32 widening") {
+  // The same values both ways: weights rounded to bf16, then kept as bf16 or widened to f32. dx = dy · W
+  // reads W untransposed, a GEMM layout the forward never uses.
+  auto [f32, bf16] = bf16_rounded_pair();
   const Batch batch = packed_batch(f32.config.vocab_size);
   test::TestHook ha = make_hook(f32.config, HookKind::Everywhere), hb = make_hook(f32.config, HookKind::Everywhere);
   Tensor da = Tensor::zeros({2, 11, 24}, DType::F32), db = Tensor::zeros({2, 11, 24}, DType::F32);
@@ -264,6 +271,47 @@ TEST_CASE("bf16-stored weights (WeightStorage::AsStored) give the gradients of t
   CHECK(close(db, da));
   const std::vector<Tensor> ga = ha.grads(), gb = hb.grads();
   for (std::size_t i = 0; i < ga.size(); ++i) CHECK(close(gb[i], ga[i]));
+}
+
+TEST_CASE("bf16 products (cpu_matmul_dtype = bf16): loss and gradients within bf16 rounding of the f32 step") {
+  // The same bf16 weights both ways; with bf16 products every activation and gradient the base weights
+  // multiply is rounded to bf16 (relative 2^-9), so the step moves by about that much, not by f32 rounding.
+  auto [f32, bf16] = bf16_rounded_pair();
+  const Batch batch = packed_batch(f32.config.vocab_size);
+  test::TestHook ha = make_hook(f32.config, HookKind::Everywhere), hb = make_hook(f32.config, HookKind::Everywhere);
+  Tensor da = Tensor::zeros({2, 11, 24}, DType::F32), db = Tensor::zeros({2, 11, 24}, DType::F32);
+  const model::TrainResult a = model::llama_train_step(f32, inputs_of(batch, false), &ha, {.d_embedded = &da});
+  ops::set_cpu_matmul_dtype(DType::BF16);
+  model::TrainResult b;
+  try {
+    b = model::llama_train_step(bf16, inputs_of(batch, false), &hb, {.d_embedded = &db});
+  } catch (...) {
+    ops::set_cpu_matmul_dtype(DType::F32);
+    throw;
+  }
+  ops::set_cpu_matmul_dtype(DType::F32);
+  CHECK(b.loss_sum == doctest::Approx(a.loss_sum).epsilon(2e-3));
+  CHECK(b.loss_sum != a.loss_sum);  // the bf16 products ran
+  // ||x - ref|| / ||ref||. A first-layer adapter gradient ends a chain of rounded products through the
+  // whole backward, so the roundings compound (2.2% seen here; the GPU tests allow 3% for the same
+  // arithmetic, kBf16GradTol); a missing or doubled term is O(1).
+  auto rel_norm = [](const Tensor& x, const Tensor& ref) {
+    double num = 0, den = 1e-30;
+    for (std::int64_t j = 0; j < ref.numel(); ++j) {
+      const double d = static_cast<double>(x.data<float>()[j]) - ref.data<float>()[j];
+      num += d * d;
+      den += static_cast<double>(ref.data<float>()[j]) * ref.data<float>()[j];
+    }
+    return std::sqrt(num / den);
+  };
+  CHECK(rel_norm(db, da) < 3e-2);
+  CHECK(rel_norm(db, da) > 0);
+  const std::vector<Tensor> ga = ha.grads(), gb = hb.grads();
+  REQUIRE(ga.size() == gb.size());
+  for (std::size_t i = 0; i < ga.size(); ++i) {
+    CAPTURE(i);
+    CHECK(rel_norm(gb[i], ga[i]) < 3e-2);
+  }
 }
 
 TEST_CASE("the training forward computes llama_forward's logits bit for bit, with and without adapters") {

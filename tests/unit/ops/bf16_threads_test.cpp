@@ -1,9 +1,13 @@
 // bf16 weights (widened inside the products) give the f32 numbers, and every parallel split gives the
-// single-thread numbers. CTest runs with OMP_NUM_THREADS=1, so this file sets the thread count itself
+// single-thread numbers; bf16 products (ops::cpu_matmul_dtype) are those of the rounded first operand. CTest runs with OMP_NUM_THREADS=1, so this file sets the thread count itself
 // (3: uneven splits) to exercise the parallel paths.
 #include <doctest/doctest.h>
 #include <omp.h>
 
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
 #include "dtype/dtype.h"
 #include "ops/attention.h"
 #include "ops/embedding.h"
@@ -125,4 +129,86 @@ TEST_CASE("embedding rows from a bf16 table are the widened values") {
   ops::embedding_forward(a, table, ids);
   ops::embedding_forward(b, t16, ids);
   for (std::int64_t i = 0; i < a.numel(); ++i) CHECK(a.data<float>()[i] == b.data<float>()[i]);
+}
+
+namespace {
+
+// Sets ops::cpu_matmul_dtype for one scope.
+struct CpuMatmulDtype {
+  explicit CpuMatmulDtype(DType d) : saved(ops::cpu_matmul_dtype()) { ops::set_cpu_matmul_dtype(d); }
+  ~CpuMatmulDtype() { ops::set_cpu_matmul_dtype(saved); }
+  DType saved;
+};
+
+}  // namespace
+
+TEST_CASE("bf16 products: the first operand rounded to bf16, f32 sums, on every path and split") {
+  // Every path of cpu::gemm with bf16_products: the dot-product kernel (many rows, where the CPU has
+  // AVX512_BF16), and the rounded copy through the f32 paths (one row, few rows, other CPUs).
+  if (ops::cpu_bf16_dot_supported()) {
+    MESSAGE("AVX512_BF16: products of more than one row run the bf16 dot-product kernel");
+  } else {
+    MESSAGE("this CPU has no AVX512_BF16: every bf16 product here runs as f32 products of rounded values");
+  }
+  struct Case {
+    std::int64_t M, N, K;
+    bool ta, tb;
+    float beta;
+  };
+  const Case cases[] = {{1, 300, 77, false, true, 0.0f},   {5, 1000, 64, false, true, 1.0f},
+                        {20, 300, 70, false, true, 0.0f},  {40, 70, 96, false, true, 0.0f},
+                        {300, 257, 515, false, true, 1.0f}, {17, 90, 50, false, false, 0.0f},
+                        {400, 130, 33, false, false, 1.0f}, {70, 90, 31, true, false, 0.0f}};
+  for (const Case& c : cases) {
+    CAPTURE(c.M);
+    CAPTURE(c.N);
+    CAPTURE(c.K);
+    CAPTURE(c.ta);
+    CAPTURE(c.tb);
+    const Tensor a = test::random_tensor(c.ta ? Shape{c.K, c.M} : Shape{c.M, c.K}, 6, 1.0f, "a");
+    Tensor w = test::random_tensor(c.tb ? Shape{c.N, c.K} : Shape{c.K, c.N}, 7, 1.0f, "w");
+    const Tensor w16 = round_to_bf16(w);
+    const Tensor c0 = test::random_tensor({c.M, c.N}, 8, 1.0f, "c");
+    const ops::MatmulOptions o{.transpose_a = c.ta, .transpose_b = c.tb, .beta = c.beta};
+    Tensor one = c0.to_host(DType::F32), three = c0.to_host(DType::F32), f32 = c0.to_host(DType::F32);
+    {
+      CpuMatmulDtype mode(DType::BF16);
+      {
+        Threads guard(1);
+        ops::matmul(one, a, w16, o);
+      }
+      Threads guard(3);
+      ops::matmul(three, a, w16, o);
+      ops::matmul(f32, a, w, o);  // an f32 weight: not a bf16 product, the f32 path
+    }
+    // Against double loops over bf16(a) and w: every product exact, (K + 3) u of the magnitude for the
+    // f32 sums. An unrounded a misses this bound by ~2^-9 of each product.
+    std::int64_t n_bad = 0, n_f32_bad = 0;
+    for (std::int64_t i = 0; i < c.M; ++i) {
+      for (std::int64_t j = 0; j < c.N; ++j) {
+        double exact = 0, exact_f32 = 0, magnitude = 0;
+        for (std::int64_t k = 0; k < c.K; ++k) {
+          const float x = a.data<float>()[c.ta ? k * c.M + i : i * c.K + k];
+          const double wk = w.data<float>()[c.tb ? j * c.K + k : k * c.N + j];
+          exact += static_cast<double>(bf16_to_f32(f32_to_bf16(x))) * wk;
+          exact_f32 += static_cast<double>(x) * wk;
+          magnitude += std::fabs(x * wk);
+        }
+        const double base = c.beta * static_cast<double>(c0.data<float>()[i * c.N + j]);
+        const double bound = (static_cast<double>(c.K) + 3) * 0x1p-24 * (magnitude + std::fabs(base)) + 1e-30;
+        if (!(std::fabs(one.data<float>()[i * c.N + j] - (exact + base)) <= bound)) ++n_bad;
+        if (!(std::fabs(f32.data<float>()[i * c.N + j] - (exact_f32 + base)) <= bound)) ++n_f32_bad;
+      }
+    }
+    CHECK(n_bad == 0);
+    CHECK(n_f32_bad == 0);
+    // Thread splits never cut K: the same bits.
+    CHECK(std::memcmp(three.data<float>(), one.data<float>(), static_cast<std::size_t>(c.M * c.N) * 4) == 0);
+  }
+}
+
+TEST_CASE("bf16 products: cpu_matmul_dtype takes f32 and bf16 only") {
+  CHECK_THROWS_WITH_AS(ops::set_cpu_matmul_dtype(DType::F16), doctest::Contains("use f32 or bf16"), ConfigError);
+  CHECK(ops::cpu_matmul_dtype() == DType::F32);
+  CHECK(ops::cpu_matmul_note().find("f32") != std::string::npos);
 }

@@ -7,7 +7,10 @@
 // bf16 b gives the bits of f32 b holding the same values. The few-rows kernel (ops/cpu/skinny_avx512) the same way,
 // plus: a row gets the same bits alone as among up to 31 others (what makes batched decoding give each
 // sequence its own logits); and its AVX2 counterpart (ops/cpu/skinny_avx2) with the rows cpu::gemm
-// gives it (up to 8) and a few more. Each skipped (with a message) on CPUs without its instructions.
+// gives it (up to 8) and a few more. The bf16 dot-product kernel (ops/cpu/gemm_avx512_bf16) the same way
+// against loops over op(a) rounded to bf16 (so a kernel that skipped the rounding fails: for small K the
+// rounding moves a product far more than the f32 bound allows). Each skipped (with a message) on CPUs
+// without its instructions.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -20,6 +23,7 @@
 
 #include "ops/cpu/gemm_avx2.h"
 #include "ops/cpu/gemm_avx512.h"
+#include "ops/cpu/gemm_avx512_bf16.h"
 #include "ops/cpu/skinny_avx2.h"
 #include "ops/cpu/skinny_avx512.h"
 #include "tests/support/test_support.h"
@@ -36,10 +40,15 @@ bool kernel_available() {
   return false;
 }
 
-enum class Kernel { Packed, PackedAvx2, Skinny, SkinnyAvx2 };
+enum class Kernel { Packed, PackedAvx2, PackedBf16Dot, Skinny, SkinnyAvx2 };
 
 bool available(Kernel kernel) {
   if (kernel == Kernel::Packed) return kernel_available();
+  if (kernel == Kernel::PackedBf16Dot) {
+    if (ops::cpu::gemm_avx512_bf16_supported()) return true;
+    MESSAGE("this CPU has no AVX512_BF16: the bf16 dot-product kernel is not used here; skipped");
+    return false;
+  }
   if (ops::cpu::gemm_avx2_supported()) return true;
   MESSAGE("this CPU has no AVX2 with FMA: the AVX2 packed kernel is not used here; skipped");
   return false;
@@ -109,8 +118,10 @@ struct Operands {
     }
   }
 
+  // op(a)[i][k] as the kernel multiplies it: rounded to bf16 by the bf16 dot-product kernel.
   float a_at(const Problem& p, std::int64_t i, std::int64_t k) const {
-    return a[static_cast<std::size_t>(p.trans_a ? k * lda + i : i * lda + k)];
+    const float x = a[static_cast<std::size_t>(p.trans_a ? k * lda + i : i * lda + k)];
+    return p.kernel == Kernel::PackedBf16Dot ? from_bf16(to_bf16(x)) : x;
   }
   float b_at(const Problem& p, std::int64_t k, std::int64_t j) const {
     return b[static_cast<std::size_t>(p.trans_b ? j * ldb + k : k * ldb + j)];
@@ -123,6 +134,12 @@ void run_kernel(const Problem& p, const Operands& o, std::vector<float>& c, std:
   const float* a = o.a.data() + (p.trans_a ? m0 : m0 * o.lda);
   const std::int64_t b_offset = p.trans_b ? n0 * o.ldb : n0;
   const void* b = p.bf16 ? static_cast<const void*>(o.b16.data() + b_offset) : o.b.data() + b_offset;
+  if (p.kernel == Kernel::PackedBf16Dot) {
+    REQUIRE(p.bf16);
+    ops::cpu::gemm_avx512_bf16(p.trans_a, p.trans_b, m1 - m0, n1 - n0, p.K, p.alpha, a, o.lda, o.b16.data() + b_offset,
+                               o.ldb, p.beta, c.data() + m0 * o.ldc + n0, o.ldc);
+    return;
+  }
   if (p.kernel == Kernel::PackedAvx2) {
     ops::cpu::gemm_avx2(p.trans_a, p.trans_b, m1 - m0, n1 - n0, p.K, p.alpha, a, o.lda, b, p.bf16, o.ldb, p.beta,
                         c.data() + m0 * o.ldc + n0, o.ldc);
@@ -184,16 +201,17 @@ void check_against_loops(const Problem& p, std::uint64_t salt) {
 
 }  // namespace
 
-TEST_CASE("packed sgemm: sizes around the tile, k block and column block, every layout, f32 and bf16 b") {
+TEST_CASE("packed sgemm: sizes around the tile, k block and column block, every layout, f32 and bf16 b; bf16 dot") {
   const std::int64_t Ms[] = {1, 2, 5, 6, 7, 8, 9, 13, 17};
   const std::int64_t Ns[] = {1, 5, 8, 9, 16, 17, 47, 48, 49, 97};
-  const std::int64_t Ks[] = {1, 3, 17, 256, 257};
-  for (const Kernel kernel : {Kernel::Packed, Kernel::PackedAvx2}) {
+  const std::int64_t Ks[] = {1, 2, 3, 17, 33, 256, 257};
+  for (const Kernel kernel : {Kernel::Packed, Kernel::PackedAvx2, Kernel::PackedBf16Dot}) {
     if (!available(kernel)) continue;
     std::uint64_t salt = 0;
     for (bool ta : {false, true}) {
       for (bool tb : {false, true}) {
         for (bool bf16 : {false, true}) {
+          if (kernel == Kernel::PackedBf16Dot && !bf16) continue;  // it multiplies bf16 weights only
           for (std::int64_t M : Ms) {
             for (std::int64_t N : Ns) {
               for (std::int64_t K : Ks) {
@@ -220,14 +238,17 @@ TEST_CASE("packed sgemm: several k, row and column blocks, alpha and beta, strid
                         {33, 1537, 300, 3, 0.5f, 1.0f},
                         {64, 96, 64, 0, -2.0f, 0.25f},
                         {9, 50, 1000, 5, 1.0f, 1.0f},
-                        {130, 770, 257, 1, 0.125f, -1.0f}};
-  for (const Kernel kernel : {Kernel::Packed, Kernel::PackedAvx2}) {
+                        {130, 770, 257, 1, 0.125f, -1.0f},
+                        {17, 100, 1025, 2, 1.0f, 0.5f},  // the bf16 kernel's 512 k block: two and one value
+                        {8, 48, 511, 0, 1.0f, 0.0f}};
+  for (const Kernel kernel : {Kernel::Packed, Kernel::PackedAvx2, Kernel::PackedBf16Dot}) {
     if (!available(kernel)) continue;
     std::uint64_t salt = 1000;
     for (const Case& k : cases) {
       for (bool ta : {false, true}) {
         for (bool tb : {false, true}) {
           for (bool bf16 : {false, true}) {
+            if (kernel == Kernel::PackedBf16Dot && !bf16) continue;
             check_against_loops({.trans_a = ta, .trans_b = tb, .bf16 = bf16, .kernel = kernel, .M = k.M, .N = k.N,
                                  .K = k.K, .pad = k.pad, .alpha = k.alpha, .beta = k.beta},
                                 ++salt);
@@ -239,7 +260,7 @@ TEST_CASE("packed sgemm: several k, row and column blocks, alpha and beta, strid
 }
 
 TEST_CASE("packed sgemm: row and column splits at any offset give the bits of one call; bf16 b the bits of f32 b") {
-  for (const Kernel kernel : {Kernel::Packed, Kernel::PackedAvx2}) {
+  for (const Kernel kernel : {Kernel::Packed, Kernel::PackedAvx2, Kernel::PackedBf16Dot}) {
     if (!available(kernel)) continue;
     for (bool ta : {false, true}) {
       for (bool tb : {false, true}) {
@@ -247,8 +268,9 @@ TEST_CASE("packed sgemm: row and column splits at any offset give the bits of on
         CAPTURE(ta);
         CAPTURE(tb);
         // 160 rows: three of the AVX2 kernel's 72-row blocks.
-        Problem p{.trans_a = ta, .trans_b = tb, .kernel = kernel, .M = 160, .N = 830, .K = 520, .alpha = 0.5f,
-                  .beta = 1.0f};
+        // The bf16 dot kernel multiplies bf16 b only: its "f32" problem is the bf16 one.
+        Problem p{.trans_a = ta, .trans_b = tb, .bf16 = kernel == Kernel::PackedBf16Dot, .kernel = kernel, .M = 160,
+                  .N = 830, .K = 520, .alpha = 0.5f, .beta = 1.0f};
         Problem p16 = p;
         p16.bf16 = true;
         const Operands o(p16, 77);  // bf16-representable b: the f32 problem reads the same values

@@ -3,12 +3,14 @@
 // thread pool exists; and the FMA peak of this CPU from register-only loops. scripts/bench_gemm.sh runs
 // it for each implementation and thread count and prints the comparison table.
 //
-//   gemm_bench --impl adapt|openblas --threads N [--dtype f32|bf16] [--layout nt|nn|tn]
+//   gemm_bench --impl adapt|openblas --threads N [--dtype f32|bf16|bf16dot] [--layout nt|nn|tn]
 //              [--shapes M,N,K[;M,N,K...]] [--min-time SECONDS]
 //   gemm_bench --fma-peak [--threads N]
 //
 // Layouts name op(a), op(b) as BLAS does: nt is y = x · Wᵀ with W stored (N, K) (the forward), nn is
-// dx = g · W, tn is dW = gᵀ · x. Each shape runs once to warm up, then repeatedly for at least
+// dx = g · W, tn is dW = gᵀ · x. --dtype bf16 stores b in bf16 (widened inside the f32 product); bf16dot
+// also rounds a to bf16 and runs bf16 products (cpu::gemm's bf16_products, runtime.cpu_matmul_dtype =
+// "bf16"; its difference to OpenBLAS is then that rounding). Each shape runs once to warm up, then repeatedly for at least
 // --min-time seconds; the best wall time counts. Output, one line per shape:
 //   impl threads dtype layout M N K gflops best_ms max_rel_diff_vs_openblas_1thread
 #include <cblas.h>
@@ -158,7 +160,7 @@ std::uint16_t to_bf16(float x) {
   return static_cast<std::uint16_t>((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);  // round to nearest even
 }
 
-int run_gemm(const std::string& impl, int threads, bool bf16, const std::string& layout,
+int run_gemm(const std::string& impl, int threads, bool bf16, bool bf16_products, const std::string& layout,
              const std::vector<Shape>& shapes, double min_time) {
   const bool trans_a = layout == "tn", trans_b = layout == "nt";
   if (impl == "openblas") {
@@ -193,7 +195,8 @@ int run_gemm(const std::string& impl, int threads, bool bf16, const std::string&
                     static_cast<blasint>(N));
       } else {
         adapt::ops::cpu::gemm(trans_a, trans_b, M, N, K, 1.0f, a.data(), lda,
-                              bf16 ? static_cast<const void*>(b16.data()) : b.data(), bf16, ldb, 0.0f, c.data(), N);
+                              bf16 ? static_cast<const void*>(b16.data()) : b.data(), bf16, ldb, 0.0f, c.data(), N,
+                              bf16_products);
       }
     };
     product();  // warm-up: page faults, packing buffers, thread pools
@@ -222,7 +225,8 @@ int run_gemm(const std::string& impl, int threads, bool bf16, const std::string&
       }
       max_rel = max_diff / max_ref;
     }
-    std::printf("%s %d %s %s %ld %ld %ld %.1f %.3f %.1e\n", impl.c_str(), threads, bf16 ? "bf16" : "f32",
+    std::printf("%s %d %s %s %ld %ld %ld %.1f %.3f %.1e\n", impl.c_str(), threads,
+                bf16_products ? "bf16dot" : bf16 ? "bf16" : "f32",
                 layout.c_str(), M, N, K, 2.0 * M * N * K / best / 1e9, best * 1e3, max_rel);
     std::fflush(stdout);
   }
@@ -262,17 +266,17 @@ int main(int argc, char** argv) {
       peak = true;
     } else {
       std::fprintf(stderr,
-                   "usage: gemm_bench --impl adapt|openblas --threads N [--dtype f32|bf16] [--layout nt|nn|tn] "
+                   "usage: gemm_bench --impl adapt|openblas --threads N [--dtype f32|bf16|bf16dot] [--layout nt|nn|tn] "
                    "[--shapes M,N,K;...] [--min-time S]\n       gemm_bench --fma-peak [--threads N]\n");
       return 2;
     }
   }
-  if (threads < 1 || (impl != "adapt" && impl != "openblas") || (dtype != "f32" && dtype != "bf16") ||
-      (layout != "nt" && layout != "nn" && layout != "tn") || (impl == "openblas" && dtype == "bf16")) {
+  if (threads < 1 || (impl != "adapt" && impl != "openblas") || (dtype != "f32" && dtype != "bf16" && dtype != "bf16dot") ||
+      (layout != "nt" && layout != "nn" && layout != "tn") || (impl == "openblas" && dtype != "f32")) {
     std::fprintf(stderr, "gemm_bench: bad combination (impl %s, dtype %s, layout %s, threads %d); OpenBLAS has no "
                  "bf16 product\n", impl.c_str(), dtype.c_str(), layout.c_str(), threads);
     return 2;
   }
   if (peak) return fma_peak(threads);
-  return run_gemm(impl, threads, dtype == "bf16", layout, parse_shapes(shapes), min_time);
+  return run_gemm(impl, threads, dtype != "f32", dtype == "bf16dot", layout, parse_shapes(shapes), min_time);
 }

@@ -1,0 +1,26 @@
+// Packed GEMM on bf16 dot products (AVX512_BF16's vdpbf16ps: two bf16 products added to an f32 sum per
+// lane), for products by bf16 weights when ops::cpu_matmul_dtype() is bf16: the activation operand is
+// rounded to bf16 while it is packed, the weights are used as stored, the sums are f32 — the arithmetic
+// of the GPU path's bf16 GEMMs, at twice the multiply-adds per instruction of f32 FMA. Its translation
+// unit alone is compiled with -mavx512bf16; callers check gemm_avx512_bf16_supported() first.
+#pragma once
+
+#include <cstdint>
+
+namespace adapt::ops::cpu {
+
+/// True when this CPU runs AVX-512F/BW/VL and AVX512_BF16 (checked once, with __builtin_cpu_supports):
+/// Zen 4 and later, Cooper Lake, Sapphire Rapids and later.
+bool gemm_avx512_bf16_supported();
+
+/// c (M, N) = alpha · bf16(op(a)) · op(b) + beta · c on the calling thread, row-major: a is f32 (M, K),
+/// or (K, M) when trans_a, rounded to bf16 (nearest even) while packing; b holds bf16 bit patterns, (K, N)
+/// or (N, K) when trans_b. Products of two bf16 values are exact in f32; each element is summed in f32
+/// over pairs of k in increasing order, in blocks of a fixed size, whatever M and N are, so a caller may
+/// split c into column or row ranges (at the f32 kernel's alignments, gemm_avx512.h) and get the same
+/// bits as one call. With beta = 0, c is not read. Precondition: gemm_avx512_bf16_supported(), M, N, K >= 1.
+void gemm_avx512_bf16(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
+                      const float* a, std::int64_t lda, const std::uint16_t* b, std::int64_t ldb, float beta, float* c,
+                      std::int64_t ldc);
+
+}  // namespace adapt::ops::cpu
