@@ -11,7 +11,10 @@
 #
 #   adapt  build/tests/gen_bench (tests/bench/): llama_forward through the KV cache + the greedy
 #          generate::Sampler, i.e. Generator::run without detokenisation. Weights as adapt_gen holds
-#          them (`as-stored`: bf16 matrices stay bf16 and are widened to f32 inside the GEMMs).
+#          them (`as-stored`: bf16 matrices stay bf16 and are widened to f32 inside the GEMMs). On the bf16
+#          checkpoint also with bf16 products (runtime.cpu_matmul_dtype = "bf16": activations rounded to
+#          bf16 for the products by the weights, f32 sums, AVX512_BF16 where the CPU has it); its greedy
+#          tokens are compared with adapt's f32-math tokens under the table.
 #   HF     LlamaForCausalLM in a manual loop: one forward over the prompt (num_logits_to_keep=1, as
 #          adapt computes only the last position's logits), then one forward per token with use_cache
 #          and a DynamicCache (what generate() does, without its logits-processor overhead), argmax.
@@ -130,11 +133,11 @@ EOF
 
 # ---- measurements ---------------------------------------------------------------------------------
 # Results go to $work/<name>.<round>.txt (`key value` lines), greedy tokens to $work/<name>.tokens.
-run_adapt() {  # name checkpoint round [PASSIVE: OMP_WAIT_POLICY; default: libgomp's default]
+run_adapt() {  # name checkpoint round [PASSIVE|DEFAULT: OMP_WAIT_POLICY] [gen_bench options...]
   local policy=(-u OMP_WAIT_POLICY)
   [[ "${4:-}" == PASSIVE ]] && policy=(OMP_WAIT_POLICY=PASSIVE)
   env "${policy[@]}" OMP_NUM_THREADS="$threads" \
-    "$gen_bench" "$work/bench-$2" --ids "$work/ids.txt" --decode "$decode_steps" --reps 1 --warmup 1 \
+    "$gen_bench" "$work/bench-$2" --ids "$work/ids.txt" --decode "$decode_steps" --reps 1 --warmup 1 "${@:5}" \
     --tokens-out "$work/$1.tokens" >"$work/$1.$3.txt" 2>"$work/$1.$3.err" ||
     { cat "$work/$1.$3.err" >&2; echo "error: gen_bench failed on the $2 checkpoint" >&2; exit 1; }
 }
@@ -155,6 +158,9 @@ for round in $(seq 1 "$rounds"); do
   run_adapt adapt_bf16 bf16 "$round"
   try_hf hf_bf16_as_f32 bf16 f32 "$round"
   run_adapt adapt_bf16_passive bf16 "$round" PASSIVE
+  if "$gen_bench" 2>&1 | grep -q cpu-matmul-dtype; then
+    run_adapt adapt_bf16_products bf16 "$round" DEFAULT --cpu-matmul-dtype bf16
+  fi
   try_hf hf_bf16 bf16 bf16 "$round"
 done
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -185,8 +191,8 @@ def tokens(name):
     p = os.path.join(work, f"{name}.tokens")
     return open(p).read().split() if os.path.exists(p) else None
 
-names = ["adapt_f32", "adapt_f32_passive", "hf_f32", "adapt_bf16", "adapt_bf16_passive", "hf_bf16_as_f32",
-         "hf_bf16"]
+names = ["adapt_f32", "adapt_f32_passive", "hf_f32", "adapt_bf16", "adapt_bf16_passive", "adapt_bf16_products",
+         "hf_bf16_as_f32", "hf_bf16"]
 res = {n: best(n) for n in names}
 hf = res["hf_f32"] or res["hf_bf16_as_f32"] or res["hf_bf16"]
 hf_name = f"HF {hf['transformers']} / torch {hf['torch']}" if hf else "HF"
@@ -197,6 +203,7 @@ rows = [
     ("f32", f"{hf_name}, f32", "hf_f32", "hf_f32"),
     ("bf16", "adapt (bf16 kept, f32 math)", "adapt_bf16", "hf_bf16_as_f32"),
     ("bf16", "adapt (bf16 kept), OMP_WAIT_POLICY=PASSIVE", "adapt_bf16_passive", "hf_bf16_as_f32"),
+    ("bf16", "adapt, bf16 products (cpu_matmul_dtype)", "adapt_bf16_products", "hf_bf16_as_f32"),
     ("bf16", f"{hf_name}, widened to f32", "hf_bf16_as_f32", "hf_bf16_as_f32"),
     ("bf16", f"{hf_name}, bf16 compute", "hf_bf16", "hf_bf16_as_f32"),
 ]
@@ -224,6 +231,11 @@ for adapt, peer in [("adapt_f32", "hf_f32"), ("adapt_bf16", "hf_bf16_as_f32")]:
         same = f"all {len(a)} identical" if k is None else f"identical up to token {k} of {len(a)}"
         print(f"greedy tokens, {adapt.split('_')[1]} checkpoint, adapt vs HF f32: {same} "
               f"({len(set(a))} distinct ids)")
+a, b = tokens("adapt_bf16"), tokens("adapt_bf16_products")
+if a and b:
+    k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+    same = f"all {len(a)} identical" if k is None else f"identical up to token {k} of {len(a)}"
+    print(f"greedy tokens, bf16 checkpoint, adapt bf16 products vs adapt f32 math: {same}")
 if res["hf_f32"] and res["hf_bf16_as_f32"]:
     worst = min(res["adapt_f32"]["decode_tok_s"] / res["hf_f32"]["decode_tok_s"],
                 res["adapt_bf16"]["decode_tok_s"] / res["hf_bf16_as_f32"]["decode_tok_s"])

@@ -4,7 +4,8 @@
 // temperature 0), without the tokenizer: no detokenisation, no stop rules, so no EOS stop.
 //
 //   build/tests/gen_bench MODEL_DIR --ids FILE [--decode 128] [--reps 3] [--warmup 0]
-//                         [--storage as-stored|f32] [--kv-dtype f32|bf16] [--tokens-out FILE]
+//                         [--storage as-stored|f32] [--kv-dtype f32|bf16] [--cpu-matmul-dtype f32|bf16]
+//                         [--tokens-out FILE]
 //
 //   --ids FILE         the prompt: whitespace-separated token ids (the script writes random ids)
 //   --decode N         decode steps after the prefill (each one forward of one token); N + 1 tokens
@@ -14,6 +15,8 @@
 //   --storage S        as-stored (default; what adapt_gen uses: bf16 matrices stay bf16 and are
 //                      widened inside the GEMMs) or f32 (every weight widened to f32 at load)
 //   --kv-dtype T       the KV cache's element type (adapt_gen's runtime.kv_cache_dtype), default f32
+//   --cpu-matmul-dtype T  adapt_gen's runtime.cpu_matmul_dtype: f32 (default) or bf16 (bf16 products: the
+//                      matrices in bf16 whatever --storage says, activations rounded to bf16)
 //   --tokens-out FILE  writes the generated ids of the last repetition, one line
 //
 // Output (stdout), one `key value` per line for scripts, then a readable summary on stderr:
@@ -36,6 +39,7 @@
 #include "model/kv_cache.h"
 #include "model/llama_forward.h"
 #include "model/llama_weights.h"
+#include "ops/matmul.h"
 
 using namespace adapt;
 
@@ -43,7 +47,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: gen_bench MODEL_DIR --ids FILE [--decode 128] [--reps 3] [--warmup 0] [--storage as-stored|f32]\n"
-    "                 [--kv-dtype f32|bf16] [--tokens-out FILE]\n";
+    "                 [--kv-dtype f32|bf16] [--cpu-matmul-dtype f32|bf16] [--tokens-out FILE]\n";
 
 std::vector<std::int32_t> ids_read(const std::string& path, std::int64_t vocab) {
   std::ifstream in(path);
@@ -67,7 +71,7 @@ std::span<float> logits_row(Tensor& logits) {  // (1, V) → V values
 int run(int argc, char** argv) {
   ADAPT_REQUIRE(argc >= 2 && argv[1][0] != '-', ConfigError, "{}", kUsage);
   const std::string dir = argv[1];
-  std::string ids_path, tokens_out, storage = "as-stored", kv_dtype = "f32";
+  std::string ids_path, tokens_out, storage = "as-stored", kv_dtype = "f32", matmul_dtype = "f32";
   std::int64_t decode = 128, reps = 3, warmup = 0;
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
@@ -80,6 +84,7 @@ int run(int argc, char** argv) {
     else if (a == "--storage") storage = v;
     else if (a == "--tokens-out") tokens_out = v;
     else if (a == "--kv-dtype") kv_dtype = v;
+    else if (a == "--cpu-matmul-dtype") matmul_dtype = v;
     else ADAPT_THROW(ConfigError, "unknown option '{}'\n{}", a, kUsage);
   }
   ADAPT_REQUIRE(!ids_path.empty(), ConfigError, "--ids FILE is required\n{}", kUsage);
@@ -90,9 +95,17 @@ int run(int argc, char** argv) {
   ADAPT_REQUIRE(kv_dtype == "f32" || kv_dtype == "bf16", ConfigError, "--kv-dtype is 'f32' or 'bf16', not '{}'",
                 kv_dtype);
 
+  ADAPT_REQUIRE(matmul_dtype == "f32" || matmul_dtype == "bf16", ConfigError,
+                "--cpu-matmul-dtype is 'f32' or 'bf16', not '{}'", matmul_dtype);
+  const bool bf16_products = matmul_dtype == "bf16";
+  ops::set_cpu_matmul_dtype(bf16_products ? DType::BF16 : DType::F32);
+
   model::LlamaLoadStats ls;
   const model::LlamaModel m = model::llama_model_load(
-      dir, {.storage = storage == "f32" ? model::WeightStorage::F32 : model::WeightStorage::AsStored}, &ls);
+      dir, {.storage = bf16_products      ? model::WeightStorage::Bf16
+                       : storage == "f32" ? model::WeightStorage::F32
+                                          : model::WeightStorage::AsStored},
+      &ls);
   const std::vector<std::int32_t> prompt = ids_read(ids_path, m.config.vocab_size);
   const auto n_prompt = static_cast<std::int64_t>(prompt.size());
 
