@@ -158,7 +158,7 @@ for round in $(seq 1 "$rounds"); do
   run_adapt adapt_bf16 bf16 "$round"
   try_hf hf_bf16_as_f32 bf16 f32 "$round"
   run_adapt adapt_bf16_passive bf16 "$round" PASSIVE
-  if "$gen_bench" 2>&1 | grep -q cpu-matmul-dtype; then
+  if [[ "$("$gen_bench" 2>&1 || true)" == *cpu-matmul-dtype* ]]; then
     run_adapt adapt_bf16_products bf16 "$round" DEFAULT --cpu-matmul-dtype bf16
   fi
   try_hf hf_bf16 bf16 bf16 "$round"

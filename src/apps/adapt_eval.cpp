@@ -28,6 +28,7 @@
 #include "model/llama_forward.h"
 #include "model/llama_weights.h"
 #include "model/weight_stream.h"
+#include "ops/matmul.h"
 #include "ops/softmax.h"
 #include "ops/workspace.h"
 #include "tokenizer/tokenizer.h"
@@ -40,7 +41,7 @@ namespace {
 
 constexpr const char* kUsage = R"(usage: adapt_eval --model DIR --data FILE.jsonl [--adapter DIR] [--per-token] [--out FILE] [--tokenizer PATH]
                   [--device cpu|cuda|cuda:N] [--weights-dtype bf16|f32] [--weights-device-layers N]
-                  [--attention-dtype auto|bf16|f32]
+                  [--attention-dtype auto|bf16|f32] [--cpu-matmul-dtype f32|bf16]
 
 Reads one JSON object per line with a "text" field, tokenizes it (with BOS) and scores every token
 given the ones before it. Prints the mean loss (negative log-likelihood per token, natural log) and
@@ -70,6 +71,10 @@ context (a warning names the line).
                      (default: bf16 on tensor cores with bf16 weights and head_dim 64 or 128, else
                      f32), bf16 (q, k, v and the output rounded to bf16; softmax and sums in f32) or
                      f32. Only with --device cuda[:N]
+  --cpu-matmul-dtype T
+                     how the products by the weights compute on the CPU (as runtime.cpu_matmul_dtype):
+                     f32 (default, the reference) or bf16 (weights in bf16, activations rounded to bf16,
+                     f32 sums: the GPU's arithmetic, on AVX512_BF16 where the CPU has it). Only on the CPU
 
 exit codes: 0 done; 2 bad option; 3 missing/invalid model, tokenizer, adapter or data file; 4 CUDA
 failure; 6 an adapter feature adapt does not implement, or --device cuda with no usable GPU; 70
@@ -78,7 +83,7 @@ internal error.
 
 int run(int argc, char** argv) {
   std::string model_dir, data, out, tok_path, adapter_dir, device_text = "cpu", weights_dtype_text,
-              attention_text;
+              attention_text, matmul_text;
   std::optional<std::int64_t> device_layers;
   bool per_token = false;
   for (int i = 1; i < argc; ++i) {
@@ -108,6 +113,8 @@ int run(int argc, char** argv) {
       weights_dtype_text = value();
     } else if (a == "--attention-dtype") {
       attention_text = value();
+    } else if (a == "--cpu-matmul-dtype") {
+      matmul_text = value();
     } else if (a == "--weights-device-layers") {
       const std::string v = value();
       const std::optional<std::int64_t> n = parse_int(v);
@@ -116,7 +123,8 @@ int run(int argc, char** argv) {
     } else {
       ADAPT_THROW(ConfigError, "unknown option '{}'{}; run adapt_eval --help", a,
                   did_you_mean(a, {"--model", "--data", "--out", "--tokenizer", "--adapter", "--per-token", "--device",
-                                   "--weights-dtype", "--weights-device-layers", "--attention-dtype", "--help"}));
+                                   "--weights-dtype", "--weights-device-layers", "--attention-dtype",
+                                   "--cpu-matmul-dtype", "--help"}));
     }
   }
   ADAPT_REQUIRE(!model_dir.empty() && !data.empty(), ConfigError,
@@ -128,6 +136,9 @@ int run(int argc, char** argv) {
   const std::optional<model::AttentionDtype> attention =
       attention_text.empty() ? model::AttentionDtype::Auto : model::attention_dtype_parse(attention_text);
   ADAPT_REQUIRE(attention, ConfigError, "--attention-dtype {} must be auto, bf16 or f32", attention_text);
+  ADAPT_REQUIRE(matmul_text.empty() || matmul_text == "f32" || matmul_text == "bf16", ConfigError,
+                "--cpu-matmul-dtype {} must be f32 or bf16", matmul_text);
+  const bool cpu_bf16 = matmul_text == "bf16";
   // The GPU first: without one this fails before the model is read.
   const std::optional<int> device = apps::app_device_resolve(device_text, comm::launch_env_from_process(),
                                                              {.name = "--device", .to_cpu = "pass --device cpu"});
@@ -137,10 +148,16 @@ int run(int argc, char** argv) {
                 "--attention-dtype sets how attention computes on a GPU: pass --device cuda too, or leave it out");
   ADAPT_REQUIRE(device || !device_layers, ConfigError,
                 "--weights-device-layers keeps some weights off a GPU: pass --device cuda too, or leave it out");
+  ADAPT_REQUIRE(!device || matmul_text.empty(), ConfigError,
+                "--cpu-matmul-dtype sets how the CPU computes; with --device cuda use --weights-dtype bf16 (bf16 "
+                "GEMMs), or leave it out");
+  ops::set_cpu_matmul_dtype(cpu_bf16 ? DType::BF16 : DType::F32);
+  if (cpu_bf16) log::info0("{}", ops::cpu_matmul_note());
 
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(tok_path.empty() ? model_dir : tok_path);
   model::LlamaLoadStats stats;
-  model::LlamaModel model = model::llama_model_load(model_dir, {.storage = model::WeightStorage::AsStored}, &stats);
+  model::LlamaModel model = model::llama_model_load(
+      model_dir, {.storage = cpu_bf16 ? model::WeightStorage::Bf16 : model::WeightStorage::AsStored}, &stats);
   ADAPT_REQUIRE(tok.n_vocab() <= model.config.vocab_size, ConfigError,
                 "the tokenizer has {} tokens but the model's vocab_size is {}; use the model's own tokenizer",
                 tok.n_vocab(), model.config.vocab_size);

@@ -1,6 +1,7 @@
 // adapt_eval end to end: per-token log-probabilities agree with the reported loss; a random tiny
 // model scores close to uniform (loss ~ ln V); bad data files name the line; --device cuda without a
-// usable GPU, a bad --device or --weights-dtype stop before the model is read, naming the flag.
+// usable GPU, a bad --device or --weights-dtype stop before the model is read, naming the flag;
+// --cpu-matmul-dtype bf16 scores within bf16 rounding of f32.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -83,7 +84,28 @@ TEST_CASE("--device and --weights-dtype: refusals name the flag and the way back
   refused("--device gpu", 2, {"--device gpu must be", "\"cpu\", \"cuda\" or \"cuda:N\""});
   refused("--device cuda --weights-dtype f16", 2, {"--weights-dtype f16", "bf16 or f32"});
   refused("--weights-dtype f32", 2, {"--weights-dtype", "--device cuda"});
+  refused("--cpu-matmul-dtype f16", 2, {"--cpu-matmul-dtype f16", "f32 or bf16"});
   // The CPU, said explicitly, runs as before.
   CHECK(run("adapt_eval", base + " --device cpu", &out) == 0);
   CHECK(out.find("loss ") != std::string::npos);
+}
+
+// --cpu-matmul-dtype bf16: the log says so; the loss is the f32 one within bf16 rounding, not its bits.
+TEST_CASE("--cpu-matmul-dtype bf16 scores within bf16 rounding of f32") {
+  test::TempDir dir;
+  std::string out;
+  REQUIRE(run("adapt_model", "make --preset tiny --out " + (dir / "m").string(), &out) == 0);
+  test::write_bytes(dir / "d.jsonl", "{\"text\": \"for (int i = 0; i < n; ++i) sum += v[i] * w[i];\"}\n");
+  const std::string base = "--model " + (dir / "m").string() + " --data " + (dir / "d.jsonl").string();
+  auto loss_of = [&](const std::string& flags) {
+    REQUIRE(run("adapt_eval", base + flags, &out) == 0);
+    const auto pos = out.find("loss ");
+    REQUIRE(pos != std::string::npos);
+    return std::stod(out.substr(pos + 5));
+  };
+  const double f32 = loss_of("");
+  const double bf16 = loss_of(" --cpu-matmul-dtype bf16");
+  INFO(out);
+  CHECK(out.find("CPU products by the base weights in bf16") != std::string::npos);
+  CHECK(bf16 == doctest::Approx(f32).epsilon(5e-3));
 }
