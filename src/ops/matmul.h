@@ -1,6 +1,7 @@
-// Matrix products in f32: the one GEMM entry point of the forward and backward passes. Weights stay
-// in HF's nn.Linear layout (out, in), so the forward is y = x · Wᵀ and the backward reuses the same
-// call with other transpose flags: dx = g · W, dW += gᵀ · x (beta = 1 accumulates).
+// Matrix products in f32 (or bf16 products by bf16 weights on request: set_cpu_matmul_dtype): the one
+// GEMM entry point of the forward and backward passes. Weights stay in HF's nn.Linear layout (out, in),
+// so the forward is y = x · Wᵀ and the backward reuses the same call with other transpose flags:
+// dx = g · W, dW += gᵀ · x (beta = 1 accumulates).
 #pragma once
 
 #include <string>
@@ -16,7 +17,8 @@ struct MatmulOptions {
   float beta = 0.0f;  // 0: overwrite c; 1: c += alpha · op(a) · op(b) (residual adds, gradient sums)
 };
 
-/// c (M, N) = alpha · op(a) (M, K) · op(b) (K, N) + beta · c, in f32 arithmetic.
+/// c (M, N) = alpha · op(a) (M, K) · op(b) (K, N) + beta · c, in f32 arithmetic (on the CPU with
+/// cpu_matmul_dtype() = bf16 and a bf16 b: op(a) rounded to bf16 first).
 /// a and c are f32; b (a weight) is f32 or bf16: bf16 is widened to f32 exactly inside the product,
 /// so both give the same numbers up to summation order (docs/NUMERICS.md). Every tensor is viewed as
 /// a matrix whose rows are its leading dimensions flattened (x may be (B, T, C) and c (B, T, N));
