@@ -1,6 +1,7 @@
 // The [runtime] keys that adapt_train and adapt_gen share (device, weights_dtype, weights_device_layers,
-// attention_dtype, cpu_matmul_dtype), declared once for both schemas. Each job's runtime struct has members of these names;
-// `notes` adds what differs between the jobs (what a streamed layer costs, what attention reads).
+// attention_dtype, cpu_matmul_dtype), declared once for both schemas. Each job's runtime struct has
+// members of these names; `notes` adds what differs between the jobs (what a streamed layer costs, what
+// attention reads).
 #pragma once
 
 #include <string>

@@ -71,8 +71,9 @@ LlamaModel llama_model_load(const std::filesystem::path& dir, const LlamaLoadOpt
                   "{}: tensor '{}' has shape {} but {} implies {}. The weights and config.json come from different "
                   "models.", files.file_of(s.name).path().string(), s.name, info->shape.str(), cfg_path, s.shape.str());
     // Widen once here (the default), or keep bf16 matrices for the GEMMs to widen (docs/NUMERICS.md).
+    const bool stored_bf16 = info->dtype == DType::BF16;
     const bool keep_bf16 = s.shape.rank() == 2 && (opts.storage == WeightStorage::Bf16 ||
-                                                   (opts.storage == WeightStorage::AsStored && info->dtype == DType::BF16));
+                                                   (opts.storage == WeightStorage::AsStored && stored_bf16));
     Tensor t = files.read(s.name, keep_bf16 ? DType::BF16 : DType::F32);
     t.set_name(s.name);
     resident += t.size_bytes();

@@ -21,7 +21,8 @@ constexpr int kNV = kNR / 16;         // zmm vectors per tile row
 constexpr std::int64_t kKC = 512;     // k block (256 pairs)
 constexpr std::int64_t kNC = 768;     // column block
 constexpr std::int64_t kMC = 64;      // rows of a transposed a packed at once
-static_assert(kMR == kGemmAvx512RowAlign && kGemmAvx512ColAlign == 16, "the split alignment gemm_avx512_bf16.h promises");
+static_assert(kMR == kGemmAvx512RowAlign && kGemmAvx512ColAlign == 16,
+              "the split alignment gemm_avx512_bf16.h promises");
 static_assert(kNV == 3 && kNC % kNR == 0 && kMC % kMR == 0 && kKC % 32 == 0, "blocking");
 
 // 16 consecutive values as bf16 bit patterns (lanes outside `mask` zero): f32 rounded to nearest even.
@@ -73,7 +74,8 @@ void pack_rows_to_pair_panels(std::uint32_t* dst, int width, const Src* src, std
         const __mmask16 m = first_lanes(cols - j);
         const __m512i lo = _mm512_cvtepu16_epi32(bf16x16(r0 + j, m));
         const __m512i hi = has_r1 ? _mm512_cvtepu16_epi32(bf16x16(r0 + lds + j, m)) : _mm512_setzero_si512();
-        _mm512_mask_storeu_epi32(d + v * 16, first_lanes(width - v * 16), _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        const __m512i pairs = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+        _mm512_mask_storeu_epi32(d + v * 16, first_lanes(width - v * 16), pairs);
       }
     }
   }

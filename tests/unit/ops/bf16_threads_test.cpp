@@ -1,6 +1,7 @@
 // bf16 weights (widened inside the products) give the f32 numbers, and every parallel split gives the
-// single-thread numbers; bf16 products (ops::cpu_matmul_dtype) are those of the rounded first operand. CTest runs with OMP_NUM_THREADS=1, so this file sets the thread count itself
-// (3: uneven splits) to exercise the parallel paths.
+// single-thread numbers; bf16 products (ops::cpu_matmul_dtype) are those of the rounded first operand.
+// CTest runs with OMP_NUM_THREADS=1, so this file sets the thread count itself (3: uneven splits) to
+// exercise the parallel paths.
 #include <doctest/doctest.h>
 #include <omp.h>
 

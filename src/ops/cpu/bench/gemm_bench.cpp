@@ -10,8 +10,8 @@
 // Layouts name op(a), op(b) as BLAS does: nt is y = x · Wᵀ with W stored (N, K) (the forward), nn is
 // dx = g · W, tn is dW = gᵀ · x. --dtype bf16 stores b in bf16 (widened inside the f32 product); bf16dot
 // also rounds a to bf16 and runs bf16 products (cpu::gemm's bf16_products, runtime.cpu_matmul_dtype =
-// "bf16"; its difference to OpenBLAS is then that rounding). Each shape runs once to warm up, then repeatedly for at least
-// --min-time seconds; the best wall time counts. Output, one line per shape:
+// "bf16"; its difference to OpenBLAS is then that rounding). Each shape runs once to warm up, then
+// repeatedly for at least --min-time seconds; the best wall time counts. Output, one line per shape:
 //   impl threads dtype layout M N K gflops best_ms max_rel_diff_vs_openblas_1thread
 #include <cblas.h>
 #include <omp.h>
@@ -271,7 +271,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (threads < 1 || (impl != "adapt" && impl != "openblas") || (dtype != "f32" && dtype != "bf16" && dtype != "bf16dot") ||
+  const bool dtype_ok = dtype == "f32" || dtype == "bf16" || dtype == "bf16dot";
+  if (threads < 1 || (impl != "adapt" && impl != "openblas") || !dtype_ok ||
       (layout != "nt" && layout != "nn" && layout != "tn") || (impl == "openblas" && dtype != "f32")) {
     std::fprintf(stderr, "gemm_bench: bad combination (impl %s, dtype %s, layout %s, threads %d); OpenBLAS has no "
                  "bf16 product\n", impl.c_str(), dtype.c_str(), layout.c_str(), threads);
