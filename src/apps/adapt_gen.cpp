@@ -137,7 +137,9 @@ std::string dry_run_memory(const generate::GenJob& job, const model::LlamaConfig
                        .kv_bytes = static_cast<int>(dtype_size(kv)),
                        .prefill_chunk = job.runtime.prefill_chunk,
                        .weights_device_layers = on_gpu ? job.runtime.weights_device_layers : -1,
-                       .weight_bytes = on_gpu ? static_cast<int>(dtype_size(job.runtime.weights_dtype)) : 0};
+                       .weight_bytes = on_gpu ? static_cast<int>(dtype_size(job.runtime.weights_dtype))
+                                       : job.runtime.cpu_matmul_dtype == DType::BF16 ? 2  // bf16 products
+                                                                                      : 0};
   const plan::Layout layout{.tp = static_cast<int>(job.parallel.tp), .pp = static_cast<int>(job.parallel.pp), .dp = 1};
   const plan::GenMemory m =
       plan::gen_memory(mc, adapter ? *adapter : none, layout, g, on_gpu ? plan::Backend::Gpu : plan::Backend::Cpu);

@@ -162,7 +162,10 @@ std::string train_memory_estimate(const TrainConfig& cfg, int dp, int tp, int pp
                            .zero1 = cfg.parallel.zero1,
                            .offload = cfg.optim.offload,
                            .weights_device_layers = on_gpu ? cfg.runtime.weights_device_layers : -1,
-                           .weight_bytes = on_gpu ? static_cast<int>(dtype_size(cfg.runtime.weights_dtype)) : 0};
+                           // On the CPU: f32 weights (the backend's), or bf16 for bf16 products.
+                           .weight_bytes = on_gpu ? static_cast<int>(dtype_size(cfg.runtime.weights_dtype))
+                                           : cfg.runtime.cpu_matmul_dtype == DType::BF16 ? 2
+                                                                                          : 0};
   const plan::TrainMemory m =
       plan::train_memory(mc, cfg.adapter, layout, job, on_gpu ? plan::Backend::Gpu : plan::Backend::Cpu);
   const std::int64_t n_adapter = set.n_parameters();
@@ -176,7 +179,8 @@ std::string train_memory_estimate(const TrainConfig& cfg, int dp, int tp, int pp
                        : std::string("one process"),
       on_gpu ? fmt::format("runtime.device = \"{}\", {} weights, f32 adapter and activations", cfg.runtime.device,
                            dtype_name(cfg.runtime.weights_dtype))
-             : std::string("CPU, f32"),
+             : cfg.runtime.cpu_matmul_dtype == DType::BF16 ? std::string("CPU, bf16 weights, f32 activations")
+                                                           : std::string("CPU, f32"),
       tp * pp > 1 ? fmt::format("the rank needing most (tp rank {}, stage {}), ", m.tp_rank, m.pp_rank) : "");
   auto line = [&](const char* what, std::uint64_t bytes, const std::string& note) {
     s += fmt::format("  {:<31}{:>12}{}\n", what, format_bytes(bytes), note.empty() ? "" : "  (" + note + ")");

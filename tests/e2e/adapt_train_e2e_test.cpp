@@ -166,6 +166,18 @@ TEST_CASE("runtime.cpu_matmul_dtype = bf16: the same run within bf16 rounding of
     all_same = all_same && x == y;
   }
   CHECK_FALSE(all_same);
+  // --dry-run counts the base weights at 2 bytes, not 4.
+  Run d32 = f32.train("--dry-run"), d16 = bf16.train("--dry-run --set runtime.cpu_matmul_dtype=bf16");
+  REQUIRE(d32.code == 0);
+  REQUIRE(d16.code == 0);
+  CHECK(d32.out.find("(one process, CPU, f32)") != std::string::npos);
+  CHECK(d16.out.find("(one process, CPU, bf16 weights, f32 activations)") != std::string::npos);
+  auto weights_kib = [](const std::string& out) {
+    const std::size_t at = out.find("base weights (frozen)");
+    REQUIRE(at != std::string::npos);
+    return std::stod(out.substr(out.find_first_of("0123456789", at)));
+  };
+  CHECK(weights_kib(d16.out) == doctest::Approx(weights_kib(d32.out) / 2).epsilon(1e-3));
 }
 
 // Each step's model TFLOP/s (metrics.jsonl) is the FLOPs of a token, counted here from the model's
