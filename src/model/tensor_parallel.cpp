@@ -97,10 +97,10 @@ LlamaModel llama_model_load_tp(const std::filesystem::path& dir, const comm::Pro
   const parallel::LlamaDims dims = llama_dims(m.config);
   m.stage.split = opts.stage_split;
   // As llama_model_load: AsStored keeps the matrices in bf16 when they are stored so; Bf16 also rounds
-  // them from an f32 or f16 checkpoint (read in f32, then rounded one by one); norms and biases f32.
+  // them from an f32 or f16 checkpoint as they are read; norms and biases f32 (llama_rank_load).
   bool keep_bf16 = opts.storage != WeightStorage::F32;
   for (const WeightSpec& s : llama_weight_specs(m.config)) {
-    if (s.shape.rank() != 2) continue;
+    if (s.shape.rank() != 2 || opts.storage == WeightStorage::Bf16) continue;
     const io::TensorInfo* info = files.find(s.name);
     keep_bf16 = keep_bf16 && info != nullptr && info->dtype == DType::BF16;
   }
@@ -111,16 +111,6 @@ LlamaModel llama_model_load_tp(const std::filesystem::path& dir, const comm::Pro
   std::uint64_t resident = 0;
   for (parallel::LoadedShard& s : shards) {
     Tensor t = std::move(s.value);
-    if (t.rank() == 2 && t.dtype() != DType::BF16 && opts.storage == WeightStorage::Bf16) {
-      Tensor narrow = Tensor::empty(t.shape(), DType::BF16, host_allocator(), s.name);
-      narrow.copy_from(t);
-      t = narrow;
-    }
-    if (t.rank() == 1 && t.dtype() != DType::F32) {
-      Tensor wide = Tensor::empty(t.shape(), DType::F32, host_allocator(), s.name);
-      wide.copy_from(t);
-      t = wide;
-    }
     resident += t.size_bytes();
     slot(m.weights, kind_of(s.shard.tensor), s.shard.layer) = std::move(t);
   }

@@ -26,7 +26,7 @@ std::vector<LoadedShard> llama_rank_load(const io::ShardedSafetensors& files, co
   std::vector<LoadedShard> out;
   for (const TensorShard& s : llama_rank_shards(dims, grid, world_rank, split)) {
     std::string name = name_of(s.tensor, s.layer);
-    Tensor t = shard_read(files, name, s.slice, as);
+    Tensor t = shard_read(files, name, s.slice, s.slice.global.rank() == 2 ? as : DType::F32);
     t.set_name(name);
     const io::TensorInfo& info = files.info(name);
     if (info.shape.numel() > 0) share += info.size_bytes() / info.shape.numel() * s.slice.numel();

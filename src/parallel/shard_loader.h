@@ -25,7 +25,7 @@ using TensorNamer = std::function<std::string(LlamaTensor tensor, int layer)>;
 struct LoadedShard {
   TensorShard shard;
   std::string name;
-  Tensor value;  // slice.local_shape(), dtype `as`
+  Tensor value;  // slice.local_shape(); matrices in dtype `as`, vectors (norms, biases) in f32
 };
 
 struct ShardLoadStats {
@@ -33,7 +33,8 @@ struct ShardLoadStats {
   std::uint64_t bytes_share = 0;  // the stored bytes of the slices (what should be read)
 };
 
-/// Reads every shard llama_rank_shards(dims, grid, world_rank, split) lists, in that order.
+/// Reads every shard llama_rank_shards(dims, grid, world_rank, split) lists, in that order: matrices
+/// converted to `as` (bf16 rounds to nearest even), vectors (norms, biases) to f32.
 std::vector<LoadedShard> llama_rank_load(const io::ShardedSafetensors& files, const LlamaDims& dims,
                                          const comm::ProcessGrid& grid, int world_rank, const TensorNamer& name_of,
                                          DType as, ShardLoadStats* stats = nullptr,

@@ -1,6 +1,6 @@
-// The loop nest of the packed GEMMs (GotoBLAS/BLIS), shared by gemm_avx512.cpp and gemm_avx2.cpp; each
-// instantiates it with its own `Isa`, so the loops are compiled once per instruction set, in the
-// translation unit built for it. Loops, outermost first:
+// The loop nest of the packed GEMMs (GotoBLAS/BLIS), shared by gemm_avx512.cpp, gemm_avx2.cpp and
+// gemm_avx512_bf16.cpp; each instantiates it with its own `Isa`, so the loops are compiled once per
+// instruction set, in the translation unit built for it. Loops, outermost first:
 //   jc: kNC columns of c -> pc: kKC of K; pack op(b) into kNR-wide panels (the kKC x kNC block)
 //   -> ic: kMC rows; pack op(a) into kMR x kKC panels (or, Isa::kAInPlace, read rows of a stored (M, K)
 //   where they are) -> ir, jr (in the order Isa::kBPanelInL1 gives) -> Isa::tile: a kMR x kNR tile of
