@@ -151,7 +151,8 @@ struct Avx2 {
   static constexpr std::int64_t kMC = 72;     // rows of a per block (kMC x kKC = 72 KB: L2)
   static constexpr bool kBPanelInL1 = true;   // a b panel stays in L1 while the rows of a stream
   static constexpr int kKPack = 1;            // f32 panels: one value of k per element
-  static constexpr bool kAInPlace = true;     // rows of an a stored (M, K) are read where they are
+  // Rows of an a stored (M, K) are read where they are; an a stored (K, M) is packed.
+  static bool a_in_place(std::int64_t /*N*/, bool trans_a) { return !trans_a; }
 
   template <typename Src>
   static void pack_a(float* dst, const Src* a, std::int64_t lda, int mr, std::int64_t kc) {
@@ -191,8 +192,8 @@ struct Avx2 {
     }
   }
   // a: a packed panel (lda = 0), or kMR rows of a row-major a read in place (row stride lda).
-  static void tile(std::int64_t kc, const float* a, std::int64_t lda, const float* bp, float* c, std::int64_t ldc,
-                   int mr, int nr, float alpha, float beta) {
+  static void tile(std::int64_t kc, const float* a, std::int64_t lda, std::int64_t /*ks: 1*/, const float* bp,
+                   float* c, std::int64_t ldc, int mr, int nr, float alpha, float beta) {
     const float scale[2] = {alpha, beta};
     if (lda == 0) {
       if (nr > 8) return micro_kernel<2, false>(kc, a, 0, bp, c, ldc, mr, nr, scale);

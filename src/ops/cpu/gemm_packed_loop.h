@@ -2,8 +2,8 @@
 // gemm_avx512_bf16.cpp; each instantiates it with its own `Isa`, so the loops are compiled once per
 // instruction set, in the translation unit built for it. Loops, outermost first:
 //   jc: kNC columns of c -> pc: kKC of K; pack op(b) into kNR-wide panels (the kKC x kNC block)
-//   -> ic: kMC rows; pack op(a) into kMR x kKC panels (or, Isa::kAInPlace, read rows of a stored (M, K)
-//   where they are) -> ir, jr (in the order Isa::kBPanelInL1 gives) -> Isa::tile: a kMR x kNR tile of
+//   -> ic: kMC rows; pack op(a) into kMR x kKC panels (or, where Isa::a_in_place(N, trans_a), read op(a)
+//   where it is) -> ir, jr (in the order Isa::kBPanelInL1 gives) -> Isa::tile: a kMR x kNR tile of
 //   c in registers.
 // Packing absorbs every layout (weights stored (N, K) are transposed in registers, bf16 is widened on
 // the way, or f32 rounded to bf16 pairs for gemm_avx512_bf16.cpp; edges are zero-padded), so the
@@ -41,11 +41,13 @@ PackBuffer& b_pack_buffer();
 /// `Isa` gives the blocking (kMR, kNR, kKC, kNC, kMC with kMC % kMR == 0 and kNC % kNR == 0; kBPanelInL1:
 /// which panel the innermost loop keeps; kKPack: k values per 32-bit element of a packed panel, 1 for
 /// f32, 2 for bf16 pairs, so that a panel of kc values of k holds ceil(kc / kKPack) elements) and:
+///   a_in_place(N, trans_a): whether op(a) is read where it is instead of packed;
 ///   pack_a(dst, a, lda, mr, kc): rows of a (mr <= kMR) into a kc x kMR panel, zero rows past mr;
 ///   pack_b_transposed(dst, b, ldb, nr, kc): rows of b stored (N, K) (nr <= kNR) into a kc x kNR panel;
 ///   pack_rows_to_panels(dst, width, src, lds, cols, kc): a row-major src into width-wide panels;
-///   tile(kc, a, lda, bp, c, ldc, mr, nr, alpha, beta): the micro-kernel (beta = 0 does not read c) on a
-///     packed a panel (lda = 0) or, where Isa::kAInPlace, on rows of an a stored (M, K) (row stride lda).
+///   tile(kc, a, rs, ks, bp, c, ldc, mr, nr, alpha, beta): the micro-kernel (beta = 0 does not read c) on a
+///     packed a panel (rs = 0) or on op(a) in place, element (i, k) at a[i · rs + k · ks]: rows of an a
+///     stored (M, K) (rs = lda, ks = 1) or columns of one stored (K, M) (rs = 1, ks = lda).
 template <typename Isa, typename BT>
 void gemm_packed(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
                  const float* a, std::int64_t lda, const BT* b, std::int64_t ldb, float beta, float* c,
@@ -59,8 +61,9 @@ void gemm_packed(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
   const std::int64_t panels_max = (std::min(kNC, N) + kNR - 1) / kNR;
   float* bp = b_pack_buffer().get(kc_max * panels_max * kNR);
   float* ap_block = a_pack_buffer().get(kc_max * std::min(kMC, (M + kMR - 1) / kMR * kMR));
-  // Rows of an a stored (M, K) are read where they are with Isa::kAInPlace; otherwise packed as panels.
-  const bool in_place = Isa::kAInPlace && !trans_a;
+  // op(a) is read where it is where Isa::a_in_place says; otherwise packed as panels.
+  const bool in_place = Isa::a_in_place(N, trans_a);
+  const std::int64_t rs = trans_a ? 1 : lda, ks = trans_a ? lda : 1;  // element (i, k) of op(a) in place
   for (std::int64_t jc = 0; jc < N; jc += kNC) {
     const std::int64_t nc = std::min(kNC, N - jc);
     for (std::int64_t pc = 0; pc < K; pc += kKC) {
@@ -77,9 +80,10 @@ void gemm_packed(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
       for (std::int64_t ic = 0; ic < M; ic += kMC) {
         const std::int64_t mc = std::min(kMC, M - ic);
         // mc rows of op(a) as panels of kMR rows (an a stored transposed is walked along its rows).
-        if (trans_a) {
+        if (in_place) {
+        } else if (trans_a) {
           Isa::pack_rows_to_panels(ap_block, kMR, a + pc * lda + ic, lda, mc, kc);
-        } else if (!in_place) {
+        } else {
           for (std::int64_t ir = 0; ir < mc; ir += kMR) {
             const int mr = static_cast<int>(std::min<std::int64_t>(kMR, mc - ir));
             Isa::pack_a(ap_block + ir * kw, a + (ic + ir) * lda + pc, lda, mr, kc);
@@ -90,9 +94,9 @@ void gemm_packed(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
           const int nr = static_cast<int>(std::min<std::int64_t>(kNR, nc - jr));
           float* ct = c + (ic + ir) * ldc + jc + jr;
           if (in_place) {
-            Isa::tile(kc, a + (ic + ir) * lda + pc, lda, bp + jr * kw, ct, ldc, mr, nr, alpha, beta_k);
+            Isa::tile(kc, a + (ic + ir) * rs + pc * ks, rs, ks, bp + jr * kw, ct, ldc, mr, nr, alpha, beta_k);
           } else {
-            Isa::tile(kc, ap_block + ir * kw, 0, bp + jr * kw, ct, ldc, mr, nr, alpha, beta_k);
+            Isa::tile(kc, ap_block + ir * kw, 0, 0, bp + jr * kw, ct, ldc, mr, nr, alpha, beta_k);
           }
         };
         if constexpr (Isa::kBPanelInL1) {  // each b panel meets every a panel of the block
