@@ -27,8 +27,10 @@
 #          show what peft's wrapper costs.
 #   adapt, bf16 products: the same job with runtime.cpu_matmul_dtype = "bf16" (the base weights rounded to
 #          bf16 at load, the activations and gradients they multiply rounded to bf16, f32 sums: the GPU
-#          path's arithmetic, on AVX512_BF16 where the CPU has it). Not the f32 numbers: the report gives
-#          the largest relative difference of its per-step losses to the f32 run's.
+#          path's arithmetic, on AVX512_BF16 where the CPU has it; attention follows, as
+#          runtime.attention_dtype = "auto" says: its tile products round q, k, v, the probabilities and
+#          the gradients they multiply). Not the f32 numbers: the report gives the largest relative
+#          difference of its per-step losses to the f32 run's.
 #
 # Threads: both sides get nproc threads. The torch side runs with OMP_WAIT_POLICY=PASSIVE and
 # OPENBLAS_NUM_THREADS=nproc (Debian's torch calls the pthreads build of OpenBLAS from inside its OpenMP

@@ -67,10 +67,10 @@ context (a warning names the line).
                      pinned host RAM as the forward reaches them (as runtime.weights_device_layers of
                      adapt_train and adapt_gen); the same scores. Only with --device cuda[:N]
   --attention-dtype A
-                     what attention computes in on the device (as runtime.attention_dtype): auto
-                     (default: bf16 on tensor cores with bf16 weights and head_dim 64 or 128, else
-                     f32), bf16 (q, k, v and the output rounded to bf16; softmax and sums in f32) or
-                     f32. Only with --device cuda[:N]
+                     what attention computes in (as runtime.attention_dtype): auto (default: on a GPU
+                     bf16 on tensor cores with bf16 weights and head_dim 64 or 128; on the CPU bf16
+                     with --cpu-matmul-dtype bf16; else f32), bf16 (q, k, v and the probabilities
+                     rounded to bf16, on a GPU the output too; softmax and sums in f32) or f32
   --cpu-matmul-dtype T
                      how the products by the weights compute on the CPU (as runtime.cpu_matmul_dtype):
                      f32 (default, the reference) or bf16 (weights in bf16, activations rounded to bf16,
@@ -144,8 +144,6 @@ int run(int argc, char** argv) {
                                                              {.name = "--device", .to_cpu = "pass --device cpu"});
   ADAPT_REQUIRE(device || weights_dtype_text.empty(), ConfigError,
                 "--weights-dtype sets the dtype of the weights on a GPU: pass --device cuda too, or leave it out");
-  ADAPT_REQUIRE(device || attention_text.empty(), ConfigError,
-                "--attention-dtype sets how attention computes on a GPU: pass --device cuda too, or leave it out");
   ADAPT_REQUIRE(device || !device_layers, ConfigError,
                 "--weights-device-layers keeps some weights off a GPU: pass --device cuda too, or leave it out");
   ADAPT_REQUIRE(!device || matmul_text.empty(), ConfigError,
@@ -162,6 +160,10 @@ int run(int argc, char** argv) {
                 "the tokenizer has {} tokens but the model's vocab_size is {}; use the model's own tokenizer",
                 tok.n_vocab(), model.config.vocab_size);
   log::info0("loaded {} in {:.2f} s", model_dir, stats.seconds);
+  if (!device) {
+    model.attention_dtype = model::resolve_attention_dtype(model, *attention);
+    log::info0("{}", model::attention_note(model));
+  }
   if (device) {
     Timer copy;
     // Frees the host copy layer by layer.

@@ -337,10 +337,12 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
       model.tp.comm = device_comms.tp.get();
       model_pp = device_comms.pp.get();
     }
-  } else if (const std::string unused =
-                 model::gpu_only_settings(job.runtime.weights_device_layers, job.runtime.attention_dtype);
-             !unused.empty() && app.world_rank() == 0) {
-    log::warn("{}: used only with a model on a GPU; ignored with runtime.device = \"cpu\"", unused);
+  } else {
+    model.attention_dtype = model::resolve_attention_dtype(model, job.runtime.attention_dtype);
+    log::info0("{}", model::attention_note(model, kv_dtype));
+    if (const std::string unused = model::gpu_only_settings(job.runtime.weights_device_layers);
+        !unused.empty() && app.world_rank() == 0)
+      log::warn("{}: used only with a model on a GPU; ignored with runtime.device = \"cpu\"", unused);
   }
   generate::Generator gen(model, tok);
   gen.set_options({.prefill_chunk = job.runtime.prefill_chunk,

@@ -50,12 +50,13 @@ void add_device_runtime_keys(Schema<Runtime>& rt, const DeviceRuntimeNotes& note
   std::vector<std::pair<std::string, model::AttentionDtype>> attention_names;
   for (const auto& [name, value] : model::kAttentionDtypeNames) attention_names.emplace_back(name, value);
   rt.enumeration("attention_dtype", &Runtime::attention_dtype, std::move(attention_names),
-                 "What attention computes in on a GPU: \"auto\" (bf16 on the tensor cores when weights_dtype = "
-                 "\"bf16\" and head_dim is 64 or 128, as in Llama models; f32 otherwise), \"bf16\" (q, k, v and the "
-                 "output rounded to bf16; the softmax and the sums in f32), or \"f32\" (the CPU's arithmetic, one "
-                 "warp per query row on CUDA cores). The activations stay f32 either way." +
-                     (notes.attention_extra.empty() ? "" : " " + notes.attention_extra) +
-                     " Unused with device = \"cpu\".");
+                 "What attention computes in: \"auto\" (on a GPU, bf16 on the tensor cores when weights_dtype = "
+                 "\"bf16\" and head_dim is 64 or 128, as in Llama models; on the CPU, bf16 when cpu_matmul_dtype = "
+                 "\"bf16\"; f32 otherwise), \"bf16\" (q, k, v and the probabilities rounded to bf16, on a GPU the "
+                 "output too; the softmax and the sums in f32; on the CPU the bf16 dot-product instructions where it "
+                 "has them, about 1.5x the f32 tiles on Zen 4), or \"f32\" (the reference; on a GPU one warp per "
+                 "query row on CUDA cores). The activations stay f32 either way." +
+                     (notes.attention_extra.empty() ? "" : " " + notes.attention_extra));
   rt.enumeration("cpu_matmul_dtype", &Runtime::cpu_matmul_dtype, {{"f32", DType::F32}, {"bf16", DType::BF16}},
                  "How the products by the base weights compute on the CPU: \"f32\" (the reference: bf16 weights "
                  "widened exactly, f32 arithmetic) or \"bf16\" (the weights kept in bf16, rounded at load from an f32 "
@@ -63,7 +64,8 @@ void add_device_runtime_keys(Schema<Runtime>& rt, const DeviceRuntimeNotes& note
                  "sums: the arithmetic of the GPU's bf16 GEMMs). bf16 runs the CPU's bf16 dot-product instructions "
                  "(AVX512_BF16: AMD Zen 4, Intel Sapphire Rapids and later): twice the f32 product speed on Zen 4, "
                  "no gain on Xeons with two FMA units; a CPU without them computes the same products in f32, slower "
-                 "than \"f32\". Adapters, attention and norms stay f32 either way. Unused with a GPU device.");
+                 "than \"f32\". Adapters and norms stay f32 either way; attention follows it unless attention_dtype "
+                 "says otherwise. Unused with a GPU device.");
 }
 
 }  // namespace adapt::config

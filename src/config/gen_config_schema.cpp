@@ -57,7 +57,7 @@ const Schema<generate::GenJob>& gen_job_schema() {
              .streamed_layer_cost = "once per forward (a decode step copies them all: worth it for many rows at once, "
                                     "not for one)",
              .attention_extra = "Generation attends over its KV cache: in bf16 only over a bf16 cache "
-                                "(kv_cache_dtype; \"auto\" gives one with bf16 weights)."});
+                                "(kv_cache_dtype; \"auto\" gives one on a GPU with bf16 weights, f32 on the CPU)."});
     rt.field("prefill_chunk", &GenRuntime::prefill_chunk,
              "Prompt tokens per forward: a long prompt is prefilled in pieces of this many tokens, so its "
              "activations stay those of prefill_chunk tokens (0 = whole prompts at once).")

@@ -7,6 +7,7 @@
 #include "model/linear.h"
 #include "model/llama_weights.h"
 #include "ops/cast.h"
+#include "ops/matmul.h"
 
 namespace adapt::model {
 
@@ -19,16 +20,26 @@ Tensor empty_like_in(const Tensor& t, DType dtype) {
 }
 
 void require_compute_dtype(const char* op, DType dtype, const Tensor& q) {
-  ADAPT_CHECK(dtype == DType::F32 || (dtype == DType::BF16 && !q.device().host_accessible()),
-              "{}: attention computes in f32 or, on a CUDA device, bf16 (asked: {} on {})", op, dtype_name(dtype),
-              q.device().str());
+  ADAPT_CHECK(dtype == DType::F32 || dtype == DType::BF16, "{}: attention computes in f32 or bf16 (asked: {} on {})",
+              op, dtype_name(dtype), q.device().str());
+}
+
+// On the host, bf16 attention is the f32 op with its products' operands rounded to bf16.
+ops::AttentionOptions host_bf16(const ops::AttentionOptions& opts) {
+  ops::AttentionOptions o = opts;
+  o.bf16_products = true;
+  return o;
 }
 
 }  // namespace
 
 DType resolve_attention_dtype(const LlamaModel& model, AttentionDtype setting) {
   const Tensor& w = model.weights.lm_head.defined() ? model.weights.lm_head : model.weights.embedding;
-  if (!w.defined() || w.device().host_accessible()) return DType::F32;
+  if (!w.defined() || w.device().host_accessible()) {
+    // The CPU: "auto" follows the products by the base weights (runtime.cpu_matmul_dtype).
+    if (setting == AttentionDtype::Auto) return ops::cpu_matmul_dtype();
+    return setting == AttentionDtype::BF16 ? DType::BF16 : DType::F32;
+  }
   const std::int64_t D = model.config.head_dim;
   switch (setting) {
     case AttentionDtype::F32: return DType::F32;
@@ -47,6 +58,8 @@ std::string attention_note(const LlamaModel& model, std::optional<DType> kv_dtyp
   if (kv_dtype && attention_dtype_over_cache(model, *kv_dtype) != model.attention_dtype)
     return "attention in f32 over the f32 KV cache (kv_cache_dtype = \"bf16\" runs prefills in bf16)";
   if (model.attention_dtype != DType::BF16) return "attention in f32";
+  const Tensor& w = model.weights.lm_head.defined() ? model.weights.lm_head : model.weights.embedding;
+  if (!w.defined() || w.device().host_accessible()) return "attention in bf16 products (f32 sums)";
   return attention_tensor_cores_take(model.config.head_dim) ? "attention in bf16 on tensor cores"
                                                             : "attention in bf16";
 }
@@ -56,6 +69,10 @@ void attention_forward_in(DType dtype, Tensor& out, const Tensor& q, const Tenso
   require_compute_dtype("attention_forward_in", dtype, q);
   if (dtype == q.dtype()) {
     ops::attention_forward(out, q, k, v, opts, lse);
+    return;
+  }
+  if (q.device().host_accessible()) {
+    ops::attention_forward(out, q, k, v, host_bf16(opts), lse);
     return;
   }
   const Tensor qc = device_in_dtype(q, dtype), kc = device_in_dtype(k, dtype);
@@ -71,6 +88,10 @@ void attention_backward_in(DType dtype, Tensor& dq, Tensor& dk, Tensor& dv, cons
   require_compute_dtype("attention_backward_in", dtype, q);
   if (dtype == q.dtype()) {
     ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, opts);
+    return;
+  }
+  if (q.device().host_accessible()) {
+    ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, host_bf16(opts));
     return;
   }
   const Tensor doc = device_in_dtype(dout, dtype), qc = device_in_dtype(q, dtype), kc = device_in_dtype(k, dtype);

@@ -1,5 +1,5 @@
-// What attention computes in on a CUDA device (runtime.attention_dtype of adapt_train and adapt_gen,
-// adapt_eval's --attention-dtype): a plain enum that the config structs hold.
+// What attention computes in (runtime.attention_dtype of adapt_train and adapt_gen, adapt_eval's
+// --attention-dtype): a plain enum that the config structs hold.
 #pragma once
 
 #include <array>
@@ -11,9 +11,10 @@
 namespace adapt::model {
 
 /// Element type of attention's q, k, v and output on a CUDA device; the softmax, its log-sum-exp and
-/// every sum stay f32. The CPU computes attention in f32 whatever this says.
-///   Auto: bf16 when the device weights are bf16 and head_dim is 64 or 128 (the tensor-core kernels),
-///         f32 otherwise.
+/// every sum stay f32. On the CPU, bf16 rounds the operands of attention's products (q, k, v, the
+/// probabilities) and keeps the output f32.
+///   Auto: on a device, bf16 when its weights are bf16 and head_dim is 64 or 128 (the tensor-core
+///         kernels); on the CPU, bf16 when runtime.cpu_matmul_dtype is bf16; f32 otherwise.
 ///   F32:  f32 (one warp per query row on CUDA cores): the CPU's arithmetic, slower.
 ///   BF16: bf16 for any head_dim (64 and 128 on tensor cores, others on the generic kernel).
 enum class AttentionDtype : std::uint8_t { Auto, F32, BF16 };

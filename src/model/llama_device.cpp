@@ -101,13 +101,9 @@ LlamaModel llama_model_to_device(LlamaModel host, int device, DType weight_dtype
   }
 }
 
-std::string gpu_only_settings(std::int64_t weights_device_layers, AttentionDtype attention_dtype) {
-  std::string out;
-  auto add = [&out](const std::string& s) { out += (out.empty() ? "" : ", ") + s; };
-  if (weights_device_layers >= 0) add(fmt::format("runtime.weights_device_layers = {}", weights_device_layers));
-  if (attention_dtype != AttentionDtype::Auto)
-    add(fmt::format("runtime.attention_dtype = \"{}\"", attention_dtype == AttentionDtype::BF16 ? "bf16" : "f32"));
-  return out;
+std::string gpu_only_settings(std::int64_t weights_device_layers) {
+  if (weights_device_layers < 0) return "";
+  return fmt::format("runtime.weights_device_layers = {}", weights_device_layers);
 }
 
 Device model_device(const LlamaModel& model) {

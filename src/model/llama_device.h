@@ -33,10 +33,10 @@ namespace adapt::model {
 LlamaModel llama_model_to_device(LlamaModel host, int device, DType weight_dtype,
                                  std::int64_t device_layers = -1);
 
-/// The [runtime] settings among these that only a model on a GPU uses, when set to anything but their
-/// defaults, as "runtime.key = value" joined by ", "; "" otherwise. For the warning of a job that runs on
-/// the CPU with them set.
-std::string gpu_only_settings(std::int64_t weights_device_layers, AttentionDtype attention_dtype);
+/// The [runtime] settings that only a model on a GPU uses, when set to anything but their defaults, as
+/// "runtime.key = value" (today runtime.weights_device_layers); "" otherwise. For the warning of a job
+/// that runs on the CPU with them set.
+std::string gpu_only_settings(std::int64_t weights_device_layers);
 
 /// Where the model's weights live: Device{Cpu} for a host model, cuda:N after llama_model_to_device.
 Device model_device(const LlamaModel& model);

@@ -18,6 +18,9 @@ void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tens
   constexpr const char* op = "attention_forward";
   detail::require_same_device(op, out, {&q, &k, &v});
   if (lse) detail::require_same_device(op, out, {lse});
+  ADAPT_REQUIRE(!opts.bf16_products || out.device().host_accessible(), UnsupportedError,
+                "attention_forward: bf16_products is the CPU's rounding; on {} give bf16 tensors instead",
+                out.device().str());
 #if ADAPT_HAVE_CUDA
   if (!out.device().host_accessible()) return cuda::attention_forward(out, q, k, v, opts, lse);
 #endif
@@ -89,6 +92,7 @@ void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tens
   a.q_pos_offsets = opts.q_pos_offsets.empty() ? nullptr : opts.q_pos_offsets.data();
   a.kv_rows = opts.kv_rows.empty() ? nullptr : opts.kv_rows.data();
   a.scale = opts.scale != 0.0f ? opts.scale : 1.0f / std::sqrt(static_cast<float>(D));
+  a.bf16_products = opts.bf16_products;
   if (!opts.segment_ids.empty()) {
     ADAPT_REQUIRE(!kv_bf16, UnsupportedError,
                   "attention_forward: segment ids mask packed training rows; their keys '{}' must be f32, not a bf16 "

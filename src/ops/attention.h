@@ -25,6 +25,11 @@ struct AttentionOptions {
   // when j <= t and segment_ids[b·T + j] == segment_ids[b·T + t] >= 0. A negative id is padding: it
   // sees no key (output 0, lse −inf) and no query sees it.
   std::span<const std::int32_t> segment_ids;
+  // CPU: every operand of attention's products (q, k, v, the probabilities; in the backward also dout
+  // and dS) rounded to bf16 (nearest even) as it is packed, products exact in f32, the softmax and every
+  // sum f32 (runtime.attention_dtype = "bf16" on the CPU). A device computes in its tensors' dtype
+  // instead (model::attention_forward_in gives it bf16 copies); this flag is refused there.
+  bool bf16_products = false;
 };
 
 /// out (B, T, H, D) = softmax(q · kᵀ · scale + causal mask) · v per head, f32.

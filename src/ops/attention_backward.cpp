@@ -17,6 +17,9 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
                         const Tensor& v, const Tensor& out, const Tensor& lse, const AttentionOptions& opts) {
   constexpr const char* op = "attention_backward";
   detail::require_same_device(op, dq, {&dk, &dv, &dout, &q, &k, &v, &out, &lse});
+  ADAPT_REQUIRE(!opts.bf16_products || dq.device().host_accessible(), UnsupportedError,
+                "attention_backward: bf16_products is the CPU's rounding; on {} give bf16 tensors instead",
+                dq.device().str());
 #if ADAPT_HAVE_CUDA
   if (!dq.device().host_accessible()) return cuda::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, opts);
 #endif
@@ -60,6 +63,7 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
   a.q_pos_offset = opts.q_pos_offset;
   a.segment_ids = segment_ids.empty() ? nullptr : segment_ids.data();
   a.scale = opts.scale != 0.0f ? opts.scale : 1.0f / std::sqrt(static_cast<float>(D));
+  a.bf16_products = opts.bf16_products;
   if (B * H * D == 0) return;
   if (T == 0) {
     dk.zero();

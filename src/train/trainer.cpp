@@ -290,10 +290,12 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     if (cfg.runtime.cpu_matmul_dtype != DType::F32 && world.rank() == 0)
       log::warn("runtime.cpu_matmul_dtype = \"bf16\": used only with runtime.device = \"cpu\"; ignored on the GPU, "
                 "where runtime.weights_dtype = \"bf16\" runs bf16 GEMMs");
-  } else if (const std::string unused =
-                 model::gpu_only_settings(cfg.runtime.weights_device_layers, cfg.runtime.attention_dtype);
-             !unused.empty() && world.rank() == 0) {
-    log::warn("{}: used only with a model on a GPU; ignored with runtime.device = \"cpu\"", unused);
+  } else {
+    model.attention_dtype = model::resolve_attention_dtype(model, cfg.runtime.attention_dtype);
+    log::info0("{}", model::attention_note(model));
+    if (const std::string unused = model::gpu_only_settings(cfg.runtime.weights_device_layers);
+        !unused.empty() && world.rank() == 0)
+      log::warn("{}: used only with a model on a GPU; ignored with runtime.device = \"cpu\"", unused);
   }
   // With the model on GPUs, its tp collectives and the pipeline's transfers take device buffers: NCCL
   // where every rank of the group has its own GPU, else MPI staging them through host memory. The

@@ -643,7 +643,8 @@ TEST_CASE("attention in bf16 on cuda:0 (head_dim 64, tensor cores): training ste
     CHECK(f32_attn.attention_dtype == DType::F32);  // llama_model_to_device leaves f32: the apps choose
     CHECK(bf16_attn.attention_dtype == DType::BF16);
     CHECK(model::resolve_attention_dtype(f32_attn, model::AttentionDtype::F32) == DType::F32);
-    CHECK(model::resolve_attention_dtype(cpu, model::AttentionDtype::BF16) == DType::F32);  // the host: f32
+    // The host: as asked, and "auto" as ops::cpu_matmul_dtype() (f32 here).
+    CHECK(model::resolve_attention_dtype(cpu, model::AttentionDtype::BF16) == DType::BF16);
     CHECK(model::resolve_attention_dtype(cpu, model::AttentionDtype::Auto) == DType::F32);
     const model::LlamaModel f32_weights = model::llama_model_to_device(cpu, 0, DType::F32);
     CHECK(model::resolve_attention_dtype(f32_weights, model::AttentionDtype::Auto) == DType::F32);

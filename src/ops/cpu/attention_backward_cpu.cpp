@@ -98,8 +98,10 @@ ADAPT_CPU_KERNEL void tile_probs_and_dscores(float* s, float* dp, const float* l
 void tile_scores(const AttentionBackwardArgs& a, const float* kb, const float* vb, std::int64_t rows, std::int64_t j0,
                  std::int64_t tile, Scratch& sc) {
   const std::int64_t D = a.D;
-  gemm_serial(false, true, rows, tile, D, a.scale, sc.q.data(), D, kb + j0 * a.D, D, 0.0f, sc.s.data(), kKeyTile);
-  gemm_serial(false, true, rows, tile, D, 1.0f, sc.dout.data(), D, vb + j0 * a.D, D, 0.0f, sc.dp.data(), kKeyTile);
+  const bool bf16 = a.bf16_products;
+  gemm_serial(false, true, rows, tile, D, a.scale, sc.q.data(), D, kb + j0 * a.D, D, 0.0f, sc.s.data(), kKeyTile, bf16);
+  gemm_serial(false, true, rows, tile, D, 1.0f, sc.dout.data(), D, vb + j0 * a.D, D, 0.0f, sc.dp.data(), kKeyTile,
+              bf16);
 }
 
 // dK, dV of keys [j0, j1) of (b, g): summed over every query position that sees one of them and over
@@ -125,8 +127,10 @@ void key_block(const AttentionBackwardArgs& a, const std::vector<float>& delta, 
     tile_scores(a, kb, vb, rows, j0, tile, sc);
     tile_probs_and_dscores(sc.s.data(), sc.dp.data(), sc.lse.data(), sc.delta.data(), rows, tile, n_rep, t0, j0, vis);
     // dV += Pᵀ · dO;  dK += scale · dSᵀ · Q.
-    gemm_serial(true, false, tile, D, rows, 1.0f, sc.s.data(), kKeyTile, sc.dout.data(), D, 1.0f, sc.dv.data(), D);
-    gemm_serial(true, false, tile, D, rows, a.scale, sc.dp.data(), kKeyTile, sc.q.data(), D, 1.0f, sc.dk.data(), D);
+    gemm_serial(true, false, tile, D, rows, 1.0f, sc.s.data(), kKeyTile, sc.dout.data(), D, 1.0f, sc.dv.data(), D,
+                a.bf16_products);
+    gemm_serial(true, false, tile, D, rows, a.scale, sc.dp.data(), kKeyTile, sc.q.data(), D, 1.0f, sc.dk.data(), D,
+                a.bf16_products);
   }
   std::copy(sc.dk.begin(), sc.dk.end(), a.dk + ((b * a.Hkv + g) * a.S + j0) * D);
   std::copy(sc.dv.begin(), sc.dv.end(), a.dv + ((b * a.Hkv + g) * a.S + j0) * D);
@@ -150,7 +154,8 @@ void query_block(const AttentionBackwardArgs& a, const std::vector<float>& delta
     tile_scores(a, kb, vb, rows, j0, tile, sc);
     tile_probs_and_dscores(sc.s.data(), sc.dp.data(), sc.lse.data(), sc.delta.data(), rows, tile, n_rep, t0, j0, vis);
     // dQ += scale · dS · K.
-    gemm_serial(false, false, rows, D, tile, a.scale, sc.dp.data(), kKeyTile, kb + j0 * D, D, 1.0f, sc.dacc.data(), D);
+    gemm_serial(false, false, rows, D, tile, a.scale, sc.dp.data(), kKeyTile, kb + j0 * D, D, 1.0f, sc.dacc.data(), D,
+                a.bf16_products);
   }
   for (std::int64_t t = t0; t < t1; ++t)
     std::copy_n(sc.dacc.data() + (t - t0) * n_rep * D, n_rep * D, a.dq + ((b * a.T + t) * a.H + g * n_rep) * D);

@@ -65,7 +65,8 @@ void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::i
       widen_bf16_rows(sc.kt.data(), D, a.k_bf16 + k_off + j0 * a.k_stride_s, a.k_stride_s, tile, D);
       widen_bf16_rows(sc.vt.data(), D, a.v_bf16 + v_off + j0 * a.v_stride_s, a.v_stride_s, tile, D);
     }
-    gemm_serial(false, true, rows, tile, D, a.scale, sc.q.data(), D, kt, ldk, 0.0f, sc.s.data(), kKeyTile);
+    gemm_serial(false, true, rows, tile, D, a.scale, sc.q.data(), D, kt, ldk, 0.0f, sc.s.data(), kKeyTile,
+                a.bf16_products);
     for (std::int64_t r = 0; r < rows; ++r) {
       // Causal: the query at position offset + t sees keys 0 .. offset + t.
       const std::int64_t t = t0 + r / n_rep;
@@ -73,7 +74,8 @@ void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::i
       softmax_step(sc.s.data() + r * kKeyTile, n, tile, &sc.m[static_cast<std::size_t>(r)],
                    &sc.l[static_cast<std::size_t>(r)], sc.o.data() + r * D, D);
     }
-    gemm_serial(false, false, rows, D, tile, 1.0f, sc.s.data(), kKeyTile, vt, ldv, 1.0f, sc.o.data(), D);
+    gemm_serial(false, false, rows, D, tile, 1.0f, sc.s.data(), kKeyTile, vt, ldv, 1.0f, sc.o.data(), D,
+                a.bf16_products);
   }
   for (std::int64_t r = 0; r < rows; ++r) {
     const std::int64_t t = t0 + r / n_rep, h = g * n_rep + r % n_rep;

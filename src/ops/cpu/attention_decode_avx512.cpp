@@ -7,6 +7,8 @@
 //   softmax_step over the tile's scores;
 //   values: each value row (widened the same way) is FMA'd into every head's output, kept in L1.
 // Keys past the last whole block of 16 take the same products, summed by _mm512_reduce_add_ps.
+// With bf16 products, q, each key and value row and the probabilities are rounded to bf16 first (the
+// products of the tile kernels, summed in this kernel's order).
 #include "ops/cpu/attention_decode_avx512.h"
 
 #include <algorithm>
@@ -14,6 +16,7 @@
 #include <limits>
 #include <vector>
 
+#include "dtype/dtype.h"
 #include "ops/cpu/avx512_loads.h"
 
 namespace adapt::ops::cpu {
@@ -28,17 +31,27 @@ struct DecodeScratch {
   alignas(64) float block[16 * kMaxD];  // 16 key (or value) rows as f32
 };
 
-// Rows [j, j + n) of one head as f32 rows of D: the cache itself (f32) or `buf` (bf16 widened).
+inline void round_to_bf16(float* x, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) x[i] = bf16_to_f32(f32_to_bf16(x[i]));
+}
+
+// Rows [j, j + n) of one head as f32 rows of D: the cache itself (f32), or `buf` (bf16 widened, or f32
+// rounded to bf16 when `round`).
 inline const float* rows_f32(const float* f32, const std::uint16_t* bf16, std::int64_t offset, std::int64_t stride,
-                             std::int64_t j, std::int64_t n, std::int64_t D, float* buf, std::int64_t* ld) {
-  if (!bf16) {
+                             std::int64_t j, std::int64_t n, std::int64_t D, bool round, float* buf, std::int64_t* ld) {
+  if (!bf16 && !round) {
     *ld = stride;
     return f32 + offset + j * stride;
   }
   for (std::int64_t i = 0; i < n; ++i) {
-    const std::uint16_t* src = bf16 + offset + (j + i) * stride;
     float* dst = buf + i * D;
-    for (std::int64_t d = 0; d < D; d += 16) _mm512_store_ps(dst + d, load16(src + d));
+    if (bf16) {
+      const std::uint16_t* src = bf16 + offset + (j + i) * stride;
+      for (std::int64_t d = 0; d < D; d += 16) _mm512_store_ps(dst + d, load16(src + d));
+    } else {
+      std::copy_n(f32 + offset + (j + i) * stride, D, dst);
+      round_to_bf16(dst, D);
+    }
   }
   *ld = D;
   return buf;
@@ -90,6 +103,8 @@ void decode_task(const AttentionArgs& a, std::int64_t b, std::int64_t g) {
   thread_local DecodeScratch sc;  // no allocation once warm
   const std::int64_t R = a.H / a.Hkv, D = a.D;
   sc.q.assign(a.q + (b * a.H + g * R) * D, a.q + (b * a.H + g * R + R) * D);
+  const bool round = a.bf16_products;
+  if (round) round_to_bf16(sc.q.data(), R * D);
   sc.s.resize(static_cast<std::size_t>(R * kTile));
   sc.o.assign(static_cast<std::size_t>(R * D), 0.0f);
   sc.m.assign(static_cast<std::size_t>(R), -std::numeric_limits<float>::infinity());
@@ -104,7 +119,7 @@ void decode_task(const AttentionArgs& a, std::int64_t b, std::int64_t g) {
     for (std::int64_t j = 0; j < tile; j += 16) {
       const std::int64_t n = std::min<std::int64_t>(16, tile - j);
       std::int64_t ld = 0;
-      const float* k = rows_f32(a.k, a.k_bf16, k_off, a.k_stride_s, j0 + j, n, D, sc.block, &ld);
+      const float* k = rows_f32(a.k, a.k_bf16, k_off, a.k_stride_s, j0 + j, n, D, round, sc.block, &ld);
       for (std::int64_t r = 0; r < R; ++r) {
         __m512 q[NV];
         for (int c = 0; c < NV; ++c) q[c] = _mm512_loadu_ps(sc.q.data() + r * D + 16 * c);
@@ -118,13 +133,15 @@ void decode_task(const AttentionArgs& a, std::int64_t b, std::int64_t g) {
         }
       }
     }
-    for (std::int64_t r = 0; r < R; ++r)
+    for (std::int64_t r = 0; r < R; ++r) {
       softmax_step(sc.s.data() + r * kTile, tile, tile, &sc.m[static_cast<std::size_t>(r)],
                    &sc.l[static_cast<std::size_t>(r)], sc.o.data() + r * D, D);
+      if (round) round_to_bf16(sc.s.data() + r * kTile, tile);  // the probabilities, as P · V's operand
+    }
     for (std::int64_t j = 0; j < tile; j += 16) {
       const std::int64_t n = std::min<std::int64_t>(16, tile - j);
       std::int64_t ld = 0;
-      const float* v = rows_f32(a.v, a.v_bf16, v_off, a.v_stride_s, j0 + j, n, D, sc.block, &ld);
+      const float* v = rows_f32(a.v, a.v_bf16, v_off, a.v_stride_s, j0 + j, n, D, round, sc.block, &ld);
       // Up to 24 / NV heads per pass (their outputs in registers).
       constexpr int kHeads = NV == 4 ? 4 : 2;
       for (std::int64_t r = 0; r < R; r += kHeads) {

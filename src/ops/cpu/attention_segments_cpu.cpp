@@ -64,7 +64,7 @@ void attend_block(const AttentionArgs& a, const Visibility& vis, std::int64_t b,
   for (std::int64_t j0 = key_begin; j0 < t1; j0 += kKeyTile) {
     const std::int64_t tile = std::min(kKeyTile, t1 - j0);
     gemm_serial(false, true, rows, tile, D, a.scale, sc.q.data(), D, kb + j0 * a.k_stride_s, a.k_stride_s, 0.0f,
-                sc.s.data(), kKeyTile);
+                sc.s.data(), kKeyTile, a.bf16_products);
     for (std::int64_t r = 0; r < rows; ++r) {
       const std::int64_t t = t0 + r / n_rep;
       float* sr = sc.s.data() + r * kKeyTile;
@@ -74,7 +74,7 @@ void attend_block(const AttentionArgs& a, const Visibility& vis, std::int64_t b,
                           sc.o.data() + r * D, D);
     }
     gemm_serial(false, false, rows, D, tile, 1.0f, sc.s.data(), kKeyTile, vb + j0 * a.v_stride_s, a.v_stride_s, 1.0f,
-                sc.o.data(), D);
+                sc.o.data(), D, a.bf16_products);
   }
   for (std::int64_t r = 0; r < rows; ++r) {
     const std::int64_t t = t0 + r / n_rep, h = g * n_rep + r % n_rep;

@@ -63,6 +63,7 @@ struct AttentionBackwardArgs {
   std::int64_t q_pos_offset = 0;
   const std::int32_t* segment_ids = nullptr;  // (B, T) or null; with them S == T and q_pos_offset == 0
   float scale = 0.0f;
+  bool bf16_products = false;  // every operand of the tile products rounded to bf16, as in the forward
 };
 void attention_backward(const AttentionBackwardArgs& args);
 

@@ -22,11 +22,18 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
           bool bf16_products = false);
 /// c = alpha · op(a) · op(b) + beta · c on the calling thread, all f32 (products inside OpenMP tasks, such
 /// as attention's tiles): the packed AVX-512 or AVX2 kernel where the CPU runs it, else single-threaded
-/// OpenBLAS.
-/// With beta = 0, c is not read.
+/// OpenBLAS. With beta = 0, c is not read.
+/// bf16_products: op(a) and op(b) are rounded to bf16 (nearest even) first, products exact in f32, f32
+/// sums: the bf16 dot-product kernel on CPUs with AVX512_BF16, else rounded copies (in the calling
+/// thread's buffers) through the f32 kernels (the same products, summed in another order).
 void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
                  const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
-                 std::int64_t ldc);
+                 std::int64_t ldc, bool bf16_products = false);
+/// gemm_serial's bf16 products on CPUs without AVX512_BF16: copies of op(a) and op(b) rounded to bf16 (in
+/// the calling thread's buffers, kept across calls), then the f32 kernels. Callable on any CPU (tests).
+void gemm_serial_bf16_copies(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
+                             const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                             std::int64_t ldc);
 void bias_add(float* y, std::int64_t ldy, const float* bias, std::int64_t rows, std::int64_t cols);
 /// dst (rows, cols) = src (rows, cols) of bf16 bit patterns widened to f32 (exact); row strides ldd, lds.
 void widen_bf16_rows(float* dst, std::int64_t ldd, const std::uint16_t* src, std::int64_t lds, std::int64_t rows,
@@ -60,6 +67,9 @@ struct AttentionArgs {
   const std::int64_t* q_pos_offsets = nullptr;  // (B) per-sequence offsets (ragged batch), or null: q_pos_offset
   const std::int64_t* kv_rows = nullptr;        // (B) batch row of k/v read by sequence b, or null: row b
   float scale = 0.0f;
+  // Every operand of the products (q, k, v and the probabilities) rounded to bf16 (nearest even); the
+  // softmax and every sum f32 (ops::AttentionOptions::bf16_products).
+  bool bf16_products = false;
 };
 void attention_forward(const AttentionArgs& args);
 

@@ -1,4 +1,5 @@
-// bf16 dot-product GEMM: gemm_packed_loop.h's loop nest with panels of bf16 pairs. A packed element is
+// bf16 dot-product GEMM: gemm_packed_loop.h's loop nest with panels of bf16 pairs (f32 operands rounded
+// to nearest even while packing, bf16 ones copied). A packed element is
 // 32 bits holding the bf16 values of k = 2p (low half) and 2p + 1 (high half) of one row or column, the
 // operand layout of vdpbf16ps; an odd k block ends with a zero high half. The 8 x 48 tile of gemm_avx512.cpp
 // (24 zmm accumulators), now one vdpbf16ps per (row, 16 columns, pair of k); a 512 k block (one a panel:
@@ -113,7 +114,7 @@ struct Avx512Bf16 {
   static constexpr std::int64_t kMC = cpu::kMC;
   static constexpr bool kBPanelInL1 = false;  // an a panel (8 KB) stays in L1 while the b panels stream
   static constexpr int kKPack = 2;            // pairs of k per element
-  static constexpr bool kAInPlace = false;    // a is always packed (and rounded)
+  static bool a_in_place(std::int64_t /*N*/, bool /*trans_a*/) { return false; }  // a is always packed (rounded)
 
   static std::uint32_t* words(float* p) { return reinterpret_cast<std::uint32_t*>(p); }
 
@@ -133,8 +134,8 @@ struct Avx512Bf16 {
                                   std::int64_t kc) {
     pack_rows_to_pair_panels(words(dst), width, src, lds, cols, kc);
   }
-  static void tile(std::int64_t kc, const float* ap, std::int64_t /*lda: 0, packed*/, const float* bp, float* c,
-                   std::int64_t ldc, int mr, int nr, float alpha, float beta) {
+  static void tile(std::int64_t kc, const float* ap, std::int64_t /*rs: 0, packed*/, std::int64_t /*ks*/,
+                   const float* bp, float* c, std::int64_t ldc, int mr, int nr, float alpha, float beta) {
     const auto* a = reinterpret_cast<const std::uint32_t*>(ap);
     const auto* b = reinterpret_cast<const std::uint32_t*>(bp);
     const std::int64_t kw = (kc + 1) / 2;
@@ -152,6 +153,12 @@ struct Avx512Bf16 {
 
 void gemm_avx512_bf16(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
                       const float* a, std::int64_t lda, const std::uint16_t* b, std::int64_t ldb, float beta, float* c,
+                      std::int64_t ldc) {
+  gemm_packed<Avx512Bf16>(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void gemm_avx512_bf16(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
+                      const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                       std::int64_t ldc) {
   gemm_packed<Avx512Bf16>(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
 }

@@ -22,5 +22,10 @@ bool gemm_avx512_bf16_supported();
 void gemm_avx512_bf16(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
                       const float* a, std::int64_t lda, const std::uint16_t* b, std::int64_t ldb, float beta, float* c,
                       std::int64_t ldc);
+/// The same with an f32 b, rounded to bf16 (nearest even) while packing like a: both operands' values
+/// are bf16, as in attention's tile products when attention computes in bf16 on the CPU.
+void gemm_avx512_bf16(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
+                      const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                      std::int64_t ldc);
 
 }  // namespace adapt::ops::cpu

@@ -14,7 +14,8 @@
 //    then sgemm;
 //  * bf16 products (ops::cpu_matmul_dtype() = bf16, bf16 weights): the bf16 dot-product kernel
 //    (gemm_avx512_bf16.cpp) on CPUs with AVX512_BF16, split as the packed kernel; few rows, or other
-//    CPUs: a copy of a rounded to bf16, then the paths above.
+//    CPUs: a copy of a rounded to bf16, then the paths above. gemm_serial's bf16 products (attention's
+//    tiles in bf16) round both operands the same way.
 // OpenBLAS is kept single-threaded and products are split over OpenMP threads here (by output columns,
 // or rows when there are few columns): OpenBLAS's own pthreads spinning next to OpenMP's made
 // decoding 2.5x slower on 2 cores. Splits never cut K, so every thread count gives the same bits.
@@ -278,10 +279,18 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
 
 void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
                  const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
-                 std::int64_t ldc) {
+                 std::int64_t ldc, bool bf16_products) {
   if (M == 0 || N == 0) return;
   if (K == 0 || alpha == 0.0f) {
     scale_c(M, N, beta, c, ldc);
+    return;
+  }
+  if (bf16_products) {
+    if (gemm_avx512_bf16_supported()) {
+      gemm_avx512_bf16(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+    } else {
+      gemm_serial_bf16_copies(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+    }
     return;
   }
   if (gemm_avx512_supported()) {
@@ -297,6 +306,22 @@ void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
   blas_single_threaded();
   if (beta == 0.0f) clear_c(M, N, c, ldc);
   blas_call(trans_a, trans_b, M, N, K, alpha, a, lda, trans_a ? M : K, b, ldb, trans_b ? K : N, beta, c, ldc);
+}
+
+void gemm_serial_bf16_copies(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
+                             const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                             std::int64_t ldc) {
+  thread_local std::vector<float> a_rounded, b_rounded;  // reused across calls: no allocation once warm
+  const auto round_copy = [](std::vector<float>& dst, const float* src, std::int64_t ld, std::int64_t rows,
+                             std::int64_t cols) {
+    dst.resize(static_cast<std::size_t>(rows * cols));
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t j = 0; j < cols; ++j) dst[r * cols + j] = bf16_to_f32(f32_to_bf16(src[r * ld + j]));
+  };
+  const std::int64_t a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
+  round_copy(a_rounded, a, lda, trans_a ? K : M, a_cols);
+  round_copy(b_rounded, b, ldb, trans_b ? N : K, b_cols);
+  gemm_serial(trans_a, trans_b, M, N, K, alpha, a_rounded.data(), a_cols, b_rounded.data(), b_cols, beta, c, ldc);
 }
 
 void bias_add(float* y, std::int64_t ldy, const float* bias, std::int64_t rows, std::int64_t cols) {

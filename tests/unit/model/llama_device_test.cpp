@@ -74,9 +74,7 @@ TEST_CASE("tensor_to and copy_between on the host copy contiguously and keep the
 }
 
 TEST_CASE("gpu_only_settings names the GPU-only [runtime] settings a CPU job was given, and only those") {
-  CHECK(model::gpu_only_settings(-1, model::AttentionDtype::Auto).empty());
-  CHECK(model::gpu_only_settings(0, model::AttentionDtype::Auto) == "runtime.weights_device_layers = 0");
-  CHECK(model::gpu_only_settings(-1, model::AttentionDtype::F32) == "runtime.attention_dtype = \"f32\"");
-  CHECK(model::gpu_only_settings(3, model::AttentionDtype::BF16) ==
-        "runtime.weights_device_layers = 3, runtime.attention_dtype = \"bf16\"");
+  CHECK(model::gpu_only_settings(-1).empty());
+  CHECK(model::gpu_only_settings(0) == "runtime.weights_device_layers = 0");
+  CHECK(model::gpu_only_settings(3) == "runtime.weights_device_layers = 3");
 }

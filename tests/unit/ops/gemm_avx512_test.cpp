@@ -21,6 +21,7 @@
 #include <random>
 #include <vector>
 
+#include "ops/cpu/cpu_kernels.h"
 #include "ops/cpu/gemm_avx2.h"
 #include "ops/cpu/gemm_avx512.h"
 #include "ops/cpu/gemm_avx512_bf16.h"
@@ -40,11 +41,20 @@ bool kernel_available() {
   return false;
 }
 
-enum class Kernel { Packed, PackedAvx2, PackedBf16Dot, Skinny, SkinnyAvx2 };
+// PackedBf16DotF32: the bf16 dot-product kernel with an f32 b, rounded like a; SerialBf16Copies: gemm_serial's
+// bf16 products on CPUs without it (rounded copies through the f32 kernels; runs on any CPU).
+enum class Kernel { Packed, PackedAvx2, PackedBf16Dot, PackedBf16DotF32, SerialBf16Copies, Skinny, SkinnyAvx2 };
+
+// Whether the kernel rounds op(a) to bf16, and op(b) (f32 b).
+bool rounds_a(Kernel k) {
+  return k == Kernel::PackedBf16Dot || k == Kernel::PackedBf16DotF32 || k == Kernel::SerialBf16Copies;
+}
+bool rounds_b(Kernel k) { return k == Kernel::PackedBf16DotF32 || k == Kernel::SerialBf16Copies; }
 
 bool available(Kernel kernel) {
   if (kernel == Kernel::Packed) return kernel_available();
-  if (kernel == Kernel::PackedBf16Dot) {
+  if (kernel == Kernel::SerialBf16Copies) return true;
+  if (kernel == Kernel::PackedBf16Dot || kernel == Kernel::PackedBf16DotF32) {
     if (ops::cpu::gemm_avx512_bf16_supported()) return true;
     MESSAGE("this CPU has no AVX512_BF16: the bf16 dot-product kernel is not used here; skipped");
     return false;
@@ -118,13 +128,14 @@ struct Operands {
     }
   }
 
-  // op(a)[i][k] as the kernel multiplies it: rounded to bf16 by the bf16 dot-product kernel.
+  // op(a)[i][k] and op(b)[k][j] as the kernel multiplies them: rounded to bf16 where it rounds them.
   float a_at(const Problem& p, std::int64_t i, std::int64_t k) const {
     const float x = a[static_cast<std::size_t>(p.trans_a ? k * lda + i : i * lda + k)];
-    return p.kernel == Kernel::PackedBf16Dot ? from_bf16(to_bf16(x)) : x;
+    return rounds_a(p.kernel) ? from_bf16(to_bf16(x)) : x;
   }
   float b_at(const Problem& p, std::int64_t k, std::int64_t j) const {
-    return b[static_cast<std::size_t>(p.trans_b ? j * ldb + k : k * ldb + j)];
+    const float x = b[static_cast<std::size_t>(p.trans_b ? j * ldb + k : k * ldb + j)];
+    return rounds_b(p.kernel) ? from_bf16(to_bf16(x)) : x;
   }
 };
 
@@ -138,6 +149,17 @@ void run_kernel(const Problem& p, const Operands& o, std::vector<float>& c, std:
     REQUIRE(p.bf16);
     ops::cpu::gemm_avx512_bf16(p.trans_a, p.trans_b, m1 - m0, n1 - n0, p.K, p.alpha, a, o.lda, o.b16.data() + b_offset,
                                o.ldb, p.beta, c.data() + m0 * o.ldc + n0, o.ldc);
+    return;
+  }
+  if (p.kernel == Kernel::PackedBf16DotF32 || p.kernel == Kernel::SerialBf16Copies) {
+    REQUIRE(!p.bf16);
+    const auto gemm = p.kernel == Kernel::PackedBf16DotF32
+                          ? static_cast<void (*)(bool, bool, std::int64_t, std::int64_t, std::int64_t, float,
+                                                 const float*, std::int64_t, const float*, std::int64_t, float, float*,
+                                                 std::int64_t)>(ops::cpu::gemm_avx512_bf16)
+                          : ops::cpu::gemm_serial_bf16_copies;
+    gemm(p.trans_a, p.trans_b, m1 - m0, n1 - n0, p.K, p.alpha, a, o.lda, o.b.data() + b_offset, o.ldb, p.beta,
+         c.data() + m0 * o.ldc + n0, o.ldc);
     return;
   }
   if (p.kernel == Kernel::PackedAvx2) {
@@ -201,17 +223,20 @@ void check_against_loops(const Problem& p, std::uint64_t salt) {
 
 }  // namespace
 
-TEST_CASE("packed sgemm: sizes around the tile, k block and column block, every layout, f32 and bf16 b; bf16 dot") {
+TEST_CASE("packed sgemm: sizes around the tile, k block and column block, every layout, f32 and bf16 b; bf16 dot "
+          "with bf16 and f32 b; rounded copies") {
   const std::int64_t Ms[] = {1, 2, 5, 6, 7, 8, 9, 13, 17};
   const std::int64_t Ns[] = {1, 5, 8, 9, 16, 17, 47, 48, 49, 97};
   const std::int64_t Ks[] = {1, 2, 3, 17, 33, 256, 257};
-  for (const Kernel kernel : {Kernel::Packed, Kernel::PackedAvx2, Kernel::PackedBf16Dot}) {
+  for (const Kernel kernel : {Kernel::Packed, Kernel::PackedAvx2, Kernel::PackedBf16Dot, Kernel::PackedBf16DotF32,
+                              Kernel::SerialBf16Copies}) {
     if (!available(kernel)) continue;
     std::uint64_t salt = 0;
     for (bool ta : {false, true}) {
       for (bool tb : {false, true}) {
         for (bool bf16 : {false, true}) {
           if (kernel == Kernel::PackedBf16Dot && !bf16) continue;  // it multiplies bf16 weights only
+          if (rounds_b(kernel) && bf16) continue;                  // f32 b, rounded as it is packed or copied
           for (std::int64_t M : Ms) {
             for (std::int64_t N : Ns) {
               for (std::int64_t K : Ks) {
@@ -240,8 +265,13 @@ TEST_CASE("packed sgemm: several k, row and column blocks, alpha and beta, strid
                         {9, 50, 1000, 5, 1.0f, 1.0f},
                         {130, 770, 257, 1, 0.125f, -1.0f},
                         {17, 100, 1025, 2, 1.0f, 0.5f},  // the bf16 kernel's 512 k block: two and one value
-                        {8, 48, 511, 0, 1.0f, 0.0f}};
-  for (const Kernel kernel : {Kernel::Packed, Kernel::PackedAvx2, Kernel::PackedBf16Dot}) {
+                        {8, 48, 511, 0, 1.0f, 0.0f},
+                        // one b panel (N <= 48): the f32 kernel reads op(a) in place, rows or columns of a
+                        // strided a, across 64-row and 256-k blocks
+                        {150, 40, 600, 3, 1.0f, 0.5f},
+                        {77, 16, 257, 1, -1.0f, 0.0f}};
+  for (const Kernel kernel : {Kernel::Packed, Kernel::PackedAvx2, Kernel::PackedBf16Dot, Kernel::PackedBf16DotF32,
+                              Kernel::SerialBf16Copies}) {
     if (!available(kernel)) continue;
     std::uint64_t salt = 1000;
     for (const Case& k : cases) {
@@ -249,6 +279,7 @@ TEST_CASE("packed sgemm: several k, row and column blocks, alpha and beta, strid
         for (bool tb : {false, true}) {
           for (bool bf16 : {false, true}) {
             if (kernel == Kernel::PackedBf16Dot && !bf16) continue;
+            if (rounds_b(kernel) && bf16) continue;
             check_against_loops({.trans_a = ta, .trans_b = tb, .bf16 = bf16, .kernel = kernel, .M = k.M, .N = k.N,
                                  .K = k.K, .pad = k.pad, .alpha = k.alpha, .beta = k.beta},
                                 ++salt);
