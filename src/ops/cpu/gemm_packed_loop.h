@@ -60,10 +60,33 @@ void gemm_packed(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
   const std::int64_t kc_max = packed_k(std::min(kKC, K));
   const std::int64_t panels_max = (std::min(kNC, N) + kNR - 1) / kNR;
   float* bp = b_pack_buffer().get(kc_max * panels_max * kNR);
-  float* ap_block = a_pack_buffer().get(kc_max * std::min(kMC, (M + kMR - 1) / kMR * kMR));
   // op(a) is read where it is where Isa::a_in_place says; otherwise packed as panels.
   const bool in_place = Isa::a_in_place(N, trans_a);
   const std::int64_t rs = trans_a ? 1 : lda, ks = trans_a ? lda : 1;  // element (i, k) of op(a) in place
+  // Packed panels of kMC rows are packed again for every column block. When c spans several column
+  // blocks and all of op(a) packed fits kWholeA elements (e.g. lm_head's 256-row chunks: 256 x 768), it is
+  // packed once, every k block of it, before the column loop (the same panels, so the same bits).
+  constexpr std::int64_t kWholeA = std::int64_t{1} << 18;
+  const std::int64_t m_panels = (M + kMR - 1) / kMR * kMR;  // rows of op(a) rounded up to whole panels
+  const std::int64_t k_blocks = (K + kKC - 1) / kKC;
+  const bool pack_whole = !in_place && N > kNC && m_panels * kc_max * k_blocks <= kWholeA;
+  float* ap_block = a_pack_buffer().get(pack_whole ? m_panels * kc_max * k_blocks : kc_max * std::min(kMC, m_panels));
+  // Packs rows [i0, i0 + m) of op(a), k block [pc, pc + kc), as panels of kMR rows at dst.
+  const auto pack_rows = [&](float* dst, std::int64_t i0, std::int64_t m, std::int64_t pc, std::int64_t kc) {
+    const std::int64_t kw = packed_k(kc);
+    if (trans_a) {  // an a stored transposed is walked along its rows
+      Isa::pack_rows_to_panels(dst, kMR, a + pc * lda + i0, lda, m, kc);
+      return;
+    }
+    for (std::int64_t ir = 0; ir < m; ir += kMR) {
+      const int mr = static_cast<int>(std::min<std::int64_t>(kMR, m - ir));
+      Isa::pack_a(dst + ir * kw, a + (i0 + ir) * lda + pc, lda, mr, kc);
+    }
+  };
+  if (pack_whole) {
+    for (std::int64_t pc = 0; pc < K; pc += kKC)
+      pack_rows(ap_block + pc / kKC * m_panels * kc_max, 0, M, pc, std::min(kKC, K - pc));
+  }
   for (std::int64_t jc = 0; jc < N; jc += kNC) {
     const std::int64_t nc = std::min(kNC, N - jc);
     for (std::int64_t pc = 0; pc < K; pc += kKC) {
@@ -79,16 +102,9 @@ void gemm_packed(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
       const float beta_k = pc == 0 ? beta : 1.0f;  // later k blocks add to what the first one wrote
       for (std::int64_t ic = 0; ic < M; ic += kMC) {
         const std::int64_t mc = std::min(kMC, M - ic);
-        // mc rows of op(a) as panels of kMR rows (an a stored transposed is walked along its rows).
-        if (in_place) {
-        } else if (trans_a) {
-          Isa::pack_rows_to_panels(ap_block, kMR, a + pc * lda + ic, lda, mc, kc);
-        } else {
-          for (std::int64_t ir = 0; ir < mc; ir += kMR) {
-            const int mr = static_cast<int>(std::min<std::int64_t>(kMR, mc - ir));
-            Isa::pack_a(ap_block + ir * kw, a + (ic + ir) * lda + pc, lda, mr, kc);
-          }
-        }
+        // mc rows of op(a) as panels of kMR rows: packed here, or already (pack_whole), or read in place.
+        const float* ap = pack_whole ? ap_block + pc / kKC * m_panels * kc_max + ic * kw : ap_block;
+        if (!in_place && !pack_whole) pack_rows(ap_block, ic, mc, pc, kc);
         const auto tile = [&](std::int64_t ir, std::int64_t jr) {
           const int mr = static_cast<int>(std::min<std::int64_t>(kMR, mc - ir));
           const int nr = static_cast<int>(std::min<std::int64_t>(kNR, nc - jr));
@@ -96,7 +112,7 @@ void gemm_packed(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
           if (in_place) {
             Isa::tile(kc, a + (ic + ir) * rs + pc * ks, rs, ks, bp + jr * kw, ct, ldc, mr, nr, alpha, beta_k);
           } else {
-            Isa::tile(kc, ap_block + ir * kw, 0, 0, bp + jr * kw, ct, ldc, mr, nr, alpha, beta_k);
+            Isa::tile(kc, ap + ir * kw, 0, 0, bp + jr * kw, ct, ldc, mr, nr, alpha, beta_k);
           }
         };
         if constexpr (Isa::kBPanelInL1) {  // each b panel meets every a panel of the block
