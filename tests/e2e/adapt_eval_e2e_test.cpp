@@ -1,7 +1,8 @@
 // adapt_eval end to end: per-token log-probabilities agree with the reported loss; a random tiny
 // model scores close to uniform (loss ~ ln V); bad data files name the line; --device cuda without a
 // usable GPU, a bad --device or --weights-dtype stop before the model is read, naming the flag;
-// --cpu-matmul-dtype bf16 scores within bf16 rounding of f32.
+// --cpu-matmul-dtype bf16 scores within bf16 rounding of f32, with attention in bf16 by default and
+// --attention-dtype choosing it on the CPU.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -91,7 +92,7 @@ TEST_CASE("--device and --weights-dtype: refusals name the flag and the way back
 }
 
 // --cpu-matmul-dtype bf16: the log says so; the loss is the f32 one within bf16 rounding, not its bits.
-TEST_CASE("--cpu-matmul-dtype bf16 scores within bf16 rounding of f32") {
+TEST_CASE("--cpu-matmul-dtype bf16 and --attention-dtype on the CPU score within bf16 rounding of f32") {
   test::TempDir dir;
   std::string out;
   REQUIRE(run("adapt_model", "make --preset tiny --out " + (dir / "m").string(), &out) == 0);
@@ -104,8 +105,20 @@ TEST_CASE("--cpu-matmul-dtype bf16 scores within bf16 rounding of f32") {
     return std::stod(out.substr(pos + 5));
   };
   const double f32 = loss_of("");
+  CHECK(out.find("attention in f32") != std::string::npos);
   const double bf16 = loss_of(" --cpu-matmul-dtype bf16");
   INFO(out);
   CHECK(out.find("CPU products by the base weights in bf16") != std::string::npos);
+  CHECK(out.find("attention in bf16 products (f32 sums)") != std::string::npos);  // "auto" follows
   CHECK(bf16 == doctest::Approx(f32).epsilon(5e-3));
+  // --attention-dtype on the CPU: f32 attention beside bf16 products, bf16 attention beside f32 products;
+  // each a third score, each within bf16 rounding of f32.
+  const double bf16_f32_attention = loss_of(" --cpu-matmul-dtype bf16 --attention-dtype f32");
+  CHECK(out.find("attention in f32") != std::string::npos);
+  const double f32_bf16_attention = loss_of(" --attention-dtype bf16");
+  CHECK(out.find("attention in bf16 products (f32 sums)") != std::string::npos);
+  CHECK(bf16_f32_attention != bf16);
+  CHECK(f32_bf16_attention != f32);
+  CHECK(bf16_f32_attention == doctest::Approx(f32).epsilon(5e-3));
+  CHECK(f32_bf16_attention == doctest::Approx(f32).epsilon(5e-3));
 }
