@@ -24,33 +24,31 @@ constexpr std::int64_t kKeyTile = 64;       // keys per tile
 constexpr std::int64_t kRowsPerBlock = 64;  // query rows (positions x heads of a group) per block, about
 
 struct Scratch {
-  std::vector<float> q, dout, dacc;  // (rows, D) gathered queries, their output gradients; dQ accumulator
-  std::vector<float> lse, delta;     // (rows)
-  std::vector<float> s, dp;          // (rows, kKeyTile) scores → P; dP → dS
-  std::vector<float> dk, dv;         // (kKeyTile, D) accumulators of one key block
+  std::vector<float> dacc;    // (rows, D) dQ accumulator
+  std::vector<float> s, dp;   // (rows, kKeyTile) scores → P; dP → dS
+  std::vector<float> dk, dv;  // (kKeyTile, D) accumulators of one key block
 };
 
-// Gathers the rows of positions [t0, t1) x the n_rep heads of group g (row r = (t0 + r / n_rep,
-// g·n_rep + r % n_rep)): queries, output gradients, lse and Δ.
-void gather_rows(const AttentionBackwardArgs& a, const std::vector<float>& delta, std::int64_t b, std::int64_t g,
-                 std::int64_t t0, std::int64_t t1, Scratch& sc) {
-  const std::int64_t n_rep = a.H / a.Hkv, D = a.D, rows = (t1 - t0) * n_rep;
-  sc.q.resize(static_cast<std::size_t>(rows * D));
-  sc.dout.resize(static_cast<std::size_t>(rows * D));
-  sc.lse.resize(static_cast<std::size_t>(rows));
-  sc.delta.resize(static_cast<std::size_t>(rows));
+// The queries, output gradients, lse and Δ in group order, (B, Hkv, T, n_rep[, D]): the rows of positions
+// [t0, t1) x the n_rep heads of group g (row r = (t0 + r / n_rep, g·n_rep + r % n_rep)) are then one
+// contiguous block, read where they are by every key block (gathering them per key block and query
+// block copied each query ~T / kKeyTile / 2 times).
+struct Grouped {
+  std::vector<float> q, dout, lse, delta;
+};
+
+struct Rows {  // one block of rows in Grouped
+  const float *q, *dout, *lse, *delta;
+};
+
+Rows rows_of(const AttentionBackwardArgs& a, const Grouped& gr, std::int64_t b, std::int64_t g, std::int64_t t0) {
+  const std::int64_t n_rep = a.H / a.Hkv, r0 = ((b * a.Hkv + g) * a.T + t0) * n_rep;
+  return {gr.q.data() + r0 * a.D, gr.dout.data() + r0 * a.D, gr.lse.data() + r0, gr.delta.data() + r0};
+}
+
+void prepare_tiles(std::int64_t rows, Scratch& sc) {
   sc.s.resize(static_cast<std::size_t>(rows * kKeyTile));
   sc.dp.resize(static_cast<std::size_t>(rows * kKeyTile));
-  for (std::int64_t t = t0; t < t1; ++t) {
-    const std::int64_t src = ((b * a.T + t) * a.H + g * n_rep) * D;  // n_rep heads of one position: contiguous
-    std::copy_n(a.q + src, n_rep * D, sc.q.data() + (t - t0) * n_rep * D);
-    std::copy_n(a.dout + src, n_rep * D, sc.dout.data() + (t - t0) * n_rep * D);
-    for (std::int64_t i = 0; i < n_rep; ++i) {
-      const std::int64_t h = g * n_rep + i, r = (t - t0) * n_rep + i;
-      sc.lse[static_cast<std::size_t>(r)] = a.lse[(b * a.H + h) * a.T + t];
-      sc.delta[static_cast<std::size_t>(r)] = delta[static_cast<std::size_t>((b * a.H + h) * a.T + t)];
-    }
-  }
 }
 
 // One tile: P = exp(S − lse) on visible entries (0 elsewhere, and on rows that saw no key at all),
@@ -94,20 +92,19 @@ ADAPT_CPU_KERNEL void tile_probs_and_dscores(float* s, float* dp, const float* l
   }
 }
 
-// S = scale · Q · K[j0 : j0 + tile]ᵀ and dP = dO · V[j0 : j0 + tile]ᵀ for the gathered rows.
-void tile_scores(const AttentionBackwardArgs& a, const float* kb, const float* vb, std::int64_t rows, std::int64_t j0,
-                 std::int64_t tile, Scratch& sc) {
+// S = scale · Q · K[j0 : j0 + tile]ᵀ and dP = dO · V[j0 : j0 + tile]ᵀ for a block of rows.
+void tile_scores(const AttentionBackwardArgs& a, const Rows& x, const float* kb, const float* vb, std::int64_t rows,
+                 std::int64_t j0, std::int64_t tile, Scratch& sc) {
   const std::int64_t D = a.D;
   const bool bf16 = a.bf16_products;
-  gemm_serial(false, true, rows, tile, D, a.scale, sc.q.data(), D, kb + j0 * a.D, D, 0.0f, sc.s.data(), kKeyTile, bf16);
-  gemm_serial(false, true, rows, tile, D, 1.0f, sc.dout.data(), D, vb + j0 * a.D, D, 0.0f, sc.dp.data(), kKeyTile,
-              bf16);
+  gemm_serial(false, true, rows, tile, D, a.scale, x.q, D, kb + j0 * a.D, D, 0.0f, sc.s.data(), kKeyTile, bf16);
+  gemm_serial(false, true, rows, tile, D, 1.0f, x.dout, D, vb + j0 * a.D, D, 0.0f, sc.dp.data(), kKeyTile, bf16);
 }
 
 // dK, dV of keys [j0, j1) of (b, g): summed over every query position that sees one of them and over
 // the n_rep query heads of the group.
-void key_block(const AttentionBackwardArgs& a, const std::vector<float>& delta, const Visibility& vis, std::int64_t b,
-               std::int64_t g, std::int64_t j0, std::int64_t j1, Scratch& sc) {
+void key_block(const AttentionBackwardArgs& a, const Grouped& gr, const Visibility& vis, std::int64_t b, std::int64_t g,
+               std::int64_t j0, std::int64_t j1, Scratch& sc) {
   const std::int64_t n_rep = a.H / a.Hkv, D = a.D, tile = j1 - j0;
   const std::int64_t block = std::max<std::int64_t>(1, kRowsPerBlock / n_rep);
   const float* kb = a.k + (b * a.Hkv + g) * a.S * D;
@@ -123,13 +120,14 @@ void key_block(const AttentionBackwardArgs& a, const std::vector<float>& delta, 
   }
   for (std::int64_t t0 = t_begin; t0 < t_end; t0 += block) {
     const std::int64_t t1 = std::min(t_end, t0 + block), rows = (t1 - t0) * n_rep;
-    gather_rows(a, delta, b, g, t0, t1, sc);
-    tile_scores(a, kb, vb, rows, j0, tile, sc);
-    tile_probs_and_dscores(sc.s.data(), sc.dp.data(), sc.lse.data(), sc.delta.data(), rows, tile, n_rep, t0, j0, vis);
+    const Rows x = rows_of(a, gr, b, g, t0);
+    prepare_tiles(rows, sc);
+    tile_scores(a, x, kb, vb, rows, j0, tile, sc);
+    tile_probs_and_dscores(sc.s.data(), sc.dp.data(), x.lse, x.delta, rows, tile, n_rep, t0, j0, vis);
     // dV += Pᵀ · dO;  dK += scale · dSᵀ · Q.
-    gemm_serial(true, false, tile, D, rows, 1.0f, sc.s.data(), kKeyTile, sc.dout.data(), D, 1.0f, sc.dv.data(), D,
+    gemm_serial(true, false, tile, D, rows, 1.0f, sc.s.data(), kKeyTile, x.dout, D, 1.0f, sc.dv.data(), D,
                 a.bf16_products);
-    gemm_serial(true, false, tile, D, rows, a.scale, sc.dp.data(), kKeyTile, sc.q.data(), D, 1.0f, sc.dk.data(), D,
+    gemm_serial(true, false, tile, D, rows, a.scale, sc.dp.data(), kKeyTile, x.q, D, 1.0f, sc.dk.data(), D,
                 a.bf16_products);
   }
   std::copy(sc.dk.begin(), sc.dk.end(), a.dk + ((b * a.Hkv + g) * a.S + j0) * D);
@@ -137,12 +135,13 @@ void key_block(const AttentionBackwardArgs& a, const std::vector<float>& delta, 
 }
 
 // dQ of positions [t0, t1) x the heads of group g.
-void query_block(const AttentionBackwardArgs& a, const std::vector<float>& delta, const Visibility& vis, std::int64_t b,
+void query_block(const AttentionBackwardArgs& a, const Grouped& gr, const Visibility& vis, std::int64_t b,
                  std::int64_t g, std::int64_t t0, std::int64_t t1, Scratch& sc) {
   const std::int64_t n_rep = a.H / a.Hkv, D = a.D, rows = (t1 - t0) * n_rep;
   const float* kb = a.k + (b * a.Hkv + g) * a.S * D;
   const float* vb = a.v + (b * a.Hkv + g) * a.S * D;
-  gather_rows(a, delta, b, g, t0, t1, sc);
+  const Rows x = rows_of(a, gr, b, g, t0);
+  prepare_tiles(rows, sc);
   sc.dacc.assign(static_cast<std::size_t>(rows * D), 0.0f);
   std::int64_t key_begin = 0, key_end = vis.offset + t1;  // keys [key_begin, key_end) are visible to some row
   if (vis.seg) {
@@ -151,8 +150,8 @@ void query_block(const AttentionBackwardArgs& a, const std::vector<float>& delta
   }
   for (std::int64_t j0 = key_begin; j0 < key_end; j0 += kKeyTile) {
     const std::int64_t tile = std::min(kKeyTile, key_end - j0);
-    tile_scores(a, kb, vb, rows, j0, tile, sc);
-    tile_probs_and_dscores(sc.s.data(), sc.dp.data(), sc.lse.data(), sc.delta.data(), rows, tile, n_rep, t0, j0, vis);
+    tile_scores(a, x, kb, vb, rows, j0, tile, sc);
+    tile_probs_and_dscores(sc.s.data(), sc.dp.data(), x.lse, x.delta, rows, tile, n_rep, t0, j0, vis);
     // dQ += scale · dS · K.
     gemm_serial(false, false, rows, D, tile, a.scale, sc.dp.data(), kKeyTile, kb + j0 * D, D, 1.0f, sc.dacc.data(), D,
                 a.bf16_products);
@@ -165,17 +164,32 @@ void query_block(const AttentionBackwardArgs& a, const std::vector<float>& delta
 
 void attention_backward(const AttentionBackwardArgs& a) {
   const std::int64_t D = a.D, n_rep = a.H / a.Hkv;
-  // Δ (B, H, T) = rowsum(dO ⊙ O): the softmax Jacobian's correction term, one value per query row.
-  std::vector<float> delta(static_cast<std::size_t>(a.B * a.H * a.T));
+  // q, dout and lse in group order, and Δ = rowsum(dO ⊙ O) (the softmax Jacobian's correction term, one
+  // value per query row) computed into it; kept per calling thread: no allocation once warm.
+  thread_local Grouped grouped;
+  Grouped& gr = grouped;  // the calling thread's: the parallel regions below share it through this reference
+  const auto n_rows = static_cast<std::size_t>(a.B * a.H * a.T);
+  gr.q.resize(n_rows * static_cast<std::size_t>(D));
+  gr.dout.resize(n_rows * static_cast<std::size_t>(D));
+  gr.lse.resize(n_rows);
+  gr.delta.resize(n_rows);
 #pragma omp parallel for collapse(2) schedule(static)
   for (std::int64_t b = 0; b < a.B; ++b) {
     for (std::int64_t t = 0; t < a.T; ++t) {
-      for (std::int64_t h = 0; h < a.H; ++h) {
-        const float* o = a.out + ((b * a.T + t) * a.H + h) * D;
-        const float* d = a.dout + ((b * a.T + t) * a.H + h) * D;
-        double acc = 0.0;
-        for (std::int64_t i = 0; i < D; ++i) acc += static_cast<double>(o[i]) * d[i];
-        delta[static_cast<std::size_t>((b * a.H + h) * a.T + t)] = static_cast<float>(acc);
+      for (std::int64_t g = 0; g < a.Hkv; ++g) {
+        const std::int64_t src = ((b * a.T + t) * a.H + g * n_rep) * D;  // n_rep heads of one position: contiguous
+        const std::int64_t r0 = ((b * a.Hkv + g) * a.T + t) * n_rep;
+        std::copy_n(a.q + src, n_rep * D, gr.q.data() + r0 * D);
+        std::copy_n(a.dout + src, n_rep * D, gr.dout.data() + r0 * D);
+        for (std::int64_t i = 0; i < n_rep; ++i) {
+          const std::int64_t h = g * n_rep + i;
+          const float* o = a.out + ((b * a.T + t) * a.H + h) * D;
+          const float* d = a.dout + ((b * a.T + t) * a.H + h) * D;
+          double acc = 0.0;
+          for (std::int64_t j = 0; j < D; ++j) acc += static_cast<double>(o[j]) * d[j];
+          gr.delta[static_cast<std::size_t>(r0 + i)] = static_cast<float>(acc);
+          gr.lse[static_cast<std::size_t>(r0 + i)] = a.lse[(b * a.H + h) * a.T + t];
+        }
       }
     }
   }
@@ -195,14 +209,14 @@ void attention_backward(const AttentionBackwardArgs& a) {
     for (std::int64_t task = 0; task < BG * n_key_blocks; ++task) {
       const std::int64_t kb = task / BG, bg = task % BG, b = bg / a.Hkv;
       const std::int64_t j0 = kb * kKeyTile, j1 = std::min(a.S, j0 + kKeyTile);
-      key_block(a, delta, vis[static_cast<std::size_t>(b)], b, bg % a.Hkv, j0, j1, sc);
+      key_block(a, gr, vis[static_cast<std::size_t>(b)], b, bg % a.Hkv, j0, j1, sc);
     }
     // Late query blocks see the most keys: hand them out first.
 #pragma omp for schedule(dynamic, 1)
     for (std::int64_t task = 0; task < BG * n_query_blocks; ++task) {
       const std::int64_t qb = n_query_blocks - 1 - task / BG, bg = task % BG, b = bg / a.Hkv;
       const std::int64_t t0 = qb * q_block, t1 = std::min(a.T, t0 + q_block);
-      query_block(a, delta, vis[static_cast<std::size_t>(b)], b, bg % a.Hkv, t0, t1, sc);
+      query_block(a, gr, vis[static_cast<std::size_t>(b)], b, bg % a.Hkv, t0, t1, sc);
     }
   }
 }
