@@ -5,6 +5,7 @@
 #include "backend/backend.h"
 #include "core/error.h"
 #include "model/linear.h"
+#include "model/llama_device.h"
 #include "model/llama_weights.h"
 #include "ops/cast.h"
 #include "ops/matmul.h"
@@ -34,18 +35,23 @@ ops::AttentionOptions host_bf16(const ops::AttentionOptions& opts) {
 }  // namespace
 
 DType resolve_attention_dtype(const LlamaModel& model, AttentionDtype setting) {
-  const Tensor& w = model.weights.lm_head.defined() ? model.weights.lm_head : model.weights.embedding;
-  if (!w.defined() || w.device().host_accessible()) {
+  if (model_device(model).host_accessible()) {
     // The CPU: "auto" follows the products by the base weights (runtime.cpu_matmul_dtype).
     if (setting == AttentionDtype::Auto) return ops::cpu_matmul_dtype();
     return setting == AttentionDtype::BF16 ? DType::BF16 : DType::F32;
   }
+  // The weight matrices' dtype on the device: lm_head's or the embedding's, else (a middle pipeline
+  // stage) its first layer's.
+  const Tensor* w = model.weights.lm_head.defined() ? &model.weights.lm_head : &model.weights.embedding;
+  for (const LayerWeights& l : model.weights.layers)
+    if (!w->defined() && l.wq.defined()) w = &l.wq;
+  if (!w->defined()) return DType::F32;
   const std::int64_t D = model.config.head_dim;
   switch (setting) {
     case AttentionDtype::F32: return DType::F32;
     case AttentionDtype::BF16: return DType::BF16;
     case AttentionDtype::Auto:
-      return w.dtype() == DType::BF16 && attention_tensor_cores_take(D) ? DType::BF16 : DType::F32;
+      return w->dtype() == DType::BF16 && attention_tensor_cores_take(D) ? DType::BF16 : DType::F32;
   }
   return DType::F32;
 }
@@ -58,8 +64,7 @@ std::string attention_note(const LlamaModel& model, std::optional<DType> kv_dtyp
   if (kv_dtype && attention_dtype_over_cache(model, *kv_dtype) != model.attention_dtype)
     return "attention in f32 over the f32 KV cache (kv_cache_dtype = \"bf16\" runs prefills in bf16)";
   if (model.attention_dtype != DType::BF16) return "attention in f32";
-  const Tensor& w = model.weights.lm_head.defined() ? model.weights.lm_head : model.weights.embedding;
-  if (!w.defined() || w.device().host_accessible()) return "attention in bf16 products (f32 sums)";
+  if (model_device(model).host_accessible()) return "attention in bf16 products (f32 sums)";
   return attention_tensor_cores_take(model.config.head_dim) ? "attention in bf16 on tensor cores"
                                                             : "attention in bf16";
 }

@@ -19,10 +19,10 @@ namespace adapt::model {
 
 struct LlamaModel;  // llama_weights.h
 
-/// What `model` computes attention in for `setting`: bf16 for AttentionDtype::BF16, f32 for F32; Auto is
-/// bf16 on a device when its weights are bf16 and head_dim is 64 or 128, and on the CPU when
-/// ops::cpu_matmul_dtype() is bf16; f32 otherwise. The apps set LlamaModel::attention_dtype to it after
-/// llama_model_to_device (and ops::set_cpu_matmul_dtype).
+/// What `model` computes attention in for `setting`, on the device model_device() names: bf16 for
+/// AttentionDtype::BF16, f32 for F32; Auto is bf16 on a device when its weight matrices are bf16 and
+/// head_dim is 64 or 128, and on the CPU when ops::cpu_matmul_dtype() is bf16; f32 otherwise. The apps
+/// set LlamaModel::attention_dtype to it after llama_model_to_device (and ops::set_cpu_matmul_dtype).
 DType resolve_attention_dtype(const LlamaModel& model, AttentionDtype setting);
 
 /// What attention over a KV cache of `kv_dtype` computes in: model.attention_dtype over a bf16 cache, f32
