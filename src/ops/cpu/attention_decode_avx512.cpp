@@ -16,8 +16,8 @@
 #include <limits>
 #include <vector>
 
-#include "dtype/dtype.h"
 #include "ops/cpu/avx512_loads.h"
+#include "ops/cpu/cpu_kernels.h"
 
 namespace adapt::ops::cpu {
 
@@ -31,10 +31,6 @@ struct DecodeScratch {
   alignas(64) float block[16 * kMaxD];  // 16 key (or value) rows as f32
 };
 
-inline void round_to_bf16(float* x, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) x[i] = bf16_to_f32(f32_to_bf16(x[i]));
-}
-
 // Rows [j, j + n) of one head as f32 rows of D: the cache itself (f32), or `buf` (bf16 widened, or f32
 // rounded to bf16 when `round`).
 inline const float* rows_f32(const float* f32, const std::uint16_t* bf16, std::int64_t offset, std::int64_t stride,
@@ -43,15 +39,13 @@ inline const float* rows_f32(const float* f32, const std::uint16_t* bf16, std::i
     *ld = stride;
     return f32 + offset + j * stride;
   }
-  for (std::int64_t i = 0; i < n; ++i) {
-    float* dst = buf + i * D;
-    if (bf16) {
+  if (bf16) {
+    for (std::int64_t i = 0; i < n; ++i) {
       const std::uint16_t* src = bf16 + offset + (j + i) * stride;
-      for (std::int64_t d = 0; d < D; d += 16) _mm512_store_ps(dst + d, load16(src + d));
-    } else {
-      std::copy_n(f32 + offset + (j + i) * stride, D, dst);
-      round_to_bf16(dst, D);
+      for (std::int64_t d = 0; d < D; d += 16) _mm512_store_ps(buf + i * D + d, load16(src + d));
     }
+  } else {
+    round_bf16_rows(buf, D, f32 + offset + j * stride, stride, n, D);
   }
   *ld = D;
   return buf;
@@ -104,7 +98,7 @@ void decode_task(const AttentionArgs& a, std::int64_t b, std::int64_t g) {
   const std::int64_t R = a.H / a.Hkv, D = a.D;
   sc.q.assign(a.q + (b * a.H + g * R) * D, a.q + (b * a.H + g * R + R) * D);
   const bool round = a.bf16_products;
-  if (round) round_to_bf16(sc.q.data(), R * D);
+  if (round) round_bf16_rows(sc.q.data(), R * D, sc.q.data(), R * D, 1, R * D);
   sc.s.resize(static_cast<std::size_t>(R * kTile));
   sc.o.assign(static_cast<std::size_t>(R * D), 0.0f);
   sc.m.assign(static_cast<std::size_t>(R), -std::numeric_limits<float>::infinity());
@@ -136,7 +130,8 @@ void decode_task(const AttentionArgs& a, std::int64_t b, std::int64_t g) {
     for (std::int64_t r = 0; r < R; ++r) {
       softmax_step(sc.s.data() + r * kTile, tile, tile, &sc.m[static_cast<std::size_t>(r)],
                    &sc.l[static_cast<std::size_t>(r)], sc.o.data() + r * D, D);
-      if (round) round_to_bf16(sc.s.data() + r * kTile, tile);  // the probabilities, as P · V's operand
+      float* p = sc.s.data() + r * kTile;
+      if (round) round_bf16_rows(p, tile, p, tile, 1, tile);  // the probabilities, as P · V's operand
     }
     for (std::int64_t j = 0; j < tile; j += 16) {
       const std::int64_t n = std::min<std::int64_t>(16, tile - j);

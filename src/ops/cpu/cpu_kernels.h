@@ -38,6 +38,10 @@ void bias_add(float* y, std::int64_t ldy, const float* bias, std::int64_t rows, 
 /// dst (rows, cols) = src (rows, cols) of bf16 bit patterns widened to f32 (exact); row strides ldd, lds.
 void widen_bf16_rows(float* dst, std::int64_t ldd, const std::uint16_t* src, std::int64_t lds, std::int64_t rows,
                      std::int64_t cols);
+/// dst (rows, cols) = src (rows, cols) f32 rounded to bf16 values (nearest even), kept as f32; row strides
+/// ldd, lds; dst may be src (in place, ldd = lds).
+void round_bf16_rows(float* dst, std::int64_t ldd, const float* src, std::int64_t lds, std::int64_t rows,
+                     std::int64_t cols);
 
 /// rstd may be null.
 void rms_norm_forward(float* y, std::int64_t ldy, float* rstd, const float* x, std::int64_t ldx, const float* w,

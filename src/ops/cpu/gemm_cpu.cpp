@@ -30,7 +30,6 @@
 #include <vector>
 
 #include "core/error.h"
-#include "dtype/dtype.h"
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/cpu/gemm_avx2.h"
 #include "ops/cpu/gemm_avx512.h"
@@ -205,8 +204,7 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
     rounded.resize(static_cast<std::size_t>(M * K));
     const std::int64_t rows = trans_a ? K : M, cols = trans_a ? M : K;
 #pragma omp parallel for schedule(static) if (rows * cols > (1 << 18) && !omp_in_parallel())
-    for (std::int64_t r = 0; r < rows; ++r)
-      for (std::int64_t j = 0; j < cols; ++j) rounded[r * cols + j] = bf16_to_f32(f32_to_bf16(a[r * lda + j]));
+    for (std::int64_t r = 0; r < rows; ++r) round_bf16_rows(rounded.data() + r * cols, cols, a + r * lda, lda, 1, cols);
     gemm(trans_a, trans_b, M, N, K, alpha, rounded.data(), cols, b, b_bf16, ldb, beta, c, ldc, false);
     return;
   }
@@ -315,8 +313,7 @@ void gemm_serial_bf16_copies(bool trans_a, bool trans_b, std::int64_t M, std::in
   const auto round_copy = [](std::vector<float>& dst, const float* src, std::int64_t ld, std::int64_t rows,
                              std::int64_t cols) {
     dst.resize(static_cast<std::size_t>(rows * cols));
-    for (std::int64_t r = 0; r < rows; ++r)
-      for (std::int64_t j = 0; j < cols; ++j) dst[r * cols + j] = bf16_to_f32(f32_to_bf16(src[r * ld + j]));
+    round_bf16_rows(dst.data(), cols, src, ld, rows, cols);
   };
   const std::int64_t a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
   round_copy(a_rounded, a, lda, trans_a ? K : M, a_cols);

@@ -6,6 +6,7 @@
 #include <bit>
 #include <cstdint>
 
+#include "dtype/dtype.h"
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/cpu/vec_math.h"
 
@@ -54,6 +55,16 @@ ADAPT_CPU_KERNEL void widen_bf16_rows(float* dst, std::int64_t ldd, const std::u
     float* d = dst + r * ldd;
 #pragma omp simd
     for (std::int64_t j = 0; j < cols; ++j) d[j] = widen_bf16(s[j]);
+  }
+}
+
+ADAPT_CPU_KERNEL void round_bf16_rows(float* dst, std::int64_t ldd, const float* src, std::int64_t lds,
+                                      std::int64_t rows, std::int64_t cols) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* s = src + r * lds;
+    float* d = dst + r * ldd;
+#pragma omp simd
+    for (std::int64_t j = 0; j < cols; ++j) d[j] = bf16_to_f32(f32_to_bf16(s[j]));
   }
 }
 

@@ -9,7 +9,6 @@
 #include <omp.h>
 
 #include <cmath>
-#include <cstring>
 #include <vector>
 
 #include "dtype/dtype.h"
@@ -21,10 +20,6 @@ using namespace adapt;
 namespace {
 
 double bf(double x) { return bf16_to_f32(f32_to_bf16(static_cast<float>(x))); }
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.numel() == b.numel() && std::memcmp(a.raw(), b.raw(), static_cast<std::size_t>(a.numel()) * 4) == 0;
-}
 
 // max |a − ref| / max |ref| over the elements.
 double rel_to(const Tensor& a, const std::vector<double>& ref) { return test::max_rel_error(a, ref); }
@@ -200,9 +195,9 @@ TEST_CASE("bf16 attention backward: products of rounded operands, f32 sums; the 
   Tensor dq3 = test::filled(q.shape(), 0.0f), dk3 = test::filled(k.shape(), 0.0f), dv3 = test::filled(v.shape(), 0.0f);
   ops::attention_backward(dq3, dk3, dv3, dout, q, k, v, out, lse, opts);
   omp_set_num_threads(threads);
-  CHECK(same_bits(out3, out));
-  CHECK(same_bits(lse3, lse));
-  CHECK(same_bits(dq3, dq));
-  CHECK(same_bits(dk3, dk));
-  CHECK(same_bits(dv3, dv));
+  CHECK(test::bit_equal(out3, out));
+  CHECK(test::bit_equal(lse3, lse));
+  CHECK(test::bit_equal(dq3, dq));
+  CHECK(test::bit_equal(dk3, dk));
+  CHECK(test::bit_equal(dv3, dv));
 }

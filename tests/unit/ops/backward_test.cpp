@@ -47,10 +47,6 @@ std::vector<double> to_double(const Tensor& t) {
   return v;
 }
 
-bool bit_equal(const Tensor& a, const Tensor& b) {
-  return a.numel() == b.numel() && std::memcmp(a.raw(), b.raw(), a.size_bytes()) == 0;
-}
-
 }  // namespace
 
 TEST_CASE("rms_norm_backward: dx and dw against the f64 reference; accumulate and aliasing") {
@@ -82,7 +78,7 @@ TEST_CASE("rms_norm_backward: dx and dw against the f64 reference; accumulate an
   // dx may be dy itself.
   Tensor inplace = dy.to_host(DType::F32);
   ops::rms_norm_backward(inplace, nullptr, inplace, x, w, rstd);
-  CHECK(bit_equal(inplace, dx));
+  CHECK(test::bit_equal(inplace, dx));
   CHECK_THROWS_WITH_AS(ops::rms_norm_backward(dx, nullptr, dy, x, w, test::filled({N + 1}, 1.0f, "rstd_long")),
                        doctest::Contains("rstd_long"), ShapeError);
 }
@@ -102,8 +98,8 @@ TEST_CASE("swiglu_backward against the f64 reference, in place into gate and up"
     CHECK(test::max_rel_error(du, du_ref) < kRowTol);
     Tensor g2 = gate.to_host(DType::F32), u2 = up.to_host(DType::F32);
     ops::swiglu_backward(g2, u2, dout, g2, u2);
-    CHECK(bit_equal(g2, dg));
-    CHECK(bit_equal(u2, du));
+    CHECK(test::bit_equal(g2, dg));
+    CHECK(test::bit_equal(u2, du));
   }
 }
 
@@ -199,14 +195,14 @@ TEST_CASE("cross_entropy_forward_backward: loss sum, count and dlogits in place;
 
   Tensor untouched = logits.to_host(DType::F32);
   const ops::CrossEntropyResult lo = ops::cross_entropy_forward_backward(untouched, targets, {.grad = false});
-  CHECK(bit_equal(untouched, logits));
+  CHECK(test::bit_equal(untouched, logits));
   CHECK(lo.loss_sum == doctest::Approx(r.loss_sum).epsilon(1e-6));
 
   targets.data<std::int32_t>()[4] = static_cast<std::int32_t>(V);
   Tensor z2 = logits.to_host(DType::F32);
   CHECK_THROWS_WITH_AS(ops::cross_entropy_forward_backward(z2, targets), doctest::Contains("outside the vocabulary"),
                        ShapeError);
-  CHECK(bit_equal(z2, logits));  // nothing written before the check
+  CHECK(test::bit_equal(z2, logits));  // nothing written before the check
 }
 
 namespace {
@@ -280,9 +276,9 @@ void check_attention_backward(const AttnCase& c) {
   Tensor dq3 = test::filled(q.shape(), 0.0f), dk3 = test::filled(k.shape(), 0.0f), dv3 = test::filled(v.shape(), 0.0f);
   ops::attention_backward(dq3, dk3, dv3, dout, q, k, v, out, lse, {.q_pos_offset = c.offset, .segment_ids = seg});
   omp_set_num_threads(threads);
-  CHECK(bit_equal(dq3, dq));
-  CHECK(bit_equal(dk3, dk));
-  CHECK(bit_equal(dv3, dv));
+  CHECK(test::bit_equal(dq3, dq));
+  CHECK(test::bit_equal(dk3, dk));
+  CHECK(test::bit_equal(dv3, dv));
 }
 
 }  // namespace
@@ -310,7 +306,7 @@ TEST_CASE("cross-entropy row with AVX-512: every tail length, the target anywher
         CHECK(worst < kCrossEntropyTol);
         Tensor untouched = logits.to_host(DType::F32);
         CHECK(ops::cpu::cross_entropy_row_avx512(untouched.data<float>(), V, y, 0.25f, false) == loss);
-        CHECK(bit_equal(untouched, logits));
+        CHECK(test::bit_equal(untouched, logits));
       }
     }
   }

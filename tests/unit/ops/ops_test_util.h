@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -46,6 +47,11 @@ inline double max_rel_error(const float* a, const std::vector<double>& ref, doub
 inline double max_rel_error(const Tensor& a, const std::vector<double>& ref) {
   REQUIRE(a.numel() == static_cast<std::int64_t>(ref.size()));
   return max_rel_error(a.data<float>(), ref);
+}
+
+/// Same shape in elements and the same bytes (bit for bit, NaN patterns included).
+inline bool bit_equal(const Tensor& a, const Tensor& b) {
+  return a.numel() == b.numel() && std::memcmp(a.raw(), b.raw(), a.size_bytes()) == 0;
 }
 
 }  // namespace adapt::test
