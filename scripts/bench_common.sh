@@ -146,3 +146,41 @@ bench_torch_source() {
   [[ -n "$1" ]] || { echo "?"; return; }
   "$1" -c 'import torch; print("Debian python3-torch" if torch.__file__.startswith("/usr/lib/python3/") else "a PyPI wheel in the venv")' 2>/dev/null || echo "?"
 }
+
+# bench_llamacpp PY WORK [CACHE (default ~/.cache/adapt/llama.cpp)]: llama.cpp as a peer, built from
+# source: the llama.cpp that the PyPI sdist of llama-cpp-python (pinned below) vendors, fetched with
+# PY's pip and built once into CACHE (CMake, Ninja, Release, GGML_NATIVE=ON: its CPU kernels for this
+# CPU, OpenMP), ~5 minutes on two cores. Sets llamacpp_bin (the directory of llama-bench and libllama),
+# llamacpp_src (the sdist's root: the Python bindings, and llama.cpp's gguf-py under vendor/) and
+# llamacpp_version, or llamacpp_skip to the reason it is not available. The bindings' pure-Python
+# dependencies are installed into PY's venv. Logs go to WORK.
+bench_llamacpp() {
+  local py="$1" work="$2" cache="${3:-$HOME/.cache/adapt/llama.cpp}" pin=0.3.36 src
+  llamacpp_bin="" llamacpp_src="" llamacpp_version="" llamacpp_skip=""
+  [[ -n "$py" ]] || { llamacpp_skip="no Python peer venv (needed for numpy and pip)"; return; }
+  src="$cache/llama_cpp_python-$pin"
+  if [[ ! -x "$src/vendor/llama.cpp/build/bin/llama-bench" ]]; then
+    if ! command -v cmake >/dev/null || ! command -v ninja >/dev/null; then
+      llamacpp_skip="cmake and ninja are needed to build llama.cpp"; return
+    fi
+    mkdir -p "$cache"
+    echo "building llama.cpp (llama-cpp-python $pin's vendored copy) into $cache, once (~5 min)" >&2
+    if [[ ! -d "$src" ]]; then
+      "$py" -m pip download --quiet --disable-pip-version-check --no-binary :all: --no-deps \
+        "llama-cpp-python==$pin" -d "$cache" >"$work/llamacpp-download.log" 2>&1 &&
+        tar -xzf "$cache/llama_cpp_python-$pin.tar.gz" -C "$cache" ||
+        { llamacpp_skip="cannot fetch llama-cpp-python $pin from PyPI: $(tail -1 "$work/llamacpp-download.log")"; return; }
+    fi
+    cmake -S "$src/vendor/llama.cpp" -B "$src/vendor/llama.cpp/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DGGML_NATIVE=ON -DGGML_OPENMP=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+      -DLLAMA_BUILD_SERVER=OFF >"$work/llamacpp-build.log" 2>&1 &&
+      cmake --build "$src/vendor/llama.cpp/build" --target llama-bench >>"$work/llamacpp-build.log" 2>&1 ||
+      { llamacpp_skip="building llama.cpp failed: $(tail -1 "$work/llamacpp-build.log")"; return; }
+  fi
+  "$py" -m pip install --quiet --disable-pip-version-check diskcache==5.6.3 jinja2 typing-extensions \
+    >"$work/llamacpp-pip.log" 2>&1 ||
+    { llamacpp_skip="pip install of the bindings' dependencies failed: $(tail -1 "$work/llamacpp-pip.log")"; return; }
+  llamacpp_bin="$src/vendor/llama.cpp/build/bin"
+  llamacpp_src="$src"
+  llamacpp_version="llama-cpp-python $pin's llama.cpp ($("$llamacpp_bin/llama-bench" --version 2>&1 | head -1))"
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmark: greedy generation speed of adapt vs Hugging Face transformers (torch, CPU) on the `bench`
-# preset (8 layers, hidden 768, 12/4 heads, vocab 32000: ~101M parameters), side by side in one run.
+# Benchmark: greedy generation speed of adapt vs Hugging Face transformers (torch, CPU) and llama.cpp on
+# the `bench` preset (8 layers, hidden 768, 12/4 heads, vocab 32000: ~101M parameters), side by side in
+# one run.
 #
 # For an f32 and a bf16 checkpoint (made here by `adapt_model make --preset bench`): batch 1, a prompt
 # of 512 random token ids (fixed seed), prefill, then 128 greedy decode steps with end-of-sequence
@@ -21,6 +22,14 @@
 #          Computes in float32 for both checkpoints (bf16 weights are widened exactly at load), so the
 #          arithmetic is adapt's: CPU bf16 compute in torch 1.13 rounds activations to bf16 and is not
 #          an f32 peer. It is also measured on the bf16 checkpoint (torch_dtype=bfloat16), for context.
+#   llama.cpp  `llama-bench` on each checkpoint written as GGUF by scripts/make_gguf.py (the same
+#          tensors, F32 or BF16), in its defaults (f16 KV cache, flash attention auto, weights repacked
+#          for this CPU): pp512 for prefill, and tg128 at depth 512 for decoding (128 tokens after a
+#          512-token context, as adapt and HF decode). llama-bench does not time the first token, so the
+#          TTFT column stays empty. Its greedy tokens (through llama-cpp-python's bindings on the same
+#          library) are compared with adapt's: the GGUF holds the same model only when they agree.
+#          llama.cpp is built from source once (bench_llamacpp in bench_common.sh); without it the rows
+#          are skipped with the reason.
 #
 # Threads: every side gets as many threads as there are cores (nproc); each runs in its best setup.
 # HF runs with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep): Debian's torch calls the pthreads
@@ -45,6 +54,8 @@
 # when it has no CMakeCache.txt). The Python peer is the venv scripts/make_llama_fixtures.py uses:
 # Debian's python3-torch 1.13 (apt, seen through --system-site-packages) plus transformers 4.46.3
 # from PyPI; it is created here when missing. Without torch the HF rows are skipped with the reason.
+# llama.cpp is built once into ~/.cache/adapt/llama.cpp (from PyPI's llama-cpp-python sdist, with that
+# venv's pip); GGUF conversion uses that venv's numpy.
 # Exit status: 0 when adapt ran (with or without the peer), else that of the failing step.
 set -euo pipefail
 
@@ -84,6 +95,31 @@ EOF
 
 # ---- the Python peer ------------------------------------------------------------------------------
 bench_find_peer "$venv" "$work" "torch, transformers" "${pins[@]}"
+bench_llamacpp "$peer_py" "$work"
+if [[ -z "$llamacpp_skip" ]]; then
+  for dt in f32 bf16; do
+    "$peer_py" "$root/scripts/make_gguf.py" "$work/bench-$dt" "$work/bench-$dt.gguf" \
+      --gguf-py "$llamacpp_src/vendor/llama.cpp/gguf-py" >"$work/gguf-$dt.log" 2>&1 ||
+      { llamacpp_skip="make_gguf.py failed: $(tail -1 "$work/gguf-$dt.log")"; break; }
+  done
+fi
+
+cat >"$work/llamacpp_greedy.py" <<'EOF'
+# llama.cpp's greedy tokens on a GGUF (the prompt, then DECODE tokens after the first), to a file.
+import sys
+from llama_cpp import Llama
+
+model, ids_path, decode, threads, tokens_out = sys.argv[1:6]
+ids = [int(x) for x in open(ids_path).read().split()]
+llm = Llama(model_path=model, n_ctx=len(ids) + int(decode) + 8, n_batch=512, n_threads=int(threads), verbose=False)
+tokens = []
+for tok in llm.generate(ids, top_k=1, temp=0.0, reset=True):
+    tokens.append(tok)
+    if len(tokens) == int(decode) + 1:
+        break
+with open(tokens_out, "w") as f:
+    f.write(" ".join(map(str, tokens)) + "\n")
+EOF
 
 cat >"$work/hf_bench.py" <<'EOF'
 # The HF side: prints the same `key value` lines as gen_bench; tokens of the timed run to a file.
@@ -150,6 +186,29 @@ try_hf() {  # like run_hf; a failure is recorded in $work/<name>.failed (the row
   [[ -n "$peer_py" && ! -f "$work/$1.failed" ]] || return 0
   run_hf "$@" || tail -1 "$work/$1.${*: -1}.err" >"$work/$1.failed"
 }
+try_llamacpp() {  # name checkpoint round: llama-bench's pp and tg runs, as `key value` lines; a failure
+                  # goes to $work/<name>.failed. The greedy tokens are taken in the first round.
+  [[ -z "$llamacpp_skip" && ! -f "$work/$1.failed" ]] || return 0
+  local bench=("$llamacpp_bin/llama-bench" -m "$work/bench-$2.gguf" -t "$threads" -r 1 -o jsonl)
+  if ! { "${bench[@]}" -p "$prompt_tokens" -n 0 && "${bench[@]}" -p 0 -n "$decode_steps" -d "$prompt_tokens"; } \
+      >"$work/$1.$3.jsonl" 2>"$work/$1.$3.err"; then
+    tail -1 "$work/$1.$3.err" >"$work/$1.failed"; return 0
+  fi
+  python3 - "$work/$1.$3.jsonl" >"$work/$1.$3.txt" <<'EOF'
+import json, sys
+runs = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
+pp = next(r for r in runs if r["n_prompt"] > 0)
+tg = next(r for r in runs if r["n_gen"] > 0)
+print(f"prompt_tokens {pp['n_prompt']}\nprefill_tok_s {pp['avg_ts']:.2f}\nttft_s nan\ndecode_steps {tg['n_gen']}\n"
+      f"decode_depth {tg['n_depth']}\ndecode_tok_s {tg['avg_ts']:.3f}\nkv_cache {pp['type_k']}/{pp['type_v']}\n"
+      f"build {pp['build_commit']}")
+EOF
+  if [[ "$3" == 1 ]]; then
+    env LLAMA_CPP_LIB_PATH="$llamacpp_bin" PYTHONPATH="$llamacpp_src" "$peer_py" "$work/llamacpp_greedy.py" \
+      "$work/bench-$2.gguf" "$work/ids.txt" "$decode_steps" "$threads" "$work/$1.tokens" 2>"$work/$1.greedy.err" ||
+      echo "llama.cpp greedy tokens on the $2 checkpoint failed: $(tail -1 "$work/$1.greedy.err")" >&2
+  fi
+}
 for round in $(seq 1 "$rounds"); do
   echo "round $round/$rounds (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
   run_adapt adapt_f32 f32 "$round"
@@ -162,15 +221,18 @@ for round in $(seq 1 "$rounds"); do
     run_adapt adapt_bf16_products bf16 "$round" DEFAULT --cpu-matmul-dtype bf16
   fi
   try_hf hf_bf16 bf16 bf16 "$round"
+  try_llamacpp llamacpp_f32 f32 "$round"
+  try_llamacpp llamacpp_bf16 bf16 "$round"
 done
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---- report ---------------------------------------------------------------------------------------
 torch_pkg="$(bench_torch_source "$peer_py")"
-python3 - "$work" "$rounds" "$peer_skip" "$prompt_tokens" "$decode_steps" "$seed" "$threads" "$torch_pkg" <<'EOF'
-import os, sys
+python3 - "$work" "$rounds" "$peer_skip" "$prompt_tokens" "$decode_steps" "$seed" "$threads" "$torch_pkg" \
+  "$llamacpp_skip" "$llamacpp_version" <<'EOF'
+import math, os, sys
 work, rounds, peer_skip = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-prompt_tokens, decode_steps, seed, threads, torch_pkg = sys.argv[4:9]
+prompt_tokens, decode_steps, seed, threads, torch_pkg, llamacpp_skip, llamacpp_version = sys.argv[4:11]
 
 def best(name):
     runs = []
@@ -191,8 +253,8 @@ def tokens(name):
     p = os.path.join(work, f"{name}.tokens")
     return open(p).read().split() if os.path.exists(p) else None
 
-names = ["adapt_f32", "adapt_f32_passive", "hf_f32", "adapt_bf16", "adapt_bf16_passive", "adapt_bf16_products",
-         "hf_bf16_as_f32", "hf_bf16"]
+names = ["adapt_f32", "adapt_f32_passive", "hf_f32", "llamacpp_f32", "adapt_bf16", "adapt_bf16_passive",
+         "adapt_bf16_products", "hf_bf16_as_f32", "hf_bf16", "llamacpp_bf16"]
 res = {n: best(n) for n in names}
 hf = res["hf_f32"] or res["hf_bf16_as_f32"] or res["hf_bf16"]
 hf_name = f"HF {hf['transformers']} / torch {hf['torch']}" if hf else "HF"
@@ -201,11 +263,13 @@ rows = [
     ("f32", "adapt", "adapt_f32", "hf_f32"),
     ("f32", "adapt, OMP_WAIT_POLICY=PASSIVE", "adapt_f32_passive", "hf_f32"),
     ("f32", f"{hf_name}, f32", "hf_f32", "hf_f32"),
+    ("f32", "llama.cpp (llama-bench, F32 GGUF)", "llamacpp_f32", "hf_f32"),
     ("bf16", "adapt (bf16 kept, f32 math)", "adapt_bf16", "hf_bf16_as_f32"),
     ("bf16", "adapt (bf16 kept), OMP_WAIT_POLICY=PASSIVE", "adapt_bf16_passive", "hf_bf16_as_f32"),
     ("bf16", "adapt, bf16 products (cpu_matmul_dtype)", "adapt_bf16_products", "hf_bf16_as_f32"),
     ("bf16", f"{hf_name}, widened to f32", "hf_bf16_as_f32", "hf_bf16_as_f32"),
     ("bf16", f"{hf_name}, bf16 compute", "hf_bf16", "hf_bf16_as_f32"),
+    ("bf16", "llama.cpp (llama-bench, BF16 GGUF)", "llamacpp_bf16", "hf_bf16_as_f32"),
 ]
 print(f"bench preset, batch 1, prompt {prompt_tokens} random ids (seed {seed}), {decode_steps} greedy decode steps, "
       f"{threads} threads, best of {rounds}")
@@ -215,14 +279,16 @@ for ckpt, label, name, peer in rows:
     r = res[name]
     if r is None:
         failed = os.path.join(work, f"{name}.failed")
-        why = peer_skip or (open(failed).read().strip() if os.path.exists(failed) else "did not run")
+        skip = llamacpp_skip if name.startswith("llamacpp") else peer_skip
+        why = skip or (open(failed).read().strip() if os.path.exists(failed) else "did not run")
         print(f"{ckpt:<8} {label:<46} skipped: {why}")
         continue
     ratio = ""
     if res[peer]:
         p = res[peer]
         ratio = f"   {r['prefill_tok_s'] / p['prefill_tok_s']:>15.2f}x {r['decode_tok_s'] / p['decode_tok_s']:>14.2f}x"
-    print(f"{ckpt:<8} {label:<46} {r['prefill_tok_s']:>13.0f} {1e3 * r['ttft_s']:>8.0f} {r['decode_tok_s']:>12.1f}{ratio}")
+    ttft = "" if math.isnan(float(r["ttft_s"])) else f"{1e3 * float(r['ttft_s']):.0f}"
+    print(f"{ckpt:<8} {label:<46} {r['prefill_tok_s']:>13.0f} {ttft:>8} {r['decode_tok_s']:>12.1f}{ratio}")
 
 for adapt, peer in [("adapt_f32", "hf_f32"), ("adapt_bf16", "hf_bf16_as_f32")]:
     a, h = tokens(adapt), tokens(peer)
@@ -231,6 +297,25 @@ for adapt, peer in [("adapt_f32", "hf_f32"), ("adapt_bf16", "hf_bf16_as_f32")]:
         same = f"all {len(a)} identical" if k is None else f"identical up to token {k} of {len(a)}"
         print(f"greedy tokens, {adapt.split('_')[1]} checkpoint, adapt vs HF f32: {same} "
               f"({len(set(a))} distinct ids)")
+for adapt, peer in [("adapt_f32", "llamacpp_f32"), ("adapt_bf16", "llamacpp_bf16"),
+                    ("adapt_bf16_products", "llamacpp_bf16")]:
+    a, b = tokens(adapt), tokens(peer)
+    if a and b:
+        k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+        same = f"all {len(a)} identical" if k is None else f"identical up to token {k} of {len(a)}"
+        what = "bf16 products" if adapt.endswith("products") else "f32 math"
+        print(f"greedy tokens, {peer.split('_')[1]} checkpoint, llama.cpp vs adapt ({what}): {same}")
+for adapt, peer in [("adapt_f32", "llamacpp_f32"), ("adapt_bf16_products", "llamacpp_bf16")]:
+    a, p = res[adapt], res[peer]
+    if a and p:
+        print(f"adapt vs llama.cpp, {peer.split('_')[1]} checkpoint ({adapt.replace('_', ' ')}): prefill "
+              f"{a['prefill_tok_s'] / p['prefill_tok_s']:.2f}x, decode {a['decode_tok_s'] / p['decode_tok_s']:.2f}x")
+for name in ("llamacpp_f32", "llamacpp_bf16"):
+    if res[name]:
+        c = res[name]
+        print(f"llama.cpp: {llamacpp_version}; KV cache {c['kv_cache']}, decode timed at depth {c['decode_depth']}, "
+              f"{threads} threads")
+        break
 a, b = tokens("adapt_bf16"), tokens("adapt_bf16_products")
 if a and b:
     k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
@@ -245,6 +330,6 @@ if hf:
     print(f"HF: attention '{hf['attention']}', torch threads {hf['torch_threads']}, OpenBLAS threads {threads}, "
           f"OMP_WAIT_POLICY=PASSIVE; torch from {torch_pkg}. adapt: {threads} OpenMP threads")
 print("reference (product brief, same machine and shape; not measured by this script): "
-      "llama.cpp decodes 144 tokens/s, PyTorch prefills 2,459 tokens/s")
+      "llama.cpp decodes 144 tokens/s (fp32), PyTorch prefills 2,459 tokens/s")
 EOF
 bench_footer "$build" "$load_start" "$load_end" "$threads"
