@@ -23,13 +23,18 @@
 #          arithmetic is adapt's: CPU bf16 compute in torch 1.13 rounds activations to bf16 and is not
 #          an f32 peer. It is also measured on the bf16 checkpoint (torch_dtype=bfloat16), for context.
 #   llama.cpp  `llama-bench` on each checkpoint written as GGUF by scripts/make_gguf.py (the same
-#          tensors, F32 or BF16), in its defaults (f16 KV cache, flash attention auto, weights repacked
-#          for this CPU): pp512 for prefill, and tg128 at depth 512 for decoding (128 tokens after a
-#          512-token context, as adapt and HF decode). llama-bench does not time the first token, so the
-#          TTFT column stays empty. Its greedy tokens (through llama-cpp-python's bindings on the same
+#          tensors, F32 or BF16), in its defaults (f16 KV cache, weights repacked for this CPU) with
+#          flash attention on and off, the faster of the two for each figure (on is faster for prefill,
+#          off for decoding, here): pp512 for prefill, and tg128 at depth 512 for decoding (128 tokens
+#          after a 512-token context, as adapt and HF decode). llama-bench does not time the first token,
+#          so the TTFT column stays empty. Its greedy tokens (through llama-cpp-python's bindings on the same
 #          library) are compared with adapt's: the GGUF holds the same model only when they agree.
 #          llama.cpp is built from source once (bench_llamacpp in bench_common.sh); without it the rows
 #          are skipped with the reason.
+#
+# Long context (the first round only; BENCH_GEN_LONG=N sets the prompt, default 8192, 0 skips it): on the
+# bf16 checkpoint, adapt with bf16 products and a bf16 KV cache against llama.cpp (f16 KV cache): prefill
+# of N random ids, then 64 decode steps after them (llama-bench: pp N, tg64 at depth N).
 #
 # Threads: every side gets as many threads as there are cores (nproc); each runs in its best setup.
 # HF runs with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep): Debian's torch calls the pthreads
@@ -68,6 +73,8 @@ rounds="${2:-3}"
 venv="${3:-$HOME/.cache/adapt/venv-llama}"
 prompt_tokens=512
 decode_steps=128
+long_tokens="${BENCH_GEN_LONG:-8192}"
+long_decode=64
 seed=20261121
 threads="$(nproc)"
 pins=(transformers==4.46.3 tokenizers==0.20.3 safetensors==0.4.5 huggingface-hub==0.26.2)
@@ -86,12 +93,14 @@ for dt in f32 bf16; do
   "$adapt_model" make --preset bench --dtype "$dt" --out "$work/bench-$dt" >"$work/make-$dt.log" 2>&1 ||
     { cat "$work/make-$dt.log" >&2; exit 1; }
 done
-python3 - "$work/bench-f32/config.json" "$seed" "$prompt_tokens" >"$work/ids.txt" <<'EOF'
+for ids in "ids $prompt_tokens" "ids_long $long_tokens"; do
+  python3 - "$work/bench-f32/config.json" "$seed" "${ids#* }" >"$work/${ids% *}.txt" <<'EOF'
 import json, random, sys
 vocab = json.load(open(sys.argv[1]))["vocab_size"]
 rng = random.Random(int(sys.argv[2]))
 print(" ".join(str(rng.randrange(vocab)) for _ in range(int(sys.argv[3]))))
 EOF
+done
 
 # ---- the Python peer ------------------------------------------------------------------------------
 bench_find_peer "$venv" "$work" "torch, transformers" "${pins[@]}"
@@ -186,24 +195,33 @@ try_hf() {  # like run_hf; a failure is recorded in $work/<name>.failed (the row
   [[ -n "$peer_py" && ! -f "$work/$1.failed" ]] || return 0
   run_hf "$@" || tail -1 "$work/$1.${*: -1}.err" >"$work/$1.failed"
 }
-try_llamacpp() {  # name checkpoint round: llama-bench's pp and tg runs, as `key value` lines; a failure
-                  # goes to $work/<name>.failed. The greedy tokens are taken in the first round.
+run_adapt_long() {  # name round: the long-context run, bf16 checkpoint, bf16 products and KV cache
+  OMP_NUM_THREADS="$threads" "$gen_bench" "$work/bench-bf16" --ids "$work/ids_long.txt" --decode "$long_decode" \
+    --reps 1 --warmup 0 --kv-dtype bf16 --cpu-matmul-dtype bf16 >"$work/$1.$2.txt" 2>"$work/$1.$2.err" ||
+    { cat "$work/$1.$2.err" >&2; echo "error: gen_bench failed on the long prompt" >&2; exit 1; }
+}
+try_llamacpp() {  # name checkpoint round [PROMPT DECODE]: llama-bench's pp and tg runs (flash attention on
+                  # and off, the faster of each kept), as `key value` lines; a failure goes to
+                  # $work/<name>.failed. The greedy tokens of the short prompt are taken in the first round.
   [[ -z "$llamacpp_skip" && ! -f "$work/$1.failed" ]] || return 0
-  local bench=("$llamacpp_bin/llama-bench" -m "$work/bench-$2.gguf" -t "$threads" -r 1 -o jsonl)
-  if ! { "${bench[@]}" -p "$prompt_tokens" -n 0 && "${bench[@]}" -p 0 -n "$decode_steps" -d "$prompt_tokens"; } \
+  local prompt="${4:-$prompt_tokens}" decode="${5:-$decode_steps}"
+  local bench=("$llamacpp_bin/llama-bench" -m "$work/bench-$2.gguf" -t "$threads" -r 1 -fa "on,off" -o jsonl)
+  if ! { "${bench[@]}" -p "$prompt" -n 0 && "${bench[@]}" -p 0 -n "$decode" -d "$prompt"; } \
       >"$work/$1.$3.jsonl" 2>"$work/$1.$3.err"; then
     tail -1 "$work/$1.$3.err" >"$work/$1.failed"; return 0
   fi
   python3 - "$work/$1.$3.jsonl" >"$work/$1.$3.txt" <<'EOF'
 import json, sys
 runs = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
-pp = next(r for r in runs if r["n_prompt"] > 0)
-tg = next(r for r in runs if r["n_gen"] > 0)
+pp = max((r for r in runs if r["n_prompt"] > 0), key=lambda r: r["avg_ts"])
+tg = max((r for r in runs if r["n_gen"] > 0), key=lambda r: r["avg_ts"])
+fa = {1: "on", 0: "off", -1: "auto"}
 print(f"prompt_tokens {pp['n_prompt']}\nprefill_tok_s {pp['avg_ts']:.2f}\nttft_s nan\ndecode_steps {tg['n_gen']}\n"
       f"decode_depth {tg['n_depth']}\ndecode_tok_s {tg['avg_ts']:.3f}\nkv_cache {pp['type_k']}/{pp['type_v']}\n"
+      f"prefill_fa {fa.get(pp['flash_attn'], pp['flash_attn'])}\ndecode_fa {fa.get(tg['flash_attn'], tg['flash_attn'])}\n"
       f"build {pp['build_commit']}")
 EOF
-  if [[ "$3" == 1 ]]; then
+  if [[ "$3" == 1 && "$prompt" == "$prompt_tokens" ]]; then
     env LLAMA_CPP_LIB_PATH="$llamacpp_bin" PYTHONPATH="$llamacpp_src" "$peer_py" "$work/llamacpp_greedy.py" \
       "$work/bench-$2.gguf" "$work/ids.txt" "$decode_steps" "$threads" "$work/$1.tokens" 2>"$work/$1.greedy.err" ||
       echo "llama.cpp greedy tokens on the $2 checkpoint failed: $(tail -1 "$work/$1.greedy.err")" >&2
@@ -223,16 +241,22 @@ for round in $(seq 1 "$rounds"); do
   try_hf hf_bf16 bf16 bf16 "$round"
   try_llamacpp llamacpp_f32 f32 "$round"
   try_llamacpp llamacpp_bf16 bf16 "$round"
+  if [[ "$round" == 1 && "$long_tokens" -gt 0 ]]; then
+    echo "long context: $long_tokens-token prompt, $long_decode decode steps" >&2
+    run_adapt_long adapt_long "$round"
+    try_llamacpp llamacpp_long bf16 "$round" "$long_tokens" "$long_decode"
+  fi
 done
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---- report ---------------------------------------------------------------------------------------
 torch_pkg="$(bench_torch_source "$peer_py")"
 python3 - "$work" "$rounds" "$peer_skip" "$prompt_tokens" "$decode_steps" "$seed" "$threads" "$torch_pkg" \
-  "$llamacpp_skip" "$llamacpp_version" <<'EOF'
+  "$llamacpp_skip" "$llamacpp_version" "$long_tokens" "$long_decode" <<'EOF'
 import math, os, sys
 work, rounds, peer_skip = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 prompt_tokens, decode_steps, seed, threads, torch_pkg, llamacpp_skip, llamacpp_version = sys.argv[4:11]
+long_tokens, long_decode = int(sys.argv[11]), int(sys.argv[12])
 
 def best(name):
     runs = []
@@ -254,7 +278,7 @@ def tokens(name):
     return open(p).read().split() if os.path.exists(p) else None
 
 names = ["adapt_f32", "adapt_f32_passive", "hf_f32", "llamacpp_f32", "adapt_bf16", "adapt_bf16_passive",
-         "adapt_bf16_products", "hf_bf16_as_f32", "hf_bf16", "llamacpp_bf16"]
+         "adapt_bf16_products", "hf_bf16_as_f32", "hf_bf16", "llamacpp_bf16", "adapt_long", "llamacpp_long"]
 res = {n: best(n) for n in names}
 hf = res["hf_f32"] or res["hf_bf16_as_f32"] or res["hf_bf16"]
 hf_name = f"HF {hf['transformers']} / torch {hf['torch']}" if hf else "HF"
@@ -314,8 +338,26 @@ for name in ("llamacpp_f32", "llamacpp_bf16"):
     if res[name]:
         c = res[name]
         print(f"llama.cpp: {llamacpp_version}; KV cache {c['kv_cache']}, decode timed at depth {c['decode_depth']}, "
-              f"{threads} threads")
+              f"{threads} threads; flash attention (the faster of on/off): prefill {c['prefill_fa']}, "
+              f"decode {c['decode_fa']}")
         break
+if long_tokens > 0:
+    a, p = res["adapt_long"], res["llamacpp_long"]
+    print(f"long context, bf16 checkpoint: prompt of {long_tokens} random ids, then {long_decode} decode steps "
+          f"(first round only)")
+    print(f"  {'implementation':<52} {'prefill tok/s':>13} {'decode tok/s':>12}")
+    if a:
+        print(f"  {'adapt, bf16 products, bf16 KV cache':<52} {a['prefill_tok_s']:>13.0f} {a['decode_tok_s']:>12.1f}")
+    if p:
+        label = f"llama.cpp, {p['kv_cache']} KV cache, flash attn {p['prefill_fa']}/{p['decode_fa']}"
+        print(f"  {label:<52} {p['prefill_tok_s']:>13.0f} {p['decode_tok_s']:>12.1f}")
+    else:
+        failed = os.path.join(work, "llamacpp_long.failed")
+        why = llamacpp_skip or (open(failed).read().strip() if os.path.exists(failed) else "did not run")
+        print(f"  llama.cpp skipped: {why}")
+    if a and p:
+        print(f"  adapt vs llama.cpp: prefill {a['prefill_tok_s'] / p['prefill_tok_s']:.2f}x, "
+              f"decode {a['decode_tok_s'] / p['decode_tok_s']:.2f}x")
 a, b = tokens("adapt_bf16"), tokens("adapt_bf16_products")
 if a and b:
     k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
