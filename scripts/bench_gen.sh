@@ -33,8 +33,9 @@
 #          are skipped with the reason.
 #
 # Long context (the first round only; BENCH_GEN_LONG=N sets the prompt, default 8192, 0 skips it): on the
-# bf16 checkpoint, adapt with bf16 products and a bf16 KV cache against llama.cpp (f16 KV cache): prefill
-# of N random ids, then 64 decode steps after them (llama-bench: pp N, tg64 at depth N).
+# bf16 checkpoint, adapt with bf16 products and a bf16 KV cache (so attention in bf16 products too, as
+# adapt_gen's runtime.attention_dtype = "auto" gives) against llama.cpp (f16 KV cache): prefill of N random
+# ids, then 64 decode steps after them (llama-bench: pp N, tg64 at depth N).
 #
 # Threads: every side gets as many threads as there are cores (nproc); each runs in its best setup.
 # HF runs with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep): Debian's torch calls the pthreads
@@ -347,7 +348,8 @@ if long_tokens > 0:
           f"(first round only)")
     print(f"  {'implementation':<52} {'prefill tok/s':>13} {'decode tok/s':>12}")
     if a:
-        print(f"  {'adapt, bf16 products, bf16 KV cache':<52} {a['prefill_tok_s']:>13.0f} {a['decode_tok_s']:>12.1f}")
+        print(f"  {'adapt, bf16 products and KV cache, bf16 attention':<52} {a['prefill_tok_s']:>13.0f} "
+              f"{a['decode_tok_s']:>12.1f}")
     if p:
         label = f"llama.cpp, {p['kv_cache']} KV cache, flash attn {p['prefill_fa']}/{p['decode_fa']}"
         print(f"  {label:<52} {p['prefill_tok_s']:>13.0f} {p['decode_tok_s']:>12.1f}")

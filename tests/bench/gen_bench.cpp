@@ -5,7 +5,7 @@
 //
 //   build/tests/gen_bench MODEL_DIR --ids FILE [--decode 128] [--reps 3] [--warmup 0]
 //                         [--storage as-stored|f32] [--kv-dtype f32|bf16] [--cpu-matmul-dtype f32|bf16]
-//                         [--tokens-out FILE]
+//                         [--attention-dtype auto|f32|bf16] [--tokens-out FILE]
 //
 //   --ids FILE         the prompt: whitespace-separated token ids (the script writes random ids)
 //   --decode N         decode steps after the prefill (each one forward of one token); N + 1 tokens
@@ -17,6 +17,8 @@
 //   --kv-dtype T       the KV cache's element type (adapt_gen's runtime.kv_cache_dtype), default f32
 //   --cpu-matmul-dtype T  adapt_gen's runtime.cpu_matmul_dtype: f32 (default) or bf16 (bf16 products: the
 //                      matrices in bf16 whatever --storage says, activations rounded to bf16)
+//   --attention-dtype A  adapt_gen's runtime.attention_dtype, default auto (bf16 products in attention
+//                      with --cpu-matmul-dtype bf16); over an f32 KV cache attention stays f32, as in adapt_gen
 //   --tokens-out FILE  writes the generated ids of the last repetition, one line
 //
 // Output (stdout), one `key value` per line for scripts, then a readable summary on stderr:
@@ -28,6 +30,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -36,6 +39,7 @@
 #include "core/error.h"
 #include "core/timer.h"
 #include "generate/sampler.h"
+#include "model/attention_compute.h"
 #include "model/kv_cache.h"
 #include "model/llama_forward.h"
 #include "model/llama_weights.h"
@@ -47,7 +51,8 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: gen_bench MODEL_DIR --ids FILE [--decode 128] [--reps 3] [--warmup 0] [--storage as-stored|f32]\n"
-    "                 [--kv-dtype f32|bf16] [--cpu-matmul-dtype f32|bf16] [--tokens-out FILE]\n";
+    "                 [--kv-dtype f32|bf16] [--cpu-matmul-dtype f32|bf16] [--attention-dtype auto|f32|bf16]\n"
+    "                 [--tokens-out FILE]\n";
 
 std::vector<std::int32_t> ids_read(const std::string& path, std::int64_t vocab) {
   std::ifstream in(path);
@@ -72,6 +77,7 @@ int run(int argc, char** argv) {
   ADAPT_REQUIRE(argc >= 2 && argv[1][0] != '-', ConfigError, "{}", kUsage);
   const std::string dir = argv[1];
   std::string ids_path, tokens_out, storage = "as-stored", kv_dtype = "f32", matmul_dtype = "f32";
+  std::string attention = "auto";
   std::int64_t decode = 128, reps = 3, warmup = 0;
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
@@ -85,6 +91,7 @@ int run(int argc, char** argv) {
     else if (a == "--tokens-out") tokens_out = v;
     else if (a == "--kv-dtype") kv_dtype = v;
     else if (a == "--cpu-matmul-dtype") matmul_dtype = v;
+    else if (a == "--attention-dtype") attention = v;
     else ADAPT_THROW(ConfigError, "unknown option '{}'\n{}", a, kUsage);
   }
   ADAPT_REQUIRE(!ids_path.empty(), ConfigError, "--ids FILE is required\n{}", kUsage);
@@ -100,12 +107,18 @@ int run(int argc, char** argv) {
   const bool bf16_products = matmul_dtype == "bf16";
   ops::set_cpu_matmul_dtype(bf16_products ? DType::BF16 : DType::F32);
 
+  const std::optional<model::AttentionDtype> attention_dtype = model::attention_dtype_parse(attention);
+  ADAPT_REQUIRE(attention_dtype.has_value(), ConfigError, "--attention-dtype is 'auto', 'f32' or 'bf16', not '{}'",
+                attention);
+
   model::LlamaLoadStats ls;
-  const model::LlamaModel m = model::llama_model_load(
+  model::LlamaModel m = model::llama_model_load(
       dir, {.storage = bf16_products      ? model::WeightStorage::Bf16
                        : storage == "f32" ? model::WeightStorage::F32
                                           : model::WeightStorage::AsStored},
       &ls);
+  m.attention_dtype = model::resolve_attention_dtype(m, *attention_dtype);  // as adapt_gen does
+  const std::string attention_note = model::attention_note(m, kv_dtype == "bf16" ? DType::BF16 : DType::F32);
   const std::vector<std::int32_t> prompt = ids_read(ids_path, m.config.vocab_size);
   const auto n_prompt = static_cast<std::int64_t>(prompt.size());
 
@@ -161,10 +174,11 @@ int run(int argc, char** argv) {
                                 "ttft_s {:.6f}\ndecode_s {:.6f}\ndecode_tok_s {:.3f}\n",
                                 ls.seconds, n_prompt, decode, best_prefill, n_prompt / best_prefill, best_ttft,
                                 best_decode, decode_tps).c_str());
-  std::fprintf(stderr, "%s", fmt::format("gen_bench {} ({} weights, {:.1f} MB resident): prefill {} tokens {:.0f} tok/s, "
-                                         "first token {:.3f} s, decode {} steps {:.1f} tok/s (best of {})\n",
-                                         dir, storage, ls.bytes_resident / 1e6, n_prompt, n_prompt / best_prefill,
-                                         best_ttft, decode, decode_tps, reps).c_str());
+  std::fprintf(stderr, "%s",
+               fmt::format("gen_bench {} ({} weights, {:.1f} MB resident; {}): prefill {} tokens {:.0f} tok/s, "
+                           "first token {:.3f} s, decode {} steps {:.1f} tok/s (best of {})\n",
+                           dir, storage, ls.bytes_resident / 1e6, attention_note, n_prompt, n_prompt / best_prefill,
+                           best_ttft, decode, decode_tps, reps).c_str());
   return 0;
 }
 

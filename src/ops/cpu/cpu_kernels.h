@@ -58,8 +58,8 @@ struct AttentionArgs {
   const float* q = nullptr;  // (B, T, H, D) contiguous
   const float* k = nullptr;  // (B, Hkv, S, D) with the strides below (unit stride along D)
   const float* v = nullptr;
-  // Or, for a bf16 KV cache (attention_forward only): k and v as bf16 bit patterns, same layout; each
-  // key tile is widened (exactly) to f32 before the products.
+  // Or, for a bf16 KV cache (attention_forward only): k and v as bf16 bit patterns, same layout; the
+  // products take each tile's values exactly (the AVX-512 kernels pack the tile itself, others widen it).
   const std::uint16_t* k_bf16 = nullptr;
   const std::uint16_t* v_bf16 = nullptr;
   float* out = nullptr;  // (B, T, H, D) contiguous

@@ -201,3 +201,30 @@ TEST_CASE("bf16 attention backward: products of rounded operands, f32 sums; the 
   CHECK(test::bit_equal(dk3, dk));
   CHECK(test::bit_equal(dv3, dv));
 }
+
+// Over a bf16 KV cache the products take the cache's values as they are (the AVX-512 kernels pack the
+// tiles in place, other CPUs widen them first): the bits of bf16 attention over an f32 cache holding the
+// same values, for prefill chunks (the tile path), a few queries and decode steps, ragged rows and offsets.
+TEST_CASE("bf16 attention over a bf16 KV cache equals bf16 attention over the same values in f32") {
+  const std::int64_t R = 2, Hkv = 2, S = 300, D = 64, H = 6;
+  const Tensor kb = test::random_tensor({R, Hkv, S, D}, 81, 1.0f, "k").to_host(DType::BF16);
+  const Tensor vb = test::random_tensor({R, Hkv, S, D}, 82, 1.0f, "v").to_host(DType::BF16);
+  const Tensor kw = kb.to_host(DType::F32), vw = vb.to_host(DType::F32);
+  struct Case {
+    std::int64_t T;
+    std::vector<std::int64_t> offsets, rows;
+  };
+  for (const Case& c : {Case{150, {0, 150}, {1, 0}}, Case{3, {200, 7}, {0, 1}}, Case{1, {299, 130}, {1, 0}}}) {
+    CAPTURE(c.T);
+    const auto B = static_cast<std::int64_t>(c.rows.size());
+    const Tensor q = test::random_tensor({B, c.T, H, D}, 83, 1.0f, "q");
+    Tensor out_b = test::filled(q.shape(), NAN, "out_b"), out_w = test::filled(q.shape(), NAN, "out_w");
+    Tensor out_f = test::filled(q.shape(), NAN, "out_f");
+    const ops::AttentionOptions opts{.q_pos_offsets = c.offsets, .kv_rows = c.rows, .bf16_products = true};
+    ops::attention_forward(out_b, q, kb, vb, opts);
+    ops::attention_forward(out_w, q, kw, vw, opts);
+    ops::attention_forward(out_f, q, kw, vw, {.q_pos_offsets = c.offsets, .kv_rows = c.rows});
+    CHECK(test::bit_equal(out_b, out_w));
+    CHECK(!test::bit_equal(out_b, out_f));  // and they are bf16 products, not f32 attention
+  }
+}

@@ -126,9 +126,10 @@ TEST_CASE("attention shape errors name the tensors and give the fix") {
                        doctest::Contains("the KV cache is too small"), ShapeError);
 }
 
-// A bf16 KV cache: each key and value is widened exactly to f32, so attention over it gives the bits
-// of attention over an f32 cache holding the same (bf16-representable) values, and both match the
-// double-precision formula on those values. Ragged rows and offsets, prefill chunks and decode steps.
+// A bf16 KV cache: each key and value is taken exactly (packed in place or widened), so attention over
+// it gives the bits of attention over an f32 cache holding the same (bf16-representable) values, and
+// both match the double-precision formula on those values. Ragged rows and offsets, prefill chunks and
+// decode steps.
 TEST_CASE("attention over a bf16 KV cache equals attention over the same values in f32") {
   const std::int64_t R = 3, Hkv = 2, S = 150, D = 24, H = 4;
   const Tensor k32 = test::random_tensor({R, Hkv, S, D}, 51, 1.0f, "k");
