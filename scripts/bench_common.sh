@@ -182,5 +182,9 @@ bench_llamacpp() {
     { llamacpp_skip="pip install of the bindings' dependencies failed: $(tail -1 "$work/llamacpp-pip.log")"; return; }
   llamacpp_bin="$src/vendor/llama.cpp/build/bin"
   llamacpp_src="$src"
-  llamacpp_version="llama-cpp-python $pin's llama.cpp ($("$llamacpp_bin/llama-bench" --version 2>&1 | head -1))"
+  local version
+  # The whole output, then its first line: a pipe into head may end llama-bench with SIGPIPE, fatal under
+  # pipefail.
+  version="$("$llamacpp_bin/llama-bench" --version 2>&1 || true)"
+  llamacpp_version="llama-cpp-python $pin's llama.cpp (${version%%$'\n'*})"
 }
