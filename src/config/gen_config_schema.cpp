@@ -57,7 +57,7 @@ const Schema<generate::GenJob>& gen_job_schema() {
              .streamed_layer_cost = "once per forward (a decode step copies them all: worth it for many rows at once, "
                                     "not for one)",
              .attention_extra = "Generation attends over its KV cache: in bf16 only over a bf16 cache "
-                                "(kv_cache_dtype; \"auto\" gives one on a GPU with bf16 weights, f32 on the CPU)."});
+                                "(kv_cache_dtype; \"auto\" gives one wherever attention computes in bf16)."});
     rt.field("prefill_chunk", &GenRuntime::prefill_chunk,
              "Prompt tokens per forward: a long prompt is prefilled in pieces of this many tokens, so its "
              "activations stay those of prefill_chunk tokens (0 = whole prompts at once).")
@@ -73,8 +73,10 @@ const Schema<generate::GenJob>& gen_job_schema() {
                    {{"auto", KvCacheDtype::Auto}, {"f32", KvCacheDtype::F32}, {"bf16", KvCacheDtype::BF16}},
                    "Element type of the KV cache: f32, or bf16 (half the memory, so twice the context or rows in the "
                    "same space, and half the bytes attention reads; keys and values are rounded to bf16 as they are "
-                   "stored; attention computes as attention_dtype says). \"auto\": bf16 on a GPU with weights_dtype "
-                   "= \"bf16\", f32 otherwise (on the CPU, and with f32 weights).");
+                   "stored; attention computes as attention_dtype says). \"auto\": bf16 where attention computes in "
+                   "bf16 (on a GPU with weights_dtype = \"bf16\"; on the CPU with attention_dtype = \"bf16\", or "
+                   "\"auto\" with cpu_matmul_dtype = \"bf16\": its products round keys and values to bf16 anyway), "
+                   "f32 otherwise.");
     rt.field("share_prefixes", &GenRuntime::share_prefixes,
              "A prompt whose first tokens are those another KV-cache row holds (a prompt in flight, or the last "
              "one a free row ran) copies their keys and values from there and prefills only the rest: prompts "

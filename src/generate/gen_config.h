@@ -44,8 +44,9 @@ struct GenDefaults {
   std::vector<std::string> stop;
 };
 
-/// runtime.kv_cache_dtype: Auto is bf16 for a model on a GPU with bf16 weights (as HF keeps a bf16
-/// model's cache), f32 otherwise (kv_cache_dtype_for).
+/// runtime.kv_cache_dtype: Auto is bf16 where attention computes in bf16 (on a GPU with bf16 weights, as
+/// HF keeps a bf16 model's cache; on the CPU with attention in bf16 products), f32 otherwise
+/// (kv_cache_dtype_for).
 enum class KvCacheDtype : std::uint8_t { Auto, F32, BF16 };
 
 struct GenRuntime {
@@ -70,14 +71,22 @@ struct GenRuntime {
   bool share_prefixes = true;          // prompts starting alike copy the shared positions' KV cache
 };
 
-/// The KV cache's element type of a job whose model runs on a GPU (`on_gpu`) or on the host.
+/// The KV cache's element type of a job whose model runs on a GPU (`on_gpu`) or on the host. Auto on the
+/// host: bf16 when attention computes in bf16 products there (attention_dtype "bf16", or "auto" with
+/// cpu_matmul_dtype "bf16", as model::resolve_attention_dtype decides). Those products round keys and
+/// values to bf16 anyway, so the cache stores exactly what they take, in half the memory; over an f32
+/// cache a generation's attention would stay f32 (model::attention_dtype_over_cache).
 inline DType kv_cache_dtype_for(const GenRuntime& rt, bool on_gpu) {
   switch (rt.kv_cache_dtype) {
     case KvCacheDtype::F32: return DType::F32;
     case KvCacheDtype::BF16: return DType::BF16;
     case KvCacheDtype::Auto: break;
   }
-  return on_gpu && rt.weights_dtype == DType::BF16 ? DType::BF16 : DType::F32;
+  if (on_gpu) return rt.weights_dtype == DType::BF16 ? DType::BF16 : DType::F32;
+  const bool bf16_attention =
+      rt.attention_dtype == model::AttentionDtype::BF16 ||
+      (rt.attention_dtype == model::AttentionDtype::Auto && rt.cpu_matmul_dtype == DType::BF16);
+  return bf16_attention ? DType::BF16 : DType::F32;
 }
 
 /// runtime.device, parsed: the host, or a CUDA device given by index or chosen from the local rank.

@@ -197,23 +197,44 @@ TEST_CASE("runtime.batch_size: the same texts as one at a time, results in finis
     CAPTURE(id);
     CHECK(kv3[id]["text"] == x["text"]);
   }
-  // On the CPU kv_cache_dtype = "auto" (the default) is f32, and the GPU-only settings are ignored with a
-  // warning that names them: the texts of the first run (batch 1, the defaults).
+  // On the CPU kv_cache_dtype = "auto" (the default) is f32 while attention computes in f32, and the
+  // GPU-only settings are ignored with a warning that names them: the texts of the first run (batch 1,
+  // the defaults).
   Run cpu = run("adapt_gen", input + " --set runtime.batch_size=1 --set runtime.kv_cache_dtype=auto "
-                                     "--set runtime.weights_device_layers=1 --set runtime.attention_dtype=bf16 "
-                                     "--set output.dir=" + (dir / "gpu-keys").string());
+                                     "--set runtime.weights_device_layers=1 --set output.dir=" +
+                                     (dir / "gpu-keys").string());
   INFO(cpu.out);
   REQUIRE(cpu.code == 0);
   CHECK(cpu.out.find(" in f32") != std::string::npos);
   CHECK(cpu.out.find("runtime.weights_device_layers = 1: used only with a model on a GPU; ignored with "
                      "runtime.device = \"cpu\"") != std::string::npos);
-  // attention_dtype = "bf16" holds on the CPU too, but a generation attends in bf16 only over a bf16 cache.
-  CHECK(cpu.out.find("attention in f32 over the f32 KV cache") != std::string::npos);
   auto ignored = by_id(read_results(dir / "gpu-keys/results.jsonl"));
   REQUIRE(ignored.size() == 6);
   for (const auto& [id, x] : by_id(res1)) {
     CAPTURE(id);
     CHECK(ignored[id]["text"] == x["text"]);
+  }
+  // attention_dtype = "bf16" holds on the CPU too (bf16 products), and "auto" then keeps a bf16 cache,
+  // which stores the values those products take.
+  Run bf16 = run("adapt_gen", input + " --set runtime.attention_dtype=bf16 --set output.dir=" +
+                                      (dir / "attn-bf16").string());
+  INFO(bf16.out);
+  REQUIRE(bf16.code == 0);
+  CHECK(bf16.out.find("iB in bf16") != std::string::npos);  // the KV cache line: "KV cache ... = 62.50 KiB in bf16"
+  CHECK(bf16.out.find("attention in bf16 products (f32 sums)") != std::string::npos);
+  CHECK(read_results(dir / "attn-bf16/results.jsonl").size() == 6);
+  // Over an f32 cache a generation attends in f32 whatever attention_dtype says: the defaults' texts.
+  Run f32_cache = run("adapt_gen", input + " --set runtime.batch_size=1 --set runtime.attention_dtype=bf16 "
+                                           "--set runtime.kv_cache_dtype=f32 --set output.dir=" +
+                                           (dir / "attn-bf16-f32-cache").string());
+  INFO(f32_cache.out);
+  REQUIRE(f32_cache.code == 0);
+  CHECK(f32_cache.out.find("attention in f32 over the f32 KV cache") != std::string::npos);
+  auto f32_texts = by_id(read_results(dir / "attn-bf16-f32-cache/results.jsonl"));
+  REQUIRE(f32_texts.size() == 6);
+  for (const auto& [id, x] : by_id(res1)) {
+    CAPTURE(id);
+    CHECK(f32_texts[id]["text"] == x["text"]);
   }
   Run f16 = run("adapt_gen", input + " --set runtime.kv_cache_dtype=f16 --set output.dir=" + (dir / "kv16").string());
   CHECK(f16.code == 2);

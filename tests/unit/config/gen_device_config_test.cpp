@@ -112,6 +112,14 @@ TEST_CASE("runtime.attention_dtype and runtime.kv_cache_dtype: auto and the expl
   CHECK(kv_cache_dtype_for(j.runtime, /*on_gpu=*/true) == DType::BF16);  // bf16 weights on a GPU
   CHECK(kv_cache_dtype_for(j.runtime, /*on_gpu=*/false) == DType::F32);  // the CPU
   CHECK(kv_cache_dtype_for(load_example({"runtime.weights_dtype=f32"}).runtime, true) == DType::F32);
+  // On the CPU, bf16 where attention computes in bf16 products: "auto" with cpu_matmul_dtype bf16, or "bf16".
+  const generate::GenJob cpu_bf16 = load_example({"runtime.cpu_matmul_dtype=bf16"});
+  CHECK(kv_cache_dtype_for(cpu_bf16.runtime, false) == DType::BF16);
+  CHECK(kv_cache_dtype_for(load_example({"runtime.cpu_matmul_dtype=bf16", "runtime.attention_dtype=f32"}).runtime,
+                           false) == DType::F32);
+  CHECK(kv_cache_dtype_for(load_example({"runtime.attention_dtype=bf16"}).runtime, false) == DType::BF16);
+  CHECK(kv_cache_dtype_for(load_example({"runtime.cpu_matmul_dtype=bf16", "runtime.kv_cache_dtype=f32"}).runtime,
+                           false) == DType::F32);
   const generate::GenJob f32 = load_example({"runtime.kv_cache_dtype=f32", "runtime.attention_dtype=f32"});
   CHECK(kv_cache_dtype_for(f32.runtime, true) == DType::F32);
   CHECK(f32.runtime.attention_dtype == model::AttentionDtype::F32);
