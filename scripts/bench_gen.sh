@@ -14,8 +14,9 @@
 #          generate::Sampler, i.e. Generator::run without detokenisation. Weights as adapt_gen holds
 #          them (`as-stored`: bf16 matrices stay bf16 and are widened to f32 inside the GEMMs). On the bf16
 #          checkpoint also with bf16 products (runtime.cpu_matmul_dtype = "bf16": activations rounded to
-#          bf16 for the products by the weights, f32 sums, AVX512_BF16 where the CPU has it); its greedy
-#          tokens are compared with adapt's f32-math tokens under the table.
+#          bf16 for the products by the weights, f32 sums, AVX512_BF16 where the CPU has it; with adapt_gen's
+#          defaults that also means attention in bf16 products over a bf16 KV cache); its greedy tokens
+#          are compared with adapt's f32-math tokens under the table.
 #   HF     LlamaForCausalLM in a manual loop: one forward over the prompt (num_logits_to_keep=1, as
 #          adapt computes only the last position's logits), then one forward per token with use_cache
 #          and a DynamicCache (what generate() does, without its logits-processor overhead), argmax.

@@ -4,7 +4,7 @@
 // temperature 0), without the tokenizer: no detokenisation, no stop rules, so no EOS stop.
 //
 //   build/tests/gen_bench MODEL_DIR --ids FILE [--decode 128] [--reps 3] [--warmup 0]
-//                         [--storage as-stored|f32] [--kv-dtype f32|bf16] [--cpu-matmul-dtype f32|bf16]
+//                         [--storage as-stored|f32] [--kv-dtype auto|f32|bf16] [--cpu-matmul-dtype f32|bf16]
 //                         [--attention-dtype auto|f32|bf16] [--tokens-out FILE]
 //
 //   --ids FILE         the prompt: whitespace-separated token ids (the script writes random ids)
@@ -14,7 +14,8 @@
 //   --warmup W         untimed repetitions first (a prefill and min(decode, 8) steps each)
 //   --storage S        as-stored (default; what adapt_gen uses: bf16 matrices stay bf16 and are
 //                      widened inside the GEMMs) or f32 (every weight widened to f32 at load)
-//   --kv-dtype T       the KV cache's element type (adapt_gen's runtime.kv_cache_dtype), default f32
+//   --kv-dtype T       the KV cache's element type (adapt_gen's runtime.kv_cache_dtype), default auto: bf16
+//                      when attention computes in bf16 products, else f32
 //   --cpu-matmul-dtype T  adapt_gen's runtime.cpu_matmul_dtype: f32 (default) or bf16 (bf16 products: the
 //                      matrices in bf16 whatever --storage says, activations rounded to bf16)
 //   --attention-dtype A  adapt_gen's runtime.attention_dtype, default auto (bf16 products in attention
@@ -38,6 +39,7 @@
 #include "core/app_main.h"
 #include "core/error.h"
 #include "core/timer.h"
+#include "generate/gen_config.h"
 #include "generate/sampler.h"
 #include "model/attention_compute.h"
 #include "model/kv_cache.h"
@@ -51,7 +53,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: gen_bench MODEL_DIR --ids FILE [--decode 128] [--reps 3] [--warmup 0] [--storage as-stored|f32]\n"
-    "                 [--kv-dtype f32|bf16] [--cpu-matmul-dtype f32|bf16] [--attention-dtype auto|f32|bf16]\n"
+    "                 [--kv-dtype auto|f32|bf16] [--cpu-matmul-dtype f32|bf16] [--attention-dtype auto|f32|bf16]\n"
     "                 [--tokens-out FILE]\n";
 
 std::vector<std::int32_t> ids_read(const std::string& path, std::int64_t vocab) {
@@ -76,7 +78,7 @@ std::span<float> logits_row(Tensor& logits) {  // (1, V) → V values
 int run(int argc, char** argv) {
   ADAPT_REQUIRE(argc >= 2 && argv[1][0] != '-', ConfigError, "{}", kUsage);
   const std::string dir = argv[1];
-  std::string ids_path, tokens_out, storage = "as-stored", kv_dtype = "f32", matmul_dtype = "f32";
+  std::string ids_path, tokens_out, storage = "as-stored", kv_dtype = "auto", matmul_dtype = "f32";
   std::string attention = "auto";
   std::int64_t decode = 128, reps = 3, warmup = 0;
   for (int i = 2; i < argc; ++i) {
@@ -99,8 +101,8 @@ int run(int argc, char** argv) {
                 "--decode and --warmup must be >= 0 and --reps >= 1");
   ADAPT_REQUIRE(storage == "as-stored" || storage == "f32", ConfigError,
                 "--storage is 'as-stored' or 'f32', not '{}'", storage);
-  ADAPT_REQUIRE(kv_dtype == "f32" || kv_dtype == "bf16", ConfigError, "--kv-dtype is 'f32' or 'bf16', not '{}'",
-                kv_dtype);
+  ADAPT_REQUIRE(kv_dtype == "auto" || kv_dtype == "f32" || kv_dtype == "bf16", ConfigError,
+                "--kv-dtype is 'auto', 'f32' or 'bf16', not '{}'", kv_dtype);
 
   ADAPT_REQUIRE(matmul_dtype == "f32" || matmul_dtype == "bf16", ConfigError,
                 "--cpu-matmul-dtype is 'f32' or 'bf16', not '{}'", matmul_dtype);
@@ -110,6 +112,14 @@ int run(int argc, char** argv) {
   const std::optional<model::AttentionDtype> attention_dtype = model::attention_dtype_parse(attention);
   ADAPT_REQUIRE(attention_dtype.has_value(), ConfigError, "--attention-dtype is 'auto', 'f32' or 'bf16', not '{}'",
                 attention);
+  // The KV cache's dtype as adapt_gen picks it on the CPU.
+  generate::GenRuntime rt;
+  rt.kv_cache_dtype = kv_dtype == "auto"  ? generate::KvCacheDtype::Auto
+                      : kv_dtype == "f32" ? generate::KvCacheDtype::F32
+                                          : generate::KvCacheDtype::BF16;
+  rt.attention_dtype = *attention_dtype;
+  rt.cpu_matmul_dtype = bf16_products ? DType::BF16 : DType::F32;
+  const DType cache_dtype = generate::kv_cache_dtype_for(rt, /*on_gpu=*/false);
 
   model::LlamaLoadStats ls;
   model::LlamaModel m = model::llama_model_load(
@@ -118,7 +128,8 @@ int run(int argc, char** argv) {
                                           : model::WeightStorage::AsStored},
       &ls);
   m.attention_dtype = model::resolve_attention_dtype(m, *attention_dtype);  // as adapt_gen does
-  const std::string attention_note = model::attention_note(m, kv_dtype == "bf16" ? DType::BF16 : DType::F32);
+  const std::string attention_note =
+      fmt::format("{} KV cache, {}", dtype_name(cache_dtype), model::attention_note(m, cache_dtype));
   const std::vector<std::int32_t> prompt = ids_read(ids_path, m.config.vocab_size);
   const auto n_prompt = static_cast<std::int64_t>(prompt.size());
 
@@ -133,7 +144,7 @@ int run(int argc, char** argv) {
     const std::int64_t steps = timed ? decode : std::min<std::int64_t>(decode, 8);
     generate::Sampler sampler(greedy);
     model::KvCache cache(m.config, /*batch=*/1, n_prompt + decode, 1, host_allocator(),
-                         {.dtype = kv_dtype == "bf16" ? DType::BF16 : DType::F32});
+                         {.dtype = cache_dtype});
     std::vector<std::int32_t> history(prompt.begin(), prompt.end());
     tokens.clear();
     Tensor ids = Tensor::empty({1, n_prompt}, DType::I32);
