@@ -1,13 +1,12 @@
 // Causal GQA attention on the CPU, flash-attention style. A task is (sequence b, KV head g, block of
 // query positions); its rows are the block's positions times the n_rep query heads of g, so each key
-// tile serves all of them. Per key tile: S = Q · Kᵀ · scale and O += P · V are two small products on the
-// task's thread (gemm_serial: the packed AVX-512 or AVX2 kernel, or OpenBLAS), between them an online
-// softmax keeps each row's running max m and sum l. Nothing of size T x S is ever allocated. A bf16 KV
-// cache's tiles are read in place by the AVX-512 kernels, which widen them (f32 products) or copy them
-// (bf16 products) as they pack; elsewhere they are widened to f32 first. Either way (exact) they take
-// the same products as an f32 cache holding the same values. Decoding (T = 1) at head width 64 or 128
-// on a CPU with AVX-512 takes attention_decode_avx512.cpp instead (16 keys per vector, no product call
-// per tile).
+// tile serves all of them. Per key tile: S = Q · Kᵀ · scale and O += P · V are two small products on
+// the task's thread (gemm_serial: the packed AVX-512 or AVX2 kernel, or OpenBLAS), between them an
+// online softmax keeps each row's running max m and sum l. Nothing of size T x S is ever allocated. A
+// bf16 KV cache's tiles go to gemm_serial's bf16 overload, which takes their values exactly (the packed
+// kernels read them in place): the same products as an f32 cache holding the same values. Decoding
+// (T = 1) at head width 64 or 128 on a CPU with AVX-512 takes attention_decode_avx512.cpp instead (16
+// keys per vector, no product call per tile).
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -16,7 +15,6 @@
 #include "ops/cpu/attention_decode_avx512.h"
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/cpu/gemm_avx512.h"
-#include "ops/cpu/gemm_avx512_bf16.h"
 #include "ops/cpu/vec_math.h"
 
 namespace adapt::ops::cpu {
@@ -31,21 +29,15 @@ struct Scratch {
   std::vector<float> s;  // (rows, kKeyTile) scores, then probabilities
   std::vector<float> o;  // (rows, D) unnormalised outputs
   std::vector<float> m, l;
-  std::vector<float> kt, vt;  // (kKeyTile, D) a bf16 cache's key and value tile, widened
 };
 
-// Whether this CPU's kernel for the tile products packs a bf16 cache's tiles itself.
-bool packs_bf16_tiles(const AttentionArgs& a) {
-  return a.bf16_products ? gemm_avx512_bf16_supported() : gemm_avx512_supported();
-}
-
-// c (M, N) = alpha · a · op(b) + beta · c with b a bf16 cache tile in place (packs_bf16_tiles): gemm_serial's
-// kernel for these products, on the bf16 values, the same bits as on the values widened.
-void tile_product_bf16(const AttentionArgs& at, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
-                       float alpha, const float* a, std::int64_t lda, const std::uint16_t* b, std::int64_t ldb,
-                       float beta, float* c, std::int64_t ldc) {
-  if (at.bf16_products) gemm_avx512_bf16(false, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
-  else gemm_avx512(false, trans_b, M, N, K, alpha, a, lda, b, /*b_bf16=*/true, ldb, beta, c, ldc);
+// c (M, N) = alpha · a · op(tile) + beta · c, the tile rows [at, ...) in place in an f32 cache or, when
+// `bf16` is set, a bf16 one.
+void tile_product(const AttentionArgs& x, const float* f32, const std::uint16_t* bf16, std::int64_t at, bool trans_b,
+                  std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a, std::int64_t lda,
+                  std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  if (bf16) gemm_serial(false, trans_b, M, N, K, alpha, a, lda, bf16 + at, ldb, beta, c, ldc, x.bf16_products);
+  else gemm_serial(false, trans_b, M, N, K, alpha, a, lda, f32 + at, ldb, beta, c, ldc, x.bf16_products);
 }
 
 void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::int64_t t0, std::int64_t t1,
@@ -65,32 +57,14 @@ void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::i
   // either way, so a sequence gets the same bits alone or batched.
   const std::int64_t offset = a.q_pos_offsets ? a.q_pos_offsets[b] : a.q_pos_offset;
   const std::int64_t kv_row = a.kv_rows ? a.kv_rows[b] : b;
-  const bool bf16 = a.k_bf16 != nullptr, bf16_in_place = bf16 && packs_bf16_tiles(a);
   const std::int64_t k_off = kv_row * a.k_stride_b + g * a.k_stride_h, v_off = kv_row * a.v_stride_b + g * a.v_stride_h;
-  if (bf16 && !bf16_in_place) {
-    sc.kt.resize(static_cast<std::size_t>(kKeyTile * D));
-    sc.vt.resize(static_cast<std::size_t>(kKeyTile * D));
-  }
   const std::int64_t key_end = offset + t1;  // keys [0, key_end) are visible to some row
   for (std::int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
     const std::int64_t tile = std::min(kKeyTile, key_end - j0);
-    // The tile's keys and values: in place in an f32 cache, and in a bf16 one where the kernel packs bf16
-    // (bf16_in_place); else widened into the scratch.
-    const std::uint16_t* kb = bf16 ? a.k_bf16 + k_off + j0 * a.k_stride_s : nullptr;
-    const std::uint16_t* vb = bf16 ? a.v_bf16 + v_off + j0 * a.v_stride_s : nullptr;
-    const float* kt = bf16 ? sc.kt.data() : a.k + k_off + j0 * a.k_stride_s;
-    const float* vt = bf16 ? sc.vt.data() : a.v + v_off + j0 * a.v_stride_s;
-    const std::int64_t ldk = bf16 ? D : a.k_stride_s, ldv = bf16 ? D : a.v_stride_s;
-    if (bf16 && !bf16_in_place) {
-      widen_bf16_rows(sc.kt.data(), D, kb, a.k_stride_s, tile, D);
-      widen_bf16_rows(sc.vt.data(), D, vb, a.v_stride_s, tile, D);
-    }
-    if (bf16_in_place) {
-      tile_product_bf16(a, true, rows, tile, D, a.scale, sc.q.data(), D, kb, a.k_stride_s, 0.0f, sc.s.data(), kKeyTile);
-    } else {
-      gemm_serial(false, true, rows, tile, D, a.scale, sc.q.data(), D, kt, ldk, 0.0f, sc.s.data(), kKeyTile,
-                  a.bf16_products);
-    }
+    // The tile's keys and values, in place in the cache.
+    const std::int64_t k_at = k_off + j0 * a.k_stride_s, v_at = v_off + j0 * a.v_stride_s;
+    tile_product(a, a.k, a.k_bf16, k_at, true, rows, tile, D, a.scale, sc.q.data(), D, a.k_stride_s, 0.0f,
+                 sc.s.data(), kKeyTile);
     for (std::int64_t r = 0; r < rows; ++r) {
       // Causal: the query at position offset + t sees keys 0 .. offset + t.
       const std::int64_t t = t0 + r / n_rep;
@@ -98,12 +72,8 @@ void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::i
       softmax_step(sc.s.data() + r * kKeyTile, n, tile, &sc.m[static_cast<std::size_t>(r)],
                    &sc.l[static_cast<std::size_t>(r)], sc.o.data() + r * D, D);
     }
-    if (bf16_in_place) {
-      tile_product_bf16(a, false, rows, D, tile, 1.0f, sc.s.data(), kKeyTile, vb, a.v_stride_s, 1.0f, sc.o.data(), D);
-    } else {
-      gemm_serial(false, false, rows, D, tile, 1.0f, sc.s.data(), kKeyTile, vt, ldv, 1.0f, sc.o.data(), D,
-                  a.bf16_products);
-    }
+    tile_product(a, a.v, a.v_bf16, v_at, false, rows, D, tile, 1.0f, sc.s.data(), kKeyTile, a.v_stride_s, 1.0f,
+                 sc.o.data(), D);
   }
   for (std::int64_t r = 0; r < rows; ++r) {
     const std::int64_t t = t0 + r / n_rep, h = g * n_rep + r % n_rep;

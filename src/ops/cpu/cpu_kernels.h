@@ -29,6 +29,12 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
 void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
                  const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                  std::int64_t ldc, bool bf16_products = false);
+/// The same with b in bf16 bit patterns (a bf16 KV cache's tiles), taken exactly: the same bits as the f32
+/// overload on b widened. The packed kernels read b where it is; elsewhere a widened copy (in the calling
+/// thread's buffer, kept across calls) goes through the f32 overload.
+void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
+                 const float* a, std::int64_t lda, const std::uint16_t* b, std::int64_t ldb, float beta, float* c,
+                 std::int64_t ldc, bool bf16_products = false);
 /// gemm_serial's bf16 products on CPUs without AVX512_BF16: copies of op(a) and op(b) rounded to bf16 (in
 /// the calling thread's buffers, kept across calls), then the f32 kernels. Callable on any CPU (tests).
 void gemm_serial_bf16_copies(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
@@ -59,7 +65,7 @@ struct AttentionArgs {
   const float* k = nullptr;  // (B, Hkv, S, D) with the strides below (unit stride along D)
   const float* v = nullptr;
   // Or, for a bf16 KV cache (attention_forward only): k and v as bf16 bit patterns, same layout; the
-  // products take each tile's values exactly (the AVX-512 kernels pack the tile itself, others widen it).
+  // products take each tile's values exactly (gemm_serial's bf16 overload).
   const std::uint16_t* k_bf16 = nullptr;
   const std::uint16_t* v_bf16 = nullptr;
   float* out = nullptr;  // (B, T, H, D) contiguous

@@ -306,6 +306,35 @@ void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
   blas_call(trans_a, trans_b, M, N, K, alpha, a, lda, trans_a ? M : K, b, ldb, trans_b ? K : N, beta, c, ldc);
 }
 
+void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
+                 const float* a, std::int64_t lda, const std::uint16_t* b, std::int64_t ldb, float beta, float* c,
+                 std::int64_t ldc, bool bf16_products) {
+  if (M == 0 || N == 0) return;
+  if (K == 0 || alpha == 0.0f) {
+    scale_c(M, N, beta, c, ldc);
+    return;
+  }
+  // The kernels of the f32 overload, each reading b's bf16 values where they are as it packs them.
+  if (bf16_products && gemm_avx512_bf16_supported()) {
+    gemm_avx512_bf16(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  if (!bf16_products && gemm_avx512_supported()) {
+    gemm_avx512(trans_a, trans_b, M, N, K, alpha, a, lda, b, true, ldb, beta, c, ldc);
+    return;
+  }
+  if (!bf16_products && gemm_avx2_supported()) {
+    gemm_avx2(trans_a, trans_b, M, N, K, alpha, a, lda, b, true, ldb, beta, c, ldc);
+    return;
+  }
+  // Elsewhere op(b) widened into the calling thread's buffer (kept across calls), then the f32 overload.
+  thread_local std::vector<float> widened;
+  const std::int64_t rows = trans_b ? N : K, cols = trans_b ? K : N;
+  widened.resize(static_cast<std::size_t>(rows * cols));
+  widen_bf16_rows(widened.data(), cols, b, ldb, rows, cols);
+  gemm_serial(trans_a, trans_b, M, N, K, alpha, a, lda, widened.data(), cols, beta, c, ldc, bf16_products);
+}
+
 void gemm_serial_bf16_copies(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
                              const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                              std::int64_t ldc) {

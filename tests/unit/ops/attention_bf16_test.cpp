@@ -202,9 +202,10 @@ TEST_CASE("bf16 attention backward: products of rounded operands, f32 sums; the 
   CHECK(test::bit_equal(dv3, dv));
 }
 
-// Over a bf16 KV cache the products take the cache's values as they are (the AVX-512 kernels pack the
-// tiles in place, other CPUs widen them first): the bits of bf16 attention over an f32 cache holding the
-// same values, for prefill chunks (the tile path), a few queries and decode steps, ragged rows and offsets.
+// Over a bf16 KV cache the products take the cache's values as they are (gemm_serial's bf16 overload: the
+// packed kernels read the tiles in place, other CPUs widen them first): the bits of bf16 attention over an
+// f32 cache holding the same values, for prefill chunks (the tile path), a few queries and decode steps,
+// ragged rows and offsets.
 TEST_CASE("bf16 attention over a bf16 KV cache equals bf16 attention over the same values in f32") {
   const std::int64_t R = 2, Hkv = 2, S = 300, D = 64, H = 6;
   const Tensor kb = test::random_tensor({R, Hkv, S, D}, 81, 1.0f, "k").to_host(DType::BF16);

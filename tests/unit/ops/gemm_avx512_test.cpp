@@ -21,6 +21,7 @@
 #include <random>
 #include <vector>
 
+#include "dtype/dtype.h"
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/cpu/gemm_avx2.h"
 #include "ops/cpu/gemm_avx512.h"
@@ -395,4 +396,39 @@ TEST_CASE("AVX2 few-rows kernel: 1-11 rows, K around the 16-element step, alpha 
 TEST_CASE("AVX2 few-rows kernel: a row gets the same bits alone, among 7 others, in any column range, from bf16 w") {
   if (!skinny_avx2_available()) return;
   check_skinny_bits(Kernel::SkinnyAvx2, 8, {3, 5});  // a group of 3; one of 4 and a rest of 1
+}
+
+// gemm_serial's bf16 overload (attention over a bf16 KV cache) takes b's values exactly: the bits of the f32
+// overload on b widened, with f32 and with bf16 products, b stored (K, N) or (N, K), strided, beta 0 and 1.
+// Runs on any CPU (whichever path gemm_serial takes there).
+TEST_CASE("gemm_serial with bf16 b gives the bits of gemm_serial on b widened") {
+  std::mt19937 rng(91);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (const bool trans_b : {false, true}) {
+    for (const bool bf16_products : {false, true}) {
+      for (const float beta : {0.0f, 1.0f}) {
+        CAPTURE(trans_b);
+        CAPTURE(bf16_products);
+        CAPTURE(beta);
+        const std::int64_t M = 63, N = 70, K = 64, ldb = (trans_b ? K : N) + 5;
+        const std::int64_t b_rows = trans_b ? N : K;
+        std::vector<float> a(static_cast<std::size_t>(M * K)), c0(static_cast<std::size_t>(M * N));
+        for (float& x : a) x = dist(rng);
+        for (float& x : c0) x = dist(rng);
+        std::vector<std::uint16_t> b16(static_cast<std::size_t>(b_rows * ldb));
+        std::vector<float> bw(b16.size());
+        for (std::size_t i = 0; i < b16.size(); ++i) {
+          b16[i] = f32_to_bf16(dist(rng));
+          bw[i] = bf16_to_f32(b16[i]);
+        }
+        std::vector<float> c16 = c0, cw = c0;
+        ops::cpu::gemm_serial(false, trans_b, M, N, K, 0.125f, a.data(), K, b16.data(), ldb, beta, c16.data(), N,
+                              bf16_products);
+        ops::cpu::gemm_serial(false, trans_b, M, N, K, 0.125f, a.data(), K, bw.data(), ldb, beta, cw.data(), N,
+                              bf16_products);
+        CHECK(std::memcmp(c16.data(), cw.data(), c16.size() * sizeof(float)) == 0);
+        CHECK(c16 != c0);
+      }
+    }
+  }
 }
