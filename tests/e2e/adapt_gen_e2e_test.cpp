@@ -85,6 +85,16 @@ void check_same_turns(const fs::path& got, const fs::path& want, std::size_t n) 
     CHECK(file_read_text(got / "conversations" / name) == file_read_text(want / "conversations" / name));
 }
 
+// The output folder `got` holds results with the texts of `want`, id by id.
+void check_same_texts(const fs::path& got, const std::vector<json>& want) {
+  auto g = by_id(read_results(got / "results.jsonl"));
+  REQUIRE(g.size() == want.size());
+  for (const auto& [id, x] : by_id(want)) {
+    CAPTURE(id);
+    CHECK(g[id]["text"] == x["text"]);
+  }
+}
+
 std::vector<std::string> ids_in_order(const std::vector<json>& records) {
   std::vector<std::string> ids;
   for (const auto& r : records) ids.push_back(r["id"].get<std::string>());
@@ -191,12 +201,9 @@ TEST_CASE("runtime.batch_size: the same texts as one at a time, results in finis
   REQUIRE(k1.code == 0);
   REQUIRE(k3.code == 0);
   CHECK(k3.out.find(" in bf16") != std::string::npos);
-  auto kv1 = by_id(read_results(dir / "kv1/results.jsonl")), kv3 = by_id(read_results(dir / "kv3/results.jsonl"));
+  const auto kv1 = read_results(dir / "kv1/results.jsonl");
   REQUIRE(kv1.size() == 6);
-  for (const auto& [id, x] : kv1) {
-    CAPTURE(id);
-    CHECK(kv3[id]["text"] == x["text"]);
-  }
+  check_same_texts(dir / "kv3", kv1);
   // On the CPU kv_cache_dtype = "auto" (the default) is f32 while attention computes in f32, and the
   // GPU-only settings are ignored with a warning that names them: the texts of the first run (batch 1,
   // the defaults).
@@ -208,12 +215,8 @@ TEST_CASE("runtime.batch_size: the same texts as one at a time, results in finis
   CHECK(cpu.out.find(" in f32") != std::string::npos);
   CHECK(cpu.out.find("runtime.weights_device_layers = 1: used only with a model on a GPU; ignored with "
                      "runtime.device = \"cpu\"") != std::string::npos);
-  auto ignored = by_id(read_results(dir / "gpu-keys/results.jsonl"));
-  REQUIRE(ignored.size() == 6);
-  for (const auto& [id, x] : by_id(res1)) {
-    CAPTURE(id);
-    CHECK(ignored[id]["text"] == x["text"]);
-  }
+  REQUIRE(res1.size() == 6);
+  check_same_texts(dir / "gpu-keys", res1);
   // attention_dtype = "bf16" holds on the CPU too (bf16 products), and "auto" then keeps a bf16 cache,
   // which stores the values those products take.
   Run bf16 = run("adapt_gen", input + " --set runtime.attention_dtype=bf16 --set output.dir=" +
@@ -230,12 +233,7 @@ TEST_CASE("runtime.batch_size: the same texts as one at a time, results in finis
   INFO(f32_cache.out);
   REQUIRE(f32_cache.code == 0);
   CHECK(f32_cache.out.find("attention in f32 over the f32 KV cache") != std::string::npos);
-  auto f32_texts = by_id(read_results(dir / "attn-bf16-f32-cache/results.jsonl"));
-  REQUIRE(f32_texts.size() == 6);
-  for (const auto& [id, x] : by_id(res1)) {
-    CAPTURE(id);
-    CHECK(f32_texts[id]["text"] == x["text"]);
-  }
+  check_same_texts(dir / "attn-bf16-f32-cache", res1);
   Run f16 = run("adapt_gen", input + " --set runtime.kv_cache_dtype=f16 --set output.dir=" + (dir / "kv16").string());
   CHECK(f16.code == 2);
   CHECK(f16.out.find("runtime.kv_cache_dtype") != std::string::npos);
