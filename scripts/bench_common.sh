@@ -155,11 +155,12 @@ bench_torch_source() {
 # llamacpp_version, or llamacpp_skip to the reason it is not available. The bindings' pure-Python
 # dependencies are installed into PY's venv. Logs go to WORK.
 bench_llamacpp() {
-  local py="$1" work="$2" cache="${3:-$HOME/.cache/adapt/llama.cpp}" pin=0.3.36 src
+  local py="$1" work="$2" cache="${3:-$HOME/.cache/adapt/llama.cpp}" pin=0.3.36 src lcpp
   llamacpp_bin="" llamacpp_src="" llamacpp_version="" llamacpp_skip=""
   [[ -n "$py" ]] || { llamacpp_skip="no Python peer venv (needed for numpy and pip)"; return; }
   src="$cache/llama_cpp_python-$pin"
-  if [[ ! -x "$src/vendor/llama.cpp/build/bin/llama-bench" ]]; then
+  lcpp="$src/vendor/llama.cpp"
+  if [[ ! -x "$lcpp/build/bin/llama-bench" ]]; then
     if ! command -v cmake >/dev/null || ! command -v ninja >/dev/null; then
       llamacpp_skip="cmake and ninja are needed to build llama.cpp"; return
     fi
@@ -171,16 +172,18 @@ bench_llamacpp() {
         tar -xzf "$cache/llama_cpp_python-$pin.tar.gz" -C "$cache" ||
         { llamacpp_skip="cannot fetch llama-cpp-python $pin from PyPI: $(tail -1 "$work/llamacpp-download.log")"; return; }
     fi
-    cmake -S "$src/vendor/llama.cpp" -B "$src/vendor/llama.cpp/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    cmake -S "$lcpp" -B "$lcpp/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DGGML_NATIVE=ON -DGGML_OPENMP=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
       -DLLAMA_BUILD_SERVER=OFF >"$work/llamacpp-build.log" 2>&1 &&
-      cmake --build "$src/vendor/llama.cpp/build" --target llama-bench >>"$work/llamacpp-build.log" 2>&1 ||
+      cmake --build "$lcpp/build" --target llama-bench >>"$work/llamacpp-build.log" 2>&1 ||
       { llamacpp_skip="building llama.cpp failed: $(tail -1 "$work/llamacpp-build.log")"; return; }
   fi
-  "$py" -m pip install --quiet --disable-pip-version-check diskcache==5.6.3 jinja2 typing-extensions \
-    >"$work/llamacpp-pip.log" 2>&1 ||
-    { llamacpp_skip="pip install of the bindings' dependencies failed: $(tail -1 "$work/llamacpp-pip.log")"; return; }
-  llamacpp_bin="$src/vendor/llama.cpp/build/bin"
+  if ! "$py" -c "import diskcache, jinja2, typing_extensions" 2>/dev/null; then
+    "$py" -m pip install --quiet --disable-pip-version-check diskcache==5.6.3 jinja2 typing-extensions \
+      >"$work/llamacpp-pip.log" 2>&1 ||
+      { llamacpp_skip="pip install of the bindings' dependencies failed: $(tail -1 "$work/llamacpp-pip.log")"; return; }
+  fi
+  llamacpp_bin="$lcpp/build/bin"
   llamacpp_src="$src"
   local version
   # The whole output, then its first line: a pipe into head may end llama-bench with SIGPIPE, fatal under

@@ -279,6 +279,18 @@ def tokens(name):
     p = os.path.join(work, f"{name}.tokens")
     return open(p).read().split() if os.path.exists(p) else None
 
+def agreement(a, b):  # how far two runs' greedy tokens agree
+    k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+    return f"all {len(a)} identical" if k is None else f"identical up to token {k} of {len(a)}"
+
+def why_skipped(name):  # the peer's setup failure, else the run's own error
+    failed = os.path.join(work, f"{name}.failed")
+    skip = llamacpp_skip if name.startswith("llamacpp") else peer_skip
+    return skip or (open(failed).read().strip() if os.path.exists(failed) else "did not run")
+
+def speedup(a, p):  # row a against row p
+    return f"prefill {a['prefill_tok_s'] / p['prefill_tok_s']:.2f}x, decode {a['decode_tok_s'] / p['decode_tok_s']:.2f}x"
+
 names = ["adapt_f32", "adapt_f32_passive", "hf_f32", "llamacpp_f32", "adapt_bf16", "adapt_bf16_passive",
          "adapt_bf16_products", "hf_bf16_as_f32", "hf_bf16", "llamacpp_bf16", "adapt_long", "llamacpp_long"]
 res = {n: best(n) for n in names}
@@ -304,10 +316,7 @@ print(f"{'weights':<8} {'implementation':<46} {'prefill tok/s':>13} {'TTFT ms':>
 for ckpt, label, name, peer in rows:
     r = res[name]
     if r is None:
-        failed = os.path.join(work, f"{name}.failed")
-        skip = llamacpp_skip if name.startswith("llamacpp") else peer_skip
-        why = skip or (open(failed).read().strip() if os.path.exists(failed) else "did not run")
-        print(f"{ckpt:<8} {label:<46} skipped: {why}")
+        print(f"{ckpt:<8} {label:<46} skipped: {why_skipped(name)}")
         continue
     ratio = ""
     if res[peer]:
@@ -319,23 +328,18 @@ for ckpt, label, name, peer in rows:
 for adapt, peer in [("adapt_f32", "hf_f32"), ("adapt_bf16", "hf_bf16_as_f32")]:
     a, h = tokens(adapt), tokens(peer)
     if a and h:
-        k = next((i for i, (x, y) in enumerate(zip(a, h)) if x != y), None)
-        same = f"all {len(a)} identical" if k is None else f"identical up to token {k} of {len(a)}"
-        print(f"greedy tokens, {adapt.split('_')[1]} checkpoint, adapt vs HF f32: {same} "
+        print(f"greedy tokens, {adapt.split('_')[1]} checkpoint, adapt vs HF f32: {agreement(a, h)} "
               f"({len(set(a))} distinct ids)")
 for adapt, peer in [("adapt_f32", "llamacpp_f32"), ("adapt_bf16", "llamacpp_bf16"),
                     ("adapt_bf16_products", "llamacpp_bf16")]:
     a, b = tokens(adapt), tokens(peer)
     if a and b:
-        k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
-        same = f"all {len(a)} identical" if k is None else f"identical up to token {k} of {len(a)}"
         what = "bf16 products" if adapt.endswith("products") else "f32 math"
-        print(f"greedy tokens, {peer.split('_')[1]} checkpoint, llama.cpp vs adapt ({what}): {same}")
+        print(f"greedy tokens, {peer.split('_')[1]} checkpoint, llama.cpp vs adapt ({what}): {agreement(a, b)}")
 for adapt, peer in [("adapt_f32", "llamacpp_f32"), ("adapt_bf16_products", "llamacpp_bf16")]:
     a, p = res[adapt], res[peer]
     if a and p:
-        print(f"adapt vs llama.cpp, {peer.split('_')[1]} checkpoint ({adapt.replace('_', ' ')}): prefill "
-              f"{a['prefill_tok_s'] / p['prefill_tok_s']:.2f}x, decode {a['decode_tok_s'] / p['decode_tok_s']:.2f}x")
+        print(f"adapt vs llama.cpp, {peer.split('_')[1]} checkpoint ({adapt.replace('_', ' ')}): {speedup(a, p)}")
 for name in ("llamacpp_f32", "llamacpp_bf16"):
     if res[name]:
         c = res[name]
@@ -355,17 +359,12 @@ if long_tokens > 0:
         label = f"llama.cpp, {p['kv_cache']} KV cache, flash attn {p['prefill_fa']}/{p['decode_fa']}"
         print(f"  {label:<52} {p['prefill_tok_s']:>13.0f} {p['decode_tok_s']:>12.1f}")
     else:
-        failed = os.path.join(work, "llamacpp_long.failed")
-        why = llamacpp_skip or (open(failed).read().strip() if os.path.exists(failed) else "did not run")
-        print(f"  llama.cpp skipped: {why}")
+        print(f"  llama.cpp skipped: {why_skipped('llamacpp_long')}")
     if a and p:
-        print(f"  adapt vs llama.cpp: prefill {a['prefill_tok_s'] / p['prefill_tok_s']:.2f}x, "
-              f"decode {a['decode_tok_s'] / p['decode_tok_s']:.2f}x")
+        print(f"  adapt vs llama.cpp: {speedup(a, p)}")
 a, b = tokens("adapt_bf16"), tokens("adapt_bf16_products")
 if a and b:
-    k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
-    same = f"all {len(a)} identical" if k is None else f"identical up to token {k} of {len(a)}"
-    print(f"greedy tokens, bf16 checkpoint, adapt bf16 products vs adapt f32 math: {same}")
+    print(f"greedy tokens, bf16 checkpoint, adapt bf16 products vs adapt f32 math: {agreement(a, b)}")
 if res["hf_f32"] and res["hf_bf16_as_f32"]:
     worst = min(res["adapt_f32"]["decode_tok_s"] / res["hf_f32"]["decode_tok_s"],
                 res["adapt_bf16"]["decode_tok_s"] / res["hf_bf16_as_f32"]["decode_tok_s"])
