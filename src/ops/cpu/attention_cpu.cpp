@@ -6,15 +6,18 @@
 // bf16 KV cache's tiles go to gemm_serial's bf16 overload, which takes their values exactly (the packed
 // kernels read them in place): the same products as an f32 cache holding the same values. Decoding
 // (T = 1) at head width 64 or 128 on a CPU with AVX-512 takes attention_decode_avx512.cpp instead (16
-// keys per vector, no product call per tile).
+// keys per vector, no product call per tile). A long prefill on the packed AVX-512 kernels packs each key
+// and value tile once for all the query blocks that read it (PackedTiles).
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <vector>
 
 #include "ops/cpu/attention_decode_avx512.h"
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/cpu/gemm_avx512.h"
+#include "ops/cpu/gemm_avx512_bf16.h"
 #include "ops/cpu/vec_math.h"
 
 namespace adapt::ops::cpu {
@@ -26,9 +29,100 @@ constexpr std::int64_t kRowsPerBlock = 64;  // query rows (positions x heads) pe
 
 struct Scratch {
   std::vector<float> q;  // (rows, D) the block's queries, row r = (position r / n_rep, head r % n_rep)
+  std::vector<float> q_packed;  // with PackedTiles: q packed once for the scores of every key tile
   std::vector<float> s;  // (rows, kKeyTile) scores, then probabilities
   std::vector<float> o;  // (rows, D) unnormalised outputs
   std::vector<float> m, l;
+};
+
+// The packed products of the kernel gemm_serial takes for attention's tiles on CPUs with AVX-512: the
+// bf16 dot-product one (bf16 products, AVX512_BF16) or the f32 one.
+struct TileKernel {
+  std::int64_t max_k;  // the longest k one packed block holds (the shortest block is 768 columns)
+  std::int64_t (*b_floats)(std::int64_t N, std::int64_t K);
+  void (*pack_b)(bool trans_b, std::int64_t N, std::int64_t K, const void* b, bool b_bf16, std::int64_t ldb,
+                 float* dst);
+  std::int64_t (*a_floats)(std::int64_t M, std::int64_t K);
+  void (*pack_a)(std::int64_t M, std::int64_t K, const float* a, std::int64_t lda, float* dst);
+  void (*product)(std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a, std::int64_t lda,
+                  const float* packed_a, const float* packed_b, float beta, float* c, std::int64_t ldc);
+};
+
+// The packed kernel for a's products, or null where gemm_serial would take another path (AVX2, OpenBLAS).
+const TileKernel* tile_kernel(const AttentionArgs& a) {
+  static const TileKernel bf16{kGemmAvx512Bf16PackedMaxK, gemm_avx512_bf16_packed_b_floats, gemm_avx512_bf16_pack_b,
+                               gemm_avx512_bf16_packed_a_floats, gemm_avx512_bf16_pack_a, gemm_avx512_bf16_packed};
+  static const TileKernel f32{kGemmAvx512PackedMaxK, gemm_avx512_packed_b_floats, gemm_avx512_pack_b,
+                              gemm_avx512_packed_a_floats, gemm_avx512_pack_a, gemm_avx512_packed};
+  if (a.bf16_products) return gemm_avx512_bf16_supported() ? &bf16 : nullptr;
+  return gemm_avx512_supported() ? &f32 : nullptr;
+}
+
+// Every key and value tile of one call, packed once for the tile products when the query blocks of a
+// long prefill would each pack them again: at 8,192 tokens ~390 blocks read a sequence's first tile, and
+// packing was 12% of the prefill. Tile j of (sequence b, KV head g) holds keys [j · kKeyTile,
+// min((j + 1) · kKeyTile, key_end_b)), key_end_b = b's offset + T: the keys its last query block sees. A
+// block whose visible keys end inside a tile packs that tile itself, as before (its k extent differs).
+// Same panels, same bits.
+class PackedTiles {
+ public:
+  // The kernel to pack for, or null: no packed kernel here, too few query blocks to share the tiles,
+  // or heads too wide for one packed block.
+  static const TileKernel* kernel_for(const AttentionArgs& a, std::int64_t blocks_per_sequence) {
+    const TileKernel* kernel = blocks_per_sequence >= 4 ? tile_kernel(a) : nullptr;
+    return kernel != nullptr && a.D <= kernel->max_k && kKeyTile <= kernel->max_k ? kernel : nullptr;
+  }
+
+  // Sizes the buffer for a (allocation-free once warm); pack() then fills it.
+  void plan(const AttentionArgs& a, const TileKernel& kernel) {
+    a_ = &a;
+    kernel_ = &kernel;
+    k_floats_ = kernel.b_floats(kKeyTile, a.D);  // Kᵀ tile: kKeyTile columns, k = D
+    v_floats_ = kernel.b_floats(a.D, kKeyTile);  // V tile: D columns, k = kKeyTile
+    n_tiles_ = 0;
+    for (std::int64_t b = 0; b < a.B; ++b) n_tiles_ = std::max(n_tiles_, (key_end(b) + kKeyTile - 1) / kKeyTile);
+    const std::size_t floats = static_cast<std::size_t>(a.B * a.Hkv * n_tiles_ * (k_floats_ + v_floats_));
+    if (storage_.size() < floats + 16) storage_.resize(floats + 16);
+    base_ = storage_.data();
+    while (reinterpret_cast<std::uintptr_t>(base_) % 64 != 0) ++base_;  // the kernels' aligned panel loads
+  }
+  const TileKernel& kernel() const { return *kernel_; }
+  std::int64_t n_jobs() const { return a_->B * a_->Hkv * n_tiles_; }
+
+  // Packs tile `job` (of n_jobs(): sequence, KV head, tile).
+  void pack(std::int64_t job) const {
+    const AttentionArgs& a = *a_;
+    const std::int64_t j = job % n_tiles_, bg = job / n_tiles_, b = bg / a.Hkv, g = bg % a.Hkv;
+    const std::int64_t j0 = j * kKeyTile, n = std::min(kKeyTile, key_end(b) - j0);
+    if (n <= 0) return;
+    const std::int64_t kv_row = a.kv_rows ? a.kv_rows[b] : b;
+    const std::int64_t k_at = kv_row * a.k_stride_b + g * a.k_stride_h + j0 * a.k_stride_s;
+    const std::int64_t v_at = kv_row * a.v_stride_b + g * a.v_stride_h + j0 * a.v_stride_s;
+    float* dst = base_ + job * (k_floats_ + v_floats_);
+    const void* k = a.k_bf16 ? static_cast<const void*>(a.k_bf16 + k_at) : static_cast<const void*>(a.k + k_at);
+    const void* v = a.v_bf16 ? static_cast<const void*>(a.v_bf16 + v_at) : static_cast<const void*>(a.v + v_at);
+    kernel_->pack_b(true, n, a.D, k, a.k_bf16 != nullptr, a.k_stride_s, dst);
+    kernel_->pack_b(false, a.D, n, v, a.v_bf16 != nullptr, a.v_stride_s, dst + k_floats_);
+  }
+
+  // The packed Kᵀ tile of (b, g) starting at key j0 when it holds exactly n keys, else null; its V tile
+  // follows it at v_offset().
+  const float* tile(std::int64_t b, std::int64_t g, std::int64_t j0, std::int64_t n) const {
+    if (std::min(kKeyTile, key_end(b) - j0) != n) return nullptr;
+    return base_ + ((b * a_->Hkv + g) * n_tiles_ + j0 / kKeyTile) * (k_floats_ + v_floats_);
+  }
+  std::int64_t v_offset() const { return k_floats_; }
+
+ private:
+  std::int64_t key_end(std::int64_t b) const {
+    return (a_->q_pos_offsets ? a_->q_pos_offsets[b] : a_->q_pos_offset) + a_->T;
+  }
+
+  const AttentionArgs* a_ = nullptr;
+  const TileKernel* kernel_ = nullptr;
+  std::vector<float> storage_;
+  float* base_ = nullptr;
+  std::int64_t k_floats_ = 0, v_floats_ = 0, n_tiles_ = 0;
 };
 
 // c (M, N) = alpha · a · op(tile) + beta · c, the tile rows [at, ...) in place in an f32 cache or, when
@@ -41,7 +135,7 @@ void tile_product(const AttentionArgs& x, const float* f32, const std::uint16_t*
 }
 
 void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::int64_t t0, std::int64_t t1,
-                  Scratch& sc) {
+                  const PackedTiles* packed, Scratch& sc) {
   const std::int64_t n_rep = a.H / a.Hkv, D = a.D, rows = (t1 - t0) * n_rep;
   sc.q.resize(static_cast<std::size_t>(rows * D));
   sc.s.resize(static_cast<std::size_t>(rows * kKeyTile));
@@ -53,6 +147,10 @@ void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::i
     const float* src = a.q + ((b * a.T + t) * a.H + g * n_rep) * D;
     std::copy_n(src, n_rep * D, sc.q.data() + (t - t0) * n_rep * D);
   }
+  if (packed) {
+    sc.q_packed.resize(static_cast<std::size_t>(packed->kernel().a_floats(rows, D)));
+    packed->kernel().pack_a(rows, D, sc.q.data(), D, sc.q_packed.data());
+  }
   // A ragged batch gives every sequence its own offset and cache row; the arithmetic below is the same
   // either way, so a sequence gets the same bits alone or batched.
   const std::int64_t offset = a.q_pos_offsets ? a.q_pos_offsets[b] : a.q_pos_offset;
@@ -63,8 +161,14 @@ void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::i
     const std::int64_t tile = std::min(kKeyTile, key_end - j0);
     // The tile's keys and values, in place in the cache.
     const std::int64_t k_at = k_off + j0 * a.k_stride_s, v_at = v_off + j0 * a.v_stride_s;
-    tile_product(a, a.k, a.k_bf16, k_at, true, rows, tile, D, a.scale, sc.q.data(), D, a.k_stride_s, 0.0f,
-                 sc.s.data(), kKeyTile);
+    const float* pk = packed ? packed->tile(b, g, j0, tile) : nullptr;  // this tile packed once for all
+    if (pk) {
+      packed->kernel().product(rows, tile, D, a.scale, sc.q.data(), D, sc.q_packed.data(), pk, 0.0f, sc.s.data(),
+                               kKeyTile);
+    } else {
+      tile_product(a, a.k, a.k_bf16, k_at, true, rows, tile, D, a.scale, sc.q.data(), D, a.k_stride_s, 0.0f,
+                   sc.s.data(), kKeyTile);
+    }
     for (std::int64_t r = 0; r < rows; ++r) {
       // Causal: the query at position offset + t sees keys 0 .. offset + t.
       const std::int64_t t = t0 + r / n_rep;
@@ -72,8 +176,13 @@ void attend_block(const AttentionArgs& a, std::int64_t b, std::int64_t g, std::i
       softmax_step(sc.s.data() + r * kKeyTile, n, tile, &sc.m[static_cast<std::size_t>(r)],
                    &sc.l[static_cast<std::size_t>(r)], sc.o.data() + r * D, D);
     }
-    tile_product(a, a.v, a.v_bf16, v_at, false, rows, D, tile, 1.0f, sc.s.data(), kKeyTile, a.v_stride_s, 1.0f,
-                 sc.o.data(), D);
+    if (pk) {
+      packed->kernel().product(rows, D, tile, 1.0f, sc.s.data(), kKeyTile, nullptr, pk + packed->v_offset(), 1.0f,
+                               sc.o.data(), D);
+    } else {
+      tile_product(a, a.v, a.v_bf16, v_at, false, rows, D, tile, 1.0f, sc.s.data(), kKeyTile, a.v_stride_s, 1.0f,
+                   sc.o.data(), D);
+    }
   }
   for (std::int64_t r = 0; r < rows; ++r) {
     const std::int64_t t = t0 + r / n_rep, h = g * n_rep + r % n_rep;
@@ -136,16 +245,24 @@ void attention_forward(const AttentionArgs& a) {
   const std::int64_t block = std::max<std::int64_t>(1, kRowsPerBlock / n_rep);  // positions per task
   const std::int64_t n_blocks = (a.T + block - 1) / block;
   const std::int64_t n_tasks = a.B * a.Hkv * n_blocks;
+  thread_local PackedTiles packed_tiles;  // the calling thread's, reused across calls
+  const TileKernel* kernel = PackedTiles::kernel_for(a, n_blocks);
+  const PackedTiles* packed = kernel ? &packed_tiles : nullptr;
+  if (kernel) packed_tiles.plan(a, *kernel);
 #pragma omp parallel
   {
     thread_local Scratch sc;  // reused across calls: no allocation once warm
+    if (packed) {
+#pragma omp for schedule(dynamic, 4)
+      for (std::int64_t job = 0; job < packed->n_jobs(); ++job) packed->pack(job);
+    }
     // Later query blocks see more keys: hand them out first so the threads finish together.
 #pragma omp for schedule(dynamic, 1)
     for (std::int64_t task = 0; task < n_tasks; ++task) {
       const std::int64_t qb = n_blocks - 1 - task / (a.B * a.Hkv);
       const std::int64_t bg = task % (a.B * a.Hkv);
       const std::int64_t t0 = qb * block, t1 = std::min(a.T, t0 + block);
-      attend_block(a, bg / a.Hkv, bg % a.Hkv, t0, t1, sc);
+      attend_block(a, bg / a.Hkv, bg % a.Hkv, t0, t1, packed, sc);
     }
   }
 }

@@ -23,6 +23,7 @@ constexpr std::int64_t kMC = 64;      // rows of a transposed a packed at once (
 static_assert(kMR == kGemmAvx512RowAlign && kGemmAvx512ColAlign == 16, "the split alignment promised in the header");
 static_assert(kNV == 3 && kMR <= 16 && kNC % kNR == 0 && kMC % kMR == 0, "blocking (the micro-kernel dispatch assumes 3 vectors)");
 static_assert(kMR * kNV + kNV + 1 <= 32, "the tile, one row of b and a broadcast must fit 32 zmm registers");
+static_assert(kNC == kGemmAvx512PackedMaxN && kKC == kGemmAvx512PackedMaxK, "one block packs whole");
 
 // dst[k · ld + i] = src[i · lds + k] for i < rows (<= 16), k < kc; 0 for rows <= i < width (<= 16).
 // Reads 16 x 16 blocks and transposes them in registers.
@@ -152,6 +153,29 @@ void gemm_avx512(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
   } else {
     gemm_packed<Avx512>(trans_a, trans_b, M, N, K, alpha, a, lda, static_cast<const float*>(b), ldb, beta, c, ldc);
   }
+}
+
+std::int64_t gemm_avx512_packed_b_floats(std::int64_t N, std::int64_t K) { return packed_b_block_floats<Avx512>(N, K); }
+
+void gemm_avx512_pack_b(bool trans_b, std::int64_t N, std::int64_t K, const void* b, bool b_bf16, std::int64_t ldb,
+                        float* dst) {
+  if (b_bf16) {
+    pack_b_block<Avx512>(trans_b, static_cast<const std::uint16_t*>(b), ldb, N, K, dst);
+  } else {
+    pack_b_block<Avx512>(trans_b, static_cast<const float*>(b), ldb, N, K, dst);
+  }
+}
+
+std::int64_t gemm_avx512_packed_a_floats(std::int64_t M, std::int64_t K) { return packed_a_floats<Avx512>(M, K); }
+
+void gemm_avx512_pack_a(std::int64_t M, std::int64_t K, const float* a, std::int64_t lda, float* dst) {
+  pack_a_rows<Avx512>(false, a, lda, M, K, dst);
+}
+
+void gemm_avx512_packed(std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a, std::int64_t lda,
+                        const float* packed_a, const float* packed_b, float beta, float* c, std::int64_t ldc) {
+  gemm_packed<Avx512>(false, false, M, N, K, alpha, a, lda, static_cast<const float*>(nullptr), 0, beta, c, ldc,
+                      packed_b, packed_a);
 }
 
 }  // namespace adapt::ops::cpu

@@ -27,4 +27,20 @@ void gemm_avx512(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
                  const float* a, std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c,
                  std::int64_t ldc);
 
+/// One op(b) read by many products, or one a by several, packed once (as gemm_avx512_bf16.h's packed
+/// products, for f32 arithmetic): gemm_avx512_pack_b packs op(b) (N <= kGemmAvx512PackedMaxN, K <=
+/// kGemmAvx512PackedMaxK; f32 copied, bf16 (b_bf16) widened) into gemm_avx512_packed_b_floats(N, K) floats at a
+/// 64-byte aligned dst; gemm_avx512_pack_a packs a (M, K) row-major into gemm_avx512_packed_a_floats(M, K)
+/// floats; gemm_avx512_packed is gemm_avx512(false, trans_b, M, N, K, ...) on them (packed_a may be null:
+/// the call packs a, or reads it in place where gemm_avx512 would): the same bits.
+constexpr std::int64_t kGemmAvx512PackedMaxN = 768;
+constexpr std::int64_t kGemmAvx512PackedMaxK = 256;
+std::int64_t gemm_avx512_packed_b_floats(std::int64_t N, std::int64_t K);
+void gemm_avx512_pack_b(bool trans_b, std::int64_t N, std::int64_t K, const void* b, bool b_bf16, std::int64_t ldb,
+                        float* dst);
+std::int64_t gemm_avx512_packed_a_floats(std::int64_t M, std::int64_t K);
+void gemm_avx512_pack_a(std::int64_t M, std::int64_t K, const float* a, std::int64_t lda, float* dst);
+void gemm_avx512_packed(std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a, std::int64_t lda,
+                        const float* packed_a, const float* packed_b, float beta, float* c, std::int64_t ldc);
+
 }  // namespace adapt::ops::cpu

@@ -25,6 +25,7 @@ constexpr std::int64_t kMC = 64;      // rows of a transposed a packed at once
 static_assert(kMR == kGemmAvx512RowAlign && kGemmAvx512ColAlign == 16,
               "the split alignment gemm_avx512_bf16.h promises");
 static_assert(kNV == 3 && kNC % kNR == 0 && kMC % kMR == 0 && kKC % 32 == 0, "blocking");
+static_assert(kNC == kGemmAvx512Bf16PackedMaxN && kKC == kGemmAvx512Bf16PackedMaxK, "one block packs whole");
 
 // 16 consecutive values as bf16 bit patterns (lanes outside `mask` zero): f32 rounded to nearest even.
 inline __m256i bf16x16(const float* p, __mmask16 mask) {
@@ -161,6 +162,34 @@ void gemm_avx512_bf16(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N
                       const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                       std::int64_t ldc) {
   gemm_packed<Avx512Bf16>(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+std::int64_t gemm_avx512_bf16_packed_b_floats(std::int64_t N, std::int64_t K) {
+  return packed_b_block_floats<Avx512Bf16>(N, K);
+}
+
+void gemm_avx512_bf16_pack_b(bool trans_b, std::int64_t N, std::int64_t K, const void* b, bool b_bf16, std::int64_t ldb,
+                             float* dst) {
+  if (b_bf16) {
+    pack_b_block<Avx512Bf16>(trans_b, static_cast<const std::uint16_t*>(b), ldb, N, K, dst);
+  } else {
+    pack_b_block<Avx512Bf16>(trans_b, static_cast<const float*>(b), ldb, N, K, dst);
+  }
+}
+
+std::int64_t gemm_avx512_bf16_packed_a_floats(std::int64_t M, std::int64_t K) {
+  return packed_a_floats<Avx512Bf16>(M, K);
+}
+
+void gemm_avx512_bf16_pack_a(std::int64_t M, std::int64_t K, const float* a, std::int64_t lda, float* dst) {
+  pack_a_rows<Avx512Bf16>(false, a, lda, M, K, dst);
+}
+
+void gemm_avx512_bf16_packed(std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a,
+                             std::int64_t lda, const float* packed_a, const float* packed_b, float beta, float* c,
+                             std::int64_t ldc) {
+  gemm_packed<Avx512Bf16>(false, false, M, N, K, alpha, a, lda, static_cast<const std::uint16_t*>(nullptr), 0, beta,
+                          c, ldc, packed_b, packed_a);
 }
 
 }  // namespace adapt::ops::cpu

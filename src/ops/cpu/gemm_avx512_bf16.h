@@ -28,4 +28,25 @@ void gemm_avx512_bf16(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N
                       const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                       std::int64_t ldc);
 
+/// Products that read one op(b) many times (attention's key and value tiles, read by every query block of
+/// a long prefill) can pack it once: gemm_avx512_bf16_pack_b packs op(b) (N <= kGemmAvx512Bf16PackedMaxN
+/// columns, K <= kGemmAvx512Bf16PackedMaxK values of k; b stored (N, K) when trans_b, else (K, N); f32
+/// values rounded to bf16 as gemm_avx512_bf16 rounds them, bf16 ones (b_bf16) copied) into dst, which holds
+/// gemm_avx512_bf16_packed_b_floats(N, K) floats and is 64-byte aligned; gemm_avx512_bf16_packed is then
+/// gemm_avx512_bf16(false, trans_b, M, N, K, ...) on those panels: the same bits, without packing b again.
+/// Likewise a (M, K) row-major, read by several products with K <= kGemmAvx512Bf16PackedMaxK (a block of
+/// queries against every key tile): gemm_avx512_bf16_pack_a into gemm_avx512_bf16_packed_a_floats(M, K)
+/// floats, given to gemm_avx512_bf16_packed as packed_a (a and lda are then not read; null: a is packed
+/// by the call).
+constexpr std::int64_t kGemmAvx512Bf16PackedMaxN = 768;
+constexpr std::int64_t kGemmAvx512Bf16PackedMaxK = 512;
+std::int64_t gemm_avx512_bf16_packed_b_floats(std::int64_t N, std::int64_t K);
+void gemm_avx512_bf16_pack_b(bool trans_b, std::int64_t N, std::int64_t K, const void* b, bool b_bf16, std::int64_t ldb,
+                             float* dst);
+std::int64_t gemm_avx512_bf16_packed_a_floats(std::int64_t M, std::int64_t K);
+void gemm_avx512_bf16_pack_a(std::int64_t M, std::int64_t K, const float* a, std::int64_t lda, float* dst);
+void gemm_avx512_bf16_packed(std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a,
+                             std::int64_t lda, const float* packed_a, const float* packed_b, float beta, float* c,
+                             std::int64_t ldc);
+
 }  // namespace adapt::ops::cpu

@@ -163,6 +163,30 @@ void gemm_avx512_bf16(bool, bool, std::int64_t, std::int64_t, std::int64_t, floa
                       const std::uint16_t*, std::int64_t, float, float*, std::int64_t) {
   ADAPT_CHECK(false, "gemm_avx512_bf16 called in a build without it (ADAPT_HAVE_X86_KERNELS = 0)");
 }
+std::int64_t gemm_avx512_bf16_packed_b_floats(std::int64_t, std::int64_t) { return 0; }
+void gemm_avx512_bf16_pack_b(bool, std::int64_t, std::int64_t, const void*, bool, std::int64_t, float*) {
+  ADAPT_CHECK(false, "gemm_avx512_bf16_pack_b called in a build without it (ADAPT_HAVE_X86_KERNELS = 0)");
+}
+std::int64_t gemm_avx512_bf16_packed_a_floats(std::int64_t, std::int64_t) { return 0; }
+void gemm_avx512_bf16_pack_a(std::int64_t, std::int64_t, const float*, std::int64_t, float*) {
+  ADAPT_CHECK(false, "gemm_avx512_bf16_pack_a called in a build without it (ADAPT_HAVE_X86_KERNELS = 0)");
+}
+void gemm_avx512_bf16_packed(std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t, const float*,
+                             const float*, float, float*, std::int64_t) {
+  ADAPT_CHECK(false, "gemm_avx512_bf16_packed called in a build without it (ADAPT_HAVE_X86_KERNELS = 0)");
+}
+std::int64_t gemm_avx512_packed_b_floats(std::int64_t, std::int64_t) { return 0; }
+void gemm_avx512_pack_b(bool, std::int64_t, std::int64_t, const void*, bool, std::int64_t, float*) {
+  ADAPT_CHECK(false, "gemm_avx512_pack_b called in a build without it (ADAPT_HAVE_X86_KERNELS = 0)");
+}
+std::int64_t gemm_avx512_packed_a_floats(std::int64_t, std::int64_t) { return 0; }
+void gemm_avx512_pack_a(std::int64_t, std::int64_t, const float*, std::int64_t, float*) {
+  ADAPT_CHECK(false, "gemm_avx512_pack_a called in a build without it (ADAPT_HAVE_X86_KERNELS = 0)");
+}
+void gemm_avx512_packed(std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t, const float*,
+                        const float*, float, float*, std::int64_t) {
+  ADAPT_CHECK(false, "gemm_avx512_packed called in a build without it (ADAPT_HAVE_X86_KERNELS = 0)");
+}
 void gemm_avx2(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t, const void*,
                bool, std::int64_t, float, float*, std::int64_t) {
   ADAPT_CHECK(false, "gemm_avx2 called in a build without it (ADAPT_HAVE_X86_KERNELS = 0)");

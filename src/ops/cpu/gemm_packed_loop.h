@@ -37,7 +37,53 @@ class PackBuffer {
 PackBuffer& a_pack_buffer();
 PackBuffer& b_pack_buffer();
 
+/// Elements (floats) of op(b)'s block of nc columns and kc values of k packed as kNR-wide panels.
+template <typename Isa>
+constexpr std::int64_t packed_b_block_floats(std::int64_t nc, std::int64_t kc) {
+  return (kc + Isa::kKPack - 1) / Isa::kKPack * ((nc + Isa::kNR - 1) / Isa::kNR) * Isa::kNR;
+}
+
+/// Packs op(b)'s block of nc columns and kc values of k that starts at b (b stored (N, K) when trans_b,
+/// else (K, N)) into bp as kNR-wide panels (nc <= kNC, kc <= kKC): the layout gemm_packed's tiles read.
+template <typename Isa, typename BT>
+void pack_b_block(bool trans_b, const BT* b, std::int64_t ldb, std::int64_t nc, std::int64_t kc, float* bp) {
+  const std::int64_t kw = (kc + Isa::kKPack - 1) / Isa::kKPack;
+  if (trans_b) {
+    for (std::int64_t jr = 0; jr < nc; jr += Isa::kNR) {
+      const int nr = static_cast<int>(std::min<std::int64_t>(Isa::kNR, nc - jr));
+      Isa::pack_b_transposed(bp + jr * kw, b + jr * ldb, ldb, nr, kc);
+    }
+  } else {
+    Isa::pack_rows_to_panels(bp, Isa::kNR, b, ldb, nc, kc);
+  }
+}
+
+/// Elements (floats) of m rows of op(a) and kc values of k packed as kMR-row panels.
+template <typename Isa>
+constexpr std::int64_t packed_a_floats(std::int64_t m, std::int64_t kc) {
+  return (m + Isa::kMR - 1) / Isa::kMR * Isa::kMR * ((kc + Isa::kKPack - 1) / Isa::kKPack);
+}
+
+/// Packs m rows of op(a) and kc values of k (kc <= kKC) into dst as panels of kMR rows (zero rows past m):
+/// a points at the first element, op(a)(i, k) at a[k · lda + i] when trans_a, else a[i · lda + k].
+template <typename Isa>
+void pack_a_rows(bool trans_a, const float* a, std::int64_t lda, std::int64_t m, std::int64_t kc, float* dst) {
+  if (trans_a) {  // an a stored transposed is walked along its rows
+    Isa::pack_rows_to_panels(dst, Isa::kMR, a, lda, m, kc);
+    return;
+  }
+  const std::int64_t kw = (kc + Isa::kKPack - 1) / Isa::kKPack;
+  for (std::int64_t ir = 0; ir < m; ir += Isa::kMR) {
+    const int mr = static_cast<int>(std::min<std::int64_t>(Isa::kMR, m - ir));
+    Isa::pack_a(dst + ir * kw, a + ir * lda, lda, mr, kc);
+  }
+}
+
 /// c (M, N) = alpha · op(a) · op(b) + beta · c on the calling thread, as gemm_avx512 / gemm_avx2 promise.
+/// With packed_b set, op(b) is one block (N <= kNC, K <= kKC) already packed by pack_b_block, and b is
+/// not read; with packed_a set (K <= kKC, and Isa::a_in_place false), op(a) is already packed by
+/// pack_a_rows (all M rows) and a is not read. The same tiles on the same panels either way, so the same
+/// bits as packing them here.
 /// `Isa` gives the blocking (kMR, kNR, kKC, kNC, kMC with kMC % kMR == 0 and kNC % kNR == 0; kBPanelInL1:
 /// which panel the innermost loop keeps; kKPack: k values per 32-bit element of a packed panel, 1 for
 /// f32, 2 for bf16 pairs, so that a panel of kc values of k holds ceil(kc / kKPack) elements) and:
@@ -51,7 +97,7 @@ PackBuffer& b_pack_buffer();
 template <typename Isa, typename BT>
 void gemm_packed(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
                  const float* a, std::int64_t lda, const BT* b, std::int64_t ldb, float beta, float* c,
-                 std::int64_t ldc) {
+                 std::int64_t ldc, const float* packed_b = nullptr, const float* packed_a = nullptr) {
   constexpr int kMR = Isa::kMR, kNR = Isa::kNR;
   constexpr std::int64_t kKC = Isa::kKC, kNC = Isa::kNC, kMC = Isa::kMC;
   static_assert(kMC % kMR == 0 && kNC % kNR == 0, "blocks hold whole tiles");
@@ -59,7 +105,7 @@ void gemm_packed(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
   const auto packed_k = [](std::int64_t kc) { return (kc + Isa::kKPack - 1) / Isa::kKPack; };
   const std::int64_t kc_max = packed_k(std::min(kKC, K));
   const std::int64_t panels_max = (std::min(kNC, N) + kNR - 1) / kNR;
-  float* bp = b_pack_buffer().get(kc_max * panels_max * kNR);
+  float* b_buffer = packed_b != nullptr ? nullptr : b_pack_buffer().get(kc_max * panels_max * kNR);
   // op(a) is read where it is where Isa::a_in_place says; otherwise packed as panels.
   const bool in_place = Isa::a_in_place(N, trans_a);
   const std::int64_t rs = trans_a ? 1 : lda, ks = trans_a ? lda : 1;  // element (i, k) of op(a) in place
@@ -69,19 +115,13 @@ void gemm_packed(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
   constexpr std::int64_t kWholeA = std::int64_t{1} << 18;
   const std::int64_t m_panels = (M + kMR - 1) / kMR * kMR;  // rows of op(a) rounded up to whole panels
   const std::int64_t k_blocks = (K + kKC - 1) / kKC;
-  const bool pack_whole = !in_place && N > kNC && m_panels * kc_max * k_blocks <= kWholeA;
-  float* ap_block = a_pack_buffer().get(pack_whole ? m_panels * kc_max * k_blocks : kc_max * std::min(kMC, m_panels));
+  const bool pack_whole = packed_a == nullptr && !in_place && N > kNC && m_panels * kc_max * k_blocks <= kWholeA;
+  const std::int64_t a_floats = pack_whole ? m_panels * kc_max * k_blocks : kc_max * std::min(kMC, m_panels);
+  float* ap_block = packed_a != nullptr ? nullptr : a_pack_buffer().get(a_floats);
+  const float* whole_a = packed_a != nullptr ? packed_a : ap_block;  // all of op(a) packed, when one of them
   // Packs rows [i0, i0 + m) of op(a), k block [pc, pc + kc), as panels of kMR rows at dst.
   const auto pack_rows = [&](float* dst, std::int64_t i0, std::int64_t m, std::int64_t pc, std::int64_t kc) {
-    const std::int64_t kw = packed_k(kc);
-    if (trans_a) {  // an a stored transposed is walked along its rows
-      Isa::pack_rows_to_panels(dst, kMR, a + pc * lda + i0, lda, m, kc);
-      return;
-    }
-    for (std::int64_t ir = 0; ir < m; ir += kMR) {
-      const int mr = static_cast<int>(std::min<std::int64_t>(kMR, m - ir));
-      Isa::pack_a(dst + ir * kw, a + (i0 + ir) * lda + pc, lda, mr, kc);
-    }
+    pack_a_rows<Isa>(trans_a, trans_a ? a + pc * lda + i0 : a + i0 * lda + pc, lda, m, kc, dst);
   };
   if (pack_whole) {
     for (std::int64_t pc = 0; pc < K; pc += kKC)
@@ -91,20 +131,18 @@ void gemm_packed(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
     const std::int64_t nc = std::min(kNC, N - jc);
     for (std::int64_t pc = 0; pc < K; pc += kKC) {
       const std::int64_t kc = std::min(kKC, K - pc), kw = packed_k(kc);
-      if (trans_b) {
-        for (std::int64_t jr = 0; jr < nc; jr += kNR) {
-          const int nr = static_cast<int>(std::min<std::int64_t>(kNR, nc - jr));
-          Isa::pack_b_transposed(bp + jr * kw, b + (jc + jr) * ldb + pc, ldb, nr, kc);
-        }
-      } else {
-        Isa::pack_rows_to_panels(bp, kNR, b + pc * ldb + jc, ldb, nc, kc);
+      const float* bp = packed_b;
+      if (packed_b == nullptr) {
+        pack_b_block<Isa>(trans_b, trans_b ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, nc, kc, b_buffer);
+        bp = b_buffer;
       }
       const float beta_k = pc == 0 ? beta : 1.0f;  // later k blocks add to what the first one wrote
       for (std::int64_t ic = 0; ic < M; ic += kMC) {
         const std::int64_t mc = std::min(kMC, M - ic);
         // mc rows of op(a) as panels of kMR rows: packed here, or already (pack_whole), or read in place.
-        const float* ap = pack_whole ? ap_block + pc / kKC * m_panels * kc_max + ic * kw : ap_block;
-        if (!in_place && !pack_whole) pack_rows(ap_block, ic, mc, pc, kc);
+        const bool a_packed = pack_whole || packed_a != nullptr;
+        const float* ap = a_packed ? whole_a + pc / kKC * m_panels * kc_max + ic * kw : ap_block;
+        if (!in_place && !a_packed) pack_rows(ap_block, ic, mc, pc, kc);
         const auto tile = [&](std::int64_t ir, std::int64_t jr) {
           const int mr = static_cast<int>(std::min<std::int64_t>(kMR, mc - ir));
           const int nr = static_cast<int>(std::min<std::int64_t>(kNR, nc - jr));

@@ -3,11 +3,14 @@
 // rows); the GQA mapping (query head h reads KV head h / n_rep) is checked on its own.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "core/error.h"
 #include "ops/attention.h"
+#include "ops/cpu/gemm_avx512.h"
+#include "ops/cpu/gemm_avx512_bf16.h"
 #include "tests/unit/ops/ops_test_util.h"
 
 using namespace adapt;
@@ -197,6 +200,52 @@ TEST_CASE("decode attention at head dims 64 and 128: 16-key blocks, tiles, GQA, 
                                       1.0 / std::sqrt(static_cast<double>(D)));
       CHECK(test::max_rel_error(out_b.narrow(0, b, 1).to_host(DType::F32), ref.out) < kTol);
       CHECK(test::max_rel_error(lse_b.narrow(0, b, 1).to_host(DType::F32), ref.lse) < kTol);
+    }
+  }
+}
+
+// A long prefill on the packed AVX-512 kernels packs every key and value tile once, for all its query
+// blocks to share (attention_cpu.cpp, PackedTiles); a call of one query block packs the tiles it reads
+// itself. Rows are independent of how queries are split into calls when the splits fall on the kernel's
+// query blocks (64 rows: 64 / n_rep positions), so the whole prefill must give the bits of the same
+// queries one block per call: f32 and bf16 products, f32 and bf16 caches, head widths 64 and 128, ragged
+// offsets and cache rows, last key tiles cut short.
+TEST_CASE("a long prefill's key and value tiles packed once give the bits of one query block per call") {
+  if (!ops::cpu::gemm_avx512_supported()) {
+    MESSAGE("this CPU has no AVX-512: every prefill below packs its tiles per query block");
+  } else if (!ops::cpu::gemm_avx512_bf16_supported()) {
+    MESSAGE("this CPU has no AVX512_BF16: the bf16-products prefills below pack their tiles per query block");
+  }
+  const std::int64_t R = 2, Hkv = 2, H = 6, n_rep = H / Hkv, block = 64 / n_rep, S = 420, T = 300;
+  const std::vector<std::int64_t> offsets = {0, 117}, rows = {1, 0};
+  for (const std::int64_t D : {64, 128}) {
+    const Tensor kw = test::random_tensor({R, Hkv, S, D}, 91, 1.0f, "k");
+    const Tensor vw = test::random_tensor({R, Hkv, S, D}, 92, 1.0f, "v");
+    const Tensor kb = kw.to_host(DType::BF16), vb = vw.to_host(DType::BF16);
+    const Tensor q = test::random_tensor({2, T, H, D}, 93, 1.0f, "q");
+    for (const bool bf16_cache : {false, true}) {
+      for (const bool bf16_products : {false, true}) {
+        CAPTURE(D);
+        CAPTURE(bf16_cache);
+        CAPTURE(bf16_products);
+        const Tensor& k = bf16_cache ? kb : kw;
+        const Tensor& v = bf16_cache ? vb : vw;
+        Tensor whole = test::filled(q.shape(), NAN, "whole"), blocks = test::filled(q.shape(), NAN, "blocks");
+        ops::attention_forward(whole, q, k, v,
+                               {.q_pos_offsets = offsets, .kv_rows = rows, .bf16_products = bf16_products});
+        for (std::int64_t t0 = 0; t0 < T; t0 += block) {
+          const std::int64_t n = std::min(block, T - t0);
+          Tensor qc = test::filled({2, n, H, D}, 0.0f, "q_chunk"), oc = test::filled({2, n, H, D}, NAN, "out_chunk");
+          for (std::int64_t b = 0; b < 2; ++b)
+            std::copy_n(q.data<float>() + (b * T + t0) * H * D, n * H * D, qc.data<float>() + b * n * H * D);
+          const std::vector<std::int64_t> chunk_offsets = {offsets[0] + t0, offsets[1] + t0};
+          ops::attention_forward(oc, qc, k, v,
+                                 {.q_pos_offsets = chunk_offsets, .kv_rows = rows, .bf16_products = bf16_products});
+          for (std::int64_t b = 0; b < 2; ++b)
+            std::copy_n(oc.data<float>() + b * n * H * D, n * H * D, blocks.data<float>() + (b * T + t0) * H * D);
+        }
+        CHECK(test::bit_equal(whole, blocks));
+      }
     }
   }
 }
