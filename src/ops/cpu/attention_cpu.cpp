@@ -66,6 +66,8 @@ const TileKernel* tile_kernel(const AttentionArgs& a) {
 // Same panels, same bits.
 class PackedTiles {
  public:
+  static constexpr std::size_t kMaxBytes = std::size_t{512} << 20;  // one call's tiles, kept for the next call
+
   // The kernel to pack for, or null: no packed kernel here, too few query blocks to share the tiles,
   // or heads too wide for one packed block.
   static const TileKernel* kernel_for(const AttentionArgs& a, std::int64_t blocks_per_sequence) {
@@ -73,8 +75,11 @@ class PackedTiles {
     return kernel != nullptr && a.D <= kernel->max_k && kKeyTile <= kernel->max_k ? kernel : nullptr;
   }
 
-  // Sizes the buffer for a (allocation-free once warm); pack() then fills it.
-  void plan(const AttentionArgs& a, const TileKernel& kernel) {
+  // Sizes the buffer for a (allocation-free once warm) and returns true; pack() then fills it. False,
+  // allocating nothing, when the packed tiles would pass kMaxBytes (a long context on a wide batch:
+  // 128k positions of 8 KV heads of width 128 take 1.2 GB in f32 panels per sequence); each block then
+  // packs its tiles itself.
+  bool plan(const AttentionArgs& a, const TileKernel& kernel) {
     a_ = &a;
     kernel_ = &kernel;
     k_floats_ = kernel.b_floats(kKeyTile, a.D);  // Kᵀ tile: kKeyTile columns, k = D
@@ -82,9 +87,11 @@ class PackedTiles {
     n_tiles_ = 0;
     for (std::int64_t b = 0; b < a.B; ++b) n_tiles_ = std::max(n_tiles_, (key_end(b) + kKeyTile - 1) / kKeyTile);
     const std::size_t floats = static_cast<std::size_t>(a.B * a.Hkv * n_tiles_ * (k_floats_ + v_floats_));
+    if (floats * sizeof(float) > kMaxBytes) return false;
     if (storage_.size() < floats + 16) storage_.resize(floats + 16);
     base_ = storage_.data();
     while (reinterpret_cast<std::uintptr_t>(base_) % 64 != 0) ++base_;  // the kernels' aligned panel loads
+    return true;
   }
   const TileKernel& kernel() const { return *kernel_; }
   std::int64_t n_jobs() const { return a_->B * a_->Hkv * n_tiles_; }
@@ -247,8 +254,7 @@ void attention_forward(const AttentionArgs& a) {
   const std::int64_t n_tasks = a.B * a.Hkv * n_blocks;
   thread_local PackedTiles packed_tiles;  // the calling thread's, reused across calls
   const TileKernel* kernel = PackedTiles::kernel_for(a, n_blocks);
-  const PackedTiles* packed = kernel ? &packed_tiles : nullptr;
-  if (kernel) packed_tiles.plan(a, *kernel);
+  const PackedTiles* packed = kernel && packed_tiles.plan(a, *kernel) ? &packed_tiles : nullptr;
 #pragma omp parallel
   {
     thread_local Scratch sc;  // reused across calls: no allocation once warm
