@@ -32,7 +32,8 @@ void gemm_avx512(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
 /// kGemmAvx512PackedMaxK; f32 copied, bf16 (b_bf16) widened) into gemm_avx512_packed_b_floats(N, K) floats at a
 /// 64-byte aligned dst; gemm_avx512_pack_a packs a (M, K) row-major into gemm_avx512_packed_a_floats(M, K)
 /// floats; gemm_avx512_packed is gemm_avx512(false, trans_b, M, N, K, ...) on them (packed_a may be null:
-/// the call packs a, or reads it in place where gemm_avx512 would): the same bits.
+/// the call packs a; where gemm_avx512 reads a in place, N <= 48, it does so here too, so a and lda stay
+/// valid arguments): the same bits.
 constexpr std::int64_t kGemmAvx512PackedMaxN = 768;
 constexpr std::int64_t kGemmAvx512PackedMaxK = 256;
 std::int64_t gemm_avx512_packed_b_floats(std::int64_t N, std::int64_t K);

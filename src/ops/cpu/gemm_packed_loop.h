@@ -81,9 +81,9 @@ void pack_a_rows(bool trans_a, const float* a, std::int64_t lda, std::int64_t m,
 
 /// c (M, N) = alpha · op(a) · op(b) + beta · c on the calling thread, as gemm_avx512 / gemm_avx2 promise.
 /// With packed_b set, op(b) is one block (N <= kNC, K <= kKC) already packed by pack_b_block, and b is
-/// not read; with packed_a set (K <= kKC, and Isa::a_in_place false), op(a) is already packed by
-/// pack_a_rows (all M rows) and a is not read. The same tiles on the same panels either way, so the same
-/// bits as packing them here.
+/// not read; with packed_a set (K <= kKC), op(a) is already packed by pack_a_rows (all M rows) and is not
+/// packed again (where Isa::a_in_place holds, a is still read in place instead). The same tiles on the
+/// same panels either way, so the same bits as packing them here.
 /// `Isa` gives the blocking (kMR, kNR, kKC, kNC, kMC with kMC % kMR == 0 and kNC % kNR == 0; kBPanelInL1:
 /// which panel the innermost loop keeps; kKPack: k values per 32-bit element of a packed panel, 1 for
 /// f32, 2 for bf16 pairs, so that a panel of kc values of k holds ceil(kc / kKPack) elements) and:

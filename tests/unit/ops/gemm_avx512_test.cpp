@@ -9,8 +9,9 @@
 // sequence its own logits); and its AVX2 counterpart (ops/cpu/skinny_avx2) with the rows cpu::gemm
 // gives it (up to 8) and a few more. The bf16 dot-product kernel (ops/cpu/gemm_avx512_bf16) the same way
 // against loops over op(a) rounded to bf16 (so a kernel that skipped the rounding fails: for small K the
-// rounding moves a product far more than the f32 bound allows). Each skipped (with a message) on CPUs
-// without its instructions.
+// rounding moves a product far more than the f32 bound allows). Both packed kernels' pre-packed entries
+// (op(b) and a packed once, for many products) give the bits of the call that packs them. Each skipped
+// (with a message) on CPUs without its instructions.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -428,6 +429,86 @@ TEST_CASE("gemm_serial with bf16 b gives the bits of gemm_serial on b widened") 
                               bf16_products);
         CHECK(std::memcmp(c16.data(), cw.data(), c16.size() * sizeof(float)) == 0);
         CHECK(c16 != c0);
+      }
+    }
+  }
+}
+
+// The packed kernels' pre-packed entries (attention packs each key and value tile once for all its query
+// blocks): op(b) packed by gemm_avx512(_bf16)_pack_b and a by _pack_a give the bits of the call that packs
+// them itself, for b stored (K, N) or (N, K), f32 or bf16, strided; N up to one column block, K up to one k
+// block, few columns (the f32 kernel reads a in place there), beta 0 and 1; packed_a null too.
+TEST_CASE("packed kernels: b and a packed once give the bits of the call that packs them") {
+  if (!kernel_available()) return;
+  const bool bf16_dot = ops::cpu::gemm_avx512_bf16_supported();
+  if (!bf16_dot) MESSAGE("this CPU has no AVX512_BF16: the bf16 dot-product kernel's entries are not checked here");
+  std::mt19937 rng(92);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  struct Shape {
+    std::int64_t M, N, K;
+  };
+  for (const bool dot : {false, true}) {
+    if (dot && !bf16_dot) continue;
+    const std::int64_t max_k = dot ? ops::cpu::kGemmAvx512Bf16PackedMaxK : ops::cpu::kGemmAvx512PackedMaxK;
+    for (const Shape s : {Shape{63, 128, 64}, Shape{17, 64, 128}, Shape{40, 33, 127}, Shape{9, 768, max_k},
+                          Shape{70, 16, 5}}) {
+      for (const bool trans_b : {false, true}) {
+        for (const bool b_bf16 : {false, true}) {
+          for (const float beta : {0.0f, 1.0f}) {
+            CAPTURE(dot);
+            CAPTURE(s.M);
+            CAPTURE(s.N);
+            CAPTURE(s.K);
+            CAPTURE(trans_b);
+            CAPTURE(b_bf16);
+            const std::int64_t ldb = (trans_b ? s.K : s.N) + 3, b_rows = trans_b ? s.N : s.K;
+            std::vector<float> a(static_cast<std::size_t>(s.M * s.K)), c0(static_cast<std::size_t>(s.M * s.N));
+            std::vector<float> bf(static_cast<std::size_t>(b_rows * ldb));
+            std::vector<std::uint16_t> bh(bf.size());
+            for (float& x : a) x = dist(rng);
+            for (float& x : c0) x = dist(rng);
+            for (std::size_t i = 0; i < bf.size(); ++i) {
+              bf[i] = dist(rng);
+              bh[i] = f32_to_bf16(bf[i]);
+            }
+            const void* b = b_bf16 ? static_cast<const void*>(bh.data()) : static_cast<const void*>(bf.data());
+            const std::int64_t b_floats = dot ? ops::cpu::gemm_avx512_bf16_packed_b_floats(s.N, s.K)
+                                              : ops::cpu::gemm_avx512_packed_b_floats(s.N, s.K);
+            const std::int64_t a_floats = dot ? ops::cpu::gemm_avx512_bf16_packed_a_floats(s.M, s.K)
+                                              : ops::cpu::gemm_avx512_packed_a_floats(s.M, s.K);
+            std::vector<float> b_store(static_cast<std::size_t>(b_floats + 16)), ap(static_cast<std::size_t>(a_floats));
+            float* bp = b_store.data();
+            while (reinterpret_cast<std::uintptr_t>(bp) % 64 != 0) ++bp;
+            std::vector<float> ref = c0, with_a = c0, without_a = c0;
+            if (dot) {
+              if (b_bf16) {
+                ops::cpu::gemm_avx512_bf16(false, trans_b, s.M, s.N, s.K, 0.5f, a.data(), s.K, bh.data(), ldb, beta,
+                                           ref.data(), s.N);
+              } else {
+                ops::cpu::gemm_avx512_bf16(false, trans_b, s.M, s.N, s.K, 0.5f, a.data(), s.K, bf.data(), ldb, beta,
+                                           ref.data(), s.N);
+              }
+              ops::cpu::gemm_avx512_bf16_pack_b(trans_b, s.N, s.K, b, b_bf16, ldb, bp);
+              ops::cpu::gemm_avx512_bf16_pack_a(s.M, s.K, a.data(), s.K, ap.data());
+              ops::cpu::gemm_avx512_bf16_packed(s.M, s.N, s.K, 0.5f, a.data(), s.K, ap.data(), bp, beta,
+                                                with_a.data(), s.N);
+              ops::cpu::gemm_avx512_bf16_packed(s.M, s.N, s.K, 0.5f, a.data(), s.K, nullptr, bp, beta,
+                                                without_a.data(), s.N);
+            } else {
+              ops::cpu::gemm_avx512(false, trans_b, s.M, s.N, s.K, 0.5f, a.data(), s.K, b, b_bf16, ldb, beta,
+                                    ref.data(), s.N);
+              ops::cpu::gemm_avx512_pack_b(trans_b, s.N, s.K, b, b_bf16, ldb, bp);
+              ops::cpu::gemm_avx512_pack_a(s.M, s.K, a.data(), s.K, ap.data());
+              ops::cpu::gemm_avx512_packed(s.M, s.N, s.K, 0.5f, a.data(), s.K, ap.data(), bp, beta, with_a.data(),
+                                           s.N);
+              ops::cpu::gemm_avx512_packed(s.M, s.N, s.K, 0.5f, a.data(), s.K, nullptr, bp, beta, without_a.data(),
+                                           s.N);
+            }
+            CHECK(ref != c0);
+            CHECK(std::memcmp(ref.data(), with_a.data(), ref.size() * sizeof(float)) == 0);
+            CHECK(std::memcmp(ref.data(), without_a.data(), ref.size() * sizeof(float)) == 0);
+          }
+        }
       }
     }
   }
