@@ -78,10 +78,11 @@ void check_two_keys(const TwoKeyCase& c) {
 
 // lse_t = log Σ_j e^(s_j) with s_j = scale · bf16(q_t) · bf16(k_j): the scores are products of the rounded
 // operands. Random q and k; each (t, h) row over its visible keys.
-void check_scores(std::int64_t T, std::int64_t S, std::int64_t offset) {
+void check_scores(std::int64_t T, std::int64_t S, std::int64_t offset, std::int64_t D = 64) {
   CAPTURE(T);
   CAPTURE(offset);
-  const std::int64_t B = 2, H = 4, Hkv = 2, D = 64, n_rep = H / Hkv;
+  CAPTURE(D);
+  const std::int64_t B = 2, H = 4, Hkv = 2, n_rep = H / Hkv;
   const Tensor q = test::random_tensor({B, T, H, D}, 72, 1.0f, "q");
   const Tensor k = test::random_tensor({B, Hkv, S, D}, 73, 1.0f, "k");
   const Tensor v = test::random_tensor({B, Hkv, S, D}, 74, 1.0f, "v");
@@ -129,7 +130,8 @@ TEST_CASE("bf16 attention: the probabilities and values are rounded, the sums f3
 
 TEST_CASE("bf16 attention: the scores are products of the rounded q and k") {
   check_scores(70, 70, 0);
-  check_scores(1, 260, 259);
+  check_scores(1, 260, 259);       // the decode kernel (on AVX512_BF16: its pair products, head width 64)
+  check_scores(1, 263, 262, 128);  // and head width 128, a last block of 7 keys
 }
 
 TEST_CASE("bf16 attention backward: products of rounded operands, f32 sums; the same bits on 1 and 3 threads") {
