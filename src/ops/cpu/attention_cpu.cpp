@@ -17,7 +17,6 @@
 #include "ops/cpu/attention_decode_avx512.h"
 #include "ops/cpu/cpu_kernels.h"
 #include "ops/cpu/gemm_avx512.h"
-#include "ops/cpu/gemm_avx512_bf16.h"
 #include "ops/cpu/vec_math.h"
 
 namespace adapt::ops::cpu {
@@ -35,29 +34,6 @@ struct Scratch {
   std::vector<float> m, l;
 };
 
-// The packed products of the kernel gemm_serial takes for attention's tiles on CPUs with AVX-512: the
-// bf16 dot-product one (bf16 products, AVX512_BF16) or the f32 one.
-struct TileKernel {
-  std::int64_t max_k;  // the longest k one packed block holds (the shortest block is 768 columns)
-  std::int64_t (*b_floats)(std::int64_t N, std::int64_t K);
-  void (*pack_b)(bool trans_b, std::int64_t N, std::int64_t K, const void* b, bool b_bf16, std::int64_t ldb,
-                 float* dst);
-  std::int64_t (*a_floats)(std::int64_t M, std::int64_t K);
-  void (*pack_a)(std::int64_t M, std::int64_t K, const float* a, std::int64_t lda, float* dst);
-  void (*product)(std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a, std::int64_t lda,
-                  const float* packed_a, const float* packed_b, float beta, float* c, std::int64_t ldc);
-};
-
-// The packed kernel for a's products, or null where gemm_serial would take another path (AVX2, OpenBLAS).
-const TileKernel* tile_kernel(const AttentionArgs& a) {
-  static const TileKernel bf16{kGemmAvx512Bf16PackedMaxK, gemm_avx512_bf16_packed_b_floats, gemm_avx512_bf16_pack_b,
-                               gemm_avx512_bf16_packed_a_floats, gemm_avx512_bf16_pack_a, gemm_avx512_bf16_packed};
-  static const TileKernel f32{kGemmAvx512PackedMaxK, gemm_avx512_packed_b_floats, gemm_avx512_pack_b,
-                              gemm_avx512_packed_a_floats, gemm_avx512_pack_a, gemm_avx512_packed};
-  if (a.bf16_products) return gemm_avx512_bf16_supported() ? &bf16 : nullptr;
-  return gemm_avx512_supported() ? &f32 : nullptr;
-}
-
 // Every key and value tile of one call, packed once for the tile products when the query blocks of a
 // long prefill would each pack them again: at 8,192 tokens ~390 blocks read a sequence's first tile, and
 // packing was 12% of the prefill. Tile j of (sequence b, KV head g) holds keys [j · kKeyTile,
@@ -68,18 +44,20 @@ class PackedTiles {
  public:
   static constexpr std::size_t kMaxBytes = std::size_t{512} << 20;  // one call's tiles, kept for the next call
 
-  // The kernel to pack for, or null: no packed kernel here, too few query blocks to share the tiles,
-  // or heads too wide for one packed block.
-  static const TileKernel* kernel_for(const AttentionArgs& a, std::int64_t blocks_per_sequence) {
-    const TileKernel* kernel = blocks_per_sequence >= 4 ? tile_kernel(a) : nullptr;
-    return kernel != nullptr && a.D <= kernel->max_k && kKeyTile <= kernel->max_k ? kernel : nullptr;
+  // The kernel to pack for (gemm_serial's, so that blocks packing their own tiles give the same bits), or
+  // null: no packed kernel here, too few query blocks to share the tiles, or heads too wide for one packed
+  // block (a Kᵀ tile is kKeyTile columns by D values of k, a V tile D columns by kKeyTile).
+  static const PackedKernel* kernel_for(const AttentionArgs& a, std::int64_t blocks_per_sequence) {
+    const PackedKernel* kernel = blocks_per_sequence >= 4 ? packed_kernel(a.bf16_products) : nullptr;
+    const auto fits = [&](std::int64_t n, std::int64_t k) { return n <= kernel->max_n && k <= kernel->max_k; };
+    return kernel != nullptr && fits(kKeyTile, a.D) && fits(a.D, kKeyTile) ? kernel : nullptr;
   }
 
   // Sizes the buffer for a (allocation-free once warm) and returns true; pack() then fills it. False,
   // allocating nothing, when the packed tiles would pass kMaxBytes (a long context on a wide batch:
   // 128k positions of 8 KV heads of width 128 take 1.2 GB in f32 panels per sequence); each block then
   // packs its tiles itself.
-  bool plan(const AttentionArgs& a, const TileKernel& kernel) {
+  bool plan(const AttentionArgs& a, const PackedKernel& kernel) {
     a_ = &a;
     kernel_ = &kernel;
     k_floats_ = kernel.b_floats(kKeyTile, a.D);  // Kᵀ tile: kKeyTile columns, k = D
@@ -93,7 +71,7 @@ class PackedTiles {
     while (reinterpret_cast<std::uintptr_t>(base_) % 64 != 0) ++base_;  // the kernels' aligned panel loads
     return true;
   }
-  const TileKernel& kernel() const { return *kernel_; }
+  const PackedKernel& kernel() const { return *kernel_; }
   std::int64_t n_jobs() const { return a_->B * a_->Hkv * n_tiles_; }
 
   // Packs tile `job` (of n_jobs(): sequence, KV head, tile).
@@ -126,7 +104,7 @@ class PackedTiles {
   }
 
   const AttentionArgs* a_ = nullptr;
-  const TileKernel* kernel_ = nullptr;
+  const PackedKernel* kernel_ = nullptr;
   std::vector<float> storage_;
   float* base_ = nullptr;
   std::int64_t k_floats_ = 0, v_floats_ = 0, n_tiles_ = 0;
@@ -253,7 +231,7 @@ void attention_forward(const AttentionArgs& a) {
   const std::int64_t n_blocks = (a.T + block - 1) / block;
   const std::int64_t n_tasks = a.B * a.Hkv * n_blocks;
   thread_local PackedTiles packed_tiles;  // the calling thread's, reused across calls
-  const TileKernel* kernel = PackedTiles::kernel_for(a, n_blocks);
+  const PackedKernel* kernel = PackedTiles::kernel_for(a, n_blocks);
   const PackedTiles* packed = kernel && packed_tiles.plan(a, *kernel) ? &packed_tiles : nullptr;
 #pragma omp parallel
   {

@@ -35,6 +35,26 @@ void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
 void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
                  const float* a, std::int64_t lda, const std::uint16_t* b, std::int64_t ldb, float beta, float* c,
                  std::int64_t ldc, bool bf16_products = false);
+/// A packed AVX-512 kernel's entries (gemm_avx512.h, gemm_avx512_bf16.h): the whole product (b in f32 or,
+/// b_bf16, bf16 bit patterns), and the pieces for products that share a packed operand (attention's key
+/// and value tiles): one block of op(b) holds up to max_n columns and max_k values of k.
+struct PackedKernel {
+  std::int64_t max_n, max_k;
+  void (*gemm)(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
+               const float* a, std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c,
+               std::int64_t ldc);
+  std::int64_t (*b_floats)(std::int64_t N, std::int64_t K);
+  void (*pack_b)(bool trans_b, std::int64_t N, std::int64_t K, const void* b, bool b_bf16, std::int64_t ldb,
+                 float* dst);
+  std::int64_t (*a_floats)(std::int64_t M, std::int64_t K);
+  void (*pack_a)(std::int64_t M, std::int64_t K, const float* a, std::int64_t lda, float* dst);
+  void (*product)(std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a, std::int64_t lda,
+                  const float* packed_a, const float* packed_b, float beta, float* c, std::int64_t ldc);
+};
+/// The kernel gemm_serial runs on this CPU for f32 products (AVX-512) or bf16 products (AVX512_BF16), or
+/// null where it takes another path (AVX2, OpenBLAS, rounded copies). Products that pack an operand
+/// once through its pieces get the bits gemm_serial gives.
+const PackedKernel* packed_kernel(bool bf16_products);
 /// gemm_serial's bf16 products on CPUs without AVX512_BF16: copies of op(a) and op(b) rounded to bf16 (in
 /// the calling thread's buffers, kept across calls), then the f32 kernels. Callable on any CPU (tests).
 void gemm_serial_bf16_copies(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,

@@ -299,6 +299,39 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
   }
 }
 
+const PackedKernel* packed_kernel(bool bf16_products) {
+  static const PackedKernel bf16{kGemmAvx512Bf16PackedMaxN,
+                                 kGemmAvx512Bf16PackedMaxK,
+                                 [](bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
+                                    float alpha, const float* a, std::int64_t lda, const void* b, bool b_bf16,
+                                    std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+                                   if (b_bf16) {
+                                     gemm_avx512_bf16(trans_a, trans_b, M, N, K, alpha, a, lda,
+                                                      static_cast<const std::uint16_t*>(b), ldb, beta, c, ldc);
+                                   } else {
+                                     gemm_avx512_bf16(trans_a, trans_b, M, N, K, alpha, a, lda,
+                                                      static_cast<const float*>(b), ldb, beta, c, ldc);
+                                   }
+                                 },
+                                 gemm_avx512_bf16_packed_b_floats,
+                                 gemm_avx512_bf16_pack_b,
+                                 gemm_avx512_bf16_packed_a_floats,
+                                 gemm_avx512_bf16_pack_a,
+                                 gemm_avx512_bf16_packed};
+  // f32: not OpenBLAS, which depends on recognising the CPU: Debian's 0.3.21 runs its SSE3 "Prescott"
+  // kernels on Xeons newer than itself, at a fifth of the speed (docs/PERFORMANCE.md, 2026-11-22).
+  static const PackedKernel f32{kGemmAvx512PackedMaxN,
+                                kGemmAvx512PackedMaxK,
+                                gemm_avx512,
+                                gemm_avx512_packed_b_floats,
+                                gemm_avx512_pack_b,
+                                gemm_avx512_packed_a_floats,
+                                gemm_avx512_pack_a,
+                                gemm_avx512_packed};
+  if (bf16_products) return gemm_avx512_bf16_supported() ? &bf16 : nullptr;
+  return gemm_avx512_supported() ? &f32 : nullptr;
+}
+
 void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
                  const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                  std::int64_t ldc, bool bf16_products) {
@@ -307,18 +340,12 @@ void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
     scale_c(M, N, beta, c, ldc);
     return;
   }
-  if (bf16_products) {
-    if (gemm_avx512_bf16_supported()) {
-      gemm_avx512_bf16(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
-    } else {
-      gemm_serial_bf16_copies(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
-    }
+  if (const PackedKernel* kernel = packed_kernel(bf16_products)) {
+    kernel->gemm(trans_a, trans_b, M, N, K, alpha, a, lda, b, false, ldb, beta, c, ldc);
     return;
   }
-  if (gemm_avx512_supported()) {
-    // Not OpenBLAS, which depends on recognising the CPU: Debian's 0.3.21 runs its SSE3 "Prescott"
-    // kernels on Xeons newer than itself, at a fifth of the speed (docs/PERFORMANCE.md, 2026-11-22).
-    gemm_avx512(trans_a, trans_b, M, N, K, alpha, a, lda, b, false, ldb, beta, c, ldc);
+  if (bf16_products) {
+    gemm_serial_bf16_copies(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
   if (gemm_avx2_supported()) {
@@ -339,12 +366,8 @@ void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
     return;
   }
   // The kernels of the f32 overload, each reading b's bf16 values where they are as it packs them.
-  if (bf16_products && gemm_avx512_bf16_supported()) {
-    gemm_avx512_bf16(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
-    return;
-  }
-  if (!bf16_products && gemm_avx512_supported()) {
-    gemm_avx512(trans_a, trans_b, M, N, K, alpha, a, lda, b, true, ldb, beta, c, ldc);
+  if (const PackedKernel* kernel = packed_kernel(bf16_products)) {
+    kernel->gemm(trans_a, trans_b, M, N, K, alpha, a, lda, b, true, ldb, beta, c, ldc);
     return;
   }
   if (!bf16_products && gemm_avx2_supported()) {
