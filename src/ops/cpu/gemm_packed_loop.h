@@ -37,17 +37,23 @@ class PackBuffer {
 PackBuffer& a_pack_buffer();
 PackBuffer& b_pack_buffer();
 
+/// Elements of a packed panel along k for kc values of k (ceil(kc / kKPack): pairs for bf16 panels).
+template <typename Isa>
+constexpr std::int64_t packed_k(std::int64_t kc) {
+  return (kc + Isa::kKPack - 1) / Isa::kKPack;
+}
+
 /// Elements (floats) of op(b)'s block of nc columns and kc values of k packed as kNR-wide panels.
 template <typename Isa>
 constexpr std::int64_t packed_b_block_floats(std::int64_t nc, std::int64_t kc) {
-  return (kc + Isa::kKPack - 1) / Isa::kKPack * ((nc + Isa::kNR - 1) / Isa::kNR) * Isa::kNR;
+  return packed_k<Isa>(kc) * ((nc + Isa::kNR - 1) / Isa::kNR) * Isa::kNR;
 }
 
 /// Packs op(b)'s block of nc columns and kc values of k that starts at b (b stored (N, K) when trans_b,
 /// else (K, N)) into bp as kNR-wide panels (nc <= kNC, kc <= kKC): the layout gemm_packed's tiles read.
 template <typename Isa, typename BT>
 void pack_b_block(bool trans_b, const BT* b, std::int64_t ldb, std::int64_t nc, std::int64_t kc, float* bp) {
-  const std::int64_t kw = (kc + Isa::kKPack - 1) / Isa::kKPack;
+  const std::int64_t kw = packed_k<Isa>(kc);
   if (trans_b) {
     for (std::int64_t jr = 0; jr < nc; jr += Isa::kNR) {
       const int nr = static_cast<int>(std::min<std::int64_t>(Isa::kNR, nc - jr));
@@ -61,7 +67,7 @@ void pack_b_block(bool trans_b, const BT* b, std::int64_t ldb, std::int64_t nc, 
 /// Elements (floats) of m rows of op(a) and kc values of k packed as kMR-row panels.
 template <typename Isa>
 constexpr std::int64_t packed_a_floats(std::int64_t m, std::int64_t kc) {
-  return (m + Isa::kMR - 1) / Isa::kMR * Isa::kMR * ((kc + Isa::kKPack - 1) / Isa::kKPack);
+  return (m + Isa::kMR - 1) / Isa::kMR * Isa::kMR * packed_k<Isa>(kc);
 }
 
 /// Packs m rows of op(a) and kc values of k (kc <= kKC) into dst as panels of kMR rows (zero rows past m):
@@ -72,7 +78,7 @@ void pack_a_rows(bool trans_a, const float* a, std::int64_t lda, std::int64_t m,
     Isa::pack_rows_to_panels(dst, Isa::kMR, a, lda, m, kc);
     return;
   }
-  const std::int64_t kw = (kc + Isa::kKPack - 1) / Isa::kKPack;
+  const std::int64_t kw = packed_k<Isa>(kc);
   for (std::int64_t ir = 0; ir < m; ir += Isa::kMR) {
     const int mr = static_cast<int>(std::min<std::int64_t>(Isa::kMR, m - ir));
     Isa::pack_a(dst + ir * kw, a + ir * lda, lda, mr, kc);
@@ -102,8 +108,7 @@ void gemm_packed(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
   constexpr std::int64_t kKC = Isa::kKC, kNC = Isa::kNC, kMC = Isa::kMC;
   static_assert(kMC % kMR == 0 && kNC % kNR == 0, "blocks hold whole tiles");
   static_assert(kKC % Isa::kKPack == 0, "k blocks hold whole packed elements");
-  const auto packed_k = [](std::int64_t kc) { return (kc + Isa::kKPack - 1) / Isa::kKPack; };
-  const std::int64_t kc_max = packed_k(std::min(kKC, K));
+  const std::int64_t kc_max = packed_k<Isa>(std::min(kKC, K));
   const std::int64_t panels_max = (std::min(kNC, N) + kNR - 1) / kNR;
   float* b_buffer = packed_b != nullptr ? nullptr : b_pack_buffer().get(kc_max * panels_max * kNR);
   // op(a) is read where it is where Isa::a_in_place says; otherwise packed as panels.
@@ -130,7 +135,7 @@ void gemm_packed(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
   for (std::int64_t jc = 0; jc < N; jc += kNC) {
     const std::int64_t nc = std::min(kNC, N - jc);
     for (std::int64_t pc = 0; pc < K; pc += kKC) {
-      const std::int64_t kc = std::min(kKC, K - pc), kw = packed_k(kc);
+      const std::int64_t kc = std::min(kKC, K - pc), kw = packed_k<Isa>(kc);
       const float* bp = packed_b;
       if (packed_b == nullptr) {
         pack_b_block<Isa>(trans_b, trans_b ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, nc, kc, b_buffer);
