@@ -14,6 +14,7 @@
 #include "ops/cpu/attention_decode_avx512.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -31,6 +32,7 @@ constexpr std::int64_t kMaxD = 256;
 
 struct DecodeScratch {
   std::vector<float> q, s, o, m, l;
+  std::vector<std::uint16_t> q16;  // scores_dot: q's rounded values as bf16 bit patterns
   alignas(64) float block[16 * kMaxD];  // 16 key (or value) rows as f32
   alignas(64) std::uint16_t block_bf16[16 * kMaxD];  // scores_dot: 16 key rows of an f32 cache rounded to bf16
 };
@@ -108,12 +110,12 @@ template <int NP>
 }
 
 // Scores with bf16 products on vdpbf16ps (AVX512_BF16; the caller checks gemm_avx512_bf16_supported()):
-// s[r · kTile + i] = scale · bf16(q_r) · bf16(k_i) for the R heads' rows of q (already rounded, R x D) and
+// s[r · kTile + i] = scale · q_r · bf16(k_i) for the R heads' rows of q (bf16 bit patterns, R x D) and
 // n <= 16 key rows, each key's D/32 pair vectors summed in increasing d, then 16 keys at once by sum16.
 // A bf16 cache's rows are read in place (k16, ld in elements); an f32 cache's are rounded to bf16 into
 // buf first (nearest even: the values a bf16 cache holding them would give, so the same bits).
 template <int NV>
-[[gnu::target("avx512bf16")]] void scores_dot(const float* q, std::int64_t R, const float* k32,
+[[gnu::target("avx512bf16")]] void scores_dot(const std::uint16_t* q, std::int64_t R, const float* k32,
                                                 const std::uint16_t* k16, std::int64_t ld, std::int64_t n,
                                                 float scale, float* s, std::uint16_t* buf) {
   constexpr int NP = NV / 2;  // vectors of 16 pairs per row
@@ -132,10 +134,7 @@ template <int NV>
   const __m512 scale_v = _mm512_set1_ps(scale);
   for (std::int64_t r = 0; r < R; ++r) {
     __m512bh qp[NP];
-    for (int c = 0; c < NP; ++c) {
-      const float* src = q + r * 16 * NV + 32 * c;
-      qp[c] = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src));
-    }
+    for (int c = 0; c < NP; ++c) qp[c] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(q + r * 16 * NV + 32 * c));
     float* sr = s + r * kTile;
     if (n == 16) {
       __m512 v[16];
@@ -155,6 +154,11 @@ void decode_task(const AttentionArgs& a, std::int64_t b, std::int64_t g) {
   const bool round = a.bf16_products;
   const bool dot = round && gemm_avx512_bf16_supported();  // scores on vdpbf16ps
   if (round) round_bf16_rows(sc.q.data(), R * D, sc.q.data(), R * D, 1, R * D);
+  if (dot) {  // once per task, not per block of keys: the rounded values' top halves, exactly
+    sc.q16.resize(sc.q.size());
+    for (std::size_t i = 0; i < sc.q.size(); ++i)
+      sc.q16[i] = static_cast<std::uint16_t>(std::bit_cast<std::uint32_t>(sc.q[i]) >> 16);
+  }
   sc.s.resize(static_cast<std::size_t>(R * kTile));
   sc.o.assign(static_cast<std::size_t>(R * D), 0.0f);
   sc.m.assign(static_cast<std::size_t>(R), -std::numeric_limits<float>::infinity());
@@ -170,7 +174,7 @@ void decode_task(const AttentionArgs& a, std::int64_t b, std::int64_t g) {
       const std::int64_t n = std::min<std::int64_t>(16, tile - j);
       if (dot) {
         const std::int64_t at = k_off + (j0 + j) * a.k_stride_s;
-        scores_dot<NV>(sc.q.data(), R, a.k_bf16 ? nullptr : a.k + at, a.k_bf16 ? a.k_bf16 + at : nullptr,
+        scores_dot<NV>(sc.q16.data(), R, a.k_bf16 ? nullptr : a.k + at, a.k_bf16 ? a.k_bf16 + at : nullptr,
                        a.k_stride_s, n, a.scale, sc.s.data() + j, sc.block_bf16);
         continue;
       }
