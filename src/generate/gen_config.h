@@ -73,9 +73,10 @@ struct GenRuntime {
 
 /// The KV cache's element type of a job whose model runs on a GPU (`on_gpu`) or on the host. Auto on the
 /// host: bf16 when attention computes in bf16 products there (attention_dtype "bf16", or "auto" with
-/// cpu_matmul_dtype "bf16", as model::resolve_attention_dtype decides). Those products round keys and
-/// values to bf16 anyway, so the cache stores exactly what they take, in half the memory; over an f32
-/// cache a generation's attention would stay f32 (model::attention_dtype_over_cache).
+/// cpu_matmul_dtype "bf16": model::host_attention_dtype, which model::resolve_attention_dtype applies).
+/// Those products round keys and values to bf16 anyway, so the cache stores exactly what they take, in
+/// half the memory; over an f32 cache a generation's attention would stay f32
+/// (model::attention_dtype_over_cache).
 inline DType kv_cache_dtype_for(const GenRuntime& rt, bool on_gpu) {
   switch (rt.kv_cache_dtype) {
     case KvCacheDtype::F32: return DType::F32;
@@ -83,10 +84,7 @@ inline DType kv_cache_dtype_for(const GenRuntime& rt, bool on_gpu) {
     case KvCacheDtype::Auto: break;
   }
   if (on_gpu) return rt.weights_dtype == DType::BF16 ? DType::BF16 : DType::F32;
-  const bool bf16_attention =
-      rt.attention_dtype == model::AttentionDtype::BF16 ||
-      (rt.attention_dtype == model::AttentionDtype::Auto && rt.cpu_matmul_dtype == DType::BF16);
-  return bf16_attention ? DType::BF16 : DType::F32;
+  return model::host_attention_dtype(rt.attention_dtype, rt.cpu_matmul_dtype);
 }
 
 /// runtime.device, parsed: the host, or a CUDA device given by index or chosen from the local rank.

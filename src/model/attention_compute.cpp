@@ -36,9 +36,7 @@ ops::AttentionOptions host_bf16(const ops::AttentionOptions& opts) {
 
 DType resolve_attention_dtype(const LlamaModel& model, AttentionDtype setting) {
   if (model_device(model).host_accessible()) {
-    // The CPU: "auto" follows the products by the base weights (runtime.cpu_matmul_dtype).
-    if (setting == AttentionDtype::Auto) return ops::cpu_matmul_dtype();
-    return setting == AttentionDtype::BF16 ? DType::BF16 : DType::F32;
+    return host_attention_dtype(setting, ops::cpu_matmul_dtype());
   }
   // The weight matrices' dtype on the device: lm_head's or the embedding's, else (a middle pipeline
   // stage) its first layer's.

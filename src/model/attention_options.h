@@ -8,6 +8,8 @@
 #include <string_view>
 #include <utility>
 
+#include "dtype/dtype.h"
+
 namespace adapt::model {
 
 /// Element type of attention's q, k, v and output on a CUDA device; the softmax, its log-sum-exp and
@@ -22,6 +24,13 @@ enum class AttentionDtype : std::uint8_t { Auto, F32, BF16 };
 /// Whether the tensor-core attention kernels take this head_dim (kernels/attention_plan.h): AttentionDtype::
 /// Auto computes in bf16 there (with bf16 weights), and adapt_plan counts the bf16 operand copies for it.
 inline bool attention_tensor_cores_take(std::int64_t head_dim) { return head_dim == 64 || head_dim == 128; }
+
+/// What attention computes in on the CPU under `setting`: Auto follows the products by the base weights
+/// (runtime.cpu_matmul_dtype), F32 or BF16 otherwise.
+inline DType host_attention_dtype(AttentionDtype setting, DType cpu_matmul_dtype) {
+  if (setting == AttentionDtype::Auto) return cpu_matmul_dtype == DType::BF16 ? DType::BF16 : DType::F32;
+  return setting == AttentionDtype::BF16 ? DType::BF16 : DType::F32;
+}
 
 /// The names the settings are written with, in the order the documentation gives them.
 inline constexpr std::array<std::pair<std::string_view, AttentionDtype>, 3> kAttentionDtypeNames{{
