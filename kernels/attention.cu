@@ -14,6 +14,7 @@
 #include <cuda_bf16.h>
 #include <mma.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/attention.h"
@@ -376,6 +377,22 @@ void set_smem(Kernel kernel, std::size_t bytes, const char* what) {
                 "newer)", what, bytes, cudaGetErrorString(e));
 }
 
+// The most shared memory any of head width D's tensor-core kernels takes per block.
+std::size_t tc_bytes(std::int64_t D) {
+  const auto most = [](auto tc) { return std::max({tc.fwd_bytes, tc.dq_bytes, tc.dkdv_bytes}); };
+  return D == 64 ? most(Tc<64>{}) : most(Tc<128>{});
+}
+
+// The dynamic shared memory a block may opt in to on the current device.
+std::size_t shared_memory_optin() {
+  int device = 0, bytes = 0;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  ADAPT_REQUIRE(e == cudaSuccess, CudaError, "attention: cannot read the shared memory per block of the device: {}",
+                cudaGetErrorString(e));
+  return static_cast<std::size_t>(bytes);
+}
+
 template <int D>
 void tc_forward(const AttentionForwardArgs& a, float scale, cudaStream_t stream) {
   set_smem(tc_forward_kernel<D>, Tc<D>::fwd_bytes, "attention_forward");
@@ -398,11 +415,17 @@ void tc_backward(const AttentionBackwardArgs& a, float scale, cudaStream_t strea
 
 }  // namespace
 
+AttentionPath attention_path_on_device(DType dtype, std::int64_t D) {
+  const AttentionPath path = choose_attention_path(dtype, D);
+  if (path == AttentionPath::TensorCore && tc_bytes(D) > shared_memory_optin()) return AttentionPath::Generic;
+  return path;
+}
+
 void launch_attention_forward(const AttentionForwardArgs& a, DType dtype, DType kv_dtype, cudaStream_t stream) {
   validate_attention_forward(a, dtype, kv_dtype);
   if (a.B * a.T * a.H == 0) return;
   const float scale = attention_scale(a.scale, a.D);
-  if (kv_dtype == dtype && choose_attention_path(dtype, a.D) == AttentionPath::TensorCore) {
+  if (kv_dtype == dtype && attention_path_on_device(dtype, a.D) == AttentionPath::TensorCore) {
     if (a.D == 64) return tc_forward<64>(a, scale, stream);
     return tc_forward<128>(a, scale, stream);
   }
@@ -432,7 +455,7 @@ void launch_attention_backward(const AttentionBackwardArgs& a, DType dtype, cuda
   }
   const float scale = attention_scale(a.scale, a.D);
   attn::backward_delta(a, dtype, stream);
-  if (choose_attention_path(dtype, a.D) == AttentionPath::TensorCore) {
+  if (attention_path_on_device(dtype, a.D) == AttentionPath::TensorCore) {
     if (a.D == 64) return tc_backward<64>(a, scale, stream);
     return tc_backward<128>(a, scale, stream);
   }

@@ -37,7 +37,8 @@ __global__ void bias_add_kernel(float* y, const float* bias, int64_t rows, int64
 // Block (32 columns, kLanes row lanes): lane y sums rows y, y + kLanes, ... of its column in double,
 // then lane 0 adds the lanes' partial sums in lane order.
 constexpr int kLanes = 32;
-__global__ void column_sum_kernel(float* out, const float* x, double alpha, int64_t rows, int64_t cols) {
+__global__ void __launch_bounds__(kLanes * 32)
+    column_sum_kernel(float* out, const float* x, double alpha, int64_t rows, int64_t cols) {
   __shared__ double part[kLanes][33];
   const int64_t c = blockIdx.x * 32LL + threadIdx.x;
   double acc = 0.0;

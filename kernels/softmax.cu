@@ -12,7 +12,8 @@ namespace {
 
 constexpr int kMaxThreads = 512;
 
-__global__ void softmax_forward_kernel(float* y, const float* x, int64_t rows, int64_t cols, bool log) {
+__global__ void __launch_bounds__(kMaxThreads)
+    softmax_forward_kernel(float* y, const float* x, int64_t rows, int64_t cols, bool log) {
   __shared__ float red_f[32];
   __shared__ double red_d[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {

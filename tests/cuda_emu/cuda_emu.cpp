@@ -47,7 +47,7 @@ constexpr unsigned kMaxThreadsPerBlock = 1024;
 constexpr unsigned kMaxBlockZ = 64;
 constexpr unsigned kMaxGridYZ = 65535;
 constexpr std::size_t kDefaultDynamicShared = 48 * 1024;  // without cudaFuncSetAttribute
-constexpr int kMaxDynamicSharedOptin = 163 * 1024;        // sm_80 (sm_90: 227 KiB)
+constexpr int kMaxDynamicSharedOptin = 163 * 1024;        // sm_80 (sm_90: 227 KiB; sm_86 / sm_89: 99 KiB)
 constexpr int kSmCount = 108;                             // A100
 #ifdef CUDA_EMU_ASAN
 constexpr std::size_t kStackBytes = 512 * 1024;
@@ -145,6 +145,7 @@ char* g_stacks = nullptr;
 std::size_t g_stacks_count = 0;
 std::atomic<cudaError_t> g_last_error{cudaSuccess};  // set by launches on the device thread too
 std::map<const void*, int> g_max_dyn_shared;
+std::atomic<int> g_shared_optin{kMaxDynamicSharedOptin};  // set_shared_memory_optin
 const bool g_reverse = [] {
   const char* o = std::getenv("CUDA_EMU_ORDER");
   return o && std::string(o) == "reverse";
@@ -384,10 +385,12 @@ const void* const (*warp_publish(const void* a, const void* b, const void* c))[3
 void kernel_error(const char* what) { report(what); }
 
 cudaError_t set_max_dynamic_shared(const void* kernel, int bytes) {
-  if (bytes < 0 || bytes > kMaxDynamicSharedOptin) return cudaErrorInvalidValue;
+  if (bytes < 0 || bytes > g_shared_optin.load()) return cudaErrorInvalidValue;
   g_max_dyn_shared[kernel] = bytes;
   return cudaSuccess;
 }
+
+void set_shared_memory_optin(int bytes) { g_shared_optin.store(bytes); }
 
 namespace {
 // Runs every thread of the grid (the configuration was checked by launch()); a kernel fault is reported
@@ -664,7 +667,7 @@ cudaError_t rt_device_attribute(int* value, cudaDeviceAttr attr, int device) {
   if (!valid_device(device)) return cudaErrorInvalidValue;
   switch (attr) {
     case cudaDevAttrMultiProcessorCount: *value = kSmCount; return cudaSuccess;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = kMaxDynamicSharedOptin; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = g_shared_optin.load(); return cudaSuccess;
   }
   return cudaErrorInvalidValue;
 }

@@ -314,6 +314,34 @@ TEST_CASE("gpu.parity.attention backward matches the CPU op (dq, dk, dv summed o
   for (const Case& c : sweep()) check_backward(c);
 }
 
+// sm_86 / sm_89 GPUs (A10, A40, L4, L40S, RTX 30xx and 40xx) let a block opt in to 99 KiB of shared memory, less
+// than the head-width-128 tensor-core kernels take (~121 KiB): attention must run on the generic kernels
+// there, with the same results, instead of failing to reserve the memory.
+TEST_CASE("gpu.parity.attention bf16 at head width 128 with 99 KiB of shared memory per block: the generic kernels") {
+  int device = 0, optin = 0;
+  REQUIRE(cudaGetDevice(&device) == cudaSuccess);
+  REQUIRE(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) == cudaSuccess);
+#if ADAPT_CUDA_EMU
+  struct Restore {
+    int bytes;
+    ~Restore() { cuda_emu::set_shared_memory_optin(bytes); }
+  } restore{optin};
+  cuda_emu::set_shared_memory_optin(99 * 1024);
+  CHECK(kernels::attention_path_on_device(DType::BF16, 128) == kernels::AttentionPath::Generic);
+  CHECK(kernels::attention_path_on_device(DType::BF16, 64) == kernels::AttentionPath::TensorCore);
+  for (std::int64_t T : {17, 128}) {
+    Case c;
+    c.T = T, c.H = 8, c.Hkv = 2, c.D = 128, c.offset = 45, c.dt = DType::BF16;
+    check_forward(c);
+    check_backward(c);
+  }
+#else
+  MESSAGE("this GPU lets a block have ", optin / 1024, " KiB of shared memory; the emulated GPU checks 99 KiB");
+  const bool fits = optin >= 163 * 1024;  // sm_80 and sm_90 (227 KiB); sm_86 / sm_89 have 99 KiB
+  CHECK((kernels::attention_path_on_device(DType::BF16, 128) == kernels::AttentionPath::TensorCore) == fits);
+#endif
+}
+
 TEST_CASE("gpu.parity.attention ragged prefill over shared cache rows (q_pos_offsets, kv_rows)") {
   for (DType dt : {DType::F32, DType::BF16}) {
     CAPTURE(dtype_name(dt));

@@ -286,6 +286,9 @@ cudaError_t rt_malloc(void** p, std::size_t bytes);
 cudaError_t rt_free(void* p);
 cudaError_t rt_device_attribute(int* value, cudaDeviceAttr attr, int device);
 cudaError_t set_max_dynamic_shared(const void* kernel, int bytes);
+/// Tests: the dynamic shared memory a block may opt in to (cudaDevAttrMaxSharedMemoryPerBlockOptin and
+/// cudaFuncSetAttribute's ceiling): sm_80's 163 KiB by default; 99 KiB emulates sm_86 / sm_89 (A10, L40S).
+void set_shared_memory_optin(int bytes);
 cudaError_t rt_host_alloc(void** p, std::size_t bytes);
 cudaError_t rt_free_host(void* p);
 cudaError_t rt_set_device(int device);
