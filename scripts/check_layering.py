@@ -4,7 +4,10 @@
 Purpose: the layout is the architecture (STYLE.md, "Source layout"). Each folder under src/ is one
 module; a file may include headers of its own module and of the modules listed for it below, and
 nothing higher. toml++ may be included only by src/config; CUDA/NCCL headers only by backend/cuda,
-ops/cuda, comm/nccl and kernels/. Exits 1 and lists every violation, naming file and line.
+ops/cuda, comm/nccl and kernels/. A build without the CUDA toolkit compiles every other .cpp of src/
+and tests/ (the GPU tests too, which then skip), so there a header that needs the toolkit (a CUDA/NCCL
+header, or a project header that includes one) must be included under `#if ADAPT_HAVE_CUDA` (or
+ADAPT_HAVE_NCCL, ADAPT_CUDA_EMU). Exits 1 and lists every violation, naming file and line.
 
 Invocation:  python3 scripts/check_layering.py [--root DIR]
              python3 scripts/check_layering.py --self-test   (proves the check catches violations)
@@ -52,6 +55,13 @@ KERNEL_GLUE = ("src/adapters/cuda/", "src/optim/device_adamw_cuda.cpp")
 HOST_DEVICE_HEADERS = {"adapters/adapter_rng_hash.h"}
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]')
 CUDA_HEADERS = re.compile(r"^(cuda[a-zA-Z_]*\.h|cublas.*\.h|cublasLt\.h|nccl\.h|cuda_(bf16|fp16|runtime)\.h)$")
+# Compiled only where the CUDA toolkit is: the CUDA folders, the CUDA emulation (its own cuda_runtime.h), and
+# the sources their CMakeLists add under if(ADAPT_HAVE_CUDA).
+CUDA_BUILD_ONLY = ("src/backend/cuda/", "src/ops/cuda/", "src/comm/nccl", "src/adapters/cuda/", "kernels/",
+                   "tests/cuda_emu/", "src/optim/device_adamw_cuda.cpp", "tests/bench/gpu_ops_bench.cpp",
+                   "tests/bench/offload_bench.cpp")
+CONDITION = re.compile(r"^\s*#\s*(if|ifdef|ifndef|elif|else|endif)\b(.*)")
+CUDA_MACRO = re.compile(r"\b(ADAPT_HAVE_CUDA|ADAPT_HAVE_NCCL|ADAPT_CUDA_EMU)\b")
 
 
 def module_of(rel):
@@ -63,8 +73,70 @@ def module_of(rel):
     return None
 
 
-def check(root):
+def scan_includes(path):
+    """(kind, header, line number, whether a CUDA #if encloses it) for every #include of a file."""
+    found, stack = [], []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            c = CONDITION.match(line)
+            if c:
+                what, cond = c.groups()
+                # `#if ADAPT_HAVE_CUDA` (not `#if !ADAPT_HAVE_CUDA`, `#ifndef`, or an #else) guards
+                cuda = what in ("if", "ifdef", "elif") and bool(CUDA_MACRO.search(cond)) and "!" not in cond
+                if what in ("if", "ifdef", "ifndef"):
+                    stack.append(cuda)
+                elif stack and what == "elif":
+                    stack[-1] = cuda
+                elif stack and what == "else":
+                    stack[-1] = False
+                elif stack and what == "endif":
+                    stack.pop()
+                continue
+            m = INCLUDE.match(line)
+            if m:
+                found.append((m.group(1), m.group(2), lineno, any(stack)))
+    return found
+
+
+def check_cuda_guards(root):
+    """Files a build without the CUDA toolkit compiles that include what needs it outside a CUDA #if."""
+    includes = {}
+    for top in ("src", "kernels", "tests"):
+        for dirpath, _, files in os.walk(os.path.join(root, top)):
+            for f in files:
+                if f.endswith((".h", ".hpp", ".cuh", ".cpp", ".cc", ".cu")):
+                    path = os.path.join(dirpath, f)
+                    includes[os.path.relpath(path, root).replace(os.sep, "/")] = scan_includes(path)
+
+    def resolve(inc):
+        return next((base + inc for base in ("src/", "") if base + inc in includes), None)
+
+    needs = {}  # header -> whether including it needs the toolkit
+
+    def needs_cuda(rel, seen=frozenset()):
+        if rel not in needs:
+            needs[rel] = rel not in seen and any(
+                not guarded and ((kind == "<" and CUDA_HEADERS.match(inc)) or
+                                 (kind == '"' and resolve(inc) and needs_cuda(resolve(inc), seen | {rel})))
+                for kind, inc, _, guarded in includes[rel])
+        return needs[rel]
+
     problems = []
+    for rel in sorted(includes):
+        if not rel.endswith((".cpp", ".cc")) or rel.startswith(CUDA_BUILD_ONLY):
+            continue
+        for kind, inc, lineno, guarded in includes[rel]:
+            if guarded:
+                continue
+            if (kind == "<" and CUDA_HEADERS.match(inc)) or (kind == '"' and resolve(inc) and needs_cuda(resolve(inc))):
+                shown = f"<{inc}>" if kind == "<" else f'"{inc}"'
+                problems.append(f"{rel}:{lineno}: includes {shown}, which needs the CUDA toolkit, outside "
+                                "`#if ADAPT_HAVE_CUDA`: a build without CUDA compiles this file")
+    return problems
+
+
+def check(root):
+    problems = check_cuda_guards(root)
     for top in ("src", "kernels"):
         for dirpath, _, files in os.walk(os.path.join(root, top)):
             for f in sorted(files):
@@ -118,10 +190,19 @@ def self_test():
             f.write('#include "model/llama_config.h"\n#include <toml++/toml.h>\n#include <cuda_runtime.h>\n')
         with open(os.path.join(d, "src", "model", "good.cpp"), "w") as f:
             f.write('#include "tensor/tensor.h"\n#include "model/weight_names.h"\n')
+        os.makedirs(os.path.join(d, "src", "ops", "cuda"))
+        os.makedirs(os.path.join(d, "tests", "gpu"))
+        with open(os.path.join(d, "src", "ops", "cuda", "thing_cuda.h"), "w") as f:
+            f.write('#include <cuda_runtime.h>\n')
+        with open(os.path.join(d, "tests", "gpu", "bad_test.cpp"), "w") as f:
+            f.write('#if !ADAPT_HAVE_CUDA\n#include "ops/cuda/thing_cuda.h"\n#endif\n')
+        with open(os.path.join(d, "tests", "gpu", "good_test.cpp"), "w") as f:
+            f.write('#if ADAPT_HAVE_CUDA\n#include <cuda_runtime.h>\n#include "ops/cuda/thing_cuda.h"\n#endif\n')
         problems = check(d)
-        assert len(problems) == 3, problems
-        assert all(p.startswith("src/tensor/bad.cpp:") for p in problems), problems
-    print("self-test passed: 3 planted violations found, clean file accepted")
+        assert len(problems) == 5, problems  # bad.cpp's CUDA include breaks both rules
+        assert sum(p.startswith("src/tensor/bad.cpp:") for p in problems) == 4, problems
+        assert sum(p.startswith("tests/gpu/bad_test.cpp:2:") for p in problems) == 1, problems
+    print("self-test passed: 5 planted violations found, clean files accepted")
     return 0
 
 

@@ -41,7 +41,9 @@
 #include "backend/backend.h"
 #include "core/file.h"
 #include "model/llama_config.h"
+#if ADAPT_HAVE_CUDA
 #include "ops/cuda/gemm_cublaslt.h"
+#endif
 #include "tests/gpu/gpu_tolerances.h"
 #include "tests/support/plan_memory_cases.h"
 #include "tests/support/test_support.h"
@@ -451,8 +453,10 @@ void check_plan_memory(const std::string& make_flags, std::int64_t seq, const st
     REQUIRE_MESSAGE(test::run_command(plan, &plan_out) == 0, plan, "\n", plan_out);
     const json p = json::parse(plan_out);
     const double predicted = p["layouts"][0]["memory"]["device_total"].get<double>();
+#if ADAPT_HAVE_CUDA
     // The plan's cuBLASLt workspace is the one the GEMMs get.
     CHECK(p["layouts"][0]["memory"]["libraries"].get<std::uint64_t>() == ops::cuda::kGemmWorkspaceBytes);
+#endif
     const double ratio = predicted / measured;
     MESSAGE(what << ", seq " << seq << " x 1, LoRA r=16 on every projection, bf16 weights, " << std::string(c.name)
                  << ": predicted " << predicted / 1048576.0 << " MiB, allocated peak " << measured / 1048576.0
