@@ -43,7 +43,7 @@ struct NcclCommunicator::Impl {
   int device = 0;
   int rank = 0;
   int size = 1;
-  float* scratch = nullptr;  // one device float for barrier()
+  float* scratch = nullptr;  // device floats for barrier() (0) and connect_neighbours() (0 to 2)
   // Ordering against compute (set_compute_stream): collectives run on own_stream after `before` is
   // recorded on `compute`, and `compute` waits for each collective's done event.
   cudaStream_t compute = nullptr;
@@ -244,7 +244,7 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int cuda_device, con
   ADAPT_REQUIRE(ce == cudaSuccess, CudaError, "NCCL group {}: cudaStreamCreate failed: {}", name(),
                 cudaGetErrorString(ce));
   m.stream = m.own_stream;
-  ce = cudaMalloc(reinterpret_cast<void**>(&m.scratch), sizeof(float));
+  ce = cudaMalloc(reinterpret_cast<void**>(&m.scratch), 3 * sizeof(float));
   ADAPT_REQUIRE(ce == cudaSuccess, CudaError, "NCCL group {}: cudaMalloc failed: {}", name(), cudaGetErrorString(ce));
 
   ncclUniqueId id{};
@@ -412,6 +412,22 @@ void NcclCommunicator::do_send_recv(const void* send, std::int64_t send_count, i
   impl_->end_op(Collective::SendRecv, options().timeout_s, name(), seq());
 }
 
+void NcclCommunicator::connect_neighbours() {
+  Impl& m = *impl_;
+  if (m.size < 2) return;
+  const cudaStream_t s = m.begin_op(Collective::SendRecv, name(), seq());
+  m.check(ncclGroupStart(), Collective::SendRecv, "ncclGroupStart", name(), seq());
+  for (const int side : {0, 1}) {
+    const int peer = side == 0 ? m.rank - 1 : m.rank + 1;
+    if (peer < 0 || peer >= m.size) continue;
+    m.check(ncclSend(m.scratch, 1, ncclFloat32, peer, m.comm, s), Collective::SendRecv, "ncclSend", name(), seq());
+    m.check(ncclRecv(m.scratch + 1 + side, 1, ncclFloat32, peer, m.comm, s), Collective::SendRecv, "ncclRecv", name(),
+            seq());
+  }
+  m.check(ncclGroupEnd(), Collective::SendRecv, "ncclGroupEnd", name(), seq());
+  m.end_op(Collective::SendRecv, options().timeout_s, name(), seq());
+}
+
 void NcclCommunicator::do_barrier() {
   const cudaStream_t s = impl_->begin_op(Collective::Barrier, name(), seq());
   impl_->check(ncclAllReduce(impl_->scratch, impl_->scratch, 1, ncclFloat32, ncclSum, impl_->comm, s),
@@ -428,7 +444,7 @@ std::unique_ptr<Communicator> NcclCommunicator::do_split(int color, int key, con
   ADAPT_REQUIRE(ce == cudaSuccess, CudaError, "NCCL split of {}: cudaStreamCreate failed: {}", name(),
                 cudaGetErrorString(ce));
   sub->stream = sub->own_stream;
-  ce = cudaMalloc(reinterpret_cast<void**>(&sub->scratch), sizeof(float));
+  ce = cudaMalloc(reinterpret_cast<void**>(&sub->scratch), 3 * sizeof(float));
   ADAPT_REQUIRE(ce == cudaSuccess, CudaError, "NCCL split of {}: cudaMalloc failed: {}", name(),
                 cudaGetErrorString(ce));
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
@@ -450,7 +466,9 @@ GridComms nccl_grid_comms(GridComms& bootstrap, int cuda_device, const CommOptio
   GridComms out;
   // The same order on every rank: a group's ncclCommInitRankConfig completes once all its members joined.
   out.tp = std::make_unique<NcclCommunicator>(*bootstrap.tp, cuda_device, options);
-  out.pp = std::make_unique<NcclCommunicator>(*bootstrap.pp, cuda_device, options);
+  auto pp = std::make_unique<NcclCommunicator>(*bootstrap.pp, cuda_device, options);
+  pp->connect_neighbours();  // before a stage's first lone send or receive
+  out.pp = std::move(pp);
   out.dp = std::make_unique<NcclCommunicator>(*bootstrap.dp, cuda_device, options);
   return out;
 }

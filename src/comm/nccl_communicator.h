@@ -54,6 +54,12 @@ class NcclCommunicator final : public Communicator {
   void synchronize();
   /// The communicator's own stream (a cudaStream_t).
   void* comm_stream() const;
+  /// Makes the point-to-point connections with ranks rank − 1 and rank + 1, on every rank of the group at
+  /// once (all call it; one grouped send and receive of one element each way). NCCL makes them lazily, in
+  /// the first ncclGroupEnd that needs them, and expects both sides to ask for the same ones: a pipeline
+  /// whose first exchange is a grouped send + receive on one stage and a lone receive on the next (1F1B
+  /// with one micro-batch) would otherwise fail (pp = 2) or hang (pp > 2) in that setup.
+  void connect_neighbours();
 
  private:
   struct Impl;

@@ -122,6 +122,35 @@ TEST_CASE("nccl_grid_comms: one communicator per group; all-reduce sums the memb
   }
 }
 
+// 1F1B with one micro-batch: a stage's first pipeline exchange is a send of its activation grouped with
+// the receive of that activation's gradient, while the next stage's is a lone receive. NCCL makes the
+// connections in the first group that needs them and expects both sides to ask for the same ones, so
+// nccl_grid_comms makes them first (connect_neighbours); then this pattern completes with the values sent.
+TEST_CASE("nccl_grid_comms: a pipeline's first exchange, grouped on one stage only (1F1B, one micro-batch)") {
+  auto world = comm::MpiCommunicator::world({.timeout_s = 120});
+  if (!g_gpu_per_rank || world->size() < 2) {
+    MESSAGE("not run: a pipeline over NCCL needs a GPU per rank and 2 or more ranks");
+    return;
+  }
+  const comm::ProcessGrid grid(1, world->size(), 1);
+  comm::GridComms mpi = comm::grid_comms_split(*world, grid);
+  comm::GridComms nccl = comm::nccl_grid_comms(mpi, g_device, {.timeout_s = 120});
+  comm::Communicator& pp = *nccl.pp;
+  const int stage = pp.rank(), last = pp.size() - 1;
+  const std::int64_t n = 4099;
+  DeviceFloats act_in(n, -1.0f), act_out(n, static_cast<float>(100 + stage)), grad_in(n, -1.0f),
+      grad_out(n, static_cast<float>(200 + stage));
+  using comm::CommDType, comm::Tag;
+  if (stage > 0) pp.recv(act_in.ptr, n, CommDType::F32, stage - 1, Tag::Activation);
+  if (stage < last) {
+    pp.send_recv(act_out.ptr, n, stage + 1, Tag::Activation, grad_in.ptr, n, stage + 1, Tag::ActivationGrad,
+                 CommDType::F32);
+  }
+  if (stage > 0) pp.send(grad_out.ptr, n, CommDType::F32, stage - 1, Tag::ActivationGrad);
+  CHECK(act_in.host().back() == (stage > 0 ? 100.0f + static_cast<float>(stage - 1) : -1.0f));
+  CHECK(grad_in.host().front() == (stage < last ? 200.0f + static_cast<float>(stage + 1) : -1.0f));
+}
+
 TEST_CASE("NcclCommunicator orders collectives against a compute stream with events, and runs async") {
   TpSetup s;
   auto& [world, g, nccl, tp, r, expected, compute] = s;

@@ -18,9 +18,10 @@
 //     at dp2 with ZeRO-1 (reduce-scatter, DeviceAdamW over each replica's chunks, all-gather, all on the
 //     GPU); at dp2 with ZeRO-1 and offload, the overlapped
 //     update (units all-gathered as the forward reaches them) as the synchronous one, bit for bit;
-//   * with a GPU per rank (runtime.device = "cuda", at least 2 GPUs; 4 for tp2 x pp2): tp2, pp2, dp2 with
-//     ZeRO-1 (on the GPUs, and with optim.offload in host RAM) and tp2 x pp2 on NCCL groups, the one-GPU run's losses and adapter within
-//     1e-4 (skipped, saying why, with fewer GPUs);
+//   * with a GPU per rank (runtime.device = "cuda", at least 2 GPUs; 4 for tp2 x pp2): tp2, pp2 (also with one
+//     micro-batch a step, where each stage's first exchange is grouped on one side only), dp2 with ZeRO-1 (on
+//     the GPUs, and with optim.offload in host RAM) and tp2 x pp2 on NCCL groups, the one-GPU run's losses and
+//     adapter within 1e-4 (skipped, saying why, with fewer GPUs);
 //   * runtime.attention_dtype on a head_dim-64 model: bf16 on tensor cores ("auto") and f32 agree with each
 //     other and the CPU within the bf16 tolerance;
 //   * runtime.weights_device_layers = 0 and 1 (base weights streamed from host RAM), and at pp2: the
@@ -349,8 +350,8 @@ TEST_CASE("adapt_train at tp2, pp2, dp2 (2 ranks) and tp2 x pp2 (4 ranks) sharin
   }
 }
 
-TEST_CASE("adapt_train with a GPU per rank (NCCL groups): tp2, pp2, dp2 with ZeRO-1 (with and without offload), "
-          "tp2 x pp2 equal the one-GPU run") {
+TEST_CASE("adapt_train with a GPU per rank (NCCL groups): tp2, pp2 (also with one micro-batch a step), dp2 with "
+          "ZeRO-1 (with and without offload), tp2 x pp2 equal the one-GPU run") {
   // runtime.device = "cuda": each rank takes the GPU of its local rank, so every group has a GPU per
   // member and its communicator is NCCL (MPI staging only in a build without NCCL).
   const int gpus = backend::cuda_device_count();
@@ -361,18 +362,22 @@ TEST_CASE("adapt_train with a GPU per rank (NCCL groups): tp2, pp2, dp2 with ZeR
   Job job;
   const std::string f32 = "--set runtime.device=cuda --set runtime.weights_dtype=f32";
   job.train("one", f32);
-  const std::vector<double> one = job.losses("one");
-  REQUIRE(one.size() == 3);
+  REQUIRE(job.losses("one").size() == 3);
+  // One micro-batch a step: each pipeline stage's first exchange is grouped on one side only (1F1B).
+  const std::string one_micro_batch = " --set train.micro_batch=4 --set train.grad_accum=1";
+  job.train("one-micro-batch", f32 + one_micro_batch);
   const std::string kind = ADAPT_HAVE_NCCL ? "nccl" : "mpi";
   struct Layout {
-    const char* name;
-    const char* sets;
+    std::string name;
+    std::string sets;
     int ranks;
     std::vector<const char*> axes;  // the groups of more than one rank
+    std::string reference = "one";  // the one-GPU run of the same job
   };
   const Layout layouts[] = {
       {"tp2", " --set parallel.tp=2", 2, {"tp"}},
       {"pp2", " --set parallel.pp=2", 2, {"pp"}},
+      {"pp2-one-micro-batch", " --set parallel.pp=2" + one_micro_batch, 2, {"pp"}, "one-micro-batch"},
       {"dp2-zero1", " --set parallel.zero1=true", 2, {"dp"}},
       // The optimizer state in host RAM: the dp group reduces host buffers (MPI) whatever the GPUs.
       {"dp2-zero1-offload", " --set parallel.zero1=true --set optim.offload=true", 2, {}},
@@ -389,9 +394,9 @@ TEST_CASE("adapt_train with a GPU per rank (NCCL groups): tp2, pp2, dp2 with ZeR
       CHECK_MESSAGE(out.find(std::string(axis) + " communicator on the GPUs: " + kind) != std::string::npos, out);
     }
     CHECK_MESSAGE(out.find("share GPU") == std::string::npos, out);
-    check_losses(job.losses(l.name), one, kTolTrainF32);
-    check_losses(job.losses(l.name, "eval", "eval_loss"), job.losses("one", "eval", "eval_loss"), kTolTrainF32);
-    check_adapter(job.adapter(l.name), job.adapter("one"), kTolTrainF32);
+    check_losses(job.losses(l.name), job.losses(l.reference), kTolTrainF32);
+    check_losses(job.losses(l.name, "eval", "eval_loss"), job.losses(l.reference, "eval", "eval_loss"), kTolTrainF32);
+    check_adapter(job.adapter(l.name), job.adapter(l.reference), kTolTrainF32);
   }
 }
 
