@@ -35,10 +35,15 @@ int pointer_device(const void* ptr) {
   // skipped: a CPU-only run on a GPU node never creates a CUDA context through it.
   if (ptr == nullptr || !cuda::device_allocators_made()) return -1;
   cudaPointerAttributes attr{};
-  if (cudaPointerGetAttributes(&attr, ptr) != cudaSuccess) {
+  const cudaError_t e = cudaPointerGetAttributes(&attr, ptr);
+  if (e == cudaErrorInvalidValue) {
     (void)cudaGetLastError();  // an unknown pointer is host memory; do not leave the error pending
     return -1;
   }
+  // Any other error (a kernel fault left sticky on the context) says nothing about the pointer: taking it
+  // for host memory would hand a device buffer to memcpy or MPI, which crash far from the cause.
+  ADAPT_REQUIRE(e == cudaSuccess, CudaError, "cannot tell where the buffer at {} lives: {} ({})", ptr,
+                cudaGetErrorString(e), cudaGetErrorName(e));
   return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged ? attr.device : -1;
 }
 

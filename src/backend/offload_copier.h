@@ -17,11 +17,16 @@
 
 namespace adapt::backend {
 
-/// One copy of `n_bytes` from `src` (on the parameters' device) to `host_dst`, for OffloadCopier::to_host.
+/// One copy of `n_bytes` from `src` (on the parameters' device) to `host_dst`, for OffloadCopier::to_host;
+/// with rows > 1, `rows` such blocks, the i-th from src + i · src_pitch to host_dst + i · dst_pitch (one
+/// cudaMemcpy2DAsync: e.g. a KV cache row's heads, each a run of positions at a head's stride).
 struct HostCopy {
   void* host_dst = nullptr;
   const void* src = nullptr;
   std::size_t n_bytes = 0;
+  std::size_t rows = 1;
+  std::size_t dst_pitch = 0;  // bytes, >= n_bytes when rows > 1
+  std::size_t src_pitch = 0;
 };
 
 class OffloadCopier {
@@ -38,6 +43,10 @@ class OffloadCopier {
   /// Queues a copy of `n_bytes` from `host_src` to `dst` (on the device). `host_src` must stay unchanged
   /// until synchronize() returns.
   virtual void to_device(void* dst, const void* host_src, std::size_t n_bytes) = 0;
+  /// The same for `rows` blocks of `n_bytes`, the i-th from host_src + i · src_pitch to dst + i · dst_pitch
+  /// (pitches >= n_bytes), in one call.
+  virtual void to_device_rows(void* dst, std::size_t dst_pitch, const void* host_src, std::size_t src_pitch,
+                              std::size_t n_bytes, std::size_t rows) = 0;
   /// Makes `compute_stream` wait (without blocking the host) for every copy queued so far.
   virtual void order_before(void* compute_stream) = 0;
   /// Makes every copy queued from now on wait for the work queued so far on `compute_stream` (without

@@ -127,13 +127,15 @@ void KvCache::stage(int layer, std::span<const std::int64_t> rows) {
       copier_->order_after(backend::cuda_compute_stream());
       fenced = true;
     }
-    const std::size_t elem = dtype_size(dtype_);
+    // Positions [from, to) of every head of the row: one strided copy each for k and v.
+    const std::size_t elem = dtype_size(dtype_), pitch = head_pitch_bytes();
     const auto bytes = static_cast<std::size_t>((to - from) * head_dim_) * elem;
-    for (std::int64_t head = 0; head < n_kv_heads_; ++head) {
-      const std::size_t at = element_of(static_cast<std::int64_t>(r), head, from) * elem;
-      copier_->to_device(static_cast<char*>(dk.raw()) + at, static_cast<const char*>(host_k_[h].raw()) + at, bytes);
-      copier_->to_device(static_cast<char*>(dv.raw()) + at, static_cast<const char*>(host_v_[h].raw()) + at, bytes);
-    }
+    const std::size_t at = element_of(static_cast<std::int64_t>(r), 0, from) * elem;
+    const auto heads = static_cast<std::size_t>(n_kv_heads_);
+    copier_->to_device_rows(static_cast<char*>(dk.raw()) + at, pitch, static_cast<const char*>(host_k_[h].raw()) + at,
+                            pitch, bytes, heads);
+    copier_->to_device_rows(static_cast<char*>(dv.raw()) + at, pitch, static_cast<const char*>(host_v_[h].raw()) + at,
+                            pitch, bytes, heads);
     st.valid[r] = to;
   }
 }
@@ -216,19 +218,22 @@ void KvCache::write(int layer, const Tensor& k_new, const Tensor& v_new, std::sp
   const std::size_t h = host_index(layer);
   const std::size_t elem = dtype_size(dtype_);
   const auto bytes = static_cast<std::size_t>(T * head_dim_) * elem;
+  const std::size_t pitch = head_pitch_bytes();
   std::vector<backend::HostCopy> copies;
-  copies.reserve(static_cast<std::size_t>(2 * n_rows * n_kv_heads_));
+  copies.reserve(static_cast<std::size_t>(2 * n_rows));
   for (std::int64_t b = 0; b < n_rows; ++b) {
     const std::int64_t r = dst_rows[static_cast<std::size_t>(b)], p = pos0[static_cast<std::size_t>(b)];
     std::int64_t& valid = st.valid[static_cast<std::size_t>(r)];
     ADAPT_CHECK(valid == p, "KV cache: row {} of spilled layer {} is staged up to {} but written at {}", r, layer, valid,
                 p);
     valid = p + T;
-    for (std::int64_t head = 0; head < n_kv_heads_; ++head) {
-      const std::size_t at = element_of(r, head, p) * elem;
-      copies.push_back({static_cast<char*>(host_k_[h].raw()) + at, static_cast<const char*>(k_[slot].raw()) + at, bytes});
-      copies.push_back({static_cast<char*>(host_v_[h].raw()) + at, static_cast<const char*>(v_[slot].raw()) + at, bytes});
-    }
+    // The row's new positions of every head, one strided copy each for k and v.
+    const std::size_t at = element_of(r, 0, p) * elem;
+    const auto heads = static_cast<std::size_t>(n_kv_heads_);
+    copies.push_back({static_cast<char*>(host_k_[h].raw()) + at, static_cast<const char*>(k_[slot].raw()) + at, bytes,
+                      heads, pitch, pitch});
+    copies.push_back({static_cast<char*>(host_v_[h].raw()) + at, static_cast<const char*>(v_[slot].raw()) + at, bytes,
+                      heads, pitch, pitch});
   }
   last_ticket_ = copier_->to_host(copies, backend::cuda_compute_stream());
 }

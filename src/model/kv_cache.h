@@ -171,6 +171,8 @@ class KvCache {
   std::size_t element_of(std::int64_t row, std::int64_t head, std::int64_t pos) const {
     return static_cast<std::size_t>(((row * n_kv_heads_ + head) * capacity_ + pos) * head_dim_);
   }
+  // Bytes from one head's positions of a row to the next head's: S_max · D elements.
+  std::size_t head_pitch_bytes() const { return static_cast<std::size_t>(capacity_ * head_dim_) * dtype_size(dtype_); }
   std::size_t slot_of(int layer) const;
   std::size_t staging_slot(int layer) const;
   // The tensors that hold `layer`'s keys and values: its device tensors, or its host copies when it is

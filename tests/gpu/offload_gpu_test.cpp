@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "backend/offload_copier.h"
 #include "optim/adamw.h"
 #include "optim/offload_adamw.h"
 
@@ -20,6 +21,40 @@ using namespace adapt;
 using namespace adapt::optim;
 
 #if ADAPT_HAVE_CUDA
+// The KV cache's staging: a row's heads are runs of positions at the head's pitch, copied in one
+// cudaMemcpy2DAsync each way; the device bytes between the runs are left as they were.
+TEST_CASE("the CUDA copier copies rows at pitches to the device and back in one call each") {
+  backend::cuda::set_device(0);
+  auto copier = backend::offload_copier_cuda(0);
+  const std::size_t pitch = 64, width = 40, rows = 5, bytes = pitch * rows;
+  auto* host = static_cast<std::uint8_t*>(copier->host_allocator().allocate(bytes));
+  auto* back = static_cast<std::uint8_t*>(copier->host_allocator().allocate(bytes));
+  for (std::size_t i = 0; i < bytes; ++i) host[i] = static_cast<std::uint8_t>(i * 7 + 1), back[i] = 0xdd;
+  std::uint8_t* dev = nullptr;
+  REQUIRE(cudaMalloc(&dev, bytes) == cudaSuccess);
+  REQUIRE(cudaMemset(dev, 0xee, bytes) == cudaSuccess);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);  // the copy stream does not wait for the default stream
+  copier->to_device_rows(dev + 3, pitch, host + 3, pitch, width, rows);
+  copier->synchronize();
+  std::vector<std::uint8_t> seen(bytes);
+  REQUIRE(cudaMemcpy(seen.data(), dev, bytes, cudaMemcpyDeviceToHost) == cudaSuccess);
+  for (std::size_t i = 0; i < bytes; ++i) {
+    CAPTURE(i);
+    const std::size_t col = i % pitch;
+    CHECK(seen[i] == (col >= 3 && col < 3 + width ? host[i] : 0xee));
+  }
+  const backend::HostCopy copy{back + 3, dev + 3, width, rows, pitch, pitch};
+  copier->wait_host(copier->to_host({&copy, 1}, nullptr));
+  for (std::size_t i = 0; i < bytes; ++i) {
+    CAPTURE(i);
+    const std::size_t col = i % pitch;
+    CHECK(back[i] == (col >= 3 && col < 3 + width ? host[i] : 0xdd));
+  }
+  cudaFree(dev);
+  copier->host_allocator().deallocate(host, bytes);
+  copier->host_allocator().deallocate(back, bytes);
+}
+
 TEST_CASE("OffloadAdamW on cuda:0 matches AdamW bit for bit; f32 and bf16 weights written back") {
   const AdamWOptions opt{.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.01};
   const std::int64_t n_f32 = 300001, n_bf16 = 70001, n = n_f32 + n_bf16;

@@ -33,9 +33,15 @@ class CudaCopier final : public OffloadCopier {
     DeviceGuard guard(device_);
     before_->record(static_cast<cudaStream_t>(compute_stream));
     before_->block(stream_.get());
-    for (const HostCopy& c : copies)
-      if (c.n_bytes > 0)
+    for (const HostCopy& c : copies) {
+      if (c.n_bytes == 0 || c.rows == 0) continue;
+      if (c.rows == 1) {
         ADAPT_CUDA_CHECK(cudaMemcpyAsync(c.host_dst, c.src, c.n_bytes, cudaMemcpyDeviceToHost, stream_.get()));
+      } else {
+        ADAPT_CUDA_CHECK(cudaMemcpy2DAsync(c.host_dst, c.dst_pitch, c.src, c.src_pitch, c.n_bytes, c.rows,
+                                           cudaMemcpyDeviceToHost, stream_.get()));
+      }
+    }
     auto done = std::make_unique<Event>(/*timing=*/false);
     done->record(stream_.get());
     pending_[++tickets_] = std::move(done);
@@ -59,6 +65,15 @@ class CudaCopier final : public OffloadCopier {
     DeviceGuard guard(device_);
     if (n_bytes > 0)
       ADAPT_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, n_bytes, cudaMemcpyHostToDevice, stream_.get()));
+  }
+
+  void to_device_rows(void* dst, std::size_t dst_pitch, const void* host_src, std::size_t src_pitch,
+                      std::size_t n_bytes, std::size_t rows) override {
+    std::lock_guard lock(mutex_);
+    DeviceGuard guard(device_);
+    if (n_bytes > 0 && rows > 0)
+      ADAPT_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, host_src, src_pitch, n_bytes, rows, cudaMemcpyHostToDevice,
+                                         stream_.get()));
   }
 
   void order_before(void* compute_stream) override {

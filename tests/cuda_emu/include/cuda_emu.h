@@ -233,6 +233,7 @@ enum cudaError_t {
   cudaErrorInvalidValue = 1,
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
+  cudaErrorInvalidPitchValue = 12,
   cudaErrorInvalidDevice = 101,
   cudaErrorInvalidDeviceFunction = 98,
   cudaErrorNotReady = 600,
@@ -407,6 +408,18 @@ static inline cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t byt
 static inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind,
                                           cudaStream_t s = nullptr) {
   return ::cuda_emu::rt_memcpy(dst, src, bytes, s, false);
+}
+// `height` rows of `width` bytes at pitches (as CUDA: each pitch at least the width), in stream order.
+static inline cudaError_t cudaMemcpy2DAsync(void* dst, std::size_t dpitch, const void* src, std::size_t spitch,
+                                            std::size_t width, std::size_t height, cudaMemcpyKind,
+                                            cudaStream_t s = nullptr) {
+  if (width > dpitch || width > spitch) return ::cuda_emu::rt_set_last_error(cudaErrorInvalidPitchValue);
+  for (std::size_t r = 0; r < height; ++r) {
+    const cudaError_t e = ::cuda_emu::rt_memcpy(static_cast<char*>(dst) + r * dpitch,
+                                                static_cast<const char*>(src) + r * spitch, width, s, false);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
 }
 static inline cudaError_t cudaDeviceSynchronize() { return ::cuda_emu::rt_device_synchronize(); }
 static inline cudaError_t cudaStreamSynchronize(cudaStream_t s) { return ::cuda_emu::rt_stream_synchronize(s); }

@@ -2,7 +2,11 @@
 // no device visible, device requests fail with the reason instead of crashing.
 #include <doctest/doctest.h>
 
+#include <cstdint>
+#include <vector>
+
 #include "backend/backend.h"
+#include "backend/offload_copier.h"
 #include "core/error.h"
 
 using namespace adapt;
@@ -38,4 +42,27 @@ TEST_CASE("device requests without a device fail with the reason") {
   Tensor copy = Tensor::empty({4}, DType::F32);
   backend::copy(copy, host);  // host to host still works
   CHECK(copy.data<float>()[3] == 0.f);
+}
+
+// Rows at pitches (a KV cache row's heads): each row's n_bytes land at its pitch, the bytes between rows stay.
+TEST_CASE("the host copier copies rows at pitches both ways and leaves the gaps") {
+  auto copier = backend::offload_copier_host();
+  std::vector<std::uint8_t> src(40), dst(40, 0xee), back(40, 0xdd);
+  for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<std::uint8_t>(i);
+  // 3 rows of 6 bytes from a pitch of 10 (starting at byte 2) to a pitch of 12 (starting at byte 1).
+  copier->to_device_rows(dst.data() + 1, 12, src.data() + 2, 10, 6, 3);
+  for (std::size_t i = 0; i < dst.size(); ++i) {
+    CAPTURE(i);
+    const std::size_t row = (i - 1) / 12, col = (i - 1) % 12;
+    const bool copied = i >= 1 && row < 3 && col < 6;
+    CHECK(dst[i] == (copied ? src[2 + row * 10 + col] : 0xee));
+  }
+  const backend::HostCopy rows{back.data() + 2, dst.data() + 1, 6, 3, 10, 12};
+  copier->wait_host(copier->to_host({&rows, 1}, nullptr));
+  for (std::size_t i = 0; i < back.size(); ++i) {
+    CAPTURE(i);
+    const std::size_t row = (i - 2) / 10, col = (i - 2) % 10;
+    const bool copied = i >= 2 && row < 3 && col < 6;
+    CHECK(back[i] == (copied ? src[i] : 0xdd));
+  }
 }
