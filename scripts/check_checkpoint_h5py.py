@@ -57,7 +57,7 @@ def import_or_skip():
         if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != (REPO / ".venv").resolve() \
                 and "--no-venv" not in sys.argv:
             os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), __file__, "--no-venv", *sys.argv[1:]])
-        print(f"SKIP: cannot import h5py/numpy/crc32c ({e}). Install them with "
+        print(f"skipped: cannot import h5py/numpy/crc32c ({e}). Install them with "
               f"'python3 -m pip install -r scripts/requirements-test.txt' or './scripts/setup.sh --python'.")
         sys.exit(EXIT_SKIP)
 

@@ -21,8 +21,8 @@ Each library's check runs in the environment that has it (this script re-runs it
 Invocation (CTest runs it as cpu.train_interop_live):
     python3 scripts/check_peft_interop.py --writer build/tests/train_golden_export
 Exit status: 0 every available check passed, 1 a mismatch or an error, 77 (CTest: skipped) when
-neither peft nor adapters can be imported anywhere; a library that is missing while the other ran is
-reported with a SKIP line.
+neither peft nor adapters can be imported anywhere (with a "skipped:" line, which scripts/test.sh's summary
+lists); a library that is missing while the other ran is reported with a "skipped <library>:" line.
 """
 import argparse
 import json
@@ -170,7 +170,7 @@ def main():
 
     missing = [lib for lib in VENVS if python_for(lib) is None]
     if len(missing) == len(VENVS):
-        print("SKIP: neither peft nor adapters (AdapterHub) is importable with torch; run "
+        print("skipped: neither peft nor adapters (AdapterHub) is importable with torch; run "
               "scripts/make_train_fixtures.py to create ~/.cache/adapt/venv-llama (peft) and "
               "~/.cache/adapt/venv-adapters (adapters)")
         return 77
@@ -184,7 +184,7 @@ def main():
             if library in missing:
                 why = (" (no adapters release supports transformers 4.46.x, so AdapterHub gets its own environment "
                        "with adapters 1.0.1 + transformers 4.45.2)" if library == "adapters" else "")
-                print(f"SKIP {library}: not importable with torch here or in {VENVS[library]}{why}; run "
+                print(f"skipped {library}: not importable with torch here or in {VENVS[library]}{why}; run "
                       "scripts/make_train_fixtures.py to create it")
                 continue
             rc = run_library(library, tmp, args.model)

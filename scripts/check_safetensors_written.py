@@ -50,7 +50,7 @@ def import_or_skip():
     except ImportError as e:
         if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV.resolve() and "--no-venv" not in sys.argv:
             os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), __file__, "--no-venv", *sys.argv[1:]])
-        print(f"SKIP: cannot import the reference packages ({e}). Install them with "
+        print(f"skipped: cannot import the reference packages ({e}). Install them with "
               f"'python3 -m pip install -r scripts/requirements-test.txt'.")
         sys.exit(77)
 
