@@ -177,8 +177,10 @@ __global__ void __launch_bounds__(kThreads) tc_forward_kernel(AttentionForwardAr
   const std::int64_t q_end = min(a.T, q0 + kBr);
   const std::int64_t key_limit = min(a.S, offset + q_end);  // keys any row of the block can see
   const float scale2 = scale * kLog2e;
-  const int r = warp * 16 + lane / 2;  // the row this lane's softmax works on
-  const int c0 = (lane % 2) * 32;      // and its half of the 64 columns
+  // The row this lane's softmax works on, and its half of the 64 columns: every other one, so that the
+  // warp's 32 lanes meet 16 shared-memory banks (halves of 32 columns side by side met 8).
+  const int r = warp * 16 + lane / 2;
+  const int c0 = lane % 2;
   const std::int64_t qi = q0 + r;
 
   for (std::int64_t k0 = 0; k0 < key_limit; k0 += kBc) {
@@ -188,10 +190,10 @@ __global__ void __launch_bounds__(kThreads) tc_forward_kernel(AttentionForwardAr
     __syncthreads();
     warp_abt<D>(sS + warp * 16 * L::lds, sQ + warp * 16 * L::ldh, sK);
     __syncwarp();
-    // Online softmax on row r, columns c0 .. c0 + 31.
+    // Online softmax on row r, columns c0, c0 + 2, .., c0 + 62.
     float* srow = sS + r * L::lds;
     float mx = -INFINITY;
-    for (int c = c0; c < c0 + 32; ++c) {
+    for (int c = c0; c < kBc; c += 2) {
       const std::int64_t kj = k0 + c;
       const bool vis = qi < a.T && kj < key_limit && key_visible(qi, kj, offset, seg);
       const float s = vis ? srow[c] * scale2 : -INFINITY;
@@ -203,7 +205,7 @@ __global__ void __launch_bounds__(kThreads) tc_forward_kernel(AttentionForwardAr
     const float m_new = fmaxf(m_old, mx);
     const float alpha = m_new == -INFINITY ? 1.0f : exp2f(m_old - m_new);
     float sum = 0.0f;
-    for (int c = c0; c < c0 + 32; ++c) {
+    for (int c = c0; c < kBc; c += 2) {
       const float p = srow[c] == -INFINITY ? 0.0f : exp2f(srow[c] - m_new);
       sum += p;
       sP[r * L::ldp + c] = __float2bfloat16_rn(p);
@@ -279,7 +281,7 @@ __global__ void __launch_bounds__(kThreads) tc_dq_kernel(AttentionBackwardArgs a
   const std::int64_t q_end = min(a.T, q0 + kBr);
   const std::int64_t key_limit = min(a.S, offset + q_end);
   const float scale2 = scale * kLog2e;
-  const int r = warp * 16 + lane / 2, c0 = (lane % 2) * 32;
+  const int r = warp * 16 + lane / 2, c0 = lane % 2;  // query row r, every other key column from c0
   const std::int64_t qi = q0 + r;
   for (std::int64_t k0 = 0; k0 < key_limit; k0 += kBc) {
     __syncthreads();
@@ -289,7 +291,7 @@ __global__ void __launch_bounds__(kThreads) tc_dq_kernel(AttentionBackwardArgs a
     warp_abt<D>(sS + warp * 16 * L::lds, sQ + warp * 16 * L::ldh, sK);
     warp_abt<D>(sdP + warp * 16 * L::lds, sdO + warp * 16 * L::ldh, sV);
     __syncwarp();
-    for (int c = c0; c < c0 + 32; ++c) {
+    for (int c = c0; c < kBc; c += 2) {
       const std::int64_t kj = k0 + c;
       float ds = 0.0f;
       if (qi < a.T && kj < key_limit && key_visible(qi, kj, offset, seg)) {
@@ -335,7 +337,7 @@ __global__ void __launch_bounds__(kThreads) tc_dkdv_kernel(AttentionBackwardArgs
   for (int n = 0; n < D / 16; ++n) wmma::fill_fragment(acc_k[n], 0.0f), wmma::fill_fragment(acc_v[n], 0.0f);
 
   const float scale2 = scale * kLog2e;
-  const int r = warp * 16 + lane / 2, c0 = (lane % 2) * 32;  // key row r, query columns c0 .. c0 + 31
+  const int r = warp * 16 + lane / 2, c0 = lane % 2;  // key row r, every other query column from c0
   const std::int64_t kj = k0 + r;
   const std::int64_t t_first = k0 > offset ? k0 - offset : 0;  // first query that sees key k0
   const std::int64_t qt_first = t_first / kBr * kBr;
@@ -348,7 +350,7 @@ __global__ void __launch_bounds__(kThreads) tc_dkdv_kernel(AttentionBackwardArgs
       warp_abt<D>(sS + warp * 16 * L::lds, sK + warp * 16 * L::ldh, sQ);   // Sᵀ = K·Qᵀ
       warp_abt<D>(sdP + warp * 16 * L::lds, sV + warp * 16 * L::ldh, sdO);  // dPᵀ = V·dOᵀ
       __syncwarp();
-      for (int c = c0; c < c0 + 32; ++c) {
+      for (int c = c0; c < kBr; c += 2) {
         const std::int64_t qi = q0 + c;
         float p = 0.0f, ds = 0.0f;
         if (kj < a.S && qi < a.T && key_visible(qi, kj, offset, seg)) {
