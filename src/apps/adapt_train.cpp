@@ -102,7 +102,6 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   }
   ADAPT_REQUIRE(!path.empty(), ConfigError, "adapt_train needs --config train.toml; run adapt_train --help");
   train::TrainConfig cfg = config::load(path, config::train_config_schema(), sets);
-  train::data_config_resolve_paths(cfg.data, std::filesystem::absolute(path).parent_path());
   const std::string resolved = config::to_toml(cfg, config::train_config_schema());
   // The GPU first: a node without one fails here, before the model is read or the run folder written.
   const std::optional<int> device = apps::app_device_resolve(

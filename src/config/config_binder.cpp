@@ -218,9 +218,7 @@ class Binder {
       case FieldKind::Path: {
         auto* s = n.as_string();
         if (!s) type_error(n, path, expected(), loc);
-        fs::path p = s->get();
-        if (!p.empty() && p.is_relative()) p = (from_override(n.source()) ? fs::current_path() : base_dir_) / p;
-        *static_cast<fs::path*>(out) = p.lexically_normal();
+        *static_cast<fs::path*>(out) = resolved(s->get(), n);
         return;
       }
       case FieldKind::DType: {
@@ -270,7 +268,7 @@ class Binder {
           if (f.kind == FieldKind::StringList) {
             if (!e.as_string()) type_error(e, elem_path, "a string", elem_loc);
             check_one_of(e.as_string()->get(), f, elem_path, elem_loc);
-            strings.push_back(e.as_string()->get());
+            strings.push_back(f.paths ? resolved(e.as_string()->get(), e).string() : e.as_string()->get());
           } else {
             if (!e.as_integer()) type_error(e, elem_path, "an integer", elem_loc);
             ints.push_back(e.as_integer()->get());
@@ -284,6 +282,14 @@ class Binder {
       case FieldKind::TableArray: break;  // handled by bind_field
     }
     ADAPT_CHECK(false, "unhandled field kind for '{}'", path);
+  }
+
+  // A path as the job means it: relative ones against the TOML file's folder, or the current directory
+  // for a --set value; normalised.
+  fs::path resolved(const std::string& text, const toml::node& n) const {
+    fs::path p = text;
+    if (!p.empty() && p.is_relative()) p = (from_override(n.source()) ? fs::current_path() : base_dir_) / p;
+    return p.lexically_normal();
   }
 
   fs::path base_dir_;

@@ -63,7 +63,7 @@ std::string kind_name(const FieldDesc& f) {
     case FieldKind::DType: return "dtype: f32|bf16|f16|i32|i64|u8";
     case FieldKind::Bytes: return "byte size: integer or \"5GB\"";
     case FieldKind::Enum: return quoted_list(f.enum_names, "|");
-    case FieldKind::StringList: return "array of strings";
+    case FieldKind::StringList: return f.paths ? "array of paths, relative to the TOML file" : "array of strings";
     case FieldKind::Int64List: return "array of integers";
     case FieldKind::Table: return "table";
     case FieldKind::TableArray: return "array of tables";

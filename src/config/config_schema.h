@@ -64,6 +64,7 @@ struct FieldDesc {
   std::function<void*(void* obj)> set;              // emplaces an empty optional first
   std::vector<FieldCheck> checks;
   std::vector<std::string> one_of;  // String / StringList: allowed values
+  bool paths = false;               // StringList: each element is a path, resolved as Path fields are
   // Enum: names in declaration order; enum_get maps a value to its index, enum_set the reverse.
   std::vector<std::string> enum_names;
   std::function<std::size_t(const void* value)> enum_get;
@@ -181,6 +182,13 @@ class FieldRef {
     static_assert(std::is_same_v<V, std::string> || std::is_same_v<V, std::vector<std::string>>,
                   "one_of() needs a string or string-list field (use enumeration() for enums)");
     desc().one_of = std::move(allowed);
+    return *this;
+  }
+  /// Every string of the list is a path: a relative one resolves against the TOML file's folder (given
+  /// with --set: the current directory) and comes back absolute and normalised, as fs::path fields do.
+  FieldRef& paths() {
+    static_assert(std::is_same_v<V, std::vector<std::string>>, "paths() needs a string-list field");
+    desc().paths = true;
     return *this;
   }
   /// Custom constraint. `expectation` completes "key = value: ..." e.g. "must be a multiple of 8".

@@ -46,7 +46,7 @@ Schema<adapters::AdapterConfig> adapter_schema() {
 Schema<train::DataConfig> data_schema() {
   using train::DataConfig;
   Schema<DataConfig> d;
-  d.field("inputs", &DataConfig::inputs, "JSONL files, source files or folders (relative to this file).");
+  d.field("inputs", &DataConfig::inputs, "JSONL files, source files or folders.").paths();
   d.field("globs", &DataConfig::globs, "File patterns inside input folders, e.g. [\"**/*.py\", \"**/*.cpp\"].");
   d.enumeration("format", &DataConfig::format, train::data_format_names(),
                 "text, prompt_completion, chat or raw (default: detected per file).");
@@ -62,7 +62,7 @@ Schema<train::DataConfig> data_schema() {
       .range(1e-9, 0.999999);
   d.field("eval_documents", &DataConfig::eval_documents, "Number of documents held out for evaluation.")
       .at_least(std::int64_t{1});
-  d.field("eval_inputs", &DataConfig::eval_inputs, "A separate evaluation set.");
+  d.field("eval_inputs", &DataConfig::eval_inputs, "A separate evaluation set.").paths();
   d.field("seed", &DataConfig::seed, "Document order, eval split and shuffle.");
   d.field("cache_dir", &DataConfig::cache_dir, "Folder for tokenized caches (shared by all ranks).").required();
   d.field("tokenize_threads", &DataConfig::tokenize_threads, "Threads for tokenizing (default: all).")

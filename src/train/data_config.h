@@ -28,8 +28,8 @@ inline std::vector<std::pair<std::string, DataFormat>> data_format_names() {
 
 struct DataConfig {
   /// JSON Lines files, source files and folders. Folders are walked recursively and the files
-  /// matching `globs` are taken (each one document). Relative paths resolve against the current
-  /// directory; data_config_resolve_paths() rebases them on the TOML file's folder.
+  /// matching `globs` are taken (each one document). A job file's relative paths resolve against its
+  /// folder (--set values: the current directory) when it is loaded; in code, against the current one.
   std::vector<std::string> inputs;
   /// Patterns matched against each file's path relative to its input folder, pathlib style: "*"
   /// and "?" stay inside one path component, "**" spans any number of folders (also none), "[a-z]"

@@ -66,14 +66,4 @@ void data_config_validate(const DataConfig& c, std::int64_t model_context) {
                 "data.cross_document_attention = true needs data.pack = true (unpacked rows hold one document)");
 }
 
-void data_config_resolve_paths(DataConfig& c, const std::filesystem::path& base_dir) {
-  auto resolve = [&](const std::string& p) {
-    const std::filesystem::path path(p);
-    return path.is_absolute() ? path.lexically_normal().string() : (base_dir / path).lexically_normal().string();
-  };
-  for (std::string& p : c.inputs) p = resolve(p);
-  for (std::string& p : c.eval_inputs) p = resolve(p);
-  if (!c.cache_dir.empty() && c.cache_dir.is_relative()) c.cache_dir = (base_dir / c.cache_dir).lexically_normal();
-}
-
 }  // namespace adapt::train

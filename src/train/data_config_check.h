@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cstdint>
-#include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -23,9 +22,5 @@ DataFormat data_format_parse(std::string_view name);
 /// (max_position_embeddings). ConfigError naming the key, e.g. "data.seq_len = 9000 exceeds the
 /// model's context of 8192; set data.seq_len <= 8192". Reads no files.
 void data_config_validate(const DataConfig& config, std::int64_t model_context);
-
-/// Makes relative inputs / eval_inputs / cache_dir absolute against `base_dir` (the TOML file's
-/// folder), lexically normalised. Absolute paths are kept.
-void data_config_resolve_paths(DataConfig& config, const std::filesystem::path& base_dir);
 
 }  // namespace adapt::train

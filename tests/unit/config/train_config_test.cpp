@@ -2,7 +2,8 @@
 // names, including "lora+bottleneck" as a bare --set value; run.merge and its refusal for bottleneck
 // adapters; the help text lists the kinds and the merge key; [runtime] device ("cpu", "cuda", "cuda:N")
 // and weights_dtype ("bf16", "f32") take exactly those values, a GPU with tp or pp > 1 is refused naming
-// the keys; train.micro_batch is documented as the sequences of all replicas together.
+// the keys; train.micro_batch is documented as the sequences of all replicas together; data.inputs are paths
+// (the TOML file's folder, or the current directory for --set values).
 #include <doctest/doctest.h>
 
 #include "config/config_binder.h"
@@ -39,6 +40,24 @@ TEST_CASE("inputs/train.toml parses; adapter.kind takes lora, bottleneck and lor
   CHECK(load_example({"adapter.kind=\"lora+bottleneck\""}).adapter.kind == AdapterKind::LoraBottleneck);
   CHECK(config::to_toml(both, config::train_config_schema()).find("kind = \"lora+bottleneck\"") != std::string::npos);
   CHECK_THROWS_WITH_AS(load_example({"adapter.kind=lora+bottlenek"}), doctest::Contains("adapter.kind"), ConfigError);
+}
+
+TEST_CASE("data.inputs and data.eval_inputs resolve against the TOML folder, or the current directory with --set") {
+  const fs::path folder = kExample.parent_path();
+  const train::TrainConfig c = load_example();
+  REQUIRE(!c.data.inputs.empty());
+  for (const std::string& p : c.data.inputs) {
+    CAPTURE(p);
+    CHECK(fs::path(p).is_absolute());
+    CHECK(p.rfind(folder.lexically_normal().string(), 0) == 0);
+  }
+  const train::TrainConfig set = load_example({"data.inputs=[\"data/a.jsonl\", \"/abs/b\"]",
+                                               "data.eval_inputs=[\"../e.jsonl\"]"});
+  REQUIRE(set.data.inputs.size() == 2);
+  CHECK(set.data.inputs[0] == (fs::current_path() / "data/a.jsonl").lexically_normal().string());
+  CHECK(set.data.inputs[1] == "/abs/b");
+  REQUIRE(set.data.eval_inputs.size() == 1);
+  CHECK(set.data.eval_inputs[0] == (fs::current_path() / "../e.jsonl").lexically_normal().string());
 }
 
 TEST_CASE("runtime.cpu_matmul_dtype: f32 by default, bf16 on request, other values refused") {

@@ -93,17 +93,6 @@ TEST_CASE("data formats parse by name, with a suggestion for typos") {
                        ConfigError);
 }
 
-TEST_CASE("data_config_resolve_paths rebases relative paths on the TOML folder") {
-  DataConfig c = valid_config();
-  c.inputs = {"corpus/", "/abs/a.jsonl"};
-  c.eval_inputs = {"../eval.jsonl"};
-  data_config_resolve_paths(c, "/jobs/run1");
-  CHECK(c.inputs[0] == "/jobs/run1/corpus/");
-  CHECK(c.inputs[1] == "/abs/a.jsonl");
-  CHECK(c.eval_inputs[0] == "/jobs/eval.jsonl");
-  CHECK(c.cache_dir == "/jobs/run1/cache");
-}
-
 TEST_CASE("glob_match follows pathlib: * stays in a component, ** spans folders") {
   CHECK(glob_match("**/*.py", "a.py"));
   CHECK(glob_match("**/*.py", "x/y/a.py"));
