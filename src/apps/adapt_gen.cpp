@@ -263,9 +263,19 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
         auto it = loaded.find(name);
         if (it == loaded.end()) it = loaded.emplace(name, store.load(name, tok)).first;
         const generate::Conversation& c = it->second;
-        line = fmt::format("# {}: a turn of conversation '{}' ({}: {} turn(s), {} tokens so far)", q.spec->id, c.name,
-                           store.path_of(c.name).string(), c.turns.size(), c.tokens.size());
-        needs(static_cast<std::int64_t>(c.tokens.size() + q.request.prompt.size()), q.request.max_new_tokens);
+        // The stored tokens and this turn's message (an earlier turn of the same job adds its reply too). A
+        // turn that no longer fits the stored conversation (e.g. its first turn, already run) is left out.
+        std::string prompt_note;
+        try {
+          const std::size_t n_prompt = generate::conversation_turn_prompt(c, q.turn, tok).size();
+          prompt_note = fmt::format("; {} prompt tokens", n_prompt);
+          needs(static_cast<std::int64_t>(n_prompt), q.request.max_new_tokens);
+        } catch (const ConfigError& e) {
+          prompt_note = fmt::format("; not a next turn of it as it stands (run only if not yet in the results: {})",
+                                    e.what());
+        }
+        line = fmt::format("# {}: a turn of conversation '{}' ({}: {} turn(s), {} tokens so far{})", q.spec->id,
+                           c.name, store.path_of(c.name).string(), c.turns.size(), c.tokens.size(), prompt_note);
       }
       // Saved progress is read (a malformed file is an error here too); whether it belongs to this
       // request is decided when the prompt runs.

@@ -462,8 +462,16 @@ TEST_CASE("conversations: turns over several jobs equal the same turns in one jo
                                  " --dry-run");
   INFO(dry.out);
   CHECK(dry.code == 0);
-  CHECK(dry.out.find("# a2: a turn of conversation 'a' (" + (dir / "one/conversations/a.json").string() +
-                     ": 3 turn(s), " + std::to_string(conv["tokens"].size()) + " tokens so far)") != std::string::npos);
+  const std::string said = "# a2: a turn of conversation 'a' (" + (dir / "one/conversations/a.json").string() +
+                           ": 3 turn(s), " + std::to_string(conv["tokens"].size()) + " tokens so far; ";
+  const std::size_t at = dry.out.find(said);
+  REQUIRE(at != std::string::npos);
+  // The turn's prompt is the stored tokens and its new message, and the KV cache's estimate holds it.
+  const long n_prompt = std::stol(dry.out.substr(at + said.size()));
+  CHECK(n_prompt > static_cast<long>(conv["tokens"].size()));
+  const std::size_t rows_at = dry.out.find(" row(s) × ");
+  REQUIRE(rows_at != std::string::npos);
+  CHECK(std::stol(dry.out.substr(rows_at + std::string(" row(s) × ").size())) > n_prompt);
 
   // A run that stopped after saving a3's turn but before recording its result: the rerun drops the
   // saved turn and runs a3 again, to the same conversation.
