@@ -19,9 +19,9 @@
 #include "config/train_config_schema.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/stop_signal.h"
 #include "core/strings.h"
 #include "model/llama_config.h"
-#include "train/data_config_check.h"
 #include "train/trainer.h"
 
 using namespace adapt;
@@ -75,6 +75,10 @@ job keys:
 )";
 
 int run(int argc, char** argv, apps::ParallelApp& app) {
+  // SIGUSR1/SIGTERM from here on stop the job at the first step boundary with a checkpoint (exit 75), also
+  // when they come while the model loads: the default action would kill the rank, and the job would fail
+  // instead of being requeued.
+  const StopSignalGuard signals;
   std::string path;
   std::vector<std::string> sets;
   bool dry_run = false;

@@ -17,8 +17,10 @@ inline constexpr int kExitRequeue = 75;
 /// points; tests may store into it to simulate a signal.
 std::atomic<int>& stop_signal();
 
-/// Installs handlers for SIGUSR1 and SIGTERM that store the signal number in stop_signal(), and clears
-/// it; restores the previous handlers when destroyed.
+/// Installs handlers for SIGUSR1 and SIGTERM that store the signal number in stop_signal() (SA_RESTART:
+/// the system calls they interrupt carry on), and clears it; restores the previous handlers when destroyed. Guards nest: one made while another is alive
+/// (the trainer's inside adapt_train's, which covers the minutes of loading before the first step)
+/// changes nothing, so a signal received by the outer one stays pending.
 class StopSignalGuard {
  public:
   StopSignalGuard();
@@ -27,6 +29,7 @@ class StopSignalGuard {
   StopSignalGuard& operator=(const StopSignalGuard&) = delete;
 
  private:
+  bool outer_ = false;  // the guard that installed the handlers
   struct sigaction old_usr1_ {}, old_term_ {};
 };
 

@@ -17,6 +17,7 @@
 
 #include <cctype>
 #include <cmath>
+#include <fstream>
 
 #include "core/file.h"
 #include "core/strings.h"
@@ -247,7 +248,7 @@ TEST_CASE("training lowers the held-out loss") {
   CHECK(gen.out.find("adapter") != std::string::npos);
 }
 
-TEST_CASE("SIGUSR1 writes a checkpoint at the next step and exits 75; the rerun resumes") {
+TEST_CASE("SIGUSR1 writes a checkpoint at the next step and exits 75 (also during startup); the rerun resumes") {
   Job job("", "kind = \"bottleneck\"\n[adapter.bottleneck]\nsize = 16\nplacement = \"houlsby\"\n");
   const std::string metrics = (job.dir / "run/metrics.jsonl").string();
   Run r = run("bash -c '" + bin("adapt_train") + " --config " + job.toml.string() +
@@ -260,6 +261,25 @@ TEST_CASE("SIGUSR1 writes a checkpoint at the next step and exits 75; the rerun 
   Run again = job.train("--set train.steps=3 --set checkpoint.every=0");
   INFO(again.out);
   CHECK(again.out.find("resuming from") != std::string::npos);
+
+  // A signal while the job is still starting (loading the model, tokenizing) stops it the same way at
+  // the first step boundary, where it would kill the rank before the trainer's loop.
+  // ~48 MB of text to tokenize first keeps it starting for a while after its first log line.
+  {
+    std::ofstream big(job.dir / "big.jsonl");
+    const std::string record = json{{"text", std::string(12000, 'x') + " def f(x): return x\n"}}.dump() + "\n";
+    for (int i = 0; i < 4000; ++i) big << record;
+  }
+  const fs::path log = job.dir / "early.log";
+  Run early = run("bash -c '" + bin("adapt_train") + " --config " + job.toml.string() + " --set run.dir=" +
+                  (job.dir / "run-early").string() + " --set data.inputs=[\\\"" + (job.dir / "big.jsonl").string() +
+                  "\\\"] --set data.cache_dir=" + (job.dir / "cache-early").string() +
+                  " --set train.steps=100000 --set checkpoint.every=0 > " + log.string() +
+                  " 2>&1 & pid=$!; for i in $(seq 600); do [ -s " + log.string() +
+                  " ] && break; sleep 0.005; done; kill -USR1 $pid; wait $pid; echo exit=$?'");
+  INFO(early.out, file_read_text(log));
+  CHECK(early.out.find("exit=75") != std::string::npos);
+  CHECK(fs::exists(job.dir / "run-early/checkpoints/latest"));
 }
 
 TEST_CASE("bad jobs and broken runs") {

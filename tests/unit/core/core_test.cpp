@@ -8,6 +8,7 @@
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "core/stop_signal.h"
 #include "core/strings.h"
 #include "tests/support/test_support.h"
 
@@ -155,4 +156,33 @@ TEST_CASE("crc32c: the hardware streams, the tables and pieces agree") {
   const std::uint32_t before = crc32c(bytes.data(), bytes.size());
   bytes[123457] ^= 0x10;
   CHECK(crc32c(bytes.data(), bytes.size()) != before);
+}
+
+// adapt_train holds a guard from its start and the trainer makes its own later: a signal that came while
+// the model loaded must still be pending then, and the handlers stay until the outer guard goes.
+TEST_CASE("StopSignalGuard: nested guards keep a pending signal and the outer guard's handlers") {
+  struct sigaction before {};
+  sigaction(SIGUSR1, nullptr, &before);
+  {
+    const StopSignalGuard outer;
+    CHECK(stop_signal().load() == 0);
+    struct sigaction now {};
+    sigaction(SIGUSR1, nullptr, &now);
+    const bool installed = now.sa_handler != before.sa_handler;
+    CHECK(installed);
+    CHECK((now.sa_flags & SA_RESTART) != 0);
+    std::raise(SIGUSR1);
+    CHECK(stop_signal().load() == SIGUSR1);
+    {
+      const StopSignalGuard inner;
+      CHECK(stop_signal().load() == SIGUSR1);
+    }
+    std::raise(SIGTERM);  // still caught after the inner guard is gone
+    CHECK(stop_signal().load() == SIGTERM);
+  }
+  struct sigaction after {};
+  sigaction(SIGUSR1, nullptr, &after);
+  const bool restored = after.sa_handler == before.sa_handler;
+  CHECK(restored);
+  stop_signal().store(0);
 }
