@@ -57,7 +57,8 @@ constexpr const char* kUsage = R"(usage: adapt_gen --input prompts.toml [--set k
 Runs every prompt of the job that is not already in the results file, runtime.batch_size at a time
 (they decode together; a finished prompt's place goes to the next one), and appends one JSON line per
 prompt as it finishes (id, text, prompt_tokens, cached_prompt_tokens, completion_tokens, finish_reason,
-time_to_first_token_s, tokens_per_s, output_file) to output.dir/output.results, in finishing order.
+time_to_first_token_s, tokens_per_s; output_file and conversation for prompts that have them) to
+output.dir/output.results, in finishing order.
 Prompts with `output` also get their completion written to that file (inside output.dir). Texts do not
 depend on the batch size. Progress goes to stderr. A prompt that starts with tokens another KV-cache
 row holds (a prompt in flight, or the last one a free row ran) copies their keys and values and

@@ -50,10 +50,12 @@ them (exit 75).
 
 On a GPU (runtime.device = "cuda" or "cuda:N"): the model is read on the host, then its weights
 (runtime.weights_dtype, default bf16; f32 computes as the CPU does) and the adapter are copied once to
-the device, where every forward, backward and evaluation runs. With one dp replica and no offload the
-AdamW state stays on the GPU too; otherwise each step the adapter's gradients come to the host for the
-dp average, clipping and AdamW, and the new values go back (with optim.offload and optim.overlap, the
-default, layer by layer: gradients during the backward, the CPU AdamW during the next step's forward).
+the device, where every forward, backward and evaluation runs. Without optim.offload the AdamW state
+stays on the GPU too (at dp > 1 the gradients are averaged there, or under ZeRO-1 reduce-scattered into
+each replica's part, over a dp communicator of device buffers); with it, each step the adapter's
+gradients come to the host for the dp average, clipping and AdamW, and the new values go back (with
+optim.overlap, the default, layer by layer: gradients during the backward, the CPU AdamW during the next
+step's forward).
 "cuda" takes the GPU of the rank's local rank. With tp or pp > 1 each rank copies its shard
 or stage to its GPU; the tp and pp groups communicate over NCCL when every rank of the group has its
 own GPU, else over MPI through host memory (ranks sharing a GPU: correct but slow). Without a usable
