@@ -24,6 +24,7 @@
 #include "adapters/adapter_files.h"
 #include "adapters/adapter_set.h"
 #include "model/attention_compute.h"
+#include "model/llama_config.h"
 #include "model/llama_device.h"
 #include "model/llama_forward.h"
 #include "model/llama_weights.h"
@@ -152,6 +153,7 @@ int run(int argc, char** argv) {
   ops::set_cpu_matmul_dtype(cpu_bf16 ? DType::BF16 : DType::F32);
   if (cpu_bf16) log::info0("{}", ops::cpu_matmul_note());
 
+  model::model_folder_require(model_dir, "--model");  // before the tokenizer, which it may hold
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(tok_path.empty() ? model_dir : tok_path);
   model::LlamaLoadStats stats;
   model::LlamaModel model = model::llama_model_load(

@@ -208,6 +208,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
       job.runtime.device, app.launch(), {.name = "runtime.device", .to_cpu = "set runtime.device = \"cpu\""});
   const DType kv_dtype = generate::kv_cache_dtype_for(job.runtime, device.has_value());
 
+  model::model_folder_require(job.model.path, "model.path");  // before the tokenizer, which it may hold
   const fs::path tok_path = job.model.tokenizer ? *job.model.tokenizer : job.model.path;
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(tok_path);
 

@@ -41,8 +41,10 @@ inline std::optional<int> app_device_resolve(const std::string& text, const comm
   ADAPT_REQUIRE(d.has_value(), ConfigError, "{} must be \"cpu\", \"cuda\" or \"cuda:N\" (N = 0, 1, ...)", said);
   if (!d->cuda) return std::nullopt;
   const int n_visible = backend::cuda_device_count();
-  ADAPT_REQUIRE(n_visible > 0, UnsupportedError,
-                "{}, but {}. Run on a GPU node, or {} to run on the CPU", said, backend::cuda_unavailable_reason(),
+  ADAPT_REQUIRE(n_visible > 0, UnsupportedError, "{}, but {}. {}, or {} to run on the CPU", said,
+                backend::cuda_unavailable_reason(),
+                ADAPT_HAVE_CUDA ? "Run on a GPU node" : "Use a build with CUDA (cmake -DADAPT_CUDA=ON on a machine with "
+                                                        "the CUDA toolkit, or the container of containers/)",
                 setting.to_cpu);
   if (d->index) {
     const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");

@@ -213,11 +213,20 @@ void LlamaConfig::validate(const std::string& source) const {
   }
 }
 
+void model_folder_require(const fs::path& dir, const std::string& given_as) {
+  std::error_code ec;
+  ADAPT_REQUIRE(fs::is_directory(dir, ec), IoError,
+                "{} = '{}' {}: give a model folder in HF layout (config.json, *.safetensors and a tokenizer), or "
+                "make a test model with `adapt_model make`",
+                given_as, dir.string(), fs::exists(dir, ec) ? "is not a folder" : "does not exist");
+}
+
 LlamaConfig llama_config_load(const fs::path& model_dir) {
   const fs::path p = model_dir / "config.json";
   ADAPT_REQUIRE(fs::exists(p), IoError,
                 "'{}' not found: a model folder in HF layout has config.json, *.safetensors and a tokenizer. Check "
-                "model.path (or make a test model with `adapt_model make`).", p.string());
+                "the model folder (model.path in a job file, --model or DIR on the command line), or make a test "
+                "model with `adapt_model make`.", p.string());
   return llama_config_parse(file_read_text(p), p.string());
 }
 

@@ -55,6 +55,10 @@ struct LlamaConfig {
   void validate(const std::string& source) const;
 };
 
+/// IoError unless `dir` is a folder: "<given_as> = '<dir>' does not exist" (or "is not a folder") with
+/// what a model folder holds. `given_as` names where it came from: "model.path", "--model".
+void model_folder_require(const fs::path& dir, const std::string& given_as);
+
 /// Parses a HF config.json text. `source` (the file path) prefixes every error message.
 LlamaConfig llama_config_parse(const std::string& json_text, const std::string& source);
 /// Reads and parses DIR/config.json.

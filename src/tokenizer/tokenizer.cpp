@@ -196,8 +196,9 @@ Tokenizer Tokenizer::from_file(const fs::path& path) {
       file = path / "tokenizer.model";
     } else {
       ADAPT_THROW(IoError,
-                  "model folder '{}' has neither tokenizer.json nor tokenizer.model; pass the tokenizer "
-                  "file itself or copy it into the folder",
+                  "model folder '{}' has neither tokenizer.json nor tokenizer.model; give the tokenizer "
+                  "file itself (model.tokenizer in a job file, --tokenizer on the command line) or copy it into "
+                  "the folder",
                   path.string());
     }
   }

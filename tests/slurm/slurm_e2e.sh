@@ -100,8 +100,10 @@ SLURM_LOCAL_CTLD_PORT=$base SLURM_LOCAL_SLURMD_PORT=$((base + 1)) \
 
 mkdir -p "$work/logs"
 cd "$work"
+# A 10-minute limit needs a lead below it (the script's 900 s would send USR1 at once, and every start
+# would end in a requeue); the test sends USR1 itself.
 res=(--nodes="$nodes" --ntasks-per-node="$ranks_per_node" --gpus-per-node="$ranks_per_node" --cpus-per-task=1
-     --mem=1G --time=10)
+     --mem=1G --time=10 --signal=B:USR1@60)
 gen_res=(--nodes=1 --ntasks-per-node=1 --gpus-per-node=1 --cpus-per-task=1 --mem=1G --time=10)
 job_field() { scontrol show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 wait_gone() {  # wait_gone SECONDS JOB...: until none of the jobs is queued or running
