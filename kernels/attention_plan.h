@@ -215,9 +215,10 @@ struct DecodeAttentionArgs {
 };
 
 /// Split-K plan: the keys of every sequence are cut into n_splits chunks of keys_per_split keys; each
-/// (sequence, query head, chunk) is one block writing a partial (max, sum, unnormalised output), and a
-/// combine kernel merges the chunks. Short contexts get one split; long ones enough blocks to fill the
-/// GPU (about 2 waves), with chunks of at least kDecodeMinKeysPerSplit keys.
+/// (sequence, group of query heads sharing a KV head, chunk) is one block writing a partial (max, sum,
+/// unnormalised output) per head, and a combine kernel merges the chunks. Short contexts get one split;
+/// long ones enough blocks to fill the GPU (about 2 waves), with chunks of at least kDecodeMinKeysPerSplit
+/// keys.
 struct DecodePlan {
   std::int64_t n_splits = 1;
   std::int64_t keys_per_split = 0;
@@ -226,10 +227,24 @@ constexpr std::int64_t kDecodeMinKeysPerSplit = 256;
 constexpr std::int64_t kDecodeMaxSplits = 1024;
 constexpr int kDecodeWarps = 4;  // warps per block; each takes every 4th key of the block's chunk
 
-inline DecodePlan plan_decode_attention(std::int64_t B, std::int64_t H, std::int64_t max_seq_len, int n_sms) {
+constexpr int kDecodeMaxHeadsPerBlock = 8;
+
+/// Query heads one decode block takes: the most of 8, 4, 2, 1 that divides the heads sharing a KV head
+/// (H / Hkv), so that the block reads each key and value of its chunk once for all of them (Llama 3.1
+/// 70B: 64 / 8 heads, 8 a block, an eighth of the cache reads of one block per head).
+inline int decode_heads_per_block(std::int64_t H, std::int64_t Hkv) {
+  const std::int64_t n_rep = Hkv > 0 && H % Hkv == 0 ? H / Hkv : 1;
+  int g = kDecodeMaxHeadsPerBlock;
+  while (g > 1 && n_rep % g != 0) g /= 2;
+  return g;
+}
+
+/// The plan for B sequences of H query heads, `heads_per_block` of them a block (decode_heads_per_block).
+inline DecodePlan plan_decode_attention(std::int64_t B, std::int64_t H, std::int64_t max_seq_len, int n_sms,
+                                        int heads_per_block = 1) {
   DecodePlan p;
   const std::int64_t len = std::max<std::int64_t>(max_seq_len, 1);
-  const std::int64_t heads = std::max<std::int64_t>(B * H, 1);
+  const std::int64_t heads = std::max<std::int64_t>(B * H / std::max(heads_per_block, 1), 1);
   const std::int64_t target_blocks = 2 * static_cast<std::int64_t>(std::max(n_sms, 1));
   std::int64_t splits = (target_blocks + heads - 1) / heads;                  // enough blocks to fill the GPU
   splits = std::min(splits, std::max<std::int64_t>(1, len / kDecodeMinKeysPerSplit));  // chunks ≥ the minimum

@@ -470,7 +470,7 @@ void check_decode(DType dt, std::int64_t D, std::int64_t H, std::int64_t Hkv, st
   std::vector<float> v = random_vec(static_cast<std::size_t>(B_kv * Hkv * S_max * D), rng);
   for (auto* x : {&q, &k, &v}) round_to(*x, dt);
   const kernels::DecodePlan plan = plan_sms > 0 ? kernels::plan_decode_attention(B, H, max_len, plan_sms)
-                                                : kernels::decode_attention_plan_for_device(B, H, max_len);
+                                                : kernels::decode_attention_plan_for_device(B, H, Hkv, max_len);
   MESSAGE("decode plan: ", plan.n_splits, " splits of ", plan.keys_per_split, " keys");
   DevBuf dq = upload(q, dt), dk = upload(k, dt), dv = upload(v, dt), dlens = upload_raw(lens), drows = upload_raw(rows);
   DevBuf dout(static_cast<std::size_t>(B * H * D) * dtype_size(dt));
@@ -520,11 +520,17 @@ TEST_CASE("gpu.parity.decode_attention matches the CPU op over ragged cache rows
       for (int sms : {0, 1, 100000}) check_decode(dt, D, 8, 2, 1600, {1, 37, 0, 1500}, {2, 0, 1, 3}, sms);
       check_decode(dt, D, 4, 1, 333, {333, 17}, {3, 1}, 0);
     }
+  // A block takes 8, 4, 2 or 1 query heads of one KV head (decode_heads_per_block): 16 / 2 heads take 8,
+  // 8 / 2 and 4 / 1 (above) 4, 6 / 3 two, 6 / 2 and 4 / 4 one.
+  for (const auto& [H, Hkv] : {std::pair<std::int64_t, std::int64_t>{16, 2}, {6, 3}, {6, 2}, {4, 4}}) {
+    check_decode(DType::BF16, 64, H, Hkv, 700, {1, 650, 0, 333}, {2, 0, 1, 3}, 0);
+    check_decode(DType::F32, 128, H, Hkv, 700, {699, 65}, {1, 3}, 100000);
+  }
 }
 
 TEST_CASE("gpu.parity.decode_attention long contexts are split over the whole GPU") {
   for (DType dt : {DType::F32, DType::BF16}) {
-    const kernels::DecodePlan plan = kernels::decode_attention_plan_for_device(2, 8, 20000);
+    const kernels::DecodePlan plan = kernels::decode_attention_plan_for_device(2, 8, 2, 20000);
     CHECK(plan.n_splits > 1);
     check_decode(dt, 128, 8, 2, 20000, {20000, 7001}, {0, 2}, 0);
   }

@@ -165,7 +165,7 @@ void decode_attention(Tensor& out, const Tensor& q, const Tensor& k, const Tenso
                   S_max);
     max_len = std::max(max_len, seq_lens[b]);
   }
-  const kernels::DecodePlan plan = kernels::decode_attention_plan_for_device(B, H, max_len);
+  const kernels::DecodePlan plan = kernels::decode_attention_plan_for_device(B, H, Hkv, max_len);
   const std::int64_t ws = kernels::decode_attention_workspace_bytes(plan, B, H, D) / 4;
   Tensor workspace =
       Tensor::empty({std::max<std::int64_t>(ws, 1)}, DType::F32, backend::cuda_allocator(out.device().index),

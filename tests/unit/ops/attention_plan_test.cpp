@@ -197,3 +197,18 @@ TEST_CASE("decode plan: validation") {
   a.D = 72 + 1;
   CHECK_THROWS_AS(validate_decode_attention(a, DType::F32), UnsupportedError);
 }
+
+TEST_CASE("decode blocks take 8, 4, 2 or 1 query heads of one KV head; the plan counts blocks, not heads") {
+  CHECK(decode_heads_per_block(64, 8) == 8);  // Llama 3.1 70B
+  CHECK(decode_heads_per_block(32, 8) == 4);  // Llama 3.1 8B
+  CHECK(decode_heads_per_block(12, 4) == 1);  // 3 heads a KV head: none of 8, 4, 2 divides 3
+  CHECK(decode_heads_per_block(24, 4) == 2);  // 6 heads a KV head
+  CHECK(decode_heads_per_block(6, 3) == 2);
+  CHECK(decode_heads_per_block(8, 8) == 1);
+  CHECK(decode_heads_per_block(128, 1) == 8);
+  // One sequence of 8 heads sharing a KV head, a long context: 8 heads a block need 8x the splits to
+  // fill the same GPU.
+  const DecodePlan per_head = plan_decode_attention(1, 8, 100000, 132);
+  const DecodePlan per_group = plan_decode_attention(1, 8, 100000, 132, 8);
+  CHECK(per_group.n_splits == 8 * per_head.n_splits);
+}
