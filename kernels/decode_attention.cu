@@ -26,35 +26,6 @@ constexpr int kMaxD = static_cast<int>(kGenericMaxHeadDim);
 constexpr int kPerLane = kMaxD / 32;
 constexpr int kWarps = kDecodeWarps;
 
-// acc[g][i] (column lane + 32·i of head g) += Σ_jj w[g]_jj · rows[jj·stride + column] for the first n
-// lanes' weights (lane jj holds w[g]_jj): attn::accumulate_rows for G heads, each value row read once.
-template <class KV, int G, int N>
-__device__ __forceinline__ void accumulate_rows_heads(const float (&w)[G], int n, const KV* rows, std::int64_t stride,
-                                                      int D, float (&acc)[G][N]) {
-  const int lane = threadIdx.x % 32;
-  for (int jj = 0; jj < n; ++jj) {
-    float wj[G];
-    bool any = false;
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-      wj[g] = __shfl_sync(0xffffffffu, w[g], jj);
-      any = any || wj[g] != 0.0f;
-    }
-    if (!any) continue;  // warp-uniform: every lane holds the shuffled weights
-    const KV* r = rows + jj * stride;
-#pragma unroll
-    for (int i = 0; i < N; ++i) {
-      const int d = lane + 32 * i;
-      if (d < D) {
-        const float x = to_f32(r[d]);
-#pragma unroll
-        for (int g = 0; g < G; ++g)
-          if (wj[g] != 0.0f) acc[g][i] = fmaf(wj[g], x, acc[g][i]);
-      }
-    }
-  }
-}
-
 // T: q and out; KV: the cache (T, or bf16 under f32 q); G: query heads of one KV head per block.
 template <class T, class KV, int G>
 __global__ void __launch_bounds__(kWarps * 32)
@@ -106,7 +77,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int g = 0; g < G; ++g) p[g] = attn::online_softmax_step(s[g], m[g], l[g], acc[g]);
     const int n = static_cast<int>(min(std::int64_t{32}, s1 - g0));
-    accumulate_rows_heads<KV, G>(p, n, v + g0 * a.v_stride_s, a.v_stride_s, D, acc);
+    attn::accumulate_rows<G>(p, n, v + g0 * a.v_stride_s, a.v_stride_s, D, acc);
   }
   // Merge the warps, head by head.
 #pragma unroll

@@ -47,22 +47,47 @@ __device__ __forceinline__ float online_softmax_step(float s, float& m, float& l
   return p;
 }
 
-/// acc[i] (column lane + 32·i) += Σ_jj w_jj · rows[jj·stride + column] for the first n lanes' weights w
-/// (lane jj holds w_jj); rows of D elements of type T. Zero weights are skipped (warp-uniform).
-template <class T, int N>
-__device__ __forceinline__ void accumulate_rows(float w, int n, const T* rows, std::int64_t stride, int D,
-                                                float (&acc)[N]) {
+/// acc[g][i] (column lane + 32·i of head g) += Σ_jj w[g]_jj · rows[jj·stride + column] for the first n
+/// lanes' weights (lane jj holds w[g]_jj), G heads reading each row once; rows of D elements of type T.
+/// A row whose weights are all zero is skipped (warp-uniform), and so is each zero weight.
+template <int G, class T, int N>
+__device__ __forceinline__ void accumulate_rows(const float (&w)[G], int n, const T* rows, std::int64_t stride, int D,
+                                                float (&acc)[G][N]) {
   const int lane = threadIdx.x % 32;
   for (int jj = 0; jj < n; ++jj) {
-    const float wj = __shfl_sync(0xffffffffu, w, jj);
-    if (wj == 0.0f) continue;
+    float wj[G];
+    bool any = false;
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      wj[g] = __shfl_sync(0xffffffffu, w[g], jj);
+      any = any || wj[g] != 0.0f;
+    }
+    if (!any) continue;  // every lane holds the shuffled weights
     const T* r = rows + jj * stride;
 #pragma unroll
     for (int i = 0; i < N; ++i) {
       const int d = lane + 32 * i;
-      if (d < D) acc[i] = fmaf(wj, to_f32(r[d]), acc[i]);
+      if (d < D) {
+        const float x = to_f32(r[d]);
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+          if (wj[g] != 0.0f) acc[g][i] = fmaf(wj[g], x, acc[g][i]);
+      }
     }
   }
+}
+
+/// The same for one head: acc[i] += Σ_jj w_jj · rows[jj·stride + lane + 32·i].
+template <class T, int N>
+__device__ __forceinline__ void accumulate_rows(float w, int n, const T* rows, std::int64_t stride, int D,
+                                                float (&acc)[N]) {
+  const float w1[1] = {w};
+  float acc1[1][N];
+#pragma unroll
+  for (int i = 0; i < N; ++i) acc1[0][i] = acc[i];
+  accumulate_rows<1>(w1, n, rows, stride, D, acc1);
+#pragma unroll
+  for (int i = 0; i < N; ++i) acc[i] = acc1[0][i];
 }
 
 /// Query qi (0-based among the T queries, at position offset + qi) sees key kj: causal, and with

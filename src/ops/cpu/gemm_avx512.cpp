@@ -159,11 +159,7 @@ std::int64_t gemm_avx512_packed_b_floats(std::int64_t N, std::int64_t K) { retur
 
 void gemm_avx512_pack_b(bool trans_b, std::int64_t N, std::int64_t K, const void* b, bool b_bf16, std::int64_t ldb,
                         float* dst) {
-  if (b_bf16) {
-    pack_b_block<Avx512>(trans_b, static_cast<const std::uint16_t*>(b), ldb, N, K, dst);
-  } else {
-    pack_b_block<Avx512>(trans_b, static_cast<const float*>(b), ldb, N, K, dst);
-  }
+  pack_b_block<Avx512>(trans_b, b, b_bf16, ldb, N, K, dst);
 }
 
 std::int64_t gemm_avx512_packed_a_floats(std::int64_t M, std::int64_t K) { return packed_a_floats<Avx512>(M, K); }

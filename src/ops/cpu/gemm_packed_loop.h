@@ -64,6 +64,17 @@ void pack_b_block(bool trans_b, const BT* b, std::int64_t ldb, std::int64_t nc, 
   }
 }
 
+/// pack_b_block on a b of either element type: bf16 (b_bf16) or f32, as the kernels' pack_b entries take it.
+template <typename Isa>
+void pack_b_block(bool trans_b, const void* b, bool b_bf16, std::int64_t ldb, std::int64_t nc, std::int64_t kc,
+                  float* bp) {
+  if (b_bf16) {
+    pack_b_block<Isa>(trans_b, static_cast<const std::uint16_t*>(b), ldb, nc, kc, bp);
+  } else {
+    pack_b_block<Isa>(trans_b, static_cast<const float*>(b), ldb, nc, kc, bp);
+  }
+}
+
 /// Elements (floats) of m rows of op(a) and kc values of k packed as kMR-row panels.
 template <typename Isa>
 constexpr std::int64_t packed_a_floats(std::int64_t m, std::int64_t kc) {
