@@ -1,11 +1,11 @@
 // The multi-rank start and end shared by adapt_train and adapt_gen.
 //
-// Launched by mpiexec/srun with more than one rank, the program initialises MPI (MPI_Init_thread,
-// funneled) and works on a duplicate of MPI_COMM_WORLD; a plain start (no launcher, or one rank) needs
-// no MPI at all. Startup (command line, job file, config.json) runs on every rank; then start() has
-// every rank agree on whether it succeeded (one timed all-reduce), checks the layout with
-// comm::ProcessGrid::make (tp and pp from the job, dp = world / (tp·pp); the error lists the values
-// that work), and splits the tp, pp and dp communicators.
+// Launched by mpiexec/srun with more than one rank, the program initialises MPI (comm::mpi_init:
+// MPI_THREAD_MULTIPLE asked, MPI_THREAD_FUNNELED needed) and works on a duplicate of MPI_COMM_WORLD;
+// a plain start (no launcher, or one rank) needs no MPI at all. Startup (command line, job file,
+// config.json) runs on every rank; then start() has every rank agree on whether it succeeded (one
+// timed all-reduce), checks the layout with comm::ProcessGrid::make (tp and pp from the job, dp =
+// world / (tp·pp); the error lists the values that work), and splits the tp, pp and dp communicators.
 //
 // Errors: one that every rank meets alike (startup, the layout, train::CollectiveError) is printed by
 // rank 0 only, and every rank exits with its code; an error of one rank later on is printed with the
@@ -55,10 +55,11 @@ class ParallelApp {
     bool start_mpi = false;
     launch_ = launch_env_or_exit(start_mpi);
     if (start_mpi) {
-      int provided = 0;
-      if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
-        log::error("MPI_Init_thread failed");
-        std::exit(static_cast<int>(ExitCode::Comm));
+      try {
+        comm::mpi_init(&argc, &argv);
+      } catch (const Error& e) {
+        log::error("{}", e.what());
+        std::exit(static_cast<int>(e.exit_code()));
       }
       mpi_ = true;
       int rank = 0, size = 1;

@@ -1,6 +1,7 @@
 #include "comm/mpi_communicator.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -102,12 +103,49 @@ MpiCommunicator::~MpiCommunicator() {
   if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 
+namespace {
+std::atomic<int> g_thread_level{MPI_THREAD_SINGLE};
+
+const char* thread_level_name(int level) {
+  switch (level) {
+    case MPI_THREAD_SINGLE: return "MPI_THREAD_SINGLE";
+    case MPI_THREAD_FUNNELED: return "MPI_THREAD_FUNNELED";
+    case MPI_THREAD_SERIALIZED: return "MPI_THREAD_SERIALIZED";
+    case MPI_THREAD_MULTIPLE: return "MPI_THREAD_MULTIPLE";
+  }
+  return "an unknown level";
+}
+}  // namespace
+
+int mpi_init(int* argc, char*** argv) {
+  int provided = MPI_THREAD_SINGLE;
+  const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
+  ADAPT_REQUIRE(rc == MPI_SUCCESS, CommError, "MPI_Init_thread failed with code {}; check the launcher (srun --mpi, "
+                "mpiexec) and that the MPI library matches the one adapt was built with", rc);
+  ADAPT_REQUIRE(provided >= MPI_THREAD_FUNNELED, CommError,
+                "MPI provides only {}; adapt needs MPI_THREAD_FUNNELED or more (MPI_THREAD_MULTIPLE for the NCCL "
+                "watchdog): use an MPI library built with thread support",
+                thread_level_name(provided));
+  g_thread_level = provided;
+  return provided;
+}
+
+int mpi_thread_level() { return g_thread_level; }
+
 void comm_abort_job(const std::string& message) {
-  std::fprintf(stderr, "%s\n", message.c_str());
-  std::fflush(stderr);
   int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
+  int main_thread = 1;
+  if (initialized && !finalized) MPI_Is_thread_main(&main_thread);
+  std::fprintf(stderr, "%s\n", message.c_str());
+  if (!main_thread && g_thread_level < MPI_THREAD_MULTIPLE) {
+    std::fprintf(stderr,
+                 "(ending the job from a helper thread, where MPI provides %s: this MPI does not promise that "
+                 "MPI_Abort works there; should the job not end, cancel it)\n",
+                 thread_level_name(g_thread_level));
+  }
+  std::fflush(stderr);
   if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, static_cast<int>(ExitCode::Comm));
   std::abort();  // without MPI, or should MPI_Abort ever return
 }

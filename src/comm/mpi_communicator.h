@@ -18,9 +18,18 @@
 
 namespace adapt::comm {
 
+/// Initialises MPI: MPI_Init_thread asking for MPI_THREAD_MULTIPLE, since the NCCL watchdog thread
+/// (nccl_communicator.h) ends the job with comm_abort_job from its own thread, while every other MPI
+/// call comes from the main thread. Returns the level provided; throws CommError when the call fails
+/// or provides less than MPI_THREAD_FUNNELED.
+int mpi_init(int* argc, char*** argv);
+/// The thread level mpi_init obtained; MPI_THREAD_SINGLE before it, or when MPI was started otherwise.
+int mpi_thread_level();
+
 /// Prints `message` on stderr and ends the whole job: MPI_Abort(MPI_COMM_WORLD, ExitCode::Comm) when MPI
 /// is initialised, std::abort otherwise. For failures inside collectives, where throwing would leave
-/// the peers waiting.
+/// the peers waiting. From a thread other than MPI's main one where MPI provides less than
+/// MPI_THREAD_MULTIPLE, the message says that MPI_Abort is called outside what MPI promises.
 [[noreturn]] void comm_abort_job(const std::string& message);
 
 /// True when MpiCommunicator stages `buf` through host memory: it is CUDA device (or managed) memory

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "backend/backend.h"
+#include "comm/mpi_communicator.h"
 #include "core/log.h"
 
 namespace adapt::test {
@@ -23,8 +24,7 @@ struct GpuMpiWorld {
 /// finalized and the result is empty: the caller returns 77.
 inline std::optional<GpuMpiWorld> gpu_mpi_start(int* argc, char*** argv, std::string skip_reason,
                                                 bool gpu_per_rank = false) {
-  int provided = 0;
-  MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+  comm::mpi_init(argc, argv);  // as the applications start MPI
   GpuMpiWorld w;
   MPI_Comm_rank(MPI_COMM_WORLD, &w.rank);
   MPI_Comm_size(MPI_COMM_WORLD, &w.size);

@@ -122,6 +122,13 @@ void check_collectives(Communicator& c, std::int64_t n) {
 
 }  // namespace
 
+TEST_CASE("mpi_init records the thread level MPI provides: at least funneled") {
+  int provided = MPI_THREAD_SINGLE;
+  MPI_Query_thread(&provided);
+  CHECK(mpi_thread_level() == provided);
+  CHECK(mpi_thread_level() >= MPI_THREAD_FUNNELED);
+}
+
 TEST_CASE("collectives equal a local reference, with and without chunking") {
   auto world = MpiCommunicator::world();
   REQUIRE(world->size() >= 2);

@@ -2,7 +2,8 @@
 // which group, and abort the job (run by expect_comm_abort.sh, which checks the exit status and the
 // message). Mode "world" skips an all_reduce on the world; "group" a reduce_scatter in a tp group;
 // "started" a started all-reduce (all_reduce_start) on the world, whose wait() must time out naming
-// its own call number.
+// its own call number; "thread" the world's all_reduce on a helper thread while the main thread waits
+// to join it, as the NCCL watchdog ends a job from its own thread.
 #include <mpi.h>
 
 #include <chrono>
@@ -16,7 +17,7 @@
 using namespace adapt::comm;
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
+  mpi_init(&argc, &argv);
   const std::string mode = argc > 1 ? argv[1] : "world";
   {
     // Every rank is up before the short timeouts start (process start-up on a loaded machine is slow).
@@ -30,6 +31,12 @@ int main(int argc, char** argv) {
     if (mode == "world") {
       auto world = MpiCommunicator::world(options);
       if (me != 1) world->all_reduce(std::span<float>(v), ReduceOp::Sum);
+    } else if (mode == "thread") {
+      auto world = MpiCommunicator::world(options);
+      std::thread helper([&] {
+        if (me != 1) world->all_reduce(std::span<float>(v), ReduceOp::Sum);
+      });
+      helper.join();
     } else if (mode == "started") {
       auto world = MpiCommunicator::world(options);
       world->all_reduce(std::span<float>(v), ReduceOp::Sum);  // call #1, with every rank

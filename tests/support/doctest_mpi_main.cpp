@@ -7,11 +7,11 @@
 
 #include <cstdio>
 
+#include "comm/mpi_communicator.h"
 #include "core/log.h"
 
 int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  adapt::comm::mpi_init(&argc, &argv);  // as the applications start MPI
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
