@@ -194,7 +194,8 @@ void print_tokenizer(const fs::path& dir, const model::LlamaConfig& cfg) {
     }
   }
   if (tok.empty()) {
-    std::printf("tokenizer         none (adapt_gen and adapt_train need tokenizer.json or tokenizer.model here)\n");
+    std::printf("tokenizer         none here: put tokenizer.json or tokenizer.model in the folder, or name one with "
+                "model.tokenizer in the job file of adapt_train or adapt_gen\n");
     return;
   }
   tokenizer::TokenizerFileInfo info = tokenizer::tokenizer_file_info(tok);

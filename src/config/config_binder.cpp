@@ -103,7 +103,8 @@ class Binder {
   /// then runs the struct's checks. `where` locates the table when it has no position of its own.
   void bind_table(const toml::table& tbl, const SchemaData& schema, void* obj, const std::string& prefix,
                   const std::string& where) const {
-    std::string here = location(tbl.source(), where);
+    // The root table's messages name the file alone: a position there (1:1) would point at no key.
+    std::string here = prefix.empty() ? where : location(tbl.source(), where);
     for (const auto& [key, node] : tbl) {
       if (find_field(schema, key.str())) continue;
       ADAPT_THROW(ConfigError, "{}: unknown key '{}'{}", location(key.source(), location(node.source(), here)),
@@ -402,7 +403,7 @@ void bind_text(std::string_view text, const std::string& source_name, const Sche
   }
   for (const auto& o : overrides) apply_override(root, schema, o);
   Binder binder(fs::absolute(fs::path(source_name)).parent_path());
-  binder.bind_table(root, schema, obj, "", source_name + ":1:1");
+  binder.bind_table(root, schema, obj, "", source_name);
 }
 
 std::string read_config_file(const fs::path& file) {

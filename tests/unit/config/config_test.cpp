@@ -354,7 +354,7 @@ TEST_CASE("constraints: ranges, one-of, enums, custom and whole-struct checks") 
 
 TEST_CASE("missing required keys name the table, the key path and the fix") {
   CHECK_THROWS_WITH_AS(parse("name = \"x\"\n"),
-                       doctest::Contains("/jobs/job.toml:1:1: [model] path is required (model.path: Base model folder). "
+                       doctest::Contains("/jobs/job.toml: [model] path is required (model.path: Base model folder). "
                                          "Add it under [model] or pass --set model.path=..."),
                        ConfigError);
   CHECK_THROWS_WITH_AS(parse("name = \"x\"\n\n[model]\ndtype = \"bf16\"\n"),
@@ -365,9 +365,13 @@ TEST_CASE("missing required keys name the table, the key path and the fix") {
   Schema<Prompt> top;
   top.field("text", &Prompt::text, "Prompt text.").required();
   CHECK_THROWS_WITH_AS(parse_string("", "p.toml", top),
-                       doctest::Contains("p.toml:1:1: text is required (Prompt text). Add it at the top level or pass "
+                       doctest::Contains("p.toml: text is required (Prompt text). Add it at the top level or pass "
                                          "--set text=..."),
                        ConfigError);
+  // A whole-document check names the file alone, even for a value from --set.
+  top.check([](const Prompt& p) { return p.text == "no" ? std::string("text must not be \"no\"") : std::string(); });
+  CHECK_THROWS_WITH_AS(parse_string("", "p.toml", top, {"text=\"no\""}),
+                       doctest::Contains("p.toml: text must not be \"no\""), ConfigError);
   CHECK(parse("", {"model.path=/m"}).model.path == fs::path("/m"));
 }
 
