@@ -57,10 +57,11 @@
 #   --gemm N         the GEMM ceiling's size, N x N x N (default 8192)
 #   --offload-params LIST  adapter parameters per rank of section 6, comma-separated (default
 #                    42000000,207000000: LoRA r16 on Llama 3.1 8B and 70B)
-# Rehearsal without a GPU: an ADAPT_CUDA=EMU build (tests/cuda_emu/) and an NVIDIA_SMI that names the
-# emulated device run every section end to end at a small shape, which checks the script and the
-# benchmarks' harness, not speed: NVIDIA_SMI=FAKE scripts/gpu_check.sh --build-dir build-emu --no-build
-# --no-hf --quick --preset tiny --gemm 256 --offload-params 100000 --only ops,model,offload,step
+# Rehearsal without a GPU: an ADAPT_CUDA=EMU build (tests/cuda_emu/) and tests/cuda_emu/nvidia-smi, which
+# names the emulated device, run every section end to end at a small shape; that checks the script and
+# the benchmarks' harness, not speed:
+#   NVIDIA_SMI=tests/cuda_emu/nvidia-smi scripts/gpu_check.sh --build-dir build-emu --no-build --no-hf
+#     --quick --preset tiny --gemm 256 --offload-params 100000 --only ops,model,offload,step
 # Environment: NVIDIA_SMI overrides the nvidia-smi that is run (the unit test points it at a fake to take
 # the no-GPU path on any machine).
 # Exit status: 0 when everything ran and no GPU test failed; 1 when a GPU test or a benchmark failed (the
