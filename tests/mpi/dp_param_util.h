@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fmt/format.h>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,7 @@ inline std::vector<adapters::AdapterParam> make_dp_params(const char* tag, const
   std::vector<adapters::AdapterParam> ps;
   for (std::size_t i = 0; i < shapes.size(); ++i) {
     adapters::AdapterParam p;
-    p.name = "p" + std::to_string(i);
+    p.name = fmt::format("p{}", i);
     p.value = Tensor::zeros(shapes[i], DType::F32, std::string(tag) + p.name);
     p.grad = Tensor::zeros(shapes[i], DType::F32, std::string(tag) + p.name + ".grad");
     p.decay = i != 2;

@@ -3,10 +3,11 @@
 // units compiled for AVX-512F/BW/VL.
 #pragma once
 
-// GCC 12 reports -Wmaybe-uninitialized inside its own AVX-512 intrinsics (their `__Y = __Y` undefined
-// pass-through operands) once they are inlined; the warning is located in the header.
+// GCC 12 reports -Wmaybe-uninitialized and -Wuninitialized inside its own AVX-512 intrinsics (their
+// `__Y = __Y` undefined pass-through operands) once they are inlined; the warning is located in the header.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 

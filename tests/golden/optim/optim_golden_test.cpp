@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "core/file.h"
@@ -37,7 +38,7 @@ TEST_CASE("AdamW with weight decay, clipping and a warmup-cosine schedule follow
   for (std::size_t i = 0; i < f["shapes"].size(); ++i) {
     Tensor p = tensor_from(f["init"][i], f["shapes"][i]);
     grads.push_back(Tensor::zeros(p.shape(), DType::F32));
-    opt.add("p" + std::to_string(i), p, grads.back(), f["decay"][i].get<bool>());
+    opt.add(fmt::format("p{}", i), p, grads.back(), f["decay"][i].get<bool>());
   }
   optim::LrSchedule sched{optim::LrScheduleKind::Cosine, f["lr"], f["warmup_steps"], f["total_steps"], 0.0};
   double worst = 0;

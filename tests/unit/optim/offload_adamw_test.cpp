@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <fmt/format.h>
 #include <random>
 #include <vector>
 
@@ -45,8 +46,8 @@ TEST_CASE("OffloadAdamW matches AdamW bit for bit, with f32 and bf16 write-backs
     std::vector<float> device_grads(static_cast<std::size_t>(n));
     std::int64_t at = 0;
     for (std::size_t i = 0; i < sizes.size(); ++i) {
-      params.push_back(Tensor::zeros(Shape{sizes[i]}, DType::F32, "p" + std::to_string(i)));
-      grads.push_back(Tensor::zeros(Shape{sizes[i]}, DType::F32, "g" + std::to_string(i)));
+      params.push_back(Tensor::zeros(Shape{sizes[i]}, DType::F32, fmt::format("p{}", i)));
+      grads.push_back(Tensor::zeros(Shape{sizes[i]}, DType::F32, fmt::format("g{}", i)));
       fill_random(params.back().data<float>(), sizes[i], 1 + static_cast<std::uint32_t>(i));
       ref.add(params.back().name(), params.back(), grads.back(), decays[i]);
       segments.push_back({.begin = at, .count = sizes[i], .decay = decays[i]});
