@@ -70,8 +70,10 @@ prefills only the rest (runtime.share_prefixes; cached_prompt_tokens counts them
                     with results in <results stem>.shard-I-of-N.jsonl (one share per job of a Slurm job
                     array; the shares do not overlap and together cover every prompt)
   --dry-run         validate the job (with runtime.device = "cuda": find the GPU), tokenize the prompts,
-                    read the adapter, print the resolved job, the device and the memory per rank (weights,
-                    KV cache, activations, as adapt_plan counts them), generate nothing
+                    read the adapter, print the resolved job, what a run would do with each prompt (skip
+                    it, in the results already; its prompt tokens; a conversation turn that could not
+                    run: exit 2), the device and the memory per rank (weights, KV cache, activations, as
+                    adapt_plan counts them); generate nothing
 
 A prompt that does not fit the model's context is an error before anything is generated; a completion
 that would run past the context is cut there (finish_reason "length").
@@ -240,6 +242,12 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   }
 
   const model::LlamaConfig mc = model::llama_config_load(job.model.path);
+  for (const auto& q : prepared) {  // a conversation's turn is checked when it runs (its tokens depend on earlier turns)
+    const auto n = static_cast<std::int64_t>(q.request.prompt.size());
+    ADAPT_REQUIRE(q.spec->conversation || generate::room_after(mc, n) > 0, ConfigError,
+                  "{}: prompts[{}] ('{}') has {} tokens, but the model's context is {} tokens: shorten the prompt",
+                  input, q.spec - job.prompts.data(), q.spec->id, n, mc.max_position_embeddings);
+  }
   app.start(job.parallel.tp, job.parallel.pp,
             {.n_heads = mc.n_heads, .n_kv_heads = mc.n_kv_heads, .n_layers = mc.n_layers});
   model::LlamaLoadStats stats;
@@ -247,37 +255,72 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
       generate::output_path_inside(job.output.dir, job.output.conversations, "output.conversations"));
   const generate::ProgressStore progress_store(
       generate::output_path_inside(job.output.dir, job.output.progress, "output.progress"));
+  const fs::path results_path = generate::output_path_inside(
+      job.output.dir, generate::prompt_shard_results_name(job.output.results, shard), "output.results");
   if (dry_run) {
     if (!app.root()) return 0;
     std::printf("%s", config::to_toml(job, config::gen_job_schema()).c_str());
+    // What a run would do with each prompt: skip it (in the results already), or run it. A conversation's
+    // turns follow one another: each later turn of this job sees the turns before it, whose replies
+    // are not known yet (up to their max_new_tokens each).
+    const std::set<std::string> done = generate::results_done_ids(results_path);
     std::map<std::string, generate::Conversation> loaded;  // each conversation file read once
+    std::map<std::string, std::int64_t> replies_ahead;     // per conversation: new tokens of its earlier turns here
+    std::map<std::string, std::string> failed;             // per conversation: the first turn that could not run
+    std::int64_t n_fail = 0;
     std::int64_t capacity = 0;  // KV-cache positions a row needs: the longest prompt + its new tokens
     auto needs = [&](std::int64_t n_prompt, std::int64_t max_new) {
       capacity = std::max(capacity, n_prompt + std::min(max_new, generate::room_after(mc, n_prompt)));
     };
     for (const auto& q : prepared) {
       std::string line;
+      if (done.count(q.spec->id) != 0) {
+        std::printf("# %s: in %s already: skipped\n", q.spec->id.c_str(), results_path.c_str());
+        continue;
+      }
       if (!q.spec->conversation) {
         line = fmt::format("# {}: {} prompt tokens", q.spec->id, q.request.prompt.size());
         needs(static_cast<std::int64_t>(q.request.prompt.size()), q.request.max_new_tokens);
       } else {
         const std::string& name = *q.spec->conversation;
         auto it = loaded.find(name);
-        if (it == loaded.end()) it = loaded.emplace(name, store.load(name, tok)).first;
-        const generate::Conversation& c = it->second;
-        // The stored tokens and this turn's message (an earlier turn of the same job adds its reply too). A
-        // turn that no longer fits the stored conversation (e.g. its first turn, already run) is left out.
-        std::string prompt_note;
-        try {
-          const std::size_t n_prompt = generate::conversation_turn_prompt(c, q.turn, tok).size();
-          prompt_note = fmt::format("; {} prompt tokens", n_prompt);
-          needs(static_cast<std::int64_t>(n_prompt), q.request.max_new_tokens);
-        } catch (const ConfigError& e) {
-          prompt_note = fmt::format("; not a next turn of it as it stands (run only if not yet in the results: {})",
-                                    e.what());
+        if (it == loaded.end()) {
+          it = loaded.emplace(name, store.load(name, tok)).first;
+          for (const auto& t : prepared)  // as a run drops them: turns saved without their result run again
+            if (t.spec->conversation == name && done.count(t.spec->id) == 0)
+              generate::conversation_drop_unrecorded(it->second, t.spec->id, store.path_of(name));
         }
-        line = fmt::format("# {}: a turn of conversation '{}' ({}: {} turn(s), {} tokens so far{})", q.spec->id,
-                           c.name, store.path_of(c.name).string(), c.turns.size(), c.tokens.size(), prompt_note);
+        generate::Conversation& c = it->second;
+        const std::int64_t ahead = replies_ahead[name];
+        line = fmt::format("# {}: a turn of conversation '{}' ({}: {} turn(s), {} tokens so far", q.spec->id, c.name,
+                           store.path_of(c.name).string(), c.turns.size(), c.tokens.size() + ahead);
+        std::string problem;
+        std::int64_t n_prompt = 0;
+        if (failed.count(name) != 0) {
+          problem = fmt::format("an earlier turn of the conversation ('{}') could not run", failed[name]);
+        } else {
+          try {
+            const std::vector<std::int32_t> ids = generate::conversation_turn_prompt(c, q.turn, tok);
+            n_prompt = static_cast<std::int64_t>(ids.size()) + ahead;
+            if (generate::room_after(mc, n_prompt) <= 0)
+              problem = fmt::format("with this turn it has {} tokens, but the model's context is {}: start a new "
+                                    "conversation", n_prompt, mc.max_position_embeddings);
+            c.tokens = ids;  // the reply, unknown here, is counted in replies_ahead
+            c.turns.push_back({.id = q.spec->id});
+          } catch (const ConfigError& e) {
+            problem = e.what();
+          }
+        }
+        if (problem.empty()) {
+          line += fmt::format("); {} prompt tokens{}", n_prompt,
+                              ahead > 0 ? fmt::format(", with up to {} of this job's earlier replies", ahead) : "");
+          needs(n_prompt, q.request.max_new_tokens);
+          replies_ahead[name] = ahead + std::min(q.request.max_new_tokens, generate::room_after(mc, n_prompt));
+        } else {
+          line += fmt::format("); would not run: {}", problem);
+          failed.emplace(name, q.spec->id);
+          ++n_fail;
+        }
       }
       // Saved progress is read (a malformed file is an error here too); whether it belongs to this
       // request is decided when the prompt runs.
@@ -301,6 +344,11 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
                                                             static_cast<std::int64_t>(prepared.size())),
                                      capacity)
                           .c_str());
+    if (n_fail > 0) {
+      std::fflush(stdout);
+      log::error("{}: {} prompt(s) would not run (the lines above say why)", input, n_fail);
+      return static_cast<int>(ExitCode::Usage);
+    }
     return 0;
   }
   const int dp = app.grid().dp_size(), dp_rank = app.comms().dp->rank();
@@ -371,19 +419,8 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     gen.set_hook(&*adapter);
     log::info0("adapter {}: {} parameters", job.model.adapter->string(), format_count(adapter->n_parameters()));
   }
-  // Every rank checks every prompt, so all of them fail alike, before anything is generated.
-  for (const auto& q : prepared) {
-    const auto n = static_cast<std::int64_t>(q.request.prompt.size());
-    if (q.spec->conversation || gen.room_after(n) > 0) continue;
-    throw train::CollectiveError(
-        fmt::format("{}: prompts[{}] ('{}') has {} tokens, but the model's context is {} tokens: shorten the prompt",
-                    input, q.spec - job.prompts.data(), q.spec->id, n, model.config.max_position_embeddings),
-        ADAPT_HERE, ExitCode::Usage);
-  }
 
   fs::create_directories(job.output.dir);
-  const fs::path results_path = generate::output_path_inside(
-      job.output.dir, generate::prompt_shard_results_name(job.output.results, shard), "output.results");
   // With several replicas, each writes its own part file; parts left by an interrupted multi-rank run
   // are merged first (by rank 0, or the one process).
   train::on_root(app.world(), "merge the results of an earlier run", [&] {
@@ -398,8 +435,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     results.emplace(dp > 1 ? generate::results_part_path(results_path, dp_rank, dp) : results_path);
   }
   if (shard.count > 1) {
-    log::info0("share {} of {}: {} of the {} prompts (positions {} modulo {})", shard.index, shard.count,
-               prepared.size(), job.prompts.size(), shard.index, shard.count);
+    log::info0("share {} of {}: {} of the {} prompts (positions {} modulo {}; a conversation's later turns go "
+               "with its first)", shard.index, shard.count, prepared.size(), job.prompts.size(), shard.index,
+               shard.count);
   }
   std::vector<const Prepared*> todo;
   std::int64_t n_mine = 0;

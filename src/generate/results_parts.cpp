@@ -48,14 +48,8 @@ std::vector<std::pair<std::string, std::string>> read_records(const fs::path& pa
   return out;
 }
 
-}  // namespace
-
-fs::path results_part_path(const fs::path& results, std::int64_t rank, std::int64_t count) {
-  return results.parent_path() / (results.stem().string() + ".dp-" + std::to_string(rank) + "-of-" +
-                                  std::to_string(count) + results.extension().string());
-}
-
-std::int64_t results_parts_merge(const fs::path& results) {
+/// The part files beside `results` (results_part_path of any rank and count), in name order.
+std::vector<fs::path> list_parts(const fs::path& results) {
   const fs::path dir = results.parent_path().empty() ? fs::path(".") : results.parent_path();
   const std::string prefix = results.stem().string() + ".dp-", ext = results.extension().string();
   std::vector<fs::path> parts;
@@ -71,8 +65,20 @@ std::int64_t results_parts_merge(const fs::path& results) {
       parts.push_back(e.path());
     }
   }
-  if (parts.empty()) return 0;
   std::sort(parts.begin(), parts.end());
+  return parts;
+}
+
+}  // namespace
+
+fs::path results_part_path(const fs::path& results, std::int64_t rank, std::int64_t count) {
+  return results.parent_path() / (results.stem().string() + ".dp-" + std::to_string(rank) + "-of-" +
+                                  std::to_string(count) + results.extension().string());
+}
+
+std::int64_t results_parts_merge(const fs::path& results) {
+  const std::vector<fs::path> parts = list_parts(results);
+  if (parts.empty()) return 0;
   std::set<std::string> done;
   if (fs::exists(results)) {
     const std::string text = file_read_text(results);
@@ -106,6 +112,15 @@ std::int64_t results_parts_merge(const fs::path& results) {
   }
   for (const fs::path& part : parts) fs::remove(part);
   return n;
+}
+
+std::set<std::string> results_done_ids(const fs::path& results) {
+  std::set<std::string> done;
+  if (fs::exists(results))
+    for (const auto& [id, line] : read_records(results)) done.insert(id);
+  for (const fs::path& part : list_parts(results))
+    for (const auto& [id, line] : read_records(part)) done.insert(id);
+  return done;
 }
 
 }  // namespace adapt::generate

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <set>
 #include <string>
 
 namespace adapt::generate {
@@ -19,5 +20,9 @@ std::filesystem::path results_part_path(const std::filesystem::path& results, st
 /// then removes the parts. A part's last line cut short by a crash is dropped (that prompt runs
 /// again). Returns the records appended. IoError naming the file and line for a corrupt record.
 std::int64_t results_parts_merge(const std::filesystem::path& results);
+
+/// The ids of the complete records in `results` and in the part files beside it, read without changing
+/// any file (adapt_gen --dry-run: which prompts a run would skip). IoError as for results_parts_merge.
+std::set<std::string> results_done_ids(const std::filesystem::path& results);
 
 }  // namespace adapt::generate

@@ -284,16 +284,19 @@ TEST_CASE("runtime.share_prefixes: prompts with one preamble share it; the texts
   }
 }
 
-TEST_CASE("bad jobs fail before generating, naming the problem") {
+TEST_CASE("bad jobs fail before generating, naming the problem, and so do their dry runs") {
   test::TempDir dir;
   REQUIRE(run("adapt_model", "make --preset tiny --out " + (dir / "model").string()).code == 0);
+  // A dry run refuses each of them alike.
   auto bad = [&](const std::string& body, const std::string& needle, int code) {
     test::write_bytes(dir / "job.toml", body);
-    Run r = run("adapt_gen", "--input " + (dir / "job.toml").string());
-    INFO(body, "\n", r.out);
-    CHECK(r.code == code);
-    CHECK(r.out.find(needle) != std::string::npos);
-    CHECK_FALSE(fs::exists(dir / "out/results.jsonl"));
+    for (const char* extra : {"", " --dry-run"}) {
+      Run r = run("adapt_gen", "--input " + (dir / "job.toml").string() + extra);
+      INFO(body, extra, "\n", r.out);
+      CHECK(r.code == code);
+      CHECK(r.out.find(needle) != std::string::npos);
+      CHECK_FALSE(fs::exists(dir / "out/results.jsonl"));
+    }
   };
   const std::string head = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n";
   bad(head + "[[prompts]]\nid = \"a\"\nuser = \"x\"\ntemprature = 1.0\n", "did you mean 'temperature'", 2);
@@ -304,7 +307,8 @@ TEST_CASE("bad jobs fail before generating, naming the problem") {
   bad("[model]\npath = \"nope\"\n[output]\ndir = \"out\"\n[[prompts]]\nid = \"a\"\nuser = \"x\"\n", "nope", 3);
   std::string long_text(3000, 'x');
   for (std::size_t i = 0; i < long_text.size(); i += 2) long_text[i] = ' ';
-  bad(head + "[[prompts]]\nid = \"long\"\ntext = \"" + long_text + "\"\n", "context", 2);
+  bad(head + "[[prompts]]\nid = \"long\"\ntext = \"" + long_text + "\"\n",
+      "prompts[0] ('long') has 1501 tokens, but the model's context is 512 tokens: shorten the prompt", 2);
   // A tokenizer with more tokens than the model has rows.
   const fs::path meta = test::shared_dir() / "models/llama3/tokenizer.model";
   if (fs::exists(meta)) {
@@ -457,21 +461,42 @@ TEST_CASE("conversations: turns over several jobs equal the same turns in one jo
   check_same_turns(dir / "split", dir / "one", 6);
   CHECK(file_read_text(dir / "split/a.c") == file_read_text(dir / "one/a.c"));
 
-  // --dry-run says what each conversation holds.
-  Run dry = run("adapt_gen", "--input " + (dir / "one.toml").string() + " --set output.dir=" + (dir / "one").string() +
-                                 " --dry-run");
+  // --dry-run: a prompt in the results already is skipped; a new turn is the stored conversation and its
+  // message; a later turn of the same job follows it, with up to its max_new_tokens (8) of reply; a turn
+  // that cannot run, and the turns after it, make the dry run exit 2.
+  const std::string a4 = "[[prompts]]\nid = \"a4\"\nconversation = \"a\"\nuser = \"And in Rust.\"\n";
+  const std::string a5 = "[[prompts]]\nid = \"a5\"\nconversation = \"a\"\n";
+  const std::string conv_file = (dir / "one/conversations/a.json").string();
+  auto dry_run = [&](const std::string& name, const std::string& prompts) {
+    test::write_bytes(dir / name, head + prompts);
+    return run("adapt_gen", "--input " + (dir / name).string() + " --set output.dir=" + (dir / "one").string() +
+                                " --dry-run");
+  };
+  Run dry = dry_run("more.toml", a1 + a2 + a4 + a5);
   INFO(dry.out);
   CHECK(dry.code == 0);
-  const std::string said = "# a2: a turn of conversation 'a' (" + (dir / "one/conversations/a.json").string() +
-                           ": 3 turn(s), " + std::to_string(conv["tokens"].size()) + " tokens so far; ";
+  CHECK(dry.out.find("# a2: in " + (dir / "one/results.jsonl").string() + " already: skipped") != std::string::npos);
+  const std::string said = "# a4: a turn of conversation 'a' (" + conv_file + ": 3 turn(s), " +
+                           std::to_string(conv["tokens"].size()) + " tokens so far); ";
   const std::size_t at = dry.out.find(said);
   REQUIRE(at != std::string::npos);
   // The turn's prompt is the stored tokens and its new message, and the KV cache's estimate holds it.
   const long n_prompt = std::stol(dry.out.substr(at + said.size()));
   CHECK(n_prompt > static_cast<long>(conv["tokens"].size()));
+  const std::string so_far = std::to_string(n_prompt + 8);
+  CHECK(dry.out.find("# a5: a turn of conversation 'a' (" + conv_file + ": 4 turn(s), " + so_far + " tokens so far); " +
+                     so_far + " prompt tokens, with up to 8 of this job's earlier replies") != std::string::npos);
   const std::size_t rows_at = dry.out.find(" row(s) × ");
   REQUIRE(rows_at != std::string::npos);
-  CHECK(std::stol(dry.out.substr(rows_at + std::string(" row(s) × ").size())) > n_prompt);
+  CHECK(std::stol(dry.out.substr(rows_at + std::string(" row(s) × ").size())) > n_prompt + 8);
+  Run dry_bad = dry_run("more_bad.toml", "[[prompts]]\nid = \"a4\"\nconversation = \"a\"\nsystem = \"S\"\nuser = \"U\"\n" + a5);
+  INFO(dry_bad.out);
+  CHECK(dry_bad.code == 2);
+  CHECK(dry_bad.out.find("tokens so far); would not run: prompt 'a4' (conversation 'a'): system is only allowed on a "
+                         "conversation's first turn") != std::string::npos);
+  CHECK(dry_bad.out.find("would not run: an earlier turn of the conversation ('a4') could not run") !=
+        std::string::npos);
+  CHECK(dry_bad.out.find("2 prompt(s) would not run") != std::string::npos);
 
   // A run that stopped after saving a3's turn but before recording its result: the rerun drops the
   // saved turn and runs a3 again, to the same conversation.
