@@ -6,7 +6,9 @@
 //   adapt_train --config train.toml [--set key=value ...] [--merge] [--dry-run]
 #include <fmt/format.h>
 
+#include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,6 +24,7 @@
 #include "core/stop_signal.h"
 #include "core/strings.h"
 #include "model/llama_config.h"
+#include "train/data_glob.h"
 #include "train/trainer.h"
 
 using namespace adapt;
@@ -65,7 +68,9 @@ GPU the job stops before it reads the weights or writes anything (--dry-run too:
   --set key=value   override one key, e.g. --set optim.lr=1e-4 --set train.steps=500
   --merge           after training, also write base + LoRA merged as an HF model folder in
                     <run.dir>/merged (the same as --set run.merge=true; LoRA only)
-  --dry-run         validate, print the resolved job, the device and a memory estimate, train nothing
+  --dry-run         validate, find the data's files, print the resolved job, the device and a memory
+                    estimate, train nothing (the records are read when a run tokenizes them, before
+                    the model's weights load)
 
 exit codes: 0 done; 1 training diverged (loss or gradient not finite; checkpoints untouched);
 2 bad job file or option (or a layout that does not fit: the message lists those that do; a
@@ -118,11 +123,24 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
             [&](const comm::ProcessGrid& grid) { train::train_layout_check(cfg, grid); });
   if (dry_run) {
     if (app.root()) {
+      // The data's files are found (a missing input or a folder without matching files is an error here
+      // too); their records are read when the run tokenizes them, before the weights load.
+      std::string data_note;
+      for (const auto& [key, inputs] : {std::pair{"data.inputs", &cfg.data.inputs},
+                                         std::pair{"data.eval_inputs", &cfg.data.eval_inputs}}) {
+        if (inputs->empty()) continue;
+        const std::vector<train::DataFile> files =
+            train::data_files_discover(*inputs, cfg.data.globs, key, cfg.data.cache_dir);
+        std::uint64_t bytes = 0;
+        for (const train::DataFile& f : files) bytes += std::filesystem::file_size(f.path);
+        data_note += fmt::format("# {}: {} file(s), {}\n", key, files.size(), format_bytes(bytes));
+      }
+      for (const std::string& w : train::train_job_warnings(cfg)) data_note += "# warning: " + w + "\n";
       const std::string where =
           device ? fmt::format("# device: cuda:{}, {} (rank 0), {} weights\n", *device,
                                backend::cuda_device_name(*device), dtype_name(cfg.runtime.weights_dtype))
                  : std::string("# device: cpu\n");
-      std::printf("%s%s\n%s", resolved.c_str(), where.c_str(),
+      std::printf("%s%s%s\n%s", resolved.c_str(), data_note.c_str(), where.c_str(),
                   train::train_memory_estimate(cfg, app.grid().dp_size(), app.grid().tp_size(), app.grid().pp_size())
                       .c_str());
     }

@@ -106,6 +106,42 @@ std::int64_t grid_comm_bytes(const comm::GridComms& comms) {
   return n;
 }
 
+/// "key = value" of a resolved job (config::to_toml's layout: [section] headers, one key a line, "# key =
+/// (unset)" for an absent optional key), by "section.key".
+std::map<std::string, std::string> job_values(const std::string& toml) {
+  std::map<std::string, std::string> out;
+  std::string section;
+  std::size_t start = 0;
+  while (start < toml.size()) {
+    std::size_t end = toml.find('\n', start);
+    if (end == std::string::npos) end = toml.size();
+    std::string_view line(toml.data() + start, end - start);
+    start = end + 1;
+    if (line.size() > 2 && line.front() == '[') {
+      section = std::string(line.substr(line.find_first_not_of('['), line.find(']') - line.find_first_not_of('[')));
+      continue;
+    }
+    if (line.rfind("# ", 0) == 0) line.remove_prefix(2);  // "# key = (unset)"
+    const std::size_t eq = line.find(" = ");
+    if (eq == std::string_view::npos || eq == 0 || line.find(' ') < eq) continue;
+    out[section.empty() ? std::string(line.substr(0, eq)) : section + "." + std::string(line.substr(0, eq))] =
+        std::string(line.substr(eq + 3));
+  }
+  return out;
+}
+
+/// The keys whose values differ between two resolved jobs: "optim.lr = 0.002 (was 0.001)", in key order.
+std::vector<std::string> job_differences(const std::string& before, const std::string& after) {
+  const std::map<std::string, std::string> a = job_values(before), b = job_values(after);
+  std::vector<std::string> out;
+  for (const auto& [key, value] : b) {
+    const auto it = a.find(key);
+    if (it == a.end()) continue;  // a key the checkpoint's version of adapt did not have
+    if (it->second != value) out.push_back(fmt::format("{} = {} (was {})", key, value, it->second));
+  }
+  return out;
+}
+
 std::string eta(double seconds) {
   const auto s = static_cast<long long>(seconds);
   return s >= 3600 ? fmt::format("{}h{:02}m", s / 3600, s / 60 % 60) : fmt::format("{}m{:02}s", s / 60, s % 60);
@@ -227,6 +263,19 @@ void train_layout_check(const TrainConfig& cfg, const comm::ProcessGrid& grid) {
               cfg.train.micro_batch, dp, grid.str(), dp, up, down > 0 ? fmt::format(" or {}", down) : "");
 }
 
+std::vector<std::string> train_job_warnings(const TrainConfig& cfg) {
+  std::vector<std::string> out;
+  if (cfg.optim.warmup_steps > 0 && cfg.optim.warmup_steps >= cfg.train.steps) {
+    const optim::LrSchedule sched{optim::parse_lr_schedule(cfg.optim.schedule), cfg.optim.lr, cfg.optim.warmup_steps,
+                                  cfg.train.steps, cfg.optim.min_lr_ratio};
+    out.push_back(fmt::format("optim.warmup_steps = {} is not below train.steps = {}: the learning rate rises from 0 "
+                              "and never reaches optim.lr = {:g} (its last step's is {:g}); lower warmup_steps",
+                              cfg.optim.warmup_steps, cfg.train.steps, cfg.optim.lr,
+                              optim::lr_at(sched, cfg.train.steps - 1)));
+  }
+  return out;
+}
+
 TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, std::optional<int> device) {
   comm::LocalCommunicator world;
   const comm::ProcessGrid grid(1, 1, 1);
@@ -248,11 +297,29 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
                 "with apps::app_device_resolve)",
                 cfg.runtime.device, device ? fmt::format("cuda:{}", *device) : std::string("no device"));
   TrainOutcome out;
+  if (world.rank() == 0)
+    for (const std::string& w : train_job_warnings(cfg)) log::warn("{}", w);
   fs::create_directories(cfg.run.dir);
-  on_root(world, "write the run folder", [&] { file_write_atomic(cfg.run.dir / "config.toml", config_toml); });
   const fs::path ckpt_dir = cfg.checkpoint.dir.value_or(cfg.run.dir / "checkpoints");
 
+  // The job against the model's config, and the data, before the weights are read: a bad input fails
+  // in seconds, not after minutes of loading.
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(cfg.model.tokenizer ? *cfg.model.tokenizer : cfg.model.path);
+  {
+    const model::LlamaConfig mc = model::llama_config_load(cfg.model.path);
+    ADAPT_REQUIRE(tok.n_vocab() <= mc.vocab_size, ConfigError,
+                  "the tokenizer has {} tokens but the model's vocab_size is {}; use the model's own tokenizer",
+                  tok.n_vocab(), mc.vocab_size);
+    data_config_validate(cfg.data, mc.max_position_embeddings);
+    adapters::adapter_config_validate(cfg.adapter, mc);
+  }
+  // Rank 0 tokenizes (or reuses the cache); every rank then opens the same cache files.
+  on_root(world, "prepare the token cache", [&] {
+    token_cache_update(cfg.data, DataInputs::Train, tok);
+    if (!cfg.data.eval_inputs.empty()) token_cache_update(cfg.data, DataInputs::Eval, tok);
+  });
+  TrainData data = train_data_open(cfg.data, tok);
+
   model::LlamaLoadStats stats;
   // With tp or pp, each rank reads only its slices of the weights (its stage's layers, its heads, FFN
   // columns and vocabulary rows).
@@ -271,9 +338,6 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
       sharded ? model::llama_model_load_tp(cfg.model.path, ranks.grid, world.rank(), tp,
                                            {.storage = storage, .stage_split = parallel::kTrainSplit}, &stats)
               : model::llama_model_load(cfg.model.path, {.storage = storage}, &stats);
-  ADAPT_REQUIRE(tok.n_vocab() <= model.config.vocab_size, ConfigError,
-                "the tokenizer has {} tokens but the model's vocab_size is {}; use the model's own tokenizer",
-                tok.n_vocab(), model.config.vocab_size);
   log::info0("base model {}: {} layers, {} parameters, loaded in {:.2f} s", cfg.model.path.string(), model.config.n_layers,
              format_count(model::llama_param_counts(model.config).total), stats.seconds);
   if (device) {
@@ -314,16 +378,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
       model_pp = device_comms.pp.get();
     }
   }
-  data_config_validate(cfg.data, model.config.max_position_embeddings);
-  adapters::adapter_config_validate(cfg.adapter, model.config);
   const std::string fingerprint = model_fingerprint(cfg.model.path);
-
-  // Rank 0 tokenizes (or reuses the cache); every rank then opens the same cache files.
-  on_root(world, "prepare the token cache", [&] {
-    token_cache_update(cfg.data, DataInputs::Train, tok);
-    if (!cfg.data.eval_inputs.empty()) token_cache_update(cfg.data, DataInputs::Eval, tok);
-  });
-  TrainData data = train_data_open(cfg.data, tok);
   // The whole set on every rank (the same seed), then each tp rank keeps its slices of the LoRA
   // factors. Every pipeline stage holds the adapters of every layer and updates all of them with the
   // gradients summed over the stages (sum_gradients), so all stages hold the same adapter.
@@ -389,6 +444,13 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   if (!latest.empty()) {
     const fs::path path = latest;
     checkpoint::CheckpointState st = checkpoint::checkpoint_load(path, {.expected_base_model_fingerprint = fingerprint});
+    // The job as the checkpoint's run had it: what differs is said (a longer train.steps, another
+    // optim.lr), and named when it makes the checkpoint unusable.
+    const std::vector<std::string> changed =
+        st.config_toml.empty() ? std::vector<std::string>{} : job_differences(st.config_toml, config_toml);
+    const std::string changed_note =
+        changed.empty() ? std::string()
+                        : fmt::format(" This job differs from the checkpoint's in: {}.", fmt::join(changed, "; "));
     const std::string kind = adapters::adapter_kind_name(cfg.adapter.kind);
     if (const auto it = st.strings.find(kCheckpointKindKey); it != st.strings.end())
       ADAPT_REQUIRE(it->second == kind, IoError,
@@ -398,20 +460,24 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     for (const auto& [key, t] : st.tensors)
       ADAPT_REQUIRE(key.rfind("adapter/", 0) != 0 || param_of.count(key), IoError,
                     "checkpoint '{}' holds '{}', which this run's adapter does not have: it was written for another "
-                    "adapter configuration",
-                    path.string(), key);
+                    "adapter configuration.{} Restore the checkpoint's adapter settings, or start this job in another "
+                    "run.dir (or checkpoint.dir)",
+                    path.string(), key, changed_note);
     // Whole tensors in the file; each rank takes its tp slice.
     std::map<std::string, Tensor> local;
     opt.restore([&](const std::string& key) -> const Tensor& {
       auto it = st.tensors.find(key);
       ADAPT_REQUIRE(it != st.tensors.end(), IoError,
-                    "checkpoint '{}' has no tensor '{}': it was written for another adapter configuration",
-                    path.string(), key);
+                    "checkpoint '{}' has no tensor '{}': it was written for another adapter configuration.{} "
+                    "Restore the checkpoint's adapter settings, or start this job in another run.dir (or "
+                    "checkpoint.dir)",
+                    path.string(), key, changed_note);
       const parallel::TensorSlice& slice = slices[param_of.at(key)];
       ADAPT_REQUIRE(it->second.shape() == slice.global, IoError,
-                    "checkpoint '{}': tensor '{}' has shape {} but this run's adapter needs {}. The adapter settings "
-                    "changed since the checkpoint was written.",
-                    path.string(), key, it->second.shape().str(), slice.global.str());
+                    "checkpoint '{}': tensor '{}' has shape {} but this run's adapter needs {}: the adapter settings "
+                    "changed since the checkpoint was written.{} Restore the checkpoint's adapter settings, or start "
+                    "this job in another run.dir (or checkpoint.dir)",
+                    path.string(), key, it->second.shape().str(), slice.global.str(), changed_note);
       return local[key] = parallel::shard_take(it->second, slice);
     });
     set.values_from_host();  // the restored values into the device parameters (no-op on the host)
@@ -419,11 +485,15 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     loader.restore(DataLoaderState::from_ints(st.ints, path.string()));
     step = st.step;
     log::info0("resuming from {} at step {}", path.string(), step);
+    if (!changed.empty())
+      log::warn("resuming with settings that differ from the checkpoint's job: {}", fmt::join(changed, "; "));
     const std::string layout = ranks.grid.str();
     if (!st.world_layout.empty() && st.world_layout != layout)
       log::info0("the checkpoint was written at {}; continuing at {}", st.world_layout, layout);
   }
 
+  // The job as it runs, written once the checkpoint (if any) is known to fit it.
+  on_root(world, "write the run folder", [&] { file_write_atomic(cfg.run.dir / "config.toml", config_toml); });
   std::optional<MetricsFile> metrics;
   on_root(world, "open the metrics file", [&] { metrics.emplace(cfg.run.dir / "metrics.jsonl", step); });
   auto write_metrics = [&](const json& j) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "comm/communicator.h"
 #include "comm/process_grid.h"
@@ -44,6 +45,10 @@ struct TrainRanks {
 /// one micro-step, all dp replicas together) must split evenly over the dp replicas. ConfigError
 /// naming the key and the values that work.
 void train_layout_check(const TrainConfig& cfg, const comm::ProcessGrid& grid);
+
+/// Settings that are valid but probably not meant (a warmup that outlasts the run), one message each;
+/// train_run logs them as warnings and adapt_train --dry-run prints them.
+std::vector<std::string> train_job_warnings(const TrainConfig& cfg);
 
 /// Runs (or resumes) the job. `config_toml` is the resolved configuration, stored in checkpoints and
 /// in the run folder. Installs SIGUSR1/SIGTERM handlers for the duration of the run.

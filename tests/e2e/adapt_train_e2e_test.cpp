@@ -308,14 +308,32 @@ TEST_CASE("bad jobs and broken runs") {
          2, "SLURM_STEP_NUM_TASKS");
   Run dry = job.train("--dry-run");
   expect(dry, 0, "memory estimate");
+  expect(dry, 0, "# data.inputs: ");
+  CHECK(dry.out.find("warning") == std::string::npos);
   CHECK_FALSE(fs::exists(job.dir / "run/checkpoints"));
+  // Missing data: the dry run finds the files; the run fails before it reads the weights.
+  expect(job.train("--set data.inputs=[\\\"nope\\\"] --dry-run"), 3, "data.inputs[0]");
+  Run no_data = job.train("--set data.inputs=[\\\"nope\\\"]");
+  expect(no_data, 3, "data.inputs[0]");
+  CHECK(no_data.out.find("base model") == std::string::npos);
+  // A warmup that outlasts the run is valid, but said.
+  expect(job.train("--set train.steps=2 --dry-run"), 0,
+         "# warning: optim.warmup_steps = 2 is not below train.steps = 2: the learning rate rises from 0 and never "
+         "reaches optim.lr = 0.01");
 
-  // Train 5 steps, then: a diverging learning rate stops with exit 1 and leaves the checkpoint alone.
+  // Train 5 steps, then: a diverging learning rate stops with exit 1 and leaves the checkpoint alone;
+  // the resumed run says which settings differ from the checkpoint's job.
   REQUIRE(job.train("--set train.stop_after=5").code == 0);
   const std::string ckpt = file_read_text(job.dir / "run/checkpoints/latest");
   Run diverged = job.train("--set optim.lr=1e30 --set optim.max_grad_norm=0");
   expect(diverged, 1, "diverged");
+  CHECK(diverged.out.find("resuming with settings that differ from the checkpoint's job: optim.lr = 1e+30 (was "
+                          "0.01); optim.max_grad_norm = 0.0 (was 1.0)") != std::string::npos);
   CHECK(file_read_text(job.dir / "run/checkpoints/latest") == ckpt);
+  // Another adapter shape: refused, naming the setting, and the run folder's config.toml is left as it was.
+  const std::string config_before = file_read_text(job.dir / "run/config.toml");
+  expect(job.train("--set adapter.lora.r=8"), 3, "This job differs from the checkpoint's in: adapter.lora.r = 8 (was 4)");
+  CHECK(file_read_text(job.dir / "run/config.toml") == config_before);
 
   // A checkpoint written for another base model is refused, naming both fingerprints.
   REQUIRE(run(bin("adapt_model") + " make --preset tiny --seed 9 --force --out " + (job.dir / "model").string()).code == 0);
