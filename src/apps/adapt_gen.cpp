@@ -467,8 +467,12 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   if (dp > 1) {
     log::info0("{} data-parallel replicas share the {} prompt(s); rank 0's share: {}", dp, prepared.size(), n_mine);
   }
-  log::info0("{} prompt(s), {} already in {}, {} to run{}", n_mine, n_mine - static_cast<std::int64_t>(todo.size()),
-             results_path.string(), todo.size(), dp > 1 ? " on rank 0" : "");
+  const std::int64_t n_skipped = n_mine - static_cast<std::int64_t>(todo.size());
+  log::info0("{} prompt(s), {} already in {}, {} to run{}{}", n_mine, n_skipped, results_path.string(), todo.size(),
+             dp > 1 ? " on rank 0" : "",
+             n_skipped > 0 ? " (a finished prompt is not run again, whatever the settings: to rerun one, remove its "
+                             "line from the results or choose another output.dir)"
+                           : "");
 
   // The conversations this replica continues, as stored: read by the writer, then sent to the other
   // ranks of the replica (tp, then pp), which follow the same turns. A turn saved by a run that
@@ -741,8 +745,8 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     if (!gen.run_batch(requests, job.runtime.batch_size, hooks)) {
       // Said by the stopped replica's writer (with dp > 1 the signal may have reached another replica only).
       if (writer) {
-        log::info_all("received signal {}: saved the progress of {} prompt(s) in flight in {}; stopping (exit code {}: "
-                      "run the job again, or requeue it, to continue them)", stopped_by, n_saved,
+        log::info_all("received {}: saved the progress of {} prompt(s) in flight in {}; stopping (exit code {}: "
+                      "run the job again, or requeue it, to continue them)", stop_signal_name(stopped_by), n_saved,
                       progress_store.dir().string(), kExitRequeue);
       }
     }
@@ -755,8 +759,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
                    [&] { generate::results_parts_merge(results_path); });
   }
   const double seconds = total.seconds();
-  log::info0("done: {} prompt(s), {} new tokens in {:.1f} s ({:.1f} tokens/s overall); results in {}", totals[0],
-             totals[1], seconds, seconds > 0 ? static_cast<double>(totals[1]) / seconds : 0.0, results_path.string());
+  log::info0("{}: {} prompt(s) finished, {} new tokens in {:.1f} s ({:.1f} tokens/s overall); results in {}",
+             totals[3] > 0 ? "stopped" : "done", totals[0], totals[1], seconds,
+             seconds > 0 ? static_cast<double>(totals[1]) / seconds : 0.0, results_path.string());
   if (totals[3] > 0) {
     log::info0("stopped by a signal ({} replica(s)); the prompts in flight continue when the job runs again",
                totals[3]);

@@ -22,6 +22,7 @@
 #include "core/file.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "core/timer.h"
 
 #ifndef ADAPT_VERSION_STRING
 #define ADAPT_VERSION_STRING "unknown"
@@ -346,7 +347,7 @@ void validate_for_save(const CheckpointState& state) {
 void remove_quietly(const fs::path& p, std::string_view why) {
   std::error_code ec;
   if (fs::remove(p, ec)) {
-    log::info_all("checkpoint: removed '{}' ({})", p.string(), why);
+    log::info0("checkpoint: removed '{}' ({})", p.string(), why);
   } else if (ec) {
     log::warn("checkpoint: cannot remove '{}' ({}): {}; remove it by hand", p.string(), why, ec.message());
   }
@@ -383,6 +384,7 @@ void rotate(const fs::path& dir, std::int64_t written_step, int keep_last) {
 }  // namespace
 
 fs::path checkpoint_save(const fs::path& dir, const CheckpointState& state, const SaveOptions& options) {
+  const Timer timer;
   H5Session session;
   validate_for_save(state);
   std::error_code ec;
@@ -408,8 +410,10 @@ fs::path checkpoint_save(const fs::path& dir, const CheckpointState& state, cons
 
   std::int64_t n_bytes = 0;
   for (const auto& [n, t] : state.tensors) n_bytes += static_cast<std::int64_t>(t.size_bytes());
-  log::info_all("checkpoint: wrote '{}' (step {}, {} tensors, {})", final_path.string(), state.step,
-                state.tensors.size(), format_bytes(static_cast<std::uint64_t>(n_bytes)));
+  // One process writes a checkpoint (rank 0 of a job): its lines carry no rank tag, as rank 0's others.
+  log::info0("checkpoint: wrote '{}' (step {}, {} tensors: {} of values, {} on disk) in {:.2f} s", final_path.string(),
+             state.step, state.tensors.size(), format_bytes(static_cast<std::uint64_t>(n_bytes)),
+             format_bytes(static_cast<std::uint64_t>(fs::file_size(final_path))), timer.seconds());
   rotate(dir, state.step, options.keep_last);
   return final_path;
 }

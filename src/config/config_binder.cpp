@@ -333,8 +333,9 @@ std::string trim(std::string_view s) {
 void apply_override(toml::table& root, const SchemaData& root_schema, const std::string& text) {
   std::string label = std::string(kSetPrefix) + text;
   std::size_t eq = text.find('=');
-  ADAPT_REQUIRE(eq != std::string::npos, ConfigError, "{}: expected section.key=value (e.g. --set train.lr=1e-4)",
-                label);
+  ADAPT_REQUIRE(eq != std::string::npos, ConfigError,
+                "{}: expected key=value, the key as the job file's dotted path (e.g. --set {}=VALUE)", label,
+                trim(text).empty() ? std::string("section.key") : trim(text));
   std::string key_path = trim(std::string_view(text).substr(0, eq));
   std::string value = trim(std::string_view(text).substr(eq + 1));
   std::vector<Segment> segs = split_key_path(key_path, label);

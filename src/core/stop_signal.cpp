@@ -7,6 +7,12 @@ std::atomic<int>& stop_signal() {
   return flag;
 }
 
+std::string stop_signal_name(int sig) {
+  if (sig == SIGUSR1) return "SIGUSR1";
+  if (sig == SIGTERM) return "SIGTERM";
+  return "signal " + std::to_string(sig);
+}
+
 namespace {
 extern "C" void adapt_on_stop_signal(int sig) { stop_signal().store(sig); }
 std::atomic<int> g_guards{0};  // StopSignalGuards alive

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <string>
 
 namespace adapt {
 
@@ -17,10 +18,14 @@ inline constexpr int kExitRequeue = 75;
 /// points; tests may store into it to simulate a signal.
 std::atomic<int>& stop_signal();
 
+/// "SIGUSR1", "SIGTERM", or "signal N" for another number: how logs name a stop signal.
+std::string stop_signal_name(int sig);
+
 /// Installs handlers for SIGUSR1 and SIGTERM that store the signal number in stop_signal() (SA_RESTART:
-/// the system calls they interrupt carry on), and clears it; restores the previous handlers when destroyed. Guards nest: one made while another is alive
-/// (the trainer's inside adapt_train's, which covers the minutes of loading before the first step)
-/// changes nothing, so a signal received by the outer one stays pending.
+/// the system calls they interrupt carry on), and clears it; restores the previous handlers when
+/// destroyed. Guards nest: one made while another is alive (the trainer's inside adapt_train's, which
+/// covers the minutes of loading before the first step) changes nothing, so a signal received by the
+/// outer one stays pending.
 class StopSignalGuard {
  public:
   StopSignalGuard();

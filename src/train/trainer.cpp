@@ -522,10 +522,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
       st.ints["optim/n_steps"] = opt.n_steps();
       st.floats["train/loss"] = last_loss;
       st.strings[kCheckpointKindKey] = adapters::adapter_kind_name(cfg.adapter.kind);
-      Timer t;
-      const fs::path p =
-          checkpoint::checkpoint_save(ckpt_dir, st, {.keep_last = static_cast<int>(cfg.checkpoint.keep_last)});
-      log::info0("checkpoint {} written in {:.2f} s", p.string(), t.seconds());
+      checkpoint::checkpoint_save(ckpt_dir, st, {.keep_last = static_cast<int>(cfg.checkpoint.keep_last)});
     });
   };
   auto evaluate = [&]() -> double {
@@ -607,8 +604,8 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     std::int64_t sig = stop_signal().load();
     world.all_reduce(&sig, 1, comm::CommDType::I64, comm::ReduceOp::Max);
     if (sig != 0) {
-      log::info0("received signal {} at step {}: writing a checkpoint and stopping (exit code {} asks to be requeued)",
-                 sig, step, kExitRequeue);
+      log::info0("received {} at step {}: writing a checkpoint and stopping (exit code {} asks to be requeued)",
+                 stop_signal_name(static_cast<int>(sig)), step, kExitRequeue);
       save(last_loss);
       out.stopped_by_signal = true;
       break;

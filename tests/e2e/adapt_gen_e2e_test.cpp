@@ -509,7 +509,7 @@ TEST_CASE("conversations: turns over several jobs equal the same turns in one jo
   INFO(again.out);
   REQUIRE(again.code == 0);
   CHECK(again.out.find("dropping turn 'a3'") != std::string::npos);
-  CHECK(again.out.find("done: 1 prompt(s)") != std::string::npos);
+  CHECK(again.out.find("done: 1 prompt(s) finished") != std::string::npos);
   CHECK(file_read_text(dir / "one/conversations/a.json") == conv_a);
 
   // Refused before anything is generated (exit 2, results untouched): system after the first turn,
@@ -653,7 +653,9 @@ TEST_CASE("SIGUSR1: prompts in flight save their progress, exit 75; the rerun co
                                    &stopped.out);
   INFO(stopped.out);
   REQUIRE(stopped.out.find("exit=75") != std::string::npos);
-  CHECK(stopped.out.find("received signal") != std::string::npos);
+  CHECK(stopped.out.find("received SIGUSR1") != std::string::npos);
+  CHECK(stopped.out.find("] stopped: ") != std::string::npos);  // the summary line of a stopped job
+  CHECK(stopped.out.find("] done: ") == std::string::npos);
   REQUIRE(fs::exists(saved));
   const json p = json::parse(file_read_text(saved));
   CHECK(p["id"] == "long");

@@ -324,7 +324,7 @@ TEST_CASE("a signal at one rank stops every rank with exit 75 after a checkpoint
     INFO(r.out);
     CHECK(count(r.out, "rank-exit=75") == static_cast<std::size_t>(l.ranks));
     CHECK(count(r.out, "rank-exit=") == static_cast<std::size_t>(l.ranks));
-    CHECK(count(r.out, "received signal 10") == 1);
+    CHECK(count(r.out, "received SIGUSR1") == 1);
     CHECK(r.out.find("layout tp" + std::to_string(l.tp) + " × pp" + std::to_string(l.pp) + " × dp" +
                      std::to_string(l.ranks / (l.tp * l.pp))) != std::string::npos);
     REQUIRE(fs::exists(job.dir / "run/checkpoints/latest"));
@@ -409,7 +409,7 @@ TEST_CASE("adapt_gen: dp replicas share out the prompts and write what one proce
   INFO(two.out);
   REQUIRE(two.code == 0);
   CHECK(two.out.find("2 data-parallel replicas share the 7 prompt(s)") != std::string::npos);
-  CHECK(two.out.find("done: 7 prompt(s)") != std::string::npos);
+  CHECK(two.out.find("done: 7 prompt(s) finished") != std::string::npos);
   const auto a = records("out1"), b = records("out2");
   CHECK(a.size() == 7);
   CHECK(a == b);
@@ -418,7 +418,7 @@ TEST_CASE("adapt_gen: dp replicas share out the prompts and write what one proce
   Run again = gen(2, "out2");
   INFO(again.out);
   CHECK(again.code == 0);
-  CHECK(again.out.find("done: 0 prompt(s)") != std::string::npos);
+  CHECK(again.out.find("done: 0 prompt(s) finished") != std::string::npos);
   CHECK(records("out2") == a);
   // tp2, pp2, tp2 × dp2 and tp2 × pp2 × dp2: the tp and pp ranks of a replica produce one process's
   // tokens; one of them writes.
@@ -430,7 +430,7 @@ TEST_CASE("adapt_gen: dp replicas share out the prompts and write what one proce
                                     "--set output.dir=" + (job.dir / out).string()));
     INFO(t.out);
     REQUIRE(t.code == 0);
-    CHECK(t.out.find("done: 7 prompt(s)") != std::string::npos);
+    CHECK(t.out.find("done: 7 prompt(s) finished") != std::string::npos);
     CHECK(records(out) == a);
   }
 
@@ -451,7 +451,7 @@ TEST_CASE("adapt_gen: dp replicas share out the prompts and write what one proce
   INFO(resumed.out);
   CHECK(resumed.code == 0);
   CHECK(resumed.out.find("merged 3 record(s)") != std::string::npos);
-  CHECK(resumed.out.find("done: 2 prompt(s)") != std::string::npos);
+  CHECK(resumed.out.find("done: 2 prompt(s) finished") != std::string::npos);
   CHECK(records("out2") == a);
   CHECK(!fs::exists(job.dir / "out2/results.dp-0-of-3.jsonl"));
 }
@@ -568,7 +568,7 @@ TEST_CASE("adapt_gen: a signal at one rank of tp2, pp2 or dp2 stops the job with
     Run r = run("bash " + (job.dir / "signal.sh").string());
     INFO(r.out);
     CHECK(count(r.out, "rank-exit=75") == 2);
-    CHECK(count(r.out, "received signal 10") == 1);
+    CHECK(count(r.out, "received SIGUSR1") == 1);
     REQUIRE(!fs::is_empty(out / "progress"));
     Run again = run(on_ranks(2, cmd + "--set output.dir=" + out.string()));
     INFO(again.out);

@@ -182,7 +182,7 @@ TEST_CASE("adapt_gen on cuda:0: SIGUSR1 saves the progress, exit 75; the rerun c
                     &out);
   INFO(out);
   REQUIRE(out.find("exit=75") != std::string::npos);
-  CHECK(out.find("received signal") != std::string::npos);
+  CHECK(out.find("received SIGUSR1") != std::string::npos);
   REQUIRE(fs::exists(saved));
 
   REQUIRE_MESSAGE(run("adapt_gen", input, &out) == 0, out);

@@ -262,7 +262,9 @@ TEST_CASE("--set overrides: TOML values, bare strings, new tables, array element
   CHECK_THROWS_WITH_AS(parse(kMinimal, {"train.steps=abc"}),
                        doctest::Contains("--set train.steps=abc: train.steps must be an integer, got a string \"abc\""),
                        ConfigError);
-  CHECK_THROWS_WITH_AS(parse(kMinimal, {"train.steps"}), doctest::Contains("--set train.steps: expected section.key=value"),
+  CHECK_THROWS_WITH_AS(parse(kMinimal, {"train.steps"}),
+                       doctest::Contains("--set train.steps: expected key=value, the key as the job file's dotted path "
+                                         "(e.g. --set train.steps=VALUE)"),
                        ConfigError);
   CHECK_THROWS_WITH_AS(parse(kMinimal, {"model.path.x=1"}),
                        doctest::Contains("model.path is a string (a path), not a table"), ConfigError);
