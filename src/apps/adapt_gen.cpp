@@ -250,6 +250,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   }
   app.start(job.parallel.tp, job.parallel.pp,
             {.n_heads = mc.n_heads, .n_kv_heads = mc.n_kv_heads, .n_layers = mc.n_layers});
+  app.warn_shared_gpus(device);
   model::LlamaLoadStats stats;
   const generate::ConversationStore store(
       generate::output_path_inside(job.output.dir, job.output.conversations, "output.conversations"));

@@ -121,6 +121,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   app.start(cfg.parallel.tp, cfg.parallel.pp,
             {.n_heads = mc.n_heads, .n_kv_heads = mc.n_kv_heads, .n_layers = mc.n_layers},
             [&](const comm::ProcessGrid& grid) { train::train_layout_check(cfg, grid); });
+  app.warn_shared_gpus(device);
   if (dry_run) {
     if (app.root()) {
       // The data's files are found (a missing input or a folder without matching files is an error here

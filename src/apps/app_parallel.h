@@ -21,6 +21,7 @@
 #include <optional>
 #include <string>
 
+#include "comm/comm_kind.h"
 #include "comm/communicator.h"
 #include "comm/launch_env.h"
 #include "comm/local_communicator.h"
@@ -116,6 +117,19 @@ class ParallelApp {
     if (world_size() > 1) {
       const comm::GridCoord c = grid_->coord(world_rank());
       log::set_grid_tag(fmt::format("tp{} pp{} dp{}", c.tp, c.pp, c.dp));
+    }
+  }
+
+  /// With the model on GPUs (`cuda_device`: this rank's), rank 0 warns when ranks share a GPU: several
+  /// ranks may see one GPU (a one-GPU machine, Slurm's --gpus-per-node=1 for several tasks), which works
+  /// but is slow, each rank holding its own copy of what it computes with. Collective.
+  void warn_shared_gpus(std::optional<int> cuda_device) {
+    if (!cuda_device || world_size() < 2) return;
+    const std::string shared = comm::shared_gpus_in_group(*world_, *cuda_device);
+    if (!shared.empty() && root()) {
+      log::warn("{}: correct but slow, each rank holding its own copy of its weights and buffers there (NCCL cannot "
+                "join two ranks on one GPU). Give every rank a GPU of its own: --gpus-per-task=1, or --gpus-per-node "
+                "equal to --ntasks-per-node", shared);
     }
   }
 

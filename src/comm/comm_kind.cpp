@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "backend/backend.h"
 #include "comm/nccl_communicator.h"
@@ -53,7 +54,10 @@ CommKindChoice comm_kind_choose(std::span<const std::string> gpu_ids, bool with_
   return {CommKind::Nccl, fmt::format("every rank of group {} has its own GPU", group)};
 }
 
-CommKindChoice comm_kind_for_group(Communicator& group, int cuda_device) {
+namespace {
+
+/// Every rank's GPU identity over `group` ("" for a rank on the CPU).
+std::vector<std::string> gather_gpu_ids(Communicator& group, int cuda_device) {
   std::array<char, kIdBytes> mine{};
   if (cuda_device >= 0) {
     const std::string id = backend::cuda_device_uuid(cuda_device);
@@ -65,7 +69,37 @@ CommKindChoice comm_kind_for_group(Communicator& group, int cuda_device) {
   group.all_gather(mine.data(), all.data(), kIdBytes, CommDType::U8);
   std::vector<std::string> ids;
   for (int r = 0; r < group.size(); ++r) ids.emplace_back(all.data() + static_cast<std::size_t>(r * kIdBytes));
-  return comm_kind_choose(ids, nccl_built(), group.name());
+  return ids;
+}
+
+}  // namespace
+
+CommKindChoice comm_kind_for_group(Communicator& group, int cuda_device) {
+  return comm_kind_choose(gather_gpu_ids(group, cuda_device), nccl_built(), group.name());
+}
+
+std::string shared_gpus_describe(std::span<const std::string> gpu_ids) {
+  std::vector<std::string> parts;
+  std::vector<bool> seen(gpu_ids.size(), false);
+  for (std::size_t a = 0; a < gpu_ids.size(); ++a) {
+    if (seen[a] || gpu_ids[a].empty()) continue;
+    std::vector<std::size_t> same{a};
+    for (std::size_t b = a + 1; b < gpu_ids.size(); ++b) {
+      if (gpu_ids[b] != gpu_ids[a]) continue;
+      same.push_back(b);
+      seen[b] = true;
+    }
+    if (same.size() < 2) continue;
+    std::string ranks;
+    for (std::size_t i = 0; i < same.size(); ++i)
+      ranks += fmt::format("{}{}", i == 0 ? "" : i + 1 == same.size() ? " and " : ", ", same[i]);
+    parts.push_back(fmt::format("ranks {} share GPU {}", ranks, gpu_ids[a]));
+  }
+  return fmt::format("{}", fmt::join(parts, "; "));
+}
+
+std::string shared_gpus_in_group(Communicator& group, int cuda_device) {
+  return shared_gpus_describe(gather_gpu_ids(group, cuda_device));
 }
 
 GridComms device_grid_comms(GridComms& bootstrap, int cuda_device, const CommOptions& options,

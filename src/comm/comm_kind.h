@@ -34,6 +34,14 @@ CommKindChoice comm_kind_choose(std::span<const std::string> gpu_ids, bool nccl_
 /// rank computes on the CPU). Called by every rank of the group; every rank gets the same answer.
 CommKindChoice comm_kind_for_group(Communicator& group, int cuda_device);
 
+/// The ranks that share a GPU, from every rank's GPU identity (as comm_kind_choose takes them; "" for a
+/// rank on the CPU): "" when no two do, else "ranks 0, 1 and 2 share GPU <id>; ranks 3 and 4 share GPU
+/// <id>" (ranks in `gpu_ids` order, GPUs by their first rank).
+std::string shared_gpus_describe(std::span<const std::string> gpu_ids);
+
+/// shared_gpus_describe over `group`'s ranks (collective: every rank gathers their identities).
+std::string shared_gpus_in_group(Communicator& group, int cuda_device);
+
 /// True when this binary was built with NCCL (ADAPT_HAVE_NCCL).
 bool nccl_built();
 

@@ -100,3 +100,11 @@ TEST_CASE("device_grid_comms keeps host communicators where MPI is chosen, and d
   CHECK(out.pp->stats()[comm::Collective::AllGather].calls == 1);
   CHECK(out.dp->stats()[comm::Collective::AllGather].calls == 0);
 }
+
+TEST_CASE("shared_gpus_describe: the ranks of each shared GPU, nothing when every rank has its own") {
+  CHECK(comm::shared_gpus_describe(std::vector<std::string>{"gpu-a", "gpu-b", "gpu-c"}).empty());
+  CHECK(comm::shared_gpus_describe(std::vector<std::string>{"", "", "gpu-a"}).empty());  // ranks on the CPU share none
+  CHECK(comm::shared_gpus_describe(std::vector<std::string>{"gpu-a", "gpu-b", "gpu-a", "gpu-a", "gpu-c", "gpu-b"}) ==
+        "ranks 0, 2 and 3 share GPU gpu-a; ranks 1 and 5 share GPU gpu-b");
+  CHECK(comm::shared_gpus_describe(std::vector<std::string>{"gpu-x", "gpu-x"}) == "ranks 0 and 1 share GPU gpu-x");
+}
