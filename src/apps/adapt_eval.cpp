@@ -77,9 +77,12 @@ context (a warning names the line).
                      f32 (default, the reference) or bf16 (weights in bf16, activations rounded to bf16,
                      f32 sums: the GPU's arithmetic, on AVX512_BF16 where the CPU has it). Only on the CPU
 
-exit codes: 0 done; 2 bad option; 3 missing/invalid model, tokenizer, adapter or data file; 4 CUDA
-failure; 6 an adapter feature adapt does not implement, or --device cuda with no usable GPU; 70
-internal error.
+adapt_eval is one process (one GPU, or the CPU): started as several ranks (mpiexec, srun -n N) it
+refuses, since each would repeat the evaluation.
+
+exit codes: 0 done; 2 bad option (or several ranks); 3 missing/invalid model, tokenizer, adapter or
+data file; 4 CUDA failure; 6 an adapter feature adapt does not implement, or --device cuda with no
+usable GPU; 70 internal error.
 )";
 
 int run(int argc, char** argv) {
@@ -140,9 +143,15 @@ int run(int argc, char** argv) {
   ADAPT_REQUIRE(matmul_text.empty() || matmul_text == "f32" || matmul_text == "bf16", ConfigError,
                 "--cpu-matmul-dtype {} must be f32 or bf16", matmul_text);
   const bool cpu_bf16 = matmul_text == "bf16";
+  // One process: started as several ranks, each would repeat the whole evaluation into the same --out.
+  const comm::LaunchEnv launch = comm::launch_env_from_process();
+  ADAPT_REQUIRE(launch.world_size <= 1, ConfigError,
+                "adapt_eval runs as one process, but the launcher started {} ranks ({}); each would repeat the whole "
+                "evaluation. Start one process (srun -n 1, or without mpiexec)",
+                launch.world_size, comm::describe(launch));
   // The GPU first: without one this fails before the model is read.
-  const std::optional<int> device = apps::app_device_resolve(device_text, comm::launch_env_from_process(),
-                                                             {.name = "--device", .to_cpu = "pass --device cpu"});
+  const std::optional<int> device =
+      apps::app_device_resolve(device_text, launch, {.name = "--device", .to_cpu = "pass --device cpu"});
   ADAPT_REQUIRE(device || weights_dtype_text.empty(), ConfigError,
                 "--weights-dtype sets the dtype of the weights on a GPU: pass --device cuda too, or leave it out");
   ADAPT_REQUIRE(device || !device_layers, ConfigError,
@@ -155,6 +164,7 @@ int run(int argc, char** argv) {
 
   model::model_folder_require(model_dir, "--model");  // before the tokenizer, which it may hold
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(tok_path.empty() ? model_dir : tok_path);
+  const std::string text = file_read_text(data);  // before the weights: a missing file fails at once
   model::LlamaLoadStats stats;
   model::LlamaModel model = model::llama_model_load(
       model_dir, {.storage = cpu_bf16 ? model::WeightStorage::Bf16 : model::WeightStorage::AsStored}, &stats);
@@ -182,7 +192,6 @@ int run(int argc, char** argv) {
     log::info0("adapter {}: {} parameters", adapter_dir, format_count(adapter->n_parameters()));
   }
 
-  const std::string text = file_read_text(data);
   std::FILE* sink = stdout;
   std::string out_buf;
   double nll_sum = 0;

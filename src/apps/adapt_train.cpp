@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "adapters/adapter_config_check.h"
 #include "apps/app_device.h"
 #include "apps/app_parallel.h"
 #include "backend/backend.h"
@@ -24,6 +25,7 @@
 #include "core/stop_signal.h"
 #include "core/strings.h"
 #include "model/llama_config.h"
+#include "train/data_config_check.h"
 #include "train/data_glob.h"
 #include "train/trainer.h"
 
@@ -118,6 +120,8 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   const std::optional<int> device = apps::app_device_resolve(
       cfg.runtime.device, app.launch(), {.name = "runtime.device", .to_cpu = "set runtime.device = \"cpu\""});
   const model::LlamaConfig mc = model::llama_config_load(cfg.model.path);
+  train::data_config_validate(cfg.data, mc.max_position_embeddings);  // a dry run checks them too
+  adapters::adapter_config_validate(cfg.adapter, mc);
   app.start(cfg.parallel.tp, cfg.parallel.pp,
             {.n_heads = mc.n_heads, .n_kv_heads = mc.n_kv_heads, .n_layers = mc.n_layers},
             [&](const comm::ProcessGrid& grid) { train::train_layout_check(cfg, grid); });

@@ -273,6 +273,11 @@ std::vector<std::string> train_job_warnings(const TrainConfig& cfg) {
                               cfg.optim.warmup_steps, cfg.train.steps, cfg.optim.lr,
                               optim::lr_at(sched, cfg.train.steps - 1)));
   }
+  // vLLM's --max-lora-rank takes 1, 8, 16, 32, 64, 128, 256, 320 or 512, and a LoRA's rank must not exceed it.
+  if (adapters::kind_has_lora(cfg.adapter.kind) && cfg.adapter.lora.r > 512) {
+    out.push_back(fmt::format("adapter.lora.r = {}: PEFT loads the export, but vLLM serves LoRA ranks up to 512 only",
+                              cfg.adapter.lora.r));
+  }
   return out;
 }
 

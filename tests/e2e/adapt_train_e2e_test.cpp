@@ -126,6 +126,17 @@ TEST_CASE("training lowers the loss and a resumed run is bit-identical to an uni
   CHECK(fs::exists(straight.dir / "run/adapter/adapter_model.safetensors"));
   CHECK(fs::exists(straight.dir / "run/adapter/adapter_config.json"));
   CHECK(straight.metrics("eval").size() == 3);  // before training (the base model), at 5 and at 10
+  // The run folder given where its adapter is meant: the error points at the adapter inside.
+  const std::string eval = bin("adapt_eval") + " --model " + (straight.dir / "model").string() + " --data " +
+                           (straight.dir / "eval.jsonl").string();
+  Run wrong = run(eval + " --adapter " + (straight.dir / "run").string());
+  CHECK(wrong.code == 3);
+  CHECK(wrong.out.find("its adapter is '" + (straight.dir / "run/adapter").string() + "'") != std::string::npos);
+  // adapt_eval is one process: started as two ranks (an srun step's variables), it refuses.
+  Run two = run("env SLURM_STEP_ID=0 SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=2 SLURM_LOCALID=0 SLURM_NODEID=0 "
+                "SLURM_STEP_NUM_NODES=1 SLURM_STEP_TASKS_PER_NODE=2 " + eval);
+  CHECK(two.code == 2);
+  CHECK(two.out.find("adapt_eval runs as one process") != std::string::npos);
 
   Job resumed;
   Run b1 = resumed.train("--set train.stop_after=5");  // the same job, stopped after 5 steps...
@@ -316,6 +327,8 @@ TEST_CASE("bad jobs and broken runs") {
   Run no_data = job.train("--set data.inputs=[\\\"nope\\\"]");
   expect(no_data, 3, "data.inputs[0]");
   CHECK(no_data.out.find("base model") == std::string::npos);
+  expect(job.train("--set data.seq_len=100000 --dry-run"), 2, "seq_len");
+  expect(job.train("--set adapter.lora.r=640 --dry-run"), 0, "vLLM serves LoRA ranks up to 512 only");
   // A warmup that outlasts the run is valid, but said.
   expect(job.train("--set train.steps=2 --dry-run"), 0,
          "# warning: optim.warmup_steps = 2 is not below train.steps = 2: the learning rate rises from 0 and never "
