@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <array>
@@ -140,6 +141,13 @@ std::vector<std::string> job_differences(const std::string& before, const std::s
     if (it->second != value) out.push_back(fmt::format("{} = {} (was {})", key, value, it->second));
   }
   return out;
+}
+
+/// The largest resident set of this process so far (getrusage's ru_maxrss, KiB on Linux), in bytes.
+std::int64_t host_rss_peak_bytes() {
+  struct rusage u {};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<std::int64_t>(u.ru_maxrss) * 1024;
 }
 
 std::string eta(double seconds) {
@@ -724,6 +732,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     // The overlapped CPU AdamW of the previous step: how long this step's forward (and clipping) waited
     // for it, i.e. what the compute did not hide.
     if (opt.overlapped()) record["optim_wait_s"] = opt.take_wait_seconds();
+    record["host_rss_peak"] = host_rss_peak_bytes();  // rank 0's process: the model on the CPU, pinned buffers
     if (device) {
       // Rank 0's GPU since the start: what its tensors held at most (allocated) and what the caching
       // allocator took from CUDA (reserved); adapt_plan's per-GPU memory is checked against the first.

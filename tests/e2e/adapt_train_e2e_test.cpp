@@ -122,6 +122,7 @@ TEST_CASE("training lowers the loss and a resumed run is bit-identical to an uni
   REQUIRE(a.code == 0);
   auto losses = straight.metrics("train");
   REQUIRE(losses.size() == 10);
+  CHECK(losses.back()["host_rss_peak"].get<std::int64_t>() > (std::int64_t{1} << 20));  // bytes, not KiB
   CHECK(a.out.find("step 10/10") != std::string::npos);
   CHECK(fs::exists(straight.dir / "run/adapter/adapter_model.safetensors"));
   CHECK(fs::exists(straight.dir / "run/adapter/adapter_config.json"));
