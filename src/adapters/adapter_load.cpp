@@ -441,7 +441,28 @@ AdapterFormat adapter_format_detect(const fs::path& dir) {
               doc.path.string());
 }
 
-AdapterSet adapter_load(const fs::path& dir, const model::LlamaConfig& model) {
+namespace {
+
+/// " The adapter names its base model 'X'." from a folder's adapter_config.json (PEFT's
+/// base_model_name_or_path, AdapterHub's model_name; the lora/ part of a lora+bottleneck folder), or ""
+/// when it names none or cannot be read.
+std::string base_model_note(const fs::path& dir) {
+  for (const fs::path& file : {dir / "adapter_config.json", dir / kLoraSubdir / "adapter_config.json"}) {
+    std::error_code ec;
+    if (!fs::is_regular_file(file, ec)) continue;
+    const json j = json::parse(file_read_text(file), nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object()) return "";
+    for (const char* key : {"base_model_name_or_path", "model_name"}) {
+      const auto it = j.find(key);
+      if (it != j.end() && it->is_string() && !it->get<std::string>().empty())
+        return fmt::format(" The adapter names its base model '{}'.", it->get<std::string>());
+    }
+    return "";
+  }
+  return "";
+}
+
+AdapterSet adapter_load_any(const fs::path& dir, const model::LlamaConfig& model) {
   switch (adapter_format_detect(dir)) {
     case AdapterFormat::Peft: return load_peft(dir, read_config(dir), model);
     case AdapterFormat::AdapterHub: return load_adapterhub(dir, read_config(dir), model);
@@ -459,6 +480,16 @@ AdapterSet adapter_load(const fs::path& dir, const model::LlamaConfig& model) {
   }
   ADAPT_CHECK(false, "unreachable");
   return load_peft(dir, read_config(dir), model);
+}
+
+}  // namespace
+
+AdapterSet adapter_load(const fs::path& dir, const model::LlamaConfig& model) {
+  try {
+    return adapter_load_any(dir, model);
+  } catch (const ShapeError& e) {  // an adapter for another model: say which one it names
+    throw ShapeError(e.what() + base_model_note(dir), e.where());
+  }
 }
 
 }  // namespace adapt::adapters

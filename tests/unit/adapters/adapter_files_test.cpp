@@ -260,6 +260,13 @@ TEST_CASE("adapter_load explains wrong base models, unsupported features and bro
   model::LlamaConfig shallow = tiny;
   shallow.n_layers = 2;
   CHECK_THROWS_WITH_AS(adapter_load(dir.path(), shallow), doctest::Contains("maybe wrong base model"), ShapeError);
+  // An adapter that names its base model: the message quotes it.
+  test::TempDir named;
+  adapter_export(set, named.path(), {.base_model = "meta-llama/Llama-3.1-8B"});
+  CHECK_THROWS_WITH_AS(adapter_load(named.path(), wide),
+                       doctest::Contains("(hint: maybe wrong base model?) The adapter names its base model "
+                                         "'meta-llama/Llama-3.1-8B'."),
+                       ShapeError);
 
   test::TempDir bdir;
   adapter_export(AdapterSet(tiny, bn_cfg(BnPlacement::Pfeiffer, false)), bdir.path());
