@@ -242,7 +242,8 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   }
 
   const model::LlamaConfig mc = model::llama_config_load(job.model.path);
-  for (const auto& q : prepared) {  // a conversation's turn is checked when it runs (its tokens depend on earlier turns)
+  // A conversation's turn is checked when it runs: its tokens depend on the turns before it.
+  for (const auto& q : prepared) {
     const auto n = static_cast<std::int64_t>(q.request.prompt.size());
     ADAPT_REQUIRE(q.spec->conversation || generate::room_after(mc, n) > 0, ConfigError,
                   "{}: prompts[{}] ('{}') has {} tokens, but the model's context is {} tokens: shorten the prompt",
@@ -259,97 +260,105 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   const fs::path results_path = generate::output_path_inside(
       job.output.dir, generate::prompt_shard_results_name(job.output.results, shard), "output.results");
   if (dry_run) {
-    if (!app.root()) return 0;
-    std::printf("%s", config::to_toml(job, config::gen_job_schema()).c_str());
-    // What a run would do with each prompt: skip it (in the results already), or run it. A conversation's
-    // turns follow one another: each later turn of this job sees the turns before it, whose replies
-    // are not known yet (up to their max_new_tokens each).
-    const std::set<std::string> done = generate::results_done_ids(results_path);
-    std::map<std::string, generate::Conversation> loaded;  // each conversation file read once
-    std::map<std::string, std::int64_t> replies_ahead;     // per conversation: new tokens of its earlier turns here
-    std::map<std::string, std::string> failed;             // per conversation: the first turn that could not run
-    std::int64_t n_fail = 0;
-    std::int64_t capacity = 0;  // KV-cache positions a row needs: the longest prompt + its new tokens
-    auto needs = [&](std::int64_t n_prompt, std::int64_t max_new) {
-      capacity = std::max(capacity, n_prompt + std::min(max_new, generate::room_after(mc, n_prompt)));
-    };
-    for (const auto& q : prepared) {
-      std::string line;
-      if (done.count(q.spec->id) != 0) {
-        std::printf("# %s: in %s already: skipped\n", q.spec->id.c_str(), results_path.c_str());
-        continue;
-      }
-      if (!q.spec->conversation) {
-        line = fmt::format("# {}: {} prompt tokens", q.spec->id, q.request.prompt.size());
-        needs(static_cast<std::int64_t>(q.request.prompt.size()), q.request.max_new_tokens);
-      } else {
-        const std::string& name = *q.spec->conversation;
-        auto it = loaded.find(name);
-        if (it == loaded.end()) {
-          it = loaded.emplace(name, store.load(name, tok)).first;
-          for (const auto& t : prepared)  // as a run drops them: turns saved without their result run again
-            if (t.spec->conversation == name && done.count(t.spec->id) == 0)
-              generate::conversation_drop_unrecorded(it->second, t.spec->id, store.path_of(name));
+    // Rank 0 reports; an error there (a corrupt results file, a turn that cannot run) is every rank's.
+    train::on_root(app.world(), "check the job (--dry-run)", [&] {
+      std::printf("%s", config::to_toml(job, config::gen_job_schema()).c_str());
+      // What a run would do with each prompt: skip it (in the results already), or run it. A conversation's
+      // turns follow one another: each later turn of this job sees the turns before it, whose replies
+      // are not known yet (up to their max_new_tokens each).
+      const std::set<std::string> done = generate::results_done_ids(results_path);
+      std::map<std::string, generate::Conversation> loaded;  // each conversation file read once
+      std::map<std::string, std::int64_t> replies_ahead;     // per conversation: new tokens of its earlier turns here
+      std::map<std::string, std::string> failed;             // per conversation: the first turn that could not run
+      std::int64_t n_fail = 0, n_run = 0;  // prompts that would not run, and that would
+      std::int64_t capacity = 0;  // KV-cache positions a row needs: the longest prompt + its new tokens
+      auto needs = [&](std::int64_t n_prompt, std::int64_t max_new) {
+        capacity = std::max(capacity, n_prompt + std::min(max_new, generate::room_after(mc, n_prompt)));
+      };
+      for (const auto& q : prepared) {
+        std::string line;
+        if (done.count(q.spec->id) != 0) {
+          std::printf("# %s: in %s already: skipped\n", q.spec->id.c_str(), results_path.c_str());
+          continue;
         }
-        generate::Conversation& c = it->second;
-        const std::int64_t ahead = replies_ahead[name];
-        line = fmt::format("# {}: a turn of conversation '{}' ({}: {} turn(s), {} tokens so far", q.spec->id, c.name,
-                           store.path_of(c.name).string(), c.turns.size(), c.tokens.size() + ahead);
-        std::string problem;
-        std::int64_t n_prompt = 0;
-        if (failed.count(name) != 0) {
-          problem = fmt::format("an earlier turn of the conversation ('{}') could not run", failed[name]);
+        if (!q.spec->conversation) {
+          ++n_run;
+          line = fmt::format("# {}: {} prompt tokens", q.spec->id, q.request.prompt.size());
+          needs(static_cast<std::int64_t>(q.request.prompt.size()), q.request.max_new_tokens);
         } else {
-          try {
-            const std::vector<std::int32_t> ids = generate::conversation_turn_prompt(c, q.turn, tok);
-            n_prompt = static_cast<std::int64_t>(ids.size()) + ahead;
-            if (generate::room_after(mc, n_prompt) <= 0)
-              problem = fmt::format("with this turn it has {} tokens, but the model's context is {}: start a new "
-                                    "conversation", n_prompt, mc.max_position_embeddings);
-            c.tokens = ids;  // the reply, unknown here, is counted in replies_ahead
-            c.turns.push_back({.id = q.spec->id});
-          } catch (const ConfigError& e) {
-            problem = e.what();
+          const std::string& name = *q.spec->conversation;
+          auto it = loaded.find(name);
+          if (it == loaded.end()) {
+            it = loaded.emplace(name, store.load(name, tok)).first;
+            for (const auto& t : prepared)  // as a run drops them: turns saved without their result run again
+              if (t.spec->conversation == name && done.count(t.spec->id) == 0)
+                generate::conversation_drop_unrecorded(it->second, t.spec->id, store.path_of(name));
+          }
+          generate::Conversation& c = it->second;
+          const std::int64_t ahead = replies_ahead[name];
+          line = fmt::format("# {}: a turn of conversation '{}' ({}: {} turn(s), {} tokens so far", q.spec->id, c.name,
+                             store.path_of(c.name).string(), c.turns.size(), c.tokens.size() + ahead);
+          std::string problem;
+          std::int64_t n_prompt = 0;  // with this job's earlier replies at their max_new_tokens (at most)
+          if (failed.count(name) != 0) {
+            problem = fmt::format("an earlier turn of the conversation ('{}') could not run", failed[name]);
+          } else {
+            try {
+              const std::vector<std::int32_t> ids = generate::conversation_turn_prompt(c, q.turn, tok);
+              n_prompt = static_cast<std::int64_t>(ids.size()) + ahead;
+              // Certain only without the earlier replies of this job, whose lengths are not known yet.
+              if (generate::room_after(mc, static_cast<std::int64_t>(ids.size())) <= 0)
+                problem = fmt::format("with this turn it has {} tokens, but the model's context is {}: start a new "
+                                      "conversation", ids.size(), mc.max_position_embeddings);
+              c.tokens = ids;  // the reply, unknown here, is counted in replies_ahead
+              c.turns.push_back({.id = q.spec->id});
+            } catch (const ConfigError& e) {
+              problem = e.what();
+            }
+          }
+          if (problem.empty()) {
+            ++n_run;
+            line += fmt::format("); {} prompt tokens{}", n_prompt,
+                                ahead > 0 ? fmt::format(", with up to {} of this job's earlier replies", ahead) : "");
+            if (generate::room_after(mc, n_prompt) <= 0) {
+              line += fmt::format(" (more than the model's context, {}: should those replies be that long, this "
+                                  "turn will not run)", mc.max_position_embeddings);
+              n_prompt = mc.max_position_embeddings;
+            }
+            needs(n_prompt, q.request.max_new_tokens);
+            replies_ahead[name] = ahead + std::min(q.request.max_new_tokens, generate::room_after(mc, n_prompt));
+          } else {
+            line += fmt::format("); would not run: {}", problem);
+            failed.emplace(name, q.spec->id);
+            ++n_fail;
           }
         }
-        if (problem.empty()) {
-          line += fmt::format("); {} prompt tokens{}", n_prompt,
-                              ahead > 0 ? fmt::format(", with up to {} of this job's earlier replies", ahead) : "");
-          needs(n_prompt, q.request.max_new_tokens);
-          replies_ahead[name] = ahead + std::min(q.request.max_new_tokens, generate::room_after(mc, n_prompt));
-        } else {
-          line += fmt::format("); would not run: {}", problem);
-          failed.emplace(name, q.spec->id);
-          ++n_fail;
-        }
+        // Saved progress is read (a malformed file is an error here too); whether it belongs to this
+        // request is decided when the prompt runs.
+        if (const auto p = progress_store.load(q.spec->id, tok.n_vocab()))
+          line += fmt::format("; progress saved after {} token(s) ({})", p->progress.tokens.size(),
+                              progress_store.path_of(q.spec->id).string());
+        std::printf("%s\n", line.c_str());
       }
-      // Saved progress is read (a malformed file is an error here too); whether it belongs to this
-      // request is decided when the prompt runs.
-      if (const auto p = progress_store.load(q.spec->id, tok.n_vocab()))
-        line += fmt::format("; progress saved after {} token(s) ({})", p->progress.tokens.size(),
-                            progress_store.path_of(q.spec->id).string());
-      std::printf("%s\n", line.c_str());
-    }
-    if (device) {
-      std::printf("%s", fmt::format("# device: cuda:{}, {} (rank 0), {} weights\n", *device,
-                                    backend::cuda_device_name(*device), dtype_name(job.runtime.weights_dtype))
+      if (device) {
+        std::printf("%s", fmt::format("# device: cuda:{}, {} (rank 0), {} weights\n", *device,
+                                      backend::cuda_device_name(*device), dtype_name(job.runtime.weights_dtype))
+                              .c_str());
+      } else {
+        std::printf("# device: cpu\n");
+      }
+      if (n_run == 0) std::printf("# nothing to run, so no memory is needed\n");
+      // The adapter is read (and so checked) here too; its shape enters the estimate.
+      const adapters::AdapterConfig adapter_cfg =
+          job.model.adapter ? adapters::adapter_load(*job.model.adapter, mc).config() : adapters::AdapterConfig{};
+      std::printf("%s", dry_run_memory(job, mc, job.model.adapter ? &adapter_cfg : nullptr, device.has_value(),
+                                       std::min<std::int64_t>(job.runtime.batch_size, std::max<std::int64_t>(n_run, 1)),
+                                       capacity)
                             .c_str());
-    } else {
-      std::printf("# device: cpu\n");
-    }
-    // The adapter is read (and so checked) here too; its shape enters the estimate.
-    const adapters::AdapterConfig adapter_cfg =
-        job.model.adapter ? adapters::adapter_load(*job.model.adapter, mc).config() : adapters::AdapterConfig{};
-    std::printf("%s", dry_run_memory(job, mc, job.model.adapter ? &adapter_cfg : nullptr, device.has_value(),
-                                     std::min<std::int64_t>(job.runtime.batch_size,
-                                                            static_cast<std::int64_t>(prepared.size())),
-                                     capacity)
-                          .c_str());
-    if (n_fail > 0) {
       std::fflush(stdout);
-      log::error("{}: {} prompt(s) would not run (the lines above say why)", input, n_fail);
-      return static_cast<int>(ExitCode::Usage);
-    }
+      ADAPT_REQUIRE(n_fail == 0, ConfigError, "{}: {} prompt(s) would not run (the lines above say why)", input,
+                    n_fail);
+    });
     return 0;
   }
   const int dp = app.grid().dp_size(), dp_rank = app.comms().dp->rank();
@@ -471,8 +480,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   const std::int64_t n_skipped = n_mine - static_cast<std::int64_t>(todo.size());
   log::info0("{} prompt(s), {} already in {}, {} to run{}{}", n_mine, n_skipped, results_path.string(), todo.size(),
              dp > 1 ? " on rank 0" : "",
-             n_skipped > 0 ? " (a finished prompt is not run again, whatever the settings: to rerun one, remove its "
-                             "line from the results or choose another output.dir)"
+             n_skipped > 0 ? " (a finished prompt is not run again, whatever the settings: to rerun one, choose "
+                             "another output.dir, or remove its line from the results; for a conversation's turn, "
+                             "only its last turn can run again)"
                            : "");
 
   // The conversations this replica continues, as stored: read by the writer, then sent to the other

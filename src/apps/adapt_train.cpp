@@ -27,6 +27,7 @@
 #include "model/llama_config.h"
 #include "train/data_config_check.h"
 #include "train/data_glob.h"
+#include "train/parallel_util.h"
 #include "train/trainer.h"
 
 using namespace adapt;
@@ -127,7 +128,8 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
             [&](const comm::ProcessGrid& grid) { train::train_layout_check(cfg, grid); });
   app.warn_shared_gpus(device);
   if (dry_run) {
-    if (app.root()) {
+    // Rank 0 reports; an error there (data that is not found) is every rank's.
+    train::on_root(app.world(), "check the job (--dry-run)", [&] {
       // The data's files are found (a missing input or a folder without matching files is an error here
       // too); their records are read when the run tokenizes them, before the weights load.
       std::string data_note;
@@ -148,7 +150,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
       std::printf("%s%s%s\n%s", resolved.c_str(), data_note.c_str(), where.c_str(),
                   train::train_memory_estimate(cfg, app.grid().dp_size(), app.grid().tp_size(), app.grid().pp_size())
                       .c_str());
-    }
+    });
     return 0;
   }
   train::TrainRanks ranks{app.world(), app.grid(), app.comms(), device};

@@ -47,7 +47,8 @@ bool nccl_built();
 
 /// Which groups device_grid_comms gives device-buffer communicators. The model's passes hand the tp
 /// and pp collectives device buffers; data-parallel averaging runs on the adapters' host mirrors
-/// (AdapterSet::host_parameters), so dp keeps its host (MPI) communicator unless asked.
+/// (AdapterSet::host_parameters) with optim.offload, so dp keeps its host (MPI) communicator unless
+/// asked (adapt_train asks when the optimizer state stays on the GPUs).
 struct DeviceCommsOptions {
   bool tp = true;
   bool pp = true;

@@ -65,6 +65,11 @@ std::int64_t CommStats::total_bytes() const {
   return n;
 }
 
+void Communicator::set_timeout(double seconds) {
+  ADAPT_REQUIRE(seconds > 0, ConfigError, "communicator '{}': timeout {}s must be positive", name_, seconds);
+  options_.timeout_s = seconds;
+}
+
 std::string comm_timeout_message(int world_rank, Collective c, double timeout_s, std::string_view group,
                                  std::int64_t seq) {
   return fmt::format(

@@ -122,6 +122,9 @@ class Communicator {
   /// The group's name ("world", "tp[pp0,dp1]", ...), used in error messages.
   const std::string& name() const { return name_; }
   const CommOptions& options() const { return options_; }
+  /// The timeout of the calls made from now on (> 0): e.g. longer while the other ranks wait for work
+  /// that rank 0 alone does, such as a first tokenization of a large corpus.
+  void set_timeout(double seconds);
   const CommStats& stats() const { return stats_; }
   void reset_stats() { stats_ = {}; }
   /// Calls issued so far (the sequence number of the next call, for desync debugging).

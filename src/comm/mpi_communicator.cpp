@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "comm/comm_kind.h"
 #include "core/error.h"
 
 namespace adapt::comm {
@@ -118,14 +119,18 @@ const char* thread_level_name(int level) {
 }  // namespace
 
 int mpi_init(int* argc, char*** argv) {
+  // Only the NCCL watchdog calls MPI (MPI_Abort) off the main thread: without NCCL, funneled suffices.
+  const int wanted = nccl_built() ? MPI_THREAD_MULTIPLE : MPI_THREAD_FUNNELED;
   int provided = MPI_THREAD_SINGLE;
-  const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided);
+  const int rc = MPI_Init_thread(argc, argv, wanted, &provided);
   ADAPT_REQUIRE(rc == MPI_SUCCESS, CommError, "MPI_Init_thread failed with code {}; check the launcher (srun --mpi, "
                 "mpiexec) and that the MPI library matches the one adapt was built with", rc);
-  ADAPT_REQUIRE(provided >= MPI_THREAD_FUNNELED, CommError,
-                "MPI provides only {}; adapt needs MPI_THREAD_FUNNELED or more (MPI_THREAD_MULTIPLE for the NCCL "
-                "watchdog): use an MPI library built with thread support",
-                thread_level_name(provided));
+  if (provided < MPI_THREAD_FUNNELED) {
+    MPI_Finalize();
+    ADAPT_THROW(CommError, "MPI provides only {}; adapt needs MPI_THREAD_FUNNELED or more ({} for the NCCL watchdog): "
+                "use an MPI library built with thread support", thread_level_name(provided),
+                thread_level_name(MPI_THREAD_MULTIPLE));
+  }
   g_thread_level = provided;
   return provided;
 }
@@ -136,14 +141,17 @@ void comm_abort_job(const std::string& message) {
   int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
-  int main_thread = 1;
-  if (initialized && !finalized) MPI_Is_thread_main(&main_thread);
+  int main_thread = 1, level = MPI_THREAD_MULTIPLE;
+  if (initialized && !finalized) {
+    MPI_Is_thread_main(&main_thread);
+    MPI_Query_thread(&level);  // however MPI was started
+  }
   std::fprintf(stderr, "%s\n", message.c_str());
-  if (!main_thread && g_thread_level < MPI_THREAD_MULTIPLE) {
+  if (!main_thread && level < MPI_THREAD_MULTIPLE) {
     std::fprintf(stderr,
                  "(ending the job from a helper thread, where MPI provides %s: this MPI does not promise that "
                  "MPI_Abort works there; should the job not end, cancel it)\n",
-                 thread_level_name(g_thread_level));
+                 thread_level_name(level));
   }
   std::fflush(stderr);
   if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, static_cast<int>(ExitCode::Comm));

@@ -18,10 +18,11 @@
 
 namespace adapt::comm {
 
-/// Initialises MPI: MPI_Init_thread asking for MPI_THREAD_MULTIPLE, since the NCCL watchdog thread
-/// (nccl_communicator.h) ends the job with comm_abort_job from its own thread, while every other MPI
-/// call comes from the main thread. Returns the level provided; throws CommError when the call fails
-/// or provides less than MPI_THREAD_FUNNELED.
+/// Initialises MPI: MPI_Init_thread asking for MPI_THREAD_MULTIPLE in builds with NCCL, since the NCCL
+/// watchdog thread (nccl_communicator.h) ends the job with comm_abort_job from its own thread, and for
+/// MPI_THREAD_FUNNELED otherwise (every other MPI call comes from the main thread). Returns the level
+/// provided; throws CommError when the call fails or provides less than MPI_THREAD_FUNNELED (MPI
+/// finalized).
 int mpi_init(int* argc, char*** argv);
 /// The thread level mpi_init obtained; MPI_THREAD_SINGLE before it, or when MPI was started otherwise.
 int mpi_thread_level();

@@ -106,7 +106,8 @@ const Schema<train::TrainConfig>& train_config_schema() {
         .at_least(std::int64_t{1});
     l.field("grad_accum", &LoopConfig::grad_accum, "Micro-batches per optimizer step.").at_least(std::int64_t{1});
     l.field("recompute", &LoopConfig::recompute, "Recompute activations per layer in the backward.");
-    l.field("eval_every", &LoopConfig::eval_every, "Steps between evaluations (0: at the end only); a new run also evaluates the base model before its "
+    l.field("eval_every", &LoopConfig::eval_every,
+            "Steps between evaluations (0: at the end only); a new run also evaluates the base model before its "
             "first step.")
         .at_least(std::int64_t{0});
     l.field("eval_batches", &LoopConfig::eval_batches, "Micro-batches per evaluation.").at_least(std::int64_t{1});

@@ -107,6 +107,9 @@ std::int64_t grid_comm_bytes(const comm::GridComms& comms) {
   return n;
 }
 
+/// How long the other ranks wait for rank 0 to tokenize the data (seconds).
+constexpr double kTokenizeWait_s = 24 * 3600.0;
+
 /// "key = value" of a resolved job (config::to_toml's layout: [section] headers, one key a line, "# key =
 /// (unset)" for an absent optional key), by "section.key".
 std::map<std::string, std::string> job_values(const std::string& toml) {
@@ -131,13 +134,23 @@ std::map<std::string, std::string> job_values(const std::string& toml) {
   return out;
 }
 
-/// The keys whose values differ between two resolved jobs: "optim.lr = 0.002 (was 0.001)", in key order.
+/// Keys that say how one invocation runs, not what the job trains: changing them between a run and its
+/// resume is expected (train.stop_after, adapt_train --merge, the device, the layout, logging, paths).
+bool per_invocation_key(const std::string& key) {
+  for (const char* prefix : {"runtime.", "parallel.", "train.stop_after", "train.log_every", "run.merge",
+                             "checkpoint.keep_last", "data.cache_dir", "data.tokenize_threads"})
+    if (key.rfind(prefix, 0) == 0) return true;
+  return false;
+}
+
+/// The keys whose values differ between two resolved jobs, those of per_invocation_key left out:
+/// "optim.lr = 0.002 (was 0.001)", in key order.
 std::vector<std::string> job_differences(const std::string& before, const std::string& after) {
   const std::map<std::string, std::string> a = job_values(before), b = job_values(after);
   std::vector<std::string> out;
   for (const auto& [key, value] : b) {
     const auto it = a.find(key);
-    if (it == a.end()) continue;  // a key the checkpoint's version of adapt did not have
+    if (it == a.end() || per_invocation_key(key)) continue;  // (a key new to this version of adapt: unknown)
     if (it->second != value) out.push_back(fmt::format("{} = {} (was {})", key, value, it->second));
   }
   return out;
@@ -326,11 +339,17 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     data_config_validate(cfg.data, mc.max_position_embeddings);
     adapters::adapter_config_validate(cfg.adapter, mc);
   }
-  // Rank 0 tokenizes (or reuses the cache); every rank then opens the same cache files.
-  on_root(world, "prepare the token cache", [&] {
-    token_cache_update(cfg.data, DataInputs::Train, tok);
-    if (!cfg.data.eval_inputs.empty()) token_cache_update(cfg.data, DataInputs::Eval, tok);
-  });
+  // Rank 0 tokenizes (or reuses the cache); every rank then opens the same cache files. A first
+  // tokenization of a large corpus may outlast a collective's timeout: the others wait up to a day.
+  {
+    const double timeout = world.options().timeout_s;
+    world.set_timeout(std::max(timeout, kTokenizeWait_s));
+    on_root(world, "prepare the token cache", [&] {
+      token_cache_update(cfg.data, DataInputs::Train, tok);
+      if (!cfg.data.eval_inputs.empty()) token_cache_update(cfg.data, DataInputs::Eval, tok);
+    });
+    world.set_timeout(timeout);
+  }
   TrainData data = train_data_open(cfg.data, tok);
 
   model::LlamaLoadStats stats;

@@ -2,8 +2,8 @@
 // which group, and abort the job (run by expect_comm_abort.sh, which checks the exit status and the
 // message). Mode "world" skips an all_reduce on the world; "group" a reduce_scatter in a tp group;
 // "started" a started all-reduce (all_reduce_start) on the world, whose wait() must time out naming
-// its own call number; "thread" the world's all_reduce on a helper thread while the main thread waits
-// to join it, as the NCCL watchdog ends a job from its own thread.
+// its own call number; "thread" has a helper thread end the job while the main thread waits in a
+// collective, as the NCCL watchdog does.
 #include <mpi.h>
 
 #include <chrono>
@@ -32,11 +32,18 @@ int main(int argc, char** argv) {
       auto world = MpiCommunicator::world(options);
       if (me != 1) world->all_reduce(std::span<float>(v), ReduceOp::Sum);
     } else if (mode == "thread") {
-      auto world = MpiCommunicator::world(options);
-      std::thread helper([&] {
-        if (me != 1) world->all_reduce(std::span<float>(v), ReduceOp::Sum);
-      });
-      helper.join();
+      // Rank 0's main thread waits in a collective rank 1 never joins (with a long timeout), and a
+      // helper thread, as the NCCL watchdog does, gives up after 2 s and ends the job.
+      auto world = MpiCommunicator::world({.timeout_s = 30.0});
+      std::thread watchdog;
+      if (me == 0) {
+        watchdog = std::thread([] {
+          std::this_thread::sleep_for(std::chrono::seconds(2));
+          comm_abort_job(comm_timeout_message(0, Collective::AllReduce, 2.0, "world", 1));
+        });
+      }
+      if (me != 1) world->all_reduce(std::span<float>(v), ReduceOp::Sum);
+      if (watchdog.joinable()) watchdog.join();
     } else if (mode == "started") {
       auto world = MpiCommunicator::world(options);
       world->all_reduce(std::span<float>(v), ReduceOp::Sum);  // call #1, with every rank
