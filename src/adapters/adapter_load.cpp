@@ -35,16 +35,18 @@ JsonDoc read_config(const fs::path& dir) {
   const fs::path path = dir / "adapter_config.json";
   ADAPT_REQUIRE(fs::is_directory(dir), IoError, "adapter folder '{}' does not exist or is not a folder", dir.string());
   // A run folder of adapt_train given for its adapter: the adapter is in its adapter/ subfolder.
-  const bool run_dir = fs::exists(dir / "adapter" / "adapter_config.json") ||
-                       fs::exists(dir / "adapter" / kLoraSubdir / "adapter_config.json");
+  auto run_dir = [&] {
+    return fs::exists(dir / "adapter" / "adapter_config.json") ||
+           fs::exists(dir / "adapter" / kLoraSubdir / "adapter_config.json");
+  };
   ADAPT_REQUIRE(fs::exists(path), IoError,
                 "'{}' has no adapter_config.json; expected a PEFT LoRA folder (adapter_config.json + "
                 "adapter_model.safetensors), an AdapterHub folder (adapter_config.json + adapter.safetensors) or a "
                 "lora+bottleneck folder (one of each in {}/ and {}/){}",
                 dir.string(), kLoraSubdir, kBottleneckSubdir,
-                run_dir ? fmt::format(". It looks like a training run's folder: its adapter is '{}'",
-                                      (dir / "adapter").string())
-                        : std::string());
+                run_dir() ? fmt::format(". It looks like a training run's folder: its adapter is '{}'",
+                                        (dir / "adapter").string())
+                          : std::string());
   JsonDoc doc{path, {}};
   try {
     doc.j = json::parse(file_read_text(path));

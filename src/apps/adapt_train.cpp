@@ -13,7 +13,6 @@
 #include <string>
 #include <vector>
 
-#include "adapters/adapter_config_check.h"
 #include "apps/app_device.h"
 #include "apps/app_parallel.h"
 #include "backend/backend.h"
@@ -121,8 +120,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   const std::optional<int> device = apps::app_device_resolve(
       cfg.runtime.device, app.launch(), {.name = "runtime.device", .to_cpu = "set runtime.device = \"cpu\""});
   const model::LlamaConfig mc = model::llama_config_load(cfg.model.path);
-  train::data_config_validate(cfg.data, mc.max_position_embeddings);  // a dry run checks them too
-  adapters::adapter_config_validate(cfg.adapter, mc);
+  train::train_model_check(cfg, mc);  // as train_run does; here for the dry run too
   app.start(cfg.parallel.tp, cfg.parallel.pp,
             {.n_heads = mc.n_heads, .n_kv_heads = mc.n_kv_heads, .n_layers = mc.n_layers},
             [&](const comm::ProcessGrid& grid) { train::train_layout_check(cfg, grid); });

@@ -1,7 +1,7 @@
 // The multi-rank start and end shared by adapt_train and adapt_gen.
 //
 // Launched by mpiexec/srun with more than one rank, the program initialises MPI (comm::mpi_init:
-// MPI_THREAD_MULTIPLE asked, MPI_THREAD_FUNNELED needed) and works on a duplicate of MPI_COMM_WORLD;
+// MPI_THREAD_MULTIPLE asked with NCCL, MPI_THREAD_FUNNELED needed) and works on a duplicate of MPI_COMM_WORLD;
 // a plain start (no launcher, or one rank) needs no MPI at all. Startup (command line, job file,
 // config.json) runs on every rank; then start() has every rank agree on whether it succeeded (one
 // timed all-reduce), checks the layout with comm::ProcessGrid::make (tp and pp from the job, dp =

@@ -1,7 +1,6 @@
 #include "comm/mpi_communicator.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -105,8 +104,6 @@ MpiCommunicator::~MpiCommunicator() {
 }
 
 namespace {
-std::atomic<int> g_thread_level{MPI_THREAD_SINGLE};
-
 const char* thread_level_name(int level) {
   switch (level) {
     case MPI_THREAD_SINGLE: return "MPI_THREAD_SINGLE";
@@ -131,21 +128,24 @@ int mpi_init(int* argc, char*** argv) {
                 "use an MPI library built with thread support", thread_level_name(provided),
                 thread_level_name(MPI_THREAD_MULTIPLE));
   }
-  g_thread_level = provided;
   return provided;
 }
 
-int mpi_thread_level() { return g_thread_level; }
+int mpi_thread_level() {
+  int initialized = 0, finalized = 0, level = MPI_THREAD_SINGLE;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Query_thread(&level);
+  return level;
+}
 
 void comm_abort_job(const std::string& message) {
   int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
-  int main_thread = 1, level = MPI_THREAD_MULTIPLE;
-  if (initialized && !finalized) {
-    MPI_Is_thread_main(&main_thread);
-    MPI_Query_thread(&level);  // however MPI was started
-  }
+  int main_thread = 1;
+  if (initialized && !finalized) MPI_Is_thread_main(&main_thread);
+  const int level = mpi_thread_level();  // however MPI was started
   std::fprintf(stderr, "%s\n", message.c_str());
   if (!main_thread && level < MPI_THREAD_MULTIPLE) {
     std::fprintf(stderr,

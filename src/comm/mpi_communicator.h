@@ -24,7 +24,8 @@ namespace adapt::comm {
 /// provided; throws CommError when the call fails or provides less than MPI_THREAD_FUNNELED (MPI
 /// finalized).
 int mpi_init(int* argc, char*** argv);
-/// The thread level mpi_init obtained; MPI_THREAD_SINGLE before it, or when MPI was started otherwise.
+/// The thread level MPI runs at (MPI_Query_thread), however it was started; MPI_THREAD_SINGLE when MPI
+/// is not initialised (or already finalised).
 int mpi_thread_level();
 
 /// Prints `message` on stderr and ends the whole job: MPI_Abort(MPI_COMM_WORLD, ExitCode::Comm) when MPI

@@ -284,6 +284,11 @@ void train_layout_check(const TrainConfig& cfg, const comm::ProcessGrid& grid) {
               cfg.train.micro_batch, dp, grid.str(), dp, up, down > 0 ? fmt::format(" or {}", down) : "");
 }
 
+void train_model_check(const TrainConfig& cfg, const model::LlamaConfig& mc) {
+  data_config_validate(cfg.data, mc.max_position_embeddings);
+  adapters::adapter_config_validate(cfg.adapter, mc);
+}
+
 std::vector<std::string> train_job_warnings(const TrainConfig& cfg) {
   std::vector<std::string> out;
   if (cfg.optim.warmup_steps > 0 && cfg.optim.warmup_steps >= cfg.train.steps) {
@@ -336,8 +341,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     ADAPT_REQUIRE(tok.n_vocab() <= mc.vocab_size, ConfigError,
                   "the tokenizer has {} tokens but the model's vocab_size is {}; use the model's own tokenizer",
                   tok.n_vocab(), mc.vocab_size);
-    data_config_validate(cfg.data, mc.max_position_embeddings);
-    adapters::adapter_config_validate(cfg.adapter, mc);
+    train_model_check(cfg, mc);
   }
   // Rank 0 tokenizes (or reuses the cache); every rank then opens the same cache files. A first
   // tokenization of a large corpus may outlast a collective's timeout: the others wait up to a day.
@@ -480,9 +484,13 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     // optim.lr), and named when it makes the checkpoint unusable.
     const std::vector<std::string> changed =
         st.config_toml.empty() ? std::vector<std::string>{} : job_differences(st.config_toml, config_toml);
-    const std::string changed_note =
-        changed.empty() ? std::string()
-                        : fmt::format(" This job differs from the checkpoint's in: {}.", fmt::join(changed, "; "));
+    // What the refusals below end with: the differences, and what to do.
+    const std::string remedy =
+        fmt::format("{} Restore the checkpoint's adapter settings, or start this job in another run.dir (or "
+                    "checkpoint.dir)",
+                    changed.empty() ? std::string()
+                                    : fmt::format(" This job differs from the checkpoint's in: {}.",
+                                                  fmt::join(changed, "; ")));
     const std::string kind = adapters::adapter_kind_name(cfg.adapter.kind);
     if (const auto it = st.strings.find(kCheckpointKindKey); it != st.strings.end())
       ADAPT_REQUIRE(it->second == kind, IoError,
@@ -492,24 +500,20 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     for (const auto& [key, t] : st.tensors)
       ADAPT_REQUIRE(key.rfind("adapter/", 0) != 0 || param_of.count(key), IoError,
                     "checkpoint '{}' holds '{}', which this run's adapter does not have: it was written for another "
-                    "adapter configuration.{} Restore the checkpoint's adapter settings, or start this job in another "
-                    "run.dir (or checkpoint.dir)",
-                    path.string(), key, changed_note);
+                    "adapter configuration.{}",
+                    path.string(), key, remedy);
     // Whole tensors in the file; each rank takes its tp slice.
     std::map<std::string, Tensor> local;
     opt.restore([&](const std::string& key) -> const Tensor& {
       auto it = st.tensors.find(key);
       ADAPT_REQUIRE(it != st.tensors.end(), IoError,
-                    "checkpoint '{}' has no tensor '{}': it was written for another adapter configuration.{} "
-                    "Restore the checkpoint's adapter settings, or start this job in another run.dir (or "
-                    "checkpoint.dir)",
-                    path.string(), key, changed_note);
+                    "checkpoint '{}' has no tensor '{}': it was written for another adapter configuration.{}",
+                    path.string(), key, remedy);
       const parallel::TensorSlice& slice = slices[param_of.at(key)];
       ADAPT_REQUIRE(it->second.shape() == slice.global, IoError,
                     "checkpoint '{}': tensor '{}' has shape {} but this run's adapter needs {}: the adapter settings "
-                    "changed since the checkpoint was written.{} Restore the checkpoint's adapter settings, or start "
-                    "this job in another run.dir (or checkpoint.dir)",
-                    path.string(), key, it->second.shape().str(), slice.global.str(), changed_note);
+                    "changed since the checkpoint was written.{}",
+                    path.string(), key, it->second.shape().str(), slice.global.str(), remedy);
       return local[key] = parallel::shard_take(it->second, slice);
     });
     set.values_from_host();  // the restored values into the device parameters (no-op on the host)

@@ -13,6 +13,7 @@
 #include "comm/communicator.h"
 #include "comm/process_grid.h"
 #include "core/stop_signal.h"
+#include "model/llama_config.h"
 #include "train/train_config.h"
 
 namespace adapt::train {
@@ -45,6 +46,10 @@ struct TrainRanks {
 /// one micro-step, all dp replicas together) must split evenly over the dp replicas. ConfigError
 /// naming the key and the values that work.
 void train_layout_check(const TrainConfig& cfg, const comm::ProcessGrid& grid);
+
+/// The job's data and adapter settings against the model's config (data.seq_len within the context, the
+/// adapter's layers and targets); ConfigError naming the key. Reads no files.
+void train_model_check(const TrainConfig& cfg, const model::LlamaConfig& mc);
 
 /// Settings that are valid but probably not meant (a warmup that outlasts the run), one message each;
 /// train_run logs them as warnings and adapt_train --dry-run prints them.
