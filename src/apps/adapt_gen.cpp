@@ -175,6 +175,143 @@ std::vector<std::size_t> share_keys(const std::vector<const generate::PromptSpec
   return keys;
 }
 
+/// What --dry-run reads from: the job and what run() made of it.
+struct DryRunContext {
+  const std::string& input;
+  const generate::GenJob& job;
+  const model::LlamaConfig& mc;
+  const tokenizer::Tokenizer& tok;
+  const generate::ConversationStore& store;
+  const generate::ProgressStore& progress_store;
+  const fs::path& results_path;
+  std::optional<int> device;
+};
+
+/// A conversation as --dry-run follows it through the job: as stored (less the turns a run would
+/// drop), then with each of this job's turns, whose replies are not known yet.
+struct DryConversation {
+  generate::Conversation c;
+  std::int64_t replies_ahead = 0;  // new tokens of this job's earlier turns (up to their max_new_tokens)
+  std::string failed;              // the first of this job's turns that could not run
+};
+
+/// --dry-run's view of one conversation turn: its line's text after the id, whether it would run, and
+/// its prompt tokens with this job's earlier replies at their longest (at most the model's context).
+struct TurnPreview {
+  std::string line;
+  bool runs = false;
+  std::int64_t n_prompt = 0;
+};
+
+TurnPreview dry_run_turn(const DryRunContext& ctx, const Prepared& q, DryConversation& dc) {
+  generate::Conversation& c = dc.c;
+  const model::LlamaConfig& mc = ctx.mc;
+  const std::int64_t ahead = dc.replies_ahead;
+  TurnPreview t;
+  t.line = fmt::format("a turn of conversation '{}' ({}: {} turn(s), {} tokens so far", c.name,
+                       ctx.store.path_of(c.name).string(), c.turns.size(), c.tokens.size() + ahead);
+  std::string problem;
+  if (!dc.failed.empty()) {
+    problem = fmt::format("an earlier turn of the conversation ('{}') could not run", dc.failed);
+  } else {
+    try {
+      const std::vector<std::int32_t> ids = generate::conversation_turn_prompt(c, q.turn, ctx.tok);
+      t.n_prompt = static_cast<std::int64_t>(ids.size()) + ahead;
+      // Certain only without the earlier replies of this job, whose lengths are not known yet.
+      if (generate::room_after(mc, static_cast<std::int64_t>(ids.size())) <= 0)
+        problem = fmt::format("with this turn it has {} tokens, but the model's context is {}: start a new "
+                              "conversation", ids.size(), mc.max_position_embeddings);
+      c.tokens = ids;  // the reply, unknown here, is counted in replies_ahead
+      c.turns.push_back({.id = q.spec->id});
+    } catch (const ConfigError& e) {
+      problem = e.what();
+    }
+  }
+  if (!problem.empty()) {
+    t.line += fmt::format("); would not run: {}", problem);
+    dc.failed = q.spec->id;
+    return t;
+  }
+  t.runs = true;
+  t.line += fmt::format("); {} prompt tokens{}", t.n_prompt,
+                        ahead > 0 ? fmt::format(", with up to {} of this job's earlier replies", ahead) : "");
+  if (generate::room_after(mc, t.n_prompt) <= 0) {
+    t.line += fmt::format(" (more than the model's context, {}: should those replies be that long, this turn "
+                          "will not run)", mc.max_position_embeddings);
+    t.n_prompt = mc.max_position_embeddings;
+  }
+  dc.replies_ahead = ahead + std::min(q.request.max_new_tokens, generate::room_after(mc, t.n_prompt));
+  return t;
+}
+
+/// --dry-run: the job as read, then what a run would do with each prompt (skip it, being in the results
+/// already; run it; or not run it, saying why), the device, and the memory line. A conversation's turns
+/// follow one another: each later turn of this job sees the turns before it. ConfigError when a prompt
+/// would not run.
+void dry_run_report(const DryRunContext& ctx, const std::vector<Prepared>& prepared) {
+  const generate::GenJob& job = ctx.job;
+  const model::LlamaConfig& mc = ctx.mc;
+  std::printf("%s", config::to_toml(job, config::gen_job_schema()).c_str());
+  const std::set<std::string> done = generate::results_done_ids(ctx.results_path);
+  std::map<std::string, DryConversation> conversations;  // each conversation file read once
+  std::int64_t n_fail = 0, n_run = 0;  // prompts that would not run, and that would
+  std::int64_t capacity = 0;           // KV-cache positions a row needs: the longest prompt + its new tokens
+  for (const auto& q : prepared) {
+    const std::string& id = q.spec->id;
+    if (done.count(id) != 0) {
+      std::printf("# %s: in %s already: skipped\n", id.c_str(), ctx.results_path.c_str());
+      continue;
+    }
+    TurnPreview t;
+    if (!q.spec->conversation) {
+      t = {.line = fmt::format("{} prompt tokens", q.request.prompt.size()),
+           .runs = true,
+           .n_prompt = static_cast<std::int64_t>(q.request.prompt.size())};
+    } else {
+      const std::string& name = *q.spec->conversation;
+      auto it = conversations.find(name);
+      if (it == conversations.end()) {
+        std::vector<std::string> pending;  // as a run drops them: turns saved without their result run again
+        for (const auto& p : prepared)
+          if (p.spec->conversation == name && done.count(p.spec->id) == 0) pending.push_back(p.spec->id);
+        it = conversations.emplace(name, DryConversation{.c = ctx.store.load_for_rerun(name, ctx.tok, pending)}).first;
+      }
+      t = dry_run_turn(ctx, q, it->second);
+    }
+    if (t.runs) {
+      ++n_run;
+      const std::int64_t n_new = std::min(q.request.max_new_tokens, generate::room_after(mc, t.n_prompt));
+      capacity = std::max(capacity, t.n_prompt + n_new);
+    } else {
+      ++n_fail;
+    }
+    // Saved progress is read (a malformed file is an error here too); whether it belongs to this
+    // request is decided when the prompt runs.
+    if (const auto p = ctx.progress_store.load(id, ctx.tok.n_vocab()))
+      t.line += fmt::format("; progress saved after {} token(s) ({})", p->progress.tokens.size(),
+                            ctx.progress_store.path_of(id).string());
+    std::printf("# %s: %s\n", id.c_str(), t.line.c_str());
+  }
+  if (ctx.device) {
+    std::printf("%s", fmt::format("# device: cuda:{}, {} (rank 0), {} weights\n", *ctx.device,
+                                  backend::cuda_device_name(*ctx.device), dtype_name(job.runtime.weights_dtype))
+                          .c_str());
+  } else {
+    std::printf("# device: cpu\n");
+  }
+  if (n_run == 0) std::printf("# nothing to run, so no memory is needed\n");
+  // The adapter is read (and so checked) here too; its shape enters the estimate.
+  const adapters::AdapterConfig adapter_cfg =
+      job.model.adapter ? adapters::adapter_load(*job.model.adapter, mc).config() : adapters::AdapterConfig{};
+  std::printf("%s", dry_run_memory(job, mc, job.model.adapter ? &adapter_cfg : nullptr, ctx.device.has_value(),
+                                   std::min<std::int64_t>(job.runtime.batch_size, std::max<std::int64_t>(n_run, 1)),
+                                   capacity)
+                        .c_str());
+  std::fflush(stdout);
+  ADAPT_REQUIRE(n_fail == 0, ConfigError, "{}: {} prompt(s) would not run (the lines above say why)", ctx.input,
+                n_fail);
+}
+
 int run(int argc, char** argv, apps::ParallelApp& app) {
   std::string input;
   std::vector<std::string> sets;
@@ -262,102 +399,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   if (dry_run) {
     // Rank 0 reports; an error there (a corrupt results file, a turn that cannot run) is every rank's.
     train::on_root(app.world(), "check the job (--dry-run)", [&] {
-      std::printf("%s", config::to_toml(job, config::gen_job_schema()).c_str());
-      // What a run would do with each prompt: skip it (in the results already), or run it. A conversation's
-      // turns follow one another: each later turn of this job sees the turns before it, whose replies
-      // are not known yet (up to their max_new_tokens each).
-      const std::set<std::string> done = generate::results_done_ids(results_path);
-      std::map<std::string, generate::Conversation> loaded;  // each conversation file read once
-      std::map<std::string, std::int64_t> replies_ahead;     // per conversation: new tokens of its earlier turns here
-      std::map<std::string, std::string> failed;             // per conversation: the first turn that could not run
-      std::int64_t n_fail = 0, n_run = 0;  // prompts that would not run, and that would
-      std::int64_t capacity = 0;  // KV-cache positions a row needs: the longest prompt + its new tokens
-      auto needs = [&](std::int64_t n_prompt, std::int64_t max_new) {
-        capacity = std::max(capacity, n_prompt + std::min(max_new, generate::room_after(mc, n_prompt)));
-      };
-      for (const auto& q : prepared) {
-        std::string line;
-        if (done.count(q.spec->id) != 0) {
-          std::printf("# %s: in %s already: skipped\n", q.spec->id.c_str(), results_path.c_str());
-          continue;
-        }
-        if (!q.spec->conversation) {
-          ++n_run;
-          line = fmt::format("# {}: {} prompt tokens", q.spec->id, q.request.prompt.size());
-          needs(static_cast<std::int64_t>(q.request.prompt.size()), q.request.max_new_tokens);
-        } else {
-          const std::string& name = *q.spec->conversation;
-          auto it = loaded.find(name);
-          if (it == loaded.end()) {
-            it = loaded.emplace(name, store.load(name, tok)).first;
-            for (const auto& t : prepared)  // as a run drops them: turns saved without their result run again
-              if (t.spec->conversation == name && done.count(t.spec->id) == 0)
-                generate::conversation_drop_unrecorded(it->second, t.spec->id, store.path_of(name));
-          }
-          generate::Conversation& c = it->second;
-          const std::int64_t ahead = replies_ahead[name];
-          line = fmt::format("# {}: a turn of conversation '{}' ({}: {} turn(s), {} tokens so far", q.spec->id, c.name,
-                             store.path_of(c.name).string(), c.turns.size(), c.tokens.size() + ahead);
-          std::string problem;
-          std::int64_t n_prompt = 0;  // with this job's earlier replies at their max_new_tokens (at most)
-          if (failed.count(name) != 0) {
-            problem = fmt::format("an earlier turn of the conversation ('{}') could not run", failed[name]);
-          } else {
-            try {
-              const std::vector<std::int32_t> ids = generate::conversation_turn_prompt(c, q.turn, tok);
-              n_prompt = static_cast<std::int64_t>(ids.size()) + ahead;
-              // Certain only without the earlier replies of this job, whose lengths are not known yet.
-              if (generate::room_after(mc, static_cast<std::int64_t>(ids.size())) <= 0)
-                problem = fmt::format("with this turn it has {} tokens, but the model's context is {}: start a new "
-                                      "conversation", ids.size(), mc.max_position_embeddings);
-              c.tokens = ids;  // the reply, unknown here, is counted in replies_ahead
-              c.turns.push_back({.id = q.spec->id});
-            } catch (const ConfigError& e) {
-              problem = e.what();
-            }
-          }
-          if (problem.empty()) {
-            ++n_run;
-            line += fmt::format("); {} prompt tokens{}", n_prompt,
-                                ahead > 0 ? fmt::format(", with up to {} of this job's earlier replies", ahead) : "");
-            if (generate::room_after(mc, n_prompt) <= 0) {
-              line += fmt::format(" (more than the model's context, {}: should those replies be that long, this "
-                                  "turn will not run)", mc.max_position_embeddings);
-              n_prompt = mc.max_position_embeddings;
-            }
-            needs(n_prompt, q.request.max_new_tokens);
-            replies_ahead[name] = ahead + std::min(q.request.max_new_tokens, generate::room_after(mc, n_prompt));
-          } else {
-            line += fmt::format("); would not run: {}", problem);
-            failed.emplace(name, q.spec->id);
-            ++n_fail;
-          }
-        }
-        // Saved progress is read (a malformed file is an error here too); whether it belongs to this
-        // request is decided when the prompt runs.
-        if (const auto p = progress_store.load(q.spec->id, tok.n_vocab()))
-          line += fmt::format("; progress saved after {} token(s) ({})", p->progress.tokens.size(),
-                              progress_store.path_of(q.spec->id).string());
-        std::printf("%s\n", line.c_str());
-      }
-      if (device) {
-        std::printf("%s", fmt::format("# device: cuda:{}, {} (rank 0), {} weights\n", *device,
-                                      backend::cuda_device_name(*device), dtype_name(job.runtime.weights_dtype))
-                              .c_str());
-      } else {
-        std::printf("# device: cpu\n");
-      }
-      if (n_run == 0) std::printf("# nothing to run, so no memory is needed\n");
-      // The adapter is read (and so checked) here too; its shape enters the estimate.
-      const adapters::AdapterConfig adapter_cfg =
-          job.model.adapter ? adapters::adapter_load(*job.model.adapter, mc).config() : adapters::AdapterConfig{};
-      std::printf("%s", dry_run_memory(job, mc, job.model.adapter ? &adapter_cfg : nullptr, device.has_value(),
-                                       std::min<std::int64_t>(job.runtime.batch_size, std::max<std::int64_t>(n_run, 1)),
-                                       capacity)
-                            .c_str());
-      std::fflush(stdout);
-      ADAPT_REQUIRE(n_fail == 0, ConfigError, "{}: {} prompt(s) would not run (the lines above say why)", input,
-                    n_fail);
+      dry_run_report({.input = input, .job = job, .mc = mc, .tok = tok, .store = store,
+                      .progress_store = progress_store, .results_path = results_path, .device = device},
+                     prepared);
     });
     return 0;
   }
@@ -494,13 +538,13 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     const std::string& name = *q->spec->conversation;
     generate::Conversation c;
     if (writer) {
-      c = store.load(name, tok);
-      for (const Prepared* t : todo) {
-        if (t->spec->conversation != name) continue;
-        if (generate::conversation_drop_unrecorded(c, t->spec->id, store.path_of(name)))
-          log::warn("{}: dropping turn '{}', saved by a run that stopped before recording its result; it runs again",
-                    store.path_of(name).string(), t->spec->id);
-      }
+      std::vector<std::string> pending, dropped;
+      for (const Prepared* t : todo)
+        if (t->spec->conversation == name) pending.push_back(t->spec->id);
+      c = store.load_for_rerun(name, tok, pending, &dropped);
+      for (const std::string& id : dropped)
+        log::warn("{}: dropping turn '{}', saved by a run that stopped before recording its result; it runs again",
+                  store.path_of(name).string(), id);
     }
     if (tp.size() > 1 || pp.size() > 1) {
       std::string stored = writer ? generate::conversation_to_json(c) : std::string();

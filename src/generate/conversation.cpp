@@ -195,6 +195,15 @@ Conversation ConversationStore::load(const std::string& name, const tokenizer::T
   return c;
 }
 
+Conversation ConversationStore::load_for_rerun(const std::string& name, const tokenizer::Tokenizer& tokenizer,
+                                               const std::vector<std::string>& pending,
+                                               std::vector<std::string>* dropped) const {
+  Conversation c = load(name, tokenizer);
+  for (const std::string& id : pending)
+    if (conversation_drop_unrecorded(c, id, path_of(name)) && dropped) dropped->push_back(id);
+  return c;
+}
+
 void ConversationStore::save(const Conversation& c) const {
   fs::create_directories(dir_);
   file_write_atomic(path_of(c.name), conversation_to_json(c));

@@ -96,6 +96,12 @@ class ConversationStore {
   /// The stored conversation, or an empty one named `name` when there is no file. IoError for a
   /// malformed file; ConfigError when it was written with a tokenizer of another vocabulary size.
   Conversation load(const std::string& name, const tokenizer::Tokenizer& tokenizer) const;
+  /// The stored conversation as a rerun continues it: load(), less the turns a run saved but stopped
+  /// before recording (conversation_drop_unrecorded for each of `pending`, the job's prompt ids of
+  /// this conversation not in the results, in file order). Their ids go to `dropped` when given.
+  Conversation load_for_rerun(const std::string& name, const tokenizer::Tokenizer& tokenizer,
+                              const std::vector<std::string>& pending,
+                              std::vector<std::string>* dropped = nullptr) const;
   /// Writes the conversation atomically (a crash leaves the previous version); IoError on failure.
   void save(const Conversation& c) const;
 

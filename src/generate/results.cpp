@@ -16,30 +16,34 @@ namespace adapt::generate {
 
 using json = nlohmann::json;
 
+std::vector<std::pair<std::string, std::string>> results_read(const fs::path& path, bool repair) {
+  std::vector<std::pair<std::string, std::string>> out;
+  const std::string text = file_read_text(path);
+  std::size_t start = 0, line_no = 0;
+  while (start < text.size()) {
+    const std::size_t nl = text.find('\n', start);
+    ++line_no;
+    if (nl == std::string::npos) {  // no newline: the write of this record was cut short
+      log::warn("{}: dropping an incomplete last record (line {}, {} bytes) left by an interrupted run; that prompt "
+                "will run again", path.string(), line_no, text.size() - start);
+      if (repair) file_write_atomic(path, std::string_view(text).substr(0, start));
+      break;
+    }
+    std::string line = text.substr(start, nl - start);
+    const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    ADAPT_REQUIRE(j.is_object() && j.contains("id") && j["id"].is_string(), IoError,
+                  "{}:{}: not a results record (a JSON object with a string \"id\"). Move the file away or fix the "
+                  "line; finished prompts are found through it.", path.string(), line_no);
+    out.emplace_back(j["id"].get<std::string>(), std::move(line));
+    start = nl + 1;
+  }
+  return out;
+}
+
 ResultsFile::ResultsFile(const fs::path& path) : path_(path) {
   if (!path.parent_path().empty()) fs::create_directories(path.parent_path());
-  if (fs::exists(path)) {
-    const std::string text = file_read_text(path);
-    std::size_t start = 0, line_no = 0, good_end = 0;
-    while (start < text.size()) {
-      const std::size_t nl = text.find('\n', start);
-      ++line_no;
-      if (nl == std::string::npos) {  // no newline: the write of this record was cut short
-        log::warn("{}: dropping an incomplete last record (line {}, {} bytes) left by an interrupted run; that prompt "
-                  "will run again", path.string(), line_no, text.size() - start);
-        file_write_atomic(path, std::string_view(text).substr(0, good_end));
-        break;
-      }
-      const std::string line = text.substr(start, nl - start);
-      json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-      ADAPT_REQUIRE(j.is_object() && j.contains("id") && j["id"].is_string(), IoError,
-                    "{}:{}: not a results record (a JSON object with a string \"id\"). Move the file away or fix the "
-                    "line; finished prompts are found through it.", path.string(), line_no);
-      done_.insert(j["id"].get<std::string>());
-      start = nl + 1;
-      good_end = start;
-    }
-  }
+  if (fs::exists(path))
+    for (const auto& [id, line] : results_read(path, /*repair=*/true)) done_.insert(id);
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   ADAPT_REQUIRE(fd_ >= 0, IoError, "cannot open results file '{}' for appending: {}", path.string(),
                 std::strerror(errno));

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <set>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace adapt::generate {
 
@@ -46,6 +48,12 @@ class ResultsFile {
   int fd_ = -1;
   std::set<std::string> done_;
 };
+
+/// The records of the results (or part) file `path`, which exists, as (id, line without its newline)
+/// in file order. A last line without its newline (a write cut short by a crash) is no record: it is
+/// left out with a warning, and with `repair` the file is rewritten atomically without it. IoError
+/// naming the file and line for a line that is not a record.
+std::vector<std::pair<std::string, std::string>> results_read(const fs::path& path, bool repair);
 
 /// `relative` resolved inside `out_dir`; ConfigError when it is absolute or climbs out with "..".
 fs::path output_path_inside(const fs::path& out_dir, const std::string& relative, const std::string& where);

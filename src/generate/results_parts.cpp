@@ -6,47 +6,18 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <nlohmann/json.hpp>
 #include <set>
 #include <vector>
 
 #include "core/error.h"
 #include "core/file.h"
-#include "core/log.h"
+#include "generate/results.h"
 
 namespace adapt::generate {
 
 namespace fs = std::filesystem;
-using json = nlohmann::json;
 
 namespace {
-
-/// The complete lines of `path` with their ids.
-std::vector<std::pair<std::string, std::string>> read_records(const fs::path& path) {
-  std::vector<std::pair<std::string, std::string>> out;
-  const std::string text = file_read_text(path);
-  std::size_t start = 0, line_no = 0;
-  while (start < text.size()) {
-    const std::size_t nl = text.find('\n', start);
-    ++line_no;
-    if (nl == std::string::npos) {
-      log::warn(
-          "{}: dropping an incomplete last record (line {}) left by an interrupted run; that prompt will run "
-          "again",
-          path.string(), line_no);
-      break;
-    }
-    std::string line = text.substr(start, nl - start);
-    const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    ADAPT_REQUIRE(j.is_object() && j.contains("id") && j["id"].is_string(), IoError,
-                  "{}:{}: not a results record (a JSON object with a string \"id\"). Move the file away or fix the "
-                  "line; finished prompts are found through it.",
-                  path.string(), line_no);
-    out.emplace_back(j["id"].get<std::string>(), std::move(line));
-    start = nl + 1;
-  }
-  return out;
-}
 
 /// The part files beside `results` (results_part_path of any rank and count), in name order.
 std::vector<fs::path> list_parts(const fs::path& results) {
@@ -80,18 +51,12 @@ std::int64_t results_parts_merge(const fs::path& results) {
   const std::vector<fs::path> parts = list_parts(results);
   if (parts.empty()) return 0;
   std::set<std::string> done;
-  if (fs::exists(results)) {
-    const std::string text = file_read_text(results);
-    const std::size_t end = text.rfind('\n');
-    if (end != text.size() - 1) {  // a cut last record: drop it, as ResultsFile does
-      file_write_atomic(results, std::string_view(text).substr(0, end == std::string::npos ? 0 : end + 1));
-    }
-    for (const auto& [id, line] : read_records(results)) done.insert(id);
-  }
+  if (fs::exists(results))  // a cut last record is dropped from the file, as ResultsFile does
+    for (const auto& [id, line] : results_read(results, /*repair=*/true)) done.insert(id);
   std::string add;
   std::int64_t n = 0;
   for (const fs::path& part : parts) {
-    for (auto& [id, line] : read_records(part)) {
+    for (auto& [id, line] : results_read(part, /*repair=*/false)) {
       if (!done.insert(id).second) continue;
       add += line + "\n";
       ++n;
@@ -117,9 +82,9 @@ std::int64_t results_parts_merge(const fs::path& results) {
 std::set<std::string> results_done_ids(const fs::path& results) {
   std::set<std::string> done;
   if (fs::exists(results))
-    for (const auto& [id, line] : read_records(results)) done.insert(id);
+    for (const auto& [id, line] : results_read(results, /*repair=*/false)) done.insert(id);
   for (const fs::path& part : list_parts(results))
-    for (const auto& [id, line] : read_records(part)) done.insert(id);
+    for (const auto& [id, line] : results_read(part, /*repair=*/false)) done.insert(id);
   return done;
 }
 

@@ -185,4 +185,12 @@ TEST_CASE("files: round trip, refused files, the rollback of a turn saved withou
   CHECK(conversation_drop_unrecorded(r, "t2", "f.json"));
   REQUIRE(r.turns.size() == 1);
   CHECK(static_cast<std::int64_t>(r.tokens.size()) == c.turns[1].start);
+  // A rerun's load: the pending ids that end the stored conversation are dropped and reported.
+  test::write_bytes(store.path_of("c"), conversation_to_json(c));
+  std::vector<std::string> dropped;
+  const Conversation rerun = store.load_for_rerun("c", tok(), {"t2", "t3"}, &dropped);
+  CHECK(dropped == std::vector<std::string>{"t2"});
+  CHECK(rerun.tokens == r.tokens);
+  CHECK(store.load_for_rerun("c", tok(), {"t3"}).turns.size() == 2);
+  CHECK_THROWS_WITH_AS(store.load_for_rerun("c", tok(), {"t1"}), doctest::Contains("rename the prompt"), ConfigError);
 }
