@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <set>
 #include <optional>
@@ -156,6 +157,15 @@ std::string dry_run_memory(const generate::GenJob& job, const model::LlamaConfig
       on_gpu ? fmt::format(", workspaces and bf16 operand copies {}", format_bytes(m.libraries + m.operand_copies))
              : std::string(),
       format_bytes(m.device_total()));
+}
+
+/// The model's eos_token_id (generation_config.json, else config.json), as token ids: replies end there
+/// as at the tokenizer's end tokens.
+std::vector<std::int32_t> model_eos_ids(const fs::path& model_dir) {
+  std::vector<std::int32_t> ids;
+  for (const std::int64_t id : model::model_eos_token_ids(model_dir))
+    ids.push_back(static_cast<std::int32_t>(std::min<std::int64_t>(id, std::numeric_limits<std::int32_t>::max())));
+  return ids;
 }
 
 struct Prepared {
@@ -357,6 +367,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   std::vector<const generate::PromptSpec*> all;
   for (const auto& p : job.prompts) all.push_back(&p);
   const std::vector<std::size_t> file_keys = share_keys(all);
+  std::set<std::string> warned_stops;  // special-token stop strings, said once each
   for (std::size_t i = 0; i < job.prompts.size(); ++i) {
     if (!generate::prompt_shard_contains(shard, file_keys[i])) continue;
     const auto& p = job.prompts[i];
@@ -364,6 +375,13 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     generate::GenerationRequest& r = q.request;
     r.max_new_tokens = p.max_new_tokens.value_or(d.max_new_tokens);
     r.stop = p.stop.value_or(d.stop);
+    for (const std::string& s : r.stop) {
+      const tokenizer::TokenId special = tok.token_id(s);
+      if (special != tokenizer::kNoToken && tok.is_special(special) && app.root() && warned_stops.insert(s).second)
+        log::warn("{}: prompts[{}] ('{}'): stop string \"{}\" is a special token, which the decoded text never "
+                  "holds, so it never matches (replies end at the model's end tokens anyway); remove it",
+                  input, i, p.id, s);
+    }
     r.sampling.temperature = p.temperature.value_or(d.temperature);
     r.sampling.top_k = p.top_k.value_or(d.top_k);
     r.sampling.top_p = p.top_p.value_or(d.top_p);
@@ -379,6 +397,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   }
 
   const model::LlamaConfig mc = model::llama_config_load(job.model.path);
+  const std::vector<std::int32_t> eos_ids = model_eos_ids(job.model.path);
   // A conversation's turn is checked when it runs: its tokens depend on the turns before it.
   for (const auto& q : prepared) {
     const auto n = static_cast<std::int64_t>(q.request.prompt.size());
@@ -463,7 +482,8 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
                    .kv_device_layers = job.runtime.kv_device_layers,
                    .kv_dtype = kv_dtype,
                    .progress_every = job.runtime.progress_every,
-                   .share_prefixes = job.runtime.share_prefixes});
+                   .share_prefixes = job.runtime.share_prefixes,
+                   .eos_ids = eos_ids});
   if (pp.size() > 1) gen.set_pipeline(model_pp);
   std::optional<adapters::AdapterSet> adapter;
   if (job.model.adapter) {
@@ -743,7 +763,7 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
         const fs::path out = generate::output_path_inside(job.output.dir, *q.spec->output, q.spec->id);
         fs::create_directories(out.parent_path());
         // A conversation's turn that continues a cut reply writes the whole reply so far.
-        file_write_atomic(out, conv ? generate::conversation_reply_chain(*conv) : o.text);
+        file_write_atomic(out, conv ? generate::conversation_reply_chain(*conv, tok) : o.text);
         r.output_file = *q.spec->output;
       }
       results->append(r);

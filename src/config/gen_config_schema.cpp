@@ -37,14 +37,26 @@ const Schema<generate::GenJob>& gen_job_schema() {
     d.field("max_new_tokens", &GenDefaults::max_new_tokens, "Tokens to generate at most per prompt.")
         .at_least(std::int64_t{1});
     d.field("temperature", &GenDefaults::temperature, "0 = greedy.").at_least(0.0);
-    d.field("top_k", &GenDefaults::top_k, "Keep the k most likely tokens (0 = off).").at_least(std::int64_t{0});
+    d.field("top_k", &GenDefaults::top_k,
+            "Keep the k most likely tokens (0 = off; HF's generate() keeps 50 when sampling unless told). Ties "
+            "at the k-th go to the lower ids.")
+        .at_least(std::int64_t{0});
     d.field("top_p", &GenDefaults::top_p, "Nucleus sampling mass (1 = off).").range(1e-9, 1.0);
     d.field("min_p", &GenDefaults::min_p, "Drop tokens below min_p x the top probability (0 = off).").range(0.0, 0.999999);
     d.field("repetition_penalty", &GenDefaults::repetition_penalty, "HF repetition penalty (1 = off).")
         .greater_than(0.0);
     d.field("seed", &GenDefaults::seed, "Random seed of the sampler.").at_least(std::int64_t{0});
-    d.field("chat", &GenDefaults::chat, "Wrap system/user prompts in the Llama 3.1 chat layout.");
-    d.field("stop", &GenDefaults::stop, "Stop strings (cut from the output).");
+    d.field("chat", &GenDefaults::chat,
+            "Wrap system/user prompts in the Llama 3.1 chat layout as HF's Llama 3.1 chat template writes it (and "
+            "adapt_train's chat data): a system block with the lines \"Cutting Knowledge Date: December 2023\" and "
+            "\"Today Date: 26 Jul 2024\" comes first, then the system message, whatever the model's own "
+            "tokenizer_config.json holds (Llama 3.0's template has no such block; 3.2's writes today's date). "
+            "Special-token text inside a message stays text.");
+    d.field("stop", &GenDefaults::stop,
+            "Stop strings, matched in the decoded text and cut from it with what follows. Special tokens are not "
+            "text there, so a stop string like \"<|eot_id|>\" never matches: replies end at the tokenizer's end "
+            "tokens (<|end_of_text|>, <|eom_id|>, <|eot_id|>) and at the model's eos_token_id "
+            "(generation_config.json, else config.json) anyway.");
 
     Schema<GenRuntime> rt;
     rt.field("batch_size", &GenRuntime::batch_size,

@@ -14,10 +14,9 @@ using json = nlohmann::json;
 
 namespace {
 
-bool ends_with_eos(const Conversation& c, const tokenizer::Tokenizer& tokenizer) {
-  if (c.tokens.empty()) return false;
-  const auto& eos = tokenizer.eos_ids();
-  return std::find(eos.begin(), eos.end(), static_cast<tokenizer::TokenId>(c.tokens.back())) != eos.end();
+/// Whether the last reply ended at an end token (the tokenizer's or the model's eos_token_id).
+bool ends_with_eos(const Conversation& c) {
+  return !c.turns.empty() && c.turns.back().finish_reason == finish_reason_name(FinishReason::Eos);
 }
 
 void append_ids(std::vector<std::int32_t>& out, const std::vector<tokenizer::TokenId>& ids) {
@@ -34,7 +33,7 @@ std::vector<std::int32_t> conversation_turn_prompt(const Conversation& c, const 
     ADAPT_REQUIRE(!c.empty(), ConfigError,
                   "{}: has neither user nor text, which continues the conversation's last reply, but the "
                   "conversation has no turns yet; give user or text", who);
-    ADAPT_REQUIRE(!ends_with_eos(c, tokenizer), ConfigError,
+    ADAPT_REQUIRE(!ends_with_eos(c), ConfigError,
                   "{}: has neither user nor text, which continues the last reply, but that reply (prompt '{}') "
                   "ended with the end-of-turn token; give user (a new question) or text", who, c.turns.back().id);
     return ids;
@@ -49,13 +48,14 @@ std::vector<std::int32_t> conversation_turn_prompt(const Conversation& c, const 
     msgs.push_back({"user", *in.user});
     tokenizer::ChatOptions options;
     options.begin = c.empty();
-    if (!c.empty() && !ends_with_eos(c, tokenizer)) {
-      // The last reply was cut (length, stop string): close it as the chat layout closes a message.
+    if (!c.empty()) {
+      // The chat layout ends every message with <|eot_id|>: a reply cut short (length, stop string) or
+      // ended by another end token (<|end_of_text|>, <|eom_id|>) is closed with it.
       const tokenizer::TokenId eot = tokenizer.token_id("<|eot_id|>");
       ADAPT_REQUIRE(eot != tokenizer::kNoToken, UnsupportedError,
                     "{}: the chat layout needs <|eot_id|>, which tokenizer {} does not have", who,
                     tokenizer.description());
-      ids.push_back(static_cast<std::int32_t>(eot));
+      if (c.tokens.back() != static_cast<std::int32_t>(eot)) ids.push_back(static_cast<std::int32_t>(eot));
     }
     append_ids(ids, tokenizer::chat_encode(tokenizer, msgs, options));
     return ids;
@@ -85,14 +85,27 @@ void conversation_add_turn(Conversation& c, const TurnInput& in, std::span<const
   c.turns.push_back(std::move(t));
 }
 
-std::string conversation_reply_chain(const Conversation& c) {
-  std::size_t first = c.turns.size();
-  while (first > 0) {
-    --first;
-    if (c.turns[first].kind != "continue") break;
+std::string conversation_reply_chain(const Conversation& c, const tokenizer::Tokenizer& tokenizer) {
+  if (c.turns.empty()) return {};
+  std::size_t first = c.turns.size() - 1;
+  while (first > 0 && c.turns[first].kind == "continue") --first;
+  const ConversationTurn& last = c.turns.back();
+  if (first + 1 == c.turns.size()) return last.reply;
+  // A continue turn adds no prompt tokens, so the chain's replies are one run of tokens, decoded in
+  // one pass: a character split between two turns comes out whole, and an earlier turn's stop string
+  // (which its reply had cut, its tokens not) stays in, as the model saw it when it went on.
+  const std::span<const std::int32_t> all(c.tokens);
+  auto decode = [&](std::int64_t begin, std::int64_t end) {
+    tokenizer::DecodeOptions o;
+    o.skip_special = true;
+    return tokenizer.decode(all.subspan(static_cast<std::size_t>(begin), static_cast<std::size_t>(end - begin)), o);
+  };
+  std::string text = decode(c.turns[first].reply_start, last.end);
+  // The last turn's stop string and what followed it: cut here as from its reply.
+  if (last.finish_reason == finish_reason_name(FinishReason::StopString)) {
+    const std::size_t whole = decode(last.reply_start, last.end).size();
+    text.resize(text.size() - std::min(text.size(), whole - std::min(whole, last.reply.size())));
   }
-  std::string text;
-  for (std::size_t i = first; i < c.turns.size(); ++i) text += c.turns[i].reply;
   return text;
 }
 

@@ -73,8 +73,10 @@ void conversation_add_turn(Conversation& c, const TurnInput& in, std::span<const
                            const GenerationOutput& out);
 
 /// The text of the last turn's reply, preceded by the replies of the turns it continues (a chain of
-/// "continue" turns back to the first turn that asked): the whole answer so far.
-std::string conversation_reply_chain(const Conversation& c);
+/// "continue" turns back to the first turn that asked): the whole answer so far, decoded from its
+/// tokens in one pass (an earlier turn's stop string stays in, as the model saw it; the last turn's
+/// is cut, as from its reply).
+std::string conversation_reply_chain(const Conversation& c, const tokenizer::Tokenizer& tokenizer);
 
 /// For a rerun after a crash between saving a turn and recording its result: where the last turn is
 /// `id`, removes it (and its tokens) and returns true. ConfigError when an earlier turn has that id

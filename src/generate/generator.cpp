@@ -14,7 +14,10 @@
 namespace adapt::generate {
 
 Generator::Generator(const model::LlamaModel& model, const tokenizer::Tokenizer& tokenizer)
-    : model_(model), tokenizer_(tokenizer), workspace_(model::model_allocator(model)) {
+    : model_(model),
+      tokenizer_(tokenizer),
+      eos_(tokenizer.eos_ids().begin(), tokenizer.eos_ids().end()),
+      workspace_(model::model_allocator(model)) {
   ADAPT_REQUIRE(tokenizer.n_vocab() <= model.config.vocab_size, ConfigError,
                 "the tokenizer ({}) has {} tokens but the model's vocab_size is {}: ids beyond {} have no embedding. "
                 "Use the tokenizer that belongs to the model in '{}'.", tokenizer.description(), tokenizer.n_vocab(),
@@ -63,7 +66,15 @@ void Generator::set_options(const GenerateOptions& options) {
                 options.kv_device_layers);
   ADAPT_REQUIRE(options.kv_dtype == DType::F32 || options.kv_dtype == DType::BF16, ConfigError,
                 "runtime.kv_cache_dtype = {} must be f32 or bf16", dtype_name(options.kv_dtype));
+  for (const std::int32_t id : options.eos_ids)
+    ADAPT_REQUIRE(id >= 0 && id < tokenizer_.n_vocab(), ConfigError,
+                  "the model's eos_token_id {} is not a token of the tokenizer ({}, {} tokens); fix eos_token_id in "
+                  "the model's generation_config.json or config.json", id, tokenizer_.description(),
+                  tokenizer_.n_vocab());
   options_ = options;
+  eos_.assign(tokenizer_.eos_ids().begin(), tokenizer_.eos_ids().end());
+  for (const std::int32_t id : options.eos_ids)
+    if (std::find(eos_.begin(), eos_.end(), id) == eos_.end()) eos_.push_back(id);
 }
 
 BatchPlan Generator::plan_batch(std::span<const GenerationRequest> requests, std::int64_t batch_size) const {
@@ -196,7 +207,7 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
     for (std::int64_t row = 0; row < plan.rows; ++row) {
       while (!slots[static_cast<std::size_t>(row)] && next < requests.size()) {
         const GenerationRequest& req = requests[next];
-        slots[static_cast<std::size_t>(row)] = std::make_unique<Sequence>(req, n_new_of(req), tokenizer_);
+        slots[static_cast<std::size_t>(row)] = std::make_unique<Sequence>(req, n_new_of(req), tokenizer_, eos_);
         index_of[static_cast<std::size_t>(row)] = next++;
         cached[static_cast<std::size_t>(row)] = 0;
         Sequence& seq = *slots[static_cast<std::size_t>(row)];

@@ -58,6 +58,9 @@ struct GenerateOptions {
   /// what is copied is what its prefill would compute (up to the last bits where the two were computed
   /// in pieces of other sizes, as with a stored prefix).
   bool share_prefixes = true;
+  /// Tokens that end a reply besides the tokenizer's end tokens (Tokenizer::eos_ids: <|end_of_text|>,
+  /// <|eom_id|>, <|eot_id|>, </s>): the model's own eos_token_id (model::model_eos_token_ids).
+  std::vector<std::int32_t> eos_ids;
 };
 
 /// The layers whose KV cache fits in `free_bytes` of device memory when a forward of `tokens`
@@ -151,6 +154,7 @@ class Generator {
   model::AdapterHook* hook_ = nullptr;
   comm::Communicator* pp_ = nullptr;
   const tokenizer::Tokenizer& tokenizer_;
+  std::vector<std::int32_t> eos_;  // the tokenizer's end tokens and options_.eos_ids
   ops::Workspace workspace_;
   GenerateOptions options_;
 

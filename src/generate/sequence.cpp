@@ -14,8 +14,9 @@ tokenizer::DecodeOptions completion_decode_options() {
 }
 }  // namespace
 
-Sequence::Sequence(const GenerationRequest& request, std::int64_t n_new, const tokenizer::Tokenizer& tokenizer)
-    : eos_(tokenizer.eos_ids().begin(), tokenizer.eos_ids().end()),
+Sequence::Sequence(const GenerationRequest& request, std::int64_t n_new, const tokenizer::Tokenizer& tokenizer,
+                   std::span<const std::int32_t> eos)
+    : eos_(eos.begin(), eos.end()),
       sampler_(request.sampling),
       stop_(eos_, request.stop, n_new),
       decoder_(tokenizer, completion_decode_options()),

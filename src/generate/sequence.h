@@ -54,8 +54,10 @@ struct GenerationOutput {
 class Sequence {
  public:
   /// `n_new`: tokens to generate at most (the request's max_new_tokens, capped to the context). The
-  /// clock for time_to_first_token starts here. `tokenizer` must outlive the sequence.
-  Sequence(const GenerationRequest& request, std::int64_t n_new, const tokenizer::Tokenizer& tokenizer);
+  /// clock for time_to_first_token starts here. `tokenizer` must outlive the sequence. `eos`: the tokens
+  /// that end it (finish reason eos; not part of its text).
+  Sequence(const GenerationRequest& request, std::int64_t n_new, const tokenizer::Tokenizer& tokenizer,
+           std::span<const std::int32_t> eos);
 
   /// Samples the next token from `logits` (V values, modified in place by the sampler), feeds it to
   /// the stop rules and the detokeniser, and returns why the sequence ends (None: it goes on).

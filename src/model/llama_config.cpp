@@ -230,6 +230,25 @@ LlamaConfig llama_config_load(const fs::path& model_dir) {
   return llama_config_parse(file_read_text(p), p.string());
 }
 
+std::vector<std::int64_t> model_eos_token_ids(const fs::path& model_dir) {
+  for (const char* name : {"generation_config.json", "config.json"}) {
+    const fs::path p = model_dir / name;
+    if (!fs::exists(p)) continue;
+    const json j = json::parse(file_read_text(p), nullptr, /*allow_exceptions=*/false);
+    ADAPT_REQUIRE(!j.is_discarded(), IoError, "'{}' is not valid JSON; restore the model's file", p.string());
+    if (!j.is_object() || !j.contains("eos_token_id") || j["eos_token_id"].is_null()) continue;
+    const json& e = j["eos_token_id"];
+    std::vector<std::int64_t> ids;
+    for (const json& v : e.is_array() ? e : json::array({e})) {
+      ADAPT_REQUIRE(v.is_number_integer() && v.get<std::int64_t>() >= 0, IoError,
+                    "'{}': eos_token_id must be a token id or a list of them, not {}", p.string(), e.dump());
+      ids.push_back(v.get<std::int64_t>());
+    }
+    if (!ids.empty()) return ids;
+  }
+  return {};
+}
+
 std::string rope_type_name(RopeType t) {
   switch (t) {
     case RopeType::Default: return "default";

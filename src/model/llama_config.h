@@ -63,6 +63,10 @@ void model_folder_require(const fs::path& dir, const std::string& given_as);
 LlamaConfig llama_config_parse(const std::string& json_text, const std::string& source);
 /// Reads and parses DIR/config.json.
 LlamaConfig llama_config_load(const fs::path& model_dir);
+/// The ids that end a reply of the model in DIR, as HF generate() takes them: generation_config.json's
+/// eos_token_id (an integer or a list), else config.json's; empty when neither file names any. IoError
+/// naming the file for malformed JSON or an eos_token_id that is not integers.
+std::vector<std::int64_t> model_eos_token_ids(const fs::path& model_dir);
 /// HF config.json text for `cfg` (architectures, model_type, every field of SPEC §2.1).
 std::string llama_config_to_json(const LlamaConfig& cfg);
 

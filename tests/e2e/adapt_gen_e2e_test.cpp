@@ -140,6 +140,51 @@ TEST_CASE("a prompt file runs, resumes and is deterministic") {
   for (const char* id : {"a", "b", "c"}) CHECK(res2[id]["text"] == res[id]["text"]);
 }
 
+TEST_CASE("the model's eos_token_id (generation_config.json, else config.json) ends replies, as in HF generate") {
+  test::TempDir dir;
+  make_tiny_model(dir.path());
+  // A greedy reply's tokens, from its conversation file.
+  test::write_bytes(dir / "job.toml", "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\n"
+                                      "max_new_tokens = 12\nstop = [\"<|eot_id|>\"]\n[[prompts]]\nid = \"x\"\n"
+                                      "conversation = \"x\"\ntext = \"int main() {\"\n");
+  Run r = run("adapt_gen", "--input " + (dir / "job.toml").string());
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  // A special token as a stop string never matches the decoded text: said.
+  CHECK(r.out.find("stop string \"<|eot_id|>\" is a special token") != std::string::npos);
+  const json conv = json::parse(file_read_text(dir / "out/conversations/x.json"));
+  const auto tokens = conv["tokens"].get<std::vector<std::int32_t>>();
+  const auto reply_start = conv["turns"][0]["reply_start"].get<std::size_t>();
+  REQUIRE(tokens.size() >= reply_start + 4);
+  REQUIRE(by_id(read_results(dir / "out/results.jsonl"))["x"]["finish_reason"] == "length");
+  const std::int32_t end = tokens[reply_start + 3];  // an ordinary token, made an end token below
+  const auto first = static_cast<int>(std::find(tokens.begin() + reply_start, tokens.end(), end) - tokens.begin() -
+                                      reply_start);
+  json gen = json::parse(file_read_text(dir / "model/generation_config.json"));
+  gen["eos_token_id"] = {end};
+  test::write_bytes(dir / "model/generation_config.json", gen.dump());
+  for (const char* out : {"out_gen", "out_cfg"}) {
+    CAPTURE(out);
+    if (std::string(out) == "out_cfg") {  // without generation_config.json, config.json's
+      fs::remove(dir / "model/generation_config.json");
+      json cfg = json::parse(file_read_text(dir / "model/config.json"));
+      cfg["eos_token_id"] = end;
+      test::write_bytes(dir / "model/config.json", cfg.dump());
+    }
+    Run e = run("adapt_gen", "--input " + (dir / "job.toml").string() + " --set output.dir=" + (dir / out).string());
+    INFO(e.out);
+    REQUIRE(e.code == 0);
+    auto res = by_id(read_results(dir / out / "results.jsonl"));
+    CHECK(res["x"]["finish_reason"] == "eos");
+    CHECK(res["x"]["completion_tokens"].get<int>() == first + 1);
+  }
+  // An eos_token_id that is not a token id is refused, naming the file.
+  test::write_bytes(dir / "model/generation_config.json", "{\"eos_token_id\": \"</s>\"}");
+  Run bad = run("adapt_gen", "--input " + (dir / "job.toml").string() + " --set output.dir=" + (dir / "out_bad").string());
+  CHECK(bad.code == 3);
+  CHECK(bad.out.find("generation_config.json': eos_token_id must be a token id") != std::string::npos);
+}
+
 TEST_CASE("runtime.batch_size: the same texts as one at a time, results in finishing order") {
   test::TempDir dir;
   make_tiny_model(dir.path());

@@ -48,6 +48,13 @@ GenerationOutput reply(const std::string& text, FinishReason reason) {
   return o;
 }
 
+/// A reply whose tokens are those of `generated` and whose text was cut by a stop string to `kept`.
+GenerationOutput reply_stopped(const std::string& generated, const std::string& kept) {
+  GenerationOutput o = reply(generated, FinishReason::StopString);
+  o.text = kept;
+  return o;
+}
+
 Conversation empty(const std::string& name) {
   Conversation c;
   c.name = name;
@@ -105,7 +112,34 @@ TEST_CASE("turns: the first as a lone prompt, later ones append the chat layout 
   conversation_add_turn(c, t3, p3c, reply(" struct S {};", FinishReason::Eos));
   CHECK(c.turns.back().kind == "continue");
   CHECK(c.turns.back().start == c.turns.back().reply_start);
-  CHECK(conversation_reply_chain(c) == "template <class T> struct S {};");
+  CHECK(conversation_reply_chain(c, tok()) == "template <class T> struct S {};");
+
+  // The chain is decoded from its tokens: an earlier turn's stop string stays in (the model went on
+  // after it), the last turn's is cut as from its reply.
+  Conversation s = empty("s");
+  const TurnInput s1{.id = "s1", .user = "Write a struct."};
+  conversation_add_turn(s, s1, conversation_turn_prompt(s, s1, tok()), reply_stopped("struct A { // x", "struct A { "));
+  const TurnInput s2{.id = "s2"};
+  conversation_add_turn(s, s2, conversation_turn_prompt(s, s2, tok()), reply(" int a; };", FinishReason::Length));
+  CHECK(conversation_reply_chain(s, tok()) == "struct A { // x int a; };");
+  const TurnInput s3{.id = "s3"};
+  conversation_add_turn(s, s3, conversation_turn_prompt(s, s3, tok()), reply_stopped(" // end\nmore", " "));
+  CHECK(conversation_reply_chain(s, tok()) == "struct A { // x int a; }; ");
+  CHECK(conversation_reply_chain(empty("none"), tok()).empty());
+
+  // A reply ended by another end token (<|end_of_text|>) is closed with <|eot_id|> too; one ended by
+  // <|eot_id|> is not (above, t2).
+  Conversation e = empty("e");
+  const TurnInput e1{.id = "e1", .user = "Hi."};
+  GenerationOutput eot = reply("Hello", FinishReason::Length);
+  eot.tokens.push_back(id_of("<|end_of_text|>"));
+  eot.reason = FinishReason::Eos;
+  conversation_add_turn(e, e1, conversation_turn_prompt(e, e1, tok()), eot);
+  const auto e2 = conversation_turn_prompt(e, {.id = "e2", .user = "Again."}, tok());
+  CHECK(e2[e.tokens.size()] == id_of("<|eot_id|>"));
+  CHECK(e2[e.tokens.size() + 1] == id_of("<|start_header_id|>"));
+  CHECK_THROWS_WITH_AS(conversation_turn_prompt(e, {.id = "e3"}, tok()), doctest::Contains("ended with the end"),
+                       ConfigError);
 
   // Raw text: appended as encoded, no BOS after the first turn; with BOS on an empty conversation.
   const auto p4 = conversation_turn_prompt(c, {.id = "t4", .text = "int x;"}, tok());
