@@ -34,7 +34,7 @@ const std::vector<Flag> kFlags = {
     {"--preset", "NAME", "a model shape instead: {presets}"},
     {"--gpus", "N", "GPUs (ranks) of the job; every tp × pp × dp layout of them is planned"},
     {"--tp", "N", "plan only this tensor-parallel size (with --pp; dp = gpus / (tp·pp))"},
-    {"--pp", "N", "plan only this pipeline size (default 1 when --tp is given)"},
+    {"--pp", "N", "plan only this pipeline size (default 1 when --tp is given; --pp alone plans tp = 1)"},
     {"--gpu", "NAME", "GPU preset: {gpus}"},
     {"--gpu-mem", "GB",
      "device memory per GPU in GiB (overrides the preset; required without --gpu, which then "
@@ -71,6 +71,8 @@ const std::vector<Flag> kFlags = {
     {"--tflops", "T", "dense bf16 TFLOP/s per GPU (overrides the preset)"},
     {"--hbm-tbps", "T", "memory bandwidth per GPU, TB/s (overrides the preset)"},
     {"--mfu", "F", "fraction of the peak FLOP/s the GEMMs reach, default 0.5"},
+    {"--hbm-eff", "F", "fraction of the HBM bandwidth a streaming read reaches (decoding), default 0.8"},
+    {"--latency-us", "US", "time of one collective beyond its bytes (decoding's small messages), default 20"},
     {"--usable", "F", "fraction of device memory a plan may fill (CUDA context, NCCL, fragmentation), default 0.9"},
     {"--cpu", nullptr,
      "plan adapt_train on the CPU backend instead (f32, one process per rank: what the tests measure)"},
@@ -220,6 +222,10 @@ int run(int argc, char** argv) {
   req.gen.batch = positive_int(a, "--gen-batch", 1);
   req.gen.context = positive_int(a, "--gen-context", req.train.seq);
   req.gen.prefill_chunk = nonnegative_int(a, "--prefill-chunk", 512);
+  for (const auto& [flag, n] : {std::pair{"--seq", req.train.seq}, std::pair{"--gen-context", req.gen.context}})
+    if (n > req.model.max_position_embeddings)
+      usage_error(fmt::format("{} {}: longer than the model's context, {} positions (max_position_embeddings of {})",
+                              flag, n, req.model.max_position_embeddings, req.model_name));
   if (a.get("--weights-device-layers")) {
     if (a.has("--cpu")) usage_error("--weights-device-layers with --cpu: the CPU backend's weights are in host RAM");
     req.train.weights_device_layers = req.gen.weights_device_layers = nonnegative_int(a, "--weights-device-layers", 0);
@@ -249,7 +255,10 @@ int run(int argc, char** argv) {
       cl.gpu.bf16_tflops = 312, cl.gpu.hbm_tbps = 2.0, cl.gpu.intra_gbps = 25, cl.gpu.intra_name = "PCIe 4 x16";
     }
   }
-  if (const auto v = positive_double(a, "--gpu-mem")) cl.gpu.mem_gb = *v;
+  if (const auto v = positive_double(a, "--gpu-mem")) {
+    if (a.get("--gpu") && *v != cl.gpu.mem_gb) cl.gpu.name += fmt::format(" at --gpu-mem {:g}", *v);
+    cl.gpu.mem_gb = *v;
+  }
   if (const auto v = positive_double(a, "--tflops")) cl.gpu.bf16_tflops = *v;
   if (const auto v = positive_double(a, "--hbm-tbps")) cl.gpu.hbm_tbps = *v;
   if (const auto l = a.get("--link")) cl.gpu.intra_gbps = link_preset_gbps(*l), cl.gpu.intra_name = *l;
@@ -263,6 +272,11 @@ int run(int argc, char** argv) {
     if (*v > 1) usage_error(fmt::format("--mfu {}: a fraction in (0, 1]", *v));
     cl.mfu = *v;
   }
+  if (const auto v = positive_double(a, "--hbm-eff")) {
+    if (*v > 1) usage_error(fmt::format("--hbm-eff {}: a fraction in (0, 1]", *v));
+    cl.hbm_efficiency = *v;
+  }
+  if (const auto v = positive_double(a, "--latency-us")) cl.collective_latency_s = *v * 1e-6;
 
   const PlanResult plan = make_plan(req);
   const std::string out = a.has("--json") ? plan_json(plan) : plan_text(plan);

@@ -245,6 +245,10 @@ struct Cluster {
   NetworkSpec network;
   int nics_per_node = 8;
   double mfu = 0.5;  // the fraction of peak FLOP/s the GEMMs are assumed to reach
+  double hbm_efficiency = 0.8;  // the fraction of the datasheet HBM bandwidth a streaming read reaches
+  /// What one collective or point-to-point transfer costs beyond its bytes (NCCL's latency for small
+  /// messages, ~10–30 µs): it counts where messages are small, in decoding.
+  double collective_latency_s = 20e-6;
   /// GB/s per GPU between nodes: NICs × Gb/s / 8 / GPUs per node.
   double inter_gbps_per_gpu() const;
 };
@@ -256,7 +260,7 @@ struct StepTime {
   double tp_s = 0, pp_s = 0, dp_s = 0;  // communication of the busiest rank on its links
   double bubble = 1;                    // 1F1B: (M + pp − 1) / M
   double stream_s = 0;                  // host → device copies of streamed weights (runtime.weights_device_layers)
-  double step_s = 0;                    // (max(compute, stream) × bubble) + communication, no overlap assumed
+  double step_s = 0;                    // (max(compute, stream) + tp) × bubble + pp + dp, no overlap assumed
   double tokens_per_s = 0;              // the whole job's
   bool tp_inside_node = true, pp_inside_node = true, dp_inside_node = true;
 };
@@ -268,8 +272,12 @@ double train_model_flops_per_token(const model::LlamaConfig& m, const adapters::
 StepTime train_step_time(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& layout,
                          const TrainJob& job, const Cluster& cluster);
 
-/// Decoding: each step reads the rank's weights and KV cache once (memory bound) plus two tp
-/// all-reduces of the batch's hidden states per layer.
+/// The step time: the busiest stage's FLOPs (attention's backward 2.5 times its forward: it recomputes
+/// the scores) at the assumed MFU, or its HBM traffic if longer, and its tp all-reduces, both on the
+/// 1F1B critical path (× the bubble), then the pp transfers and the dp reduction.
+/// Decoding: each step reads the rank's weights and KV cache once (memory bound, at hbm_efficiency)
+/// plus two tp all-reduces of the batch's hidden states (f32) per layer and a transfer per stage
+/// boundary, each with its collective_latency_s.
 struct DecodeTime {
   double stream_s = 0;  // host → device copies of streamed weights, overlapping the reads
   double step_s = 0;

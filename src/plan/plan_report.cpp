@@ -129,13 +129,15 @@ PlanResult make_plan(const PlanRequest& req) {
     lp.host_fits = host_fits(req, lp.mem);
     lp.comm = train_comm_bytes(req.model, req.adapter, lay, req.train, req.backend);
     if (req.backend == Backend::Gpu) lp.time = train_step_time(req.model, req.adapter, lay, req.train, req.cluster);
-    // The fastest micro-batch and recompute setting that fit.
+    // The fastest micro-batch and recompute setting that fit, at the grad_accum the recommendation asks
+    // for (at least pp, which fills the pipeline and keeps that many micro-batches in flight).
     double best = -1;
     for (std::int64_t mb = 1; mb <= 64; mb *= 2) {
       for (const bool rc : {false, true}) {
         TrainJob j = req.train;
         j.micro_batch = mb;
         j.recompute = rc;
+        j.grad_accum = std::max<std::int64_t>(req.train.grad_accum, lay.pp);
         const TrainMemory mm = train_memory(req.model, req.adapter, lay, j, req.backend);
         if (!device_fits(p, mm.device_total())) continue;
         if (!host_fits(req, mm)) continue;
@@ -147,6 +149,7 @@ PlanResult make_plan(const PlanRequest& req) {
           best = tps;
           lp.best_micro_batch = mb;
           lp.best_recompute = rc;
+          lp.best_grad_accum = j.grad_accum;
           if (req.backend == Backend::Gpu) lp.best_time = train_step_time(req.model, req.adapter, lay, j, req.cluster);
         }
       }
@@ -169,11 +172,18 @@ PlanResult make_plan(const PlanRequest& req) {
       best_tps = best;
       p.train_pick = index;
     }
-    if (lp.gen_fits && req.backend == Backend::Gpu && lp.decode.tokens_per_s > best_gen) {
-      best_gen = lp.decode.tokens_per_s;
-      p.gen_pick = index;
-    }
+    if (lp.gen_fits && req.backend == Backend::Gpu) best_gen = std::max(best_gen, lp.decode.tokens_per_s);
     p.layouts.push_back(lp);
+  }
+  // Generation: of the layouts within 5% of the fastest decoding (a margin below the model's precision),
+  // the one that holds the most sequences at once.
+  for (std::size_t i = 0; i < p.layouts.size(); ++i) {
+    const LayoutPlan& lp = p.layouts[i];
+    if (!lp.gen_fits || req.backend != Backend::Gpu || lp.decode.tokens_per_s < 0.95 * best_gen) continue;
+    const auto held = [](const LayoutPlan& l) { return l.gen_max_batch * l.layout.dp; };
+    const LayoutPlan* cur = p.gen_pick >= 0 ? &p.layouts[static_cast<std::size_t>(p.gen_pick)] : nullptr;
+    if (!cur || held(lp) > held(*cur) || (held(lp) == held(*cur) && lp.decode.tokens_per_s > cur->decode.tokens_per_s))
+      p.gen_pick = static_cast<int>(i);
   }
   if (req.backend == Backend::Gpu && !req.layout && (p.train_pick < 0 || p.gen_pick < 0)) {
     const int per_node = std::max(req.cluster.gpu.gpus_per_node, 1);
@@ -185,6 +195,7 @@ PlanResult make_plan(const PlanRequest& req) {
     least.recompute = true;
     for (const int g : counts) {
       for (const Layout& lay : valid_layouts(req.model, g)) {
+        least.grad_accum = std::max<std::int64_t>(req.train.grad_accum, lay.pp);  // as the recommendation asks
         if (p.train_pick < 0 && p.min_gpus_train == 0 &&
             train_memory(req.model, req.adapter, lay, least, req.backend).device_total() <= p.usable_bytes())
           p.min_gpus_train = g;
@@ -201,6 +212,19 @@ PlanResult make_plan(const PlanRequest& req) {
   }
   return p;
 }
+
+namespace {
+
+/// The table's "fastest fit": the setting, and on GPUs its planned step.
+std::string best_setting(const PlanRequest& r, const LayoutPlan& lp) {
+  std::string s = fmt::format("micro-batch {}{}", lp.best_micro_batch, lp.best_recompute ? " + recompute" : "");
+  if (lp.best_grad_accum != r.train.grad_accum) s += fmt::format(", grad_accum {}", lp.best_grad_accum);
+  if (r.backend == Backend::Gpu)
+    s += fmt::format(": {}, {:.0f} tokens/s", time_str(lp.best_time.step_s), lp.best_time.tokens_per_s);
+  return s;
+}
+
+}  // namespace
 
 std::string plan_text(const PlanResult& p) {
   const PlanRequest& r = p.req;
@@ -221,12 +245,14 @@ std::string plan_text(const PlanResult& p) {
   if (gpu) {
     const GpuSpec& g = r.cluster.gpu;
     s += fmt::format(
-        "hardware  {} × {}: {:.0f} GiB ({:.0f}% usable), {:.4g} TFLOP/s bf16 at {:.0f}% MFU, {:.3g} TB/s HBM, {} "
-        "{:.0f} GB/s; "
-        "{} GPUs per node, network {} ({} × {:.0f} Gb/s per node = {:.1f} GB/s per GPU)\n",
-        r.gpus, g.name, g.mem_gb, r.usable * 100, g.bf16_tflops, r.cluster.mfu * 100, g.hbm_tbps, g.intra_name,
+        "hardware  {} × {}: {:.0f} GiB ({:.0f}% usable), {:.4g} TFLOP/s bf16 at {:.0f}% MFU, {:.3g} TB/s HBM read "
+        "at {:.0f}%, {} {:.0f} GB/s; "
+        "{} GPUs per node, network {} ({} × {:.0f} Gb/s per node = {:.1f} GB/s per GPU); {:.0f} µs per "
+        "collective beyond its bytes\n",
+        r.gpus, g.name, g.mem_gb, r.usable * 100, g.bf16_tflops, r.cluster.mfu * 100, g.hbm_tbps,
+        r.cluster.hbm_efficiency * 100, g.intra_name,
         g.intra_gbps, g.gpus_per_node, r.cluster.network.name, r.cluster.nics_per_node, r.cluster.network.gbit_per_nic,
-        r.cluster.inter_gbps_per_gpu());
+        r.cluster.inter_gbps_per_gpu(), r.cluster.collective_latency_s * 1e6);
     s += fmt::format(
         "precision weights bf16, activations {} (norm statistics and logits f32); adapter, its gradients "
         "and AdamW moments f32; KV cache {}\n",
@@ -253,16 +279,16 @@ std::string plan_text(const PlanResult& p) {
                      gib(lp.mem.device_total()), lp.fits ? ' ' : '!', gib(other), lp.fits_other ? ' ' : '!',
                      gb_or_dash(static_cast<double>(lp.comm.counted())), gb_or_dash(busiest),
                      gpu ? time_str(lp.time.step_s) : "", gpu ? fmt::format("{:.0f}", lp.time.tokens_per_s) : "",
-                     lp.best_micro_batch > 0
-                         ? fmt::format("micro-batch {}{}", lp.best_micro_batch, lp.best_recompute ? " + recompute" : "")
-                         : "nothing fits",
+                     lp.best_micro_batch > 0 ? best_setting(r, lp) : "nothing fits",
                      static_cast<int>(i) == p.train_pick ? "   <- recommended" : "");
   }
   s += fmt::format(
-      "  ({}mem, comm, step and tokens/s at --micro-batch; comm: bytes the step's collectives count, all "
-      "ranks, as metrics.jsonl's comm_bytes; busiest rank: bytes it sends over ring collectives)\n\n",
+      "  ({}mem, comm, step and tokens/s at --micro-batch; fastest fit: the setting with the most tokens/s that "
+      "fits{}; comm: bytes the step's collectives count, all ranks, as metrics.jsonl's comm_bytes; busiest rank: "
+      "bytes it sends over ring collectives)\n\n",
       gpu ? fmt::format("! = does not fit in {:.1f} GiB; ", static_cast<double>(p.usable_bytes()) / kGiB)
-          : (r.host_mem_gb ? "! = the node's processes do not fit in --host-mem; " : ""));
+          : (r.host_mem_gb ? "! = the node's processes do not fit in --host-mem; " : ""),
+      gpu ? ", its step and tokens/s" : "");
 
   const int show = p.train_pick >= 0 ? p.train_pick : 0;
   if (!p.layouts.empty()) {
@@ -414,17 +440,22 @@ std::string plan_text(const PlanResult& p) {
   if (p.train_pick >= 0) {
     const LayoutPlan& lp = p.layouts[static_cast<std::size_t>(p.train_pick)];
     s += fmt::format(
-        "recommended for training: {} with {} sequence(s) per replica per micro-step{}: in adapt_train's "
+        "recommended for training: {} with {} sequence(s) per replica per micro-step{}{}: in adapt_train's "
         "job, [parallel] tp = {}, pp = {} on {} ranks, [train] micro_batch = {}, recompute = {}{}{}\n",
-        lp.layout.str(), lp.best_micro_batch, lp.best_recompute ? " and recomputation" : "", lp.layout.tp, lp.layout.pp,
-        lp.layout.world(), lp.best_micro_batch * lp.layout.dp, lp.best_recompute ? "true" : "false",
+        lp.layout.str(), lp.best_micro_batch, lp.best_recompute ? " and recomputation" : "",
+        gpu ? fmt::format(" (planned {} a step, {:.0f} tokens/s)", time_str(lp.best_time.step_s),
+                          lp.best_time.tokens_per_s)
+            : std::string(),
+        lp.layout.tp, lp.layout.pp, lp.layout.world(), lp.best_micro_batch * lp.layout.dp,
+        lp.best_recompute ? "true" : "false",
         r.train.weights_device_layers >= 0
             ? fmt::format(", [runtime] weights_device_layers = {}", r.train.weights_device_layers)
             : std::string(),
         lp.layout.pp <= 1 ? std::string()
         : r.train.grad_accum >= lp.layout.pp
             ? fmt::format(", grad_accum = {}", r.train.grad_accum)
-            : fmt::format(", and raise grad_accum to at least pp = {} (it fills the pipeline)", lp.layout.pp));
+            : fmt::format(", grad_accum = {} (at least pp: it fills the pipeline; --grad-accum {} shows its memory)",
+                          lp.best_grad_accum, lp.best_grad_accum));
   } else {
     s += fmt::format(
         "recommended for training: nothing fits on {} GPU(s) at micro-batch 1, even with recomputation{}; {}\n", r.gpus,
@@ -549,7 +580,10 @@ std::string plan_json(const PlanResult& p) {
                    {"bubble", s.bubble}, {"step_s", s.step_s},       {"tokens_per_s", s.tokens_per_s},
                    {"stream_s", s.stream_s}};
     }
-    t["best"] = {{"micro_batch", lp.best_micro_batch}, {"recompute", lp.best_recompute}};
+    t["best"] = {{"micro_batch", lp.best_micro_batch}, {"recompute", lp.best_recompute},
+                 {"grad_accum", lp.best_grad_accum}};
+    if (r.backend == Backend::Gpu && lp.best_micro_batch > 0)
+      t["best"].update({{"step_s", lp.best_time.step_s}, {"tokens_per_s", lp.best_time.tokens_per_s}});
     if (r.layout) {  // one layout asked for: every rank of a replica (world rank order)
       json ranks = json::array();
       for (const TrainMemory& rm : train_memory_ranks(r.model, r.adapter, lp.layout, r.train, r.backend))

@@ -32,10 +32,12 @@ struct LayoutPlan {
   bool host_fits = true;    // host memory per node within --host-mem (when given)
   CommBytes comm;
   StepTime time;  // Gpu backend only
-  // The fastest setting that fits: micro-batch per replica (a power of two up to 64) and recompute.
+  // The fastest setting that fits: micro-batch per replica (a power of two up to 64) and recompute, with
+  // grad_accum raised to pp where it is less (the pipeline then holds pp micro-batches in flight).
   std::int64_t best_micro_batch = 0;
   bool best_recompute = false;
-  StepTime best_time;
+  std::int64_t best_grad_accum = 0;
+  StepTime best_time;  // Gpu backend only
   // Generation at --gen-batch × --gen-context.
   GenMemory gen;
   bool gen_fits = false;

@@ -50,9 +50,13 @@ GpuSpec gpu_preset(const std::string& name, const std::string& flag) {
   for (const GpuSpec& g : gpu_presets())
     if (g.name == name) return g;
   const auto names = names_of(gpu_presets());
+  std::vector<std::string> like;  // "a100": the presets of that GPU
+  for (const std::string& n : names)
+    if (!name.empty() && n.find(name) != std::string::npos) like.push_back(n);
   ADAPT_THROW(ConfigError,
               "{} {}: unknown GPU{}; choose one of {} (or give --gpu-mem, --tflops, --hbm-tbps and --link)", flag, name,
-              did_you_mean(name, names), join(names, ", "));
+              like.empty() ? did_you_mean(name, names) : fmt::format(" (the presets of it: {})", join(like, ", ")),
+              join(names, ", "));
 }
 
 NetworkSpec network_preset(const std::string& name, const std::string& flag) {
@@ -117,17 +121,17 @@ double adapter_layer_share(const model::LlamaConfig& m, const adapters::AdapterC
 }
 
 /// Per token: forward of `layers` decoder layers, their backward (input gradients of the frozen
-/// matmuls, attention twice its forward, adapters), and the head (last stage).
+/// matmuls, attention `attn_backward` times its forward, adapters), and the head (last stage).
 struct StageFlops {
   double forward = 0, backward = 0, head = 0;
 };
 StageFlops stage_flops(const model::LlamaConfig& m, const adapters::AdapterConfig& a, std::int64_t seq, double layers,
-                       double adapter_layer_share) {
+                       double adapter_layer_share, double attn_backward) {
   const double attn = 2.0 * static_cast<double>(m.n_heads * m.head_dim) * static_cast<double>(seq);  // causal
   const auto [ad_f, ad_b] = adapter_flops(m, a);
   StageFlops s;
   s.forward = layers * (2 * layer_matmul_params(m) + attn + ad_f * adapter_layer_share);
-  s.backward = layers * (2 * layer_matmul_params(m) + 2 * attn + ad_b * adapter_layer_share);
+  s.backward = layers * (2 * layer_matmul_params(m) + attn_backward * attn + ad_b * adapter_layer_share);
   s.head = 4.0 * static_cast<double>(m.vocab_size * m.hidden_size);  // lm_head forward + input gradient
   return s;
 }
@@ -146,7 +150,9 @@ std::optional<GpuSpec> gpu_preset_of_device(const std::string& device_name) {
 }
 
 double train_model_flops_per_token(const model::LlamaConfig& m, const adapters::AdapterConfig& a, std::int64_t seq) {
-  const StageFlops s = stage_flops(m, a, seq, static_cast<double>(m.n_layers), adapter_layer_share(m, a));
+  // Model work: attention's backward as twice its forward (its two products' gradients), the convention
+  // of MFU, whatever the kernels recompute.
+  const StageFlops s = stage_flops(m, a, seq, static_cast<double>(m.n_layers), adapter_layer_share(m, a), 2.0);
   return s.forward + s.backward + s.head;
 }
 
@@ -161,7 +167,9 @@ StepTime train_step_time(const model::LlamaConfig& m, const adapters::AdapterCon
     const double layers = static_cast<double>(
         parallel::stage_layers(model::llama_dims(m), lay.pp, p, parallel::kTrainSplit).count);
     const bool last = p == lay.pp - 1;
-    const StageFlops s = stage_flops(m, a, job.seq, layers, share);
+    // Executed work: the attention backward recomputes the scores (QKᵀ), then forms dV, dP, dQ and dK:
+    // five products against the forward's two.
+    const StageFlops s = stage_flops(m, a, job.seq, layers, share, 2.5);
     // Forward passes per micro-batch: 1, +1 with recomputation.
     const double passes = 1 + (job.recompute ? 1 : 0);
     const double f = tokens * (s.forward * passes + s.backward + (last ? s.head : 0)) / lay.tp;
@@ -173,7 +181,7 @@ StepTime train_step_time(const model::LlamaConfig& m, const adapters::AdapterCon
     worst_hbm = std::max(worst_hbm, hbm);
   }
   st.flops = worst;
-  st.hbm_s = worst_hbm / (cl.gpu.hbm_tbps * 1e12);
+  st.hbm_s = worst_hbm / (cl.gpu.hbm_tbps * 1e12 * cl.hbm_efficiency);
   st.compute_s = std::max(worst / (cl.gpu.bf16_tflops * 1e12 * cl.mfu), st.hbm_s);
   const CommBytes cb = train_comm_bytes(m, a, lay, job, Backend::Gpu);
   const int per_node = std::max(cl.gpu.gpus_per_node, 1);
@@ -198,7 +206,8 @@ StepTime train_step_time(const model::LlamaConfig& m, const adapters::AdapterCon
   st.stream_s = static_cast<double>(job.grad_accum) * 2.0 * static_cast<double>(streamed) / (cl.gpu.host_gbps * 1e9);
   const double M = static_cast<double>(job.grad_accum);
   st.bubble = (M + lay.pp - 1) / M;
-  st.step_s = std::max(st.compute_s, st.stream_s) * st.bubble + st.tp_s + st.pp_s + st.dp_s;
+  // A stage's tp all-reduces sit between its GEMMs: on the pipeline's critical path, like its compute.
+  st.step_s = (std::max(st.compute_s, st.stream_s) + st.tp_s) * st.bubble + st.pp_s + st.dp_s;
   st.tokens_per_s = tokens * lay.dp / st.step_s;
   return st;
 }
@@ -208,15 +217,20 @@ DecodeTime decode_step_time(const model::LlamaConfig& m, const Layout& lay, cons
       .kind = adapters::AdapterKind::Lora, .layers = {}, .last_n = {}, .lora = {.targets = {}}};
   const GenMemory g = gen_memory(m, none, lay, job, Backend::Gpu);
   // Each stage reads its weights and KV cache once per step; the stages run one after the other.
-  const double read_s = static_cast<double>(g.step_read) / (cl.gpu.hbm_tbps * 1e12);
+  const double read_s = static_cast<double>(g.step_read) / (cl.gpu.hbm_tbps * 1e12 * cl.hbm_efficiency);
   const double layers = static_cast<double>(m.n_layers);
-  const double allreduce = static_cast<double>(job.batch * m.hidden_size) * 2;  // bf16 hidden states
-  const double tp_bytes = lay.tp > 1 ? 2.0 * layers * 2.0 * (lay.tp - 1) / lay.tp * allreduce : 0;
+  const double hidden = static_cast<double>(job.batch * m.hidden_size) *
+                        Precision::of(Backend::Gpu, job.act_bytes).activation;  // one step's hidden states
+  // Two all-reduces per layer (attention and MLP outputs), each sending 2 (tp − 1) / tp of its bytes.
+  const double tp_collectives = lay.tp > 1 ? 2.0 * layers : 0;
+  const double tp_bytes = tp_collectives * 2.0 * (lay.tp - 1) / lay.tp * hidden;
   const double tp_bw = (lay.tp <= cl.gpu.gpus_per_node ? cl.gpu.intra_gbps : cl.inter_gbps_per_gpu()) * 1e9;
+  const double pp_bw = (lay.tp * lay.pp <= cl.gpu.gpus_per_node ? cl.gpu.intra_gbps : cl.inter_gbps_per_gpu()) * 1e9;
   DecodeTime d;
   // Streamed weights cross the host link every step, stage after stage, while the layers before compute.
   d.stream_s = static_cast<double>(g.streamed.host) * lay.pp / (cl.gpu.host_gbps * 1e9);
-  d.step_s = std::max(read_s, d.stream_s) + (tp_bytes > 0 ? tp_bytes / tp_bw : 0);
+  d.step_s = std::max(read_s, d.stream_s) + (tp_bytes > 0 ? tp_bytes / tp_bw : 0) +
+             tp_collectives * cl.collective_latency_s + (lay.pp - 1) * (cl.collective_latency_s + hidden / pp_bw);
   d.tokens_per_s = static_cast<double>(job.batch * lay.dp) / d.step_s;
   return d;
 }

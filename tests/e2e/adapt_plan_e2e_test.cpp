@@ -238,7 +238,8 @@ TEST_CASE("adapt_plan's command line") {
                            "--gen-batch", "--gen-context", "--link",          "--intra-gbps",
                            "--network",   "--inter-gbit",  "--nics-per-node", "--gpus-per-node",
                            "--tflops",    "--hbm-tbps",    "--mfu",           "--usable",
-                           "--cpu",       "--json",        "--kv-dtype"}) {
+                           "--cpu",       "--json",        "--kv-dtype",      "--hbm-eff",
+                           "--latency-us"}) {
     CAPTURE(flag);
     CHECK(help.out.find(std::string("  ") + flag + " ") != std::string::npos);
   }
@@ -250,9 +251,15 @@ TEST_CASE("adapt_plan's command line") {
                        Bad{"--seq 128 --micro-batch 1 --adapter lora:16", "accepted forms"},
                        Bad{"--seq 128 --micro-batch x --adapter lora:r=16", "--micro-batch x"},
                        Bad{"--seq 128 --micro-batch 1 --adapter lora:r=16 --netwrok hdr", "did you mean '--network'"},
-                       Bad{"--seq 128 --micro-batch 1 --adapter lora:r=16 --link nvlink9", "--link nvlink9"}}) {
+                       Bad{"--seq 128 --micro-batch 1 --adapter lora:r=16 --link nvlink9", "--link nvlink9"},
+                       Bad{"--seq 200000 --micro-batch 1 --adapter lora:r=16", "context, 131072 positions"},
+                       Bad{"--seq 128 --gen-context 200000 --micro-batch 1 --adapter lora:r=16", "--gen-context 200000"},
+                       Bad{"--seq 128 --micro-batch 1 --adapter lora:r=16 --hbm-eff 1.5", "--hbm-eff 1.5"},
+                       Bad{"--seq 128 --micro-batch 1 --adapter lora:r=16 --gpu h100", "presets of it: h100-sxm"}}) {
     CAPTURE(b.args);
-    const test::Run r = run(base + b.args);
+    std::string cmd = base + b.args;
+    if (b.args.find("--gpu h100") != std::string::npos) cmd.replace(cmd.find("--gpu a100-80gb-sxm "), 20, "");
+    const test::Run r = run(cmd);
     CHECK(r.code == 2);
     CHECK(r.out.find(b.needle) != std::string::npos);
   }

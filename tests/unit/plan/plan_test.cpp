@@ -336,3 +336,93 @@ TEST_CASE("gpu_preset_of_device: A100, H100, H200 and RTX 3080 names; nothing fo
   CHECK(peak("NVIDIA L40S (sm_89, 44.4 GiB)") == "none");
   CHECK(plan::gpu_preset_of_device("NVIDIA A100-SXM4-80GB")->bf16_tflops == 312);
 }
+
+// What the recommendation asks for is what the plan checked: with pp > 1 the fastest fit is sized at
+// grad_accum = pp (the micro-batches the 1F1B schedule keeps in flight), so a recommended pipeline job
+// fits as written, and its planned step is the one printed.
+TEST_CASE("recommendation: a pipeline's fit at grad_accum >= pp; the printed step is the recommended setting's") {
+  PlanRequest req;
+  req.model = model::llama_config_preset("llama-3.1-70b");
+  req.model_name = "llama-3.1-70b";
+  req.adapter = spec("lora:r=16");
+  req.gpus = 8;
+  req.cluster.gpu = gpu_preset("a100-80gb-sxm");
+  req.cluster.network = network_preset("hdr");
+  req.train.seq = 8192;
+  req.train.micro_batch = 1;
+  req.gen.context = 8192;
+  req.gen.batch = 1;
+  const PlanResult p = make_plan(req);
+  int pipelines = 0;
+  for (const LayoutPlan& lp : p.layouts) {
+    if (lp.best_micro_batch == 0) continue;
+    CAPTURE(lp.layout.str());
+    CHECK(lp.best_grad_accum == std::max<std::int64_t>(1, lp.layout.pp));
+    TrainJob j = req.train;
+    j.micro_batch = lp.best_micro_batch;
+    j.recompute = lp.best_recompute;
+    j.grad_accum = lp.best_grad_accum;
+    CHECK(train_memory(req.model, req.adapter, lp.layout, j, Backend::Gpu).device_total() <= p.usable_bytes());
+    CHECK(lp.best_time.step_s == train_step_time(req.model, req.adapter, lp.layout, j, req.cluster).step_s);
+    pipelines += lp.layout.pp > 1 ? 1 : 0;
+  }
+  CHECK(pipelines > 0);
+  REQUIRE(p.train_pick >= 0);
+  const LayoutPlan& pick = p.layouts[static_cast<std::size_t>(p.train_pick)];
+  const std::string text = plan_text(p);
+  CHECK(text.find(fmt::format("{:.0f} tokens/s):", pick.best_time.tokens_per_s)) != std::string::npos);
+  CHECK(nlohmann::json::parse(plan_json(p))["layouts"][p.train_pick]["best"]["step_s"].get<double>() ==
+        pick.best_time.step_s);
+
+  // Generation: the pick decodes within 5% of the fastest layout and holds the most sequences of those.
+  REQUIRE(p.gen_pick >= 0);
+  const LayoutPlan& g = p.layouts[static_cast<std::size_t>(p.gen_pick)];
+  for (const LayoutPlan& lp : p.layouts) {
+    if (!lp.gen_fits) continue;
+    CAPTURE(lp.layout.str());
+    CHECK(g.decode.tokens_per_s >= 0.95 * lp.decode.tokens_per_s);
+    if (lp.decode.tokens_per_s >= 0.95 * g.decode.tokens_per_s)
+      CHECK(g.gen_max_batch * g.layout.dp >= lp.gen_max_batch * lp.layout.dp);
+  }
+}
+
+// The step-time terms: tp inside the bubble, attention's backward at 2.5× its forward (and 2× in MFU's
+// model FLOPs), decoding's per-collective latency and f32 hidden states.
+TEST_CASE("step and decode time: their terms") {
+  const model::LlamaConfig m = model::llama_config_preset("llama-3.1-70b");
+  const adapters::AdapterConfig a = spec("lora:r=16");
+  Cluster cl;
+  cl.gpu = gpu_preset("a100-80gb-sxm");
+  cl.network = network_preset("hdr");
+  TrainJob j;
+  j.seq = 8192;
+  j.micro_batch = 1;
+  j.grad_accum = 4;
+  const StepTime t = train_step_time(m, a, Layout{2, 4, 1}, j, cl);
+  CHECK(t.bubble == doctest::Approx(7.0 / 4.0));
+  CHECK(t.step_s == doctest::Approx((std::max(t.compute_s, t.stream_s) + t.tp_s) * t.bubble + t.pp_s + t.dp_s));
+  // Attention's share of the FLOPs per token and layer: 2·H·D·T forward; MFU counts 2× that backward,
+  // the step time 2.5×.
+  const double attn = 2.0 * static_cast<double>(m.n_heads * m.head_dim * j.seq);
+  const double per_token_short = train_model_flops_per_token(m, a, 1);
+  CHECK(train_model_flops_per_token(m, a, j.seq) - per_token_short ==
+        doctest::Approx(3.0 * attn * m.n_layers * (1.0 - 1.0 / static_cast<double>(j.seq))));
+  const StepTime t1 = train_step_time(m, a, Layout{8, 1, 1}, j, cl);
+  TrainJob shortj = j;
+  shortj.seq = 1;
+  shortj.micro_batch = j.seq;  // the same tokens, no attention span
+  const StepTime t0 = train_step_time(m, a, Layout{8, 1, 1}, shortj, cl);
+  CHECK(t1.flops - t0.flops == doctest::Approx(3.5 * attn * m.n_layers * (1.0 - 1.0 / static_cast<double>(j.seq)) *
+                                               static_cast<double>(j.seq * j.grad_accum) / 8));
+
+  GenJob g;
+  g.batch = 4;
+  g.context = 4096;
+  const DecodeTime d1 = decode_step_time(m, Layout{8, 1, 1}, g, cl);
+  Cluster slow = cl;
+  slow.collective_latency_s += 10e-6;
+  CHECK(decode_step_time(m, Layout{8, 1, 1}, g, slow).step_s - d1.step_s ==
+        doctest::Approx(2.0 * m.n_layers * 10e-6));
+  CHECK(decode_step_time(m, Layout{1, 2, 4}, g, slow).step_s - decode_step_time(m, Layout{1, 2, 4}, g, cl).step_s ==
+        doctest::Approx(10e-6));
+}
