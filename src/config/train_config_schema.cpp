@@ -10,7 +10,8 @@ Schema<adapters::AdapterConfig> adapter_schema() {
   using namespace adapters;
   Schema<LoraConfig> lora;
   lora.field("r", &LoraConfig::r, "LoRA rank.").at_least(std::int64_t{1});
-  lora.field("alpha", &LoraConfig::alpha, "Scaling numerator: s = alpha / r (alpha / sqrt(r) with use_rslora).")
+  lora.field("alpha", &LoraConfig::alpha, "Scaling numerator: s = alpha / r (alpha / sqrt(r) with use_rslora). Default 16; PEFT's LoraConfig "
+               "defaults to 8.")
       .greater_than(0.0);
   lora.field("dropout", &LoraConfig::dropout, "Dropout on the LoRA input during training.").range(0.0, 0.999);
   lora.field("targets", &LoraConfig::targets, "Projections to adapt: q, k, v, o, gate, up, down.")
@@ -25,8 +26,10 @@ Schema<adapters::AdapterConfig> adapter_schema() {
       .greater_than(0.0);
   bn.enumeration("placement", &BottleneckConfig::placement, bn_placement_names(),
                  "houlsby (after attention and MLP), pfeiffer (after the MLP) or parallel.");
-  bn.enumeration("activation", &BottleneckConfig::activation, bn_activation_names(), "relu, swish or gelu.");
-  bn.field("scaling", &BottleneckConfig::scaling, "Constant scaling s of the adapter's output.");
+  bn.enumeration("activation", &BottleneckConfig::activation, bn_activation_names(), "relu, swish or gelu. Default relu for every placement (AdapterHub's "
+                 "double_seq_bn, i.e. houlsby, defaults to swish).");
+  bn.field("scaling", &BottleneckConfig::scaling, "Constant scaling s of the adapter's output. Default 1 for every placement "
+           "(AdapterHub's par_bn, i.e. parallel, defaults to 4).");
   bn.field("ln_before", &BottleneckConfig::ln_before, "LayerNorm on the adapter input.");
   bn.field("residual_before_ln", &BottleneckConfig::residual_before_ln, "AdapterHub's residual_before_ln.");
 
@@ -81,14 +84,17 @@ const Schema<train::TrainConfig>& train_config_schema() {
 
     Schema<OptimConfig> o;
     o.field("lr", &OptimConfig::lr, "Peak learning rate.").greater_than(0.0);
-    o.field("weight_decay", &OptimConfig::weight_decay, "Decoupled weight decay (AdamW).").at_least(0.0);
+    o.field("weight_decay", &OptimConfig::weight_decay, "Decoupled weight decay (AdamW, as torch applies it), on the LoRA "
+            "factors and the bottleneck weights; not on biases or LayerNorm.").at_least(0.0);
     o.field("beta1", &OptimConfig::beta1, "Adam beta1.").range(0.0, 0.999999);
     o.field("beta2", &OptimConfig::beta2, "Adam beta2.").range(0.0, 0.999999999);
     o.field("eps", &OptimConfig::eps, "Adam epsilon.").greater_than(0.0);
     o.field("schedule", &OptimConfig::schedule, "constant, linear or cosine (after warmup).")
         .one_of({"constant", "linear", "cosine"});
-    o.field("warmup_steps", &OptimConfig::warmup_steps, "Linear warmup steps.").at_least(std::int64_t{0});
-    o.field("min_lr_ratio", &OptimConfig::min_lr_ratio, "Final learning rate as a fraction of lr.").range(0.0, 1.0);
+    o.field("warmup_steps", &OptimConfig::warmup_steps, "Linear warmup steps from lr 0: the first update runs at lr 0, as in HF's "
+            "schedules (metrics.jsonl logs the lr each step used).").at_least(std::int64_t{0});
+    o.field("min_lr_ratio", &OptimConfig::min_lr_ratio, "The floor the decay reaches at train.steps, as a fraction of lr (HF's "
+            "min_lr_rate: the last step's lr is a little above it); linear and cosine only.").range(0.0, 1.0);
     o.field("max_grad_norm", &OptimConfig::max_grad_norm, "Global gradient-norm clipping (0: off).").at_least(0.0);
     o.field("offload", &OptimConfig::offload,
             "Keep AdamW's fp32 master weights and moments in host RAM, updated by a multithreaded CPU AdamW.");
@@ -110,7 +116,8 @@ const Schema<train::TrainConfig>& train_config_schema() {
             "Steps between evaluations (0: at the end only); a new run also evaluates the base model before its "
             "first step.")
         .at_least(std::int64_t{0});
-    l.field("eval_batches", &LoopConfig::eval_batches, "Micro-batches per evaluation.").at_least(std::int64_t{1});
+    l.field("eval_batches", &LoopConfig::eval_batches, "Micro-batches (of train.micro_batch rows) per evaluation: the eval loss "
+            "is over that many rows, so runs with another micro_batch score other rows.").at_least(std::int64_t{1});
     l.field("log_every", &LoopConfig::log_every, "Steps between progress lines.").at_least(std::int64_t{1});
     l.field("stop_after", &LoopConfig::stop_after,
             "Stop this run after N steps with a checkpoint; running the job again resumes.")

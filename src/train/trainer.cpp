@@ -299,6 +299,9 @@ std::vector<std::string> train_job_warnings(const TrainConfig& cfg) {
                               cfg.optim.warmup_steps, cfg.train.steps, cfg.optim.lr,
                               optim::lr_at(sched, cfg.train.steps - 1)));
   }
+  if (cfg.optim.schedule == "constant" && cfg.optim.min_lr_ratio > 0)
+    out.push_back(fmt::format("optim.min_lr_ratio = {:g} has no effect with optim.schedule = \"constant\"; choose "
+                              "\"linear\" or \"cosine\" for a decay to it", cfg.optim.min_lr_ratio));
   // vLLM's --max-lora-rank takes 1, 8, 16, 32, 64, 128, 256, 320 or 512, and a LoRA's rank must not exceed it.
   if (adapters::kind_has_lora(cfg.adapter.kind) && cfg.adapter.lora.r > 512) {
     out.push_back(fmt::format("adapter.lora.r = {}: PEFT loads the export, but vLLM serves LoRA ranks up to 512 only",
@@ -717,7 +720,11 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
                 step + 1, sums[1], n_loss);
     const std::int64_t n_tokens = static_cast<std::int64_t>(sums[2]);
     const double loss = n_loss > 0 ? sums[0] / static_cast<double>(n_loss) : 0.0;
-    const double norm = opt.reduce_and_clip(cfg.optim.max_grad_norm);
+    // No token of the global batch carries a loss (every row masked, e.g. prompt-only rows under
+    // data.loss_on_completions_only): no gradient, so no update, where AdamW would still move the weights
+    // (its moments, weight decay) and count a step. The step and the data go on.
+    const bool update = n_loss > 0;
+    const double norm = update ? opt.reduce_and_clip(cfg.optim.max_grad_norm) : 0.0;
     const double lr = optim::lr_at(sched, step);
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
       ADAPT_THROW(TrainingDiverged,
@@ -725,7 +732,12 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
                   "the checkpoints in '{}' are untouched. Lower optim.lr, raise optim.warmup_steps or check the data.",
                   step + 1, loss, norm, lr, ckpt_dir.string());
     }
-    if (opt.overlapped()) {
+    if (!update) {
+      opt.finish();
+      if (world.rank() == 0)
+        log::warn("step {}: no token of the batch carries a loss (all its rows are masked): the adapter is not "
+                  "updated at this step", step + 1);
+    } else if (opt.overlapped()) {
       // The CPU update runs while the next forward computes; each layer of it waits for its own weights,
       // which go straight to the GPU. Whatever else reads them first calls opt.finish().
       opt.step_async(lr);
@@ -746,6 +758,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     json record = {{"kind", "train"}, {"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
                    {"tokens_per_s", tps}, {"tokens", n_tokens}, {"loss_tokens", n_loss}, {"step_s", secs},
                    {"model_tflops", model_tflops}, {"comm_bytes", comm_bytes}};
+    if (!update) record["skipped"] = true;
     std::string mfu;
     if (peak_tflops > 0) {
       const double m = model_tflops / (peak_tflops * world.size());

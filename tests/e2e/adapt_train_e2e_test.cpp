@@ -231,6 +231,36 @@ TEST_CASE("metrics: model TFLOP/s from the job's FLOPs per token, MFU against ru
   CHECK(no_peak.train("--set runtime.peak_tflops=-1").code == 2);
 }
 
+TEST_CASE("a batch without loss tokens does not update the adapter (AdamW would move it still)") {
+  // One document whose prompt fills the first rows: under loss_on_completions_only they carry no loss.
+  Job job("", kLora, "loss_on_completions_only = true\n");
+  std::string prompt;
+  for (int i = 0; i < 40; ++i) prompt += "int f" + std::to_string(i) + "(int x) { return x; }\n";
+  test::write_bytes(job.dir / "pc.jsonl", json({{"prompt", prompt}, {"completion", "int g();"}}).dump() + "\n");
+  const std::string data = " --set 'data.inputs=[\"" + (job.dir / "pc.jsonl").string() +
+                           "\"]' --set 'data.globs=[]' --set train.micro_batch=1 --set train.steps=2 --set "
+                           "optim.weight_decay=0.1 --set optim.warmup_steps=0 --set train.eval_every=0";
+  Run r = job.train(data);
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  CHECK(r.out.find("step 1: no token of the batch carries a loss") != std::string::npos);
+  const auto steps = job.metrics("train");
+  REQUIRE(steps.size() == 2);
+  for (const json& m : steps) {
+    CHECK(m["skipped"] == true);
+    CHECK(m["loss_tokens"] == 0);
+    CHECK(m["grad_norm"] == 0.0);
+  }
+  // The adapter is its initial one: the same as with another lr and weight decay, which would move it
+  // otherwise (the decay alone shrinks LoRA's A).
+  const std::string trained = file_read_text(job.dir / "run/adapter/adapter_model.safetensors");
+  Run other = job.train(data + " --set optim.lr=0.1 --set optim.weight_decay=0.5 --set run.dir=" +
+                        (job.dir / "run_other").string());
+  INFO(other.out);
+  REQUIRE(other.code == 0);
+  CHECK(trained == file_read_text(job.dir / "run_other/adapter/adapter_model.safetensors"));
+}
+
 TEST_CASE("training lowers the held-out loss") {
   Job job;
   Run r = job.train("--set train.steps=40 --set optim.lr=3e-2 --set train.eval_every=10 --set checkpoint.every=0");
@@ -330,6 +360,8 @@ TEST_CASE("bad jobs and broken runs") {
   CHECK(no_data.out.find("base model") == std::string::npos);
   expect(job.train("--set data.seq_len=100000 --dry-run"), 2, "seq_len");
   expect(job.train("--set adapter.lora.r=640 --dry-run"), 0, "vLLM serves LoRA ranks up to 512 only");
+  expect(job.train("--set optim.schedule=constant --set optim.min_lr_ratio=0.1 --dry-run"), 0,
+         "optim.min_lr_ratio = 0.1 has no effect with optim.schedule = \"constant\"");
   // A warmup that outlasts the run is valid, but said.
   expect(job.train("--set train.steps=2 --dry-run"), 0,
          "# warning: optim.warmup_steps = 2 is not below train.steps = 2: the learning rate rises from 0 and never "
