@@ -449,33 +449,19 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   // host-side broadcasts below keep the host communicators (tp, pp).
   comm::GridComms device_comms;
   comm::Communicator* model_pp = &pp;
-  if (device) {
-    // The whole model, or this rank's tp shard of its pipeline stage.
-    Timer copy;
-    model = model::llama_model_to_device(std::move(model), *device, job.runtime.weights_dtype,
-                                         job.runtime.weights_device_layers);  // frees the host copy layer by layer
-    model.attention_dtype = model::resolve_attention_dtype(model, job.runtime.attention_dtype);
-    const std::string where = fmt::format("cuda:{} ({})", *device, backend::cuda_device_name(*device));
-    const std::string what =
-        fmt::format("{} weights on {}: {} in {:.2f} s{}; {}", dtype_name(job.runtime.weights_dtype), where,
-                    format_bytes(backend::cuda_memory_stats(*device).allocated), copy.seconds(),
-                    model::streamed_weights_note(model), model::attention_note(model, kv_dtype));
-    if (app.world_size() > 1) log::info_all("{}", what);
-    else log::info0("{}", what);
-    if (job.runtime.cpu_matmul_dtype != DType::F32 && app.world_rank() == 0)
-      log::warn("runtime.cpu_matmul_dtype = \"bf16\": used only with runtime.device = \"cpu\"; ignored on the GPU, "
-                "where runtime.weights_dtype = \"bf16\" runs bf16 GEMMs");
-    if (tp.size() > 1 || pp.size() > 1) {
-      device_comms = comm::device_grid_comms_for_model(app.world(), app.grid(), *device, tp.options());
-      model.tp.comm = device_comms.tp.get();
-      model_pp = device_comms.pp.get();
-    }
-  } else {
-    model.attention_dtype = model::resolve_attention_dtype(model, job.runtime.attention_dtype);
-    log::info0("{}", model::attention_note(model, kv_dtype));
-    if (const std::string unused = model::gpu_only_settings(job.runtime.weights_device_layers);
-        !unused.empty() && app.world_rank() == 0)
-      log::warn("{}: used only with a model on a GPU; ignored with runtime.device = \"cpu\"", unused);
+  // The whole model, or this rank's tp shard of its pipeline stage.
+  model = model::llama_model_place(std::move(model),
+                                   {.device = device,
+                                    .weights_dtype = job.runtime.weights_dtype,
+                                    .weights_device_layers = job.runtime.weights_device_layers,
+                                    .attention_dtype = job.runtime.attention_dtype,
+                                    .cpu_matmul_dtype = job.runtime.cpu_matmul_dtype,
+                                    .kv_dtype = kv_dtype},
+                                   app.world_rank(), app.world_size());
+  if (device && (tp.size() > 1 || pp.size() > 1)) {
+    device_comms = comm::device_grid_comms_for_model(app.world(), app.grid(), *device, tp.options());
+    model.tp.comm = device_comms.tp.get();
+    model_pp = device_comms.pp.get();
   }
   generate::Generator gen(model, tok);
   gen.set_options({.prefill_chunk = job.runtime.prefill_chunk,

@@ -7,6 +7,10 @@
 #include "backend/backend.h"
 #include "backend/caching_allocator.h"
 #include "core/error.h"
+#include "core/log.h"
+#include "core/strings.h"
+#include "core/timer.h"
+#include "model/attention_compute.h"
 #include "model/weight_stream.h"
 
 namespace adapt::model {
@@ -104,6 +108,30 @@ LlamaModel llama_model_to_device(LlamaModel host, int device, DType weight_dtype
 std::string gpu_only_settings(std::int64_t weights_device_layers) {
   if (weights_device_layers < 0) return "";
   return fmt::format("runtime.weights_device_layers = {}", weights_device_layers);
+}
+
+LlamaModel llama_model_place(LlamaModel model, const ModelPlacement& p, int world_rank, int world_size) {
+  if (p.device) {
+    Timer copy;
+    // Frees the host copy layer by layer.
+    model = llama_model_to_device(std::move(model), *p.device, p.weights_dtype, p.weights_device_layers);
+    model.attention_dtype = resolve_attention_dtype(model, p.attention_dtype);
+    const std::string what =
+        fmt::format("{} weights on cuda:{} ({}): {} in {:.2f} s{}; {}", dtype_name(p.weights_dtype), *p.device,
+                    backend::cuda_device_name(*p.device), format_bytes(backend::cuda_memory_stats(*p.device).allocated),
+                    copy.seconds(), streamed_weights_note(model), attention_note(model, p.kv_dtype));
+    if (world_size > 1) log::info_all("{}", what);
+    else log::info0("{}", what);
+    if (p.cpu_matmul_dtype != DType::F32 && world_rank == 0)
+      log::warn("runtime.cpu_matmul_dtype = \"bf16\": used only with runtime.device = \"cpu\"; ignored on the GPU, "
+                "where runtime.weights_dtype = \"bf16\" runs bf16 GEMMs");
+  } else {
+    model.attention_dtype = resolve_attention_dtype(model, p.attention_dtype);
+    log::info0("{}", attention_note(model, p.kv_dtype));
+    if (const std::string unused = gpu_only_settings(p.weights_device_layers); !unused.empty() && world_rank == 0)
+      log::warn("{}: used only with a model on a GPU; ignored with runtime.device = \"cpu\"", unused);
+  }
+  return model;
 }
 
 Device model_device(const LlamaModel& model) {

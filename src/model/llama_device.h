@@ -7,6 +7,7 @@
 // collectives then take device buffers (comm/comm_kind.h picks NCCL or MPI with host staging).
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "model/attention_options.h"
@@ -37,6 +38,22 @@ LlamaModel llama_model_to_device(LlamaModel host, int device, DType weight_dtype
 /// "runtime.key = value" (today runtime.weights_device_layers); "" otherwise. For the warning of a job
 /// that runs on the CPU with them set.
 std::string gpu_only_settings(std::int64_t weights_device_layers);
+
+/// The [runtime] settings of adapt_train and adapt_gen that place a loaded model.
+struct ModelPlacement {
+  std::optional<int> device;                // cuda:N, or the host
+  DType weights_dtype = DType::BF16;        // runtime.weights_dtype (on a GPU)
+  std::int64_t weights_device_layers = -1;  // runtime.weights_device_layers (on a GPU)
+  AttentionDtype attention_dtype = AttentionDtype::Auto;
+  DType cpu_matmul_dtype = DType::F32;      // runtime.cpu_matmul_dtype (on the host)
+  std::optional<DType> kv_dtype;            // generation: the KV cache's, for the attention line
+};
+
+/// `model` placed as `p` says, with its attention type resolved: on a GPU, llama_model_to_device and
+/// a line saying where its weights went (from every rank when world_size > 1); on the host, a line on
+/// attention. Rank 0 warns of the settings that the placement ignores (cpu_matmul_dtype on a GPU,
+/// weights_device_layers on the host).
+LlamaModel llama_model_place(LlamaModel model, const ModelPlacement& p, int world_rank, int world_size);
 
 /// Where the model's weights live: Device{Cpu} for a host model, cuda:N after llama_model_to_device.
 Device model_device(const LlamaModel& model);

@@ -379,27 +379,13 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
               : model::llama_model_load(cfg.model.path, {.storage = storage}, &stats);
   log::info0("base model {}: {} layers, {} parameters, loaded in {:.2f} s", cfg.model.path.string(), model.config.n_layers,
              format_count(model::llama_param_counts(model.config).total), stats.seconds);
-  if (device) {
-    Timer copy;
-    model = model::llama_model_to_device(std::move(model), *device, cfg.runtime.weights_dtype,
-                                         cfg.runtime.weights_device_layers);  // frees the host copy layer by layer
-    model.attention_dtype = model::resolve_attention_dtype(model, cfg.runtime.attention_dtype);
-    const std::string what =
-        fmt::format("{} weights on cuda:{} ({}): {} in {:.2f} s{}; {}", dtype_name(cfg.runtime.weights_dtype), *device,
-                    backend::cuda_device_name(*device), format_bytes(backend::cuda_memory_stats(*device).allocated),
-                    copy.seconds(), model::streamed_weights_note(model), model::attention_note(model));
-    if (world.size() > 1) log::info_all("{}", what);
-    else log::info0("{}", what);
-    if (cfg.runtime.cpu_matmul_dtype != DType::F32 && world.rank() == 0)
-      log::warn("runtime.cpu_matmul_dtype = \"bf16\": used only with runtime.device = \"cpu\"; ignored on the GPU, "
-                "where runtime.weights_dtype = \"bf16\" runs bf16 GEMMs");
-  } else {
-    model.attention_dtype = model::resolve_attention_dtype(model, cfg.runtime.attention_dtype);
-    log::info0("{}", model::attention_note(model));
-    if (const std::string unused = model::gpu_only_settings(cfg.runtime.weights_device_layers);
-        !unused.empty() && world.rank() == 0)
-      log::warn("{}: used only with a model on a GPU; ignored with runtime.device = \"cpu\"", unused);
-  }
+  model = model::llama_model_place(std::move(model),
+                                   {.device = device,
+                                    .weights_dtype = cfg.runtime.weights_dtype,
+                                    .weights_device_layers = cfg.runtime.weights_device_layers,
+                                    .attention_dtype = cfg.runtime.attention_dtype,
+                                    .cpu_matmul_dtype = cfg.runtime.cpu_matmul_dtype},
+                                   world.rank(), world.size());
   // With the model on GPUs, its tp collectives and the pipeline's transfers take device buffers: NCCL
   // where every rank of the group has its own GPU, else MPI staging them through host memory. The
   // host-side work (the optimizer, checkpoints, the gradient sum over the stages) keeps the host
