@@ -26,7 +26,7 @@ TEST_CASE("inputs/prompts.toml parses and resolves paths against its folder") {
   CHECK(j.model.path == (test::source_dir() / "demo/tiny-model").lexically_normal());
   CHECK(j.prompts[1].temperature == 0.8);
   CHECK(j.prompts[2].text.has_value());
-  CHECK(j.defaults.stop == std::vector<std::string>{"<|eot_id|>"});
+  CHECK(j.defaults.stop.empty());  // replies end at the model's end tokens; a stop string is text
   CHECK(j.runtime.batch_size == 8);
   GenJob o = config::load(file, config::gen_job_schema(), {"defaults.max_new_tokens=7", "prompts[0].seed=3"});
   CHECK(o.defaults.max_new_tokens == 7);
