@@ -170,11 +170,16 @@ def check_chat_template(tok_dir: Path) -> None:
     config = json.loads((tok_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
     # transformers renders chat templates with trim_blocks and lstrip_blocks.
     env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
+    # transformers' tojson filter: json.dumps with non-ASCII kept (Jinja's own escapes HTML).
+    env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
+        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
     template = env.from_string(config["chat_template"])
+    tool = ' {"r": "é"}\n'
     messages = [
         {"role": "system", "content": " Be brief. "},
         {"role": "user", "content": "Hi\n"},
         {"role": "assistant", "content": "Hello."},
+        {"role": "tool", "content": tool},
         {"role": "user", "content": "Bye"},
     ]
     got = template.render(messages=messages, bos_token=config["bos_token"], add_generation_prompt=True)
@@ -182,7 +187,8 @@ def check_chat_template(tok_dir: Path) -> None:
     want = (
         "<|begin_of_text|>" + header.format("system") + "Cutting Knowledge Date: December 2023\n"
         "Today Date: 26 Jul 2024\n\nBe brief.<|eot_id|>" + header.format("user") + "Hi<|eot_id|>"
-        + header.format("assistant") + "Hello.<|eot_id|>" + header.format("user") + "Bye<|eot_id|>"
+        + header.format("assistant") + "Hello.<|eot_id|>" + header.format("ipython") + json.dumps(tool, ensure_ascii=False)
+        + "<|eot_id|>" + header.format("user") + "Bye<|eot_id|>"
         + header.format("assistant")
     )
     expect(got == want, f"chat_template renders {got!r}, expected {want!r}")

@@ -64,7 +64,8 @@ META_SHA256 = "82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55"
 MS = "\u2581"
 
 # Llama 3.1 Instruct chat template without tools (as in src/tokenizer/tokenizer_json.cpp; the hub
-# template's tool branches are not taken when no tools are given).
+# template's tool-definition and tool-call branches are not taken when no tools are given; its tool
+# result branch is kept as the hub writes it: a string is iterable in Jinja, so `| tojson` quotes it).
 CHAT_TEMPLATE = """{{- bos_token }}
 {%- if not date_string is defined %}{%- set date_string = "26 Jul 2024" %}{%- endif %}
 {%- if messages[0]['role'] == 'system' %}
@@ -81,10 +82,16 @@ CHAT_TEMPLATE = """{{- bos_token }}
 {%- for message in messages %}
     {%- if message['role'] == 'ipython' or message['role'] == 'tool' %}
         {{- "<|start_header_id|>ipython<|end_header_id|>\\n\\n" }}
+        {%- if message.content is mapping or message.content is iterable %}
+            {{- message.content | tojson }}
+        {%- else %}
+            {{- message.content }}
+        {%- endif %}
+        {{- "<|eot_id|>" }}
     {%- else %}
         {{- "<|start_header_id|>" + message['role'] + "<|end_header_id|>\\n\\n" }}
+        {{- message['content'] | trim + "<|eot_id|>" }}
     {%- endif %}
-    {{- message['content'] | trim + "<|eot_id|>" }}
 {%- endfor %}
 {%- if add_generation_prompt %}
     {{- "<|start_header_id|>assistant<|end_header_id|>\\n\\n" }}
@@ -482,6 +489,9 @@ def main():
     write_jsonl(out / "llama3_decode.jsonl", dec)
 
     env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    # transformers replaces Jinja's tojson (which escapes HTML) with json.dumps, non-ASCII kept.
+    env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
+        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
     template = env.from_string(CHAT_TEMPLATE)
     enc_text = lambda s: enc.encode(s, allowed_special=set(), disallowed_special=())  # noqa: E731
     dialogs = [
@@ -495,6 +505,8 @@ def main():
         [{"role": "user", "content": "```python\ndef f(x):\n    return x * 2\n```\n"}],
         [{"role": "user", "content": "Run it"}, {"role": "ipython", "content": "{\"result\": 42}"},
          {"role": "tool", "content": "ok"}],
+        [{"role": "user", "content": "Read it"}, {"role": "tool", "content": " line 1\n\t\"quoted\" \\ é 😀 \x01\x7f "},
+         {"role": "assistant", "content": "Done."}],
         [{"role": "system", "content": "\u3000Ｆｕｌｌ\u3000"}, {"role": "user", "content": "\x1c\x1d sep \x1e\x1f"}],
     ]
     chat = []

@@ -19,7 +19,8 @@ struct ChatMessage {
 
 /// Which published layout to reproduce. Both: <|begin_of_text|>, then per message
 /// <|start_header_id|>role<|end_header_id|> "\n\n" content <|eot_id|>, content trimmed of white space
-/// at both ends (Python str.strip), then optionally the generation prompt
+/// at both ends (Python str.strip; Hf31 writes a "tool" or "ipython" message's content as a JSON string
+/// instead, as HF's template does), then optionally the generation prompt
 /// <|start_header_id|>assistant<|end_header_id|> "\n\n".
 enum class ChatTemplate {
   /// HF Llama-3.1-*-Instruct tokenizer_config.json chat_template without tools: a system block is

@@ -18,7 +18,8 @@ namespace {
 using Json = nlohmann::ordered_json;
 
 // Llama 3.1 instruct template without tool calling (SPEC-llama §4.5): BOS, an always-present system
-// block with the knowledge/date lines, then header + trimmed content + <|eot_id|> per message.
+// block with the knowledge/date lines, then header + trimmed content + <|eot_id|> per message; a tool
+// result's content as the hub template writes it (`| tojson`: a JSON string, not trimmed).
 constexpr std::string_view kLlama31ChatTemplate = R"({{- bos_token }}
 {%- if not date_string is defined %}
     {%- set date_string = "26 Jul 2024" %}
@@ -37,10 +38,16 @@ constexpr std::string_view kLlama31ChatTemplate = R"({{- bos_token }}
 {%- for message in messages %}
     {%- if message['role'] == 'ipython' or message['role'] == 'tool' %}
         {{- "<|start_header_id|>ipython<|end_header_id|>\n\n" }}
+        {%- if message.content is mapping or message.content is iterable %}
+            {{- message.content | tojson }}
+        {%- else %}
+            {{- message.content }}
+        {%- endif %}
+        {{- "<|eot_id|>" }}
     {%- else %}
         {{- "<|start_header_id|>" + message['role'] + "<|end_header_id|>\n\n" }}
+        {{- message['content'] | trim + "<|eot_id|>" }}
     {%- endif %}
-    {{- message['content'] | trim + "<|eot_id|>" }}
 {%- endfor %}
 {%- if add_generation_prompt %}
     {{- "<|start_header_id|>assistant<|end_header_id|>\n\n" }}

@@ -108,7 +108,15 @@ bool record_fill(const json& record, RecordFormat format, const std::string& whe
                           msg["content"].is_string(),
                       IoError, "{}: messages[{}] must be an object with string \"role\" and \"content\" fields, got {}",
                       where, i, msg.dump().substr(0, 120));
-        doc.messages.push_back({msg["role"].get<std::string>(), msg["content"].get<std::string>()});
+        const std::string role = msg["role"].get<std::string>();
+        // Llama 3.1's roles; another (ShareGPT's "human"/"gpt") would be written as a header of its own,
+        // and under loss_on_completions_only leave no assistant turn to learn from.
+        ADAPT_REQUIRE(role == "system" || role == "user" || role == "assistant" || role == "tool" || role == "ipython",
+                      IoError,
+                      "{}: messages[{}] has role \"{}\"; Llama 3.1's chat layout takes system, user, assistant, tool "
+                      "or ipython (convert ShareGPT's human/gpt to user/assistant)",
+                      where, i, role);
+        doc.messages.push_back({role, msg["content"].get<std::string>()});
       }
       return !doc.messages.empty();
     }

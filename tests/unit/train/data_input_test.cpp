@@ -203,6 +203,10 @@ TEST_CASE("bad inputs fail with file:line and what to do") {
   SUBCASE("bad chat message") {
     fails("{\"messages\": [{\"role\": \"user\"}]}\n", f + ":1: messages[0] must be an object with string \"role\"");
   }
+  SUBCASE("chat role outside Llama 3.1's") {
+    fails("{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"gpt\", \"content\": \"b\"}]}\n",
+          f + ":1: messages[1] has role \"gpt\"");
+  }
   SUBCASE("messages not an array") { fails("{\"messages\": \"hi\"}\n", f + ":1: \"messages\" must be an array"); }
   SUBCASE("format forced by data.format") {
     fails("{\"text\": \"a\"}\n", f + ":1: a text record, but data.format = \"chat\"", DataFormat::Chat);
