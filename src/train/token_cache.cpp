@@ -26,7 +26,8 @@ namespace {
 
 using nlohmann::json;
 
-constexpr std::int64_t kCacheVersion = 1;
+// 2: chat data's tool results laid out as HF's template writes them (a JSON string).
+constexpr std::int64_t kCacheVersion = 2;
 constexpr std::string_view kMagic = "ADAPTTOK";
 constexpr std::uint64_t kAlign = 64;
 /// Documents tokenized per parallel chunk: bounded by count and by text bytes.
