@@ -350,7 +350,6 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     }
   }
   ADAPT_REQUIRE(!input.empty(), ConfigError, "adapt_gen needs --input prompts.toml; run adapt_gen --help");
-  const StopSignalGuard signals;  // SIGUSR1/SIGTERM stop the job after its current step (see below)
   const generate::GenJob job = config::load(input, config::gen_job_schema(), sets);
   // The GPU first: a node without one fails here, before the tokenizer or the weights are read.
   const std::optional<int> device = apps::app_device_resolve(
@@ -424,6 +423,15 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     });
     return 0;
   }
+  // An output folder that cannot be written fails the job now, not after the weights are read. One job
+  // at a time on a results file (each --shard has its own): rank 0 holds its lock until the job ends.
+  std::optional<FileLock> results_lock;
+  train::on_root(app.world(), "check the output folder", [&] {
+    dir_require_writable(job.output.dir, "output.dir");
+    fs::create_directories(results_path.parent_path());
+    results_lock.emplace(results_path.parent_path() / ("." + results_path.filename().string() + ".lock"),
+                         fmt::format("the results file '{}'", results_path.string()));
+  });
   const int dp = app.grid().dp_size(), dp_rank = app.comms().dp->rank();
   // With tp and pp, the ranks of a replica each hold their slices of the weights (tp: heads, FFN,
   // vocabulary and KV heads; pp: a stage's layers) and run every step together; each gets the whole
@@ -838,6 +846,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // SIGUSR1/SIGTERM from the process's start stop the job after its current step (see run()), also
+  // when they come while MPI starts or the model loads (exit 75, and the job is requeued).
+  const StopSignalGuard signals;
   apps::ParallelApp app(argc, argv);
   return app.run([&]() -> int {
     if (argc < 2) {

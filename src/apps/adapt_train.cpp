@@ -84,10 +84,6 @@ job keys:
 )";
 
 int run(int argc, char** argv, apps::ParallelApp& app) {
-  // SIGUSR1/SIGTERM from here on stop the job at the first step boundary with a checkpoint (exit 75), also
-  // when they come while the model loads: the default action would kill the rank, and the job would fail
-  // instead of being requeued.
-  const StopSignalGuard signals;
   std::string path;
   std::vector<std::string> sets;
   bool dry_run = false;
@@ -159,6 +155,10 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // SIGUSR1/SIGTERM from the process's start stop the job at the first step boundary with a checkpoint
+  // (exit 75), also when they come while MPI starts or the model loads: the default action would kill
+  // the rank, and the job would fail instead of being requeued.
+  const StopSignalGuard signals;
   apps::ParallelApp app(argc, argv);
   return app.run([&]() -> int {
     if (argc < 2) {

@@ -67,8 +67,10 @@ class ParallelApp {
       MPI_Comm_rank(MPI_COMM_WORLD, &rank);
       MPI_Comm_size(MPI_COMM_WORLD, &size);
       log::set_rank(rank, size);
+      comm::CommOptions options;
       try {
         comm::launch_env_check_mpi(launch_, rank, size);
+        options = comm::comm_options_from_env();
       } catch (const Error& e) {
         log::error("{}", e.what());
         if (size > 1) MPI_Abort(MPI_COMM_WORLD, static_cast<int>(e.exit_code()));
@@ -76,7 +78,7 @@ class ParallelApp {
         std::exit(static_cast<int>(e.exit_code()));
       }
       log::debug("launch: {}", comm::describe(launch_));
-      if (size > 1) world_ = comm::MpiCommunicator::world();
+      if (size > 1) world_ = comm::MpiCommunicator::world(options);
     }
     if (!world_) world_ = std::make_unique<comm::LocalCommunicator>();
   }
@@ -150,8 +152,8 @@ class ParallelApp {
       }
       return fail_alone(e.what(), code);
     } catch (const std::exception& e) {
-      return fail_alone(fmt::format("{} (this is a bug in adapt; please report it)", e.what()),
-                        static_cast<int>(ExitCode::Internal));
+      const UnexpectedError u = classify_unexpected(e);
+      return fail_alone(u.message, static_cast<int>(u.code));
     }
   }
 

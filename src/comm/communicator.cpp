@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+#include <cstdlib>
+
 #include "core/error.h"
 
 namespace adapt::comm {
@@ -76,6 +79,18 @@ std::string comm_timeout_message(int world_rank, Collective c, double timeout_s,
       "rank {}: {} timed out after {}s in group {} (call #{}). A peer of this group did not reach "
       "the same collective: it failed, is stuck, or the ranks issue collectives in different orders",
       world_rank, collective_name(c), timeout_s, group, seq);
+}
+
+CommOptions comm_options_from_env() {
+  CommOptions o;
+  if (const char* v = std::getenv("ADAPT_COMM_TIMEOUT_S"); v != nullptr && *v != '\0') {
+    char* end = nullptr;
+    const double s = std::strtod(v, &end);
+    ADAPT_REQUIRE(end != v && *end == '\0' && s > 0 && std::isfinite(s), ConfigError,
+                  "ADAPT_COMM_TIMEOUT_S = '{}': give the seconds a collective may wait for its peers (e.g. 1800)", v);
+    o.timeout_s = s;
+  }
+  return o;
 }
 
 Communicator::Communicator(std::string name, const CommOptions& options) : name_(std::move(name)), options_(options) {

@@ -51,6 +51,10 @@ struct CommOptions {
   std::int64_t max_elems_per_call = 2147483647;
 };
 
+/// CommOptions with the timeout from $ADAPT_COMM_TIMEOUT_S when set (seconds, > 0), else the default.
+/// ConfigError naming the variable for a value that is not a positive number.
+CommOptions comm_options_from_env();
+
 /// Traffic of one collective kind on one communicator, as seen by this rank.
 struct CollectiveStats {
   std::int64_t calls = 0;

@@ -14,8 +14,9 @@ int app_main(const std::function<int()>& body) {
     log::error("{}", e.what());
     return static_cast<int>(e.exit_code());
   } catch (const std::exception& e) {
-    log::error("{} (this is a bug in adapt; please report it)", e.what());
-    return static_cast<int>(ExitCode::Internal);
+    const UnexpectedError u = classify_unexpected(e);
+    log::error("{}", u.message);
+    return static_cast<int>(u.code);
   }
 }
 

@@ -84,6 +84,15 @@ class InternalError : public Error {
       : Error(std::move(message) + " (this is a bug in adapt; please report it)", where, ExitCode::Internal) {}
 };
 
+/// What a top-level handler reports for an exception that is not an Error: a std::filesystem error
+/// (a folder that cannot be created, a read-only or full file system) is the input's problem, exit
+/// code Io, with what to check; anything else is a bug in adapt, exit code Internal.
+struct UnexpectedError {
+  ExitCode code;
+  std::string message;
+};
+UnexpectedError classify_unexpected(const std::exception& e);
+
 }  // namespace adapt
 
 #define ADAPT_HERE (::adapt::SourceLoc{__FILE__, __LINE__})

@@ -1,15 +1,19 @@
 #include "core/file.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <utility>
 
 #include "core/error.h"
+#include "core/log.h"
 
 namespace adapt {
 
@@ -118,8 +122,58 @@ void dir_fsync(const fs::path& dir) {
   ::close(fd);
 }
 
+FileLock::FileLock(const fs::path& path, std::string_view what) {
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  ADAPT_REQUIRE(fd_ >= 0, IoError, "cannot create the lock file '{}': {}", path.string(), std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    if (err != EWOULDBLOCK) {  // ENOLCK, EOPNOTSUPP: the file system has no flock
+      log::warn("{}: cannot lock '{}' ({}): nothing keeps a second job from using it at the same time",
+                what, path.string(), std::strerror(err));
+      ::close(fd_);
+      fd_ = -1;
+      return;
+    }
+    std::string holder = file_read_text(path);
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    ::close(fd_);
+    fd_ = -1;
+    ADAPT_THROW(IoError, "{} is in use by another job ({}): wait for it to end, or choose another folder", what,
+                holder.empty() ? "it holds " + path.string() : holder);
+  }
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  const char* job = std::getenv("SLURM_JOB_ID");
+  const std::time_t now = std::time(nullptr);
+  char when[32] = {};
+  std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", std::localtime(&now));
+  const std::string holder = fmt::format("host {}, pid {}{}, since {}\n", host, ::getpid(),
+                                         job ? fmt::format(", Slurm job {}", job) : std::string(), when);
+  if (::ftruncate(fd_, 0) == 0) fd_write_all(fd_, holder.data(), holder.size(), path);
+}
+
+FileLock::~FileLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the lock
+}
+
+void dir_require_writable(const fs::path& dir, std::string_view what) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  ADAPT_REQUIRE(!ec, IoError, "{} '{}': cannot create it: {}. Choose a folder you can write to.", what, dir.string(),
+                ec.message());
+  const fs::path probe = dir / (".adapt-write-test." + std::to_string(::getpid()));
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ADAPT_REQUIRE(fd >= 0, IoError, "{} '{}' is not writable: {}. Choose a folder you can write to.", what, dir.string(),
+                std::strerror(errno));
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
 void file_write_atomic(const fs::path& path, const std::function<void(int fd)>& write) {
-  const fs::path tmp = fs::path(path.string() + ".tmp." + std::to_string(::getpid()));
+  // The host in the name too: processes of two nodes sharing a folder may have the same pid.
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  const fs::path tmp = fs::path(path.string() + ".tmp." + std::to_string(::getpid()) + (host[0] ? "." : "") + host);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   ADAPT_REQUIRE(fd >= 0, IoError, "cannot create '{}': {}. Check that the folder exists and is writable.",
                 tmp.string(), std::strerror(errno));

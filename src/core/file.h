@@ -42,7 +42,27 @@ std::string file_read_text(const fs::path& path);
 /// Reads `n_bytes` at `offset` with pread; IoError when the file is shorter.
 void file_read_at(const fs::path& path, std::uint64_t offset, void* dst, std::size_t n_bytes);
 
-/// Writes a file atomically: `write(fd)` fills `<path>.tmp.<pid>`, which is fsynced and renamed over
+/// An exclusive lock on `path` (flock), held until destroyed; the kernel releases it when the process
+/// ends, so a killed job leaves no stale lock. The file records its holder (host, pid, Slurm job, time)
+/// for the message another process gets. On a file system without flock (some NFS mounts) a warning
+/// says that the folder is not protected, and nothing is locked.
+class FileLock {
+ public:
+  /// Takes the lock, or throws IoError naming `what` (e.g. "run.dir '...'"), its holder and what to do.
+  FileLock(const fs::path& path, std::string_view what);
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+/// Creates `dir` if needed and checks that a file can be created in it; IoError naming `what` (the
+/// setting, e.g. "run.dir") otherwise. For jobs that should fail before minutes of loading, not after.
+void dir_require_writable(const fs::path& dir, std::string_view what);
+
+/// Writes a file atomically: `write(fd)` fills `<path>.tmp.<pid>.<host>`, which is fsynced and renamed over
 /// `path`, then the folder is fsynced. On any failure (including a full disk) the temporary file is
 /// removed, the previous `path` is untouched, and IoError is thrown.
 void file_write_atomic(const fs::path& path, const std::function<void(int fd)>& write);

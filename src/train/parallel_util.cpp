@@ -1,5 +1,6 @@
 #include "train/parallel_util.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <string>
@@ -8,6 +9,18 @@
 #include "core/log.h"
 
 namespace adapt::train {
+
+void on_root(comm::Communicator& comm, std::string_view what, const std::function<void()>& fn, double wait_s) {
+  const double timeout = comm.options().timeout_s;
+  comm.set_timeout(std::max(timeout, wait_s));
+  try {
+    on_root(comm, what, fn);
+  } catch (...) {
+    comm.set_timeout(timeout);
+    throw;
+  }
+  comm.set_timeout(timeout);
+}
 
 void on_root(comm::Communicator& comm, std::string_view what, const std::function<void()>& fn) {
   if (comm.size() == 1) {
@@ -25,8 +38,9 @@ void on_root(comm::Communicator& comm, std::string_view what, const std::functio
       message = e.what();
       where = e.where();
     } catch (const std::exception& e) {
-      code = static_cast<std::int64_t>(ExitCode::Internal);
-      message = fmt::format("{} (this is a bug in adapt; please report it)", e.what());
+      const UnexpectedError u = classify_unexpected(e);
+      code = static_cast<std::int64_t>(u.code);
+      message = u.message;
     }
   }
   comm.all_reduce(&code, 1, comm::CommDType::I64, comm::ReduceOp::Max);

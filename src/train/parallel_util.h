@@ -25,6 +25,9 @@ class CollectiveError : public Error {
 /// stay quiet; `what` goes to their debug log).
 /// On one rank, `fn`'s exception passes unchanged. Called by all ranks of `comm`.
 void on_root(comm::Communicator& comm, std::string_view what, const std::function<void()>& fn);
+/// The same where `fn` may take longer than a collective's timeout (tokenizing a corpus, writing a
+/// merged model): the other ranks wait up to `wait_s` (at least their timeout) for its status.
+void on_root(comm::Communicator& comm, std::string_view what, const std::function<void()>& fn, double wait_s);
 
 /// Rank 0's `s` on every rank of `comm`. Called by all ranks of `comm`.
 std::string broadcast_string(comm::Communicator& comm, const std::string& s);

@@ -107,8 +107,11 @@ std::int64_t grid_comm_bytes(const comm::GridComms& comms) {
   return n;
 }
 
-/// How long the other ranks wait for rank 0 to tokenize the data (seconds).
-constexpr double kTokenizeWait_s = 24 * 3600.0;
+/// How long the other ranks wait for rank 0 to tokenize the data or to write the adapter and a merged
+/// model (seconds): a large corpus, or 140 GB of merged Llama 3.1 70B, outlasts a collective's timeout.
+constexpr double kRootWorkWait_s = 24 * 3600.0;
+/// The same for a checkpoint: a slow parallel file system may take minutes.
+constexpr double kCheckpointWait_s = 3600.0;
 
 /// "key = value" of a resolved job (config::to_toml's layout: [section] headers, one key a line, "# key =
 /// (unset)" for an absent optional key), by "section.key".
@@ -333,8 +336,16 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   TrainOutcome out;
   if (world.rank() == 0)
     for (const std::string& w : train_job_warnings(cfg)) log::warn("{}", w);
-  fs::create_directories(cfg.run.dir);
   const fs::path ckpt_dir = cfg.checkpoint.dir.value_or(cfg.run.dir / "checkpoints");
+  // Folders that cannot be written fail the job now, not after the data and the weights are read.
+  // One job at a time in a run folder: a second (a resubmission while the first still runs) would resume
+  // from the first's checkpoints and remove its newer ones. Rank 0 holds the lock until the job ends.
+  std::optional<FileLock> run_lock;
+  on_root(world, "check the run folder", [&] {
+    dir_require_writable(cfg.run.dir, "run.dir");
+    if (cfg.checkpoint.dir) dir_require_writable(*cfg.checkpoint.dir, "checkpoint.dir");  // else inside run.dir
+    run_lock.emplace(cfg.run.dir / ".lock", fmt::format("run.dir '{}'", cfg.run.dir.string()));
+  });
 
   // The job against the model's config, and the data, before the weights are read: a bad input fails
   // in seconds, not after minutes of loading.
@@ -348,15 +359,13 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   }
   // Rank 0 tokenizes (or reuses the cache); every rank then opens the same cache files. A first
   // tokenization of a large corpus may outlast a collective's timeout: the others wait up to a day.
-  {
-    const double timeout = world.options().timeout_s;
-    world.set_timeout(std::max(timeout, kTokenizeWait_s));
-    on_root(world, "prepare the token cache", [&] {
-      token_cache_update(cfg.data, DataInputs::Train, tok);
-      if (!cfg.data.eval_inputs.empty()) token_cache_update(cfg.data, DataInputs::Eval, tok);
-    });
-    world.set_timeout(timeout);
-  }
+  on_root(
+      world, "prepare the token cache",
+      [&] {
+        token_cache_update(cfg.data, DataInputs::Train, tok);
+        if (!cfg.data.eval_inputs.empty()) token_cache_update(cfg.data, DataInputs::Eval, tok);
+      },
+      kRootWorkWait_s);
   TrainData data = train_data_open(cfg.data, tok);
 
   model::LlamaLoadStats stats;
@@ -548,7 +557,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
       st.floats["train/loss"] = last_loss;
       st.strings[kCheckpointKindKey] = adapters::adapter_kind_name(cfg.adapter.kind);
       checkpoint::checkpoint_save(ckpt_dir, st, {.keep_last = static_cast<int>(cfg.checkpoint.keep_last)});
-    });
+    }, kCheckpointWait_s);
   };
   auto evaluate = [&]() -> double {
     opt.finish();  // an overlapped update complete before the weights are read outside a training forward
@@ -786,7 +795,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   if (!out.stopped_by_signal && !out.stopped_early) {
     const fs::path adapter_dir = cfg.run.dir / "adapter";
     const adapters::AdapterSet whole = set.tp_gathered();  // collective over tp
-    on_root(world, "export the adapter", [&] {
+    on_root(world, "export the adapter", [&] {  // up to a day: a merged 70B model is 140 GB
       adapters::adapter_export(whole, adapter_dir, {.base_model = cfg.model.path.string()});
       log::info0("done: {} steps; adapter written to {}", step, adapter_dir.string());
       if (cfg.run.merge) {
@@ -797,7 +806,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
         log::info0("merged model ({} LoRA sites, {} in {} file(s)) written to {} in {:.1f} s", m.n_sites,
                    format_bytes(m.bytes), m.shards.size(), merged_dir.string(), t.seconds());
       }
-    });
+    }, kRootWorkWait_s);
   }
   return out;
 }

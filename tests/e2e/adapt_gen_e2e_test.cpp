@@ -185,6 +185,32 @@ TEST_CASE("the model's eos_token_id (generation_config.json, else config.json) e
   CHECK(bad.out.find("generation_config.json': eos_token_id must be a token id") != std::string::npos);
 }
 
+TEST_CASE("one job at a time on a results file; an output folder that cannot be written fails before loading") {
+  test::TempDir dir;
+  make_tiny_model(dir.path());
+  test::write_bytes(dir / "job.toml", "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\n"
+                                      "max_new_tokens = 2\n[[prompts]]\nid = \"a\"\ntext = \"int\"\n");
+  fs::create_directories(dir / "out");
+  const std::string held = "bash -c 'exec 9>" + (dir / "out/.results.jsonl.lock").string() +
+                           " && flock -x 9 && " + (test::binary_dir() / "bin/adapt_gen").string() + " --input " +
+                           (dir / "job.toml").string() + "'";
+  std::string out;
+  CHECK(test::run_command(held, &out) == 3);
+  CHECK(out.find("is in use by another job") != std::string::npos);
+  CHECK(out.find("loaded ") == std::string::npos);
+  // Another share (--shard) has its own results file and lock.
+  std::string other;
+  CHECK(test::run_command("bash -c 'exec 9>" + (dir / "out/.results.jsonl.lock").string() + " && flock -x 9 && " +
+                              (test::binary_dir() / "bin/adapt_gen").string() + " --input " +
+                              (dir / "job.toml").string() + " --shard 1/2'",
+                          &other) == 0);
+  test::write_bytes(dir / "file", "x");
+  Run bad = run("adapt_gen", "--input " + (dir / "job.toml").string() + " --set output.dir=" + (dir / "file/out").string());
+  CHECK(bad.code == 3);
+  CHECK(bad.out.find("output.dir '") != std::string::npos);
+  CHECK(bad.out.find("loaded ") == std::string::npos);
+}
+
 TEST_CASE("runtime.batch_size: the same texts as one at a time, results in finishing order") {
   test::TempDir dir;
   make_tiny_model(dir.path());

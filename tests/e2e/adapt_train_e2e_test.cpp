@@ -261,6 +261,30 @@ TEST_CASE("a batch without loss tokens does not update the adapter (AdamW would 
   CHECK(trained == file_read_text(job.dir / "run_other/adapter/adapter_model.safetensors"));
 }
 
+TEST_CASE("one job at a time in a run folder; a folder that cannot be written fails before the weights load") {
+  Job job;
+  fs::create_directories(job.dir / "run");
+  // Another job holds the run folder's lock (flock(1) here, with the holder line adapt writes).
+  const std::string held = "bash -c 'exec 9>" + (job.dir / "run/.lock").string() +
+                           " && flock -x 9 && echo \"host h1, pid 42\" >&9 && " + bin("adapt_train") + " --config " +
+                           job.toml.string() + " --set train.steps=1'";
+  Run r = run(held);
+  INFO(r.out);
+  CHECK(r.code == 3);
+  CHECK(r.out.find("is in use by another job (host h1, pid 42)") != std::string::npos);
+  CHECK(r.out.find("base model") == std::string::npos);
+  // Released, the folder is the next job's.
+  Run ok = job.train("--set train.steps=1");
+  INFO(ok.out);
+  CHECK(ok.code == 0);
+  // A run.dir that cannot be made (a file is in the way): exit 3 naming it, before the weights load.
+  test::write_bytes(job.dir / "file", "x");
+  Run bad = job.train("--set train.steps=1 --set run.dir=" + (job.dir / "file/run").string());
+  CHECK(bad.code == 3);
+  CHECK(bad.out.find("run.dir '") != std::string::npos);
+  CHECK(bad.out.find("base model") == std::string::npos);
+}
+
 TEST_CASE("training lowers the held-out loss") {
   Job job;
   Run r = job.train("--set train.steps=40 --set optim.lr=3e-2 --set train.eval_every=10 --set checkpoint.every=0");

@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdlib>
 #include <numeric>
 #include <vector>
 
@@ -193,4 +194,17 @@ TEST_CASE("all_reduce_start falls back to the blocking all-reduce where an imple
   (void)c.all_reduce_start(v.data(), 0, CommDType::F32, ReduceOp::Sum);
   CHECK(c.reduces == 1);  // nothing to move: the implementation is not called (as for all_reduce)
   CHECK(c.stats()[Collective::AllReduce].calls == 2);
+}
+
+TEST_CASE("ADAPT_COMM_TIMEOUT_S sets the collectives' timeout; a bad value names the variable") {
+  ::unsetenv("ADAPT_COMM_TIMEOUT_S");
+  CHECK(comm_options_from_env().timeout_s == CommOptions{}.timeout_s);
+  ::setenv("ADAPT_COMM_TIMEOUT_S", "1800", 1);
+  CHECK(comm_options_from_env().timeout_s == 1800.0);
+  for (const char* bad : {"0", "-5", "ten", "10s"}) {
+    CAPTURE(bad);
+    ::setenv("ADAPT_COMM_TIMEOUT_S", bad, 1);
+    CHECK_THROWS_WITH_AS(comm_options_from_env(), doctest::Contains("ADAPT_COMM_TIMEOUT_S"), ConfigError);
+  }
+  ::unsetenv("ADAPT_COMM_TIMEOUT_S");
 }

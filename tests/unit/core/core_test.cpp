@@ -4,6 +4,8 @@
 #include <csignal>
 #include <fstream>
 #include <limits>
+#include <optional>
+#include <unistd.h>
 
 #include "core/crc32c.h"
 #include "core/error.h"
@@ -98,6 +100,39 @@ TEST_CASE("a full disk is an IoError and the old file survives") {
   setrlimit(RLIMIT_FSIZE, &old_limit);
   std::signal(SIGXFSZ, old_handler);
   CHECK(file_read_text(p) == "old");
+}
+
+TEST_CASE("folder checks, the run lock, and file-system errors as the input's problem") {
+  test::TempDir dir;
+  dir_require_writable(dir / "a/b", "run.dir");
+  CHECK(fs::is_directory(dir / "a/b"));
+  CHECK(fs::is_empty(dir / "a/b"));  // the probe file is gone
+  test::write_bytes(dir / "file", "x");
+  CHECK_THROWS_WITH_AS(dir_require_writable(dir / "file/sub", "output.dir"), doctest::Contains("output.dir '"),
+                       IoError);
+
+  // A second lock on the same file, from another open file (as another process would), is refused,
+  // naming the holder; once the first is released it is taken.
+  std::optional<FileLock> first;
+  first.emplace(dir / ".lock", "run.dir 'x'");
+  CHECK_THROWS_WITH_AS(FileLock(dir / ".lock", "run.dir 'x'"), doctest::Contains("is in use by another job (host "),
+                       IoError);
+  CHECK(file_read_text(dir / ".lock").find("pid " + std::to_string(::getpid())) != std::string::npos);
+  first.reset();
+  CHECK_NOTHROW(FileLock(dir / ".lock", "run.dir 'x'"));
+
+  // std::filesystem's errors (a folder that cannot be made) exit as Io, not as a bug in adapt.
+  try {
+    fs::create_directories(dir / "file/sub");
+    FAIL("create_directories under a file did not throw");
+  } catch (const std::exception& e) {
+    const UnexpectedError u = classify_unexpected(e);
+    CHECK(u.code == ExitCode::Io);
+    CHECK(u.message.find("is writable") != std::string::npos);
+  }
+  const UnexpectedError bug = classify_unexpected(std::logic_error("x"));
+  CHECK(bug.code == ExitCode::Internal);
+  CHECK(bug.message.find("bug in adapt") != std::string::npos);
 }
 
 TEST_CASE("missing files name the path") {
