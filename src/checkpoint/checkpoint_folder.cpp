@@ -105,8 +105,10 @@ fs::path checkpoint_latest(const fs::path& dir) {
     try {
       verify_in_folder(c);
     } catch (const Error& e) {
-      if (tried.empty()) first_problem = e.what();
-      tried.push_back(e.what());  // names the file
+      std::string why = e.what();  // names the file
+      while (!why.empty() && why.back() == '.') why.pop_back();  // the messages below end the sentence
+      if (tried.empty()) first_problem = why;
+      tried.push_back(why);
       continue;
     }
     if (!tried.empty()) {

@@ -489,6 +489,15 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
                     changed.empty() ? std::string()
                                     : fmt::format(" This job differs from the checkpoint's in: {}.",
                                                   fmt::join(changed, "; ")));
+    // Settings that change what the saved weights compute (not their shapes): the resumed model would
+    // not be the checkpoint's.
+    for (const std::string& d : changed)
+      for (const char* key : {"adapter.lora.alpha ", "adapter.lora.use_rslora ", "adapter.bottleneck.scaling ",
+                              "adapter.bottleneck.activation ", "adapter.bottleneck.residual_before_ln "})
+        ADAPT_REQUIRE(d.rfind(key, 0) != 0, IoError,
+                      "checkpoint '{}' was trained with another {}: its adapter computes something else with this "
+                      "job's.{}",
+                      path.string(), std::string_view(key).substr(0, std::string_view(key).size() - 1), remedy);
     const std::string kind = adapters::adapter_kind_name(cfg.adapter.kind);
     if (const auto it = st.strings.find(kCheckpointKindKey); it != st.strings.end())
       ADAPT_REQUIRE(it->second == kind, IoError,

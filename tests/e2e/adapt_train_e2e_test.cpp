@@ -403,6 +403,8 @@ TEST_CASE("bad jobs and broken runs") {
   // Another adapter shape: refused, naming the setting, and the run folder's config.toml is left as it was.
   const std::string config_before = file_read_text(job.dir / "run/config.toml");
   expect(job.train("--set adapter.lora.r=8"), 3, "This job differs from the checkpoint's in: adapter.lora.r = 8 (was 4)");
+  // Another scaling: the same shapes, another function of them; refused too.
+  expect(job.train("--set adapter.lora.alpha=4.0"), 3, "was trained with another adapter.lora.alpha");
   CHECK(file_read_text(job.dir / "run/config.toml") == config_before);
 
   // A checkpoint written for another base model is refused, naming both fingerprints.
