@@ -5,6 +5,7 @@
 #include <system_error>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "core/strings.h"
 
 namespace adapt::train {
@@ -160,12 +161,22 @@ std::vector<DataFile> data_files_discover(const std::vector<std::string>& inputs
   }
   const fs::path exclude = exclude_dir.empty() ? fs::path{} : absolute_normal(exclude_dir);
   std::vector<DataFile> files;
-  std::map<fs::path, std::string> seen;  // path -> "key[i]" that reached it first
+  // The file (symbolic links resolved) -> the path and "key[i]" that reached it first.
+  std::map<fs::path, std::pair<fs::path, std::string>> seen;
+  std::vector<std::string> aliases;  // files reached again through a symbolic link: read once
+  std::int64_t n_linked_dirs = 0;    // symbolic links to folders: not followed
   auto add = [&](fs::path path, std::string name, const std::string& where, bool listed) {
-    auto [it, inserted] = seen.emplace(path, where);
+    std::error_code ec;
+    fs::path real = fs::canonical(path, ec);
+    if (ec) real = path;
+    auto [it, inserted] = seen.emplace(real, std::pair{path, where});
+    if (!inserted && it->second.first != path) {  // the same file under another name: a link
+      aliases.push_back(fmt::format("'{}' (the file '{}')", path.string(), it->second.first.string()));
+      return;
+    }
     ADAPT_REQUIRE(inserted, IoError,
                   "input file '{}' is reached twice (by {} and by {}); list each file or folder once", path.string(),
-                  it->second, where);
+                  it->second.second, where);
     files.push_back({std::move(path), std::move(name), listed});
   };
   for (std::size_t i = 0; i < inputs.size(); ++i) {
@@ -196,7 +207,10 @@ std::vector<DataFile> data_files_discover(const std::vector<std::string>& inputs
         if (it->is_directory(ec)) it.disable_recursion_pending();
         continue;
       }
-      if (!it->is_regular_file(ec)) continue;
+      if (!it->is_regular_file(ec)) {
+        if (it->is_symlink(ec) && it->is_directory(ec)) ++n_linked_dirs;
+        continue;
+      }
       ++n_seen;
       const std::string rel = p.lexically_relative(path).generic_string();
       for (const std::string& g : globs) {
@@ -213,6 +227,13 @@ std::vector<DataFile> data_files_discover(const std::vector<std::string>& inputs
     std::sort(found.begin(), found.end());
     for (auto& [rel, abs] : found) add(abs, (fs::path(inputs[i]) / rel).generic_string(), where, /*listed=*/false);
   }
+  if (!aliases.empty())
+    log::info0("{}: {} file(s) reached again through symbolic links are read once: {}{}", key, aliases.size(),
+               join(std::vector(aliases.begin(), aliases.begin() + std::min<std::size_t>(aliases.size(), 3)), ", "),
+               aliases.size() > 3 ? ", ..." : "");
+  if (n_linked_dirs > 0)
+    log::info0("{}: {} symbolic link(s) to folders are not followed; list such a folder in {} to read it",
+               key, n_linked_dirs, key);
   return files;
 }
 

@@ -147,6 +147,16 @@ TEST_CASE("data_files_discover walks folders deterministically and reports bad i
                        doctest::Contains(("data.eval_inputs[0] = '" + corpus + "': no file matches").c_str()), IoError);
   CHECK_THROWS_WITH_AS(data_files_discover({corpus, corpus + "/a.py"}, {"*.py"}, "data.inputs"),
                        doctest::Contains("is reached twice (by data.inputs[0] and by data.inputs[1])"), IoError);
+  // A symbolic link to a file already read is read once; one to a folder is not followed.
+  fs::create_symlink(fs::path(corpus) / "a.py", fs::path(corpus) / "alias.py");
+  fs::create_directory_symlink(fs::path(corpus) / "sub", fs::path(corpus) / "linked");
+  const auto linked = data_files_discover({corpus}, {"**/*.py", "**/*.cpp"}, "data.inputs");
+  std::vector<std::string> linked_names;
+  for (const auto& f : linked) linked_names.push_back(fs::path(f.name).lexically_relative(dir.path()).generic_string());
+  CHECK(std::count(linked_names.begin(), linked_names.end(), "corpus/alias.py") +
+            std::count(linked_names.begin(), linked_names.end(), "corpus/a.py") == 1);
+  CHECK(std::none_of(linked_names.begin(), linked_names.end(),
+                     [](const std::string& n) { return n.starts_with("corpus/linked/"); }));
 }
 
 TEST_CASE("XXH64 matches the reference implementation, whole and streamed") {
