@@ -61,7 +61,8 @@ Schema<train::DataConfig> data_schema() {
           "Loss only on completions / assistant turns.");
   d.field("add_bos", &DataConfig::add_bos, "Prepend BOS to each document.");
   d.field("add_eos", &DataConfig::add_eos, "Append EOS to each document.");
-  d.field("eval_fraction", &DataConfig::eval_fraction, "Fraction of documents held out for evaluation.")
+  d.field("eval_fraction", &DataConfig::eval_fraction, "Fraction of documents held out for evaluation, chosen by their contents and data.seed: adding data keeps "
+          "the documents held out before (but for a few that new ones displace).")
       .range(1e-9, 0.999999);
   d.field("eval_documents", &DataConfig::eval_documents, "Number of documents held out for evaluation.")
       .at_least(std::int64_t{1});

@@ -184,8 +184,19 @@ Batch EvalLoader::batch(std::int64_t k) const {
   return b;
 }
 
-DocumentSplit documents_split(std::int64_t n_documents, const DataConfig& c) {
+std::vector<std::uint64_t> document_content_keys(const TokenDataset& dataset) {
+  std::vector<std::uint64_t> keys(static_cast<std::size_t>(dataset.n_documents()));
+  for (std::int64_t d = 0; d < dataset.n_documents(); ++d) {
+    const std::span<const std::int32_t> t = dataset.document_tokens(d);
+    keys[static_cast<std::size_t>(d)] =
+        xxh64(std::string_view(reinterpret_cast<const char*>(t.data()), t.size_bytes()));
+  }
+  return keys;
+}
+
+DocumentSplit documents_split(std::span<const std::uint64_t> content_keys, const DataConfig& c) {
   DocumentSplit split;
+  const auto n_documents = static_cast<std::int64_t>(content_keys.size());
   std::vector<std::int64_t> order = permutation(n_documents, seed_derive(c.seed, "documents"));
   std::int64_t n_eval = 0;
   if (c.eval_inputs.empty()) {
@@ -202,16 +213,28 @@ DocumentSplit documents_split(std::int64_t n_documents, const DataConfig& c) {
                     *c.eval_fraction, n_eval, n_documents);
     }
   }
-  split.eval.assign(order.begin(), order.begin() + n_eval);
+  // The eval documents: the smallest keys of (content, seed), ties by position.
+  const std::uint64_t salt = seed_derive(c.seed, "eval split");
+  std::vector<std::pair<std::uint64_t, std::int64_t>> ranked(static_cast<std::size_t>(n_documents));
+  for (std::int64_t d = 0; d < n_documents; ++d)
+    ranked[static_cast<std::size_t>(d)] = {xxh64(std::string_view(reinterpret_cast<const char*>(&content_keys[d]),
+                                                                  sizeof(std::uint64_t)), salt), d};
+  std::partial_sort(ranked.begin(), ranked.begin() + n_eval, ranked.end());
+  std::vector<bool> is_eval(static_cast<std::size_t>(n_documents), false);
+  for (std::int64_t k = 0; k < n_eval; ++k) {
+    split.eval.push_back(ranked[static_cast<std::size_t>(k)].second);
+    is_eval[static_cast<std::size_t>(ranked[static_cast<std::size_t>(k)].second)] = true;
+  }
   std::sort(split.eval.begin(), split.eval.end());
-  split.train.assign(order.begin() + n_eval, order.end());
+  for (const std::int64_t d : order)
+    if (!is_eval[static_cast<std::size_t>(d)]) split.train.push_back(d);
   return split;
 }
 
 TrainData train_data_open(const DataConfig& config, const tokenizer::Tokenizer& tok) {
   TrainData d;
   d.dataset = TokenDataset::open(token_cache_path(config, DataInputs::Train, tok));
-  d.split = documents_split(d.dataset->n_documents(), config);
+  d.split = documents_split(document_content_keys(*d.dataset), config);
   PackingOptions po{.seq_len = config.seq_len,
                     .pack = config.pack,
                     .cross_document_attention = config.cross_document_attention,

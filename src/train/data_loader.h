@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -114,11 +115,16 @@ struct DocumentSplit {
   std::vector<std::int64_t> eval;   // ascending
 };
 
-/// Splits `n_documents` documents of data.inputs: a permutation seeded by data.seed; its first
-/// eval_documents (or round(eval_fraction * n), at least 1) are eval, the rest train in permutation
-/// order. With eval_inputs (or no eval split) all documents train. ConfigError when the split would
-/// leave no training document.
-DocumentSplit documents_split(std::int64_t n_documents, const DataConfig& config);
+/// Splits the documents of data.inputs, given each one's content hash (`content_keys`, one per
+/// document): eval_documents (or round(eval_fraction * n), at least 1) of them evaluate, those whose
+/// hash mixed with data.seed is smallest; the rest train, in the order of a permutation seeded by
+/// data.seed. A document's side depends on its content and the seed, not on the other documents, so
+/// adding data keeps the eval documents evaluating (but for those that new, smaller keys push out).
+/// With eval_inputs (or no eval split) all documents
+/// train. ConfigError when the split would leave no training document.
+DocumentSplit documents_split(std::span<const std::uint64_t> content_keys, const DataConfig& config);
+/// The content hash of each document of `dataset` (its tokens), for documents_split.
+std::vector<std::uint64_t> document_content_keys(const TokenDataset& dataset);
 
 /// Everything the trainer reads.
 struct TrainData {

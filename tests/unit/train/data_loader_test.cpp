@@ -193,23 +193,46 @@ TEST_CASE("the eval split: seeded, disjoint from training, complete; eval batche
   CHECK(train.size() + eval.size() == 50);
   CHECK(std::is_sorted(data.split.eval.begin(), data.split.eval.end()));
 
-  SUBCASE("the split is a function of the seed") {
-    CHECK(documents_split(50, c).eval == data.split.eval);
+  SUBCASE("the split is a function of the documents' contents and the seed") {
+    const std::vector<std::uint64_t> keys = document_content_keys(*data.dataset);
+    CHECK(documents_split(keys, c).eval == data.split.eval);
     DataConfig other = c;
     other.seed = 8;
-    CHECK(documents_split(50, other).eval != data.split.eval);
+    CHECK(documents_split(keys, other).eval != data.split.eval);
     DataConfig count = c;
     count.eval_fraction.reset();
     count.eval_documents = 3;
-    CHECK(documents_split(50, count).eval.size() == 3);
+    CHECK(documents_split(keys, count).eval.size() == 3);
     DataConfig tiny = c;
     tiny.eval_fraction = 0.001;
-    CHECK(documents_split(50, tiny).eval.size() == 1);  // at least one
+    CHECK(documents_split(keys, tiny).eval.size() == 1);  // at least one
     DataConfig all = c;
     all.eval_fraction.reset();
     all.eval_documents = 50;
-    CHECK_THROWS_WITH_AS(documents_split(50, all), doctest::Contains("data.eval_documents = 50 leaves no training"),
+    CHECK_THROWS_WITH_AS(documents_split(keys, all), doctest::Contains("data.eval_documents = 50 leaves no training"),
                          ConfigError);
+    // More data (documents added before, after, between): the eval documents of before still evaluate,
+    // but for those the new ones push out (at most as many as were added).
+    std::vector<std::uint64_t> more;
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      if (i % 10 == 0) more.push_back(0x9e3779b97f4a7c15ULL * (i + 1));  // a new document
+      more.push_back(keys[i]);
+    }
+    std::set<std::uint64_t> before_eval, after_eval;
+    for (std::int64_t d : count.eval_documents ? documents_split(keys, count).eval : std::vector<std::int64_t>{})
+      before_eval.insert(keys[static_cast<std::size_t>(d)]);
+    for (std::int64_t d : documents_split(more, count).eval) after_eval.insert(more[static_cast<std::size_t>(d)]);
+    std::int64_t kept = 0;
+    for (std::uint64_t k : before_eval) kept += after_eval.count(k);
+    const std::int64_t added = static_cast<std::int64_t>(more.size() - keys.size());
+    CHECK(kept >= static_cast<std::int64_t>(before_eval.size()) - added);
+    DataConfig frac = c;  // eval_fraction 0.2: the eval set grows with the data and keeps its documents
+    std::set<std::uint64_t> f_before, f_after;
+    for (std::int64_t d : documents_split(keys, frac).eval) f_before.insert(keys[static_cast<std::size_t>(d)]);
+    for (std::int64_t d : documents_split(more, frac).eval) f_after.insert(more[static_cast<std::size_t>(d)]);
+    std::int64_t f_kept = 0;
+    for (std::uint64_t k : f_before) f_kept += f_after.count(k);
+    CHECK(f_kept >= static_cast<std::int64_t>(f_before.size()) - added);
   }
   SUBCASE("eval batches cover the eval rows once, in order, the last padded") {
     const std::int64_t n = data.eval->n_sequences();
