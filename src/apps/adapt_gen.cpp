@@ -163,8 +163,12 @@ std::string dry_run_memory(const generate::GenJob& job, const model::LlamaConfig
 /// as at the tokenizer's end tokens.
 std::vector<std::int32_t> model_eos_ids(const fs::path& model_dir) {
   std::vector<std::int32_t> ids;
-  for (const std::int64_t id : model::model_eos_token_ids(model_dir))
-    ids.push_back(static_cast<std::int32_t>(std::min<std::int64_t>(id, std::numeric_limits<std::int32_t>::max())));
+  for (const std::int64_t id : model::model_eos_token_ids(model_dir)) {
+    ADAPT_REQUIRE(id <= std::numeric_limits<std::int32_t>::max(), ConfigError,
+                  "the model's eos_token_id {} (in '{}') is not a token id; fix it in generation_config.json or "
+                  "config.json", id, model_dir.string());
+    ids.push_back(static_cast<std::int32_t>(id));
+  }
   return ids;
 }
 
@@ -239,7 +243,7 @@ TurnPreview dry_run_turn(const DryRunContext& ctx, const Prepared& q, DryConvers
   }
   if (!problem.empty()) {
     t.line += fmt::format("); would not run: {}", problem);
-    dc.failed = q.spec->id;
+    if (dc.failed.empty()) dc.failed = q.spec->id;
     return t;
   }
   t.runs = true;

@@ -134,10 +134,10 @@ FileLock::FileLock(const fs::path& path, std::string_view what) {
       fd_ = -1;
       return;
     }
-    std::string holder = file_read_text(path);
-    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
     ::close(fd_);
     fd_ = -1;
+    std::string holder = file_read_text(path);
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
     ADAPT_THROW(IoError, "{} is in use by another job ({}): wait for it to end, or choose another folder", what,
                 holder.empty() ? "it holds " + path.string() : holder);
   }
@@ -149,7 +149,9 @@ FileLock::FileLock(const fs::path& path, std::string_view what) {
   std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", std::localtime(&now));
   const std::string holder = fmt::format("host {}, pid {}{}, since {}\n", host, ::getpid(),
                                          job ? fmt::format(", Slurm job {}", job) : std::string(), when);
-  if (::ftruncate(fd_, 0) == 0) fd_write_all(fd_, holder.data(), holder.size(), path);
+  // Best effort: the lock holds whether or not its note is written (a full disk, say).
+  if (::ftruncate(fd_, 0) == 0 && ::pwrite(fd_, holder.data(), holder.size(), 0) < 0)
+    log::debug("{}: could not note the holder in '{}': {}", what, path.string(), std::strerror(errno));
 }
 
 FileLock::~FileLock() {

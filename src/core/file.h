@@ -45,7 +45,9 @@ void file_read_at(const fs::path& path, std::uint64_t offset, void* dst, std::si
 /// An exclusive lock on `path` (flock), held until destroyed; the kernel releases it when the process
 /// ends, so a killed job leaves no stale lock. The file records its holder (host, pid, Slurm job, time)
 /// for the message another process gets. On a file system without flock (some NFS mounts) a warning
-/// says that the folder is not protected, and nothing is locked.
+/// says that the folder is not protected, and nothing is locked; where flock works within one node only
+/// (BeeGFS by default, NFS with local_lock=flock, Lustre with localflock) jobs on two nodes both get
+/// the lock, and no warning says so.
 class FileLock {
  public:
   /// Takes the lock, or throws IoError naming `what` (e.g. "run.dir '...'"), its holder and what to do.

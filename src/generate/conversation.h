@@ -58,8 +58,9 @@ struct TurnInput {
 
 /// The prompt tokens of the turn `in` of `c`: c.tokens followed by what the turn adds. A user
 /// message on an empty conversation is the chat layout of [system, user]: adapt_gen makes the tokens
-/// of a prompt without a conversation this way, as a first turn; on a later turn it closes the last reply with <|eot_id|> where the reply did not
-/// end with an EOS token, then adds the user message and the assistant header (as the chat layout of
+/// of a prompt without a conversation this way, as a first turn; on a later turn it closes the last reply with <|eot_id|> where it did not end with
+/// it (a reply cut short, or ended by <|end_of_text|> or <|eom_id|>, whose token stays: the conversation
+/// keeps the exact ids the model read and wrote), then adds the user message and the assistant header (as the chat layout of
 /// the whole dialog would, with the replies' own tokens). Raw text is appended as encoded (with
 /// <|begin_of_text|> on an empty conversation). ConfigError naming the prompt and conversation for a
 /// `system` message after the first turn, or a continue turn on an empty conversation or after a

@@ -234,7 +234,11 @@ DocumentSplit documents_split(std::span<const std::uint64_t> content_keys, const
 TrainData train_data_open(const DataConfig& config, const tokenizer::Tokenizer& tok) {
   TrainData d;
   d.dataset = TokenDataset::open(token_cache_path(config, DataInputs::Train, tok));
-  d.split = documents_split(document_content_keys(*d.dataset), config);
+  // The documents' hashes read every token: only where data.inputs give an eval split.
+  const bool split_eval = config.eval_inputs.empty() && (config.eval_documents || config.eval_fraction);
+  d.split = documents_split(split_eval ? document_content_keys(*d.dataset)
+                                       : std::vector<std::uint64_t>(static_cast<std::size_t>(d.dataset->n_documents())),
+                            config);
   PackingOptions po{.seq_len = config.seq_len,
                     .pack = config.pack,
                     .cross_document_attention = config.cross_document_attention,

@@ -340,11 +340,13 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   // Folders that cannot be written fail the job now, not after the data and the weights are read.
   // One job at a time in a run folder: a second (a resubmission while the first still runs) would resume
   // from the first's checkpoints and remove its newer ones. Rank 0 holds the lock until the job ends.
-  std::optional<FileLock> run_lock;
+  std::optional<FileLock> run_lock, ckpt_lock;
   on_root(world, "check the run folder", [&] {
     dir_require_writable(cfg.run.dir, "run.dir");
     if (cfg.checkpoint.dir) dir_require_writable(*cfg.checkpoint.dir, "checkpoint.dir");  // else inside run.dir
     run_lock.emplace(cfg.run.dir / ".lock", fmt::format("run.dir '{}'", cfg.run.dir.string()));
+    if (cfg.checkpoint.dir)  // two runs sharing one checkpoint.dir would remove each other's checkpoints
+      ckpt_lock.emplace(*cfg.checkpoint.dir / ".lock", fmt::format("checkpoint.dir '{}'", cfg.checkpoint.dir->string()));
   });
 
   // The job against the model's config, and the data, before the weights are read: a bad input fails
@@ -491,10 +493,13 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
                                                   fmt::join(changed, "; ")));
     // Settings that change what the saved weights compute (not their shapes): the resumed model would
     // not be the checkpoint's.
+    const bool lora = adapters::kind_has_lora(cfg.adapter.kind), bn = adapters::kind_has_bottleneck(cfg.adapter.kind);
     for (const std::string& d : changed)
-      for (const char* key : {"adapter.lora.alpha ", "adapter.lora.use_rslora ", "adapter.bottleneck.scaling ",
-                              "adapter.bottleneck.activation ", "adapter.bottleneck.residual_before_ln "})
-        ADAPT_REQUIRE(d.rfind(key, 0) != 0, IoError,
+      for (const auto& [key, used] : {std::pair{"adapter.lora.alpha ", lora}, std::pair{"adapter.lora.use_rslora ", lora},
+                                      std::pair{"adapter.bottleneck.scaling ", bn},
+                                      std::pair{"adapter.bottleneck.activation ", bn},
+                                      std::pair{"adapter.bottleneck.residual_before_ln ", bn}})
+        ADAPT_REQUIRE(!used || d.rfind(key, 0) != 0, IoError,
                       "checkpoint '{}' was trained with another {}: its adapter computes something else with this "
                       "job's.{}",
                       path.string(), std::string_view(key).substr(0, std::string_view(key).size() - 1), remedy);
@@ -751,7 +756,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
       if (!device_opt) set.values_from_host();  // the updated mirrors back to the GPU
     }
     ++step;
-    last_loss = loss;
+    if (update) last_loss = loss;
     const double secs = step_timer.seconds();
     const double tps = static_cast<double>(n_tokens) / std::max(secs, 1e-9);
     const double avg = run_timer.seconds() / static_cast<double>(step - first_step);
@@ -762,7 +767,10 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     json record = {{"kind", "train"}, {"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
                    {"tokens_per_s", tps}, {"tokens", n_tokens}, {"loss_tokens", n_loss}, {"step_s", secs},
                    {"model_tflops", model_tflops}, {"comm_bytes", comm_bytes}};
-    if (!update) record["skipped"] = true;
+    if (!update) {  // no loss to plot (plot_metrics.py skips it), not a loss of 0
+      record.erase("loss");
+      record["skipped"] = true;
+    }
     std::string mfu;
     if (peak_tflops > 0) {
       const double m = model_tflops / (peak_tflops * world.size());

@@ -43,8 +43,11 @@ const std::array<fs::path, 2>& seed_dirs() {
 
 std::vector<std::string> adapt::fuzz::fuzz_seeds() {
   std::vector<std::string> seeds;
-  for (std::size_t i = 0; i < seed_dirs().size(); ++i)
-    seeds.push_back(std::string(1, static_cast<char>(i)) + file_read_text(seed_dirs()[i] / "adapter_config.json"));
+  for (std::size_t i = 0; i < seed_dirs().size(); ++i) {
+    std::string seed(1, static_cast<char>(i));  // appended, not `+`: GCC 12 misreads that as an overlapping copy
+    seed += file_read_text(seed_dirs()[i] / "adapter_config.json");
+    seeds.push_back(std::move(seed));
+  }
   return seeds;
 }
 

@@ -128,7 +128,7 @@ TEST_CASE("folder checks, the run lock, and file-system errors as the input's pr
   } catch (const std::exception& e) {
     const UnexpectedError u = classify_unexpected(e);
     CHECK(u.code == ExitCode::Io);
-    CHECK(u.message.find("is writable") != std::string::npos);
+    CHECK(u.message.find("must be writable") != std::string::npos);
   }
   const UnexpectedError bug = classify_unexpected(std::logic_error("x"));
   CHECK(bug.code == ExitCode::Internal);
