@@ -122,6 +122,17 @@ void dir_fsync(const fs::path& dir) {
   ::close(fd);
 }
 
+namespace {
+
+/// This node's name ("" where gethostname fails): with the pid, who wrote a file on a shared folder.
+std::string host_name() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) return "";
+  return host;
+}
+
+}  // namespace
+
 FileLock::FileLock(const fs::path& path, std::string_view what) {
   fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   ADAPT_REQUIRE(fd_ >= 0, IoError, "cannot create the lock file '{}': {}", path.string(), std::strerror(errno));
@@ -141,13 +152,11 @@ FileLock::FileLock(const fs::path& path, std::string_view what) {
     ADAPT_THROW(IoError, "{} is in use by another job ({}): wait for it to end, or choose another folder", what,
                 holder.empty() ? "it holds " + path.string() : holder);
   }
-  char host[256] = {};
-  if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
   const char* job = std::getenv("SLURM_JOB_ID");
   const std::time_t now = std::time(nullptr);
   char when[32] = {};
   std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", std::localtime(&now));
-  const std::string holder = fmt::format("host {}, pid {}{}, since {}\n", host, ::getpid(),
+  const std::string holder = fmt::format("host {}, pid {}{}, since {}\n", host_name(), ::getpid(),
                                          job ? fmt::format(", Slurm job {}", job) : std::string(), when);
   // Best effort: the lock holds whether or not its note is written (a full disk, say).
   if (::ftruncate(fd_, 0) == 0 && ::pwrite(fd_, holder.data(), holder.size(), 0) < 0)
@@ -173,9 +182,8 @@ void dir_require_writable(const fs::path& dir, std::string_view what) {
 
 void file_write_atomic(const fs::path& path, const std::function<void(int fd)>& write) {
   // The host in the name too: processes of two nodes sharing a folder may have the same pid.
-  char host[256] = {};
-  if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
-  const fs::path tmp = fs::path(path.string() + ".tmp." + std::to_string(::getpid()) + (host[0] ? "." : "") + host);
+  const std::string host = host_name();
+  const fs::path tmp = fs::path(path.string() + ".tmp." + std::to_string(::getpid()) + (host.empty() ? "" : ".") + host);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   ADAPT_REQUIRE(fd >= 0, IoError, "cannot create '{}': {}. Check that the folder exists and is writable.",
                 tmp.string(), std::strerror(errno));

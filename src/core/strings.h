@@ -34,4 +34,10 @@ std::optional<std::uint64_t> parse_byte_size(std::string_view text);
 
 std::string join(const std::vector<std::string>& parts, std::string_view sep);
 
+/// Appends `s` as a JSON string literal the way serde_json and Python's json.dumps(ensure_ascii=False)
+/// write it: escapes `"`, `\`, \b \f \n \r \t and other control characters (\u00xx); keeps DEL and
+/// non-ASCII UTF-8 as is. safetensors headers byte-identical to the reference's, and HF chat templates'
+/// `tojson`, take it.
+void json_append_string(std::string& out, std::string_view s);
+
 }  // namespace adapt

@@ -63,8 +63,4 @@ SafetensorsHeader safetensors_header_parse(const fs::path& path, std::string_vie
 /// above U+10FFFF are invalid, as in Rust's str::from_utf8), or nullopt when all of `s` is valid.
 std::optional<std::size_t> utf8_first_invalid(std::string_view s);
 
-/// Appends `s` as a JSON string literal the way serde_json writes it (escapes `"`, `\`, control
-/// characters; keeps non-ASCII UTF-8 as is), so our headers are byte-identical to the reference's.
-void json_append_string(std::string& out, std::string_view s);
-
 }  // namespace adapt::io

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/strings.h"
 #include "io/safetensors_header.h"
 
 namespace adapt::io {

@@ -2,9 +2,8 @@
 // list, so the two cannot drift apart.
 #include "tokenizer/chat_format.h"
 
-#include <fmt/format.h>
-
 #include "core/error.h"
+#include "core/strings.h"
 #include "tokenizer/unicode_class.h"
 
 namespace adapt::tokenizer {
@@ -21,30 +20,6 @@ bool is_py_space(std::string_view text, std::size_t pos, std::size_t& n_bytes) {
   n_bytes = c.n_bytes;
   return c.cp != kInvalidCodePoint &&
          (code_point_class(c.cp) == CodePointClass::Space || (c.cp >= 0x1C && c.cp <= 0x1F));
-}
-
-/// Python's json.dumps(text, ensure_ascii=False) of a string, as transformers' `tojson` filter writes it.
-std::string py_json_string(std::string_view text) {
-  std::string out = "\"";
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      default:
-        if (c < 0x20) {
-          out += fmt::format("\\u{:04x}", c);
-        } else {
-          out += ch;
-        }
-    }
-  }
-  return out + "\"";
 }
 
 void header(std::vector<Part>& parts, const std::string& role) {
@@ -75,7 +50,9 @@ std::vector<Part> chat_parts(std::span<const ChatMessage> messages, const ChatOp
     header(parts, tool ? "ipython" : role);
     // HF's template writes a tool result `content | tojson` (a string is iterable in Jinja): quoted and
     // escaped as JSON, not trimmed.
-    const std::string content = tool ? py_json_string(messages[i].content) : std::string(chat_strip(messages[i].content));
+    std::string content;
+    if (tool) json_append_string(content, messages[i].content);
+    else content = chat_strip(messages[i].content);
     if (options.layout == ChatTemplate::Hf31) {
       parts.back().text += content;
     } else {

@@ -184,19 +184,14 @@ Batch EvalLoader::batch(std::int64_t k) const {
   return b;
 }
 
-std::vector<std::uint64_t> document_content_keys(const TokenDataset& dataset) {
-  std::vector<std::uint64_t> keys(static_cast<std::size_t>(dataset.n_documents()));
-  for (std::int64_t d = 0; d < dataset.n_documents(); ++d) {
-    const std::span<const std::int32_t> t = dataset.document_tokens(d);
-    keys[static_cast<std::size_t>(d)] =
-        xxh64(std::string_view(reinterpret_cast<const char*>(t.data()), t.size_bytes()));
-  }
-  return keys;
+std::uint64_t document_content_key(const TokenDataset& dataset, std::int64_t doc) {
+  const std::span<const std::int32_t> t = dataset.document_tokens(doc);
+  return xxh64(std::string_view(reinterpret_cast<const char*>(t.data()), t.size_bytes()));
 }
 
-DocumentSplit documents_split(std::span<const std::uint64_t> content_keys, const DataConfig& c) {
+DocumentSplit documents_split(std::int64_t n_documents, const std::function<std::uint64_t(std::int64_t)>& content_key,
+                              const DataConfig& c) {
   DocumentSplit split;
-  const auto n_documents = static_cast<std::int64_t>(content_keys.size());
   std::vector<std::int64_t> order = permutation(n_documents, seed_derive(c.seed, "documents"));
   std::int64_t n_eval = 0;
   if (c.eval_inputs.empty()) {
@@ -214,16 +209,20 @@ DocumentSplit documents_split(std::span<const std::uint64_t> content_keys, const
     }
   }
   // The eval documents: the smallest keys of (content, seed), ties by position.
-  const std::uint64_t salt = seed_derive(c.seed, "eval split");
-  std::vector<std::pair<std::uint64_t, std::int64_t>> ranked(static_cast<std::size_t>(n_documents));
-  for (std::int64_t d = 0; d < n_documents; ++d)
-    ranked[static_cast<std::size_t>(d)] = {xxh64(std::string_view(reinterpret_cast<const char*>(&content_keys[d]),
-                                                                  sizeof(std::uint64_t)), salt), d};
-  std::partial_sort(ranked.begin(), ranked.begin() + n_eval, ranked.end());
   std::vector<bool> is_eval(static_cast<std::size_t>(n_documents), false);
-  for (std::int64_t k = 0; k < n_eval; ++k) {
-    split.eval.push_back(ranked[static_cast<std::size_t>(k)].second);
-    is_eval[static_cast<std::size_t>(ranked[static_cast<std::size_t>(k)].second)] = true;
+  if (n_eval > 0) {  // the keys read every token: only for an eval split
+    const std::uint64_t salt = seed_derive(c.seed, "eval split");
+    std::vector<std::pair<std::uint64_t, std::int64_t>> ranked(static_cast<std::size_t>(n_documents));
+    for (std::int64_t d = 0; d < n_documents; ++d) {
+      const std::uint64_t key = content_key(d);
+      ranked[static_cast<std::size_t>(d)] = {
+          xxh64(std::string_view(reinterpret_cast<const char*>(&key), sizeof key), salt), d};
+    }
+    std::partial_sort(ranked.begin(), ranked.begin() + n_eval, ranked.end());
+    for (std::int64_t k = 0; k < n_eval; ++k) {
+      split.eval.push_back(ranked[static_cast<std::size_t>(k)].second);
+      is_eval[static_cast<std::size_t>(ranked[static_cast<std::size_t>(k)].second)] = true;
+    }
   }
   std::sort(split.eval.begin(), split.eval.end());
   for (const std::int64_t d : order)
@@ -234,11 +233,8 @@ DocumentSplit documents_split(std::span<const std::uint64_t> content_keys, const
 TrainData train_data_open(const DataConfig& config, const tokenizer::Tokenizer& tok) {
   TrainData d;
   d.dataset = TokenDataset::open(token_cache_path(config, DataInputs::Train, tok));
-  // The documents' hashes read every token: only where data.inputs give an eval split.
-  const bool split_eval = config.eval_inputs.empty() && (config.eval_documents || config.eval_fraction);
-  d.split = documents_split(split_eval ? document_content_keys(*d.dataset)
-                                       : std::vector<std::uint64_t>(static_cast<std::size_t>(d.dataset->n_documents())),
-                            config);
+  d.split = documents_split(
+      d.dataset->n_documents(), [&](std::int64_t doc) { return document_content_key(*d.dataset, doc); }, config);
   PackingOptions po{.seq_len = config.seq_len,
                     .pack = config.pack,
                     .cross_document_attention = config.cross_document_attention,

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <span>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -115,16 +115,17 @@ struct DocumentSplit {
   std::vector<std::int64_t> eval;   // ascending
 };
 
-/// Splits the documents of data.inputs, given each one's content hash (`content_keys`, one per
-/// document): eval_documents (or round(eval_fraction * n), at least 1) of them evaluate, those whose
+/// Splits the `n_documents` documents of data.inputs, given each one's content hash (`content_key`,
+/// asked only when there is an eval split to make): eval_documents (or round(eval_fraction * n), at least 1) of them evaluate, those whose
 /// hash mixed with data.seed is smallest; the rest train, in the order of a permutation seeded by
 /// data.seed. A document's side depends on its content and the seed, not on the other documents, so
 /// adding data keeps the eval documents evaluating (but for those that new, smaller keys push out).
 /// With eval_inputs (or no eval split) all documents
 /// train. ConfigError when the split would leave no training document.
-DocumentSplit documents_split(std::span<const std::uint64_t> content_keys, const DataConfig& config);
-/// The content hash of each document of `dataset` (its tokens), for documents_split.
-std::vector<std::uint64_t> document_content_keys(const TokenDataset& dataset);
+DocumentSplit documents_split(std::int64_t n_documents, const std::function<std::uint64_t(std::int64_t)>& content_key,
+                              const DataConfig& config);
+/// The content hash of document `doc` of `dataset` (its tokens), for documents_split.
+std::uint64_t document_content_key(const TokenDataset& dataset, std::int64_t doc);
 
 /// Everything the trainer reads.
 struct TrainData {

@@ -194,7 +194,12 @@ TEST_CASE("the eval split: seeded, disjoint from training, complete; eval batche
   CHECK(std::is_sorted(data.split.eval.begin(), data.split.eval.end()));
 
   SUBCASE("the split is a function of the documents' contents and the seed") {
-    const std::vector<std::uint64_t> keys = document_content_keys(*data.dataset);
+    std::vector<std::uint64_t> keys;
+    for (std::int64_t d = 0; d < data.dataset->n_documents(); ++d) keys.push_back(document_content_key(*data.dataset, d));
+    const auto documents_split = [](const std::vector<std::uint64_t>& k, const DataConfig& config) {
+      return train::documents_split(
+          static_cast<std::int64_t>(k.size()), [&](std::int64_t d) { return k[static_cast<std::size_t>(d)]; }, config);
+    };
     CHECK(documents_split(keys, c).eval == data.split.eval);
     DataConfig other = c;
     other.seed = 8;
