@@ -533,8 +533,12 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     loader.restore(DataLoaderState::from_ints(st.ints, path.string()));
     step = st.step;
     log::info0("resuming from {} at step {}", path.string(), step);
-    if (!changed.empty())
+    if (!changed.empty() && world.rank() == 0)
       log::warn("resuming with settings that differ from the checkpoint's job: {}", fmt::join(changed, "; "));
+    if (step >= cfg.train.steps && world.rank() == 0)
+      log::warn("checkpoint '{}' is at step {}, which already reaches train.steps = {}: nothing is left to train, "
+                "so this job only exports the checkpoint's adapter. Raise train.steps to train further.",
+                path.string(), step, cfg.train.steps);
     const std::string layout = ranks.grid.str();
     if (!st.world_layout.empty() && st.world_layout != layout)
       log::info0("the checkpoint was written at {}; continuing at {}", st.world_layout, layout);

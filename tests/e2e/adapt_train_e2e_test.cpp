@@ -155,6 +155,15 @@ TEST_CASE("training lowers the loss and a resumed run is bit-identical to an uni
   }
   CHECK(file_read_text(resumed.dir / "run/adapter/adapter_model.safetensors") ==
         file_read_text(straight.dir / "run/adapter/adapter_model.safetensors"));
+
+  // Run again with fewer steps than its checkpoint holds: nothing trains, the adapter is the same.
+  const std::string adapter_before = file_read_text(straight.dir / "run/adapter/adapter_model.safetensors");
+  Run again = straight.train("--set train.steps=5");
+  INFO(again.out);
+  CHECK(again.code == 0);
+  CHECK(again.out.find("is at step 10, which already reaches train.steps = 5") != std::string::npos);
+  CHECK(straight.metrics("train").size() == 10);
+  CHECK(file_read_text(straight.dir / "run/adapter/adapter_model.safetensors") == adapter_before);
 }
 
 // runtime.cpu_matmul_dtype = "bf16": the log says how the products run; the losses follow the f32 run's
