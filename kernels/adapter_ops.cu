@@ -1,7 +1,8 @@
 // Adapter kernels: LoRA dropout (grid-stride, the shared host/device hash), bottleneck bias add and
 // activations (grid-stride) and LayerNorm (one block per row, rows grid-strided, row statistics in double as on the CPU).
 // Simple f32 products and sums use explicitly rounded intrinsics, so they are not contracted into FMAs
-// and round as the CPU loops of src/adapters/adapter_math.cpp do.
+// and round as the CPU loops of src/adapters/adapter_math.cpp do. The activations' expf / erff
+// are CUDA's (within 2 ulp of glibc's), so their outputs may differ from the CPU's in the last bits.
 #include <algorithm>
 
 #include "adapters/adapter_rng_hash.h"

@@ -32,6 +32,11 @@
 #      the step (optim.overlap = false), with it overlapped with the next step (the default), and with
 #      that and every layer's base weights streamed from host RAM (runtime.weights_device_layers = 0); the
 #      step-time ratios against the aim (offload at most 1.10x).
+#   8. Only when asked (--only sanitize, or with others): compute-sanitizer's memcheck, racecheck and
+#      synccheck over the single-process kernel tests (cast, attention, rms_norm, rope, swiglu, embedding,
+#      cross_entropy, adamw, kernels_misc, adapters_cuda, ops_cuda), up to 300 s each: the shared-memory
+#      races and barrier misuse that the CPU emulator cannot see, and a fault named at its kernel.
+#      ADAPT_CUDA_SYNC_CHECK=1 (kernels/common/check.cuh) does the latter in any run, without the tool.
 #
 # Usage: scripts/gpu_check.sh [--build-dir DIR] [--jobs N] [--layers N] [--quick] [--no-build] [--no-hf]
 #                             [--only LIST] [--tests REGEX] [--python PY] [--deps DIR] [--out FILE]
@@ -43,7 +48,7 @@
 #   --no-build       use BUILD_DIR as it is (configured and built before)
 #   --no-hf          skip the HF + peft peer
 #   --only LIST      run only these sections, comma-separated: tests (3), ops (4), model (5, with the HF
-#                    peer), offload (6), step (7); default all. Lets a machine lent for short calls split the
+#                    peer), offload (6), step (7), sanitize (8); default all but sanitize. Lets a machine lent for short calls split the
 #                    check, e.g. `--only tests` and then `--no-build --only ops,model,offload,step`
 #   --tests REGEX    with the tests section: only the GPU tests whose names match (ctest -R)
 #   --python PY      the Python for the HF peer (default: $ADAPT_GPU_CHECK_PYTHON, else python3)
@@ -119,8 +124,8 @@ done
 [[ "$preset" =~ ^[a-z0-9.-]+$ ]] || die_usage "--preset takes one of adapt_model's preset names, not '$preset'"
 for section in $(echo "$only" | tr ',' ' '); do
   case "$section" in
-    tests|ops|model|offload|step) ;;
-    *) die_usage "--only takes tests, ops, model, offload and step, not '$section'" ;;
+    tests|ops|model|offload|step|sanitize) ;;
+    *) die_usage "--only takes tests, ops, model, offload, step and sanitize, not '$section'" ;;
   esac
 done
 want() { [[ "$only" == *",$1,"* ]]; }
@@ -412,6 +417,42 @@ else
   while IFS= read -r line; do emit "$line"; done <"$build/bench_offload.txt"
   emit '```'
   status=1
+fi
+emit ""
+fi
+
+# ---- 8. compute-sanitizer over the kernel tests -------------------------------------------------------
+if want sanitize; then
+emit "### compute-sanitizer over the kernel tests"
+emit ""
+sanitizer="$(command -v compute-sanitizer || echo "$(dirname "$nvcc")/compute-sanitizer")"
+if [[ ! -x "$sanitizer" ]]; then
+  emit "compute-sanitizer not found (looked on PATH and beside $nvcc): not run"
+  status=1
+else
+  emit "| test | memcheck | racecheck | synccheck |"
+  emit "| --- | --- | --- | --- |"
+  for t in cast attention rms_norm rope swiglu embedding cross_entropy adamw kernels_misc adapters_cuda ops_cuda; do
+    exe="$build/tests/test_$t"
+    if [[ ! -x "$exe" ]]; then
+      emit "| $t | not built | | |"
+      status=1
+      continue
+    fi
+    row="| $t |"
+    for tool in memcheck racecheck synccheck; do
+      rc=0
+      timeout 300 "$sanitizer" --tool "$tool" --error-exitcode 99 "$exe" >"$work/san.txt" 2>&1 || rc=$?
+      { echo "== compute-sanitizer --tool $tool $exe: exit $rc"; cat "$work/san.txt"; } >>"$log"
+      case "$rc" in
+        0) row="$row clean |" ;;
+        99) row="$row **errors** ($(grep -c '^========= [A-Z]' "$work/san.txt") lines; log) |"; status=1 ;;
+        124) row="$row timed out (300 s) |" ;;
+        *) row="$row exit $rc (log) |"; status=1 ;;
+      esac
+    done
+    emit "$row"
+  done
 fi
 emit ""
 fi

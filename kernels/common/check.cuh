@@ -1,9 +1,30 @@
 // Launch-error check for kernels: throws CudaError with the launch site, the CUDA error name and text.
+//
+// A launch check sees configuration errors only; a fault inside a kernel (an illegal address) surfaces
+// at the next synchronising call, named after that call. ADAPT_CUDA_SYNC_CHECK=1 in the environment
+// makes every launch check wait for the device too, so such a fault names the kernel that caused it
+// (slow: for finding a fault, not for runs).
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <string_view>
+
 #include "core/error.h"
+
+namespace adapt::kernels {
+
+/// ADAPT_CUDA_SYNC_CHECK set to anything but "" or "0": launch checks synchronise the device.
+inline bool launch_sync_check() {
+  static const bool on = [] {
+    const char* v = std::getenv("ADAPT_CUDA_SYNC_CHECK");
+    return v != nullptr && *v != '\0' && std::string_view(v) != "0";
+  }();
+  return on;
+}
+
+}  // namespace adapt::kernels
 
 #define ADAPT_CUDA_LAUNCH_CHECK(what)                                                                   \
   do {                                                                                                  \
@@ -11,6 +32,9 @@
     if (err_ != cudaSuccess)                                                                            \
       ADAPT_THROW(::adapt::CudaError, "kernel launch '{}' failed: {} ({})", what, cudaGetErrorName(err_), \
                   cudaGetErrorString(err_));                                                            \
+    if (::adapt::kernels::launch_sync_check() && (err_ = cudaDeviceSynchronize()) != cudaSuccess)       \
+      ADAPT_THROW(::adapt::CudaError, "kernel '{}' failed while running: {} ({}; ADAPT_CUDA_SYNC_CHECK)", \
+                  what, cudaGetErrorName(err_), cudaGetErrorString(err_));                              \
   } while (0)
 
 namespace adapt::kernels {

@@ -59,12 +59,20 @@ DType attention_dtype_over_cache(const LlamaModel& model, DType kv_dtype) {
 }
 
 std::string attention_note(const LlamaModel& model, std::optional<DType> kv_dtype) {
+  // f32 attention on a GPU runs on CUDA cores, one warp per query row, its work growing with T².
+  const bool gpu = !model_device(model).host_accessible();
+  const char* slow = gpu ? "; on a GPU that path is untiled and slow beyond a few thousand tokens" : "";
   if (kv_dtype && attention_dtype_over_cache(model, *kv_dtype) != model.attention_dtype)
-    return "attention in f32 over the f32 KV cache (kv_cache_dtype = \"bf16\" runs prefills in bf16)";
-  if (model.attention_dtype != DType::BF16) return "attention in f32";
-  if (model_device(model).host_accessible()) return "attention in bf16 products (f32 sums)";
-  return attention_tensor_cores_take(model.config.head_dim) ? "attention in bf16 on tensor cores"
-                                                            : "attention in bf16";
+    return fmt::format("attention in f32 over the f32 KV cache (kv_cache_dtype = \"bf16\" runs prefills in bf16{})",
+                       slow);
+  if (model.attention_dtype != DType::BF16)
+    return gpu ? "attention in f32 (untiled on a GPU and slow beyond a few thousand tokens: bf16 weights with "
+                 "runtime.attention_dtype = \"auto\" use the tensor cores)"
+               : "attention in f32";
+  if (gpu && !attention_tensor_cores_take(model.config.head_dim))
+    return fmt::format("attention in bf16 on CUDA cores (the tensor-core kernels take head_dim 64 or 128, not {}): "
+                       "untiled and slow beyond a few thousand tokens", model.config.head_dim);
+  return gpu ? "attention in bf16 on tensor cores" : "attention in bf16 products (f32 sums)";
 }
 
 void attention_forward_in(DType dtype, Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v,

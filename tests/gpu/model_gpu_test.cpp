@@ -653,14 +653,18 @@ TEST_CASE("attention in bf16 on cuda:0 (head_dim 64, tensor cores): training ste
     const model::LlamaModel d16 = model::llama_model_to_device(tiny().host, 0, DType::BF16);
     CHECK(model::resolve_attention_dtype(d16, model::AttentionDtype::Auto) == DType::F32);
     CHECK(model::resolve_attention_dtype(d16, model::AttentionDtype::BF16) == DType::BF16);
+    model::LlamaModel d16_bf16 = d16;
+    d16_bf16.attention_dtype = DType::BF16;
     CHECK(model::attention_note(bf16_attn) == "attention in bf16 on tensor cores");
-    CHECK(model::attention_note(f32_attn) == "attention in f32");
+    CHECK(model::attention_note(f32_attn).starts_with("attention in f32 (untiled on a GPU"));
+    CHECK(model::attention_note(d16_bf16).starts_with("attention in bf16 on CUDA cores (the tensor-core kernels "
+                                                      "take head_dim 64 or 128, not 16)"));
     // Over a KV cache: bf16 attention over a bf16 cache only.
     CHECK(model::attention_dtype_over_cache(bf16_attn, DType::BF16) == DType::BF16);
     CHECK(model::attention_dtype_over_cache(bf16_attn, DType::F32) == DType::F32);
     CHECK(model::attention_note(bf16_attn, DType::BF16) == "attention in bf16 on tensor cores");
     CHECK(model::attention_note(bf16_attn, DType::F32).starts_with("attention in f32 over the f32 KV cache"));
-    CHECK(model::attention_note(f32_attn, DType::F32) == "attention in f32");
+    CHECK(model::attention_note(f32_attn, DType::F32).starts_with("attention in f32 (untiled on a GPU"));
   }
 
   SUBCASE("training step with a LoRA + block hook, plain and packed rows") {

@@ -25,6 +25,7 @@ rc=0; "$script" --only tests,bogus >"$tmp/only" 2>&1 || rc=$?
 [ "$rc" = 64 ] || fail "--only with an unknown section exited $rc, not 64"
 grep -q "not 'bogus'" "$tmp/only" || fail "no message for an unknown --only section: $(head -2 "$tmp/only")"
 grep -q -- "--only LIST" "$tmp/help" || fail "--help does not document --only"
+grep -q -- "sanitize (8)" "$tmp/help" || fail "--help does not document the compute-sanitizer section"
 for bad in "--gemm 0" "--offload-params 1,,2" "--preset ../x"; do
   rc=0; "$script" $bad >"$tmp/bad_value" 2>&1 || rc=$?
   [ "$rc" = 64 ] || fail "'$bad' exited $rc, not 64"

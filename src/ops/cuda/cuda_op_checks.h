@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <span>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -91,10 +92,11 @@ Tensor to_device_kept(std::span<const T> values, const Tensor& like, const char*
     std::unique_ptr<backend::cuda::Event> copied;
     Tensor on_device;
   };
-  thread_local std::map<std::string, Kept> kept;  // destroyed at thread exit, before the allocators
-  Kept& k = kept[name];
-  const std::size_t n_bytes = values.size() * sizeof(T);
+  // Per (name, device): an event belongs to the device it was made on.
+  thread_local std::map<std::pair<std::string, int>, Kept> kept;  // destroyed at thread exit, before the allocators
   const int device = like.device().index;
+  Kept& k = kept[{name, device}];
+  const std::size_t n_bytes = values.size() * sizeof(T);
   if (k.on_device.defined() && k.on_device.device().index == device && k.on_device.dtype() == dtype_of<T>() &&
       k.staged.size_bytes() == n_bytes && std::memcmp(k.staged.raw(), values.data(), n_bytes) == 0) {
     return k.on_device;
