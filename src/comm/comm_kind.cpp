@@ -8,8 +8,10 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <mpi.h>
 
 #include "backend/backend.h"
+#include "comm/mpi_communicator.h"
 #include "comm/nccl_communicator.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -119,6 +121,16 @@ GridComms device_grid_comms(GridComms& bootstrap, int cuda_device, const CommOpt
     if (kinds) (*kinds)[static_cast<std::size_t>(axis)] = choice;
     if (choice.kind == CommKind::Nccl) {
 #if ADAPT_HAVE_NCCL
+      // The watchdog may end the job with MPI_Abort from its own thread, which MPI promises to work only
+      // at MPI_THREAD_MULTIPLE: said once, at startup, rather than only when the job fails.
+      static bool level_said = false;
+      int mpi_up = 0;
+      MPI_Initialized(&mpi_up);
+      if (!level_said && mpi_up && mpi_thread_level() < MPI_THREAD_MULTIPLE && log::world_rank() == 0) {
+        level_said = true;
+        log::warn("this MPI provides less than MPI_THREAD_MULTIPLE: should an NCCL collective fail or hang, the "
+                  "job may not end by itself (cancel it then); an Open MPI built with thread support avoids this");
+      }
       auto nccl = std::make_unique<NcclCommunicator>(*from, cuda_device, options);
       nccl->set_compute_stream(backend::cuda_compute_stream());
       // The host does not wait for each collective (the compute stream does): a wait would drain the
@@ -126,6 +138,10 @@ GridComms device_grid_comms(GridComms& bootstrap, int cuda_device, const CommOpt
       // the host wait for each one, to find which collective fails or hangs.
       const char* blocking = std::getenv("ADAPT_NCCL_BLOCKING");
       nccl->set_async(!(blocking != nullptr && std::string_view(blocking) == "1"));
+      // Pipeline neighbours connected now, on every pp rank at once: NCCL connects peers lazily and
+      // expects both sides of a first exchange to be grouped alike, which a 1F1B stage's grouped send +
+      // receive against its neighbour's lone receive is not.
+      if (axis == GridAxis::Pp) nccl->connect_neighbours();
       to = std::move(nccl);
       continue;
 #endif

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <nccl.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -74,8 +75,16 @@ struct NcclCommunicator::Impl {
     if (own_stream) cudaStreamDestroy(own_stream);
   }
 
+  // The job ends at the first failure, whichever thread sees it (the host thread, or the watchdog of any
+  // group): its message is printed before anything that could block, and a failure seen meanwhile by
+  // another thread waits for the first to end the process. No ncclCommAbort first: with a kernel stuck
+  // on a dead peer it can block for long in some NCCL versions, before anything was said, and MPI_Abort
+  // ends every process (and so its communicators) anyway.
   [[noreturn]] void fail(const std::string& message) const {
-    if (comm) ncclCommAbort(comm);
+    static std::atomic_flag failing = ATOMIC_FLAG_INIT;
+    if (failing.test_and_set()) {
+      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
     comm_abort_job(message);
   }
 

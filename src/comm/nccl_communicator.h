@@ -2,8 +2,8 @@
 // bootstrap communicator of the same group (rank 0 makes the ncclUniqueId, the bootstrap broadcasts
 // it), eagerly, so failures show at startup. NCCL runs non-blocking (config.blocking = 0): every call
 // is enqueued on the communicator's stream and then polled (stream + ncclCommGetAsyncError) against
-// the timeout; on timeout or an NCCL/CUDA error the rank prints the collective and group, calls
-// ncclCommAbort and aborts the job. With a compute stream set, each collective runs on the
+// the timeout; on timeout or an NCCL/CUDA error the rank prints the collective and group and aborts
+// the job with MPI_Abort (the first failure only, whichever thread sees it). With a compute stream set, each collective runs on the
 // communicator's own stream after an event recorded on the compute stream, and the compute stream waits
 // for the collective's done event (llm.c's zero.cuh ordering), so compute queued before a collective
 // is not serialised behind it and compute queued after it sees its result. In async mode the host
