@@ -188,7 +188,7 @@ AdapterSet load_peft(const fs::path& dir, const JsonDoc& doc, const model::Llama
                   "...mlp.<gate|up|down>_proj.lora_<A|B>.weight only",
                   path.string(), info.name);
     }
-    const long layer = std::stol(m[1].str());
+    const long layer = std::stol(m[1].str());  // at most 9 digits (kKey)
     ADAPT_REQUIRE(layer < model.n_layers, ShapeError, "'{}': tensor '{}' is for layer {} but the base model has {} layers {}",
                   path.string(), info.name, layer, model.n_layers, kWrongModel);
     const int t = lora_target_index(module_kind(doc, m[2].str()));
@@ -322,12 +322,12 @@ AdapterSet load_adapterhub(const fs::path& dir, const JsonDoc& doc, const model:
   bn.residual_before_ln = residual ? residual->get<bool>() : true;
   // dropout and stochastic_depth act only in training: the adapter computes the same function without them.
 
-  std::set<int> skip;
+  std::set<std::int64_t> skip;
   if (const json* lo = field(c, "leave_out")) {
     if (!lo->is_array()) bad_type(doc, "leave_out", "a list of layer indices", *lo);
     for (const json& e : *lo) {
       if (!e.is_number_integer()) bad_type(doc, "leave_out", "a list of layer indices", *lo);
-      skip.insert(e.get<int>());
+      skip.insert(e.get<std::int64_t>());
     }
   }
   std::vector<std::int64_t> layers;

@@ -26,12 +26,10 @@
 #include "model/attention_compute.h"
 #include "model/llama_config.h"
 #include "model/llama_device.h"
-#include "model/llama_forward.h"
+#include "model/llama_train.h"
 #include "model/llama_weights.h"
 #include "model/weight_stream.h"
 #include "ops/matmul.h"
-#include "ops/softmax.h"
-#include "ops/workspace.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace adapt;
@@ -196,7 +194,7 @@ int run(int argc, char** argv) {
   std::string out_buf;
   double nll_sum = 0;
   std::int64_t n_scored = 0, line_no = 0, n_lines = 0;
-  ops::Workspace ws(model::model_allocator(model));  // on the model's device
+  model::TrainWorkspace ws(model::model_allocator(model));  // on the model's device
   Timer timer;
   std::size_t start = 0;
   while (start < text.size()) {
@@ -219,19 +217,22 @@ int run(int argc, char** argv) {
     }
     ++n_lines;
     const auto T = static_cast<std::int64_t>(ids.size());
-    Tensor in = Tensor::empty({1, T}, DType::I32);
-    for (std::int64_t t = 0; t < T; ++t) in.data<std::int32_t>()[t] = static_cast<std::int32_t>(ids[static_cast<std::size_t>(t)]);
-    model::ForwardOptions fo;
-    fo.hook = adapter ? &*adapter : nullptr;
-    Tensor logits = model::llama_forward(model, in, nullptr, fo, &ws);  // (1, T, V)
-    const std::int64_t V = logits.dim(-1);
-    Tensor rows = logits.reshape({T, V});
-    Tensor logp = Tensor::empty({T, V}, DType::F32);
-    ops::log_softmax_forward(logp, rows);
+    // The training step's forward and loss, without a backward: the logits are formed 256 rows at a
+    // time and reduced to each position's loss, never held whole ((T, V) f32 is 67 GB at 131,072 tokens).
+    model::TrainInputs in{.ids = Tensor::empty({1, T}, DType::I32, host_allocator(), "ids"),
+                          .targets = Tensor::empty({1, T}, DType::I32, host_allocator(), "targets")};
+    for (std::int64_t t = 0; t < T; ++t) {
+      in.ids.data<std::int32_t>()[t] = static_cast<std::int32_t>(ids[static_cast<std::size_t>(t)]);
+      in.targets.data<std::int32_t>()[t] =
+          t + 1 < T ? static_cast<std::int32_t>(ids[static_cast<std::size_t>(t + 1)]) : model::kIgnoreIndex;
+    }
+    Tensor row_loss = Tensor::empty({1, T}, DType::F32, model::model_allocator(model), "row_loss");
+    model::llama_train_step(model, in, adapter ? &*adapter : nullptr, {.backward = false, .row_loss = &row_loss}, &ws);
+    const Tensor nll = row_loss.to_host(DType::F32);
     json lp = json::array();
     lp.push_back(nullptr);
     for (std::int64_t t = 1; t < T; ++t) {
-      const double l = logp.data<float>()[(t - 1) * V + ids[static_cast<std::size_t>(t)]];
+      const double l = -static_cast<double>(nll.data<float>()[t - 1]);
       nll_sum -= l;
       ++n_scored;
       lp.push_back(l);

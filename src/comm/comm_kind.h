@@ -60,9 +60,9 @@ struct DeviceCommsOptions {
 /// comm_kind_for_group chooses NCCL, else the bootstrap communicator itself (moved out of `bootstrap`;
 /// device buffers staged through host memory). Groups not named keep their bootstrap communicator. An
 /// NCCL communicator runs its collectives on its own stream, ordered after the device ops queued so far
-/// and before those queued later (set_compute_stream with backend::cuda_compute_stream()), so pipeline
-/// sends and receives overlap compute that does not depend on them; the host does not wait for them
-/// (its copies from the device, on the default stream, do). `kinds` (optional) receives the choice for
+/// and before those queued later (set_compute_stream with backend::cuda_compute_stream()): a collective
+/// runs beside the compute queued before it; the host does not wait for it (its copies from the device,
+/// on the default stream, do). The pp communicator's neighbours are connected here (connect_neighbours). `kinds` (optional) receives the choice for
 /// each group, indexed by GridAxis. Called by every rank of the world with the same `which`; every
 /// group of `bootstrap` is moved out.
 GridComms device_grid_comms(GridComms& bootstrap, int cuda_device, const CommOptions& options = {},

@@ -47,7 +47,8 @@ struct CommOptions {
   /// Seconds a collective may wait for its peers before the job is aborted.
   double timeout_s = 600.0;
   /// Most elements passed to one call of the underlying library (MPI takes int counts); larger
-  /// transfers are split into chunks of at most this many elements. 1 .. INT_MAX.
+  /// transfers are split into chunks of at most this many elements (and, over MPI, of at most 1 GiB).
+  /// 1 .. INT_MAX.
   std::int64_t max_elems_per_call = 2147483647;
 };
 

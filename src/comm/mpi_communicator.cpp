@@ -195,11 +195,17 @@ void MpiCommunicator::run_chunked(Collective c, const char* call, std::int64_t c
   }
 }
 
+std::int64_t MpiCommunicator::chunk_elems(CommDType type) const {
+  constexpr std::int64_t kMaxBytesPerCall = std::int64_t{1} << 30;
+  return std::min(options().max_elems_per_call,
+                  kMaxBytesPerCall / static_cast<std::int64_t>(comm_dtype_size(type)));
+}
+
 void MpiCommunicator::do_all_reduce(void* user_buf, std::int64_t count, CommDType type, ReduceOp op) {
   const MPI_Op mop = mpi_op(op, type, Collective::AllReduce, name());
   const HostStage stage(user_buf, count, type, /*input=*/true);
   void* buf = stage.get();
-  run_chunked(Collective::AllReduce, "MPI_Iallreduce", count, options().max_elems_per_call,
+  run_chunked(Collective::AllReduce, "MPI_Iallreduce", count, chunk_elems(type),
               [&](std::int64_t off, int n, MPI_Request* req) {
                 return MPI_Iallreduce(MPI_IN_PLACE, at(buf, off, type), n, mpi_type(type), mop, comm_, req);
               });
@@ -230,7 +236,7 @@ CommRequest MpiCommunicator::do_all_reduce_start(void* buf, std::int64_t count, 
   state->comm = this;
   state->until = poll_deadline(options().timeout_s);
   state->seq = seq();
-  const std::int64_t chunk = options().max_elems_per_call;
+  const std::int64_t chunk = chunk_elems(type);
   state->reqs.reserve(static_cast<std::size_t>((count + chunk - 1) / chunk));
   for (std::int64_t off = 0; off < count; off += chunk) {
     const int n = static_cast<int>(std::min(chunk, count - off));
@@ -248,7 +254,7 @@ void MpiCommunicator::do_all_gather(const void* user_send, void* user_recv, std:
   const HostStage recv_stage(user_recv, count * size_, type, /*input=*/false);
   const void* send = send_stage.get();
   void* recv = recv_stage.get();
-  const std::int64_t chunk = std::max<std::int64_t>(1, options().max_elems_per_call / size_);
+  const std::int64_t chunk = std::max<std::int64_t>(1, chunk_elems(type) / size_);
   const bool direct = count <= chunk;
   const std::size_t esize = comm_dtype_size(type);
   std::vector<char> staged(direct ? 0 : static_cast<std::size_t>(chunk * size_) * esize);
@@ -275,7 +281,7 @@ void MpiCommunicator::do_reduce_scatter(const void* user_send, void* user_recv, 
   const HostStage recv_stage(user_recv, count, type, /*input=*/false);
   const void* send = send_stage.get();
   void* recv = recv_stage.get();
-  const std::int64_t chunk = std::max<std::int64_t>(1, options().max_elems_per_call / size_);
+  const std::int64_t chunk = std::max<std::int64_t>(1, chunk_elems(type) / size_);
   const bool direct = count <= chunk;
   const std::size_t esize = comm_dtype_size(type);
   std::vector<char> staged(direct ? 0 : static_cast<std::size_t>(chunk * size_) * esize);
@@ -295,7 +301,7 @@ void MpiCommunicator::do_reduce_scatter(const void* user_send, void* user_recv, 
 void MpiCommunicator::do_broadcast(void* user_buf, std::int64_t count, CommDType type, int root) {
   const HostStage stage(user_buf, count, type, /*input=*/rank_ == root);
   void* buf = stage.get();
-  run_chunked(Collective::Broadcast, "MPI_Ibcast", count, options().max_elems_per_call,
+  run_chunked(Collective::Broadcast, "MPI_Ibcast", count, chunk_elems(type),
               [&](std::int64_t off, int n, MPI_Request* req) {
                 return MPI_Ibcast(at(buf, off, type), n, mpi_type(type), root, comm_, req);
               });
@@ -306,7 +312,7 @@ void MpiCommunicator::do_broadcast(void* user_buf, std::int64_t count, CommDType
 void MpiCommunicator::do_send(const void* user_buf, std::int64_t count, CommDType type, int peer, Tag tag) {
   const HostStage stage(user_buf, count, type, /*input=*/true);
   const void* buf = stage.get();
-  run_chunked(Collective::Send, "MPI_Isend", count, options().max_elems_per_call,
+  run_chunked(Collective::Send, "MPI_Isend", count, chunk_elems(type),
               [&](std::int64_t off, int n, MPI_Request* req) {
                 return MPI_Isend(at(buf, off, type), n, mpi_type(type), peer, static_cast<int>(tag), comm_, req);
               });
@@ -315,7 +321,7 @@ void MpiCommunicator::do_send(const void* user_buf, std::int64_t count, CommDTyp
 void MpiCommunicator::do_recv(void* user_buf, std::int64_t count, CommDType type, int peer, Tag tag) {
   const HostStage stage(user_buf, count, type, /*input=*/false);
   void* buf = stage.get();
-  run_chunked(Collective::Recv, "MPI_Irecv", count, options().max_elems_per_call,
+  run_chunked(Collective::Recv, "MPI_Irecv", count, chunk_elems(type),
               [&](std::int64_t off, int n, MPI_Request* req) {
                 return MPI_Irecv(at(buf, off, type), n, mpi_type(type), peer, static_cast<int>(tag), comm_, req);
               });
@@ -332,7 +338,7 @@ void MpiCommunicator::do_send_recv(const void* user_send, std::int64_t send_coun
   const void* send = send_stage.get();
   void* recv = recv_stage.get();
   const auto until = poll_deadline(options().timeout_s);
-  const std::int64_t chunk = options().max_elems_per_call;
+  const std::int64_t chunk = chunk_elems(type);
   for (std::int64_t off = 0; off < std::max(send_count, recv_count); off += chunk) {
     MPI_Request reqs[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     if (off < send_count) {

@@ -72,6 +72,10 @@ class MpiCommunicator final : public Communicator {
 
   struct AllReduceRequest;  // the CommRequest state of do_all_reduce_start
 
+  /// Elements of `type` per MPI call: max_elems_per_call, and at most 1 GiB (some MPI builds and
+  /// transports mishandle single messages beyond 2 GiB, which an int count of 8-byte elements reaches).
+  std::int64_t chunk_elems(CommDType type) const;
+
   /// Checks the status of an MPI call; on failure prints the error and aborts the job. `call_seq`:
   /// the call number named in the message (default: the current one).
   void check(int rc, Collective c, const char* call, std::int64_t call_seq = -1) const;

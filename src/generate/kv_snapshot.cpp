@@ -137,28 +137,37 @@ KvSnapshotLoad kv_snapshot_load(const fs::path& file, model::KvCache& cache, std
   if (use == 0) return reject("its tokens do not start this prompt");
   if (use > cache.capacity()) use = cache.capacity();
 
-  std::uint32_t crc = crc32c(magic, sizeof(magic));
-  crc = crc32c(&header_len, sizeof(header_len), crc);
-  crc = crc32c(header.data(), header.size(), crc);
+  // The checksum first, over the whole file: the cache row is written only from a file that verifies
+  // (a damaged file leaves the row as it was, which the generator may still reuse).
+  const std::uint64_t payload_at = sizeof(magic) + sizeof(header_len) + header_len;
+  {
+    std::uint32_t crc = crc32c(magic, sizeof(magic));
+    crc = crc32c(&header_len, sizeof(header_len), crc);
+    crc = crc32c(header.data(), header.size(), crc);
+    std::vector<char> buf(std::min<std::uint64_t>(payload, std::uint64_t{16} << 20));
+    for (std::uint64_t at = 0; at < payload; at += buf.size()) {
+      const std::size_t len = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), payload - at));
+      file_read_at(file, payload_at + at, buf.data(), len);
+      crc = crc32c(buf.data(), len, crc);
+    }
+    std::uint32_t stored = 0;
+    file_read_at(file, payload_at + payload, &stored, sizeof(stored));
+    if (stored != crc) return reject("its checksum does not match (the file is damaged)");
+  }
   std::vector<char> k(per_layer), v(per_layer);
   const std::size_t head_in = per_layer / static_cast<std::size_t>(cache.n_kv_heads());
   const std::size_t head_out = cache.row_bytes(use) / static_cast<std::size_t>(cache.n_kv_heads());
-  std::uint64_t at = sizeof(magic) + sizeof(header_len) + header_len;
+  std::uint64_t at = payload_at;
   for (int layer = cache.layers().begin; layer < cache.layers().end(); ++layer) {
     file_read_at(file, at, k.data(), per_layer);
     file_read_at(file, at + per_layer, v.data(), per_layer);
     at += 2 * per_layer;
-    crc = crc32c(k.data(), per_layer, crc);
-    crc = crc32c(v.data(), per_layer, crc);
     for (std::int64_t head = 1; head < cache.n_kv_heads() && use < n; ++head) {  // (heads, use, D) contiguous
       std::memmove(k.data() + head * head_out, k.data() + head * head_in, head_out);
       std::memmove(v.data() + head * head_out, v.data() + head * head_in, head_out);
     }
     cache.write_row(layer, row, use, k.data(), v.data());
   }
-  std::uint32_t stored = 0;
-  file_read_at(file, at, &stored, sizeof(stored));
-  if (stored != crc) return reject("its checksum does not match (the file is damaged)");
   return {.positions = use, .why_not = {}};
 }
 

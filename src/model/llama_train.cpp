@@ -437,7 +437,9 @@ void TrainPass::forward() {
           Tensor out = logits_out.narrow(0, r0, rows);
           copy_between(out, logits);
         }
-        ce = ops::cross_entropy_forward_backward(logits, targets.narrow(0, r0, rows), ce_opts);
+        Tensor row_loss = opts_.row_loss ? opts_.row_loss->reshape({N_}).narrow(0, r0, rows) : Tensor();
+        ce = ops::cross_entropy_forward_backward(logits, targets.narrow(0, r0, rows), ce_opts,
+                                                 opts_.row_loss ? &row_loss : nullptr);
       }
       result.loss_sum += ce.loss_sum;
       result.n_loss_tokens += ce.n_valid;
@@ -538,6 +540,14 @@ void check_inputs(const LlamaModel& model, const TrainInputs& in, const TrainOpt
     ADAPT_REQUIRE(opts.logits->shape() == (Shape{bt[0], bt[1], c.vocab_size}), ShapeError,
                   "llama_train_step: logits output '{}' has shape {} but (B, T, V) = ({}, {}, {}) was expected",
                   opts.logits->name(), opts.logits->shape().str(), bt[0], bt[1], c.vocab_size);
+  }
+  if (opts.row_loss) {
+    ADAPT_REQUIRE(!model.tp.active(), ConfigError,
+                  "llama_train_step: per-position losses (row_loss) are not formed under tensor parallelism");
+    ADAPT_REQUIRE(opts.row_loss->shape() == (Shape{bt[0], bt[1]}) && opts.row_loss->dtype() == DType::F32 &&
+                      opts.row_loss->is_contiguous(),
+                  ShapeError, "llama_train_step: row_loss '{}' is {} {} but contiguous f32 (B, T) = ({}, {}) was expected",
+                  opts.row_loss->name(), dtype_name(opts.row_loss->dtype()), opts.row_loss->shape().str(), bt[0], bt[1]);
   }
   check_d_embedded(in, c, opts.d_embedded);
 }

@@ -48,9 +48,14 @@ struct TrainOptions {
   /// chunk, so the (N, V) logits are never held whole (at Llama 3's V = 128256 they are 0.5 MB per
   /// token). 0: all N rows at once. The hook sees the LmHead site once per chunk, forward then
   /// backward. The loss and gradients are the same up to the GEMM's summation order for fewer rows.
-  std::int64_t logits_chunk_rows = 0;
+  /// Every caller in adapt (training, evaluation, the pipeline stages) keeps the default.
+  std::int64_t logits_chunk_rows = 256;
   /// When given, receives a copy of the logits (B, T, V) before the loss overwrites them (tests, eval).
   Tensor* logits = nullptr;
+  /// When given, (B, T) f32 on the model's device, contiguous: each position's loss, −log softmax of its
+  /// logits at its target (0 where the target is −100), chunk by chunk as the loss is formed, so a
+  /// scorer never holds the (N, V) logits (adapt_eval). Not with a tp group (ConfigError).
+  Tensor* row_loss = nullptr;
   /// When given, receives d(loss_sum · loss_scale) / d(embedding output) (B, T, C): the gradient that
   /// would enter the (frozen) embedding table. Tests check it against finite differences.
   Tensor* d_embedded = nullptr;

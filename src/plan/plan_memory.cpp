@@ -7,6 +7,7 @@
 #include "adapters/adapter_config_check.h"
 #include "core/error.h"
 #include "model/attention_options.h"
+#include "model/llama_train.h"
 #include "model/tensor_parallel.h"
 #include "parallel/llama_sharding.h"
 #include "parallel/pipeline_schedule.h"
@@ -250,8 +251,8 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
   r.libraries = backend == Backend::Gpu ? kGemmWorkspaceBytes : 0;
   const bool casts = backend == Backend::Gpu && prec.weight == 2 && prec.activation == 4;
   const bool first = pp_rank == 0, last = pp_rank == lay.pp - 1;
-  // adapt_train: logits in 256-row chunks without pp; the pipeline passes no chunking.
-  const std::int64_t chunk = lay.pp > 1 ? 0 : 256;
+  // adapt_train: logits in 256-row chunks (model::TrainOptions' default), pipeline stages included.
+  const std::int64_t chunk = model::TrainOptions{}.logits_chunk_rows;
   // 1F1B: a stage that is not the last keeps what the backward reads for each micro-batch in flight, up
   // to pp − stage of them, each in a `saved` workspace of its own (model::SplitTrainStep).
   const std::int64_t in_flight = parallel::max_in_flight(

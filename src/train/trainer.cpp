@@ -574,7 +574,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
       st.ints["optim/n_steps"] = opt.n_steps();
       st.floats["train/loss"] = last_loss;
       st.strings[kCheckpointKindKey] = adapters::adapter_kind_name(cfg.adapter.kind);
-      checkpoint::checkpoint_save(ckpt_dir, st, {.keep_last = static_cast<int>(cfg.checkpoint.keep_last)});
+      checkpoint::checkpoint_save(ckpt_dir, st, {.keep_last = static_cast<int>(std::min<std::int64_t>(cfg.checkpoint.keep_last, 1 << 30))});
     }, kCheckpointWait_s);
   };
   auto evaluate = [&]() -> double {
@@ -698,10 +698,10 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
         set.set_step(step, dp.rank() * cfg.train.grad_accum + static_cast<std::int64_t>(k));
         // The last micro-batch's backward finishes each layer's gradients: they leave as it goes.
         if (overlap && k + 1 == micro.size()) set.arm_gradient_stream();
-        // Logits in 256-row chunks: (N, V) is never held whole (2 GB at 4096 tokens for Llama 3's vocabulary).
+        // Logits in 256-row chunks (the default): (N, V) is never held whole (2 GB at 4096 tokens for Llama
+        // 3's vocabulary), here, in evaluate() and in the pipeline's stages.
         model::TrainResult r = model::llama_train_step(
-            model, wrap_batch(micro[k]), &set,
-            {.recompute = cfg.train.recompute, .loss_scale = scale, .logits_chunk_rows = 256}, &ws);
+            model, wrap_batch(micro[k]), &set, {.recompute = cfg.train.recompute, .loss_scale = scale}, &ws);
         sums[0] += r.loss_sum;
       }
     }

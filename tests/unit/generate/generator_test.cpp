@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "core/error.h"
+#include "core/file.h"
 #include "generate/generator.h"
 #include "generate/kv_snapshot.h"
 #include "model/kv_cache.h"
@@ -579,6 +580,29 @@ TEST_CASE("stored KV prefixes: the same bytes back, the tokens of a whole prefil
       CHECK(kv_snapshot_load(file, cache, 0, stranger, "identity").why_not.find("do not start this prompt") !=
             std::string::npos);
       CHECK(kv_snapshot_load(dir / "none.kv", cache, 0, next.prompt, "identity").positions == 0);
+
+      // A damaged file is refused before anything is written: the row keeps what it held.
+      const KvSnapshotLoad good = kv_snapshot_load(file, cache, 0, next.prompt, "identity");
+      const std::int64_t n_good = good.positions;
+      REQUIRE(n_good == static_cast<std::int64_t>(first.prompt.size()));
+      cache.advance(n_good, std::vector<std::int64_t>{0});
+      const std::size_t good_bytes =
+          static_cast<std::size_t>(cache.n_kv_heads() * cache.head_dim() * n_good) * dtype_size(dtype);
+      std::vector<char> k_before(good_bytes), v_before(good_bytes), k_after(good_bytes), v_after(good_bytes);
+      cache.read_row(4, 0, n_good, k_before.data(), v_before.data());
+      {
+        std::string bytes_on_disk = file_read_text(file);
+        bytes_on_disk[bytes_on_disk.size() - 9] ^= 0x10;  // the last layer's values at the last position
+        file_write_atomic(file, bytes_on_disk);
+      }
+      cache.clear_row(0);  // as the generator hands a row to load_prefix: empty, its old bytes still there
+      const KvSnapshotLoad damaged = kv_snapshot_load(file, cache, 0, next.prompt, "identity");
+      CHECK(damaged.positions == 0);
+      CHECK(damaged.why_not.find("checksum does not match") != std::string::npos);
+      cache.advance(n_good, std::vector<std::int64_t>{0});
+      cache.read_row(4, 0, n_good, k_after.data(), v_after.data());
+      CHECK(k_after == k_before);
+      CHECK(v_after == v_before);
     }
   }
 }

@@ -231,6 +231,41 @@ TEST_CASE("lm_head and the loss in chunks of rows: the same loss, logits and gra
   CHECK(chunked.x_mismatches == 0);
 }
 
+TEST_CASE("row_loss: each position's −log softmax at its target, 0 where ignored, summing to the loss") {
+  const model::LlamaModel m = tiny_model(2);
+  const Batch batch = packed_batch(m.config.vocab_size);
+  const std::int64_t V = m.config.vocab_size;
+  Tensor logits = Tensor::zeros({2, 11, V}, DType::F32);
+  Tensor rl = Tensor::empty({2, 11}, DType::F32, host_allocator(), "row_loss");
+  std::fill_n(rl.data<float>(), 22, 7.0f);
+  const model::TrainResult r = model::llama_train_step(
+      m, inputs_of(batch, false), nullptr,
+      {.backward = false, .logits_chunk_rows = 5, .logits = &logits, .row_loss = &rl});
+  double sum = 0;
+  int n_ignored = 0;
+  for (std::int64_t n = 0; n < 22; ++n) {
+    CAPTURE(n);
+    const std::int32_t y = batch.targets.data<std::int32_t>()[n];
+    const float got = rl.data<float>()[n];
+    sum += got;
+    if (y == model::kIgnoreIndex) {
+      ++n_ignored;
+      CHECK(got == 0.0f);
+      continue;
+    }
+    const float* z = logits.data<float>() + n * V;
+    const double mx = *std::max_element(z, z + V);
+    double se = 0;
+    for (std::int64_t v = 0; v < V; ++v) se += std::exp(static_cast<double>(z[v]) - mx);
+    CHECK(got == doctest::Approx(mx + std::log(se) - z[y]).epsilon(1e-5));
+  }
+  CHECK(n_ignored > 0);
+  CHECK(sum == doctest::Approx(r.loss_sum).epsilon(1e-6));
+  Tensor wrong = Tensor::zeros({22}, DType::F32, "flat_losses");
+  CHECK_THROWS_WITH_AS(model::llama_train_step(m, inputs_of(batch, false), nullptr, {.backward = false, .row_loss = &wrong}),
+                       doctest::Contains("flat_losses"), ShapeError);
+}
+
 namespace {
 
 // The tiny model twice with its matrices rounded to bf16: first widened to f32, then kept in bf16.
