@@ -5,7 +5,7 @@
 # over, and unpack it there into a prefix that the build and the tests use:
 #
 #   scripts/deps_bundle.sh fetch [DIR]           on Debian 12 with apt: downloads into DIR (default .deps,
-#                                                ~25 MB) the .deb files of Open MPI 4.1, serial HDF5 1.10,
+#                                                25–30 MB) the .deb files of Open MPI 4.1, serial HDF5 1.10,
 #                                                OpenBLAS, fmt, toml++, nlohmann-json and doctest, and of
 #                                                the libraries they load
 #   eval "$(scripts/deps_bundle.sh env DIR [PREFIX])"

@@ -61,7 +61,8 @@ prompt as it finishes (id, text, prompt_tokens, cached_prompt_tokens, completion
 time_to_first_token_s, tokens_per_s; output_file and conversation for prompts that have them) to
 output.dir/output.results, in finishing order.
 Prompts with `output` also get their completion written to that file (inside output.dir). Texts do not
-depend on the batch size. Progress goes to stderr. A prompt that starts with tokens another KV-cache
+depend on the batch size (bit for bit with runtime.share_prefixes = false; with sharing a token can differ
+only at a near-tie of the logits). Progress goes to stderr. A prompt that starts with tokens another KV-cache
 row holds (a prompt in flight, or the last one a free row ran) copies their keys and values and
 prefills only the rest (runtime.share_prefixes; cached_prompt_tokens counts them).
 

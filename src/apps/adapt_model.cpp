@@ -2,7 +2,7 @@
 // real model's shape), check model folders before a long job is queued, and merge a LoRA adapter into
 // its base as a new model folder.
 //
-//   adapt_model make --out DIR (--preset NAME | --recipe FILE.toml [--set key=value]) [--layers N] [--dtype bf16|f32] [--seed S]
+//   adapt_model make --out DIR (--preset NAME | --recipe FILE.toml [--set key=value]) [--layers N] [--dtype bf16|f16|f32] [--seed S]
 //                    [--max-shard-size 5GB] [--tokenizer PATH] [--corpus DIR] [--tied] [--force] [--dry-run]
 //   adapt_model check DIR
 //   adapt_model merge --model BASE --adapter ADAPTER_DIR --out DIR
@@ -54,7 +54,7 @@ make options:
   --preset NAME           tiny | bench | llama-3.1-8b | llama-3.1-70b | llama-3.1-405b | llama-2-7b | codellama-7b
   --layers N              override the number of layers (e.g. --layers 2 with llama-3.1-70b: a 70B-shaped
                           model small enough to test with)
-  --dtype bf16|f32        storage dtype of the weights (default bf16)
+  --dtype bf16|f16|f32    storage dtype of the weights (default bf16)
   --seed S                random seed (default 0); the same seed gives the same bytes
   --max-shard-size SIZE   largest shard, e.g. 5GB (default), 500MB; larger models are split with an index
   --tokenizer PATH        copy this tokenizer (Meta's tokenizer.model or an HF tokenizer.json) instead of

@@ -36,7 +36,7 @@ namespace {
 constexpr const char* kUsage = R"(usage: adapt_train --config train.toml [--set key=value ...] [--merge] [--dry-run]
 
 Trains the adapter the job describes on its data, on top of the frozen base model. One progress line
-per step on stderr (step/total, loss, lr, grad-norm, tokens/s, ETA); JSON Lines metrics in
+per step on stderr (step/total, loss, lr, grad-norm, tokens/s, model TFLOP/s and MFU, ETA); JSON Lines metrics in
 <run.dir>/metrics.jsonl (plot them with scripts/plot_metrics.py); HDF5 checkpoints in
 <checkpoint.dir> (default <run.dir>/checkpoints); the trained adapter in <run.dir>/adapter (PEFT
 format for LoRA, AdapterHub format for bottleneck adapters; with adapter.kind = "lora+bottleneck"

@@ -61,7 +61,8 @@ const Schema<generate::GenJob>& gen_job_schema() {
     Schema<GenRuntime> rt;
     rt.field("batch_size", &GenRuntime::batch_size,
              "Prompts decoded together, each in its own KV-cache row; a finished prompt's row takes the next at "
-             "once. Texts do not depend on it (README, Generating). KV cache: batch_size x (longest prompt + "
+             "once. Texts do not depend on it (bit for bit with share_prefixes = false; with sharing a token can "
+             "differ only at a near-tie of the logits; README, Generating). KV cache: batch_size x (longest prompt + "
              "max_new_tokens) positions.")
         .range(std::int64_t{1}, std::int64_t{1024});
     add_device_runtime_keys(

@@ -6,11 +6,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -204,6 +207,45 @@ void file_write_atomic(const fs::path& path, const std::function<void(int fd)>& 
 
 void file_write_atomic(const fs::path& path, std::string_view contents) {
   file_write_atomic(path, [&](int fd) { fd_write_all(fd, contents.data(), contents.size(), path); });
+}
+
+ScratchFile::ScratchFile(const fs::path& dir, std::string what) : dir_(dir), what_(std::move(what)) {
+  fd_ = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd_ < 0) {  // a file system without O_TMPFILE (some network ones): a name, removed at once
+    static std::atomic<int> n_made{0};
+    const fs::path name = dir / fmt::format(".scratch.{}.{}.{}", ::getpid(), host_name(), n_made++);
+    fd_ = ::open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd_ >= 0) ::unlink(name.c_str());
+  }
+  ADAPT_REQUIRE(fd_ >= 0, IoError, "cannot make a scratch file in '{}' for {}: {}. Check that the folder exists and "
+                "is writable.", dir.string(), what_, std::strerror(errno));
+}
+
+ScratchFile::~ScratchFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void ScratchFile::append(const void* data, std::size_t n_bytes) {
+  try {
+    fd_write_all(fd_, data, n_bytes, dir_);
+  } catch (const IoError& e) {
+    ADAPT_THROW(IoError, "writing {} to a scratch file in '{}': {}. Free space there.", what_, dir_.string(),
+                e.what());
+  }
+  size_ += n_bytes;
+}
+
+void ScratchFile::copy_to(int fd, const fs::path& fd_path) const {
+  std::vector<char> buf(static_cast<std::size_t>(std::min<std::uint64_t>(size_, std::uint64_t{16} << 20)));
+  for (std::uint64_t at = 0; at < size_;) {
+    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), size_ - at));
+    const ssize_t got = ::pread(fd_, buf.data(), want, static_cast<off_t>(at));
+    if (got < 0 && errno == EINTR) continue;
+    ADAPT_REQUIRE(got > 0, IoError, "reading back {} from its scratch file in '{}': {}", what_, dir_.string(),
+                  got == 0 ? "the file is shorter than written" : std::strerror(errno));
+    fd_write_all(fd, buf.data(), static_cast<std::size_t>(got), fd_path);
+    at += static_cast<std::uint64_t>(got);
+  }
 }
 
 }  // namespace adapt

@@ -76,4 +76,27 @@ void fd_write_all(int fd, const void* data, std::size_t n_bytes, const fs::path&
 /// fsync of a folder, so a rename inside it is durable.
 void dir_fsync(const fs::path& dir);
 
+/// An unnamed file in `dir` (O_TMPFILE, else a name removed at once): scratch space on that file system
+/// instead of in memory, gone however the process ends. `what` names it in errors (e.g. "the token
+/// cache's tokens"). IoError when it cannot be made or written (a full disk), naming `what` and `dir`.
+class ScratchFile {
+ public:
+  ScratchFile(const fs::path& dir, std::string what);
+  ~ScratchFile();
+  ScratchFile(const ScratchFile&) = delete;
+  ScratchFile& operator=(const ScratchFile&) = delete;
+
+  /// Appends n_bytes at the end.
+  void append(const void* data, std::size_t n_bytes);
+  std::uint64_t size_bytes() const { return size_; }
+  /// Writes its bytes, in order, to `fd` (fd_write_all naming `fd_path`).
+  void copy_to(int fd, const fs::path& fd_path) const;
+
+ private:
+  int fd_ = -1;
+  fs::path dir_;
+  std::string what_;
+  std::uint64_t size_ = 0;
+};
+
 }  // namespace adapt

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <exception>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -158,10 +159,13 @@ std::optional<json> header_read(const fs::path& path, std::string& problem) {
 
 std::uint64_t align_up(std::uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
-/// Everything a build produces, in memory until it is written.
+/// Everything a build produces until it is written: the tokens and their flags in scratch files in the
+/// cache folder (5 bytes a token: a corpus of billions of tokens is not held in RAM), the per-document
+/// arrays in memory.
 struct BuiltCache {
-  std::vector<std::int32_t> tokens;
-  std::vector<std::uint8_t> flags;
+  std::unique_ptr<ScratchFile> tokens;  // i32 per token, documents in order
+  std::unique_ptr<ScratchFile> flags;   // u8 TokenFlag bits per token
+  std::int64_t n_tokens = 0;
   std::vector<std::int64_t> offsets{0};
   std::vector<std::uint32_t> doc_input;
   std::int64_t n_records = 0;
@@ -176,8 +180,11 @@ struct PendingDoc {
 class CacheBuilder {
  public:
   CacheBuilder(const tokenizer::Tokenizer& tok, const DocumentTokenizeOptions& opts, int n_threads,
-               const std::vector<DataFile>& files, double progress_seconds)
-      : tok_(tok), opts_(opts), n_threads_(n_threads), files_(files), progress_seconds_(progress_seconds) {}
+               const std::vector<DataFile>& files, double progress_seconds, const fs::path& scratch_dir)
+      : tok_(tok), opts_(opts), n_threads_(n_threads), files_(files), progress_seconds_(progress_seconds) {
+    out_.tokens = std::make_unique<ScratchFile>(scratch_dir, "the token cache's tokens");
+    out_.flags = std::make_unique<ScratchFile>(scratch_dir, "the token cache's token flags");
+  }
 
   BuiltCache run(const std::optional<DataFormat>& format) {
     for (std::size_t i = 0; i < files_.size(); ++i) {
@@ -221,9 +228,10 @@ class CacheBuilder {
     for (std::thread& t : workers) t.join();
     for (std::size_t k = 0; k < n; ++k) {
       if (errors[k]) rethrow_at(errors[k], pending_[k]);
-      out_.tokens.insert(out_.tokens.end(), toks[k].begin(), toks[k].end());
-      out_.flags.insert(out_.flags.end(), flags[k].begin(), flags[k].end());
-      out_.offsets.push_back(static_cast<std::int64_t>(out_.tokens.size()));
+      out_.tokens->append(toks[k].data(), toks[k].size() * sizeof(std::int32_t));
+      out_.flags->append(flags[k].data(), flags[k].size());
+      out_.n_tokens += static_cast<std::int64_t>(toks[k].size());
+      out_.offsets.push_back(out_.n_tokens);
       out_.doc_input.push_back(pending_[k].input);
     }
     pending_.clear();
@@ -232,8 +240,8 @@ class CacheBuilder {
       last_progress_ = timer_.seconds();
       log::info0("token cache: {} documents, {} tokens, {:.0f} tokens/s (file {}/{}: {})",
                  format_count(static_cast<std::int64_t>(out_.doc_input.size())),
-                 format_count(static_cast<std::int64_t>(out_.tokens.size())),
-                 static_cast<double>(out_.tokens.size()) / std::max(1e-9, timer_.seconds()), file_index_ + 1,
+                 format_count(out_.n_tokens), static_cast<double>(out_.n_tokens) / std::max(1e-9, timer_.seconds()),
+                 file_index_ + 1,
                  files_.size(), files_[file_index_].name);
     }
   }
@@ -264,7 +272,7 @@ class CacheBuilder {
 };
 
 void cache_write(const fs::path& path, const BuiltCache& b, json header) {
-  const auto n_tokens = static_cast<std::uint64_t>(b.tokens.size());
+  const auto n_tokens = static_cast<std::uint64_t>(b.n_tokens);
   const auto n_docs = static_cast<std::uint64_t>(b.doc_input.size());
   // Section offsets depend on the header's length, which depends on the offsets: reserve a fixed
   // width by writing them as 20-digit numbers first, then fill them in.
@@ -299,9 +307,14 @@ void cache_write(const fs::path& path, const BuiltCache& b, json header) {
     put(&text_bytes, 8);
     put(text.data(), text.size());
     pad_to(tokens_at);
-    put(b.tokens.data(), n_tokens * 4);
+    ADAPT_CHECK(b.tokens->size_bytes() == n_tokens * 4 && b.flags->size_bytes() == n_tokens,
+                "token cache scratch files hold {} and {} bytes for {} tokens", b.tokens->size_bytes(),
+                b.flags->size_bytes(), n_tokens);
+    b.tokens->copy_to(fd, path);
+    pos += n_tokens * 4;
     pad_to(flags_at);
-    put(b.flags.data(), n_tokens);
+    b.flags->copy_to(fd, path);
+    pos += n_tokens;
     pad_to(offsets_at);
     put(b.offsets.data(), (n_docs + 1) * 8);
     pad_to(doc_input_at);
@@ -405,8 +418,9 @@ fs::path token_cache_update(const DataConfig& config, DataInputs which, const to
                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   log::info0("token cache: tokenizing {} files ({}) of {} with {} threads", files.size(),
              format_bytes(static_cast<std::uint64_t>(total_bytes)), key, n_threads);
+  fs::create_directories(path.parent_path());
   CacheBuilder builder(tok, {.add_bos = config.add_bos, .add_eos = config.add_eos}, n_threads, files,
-                       options.progress_seconds);
+                       options.progress_seconds, path.parent_path());
   const BuiltCache built = builder.run(config.format);
   const auto n_docs = static_cast<std::int64_t>(built.doc_input.size());
   if (n_docs == 0) {
@@ -417,7 +431,7 @@ fs::path token_cache_update(const DataConfig& config, DataInputs which, const to
                 "\"text\", \"completion\" or \"messages\"; source files must not be empty.",
                 key, join(listed, ", "), files.size(), built.n_records, built.n_empty);
   }
-  ADAPT_REQUIRE(built.tokens.size() < (std::size_t{1} << 62) && files.size() < (std::size_t{1} << 32), UnsupportedError,
+  ADAPT_REQUIRE(built.n_tokens < (std::int64_t{1} << 62) && files.size() < (std::size_t{1} << 32), UnsupportedError,
                 "token cache too large");
   json header{{"format", "adapt token cache"},
               {"version", kCacheVersion},
@@ -427,7 +441,7 @@ fs::path token_cache_update(const DataConfig& config, DataInputs which, const to
               {"inputs", inputs_json(now)},
               {"fingerprint", hex64(dataset_fingerprint(settings, now))},
               {"n_documents", n_docs},
-              {"n_tokens", static_cast<std::int64_t>(built.tokens.size())},
+              {"n_tokens", built.n_tokens},
               {"n_records", built.n_records},
               {"n_empty_records", built.n_empty},
               {"pad_id", tok.eos_ids().empty() ? 0 : tok.eos_ids().front()}};
@@ -435,8 +449,8 @@ fs::path token_cache_update(const DataConfig& config, DataInputs which, const to
   const double s = builder.seconds();
   log::info0("token cache: built {}: {} documents, {} tokens ({} empty records skipped) from {} files in {:.1f} s "
              "({:.0f} tokens/s)",
-             path.string(), format_count(n_docs), format_count(static_cast<std::int64_t>(built.tokens.size())),
-             built.n_empty, files.size(), s, static_cast<double>(built.tokens.size()) / std::max(1e-9, s));
+             path.string(), format_count(n_docs), format_count(built.n_tokens), built.n_empty, files.size(), s,
+             static_cast<double>(built.n_tokens) / std::max(1e-9, s));
   return path;
 }
 

@@ -102,6 +102,43 @@ TEST_CASE("a full disk is an IoError and the old file survives") {
   CHECK(file_read_text(p) == "old");
 }
 
+TEST_CASE("a scratch file: its bytes back in order, nothing left in the folder, a full disk named") {
+  test::TempDir dir;
+  {
+    ScratchFile a(dir.path(), "the test's numbers");
+    std::string want;
+    for (int i = 0; i < 3000; ++i) {  // many small appends
+      const std::string piece = std::to_string(i) + ",";
+      a.append(piece.data(), piece.size());
+      want += piece;
+    }
+    CHECK(a.size_bytes() == want.size());
+    CHECK(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator{}) == 0);  // unnamed
+    file_write_atomic(dir / "out.txt", [&](int fd) { a.copy_to(fd, dir / "out.txt"); });
+    CHECK(file_read_text(dir / "out.txt") == want);
+  }
+  CHECK_THROWS_WITH_AS(ScratchFile(dir / "missing", "the test's numbers"),
+                       doctest::Contains((dir / "missing").string().c_str()), IoError);
+  ScratchFile b(dir.path(), "the test's numbers");
+  struct rlimit old_limit {};
+  getrlimit(RLIMIT_FSIZE, &old_limit);
+  struct rlimit lim = old_limit;
+  lim.rlim_cur = 4096;
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  setrlimit(RLIMIT_FSIZE, &lim);
+  const std::string big(1 << 16, 'x');
+  std::string message;
+  try {
+    b.append(big.data(), big.size());
+  } catch (const IoError& e) {
+    message = e.what();
+  }
+  setrlimit(RLIMIT_FSIZE, &old_limit);
+  std::signal(SIGXFSZ, old_handler);
+  CHECK(message.find("writing the test's numbers to a scratch file in '" + dir.path().string()) != std::string::npos);
+  CHECK(message.find("Free space there") != std::string::npos);
+}
+
 TEST_CASE("folder checks, the run lock, and file-system errors as the input's problem") {
   test::TempDir dir;
   dir_require_writable(dir / "a/b", "run.dir");
