@@ -228,7 +228,8 @@ int run(int argc, char** argv) {
     }
     Tensor row_loss = Tensor::empty({1, T}, DType::F32, model::model_allocator(model), "row_loss");
     model::llama_train_step(model, in, adapter ? &*adapter : nullptr, {.backward = false, .row_loss = &row_loss}, &ws);
-    const Tensor nll = row_loss.to_host(DType::F32);
+    Tensor nll = Tensor::empty({1, T}, DType::F32, host_allocator(), "row_loss_host");
+    model::copy_between(nll, row_loss);
     json lp = json::array();
     lp.push_back(nullptr);
     for (std::int64_t t = 1; t < T; ++t) {
