@@ -28,7 +28,7 @@ namespace {
 using nlohmann::json;
 
 // 2: chat data's tool results laid out as HF's template writes them (a JSON string).
-constexpr std::int64_t kCacheVersion = 2;
+constexpr std::int64_t kCacheVersion = 3;
 constexpr std::string_view kMagic = "ADAPTTOK";
 constexpr std::uint64_t kAlign = 64;
 /// Documents tokenized per parallel chunk: bounded by count and by text bytes.
@@ -165,6 +165,7 @@ std::uint64_t align_up(std::uint64_t n) { return (n + kAlign - 1) / kAlign * kAl
 struct BuiltCache {
   std::unique_ptr<ScratchFile> tokens;  // i32 per token, documents in order
   std::unique_ptr<ScratchFile> flags;   // u8 TokenFlag bits per token
+  Xxh64 tokens_hash, flags_hash;        // of the two sections' bytes, checked when the cache is reused
   std::int64_t n_tokens = 0;
   std::vector<std::int64_t> offsets{0};
   std::vector<std::uint32_t> doc_input;
@@ -230,6 +231,8 @@ class CacheBuilder {
       if (errors[k]) rethrow_at(errors[k], pending_[k]);
       out_.tokens->append(toks[k].data(), toks[k].size() * sizeof(std::int32_t));
       out_.flags->append(flags[k].data(), flags[k].size());
+      out_.tokens_hash.update(toks[k].data(), toks[k].size() * sizeof(std::int32_t));
+      out_.flags_hash.update(flags[k].data(), flags[k].size());
       out_.n_tokens += static_cast<std::int64_t>(toks[k].size());
       out_.offsets.push_back(out_.n_tokens);
       out_.doc_input.push_back(pending_[k].input);
@@ -270,6 +273,19 @@ class CacheBuilder {
   Timer timer_;
   double last_progress_ = 0;
 };
+
+/// "" when the tokens and flags of `ds` have the XXH64 its header recorded; else which section differs.
+std::string body_damage(const TokenDataset& ds, const json& header) {
+  const std::int64_t n = ds.n_tokens();
+  Xxh64 tokens, flags;
+  if (n > 0) {  // the sections are contiguous, document 0 first
+    tokens.update(ds.document_tokens(0).data(), static_cast<std::size_t>(n) * sizeof(std::int32_t));
+    flags.update(ds.document_flags(0).data(), static_cast<std::size_t>(n));
+  }
+  if (hex64(tokens.digest()) != header.at("tokens_xxh64").get<std::string>()) return "its tokens' checksum differs";
+  if (hex64(flags.digest()) != header.at("flags_xxh64").get<std::string>()) return "its flags' checksum differs";
+  return {};
+}
 
 void cache_write(const fs::path& path, const BuiltCache& b, json header) {
   const auto n_tokens = static_cast<std::uint64_t>(b.n_tokens);
@@ -391,7 +407,9 @@ fs::path token_cache_update(const DataConfig& config, DataInputs which, const to
           std::vector<std::string> touched;
           const std::vector<std::string> why = inputs_diff(inputs_from_json(header->at("inputs")), now, touched);
           if (why.empty()) {
-            TokenDataset::open(path);  // the sections must be intact too (throws IoError otherwise)
+            // The sections must be intact too: sizes (open() throws IoError otherwise), then their bytes.
+            const std::string damaged = body_damage(*TokenDataset::open(path), *header);
+            ADAPT_REQUIRE(damaged.empty(), IoError, "token cache '{}' is damaged ({})", path.string(), damaged);
             for (const std::string& t : touched)
               log::info0("token cache: '{}' has a new modification time but the same bytes; still valid", t);
             log::info0("token cache: reusing {} ({} files, {} checked in {:.2f} s)", path.string(), now.size(),
@@ -442,6 +460,8 @@ fs::path token_cache_update(const DataConfig& config, DataInputs which, const to
               {"fingerprint", hex64(dataset_fingerprint(settings, now))},
               {"n_documents", n_docs},
               {"n_tokens", built.n_tokens},
+              {"tokens_xxh64", hex64(built.tokens_hash.digest())},
+              {"flags_xxh64", hex64(built.flags_hash.digest())},
               {"n_records", built.n_records},
               {"n_empty_records", built.n_empty},
               {"pad_id", tok.eos_ids().empty() ? 0 : tok.eos_ids().front()}};

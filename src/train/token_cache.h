@@ -46,7 +46,8 @@ struct TokenCacheOptions {
 
 /// Makes the cache for `which` up to date and returns its path: finds the input files
 /// (data_files_discover), hashes every byte of each (XXH64), and compares paths, sizes and hashes
-/// with the cache's record of them. Equal → reused (a changed mtime alone is logged and ignored).
+/// with the cache's record of them. Equal, and the cache's tokens and flags still have the XXH64 its
+/// header recorded → reused (a changed mtime alone is logged and ignored).
 /// Otherwise (no cache, unreadable cache, a file added, removed or changed) it logs why, tokenizes
 /// every document with config.tokenize_threads threads, logging documents, tokens and tokens/s, and
 /// writes the cache atomically (file_write_atomic; a concurrent reader keeps its old mapping).

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/file.h"
@@ -98,6 +99,20 @@ TEST_CASE("an unchanged dataset reuses its cache; each kind of change rebuilds i
     CHECK(truncated.log.find("is out of date: token cache '" + first.path.string() + "' is truncated or damaged") !=
           std::string::npos);
     CHECK(file_read_text(first.path) == bytes);
+    // The same size, one token's bytes changed: the tokens' checksum names it.
+    {
+      std::string flipped = bytes;
+      std::uint64_t header_len = 0;
+      std::memcpy(&header_len, flipped.data() + 8, 8);
+      const auto header = nlohmann::json::parse(flipped.substr(16, header_len));
+      const std::uint64_t at = header.at("sections").at("tokens").get<std::uint64_t>();
+      flipped[at + 5] = static_cast<char>(flipped[at + 5] ^ 0x01);  // the second token's second byte
+      test::write_file(first.path, flipped);
+      const Update u = update(c);
+      CHECK(u.log.find("is out of date: token cache '" + first.path.string() +
+                       "' is damaged (its tokens' checksum differs)") != std::string::npos);
+      CHECK(file_read_text(first.path) == bytes);
+    }
     test::write_file(first.path, "garbage");
     CHECK_THROWS_WITH_AS(TokenDataset::open(first.path), doctest::Contains("is not a readable token cache"), IoError);
     const Update u = update(c);
