@@ -2,8 +2,9 @@
 //
 // A launch check sees configuration errors only; a fault inside a kernel (an illegal address) surfaces
 // at the next synchronising call, named after that call. ADAPT_CUDA_SYNC_CHECK=1 in the environment
-// makes every launch check wait for the device too, so such a fault names the kernel that caused it
-// (slow: for finding a fault, not for runs).
+// makes every launch check wait for the device too, so such a fault is reported at the first checked
+// launch after it: that kernel, or a GEMM or copy queued since the launch checked before (slow: for
+// finding a fault, not for runs).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -33,7 +34,9 @@ inline bool launch_sync_check() {
       ADAPT_THROW(::adapt::CudaError, "kernel launch '{}' failed: {} ({})", what, cudaGetErrorName(err_), \
                   cudaGetErrorString(err_));                                                            \
     if (::adapt::kernels::launch_sync_check() && (err_ = cudaDeviceSynchronize()) != cudaSuccess)       \
-      ADAPT_THROW(::adapt::CudaError, "kernel '{}' failed while running: {} ({}; ADAPT_CUDA_SYNC_CHECK)", \
+      ADAPT_THROW(::adapt::CudaError,                                                                   \
+                  "device fault at or before kernel '{}' (after the previous checked launch; GEMMs and "      \
+                  "copies are not checked): {} ({}; ADAPT_CUDA_SYNC_CHECK)",                                  \
                   what, cudaGetErrorName(err_), cudaGetErrorString(err_));                              \
   } while (0)
 

@@ -1,9 +1,12 @@
 #include "comm/mpi_communicator.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <thread>
 #include <vector>
 
 #include "backend/backend.h"
@@ -140,6 +143,12 @@ int mpi_thread_level() {
 }
 
 void comm_abort_job(const std::string& message) {
+  // The first failure ends the job, whichever thread (the host's, an NCCL watchdog) and communicator
+  // saw it; a failure seen meanwhile waits for that to end the process.
+  static std::atomic_flag ending = ATOMIC_FLAG_INIT;
+  if (ending.test_and_set()) {
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
   int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);

@@ -29,7 +29,8 @@ int mpi_init(int* argc, char*** argv);
 int mpi_thread_level();
 
 /// Prints `message` on stderr and ends the whole job: MPI_Abort(MPI_COMM_WORLD, ExitCode::Comm) when MPI
-/// is initialised, std::abort otherwise. For failures inside collectives, where throwing would leave
+/// is initialised, std::abort otherwise. Only the first call of the process does so; a call from another
+/// thread meanwhile waits for it to end the process. For failures inside collectives, where throwing would leave
 /// the peers waiting. From a thread other than MPI's main one where MPI provides less than
 /// MPI_THREAD_MULTIPLE, the message says that MPI_Abort is called outside what MPI promises.
 [[noreturn]] void comm_abort_job(const std::string& message);

@@ -4,7 +4,6 @@
 #include <fmt/format.h>
 #include <nccl.h>
 
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -75,18 +74,11 @@ struct NcclCommunicator::Impl {
     if (own_stream) cudaStreamDestroy(own_stream);
   }
 
-  // The job ends at the first failure, whichever thread sees it (the host thread, or the watchdog of any
-  // group): its message is printed before anything that could block, and a failure seen meanwhile by
-  // another thread waits for the first to end the process. No ncclCommAbort first: with a kernel stuck
-  // on a dead peer it can block for long in some NCCL versions, before anything was said, and MPI_Abort
-  // ends every process (and so its communicators) anyway.
-  [[noreturn]] void fail(const std::string& message) const {
-    static std::atomic_flag failing = ATOMIC_FLAG_INIT;
-    if (failing.test_and_set()) {
-      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
-    }
-    comm_abort_job(message);
-  }
+  // The job ends at the first failure (comm_abort_job: once, whichever thread sees it), its message
+  // printed before anything that could block. No ncclCommAbort first: with a kernel stuck on a dead peer
+  // it can block for long in some NCCL versions, before anything was said, and MPI_Abort ends every
+  // process (and so its communicators) anyway.
+  [[noreturn]] void fail(const std::string& message) const { comm_abort_job(message); }
 
   // Checks the immediate status of an NCCL call (ncclInProgress is fine: the call runs on).
   void check(ncclResult_t rc, Collective c, const char* call, const std::string& group, std::int64_t seq) const {

@@ -226,13 +226,16 @@ ScratchFile::~ScratchFile() {
 }
 
 void ScratchFile::append(const void* data, std::size_t n_bytes) {
-  try {
-    fd_write_all(fd_, data, n_bytes, dir_);
-  } catch (const IoError& e) {
-    ADAPT_THROW(IoError, "writing {} to a scratch file in '{}': {}. Free space there.", what_, dir_.string(),
-                e.what());
+  const auto* p = static_cast<const char*>(data);
+  while (n_bytes > 0) {
+    const ssize_t n = ::write(fd_, p, n_bytes);
+    if (n < 0 && errno == EINTR) continue;
+    ADAPT_REQUIRE(n > 0, IoError, "cannot write {} to a scratch file in '{}': {}. Free space there.", what_,
+                  dir_.string(), n < 0 ? std::strerror(errno) : "write returned 0");
+    p += n;
+    n_bytes -= static_cast<std::size_t>(n);
+    size_ += static_cast<std::uint64_t>(n);
   }
-  size_ += n_bytes;
 }
 
 void ScratchFile::copy_to(int fd, const fs::path& fd_path) const {

@@ -1,8 +1,12 @@
 #include "generate/kv_snapshot.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -89,18 +93,40 @@ KvSnapshotLoad kv_snapshot_load(const fs::path& file, model::KvCache& cache, std
                                 std::span<const std::int32_t> prompt, const std::string& identity) {
   std::error_code ec;
   if (!fs::exists(file, ec)) return {};
-  const std::uint64_t size = fs::file_size(file, ec);
   auto reject = [&](std::string why) { return KvSnapshotLoad{.positions = 0, .why_not = std::move(why)}; };
+  // One descriptor for every read: a save of the same conversation meanwhile (a rename over the file)
+  // cannot mix two files' bytes, and the checksum covers exactly the bytes copied into the cache.
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return reject(fmt::format("it cannot be opened ({})", std::strerror(errno)));
+  const struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return reject(fmt::format("it cannot be read ({})", std::strerror(errno)));
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  auto read_at = [&](std::uint64_t offset, void* dst, std::size_t n_bytes) {
+    auto* p = static_cast<char*>(dst);
+    while (n_bytes > 0) {
+      const ssize_t got = ::pread(fd, p, n_bytes, static_cast<off_t>(offset));
+      if (got < 0 && errno == EINTR) continue;
+      ADAPT_REQUIRE(got > 0, IoError, "cannot read '{}' at byte {}: {}", file.string(), offset,
+                    got == 0 ? "the file ends early" : std::strerror(errno));
+      p += got;
+      offset += static_cast<std::uint64_t>(got);
+      n_bytes -= static_cast<std::size_t>(got);
+    }
+  };
   char magic[8] = {};
   std::uint64_t header_len = 0;
-  if (ec || size < sizeof(magic) + sizeof(header_len) + 4) return reject("the file is too short to hold a KV cache");
-  file_read_at(file, 0, magic, sizeof(magic));
-  file_read_at(file, sizeof(magic), &header_len, sizeof(header_len));
+  if (size < sizeof(magic) + sizeof(header_len) + 4) return reject("the file is too short to hold a KV cache");
+  read_at(0, magic, sizeof(magic));
+  read_at(sizeof(magic), &header_len, sizeof(header_len));
   if (std::memcmp(magic, kMagic, sizeof(magic)) != 0) return reject("it is not a KV cache file of this program");
   if (header_len > kMaxHeaderBytes || size < sizeof(magic) + sizeof(header_len) + header_len + 4)
     return reject("its header is cut off");
   std::string header(header_len, '\0');
-  file_read_at(file, sizeof(magic) + sizeof(header_len), header.data(), header.size());
+  read_at(sizeof(magic) + sizeof(header_len), header.data(), header.size());
   const nlohmann::json h = nlohmann::json::parse(header, nullptr, false);
   if (h.is_discarded() || !h.is_object()) return reject("its header is not JSON");
   std::int64_t n = 0;
@@ -147,11 +173,11 @@ KvSnapshotLoad kv_snapshot_load(const fs::path& file, model::KvCache& cache, std
     std::vector<char> buf(std::min<std::uint64_t>(payload, std::uint64_t{16} << 20));
     for (std::uint64_t at = 0; at < payload; at += buf.size()) {
       const std::size_t len = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), payload - at));
-      file_read_at(file, payload_at + at, buf.data(), len);
+      read_at(payload_at + at, buf.data(), len);
       crc = crc32c(buf.data(), len, crc);
     }
     std::uint32_t stored = 0;
-    file_read_at(file, payload_at + payload, &stored, sizeof(stored));
+    read_at(payload_at + payload, &stored, sizeof(stored));
     if (stored != crc) return reject("its checksum does not match (the file is damaged)");
   }
   std::vector<char> k(per_layer), v(per_layer);
@@ -159,8 +185,8 @@ KvSnapshotLoad kv_snapshot_load(const fs::path& file, model::KvCache& cache, std
   const std::size_t head_out = cache.row_bytes(use) / static_cast<std::size_t>(cache.n_kv_heads());
   std::uint64_t at = payload_at;
   for (int layer = cache.layers().begin; layer < cache.layers().end(); ++layer) {
-    file_read_at(file, at, k.data(), per_layer);
-    file_read_at(file, at + per_layer, v.data(), per_layer);
+    read_at(at, k.data(), per_layer);
+    read_at(at + per_layer, v.data(), per_layer);
     at += 2 * per_layer;
     for (std::int64_t head = 1; head < cache.n_kv_heads() && use < n; ++head) {  // (heads, use, D) contiguous
       std::memmove(k.data() + head * head_out, k.data() + head * head_in, head_out);

@@ -374,12 +374,16 @@ void TrainPass::forward() {
   result.loss_scale =
       opts_.loss_scale != 0.0f ? opts_.loss_scale : (n_targets > 0 ? 1.0f / static_cast<float>(n_targets) : 0.0f);
 
-  // Forward. h_in of every layer (and the last layer's output) stays in `saved`.
+  // Forward. h_in of every layer (and the last layer's output) stays in `saved` for the backward;
+  // without one, two buffers take turns (an evaluation's memory does not grow with the layers).
   std::vector<LayerActs>& acts = acts_;
   std::vector<Tensor>& h = h_;
   acts.assign(static_cast<std::size_t>(L), LayerActs{});
   h.assign(static_cast<std::size_t>(L) + 1, Tensor());
-  for (int l = l0; l <= l1; ++l) h[static_cast<std::size_t>(l)] = take(saved_, {B_, T_, C_}, "hidden");
+  for (int l = l0; l <= l1; ++l) {
+    h[static_cast<std::size_t>(l)] = opts_.backward || l < l0 + 2 ? take(saved_, {B_, T_, C_}, "hidden")
+                                                                   : h[static_cast<std::size_t>(l) - 2];
+  }
   if (!m_.stage.first()) {
     copy_between(h[static_cast<std::size_t>(l0)], *opts_.stage_input);  // the previous stage's output
   } else if (tp_active()) {

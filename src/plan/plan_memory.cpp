@@ -89,7 +89,9 @@ class PassModel {
     const bool keep = backward && !recompute;
     ActivationBytes out;
     out.saved = 2 * f32(B_ * T_ * (D_ / 2));  // RoPE tables per token (adapt_train passes positions)
-    out.saved += static_cast<std::uint64_t>(l1_ - l0_ + 1) * t(N_ * C_);
+    // The hidden states entering each layer and the last one's output; forward only, two in turn.
+    const std::int64_t n_hidden = backward ? l1_ - l0_ + 1 : std::min<std::int64_t>(l1_ - l0_ + 1, 2);
+    out.saved += static_cast<std::uint64_t>(n_hidden) * t(N_ * C_);
     std::uint64_t scratch = 0;
     for (std::int64_t l = l0_; l < l1_; ++l) {
       const LayerAdapters& la = layers_[static_cast<std::size_t>(l)];

@@ -412,8 +412,9 @@ fs::path token_cache_update(const DataConfig& config, DataInputs which, const to
             ADAPT_REQUIRE(damaged.empty(), IoError, "token cache '{}' is damaged ({})", path.string(), damaged);
             for (const std::string& t : touched)
               log::info0("token cache: '{}' has a new modification time but the same bytes; still valid", t);
-            log::info0("token cache: reusing {} ({} files, {} checked in {:.2f} s)", path.string(), now.size(),
-                       format_bytes(static_cast<std::uint64_t>(total_bytes)), hash_timer.seconds());
+            log::info0("token cache: reusing {} ({} files, {} and the cache's {} tokens checked in {:.2f} s)",
+                       path.string(), now.size(), format_bytes(static_cast<std::uint64_t>(total_bytes)),
+                       format_count(header->at("n_tokens").get<std::int64_t>()), hash_timer.seconds());
             return path;
           }
           const std::size_t shown = std::min<std::size_t>(why.size(), 5);
