@@ -87,35 +87,49 @@ std::string file_read_text(const fs::path& path) {
   return out;
 }
 
-void file_read_at(const fs::path& path, std::uint64_t offset, void* dst, std::size_t n_bytes) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  ADAPT_REQUIRE(fd >= 0, IoError, "cannot open '{}': {}", path.string(), std::strerror(errno));
+void fd_read_at(int fd, std::uint64_t offset, void* dst, std::size_t n_bytes, const fs::path& path) {
   auto* p = static_cast<char*>(dst);
   std::size_t done = 0;
   while (done < n_bytes) {
     ssize_t n = ::pread(fd, p + done, n_bytes - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int e = n < 0 ? errno : 0;
-      ::close(fd);
-      ADAPT_THROW(IoError, "cannot read {} bytes at offset {} of '{}': {}", n_bytes, offset, path.string(),
-                  e ? std::strerror(e) : "unexpected end of file (truncated?)");
-    }
+    ADAPT_REQUIRE(n > 0, IoError, "cannot read {} bytes at offset {} of '{}': {}", n_bytes, offset, path.string(),
+                  n < 0 ? std::strerror(errno) : "unexpected end of file (truncated?)");
     done += static_cast<std::size_t>(n);
+  }
+}
+
+void file_read_at(const fs::path& path, std::uint64_t offset, void* dst, std::size_t n_bytes) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ADAPT_REQUIRE(fd >= 0, IoError, "cannot open '{}': {}", path.string(), std::strerror(errno));
+  try {
+    fd_read_at(fd, offset, dst, n_bytes, path);
+  } catch (...) {
+    ::close(fd);
+    throw;
   }
   ::close(fd);
 }
 
-void fd_write_all(int fd, const void* data, std::size_t n_bytes, const fs::path& path) {
+namespace {
+// write(2) until done: "" or why it stopped (errno's text).
+std::string write_all(int fd, const void* data, std::size_t n_bytes) {
   const auto* p = static_cast<const char*>(data);
   while (n_bytes > 0) {
     ssize_t n = ::write(fd, p, n_bytes);
     if (n < 0 && errno == EINTR) continue;
-    ADAPT_REQUIRE(n > 0, IoError, "cannot write '{}': {}. Free some space or choose another output folder.",
-                  path.string(), n < 0 ? std::strerror(errno) : "write returned 0");
+    if (n <= 0) return n < 0 ? std::strerror(errno) : "write returned 0";
     p += n;
     n_bytes -= static_cast<std::size_t>(n);
   }
+  return {};
+}
+}  // namespace
+
+void fd_write_all(int fd, const void* data, std::size_t n_bytes, const fs::path& path) {
+  const std::string failed = write_all(fd, data, n_bytes);
+  ADAPT_REQUIRE(failed.empty(), IoError, "cannot write '{}': {}. Free some space or choose another output folder.",
+                path.string(), failed);
 }
 
 void dir_fsync(const fs::path& dir) {
@@ -226,28 +240,18 @@ ScratchFile::~ScratchFile() {
 }
 
 void ScratchFile::append(const void* data, std::size_t n_bytes) {
-  const auto* p = static_cast<const char*>(data);
-  while (n_bytes > 0) {
-    const ssize_t n = ::write(fd_, p, n_bytes);
-    if (n < 0 && errno == EINTR) continue;
-    ADAPT_REQUIRE(n > 0, IoError, "cannot write {} to a scratch file in '{}': {}. Free space there.", what_,
-                  dir_.string(), n < 0 ? std::strerror(errno) : "write returned 0");
-    p += n;
-    n_bytes -= static_cast<std::size_t>(n);
-    size_ += static_cast<std::uint64_t>(n);
-  }
+  const std::string failed = write_all(fd_, data, n_bytes);
+  ADAPT_REQUIRE(failed.empty(), IoError, "cannot write {} to a scratch file in '{}': {}. Free space there.", what_,
+                dir_.string(), failed);
+  size_ += n_bytes;
 }
 
 void ScratchFile::copy_to(int fd, const fs::path& fd_path) const {
   std::vector<char> buf(static_cast<std::size_t>(std::min<std::uint64_t>(size_, std::uint64_t{16} << 20)));
-  for (std::uint64_t at = 0; at < size_;) {
-    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), size_ - at));
-    const ssize_t got = ::pread(fd_, buf.data(), want, static_cast<off_t>(at));
-    if (got < 0 && errno == EINTR) continue;
-    ADAPT_REQUIRE(got > 0, IoError, "reading back {} from its scratch file in '{}': {}", what_, dir_.string(),
-                  got == 0 ? "the file is shorter than written" : std::strerror(errno));
-    fd_write_all(fd, buf.data(), static_cast<std::size_t>(got), fd_path);
-    at += static_cast<std::uint64_t>(got);
+  for (std::uint64_t at = 0; at < size_; at += buf.size()) {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), size_ - at));
+    fd_read_at(fd_, at, buf.data(), n, dir_ / ("(scratch file: " + what_ + ")"));
+    fd_write_all(fd, buf.data(), n, fd_path);
   }
 }
 

@@ -70,6 +70,10 @@ void dir_require_writable(const fs::path& dir, std::string_view what);
 void file_write_atomic(const fs::path& path, const std::function<void(int fd)>& write);
 void file_write_atomic(const fs::path& path, std::string_view contents);
 
+/// pread(2) of n_bytes at `offset` of the open file `fd` until done; IoError naming `path` (the file
+/// ends early, or the read fails) otherwise.
+void fd_read_at(int fd, std::uint64_t offset, void* dst, std::size_t n_bytes, const fs::path& path);
+
 /// write(2) until done; IoError naming `path` (e.g. "No space left on device") otherwise.
 void fd_write_all(int fd, const void* data, std::size_t n_bytes, const fs::path& path);
 

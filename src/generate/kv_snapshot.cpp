@@ -106,16 +106,7 @@ KvSnapshotLoad kv_snapshot_load(const fs::path& file, model::KvCache& cache, std
   if (::fstat(fd, &st) != 0) return reject(fmt::format("it cannot be read ({})", std::strerror(errno)));
   const auto size = static_cast<std::uint64_t>(st.st_size);
   auto read_at = [&](std::uint64_t offset, void* dst, std::size_t n_bytes) {
-    auto* p = static_cast<char*>(dst);
-    while (n_bytes > 0) {
-      const ssize_t got = ::pread(fd, p, n_bytes, static_cast<off_t>(offset));
-      if (got < 0 && errno == EINTR) continue;
-      ADAPT_REQUIRE(got > 0, IoError, "cannot read '{}' at byte {}: {}", file.string(), offset,
-                    got == 0 ? "the file ends early" : std::strerror(errno));
-      p += got;
-      offset += static_cast<std::uint64_t>(got);
-      n_bytes -= static_cast<std::size_t>(got);
-    }
+    fd_read_at(fd, offset, dst, n_bytes, file);
   };
   char magic[8] = {};
   std::uint64_t header_len = 0;

@@ -1,8 +1,10 @@
 #include "tests/support/test_support.h"
 
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -11,6 +13,26 @@
 #include "core/error.h"
 
 namespace adapt::test {
+
+void with_file_size_limit(std::uint64_t max_bytes, const std::function<void()>& body) {
+  struct rlimit old_limit {};
+  getrlimit(RLIMIT_FSIZE, &old_limit);
+  struct rlimit lim = old_limit;
+  lim.rlim_cur = static_cast<rlim_t>(max_bytes);
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  setrlimit(RLIMIT_FSIZE, &lim);
+  auto restore = [&] {
+    setrlimit(RLIMIT_FSIZE, &old_limit);
+    std::signal(SIGXFSZ, old_handler);
+  };
+  try {
+    body();
+  } catch (...) {
+    restore();
+    throw;
+  }
+  restore();
+}
 
 TempDir::TempDir(const std::string& tag) {
   const char* base = std::getenv("TMPDIR");

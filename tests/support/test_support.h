@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -13,6 +14,11 @@ namespace fs = std::filesystem;
 
 /// Seed used by every randomised test; printed by the test mains so a failure can be reproduced.
 constexpr std::uint64_t kSeed = 0x5eed2026;
+
+/// A full disk, for the duration of `body`: the file-size limit (RLIMIT_FSIZE) at `max_bytes` and SIGXFSZ
+/// ignored, both restored afterwards (also when `body` throws). Past the limit write() fails with EFBIG
+/// ("File too large") as a full disk fails with ENOSPC.
+void with_file_size_limit(std::uint64_t max_bytes, const std::function<void()>& body);
 
 /// A fresh, empty folder under $TMPDIR (or /tmp), removed when the object goes out of scope.
 class TempDir {

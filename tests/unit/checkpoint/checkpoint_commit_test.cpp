@@ -2,11 +2,9 @@
 // disk, leaves the previous checkpoint and `latest`), keep-last-K rotation, and the reader's
 // fallback past a truncated or corrupt newest file, with the warning it prints.
 #include <doctest/doctest.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <csignal>
 #include <stdexcept>
 
 #include "checkpoint/checkpoint.h"
@@ -151,21 +149,14 @@ TEST_CASE("a full disk (RLIMIT_FSIZE) fails the save and keeps the previous chec
   test::TempDir dir;
   checkpoint_save(dir.path(), test::small_checkpoint_state(100));
   const std::string latest_before = file_read_text(dir / "latest");
-  // RLIMIT_FSIZE makes write() fail with EFBIG as a full disk would fail with ENOSPC.
-  struct rlimit old_limit {};
-  getrlimit(RLIMIT_FSIZE, &old_limit);
-  struct rlimit lim = old_limit;
-  lim.rlim_cur = 64 * 1024;
-  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
-  setrlimit(RLIMIT_FSIZE, &lim);
   std::string message;
-  try {
-    checkpoint_save(dir.path(), test::small_checkpoint_state(200, 2, /*n_per_tensor=*/256 * 1024));
-  } catch (const CheckpointError& e) {
-    message = e.what();
-  }
-  setrlimit(RLIMIT_FSIZE, &old_limit);
-  std::signal(SIGXFSZ, old_handler);
+  test::with_file_size_limit(64 * 1024, [&] {
+    try {
+      checkpoint_save(dir.path(), test::small_checkpoint_state(200, 2, /*n_per_tensor=*/256 * 1024));
+    } catch (const CheckpointError& e) {
+      message = e.what();
+    }
+  });
   INFO(message);
   CHECK(message.find("checkpoint of step 200 not saved: cannot write '" + (dir / "step_00000200.h5.tmp").string()) !=
         std::string::npos);

@@ -1,5 +1,4 @@
 #include <doctest/doctest.h>
-#include <sys/resource.h>
 
 #include <csignal>
 #include <fstream>
@@ -88,17 +87,10 @@ TEST_CASE("a full disk is an IoError and the old file survives") {
   test::TempDir dir;
   fs::path p = dir / "big.bin";
   file_write_atomic(p, "old");
-  // RLIMIT_FSIZE makes write() fail with EFBIG as a full disk would fail with ENOSPC.
-  struct rlimit old_limit {};
-  getrlimit(RLIMIT_FSIZE, &old_limit);
-  struct rlimit lim = old_limit;
-  lim.rlim_cur = 4096;
-  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
-  setrlimit(RLIMIT_FSIZE, &lim);
-  std::string big(1 << 16, 'x');
-  CHECK_THROWS_WITH_AS(file_write_atomic(p, big), doctest::Contains("big.bin"), IoError);
-  setrlimit(RLIMIT_FSIZE, &old_limit);
-  std::signal(SIGXFSZ, old_handler);
+  const std::string big(1 << 16, 'x');
+  test::with_file_size_limit(4096, [&] {
+    CHECK_THROWS_WITH_AS(file_write_atomic(p, big), doctest::Contains("big.bin"), IoError);
+  });
   CHECK(file_read_text(p) == "old");
 }
 
@@ -120,21 +112,15 @@ TEST_CASE("a scratch file: its bytes back in order, nothing left in the folder, 
   CHECK_THROWS_WITH_AS(ScratchFile(dir / "missing", "the test's numbers"),
                        doctest::Contains((dir / "missing").string().c_str()), IoError);
   ScratchFile b(dir.path(), "the test's numbers");
-  struct rlimit old_limit {};
-  getrlimit(RLIMIT_FSIZE, &old_limit);
-  struct rlimit lim = old_limit;
-  lim.rlim_cur = 4096;
-  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
-  setrlimit(RLIMIT_FSIZE, &lim);
   const std::string big(1 << 16, 'x');
   std::string message;
-  try {
-    b.append(big.data(), big.size());
-  } catch (const IoError& e) {
-    message = e.what();
-  }
-  setrlimit(RLIMIT_FSIZE, &old_limit);
-  std::signal(SIGXFSZ, old_handler);
+  test::with_file_size_limit(4096, [&] {
+    try {
+      b.append(big.data(), big.size());
+    } catch (const IoError& e) {
+      message = e.what();
+    }
+  });
   CHECK(message.find("cannot write the test's numbers to a scratch file in '" + dir.path().string() + "': File too large") !=
         std::string::npos);
   CHECK(message.find("Free space there") != std::string::npos);

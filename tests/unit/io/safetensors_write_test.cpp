@@ -1,9 +1,7 @@
 // safetensors writer: bytes identical to the reference writer's unit tests (SPEC-llama.md §1.3),
 // ordering, round trips for every DType, streaming order, atomic failure, sharded folders.
 #include <doctest/doctest.h>
-#include <sys/resource.h>
 
-#include <csignal>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -174,21 +172,15 @@ TEST_CASE("a failed write leaves no file under the final name and keeps the prev
   CHECK(test::read_all(p) == before);
   CHECK(count_files(dir.path()) == 1);
 
-  // A full disk: RLIMIT_FSIZE makes write() fail with EFBIG as a full disk fails with ENOSPC.
-  struct rlimit old_limit {};
-  getrlimit(RLIMIT_FSIZE, &old_limit);
-  struct rlimit lim = old_limit;
-  lim.rlim_cur = 64 * 1024;
-  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
-  setrlimit(RLIMIT_FSIZE, &lim);
+  // A full disk.
   std::string msg;
-  try {
-    io::safetensors_write(p, {io::tensor_source(iota_f32(Shape{1 << 16}), "big")});
-  } catch (const IoError& e) {
-    msg = e.what();
-  }
-  setrlimit(RLIMIT_FSIZE, &old_limit);
-  std::signal(SIGXFSZ, old_handler);
+  test::with_file_size_limit(64 * 1024, [&] {
+    try {
+      io::safetensors_write(p, {io::tensor_source(iota_f32(Shape{1 << 16}), "big")});
+    } catch (const IoError& e) {
+      msg = e.what();
+    }
+  });
   CHECK(msg.find("cannot write") != std::string::npos);
   CHECK(test::read_all(p) == before);
   CHECK(count_files(dir.path()) == 1);
