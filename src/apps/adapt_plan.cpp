@@ -49,6 +49,8 @@ const std::vector<Flag> kFlags = {
     {"--act-dtype", "bf16|f32", "activation precision of a GPU plan, default f32 (what the CUDA backend keeps; bf16 plans a bf16-activation pass); the CPU backend is always f32"},
     {"--kv-dtype", "f32|bf16", "KV-cache element type of the generation plan (adapt_gen's runtime.kv_cache_dtype), default bf16 on GPUs (its \"auto\" with bf16 weights), f32 on the CPU"},
     {"--recompute", nullptr, "activation recomputation (train.recompute = true); both settings are shown"},
+    {"--no-shard-inputs", nullptr,
+     "with --recompute and tp > 1: every tp rank keeps each layer's whole input (train.shard_saved_inputs = false)"},
     {"--no-zero1", nullptr, "replicate the optimizer state over dp (parallel.zero1 = false)"},
     {"--offload", nullptr,
      "optim.offload: the optimizer's f32 master, m and v in host RAM with a gradient copy filled bucket "
@@ -208,6 +210,7 @@ int run(int argc, char** argv) {
   req.train.grad_accum = positive_int(a, "--grad-accum", 1);
   req.train.recompute = a.has("--recompute");
   req.train.zero1 = !a.has("--no-zero1");
+  req.train.shard_saved_inputs = !a.has("--no-shard-inputs");
   req.train.offload = a.has("--offload");
   if (const auto d = a.get("--act-dtype")) {
     if (*d != "bf16" && *d != "f32") usage_error(fmt::format("--act-dtype {}: choose bf16 or f32", *d));

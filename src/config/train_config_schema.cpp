@@ -113,6 +113,10 @@ const Schema<train::TrainConfig>& train_config_schema() {
         .at_least(std::int64_t{1});
     l.field("grad_accum", &LoopConfig::grad_accum, "Micro-batches per optimizer step.").at_least(std::int64_t{1});
     l.field("recompute", &LoopConfig::recompute, "Recompute activations per layer in the backward.");
+    l.field("shard_saved_inputs", &LoopConfig::shard_saved_inputs,
+            "With recompute and parallel.tp > 1: each tp rank keeps 1/tp of every layer's input and all-gathers "
+            "it before recomputing the layer (the same results; the memory that grows with the layers divided "
+            "by tp, for one all-gather per layer in the backward).");
     l.field("eval_every", &LoopConfig::eval_every,
             "Steps between evaluations (0: at the end only); a new run also evaluates the base model before its "
             "first step.")

@@ -27,6 +27,9 @@ struct PipelineOptions {
   float loss_scale = 0.0f;
   /// Per-layer recomputation inside the stage's backward pass (TrainOptions::recompute).
   bool recompute = false;
+  /// With recompute and a tp group: each tp rank keeps a shard of every layer's input
+  /// (TrainOptions::shard_saved_inputs).
+  bool shard_saved_inputs = false;
   /// false: forward and loss only (evaluation): each micro-batch goes through the stages in order,
   /// nothing is kept and no gradient is computed.
   bool backward = true;

@@ -75,6 +75,8 @@ class TrainPass {
     vocab_ = local.vocab;
     eps_ = static_cast<float>(c_.rms_norm_eps);
     keep_ = opts.backward && !opts.recompute;
+    shard_ = opts.backward && opts.recompute && opts.shard_saved_inputs && model.tp.active();
+    shard_rows_ = shard_ ? (N_ + model.tp.size - 1) / model.tp.size : 0;
   }
 
   // Resets `saved` and fills it with what backward() reads; the loss lands in result().
@@ -107,6 +109,10 @@ class TrainPass {
   void layer_backward(int l, LayerActs& a, Tensor& dh);
   void attention(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, Tensor* lse);
   Tensor normed(const Tensor& h, const Tensor& w);  // rms_norm_forward again, in scratch
+  // shard_: this rank's rows of layer l's input into its shard, and every rank's shard gathered back
+  // into the whole input (in scratch) before the layer's recomputation.
+  void keep_input_shard(int l, const Tensor& h_in);
+  Tensor gathered_input(int l);
   // Tensor parallelism: the input gradient of column-parallel projections summed over tp; a
   // row-parallel sub-block output f = Σ_tp (x·Wᵀ + adapter term) + bias.
   bool tp_active() const { return m_.tp.active(); }
@@ -134,6 +140,11 @@ class TrainPass {
   float eps_ = 0;
   parallel::Range vocab_;  // the vocabulary columns of this rank's logits
   bool keep_ = false;  // every layer's activations stay in `saved`
+  // With recomputation and tp (TrainOptions::shard_saved_inputs): each rank keeps shard_rows_ rows of
+  // every layer's input, rows [rank · shard_rows_, ...) of the (N, C) input, the last rank's padded.
+  bool shard_ = false;
+  std::int64_t shard_rows_ = 0;
+  std::vector<Tensor> shards_;
   const LayerWeights* staged_ = nullptr;  // lw(staged_layer_)
   int staged_layer_ = -1;
   Tensor cos_, sin_;   // RoPE tables: (T, D/2) shared, or (B, T, D/2) per token
@@ -160,6 +171,23 @@ void TrainPass::alloc_acts(LayerActs& a, int l, ops::Workspace& w) {
   a.gate = take(w, {B_, T_, F_}, "gate");
   a.up = take(w, {B_, T_, F_}, "up");
   a.f_mlp = has_block(l, BlockSite::Mlp) ? take(w, {B_, T_, C_}, "f_mlp") : Tensor();
+}
+
+void TrainPass::keep_input_shard(int l, const Tensor& h_in) {
+  Tensor& shard = shards_[static_cast<std::size_t>(l)];
+  shard = take(saved_, {shard_rows_, C_}, "hidden_shard");
+  const std::int64_t r0 = m_.tp.rank * shard_rows_;
+  const std::int64_t rows = std::clamp<std::int64_t>(N_ - r0, 0, shard_rows_);
+  if (rows == 0) return;  // only padding (fewer rows than ranks)
+  Tensor dst = shard.narrow(0, 0, rows);
+  copy_between(dst, h_in.reshape({N_, C_}).narrow(0, r0, rows));
+}
+
+Tensor TrainPass::gathered_input(int l) {
+  Tensor all = take(scratch_, {m_.tp.size * shard_rows_, C_}, "hidden_gathered");
+  m_.tp.comm->all_gather(shards_[static_cast<std::size_t>(l)].raw(), all.raw(), shard_rows_ * C_,
+                         comm::CommDType::F32);
+  return all.narrow(0, 0, N_).reshape({B_, T_, C_});
 }
 
 void TrainPass::attention(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, Tensor* lse) {
@@ -375,14 +403,17 @@ void TrainPass::forward() {
       opts_.loss_scale != 0.0f ? opts_.loss_scale : (n_targets > 0 ? 1.0f / static_cast<float>(n_targets) : 0.0f);
 
   // Forward. h_in of every layer (and the last layer's output) stays in `saved` for the backward;
-  // without one, two buffers take turns (an evaluation's memory does not grow with the layers).
+  // without one, two buffers take turns (an evaluation's memory does not grow with the layers), and so
+  // they do when each tp rank keeps a shard of every layer's input instead (shard_).
   std::vector<LayerActs>& acts = acts_;
   std::vector<Tensor>& h = h_;
   acts.assign(static_cast<std::size_t>(L), LayerActs{});
   h.assign(static_cast<std::size_t>(L) + 1, Tensor());
+  shards_.assign(shard_ ? static_cast<std::size_t>(L) : 0, Tensor());
+  const bool two_hidden = !opts_.backward || shard_;
   for (int l = l0; l <= l1; ++l) {
-    h[static_cast<std::size_t>(l)] = opts_.backward || l < l0 + 2 ? take(saved_, {B_, T_, C_}, "hidden")
-                                                                   : h[static_cast<std::size_t>(l) - 2];
+    h[static_cast<std::size_t>(l)] =
+        !two_hidden || l < l0 + 2 ? take(saved_, {B_, T_, C_}, "hidden") : h[static_cast<std::size_t>(l) - 2];
   }
   if (!m_.stage.first()) {
     copy_between(h[static_cast<std::size_t>(l0)], *opts_.stage_input);  // the previous stage's output
@@ -396,11 +427,13 @@ void TrainPass::forward() {
     scratch_.reset();
     alloc_acts(a, l, keep_ ? saved_ : scratch_);
     a.h_in = h[static_cast<std::size_t>(l)];
+    if (shard_) keep_input_shard(l, a.h_in);
     stage_layer(l, l + 1 < l1 ? l + 1 : -1);  // the backward starts with the layer staged last
     layer_forward(l, a, h[static_cast<std::size_t>(l) + 1]);
     // Without kept activations nothing but the input outlives the layer: drop the scratch tensors so
     // that the next reset can release the blocks they live in (the first step's growth otherwise stays).
-    if (!keep_) a = LayerActs{.h_in = a.h_in};
+    // A sharded input outlives it in its shard only (the buffer takes the layer after next's output).
+    if (!keep_) a = shard_ ? LayerActs{} : LayerActs{.h_in = a.h_in};
   }
 
   // Head and loss, chunk by chunk of rows: the logits become their gradient in place, and lm_head's
@@ -468,6 +501,7 @@ void TrainPass::backward() {
     scratch_.reset();
     stage_layer(l, l - 1 >= l0_ ? l - 1 : -1);
     if (!keep_) {  // recomputation: the layer's forward again, its output written to a throwaway
+      if (shard_) a.h_in = gathered_input(l);
       alloc_acts(a, l, scratch_);
       Tensor h_out = take(scratch_, {B_, T_, C_}, "hidden_recomputed");
       layer_forward(l, a, h_out);

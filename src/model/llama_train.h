@@ -37,6 +37,11 @@ struct TrainOptions {
   /// its backward (hook forwards are called again too; AdapterHook's contract). Same gradients, bit
   /// for bit; about one more forward of compute for a fraction of the activation memory.
   bool recompute = false;
+  /// With recompute and a tp group (model.tp): each tp rank keeps 1/tp of the rows of every layer's
+  /// input instead of the whole input, and the layer's input is all-gathered from the ranks right before
+  /// its recomputation (Megatron's distributed saved activations). Same bits; one all-gather of a
+  /// (B, T, C) hidden state per layer in the backward, for 1/tp of the memory that grows with the layers.
+  bool shard_saved_inputs = false;
   /// The gradients are those of loss_sum · loss_scale. 0: 1 / n_loss_tokens of this call, i.e. HF's
   /// mean over non-ignored targets. With gradient accumulation over micro-batches or data-parallel
   /// ranks, pass 1 / n_loss_tokens_global of the whole global batch on every call, so the summed

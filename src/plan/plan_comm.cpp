@@ -2,6 +2,7 @@
 // (train/trainer.cpp, model/llama_train.cpp, model/llama_pipeline.cpp, parallel/tp_ops.cpp,
 // adapters/adapter_set_tp.cpp, train/dp_optimizer.cpp), counted the way comm::Communicator counts.
 #include <algorithm>
+#include <cmath>
 
 #include "core/error.h"
 #include "model/tensor_parallel.h"
@@ -54,6 +55,12 @@ RankTraffic rank_traffic(const model::LlamaConfig& m, const adapters::AdapterCon
     const double train_call = fwd + head + bwd;
     // With pp a stage runs each micro-batch's forward once too (model::SplitTrainStep keeps it).
     r.tp.reduce += M * train_call;
+    // Sharded saved inputs: each layer's input all-gathered before its recomputation, tp parts of
+    // ⌈N / tp⌉ rows.
+    if (job.recompute && job.shard_saved_inputs) {
+      const double rows = std::ceil(N / lay.tp);
+      r.tp.gather += M * nL * lay.tp * rows * static_cast<double>(m.hidden_size) * e;
+    }
     // AdapterSet::tp_reduce_gradients: the whole LoRA factor of every site (A of column-parallel, B of
     // row-parallel sites: r × C f32 each); DpOptimizer's norm: one f64.
     if (adapters::kind_has_lora(a.kind))

@@ -54,6 +54,7 @@ class PassModel {
     B_ = batch, T_ = seq, N_ = B_ * T_, C_ = m.hidden_size, H_ = local.heads, Hkv_ = local.kv_heads;
     D_ = m.head_dim, F_ = local.ffn, V_ = local.vocab.count;
     tp_ = lay.tp > 1;
+    tp_size_ = lay.tp;
     const parallel::Range r =
         parallel::stage_layers(model::llama_dims(m), lay.pp, pp_rank, parallel::kTrainSplit);
     l0_ = r.begin, l1_ = r.end();
@@ -85,20 +86,28 @@ class PassModel {
     return n;
   }
 
-  ActivationBytes run(bool recompute, bool backward, std::int64_t chunk_rows) const {
+  // shard_inputs: model::TrainOptions::shard_saved_inputs (with recompute and tp > 1).
+  ActivationBytes run(bool recompute, bool backward, std::int64_t chunk_rows, bool shard_inputs = false) const {
     const bool keep = backward && !recompute;
+    const bool shard = backward && recompute && shard_inputs && tp_;
+    // A rank's rows of each layer's input, and the input gathered back (padded to tp × rows) in scratch.
+    const std::int64_t shard_rows = shard ? (N_ + tp_size_ - 1) / tp_size_ : 0;
+    const std::uint64_t gathered = shard ? t(tp_size_ * shard_rows * C_) : 0;
     ActivationBytes out;
     out.saved = 2 * f32(B_ * T_ * (D_ / 2));  // RoPE tables per token (adapt_train passes positions)
-    // The hidden states entering each layer and the last one's output; forward only, two in turn.
-    const std::int64_t n_hidden = backward ? l1_ - l0_ + 1 : std::min<std::int64_t>(l1_ - l0_ + 1, 2);
+    // The hidden states entering each layer and the last one's output; forward only, two in turn, and
+    // so with sharded inputs, whose shards stay instead.
+    const std::int64_t n_hidden =
+        backward && !shard ? l1_ - l0_ + 1 : std::min<std::int64_t>(l1_ - l0_ + 1, 2);
     out.saved += static_cast<std::uint64_t>(n_hidden) * t(N_ * C_);
+    if (shard) out.saved += static_cast<std::uint64_t>(l1_ - l0_) * t(shard_rows * C_);
     std::uint64_t scratch = 0;
     for (std::int64_t l = l0_; l < l1_; ++l) {
       const LayerAdapters& la = layers_[static_cast<std::size_t>(l)];
       if (keep) out.saved += acts(la);
       scratch = std::max(scratch, (keep ? 0 : acts(la)) + forward_temps(la));
       if (backward) {
-        const std::uint64_t recomputed = keep ? 0 : acts(la) + t(N_ * C_) + forward_temps(la);
+        const std::uint64_t recomputed = keep ? 0 : gathered + acts(la) + t(N_ * C_) + forward_temps(la);
         scratch = std::max(scratch, recomputed + backward_temps(la));
       }
     }
@@ -168,6 +177,7 @@ class PassModel {
   std::int64_t B_ = 0, T_ = 0, N_ = 0, C_ = 0, H_ = 0, Hkv_ = 0, D_ = 0, F_ = 0, V_ = 0;
   std::int64_t l0_ = 0, l1_ = 0;
   bool tp_ = false, first_ = true, last_ = true;
+  std::int64_t tp_size_ = 1;
   std::uint64_t act_ = 4;
 };
 
@@ -262,7 +272,7 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
   r.micro_in_flight = in_flight;
   const PassModel pm(m, a, lay, tp_rank, pp_rank, job.micro_batch, job.seq, prec.activation);
   auto pass = [&](bool recompute) {
-    ActivationBytes b = pm.run(recompute, true, chunk);
+    ActivationBytes b = pm.run(recompute, true, chunk, job.shard_saved_inputs);
     b.saved *= static_cast<std::uint64_t>(in_flight);
     return b;
   };
@@ -322,9 +332,9 @@ std::uint64_t TrainMemory::device_total() const {
 ActivationBytes train_activation_bytes(const model::LlamaConfig& m, const adapters::AdapterConfig& a,
                                        const Layout& layout, int tp_rank, int pp_rank, std::int64_t batch,
                                        std::int64_t seq, bool recompute, bool backward, std::int64_t chunk_rows,
-                                       Backend backend) {
+                                       Backend backend, bool shard_saved_inputs) {
   return PassModel(m, a, layout, tp_rank, pp_rank, batch, seq, Precision::of(backend).activation)
-      .run(recompute, backward, chunk_rows);
+      .run(recompute, backward, chunk_rows, shard_saved_inputs);
 }
 
 TrainMemory train_memory(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& layout,

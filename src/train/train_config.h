@@ -44,6 +44,9 @@ struct LoopConfig {
   std::int64_t micro_batch = 4;    // sequences of one micro-step, all dp replicas together (each runs micro_batch / dp)
   std::int64_t grad_accum = 1;     // micro-batches per optimizer step
   bool recompute = false;          // activation recomputation per layer (less memory, ~1 more forward)
+  /// With recompute and parallel.tp > 1: each tp rank keeps 1/tp of every layer's input and gathers it
+  /// back before recomputing the layer (same results; one all-gather per layer in the backward).
+  bool shard_saved_inputs = true;
   std::int64_t eval_every = 50;    // steps between evaluations (0: only at the end; step 0 evaluates the base model)
   std::int64_t eval_batches = 8;   // micro-batches of eval data per evaluation (at most the eval set)
   std::int64_t log_every = 1;      // steps between progress lines

@@ -219,6 +219,7 @@ std::string train_memory_estimate(const TrainConfig& cfg, int dp, int tp, int pp
                            .micro_batch = std::max<std::int64_t>(cfg.train.micro_batch / dp, 1),
                            .grad_accum = cfg.train.grad_accum,
                            .recompute = cfg.train.recompute,
+                           .shard_saved_inputs = cfg.train.shard_saved_inputs,
                            .zero1 = cfg.parallel.zero1,
                            .offload = cfg.optim.offload,
                            .weights_device_layers = on_gpu ? cfg.runtime.weights_device_layers : -1,
@@ -685,6 +686,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
           model, in, &set, *model_pp,
           {.loss_scale = scale,
            .recompute = cfg.train.recompute,
+           .shard_saved_inputs = cfg.train.shard_saved_inputs,
            .before_micro = [&](int k) { set.set_step(step, dp.rank() * cfg.train.grad_accum + k); },
            // The stage's last backward finishes its layers' gradients: they leave as it goes.
            .before_last_backward =
@@ -701,7 +703,9 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
         // Logits in 256-row chunks (the default): (N, V) is never held whole (2 GB at 4096 tokens for Llama
         // 3's vocabulary), here, in evaluate() and in the pipeline's stages.
         model::TrainResult r = model::llama_train_step(
-            model, wrap_batch(micro[k]), &set, {.recompute = cfg.train.recompute, .loss_scale = scale}, &ws);
+            model, wrap_batch(micro[k]), &set,
+            {.recompute = cfg.train.recompute, .shard_saved_inputs = cfg.train.shard_saved_inputs, .loss_scale = scale},
+            &ws);
         sums[0] += r.loss_sum;
       }
     }

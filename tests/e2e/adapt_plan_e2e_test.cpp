@@ -4,7 +4,9 @@
 //    kernel reports for that adapt_train process (ru_maxrss from wait4), with and without
 //    recomputation, and with the optimizer offloaded (optim.offload);
 //  * memory per rank at tp2 and pp2 (2 MPI ranks, bench preset): within 10% of each rank's peak RSS
-//    at 16 sequences per micro-step, and the growth from 4 to 16 sequences within 10%;
+//    at 16 sequences per micro-step, and the growth from 4 to 16 sequences within 10%; at tp2 with
+//    recomputation, what keeping a shard of every layer's input saves (train.shard_saved_inputs),
+//    measured and planned, within 10%;
 //  * communication: the plan's bytes per step equal, byte for byte, the `comm_bytes` adapt_train writes
 //    to metrics.jsonl at every step, on 2 MPI ranks at dp2 (ZeRO-1 on and off), tp2 (recomputation on
 //    and off) and pp2, on the tiny preset;
@@ -17,7 +19,6 @@
 
 #include <cmath>
 #include <cstdio>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -143,43 +144,66 @@ TEST_CASE("adapt_plan's memory per rank at tp2 and pp2 against each rank's measu
                               "\"\n[optim]\nlr = 1e-4\n[train]\nsteps = 1\neval_every = 0\n"
                               "[checkpoint]\nevery = 0\nkeep_last = 1\n");
   const std::uint64_t baseline = process_baseline();
-  for (const auto& [tp, pp] : {std::pair{2, 1}, std::pair{1, 2}}) {
-    std::map<std::int64_t, std::vector<double>> measured, predicted;  // micro-batch -> per rank (bytes)
-    for (const std::int64_t mb : {4, 16}) {
-      const std::string tag = "tp" + std::to_string(tp) + "pp" + std::to_string(pp) + "mb" + std::to_string(mb);
-      CAPTURE(tag);
-      const test::Run t =
-          run(std::string(ADAPT_MPIEXEC) + " -n 2 " + ADAPT_MPIEXEC_FLAGS + " env OMP_NUM_THREADS=1 python3 " +
-              wrap.string() + " " + (dir / tag).string() + " " + bin("adapt_train") + " --config " + toml.string() +
-              " --set run.dir=" + (dir / ("run-" + tag)).string() + " --set parallel.tp=" + std::to_string(tp) +
-              " --set parallel.pp=" + std::to_string(pp) + " --set train.micro_batch=" + std::to_string(mb));
-      INFO(t.out);
-      REQUIRE(t.code == 0);
-      const json p = plan_json("--model " + (dir / "bench").string() + " --gpus 2 --tp " + std::to_string(tp) +
-                               " --pp " + std::to_string(pp) + " --seq 256 --micro-batch " + std::to_string(mb) +
-                               " --adapter lora:r=16,alpha=32,targets=all");
-      const json& ranks = p["layouts"][0]["ranks"];
-      REQUIRE(ranks.size() == 2);
-      for (int r = 0; r < 2; ++r) {
-        measured[mb].push_back(std::stod(file_read_text((dir / tag).string() + "." + std::to_string(r))) * 1024);
-        predicted[mb].push_back(ranks[static_cast<std::size_t>(r)]["device_total"].get<double>() +
-                                static_cast<double>(baseline));
-      }
+  // One run: each rank's measured peak and planned bytes (plus the program itself).
+  struct PerRank {
+    std::vector<double> measured, predicted;
+  };
+  auto measure = [&](const std::string& name, int tp, int pp, std::int64_t mb, const std::string& train_set,
+                     const std::string& plan_flags) {
+    const std::string tag = "tp" + std::to_string(tp) + "pp" + std::to_string(pp) + "mb" + std::to_string(mb) + name;
+    CAPTURE(tag);
+    const test::Run t =
+        run(std::string(ADAPT_MPIEXEC) + " -n 2 " + ADAPT_MPIEXEC_FLAGS + " env OMP_NUM_THREADS=1 python3 " +
+            wrap.string() + " " + (dir / tag).string() + " " + bin("adapt_train") + " --config " + toml.string() +
+            " --set run.dir=" + (dir / ("run-" + tag)).string() + " --set parallel.tp=" + std::to_string(tp) +
+            " --set parallel.pp=" + std::to_string(pp) + " --set train.micro_batch=" + std::to_string(mb) + train_set);
+    INFO(t.out);
+    REQUIRE(t.code == 0);
+    const json p = plan_json("--model " + (dir / "bench").string() + " --gpus 2 --tp " + std::to_string(tp) +
+                             " --pp " + std::to_string(pp) + " --seq 256 --micro-batch " + std::to_string(mb) +
+                             " --adapter lora:r=16,alpha=32,targets=all" + plan_flags);
+    const json& ranks = p["layouts"][0]["ranks"];
+    REQUIRE(ranks.size() == 2);
+    PerRank out;
+    for (int r = 0; r < 2; ++r) {
+      out.measured.push_back(std::stod(file_read_text((dir / tag).string() + "." + std::to_string(r))) * 1024);
+      out.predicted.push_back(ranks[static_cast<std::size_t>(r)]["device_total"].get<double>() +
+                              static_cast<double>(baseline));
     }
+    return out;
+  };
+  for (const auto& [tp, pp] : {std::pair{2, 1}, std::pair{1, 2}}) {
+    const PerRank small = measure("", tp, pp, 4, "", ""), large = measure("", tp, pp, 16, "", "");
     for (int r = 0; r < 2; ++r) {
       CAPTURE(tp);
       CAPTURE(pp);
       CAPTURE(r);
-      const double abs_ratio = predicted[16][r] / measured[16][r];
-      const double growth_ratio = (predicted[16][r] - predicted[4][r]) / (measured[16][r] - measured[4][r]);
-      MESSAGE("tp" << tp << " pp" << pp << " rank " << r << ": 16 sequences predicted " << predicted[16][r] / 1048576.0
-                   << " MiB, measured " << measured[16][r] / 1048576.0 << " MiB (" << abs_ratio
-                   << "); growth 4 -> 16 predicted " << (predicted[16][r] - predicted[4][r]) / 1048576.0
-                   << " MiB, measured " << (measured[16][r] - measured[4][r]) / 1048576.0 << " MiB (" << growth_ratio
-                   << ")");
+      const double abs_ratio = large.predicted[r] / large.measured[r];
+      const double growth_ratio = (large.predicted[r] - small.predicted[r]) / (large.measured[r] - small.measured[r]);
+      MESSAGE("tp" << tp << " pp" << pp << " rank " << r << ": 16 sequences predicted " << large.predicted[r] / 1048576.0
+                   << " MiB, measured " << large.measured[r] / 1048576.0 << " MiB (" << abs_ratio
+                   << "); growth 4 -> 16 predicted " << (large.predicted[r] - small.predicted[r]) / 1048576.0
+                   << " MiB, measured " << (large.measured[r] - small.measured[r]) / 1048576.0 << " MiB ("
+                   << growth_ratio << ")");
       CHECK(std::fabs(abs_ratio - 1.0) <= 0.10);
       CHECK(std::fabs(growth_ratio - 1.0) <= 0.10);
     }
+  }
+  // tp2 with recomputation, 32 sequences: each rank keeping half of every layer's input
+  // (train.shard_saved_inputs, the default) against keeping it whole; the memory saved, measured and
+  // planned, within 10%.
+  const PerRank whole = measure("-whole", 2, 1, 32, " --set train.recompute=true --set train.shard_saved_inputs=false",
+                                " --recompute --no-shard-inputs");
+  const PerRank sharded = measure("-sharded", 2, 1, 32, " --set train.recompute=true", " --recompute");
+  for (int r = 0; r < 2; ++r) {
+    CAPTURE(r);
+    const double saved_predicted = whole.predicted[r] - sharded.predicted[r];
+    const double saved_measured = whole.measured[r] - sharded.measured[r];
+    MESSAGE("tp2 recompute rank " << r << ", 32 sequences: sharded inputs save " << saved_measured / 1048576.0
+                                  << " MiB measured, " << saved_predicted / 1048576.0 << " MiB planned ("
+                                  << saved_predicted / saved_measured << ")");
+    CHECK(saved_predicted > 0);
+    CHECK(std::fabs(saved_predicted / saved_measured - 1.0) <= 0.10);
   }
 }
 

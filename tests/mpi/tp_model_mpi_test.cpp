@@ -40,6 +40,7 @@
 #include "optim/adamw.h"
 #include "parallel/llama_sharding.h"
 #include "parallel/tp_ops.h"
+#include "plan/plan.h"
 #include "tests/mpi/tp_test_util.h"
 #include "tests/support/test_support.h"
 
@@ -252,18 +253,57 @@ TEST_CASE("tp training step: loss, logits and every adapter gradient equal one r
 
     // Recomputation and chunked logits on the sharded model: the same gradients (recomputation bit for bit).
     const std::vector<adapters::AdapterParam> pp = set_part.parameters();
-    std::vector<Tensor> first;
-    for (const adapters::AdapterParam& p : pp) {
-      Tensor g = Tensor::empty(p.grad.shape(), DType::F32);
-      g.copy_from(p.grad);
-      first.push_back(g);
-    }
+    auto grad_copies = [&] {
+      std::vector<Tensor> out;
+      for (const adapters::AdapterParam& p : pp) {
+        Tensor g = Tensor::empty(p.grad.shape(), DType::F32);
+        g.copy_from(p.grad);
+        out.push_back(g);
+      }
+      return out;
+    };
+    const std::vector<Tensor> first = grad_copies();
     set_part.zero_grad();
     const model::TrainResult rr =
         model::llama_train_step(m.part, in, &set_part, {.recompute = true});
     set_part.tp_reduce_gradients();
     CHECK(rr.loss_sum == rp.loss_sum);
     for (std::size_t i = 0; i < pp.size(); ++i) CHECK(rel_diff(pp[i].grad, first[i]) == 0.0);
+    // Each rank keeping its rows of every layer's input (shard_saved_inputs), gathered before the
+    // recomputation: the same bits, also when the rows do not split evenly (7 rows: the last rank's
+    // shard padded, at tp4 2 | 2 | 2 | 1). Per-token positions, as adapt_train passes them (the planner
+    // counts per-token RoPE tables).
+    auto with_positions = [](const Tensor& ids, const Tensor& targets) {
+      Tensor pos = Tensor::empty(ids.shape(), DType::I32);
+      for (std::int64_t i = 0; i < pos.numel(); ++i)
+        pos.data<std::int32_t>()[i] = static_cast<std::int32_t>(i % ids.dim(1));
+      return model::TrainInputs{.ids = ids, .targets = targets, .positions = pos};
+    };
+    const Tensor ids7 = ids_tensor(1, 7, c.vocab_size, 77), targets7 = ids_tensor(1, 7, c.vocab_size, 78);
+    for (const model::TrainInputs& x : {with_positions(in.ids, in.targets), with_positions(ids7, targets7)}) {
+      CAPTURE(x.ids.numel());
+      set_part.zero_grad();
+      const model::TrainResult plain = model::llama_train_step(m.part, x, &set_part, {.recompute = true});
+      const std::vector<Tensor> expect = grad_copies();
+      set_part.zero_grad();
+      const model::TrainResult sharded =
+          model::llama_train_step(m.part, x, &set_part, {.recompute = true, .shard_saved_inputs = true});
+      CHECK(sharded.loss_sum == plain.loss_sum);
+      for (std::size_t i = 0; i < pp.size(); ++i) CHECK(rel_diff(pp[i].grad, expect[i]) == 0.0);
+      // The planner's replay of the workspaces gives both high-water marks to the byte.
+      for (const bool shard : {false, true}) {
+        const model::TrainResult& r = shard ? sharded : plain;
+        const plan::ActivationBytes b = plan::train_activation_bytes(
+            c, adapter_config(0.1), {.tp = m.size()}, m.part.tp.rank, 0, x.ids.dim(0), x.ids.dim(1), true, true,
+            model::TrainOptions{}.logits_chunk_rows, plan::Backend::Cpu, shard);
+        CAPTURE(shard);
+        CHECK(b.saved == r.memory.saved_bytes);
+        CHECK(b.scratch == r.memory.scratch_bytes);
+      }
+      // Two layers: the inputs of both whole (and the output) against two whole plus a shard of each,
+      // less from tp4 on.
+      if (m.size() >= 4) CHECK(sharded.memory.saved_bytes < plain.memory.saved_bytes);
+    }
     set_part.zero_grad();
     const model::TrainResult rc =
         model::llama_train_step(m.part, in, &set_part, {.logits_chunk_rows = 7});
