@@ -36,11 +36,11 @@ Layout layout_of(std::int64_t tp, std::int64_t pp) {
   return {.tp = static_cast<int>(tp), .pp = static_cast<int>(pp), .dp = static_cast<int>(kGpus / (tp * pp))};
 }
 
-}  // namespace
-
-TEST_CASE("inputs/cluster/train-llama-3.1-70b.toml: its layout fits 8 x A100 80 GB and is adapt_plan's pick") {
-  const train::TrainConfig c = config::load(test::source_dir() / "inputs/cluster/train-llama-3.1-70b.toml",
-                                            config::train_config_schema(), {});
+// The training job in `name`: its layout fits every rank and is the recommended one.
+void check_train_example(const char* name) {
+  CAPTURE(name);
+  const train::TrainConfig c =
+      config::load(test::source_dir() / "inputs/cluster" / name, config::train_config_schema(), {});
   CHECK(c.runtime.device == "cuda");
   const Layout lay = layout_of(c.parallel.tp, c.parallel.pp);
   REQUIRE(c.train.micro_batch % lay.dp == 0);  // adapt_train's rule: micro_batch counts every replica's sequences
@@ -49,6 +49,7 @@ TEST_CASE("inputs/cluster/train-llama-3.1-70b.toml: its layout fits 8 x A100 80 
                .micro_batch = c.train.micro_batch / lay.dp,
                .grad_accum = c.train.grad_accum,
                .recompute = c.train.recompute,
+               .shard_saved_inputs = c.train.shard_saved_inputs,
                .zero1 = c.parallel.zero1,
                .offload = c.optim.offload};
   req.gen = {.batch = 1, .context = c.data.seq_len};
@@ -70,6 +71,16 @@ TEST_CASE("inputs/cluster/train-llama-3.1-70b.toml: its layout fits 8 x A100 80 
   REQUIRE(all.train_pick >= 0);
   const Layout pick = all.layouts[static_cast<std::size_t>(all.train_pick)].layout;
   CHECK(pick.str() == lay.str());
+}
+
+}  // namespace
+
+TEST_CASE("inputs/cluster/train-llama-3.1-70b.toml: its layout fits 8 x A100 80 GB and is adapt_plan's pick") {
+  check_train_example("train-llama-3.1-70b.toml");
+}
+
+TEST_CASE("inputs/cluster/train-llama-3.1-70b-long.toml: 65,536-token sequences fit at tp8; adapt_plan's pick") {
+  check_train_example("train-llama-3.1-70b-long.toml");
 }
 
 TEST_CASE("inputs/cluster/generate-llama-3.1-70b.toml: batch_size rows of the whole context fit; adapt_plan's pick") {
