@@ -178,6 +178,10 @@ void TrainPass::keep_input_shard(int l, const Tensor& h_in) {
   shard = take(saved_, {shard_rows_, C_}, "hidden_shard");
   const std::int64_t r0 = m_.tp.rank * shard_rows_;
   const std::int64_t rows = std::clamp<std::int64_t>(N_ - r0, 0, shard_rows_);
+  if (rows < shard_rows_) {  // the padding the gather carries and drops: defined, for memory checkers
+    Tensor pad = shard.narrow(0, rows, shard_rows_ - rows);
+    ops::fill(pad, 0.0f);
+  }
   if (rows == 0) return;  // only padding (fewer rows than ranks)
   Tensor dst = shard.narrow(0, 0, rows);
   copy_between(dst, h_in.reshape({N_, C_}).narrow(0, r0, rows));
@@ -511,6 +515,10 @@ void TrainPass::backward() {
     if (!keep_) a = LayerActs{};  // as in the forward: release the recomputed layer's scratch tensors
   }
   if (opts_.d_embedded) copy_between(*opts_.d_embedded, dh);
+}
+
+bool shard_saved_inputs_pays(int tp, std::int64_t stage_layers) {
+  return tp > 1 && stage_layers * (tp - 1) > 2 * static_cast<std::int64_t>(tp);
 }
 
 TrainResult TrainPass::result() const {

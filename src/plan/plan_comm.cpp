@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "model/llama_train.h"
 #include "model/tensor_parallel.h"
 #include "parallel/llama_sharding.h"
 #include "parallel/zero_partition.h"
@@ -55,9 +56,9 @@ RankTraffic rank_traffic(const model::LlamaConfig& m, const adapters::AdapterCon
     const double train_call = fwd + head + bwd;
     // With pp a stage runs each micro-batch's forward once too (model::SplitTrainStep keeps it).
     r.tp.reduce += M * train_call;
-    // Sharded saved inputs: each layer's input all-gathered before its recomputation, tp parts of
-    // ⌈N / tp⌉ rows.
-    if (job.recompute && job.shard_saved_inputs) {
+    // Sharded saved inputs (on stages where they save memory, as adapt_train decides): each layer's input
+    // all-gathered before its recomputation, tp parts of ⌈N / tp⌉ rows.
+    if (job.recompute && job.shard_saved_inputs && model::shard_saved_inputs_pays(lay.tp, stage.count)) {
       const double rows = std::ceil(N / lay.tp);
       r.tp.gather += M * nL * lay.tp * rows * static_cast<double>(m.hidden_size) * e;
     }

@@ -271,8 +271,13 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
       parallel::schedule_1f1b(lay.pp, pp_rank, static_cast<int>(job.grad_accum)));
   r.micro_in_flight = in_flight;
   const PassModel pm(m, a, lay, tp_rank, pp_rank, job.micro_batch, job.seq, prec.activation);
+  // adapt_train's setting: the layers' inputs sharded on the stages where that saves memory.
+  const bool shard_inputs =
+      job.shard_saved_inputs &&
+      model::shard_saved_inputs_pays(
+          lay.tp, parallel::stage_layers(model::llama_dims(m), lay.pp, pp_rank, parallel::kTrainSplit).count);
   auto pass = [&](bool recompute) {
-    ActivationBytes b = pm.run(recompute, true, chunk, job.shard_saved_inputs);
+    ActivationBytes b = pm.run(recompute, true, chunk, shard_inputs);
     b.saved *= static_cast<std::uint64_t>(in_flight);
     return b;
   };

@@ -45,7 +45,8 @@ struct LoopConfig {
   std::int64_t grad_accum = 1;     // micro-batches per optimizer step
   bool recompute = false;          // activation recomputation per layer (less memory, ~1 more forward)
   /// With recompute and parallel.tp > 1: each tp rank keeps 1/tp of every layer's input and gathers it
-  /// back before recomputing the layer (same results; one all-gather per layer in the backward).
+  /// back before recomputing the layer (same results; one all-gather per layer in the backward), on the
+  /// stages where that saves memory (model::shard_saved_inputs_pays).
   bool shard_saved_inputs = true;
   std::int64_t eval_every = 50;    // steps between evaluations (0: only at the end; step 0 evaluates the base model)
   std::int64_t eval_batches = 8;   // micro-batches of eval data per evaluation (at most the eval set)

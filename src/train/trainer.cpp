@@ -678,6 +678,10 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     // Each replica's gradient is its share of the global mean's; dp_average_gradients divides the sum
     // by dp, so the scale carries a factor dp.
     const float scale = n_loss > 0 ? static_cast<float>(dp.size()) / static_cast<float>(n_loss) : 0.0f;
+    // Sharded layer inputs where they save memory on this stage (adapt_plan counts the same).
+    const bool shard_inputs =
+        cfg.train.shard_saved_inputs &&
+        model::shard_saved_inputs_pays(model.tp.size, model::stage_layer_range(model.config, model.stage).count);
     if (pp.size() > 1) {
       // Every stage gets the same micro-batches and the same loss back.
       std::vector<model::TrainInputs> in;
@@ -686,7 +690,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
           model, in, &set, *model_pp,
           {.loss_scale = scale,
            .recompute = cfg.train.recompute,
-           .shard_saved_inputs = cfg.train.shard_saved_inputs,
+           .shard_saved_inputs = shard_inputs,
            .before_micro = [&](int k) { set.set_step(step, dp.rank() * cfg.train.grad_accum + k); },
            // The stage's last backward finishes its layers' gradients: they leave as it goes.
            .before_last_backward =
@@ -704,7 +708,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
         // 3's vocabulary), here, in evaluate() and in the pipeline's stages.
         model::TrainResult r = model::llama_train_step(
             model, wrap_batch(micro[k]), &set,
-            {.recompute = cfg.train.recompute, .shard_saved_inputs = cfg.train.shard_saved_inputs, .loss_scale = scale},
+            {.recompute = cfg.train.recompute, .shard_saved_inputs = shard_inputs, .loss_scale = scale},
             &ws);
         sums[0] += r.loss_sum;
       }

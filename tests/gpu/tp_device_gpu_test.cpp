@@ -179,17 +179,21 @@ void run_tp2(comm::MpiCommunicator& world, int device, bool gpu_per_rank) {
   for (const model::TrainInputs& x : {in, model::TrainInputs{.ids = ids7, .targets = targets_for(ids7, V, 204, 1)}}) {
     CAPTURE(x.ids.numel());
     double losses[2] = {0, 0};
+    std::int64_t gathers[2] = {0, 0};
     std::vector<float> grads[2];
     for (const bool shard : {false, true}) {
       set_part.zero_grad();
+      const std::int64_t before = lay.device.tp->stats()[comm::Collective::AllGather].calls;
       losses[shard] =
           model::llama_train_step(part, x, &set_part, {.recompute = true, .shard_saved_inputs = shard}, &ws_p).loss_sum;
+      gathers[shard] = lay.device.tp->stats()[comm::Collective::AllGather].calls - before;
       set_part.gradients_to_host();
       for (const adapters::AdapterParam& p : set_part.host_parameters())
         grads[shard].insert(grads[shard].end(), p.grad.data<float>(), p.grad.data<float>() + p.grad.numel());
     }
     CHECK(losses[0] == losses[1]);
     CHECK(grads[0] == grads[1]);
+    CHECK(gathers[1] - gathers[0] == cfg.n_layers);  // one per layer: the shards were kept and gathered
   }
   if (world.rank() == 0)
     std::printf("tp2 on %s (%s): loss rel diff %.2e, logits %.2e, %zu gradients max rel diff %.2e\n",

@@ -271,8 +271,8 @@ TEST_CASE("tp training step: loss, logits and every adapter gradient equal one r
     for (std::size_t i = 0; i < pp.size(); ++i) CHECK(rel_diff(pp[i].grad, first[i]) == 0.0);
     // Each rank keeping its rows of every layer's input (shard_saved_inputs), gathered before the
     // recomputation: the same bits, also when the rows do not split evenly (7 rows: the last rank's
-    // shard padded, at tp4 2 | 2 | 2 | 1). Per-token positions, as adapt_train passes them (the planner
-    // counts per-token RoPE tables).
+    // shard padded, at tp4 2 | 2 | 2 | 1; 3 rows: at tp4 the last rank's shard is all padding). Per-token
+    // positions, as adapt_train passes them (the planner counts per-token RoPE tables).
     auto with_positions = [](const Tensor& ids, const Tensor& targets) {
       Tensor pos = Tensor::empty(ids.shape(), DType::I32);
       for (std::int64_t i = 0; i < pos.numel(); ++i)
@@ -280,14 +280,19 @@ TEST_CASE("tp training step: loss, logits and every adapter gradient equal one r
       return model::TrainInputs{.ids = ids, .targets = targets, .positions = pos};
     };
     const Tensor ids7 = ids_tensor(1, 7, c.vocab_size, 77), targets7 = ids_tensor(1, 7, c.vocab_size, 78);
-    for (const model::TrainInputs& x : {with_positions(in.ids, in.targets), with_positions(ids7, targets7)}) {
+    const Tensor ids3 = ids_tensor(1, 3, c.vocab_size, 79), targets3 = ids_tensor(1, 3, c.vocab_size, 80);
+    for (const model::TrainInputs& x :
+         {with_positions(in.ids, in.targets), with_positions(ids7, targets7), with_positions(ids3, targets3)}) {
       CAPTURE(x.ids.numel());
       set_part.zero_grad();
       const model::TrainResult plain = model::llama_train_step(m.part, x, &set_part, {.recompute = true});
       const std::vector<Tensor> expect = grad_copies();
       set_part.zero_grad();
+      const std::int64_t gathers = m.comms.tp->stats()[comm::Collective::AllGather].calls;
       const model::TrainResult sharded =
           model::llama_train_step(m.part, x, &set_part, {.recompute = true, .shard_saved_inputs = true});
+      // One all-gather per layer, and no other.
+      CHECK(m.comms.tp->stats()[comm::Collective::AllGather].calls - gathers == (m.size() > 1 ? c.n_layers : 0));
       CHECK(sharded.loss_sum == plain.loss_sum);
       for (std::size_t i = 0; i < pp.size(); ++i) CHECK(rel_diff(pp[i].grad, expect[i]) == 0.0);
       // The planner's replay of the workspaces gives both high-water marks to the byte.

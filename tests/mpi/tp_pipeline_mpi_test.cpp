@@ -91,9 +91,11 @@ void run_layout(int tp_size, bool recompute) {
   // The stages.
   adapters::AdapterSet set_part = adapter_set(cfg, 0.1, &part.tp);
   set_part.set_training(true);
+  const std::int64_t gathers_before = comms.tp->stats()[comm::Collective::AllGather].calls;
   const model::PipelineResult r = model::llama_pipeline_train(
       part, inputs, &set_part, *comms.pp,
       {.recompute = recompute, .before_micro = [&](int i) { set_part.set_step(5, i); }});
+  const std::int64_t gathers_plain = comms.tp->stats()[comm::Collective::AllGather].calls - gathers_before;
   set_part.tp_reduce_gradients();
   CHECK(r.n_loss_tokens == n_tokens);
   CHECK(r.loss_scale == scale);
@@ -145,7 +147,9 @@ void run_layout(int tp_size, bool recompute) {
     (in_pipeline ? during : after).push_back(layer);
   });
   int armed = 0;
-  // With recompute, the tp ranks keep shards of the layers' inputs here (shard_saved_inputs): the same bits.
+  // With recompute, the tp ranks keep shards of the layers' inputs here (shard_saved_inputs): the same
+  // bits, with one more all-gather per layer and micro-batch.
+  const std::int64_t gathers_stream = comms.tp->stats()[comm::Collective::AllGather].calls;
   model::llama_pipeline_train(part, inputs, &set_stream, *comms.pp,
                               {.recompute = recompute,
                                .shard_saved_inputs = recompute,
@@ -157,6 +161,8 @@ void run_layout(int tp_size, bool recompute) {
                                    }});
   in_pipeline = false;
   set_stream.end_gradient_stream();
+  CHECK(comms.tp->stats()[comm::Collective::AllGather].calls - gathers_stream - gathers_plain ==
+        (recompute && tp_size > 1 ? mine.count * static_cast<std::int64_t>(inputs.size()) : 0));
   CHECK(armed == 1);
   std::vector<int> stage_layers, other_layers;
   for (int l = static_cast<int>(cfg.n_layers) - 1; l >= 0; --l)
