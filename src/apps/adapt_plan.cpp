@@ -89,7 +89,8 @@ std::string usage() {
       "Prints the memory each GPU needs for every tp × pp × dp layout of the GPUs (base weights, adapter,\n"
       "gradients, optimizer state, activations with and without recomputation; weights and KV cache for\n"
       "generation), host memory, the bytes each step communicates and an estimated step time, and recommends\n"
-      "a layout and micro-batch for training and generation. Formulas and sources: src/plan/README.md.\n\n";
+      "a layout and micro-batch for training and generation, with the longest training sequence that fits.\n"
+      "Formulas and sources: src/plan/README.md.\n\n";
   std::vector<std::string> gpus;
   for (const GpuSpec& g : gpu_presets()) gpus.push_back(g.name);
   for (const Flag& f : kFlags) {

@@ -82,6 +82,30 @@ std::int64_t stream_layers_that_fit(const PlanResult& p, bool train) {
   return lo;
 }
 
+// The longest training sequence (a multiple of PlanResult::kSeqStep up to the model's context) that `lay`
+// holds at micro-batch 1 with recomputation; 0 when not even kSeqStep tokens fit. Memory grows with the
+// sequence: a binary search.
+std::int64_t longest_seq_that_fits(const PlanResult& p, const Layout& lay) {
+  const PlanRequest& req = p.req;
+  auto fits = [&](std::int64_t steps) {
+    TrainJob j = req.train;
+    j.seq = steps * PlanResult::kSeqStep;
+    j.micro_batch = 1;
+    j.recompute = true;
+    j.grad_accum = std::max<std::int64_t>(req.train.grad_accum, lay.pp);  // as the recommendation asks
+    const TrainMemory mm = train_memory(req.model, req.adapter, lay, j, req.backend);
+    return device_fits(p, mm.device_total()) && host_fits(req, mm);
+  };
+  if (!fits(1)) return 0;
+  std::int64_t lo = 1, hi = std::max<std::int64_t>(req.model.max_position_embeddings / PlanResult::kSeqStep, 1);
+  while (lo < hi) {
+    const std::int64_t mid = (lo + hi + 1) / 2;
+    if (fits(mid)) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo * PlanResult::kSeqStep;
+}
+
 std::string gib(std::uint64_t b) { return fmt::format("{:.2f}", static_cast<double>(b) / kGiB); }
 std::string gb_or_dash(double bytes) { return bytes > 0 ? fmt::format("{:.3g}", bytes / 1e9) : "0"; }
 
@@ -204,6 +228,15 @@ PlanResult make_plan(const PlanRequest& req) {
           p.min_gpus_gen = g;
       }
       if ((p.train_pick >= 0 || p.min_gpus_train > 0) && (p.gen_pick >= 0 || p.min_gpus_gen > 0)) break;
+    }
+  }
+  if (req.backend == Backend::Gpu) {
+    for (std::size_t i = 0; i < p.layouts.size(); ++i) {
+      const std::int64_t seq = longest_seq_that_fits(p, p.layouts[i].layout);
+      if (seq > p.longest_train_seq) {
+        p.longest_train_seq = seq;
+        p.longest_train_seq_layout = static_cast<int>(i);
+      }
     }
   }
   if (req.backend == Backend::Gpu && req.train.weights_device_layers < 0) {
@@ -473,6 +506,20 @@ std::string plan_text(const PlanResult& p) {
                        "adapt_plan --weights-device-layers {} shows it\n",
                        p.stream_train_layers, p.stream_train_layers);
   }
+  if (gpu) {
+    if (p.longest_train_seq_layout >= 0) {
+      s += fmt::format("  longest training sequence that fits: {} tokens ({}, micro-batch 1 with recomputation{}; "
+                       "multiples of {} up to the model's {})\n",
+                       format_count(p.longest_train_seq),
+                       p.layouts[static_cast<std::size_t>(p.longest_train_seq_layout)].layout.str(),
+                       r.train.offload ? " and offload" : "", format_count(PlanResult::kSeqStep),
+                       format_count(r.model.max_position_embeddings));
+    } else {
+      s += fmt::format("  longest training sequence that fits: none of {} tokens or more, at micro-batch 1 with "
+                       "recomputation{}\n",
+                       format_count(PlanResult::kSeqStep), r.train.offload ? " and offload" : "");
+    }
+  }
   if (p.gen_pick >= 0) {
     const LayoutPlan& lp = p.layouts[static_cast<std::size_t>(p.gen_pick)];
     s += fmt::format("recommended for generation: {} (up to {} sequences of {} tokens per replica){}\n",
@@ -619,6 +666,14 @@ std::string plan_json(const PlanResult& p) {
   // When nothing fits with every layer on the GPU: the largest --weights-device-layers that would (-1: none).
   j["stream_train_layers"] = p.stream_train_layers;
   j["stream_gen_layers"] = p.stream_gen_layers;
+  // GPU plans: the longest training sequence some layout holds at micro-batch 1 with recomputation.
+  if (r.backend == Backend::Gpu) {
+    j["longest_train_seq"] =
+        p.longest_train_seq_layout >= 0
+            ? json{{"tokens", p.longest_train_seq},
+                   {"layout", p.layouts[static_cast<std::size_t>(p.longest_train_seq_layout)].layout.str()}}
+            : json(nullptr);
+  }
   j["weights_device_layers"] = r.train.weights_device_layers;
   return j.dump(2) + "\n";
 }

@@ -58,6 +58,12 @@ struct PlanResult {
   // --weights-device-layers (runtime.weights_device_layers) with which a layout would, -1 for none.
   std::int64_t stream_train_layers = -1;
   std::int64_t stream_gen_layers = -1;
+  // GPU plans: the longest training sequence, a multiple of kSeqStep up to the model's context, that some
+  // layout of the request holds at micro-batch 1 with recomputation (its index in `layouts`); 0 / -1 when
+  // not even kSeqStep tokens fit.
+  static constexpr std::int64_t kSeqStep = 1024;
+  std::int64_t longest_train_seq = 0;
+  int longest_train_seq_layout = -1;
   std::uint64_t usable_bytes() const;
 };
 

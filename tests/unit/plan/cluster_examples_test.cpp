@@ -83,6 +83,34 @@ TEST_CASE("inputs/cluster/train-llama-3.1-70b-long.toml: 65,536-token sequences 
   check_train_example("train-llama-3.1-70b-long.toml");
 }
 
+TEST_CASE("adapt_plan's longest training sequence for Llama 3.1 70B on 8 x A100 80 GB: it fits, 1,024 more do not") {
+  PlanRequest req = request_70b(parse_adapter_spec("lora:r=16,targets=all"));  // train-llama-3.1-70b-long.toml's
+  req.train = {.seq = 8192, .micro_batch = 1, .recompute = true, .offload = true};
+  req.gen = {.batch = 1, .context = 8192};
+  const PlanResult p = make_plan(req);
+  REQUIRE(p.longest_train_seq_layout >= 0);
+  const Layout lay = p.layouts[static_cast<std::size_t>(p.longest_train_seq_layout)].layout;
+  MESSAGE("longest: " << p.longest_train_seq << " tokens at " << lay.str());
+  CHECK(p.longest_train_seq % PlanResult::kSeqStep == 0);
+  CHECK(p.longest_train_seq >= 65536);  // the long example's sequences
+  auto total = [&](const Layout& l, std::int64_t seq) {
+    TrainJob j = req.train;
+    j.seq = seq;
+    j.grad_accum = std::max<std::int64_t>(j.grad_accum, l.pp);
+    return train_memory(req.model, req.adapter, l, j, Backend::Gpu).device_total();
+  };
+  CHECK(total(lay, p.longest_train_seq) <= p.usable_bytes());
+  for (const LayoutPlan& lp : p.layouts) {
+    CAPTURE(lp.layout.str());
+    CHECK(total(lp.layout, p.longest_train_seq + PlanResult::kSeqStep) > p.usable_bytes());
+  }
+  // Without sharded layer inputs the longest is far shorter (every tp rank keeps each layer's input whole).
+  req.train.shard_saved_inputs = false;
+  const PlanResult whole = make_plan(req);
+  MESSAGE("with whole layer inputs: " << whole.longest_train_seq << " tokens");
+  CHECK(whole.longest_train_seq < p.longest_train_seq / 2);
+}
+
 TEST_CASE("inputs/cluster/generate-llama-3.1-70b.toml: batch_size rows of the whole context fit; adapt_plan's pick") {
   const generate::GenJob j = config::load(test::source_dir() / "inputs/cluster/generate-llama-3.1-70b.toml",
                                           config::gen_job_schema(), {});
