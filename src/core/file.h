@@ -81,9 +81,10 @@ void fd_write_all(int fd, const void* data, std::size_t n_bytes, const fs::path&
 void dir_fsync(const fs::path& dir);
 
 /// An unnamed file in `dir` (O_TMPFILE, else a name removed at once): scratch space on that file system
-/// instead of in memory, gone however the process ends (on NFS an open removed file stays as a
-/// `.nfs*` file until it is closed, and after a node crash until removed by hand). `what` names it in errors (e.g. "the token
-/// cache's tokens"). IoError when it cannot be made or written (a full disk), naming `what` and `dir`.
+/// instead of in memory, gone however the process ends (on NFS an open removed file stays as a `.nfs*`
+/// file until it is closed, and after a node crash until removed by hand). `what` names it in errors
+/// (e.g. "the token cache's tokens"). IoError when it cannot be made or written (a full disk), naming
+/// `what` and `dir`.
 class ScratchFile {
  public:
   ScratchFile(const fs::path& dir, std::string what);

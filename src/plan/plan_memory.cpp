@@ -62,6 +62,8 @@ class PassModel {
     act_ = static_cast<std::uint64_t>(act_bytes);
   }
 
+  std::int64_t stage_layers() const { return l1_ - l0_; }
+
   // An activation tensor of n elements; statistics (RMSNorm rstd, log-sum-exp) and logits stay f32.
   std::uint64_t t(std::int64_t n) const { return aligned(static_cast<std::uint64_t>(n) * act_); }
   std::uint64_t f32(std::int64_t n) const { return aligned(static_cast<std::uint64_t>(n) * 4); }
@@ -272,10 +274,7 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
   r.micro_in_flight = in_flight;
   const PassModel pm(m, a, lay, tp_rank, pp_rank, job.micro_batch, job.seq, prec.activation);
   // adapt_train's setting: the layers' inputs sharded on the stages where that saves memory.
-  const bool shard_inputs =
-      job.shard_saved_inputs &&
-      model::shard_saved_inputs_pays(
-          lay.tp, parallel::stage_layers(model::llama_dims(m), lay.pp, pp_rank, parallel::kTrainSplit).count);
+  const bool shard_inputs = job.shard_saved_inputs && model::shard_saved_inputs_pays(lay.tp, pm.stage_layers());
   auto pass = [&](bool recompute) {
     ActivationBytes b = pm.run(recompute, true, chunk, shard_inputs);
     b.saved *= static_cast<std::uint64_t>(in_flight);

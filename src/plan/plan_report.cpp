@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <vector>
 #include <nlohmann/json.hpp>
 
@@ -48,6 +49,31 @@ bool host_fits(const PlanRequest& r, const TrainMemory& m) {
          static_cast<double>(host_per_node(r, m)) <= *r.host_mem_gb * kGiB;
 }
 
+// A training job's device and host memory within the plan's limits.
+bool train_fits(const PlanResult& p, const TrainMemory& m) {
+  return device_fits(p, m.device_total()) && host_fits(p.req, m);
+}
+
+// The job the "does anything fit" questions ask about: micro-batch 1 with recomputation, at the
+// grad_accum the recommendation asks for on `lay` (at least pp).
+TrainJob least_train_job(const TrainJob& job, const Layout& lay) {
+  TrainJob j = job;
+  j.micro_batch = 1;
+  j.recompute = true;
+  j.grad_accum = std::max<std::int64_t>(job.grad_accum, lay.pp);
+  return j;
+}
+
+// The largest n in [lo, hi] with fits(n), given fits(lo) and that fits holds up to some n and no further.
+std::int64_t largest_that_fits(std::int64_t lo, std::int64_t hi, const std::function<bool(std::int64_t)>& fits) {
+  while (lo < hi) {
+    const std::int64_t mid = (lo + hi + 1) / 2;
+    if (fits(mid)) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 // The largest runtime.weights_device_layers with which some layout of the request holds the job
 // (training: micro-batch 1 with recomputation; generation: --gen-batch sequences), or -1 when even
 // none on the GPU does not. More layers on the GPU never need less memory: a binary search.
@@ -62,8 +88,7 @@ std::int64_t stream_layers_that_fit(const PlanResult& p, bool train) {
         j.micro_batch = 1;
         j.recompute = true;
         j.weights_device_layers = n;
-        const TrainMemory mm = train_memory(req.model, req.adapter, lay, j, req.backend);
-        if (device_fits(p, mm.device_total()) && host_fits(req, mm)) return true;
+        if (train_fits(p, train_memory(req.model, req.adapter, lay, j, req.backend))) return true;
       } else {
         GenJob g = req.gen;
         g.weights_device_layers = n;
@@ -72,14 +97,7 @@ std::int64_t stream_layers_that_fit(const PlanResult& p, bool train) {
     }
     return false;
   };
-  if (!fits(0)) return -1;
-  std::int64_t lo = 0, hi = req.model.n_layers;  // fits(lo)
-  while (lo < hi) {
-    const std::int64_t mid = (lo + hi + 1) / 2;
-    if (fits(mid)) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
+  return fits(0) ? largest_that_fits(0, req.model.n_layers, fits) : -1;
 }
 
 // The longest training sequence (a multiple of PlanResult::kSeqStep up to the model's context) that `lay`
@@ -87,23 +105,14 @@ std::int64_t stream_layers_that_fit(const PlanResult& p, bool train) {
 // sequence: a binary search.
 std::int64_t longest_seq_that_fits(const PlanResult& p, const Layout& lay) {
   const PlanRequest& req = p.req;
+  TrainJob j = least_train_job(req.train, lay);
   auto fits = [&](std::int64_t steps) {
-    TrainJob j = req.train;
     j.seq = steps * PlanResult::kSeqStep;
-    j.micro_batch = 1;
-    j.recompute = true;
-    j.grad_accum = std::max<std::int64_t>(req.train.grad_accum, lay.pp);  // as the recommendation asks
-    const TrainMemory mm = train_memory(req.model, req.adapter, lay, j, req.backend);
-    return device_fits(p, mm.device_total()) && host_fits(req, mm);
+    return train_fits(p, train_memory(req.model, req.adapter, lay, j, req.backend));
   };
   if (!fits(1)) return 0;
-  std::int64_t lo = 1, hi = std::max<std::int64_t>(req.model.max_position_embeddings / PlanResult::kSeqStep, 1);
-  while (lo < hi) {
-    const std::int64_t mid = (lo + hi + 1) / 2;
-    if (fits(mid)) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo * PlanResult::kSeqStep;
+  const std::int64_t most = std::max<std::int64_t>(req.model.max_position_embeddings / PlanResult::kSeqStep, 1);
+  return largest_that_fits(1, most, fits) * PlanResult::kSeqStep;
 }
 
 std::string gib(std::uint64_t b) { return fmt::format("{:.2f}", static_cast<double>(b) / kGiB); }
@@ -162,9 +171,7 @@ PlanResult make_plan(const PlanRequest& req) {
         j.micro_batch = mb;
         j.recompute = rc;
         j.grad_accum = std::max<std::int64_t>(req.train.grad_accum, lay.pp);
-        const TrainMemory mm = train_memory(req.model, req.adapter, lay, j, req.backend);
-        if (!device_fits(p, mm.device_total())) continue;
-        if (!host_fits(req, mm)) continue;
+        if (!train_fits(p, train_memory(req.model, req.adapter, lay, j, req.backend))) continue;
         const double tps =
             req.backend == Backend::Gpu
                 ? train_step_time(req.model, req.adapter, lay, j, req.cluster).tokens_per_s
@@ -214,12 +221,9 @@ PlanResult make_plan(const PlanRequest& req) {
     std::vector<int> counts;
     for (int g = req.gpus + 1; g <= per_node; ++g) counts.push_back(g);
     for (int g = (req.gpus / per_node + 1) * per_node; g <= 1024; g += per_node) counts.push_back(g);
-    TrainJob least = req.train;
-    least.micro_batch = 1;
-    least.recompute = true;
     for (const int g : counts) {
       for (const Layout& lay : valid_layouts(req.model, g)) {
-        least.grad_accum = std::max<std::int64_t>(req.train.grad_accum, lay.pp);  // as the recommendation asks
+        const TrainJob least = least_train_job(req.train, lay);
         if (p.train_pick < 0 && p.min_gpus_train == 0 &&
             train_memory(req.model, req.adapter, lay, least, req.backend).device_total() <= p.usable_bytes())
           p.min_gpus_train = g;

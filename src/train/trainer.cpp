@@ -645,6 +645,10 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   }
   const std::int64_t stop_at = cfg.train.stop_after ? std::min(cfg.train.steps, step + *cfg.train.stop_after)
                                                    : cfg.train.steps;
+  // Sharded layer inputs where they save memory on this stage (adapt_plan counts the same).
+  const bool shard_inputs =
+      cfg.train.shard_saved_inputs &&
+      model::shard_saved_inputs_pays(model.tp.size, model::stage_layer_range(model.config, model.stage).count);
   while (step < cfg.train.steps) {
     if (step == stop_at) {
       log::info0("stopping after {} steps of this run as train.stop_after asks; run the job again to resume",
@@ -678,10 +682,6 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     // Each replica's gradient is its share of the global mean's; dp_average_gradients divides the sum
     // by dp, so the scale carries a factor dp.
     const float scale = n_loss > 0 ? static_cast<float>(dp.size()) / static_cast<float>(n_loss) : 0.0f;
-    // Sharded layer inputs where they save memory on this stage (adapt_plan counts the same).
-    const bool shard_inputs =
-        cfg.train.shard_saved_inputs &&
-        model::shard_saved_inputs_pays(model.tp.size, model::stage_layer_range(model.config, model.stage).count);
     if (pp.size() > 1) {
       // Every stage gets the same micro-batches and the same loss back.
       std::vector<model::TrainInputs> in;
