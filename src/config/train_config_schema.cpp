@@ -117,7 +117,7 @@ const Schema<train::TrainConfig>& train_config_schema() {
             "With recompute and parallel.tp > 1: each tp rank keeps 1/tp of every layer's input and all-gathers "
             "it before recomputing the layer (the same results; the memory that grows with the layers divided "
             "by tp, for one all-gather per layer in the backward and two whole inputs in turn), on the stages "
-            "where that saves memory: stage layers x (tp - 1) > 2 x tp.");
+            "where that saves memory: stage layers x (tp - 1) > tp.");
     l.field("eval_every", &LoopConfig::eval_every,
             "Steps between evaluations (0: at the end only); a new run also evaluates the base model before its "
             "first step.")

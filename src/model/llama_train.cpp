@@ -145,6 +145,7 @@ class TrainPass {
   bool shard_ = false;
   std::int64_t shard_rows_ = 0;
   std::vector<Tensor> shards_;
+  Tensor whole_[2];  // shard_: the two hidden states the forward takes turns in, tp · shard_rows_ rows each
   const LayerWeights* staged_ = nullptr;  // lw(staged_layer_)
   int staged_layer_ = -1;
   Tensor cos_, sin_;   // RoPE tables: (T, D/2) shared, or (B, T, D/2) per token
@@ -187,8 +188,10 @@ void TrainPass::keep_input_shard(int l, const Tensor& h_in) {
   copy_between(dst, h_in.reshape({N_, C_}).narrow(0, r0, rows));
 }
 
+// Into the first of the forward's two hidden states, which the backward no longer reads (the head's
+// backward, or the copy to stage_output, came first).
 Tensor TrainPass::gathered_input(int l) {
-  Tensor all = take(scratch_, {m_.tp.size * shard_rows_, C_}, "hidden_gathered");
+  Tensor& all = whole_[0];
   m_.tp.comm->all_gather(shards_[static_cast<std::size_t>(l)].raw(), all.raw(), shard_rows_ * C_,
                          comm::CommDType::F32);
   return all.narrow(0, 0, N_).reshape({B_, T_, C_});
@@ -243,11 +246,15 @@ Tensor TrainPass::normed(const Tensor& h, const Tensor& w) {
 }
 
 // One decoder layer: h_out = MLP block(attention block(a.h_in)). Fills `a`; the temporaries come from
-// scratch. Mirrors llama_forward (the residual add fused into o_proj / down_proj) unless a block hook
-// needs the sub-block output f on its own.
+// scratch and go back to it on return, each as soon as it is spent (the normed input, then k and v or
+// the SwiGLU output). Mirrors llama_forward (the residual add fused into o_proj / down_proj) unless a
+// block hook needs the sub-block output f on its own; with tp the rank's share of o_proj / down_proj is
+// written where the sub-block's output goes, summed over tp there, and the residual added in place.
 void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
   const LayerWeights& w = lw(l);
+  const ops::Workspace::Mark start = scratch_.mark();
   Tensor xn = take(scratch_, {B_, T_, C_}, "normed");
+  const ops::Workspace::Mark after_xn = scratch_.mark();
   Tensor k = take(scratch_, {B_, T_, Hkv_, D_}, "k");
   Tensor v = take(scratch_, {B_, T_, Hkv_, D_}, "v");
   Tensor q2 = a.q.reshape({N_, H_ * D_}), k2 = k.reshape({N_, Hkv_ * D_}), v2 = v.reshape({N_, Hkv_ * D_});
@@ -263,6 +270,7 @@ void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
   ops::rope_forward(k, cos_, sin_);
   ops::to_heads_major(a.k_all, k);
   ops::to_heads_major(a.v_all, v);
+  scratch_.rewind(after_xn);  // k and v live on in a.k_all and a.v_all
   attention(a.attn, a.q, a.k_all, a.v_all, &a.lse);
   if (has_block(l, BlockSite::Attention)) {
     row_parallel(a.f_attn, attn2, w.wo, w.bo, {l, WeightKind::Wo});
@@ -270,9 +278,8 @@ void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
     Tensor out = as_rows(a.h_mid);
     hook_->block_forward(l, BlockSite::Attention, as_rows(a.h_in), as_rows(a.f_attn), out);
   } else if (tp_active()) {
-    Tensor f = take(scratch_, {B_, T_, C_}, "f_attn");
-    row_parallel(f, attn2, w.wo, w.bo, {l, WeightKind::Wo});
-    ops::add(a.h_mid, a.h_in, f);
+    row_parallel(a.h_mid, attn2, w.wo, w.bo, {l, WeightKind::Wo});
+    ops::add(a.h_mid, a.h_in, a.h_mid);
   } else {
     ops::copy(a.h_mid, a.h_in);
     linear(a.h_mid, attn2, w.wo, &w.bo, {l, WeightKind::Wo}, hook_, {.accumulate = true});
@@ -291,17 +298,18 @@ void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
     Tensor out = as_rows(h_out);
     hook_->block_forward(l, BlockSite::Mlp, as_rows(a.h_mid), as_rows(a.f_mlp), out);
   } else if (tp_active()) {
-    Tensor f = take(scratch_, {B_, T_, C_}, "f_mlp");
-    row_parallel(f, act, w.w_down, w.b_down, {l, WeightKind::WDown});
-    ops::add(h_out, a.h_mid, f);
+    row_parallel(h_out, act, w.w_down, w.b_down, {l, WeightKind::WDown});
+    ops::add(h_out, a.h_mid, h_out);
   } else {
     ops::copy(h_out, a.h_mid);
     linear(h_out, act, w.w_down, &w.b_down, {l, WeightKind::WDown}, hook_, {.accumulate = true});
   }
+  scratch_.rewind(start);
 }
 
-// dh (B, T, C) holds d/d(h_out) on entry and d/d(h_in) on return. Temporaries come from scratch; the
-// saved gate/up take their own gradients in place (each layer's backward runs once).
+// dh (B, T, C) holds d/d(h_out) on entry and d/d(h_in) on return. Temporaries come from scratch and go
+// back to it as they are spent, the normed input's gradient last; the saved gate/up take their own
+// gradients in place (each layer's backward runs once).
 void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
   const LayerWeights& w = lw(l);
   // The gradient of a sub-block's output f: dh itself, unless a block adapter splits dout into
@@ -316,7 +324,9 @@ void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
     hook_->block_backward(l, site, as_rows(h), as_rows(f), as_rows(dout), dh2, df2);
     return df;
   };
+  const ops::Workspace::Mark start = scratch_.mark();
   Tensor dxn = take(scratch_, {B_, T_, C_}, "d_normed");
+  const ops::Workspace::Mark after_dxn = scratch_.mark();
 
   // MLP block.
   {
@@ -329,28 +339,35 @@ void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
     Tensor dact = take(scratch_, {B_, T_, F_}, "d_swiglu");
     linear_backward(dact, df, act, w.w_down, {l, WeightKind::WDown}, hook_);
     ops::swiglu_backward(a.gate, a.up, dact, a.gate, a.up);  // gate, up now hold their gradients
+    scratch_.rewind(after_dxn);                              // df, act and dact are spent
     const bool need_x = has_linear(l, WeightKind::WGate) || has_linear(l, WeightKind::WUp);
     const Tensor xn = need_x ? normed(a.h_mid, w.ffn_norm) : Tensor();
     column_parallel_backward(dxn, xn,
                              {{a.gate, w.w_gate, {l, WeightKind::WGate}}, {a.up, w.w_up, {l, WeightKind::WUp}}},
                              /*input_grad=*/true);
     ops::rms_norm_backward(dh, nullptr, dxn, a.h_mid, w.ffn_norm, a.rstd_ffn, {.accumulate = true});
+    scratch_.rewind(after_dxn);
   }
-  // Attention block.
+  // Attention block: dq, dk and dv outlive the rest (o_proj's input gradient, the heads-major dk and dv,
+  // a block adapter's shares).
   {
-    const Tensor df = block_grad(BlockSite::Attention, a.h_in, a.f_attn);
+    Tensor dq = take(scratch_, {B_, T_, H_, D_}, "dq");
+    Tensor dk = take(scratch_, {B_, T_, Hkv_, D_}, "dk");
+    Tensor dv = take(scratch_, {B_, T_, Hkv_, D_}, "dv");
+    const ops::Workspace::Mark after_dqkv = scratch_.mark();
     Tensor dattn = take(scratch_, {B_, T_, H_, D_}, "d_attn");
+    const ops::Workspace::Mark after_dattn = scratch_.mark();
+    const Tensor df = block_grad(BlockSite::Attention, a.h_in, a.f_attn);
     Tensor dattn2 = dattn.reshape({N_, H_ * D_});
     linear_backward(dattn2, df, a.attn.reshape({N_, H_ * D_}), w.wo, {l, WeightKind::Wo}, hook_);
-    Tensor dq = take(scratch_, {B_, T_, H_, D_}, "dq");
+    scratch_.rewind(after_dattn);  // a block adapter's shares are spent
     Tensor dk_all = take(scratch_, {B_, Hkv_, T_, D_}, "dk_all");
     Tensor dv_all = take(scratch_, {B_, Hkv_, T_, D_}, "dv_all");
     attention_backward_in(m_.attention_dtype, dq, dk_all, dv_all, dattn, a.q, a.k_all, a.v_all, a.attn, a.lse,
                           {.segment_ids = segments_});
-    Tensor dk = take(scratch_, {B_, T_, Hkv_, D_}, "dk");
-    Tensor dv = take(scratch_, {B_, T_, Hkv_, D_}, "dv");
     ops::from_heads_major(dk, dk_all);
     ops::from_heads_major(dv, dv_all);
+    scratch_.rewind(after_dqkv);  // dattn, dk_all and dv_all are spent
     ops::rope_backward(dq, cos_, sin_);
     ops::rope_backward(dk, cos_, sin_);
     const bool need_x = has_linear(l, WeightKind::Wq) || has_linear(l, WeightKind::Wk) || has_linear(l, WeightKind::Wv);
@@ -364,6 +381,7 @@ void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
                              input_grad);
     if (input_grad) ops::rms_norm_backward(dh, nullptr, dxn, a.h_in, w.attn_norm, a.rstd_attn, {.accumulate = true});
   }
+  scratch_.rewind(start);
 }
 
 void TrainPass::forward() {
@@ -416,8 +434,16 @@ void TrainPass::forward() {
   shards_.assign(shard_ ? static_cast<std::size_t>(L) : 0, Tensor());
   const bool two_hidden = !opts_.backward || shard_;
   for (int l = l0; l <= l1; ++l) {
-    h[static_cast<std::size_t>(l)] =
-        !two_hidden || l < l0 + 2 ? take(saved_, {B_, T_, C_}, "hidden") : h[static_cast<std::size_t>(l) - 2];
+    Tensor& hl = h[static_cast<std::size_t>(l)];
+    if (two_hidden && l >= l0 + 2) {
+      hl = h[static_cast<std::size_t>(l) - 2];
+    } else if (shard_) {  // padded: the backward gathers the shards into the first
+      Tensor& whole = whole_[l - l0];
+      whole = take(saved_, {m_.tp.size * shard_rows_, C_}, "hidden");
+      hl = whole.narrow(0, 0, N_).reshape({B_, T_, C_});
+    } else {
+      hl = take(saved_, {B_, T_, C_}, "hidden");
+    }
   }
   if (!m_.stage.first()) {
     copy_between(h[static_cast<std::size_t>(l0)], *opts_.stage_input);  // the previous stage's output
@@ -504,10 +530,12 @@ void TrainPass::backward() {
     LayerActs& a = acts_[static_cast<std::size_t>(l)];
     scratch_.reset();
     stage_layer(l, l - 1 >= l0_ ? l - 1 : -1);
-    if (!keep_) {  // recomputation: the layer's forward again, its output written to a throwaway
+    if (!keep_) {
+      // Recomputation: the layer's forward again. Its output is written where the forward's was (the
+      // same bits), or with sharded inputs to the second hidden state: the backward reads neither.
       if (shard_) a.h_in = gathered_input(l);
       alloc_acts(a, l, scratch_);
-      Tensor h_out = take(scratch_, {B_, T_, C_}, "hidden_recomputed");
+      Tensor h_out = shard_ ? whole_[1].narrow(0, 0, N_).reshape({B_, T_, C_}) : h_[static_cast<std::size_t>(l) + 1];
       layer_forward(l, a, h_out);
     }
     layer_backward(l, a, dh);
@@ -518,7 +546,7 @@ void TrainPass::backward() {
 }
 
 bool shard_saved_inputs_pays(int tp, std::int64_t stage_layers) {
-  return tp > 1 && stage_layers * (tp - 1) > 2 * static_cast<std::int64_t>(tp);
+  return tp > 1 && stage_layers * (tp - 1) > static_cast<std::int64_t>(tp);
 }
 
 TrainResult TrainPass::result() const {

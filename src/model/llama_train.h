@@ -41,8 +41,8 @@ struct TrainOptions {
   /// input instead of the whole input, and the layer's input is all-gathered from the ranks right before
   /// its recomputation (Megatron's distributed saved activations). Same bits; one all-gather of a
   /// (B, T, C) hidden state per layer in the backward, for 1/tp of the memory that grows with the layers,
-  /// but two whole hidden states in turn and the gathered one besides: adapt_train sets it (from
-  /// train.shard_saved_inputs) where that saves memory, shard_saved_inputs_pays.
+  /// but two whole hidden states in turn (the backward gathers into one and recomputes into the other):
+  /// adapt_train sets it (from train.shard_saved_inputs) where that saves memory, shard_saved_inputs_pays.
   bool shard_saved_inputs = false;
   /// The gradients are those of loss_sum · loss_scale. 0: 1 / n_loss_tokens of this call, i.e. HF's
   /// mean over non-ignored targets. With gradient accumulation over micro-batches or data-parallel
@@ -80,8 +80,9 @@ struct TrainOptions {
 };
 
 /// Whether TrainOptions::shard_saved_inputs saves memory on a stage of `stage_layers` layers at tp ranks:
-/// whole, the stage keeps stage_layers + 1 hidden states; sharded, two whole ones, the shards
-/// (stage_layers / tp) and the gathered one, so it pays when stage_layers · (tp − 1) > 2 · tp.
+/// whole, the stage keeps stage_layers + 1 hidden states; sharded, two whole ones and the shards
+/// (stage_layers / tp), so it pays when stage_layers · (tp − 1) > tp (leaving out the shards' padding, at
+/// most tp − 1 rows each).
 bool shard_saved_inputs_pays(int tp, std::int64_t stage_layers);
 
 /// Bytes one step held, from the workspaces' high-water marks.

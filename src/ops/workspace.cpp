@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/error.h"
+
 namespace adapt::ops {
 
 namespace {
@@ -36,14 +38,30 @@ Tensor Workspace::take(const Shape& shape, DType dtype, std::string name) {
 }
 
 void Workspace::reset() {
-  if (blocks_.size() > 1) {
-    // Merge into one block that holds the largest pass seen, so the next pass needs no allocation.
+  if (blocks_.size() > 1 || capacity_bytes() < high_water_bytes_) {
+    // Merge into one block that holds the largest pass seen, so the next pass needs no allocation (a
+    // rewind may have returned the blocks the high-water mark was reached in).
     blocks_.clear();
     blocks_.push_back(Block{Storage::allocate(*alloc_, high_water_bytes_), 0});
     ++n_allocations_;
   }
   for (Block& b : blocks_) b.used_bytes = 0;
   used_bytes_ = 0;
+}
+
+Workspace::Mark Workspace::mark() const {
+  return Mark{blocks_.size(), blocks_.empty() ? 0 : blocks_.back().used_bytes, used_bytes_};
+}
+
+void Workspace::rewind(const Mark& m) {
+  ADAPT_CHECK(m.n_blocks <= blocks_.size() && m.used <= used_bytes_ &&
+                  (m.n_blocks == 0 || m.block_used <= blocks_[m.n_blocks - 1].used_bytes),
+              "Workspace::rewind: the mark ({} blocks, {} bytes used) is not one of this workspace's since its last "
+              "reset ({} blocks, {} bytes used)",
+              m.n_blocks, m.used, blocks_.size(), used_bytes_);
+  blocks_.resize(m.n_blocks);  // blocks added since hold only released tensors
+  if (m.n_blocks > 0) blocks_.back().used_bytes = m.block_used;
+  used_bytes_ = m.used;
 }
 
 std::size_t Workspace::capacity_bytes() const {

@@ -29,6 +29,20 @@ class Workspace {
   /// handed out again (it stays mapped, so a stale tensor reads garbage rather than crashing).
   void reset();
 
+  /// A point of the arena: rewind(mark()) releases what was taken after it and keeps what came before,
+  /// so temporaries that die within a pass can hand their memory to the next ones (a stack).
+  struct Mark {
+    std::size_t n_blocks = 0;    // blocks held when marked
+    std::size_t block_used = 0;  // bytes used of the last of them
+    std::size_t used = 0;        // used_bytes() when marked
+  };
+  Mark mark() const;
+  /// Releases every tensor taken since `m` (as reset() does for all of them: they must not be used
+  /// afterwards). Blocks added since go back to the allocator, so a first pass holds no more than its
+  /// high-water mark either. The high-water mark stays. `m` must come from this workspace since its last
+  /// reset, and rewinds must go back in order (a later mark is invalid once an earlier one is rewound to).
+  void rewind(const Mark& m);
+
   std::size_t capacity_bytes() const;
   std::size_t used_bytes() const { return used_bytes_; }
   std::size_t high_water_bytes() const { return high_water_bytes_; }

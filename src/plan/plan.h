@@ -152,6 +152,7 @@ struct TrainMemory {
   std::uint64_t libraries = 0;         // GPU: cuBLASLt's workspace (kGemmWorkspaceBytes)
   std::uint64_t operand_copies = 0;    // GPU, f32 activations: bf16 copies of GEMM and attention operands,
                                        // the most alive at once (freed after use, outside the workspaces)
+  std::uint64_t attention_buffers = 0;  // CPU: attention's buffers kept per thread between calls
   std::uint64_t device_total() const;
   bool host_checkpoint = false;  // the checkpoint image is in host RAM (GPU plans), not in device_total
   std::uint64_t host_total() const {

@@ -72,46 +72,45 @@ class PassModel {
     return f32(N_) + 2 * t(N_ * H_ * D_) + 2 * t(N_ * Hkv_ * D_) + f32(N_ * H_) + (la.attn_block ? t(N_ * C_) : 0) +
            t(N_ * C_) + f32(N_) + 2 * t(N_ * F_) + (la.mlp_block ? t(N_ * C_) : 0);
   }
-  std::uint64_t forward_temps(const LayerAdapters& la) const {
-    return t(N_ * C_) + 2 * t(N_ * Hkv_ * D_) + (!la.attn_block && tp_ ? t(N_ * C_) : 0) + t(N_ * F_) +
-           (!la.mlp_block && tp_ ? t(N_ * C_) : 0);
-  }
+  // The most of layer_forward's temporaries alive at once: the normed input, with k and v, then with the
+  // SwiGLU output (each released when spent; with tp the row-parallel outputs go where the sub-block's
+  // output does).
+  std::uint64_t forward_temps() const { return t(N_ * C_) + std::max(2 * t(N_ * Hkv_ * D_), t(N_ * F_)); }
+  // layer_backward's: the normed input's gradient throughout; in the MLP block a block adapter's dout
+  // and df, down's input again for its hook and the SwiGLU gradient, then the normed input again for
+  // gate/up hooks; in the attention block dq, dk and dv throughout, d_attn with a block adapter's
+  // shares and then with the heads-major dk and dv, then the normed input again for q/k/v hooks.
   std::uint64_t backward_temps(const LayerAdapters& la) const {
-    std::uint64_t n = t(N_ * C_);                 // d_normed
-    if (la.mlp_block) n += 2 * t(N_ * C_);        // dout, df
-    if (la.lin[6]) n += t(N_ * F_);               // swiglu again for down's hook
-    n += t(N_ * F_);                              // d_swiglu
-    if (la.lin[4] || la.lin[5]) n += t(N_ * C_);  // normed again for gate/up hooks
-    if (la.attn_block) n += 2 * t(N_ * C_);
-    n += 2 * t(N_ * H_ * D_) + 4 * t(N_ * Hkv_ * D_);  // d_attn, dq, dk_all, dv_all, dk, dv
-    if (la.any_qkv()) n += t(N_ * C_);
-    return n;
+    const std::uint64_t c = t(N_ * C_), f = t(N_ * F_), hd = t(N_ * H_ * D_), kv = t(N_ * Hkv_ * D_);
+    const std::uint64_t mlp =
+        std::max((la.mlp_block ? 2 * c : 0) + (la.lin[6] ? f : 0) + f, la.lin[4] || la.lin[5] ? c : 0);
+    const std::uint64_t attn =
+        hd + 2 * kv + std::max(hd + std::max(la.attn_block ? 2 * c : 0, 2 * kv), la.any_qkv() ? c : 0);
+    return c + std::max(mlp, attn);
   }
 
   // shard_inputs: model::TrainOptions::shard_saved_inputs (with recompute and tp > 1).
   ActivationBytes run(bool recompute, bool backward, std::int64_t chunk_rows, bool shard_inputs = false) const {
     const bool keep = backward && !recompute;
     const bool shard = backward && recompute && shard_inputs && tp_;
-    // A rank's rows of each layer's input, and the input gathered back (padded to tp × rows) in scratch.
+    // A rank's rows of each layer's input.
     const std::int64_t shard_rows = shard ? (N_ + tp_size_ - 1) / tp_size_ : 0;
-    const std::uint64_t gathered = shard ? t(tp_size_ * shard_rows * C_) : 0;
     ActivationBytes out;
     out.saved = 2 * f32(B_ * T_ * (D_ / 2));  // RoPE tables per token (adapt_train passes positions)
-    // The hidden states entering each layer and the last one's output; forward only, two in turn, and
-    // so with sharded inputs, whose shards stay instead.
+    // The hidden states entering each layer and the last one's output, where a recomputed layer writes
+    // its output again; forward only, two in turn. With sharded inputs the shards stay instead, beside
+    // two hidden states padded to tp × shard rows, which the backward gathers into and recomputes into.
     const std::int64_t n_hidden =
         backward && !shard ? l1_ - l0_ + 1 : std::min<std::int64_t>(l1_ - l0_ + 1, 2);
-    out.saved += static_cast<std::uint64_t>(n_hidden) * t(N_ * C_);
+    out.saved += static_cast<std::uint64_t>(n_hidden) * (shard ? t(tp_size_ * shard_rows * C_) : t(N_ * C_));
     if (shard) out.saved += static_cast<std::uint64_t>(l1_ - l0_) * t(shard_rows * C_);
     std::uint64_t scratch = 0;
     for (std::int64_t l = l0_; l < l1_; ++l) {
       const LayerAdapters& la = layers_[static_cast<std::size_t>(l)];
       if (keep) out.saved += acts(la);
-      scratch = std::max(scratch, (keep ? 0 : acts(la)) + forward_temps(la));
-      if (backward) {
-        const std::uint64_t recomputed = keep ? 0 : gathered + acts(la) + t(N_ * C_) + forward_temps(la);
-        scratch = std::max(scratch, recomputed + backward_temps(la));
-      }
+      const std::uint64_t layer_acts = keep ? 0 : acts(la);  // in scratch without kept activations
+      scratch = std::max(scratch, layer_acts + forward_temps());
+      if (backward) scratch = std::max(scratch, layer_acts + backward_temps(la));
     }
     if (backward) out.saved += t(N_ * C_);  // the running gradient of the residual stream
     if (last_) {
@@ -143,6 +142,14 @@ class PassModel {
       if (last_) most = std::max(most, b((chunk_rows > 0 ? std::min(chunk_rows, N_) : N_) * V_));
     }
     return most;
+  }
+
+  // The CPU attention's buffers, kept by the calling thread between calls so that warm calls allocate
+  // nothing (ops/cpu/attention_backward_cpu.cpp, attention_cpu.cpp): the backward's q and dout in group
+  // order with two statistics per row, 4·(2·N·H·D + 2·N·H), and the forward's K and V packed into the
+  // GEMM kernel's tiles, about 4·2·N·Hkv·D (where the CPU has the packed AVX-512 kernels; counted always).
+  std::uint64_t cpu_attention_buffers() const {
+    return 4 * static_cast<std::uint64_t>(2 * N_ * H_ * D_ + 2 * N_ * H_ + 2 * N_ * Hkv_ * D_);
   }
 
   // adapters::AdapterSet's own workspace: reset per site call; the largest call.
@@ -283,6 +290,7 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
   r.activations = pass(job.recompute);
   r.activations_other = pass(!job.recompute);
   if (casts) r.operand_copies = pm.operand_copies(/*backward=*/true, chunk);
+  if (backend == Backend::Cpu) r.attention_buffers = pm.cpu_attention_buffers();
   if (lay.pp > 1) {
     // Hidden states (B, T, C) outside the workspaces: the input received (copied into the workspace by
     // its forward) and its gradient, the output and the gradient from the next stage.
@@ -330,7 +338,7 @@ StreamedWeights streamed_weights(const model::LlamaConfig& m, const Layout& lay,
 
 std::uint64_t TrainMemory::device_total() const {
   return weights + adapter + gradients + optimizer + dp_buffers + pipeline_buffers + activations.total() + libraries +
-         operand_copies + (host_checkpoint ? 0 : checkpoint);
+         operand_copies + attention_buffers + (host_checkpoint ? 0 : checkpoint);
 }
 
 ActivationBytes train_activation_bytes(const model::LlamaConfig& m, const adapters::AdapterConfig& a,

@@ -376,6 +376,8 @@ std::string plan_text(const PlanResult& p) {
     if (gpu) line("library workspaces", m.libraries, "cuBLASLt's GEMM workspace");
     if (m.operand_copies > 0)
       line("bf16 operand copies", m.operand_copies, "casts of GEMM and attention inputs, the most alive at once");
+    if (m.attention_buffers > 0)
+      line("attention buffers", m.attention_buffers, "the CPU attention's, kept per thread between steps");
     line(gpu ? "total on the GPU" : "total per process", m.device_total(), lp.fits ? "" : "does NOT fit");
     if (gpu) {
       line("host RAM per rank", m.host_total(),
@@ -606,6 +608,7 @@ std::string plan_json(const PlanResult& p) {
                    {"activations_other_recompute", acts(m.activations_other)},
                    {"libraries", m.libraries},
                    {"operand_copies", m.operand_copies},
+                   {"attention_buffers", m.attention_buffers},
                    {"device_total", m.device_total()},
                    {"host_mirrors", m.host_mirrors},
                    {"host_optimizer", m.host_optimizer},

@@ -271,6 +271,7 @@ std::string train_memory_estimate(const TrainConfig& cfg, int dp, int tp, int pp
        cfg.train.recompute ? "in use" : "train.recompute = true");
   if (m.libraries > 0) line("library workspaces", m.libraries, "cuBLASLt's GEMM workspace");
   if (m.operand_copies > 0) line("bf16 operand copies", m.operand_copies, "casts of GEMM and attention inputs");
+  if (m.attention_buffers > 0) line("attention buffers", m.attention_buffers, "the CPU attention's, kept per thread");
   if (!on_gpu) line("checkpoint file image", m.checkpoint, "rank 0, while a checkpoint is written");
   line(on_gpu ? "total on the GPU" : "total", m.device_total(), "");
   if (on_gpu) line("host RAM", m.host_total(), "adapter copies, optimizer state, staging, checkpoint image");

@@ -305,9 +305,9 @@ TEST_CASE("tp training step: loss, logits and every adapter gradient equal one r
         CHECK(b.saved == r.memory.saved_bytes);
         CHECK(b.scratch == r.memory.scratch_bytes);
       }
-      // Two layers: the inputs of both whole (and the output) against two whole plus a shard of each,
-      // less from tp4 on.
-      if (m.size() >= 4) CHECK(sharded.memory.saved_bytes < plain.memory.saved_bytes);
+      // Two layers: the inputs of both whole (and the output) against two whole, padded to tp shards,
+      // plus a shard of each: less from tp4 on, where the padding does not outweigh (at 3 rows it does).
+      if (m.size() >= 4 && x.ids.numel() >= m.size()) CHECK(sharded.memory.saved_bytes < plain.memory.saved_bytes);
     }
     set_part.zero_grad();
     const model::TrainResult rc =

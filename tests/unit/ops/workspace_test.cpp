@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "core/error.h"
 #include "ops/workspace.h"
 
 using namespace adapt;
@@ -63,4 +64,39 @@ TEST_CASE("a workspace's first pass on a device holds little more than its high-
   ops::Workspace host;
   first_pass(host);
   CHECK(host.capacity_bytes() == static_cast<std::size_t>(16 * mib));  // 8, then 8 for the rest
+}
+
+TEST_CASE("a workspace rewound to a mark hands the released memory out again and keeps its high-water mark") {
+  ops::Workspace ws;
+  const std::int64_t mib = 1 << 20;
+  auto pass = [&](bool warm) {
+    ws.reset();
+    Tensor kept = ws.take({1000}, DType::F32, "kept");
+    const ops::Workspace::Mark m = ws.mark();
+    Tensor a = ws.take({2 * mib}, DType::U8, "a");
+    void* const a_at = a.raw();
+    const ops::Workspace::Mark inner = ws.mark();
+    ws.take({mib}, DType::U8, "b");
+    ws.rewind(inner);
+    ws.rewind(m);
+    CHECK(ws.used_bytes() == 4032);  // `kept` alone (4,000 bytes, aligned to 64)
+    Tensor c = ws.take({2 * mib}, DType::U8, "c");
+    if (warm) {  // a's memory again, after `kept` (a first pass gets another block)
+      CHECK(c.raw() == a_at);
+      CHECK(static_cast<char*>(c.raw()) >= static_cast<char*>(kept.raw()) + kept.size_bytes());
+    }
+    CHECK(ws.high_water_bytes() == static_cast<std::size_t>(4032 + 3 * mib));
+  };
+  pass(false);  // blocks added after the mark went back at the rewind; reset() sizes one block for the high water
+  const int after_first = ws.n_allocations();
+  pass(true);
+  CHECK(ws.n_allocations() == after_first + 1);
+  CHECK(ws.capacity_bytes() == ws.high_water_bytes());
+  pass(true);
+  CHECK(ws.n_allocations() == after_first + 1);  // warm: rewinds and takes allocate nothing
+  ops::Workspace other;
+  other.take({16}, DType::F32);
+  ops::Workspace::Mark bad = other.mark();
+  bad.used += 1 << 30;
+  CHECK_THROWS_WITH_AS(ws.rewind(bad), doctest::Contains("is not one of this workspace's"), Error);
 }
