@@ -51,6 +51,9 @@ const std::vector<Flag> kFlags = {
     {"--recompute", nullptr, "activation recomputation (train.recompute = true); both settings are shown"},
     {"--no-shard-inputs", nullptr,
      "with --recompute and tp > 1: every tp rank keeps each layer's whole input (train.shard_saved_inputs = false)"},
+    {"--bf16-saved-inputs", nullptr,
+     "with --recompute: each layer's kept input in bf16, half the memory that grows with the layers "
+     "(train.saved_inputs_dtype = \"bf16\")"},
     {"--no-zero1", nullptr, "replicate the optimizer state over dp (parallel.zero1 = false)"},
     {"--offload", nullptr,
      "optim.offload: the optimizer's f32 master, m and v in host RAM with a gradient copy filled bucket "
@@ -212,6 +215,7 @@ int run(int argc, char** argv) {
   req.train.recompute = a.has("--recompute");
   req.train.zero1 = !a.has("--no-zero1");
   req.train.shard_saved_inputs = !a.has("--no-shard-inputs");
+  req.train.bf16_saved_inputs = a.has("--bf16-saved-inputs");
   req.train.offload = a.has("--offload");
   if (const auto d = a.get("--act-dtype")) {
     if (*d != "bf16" && *d != "f32") usage_error(fmt::format("--act-dtype {}: choose bf16 or f32", *d));

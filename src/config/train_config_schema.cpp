@@ -118,6 +118,12 @@ const Schema<train::TrainConfig>& train_config_schema() {
             "it before recomputing the layer (the same results; the memory that grows with the layers divided "
             "by tp, for one all-gather per layer in the backward and two whole inputs in turn), on the stages "
             "where that saves memory: stage layers x (tp - 1) > tp.");
+    l.field("saved_inputs_dtype", &LoopConfig::saved_inputs_dtype,
+            "With recompute: the dtype each layer's kept input is stored in. \"f32\": the same results as "
+            "without recompute. \"bf16\": half the memory that grows with the layers (each tp rank's shard "
+            "with shard_saved_inputs, else the whole input beside two f32 ones in turn, on the stages where that "
+            "saves memory); the loss is unchanged and the gradients are those at the inputs rounded to bf16.")
+        .one_of({"f32", "bf16"});
     l.field("eval_every", &LoopConfig::eval_every,
             "Steps between evaluations (0: at the end only); a new run also evaluates the base model before its "
             "first step.")

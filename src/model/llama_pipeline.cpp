@@ -144,7 +144,7 @@ PipelineResult llama_pipeline_train(const LlamaModel& model, std::span<const Tra
         pending[i] = std::make_unique<SplitTrainStep>(
             model, in, hook,
             TrainOptions{.recompute = opts.recompute, .shard_saved_inputs = opts.shard_saved_inputs,
-                         .loss_scale = result.loss_scale,
+                         .saved_input_dtype = opts.saved_input_dtype, .loss_scale = result.loss_scale,
                          .stage_input = stage.first() ? nullptr : &input[i], .stage_output = &output},
             ws.in_flight(slot_of[i]), ws.scratch);
         input[i] = Tensor();  // copied into the slot
@@ -159,7 +159,7 @@ PipelineResult llama_pipeline_train(const LlamaModel& model, std::span<const Tra
       if (stage.last()) {
         r = llama_train_step(model, in, hook,
                              {.recompute = opts.recompute, .shard_saved_inputs = opts.shard_saved_inputs,
-                              .loss_scale = result.loss_scale, .d_embedded = d_in,
+                              .saved_input_dtype = opts.saved_input_dtype, .loss_scale = result.loss_scale, .d_embedded = d_in,
                               .stage_input = stage.first() ? nullptr : &input[i]},
                              &ws);
       } else {

@@ -30,6 +30,8 @@ struct PipelineOptions {
   /// With recompute and a tp group: each tp rank keeps a shard of every layer's input
   /// (TrainOptions::shard_saved_inputs).
   bool shard_saved_inputs = false;
+  /// With recompute: the dtype the layers' inputs are kept in (TrainOptions::saved_input_dtype).
+  DType saved_input_dtype = DType::F32;
   /// false: forward and loss only (evaluation): each micro-batch goes through the stages in order,
   /// nothing is kept and no gradient is computed.
   bool backward = true;

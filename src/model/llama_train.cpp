@@ -15,6 +15,7 @@
 #include "model/linear.h"
 #include "model/llama_device.h"
 #include "model/weight_stream.h"
+#include "ops/cast.h"
 #include "ops/cross_entropy.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
@@ -75,8 +76,11 @@ class TrainPass {
     vocab_ = local.vocab;
     eps_ = static_cast<float>(c_.rms_norm_eps);
     keep_ = opts.backward && !opts.recompute;
-    shard_ = opts.backward && opts.recompute && opts.shard_saved_inputs && model.tp.active();
-    shard_rows_ = shard_ ? (N_ + model.tp.size - 1) / model.tp.size : 0;
+    const bool split = opts.shard_saved_inputs && model.tp.active();
+    shard_ = opts.backward && opts.recompute && (split || opts.saved_input_dtype == DType::BF16);
+    gather_ = shard_ && split;
+    kept_dtype_ = opts.saved_input_dtype;
+    shard_rows_ = gather_ ? (N_ + model.tp.size - 1) / model.tp.size : (shard_ ? N_ : 0);
   }
 
   // Resets `saved` and fills it with what backward() reads; the loss lands in result().
@@ -109,8 +113,8 @@ class TrainPass {
   void layer_backward(int l, LayerActs& a, Tensor& dh);
   void attention(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, Tensor* lse);
   Tensor normed(const Tensor& h, const Tensor& w);  // rms_norm_forward again, in scratch
-  // shard_: this rank's rows of layer l's input into its shard, and every rank's shard gathered back
-  // into the whole input (in scratch) before the layer's recomputation.
+  // shard_: this rank's rows of layer l's input into its shard (in kept_dtype_), and every rank's shard
+  // gathered back into the whole f32 input before the layer's recomputation.
   void keep_input_shard(int l, const Tensor& h_in);
   Tensor gathered_input(int l);
   // Tensor parallelism: the input gradient of column-parallel projections summed over tp; a
@@ -140,12 +144,16 @@ class TrainPass {
   float eps_ = 0;
   parallel::Range vocab_;  // the vocabulary columns of this rank's logits
   bool keep_ = false;  // every layer's activations stay in `saved`
-  // With recomputation and tp (TrainOptions::shard_saved_inputs): each rank keeps shard_rows_ rows of
-  // every layer's input, rows [rank · shard_rows_, ...) of the (N, C) input, the last rank's padded.
+  // With recomputation, tp and TrainOptions::shard_saved_inputs (gather_): each rank keeps shard_rows_
+  // rows of every layer's input, rows [rank · shard_rows_, ...) of the (N, C) input, the last rank's
+  // padded; with TrainOptions::saved_input_dtype bf16 in that dtype, all N rows without gather_.
   bool shard_ = false;
+  bool gather_ = false;
+  DType kept_dtype_ = DType::F32;
   std::int64_t shard_rows_ = 0;
   std::vector<Tensor> shards_;
-  Tensor whole_[2];  // shard_: the two hidden states the forward takes turns in, tp · shard_rows_ rows each
+  Tensor whole_[2];  // shard_: the two hidden states the forward takes turns in, whole_rows() rows each
+  std::int64_t whole_rows() const { return gather_ ? m_.tp.size * shard_rows_ : N_; }
   const LayerWeights* staged_ = nullptr;  // lw(staged_layer_)
   int staged_layer_ = -1;
   Tensor cos_, sin_;   // RoPE tables: (T, D/2) shared, or (B, T, D/2) per token
@@ -174,26 +182,54 @@ void TrainPass::alloc_acts(LayerActs& a, int l, ops::Workspace& w) {
   a.f_mlp = has_block(l, BlockSite::Mlp) ? take(w, {B_, T_, C_}, "f_mlp") : Tensor();
 }
 
+namespace {
+
+// f32 rows into a kept tensor of the same shape: a copy, or rounded to bf16 (ops::cast).
+void keep_rows(Tensor& dst, const Tensor& src) {
+  if (dst.dtype() == DType::F32) {
+    copy_between(dst, src);
+  } else {
+    ops::cast(dst, src);
+  }
+}
+
+}  // namespace
+
 void TrainPass::keep_input_shard(int l, const Tensor& h_in) {
   Tensor& shard = shards_[static_cast<std::size_t>(l)];
-  shard = take(saved_, {shard_rows_, C_}, "hidden_shard");
-  const std::int64_t r0 = m_.tp.rank * shard_rows_;
+  shard = saved_.take({shard_rows_, C_}, kept_dtype_, "hidden_shard");
+  const std::int64_t r0 = gather_ ? m_.tp.rank * shard_rows_ : 0;
   const std::int64_t rows = std::clamp<std::int64_t>(N_ - r0, 0, shard_rows_);
   if (rows < shard_rows_) {  // the padding the gather carries and drops: defined, for memory checkers
+    const ops::Workspace::Mark m = scratch_.mark();
+    Tensor zeros = take(scratch_, {shard_rows_ - rows, C_}, "hidden_shard_padding");
+    ops::fill(zeros, 0.0f);
     Tensor pad = shard.narrow(0, rows, shard_rows_ - rows);
-    ops::fill(pad, 0.0f);
+    keep_rows(pad, zeros);
+    scratch_.rewind(m);
   }
   if (rows == 0) return;  // only padding (fewer rows than ranks)
   Tensor dst = shard.narrow(0, 0, rows);
-  copy_between(dst, h_in.reshape({N_, C_}).narrow(0, r0, rows));
+  keep_rows(dst, h_in.reshape({N_, C_}).narrow(0, r0, rows));
 }
 
 // Into the first of the forward's two hidden states, which the backward no longer reads (the head's
-// backward, or the copy to stage_output, came first).
+// backward, or the copy to stage_output, came first): gathered over tp, widened from bf16, or both
+// (bf16 shards are gathered into scratch first).
 Tensor TrainPass::gathered_input(int l) {
   Tensor& all = whole_[0];
-  m_.tp.comm->all_gather(shards_[static_cast<std::size_t>(l)].raw(), all.raw(), shard_rows_ * C_,
-                         comm::CommDType::F32);
+  const Tensor& mine = shards_[static_cast<std::size_t>(l)];
+  if (kept_dtype_ == DType::F32) {
+    m_.tp.comm->all_gather(mine.raw(), all.raw(), shard_rows_ * C_, comm::CommDType::F32);
+  } else if (!gather_) {
+    ops::cast(all, mine);
+  } else {
+    const ops::Workspace::Mark m = scratch_.mark();
+    Tensor kept = scratch_.take({whole_rows(), C_}, kept_dtype_, "hidden_gathered");
+    m_.tp.comm->all_gather(mine.raw(), kept.raw(), shard_rows_ * C_, comm::comm_dtype_of(kept_dtype_));
+    ops::cast(all, kept);
+    scratch_.rewind(m);
+  }
   return all.narrow(0, 0, N_).reshape({B_, T_, C_});
 }
 
@@ -439,7 +475,7 @@ void TrainPass::forward() {
       hl = h[static_cast<std::size_t>(l) - 2];
     } else if (shard_) {  // padded: the backward gathers the shards into the first
       Tensor& whole = whole_[l - l0];
-      whole = take(saved_, {m_.tp.size * shard_rows_, C_}, "hidden");
+      whole = take(saved_, {whole_rows(), C_}, "hidden");
       hl = whole.narrow(0, 0, N_).reshape({B_, T_, C_});
     } else {
       hl = take(saved_, {B_, T_, C_}, "hidden");
@@ -545,8 +581,14 @@ void TrainPass::backward() {
   if (opts_.d_embedded) copy_between(*opts_.d_embedded, dh);
 }
 
-bool shard_saved_inputs_pays(int tp, std::int64_t stage_layers) {
-  return tp > 1 && stage_layers * (tp - 1) > static_cast<std::int64_t>(tp);
+bool compact_saved_inputs_pays(int tp, std::int64_t stage_layers, int bytes) {
+  return (tp > 1 || bytes < 4) && 4 * tp * (stage_layers - 1) > stage_layers * bytes;
+}
+
+SavedInputs saved_inputs_for(int tp, std::int64_t stage_layers, bool shard, DType dtype) {
+  const SavedInputs asked{.shard = shard && tp > 1, .dtype = dtype};
+  const int bytes = dtype == DType::BF16 ? 2 : 4;
+  return compact_saved_inputs_pays(asked.shard ? tp : 1, stage_layers, bytes) ? asked : SavedInputs{};
 }
 
 TrainResult TrainPass::result() const {

@@ -44,6 +44,13 @@ struct TrainOptions {
   /// but two whole hidden states in turn (the backward gathers into one and recomputes into the other):
   /// adapt_train sets it (from train.shard_saved_inputs) where that saves memory, shard_saved_inputs_pays.
   bool shard_saved_inputs = false;
+  /// With recompute: the dtype each layer's kept input is stored in (the rank's shard with
+  /// shard_saved_inputs, else the whole input, beside two f32 hidden states in turn). F32: the same bits
+  /// as without it. BF16: half the memory that grows with the layers; the loss is unchanged, and the
+  /// recomputed layer starts from the input rounded to bf16, so the gradients are those at the rounded
+  /// inputs (within bf16 rounding of the f32 ones). adapt_train: train.saved_inputs_dtype, applied where
+  /// it saves memory (compact_saved_inputs_pays).
+  DType saved_input_dtype = DType::F32;
   /// The gradients are those of loss_sum · loss_scale. 0: 1 / n_loss_tokens of this call, i.e. HF's
   /// mean over non-ignored targets. With gradient accumulation over micro-batches or data-parallel
   /// ranks, pass 1 / n_loss_tokens_global of the whole global batch on every call, so the summed
@@ -79,11 +86,23 @@ struct TrainOptions {
   const Tensor* stage_output_grad = nullptr;
 };
 
-/// Whether TrainOptions::shard_saved_inputs saves memory on a stage of `stage_layers` layers at tp ranks:
-/// whole, the stage keeps stage_layers + 1 hidden states; sharded, two whole ones and the shards
-/// (stage_layers / tp), so it pays when stage_layers · (tp − 1) > tp (leaving out the shards' padding, at
-/// most tp − 1 rows each).
-bool shard_saved_inputs_pays(int tp, std::int64_t stage_layers);
+/// Whether keeping each layer's input apart from the forward's hidden states saves memory on a stage of
+/// `stage_layers` layers, each rank keeping 1/tp of the rows (TrainOptions::shard_saved_inputs; tp = 1
+/// without) in `bytes` per element (4: f32, 2: bf16, TrainOptions::saved_input_dtype): whole, the stage
+/// keeps stage_layers + 1 f32 hidden states; kept apart, two f32 ones and stage_layers · bytes / (4 · tp)
+/// of them, so it pays when 4 · tp · (stage_layers − 1) > stage_layers · bytes (leaving out the shards'
+/// padding, at most tp − 1 rows each). In f32: stage_layers · (tp − 1) > tp.
+bool compact_saved_inputs_pays(int tp, std::int64_t stage_layers, int bytes = 4);
+
+/// What adapt_train keeps of each layer's input with recomputation, on a stage of `stage_layers` layers at
+/// tp ranks (adapt_plan plans the same): the shards and dtype asked for (TrainOptions'
+/// shard_saved_inputs, with tp > 1, and saved_input_dtype) where compact_saved_inputs_pays, else whole
+/// f32 inputs.
+struct SavedInputs {
+  bool shard = false;
+  DType dtype = DType::F32;
+};
+SavedInputs saved_inputs_for(int tp, std::int64_t stage_layers, bool shard, DType dtype);
 
 /// Bytes one step held, from the workspaces' high-water marks.
 struct TrainMemory {

@@ -46,7 +46,8 @@ struct TrainJob {
   std::int64_t grad_accum = 1;   // train.grad_accum (micro-batches per step; the pipeline's 1F1B count)
   bool recompute = false;        // train.recompute
   bool shard_saved_inputs = true;  // train.shard_saved_inputs (with recompute and tp > 1, where it pays:
-                                   // model::shard_saved_inputs_pays)
+                                   // model::saved_inputs_for)
+  bool bf16_saved_inputs = false;  // train.saved_inputs_dtype = "bf16" (with recompute, where it pays)
   bool zero1 = true;             // parallel.zero1
   bool offload = false;          // optim.offload: optimizer state in host RAM (optim::OffloadAdamW)
   int act_bytes = 0;             // bytes per activation element; 0: the backend's (Precision::of)
@@ -163,11 +164,13 @@ struct TrainMemory {
 /// Exact workspace high-water marks of llama_train_step for rank (tp_rank, pp_rank) of `layout`.
 /// `backward`: a training call; `forward_only`: a pipeline stage's forward (backward = false).
 /// `chunk_rows`: logits rows at a time (0: all; adapt_train passes 256 without pp, 0 with pp).
-/// `shard_saved_inputs`: model::TrainOptions::shard_saved_inputs (as given: not only where it pays).
+/// `shard_saved_inputs`, `bf16_saved_inputs`: model::TrainOptions::shard_saved_inputs and saved_input_dtype
+/// = bf16 (as given: not only where they pay).
 ActivationBytes train_activation_bytes(const model::LlamaConfig& m, const adapters::AdapterConfig& a,
                                        const Layout& layout, int tp_rank, int pp_rank, std::int64_t batch,
                                        std::int64_t seq, bool recompute, bool backward, std::int64_t chunk_rows,
-                                       Backend backend, bool shard_saved_inputs = false);
+                                       Backend backend, bool shard_saved_inputs = false,
+                                       bool bf16_saved_inputs = false);
 
 /// The training memory of the rank of `layout` that needs the most device memory.
 TrainMemory train_memory(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& layout,

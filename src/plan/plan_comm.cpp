@@ -57,10 +57,13 @@ RankTraffic rank_traffic(const model::LlamaConfig& m, const adapters::AdapterCon
     // With pp a stage runs each micro-batch's forward once too (model::SplitTrainStep keeps it).
     r.tp.reduce += M * train_call;
     // Sharded saved inputs (on stages where they save memory, as adapt_train decides): each layer's input
-    // all-gathered before its recomputation, tp parts of ⌈N / tp⌉ rows.
-    if (job.recompute && job.shard_saved_inputs && model::shard_saved_inputs_pays(lay.tp, stage.count)) {
+    // all-gathered before its recomputation, tp parts of ⌈N / tp⌉ rows (in bf16 with bf16 saved inputs).
+    const model::SavedInputs kept = model::saved_inputs_for(lay.tp, stage.count, job.shard_saved_inputs,
+                                                            job.bf16_saved_inputs ? DType::BF16 : DType::F32);
+    if (job.recompute && kept.shard) {
       const double rows = std::ceil(N / lay.tp);
-      r.tp.gather += M * nL * lay.tp * rows * static_cast<double>(m.hidden_size) * e;
+      const double kept_e = kept.dtype == DType::BF16 ? 2 : e;
+      r.tp.gather += M * nL * lay.tp * rows * static_cast<double>(m.hidden_size) * kept_e;
     }
     // AdapterSet::tp_reduce_gradients: the whole LoRA factor of every site (A of column-parallel, B of
     // row-parallel sites: r × C f32 each); DpOptimizer's norm: one f64.

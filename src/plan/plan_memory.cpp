@@ -89,22 +89,32 @@ class PassModel {
     return c + std::max(mlp, attn);
   }
 
-  // shard_inputs: model::TrainOptions::shard_saved_inputs (with recompute and tp > 1).
-  ActivationBytes run(bool recompute, bool backward, std::int64_t chunk_rows, bool shard_inputs = false) const {
+  // shard_inputs, bf16_inputs: model::TrainOptions::shard_saved_inputs (with recompute and tp > 1) and
+  // saved_input_dtype = bf16 (with recompute).
+  ActivationBytes run(bool recompute, bool backward, std::int64_t chunk_rows, bool shard_inputs = false,
+                      bool bf16_inputs = false) const {
     const bool keep = backward && !recompute;
-    const bool shard = backward && recompute && shard_inputs && tp_;
-    // A rank's rows of each layer's input.
-    const std::int64_t shard_rows = shard ? (N_ + tp_size_ - 1) / tp_size_ : 0;
+    const bool split = shard_inputs && tp_;
+    const bool shard = backward && recompute && (split || bf16_inputs);  // inputs kept apart
+    const bool gather = shard && split;
+    // A rank's rows of each layer's input (all of them without tp), and the rows of the two hidden states.
+    const std::int64_t shard_rows = gather ? (N_ + tp_size_ - 1) / tp_size_ : N_;
+    const std::int64_t whole_rows = gather ? tp_size_ * shard_rows : N_;
+    const std::uint64_t kept_bytes = bf16_inputs ? 2 : act_;
     ActivationBytes out;
     out.saved = 2 * f32(B_ * T_ * (D_ / 2));  // RoPE tables per token (adapt_train passes positions)
     // The hidden states entering each layer and the last one's output, where a recomputed layer writes
-    // its output again; forward only, two in turn. With sharded inputs the shards stay instead, beside
-    // two hidden states padded to tp × shard rows, which the backward gathers into and recomputes into.
+    // its output again; forward only, two in turn. With inputs kept apart (sharded, in bf16) those stay
+    // instead, beside two hidden states (padded to tp × shard rows), which the backward gathers or widens
+    // into and recomputes into.
     const std::int64_t n_hidden =
         backward && !shard ? l1_ - l0_ + 1 : std::min<std::int64_t>(l1_ - l0_ + 1, 2);
-    out.saved += static_cast<std::uint64_t>(n_hidden) * (shard ? t(tp_size_ * shard_rows * C_) : t(N_ * C_));
-    if (shard) out.saved += static_cast<std::uint64_t>(l1_ - l0_) * t(shard_rows * C_);
-    std::uint64_t scratch = 0;
+    out.saved += static_cast<std::uint64_t>(n_hidden) * t(whole_rows * C_);
+    if (shard)
+      out.saved += static_cast<std::uint64_t>(l1_ - l0_) *
+                   aligned(static_cast<std::uint64_t>(shard_rows * C_) * kept_bytes);
+    // bf16 shards are gathered into scratch before they are widened (alone there: released at once).
+    std::uint64_t scratch = gather && bf16_inputs ? aligned(static_cast<std::uint64_t>(whole_rows * C_) * 2) : 0;
     for (std::int64_t l = l0_; l < l1_; ++l) {
       const LayerAdapters& la = layers_[static_cast<std::size_t>(l)];
       if (keep) out.saved += acts(la);
@@ -280,10 +290,11 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
       parallel::schedule_1f1b(lay.pp, pp_rank, static_cast<int>(job.grad_accum)));
   r.micro_in_flight = in_flight;
   const PassModel pm(m, a, lay, tp_rank, pp_rank, job.micro_batch, job.seq, prec.activation);
-  // adapt_train's setting: the layers' inputs sharded on the stages where that saves memory.
-  const bool shard_inputs = job.shard_saved_inputs && model::shard_saved_inputs_pays(lay.tp, pm.stage_layers());
+  // adapt_train's setting: the layers' inputs sharded or in bf16 on the stages where that saves memory.
+  const model::SavedInputs kept = model::saved_inputs_for(lay.tp, pm.stage_layers(), job.shard_saved_inputs,
+                                                          job.bf16_saved_inputs ? DType::BF16 : DType::F32);
   auto pass = [&](bool recompute) {
-    ActivationBytes b = pm.run(recompute, true, chunk, shard_inputs);
+    ActivationBytes b = pm.run(recompute, true, chunk, kept.shard, kept.dtype == DType::BF16);
     b.saved *= static_cast<std::uint64_t>(in_flight);
     return b;
   };
@@ -344,9 +355,9 @@ std::uint64_t TrainMemory::device_total() const {
 ActivationBytes train_activation_bytes(const model::LlamaConfig& m, const adapters::AdapterConfig& a,
                                        const Layout& layout, int tp_rank, int pp_rank, std::int64_t batch,
                                        std::int64_t seq, bool recompute, bool backward, std::int64_t chunk_rows,
-                                       Backend backend, bool shard_saved_inputs) {
+                                       Backend backend, bool shard_saved_inputs, bool bf16_saved_inputs) {
   return PassModel(m, a, layout, tp_rank, pp_rank, batch, seq, Precision::of(backend).activation)
-      .run(recompute, backward, chunk_rows, shard_saved_inputs);
+      .run(recompute, backward, chunk_rows, shard_saved_inputs, bf16_saved_inputs);
 }
 
 TrainMemory train_memory(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& layout,

@@ -273,14 +273,18 @@ std::string plan_text(const PlanResult& p) {
                    r.model.n_kv_heads, r.model.vocab_size, format_count(pc.total));
   s += fmt::format("adapter   {}; {} parameters\n", adapter_spec_str(r.adapter, r.model),
                    format_count(adapter_params(r.model, r.adapter)));
+  const std::string recompute =
+      !r.train.recompute ? "off"
+      : !r.train.shard_saved_inputs && !r.train.bf16_saved_inputs
+          ? "on (layer inputs kept whole)"
+          : fmt::format("on ({} where that saves memory)",
+                        !r.train.bf16_saved_inputs  ? "with tp, layer inputs sharded"
+                        : r.train.shard_saved_inputs ? "with tp, layer inputs sharded and kept in bf16"
+                                                     : "layer inputs kept in bf16");
   s += fmt::format(
       "training  {} tokens × {} sequence(s) per replica per micro-step × {} micro-step(s); recompute {}; "
       "ZeRO-1 {}{}\n",
-      r.train.seq, r.train.micro_batch, r.train.grad_accum,
-      !r.train.recompute               ? "off"
-      : r.train.shard_saved_inputs ? "on (with tp, layer inputs sharded where that saves memory)"
-                                   : "on (layer inputs kept whole)",
-      r.train.zero1 ? "on" : "off", r.train.offload ? "; optimizer offloaded to host RAM" : "");
+      r.train.seq, r.train.micro_batch, r.train.grad_accum, recompute, r.train.zero1 ? "on" : "off", r.train.offload ? "; optimizer offloaded to host RAM" : "");
   s += fmt::format("generate  {} sequence(s) of {} tokens in flight per replica\n", r.gen.batch, r.gen.context);
   if (gpu) {
     const GpuSpec& g = r.cluster.gpu;

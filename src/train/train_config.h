@@ -46,8 +46,11 @@ struct LoopConfig {
   bool recompute = false;          // activation recomputation per layer (less memory, ~1 more forward)
   /// With recompute and parallel.tp > 1: each tp rank keeps 1/tp of every layer's input and gathers it
   /// back before recomputing the layer (same results; one all-gather per layer in the backward), on the
-  /// stages where that saves memory (model::shard_saved_inputs_pays).
+  /// stages where that saves memory (model::saved_inputs_for).
   bool shard_saved_inputs = true;
+  /// With recompute: "f32" (the same bits) or "bf16" (half the memory of the kept inputs; gradients at
+  /// the inputs rounded to bf16), model::TrainOptions::saved_input_dtype.
+  std::string saved_inputs_dtype = "f32";
   std::int64_t eval_every = 50;    // steps between evaluations (0: only at the end; step 0 evaluates the base model)
   std::int64_t eval_batches = 8;   // micro-batches of eval data per evaluation (at most the eval set)
   std::int64_t log_every = 1;      // steps between progress lines

@@ -220,6 +220,7 @@ std::string train_memory_estimate(const TrainConfig& cfg, int dp, int tp, int pp
                            .grad_accum = cfg.train.grad_accum,
                            .recompute = cfg.train.recompute,
                            .shard_saved_inputs = cfg.train.shard_saved_inputs,
+                           .bf16_saved_inputs = cfg.train.saved_inputs_dtype == "bf16",
                            .zero1 = cfg.parallel.zero1,
                            .offload = cfg.optim.offload,
                            .weights_device_layers = on_gpu ? cfg.runtime.weights_device_layers : -1,
@@ -646,10 +647,10 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   }
   const std::int64_t stop_at = cfg.train.stop_after ? std::min(cfg.train.steps, step + *cfg.train.stop_after)
                                                    : cfg.train.steps;
-  // Sharded layer inputs where they save memory on this stage (adapt_plan counts the same).
-  const bool shard_inputs =
-      cfg.train.shard_saved_inputs &&
-      model::shard_saved_inputs_pays(model.tp.size, model::stage_layer_range(model.config, model.stage).count);
+  // Sharded or bf16 layer inputs where they save memory on this stage (adapt_plan counts the same).
+  const model::SavedInputs kept = model::saved_inputs_for(
+      model.tp.size, model::stage_layer_range(model.config, model.stage).count, cfg.train.shard_saved_inputs,
+      cfg.train.saved_inputs_dtype == "bf16" ? DType::BF16 : DType::F32);
   while (step < cfg.train.steps) {
     if (step == stop_at) {
       log::info0("stopping after {} steps of this run as train.stop_after asks; run the job again to resume",
@@ -691,7 +692,8 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
           model, in, &set, *model_pp,
           {.loss_scale = scale,
            .recompute = cfg.train.recompute,
-           .shard_saved_inputs = shard_inputs,
+           .shard_saved_inputs = kept.shard,
+           .saved_input_dtype = kept.dtype,
            .before_micro = [&](int k) { set.set_step(step, dp.rank() * cfg.train.grad_accum + k); },
            // The stage's last backward finishes its layers' gradients: they leave as it goes.
            .before_last_backward =
@@ -709,7 +711,10 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
         // 3's vocabulary), here, in evaluate() and in the pipeline's stages.
         model::TrainResult r = model::llama_train_step(
             model, wrap_batch(micro[k]), &set,
-            {.recompute = cfg.train.recompute, .shard_saved_inputs = shard_inputs, .loss_scale = scale},
+            {.recompute = cfg.train.recompute,
+             .shard_saved_inputs = kept.shard,
+             .saved_input_dtype = kept.dtype,
+             .loss_scale = scale},
             &ws);
         sums[0] += r.loss_sum;
       }

@@ -177,6 +177,25 @@ void run_layout(int tp_size, bool recompute) {
     CHECK(std::memcmp(ps[i].grad.raw(), pp_[i].grad.raw(), static_cast<std::size_t>(ps[i].grad.numel()) * sizeof(float)) ==
           0);
   }
+  if (!recompute) return;
+  // The layers' inputs kept in bf16 (saved_input_dtype; sharded where tp > 1): the same loss, the
+  // gradients at the rounded inputs, near the f32 ones.
+  adapters::AdapterSet set_bf16 = adapter_set(cfg, 0.1, &part.tp);
+  set_bf16.set_training(true);
+  const model::PipelineResult rb = model::llama_pipeline_train(
+      part, inputs, &set_bf16, *comms.pp,
+      {.recompute = true,
+       .shard_saved_inputs = true,
+       .saved_input_dtype = DType::BF16,
+       .before_micro = [&](int i) { set_bf16.set_step(5, i); }});
+  set_bf16.tp_reduce_gradients();
+  CHECK(rb.loss_sum == r.loss_sum);
+  const std::vector<adapters::AdapterParam> pb = set_bf16.parameters();
+  double most = 0.0;
+  for (std::size_t i = 0; i < pb.size(); ++i) most = std::max(most, rel_diff(pb[i].grad, pp_[i].grad));
+  if (world->rank() == 0) std::printf("tp%d x pp%d, bf16 layer inputs: gradients within %.2e\n", tp_size, pp_size, most);
+  CHECK(most > 0.0);
+  CHECK(most < 5e-2);
 }
 
 }  // namespace

@@ -50,6 +50,7 @@ void check_train_example(const char* name) {
                .grad_accum = c.train.grad_accum,
                .recompute = c.train.recompute,
                .shard_saved_inputs = c.train.shard_saved_inputs,
+               .bf16_saved_inputs = c.train.saved_inputs_dtype == "bf16",
                .zero1 = c.parallel.zero1,
                .offload = c.optim.offload};
   req.gen = {.batch = 1, .context = c.data.seq_len};
@@ -81,6 +82,10 @@ TEST_CASE("inputs/cluster/train-llama-3.1-70b.toml: its layout fits 8 x A100 80 
 
 TEST_CASE("inputs/cluster/train-llama-3.1-70b-long.toml: 65,536-token sequences fit at tp8; adapt_plan's pick") {
   check_train_example("train-llama-3.1-70b-long.toml");
+}
+
+TEST_CASE("inputs/cluster/train-llama-3.1-70b-128k.toml: 131,072-token sequences fit at tp8 with bf16 inputs") {
+  check_train_example("train-llama-3.1-70b-128k.toml");
 }
 
 TEST_CASE("adapt_plan's longest training sequence for Llama 3.1 70B on 8 x A100 80 GB: it fits, 1,024 more do not") {

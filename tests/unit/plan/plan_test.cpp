@@ -101,12 +101,22 @@ TEST_CASE("training activation bytes equal llama_train_step's workspace high-wat
 TEST_CASE("sharded layer inputs pay where the stage's layers outweigh two whole hidden states") {
   // Whole: layers + 1 hidden states; sharded: 2 + layers / tp (the backward gathers into one of the two
   // and recomputes into the other).
-  CHECK_FALSE(model::shard_saved_inputs_pays(1, 80));
-  CHECK_FALSE(model::shard_saved_inputs_pays(2, 2));  // 3 against 2 + 1
-  CHECK(model::shard_saved_inputs_pays(2, 3));        // 4 against 2 + 1.5
-  CHECK_FALSE(model::shard_saved_inputs_pays(8, 1));
-  CHECK(model::shard_saved_inputs_pays(8, 2));
-  CHECK(model::shard_saved_inputs_pays(8, 80));
+  CHECK_FALSE(model::compact_saved_inputs_pays(1, 80));
+  CHECK_FALSE(model::compact_saved_inputs_pays(2, 2));  // 3 against 2 + 1
+  CHECK(model::compact_saved_inputs_pays(2, 3));        // 4 against 2 + 1.5
+  CHECK_FALSE(model::compact_saved_inputs_pays(8, 1));
+  CHECK(model::compact_saved_inputs_pays(8, 2));
+  CHECK(model::compact_saved_inputs_pays(8, 80));
+  // In bf16, whole inputs on one rank: 2 + layers / 2 against layers + 1.
+  CHECK_FALSE(model::compact_saved_inputs_pays(1, 2, 2));
+  CHECK(model::compact_saved_inputs_pays(1, 3, 2));
+  CHECK(model::compact_saved_inputs_pays(2, 2, 2));  // 3 against 2 + 0.5
+  // What adapt_train applies: what was asked where it pays, else whole f32 inputs.
+  CHECK(model::saved_inputs_for(1, 80, true, DType::F32).shard == false);
+  CHECK(model::saved_inputs_for(1, 80, true, DType::BF16).dtype == DType::BF16);
+  CHECK(model::saved_inputs_for(8, 80, true, DType::BF16).shard);
+  CHECK(model::saved_inputs_for(2, 2, true, DType::F32).shard == false);
+  CHECK(model::saved_inputs_for(2, 2, true, DType::BF16).shard);
   // The plan follows it: at tp2 stages of one layer keep their inputs whole, of about 16 shard them.
   const model::LlamaConfig m = model::llama_config_preset("llama-3.1-8b");
   const adapters::AdapterConfig a = spec("lora:r=16");
@@ -123,6 +133,18 @@ TEST_CASE("sharded layer inputs pay where the stage's layers outweigh two whole 
     CHECK((train_comm_bytes(m, a, lay, on, Backend::Gpu).tp_counted >
            train_comm_bytes(m, a, lay, off, Backend::Gpu).tp_counted) == pays);
   }
+  // bf16 shards: less memory, and half the bytes all-gathered.
+  TrainJob bf16 = on;
+  bf16.bf16_saved_inputs = true;
+  const Layout lay{2, 2, 1};
+  CHECK(train_memory(m, a, lay, bf16, Backend::Gpu).activations.saved <
+        train_memory(m, a, lay, on, Backend::Gpu).activations.saved);
+  auto gathered = [&](const TrainJob& j) {
+    return train_comm_bytes(m, a, lay, j, Backend::Gpu).tp_counted -
+           train_comm_bytes(m, a, lay, off, Backend::Gpu).tp_counted;
+  };
+  CHECK(gathered(on) > 0);
+  CHECK(gathered(bf16) * 2 == gathered(on));
 }
 
 TEST_CASE("base weights per rank: the whole model on one rank, 1/tp of it plus the replicated norms") {
