@@ -208,6 +208,20 @@ TEST_CASE("adapt_plan's memory per rank at tp2 and pp2 against each rank's measu
     if (r == 0) CHECK(std::fabs(saved_predicted / saved_measured - 1.0) <= 0.10);
     else CHECK(saved_measured > 0.5 * saved_predicted);
   }
+  // The same shards in bf16 (train.saved_inputs_dtype): half of what they took, the same comparison.
+  const PerRank bf16 = measure("-bf16", 2, 1, 32, " --set train.recompute=true --set train.saved_inputs_dtype=bf16",
+                               " --recompute --bf16-saved-inputs");
+  for (int r = 0; r < 2; ++r) {
+    CAPTURE(r);
+    const double saved_predicted = sharded.predicted[r] - bf16.predicted[r];
+    const double saved_measured = sharded.measured[r] - bf16.measured[r];
+    MESSAGE("tp2 recompute rank " << r << ", 32 sequences: bf16 shards save " << saved_measured / 1048576.0
+                                  << " MiB measured, " << saved_predicted / 1048576.0 << " MiB planned ("
+                                  << saved_predicted / saved_measured << ")");
+    CHECK(saved_predicted > 0);
+    if (r == 0) CHECK(std::fabs(saved_predicted / saved_measured - 1.0) <= 0.10);
+    else CHECK(saved_measured > 0.5 * saved_predicted);
+  }
 }
 
 TEST_CASE("adapt_plan's communication bytes per step equal adapt_train's comm_bytes at dp2, tp2 and pp2") {

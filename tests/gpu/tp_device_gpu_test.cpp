@@ -15,6 +15,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -194,6 +195,29 @@ void run_tp2(comm::MpiCommunicator& world, int device, bool gpu_per_rank) {
     CHECK(losses[0] == losses[1]);
     CHECK(grads[0] == grads[1]);
     CHECK(gathers[1] - gathers[0] == cfg.n_layers);  // one per layer: the shards were kept and gathered
+    // The inputs kept in bf16 (saved_input_dtype: the device casts, a bf16 all-gather when sharded): the
+    // f32 loss, the same bits whole and sharded, gradients near the f32 ones but not equal.
+    std::vector<float> bf16_grads[2];
+    for (const bool shard : {false, true}) {
+      set_part.zero_grad();
+      const double loss =
+          model::llama_train_step(part, x, &set_part,
+                                  {.recompute = true, .shard_saved_inputs = shard, .saved_input_dtype = DType::BF16},
+                                  &ws_p)
+              .loss_sum;
+      CHECK(loss == losses[0]);
+      set_part.gradients_to_host();
+      for (const adapters::AdapterParam& p : set_part.host_parameters())
+        bf16_grads[shard].insert(bf16_grads[shard].end(), p.grad.data<float>(), p.grad.data<float>() + p.grad.numel());
+    }
+    CHECK(bf16_grads[0] == bf16_grads[1]);
+    double most = 0.0, scale = 0.0;
+    for (std::size_t i = 0; i < grads[0].size(); ++i) {
+      most = std::max(most, static_cast<double>(std::abs(bf16_grads[0][i] - grads[0][i])));
+      scale = std::max(scale, static_cast<double>(std::abs(grads[0][i])));
+    }
+    CHECK(most > 0.0);
+    CHECK(most < 5e-2 * scale);
   }
   if (world.rank() == 0)
     std::printf("tp2 on %s (%s): loss rel diff %.2e, logits %.2e, %zu gradients max rel diff %.2e\n",
