@@ -197,31 +197,25 @@ TEST_CASE("adapt_plan's memory per rank at tp2 and pp2 against each rank's measu
   const PerRank whole = measure("-whole", 2, 1, 32, " --set train.recompute=true --set train.shard_saved_inputs=false",
                                 " --recompute --no-shard-inputs");
   const PerRank sharded = measure("-sharded", 2, 1, 32, " --set train.recompute=true", " --recompute");
-  for (int r = 0; r < 2; ++r) {
-    CAPTURE(r);
-    const double saved_predicted = whole.predicted[r] - sharded.predicted[r];
-    const double saved_measured = whole.measured[r] - sharded.measured[r];
-    MESSAGE("tp2 recompute rank " << r << ", 32 sequences: sharded inputs save " << saved_measured / 1048576.0
-                                  << " MiB measured, " << saved_predicted / 1048576.0 << " MiB planned ("
-                                  << saved_predicted / saved_measured << ")");
-    CHECK(saved_predicted > 0);
-    if (r == 0) CHECK(std::fabs(saved_predicted / saved_measured - 1.0) <= 0.10);
-    else CHECK(saved_measured > 0.5 * saved_predicted);
-  }
-  // The same shards in bf16 (train.saved_inputs_dtype): half of what they took, the same comparison.
+  // The same shards in bf16 (train.saved_inputs_dtype): half of what they took.
   const PerRank bf16 = measure("-bf16", 2, 1, 32, " --set train.recompute=true --set train.saved_inputs_dtype=bf16",
                                " --recompute --bf16-saved-inputs");
-  for (int r = 0; r < 2; ++r) {
-    CAPTURE(r);
-    const double saved_predicted = sharded.predicted[r] - bf16.predicted[r];
-    const double saved_measured = sharded.measured[r] - bf16.measured[r];
-    MESSAGE("tp2 recompute rank " << r << ", 32 sequences: bf16 shards save " << saved_measured / 1048576.0
-                                  << " MiB measured, " << saved_predicted / 1048576.0 << " MiB planned ("
-                                  << saved_predicted / saved_measured << ")");
-    CHECK(saved_predicted > 0);
-    if (r == 0) CHECK(std::fabs(saved_predicted / saved_measured - 1.0) <= 0.10);
-    else CHECK(saved_measured > 0.5 * saved_predicted);
-  }
+  auto compare_saving = [](const char* what, const PerRank& more, const PerRank& less) {
+    for (int r = 0; r < 2; ++r) {
+      CAPTURE(what);
+      CAPTURE(r);
+      const double saved_predicted = more.predicted[r] - less.predicted[r];
+      const double saved_measured = more.measured[r] - less.measured[r];
+      MESSAGE("tp2 recompute rank " << r << ", 32 sequences: " << std::string(what) << " save " << saved_measured / 1048576.0
+                                    << " MiB measured, " << saved_predicted / 1048576.0 << " MiB planned ("
+                                    << saved_predicted / saved_measured << ")");
+      CHECK(saved_predicted > 0);
+      if (r == 0) CHECK(std::fabs(saved_predicted / saved_measured - 1.0) <= 0.10);
+      else CHECK(saved_measured > 0.5 * saved_predicted);
+    }
+  };
+  compare_saving("sharded inputs", whole, sharded);
+  compare_saving("bf16 shards", sharded, bf16);
 }
 
 TEST_CASE("adapt_plan's communication bytes per step equal adapt_train's comm_bytes at dp2, tp2 and pp2") {
