@@ -159,7 +159,9 @@ PipelineResult llama_pipeline_train(const LlamaModel& model, std::span<const Tra
       if (stage.last()) {
         r = llama_train_step(model, in, hook,
                              {.recompute = opts.recompute, .shard_saved_inputs = opts.shard_saved_inputs,
-                              .saved_input_dtype = opts.saved_input_dtype, .loss_scale = result.loss_scale, .d_embedded = d_in,
+                              .saved_input_dtype = opts.saved_input_dtype,
+                              .loss_scale = result.loss_scale,
+                              .d_embedded = d_in,
                               .stage_input = stage.first() ? nullptr : &input[i]},
                              &ws);
       } else {

@@ -284,7 +284,8 @@ std::string plan_text(const PlanResult& p) {
   s += fmt::format(
       "training  {} tokens × {} sequence(s) per replica per micro-step × {} micro-step(s); recompute {}; "
       "ZeRO-1 {}{}\n",
-      r.train.seq, r.train.micro_batch, r.train.grad_accum, recompute, r.train.zero1 ? "on" : "off", r.train.offload ? "; optimizer offloaded to host RAM" : "");
+      r.train.seq, r.train.micro_batch, r.train.grad_accum, recompute, r.train.zero1 ? "on" : "off",
+      r.train.offload ? "; optimizer offloaded to host RAM" : "");
   s += fmt::format("generate  {} sequence(s) of {} tokens in flight per replica\n", r.gen.batch, r.gen.context);
   if (gpu) {
     const GpuSpec& g = r.cluster.gpu;

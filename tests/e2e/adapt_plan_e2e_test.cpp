@@ -206,8 +206,8 @@ TEST_CASE("adapt_plan's memory per rank at tp2 and pp2 against each rank's measu
       CAPTURE(r);
       const double saved_predicted = more.predicted[r] - less.predicted[r];
       const double saved_measured = more.measured[r] - less.measured[r];
-      MESSAGE("tp2 recompute rank " << r << ", 32 sequences: " << std::string(what) << " save " << saved_measured / 1048576.0
-                                    << " MiB measured, " << saved_predicted / 1048576.0 << " MiB planned ("
+      MESSAGE("tp2 recompute rank " << r << ", 32 sequences: " << std::string(what) << " save "
+                                    << saved_measured / 1048576.0 << " MiB measured, " << saved_predicted / 1048576.0 << " MiB planned ("
                                     << saved_predicted / saved_measured << ")");
       CHECK(saved_predicted > 0);
       if (r == 0) CHECK(std::fabs(saved_predicted / saved_measured - 1.0) <= 0.10);

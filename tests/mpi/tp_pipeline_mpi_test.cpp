@@ -193,7 +193,8 @@ void run_layout(int tp_size, bool recompute) {
   const std::vector<adapters::AdapterParam> pb = set_bf16.parameters();
   double most = 0.0;
   for (std::size_t i = 0; i < pb.size(); ++i) most = std::max(most, rel_diff(pb[i].grad, pp_[i].grad));
-  if (world->rank() == 0) std::printf("tp%d x pp%d, bf16 layer inputs: gradients within %.2e\n", tp_size, pp_size, most);
+  if (world->rank() == 0)
+    std::printf("tp%d x pp%d, bf16 layer inputs: gradients within %.2e\n", tp_size, pp_size, most);
   CHECK(most > 0.0);
   CHECK(most < 5e-2);
 }
