@@ -289,23 +289,27 @@ Tensor TrainPass::normed(const Tensor& h, const Tensor& w) {
 void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
   const LayerWeights& w = lw(l);
   const ops::Workspace::Mark start = scratch_.mark();
+  // Spent temporaries go out of scope before their memory is rewound: a tensor holds its workspace block,
+  // so a block that a first pass added stays allocated while any tensor in it lives.
   Tensor xn = take(scratch_, {B_, T_, C_}, "normed");
   const ops::Workspace::Mark after_xn = scratch_.mark();
-  Tensor k = take(scratch_, {B_, T_, Hkv_, D_}, "k");
-  Tensor v = take(scratch_, {B_, T_, Hkv_, D_}, "v");
-  Tensor q2 = a.q.reshape({N_, H_ * D_}), k2 = k.reshape({N_, Hkv_ * D_}), v2 = v.reshape({N_, Hkv_ * D_});
   Tensor attn2 = a.attn.reshape({N_, H_ * D_});
 
   // Attention block: h_mid = h_in + o_proj(attention(rope(q), rope(k), v)) (+ block adapter).
   ops::rms_norm_forward(xn, a.h_in, w.attn_norm, eps_, &a.rstd_attn);
   const Tensor xq = gemm_input(xn, w.wq);  // one cast of xn for q, k and v (bf16 weights on a GPU)
-  linear(q2, xn, w.wq, &w.bq, {l, WeightKind::Wq}, hook_, {.x_for_gemm = &xq});
-  linear(k2, xn, w.wk, &w.bk, {l, WeightKind::Wk}, hook_, {.x_for_gemm = &xq});
-  linear(v2, xn, w.wv, &w.bv, {l, WeightKind::Wv}, hook_, {.x_for_gemm = &xq});
-  ops::rope_forward(a.q, cos_, sin_);
-  ops::rope_forward(k, cos_, sin_);
-  ops::to_heads_major(a.k_all, k);
-  ops::to_heads_major(a.v_all, v);
+  {
+    Tensor k = take(scratch_, {B_, T_, Hkv_, D_}, "k");
+    Tensor v = take(scratch_, {B_, T_, Hkv_, D_}, "v");
+    Tensor q2 = a.q.reshape({N_, H_ * D_}), k2 = k.reshape({N_, Hkv_ * D_}), v2 = v.reshape({N_, Hkv_ * D_});
+    linear(q2, xn, w.wq, &w.bq, {l, WeightKind::Wq}, hook_, {.x_for_gemm = &xq});
+    linear(k2, xn, w.wk, &w.bk, {l, WeightKind::Wk}, hook_, {.x_for_gemm = &xq});
+    linear(v2, xn, w.wv, &w.bv, {l, WeightKind::Wv}, hook_, {.x_for_gemm = &xq});
+    ops::rope_forward(a.q, cos_, sin_);
+    ops::rope_forward(k, cos_, sin_);
+    ops::to_heads_major(a.k_all, k);
+    ops::to_heads_major(a.v_all, v);
+  }
   scratch_.rewind(after_xn);  // k and v live on in a.k_all and a.v_all
   attention(a.attn, a.q, a.k_all, a.v_all, &a.lse);
   if (has_block(l, BlockSite::Attention)) {
@@ -326,20 +330,23 @@ void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
   const Tensor xg = gemm_input(xn, w.w_gate);  // one cast for gate and up
   linear(a.gate, xn, w.w_gate, &w.b_gate, {l, WeightKind::WGate}, hook_, {.x_for_gemm = &xg});
   linear(a.up, xn, w.w_up, &w.b_up, {l, WeightKind::WUp}, hook_, {.x_for_gemm = &xg});
-  Tensor act = take(scratch_, {B_, T_, F_}, "swiglu");
-  ops::swiglu_forward(act, a.gate, a.up);
-  if (has_block(l, BlockSite::Mlp)) {
-    row_parallel(a.f_mlp, act, w.w_down, w.b_down, {l, WeightKind::WDown});
-    ops::add(h_out, a.h_mid, a.f_mlp);
-    Tensor out = as_rows(h_out);
-    hook_->block_forward(l, BlockSite::Mlp, as_rows(a.h_mid), as_rows(a.f_mlp), out);
-  } else if (tp_active()) {
-    row_parallel(h_out, act, w.w_down, w.b_down, {l, WeightKind::WDown});
-    ops::add(h_out, a.h_mid, h_out);
-  } else {
-    ops::copy(h_out, a.h_mid);
-    linear(h_out, act, w.w_down, &w.b_down, {l, WeightKind::WDown}, hook_, {.accumulate = true});
+  {
+    Tensor act = take(scratch_, {B_, T_, F_}, "swiglu");
+    ops::swiglu_forward(act, a.gate, a.up);
+    if (has_block(l, BlockSite::Mlp)) {
+      row_parallel(a.f_mlp, act, w.w_down, w.b_down, {l, WeightKind::WDown});
+      ops::add(h_out, a.h_mid, a.f_mlp);
+      Tensor out = as_rows(h_out);
+      hook_->block_forward(l, BlockSite::Mlp, as_rows(a.h_mid), as_rows(a.f_mlp), out);
+    } else if (tp_active()) {
+      row_parallel(h_out, act, w.w_down, w.b_down, {l, WeightKind::WDown});
+      ops::add(h_out, a.h_mid, h_out);
+    } else {
+      ops::copy(h_out, a.h_mid);
+      linear(h_out, act, w.w_down, &w.b_down, {l, WeightKind::WDown}, hook_, {.accumulate = true});
+    }
   }
+  xn = Tensor();  // the last tensor of this call in scratch
   scratch_.rewind(start);
 }
 
@@ -364,26 +371,28 @@ void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
   Tensor dxn = take(scratch_, {B_, T_, C_}, "d_normed");
   const ops::Workspace::Mark after_dxn = scratch_.mark();
 
-  // MLP block.
+  // MLP block. As in the forward, spent temporaries go out of scope before their memory is rewound.
   {
-    const Tensor df = block_grad(BlockSite::Mlp, a.h_mid, a.f_mlp);
-    Tensor act;  // down_proj's input, only a hook needs it: recomputed from gate and up
-    if (has_linear(l, WeightKind::WDown)) {
-      act = take(scratch_, {B_, T_, F_}, "swiglu");
-      ops::swiglu_forward(act, a.gate, a.up);
+    {
+      const Tensor df = block_grad(BlockSite::Mlp, a.h_mid, a.f_mlp);
+      Tensor act;  // down_proj's input, only a hook needs it: recomputed from gate and up
+      if (has_linear(l, WeightKind::WDown)) {
+        act = take(scratch_, {B_, T_, F_}, "swiglu");
+        ops::swiglu_forward(act, a.gate, a.up);
+      }
+      Tensor dact = take(scratch_, {B_, T_, F_}, "d_swiglu");
+      linear_backward(dact, df, act, w.w_down, {l, WeightKind::WDown}, hook_);
+      ops::swiglu_backward(a.gate, a.up, dact, a.gate, a.up);  // gate, up now hold their gradients
     }
-    Tensor dact = take(scratch_, {B_, T_, F_}, "d_swiglu");
-    linear_backward(dact, df, act, w.w_down, {l, WeightKind::WDown}, hook_);
-    ops::swiglu_backward(a.gate, a.up, dact, a.gate, a.up);  // gate, up now hold their gradients
-    scratch_.rewind(after_dxn);                              // df, act and dact are spent
+    scratch_.rewind(after_dxn);  // df, act and dact are spent
     const bool need_x = has_linear(l, WeightKind::WGate) || has_linear(l, WeightKind::WUp);
     const Tensor xn = need_x ? normed(a.h_mid, w.ffn_norm) : Tensor();
     column_parallel_backward(dxn, xn,
                              {{a.gate, w.w_gate, {l, WeightKind::WGate}}, {a.up, w.w_up, {l, WeightKind::WUp}}},
                              /*input_grad=*/true);
     ops::rms_norm_backward(dh, nullptr, dxn, a.h_mid, w.ffn_norm, a.rstd_ffn, {.accumulate = true});
-    scratch_.rewind(after_dxn);
   }
+  scratch_.rewind(after_dxn);
   // Attention block: dq, dk and dv outlive the rest (o_proj's input gradient, the heads-major dk and dv,
   // a block adapter's shares).
   {
@@ -391,18 +400,22 @@ void TrainPass::layer_backward(int l, LayerActs& a, Tensor& dh) {
     Tensor dk = take(scratch_, {B_, T_, Hkv_, D_}, "dk");
     Tensor dv = take(scratch_, {B_, T_, Hkv_, D_}, "dv");
     const ops::Workspace::Mark after_dqkv = scratch_.mark();
-    Tensor dattn = take(scratch_, {B_, T_, H_, D_}, "d_attn");
-    const ops::Workspace::Mark after_dattn = scratch_.mark();
-    const Tensor df = block_grad(BlockSite::Attention, a.h_in, a.f_attn);
-    Tensor dattn2 = dattn.reshape({N_, H_ * D_});
-    linear_backward(dattn2, df, a.attn.reshape({N_, H_ * D_}), w.wo, {l, WeightKind::Wo}, hook_);
-    scratch_.rewind(after_dattn);  // a block adapter's shares are spent
-    Tensor dk_all = take(scratch_, {B_, Hkv_, T_, D_}, "dk_all");
-    Tensor dv_all = take(scratch_, {B_, Hkv_, T_, D_}, "dv_all");
-    attention_backward_in(m_.attention_dtype, dq, dk_all, dv_all, dattn, a.q, a.k_all, a.v_all, a.attn, a.lse,
-                          {.segment_ids = segments_});
-    ops::from_heads_major(dk, dk_all);
-    ops::from_heads_major(dv, dv_all);
+    {
+      Tensor dattn = take(scratch_, {B_, T_, H_, D_}, "d_attn");
+      const ops::Workspace::Mark after_dattn = scratch_.mark();
+      {
+        const Tensor df = block_grad(BlockSite::Attention, a.h_in, a.f_attn);
+        Tensor dattn2 = dattn.reshape({N_, H_ * D_});
+        linear_backward(dattn2, df, a.attn.reshape({N_, H_ * D_}), w.wo, {l, WeightKind::Wo}, hook_);
+      }
+      scratch_.rewind(after_dattn);  // a block adapter's shares are spent
+      Tensor dk_all = take(scratch_, {B_, Hkv_, T_, D_}, "dk_all");
+      Tensor dv_all = take(scratch_, {B_, Hkv_, T_, D_}, "dv_all");
+      attention_backward_in(m_.attention_dtype, dq, dk_all, dv_all, dattn, a.q, a.k_all, a.v_all, a.attn, a.lse,
+                            {.segment_ids = segments_});
+      ops::from_heads_major(dk, dk_all);
+      ops::from_heads_major(dv, dv_all);
+    }
     scratch_.rewind(after_dqkv);  // dattn, dk_all and dv_all are spent
     ops::rope_backward(dq, cos_, sin_);
     ops::rope_backward(dk, cos_, sin_);
