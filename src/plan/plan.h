@@ -48,6 +48,11 @@ struct TrainJob {
   bool shard_saved_inputs = true;  // train.shard_saved_inputs (with recompute and tp > 1, where it pays:
                                    // model::saved_inputs_for)
   bool bf16_saved_inputs = false;  // train.saved_inputs_dtype = "bf16" (with recompute, where it pays)
+  /// The dtype the layers' inputs are kept in, for a plan of `act_bytes` activations: bf16 when asked and
+  /// the activations are wider (a plan of bf16 activations keeps them in bf16 anyway).
+  DType saved_input_dtype(int act_bytes) const {
+    return bf16_saved_inputs && act_bytes > 2 ? DType::BF16 : DType::F32;
+  }
   bool zero1 = true;             // parallel.zero1
   bool offload = false;          // optim.offload: optimizer state in host RAM (optim::OffloadAdamW)
   int act_bytes = 0;             // bytes per activation element; 0: the backend's (Precision::of)

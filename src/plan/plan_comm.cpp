@@ -58,8 +58,8 @@ RankTraffic rank_traffic(const model::LlamaConfig& m, const adapters::AdapterCon
     r.tp.reduce += M * train_call;
     // Sharded saved inputs (on stages where they save memory, as adapt_train decides): each layer's input
     // all-gathered before its recomputation, tp parts of ⌈N / tp⌉ rows (in bf16 with bf16 saved inputs).
-    const model::SavedInputs kept = model::saved_inputs_for(
-        lay.tp, stage.count, job.shard_saved_inputs, job.bf16_saved_inputs && e > 2 ? DType::BF16 : DType::F32);
+    const model::SavedInputs kept = model::saved_inputs_for(lay.tp, stage.count, job.shard_saved_inputs,
+                                                            job.saved_input_dtype(static_cast<int>(e)));
     if (job.recompute && kept.shard) {
       const double rows = std::ceil(N / lay.tp);
       const double kept_e = kept.dtype == DType::BF16 ? 2 : e;

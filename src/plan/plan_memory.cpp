@@ -290,11 +290,9 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
       parallel::schedule_1f1b(lay.pp, pp_rank, static_cast<int>(job.grad_accum)));
   r.micro_in_flight = in_flight;
   const PassModel pm(m, a, lay, tp_rank, pp_rank, job.micro_batch, job.seq, prec.activation);
-  // adapt_train's setting: the layers' inputs sharded or in bf16 on the stages where that saves memory
-  // (a plan of bf16 activations keeps them in bf16 anyway).
-  const bool bf16_inputs = job.bf16_saved_inputs && prec.activation > 2;
+  // adapt_train's setting: the layers' inputs sharded or in bf16 on the stages where that saves memory.
   const model::SavedInputs kept = model::saved_inputs_for(lay.tp, pm.stage_layers(), job.shard_saved_inputs,
-                                                          bf16_inputs ? DType::BF16 : DType::F32);
+                                                          job.saved_input_dtype(prec.activation));
   auto pass = [&](bool recompute) {
     ActivationBytes b = pm.run(recompute, true, chunk, kept.shard, kept.dtype == DType::BF16);
     b.saved *= static_cast<std::uint64_t>(in_flight);
