@@ -97,6 +97,8 @@ class AdapterSet final : public model::AdapterHook {
   /// The parameter named `name` (as in parameters()), or nullptr.
   const Tensor* find_parameter(std::string_view name) const;
   std::int64_t n_parameters() const;
+  /// The adapters' own workspace (reset at every site call) at its largest so far.
+  std::size_t workspace_high_water_bytes() const { return ws_->high_water_bytes(); }
   /// The parameters of the LoRA sites / of the bottleneck modules (their sum is n_parameters()).
   std::int64_t n_lora_parameters() const;
   std::int64_t n_bottleneck_parameters() const;

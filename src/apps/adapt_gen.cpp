@@ -128,10 +128,11 @@ job keys:
 )";
 
 /// --dry-run's memory line: what adapt_plan counts for one rank of the job's tp × pp (the busiest stage)
-/// with `rows` KV-cache rows of `capacity` positions (the longest prompt and its new tokens).
+/// with `rows` KV-cache rows of `capacity` positions (the longest prompt and its new tokens), prompts of
+/// up to `longest` tokens prefilled.
 std::string dry_run_memory(const generate::GenJob& job, const model::LlamaConfig& mc,
                            const adapters::AdapterConfig* adapter, bool on_gpu, std::int64_t rows,
-                           std::int64_t capacity) {
+                           std::int64_t capacity, std::int64_t longest) {
   if (rows <= 0 || capacity <= 0) return "";
   const DType kv = generate::kv_cache_dtype_for(job.runtime, on_gpu);
   adapters::AdapterConfig none;
@@ -144,7 +145,8 @@ std::string dry_run_memory(const generate::GenJob& job, const model::LlamaConfig
                        .weights_device_layers = on_gpu ? job.runtime.weights_device_layers : -1,
                        .weight_bytes = on_gpu ? static_cast<int>(dtype_size(job.runtime.weights_dtype))
                                        : job.runtime.cpu_matmul_dtype == DType::BF16 ? 2  // bf16 products
-                                                                                      : 0};
+                                                                                      : 0,
+                       .prompt = longest};
   const plan::Layout layout{.tp = static_cast<int>(job.parallel.tp), .pp = static_cast<int>(job.parallel.pp), .dp = 1};
   const plan::GenMemory m =
       plan::gen_memory(mc, adapter ? *adapter : none, layout, g, on_gpu ? plan::Backend::Gpu : plan::Backend::Cpu);
@@ -154,9 +156,9 @@ std::string dry_run_memory(const generate::GenJob& job, const model::LlamaConfig
       layout.tp, layout.pp, format_bytes(m.weights), format_bytes(m.kv_cache), rows, capacity, dtype_name(kv),
       on_gpu && job.runtime.kv_device_layers >= 0 ? "; runtime.kv_device_layers moves part of it to host RAM" : "",
       format_bytes(m.activations),
-      job.runtime.prefill_chunk > 0 ? std::min(job.runtime.prefill_chunk, capacity) : capacity,
+      job.runtime.prefill_chunk > 0 ? std::min(job.runtime.prefill_chunk, longest) : longest,
       on_gpu ? fmt::format(", workspaces and bf16 operand copies {}", format_bytes(m.libraries + m.operand_copies))
-             : std::string(),
+             : fmt::format(", attention's packed keys and values {}", format_bytes(m.attention_buffers)),
       format_bytes(m.device_total()));
 }
 
@@ -271,6 +273,7 @@ void dry_run_report(const DryRunContext& ctx, const std::vector<Prepared>& prepa
   std::map<std::string, DryConversation> conversations;  // each conversation file read once
   std::int64_t n_fail = 0, n_run = 0;  // prompts that would not run, and that would
   std::int64_t capacity = 0;           // KV-cache positions a row needs: the longest prompt + its new tokens
+  std::int64_t longest = 0;            // the most tokens one prefill takes (a resumed prompt's saved ones too)
   for (const auto& q : prepared) {
     const std::string& id = q.spec->id;
     if (done.count(id) != 0) {
@@ -302,9 +305,13 @@ void dry_run_report(const DryRunContext& ctx, const std::vector<Prepared>& prepa
     }
     // Saved progress is read (a malformed file is an error here too); whether it belongs to this
     // request is decided when the prompt runs.
-    if (const auto p = ctx.progress_store.load(id, ctx.tok.n_vocab()))
+    std::int64_t prefill = t.n_prompt;
+    if (const auto p = ctx.progress_store.load(id, ctx.tok.n_vocab())) {
       t.line += fmt::format("; progress saved after {} token(s) ({})", p->progress.tokens.size(),
                             ctx.progress_store.path_of(id).string());
+      prefill += static_cast<std::int64_t>(p->progress.tokens.size());
+    }
+    if (t.runs) longest = std::max(longest, std::min(prefill, capacity));
     std::printf("# %s: %s\n", id.c_str(), t.line.c_str());
   }
   if (ctx.device) {
@@ -320,7 +327,7 @@ void dry_run_report(const DryRunContext& ctx, const std::vector<Prepared>& prepa
       job.model.adapter ? adapters::adapter_load(*job.model.adapter, mc).config() : adapters::AdapterConfig{};
   std::printf("%s", dry_run_memory(job, mc, job.model.adapter ? &adapter_cfg : nullptr, ctx.device.has_value(),
                                    std::min<std::int64_t>(job.runtime.batch_size, std::max<std::int64_t>(n_run, 1)),
-                                   capacity)
+                                   capacity, longest)
                         .c_str());
   std::fflush(stdout);
   ADAPT_REQUIRE(n_fail == 0, ConfigError, "{}: {} prompt(s) would not run (the lines above say why)", ctx.input,
@@ -457,6 +464,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
           : model::llama_model_load(job.model.path, {.storage = storage}, &stats);
   log::info0("loaded {} ({} layers, vocab {}) in {:.2f} s; tokenizer {}", job.model.path.string(), model.config.n_layers,
              model.config.vocab_size, stats.seconds, tok.description());
+  if (tok.n_vocab() < model.config.vocab_size)
+    log::info0("the model's vocab_size ({}) is padded past the tokenizer's {} tokens: ids {} to {} are never drawn",
+               model.config.vocab_size, tok.n_vocab(), tok.n_vocab(), model.config.vocab_size - 1);
   // With the model on GPUs, its tp collectives and the pipeline's transfers take device buffers: NCCL
   // where every rank of the group has its own GPU, else MPI staging them through host memory. The
   // host-side broadcasts below keep the host communicators (tp, pp).

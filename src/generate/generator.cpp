@@ -136,6 +136,9 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
   if (requests.empty()) return true;
   const BatchPlan plan = plan_batch(requests, batch_size);
   const std::int64_t V = model_.config.vocab_size;
+  // Tokens are drawn from the ids the tokenizer has: a vocab_size padded past the tokenizer's (to a
+  // multiple of 64 or 128, common in published checkpoints) has rows no text decodes to.
+  const auto n_draw = static_cast<std::size_t>(tokenizer_.n_vocab());
   // The rank's KV heads of the layers it holds, next to the model's weights (host or device), the
   // layers past plan.device_layers in host RAM.
   model::KvCache cache(model_.config, plan.rows, plan.capacity, model_.tp.size, model::model_allocator(model_),
@@ -266,7 +269,7 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
               &workspace_);
         }
         row_tokens[static_cast<std::size_t>(row)].assign(tokens.begin(), tokens.end());
-        after_step(row, seq.step({logits.data<float>(), static_cast<std::size_t>(V)}));
+        after_step(row, seq.step({logits.data<float>(), n_draw}));
         if (stopped()) return false;
       }
     }
@@ -292,7 +295,7 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
 #pragma omp parallel for schedule(dynamic, 1) if (B > 1)
     for (std::int64_t b = 0; b < B; ++b) {
       try {
-        const std::span<float> row_logits(logits.data<float>() + b * V, static_cast<std::size_t>(V));
+        const std::span<float> row_logits(logits.data<float>() + b * V, n_draw);
         drawn[static_cast<std::size_t>(b)] =
             slots[static_cast<std::size_t>(busy[static_cast<std::size_t>(b)])]->draw(row_logits);
       } catch (...) {

@@ -125,6 +125,9 @@ class Generator {
   /// prefill_chunk < 0, kv_device_layers < −1 or kv_dtype is neither F32 nor BF16.
   void set_options(const GenerateOptions& options);
   const GenerateOptions& options() const { return options_; }
+  /// The activations' workspace at its largest so far (the largest llama_forward call of every
+  /// run_batch: model::llama_forward_workspace_bytes).
+  std::size_t workspace_high_water_bytes() const { return workspace_.high_water_bytes(); }
 
   /// Generates for every request with up to `batch_size` in flight (see the file comment). Each
   /// request's max_new_tokens is capped at room_after(prompt size) (the output then ends with finish

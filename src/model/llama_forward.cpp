@@ -260,4 +260,28 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
   return opts.last_position_only ? logits.reshape({B, c.vocab_size}) : logits;
 }
 
+std::uint64_t llama_forward_workspace_bytes(const LlamaConfig& c, const TensorParallel& tp, const PipelineStage& stage,
+                                            const ForwardCall& call) {
+  const auto f32 = [](std::int64_t n) { return (static_cast<std::uint64_t>(n) * 4 + 63) / 64 * 64; };
+  const TpLocalDims part = tp_local_dims(c, tp);
+  const std::int64_t B = call.batch, T = call.tokens, N = B * T, C = c.hidden_size, H = part.heads,
+                     Hkv = part.kv_heads, D = c.head_dim, F = part.ffn;
+  const bool ragged = call.cache && call.ragged && B > 1;
+  // hidden, normed, q, k, v, attn, gate, up, the RoPE tables; k_all and v_all without a cache.
+  std::uint64_t n = 2 * f32(N * C) + 2 * f32(N * H * D) + 2 * f32(N * Hkv * D) + 2 * f32(N * F) +
+                    2 * f32((ragged ? B : 1) * T * (D / 2));
+  if (!call.cache) n += 2 * f32(N * Hkv * D);
+  if (call.block_adapters || tp.active()) n += f32(N * C);  // sub_block_out
+  if (call.block_adapters) n += f32(N * C);                 // block_out
+  const std::int64_t T_out = call.last_position_only ? 1 : T;
+  const std::int64_t logits = B * T_out * c.vocab_size;
+  if (!stage.last()) return n + (call.on_device ? f32(logits) : 0);  // logits_broadcast
+  if (call.on_device && call.last_position_only && T > 1) n += f32(B * C);  // hidden_last
+  n += f32(B * T_out * C);                                                  // final_normed
+  if (tp.active()) n += f32(B * T_out * part.vocab.count);                  // logits_part
+  else if (call.on_device) n += f32(logits);                                // logits_device
+  if (stage.active() && call.on_device) n += f32(logits);                   // logits_broadcast
+  return n;
+}
+
 }  // namespace adapt::model

@@ -75,4 +75,22 @@ struct ForwardOptions {
 Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache = nullptr,
                      const ForwardOptions& opts = {}, ops::Workspace* workspace = nullptr);
 
+/// One llama_forward call, as far as its workspace is concerned.
+struct ForwardCall {
+  std::int64_t batch = 1, tokens = 1;  // ids (B, T)
+  bool cache = true;                   // over a KV cache (else k and v are copied heads-major)
+  bool ragged = false;                 // with a cache: rows at different positions (a RoPE table each)
+  bool last_position_only = true;
+  bool block_adapters = false;  // the hook has a block adapter on some layer
+  bool on_device = false;       // the model is on a CUDA device
+};
+
+/// The bytes llama_forward takes from its workspace for `call` on tp rank `tp` of pipeline stage
+/// `stage`: its takes replayed one by one, 64-byte aligned as ops::Workspace hands them out. A
+/// workspace reused across calls holds the largest of its calls (ops::Workspace::high_water_bytes).
+/// The adapters' terms (their own workspace), the GEMMs' operand casts and the returned logits are not
+/// in it.
+std::uint64_t llama_forward_workspace_bytes(const LlamaConfig& c, const TensorParallel& tp, const PipelineStage& stage,
+                                            const ForwardCall& call);
+
 }  // namespace adapt::model

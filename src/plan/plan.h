@@ -71,6 +71,7 @@ struct GenJob {
   std::int64_t prefill_chunk = 512;  // prompt tokens per forward (adapt_gen's runtime.prefill_chunk; 0: whole)
   std::int64_t weights_device_layers = -1;  // as TrainJob's (adapt_gen's runtime.weights_device_layers)
   int weight_bytes = 0;  // as TrainJob's (adapt_gen's runtime.weights_dtype on a GPU)
+  std::int64_t prompt = 0;  // the longest prompt prefilled (adapt_gen --dry-run knows it); 0: up to the context
 };
 
 /// The workspace cuBLASLt's GEMMs get on each GPU (ops/cuda/gemm_cublaslt.h's kGemmWorkspaceBytes: one per
@@ -193,13 +194,18 @@ struct GenMemory {
   std::uint64_t kv_cache = 0;  // the whole batch × context
   std::uint64_t kv_per_sequence = 0;
   std::uint64_t adapter = 0;
-  std::uint64_t activations = 0;  // the largest step: a prefill piece of min(prefill_chunk, context) tokens
+  // llama_forward's workspace at its largest call (a prefill piece of min(prefill_chunk, prompt) tokens
+  // or a decode step of the batch), the adapters' workspace, and on the CPU the batch's logits.
+  std::uint64_t activations = 0;
+  std::uint64_t attention_buffers = 0;  // CPU: attention's packed keys and values, kept per thread
   std::uint64_t step_read = 0;    // what a decode step reads on one tp rank's GPUs, stage after stage: its
                                   // weights of every stage and the KV cache of every layer
   std::uint64_t libraries = 0;    // GPU: cuBLASLt's workspace (kGemmWorkspaceBytes)
   std::uint64_t operand_copies = 0;  // GPU, f32 activations: bf16 copies of a prefill piece's operands
   /// Everything but the KV cache: what the cache's room is left from.
-  std::uint64_t beside_kv() const { return weights + adapter + activations + libraries + operand_copies; }
+  std::uint64_t beside_kv() const {
+    return weights + adapter + activations + attention_buffers + libraries + operand_copies;
+  }
   std::uint64_t device_total() const { return beside_kv() + kv_cache; }
 };
 GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& layout,

@@ -7,6 +7,7 @@
 #include "adapters/adapter_config_check.h"
 #include "core/error.h"
 #include "model/attention_options.h"
+#include "model/llama_forward.h"
 #include "model/llama_train.h"
 #include "model/tensor_parallel.h"
 #include "parallel/llama_sharding.h"
@@ -48,7 +49,7 @@ std::vector<LayerAdapters> per_layer(const model::LlamaConfig& m, const adapters
 class PassModel {
  public:
   PassModel(const model::LlamaConfig& m, const adapters::AdapterConfig& a, const Layout& lay, int tp_rank, int pp_rank,
-            std::int64_t batch, std::int64_t seq, int act_bytes)
+            std::int64_t batch, std::int64_t seq, int act_bytes, parallel::StageSplit split = parallel::kTrainSplit)
       : m_(m), a_(a), layers_(per_layer(m, a)) {
     const model::TpLocalDims local = model::tp_local_dims(m, {.comm = nullptr, .rank = tp_rank, .size = lay.tp});
     B_ = batch, T_ = seq, N_ = B_ * T_, C_ = m.hidden_size, H_ = local.heads, Hkv_ = local.kv_heads;
@@ -56,7 +57,7 @@ class PassModel {
     tp_ = lay.tp > 1;
     tp_size_ = lay.tp;
     const parallel::Range r =
-        parallel::stage_layers(model::llama_dims(m), lay.pp, pp_rank, parallel::kTrainSplit);
+        parallel::stage_layers(model::llama_dims(m), lay.pp, pp_rank, split);
     l0_ = r.begin, l1_ = r.end();
     first_ = pp_rank == 0, last_ = pp_rank == lay.pp - 1;
     act_ = static_cast<std::uint64_t>(act_bytes);
@@ -183,7 +184,9 @@ class PassModel {
       const std::int64_t w = adapters::bottleneck_size(a_.bottleneck, C_);
       const bool pf = a_.bottleneck.placement == adapters::BnPlacement::Pfeiffer, ln = a_.bottleneck.ln_before;
       const std::uint64_t z = pf ? f32(N_ * C_) : 0, norm = ln ? f32(N_ * C_) + f32(2 * N_) : 0;
-      most = std::max(most, z + norm + f32(N_ * w) + f32(C_));
+      // The up projection's bias times a scaling other than 1 (on the CPU; a GPU kernel scales it itself).
+      const std::uint64_t scaled_bias = a_.bottleneck.scaling != 1.0 ? f32(C_) : 0;
+      most = std::max(most, z + norm + f32(N_ * w) + scaled_bias);
       if (backward) most = std::max(most, z + f32(N_ * C_) + norm + 3 * f32(N_ * w) + (ln ? f32(N_ * C_) : 0));
     }
     return most;
@@ -422,17 +425,39 @@ GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig&
                 kv_per_layer * static_cast<std::uint64_t>(m.n_layers * job.batch);
   g.adapter =
       static_cast<std::uint64_t>(adapter_params_on_rank(m, a, layout.tp, 0)) * (backend == Backend::Cpu ? 4 : 2);
-  // The largest prefill piece of one sequence (llama_forward; adapt_gen prefills prompt_chunk tokens at
-  // a time): one layer's temporaries (the training pass's forward without kept activations), the
-  // hidden state in and out, the last position's logits of every sequence (f32).
-  const std::int64_t piece = job.prefill_chunk > 0 ? std::min(job.prefill_chunk, job.context) : job.context;
+  // Activations: llama_forward's workspace (f32) at its largest call, the largest prefill piece of one
+  // sequence (adapt_gen prefills prefill_chunk tokens at a time) or a decode step of the whole batch
+  // (rows at their own positions), on the busiest stage; the adapters' own workspace at that many rows
+  // (dropout is off outside training); on the CPU the batch's last-position logits, which the sampler
+  // reads (on a GPU they come back to pinned host memory).
+  const std::int64_t prompt = job.prompt > 0 ? std::min(job.prompt, job.context) : job.context;
+  const std::int64_t piece = job.prefill_chunk > 0 ? std::min(job.prefill_chunk, prompt) : prompt;
+  const bool gpu = backend == Backend::Gpu;
+  const bool blocks = adapters::kind_has_bottleneck(a.kind) && !adapters::adapter_layers(a, m).empty();
+  const model::TensorParallel tp{.comm = nullptr, .rank = 0, .size = layout.tp};  // rank 0: the most vocab rows
+  std::uint64_t forward = 0, adapter_ws = 0;
+  adapters::AdapterConfig inference = a;
+  inference.lora.dropout = 0;
   const Layout one{layout.tp, layout.pp, 1};
+  for (const int p : {0, layout.pp - 1}) {
+    const model::PipelineStage stage{.rank = p, .size = layout.pp, .split = parallel::kGenSplit};
+    const model::ForwardCall prefill{.batch = 1, .tokens = piece, .block_adapters = blocks, .on_device = gpu};
+    const model::ForwardCall decode{.batch = job.batch, .tokens = 1, .ragged = true, .block_adapters = blocks,
+                                    .on_device = gpu};
+    forward = std::max({forward, model::llama_forward_workspace_bytes(m, tp, stage, prefill),
+                        model::llama_forward_workspace_bytes(m, tp, stage, decode)});
+    const PassModel rows(m, inference, one, 0, p, 1, std::max(piece, job.batch), 4, parallel::kGenSplit);
+    adapter_ws = std::max(adapter_ws, rows.adapter_workspace(/*backward=*/false));
+  }
+  g.activations = forward + adapter_ws + (gpu ? 0 : static_cast<std::uint64_t>(job.batch * m.vocab_size) * 4);
+  // The CPU attention of the last prefill piece packs the keys and values of the whole prompt into its
+  // GEMM kernel's tiles (ops/cpu/attention_cpu.cpp: up to 512 MiB, kept by the thread between calls).
+  if (!gpu) {
+    const auto packed = static_cast<std::uint64_t>(2 * (m.n_kv_heads / layout.tp) * prompt * m.head_dim) * 4;
+    g.attention_buffers = std::min<std::uint64_t>(packed, std::uint64_t{512} << 20);
+  }
   const PassModel pm(m, a, one, 0, 0, 1, piece, prec.activation);
-  const ActivationBytes f = pm.run(/*recompute=*/true, /*backward=*/false, 1);
-  const auto hidden = static_cast<std::uint64_t>(piece * m.hidden_size * prec.activation);
-  g.activations = f.scratch + 2 * hidden + static_cast<std::uint64_t>(job.batch * m.vocab_size) * 4;
-  if (backend == Backend::Gpu && prec.weight == 2 && prec.activation == 4)
-    g.operand_copies = pm.operand_copies(/*backward=*/false, 0);
+  if (gpu && prec.weight == 2 && prec.activation == 4) g.operand_copies = pm.operand_copies(/*backward=*/false, 0);
   return g;
 }
 

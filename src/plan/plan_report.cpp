@@ -84,9 +84,7 @@ std::int64_t stream_layers_that_fit(const PlanResult& p, bool train) {
   auto fits = [&](std::int64_t n) {
     for (const Layout& lay : layouts) {
       if (train) {
-        TrainJob j = req.train;
-        j.micro_batch = 1;
-        j.recompute = true;
+        TrainJob j = least_train_job(req.train, lay);
         j.weights_device_layers = n;
         if (train_fits(p, train_memory(req.model, req.adapter, lay, j, req.backend))) return true;
       } else {
@@ -662,6 +660,7 @@ std::string plan_json(const PlanResult& p) {
                 {"kv_cache", lp.gen.kv_cache},
                 {"kv_per_sequence", lp.gen.kv_per_sequence},
                 {"activations", lp.gen.activations},
+                {"attention_buffers", lp.gen.attention_buffers},
                 {"libraries", lp.gen.libraries},
                 {"operand_copies", lp.gen.operand_copies},
                 {"device_total", lp.gen.device_total()},

@@ -1,4 +1,4 @@
-// adapt_plan against measured runs of adapt_train on the CPU backend:
+// adapt_plan against measured runs of adapt_train and adapt_gen on the CPU backend:
 //  * memory: the plan's bytes per process (weights, adapter, gradients, AdamW state, activations) for
 //    a job on the bench preset (f32, 101M parameters) within 10% of the peak resident memory the
 //    kernel reports for that adapt_train process (ru_maxrss from wait4), with and without
@@ -7,6 +7,9 @@
 //    at 16 sequences per micro-step, and the growth from 4 to 16 sequences within 10%; at tp2 with
 //    recomputation, what keeping a shard of every layer's input saves (train.shard_saved_inputs),
 //    measured and planned, within 10%;
+//  * generation: the plan's bytes per process (weights, KV cache, activations, attention's buffers) for
+//    adapt_gen on the bench preset within 10% of its peak RSS, at 1 and 3 sequences, prefilled whole and
+//    in pieces;
 //  * communication: the plan's bytes per step equal, byte for byte, the `comm_bytes` adapt_train writes
 //    to metrics.jsonl at every step, on 2 MPI ranks at dp2 (ZeRO-1 on and off), tp2 (recomputation on
 //    and off) and pp2, on the tiny preset;
@@ -113,6 +116,60 @@ TEST_CASE("adapt_plan's memory per process is within 10% of adapt_train's measur
             << std::string(c.name) << ": predicted " << predicted / 1048576.0 << " MiB + the program itself "
             << baseline / 1048576.0 << " MiB, measured peak RSS " << peak / 1048576.0 << " MiB (ratio " << ratio
             << ")");
+    CHECK(std::fabs(ratio - 1.0) <= 0.10);
+  }
+}
+
+TEST_CASE("adapt_plan's generation memory is within 10% of adapt_gen's measured peak (bench preset, CPU)") {
+  test::TempDir dir("adapt-plan-gen");
+  REQUIRE(run(bin("adapt_model") + " make --preset bench --dtype f32 --out " + (dir / "bench").string()).code == 0);
+  // Three prompts of ~1,500 tokens (lines of code differing in their numbers), 32 new tokens each.
+  std::string body;
+  for (int i = 0; i < 80; ++i)
+    body += "int f" + std::to_string(i) + "(int x) { return x * " + std::to_string(7 * i + 3) + "; }\\n";
+  std::string prompts;
+  for (int p = 0; p < 3; ++p)
+    prompts += "[[prompts]]\nid = \"p" + std::to_string(p) + "\"\ntext = \"// part " + std::to_string(p) + "\\n" +
+               body + "\"\n";
+  const std::int64_t max_new = 32;
+  const fs::path toml = dir / "job.toml";
+  test::write_bytes(toml, "[model]\npath = \"" + (dir / "bench").string() + "\"\n[output]\ndir = \"" +
+                              (dir / "out").string() + "\"\n[defaults]\nmax_new_tokens = " + std::to_string(max_new) +
+                              "\ntemperature = 0.0\nchat = false\n" + prompts);
+  const auto [help_code, baseline] = run_measured(bin("adapt_gen") + " --help > /dev/null 2>&1");
+  REQUIRE(help_code == 0);
+  struct Case {
+    std::int64_t batch, chunk;
+  };
+  for (const Case c : {Case{1, 512}, Case{1, 0}, Case{3, 256}}) {
+    CAPTURE(c.batch);
+    CAPTURE(c.chunk);
+    fs::remove_all(dir / "out");
+    const std::string log = (dir / "gen.log").string();
+    const auto [code, peak] = run_measured("env OMP_NUM_THREADS=1 " + bin("adapt_gen") + " --input " + toml.string() +
+                                           " --set runtime.batch_size=" + std::to_string(c.batch) +
+                                           " --set runtime.prefill_chunk=" + std::to_string(c.chunk) + " > " + log +
+                                           " 2>&1");
+    INFO(file_read_text(log));
+    REQUIRE(code == 0);
+    // The KV cache's rows hold the longest prompt and its new tokens. (The job has no adapter; the plan's
+    // needs one: the smallest, 48 KiB.)
+    std::int64_t prompt = 0;
+    const std::string results = file_read_text(dir / "out" / "results.jsonl");
+    for (std::size_t at = 0, nl; at < results.size(); at = nl + 1) {
+      nl = results.find('\n', at);
+      prompt = std::max(prompt, json::parse(results.substr(at, nl - at))["prompt_tokens"].get<std::int64_t>());
+    }
+    REQUIRE(prompt > 1000);  // the activations of a whole prefill matter
+    const json p = plan_json("--model " + (dir / "bench").string() + " --gpus 1 --seq 512 --micro-batch 1 " +
+                             "--adapter lora:r=1,targets=q --gen-batch " + std::to_string(c.batch) + " --gen-context " +
+                             std::to_string(prompt + max_new) + " --prefill-chunk " + std::to_string(c.chunk));
+    const auto predicted = p["layouts"][0]["gen"]["device_total"].get<std::uint64_t>();
+    const double ratio = static_cast<double>(predicted + baseline) / static_cast<double>(peak);
+    MESSAGE("bench, " << c.batch << " sequence(s) of " << prompt << " + " << max_new << " tokens, prefill_chunk "
+                      << c.chunk << ": predicted " << predicted / 1048576.0 << " MiB + the program itself "
+                      << baseline / 1048576.0 << " MiB, measured peak RSS " << peak / 1048576.0 << " MiB (ratio "
+                      << ratio << ")");
     CHECK(std::fabs(ratio - 1.0) <= 0.10);
   }
 }

@@ -238,6 +238,77 @@ TEST_CASE("a greedy request gives the tokens of a plain llama_forward + argmax l
   CHECK(got.tokens == want);
 }
 
+// Published checkpoints often pad vocab_size past the tokenizer (to a multiple of 64 or 128); those
+// rows decode to no text, so the sampler draws from the tokenizer's ids only.
+TEST_CASE("a model whose vocab_size is padded past its tokenizer draws only the tokenizer's ids") {
+  test::TempDir dir("adapt-gen-padded");
+  const std::string cmd = (test::binary_dir() / "bin" / "adapt_model").string() + " make --recipe " +
+                          (test::source_dir() / "inputs/models/tiny.toml").string() +
+                          " --set shape.vocab_size=1536 --out " + (dir / "model").string();
+  std::string log;
+  REQUIRE_MESSAGE(test::run_command(cmd, &log) == 0, cmd, "\n", log);
+  const model::LlamaModel m = model::llama_model_load(dir / "model", {.storage = model::WeightStorage::AsStored});
+  const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(dir / "model");
+  const std::int64_t n_vocab = tok.n_vocab(), V = m.config.vocab_size;
+  REQUIRE(n_vocab < V);
+  tokenizer::EncodeOptions eo;
+  eo.bos = true;
+  GenerationRequest r;
+  for (auto id : tok.encode("int add(int a, int b) {", eo)) r.prompt.push_back(static_cast<std::int32_t>(id));
+  r.max_new_tokens = 24;
+  const GenerationOutput got = Generator(m, tok).run(r.prompt, r.sampling, r.stop, r.max_new_tokens);
+  // Greedy: the argmax over the tokenizer's ids, step by step; the argmax over every row lands in the
+  // padding at some step (else this would not test the restriction).
+  const auto P = static_cast<std::int64_t>(r.prompt.size());
+  model::KvCache cache(m.config, 1, P + r.max_new_tokens);
+  Tensor ids = Tensor::empty({1, P}, DType::I32);
+  std::copy(r.prompt.begin(), r.prompt.end(), ids.data<std::int32_t>());
+  std::vector<std::int32_t> want;
+  int padding_argmax = 0;
+  const auto& eos = tok.eos_ids();
+  while (static_cast<std::int64_t>(want.size()) < r.max_new_tokens) {
+    const Tensor logits = model::llama_forward(m, ids, &cache, {.last_position_only = true});
+    const float* row = logits.data<float>();
+    want.push_back(static_cast<std::int32_t>(std::max_element(row, row + n_vocab) - row));
+    if (std::max_element(row, row + V) - row >= n_vocab) ++padding_argmax;
+    if (std::find(eos.begin(), eos.end(), want.back()) != eos.end()) break;
+    ids = Tensor::empty({1, 1}, DType::I32);
+    ids.data<std::int32_t>()[0] = want.back();
+  }
+  CHECK(got.tokens == want);
+  CHECK(padding_argmax > 0);
+  // Sampled, hot: every token is the tokenizer's, and the text decodes.
+  r.sampling.temperature = 1.5;
+  r.sampling.seed = 3;
+  r.max_new_tokens = 64;
+  const GenerationOutput hot = Generator(m, tok).run(r.prompt, r.sampling, r.stop, r.max_new_tokens);
+  CHECK(!hot.tokens.empty());
+  for (const std::int32_t id : hot.tokens) CHECK(id < n_vocab);
+}
+
+// The activations' workspace holds the largest llama_forward call run_batch makes: a prefill piece
+// of one prompt or a decode step of every row (what adapt_plan counts for generation).
+TEST_CASE("the generator's workspace is its largest prefill piece or decode step") {
+  const TinyModel& t = tiny();
+  const std::vector<GenerationRequest> reqs = mixed_requests();
+  std::int64_t longest = 0;
+  for (const GenerationRequest& r : reqs) longest = std::max<std::int64_t>(longest, r.prompt.size());
+  for (const std::int64_t chunk : {0, 5}) {
+    for (const std::int64_t rows : {1, 3, 8}) {
+      CAPTURE(chunk);
+      CAPTURE(rows);
+      Generator gen(t.model, *t.tok);
+      gen.set_options({.prefill_chunk = chunk, .share_prefixes = false});  // every prompt prefilled whole
+      gen.run_batch(reqs, rows, [](std::size_t, GenerationOutput&&) {});
+      const model::ForwardCall prefill{.batch = 1, .tokens = chunk > 0 ? std::min(chunk, longest) : longest};
+      const model::ForwardCall decode{.batch = rows, .tokens = 1, .ragged = true};
+      CHECK(gen.workspace_high_water_bytes() ==
+            std::max(model::llama_forward_workspace_bytes(t.model.config, t.model.tp, t.model.stage, prefill),
+                     model::llama_forward_workspace_bytes(t.model.config, t.model.tp, t.model.stage, decode)));
+    }
+  }
+}
+
 TEST_CASE("run_batch rejects bad requests before generating") {
   const TinyModel& t = tiny();
   Generator gen(t.model, *t.tok);

@@ -2,8 +2,10 @@
 // adapters::AdapterSet (whole, and each tp rank's slices after shard_for_tp); the training-step
 // activation bytes against the high-water marks llama_train_step's workspaces report (TrainResult::
 // memory) for LoRA, bottleneck and both, with and without recomputation, chunked and whole logits, and
-// a forward without backward; base weights per rank against the sum of the model's tensors; --adapter
-// parsing and its errors; the layouts the planner considers against comm::ProcessGrid's rules.
+// a forward without backward; the generation activations against llama_forward's and the adapters'
+// workspaces over a generation schedule (prefill pieces, ragged decode steps); base weights per rank
+// against the sum of the model's tensors; --adapter parsing and its errors; the layouts the planner
+// considers against comm::ProcessGrid's rules.
 #include "plan/plan.h"
 
 #include <optional>
@@ -15,6 +17,7 @@
 #include "adapters/adapter_set.h"
 #include "comm/communicator.h"
 #include "core/error.h"
+#include "model/llama_forward.h"
 #include "model/llama_train.h"
 #include "model/tensor_parallel.h"
 #include "plan/plan_report.h"
@@ -27,6 +30,12 @@ using namespace adapt::plan;
 namespace {
 
 adapters::AdapterConfig spec(const std::string& s) { return parse_adapter_spec(s); }
+
+Tensor ids_of(std::int64_t B, std::int64_t T, std::int64_t V) {
+  Tensor ids = Tensor::empty({B, T}, DType::I32, host_allocator(), "ids");
+  for (std::int64_t i = 0; i < B * T; ++i) ids.data<std::int32_t>()[i] = static_cast<std::int32_t>((i * 7 + 3) % V);
+  return ids;
+}
 
 const char* const kSpecs[] = {
     "lora:r=2",  // q, v (adapt_train's default targets)
@@ -92,6 +101,59 @@ TEST_CASE("training activation bytes equal llama_train_step's workspace high-wat
             CHECK(p.saved == r.memory.saved_bytes);
             CHECK(p.scratch == r.memory.scratch_bytes);
           }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("generation activation bytes equal llama_forward's and the adapters' workspace high-water marks") {
+  using namespace adapt::test::train;
+  for (const std::int64_t kv : {4, 2}) {
+    const model::LlamaModel model = tiny_model(kv);
+    const model::LlamaConfig& c = model.config;
+    const std::int64_t V = c.vocab_size;
+    // The whole logits of a forward without a cache, as adapt_eval runs it.
+    {
+      ops::Workspace ws;
+      model::llama_forward(model, ids_of(2, 9, V), nullptr, {}, &ws);
+      const model::ForwardCall whole{.batch = 2, .tokens = 9, .cache = false, .last_position_only = false};
+      CHECK(ws.high_water_bytes() == model::llama_forward_workspace_bytes(c, {}, {}, whole));
+    }
+    // kSpecs, and a bottleneck scaled by 0.5 (its bias is scaled in the workspace).
+    std::vector<std::pair<std::string, adapters::AdapterConfig>> configs;
+    for (const char* s : kSpecs) configs.emplace_back(s, spec(s));
+    configs.emplace_back("bottleneck:4,ln, scaling 0.5", spec("bottleneck:4,ln"));
+    configs.back().second.bottleneck.scaling = 0.5;
+    for (const auto& [name, a] : configs) {
+      for (const std::int64_t chunk : {0, 5}) {
+        for (const std::int64_t rows : {1, 3, 16}) {
+          CAPTURE(kv);
+          CAPTURE(name);
+          CAPTURE(chunk);
+          CAPTURE(rows);
+          adapters::AdapterSet set(c, a);  // inference: no dropout
+          // As Generator::run_batch calls it: each row prefilled alone in pieces of `chunk` tokens (the
+          // longest prompt 13), then decode steps of every row at its own position.
+          model::KvCache cache(c, rows, 32);
+          ops::Workspace ws;
+          std::vector<std::int64_t> all(static_cast<std::size_t>(rows));
+          for (std::int64_t r = 0; r < rows; ++r) {
+            all[static_cast<std::size_t>(r)] = r;
+            const std::int64_t n = r == 0 ? 13 : 2 + r * 5 % 11;
+            for (std::int64_t at = 0; at < n; at += chunk > 0 ? chunk : n) {
+              const std::int64_t piece = chunk > 0 ? std::min(chunk, n - at) : n;
+              model::llama_forward(model, ids_of(1, piece, V), &cache,
+                                   {.last_position_only = true, .cache_rows = {&r, 1}, .hook = &set}, &ws);
+            }
+          }
+          for (int step = 0; step < 3; ++step)
+            model::llama_forward(model, ids_of(rows, 1, V), &cache,
+                                 {.last_position_only = true, .cache_rows = all, .hook = &set}, &ws);
+          const GenMemory g = gen_memory(c, a, Layout{}, {.batch = rows, .context = 32, .prefill_chunk = chunk,
+                                                          .prompt = 13}, Backend::Cpu);
+          CHECK(g.activations ==
+                ws.high_water_bytes() + set.workspace_high_water_bytes() + static_cast<std::uint64_t>(rows * V) * 4);
         }
       }
     }
