@@ -1,8 +1,8 @@
 // Adapter kernels: LoRA dropout (grid-stride, the shared host/device hash), bottleneck bias add and
-// activations (grid-stride) and LayerNorm (one block per row, rows grid-strided, row statistics in double as on the CPU).
-// Simple f32 products and sums use explicitly rounded intrinsics, so they are not contracted into FMAs
-// and round as the CPU loops of src/adapters/adapter_math.cpp do. The activations' expf / erff
-// are CUDA's (within 2 ulp of glibc's), so their outputs may differ from the CPU's in the last bits.
+// activations (grid-stride) and LayerNorm (one block per row, rows grid-strided, row statistics in double as on the
+// CPU). Simple f32 products and sums use explicitly rounded intrinsics, so they are not contracted into FMAs and round
+// as the CPU loops of src/adapters/adapter_math.cpp do. The activations' expf / erff are CUDA's (within 2 ulp of
+// glibc's), so their outputs may differ from the CPU's in the last bits.
 #include <algorithm>
 
 #include "adapters/adapter_rng_hash.h"
@@ -72,8 +72,8 @@ __global__ void activation_backward_kernel(float* grad, const float* pre, int64_
 }
 
 __global__ void __launch_bounds__(kMaxRowThreads)
-layer_norm_forward_kernel(float* out, float* mean_rstd, const float* z, const float* w, const float* b, int64_t n_rows,
-                          int64_t n_cols, double eps) {
+    layer_norm_forward_kernel(float* out, float* mean_rstd, const float* z, const float* w, const float* b,
+                              int64_t n_rows, int64_t n_cols, double eps) {
   __shared__ double red[32];
   for (int64_t row = blockIdx.x; row < n_rows; row += gridDim.x) {
     const float* zr = z + row * n_cols;
@@ -99,8 +99,8 @@ layer_norm_forward_kernel(float* out, float* mean_rstd, const float* z, const fl
 }
 
 __global__ void __launch_bounds__(kMaxRowThreads)
-layer_norm_backward_kernel(float* dz, float* dw_terms, const float* dzn, const float* z, const float* mean_rstd,
-                           const float* w, int64_t n_rows, int64_t n_cols) {
+    layer_norm_backward_kernel(float* dz, float* dw_terms, const float* dzn, const float* z, const float* mean_rstd,
+                               const float* w, int64_t n_rows, int64_t n_cols) {
   __shared__ double red[32];
   for (int64_t row = blockIdx.x; row < n_rows; row += gridDim.x) {
     const float* zr = z + row * n_cols;
@@ -119,8 +119,8 @@ layer_norm_backward_kernel(float* dz, float* dw_terms, const float* dzn, const f
     for (int64_t j = threadIdx.x; j < n_cols; j += blockDim.x) {
       const float zhat = __fmul_rn(__fsub_rn(zr[j], mean), rstd);
       const double u = __dmul_rn(dnr[j], w[j]);
-      dz[row * n_cols + j] =
-          static_cast<float>(__dmul_rn(static_cast<double>(rstd), __dsub_rn(__dsub_rn(u, mean_u), __dmul_rn(zhat, mean_uz))));
+      dz[row * n_cols + j] = static_cast<float>(
+          __dmul_rn(static_cast<double>(rstd), __dsub_rn(__dsub_rn(u, mean_u), __dmul_rn(zhat, mean_uz))));
     }
   }
 }

@@ -45,10 +45,10 @@ constexpr std::size_t align128(std::size_t x) { return (x + 127) / 128 * 128; }
 
 template <int D>
 struct Tc {
-  static constexpr int ldh = D + 8;       // bf16 rows of D
-  static constexpr int lds = kBc + 4;     // f32 rows of 64 (scores)
-  static constexpr int ldp = kBc + 8;     // bf16 rows of 64 (probabilities)
-  static constexpr int ldo = D + 4;       // f32 rows of D
+  static constexpr int ldh = D + 8;    // bf16 rows of D
+  static constexpr int lds = kBc + 4;  // f32 rows of 64 (scores)
+  static constexpr int ldp = kBc + 8;  // bf16 rows of 64 (probabilities)
+  static constexpr int ldo = D + 4;    // f32 rows of D
   static constexpr std::size_t tile_h = align128(sizeof(bf16_t) * 64 * ldh);
   static constexpr std::size_t tile_s = align128(sizeof(float) * 64 * lds);
   static constexpr std::size_t tile_p = align128(sizeof(bf16_t) * 64 * ldp);
@@ -116,8 +116,7 @@ __device__ __forceinline__ void warp_pb(FragC* acc, const bf16_t* p, const bf16_
 /// T), lse (scaled to base 2) and delta.
 template <int D>
 __device__ __forceinline__ void load_query_tile(const AttentionBackwardArgs& a, std::int64_t b, std::int64_t h,
-                                                std::int64_t q0, bf16_t* sQ, bf16_t* sdO, float* sLse,
-                                                float* sDelta) {
+                                                std::int64_t q0, bf16_t* sQ, bf16_t* sdO, float* sLse, float* sDelta) {
   const std::int64_t row0 = ((b * a.T + q0) * a.H + h) * D;
   load_tile<D>(sQ, static_cast<const bf16_t*>(a.q) + row0, a.H * D, 0, a.T - q0);
   load_tile<D>(sdO, static_cast<const bf16_t*>(a.dout) + row0, a.H * D, 0, a.T - q0);
@@ -317,7 +316,7 @@ __global__ void __launch_bounds__(kThreads) tc_dkdv_kernel(AttentionBackwardArgs
   bf16_t* sV = reinterpret_cast<bf16_t*>(smem + L::tile_h);
   bf16_t* sQ = reinterpret_cast<bf16_t*>(smem + 2 * L::tile_h);
   bf16_t* sdO = reinterpret_cast<bf16_t*>(smem + 3 * L::tile_h);
-  float* sS = reinterpret_cast<float*>(smem + 4 * L::tile_h);           // Sᵀ: rows keys, columns queries
+  float* sS = reinterpret_cast<float*>(smem + 4 * L::tile_h);               // Sᵀ: rows keys, columns queries
   float* sdP = reinterpret_cast<float*>(smem + 4 * L::tile_h + L::tile_s);  // dPᵀ
   bf16_t* sP = reinterpret_cast<bf16_t*>(smem + 4 * L::tile_h + 2 * L::tile_s);
   bf16_t* sdS = reinterpret_cast<bf16_t*>(smem + 4 * L::tile_h + 2 * L::tile_s + L::tile_p);
@@ -347,7 +346,7 @@ __global__ void __launch_bounds__(kThreads) tc_dkdv_kernel(AttentionBackwardArgs
       __syncthreads();  // previous tile's Q, dO, lse, delta fully used
       load_query_tile<D>(a, b, h, q0, sQ, sdO, sLse, sDelta);
       __syncthreads();
-      warp_abt<D>(sS + warp * 16 * L::lds, sK + warp * 16 * L::ldh, sQ);   // Sᵀ = K·Qᵀ
+      warp_abt<D>(sS + warp * 16 * L::lds, sK + warp * 16 * L::ldh, sQ);    // Sᵀ = K·Qᵀ
       warp_abt<D>(sdP + warp * 16 * L::lds, sV + warp * 16 * L::ldh, sdO);  // dPᵀ = V·dOᵀ
       __syncwarp();
       for (int c = c0; c < kBr; c += 2) {
@@ -376,7 +375,8 @@ void set_smem(Kernel kernel, std::size_t bytes, const char* what) {
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
   ADAPT_REQUIRE(e == cudaSuccess, CudaError,
                 "{}: cannot reserve {} bytes of shared memory per block: {} (the tensor-core kernels need sm_80 or "
-                "newer)", what, bytes, cudaGetErrorString(e));
+                "newer)",
+                what, bytes, cudaGetErrorString(e));
 }
 
 // The most shared memory any of head width D's tensor-core kernels takes per block.
@@ -398,8 +398,9 @@ std::size_t shared_memory_optin() {
 template <int D>
 void tc_forward(const AttentionForwardArgs& a, float scale, cudaStream_t stream) {
   set_smem(tc_forward_kernel<D>, Tc<D>::fwd_bytes, "attention_forward");
-  tc_forward_kernel<D><<<grid_of(attention_query_grid(AttentionPath::TensorCore, a.B, a.T, a.H)), kThreads,
-                         Tc<D>::fwd_bytes, stream>>>(a, scale);
+  tc_forward_kernel<D>
+      <<<grid_of(attention_query_grid(AttentionPath::TensorCore, a.B, a.T, a.H)), kThreads, Tc<D>::fwd_bytes, stream>>>(
+          a, scale);
   ADAPT_CUDA_LAUNCH_CHECK("attention_forward (tensor cores)");
 }
 
@@ -407,8 +408,9 @@ template <int D>
 void tc_backward(const AttentionBackwardArgs& a, float scale, cudaStream_t stream) {
   set_smem(tc_dq_kernel<D>, Tc<D>::dq_bytes, "attention_backward dq");
   set_smem(tc_dkdv_kernel<D>, Tc<D>::dkdv_bytes, "attention_backward dk/dv");
-  tc_dq_kernel<D><<<grid_of(attention_query_grid(AttentionPath::TensorCore, a.B, a.T, a.H)), kThreads,
-                    Tc<D>::dq_bytes, stream>>>(a, scale);
+  tc_dq_kernel<D>
+      <<<grid_of(attention_query_grid(AttentionPath::TensorCore, a.B, a.T, a.H)), kThreads, Tc<D>::dq_bytes, stream>>>(
+          a, scale);
   ADAPT_CUDA_LAUNCH_CHECK("attention_backward dq (tensor cores)");
   tc_dkdv_kernel<D><<<grid_of(attention_key_grid(AttentionPath::TensorCore, a.B, a.S, a.Hkv)), kThreads,
                       Tc<D>::dkdv_bytes, stream>>>(a, scale);
@@ -442,8 +444,8 @@ void launch_attention_backward(const AttentionBackwardArgs& a, DType dtype, cuda
   validate_attention_backward(a, dtype);
   if (a.B * a.H * a.S == 0) {
     if (a.B * a.T * a.H > 0) {  // no keys: nothing flows to q
-      cudaError_t e = cudaMemsetAsync(a.dq, 0, static_cast<std::size_t>(a.B * a.T * a.H * a.D) * dtype_size(dtype),
-                                      stream);
+      cudaError_t e =
+          cudaMemsetAsync(a.dq, 0, static_cast<std::size_t>(a.B * a.T * a.H * a.D) * dtype_size(dtype), stream);
       ADAPT_REQUIRE(e == cudaSuccess, CudaError, "attention_backward: clearing dq failed: {}", cudaGetErrorString(e));
     }
     return;

@@ -21,8 +21,7 @@ constexpr int kWarps = kGenericRowsPerBlock;
 
 // T: q and out; KV: k and v (T, or bf16 under f32 q: a bf16 KV cache).
 template <class T, class KV = T>
-__global__ void __launch_bounds__(kWarps * 32)
-    generic_forward_kernel(AttentionForwardArgs a, float scale) {
+__global__ void __launch_bounds__(kWarps * 32) generic_forward_kernel(AttentionForwardArgs a, float scale) {
   __shared__ float s_q[kWarps][kMaxD];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const std::int64_t t = blockIdx.x * static_cast<std::int64_t>(kWarps) + warp;

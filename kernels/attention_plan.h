@@ -25,7 +25,7 @@ struct AttentionForwardArgs {
   void* out = nullptr;
   float* lse = nullptr;  // (B, H, T) natural-log log-sum-exp per query row, or null
   std::int64_t B = 0, T = 0, H = 0, Hkv = 0, D = 0, S = 0;
-  std::int64_t B_kv = 0;  // rows of k/v (== B unless kv_rows is given)
+  std::int64_t B_kv = 0;                                        // rows of k/v (== B unless kv_rows is given)
   std::int64_t k_stride_b = 0, k_stride_h = 0, k_stride_s = 0;  // in elements
   std::int64_t v_stride_b = 0, v_stride_h = 0, v_stride_s = 0;
   std::int64_t q_pos_offset = 0;                // position of query 0 among the keys
@@ -60,8 +60,8 @@ enum class AttentionPath {
   Generic,     // any dtype in {f32, bf16, f16}, D ≤ kGenericMaxHeadDim: one warp per row, f32 arithmetic
 };
 
-constexpr std::int64_t kTcTileQ = 64;   // query rows per block of the tensor-core kernels (4 warps × 16)
-constexpr std::int64_t kTcTileK = 64;   // keys per tile
+constexpr std::int64_t kTcTileQ = 64;  // query rows per block of the tensor-core kernels (4 warps × 16)
+constexpr std::int64_t kTcTileK = 64;  // keys per tile
 constexpr std::int64_t kGenericMaxHeadDim = 256;
 constexpr int kGenericRowsPerBlock = 4;  // warps (rows) per block of the generic kernels
 
@@ -85,10 +85,12 @@ inline void check_common_sizes(const char* op, DType dt, std::int64_t B, std::in
                 "{}: sizes must be non-negative with H, Hkv > 0 (B {}, T {}, H {}, Hkv {}, S {})", op, B, T, H, Hkv, S);
   ADAPT_REQUIRE(H % Hkv == 0, ShapeError,
                 "{}: {} query heads are not a multiple of {} KV heads (GQA shares each KV head among a whole number "
-                "of query heads)", op, H, Hkv);
+                "of query heads)",
+                op, H, Hkv);
   ADAPT_REQUIRE(D > 0 && D <= kGenericMaxHeadDim && D % 8 == 0, UnsupportedError,
                 "{}: head_dim {} is not supported on the GPU (a multiple of 8 up to {}; 64 and 128 use tensor cores "
-                "in bf16)", op, D, kGenericMaxHeadDim);
+                "in bf16)",
+                op, D, kGenericMaxHeadDim);
   ADAPT_REQUIRE(B <= 65535 && H <= 65535, UnsupportedError,
                 "{}: B = {} or H = {} is past the CUDA grid limit of 65,535 (launch in batches)", op, B, H);
   ADAPT_REQUIRE(T <= (std::int64_t{1} << 31) - 1 && S <= (std::int64_t{1} << 31) - 1, UnsupportedError,
@@ -122,7 +124,8 @@ inline void validate_attention_forward(const AttentionForwardArgs& a, DType dt, 
   if (a.segment_ids) {
     ADAPT_REQUIRE(a.S == a.T && a.q_pos_offset == 0 && !a.q_pos_offsets && !a.kv_rows, UnsupportedError,
                   "{}: segment ids mask packed rows whose keys are the queries' own tokens (S = {} must equal T = {}, "
-                  "no offsets, no kv_rows)", op, a.S, a.T);
+                  "no offsets, no kv_rows)",
+                  op, a.S, a.T);
   }
   if (a.B * a.T == 0) return;
   ADAPT_REQUIRE(a.q && a.k && a.v && a.out, ShapeError, "{}: null q, k, v or out", op);
@@ -246,7 +249,7 @@ inline DecodePlan plan_decode_attention(std::int64_t B, std::int64_t H, std::int
   const std::int64_t len = std::max<std::int64_t>(max_seq_len, 1);
   const std::int64_t heads = std::max<std::int64_t>(B * H / std::max(heads_per_block, 1), 1);
   const std::int64_t target_blocks = 2 * static_cast<std::int64_t>(std::max(n_sms, 1));
-  std::int64_t splits = (target_blocks + heads - 1) / heads;                  // enough blocks to fill the GPU
+  std::int64_t splits = (target_blocks + heads - 1) / heads;                           // enough blocks to fill the GPU
   splits = std::min(splits, std::max<std::int64_t>(1, len / kDecodeMinKeysPerSplit));  // chunks ≥ the minimum
   splits = std::clamp<std::int64_t>(splits, 1, kDecodeMaxSplits);
   p.keys_per_split = (len + splits - 1) / splits;

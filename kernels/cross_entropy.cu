@@ -45,8 +45,8 @@ __device__ __forceinline__ void zero_row(T* zr, int64_t V) {
 
 template <typename T>
 __global__ void __launch_bounds__(kMaxRowThreads)
-cross_entropy_fused_kernel(T* logits, float* row_loss, const void* targets, bool t64, int64_t n_rows,
-                           int64_t V, int64_t ld, float grad_scale, int64_t ignore_index, bool grad) {
+    cross_entropy_fused_kernel(T* logits, float* row_loss, const void* targets, bool t64, int64_t n_rows, int64_t V,
+                               int64_t ld, float grad_scale, int64_t ignore_index, bool grad) {
   __shared__ float red[32];
   for (int64_t row = blockIdx.x; row < n_rows; row += gridDim.x) {
     T* zr = logits + row * ld;
@@ -73,7 +73,7 @@ cross_entropy_fused_kernel(T* logits, float* row_loss, const void* targets, bool
 
 template <typename T>
 __global__ void __launch_bounds__(kMaxRowThreads)
-cross_entropy_row_max_kernel(float* row_max, const T* logits, int64_t n_rows, int64_t V, int64_t ld) {
+    cross_entropy_row_max_kernel(float* row_max, const T* logits, int64_t n_rows, int64_t V, int64_t ld) {
   __shared__ float red[32];
   for (int64_t row = blockIdx.x; row < n_rows; row += gridDim.x) {
     const T* zr = logits + row * ld;
@@ -86,9 +86,9 @@ cross_entropy_row_max_kernel(float* row_max, const T* logits, int64_t n_rows, in
 
 template <typename T>
 __global__ void __launch_bounds__(kMaxRowThreads)
-cross_entropy_sum_exp_kernel(float* sum_exp, float* target_logit, const T* logits,
-                             const float* row_max, const void* targets, bool t64, int64_t n_rows,
-                             int64_t V, int64_t ld, int64_t vocab_begin) {
+    cross_entropy_sum_exp_kernel(float* sum_exp, float* target_logit, const T* logits, const float* row_max,
+                                 const void* targets, bool t64, int64_t n_rows, int64_t V, int64_t ld,
+                                 int64_t vocab_begin) {
   __shared__ float red[32];
   for (int64_t row = blockIdx.x; row < n_rows; row += gridDim.x) {
     const T* zr = logits + row * ld;
@@ -106,10 +106,9 @@ cross_entropy_sum_exp_kernel(float* sum_exp, float* target_logit, const T* logit
 
 template <typename T>
 __global__ void __launch_bounds__(kMaxRowThreads)
-cross_entropy_finish_kernel(T* logits, float* row_loss, const float* row_max, const float* sum_exp,
-                            const float* target_logit, const void* targets, bool t64, int64_t n_rows,
-                            int64_t V, int64_t ld, int64_t vocab_begin, float grad_scale,
-                            int64_t ignore_index, bool grad) {
+    cross_entropy_finish_kernel(T* logits, float* row_loss, const float* row_max, const float* sum_exp,
+                                const float* target_logit, const void* targets, bool t64, int64_t n_rows, int64_t V,
+                                int64_t ld, int64_t vocab_begin, float grad_scale, int64_t ignore_index, bool grad) {
   for (int64_t row = blockIdx.x; row < n_rows; row += gridDim.x) {
     T* zr = logits + row * ld;
     const int64_t y = load_id(targets, t64, row);

@@ -147,14 +147,15 @@ void run(const DecodeAttentionArgs& a, const DecodePlan& plan, float scale, cuda
     case 2: run_split<T, KV, 2>(a, plan, scale, stream); break;
     default: run_split<T, KV, 1>(a, plan, scale, stream); break;
   }
-  decode_combine_kernel<T><<<dim3(static_cast<unsigned>(a.H), static_cast<unsigned>(a.B)), 128, 0, stream>>>(
-      a, plan.n_splits);
+  decode_combine_kernel<T>
+      <<<dim3(static_cast<unsigned>(a.H), static_cast<unsigned>(a.B)), 128, 0, stream>>>(a, plan.n_splits);
   ADAPT_CUDA_LAUNCH_CHECK("decode_attention combine");
 }
 
 }  // namespace
 
-DecodePlan decode_attention_plan_for_device(std::int64_t B, std::int64_t H, std::int64_t Hkv, std::int64_t max_seq_len) {
+DecodePlan decode_attention_plan_for_device(std::int64_t B, std::int64_t H, std::int64_t Hkv,
+                                            std::int64_t max_seq_len) {
   int dev = 0, n_sms = 0;
   cudaError_t e = cudaGetDevice(&dev);
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&n_sms, cudaDevAttrMultiProcessorCount, dev);
@@ -173,8 +174,8 @@ void launch_decode_attention(const DecodeAttentionArgs& a, const DecodePlan& pla
                     plan.n_splits * plan.keys_per_split >= a.max_seq_len,
                 ShapeError,
                 "launch_decode_attention: the plan ({} splits of {} keys) does not cover max_seq_len = {}; make it "
-                "with decode_attention_plan_for_device for this length", plan.n_splits, plan.keys_per_split,
-                a.max_seq_len);
+                "with decode_attention_plan_for_device for this length",
+                plan.n_splits, plan.keys_per_split, a.max_seq_len);
   ADAPT_REQUIRE(a.H <= 65535 && a.B <= 65535, UnsupportedError,
                 "launch_decode_attention: H = {} or B = {} is past the grid limit of 65,535", a.H, a.B);
   if (a.B * a.H == 0) return;

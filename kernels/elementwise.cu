@@ -10,7 +10,7 @@ namespace {
 
 constexpr int kThreads = 256;
 
-#define ADAPT_GRID_STRIDE(i, n)                                                           \
+#define ADAPT_GRID_STRIDE(i, n)                                                          \
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
@@ -26,9 +26,7 @@ __global__ void scale_kernel(float* x, float alpha, int64_t n) {
   ADAPT_GRID_STRIDE(i, n) x[i] = __fmul_rn(x[i], alpha);
 }
 
-__global__ void fill_kernel(float* x, float value, int64_t n) {
-  ADAPT_GRID_STRIDE(i, n) x[i] = value;
-}
+__global__ void fill_kernel(float* x, float value, int64_t n) { ADAPT_GRID_STRIDE(i, n) x[i] = value; }
 
 __global__ void bias_add_kernel(float* y, const float* bias, int64_t rows, int64_t cols) {
   ADAPT_GRID_STRIDE(i, rows * cols) y[i] = __fadd_rn(y[i], bias[i % cols]);
@@ -155,8 +153,8 @@ void kv_cache_write(C* cache, const float* src, const std::int64_t* rows, const 
     if (n <= 0) return;
     KvChunk chunk{};
     for (std::int64_t b = 0; b < nb; ++b) chunk.rows[b] = rows[b0 + b], chunk.positions[b] = positions[b0 + b];
-    kv_cache_write_kernel<C><<<grid_stride_blocks(n, kThreads), kThreads, 0, stream>>>(cache, src, chunk, b0, nb, T,
-                                                                                       G, D, S);
+    kv_cache_write_kernel<C>
+        <<<grid_stride_blocks(n, kThreads), kThreads, 0, stream>>>(cache, src, chunk, b0, nb, T, G, D, S);
     ADAPT_CUDA_LAUNCH_CHECK("kv_cache_write");
   }
 }

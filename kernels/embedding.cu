@@ -54,15 +54,15 @@ void launch_embedding_forward(void* out, DType out_dtype, const void* table, DTy
 }
 
 void launch_embedding_backward(float* dtable, const void* dout, DType dout_dtype, const void* ids, DType ids_dtype,
-                               std::int64_t n_ids, std::int64_t C, std::int64_t vocab_begin,
-                               std::int64_t vocab_count, cudaStream_t stream) {
+                               std::int64_t n_ids, std::int64_t C, std::int64_t vocab_begin, std::int64_t vocab_count,
+                               cudaStream_t stream) {
   const bool ids64 = ids_are_64(ids_dtype, "embedding_backward");
   if (n_ids <= 0 || C <= 0) return;
   dispatch_float(dout_dtype, "embedding_backward", [&](auto tag) {
     using T = decltype(tag);
     const auto blocks = static_cast<unsigned>((C + kThreads - 1) / kThreads);
     embedding_backward_kernel<T><<<blocks, kThreads, 0, stream>>>(dtable, static_cast<const T*>(dout), ids, ids64,
-                                                                 n_ids, C, vocab_begin, vocab_count);
+                                                                  n_ids, C, vocab_begin, vocab_count);
   });
   ADAPT_CUDA_LAUNCH_CHECK("embedding_backward");
 }

@@ -25,7 +25,7 @@ void launch_embedding_forward(void* out, DType out_dtype, const void* table, DTy
 /// the same on every run. Slow for long inputs (C threads); the base embeddings are frozen, this is for
 /// tests and completeness.
 void launch_embedding_backward(float* dtable, const void* dout, DType dout_dtype, const void* ids, DType ids_dtype,
-                               std::int64_t n_ids, std::int64_t C, std::int64_t vocab_begin,
-                               std::int64_t vocab_count, cudaStream_t stream);
+                               std::int64_t n_ids, std::int64_t C, std::int64_t vocab_begin, std::int64_t vocab_count,
+                               cudaStream_t stream);
 
 }  // namespace adapt::kernels

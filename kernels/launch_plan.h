@@ -57,12 +57,12 @@ inline RmsNormDwPlan rms_norm_dw_plan(std::int64_t rows, std::int64_t cols, std:
 /// The scalars of one AdamW step as src/optim/adamw.cpp computes them (PyTorch's single-tensor AdamW:
 /// double on the host, rounded to f32 for the elementwise update).
 struct AdamWScalars {
-  float step_size = 0;     // lr / (1 − β1^t)
-  float bc2_sqrt = 1;      // sqrt(1 − β2^t)
+  float step_size = 0;  // lr / (1 − β1^t)
+  float bc2_sqrt = 1;   // sqrt(1 − β2^t)
   float beta1 = 0, one_minus_beta1 = 0;
   float beta2 = 0, one_minus_beta2 = 0;
   float eps = 0;
-  float decay = 1;         // 1 − lr·wd for decayed tensors, 1 otherwise
+  float decay = 1;  // 1 − lr·wd for decayed tensors, 1 otherwise
 };
 
 /// `step` counts from 1 (the step being taken).

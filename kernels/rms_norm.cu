@@ -15,8 +15,8 @@ constexpr int kMaxRowThreads = 512;
 
 template <typename T>
 __global__ void __launch_bounds__(kMaxRowThreads)
-rms_norm_forward_kernel(T* y, float* rstd_out, const T* x, const float* w, int64_t n_rows,
-                        int64_t n_cols, float eps) {
+    rms_norm_forward_kernel(T* y, float* rstd_out, const T* x, const float* w, int64_t n_rows, int64_t n_cols,
+                            float eps) {
   __shared__ float red[32];
   for (int64_t row = blockIdx.x; row < n_rows; row += gridDim.x) {
     const T* xr = x + row * n_cols;
@@ -36,8 +36,8 @@ rms_norm_forward_kernel(T* y, float* rstd_out, const T* x, const float* w, int64
 
 template <typename T>
 __global__ void __launch_bounds__(kMaxRowThreads)
-rms_norm_backward_dx_kernel(T* dx, const T* dy, const T* x, const float* w, const float* rstd,
-                            int64_t n_rows, int64_t n_cols, bool accumulate) {
+    rms_norm_backward_dx_kernel(T* dx, const T* dy, const T* x, const float* w, const float* rstd, int64_t n_rows,
+                                int64_t n_cols, bool accumulate) {
   __shared__ float red[32];
   for (int64_t row = blockIdx.x; row < n_rows; row += gridDim.x) {
     const T* dyr = dy + row * n_cols;
@@ -108,8 +108,8 @@ std::int64_t rms_norm_backward_workspace_elems(std::int64_t n_rows, std::int64_t
 }
 
 void launch_rms_norm_backward(void* dx, float* dw, float* workspace, const void* dy, const void* x, const float* w,
-                              const float* rstd, std::int64_t n_rows, std::int64_t n_cols, bool accumulate,
-                              DType dtype, cudaStream_t stream) {
+                              const float* rstd, std::int64_t n_rows, std::int64_t n_cols, bool accumulate, DType dtype,
+                              cudaStream_t stream) {
   if (n_rows <= 0) return;
   ADAPT_REQUIRE(n_cols > 0, ShapeError, "rms_norm_backward: rows of {} columns", n_cols);
   dispatch_float(dtype, "rms_norm_backward", [&](auto tag) {
@@ -118,12 +118,13 @@ void launch_rms_norm_backward(void* dx, float* dw, float* workspace, const void*
       const RmsNormDwPlan p = rms_norm_dw_plan(n_rows, n_cols);
       ADAPT_REQUIRE(p.workspace_elems == 0 || workspace, ShapeError,
                     "rms_norm_backward: dw of ({}, {}) needs a workspace of {} f32 "
-                    "(rms_norm_backward_workspace_elems)", n_rows, n_cols, p.workspace_elems);
+                    "(rms_norm_backward_workspace_elems)",
+                    n_rows, n_cols, p.workspace_elems);
       const dim3 grid(static_cast<unsigned>(p.col_blocks), static_cast<unsigned>(p.row_chunks));
       const bool direct = p.row_chunks == 1;
-      rms_norm_dw_partial_kernel<T><<<grid, p.col_threads, 0, stream>>>(
-          direct ? dw : workspace, direct, static_cast<const T*>(dy), static_cast<const T*>(x), rstd, n_rows, n_cols,
-          p.rows_per_chunk);
+      rms_norm_dw_partial_kernel<T>
+          <<<grid, p.col_threads, 0, stream>>>(direct ? dw : workspace, direct, static_cast<const T*>(dy),
+                                               static_cast<const T*>(x), rstd, n_rows, n_cols, p.rows_per_chunk);
       ADAPT_CUDA_LAUNCH_CHECK("rms_norm_backward (dw, pass 1)");
       if (!direct) {
         rms_norm_dw_finish_kernel<<<static_cast<unsigned>(p.col_blocks), p.col_threads, 0, stream>>>(
@@ -133,9 +134,9 @@ void launch_rms_norm_backward(void* dx, float* dw, float* workspace, const void*
     }
     if (dx) {
       const int threads = row_block_threads(n_cols, kMaxRowThreads);
-      rms_norm_backward_dx_kernel<T><<<row_grid(n_rows), threads, 0, stream>>>(
-          static_cast<T*>(dx), static_cast<const T*>(dy), static_cast<const T*>(x), w, rstd, n_rows, n_cols,
-          accumulate);
+      rms_norm_backward_dx_kernel<T>
+          <<<row_grid(n_rows), threads, 0, stream>>>(static_cast<T*>(dx), static_cast<const T*>(dy),
+                                                     static_cast<const T*>(x), w, rstd, n_rows, n_cols, accumulate);
       ADAPT_CUDA_LAUNCH_CHECK("rms_norm_backward (dx)");
     }
   });

@@ -25,7 +25,7 @@ std::int64_t rms_norm_backward_workspace_elems(std::int64_t n_rows, std::int64_t
 /// rms_norm_backward_workspace_elems f32 (may be null when that is 0). dw is computed before dx is
 /// written, so it sees the incoming dy even when dx aliases dy.
 void launch_rms_norm_backward(void* dx, float* dw, float* workspace, const void* dy, const void* x, const float* w,
-                              const float* rstd, std::int64_t n_rows, std::int64_t n_cols, bool accumulate,
-                              DType dtype, cudaStream_t stream);
+                              const float* rstd, std::int64_t n_rows, std::int64_t n_cols, bool accumulate, DType dtype,
+                              cudaStream_t stream);
 
 }  // namespace adapt::kernels

@@ -74,8 +74,8 @@ void launch_rope_table_fill(float* cos, float* sin, const float* inv_freq, std::
                             std::int64_t n_pos, cudaStream_t stream) {
   const std::int64_t n = n_pos * half;
   if (n <= 0) return;
-  rope_table_fill_kernel<<<grid_stride_blocks(n, kThreads), kThreads, 0, stream>>>(cos, sin, inv_freq, half,
-                                                                                   pos_begin, n);
+  rope_table_fill_kernel<<<grid_stride_blocks(n, kThreads), kThreads, 0, stream>>>(cos, sin, inv_freq, half, pos_begin,
+                                                                                   n);
   ADAPT_CUDA_LAUNCH_CHECK("rope_table_fill");
 }
 

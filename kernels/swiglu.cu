@@ -43,8 +43,8 @@ void launch_swiglu_forward(void* out, const void* gate, const void* up, std::int
   ADAPT_CUDA_LAUNCH_CHECK("swiglu_forward");
 }
 
-void launch_swiglu_backward(void* dgate, void* dup, const void* dout, const void* gate, const void* up,
-                            std::int64_t n, DType dtype, cudaStream_t stream) {
+void launch_swiglu_backward(void* dgate, void* dup, const void* dout, const void* gate, const void* up, std::int64_t n,
+                            DType dtype, cudaStream_t stream) {
   if (n <= 0) return;
   dispatch_float(dtype, "swiglu_backward", [&](auto tag) {
     using T = decltype(tag);

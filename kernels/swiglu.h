@@ -17,7 +17,7 @@ void launch_swiglu_forward(void* out, const void* gate, const void* up, std::int
 
 /// dgate = dout ⊙ up ⊙ σ(g)·(1 + g·(1 − σ(g))), dup = dout ⊙ silu(g). dgate may alias gate and dup
 /// may alias up (each element is read before it is written, by the same thread).
-void launch_swiglu_backward(void* dgate, void* dup, const void* dout, const void* gate, const void* up,
-                            std::int64_t n, DType dtype, cudaStream_t stream);
+void launch_swiglu_backward(void* dgate, void* dup, const void* dout, const void* gate, const void* up, std::int64_t n,
+                            DType dtype, cudaStream_t stream);
 
 }  // namespace adapt::kernels

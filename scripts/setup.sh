@@ -4,9 +4,10 @@
 #
 #   ./scripts/setup.sh            Debian packages (compilers, CMake, Open MPI with PMIx, parallel HDF5,
 #                                 toml++, fmt, doctest, nlohmann-json, OpenBLAS)
-#   ./scripts/setup.sh --python   also a Python virtual environment in .venv with the pinned packages
-#                                 of scripts/requirements-test.txt (used by tests that compare against
-#                                 Python's safetensors and tokenizers)
+#   ./scripts/setup.sh --python   also what the tests use: clang-format (scripts/check_format.py) and a
+#                                 Python virtual environment in .venv with the pinned packages of
+#                                 scripts/requirements-test.txt (tests that compare against Python's
+#                                 safetensors and tokenizers)
 #
 # The CUDA toolkit (nvcc, cuBLAS, NCCL) is not a Debian package: install NVIDIA's toolkit yourself
 # (or use the container in containers/); without it adapt builds the CPU backend only. The container
@@ -19,6 +20,10 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin libpmix-dev libhdf5-openmpi-dev libtomlplusplus-dev libfmt-dev doctest-dev
   nlohmann-json3-dev libopenblas-dev
 )
+
+if [ "${1:-}" = "--python" ]; then
+  PACKAGES+=(clang-format)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

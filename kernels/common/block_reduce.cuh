@@ -28,7 +28,8 @@ __device__ __forceinline__ float warp_max(float v) {
 
 /// Sum over the block (blockDim.x a multiple of 32, at most 1024) of floats or doubles. `shared` holds 32
 /// values and may be reused by the next call: the function synchronises before returning.
-template <typename T> __device__ __forceinline__ T block_sum(T v, T* shared) {
+template <typename T>
+__device__ __forceinline__ T block_sum(T v, T* shared) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
   v = warp_sum(v);
   __syncthreads();  // `shared` may still be read by a previous call

@@ -27,17 +27,17 @@ inline bool launch_sync_check() {
 
 }  // namespace adapt::kernels
 
-#define ADAPT_CUDA_LAUNCH_CHECK(what)                                                                   \
-  do {                                                                                                  \
-    cudaError_t err_ = cudaGetLastError();                                                              \
-    if (err_ != cudaSuccess)                                                                            \
+#define ADAPT_CUDA_LAUNCH_CHECK(what)                                                                     \
+  do {                                                                                                    \
+    cudaError_t err_ = cudaGetLastError();                                                                \
+    if (err_ != cudaSuccess)                                                                              \
       ADAPT_THROW(::adapt::CudaError, "kernel launch '{}' failed: {} ({})", what, cudaGetErrorName(err_), \
-                  cudaGetErrorString(err_));                                                            \
-    if (::adapt::kernels::launch_sync_check() && (err_ = cudaDeviceSynchronize()) != cudaSuccess)       \
-      ADAPT_THROW(::adapt::CudaError,                                                                   \
-                  "device fault at or before kernel '{}' (after the previous checked launch; GEMMs and "      \
-                  "copies are not checked): {} ({}; ADAPT_CUDA_SYNC_CHECK)",                                  \
-                  what, cudaGetErrorName(err_), cudaGetErrorString(err_));                              \
+                  cudaGetErrorString(err_));                                                              \
+    if (::adapt::kernels::launch_sync_check() && (err_ = cudaDeviceSynchronize()) != cudaSuccess)         \
+      ADAPT_THROW(::adapt::CudaError,                                                                     \
+                  "device fault at or before kernel '{}' (after the previous checked launch; GEMMs and "  \
+                  "copies are not checked): {} ({}; ADAPT_CUDA_SYNC_CHECK)",                              \
+                  what, cudaGetErrorName(err_), cudaGetErrorString(err_));                                \
   } while (0)
 
 namespace adapt::kernels {

@@ -9,8 +9,8 @@ std::int64_t matrix_rows(const char* op, const Tensor& t, const char* what) {
   ADAPT_REQUIRE(t.rank() == 2, ShapeError, "{}: {} '{}' has shape {}; the adapter hook passes (N, width) matrices", op,
                 what, t.name(), t.shape().str());
   ADAPT_REQUIRE(t.dtype() == DType::F32 && t.is_contiguous(), ShapeError,
-                "{}: {} '{}' must be a contiguous f32 tensor (got {}{}, {})", op, what, t.name(),
-                dtype_name(t.dtype()), t.is_contiguous() ? "" : ", strided", t.device().str());
+                "{}: {} '{}' must be a contiguous f32 tensor (got {}{}, {})", op, what, t.name(), dtype_name(t.dtype()),
+                t.is_contiguous() ? "" : ", strided", t.device().str());
   return t.dim(0);
 }
 

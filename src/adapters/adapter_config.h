@@ -41,9 +41,9 @@ inline std::vector<std::pair<std::string, LoraInit>> lora_init_names() {
 inline std::vector<std::string> lora_target_names() { return {"q", "k", "v", "o", "gate", "up", "down"}; }
 
 struct LoraConfig {
-  std::int64_t r = 8;        // rank
-  double alpha = 16.0;       // scaling s = alpha / r (alpha / √r with use_rslora)
-  double dropout = 0.0;      // on the LoRA input only, in [0, 1); masks are a function of (seed, step, site, element)
+  std::int64_t r = 8;    // rank
+  double alpha = 16.0;   // scaling s = alpha / r (alpha / √r with use_rslora)
+  double dropout = 0.0;  // on the LoRA input only, in [0, 1); masks are a function of (seed, step, site, element)
   std::vector<std::string> targets = {"q", "v"};  // subset of lora_target_names() (PEFT's Llama default: q, v)
   bool use_rslora = false;
   LoraInit init = LoraInit::Peft;
@@ -91,8 +91,8 @@ struct AdapterConfig {
   AdapterKind kind = AdapterKind::Lora;
   /// The adapter's name: AdapterHub's <name> in weight keys and adapter_config.json. [A-Za-z0-9_-]+.
   std::string name = "adapt";
-  std::int64_t seed = 0;  // initialisation and dropout masks
-  std::vector<std::int64_t> layers;   // explicit layer indices (0-based); empty: see last_n
+  std::int64_t seed = 0;               // initialisation and dropout masks
+  std::vector<std::int64_t> layers;    // explicit layer indices (0-based); empty: see last_n
   std::optional<std::int64_t> last_n;  // the last N layers; unset and `layers` empty: every layer
   LoraConfig lora;
   BottleneckConfig bottleneck;

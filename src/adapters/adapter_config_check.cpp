@@ -91,10 +91,11 @@ void adapter_config_validate(const AdapterConfig& config, const model::LlamaConf
     ADAPT_REQUIRE(*config.last_n <= L, ConfigError, "adapter.last_n = {} exceeds the model's {} layers", *config.last_n,
                   L);
   if (kind_has_bottleneck(config.kind) && config.bottleneck.size)
-    ADAPT_REQUIRE(*config.bottleneck.size <= model.hidden_size, ConfigError,
-                  "adapter.bottleneck.size = {} exceeds the model's hidden_size = {}; a bottleneck is narrower than the "
-                  "residual stream",
-                  *config.bottleneck.size, model.hidden_size);
+    ADAPT_REQUIRE(
+        *config.bottleneck.size <= model.hidden_size, ConfigError,
+        "adapter.bottleneck.size = {} exceeds the model's hidden_size = {}; a bottleneck is narrower than the "
+        "residual stream",
+        *config.bottleneck.size, model.hidden_size);
 }
 
 std::vector<int> adapter_layers(const AdapterConfig& config, const model::LlamaConfig& model) {
@@ -117,7 +118,7 @@ double lora_scaling(const LoraConfig& lora) {
 
 model::WeightKind lora_target_kind(std::string_view target) {
   static const std::pair<const char*, WeightKind> kTable[] = {
-      {"q", WeightKind::Wq},      {"k", WeightKind::Wk},   {"v", WeightKind::Wv},       {"o", WeightKind::Wo},
+      {"q", WeightKind::Wq},       {"k", WeightKind::Wk},   {"v", WeightKind::Wv},      {"o", WeightKind::Wo},
       {"gate", WeightKind::WGate}, {"up", WeightKind::WUp}, {"down", WeightKind::WDown}};
   for (const auto& [name, kind] : kTable)
     if (target == name) return kind;

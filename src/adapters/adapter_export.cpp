@@ -113,7 +113,8 @@ void remove_adapter_files(const fs::path& dir) {
 
 std::string peft_tensor_name(int layer, WeightKind kind, char factor) {
   ADAPT_CHECK(factor == 'A' || factor == 'B', "LoRA factor must be 'A' or 'B', got '{}'", factor);
-  const bool attn = kind == WeightKind::Wq || kind == WeightKind::Wk || kind == WeightKind::Wv || kind == WeightKind::Wo;
+  const bool attn =
+      kind == WeightKind::Wq || kind == WeightKind::Wk || kind == WeightKind::Wv || kind == WeightKind::Wo;
   return fmt::format("base_model.model.model.layers.{}.{}.{}.lora_{}.weight", layer, attn ? "self_attn" : "mlp",
                      lora_module_name(kind), factor);
 }

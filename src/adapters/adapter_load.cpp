@@ -179,7 +179,8 @@ AdapterSet load_peft(const fs::path& dir, const JsonDoc& doc, const model::Llama
   for (const io::TensorInfo& info : file.tensors()) {
     std::smatch m;
     if (!std::regex_match(info.name, m, kKey)) {
-      const bool embed = info.name.find("embed_tokens") != std::string::npos || info.name.find("lm_head") != std::string::npos;
+      const bool embed =
+          info.name.find("embed_tokens") != std::string::npos || info.name.find("lm_head") != std::string::npos;
       ADAPT_REQUIRE(!embed, UnsupportedError, "'{}': tensor '{}': LoRA on embed_tokens / lm_head is not supported",
                     path.string(), info.name);
       ADAPT_THROW(IoError,
@@ -189,8 +190,9 @@ AdapterSet load_peft(const fs::path& dir, const JsonDoc& doc, const model::Llama
                   path.string(), info.name);
     }
     const long layer = std::stol(m[1].str());  // at most 9 digits (kKey)
-    ADAPT_REQUIRE(layer < model.n_layers, ShapeError, "'{}': tensor '{}' is for layer {} but the base model has {} layers {}",
-                  path.string(), info.name, layer, model.n_layers, kWrongModel);
+    ADAPT_REQUIRE(layer < model.n_layers, ShapeError,
+                  "'{}': tensor '{}' is for layer {} but the base model has {} layers {}", path.string(), info.name,
+                  layer, model.n_layers, kWrongModel);
     const int t = lora_target_index(module_kind(doc, m[2].str()));
     sites[{static_cast<int>(layer), t}][m[3].str() == "A" ? 0 : 1] = info.name;
     layers.insert(static_cast<int>(layer));
@@ -215,8 +217,8 @@ AdapterSet load_peft(const fs::path& dir, const JsonDoc& doc, const model::Llama
       listed.insert(lora_target_index(module_kind(doc, e.get<std::string>())));
     }
     ADAPT_REQUIRE(listed == targets, IoError,
-                  "'{}': target_modules {} does not match the projections that have tensors in '{}'",
-                  doc.path.string(), tm->dump(), path.string());
+                  "'{}': target_modules {} does not match the projections that have tensors in '{}'", doc.path.string(),
+                  tm->dump(), path.string());
   }
   cfg.lora.targets.clear();
   for (const int t : targets) cfg.lora.targets.push_back(lora_target_name(kLoraTargetKinds[t]));
@@ -228,8 +230,8 @@ AdapterSet load_peft(const fs::path& dir, const JsonDoc& doc, const model::Llama
     ADAPT_CHECK(ad, "LoRA site ({}, {}) was not built", site.first, site.second);
     const Shape& a_shape = file.at(keys[0]).shape;
     ADAPT_REQUIRE(a_shape.rank() != 2 || a_shape[0] == cfg.lora.r, IoError,
-                  "'{}': tensor '{}' has shape {} (rank {}) but adapter_config.json says r = {}", path.string(), keys[0],
-                  a_shape.str(), a_shape[0], cfg.lora.r);
+                  "'{}': tensor '{}' has shape {} (rank {}) but adapter_config.json says r = {}", path.string(),
+                  keys[0], a_shape.str(), a_shape[0], cfg.lora.r);
     read_checked(file, keys[0], ad->a);
     read_checked(file, keys[1], ad->b);
   }
@@ -239,12 +241,15 @@ AdapterSet load_peft(const fs::path& dir, const JsonDoc& doc, const model::Llama
 // ---- AdapterHub -----------------------------------------------------------------------------------
 
 BnActivation parse_activation(const JsonDoc& doc, std::string name) {
-  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::transform(name.begin(), name.end(), name.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   if (name == "relu") return BnActivation::Relu;
   if (name == "swish" || name == "silu") return BnActivation::Swish;
   if (name == "gelu") return BnActivation::Gelu;
-  ADAPT_THROW(UnsupportedError, "'{}': non_linearity \"{}\" is not supported; adapt implements relu, swish (silu) and "
-              "gelu (exact erf)", doc.path.string(), name);
+  ADAPT_THROW(UnsupportedError,
+              "'{}': non_linearity \"{}\" is not supported; adapt implements relu, swish (silu) and "
+              "gelu (exact erf)",
+              doc.path.string(), name);
 }
 
 /// ⌊C / rf⌋ for `layer`, from a number or a {"<layer>": rf, "default": rf} mapping.
@@ -400,7 +405,8 @@ AdapterSet combine(const AdapterSet& lora, const AdapterSet& bn, const fs::path&
   ADAPT_REQUIRE(lora.layers() == bn.layers(), UnsupportedError,
                 "'{}': the LoRA part ({}/) adapts layers [{}] but the bottleneck part ({}/) adapts layers [{}]; adapt "
                 "applies both parts of a lora+bottleneck adapter to the same layers (load either part alone instead)",
-                dir.string(), kLoraSubdir, fmt::join(lora.layers(), ", "), kBottleneckSubdir, fmt::join(bn.layers(), ", "));
+                dir.string(), kLoraSubdir, fmt::join(lora.layers(), ", "), kBottleneckSubdir,
+                fmt::join(bn.layers(), ", "));
   AdapterConfig cfg = bn.config();
   cfg.kind = AdapterKind::LoraBottleneck;
   cfg.lora = lora.config().lora;
@@ -472,7 +478,8 @@ AdapterSet adapter_load_any(const fs::path& dir, const model::LlamaConfig& model
       const fs::path lora_dir = dir / kLoraSubdir, bn_dir = dir / kBottleneckSubdir;
       ADAPT_REQUIRE(adapter_format_detect(lora_dir) == AdapterFormat::Peft, IoError,
                     "'{}' must hold the LoRA part of a lora+bottleneck adapter in PEFT's format (\"peft_type\": "
-                    "\"LORA\")", (lora_dir / "adapter_config.json").string());
+                    "\"LORA\")",
+                    (lora_dir / "adapter_config.json").string());
       ADAPT_REQUIRE(adapter_format_detect(bn_dir) == AdapterFormat::AdapterHub, IoError,
                     "'{}' must hold the bottleneck part of a lora+bottleneck adapter in AdapterHub's format",
                     (bn_dir / "adapter_config.json").string());

@@ -21,9 +21,9 @@ namespace adapt::adapters {
 namespace {
 
 /// The files of a model folder besides its weights that a merged folder carries over unchanged.
-constexpr const char* kCopiedFiles[] = {"config.json",          "generation_config.json",  "tokenizer.json",
-                                        "tokenizer.model",      "tokenizer_config.json",   "special_tokens_map.json",
-                                        "added_tokens.json",    "chat_template.json",      "chat_template.jinja"};
+constexpr const char* kCopiedFiles[] = {"config.json",       "generation_config.json", "tokenizer.json",
+                                        "tokenizer.model",   "tokenizer_config.json",  "special_tokens_map.json",
+                                        "added_tokens.json", "chat_template.json",     "chat_template.jinja"};
 constexpr const char* kIndexFile = "model.safetensors.index.json";
 
 /// UnsupportedError unless `adapter_dir` is a LoRA-only folder.
@@ -42,7 +42,8 @@ void require_lora_only(const fs::path& adapter_dir) {
                   "the base weights. Merge it alone with --adapter {} and apply the bottleneck part on top of the "
                   "merged model (adapt_gen model.adapter / adapt_eval --adapter {}): that computes the same as the "
                   "base with both",
-                  adapter_dir.string(), (adapter_dir / kLoraSubdir).string(), (adapter_dir / kBottleneckSubdir).string());
+                  adapter_dir.string(), (adapter_dir / kLoraSubdir).string(),
+                  (adapter_dir / kBottleneckSubdir).string());
   }
 }
 
@@ -137,7 +138,9 @@ MergeReport merged_model_write(const fs::path& base_dir, const fs::path& adapter
         const io::SafetensorsFile* f = file.get();
         const auto it = sites.find(info.name);
         if (it == sites.end()) {
-          src.fill = [f, name = info.name, bytes = info.size_bytes()](void* dst) { f->read_bytes(name, 0, bytes, dst); };
+          src.fill = [f, name = info.name, bytes = info.size_bytes()](void* dst) {
+            f->read_bytes(name, 0, bytes, dst);
+          };
         } else {
           src.fill = [f, name = info.name, dtype = *info.dtype, ad = it->second](void* dst) {
             Tensor w = f->read(name, DType::F32);
@@ -153,8 +156,8 @@ MergeReport merged_model_write(const fs::path& base_dir, const fs::path& adapter
       io::safetensors_write(tmp / name, sources, file->metadata());
       report.shards.push_back(out / name);
     }
-    ADAPT_CHECK(report.n_sites == static_cast<std::int64_t>(sites.size()), "merged {} of {} LoRA sites",
-                report.n_sites, sites.size());
+    ADAPT_CHECK(report.n_sites == static_cast<std::int64_t>(sites.size()), "merged {} of {} LoRA sites", report.n_sites,
+                sites.size());
     // The index of a sharded base holds the same weight_map and total_size for the merged shards.
     std::vector<const char*> names(std::begin(kCopiedFiles), std::end(kCopiedFiles));
     names.push_back(kIndexFile);

@@ -21,10 +21,10 @@ struct MergeOptions {
 };
 
 struct MergeReport {
-  std::int64_t n_sites = 0;           // LoRA sites merged
-  std::vector<fs::path> shards;       // the written safetensors files (final paths)
-  std::uint64_t bytes = 0;            // tensor data written
-  std::vector<fs::path> copied;       // config.json, tokenizer files, ... (final paths)
+  std::int64_t n_sites = 0;      // LoRA sites merged
+  std::vector<fs::path> shards;  // the written safetensors files (final paths)
+  std::uint64_t bytes = 0;       // tensor data written
+  std::vector<fs::path> copied;  // config.json, tokenizer files, ... (final paths)
 };
 
 /// Writes `base_dir` with the LoRA adapter of `adapter_dir` merged into `out_dir`:

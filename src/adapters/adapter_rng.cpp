@@ -34,7 +34,8 @@ void rng_fill_uniform(Tensor& t, std::uint64_t key, double lo, double hi) {
 void rng_fill_normal(Tensor& t, std::uint64_t key, double std) {
   ADAPT_CHECK(t.is_contiguous(), "rng_fill_normal needs a contiguous tensor ('{}')", t.name());
   float* p = t.data<float>();
-  for (std::int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<float>(std * rng_normal(key, static_cast<std::uint64_t>(i)));
+  for (std::int64_t i = 0; i < t.numel(); ++i)
+    p[i] = static_cast<float>(std * rng_normal(key, static_cast<std::uint64_t>(i)));
 }
 
 std::uint64_t dropout_stream(const DropoutKey& k) {

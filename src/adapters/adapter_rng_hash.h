@@ -42,7 +42,7 @@ ADAPT_RNG_HOST_DEVICE inline bool rng_hash_dropout_keep(std::uint64_t stream, st
 /// The element of the whole (N, width) input that element i of a rank's (N, in) column slice starting
 /// at col_offset is (tensor parallelism on a row-parallel site); width 0: the input is whole, i itself.
 ADAPT_RNG_HOST_DEVICE inline std::int64_t rng_hash_dropout_element(std::int64_t i, std::int64_t in, std::int64_t width,
-                                                                    std::int64_t col_offset) {
+                                                                   std::int64_t col_offset) {
   return width == 0 ? i : (i / in) * width + col_offset + i % in;
 }
 

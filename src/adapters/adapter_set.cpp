@@ -58,7 +58,8 @@ AdapterSet::AdapterSet(const model::LlamaConfig& model, const AdapterConfig& con
     none.fill(-1);
     lora_at_.assign(L, none);
     std::array<bool, kNumTargets> targeted{};
-    for (const std::string& t : config_.lora.targets) targeted[static_cast<std::size_t>(lora_target_index(lora_target_kind(t)))] = true;
+    for (const std::string& t : config_.lora.targets)
+      targeted[static_cast<std::size_t>(lora_target_index(lora_target_kind(t)))] = true;
     const double s = lora_scaling(config_.lora);
     lora_.reserve(layers_.size() * config_.lora.targets.size());
     for (const int layer : layers_) {
@@ -68,8 +69,8 @@ AdapterSet::AdapterSet(const model::LlamaConfig& model, const AdapterConfig& con
         lora_at_[static_cast<std::size_t>(layer)][static_cast<std::size_t>(t)] = static_cast<int>(lora_.size());
         lora_.emplace_back(in, out, config_.lora.r, s,
                            fmt::format("layers.{}.{}", layer, lora_target_name(kLoraTargetKinds[t])));
-        lora_.back().init(config_.lora.init, rng_key({kInitTag, seed, static_cast<std::uint64_t>(layer),
-                                                      static_cast<std::uint64_t>(t)}));
+        lora_.back().init(config_.lora.init,
+                          rng_key({kInitTag, seed, static_cast<std::uint64_t>(layer), static_cast<std::uint64_t>(t)}));
       }
     }
   }
@@ -84,7 +85,8 @@ AdapterSet::AdapterSet(const model::LlamaConfig& model, const AdapterConfig& con
         bn_at_[static_cast<std::size_t>(layer)][static_cast<std::size_t>(site)] = static_cast<int>(bn_.size());
         bn_.emplace_back(model_.hidden_size, m, bn.activation, bn.scaling, bn.ln_before,
                          fmt::format("layers.{}.{}_adapter", layer, site == 0 ? "attn" : "mlp"));
-        bn_.back().init(rng_key({kInitTag, seed, static_cast<std::uint64_t>(layer), 100u + static_cast<std::uint64_t>(site)}));
+        bn_.back().init(
+            rng_key({kInitTag, seed, static_cast<std::uint64_t>(layer), 100u + static_cast<std::uint64_t>(site)}));
       }
     }
   }
@@ -115,13 +117,18 @@ const BottleneckAdapter* AdapterSet::bottleneck(int layer, BlockSite site) const
 
 // ---- hook -----------------------------------------------------------------------------------------
 
-bool AdapterSet::has_linear(const model::LinearSite& site) const { return !merged_ && lora(site.layer, site.kind) != nullptr; }
+bool AdapterSet::has_linear(const model::LinearSite& site) const {
+  return !merged_ && lora(site.layer, site.kind) != nullptr;
+}
 
 LoraDropout AdapterSet::dropout_for(const model::LinearSite& site) const {
   if (!training_ || config_.lora.dropout <= 0.0) return {};
   LoraDropout d{.p = config_.lora.dropout,
-                .stream = dropout_stream({.seed = config_.seed, .step = step_, .micro_batch = micro_batch_,
-                                          .layer = site.layer, .site = static_cast<int>(site.kind)})};
+                .stream = dropout_stream({.seed = config_.seed,
+                                          .step = step_,
+                                          .micro_batch = micro_batch_,
+                                          .layer = site.layer,
+                                          .site = static_cast<int>(site.kind)})};
   if (tp_.active() && !column_parallel(site.kind)) tp_dropout_columns(site, d);  // adapter_set_tp.cpp
   return d;
 }

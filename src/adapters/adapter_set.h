@@ -1,12 +1,12 @@
 // AdapterSet: the adapters of one job (LoRA sites, bottleneck modules or both, over the selected
 // layers), implementing model::AdapterHook: LoRA answers the linear sites, the bottleneck modules the
-// sub-block ends, so with kind lora+bottleneck the one hook applies both. It owns the f32 parameters and their gradients, lists them under
-// stable names for the optimizer and checkpoints, and merges LoRA into f32 base weights for inference.
-// Forward and backward recompute what they need from their inputs, so recomputation, micro-batches
-// and the order of calls across layers need no bookkeeping; dropout masks are keyed by
-// (seed, step, micro-batch, layer, site, element). Parameters and gradients live on the host or, after
-// to_device(), on one CUDA device, where all of the hook's math runs (kernels/adapter_ops.h, cuBLASLt);
-// host mirrors (host_parameters) serve the optimizer and checkpoints, which read host memory.
+// sub-block ends, so with kind lora+bottleneck the one hook applies both. It owns the f32 parameters and their
+// gradients, lists them under stable names for the optimizer and checkpoints, and merges LoRA into f32 base weights for
+// inference. Forward and backward recompute what they need from their inputs, so recomputation, micro-batches and the
+// order of calls across layers need no bookkeeping; dropout masks are keyed by (seed, step, micro-batch, layer, site,
+// element). Parameters and gradients live on the host or, after to_device(), on one CUDA device, where all of the
+// hook's math runs (kernels/adapter_ops.h, cuBLASLt); host mirrors (host_parameters) serve the optimizer and
+// checkpoints, which read host memory.
 #pragma once
 
 #include <array>
@@ -35,9 +35,9 @@ namespace adapt::adapters {
 
 /// One trainable tensor, as the optimizer (optim::AdamW::add) and checkpoints take it.
 struct AdapterParam {
-  std::string name;  // stable: "layers.3.q.lora_a", "layers.3.mlp_adapter.down.weight", ...
-  Tensor value;      // f32, contiguous, on AdapterSet::device(); shares storage with the adapter
-  Tensor grad;       // f32, same shape; accumulated by backward, cleared by zero_grad()
+  std::string name;   // stable: "layers.3.q.lora_a", "layers.3.mlp_adapter.down.weight", ...
+  Tensor value;       // f32, contiguous, on AdapterSet::device(); shares storage with the adapter
+  Tensor grad;        // f32, same shape; accumulated by backward, cleared by zero_grad()
   bool decay = true;  // false for biases and LayerNorm parameters (no weight decay)
   /// Tensor parallelism (DESIGN.md "Parallel layout"): the dimension split over the tp group like the
   /// base weight (LoRA B of a column-parallel projection: 0; LoRA A of a row-parallel one: 1), or −1
@@ -198,8 +198,8 @@ class AdapterSet final : public model::AdapterHook {
   void arm_gradient_stream();
   /// After the step's backward: reduces over tp and hands to the receiver every layer with adapters not
   /// streamed since the last end_gradient_stream (all of them when nothing was armed; under the
-  /// pipeline schedule the other stages' layers), highest layer first, and disarms. Between two calls every layer with adapters is
-  /// handed exactly once, in descending order, so with this pair tp_reduce_gradients() is not called.
+  /// pipeline schedule the other stages' layers), highest layer first, and disarms. Between two calls every layer with
+  /// adapters is handed exactly once, in descending order, so with this pair tp_reduce_gradients() is not called.
   /// Collective over tp (every rank of the group hands the same layers in the same order).
   void end_gradient_stream();
   /// model::AdapterHook: streams `layer` when armed (see arm_gradient_stream).
@@ -221,11 +221,11 @@ class AdapterSet final : public model::AdapterHook {
   model::LlamaConfig model_;
   AdapterConfig config_;
   std::vector<int> layers_;
-  std::vector<LoraAdapter> lora_;                     // stable order
+  std::vector<LoraAdapter> lora_;                      // stable order
   std::vector<std::array<int, kNumTargets>> lora_at_;  // [layer][target] -> index in lora_ or -1
   std::vector<BottleneckAdapter> bn_;
   std::vector<std::array<int, 2>> bn_at_;  // [layer][attn, mlp] -> index in bn_ or -1
-  std::unique_ptr<ops::Workspace> ws_;  // on device_
+  std::unique_ptr<ops::Workspace> ws_;     // on device_
   Device device_{};
   std::vector<AdapterParam> host_mirror_;  // empty on the host
   bool training_ = false;
@@ -259,10 +259,9 @@ class AdapterSet final : public model::AdapterHook {
 };
 
 /// The LoRA target kinds in q, k, v, o, gate, up, down order (the order of parameters() and of the sites).
-inline constexpr model::WeightKind kLoraTargetKinds[] = {model::WeightKind::Wq,    model::WeightKind::Wk,
-                                                        model::WeightKind::Wv,    model::WeightKind::Wo,
-                                                        model::WeightKind::WGate, model::WeightKind::WUp,
-                                                        model::WeightKind::WDown};
+inline constexpr model::WeightKind kLoraTargetKinds[] = {
+    model::WeightKind::Wq,    model::WeightKind::Wk,  model::WeightKind::Wv,   model::WeightKind::Wo,
+    model::WeightKind::WGate, model::WeightKind::WUp, model::WeightKind::WDown};
 
 /// Index of a LoRA target kind in q, k, v, o, gate, up, down order; −1 for other kinds.
 int lora_target_index(model::WeightKind kind);

@@ -21,7 +21,9 @@ using model::WeightKind;
 namespace {
 
 // parallel::LlamaTensor lists the tensors in WeightKind's order (both are HF's).
-parallel::LlamaTensor base_tensor(WeightKind kind) { return static_cast<parallel::LlamaTensor>(static_cast<int>(kind)); }
+parallel::LlamaTensor base_tensor(WeightKind kind) {
+  return static_cast<parallel::LlamaTensor>(static_cast<int>(kind));
+}
 
 /// t itself when in host memory, otherwise a host copy.
 Tensor on_host(const Tensor& t) { return t.device().host_accessible() ? t : detail::copy_to(t, host_allocator()); }

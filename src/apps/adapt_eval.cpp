@@ -8,11 +8,13 @@
 
 #include <cmath>
 #include <cstdio>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "adapters/adapter_files.h"
+#include "adapters/adapter_set.h"
 #include "apps/app_device.h"
 #include "backend/backend.h"
 #include "core/app_main.h"
@@ -21,8 +23,6 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "core/timer.h"
-#include "adapters/adapter_files.h"
-#include "adapters/adapter_set.h"
 #include "model/attention_compute.h"
 #include "model/llama_config.h"
 #include "model/llama_device.h"
@@ -38,7 +38,8 @@ using json = nlohmann::json;
 
 namespace {
 
-constexpr const char* kUsage = R"(usage: adapt_eval --model DIR --data FILE.jsonl [--adapter DIR] [--per-token] [--out FILE] [--tokenizer PATH]
+constexpr const char* kUsage =
+    R"(usage: adapt_eval --model DIR --data FILE.jsonl [--adapter DIR] [--per-token] [--out FILE] [--tokenizer PATH]
                   [--device cpu|cuda|cuda:N] [--weights-dtype bf16|f32] [--weights-device-layers N]
                   [--attention-dtype auto|bf16|f32] [--cpu-matmul-dtype f32|bf16]
 
@@ -84,8 +85,8 @@ usable GPU; 70 internal error.
 )";
 
 int run(int argc, char** argv) {
-  std::string model_dir, data, out, tok_path, adapter_dir, device_text = "cpu", weights_dtype_text,
-              attention_text, matmul_text;
+  std::string model_dir, data, out, tok_path, adapter_dir, device_text = "cpu", weights_dtype_text, attention_text,
+                                                           matmul_text;
   std::optional<std::int64_t> device_layers;
   bool per_token = false;
   for (int i = 1; i < argc; ++i) {
@@ -252,10 +253,11 @@ int run(int argc, char** argv) {
       file_write_atomic(out, out_buf);
     }
   }
-  std::fprintf(per_token && out.empty() ? stderr : stdout,
-               "%s\n", fmt::format("lines {}  tokens scored {}  loss {:.6f}  perplexity {:.4f}  ({:.1f} tokens/s)",
-                                   n_lines, n_scored, loss, std::exp(loss),
-                                   static_cast<double>(n_scored) / std::max(timer.seconds(), 1e-9)).c_str());
+  std::fprintf(
+      per_token && out.empty() ? stderr : stdout, "%s\n",
+      fmt::format("lines {}  tokens scored {}  loss {:.6f}  perplexity {:.4f}  ({:.1f} tokens/s)", n_lines, n_scored,
+                  loss, std::exp(loss), static_cast<double>(n_scored) / std::max(timer.seconds(), 1e-9))
+          .c_str());
   return 0;
 }
 

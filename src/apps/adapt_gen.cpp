@@ -10,11 +10,13 @@
 #include <cstdio>
 #include <limits>
 #include <map>
-#include <set>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "adapters/adapter_files.h"
+#include "adapters/adapter_set.h"
 #include "apps/app_device.h"
 #include "apps/app_parallel.h"
 #include "backend/backend.h"
@@ -28,22 +30,20 @@
 #include "core/stop_signal.h"
 #include "core/strings.h"
 #include "core/timer.h"
-#include "adapters/adapter_files.h"
-#include "adapters/adapter_set.h"
 #include "generate/conversation.h"
-#include "generate/kv_snapshot.h"
 #include "generate/generator.h"
+#include "generate/kv_snapshot.h"
 #include "generate/progress.h"
 #include "generate/prompt_shard.h"
 #include "generate/results.h"
 #include "generate/results_parts.h"
-#include "model/llama_config.h"
 #include "model/attention_compute.h"
 #include "model/kv_cache.h"
+#include "model/llama_config.h"
 #include "model/llama_device.h"
-#include "model/weight_stream.h"
 #include "model/llama_weights.h"
 #include "model/tensor_parallel.h"
+#include "model/weight_stream.h"
 #include "ops/matmul.h"
 #include "plan/plan.h"
 #include "tokenizer/tokenizer.h"
@@ -145,7 +145,7 @@ std::string dry_run_memory(const generate::GenJob& job, const model::LlamaConfig
                        .weights_device_layers = on_gpu ? job.runtime.weights_device_layers : -1,
                        .weight_bytes = on_gpu ? static_cast<int>(dtype_size(job.runtime.weights_dtype))
                                        : job.runtime.cpu_matmul_dtype == DType::BF16 ? 2  // bf16 products
-                                                                                      : 0,
+                                                                                     : 0,
                        .prompt = longest};
   const plan::Layout layout{.tp = static_cast<int>(job.parallel.tp), .pp = static_cast<int>(job.parallel.pp), .dp = 1};
   const plan::GenMemory m =
@@ -169,7 +169,8 @@ std::vector<std::int32_t> model_eos_ids(const fs::path& model_dir) {
   for (const std::int64_t id : model::model_eos_token_ids(model_dir)) {
     ADAPT_REQUIRE(id <= std::numeric_limits<std::int32_t>::max(), ConfigError,
                   "the model's eos_token_id {} (in '{}') is not a token id; fix it in generation_config.json or "
-                  "config.json", id, model_dir.string());
+                  "config.json",
+                  id, model_dir.string());
     ids.push_back(static_cast<std::int32_t>(id));
   }
   return ids;
@@ -236,8 +237,10 @@ TurnPreview dry_run_turn(const DryRunContext& ctx, const Prepared& q, DryConvers
       t.n_prompt = static_cast<std::int64_t>(ids.size()) + ahead;
       // Certain only without the earlier replies of this job, whose lengths are not known yet.
       if (generate::room_after(mc, static_cast<std::int64_t>(ids.size())) <= 0)
-        problem = fmt::format("with this turn it has {} tokens, but the model's context is {}: start a new "
-                              "conversation", ids.size(), mc.max_position_embeddings);
+        problem = fmt::format(
+            "with this turn it has {} tokens, but the model's context is {}: start a new "
+            "conversation",
+            ids.size(), mc.max_position_embeddings);
       c.tokens = ids;  // the reply, unknown here, is counted in replies_ahead
       c.turns.push_back({.id = q.spec->id});
     } catch (const ConfigError& e) {
@@ -253,8 +256,10 @@ TurnPreview dry_run_turn(const DryRunContext& ctx, const Prepared& q, DryConvers
   t.line += fmt::format("); {} prompt tokens{}", t.n_prompt,
                         ahead > 0 ? fmt::format(", with up to {} of this job's earlier replies", ahead) : "");
   if (generate::room_after(mc, t.n_prompt) <= 0) {
-    t.line += fmt::format(" (more than the model's context, {}: should those replies be that long, this turn "
-                          "will not run)", mc.max_position_embeddings);
+    t.line += fmt::format(
+        " (more than the model's context, {}: should those replies be that long, this turn "
+        "will not run)",
+        mc.max_position_embeddings);
     t.n_prompt = mc.max_position_embeddings;
   }
   dc.replies_ahead = ahead + std::min(q.request.max_new_tokens, generate::room_after(mc, t.n_prompt));
@@ -271,9 +276,9 @@ void dry_run_report(const DryRunContext& ctx, const std::vector<Prepared>& prepa
   std::printf("%s", config::to_toml(job, config::gen_job_schema()).c_str());
   const std::set<std::string> done = generate::results_done_ids(ctx.results_path);
   std::map<std::string, DryConversation> conversations;  // each conversation file read once
-  std::int64_t n_fail = 0, n_run = 0;  // prompts that would not run, and that would
-  std::int64_t capacity = 0;           // KV-cache positions a row needs: the longest prompt + its new tokens
-  std::int64_t longest = 0;            // the most tokens one prefill takes (a resumed prompt's saved ones too)
+  std::int64_t n_fail = 0, n_run = 0;                    // prompts that would not run, and that would
+  std::int64_t capacity = 0;  // KV-cache positions a row needs: the longest prompt + its new tokens
+  std::int64_t longest = 0;   // the most tokens one prefill takes (a resumed prompt's saved ones too)
   for (const auto& q : prepared) {
     const std::string& id = q.spec->id;
     if (done.count(id) != 0) {
@@ -389,9 +394,10 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     for (const std::string& s : r.stop) {
       const tokenizer::TokenId special = tok.token_id(s);
       if (special != tokenizer::kNoToken && tok.is_special(special) && app.root() && warned_stops.insert(s).second)
-        log::warn("{}: prompts[{}] ('{}'): stop string \"{}\" is a special token, which the decoded text never "
-                  "holds, so it never matches (replies end at the model's end tokens anyway); remove it",
-                  input, i, p.id, s);
+        log::warn(
+            "{}: prompts[{}] ('{}'): stop string \"{}\" is a special token, which the decoded text never "
+            "holds, so it never matches (replies end at the model's end tokens anyway); remove it",
+            input, i, p.id, s);
     }
     r.sampling.temperature = p.temperature.value_or(d.temperature);
     r.sampling.top_k = p.top_k.value_or(d.top_k);
@@ -429,8 +435,14 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   if (dry_run) {
     // Rank 0 reports; an error there (a corrupt results file, a turn that cannot run) is every rank's.
     train::on_root(app.world(), "check the job (--dry-run)", [&] {
-      dry_run_report({.input = input, .job = job, .mc = mc, .tok = tok, .store = store,
-                      .progress_store = progress_store, .results_path = results_path, .device = device},
+      dry_run_report({.input = input,
+                      .job = job,
+                      .mc = mc,
+                      .tok = tok,
+                      .store = store,
+                      .progress_store = progress_store,
+                      .results_path = results_path,
+                      .device = device},
                      prepared);
     });
     return 0;
@@ -462,8 +474,8 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
           ? model::llama_model_load_tp(job.model.path, app.grid(), app.world_rank(), tp,
                                        {.storage = storage, .stage_split = parallel::kGenSplit}, &stats)
           : model::llama_model_load(job.model.path, {.storage = storage}, &stats);
-  log::info0("loaded {} ({} layers, vocab {}) in {:.2f} s; tokenizer {}", job.model.path.string(), model.config.n_layers,
-             model.config.vocab_size, stats.seconds, tok.description());
+  log::info0("loaded {} ({} layers, vocab {}) in {:.2f} s; tokenizer {}", job.model.path.string(),
+             model.config.n_layers, model.config.vocab_size, stats.seconds, tok.description());
   if (tok.n_vocab() < model.config.vocab_size)
     log::info0("the model's vocab_size ({}) is padded past the tokenizer's {} tokens: ids {} to {} are never drawn",
                model.config.vocab_size, tok.n_vocab(), tok.n_vocab(), model.config.vocab_size - 1);
@@ -518,9 +530,10 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     results.emplace(dp > 1 ? generate::results_part_path(results_path, dp_rank, dp) : results_path);
   }
   if (shard.count > 1) {
-    log::info0("share {} of {}: {} of the {} prompts (positions {} modulo {}; a conversation's later turns go "
-               "with its first)", shard.index, shard.count, prepared.size(), job.prompts.size(), shard.index,
-               shard.count);
+    log::info0(
+        "share {} of {}: {} of the {} prompts (positions {} modulo {}; a conversation's later turns go "
+        "with its first)",
+        shard.index, shard.count, prepared.size(), job.prompts.size(), shard.index, shard.count);
   }
   std::vector<const Prepared*> todo;
   std::int64_t n_mine = 0;
@@ -598,22 +611,25 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     }
     const auto n = static_cast<std::int64_t>(r.prompt.size());
     if (gen.room_after(n) > 0) return {};
-    return fmt::format("{}: prompt '{}' continues conversation '{}' ({}), which with this turn has {} tokens, but the "
-                       "model's context is {}: start a new conversation", input, q.spec->id, name,
-                       store.path_of(name).string(), n, model.config.max_position_embeddings);
+    return fmt::format(
+        "{}: prompt '{}' continues conversation '{}' ({}), which with this turn has {} tokens, but the "
+        "model's context is {}: start a new conversation",
+        input, q.spec->id, name, store.path_of(name).string(), n, model.config.max_position_embeddings);
   };
   auto log_plan = [&](const generate::BatchPlan& plan) {
-    log::info0("batch: {} prompt(s) in flight (runtime.batch_size = {}); KV cache {} row(s) x {} positions x {} "
-               "layer(s) = {} in {}{}", plan.rows, job.runtime.batch_size, plan.rows, plan.capacity, plan.layers,
-               format_bytes(plan.kv_cache_bytes), dtype_name(kv_dtype),
-               device ? fmt::format(" on cuda:{}", *device) : std::string{});
+    log::info0(
+        "batch: {} prompt(s) in flight (runtime.batch_size = {}); KV cache {} row(s) x {} positions x {} "
+        "layer(s) = {} in {}{}",
+        plan.rows, job.runtime.batch_size, plan.rows, plan.capacity, plan.layers, format_bytes(plan.kv_cache_bytes),
+        dtype_name(kv_dtype), device ? fmt::format(" on cuda:{}", *device) : std::string{});
     if (plan.device_layers < plan.layers) {
       const std::int64_t spilled = plan.layers - plan.device_layers;
-      log::info_all("KV cache spill: {} of {} layer(s) next to the weights{} ({} with {} staging layer(s)), {} "
-                    "layer(s) in host RAM ({}; runtime.kv_device_layers = {})", plan.device_layers, plan.layers,
-                    device ? fmt::format(" on cuda:{}", *device) : std::string{}, format_bytes(plan.kv_device_bytes),
-                    model::KvCache::staging_layers(spilled), spilled, format_bytes(plan.kv_host_bytes),
-                    job.runtime.kv_device_layers);
+      log::info_all(
+          "KV cache spill: {} of {} layer(s) next to the weights{} ({} with {} staging layer(s)), {} "
+          "layer(s) in host RAM ({}; runtime.kv_device_layers = {})",
+          plan.device_layers, plan.layers, device ? fmt::format(" on cuda:{}", *device) : std::string{},
+          format_bytes(plan.kv_device_bytes), model::KvCache::staging_layers(spilled), spilled,
+          format_bytes(plan.kv_host_bytes), job.runtime.kv_device_layers);
     }
   };
 
@@ -631,9 +647,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
                                 tp.rank(), tp.size(), pp.rank(), pp.size()))
               : std::string();
   auto kv_file_of = [&](const std::string& name) {
-    return store.dir() / (split_kv ? fmt::format("{}.tp{}of{}.pp{}of{}.kv", name, tp.rank(), tp.size(), pp.rank(),
-                                                 pp.size())
-                                   : name + ".kv");
+    return store.dir() / (split_kv
+                              ? fmt::format("{}.tp{}of{}.pp{}of{}.kv", name, tp.rank(), tp.size(), pp.rank(), pp.size())
+                              : name + ".kv");
   };
 
   // Saved progress belongs to a request of this model and adapter (generate/progress.h).
@@ -648,15 +664,17 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
       if (std::optional<generate::ProgressRecord> p = progress_store.load(id, tok.n_vocab())) {
         if (p->fingerprint != fingerprint) {
           const fs::path aside = progress_store.set_aside(id);
-          log::warn("prompt '{}': the saved progress in {} was made for another prompt text, sampling, model or "
-                    "adapter; it starts afresh (the old progress is kept as {})", id, progress_store.path_of(id).string(),
-                    aside.string());
+          log::warn(
+              "prompt '{}': the saved progress in {} was made for another prompt text, sampling, model or "
+              "adapter; it starts afresh (the old progress is kept as {})",
+              id, progress_store.path_of(id).string(), aside.string());
         } else if (static_cast<std::int64_t>(p->progress.tokens.size()) >=
                    std::min(r.max_new_tokens, gen.room_after(static_cast<std::int64_t>(r.prompt.size())))) {
           const fs::path aside = progress_store.set_aside(id);
-          log::warn("prompt '{}': the saved progress in {} already holds {} tokens, all this prompt may generate; it "
-                    "starts afresh (kept as {})", id, progress_store.path_of(id).string(), p->progress.tokens.size(),
-                    aside.string());
+          log::warn(
+              "prompt '{}': the saved progress in {} already holds {} tokens, all this prompt may generate; it "
+              "starts afresh (kept as {})",
+              id, progress_store.path_of(id).string(), p->progress.tokens.size(), aside.string());
         } else {
           log::info_all("prompt '{}': continuing after {} token(s) saved by an earlier run ({})", id,
                         p->progress.tokens.size(), progress_store.path_of(id).string());
@@ -690,7 +708,8 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
   std::int64_t n_saved = 0;  // prompts whose progress this replica saved when it stopped
   Timer total;
   std::vector<const Prepared*> pending = todo;
-  for (int wave = 0; stopped_by == 0 && (wave == 0 || !pending.empty()); ++wave) {  // wave 0 always: its check is collective
+  for (int wave = 0; stopped_by == 0 && (wave == 0 || !pending.empty());
+       ++wave) {  // wave 0 always: its check is collective
     std::vector<const Prepared*> now, later;
     std::set<std::string> taken;
     for (const Prepared* q : pending) {
@@ -819,9 +838,11 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     auto on_progress = [&](std::size_t index, generate::SequenceProgress&& p) {
       if (stopped_by != 0) ++n_saved;
       if (!writer) return;
-      progress_store.save({.id = running[index]->spec->id, .fingerprint = fingerprints[index], .progress = std::move(p)});
+      progress_store.save(
+          {.id = running[index]->spec->id, .fingerprint = fingerprints[index], .progress = std::move(p)});
     };
-    generate::Generator::BatchHooks hooks{.on_finished = on_finished, .on_progress = on_progress, .stop = stop_requested};
+    generate::Generator::BatchHooks hooks{
+        .on_finished = on_finished, .on_progress = on_progress, .stop = stop_requested};
     if (keep_kv) {
       hooks.load_prefix = load_prefix;
       hooks.save_prefix = save_prefix;
@@ -829,9 +850,10 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
     if (!gen.run_batch(requests, job.runtime.batch_size, hooks)) {
       // Said by the stopped replica's writer (with dp > 1 the signal may have reached another replica only).
       if (writer) {
-        log::info_all("received {}: saved the progress of {} prompt(s) in flight in {}; stopping (exit code {}: "
-                      "run the job again, or requeue it, to continue them)", stop_signal_name(stopped_by), n_saved,
-                      progress_store.dir().string(), kExitRequeue);
+        log::info_all(
+            "received {}: saved the progress of {} prompt(s) in flight in {}; stopping (exit code {}: "
+            "run the job again, or requeue it, to continue them)",
+            stop_signal_name(stopped_by), n_saved, progress_store.dir().string(), kExitRequeue);
       }
     }
   }

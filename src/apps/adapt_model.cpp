@@ -2,7 +2,8 @@
 // real model's shape), check model folders before a long job is queued, and merge a LoRA adapter into
 // its base as a new model folder.
 //
-//   adapt_model make --out DIR (--preset NAME | --recipe FILE.toml [--set key=value]) [--layers N] [--dtype bf16|f16|f32] [--seed S]
+//   adapt_model make --out DIR (--preset NAME | --recipe FILE.toml [--set key=value]) [--layers N] [--dtype
+//   bf16|f16|f32] [--seed S]
 //                    [--max-shard-size 5GB] [--tokenizer PATH] [--corpus DIR] [--tied] [--force] [--dry-run]
 //   adapt_model check DIR
 //   adapt_model merge --model BASE --adapter ADAPTER_DIR --out DIR
@@ -19,15 +20,15 @@
 #include <vector>
 
 #include "adapters/adapter_merge.h"
+#include "config/config_binder.h"
+#include "config/config_printer.h"
+#include "config/model_recipe_schema.h"
 #include "core/app_main.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
 #include "core/strings.h"
 #include "core/timer.h"
-#include "config/config_binder.h"
-#include "config/config_printer.h"
-#include "config/model_recipe_schema.h"
 #include "model/llama_config.h"
 #include "model/model_folder.h"
 #include "tokenizer/bpe_train.h"
@@ -153,8 +154,10 @@ fs::path find_corpus() {
   for (const auto& c : candidates) {
     if (fs::is_directory(c)) return fs::weakly_canonical(c);
   }
-  ADAPT_THROW(IoError, "cannot find the corpus for the built-in tokenizer (looked for inputs/corpus here, beside the "
-              "binary and in {}). Pass --corpus DIR or --tokenizer PATH.", ADAPT_SOURCE_DIR);
+  ADAPT_THROW(IoError,
+              "cannot find the corpus for the built-in tokenizer (looked for inputs/corpus here, beside the "
+              "binary and in {}). Pass --corpus DIR or --tokenizer PATH.",
+              ADAPT_SOURCE_DIR);
 }
 
 void print_summary(const model::ModelCheckReport& r, const fs::path& dir) {
@@ -166,22 +169,24 @@ void print_summary(const model::ModelCheckReport& r, const fs::path& dir) {
   } else if (c.rope_scaling.type == model::RopeType::Linear) {
     rope = fmt::format("linear (factor {})", c.rope_scaling.factor);
   }
-  std::printf("%s", fmt::format(
-      "model folder      {}\n"
-      "layers            {}\n"
-      "hidden size       {}\n"
-      "heads             {} query / {} key-value (head_dim {}, {} query heads per KV head)\n"
-      "FFN size          {}\n"
-      "vocabulary        {}{}\n"
-      "context           {} positions, rope_theta {}, rope scaling {}\n"
-      "parameters        {} ({} per layer, {} embedding{})\n"
-      "weights           {} in {} shard(s), dtype {}\n"
-      "tensors           {}\n",
-      dir.string(), c.n_layers, c.hidden_size, c.n_heads, c.n_kv_heads, c.head_dim, c.n_heads / c.n_kv_heads,
-      c.intermediate_size, c.vocab_size, c.tie_word_embeddings ? " (tied input/output embeddings)" : "",
-      c.max_position_embeddings, c.rope_theta, rope, format_count(r.params_in_files), format_count(r.expected.per_layer),
-      format_count(r.expected.embedding), c.tie_word_embeddings ? "" : " + the same for lm_head",
-      format_bytes(r.data_bytes), r.shards.size(), fmt::join(r.dtypes, ", "), r.expected.n_tensors).c_str());
+  std::printf("%s",
+              fmt::format("model folder      {}\n"
+                          "layers            {}\n"
+                          "hidden size       {}\n"
+                          "heads             {} query / {} key-value (head_dim {}, {} query heads per KV head)\n"
+                          "FFN size          {}\n"
+                          "vocabulary        {}{}\n"
+                          "context           {} positions, rope_theta {}, rope scaling {}\n"
+                          "parameters        {} ({} per layer, {} embedding{})\n"
+                          "weights           {} in {} shard(s), dtype {}\n"
+                          "tensors           {}\n",
+                          dir.string(), c.n_layers, c.hidden_size, c.n_heads, c.n_kv_heads, c.head_dim,
+                          c.n_heads / c.n_kv_heads, c.intermediate_size, c.vocab_size,
+                          c.tie_word_embeddings ? " (tied input/output embeddings)" : "", c.max_position_embeddings,
+                          c.rope_theta, rope, format_count(r.params_in_files), format_count(r.expected.per_layer),
+                          format_count(r.expected.embedding), c.tie_word_embeddings ? "" : " + the same for lm_head",
+                          format_bytes(r.data_bytes), r.shards.size(), fmt::join(r.dtypes, ", "), r.expected.n_tensors)
+                  .c_str());
   for (const auto& n : r.notes) std::printf("note              %s\n", n.c_str());
 }
 
@@ -194,8 +199,9 @@ void print_tokenizer(const fs::path& dir, const model::LlamaConfig& cfg) {
     }
   }
   if (tok.empty()) {
-    std::printf("tokenizer         none here: put tokenizer.json or tokenizer.model in the folder, or name one with "
-                "model.tokenizer in the job file of adapt_train or adapt_gen\n");
+    std::printf(
+        "tokenizer         none here: put tokenizer.json or tokenizer.model in the folder, or name one with "
+        "model.tokenizer in the job file of adapt_train or adapt_gen\n");
     return;
   }
   tokenizer::TokenizerFileInfo info = tokenizer::tokenizer_file_info(tok);
@@ -204,8 +210,8 @@ void print_tokenizer(const fs::path& dir, const model::LlamaConfig& cfg) {
               fmt::format("{}", fmt::join(info.eos_ids, " ")).c_str());
   ADAPT_REQUIRE(info.vocab_size <= cfg.vocab_size, IoError,
                 "{}: the tokenizer has {} tokens but config.json vocab_size is {}: ids beyond {} have no embedding. "
-                "The tokenizer belongs to another model.", tok.string(), info.vocab_size, cfg.vocab_size,
-                cfg.vocab_size - 1);
+                "The tokenizer belongs to another model.",
+                tok.string(), info.vocab_size, cfg.vocab_size, cfg.vocab_size - 1);
 }
 
 int cmd_presets() {
@@ -214,9 +220,9 @@ int cmd_presets() {
   for (const auto& name : model::llama_preset_names()) {
     auto c = model::llama_config_preset(name);
     std::printf("%-16s %8lld %8lld %10s %6lld %8lld %20s\n", name.c_str(), static_cast<long long>(c.n_layers),
-                static_cast<long long>(c.hidden_size),
-                fmt::format("{}/{}", c.n_heads, c.n_kv_heads).c_str(), static_cast<long long>(c.intermediate_size),
-                static_cast<long long>(c.vocab_size), format_count(model::llama_param_counts(c).total).c_str());
+                static_cast<long long>(c.hidden_size), fmt::format("{}/{}", c.n_heads, c.n_kv_heads).c_str(),
+                static_cast<long long>(c.intermediate_size), static_cast<long long>(c.vocab_size),
+                format_count(model::llama_param_counts(c).total).c_str());
   }
   return 0;
 }
@@ -290,8 +296,10 @@ int cmd_make(const Args& a) {
     if (preset == "tiny" && !recipe.shape.vocab_size) {
       cfg.vocab_size = s.vocab_size;
     } else {
-      ADAPT_REQUIRE(s.vocab_size <= cfg.vocab_size, ConfigError, "the built-in tokenizer ({} tokens) does not fit the "
-                    "{} preset's vocab_size {}; use fewer --merges", s.vocab_size, preset, cfg.vocab_size);
+      ADAPT_REQUIRE(s.vocab_size <= cfg.vocab_size, ConfigError,
+                    "the built-in tokenizer ({} tokens) does not fit the "
+                    "{} preset's vocab_size {}; use fewer --merges",
+                    s.vocab_size, preset, cfg.vocab_size);
     }
     cfg.bos_token_id = s.bos_id;
     cfg.eos_token_ids = {s.end_of_text_id, s.eom_id, s.eot_id};
@@ -303,15 +311,20 @@ int cmd_make(const Args& a) {
   const std::uint64_t bytes = static_cast<std::uint64_t>(pc.total) * dtype_size(ro.dtype);
   if (dry_run) {
     std::printf("%s", fmt::format("would write a {} model: {} layers, {} parameters, {} tensors, {} as {} (shards up "
-                                  "to {})\n", preset, cfg.n_layers, format_count(pc.total), pc.n_tensors,
-                                  format_bytes(bytes), dtype_name(ro.dtype), format_bytes(ro.max_shard_bytes)).c_str());
+                                  "to {})\n",
+                                  preset, cfg.n_layers, format_count(pc.total), pc.n_tensors, format_bytes(bytes),
+                                  dtype_name(ro.dtype), format_bytes(ro.max_shard_bytes))
+                          .c_str());
     std::printf("%s", model::llama_config_to_json(cfg).c_str());
-    if (opt("--recipe")) std::printf("# resolved recipe\n%s", config::to_toml(recipe, config::model_recipe_schema()).c_str());
+    if (opt("--recipe"))
+      std::printf("# resolved recipe\n%s", config::to_toml(recipe, config::model_recipe_schema()).c_str());
     return 0;
   }
   if (fs::exists(out) && !fs::is_empty(out)) {
-    ADAPT_REQUIRE(has_flag(a, "--force"), IoError, "'{}' already exists and is not empty; choose another --out or pass "
-                  "--force to replace the model in it", out.string());
+    ADAPT_REQUIRE(has_flag(a, "--force"), IoError,
+                  "'{}' already exists and is not empty; choose another --out or pass "
+                  "--force to replace the model in it",
+                  out.string());
     ADAPT_REQUIRE(fs::exists(out / "config.json") || !fs::exists(out / "model.safetensors.index.json"), IoError,
                   "'{}' does not look like a model folder; refusing to overwrite it", out.string());
     for (const auto& e : fs::directory_iterator(out)) {
@@ -332,7 +345,8 @@ int cmd_make(const Args& a) {
   }
   model::random_model_write(out, cfg, ro);
   const double secs = t.seconds();
-  log::info0("wrote {} in {:.1f} s ({}/s)", format_bytes(bytes), secs, format_bytes(static_cast<std::uint64_t>(bytes / std::max(secs, 1e-3))));
+  log::info0("wrote {} in {:.1f} s ({}/s)", format_bytes(bytes), secs,
+             format_bytes(static_cast<std::uint64_t>(bytes / std::max(secs, 1e-3))));
   model::ModelCheckReport r = model::model_check(out);
   print_summary(r, out);
   print_tokenizer(out, r.config);
@@ -359,7 +373,8 @@ int cmd_check(const Args& a) {
 int cmd_merge(const Args& a) {
   if (!a.positional.empty()) usage_error(fmt::format("unexpected argument '{}'", a.positional[0]));
   for (const char* k : {"--model", "--adapter", "--out"})
-    if (!a.options.count(k)) usage_error(fmt::format("merge needs {}: adapt_model merge --model BASE --adapter DIR --out DIR", k));
+    if (!a.options.count(k))
+      usage_error(fmt::format("merge needs {}: adapt_model merge --model BASE --adapter DIR --out DIR", k));
   const fs::path base = a.options.at("--model"), adapter = a.options.at("--adapter"), out = a.options.at("--out");
   Timer t;
   const adapters::MergeReport r = adapters::merged_model_write(base, adapter, out);
@@ -388,8 +403,8 @@ int main(int argc, char** argv) {
     const std::string cmd = argv[1];
     if (cmd == "make") {
       return cmd_make(parse_args(argc, argv,
-                                 {"--out", "--recipe", "--set", "--preset", "--layers", "--dtype", "--seed", "--max-shard-size",
-                                  "--tokenizer", "--corpus", "--merges"},
+                                 {"--out", "--recipe", "--set", "--preset", "--layers", "--dtype", "--seed",
+                                  "--max-shard-size", "--tokenizer", "--corpus", "--merges"},
                                  {"--tied", "--force", "--dry-run"}));
     }
     if (cmd == "check") return cmd_check(parse_args(argc, argv, {}, {}));

@@ -46,8 +46,12 @@ const std::vector<Flag> kFlags = {
     {"--adapter", "SPEC",
      "lora:r=16[,alpha=32][,targets=q+k+v+o+gate+up+down|all][,dropout=0.1] | "
      "bottleneck:64[,placement=pfeiffer|houlsby|parallel][,ln] | both joined by '/'"},
-    {"--act-dtype", "bf16|f32", "activation precision of a GPU plan, default f32 (what the CUDA backend keeps; bf16 plans a bf16-activation pass); the CPU backend is always f32"},
-    {"--kv-dtype", "f32|bf16", "KV-cache element type of the generation plan (adapt_gen's runtime.kv_cache_dtype), default bf16 on GPUs (its \"auto\" with bf16 weights), f32 on the CPU"},
+    {"--act-dtype", "bf16|f32",
+     "activation precision of a GPU plan, default f32 (what the CUDA backend keeps; bf16 plans a bf16-activation "
+     "pass); the CPU backend is always f32"},
+    {"--kv-dtype", "f32|bf16",
+     "KV-cache element type of the generation plan (adapt_gen's runtime.kv_cache_dtype), default bf16 on GPUs (its "
+     "\"auto\" with bf16 weights), f32 on the CPU"},
     {"--recompute", nullptr, "activation recomputation (train.recompute = true); both settings are shown"},
     {"--no-shard-inputs", nullptr,
      "with --recompute and tp > 1: every tp rank keeps each layer's whole input (train.shard_saved_inputs = false)"},
@@ -66,7 +70,8 @@ const std::vector<Flag> kFlags = {
      "host RAM to GPU bandwidth for streamed weights, GB/s (default: the preset's, 25 = PCIe 4 x16)"},
     {"--gen-batch", "B", "sequences in flight per replica when generating, default 1"},
     {"--gen-context", "S", "tokens per generated sequence (prompt + new), default --seq"},
-    {"--prefill-chunk", "N", "prompt tokens per prefill forward (adapt_gen's runtime.prefill_chunk), default 512; 0: whole"},
+    {"--prefill-chunk", "N",
+     "prompt tokens per prefill forward (adapt_gen's runtime.prefill_chunk), default 512; 0: whole"},
     {"--link", "NAME", "GPU-to-GPU link inside a node: nvlink3 (300 GB/s), nvlink4 (450), pcie4 (25), pcie5 (50)"},
     {"--intra-gbps", "GB/s", "that link's bandwidth per direction, GB/s (overrides --link and the preset)"},
     {"--network", "NAME", "between nodes: none, edr (100 Gb/s), hdr (200), ndr (400) per NIC; default hdr"},

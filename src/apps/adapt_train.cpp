@@ -127,8 +127,8 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
       // The data's files are found (a missing input or a folder without matching files is an error here
       // too); their records are read when the run tokenizes them, before the weights load.
       std::string data_note;
-      for (const auto& [key, inputs] : {std::pair{"data.inputs", &cfg.data.inputs},
-                                         std::pair{"data.eval_inputs", &cfg.data.eval_inputs}}) {
+      for (const auto& [key, inputs] :
+           {std::pair{"data.inputs", &cfg.data.inputs}, std::pair{"data.eval_inputs", &cfg.data.eval_inputs}}) {
         if (inputs->empty()) continue;
         const std::vector<train::DataFile> files =
             train::data_files_discover(*inputs, cfg.data.globs, key, cfg.data.cache_dir);
@@ -141,9 +141,9 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
           device ? fmt::format("# device: cuda:{}, {} (rank 0), {} weights\n", *device,
                                backend::cuda_device_name(*device), dtype_name(cfg.runtime.weights_dtype))
                  : std::string("# device: cpu\n");
-      std::printf("%s%s%s\n%s", resolved.c_str(), data_note.c_str(), where.c_str(),
-                  train::train_memory_estimate(cfg, app.grid().dp_size(), app.grid().tp_size(), app.grid().pp_size())
-                      .c_str());
+      std::printf(
+          "%s%s%s\n%s", resolved.c_str(), data_note.c_str(), where.c_str(),
+          train::train_memory_estimate(cfg, app.grid().dp_size(), app.grid().tp_size(), app.grid().pp_size()).c_str());
     });
     return 0;
   }

@@ -20,8 +20,8 @@ namespace adapt::apps {
 
 /// What an app says in device errors: the setting as the user wrote it, and how to run on the host.
 struct DeviceSetting {
-  std::string_view name;     // "runtime.device" (a job key) or "--device" (a flag)
-  std::string_view to_cpu;   // "set runtime.device = \"cpu\"", "pass --device cpu"
+  std::string_view name;    // "runtime.device" (a job key) or "--device" (a flag)
+  std::string_view to_cpu;  // "set runtime.device = \"cpu\"", "pass --device cpu"
 };
 
 /// The index of the CUDA device to run on for `text` ("cpu", "cuda", "cuda:N"), or nullopt for the
@@ -43,8 +43,9 @@ inline std::optional<int> app_device_resolve(const std::string& text, const comm
   const int n_visible = backend::cuda_device_count();
   ADAPT_REQUIRE(n_visible > 0, UnsupportedError, "{}, but {}. {}, or {} to run on the CPU", said,
                 backend::cuda_unavailable_reason(),
-                ADAPT_HAVE_CUDA ? "Run on a GPU node" : "Use a build with CUDA (cmake -DADAPT_CUDA=ON on a machine with "
-                                                        "the CUDA toolkit, or the container of containers/)",
+                ADAPT_HAVE_CUDA ? "Run on a GPU node"
+                                : "Use a build with CUDA (cmake -DADAPT_CUDA=ON on a machine with "
+                                  "the CUDA toolkit, or the container of containers/)",
                 setting.to_cpu);
   if (d->index) {
     const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");

@@ -129,9 +129,11 @@ class ParallelApp {
     if (!cuda_device || world_size() < 2) return;
     const std::string shared = comm::shared_gpus_in_group(*world_, *cuda_device);
     if (!shared.empty() && root()) {
-      log::warn("{}: correct but slow, each rank holding its own copy of its weights and buffers there (NCCL cannot "
-                "join two ranks on one GPU). Give every rank a GPU of its own: --gpus-per-task=1, or --gpus-per-node "
-                "equal to --ntasks-per-node", shared);
+      log::warn(
+          "{}: correct but slow, each rank holding its own copy of its weights and buffers there (NCCL cannot "
+          "join two ranks on one GPU). Give every rank a GPU of its own: --gpus-per-task=1, or --gpus-per-node "
+          "equal to --ntasks-per-node",
+          shared);
     }
   }
 

@@ -202,8 +202,10 @@ struct CachingAllocator::Impl {
     if (!p) return;
     std::lock_guard<std::mutex> lock(mutex);
     auto it = live.find(p);
-    ADAPT_CHECK(it != live.end(), "deallocate({}) on {}: this pointer was not handed out by this allocator, or was "
-                "already freed", p, raw.device().str());
+    ADAPT_CHECK(it != live.end(),
+                "deallocate({}) on {}: this pointer was not handed out by this allocator, or was "
+                "already freed",
+                p, raw.device().str());
     Block* b = it->second;
     live.erase(it);
     b->allocated = false;

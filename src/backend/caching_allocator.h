@@ -67,12 +67,12 @@ struct MemoryStats {
 
 /// Sizes that shape the pools (PyTorch's constants by default).
 struct CachingAllocatorOptions {
-  std::size_t round = 512;                   // every block is a multiple of this
-  std::size_t small_request = 1 << 20;       // requests up to this go to the small pool
-  std::size_t small_segment = 2 << 20;       // raw allocation size of the small pool
-  std::size_t large_segment = 20 << 20;      // raw allocation for large requests below mid_request
+  std::size_t round = 512;               // every block is a multiple of this
+  std::size_t small_request = 1 << 20;   // requests up to this go to the small pool
+  std::size_t small_segment = 2 << 20;   // raw allocation size of the small pool
+  std::size_t large_segment = 20 << 20;  // raw allocation for large requests below mid_request
   std::size_t mid_request = 10 << 20;
-  std::size_t large_round = 2 << 20;         // larger requests are rounded up to this
+  std::size_t large_round = 2 << 20;  // larger requests are rounded up to this
 };
 
 /// Thrown when memory cannot be had even after emptying the cache. Exit code as for CUDA failures.

@@ -77,8 +77,8 @@ fs::path checkpoint_latest(const fs::path& dir) {
     if (const auto step = parse_checkpoint_file_name(text)) {
       named = CheckpointFile{*step, dir / text};
     } else {
-      pointer_problem = fmt::format("'{}' holds '{}', which is not a checkpoint file name", pointer.string(),
-                                    text.substr(0, 80));
+      pointer_problem =
+          fmt::format("'{}' holds '{}', which is not a checkpoint file name", pointer.string(), text.substr(0, 80));
     }
   } else {
     pointer_problem = fmt::format("there is no '{}' pointer", pointer.string());
@@ -105,7 +105,7 @@ fs::path checkpoint_latest(const fs::path& dir) {
     try {
       verify_in_folder(c);
     } catch (const Error& e) {
-      std::string why = e.what();  // names the file
+      std::string why = e.what();                                // names the file
       while (!why.empty() && why.back() == '.') why.pop_back();  // the messages below end the sentence
       if (tried.empty()) first_problem = why;
       tried.push_back(why);

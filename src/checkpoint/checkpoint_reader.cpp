@@ -62,9 +62,12 @@ class H5Reader {
     source_.size_bytes = sealed_.size_bytes;
     H5Id fapl = own(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate(file access)", "/");
     check(H5Pset_fapl_core(fapl, std::size_t{1} << 20, /*backing_store=*/0), "H5Pset_fapl_core", "/");
-    H5FD_file_image_callbacks_t callbacks = {&ImageSource::malloc_cb,     &ImageSource::memcpy_cb,
-                                             &ImageSource::realloc_cb,    &ImageSource::free_cb,
-                                             &ImageSource::udata_copy_cb, &ImageSource::udata_free_cb,
+    H5FD_file_image_callbacks_t callbacks = {&ImageSource::malloc_cb,
+                                             &ImageSource::memcpy_cb,
+                                             &ImageSource::realloc_cb,
+                                             &ImageSource::free_cb,
+                                             &ImageSource::udata_copy_cb,
+                                             &ImageSource::udata_free_cb,
                                              &source_};
     check(H5Pset_file_image_callbacks(fapl, &callbacks), "H5Pset_file_image_callbacks", "/");
     check(H5Pset_file_image(fapl, source_.data, source_.size_bytes), "H5Pset_file_image", "/");
@@ -86,8 +89,7 @@ class H5Reader {
     H5Id g = own(H5Gopen2(file_, kMetaGroup, H5P_DEFAULT), "H5Gopen2", kMetaGroup);
     Meta m;
     const std::optional<Scalar> complete = read_attr_if(g, kMetaGroup, kAttrComplete);
-    ADAPT_REQUIRE(complete && std::holds_alternative<std::int64_t>(*complete) &&
-                      std::get<std::int64_t>(*complete) == 1,
+    ADAPT_REQUIRE(complete && std::holds_alternative<std::int64_t>(*complete) && std::get<std::int64_t>(*complete) == 1,
                   CheckpointError,
                   "checkpoint '{}' is incomplete: /meta has no attribute complete = 1, so its writer did not "
                   "finish. Use an earlier checkpoint.",
@@ -131,8 +133,8 @@ class H5Reader {
     H5Id stored = own(H5Dget_type(ds), "H5Dget_type", path);
     H5Id expected = h5_file_type(*dtype);
     ADAPT_REQUIRE(check(H5Tequal(stored, expected), "H5Tequal", path) > 0, CheckpointError,
-                  "checkpoint '{}': dataset '{}' says dtype {} but is stored as {}; expected {}",
-                  path_str(), path, name, describe_type(stored), describe_type(expected));
+                  "checkpoint '{}': dataset '{}' says dtype {} but is stored as {}; expected {}", path_str(), path,
+                  name, describe_type(stored), describe_type(expected));
     H5Id space = own(H5Dget_space(ds), "H5Dget_space", path);
     const H5S_class_t kind = H5Sget_simple_extent_type(space);
     if (kind == H5S_NO_CLASS) h5_fail(place_, "H5Sget_simple_extent_type", path);
@@ -192,7 +194,7 @@ class H5Reader {
 
  private:
   H5Place place_;
-  SealedFile sealed_;     // the file's bytes; declared before file_, which reads them until it closes
+  SealedFile sealed_;  // the file's bytes; declared before file_, which reads them until it closes
   ImageSource source_;
   H5Id file_;
 
@@ -304,9 +306,8 @@ class H5Reader {
     H5G_info_t info{};
     check(H5Gget_info(g, &info), "H5Gget_info", path);
     for (hsize_t i = 0; i < info.nlinks; ++i) {
-      const ssize_t len = check(
-          H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT), "H5Lget_name_by_idx",
-          path);
+      const ssize_t len = check(H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT),
+                                "H5Lget_name_by_idx", path);
       std::string name(static_cast<std::size_t>(len) + 1, '\0');
       check(H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(), H5P_DEFAULT),
             "H5Lget_name_by_idx", path);

@@ -169,9 +169,9 @@ void reseal_file(const fs::path& path) {
   ADAPT_REQUIRE(std::memcmp(bytes.get(), kMagic, sizeof kMagic) == 0, CheckpointError,
                 "checkpoint '{}' has no adapt seal to update", path.string());
   seal_image(bytes.get(), size);
-  ADAPT_REQUIRE(::pwrite(file.fd, bytes.get(), kSealBytes, 0) == static_cast<ssize_t>(kSealBytes) &&
-                    ::fsync(file.fd) == 0,
-                CheckpointError, "cannot rewrite the seal of checkpoint '{}': {}", path.string(), std::strerror(errno));
+  ADAPT_REQUIRE(
+      ::pwrite(file.fd, bytes.get(), kSealBytes, 0) == static_cast<ssize_t>(kSealBytes) && ::fsync(file.fd) == 0,
+      CheckpointError, "cannot rewrite the seal of checkpoint '{}': {}", path.string(), std::strerror(errno));
 }
 
 }  // namespace adapt::checkpoint::detail

@@ -2,8 +2,9 @@
 // over when the file closes), then written under a .tmp name with checked write(2) calls, fsynced
 // and renamed, the folder fsynced, and `latest` rewritten atomically; rotation only after the
 // commit. The image's first 512 bytes (HDF5's user block) get the seal: length and CRC-32C of the
-// rest (checkpoint_seal.h), which readers check before HDF5 sees the file. Keeping disk I/O out of HDF5 matters: when H5Fclose fails on a full disk, HDF5 1.10 keeps
-// a dangling file id and the process crashes at exit. /meta complete = 1 is written last.
+// rest (checkpoint_seal.h), which readers check before HDF5 sees the file. Keeping disk I/O out of HDF5 matters: when
+// H5Fclose fails on a full disk, HDF5 1.10 keeps a dangling file id and the process crashes at exit. /meta complete = 1
+// is written last.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -110,9 +111,12 @@ class H5Writer {
   H5Writer(const fs::path& path, std::size_t expected_bytes) : place_{path, /*writing=*/true} {
     H5Id fapl = own(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate(file access)", "/");
     check(H5Pset_fapl_core(fapl, expected_bytes, /*backing_store=*/0), "H5Pset_fapl_core", "/");
-    H5FD_file_image_callbacks_t callbacks = {&ImageSink::malloc_cb,     &ImageSink::memcpy_cb,
-                                             &ImageSink::realloc_cb,    &ImageSink::free_cb,
-                                             &ImageSink::udata_copy_cb, &ImageSink::udata_free_cb,
+    H5FD_file_image_callbacks_t callbacks = {&ImageSink::malloc_cb,
+                                             &ImageSink::memcpy_cb,
+                                             &ImageSink::realloc_cb,
+                                             &ImageSink::free_cb,
+                                             &ImageSink::udata_copy_cb,
+                                             &ImageSink::udata_free_cb,
                                              &sink_};
     check(H5Pset_file_image_callbacks(fapl, &callbacks), "H5Pset_file_image_callbacks", "/");
     // 1.8+ format: checksummed metadata, and dense storage for attributes above 64 KiB.
@@ -172,8 +176,8 @@ class H5Writer {
     }
     H5Id file_type = h5_file_type(t.dtype());
     H5Id mem_type = h5_mem_type(t.dtype());
-    H5Id ds = own(H5Dcreate2(file_, path.c_str(), file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), "H5Dcreate2",
-                  path);
+    H5Id ds =
+        own(H5Dcreate2(file_, path.c_str(), file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), "H5Dcreate2", path);
     if (t.numel() > 0) check(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.raw()), "H5Dwrite", path);
     write_string_on(ds, path, kAttrDtype, std::string(dtype_name(t.dtype())));
     closed(ds, "H5Dclose", path);

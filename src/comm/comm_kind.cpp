@@ -110,14 +110,16 @@ GridComms device_grid_comms(GridComms& bootstrap, int cuda_device, const CommOpt
   GridComms out;
   // The same order on every rank: an NCCL group's initialisation completes once all its members joined.
   for (const GridAxis axis : {GridAxis::Tp, GridAxis::Pp, GridAxis::Dp}) {
-    std::unique_ptr<Communicator>& from = axis == GridAxis::Tp ? bootstrap.tp : axis == GridAxis::Pp ? bootstrap.pp
-                                                                                                      : bootstrap.dp;
+    std::unique_ptr<Communicator>& from = axis == GridAxis::Tp   ? bootstrap.tp
+                                          : axis == GridAxis::Pp ? bootstrap.pp
+                                                                 : bootstrap.dp;
     std::unique_ptr<Communicator>& to = axis == GridAxis::Tp ? out.tp : axis == GridAxis::Pp ? out.pp : out.dp;
     const bool device_buffers = axis == GridAxis::Tp ? which.tp : axis == GridAxis::Pp ? which.pp : which.dp;
     const CommKindChoice choice =
-        device_buffers ? comm_kind_for_group(*from, cuda_device)
-                       : CommKindChoice{CommKind::Mpi, fmt::format("group {} keeps its host communicator (host buffers)",
-                                                                   from->name())};
+        device_buffers
+            ? comm_kind_for_group(*from, cuda_device)
+            : CommKindChoice{CommKind::Mpi,
+                             fmt::format("group {} keeps its host communicator (host buffers)", from->name())};
     if (kinds) (*kinds)[static_cast<std::size_t>(axis)] = choice;
     if (choice.kind == CommKind::Nccl) {
 #if ADAPT_HAVE_NCCL
@@ -128,8 +130,9 @@ GridComms device_grid_comms(GridComms& bootstrap, int cuda_device, const CommOpt
       MPI_Initialized(&mpi_up);
       if (!level_said && mpi_up && mpi_thread_level() < MPI_THREAD_MULTIPLE && log::world_rank() == 0) {
         level_said = true;
-        log::warn("this MPI provides less than MPI_THREAD_MULTIPLE: should an NCCL collective fail or hang, the "
-                  "job may not end by itself (cancel it then); an Open MPI built with thread support avoids this");
+        log::warn(
+            "this MPI provides less than MPI_THREAD_MULTIPLE: should an NCCL collective fail or hang, the "
+            "job may not end by itself (cancel it then); an Open MPI built with thread support avoids this");
       }
       auto nccl = std::make_unique<NcclCommunicator>(*from, cuda_device, options);
       nccl->set_compute_stream(backend::cuda_compute_stream());

@@ -62,9 +62,9 @@ struct DeviceCommsOptions {
 /// NCCL communicator runs its collectives on its own stream, ordered after the device ops queued so far
 /// and before those queued later (set_compute_stream with backend::cuda_compute_stream()): a collective
 /// runs beside the compute queued before it; the host does not wait for it (its copies from the device,
-/// on the default stream, do). The pp communicator's neighbours are connected here (connect_neighbours). `kinds` (optional) receives the choice for
-/// each group, indexed by GridAxis. Called by every rank of the world with the same `which`; every
-/// group of `bootstrap` is moved out.
+/// on the default stream, do). The pp communicator's neighbours are connected here (connect_neighbours). `kinds`
+/// (optional) receives the choice for each group, indexed by GridAxis. Called by every rank of the world with the same
+/// `which`; every group of `bootstrap` is moved out.
 GridComms device_grid_comms(GridComms& bootstrap, int cuda_device, const CommOptions& options = {},
                             std::array<CommKindChoice, 3>* kinds = nullptr, const DeviceCommsOptions& which = {});
 

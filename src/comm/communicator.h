@@ -24,14 +24,36 @@ std::size_t comm_dtype_size(CommDType t);
 std::string_view comm_dtype_name(CommDType t);
 CommDType comm_dtype_of(DType t);
 
-template <typename T> constexpr CommDType comm_dtype_of();
-template <> constexpr CommDType comm_dtype_of<float>() { return CommDType::F32; }
-template <> constexpr CommDType comm_dtype_of<double>() { return CommDType::F64; }
-template <> constexpr CommDType comm_dtype_of<bf16>() { return CommDType::BF16; }
-template <> constexpr CommDType comm_dtype_of<f16>() { return CommDType::F16; }
-template <> constexpr CommDType comm_dtype_of<std::int32_t>() { return CommDType::I32; }
-template <> constexpr CommDType comm_dtype_of<std::int64_t>() { return CommDType::I64; }
-template <> constexpr CommDType comm_dtype_of<std::uint8_t>() { return CommDType::U8; }
+template <typename T>
+constexpr CommDType comm_dtype_of();
+template <>
+constexpr CommDType comm_dtype_of<float>() {
+  return CommDType::F32;
+}
+template <>
+constexpr CommDType comm_dtype_of<double>() {
+  return CommDType::F64;
+}
+template <>
+constexpr CommDType comm_dtype_of<bf16>() {
+  return CommDType::BF16;
+}
+template <>
+constexpr CommDType comm_dtype_of<f16>() {
+  return CommDType::F16;
+}
+template <>
+constexpr CommDType comm_dtype_of<std::int32_t>() {
+  return CommDType::I32;
+}
+template <>
+constexpr CommDType comm_dtype_of<std::int64_t>() {
+  return CommDType::I64;
+}
+template <>
+constexpr CommDType comm_dtype_of<std::uint8_t>() {
+  return CommDType::U8;
+}
 
 enum class ReduceOp { Sum, Max };
 
@@ -171,10 +193,12 @@ class Communicator {
   [[nodiscard]] CommRequest all_reduce_start(void* buf, std::int64_t count, CommDType type, ReduceOp op);
   [[nodiscard]] CommRequest all_reduce_start(Tensor& t, ReduceOp op);
 
-  template <typename T> void all_reduce(std::span<T> buf, ReduceOp op) {
+  template <typename T>
+  void all_reduce(std::span<T> buf, ReduceOp op) {
     all_reduce(buf.data(), static_cast<std::int64_t>(buf.size()), comm_dtype_of<T>(), op);
   }
-  template <typename T> void broadcast(std::span<T> buf, int root) {
+  template <typename T>
+  void broadcast(std::span<T> buf, int root) {
     broadcast(buf.data(), static_cast<std::int64_t>(buf.size()), comm_dtype_of<T>(), root);
   }
   /// Whole contiguous tensors (host tensors for local/MPI, device tensors for NCCL).

@@ -123,13 +123,16 @@ int mpi_init(int* argc, char*** argv) {
   const int wanted = nccl_built() ? MPI_THREAD_MULTIPLE : MPI_THREAD_FUNNELED;
   int provided = MPI_THREAD_SINGLE;
   const int rc = MPI_Init_thread(argc, argv, wanted, &provided);
-  ADAPT_REQUIRE(rc == MPI_SUCCESS, CommError, "MPI_Init_thread failed with code {}; check the launcher (srun --mpi, "
-                "mpiexec) and that the MPI library matches the one adapt was built with", rc);
+  ADAPT_REQUIRE(rc == MPI_SUCCESS, CommError,
+                "MPI_Init_thread failed with code {}; check the launcher (srun --mpi, "
+                "mpiexec) and that the MPI library matches the one adapt was built with",
+                rc);
   if (provided < MPI_THREAD_FUNNELED) {
     MPI_Finalize();
-    ADAPT_THROW(CommError, "MPI provides only {}; adapt needs MPI_THREAD_FUNNELED or more ({} for the NCCL watchdog): "
-                "use an MPI library built with thread support", thread_level_name(provided),
-                thread_level_name(MPI_THREAD_MULTIPLE));
+    ADAPT_THROW(CommError,
+                "MPI provides only {}; adapt needs MPI_THREAD_FUNNELED or more ({} for the NCCL watchdog): "
+                "use an MPI library built with thread support",
+                thread_level_name(provided), thread_level_name(MPI_THREAD_MULTIPLE));
   }
   return provided;
 }
@@ -206,8 +209,7 @@ void MpiCommunicator::run_chunked(Collective c, const char* call, std::int64_t c
 
 std::int64_t MpiCommunicator::chunk_elems(CommDType type) const {
   constexpr std::int64_t kMaxBytesPerCall = std::int64_t{1} << 30;
-  return std::min(options().max_elems_per_call,
-                  kMaxBytesPerCall / static_cast<std::int64_t>(comm_dtype_size(type)));
+  return std::min(options().max_elems_per_call, kMaxBytesPerCall / static_cast<std::int64_t>(comm_dtype_size(type)));
 }
 
 void MpiCommunicator::do_all_reduce(void* user_buf, std::int64_t count, CommDType type, ReduceOp op) {
@@ -321,19 +323,17 @@ void MpiCommunicator::do_broadcast(void* user_buf, std::int64_t count, CommDType
 void MpiCommunicator::do_send(const void* user_buf, std::int64_t count, CommDType type, int peer, Tag tag) {
   const HostStage stage(user_buf, count, type, /*input=*/true);
   const void* buf = stage.get();
-  run_chunked(Collective::Send, "MPI_Isend", count, chunk_elems(type),
-              [&](std::int64_t off, int n, MPI_Request* req) {
-                return MPI_Isend(at(buf, off, type), n, mpi_type(type), peer, static_cast<int>(tag), comm_, req);
-              });
+  run_chunked(Collective::Send, "MPI_Isend", count, chunk_elems(type), [&](std::int64_t off, int n, MPI_Request* req) {
+    return MPI_Isend(at(buf, off, type), n, mpi_type(type), peer, static_cast<int>(tag), comm_, req);
+  });
 }
 
 void MpiCommunicator::do_recv(void* user_buf, std::int64_t count, CommDType type, int peer, Tag tag) {
   const HostStage stage(user_buf, count, type, /*input=*/false);
   void* buf = stage.get();
-  run_chunked(Collective::Recv, "MPI_Irecv", count, chunk_elems(type),
-              [&](std::int64_t off, int n, MPI_Request* req) {
-                return MPI_Irecv(at(buf, off, type), n, mpi_type(type), peer, static_cast<int>(tag), comm_, req);
-              });
+  run_chunked(Collective::Recv, "MPI_Irecv", count, chunk_elems(type), [&](std::int64_t off, int n, MPI_Request* req) {
+    return MPI_Irecv(at(buf, off, type), n, mpi_type(type), peer, static_cast<int>(tag), comm_, req);
+  });
   stage.finish();
 }
 

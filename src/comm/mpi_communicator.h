@@ -1,10 +1,10 @@
 // MpiCommunicator: collectives over MPI on host buffers, so tensor/pipeline/data-parallel code runs
 // and is tested on CPU-only machines. CUDA device buffers are accepted too and staged through host
 // memory (copied down, moved by MPI, copied back up), so ranks that share one GPU, where NCCL cannot
-// run, still run the device code paths (slowly: for correctness runs; comm_kind.h picks NCCL otherwise). Every call is non-blocking MPI (MPI_I*) polled against a
-// deadline: a rank whose peers do not arrive within the timeout, or whose MPI call fails, prints
-// "rank R: <collective> timed out after Ns in group G" (or the MPI error) and calls MPI_Abort, so the
-// job ends instead of hanging. Counts are int64, split into chunks of at most max_elems_per_call.
+// run, still run the device code paths (slowly: for correctness runs; comm_kind.h picks NCCL otherwise). Every call is
+// non-blocking MPI (MPI_I*) polled against a deadline: a rank whose peers do not arrive within the timeout, or whose
+// MPI call fails, prints "rank R: <collective> timed out after Ns in group G" (or the MPI error) and calls MPI_Abort,
+// so the job ends instead of hanging. Counts are int64, split into chunks of at most max_elems_per_call.
 #pragma once
 
 #include <mpi.h>

@@ -310,8 +310,7 @@ void* NcclCommunicator::comm_stream() const { return impl_->own_stream; }
 
 void NcclCommunicator::do_all_reduce(void* buf, std::int64_t count, CommDType type, ReduceOp op) {
   const cudaStream_t s = impl_->begin_op(Collective::AllReduce, name(), seq());
-  impl_->check(ncclAllReduce(buf, buf, static_cast<std::size_t>(count), nccl_type(type), nccl_op(op), impl_->comm,
-                             s),
+  impl_->check(ncclAllReduce(buf, buf, static_cast<std::size_t>(count), nccl_type(type), nccl_op(op), impl_->comm, s),
                Collective::AllReduce, "ncclAllReduce", name(), seq());
   impl_->end_op(Collective::AllReduce, options().timeout_s, name(), seq());
 }
@@ -367,31 +366,30 @@ void NcclCommunicator::do_all_gather(const void* send, void* recv, std::int64_t 
 void NcclCommunicator::do_reduce_scatter(const void* send, void* recv, std::int64_t count, CommDType type,
                                          ReduceOp op) {
   const cudaStream_t s = impl_->begin_op(Collective::ReduceScatter, name(), seq());
-  impl_->check(ncclReduceScatter(send, recv, static_cast<std::size_t>(count), nccl_type(type), nccl_op(op), impl_->comm,
-                                 s),
-               Collective::ReduceScatter, "ncclReduceScatter", name(), seq());
+  impl_->check(
+      ncclReduceScatter(send, recv, static_cast<std::size_t>(count), nccl_type(type), nccl_op(op), impl_->comm, s),
+      Collective::ReduceScatter, "ncclReduceScatter", name(), seq());
   impl_->end_op(Collective::ReduceScatter, options().timeout_s, name(), seq());
 }
 
 void NcclCommunicator::do_broadcast(void* buf, std::int64_t count, CommDType type, int root) {
   const cudaStream_t s = impl_->begin_op(Collective::Broadcast, name(), seq());
-  impl_->check(
-      ncclBroadcast(buf, buf, static_cast<std::size_t>(count), nccl_type(type), root, impl_->comm, s),
-      Collective::Broadcast, "ncclBroadcast", name(), seq());
+  impl_->check(ncclBroadcast(buf, buf, static_cast<std::size_t>(count), nccl_type(type), root, impl_->comm, s),
+               Collective::Broadcast, "ncclBroadcast", name(), seq());
   impl_->end_op(Collective::Broadcast, options().timeout_s, name(), seq());
 }
 
 void NcclCommunicator::do_send(const void* buf, std::int64_t count, CommDType type, int peer, Tag) {
   const cudaStream_t s = impl_->begin_op(Collective::Send, name(), seq());
-  impl_->check(ncclSend(buf, static_cast<std::size_t>(count), nccl_type(type), peer, impl_->comm, s),
-               Collective::Send, "ncclSend", name(), seq());
+  impl_->check(ncclSend(buf, static_cast<std::size_t>(count), nccl_type(type), peer, impl_->comm, s), Collective::Send,
+               "ncclSend", name(), seq());
   impl_->end_op(Collective::Send, options().timeout_s, name(), seq());
 }
 
 void NcclCommunicator::do_recv(void* buf, std::int64_t count, CommDType type, int peer, Tag) {
   const cudaStream_t s = impl_->begin_op(Collective::Recv, name(), seq());
-  impl_->check(ncclRecv(buf, static_cast<std::size_t>(count), nccl_type(type), peer, impl_->comm, s),
-               Collective::Recv, "ncclRecv", name(), seq());
+  impl_->check(ncclRecv(buf, static_cast<std::size_t>(count), nccl_type(type), peer, impl_->comm, s), Collective::Recv,
+               "ncclRecv", name(), seq());
   impl_->end_op(Collective::Recv, options().timeout_s, name(), seq());
 }
 
@@ -400,14 +398,12 @@ void NcclCommunicator::do_send_recv(const void* send, std::int64_t send_count, i
   const cudaStream_t s = impl_->begin_op(Collective::SendRecv, name(), seq());
   impl_->check(ncclGroupStart(), Collective::SendRecv, "ncclGroupStart", name(), seq());
   if (send_count > 0) {
-    impl_->check(
-        ncclSend(send, static_cast<std::size_t>(send_count), nccl_type(type), send_peer, impl_->comm, s),
-        Collective::SendRecv, "ncclSend", name(), seq());
+    impl_->check(ncclSend(send, static_cast<std::size_t>(send_count), nccl_type(type), send_peer, impl_->comm, s),
+                 Collective::SendRecv, "ncclSend", name(), seq());
   }
   if (recv_count > 0) {
-    impl_->check(
-        ncclRecv(recv, static_cast<std::size_t>(recv_count), nccl_type(type), recv_peer, impl_->comm, s),
-        Collective::SendRecv, "ncclRecv", name(), seq());
+    impl_->check(ncclRecv(recv, static_cast<std::size_t>(recv_count), nccl_type(type), recv_peer, impl_->comm, s),
+                 Collective::SendRecv, "ncclRecv", name(), seq());
   }
   impl_->check(ncclGroupEnd(), Collective::SendRecv, "ncclGroupEnd", name(), seq());
   impl_->end_op(Collective::SendRecv, options().timeout_s, name(), seq());

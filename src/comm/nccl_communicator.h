@@ -3,18 +3,16 @@
 // it), eagerly, so failures show at startup. NCCL runs non-blocking (config.blocking = 0): every call
 // is enqueued on the communicator's stream and then polled (stream + ncclCommGetAsyncError) against
 // the timeout; on timeout or an NCCL/CUDA error the rank prints the collective and group and aborts
-// the job with MPI_Abort (the first failure only, whichever thread sees it). With a compute stream set, each collective runs on the
-// communicator's own stream after an event recorded on the compute stream, and the compute stream waits
-// for the collective's done event (llm.c's zero.cuh ordering), so compute queued before a collective
-// is not serialised behind it and compute queued after it sees its result. In async mode the host
-// does not wait: queued collectives are checked (async error, CUDA error, deadline) by poll(),
-// synchronize(), each later call and a watchdog thread, as c10d's watchdog does (the watchdog ends the
-// job with MPI_Abort from its own thread, which is why comm::mpi_init asks for MPI_THREAD_MULTIPLE).
-// all_reduce_start enqueues the same way but records the collective's done event without making the
-// compute stream wait: that happens in the request's wait(), so compute queued on the compute stream
-// between the start and the wait runs alongside the collective (Megatron's asynchronous tensor-parallel
-// all-reduce). Compiled only with ADAPT_HAVE_NCCL
-// (nccl_grid_comms also without, where it throws); this header has no CUDA types.
+// the job with MPI_Abort (the first failure only, whichever thread sees it). With a compute stream set, each collective
+// runs on the communicator's own stream after an event recorded on the compute stream, and the compute stream waits for
+// the collective's done event (llm.c's zero.cuh ordering), so compute queued before a collective is not serialised
+// behind it and compute queued after it sees its result. In async mode the host does not wait: queued collectives are
+// checked (async error, CUDA error, deadline) by poll(), synchronize(), each later call and a watchdog thread, as
+// c10d's watchdog does (the watchdog ends the job with MPI_Abort from its own thread, which is why comm::mpi_init asks
+// for MPI_THREAD_MULTIPLE). all_reduce_start enqueues the same way but records the collective's done event without
+// making the compute stream wait: that happens in the request's wait(), so compute queued on the compute stream between
+// the start and the wait runs alongside the collective (Megatron's asynchronous tensor-parallel all-reduce). Compiled
+// only with ADAPT_HAVE_NCCL (nccl_grid_comms also without, where it throws); this header has no CUDA types.
 #pragma once
 
 #include <memory>

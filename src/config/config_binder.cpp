@@ -159,7 +159,8 @@ class Binder {
     }
     const void* value = f.get(obj);
     for (const auto& check : f.checks)
-      if (!check.pred(value)) ADAPT_THROW(ConfigError, "{}: {} = {} {}", loc, path, value_text(node), check.expectation);
+      if (!check.pred(value))
+        ADAPT_THROW(ConfigError, "{}: {} = {} {}", loc, path, value_text(node), check.expectation);
   }
 
   void check_one_of(const std::string& s, const FieldDesc& f, const std::string& path, const std::string& loc) const {
@@ -234,7 +235,8 @@ class Binder {
       }
       case FieldKind::Bytes: {
         if (auto* i = n.as_integer()) {
-          ADAPT_REQUIRE(i->get() >= 0, ConfigError, "{}: {} = {} must be a non-negative byte size", loc, path, i->get());
+          ADAPT_REQUIRE(i->get() >= 0, ConfigError, "{}: {} = {} must be a non-negative byte size", loc, path,
+                        i->get());
           *static_cast<std::uint64_t*>(out) = static_cast<std::uint64_t>(i->get());
           return;
         }
@@ -372,8 +374,8 @@ void apply_override(toml::table& root, const SchemaData& root_schema, const std:
                     path, describe(*node));
       tbl = node->as_table();
     } else if (f->kind == FieldKind::TableArray) {
-      ADAPT_REQUIRE(seg.index, ConfigError, "{}: {} is an array of tables; name an element, e.g. {}[0].{}", label,
-                    path, path, segs[i + 1].key);
+      ADAPT_REQUIRE(seg.index, ConfigError, "{}: {} is an array of tables; name an element, e.g. {}[0].{}", label, path,
+                    path, segs[i + 1].key);
       auto* arr = node ? node->as_array() : nullptr;
       std::size_t n = arr ? arr->size() : 0;
       ADAPT_REQUIRE(*seg.index < n && (*arr)[*seg.index].as_table(), ConfigError,

@@ -68,7 +68,8 @@ void emit_table(std::string& out, const SchemaData& schema, const void* obj, con
     } else if (!v) {
       out += fmt::format("# {} = (unset)\n", f.key);
     } else if (f.kind == FieldKind::Bytes && *static_cast<const std::uint64_t*>(v) >= 1024) {
-      out += fmt::format("{} = {}  # {}\n", f.key, value_toml(f, v), format_bytes(*static_cast<const std::uint64_t*>(v)));
+      out +=
+          fmt::format("{} = {}  # {}\n", f.key, value_toml(f, v), format_bytes(*static_cast<const std::uint64_t*>(v)));
     } else {
       out += fmt::format("{} = {}\n", f.key, value_toml(f, v));
     }

@@ -76,7 +76,8 @@ void check_new_key(const SchemaData& schema, const std::string& key) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
   });
   ADAPT_CHECK(bare, "schema key '{}' is not a bare TOML key ([A-Za-z0-9_-]+)", key);
-  bool fresh = std::none_of(schema.fields.begin(), schema.fields.end(), [&](const FieldDesc& f) { return f.key == key; });
+  bool fresh =
+      std::none_of(schema.fields.begin(), schema.fields.end(), [&](const FieldDesc& f) { return f.key == key; });
   ADAPT_CHECK(fresh, "schema key '{}' is registered twice", key);
 }
 

@@ -58,8 +58,8 @@ struct FieldDesc {
   std::string key;
   std::string doc;
   FieldKind kind = FieldKind::Bool;
-  bool optional = false;  // the member is std::optional<...>: absent key = nullopt
-  bool required = false;  // absent key is an error
+  bool optional = false;                            // the member is std::optional<...>: absent key = nullopt
+  bool required = false;                            // absent key is an error
   std::function<const void*(const void* obj)> get;  // nullptr for an empty optional
   std::function<void*(void* obj)> set;              // emplaces an empty optional first
   std::vector<FieldCheck> checks;
@@ -95,10 +95,19 @@ std::string toml_quote(std::string_view s);
 /// Throws InternalError unless `key` is a bare TOML key ([A-Za-z0-9_-]+) not yet in `schema`.
 void check_new_key(const SchemaData& schema, const std::string& key);
 
-template <typename M> struct Unwrap { using type = M; static constexpr bool optional = false; };
-template <typename M> struct Unwrap<std::optional<M>> { using type = M; static constexpr bool optional = true; };
+template <typename M>
+struct Unwrap {
+  using type = M;
+  static constexpr bool optional = false;
+};
+template <typename M>
+struct Unwrap<std::optional<M>> {
+  using type = M;
+  static constexpr bool optional = true;
+};
 
-template <typename> inline constexpr bool kAlwaysFalse = false;
+template <typename>
+inline constexpr bool kAlwaysFalse = false;
 
 /// The FieldKind of a scalar or list value type; unsupported types fail to compile with a hint.
 template <typename V>
@@ -117,8 +126,7 @@ constexpr FieldKind scalar_kind() {
     static_assert(kAlwaysFalse<V>, "std::uint64_t fields are byte sizes: register them with byte_size()");
   else if constexpr (std::is_enum_v<V>)
     static_assert(kAlwaysFalse<V>, "enum fields need their names: register them with enumeration()");
-  else
-    static_assert(kAlwaysFalse<V>, "unsupported field type; see FieldKind for the supported ones");
+  else static_assert(kAlwaysFalse<V>, "unsupported field type; see FieldKind for the supported ones");
   return FieldKind::Bool;
 }
 

@@ -17,9 +17,9 @@ namespace adapt::config {
 
 /// The job-specific ends of the shared keys' descriptions.
 struct DeviceRuntimeNotes {
-  std::string weights;                // weights_dtype: which matrices the setting covers
-  std::string streamed_layer_cost;    // weights_device_layers: how often a host layer crosses the link
-  std::string attention_extra;        // attention_dtype: appended (may be empty)
+  std::string weights;              // weights_dtype: which matrices the setting covers
+  std::string streamed_layer_cost;  // weights_device_layers: how often a host layer crosses the link
+  std::string attention_extra;      // attention_dtype: appended (may be empty)
 };
 
 /// Adds device, weights_dtype, weights_device_layers, attention_dtype and cpu_matmul_dtype to `rt`, a

@@ -42,7 +42,8 @@ const Schema<generate::GenJob>& gen_job_schema() {
             "at the k-th go to the lower ids.")
         .at_least(std::int64_t{0});
     d.field("top_p", &GenDefaults::top_p, "Nucleus sampling mass (1 = off).").range(1e-9, 1.0);
-    d.field("min_p", &GenDefaults::min_p, "Drop tokens below min_p x the top probability (0 = off).").range(0.0, 0.999999);
+    d.field("min_p", &GenDefaults::min_p, "Drop tokens below min_p x the top probability (0 = off).")
+        .range(0.0, 0.999999);
     d.field("repetition_penalty", &GenDefaults::repetition_penalty, "HF repetition penalty (1 = off).")
         .greater_than(0.0);
     d.field("seed", &GenDefaults::seed, "Random seed of the sampler.").at_least(std::int64_t{0});
@@ -106,8 +107,7 @@ const Schema<generate::GenJob>& gen_job_schema() {
     par.field("tp", &GenParallel::tp,
               "Tensor-parallel ranks; must divide the attention and KV heads and the world size.")
         .at_least(std::int64_t{1});
-    par.field("pp", &GenParallel::pp,
-              "Pipeline stages; dp = world / (tp x pp) replicas share out the prompts.")
+    par.field("pp", &GenParallel::pp, "Pipeline stages; dp = world / (tp x pp) replicas share out the prompts.")
         .at_least(std::int64_t{1});
 
     Schema<PromptSpec> p;
@@ -162,15 +162,18 @@ const Schema<generate::GenJob>& gen_job_schema() {
       for (std::size_t a = 0; a < j.prompts.size(); ++a)
         for (std::size_t b = a + 1; b < j.prompts.size(); ++b)
           if (j.prompts[a].id == j.prompts[b].id)
-            return "prompt id '" + j.prompts[a].id + "' is used twice (prompts[" + std::to_string(a) + "] and prompts[" +
-                   std::to_string(b) + "]); ids must be unique";
+            return "prompt id '" + j.prompts[a].id + "' is used twice (prompts[" + std::to_string(a) +
+                   "] and prompts[" + std::to_string(b) + "]); ids must be unique";
       for (std::size_t b = 0; b < j.prompts.size(); ++b) {
         const PromptSpec& p = j.prompts[b];
         if (!p.conversation || !p.system) continue;
         for (std::size_t a = 0; a < b; ++a)
           if (j.prompts[a].conversation == p.conversation)
-            return "prompts[" + std::to_string(b) + "] ('" + p.id + "') has system, but it is not the first turn of "
-                   "conversation '" + *p.conversation + "' (prompts[" + std::to_string(a) + "] is); system is only "
+            return "prompts[" + std::to_string(b) + "] ('" + p.id +
+                   "') has system, but it is not the first turn of "
+                   "conversation '" +
+                   *p.conversation + "' (prompts[" + std::to_string(a) +
+                   "] is); system is only "
                    "allowed on a conversation's first turn";
       }
       if (!path_stays_inside(j.output.conversations))

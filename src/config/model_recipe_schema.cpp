@@ -20,8 +20,9 @@ const Schema<model::ModelRecipe>& model_recipe_schema() {
     shape.field("rope_type", &ShapeOverrides::rope_type, "RoPE scaling: default, linear or llama3.")
         .one_of({"default", "linear", "llama3"});
     shape.field("rope_factor", &ShapeOverrides::rope_factor, "Scaling factor (linear, llama3).").at_least(1.0);
-    shape.field("rope_original_max_position_embeddings", &ShapeOverrides::rope_original_max_position_embeddings,
-                "llama3: context length before scaling.")
+    shape
+        .field("rope_original_max_position_embeddings", &ShapeOverrides::rope_original_max_position_embeddings,
+               "llama3: context length before scaling.")
         .at_least(std::int64_t{1});
 
     using model::ModelRecipe;

@@ -10,14 +10,16 @@ Schema<adapters::AdapterConfig> adapter_schema() {
   using namespace adapters;
   Schema<LoraConfig> lora;
   lora.field("r", &LoraConfig::r, "LoRA rank.").at_least(std::int64_t{1});
-  lora.field("alpha", &LoraConfig::alpha, "Scaling numerator: s = alpha / r (alpha / sqrt(r) with use_rslora). Default 16; PEFT's LoraConfig "
-               "defaults to 8.")
+  lora.field("alpha", &LoraConfig::alpha,
+             "Scaling numerator: s = alpha / r (alpha / sqrt(r) with use_rslora). Default 16; PEFT's LoraConfig "
+             "defaults to 8.")
       .greater_than(0.0);
   lora.field("dropout", &LoraConfig::dropout, "Dropout on the LoRA input during training.").range(0.0, 0.999);
   lora.field("targets", &LoraConfig::targets, "Projections to adapt: q, k, v, o, gate, up, down.")
       .one_of(lora_target_names());
   lora.field("use_rslora", &LoraConfig::use_rslora, "Rank-stabilised scaling alpha / sqrt(r).");
-  lora.enumeration("init", &LoraConfig::init, lora_init_names(), "A's initialisation: peft (kaiming-uniform) or gaussian; B starts at 0.");
+  lora.enumeration("init", &LoraConfig::init, lora_init_names(),
+                   "A's initialisation: peft (kaiming-uniform) or gaussian; B starts at 0.");
 
   Schema<BottleneckConfig> bn;
   bn.field("size", &BottleneckConfig::size, "Bottleneck width m (e.g. 64, 128); or give reduction_factor.")
@@ -26,9 +28,11 @@ Schema<adapters::AdapterConfig> adapter_schema() {
       .greater_than(0.0);
   bn.enumeration("placement", &BottleneckConfig::placement, bn_placement_names(),
                  "houlsby (after attention and MLP), pfeiffer (after the MLP) or parallel.");
-  bn.enumeration("activation", &BottleneckConfig::activation, bn_activation_names(), "relu, swish or gelu. Default relu for every placement (AdapterHub's "
+  bn.enumeration("activation", &BottleneckConfig::activation, bn_activation_names(),
+                 "relu, swish or gelu. Default relu for every placement (AdapterHub's "
                  "double_seq_bn, i.e. houlsby, defaults to swish).");
-  bn.field("scaling", &BottleneckConfig::scaling, "Constant scaling s of the adapter's output. Default 1 for every placement "
+  bn.field("scaling", &BottleneckConfig::scaling,
+           "Constant scaling s of the adapter's output. Default 1 for every placement "
            "(AdapterHub's par_bn, i.e. parallel, defaults to 4).");
   bn.field("ln_before", &BottleneckConfig::ln_before, "LayerNorm on the adapter input.");
   bn.field("residual_before_ln", &BottleneckConfig::residual_before_ln, "AdapterHub's residual_before_ln.");
@@ -61,7 +65,8 @@ Schema<train::DataConfig> data_schema() {
           "Loss only on completions / assistant turns.");
   d.field("add_bos", &DataConfig::add_bos, "Prepend BOS to each document.");
   d.field("add_eos", &DataConfig::add_eos, "Append EOS to each document.");
-  d.field("eval_fraction", &DataConfig::eval_fraction, "Fraction of documents held out for evaluation, chosen by their contents and data.seed: adding data keeps "
+  d.field("eval_fraction", &DataConfig::eval_fraction,
+          "Fraction of documents held out for evaluation, chosen by their contents and data.seed: adding data keeps "
           "the documents held out before (but for a few that new ones displace).")
       .range(1e-9, 0.999999);
   d.field("eval_documents", &DataConfig::eval_documents, "Number of documents held out for evaluation.")
@@ -85,17 +90,23 @@ const Schema<train::TrainConfig>& train_config_schema() {
 
     Schema<OptimConfig> o;
     o.field("lr", &OptimConfig::lr, "Peak learning rate.").greater_than(0.0);
-    o.field("weight_decay", &OptimConfig::weight_decay, "Decoupled weight decay (AdamW, as torch applies it), on the LoRA "
-            "factors and the bottleneck weights; not on biases or LayerNorm.").at_least(0.0);
+    o.field("weight_decay", &OptimConfig::weight_decay,
+            "Decoupled weight decay (AdamW, as torch applies it), on the LoRA "
+            "factors and the bottleneck weights; not on biases or LayerNorm.")
+        .at_least(0.0);
     o.field("beta1", &OptimConfig::beta1, "Adam beta1.").range(0.0, 0.999999);
     o.field("beta2", &OptimConfig::beta2, "Adam beta2.").range(0.0, 0.999999999);
     o.field("eps", &OptimConfig::eps, "Adam epsilon.").greater_than(0.0);
     o.field("schedule", &OptimConfig::schedule, "constant, linear or cosine (after warmup).")
         .one_of({"constant", "linear", "cosine"});
-    o.field("warmup_steps", &OptimConfig::warmup_steps, "Linear warmup steps from lr 0: the first update runs at lr 0, as in HF's "
-            "schedules (metrics.jsonl logs the lr each step used).").at_least(std::int64_t{0});
-    o.field("min_lr_ratio", &OptimConfig::min_lr_ratio, "The floor the decay reaches at train.steps, as a fraction of lr (HF's "
-            "min_lr_rate: the last step's lr is a little above it); linear and cosine only.").range(0.0, 1.0);
+    o.field("warmup_steps", &OptimConfig::warmup_steps,
+            "Linear warmup steps from lr 0: the first update runs at lr 0, as in HF's "
+            "schedules (metrics.jsonl logs the lr each step used).")
+        .at_least(std::int64_t{0});
+    o.field("min_lr_ratio", &OptimConfig::min_lr_ratio,
+            "The floor the decay reaches at train.steps, as a fraction of lr (HF's "
+            "min_lr_rate: the last step's lr is a little above it); linear and cosine only.")
+        .range(0.0, 1.0);
     o.field("max_grad_norm", &OptimConfig::max_grad_norm, "Global gradient-norm clipping (0: off).").at_least(0.0);
     o.field("offload", &OptimConfig::offload,
             "Keep AdamW's fp32 master weights and moments in host RAM, updated by a multithreaded CPU AdamW.");
@@ -128,8 +139,10 @@ const Schema<train::TrainConfig>& train_config_schema() {
             "Steps between evaluations (0: at the end only); a new run also evaluates the base model before its "
             "first step.")
         .at_least(std::int64_t{0});
-    l.field("eval_batches", &LoopConfig::eval_batches, "Micro-batches (of train.micro_batch rows) per evaluation: the eval loss "
-            "is over that many rows, so runs with another micro_batch score other rows.").at_least(std::int64_t{1});
+    l.field("eval_batches", &LoopConfig::eval_batches,
+            "Micro-batches (of train.micro_batch rows) per evaluation: the eval loss "
+            "is over that many rows, so runs with another micro_batch score other rows.")
+        .at_least(std::int64_t{1});
     l.field("log_every", &LoopConfig::log_every, "Steps between progress lines.").at_least(std::int64_t{1});
     l.field("stop_after", &LoopConfig::stop_after,
             "Stop this run after N steps with a checkpoint; running the job again resumes.")

@@ -64,8 +64,8 @@ std::uint32_t gf2_multiply(std::uint32_t a, std::uint32_t b) {
 }
 
 std::uint32_t x_pow_8n(std::size_t n) {  // x^(8n) mod P, reflected
-  std::uint32_t result = 0x80000000u;      // x^0
-  std::uint32_t square = 0x00800000u;      // x^8
+  std::uint32_t result = 0x80000000u;    // x^0
+  std::uint32_t square = 0x00800000u;    // x^8
   for (; n; n >>= 1) {
     if (n & 1) result = gf2_multiply(result, square);
     square = gf2_multiply(square, square);
@@ -76,8 +76,7 @@ std::uint32_t x_pow_8n(std::size_t n) {  // x^(8n) mod P, reflected
 constexpr std::size_t kStreamBytes = 8192;  // each of the three streams per block
 const std::uint32_t kShiftStream = x_pow_8n(kStreamBytes);
 
-__attribute__((target("sse4.2"))) std::uint32_t hardware_raw(const unsigned char* p, std::size_t n,
-                                                              std::uint32_t c) {
+__attribute__((target("sse4.2"))) std::uint32_t hardware_raw(const unsigned char* p, std::size_t n, std::uint32_t c) {
   std::uint64_t c0 = c;
   while (n >= 3 * kStreamBytes) {
     std::uint64_t c1 = 0, c2 = 0;

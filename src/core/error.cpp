@@ -11,9 +11,10 @@ Error::Error(std::string message, SourceLoc where, ExitCode code)
 
 UnexpectedError classify_unexpected(const std::exception& e) {
   if (dynamic_cast<const std::filesystem::filesystem_error*>(&e) != nullptr)
-    return {ExitCode::Io, std::string(e.what()) + ". Check the path named here: it must exist, and a folder "
-                                                   "written to (run.dir, output.dir, checkpoint.dir, data.cache_dir) "
-                                                   "must be writable and have room"};
+    return {ExitCode::Io, std::string(e.what()) +
+                              ". Check the path named here: it must exist, and a folder "
+                              "written to (run.dir, output.dir, checkpoint.dir, data.cache_dir) "
+                              "must be writable and have room"};
   return {ExitCode::Internal, std::string(e.what()) + " (this is a bug in adapt; please report it)"};
 }
 

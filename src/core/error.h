@@ -63,8 +63,7 @@ class ShapeError : public Error {
 /// A feature that this binary was built without, or that this device/dtype does not support.
 class UnsupportedError : public Error {
  public:
-  UnsupportedError(std::string message, SourceLoc where)
-      : Error(std::move(message), where, ExitCode::Unsupported) {}
+  UnsupportedError(std::string message, SourceLoc where) : Error(std::move(message), where, ExitCode::Unsupported) {}
 };
 
 class CudaError : public Error {
@@ -101,15 +100,15 @@ UnexpectedError classify_unexpected(const std::exception& e);
 #define ADAPT_THROW(ErrorType, ...) throw ErrorType(::fmt::format(__VA_ARGS__), ADAPT_HERE)
 
 /// User-facing validation: throws ErrorType when cond is false. Always on.
-#define ADAPT_REQUIRE(cond, ErrorType, ...) \
-  do {                                      \
+#define ADAPT_REQUIRE(cond, ErrorType, ...)           \
+  do {                                                \
     if (!(cond)) ADAPT_THROW(ErrorType, __VA_ARGS__); \
   } while (0)
 
 /// Internal invariant: throws InternalError naming the condition. Always on (not tied to NDEBUG).
-#define ADAPT_CHECK(cond, ...)                                                                  \
-  do {                                                                                          \
-    if (!(cond))                                                                                \
-      throw ::adapt::InternalError(                                                             \
-          ::fmt::format("check failed: {}: {}", #cond, ::fmt::format(__VA_ARGS__)), ADAPT_HERE); \
+#define ADAPT_CHECK(cond, ...)                                                                               \
+  do {                                                                                                       \
+    if (!(cond))                                                                                             \
+      throw ::adapt::InternalError(::fmt::format("check failed: {}: {}", #cond, ::fmt::format(__VA_ARGS__)), \
+                                   ADAPT_HERE);                                                              \
   } while (0)

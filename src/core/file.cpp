@@ -156,8 +156,8 @@ FileLock::FileLock(const fs::path& path, std::string_view what) {
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
     if (err != EWOULDBLOCK) {  // ENOLCK, EOPNOTSUPP: the file system has no flock
-      log::warn("{}: cannot lock '{}' ({}): nothing keeps a second job from using it at the same time",
-                what, path.string(), std::strerror(err));
+      log::warn("{}: cannot lock '{}' ({}): nothing keeps a second job from using it at the same time", what,
+                path.string(), std::strerror(err));
       ::close(fd_);
       fd_ = -1;
       return;
@@ -200,17 +200,18 @@ void dir_require_writable(const fs::path& dir, std::string_view what) {
 void file_write_atomic(const fs::path& path, const std::function<void(int fd)>& write) {
   // The host in the name too: processes of two nodes sharing a folder may have the same pid.
   const std::string host = host_name();
-  const fs::path tmp = fs::path(path.string() + ".tmp." + std::to_string(::getpid()) + (host.empty() ? "" : ".") + host);
+  const fs::path tmp =
+      fs::path(path.string() + ".tmp." + std::to_string(::getpid()) + (host.empty() ? "" : ".") + host);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  ADAPT_REQUIRE(fd >= 0, IoError, "cannot create '{}': {}. Check that the folder exists and is writable.",
-                tmp.string(), std::strerror(errno));
+  ADAPT_REQUIRE(fd >= 0, IoError, "cannot create '{}': {}. Check that the folder exists and is writable.", tmp.string(),
+                std::strerror(errno));
   try {
     write(fd);
     ADAPT_REQUIRE(::fsync(fd) == 0, IoError, "cannot fsync '{}': {}", tmp.string(), std::strerror(errno));
     ADAPT_REQUIRE(::close(fd) == 0, IoError, "cannot close '{}': {}", tmp.string(), std::strerror(errno));
     fd = -1;
-    ADAPT_REQUIRE(::rename(tmp.c_str(), path.c_str()) == 0, IoError, "cannot rename '{}' to '{}': {}",
-                  tmp.string(), path.string(), std::strerror(errno));
+    ADAPT_REQUIRE(::rename(tmp.c_str(), path.c_str()) == 0, IoError, "cannot rename '{}' to '{}': {}", tmp.string(),
+                  path.string(), std::strerror(errno));
   } catch (...) {
     if (fd >= 0) ::close(fd);
     ::unlink(tmp.c_str());
@@ -231,8 +232,10 @@ ScratchFile::ScratchFile(const fs::path& dir, std::string what) : dir_(dir), wha
     fd_ = ::open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd_ >= 0) ::unlink(name.c_str());
   }
-  ADAPT_REQUIRE(fd_ >= 0, IoError, "cannot make a scratch file in '{}' for {}: {}. Check that the folder exists and "
-                "is writable.", dir.string(), what_, std::strerror(errno));
+  ADAPT_REQUIRE(fd_ >= 0, IoError,
+                "cannot make a scratch file in '{}' for {}: {}. Check that the folder exists and "
+                "is writable.",
+                dir.string(), what_, std::strerror(errno));
 }
 
 ScratchFile::~ScratchFile() {

@@ -21,8 +21,8 @@ int env_int(const char* const* names, int fallback) {
 const bool kInSrunStep = std::getenv("SLURM_STEP_ID") != nullptr;
 const char* const kRankVars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK",
                                  kInSrunStep ? "SLURM_PROCID" : nullptr, nullptr};
-const char* const kSizeVars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE",
-                                 kInSrunStep ? "SLURM_STEP_NUM_TASKS" : nullptr, nullptr};
+const char* const kSizeVars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", kInSrunStep ? "SLURM_STEP_NUM_TASKS" : nullptr,
+                                 nullptr};
 
 // Process start (static initialisation), so elapsed times count from launch, not from the first line.
 const std::chrono::steady_clock::time_point kProcessStart = std::chrono::steady_clock::now();

@@ -35,7 +35,8 @@ class StopSignalGuard {
 
  private:
   bool outer_ = false;  // the guard that installed the handlers
-  struct sigaction old_usr1_ {}, old_term_ {};
+  struct sigaction old_usr1_ {
+  }, old_term_{};
 };
 
 }  // namespace adapt

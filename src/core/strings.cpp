@@ -80,9 +80,16 @@ std::optional<std::uint64_t> parse_byte_size(std::string_view text) {
     const char* name;
     std::uint64_t mult;
   };
-  const U units[] = {{"", 1},           {"B", 1},           {"KB", 1000ull},     {"MB", 1000ull * 1000},
-                     {"GB", 1000ull * 1000 * 1000},        {"TB", 1000ull * 1000 * 1000 * 1000},
-                     {"KIB", 1ull << 10}, {"MIB", 1ull << 20}, {"GIB", 1ull << 30}, {"TIB", 1ull << 40}};
+  const U units[] = {{"", 1},
+                     {"B", 1},
+                     {"KB", 1000ull},
+                     {"MB", 1000ull * 1000},
+                     {"GB", 1000ull * 1000 * 1000},
+                     {"TB", 1000ull * 1000 * 1000 * 1000},
+                     {"KIB", 1ull << 10},
+                     {"MIB", 1ull << 20},
+                     {"GIB", 1ull << 30},
+                     {"TIB", 1ull << 40}};
   for (const auto& u : units) {
     if (unit == u.name) {
       if (value > UINT64_MAX / u.mult) return std::nullopt;

@@ -32,16 +32,18 @@ std::vector<std::int32_t> conversation_turn_prompt(const Conversation& c, const 
   if (!in.user && !in.text) {  // continue the last reply
     ADAPT_REQUIRE(!c.empty(), ConfigError,
                   "{}: has neither user nor text, which continues the conversation's last reply, but the "
-                  "conversation has no turns yet; give user or text", who);
+                  "conversation has no turns yet; give user or text",
+                  who);
     ADAPT_REQUIRE(!ends_with_eos(c), ConfigError,
                   "{}: has neither user nor text, which continues the last reply, but that reply (prompt '{}') "
-                  "ended with the end-of-turn token; give user (a new question) or text", who, c.turns.back().id);
+                  "ended with the end-of-turn token; give user (a new question) or text",
+                  who, c.turns.back().id);
     return ids;
   }
   ADAPT_REQUIRE(!in.system || c.empty(), ConfigError,
                 "{}: system is only allowed on a conversation's first turn, and '{}' already has {} turn(s); "
-                "remove system (it stays from the first turn) or start a new conversation", who, c.name,
-                c.turns.size());
+                "remove system (it stays from the first turn) or start a new conversation",
+                who, c.name, c.turns.size());
   if (in.user && in.chat) {
     std::vector<tokenizer::ChatMessage> msgs;
     if (in.system) msgs.push_back({"system", *in.system});
@@ -114,7 +116,8 @@ bool conversation_drop_unrecorded(Conversation& c, const std::string& id, const 
     if (c.turns[i].id != id) continue;
     ADAPT_REQUIRE(i + 1 == c.turns.size(), ConfigError,
                   "{}: turn {} of conversation '{}' already has the id '{}' of a prompt that is not in the results "
-                  "file; prompt ids must be new in each turn: rename the prompt", file.string(), i + 1, c.name, id);
+                  "file; prompt ids must be new in each turn: rename the prompt",
+                  file.string(), i + 1, c.name, id);
     c.tokens.resize(static_cast<std::size_t>(c.turns[i].start));
     c.turns.pop_back();
     return true;
@@ -137,7 +140,9 @@ std::string conversation_to_json(const Conversation& c) {
     turns.push_back(std::move(turn));
   }
   // The turns one field per line (a readable transcript), the token ids on one line.
-  auto dump = [](const nlohmann::ordered_json& v, int indent) { return v.dump(indent, ' ', false, json::error_handler_t::replace); };
+  auto dump = [](const nlohmann::ordered_json& v, int indent) {
+    return v.dump(indent, ' ', false, json::error_handler_t::replace);
+  };
   return "{\n \"conversation\": " + dump(c.name, -1) + ",\n \"tokenizer\": " + dump(c.tokenizer, -1) +
          ",\n \"n_vocab\": " + std::to_string(c.n_vocab) + ",\n \"turns\": " + dump(turns, 1) +
          ",\n \"tokens\": " + dump(nlohmann::ordered_json(c.tokens), -1) + "\n}\n";
@@ -199,8 +204,8 @@ Conversation ConversationStore::load(const std::string& name, const tokenizer::T
   ADAPT_REQUIRE(c.n_vocab == tokenizer.n_vocab(), ConfigError,
                 "{}: conversation '{}' was written with tokenizer {} ({} tokens); this job's tokenizer {} has {}. Its "
                 "token ids mean nothing to another tokenizer: use the model it was started with, or a new "
-                "conversation name", file.string(), name, c.tokenizer, c.n_vocab, tokenizer.description(),
-                tokenizer.n_vocab());
+                "conversation name",
+                file.string(), name, c.tokenizer, c.n_vocab, tokenizer.description(), tokenizer.n_vocab());
   for (const std::int32_t id : c.tokens) {
     ADAPT_REQUIRE(id >= 0 && id < tokenizer.n_vocab(), IoError, "{}: token id {} is outside the vocabulary (0..{})",
                   file.string(), id, tokenizer.n_vocab() - 1);

@@ -25,9 +25,9 @@ namespace fs = std::filesystem;
 /// One finished turn: the tokens it added are [start, end) of the conversation's tokens, its prompt
 /// [start, reply_start), the model's reply [reply_start, end).
 struct ConversationTurn {
-  std::string id;           // the prompt's id
-  std::string kind;         // "user" (a user message), "text" (raw text) or "continue" (nothing added)
-  std::string input;        // the user message or raw text as written (empty for "continue")
+  std::string id;     // the prompt's id
+  std::string kind;   // "user" (a user message), "text" (raw text) or "continue" (nothing added)
+  std::string input;  // the user message or raw text as written (empty for "continue")
   std::int64_t start = 0;
   std::int64_t reply_start = 0;
   std::int64_t end = 0;
@@ -58,10 +58,11 @@ struct TurnInput {
 
 /// The prompt tokens of the turn `in` of `c`: c.tokens followed by what the turn adds. A user
 /// message on an empty conversation is the chat layout of [system, user]: adapt_gen makes the tokens
-/// of a prompt without a conversation this way, as a first turn; on a later turn it closes the last reply with <|eot_id|> where it did not end with
-/// it (a reply cut short, or ended by <|end_of_text|> or <|eom_id|>, whose token stays: the conversation
-/// keeps the exact ids the model read and wrote), then adds the user message and the assistant header (as the chat layout of
-/// the whole dialog would, with the replies' own tokens). Raw text is appended as encoded (with
+/// of a prompt without a conversation this way, as a first turn; on a later turn it closes the last reply with
+/// <|eot_id|> where it did not end with it (a reply cut short, or ended by <|end_of_text|> or <|eom_id|>, whose token
+/// stays: the conversation keeps the exact ids the model read and wrote), then adds the user message and the assistant
+/// header (as the chat layout of the whole dialog would, with the replies' own tokens). Raw text is appended as encoded
+/// (with
 /// <|begin_of_text|> on an empty conversation). ConfigError naming the prompt and conversation for a
 /// `system` message after the first turn, or a continue turn on an empty conversation or after a
 /// reply that ended with EOS.

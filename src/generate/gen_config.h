@@ -21,14 +21,15 @@ namespace adapt::generate {
 struct GenModel {
   std::filesystem::path path;                      // HF model folder (config.json, *.safetensors, tokenizer)
   std::optional<std::filesystem::path> tokenizer;  // default: the model folder's tokenizer
-  std::optional<std::filesystem::path> adapter;    // adapter folder: PEFT LoRA, AdapterHub bottleneck, or lora/ + bottleneck/
+  std::optional<std::filesystem::path>
+      adapter;  // adapter folder: PEFT LoRA, AdapterHub bottleneck, or lora/ + bottleneck/
 };
 
 struct GenOutput {
-  std::filesystem::path dir;            // everything the job writes goes below it
-  std::string results = "results.jsonl";  // inside dir
+  std::filesystem::path dir;                    // everything the job writes goes below it
+  std::string results = "results.jsonl";        // inside dir
   std::string conversations = "conversations";  // folder inside dir: one <name>.json per conversation
-  bool conversation_kv = false;  // keep each conversation's KV cache beside it (<name>.kv, generate/kv_snapshot.h)
+  bool conversation_kv = false;       // keep each conversation's KV cache beside it (<name>.kv, generate/kv_snapshot.h)
   std::string progress = "progress";  // folder inside dir: unfinished prompts' saved progress
 };
 
@@ -50,8 +51,8 @@ struct GenDefaults {
 enum class KvCacheDtype : std::uint8_t { Auto, F32, BF16 };
 
 struct GenRuntime {
-  std::int64_t batch_size = 8;  // sequences decoded together, each in its own KV-cache row
-  std::string device = "cpu";   // "cpu", "cuda" (the GPU of the rank's local rank) or "cuda:N"
+  std::int64_t batch_size = 8;        // sequences decoded together, each in its own KV-cache row
+  std::string device = "cpu";         // "cpu", "cuda" (the GPU of the rank's local rank) or "cuda:N"
   DType weights_dtype = DType::BF16;  // F32 or BF16: the matrices' dtype in the device copy
   /// Decoder layers whose weights stay on the GPU; the rest in pinned host RAM, copied layer by layer
   /// (model/weight_stream.h). −1: all of them.
@@ -64,11 +65,12 @@ struct GenRuntime {
   /// checkpoint is f32) and the activations rounded to bf16 for each product, f32 sums: the GPU path's
   /// bf16 GEMMs, on the CPU's bf16 dot-product instructions (AVX512_BF16).
   DType cpu_matmul_dtype = DType::F32;
-  std::int64_t prefill_chunk = 512;    // prompt tokens per forward (0: whole prompts)
-  std::int64_t kv_device_layers = -1;  // layers whose KV cache stays on the GPU (-1: as many as fit)
+  std::int64_t prefill_chunk = 512;                  // prompt tokens per forward (0: whole prompts)
+  std::int64_t kv_device_layers = -1;                // layers whose KV cache stays on the GPU (-1: as many as fit)
   KvCacheDtype kv_cache_dtype = KvCacheDtype::Auto;  // the KV cache's element type (kv_cache_dtype_for)
-  std::int64_t progress_every = 256;   // save an unfinished prompt's progress every this many tokens (0: on signals only)
-  bool share_prefixes = true;          // prompts starting alike copy the shared positions' KV cache
+  std::int64_t progress_every =
+      256;                     // save an unfinished prompt's progress every this many tokens (0: on signals only)
+  bool share_prefixes = true;  // prompts starting alike copy the shared positions' KV cache
 };
 
 /// The KV cache's element type of a job whose model runs on a GPU (`on_gpu`) or on the host. Auto on the
@@ -137,8 +139,8 @@ struct PromptSpec {
   std::string id;
   std::optional<std::string> conversation;  // the next turn of this conversation (generate/conversation.h)
   std::optional<std::string> system;
-  std::optional<std::string> user;  // chat-formatted (with `system`)
-  std::optional<std::string> text;  // raw text, no template (neither, in a conversation: continue the last reply)
+  std::optional<std::string> user;    // chat-formatted (with `system`)
+  std::optional<std::string> text;    // raw text, no template (neither, in a conversation: continue the last reply)
   std::optional<std::string> output;  // file to write the completion to, relative to output.dir
   std::optional<std::int64_t> max_new_tokens;
   std::optional<double> temperature;

@@ -20,8 +20,9 @@ Generator::Generator(const model::LlamaModel& model, const tokenizer::Tokenizer&
       workspace_(model::model_allocator(model)) {
   ADAPT_REQUIRE(tokenizer.n_vocab() <= model.config.vocab_size, ConfigError,
                 "the tokenizer ({}) has {} tokens but the model's vocab_size is {}: ids beyond {} have no embedding. "
-                "Use the tokenizer that belongs to the model in '{}'.", tokenizer.description(), tokenizer.n_vocab(),
-                model.config.vocab_size, model.config.vocab_size - 1, model.dir.string());
+                "Use the tokenizer that belongs to the model in '{}'.",
+                tokenizer.description(), tokenizer.n_vocab(), model.config.vocab_size, model.config.vocab_size - 1,
+                model.dir.string());
 }
 
 std::int64_t room_after(const model::LlamaConfig& cfg, std::int64_t n_prompt) {
@@ -36,9 +37,8 @@ std::int64_t Generator::n_new_of(const GenerationRequest& r) const {
   return std::min(r.max_new_tokens, room_after(static_cast<std::int64_t>(r.prompt.size())));
 }
 
-std::int64_t kv_device_layers_fit(const model::LlamaConfig& cfg, int tp_size, std::int64_t rows,
-                                  std::int64_t capacity, std::int64_t layers, std::int64_t tokens,
-                                  std::uint64_t free_bytes, DType kv_dtype) {
+std::int64_t kv_device_layers_fit(const model::LlamaConfig& cfg, int tp_size, std::int64_t rows, std::int64_t capacity,
+                                  std::int64_t layers, std::int64_t tokens, std::uint64_t free_bytes, DType kv_dtype) {
   const model::TpLocalDims part = model::tp_local_dims(cfg, {.size = tp_size});
   // llama_forward's workspace for `tokens` positions: hidden, normed, sub-block output and block output
   // (C each), q and attention output (H·D), k and v (Hkv·D), gate and up (F), in f32; the logits of the
@@ -46,12 +46,11 @@ std::int64_t kv_device_layers_fit(const model::LlamaConfig& cfg, int tp_size, st
   // and the allocator's rounding, plus 1 GiB for the libraries' workspaces.
   const std::int64_t per_token =
       4 * cfg.hidden_size + 2 * part.heads * cfg.head_dim + 2 * part.kv_heads * cfg.head_dim + 2 * part.ffn;
-  const std::uint64_t activations = 2 * static_cast<std::uint64_t>(tokens * per_token + rows * cfg.vocab_size) *
-                                        sizeof(float) + (1ull << 30);
+  const std::uint64_t activations =
+      2 * static_cast<std::uint64_t>(tokens * per_token + rows * cfg.vocab_size) * sizeof(float) + (1ull << 30);
   if (free_bytes <= activations) return 0;
-  return model::KvCache::device_layers_within(free_bytes - activations,
-                                              model::KvCache::bytes_needed(cfg, rows, capacity, tp_size, 1, kv_dtype),
-                                              layers);
+  return model::KvCache::device_layers_within(
+      free_bytes - activations, model::KvCache::bytes_needed(cfg, rows, capacity, tp_size, 1, kv_dtype), layers);
 }
 
 std::int64_t Generator::prefill_piece(std::int64_t n_prompt) const {
@@ -69,8 +68,8 @@ void Generator::set_options(const GenerateOptions& options) {
   for (const std::int32_t id : options.eos_ids)
     ADAPT_REQUIRE(id >= 0 && id < tokenizer_.n_vocab(), ConfigError,
                   "the model's eos_token_id {} is not a token of the tokenizer ({}, {} tokens); fix eos_token_id in "
-                  "the model's generation_config.json or config.json", id, tokenizer_.description(),
-                  tokenizer_.n_vocab());
+                  "the model's generation_config.json or config.json",
+                  id, tokenizer_.description(), tokenizer_.n_vocab());
   options_ = options;
   eos_.assign(tokenizer_.eos_ids().begin(), tokenizer_.eos_ids().end());
   for (const std::int32_t id : options.eos_ids)
@@ -105,8 +104,7 @@ BatchPlan Generator::plan_batch(std::span<const GenerationRequest> requests, std
   const std::int64_t spilled = p.layers - p.device_layers;
   p.kv_cache_bytes = per_layer * static_cast<std::uint64_t>(p.layers);
   p.kv_host_bytes = per_layer * static_cast<std::uint64_t>(spilled);
-  p.kv_device_bytes =
-      per_layer * static_cast<std::uint64_t>(p.device_layers + model::KvCache::staging_layers(spilled));
+  p.kv_device_bytes = per_layer * static_cast<std::uint64_t>(p.device_layers + model::KvCache::staging_layers(spilled));
   return p;
 }
 
@@ -125,7 +123,8 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
     ADAPT_REQUIRE(n_prompt > 0, ConfigError, "request {}: the prompt is empty after tokenisation", i);
     ADAPT_REQUIRE(room_after(n_prompt) > 0, ConfigError,
                   "request {}: the prompt has {} tokens but the model's context is {} (max_position_embeddings): "
-                  "shorten it", i, n_prompt, model_.config.max_position_embeddings);
+                  "shorten it",
+                  i, n_prompt, model_.config.max_position_embeddings);
     ADAPT_REQUIRE(requests[i].max_new_tokens > 0, ConfigError, "request {}: max_new_tokens = {} must be positive", i,
                   requests[i].max_new_tokens);
     sampling_params_validate(requests[i].sampling, "request " + std::to_string(i));
@@ -154,9 +153,8 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
   // Every forward's logits land in one buffer (a step's are sampled before the next forward): pinned
   // for a model on a GPU, so they come back by DMA, and never fresh pages to fault in.
   const bool on_device = !model::model_device(model_).host_accessible();
-  const Tensor logits_buffer = Tensor::empty({plan.rows, V}, DType::F32,
-                                             on_device ? backend::pinned_host_allocator() : host_allocator(),
-                                             "logits_host");
+  const Tensor logits_buffer = Tensor::empty(
+      {plan.rows, V}, DType::F32, on_device ? backend::pinned_host_allocator() : host_allocator(), "logits_host");
   std::size_t next = 0;
 
   // Per row, the tokens whose keys and values it holds at positions 0, 1, ...: its sequence's, or after
@@ -241,8 +239,7 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
           for (std::int64_t r = 0; r < plan.rows; ++r) {
             const std::vector<std::int32_t>& h = row_tokens[static_cast<std::size_t>(r)];
             const auto n = static_cast<std::int64_t>(
-                std::mismatch(h.begin(), h.begin() + std::min(std::ssize(h), P - 1), tokens.begin()).first -
-                h.begin());
+                std::mismatch(h.begin(), h.begin() + std::min(std::ssize(h), P - 1), tokens.begin()).first - h.begin());
             if (n > best || (n == best && r == row)) {
               best = n;
               from = r;
@@ -262,11 +259,13 @@ bool Generator::run_batch(std::span<const GenerationRequest> requests, std::int6
           const std::int64_t n = std::min(chunk, P - at);
           Tensor ids = Tensor::empty({1, n}, DType::I32, host_allocator(), "prompt_ids");
           std::copy(tokens.begin() + at, tokens.begin() + at + n, ids.data<std::int32_t>());
-          logits = model::llama_forward(
-              model_, ids, &cache,
-              {.last_position_only = true, .cache_rows = {&row, 1}, .hook = hook_, .pp = pp_,
-               .logits_out = &logits_buffer},
-              &workspace_);
+          logits = model::llama_forward(model_, ids, &cache,
+                                        {.last_position_only = true,
+                                         .cache_rows = {&row, 1},
+                                         .hook = hook_,
+                                         .pp = pp_,
+                                         .logits_out = &logits_buffer},
+                                        &workspace_);
         }
         row_tokens[static_cast<std::size_t>(row)].assign(tokens.begin(), tokens.end());
         after_step(row, seq.step({logits.data<float>(), n_draw}));
@@ -324,7 +323,8 @@ GenerationOutput Generator::run(std::span<const std::int32_t> prompt, const Samp
   GenerationOutput out;
   OnText text_cb;
   if (on_text) text_cb = [&](std::size_t, std::string_view t) { on_text(t); };
-  run_batch({&request, 1}, /*batch_size=*/1, [&](std::size_t, GenerationOutput&& o) { out = std::move(o); }, text_cb);
+  run_batch(
+      {&request, 1}, /*batch_size=*/1, [&](std::size_t, GenerationOutput&& o) { out = std::move(o); }, text_cb);
   return out;
 }
 

@@ -18,9 +18,9 @@
 #include "comm/communicator.h"
 #include "generate/sampler.h"
 #include "generate/sequence.h"
+#include "generate/stop.h"
 #include "model/adapter_hook.h"
 #include "model/kv_cache.h"
-#include "generate/stop.h"
 #include "model/llama_weights.h"
 #include "ops/workspace.h"
 #include "tokenizer/tokenizer.h"
@@ -29,11 +29,11 @@ namespace adapt::generate {
 
 /// The KV cache a batch of requests needs: `rows` sequences of up to `capacity` positions each.
 struct BatchPlan {
-  std::int64_t rows = 0;      // min(batch_size, number of requests)
-  std::int64_t capacity = 0;  // the longest prompt + max_new_tokens (capped to the context)
-  std::uint64_t kv_cache_bytes = 0;  // keys and values of every layer the rank holds
-  std::int64_t layers = 0;           // the layers the rank holds (a pipeline stage's)
-  std::int64_t device_layers = 0;    // of those, kept next to the weights; the rest spill to host RAM
+  std::int64_t rows = 0;              // min(batch_size, number of requests)
+  std::int64_t capacity = 0;          // the longest prompt + max_new_tokens (capped to the context)
+  std::uint64_t kv_cache_bytes = 0;   // keys and values of every layer the rank holds
+  std::int64_t layers = 0;            // the layers the rank holds (a pipeline stage's)
+  std::int64_t device_layers = 0;     // of those, kept next to the weights; the rest spill to host RAM
   std::uint64_t kv_device_bytes = 0;  // next to the weights (with spill: the device layers + 2 staging layers)
   std::uint64_t kv_host_bytes = 0;    // spilled to host RAM
 };
@@ -66,9 +66,9 @@ struct GenerateOptions {
 /// The layers whose KV cache fits in `free_bytes` of device memory when a forward of `tokens`
 /// positions (the prefill chunk, or one decode step of every row) also needs its activations
 /// (estimated, with a margin); at most `layers`. With spill, two staging layers are counted too.
-std::int64_t kv_device_layers_fit(const model::LlamaConfig& cfg, int tp_size, std::int64_t rows,
-                                  std::int64_t capacity, std::int64_t layers, std::int64_t tokens,
-                                  std::uint64_t free_bytes, DType kv_dtype = DType::F32);
+std::int64_t kv_device_layers_fit(const model::LlamaConfig& cfg, int tp_size, std::int64_t rows, std::int64_t capacity,
+                                  std::int64_t layers, std::int64_t tokens, std::uint64_t free_bytes,
+                                  DType kv_dtype = DType::F32);
 
 /// Largest number of new tokens a prompt of `n_prompt` tokens can get within `cfg`'s context
 /// (max_position_embeddings), 0 when the prompt fills it.
@@ -103,7 +103,8 @@ class Generator {
         load_prefix;
     /// Optional. When request `index` has finished, before its row is freed: `tokens` are those whose
     /// keys and values the row holds (its prompt and generated tokens but the last one sampled).
-    std::function<void(std::size_t index, model::KvCache& cache, std::int64_t row, std::span<const std::int32_t> tokens)>
+    std::function<void(std::size_t index, model::KvCache& cache, std::int64_t row,
+                       std::span<const std::int32_t> tokens)>
         save_prefix;
   };
 

@@ -130,7 +130,8 @@ KvSnapshotLoad kv_snapshot_load(const fs::path& file, model::KvCache& cache, std
                                 h.at("dtype").get<std::string>(), dtype_name(cache.dtype())));
     const auto layers = h.at("layers").get<std::vector<std::int64_t>>();
     if (layers.size() != 2 || layers[0] != cache.layers().begin || layers[1] != cache.layers().count ||
-        h.at("kv_heads").get<std::int64_t>() != cache.n_kv_heads() || h.at("head_dim").get<std::int64_t>() != cache.head_dim())
+        h.at("kv_heads").get<std::int64_t>() != cache.n_kv_heads() ||
+        h.at("head_dim").get<std::int64_t>() != cache.head_dim())
       return reject("it holds other layers or KV heads (another parallel layout)");
     n = h.at("positions").get<std::int64_t>();
     tokens = h.at("tokens").get<std::vector<std::int32_t>>();

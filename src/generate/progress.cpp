@@ -52,10 +52,10 @@ std::string progress_to_json(const ProgressRecord& p) {
 ProgressRecord progress_from_json(std::string_view text, const fs::path& file) {
   const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   const std::string fix = "delete it to start that prompt afresh";
-  ADAPT_REQUIRE(j.is_object() && j.contains("id") && j.contains("fingerprint") && j.contains("tokens") &&
-                    j["tokens"].is_array(),
-                IoError, "{}: not a generation progress file (a JSON object with id, fingerprint and tokens); {}",
-                file.string(), fix);
+  ADAPT_REQUIRE(
+      j.is_object() && j.contains("id") && j.contains("fingerprint") && j.contains("tokens") && j["tokens"].is_array(),
+      IoError, "{}: not a generation progress file (a JSON object with id, fingerprint and tokens); {}", file.string(),
+      fix);
   ProgressRecord p;
   try {
     p.id = j.at("id").get<std::string>();

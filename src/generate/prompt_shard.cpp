@@ -14,7 +14,8 @@ PromptShard prompt_shard_parse(std::string_view text) {
   const std::optional<std::int64_t> index = has_slash ? parse_int(text.substr(0, slash)) : std::nullopt;
   const std::optional<std::int64_t> count = has_slash ? parse_int(text.substr(slash + 1)) : std::nullopt;
   const bool ok = index && count && *count >= 1 && *index >= 0 && *index < *count;
-  ADAPT_REQUIRE(ok, ConfigError, "--shard '{}': expected I/N with 0 <= I < N, e.g. --shard 0/4 for the first of 4 shares",
+  ADAPT_REQUIRE(ok, ConfigError,
+                "--shard '{}': expected I/N with 0 <= I < N, e.g. --shard 0/4 for the first of 4 shares",
                 std::string(text));
   return {.index = *index, .count = *count};
 }

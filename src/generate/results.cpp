@@ -24,8 +24,10 @@ std::vector<std::pair<std::string, std::string>> results_read(const fs::path& pa
     const std::size_t nl = text.find('\n', start);
     ++line_no;
     if (nl == std::string::npos) {  // no newline: the write of this record was cut short
-      log::warn("{}: dropping an incomplete last record (line {}, {} bytes) left by an interrupted run; that prompt "
-                "will run again", path.string(), line_no, text.size() - start);
+      log::warn(
+          "{}: dropping an incomplete last record (line {}, {} bytes) left by an interrupted run; that prompt "
+          "will run again",
+          path.string(), line_no, text.size() - start);
       if (repair) file_write_atomic(path, std::string_view(text).substr(0, start));
       break;
     }
@@ -33,7 +35,8 @@ std::vector<std::pair<std::string, std::string>> results_read(const fs::path& pa
     const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
     ADAPT_REQUIRE(j.is_object() && j.contains("id") && j["id"].is_string(), IoError,
                   "{}:{}: not a results record (a JSON object with a string \"id\"). Move the file away or fix the "
-                  "line; finished prompts are found through it.", path.string(), line_no);
+                  "line; finished prompts are found through it.",
+                  path.string(), line_no);
     out.emplace_back(j["id"].get<std::string>(), std::move(line));
     start = nl + 1;
   }

@@ -20,11 +20,11 @@ struct ResultRecord {
   std::int64_t prompt_tokens = 0;
   std::int64_t cached_prompt_tokens = 0;  // of those, positions whose KV cache was copied or loaded, not computed
   std::int64_t completion_tokens = 0;
-  std::string finish_reason;      // eos | stop | length
+  std::string finish_reason;  // eos | stop | length
   double time_to_first_token_s = 0;
-  double tokens_per_s = 0;        // completion tokens / decode time
-  std::string output_file;        // relative to the output folder; empty when none
-  std::string conversation;       // the conversation the prompt continued; empty when none
+  double tokens_per_s = 0;   // completion tokens / decode time
+  std::string output_file;   // relative to the output folder; empty when none
+  std::string conversation;  // the conversation the prompt continued; empty when none
 };
 
 class ResultsFile {

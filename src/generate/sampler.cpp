@@ -29,8 +29,8 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.se
 void Sampler::apply_penalty(std::span<float> logits, std::span<const std::int32_t> history) {
   if (params_.repetition_penalty == 1.0) return;
   // The history grows by a token a step: absorb the new ids, unless it is not the one seen so far.
-  const bool extends = history.size() >= absorbed_.size() &&
-                       std::equal(absorbed_.begin(), absorbed_.end(), history.begin());
+  const bool extends =
+      history.size() >= absorbed_.size() && std::equal(absorbed_.begin(), absorbed_.end(), history.begin());
   if (!extends) {
     for (const std::int32_t id : distinct_) seen_[static_cast<std::size_t>(id)] = 0;
     distinct_.clear();
@@ -204,8 +204,7 @@ std::string Sampler::rng_state() const {
 void Sampler::set_rng_state(const std::string& state) {
   std::istringstream s(state);
   s >> rng_;
-  ADAPT_REQUIRE(!s.fail(), IoError, "sampler state '{}...' is not a saved random-generator state",
-                state.substr(0, 32));
+  ADAPT_REQUIRE(!s.fail(), IoError, "sampler state '{}...' is not a saved random-generator state", state.substr(0, 32));
 }
 
 }  // namespace adapt::generate

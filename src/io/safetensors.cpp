@@ -49,8 +49,10 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
   fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd_ < 0) {
     const int e = errno;
-    ADAPT_REQUIRE(e != ENOENT, IoError, "{} does not exist. Check the path; a model folder needs model.safetensors "
-                  "or model.safetensors.index.json and its shards.", label(path));
+    ADAPT_REQUIRE(e != ENOENT, IoError,
+                  "{} does not exist. Check the path; a model folder needs model.safetensors "
+                  "or model.safetensors.index.json and its shards.",
+                  label(path));
     ADAPT_THROW(IoError, "cannot open {}: {}. Check its permissions.", label(path), std::strerror(e));
   }
   try {
@@ -72,8 +74,8 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
 
     // Step 2 (HeaderTooLarge).
     ADAPT_REQUIRE(n <= kMaxHeaderBytes, IoError,
-                  "{}: the header length field says {} bytes, above the format's limit of {} bytes. {}", label(path),
-                  n, format_count(static_cast<std::int64_t>(kMaxHeaderBytes)), not_safetensors_hint(head));
+                  "{}: the header length field says {} bytes, above the format's limit of {} bytes. {}", label(path), n,
+                  format_count(static_cast<std::int64_t>(kMaxHeaderBytes)), not_safetensors_hint(head));
     // Step 3 (InvalidHeaderLength).
     ADAPT_REQUIRE(8 + n <= file_size_, IoError,
                   "{}: the header length field says {} bytes, but only {} bytes follow it (file size {}). The file is "
@@ -109,8 +111,10 @@ const TensorInfo& SafetensorsFile::at(std::string_view name) const {
   std::vector<std::string> names;
   names.reserve(tensors_.size());
   for (const auto& t : tensors_) names.push_back(t.name);
-  ADAPT_THROW(IoError, "tensor '{}' is not in {}{} (the file has {} tensors). Check the tensor name and that this is "
-              "the right model file.", name, label(path_), did_you_mean(name, names), tensors_.size());
+  ADAPT_THROW(IoError,
+              "tensor '{}' is not in {}{} (the file has {} tensors). Check the tensor name and that this is "
+              "the right model file.",
+              name, label(path_), did_you_mean(name, names), tensors_.size());
 }
 
 DType SafetensorsFile::readable_dtype(const TensorInfo& info) const {
@@ -125,8 +129,8 @@ void SafetensorsFile::pread_exact(std::uint64_t offset, void* dst, std::uint64_t
   auto* p = static_cast<char*>(dst);
   std::uint64_t done = 0;
   while (done < n_bytes) {
-    const ssize_t n = ::pread(fd_, p + done, static_cast<std::size_t>(n_bytes - done),
-                              static_cast<off_t>(offset + done));
+    const ssize_t n =
+        ::pread(fd_, p + done, static_cast<std::size_t>(n_bytes - done), static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       ADAPT_THROW(IoError, "cannot read {} bytes at offset {} of {}: {}", n_bytes, offset, label(path_),
@@ -196,8 +200,8 @@ void SafetensorsFile::read_into(std::string_view name, Tensor& dst) const {
 void SafetensorsFile::read_rows_into(std::string_view name, std::int64_t row_begin, Tensor& dst) const {
   const TensorInfo& info = at(name);
   const DType src = readable_dtype(info);
-  ADAPT_REQUIRE(info.shape.rank() >= 1, ShapeError,
-                "cannot read rows of tensor '{}' of {}: it is a scalar (shape ())", info.name, label(path_));
+  ADAPT_REQUIRE(info.shape.rank() >= 1, ShapeError, "cannot read rows of tensor '{}' of {}: it is a scalar (shape ())",
+                info.name, label(path_));
   const std::int64_t rows = info.shape[0];
   const std::int64_t n_rows = dst.defined() && dst.rank() >= 1 ? dst.dim(0) : 0;
   ADAPT_REQUIRE(row_begin >= 0 && row_begin <= rows && n_rows <= rows - row_begin, ShapeError,
@@ -216,8 +220,8 @@ void SafetensorsFile::read_cols_into(std::string_view name, std::int64_t col_beg
   const TensorInfo& info = at(name);
   const DType src = readable_dtype(info);
   ADAPT_REQUIRE(info.shape.rank() == 2, ShapeError,
-                "cannot read columns of tensor '{}' of {}: it has shape {}; column ranges need a 2-D tensor",
-                info.name, label(path_), info.shape.str());
+                "cannot read columns of tensor '{}' of {}: it has shape {}; column ranges need a 2-D tensor", info.name,
+                label(path_), info.shape.str());
   const std::int64_t rows = info.shape[0], cols = info.shape[1];
   const std::int64_t n_cols = dst.defined() && dst.rank() == 2 ? dst.dim(1) : 0;
   ADAPT_REQUIRE(col_begin >= 0 && col_begin <= cols && n_cols <= cols - col_begin, ShapeError,
@@ -241,8 +245,8 @@ Tensor SafetensorsFile::read(std::string_view name, DType as) const {
 Tensor SafetensorsFile::read_rows(std::string_view name, std::int64_t row_begin, std::int64_t n_rows, DType as) const {
   const TensorInfo& info = at(name);
   readable_dtype(info);
-  ADAPT_REQUIRE(info.shape.rank() >= 1, ShapeError,
-                "cannot read rows of tensor '{}' of {}: it is a scalar (shape ())", info.name, label(path_));
+  ADAPT_REQUIRE(info.shape.rank() >= 1, ShapeError, "cannot read rows of tensor '{}' of {}: it is a scalar (shape ())",
+                info.name, label(path_));
   ADAPT_REQUIRE(n_rows >= 0 && row_begin >= 0 && row_begin <= info.shape[0] && n_rows <= info.shape[0] - row_begin,
                 ShapeError, "cannot read rows [{}, {}) of tensor '{}' of {}: it has {} rows (shape {})", row_begin,
                 row_begin + n_rows, info.name, label(path_), info.shape[0], info.shape.str());
@@ -257,8 +261,8 @@ Tensor SafetensorsFile::read_cols(std::string_view name, std::int64_t col_begin,
   const TensorInfo& info = at(name);
   readable_dtype(info);
   ADAPT_REQUIRE(info.shape.rank() == 2, ShapeError,
-                "cannot read columns of tensor '{}' of {}: it has shape {}; column ranges need a 2-D tensor",
-                info.name, label(path_), info.shape.str());
+                "cannot read columns of tensor '{}' of {}: it has shape {}; column ranges need a 2-D tensor", info.name,
+                label(path_), info.shape.str());
   ADAPT_REQUIRE(n_cols >= 0 && col_begin >= 0 && col_begin <= info.shape[1] && n_cols <= info.shape[1] - col_begin,
                 ShapeError, "cannot read columns [{}, {}) of tensor '{}' of {}: it has {} columns (shape {})",
                 col_begin, col_begin + n_cols, info.name, label(path_), info.shape[1], info.shape.str());
@@ -270,8 +274,8 @@ Tensor SafetensorsFile::read_cols(std::string_view name, std::int64_t col_begin,
 void SafetensorsFile::read_bytes(std::string_view name, std::uint64_t offset, std::uint64_t n_bytes, void* dst) const {
   const TensorInfo& info = at(name);
   ADAPT_REQUIRE(offset <= info.size_bytes() && n_bytes <= info.size_bytes() - offset, ShapeError,
-                "cannot read bytes [{}, {}) of tensor '{}' of {}: it has {} bytes", offset, offset + n_bytes,
-                info.name, label(path_), info.size_bytes());
+                "cannot read bytes [{}, {}) of tensor '{}' of {}: it has {} bytes", offset, offset + n_bytes, info.name,
+                label(path_), info.size_bytes());
   if (n_bytes > 0) pread_exact(data_offset_ + info.begin + offset, dst, n_bytes);
 }
 

@@ -122,11 +122,10 @@ const std::vector<SafetensorsDType>& safetensors_dtypes() {
   // Enum `Dtype` of safetensors/src/tensor.rs, in declaration (= increasing alignment) order.
   static const std::vector<SafetensorsDType> table = [] {
     const std::vector<std::pair<std::string_view, int>> names = {
-        {"BOOL", 8},        {"F4", 4},          {"F6_E2M3", 6},     {"F6_E3M2", 6},     {"U8", 8},
-        {"I8", 8},          {"F8_E5M2", 8},     {"F8_E4M3", 8},     {"F8_E8M0", 8},     {"F8_E4M3FNUZ", 8},
-        {"F8_E5M2FNUZ", 8}, {"I16", 16},        {"U16", 16},        {"F16", 16},        {"BF16", 16},
-        {"I32", 32},        {"U32", 32},        {"F32", 32},        {"C64", 64},        {"F64", 64},
-        {"I64", 64},        {"U64", 64}};
+        {"BOOL", 8},    {"F4", 4},      {"F6_E2M3", 6}, {"F6_E3M2", 6},     {"U8", 8},          {"I8", 8},
+        {"F8_E5M2", 8}, {"F8_E4M3", 8}, {"F8_E8M0", 8}, {"F8_E4M3FNUZ", 8}, {"F8_E5M2FNUZ", 8}, {"I16", 16},
+        {"U16", 16},    {"F16", 16},    {"BF16", 16},   {"I32", 32},        {"U32", 32},        {"F32", 32},
+        {"C64", 64},    {"F64", 64},    {"I64", 64},    {"U64", 64}};
     std::vector<SafetensorsDType> t;
     for (std::size_t i = 0; i < names.size(); ++i) {
       std::optional<DType> d;
@@ -247,8 +246,8 @@ SafetensorsHeader safetensors_header_parse(const fs::path& path, std::string_vie
                     json_brief(it.value()), kHintCorrupt);
       for (auto m = it.value().begin(); m != it.value().end(); ++m) {
         ADAPT_REQUIRE(m.value().is_string(), IoError,
-                      "{}: '__metadata__' key '{}' has the value {}; metadata values must be strings. {}",
-                      label(path), m.key(), json_brief(m.value()), kHintCorrupt);
+                      "{}: '__metadata__' key '{}' has the value {}; metadata values must be strings. {}", label(path),
+                      m.key(), json_brief(m.value()), kHintCorrupt);
         out.metadata[m.key()] = m.value().get<std::string>();
       }
       continue;
@@ -288,8 +287,8 @@ SafetensorsHeader safetensors_header_parse(const fs::path& path, std::string_vie
       ADAPT_THROW(IoError,
                   "{}: tensor '{}' has data_offsets [{}, {}], which overlap the previous tensor '{}' (ending at {}) "
                   "by {} bytes (expected the tensor to begin at {}). {}",
-                  label(path), e.name, e.begin, e.end, prev ? prev->name : std::string(), start, start - e.begin,
-                  start, kHintOffsets);
+                  label(path), e.name, e.begin, e.end, prev ? prev->name : std::string(), start, start - e.begin, start,
+                  kHintOffsets);
     }
     start = e.end;
     prev = &e;
@@ -299,8 +298,8 @@ SafetensorsHeader safetensors_header_parse(const fs::path& path, std::string_vie
     for (std::uint64_t d : e.dims) overflow = overflow || __builtin_mul_overflow(count, d, &count);
     std::uint64_t bits = 0;
     overflow = overflow || __builtin_mul_overflow(count, static_cast<std::uint64_t>(e.dtype->bits), &bits);
-    ADAPT_REQUIRE(!overflow, IoError, "{}: tensor '{}' has shape {} of {}: its size overflows 64 bits. {}",
-                  label(path), e.name, dims_str(e.dims), e.dtype->name, kHintCorrupt);
+    ADAPT_REQUIRE(!overflow, IoError, "{}: tensor '{}' has shape {} of {}: its size overflows 64 bits. {}", label(path),
+                  e.name, dims_str(e.dims), e.dtype->name, kHintCorrupt);
     ADAPT_REQUIRE(bits % 8 == 0, IoError,
                   "{}: tensor '{}' has {} elements of {} ({} bits each) = {} bits, which is not a whole number of "
                   "bytes. {}",
@@ -344,8 +343,8 @@ SafetensorsHeader safetensors_header_parse(const fs::path& path, std::string_vie
                     dims_str(e.dims), d, kHintCorrupt);
       dims.push_back(static_cast<std::int64_t>(d));
     }
-    out.tensors.push_back(TensorInfo{std::move(e.name), std::string(e.dtype->name), e.dtype->dtype, Shape(dims),
-                                     e.begin, e.end});
+    out.tensors.push_back(
+        TensorInfo{std::move(e.name), std::string(e.dtype->name), e.dtype->dtype, Shape(dims), e.begin, e.end});
   }
   return out;
 }

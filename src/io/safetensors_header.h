@@ -22,8 +22,8 @@ constexpr std::uint64_t kMaxHeaderBytes = 100'000'000;
 
 struct TensorInfo {
   std::string name;
-  std::string dtype_name;            // safetensors spelling, e.g. "BF16", "F64", "I8"
-  std::optional<DType> dtype;        // nullopt for dtypes the reference accepts but adapt has no DType for
+  std::string dtype_name;      // safetensors spelling, e.g. "BF16", "F64", "I8"
+  std::optional<DType> dtype;  // nullopt for dtypes the reference accepts but adapt has no DType for
   Shape shape;
   std::uint64_t begin = 0, end = 0;  // data_offsets, relative to the start of the data buffer
   std::uint64_t size_bytes() const { return end - begin; }

@@ -29,8 +29,8 @@ void require_valid_names(const fs::path& path, const std::vector<TensorSource>& 
                   "cannot write '{}': '__metadata__' is reserved by the safetensors format and cannot name a tensor",
                   path.string());
     ADAPT_REQUIRE(seen.insert(t.name).second, IoError,
-                  "cannot write '{}': tensor name '{}' is given twice; safetensors names must be unique",
-                  path.string(), t.name);
+                  "cannot write '{}': tensor name '{}' is given twice; safetensors names must be unique", path.string(),
+                  t.name);
     ADAPT_REQUIRE(static_cast<bool>(t.fill), IoError, "cannot write '{}': tensor '{}' has no fill function",
                   path.string(), t.name);
   }
@@ -128,7 +128,8 @@ void safetensors_write(const fs::path& path, const std::vector<TensorSource>& te
 
   file_write_atomic(path, [&](int fd) {
     unsigned char len[8];
-    for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(static_cast<std::uint64_t>(header.size()) >> (8 * i));
+    for (int i = 0; i < 8; ++i)
+      len[i] = static_cast<unsigned char>(static_cast<std::uint64_t>(header.size()) >> (8 * i));
     fd_write_all(fd, len, 8, path);
     fd_write_all(fd, header.data(), header.size(), path);
     HostBlock buffer(static_cast<std::size_t>(largest));  // one tensor at a time, reused
@@ -165,8 +166,10 @@ std::vector<std::vector<std::size_t>> shard_split(const std::vector<std::uint64_
 ShardedWriteResult safetensors_write_sharded(const fs::path& dir, const std::vector<TensorSource>& tensors,
                                              std::uint64_t max_shard_bytes,
                                              const std::map<std::string, std::string>& metadata) {
-  ADAPT_REQUIRE(max_shard_bytes > 0, ConfigError, "cannot write a model to '{}': the maximum shard size must be "
-                "positive (got 0)", dir.string());
+  ADAPT_REQUIRE(max_shard_bytes > 0, ConfigError,
+                "cannot write a model to '{}': the maximum shard size must be "
+                "positive (got 0)",
+                dir.string());
   require_valid_names(dir / "model.safetensors", tensors);
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -208,9 +211,10 @@ ShardedWriteResult safetensors_write_sharded(const fs::path& dir, const std::vec
     const std::string fname = entry.path().filename().string();
     if (!std::regex_match(fname, kOurs) || written.count(dir / fname)) continue;
     fs::remove(entry.path(), ec);
-    ADAPT_REQUIRE(!ec, IoError, "wrote the model to '{}', but cannot remove the stale '{}' from an earlier save: {}. "
-                  "Remove it by hand, or readers may load the wrong weights.", dir.string(), entry.path().string(),
-                  ec.message());
+    ADAPT_REQUIRE(!ec, IoError,
+                  "wrote the model to '{}', but cannot remove the stale '{}' from an earlier save: {}. "
+                  "Remove it by hand, or readers may load the wrong weights.",
+                  dir.string(), entry.path().string(), ec.message());
   }
   return result;
 }

@@ -44,7 +44,7 @@ void safetensors_write(const fs::path& path, const std::vector<TensorSource>& te
                        const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 
 struct ShardedWriteResult {
-  std::vector<fs::path> shards;      // in shard-number order
+  std::vector<fs::path> shards;        // in shard-number order
   std::uint64_t total_size_bytes = 0;  // sum of tensor data sizes (the index's metadata.total_size)
 };
 

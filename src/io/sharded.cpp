@@ -35,13 +35,17 @@ std::string missing_weights_hint(const fs::path& dir) {
   if (names.empty()) return "The folder is empty: is the download complete?";
   if (auto n = first_with([](const std::string& s) { return s.starts_with("consolidated.") && s.ends_with(".pth"); });
       !n.empty())
-    return fmt::format("It holds a Meta checkpoint ('{}'): convert it to the Hugging Face layout first (transformers' "
-                       "convert_llama_weights_to_hf.py).", n);
+    return fmt::format(
+        "It holds a Meta checkpoint ('{}'): convert it to the Hugging Face layout first (transformers' "
+        "convert_llama_weights_to_hf.py).",
+        n);
   if (auto n = first_with([](const std::string& s) { return s.ends_with(".bin") || s.ends_with(".pt"); }); !n.empty())
     return fmt::format("It holds PyTorch pickle weights ('{}'): convert them to safetensors first.", n);
   if (auto n = first_with([](const std::string& s) { return s.ends_with(".safetensors"); }); !n.empty())
-    return fmt::format("It holds '{}', which is not a model's weight file name (a PEFT adapter? then pass the base "
-                       "model's folder here).", n);
+    return fmt::format(
+        "It holds '{}', which is not a model's weight file name (a PEFT adapter? then pass the base "
+        "model's folder here).",
+        n);
   if (names.size() > 6) {
     names.resize(6);
     names.back() = "...";
@@ -70,9 +74,8 @@ ShardedSafetensors::ShardedSafetensors(const fs::path& model_dir) : dir_(model_d
     open_index(dir_ / kIndexName);
     return;
   }
-  ADAPT_REQUIRE(fs::exists(dir_ / kSingleName, ec), IoError,
-                "model folder '{}' has neither {} nor {}. {}", dir_.string(), kIndexName, kSingleName,
-                missing_weights_hint(dir_));
+  ADAPT_REQUIRE(fs::exists(dir_ / kSingleName, ec), IoError, "model folder '{}' has neither {} nor {}. {}",
+                dir_.string(), kIndexName, kSingleName, missing_weights_hint(dir_));
   files_.push_back(std::make_unique<SafetensorsFile>(dir_ / kSingleName));
   for (const auto& t : files_[0]->tensors()) tensors_.emplace(t.name, Entry{0, &t});
 }
@@ -109,8 +112,8 @@ void ShardedSafetensors::open_index(const fs::path& index_path) {
       } else if (ts.is_number_float() && ts.get<double>() >= 0 && std::floor(ts.get<double>()) == ts.get<double>()) {
         index_total_size_ = static_cast<std::uint64_t>(ts.get<double>());  // some older indexes write 1.0e10
       } else {
-        ADAPT_THROW(IoError, "{}: metadata.total_size is {}; it must be a non-negative integer. {}", where,
-                    ts.dump(), kRedownload);
+        ADAPT_THROW(IoError, "{}: metadata.total_size is {}; it must be a non-negative integer. {}", where, ts.dump(),
+                    kRedownload);
       }
     }
   }
@@ -118,8 +121,10 @@ void ShardedSafetensors::open_index(const fs::path& index_path) {
   // Shard name -> its tensors (sorted by shard name, so files() is in shard order).
   std::map<std::string, std::vector<std::string>> shards;
   for (auto it = weight_map.begin(); it != weight_map.end(); ++it) {
-    ADAPT_REQUIRE(it.value().is_string(), IoError, "{}: weight_map maps tensor '{}' to {}; it must be a shard file "
-                  "name. {}", where, it.key(), it.value().dump(), kRedownload);
+    ADAPT_REQUIRE(it.value().is_string(), IoError,
+                  "{}: weight_map maps tensor '{}' to {}; it must be a shard file "
+                  "name. {}",
+                  where, it.key(), it.value().dump(), kRedownload);
     const std::string shard = it.value().get<std::string>();
     const std::string reason = bad_shard_name_reason(shard);
     ADAPT_REQUIRE(reason.empty(), IoError,

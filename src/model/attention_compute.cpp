@@ -70,8 +70,10 @@ std::string attention_note(const LlamaModel& model, std::optional<DType> kv_dtyp
                  "runtime.attention_dtype = \"auto\" use the tensor cores)"
                : "attention in f32";
   if (gpu && !attention_tensor_cores_take(model.config.head_dim))
-    return fmt::format("attention in bf16 on CUDA cores (the tensor-core kernels take head_dim 64 or 128, not {}): "
-                       "untiled and slow beyond a few thousand tokens", model.config.head_dim);
+    return fmt::format(
+        "attention in bf16 on CUDA cores (the tensor-core kernels take head_dim 64 or 128, not {}): "
+        "untiled and slow beyond a few thousand tokens",
+        model.config.head_dim);
   return gpu ? "attention in bf16 on tensor cores" : "attention in bf16 products (f32 sums)";
 }
 

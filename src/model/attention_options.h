@@ -33,8 +33,8 @@ inline DType host_attention_dtype(AttentionDtype setting, DType cpu_matmul_dtype
 }
 
 /// The names the settings are written with, in the order the documentation gives them.
-inline constexpr std::array<std::pair<std::string_view, AttentionDtype>, 3> kAttentionDtypeNames{{
-    {"auto", AttentionDtype::Auto}, {"bf16", AttentionDtype::BF16}, {"f32", AttentionDtype::F32}}};
+inline constexpr std::array<std::pair<std::string_view, AttentionDtype>, 3> kAttentionDtypeNames{
+    {{"auto", AttentionDtype::Auto}, {"bf16", AttentionDtype::BF16}, {"f32", AttentionDtype::F32}}};
 
 /// "auto", "bf16" or "f32" as an AttentionDtype; nullopt for anything else.
 inline std::optional<AttentionDtype> attention_dtype_parse(std::string_view text) {

@@ -102,8 +102,10 @@ std::size_t KvCache::staging_slot(int layer) const {
 std::size_t KvCache::slot_of(int layer) const {
   if (!spilled(layer)) return static_cast<std::size_t>(index_of(layer));
   const std::size_t s = staging_slot(layer);
-  ADAPT_CHECK(staging_[s].layer == layer, "KV cache: spilled layer {} is not staged (its buffer holds layer {}); "
-              "begin_layer({}) comes first", layer, staging_[s].layer, layer);
+  ADAPT_CHECK(staging_[s].layer == layer,
+              "KV cache: spilled layer {} is not staged (its buffer holds layer {}); "
+              "begin_layer({}) comes first",
+              layer, staging_[s].layer, layer);
   return static_cast<std::size_t>(device_layers_) + s;
 }
 
@@ -169,7 +171,8 @@ std::int64_t KvCache::n_past() const {
 void KvCache::check_room(std::int64_t batch, std::int64_t n_tokens) const {
   ADAPT_REQUIRE(batch == batch_, ShapeError,
                 "KV cache was made for {} sequences but this forward has {}; make one cache per batch shape, or "
-                "name the cache rows the sequences go to", batch_, batch);
+                "name the cache rows the sequences go to",
+                batch_, batch);
   check_room(std::span<const std::int64_t>{}, n_tokens);
 }
 
@@ -177,20 +180,22 @@ void KvCache::check_room(std::span<const std::int64_t> rows, std::int64_t n_toke
   const std::int64_t n_rows = rows.empty() ? batch_ : static_cast<std::int64_t>(rows.size());
   for (std::int64_t b = 0; b < n_rows; ++b) {
     const std::int64_t r = row_of(rows, b);
-    ADAPT_REQUIRE(r >= 0 && r < batch_, ShapeError, "KV cache row {} (sequence {}) does not exist: the cache has rows "
-                  "0..{}", r, b, batch_ - 1);
+    ADAPT_REQUIRE(r >= 0 && r < batch_, ShapeError,
+                  "KV cache row {} (sequence {}) does not exist: the cache has rows "
+                  "0..{}",
+                  r, b, batch_ - 1);
     for (std::int64_t b2 = 0; b2 < b; ++b2) {
       ADAPT_REQUIRE(row_of(rows, b2) != r, ShapeError,
                     "KV cache row {} is named for sequences {} and {} of one forward; each sequence needs its own row",
                     r, b2, b);
     }
     const std::int64_t used = n_past_[static_cast<std::size_t>(r)];
-    ADAPT_REQUIRE(used + n_tokens <= capacity_, ShapeError,
-                  "KV cache is full: it holds {} positions per row, {} are used in row {} and {} more were requested. "
-                  "Allocate it with capacity >= prompt + generated tokens ({} here; {} per position for this model).",
-                  capacity_, used, r, n_tokens, used + n_tokens,
-                  format_bytes(2ull * static_cast<std::uint64_t>(layers_.count * n_kv_heads_ * head_dim_) *
-                               dtype_size(dtype_)));
+    ADAPT_REQUIRE(
+        used + n_tokens <= capacity_, ShapeError,
+        "KV cache is full: it holds {} positions per row, {} are used in row {} and {} more were requested. "
+        "Allocate it with capacity >= prompt + generated tokens ({} here; {} per position for this model).",
+        capacity_, used, r, n_tokens, used + n_tokens,
+        format_bytes(2ull * static_cast<std::uint64_t>(layers_.count * n_kv_heads_ * head_dim_) * dtype_size(dtype_)));
   }
 }
 
@@ -198,11 +203,11 @@ void KvCache::write(int layer, const Tensor& k_new, const Tensor& v_new, std::sp
   const std::size_t slot = slot_of(layer);
   const Shape& s = k_new.shape();
   const std::int64_t n_rows = rows.empty() ? batch_ : static_cast<std::int64_t>(rows.size());
-  ADAPT_REQUIRE(s.rank() == 4 && s[0] == n_rows && s[2] == n_kv_heads_ && s[3] == head_dim_ && v_new.shape() == s &&
-                    k_new.is_contiguous() && v_new.is_contiguous() && k_new.dtype() == DType::F32 &&
-                    v_new.dtype() == DType::F32,
-                ShapeError, "KV cache write: keys {} and values {} must be contiguous f32 (B = {}, T, Hkv = {}, D = {})",
-                s.str(), v_new.shape().str(), n_rows, n_kv_heads_, head_dim_);
+  ADAPT_REQUIRE(
+      s.rank() == 4 && s[0] == n_rows && s[2] == n_kv_heads_ && s[3] == head_dim_ && v_new.shape() == s &&
+          k_new.is_contiguous() && v_new.is_contiguous() && k_new.dtype() == DType::F32 && v_new.dtype() == DType::F32,
+      ShapeError, "KV cache write: keys {} and values {} must be contiguous f32 (B = {}, T, Hkv = {}, D = {})", s.str(),
+      v_new.shape().str(), n_rows, n_kv_heads_, head_dim_);
   const std::int64_t T = s[1];
   check_room(rows, T);
   std::vector<std::int64_t> dst_rows(static_cast<std::size_t>(n_rows)), pos0(static_cast<std::size_t>(n_rows));
@@ -224,8 +229,8 @@ void KvCache::write(int layer, const Tensor& k_new, const Tensor& v_new, std::sp
   for (std::int64_t b = 0; b < n_rows; ++b) {
     const std::int64_t r = dst_rows[static_cast<std::size_t>(b)], p = pos0[static_cast<std::size_t>(b)];
     std::int64_t& valid = st.valid[static_cast<std::size_t>(r)];
-    ADAPT_CHECK(valid == p, "KV cache: row {} of spilled layer {} is staged up to {} but written at {}", r, layer, valid,
-                p);
+    ADAPT_CHECK(valid == p, "KV cache: row {} of spilled layer {} is staged up to {} but written at {}", r, layer,
+                valid, p);
     valid = p + T;
     // The row's new positions of every head, one strided copy each for k and v.
     const std::size_t at = element_of(r, 0, p) * elem;
@@ -296,7 +301,8 @@ void KvCache::copy_row(int layer, std::int64_t row, std::int64_t n, void* k_host
 
 void KvCache::copy_prefix(std::int64_t src_row, std::int64_t dst_row, std::int64_t begin, std::int64_t end) {
   ADAPT_REQUIRE(src_row >= 0 && src_row < batch_ && dst_row >= 0 && dst_row < batch_ && src_row != dst_row, ShapeError,
-                "KV cache copy_prefix: rows {} -> {} must be two different rows of 0..{}", src_row, dst_row, batch_ - 1);
+                "KV cache copy_prefix: rows {} -> {} must be two different rows of 0..{}", src_row, dst_row,
+                batch_ - 1);
   ADAPT_REQUIRE(n_past_[static_cast<std::size_t>(dst_row)] == 0, ShapeError,
                 "KV cache copy_prefix: row {} must be empty, it holds {} positions", dst_row,
                 n_past_[static_cast<std::size_t>(dst_row)]);
@@ -312,8 +318,8 @@ void KvCache::copy_prefix(std::int64_t src_row, std::int64_t dst_row, std::int64
     for (Tensor* t : {kt, vt}) {
       char* base = static_cast<char*>(t->raw());
       for (std::int64_t head = 0; head < n_kv_heads_; ++head) {
-        backend::copy_bytes(base + element_of(dst_row, head, begin) * elem, base + element_of(src_row, head, begin) * elem,
-                            bytes);
+        backend::copy_bytes(base + element_of(dst_row, head, begin) * elem,
+                            base + element_of(src_row, head, begin) * elem, bytes);
       }
     }
   }

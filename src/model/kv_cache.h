@@ -60,8 +60,8 @@ class KvCache {
 
   /// Bytes a cache of this size holds: 2 · L · B · (Hkv / tp_size) · S · D · (4 for f32, 2 for bf16)
   /// (L: every layer, or `n_layers`).
-  static std::uint64_t bytes_needed(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity,
-                                    int tp_size = 1, std::int64_t n_layers = -1, DType dtype = DType::F32);
+  static std::uint64_t bytes_needed(const LlamaConfig& cfg, std::int64_t batch, std::int64_t capacity, int tp_size = 1,
+                                    std::int64_t n_layers = -1, DType dtype = DType::F32);
   /// Staging buffers on the device of a cache with `n_spilled` layers in host RAM: min(n_spilled, 2).
   static std::int64_t staging_layers(std::int64_t n_spilled) { return std::min<std::int64_t>(n_spilled, 2); }
   /// The device layers (KvPlacement::device_layers) that fit in `budget` bytes when each layer takes
@@ -123,8 +123,8 @@ class KvCache {
     return static_cast<std::size_t>(n_kv_heads_ * n * head_dim_) * dtype_size(dtype_);
   }
   /// Copies positions [0, n) of `row` in `layer` (held by this cache) to host memory: k_out and v_out
-  /// each receive (Hkv, n, D) elements of dtype(), head after head (row_bytes(n) bytes). n <= n_past(row). Synchronous; a
-  /// spilled layer is read from host RAM once its pending copies there are done.
+  /// each receive (Hkv, n, D) elements of dtype(), head after head (row_bytes(n) bytes). n <= n_past(row). Synchronous;
+  /// a spilled layer is read from host RAM once its pending copies there are done.
   void read_row(int layer, std::int64_t row, std::int64_t n, void* k_out, void* v_out);
   /// The reverse, into an empty `row` (n_past(row) == 0): positions [0, n) of `layer` from host memory
   /// laid out as read_row writes it. After every layer held has been loaded, advance(n, {row}) marks

@@ -30,8 +30,10 @@ struct Reader {
   std::string prefix;  // "rope_scaling." inside nested objects
 
   [[noreturn]] void wrong(const std::string& key, const char* want, const json& v) const {
-    ADAPT_THROW(ConfigError, "{}: field '{}{}' must be {}, got {} ({}). Fix the file, or compare it with the config.json "
-                "published with the model.", source, prefix, key, want, json_type(v), v.dump());
+    ADAPT_THROW(ConfigError,
+                "{}: field '{}{}' must be {}, got {} ({}). Fix the file, or compare it with the config.json "
+                "published with the model.",
+                source, prefix, key, want, json_type(v), v.dump());
   }
   const json* get(const std::string& key) const {
     auto it = obj.find(key);
@@ -47,7 +49,8 @@ struct Reader {
     auto v = opt_int(key);
     ADAPT_REQUIRE(v.has_value(), ConfigError,
                   "{}: required field '{}{}' is missing. A Llama config.json states it (e.g. \"{}\": 4096); restore it "
-                  "from the model's original config.json.", source, prefix, key, key);
+                  "from the model's original config.json.",
+                  source, prefix, key, key);
     return *v;
   }
   std::optional<double> opt_float(const std::string& key) const {
@@ -94,15 +97,18 @@ RopeScaling parse_rope_scaling(const json& rs, const std::string& source, const 
     auto orig = r.opt_int("original_max_position_embeddings");
     ADAPT_REQUIRE(f && lo && hi && orig, ConfigError,
                   "{}: llama3 rope scaling needs factor, low_freq_factor, high_freq_factor and "
-                  "original_max_position_embeddings in '{}' (Llama 3.1: 8.0, 1.0, 4.0, 8192)", source, where);
+                  "original_max_position_embeddings in '{}' (Llama 3.1: 8.0, 1.0, 4.0, 8192)",
+                  source, where);
     s.factor = *f;
     s.low_freq_factor = *lo;
     s.high_freq_factor = *hi;
     s.original_max_position_embeddings = *orig;
     return s;
   }
-  ADAPT_THROW(UnsupportedError, "{}: rope scaling type '{}' is not supported; adapt implements default, linear and "
-              "llama3 (the types Llama 2, CodeLlama and Llama 3.x use)", source, *type);
+  ADAPT_THROW(UnsupportedError,
+              "{}: rope scaling type '{}' is not supported; adapt implements default, linear and "
+              "llama3 (the types Llama 2, CodeLlama and Llama 3.x use)",
+              source, *type);
 }
 
 }  // namespace
@@ -121,7 +127,8 @@ LlamaConfig llama_config_parse(const std::string& text, const std::string& sourc
   c.model_type = r.opt_string("model_type").value_or("");
   ADAPT_REQUIRE(c.model_type == "llama", UnsupportedError,
                 "{}: model_type is '{}', but adapt runs Llama-family models (model_type \"llama\": Llama 2, "
-                "CodeLlama, Llama 3.x). Point model.path at a Llama model folder.", source, c.model_type);
+                "CodeLlama, Llama 3.x). Point model.path at a Llama model folder.",
+                source, c.model_type);
   c.hidden_size = r.req_int("hidden_size");
   c.intermediate_size = r.req_int("intermediate_size");
   c.n_layers = r.req_int("num_hidden_layers");
@@ -191,7 +198,8 @@ void LlamaConfig::validate(const std::string& source) const {
   positive(max_position_embeddings, "max_position_embeddings");
   ADAPT_REQUIRE(n_heads % n_kv_heads == 0, ConfigError,
                 "{}: num_attention_heads = {} is not a multiple of num_key_value_heads = {} (grouped-query attention "
-                "shares each KV head among a whole number of query heads)", source, n_heads, n_kv_heads);
+                "shares each KV head among a whole number of query heads)",
+                source, n_heads, n_kv_heads);
   ADAPT_REQUIRE(head_dim % 2 == 0, ConfigError, "{}: head_dim = {} must be even for rotary embeddings", source,
                 head_dim);
   ADAPT_REQUIRE(hidden_act == "silu", UnsupportedError,
@@ -209,7 +217,8 @@ void LlamaConfig::validate(const std::string& source) const {
                       rope_scaling.low_freq_factor > 0 && rope_scaling.original_max_position_embeddings > 0,
                   ConfigError,
                   "{}: llama3 rope scaling needs factor >= 1, 0 < low_freq_factor < high_freq_factor and a positive "
-                  "original_max_position_embeddings", source);
+                  "original_max_position_embeddings",
+                  source);
   }
 }
 
@@ -226,7 +235,8 @@ LlamaConfig llama_config_load(const fs::path& model_dir) {
   ADAPT_REQUIRE(fs::exists(p), IoError,
                 "'{}' not found: a model folder in HF layout has config.json, *.safetensors and a tokenizer. Check "
                 "the model folder (model.path in a job file, --model or DIR on the command line), or make a test "
-                "model with `adapt_model make`.", p.string());
+                "model with `adapt_model make`.",
+                p.string());
   return llama_config_parse(file_read_text(p), p.string());
 }
 
@@ -408,18 +418,19 @@ LlamaConfig llama_config_from_recipe(const ModelRecipe& r) {
     } else if (*s.rope_type == "linear") {
       c.rope_scaling = {RopeType::Linear, s.rope_factor.value_or(2.0), 1.0, 4.0, 0};
     } else {
-      c.rope_scaling = {RopeType::Llama3, s.rope_factor.value_or(8.0), 1.0, 4.0,
-                        s.rope_original_max_position_embeddings.value_or(c.rope_scaling.original_max_position_embeddings
-                                                                             ? c.rope_scaling.original_max_position_embeddings
-                                                                             : 8192)};
+      c.rope_scaling = {
+          RopeType::Llama3, s.rope_factor.value_or(8.0), 1.0, 4.0,
+          s.rope_original_max_position_embeddings.value_or(c.rope_scaling.original_max_position_embeddings
+                                                               ? c.rope_scaling.original_max_position_embeddings
+                                                               : 8192)};
     }
   } else {
     if (s.rope_factor) c.rope_scaling.factor = *s.rope_factor;
     if (s.rope_original_max_position_embeddings)
       c.rope_scaling.original_max_position_embeddings = *s.rope_original_max_position_embeddings;
   }
-  ADAPT_REQUIRE(c.n_heads % c.n_kv_heads == 0, ConfigError,
-                "shape.n_kv_heads = {} does not divide shape.n_heads = {}", c.n_kv_heads, c.n_heads);
+  ADAPT_REQUIRE(c.n_heads % c.n_kv_heads == 0, ConfigError, "shape.n_kv_heads = {} does not divide shape.n_heads = {}",
+                c.n_kv_heads, c.n_heads);
   return c;
 }
 

@@ -85,7 +85,7 @@ struct ParamCounts {
   std::int64_t per_layer = 0;   // attention + MLP + 2 norms (+ biases)
   std::int64_t final_norm = 0;  // C
   std::int64_t total = 0;
-  std::int64_t n_tensors = 0;   // tensors in a HF checkpoint (lm_head counted when untied)
+  std::int64_t n_tensors = 0;  // tensors in a HF checkpoint (lm_head counted when untied)
 };
 ParamCounts llama_param_counts(const LlamaConfig& cfg);
 

@@ -49,7 +49,8 @@ LlamaModel llama_model_to_device(LlamaModel host, int device, DType weight_dtype
                 D);
   ADAPT_REQUIRE(device_layers >= -1, ConfigError,
                 "llama_model_to_device: weights_device_layers = {} must be -1 (every layer on the GPU) or a number "
-                "of layers >= 0", device_layers);
+                "of layers >= 0",
+                device_layers);
   const int n_devices = backend::cuda_device_count();
   ADAPT_REQUIRE(device >= 0 && device < n_devices, UnsupportedError,
                 "llama_model_to_device: cuda:{} requested but {} CUDA device(s) are visible{}", device, n_devices,
@@ -101,7 +102,8 @@ LlamaModel llama_model_to_device(LlamaModel host, int device, DType weight_dtype
     ADAPT_THROW(backend::OutOfMemoryError,
                 "{}\nThis happened while copying the base weights to cuda:{}: runtime.weights_device_layers = N "
                 "keeps only N layers' weights on the GPU and streams the others from host RAM (adapt_plan "
-                "--weights-device-layers finds the largest N that fits)", e.what(), device);
+                "--weights-device-layers finds the largest N that fits)",
+                e.what(), device);
   }
 }
 
@@ -123,8 +125,9 @@ LlamaModel llama_model_place(LlamaModel model, const ModelPlacement& p, int worl
     if (world_size > 1) log::info_all("{}", what);
     else log::info0("{}", what);
     if (p.cpu_matmul_dtype != DType::F32 && world_rank == 0)
-      log::warn("runtime.cpu_matmul_dtype = \"bf16\": used only with runtime.device = \"cpu\"; ignored on the GPU, "
-                "where runtime.weights_dtype = \"bf16\" runs bf16 GEMMs");
+      log::warn(
+          "runtime.cpu_matmul_dtype = \"bf16\": used only with runtime.device = \"cpu\"; ignored on the GPU, "
+          "where runtime.weights_dtype = \"bf16\" runs bf16 GEMMs");
   } else {
     model.attention_dtype = resolve_attention_dtype(model, p.attention_dtype);
     log::info0("{}", attention_note(model, p.kv_dtype));

@@ -31,8 +31,7 @@ namespace adapt::model {
 /// `host` is taken by value and released layer by layer as it is copied: pass std::move(model) to let
 /// each layer's host tensors go once they are on the device or packed into pinned memory (host RAM then
 /// never holds the streamed layers twice); a copy of a model shares its tensors and keeps them.
-LlamaModel llama_model_to_device(LlamaModel host, int device, DType weight_dtype,
-                                 std::int64_t device_layers = -1);
+LlamaModel llama_model_to_device(LlamaModel host, int device, DType weight_dtype, std::int64_t device_layers = -1);
 
 /// The [runtime] settings that only a model on a GPU uses, when set to anything but their defaults, as
 /// "runtime.key = value" (today runtime.weights_device_layers); "" otherwise. For the warning of a job
@@ -45,8 +44,8 @@ struct ModelPlacement {
   DType weights_dtype = DType::BF16;        // runtime.weights_dtype (on a GPU)
   std::int64_t weights_device_layers = -1;  // runtime.weights_device_layers (on a GPU)
   AttentionDtype attention_dtype = AttentionDtype::Auto;
-  DType cpu_matmul_dtype = DType::F32;      // runtime.cpu_matmul_dtype (on the host)
-  std::optional<DType> kv_dtype;            // generation: the KV cache's, for the attention line
+  DType cpu_matmul_dtype = DType::F32;  // runtime.cpu_matmul_dtype (on the host)
+  std::optional<DType> kv_dtype;        // generation: the KV cache's, for the attention line
 };
 
 /// `model` placed as `p` says, with its attention type resolved: on a GPU, llama_model_to_device and

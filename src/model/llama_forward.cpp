@@ -221,9 +221,11 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
     const Tensor& buf = *opts.logits_out;
     ADAPT_REQUIRE(buf.dtype() == DType::F32 && buf.is_contiguous() && buf.device().host_accessible() &&
                       buf.numel() >= shape.numel(),
-                  ShapeError, "llama_forward: logits_out '{}' {} {} on {} must be contiguous f32 host memory of at least "
-                  "{} elements ({})", buf.name(), buf.shape().str(), dtype_name(buf.dtype()), buf.device().str(),
-                  shape.numel(), shape.str());
+                  ShapeError,
+                  "llama_forward: logits_out '{}' {} {} on {} must be contiguous f32 host memory of at least "
+                  "{} elements ({})",
+                  buf.name(), buf.shape().str(), dtype_name(buf.dtype()), buf.device().str(), shape.numel(),
+                  shape.str());
     return buf.reshape({buf.numel()}).narrow(0, 0, shape.numel()).reshape(shape);
   };
   if (!stage.last()) {  // hand the hidden state on; the last stage's logits come back
@@ -264,8 +266,8 @@ std::uint64_t llama_forward_workspace_bytes(const LlamaConfig& c, const TensorPa
                                             const ForwardCall& call) {
   const auto f32 = [](std::int64_t n) { return (static_cast<std::uint64_t>(n) * 4 + 63) / 64 * 64; };
   const TpLocalDims part = tp_local_dims(c, tp);
-  const std::int64_t B = call.batch, T = call.tokens, N = B * T, C = c.hidden_size, H = part.heads,
-                     Hkv = part.kv_heads, D = c.head_dim, F = part.ffn;
+  const std::int64_t B = call.batch, T = call.tokens, N = B * T, C = c.hidden_size, H = part.heads, Hkv = part.kv_heads,
+                     D = c.head_dim, F = part.ffn;
   const bool ragged = call.cache && call.ragged && B > 1;
   // hidden, normed, q, k, v, attn, gate, up, the RoPE tables; k_all and v_all without a cache.
   std::uint64_t n = 2 * f32(N * C) + 2 * f32(N * H * D) + 2 * f32(N * Hkv * D) + 2 * f32(N * F) +
@@ -275,7 +277,7 @@ std::uint64_t llama_forward_workspace_bytes(const LlamaConfig& c, const TensorPa
   if (call.block_adapters) n += f32(N * C);                 // block_out
   const std::int64_t T_out = call.last_position_only ? 1 : T;
   const std::int64_t logits = B * T_out * c.vocab_size;
-  if (!stage.last()) return n + (call.on_device ? f32(logits) : 0);  // logits_broadcast
+  if (!stage.last()) return n + (call.on_device ? f32(logits) : 0);         // logits_broadcast
   if (call.on_device && call.last_position_only && T > 1) n += f32(B * C);  // hidden_last
   n += f32(B * T_out * C);                                                  // final_normed
   if (tp.active()) n += f32(B * T_out * part.vocab.count);                  // logits_part

@@ -48,8 +48,8 @@ PipelineResult share_loss(const LlamaModel& model, comm::Communicator& pp, Pipel
 
 // Without backward (evaluation): each micro-batch through the stages in order, a stage's forward once.
 PipelineResult pipeline_forward(const LlamaModel& model, std::span<const TrainInputs> micro, AdapterHook* hook,
-                                comm::Communicator& pp, const std::function<void(int)>& before,
-                                PipelineResult result, TrainWorkspace& ws) {
+                                comm::Communicator& pp, const std::function<void(int)>& before, PipelineResult result,
+                                TrainWorkspace& ws) {
   const PipelineStage& stage = model.stage;
   for (std::size_t i = 0; i < micro.size(); ++i) {
     const TrainInputs& in = micro[i];
@@ -61,7 +61,8 @@ PipelineResult pipeline_forward(const LlamaModel& model, std::span<const TrainIn
     if (!stage.last()) output = hidden_like(model, in, "stage_output");
     before(static_cast<int>(i));
     const TrainResult r = llama_train_step(model, in, hook,
-                                           {.loss_scale = result.loss_scale, .backward = false,
+                                           {.loss_scale = result.loss_scale,
+                                            .backward = false,
                                             .stage_input = stage.first() ? nullptr : &input,
                                             .stage_output = stage.last() ? nullptr : &output},
                                            &ws);
@@ -141,12 +142,14 @@ PipelineResult llama_pipeline_train(const LlamaModel& model, std::span<const Tra
         if (free_slots.empty()) free_slots.push_back(n_slots++);
         slot_of[i] = free_slots.back();
         free_slots.pop_back();
-        pending[i] = std::make_unique<SplitTrainStep>(
-            model, in, hook,
-            TrainOptions{.recompute = opts.recompute, .shard_saved_inputs = opts.shard_saved_inputs,
-                         .saved_input_dtype = opts.saved_input_dtype, .loss_scale = result.loss_scale,
-                         .stage_input = stage.first() ? nullptr : &input[i], .stage_output = &output},
-            ws.in_flight(slot_of[i]), ws.scratch);
+        pending[i] = std::make_unique<SplitTrainStep>(model, in, hook,
+                                                      TrainOptions{.recompute = opts.recompute,
+                                                                   .shard_saved_inputs = opts.shard_saved_inputs,
+                                                                   .saved_input_dtype = opts.saved_input_dtype,
+                                                                   .loss_scale = result.loss_scale,
+                                                                   .stage_input = stage.first() ? nullptr : &input[i],
+                                                                   .stage_output = &output},
+                                                      ws.in_flight(slot_of[i]), ws.scratch);
         input[i] = Tensor();  // copied into the slot
         out = {&output, stage.rank + 1, comm::Tag::Activation};
       }
@@ -158,7 +161,8 @@ PipelineResult llama_pipeline_train(const LlamaModel& model, std::span<const Tra
       TrainResult r;
       if (stage.last()) {
         r = llama_train_step(model, in, hook,
-                             {.recompute = opts.recompute, .shard_saved_inputs = opts.shard_saved_inputs,
+                             {.recompute = opts.recompute,
+                              .shard_saved_inputs = opts.shard_saved_inputs,
                               .saved_input_dtype = opts.saved_input_dtype,
                               .loss_scale = result.loss_scale,
                               .d_embedded = d_in,

@@ -143,7 +143,7 @@ class TrainPass {
   std::int64_t B_ = 0, T_ = 0, N_ = 0, C_ = 0, H_ = 0, Hkv_ = 0, D_ = 0, F_ = 0;
   float eps_ = 0;
   parallel::Range vocab_;  // the vocabulary columns of this rank's logits
-  bool keep_ = false;  // every layer's activations stay in `saved`
+  bool keep_ = false;      // every layer's activations stay in `saved`
   // With recomputation, tp and TrainOptions::shard_saved_inputs (gather_): each rank keeps shard_rows_
   // rows of every layer's input, rows [rank · shard_rows_, ...) of the (N, C) input, the last rank's
   // padded; with TrainOptions::saved_input_dtype bf16 in that dtype, all N rows without gather_.
@@ -156,7 +156,7 @@ class TrainPass {
   std::int64_t whole_rows() const { return gather_ ? m_.tp.size * shard_rows_ : N_; }
   const LayerWeights* staged_ = nullptr;  // lw(staged_layer_)
   int staged_layer_ = -1;
-  Tensor cos_, sin_;   // RoPE tables: (T, D/2) shared, or (B, T, D/2) per token
+  Tensor cos_, sin_;  // RoPE tables: (T, D/2) shared, or (B, T, D/2) per token
   std::span<const std::int32_t> segments_;
   // Between forward() and backward(): the stage's layers [l0_, l1_), each layer's activations and the
   // hidden states (h_[l] enters layer l), the running gradient of the residual stream, the loss.
@@ -451,7 +451,8 @@ void TrainPass::forward() {
   sin_ = take(saved_, table_shape, "rope.sin");
   ADAPT_REQUIRE(cos_.device() == device, UnsupportedError,
                 "llama_train_step: the model is on {} but the TrainWorkspace allocates on {}; construct it as "
-                "TrainWorkspace(model_allocator(model))", device.str(), cos_.device().str());
+                "TrainWorkspace(model_allocator(model))",
+                device.str(), cos_.device().str());
   const Tensor ids = on_device ? tensor_to(in_.ids, device) : in_.ids;
   const Tensor targets_all = on_device ? tensor_to(in_.targets, device) : in_.targets;
   if (in_.positions.defined()) {
@@ -673,10 +674,11 @@ void check_inputs(const LlamaModel& model, const TrainInputs& in, const TrainOpt
   if (opts.row_loss) {
     ADAPT_REQUIRE(!model.tp.active(), ConfigError,
                   "llama_train_step: per-position losses (row_loss) are not formed under tensor parallelism");
-    ADAPT_REQUIRE(opts.row_loss->shape() == (Shape{bt[0], bt[1]}) && opts.row_loss->dtype() == DType::F32 &&
-                      opts.row_loss->is_contiguous(),
-                  ShapeError, "llama_train_step: row_loss '{}' is {} {} but contiguous f32 (B, T) = ({}, {}) was expected",
-                  opts.row_loss->name(), dtype_name(opts.row_loss->dtype()), opts.row_loss->shape().str(), bt[0], bt[1]);
+    ADAPT_REQUIRE(
+        opts.row_loss->shape() == (Shape{bt[0], bt[1]}) && opts.row_loss->dtype() == DType::F32 &&
+            opts.row_loss->is_contiguous(),
+        ShapeError, "llama_train_step: row_loss '{}' is {} {} but contiguous f32 (B, T) = ({}, {}) was expected",
+        opts.row_loss->name(), dtype_name(opts.row_loss->dtype()), opts.row_loss->shape().str(), bt[0], bt[1]);
   }
   check_d_embedded(in, c, opts.d_embedded);
 }
@@ -725,7 +727,7 @@ TrainResult SplitTrainStep::backward(const Tensor& stage_output_grad, Tensor* d_
   TrainOptions& o = pass_->opts();
   o.stage_output_grad = &stage_output_grad;
   o.d_embedded = d_embedded;
-  o.stage_input = nullptr;   // read by the forward only: the caller may free or reuse both
+  o.stage_input = nullptr;  // read by the forward only: the caller may free or reuse both
   o.stage_output = nullptr;
   pass_->check_backward_inputs();
   pass_->backward();

@@ -59,17 +59,19 @@ LlamaModel llama_model_load(const std::filesystem::path& dir, const LlamaLoadOpt
   std::uint64_t resident = 0;
   for (const WeightSpec& s : llama_weight_specs(m.config)) {
     const io::TensorInfo* info = files.find(s.name);
-    ADAPT_REQUIRE(info != nullptr, IoError,
-                  "{}: tensor '{}' {} is missing{}. The download may be incomplete, or {} (num_hidden_layers = {}, "
-                  "tie_word_embeddings = {}) does not belong to these weights; `adapt_model check {}` lists all problems.",
-                  dir.string(), s.name, s.shape.str(),
-                  s.kind == WeightKind::LmHead ? " (an untied model needs lm_head.weight; if the model ties its "
-                                                 "embeddings, config.json must say \"tie_word_embeddings\": true)"
-                                               : "",
-                  cfg_path, m.config.n_layers, m.config.tie_word_embeddings, dir.string());
+    ADAPT_REQUIRE(
+        info != nullptr, IoError,
+        "{}: tensor '{}' {} is missing{}. The download may be incomplete, or {} (num_hidden_layers = {}, "
+        "tie_word_embeddings = {}) does not belong to these weights; `adapt_model check {}` lists all problems.",
+        dir.string(), s.name, s.shape.str(),
+        s.kind == WeightKind::LmHead ? " (an untied model needs lm_head.weight; if the model ties its "
+                                       "embeddings, config.json must say \"tie_word_embeddings\": true)"
+                                     : "",
+        cfg_path, m.config.n_layers, m.config.tie_word_embeddings, dir.string());
     ADAPT_REQUIRE(info->shape == s.shape, ShapeError,
                   "{}: tensor '{}' has shape {} but {} implies {}. The weights and config.json come from different "
-                  "models.", files.file_of(s.name).path().string(), s.name, info->shape.str(), cfg_path, s.shape.str());
+                  "models.",
+                  files.file_of(s.name).path().string(), s.name, info->shape.str(), cfg_path, s.shape.str());
     // Widen once here (the default), or keep bf16 matrices for the GEMMs to widen (docs/NUMERICS.md).
     const bool stored_bf16 = info->dtype == DType::BF16;
     const bool keep_bf16 = s.shape.rank() == 2 && (opts.storage == WeightStorage::Bf16 ||

@@ -32,30 +32,30 @@ struct LayerWeights {
   Tensor w_up;       // (F, C)       up_proj
   Tensor w_down;     // (C, F)       down_proj
   // Biases: defined only when config.attention_bias / config.mlp_bias (no released Llama has them).
-  Tensor bq;       // (H*D)
-  Tensor bk;       // (Hkv*D)
-  Tensor bv;       // (Hkv*D)
-  Tensor bo;       // (C)
-  Tensor b_gate;   // (F)
-  Tensor b_up;     // (F)
-  Tensor b_down;   // (C)
+  Tensor bq;      // (H*D)
+  Tensor bk;      // (Hkv*D)
+  Tensor bv;      // (Hkv*D)
+  Tensor bo;      // (C)
+  Tensor b_gate;  // (F)
+  Tensor b_up;    // (F)
+  Tensor b_down;  // (C)
 
   /// Every tensor of the layer, in the order above (undefined ones included).
   std::array<Tensor*, 16> tensors() {
-    return {&attn_norm, &wq, &wk, &wv, &wo, &ffn_norm, &w_gate, &w_up, &w_down, &bq, &bk, &bv, &bo, &b_gate, &b_up,
-            &b_down};
+    return {&attn_norm, &wq, &wk, &wv, &wo, &ffn_norm, &w_gate, &w_up,
+            &w_down,    &bq, &bk, &bv, &bo, &b_gate,   &b_up,   &b_down};
   }
   std::array<const Tensor*, 16> tensors() const {
-    return {&attn_norm, &wq, &wk, &wv, &wo, &ffn_norm, &w_gate, &w_up, &w_down, &bq, &bk, &bv, &bo, &b_gate, &b_up,
-            &b_down};
+    return {&attn_norm, &wq, &wk, &wv, &wo, &ffn_norm, &w_gate, &w_up,
+            &w_down,    &bq, &bk, &bv, &bo, &b_gate,   &b_up,   &b_down};
   }
 };
 
 struct LlamaWeights {
-  Tensor embedding;   // (V, C)  embed_tokens
+  Tensor embedding;                  // (V, C)  embed_tokens
   std::vector<LayerWeights> layers;  // L entries
-  Tensor final_norm;  // (C)     model.norm
-  Tensor lm_head;     // (V, C)  the same storage as `embedding` when tie_word_embeddings
+  Tensor final_norm;                 // (C)     model.norm
+  Tensor lm_head;                    // (V, C)  the same storage as `embedding` when tie_word_embeddings
 };
 
 /// A model ready to run: hyper-parameters, weights and the RoPE inverse frequencies (scaling applied).

@@ -125,8 +125,10 @@ void random_model_write(const fs::path& dir, const LlamaConfig& cfg, const Rando
 }
 
 ModelCheckReport model_check(const fs::path& dir) {
-  ADAPT_REQUIRE(fs::is_directory(dir), IoError, "'{}' is not a folder; pass the model folder (the one holding "
-                "config.json and the *.safetensors files)", dir.string());
+  ADAPT_REQUIRE(fs::is_directory(dir), IoError,
+                "'{}' is not a folder; pass the model folder (the one holding "
+                "config.json and the *.safetensors files)",
+                dir.string());
   ModelCheckReport r;
   r.config = llama_config_load(dir);
   r.expected = llama_param_counts(r.config);
@@ -142,17 +144,20 @@ ModelCheckReport model_check(const fs::path& dir) {
     expected_names.insert(w.name);
     const io::TensorInfo* t = weights.find(w.name);
     if (!t && w.kind == WeightKind::LmHead) {
-      ADAPT_THROW(IoError, "{}: tensor 'lm_head.weight' is missing, but {} says tie_word_embeddings = false. Either the "
+      ADAPT_THROW(IoError,
+                  "{}: tensor 'lm_head.weight' is missing, but {} says tie_word_embeddings = false. Either the "
                   "download is incomplete or the model ties its embeddings (then set \"tie_word_embeddings\": true).",
                   dir.string(), cfg_path);
     }
-    ADAPT_REQUIRE(t != nullptr, IoError, "{}: tensor '{}' {} is missing from the weights{}. The download may be "
-                  "incomplete, or config.json (num_hidden_layers = {}) does not belong to these weights.", dir.string(),
-                  w.name, w.shape.str(), weights.files().size() > 1 ? " and from model.safetensors.index.json" : "",
-                  r.config.n_layers);
-    ADAPT_REQUIRE(t->shape == w.shape, ShapeError, "{}: tensor '{}' has shape {} but {} implies {}. The weights and "
-                  "config.json come from different models.", weights.file_of(w.name).path().string(), w.name,
-                  t->shape.str(), cfg_path, w.shape.str());
+    ADAPT_REQUIRE(t != nullptr, IoError,
+                  "{}: tensor '{}' {} is missing from the weights{}. The download may be "
+                  "incomplete, or config.json (num_hidden_layers = {}) does not belong to these weights.",
+                  dir.string(), w.name, w.shape.str(),
+                  weights.files().size() > 1 ? " and from model.safetensors.index.json" : "", r.config.n_layers);
+    ADAPT_REQUIRE(t->shape == w.shape, ShapeError,
+                  "{}: tensor '{}' has shape {} but {} implies {}. The weights and "
+                  "config.json come from different models.",
+                  weights.file_of(w.name).path().string(), w.name, t->shape.str(), cfg_path, w.shape.str());
     ADAPT_REQUIRE(t->dtype && is_float(*t->dtype), IoError,
                   "{}: tensor '{}' is stored as {}; adapt reads base weights in BF16, F16 or F32",
                   weights.file_of(w.name).path().string(), w.name, t->dtype_name);
@@ -170,9 +175,11 @@ ModelCheckReport model_check(const fs::path& dir) {
       r.notes.push_back("'lm_head.weight' is present although tie_word_embeddings = true; it is ignored");
       continue;
     }
-    ADAPT_THROW(IoError, "{}: unexpected tensor '{}' in {}: not part of a LlamaForCausalLM with this config.json "
+    ADAPT_THROW(IoError,
+                "{}: unexpected tensor '{}' in {}: not part of a LlamaForCausalLM with this config.json "
                 "(attention_bias = {}, mlp_bias = {}, {} layers). The weights and config.json come from different "
-                "models.", dir.string(), name, weights.file_of(name).path().filename().string(), r.config.attention_bias,
+                "models.",
+                dir.string(), name, weights.file_of(name).path().filename().string(), r.config.attention_bias,
                 r.config.mlp_bias, r.config.n_layers);
   }
   if (auto total = weights.index_total_size(); total && *total != r.data_bytes) {
@@ -180,7 +187,9 @@ ModelCheckReport model_check(const fs::path& dir) {
                                   *total, r.data_bytes));
   }
   r.dtypes.assign(dtypes.begin(), dtypes.end());
-  const std::string want = r.config.torch_dtype == DType::BF16 ? "BF16" : r.config.torch_dtype == DType::F16 ? "F16" : "F32";
+  const std::string want = r.config.torch_dtype == DType::BF16  ? "BF16"
+                           : r.config.torch_dtype == DType::F16 ? "F16"
+                                                                : "F32";
   if (r.dtypes.size() != 1 || r.dtypes[0] != want) {
     r.notes.push_back(fmt::format("config.json says torch_dtype {} but the weights are stored as {}",
                                   dtype_name(r.config.torch_dtype), fmt::join(r.dtypes, ", ")));

@@ -13,7 +13,7 @@ namespace adapt::model {
 
 struct RandomModelOptions {
   std::uint64_t seed = 0;
-  DType dtype = DType::BF16;                        // storage dtype of the weights
+  DType dtype = DType::BF16;                         // storage dtype of the weights
   std::uint64_t max_shard_bytes = 5'000'000'000ull;  // HF's default "5GB"
 };
 
@@ -29,13 +29,13 @@ void fill_normal(float* out, std::int64_t n, float std, std::uint64_t seed, std:
 
 struct ModelCheckReport {
   LlamaConfig config;
-  ParamCounts expected;            // from config.json
+  ParamCounts expected;  // from config.json
   std::int64_t params_in_files = 0;
-  std::uint64_t data_bytes = 0;    // tensor bytes over all shards
-  std::uint64_t file_bytes = 0;    // shard file sizes
+  std::uint64_t data_bytes = 0;     // tensor bytes over all shards
+  std::uint64_t file_bytes = 0;     // shard file sizes
   std::vector<std::string> dtypes;  // distinct dtypes of the weights
   std::vector<fs::path> shards;
-  std::vector<std::string> notes;   // non-fatal observations (ignored tensors, dtype differences)
+  std::vector<std::string> notes;  // non-fatal observations (ignored tensors, dtype differences)
 };
 
 /// Validates a model folder: config.json, the index and every shard (headers, sizes), and every

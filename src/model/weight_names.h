@@ -21,8 +21,13 @@ enum class WeightKind {
   WGate,      // model.layers.{i}.mlp.gate_proj.weight        (F, C)
   WUp,        // model.layers.{i}.mlp.up_proj.weight          (F, C)
   WDown,      // model.layers.{i}.mlp.down_proj.weight        (C, F)
-  BiasQ, BiasK, BiasV, BiasO,     // only when attention_bias
-  BiasGate, BiasUp, BiasDown,     // only when mlp_bias
+  BiasQ,
+  BiasK,
+  BiasV,
+  BiasO,  // only when attention_bias
+  BiasGate,
+  BiasUp,
+  BiasDown,   // only when mlp_bias
   FinalNorm,  // model.norm.weight                     (C)
   LmHead,     // lm_head.weight                        (V, C), absent when tied
 };
@@ -32,7 +37,9 @@ struct WeightSpec {
   int layer;  // -1 for non-layer weights
   std::string name;
   Shape shape;
-  bool is_norm() const { return kind == WeightKind::AttnNorm || kind == WeightKind::FfnNorm || kind == WeightKind::FinalNorm; }
+  bool is_norm() const {
+    return kind == WeightKind::AttnNorm || kind == WeightKind::FfnNorm || kind == WeightKind::FinalNorm;
+  }
   bool is_bias() const { return kind >= WeightKind::BiasQ && kind <= WeightKind::BiasDown; }
 };
 

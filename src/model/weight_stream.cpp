@@ -39,8 +39,8 @@ LayerWeights packed_views(const LayerWeights& like, const std::array<std::size_t
   const std::array<Tensor*, 16> to = out.tensors();
   for (std::size_t i = 0; i < from.size(); ++i) {
     if (!from[i]->defined()) continue;
-    *to[i] = Tensor::wrap(static_cast<char*>(buffer.raw()) + at[i], from[i]->shape(), from[i]->dtype(),
-                          buffer.device(), owner, from[i]->name() + suffix);
+    *to[i] = Tensor::wrap(static_cast<char*>(buffer.raw()) + at[i], from[i]->shape(), from[i]->dtype(), buffer.device(),
+                          owner, from[i]->name() + suffix);
   }
   return out;
 }
@@ -55,11 +55,11 @@ WeightStream::WeightStream(std::vector<LayerWeights> layers, int first_layer, in
   for (std::size_t l = 1; l < layers.size(); ++l) {
     const std::array<const Tensor*, 16> ts = std::as_const(layers[l]).tensors();
     for (std::size_t i = 0; i < ts.size(); ++i)
-      ADAPT_CHECK(ts[i]->defined() == first[i]->defined() &&
-                      (!ts[i]->defined() ||
-                       (ts[i]->shape() == first[i]->shape() && ts[i]->dtype() == first[i]->dtype())),
-                  "WeightStream: layer {}'s tensor '{}' differs from layer {}'s in shape or type", first_ + l,
-                  ts[i]->name(), first_);
+      ADAPT_CHECK(
+          ts[i]->defined() == first[i]->defined() &&
+              (!ts[i]->defined() || (ts[i]->shape() == first[i]->shape() && ts[i]->dtype() == first[i]->dtype())),
+          "WeightStream: layer {}'s tensor '{}' differs from layer {}'s in shape or type", first_ + l, ts[i]->name(),
+          first_);
   }
   const auto [at, bytes] = packed_offsets(layers.front());
   layer_bytes_ = bytes;
@@ -119,10 +119,10 @@ const LayerWeights* WeightStream::begin_layer(int layer, int next) {
 std::string streamed_weights_note(const LlamaModel& model) {
   const WeightStream* st = model.streamed.get();
   if (!st) return {};
-  return fmt::format("; the weights of layers {}..{} stay in host RAM ({} pinned), copied to the GPU as the passes "
-                     "reach them through 2 slots ({}) (runtime.weights_device_layers)",
-                     st->first_layer(), st->end_layer() - 1, format_bytes(st->host_bytes()),
-                     format_bytes(st->device_bytes()));
+  return fmt::format(
+      "; the weights of layers {}..{} stay in host RAM ({} pinned), copied to the GPU as the passes "
+      "reach them through 2 slots ({}) (runtime.weights_device_layers)",
+      st->first_layer(), st->end_layer() - 1, format_bytes(st->host_bytes()), format_bytes(st->device_bytes()));
 }
 
 const LayerWeights& layer_weights(const LlamaModel& model, int l, int next) {

@@ -48,8 +48,8 @@ class WeightStream {
   const LayerWeights* begin_layer(int layer, int next);
   /// A streamed layer's weights in host RAM (pinned): views of its buffer.
   const LayerWeights& host_layer(int layer) const;
-  std::uint64_t host_bytes() const;    // the streamed layers' buffers
-  std::uint64_t device_bytes() const;  // the staging slots'
+  std::uint64_t host_bytes() const;                             // the streamed layers' buffers
+  std::uint64_t device_bytes() const;                           // the staging slots'
   std::uint64_t bytes_copied() const { return bytes_copied_; }  // host → device so far
 
  private:

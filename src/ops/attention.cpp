@@ -29,8 +29,10 @@ void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tens
   const bool kv_bf16 = k.dtype() == DType::BF16;
   for (const Tensor* t : std::initializer_list<const Tensor*>{&out, &q, &k, &v}) {
     detail::require_dtype(op, *t, (t == &k || t == &v) && kv_bf16 ? DType::BF16 : DType::F32);
-    ADAPT_REQUIRE(t->rank() == 4, ShapeError, "attention_forward: '{}' has shape {}; q and out are (B, T, H, D), k and v "
-                  "(B, Hkv, S, D)", t->name(), t->shape().str());
+    ADAPT_REQUIRE(t->rank() == 4, ShapeError,
+                  "attention_forward: '{}' has shape {}; q and out are (B, T, H, D), k and v "
+                  "(B, Hkv, S, D)",
+                  t->name(), t->shape().str());
   }
   detail::require_contiguous(op, q);
   detail::require_contiguous(op, out);
@@ -51,9 +53,11 @@ void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tens
     }
   }
   detail::require_shape(op, v, k.shape(), "same as k");
-  ADAPT_REQUIRE(Hkv > 0 && H % Hkv == 0, ShapeError,
-                "attention_forward: {} query heads in '{}' are not a multiple of {} KV heads in '{}' (GQA shares each KV "
-                "head among a whole number of query heads)", H, q.name(), Hkv, k.name());
+  ADAPT_REQUIRE(
+      Hkv > 0 && H % Hkv == 0, ShapeError,
+      "attention_forward: {} query heads in '{}' are not a multiple of {} KV heads in '{}' (GQA shares each KV "
+      "head among a whole number of query heads)",
+      H, q.name(), Hkv, k.name());
   ADAPT_REQUIRE(opts.q_pos_offsets.empty() || static_cast<std::int64_t>(opts.q_pos_offsets.size()) == B, ShapeError,
                 "attention_forward: q_pos_offsets has {} entries but q '{}' has B = {} sequences",
                 opts.q_pos_offsets.size(), q.name(), B);
@@ -62,8 +66,8 @@ void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tens
         opts.q_pos_offsets.empty() ? opts.q_pos_offset : opts.q_pos_offsets[static_cast<std::size_t>(b)];
     ADAPT_REQUIRE(offset >= 0 && S >= offset + T, ShapeError,
                   "attention_forward: {} queries at positions {}..{} (sequence {}) need {} keys but '{}' holds S = {}; "
-                  "the KV cache is too small (allocate it with capacity >= prompt + generated tokens)", T, offset,
-                  offset + T - 1, b, offset + T, k.name(), S);
+                  "the KV cache is too small (allocate it with capacity >= prompt + generated tokens)",
+                  T, offset, offset + T - 1, b, offset + T, k.name(), S);
   }
   for (const Tensor* t : std::initializer_list<const Tensor*>{&k, &v}) {
     ADAPT_REQUIRE(D <= 1 || t->stride(3) == 1, ShapeError,
@@ -96,11 +100,13 @@ void attention_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tens
   if (!opts.segment_ids.empty()) {
     ADAPT_REQUIRE(!kv_bf16, UnsupportedError,
                   "attention_forward: segment ids mask packed training rows; their keys '{}' must be f32, not a bf16 "
-                  "KV cache", k.name());
+                  "KV cache",
+                  k.name());
     ADAPT_REQUIRE(opts.q_pos_offset == 0 && opts.q_pos_offsets.empty() && opts.kv_rows.empty() && S == T,
                   UnsupportedError,
                   "attention_forward: segment ids mask packed training rows, whose keys are the queries' own tokens "
-                  "(S = {} must equal T = {}); they do not combine with KV-cache offsets or ragged batches", S, T);
+                  "(S = {} must equal T = {}); they do not combine with KV-cache offsets or ragged batches",
+                  S, T);
     ADAPT_REQUIRE(static_cast<std::int64_t>(opts.segment_ids.size()) == B * T, ShapeError,
                   "attention_forward: {} segment ids given but q '{}' has B·T = {} tokens", opts.segment_ids.size(),
                   q.name(), B * T);

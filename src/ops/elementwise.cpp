@@ -201,7 +201,8 @@ void kv_cache_write(Tensor& cache, const Tensor& src, std::span<const std::int64
     const std::int64_t r = rows[static_cast<std::size_t>(b)], p = positions[static_cast<std::size_t>(b)];
     ADAPT_REQUIRE(r >= 0 && r < R && p >= 0 && p + T <= S, ShapeError,
                   "op '{}': sequence {} goes to row {} at positions [{}, {}) but cache '{}' has rows [0, {}) and {} "
-                  "positions", op, b, r, p, p + T, cache.name(), R, S);
+                  "positions",
+                  op, b, r, p, p + T, cache.name(), R, S);
   }
 #if ADAPT_HAVE_CUDA
   if (!cache.device().host_accessible()) return cuda::kv_cache_write(cache, src, rows, positions);

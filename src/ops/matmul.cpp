@@ -46,7 +46,8 @@ void matmul(Tensor& c, const Tensor& a, const Tensor& b, const MatmulOptions& op
   const detail::MatrixView A = detail::as_matrix(op, a), C = detail::as_matrix(op, c);
   ADAPT_REQUIRE(b.dtype() == DType::F32 || b.dtype() == DType::BF16, ShapeError,
                 "matmul: '{}' has dtype {}; the second operand (a weight) must be f32 or bf16 (widened to f32 inside "
-                "the product)", b.name(), dtype_name(b.dtype()));
+                "the product)",
+                b.name(), dtype_name(b.dtype()));
   const detail::RawMatrixView B = detail::as_matrix_raw(op, b);
   const std::int64_t M = opts.transpose_a ? A.cols : A.rows;
   const std::int64_t K = opts.transpose_a ? A.rows : A.cols;

@@ -59,8 +59,8 @@ RawMatrixView as_matrix_raw(const char* op, const Tensor& t) {
   m.rows = 1;
   for (int i = 0; i + 1 < t.rank(); ++i) m.rows *= t.dim(i);
   ADAPT_REQUIRE(m.cols <= 1 || t.stride(-1) == 1, ShapeError,
-                "op '{}': tensor '{}' {} has stride {} along its last dimension; a unit stride is needed", op,
-                t.name(), t.shape().str(), t.stride(-1));
+                "op '{}': tensor '{}' {} has stride {} along its last dimension; a unit stride is needed", op, t.name(),
+                t.shape().str(), t.stride(-1));
   // Leading dimensions of size > 1 must nest: stride[outer] == stride[inner] * size[inner].
   m.ld = m.cols;
   std::int64_t expect = -1;  // stride the next outer dimension must have
@@ -73,7 +73,8 @@ RawMatrixView as_matrix_raw(const char* op, const Tensor& t) {
     } else {
       ADAPT_REQUIRE(t.stride(i) == expect, ShapeError,
                     "op '{}': tensor '{}' {} is a view whose leading dimensions do not share one row stride; copy it "
-                    "into a contiguous tensor first", op, t.name(), t.shape().str());
+                    "into a contiguous tensor first",
+                    op, t.name(), t.shape().str());
     }
     expect = t.stride(i) * t.dim(i);
   }

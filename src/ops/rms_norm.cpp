@@ -19,8 +19,9 @@ void rms_norm_forward(Tensor& y, const Tensor& x, const Tensor& w, float eps, Te
 #endif
   if (!detail::on_cpu(op, y)) return;
   const detail::MatrixView X = detail::as_matrix(op, x), Y = detail::as_matrix(op, y);
-  ADAPT_REQUIRE(Y.rows == X.rows && Y.cols == X.cols, ShapeError, "rms_norm_forward: output '{}' {} and input '{}' {} differ",
-                y.name(), y.shape().str(), x.name(), x.shape().str());
+  ADAPT_REQUIRE(Y.rows == X.rows && Y.cols == X.cols, ShapeError,
+                "rms_norm_forward: output '{}' {} and input '{}' {} differ", y.name(), y.shape().str(), x.name(),
+                x.shape().str());
   detail::require_dtype(op, w, DType::F32);
   detail::require_contiguous(op, w);
   detail::require_shape(op, w, Shape{X.cols}, "one weight per column of x");

@@ -42,7 +42,8 @@ void rope_table_fill(Tensor& cos, Tensor& sin, const std::vector<float>& inv_fre
   const auto B = static_cast<std::int64_t>(pos_begin.size());
   ADAPT_REQUIRE(cos.rank() == 3 && cos.dim(0) == B && cos.dim(2) == half, ShapeError,
                 "rope_table_fill: table '{}' has shape {} but ({}, P, {}) was expected (one table per sequence, one "
-                "column per inverse frequency)", cos.name(), cos.shape().str(), B, half);
+                "column per inverse frequency)",
+                cos.name(), cos.shape().str(), B, half);
   detail::require_shape(op, sin, cos.shape(), "same as the cos table");
   for (const Tensor* t : std::initializer_list<const Tensor*>{&cos, &sin}) {
     detail::require_dtype(op, *t, DType::F32);
@@ -64,8 +65,8 @@ void rope_forward(Tensor& x, const Tensor& cos, const Tensor& sin) {
   if (!x.device().host_accessible()) return cuda::rope_forward(x, cos, sin);
 #endif
   if (!detail::on_cpu(op, x)) return;
-  ADAPT_REQUIRE(x.rank() == 4, ShapeError, "rope_forward: '{}' has shape {} but (B, T, heads, D) was expected", x.name(),
-                x.shape().str());
+  ADAPT_REQUIRE(x.rank() == 4, ShapeError, "rope_forward: '{}' has shape {} but (B, T, heads, D) was expected",
+                x.name(), x.shape().str());
   const std::int64_t B = x.dim(0), T = x.dim(1), Hx = x.dim(2), D = x.dim(3);
   ADAPT_REQUIRE(D % 2 == 0, ShapeError, "rope_forward: head dim D = {} of '{}' must be even", D, x.name());
   detail::require_dtype(op, x, DType::F32);

@@ -17,7 +17,8 @@ void swiglu_forward(Tensor& out, const Tensor& gate, const Tensor& up) {
   if (!out.device().host_accessible()) return cuda::swiglu_forward(out, gate, up);
 #endif
   if (!detail::on_cpu(op, out)) return;
-  const detail::MatrixView O = detail::as_matrix(op, out), G = detail::as_matrix(op, gate), U = detail::as_matrix(op, up);
+  const detail::MatrixView O = detail::as_matrix(op, out), G = detail::as_matrix(op, gate),
+                           U = detail::as_matrix(op, up);
   ADAPT_REQUIRE(G.rows == U.rows && G.cols == U.cols && O.rows == G.rows && O.cols == G.cols, ShapeError,
                 "swiglu_forward: gate '{}' {}, up '{}' {} and out '{}' {} must have the same shape", gate.name(),
                 gate.shape().str(), up.name(), up.shape().str(), out.name(), out.shape().str());

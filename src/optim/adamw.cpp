@@ -10,8 +10,8 @@ namespace adapt::optim {
 
 namespace {
 void require_f32_host(const Tensor& t, const std::string& what, const std::string& name) {
-  ADAPT_REQUIRE(t.defined() && t.dtype() == DType::F32 && t.is_contiguous() && t.device().host_accessible(),
-                ShapeError, "AdamW: {} of '{}' must be a contiguous f32 host tensor", what, name);
+  ADAPT_REQUIRE(t.defined() && t.dtype() == DType::F32 && t.is_contiguous() && t.device().host_accessible(), ShapeError,
+                "AdamW: {} of '{}' must be a contiguous f32 host tensor", what, name);
 }
 }  // namespace
 

@@ -22,10 +22,10 @@ struct AdamWOptions {
 /// One optimised tensor: fp32 master weights, their gradient, and the two moments.
 struct AdamWSlot {
   std::string name;
-  Tensor master;  // f32, any shape, contiguous host memory; updated in place
-  Tensor grad;    // f32, same shape
-  Tensor m;       // f32, first moment (exp_avg)
-  Tensor v;       // f32, second moment (exp_avg_sq)
+  Tensor master;      // f32, any shape, contiguous host memory; updated in place
+  Tensor grad;        // f32, same shape
+  Tensor m;           // f32, first moment (exp_avg)
+  Tensor v;           // f32, second moment (exp_avg_sq)
   bool decay = true;  // false for tensors excluded from weight decay (e.g. norm weights)
 };
 

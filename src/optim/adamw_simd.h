@@ -34,7 +34,6 @@ CpuIsa cpu_isa_best();
 /// p, m, v (n) updated in place from g (n): p ← p·decay; m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
 /// p ← p − step_size · m / (√v / √bc2 + eps). `isa` must be supported by this CPU (InternalError
 /// otherwise). Single-threaded; callers split large ranges over threads.
-void adamw_update(float* p, const float* g, float* m, float* v, std::int64_t n, const AdamWScalars& s,
-                  CpuIsa isa);
+void adamw_update(float* p, const float* g, float* m, float* v, std::int64_t n, const AdamWScalars& s, CpuIsa isa);
 
 }  // namespace adapt::optim

@@ -53,8 +53,7 @@ DeviceAdamW::DeviceAdamW(std::vector<DeviceAdamWParam> params, const AdamWOption
                   "optim::DeviceAdamW: parameter '{}' has weights {} but gradient {}", p.name, p.value.shape().str(),
                   p.grad.shape().str());
     const DeviceAdamWParam& first = params_.front();
-    ADAPT_REQUIRE(p.value.device() == first.value.device() && p.grad.device() == first.value.device(),
-                  UnsupportedError,
+    ADAPT_REQUIRE(p.value.device() == first.value.device() && p.grad.device() == first.value.device(), UnsupportedError,
                   "optim::DeviceAdamW: parameter '{}' (weights on {}, gradient on {}) is not on {} like parameter "
                   "'{}'; one DeviceAdamW updates the parameters of one GPU",
                   p.name, p.value.device().str(), p.grad.device().str(), first.value.device().str(), first.name);

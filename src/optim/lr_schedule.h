@@ -12,10 +12,10 @@ enum class LrScheduleKind { Constant, Linear, Cosine };
 
 struct LrSchedule {
   LrScheduleKind kind = LrScheduleKind::Cosine;
-  double lr = 1e-4;                 // peak learning rate
+  double lr = 1e-4;  // peak learning rate
   std::int64_t warmup_steps = 0;
-  std::int64_t total_steps = 1;     // optimizer steps of the whole run
-  double min_lr_ratio = 0.0;        // the decay ends at lr * min_lr_ratio
+  std::int64_t total_steps = 1;  // optimizer steps of the whole run
+  double min_lr_ratio = 0.0;     // the decay ends at lr * min_lr_ratio
 };
 
 /// Learning rate for optimizer step `step` (0-based: the rate used by the (step+1)-th update), as

@@ -27,8 +27,13 @@ Tensor host_buffer(Allocator& alloc, std::int64_t n, DType dtype, const char* na
 
 OffloadAdamW::OffloadAdamW(std::int64_t n, std::vector<OffloadSegment> segments, const AdamWOptions& adamw,
                            Device param_device, const OffloadOptions& options)
-    : n_(n), segments_(std::move(segments)), adamw_(adamw), options_(options),
-      copier_(backend::offload_copier_for(param_device)), pool_(resolve_threads(options.threads)), isa_(cpu_isa_best()) {
+    : n_(n),
+      segments_(std::move(segments)),
+      adamw_(adamw),
+      options_(options),
+      copier_(backend::offload_copier_for(param_device)),
+      pool_(resolve_threads(options.threads)),
+      isa_(cpu_isa_best()) {
   ADAPT_REQUIRE(n >= 0, ShapeError, "offloaded AdamW: {} elements", n);
   ADAPT_REQUIRE(options.bucket_elems >= 1 && options.chunk_elems >= 1, ConfigError,
                 "offloaded AdamW: bucket_elems ({}) and chunk_elems ({}) must be positive", options.bucket_elems,
@@ -89,7 +94,8 @@ void OffloadAdamW::set_targets(std::vector<OffloadTarget> targets) {
 void OffloadAdamW::stage_grads(std::int64_t begin, std::int64_t count, const float* src, void* compute_stream) {
   ADAPT_REQUIRE(begin >= 0 && count >= 0 && begin + count <= n_, ShapeError,
                 "offloaded AdamW: gradient range [{}, {}) leaves the state of {} elements", begin, begin + count, n_);
-  const backend::HostCopy copy{.host_dst = grad() + begin, .src = src, .n_bytes = static_cast<std::size_t>(count) * sizeof(float)};
+  const backend::HostCopy copy{
+      .host_dst = grad() + begin, .src = src, .n_bytes = static_cast<std::size_t>(count) * sizeof(float)};
   last_ticket_ = copier_->to_host({&copy, 1}, compute_stream);
 }
 

@@ -15,18 +15,18 @@
 #include <thread>
 #include <vector>
 
+#include "backend/offload_copier.h"
 #include "optim/adamw.h"
 #include "optim/adamw_simd.h"
-#include "backend/offload_copier.h"
 #include "optim/worker_pool.h"
 #include "tensor/tensor.h"
 
 namespace adapt::optim {
 
 struct OffloadOptions {
-  int threads = 0;                         // CPU threads for the update, the caller's included (0: all cores)
-  std::int64_t bucket_elems = 1 << 20;     // elements per copy-back bucket (4 MiB of f32)
-  std::int64_t chunk_elems = 1 << 14;      // elements per CPU task (four 64 KiB streams)
+  int threads = 0;                      // CPU threads for the update, the caller's included (0: all cores)
+  std::int64_t bucket_elems = 1 << 20;  // elements per copy-back bucket (4 MiB of f32)
+  std::int64_t chunk_elems = 1 << 14;   // elements per CPU task (four 64 KiB streams)
 };
 
 /// A range [begin, begin + count) of the flat state and whether weight decay applies to it.
@@ -53,8 +53,8 @@ class OffloadAdamW {
   /// State for `n` elements, zero-initialised. `segments` cover [0, n) without overlap (ranges outside
   /// every segment are updated with decay); `param_device` is where the gradients and weights live
   /// (a CUDA device: pinned buffers and the CUDA copier; host: plain memory and memcpy).
-  OffloadAdamW(std::int64_t n, std::vector<OffloadSegment> segments, const AdamWOptions& adamw,
-               Device param_device, const OffloadOptions& options = {});
+  OffloadAdamW(std::int64_t n, std::vector<OffloadSegment> segments, const AdamWOptions& adamw, Device param_device,
+               const OffloadOptions& options = {});
   ~OffloadAdamW();
   OffloadAdamW(const OffloadAdamW&) = delete;
   OffloadAdamW& operator=(const OffloadAdamW&) = delete;

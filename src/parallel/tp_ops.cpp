@@ -39,8 +39,10 @@ Tensor moved_to(const Tensor& t, Device device) {
 
 #if !ADAPT_HAVE_CUDA
 [[noreturn]] void no_cuda(const char* op, const Tensor& t) {
-  ADAPT_THROW(UnsupportedError, "{}: tensor '{}' is on {}, but this binary was built without CUDA; rebuild with "
-              "-DADAPT_CUDA=ON", op, t.name(), t.device().str());
+  ADAPT_THROW(UnsupportedError,
+              "{}: tensor '{}' is on {}, but this binary was built without CUDA; rebuild with "
+              "-DADAPT_CUDA=ON",
+              op, t.name(), t.device().str());
 }
 #endif
 
@@ -103,8 +105,7 @@ void vocab_parallel_embedding_forward(Tensor& out, const Tensor& table_shard, co
 #if ADAPT_HAVE_CUDA
     // The rank's rows looked up, zero rows for the ids another rank holds (kernels/embedding.h).
     Tensor rows = out.reshape({n, C});
-    ops::cuda::embedding_forward(rows, table_shard, moved_to(ids, out.device()).reshape({n}), vocab.begin,
-                                 vocab_size);
+    ops::cuda::embedding_forward(rows, table_shard, moved_to(ids, out.device()).reshape({n}), vocab.begin, vocab_size);
 #else
     no_cuda(op, out);
 #endif
@@ -252,7 +253,8 @@ void tp_gather(Tensor& full, const Tensor& local, ShardDim dim, comm::Communicat
     Tensor mine = Tensor::empty({1}, DType::I64, host_allocator(), "tp_gather.extent");
     *mine.data<std::int64_t>() = extent;
     const Tensor mine_dev = moved_to(mine, dev);
-    Tensor all_dev = Tensor::empty({static_cast<std::int64_t>(parts)}, DType::I64, allocator_of(dev), "tp_gather.extents");
+    Tensor all_dev =
+        Tensor::empty({static_cast<std::int64_t>(parts)}, DType::I64, allocator_of(dev), "tp_gather.extents");
     tp.all_gather(mine_dev.raw(), all_dev.raw(), 1, comm::CommDType::I64);
     backend::copy_bytes(extents.data(), all_dev.raw(), parts * sizeof(std::int64_t));
   } else {
@@ -260,8 +262,9 @@ void tp_gather(Tensor& full, const Tensor& local, ShardDim dim, comm::Communicat
   }
   std::int64_t total = 0, widest = 0;
   for (const std::int64_t e : extents) total += e, widest = std::max(widest, e);
-  ADAPT_REQUIRE(total == full.dim(axis), ShapeError, "{}: the parts of '{}' add up to {} along dimension {}, '{}' {} has {}",
-                op, local.name(), total, axis, full.name(), full.shape().str(), full.dim(axis));
+  ADAPT_REQUIRE(total == full.dim(axis), ShapeError,
+                "{}: the parts of '{}' add up to {} along dimension {}, '{}' {} has {}", op, local.name(), total, axis,
+                full.name(), full.shape().str(), full.dim(axis));
   const std::int64_t padded = outer * widest * inner;
   std::vector<float> recv(static_cast<std::size_t>(padded) * parts);
   // The rank's part padded to the widest part (on the host; a device part as wide as the widest goes as it is).
@@ -275,7 +278,8 @@ void tp_gather(Tensor& full, const Tensor& local, ShardDim dim, comm::Communicat
   };
   if (device) {
     Allocator& alloc = allocator_of(dev);
-    Tensor send = extent == widest && on_device(local) ? local : Tensor::empty({padded}, DType::F32, alloc, "tp_gather.send");
+    Tensor send =
+        extent == widest && on_device(local) ? local : Tensor::empty({padded}, DType::F32, alloc, "tp_gather.send");
     if (send.raw() != local.raw()) {
       const std::vector<float> host = padded_send();
       backend::copy_bytes(send.raw(), host.data(), host.size() * sizeof(float));

@@ -35,9 +35,9 @@ void vocab_parallel_embedding_forward(Tensor& out, const Tensor& table_shard, co
 /// Cross-entropy over logits split by vocabulary: logits (N, V/tp) f32 contiguous hold entries `vocab`
 /// of each row, targets (N) i32/i64 are global ids (or opts.ignore_index), on any device. Three
 /// all-reduces of N values over tp (row max, Σ exp, the target's logit): in f64 for Σ exp and the
-/// target's logit on the host, in f32 on a CUDA device (kernels/cross_entropy.h). Returns the loss sum and the valid rows over
-/// the whole vocabulary (the same on every rank); with opts.grad the local logits become the rank's
-/// slice of (softmax − onehot) · grad_scale, as ops::cross_entropy_forward_backward writes.
+/// target's logit on the host, in f32 on a CUDA device (kernels/cross_entropy.h). Returns the loss sum and the valid
+/// rows over the whole vocabulary (the same on every rank); with opts.grad the local logits become the rank's slice of
+/// (softmax − onehot) · grad_scale, as ops::cross_entropy_forward_backward writes.
 ops::CrossEntropyResult vocab_parallel_cross_entropy(Tensor& logits, const Tensor& targets, const Range& vocab,
                                                      std::int64_t vocab_size, comm::Communicator& tp,
                                                      const ops::CrossEntropyOptions& opts = {});

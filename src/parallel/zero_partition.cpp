@@ -46,8 +46,11 @@ Zero1Layout zero1_layout(const std::vector<std::int64_t>& group_numels, std::int
   ADAPT_CHECK(dp_size >= 1, "ZeRO-1 layout over {} ranks", dp_size);
   Zero1Layout out{.dp_size = dp_size};
   for (const GradBucket& b : gradient_buckets(group_numels, bucket_elems)) {
-    Zero1Unit u{.first_group = b.first_param, .n_groups = b.n_params, .elems = b.elems,
-                .chunk = zero_shard_count(b.elems.count, dp_size, align), .padded_begin = out.padded,
+    Zero1Unit u{.first_group = b.first_param,
+                .n_groups = b.n_params,
+                .elems = b.elems,
+                .chunk = zero_shard_count(b.elems.count, dp_size, align),
+                .padded_begin = out.padded,
                 .shard_begin = out.shard};
     out.padded += u.chunk * dp_size;
     out.shard += u.chunk;

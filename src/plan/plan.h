@@ -41,21 +41,19 @@ struct Layout {
 
 /// A training job as adapt_train runs it.
 struct TrainJob {
-  std::int64_t seq = 0;          // data.seq_len (T)
-  std::int64_t micro_batch = 1;  // sequences per replica per micro-step (adapt_train: train.micro_batch / dp)
-  std::int64_t grad_accum = 1;   // train.grad_accum (micro-batches per step; the pipeline's 1F1B count)
-  bool recompute = false;        // train.recompute
+  std::int64_t seq = 0;            // data.seq_len (T)
+  std::int64_t micro_batch = 1;    // sequences per replica per micro-step (adapt_train: train.micro_batch / dp)
+  std::int64_t grad_accum = 1;     // train.grad_accum (micro-batches per step; the pipeline's 1F1B count)
+  bool recompute = false;          // train.recompute
   bool shard_saved_inputs = true;  // train.shard_saved_inputs (with recompute and tp > 1, where it pays:
                                    // model::saved_inputs_for)
   bool bf16_saved_inputs = false;  // train.saved_inputs_dtype = "bf16" (with recompute, where it pays)
   /// The dtype the layers' inputs are kept in, for a plan of `act_bytes` activations: bf16 when asked and
   /// the activations are wider (a plan of bf16 activations keeps them in bf16 anyway).
-  DType saved_input_dtype(int act_bytes) const {
-    return bf16_saved_inputs && act_bytes > 2 ? DType::BF16 : DType::F32;
-  }
-  bool zero1 = true;             // parallel.zero1
-  bool offload = false;          // optim.offload: optimizer state in host RAM (optim::OffloadAdamW)
-  int act_bytes = 0;             // bytes per activation element; 0: the backend's (Precision::of)
+  DType saved_input_dtype(int act_bytes) const { return bf16_saved_inputs && act_bytes > 2 ? DType::BF16 : DType::F32; }
+  bool zero1 = true;                        // parallel.zero1
+  bool offload = false;                     // optim.offload: optimizer state in host RAM (optim::OffloadAdamW)
+  int act_bytes = 0;                        // bytes per activation element; 0: the backend's (Precision::of)
   std::int64_t weights_device_layers = -1;  // runtime.weights_device_layers (Gpu): layers of a stage whose
                                             // weights stay on the GPU, the rest streamed from host RAM; -1: all
   int weight_bytes = 0;  // bytes per base-weight element (runtime.weights_dtype on a GPU); 0: the backend's
@@ -68,9 +66,9 @@ struct GenJob {
   std::int64_t context = 0;
   int act_bytes = 0;  // bytes per activation element; 0: the backend's (Precision::of)
   int kv_bytes = 0;   // bytes per KV-cache element (runtime.kv_cache_dtype); 0: the backend's (Precision::of)
-  std::int64_t prefill_chunk = 512;  // prompt tokens per forward (adapt_gen's runtime.prefill_chunk; 0: whole)
+  std::int64_t prefill_chunk = 512;         // prompt tokens per forward (adapt_gen's runtime.prefill_chunk; 0: whole)
   std::int64_t weights_device_layers = -1;  // as TrainJob's (adapt_gen's runtime.weights_device_layers)
-  int weight_bytes = 0;  // as TrainJob's (adapt_gen's runtime.weights_dtype on a GPU)
+  int weight_bytes = 0;                     // as TrainJob's (adapt_gen's runtime.weights_dtype on a GPU)
   std::int64_t prompt = 0;  // the longest prompt prefilled (adapt_gen --dry-run knows it); 0: up to the context
 };
 
@@ -140,25 +138,25 @@ struct TrainMemory {
   std::int64_t base_params = 0;     // base weights held
   std::int64_t adapter_params = 0;  // adapter parameters held
   std::uint64_t weights = 0;
-  std::uint64_t adapter = 0;           // adapter weights (working copy)
-  std::uint64_t gradients = 0;         // adapter gradients (f32)
-  std::uint64_t optimizer = 0;         // AdamW state of this rank's part (m, v; the f32 master where it is a
-                                       // separate copy; offloaded on the CPU: master, m, v, gradient copy)
-  std::uint64_t dp_buffers = 0;        // flat gradient / shard buffers of the dp and pp reductions
-  std::uint64_t pipeline_buffers = 0;  // hidden states exchanged between stages (pp > 1)
-  std::int64_t micro_in_flight = 1;    // micro-batches whose activations the rank keeps at once (1F1B, pp > 1)
-  ActivationBytes activations;         // with the job's recompute setting (saved: for every micro-batch in flight)
-  ActivationBytes activations_other;   // with the other setting (for the table)
-  std::uint64_t checkpoint = 0;        // world rank 0 (0 elsewhere) while it writes a checkpoint: the HDF5 file image
-                                       // (whole adapter, m, v f32) and, with ZeRO-1, the gathered moments
-  std::uint64_t host_mirrors = 0;      // GPU: the adapter's host copies (values and gradients)
-  std::uint64_t host_optimizer = 0;    // GPU with offload: AdamW's state in pinned host RAM (f32 master + m + v
-                                       // of this rank's part); without offload it is `optimizer`, on the GPU
-  std::uint64_t host_staging = 0;      // GPU: gradient copies and flat reduction vectors in host RAM
-  StreamedWeights streamed;            // GPU: layers whose weights stay in host RAM (`weights` holds their slots)
-  std::uint64_t libraries = 0;         // GPU: cuBLASLt's workspace (kGemmWorkspaceBytes)
-  std::uint64_t operand_copies = 0;    // GPU, f32 activations: bf16 copies of GEMM and attention operands,
-                                       // the most alive at once (freed after use, outside the workspaces)
+  std::uint64_t adapter = 0;            // adapter weights (working copy)
+  std::uint64_t gradients = 0;          // adapter gradients (f32)
+  std::uint64_t optimizer = 0;          // AdamW state of this rank's part (m, v; the f32 master where it is a
+                                        // separate copy; offloaded on the CPU: master, m, v, gradient copy)
+  std::uint64_t dp_buffers = 0;         // flat gradient / shard buffers of the dp and pp reductions
+  std::uint64_t pipeline_buffers = 0;   // hidden states exchanged between stages (pp > 1)
+  std::int64_t micro_in_flight = 1;     // micro-batches whose activations the rank keeps at once (1F1B, pp > 1)
+  ActivationBytes activations;          // with the job's recompute setting (saved: for every micro-batch in flight)
+  ActivationBytes activations_other;    // with the other setting (for the table)
+  std::uint64_t checkpoint = 0;         // world rank 0 (0 elsewhere) while it writes a checkpoint: the HDF5 file image
+                                        // (whole adapter, m, v f32) and, with ZeRO-1, the gathered moments
+  std::uint64_t host_mirrors = 0;       // GPU: the adapter's host copies (values and gradients)
+  std::uint64_t host_optimizer = 0;     // GPU with offload: AdamW's state in pinned host RAM (f32 master + m + v
+                                        // of this rank's part); without offload it is `optimizer`, on the GPU
+  std::uint64_t host_staging = 0;       // GPU: gradient copies and flat reduction vectors in host RAM
+  StreamedWeights streamed;             // GPU: layers whose weights stay in host RAM (`weights` holds their slots)
+  std::uint64_t libraries = 0;          // GPU: cuBLASLt's workspace (kGemmWorkspaceBytes)
+  std::uint64_t operand_copies = 0;     // GPU, f32 activations: bf16 copies of GEMM and attention operands,
+                                        // the most alive at once (freed after use, outside the workspaces)
   std::uint64_t attention_buffers = 0;  // CPU: attention's buffers kept per thread between calls
   std::uint64_t device_total() const;
   bool host_checkpoint = false;  // the checkpoint image is in host RAM (GPU plans), not in device_total
@@ -189,8 +187,8 @@ std::vector<TrainMemory> train_memory_ranks(const model::LlamaConfig& m, const a
 /// One rank's generation memory.
 struct GenMemory {
   Layout layout;
-  std::uint64_t weights = 0;  // on the device (with streamed weights: the slots, not the streamed layers)
-  StreamedWeights streamed;   // the busiest stage's layers whose weights stay in host RAM
+  std::uint64_t weights = 0;   // on the device (with streamed weights: the slots, not the streamed layers)
+  StreamedWeights streamed;    // the busiest stage's layers whose weights stay in host RAM
   std::uint64_t kv_cache = 0;  // the whole batch × context
   std::uint64_t kv_per_sequence = 0;
   std::uint64_t adapter = 0;
@@ -198,10 +196,10 @@ struct GenMemory {
   // or a decode step of the batch), the adapters' workspace, and on the CPU the batch's logits.
   std::uint64_t activations = 0;
   std::uint64_t attention_buffers = 0;  // CPU: attention's packed keys and values, kept per thread
-  std::uint64_t step_read = 0;    // what a decode step reads on one tp rank's GPUs, stage after stage: its
-                                  // weights of every stage and the KV cache of every layer
-  std::uint64_t libraries = 0;    // GPU: cuBLASLt's workspace (kGemmWorkspaceBytes)
-  std::uint64_t operand_copies = 0;  // GPU, f32 activations: bf16 copies of a prefill piece's operands
+  std::uint64_t step_read = 0;          // what a decode step reads on one tp rank's GPUs, stage after stage: its
+                                        // weights of every stage and the KV cache of every layer
+  std::uint64_t libraries = 0;          // GPU: cuBLASLt's workspace (kGemmWorkspaceBytes)
+  std::uint64_t operand_copies = 0;     // GPU, f32 activations: bf16 copies of a prefill piece's operands
   /// Everything but the KV cache: what the cache's room is left from.
   std::uint64_t beside_kv() const {
     return weights + adapter + activations + attention_buffers + libraries + operand_copies;
@@ -238,8 +236,8 @@ struct GpuSpec {
   double intra_gbps = 0;   // GPU-to-GPU inside a node, GB/s per direction (NVLink or PCIe)
   std::string intra_name;
   int gpus_per_node = 8;
-  std::string source;      // where the numbers come from
-  double host_gbps = 25;   // host RAM to the GPU, GB/s (PCIe 4 x16 ~25, PCIe 5 x16 ~50)
+  std::string source;     // where the numbers come from
+  double host_gbps = 25;  // host RAM to the GPU, GB/s (PCIe 4 x16 ~25, PCIe 5 x16 ~50)
 };
 struct NetworkSpec {
   std::string name;
@@ -262,7 +260,7 @@ struct Cluster {
   GpuSpec gpu;
   NetworkSpec network;
   int nics_per_node = 8;
-  double mfu = 0.5;  // the fraction of peak FLOP/s the GEMMs are assumed to reach
+  double mfu = 0.5;             // the fraction of peak FLOP/s the GEMMs are assumed to reach
   double hbm_efficiency = 0.8;  // the fraction of the datasheet HBM bandwidth a streaming read reaches
   /// What one collective or point-to-point transfer costs beyond its bytes (NCCL's latency for small
   /// messages, ~10–30 µs): it counts where messages are small, in decoding.

@@ -100,22 +100,14 @@ void parse_bottleneck(const std::string& body, const std::string& whole, adapter
 
 parallel::LlamaTensor base_of(model::WeightKind k) {
   switch (k) {
-    case model::WeightKind::Wq:
-      return parallel::LlamaTensor::Wq;
-    case model::WeightKind::Wk:
-      return parallel::LlamaTensor::Wk;
-    case model::WeightKind::Wv:
-      return parallel::LlamaTensor::Wv;
-    case model::WeightKind::Wo:
-      return parallel::LlamaTensor::Wo;
-    case model::WeightKind::WGate:
-      return parallel::LlamaTensor::WGate;
-    case model::WeightKind::WUp:
-      return parallel::LlamaTensor::WUp;
-    case model::WeightKind::WDown:
-      return parallel::LlamaTensor::WDown;
-    default:
-      ADAPT_THROW(InternalError, "LoRA does not attach to weight kind {}", static_cast<int>(k));
+    case model::WeightKind::Wq: return parallel::LlamaTensor::Wq;
+    case model::WeightKind::Wk: return parallel::LlamaTensor::Wk;
+    case model::WeightKind::Wv: return parallel::LlamaTensor::Wv;
+    case model::WeightKind::Wo: return parallel::LlamaTensor::Wo;
+    case model::WeightKind::WGate: return parallel::LlamaTensor::WGate;
+    case model::WeightKind::WUp: return parallel::LlamaTensor::WUp;
+    case model::WeightKind::WDown: return parallel::LlamaTensor::WDown;
+    default: ADAPT_THROW(InternalError, "LoRA does not attach to weight kind {}", static_cast<int>(k));
   }
 }
 

@@ -37,8 +37,7 @@ RankTraffic rank_traffic(const model::LlamaConfig& m, const adapters::AdapterCon
   const double e = Precision::of(backend, job.act_bytes).activation;
   const double N = static_cast<double>(job.micro_batch * job.seq);
   const double NC = N * static_cast<double>(m.hidden_size) * e;
-  const parallel::Range stage =
-      parallel::stage_layers(model::llama_dims(m), lay.pp, pp_rank, parallel::kTrainSplit);
+  const parallel::Range stage = parallel::stage_layers(model::llama_dims(m), lay.pp, pp_rank, parallel::kTrainSplit);
   const double nL = static_cast<double>(stage.count);
   const bool first = pp_rank == 0, last = pp_rank == lay.pp - 1;
   const double M = static_cast<double>(job.grad_accum);

@@ -56,8 +56,7 @@ class PassModel {
     D_ = m.head_dim, F_ = local.ffn, V_ = local.vocab.count;
     tp_ = lay.tp > 1;
     tp_size_ = lay.tp;
-    const parallel::Range r =
-        parallel::stage_layers(model::llama_dims(m), lay.pp, pp_rank, split);
+    const parallel::Range r = parallel::stage_layers(model::llama_dims(m), lay.pp, pp_rank, split);
     l0_ = r.begin, l1_ = r.end();
     first_ = pp_rank == 0, last_ = pp_rank == lay.pp - 1;
     act_ = static_cast<std::uint64_t>(act_bytes);
@@ -108,12 +107,11 @@ class PassModel {
     // its output again; forward only, two in turn. With inputs kept apart (sharded, in bf16) those stay
     // instead, beside two hidden states (padded to tp × shard rows), which the backward gathers or widens
     // into and recomputes into.
-    const std::int64_t n_hidden =
-        backward && !shard ? l1_ - l0_ + 1 : std::min<std::int64_t>(l1_ - l0_ + 1, 2);
+    const std::int64_t n_hidden = backward && !shard ? l1_ - l0_ + 1 : std::min<std::int64_t>(l1_ - l0_ + 1, 2);
     out.saved += static_cast<std::uint64_t>(n_hidden) * t(whole_rows * C_);
     if (shard)
-      out.saved += static_cast<std::uint64_t>(l1_ - l0_) *
-                   aligned(static_cast<std::uint64_t>(shard_rows * C_) * kept_bytes);
+      out.saved +=
+          static_cast<std::uint64_t>(l1_ - l0_) * aligned(static_cast<std::uint64_t>(shard_rows * C_) * kept_bytes);
     // bf16 shards are gathered into scratch before they are widened (alone there: released at once).
     std::uint64_t scratch = gather && bf16_inputs ? aligned(static_cast<std::uint64_t>(whole_rows * C_) * 2) : 0;
     for (std::int64_t l = l0_; l < l1_; ++l) {
@@ -144,7 +142,7 @@ class PassModel {
     const auto b = [](std::int64_t n) { return static_cast<std::uint64_t>(n) * 2; };
     const bool bf16_attention = model::attention_tensor_cores_take(D_);
     const std::int64_t qd = N_ * H_ * D_, kvd = N_ * Hkv_ * D_;
-    std::uint64_t most = b(2 * N_ * C_ + N_ * F_);  // xq and xg alive, down's input cast
+    std::uint64_t most = b(2 * N_ * C_ + N_ * F_);                             // xq and xg alive, down's input cast
     if (bf16_attention) most = std::max(most, b(N_ * C_ + 2 * qd + 2 * kvd));  // xq alive, q k v out
     most = std::max(most, b(N_ * C_ + qd));                                    // xq alive, o_proj's input cast
     if (backward) {
@@ -233,7 +231,8 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
   r.adapter_params = n;
   const auto n4 = static_cast<std::uint64_t>(n) * 4;
   const bool sharded = lay.dp > 1 && job.zero1;
-  const parallel::Zero1Layout z = sharded ? adapter_zero1_layout(m, a, lay.tp, tp_rank, lay.dp) : parallel::Zero1Layout{};
+  const parallel::Zero1Layout z =
+      sharded ? adapter_zero1_layout(m, a, lay.tp, tp_rank, lay.dp) : parallel::Zero1Layout{};
   const auto c = static_cast<std::uint64_t>(z.shard), padded = static_cast<std::uint64_t>(z.padded);
   // DpOptimizer's ZeRO-1 buffers: the padded flat vector, and without offload the chunks' gradient and
   // master weights (offloaded, those are the state's own).
@@ -289,8 +288,8 @@ TrainMemory rank_train_memory(const model::LlamaConfig& m, const adapters::Adapt
   const std::int64_t chunk = model::TrainOptions{}.logits_chunk_rows;
   // 1F1B: a stage that is not the last keeps what the backward reads for each micro-batch in flight, up
   // to pp − stage of them, each in a `saved` workspace of its own (model::SplitTrainStep).
-  const std::int64_t in_flight = parallel::max_in_flight(
-      parallel::schedule_1f1b(lay.pp, pp_rank, static_cast<int>(job.grad_accum)));
+  const std::int64_t in_flight =
+      parallel::max_in_flight(parallel::schedule_1f1b(lay.pp, pp_rank, static_cast<int>(job.grad_accum)));
   r.micro_in_flight = in_flight;
   const PassModel pm(m, a, lay, tp_rank, pp_rank, job.micro_batch, job.seq, prec.activation);
   // adapt_train's setting: the layers' inputs sharded or in bf16 on the stages where that saves memory.
@@ -442,8 +441,8 @@ GenMemory gen_memory(const model::LlamaConfig& m, const adapters::AdapterConfig&
   for (const int p : {0, layout.pp - 1}) {
     const model::PipelineStage stage{.rank = p, .size = layout.pp, .split = parallel::kGenSplit};
     const model::ForwardCall prefill{.batch = 1, .tokens = piece, .block_adapters = blocks, .on_device = gpu};
-    const model::ForwardCall decode{.batch = job.batch, .tokens = 1, .ragged = true, .block_adapters = blocks,
-                                    .on_device = gpu};
+    const model::ForwardCall decode{
+        .batch = job.batch, .tokens = 1, .ragged = true, .block_adapters = blocks, .on_device = gpu};
     forward = std::max({forward, model::llama_forward_workspace_bytes(m, tp, stage, prefill),
                         model::llama_forward_workspace_bytes(m, tp, stage, decode)});
     const PassModel rows(m, inference, one, 0, p, 1, std::max(piece, job.batch), 4, parallel::kGenSplit);

@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
-#include <vector>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "adapters/adapter_config_check.h"
 #include "core/error.h"
@@ -275,10 +275,10 @@ std::string plan_text(const PlanResult& p) {
       !r.train.recompute ? "off"
       : !r.train.shard_saved_inputs && !r.train.bf16_saved_inputs
           ? "on (layer inputs kept whole)"
-          : fmt::format("on ({} where that saves memory)",
-                        !r.train.bf16_saved_inputs  ? "with tp, layer inputs sharded"
-                        : r.train.shard_saved_inputs ? "with tp, layer inputs sharded and kept in bf16"
-                                                     : "layer inputs kept in bf16");
+          : fmt::format("on ({} where that saves memory)", !r.train.bf16_saved_inputs ? "with tp, layer inputs sharded"
+                                                           : r.train.shard_saved_inputs
+                                                               ? "with tp, layer inputs sharded and kept in bf16"
+                                                               : "layer inputs kept in bf16");
   s += fmt::format(
       "training  {} tokens × {} sequence(s) per replica per micro-step × {} micro-step(s); recompute {}; "
       "ZeRO-1 {}{}\n",
@@ -293,9 +293,9 @@ std::string plan_text(const PlanResult& p) {
         "{} GPUs per node, network {} ({} × {:.0f} Gb/s per node = {:.1f} GB/s per GPU); {:.0f} µs per "
         "collective beyond its bytes\n",
         r.gpus, g.name, g.mem_gb, r.usable * 100, g.bf16_tflops, r.cluster.mfu * 100, g.hbm_tbps,
-        r.cluster.hbm_efficiency * 100, g.intra_name,
-        g.intra_gbps, g.gpus_per_node, r.cluster.network.name, r.cluster.nics_per_node, r.cluster.network.gbit_per_nic,
-        r.cluster.inter_gbps_per_gpu(), r.cluster.collective_latency_s * 1e6);
+        r.cluster.hbm_efficiency * 100, g.intra_name, g.intra_gbps, g.gpus_per_node, r.cluster.network.name,
+        r.cluster.nics_per_node, r.cluster.network.gbit_per_nic, r.cluster.inter_gbps_per_gpu(),
+        r.cluster.collective_latency_s * 1e6);
     s += fmt::format(
         "precision weights bf16, activations {} (norm statistics and logits f32); adapter, its gradients "
         "and AdamW moments f32; KV cache {}\n",
@@ -342,9 +342,10 @@ std::string plan_text(const PlanResult& p) {
     if (lp.layout.pp > 1) {
       const parallel::LlamaDims dims = model::llama_dims(r.model);
       const std::vector<std::int64_t> counts = parallel::stage_layer_counts(dims, lp.layout.pp, parallel::kTrainSplit);
-      s += fmt::format("  stages hold {} decoder layers in training (the last also runs the head: {:.1f} layers' "
-                       "work; generation splits them evenly)\n",
-                       fmt::join(counts, " | "), parallel::head_layer_share(dims));
+      s += fmt::format(
+          "  stages hold {} decoder layers in training (the last also runs the head: {:.1f} layers' "
+          "work; generation splits them evenly)\n",
+          fmt::join(counts, " | "), parallel::head_layer_share(dims));
     }
     auto line = [&](const char* what, std::uint64_t b, const std::string& note) {
       s += fmt::format("  {:<34} {:>12}  {}\n", what, format_bytes(b), note);
@@ -355,15 +356,15 @@ std::string plan_text(const PlanResult& p) {
                   ? fmt::format("; {} layers' weights stream from host RAM ({}), 2 of them staged here",
                                 m.streamed.layers, format_bytes(m.streamed.host))
                   : std::string()));
-    line("adapter weights", m.adapter,
-         fmt::format("{} parameters, f32", format_count(m.adapter_params)));
+    line("adapter weights", m.adapter, fmt::format("{} parameters, f32", format_count(m.adapter_params)));
     line("adapter gradients", m.gradients, "f32");
     const bool host_state = gpu && r.train.offload;  // without offload DeviceAdamW keeps it on the GPU, at any dp
     line("optimizer state", m.optimizer,
-         host_state ? "in host RAM (see host)"
-                    : (gpu ? "AdamW m + v beside the adapter"
-                           : (r.train.offload ? "offloaded AdamW: f32 master + m + v + gradient copy" : "AdamW m + v")) +
-                          std::string(lp.layout.dp > 1 && r.train.zero1 ? ", this rank's ZeRO-1 shard" : ""));
+         host_state
+             ? "in host RAM (see host)"
+             : (gpu ? "AdamW m + v beside the adapter"
+                    : (r.train.offload ? "offloaded AdamW: f32 master + m + v + gradient copy" : "AdamW m + v")) +
+                   std::string(lp.layout.dp > 1 && r.train.zero1 ? ", this rank's ZeRO-1 shard" : ""));
     line("gradient reduction buffers", m.dp_buffers,
          lp.layout.dp > 1 || lp.layout.pp > 1 ? "flat vectors of the dp / pp reductions" : "");
     if (lp.layout.pp > 1) line("pipeline hidden states", m.pipeline_buffers, "exchanged with the neighbouring stages");
@@ -385,13 +386,12 @@ std::string plan_text(const PlanResult& p) {
     if (gpu) {
       line("host RAM per rank", m.host_total(),
            fmt::format("adapter copies {}; ", format_bytes(m.host_mirrors)) +
-               (m.host_optimizer > 0
-                    ? fmt::format("{} {}; ", r.train.offload ? "f32 master + m + v" : "AdamW m + v",
-                                  format_bytes(m.host_optimizer))
+               (m.host_optimizer > 0 ? fmt::format("{} {}; ", r.train.offload ? "f32 master + m + v" : "AdamW m + v",
+                                                   format_bytes(m.host_optimizer))
+                                     : std::string()) +
+               (m.host_staging > 0
+                    ? fmt::format("gradient copies and reduction vectors {}; ", format_bytes(m.host_staging))
                     : std::string()) +
-               (m.host_staging > 0 ? fmt::format("gradient copies and reduction vectors {}; ",
-                                                 format_bytes(m.host_staging))
-                                   : std::string()) +
                (m.streamed.host > 0 ? fmt::format("streamed weights {}; ", format_bytes(m.streamed.host))
                                     : std::string()) +
                fmt::format("checkpoint file image {} (rank 0)", format_bytes(m.checkpoint)));
@@ -420,9 +420,10 @@ std::string plan_text(const PlanResult& p) {
           t.pp_inside_node ? "in a node" : "across nodes", time_str(t.dp_s),
           t.dp_inside_node ? "in a node" : "across nodes", time_str(t.step_s), t.tokens_per_s);
       if (t.stream_s > 0)
-        s += fmt::format("  streamed weights: {} of copies a step at {:.0f} GB/s from host RAM (a forward and a "
-                         "backward per micro-batch), overlapping compute: the step takes the longer of the two\n",
-                         time_str(t.stream_s), r.cluster.gpu.host_gbps);
+        s += fmt::format(
+            "  streamed weights: {} of copies a step at {:.0f} GB/s from host RAM (a forward and a "
+            "backward per micro-batch), overlapping compute: the step takes the longer of the two\n",
+            time_str(t.stream_s), r.cluster.gpu.host_gbps);
     }
     s += "\n";
   }
@@ -446,16 +447,18 @@ std::string plan_text(const PlanResult& p) {
     // replica its part, the same sum for every layout).
     const LayoutPlan& lp = p.layouts.front();
     const std::uint64_t whole = lp.gen.kv_per_sequence * static_cast<std::uint64_t>(lp.layout.tp * lp.layout.pp);
-    s += fmt::format("  a conversation of {} tokens kept between jobs (adapt_gen's output.conversation_kv): {} on "
-                     "disk, {} a token, split over the tp x pp ranks of a replica\n",
-                     r.gen.context, format_bytes(whole), format_bytes(whole / static_cast<std::uint64_t>(r.gen.context)));
+    s += fmt::format(
+        "  a conversation of {} tokens kept between jobs (adapt_gen's output.conversation_kv): {} on "
+        "disk, {} a token, split over the tp x pp ranks of a replica\n",
+        r.gen.context, format_bytes(whole), format_bytes(whole / static_cast<std::uint64_t>(r.gen.context)));
   }
   if (gpu && !p.layouts.empty() && p.layouts.front().gen.streamed.layers > 0) {
     const LayoutPlan& lp = p.layouts.front();
-    s += fmt::format("  weights streamed from host RAM: {} layers per stage ({} per rank of {}); a decode step copies "
-                     "them ({} at {:.0f} GB/s, stage after stage): worth it for many sequences at once, not for one\n",
-                     lp.gen.streamed.layers, format_bytes(lp.gen.streamed.host), lp.layout.str(),
-                     time_str(lp.decode.stream_s), r.cluster.gpu.host_gbps);
+    s += fmt::format(
+        "  weights streamed from host RAM: {} layers per stage ({} per rank of {}); a decode step copies "
+        "them ({} at {:.0f} GB/s, stage after stage): worth it for many sequences at once, not for one\n",
+        lp.gen.streamed.layers, format_bytes(lp.gen.streamed.host), lp.layout.str(), time_str(lp.decode.stream_s),
+        r.cluster.gpu.host_gbps);
   }
   if (gpu && p.gen_pick < 0 && !p.layouts.empty()) {
     // Where the whole KV cache does not fit: adapt_gen's spill (runtime.kv_device_layers) keeps the layers
@@ -471,13 +474,12 @@ std::string plan_text(const PlanResult& p) {
     const std::uint64_t room = p.usable_bytes() > fixed ? p.usable_bytes() - fixed : 0;
     const std::int64_t on_gpu = per_layer > 0 ? model::KvCache::device_layers_within(room, per_layer, layers) : 0;
     if (on_gpu > 0) {
-      s += fmt::format("  the KV cache does not fit whole: with {} it can spill to host RAM (adapt_gen's "
-                       "runtime.kv_device_layers = {}: {} of {} layers per GPU on the GPU, {} GiB per GPU in host "
-                       "RAM, {} GiB per node; each decode step then copies the spilled layers' cache to the GPU)\n",
-                       lp.layout.str(), on_gpu, on_gpu, layers,
-                       gib(per_layer * static_cast<std::uint64_t>(layers - on_gpu)),
-                       gib(per_layer * static_cast<std::uint64_t>(layers - on_gpu) *
-                           static_cast<std::uint64_t>(ranks_per_node(r))));
+      s += fmt::format(
+          "  the KV cache does not fit whole: with {} it can spill to host RAM (adapt_gen's "
+          "runtime.kv_device_layers = {}: {} of {} layers per GPU on the GPU, {} GiB per GPU in host "
+          "RAM, {} GiB per node; each decode step then copies the spilled layers' cache to the GPU)\n",
+          lp.layout.str(), on_gpu, on_gpu, layers, gib(per_layer * static_cast<std::uint64_t>(layers - on_gpu)),
+          gib(per_layer * static_cast<std::uint64_t>(layers - on_gpu) * static_cast<std::uint64_t>(ranks_per_node(r))));
     }
   }
   s += "\n";
@@ -510,45 +512,49 @@ std::string plan_text(const PlanResult& p) {
                           r.cluster.gpu.name, p.min_gpus_train)
             : std::string("use larger GPUs or a shorter --seq") + (r.train.offload ? "" : ", or --offload"));
     if (p.stream_train_layers >= 0)
-      s += fmt::format("  or stream weights from host RAM: with runtime.weights_device_layers = {} (the other layers' "
-                       "weights in pinned host RAM, copied to the GPU as the passes reach them) a layout fits; "
-                       "adapt_plan --weights-device-layers {} shows it\n",
-                       p.stream_train_layers, p.stream_train_layers);
+      s += fmt::format(
+          "  or stream weights from host RAM: with runtime.weights_device_layers = {} (the other layers' "
+          "weights in pinned host RAM, copied to the GPU as the passes reach them) a layout fits; "
+          "adapt_plan --weights-device-layers {} shows it\n",
+          p.stream_train_layers, p.stream_train_layers);
   }
   if (gpu) {
     if (p.longest_train_seq_layout >= 0) {
-      s += fmt::format("  longest training sequence that fits: {} tokens ({}, micro-batch 1 with recomputation{}; "
-                       "multiples of {} up to the model's {})\n",
-                       format_count(p.longest_train_seq),
-                       p.layouts[static_cast<std::size_t>(p.longest_train_seq_layout)].layout.str(),
-                       r.train.offload ? " and offload" : "", format_count(PlanResult::kSeqStep),
-                       format_count(r.model.max_position_embeddings));
+      s += fmt::format(
+          "  longest training sequence that fits: {} tokens ({}, micro-batch 1 with recomputation{}; "
+          "multiples of {} up to the model's {})\n",
+          format_count(p.longest_train_seq),
+          p.layouts[static_cast<std::size_t>(p.longest_train_seq_layout)].layout.str(),
+          r.train.offload ? " and offload" : "", format_count(PlanResult::kSeqStep),
+          format_count(r.model.max_position_embeddings));
     } else {
-      s += fmt::format("  longest training sequence that fits: none of {} tokens or more, at micro-batch 1 with "
-                       "recomputation{}\n",
-                       format_count(PlanResult::kSeqStep), r.train.offload ? " and offload" : "");
+      s += fmt::format(
+          "  longest training sequence that fits: none of {} tokens or more, at micro-batch 1 with "
+          "recomputation{}\n",
+          format_count(PlanResult::kSeqStep), r.train.offload ? " and offload" : "");
     }
   }
   if (p.gen_pick >= 0) {
     const LayoutPlan& lp = p.layouts[static_cast<std::size_t>(p.gen_pick)];
-    s += fmt::format("recommended for generation: {} (up to {} sequences of {} tokens per replica){}\n",
-                     lp.layout.str(), lp.gen_max_batch, r.gen.context,
-                     r.gen.weights_device_layers >= 0
-                         ? fmt::format("; in adapt_gen's job, [runtime] weights_device_layers = {}",
-                                       r.gen.weights_device_layers)
-                         : std::string());
+    s += fmt::format(
+        "recommended for generation: {} (up to {} sequences of {} tokens per replica){}\n", lp.layout.str(),
+        lp.gen_max_batch, r.gen.context,
+        r.gen.weights_device_layers >= 0
+            ? fmt::format("; in adapt_gen's job, [runtime] weights_device_layers = {}", r.gen.weights_device_layers)
+            : std::string());
   } else if (gpu) {
     s += fmt::format(
         "recommended for generation: no layout of {} GPU(s) holds the weights and the KV cache of {} "
         "sequence(s){}\n",
         r.gpus, r.gen.batch,
         p.min_gpus_gen > 0 ? fmt::format("; {} × {} would hold it (adapt_plan --gpus {} shows the layouts)",
-                                          p.min_gpus_gen, r.cluster.gpu.name, p.min_gpus_gen)
-                        : "");
+                                         p.min_gpus_gen, r.cluster.gpu.name, p.min_gpus_gen)
+                           : "");
     if (p.stream_gen_layers >= 0)
-      s += fmt::format("  or stream weights from host RAM: with runtime.weights_device_layers = {} a layout holds "
-                       "them; adapt_plan --weights-device-layers {} shows it\n",
-                       p.stream_gen_layers, p.stream_gen_layers);
+      s += fmt::format(
+          "  or stream weights from host RAM: with runtime.weights_device_layers = {} a layout holds "
+          "them; adapt_plan --weights-device-layers {} shows it\n",
+          p.stream_gen_layers, p.stream_gen_layers);
   }
   return s;
 }
@@ -635,13 +641,13 @@ std::string plan_json(const PlanResult& p) {
                  {"dp_wire_rank", c.dp_wire_rank}};
     if (r.backend == Backend::Gpu) {
       const StepTime& s = lp.time;
-      t["time"] = {{"flops", s.flops},   {"compute_s", s.compute_s}, {"hbm_s", s.hbm_s},
-                   {"tp_s", s.tp_s},     {"pp_s", s.pp_s},           {"dp_s", s.dp_s},
-                   {"bubble", s.bubble}, {"step_s", s.step_s},       {"tokens_per_s", s.tokens_per_s},
+      t["time"] = {{"flops", s.flops},      {"compute_s", s.compute_s}, {"hbm_s", s.hbm_s},
+                   {"tp_s", s.tp_s},        {"pp_s", s.pp_s},           {"dp_s", s.dp_s},
+                   {"bubble", s.bubble},    {"step_s", s.step_s},       {"tokens_per_s", s.tokens_per_s},
                    {"stream_s", s.stream_s}};
     }
-    t["best"] = {{"micro_batch", lp.best_micro_batch}, {"recompute", lp.best_recompute},
-                 {"grad_accum", lp.best_grad_accum}};
+    t["best"] = {
+        {"micro_batch", lp.best_micro_batch}, {"recompute", lp.best_recompute}, {"grad_accum", lp.best_grad_accum}};
     if (r.backend == Backend::Gpu && lp.best_micro_batch > 0)
       t["best"].update({{"step_s", lp.best_time.step_s}, {"tokens_per_s", lp.best_time.tokens_per_s}});
     if (r.layout) {  // one layout asked for: every rank of a replica (world rank order)

@@ -164,8 +164,8 @@ StepTime train_step_time(const model::LlamaConfig& m, const adapters::AdapterCon
   const TrainMemory mem = train_memory(m, a, lay, job, Backend::Gpu);
   double worst = 0, worst_hbm = 0;
   for (int p = 0; p < lay.pp; ++p) {
-    const double layers = static_cast<double>(
-        parallel::stage_layers(model::llama_dims(m), lay.pp, p, parallel::kTrainSplit).count);
+    const double layers =
+        static_cast<double>(parallel::stage_layers(model::llama_dims(m), lay.pp, p, parallel::kTrainSplit).count);
     const bool last = p == lay.pp - 1;
     // Executed work: the attention backward recomputes the scores (QKᵀ), then forms dV, dP, dQ and dK:
     // five products against the forward's two.
@@ -202,7 +202,8 @@ StepTime train_step_time(const model::LlamaConfig& m, const adapters::AdapterCon
   std::uint64_t streamed = 0;
   for (int p = 0; p < lay.pp; ++p)
     streamed = std::max(streamed, streamed_weights(m, lay, p, parallel::kTrainSplit, job.weights_device_layers,
-                                                   Precision::of(Backend::Gpu).weight).host);
+                                                   Precision::of(Backend::Gpu).weight)
+                                      .host);
   st.stream_s = static_cast<double>(job.grad_accum) * 2.0 * static_cast<double>(streamed) / (cl.gpu.host_gbps * 1e9);
   const double M = static_cast<double>(job.grad_accum);
   st.bubble = (M + lay.pp - 1) / M;

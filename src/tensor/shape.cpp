@@ -9,8 +9,8 @@ namespace adapt {
 Shape::Shape(std::initializer_list<std::int64_t> dims) : Shape(std::vector<std::int64_t>(dims)) {}
 
 Shape::Shape(const std::vector<std::int64_t>& dims) {
-  ADAPT_REQUIRE(dims.size() <= kMaxDims, ShapeError, "shape has {} dimensions; at most {} are supported",
-                dims.size(), kMaxDims);
+  ADAPT_REQUIRE(dims.size() <= kMaxDims, ShapeError, "shape has {} dimensions; at most {} are supported", dims.size(),
+                kMaxDims);
   rank_ = static_cast<int>(dims.size());
   for (std::size_t i = 0; i < dims.size(); ++i) {
     ADAPT_REQUIRE(dims[i] >= 0, ShapeError, "shape dimension {} is negative ({})", i, dims[i]);

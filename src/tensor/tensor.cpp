@@ -56,8 +56,8 @@ void* Tensor::raw() const {
 
 Tensor Tensor::narrow(int dim, std::int64_t start, std::int64_t length) const {
   if (dim < 0) dim += rank();
-  ADAPT_REQUIRE(dim >= 0 && dim < rank(), ShapeError, "narrow: dim {} out of range for '{}' of shape {}", dim,
-                name_, shape_.str());
+  ADAPT_REQUIRE(dim >= 0 && dim < rank(), ShapeError, "narrow: dim {} out of range for '{}' of shape {}", dim, name_,
+                shape_.str());
   ADAPT_REQUIRE(start >= 0 && length >= 0 && start + length <= shape_[dim], ShapeError,
                 "narrow: range [{}, {}) of dim {} is outside '{}' of shape {}", start, start + length, dim, name_,
                 shape_.str());
@@ -69,8 +69,8 @@ Tensor Tensor::narrow(int dim, std::int64_t start, std::int64_t length) const {
 
 Tensor Tensor::reshape(const Shape& shape) const {
   ADAPT_REQUIRE(is_contiguous(), ShapeError, "reshape of non-contiguous tensor '{}' {}", name_, shape_.str());
-  ADAPT_REQUIRE(shape.numel() == numel(), ShapeError, "cannot reshape '{}' from {} to {}: element counts differ",
-                name_, shape_.str(), shape.str());
+  ADAPT_REQUIRE(shape.numel() == numel(), ShapeError, "cannot reshape '{}' from {} to {}: element counts differ", name_,
+                shape_.str(), shape.str());
   Tensor t = *this;
   t.shape_ = shape;
   t.set_contiguous_strides();
@@ -111,8 +111,8 @@ Tensor Tensor::to_host(DType dtype) const {
 }
 
 void Tensor::copy_from(const Tensor& src) {
-  ADAPT_REQUIRE(src.shape() == shape_, ShapeError, "copy into '{}' {} from '{}' {}: shapes differ", name_,
-                shape_.str(), src.name(), src.shape().str());
+  ADAPT_REQUIRE(src.shape() == shape_, ShapeError, "copy into '{}' {} from '{}' {}: shapes differ", name_, shape_.str(),
+                src.name(), src.shape().str());
   ADAPT_REQUIRE(device().host_accessible() && src.device().host_accessible(), UnsupportedError,
                 "copy_from between {} and {} needs the backend (ops/), not Tensor::copy_from", src.device().str(),
                 device().str());

@@ -29,7 +29,6 @@ std::array<int, kAlphabetEnd> make_inverse() {
   return inverse;
 }
 
-
 // Decodes the code point starting at text[i] and advances i; false on malformed UTF-8.
 bool utf8_next(std::string_view text, std::size_t& i, char32_t& cp) {
   auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };

@@ -39,7 +39,7 @@ struct ChatOptions {
   /// false: the messages continue a dialog already begun (a conversation's next turn): no
   /// <|begin_of_text|> and, for Hf31, no system block; each message as it would follow earlier ones.
   bool begin = true;
-  std::string date = "26 Jul 2024";   // Hf31 "Today Date:" (the template's default date_string)
+  std::string date = "26 Jul 2024";  // Hf31 "Today Date:" (the template's default date_string)
   /// Special-token strings inside message content: false (default) keeps them as text, as Meta's
   /// encode(..., allowed_special=set()) does; true makes them special ids, as HF's tokenization of the
   /// rendered template does (so a user could inject <|eot_id|>).

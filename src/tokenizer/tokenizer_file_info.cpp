@@ -126,10 +126,9 @@ TokenizerFileInfo hf_json_info(const fs::path& path, std::string_view text) {
     for (std::size_t i = 0; i < it->size(); ++i) {
       const auto& entry = (*it)[i];
       std::string where = "added_tokens[" + std::to_string(i) + "]";
-      ADAPT_REQUIRE(entry.is_object() && entry.contains("id") && entry.contains("content") &&
-                        entry["content"].is_string(),
-                    IoError, "tokenizer file '{}': {} needs an integer \"id\" and a string \"content\"",
-                    path.string(), where);
+      ADAPT_REQUIRE(
+          entry.is_object() && entry.contains("id") && entry.contains("content") && entry["content"].is_string(),
+          IoError, "tokenizer file '{}': {} needs an integer \"id\" and a string \"content\"", path.string(), where);
       std::int64_t id = json_id(path, entry["id"], where + ".id");
       added.emplace_back(entry["content"].get<std::string>(), id);
       max_id = std::max(max_id, id);

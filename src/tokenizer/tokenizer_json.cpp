@@ -55,8 +55,8 @@ constexpr std::string_view kLlama31ChatTemplate = R"({{- bos_token }}
 )";
 
 Json added_token_json(std::int64_t id, const std::string& content) {
-  return Json{{"id", id},          {"content", content}, {"single_word", false}, {"lstrip", false},
-              {"rstrip", false},   {"normalized", false}, {"special", true}};
+  return Json{{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
+              {"rstrip", false}, {"normalized", false}, {"special", true}};
 }
 
 // The body of an added token as tokenizer_config.json's added_tokens_decoder and
@@ -132,14 +132,13 @@ std::string tokenizer_json_text(const std::vector<BpeMerge>& merges) {
   for (std::size_t i = 0; i < specials.size(); ++i)
     added.push_back(added_token_json(n_bpe + static_cast<std::int64_t>(i), specials[i]));
 
-  Json pre_tokenizer{
-      {"type", "Sequence"},
-      {"pretokenizers", Json::array({Json{{"type", "Split"},
-                                          {"pattern", Json{{"Regex", std::string(kLlama3SplitPattern)}}},
-                                          {"behavior", "Isolated"},
-                                          {"invert", false}},
-                                     byte_level_json(/*add_prefix_space=*/false, /*trim_offsets=*/true,
-                                                     /*use_regex=*/false)})}};
+  Json pre_tokenizer{{"type", "Sequence"},
+                     {"pretokenizers", Json::array({Json{{"type", "Split"},
+                                                         {"pattern", Json{{"Regex", std::string(kLlama3SplitPattern)}}},
+                                                         {"behavior", "Isolated"},
+                                                         {"invert", false}},
+                                                    byte_level_json(/*add_prefix_space=*/false, /*trim_offsets=*/true,
+                                                                    /*use_regex=*/false)})}};
 
   Json template_processing{
       {"type", "TemplateProcessing"},
@@ -148,11 +147,10 @@ std::string tokenizer_json_text(const std::vector<BpeMerge>& merges) {
                             template_piece("SpecialToken", bos, 1), template_piece("Sequence", "B", 1)})},
       {"special_tokens",
        Json{{bos, Json{{"id", bos}, {"ids", Json::array({n_bpe})}, {"tokens", Json::array({bos})}}}}}};
-  Json post_processor{
-      {"type", "Sequence"},
-      {"processors", Json::array({byte_level_json(/*add_prefix_space=*/true, /*trim_offsets=*/false,
-                                                  /*use_regex=*/true),
-                                  template_processing})}};
+  Json post_processor{{"type", "Sequence"},
+                      {"processors", Json::array({byte_level_json(/*add_prefix_space=*/true, /*trim_offsets=*/false,
+                                                                  /*use_regex=*/true),
+                                                  template_processing})}};
 
   Json model{{"type", "BPE"},
              {"dropout", nullptr},

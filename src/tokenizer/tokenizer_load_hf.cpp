@@ -228,8 +228,10 @@ Tokenizer Tokenizer::from_hf_json(std::string_view json_text, const std::string&
   const std::int64_t id_end = static_cast<std::int64_t>(vocab.size() + added.size());
   for (const auto& [text, id] : vocab.items()) {
     if (!id.is_number_integer() || id.get<std::int64_t>() < 0 || id.get<std::int64_t>() >= id_end)
-      L.malformed(fmt::format("model.vocab[\"{}\"] is {}, expected an id in [0, {}) (the vocabulary's and the added "
-                              "tokens' count)", text, id.dump(), id_end));
+      L.malformed(
+          fmt::format("model.vocab[\"{}\"] is {}, expected an id in [0, {}) (the vocabulary's and the added "
+                      "tokens' count)",
+                      text, id.dump(), id_end));
     if (text.empty()) L.malformed(fmt::format("model.vocab has an empty token (id {})", id.dump()));
     if (!bpe.vocab.insert(id.get<TokenId>(), token_bytes_of(text, byte_level)))
       L.malformed(fmt::format("model.vocab[\"{}\"] = {}: the id or the token's bytes appear twice", text, id.dump()));

@@ -91,8 +91,8 @@ Tokenizer Tokenizer::from_tiktoken_file(const fs::path& path) {
   std::size_t line_no = 0;
   std::string bytes;
   // Ranks number the lines' tokens from 0 (the tables are sized by them): at most one per line.
-  const std::int64_t rank_end =
-      std::min<std::int64_t>(std::int64_t{1} << 24, static_cast<std::int64_t>(std::count(text.begin(), text.end(), '\n')) + 1);
+  const std::int64_t rank_end = std::min<std::int64_t>(
+      std::int64_t{1} << 24, static_cast<std::int64_t>(std::count(text.begin(), text.end(), '\n')) + 1);
   for (std::size_t pos = 0; pos < text.size();) {
     std::size_t end = text.find('\n', pos);
     if (end == std::string::npos) end = text.size();
@@ -110,8 +110,10 @@ Tokenizer Tokenizer::from_tiktoken_file(const fs::path& path) {
     std::int64_t rank = -1;
     auto [ptr, ec] = std::from_chars(rank_text.data(), rank_text.data() + rank_text.size(), rank);
     ADAPT_REQUIRE(ec == std::errc() && ptr == rank_text.data() + rank_text.size() && rank >= 0 && rank < rank_end,
-                  IoError, "tokenizer file '{}', line {}: rank '{}' is not an integer in [0, {}) (ranks number the "
-                  "file's lines from 0)", path.string(), line_no, clip(rank_text), rank_end);
+                  IoError,
+                  "tokenizer file '{}', line {}: rank '{}' is not an integer in [0, {}) (ranks number the "
+                  "file's lines from 0)",
+                  path.string(), line_no, clip(rank_text), rank_end);
     ADAPT_REQUIRE(vocab.insert(static_cast<TokenId>(rank), bytes), IoError,
                   "tokenizer file '{}', line {}: rank {} or its token '{}' appears twice", path.string(), line_no, rank,
                   clip(line.substr(0, space)));

@@ -42,9 +42,11 @@ void data_config_validate(const DataConfig& c, std::int64_t model_context) {
                 "data.seq_len = {} exceeds the model's context of {}; set data.seq_len <= {}", c.seq_len, model_context,
                 model_context);
   ADAPT_REQUIRE(!c.eval_fraction || (*c.eval_fraction > 0.0 && *c.eval_fraction < 1.0), ConfigError,
-                "data.eval_fraction = {} must be in (0, 1); leave it unset for no eval split", c.eval_fraction.value_or(0));
+                "data.eval_fraction = {} must be in (0, 1); leave it unset for no eval split",
+                c.eval_fraction.value_or(0));
   ADAPT_REQUIRE(!c.eval_documents || *c.eval_documents >= 1, ConfigError,
-                "data.eval_documents = {} must be >= 1; leave it unset for no eval split", c.eval_documents.value_or(0));
+                "data.eval_documents = {} must be >= 1; leave it unset for no eval split",
+                c.eval_documents.value_or(0));
   ADAPT_REQUIRE(!(c.eval_fraction && c.eval_documents), ConfigError,
                 "data.eval_fraction = {} and data.eval_documents = {} both ask for an eval split; set only one",
                 c.eval_fraction.value_or(0), c.eval_documents.value_or(0));

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "core/error.h"
 #include "core/file.h"
@@ -28,9 +28,9 @@ bool ends_with_ci(const std::string& s, std::string_view suffix) {
 }
 
 /// Extensions of files that are neither JSON Lines nor text meant to be trained on as they are.
-constexpr std::array<std::string_view, 14> kNotTextExtensions = {
-    ".json", ".csv", ".tsv", ".parquet", ".arrow", ".gz", ".bz2", ".xz", ".zst", ".zip", ".tar", ".npy", ".pt",
-    ".safetensors"};
+constexpr std::array<std::string_view, 14> kNotTextExtensions = {".json", ".csv", ".tsv", ".parquet",    ".arrow",
+                                                                 ".gz",   ".bz2", ".xz",  ".zst",        ".zip",
+                                                                 ".tar",  ".npy", ".pt",  ".safetensors"};
 
 std::string json_type(const json& j) {
   switch (j.type()) {
@@ -91,17 +91,16 @@ std::optional<RecordFormat> forced_format(const std::optional<DataFormat>& f) {
 bool record_fill(const json& record, RecordFormat format, const std::string& where, DataDocument& doc) {
   doc.format = format;
   switch (format) {
-    case RecordFormat::Text:
-      doc.text = string_field(record, "text", where);
-      return !doc.text.empty();
+    case RecordFormat::Text: doc.text = string_field(record, "text", where); return !doc.text.empty();
     case RecordFormat::PromptCompletion:
       doc.prompt = string_field(record, "prompt", where);
       doc.completion = string_field(record, "completion", where);
       return !doc.completion.empty();
     case RecordFormat::Chat: {
       const json& m = record.at("messages");
-      ADAPT_REQUIRE(m.is_array(), IoError, "{}: \"messages\" must be an array of {{\"role\", \"content\"}} objects, got {}",
-                    where, json_type(m));
+      ADAPT_REQUIRE(m.is_array(), IoError,
+                    "{}: \"messages\" must be an array of {{\"role\", \"content\"}} objects, got {}", where,
+                    json_type(m));
       for (std::size_t i = 0; i < m.size(); ++i) {
         const json& msg = m[i];
         ADAPT_REQUIRE(msg.is_object() && msg.contains("role") && msg.contains("content") && msg["role"].is_string() &&
@@ -228,7 +227,8 @@ FileReadStats data_file_read(const DataFile& file, const std::optional<DataForma
 void document_tokenize(const DataDocument& doc, const tokenizer::Tokenizer& tok, const DocumentTokenizeOptions& options,
                        std::vector<tokenizer::TokenId>& tokens, std::vector<std::uint8_t>& flags) {
   using tokenizer::TokenId;
-  ADAPT_CHECK(flags.size() == tokens.size(), "tokens ({}) and flags ({}) differ in length", tokens.size(), flags.size());
+  ADAPT_CHECK(flags.size() == tokens.size(), "tokens ({}) and flags ({}) differ in length", tokens.size(),
+              flags.size());
   const std::size_t begin = tokens.size();
   switch (doc.format) {
     case RecordFormat::Text:
@@ -269,8 +269,8 @@ void document_tokenize(const DataDocument& doc, const tokenizer::Tokenizer& tok,
         const auto h = static_cast<std::size_t>(header_end - ids.begin());
         const std::string role = tok.decode(std::span(ids).subspan(i + 1, h - i - 1));
         const std::size_t content = h + 1 + n_newline;
-        const auto turn_end = std::find(ids.begin() + static_cast<std::ptrdiff_t>(std::min(content, ids.size())),
-                                        ids.end(), eot);
+        const auto turn_end =
+            std::find(ids.begin() + static_cast<std::ptrdiff_t>(std::min(content, ids.size())), ids.end(), eot);
         ADAPT_CHECK(turn_end != ids.end(), "chat turn without <|eot_id|>");
         const auto e = static_cast<std::size_t>(turn_end - ids.begin());
         if (role == "assistant") {

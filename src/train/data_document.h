@@ -30,10 +30,10 @@ const char* record_format_name(RecordFormat format);
 
 struct DataDocument {
   RecordFormat format = RecordFormat::Text;
-  std::string text;                                // Text, Raw
-  std::string prompt, completion;                  // PromptCompletion
-  std::vector<tokenizer::ChatMessage> messages;    // Chat
-  std::int64_t line = 0;                           // 1-based JSON Lines line; 0 for Raw
+  std::string text;                              // Text, Raw
+  std::string prompt, completion;                // PromptCompletion
+  std::vector<tokenizer::ChatMessage> messages;  // Chat
+  std::int64_t line = 0;                         // 1-based JSON Lines line; 0 for Raw
 };
 
 /// How a file is read: JSON Lines (records detected per file or forced by DataConfig::format) or raw.
@@ -45,14 +45,13 @@ struct FileReadStats {
 
 /// Reads `file` (shown as file.name in messages) and calls `emit` for each usable document, in file
 /// order. `format` unset: files ending in .jsonl are JSON Lines, other files raw documents; Raw: every
-/// file a raw document; Text, PromptCompletion or Chat: every file JSON Lines of that record format. Each JSON Lines file holds records of one
-/// format, detected from its first record by its keys ("messages" → chat, "prompt" + "completion" →
-/// prompt_completion, "text" → text; other keys are ignored). Blank lines are skipped; records with
-/// an empty text / completion / message list are counted in n_empty and skipped.
-/// IoError naming file:line for malformed JSON, a record that is not an object, a record of an unknown
-/// or different format, fields of the wrong type; for a raw file that holds NUL bytes (binary); and
-/// for a listed file (not one found in a folder) whose extension says it is neither JSON Lines nor
-/// text (.json, .csv, .parquet, .gz, ...) when `format` is unset.
+/// file a raw document; Text, PromptCompletion or Chat: every file JSON Lines of that record format. Each JSON Lines
+/// file holds records of one format, detected from its first record by its keys ("messages" → chat, "prompt" +
+/// "completion" → prompt_completion, "text" → text; other keys are ignored). Blank lines are skipped; records with an
+/// empty text / completion / message list are counted in n_empty and skipped. IoError naming file:line for malformed
+/// JSON, a record that is not an object, a record of an unknown or different format, fields of the wrong type; for a
+/// raw file that holds NUL bytes (binary); and for a listed file (not one found in a folder) whose extension says it is
+/// neither JSON Lines nor text (.json, .csv, .parquet, .gz, ...) when `format` is unset.
 FileReadStats data_file_read(const DataFile& file, const std::optional<DataFormat>& format,
                              const std::function<void(DataDocument&&)>& emit);
 

@@ -152,9 +152,8 @@ std::string glob_problem(std::string_view pattern) {
   return "";
 }
 
-std::vector<DataFile> data_files_discover(const std::vector<std::string>& inputs,
-                                          const std::vector<std::string>& globs, std::string_view key,
-                                          const fs::path& exclude_dir) {
+std::vector<DataFile> data_files_discover(const std::vector<std::string>& inputs, const std::vector<std::string>& globs,
+                                          std::string_view key, const fs::path& exclude_dir) {
   for (std::size_t g = 0; g < globs.size(); ++g) {
     const std::string problem = glob_problem(globs[g]);
     ADAPT_REQUIRE(problem.empty(), ConfigError, "data.globs[{}] = \"{}\" {}", g, globs[g], problem);
@@ -232,8 +231,8 @@ std::vector<DataFile> data_files_discover(const std::vector<std::string>& inputs
                join(std::vector(aliases.begin(), aliases.begin() + std::min<std::size_t>(aliases.size(), 3)), ", "),
                aliases.size() > 3 ? ", ..." : "");
   if (n_linked_dirs > 0)
-    log::info0("{}: {} symbolic link(s) to folders are not followed; list such a folder in {} to read it",
-               key, n_linked_dirs, key);
+    log::info0("{}: {} symbolic link(s) to folders are not followed; list such a folder in {} to read it", key,
+               n_linked_dirs, key);
   return files;
 }
 

@@ -22,8 +22,8 @@ std::string glob_problem(std::string_view pattern);
 
 /// One input file of a dataset.
 struct DataFile {
-  fs::path path;     // absolute, lexically normal
-  std::string name;  // how messages show it: the input as written, joined with the relative path
+  fs::path path;       // absolute, lexically normal
+  std::string name;    // how messages show it: the input as written, joined with the relative path
   bool listed = true;  // named in the inputs list itself (false: found in a folder by the globs)
 };
 
@@ -33,8 +33,7 @@ struct DataFile {
 /// matching any of `globs` are taken, sorted by relative path. IoError naming `key[i]` when an input
 /// does not exist, a folder has no matching file, or a file is reached twice; ConfigError when a
 /// folder is given without globs.
-std::vector<DataFile> data_files_discover(const std::vector<std::string>& inputs,
-                                          const std::vector<std::string>& globs, std::string_view key,
-                                          const fs::path& exclude_dir = {});
+std::vector<DataFile> data_files_discover(const std::vector<std::string>& inputs, const std::vector<std::string>& globs,
+                                          std::string_view key, const fs::path& exclude_dir = {});
 
 }  // namespace adapt::train

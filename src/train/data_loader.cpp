@@ -249,8 +249,8 @@ TrainData train_data_open(const DataConfig& config, const tokenizer::Tokenizer& 
     for (const CachedInput& e : d.eval_dataset->inputs())
       for (const CachedInput& t : d.dataset->inputs())
         ADAPT_REQUIRE(e.path != t.path && (e.size_bytes == 0 || e.xxh64 != t.xxh64), ConfigError,
-                      "evaluation file '{}' {} training file '{}'; data.eval_inputs must not overlap data.inputs", e.path,
-                      e.path == t.path ? "is also the" : "has the same bytes as the", t.path);
+                      "evaluation file '{}' {} training file '{}'; data.eval_inputs must not overlap data.inputs",
+                      e.path, e.path == t.path ? "is also the" : "has the same bytes as the", t.path);
     d.split.eval.resize(static_cast<std::size_t>(d.eval_dataset->n_documents()));
     for (std::size_t i = 0; i < d.split.eval.size(); ++i) d.split.eval[i] = static_cast<std::int64_t>(i);
   } else if (!d.split.eval.empty()) {
@@ -261,17 +261,19 @@ TrainData train_data_open(const DataConfig& config, const tokenizer::Tokenizer& 
     eo.keep_tail = true;
     d.eval = std::make_shared<SequenceSet>(d.eval_dataset, d.split.eval, eo);
   }
-  const char* layout = !config.pack                          ? "one document per row"
+  const char* layout = !config.pack                      ? "one document per row"
                        : config.cross_document_attention ? "packed, attention across documents"
-                                                          : "packed, attention within documents";
-  log::info0("data: {} documents, {} tokens ({} empty records skipped); train: {} documents -> {} rows of {}+1 tokens "
-             "({}; {} tokens dropped{})",
-             format_count(d.dataset->n_documents()), format_count(d.dataset->n_tokens()),
-             d.dataset->n_empty_records(), format_count(static_cast<std::int64_t>(d.split.train.size())),
-             format_count(d.train->n_sequences()), config.seq_len, layout, format_count(d.train->n_tokens_dropped()),
-             config.pack ? "" : fmt::format(", {} documents truncated", d.train->n_documents_truncated()));
+                                                         : "packed, attention within documents";
+  log::info0(
+      "data: {} documents, {} tokens ({} empty records skipped); train: {} documents -> {} rows of {}+1 tokens "
+      "({}; {} tokens dropped{})",
+      format_count(d.dataset->n_documents()), format_count(d.dataset->n_tokens()), d.dataset->n_empty_records(),
+      format_count(static_cast<std::int64_t>(d.split.train.size())), format_count(d.train->n_sequences()),
+      config.seq_len, layout, format_count(d.train->n_tokens_dropped()),
+      config.pack ? "" : fmt::format(", {} documents truncated", d.train->n_documents_truncated()));
   if (d.eval)
-    log::info0("data: eval: {} documents of {} -> {} rows", format_count(static_cast<std::int64_t>(d.split.eval.size())),
+    log::info0("data: eval: {} documents of {} -> {} rows",
+               format_count(static_cast<std::int64_t>(d.split.eval.size())),
                config.eval_inputs.empty() ? "data.inputs" : "data.eval_inputs", format_count(d.eval->n_sequences()));
   return d;
 }

@@ -4,9 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
-#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,8 +41,8 @@ struct Batch {
 /// exactly the batches the saved one would have drawn next.
 struct DataLoaderState {
   std::int64_t epoch = 0;
-  std::int64_t position = 0;  // rows of this epoch's permutation already drawn (all dp ranks together)
-  std::int64_t seed = 0;      // data.seed the permutations come from
+  std::int64_t position = 0;          // rows of this epoch's permutation already drawn (all dp ranks together)
+  std::int64_t seed = 0;              // data.seed the permutations come from
   std::int64_t n_sequences = 0;       // rows of the training set (a resumed run must have as many)
   std::int64_t data_fingerprint = 0;  // SequenceSet::fingerprint(), bit-cast: same data and settings
 
@@ -116,8 +116,8 @@ struct DocumentSplit {
 };
 
 /// Splits the `n_documents` documents of data.inputs, given each one's content hash (`content_key`,
-/// asked only when there is an eval split to make): eval_documents (or round(eval_fraction * n), at least 1) of them evaluate, those whose
-/// hash mixed with data.seed is smallest; the rest train, in the order of a permutation seeded by
+/// asked only when there is an eval split to make): eval_documents (or round(eval_fraction * n), at least 1) of them
+/// evaluate, those whose hash mixed with data.seed is smallest; the rest train, in the order of a permutation seeded by
 /// data.seed. A document's side depends on its content and the seed, not on the other documents, so
 /// adding data keeps the eval documents evaluating (but for those that new, smaller keys push out).
 /// With eval_inputs (or no eval split) all documents

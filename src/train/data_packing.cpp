@@ -70,7 +70,8 @@ std::int64_t SequenceSet::window_for_each(std::int64_t i, Fn&& fn) const {
     const std::int64_t d = documents_[k];
     const auto toks = data_->document_tokens(d);
     const auto flags = data_->document_flags(d);
-    for (; j < W && offset < static_cast<std::int64_t>(toks.size()); ++j, ++offset) fn(j, toks[offset], offset, flags[offset]);
+    for (; j < W && offset < static_cast<std::int64_t>(toks.size()); ++j, ++offset)
+      fn(j, toks[offset], offset, flags[offset]);
     ++k;
     offset = 0;
   }

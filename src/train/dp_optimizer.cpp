@@ -51,9 +51,14 @@ std::optional<optim::OffloadOptions> dp_offload_options(bool offload) {
 
 DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim::AdamWOptions& options,
                          comm::Communicator& dp, DpOptimizerOptions opts)
-    : params_(std::move(params)), dp_(dp), zero1_(opts.zero1),
-      tp_(opts.tp != nullptr && opts.tp->size() > 1 ? opts.tp : nullptr), bucket_elems_(opts.bucket_elems),
-      device_params_(std::move(opts.device_params)), opt_(options), overlap_(opts.overlap) {
+    : params_(std::move(params)),
+      dp_(dp),
+      zero1_(opts.zero1),
+      tp_(opts.tp != nullptr && opts.tp->size() > 1 ? opts.tp : nullptr),
+      bucket_elems_(opts.bucket_elems),
+      device_params_(std::move(opts.device_params)),
+      opt_(options),
+      overlap_(opts.overlap) {
   comm::Communicator* device_dp = opts.device_dp;
   const std::optional<optim::OffloadOptions>& offload = opts.offload;
   ADAPT_CHECK(bucket_elems_ >= 1, "DpOptimizer: buckets of {} elements", bucket_elems_);
@@ -89,22 +94,24 @@ DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim
     }
     dev_ = std::make_unique<optim::DeviceAdamW>(std::move(on_gpu), options);
     if (!single()) device_dp_ = device_dp;
-    log::info0("optimizer state on {}: {} f32 elements x 2 moments beside the adapter{} (optim.offload = true "
-               "moves them to host RAM)",
-               dev_->device().str(), n_,
-               single() ? "" : fmt::format(", gradients averaged over the {} dp replicas on the GPUs", dp_.size()));
+    log::info0(
+        "optimizer state on {}: {} f32 elements x 2 moments beside the adapter{} (optim.offload = true "
+        "moves them to host RAM)",
+        dev_->device().str(), n_,
+        single() ? "" : fmt::format(", gradients averaged over the {} dp replicas on the GPUs", dp_.size()));
     return;
   }
   if (!offload && !device_params_.empty())
-    log::info0("optimizer state in host RAM: the {} data-parallel replicas have no communicator over device "
-               "buffers, so the gradients are averaged on the host",
-               dp_.size());
+    log::info0(
+        "optimizer state in host RAM: the {} data-parallel replicas have no communicator over device "
+        "buffers, so the gradients are averaged on the host",
+        dp_.size());
   if (!device_params_.empty() && overlap_) {
     // Pinned staging, so that the copies run asynchronously (into the pageable mirrors cudaMemcpyAsync
     // would return only once each copy is done, holding the training thread to the GPU's pace).
     copier_ = backend::offload_copier_for(device_params_.front().value.device());
-    grad_staging_ = Tensor::empty(Shape{std::max<std::int64_t>(n_, 1)}, DType::F32, copier_->host_allocator(),
-                                  "dp.grad_staging");
+    grad_staging_ =
+        Tensor::empty(Shape{std::max<std::int64_t>(n_, 1)}, DType::F32, copier_->host_allocator(), "dp.grad_staging");
     staged_.assign(params_.size(), 0);
   }
   if (sharded()) {
@@ -125,11 +132,14 @@ DpOptimizer::DpOptimizer(std::vector<adapters::AdapterParam> params, const optim
         targets.push_back(
             {.begin = offsets_[i], .count = d.value.numel(), .dst = d.value.raw(), .dtype = d.value.dtype()});
       }
-      targets.push_back({.begin = offsets_[i], .count = p.value.numel(), .dst = p.value.raw(),
-                         .dtype = p.value.dtype(), .host = direct});
+      targets.push_back({.begin = offsets_[i],
+                         .count = p.value.numel(),
+                         .dst = p.value.raw(),
+                         .dtype = p.value.dtype(),
+                         .host = direct});
     }
-    off_ = std::make_unique<optim::OffloadAdamW>(
-        n_, std::move(segments), options, direct ? device_params_.front().value.device() : device, *offload);
+    off_ = std::make_unique<optim::OffloadAdamW>(n_, std::move(segments), options,
+                                                 direct ? device_params_.front().value.device() : device, *offload);
     for (std::size_t i = 0; i < params_.size(); ++i)
       read_weights(off_->master() + offsets_[i], params_[i].value, params_[i].name);
     off_->set_targets(std::move(targets));
@@ -167,8 +177,8 @@ void DpOptimizer::build_zero1_layout() {
       const std::int64_t lo = std::max(offsets_[i], mine.begin);
       const std::int64_t hi = std::min(offsets_[i] + params_[i].value.numel(), mine.end());
       if (hi <= lo) continue;
-      pieces_.push_back({.param = static_cast<int>(i), .begin = lo, .count = hi - lo,
-                         .at = u.shard_begin + (lo - mine.begin)});
+      pieces_.push_back(
+          {.param = static_cast<int>(i), .begin = lo, .count = hi - lo, .at = u.shard_begin + (lo - mine.begin)});
     }
   }
 }
@@ -189,7 +199,8 @@ void DpOptimizer::init_zero1(const optim::AdamWOptions& options, const std::opti
     segments.push_back({.begin = pc.at, .count = pc.count, .decay = params_[static_cast<std::size_t>(pc.param)].decay});
   // The chunks' master weights: the offloaded state's own (the units are all-gathered from there, so
   // its update writes nowhere else), or shard_master_ under the plain AdamW.
-  if (offload) off_ = std::make_unique<optim::OffloadAdamW>(layout_.shard, std::move(segments), options, device, *offload);
+  if (offload)
+    off_ = std::make_unique<optim::OffloadAdamW>(layout_.shard, std::move(segments), options, device, *offload);
   float* master = off_ ? off_->master() : shard_master_.data();
   for (const Piece& pc : pieces_) {
     const auto& p = params_[static_cast<std::size_t>(pc.param)];
@@ -228,13 +239,15 @@ void DpOptimizer::init_device_zero1(const optim::AdamWOptions& options) {
     const auto& d = device_params_[static_cast<std::size_t>(pc.param)];
     Tensor master = f32_slice(dev_master_, pc.at, pc.count);
     ops::copy(master, f32_slice(d.value, in_param(pc), pc.count));
-    pieces.push_back({.name = d.name, .value = master, .grad = f32_slice(dev_grad_, pc.at, pc.count), .decay = d.decay});
+    pieces.push_back(
+        {.name = d.name, .value = master, .grad = f32_slice(dev_grad_, pc.at, pc.count), .decay = d.decay});
   }
   dev_ = std::make_unique<optim::DeviceAdamW>(std::move(pieces), options);
-  log::info0("optimizer state on {}: ZeRO-1 over the {} dp replicas on the GPUs, {} of {} f32 elements per replica "
-             "x 2 moments and master weights, in {} unit{} of whole layers (optim.offload = true moves them to "
-             "host RAM)",
-             gpu.str(), dp_.size(), layout_.shard, n_, layout_.units.size(), layout_.units.size() == 1 ? "" : "s");
+  log::info0(
+      "optimizer state on {}: ZeRO-1 over the {} dp replicas on the GPUs, {} of {} f32 elements per replica "
+      "x 2 moments and master weights, in {} unit{} of whole layers (optim.offload = true moves them to "
+      "host RAM)",
+      gpu.str(), dp_.size(), layout_.shard, n_, layout_.units.size(), layout_.units.size() == 1 ? "" : "s");
 }
 
 double DpOptimizer::device_zero1_reduce_and_clip(double max_norm) {
@@ -295,9 +308,8 @@ void sum_gradients(const std::vector<adapters::AdapterParam>& params, comm::Comm
   const Device dev = params.front().grad.device();
   std::int64_t n = 0;
   for (const auto& p : params) n += p.grad.numel();
-  Tensor flat = Tensor::empty(Shape{n}, DType::F32,
-                              dev.host_accessible() ? host_allocator() : backend::cuda_allocator(dev.index),
-                              "grad_sum");
+  Tensor flat = Tensor::empty(
+      Shape{n}, DType::F32, dev.host_accessible() ? host_allocator() : backend::cuda_allocator(dev.index), "grad_sum");
   auto slice = [&](std::int64_t at, const Tensor& like) {
     return Tensor::wrap(static_cast<float*>(flat.raw()) + at, like.shape(), DType::F32, flat.device(), nullptr);
   };
@@ -320,13 +332,14 @@ void sum_gradients(const std::vector<adapters::AdapterParam>& params, comm::Comm
 DpOptimizer::~DpOptimizer() = default;  // a running step_async is joined by ~OffloadAdamW
 
 void DpOptimizer::log_offload() const {
-  log::info0("optimizer state in host RAM ({} memory): {} f32 elements per rank x 4 (master, moments, gradient), "
-             "CPU AdamW on {} thread{} ({}){}{}",
-             off_->host_device().str(), off_->size(), off_->threads(), off_->threads() == 1 ? "" : "s",
-             optim::cpu_isa_name(off_->isa()), overlapped() ? ", overlapping the next step's forward" : "",
-             sharded() ? fmt::format("; ZeRO-1 over {} replicas in {} unit{} of whole layers", dp_.size(),
-                                     layout_.units.size(), layout_.units.size() == 1 ? "" : "s")
-                       : "");
+  log::info0(
+      "optimizer state in host RAM ({} memory): {} f32 elements per rank x 4 (master, moments, gradient), "
+      "CPU AdamW on {} thread{} ({}){}{}",
+      off_->host_device().str(), off_->size(), off_->threads(), off_->threads() == 1 ? "" : "s",
+      optim::cpu_isa_name(off_->isa()), overlapped() ? ", overlapping the next step's forward" : "",
+      sharded() ? fmt::format("; ZeRO-1 over {} replicas in {} unit{} of whole layers", dp_.size(),
+                              layout_.units.size(), layout_.units.size() == 1 ? "" : "s")
+                : "");
 }
 
 void DpOptimizer::stream_grads(std::size_t first, std::size_t end) {
@@ -549,7 +562,8 @@ std::vector<float> DpOptimizer::gather_moment(int which) {
   if (off_) std::memcpy(shard.data(), which == 0 ? off_->m() : off_->v(), shard.size() * sizeof(float));
   for (std::size_t k = 0; k < pieces_.size() && !off_; ++k) {
     const Tensor& t = which == 0 ? opt_.slots()[k].m : opt_.slots()[k].v;
-    std::memcpy(shard.data() + pieces_[k].at, t.data<float>(), static_cast<std::size_t>(pieces_[k].count) * sizeof(float));
+    std::memcpy(shard.data() + pieces_[k].at, t.data<float>(),
+                static_cast<std::size_t>(pieces_[k].count) * sizeof(float));
   }
   return gather_shards(shard);
 }
@@ -609,8 +623,7 @@ void DpOptimizer::restore(const std::function<const Tensor&(const std::string&)>
     for (const Piece& pc : pieces_) {
       const std::string& name = params_[static_cast<std::size_t>(pc.param)].name;
       for (const char* prefix : {"adapter/", "optim/m/", "optim/v/"})
-        pieces[prefix + name] =
-            f32_slice(get(prefix + name), in_param(pc), pc.count);
+        pieces[prefix + name] = f32_slice(get(prefix + name), in_param(pc), pc.count);
     }
     dev_->restore([&](const std::string& key) -> const Tensor& { return pieces.at(key); });
     return;

@@ -163,35 +163,35 @@ class DpOptimizer {
   // ZeRO-1 on the GPU (dev_ over dp > 1): the padded flat vector, this replica's chunks' master weights
   // and gradients. Declared before dev_, whose parameters are views into them.
   Tensor dev_flat_, dev_master_, dev_grad_;
-  optim::AdamW opt_;                        // without offload
+  optim::AdamW opt_;                          // without offload
   std::unique_ptr<optim::OffloadAdamW> off_;  // with offload: this replica's part of the flat vector
   std::unique_ptr<optim::DeviceAdamW> dev_;   // a GPU set without offload: state on the GPU (its chunks under ZeRO-1)
   comm::Communicator* device_dp_ = nullptr;   // with dev_ and dp > 1: the dp group over device buffers
   bool overlap_ = false;
-  double waited_s_ = 0;  // blocked on step_async's progress (take_wait_seconds)
+  double waited_s_ = 0;                // blocked on step_async's progress (take_wait_seconds)
   std::vector<std::int64_t> offsets_;  // of each parameter in the flat vector
   std::vector<std::int64_t> flat_at_;  // of each parameter in flat_ (the padded vector under ZeRO-1)
   std::int64_t n_ = 0;                 // real elements of the flat vector
-  Tensor grad_staging_;  // f32 (n), pinned: streamed gradients land here, then go to the mirrors
+  Tensor grad_staging_;                // f32 (n), pinned: streamed gradients land here, then go to the mirrors
   // f32, layout_.padded (ZeRO-1) or n (averaging): gradients, then parameters. Pinned with overlap on a
   // GPU: the gathered units go from here to the device parameters.
   Tensor flat_;
   // Declared after the host buffers, so destroyed before them: its destructor waits for their copies.
   std::unique_ptr<backend::OffloadCopier> copier_;  // a GPU set with overlap: gradients out, gathered units in
-  std::vector<char> staged_;   // per parameter: streamed into grad_staging_ since the last wait
+  std::vector<char> staged_;                        // per parameter: streamed into grad_staging_ since the last wait
   std::int64_t last_grad_ticket_ = 0;
   // ZeRO-1 over dp > 1.
-  parallel::Zero1Layout layout_;        // the units
-  std::vector<std::size_t> unit_of_;    // per parameter: its unit
+  parallel::Zero1Layout layout_;                                  // the units
+  std::vector<std::size_t> unit_of_;                              // per parameter: its unit
   std::vector<std::pair<std::size_t, std::size_t>> unit_params_;  // per unit: its parameters [first, end)
-  std::vector<float> shard_grad_;       // this rank's averaged gradient chunks (layout_.shard), without offload
-  std::vector<float> shard_master_;     // this rank's master weights, without offload
-  std::size_t gathered_ = 0;            // units all-gathered since the running step_async began
-  struct Piece {                        // the part of parameter `param` inside this rank's chunks
+  std::vector<float> shard_grad_;    // this rank's averaged gradient chunks (layout_.shard), without offload
+  std::vector<float> shard_master_;  // this rank's master weights, without offload
+  std::size_t gathered_ = 0;         // units all-gathered since the running step_async began
+  struct Piece {                     // the part of parameter `param` inside this rank's chunks
     int param = 0;
     std::int64_t begin = 0;  // in the flat vector
     std::int64_t count = 0;
-    std::int64_t at = 0;     // in the shard vector
+    std::int64_t at = 0;  // in the shard vector
   };
   std::vector<Piece> pieces_;  // in AdamW slot order
 

@@ -89,7 +89,8 @@ std::vector<CachedInput> inputs_scan(const std::vector<DataFile>& files) {
 json inputs_json(const std::vector<CachedInput>& inputs) {
   json out = json::array();
   for (const CachedInput& in : inputs)
-    out.push_back({{"path", in.path}, {"size_bytes", in.size_bytes}, {"mtime_ns", in.mtime_ns}, {"xxh64", hex64(in.xxh64)}});
+    out.push_back(
+        {{"path", in.path}, {"size_bytes", in.size_bytes}, {"mtime_ns", in.mtime_ns}, {"xxh64", hex64(in.xxh64)}});
   return out;
 }
 
@@ -119,10 +120,8 @@ std::vector<std::string> inputs_diff(const std::vector<CachedInput>& cached, con
     const CachedInput& o = *it->second;
     if (o.size_bytes != n.size_bytes)
       why.push_back(fmt::format("'{}' changed (size {} -> {} bytes)", n.path, o.size_bytes, n.size_bytes));
-    else if (o.xxh64 != n.xxh64)
-      why.push_back(fmt::format("'{}' changed (same size, different content)", n.path));
-    else if (o.mtime_ns != n.mtime_ns)
-      touched.push_back(n.path);
+    else if (o.xxh64 != n.xxh64) why.push_back(fmt::format("'{}' changed (same size, different content)", n.path));
+    else if (o.mtime_ns != n.mtime_ns) touched.push_back(n.path);
     old.erase(it);
   }
   for (const auto& [path, c] : old) why.push_back(fmt::format("input file '{}' is gone", path));
@@ -242,22 +241,21 @@ class CacheBuilder {
     if (timer_.seconds() - last_progress_ >= progress_seconds_) {
       last_progress_ = timer_.seconds();
       log::info0("token cache: {} documents, {} tokens, {:.0f} tokens/s (file {}/{}: {})",
-                 format_count(static_cast<std::int64_t>(out_.doc_input.size())),
-                 format_count(out_.n_tokens), static_cast<double>(out_.n_tokens) / std::max(1e-9, timer_.seconds()),
-                 file_index_ + 1,
-                 files_.size(), files_[file_index_].name);
+                 format_count(static_cast<std::int64_t>(out_.doc_input.size())), format_count(out_.n_tokens),
+                 static_cast<double>(out_.n_tokens) / std::max(1e-9, timer_.seconds()), file_index_ + 1, files_.size(),
+                 files_[file_index_].name);
     }
   }
 
   [[noreturn]] void rethrow_at(const std::exception_ptr& e, const PendingDoc& p) const {
-    const std::string where = p.doc.line > 0 ? fmt::format("{}:{}", files_[p.input].name, p.doc.line)
-                                             : files_[p.input].name;
+    const std::string where =
+        p.doc.line > 0 ? fmt::format("{}:{}", files_[p.input].name, p.doc.line) : files_[p.input].name;
     try {
       std::rethrow_exception(e);
     } catch (const Error& err) {
-      throw Error(fmt::format("{}: cannot tokenize this {} document: {}", where, record_format_name(p.doc.format),
-                              err.what()),
-                  err.where(), err.exit_code());
+      throw Error(
+          fmt::format("{}: cannot tokenize this {} document: {}", where, record_format_name(p.doc.format), err.what()),
+          err.where(), err.exit_code());
     }
   }
 
@@ -303,7 +301,8 @@ void cache_write(const fs::path& path, const BuiltCache& b, json header) {
   const std::uint64_t offsets_at = at;
   at = align_up(at + (n_docs + 1) * 8);
   const std::uint64_t doc_input_at = at;
-  header["sections"] = {{"tokens", tokens_at}, {"flags", flags_at}, {"offsets", offsets_at}, {"doc_input", doc_input_at}};
+  header["sections"] = {
+      {"tokens", tokens_at}, {"flags", flags_at}, {"offsets", offsets_at}, {"doc_input", doc_input_at}};
   const std::string text = header.dump();
   ADAPT_CHECK(16 + text.size() <= tokens_at, "token cache header does not fit its reserved space");
   fs::create_directories(path.parent_path());
@@ -389,7 +388,8 @@ fs::path token_cache_update(const DataConfig& config, DataInputs which, const to
   const std::string settings_key = hex64(xxh64(settings_text));
   const fs::path path = config.cache_dir / ("tokens-" + settings_key + ".bin");
 
-  const std::vector<DataFile> files = data_files_discover(input_list(config, which), config.globs, key, config.cache_dir);
+  const std::vector<DataFile> files =
+      data_files_discover(input_list(config, which), config.globs, key, config.cache_dir);
   Timer hash_timer;
   const std::vector<CachedInput> now = inputs_scan(files);
   std::int64_t total_bytes = 0;
@@ -432,9 +432,8 @@ fs::path token_cache_update(const DataConfig& config, DataInputs which, const to
     log::info0("token cache: no cache for these inputs and settings yet; building {}", path.string());
   }
 
-  const int n_threads = config.tokenize_threads
-                            ? static_cast<int>(*config.tokenize_threads)
-                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int n_threads = config.tokenize_threads ? static_cast<int>(*config.tokenize_threads)
+                                                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   log::info0("token cache: tokenizing {} files ({}) of {} with {} threads", files.size(),
              format_bytes(static_cast<std::uint64_t>(total_bytes)), key, n_threads);
   fs::create_directories(path.parent_path());
@@ -468,10 +467,11 @@ fs::path token_cache_update(const DataConfig& config, DataInputs which, const to
               {"pad_id", tok.eos_ids().empty() ? 0 : tok.eos_ids().front()}};
   cache_write(path, built, std::move(header));
   const double s = builder.seconds();
-  log::info0("token cache: built {}: {} documents, {} tokens ({} empty records skipped) from {} files in {:.1f} s "
-             "({:.0f} tokens/s)",
-             path.string(), format_count(n_docs), format_count(built.n_tokens), built.n_empty, files.size(), s,
-             static_cast<double>(built.n_tokens) / std::max(1e-9, s));
+  log::info0(
+      "token cache: built {}: {} documents, {} tokens ({} empty records skipped) from {} files in {:.1f} s "
+      "({:.0f} tokens/s)",
+      path.string(), format_count(n_docs), format_count(built.n_tokens), built.n_empty, files.size(), s,
+      static_cast<double>(built.n_tokens) / std::max(1e-9, s));
   return path;
 }
 
@@ -500,7 +500,8 @@ std::shared_ptr<const TokenDataset> TokenDataset::open(const fs::path& path) {
     d->fingerprint_ = std::stoull(header->at("fingerprint").get<std::string>(), nullptr, 16);
     ADAPT_REQUIRE(d->n_documents_ >= 0 && d->n_tokens_ >= 0 && static_cast<std::uint64_t>(d->n_tokens_) < size &&
                       static_cast<std::uint64_t>(d->n_documents_) < size,
-                  IoError, "token cache '{}' is damaged ({} documents, {} tokens in {} bytes). Delete it; it is rebuilt.",
+                  IoError,
+                  "token cache '{}' is damaged ({} documents, {} tokens in {} bytes). Delete it; it is rebuilt.",
                   path.string(), d->n_documents_, d->n_tokens_, size);
     const json& sec = header->at("sections");
     const auto n_tok = static_cast<std::uint64_t>(d->n_tokens_);

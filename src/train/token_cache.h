@@ -87,9 +87,9 @@ class TokenDataset {
   MappedFile file_;
   std::int64_t n_documents_ = 0;
   std::int64_t n_tokens_ = 0;
-  const std::int32_t* tokens_ = nullptr;    // (n_tokens)
-  const std::uint8_t* flags_ = nullptr;     // (n_tokens)
-  const std::int64_t* offsets_ = nullptr;   // (n_documents + 1), offsets_[0] = 0
+  const std::int32_t* tokens_ = nullptr;      // (n_tokens)
+  const std::uint8_t* flags_ = nullptr;       // (n_tokens)
+  const std::int64_t* offsets_ = nullptr;     // (n_documents + 1), offsets_[0] = 0
   const std::uint32_t* doc_input_ = nullptr;  // (n_documents)
   std::vector<CachedInput> inputs_;
   std::uint64_t fingerprint_ = 0;

@@ -21,15 +21,15 @@ struct TrainModelConfig {
 };
 
 struct OptimConfig {
-  double lr = 2e-4;               // peak learning rate
-  double weight_decay = 0.0;      // decoupled (AdamW); not applied to biases and norm weights
+  double lr = 2e-4;           // peak learning rate
+  double weight_decay = 0.0;  // decoupled (AdamW); not applied to biases and norm weights
   double beta1 = 0.9;
   double beta2 = 0.999;
   double eps = 1e-8;
   std::string schedule = "cosine";  // constant | linear | cosine, after a linear warmup
   std::int64_t warmup_steps = 0;
-  double min_lr_ratio = 0.0;       // decay ends at lr * min_lr_ratio
-  double max_grad_norm = 1.0;      // global-norm clipping; 0 turns it off
+  double min_lr_ratio = 0.0;   // decay ends at lr * min_lr_ratio
+  double max_grad_norm = 1.0;  // global-norm clipping; 0 turns it off
   /// Keep the fp32 master weights and moments in host RAM (pinned when training on GPUs), updated by a
   /// multithreaded CPU AdamW (optim::OffloadAdamW); the updates are the same as without.
   bool offload = false;
@@ -40,10 +40,10 @@ struct OptimConfig {
 };
 
 struct LoopConfig {
-  std::int64_t steps = 100;        // optimizer steps
-  std::int64_t micro_batch = 4;    // sequences of one micro-step, all dp replicas together (each runs micro_batch / dp)
-  std::int64_t grad_accum = 1;     // micro-batches per optimizer step
-  bool recompute = false;          // activation recomputation per layer (less memory, ~1 more forward)
+  std::int64_t steps = 100;      // optimizer steps
+  std::int64_t micro_batch = 4;  // sequences of one micro-step, all dp replicas together (each runs micro_batch / dp)
+  std::int64_t grad_accum = 1;   // micro-batches per optimizer step
+  bool recompute = false;        // activation recomputation per layer (less memory, ~1 more forward)
   /// With recompute and parallel.tp > 1: each tp rank keeps 1/tp of every layer's input and gathers it
   /// back before recomputing the layer (same results; one all-gather per layer in the backward), on the
   /// stages where that saves memory (model::saved_inputs_for).
@@ -51,9 +51,9 @@ struct LoopConfig {
   /// With recompute: "f32" (the same bits) or "bf16" (half the memory of the kept inputs; gradients at
   /// the inputs rounded to bf16), model::TrainOptions::saved_input_dtype.
   std::string saved_inputs_dtype = "f32";
-  std::int64_t eval_every = 50;    // steps between evaluations (0: only at the end; step 0 evaluates the base model)
-  std::int64_t eval_batches = 8;   // micro-batches of eval data per evaluation (at most the eval set)
-  std::int64_t log_every = 1;      // steps between progress lines
+  std::int64_t eval_every = 50;   // steps between evaluations (0: only at the end; step 0 evaluates the base model)
+  std::int64_t eval_batches = 8;  // micro-batches of eval data per evaluation (at most the eval set)
+  std::int64_t log_every = 1;     // steps between progress lines
   /// Stop this invocation after this many steps (writing a checkpoint); the next run of the same job
   /// resumes. For time-limited allocations and tests. Unset: run to `steps`.
   std::optional<std::int64_t> stop_after;
@@ -61,8 +61,8 @@ struct LoopConfig {
 
 struct CheckpointConfig {
   std::optional<std::filesystem::path> dir;  // default: <run.dir>/checkpoints
-  std::int64_t every = 50;         // steps between checkpoints (0: only at the end and on signals)
-  std::int64_t keep_last = 3;      // checkpoints kept (0: all)
+  std::int64_t every = 50;                   // steps between checkpoints (0: only at the end and on signals)
+  std::int64_t keep_last = 3;                // checkpoints kept (0: all)
 };
 
 /// The parallel layout: tp and pp from the job, dp = world size / (tp · pp) from the launcher.
@@ -75,7 +75,7 @@ struct ParallelConfig {
 };
 
 struct RunConfig {
-  std::filesystem::path dir;       // metrics.jsonl, config.toml, the exported adapter
+  std::filesystem::path dir;  // metrics.jsonl, config.toml, the exported adapter
   /// After training, also write base + LoRA merged as an HF model folder in <dir>/merged (LoRA only).
   bool merge = false;
 };

@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include <array>
-#include <csignal>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -32,8 +32,8 @@
 #include "model/llama_pipeline.h"
 #include "model/llama_train.h"
 #include "model/llama_weights.h"
-#include "model/weight_stream.h"
 #include "model/tensor_parallel.h"
+#include "model/weight_stream.h"
 #include "ops/matmul.h"
 #include "optim/adamw.h"
 #include "optim/lr_schedule.h"
@@ -55,8 +55,8 @@ namespace {
 
 // "6 | 2 layers": the decoder layers of each pipeline stage, split as `stage`.
 std::string stage_split(const model::LlamaConfig& c, const model::PipelineStage& stage) {
-  return fmt::format("{} layers", fmt::join(parallel::stage_layer_counts(model::llama_dims(c), stage.size, stage.split),
-                                            " | "));
+  return fmt::format("{} layers",
+                     fmt::join(parallel::stage_layer_counts(model::llama_dims(c), stage.size, stage.split), " | "));
 }
 
 /// A diverged run: loss or gradient norm not finite. Exit code 1; the last checkpoint is untouched.
@@ -227,7 +227,7 @@ std::string train_memory_estimate(const TrainConfig& cfg, int dp, int tp, int pp
                            // On the CPU: f32 weights (the backend's), or bf16 for bf16 products.
                            .weight_bytes = on_gpu ? static_cast<int>(dtype_size(cfg.runtime.weights_dtype))
                                            : cfg.runtime.cpu_matmul_dtype == DType::BF16 ? 2
-                                                                                          : 0};
+                                                                                         : 0};
   const plan::TrainMemory m =
       plan::train_memory(mc, cfg.adapter, layout, job, on_gpu ? plan::Backend::Gpu : plan::Backend::Cpu);
   const std::int64_t n_adapter = set.n_parameters();
@@ -241,8 +241,8 @@ std::string train_memory_estimate(const TrainConfig& cfg, int dp, int tp, int pp
                        : std::string("one process"),
       on_gpu ? fmt::format("runtime.device = \"{}\", {} weights, f32 adapter and activations", cfg.runtime.device,
                            dtype_name(cfg.runtime.weights_dtype))
-             : cfg.runtime.cpu_matmul_dtype == DType::BF16 ? std::string("CPU, bf16 weights, f32 activations")
-                                                           : std::string("CPU, f32"),
+      : cfg.runtime.cpu_matmul_dtype == DType::BF16 ? std::string("CPU, bf16 weights, f32 activations")
+                                                    : std::string("CPU, f32"),
       tp * pp > 1 ? fmt::format("the rank needing most (tp rank {}, stage {}), ", m.tp_rank, m.pp_rank) : "");
   auto line = [&](const char* what, std::uint64_t bytes, const std::string& note) {
     s += fmt::format("  {:<31}{:>12}{}\n", what, format_bytes(bytes), note.empty() ? "" : "  (" + note + ")");
@@ -300,14 +300,16 @@ std::vector<std::string> train_job_warnings(const TrainConfig& cfg) {
   if (cfg.optim.warmup_steps > 0 && cfg.optim.warmup_steps >= cfg.train.steps) {
     const optim::LrSchedule sched{optim::parse_lr_schedule(cfg.optim.schedule), cfg.optim.lr, cfg.optim.warmup_steps,
                                   cfg.train.steps, cfg.optim.min_lr_ratio};
-    out.push_back(fmt::format("optim.warmup_steps = {} is not below train.steps = {}: the learning rate rises from 0 "
-                              "and never reaches optim.lr = {:g} (its last step's is {:g}); lower warmup_steps",
-                              cfg.optim.warmup_steps, cfg.train.steps, cfg.optim.lr,
-                              optim::lr_at(sched, cfg.train.steps - 1)));
+    out.push_back(
+        fmt::format("optim.warmup_steps = {} is not below train.steps = {}: the learning rate rises from 0 "
+                    "and never reaches optim.lr = {:g} (its last step's is {:g}); lower warmup_steps",
+                    cfg.optim.warmup_steps, cfg.train.steps, cfg.optim.lr, optim::lr_at(sched, cfg.train.steps - 1)));
   }
   if (cfg.optim.schedule == "constant" && cfg.optim.min_lr_ratio > 0)
-    out.push_back(fmt::format("optim.min_lr_ratio = {:g} has no effect with optim.schedule = \"constant\"; choose "
-                              "\"linear\" or \"cosine\" for a decay to it", cfg.optim.min_lr_ratio));
+    out.push_back(
+        fmt::format("optim.min_lr_ratio = {:g} has no effect with optim.schedule = \"constant\"; choose "
+                    "\"linear\" or \"cosine\" for a decay to it",
+                    cfg.optim.min_lr_ratio));
   // vLLM's --max-lora-rank takes 1, 8, 16, 32, 64, 128, 256, 320 or 512, and a LoRA's rank must not exceed it.
   if (adapters::kind_has_lora(cfg.adapter.kind) && cfg.adapter.lora.r > 512) {
     out.push_back(fmt::format("adapter.lora.r = {}: PEFT loads the export, but vLLM serves LoRA ranks up to 512 only",
@@ -349,12 +351,14 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     if (cfg.checkpoint.dir) dir_require_writable(*cfg.checkpoint.dir, "checkpoint.dir");  // else inside run.dir
     run_lock.emplace(cfg.run.dir / ".lock", fmt::format("run.dir '{}'", cfg.run.dir.string()));
     if (cfg.checkpoint.dir)  // two runs sharing one checkpoint.dir would remove each other's checkpoints
-      ckpt_lock.emplace(*cfg.checkpoint.dir / ".lock", fmt::format("checkpoint.dir '{}'", cfg.checkpoint.dir->string()));
+      ckpt_lock.emplace(*cfg.checkpoint.dir / ".lock",
+                        fmt::format("checkpoint.dir '{}'", cfg.checkpoint.dir->string()));
   });
 
   // The job against the model's config, and the data, before the weights are read: a bad input fails
   // in seconds, not after minutes of loading.
-  const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(cfg.model.tokenizer ? *cfg.model.tokenizer : cfg.model.path);
+  const tokenizer::Tokenizer tok =
+      tokenizer::Tokenizer::from_file(cfg.model.tokenizer ? *cfg.model.tokenizer : cfg.model.path);
   {
     const model::LlamaConfig mc = model::llama_config_load(cfg.model.path);
     ADAPT_REQUIRE(tok.n_vocab() <= mc.vocab_size, ConfigError,
@@ -391,8 +395,8 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
       sharded ? model::llama_model_load_tp(cfg.model.path, ranks.grid, world.rank(), tp,
                                            {.storage = storage, .stage_split = parallel::kTrainSplit}, &stats)
               : model::llama_model_load(cfg.model.path, {.storage = storage}, &stats);
-  log::info0("base model {}: {} layers, {} parameters, loaded in {:.2f} s", cfg.model.path.string(), model.config.n_layers,
-             format_count(model::llama_param_counts(model.config).total), stats.seconds);
+  log::info0("base model {}: {} layers, {} parameters, loaded in {:.2f} s", cfg.model.path.string(),
+             model.config.n_layers, format_count(model::llama_param_counts(model.config).total), stats.seconds);
   model = model::llama_model_place(std::move(model),
                                    {.device = device,
                                     .weights_dtype = cfg.runtime.weights_dtype,
@@ -460,8 +464,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
              format_count(n_adapter), params.size());
   if (ranks.grid.world_size() > 1)
     log::info0("layout {} ({} ranks): {} sequences per micro-step, {} per replica{}{}; optimizer state {}",
-               ranks.grid.str(), ranks.grid.world_size(), cfg.train.micro_batch,
-               cfg.train.micro_batch / dp.size(),
+               ranks.grid.str(), ranks.grid.world_size(), cfg.train.micro_batch, cfg.train.micro_batch / dp.size(),
                tp.size() > 1 ? fmt::format("; weights and LoRA factors split over {} tp ranks", tp.size()) : "",
                pp.size() > 1 ? fmt::format("; layers in {} pipeline stages of {} (1F1B over the {} micro-batches)",
                                            pp.size(), stage_split(model.config, model.stage), cfg.train.grad_accum)
@@ -482,26 +485,26 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   latest = broadcast_string(world, latest);
   if (!latest.empty()) {
     const fs::path path = latest;
-    checkpoint::CheckpointState st = checkpoint::checkpoint_load(path, {.expected_base_model_fingerprint = fingerprint});
+    checkpoint::CheckpointState st =
+        checkpoint::checkpoint_load(path, {.expected_base_model_fingerprint = fingerprint});
     // The job as the checkpoint's run had it: what differs is said (a longer train.steps, another
     // optim.lr), and named when it makes the checkpoint unusable.
     const std::vector<std::string> changed =
         st.config_toml.empty() ? std::vector<std::string>{} : job_differences(st.config_toml, config_toml);
     // What the refusals below end with: the differences, and what to do.
-    const std::string remedy =
-        fmt::format("{} Restore the checkpoint's adapter settings, or start this job in another run.dir (or "
-                    "checkpoint.dir)",
-                    changed.empty() ? std::string()
-                                    : fmt::format(" This job differs from the checkpoint's in: {}.",
-                                                  fmt::join(changed, "; ")));
+    const std::string remedy = fmt::format(
+        "{} Restore the checkpoint's adapter settings, or start this job in another run.dir (or "
+        "checkpoint.dir)",
+        changed.empty() ? std::string()
+                        : fmt::format(" This job differs from the checkpoint's in: {}.", fmt::join(changed, "; ")));
     // Settings that change what the saved weights compute (not their shapes): the resumed model would
     // not be the checkpoint's.
     const bool lora = adapters::kind_has_lora(cfg.adapter.kind), bn = adapters::kind_has_bottleneck(cfg.adapter.kind);
     for (const std::string& d : changed)
-      for (const auto& [key, used] : {std::pair{"adapter.lora.alpha ", lora}, std::pair{"adapter.lora.use_rslora ", lora},
-                                      std::pair{"adapter.bottleneck.scaling ", bn},
-                                      std::pair{"adapter.bottleneck.activation ", bn},
-                                      std::pair{"adapter.bottleneck.residual_before_ln ", bn}})
+      for (const auto& [key, used] :
+           {std::pair{"adapter.lora.alpha ", lora}, std::pair{"adapter.lora.use_rslora ", lora},
+            std::pair{"adapter.bottleneck.scaling ", bn}, std::pair{"adapter.bottleneck.activation ", bn},
+            std::pair{"adapter.bottleneck.residual_before_ln ", bn}})
         ADAPT_REQUIRE(!used || d.rfind(key, 0) != 0, IoError,
                       "checkpoint '{}' was trained with another {}: its adapter computes something else with this "
                       "job's.{}",
@@ -539,9 +542,10 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     if (!changed.empty() && world.rank() == 0)
       log::warn("resuming with settings that differ from the checkpoint's job: {}", fmt::join(changed, "; "));
     if (step >= cfg.train.steps && world.rank() == 0)
-      log::warn("checkpoint '{}' is at step {}, which already reaches train.steps = {}: nothing is left to train, "
-                "so this job only exports the checkpoint's adapter. Raise train.steps to train further.",
-                path.string(), step, cfg.train.steps);
+      log::warn(
+          "checkpoint '{}' is at step {}, which already reaches train.steps = {}: nothing is left to train, "
+          "so this job only exports the checkpoint's adapter. Raise train.steps to train further.",
+          path.string(), step, cfg.train.steps);
     const std::string layout = ranks.grid.str();
     if (!st.world_layout.empty() && st.world_layout != layout)
       log::info0("the checkpoint was written at {}; continuing at {}", st.world_layout, layout);
@@ -566,19 +570,23 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
       parallel::tp_gather(whole, t, slice.dim, tp);
       t = whole;
     }
-    on_root(world, "write the checkpoint", [&] {
-      checkpoint::CheckpointState st;
-      st.step = step;
-      st.base_model_fingerprint = fingerprint;
-      st.world_layout = ranks.grid.str();
-      st.config_toml = config_toml;
-      st.tensors = std::move(tensors);
-      st.ints = loader.state().to_ints();
-      st.ints["optim/n_steps"] = opt.n_steps();
-      st.floats["train/loss"] = last_loss;
-      st.strings[kCheckpointKindKey] = adapters::adapter_kind_name(cfg.adapter.kind);
-      checkpoint::checkpoint_save(ckpt_dir, st, {.keep_last = static_cast<int>(std::min<std::int64_t>(cfg.checkpoint.keep_last, 1 << 30))});
-    }, kCheckpointWait_s);
+    on_root(
+        world, "write the checkpoint",
+        [&] {
+          checkpoint::CheckpointState st;
+          st.step = step;
+          st.base_model_fingerprint = fingerprint;
+          st.world_layout = ranks.grid.str();
+          st.config_toml = config_toml;
+          st.tensors = std::move(tensors);
+          st.ints = loader.state().to_ints();
+          st.ints["optim/n_steps"] = opt.n_steps();
+          st.floats["train/loss"] = last_loss;
+          st.strings[kCheckpointKindKey] = adapters::adapter_kind_name(cfg.adapter.kind);
+          checkpoint::checkpoint_save(
+              ckpt_dir, st, {.keep_last = static_cast<int>(std::min<std::int64_t>(cfg.checkpoint.keep_last, 1 << 30))});
+        },
+        kCheckpointWait_s);
   };
   auto evaluate = [&]() -> double {
     opt.finish();  // an overlapped update complete before the weights are read outside a training forward
@@ -625,8 +633,8 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     }
   }
   if (peak_tflops > 0) {
-    log::info0("MFU against {:.4g} TFLOP/s per rank ({}), {:.4g} GFLOP of model work per token", peak_tflops,
-               peak_from, flops_per_token / 1e9);
+    log::info0("MFU against {:.4g} TFLOP/s per rank ({}), {:.4g} GFLOP of model work per token", peak_tflops, peak_from,
+               flops_per_token / 1e9);
   } else {
     log::info0("{:.4g} GFLOP of model work per token; no MFU: give runtime.peak_tflops, the peak of one rank's {}",
                flops_per_token / 1e9, device ? "GPU" : "CPU cores");
@@ -645,8 +653,8 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
       log::info0("eval before training (the base model): loss {:.4f}  perplexity {:.3f}", e, std::exp(e));
     }
   }
-  const std::int64_t stop_at = cfg.train.stop_after ? std::min(cfg.train.steps, step + *cfg.train.stop_after)
-                                                   : cfg.train.steps;
+  const std::int64_t stop_at =
+      cfg.train.stop_after ? std::min(cfg.train.steps, step + *cfg.train.stop_after) : cfg.train.steps;
   // Sharded or bf16 layer inputs where they save memory on this stage (adapt_plan counts the same).
   const model::SavedInputs kept = model::saved_inputs_for(
       model.tp.size, model::stage_layer_range(model.config, model.stage).count, cfg.train.shard_saved_inputs,
@@ -673,7 +681,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     const std::int64_t comm_bytes_before = grid_comm_bytes(ranks.comms) + grid_comm_bytes(device_comms);
     set.zero_grad();
     std::vector<Batch> micro;
-    std::int64_t n_loss = 0;  // loss tokens of the whole global batch (every replica's rows)
+    std::int64_t n_loss = 0;     // loss tokens of the whole global batch (every replica's rows)
     double sums[3] = {0, 0, 0};  // loss, loss tokens, tokens: this replica's rows, then all replicas'
     for (std::int64_t k = 0; k < cfg.train.grad_accum; ++k) {
       micro.push_back(loader.next());
@@ -709,13 +717,12 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
         if (overlap && k + 1 == micro.size()) set.arm_gradient_stream();
         // Logits in 256-row chunks (the default): (N, V) is never held whole (2 GB at 4096 tokens for Llama
         // 3's vocabulary), here, in evaluate() and in the pipeline's stages.
-        model::TrainResult r = model::llama_train_step(
-            model, wrap_batch(micro[k]), &set,
-            {.recompute = cfg.train.recompute,
-             .shard_saved_inputs = kept.shard,
-             .saved_input_dtype = kept.dtype,
-             .loss_scale = scale},
-            &ws);
+        model::TrainResult r = model::llama_train_step(model, wrap_batch(micro[k]), &set,
+                                                       {.recompute = cfg.train.recompute,
+                                                        .shard_saved_inputs = kept.shard,
+                                                        .saved_input_dtype = kept.dtype,
+                                                        .loss_scale = scale},
+                                                       &ws);
         sums[0] += r.loss_sum;
       }
     }
@@ -762,8 +769,10 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     if (!update) {
       opt.finish();
       if (world.rank() == 0)
-        log::warn("step {}: no token of the batch carries a loss (all its rows are masked): the adapter is not "
-                  "updated at this step", step + 1);
+        log::warn(
+            "step {}: no token of the batch carries a loss (all its rows are masked): the adapter is not "
+            "updated at this step",
+            step + 1);
     } else if (opt.overlapped()) {
       // The CPU update runs while the next forward computes; each layer of it waits for its own weights,
       // which go straight to the GPU. Whatever else reads them first calls opt.finish().
@@ -782,9 +791,17 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     std::int64_t comm_bytes = grid_comm_bytes(ranks.comms) + grid_comm_bytes(device_comms) - comm_bytes_before;
     if (world.size() > 1) world.all_reduce(&comm_bytes, 1, comm::CommDType::I64, comm::ReduceOp::Sum);
     const double model_tflops = flops_per_token * tps / 1e12;
-    json record = {{"kind", "train"}, {"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
-                   {"tokens_per_s", tps}, {"tokens", n_tokens}, {"loss_tokens", n_loss}, {"step_s", secs},
-                   {"model_tflops", model_tflops}, {"comm_bytes", comm_bytes}};
+    json record = {{"kind", "train"},
+                   {"step", step},
+                   {"loss", loss},
+                   {"lr", lr},
+                   {"grad_norm", norm},
+                   {"tokens_per_s", tps},
+                   {"tokens", n_tokens},
+                   {"loss_tokens", n_loss},
+                   {"step_s", secs},
+                   {"model_tflops", model_tflops},
+                   {"comm_bytes", comm_bytes}};
     if (!update) {  // no loss to plot (plot_metrics.py skips it), not a loss of 0
       record.erase("loss");
       record["skipped"] = true;
@@ -808,8 +825,8 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
     }
     write_metrics(record);
     if (step % cfg.train.log_every == 0 || step == cfg.train.steps) {
-      log::info0("step {}/{}  loss {:.4f}  lr {:.3g}  grad-norm {:.3f}  {:.0f} tokens/s  {:.3g} TFLOP/s{}  ETA {}", step,
-                 cfg.train.steps, loss, lr, norm, tps, model_tflops, mfu,
+      log::info0("step {}/{}  loss {:.4f}  lr {:.3g}  grad-norm {:.3f}  {:.0f} tokens/s  {:.3g} TFLOP/s{}  ETA {}",
+                 step, cfg.train.steps, loss, lr, norm, tps, model_tflops, mfu,
                  eta(avg * static_cast<double>(cfg.train.steps - step)));
     }
     const bool last = step == cfg.train.steps;
@@ -830,18 +847,21 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
   if (!out.stopped_by_signal && !out.stopped_early) {
     const fs::path adapter_dir = cfg.run.dir / "adapter";
     const adapters::AdapterSet whole = set.tp_gathered();  // collective over tp
-    on_root(world, "export the adapter", [&] {  // up to a day: a merged 70B model is 140 GB
-      adapters::adapter_export(whole, adapter_dir, {.base_model = cfg.model.path.string()});
-      log::info0("done: {} steps; adapter written to {}", step, adapter_dir.string());
-      if (cfg.run.merge) {
-        Timer t;
-        const fs::path merged_dir = cfg.run.dir / "merged";
-        const adapters::MergeReport m =
-            adapters::merged_model_write(cfg.model.path, adapter_dir, merged_dir, {.replace = true});
-        log::info0("merged model ({} LoRA sites, {} in {} file(s)) written to {} in {:.1f} s", m.n_sites,
-                   format_bytes(m.bytes), m.shards.size(), merged_dir.string(), t.seconds());
-      }
-    }, kRootWorkWait_s);
+    on_root(
+        world, "export the adapter",
+        [&] {  // up to a day: a merged 70B model is 140 GB
+          adapters::adapter_export(whole, adapter_dir, {.base_model = cfg.model.path.string()});
+          log::info0("done: {} steps; adapter written to {}", step, adapter_dir.string());
+          if (cfg.run.merge) {
+            Timer t;
+            const fs::path merged_dir = cfg.run.dir / "merged";
+            const adapters::MergeReport m =
+                adapters::merged_model_write(cfg.model.path, adapter_dir, merged_dir, {.replace = true});
+            log::info0("merged model ({} LoRA sites, {} in {} file(s)) written to {} in {:.1f} s", m.n_sites,
+                       format_bytes(m.bytes), m.shards.size(), merged_dir.string(), t.seconds());
+          }
+        },
+        kRootWorkWait_s);
   }
   return out;
 }

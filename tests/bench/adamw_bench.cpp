@@ -31,7 +31,8 @@ using namespace adapt::optim;
 
 namespace {
 
-template <typename F> double median_seconds(int reps, F&& step) {
+template <typename F>
+double median_seconds(int reps, F&& step) {
   step();  // untimed: first touch of the pages, thread start-up
   std::vector<double> t;
   for (int i = 0; i < reps; ++i) {

@@ -62,8 +62,8 @@ std::vector<std::int32_t> ids_read(const std::string& path, std::int64_t vocab) 
   std::vector<std::int32_t> ids;
   long long v = 0;
   while (in >> v) {
-    ADAPT_REQUIRE(v >= 0 && v < vocab, ConfigError, "'{}': token id {} is outside the model's vocabulary [0, {})",
-                  path, v, vocab);
+    ADAPT_REQUIRE(v >= 0 && v < vocab, ConfigError, "'{}': token id {} is outside the model's vocabulary [0, {})", path,
+                  v, vocab);
     ids.push_back(static_cast<std::int32_t>(v));
   }
   ADAPT_REQUIRE(in.eof(), ConfigError, "'{}': expected whitespace-separated integers", path);
@@ -99,8 +99,8 @@ int run(int argc, char** argv) {
   ADAPT_REQUIRE(!ids_path.empty(), ConfigError, "--ids FILE is required\n{}", kUsage);
   ADAPT_REQUIRE(decode >= 0 && reps >= 1 && warmup >= 0, ConfigError,
                 "--decode and --warmup must be >= 0 and --reps >= 1");
-  ADAPT_REQUIRE(storage == "as-stored" || storage == "f32", ConfigError,
-                "--storage is 'as-stored' or 'f32', not '{}'", storage);
+  ADAPT_REQUIRE(storage == "as-stored" || storage == "f32", ConfigError, "--storage is 'as-stored' or 'f32', not '{}'",
+                storage);
   ADAPT_REQUIRE(kv_dtype == "auto" || kv_dtype == "f32" || kv_dtype == "bf16", ConfigError,
                 "--kv-dtype is 'auto', 'f32' or 'bf16', not '{}'", kv_dtype);
 
@@ -122,11 +122,11 @@ int run(int argc, char** argv) {
   const DType cache_dtype = generate::kv_cache_dtype_for(rt, /*on_gpu=*/false);
 
   model::LlamaLoadStats ls;
-  model::LlamaModel m = model::llama_model_load(
-      dir, {.storage = bf16_products      ? model::WeightStorage::Bf16
-                       : storage == "f32" ? model::WeightStorage::F32
-                                          : model::WeightStorage::AsStored},
-      &ls);
+  model::LlamaModel m = model::llama_model_load(dir,
+                                                {.storage = bf16_products      ? model::WeightStorage::Bf16
+                                                            : storage == "f32" ? model::WeightStorage::F32
+                                                                               : model::WeightStorage::AsStored},
+                                                &ls);
   m.attention_dtype = model::resolve_attention_dtype(m, *attention_dtype);  // as adapt_gen does
   const std::string attention_note =
       fmt::format("{} KV cache, {}", dtype_name(cache_dtype), model::attention_note(m, cache_dtype));
@@ -143,8 +143,7 @@ int run(int argc, char** argv) {
     const bool timed = r >= 0;
     const std::int64_t steps = timed ? decode : std::min<std::int64_t>(decode, 8);
     generate::Sampler sampler(greedy);
-    model::KvCache cache(m.config, /*batch=*/1, n_prompt + decode, 1, host_allocator(),
-                         {.dtype = cache_dtype});
+    model::KvCache cache(m.config, /*batch=*/1, n_prompt + decode, 1, host_allocator(), {.dtype = cache_dtype});
     std::vector<std::int32_t> history(prompt.begin(), prompt.end());
     tokens.clear();
     Tensor ids = Tensor::empty({1, n_prompt}, DType::I32);
@@ -181,15 +180,18 @@ int run(int argc, char** argv) {
     out << "\n";
   }
   const double decode_tps = decode > 0 ? static_cast<double>(decode) / best_decode : 0.0;
-  std::printf("%s", fmt::format("load_s {:.4f}\nprompt_tokens {}\ndecode_steps {}\nprefill_s {:.6f}\nprefill_tok_s {:.2f}\n"
-                                "ttft_s {:.6f}\ndecode_s {:.6f}\ndecode_tok_s {:.3f}\n",
-                                ls.seconds, n_prompt, decode, best_prefill, n_prompt / best_prefill, best_ttft,
-                                best_decode, decode_tps).c_str());
+  std::printf("%s",
+              fmt::format("load_s {:.4f}\nprompt_tokens {}\ndecode_steps {}\nprefill_s {:.6f}\nprefill_tok_s {:.2f}\n"
+                          "ttft_s {:.6f}\ndecode_s {:.6f}\ndecode_tok_s {:.3f}\n",
+                          ls.seconds, n_prompt, decode, best_prefill, n_prompt / best_prefill, best_ttft, best_decode,
+                          decode_tps)
+                  .c_str());
   std::fprintf(stderr, "%s",
                fmt::format("gen_bench {} ({} weights, {:.1f} MB resident; {}): prefill {} tokens {:.0f} tok/s, "
                            "first token {:.3f} s, decode {} steps {:.1f} tok/s (best of {})\n",
                            dir, storage, ls.bytes_resident / 1e6, attention_note, n_prompt, n_prompt / best_prefill,
-                           best_ttft, decode, decode_tps, reps).c_str());
+                           best_ttft, decode, decode_tps, reps)
+                   .c_str());
   return 0;
 }
 

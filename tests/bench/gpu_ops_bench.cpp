@@ -121,13 +121,14 @@ void fill(Tensor& t, float scale, std::uint32_t seed = 1) {
     s = s * 1664525u + 1013904223u;
     x = scale * (static_cast<float>(s >> 8) / 8388608.0f - 1.0f);
   }
-  Tensor host_f32 = Tensor::wrap(v.data(), Shape{static_cast<std::int64_t>(block)}, DType::F32, Device{}, nullptr, "fill");
+  Tensor host_f32 =
+      Tensor::wrap(v.data(), Shape{static_cast<std::int64_t>(block)}, DType::F32, Device{}, nullptr, "fill");
   Tensor host = Tensor::empty(Shape{static_cast<std::int64_t>(block)}, t.dtype(), host_allocator(), "fill");
   ops::cast(host, host_f32);
   for (std::size_t off = 0; off < n; off += block) {
     const std::size_t count = std::min(block, n - off);
-    ADAPT_CUDA_CHECK(cudaMemcpy(static_cast<char*>(t.raw()) + off * elem, host.raw(), count * elem,
-                                cudaMemcpyHostToDevice));
+    ADAPT_CUDA_CHECK(
+        cudaMemcpy(static_cast<char*>(t.raw()) + off * elem, host.raw(), count * elem, cudaMemcpyHostToDevice));
   }
 }
 
@@ -167,8 +168,8 @@ void mem_row(const std::string& op, const std::string& shape, const std::string&
 }
 
 void flop_row(const std::string& op, const std::string& shape, double flops, double ms) {
-  report(Row{op, shape, fmt::format("{:.3g} TFLOP", flops / 1e12), ms, flops / (ms * 1e-3) / 1e12, "TFLOP/s",
-             g_tflops});
+  report(
+      Row{op, shape, fmt::format("{:.3g} TFLOP", flops / 1e12), ms, flops / (ms * 1e-3) / 1e12, "TFLOP/s", g_tflops});
 }
 
 void ceilings(const Options& o) {
@@ -189,7 +190,8 @@ void ceilings(const Options& o) {
   p.m = p.n = p.k = n;
   p.transpose_b = true;
   p.a_type = p.b_type = p.c_type = DType::BF16;
-  const double gemm_ms = time_ms(o, [&] { ops::cuda::gemm(p, 1.0f, x.raw(), w.raw(), 0.0f, y.raw(), nullptr, o.device, nullptr); });
+  const double gemm_ms =
+      time_ms(o, [&] { ops::cuda::gemm(p, 1.0f, x.raw(), w.raw(), 0.0f, y.raw(), nullptr, o.device, nullptr); });
   const double flops = 2.0 * static_cast<double>(n) * n * n;
   g_tflops = flops / (gemm_ms * 1e-3) / 1e12;
   g_rows.push_back(Row{"ceiling: D2D copy (cudaMemcpy)", "1 GiB", "2 GiB moved", copy_ms, g_bw, "GB/s", g_bw});
@@ -254,7 +256,8 @@ void bench_rows(const Options& o) {
     std::vector<float> inv_freq(static_cast<std::size_t>(half));
     for (std::int64_t i = 0; i < half; ++i)
       inv_freq[static_cast<std::size_t>(i)] = static_cast<float>(std::pow(500000.0, -2.0 * i / g_head_dim));
-    Tensor cos = dev(Shape{T, half}, DType::F32, o.device, "cos"), sin = dev(Shape{T, half}, DType::F32, o.device, "sin");
+    Tensor cos = dev(Shape{T, half}, DType::F32, o.device, "cos"),
+           sin = dev(Shape{T, half}, DType::F32, o.device, "sin");
     ops::rope_table_fill(cos, sin, inv_freq, 0);
     Tensor q = dev(Shape{1, T, g_heads, g_head_dim}, DType::BF16, o.device, "q");
     fill(q, 1.0f, 10);
@@ -331,10 +334,14 @@ void bench_rows(const Options& o) {
 
 void bench_attention(const Options& o) {
   const std::int64_t T = o.tokens, H = g_heads, Hkv = g_kv_heads, D = g_head_dim;
-  Tensor q = dev(Shape{1, T, H, D}, DType::BF16, o.device, "q"), k = dev(Shape{1, Hkv, T, D}, DType::BF16, o.device, "k"),
-         v = dev(Shape{1, Hkv, T, D}, DType::BF16, o.device, "v"), out = dev(Shape{1, T, H, D}, DType::BF16, o.device, "out"),
-         lse = dev(Shape{1, H, T}, DType::F32, o.device, "lse"), dout = dev(Shape{1, T, H, D}, DType::BF16, o.device, "dout"),
-         dq = dev(Shape{1, T, H, D}, DType::BF16, o.device, "dq"), dk = dev(Shape{1, Hkv, T, D}, DType::BF16, o.device, "dk"),
+  Tensor q = dev(Shape{1, T, H, D}, DType::BF16, o.device, "q"),
+         k = dev(Shape{1, Hkv, T, D}, DType::BF16, o.device, "k"),
+         v = dev(Shape{1, Hkv, T, D}, DType::BF16, o.device, "v"),
+         out = dev(Shape{1, T, H, D}, DType::BF16, o.device, "out"),
+         lse = dev(Shape{1, H, T}, DType::F32, o.device, "lse"),
+         dout = dev(Shape{1, T, H, D}, DType::BF16, o.device, "dout"),
+         dq = dev(Shape{1, T, H, D}, DType::BF16, o.device, "dq"),
+         dk = dev(Shape{1, Hkv, T, D}, DType::BF16, o.device, "dk"),
          dv = dev(Shape{1, Hkv, T, D}, DType::BF16, o.device, "dv");
   fill(q, 1.0f, 20);
   fill(k, 1.0f, 21);
@@ -343,7 +350,8 @@ void bench_attention(const Options& o) {
   const ops::AttentionOptions opts;
   const double fwd_flops = 4.0 * static_cast<double>(T) * T * H * D / 2.0;
   const std::string shape = fmt::format("causal T={} H={}/{} D={} bf16", T, H, Hkv, D);
-  flop_row("attention forward", shape, fwd_flops, time_ms(o, [&] { ops::attention_forward(out, q, k, v, opts, &lse); }));
+  flop_row("attention forward", shape, fwd_flops,
+           time_ms(o, [&] { ops::attention_forward(out, q, k, v, opts, &lse); }));
   ops::attention_forward(out, q, k, v, opts, &lse);
   flop_row("attention backward", shape, 2.5 * fwd_flops,
            time_ms(o, [&] { ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, opts); }));
@@ -351,11 +359,12 @@ void bench_attention(const Options& o) {
 
 void bench_decode(const Options& o) {
   const std::int64_t H = g_heads, Hkv = g_kv_heads, D = g_head_dim;
-  const std::vector<std::int64_t> contexts = o.quick ? std::vector<std::int64_t>{1024, 4096}
-                                                     : std::vector<std::int64_t>{4096, 32768};
+  const std::vector<std::int64_t> contexts =
+      o.quick ? std::vector<std::int64_t>{1024, 4096} : std::vector<std::int64_t>{4096, 32768};
   for (const std::int64_t B : {std::int64_t{1}, std::int64_t{16}}) {
     for (const std::int64_t S : contexts) {
-      Tensor q = dev(Shape{B, H, D}, DType::BF16, o.device, "q"), out = dev(Shape{B, H, D}, DType::BF16, o.device, "out"),
+      Tensor q = dev(Shape{B, H, D}, DType::BF16, o.device, "q"),
+             out = dev(Shape{B, H, D}, DType::BF16, o.device, "out"),
              k = dev(Shape{B, Hkv, S, D}, DType::BF16, o.device, "k_cache"),
              v = dev(Shape{B, Hkv, S, D}, DType::BF16, o.device, "v_cache");
       fill(q, 1.0f, 30);

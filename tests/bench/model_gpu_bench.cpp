@@ -72,9 +72,7 @@ struct Options {
   std::int64_t gemm = 8192;
 };
 
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 // Median seconds of `reps` runs of f after `warmup` untimed ones; each run ends with a device sync.
 template <class F>
@@ -142,9 +140,9 @@ model::LlamaModel make_host_model(const Options& o) {
 }
 
 struct Ceilings {
-  double copy_gbs = 0;       // device-to-device copy, read + write
-  double gemm_tflops = 0;    // cuBLASLt bf16 at --gemm³ (8192³)
-  double peak_tflops = 0;    // nominal dense bf16 peak of the device (0: unknown)
+  double copy_gbs = 0;     // device-to-device copy, read + write
+  double gemm_tflops = 0;  // cuBLASLt bf16 at --gemm³ (8192³)
+  double peak_tflops = 0;  // nominal dense bf16 peak of the device (0: unknown)
 };
 
 Ceilings measure_ceilings(const Options& o) {
@@ -213,11 +211,12 @@ void bench_train(const Options& o, const model::LlamaModel& gpu, adapters::Adapt
   const double adapter = 6.0 * static_cast<double>(set.n_parameters()) * n;
   const double flops = base + attn + adapter;
   const double tflops = flops / t / 1e12;
-  fmt::print("| train {}, attention {} | {} | {:.0f} | {:.1f} | {} | {:.3f} s/step, FLOPs/step {:.3g} (base {:.3g}, "
-             "attention {:.3g}, adapter {:.3g}) |\n",
-             kind == adapters::AdapterKind::Lora ? "lora r16 (all 7 projections)" : "bottleneck m=64",
-             dtype_name(gpu.attention_dtype), fmt::format("seq {}", T), n / t, tflops, mfu_str(tflops, ceil), t, flops,
-             base, attn, adapter);
+  fmt::print(
+      "| train {}, attention {} | {} | {:.0f} | {:.1f} | {} | {:.3f} s/step, FLOPs/step {:.3g} (base {:.3g}, "
+      "attention {:.3g}, adapter {:.3g}) |\n",
+      kind == adapters::AdapterKind::Lora ? "lora r16 (all 7 projections)" : "bottleneck m=64",
+      dtype_name(gpu.attention_dtype), fmt::format("seq {}", T), n / t, tflops, mfu_str(tflops, ceil), t, flops, base,
+      attn, adapter);
   std::fflush(stdout);
 }
 
@@ -250,22 +249,25 @@ void bench_decode(const Options& o, const model::LlamaModel& gpu, std::int64_t r
   const double C = static_cast<double>(c.hidden_size), F = static_cast<double>(c.intermediate_size),
                HD = static_cast<double>(c.n_heads * c.head_dim), KD = static_cast<double>(c.n_kv_heads * c.head_dim);
   const double weights = (static_cast<double>(c.n_layers) * (C * (HD + 2 * KD) + HD * C + 3 * C * F) +
-                          static_cast<double>(c.vocab_size) * C) * 2.0;
-  const double kv = 2.0 * static_cast<double>(c.n_layers) * KD * (static_cast<double>(S) + steps) * 2.0 *
-                    static_cast<double>(rows);
+                          static_cast<double>(c.vocab_size) * C) *
+                         2.0;
+  const double kv =
+      2.0 * static_cast<double>(c.n_layers) * KD * (static_cast<double>(S) + steps) * 2.0 * static_cast<double>(rows);
   const double bound_tok_s = static_cast<double>(rows) / ((weights + kv) / (ceil.copy_gbs * 1e9));
   const std::int64_t spilled = c.n_layers - cache.device_layers();
   if (spilled == 0) {
-    fmt::print("| decode batch {} | context {} | {:.1f} | - | {:.1f}% of HBM bound | bound {:.1f} tok/s ({:.2f} GB "
-               "weights + {:.2f} GB KV per step at {:.0f} GB/s) |\n",
-               rows, S, tok_s, 100.0 * tok_s / bound_tok_s, bound_tok_s, weights / 1e9, kv / 1e9, ceil.copy_gbs);
+    fmt::print(
+        "| decode batch {} | context {} | {:.1f} | - | {:.1f}% of HBM bound | bound {:.1f} tok/s ({:.2f} GB "
+        "weights + {:.2f} GB KV per step at {:.0f} GB/s) |\n",
+        rows, S, tok_s, 100.0 * tok_s / bound_tok_s, bound_tok_s, weights / 1e9, kv / 1e9, ceil.copy_gbs);
   } else {
     // More than two spilled layers: each step brings every spilled layer's cache over (host → device).
     const double moved = spilled > 2 ? kv * static_cast<double>(spilled) / static_cast<double>(c.n_layers) : 0.0;
-    fmt::print("| decode batch {}, KV of {} of {} layers in host RAM | context {} | {:.1f} | - | {:.1f}% of HBM "
-               "bound | {:.2f} GB host to device per step ({:.1f} GB/s) |\n",
-               rows, spilled, c.n_layers, S, tok_s, 100.0 * tok_s / bound_tok_s, moved / 1e9,
-               moved / 1e9 * tok_s / static_cast<double>(rows));
+    fmt::print(
+        "| decode batch {}, KV of {} of {} layers in host RAM | context {} | {:.1f} | - | {:.1f}% of HBM "
+        "bound | {:.2f} GB host to device per step ({:.1f} GB/s) |\n",
+        rows, spilled, c.n_layers, S, tok_s, 100.0 * tok_s / bound_tok_s, moved / 1e9,
+        moved / 1e9 * tok_s / static_cast<double>(rows));
   }
   std::fflush(stdout);
 }
@@ -301,8 +303,7 @@ int run(int argc, char** argv) {
     fmt::print(stderr, "adapt_model_gpu_bench: skipped: {}\n", backend::cuda_unavailable_reason());
     return 77;
   }
-  fmt::print(stderr,
-             "adapt_model_gpu_bench on cuda:{} ({}): {} shapes, {} layers, median of {} after {} warm-up\n",
+  fmt::print(stderr, "adapt_model_gpu_bench on cuda:{} ({}): {} shapes, {} layers, median of {} after {} warm-up\n",
              o.device, backend::cuda_device_name(o.device), o.preset, o.layers, o.reps, o.warmup);
   const Ceilings ceil = measure_ceilings(o);
   fmt::print(stderr, "ceilings: copy {:.0f} GB/s, cuBLASLt bf16 GEMM {:.0f} TFLOP/s\n", ceil.copy_gbs,
@@ -319,7 +320,7 @@ int run(int argc, char** argv) {
   bench_decode(o, gpu, 1, ceil);
   bench_decode(o, gpu, 16, ceil);
   if (o.layers > 2) bench_decode(o, gpu, 16, ceil, o.layers - 2);  // two layers spilled (only new positions move)
-  bench_decode(o, gpu, 16, ceil, 0);                                        // every layer spilled
+  bench_decode(o, gpu, 16, ceil, 0);                               // every layer spilled
   return 0;
 }
 

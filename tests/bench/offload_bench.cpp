@@ -62,8 +62,8 @@ int main(int argc, char** argv) {
     std::vector<double> device_ms;
     backend::cuda::Event a, b;
     for (int r = 0; r <= reps; ++r) {
-      const kernels::AdamWScalars s = kernels::adamw_scalars(1e-3, r + 1, opt.beta1, opt.beta2, opt.eps,
-                                                             opt.weight_decay, /*decay=*/true);
+      const kernels::AdamWScalars s =
+          kernels::adamw_scalars(1e-3, r + 1, opt.beta1, opt.beta2, opt.eps, opt.weight_decay, /*decay=*/true);
       a.record(compute.get());
       kernels::launch_adamw_step(p, g, m, v, w16, DType::BF16, n, s, compute.get());
       b.record(compute.get());

@@ -47,7 +47,8 @@ class SortingSampler {
         l = l < 0 ? l * static_cast<float>(p_.repetition_penalty) : l / static_cast<float>(p_.repetition_penalty);
       }
     }
-    if (p_.temperature == 0.0) return static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    if (p_.temperature == 0.0)
+      return static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
     const std::size_t V = logits.size();
     order_.resize(V);
     std::iota(order_.begin(), order_.end(), 0);
@@ -65,7 +66,8 @@ class SortingSampler {
     const double max_l = logits[static_cast<std::size_t>(order_[0])];
     std::vector<double> probs(n);
     double sum = 0;
-    for (std::size_t i = 0; i < n; ++i) sum += probs[i] = std::exp((logits[static_cast<std::size_t>(order_[i])] - max_l) / p_.temperature);
+    for (std::size_t i = 0; i < n; ++i)
+      sum += probs[i] = std::exp((logits[static_cast<std::size_t>(order_[i])] - max_l) / p_.temperature);
     for (auto& x : probs) x /= sum;
     if (p_.top_p < 1.0) {
       double cum = 0;
@@ -144,7 +146,8 @@ int main(int argc, char** argv) {
   for (auto& x : logits) x = normal(gen);
   for (int i = 0; i < 40; ++i) logits[gen() % V] += 12.0f + static_cast<float>(i % 7);
   std::vector<std::int32_t> history(H + static_cast<std::size_t>(reps) + 1);
-  for (auto& id : history) id = static_cast<std::int32_t>(gen() % std::min<std::size_t>(V, 20000));  // code: a small working vocabulary
+  for (auto& id : history)
+    id = static_cast<std::int32_t>(gen() % std::min<std::size_t>(V, 20000));  // code: a small working vocabulary
   if (std::FILE* f = std::fopen(argv[4], "wb")) {
     std::fwrite(logits.data(), sizeof(float), V, f);
     std::fwrite(history.data(), sizeof(std::int32_t), H, f);
@@ -153,12 +156,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cannot write %s\n", argv[4]);
     return 1;
   }
-  const Case cases[] = {{"greedy", 0.0, 1.0, 0.0, 1.0, 0},
-                        {"t0.7", 0.7, 1.0, 0.0, 1.0, 0},
-                        {"t1.0_top-p0.95", 1.0, 0.95, 0.0, 1.0, 0},
-                        {"t0.6_top-k50", 0.6, 1.0, 0.0, 1.0, 50},
-                        {"t0.8_min-p0.05", 0.8, 1.0, 0.05, 1.0, 0},
-                        {"t0.7_top-p0.95_rep1.1", 0.7, 0.95, 0.0, 1.1, 0}};
+  const Case cases[] = {{"greedy", 0.0, 1.0, 0.0, 1.0, 0},          {"t0.7", 0.7, 1.0, 0.0, 1.0, 0},
+                        {"t1.0_top-p0.95", 1.0, 0.95, 0.0, 1.0, 0}, {"t0.6_top-k50", 0.6, 1.0, 0.0, 1.0, 50},
+                        {"t0.8_min-p0.05", 0.8, 1.0, 0.05, 1.0, 0}, {"t0.7_top-p0.95_rep1.1", 0.7, 0.95, 0.0, 1.1, 0}};
   for (const Case& c : cases) {
     std::printf("adapt %s sampler %.2f\n", c.name, median_us<Sampler>(c, logits, history, reps));
     std::printf("adapt %s sorting %.2f\n", c.name, median_us<SortingSampler>(c, logits, history, reps));

@@ -4,11 +4,11 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
-#include <algorithm>
-#include <atomic>
 #include <map>
 #include <mutex>
 #include <string>
@@ -58,8 +58,9 @@ constexpr std::size_t kStackBytes = 128 * 1024;
 // ---- context switch ------------------------------------------------------------------------------------
 #if CUDA_EMU_ASM_SWITCH
 // switch_stack(&save_sp, new_sp): pushes the callee-saved registers, stores rsp, loads new_sp, and pops
-// the same frame from there (kernels never change the floating-point control registers, which stay shared). A new fiber's stack holds such a frame
-// whose return address is fiber_trampoline, with the entry in r12 and its argument in r13.
+// the same frame from there (kernels never change the floating-point control registers, which stay shared). A new
+// fiber's stack holds such a frame whose return address is fiber_trampoline, with the entry in r12 and its argument in
+// r13.
 extern "C" void cuda_emu_switch_stack(void** save_sp, void* new_sp);
 extern "C" void cuda_emu_fiber_trampoline();
 asm(R"(
@@ -230,12 +231,12 @@ void start_fiber(Thread& t, char* stack) {
   // Frame popped by cuda_emu_switch_stack: r15 r14 r13 r12 rbx rbp ret.
   top -= 2;  // keeps 16-byte alignment room
   *--top = reinterpret_cast<std::uint64_t>(&cuda_emu_fiber_trampoline);
-  *--top = 0;                                                // rbp
-  *--top = 0;                                                // rbx
-  *--top = reinterpret_cast<std::uint64_t>(&fiber_main);     // r12: entry
-  *--top = reinterpret_cast<std::uint64_t>(&t);              // r13: argument
-  *--top = 0;                                                // r14
-  *--top = 0;                                                // r15
+  *--top = 0;                                             // rbp
+  *--top = 0;                                             // rbx
+  *--top = reinterpret_cast<std::uint64_t>(&fiber_main);  // r12: entry
+  *--top = reinterpret_cast<std::uint64_t>(&t);           // r13: argument
+  *--top = 0;                                             // r14
+  *--top = 0;                                             // r15
   t.sp = top;
 #else
   getcontext(&t.ctx);
@@ -290,8 +291,8 @@ void run_warp(std::size_t w) {
       return;
     }
     if (mixed) {
-      report("warp " + std::to_string(w) + ": lanes wait in different warp collectives or with different masks (one in " +
-             head->warp_what + ")");
+      report("warp " + std::to_string(w) +
+             ": lanes wait in different warp collectives or with different masks (one in " + head->warp_what + ")");
       return;
     }
     if (head->warp_mask != L.warps[w].lanes_mask) {
@@ -315,7 +316,8 @@ void run_block() {
     start_fiber(t, g_stacks + i * kStackBytes);
   }
   if (!L.dyn_shared.empty()) std::memset(L.dyn, 0xff, L.dyn_shared.size() - 128);  // NaN in f32, bf16 and f16
-  std::memset(__start_cuda_emu_shared, 0xff, static_cast<std::size_t>(__stop_cuda_emu_shared - __start_cuda_emu_shared));
+  std::memset(__start_cuda_emu_shared, 0xff,
+              static_cast<std::size_t>(__stop_cuda_emu_shared - __start_cuda_emu_shared));
   for (;;) {
     for (std::size_t k = 0; k < n_warps && !L.failed; ++k) run_warp(g_reverse ? n_warps - 1 - k : k);
     if (L.failed) return;
@@ -464,8 +466,8 @@ namespace nvcuda::wmma::detail {
 void check_pointer(const void* p, unsigned ldm, std::size_t elem_bytes, const char* what) {
   if (reinterpret_cast<std::uintptr_t>(p) % 32 != 0 || (ldm * elem_bytes) % 16 != 0) {
     char buf[160];
-    std::snprintf(buf, sizeof buf, "%s: pointer %p (needs 32-byte alignment) or ldm %u (needs a multiple of %zu)",
-                  what, p, ldm, 16 / elem_bytes);
+    std::snprintf(buf, sizeof buf, "%s: pointer %p (needs 32-byte alignment) or ldm %u (needs a multiple of %zu)", what,
+                  p, ldm, 16 / elem_bytes);
     cuda_emu::kernel_error(buf);
   }
 }
@@ -477,9 +479,7 @@ namespace cuda_emu {
 
 cudaError_t rt_set_last_error(cudaError_t e) { return g_last_error = e; }
 
-cudaError_t rt_last_error(bool reset) {
-  return reset ? g_last_error.exchange(cudaSuccess) : g_last_error.load();
-}
+cudaError_t rt_last_error(bool reset) { return reset ? g_last_error.exchange(cudaSuccess) : g_last_error.load(); }
 
 const char* rt_error_name(cudaError_t e) {
   switch (e) {
@@ -535,7 +535,7 @@ std::size_t g_device_used = 0;
 std::mutex g_mem_mutex;
 
 const std::map<std::uintptr_t, std::size_t>::const_iterator find_block(const std::map<std::uintptr_t, std::size_t>& m,
-                                                                          const void* p) {
+                                                                       const void* p) {
   const auto a = reinterpret_cast<std::uintptr_t>(p);
   auto it = m.upper_bound(a);
   if (it == m.begin()) return m.end();

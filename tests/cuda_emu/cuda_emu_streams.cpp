@@ -253,9 +253,8 @@ class Device {
     std::unique_lock<std::mutex> lock(mu_);
     while (!stopping_) {
       prune_polls();
-      const bool pending = std::any_of(streams_.begin(), streams_.end(), [](const StreamState* s) {
-        return !s->queue.empty();
-      });
+      const bool pending =
+          std::any_of(streams_.begin(), streams_.end(), [](const StreamState* s) { return !s->queue.empty(); });
       const bool idle = Clock::now() - last_host_ >= std::chrono::milliseconds(idle_ms());
       if (!pending || (waiting_ == 0 && polls_.empty() && !idle)) {
         cv_.wait_for(lock, std::chrono::milliseconds(idle_ms()));
@@ -278,9 +277,7 @@ class Device {
           op.event->at = Clock::now();
           pick->running = 0;
           break;
-        case Op::Wait:
-          pick->running = 0;
-          break;
+        case Op::Wait: pick->running = 0; break;
         case Op::Work:
           lock.unlock();
           op.work();
@@ -362,8 +359,7 @@ void enqueue(cudaStream_t stream, const char* what, std::function<void()> work) 
   d.push(d.resolve(stream), std::move(op));
 }
 
-void enqueue_external(cudaStream_t stream, const char* what,
-                      std::function<void(std::function<void()> finish)> start) {
+void enqueue_external(cudaStream_t stream, const char* what, std::function<void(std::function<void()> finish)> start) {
   Device& d = Device::get();
   Op op(Op::External, what);
   op.start = std::move(start);
@@ -500,15 +496,15 @@ cudaError_t rt_memcpy(void* dst, const void* src, std::size_t bytes, cudaStream_
   // at once, except into pageable memory (done before it returns) and from pageable memory (read before it
   // returns, written in stream order).
   if ((sync_api && !device_to_device) || (!sync_api && dst_pageable)) {
-    if (const cudaError_t e = stream_synchronize(s, sync_api ? "cudaMemcpy" : "cudaMemcpyAsync (pageable)",
-                                                 __builtin_return_address(0)))
+    if (const cudaError_t e =
+            stream_synchronize(s, sync_api ? "cudaMemcpy" : "cudaMemcpyAsync (pageable)", __builtin_return_address(0)))
       return e;
     std::memmove(dst, src, bytes);
     return cudaSuccess;
   }
   if (src_pageable) {
-    auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src),
-                                                      static_cast<const char*>(src) + bytes);
+    auto staged =
+        std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + bytes);
     enqueue(s, "cudaMemcpyAsync", [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
     return cudaSuccess;
   }

@@ -40,8 +40,8 @@ __global__ void neighbour_kernel(int* out, bool sync) {
 }
 
 template <typename LayoutB>
-__global__ void wmma_kernel(float* d, const __nv_bfloat16* a, int lda, const __nv_bfloat16* b, int ldb,
-                            const float* c, int ldc) {
+__global__ void wmma_kernel(float* d, const __nv_bfloat16* a, int lda, const __nv_bfloat16* b, int ldb, const float* c,
+                            int ldc) {
   using namespace nvcuda;
   wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
   wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, LayoutB> fb;

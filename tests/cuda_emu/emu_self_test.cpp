@@ -108,8 +108,8 @@ TEST_CASE("cuda_emu: wmma m16n16k16 tiles equal the f32 matrix product, and misa
       }
     }
   }
-  CHECK(emu::wmma_tile(d, a + 8, ld, b, ld, false, c, ld) == cudaErrorLaunchFailure);   // 16-byte offset
-  CHECK(emu::wmma_tile(d, a, 20, b, ld, false, c, ld) == cudaErrorLaunchFailure);       // ldm of 40 bytes
+  CHECK(emu::wmma_tile(d, a + 8, ld, b, ld, false, c, ld) == cudaErrorLaunchFailure);  // 16-byte offset
+  CHECK(emu::wmma_tile(d, a, 20, b, ld, false, c, ld) == cudaErrorLaunchFailure);      // ldm of 40 bytes
 }
 
 // ---- deferred streams (CUDA_EMU_STREAMS=deferred) ----------------------------------------------------------

@@ -28,12 +28,12 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -615,7 +615,8 @@ ncclResult_t queue_p2p(bool send, const void* buf, std::size_t count, ncclDataTy
                        cudaStream_t stream) {
   const char* call = send ? "ncclSend" : "ncclRecv";
   if (const ncclResult_t rc = check_args(c, call, type, ncclSum); rc != ncclSuccess) return rc;
-  if (peer < 0 || peer >= c->nranks) return fail(c, ncclInvalidArgument, "%s: peer %d of %d ranks", call, peer, c->nranks);
+  if (peer < 0 || peer >= c->nranks)
+    return fail(c, ncclInvalidArgument, "%s: peer %d of %d ranks", call, peer, c->nranks);
   const std::size_t bytes = count * type_size(type);
   if (const ncclResult_t rc = check_buffer(c, call, send ? "sendbuff" : "recvbuff", buf, bytes); rc != ncclSuccess)
     return rc;
@@ -691,7 +692,7 @@ ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncclComm_t* newc
   *newcomm = nullptr;
   if (const ncclResult_t rc = check_comm(comm, "ncclCommSplit"); rc != ncclSuccess) return rc;
   cuda_emu::synchronize_all("ncclCommSplit", nullptr);  // deferred streams: after the calls queued on them
-  comm->wait_idle();            // after the calls queued before it
+  comm->wait_idle();                                    // after the calls queued before it
   if (comm->async.load() != ncclSuccess) return comm->async.load();
   CallDesc mine{kSplit, 0, 0, 0, 0};
   if (const ncclResult_t rc = agree(comm, mine); rc != ncclSuccess) return rc;
@@ -718,8 +719,8 @@ ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncclComm_t* newc
   std::snprintf(suffix, sizeof suffix, "%d:%d", split, color);
   char name[64];
   std::snprintf(name, sizeof name, "/adapt_nccl_emu_%016zx", std::hash<std::string>()(comm->name + suffix));
-  const bool blocking = config == nullptr || config->blocking == NCCL_CONFIG_UNDEF_INT ? comm->blocking
-                                                                                       : config->blocking != 0;
+  const bool blocking =
+      config == nullptr || config->blocking == NCCL_CONFIG_UNDEF_INT ? comm->blocking : config->blocking != 0;
   const ncclResult_t rc = init_rank(newcomm, static_cast<int>(members.size()), name, new_rank, blocking);
   if (rc != ncclSuccess && rc != ncclInProgress) return fail(comm, rc, "ncclCommSplit: %s", g_last_error.c_str());
   return done(comm);

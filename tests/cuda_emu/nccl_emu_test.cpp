@@ -53,7 +53,9 @@ template <typename T>
 struct Device {
   T* ptr = nullptr;
   std::size_t n = 0;
-  explicit Device(std::size_t count) : n(count) { REQUIRE(cudaMalloc(reinterpret_cast<void**>(&ptr), n * sizeof(T)) == cudaSuccess); }
+  explicit Device(std::size_t count) : n(count) {
+    REQUIRE(cudaMalloc(reinterpret_cast<void**>(&ptr), n * sizeof(T)) == cudaSuccess);
+  }
   ~Device() { cudaFree(ptr); }
   void put(const std::vector<T>& h) {
     REQUIRE(h.size() == n);
@@ -153,8 +155,9 @@ TEST_CASE("nccl_emu: broadcast, all-gather and reduce-scatter") {
   REQUIRE(ncclReduceScatter(rs_send.ptr, rs_recv.ptr, elems, ncclFloat32, ncclSum, comm, nullptr) == ncclSuccess);
   std::vector<float> sum(elems * un);
   MPI_Allreduce(big.data(), sum.data(), static_cast<int>(sum.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-  CHECK(rs_recv.get() == std::vector<float>(sum.begin() + static_cast<std::ptrdiff_t>(elems * static_cast<std::size_t>(r)),
-                                            sum.begin() + static_cast<std::ptrdiff_t>(elems * static_cast<std::size_t>(r + 1))));
+  CHECK(rs_recv.get() ==
+        std::vector<float>(sum.begin() + static_cast<std::ptrdiff_t>(elems * static_cast<std::size_t>(r)),
+                           sum.begin() + static_cast<std::ptrdiff_t>(elems * static_cast<std::size_t>(r + 1))));
   ncclCommDestroy(comm);
 }
 

@@ -25,10 +25,13 @@ TEST_CASE("loss, perplexity and per-token log-probabilities") {
   test::TempDir dir;
   std::string out;
   REQUIRE(run("adapt_model", "make --preset tiny --out " + (dir / "m").string(), &out) == 0);
-  test::write_bytes(dir / "d.jsonl", "{\"text\": \"for (int i = 0; i < n; ++i) sum += v[i];\"}\n\n"
-                                     "{\"text\": \"SELECT name FROM users WHERE id = 7;\", \"extra\": 1}\n");
-  REQUIRE(run("adapt_eval", "--model " + (dir / "m").string() + " --data " + (dir / "d.jsonl").string() +
-                                " --per-token --out " + (dir / "tok.jsonl").string(), &out) == 0);
+  test::write_bytes(dir / "d.jsonl",
+                    "{\"text\": \"for (int i = 0; i < n; ++i) sum += v[i];\"}\n\n"
+                    "{\"text\": \"SELECT name FROM users WHERE id = 7;\", \"extra\": 1}\n");
+  REQUIRE(run("adapt_eval",
+              "--model " + (dir / "m").string() + " --data " + (dir / "d.jsonl").string() + " --per-token --out " +
+                  (dir / "tok.jsonl").string(),
+              &out) == 0);
   INFO(out);
   const auto pos = out.find("loss ");
   REQUIRE(pos != std::string::npos);

@@ -36,10 +36,12 @@ Run run(const std::string& bin, const std::string& args) {
 
 // Two conversations over three jobs: a (chat turns, then a turn that continues a2's cut reply, both
 // writing a.c) and b (raw text, sampled).
-const std::string kTurnA1 = "[[prompts]]\nid = \"a1\"\nconversation = \"a\"\nsystem = \"Be brief.\"\n"
-                            "user = \"Write a loop.\"\noutput = \"a.c\"\n";
-const std::string kTurnB1 = "[[prompts]]\nid = \"b1\"\nconversation = \"b\"\ntext = \"int main() {\"\n"
-                            "temperature = 0.8\nseed = 3\n";
+const std::string kTurnA1 =
+    "[[prompts]]\nid = \"a1\"\nconversation = \"a\"\nsystem = \"Be brief.\"\n"
+    "user = \"Write a loop.\"\noutput = \"a.c\"\n";
+const std::string kTurnB1 =
+    "[[prompts]]\nid = \"b1\"\nconversation = \"b\"\ntext = \"int main() {\"\n"
+    "temperature = 0.8\nseed = 3\n";
 const std::string kTurnA2 = "[[prompts]]\nid = \"a2\"\nconversation = \"a\"\nuser = \"Now in C++.\"\n";
 const std::string kTurnA3 = "[[prompts]]\nid = \"a3\"\nconversation = \"a\"\noutput = \"a.c\"\n";
 const std::string kTurnB2 = "[[prompts]]\nid = \"b2\"\nconversation = \"b\"\ntext = \"\\n  return 0;\"\n";
@@ -47,7 +49,8 @@ const std::string kTurnB2 = "[[prompts]]\nid = \"b2\"\nconversation = \"b\"\ntex
 // The demo's tiny model (inputs/models/tiny.toml) in dir/model, where the jobs' `path = "model"` finds it.
 void make_tiny_model(const fs::path& dir) {
   REQUIRE(run("adapt_model", "make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() + " --out " +
-                                 (dir / "model").string()).code == 0);
+                                 (dir / "model").string())
+              .code == 0);
 }
 
 std::vector<json> read_results(const fs::path& p) {
@@ -106,10 +109,11 @@ std::vector<std::string> ids_in_order(const std::vector<json>& records) {
 TEST_CASE("a prompt file runs, resumes and is deterministic") {
   test::TempDir dir;
   make_tiny_model(dir.path());
-  const std::string job = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 12\n"
-                          "[[prompts]]\nid = \"a\"\nuser = \"Write a loop.\"\noutput = \"src/a.txt\"\n"
-                          "[[prompts]]\nid = \"b\"\ntext = \"int main() {\"\nmax_new_tokens = 5\n"
-                          "[[prompts]]\nid = \"c\"\ntext = \"def f(x):\"\ntemperature = 0.9\nseed = 4\n";
+  const std::string job =
+      "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 12\n"
+      "[[prompts]]\nid = \"a\"\nuser = \"Write a loop.\"\noutput = \"src/a.txt\"\n"
+      "[[prompts]]\nid = \"b\"\ntext = \"int main() {\"\nmax_new_tokens = 5\n"
+      "[[prompts]]\nid = \"c\"\ntext = \"def f(x):\"\ntemperature = 0.9\nseed = 4\n";
   test::write_bytes(dir / "job.toml", job);
   Run r = run("adapt_gen", "--input " + (dir / "job.toml").string());
   INFO(r.out);
@@ -134,7 +138,8 @@ TEST_CASE("a prompt file runs, resumes and is deterministic") {
   CHECK(file_read_text(dir / "out/results.jsonl") == before);
 
   // A fresh output folder gives the same greedy and seeded texts.
-  Run fresh = run("adapt_gen", "--input " + (dir / "job.toml").string() + " --set output.dir=" + (dir / "out2").string());
+  Run fresh =
+      run("adapt_gen", "--input " + (dir / "job.toml").string() + " --set output.dir=" + (dir / "out2").string());
   REQUIRE(fresh.code == 0);
   auto res2 = by_id(read_results(dir / "out2/results.jsonl"));
   for (const char* id : {"a", "b", "c"}) CHECK(res2[id]["text"] == res[id]["text"]);
@@ -144,9 +149,10 @@ TEST_CASE("the model's eos_token_id (generation_config.json, else config.json) e
   test::TempDir dir;
   make_tiny_model(dir.path());
   // A greedy reply's tokens, from its conversation file.
-  test::write_bytes(dir / "job.toml", "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\n"
-                                      "max_new_tokens = 12\nstop = [\"<|eot_id|>\"]\n[[prompts]]\nid = \"x\"\n"
-                                      "conversation = \"x\"\ntext = \"int main() {\"\n");
+  test::write_bytes(dir / "job.toml",
+                    "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\n"
+                    "max_new_tokens = 12\nstop = [\"<|eot_id|>\"]\n[[prompts]]\nid = \"x\"\n"
+                    "conversation = \"x\"\ntext = \"int main() {\"\n");
   Run r = run("adapt_gen", "--input " + (dir / "job.toml").string());
   INFO(r.out);
   REQUIRE(r.code == 0);
@@ -158,8 +164,8 @@ TEST_CASE("the model's eos_token_id (generation_config.json, else config.json) e
   REQUIRE(tokens.size() >= reply_start + 4);
   REQUIRE(by_id(read_results(dir / "out/results.jsonl"))["x"]["finish_reason"] == "length");
   const std::int32_t end = tokens[reply_start + 3];  // an ordinary token, made an end token below
-  const auto first = static_cast<int>(std::find(tokens.begin() + reply_start, tokens.end(), end) - tokens.begin() -
-                                      reply_start);
+  const auto first =
+      static_cast<int>(std::find(tokens.begin() + reply_start, tokens.end(), end) - tokens.begin() - reply_start);
   json gen = json::parse(file_read_text(dir / "model/generation_config.json"));
   gen["eos_token_id"] = {end};
   test::write_bytes(dir / "model/generation_config.json", gen.dump());
@@ -180,7 +186,8 @@ TEST_CASE("the model's eos_token_id (generation_config.json, else config.json) e
   }
   // An eos_token_id that is not a token id is refused, naming the file.
   test::write_bytes(dir / "model/generation_config.json", "{\"eos_token_id\": \"</s>\"}");
-  Run bad = run("adapt_gen", "--input " + (dir / "job.toml").string() + " --set output.dir=" + (dir / "out_bad").string());
+  Run bad =
+      run("adapt_gen", "--input " + (dir / "job.toml").string() + " --set output.dir=" + (dir / "out_bad").string());
   CHECK(bad.code == 3);
   CHECK(bad.out.find("generation_config.json': eos_token_id must be a token id") != std::string::npos);
 }
@@ -188,12 +195,13 @@ TEST_CASE("the model's eos_token_id (generation_config.json, else config.json) e
 TEST_CASE("one job at a time on a results file; an output folder that cannot be written fails before loading") {
   test::TempDir dir;
   make_tiny_model(dir.path());
-  test::write_bytes(dir / "job.toml", "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\n"
-                                      "max_new_tokens = 2\n[[prompts]]\nid = \"a\"\ntext = \"int\"\n");
+  test::write_bytes(dir / "job.toml",
+                    "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\n"
+                    "max_new_tokens = 2\n[[prompts]]\nid = \"a\"\ntext = \"int\"\n");
   fs::create_directories(dir / "out");
-  const std::string held = "bash -c 'exec 9>" + (dir / "out/.results.jsonl.lock").string() +
-                           " && flock -x 9 && " + (test::binary_dir() / "bin/adapt_gen").string() + " --input " +
-                           (dir / "job.toml").string() + "'";
+  const std::string held = "bash -c 'exec 9>" + (dir / "out/.results.jsonl.lock").string() + " && flock -x 9 && " +
+                           (test::binary_dir() / "bin/adapt_gen").string() + " --input " + (dir / "job.toml").string() +
+                           "'";
   std::string out;
   CHECK(test::run_command(held, &out) == 3);
   CHECK(out.find("is in use by another job") != std::string::npos);
@@ -205,7 +213,8 @@ TEST_CASE("one job at a time on a results file; an output folder that cannot be 
                               (dir / "job.toml").string() + " --shard 1/2'",
                           &other) == 0);
   test::write_bytes(dir / "file", "x");
-  Run bad = run("adapt_gen", "--input " + (dir / "job.toml").string() + " --set output.dir=" + (dir / "file/out").string());
+  Run bad =
+      run("adapt_gen", "--input " + (dir / "job.toml").string() + " --set output.dir=" + (dir / "file/out").string());
   CHECK(bad.code == 3);
   CHECK(bad.out.find("output.dir '") != std::string::npos);
   CHECK(bad.out.find("loaded ") == std::string::npos);
@@ -278,9 +287,10 @@ TEST_CASE("runtime.batch_size: the same texts as one at a time, results in finis
   // On the CPU kv_cache_dtype = "auto" (the default) is f32 while attention computes in f32, and the
   // GPU-only settings are ignored with a warning that names them: the texts of the first run (batch 1,
   // the defaults).
-  Run cpu = run("adapt_gen", input + " --set runtime.batch_size=1 --set runtime.kv_cache_dtype=auto "
-                                     "--set runtime.weights_device_layers=1 --set output.dir=" +
-                                     (dir / "gpu-keys").string());
+  Run cpu = run("adapt_gen", input +
+                                 " --set runtime.batch_size=1 --set runtime.kv_cache_dtype=auto "
+                                 "--set runtime.weights_device_layers=1 --set output.dir=" +
+                                 (dir / "gpu-keys").string());
   INFO(cpu.out);
   REQUIRE(cpu.code == 0);
   CHECK(cpu.out.find(" in f32") != std::string::npos);
@@ -290,17 +300,18 @@ TEST_CASE("runtime.batch_size: the same texts as one at a time, results in finis
   check_same_texts(dir / "gpu-keys", res1);
   // attention_dtype = "bf16" holds on the CPU too (bf16 products), and "auto" then keeps a bf16 cache,
   // which stores the values those products take.
-  Run bf16 = run("adapt_gen", input + " --set runtime.attention_dtype=bf16 --set output.dir=" +
-                                      (dir / "attn-bf16").string());
+  Run bf16 =
+      run("adapt_gen", input + " --set runtime.attention_dtype=bf16 --set output.dir=" + (dir / "attn-bf16").string());
   INFO(bf16.out);
   REQUIRE(bf16.code == 0);
   CHECK(bf16.out.find("iB in bf16") != std::string::npos);  // the KV cache line: "KV cache ... = 62.50 KiB in bf16"
   CHECK(bf16.out.find("attention in bf16 products (f32 sums)") != std::string::npos);
   CHECK(read_results(dir / "attn-bf16/results.jsonl").size() == 6);
   // Over an f32 cache a generation attends in f32 whatever attention_dtype says: the defaults' texts.
-  Run f32_cache = run("adapt_gen", input + " --set runtime.batch_size=1 --set runtime.attention_dtype=bf16 "
-                                           "--set runtime.kv_cache_dtype=f32 --set output.dir=" +
-                                           (dir / "attn-bf16-f32-cache").string());
+  Run f32_cache = run("adapt_gen", input +
+                                       " --set runtime.batch_size=1 --set runtime.attention_dtype=bf16 "
+                                       "--set runtime.kv_cache_dtype=f32 --set output.dir=" +
+                                       (dir / "attn-bf16-f32-cache").string());
   INFO(f32_cache.out);
   REQUIRE(f32_cache.code == 0);
   CHECK(f32_cache.out.find("attention in f32 over the f32 KV cache") != std::string::npos);
@@ -321,8 +332,7 @@ TEST_CASE("runtime.share_prefixes: prompts with one preamble share it; the texts
       "first column and prints the sum of the second column for every group, sorted by name.";
   std::string job = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 10\n";
   for (const char* user : {"Write main().", "Write the CSV reader.", "Write the grouping.", "Write the tests."}) {
-    job += "[[prompts]]\nid = \"" + std::string(user) + "\"\nsystem = \"" + system + "\"\nuser = \"" + user +
-           "\"\n";
+    job += "[[prompts]]\nid = \"" + std::string(user) + "\"\nsystem = \"" + system + "\"\nuser = \"" + user + "\"\n";
   }
   test::write_bytes(dir / "job.toml", job);
   const std::string input = "--input " + (dir / "job.toml").string();
@@ -335,8 +345,8 @@ TEST_CASE("runtime.share_prefixes: prompts with one preamble share it; the texts
   for (const int batch : {1, 2}) {
     CAPTURE(batch);
     const fs::path out = dir / ("on" + std::to_string(batch));
-    Run on = run("adapt_gen", input + " --set runtime.batch_size=" + std::to_string(batch) + " --set output.dir=" +
-                                  out.string());
+    Run on = run("adapt_gen",
+                 input + " --set runtime.batch_size=" + std::to_string(batch) + " --set output.dir=" + out.string());
     INFO(on.out);
     REQUIRE(on.code == 0);
     auto shared = by_id(read_results(out / "results.jsonl"));
@@ -397,7 +407,8 @@ TEST_CASE("--shard I/N: shares of the prompts that do not overlap, cover the fil
   test::TempDir dir;
   make_tiny_model(dir.path());
   std::string job = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 6\n";
-  for (int i = 0; i < 5; ++i) job += "[[prompts]]\nid = \"p" + std::to_string(i) + "\"\ntext = \"int f" + std::to_string(i) + "(\"\n";
+  for (int i = 0; i < 5; ++i)
+    job += "[[prompts]]\nid = \"p" + std::to_string(i) + "\"\ntext = \"int f" + std::to_string(i) + "(\"\n";
   test::write_bytes(dir / "job.toml", job);
   const std::string input = "--input " + (dir / "job.toml").string();
   Run whole = run("adapt_gen", input);
@@ -410,7 +421,8 @@ TEST_CASE("--shard I/N: shares of the prompts that do not overlap, cover the fil
   const std::vector<std::vector<std::string>> expected = {{"p0", "p3"}, {"p1", "p4"}, {"p2"}};
   for (int s = 0; s < 3; ++s) {
     CAPTURE(s);
-    Run r = run("adapt_gen", input + " --set output.dir=" + (dir / "shards").string() + " --shard " + std::to_string(s) + "/3");
+    Run r = run("adapt_gen",
+                input + " --set output.dir=" + (dir / "shards").string() + " --shard " + std::to_string(s) + "/3");
     INFO(r.out);
     REQUIRE(r.code == 0);
     CHECK(r.out.find("share " + std::to_string(s) + " of 3") != std::string::npos);
@@ -443,8 +455,9 @@ TEST_CASE("--shard I/N: shares of the prompts that do not overlap, cover the fil
 TEST_CASE("runtime.device: no usable GPU (tp/pp layouts too), a bad index or value stop before anything is written") {
   test::TempDir dir;
   make_tiny_model(dir.path());
-  const std::string job = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 4\n"
-                          "[[prompts]]\nid = \"a\"\ntext = \"int main() {\"\n";
+  const std::string job =
+      "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 4\n"
+      "[[prompts]]\nid = \"a\"\ntext = \"int main() {\"\n";
   test::write_bytes(dir / "job.toml", job);
   const std::string input = "--input " + (dir / "job.toml").string();
   auto refused = [&](const std::string& sets, int code, const std::vector<std::string>& needles) {
@@ -470,11 +483,11 @@ TEST_CASE("runtime.device: no usable GPU (tp/pp layouts too), a bad index or val
   REQUIRE(at != std::string::npos);
   const std::int64_t n_prompt = std::stoll(dry.out.substr(at + tokens_of.size()));
   const nlohmann::json cfg = nlohmann::json::parse(file_read_text(dir / "model/config.json"));
-  const std::int64_t head_dim = cfg.value("head_dim", cfg["hidden_size"].get<std::int64_t>() /
-                                                          cfg["num_attention_heads"].get<std::int64_t>());
-  const std::uint64_t kv = static_cast<std::uint64_t>(2 * cfg["num_hidden_layers"].get<std::int64_t>() *
-                                                      cfg["num_key_value_heads"].get<std::int64_t>() * head_dim *
-                                                      (n_prompt + 4) * 4);
+  const std::int64_t head_dim =
+      cfg.value("head_dim", cfg["hidden_size"].get<std::int64_t>() / cfg["num_attention_heads"].get<std::int64_t>());
+  const std::uint64_t kv =
+      static_cast<std::uint64_t>(2 * cfg["num_hidden_layers"].get<std::int64_t>() *
+                                 cfg["num_key_value_heads"].get<std::int64_t>() * head_dim * (n_prompt + 4) * 4);
   CHECK(dry.out.find(fmt::format("KV cache {} (1 row(s) × {} positions, f32)", format_bytes(kv), n_prompt + 4)) !=
         std::string::npos);
   // The adapter is read in a dry run too: a missing folder is an error naming it.
@@ -491,8 +504,9 @@ TEST_CASE("runtime.device: no usable GPU (tp/pp layouts too), a bad index or val
 TEST_CASE("conversations: turns over several jobs equal the same turns in one job; reruns; refusals") {
   test::TempDir dir;
   make_tiny_model(dir.path());
-  const std::string head = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 8\n"
-                           "[runtime]\nbatch_size = 3\n";
+  const std::string head =
+      "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 8\n"
+      "[runtime]\nbatch_size = 3\n";
   const std::string &a1 = kTurnA1, &b1 = kTurnB1, &a2 = kTurnA2, &a3 = kTurnA3, &b2 = kTurnB2;
   const std::string solo = "[[prompts]]\nid = \"solo\"\nuser = \"Hi\"\n";
   auto job = [&](const std::string& name, const std::string& out, const std::string& prompts) {
@@ -520,8 +534,8 @@ TEST_CASE("conversations: turns over several jobs equal the same turns in one jo
   const json conv = json::parse(file_read_text(dir / "one/conversations/a.json"));
   REQUIRE(conv["turns"].size() == 3);
   CHECK(conv["turns"][2]["kind"] == "continue");
-  CHECK(conv["tokens"].size() == static_cast<std::size_t>(res["a3"]["prompt_tokens"].get<int>() +
-                                                          res["a3"]["completion_tokens"].get<int>()));
+  CHECK(conv["tokens"].size() ==
+        static_cast<std::size_t>(res["a3"]["prompt_tokens"].get<int>() + res["a3"]["completion_tokens"].get<int>()));
 
   for (const auto& [file, prompts] : std::vector<std::pair<std::string, std::string>>{
            {"j1.toml", a1 + b1 + solo}, {"j2.toml", a2 + b2}, {"j3.toml", a3}}) {
@@ -540,8 +554,8 @@ TEST_CASE("conversations: turns over several jobs equal the same turns in one jo
   const std::string conv_file = (dir / "one/conversations/a.json").string();
   auto dry_run = [&](const std::string& name, const std::string& prompts) {
     test::write_bytes(dir / name, head + prompts);
-    return run("adapt_gen", "--input " + (dir / name).string() + " --set output.dir=" + (dir / "one").string() +
-                                " --dry-run");
+    return run("adapt_gen",
+               "--input " + (dir / name).string() + " --set output.dir=" + (dir / "one").string() + " --dry-run");
   };
   Run dry = dry_run("more.toml", a1 + a2 + a4 + a5);
   INFO(dry.out);
@@ -560,7 +574,8 @@ TEST_CASE("conversations: turns over several jobs equal the same turns in one jo
   const std::size_t rows_at = dry.out.find(" row(s) × ");
   REQUIRE(rows_at != std::string::npos);
   CHECK(std::stol(dry.out.substr(rows_at + std::string(" row(s) × ").size())) > n_prompt + 8);
-  Run dry_bad = dry_run("more_bad.toml", "[[prompts]]\nid = \"a4\"\nconversation = \"a\"\nsystem = \"S\"\nuser = \"U\"\n" + a5);
+  Run dry_bad =
+      dry_run("more_bad.toml", "[[prompts]]\nid = \"a4\"\nconversation = \"a\"\nsystem = \"S\"\nuser = \"U\"\n" + a5);
   INFO(dry_bad.out);
   CHECK(dry_bad.code == 2);
   CHECK(dry_bad.out.find("tokens so far); would not run: prompt 'a4' (conversation 'a'): system is only allowed on a "
@@ -623,15 +638,17 @@ TEST_CASE("conversations: turns over several jobs equal the same turns in one jo
 TEST_CASE("output.conversation_kv: later turns load the stored KV cache, prefill only their new tokens, same texts") {
   test::TempDir dir;
   make_tiny_model(dir.path());
-  const std::string head = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 8\n"
-                           "[runtime]\nbatch_size = 2\nprefill_chunk = 16\n";
+  const std::string head =
+      "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 8\n"
+      "[runtime]\nbatch_size = 2\nprefill_chunk = 16\n";
   const std::string &a1 = kTurnA1, &b1 = kTurnB1, &a2 = kTurnA2, &a3 = kTurnA3, &b2 = kTurnB2;
   auto job = [&](const std::string& name, const std::string& out, const std::string& prompts, const std::string& set) {
     test::write_bytes(dir / name, head + prompts);
     return run("adapt_gen", "--input " + (dir / name).string() + " --set output.dir=" + (dir / out).string() + set);
   };
   const std::string kv = " --set output.conversation_kv=true";
-  const std::vector<std::pair<std::string, std::string>> jobs{{"j1.toml", a1 + b1}, {"j2.toml", a2 + b2}, {"j3.toml", a3}};
+  const std::vector<std::pair<std::string, std::string>> jobs{
+      {"j1.toml", a1 + b1}, {"j2.toml", a2 + b2}, {"j3.toml", a3}};
   for (const auto& [file, prompts] : jobs) {
     Run plain = job(file, "plain", prompts, "");
     INFO(plain.out);
@@ -642,7 +659,8 @@ TEST_CASE("output.conversation_kv: later turns load the stored KV cache, prefill
     CHECK(plain.out.find("loaded the KV cache") == std::string::npos);
     CHECK(kept.out.find("warning") == std::string::npos);
     if (file != "j1.toml") {  // every later turn loads its conversation's cache: all but its new tokens
-      for (const std::string& id : file == "j2.toml" ? std::vector<std::string>{"a2", "b2"} : std::vector<std::string>{"a3"})
+      for (const std::string& id :
+           file == "j2.toml" ? std::vector<std::string>{"a2", "b2"} : std::vector<std::string>{"a3"})
         CHECK(kept.out.find("prompt '" + id + "': loaded the KV cache of ") != std::string::npos);
     }
   }
@@ -682,10 +700,10 @@ TEST_CASE("output.conversation_kv: later turns load the stored KV cache, prefill
   fs::copy(dir / "kept", dir / "full", fs::copy_options::recursive);
   test::write_bytes(dir / "j4.toml", head + a4);
   Run full;
-  full.code = test::run_command("bash -c 'trap \"\" XFSZ; ulimit -f 16; " +
-                                    (test::binary_dir() / "bin" / "adapt_gen").string() + " --input " +
-                                    (dir / "j4.toml").string() + " --set output.dir=" + (dir / "full").string() + kv + "'",
-                                &full.out);
+  full.code = test::run_command(
+      "bash -c 'trap \"\" XFSZ; ulimit -f 16; " + (test::binary_dir() / "bin" / "adapt_gen").string() + " --input " +
+          (dir / "j4.toml").string() + " --set output.dir=" + (dir / "full").string() + kv + "'",
+      &full.out);
   INFO(full.out);
   CHECK(full.code == 0);
   CHECK(full.out.find("prompt 'a4': could not keep the conversation's KV cache") != std::string::npos);
@@ -694,23 +712,27 @@ TEST_CASE("output.conversation_kv: later turns load the stored KV cache, prefill
   CHECK(file_read_text(dir / "full/conversations/a.json") == file_read_text(dir / "plain/conversations/a.json"));
 }
 
-TEST_CASE("SIGUSR1: prompts in flight save their progress, exit 75; the rerun continues them to the uninterrupted texts") {
+TEST_CASE(
+    "SIGUSR1: prompts in flight save their progress, exit 75; the rerun continues them to the uninterrupted texts") {
   test::TempDir dir;
   // The tiny model made wider, deeper and with a longer context, so that a prompt of 3,000 tokens runs
   // for a second or more: time to send the signal while it is generating.
   REQUIRE(run("adapt_model", "make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() +
                                  " --set shape.max_position_embeddings=4096 --set shape.hidden_size=256"
                                  " --set shape.intermediate_size=768 --set shape.head_dim=64 --layers 4 --out " +
-                                 (dir / "model").string()).code == 0);
+                                 (dir / "model").string())
+              .code == 0);
   // prefill_chunk = 1: a resumed prefill is the same one-token forwards as the decode steps it
   // replaces, so the continuation is bit for bit the uninterrupted run's.
-  const std::string job = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 3000\n"
-                          "[runtime]\nbatch_size = 2\nprefill_chunk = 1\nprogress_every = 16\n"
-                          "[[prompts]]\nid = \"long\"\ntext = \"int main() {\"\noutput = \"long.c\"\n"
-                          "[[prompts]]\nid = \"sampled\"\ntext = \"def f(x):\"\ntemperature = 0.8\nseed = 7\n"
-                          "[[prompts]]\nid = \"third\"\ntext = \"fn main() {\"\n";
+  const std::string job =
+      "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 3000\n"
+      "[runtime]\nbatch_size = 2\nprefill_chunk = 1\nprogress_every = 16\n"
+      "[[prompts]]\nid = \"long\"\ntext = \"int main() {\"\noutput = \"long.c\"\n"
+      "[[prompts]]\nid = \"sampled\"\ntext = \"def f(x):\"\ntemperature = 0.8\nseed = 7\n"
+      "[[prompts]]\nid = \"third\"\ntext = \"fn main() {\"\n";
   test::write_bytes(dir / "job.toml", job);
-  const std::string gen = (test::binary_dir() / "bin" / "adapt_gen").string() + " --input " + (dir / "job.toml").string();
+  const std::string gen =
+      (test::binary_dir() / "bin" / "adapt_gen").string() + " --input " + (dir / "job.toml").string();
   Run ref = run("adapt_gen", "--input " + (dir / "job.toml").string() + " --set output.dir=" + (dir / "ref").string());
   REQUIRE(ref.code == 0);
   const auto want = by_id(read_results(dir / "ref/results.jsonl"));
@@ -758,9 +780,10 @@ TEST_CASE("SIGUSR1: prompts in flight save their progress, exit 75; the rerun co
   // Progress saved for another request (here: another temperature) is set aside; the prompt starts afresh.
   {
     test::write_bytes(saved, p.dump());
-    Run other = run("adapt_gen", "--input " + (dir / "job.toml").string() + " --set output.dir=" +
-                                     (dir / "out").string() + " --set output.results=other.jsonl"
-                                     " --set prompts[0].temperature=0.5");
+    Run other =
+        run("adapt_gen", "--input " + (dir / "job.toml").string() + " --set output.dir=" + (dir / "out").string() +
+                             " --set output.results=other.jsonl"
+                             " --set prompts[0].temperature=0.5");
     INFO(other.out);
     CHECK(other.code == 0);
     CHECK(other.out.find("starts afresh") != std::string::npos);

@@ -60,7 +60,8 @@ TEST_CASE("make, check and dry runs of the real shapes") {
   // The same seed gives the same bytes.
   const std::string model2 = (dir / "tiny2").string();
   REQUIRE(run("make --preset tiny --out " + model2 + " --seed 5").code == 0);
-  CHECK(file_read_text(fs::path(model) / "model.safetensors") == file_read_text(fs::path(model2) / "model.safetensors"));
+  CHECK(file_read_text(fs::path(model) / "model.safetensors") ==
+        file_read_text(fs::path(model2) / "model.safetensors"));
   CHECK(file_read_text(fs::path(model) / "tokenizer.json") == file_read_text(fs::path(model2) / "tokenizer.json"));
 
   // Refuses to overwrite without --force; replaces with it.
@@ -109,7 +110,8 @@ TEST_CASE("every recipe in inputs/models parses, and recipes build what they say
   Run bad2 = run("make --dry-run --recipe " + (dir / "bad2.toml").string());
   CHECK(bad2.code == 2);
   CHECK(bad2.out.find("shape.n_heads") != std::string::npos);
-  Run bad3 = run("make --dry-run --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() + " --set shape.n_kv_heads=3");
+  Run bad3 = run("make --dry-run --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() +
+                 " --set shape.n_kv_heads=3");
   CHECK(bad3.code == 2);
   Run help = run("--help");
   CHECK(help.out.find("shape.n_kv_heads") != std::string::npos);

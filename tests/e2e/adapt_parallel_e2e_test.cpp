@@ -188,8 +188,8 @@ TEST_CASE("dp2, dp4, tp2, pp2, tp2×pp2, tp2×dp2 and tp2×pp2×dp2 give the sin
           "tp" + std::to_string(l.tp) + " × pp" + std::to_string(l.pp) + " × dp" + std::to_string(l.dp);
       CAPTURE(name);
       CAPTURE(l.args);
-      const std::string dir = tag + "-" + std::to_string(l.tp) + std::to_string(l.pp) + std::to_string(l.dp) +
-                              (l.args.empty() ? "" : "n");
+      const std::string dir =
+          tag + "-" + std::to_string(l.tp) + std::to_string(l.pp) + std::to_string(l.dp) + (l.args.empty() ? "" : "n");
       Run r = job.train(ranks, dir, kind + layout(l.tp, l.pp) + l.args);
       INFO(r.out);
       REQUIRE(r.code == 0);
@@ -235,7 +235,7 @@ TEST_CASE("dp2, dp4, tp2, pp2, tp2×pp2, tp2×dp2 and tp2×pp2×dp2 give the sin
                     "[[prompts]]\nid = \"c\"\ntext = \"import os\"\n");
   auto gen = [&](int tp, int pp, const std::string& out) {
     Run g = run(on_ranks(tp * pp, bin("adapt_gen") + " --input " + (job.dir / "gen.toml").string() + layout(tp, pp) +
-                                 "--set output.dir=" + (job.dir / out).string()));
+                                      "--set output.dir=" + (job.dir / out).string()));
     INFO(g.out);
     REQUIRE(g.code == 0);
     return file_read_text(job.dir / out / "results.jsonl");
@@ -275,9 +275,9 @@ TEST_CASE("dp2 resumes bit-exactly, and a checkpoint resumes on another layout")
     }
   };
   const std::vector<std::tuple<Grid, Grid, std::string>> resumes{{{1, 1, 2}, {1, 1, 1}, "c"},
-                                                                  {{1, 1, 1}, {1, 1, 2}, "d"},
-                                                                  {{2, 2, 2}, {1, 1, 1}, "e"},
-                                                                  {{2, 2, 2}, {2, 1, 1}, "f"}};
+                                                                 {{1, 1, 1}, {1, 1, 2}, "d"},
+                                                                 {{2, 2, 2}, {1, 1, 1}, "e"},
+                                                                 {{2, 2, 2}, {2, 1, 1}, "f"}};
   for (const auto& [first, second, dir] : resumes) {
     CAPTURE(dir);
     REQUIRE(job.train(first.ranks(), dir, six + layout(first.tp, first.pp) + "--set train.stop_after=3").code == 0);
@@ -301,8 +301,10 @@ TEST_CASE("a signal at one rank stops every rank with exit 75 after a checkpoint
     CAPTURE(l.pp);
     Job job;
     const std::string metrics = (job.dir / "run/metrics.jsonl").string();
-    const std::string cmd = job.train_cmd("run", "--set train.steps=100000 --set checkpoint.every=0 "
-                                                 "--set train.eval_every=0" + layout(l.tp, l.pp));
+    const std::string cmd = job.train_cmd("run",
+                                          "--set train.steps=100000 --set checkpoint.every=0 "
+                                          "--set train.eval_every=0" +
+                                              layout(l.tp, l.pp));
     // Each rank reports its own exit code; the signal goes to one adapt_train process (not to mpiexec).
     // mpiexec is told not to end the job when the first rank exits non-zero
     // (orte_abort_on_non_zero_status = 0): otherwise it kills the ranks still on their way out and
@@ -333,9 +335,9 @@ TEST_CASE("a signal at one rank stops every rank with exit 75 after a checkpoint
       if (e.path().extension() == ".h5") ++n_ckpt;
     CHECK(n_ckpt == 1);
     const std::int64_t stopped_at = job.metrics("run").rbegin()->first;
-    Run again = job.train(l.ranks, "run",
-                          "--set train.steps=100000 --set train.stop_after=2 --set train.eval_every=0" +
-                              layout(l.tp, l.pp));
+    Run again =
+        job.train(l.ranks, "run",
+                  "--set train.steps=100000 --set train.stop_after=2 --set train.eval_every=0" + layout(l.tp, l.pp));
     INFO(again.out);
     CHECK(again.code == 0);
     CHECK(again.out.find("resuming from") != std::string::npos);
@@ -461,17 +463,20 @@ TEST_CASE("adapt_gen: conversations at dp2, tp2 and pp2×dp2 give one process's 
   // Three conversations: a first turn, then two more in a later job, beside prompts without one. The
   // turns of a conversation stay on the replica of its first prompt's position (c0: 0, c1: 1, c2: 3,
   // so at dp2 both replicas hold conversations), in file order.
-  const std::string head = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 6\n"
-                           "[runtime]\nbatch_size = 2\n";
+  const std::string head =
+      "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 6\n"
+      "[runtime]\nbatch_size = 2\n";
   auto turn = [](const std::string& id, int c, const std::string& what) {
     return "[[prompts]]\nid = \"" + id + "\"\nconversation = \"c" + std::to_string(c) + "\"\n" + what + "\n";
   };
   auto plain = [](int i) {
     return "[[prompts]]\nid = \"p" + std::to_string(i) + "\"\ntext = \"def g" + std::to_string(i) + "(x):\"\n";
   };
-  const std::string first = head + turn("c0-1", 0, "user = \"Write f0.\"") + turn("c1-1", 1, "user = \"Write f1.\"\n"
-                            "temperature = 0.8\nseed = 5") + plain(0) + turn("c2-1", 2, "text = \"int f2() {\"") +
-                            plain(1) + plain(2);
+  const std::string first = head + turn("c0-1", 0, "user = \"Write f0.\"") +
+                            turn("c1-1", 1,
+                                 "user = \"Write f1.\"\n"
+                                 "temperature = 0.8\nseed = 5") +
+                            plain(0) + turn("c2-1", 2, "text = \"int f2() {\"") + plain(1) + plain(2);
   const std::string second = head + turn("c0-2", 0, "user = \"And g0.\"") + turn("c1-2", 1, "user = \"And g1.\"") +
                              turn("c0-3", 0, "text = \"// end\"") + turn("c2-2", 2, "text = \"\\n  return 0;\"") +
                              turn("c1-3", 1, "text = \"// end\"") + turn("c2-3", 2, "user = \"Explain.\"");
@@ -522,8 +527,8 @@ TEST_CASE("adapt_gen: conversations at dp2, tp2 and pp2×dp2 give one process's 
     } else {
       for (int t = 0; t < tp; ++t)
         for (int p = 0; p < pp; ++p)
-          CHECK(fs::exists(conv / ("c2.tp" + std::to_string(t) + "of" + std::to_string(tp) + ".pp" +
-                                   std::to_string(p) + "of" + std::to_string(pp) + ".kv")));
+          CHECK(fs::exists(conv / ("c2.tp" + std::to_string(t) + "of" + std::to_string(tp) + ".pp" + std::to_string(p) +
+                                   "of" + std::to_string(pp) + ".kv")));
     }
   }
 }
@@ -534,7 +539,9 @@ TEST_CASE("adapt_gen: a signal at one rank of tp2, pp2 or dp2 stops the job with
   // continued prompt bit for bit the uninterrupted run's on the same layout.
   REQUIRE(run(bin("adapt_model") + " make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() +
               " --set shape.max_position_embeddings=4096 --set shape.hidden_size=256 --set shape.intermediate_size=768"
-              " --set shape.head_dim=64 --layers 4 --out " + (job.dir / "model-long").string()).code == 0);
+              " --set shape.head_dim=64 --layers 4 --out " +
+              (job.dir / "model-long").string())
+              .code == 0);
   test::write_bytes(job.dir / "long.toml",
                     "[model]\npath = \"model-long\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 2000\n"
                     "[runtime]\nbatch_size = 2\nprefill_chunk = 1\nprogress_every = 16\n"
@@ -561,8 +568,10 @@ TEST_CASE("adapt_gen: a signal at one rank of tp2, pp2 or dp2 stops the job with
         "export OMPI_MCA_orte_abort_on_non_zero_status=0; " +
         on_ranks(2, "bash -c \"trap '' TERM; " + cmd + "--set output.dir=" + out.string() +
                         "; e=\\$?; echo rank-exit=\\$e; exit \\$e\"") +
-        " & pid=$!; for i in $(seq 2000); do [ -s " + saved + " ] && break; sleep 0.01; done; "
-        "target=$(for p in $(pgrep -f '^" + gen + "'); do grep -qz '^OMPI_COMM_WORLD_RANK=" + target_rank +
+        " & pid=$!; for i in $(seq 2000); do [ -s " + saved +
+        " ] && break; sleep 0.01; done; "
+        "target=$(for p in $(pgrep -f '^" +
+        gen + "'); do grep -qz '^OMPI_COMM_WORLD_RANK=" + target_rank +
         "$' /proc/$p/environ && echo $p; done | head -1); kill -USR1 $target; wait $pid; echo exit=$?";
     test::write_bytes(job.dir / "signal.sh", script);
     Run r = run("bash " + (job.dir / "signal.sh").string());

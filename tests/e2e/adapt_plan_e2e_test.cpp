@@ -146,10 +146,10 @@ TEST_CASE("adapt_plan's generation memory is within 10% of adapt_gen's measured 
     CAPTURE(c.chunk);
     fs::remove_all(dir / "out");
     const std::string log = (dir / "gen.log").string();
-    const auto [code, peak] = run_measured("env OMP_NUM_THREADS=1 " + bin("adapt_gen") + " --input " + toml.string() +
-                                           " --set runtime.batch_size=" + std::to_string(c.batch) +
-                                           " --set runtime.prefill_chunk=" + std::to_string(c.chunk) + " > " + log +
-                                           " 2>&1");
+    const auto [code, peak] =
+        run_measured("env OMP_NUM_THREADS=1 " + bin("adapt_gen") + " --input " + toml.string() +
+                     " --set runtime.batch_size=" + std::to_string(c.batch) +
+                     " --set runtime.prefill_chunk=" + std::to_string(c.chunk) + " > " + log + " 2>&1");
     INFO(file_read_text(log));
     REQUIRE(code == 0);
     // The KV cache's rows hold the longest prompt and its new tokens. (The job has no adapter; the plan's
@@ -216,8 +216,8 @@ TEST_CASE("adapt_plan's memory per rank at tp2 and pp2 against each rank's measu
             " --set parallel.pp=" + std::to_string(pp) + " --set train.micro_batch=" + std::to_string(mb) + train_set);
     INFO(t.out);
     REQUIRE(t.code == 0);
-    const json p = plan_json("--model " + (dir / "bench").string() + " --gpus 2 --tp " + std::to_string(tp) +
-                             " --pp " + std::to_string(pp) + " --seq 256 --micro-batch " + std::to_string(mb) +
+    const json p = plan_json("--model " + (dir / "bench").string() + " --gpus 2 --tp " + std::to_string(tp) + " --pp " +
+                             std::to_string(pp) + " --seq 256 --micro-batch " + std::to_string(mb) +
                              " --adapter lora:r=16,alpha=32,targets=all" + plan_flags);
     const json& ranks = p["layouts"][0]["ranks"];
     REQUIRE(ranks.size() == 2);
@@ -237,11 +237,11 @@ TEST_CASE("adapt_plan's memory per rank at tp2 and pp2 against each rank's measu
       CAPTURE(r);
       const double abs_ratio = large.predicted[r] / large.measured[r];
       const double growth_ratio = (large.predicted[r] - small.predicted[r]) / (large.measured[r] - small.measured[r]);
-      MESSAGE("tp" << tp << " pp" << pp << " rank " << r << ": 16 sequences predicted " << large.predicted[r] / 1048576.0
-                   << " MiB, measured " << large.measured[r] / 1048576.0 << " MiB (" << abs_ratio
-                   << "); growth 4 -> 16 predicted " << (large.predicted[r] - small.predicted[r]) / 1048576.0
-                   << " MiB, measured " << (large.measured[r] - small.measured[r]) / 1048576.0 << " MiB ("
-                   << growth_ratio << ")");
+      MESSAGE("tp" << tp << " pp" << pp << " rank " << r << ": 16 sequences predicted "
+                   << large.predicted[r] / 1048576.0 << " MiB, measured " << large.measured[r] / 1048576.0 << " MiB ("
+                   << abs_ratio << "); growth 4 -> 16 predicted "
+                   << (large.predicted[r] - small.predicted[r]) / 1048576.0 << " MiB, measured "
+                   << (large.measured[r] - small.measured[r]) / 1048576.0 << " MiB (" << growth_ratio << ")");
       CHECK(std::fabs(abs_ratio - 1.0) <= 0.10);
       CHECK(std::fabs(growth_ratio - 1.0) <= 0.10);
     }
@@ -264,8 +264,8 @@ TEST_CASE("adapt_plan's memory per rank at tp2 and pp2 against each rank's measu
       const double saved_predicted = more.predicted[r] - less.predicted[r];
       const double saved_measured = more.measured[r] - less.measured[r];
       MESSAGE("tp2 recompute rank " << r << ", 32 sequences: " << std::string(what) << " save "
-                                    << saved_measured / 1048576.0 << " MiB measured, " << saved_predicted / 1048576.0 << " MiB planned ("
-                                    << saved_predicted / saved_measured << ")");
+                                    << saved_measured / 1048576.0 << " MiB measured, " << saved_predicted / 1048576.0
+                                    << " MiB planned (" << saved_predicted / saved_measured << ")");
       CHECK(saved_predicted > 0);
       if (r == 0) CHECK(std::fabs(saved_predicted / saved_measured - 1.0) <= 0.10);
       else CHECK(saved_measured > 0.5 * saved_predicted);
@@ -339,15 +339,16 @@ TEST_CASE("adapt_plan's command line") {
   struct Bad {
     std::string args, needle;
   };
-  for (const Bad& b : {Bad{"--seq 0 --micro-batch 1 --adapter lora:r=16", "--seq 0"},
-                       Bad{"--seq 128 --micro-batch 1 --adapter lora:16", "accepted forms"},
-                       Bad{"--seq 128 --micro-batch x --adapter lora:r=16", "--micro-batch x"},
-                       Bad{"--seq 128 --micro-batch 1 --adapter lora:r=16 --netwrok hdr", "did you mean '--network'"},
-                       Bad{"--seq 128 --micro-batch 1 --adapter lora:r=16 --link nvlink9", "--link nvlink9"},
-                       Bad{"--seq 200000 --micro-batch 1 --adapter lora:r=16", "context, 131072 positions"},
-                       Bad{"--seq 128 --gen-context 200000 --micro-batch 1 --adapter lora:r=16", "--gen-context 200000"},
-                       Bad{"--seq 128 --micro-batch 1 --adapter lora:r=16 --hbm-eff 1.5", "--hbm-eff 1.5"},
-                       Bad{"--seq 128 --micro-batch 1 --adapter lora:r=16 --gpu h100", "presets of it: h100-sxm"}}) {
+  for (const Bad& b :
+       {Bad{"--seq 0 --micro-batch 1 --adapter lora:r=16", "--seq 0"},
+        Bad{"--seq 128 --micro-batch 1 --adapter lora:16", "accepted forms"},
+        Bad{"--seq 128 --micro-batch x --adapter lora:r=16", "--micro-batch x"},
+        Bad{"--seq 128 --micro-batch 1 --adapter lora:r=16 --netwrok hdr", "did you mean '--network'"},
+        Bad{"--seq 128 --micro-batch 1 --adapter lora:r=16 --link nvlink9", "--link nvlink9"},
+        Bad{"--seq 200000 --micro-batch 1 --adapter lora:r=16", "context, 131072 positions"},
+        Bad{"--seq 128 --gen-context 200000 --micro-batch 1 --adapter lora:r=16", "--gen-context 200000"},
+        Bad{"--seq 128 --micro-batch 1 --adapter lora:r=16 --hbm-eff 1.5", "--hbm-eff 1.5"},
+        Bad{"--seq 128 --micro-batch 1 --adapter lora:r=16 --gpu h100", "presets of it: h100-sxm"}}) {
     CAPTURE(b.args);
     std::string cmd = base + b.args;
     if (b.args.find("--gpu h100") != std::string::npos) cmd.replace(cmd.find("--gpu a100-80gb-sxm "), 20, "");

@@ -33,7 +33,8 @@ using test::bin;
 using test::Run;
 using test::run;
 
-constexpr const char* kLora = "kind = \"lora\"\n[adapter.lora]\nr = 4\nalpha = 8.0\ntargets = [\"q\", \"v\", \"down\"]\n";
+constexpr const char* kLora =
+    "kind = \"lora\"\n[adapter.lora]\nr = 4\nalpha = 8.0\ntargets = [\"q\", \"v\", \"down\"]\n";
 constexpr const char* kLoraBottleneck =
     "kind = \"lora+bottleneck\"\n[adapter.lora]\nr = 4\nalpha = 8.0\ntargets = [\"q\", \"v\", \"down\"]\n"
     "[adapter.bottleneck]\nsize = 8\nplacement = \"houlsby\"\nactivation = \"swish\"\n";
@@ -47,17 +48,21 @@ struct Job {
   fs::path toml;
   explicit Job(const std::string& extra = "", const std::string& adapter = kLora,
                const std::string& data = "eval_documents = 1\n", const std::string& model_args = "") {
-    REQUIRE(run(bin("adapt_model") + " make --preset tiny --out " + (dir / "model").string() + " " + model_args).code == 0);
+    REQUIRE(run(bin("adapt_model") + " make --preset tiny --out " + (dir / "model").string() + " " + model_args).code ==
+            0);
     test::write_bytes(dir / "eval.jsonl", json({{"text", "int main() { return add(1, 2); }"}}).dump() + "\n");
     toml = dir / "train.toml";
-    test::write_bytes(toml, "[model]\npath = \"model\"\n[adapter]\n" + adapter +
-                                "[data]\ninputs = [\"" + (test::source_dir() / "inputs/corpus").string() +
+    test::write_bytes(toml, "[model]\npath = \"model\"\n[adapter]\n" + adapter + "[data]\ninputs = [\"" +
+                                (test::source_dir() / "inputs/corpus").string() +
                                 "\"]\nglobs = [\"**/*.py\", \"**/*.cpp\"]\nseq_len = 32\n" + data +
                                 "cache_dir = \"cache\"\n[optim]\nlr = 1e-2\nwarmup_steps = 2\n"
                                 "[train]\nsteps = 10\nmicro_batch = 2\neval_every = 5\neval_batches = 2\n"
-                                "[checkpoint]\nevery = 5\nkeep_last = 3\n[run]\ndir = \"run\"\n" + extra);
+                                "[checkpoint]\nevery = 5\nkeep_last = 3\n[run]\ndir = \"run\"\n" +
+                                extra);
   }
-  Run train(const std::string& args = "") { return run(bin("adapt_train") + " --config " + toml.string() + " " + args); }
+  Run train(const std::string& args = "") {
+    return run(bin("adapt_train") + " --config " + toml.string() + " " + args);
+  }
   std::vector<json> metrics(const char* kind) {
     std::vector<json> v;
     const std::string text = file_read_text(dir / "run/metrics.jsonl");
@@ -107,7 +112,8 @@ void check_same_scores(const Eval& a, const Eval& b, double rel) {
 std::int64_t adapter_params(const std::string& dry_run) {
   const std::size_t at = dry_run.find("(", dry_run.find("adapter weights")) + 1;
   std::string digits;
-  for (std::size_t i = at; i < dry_run.size() && (std::isdigit(static_cast<unsigned char>(dry_run[i])) || dry_run[i] == ','); ++i)
+  for (std::size_t i = at;
+       i < dry_run.size() && (std::isdigit(static_cast<unsigned char>(dry_run[i])) || dry_run[i] == ','); ++i)
     if (dry_run[i] != ',') digits.push_back(dry_run[i]);
   REQUIRE(!digits.empty());
   return std::stoll(digits);
@@ -134,8 +140,10 @@ TEST_CASE("training lowers the loss and a resumed run is bit-identical to an uni
   CHECK(wrong.code == 3);
   CHECK(wrong.out.find("its adapter is '" + (straight.dir / "run/adapter").string() + "'") != std::string::npos);
   // adapt_eval is one process: started as two ranks (an srun step's variables), it refuses.
-  Run two = run("env SLURM_STEP_ID=0 SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=2 SLURM_LOCALID=0 SLURM_NODEID=0 "
-                "SLURM_STEP_NUM_NODES=1 SLURM_STEP_TASKS_PER_NODE=2 " + eval);
+  Run two =
+      run("env SLURM_STEP_ID=0 SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=2 SLURM_LOCALID=0 SLURM_NODEID=0 "
+          "SLURM_STEP_NUM_NODES=1 SLURM_STEP_TASKS_PER_NODE=2 " +
+          eval);
   CHECK(two.code == 2);
   CHECK(two.out.find("adapt_eval runs as one process") != std::string::npos);
 
@@ -143,7 +151,7 @@ TEST_CASE("training lowers the loss and a resumed run is bit-identical to an uni
   Run b1 = resumed.train("--set train.stop_after=5");  // the same job, stopped after 5 steps...
   REQUIRE(b1.code == 0);
   CHECK_FALSE(fs::exists(resumed.dir / "run/adapter"));
-  Run b2 = resumed.train();                            // ...and run again: it resumes at step 5
+  Run b2 = resumed.train();  // ...and run again: it resumes at step 5
   INFO(b2.out);
   REQUIRE(b2.code == 0);
   CHECK(b2.out.find("resuming from") != std::string::npos);
@@ -213,7 +221,7 @@ TEST_CASE("metrics: model TFLOP/s from the job's FLOPs per token, MFU against ru
   const double C = c["hidden_size"], F = c["intermediate_size"], L = c["num_hidden_layers"], V = c["vocab_size"];
   const double H = c["num_attention_heads"], Hkv = c["num_key_value_heads"];
   const double D = c.contains("head_dim") ? c["head_dim"].get<double>() : C / H;
-  const double T = 32, r = 4;  // seq_len, LoRA rank (on q, v and down)
+  const double T = 32, r = 4;                                         // seq_len, LoRA rank (on q, v and down)
   const double matmul = 2 * C * H * D + 2 * C * Hkv * D + 3 * C * F;  // q, o; k, v; gate, up, down
   const double attention = 2 * H * D * T;  // scores and values, causal: half of T keys on average, twice
   const double lora = 2 * r * ((C + H * D) + (C + Hkv * D) + (F + C));
@@ -263,8 +271,8 @@ TEST_CASE("a batch without loss tokens does not update the adapter (AdamW would 
   // The adapter is its initial one: the same as with another lr and weight decay, which would move it
   // otherwise (the decay alone shrinks LoRA's A).
   const std::string trained = file_read_text(job.dir / "run/adapter/adapter_model.safetensors");
-  Run other = job.train(data + " --set optim.lr=0.1 --set optim.weight_decay=0.5 --set run.dir=" +
-                        (job.dir / "run_other").string());
+  Run other = job.train(
+      data + " --set optim.lr=0.1 --set optim.weight_decay=0.5 --set run.dir=" + (job.dir / "run_other").string());
   INFO(other.out);
   REQUIRE(other.code == 0);
   CHECK(trained == file_read_text(job.dir / "run_other/adapter/adapter_model.safetensors"));
@@ -306,8 +314,8 @@ TEST_CASE("training lowers the held-out loss") {
   // The exported adapter: adapt_eval scores training text better with it than without; adapt_gen runs with it.
   json rec = {{"text", file_read_text(test::source_dir() / "inputs/corpus/python/csv_summary.py")}};
   test::write_bytes(job.dir / "eval.jsonl", rec.dump() + "\n");
-  const std::string eval = bin("adapt_eval") + " --model " + (job.dir / "model").string() + " --data " +
-                           (job.dir / "eval.jsonl").string();
+  const std::string eval =
+      bin("adapt_eval") + " --model " + (job.dir / "model").string() + " --data " + (job.dir / "eval.jsonl").string();
   Run base = run(eval), adapted = run(eval + " --adapter " + (job.dir / "run/adapter").string());
   INFO(base.out, adapted.out);
   REQUIRE(base.code == 0);
@@ -315,8 +323,9 @@ TEST_CASE("training lowers the held-out loss") {
   const double base_loss = std::stod(base.out.substr(base.out.find("loss ") + 5));
   const double adapted_loss = std::stod(adapted.out.substr(adapted.out.find("loss ") + 5));
   CHECK(adapted_loss < base_loss);
-  test::write_bytes(job.dir / "gen.toml", "[model]\npath = \"model\"\nadapter = \"run/adapter\"\n[output]\ndir = \"gen\"\n"
-                                          "[defaults]\nmax_new_tokens = 8\n[[prompts]]\nid = \"a\"\ntext = \"def \"\n");
+  test::write_bytes(job.dir / "gen.toml",
+                    "[model]\npath = \"model\"\nadapter = \"run/adapter\"\n[output]\ndir = \"gen\"\n"
+                    "[defaults]\nmax_new_tokens = 8\n[[prompts]]\nid = \"a\"\ntext = \"def \"\n");
   Run gen = run(bin("adapt_gen") + " --input " + (job.dir / "gen.toml").string());
   INFO(gen.out);
   CHECK(gen.code == 0);
@@ -328,7 +337,8 @@ TEST_CASE("SIGUSR1 writes a checkpoint at the next step and exits 75 (also durin
   const std::string metrics = (job.dir / "run/metrics.jsonl").string();
   Run r = run("bash -c '" + bin("adapt_train") + " --config " + job.toml.string() +
               " --set train.steps=100000 --set checkpoint.every=0 & pid=$!; for i in $(seq 600); do "
-              "[ -s " + metrics + " ] && break; sleep 0.05; done; kill -USR1 $pid; wait $pid; echo exit=$?'");
+              "[ -s " +
+              metrics + " ] && break; sleep 0.05; done; kill -USR1 $pid; wait $pid; echo exit=$?'");
   INFO(r.out);
   CHECK(r.out.find("exit=75") != std::string::npos);
   CHECK(r.out.find("received SIGUSR1") != std::string::npos);
@@ -374,8 +384,9 @@ TEST_CASE("bad jobs and broken runs") {
          "no usable");
   // Launch mistakes: an srun step of 2 tasks whose processes did not join one MPI job (no PMIx: each
   // sees a world of 1), and a malformed launcher variable. Both exit 2 naming what to do or the variable.
-  const std::string srun_env = "SLURM_STEP_ID=0 SLURM_PROCID=1 SLURM_STEP_NUM_TASKS=2 SLURM_LOCALID=1 "
-                               "SLURM_NODEID=0 SLURM_STEP_NUM_NODES=1 SLURM_STEP_TASKS_PER_NODE=2 ";
+  const std::string srun_env =
+      "SLURM_STEP_ID=0 SLURM_PROCID=1 SLURM_STEP_NUM_TASKS=2 SLURM_LOCALID=1 "
+      "SLURM_NODEID=0 SLURM_STEP_NUM_NODES=1 SLURM_STEP_TASKS_PER_NODE=2 ";
   expect(run("env " + srun_env + bin("adapt_train") + " --config " + job.toml.string() + " --dry-run"), 2,
          "srun --mpi=pmix");
   expect(run("env SLURM_STEP_ID=0 SLURM_PROCID=0 SLURM_STEP_NUM_TASKS=two " + bin("adapt_train") + " --config " +
@@ -411,13 +422,15 @@ TEST_CASE("bad jobs and broken runs") {
   CHECK(file_read_text(job.dir / "run/checkpoints/latest") == ckpt);
   // Another adapter shape: refused, naming the setting, and the run folder's config.toml is left as it was.
   const std::string config_before = file_read_text(job.dir / "run/config.toml");
-  expect(job.train("--set adapter.lora.r=8"), 3, "This job differs from the checkpoint's in: adapter.lora.r = 8 (was 4)");
+  expect(job.train("--set adapter.lora.r=8"), 3,
+         "This job differs from the checkpoint's in: adapter.lora.r = 8 (was 4)");
   // Another scaling: the same shapes, another function of them; refused too.
   expect(job.train("--set adapter.lora.alpha=4.0"), 3, "was trained with another adapter.lora.alpha");
   CHECK(file_read_text(job.dir / "run/config.toml") == config_before);
 
   // A checkpoint written for another base model is refused, naming both fingerprints.
-  REQUIRE(run(bin("adapt_model") + " make --preset tiny --seed 9 --force --out " + (job.dir / "model").string()).code == 0);
+  REQUIRE(run(bin("adapt_model") + " make --preset tiny --seed 9 --force --out " + (job.dir / "model").string()).code ==
+          0);
   expect(job.train(), 3, "fingerprint");
 }
 
@@ -452,7 +465,8 @@ TEST_CASE("lora+bottleneck: both train together, resume exactly, export lora/ an
   REQUIRE(dry.code == 0);
   const std::int64_t n_lora = adapter_params(dry_lora.out), n_bn = adapter_params(dry_bn.out);
   CHECK(adapter_params(dry.out) == n_lora + n_bn);
-  CHECK(dry.out.find(": LoRA " + format_count(n_lora) + " + bottleneck " + format_count(n_bn) + ")") != std::string::npos);
+  CHECK(dry.out.find(": LoRA " + format_count(n_lora) + " + bottleneck " + format_count(n_bn) + ")") !=
+        std::string::npos);
   CHECK(dry.out.find("kind = \"lora+bottleneck\"") != std::string::npos);  // the resolved job
 
   Run a = straight.train();
@@ -494,8 +508,9 @@ TEST_CASE("lora+bottleneck: both train together, resume exactly, export lora/ an
   CHECK(std::fabs(bn_only.loss - both.loss) > 1e-4);
 
   // adapt_gen takes the folder too.
-  test::write_bytes(straight.dir / "gen.toml", "[model]\npath = \"model\"\nadapter = \"run/adapter\"\n[output]\ndir = "
-                                               "\"gen\"\n[defaults]\nmax_new_tokens = 4\n[[prompts]]\nid = \"a\"\ntext = \"def \"\n");
+  test::write_bytes(straight.dir / "gen.toml",
+                    "[model]\npath = \"model\"\nadapter = \"run/adapter\"\n[output]\ndir = "
+                    "\"gen\"\n[defaults]\nmax_new_tokens = 4\n[[prompts]]\nid = \"a\"\ntext = \"def \"\n");
   Run gen = run(bin("adapt_gen") + " --input " + (straight.dir / "gen.toml").string());
   INFO(gen.out);
   CHECK(gen.code == 0);
@@ -620,7 +635,7 @@ TEST_CASE("runtime.device: a GPU that is not there stops the job before anything
     INFO(args, "\n", r.out);
     CHECK(r.code == code);
     for (const auto& n : needles) CHECK_MESSAGE(r.out.find(n) != std::string::npos, "missing: ", n);
-    CHECK_FALSE(fs::exists(job.dir / "run"));  // no run folder, config.toml, metrics or checkpoint
+    CHECK_FALSE(fs::exists(job.dir / "run"));    // no run folder, config.toml, metrics or checkpoint
     CHECK_FALSE(fs::exists(job.dir / "cache"));  // not even the token cache
   };
   test::check_runtime_device_refusals(refused, "gpu.train_app");
@@ -671,7 +686,8 @@ void check_overlap_variants(const std::string& base, const fs::path& dir, const 
     Run r = run(base + v.args + " --set run.dir=" + run_dir.string());
     INFO(v.name << ": " << r.out);
     REQUIRE(r.code == 0);
-    CHECK((r.out.find("overlapping the next step's forward") != std::string::npos) == (std::string(v.name) == "overlap"));
+    CHECK((r.out.find("overlapping the next step's forward") != std::string::npos) ==
+          (std::string(v.name) == "overlap"));
     metrics.push_back(run_metrics(run_dir));
   }
   for (std::size_t k = 1; k < metrics.size(); ++k) {
@@ -736,14 +752,15 @@ TEST_CASE("optim.overlap: the same losses and adapter bytes as the synchronous o
   }
   SUBCASE("lora+bottleneck with recomputation") {
     Job job("", kLoraBottleneck);
-    check_overlap_variants(bin("adapt_train") + " --config " + job.toml.string() +
-                               " --set train.steps=5 --set train.recompute=true",
-                           job.dir.path(), "lb");
+    check_overlap_variants(
+        bin("adapt_train") + " --config " + job.toml.string() + " --set train.steps=5 --set train.recompute=true",
+        job.dir.path(), "lb");
   }
 }
 
-TEST_CASE("optim.overlap under mpiexec: tp2 x dp2, dp2 and pp2, with and without ZeRO-1, give the synchronous and "
-          "the plain runs' bytes") {
+TEST_CASE(
+    "optim.overlap under mpiexec: tp2 x dp2, dp2 and pp2, with and without ZeRO-1, give the synchronous and "
+    "the plain runs' bytes") {
   if (mpiexec_prefix(2).empty()) {
     MESSAGE("no mpiexec on PATH; skipped");
     return;
@@ -756,10 +773,11 @@ TEST_CASE("optim.overlap under mpiexec: tp2 x dp2, dp2 and pp2, with and without
   };
   // Under ZeRO-1 the overlapped update all-gathers each replica's chunks as the next forward reaches
   // their layers (pp2 x dp2: each stage's forward gathers for its own layers, finish() the rest).
-  for (const Layout& l : {Layout{"tp2dp2", 4, " --set parallel.tp=2 --set parallel.zero1=false"},
-                          Layout{"dp2", 2, " --set parallel.zero1=false"}, Layout{"dp2_zero1", 2, " --set parallel.zero1=true"},
-                          Layout{"pp2", 2, " --set parallel.pp=2 --set train.grad_accum=2"},
-                          Layout{"pp2dp2_zero1", 4, " --set parallel.pp=2 --set train.grad_accum=2 --set parallel.zero1=true"}}) {
+  for (const Layout& l :
+       {Layout{"tp2dp2", 4, " --set parallel.tp=2 --set parallel.zero1=false"},
+        Layout{"dp2", 2, " --set parallel.zero1=false"}, Layout{"dp2_zero1", 2, " --set parallel.zero1=true"},
+        Layout{"pp2", 2, " --set parallel.pp=2 --set train.grad_accum=2"},
+        Layout{"pp2dp2_zero1", 4, " --set parallel.pp=2 --set train.grad_accum=2 --set parallel.zero1=true"}}) {
     CAPTURE(l.tag);
     check_overlap_variants(mpiexec_prefix(l.ranks) + bin("adapt_train") + " --config " + job.toml.string() +
                                " --set train.steps=4" + l.args,

@@ -14,12 +14,29 @@ std::vector<std::string> adapt::fuzz::fuzz_seeds() {
   c.tokenizer = "tiny (1024 tokens)";
   c.n_vocab = 1024;
   c.tokens = {1000, 5, 6, 7, 1001, 20, 21, 1002, 8, 9, 30};
-  c.turns.push_back({.id = "t1", .kind = "user", .input = "Write it.", .start = 0, .reply_start = 4, .end = 7,
-                     .finish_reason = "eos", .reply = "ok\n"});
-  c.turns.push_back({.id = "t2", .kind = "text", .input = "more", .start = 7, .reply_start = 10, .end = 10,
-                     .finish_reason = "length", .reply = ""});
-  c.turns.push_back({.id = "t3", .kind = "continue", .start = 10, .reply_start = 10, .end = 11,
-                     .finish_reason = "stop", .reply = "caf\xc3\xa9"});
+  c.turns.push_back({.id = "t1",
+                     .kind = "user",
+                     .input = "Write it.",
+                     .start = 0,
+                     .reply_start = 4,
+                     .end = 7,
+                     .finish_reason = "eos",
+                     .reply = "ok\n"});
+  c.turns.push_back({.id = "t2",
+                     .kind = "text",
+                     .input = "more",
+                     .start = 7,
+                     .reply_start = 10,
+                     .end = 10,
+                     .finish_reason = "length",
+                     .reply = ""});
+  c.turns.push_back({.id = "t3",
+                     .kind = "continue",
+                     .start = 10,
+                     .reply_start = 10,
+                     .end = 11,
+                     .finish_reason = "stop",
+                     .reply = "caf\xc3\xa9"});
   return {generate::conversation_to_json(c)};
 }
 

@@ -54,10 +54,11 @@ std::string read_file(const fs::path& p) {
 /// One to four random edits of `s`, the kinds that break parsers: bit flips, bytes that matter to
 /// the formats, numbers at their limits, cut, repeated and spliced ranges.
 std::string mutate(std::string s, const std::vector<std::string>& seeds, std::mt19937_64& rng, std::size_t max_len) {
-  static const char kBytes[] = {'\0', '\x01', '\x7f', '\x80', '\xff', '"', '{', '}', '[', ']', ',', ':',
+  static const char kBytes[] = {'\0', '\x01', '\x7f', '\x80', '\xff', '"', '{',  '}', '[', ']', ',',  ':',
                                 '0',  '9',    '-',    '\n',   '=',    '.', '\\', 'e', ' ', '#', '\'', 'n'};
-  static const char* kNumbers[] = {"-1", "0", "18446744073709551615", "9223372036854775807", "1e309", "4294967296",
-                                   "-9223372036854775808", "nan", "65536", "1.5"};
+  static const char* kNumbers[] = {"-1",    "0",          "18446744073709551615", "9223372036854775807",
+                                   "1e309", "4294967296", "-9223372036854775808", "nan",
+                                   "65536", "1.5"};
   auto pick = [&](std::size_t n) { return n == 0 ? std::size_t{0} : static_cast<std::size_t>(rng() % n); };
   const int edits = 1 + static_cast<int>(rng() % 4);
   for (int e = 0; e < edits; ++e) {
@@ -69,19 +70,16 @@ std::string mutate(std::string s, const std::vector<std::string>& seeds, std::mt
       case 1:
         if (!s.empty()) s[pick(s.size())] = kBytes[pick(sizeof kBytes)];
         break;
-      case 2:
-        s.erase(at, 1 + pick(rng() % 4 == 0 ? s.size() / 8 + 1 : 16));
-        break;
+      case 2: s.erase(at, 1 + pick(rng() % 4 == 0 ? s.size() / 8 + 1 : 16)); break;
       case 3: {  // repeat a range
         const std::size_t from = pick(s.size() + 1);
         s.insert(at, s.substr(from, 1 + pick(32)));
         break;
       }
-      case 4:
-        s.resize(at);
-        break;
+      case 4: s.resize(at); break;
       case 5:
-        for (std::size_t n = 1 + pick(8); n > 0; --n) s.insert(s.begin() + static_cast<std::ptrdiff_t>(pick(s.size() + 1)), static_cast<char>(rng()));
+        for (std::size_t n = 1 + pick(8); n > 0; --n)
+          s.insert(s.begin() + static_cast<std::ptrdiff_t>(pick(s.size() + 1)), static_cast<char>(rng()));
         break;
       case 6: {  // a number at a limit, over what is there
         const std::string num = kNumbers[pick(std::size(kNumbers))];
@@ -140,9 +138,10 @@ int main(int argc, char** argv) {
     else if (a == "--write-seeds") write_seeds = value();
     else if (a == "--save-slowest") save_slowest = value();
     else if (a == "--help" || a == "-h") {
-      std::printf("usage: fuzz_%s [--runs N] [--seed S] [--max-len BYTES] [--write-seeds DIR] [--save-slowest FILE] "
-                  "[FILE|DIR ...]\n",
-                  g_name.c_str());
+      std::printf(
+          "usage: fuzz_%s [--runs N] [--seed S] [--max-len BYTES] [--write-seeds DIR] [--save-slowest FILE] "
+          "[FILE|DIR ...]\n",
+          g_name.c_str());
       return 0;
     } else if (fs::is_directory(a)) {
       for (const auto& e : fs::recursive_directory_iterator(a))
@@ -204,9 +203,10 @@ int main(int argc, char** argv) {
     }
   }
   const std::int64_t refused = g_refused - before;
-  std::printf("fuzz_%s: %zu seed(s), %lld mutated input(s): %lld accepted, %lld refused with an adapt error, no "
-              "finding; %.1f s (slowest input %.3f s)\n",
-              g_name.c_str(), seeds.size(), runs, static_cast<long long>(runs - refused),
-              static_cast<long long>(refused), timer.seconds(), slowest);
+  std::printf(
+      "fuzz_%s: %zu seed(s), %lld mutated input(s): %lld accepted, %lld refused with an adapt error, no "
+      "finding; %.1f s (slowest input %.3f s)\n",
+      g_name.c_str(), seeds.size(), runs, static_cast<long long>(runs - refused), static_cast<long long>(refused),
+      timer.seconds(), slowest);
   return 0;
 }

@@ -25,15 +25,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string_view text(reinterpret_cast<const char*>(data) + 1, size - 1);
   fuzz::refuse_ok([&] {
     switch (data[0] % 3) {
-      case 0:
-        (void)config::parse_string(text, "/jobs/train.toml", config::train_config_schema());
-        break;
-      case 1:
-        (void)config::parse_string(text, "/jobs/prompts.toml", config::gen_job_schema());
-        break;
-      default:
-        (void)config::parse_string(text, "/jobs/tiny.toml", config::model_recipe_schema());
-        break;
+      case 0: (void)config::parse_string(text, "/jobs/train.toml", config::train_config_schema()); break;
+      case 1: (void)config::parse_string(text, "/jobs/prompts.toml", config::gen_job_schema()); break;
+      default: (void)config::parse_string(text, "/jobs/tiny.toml", config::model_recipe_schema()); break;
     }
   });
   return 0;

@@ -16,7 +16,8 @@ std::vector<std::string> adapt::fuzz::fuzz_seeds() {
                                        "for (int i = 0; i < n; ++i) sum += v[i];\n", "the the the cat sat"};
   const std::vector<tokenizer::BpeMerge> merges = tokenizer::bpe_train(texts, {.n_merges = 24, .min_pair_count = 2});
   std::string ranks;  // byte tokens, then each merge's bytes, as a tiktoken rank file
-  for (int b = 0; b < 256; ++b) ranks += test::base64(std::string(1, static_cast<char>(b))) + " " + std::to_string(b) + "\n";
+  for (int b = 0; b < 256; ++b)
+    ranks += test::base64(std::string(1, static_cast<char>(b))) + " " + std::to_string(b) + "\n";
   for (std::size_t m = 0; m < merges.size(); ++m)
     ranks += test::base64(merges[m].first + merges[m].second) + " " + std::to_string(256 + m) + "\n";
   return {tokenizer::tokenizer_json_text(merges), ranks};

@@ -49,7 +49,8 @@ model::LlamaConfig gpu_llama() {
 constexpr std::int64_t kRowCounts[] = {37, 203};
 
 /// A host f32 tensor of U(lo, hi) from `stream`.
-Tensor random_host(const Shape& shape, std::uint64_t stream, const std::string& name, double lo = -1.0, double hi = 1.0) {
+Tensor random_host(const Shape& shape, std::uint64_t stream, const std::string& name, double lo = -1.0,
+                   double hi = 1.0) {
   Tensor t = Tensor::empty(shape, DType::F32, host_allocator(), name);
   rng_fill_uniform(t, rng_key({test::kSeed, stream}), lo, hi);
   return t;

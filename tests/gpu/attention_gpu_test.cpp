@@ -107,9 +107,7 @@ Tensor host_tensor(const Shape& shape, const std::vector<float>& v, const std::s
   return t;
 }
 
-std::vector<float> values(const Tensor& t) {
-  return std::vector<float>(t.data<float>(), t.data<float>() + t.numel());
-}
+std::vector<float> values(const Tensor& t) { return std::vector<float>(t.data<float>(), t.data<float>() + t.numel()); }
 
 /// Relative to want's largest magnitude, or to `scale` when larger (the size of terms that cancel).
 void check_close(const char* what, const std::vector<float>& got, const std::vector<float>& want, DType dt,

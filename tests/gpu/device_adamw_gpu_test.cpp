@@ -221,10 +221,9 @@ TEST_CASE("gpu.device_adamw state() and restore() round trip") {
   }
   // A tensor of the wrong shape is refused, naming the key.
   const Tensor wrong = Tensor::zeros(Shape{2}, DType::F32, "wrong");
-  CHECK_THROWS_WITH_AS(opt_b.restore([&](const std::string& key) -> const Tensor& {
-    return key == "optim/m/p1" ? wrong : st.at(key);
-  }),
-                       doctest::Contains("optim/m/p1"), ShapeError);
+  CHECK_THROWS_WITH_AS(
+      opt_b.restore([&](const std::string& key) -> const Tensor& { return key == "optim/m/p1" ? wrong : st.at(key); }),
+      doctest::Contains("optim/m/p1"), ShapeError);
 }
 
 TEST_CASE("gpu.device_adamw refuses what it cannot update") {

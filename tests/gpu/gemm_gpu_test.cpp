@@ -43,8 +43,8 @@ struct Case {
 };
 
 // One GEMM on both backends; returns the mismatch of the CUDA result against the CPU one.
-test::Mismatch run_case(const Case& cs, std::int64_t m, std::int64_t n, std::int64_t k, bool ta, bool tb,
-                        float alpha, float beta, std::mt19937& rng) {
+test::Mismatch run_case(const Case& cs, std::int64_t m, std::int64_t n, std::int64_t k, bool ta, bool tb, float alpha,
+                        float beta, std::mt19937& rng) {
   const Tensor a = random_host(ta ? Shape{k, m} : Shape{m, k}, cs.in, rng, "a");
   const Tensor b = random_host(tb ? Shape{n, k} : Shape{k, n}, cs.in, rng, "b");
   const Tensor c0 = random_host({m, n}, cs.out, rng, "c");
@@ -65,8 +65,15 @@ test::Mismatch run_case(const Case& cs, std::int64_t m, std::int64_t n, std::int
 }
 
 constexpr std::array<std::array<std::int64_t, 3>, 9> kShapes = {{
-    {1, 1, 1}, {7, 13, 5}, {33, 65, 17}, {64, 64, 64}, {100, 37, 129}, {1, 1000, 515},
-    {257, 130, 75}, {3, 4096, 72}, {511, 257, 1000},
+    {1, 1, 1},
+    {7, 13, 5},
+    {33, 65, 17},
+    {64, 64, 64},
+    {100, 37, 129},
+    {1, 1000, 515},
+    {257, 130, 75},
+    {3, 4096, 72},
+    {511, 257, 1000},
 }};
 
 void sweep(const Case& cs, double tol) {

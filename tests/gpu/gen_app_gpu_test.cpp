@@ -96,8 +96,9 @@ struct Fixture {
 TEST_CASE("adapt_gen on cuda:0: the CPU's greedy texts with f32 device weights, with and without an adapter") {
   Fixture f;
   const fs::path dir = f.dir.path();
-  std::string job = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 24\n"
-                    "[runtime]\nbatch_size = 3\n";
+  std::string job =
+      "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 24\n"
+      "[runtime]\nbatch_size = 3\n";
   const char* texts[] = {"int main() {", "def f(x):", "for (int i = 0; i < n; ++i)", "SELECT name FROM",
                          "#include <vector>\n"};
   for (int i = 0; i < 5; ++i)
@@ -116,18 +117,20 @@ TEST_CASE("adapt_gen on cuda:0: the CPU's greedy texts with f32 device weights, 
     const auto cpu = results_by_id(dir / ("cpu" + tag) / "results.jsonl");
     REQUIRE(cpu.size() == 6);
 
-    REQUIRE_MESSAGE(run("adapt_gen", input + adapter + " --set runtime.device=cuda --set runtime.weights_dtype=f32" +
-                                         " --set output.dir=" + (dir / ("f32" + tag)).string(),
+    REQUIRE_MESSAGE(run("adapt_gen",
+                        input + adapter + " --set runtime.device=cuda --set runtime.weights_dtype=f32" +
+                            " --set output.dir=" + (dir / ("f32" + tag)).string(),
                         &out) == 0,
                     out);
     CHECK_MESSAGE(out.find("f32 weights on cuda:0") != std::string::npos, out);
     check_same_results(results_by_id(dir / ("f32" + tag) / "results.jsonl"), cpu);
 
     // bf16 device weights (the default): bf16 GEMMs, so texts may differ; every prompt finishes.
-    REQUIRE_MESSAGE(run("adapt_gen", input + adapter + " --set runtime.device=cuda:0 --set output.dir=" +
-                                         (dir / ("bf16" + tag)).string(),
-                        &out) == 0,
-                    out);
+    REQUIRE_MESSAGE(
+        run("adapt_gen",
+            input + adapter + " --set runtime.device=cuda:0 --set output.dir=" + (dir / ("bf16" + tag)).string(),
+            &out) == 0,
+        out);
     CHECK_MESSAGE(out.find("bf16 weights on cuda:0") != std::string::npos, out);
     const auto bf16 = results_by_id(dir / ("bf16" + tag) / "results.jsonl");
     REQUIRE(bf16.size() == cpu.size());
@@ -141,8 +144,9 @@ TEST_CASE("adapt_gen on cuda:0: the CPU's greedy texts with f32 device weights, 
     for (const char* n : {"0", "1"}) {
       CAPTURE(n);
       const fs::path streamed = dir / ("streamed" + std::string(n) + tag);
-      REQUIRE_MESSAGE(run("adapt_gen", input + adapter + " --set runtime.device=cuda:0 --set output.dir=" +
-                                           streamed.string() + " --set runtime.weights_device_layers=" + n,
+      REQUIRE_MESSAGE(run("adapt_gen",
+                          input + adapter + " --set runtime.device=cuda:0 --set output.dir=" + streamed.string() +
+                              " --set runtime.weights_device_layers=" + n,
                           &out) == 0,
                       out);
       CHECK_MESSAGE(out.find("stay in host RAM") != std::string::npos, out);
@@ -156,10 +160,11 @@ TEST_CASE("adapt_gen on cuda:0: SIGUSR1 saves the progress, exit 75; the rerun c
   std::string out;
   // The tiny model made wider, deeper and with a longer context, so that generating takes long enough
   // to send the signal in the middle.
-  REQUIRE_MESSAGE(run("adapt_model", "make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() +
-                                         " --set shape.max_position_embeddings=4096 --set shape.hidden_size=256"
-                                         " --set shape.intermediate_size=768 --set shape.head_dim=64 --layers 4 --out " +
-                                         (dir / "model").string(),
+  REQUIRE_MESSAGE(run("adapt_model",
+                      "make --recipe " + (test::source_dir() / "inputs/models/tiny.toml").string() +
+                          " --set shape.max_position_embeddings=4096 --set shape.hidden_size=256"
+                          " --set shape.intermediate_size=768 --set shape.head_dim=64 --layers 4 --out " +
+                          (dir / "model").string(),
                       &out) == 0,
                   out);
   // prefill_chunk = 1: the continued prompt's prefill is the same one-token forwards as the decode steps
@@ -206,12 +211,15 @@ TEST_CASE("adapt_gen on cuda:0 with output.conversation_kv: the next turn loads 
       const fs::path out = f.dir / ("conv-" + std::to_string(device_layers) + (keep ? "-kept" : "-plain"));
       for (int t = 0; t < 2; ++t) {
         const fs::path job = f.dir / ("conv" + std::to_string(t) + ".toml");
-        test::write_bytes(job, "[model]\npath = \"model\"\nadapter = \"adapter\"\n[output]\ndir = \"out\"\n"
-                               "[defaults]\nmax_new_tokens = 8\n[runtime]\ndevice = \"cuda:0\"\nweights_dtype = \"f32\"\n"
-                               "batch_size = 2\nkv_device_layers = " + std::to_string(device_layers) + "\n" + turns[t]);
+        test::write_bytes(job,
+                          "[model]\npath = \"model\"\nadapter = \"adapter\"\n[output]\ndir = \"out\"\n"
+                          "[defaults]\nmax_new_tokens = 8\n[runtime]\ndevice = \"cuda:0\"\nweights_dtype = \"f32\"\n"
+                          "batch_size = 2\nkv_device_layers = " +
+                              std::to_string(device_layers) + "\n" + turns[t]);
         std::string log;
-        REQUIRE_MESSAGE(run("adapt_gen", "--input " + job.string() + " --set output.dir=" + out.string() +
-                                             " --set output.conversation_kv=" + (keep ? "true" : "false"),
+        REQUIRE_MESSAGE(run("adapt_gen",
+                            "--input " + job.string() + " --set output.dir=" + out.string() +
+                                " --set output.conversation_kv=" + (keep ? "true" : "false"),
                             &log) == 0,
                         log);
         if (keep && t == 1) {
@@ -229,8 +237,9 @@ TEST_CASE("adapt_gen on cuda:0 with output.conversation_kv: the next turn loads 
 TEST_CASE("adapt_eval --device cuda --weights-dtype f32: the CPU's loss; streamed weights: the same loss") {
   Fixture f;
   const fs::path dir = f.dir.path();
-  test::write_bytes(dir / "d.jsonl", "{\"text\": \"for (int i = 0; i < n; ++i) sum += v[i];\"}\n"
-                                     "{\"text\": \"SELECT name FROM users WHERE id = 7;\"}\n");
+  test::write_bytes(dir / "d.jsonl",
+                    "{\"text\": \"for (int i = 0; i < n; ++i) sum += v[i];\"}\n"
+                    "{\"text\": \"SELECT name FROM users WHERE id = 7;\"}\n");
   const std::string base = "--model " + (dir / "model").string() + " --data " + (dir / "d.jsonl").string();
   auto loss_of = [&](const std::string& flags) {
     std::string out;
@@ -296,14 +305,15 @@ TEST_CASE("adapt_eval --attention-dtype on cuda: auto, f32 and bf16; bad values"
 TEST_CASE("adapt_gen at tp2 on 2 ranks, sharing cuda:0 and with a GPU per rank: the one-GPU run's greedy texts") {
   Fixture f;
   const fs::path dir = f.dir.path();
-  std::string job = "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 24\n"
-                    "[runtime]\nbatch_size = 2\ndevice = \"cuda:0\"\nweights_dtype = \"f32\"\n";
+  std::string job =
+      "[model]\npath = \"model\"\n[output]\ndir = \"out\"\n[defaults]\nmax_new_tokens = 24\n"
+      "[runtime]\nbatch_size = 2\ndevice = \"cuda:0\"\nweights_dtype = \"f32\"\n";
   const char* texts[] = {"int main() {", "def f(x):", "SELECT name FROM"};
   for (int i = 0; i < 3; ++i)
     job += "[[prompts]]\nid = \"p" + std::to_string(i) + "\"\ntext = " + json(texts[i]).dump() + "\n";
   test::write_bytes(dir / "job.toml", job);
-  const std::string input = "--input " + (dir / "job.toml").string() + " --set model.adapter=" +
-                            (dir / "adapter").string();
+  const std::string input =
+      "--input " + (dir / "job.toml").string() + " --set model.adapter=" + (dir / "adapter").string();
   std::string out;
   REQUIRE_MESSAGE(run("adapt_gen", input + " --set output.dir=" + (dir / "one").string(), &out) == 0, out);
   const auto one = results_by_id(dir / "one" / "results.jsonl");

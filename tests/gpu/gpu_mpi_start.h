@@ -34,8 +34,8 @@ inline std::optional<GpuMpiWorld> gpu_mpi_start(int* argc, char*** argv, std::st
   if (skip_reason.empty() && w.min_devices == 0)
     skip_reason = "a rank sees no CUDA device: " + backend::cuda_unavailable_reason();
   if (skip_reason.empty() && gpu_per_rank && w.min_devices < w.size) {
-    skip_reason = "a GPU per rank is needed (" + std::to_string(w.size) + " ranks, " +
-                  std::to_string(w.min_devices) + " GPU(s))";
+    skip_reason =
+        "a GPU per rank is needed (" + std::to_string(w.size) + " ranks, " + std::to_string(w.min_devices) + " GPU(s))";
   }
   if (!skip_reason.empty()) {
     if (w.rank == 0) std::printf("skipped: %s\n", skip_reason.c_str());

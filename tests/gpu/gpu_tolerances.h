@@ -37,9 +37,9 @@ inline double gpu_tolerance(DType dtype) {
 
 /// How far `got` is from `want` (n values, both f32 on the host).
 struct Mismatch {
-  double max_abs = 0;     // max |got - want|
-  double ref_scale = 0;   // max |want|
-  double rel = 0;         // max_abs / ref_scale (max_abs when ref_scale is 0); NaN/Inf in got: infinity
+  double max_abs = 0;    // max |got - want|
+  double ref_scale = 0;  // max |want|
+  double rel = 0;        // max_abs / ref_scale (max_abs when ref_scale is 0); NaN/Inf in got: infinity
   std::int64_t worst = -1;
   float got_at_worst = 0, want_at_worst = 0;
   std::string str() const {

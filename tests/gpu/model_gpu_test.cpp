@@ -135,8 +135,8 @@ class OpsHook final : public model::AdapterHook {
     std::uint64_t salt = 900;
     for (int l = 0; l < static_cast<int>(c.n_layers); ++l) {
       const std::pair<model::WeightKind, std::pair<std::int64_t, std::int64_t>> sites[] = {
-          {model::WeightKind::Wq, {C, HD}},   {model::WeightKind::Wk, {C, KD}},  {model::WeightKind::Wv, {C, KD}},
-          {model::WeightKind::Wo, {HD, C}},   {model::WeightKind::WGate, {C, F}}, {model::WeightKind::WUp, {C, F}},
+          {model::WeightKind::Wq, {C, HD}},  {model::WeightKind::Wk, {C, KD}},   {model::WeightKind::Wv, {C, KD}},
+          {model::WeightKind::Wo, {HD, C}},  {model::WeightKind::WGate, {C, F}}, {model::WeightKind::WUp, {C, F}},
           {model::WeightKind::WDown, {F, C}}};
       for (const auto& [kind, io] : sites) {
         Lora& p = lora[{l, static_cast<int>(kind)}];
@@ -241,8 +241,7 @@ TEST_CASE("training step on cuda:0 with a LoRA + block hook from ops calls: loss
       Tensor logits_g = Tensor::zeros({2, 24, cpu.config.vocab_size}, DType::F32, "logits_gpu");
       Tensor demb_c = Tensor::zeros({2, 24, cpu.config.hidden_size}, DType::F32, "d_embedded_cpu");
       Tensor demb_g = Tensor::zeros({2, 24, cpu.config.hidden_size}, DType::F32, "d_embedded_gpu");
-      const model::TrainResult rc =
-          model::llama_train_step(cpu, in, &hc, {.logits = &logits_c, .d_embedded = &demb_c});
+      const model::TrainResult rc = model::llama_train_step(cpu, in, &hc, {.logits = &logits_c, .d_embedded = &demb_c});
       model::TrainWorkspace ws(model::model_allocator(gpu));
       const model::TrainResult rg =
           model::llama_train_step(gpu, in, &hg, {.logits = &logits_g, .d_embedded = &demb_g}, &ws);
@@ -503,12 +502,13 @@ TEST_CASE("base weights streamed from pinned host RAM on cuda:0 give the numbers
 TEST_CASE("prompts that start alike share their KV cache on cuda:0, whole or spilled: the tokens without sharing") {
   const TinyModel& t = tiny(5);
   const model::LlamaModel gpu = model::llama_model_to_device(t.host, 0, DType::F32);
-  const std::vector<generate::GenerationRequest> reqs = greedy_requests(
-      t, {"The quick brown fox jumps over the lazy dog and then it runs into the woods, where",
-          "The quick brown fox jumps over the lazy dog and then it runs into the woods, where",
-          "The quick brown fox jumps over the lazy dog and then it sleeps", "a",
-          "The quick brown fox jumps over the lazy dog and then it runs home"},
-      16);
+  const std::vector<generate::GenerationRequest> reqs =
+      greedy_requests(t,
+                      {"The quick brown fox jumps over the lazy dog and then it runs into the woods, where",
+                       "The quick brown fox jumps over the lazy dog and then it runs into the woods, where",
+                       "The quick brown fox jumps over the lazy dog and then it sleeps", "a",
+                       "The quick brown fox jumps over the lazy dog and then it runs home"},
+                      16);
   auto run = [&](std::int64_t device_layers, bool share) {
     generate::Generator gen(gpu, *t.tok);
     gen.set_options({.prefill_chunk = 8, .kv_device_layers = device_layers, .share_prefixes = share});
@@ -581,6 +581,8 @@ TEST_CASE("elementwise ops, bias_add and softmax on cuda:0 match the CPU") {
   auto check = [&](const std::pair<Tensor, Tensor>& r, double tol, const char* what) {
     check_close(r.first, r.second, tol, what);
   };
+  // One op per line:
+  // clang-format off
   check(both([&](bool d) { Tensor o = on(a, d); ops::add(o, o, on(b, d)); return host_of(o); }), 0, "add");
   check(both([&](bool d) { Tensor o = on(a, d); ops::axpy(o, on(b, d), -0.3f); return host_of(o); }), 0, "axpy");
   check(both([&](bool d) { Tensor o = on(a, d); ops::scale(o, 1.7f); return host_of(o); }), 0, "scale");
@@ -593,6 +595,7 @@ TEST_CASE("elementwise ops, bias_add and softmax on cuda:0 match the CPU") {
         test::kTolF32, "softmax");
   check(both([&](bool d) { Tensor o = on(a, d); ops::log_softmax_forward(o, on(b, d)); return host_of(o); }),
         test::kTolF32, "log_softmax");
+  // clang-format on
   const Tensor x4 = random_host({3, 11, 2, 16}, 4, 1.0f, "k");
   check(both([&](bool d) {
           Tensor o = on(Tensor::zeros({3, 2, 11, 16}, DType::F32, "k_all"), d);
@@ -657,8 +660,9 @@ TEST_CASE("attention in bf16 on cuda:0 (head_dim 64, tensor cores): training ste
     d16_bf16.attention_dtype = DType::BF16;
     CHECK(model::attention_note(bf16_attn) == "attention in bf16 on tensor cores");
     CHECK(model::attention_note(f32_attn).starts_with("attention in f32 (untiled on a GPU"));
-    CHECK(model::attention_note(d16_bf16).starts_with("attention in bf16 on CUDA cores (the tensor-core kernels "
-                                                      "take head_dim 64 or 128, not 16)"));
+    CHECK(
+        model::attention_note(d16_bf16).starts_with("attention in bf16 on CUDA cores (the tensor-core kernels "
+                                                    "take head_dim 64 or 128, not 16)"));
     // Over a KV cache: bf16 attention over a bf16 cache only.
     CHECK(model::attention_dtype_over_cache(bf16_attn, DType::BF16) == DType::BF16);
     CHECK(model::attention_dtype_over_cache(bf16_attn, DType::F32) == DType::F32);

@@ -160,12 +160,12 @@ TEST_CASE("NcclCommunicator orders collectives against a compute stream with eve
   // The values reach the buffer on the compute stream only; the all-reduce must run after that copy,
   // and the copy back (queued on the compute stream right after) must see the sum.
   tp.set_compute_stream(compute.get());
-  ADAPT_CUDA_CHECK(cudaMemcpyAsync(buf.ptr, src.data(), src.size() * sizeof(float), cudaMemcpyHostToDevice,
-                                   compute.get()));
+  ADAPT_CUDA_CHECK(
+      cudaMemcpyAsync(buf.ptr, src.data(), src.size() * sizeof(float), cudaMemcpyHostToDevice, compute.get()));
   tp.all_reduce(buf.ptr, n, comm::CommDType::F32, comm::ReduceOp::Sum);
   std::vector<float> out(static_cast<std::size_t>(n));
-  ADAPT_CUDA_CHECK(cudaMemcpyAsync(out.data(), buf.ptr, out.size() * sizeof(float), cudaMemcpyDeviceToHost,
-                                   compute.get()));
+  ADAPT_CUDA_CHECK(
+      cudaMemcpyAsync(out.data(), buf.ptr, out.size() * sizeof(float), cudaMemcpyDeviceToHost, compute.get()));
   compute.synchronize();
   CHECK(out.front() == expected);
   CHECK(out.back() == expected);

@@ -20,10 +20,10 @@
 
 namespace adapt::test {
 
-#define ADAPT_TEST_CUDA(expr)                                                              \
-  do {                                                                                     \
-    cudaError_t e_ = (expr);                                                               \
-    REQUIRE_MESSAGE(e_ == cudaSuccess, #expr, " failed: ", cudaGetErrorString(e_));        \
+#define ADAPT_TEST_CUDA(expr)                                                       \
+  do {                                                                              \
+    cudaError_t e_ = (expr);                                                        \
+    REQUIRE_MESSAGE(e_ == cudaSuccess, #expr, " failed: ", cudaGetErrorString(e_)); \
   } while (0)
 
 /// Owning device allocation (cudaMalloc/cudaFree), zero-filled.

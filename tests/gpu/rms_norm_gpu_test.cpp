@@ -93,8 +93,8 @@ TEST_CASE("gpu.parity.rms_norm backward: dx, accumulated dx, dx over dy, and dw"
     check_close(download(d_dw, cols, DType::F32), values(DW), DType::F32, "dw (added to its initial value)");
 
     DeviceBuffer d_acc = upload(dx0, dt);
-    kernels::launch_rms_norm_backward(d_acc.get(), nullptr, nullptr, d_g.get(), d_x.get(), d_w.f32(), d_r.f32(),
-                                      rows, cols, true, dt, nullptr);
+    kernels::launch_rms_norm_backward(d_acc.get(), nullptr, nullptr, d_g.get(), d_x.get(), d_w.f32(), d_r.f32(), rows,
+                                      cols, true, dt, nullptr);
     check_close(download(d_acc, x.size(), dt), rounded(values(DXacc), dt), dt, "dx accumulated");
 
     // dx over dy, with dw: dw still sees the incoming dy.

@@ -200,11 +200,10 @@ void run_tp2(comm::MpiCommunicator& world, int device, bool gpu_per_rank) {
     std::vector<float> bf16_grads[2];
     for (const bool shard : {false, true}) {
       set_part.zero_grad();
-      const double loss =
-          model::llama_train_step(part, x, &set_part,
-                                  {.recompute = true, .shard_saved_inputs = shard, .saved_input_dtype = DType::BF16},
-                                  &ws_p)
-              .loss_sum;
+      const double loss = model::llama_train_step(
+                              part, x, &set_part,
+                              {.recompute = true, .shard_saved_inputs = shard, .saved_input_dtype = DType::BF16}, &ws_p)
+                              .loss_sum;
       CHECK(loss == losses[0]);
       set_part.gradients_to_host();
       for (const adapters::AdapterParam& p : set_part.host_parameters())

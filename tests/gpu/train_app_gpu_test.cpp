@@ -11,7 +11,8 @@
 //   * optim.offload with optim.overlap (the CPU AdamW during the next forward, gradients streamed per
 //     layer, write-backs straight to the device) against optim.overlap = false: the same losses and
 //     adapter bit for bit, f32 and bf16 device weights;
-//   * 2 MPI ranks sharing cuda:0 (mpiexec) at tp2 and at pp2 (and 4 at tp2 x pp2), f32 weights: the one-GPU run's losses within
+//   * 2 MPI ranks sharing cuda:0 (mpiexec) at tp2 and at pp2 (and 4 at tp2 x pp2), f32 weights: the one-GPU run's
+//   losses within
 //     1e-4 relative and its exported adapter (gathered over tp from the device) within 1e-4; the tp and
 //     pp groups must use MPI (NCCL refuses two ranks on one GPU); the same at dp2 with parallel.zero1 =
 //     false (the optimizer state on the GPU, the gradients averaged over a device dp communicator) and
@@ -82,14 +83,15 @@ struct Job {
     const std::string make = test::bin("adapt_model") + " make " + model_flags + " --out " + (dir / "model").string();
     REQUIRE_MESSAGE(test::run_command(make, &log) == 0, make, "\n", log);
     toml = dir / "train.toml";
-    test::write_bytes(toml, "[model]\npath = \"model\"\n[adapter]\nkind = \"lora+bottleneck\"\n[adapter.lora]\nr = 4\n"
-                            "alpha = 8.0\ntargets = [\"q\", \"k\", \"v\", \"o\", \"gate\", \"up\", \"down\"]\n"
-                            "[adapter.bottleneck]\nsize = 8\nplacement = \"houlsby\"\n[data]\ninputs = [\"" +
-                                (test::source_dir() / "inputs/corpus").string() +
-                                "\"]\nglobs = [\"**/*.py\", \"**/*.cpp\"]\nseq_len = 32\neval_documents = 1\n"
-                                "cache_dir = \"cache\"\n[optim]\nlr = 1e-2\nwarmup_steps = 1\n"
-                                "[train]\nsteps = 3\nmicro_batch = 2\ngrad_accum = 2\neval_every = 0\neval_batches = 2\n"
-                                "[checkpoint]\nevery = 0\n");
+    test::write_bytes(toml,
+                      "[model]\npath = \"model\"\n[adapter]\nkind = \"lora+bottleneck\"\n[adapter.lora]\nr = 4\n"
+                      "alpha = 8.0\ntargets = [\"q\", \"k\", \"v\", \"o\", \"gate\", \"up\", \"down\"]\n"
+                      "[adapter.bottleneck]\nsize = 8\nplacement = \"houlsby\"\n[data]\ninputs = [\"" +
+                          (test::source_dir() / "inputs/corpus").string() +
+                          "\"]\nglobs = [\"**/*.py\", \"**/*.cpp\"]\nseq_len = 32\neval_documents = 1\n"
+                          "cache_dir = \"cache\"\n[optim]\nlr = 1e-2\nwarmup_steps = 1\n"
+                          "[train]\nsteps = 3\nmicro_batch = 2\ngrad_accum = 2\neval_every = 0\neval_batches = 2\n"
+                          "[checkpoint]\nevery = 0\n");
   }
   /// adapt_train into run folder `name` (on `ranks` MPI ranks through mpiexec when more than one); its
   /// output.
@@ -99,8 +101,8 @@ struct Job {
     const std::string launcher = ranks == 1 ? std::string()
                                             : std::string(ADAPT_MPIEXEC) + " -n " + std::to_string(ranks) + " " +
                                                   ADAPT_MPIEXEC_FLAGS + " env OMP_NUM_THREADS=1 ";
-    const std::string cmd = launcher + test::bin("adapt_train") + " --config " + toml.string() + " --set run.dir=" +
-                            (dir / name).string() + " " + sets;
+    const std::string cmd = launcher + test::bin("adapt_train") + " --config " + toml.string() +
+                            " --set run.dir=" + (dir / name).string() + " " + sets;
     const int rc = test::run_command(cmd, &out);
     INFO(cmd, "\n", out);
     REQUIRE(rc == 0);
@@ -134,7 +136,8 @@ void check_adapter(const adapters::AdapterSet& got, const adapters::AdapterSet& 
     CAPTURE(w[i].name);
     REQUIRE(g[i].name == w[i].name);
     REQUIRE(g[i].value.numel() == w[i].value.numel());
-    const test::Mismatch m = test::compare_relative(g[i].value.data<float>(), w[i].value.data<float>(), w[i].value.numel());
+    const test::Mismatch m =
+        test::compare_relative(g[i].value.data<float>(), w[i].value.data<float>(), w[i].value.numel());
     INFO(m.str());
     CHECK(m.rel <= tol);
   }
@@ -192,8 +195,9 @@ TEST_CASE("adapt_train on cuda:0 with optim.offload: overlapped and synchronous 
   Job job;
   for (const char* weights : {"f32", "bf16"}) {
     CAPTURE(weights);
-    const std::string sets = std::string("--set optim.offload=true --set runtime.device=cuda:0 --set runtime.weights_dtype=") +
-                             weights + " --set optim.overlap=";
+    const std::string sets =
+        std::string("--set optim.offload=true --set runtime.device=cuda:0 --set runtime.weights_dtype=") + weights +
+        " --set optim.overlap=";
     const std::string sync = std::string("sync_") + weights, overlap = std::string("overlap_") + weights;
     job.train(sync, sets + "false");
     const std::string out = job.train(overlap, sets + "true");
@@ -211,8 +215,9 @@ TEST_CASE("adapt_train on cuda:0 with optim.offload: overlapped and synchronous 
 // and the adapter are those of every layer on the GPU, bit for bit: on one GPU with the overlapped offload
 // (its own copy stream beside the weights'), and at pp2 on 2 ranks sharing the GPU (each stage streams its
 // layer).
-TEST_CASE("adapt_train on cuda:0 with base weights in host RAM (runtime.weights_device_layers): the losses and "
-          "adapter of the weights on the GPU, bit for bit") {
+TEST_CASE(
+    "adapt_train on cuda:0 with base weights in host RAM (runtime.weights_device_layers): the losses and "
+    "adapter of the weights on the GPU, bit for bit") {
   Job job;
   const std::string base = "--set runtime.device=cuda:0 --set optim.offload=true";
   job.train("whole", base);
@@ -264,8 +269,9 @@ TEST_CASE("adapt_train on cuda:0 with runtime.attention_dtype: bf16 on tensor co
 // trains with weights_device_layers = 0, to the losses of the same job on a GPU with room for every layer.
 TEST_CASE("adapt_train: weights that do not fit the GPU train streamed from host RAM (the emulator cut to 64 MiB)") {
 #if !ADAPT_CUDA_EMU
-  MESSAGE("not run: it needs the emulated GPU (ADAPT_CUDA=EMU), whose memory CUDA_EMU_DEVICE_MIB can cut below "
-          "the model's; a real GPU holds this model whole");
+  MESSAGE(
+      "not run: it needs the emulated GPU (ADAPT_CUDA=EMU), whose memory CUDA_EMU_DEVICE_MIB can cut below "
+      "the model's; a real GPU holds this model whole");
   return;
 #endif
   test::TempDir dir("adapt-train-gpu-stream");
@@ -277,24 +283,26 @@ TEST_CASE("adapt_train: weights that do not fit the GPU train streamed from host
                            "--set shape.n_heads=8 --set shape.n_kv_heads=2 --set shape.head_dim=64";
   REQUIRE_MESSAGE(test::run_command(make, &log) == 0, make, "\n", log);
   const fs::path toml = dir / "train.toml";
-  test::write_bytes(toml, "[model]\npath = \"model\"\n[adapter]\nkind = \"lora\"\n[adapter.lora]\nr = 4\n[data]\n"
-                          "inputs = [\"" + (test::source_dir() / "inputs/corpus").string() +
-                              "\"]\nglobs = [\"**/*.py\"]\nseq_len = 16\neval_documents = 1\ncache_dir = \"cache\"\n"
-                              "[optim]\nlr = 1e-2\nwarmup_steps = 1\noffload = true\n[train]\nsteps = 2\n"
-                              "micro_batch = 1\ngrad_accum = 1\nrecompute = true\neval_every = 0\neval_batches = 1\n"
-                              "[checkpoint]\nevery = 0\n[runtime]\ndevice = \"cuda:0\"\n");
+  test::write_bytes(toml,
+                    "[model]\npath = \"model\"\n[adapter]\nkind = \"lora\"\n[adapter.lora]\nr = 4\n[data]\n"
+                    "inputs = [\"" +
+                        (test::source_dir() / "inputs/corpus").string() +
+                        "\"]\nglobs = [\"**/*.py\"]\nseq_len = 16\neval_documents = 1\ncache_dir = \"cache\"\n"
+                        "[optim]\nlr = 1e-2\nwarmup_steps = 1\noffload = true\n[train]\nsteps = 2\n"
+                        "micro_batch = 1\ngrad_accum = 1\nrecompute = true\neval_every = 0\neval_batches = 1\n"
+                        "[checkpoint]\nevery = 0\n[runtime]\ndevice = \"cuda:0\"\n");
   auto train = [&](const std::string& name, const std::string& env, const std::string& sets, std::string* out) {
-    return test::run_command(env + " " + test::bin("adapt_train") + " --config " + toml.string() + " --set run.dir=" +
-                                 (dir / name).string() + " " + sets,
+    return test::run_command(env + " " + test::bin("adapt_train") + " --config " + toml.string() +
+                                 " --set run.dir=" + (dir / name).string() + " " + sets,
                              out);
   };
   const std::string cut = "env CUDA_EMU_DEVICE_MIB=64", stream = "--set runtime.weights_device_layers=0";
   std::string out;
   CHECK(train("whole-cut", cut, "", &out) == 4);  // CUDA failure
   CHECK_MESSAGE(out.find("out of memory on cuda:0") != std::string::npos, out);
-  CHECK_MESSAGE(out.find("while copying the base weights to cuda:0: runtime.weights_device_layers = N") !=
-                    std::string::npos,
-                out);
+  CHECK_MESSAGE(
+      out.find("while copying the base weights to cuda:0: runtime.weights_device_layers = N") != std::string::npos,
+      out);
   REQUIRE_MESSAGE(train("stream-cut", cut, stream, &out) == 0, out);
   CHECK_MESSAGE(out.find("the weights of layers 0..7 stay in host RAM") != std::string::npos, out);
   REQUIRE_MESSAGE(train("whole", "env", "", &out) == 0, out);
@@ -305,8 +313,9 @@ TEST_CASE("adapt_train: weights that do not fit the GPU train streamed from host
   for (std::size_t i = 0; i < want.size(); ++i) CHECK(got[i] == want[i]);
 }
 
-TEST_CASE("adapt_train at tp2, pp2, dp2 (2 ranks) and tp2 x pp2 (4 ranks) sharing cuda:0: the one-GPU run's losses "
-          "and adapter") {
+TEST_CASE(
+    "adapt_train at tp2, pp2, dp2 (2 ranks) and tp2 x pp2 (4 ranks) sharing cuda:0: the one-GPU run's losses "
+    "and adapter") {
   Job job;
   const std::string f32 = "--set runtime.device=cuda:0 --set runtime.weights_dtype=f32";
   job.train("one", f32);
@@ -350,8 +359,9 @@ TEST_CASE("adapt_train at tp2, pp2, dp2 (2 ranks) and tp2 x pp2 (4 ranks) sharin
   }
 }
 
-TEST_CASE("adapt_train with a GPU per rank (NCCL groups): tp2, pp2 (also with one micro-batch a step), dp2 with "
-          "ZeRO-1 (with and without offload), tp2 x pp2 equal the one-GPU run") {
+TEST_CASE(
+    "adapt_train with a GPU per rank (NCCL groups): tp2, pp2 (also with one micro-batch a step), dp2 with "
+    "ZeRO-1 (with and without offload), tp2 x pp2 equal the one-GPU run") {
   // runtime.device = "cuda": each rank takes the GPU of its local rank, so every group has a GPU per
   // member and its communicator is NCCL (MPI staging only in a build without NCCL).
   const int gpus = backend::cuda_device_count();
@@ -429,14 +439,15 @@ void check_plan_memory(const std::string& make_flags, std::int64_t seq, const st
   const std::string make = test::bin("adapt_model") + " make " + make_flags + " --out " + (dir / "model").string();
   REQUIRE_MESSAGE(test::run_command(make, &log) == 0, make, "\n", log);
   const fs::path toml = dir / "train.toml";
-  test::write_bytes(toml, "[model]\npath = \"model\"\n[adapter]\nkind = \"lora\"\n[adapter.lora]\nr = 16\nalpha = 32.0\n"
-                          "targets = [\"q\", \"k\", \"v\", \"o\", \"gate\", \"up\", \"down\"]\n[data]\ninputs = [\"" +
-                              (test::source_dir() / "inputs/corpus").string() + "\"]\nglobs = [\"**/*\"]\nseq_len = " +
-                              std::to_string(seq) +
-                              "\ncross_document_attention = true\n"
-                              "cache_dir = \"cache\"\n[optim]\nlr = 1e-4\n[train]\nsteps = 2\nmicro_batch = 1\n"
-                              "eval_every = 0\n[checkpoint]\nevery = 0\nkeep_last = 1\n[runtime]\ndevice = \"cuda:0\"\n"
-                              "weights_dtype = \"bf16\"\n");
+  test::write_bytes(toml,
+                    "[model]\npath = \"model\"\n[adapter]\nkind = \"lora\"\n[adapter.lora]\nr = 16\nalpha = 32.0\n"
+                    "targets = [\"q\", \"k\", \"v\", \"o\", \"gate\", \"up\", \"down\"]\n[data]\ninputs = [\"" +
+                        (test::source_dir() / "inputs/corpus").string() +
+                        "\"]\nglobs = [\"**/*\"]\nseq_len = " + std::to_string(seq) +
+                        "\ncross_document_attention = true\n"
+                        "cache_dir = \"cache\"\n[optim]\nlr = 1e-4\n[train]\nsteps = 2\nmicro_batch = 1\n"
+                        "eval_every = 0\n[checkpoint]\nevery = 0\nkeep_last = 1\n[runtime]\ndevice = \"cuda:0\"\n"
+                        "weights_dtype = \"bf16\"\n");
   for (std::size_t i = 0; i < std::size(test::kPlanMemoryCases); ++i) {
     const test::PlanMemoryCase& c = test::kPlanMemoryCases[i];
     CAPTURE(c.name);

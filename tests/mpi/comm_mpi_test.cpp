@@ -18,9 +18,13 @@ using namespace adapt::comm;
 namespace {
 
 // The value rank r contributes at index i: integer-valued, so float sums are exact in any order.
-template <typename T> T input(int r, std::int64_t i) { return static_cast<T>((r + 1) * 1000 + (i * 7 + r * 3) % 101); }
+template <typename T>
+T input(int r, std::int64_t i) {
+  return static_cast<T>((r + 1) * 1000 + (i * 7 + r * 3) % 101);
+}
 
-template <typename T> void check_all_reduce(Communicator& c, std::int64_t n) {
+template <typename T>
+void check_all_reduce(Communicator& c, std::int64_t n) {
   std::vector<T> sum(static_cast<std::size_t>(n)), max(static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) sum[i] = max[i] = input<T>(c.rank(), i);
   c.all_reduce(std::span<T>(sum), ReduceOp::Sum);

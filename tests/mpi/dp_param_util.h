@@ -3,9 +3,9 @@
 // element, step), so every rank can compute any replica's gradient and the single-process reference.
 #pragma once
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <cmath>
-#include <fmt/format.h>
 #include <string>
 #include <vector>
 

@@ -54,8 +54,8 @@ const optim::AdamWOptions kAdamW{.beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .weig
 /// that norms, weights and state agree bit for bit; then restores an offloaded optimizer from the
 /// plain one's state and checks one more step.
 /// `bucket`: elements per ZeRO-1 unit and averaging bucket (small: several units).
-void check_offload_matches(comm::Communicator& dp, comm::Communicator* tp, bool zero1, double max_norm,
-                           int grad_rank, std::int64_t bucket = parallel::kDpBucketElems) {
+void check_offload_matches(comm::Communicator& dp, comm::Communicator* tp, bool zero1, double max_norm, int grad_rank,
+                           std::int64_t bucket = parallel::kDpBucketElems) {
   std::vector<adapters::AdapterParam> plain = make_params("plain.", tp != nullptr);
   std::vector<adapters::AdapterParam> off = make_params("off.", tp != nullptr);
   std::vector<adapters::AdapterParam> ovl = make_params("ovl.", tp != nullptr);
@@ -187,8 +187,9 @@ TEST_CASE("A tp-sharded AdapterSet's gradient stream gives tp_reduce_gradients' 
   const model::LlamaConfig cfg = tpu::tiny_config(tpu::Variant{}, 3);
   // Each rank writes its own copy (the same bytes): no shared folder needed.
   model::random_model_write(dir.path(), cfg, {.seed = 11, .dtype = DType::F32, .max_shard_bytes = 20000});
-  const comm::ProcessGrid grid = comm::ProcessGrid::make(
-      world->size(), world->size(), 1, {.n_heads = cfg.n_heads, .n_kv_heads = cfg.n_kv_heads, .n_layers = cfg.n_layers});
+  const comm::ProcessGrid grid =
+      comm::ProcessGrid::make(world->size(), world->size(), 1,
+                              {.n_heads = cfg.n_heads, .n_kv_heads = cfg.n_kv_heads, .n_layers = cfg.n_layers});
   comm::GridComms comms = comm::grid_comms_split(*world, grid);
   const model::LlamaModel part = model::llama_model_load_tp(dir.path(), grid, world->rank(), *comms.tp, {});
   REQUIRE(part.tp.size == world->size());

@@ -57,7 +57,9 @@ void set_biases(model::LlamaModel& m) {
   for (std::size_t l = 0; l < m.weights.layers.size(); ++l) {
     model::LayerWeights& w = m.weights.layers[l];
     const std::uint64_t k = 900 + 10 * l;
-    auto rows = [&](std::int64_t n, std::int64_t block) { return parallel::split_range(n, block, tp.size, tp.rank).begin; };
+    auto rows = [&](std::int64_t n, std::int64_t block) {
+      return parallel::split_range(n, block, tp.size, tp.rank).begin;
+    };
     fill(w.bq, k + 0, rows(c.n_heads * c.head_dim, c.head_dim), 0.2f);
     fill(w.bk, k + 1, rows(c.n_kv_heads * c.head_dim, c.head_dim), 0.2f);
     fill(w.bv, k + 2, rows(c.n_kv_heads * c.head_dim, c.head_dim), 0.2f);
@@ -81,8 +83,9 @@ struct Models {
     const model::LlamaConfig cfg = tiny_config(v);
     model::random_model_write(dir.path(), cfg, {.seed = 11, .dtype = cfg.torch_dtype, .max_shard_bytes = 20000});
     const model::LlamaLoadOptions load{.storage = v.bf16 ? model::WeightStorage::AsStored : model::WeightStorage::F32};
-    const comm::ProcessGrid grid = comm::ProcessGrid::make(
-        world->size(), world->size(), 1, {.n_heads = cfg.n_heads, .n_kv_heads = cfg.n_kv_heads, .n_layers = cfg.n_layers});
+    const comm::ProcessGrid grid =
+        comm::ProcessGrid::make(world->size(), world->size(), 1,
+                                {.n_heads = cfg.n_heads, .n_kv_heads = cfg.n_kv_heads, .n_layers = cfg.n_layers});
     comms = comm::grid_comms_split(*world, grid);
     whole = model::llama_model_load(dir.path(), load, &whole_stats);
     part = model::llama_model_load_tp(dir.path(), grid, world->rank(), *comms.tp, load, &part_stats);
@@ -97,7 +100,8 @@ struct Models {
 }  // namespace
 
 TEST_CASE("tp forward: the logits equal the whole model's, with and without adapters") {
-  for (const Variant v : {Variant{}, Variant{.tied = true}, Variant{.biases = true}, Variant{.tied = true, .bf16 = true}}) {
+  for (const Variant v :
+       {Variant{}, Variant{.tied = true}, Variant{.biases = true}, Variant{.tied = true, .bf16 = true}}) {
     CAPTURE(v.tied);
     CAPTURE(v.biases);
     CAPTURE(v.bf16);
@@ -145,7 +149,8 @@ TEST_CASE("tp load: each rank reads only its share of the bytes") {
     CHECK(m.part_stats.bytes_resident == held);
     CHECK(m.part_stats.bytes_read < m.whole_stats.bytes_read);
     // The replicated norms aside, the shares add up to the whole checkpoint.
-    std::uint64_t norms = 4 * static_cast<std::uint64_t>(m.whole.config.hidden_size * (2 * m.whole.config.n_layers + 1));
+    std::uint64_t norms =
+        4 * static_cast<std::uint64_t>(m.whole.config.hidden_size * (2 * m.whole.config.n_layers + 1));
     auto sum = static_cast<std::int64_t>(m.part_stats.bytes_read - norms);
     m.world->all_reduce(std::span<std::int64_t>(&sum, 1), comm::ReduceOp::Sum);
     CHECK(static_cast<std::uint64_t>(sum) + norms == m.whole_stats.bytes_read);
@@ -172,10 +177,10 @@ TEST_CASE("tp generation: 32 greedy tokens through the KV cache equal one rank's
     double worst = 0;
     Tensor next_whole = prompt, next_part = prompt;
     for (std::int64_t i = 0; i < n_new; ++i) {
-      const Tensor lw = model::llama_forward(m.whole, next_whole, &cache_whole,
-                                             {.last_position_only = true, .hook = hook_whole});
-      const Tensor lp = model::llama_forward(m.part, next_part, &cache_part,
-                                             {.last_position_only = true, .hook = hook_part});
+      const Tensor lw =
+          model::llama_forward(m.whole, next_whole, &cache_whole, {.last_position_only = true, .hook = hook_whole});
+      const Tensor lp =
+          model::llama_forward(m.part, next_part, &cache_part, {.last_position_only = true, .hook = hook_part});
       worst = std::max(worst, rel_diff(lp, lw));
       toks_whole.push_back(argmax(lw.data<float>(), V));
       toks_part.push_back(argmax(lp.data<float>(), V));
@@ -229,10 +234,10 @@ TEST_CASE("tp training step: loss, logits and every adapter gradient equal one r
     Tensor logits_part = Tensor::empty({B, T, c.vocab_size}, DType::F32);
     Tensor demb_whole = Tensor::empty({B, T, c.hidden_size}, DType::F32);
     Tensor demb_part = Tensor::empty({B, T, c.hidden_size}, DType::F32);
-    const model::TrainResult rw = model::llama_train_step(m.whole, in, &set_whole,
-                                                          {.logits = &logits_whole, .d_embedded = &demb_whole});
-    const model::TrainResult rp = model::llama_train_step(m.part, in, &set_part,
-                                                          {.logits = &logits_part, .d_embedded = &demb_part});
+    const model::TrainResult rw =
+        model::llama_train_step(m.whole, in, &set_whole, {.logits = &logits_whole, .d_embedded = &demb_whole});
+    const model::TrainResult rp =
+        model::llama_train_step(m.part, in, &set_part, {.logits = &logits_part, .d_embedded = &demb_part});
     set_part.tp_reduce_gradients();
     CHECK(rp.n_loss_tokens == rw.n_loss_tokens);
     const double d_loss = std::abs(rp.loss_sum - rw.loss_sum) / std::abs(rw.loss_sum);
@@ -264,8 +269,7 @@ TEST_CASE("tp training step: loss, logits and every adapter gradient equal one r
     };
     const std::vector<Tensor> first = grad_copies();
     set_part.zero_grad();
-    const model::TrainResult rr =
-        model::llama_train_step(m.part, in, &set_part, {.recompute = true});
+    const model::TrainResult rr = model::llama_train_step(m.part, in, &set_part, {.recompute = true});
     set_part.tp_reduce_gradients();
     CHECK(rr.loss_sum == rp.loss_sum);
     for (std::size_t i = 0; i < pp.size(); ++i) CHECK(rel_diff(pp[i].grad, first[i]) == 0.0);
@@ -317,8 +321,7 @@ TEST_CASE("tp training step: loss, logits and every adapter gradient equal one r
         set_part.zero_grad();
         const std::int64_t before = m.comms.tp->stats()[comm::Collective::AllGather].calls;
         const model::TrainResult r = model::llama_train_step(
-            m.part, x, &set_part,
-            {.recompute = true, .shard_saved_inputs = shard, .saved_input_dtype = DType::BF16});
+            m.part, x, &set_part, {.recompute = true, .shard_saved_inputs = shard, .saved_input_dtype = DType::BF16});
         CHECK(m.comms.tp->stats()[comm::Collective::AllGather].calls - before ==
               (shard && m.size() > 1 ? c.n_layers : 0));
         CHECK(r.loss_sum == plain.loss_sum);
@@ -342,8 +345,7 @@ TEST_CASE("tp training step: loss, logits and every adapter gradient equal one r
       }
     }
     set_part.zero_grad();
-    const model::TrainResult rc =
-        model::llama_train_step(m.part, in, &set_part, {.logits_chunk_rows = 7});
+    const model::TrainResult rc = model::llama_train_step(m.part, in, &set_part, {.logits_chunk_rows = 7});
     set_part.tp_reduce_gradients();
     CHECK(std::abs(rc.loss_sum - rw.loss_sum) / std::abs(rw.loss_sum) <= kTol);
     for (std::size_t i = 0; i < pp.size(); ++i) CHECK(rel_diff(pp[i].grad, first[i]) <= kTol);
@@ -382,8 +384,8 @@ TEST_CASE("tp training: 5 AdamW steps give one rank's losses and adapter weights
     }
     const double worst = gathered_rel_diff(set_part, set_whole, /*grads=*/false);
     if (m.world->rank() == 0)
-      std::printf("tp%d 5 AdamW steps tied=%d: losses max rel diff %.2e, weights max rel diff %.2e\n", m.size(),
-                  v.tied, worst_loss, worst);
+      std::printf("tp%d 5 AdamW steps tied=%d: losses max rel diff %.2e, weights max rel diff %.2e\n", m.size(), v.tied,
+                  worst_loss, worst);
   }
 }
 

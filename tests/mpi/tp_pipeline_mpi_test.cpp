@@ -56,14 +56,14 @@ void run_layout(int tp_size, bool recompute) {
   model::LlamaConfig cfg = tiny_config(Variant{.tied = true}, 6);
   cfg.vocab_size = 600;
   model::random_model_write(dir.path(), cfg, {.seed = 13, .dtype = DType::F32, .max_shard_bytes = 20000});
-  const comm::ProcessGrid grid = comm::ProcessGrid::make(
-      world->size(), tp_size, pp_size, {.n_heads = cfg.n_heads, .n_kv_heads = cfg.n_kv_heads, .n_layers = cfg.n_layers});
+  const comm::ProcessGrid grid =
+      comm::ProcessGrid::make(world->size(), tp_size, pp_size,
+                              {.n_heads = cfg.n_heads, .n_kv_heads = cfg.n_kv_heads, .n_layers = cfg.n_layers});
   comm::GridComms comms = comm::grid_comms_split(*world, grid);
   const model::LlamaModel whole = model::llama_model_load(dir.path());
   model::LlamaLoadStats stats;
-  const model::LlamaModel part =
-      model::llama_model_load_tp(dir.path(), grid, world->rank(), *comms.tp,
-                                 {.stage_split = parallel::kTrainSplit}, &stats);
+  const model::LlamaModel part = model::llama_model_load_tp(dir.path(), grid, world->rank(), *comms.tp,
+                                                            {.stage_split = parallel::kTrainSplit}, &stats);
   REQUIRE(part.stage.size == pp_size);
   CHECK(stats.bytes_read == stats.bytes_share);
   const parallel::Range mine = model::stage_layer_range(cfg, part.stage);
@@ -80,7 +80,8 @@ void run_layout(int tp_size, bool recompute) {
   set_whole.set_training(true);
   std::int64_t n_tokens = 0;
   for (const Micro& m : micro)
-    for (std::int64_t i = 0; i < m.targets.numel(); ++i) n_tokens += m.targets.data<std::int32_t>()[i] != model::kIgnoreIndex;
+    for (std::int64_t i = 0; i < m.targets.numel(); ++i)
+      n_tokens += m.targets.data<std::int32_t>()[i] != model::kIgnoreIndex;
   const float scale = 1.0f / static_cast<float>(n_tokens);
   double loss_whole = 0;
   for (std::size_t i = 0; i < inputs.size(); ++i) {
@@ -92,9 +93,9 @@ void run_layout(int tp_size, bool recompute) {
   adapters::AdapterSet set_part = adapter_set(cfg, 0.1, &part.tp);
   set_part.set_training(true);
   const std::int64_t gathers_before = comms.tp->stats()[comm::Collective::AllGather].calls;
-  const model::PipelineResult r = model::llama_pipeline_train(
-      part, inputs, &set_part, *comms.pp,
-      {.recompute = recompute, .before_micro = [&](int i) { set_part.set_step(5, i); }});
+  const model::PipelineResult r =
+      model::llama_pipeline_train(part, inputs, &set_part, *comms.pp,
+                                  {.recompute = recompute, .before_micro = [&](int i) { set_part.set_step(5, i); }});
   const std::int64_t gathers_plain = comms.tp->stats()[comm::Collective::AllGather].calls - gathers_before;
   set_part.tp_reduce_gradients();
   CHECK(r.n_loss_tokens == n_tokens);
@@ -143,9 +144,8 @@ void run_layout(int tp_size, bool recompute) {
   set_stream.set_training(true);
   bool in_pipeline = true;
   std::vector<int> during, after;
-  set_stream.set_gradient_stream([&](int layer, std::size_t, std::size_t) {
-    (in_pipeline ? during : after).push_back(layer);
-  });
+  set_stream.set_gradient_stream(
+      [&](int layer, std::size_t, std::size_t) { (in_pipeline ? during : after).push_back(layer); });
   int armed = 0;
   // With recompute, the tp ranks keep shards of the layers' inputs here (shard_saved_inputs): the same
   // bits, with one more all-gather per layer and micro-batch.
@@ -174,8 +174,8 @@ void run_layout(int tp_size, bool recompute) {
   for (std::size_t i = 0; i < ps.size(); ++i) {
     CAPTURE(ps[i].name);
     REQUIRE(ps[i].grad.shape() == pp_[i].grad.shape());
-    CHECK(std::memcmp(ps[i].grad.raw(), pp_[i].grad.raw(), static_cast<std::size_t>(ps[i].grad.numel()) * sizeof(float)) ==
-          0);
+    CHECK(std::memcmp(ps[i].grad.raw(), pp_[i].grad.raw(),
+                      static_cast<std::size_t>(ps[i].grad.numel()) * sizeof(float)) == 0);
   }
   if (!recompute) return;
   // The layers' inputs kept in bf16 (saved_input_dtype; sharded where tp > 1): the same loss, the
@@ -184,10 +184,9 @@ void run_layout(int tp_size, bool recompute) {
   set_bf16.set_training(true);
   const model::PipelineResult rb = model::llama_pipeline_train(
       part, inputs, &set_bf16, *comms.pp,
-      {.recompute = true,
-       .shard_saved_inputs = true,
-       .saved_input_dtype = DType::BF16,
-       .before_micro = [&](int i) { set_bf16.set_step(5, i); }});
+      {.recompute = true, .shard_saved_inputs = true, .saved_input_dtype = DType::BF16, .before_micro = [&](int i) {
+         set_bf16.set_step(5, i);
+       }});
   set_bf16.tp_reduce_gradients();
   CHECK(rb.loss_sum == r.loss_sum);
   const std::vector<adapters::AdapterParam> pb = set_bf16.parameters();

@@ -99,7 +99,7 @@ inline Tensor ids_tensor(std::int64_t B, std::int64_t T, std::int64_t V, std::ui
 // Gathers `part` whole and checks every parameter (or gradient) against `whole`'s within `tol`; returns
 // the largest relative difference.
 inline double gathered_rel_diff(const adapters::AdapterSet& part, const adapters::AdapterSet& whole, bool grads,
-                         double tol = kTol) {
+                                double tol = kTol) {
   const adapters::AdapterSet gathered = part.tp_gathered();
   const std::vector<adapters::AdapterParam> pw = whole.parameters(), pg = gathered.parameters();
   REQUIRE(pw.size() == pg.size());

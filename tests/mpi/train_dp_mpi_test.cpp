@@ -31,7 +31,7 @@ TEST_CASE("DpOptimizer: every replica gets the single-process update of the mean
   // bucket: one ZeRO-1 unit, or two (tensors 0-1 and 2-3, each split over dp on its own); the averaging's
   // all-reduces in one bucket or two.
   for (const auto& layout : {std::pair{false, parallel::kDpBucketElems}, std::pair{false, std::int64_t{150}},
-                              std::pair{true, parallel::kDpBucketElems}, std::pair{true, std::int64_t{150}}}) {
+                             std::pair{true, parallel::kDpBucketElems}, std::pair{true, std::int64_t{150}}}) {
     const bool zero1 = layout.first;
     const std::int64_t bucket = layout.second;
     for (const double max_norm : {0.0, 0.5}) {

@@ -19,8 +19,8 @@ int main(int argc, char** argv) {
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   long mine = rank + 1, sum = 0;
   MPI_Allreduce(&mine, &sum, 1, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
-  std::printf("launch rank=%d size=%d procid=%s localid=%s nodeid=%s gpus=%s sum=%ld\n", rank, size, env("SLURM_PROCID"),
-              env("SLURM_LOCALID"), env("SLURM_NODEID"), env("CUDA_VISIBLE_DEVICES"), sum);
+  std::printf("launch rank=%d size=%d procid=%s localid=%s nodeid=%s gpus=%s sum=%ld\n", rank, size,
+              env("SLURM_PROCID"), env("SLURM_LOCALID"), env("SLURM_NODEID"), env("CUDA_VISIBLE_DEVICES"), sum);
   MPI_Finalize();
   return sum == static_cast<long>(size) * (size + 1) / 2 ? 0 : 1;
 }

@@ -11,9 +11,8 @@ struct PlanMemoryCase {
   const char* plan_flag;  // the same for adapt_plan
 };
 
-inline constexpr PlanMemoryCase kPlanMemoryCases[] = {
-    {"no recompute", "", ""},
-    {"recompute", " --set train.recompute=true", " --recompute"},
-    {"optimizer offload", " --set optim.offload=true", " --offload"}};
+inline constexpr PlanMemoryCase kPlanMemoryCases[] = {{"no recompute", "", ""},
+                                                      {"recompute", " --set train.recompute=true", " --recompute"},
+                                                      {"optimizer offload", " --set optim.offload=true", " --offload"}};
 
 }  // namespace adapt::test

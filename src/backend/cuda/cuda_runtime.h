@@ -12,15 +12,15 @@
 #include "tensor/storage.h"
 
 /// Checks a CUDA runtime call; throws CudaError with the call text, error name and string, device.
-#define ADAPT_CUDA_CHECK(expr)                                                                          \
-  do {                                                                                                  \
-    cudaError_t adapt_err_ = (expr);                                                                    \
-    if (adapt_err_ != cudaSuccess) {                                                                    \
-      int adapt_dev_ = -1;                                                                              \
-      cudaGetDevice(&adapt_dev_);                                                                       \
-      ADAPT_THROW(::adapt::CudaError, "{} failed on cuda:{}: {} ({})", #expr, adapt_dev_,               \
-                  cudaGetErrorName(adapt_err_), cudaGetErrorString(adapt_err_));                        \
-    }                                                                                                   \
+#define ADAPT_CUDA_CHECK(expr)                                                            \
+  do {                                                                                    \
+    cudaError_t adapt_err_ = (expr);                                                      \
+    if (adapt_err_ != cudaSuccess) {                                                      \
+      int adapt_dev_ = -1;                                                                \
+      cudaGetDevice(&adapt_dev_);                                                         \
+      ADAPT_THROW(::adapt::CudaError, "{} failed on cuda:{}: {} ({})", #expr, adapt_dev_, \
+                  cudaGetErrorName(adapt_err_), cudaGetErrorString(adapt_err_));          \
+    }                                                                                     \
   } while (0)
 
 namespace adapt::backend::cuda {

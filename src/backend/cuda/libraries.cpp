@@ -16,8 +16,10 @@ std::string library_versions() {
   cudaRuntimeGetVersion(&runtime);
   const std::size_t lt = cublasLtGetVersion();
 #if ADAPT_CUDA_EMU
-  return fmt::format("cuda_emu (the CUDA runtime, kernels, cuBLASLt and NCCL emulated on the CPU), runtime {}, "
-                     "cuBLASLt {}", runtime, lt);
+  return fmt::format(
+      "cuda_emu (the CUDA runtime, kernels, cuBLASLt and NCCL emulated on the CPU), runtime {}, "
+      "cuBLASLt {}",
+      runtime, lt);
 #else
   int nccl = 0;
   ncclGetVersion(&nccl);

@@ -63,8 +63,7 @@ class CudaCopier final : public OffloadCopier {
   void to_device(void* dst, const void* host_src, std::size_t n_bytes) override {
     std::lock_guard lock(mutex_);
     DeviceGuard guard(device_);
-    if (n_bytes > 0)
-      ADAPT_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, n_bytes, cudaMemcpyHostToDevice, stream_.get()));
+    if (n_bytes > 0) ADAPT_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, n_bytes, cudaMemcpyHostToDevice, stream_.get()));
   }
 
   void to_device_rows(void* dst, std::size_t dst_pitch, const void* host_src, std::size_t src_pitch,
@@ -72,8 +71,8 @@ class CudaCopier final : public OffloadCopier {
     std::lock_guard lock(mutex_);
     DeviceGuard guard(device_);
     if (n_bytes > 0 && rows > 0)
-      ADAPT_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, host_src, src_pitch, n_bytes, rows, cudaMemcpyHostToDevice,
-                                         stream_.get()));
+      ADAPT_CUDA_CHECK(
+          cudaMemcpy2DAsync(dst, dst_pitch, host_src, src_pitch, n_bytes, rows, cudaMemcpyHostToDevice, stream_.get()));
   }
 
   void order_before(void* compute_stream) override {

@@ -27,10 +27,10 @@ constexpr std::int64_t kKeyTile = 128;      // keys per tile
 constexpr std::int64_t kRowsPerBlock = 64;  // query rows (positions x heads) per task, about
 
 struct Scratch {
-  std::vector<float> q;  // (rows, D) the block's queries, row r = (position r / n_rep, head r % n_rep)
+  std::vector<float> q;         // (rows, D) the block's queries, row r = (position r / n_rep, head r % n_rep)
   std::vector<float> q_packed;  // with PackedTiles: q packed once for the scores of every key tile
-  std::vector<float> s;  // (rows, kKeyTile) scores, then probabilities
-  std::vector<float> o;  // (rows, D) unnormalised outputs
+  std::vector<float> s;         // (rows, kKeyTile) scores, then probabilities
+  std::vector<float> o;         // (rows, D) unnormalised outputs
   std::vector<float> m, l;
 };
 

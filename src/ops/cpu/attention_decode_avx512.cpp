@@ -32,8 +32,8 @@ constexpr std::int64_t kMaxD = 256;
 
 struct DecodeScratch {
   std::vector<float> q, s, o, m, l;
-  std::vector<std::uint16_t> q16;  // scores_dot: q's rounded values as bf16 bit patterns
-  alignas(64) float block[16 * kMaxD];  // 16 key (or value) rows as f32
+  std::vector<std::uint16_t> q16;                    // scores_dot: q's rounded values as bf16 bit patterns
+  alignas(64) float block[16 * kMaxD];               // 16 key (or value) rows as f32
   alignas(64) std::uint16_t block_bf16[16 * kMaxD];  // scores_dot: 16 key rows of an f32 cache rounded to bf16
 };
 
@@ -91,7 +91,8 @@ inline __m512 sum16(const __m512 v[16]) {
   for (int i = 0; i < 8; ++i)
     x[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
   for (int i = 0; i < 4; ++i)
-    y[i] = _mm512_add_ps(_mm512_shuffle_ps(x[2 * i], x[2 * i + 1], 0x44), _mm512_shuffle_ps(x[2 * i], x[2 * i + 1], 0xEE));
+    y[i] =
+        _mm512_add_ps(_mm512_shuffle_ps(x[2 * i], x[2 * i + 1], 0x44), _mm512_shuffle_ps(x[2 * i], x[2 * i + 1], 0xEE));
   for (int i = 0; i < 2; ++i)
     z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], 0x88),
                          _mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], 0xDD));
@@ -116,8 +117,8 @@ template <int NP>
 // buf first (nearest even: the values a bf16 cache holding them would give, so the same bits).
 template <int NV>
 [[gnu::target("avx512bf16")]] void scores_dot(const std::uint16_t* q, std::int64_t R, const float* k32,
-                                                const std::uint16_t* k16, std::int64_t ld, std::int64_t n,
-                                                float scale, float* s, std::uint16_t* buf) {
+                                              const std::uint16_t* k16, std::int64_t ld, std::int64_t n, float scale,
+                                              float* s, std::uint16_t* buf) {
   constexpr int NP = NV / 2;  // vectors of 16 pairs per row
   static_assert(NV % 2 == 0, "whole pair vectors");
   if (k16 == nullptr) {
@@ -211,8 +212,12 @@ void decode_task(const AttentionArgs& a, std::int64_t b, std::int64_t g) {
         switch (std::min<std::int64_t>(kHeads, R - r)) {
           case 1: accumulate_values<NV, 1>(o, D, p, kTile, v, ld, n); break;
           case 2: accumulate_values<NV, 2>(o, D, p, kTile, v, ld, n); break;
-          case 3: if constexpr (kHeads >= 3) accumulate_values<NV, 3>(o, D, p, kTile, v, ld, n); break;
-          default: if constexpr (kHeads >= 4) accumulate_values<NV, 4>(o, D, p, kTile, v, ld, n); break;
+          case 3:
+            if constexpr (kHeads >= 3) accumulate_values<NV, 3>(o, D, p, kTile, v, ld, n);
+            break;
+          default:
+            if constexpr (kHeads >= 4) accumulate_values<NV, 4>(o, D, p, kTile, v, ld, n);
+            break;
         }
       }
     }

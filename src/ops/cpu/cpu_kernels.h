@@ -40,9 +40,8 @@ void gemm_serial(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std
 /// and value tiles): one block of op(b) holds up to max_n columns and max_k values of k.
 struct PackedKernel {
   std::int64_t max_n, max_k;
-  void (*gemm)(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
-               const float* a, std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c,
-               std::int64_t ldc);
+  void (*gemm)(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a,
+               std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
   std::int64_t (*b_floats)(std::int64_t N, std::int64_t K);
   void (*pack_b)(bool trans_b, std::int64_t N, std::int64_t K, const void* b, bool b_bf16, std::int64_t ldb,
                  float* dst);
@@ -110,7 +109,7 @@ void swiglu_forward(float* out, std::int64_t ldo, const float* gate, std::int64_
 void embedding_forward(float* out, std::int64_t ldo, const void* table, bool table_bf16, std::int64_t C,
                        const std::int32_t* ids32, const std::int64_t* ids64, std::int64_t n);
 
-void softmax_forward(float* y, std::int64_t ldy, const float* x, std::int64_t ldx, std::int64_t rows,
-                     std::int64_t cols, bool log);
+void softmax_forward(float* y, std::int64_t ldy, const float* x, std::int64_t ldx, std::int64_t rows, std::int64_t cols,
+                     bool log);
 
 }  // namespace adapt::ops::cpu

@@ -70,9 +70,9 @@ void pack_transposed(float* dst, std::int64_t ld, const Src* src, std::int64_t l
   }
 }
 
-constexpr int kMR = 6;                // rows of a register tile
-constexpr int kNR = 16;               // columns of a register tile
-constexpr int kNV = kNR / 8;          // ymm vectors per tile row
+constexpr int kMR = 6;        // rows of a register tile
+constexpr int kNR = 16;       // columns of a register tile
+constexpr int kNV = kNR / 8;  // ymm vectors per tile row
 static_assert(kNV == 2 && kMR <= 8, "the micro-kernel dispatch assumes 2 vectors; a panel is packed 8 x 8");
 static_assert(kMR * kNV + kNV + 1 <= 16, "the tile, one row of b and a broadcast must fit 16 ymm registers");
 
@@ -146,11 +146,11 @@ template <int NV, bool InPlace>
 
 struct Avx2 {
   static constexpr int kMR = cpu::kMR, kNR = cpu::kNR;
-  static constexpr std::int64_t kKC = 256;    // k block: one b panel is kKC x kNR floats
-  static constexpr std::int64_t kNC = 1536;   // column block: the packed b block is kKC x kNC floats
-  static constexpr std::int64_t kMC = 72;     // rows of a per block (kMC x kKC = 72 KB: L2)
-  static constexpr bool kBPanelInL1 = true;   // a b panel stays in L1 while the rows of a stream
-  static constexpr int kKPack = 1;            // f32 panels: one value of k per element
+  static constexpr std::int64_t kKC = 256;   // k block: one b panel is kKC x kNR floats
+  static constexpr std::int64_t kNC = 1536;  // column block: the packed b block is kKC x kNC floats
+  static constexpr std::int64_t kMC = 72;    // rows of a per block (kMC x kKC = 72 KB: L2)
+  static constexpr bool kBPanelInL1 = true;  // a b panel stays in L1 while the rows of a stream
+  static constexpr int kKPack = 1;           // f32 panels: one value of k per element
   // Rows of an a stored (M, K) are read where they are; an a stored (K, M) is packed.
   static bool a_in_place(std::int64_t /*N*/, bool trans_a) { return !trans_a; }
 
@@ -192,8 +192,8 @@ struct Avx2 {
     }
   }
   // a: a packed panel (lda = 0), or kMR rows of a row-major a read in place (row stride lda).
-  static void tile(std::int64_t kc, const float* a, std::int64_t lda, std::int64_t /*ks: 1*/, const float* bp,
-                   float* c, std::int64_t ldc, int mr, int nr, float alpha, float beta) {
+  static void tile(std::int64_t kc, const float* a, std::int64_t lda, std::int64_t /*ks: 1*/, const float* bp, float* c,
+                   std::int64_t ldc, int mr, int nr, float alpha, float beta) {
     const float scale[2] = {alpha, beta};
     if (lda == 0) {
       if (nr > 8) return micro_kernel<2, false>(kc, a, 0, bp, c, ldc, mr, nr, scale);
@@ -206,9 +206,8 @@ struct Avx2 {
 
 }  // namespace
 
-void gemm_avx2(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
-               const float* a, std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c,
-               std::int64_t ldc) {
+void gemm_avx2(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a,
+               std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
   if (b_bf16) {
     gemm_packed<Avx2>(trans_a, trans_b, M, N, K, alpha, a, lda, static_cast<const std::uint16_t*>(b), ldb, beta, c,
                       ldc);

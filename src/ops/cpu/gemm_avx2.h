@@ -15,8 +15,7 @@ bool gemm_avx2_supported();
 /// read; each element summed in increasing k in blocks of a fixed size whatever M and N are, so the same
 /// bits for any split of c into row or column ranges).
 /// Precondition: gemm_avx2_supported(), M, N, K >= 1.
-void gemm_avx2(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
-               const float* a, std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c,
-               std::int64_t ldc);
+void gemm_avx2(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a,
+               std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
 
 }  // namespace adapt::ops::cpu

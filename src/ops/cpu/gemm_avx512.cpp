@@ -14,14 +14,15 @@ namespace adapt::ops::cpu {
 
 namespace {
 
-constexpr int kMR = 8;                // rows of a register tile
-constexpr int kNR = 48;               // columns of a register tile
-constexpr int kNV = kNR / 16;         // zmm vectors per tile row
-constexpr std::int64_t kKC = 256;     // k block: one a panel is kMR x kKC floats
-constexpr std::int64_t kNC = 768;     // column block: the packed b block is kKC x kNC floats
-constexpr std::int64_t kMC = 64;      // rows of a transposed a packed at once (kMC x kKC = 64 KB)
+constexpr int kMR = 8;             // rows of a register tile
+constexpr int kNR = 48;            // columns of a register tile
+constexpr int kNV = kNR / 16;      // zmm vectors per tile row
+constexpr std::int64_t kKC = 256;  // k block: one a panel is kMR x kKC floats
+constexpr std::int64_t kNC = 768;  // column block: the packed b block is kKC x kNC floats
+constexpr std::int64_t kMC = 64;   // rows of a transposed a packed at once (kMC x kKC = 64 KB)
 static_assert(kMR == kGemmAvx512RowAlign && kGemmAvx512ColAlign == 16, "the split alignment promised in the header");
-static_assert(kNV == 3 && kMR <= 16 && kNC % kNR == 0 && kMC % kMR == 0, "blocking (the micro-kernel dispatch assumes 3 vectors)");
+static_assert(kNV == 3 && kMR <= 16 && kNC % kNR == 0 && kMC % kMR == 0,
+              "blocking (the micro-kernel dispatch assumes 3 vectors)");
 static_assert(kMR * kNV + kNV + 1 <= 32, "the tile, one row of b and a broadcast must fit 32 zmm registers");
 static_assert(kNC == kGemmAvx512PackedMaxN && kKC == kGemmAvx512PackedMaxK, "one block packs whole");
 
@@ -46,8 +47,7 @@ void pack_transposed(float* dst, std::int64_t ld, int width, const Src* src, std
 // end of the last panel. Walks each source row once from left to right (a panel-by-panel walk strides
 // down the rows for every panel, which conflicts in L1 when lds is a multiple of 1 KB).
 template <typename Src>
-void pack_rows_to_panels(float* dst, int width, const Src* src, std::int64_t lds, std::int64_t cols,
-                         std::int64_t kc) {
+void pack_rows_to_panels(float* dst, int width, const Src* src, std::int64_t lds, std::int64_t cols, std::int64_t kc) {
   const std::int64_t n_panels = (cols + width - 1) / width;
   for (std::int64_t k = 0; k < kc; ++k) {
     for (std::int64_t p = 0; p < n_panels; ++p) {

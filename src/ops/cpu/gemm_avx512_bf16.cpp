@@ -16,12 +16,12 @@ namespace adapt::ops::cpu {
 
 namespace {
 
-constexpr int kMR = 8;                // rows of a register tile
-constexpr int kNR = 48;               // columns of a register tile
-constexpr int kNV = kNR / 16;         // zmm vectors per tile row
-constexpr std::int64_t kKC = 512;     // k block (256 pairs)
-constexpr std::int64_t kNC = 768;     // column block
-constexpr std::int64_t kMC = 64;      // rows of a transposed a packed at once
+constexpr int kMR = 8;             // rows of a register tile
+constexpr int kNR = 48;            // columns of a register tile
+constexpr int kNV = kNR / 16;      // zmm vectors per tile row
+constexpr std::int64_t kKC = 512;  // k block (256 pairs)
+constexpr std::int64_t kNC = 768;  // column block
+constexpr std::int64_t kMC = 64;   // rows of a transposed a packed at once
 static_assert(kMR == kGemmAvx512RowAlign && kGemmAvx512ColAlign == 16,
               "the split alignment gemm_avx512_bf16.h promises");
 static_assert(kNV == 3 && kNC % kNR == 0 && kMC % kMR == 0 && kKC % 32 == 0, "blocking");
@@ -184,8 +184,8 @@ void gemm_avx512_bf16_pack_a(std::int64_t M, std::int64_t K, const float* a, std
 void gemm_avx512_bf16_packed(std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a,
                              std::int64_t lda, const float* packed_a, const float* packed_b, float beta, float* c,
                              std::int64_t ldc) {
-  gemm_packed<Avx512Bf16>(false, false, M, N, K, alpha, a, lda, static_cast<const std::uint16_t*>(nullptr), 0, beta,
-                          c, ldc, packed_b, packed_a);
+  gemm_packed<Avx512Bf16>(false, false, M, N, K, alpha, a, lda, static_cast<const std::uint16_t*>(nullptr), 0, beta, c,
+                          ldc, packed_b, packed_a);
 }
 
 }  // namespace adapt::ops::cpu

@@ -53,17 +53,19 @@ namespace {
 constexpr std::int64_t kParallelMinMacs = 1 << 18;  // below: run on the calling thread
 constexpr std::int64_t kSplitAlign = 16;            // thread ranges are whole 16-column panels
 static_assert(kSplitAlign % kGemmAvx512ColAlign == 0, "column cuts where the packed kernel wastes no work");
-constexpr std::int64_t kSkinnyMaxRows = 8;          // few-rows kernels without AVX-512: up to here the weights dominate
-constexpr std::int64_t kPanelFloats = 1 << 18;      // bf16 widening buffer per thread: 1 MB
-constexpr std::int64_t kChunksPerThread = 4;        // packed kernel: ranges per thread (dynamic schedule)
-constexpr std::int64_t kPackedMinChunk = 256;       // packed kernel: rows or columns per range, at least
+constexpr std::int64_t kSkinnyMaxRows = 8;      // few-rows kernels without AVX-512: up to here the weights dominate
+constexpr std::int64_t kPanelFloats = 1 << 18;  // bf16 widening buffer per thread: 1 MB
+constexpr std::int64_t kChunksPerThread = 4;    // packed kernel: ranges per thread (dynamic schedule)
+constexpr std::int64_t kPackedMinChunk = 256;   // packed kernel: rows or columns per range, at least
 
-blasint ld_of(std::int64_t ld, std::int64_t cols) { return static_cast<blasint>(std::max<std::int64_t>({ld, cols, 1})); }
+blasint ld_of(std::int64_t ld, std::int64_t cols) {
+  return static_cast<blasint>(std::max<std::int64_t>({ld, cols, 1}));
+}
 
 // One BLAS call; a_cols / b_cols are the stored column counts (for the leading-dimension minimum).
-void blas_call(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha,
-               const float* a, std::int64_t lda, std::int64_t a_cols, const float* b, std::int64_t ldb,
-               std::int64_t b_cols, float beta, float* c, std::int64_t ldc) {
+void blas_call(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a,
+               std::int64_t lda, std::int64_t a_cols, const float* b, std::int64_t ldb, std::int64_t b_cols, float beta,
+               float* c, std::int64_t ldc) {
   if (M == 1 && !trans_a) {
     // y (N) = op(b) · x: b stored (N, K) when trans_b, else (K, N).
     cblas_sgemv(CblasRowMajor, trans_b ? CblasNoTrans : CblasTrans, static_cast<blasint>(trans_b ? N : K),
@@ -195,8 +197,8 @@ void skinny_avx2(float*, std::int64_t, const float*, std::int64_t, std::int64_t,
                  std::int64_t, std::int64_t, std::int64_t, float, float) {
   ADAPT_CHECK(false, "skinny_avx2 called in a build without it (ADAPT_HAVE_X86_KERNELS = 0)");
 }
-void gemm_avx512(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t,
-                 const void*, bool, std::int64_t, float, float*, std::int64_t) {
+void gemm_avx512(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t, const void*,
+                 bool, std::int64_t, float, float*, std::int64_t) {
   ADAPT_CHECK(false, "gemm_avx512 called in a build without it (ADAPT_HAVE_X86_KERNELS = 0)");
 }
 void skinny_avx512(float*, std::int64_t, const float*, std::int64_t, std::int64_t, const void*, bool, std::int64_t,
@@ -251,10 +253,9 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
   // The packed kernel gets up to kChunksPerThread ranges per thread, handed out dynamically: when another
   // process takes a core for a while, the other thread does more of the product instead of waiting at
   // the end of it. Each range packs the other operand again, so ranges stay >= kPackedMinChunk.
-  const std::int64_t n_chunks =
-      packed && n_threads > 1
-          ? std::clamp<std::int64_t>(extent / kPackedMinChunk, n_threads, kChunksPerThread * n_threads)
-          : n_threads;
+  const std::int64_t n_chunks = packed && n_threads > 1 ? std::clamp<std::int64_t>(extent / kPackedMinChunk, n_threads,
+                                                                                   kChunksPerThread * n_threads)
+                                                        : n_threads;
   const std::int64_t step = ((extent + n_chunks - 1) / n_chunks + align - 1) / align * align;
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1) if (n_threads > 1)
   for (std::int64_t t = 0; t < n_chunks; ++t) {
@@ -300,34 +301,28 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
 }
 
 const PackedKernel* packed_kernel(bool bf16_products) {
-  static const PackedKernel bf16{kGemmAvx512Bf16PackedMaxN,
-                                 kGemmAvx512Bf16PackedMaxK,
-                                 [](bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
-                                    float alpha, const float* a, std::int64_t lda, const void* b, bool b_bf16,
-                                    std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
-                                   if (b_bf16) {
-                                     gemm_avx512_bf16(trans_a, trans_b, M, N, K, alpha, a, lda,
-                                                      static_cast<const std::uint16_t*>(b), ldb, beta, c, ldc);
-                                   } else {
-                                     gemm_avx512_bf16(trans_a, trans_b, M, N, K, alpha, a, lda,
-                                                      static_cast<const float*>(b), ldb, beta, c, ldc);
-                                   }
-                                 },
-                                 gemm_avx512_bf16_packed_b_floats,
-                                 gemm_avx512_bf16_pack_b,
-                                 gemm_avx512_bf16_packed_a_floats,
-                                 gemm_avx512_bf16_pack_a,
-                                 gemm_avx512_bf16_packed};
+  static const PackedKernel bf16{
+      kGemmAvx512Bf16PackedMaxN,
+      kGemmAvx512Bf16PackedMaxK,
+      [](bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, float alpha, const float* a,
+         std::int64_t lda, const void* b, bool b_bf16, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+        if (b_bf16) {
+          gemm_avx512_bf16(trans_a, trans_b, M, N, K, alpha, a, lda, static_cast<const std::uint16_t*>(b), ldb, beta, c,
+                           ldc);
+        } else {
+          gemm_avx512_bf16(trans_a, trans_b, M, N, K, alpha, a, lda, static_cast<const float*>(b), ldb, beta, c, ldc);
+        }
+      },
+      gemm_avx512_bf16_packed_b_floats,
+      gemm_avx512_bf16_pack_b,
+      gemm_avx512_bf16_packed_a_floats,
+      gemm_avx512_bf16_pack_a,
+      gemm_avx512_bf16_packed};
   // f32: not OpenBLAS, which depends on recognising the CPU: Debian's 0.3.21 runs its SSE3 "Prescott"
   // kernels on Xeons newer than itself, at a fifth of the speed (docs/PERFORMANCE.md, 2026-11-22).
-  static const PackedKernel f32{kGemmAvx512PackedMaxN,
-                                kGemmAvx512PackedMaxK,
-                                gemm_avx512,
-                                gemm_avx512_packed_b_floats,
-                                gemm_avx512_pack_b,
-                                gemm_avx512_packed_a_floats,
-                                gemm_avx512_pack_a,
-                                gemm_avx512_packed};
+  static const PackedKernel f32{kGemmAvx512PackedMaxN,       kGemmAvx512PackedMaxK, gemm_avx512,
+                                gemm_avx512_packed_b_floats, gemm_avx512_pack_b,    gemm_avx512_packed_a_floats,
+                                gemm_avx512_pack_a,          gemm_avx512_packed};
   if (bf16_products) return gemm_avx512_bf16_supported() ? &bf16 : nullptr;
   return gemm_avx512_supported() ? &f32 : nullptr;
 }

@@ -51,7 +51,8 @@ ADAPT_CPU_KERNEL void rope_head(float* x, const float* cos, const float* sin, st
 void rms_norm_forward(float* y, std::int64_t ldy, float* rstd, const float* x, std::int64_t ldx, const float* w,
                       std::int64_t rows, std::int64_t cols, float eps) {
 #pragma omp parallel for schedule(static) if (rows * cols > kParallelMinElements)
-  for (std::int64_t r = 0; r < rows; ++r) rms_norm_row(y + r * ldy, rstd ? rstd + r : nullptr, x + r * ldx, w, cols, eps);
+  for (std::int64_t r = 0; r < rows; ++r)
+    rms_norm_row(y + r * ldy, rstd ? rstd + r : nullptr, x + r * ldx, w, cols, eps);
 }
 
 void rope_table_fill(float* cos, float* sin, const float* inv_freq, std::int64_t half, std::int64_t pos_begin,
@@ -72,7 +73,8 @@ void rope_forward(float* x, std::int64_t B, std::int64_t T, std::int64_t Hx, std
 #pragma omp parallel for collapse(2) schedule(static) if (B * T * Hx * D > kParallelMinElements)
   for (std::int64_t b = 0; b < B; ++b) {
     for (std::int64_t t = 0; t < T; ++t) {
-      for (std::int64_t h = 0; h < Hx; ++h) rope_head(x + ((b * T + t) * Hx + h) * D, cos + t * half, sin + t * half, half);
+      for (std::int64_t h = 0; h < Hx; ++h)
+        rope_head(x + ((b * T + t) * Hx + h) * D, cos + t * half, sin + t * half, half);
     }
   }
 }
@@ -92,13 +94,14 @@ void embedding_forward(float* out, std::int64_t ldo, const void* table, bool tab
       const auto* row = static_cast<const std::uint16_t*>(table) + id * C;
       for (std::int64_t c = 0; c < C; ++c) out[i * ldo + c] = bf16_to_f32(row[c]);
     } else {
-      std::memcpy(out + i * ldo, static_cast<const float*>(table) + id * C, static_cast<std::size_t>(C) * sizeof(float));
+      std::memcpy(out + i * ldo, static_cast<const float*>(table) + id * C,
+                  static_cast<std::size_t>(C) * sizeof(float));
     }
   }
 }
 
-void softmax_forward(float* y, std::int64_t ldy, const float* x, std::int64_t ldx, std::int64_t rows,
-                     std::int64_t cols, bool log) {
+void softmax_forward(float* y, std::int64_t ldy, const float* x, std::int64_t ldx, std::int64_t rows, std::int64_t cols,
+                     bool log) {
 #pragma omp parallel for schedule(static) if (rows * cols > kParallelMinElements)
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * ldx;
@@ -112,7 +115,8 @@ void softmax_forward(float* y, std::int64_t ldy, const float* x, std::int64_t ld
       for (std::int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - m) - log_sum;
     } else {
       const double inv = 1.0 / sum;
-      for (std::int64_t j = 0; j < cols; ++j) yr[j] = static_cast<float>(std::exp(static_cast<double>(xr[j] - m)) * inv);
+      for (std::int64_t j = 0; j < cols; ++j)
+        yr[j] = static_cast<float>(std::exp(static_cast<double>(xr[j] - m)) * inv);
     }
   }
 }

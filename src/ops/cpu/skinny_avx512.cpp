@@ -113,8 +113,8 @@ void rows_times_weight(float* c, std::int64_t ldc, const float* a, std::int64_t 
 }  // namespace
 
 void skinny_avx512(float* c, std::int64_t ldc, const float* a, std::int64_t lda, std::int64_t M, const void* w,
-                   bool w_bf16, std::int64_t ldw, std::int64_t n_begin, std::int64_t n_end, std::int64_t K,
-                   float alpha, float beta) {
+                   bool w_bf16, std::int64_t ldw, std::int64_t n_begin, std::int64_t n_end, std::int64_t K, float alpha,
+                   float beta) {
   ADAPT_CHECK(M >= 1 && M <= kSkinnyAvx512MaxRows, "skinny_avx512: ", M, " rows, not 1..", kSkinnyAvx512MaxRows);
   if (w_bf16) {
     rows_times_weight(c, ldc, a, lda, M, static_cast<const std::uint16_t*>(w), ldw, n_begin, n_end, K, alpha, beta);

@@ -19,7 +19,7 @@ constexpr std::int64_t kSkinnyAvx512MaxRows = 32;
 /// one fixed horizontal sum), so a row gets the same bits alone or with up to 31 others, and with
 /// any column split. Preconditions: gemm_avx512_supported(), 1 <= M <= kSkinnyAvx512MaxRows.
 void skinny_avx512(float* c, std::int64_t ldc, const float* a, std::int64_t lda, std::int64_t M, const void* w,
-                   bool w_bf16, std::int64_t ldw, std::int64_t n_begin, std::int64_t n_end, std::int64_t K,
-                   float alpha, float beta);
+                   bool w_bf16, std::int64_t ldw, std::int64_t n_begin, std::int64_t n_end, std::int64_t K, float alpha,
+                   float beta);
 
 }  // namespace adapt::ops::cpu

@@ -18,8 +18,8 @@ const T* device_ptr(const Tensor& t) {
 }
 
 void require_same_device(const char* op, const Tensor& first, std::initializer_list<const Tensor*> others) {
-  ADAPT_REQUIRE(!first.device().host_accessible(), ShapeError, "{}: '{}' is on {}, not a CUDA device", op,
-                first.name(), first.device().str());
+  ADAPT_REQUIRE(!first.device().host_accessible(), ShapeError, "{}: '{}' is on {}, not a CUDA device", op, first.name(),
+                first.device().str());
   for (const Tensor* t : others) {
     ADAPT_REQUIRE(t->device() == first.device(), ShapeError, "{}: '{}' is on {} but '{}' is on {}", op, t->name(),
                   t->device().str(), first.name(), first.device().str());
@@ -37,8 +37,8 @@ void require_rank4(const char* op, const Tensor& t, const char* layout) {
 }
 
 void require_shape(const char* op, const Tensor& t, const Shape& want, const char* what) {
-  ADAPT_REQUIRE(t.shape() == want, ShapeError, "{}: '{}' has shape {}; expected {} ({})", op, t.name(),
-                t.shape().str(), want.str(), what);
+  ADAPT_REQUIRE(t.shape() == want, ShapeError, "{}: '{}' has shape {}; expected {} ({})", op, t.name(), t.shape().str(),
+                want.str(), what);
 }
 
 }  // namespace
@@ -108,7 +108,8 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
   detail::require_dtype(op, lse, DType::F32);
   ADAPT_REQUIRE(opts.q_pos_offsets.empty() && opts.kv_rows.empty(), UnsupportedError,
                 "{}: ragged batches (q_pos_offsets / kv_rows) are a generation feature; training attends within "
-                "each row of the batch (use q_pos_offset and segment ids)", op);
+                "each row of the batch (use q_pos_offset and segment ids)",
+                op);
   require_rank4(op, q, "(B, T, H, D)");
   require_rank4(op, k, "(B, Hkv, S, D)");
   const std::int64_t B = q.dim(0), T = q.dim(1), H = q.dim(2), D = q.dim(3), Hkv = k.dim(1), S = k.dim(2);
@@ -167,9 +168,8 @@ void decode_attention(Tensor& out, const Tensor& q, const Tensor& k, const Tenso
   }
   const kernels::DecodePlan plan = kernels::decode_attention_plan_for_device(B, H, Hkv, max_len);
   const std::int64_t ws = kernels::decode_attention_workspace_bytes(plan, B, H, D) / 4;
-  Tensor workspace =
-      Tensor::empty({std::max<std::int64_t>(ws, 1)}, DType::F32, backend::cuda_allocator(out.device().index),
-                    "decode_attention_partials");
+  Tensor workspace = Tensor::empty({std::max<std::int64_t>(ws, 1)}, DType::F32,
+                                   backend::cuda_allocator(out.device().index), "decode_attention_partials");
   const Tensor lens = detail::to_device_kept(seq_lens, out, "seq_lens");
   const Tensor rows = detail::to_device_kept(kv_rows, out, "kv_rows");
   kernels::DecodeAttentionArgs a;

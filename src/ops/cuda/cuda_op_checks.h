@@ -11,8 +11,8 @@
 #include <map>
 #include <memory>
 #include <span>
-#include <utility>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -24,9 +24,10 @@ namespace adapt::ops::cuda::detail {
 
 /// Sets the current device to first's and checks that `first` and `others` (null entries skipped)
 /// are contiguous tensors on that device.
-inline void require_device_contiguous(const char* op, const Tensor& first, std::initializer_list<const Tensor*> others) {
-  ADAPT_REQUIRE(!first.device().host_accessible(), ShapeError, "{}: '{}' is on {}, not a CUDA device", op,
-                first.name(), first.device().str());
+inline void require_device_contiguous(const char* op, const Tensor& first,
+                                      std::initializer_list<const Tensor*> others) {
+  ADAPT_REQUIRE(!first.device().host_accessible(), ShapeError, "{}: '{}' is on {}, not a CUDA device", op, first.name(),
+                first.device().str());
   for (const Tensor* t : others) {
     if (!t) continue;
     ADAPT_REQUIRE(t->device() == first.device(), ShapeError, "{}: '{}' is on {} but '{}' is on {}", op, t->name(),

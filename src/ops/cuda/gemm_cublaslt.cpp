@@ -19,13 +19,13 @@ namespace {
 
 namespace bc = adapt::backend::cuda;
 
-#define ADAPT_CUBLASLT_CHECK(call, device, problem)                                                            \
-  do {                                                                                                         \
-    const cublasStatus_t adapt_st_ = (call);                                                                   \
-    if (adapt_st_ != CUBLAS_STATUS_SUCCESS) {                                                                  \
-      ADAPT_THROW(::adapt::CudaError, "{} failed on cuda:{}: {} ({}) for {}", #call, device,                   \
-                  cublasLtGetStatusName(adapt_st_), cublasLtGetStatusString(adapt_st_), (problem).str());      \
-    }                                                                                                          \
+#define ADAPT_CUBLASLT_CHECK(call, device, problem)                                                       \
+  do {                                                                                                    \
+    const cublasStatus_t adapt_st_ = (call);                                                              \
+    if (adapt_st_ != CUBLAS_STATUS_SUCCESS) {                                                             \
+      ADAPT_THROW(::adapt::CudaError, "{} failed on cuda:{}: {} ({}) for {}", #call, device,              \
+                  cublasLtGetStatusName(adapt_st_), cublasLtGetStatusString(adapt_st_), (problem).str()); \
+    }                                                                                                     \
   } while (0)
 
 cudaDataType_t cuda_type(DType t) {
@@ -77,13 +77,12 @@ Layout make_layout(const LtMatrix& m, std::int32_t batch, int device, const Gemm
   ADAPT_CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&raw, cuda_type(m.dtype), m.rows, m.cols, m.ld), device, p);
   Layout layout(raw);
   if (batch > 1) {
-    ADAPT_CUBLASLT_CHECK(cublasLtMatrixLayoutSetAttribute(raw, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch,
-                                                          sizeof(batch)),
-                         device, p);
+    ADAPT_CUBLASLT_CHECK(
+        cublasLtMatrixLayoutSetAttribute(raw, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof(batch)), device, p);
     const std::int64_t stride = m.batch_stride;
-    ADAPT_CUBLASLT_CHECK(cublasLtMatrixLayoutSetAttribute(raw, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
-                                                          sizeof(stride)),
-                         device, p);
+    ADAPT_CUBLASLT_CHECK(
+        cublasLtMatrixLayoutSetAttribute(raw, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)),
+        device, p);
   }
   return layout;
 }
@@ -123,8 +122,8 @@ std::shared_ptr<Descriptors> make_descriptors(const GemmProblem& p, const LtGemm
 
 }  // namespace
 
-void gemm(const GemmProblem& problem, float alpha, const void* a, const void* b, float beta, void* c,
-          const void* bias, int device, cudaStream_t stream) {
+void gemm(const GemmProblem& problem, float alpha, const void* a, const void* b, float beta, void* c, const void* bias,
+          int device, cudaStream_t stream) {
   const GemmProblem p = with_packed_defaults(problem);
   const LtGemm g = lt_gemm_for(p);
   if (p.m == 0 || p.n == 0) return;

@@ -21,11 +21,12 @@ std::int64_t b_stored_cols(const GemmProblem& p) { return p.transpose_b ? p.k : 
 }  // namespace
 
 std::string GemmProblem::str() const {
-  return fmt::format("gemm m={} n={} k={} batch={}: A {} ({}) lda={} stride={}, B {} ({}) ldb={} stride={}, C {} "
-                     "ldc={} stride={}{}{}",
-                     m, n, k, batch, dtype_name(a_type), transpose_a ? "T" : "N", lda, stride_a, dtype_name(b_type),
-                     transpose_b ? "T" : "N", ldb, stride_b, dtype_name(c_type), ldc, stride_c, bias ? ", bias" : "",
-                     allow_tf32 ? ", tf32" : "");
+  return fmt::format(
+      "gemm m={} n={} k={} batch={}: A {} ({}) lda={} stride={}, B {} ({}) ldb={} stride={}, C {} "
+      "ldc={} stride={}{}{}",
+      m, n, k, batch, dtype_name(a_type), transpose_a ? "T" : "N", lda, stride_a, dtype_name(b_type),
+      transpose_b ? "T" : "N", ldb, stride_b, dtype_name(c_type), ldc, stride_c, bias ? ", bias" : "",
+      allow_tf32 ? ", tf32" : "");
 }
 
 GemmProblem with_packed_defaults(GemmProblem p) {
@@ -42,21 +43,19 @@ LtGemm lt_gemm_for(const GemmProblem& problem) {
   const GemmProblem p = with_packed_defaults(problem);
   ADAPT_REQUIRE(p.m >= 0 && p.n >= 0 && p.k > 0 && p.batch >= 1, ShapeError,
                 "{}: dimensions must be m >= 0, n >= 0, k > 0, batch >= 1", p.str());
-  ADAPT_REQUIRE(p.batch <= std::numeric_limits<std::int32_t>::max(), ShapeError, "{}: batch above 2^31 - 1",
-                p.str());
+  ADAPT_REQUIRE(p.batch <= std::numeric_limits<std::int32_t>::max(), ShapeError, "{}: batch above 2^31 - 1", p.str());
   ADAPT_REQUIRE(is_gemm_dtype(p.a_type) && p.a_type == p.b_type, UnsupportedError,
                 "{}: A and B must have the same dtype, one of f32, bf16, f16 (convert the other operand first)",
                 p.str());
   ADAPT_REQUIRE(p.c_type == DType::F32 || p.c_type == p.a_type, UnsupportedError,
                 "{}: C must be f32 or the inputs' dtype ({})", p.str(), dtype_name(p.a_type));
-  ADAPT_REQUIRE(!p.allow_tf32 || p.a_type == DType::F32, UnsupportedError,
-                "{}: TF32 applies to f32 inputs only", p.str());
+  ADAPT_REQUIRE(!p.allow_tf32 || p.a_type == DType::F32, UnsupportedError, "{}: TF32 applies to f32 inputs only",
+                p.str());
   ADAPT_REQUIRE(p.lda >= std::max<std::int64_t>(1, a_stored_cols(p)), ShapeError,
                 "{}: lda must be at least the {} columns of the stored A", p.str(), a_stored_cols(p));
   ADAPT_REQUIRE(p.ldb >= std::max<std::int64_t>(1, b_stored_cols(p)), ShapeError,
                 "{}: ldb must be at least the {} columns of the stored B", p.str(), b_stored_cols(p));
-  ADAPT_REQUIRE(p.ldc >= std::max<std::int64_t>(1, p.n), ShapeError, "{}: ldc must be at least n = {}", p.str(),
-                p.n);
+  ADAPT_REQUIRE(p.ldc >= std::max<std::int64_t>(1, p.n), ShapeError, "{}: ldc must be at least n = {}", p.str(), p.n);
   ADAPT_REQUIRE(p.stride_a >= 0 && p.stride_b >= 0 && p.stride_c >= 0, ShapeError,
                 "{}: batch strides must not be negative", p.str());
   ADAPT_REQUIRE(p.batch == 1 || p.stride_c >= p.m * p.ldc, ShapeError,
@@ -86,11 +85,12 @@ std::uint32_t pointer_alignment(const void* p) {
 }
 
 std::string GemmKey::str() const {
-  return fmt::format("cuda:{} m={} n={} k={} batch={} ld=({},{},{}) strides=({},{},{}) {}{} x {}{} -> {}{}{} "
-                     "align=({},{},{},{})",
-                     device, m, n, k, batch, lda, ldb, ldc, stride_a, stride_b, stride_c, dtype_name(a_type),
-                     transpose_a ? "ᵀ" : "", dtype_name(b_type), transpose_b ? "ᵀ" : "", dtype_name(c_type),
-                     allow_tf32 ? " tf32" : "", bias ? " +bias" : "", align_a, align_b, align_c, align_bias);
+  return fmt::format(
+      "cuda:{} m={} n={} k={} batch={} ld=({},{},{}) strides=({},{},{}) {}{} x {}{} -> {}{}{} "
+      "align=({},{},{},{})",
+      device, m, n, k, batch, lda, ldb, ldc, stride_a, stride_b, stride_c, dtype_name(a_type), transpose_a ? "ᵀ" : "",
+      dtype_name(b_type), transpose_b ? "ᵀ" : "", dtype_name(c_type), allow_tf32 ? " tf32" : "", bias ? " +bias" : "",
+      align_a, align_b, align_c, align_bias);
 }
 
 std::size_t GemmKeyHash::operator()(const GemmKey& k) const {

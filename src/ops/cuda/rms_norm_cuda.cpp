@@ -22,8 +22,8 @@ void rms_norm_forward(Tensor& y, const Tensor& x, const Tensor& w, float eps, Te
     ADAPT_REQUIRE(rstd->numel() == rows, ShapeError, "{}: rstd '{}' {} must hold one value per row ({})", op,
                   rstd->name(), rstd->shape().str(), rows);
   }
-  kernels::launch_rms_norm_forward(y.raw(), detail::f32_ptr(rstd), x.raw(), detail::f32_ptr(w), rows, cols,
-                                   eps, x.dtype(), nullptr);
+  kernels::launch_rms_norm_forward(y.raw(), detail::f32_ptr(rstd), x.raw(), detail::f32_ptr(w), rows, cols, eps,
+                                   x.dtype(), nullptr);
 }
 
 void rms_norm_backward(Tensor& dx, Tensor* dw, const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
@@ -50,10 +50,9 @@ void rms_norm_backward(Tensor& dx, Tensor* dw, const Tensor& dy, const Tensor& x
     if (ws > 0)
       workspace = Tensor::empty({ws}, DType::F32, backend::cuda_allocator(dx.device().index), "rms_norm_dw_partial");
   }
-  kernels::launch_rms_norm_backward(dx.raw(), detail::f32_ptr(dw),
-                                    workspace.defined() ? detail::f32_ptr(workspace) : nullptr, dy.raw(), x.raw(),
-                                    detail::f32_ptr(w), detail::f32_ptr(rstd), rows, cols, opts.accumulate, x.dtype(),
-                                    nullptr);
+  kernels::launch_rms_norm_backward(
+      dx.raw(), detail::f32_ptr(dw), workspace.defined() ? detail::f32_ptr(workspace) : nullptr, dy.raw(), x.raw(),
+      detail::f32_ptr(w), detail::f32_ptr(rstd), rows, cols, opts.accumulate, x.dtype(), nullptr);
   // The workspace goes back to the caching allocator, whose blocks are ordered on the default stream.
 }
 

@@ -75,7 +75,8 @@ cublasStatus_t cuda_emu_lt_matmul(const cublasLtMatmulDescOpaque_t* op, const vo
                                   const cublasLtMatrixLayoutOpaque_t* la, const void* b,
                                   const cublasLtMatrixLayoutOpaque_t* lb, const void* beta, const void* c,
                                   const cublasLtMatrixLayoutOpaque_t* lc, void* d,
-                                  const cublasLtMatrixLayoutOpaque_t* ld, cudaStream_t stream);  // the product runs on `stream` (cuda_emu::enqueue)
+                                  const cublasLtMatrixLayoutOpaque_t* ld,
+                                  cudaStream_t stream);  // the product runs on `stream` (cuda_emu::enqueue)
 const char* cuda_emu_lt_status_name(cublasStatus_t s);
 
 static inline std::size_t cublasLtGetVersion() { return 0; }

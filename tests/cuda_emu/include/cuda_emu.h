@@ -250,7 +250,12 @@ using cudaEvent_t = CUevent_st*;
 constexpr unsigned cudaStreamDefault = 0, cudaStreamNonBlocking = 1;
 constexpr unsigned cudaEventDefault = 0, cudaEventBlockingSync = 1, cudaEventDisableTiming = 2;
 constexpr unsigned cudaHostAllocDefault = 0, cudaHostAllocPortable = 1;
-enum cudaMemoryType { cudaMemoryTypeUnregistered = 0, cudaMemoryTypeHost = 1, cudaMemoryTypeDevice = 2, cudaMemoryTypeManaged = 3 };
+enum cudaMemoryType {
+  cudaMemoryTypeUnregistered = 0,
+  cudaMemoryTypeHost = 1,
+  cudaMemoryTypeDevice = 2,
+  cudaMemoryTypeManaged = 3
+};
 struct cudaPointerAttributes {
   cudaMemoryType type;
   int device;
@@ -318,8 +323,7 @@ void set_idle_ms(int ms);            // tests: CUDA_EMU_IDLE_MS
 void enqueue(cudaStream_t stream, const char* what, std::function<void()> work);
 // Queues a call that another thread completes (an NCCL collective): `start(finish)` runs in stream order
 // and the stream goes on once `finish()` has been called, from any thread. Deferred streams only.
-void enqueue_external(cudaStream_t stream, const char* what,
-                      std::function<void(std::function<void()> finish)> start);
+void enqueue_external(cudaStream_t stream, const char* what, std::function<void(std::function<void()> finish)> start);
 // Waits for every stream of the process; `api` and `caller` name the wait in CUDA_EMU_WAIT_REPORT's list.
 void synchronize_all(const char* api, const void* caller);
 cudaError_t rt_stream_create(cudaStream_t* s);
@@ -356,7 +360,9 @@ static inline cudaError_t cudaDriverGetVersion(int* v) {
   *v = 0;
   return cudaSuccess;
 }
-static inline cudaError_t cudaHostAlloc(void** p, std::size_t bytes, unsigned) { return ::cuda_emu::rt_host_alloc(p, bytes); }
+static inline cudaError_t cudaHostAlloc(void** p, std::size_t bytes, unsigned) {
+  return ::cuda_emu::rt_host_alloc(p, bytes);
+}
 static inline cudaError_t cudaMallocHost(void** p, std::size_t bytes) { return ::cuda_emu::rt_host_alloc(p, bytes); }
 static inline cudaError_t cudaFreeHost(void* p) { return ::cuda_emu::rt_free_host(p); }
 static inline cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* p) {
@@ -380,7 +386,9 @@ static inline cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cud
   return ::cuda_emu::rt_event_elapsed(ms, start, end);
 }
 static inline cudaError_t cudaStreamCreate(cudaStream_t* s) { return ::cuda_emu::rt_stream_create(s); }
-static inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) { return ::cuda_emu::rt_stream_create(s); }
+static inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
+  return ::cuda_emu::rt_stream_create(s);
+}
 static inline cudaError_t cudaStreamDestroy(cudaStream_t s) { return ::cuda_emu::rt_stream_destroy(s); }
 static inline cudaError_t cudaStreamQuery(cudaStream_t s) { return ::cuda_emu::rt_stream_query(s); }
 static inline cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned = 0) {
@@ -577,8 +585,12 @@ void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a,
   using FB = fragment<matrix_b, M, N, K, T, LB>;
   const void* const(*lanes)[3] = ::cuda_emu::warp_publish(&a, &b, &c);
   const int lane = ::cuda_emu::lane_id();
-  auto a_at = [&](int e) { return detail::to_f(static_cast<const FA*>(lanes[e / FA::num_elements][0])->x[e % FA::num_elements]); };
-  auto b_at = [&](int e) { return detail::to_f(static_cast<const FB*>(lanes[e / FB::num_elements][1])->x[e % FB::num_elements]); };
+  auto a_at = [&](int e) {
+    return detail::to_f(static_cast<const FA*>(lanes[e / FA::num_elements][0])->x[e % FA::num_elements]);
+  };
+  auto b_at = [&](int e) {
+    return detail::to_f(static_cast<const FB*>(lanes[e / FB::num_elements][1])->x[e % FB::num_elements]);
+  };
   float out[fragment<accumulator, M, N, K, float>::num_elements];
   int row = -1;
   float a_row[K] = {};

@@ -10,8 +10,8 @@
 //                                   [--group G]  (decode at most G rows per forward; 0: all rows in one)
 #include <fmt/format.h>
 
-#include <cstdio>
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -44,7 +44,8 @@ int main(int argc, char** argv) {
     const model::LlamaModel m = model::llama_model_load(
         argv[1], {.storage = bf16 ? model::WeightStorage::AsStored : model::WeightStorage::F32}, &ls);
     std::printf("%s", fmt::format("load      {:.3f} s ({:.1f} MB read, {:.1f} MB resident)\n", ls.seconds,
-                                  ls.bytes_read / 1e6, ls.bytes_resident / 1e6).c_str());
+                                  ls.bytes_read / 1e6, ls.bytes_resident / 1e6)
+                          .c_str());
     Tensor ids = Tensor::empty({batch, prompt}, DType::I32);
     for (std::int64_t i = 0; i < ids.numel(); ++i)
       ids.data<std::int32_t>()[i] = static_cast<std::int32_t>((i * 7919) % m.config.vocab_size);
@@ -90,7 +91,8 @@ int main(int argc, char** argv) {
     }
     std::printf("%s", fmt::format("prefill   B={} T={}{}: {:.3f} s, {:.0f} tokens/s\n", batch, prompt,
                                   ragged ? " (ragged, one row at a time)" : "", best_prefill,
-                                  static_cast<double>(n_prefill) / best_prefill).c_str());
+                                  static_cast<double>(n_prefill) / best_prefill)
+                          .c_str());
     std::printf("%s", fmt::format("decode    B={} {} steps after {}{}{}: {:.3f} s, {:.1f} tokens/s ({:.2f} ms/step)\n",
                                   batch, decode, prompt, ragged ? " (ragged)" : "",
                                   G < batch ? fmt::format(" in forwards of {} rows", G) : "", best_decode,

@@ -37,8 +37,8 @@ struct Fixture {
   std::string name;
   std::string recipe;
   float qk_scale = 1.0f;  // applied to q_proj and k_proj of every layer after loading (as the script does)
-  Tensor ids;     // (B, T) i32
-  Tensor logits;  // (B, T, V) f32
+  Tensor ids;             // (B, T) i32
+  Tensor logits;          // (B, T, V) f32
   Tensor probe_embed, probe_wq0;
 };
 
@@ -83,8 +83,8 @@ model::LlamaModel make_model(const Fixture& fx, const test::TempDir& dir, bool a
   for (std::int64_t i = 0; i < 16; ++i) {
     const bool same = embed.data<float>()[i] == fx.probe_embed.data<float>()[i] &&
                       wq.data<float>()[i] == fx.probe_wq0.data<float>()[i];
-    REQUIRE_MESSAGE(same, "adapt_model make no longer reproduces the weights of fixture '", fx.name,
-                    "' (recipe ", fx.recipe, "); regenerate the fixtures with scripts/make_llama_fixtures.py");
+    REQUIRE_MESSAGE(same, "adapt_model make no longer reproduces the weights of fixture '", fx.name, "' (recipe ",
+                    fx.recipe, "); regenerate the fixtures with scripts/make_llama_fixtures.py");
   }
   if (apply_qk_scale && fx.qk_scale != 1.0f) {
     // Sharpens attention so that RoPE and the mask matter (see CASES in the script). Powers of two:
@@ -209,8 +209,8 @@ TEST_CASE("prefill then decode through the KV cache gives the logits of one full
     CHECK(hf.rel <= kLogitsRelTol);
 
     // A full cache refuses more tokens before computing anything.
-    CHECK_THROWS_WITH_AS(model::llama_forward(m, slice_tokens(fx.ids, 0, 1), &cache), doctest::Contains("KV cache is full"),
-                         ShapeError);
+    CHECK_THROWS_WITH_AS(model::llama_forward(m, slice_tokens(fx.ids, 0, 1), &cache),
+                         doctest::Contains("KV cache is full"), ShapeError);
   }
 }
 

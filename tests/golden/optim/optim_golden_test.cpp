@@ -2,8 +2,8 @@
 // transformers' schedules (fixtures by scripts/make_optim_fixtures.py).
 #include <doctest/doctest.h>
 
-#include <cmath>
 #include <fmt/format.h>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "core/file.h"
@@ -72,7 +72,8 @@ TEST_CASE("learning-rate schedules equal transformers' get_*_schedule_with_warmu
     optim::LrSchedule s{optim::parse_lr_schedule(name), f["lr"], f["warmup_steps"], f["total_steps"], 0.0};
     for (std::size_t step = 0; step < values.size(); ++step) {
       CAPTURE(step);
-      CHECK(optim::lr_at(s, static_cast<std::int64_t>(step)) == doctest::Approx(values[step].get<double>()).epsilon(1e-12));
+      CHECK(optim::lr_at(s, static_cast<std::int64_t>(step)) ==
+            doctest::Approx(values[step].get<double>()).epsilon(1e-12));
     }
   }
   CHECK_THROWS_WITH_AS(optim::parse_lr_schedule("cosin"), doctest::Contains("did you mean 'cosine'"), ConfigError);

@@ -155,8 +155,7 @@ TEST_CASE("a conversation built turn by turn is HF's template of the whole dialo
     std::optional<std::string> system;
     if (!m.empty() && m[0]["role"] == "system") system = m[i++]["content"].get<std::string>();
     bool fits = i < m.size() && (m.size() - i) % 2 == 1;
-    for (std::size_t k = i; fits && k < m.size(); ++k)
-      fits = m[k]["role"] == ((k - i) % 2 == 0 ? "user" : "assistant");
+    for (std::size_t k = i; fits && k < m.size(); ++k) fits = m[k]["role"] == ((k - i) % 2 == 0 ? "user" : "assistant");
     if (!fits) continue;
     // Content with special-token strings is tokenized as text by adapt and as specials by HF.
     bool plain = true;
@@ -167,7 +166,8 @@ TEST_CASE("a conversation built turn by turn is HF's template of the whole dialo
     c.name = "golden";
     std::vector<std::int32_t> prompt;
     for (std::size_t k = i; k < m.size(); k += 2) {
-      const generate::TurnInput turn{.id = fmt::format("t{}", k), .system = k == i ? system : std::nullopt,
+      const generate::TurnInput turn{.id = fmt::format("t{}", k),
+                                     .system = k == i ? system : std::nullopt,
                                      .user = m[k]["content"].get<std::string>()};
       prompt = generate::conversation_turn_prompt(c, turn, meta());
       if (k + 1 == m.size()) break;

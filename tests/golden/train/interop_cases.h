@@ -84,8 +84,9 @@ inline void interop_fill(adapters::AdapterSet& set, std::uint64_t case_index) {
 inline Tensor interop_ids(std::int64_t vocab) {
   Tensor ids = Tensor::empty({2, 10}, DType::I32, host_allocator(), "input_ids");
   for (std::int64_t i = 0; i < ids.numel(); ++i)
-    ids.data<std::int32_t>()[i] = static_cast<std::int32_t>(
-        adapters::rng_uniform(adapters::rng_key({0x1d5ull}), static_cast<std::uint64_t>(i)) * static_cast<double>(vocab));
+    ids.data<std::int32_t>()[i] =
+        static_cast<std::int32_t>(adapters::rng_uniform(adapters::rng_key({0x1d5ull}), static_cast<std::uint64_t>(i)) *
+                                  static_cast<double>(vocab));
   return ids;
 }
 

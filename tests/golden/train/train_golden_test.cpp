@@ -145,7 +145,9 @@ void check_training_case(const std::string& file) {
   CHECK(loss_err <= kLossRelTol);
 
   const auto betas = adamw.at("betas").get<std::vector<double>>();
-  optim::AdamW opt({.beta1 = betas.at(0), .beta2 = betas.at(1), .eps = adamw.at("eps").get<double>(),
+  optim::AdamW opt({.beta1 = betas.at(0),
+                    .beta2 = betas.at(1),
+                    .eps = adamw.at("eps").get<double>(),
                     .weight_decay = adamw.at("weight_decay").get<double>()});
   for (const adapters::AdapterParam& p : set.parameters()) opt.add(p.name, p.value, p.grad, p.decay);
   const int steps = adamw.at("steps").get<int>();
@@ -155,7 +157,8 @@ void check_training_case(const std::string& file) {
     opt.step(adamw.at("lr").get<double>());
     set.zero_grad();
     r = model::llama_train_step(m, inputs, &set, {.backward = step < steps});
-    const double e = std::fabs(r.loss() - losses[static_cast<std::size_t>(step)]) / losses[static_cast<std::size_t>(step)];
+    const double e =
+        std::fabs(r.loss() - losses[static_cast<std::size_t>(step)]) / losses[static_cast<std::size_t>(step)];
     CAPTURE(step);
     CHECK(e <= kLossRelTol);
     step_loss_err = std::max(step_loss_err, e);
@@ -168,10 +171,11 @@ void check_training_case(const std::string& file) {
     CHECK(e <= kAdamRelTol);
     adam_err = std::max(adam_err, e);
   }
-  std::printf("%-32s loss %.6f (rel err %.1e, tol %.0e); grads: max rel err %.1e (%s; tol %.0e); after %d AdamW "
-              "steps: losses max rel err %.1e, weights max rel err %.1e (tol %.0e)\n",
-              file.c_str(), losses[0], loss_err, kLossRelTol, grad_err, worst.c_str(), kGradRelTol, steps,
-              step_loss_err, adam_err, kAdamRelTol);
+  std::printf(
+      "%-32s loss %.6f (rel err %.1e, tol %.0e); grads: max rel err %.1e (%s; tol %.0e); after %d AdamW "
+      "steps: losses max rel err %.1e, weights max rel err %.1e (tol %.0e)\n",
+      file.c_str(), losses[0], loss_err, kLossRelTol, grad_err, worst.c_str(), kGradRelTol, steps, step_loss_err,
+      adam_err, kAdamRelTol);
 }
 
 // Every file of the committed folder equals the one in `written`, byte for byte, and there are no others.
@@ -184,9 +188,9 @@ void check_same_folder(const fs::path& committed, const fs::path& written) {
   CHECK(a == b);
   for (const std::string& name : a) {
     CAPTURE(name);
-    if (fs::exists(written / name)) CHECK_MESSAGE(file_read_text(committed / name) == file_read_text(written / name),
-                                                  "adapt now writes ", (committed / name).string(),
-                                                  " differently; regenerate with scripts/make_train_fixtures.py");
+    if (fs::exists(written / name))
+      CHECK_MESSAGE(file_read_text(committed / name) == file_read_text(written / name), "adapt now writes ",
+                    (committed / name).string(), " differently; regenerate with scripts/make_train_fixtures.py");
   }
 }
 
@@ -215,7 +219,8 @@ TEST_CASE("adapt's PEFT and AdapterHub exports give peft's and adapters' logits,
   const json libraries = json::parse(f.metadata().at("libraries"));
   const Tensor ids = f.read("input_ids", DType::I32);
   // The export tool computed its logits on these ids too.
-  CHECK(rel_error(ids.to_host(DType::F32), test::train_golden::interop_ids(m.config.vocab_size).to_host(DType::F32)) == 0.0);
+  CHECK(rel_error(ids.to_host(DType::F32), test::train_golden::interop_ids(m.config.vocab_size).to_host(DType::F32)) ==
+        0.0);
   const Tensor base = model::llama_forward(m, ids);
   const test::TempDir tmp("adapt-train-golden");
   std::uint64_t index = 0;
@@ -241,7 +246,8 @@ TEST_CASE("adapt's PEFT and AdapterHub exports give peft's and adapters' logits,
 
     // Re-exporting the loaded weights, and exporting the tool's deterministic weights afresh, both give
     // the committed files.
-    adapters::adapter_export(loaded, tmp / ("reexport_" + c.name), {.base_model = test::train_golden::kInteropBaseModel});
+    adapters::adapter_export(loaded, tmp / ("reexport_" + c.name),
+                             {.base_model = test::train_golden::kInteropBaseModel});
     check_same_folder(committed, tmp / ("reexport_" + c.name));
     adapters::AdapterSet fresh(m.config, c.config);
     test::train_golden::interop_fill(fresh, index++);

@@ -105,8 +105,8 @@ TEST_CASE("LoRA exports PEFT's names, shapes and config, and loads back bit for 
   CHECK(keys_of(j) == std::set<std::string>{"peft_type", "task_type", "base_model_name_or_path", "revision",
                                             "inference_mode", "r", "lora_alpha", "lora_dropout", "target_modules",
                                             "bias", "fan_in_fan_out", "use_rslora", "use_dora", "init_lora_weights",
-                                            "modules_to_save", "layers_to_transform", "layers_pattern",
-                                            "rank_pattern", "alpha_pattern"});
+                                            "modules_to_save", "layers_to_transform", "layers_pattern", "rank_pattern",
+                                            "alpha_pattern"});
   CHECK(j["peft_type"] == "LORA");
   CHECK(j["task_type"] == "CAUSAL_LM");
   CHECK(j["base_model_name_or_path"] == "meta-llama/Llama-3.1-8B");
@@ -123,7 +123,8 @@ TEST_CASE("LoRA exports PEFT's names, shapes and config, and loads back bit for 
   CHECK(j["layers_to_transform"] == json::array({0, 2}));
   CHECK(j["rank_pattern"] == json::object());
   // json.dumps(indent=2, sort_keys=True) layout.
-  CHECK(text.rfind("{\n  \"alpha_pattern\": {},\n  \"base_model_name_or_path\": \"meta-llama/Llama-3.1-8B\",\n", 0) == 0);
+  CHECK(text.rfind("{\n  \"alpha_pattern\": {},\n  \"base_model_name_or_path\": \"meta-llama/Llama-3.1-8B\",\n", 0) ==
+        0);
 
   const AdapterSet back = adapter_load(dir.path(), tiny);
   CHECK(adapter_format_detect(dir.path()) == AdapterFormat::Peft);
@@ -209,15 +210,40 @@ TEST_CASE("bottleneck adapters export AdapterHub's layout and load back bit for 
       CHECK(j["name"] == "code_bn");
       CHECK(j["version"] == "adapters.1.2.0");
       const json& c = j["config"];
-      CHECK(keys_of(c) ==
-            std::set<std::string>{"architecture", "mh_adapter", "output_adapter", "reduction_factor", "non_linearity",
-                                  "original_ln_before", "original_ln_after", "ln_before", "ln_after", "init_weights",
-                                  "init_weights_seed", "is_parallel", "scaling", "use_gating", "residual_before_ln",
-                                  "adapter_residual_before_ln", "inv_adapter", "inv_adapter_reduction_factor",
-                                  "cross_adapter", "leave_out", "dropout", "phm_layer", "phm_dim", "factorized_phm_W",
-                                  "shared_W_phm", "shared_phm_rule", "factorized_phm_rule", "phm_c_init",
-                                  "phm_init_range", "learn_phm", "hypercomplex_nonlinearity", "phm_rank", "phm_bias",
-                                  "stochastic_depth"});
+      CHECK(keys_of(c) == std::set<std::string>{"architecture",
+                                                "mh_adapter",
+                                                "output_adapter",
+                                                "reduction_factor",
+                                                "non_linearity",
+                                                "original_ln_before",
+                                                "original_ln_after",
+                                                "ln_before",
+                                                "ln_after",
+                                                "init_weights",
+                                                "init_weights_seed",
+                                                "is_parallel",
+                                                "scaling",
+                                                "use_gating",
+                                                "residual_before_ln",
+                                                "adapter_residual_before_ln",
+                                                "inv_adapter",
+                                                "inv_adapter_reduction_factor",
+                                                "cross_adapter",
+                                                "leave_out",
+                                                "dropout",
+                                                "phm_layer",
+                                                "phm_dim",
+                                                "factorized_phm_W",
+                                                "shared_W_phm",
+                                                "shared_phm_rule",
+                                                "factorized_phm_rule",
+                                                "phm_c_init",
+                                                "phm_init_range",
+                                                "learn_phm",
+                                                "hypercomplex_nonlinearity",
+                                                "phm_rank",
+                                                "phm_bias",
+                                                "stochastic_depth"});
       CHECK(c["mh_adapter"] == (placement == BnPlacement::Houlsby));
       CHECK(c["output_adapter"] == true);
       CHECK(c["is_parallel"] == (placement == BnPlacement::Parallel));
@@ -362,12 +388,13 @@ TEST_CASE("adapter_load explains wrong base models, unsupported features and bro
   test::TempDir stray;
   std::vector<io::TensorSource> tensors;
   const io::SafetensorsFile good(dir / "adapter_model.safetensors");
-  for (const io::TensorInfo& t : good.tensors()) tensors.push_back(io::tensor_source(good.read(t.name, DType::F32), t.name));
+  for (const io::TensorInfo& t : good.tensors())
+    tensors.push_back(io::tensor_source(good.read(t.name, DType::F32), t.name));
   tensors.push_back(io::tensor_source(Tensor::zeros({16}, DType::F32), "base_model.model.model.norm.weight"));
   io::safetensors_write(stray / "adapter_model.safetensors", tensors);
   file_write_atomic(stray / "adapter_config.json", peft.dump());
-  CHECK_THROWS_WITH_AS(adapter_load(stray.path(), tiny), doctest::Contains("unexpected tensor 'base_model.model.model.norm.weight'"),
-                       IoError);
+  CHECK_THROWS_WITH_AS(adapter_load(stray.path(), tiny),
+                       doctest::Contains("unexpected tensor 'base_model.model.model.norm.weight'"), IoError);
 
   // Merged adapters and integer dtypes are not exported.
   AdapterSet m(tiny, lora_cfg());

@@ -162,8 +162,8 @@ TEST_CASE("merged model refusals leave nothing behind") {
   CHECK_FALSE(fs::exists(tmp / "busy/keep.txt"));
   CHECK(fs::exists(tmp / "busy/model.safetensors.index.json"));
   CHECK_FALSE(fs::exists(tmp / ".busy.old"));
-  CHECK_THROWS_WITH_AS(merged_model_write(tmp / "base", tmp / "adapter", tmp / "base"), doctest::Contains("over its base"),
-                       IoError);
+  CHECK_THROWS_WITH_AS(merged_model_write(tmp / "base", tmp / "adapter", tmp / "base"),
+                       doctest::Contains("over its base"), IoError);
 
   // Bottleneck and lora+bottleneck adapters.
   AdapterConfig bn = lora_cfg();

@@ -51,8 +51,7 @@ inline std::vector<double> to_f64(const Tensor& t) {
 }
 
 /// f64 central differences of loss() with respect to every element of v (restored afterwards).
-inline std::vector<double> numeric_grad(std::vector<double>& v, const std::function<double()>& loss,
-                                        double h = 1e-6) {
+inline std::vector<double> numeric_grad(std::vector<double>& v, const std::function<double()>& loss, double h = 1e-6) {
   std::vector<double> g(v.size());
   for (std::size_t i = 0; i < v.size(); ++i) {
     const double saved = v[i];

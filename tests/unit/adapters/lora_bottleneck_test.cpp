@@ -129,7 +129,8 @@ TEST_CASE("lora+bottleneck computes at each site bit for bit what the single-kin
   for (AdapterSet* s : {&both, &lora, &bn}) s->zero_grad();
 
   const std::int64_t N = 7;
-  for (const LinearSite site : {LinearSite{0, WeightKind::Wq}, LinearSite{2, WeightKind::Wo}, LinearSite{2, WeightKind::WDown}}) {
+  for (const LinearSite site :
+       {LinearSite{0, WeightKind::Wq}, LinearSite{2, WeightKind::Wo}, LinearSite{2, WeightKind::WDown}}) {
     CAPTURE(site.layer);
     const LoraAdapter& ad = *lora.lora(site.layer, site.kind);
     const Tensor x = test::random_tensor({N, ad.in()}, 200 + site.layer);
@@ -171,7 +172,8 @@ TEST_CASE("lora+bottleneck computes at each site bit for bit what the single-kin
   }
 }
 
-TEST_CASE("lora+bottleneck: gradients through a LoRA projection feeding a bottleneck adapter match f64 finite differences") {
+TEST_CASE(
+    "lora+bottleneck: gradients through a LoRA projection feeding a bottleneck adapter match f64 finite differences") {
   // One sub-block: f = h·Woᵀ + s·(h·Aᵀ)·Bᵀ (LoRA on o_proj, in = out = C), then the bottleneck adapter
   // at its end: out = h + f + s_bn·A_bn(z). L = Σ w ⊙ out, with h feeding both.
   const model::LlamaConfig tiny = test::tiny_llama();
@@ -204,12 +206,32 @@ TEST_CASE("lora+bottleneck: gradients through a LoRA projection feeding a bottle
     set.linear_backward(site, h, df, dx);
     for (std::int64_t i = 0; i < N * C; ++i) dh.data<float>()[i] += dx.data<float>()[i];
 
-    test::LoraRef lref{N, C, C, lo.rank(), lo.scaling(), test::to_f64(h), test::to_f64(W), test::to_f64(lo.a),
-                       test::to_f64(lo.b), std::vector<double>(static_cast<std::size_t>(N * C), 1.0),
+    test::LoraRef lref{N,
+                       C,
+                       C,
+                       lo.rank(),
+                       lo.scaling(),
+                       test::to_f64(h),
+                       test::to_f64(W),
+                       test::to_f64(lo.a),
+                       test::to_f64(lo.b),
+                       std::vector<double>(static_cast<std::size_t>(N * C), 1.0),
                        std::vector<double>{}};
-    test::BnRef bref{N, C, bo.width(), placement, bo.activation(), bo.scaling(), bo.ln_before(), {}, {},
-                     test::to_f64(bo.ln_weight), test::to_f64(bo.ln_bias), test::to_f64(bo.down_weight),
-                     test::to_f64(bo.down_bias), test::to_f64(bo.up_weight), test::to_f64(bo.up_bias),
+    test::BnRef bref{N,
+                     C,
+                     bo.width(),
+                     placement,
+                     bo.activation(),
+                     bo.scaling(),
+                     bo.ln_before(),
+                     {},
+                     {},
+                     test::to_f64(bo.ln_weight),
+                     test::to_f64(bo.ln_bias),
+                     test::to_f64(bo.down_weight),
+                     test::to_f64(bo.down_bias),
+                     test::to_f64(bo.up_weight),
+                     test::to_f64(bo.up_bias),
                      test::to_f64(dout)};
     std::vector<double> hv = test::to_f64(h);
     auto loss = [&] {
@@ -282,7 +304,8 @@ TEST_CASE("lora+bottleneck folders: a missing part, an ambiguous folder and part
 
   fs::remove(dir / "bottleneck/adapter_config.json");
   CHECK_THROWS_WITH_AS(adapter_load(dir.path(), tiny),
-                       doctest::Contains("has lora/adapter_config.json but no bottleneck/adapter_config.json"), IoError);
+                       doctest::Contains("has lora/adapter_config.json but no bottleneck/adapter_config.json"),
+                       IoError);
   CHECK_THROWS_WITH_AS(adapter_load(dir.path(), tiny), doctest::Contains((dir / "lora").c_str()), IoError);
 
   adapter_export(AdapterSet(tiny, both_cfg()), dir.path());
@@ -318,7 +341,8 @@ TEST_CASE("lora+bottleneck configs validate both sections") {
   CHECK_THROWS_WITH_AS(adapter_config_validate(c, tiny), doctest::Contains("adapter.lora.r"), ConfigError);
   c = both_cfg();
   c.bottleneck.size = 17;
-  CHECK_THROWS_WITH_AS(adapter_config_validate(c, tiny), doctest::Contains("adapter.bottleneck.size = 17"), ConfigError);
+  CHECK_THROWS_WITH_AS(adapter_config_validate(c, tiny), doctest::Contains("adapter.bottleneck.size = 17"),
+                       ConfigError);
   c.bottleneck.reduction_factor = 2.0;
   CHECK_THROWS_WITH_AS(adapter_config_validate(c), doctest::Contains("exactly one of"), ConfigError);
   // A LoRA-only job ignores [adapter.bottleneck], a bottleneck-only job [adapter.lora].
@@ -326,5 +350,6 @@ TEST_CASE("lora+bottleneck configs validate both sections") {
   AdapterConfig b = both_cfg();
   b.lora.targets.clear();
   CHECK_NOTHROW(adapter_config_validate(only(b, AdapterKind::Bottleneck), tiny));
-  CHECK_THROWS_WITH_AS(adapter_config_validate(b, tiny), doctest::Contains("adapter.lora.targets is empty"), ConfigError);
+  CHECK_THROWS_WITH_AS(adapter_config_validate(b, tiny), doctest::Contains("adapter.lora.targets is empty"),
+                       ConfigError);
 }

@@ -44,14 +44,26 @@ void check_site(AdapterSet& set, const LinearSite& site, std::uint64_t stream) {
   const Tensor W = test::random_tensor({out, in}, stream + 4);
   const Tensor dy = test::random_tensor({N, out}, stream + 5);
 
-  LoraRef ref{N, in, out, ad->rank(), ad->scaling(), test::to_f64(x), test::to_f64(W), test::to_f64(ad->a),
-              test::to_f64(ad->b), std::vector<double>(static_cast<std::size_t>(N * in), 1.0), test::to_f64(dy)};
+  LoraRef ref{N,
+              in,
+              out,
+              ad->rank(),
+              ad->scaling(),
+              test::to_f64(x),
+              test::to_f64(W),
+              test::to_f64(ad->a),
+              test::to_f64(ad->b),
+              std::vector<double>(static_cast<std::size_t>(N * in), 1.0),
+              test::to_f64(dy)};
   const double p = set.training() ? set.config().lora.dropout : 0.0;
   if (p > 0) {
-    const std::uint64_t s = dropout_stream({.seed = set.config().seed, .step = set.step(),
-                                            .micro_batch = set.micro_batch(), .layer = site.layer,
+    const std::uint64_t s = dropout_stream({.seed = set.config().seed,
+                                            .step = set.step(),
+                                            .micro_batch = set.micro_batch(),
+                                            .layer = site.layer,
                                             .site = static_cast<int>(site.kind)});
-    for (std::int64_t i = 0; i < N * in; ++i) ref.keep[static_cast<std::size_t>(i)] = dropout_keep(s, i, p) ? 1.0 / (1.0 - p) : 0.0;
+    for (std::int64_t i = 0; i < N * in; ++i)
+      ref.keep[static_cast<std::size_t>(i)] = dropout_keep(s, i, p) ? 1.0 / (1.0 - p) : 0.0;
   }
 
   // Forward: y holds x·Wᵀ, the hook adds the LoRA term.
@@ -79,8 +91,8 @@ void check_site(AdapterSet& set, const LinearSite& site, std::uint64_t stream) {
   for (std::size_t i = 0; i < ga.size(); ++i) CHECK(ga2[i] == doctest::Approx(2 * ga[i]).epsilon(1e-6));
 }
 
-const LinearSite kSites[] = {{0, WeightKind::Wq}, {1, WeightKind::Wk}, {2, WeightKind::Wo}, {1, WeightKind::WDown},
-                             {2, WeightKind::WGate}};
+const LinearSite kSites[] = {
+    {0, WeightKind::Wq}, {1, WeightKind::Wk}, {2, WeightKind::Wo}, {1, WeightKind::WDown}, {2, WeightKind::WGate}};
 
 }  // namespace
 

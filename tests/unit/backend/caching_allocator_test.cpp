@@ -226,8 +226,8 @@ TEST_CASE("empty_cache keeps segments that hold a live block") {
 TEST_CASE("out of memory: the cache is emptied and the allocation retried once") {
   FakeRaw raw(24 * kMiB);
   CachingAllocator ca(raw);
-  void* a = ca.allocate(2 * kMiB);  // 20 MiB segment
-  ca.deallocate(a);                 // cached, not returned
+  void* a = ca.allocate(2 * kMiB);   // 20 MiB segment
+  ca.deallocate(a);                  // cached, not returned
   void* b = ca.allocate(22 * kMiB);  // bigger than the cached block; 20 + 22 > 24: fails, cache emptied, retried
   CHECK(b != nullptr);
   CHECK(raw.failed == 1);

@@ -98,7 +98,10 @@ TEST_CASE("row-major problems map onto cuBLASLt's column-major operands") {
     for (bool tb : {false, true}) {
       CAPTURE(ta);
       CAPTURE(tb);
-      for (auto [m, n, k] : {std::array<std::int64_t, 3>{1, 1, 1}, {5, 3, 7}, {17, 33, 9}, {3, 65, 130},
+      for (auto [m, n, k] : {std::array<std::int64_t, 3>{1, 1, 1},
+                             {5, 3, 7},
+                             {17, 33, 9},
+                             {3, 65, 130},
                              std::array<std::int64_t, 3>{64, 8, 1}}) {
         GemmProblem p;
         p.m = m, p.n = n, p.k = k, p.transpose_a = ta, p.transpose_b = tb;
@@ -234,6 +237,8 @@ TEST_CASE("the algorithm-cache key tells apart everything the heuristic depends 
   };
   add(p);
   GemmProblem q = p;
+  // One variant per line:
+  // clang-format off
   q.m = 129; add(q);
   q = p; q.n = 255; add(q);
   q = p; q.k = 65; q.lda = 65; q.ldb = 65; add(q);
@@ -247,6 +252,7 @@ TEST_CASE("the algorithm-cache key tells apart everything the heuristic depends 
   q = p; q.batch = 2; add(q);
   q = p; q.lda = 72; add(q);
   q = p; q.ldc = 264; add(q);
+  // clang-format on
   add(p, 1);
   add(p, 0, 2);
   add(p, 0, 0, 16);

@@ -174,7 +174,8 @@ TEST_CASE("a full disk (RLIMIT_FSIZE) fails the save and keeps the previous chec
 
 TEST_CASE("keep_last rotation") {
   test::TempDir dir;
-  for (std::int64_t step : {100, 200, 300, 400, 500}) checkpoint_save(dir.path(), test::small_checkpoint_state(step), {.keep_last = 3});
+  for (std::int64_t step : {100, 200, 300, 400, 500})
+    checkpoint_save(dir.path(), test::small_checkpoint_state(step), {.keep_last = 3});
   CHECK(steps_in(dir.path()) == std::vector<std::int64_t>{300, 400, 500});
 
   SUBCASE("keep_last = 0 keeps everything") {

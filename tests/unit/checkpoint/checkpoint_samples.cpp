@@ -46,7 +46,7 @@ Tensor f32_tensor(const Shape& shape, Lcg& rng, const std::vector<std::uint32_t>
   auto* p = t.data<float>();
   for (std::int64_t i = 0; i < t.numel(); ++i) {
     p[i] = i < static_cast<std::int64_t>(special.size()) ? from_bits32(special[static_cast<std::size_t>(i)])
-                                                        : (static_cast<float>(rng.next() % 20001) - 10000.f) / 997.f;
+                                                         : (static_cast<float>(rng.next() % 20001) - 10000.f) / 997.f;
   }
   return t;
 }
@@ -57,7 +57,7 @@ Tensor u16_tensor(const Shape& shape, Lcg& rng, const std::vector<std::uint16_t>
   auto* p = t.data<T>();
   for (std::int64_t i = 0; i < t.numel(); ++i) {
     p[i].bits = i < static_cast<std::int64_t>(special.size()) ? special[static_cast<std::size_t>(i)]
-                                                             : static_cast<std::uint16_t>(rng.next());
+                                                              : static_cast<std::uint16_t>(rng.next());
   }
   return t;
 }
@@ -85,10 +85,10 @@ CheckpointState sample_checkpoint_state(std::int64_t step) {
       {0x00000000u, 0x80000000u /* -0 */, 0x3f800000u, 0x00000001u /* smallest subnormal */, 0x7f7fffffu /* max */,
        0x7f800000u /* inf */, 0xff800000u /* -inf */, 0x7fc12345u /* quiet NaN, payload */,
        0x7f800001u /* signalling NaN */, 0xffc00000u /* negative NaN */});
-  s.tensors["adapters/layers.0.attn.q.lora_b"] = u16_tensor<bf16>(
-      {8, 4}, rng, {0x0000, 0x8000, 0x3f80, 0x0001, 0x7f7f, 0x7f80, 0xff80, 0x7fc1, 0x7f81, 0xffc0});
-  s.tensors["adapters/layers.1.ffn.bottleneck.down"] = u16_tensor<f16>(
-      {3, 5}, rng, {0x0000, 0x8000, 0x3c00, 0x0001, 0x7bff, 0x7c00, 0xfc00, 0x7e01, 0x7c01, 0x03ff});
+  s.tensors["adapters/layers.0.attn.q.lora_b"] =
+      u16_tensor<bf16>({8, 4}, rng, {0x0000, 0x8000, 0x3f80, 0x0001, 0x7f7f, 0x7f80, 0xff80, 0x7fc1, 0x7f81, 0xffc0});
+  s.tensors["adapters/layers.1.ffn.bottleneck.down"] =
+      u16_tensor<f16>({3, 5}, rng, {0x0000, 0x8000, 0x3c00, 0x0001, 0x7bff, 0x7c00, 0xfc00, 0x7e01, 0x7c01, 0x03ff});
   {
     Tensor t = Tensor::empty({5}, DType::I32);
     const std::int32_t v[] = {0, -1, std::numeric_limits<std::int32_t>::min(), std::numeric_limits<std::int32_t>::max(),
@@ -98,8 +98,12 @@ CheckpointState sample_checkpoint_state(std::int64_t step) {
   }
   {
     Tensor t = Tensor::empty({2, 3}, DType::I64);
-    const std::int64_t v[] = {0, -1, std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::max(),
-                              1ll << 40, -(1ll << 53) - 1};
+    const std::int64_t v[] = {0,
+                              -1,
+                              std::numeric_limits<std::int64_t>::min(),
+                              std::numeric_limits<std::int64_t>::max(),
+                              1ll << 40,
+                              -(1ll << 53) - 1};
     std::memcpy(t.raw(), v, sizeof v);
     s.tensors["data/shard_positions"] = t;
   }

@@ -23,9 +23,7 @@ namespace {
 struct RawFile {
   fs::path path;
   hid_t id;
-  explicit RawFile(const fs::path& p) : path(p), id(H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)) {
-    REQUIRE(id >= 0);
-  }
+  explicit RawFile(const fs::path& p) : path(p), id(H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)) { REQUIRE(id >= 0); }
   ~RawFile() {
     H5Fclose(id);
     checkpoint::detail::reseal_file(path);

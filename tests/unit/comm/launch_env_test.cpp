@@ -268,9 +268,7 @@ TEST_CASE("the GPU of a rank: its local rank, or device 0 when Slurm bound one G
   SUBCASE("one visible device (--gpus-per-task=1): device 0 for every local rank") {
     for (int rank = 0; rank < 6; ++rank) CHECK(device_for_rank(read(srun_task(rank)), 1) == 0);
   }
-  SUBCASE("Open MPI ranks, node unknown") {
-    CHECK(device_for_rank(read(mpirun_rank(5)), 4) == 2);
-  }
+  SUBCASE("Open MPI ranks, node unknown") { CHECK(device_for_rank(read(mpirun_rank(5)), 4) == 2); }
   SUBCASE("more ranks on a node than visible devices: every rank of the node fails alike") {
     for (int local = 0; local < 3; ++local) {
       CAPTURE(local);

@@ -139,9 +139,7 @@ TEST_CASE("CommRequest: wait completes once; the destructor and move-assignment 
     r.wait();  // a second wait does nothing
   }
   CHECK(a == 1);  // nor does the destructor after a wait
-  {
-    CommRequest r(std::make_unique<CountingState>(&a));
-  }
+  { CommRequest r(std::make_unique<CountingState>(&a)); }
   CHECK(a == 2);  // never waited: the destructor did
   {
     CommRequest r(std::make_unique<CountingState>(&a));

@@ -257,8 +257,8 @@ TEST_CASE("--set overrides: TOML values, bare strings, new tables, array element
   CHECK_THROWS_WITH_AS(parse(kMinimal, {"train.optim.lrr=1"}),
                        doctest::Contains("--set train.optim.lrr=1: unknown key 'train.optim.lrr' (did you mean 'lr'?)"),
                        ConfigError);
-  CHECK_THROWS_WITH_AS(parse(kMinimal, {"trian.steps=1"}), doctest::Contains("unknown key 'trian' (did you mean 'train'?)"),
-                       ConfigError);
+  CHECK_THROWS_WITH_AS(parse(kMinimal, {"trian.steps=1"}),
+                       doctest::Contains("unknown key 'trian' (did you mean 'train'?)"), ConfigError);
   CHECK_THROWS_WITH_AS(parse(kMinimal, {"train.steps=abc"}),
                        doctest::Contains("--set train.steps=abc: train.steps must be an integer, got a string \"abc\""),
                        ConfigError);
@@ -269,13 +269,14 @@ TEST_CASE("--set overrides: TOML values, bare strings, new tables, array element
   CHECK_THROWS_WITH_AS(parse(kMinimal, {"model.path.x=1"}),
                        doctest::Contains("model.path is a string (a path), not a table"), ConfigError);
   CHECK_THROWS_WITH_AS(parse(file, {"prompts[2].text=x"}),
-                       doctest::Contains("--set prompts[2].text=x: prompts[2] does not exist: the file has 2"), ConfigError);
-  CHECK_THROWS_WITH_AS(parse(file, {"prompts.text=x"}), doctest::Contains("prompts is an array of tables; name an element"),
+                       doctest::Contains("--set prompts[2].text=x: prompts[2] does not exist: the file has 2"),
                        ConfigError);
+  CHECK_THROWS_WITH_AS(parse(file, {"prompts.text=x"}),
+                       doctest::Contains("prompts is an array of tables; name an element"), ConfigError);
   CHECK_THROWS_WITH_AS(parse(file, {"train[0].steps=1"}), doctest::Contains("drop the [0]"), ConfigError);
   CHECK_THROWS_WITH_AS(parse(file, {"prompts[x].text=1"}), doctest::Contains("cannot read 'prompts[x]'"), ConfigError);
-  CHECK_THROWS_WITH_AS(parse(kMinimal, {"lora.rank=3"}), doctest::Contains("--set lora.rank=3: lora.rank = 3 must be a power"),
-                       ConfigError);
+  CHECK_THROWS_WITH_AS(parse(kMinimal, {"lora.rank=3"}),
+                       doctest::Contains("--set lora.rank=3: lora.rank = 3 must be a power"), ConfigError);
 }
 
 TEST_CASE("TOML syntax errors give toml++'s description and position") {
@@ -294,14 +295,16 @@ TEST_CASE("unknown keys are rejected with a suggestion or the list of valid keys
                                          "[train] are: steps, seed, layers, optim"),
                        ConfigError);
   CHECK_THROWS_WITH_AS(parse(kMinimal + "[[prompts]]\ntext = \"a\"\n[[prompts]]\ntxt = \"b\"\n"),
-                       doctest::Contains("job.toml:6:1: unknown key 'prompts[1].txt' (did you mean 'text'?)"), ConfigError);
+                       doctest::Contains("job.toml:6:1: unknown key 'prompts[1].txt' (did you mean 'text'?)"),
+                       ConfigError);
   CHECK_THROWS_WITH_AS(parse("[modle]\npath = \"/m\"\n"),
                        doctest::Contains("job.toml:1:2: unknown key 'modle' (did you mean 'model'?)"), ConfigError);
 }
 
 TEST_CASE("wrong types name the key path, the expected type and what was found") {
   CHECK_THROWS_WITH_AS(parse(kMinimal + "[train.optim]\nlr = \"abc\"\n"),
-                       doctest::Contains("job.toml:4:6: train.optim.lr must be a float, got a string \"abc\""), ConfigError);
+                       doctest::Contains("job.toml:4:6: train.optim.lr must be a float, got a string \"abc\""),
+                       ConfigError);
   CHECK_THROWS_WITH_AS(parse(kMinimal + "[train]\nsteps = 2.5\n"),
                        doctest::Contains("job.toml:4:9: train.steps must be an integer, got a float 2.5"), ConfigError);
   CHECK_THROWS_WITH_AS(parse(kMinimal + "[train]\nsteps = 3000000000\n"),
@@ -317,17 +320,20 @@ TEST_CASE("wrong types name the key path, the expected type and what was found")
                        doctest::Contains("job.toml:5:14: prompts[0].stop[1] must be a string, got an integer 3"),
                        ConfigError);
   CHECK_THROWS_WITH_AS(parse("train = 3\n" + kMinimal),
-                       doctest::Contains("job.toml:1:9: train must be a table ([train]), got an integer 3"), ConfigError);
-  CHECK_THROWS_WITH_AS(parse(kMinimal + "[prompts]\ntext = \"a\"\n"),
-                       doctest::Contains("job.toml:3:1: prompts must be an array of tables ([[prompts]] sections), got a "
-                                         "table"),
+                       doctest::Contains("job.toml:1:9: train must be a table ([train]), got an integer 3"),
                        ConfigError);
+  CHECK_THROWS_WITH_AS(
+      parse(kMinimal + "[prompts]\ntext = \"a\"\n"),
+      doctest::Contains("job.toml:3:1: prompts must be an array of tables ([[prompts]] sections), got a "
+                        "table"),
+      ConfigError);
   CHECK_THROWS_WITH_AS(parse("prompts = [1]\n" + kMinimal),
                        doctest::Contains("job.toml:1:12: prompts[0] must be a table, got an integer 1"), ConfigError);
   CHECK_THROWS_WITH_AS(parse("[model]\npath = \"/m\"\ndtype = \"float8\"\n"),
                        doctest::Contains("job.toml:3:9: model.dtype: unknown dtype 'float8'"), ConfigError);
   CHECK_THROWS_WITH_AS(parse("[model]\npath = 3\n"),
-                       doctest::Contains("job.toml:2:8: model.path must be a string (a path), got an integer 3"), ConfigError);
+                       doctest::Contains("job.toml:2:8: model.path must be a string (a path), got an integer 3"),
+                       ConfigError);
 }
 
 TEST_CASE("constraints: ranges, one-of, enums, custom and whole-struct checks") {
@@ -339,10 +345,11 @@ TEST_CASE("constraints: ranges, one-of, enums, custom and whole-struct checks") 
                        doctest::Contains("job.toml:4:6: train.optim.lr = -0.001 must be > 0"), ConfigError);
   CHECK_THROWS_WITH_AS(parse(kMinimal + "[train.optim]\nbeta2 = 1.5\n"),
                        doctest::Contains("job.toml:4:9: train.optim.beta2 = 1.5 must be in [0, 1]"), ConfigError);
-  CHECK_THROWS_WITH_AS(parse(kMinimal + "attention = \"flsh\"\n"),
-                       doctest::Contains("job.toml:3:13: model.attention = \"flsh\" must be one of \"flash\", \"naive\" "
-                                         "(did you mean 'flash'?)"),
-                       ConfigError);
+  CHECK_THROWS_WITH_AS(
+      parse(kMinimal + "attention = \"flsh\"\n"),
+      doctest::Contains("job.toml:3:13: model.attention = \"flsh\" must be one of \"flash\", \"naive\" "
+                        "(did you mean 'flash'?)"),
+      ConfigError);
   CHECK_THROWS_WITH_AS(parse(kMinimal + "[train.optim]\nschedule = \"cosin\"\n"),
                        doctest::Contains("job.toml:4:12: train.optim.schedule = \"cosin\" must be one of \"constant\", "
                                          "\"cosine\" (did you mean 'cosine'?)"),
@@ -350,8 +357,8 @@ TEST_CASE("constraints: ranges, one-of, enums, custom and whole-struct checks") 
   CHECK_THROWS_WITH_AS(parse(kMinimal + "[train]\nsteps = 5\n[train.optim]\nwarmup = 10\n"),
                        doctest::Contains("job.toml:3:1: [train] optim.warmup = 10 exceeds steps = 5"), ConfigError);
   // A whole-struct check also runs on an absent table, against its defaults and --set values.
-  CHECK_THROWS_WITH_AS(parse(kMinimal, {"train.optim.warmup=200"}), doctest::Contains("[train] optim.warmup = 200 exceeds"),
-                       ConfigError);
+  CHECK_THROWS_WITH_AS(parse(kMinimal, {"train.optim.warmup=200"}),
+                       doctest::Contains("[train] optim.warmup = 200 exceeds"), ConfigError);
 }
 
 TEST_CASE("missing required keys name the table, the key path and the fix") {

@@ -62,15 +62,15 @@ TEST_CASE("runtime.device and runtime.weights_dtype: the accepted values parse, 
   for (const char* bad : {"gpu", "cuda:", "cuda:-1", "CUDA"}) {
     CAPTURE(bad);
     const std::string want = "runtime.device = \"" + std::string(bad) + "\" must be \"cpu\", \"cuda\" or \"cuda:N\"";
-    CHECK_THROWS_WITH_AS(load_example({std::string("runtime.device=\"") + bad + "\""}),
-                         doctest::Contains(want.c_str()), ConfigError);
+    CHECK_THROWS_WITH_AS(load_example({std::string("runtime.device=\"") + bad + "\""}), doctest::Contains(want.c_str()),
+                         ConfigError);
   }
   CHECK_THROWS_WITH_AS(load_example({"runtime.device=0"}), doctest::Contains("runtime.device"), ConfigError);
   for (const char* bad : {"f16", "fp32", "i32"}) {
     CAPTURE(bad);
     const std::string want = "runtime.weights_dtype = \"" + std::string(bad) + "\" must be one of \"bf16\", \"f32\"";
-    CHECK_THROWS_WITH_AS(load_example({std::string("runtime.weights_dtype=") + bad}),
-                         doctest::Contains(want.c_str()), ConfigError);
+    CHECK_THROWS_WITH_AS(load_example({std::string("runtime.weights_dtype=") + bad}), doctest::Contains(want.c_str()),
+                         ConfigError);
   }
 }
 

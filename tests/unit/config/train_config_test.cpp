@@ -51,8 +51,8 @@ TEST_CASE("data.inputs and data.eval_inputs resolve against the TOML folder, or 
     CHECK(fs::path(p).is_absolute());
     CHECK(p.rfind(folder.lexically_normal().string(), 0) == 0);
   }
-  const train::TrainConfig set = load_example({"data.inputs=[\"data/a.jsonl\", \"/abs/b\"]",
-                                               "data.eval_inputs=[\"../e.jsonl\"]"});
+  const train::TrainConfig set =
+      load_example({"data.inputs=[\"data/a.jsonl\", \"/abs/b\"]", "data.eval_inputs=[\"../e.jsonl\"]"});
   REQUIRE(set.data.inputs.size() == 2);
   CHECK(set.data.inputs[0] == (fs::current_path() / "data/a.jsonl").lexically_normal().string());
   CHECK(set.data.inputs[1] == "/abs/b");
@@ -126,8 +126,8 @@ TEST_CASE("runtime.device and runtime.weights_dtype: the accepted values parse, 
   CHECK(load_example({"runtime.device=cuda:0"}).runtime.device == "cuda:0");  // bare --set string
   CHECK(load_example({"runtime.device=cpu"}).runtime.device == "cpu");
   CHECK(load_example({"runtime.weights_dtype=bf16"}).runtime.weights_dtype == DType::BF16);
-  const std::string printed =
-      config::to_toml(load_example({"runtime.device=cuda", "runtime.weights_dtype=f32"}), config::train_config_schema());
+  const std::string printed = config::to_toml(load_example({"runtime.device=cuda", "runtime.weights_dtype=f32"}),
+                                              config::train_config_schema());
   CHECK(printed.find("[runtime]") != std::string::npos);
   CHECK(printed.find("device = \"cuda\"") != std::string::npos);
   CHECK(printed.find("weights_dtype = \"f32\"") != std::string::npos);
@@ -135,8 +135,8 @@ TEST_CASE("runtime.device and runtime.weights_dtype: the accepted values parse, 
   for (const char* bad : {"gpu", "cuda:", "cuda:-1", "CUDA", "cuda:x", "cpu:0"}) {
     CAPTURE(bad);
     const std::string want = "runtime.device = \"" + std::string(bad) + "\" must be \"cpu\", \"cuda\" or \"cuda:N\"";
-    CHECK_THROWS_WITH_AS(load_example({std::string("runtime.device=\"") + bad + "\""}),
-                         doctest::Contains(want.c_str()), ConfigError);
+    CHECK_THROWS_WITH_AS(load_example({std::string("runtime.device=\"") + bad + "\""}), doctest::Contains(want.c_str()),
+                         ConfigError);
   }
   CHECK_THROWS_WITH_AS(load_example({"runtime.device=0"}), doctest::Contains("runtime.device"), ConfigError);
   for (const char* bad : {"f16", "fp32", "i32"}) {
@@ -157,7 +157,8 @@ TEST_CASE("a GPU takes any parallel layout: tensor, pipeline and data parallel")
       CHECK(c.runtime.device == device);
       CHECK(c.parallel.tp * c.parallel.pp == 2);
     }
-    const train::TrainConfig both = load_example({std::string("runtime.device=") + device, "parallel.tp=2", "parallel.pp=2"});
+    const train::TrainConfig both =
+        load_example({std::string("runtime.device=") + device, "parallel.tp=2", "parallel.pp=2"});
     CHECK(both.parallel.tp == 2);
     CHECK(both.parallel.pp == 2);
   }

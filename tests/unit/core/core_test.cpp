@@ -1,10 +1,10 @@
 #include <doctest/doctest.h>
 
+#include <unistd.h>
 #include <csignal>
 #include <fstream>
 #include <limits>
 #include <optional>
-#include <unistd.h>
 
 #include "core/crc32c.h"
 #include "core/error.h"
@@ -88,9 +88,8 @@ TEST_CASE("a full disk is an IoError and the old file survives") {
   fs::path p = dir / "big.bin";
   file_write_atomic(p, "old");
   const std::string big(1 << 16, 'x');
-  test::with_file_size_limit(4096, [&] {
-    CHECK_THROWS_WITH_AS(file_write_atomic(p, big), doctest::Contains("big.bin"), IoError);
-  });
+  test::with_file_size_limit(
+      4096, [&] { CHECK_THROWS_WITH_AS(file_write_atomic(p, big), doctest::Contains("big.bin"), IoError); });
   CHECK(file_read_text(p) == "old");
 }
 
@@ -121,8 +120,8 @@ TEST_CASE("a scratch file: its bytes back in order, nothing left in the folder, 
       message = e.what();
     }
   });
-  CHECK(message.find("cannot write the test's numbers to a scratch file in '" + dir.path().string() + "': File too large") !=
-        std::string::npos);
+  CHECK(message.find("cannot write the test's numbers to a scratch file in '" + dir.path().string() +
+                     "': File too large") != std::string::npos);
   CHECK(message.find("Free space there") != std::string::npos);
 }
 
@@ -160,8 +159,8 @@ TEST_CASE("folder checks, the run lock, and file-system errors as the input's pr
 }
 
 TEST_CASE("missing files name the path") {
-  CHECK_THROWS_WITH_AS(file_read_text("/nonexistent/adapt/file.json"), doctest::Contains("/nonexistent/adapt/file.json"),
-                       IoError);
+  CHECK_THROWS_WITH_AS(file_read_text("/nonexistent/adapt/file.json"),
+                       doctest::Contains("/nonexistent/adapt/file.json"), IoError);
   CHECK_THROWS_WITH_AS(MappedFile("/nonexistent/x.safetensors"), doctest::Contains("x.safetensors"), IoError);
   test::TempDir dir;
   test::write_bytes(dir / "a.bin", "hello");

@@ -48,7 +48,7 @@ TEST_CASE("f32 -> bf16 rounds to nearest, ties to even, at every midpoint") {
   // to whichever of the two has an even last bit; one ulp (f32) either side rounds to the nearer.
   for (std::uint32_t b = 0; b < 65535; ++b) {
     if ((b & 0x7f80) == 0x7f80 || ((b + 1) & 0x7f80) == 0x7f80) continue;  // Inf/NaN neighbours
-    if (b == 0x7fff) continue;                                              // sign boundary
+    if (b == 0x7fff) continue;                                             // sign boundary
     const std::uint32_t mid = (b << 16) | 0x8000u;
     const std::uint16_t even = (b & 1) ? static_cast<std::uint16_t>(b + 1) : static_cast<std::uint16_t>(b);
     CHECK(f32_to_bf16(float_of(mid)) == even);

@@ -148,7 +148,8 @@ TEST_CASE("turns: the first as a lone prompt, later ones append the chat layout 
   CHECK(p4 == raw);
   tokenizer::EncodeOptions bos;
   bos.bos = true;
-  CHECK(conversation_turn_prompt(empty("d"), {.id = "x", .text = "int x;"}, tok()) == ids32(tok().encode("int x;", bos)));
+  CHECK(conversation_turn_prompt(empty("d"), {.id = "x", .text = "int x;"}, tok()) ==
+        ids32(tok().encode("int x;", bos)));
   // chat = false: a user message is raw text too, as for a prompt without a conversation.
   CHECK(conversation_turn_prompt(empty("d"), {.id = "x", .system = "S", .user = "U", .chat = false}, tok()) ==
         ids32(tok().encode("S\n\nU", bos)));
@@ -165,7 +166,8 @@ TEST_CASE("turns that cannot run say why") {
   CHECK_THROWS_WITH_AS(conversation_turn_prompt(c, {.id = "k", .system = "S", .user = "U"}, tok()),
                        doctest::Contains("system is only allowed on a conversation's first turn"), ConfigError);
   // add_turn refuses a prompt that does not continue the conversation.
-  CHECK_THROWS_AS(conversation_add_turn(c, {.id = "z", .user = "U"}, std::vector<std::int32_t>{1, 2}, reply("x", FinishReason::Eos)),
+  CHECK_THROWS_AS(conversation_add_turn(c, {.id = "z", .user = "U"}, std::vector<std::int32_t>{1, 2},
+                                        reply("x", FinishReason::Eos)),
                   InternalError);
 }
 

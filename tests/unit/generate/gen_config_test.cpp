@@ -35,8 +35,8 @@ TEST_CASE("inputs/prompts.toml parses and resolves paths against its folder") {
 
 TEST_CASE("bad prompt files") {
   CHECK(parse(kHead + "[[prompts]]\nid = \"a\"\nuser = \"hi\"\n").model.path == fs::path("/jobs/m"));
-  CHECK_THROWS_WITH_AS(parse(kHead + "[[promts]]\nid = \"a\"\nuser = \"hi\"\n"), doctest::Contains("did you mean 'prompts'"),
-                       ConfigError);
+  CHECK_THROWS_WITH_AS(parse(kHead + "[[promts]]\nid = \"a\"\nuser = \"hi\"\n"),
+                       doctest::Contains("did you mean 'prompts'"), ConfigError);
   CHECK_THROWS_WITH_AS(parse(kHead), doctest::Contains("no [[prompts]]"), ConfigError);
   CHECK_THROWS_WITH_AS(parse("[output]\ndir = \"o\"\n[[prompts]]\nid = \"a\"\nuser = \"x\"\n"),
                        doctest::Contains("path is required"), ConfigError);
@@ -51,8 +51,8 @@ TEST_CASE("bad prompt files") {
   CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\nuser = \"x\"\ntext = \"y\"\n"),
                        doctest::Contains("give one of user (chat-formatted) or text (raw) for prompt 'a', not both"),
                        ConfigError);
-  CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\n"), doctest::Contains("give user (chat-formatted) or text"),
-                       ConfigError);
+  CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\n"),
+                       doctest::Contains("give user (chat-formatted) or text"), ConfigError);
   // Conversations: a turn may have neither (it continues the last reply); names are file names;
   // system only on a conversation's first turn in the file; the folder stays inside output.dir.
   CHECK(parse(kHead + "[[prompts]]\nid = \"a\"\nconversation = \"c-1.x\"\n").prompts[0].conversation == "c-1.x");
@@ -66,11 +66,13 @@ TEST_CASE("bad prompt files") {
                                      "\"b\"\nconversation = \"c\"\nsystem = \"s\"\nuser = \"y\"\n"),
                        doctest::Contains("is not the first turn of conversation 'c'"), ConfigError);
   CHECK(parse(kHead + "[[prompts]]\nid = \"a\"\nconversation = \"c\"\nsystem = \"s\"\nuser = \"x\"\n[[prompts]]\nid = "
-                      "\"b\"\nconversation = \"d\"\nsystem = \"s\"\nuser = \"y\"\n").prompts.size() == 2);
+                      "\"b\"\nconversation = \"d\"\nsystem = \"s\"\nuser = \"y\"\n")
+            .prompts.size() == 2);
   CHECK_THROWS_WITH_AS(parse("[model]\npath = \"m\"\n[output]\ndir = \"out\"\nconversations = \"../c\"\n[[prompts]]\n"
                              "id = \"a\"\nuser = \"x\"\n"),
                        doctest::Contains("output.conversations"), ConfigError);
-  CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\ntext = \"\"\n"), doctest::Contains("is empty"), ConfigError);
+  CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\ntext = \"\"\n"), doctest::Contains("is empty"),
+                       ConfigError);
   CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\nuser = \"x\"\n[[prompts]]\nid = \"a\"\nuser = \"y\"\n"),
                        doctest::Contains("used twice"), ConfigError);
   CHECK_THROWS_WITH_AS(parse(kHead + "[[prompts]]\nid = \"a\"\nuser = \"x\"\ntop_p = 2.0\n"),

@@ -88,8 +88,8 @@ struct BatchRun {
   std::map<std::size_t, std::string> streamed;
 };
 
-BatchRun run_batch(std::span<const GenerationRequest> reqs, std::int64_t batch_size, const GenerateOptions& options = {},
-                   int layers = 2) {
+BatchRun run_batch(std::span<const GenerationRequest> reqs, std::int64_t batch_size,
+                   const GenerateOptions& options = {}, int layers = 2) {
   Generator gen(tiny(layers).model, *tiny(layers).tok);
   gen.set_options(options);
   BatchRun r;
@@ -127,9 +127,8 @@ std::vector<float> ragged_logits(const TinyModel& t, std::int64_t device_layers,
   CHECK(cache.dtype() == dtype);
   CHECK(cache.size_bytes() == model::KvCache::bytes_needed(c, 3, 64, 1, -1, dtype) +
                                   (device_layers >= 0 && device_layers < c.n_layers
-                                       ? model::KvCache::bytes_needed(c, 3, 64, 1,
-                                                                      std::min<std::int64_t>(2, c.n_layers - device_layers),
-                                                                      dtype)
+                                       ? model::KvCache::bytes_needed(
+                                             c, 3, 64, 1, std::min<std::int64_t>(2, c.n_layers - device_layers), dtype)
                                        : 0));
   std::vector<float> all;
   auto forward = [&](std::vector<std::int32_t> ids_v, std::vector<std::int64_t> rows) {
@@ -152,9 +151,9 @@ std::vector<float> ragged_logits(const TinyModel& t, std::int64_t device_layers,
   forward({70, 71, 72}, {1, 0, 2});
   if (device_layers >= 0 && device_layers < c.n_layers) {
     CHECK(cache.host_bytes() == model::KvCache::bytes_needed(c, 3, 64, 1, c.n_layers - device_layers, dtype));
-    CHECK(cache.device_bytes() == model::KvCache::bytes_needed(
-                                      c, 3, 64, 1, device_layers + std::min<std::int64_t>(2, c.n_layers - device_layers),
-                                      dtype));
+    CHECK(cache.device_bytes() ==
+          model::KvCache::bytes_needed(c, 3, 64, 1,
+                                       device_layers + std::min<std::int64_t>(2, c.n_layers - device_layers), dtype));
   }
   return all;
 }
@@ -336,7 +335,8 @@ TEST_CASE("a prompt prefilled in chunks gets the logits and tokens of a whole pr
   const TinyModel& t = tiny();
   const GenerationRequest r = request(
       "// Returns the running sum of v, then the largest prefix sum and where it ends.\n"
-      "std::vector<long> prefix_sum(const std::vector<int>& v) {\n", 4);
+      "std::vector<long> prefix_sum(const std::vector<int>& v) {\n",
+      4);
   const auto P = static_cast<std::int64_t>(r.prompt.size());
   REQUIRE(P > 20);
   const std::int64_t V = t.model.config.vocab_size;
@@ -460,8 +460,8 @@ TEST_CASE("a bf16 KV cache: half the bytes, the same logits spilled or whole, cl
     max_abs = std::max(max_abs, std::abs(static_cast<double>(f32[i])));
   }
   MESSAGE("bf16 vs f32 KV cache: max |logit difference| " << max_diff << " of max |logit| " << max_abs);
-  CHECK(max_diff > 0);                // the cache really rounds
-  CHECK(max_diff < 2e-2 * max_abs);   // and only by bf16's rounding of keys and values
+  CHECK(max_diff > 0);               // the cache really rounds
+  CHECK(max_diff < 2e-2 * max_abs);  // and only by bf16's rounding of keys and values
   for (const std::int64_t device_layers : {0, 1, 3}) {
     CAPTURE(device_layers);
     CHECK(ragged_logits(t, device_layers, DType::BF16) == bf16);
@@ -504,18 +504,18 @@ TEST_CASE("a stopped run resumed from its saved progress gives the uninterrupted
       std::map<std::size_t, std::int64_t> reports;  // periodic progress reports per request
       int steps = 0;
       bool stopping = false;
-      const bool completed = gen.run_batch(
-          reqs, 4,
-          {.on_finished = [&](std::size_t i, GenerationOutput&& o) { out[i] = std::move(o); },
-           .on_progress =
-               [&](std::size_t i, SequenceProgress&& p) {
-                 if (!stopping) {
-                   CHECK(p.tokens.size() % 4 == 0);  // progress_every
-                   ++reports[i];
-                 }
-                 saved[i] = std::move(p);
-               },
-           .stop = [&] { return stopping = ++steps == stop_after; }});
+      const bool completed =
+          gen.run_batch(reqs, 4,
+                        {.on_finished = [&](std::size_t i, GenerationOutput&& o) { out[i] = std::move(o); },
+                         .on_progress =
+                             [&](std::size_t i, SequenceProgress&& p) {
+                               if (!stopping) {
+                                 CHECK(p.tokens.size() % 4 == 0);  // progress_every
+                                 ++reports[i];
+                               }
+                               saved[i] = std::move(p);
+                             },
+                         .stop = [&] { return stopping = ++steps == stop_after; }});
       CHECK_FALSE(completed);
       // Those in flight were reported; the others finished or did not start.
       REQUIRE(!saved.empty());
@@ -580,18 +580,19 @@ TEST_CASE("stored KV prefixes: the same bytes back, the tokens of a whole prefil
       std::vector<std::int32_t> stored_tokens;
       std::vector<char> stored_k, stored_v;  // layer 4 of the stored row, as read_row gives it
       GenerationOutput out1;
-      gen.run_batch(std::span(&first, 1), 1,
-                    {.on_finished = [&](std::size_t, GenerationOutput&& o) { out1 = std::move(o); },
-                     .save_prefix =
-                         [&](std::size_t, model::KvCache& cache, std::int64_t row, std::span<const std::int32_t> tok) {
-                           stored_tokens.assign(tok.begin(), tok.end());
-                           const std::size_t bytes = static_cast<std::size_t>(cache.n_kv_heads() * cache.head_dim()) *
-                                                     tok.size() * dtype_size(dtype);
-                           stored_k.resize(bytes);
-                           stored_v.resize(bytes);
-                           cache.read_row(4, row, static_cast<std::int64_t>(tok.size()), stored_k.data(), stored_v.data());
-                           kv_snapshot_save(file, cache, row, tok, "identity");
-                         }});
+      gen.run_batch(
+          std::span(&first, 1), 1,
+          {.on_finished = [&](std::size_t, GenerationOutput&& o) { out1 = std::move(o); },
+           .save_prefix =
+               [&](std::size_t, model::KvCache& cache, std::int64_t row, std::span<const std::int32_t> tok) {
+                 stored_tokens.assign(tok.begin(), tok.end());
+                 const std::size_t bytes =
+                     static_cast<std::size_t>(cache.n_kv_heads() * cache.head_dim()) * tok.size() * dtype_size(dtype);
+                 stored_k.resize(bytes);
+                 stored_v.resize(bytes);
+                 cache.read_row(4, row, static_cast<std::int64_t>(tok.size()), stored_k.data(), stored_v.data());
+                 kv_snapshot_save(file, cache, row, tok, "identity");
+               }});
       // The row holds the prompt and every generated token but the last.
       REQUIRE(stored_tokens.size() == first.prompt.size() + out1.tokens.size() - 1);
 
@@ -604,7 +605,8 @@ TEST_CASE("stored KV prefixes: the same bytes back, the tokens of a whole prefil
       CHECK(got.why_not.empty());
       REQUIRE(got.positions == 20);
       cache.advance(20, std::vector<std::int64_t>{1});
-      const std::size_t bytes = static_cast<std::size_t>(cache.n_kv_heads() * cache.head_dim()) * 20 * dtype_size(dtype);
+      const std::size_t bytes =
+          static_cast<std::size_t>(cache.n_kv_heads() * cache.head_dim()) * 20 * dtype_size(dtype);
       std::vector<char> k(bytes), v(bytes);
       cache.read_row(4, 1, 20, k.data(), v.data());
       const std::size_t head_stored = stored_k.size() / static_cast<std::size_t>(cache.n_kv_heads());
@@ -625,25 +627,26 @@ TEST_CASE("stored KV prefixes: the same bytes back, the tokens of a whole prefil
                     {.on_finished = [&](std::size_t, GenerationOutput&& o) { whole = std::move(o); }});
       gen.run_batch(std::span(&first, 1), 1,
                     {.on_finished = [&](std::size_t, GenerationOutput&&) {},
-                     .save_prefix = [&](std::size_t, model::KvCache& kc, std::int64_t row,
-                                        std::span<const std::int32_t> tok) {
-                       kv_snapshot_save(file, kc, row, tok.first(first.prompt.size()), "identity");
-                     }});
+                     .save_prefix =
+                         [&](std::size_t, model::KvCache& kc, std::int64_t row, std::span<const std::int32_t> tok) {
+                           kv_snapshot_save(file, kc, row, tok.first(first.prompt.size()), "identity");
+                         }});
       gen.run_batch(std::span(&next, 1), 1,
                     {.on_finished = [&](std::size_t, GenerationOutput&& o) { continued = std::move(o); },
-                     .load_prefix = [&](std::size_t, model::KvCache& kc, std::int64_t row,
-                                        std::span<const std::int32_t> tok) {
-                       const KvSnapshotLoad g = kv_snapshot_load(file, kc, row, tok, "identity");
-                       loaded = g.positions;
-                       return g.positions;
-                     }});
+                     .load_prefix =
+                         [&](std::size_t, model::KvCache& kc, std::int64_t row, std::span<const std::int32_t> tok) {
+                           const KvSnapshotLoad g = kv_snapshot_load(file, kc, row, tok, "identity");
+                           loaded = g.positions;
+                           return g.positions;
+                         }});
       CHECK(loaded == static_cast<std::int64_t>(first.prompt.size()));
       check_same(continued, whole);
 
       // Refused: another identity, another element type, a prompt that does not start with its tokens.
       model::KvCache other(c, 1, 64, 1, host_allocator(),
                            {.device_layers = device_layers, .dtype = dtype == DType::F32 ? DType::BF16 : DType::F32});
-      CHECK(kv_snapshot_load(file, cache, 0, next.prompt, "another").why_not.find("another model") != std::string::npos);
+      CHECK(kv_snapshot_load(file, cache, 0, next.prompt, "another").why_not.find("another model") !=
+            std::string::npos);
       CHECK(kv_snapshot_load(file, other, 0, next.prompt, "identity").why_not.find("cache, this job keeps") !=
             std::string::npos);
       std::vector<std::int32_t> stranger = next.prompt;
@@ -685,8 +688,9 @@ TEST_CASE("copy_prefix: the source row's bytes, and the logits of a row that pre
   const TinyModel& t = tiny(5);
   const model::LlamaConfig& c = t.model.config;
   const std::int64_t V = c.vocab_size;
-  const std::vector<std::int32_t> prompt = request(
-      "// Returns the running sum of v.\nstd::vector<long> prefix_sum(const std::vector<int>& v) {\n", 1).prompt;
+  const std::vector<std::int32_t> prompt =
+      request("// Returns the running sum of v.\nstd::vector<long> prefix_sum(const std::vector<int>& v) {\n", 1)
+          .prompt;
   const auto P = static_cast<std::int64_t>(prompt.size());
   const std::int64_t n = P - 5;  // shared; the rest differs
   REQUIRE(n > 8);
@@ -756,19 +760,20 @@ TEST_CASE("prompts that start alike share their prefix's KV cache and get the to
   reqs.push_back(request("fn main() {", 6));
   reqs.push_back(request(head + "  return out;\n}", 7));
   auto common = [](const std::vector<std::int32_t>& a, const std::vector<std::int32_t>& b) {
-    return static_cast<std::int64_t>(std::mismatch(a.begin(), a.begin() + std::min(a.size(), b.size()), b.begin()).first -
-                                     a.begin());
+    return static_cast<std::int64_t>(
+        std::mismatch(a.begin(), a.begin() + std::min(a.size(), b.size()), b.begin()).first - a.begin());
   };
   const std::int64_t shared_head = common(reqs[0].prompt, reqs[2].prompt);
   REQUIRE(shared_head > 20);
-  const std::int64_t shared_last = std::max(common(reqs[0].prompt, reqs[4].prompt), common(reqs[2].prompt, reqs[4].prompt));
+  const std::int64_t shared_last =
+      std::max(common(reqs[0].prompt, reqs[4].prompt), common(reqs[2].prompt, reqs[4].prompt));
   REQUIRE(shared_last > 20);
   for (const DType dtype : {DType::F32, DType::BF16}) {
     for (const std::int64_t device_layers : {std::int64_t{-1}, std::int64_t{2}}) {
       CAPTURE(dtype_name(dtype));
       CAPTURE(device_layers);
-      GenerateOptions opts{.prefill_chunk = 16, .kv_device_layers = device_layers, .kv_dtype = dtype,
-                           .share_prefixes = false};
+      GenerateOptions opts{
+          .prefill_chunk = 16, .kv_device_layers = device_layers, .kv_dtype = dtype, .share_prefixes = false};
       const BatchRun alone = run_batch(reqs, 1, opts, 5);
       for (std::size_t i = 0; i < reqs.size(); ++i) CHECK(alone.out.at(i).cached_prompt_tokens == 0);
       opts.share_prefixes = true;

@@ -133,7 +133,7 @@ namespace {
 // top-p's smallest prefix, min-p's floor, renormalised. Returns the survivors (descending logit, ties by
 // id) and their probabilities.
 std::pair<std::vector<std::int32_t>, std::vector<double>> reference_filter(const std::vector<float>& l,
-                                                                            const SamplingParams& sp) {
+                                                                           const SamplingParams& sp) {
   std::vector<std::int32_t> order(l.size());
   for (std::size_t i = 0; i < l.size(); ++i) order[i] = static_cast<std::int32_t>(i);
   std::sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
@@ -178,13 +178,14 @@ TEST_CASE("sampling at vocabulary 128,256: the definitions' survivors, probabili
   std::vector<float> logits(V);
   for (auto& x : logits) x = normal(gen);
   for (int i = 0; i < 40; ++i) logits[gen() % V] += 12.0f + static_cast<float>(i % 7);  // a head of likely tokens
-  logits[77] = logits[78] = logits[79];  // ties, broken by id
+  logits[77] = logits[78] = logits[79];                                                 // ties, broken by id
   struct Case {
     double t, top_p, min_p;
     std::int64_t top_k;
   };
-  for (const Case c : {Case{0.7, 1.0, 0.0, 0}, Case{1.0, 0.95, 0.0, 0}, Case{0.8, 0.9, 0.05, 0}, Case{1.2, 1.0, 0.02, 0},
-                       Case{0.6, 0.95, 0.0, 50}, Case{3.0, 0.999, 0.0, 0}, Case{1.0, 1.0, 0.0, 200000}}) {
+  for (const Case c :
+       {Case{0.7, 1.0, 0.0, 0}, Case{1.0, 0.95, 0.0, 0}, Case{0.8, 0.9, 0.05, 0}, Case{1.2, 1.0, 0.02, 0},
+        Case{0.6, 0.95, 0.0, 50}, Case{3.0, 0.999, 0.0, 0}, Case{1.0, 1.0, 0.0, 200000}}) {
     CAPTURE(c.t);
     CAPTURE(c.top_p);
     CAPTURE(c.min_p);

@@ -82,12 +82,12 @@ TEST_CASE("reference reader test vectors (SPEC 7.3)") {
     check_rejected(st_bytes(i32_2x2, zeros(14)), "2 bytes are missing");
   }
   SUBCASE("shape overflow: ValidationOverflow") {
-    check_rejected(st_bytes(R"({"test":{"dtype":"I32","shape":[2,18446744073709551614],"data_offsets":[0,16]}})",
-                            zeros(16)),
-                   "overflows 64 bits");
-    check_rejected(st_bytes(R"({"test":{"dtype":"I32","shape":[2,9223372036854775807],"data_offsets":[0,16]}})",
-                            zeros(16)),
-                   "overflows 64 bits");
+    check_rejected(
+        st_bytes(R"({"test":{"dtype":"I32","shape":[2,18446744073709551614],"data_offsets":[0,16]}})", zeros(16)),
+        "overflows 64 bits");
+    check_rejected(
+        st_bytes(R"({"test":{"dtype":"I32","shape":[2,9223372036854775807],"data_offsets":[0,16]}})", zeros(16)),
+        "overflows 64 bits");
   }
   SUBCASE("N with high bytes 0xFF: HeaderTooLarge") {
     std::string b = st_bytes(i32_2x2, zeros(16));
@@ -117,8 +117,7 @@ TEST_CASE("reference reader test vectors (SPEC 7.3)") {
     CHECK(t.shape() == Shape{2, 0});
     CHECK(z->bytes_read() == 0);
 
-    auto* s = open_ok(st_bytes(R"({"test":{"dtype":"I32","shape":[],"data_offsets":[0,4]}})", "\x07\0\0\0"s), dir,
-                      "c");
+    auto* s = open_ok(st_bytes(R"({"test":{"dtype":"I32","shape":[],"data_offsets":[0,4]}})", "\x07\0\0\0"s), dir, "c");
     CHECK(s->read("test", DType::I64).data<std::int64_t>()[0] == 7);
     CHECK(s->at("test").shape.rank() == 0);
 
@@ -199,8 +198,7 @@ TEST_CASE("valid headers: all reference dtypes, zero-size tensors sharing an off
   std::uint64_t off = 0;
   for (const auto& d : io::safetensors_dtypes()) {
     const std::uint64_t n = 8 * static_cast<std::uint64_t>(d.bits) / 8;  // 8 elements
-    h += fmt::format(R"(,"t_{}":{{"dtype":"{}","shape":[2,4],"data_offsets":[{},{}]}})", d.name, d.name, off,
-                     off + n);
+    h += fmt::format(R"(,"t_{}":{{"dtype":"{}","shape":[2,4],"data_offsets":[{},{}]}})", d.name, d.name, off, off + n);
     off += n;
   }
   h += fmt::format(R"(,"z1":{{"dtype":"F32","shape":[0,3],"data_offsets":[{},{}]}})", off, off);
@@ -215,8 +213,8 @@ TEST_CASE("valid headers: all reference dtypes, zero-size tensors sharing an off
   CHECK(f->at("t_F6_E3M2").size_bytes() == 6);
   CHECK(f->tensors().back().name == "z1");  // offset order, ties by name
   CHECK_THROWS_WITH_AS(f->at("t_bf16"), doctest::Contains("did you mean 't_BF16'"), IoError);
-  const std::string c64 = "tensor 't_C64' in safetensors file '" + (dir / "ok.safetensors").string() +
-                          "' has dtype C64";
+  const std::string c64 =
+      "tensor 't_C64' in safetensors file '" + (dir / "ok.safetensors").string() + "' has dtype C64";
   CHECK_THROWS_WITH_AS(f->read("t_C64", DType::F32), doctest::Contains(c64.c_str()), UnsupportedError);
   std::uint8_t raw[8];
   f->read_bytes("t_F8_E4M3", 0, 8, raw);
@@ -268,8 +266,7 @@ TEST_CASE("row and column ranges read only their bytes, also from misaligned dat
   CHECK(f->bytes_read() - b3 == R * C * 4);
 
   // Out of range and wrong rank.
-  CHECK_THROWS_WITH_AS(f->read_rows("m", 4, 3, DType::F32), doctest::Contains("rows [4, 7) of tensor 'm'"),
-                       ShapeError);
+  CHECK_THROWS_WITH_AS(f->read_rows("m", 4, 3, DType::F32), doctest::Contains("rows [4, 7) of tensor 'm'"), ShapeError);
   CHECK_THROWS_WITH_AS(f->read_cols("m", -1, 2, DType::F32), doctest::Contains("columns [-1, 1)"), ShapeError);
   CHECK_THROWS_WITH_AS(f->read_cols("a", 0, 1, DType::F32), doctest::Contains("need a 2-D tensor"), ShapeError);
   CHECK(f->read_rows("a", 1, 2, DType::I32).data<std::int32_t>()[1] == 3);

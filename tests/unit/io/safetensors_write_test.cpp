@@ -48,12 +48,12 @@ TEST_CASE("writer bytes equal the reference writer's unit tests") {
   SUBCASE("attn0 [1,1,2,3] F32: 65-byte JSON padded to N = 72") {
     io::safetensors_write(dir / "a.safetensors", {io::tensor_source(iota_f32(Shape{1, 1, 2, 3}), "attn0")}, {});
     const std::string got = test::read_all(dir / "a.safetensors");
-    const std::vector<std::uint8_t> expected = bytes_of(
-        {72, 0,  0,   0,   0,   0,   0,   0,   123, 34,  97,  116, 116, 110, 48,  34,  58,  123, 34,  100, 116,
-         121, 112, 101, 34, 58, 34, 70,  51,  50,  34,  44,  34,  115, 104, 97,  112, 101, 34,  58,  91,  49,
-         44,  49,  44,  50, 44, 51, 93,  44,  34,  100, 97,  116, 97,  95,  111, 102, 102, 115, 101, 116, 115,
-         34,  58,  91,  48, 44, 50, 52,  93,  125, 125, 32,  32,  32,  32,  32,  32,  32,  0,   0,   0,   0,
-         0,   0,   128, 63, 0,  0,  0,   64,  0,   0,   64,  64,  0,   0,   128, 64,  0,   0,   160, 64});
+    const std::vector<std::uint8_t> expected =
+        bytes_of({72,  0,   0,   0,  0,  0,  0,  0,  123, 34,  97, 116, 116, 110, 48,  34,  58,  123, 34,  100, 116,
+                  121, 112, 101, 34, 58, 34, 70, 51, 50,  34,  44, 34,  115, 104, 97,  112, 101, 34,  58,  91,  49,
+                  44,  49,  44,  50, 44, 51, 93, 44, 34,  100, 97, 116, 97,  95,  111, 102, 102, 115, 101, 116, 115,
+                  34,  58,  91,  48, 44, 50, 52, 93, 125, 125, 32, 32,  32,  32,  32,  32,  32,  0,   0,   0,   0,
+                  0,   0,   128, 63, 0,  0,  0,  64, 0,   0,   64, 64,  0,   0,   128, 64,  0,   0,   160, 64});
     REQUIRE(got.size() == expected.size());
     CHECK(std::memcmp(got.data(), expected.data(), expected.size()) == 0);
     io::SafetensorsFile f(dir / "a.safetensors");
@@ -188,7 +188,7 @@ TEST_CASE("a failed write leaves no file under the final name and keeps the prev
 
 TEST_CASE("shard split follows huggingface_hub") {
   using V = std::vector<std::vector<std::size_t>>;
-  CHECK(io::shard_split({6, 6, 2, 6, 2, 2}, 10) == V{{0}, {1, 2}, {3, 4, 5}});  // its docstring example
+  CHECK(io::shard_split({6, 6, 2, 6, 2, 2}, 10) == V{{0}, {1, 2}, {3, 4, 5}});    // its docstring example
   CHECK(io::shard_split({3, 12, 3, 3, 12, 1}, 10) == V{{1}, {4}, {0, 2, 3, 5}});  // big ones jump the queue
   CHECK(io::shard_split({5, 5, 5}, 5) == V{{0}, {1}, {2}});
   CHECK(io::shard_split({}, 5).empty());
@@ -199,10 +199,11 @@ TEST_CASE("sharded writer: single file, shards + index, stale files of an earlie
   std::mt19937_64 rng(test::kSeed + 1);
   std::vector<Tensor> ts;
   std::vector<io::TensorSource> src;
-  const std::vector<std::pair<std::string, Shape>> layout = {
-      {"model.embed_tokens.weight", Shape{32, 8}}, {"model.layers.0.self_attn.q_proj.weight", Shape{8, 8}},
-      {"model.layers.0.mlp.up_proj.weight", Shape{16, 8}}, {"model.norm.weight", Shape{16}},
-      {"lm_head.weight", Shape{32, 8}}};
+  const std::vector<std::pair<std::string, Shape>> layout = {{"model.embed_tokens.weight", Shape{32, 8}},
+                                                             {"model.layers.0.self_attn.q_proj.weight", Shape{8, 8}},
+                                                             {"model.layers.0.mlp.up_proj.weight", Shape{16, 8}},
+                                                             {"model.norm.weight", Shape{16}},
+                                                             {"lm_head.weight", Shape{32, 8}}};
   std::uint64_t total = 0;
   for (const auto& [name, shape] : layout) {
     ts.push_back(random_tensor(shape, DType::BF16, rng));

@@ -93,10 +93,10 @@ TEST_CASE("four ranks each read only their share of rows and columns") {
   test::TempDir dir;
   const fs::path model = make_model(dir);
   for (int rank = 0; rank < 4; ++rank) {
-    io::ShardedSafetensors m(model);  // each rank opens the folder itself
-    Tensor a = m.read_rows("a", rank * 2, 2, DType::F32);       // 2 of 8 rows of 16 B
-    Tensor c = m.read_rows("c", rank * 4, 4, DType::F32);       // 4 of 16 rows of 8 B (bf16)
-    Tensor b = m.read_cols("b", rank, 1, DType::BF16);          // 1 of 4 columns: 8 rows x 4 B
+    io::ShardedSafetensors m(model);                       // each rank opens the folder itself
+    Tensor a = m.read_rows("a", rank * 2, 2, DType::F32);  // 2 of 8 rows of 16 B
+    Tensor c = m.read_rows("c", rank * 4, 4, DType::F32);  // 4 of 16 rows of 8 B (bf16)
+    Tensor b = m.read_cols("b", rank, 1, DType::BF16);     // 1 of 4 columns: 8 rows x 4 B
     CHECK(m.bytes_read() == 32 + 32 + 32);
     CHECK(a.data<float>()[0] == static_cast<float>(rank * 8));
     CHECK(c.data<float>()[0] == static_cast<float>(rank * 16));
@@ -140,8 +140,10 @@ TEST_CASE("broken downloads are refused with the file to fix") {
     j["weight_map"].erase("model.layers.9.q_proj.weight");
     j["weight_map"]["c"] = kShard1;
     write_index(model, j);
-    check_rejected(model, std::string("says tensor 'c' is in shard '") + kShard1 + "', but that shard does not "
-                          "contain it (it is in '" + kShard3 + "' instead)");
+    check_rejected(model, std::string("says tensor 'c' is in shard '") + kShard1 +
+                              "', but that shard does not "
+                              "contain it (it is in '" +
+                              kShard3 + "' instead)");
   }
   SUBCASE("a tensor in two shards") {
     const fs::path model = make_model(dir);

@@ -126,17 +126,23 @@ std::vector<Case> validation_cases() {
       {"metadata_null", st(R"({"__metadata__":null})")},
       {"top_level_array", st("[]")},
       {"gap", st(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"U8","shape":[1],)"
-                 R"("data_offsets":[2,3]}})", "xyz")},
+                 R"("data_offsets":[2,3]}})",
+                 "xyz")},
       {"first_not_at_zero", st(one(R"({"dtype":"U8","shape":[1],"data_offsets":[1,2]})"), "xy")},
       {"overlap", st(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[1],)"
-                     R"("data_offsets":[1,2]}})", "xy")},
+                     R"("data_offsets":[1,2]}})",
+                     "xy")},
       {"end_before_begin", st(one(R"({"dtype":"U8","shape":[0],"data_offsets":[1,0]})"), "x")},
       {"two_empty_at_one_offset", st(R"({"a":{"dtype":"U8","shape":[0],"data_offsets":[0,0]},"b":{"dtype":"F32",)"
                                      R"("shape":[0],"data_offsets":[0,0]}})")},
       {"misaligned_f32", st(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"F32",)"
-                            R"("shape":[1],"data_offsets":[1,5]}})", "x\0\0\x80\x3f")},
-      {"duplicate_tensor", st(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8",)"
-                              R"("shape":[1],"data_offsets":[0,1]}})", "x"), true},
+                            R"("shape":[1],"data_offsets":[1,5]}})",
+                            "x\0\0\x80\x3f")},
+      {"duplicate_tensor",
+       st(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8",)"
+          R"("shape":[1],"data_offsets":[0,1]}})",
+          "x"),
+       true},
       {"rank_9", st(one(R"({"dtype":"U8","shape":[1,1,1,1,1,1,1,1,1],"data_offsets":[0,1]})"), "x"), true},
   };
 }

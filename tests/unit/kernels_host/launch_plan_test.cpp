@@ -48,8 +48,8 @@ TEST_CASE("rms_norm_dw_plan puts every row in exactly one non-empty chunk") {
       REQUIRE(p.row_chunks >= 1);
       CHECK(p.row_chunks <= kernels::kMaxGridY);
       CHECK(p.rows_per_chunk >= 1);
-      CHECK(p.row_chunks * p.rows_per_chunk >= rows);          // every row covered
-      CHECK((p.row_chunks - 1) * p.rows_per_chunk < rows);     // the last chunk is not empty
+      CHECK(p.row_chunks * p.rows_per_chunk >= rows);       // every row covered
+      CHECK((p.row_chunks - 1) * p.rows_per_chunk < rows);  // the last chunk is not empty
       CHECK(p.workspace_elems == (p.row_chunks > 1 ? p.row_chunks * cols : 0));
     }
   }

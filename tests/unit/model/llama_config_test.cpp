@@ -85,8 +85,8 @@ TEST_CASE("llama3 rope scaling reproduces transformers' regression vector") {
   c.rope_scaling = {RopeType::Llama3, 10.0, 1.0, 4.0, 2048};
   auto f = rope_inv_freq(c);
   REQUIRE(f.size() == 64);
-  const double want[] = {1.0730e-02, 7.7785e-03, 5.6009e-03, 3.9991e-03, 2.8248e-03,
-                         1.9675e-03, 1.3449e-03, 8.9549e-04, 5.7363e-04, 3.4539e-04, 2.7384e-04};
+  const double want[] = {1.0730e-02, 7.7785e-03, 5.6009e-03, 3.9991e-03, 2.8248e-03, 1.9675e-03,
+                         1.3449e-03, 8.9549e-04, 5.7363e-04, 3.4539e-04, 2.7384e-04};
   for (int i = 0; i < 11; ++i) {
     CAPTURE(31 + i);
     CHECK(f[static_cast<std::size_t>(31 + i)] == doctest::Approx(want[i]).epsilon(1e-4));

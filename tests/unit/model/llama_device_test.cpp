@@ -55,8 +55,7 @@ TEST_CASE("llama_model_to_device refuses what it cannot place, saying why") {
                          UnsupportedError);
     m.stage = {};
   }
-  CHECK_THROWS_WITH_AS(model::llama_model_to_device(m, -1, DType::F32), doctest::Contains("cuda:-1"),
-                       UnsupportedError);
+  CHECK_THROWS_WITH_AS(model::llama_model_to_device(m, -1, DType::F32), doctest::Contains("cuda:-1"), UnsupportedError);
 }
 
 TEST_CASE("tensor_to and copy_between on the host copy contiguously and keep the values") {

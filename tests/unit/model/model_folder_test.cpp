@@ -92,7 +92,8 @@ TEST_CASE("model_check names what is wrong") {
     LlamaConfig other = cfg;
     other.n_layers = 3;
     file_write_atomic(dir / "config.json", llama_config_to_json(other));
-    CHECK_THROWS_WITH_AS(model_check(dir.path()), doctest::Contains("'model.layers.2.input_layernorm.weight'"), IoError);
+    CHECK_THROWS_WITH_AS(model_check(dir.path()), doctest::Contains("'model.layers.2.input_layernorm.weight'"),
+                         IoError);
   }
   SUBCASE("tied in the config, untied in the files") {
     LlamaConfig other = cfg;

@@ -52,7 +52,8 @@ adapters::AdapterSet trained_set(const LlamaConfig& c) {
   a.bottleneck.size = 4;
   adapters::AdapterSet set(c, a);
   std::uint64_t key = 1;
-  for (adapters::AdapterParam& p : set.parameters()) fill_normal(p.value.data<float>(), p.value.numel(), 0.2f, 3, key++);
+  for (adapters::AdapterParam& p : set.parameters())
+    fill_normal(p.value.data<float>(), p.value.numel(), 0.2f, 3, key++);
   return set;
 }
 
@@ -67,8 +68,8 @@ TEST_CASE("llama_model_load_tp on one rank is llama_model_load, bit for bit") {
       comm::LocalCommunicator tp("tp");
       LlamaLoadStats s_whole, s_part;
       const LlamaModel whole = llama_model_load(dir.path(), {.storage = storage}, &s_whole);
-      const LlamaModel part = llama_model_load_tp(dir.path(), comm::ProcessGrid(1, 1, 1), 0, tp, {.storage = storage},
-                                                  &s_part);
+      const LlamaModel part =
+          llama_model_load_tp(dir.path(), comm::ProcessGrid(1, 1, 1), 0, tp, {.storage = storage}, &s_part);
       CHECK_FALSE(part.tp.active());
       CHECK_FALSE(part.stage.active());
       CHECK(s_part.bytes_read == s_whole.bytes_read);
@@ -130,8 +131,8 @@ TEST_CASE("tp_local_dims: whole heads per rank, balanced FFN and vocabulary part
   const TpLocalDims r3 = tp_local_dims(c, {.comm = &local, .rank = 3, .size = 4});
   CHECK(r3.heads == 2);
   CHECK(r3.kv_heads == 1);
-  CHECK(r3.ffn == 10);                                 // 11, 11, 10, 10
-  CHECK(r3.vocab == parallel::Range{40, 13});          // 14, 13, 13, 13
+  CHECK(r3.ffn == 10);                                                                     // 11, 11, 10, 10
+  CHECK(r3.vocab == parallel::Range{40, 13});                                              // 14, 13, 13, 13
   CHECK_THROWS_AS(tp_local_dims(c, {.comm = &local, .rank = 0, .size = 8}), ConfigError);  // 4 KV heads
   CHECK_THROWS_AS(KvCache(c, 1, 8, 8), ConfigError);
   CHECK(KvCache::bytes_needed(c, 2, 8, 2) * 2 == KvCache::bytes_needed(c, 2, 8));
@@ -153,7 +154,8 @@ TEST_CASE("two pipeline stages run in turn give the whole model's loss and gradi
     adapters::AdapterSet set_whole = trained_set(cfg), set_stages = trained_set(cfg);
     const TrainResult r_whole = llama_train_step(whole, in, &set_whole);
 
-    Tensor h = Tensor::empty({2, 6, cfg.hidden_size}, DType::F32), dh = Tensor::empty({2, 6, cfg.hidden_size}, DType::F32);
+    Tensor h = Tensor::empty({2, 6, cfg.hidden_size}, DType::F32),
+           dh = Tensor::empty({2, 6, cfg.hidden_size}, DType::F32);
     const TrainResult r0 = llama_train_step(first, in, &set_stages, {.backward = false, .stage_output = &h});
     CHECK(r0.n_loss_tokens == 0);  // no head on the first stage
     const TrainResult r1 = llama_train_step(second, in, &set_stages, {.d_embedded = &dh, .stage_input = &h});

@@ -69,18 +69,12 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const char* v = argv[i + 1];
-    if (k == "--preset")
-      preset = v;
-    else if (k == "--batch")
-      B = std::atoll(v);
-    else if (k == "--tokens")
-      T = std::atoll(v);
-    else if (k == "--steps")
-      steps = std::atoll(v);
-    else if (k == "--lora-rank")
-      rank = std::atoll(v);
-    else if (k == "--chunk")
-      chunk = std::atoll(v);
+    if (k == "--preset") preset = v;
+    else if (k == "--batch") B = std::atoll(v);
+    else if (k == "--tokens") T = std::atoll(v);
+    else if (k == "--steps") steps = std::atoll(v);
+    else if (k == "--lora-rank") rank = std::atoll(v);
+    else if (k == "--chunk") chunk = std::atoll(v);
     else {
       std::fprintf(stderr,
                    "unknown option %s\nusage: %s [--preset P] [--batch B] [--tokens T] [--steps N] [--lora-rank r] "

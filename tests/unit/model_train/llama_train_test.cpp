@@ -240,9 +240,9 @@ TEST_CASE("row_loss: each position's −log softmax at its target, 0 where ignor
   Tensor logits = Tensor::zeros({2, 11, V}, DType::F32);
   Tensor rl = Tensor::empty({2, 11}, DType::F32, host_allocator(), "row_loss");
   std::fill_n(rl.data<float>(), 22, 7.0f);
-  const model::TrainResult r = model::llama_train_step(
-      m, inputs_of(batch, false), nullptr,
-      {.backward = false, .logits_chunk_rows = 5, .logits = &logits, .row_loss = &rl});
+  const model::TrainResult r =
+      model::llama_train_step(m, inputs_of(batch, false), nullptr,
+                              {.backward = false, .logits_chunk_rows = 5, .logits = &logits, .row_loss = &rl});
   double sum = 0;
   int n_ignored = 0;
   for (std::int64_t n = 0; n < 22; ++n) {
@@ -264,8 +264,9 @@ TEST_CASE("row_loss: each position's −log softmax at its target, 0 where ignor
   CHECK(n_ignored > 0);
   CHECK(sum == doctest::Approx(r.loss_sum).epsilon(1e-6));
   Tensor wrong = Tensor::zeros({22}, DType::F32, "flat_losses");
-  CHECK_THROWS_WITH_AS(model::llama_train_step(m, inputs_of(batch, false), nullptr, {.backward = false, .row_loss = &wrong}),
-                       doctest::Contains("flat_losses"), ShapeError);
+  CHECK_THROWS_WITH_AS(
+      model::llama_train_step(m, inputs_of(batch, false), nullptr, {.backward = false, .row_loss = &wrong}),
+      doctest::Contains("flat_losses"), ShapeError);
 }
 
 namespace {
@@ -281,8 +282,13 @@ std::pair<model::LlamaModel, model::LlamaModel> bf16_rounded_pair() {
   for (std::size_t l = 0; l < f32.weights.layers.size(); ++l) {
     model::LayerWeights& a = f32.weights.layers[l];
     model::LayerWeights& b = bf16.weights.layers[l];
-    for (auto [x, y] : {std::pair{&a.wq, &b.wq}, {&a.wk, &b.wk}, {&a.wv, &b.wv}, {&a.wo, &b.wo},
-                        {&a.w_gate, &b.w_gate}, {&a.w_up, &b.w_up}, {&a.w_down, &b.w_down}})
+    for (auto [x, y] : {std::pair{&a.wq, &b.wq},
+                        {&a.wk, &b.wk},
+                        {&a.wv, &b.wv},
+                        {&a.wo, &b.wo},
+                        {&a.w_gate, &b.w_gate},
+                        {&a.w_up, &b.w_up},
+                        {&a.w_down, &b.w_down}})
       round_trip(*x, *y);
   }
   return {std::move(f32), std::move(bf16)};

@@ -231,4 +231,3 @@ TEST_CASE("bf16 attention over a bf16 KV cache equals bf16 attention over the sa
     CHECK(!test::bit_equal(out_b, out_f));  // and they are bf16 products, not f32 attention
   }
 }
-

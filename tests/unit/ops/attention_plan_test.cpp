@@ -132,8 +132,8 @@ TEST_CASE("attention plan: grids cover every row, including sizes that are not m
 }
 
 TEST_CASE("attention plan: causal bounds of a tile") {
-  CHECK(causal_key_limit(0, 64, 333) == 64);    // first tile of a plain prefill
-  CHECK(causal_key_limit(45, 17, 62) == 62);    // continuing a cache of 45
+  CHECK(causal_key_limit(0, 64, 333) == 64);     // first tile of a plain prefill
+  CHECK(causal_key_limit(45, 17, 62) == 62);     // continuing a cache of 45
   CHECK(causal_key_limit(100, 64, 120) == 120);  // clipped by S
   CHECK(causal_first_query(0, 130) == 130);
   CHECK(causal_first_query(45, 10) == 0);

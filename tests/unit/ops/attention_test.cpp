@@ -28,7 +28,8 @@ struct Ref {
 Ref naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, std::int64_t offset, double scale) {
   const std::int64_t B = q.dim(0), T = q.dim(1), H = q.dim(2), D = q.dim(3), Hkv = k.dim(1), S = k.dim(2);
   const std::int64_t n_rep = H / Hkv;
-  Ref r{std::vector<double>(static_cast<std::size_t>(q.numel())), std::vector<double>(static_cast<std::size_t>(B * H * T))};
+  Ref r{std::vector<double>(static_cast<std::size_t>(q.numel())),
+        std::vector<double>(static_cast<std::size_t>(B * H * T))};
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t h = 0; h < H; ++h)
       for (std::int64_t t = 0; t < T; ++t) {
@@ -47,7 +48,8 @@ Ref naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, std::int6
         for (double& x : s) sum += (x = std::exp(x - m));
         for (std::int64_t d = 0; d < D; ++d) {
           double o = 0;
-          for (std::int64_t j = 0; j < n_keys; ++j) o += s[static_cast<std::size_t>(j)] * v.data<float>()[((b * Hkv + g) * S + j) * D + d];
+          for (std::int64_t j = 0; j < n_keys; ++j)
+            o += s[static_cast<std::size_t>(j)] * v.data<float>()[((b * Hkv + g) * S + j) * D + d];
           r.out[static_cast<std::size_t>(((b * T + t) * H + h) * D + d)] = o / sum;
         }
         r.lse[static_cast<std::size_t>((b * H + h) * T + t)] = m + std::log(sum);
@@ -78,18 +80,18 @@ void check_case(std::int64_t B, std::int64_t T, std::int64_t H, std::int64_t Hkv
 }  // namespace
 
 TEST_CASE("attention matches full-softmax attention: prefill, GQA ratios 1/2/4/3, odd lengths") {
-  check_case(2, 67, 4, 4, 16, 0, 67, 1.0f);      // MHA, T just past one tile
-  check_case(1, 130, 4, 2, 8, 0, 130, 1.0f);     // GQA 2, three key tiles
-  check_case(2, 45, 8, 2, 24, 0, 45, 1.0f);      // GQA 4
-  check_case(1, 21, 6, 2, 40, 0, 21, 1.0f);      // GQA 3 (no power of two)
-  check_case(1, 200, 2, 1, 16, 0, 200, 4.0f);    // sharp softmax (large scores)
+  check_case(2, 67, 4, 4, 16, 0, 67, 1.0f);    // MHA, T just past one tile
+  check_case(1, 130, 4, 2, 8, 0, 130, 1.0f);   // GQA 2, three key tiles
+  check_case(2, 45, 8, 2, 24, 0, 45, 1.0f);    // GQA 4
+  check_case(1, 21, 6, 2, 40, 0, 21, 1.0f);    // GQA 3 (no power of two)
+  check_case(1, 200, 2, 1, 16, 0, 200, 4.0f);  // sharp softmax (large scores)
 }
 
 TEST_CASE("queries at an offset see the cached keys; a larger cache capacity is ignored") {
-  check_case(2, 1, 4, 2, 16, 0, 1, 1.0f);       // first decode token
-  check_case(2, 1, 4, 2, 16, 150, 300, 1.0f);   // one token after 150 cached, capacity 300
-  check_case(1, 17, 8, 2, 16, 70, 100, 1.0f);   // a chunk of 17 after 70
-  check_case(3, 5, 2, 2, 8, 63, 68, 1.0f);      // crossing a tile boundary
+  check_case(2, 1, 4, 2, 16, 0, 1, 1.0f);      // first decode token
+  check_case(2, 1, 4, 2, 16, 150, 300, 1.0f);  // one token after 150 cached, capacity 300
+  check_case(1, 17, 8, 2, 16, 70, 100, 1.0f);  // a chunk of 17 after 70
+  check_case(3, 5, 2, 2, 8, 63, 68, 1.0f);     // crossing a tile boundary
 }
 
 TEST_CASE("GQA: query head h reads KV head h / n_rep (HF repeat_kv)") {
@@ -105,7 +107,8 @@ TEST_CASE("GQA: query head h reads KV head h / n_rep (HF repeat_kv)") {
   ops::attention_forward(out, q, k, v);
   for (std::int64_t t = 0; t < T; ++t)
     for (std::int64_t h = 0; h < H; ++h)
-      CHECK(out.data<float>()[(t * H + h) * D] == doctest::Approx(static_cast<double>(h / (H / Hkv) + 1)).epsilon(1e-6));
+      CHECK(out.data<float>()[(t * H + h) * D] ==
+            doctest::Approx(static_cast<double>(h / (H / Hkv) + 1)).epsilon(1e-6));
 }
 
 TEST_CASE("the first query attends to the first key only (causal)") {
@@ -159,15 +162,17 @@ TEST_CASE("attention over a bf16 KV cache equals attention over the same values 
     for (std::int64_t b = 0; b < B; ++b) {
       const std::int64_t r = c.rows[static_cast<std::size_t>(b)], off = c.offsets[static_cast<std::size_t>(b)];
       const Tensor qb = q.narrow(0, b, 1).to_host(DType::F32);
-      const Ref ref = naive_attention(qb, kw.narrow(0, r, 1).to_host(DType::F32), vw.narrow(0, r, 1).to_host(DType::F32),
-                                      off, 1.0 / std::sqrt(static_cast<double>(D)));
+      const Ref ref =
+          naive_attention(qb, kw.narrow(0, r, 1).to_host(DType::F32), vw.narrow(0, r, 1).to_host(DType::F32), off,
+                          1.0 / std::sqrt(static_cast<double>(D)));
       CHECK(test::max_rel_error(out_b.narrow(0, b, 1).to_host(DType::F32), ref.out) < kTol);
     }
   }
   Tensor out = test::filled({1, 1, H, D}, 0.0f, "out");
   const Tensor q = test::random_tensor({1, 1, H, D}, 54, 1.0f, "q");
-  CHECK_THROWS_WITH_AS(ops::attention_forward(out, q, kb, vw, {.q_pos_offset = 3, .kv_rows = std::vector<std::int64_t>{0}}),
-                       doctest::Contains("v"), ShapeError);
+  CHECK_THROWS_WITH_AS(
+      ops::attention_forward(out, q, kb, vw, {.q_pos_offset = 3, .kv_rows = std::vector<std::int64_t>{0}}),
+      doctest::Contains("v"), ShapeError);
 }
 
 // Decoding at the head widths of Llama models (64, 128) takes ops/cpu/attention_decode_avx512.cpp on
@@ -176,8 +181,8 @@ TEST_CASE("attention over a bf16 KV cache equals attention over the same values 
 TEST_CASE("decode attention at head dims 64 and 128: 16-key blocks, tiles, GQA, ragged rows, bf16") {
   for (const std::int64_t D : {64, 128}) {
     for (const std::int64_t offset : {0, 14, 15, 16, 127, 128, 129, 300}) check_case(2, 1, 6, 2, D, offset, 301, 1.0f);
-    check_case(1, 1, 8, 1, D, 77, 78, 1.0f);    // GQA 8 (Llama 3 70B's ratio)
-    check_case(1, 1, 4, 4, D, 40, 41, 4.0f);    // MHA, sharp softmax
+    check_case(1, 1, 8, 1, D, 77, 78, 1.0f);      // GQA 8 (Llama 3 70B's ratio)
+    check_case(1, 1, 4, 4, D, 40, 41, 4.0f);      // MHA, sharp softmax
     const std::int64_t H = 24, Hkv = 3, S = 200;  // GQA 8 over three KV heads
     const Tensor k32 = test::random_tensor({3, Hkv, S, D}, 61, 1.0f, "k");
     const Tensor v32 = test::random_tensor({3, Hkv, S, D}, 62, 1.0f, "v");

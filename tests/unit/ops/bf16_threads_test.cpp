@@ -51,9 +51,8 @@ TEST_CASE("matmul with a bf16 weight equals matmul with the same values in f32, 
   // few rows (<= 8 everywhere, 20: the AVX-512 few-rows kernel's second group), panels by columns
   // (many rows), the untransposed backward layout, a panel narrower than the widening buffer and one
   // that needs several.
-  const Case cases[] = {{1, 300, 77, true}, {5, 1000, 64, true}, {20, 300, 70, true}, {40, 70, 96, true},
-                        {33, 2100, 129, true},
-                        {17, 90, 50, false}, {1, 64, 20, false}};
+  const Case cases[] = {{1, 300, 77, true},    {5, 1000, 64, true}, {20, 300, 70, true}, {40, 70, 96, true},
+                        {33, 2100, 129, true}, {17, 90, 50, false}, {1, 64, 20, false}};
   for (int threads : {1, 3}) {
     Threads guard(threads);
     for (const Case& c : cases) {
@@ -79,7 +78,7 @@ TEST_CASE("parallel splits agree with one thread: by columns, by rows, transpose
     bool ta, tb;
     float beta;
   };
-  const Case cases[] = {{300, 257, 64, false, true, 0.0f},  // columns
+  const Case cases[] = {{300, 257, 64, false, true, 0.0f},   // columns
                         {400, 20, 128, false, false, 1.0f},  // few columns: rows
                         {70, 90, 500, true, false, 1.0f},    // dW += gᵀ · x
                         {4, 5000, 64, false, true, 1.0f},    // skinny
@@ -156,8 +155,8 @@ TEST_CASE("bf16 products: the first operand rounded to bf16, f32 sums, on every 
     bool ta, tb;
     float beta;
   };
-  const Case cases[] = {{1, 300, 77, false, true, 0.0f},   {5, 1000, 64, false, true, 1.0f},
-                        {20, 300, 70, false, true, 0.0f},  {40, 70, 96, false, true, 0.0f},
+  const Case cases[] = {{1, 300, 77, false, true, 0.0f},    {5, 1000, 64, false, true, 1.0f},
+                        {20, 300, 70, false, true, 0.0f},   {40, 70, 96, false, true, 0.0f},
                         {300, 257, 515, false, true, 1.0f}, {17, 90, 50, false, false, 0.0f},
                         {400, 130, 33, false, false, 1.0f}, {70, 90, 31, true, false, 0.0f}};
   for (const Case& c : cases) {

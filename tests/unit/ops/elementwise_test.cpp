@@ -130,7 +130,8 @@ TEST_CASE("kv_cache_write into a bf16 cache rounds each value to nearest even, a
       for (std::int64_t g = 0; g < G; ++g)
         for (std::int64_t d = 0; d < D; ++d) {
           const float x = src.data<float>()[((b * T + t) * G + g) * D + d];
-          const std::int64_t at = ((rows[static_cast<std::size_t>(b)] * G + g) * S + pos[static_cast<std::size_t>(b)] + t) * D + d;
+          const std::int64_t at =
+              ((rows[static_cast<std::size_t>(b)] * G + g) * S + pos[static_cast<std::size_t>(b)] + t) * D + d;
           REQUIRE(c[at] == f32_to_bf16(x));
         }
   CHECK(bf16_to_f32(c[((1 * G + 0) * S + 4) * D + 0]) == 1.0f);

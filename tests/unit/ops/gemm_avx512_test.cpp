@@ -155,11 +155,12 @@ void run_kernel(const Problem& p, const Operands& o, std::vector<float>& c, std:
   }
   if (p.kernel == Kernel::PackedBf16DotF32 || p.kernel == Kernel::SerialBf16Copies) {
     REQUIRE(!p.bf16);
-    const auto gemm = p.kernel == Kernel::PackedBf16DotF32
-                          ? static_cast<void (*)(bool, bool, std::int64_t, std::int64_t, std::int64_t, float,
-                                                 const float*, std::int64_t, const float*, std::int64_t, float, float*,
-                                                 std::int64_t)>(ops::cpu::gemm_avx512_bf16)
-                          : ops::cpu::gemm_serial_bf16_copies;
+    const auto gemm =
+        p.kernel == Kernel::PackedBf16DotF32
+            ? static_cast<void (*)(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*,
+                                   std::int64_t, const float*, std::int64_t, float, float*, std::int64_t)>(
+                  ops::cpu::gemm_avx512_bf16)
+            : ops::cpu::gemm_serial_bf16_copies;
     gemm(p.trans_a, p.trans_b, m1 - m0, n1 - n0, p.K, p.alpha, a, o.lda, o.b.data() + b_offset, o.ldb, p.beta,
          c.data() + m0 * o.ldc + n0, o.ldc);
     return;
@@ -210,8 +211,9 @@ void check_against_loops(const Problem& p, std::uint64_t salt) {
       const auto at = static_cast<std::size_t>(i * o.ldc + j);
       const double c0 = p.beta != 0.0f ? o.c0[at] : 0.0;
       exact = p.alpha * exact + p.beta * c0;
-      const double bound = (static_cast<double>(p.K) + 3.0) * kUnitRoundoff *
-                           (std::fabs(p.alpha) * magnitude + std::fabs(p.beta * c0)) + 1e-30;
+      const double bound =
+          (static_cast<double>(p.K) + 3.0) * kUnitRoundoff * (std::fabs(p.alpha) * magnitude + std::fabs(p.beta * c0)) +
+          1e-30;
       const double err = std::fabs(static_cast<double>(c[at]) - exact);
       if (!(err <= bound)) ++n_bad;  // NaN counts as bad
       worst = std::max(worst, std::isnan(err) ? INFINITY : err / bound);
@@ -225,8 +227,9 @@ void check_against_loops(const Problem& p, std::uint64_t salt) {
 
 }  // namespace
 
-TEST_CASE("packed sgemm: sizes around the tile, k block and column block, every layout, f32 and bf16 b; bf16 dot "
-          "with bf16 and f32 b; rounded copies") {
+TEST_CASE(
+    "packed sgemm: sizes around the tile, k block and column block, every layout, f32 and bf16 b; bf16 dot "
+    "with bf16 and f32 b; rounded copies") {
   const std::int64_t Ms[] = {1, 2, 5, 6, 7, 8, 9, 13, 17};
   const std::int64_t Ns[] = {1, 5, 8, 9, 16, 17, 47, 48, 49, 97};
   const std::int64_t Ks[] = {1, 2, 3, 17, 33, 256, 257};
@@ -282,8 +285,16 @@ TEST_CASE("packed sgemm: several k, row and column blocks, alpha and beta, strid
           for (bool bf16 : {false, true}) {
             if (kernel == Kernel::PackedBf16Dot && !bf16) continue;
             if (rounds_b(kernel) && bf16) continue;
-            check_against_loops({.trans_a = ta, .trans_b = tb, .bf16 = bf16, .kernel = kernel, .M = k.M, .N = k.N,
-                                 .K = k.K, .pad = k.pad, .alpha = k.alpha, .beta = k.beta},
+            check_against_loops({.trans_a = ta,
+                                 .trans_b = tb,
+                                 .bf16 = bf16,
+                                 .kernel = kernel,
+                                 .M = k.M,
+                                 .N = k.N,
+                                 .K = k.K,
+                                 .pad = k.pad,
+                                 .alpha = k.alpha,
+                                 .beta = k.beta},
                                 ++salt);
           }
         }
@@ -302,8 +313,15 @@ TEST_CASE("packed sgemm: row and column splits at any offset give the bits of on
         CAPTURE(tb);
         // 160 rows: three of the AVX2 kernel's 72-row blocks.
         // The bf16 dot kernel multiplies bf16 b only: its "f32" problem is the bf16 one.
-        Problem p{.trans_a = ta, .trans_b = tb, .bf16 = kernel == Kernel::PackedBf16Dot, .kernel = kernel, .M = 160,
-                  .N = 830, .K = 520, .alpha = 0.5f, .beta = 1.0f};
+        Problem p{.trans_a = ta,
+                  .trans_b = tb,
+                  .bf16 = kernel == Kernel::PackedBf16Dot,
+                  .kernel = kernel,
+                  .M = 160,
+                  .N = 830,
+                  .K = 520,
+                  .alpha = 0.5f,
+                  .beta = 1.0f};
         Problem p16 = p;
         p16.bf16 = true;
         const Operands o(p16, 77);  // bf16-representable b: the f32 problem reads the same values
@@ -383,7 +401,8 @@ TEST_CASE("few-rows kernel: 1-32 rows, K around the 16-element step, alpha and b
   check_skinny_against_loops(Kernel::Skinny, {1, 2, 3, 5, 8, 9, 17, 32}, 500);
 }
 
-TEST_CASE("few-rows kernel: a row alone, among 31 others or in any column range gets the same bits; bf16 w those of f32") {
+TEST_CASE(
+    "few-rows kernel: a row alone, among 31 others or in any column range gets the same bits; bf16 w those of f32") {
   if (!kernel_available()) return;
   // Groups of 3, 4 (one weight row per step), 5, 9 and 11 rows (two weight rows per step, groups of 8 + rest).
   check_skinny_bits(Kernel::Skinny, ops::cpu::kSkinnyAvx512MaxRows, {3, 4, 5, 9, 11});
@@ -450,8 +469,8 @@ TEST_CASE("packed kernels: b and a packed once give the bits of the call that pa
   for (const bool dot : {false, true}) {
     if (dot && !bf16_dot) continue;
     const std::int64_t max_k = dot ? ops::cpu::kGemmAvx512Bf16PackedMaxK : ops::cpu::kGemmAvx512PackedMaxK;
-    for (const Shape s : {Shape{63, 128, 64}, Shape{17, 64, 128}, Shape{40, 33, 127}, Shape{9, 768, max_k},
-                          Shape{70, 16, 5}}) {
+    for (const Shape s :
+         {Shape{63, 128, 64}, Shape{17, 64, 128}, Shape{40, 33, 127}, Shape{9, 768, max_k}, Shape{70, 16, 5}}) {
       for (const bool trans_b : {false, true}) {
         for (const bool b_bf16 : {false, true}) {
           for (const float beta : {0.0f, 1.0f}) {
@@ -490,17 +509,16 @@ TEST_CASE("packed kernels: b and a packed once give the bits of the call that pa
               }
               ops::cpu::gemm_avx512_bf16_pack_b(trans_b, s.N, s.K, b, b_bf16, ldb, bp);
               ops::cpu::gemm_avx512_bf16_pack_a(s.M, s.K, a.data(), s.K, ap.data());
-              ops::cpu::gemm_avx512_bf16_packed(s.M, s.N, s.K, 0.5f, a.data(), s.K, ap.data(), bp, beta,
-                                                with_a.data(), s.N);
-              ops::cpu::gemm_avx512_bf16_packed(s.M, s.N, s.K, 0.5f, a.data(), s.K, nullptr, bp, beta,
-                                                without_a.data(), s.N);
+              ops::cpu::gemm_avx512_bf16_packed(s.M, s.N, s.K, 0.5f, a.data(), s.K, ap.data(), bp, beta, with_a.data(),
+                                                s.N);
+              ops::cpu::gemm_avx512_bf16_packed(s.M, s.N, s.K, 0.5f, a.data(), s.K, nullptr, bp, beta, without_a.data(),
+                                                s.N);
             } else {
               ops::cpu::gemm_avx512(false, trans_b, s.M, s.N, s.K, 0.5f, a.data(), s.K, b, b_bf16, ldb, beta,
                                     ref.data(), s.N);
               ops::cpu::gemm_avx512_pack_b(trans_b, s.N, s.K, b, b_bf16, ldb, bp);
               ops::cpu::gemm_avx512_pack_a(s.M, s.K, a.data(), s.K, ap.data());
-              ops::cpu::gemm_avx512_packed(s.M, s.N, s.K, 0.5f, a.data(), s.K, ap.data(), bp, beta, with_a.data(),
-                                           s.N);
+              ops::cpu::gemm_avx512_packed(s.M, s.N, s.K, 0.5f, a.data(), s.K, ap.data(), bp, beta, with_a.data(), s.N);
               ops::cpu::gemm_avx512_packed(s.M, s.N, s.K, 0.5f, a.data(), s.K, nullptr, bp, beta, without_a.data(),
                                            s.N);
             }

@@ -30,7 +30,8 @@ std::vector<double> reference(const Tensor& a, const Tensor& b, const Tensor& c0
         const double y = o.transpose_b ? B[j * K + k] : B[k * N + j];
         s += x * y;
       }
-      ref[static_cast<std::size_t>(i * N + j)] = o.alpha * s + (o.beta != 0.0f ? o.beta * c0.data<float>()[i * N + j] : 0.0);
+      ref[static_cast<std::size_t>(i * N + j)] =
+          o.alpha * s + (o.beta != 0.0f ? o.beta * c0.data<float>()[i * N + j] : 0.0);
     }
   }
   return ref;
@@ -81,7 +82,8 @@ TEST_CASE("linear layout: y (B, T, out) = x (B, T, in) · Wᵀ, and the backward
   for (std::int64_t r = 0; r < B * T; ++r)
     for (std::int64_t o = 0; o < out; ++o) {
       double s = 0;
-      for (std::int64_t i = 0; i < in; ++i) s += static_cast<double>(x.data<float>()[r * in + i]) * w.data<float>()[o * in + i];
+      for (std::int64_t i = 0; i < in; ++i)
+        s += static_cast<double>(x.data<float>()[r * in + i]) * w.data<float>()[o * in + i];
       ref[static_cast<std::size_t>(r * out + o)] = s;
     }
   CHECK(test::max_rel_error(y, ref) < kTol);
@@ -97,11 +99,13 @@ TEST_CASE("linear layout: y (B, T, out) = x (B, T, in) · Wᵀ, and the backward
   for (std::int64_t r = 0; r < B * T; ++r)
     for (std::int64_t i = 0; i < in; ++i)
       for (std::int64_t o = 0; o < out; ++o)
-        ref_dx[static_cast<std::size_t>(r * in + i)] += static_cast<double>(g.data<float>()[r * out + o]) * w.data<float>()[o * in + i];
+        ref_dx[static_cast<std::size_t>(r * in + i)] +=
+            static_cast<double>(g.data<float>()[r * out + o]) * w.data<float>()[o * in + i];
   for (std::int64_t o = 0; o < out; ++o)
     for (std::int64_t i = 0; i < in; ++i) {
       double s = dw0.data<float>()[o * in + i];
-      for (std::int64_t r = 0; r < B * T; ++r) s += static_cast<double>(g.data<float>()[r * out + o]) * x.data<float>()[r * in + i];
+      for (std::int64_t r = 0; r < B * T; ++r)
+        s += static_cast<double>(g.data<float>()[r * out + o]) * x.data<float>()[r * in + i];
       ref_dw[static_cast<std::size_t>(o * in + i)] = s;
     }
   CHECK(test::max_rel_error(dx, ref_dx) < kTol);
@@ -124,7 +128,8 @@ TEST_CASE("views with a row stride are read and written in place") {
           CHECK(got == -1.0f);  // untouched
         } else {
           double s = 0;
-          for (std::int64_t c = 0; c < C; ++c) s += static_cast<double>(x.data<float>()[(b * T + t) * C + c]) * w.data<float>()[n * C + c];
+          for (std::int64_t c = 0; c < C; ++c)
+            s += static_cast<double>(x.data<float>()[(b * T + t) * C + c]) * w.data<float>()[n * C + c];
           CHECK(got == doctest::Approx(s).epsilon(1e-5));
         }
       }
@@ -137,8 +142,10 @@ TEST_CASE("bias_add adds one value per column to every row") {
   const Tensor y0 = y.to_host(DType::F32);
   const Tensor bias = test::random_tensor({10}, 11, 1.0f, "bias");
   ops::bias_add(y, bias);
-  for (std::int64_t i = 0; i < y.numel(); ++i) CHECK(y.data<float>()[i] == y0.data<float>()[i] + bias.data<float>()[i % 10]);
-  CHECK_THROWS_WITH_AS(ops::bias_add(y, test::filled({9}, 0.0f, "short_bias")), doctest::Contains("short_bias"), ShapeError);
+  for (std::int64_t i = 0; i < y.numel(); ++i)
+    CHECK(y.data<float>()[i] == y0.data<float>()[i] + bias.data<float>()[i % 10]);
+  CHECK_THROWS_WITH_AS(ops::bias_add(y, test::filled({9}, 0.0f, "short_bias")), doctest::Contains("short_bias"),
+                       ShapeError);
 }
 
 TEST_CASE("matmul names the tensors and dimensions that do not fit") {

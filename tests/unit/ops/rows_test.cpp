@@ -33,10 +33,12 @@ TEST_CASE("rms_norm_forward: y = x · rstd · w per row, rstd saved; in place wo
   std::vector<double> ref(static_cast<std::size_t>(N * C)), ref_rstd(static_cast<std::size_t>(N));
   for (std::int64_t r = 0; r < N; ++r) {
     double ss = 0;
-    for (std::int64_t c = 0; c < C; ++c) ss += static_cast<double>(x.data<float>()[r * C + c]) * x.data<float>()[r * C + c];
+    for (std::int64_t c = 0; c < C; ++c)
+      ss += static_cast<double>(x.data<float>()[r * C + c]) * x.data<float>()[r * C + c];
     const double rs = 1.0 / std::sqrt(ss / C + eps);
     ref_rstd[static_cast<std::size_t>(r)] = rs;
-    for (std::int64_t c = 0; c < C; ++c) ref[static_cast<std::size_t>(r * C + c)] = x.data<float>()[r * C + c] * rs * w.data<float>()[c];
+    for (std::int64_t c = 0; c < C; ++c)
+      ref[static_cast<std::size_t>(r * C + c)] = x.data<float>()[r * C + c] * rs * w.data<float>()[c];
   }
   CHECK(test::max_rel_error(y, ref) < kTol);
   CHECK(test::max_rel_error(rstd, ref_rstd) < kTol);
@@ -50,7 +52,7 @@ TEST_CASE("rms_norm_forward: y = x · rstd · w per row, rstd saved; in place wo
 
 TEST_CASE("rope_forward rotates pairs (j, j + D/2) by p · inv_freq, with llama3 frequencies") {
   model::LlamaConfig cfg = model::llama_config_preset("tiny");  // llama3 scaling, original context 64
-  cfg.head_dim = 24;                                          // 12 frequencies across all three bands
+  cfg.head_dim = 24;                                            // 12 frequencies across all three bands
   const std::vector<float> inv_freq = model::rope_inv_freq(cfg);
   const std::int64_t B = 2, T = 19, Hx = 3, D = cfg.head_dim, half = D / 2, pos0 = 141;  // past 64
   Tensor cos = test::filled({T, half}, 0.0f, "cos"), sin = test::filled({T, half}, 0.0f, "sin");
@@ -83,7 +85,8 @@ TEST_CASE("after rope, q · k depends only on the distance between the positions
   model::LlamaConfig cfg = model::llama_config_preset("tiny");
   const std::vector<float> inv_freq = model::rope_inv_freq(cfg);
   const std::int64_t D = cfg.head_dim;
-  const Tensor q0 = test::random_tensor({1, 1, 1, D}, 4, 1.0f, "q"), k0 = test::random_tensor({1, 1, 1, D}, 5, 1.0f, "k");
+  const Tensor q0 = test::random_tensor({1, 1, 1, D}, 4, 1.0f, "q"),
+               k0 = test::random_tensor({1, 1, 1, D}, 5, 1.0f, "k");
   auto rotated_dot = [&](std::int64_t pq, std::int64_t pk) {
     Tensor q = q0.to_host(DType::F32), k = k0.to_host(DType::F32);
     Tensor cq = test::filled({1, D / 2}, 0), sq = test::filled({1, D / 2}, 0), ck = test::filled({1, D / 2}, 0),

@@ -57,8 +57,8 @@ TEST_CASE("adamw_update matches AdamW::step and the scalar loop bit for bit on e
   if (cpu_isa_best() != CpuIsa::Scalar) isas.push_back(CpuIsa::Avx2);
   if (cpu_isa_best() == CpuIsa::Avx512) isas.push_back(CpuIsa::Avx512);
   MESSAGE("best instruction set on this CPU: " << cpu_isa_name(cpu_isa_best()));
-  for (const std::int64_t n : {std::int64_t{1}, std::int64_t{7}, std::int64_t{16}, std::int64_t{1000},
-                               std::int64_t{40001}}) {
+  for (const std::int64_t n :
+       {std::int64_t{1}, std::int64_t{7}, std::int64_t{16}, std::int64_t{1000}, std::int64_t{40001}}) {
     for (const bool decay : {true, false}) {
       for (const CpuIsa isa : isas) {
         CAPTURE(n);
@@ -85,7 +85,8 @@ TEST_CASE("adamw_update matches AdamW::step and the scalar loop bit for bit on e
         CHECK_MESSAGE(same_bits(p.data<float>(), p2.data(), n, &bad), "first differing weight at " << bad);
         CHECK(same_bits(ref.slots()[0].m.data<float>(), m2.data(), n));
         CHECK(same_bits(ref.slots()[0].v.data<float>(), v2.data(), n));
-        CHECK_MESSAGE(same_bits(p3.data(), p2.data(), n, &bad), "first weight differing from the scalar loop at " << bad);
+        CHECK_MESSAGE(same_bits(p3.data(), p2.data(), n, &bad),
+                      "first weight differing from the scalar loop at " << bad);
         CHECK(same_bits(m3.data(), m2.data(), n));
         CHECK(same_bits(v3.data(), v2.data(), n));
         // The update moved the weights (a test that would pass with no update at all is no test).

@@ -45,19 +45,17 @@ TEST_CASE("DeviceAdamW refuses a CUDA device that is not visible, after checking
 #if ADAPT_HAVE_CUDA
   REQUIRE(backend::cuda_device_count() < 100);
   // The device check runs last, so the parameter errors are reported on any machine.
-  CHECK_THROWS_WITH_AS(DeviceAdamW({{.name = "a", .value = tagged_cuda(mem.data(), Shape{2, 2}, DType::BF16),
-                                     .grad = g}},
-                                   kOpt),
-                       doctest::Contains("bf16"), ShapeError);
   CHECK_THROWS_WITH_AS(
-      DeviceAdamW({{.name = "a", .value = w, .grad = tagged_cuda(mem.data() + 8, Shape{4})}}, kOpt),
-      doctest::Contains("has weights (2, 2) but gradient (4,)"), ShapeError);
+      DeviceAdamW({{.name = "a", .value = tagged_cuda(mem.data(), Shape{2, 2}, DType::BF16), .grad = g}}, kOpt),
+      doctest::Contains("bf16"), ShapeError);
+  CHECK_THROWS_WITH_AS(DeviceAdamW({{.name = "a", .value = w, .grad = tagged_cuda(mem.data() + 8, Shape{4})}}, kOpt),
+                       doctest::Contains("has weights (2, 2) but gradient (4,)"), ShapeError);
   CHECK_THROWS_AS(DeviceAdamW({{.name = "a", .value = w, .grad = g}, {.name = "a", .value = w, .grad = g}}, kOpt),
                   InternalError);
   const Tensor elsewhere = Tensor::wrap(mem.data() + 8, Shape{2, 2}, DType::F32, Device{DeviceKind::Cuda, 98}, nullptr);
-  CHECK_THROWS_WITH_AS(DeviceAdamW({{.name = "a", .value = w, .grad = g}, {.name = "b", .value = elsewhere, .grad = g}},
-                                   kOpt),
-                       doctest::Contains("one GPU"), UnsupportedError);
+  CHECK_THROWS_WITH_AS(
+      DeviceAdamW({{.name = "a", .value = w, .grad = g}, {.name = "b", .value = elsewhere, .grad = g}}, kOpt),
+      doctest::Contains("one GPU"), UnsupportedError);
   AdamWOptions bad = kOpt;
   bad.beta2 = 1.0;
   CHECK_THROWS_AS(DeviceAdamW({{.name = "a", .value = w, .grad = g}}, bad), ConfigError);

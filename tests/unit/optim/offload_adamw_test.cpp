@@ -2,8 +2,8 @@
 // moments as AdamW bit for bit, whatever the threads, buckets and chunks; f32 and bf16 write-backs.
 #include <doctest/doctest.h>
 
-#include <cstring>
 #include <fmt/format.h>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -64,8 +64,10 @@ TEST_CASE("OffloadAdamW matches AdamW bit for bit, with f32 and bf16 write-backs
     }
     // f32 write-back of the first two parameters, bf16 of the last (a target may cut across segments).
     state.set_targets({{.begin = 0, .count = sizes[0] + sizes[1], .dst = weights_f32.data(), .dtype = DType::F32},
-                       {.begin = sizes[0] + sizes[1], .count = sizes[2],
-                        .dst = weights_bf16.data() + sizes[0] + sizes[1], .dtype = DType::BF16}});
+                       {.begin = sizes[0] + sizes[1],
+                        .count = sizes[2],
+                        .dst = weights_bf16.data() + sizes[0] + sizes[1],
+                        .dtype = DType::BF16}});
     for (int step = 1; step <= 4; ++step) {
       at = 0;
       for (std::size_t i = 0; i < sizes.size(); ++i) {
@@ -112,8 +114,7 @@ TEST_CASE("OffloadAdamW rejects bad layouts, naming the range") {
                        doctest::Contains("segment [5, 10) overlaps"), ShapeError);
   OffloadAdamW s(10, {}, opt, Device{}, {.threads = 1});
   float dst[4];
-  CHECK_THROWS_WITH_AS(s.set_targets({{.begin = 8, .count = 4, .dst = dst}}), doctest::Contains("[8, 12)"),
-                       ShapeError);
+  CHECK_THROWS_WITH_AS(s.set_targets({{.begin = 8, .count = 4, .dst = dst}}), doctest::Contains("[8, 12)"), ShapeError);
   CHECK_THROWS_WITH_AS(s.set_targets({{.begin = 0, .count = 4, .dst = dst, .dtype = DType::F16}}),
                        doctest::Contains("not f16"), UnsupportedError);
   CHECK_THROWS_WITH_AS(s.stage_grads(5, 6, dst), doctest::Contains("gradient range [5, 11)"), ShapeError);
@@ -147,10 +148,10 @@ struct AsyncPair {
     // An f32 "device" target over everything, a bf16 one over a middle range and a host one (memcpy'd by
     // the updating thread) over the rest.
     auto targets = [&](std::vector<float>& w, std::vector<bf16>& b) {
-      return std::vector<OffloadTarget>{{.begin = 0, .count = 2000, .dst = w.data(), .dtype = DType::F32},
-                                        {.begin = 500, .count = 2000, .dst = b.data() + 500, .dtype = DType::BF16},
-                                        {.begin = 2000, .count = kN - 2000, .dst = w.data() + 2000,
-                                         .dtype = DType::F32, .host = true}};
+      return std::vector<OffloadTarget>{
+          {.begin = 0, .count = 2000, .dst = w.data(), .dtype = DType::F32},
+          {.begin = 500, .count = 2000, .dst = b.data() + 500, .dtype = DType::BF16},
+          {.begin = 2000, .count = kN - 2000, .dst = w.data() + 2000, .dtype = DType::F32, .host = true}};
     };
     sync.set_targets(targets(w_sync, b_sync));
     async.set_targets(targets(w_async, b_async));

@@ -104,11 +104,21 @@ TEST_CASE("tensor-parallel slices follow the Megatron rules for every tp rank") 
 
 TEST_CASE("pipeline stages balance the head's work: the last stage holds fewer layers") {
   // The head in decoder layers' work: V·C over a layer's projections.
-  const LlamaDims bench{.hidden = 768, .intermediate = 2048, .n_layers = 8, .n_heads = 12, .n_kv_heads = 4,
-                        .head_dim = 64, .vocab = 32000};
+  const LlamaDims bench{.hidden = 768,
+                        .intermediate = 2048,
+                        .n_layers = 8,
+                        .n_heads = 12,
+                        .n_kv_heads = 4,
+                        .head_dim = 64,
+                        .vocab = 32000};
   CHECK(head_layer_share(bench) == doctest::Approx(32000.0 * 768 / (768.0 * (2 * 768 + 2 * 256 + 3 * 2048))));
-  const LlamaDims l70{.hidden = 8192, .intermediate = 28672, .n_layers = 80, .n_heads = 64, .n_kv_heads = 8,
-                      .head_dim = 128, .vocab = 128256};
+  const LlamaDims l70{.hidden = 8192,
+                      .intermediate = 28672,
+                      .n_layers = 80,
+                      .n_heads = 64,
+                      .n_kv_heads = 8,
+                      .head_dim = 128,
+                      .vocab = 128256};
   CHECK(head_layer_share(l70) == doctest::Approx(1.2287).epsilon(1e-3));
   // bench, 2 stages: 6 layers | 2 layers + the head (3.9): 6 against 5.9 instead of 4 against 7.9.
   CHECK(stage_layers(bench, 2, 0, StageSplit::ByWork) == Range{0, 6});

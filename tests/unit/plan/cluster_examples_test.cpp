@@ -117,8 +117,8 @@ TEST_CASE("adapt_plan's longest training sequence for Llama 3.1 70B on 8 x A100 
 }
 
 TEST_CASE("inputs/cluster/generate-llama-3.1-70b.toml: batch_size rows of the whole context fit; adapt_plan's pick") {
-  const generate::GenJob j = config::load(test::source_dir() / "inputs/cluster/generate-llama-3.1-70b.toml",
-                                          config::gen_job_schema(), {});
+  const generate::GenJob j =
+      config::load(test::source_dir() / "inputs/cluster/generate-llama-3.1-70b.toml", config::gen_job_schema(), {});
   CHECK(j.runtime.device == "cuda");
   CHECK(j.model.adapter.has_value());
   const model::LlamaConfig m = model::llama_config_preset("llama-3.1-70b");
@@ -126,8 +126,8 @@ TEST_CASE("inputs/cluster/generate-llama-3.1-70b.toml: batch_size rows of the wh
   const Layout lay = layout_of(j.parallel.tp, j.parallel.pp);
   PlanRequest req = request_70b(parse_adapter_spec("lora:r=16,targets=all"));  // train-llama-3.1-70b.toml's
   req.train = {.seq = 8192, .micro_batch = 1, .recompute = true, .offload = true};
-  req.gen = {.batch = j.runtime.batch_size, .context = m.max_position_embeddings,
-             .prefill_chunk = j.runtime.prefill_chunk};
+  req.gen = {
+      .batch = j.runtime.batch_size, .context = m.max_position_embeddings, .prefill_chunk = j.runtime.prefill_chunk};
   req.layout = lay;
   const PlanResult only = make_plan(req);
   REQUIRE(only.layouts.size() == 1);

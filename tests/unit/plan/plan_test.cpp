@@ -8,8 +8,8 @@
 // considers against comm::ProcessGrid's rules.
 #include "plan/plan.h"
 
-#include <optional>
 #include <doctest/doctest.h>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -141,7 +141,7 @@ TEST_CASE("generation activation bytes equal llama_forward's and the adapters' w
           for (std::int64_t r = 0; r < rows; ++r) {
             all[static_cast<std::size_t>(r)] = r;
             const std::int64_t n = r == 0 ? 13 : 2 + r * 5 % 11;
-            for (std::int64_t at = 0; at < n; at += chunk > 0 ? chunk : n) {
+            for (std::int64_t at = 0; at<n; at += chunk> 0 ? chunk : n) {
               const std::int64_t piece = chunk > 0 ? std::min(chunk, n - at) : n;
               model::llama_forward(model, ids_of(1, piece, V), &cache,
                                    {.last_position_only = true, .cache_rows = {&r, 1}, .hook = &set}, &ws);
@@ -150,8 +150,8 @@ TEST_CASE("generation activation bytes equal llama_forward's and the adapters' w
           for (int step = 0; step < 3; ++step)
             model::llama_forward(model, ids_of(rows, 1, V), &cache,
                                  {.last_position_only = true, .cache_rows = all, .hook = &set}, &ws);
-          const GenMemory g = gen_memory(c, a, Layout{}, {.batch = rows, .context = 32, .prefill_chunk = chunk,
-                                                          .prompt = 13}, Backend::Cpu);
+          const GenMemory g = gen_memory(
+              c, a, Layout{}, {.batch = rows, .context = 32, .prefill_chunk = chunk, .prompt = 13}, Backend::Cpu);
           CHECK(g.activations ==
                 ws.high_water_bytes() + set.workspace_high_water_bytes() + static_cast<std::uint64_t>(rows * V) * 4);
         }
@@ -301,7 +301,7 @@ TEST_CASE("generation memory: prefill pieces, and the KV cache's spill when it d
   const GenMemory gb = gen_memory(m, a, tp8, default_cache, Backend::Gpu);
   CHECK(gb.kv_cache * 2 == gp.kv_cache);
   CHECK(gen_memory(m, a, tp8, default_cache, Backend::Cpu).kv_cache == gp.kv_cache);
-  CHECK(gb.activations == gp.activations);  // the activations stay f32
+  CHECK(gb.activations == gp.activations);       // the activations stay f32
   CHECK(gp.activations * 100 < gw.activations);  // 512 of 131072 tokens
 
   PlanRequest req;
@@ -316,12 +316,12 @@ TEST_CASE("generation memory: prefill pieces, and the KV cache's spill when it d
   const PlanResult p = make_plan(req);
   CHECK(p.gen_pick < 0);
   const std::uint64_t room = p.usable_bytes() - gp.beside_kv();
-  CHECK(gp.libraries == 32ull << 20);  // cuBLASLt's workspace
+  CHECK(gp.libraries == 32ull << 20);                                              // cuBLASLt's workspace
   const std::int64_t on_gpu = static_cast<std::int64_t>(room / (1ull << 30)) - 2;  // 1 GiB per layer
   const std::string text = plan_text(p);
-  CHECK_MESSAGE(text.find(fmt::format("runtime.kv_device_layers = {}: {} of 80 layers", on_gpu, on_gpu)) !=
-                    std::string::npos,
-                text);
+  CHECK_MESSAGE(
+      text.find(fmt::format("runtime.kv_device_layers = {}: {} of 80 layers", on_gpu, on_gpu)) != std::string::npos,
+      text);
   CHECK(text.find(fmt::format("{}.00 GiB per GPU in host RAM", 80 - on_gpu)) != std::string::npos);
   // A conversation kept with output.conversation_kv: 2 × 80 layers × 8 KV heads × 128 × 4 bytes a token.
   CHECK_MESSAGE(text.find("a conversation of 131072 tokens kept between jobs (adapt_gen's output.conversation_kv): "
@@ -532,8 +532,7 @@ TEST_CASE("step and decode time: their terms") {
   const DecodeTime d1 = decode_step_time(m, Layout{8, 1, 1}, g, cl);
   Cluster slow = cl;
   slow.collective_latency_s += 10e-6;
-  CHECK(decode_step_time(m, Layout{8, 1, 1}, g, slow).step_s - d1.step_s ==
-        doctest::Approx(2.0 * m.n_layers * 10e-6));
+  CHECK(decode_step_time(m, Layout{8, 1, 1}, g, slow).step_s - d1.step_s == doctest::Approx(2.0 * m.n_layers * 10e-6));
   CHECK(decode_step_time(m, Layout{1, 2, 4}, g, slow).step_s - decode_step_time(m, Layout{1, 2, 4}, g, cl).step_s ==
         doctest::Approx(10e-6));
 }

@@ -33,7 +33,7 @@ TEST_CASE("bytes_to_unicode is a bijection onto 256 code points with the SPEC ex
 }
 
 TEST_CASE("byte_level_encode and byte_level_decode round-trip any bytes") {
-  CHECK(byte_level_encode(" Hello") == "\xC4\xA0Hello");  // "ĠHello"
+  CHECK(byte_level_encode(" Hello") == "\xC4\xA0Hello");   // "ĠHello"
   CHECK(byte_level_encode("\n\n") == "\xC4\x8A\xC4\x8A");  // "ĊĊ"
   std::string all;
   for (int b = 0; b < 256; ++b) all.push_back(static_cast<char>(b));
@@ -44,10 +44,10 @@ TEST_CASE("byte_level_encode and byte_level_decode round-trip any bytes") {
 }
 
 TEST_CASE("byte_level_decode rejects text outside the alphabet and malformed UTF-8") {
-  CHECK_FALSE(byte_level_decode("a b").has_value());           // raw space
+  CHECK_FALSE(byte_level_decode("a b").has_value());               // raw space
   CHECK_FALSE(byte_level_decode("\xF0\x9F\x98\x80").has_value());  // emoji
-  CHECK_FALSE(byte_level_decode("\xC4").has_value());           // truncated sequence
-  CHECK_FALSE(byte_level_decode("\xC0\xA0").has_value());       // overlong encoding
-  CHECK_FALSE(byte_level_decode("\x80").has_value());           // lone continuation byte
+  CHECK_FALSE(byte_level_decode("\xC4").has_value());              // truncated sequence
+  CHECK_FALSE(byte_level_decode("\xC0\xA0").has_value());          // overlong encoding
+  CHECK_FALSE(byte_level_decode("\x80").has_value());              // lone continuation byte
   CHECK(byte_level_decode("") == std::optional<std::string>(""));
 }

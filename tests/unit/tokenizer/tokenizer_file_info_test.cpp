@@ -31,8 +31,8 @@ TEST_CASE("tiktoken rank files: vocab = max rank + 1 + 256, Llama 3 specials aft
 TEST_CASE("malformed tiktoken files are IoErrors naming the file and line") {
   adapt::test::TempDir dir("adapt-tokinfo");
   auto bad = [&](const std::string& contents) { return info_of(dir, "bad.model", contents); };
-  CHECK_THROWS_WITH_AS(bad("IQ== 0\nnot-base64! 1\n"), doctest::Contains("bad.model', line 2: token 'not-base64!' is not base64"),
-                       IoError);
+  CHECK_THROWS_WITH_AS(bad("IQ== 0\nnot-base64! 1\n"),
+                       doctest::Contains("bad.model', line 2: token 'not-base64!' is not base64"), IoError);
   CHECK_THROWS_WITH_AS(bad("IQ== zero\n"), doctest::Contains("rank 'zero' is not an integer"), IoError);
   CHECK_THROWS_WITH_AS(bad("IQ== -1\n"), doctest::Contains("is not an integer"), IoError);
   CHECK_THROWS_WITH_AS(bad("IQ== 0\nIg== 0\n"), doctest::Contains("rank 0 appears twice"), IoError);
@@ -75,8 +75,8 @@ TEST_CASE("malformed tokenizer.json files are IoErrors naming the file") {
   CHECK_THROWS_WITH_AS(bad(R"({"version": "1.0"})"), doctest::Contains("has no \"model\" object"), IoError);
   CHECK_THROWS_WITH_AS(bad(R"({"model": {"type": "WordPiece"}})"), doctest::Contains("no \"model.vocab\" object"),
                        IoError);
-  CHECK_THROWS_WITH_AS(bad(R"({"model": {"vocab": {"a": "zero"}}})"), doctest::Contains("expected a non-negative integer"),
-                       IoError);
+  CHECK_THROWS_WITH_AS(bad(R"({"model": {"vocab": {"a": "zero"}}})"),
+                       doctest::Contains("expected a non-negative integer"), IoError);
   CHECK_THROWS_WITH_AS(bad(R"({"model": {"vocab": {}}, "added_tokens": [{"content": "x"}]})"),
                        doctest::Contains("added_tokens[0] needs an integer \"id\""), IoError);
 }

@@ -37,7 +37,8 @@ const Tokenizer& trained() {
 // A tiktoken rank file: the 256 bytes, then "ab" (256), "abc" (257), " a" (258).
 fs::path tiny_rank_file(const test::TempDir& dir) {
   std::string text;
-  for (int b = 0; b < 256; ++b) text += test::base64(std::string(1, static_cast<char>(b))) + " " + std::to_string(b) + "\n";
+  for (int b = 0; b < 256; ++b)
+    text += test::base64(std::string(1, static_cast<char>(b))) + " " + std::to_string(b) + "\n";
   text += test::base64("ab") + " 256\n" + test::base64("abc") + " 257\n" + test::base64(" a") + " 258\n";
   test::write_bytes(dir / "tokenizer.model", text);
   return dir / "tokenizer.model";

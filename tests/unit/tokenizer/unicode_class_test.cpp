@@ -53,8 +53,8 @@ TEST_CASE("class tables: letters, numbers, White_Space, everything else") {
         char32_t{0x200A}, char32_t{0x2028}, char32_t{0x2029}, char32_t{0x202F}, char32_t{0x205F}, char32_t{0x3000}})
     CHECK(code_point_class(cp) == CodePointClass::Space);
   // Not White_Space although Python's isspace() says so (U+001C..U+001F); ZWSP, BOM, NUL; marks.
-  for (char32_t cp : {char32_t{0x1C}, char32_t{0x1F}, char32_t{0x200B}, char32_t{0xFEFF}, char32_t{0}, U'!', U'€',
-                      U'😀', char32_t{0x0301}, char32_t{0x200D}, char32_t{0x10FFFF}, kInvalidCodePoint})
+  for (char32_t cp : {char32_t{0x1C}, char32_t{0x1F}, char32_t{0x200B}, char32_t{0xFEFF}, char32_t{0}, U'!', U'€', U'😀',
+                      char32_t{0x0301}, char32_t{0x200D}, char32_t{0x10FFFF}, kInvalidCodePoint})
     CHECK(code_point_class(cp) == CodePointClass::Other);
   CHECK(code_point_class(0x1C8A) == CodePointClass::Letter);  // new in Unicode 16.0, which the references use
 }

@@ -65,8 +65,8 @@ TEST_CASE("data_config_validate names the key, the value and the limit") {
   CHECK_THROWS_WITH_AS(data_config_validate(c, 8192), doctest::Contains("data.cache_dir is not set"), ConfigError);
   c = valid_config();
   c.globs = {"src/[a-z.py"};
-  CHECK_THROWS_WITH_AS(data_config_validate(c, 8192), doctest::Contains("data.globs[0] = \"src/[a-z.py\" has an unclosed"),
-                       ConfigError);
+  CHECK_THROWS_WITH_AS(data_config_validate(c, 8192),
+                       doctest::Contains("data.globs[0] = \"src/[a-z.py\" has an unclosed"), ConfigError);
   c.globs = {"../x/*.py"};
   CHECK_THROWS_WITH_AS(data_config_validate(c, 8192), doctest::Contains("'..'"), ConfigError);
   c.globs = {"/abs/*.py"};
@@ -74,8 +74,9 @@ TEST_CASE("data_config_validate names the key, the value and the limit") {
   c = valid_config();
   c.format = DataFormat::Text;
   c.loss_on_completions_only = true;
-  CHECK_THROWS_WITH_AS(data_config_validate(c, 8192), doctest::Contains("data.loss_on_completions_only = true but "
-                                                                        "data.format = \"text\""),
+  CHECK_THROWS_WITH_AS(data_config_validate(c, 8192),
+                       doctest::Contains("data.loss_on_completions_only = true but "
+                                         "data.format = \"text\""),
                        ConfigError);
   c = valid_config();
   c.pack = false;
@@ -138,9 +139,10 @@ TEST_CASE("data_files_discover walks folders deterministically and reports bad i
   CHECK(files.back().listed);
   CHECK(files[1].name == corpus + "/a.py");
 
-  CHECK_THROWS_WITH_AS(data_files_discover({corpus, (dir / "missing.jsonl").string()}, {"**/*.py"}, "data.inputs"),
-                       doctest::Contains(("data.inputs[1] = '" + (dir / "missing.jsonl").string() + "' does not exist").c_str()),
-                       IoError);
+  CHECK_THROWS_WITH_AS(
+      data_files_discover({corpus, (dir / "missing.jsonl").string()}, {"**/*.py"}, "data.inputs"),
+      doctest::Contains(("data.inputs[1] = '" + (dir / "missing.jsonl").string() + "' does not exist").c_str()),
+      IoError);
   CHECK_THROWS_WITH_AS(data_files_discover({corpus}, {}, "data.inputs"),
                        doctest::Contains("is a folder but data.globs is empty"), ConfigError);
   CHECK_THROWS_WITH_AS(data_files_discover({corpus}, {"**/*.go"}, "data.eval_inputs"),
@@ -154,7 +156,8 @@ TEST_CASE("data_files_discover walks folders deterministically and reports bad i
   std::vector<std::string> linked_names;
   for (const auto& f : linked) linked_names.push_back(fs::path(f.name).lexically_relative(dir.path()).generic_string());
   CHECK(std::count(linked_names.begin(), linked_names.end(), "corpus/alias.py") +
-            std::count(linked_names.begin(), linked_names.end(), "corpus/a.py") == 1);
+            std::count(linked_names.begin(), linked_names.end(), "corpus/a.py") ==
+        1);
   CHECK(std::none_of(linked_names.begin(), linked_names.end(),
                      [](const std::string& n) { return n.starts_with("corpus/linked/"); }));
 }

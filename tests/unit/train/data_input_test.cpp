@@ -45,9 +45,9 @@ Ids cat(std::initializer_list<Ids> parts) {
 TEST_CASE("text records: [BOS] text [EOS], every token a completion; empty texts skipped") {
   const auto& tok = test::data_tokenizer();
   test::TempDir dir;
-  test::write_file(dir / "a.jsonl", test::jsonl({R"({"text": "def f(x):\n    return x"})", "",
-                                                  R"({"text": "", "id": 3})", "   ",
-                                                  R"({"text": "int main() {}", "meta": {"lang": "c"}})"}));
+  test::write_file(dir / "a.jsonl",
+                   test::jsonl({R"({"text": "def f(x):\n    return x"})", "", R"({"text": "", "id": 3})", "   ",
+                                R"({"text": "int main() {}", "meta": {"lang": "c"}})"}));
   const auto d = build(test::data_config(dir.path(), {(dir / "a.jsonl").string()}));
   REQUIRE(d->n_documents() == 2);
   const Ids bos{tok.bos_id()}, eos{tok.eos_ids().front()};
@@ -81,10 +81,10 @@ TEST_CASE("add_bos / add_eos = false leave the text alone") {
 TEST_CASE("prompt/completion records: prompt and completion encoded separately, completion + EOS flagged") {
   const auto& tok = test::data_tokenizer();
   test::TempDir dir;
-  test::write_file(dir / "pc.jsonl",
-                    test::jsonl({R"({"prompt": "# add two numbers\ndef add(a, b):", "completion": "\n    return a + b\n"})",
-                                 R"({"prompt": "x", "completion": ""})",
-                                 R"j({"prompt": "", "completion": "print(1)"})j"}));
+  test::write_file(
+      dir / "pc.jsonl",
+      test::jsonl({R"({"prompt": "# add two numbers\ndef add(a, b):", "completion": "\n    return a + b\n"})",
+                   R"({"prompt": "x", "completion": ""})", R"j({"prompt": "", "completion": "print(1)"})j"}));
   const auto d = build(test::data_config(dir.path(), {(dir / "pc.jsonl").string()}));
   REQUIRE(d->n_documents() == 2);
   const Ids prompt = tok.encode("# add two numbers\ndef add(a, b):");
@@ -126,8 +126,8 @@ TEST_CASE("chat records: chat_encode layout, only assistant content and its <|eo
     if (flags[i] && (i == 0 || !flags[i - 1])) {
       ++runs;
       REQUIRE(i >= header.size());
-      CHECK(Ids(ids.begin() + static_cast<std::ptrdiff_t>(i - header.size()), ids.begin() + static_cast<std::ptrdiff_t>(i)) ==
-            header);
+      CHECK(Ids(ids.begin() + static_cast<std::ptrdiff_t>(i - header.size()),
+                ids.begin() + static_cast<std::ptrdiff_t>(i)) == header);
     }
   }
   CHECK(runs == 2);
@@ -164,8 +164,8 @@ TEST_CASE("a folder of source files: one raw document per file, in path order") 
 TEST_CASE("the inputs of the example corpus: every language, one document per file") {
   test::TempDir dir;
   DataConfig c = test::data_config(dir.path(), {(test::source_dir() / "inputs/corpus").string()});
-  c.globs = {"**/*.py", "**/*.c", "**/*.cpp", "**/*.go", "**/*.java", "**/*.js", "**/*.rs", "**/*.sh", "**/*.sql",
-             "**/*.ts"};
+  c.globs = {"**/*.py", "**/*.c",  "**/*.cpp", "**/*.go",  "**/*.java",
+             "**/*.js", "**/*.rs", "**/*.sh",  "**/*.sql", "**/*.ts"};
   const auto d = build(c);
   CHECK(d->n_documents() >= 10);
   CHECK(d->n_tokens() > 10000);
@@ -182,7 +182,8 @@ TEST_CASE("a UTF-8 byte order mark and CRLF line ends are accepted") {
 
 TEST_CASE("bad inputs fail with file:line and what to do") {
   test::TempDir dir;
-  auto fails = [&](const std::string& content, const std::string& message, std::optional<DataFormat> format = std::nullopt) {
+  auto fails = [&](const std::string& content, const std::string& message,
+                   std::optional<DataFormat> format = std::nullopt) {
     test::write_file(dir / "bad.jsonl", content);
     DataConfig c = test::data_config(dir.path(), {(dir / "bad.jsonl").string()});
     c.format = format;
@@ -190,7 +191,9 @@ TEST_CASE("bad inputs fail with file:line and what to do") {
   };
   const std::string f = (dir / "bad.jsonl").string();
   SUBCASE("malformed JSON") { fails("{\"text\": \"a\"}\n\n{\"text\": \"b\"\n", f + ":3: malformed JSON"); }
-  SUBCASE("not an object") { fails("{\"text\": \"a\"}\n[1, 2]\n", f + ":2: a record must be a JSON object, got an array"); }
+  SUBCASE("not an object") {
+    fails("{\"text\": \"a\"}\n[1, 2]\n", f + ":2: a record must be a JSON object, got an array");
+  }
   SUBCASE("mixed formats") {
     fails("{\"text\": \"a\"}\n{\"prompt\": \"p\", \"completion\": \"c\"}\n",
           f + ":2: a prompt_completion record, but line 1 of this file is a text record");
@@ -226,9 +229,9 @@ TEST_CASE("unknown input formats, binary files and missing files are errors") {
   DataConfig c = test::data_config(dir.path(), {(dir / "src").string()});
   c.globs = {"**/*.py"};
   CHECK_THROWS_WITH_AS(build(c), doctest::Contains("blob.py' holds a NUL byte at offset 2"), IoError);
-  CHECK_THROWS_WITH_AS(build(test::data_config(dir.path(), {(dir / "nope.jsonl").string()})),
-                       doctest::Contains(("data.inputs[0] = '" + (dir / "nope.jsonl").string() + "' does not exist").c_str()),
-                       IoError);
+  CHECK_THROWS_WITH_AS(
+      build(test::data_config(dir.path(), {(dir / "nope.jsonl").string()})),
+      doctest::Contains(("data.inputs[0] = '" + (dir / "nope.jsonl").string() + "' does not exist").c_str()), IoError);
   DataConfig raw = test::data_config(dir.path(), {(dir / "table.csv").string()});
   raw.format = DataFormat::Raw;
   CHECK(build(raw)->n_documents() == 1);
@@ -239,11 +242,12 @@ TEST_CASE("a dataset with no usable examples names its inputs") {
   test::write_file(dir / "a.jsonl", "{\"text\": \"\"}\n\n");
   test::write_file(dir / "b.jsonl", "");
   DataConfig c = test::data_config(dir.path(), {(dir / "a.jsonl").string(), (dir / "b.jsonl").string()});
-  CHECK_THROWS_WITH_AS(build(c),
-                       doctest::Contains(("no usable examples in data.inputs = ['" + (dir / "a.jsonl").string() + "', '" +
-                                          (dir / "b.jsonl").string() + "']: 2 files, 1 records, 1 of them empty")
-                                             .c_str()),
-                       IoError);
+  CHECK_THROWS_WITH_AS(
+      build(c),
+      doctest::Contains(("no usable examples in data.inputs = ['" + (dir / "a.jsonl").string() + "', '" +
+                         (dir / "b.jsonl").string() + "']: 2 files, 1 records, 1 of them empty")
+                            .c_str()),
+      IoError);
   c.inputs.clear();
   CHECK_THROWS_WITH_AS(build(c), doctest::Contains("data.inputs is empty"), ConfigError);
 }
@@ -251,7 +255,9 @@ TEST_CASE("a dataset with no usable examples names its inputs") {
 TEST_CASE("documents tokenize the same with many threads as with one") {
   test::TempDir dir;
   std::vector<std::string> records;
-  for (int i = 0; i < 300; ++i) records.push_back("{\"text\": " + test::json_quote("value_" + std::to_string(i * 7919) + " = f(" + std::to_string(i) + ")") + "}");
+  for (int i = 0; i < 300; ++i)
+    records.push_back("{\"text\": " +
+                      test::json_quote("value_" + std::to_string(i * 7919) + " = f(" + std::to_string(i) + ")") + "}");
   test::write_file(dir / "a.jsonl", test::jsonl(records));
   DataConfig one = test::data_config(dir.path() / "one", {(dir / "a.jsonl").string()});
   DataConfig many = test::data_config(dir.path() / "many", {(dir / "a.jsonl").string()});

@@ -21,8 +21,10 @@ namespace {
 DataConfig corpus_config(const test::TempDir& dir, int n) {
   std::vector<std::string> records;
   for (int i = 0; i < n; ++i)
-    records.push_back("{\"text\": " + test::json_quote("def f" + std::to_string(i) + "(x):\n    return x * " +
-                                                       std::to_string(i * 31 % 97) + "\n") + "}");
+    records.push_back(
+        "{\"text\": " +
+        test::json_quote("def f" + std::to_string(i) + "(x):\n    return x * " + std::to_string(i * 31 % 97) + "\n") +
+        "}");
   test::write_file(dir / "code.jsonl", test::jsonl(records));
   DataConfig c = test::data_config(dir.path(), {(dir / "code.jsonl").string()});
   c.seq_len = 16;
@@ -32,8 +34,8 @@ DataConfig corpus_config(const test::TempDir& dir, int n) {
 bool same(const Batch& a, const Batch& b) {
   return a.n_rows == b.n_rows && a.seq_len == b.seq_len && a.inputs == b.inputs && a.targets == b.targets &&
          a.positions == b.positions && a.segment_ids == b.segment_ids && a.sequence_ids == b.sequence_ids &&
-         a.n_loss_tokens == b.n_loss_tokens && a.n_loss_tokens_global == b.n_loss_tokens_global &&
-         a.epoch == b.epoch && a.step == b.step;
+         a.n_loss_tokens == b.n_loss_tokens && a.n_loss_tokens_global == b.n_loss_tokens_global && a.epoch == b.epoch &&
+         a.step == b.step;
 }
 
 }  // namespace
@@ -164,8 +166,8 @@ TEST_CASE("restore refuses a state from another seed or other data") {
   a.next();
   const DataLoaderState s = a.state();
   DataLoader other_seed(data.train, 8, {.global_batch_size = 2});
-  CHECK_THROWS_WITH_AS(other_seed.restore(s), doctest::Contains("written with data.seed = 7, this run has data.seed = 8"),
-                       ConfigError);
+  CHECK_THROWS_WITH_AS(other_seed.restore(s),
+                       doctest::Contains("written with data.seed = 7, this run has data.seed = 8"), ConfigError);
   DataConfig c = corpus_config(dir, 40);
   c.seq_len = 15;
   const TrainData changed = train_data_prepare(c, test::data_tokenizer());
@@ -195,7 +197,8 @@ TEST_CASE("the eval split: seeded, disjoint from training, complete; eval batche
 
   SUBCASE("the split is a function of the documents' contents and the seed") {
     std::vector<std::uint64_t> keys;
-    for (std::int64_t d = 0; d < data.dataset->n_documents(); ++d) keys.push_back(document_content_key(*data.dataset, d));
+    for (std::int64_t d = 0; d < data.dataset->n_documents(); ++d)
+      keys.push_back(document_content_key(*data.dataset, d));
     const auto documents_split = [](const std::vector<std::uint64_t>& k, const DataConfig& config) {
       return train::documents_split(
           static_cast<std::int64_t>(k.size()), [&](std::int64_t d) { return k[static_cast<std::size_t>(d)]; }, config);
@@ -280,7 +283,7 @@ TEST_CASE("separate eval inputs: their own cache, never overlapping the training
   test::TempDir dir;
   DataConfig c = corpus_config(dir, 30);
   test::write_file(dir / "eval.jsonl", test::jsonl({R"({"text": "def held_out():\n    pass\n"})",
-                                                     R"({"text": "x = [i for i in range(10)]\n"})"}));
+                                                    R"({"text": "x = [i for i in range(10)]\n"})"}));
   c.eval_inputs = {(dir / "eval.jsonl").string()};
   const TrainData data = train_data_prepare(c, test::data_tokenizer());
   REQUIRE(data.eval != nullptr);

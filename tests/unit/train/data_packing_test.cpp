@@ -85,7 +85,7 @@ TEST_CASE("packed rows of T+1 tokens overlap by one; targets are shifted; docume
   }
   SUBCASE("the tail: dropped for training, kept (padded) for eval") {
     const SequenceSet drop(d, {0, 1, 2}, {.seq_len = 3});
-    CHECK(drop.n_sequences() == 2);      // rows stream[0,4), stream[3,7)
+    CHECK(drop.n_sequences() == 2);       // rows stream[0,4), stream[3,7)
     CHECK(drop.n_tokens_dropped() == 2);  // stream[7], stream[8]
     const SequenceSet keep(d, {0, 1, 2}, {.seq_len = 3, .keep_tail = true});
     REQUIRE(keep.n_sequences() == 3);
@@ -193,11 +193,12 @@ TEST_CASE("packed rows equal a plain re-derivation on real code documents") {
               offset[static_cast<std::size_t>(j + 1)] > 0 ? stream[static_cast<std::size_t>(j + 1)] : X;
           n_targets += want_target != X;
           ok = ok && r.inputs[static_cast<std::size_t>(t)] == stream[static_cast<std::size_t>(j)] &&
-               r.targets[static_cast<std::size_t>(t)] == want_target && r.segments[static_cast<std::size_t>(t)] == seg &&
-               r.positions[static_cast<std::size_t>(t)] == pos;
+               r.targets[static_cast<std::size_t>(t)] == want_target &&
+               r.segments[static_cast<std::size_t>(t)] == seg && r.positions[static_cast<std::size_t>(t)] == pos;
         }
         CHECK(ok);
-        CHECK(s.n_loss_tokens(i) == std::count_if(r.targets.begin(), r.targets.end(), [](std::int32_t v) { return v != X; }));
+        CHECK(s.n_loss_tokens(i) ==
+              std::count_if(r.targets.begin(), r.targets.end(), [](std::int32_t v) { return v != X; }));
       }
       // Every token after the first of the covered stream is a target exactly once, except document starts.
       std::int64_t starts = 0;

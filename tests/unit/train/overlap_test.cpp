@@ -53,7 +53,8 @@ adapters::AdapterSet make_set(const model::LlamaConfig& c) {
   std::uint32_t key = 1;
   for (adapters::AdapterParam& p : set.parameters())
     for (std::int64_t j = 0; j < p.value.numel(); ++j)
-      p.value.data<float>()[j] = 0.2f * static_cast<float>(((key * 7919u + static_cast<std::uint32_t>(j) * 104729u) % 2001u)) / 1000.0f - 0.2f;
+      p.value.data<float>()[j] =
+          0.2f * static_cast<float>(((key * 7919u + static_cast<std::uint32_t>(j) * 104729u) % 2001u)) / 1000.0f - 0.2f;
   set.set_training(true);
   return set;
 }
@@ -94,7 +95,8 @@ TEST_CASE("AdapterSet streams each layer's gradients once, highest first, as the
   // layer_params: layer-major, contiguous, empty for layer 1.
   adapters::AdapterSet plain = make_set(c), streamed = make_set(c);
   const std::size_t n_params = plain.parameters().size();
-  CHECK(plain.layer_params(0) == std::pair<std::size_t, std::size_t>{0, 18});  // 3 LoRA sites x 2 + 2 x 6 (LN) bottleneck
+  CHECK(plain.layer_params(0) ==
+        std::pair<std::size_t, std::size_t>{0, 18});  // 3 LoRA sites x 2 + 2 x 6 (LN) bottleneck
   CHECK(plain.layer_params(1).first == plain.layer_params(1).second);
   CHECK(plain.layer_params(3).second == n_params);
 
@@ -139,8 +141,9 @@ TEST_CASE("AdapterSet streams each layer's gradients once, highest first, as the
   }
 }
 
-TEST_CASE("The forward gate: once per layer with adapters, in layer order, before the layer is read; "
-          "DpOptimizer's overlapped step equals its synchronous step") {
+TEST_CASE(
+    "The forward gate: once per layer with adapters, in layer order, before the layer is read; "
+    "DpOptimizer's overlapped step equals its synchronous step") {
   const model::LlamaConfig c = tiny_config();
   test::TempDir dir("adapt-overlap");
   model::random_model_write(dir.path(), c, {.seed = 5, .dtype = DType::F32});

@@ -68,7 +68,8 @@ TEST_CASE("an unchanged dataset reuses its cache; each kind of change rebuilds i
   SUBCASE("same size, other bytes -> rebuilt") {
     test::write_file(dir / "corpus/a.py", "def z():\n    return 9\n");
     const Update u = update(c);
-    CHECK(u.log.find("out of date: '" + (dir / "corpus/a.py").string() + "' changed (same size, different content); "
+    CHECK(u.log.find("out of date: '" + (dir / "corpus/a.py").string() +
+                     "' changed (same size, different content); "
                      "rebuilding") != std::string::npos);
     const auto d = TokenDataset::open(u.path);
     const auto ids = d->document_tokens(0);

@@ -23,9 +23,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <string>
-#include <ctime>
 #include <vector>
 
 #include "ops/cpu/cpu_kernels.h"
@@ -56,10 +56,12 @@ double core_ghz() {
     std::uint64_t x = 3;
     const double t0 = thread_seconds();
     for (long i = 0; i < iters; ++i) {
-#define ADAPT_MUL10 "imul %0, %0\n\timul %0, %0\n\timul %0, %0\n\timul %0, %0\n\timul %0, %0\n\t" \
-                    "imul %0, %0\n\timul %0, %0\n\timul %0, %0\n\timul %0, %0\n\timul %0, %0\n\t"
-#define ADAPT_MUL100 ADAPT_MUL10 ADAPT_MUL10 ADAPT_MUL10 ADAPT_MUL10 ADAPT_MUL10 ADAPT_MUL10 ADAPT_MUL10 \
-                     ADAPT_MUL10 ADAPT_MUL10 ADAPT_MUL10
+#define ADAPT_MUL10                                                             \
+  "imul %0, %0\n\timul %0, %0\n\timul %0, %0\n\timul %0, %0\n\timul %0, %0\n\t" \
+  "imul %0, %0\n\timul %0, %0\n\timul %0, %0\n\timul %0, %0\n\timul %0, %0\n\t"
+#define ADAPT_MUL100                                                                                          \
+  ADAPT_MUL10 ADAPT_MUL10 ADAPT_MUL10 ADAPT_MUL10 ADAPT_MUL10 ADAPT_MUL10 ADAPT_MUL10 ADAPT_MUL10 ADAPT_MUL10 \
+      ADAPT_MUL10
       __asm__ volatile(ADAPT_MUL100 ADAPT_MUL100 ADAPT_MUL100 ADAPT_MUL100 : "+r"(x));
     }
     best = std::min(best, thread_seconds() - t0);
@@ -78,13 +80,13 @@ double fma_rate(long iters) {
   const double t0 = thread_seconds();
   for (long i = 0; i < iters; ++i) {
     if constexpr (Bits == 512) {
-      __asm__ volatile(ADAPT_F512(0) ADAPT_F512(1) ADAPT_F512(2) ADAPT_F512(3) ADAPT_F512(4) ADAPT_F512(5)
-                           ADAPT_F512(6) ADAPT_F512(7) ADAPT_F512(8) ADAPT_F512(9) ADAPT_F512(10) ADAPT_F512(11)::
+      __asm__ volatile(ADAPT_F512(0) ADAPT_F512(1) ADAPT_F512(2) ADAPT_F512(3) ADAPT_F512(4) ADAPT_F512(5) ADAPT_F512(6)
+                           ADAPT_F512(7) ADAPT_F512(8) ADAPT_F512(9) ADAPT_F512(10) ADAPT_F512(11)::
                                : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
                                  "xmm10", "xmm11");
     } else {
-      __asm__ volatile(ADAPT_F256(0) ADAPT_F256(1) ADAPT_F256(2) ADAPT_F256(3) ADAPT_F256(4) ADAPT_F256(5)
-                           ADAPT_F256(6) ADAPT_F256(7) ADAPT_F256(8) ADAPT_F256(9) ADAPT_F256(10) ADAPT_F256(11)::
+      __asm__ volatile(ADAPT_F256(0) ADAPT_F256(1) ADAPT_F256(2) ADAPT_F256(3) ADAPT_F256(4) ADAPT_F256(5) ADAPT_F256(6)
+                           ADAPT_F256(7) ADAPT_F256(8) ADAPT_F256(9) ADAPT_F256(10) ADAPT_F256(11)::
                                : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
                                  "xmm10", "xmm11");
     }
@@ -226,7 +228,9 @@ int run_gemm(const std::string& impl, int threads, bool bf16, bool bf16_products
       max_rel = max_diff / max_ref;
     }
     std::printf("%s %d %s %s %ld %ld %ld %.1f %.3f %.1e\n", impl.c_str(), threads,
-                bf16_products ? "bf16dot" : bf16 ? "bf16" : "f32",
+                bf16_products ? "bf16dot"
+                : bf16        ? "bf16"
+                              : "f32",
                 layout.c_str(), M, N, K, 2.0 * M * N * K / best / 1e9, best * 1e3, max_rel);
     std::fflush(stdout);
   }
@@ -274,8 +278,10 @@ int main(int argc, char** argv) {
   const bool dtype_ok = dtype == "f32" || dtype == "bf16" || dtype == "bf16dot";
   if (threads < 1 || (impl != "adapt" && impl != "openblas") || !dtype_ok ||
       (layout != "nt" && layout != "nn" && layout != "tn") || (impl == "openblas" && dtype != "f32")) {
-    std::fprintf(stderr, "gemm_bench: bad combination (impl %s, dtype %s, layout %s, threads %d); OpenBLAS has no "
-                 "bf16 product\n", impl.c_str(), dtype.c_str(), layout.c_str(), threads);
+    std::fprintf(stderr,
+                 "gemm_bench: bad combination (impl %s, dtype %s, layout %s, threads %d); OpenBLAS has no "
+                 "bf16 product\n",
+                 impl.c_str(), dtype.c_str(), layout.c_str(), threads);
     return 2;
   }
   if (peak) return fma_peak(threads);
