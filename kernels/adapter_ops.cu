@@ -23,7 +23,7 @@ __device__ __forceinline__ int64_t grid_step() { return static_cast<int64_t>(gri
 __global__ void lora_dropout_kernel(float* out, const float* x, int64_t n, int64_t n_cols, LoraDropoutMask mask,
                                     bool accumulate) {
   for (int64_t i = grid_index(); i < n; i += grid_step()) {
-    const int64_t e = adapters::rng_hash_dropout_element(i, n_cols, mask.width, mask.col_offset);
+    const int64_t e = adapters::rng_hash_dropout_element(i, n_cols, mask.width, mask.col_offset, mask.row_offset);
     const bool keep = adapters::rng_hash_dropout_keep(mask.stream, e, mask.p);
     if (accumulate) {
       if (keep) out[i] = __fadd_rn(out[i], __fmul_rn(x[i], mask.keep_scale));

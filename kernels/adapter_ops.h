@@ -19,6 +19,7 @@ struct LoraDropoutMask {
   std::uint64_t stream = 0;
   std::int64_t width = 0;       // row width of the whole input on a row-parallel tp site; 0: whole
   std::int64_t col_offset = 0;  // first column of this rank's slice within the whole input
+  std::int64_t row_offset = 0;  // rows of the micro-step's whole input before this rank's (data parallelism)
 };
 
 /// accumulate = false: out = mask ⊙ x · keep_scale (dropped elements 0; out may alias x).

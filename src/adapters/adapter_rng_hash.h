@@ -39,11 +39,14 @@ ADAPT_RNG_HOST_DEVICE inline bool rng_hash_dropout_keep(std::uint64_t stream, st
   return rng_hash_uniform(stream, static_cast<std::uint64_t>(index)) >= p;
 }
 
-/// The element of the whole (N, width) input that element i of a rank's (N, in) column slice starting
-/// at col_offset is (tensor parallelism on a row-parallel site); width 0: the input is whole, i itself.
+/// The element of a micro-step's whole input, (rows of every data-parallel replica, width), that element
+/// i of a rank's (N, in) input is: its rows start at row_offset of the whole (data parallelism), its
+/// columns at col_offset of the whole width (tensor parallelism on a row-parallel site; width 0: the
+/// columns are whole, width = in). With both offsets 0 and the columns whole: i itself.
 ADAPT_RNG_HOST_DEVICE inline std::int64_t rng_hash_dropout_element(std::int64_t i, std::int64_t in, std::int64_t width,
-                                                                   std::int64_t col_offset) {
-  return width == 0 ? i : (i / in) * width + col_offset + i % in;
+                                                                   std::int64_t col_offset, std::int64_t row_offset) {
+  const std::int64_t w = width == 0 ? in : width;
+  return (row_offset + i / in) * w + col_offset + i % in;
 }
 
 }  // namespace adapt::adapters

@@ -128,7 +128,8 @@ LoraDropout AdapterSet::dropout_for(const model::LinearSite& site) const {
                                           .step = step_,
                                           .micro_batch = micro_batch_,
                                           .layer = site.layer,
-                                          .site = static_cast<int>(site.kind)})};
+                                          .site = static_cast<int>(site.kind)}),
+                .row_offset = row_offset_};
   if (tp_.active() && !column_parallel(site.kind)) tp_dropout_columns(site, d);  // adapter_set_tp.cpp
   return d;
 }
@@ -231,9 +232,10 @@ void AdapterSet::set_training(bool training) {
   training_ = training;
 }
 
-void AdapterSet::set_step(std::int64_t step, std::int64_t micro_batch) {
+void AdapterSet::set_step(std::int64_t step, std::int64_t micro_batch, std::int64_t row_offset) {
   step_ = step;
   micro_batch_ = micro_batch;
+  row_offset_ = row_offset;
 }
 
 void AdapterSet::zero_grad() {

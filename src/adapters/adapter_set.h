@@ -84,9 +84,10 @@ class AdapterSet final : public model::AdapterHook {
   void set_training(bool training);
   bool training() const { return training_; }
   /// Selects the dropout masks of the next calls. Call it before each micro-batch's forward and again
-  /// (same values) before its backward/recomputation. Fold the data-parallel rank into micro_batch
-  /// (e.g. dp_rank · n_micro + i) so that replicas draw independent masks.
-  void set_step(std::int64_t step, std::int64_t micro_batch = 0);
+  /// (same values) before its backward/recomputation. With data parallelism, micro_batch is the
+  /// micro-step (the same on every replica) and row_offset the rows (sequences × positions) of that
+  /// micro-step's global batch before this replica's: a row then gets the same mask on any layout.
+  void set_step(std::int64_t step, std::int64_t micro_batch = 0, std::int64_t row_offset = 0);
   std::int64_t step() const { return step_; }
   std::int64_t micro_batch() const { return micro_batch_; }
   /// Sets every gradient to zero.
@@ -232,7 +233,8 @@ class AdapterSet final : public model::AdapterHook {
   bool merged_ = false;
   std::int64_t step_ = 0;
   std::int64_t micro_batch_ = 0;
-  model::TensorParallel tp_;  // set by shard_for_tp
+  std::int64_t row_offset_ = 0;  // set_step's
+  model::TensorParallel tp_;     // set by shard_for_tp
   // overlap (adapter_set_overlap.cpp): per decoder layer, whether it was streamed since the last
   // end_gradient_stream / still has to pass the forward gate.
   LayerParamsFn on_layer_grads_;

@@ -24,10 +24,13 @@ struct LoraDropout {
   /// x, as on one rank. 0: x is whole.
   std::int64_t width = 0;
   std::int64_t col_offset = 0;
+  /// Data parallelism: the rows of the micro-step's whole input (every replica's rows, in rank order)
+  /// before this x's first row, so that a row's mask does not depend on the replica it runs on.
+  std::int64_t row_offset = 0;
   bool active() const { return p > 0.0; }
   /// The element of the whole x that element i of an x with `in` columns is.
   std::int64_t element(std::int64_t i, std::int64_t in) const {
-    return rng_hash_dropout_element(i, in, width, col_offset);
+    return rng_hash_dropout_element(i, in, width, col_offset, row_offset);
   }
 };
 

@@ -689,6 +689,9 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
       sums[1] += static_cast<double>(micro.back().n_loss_tokens);
       sums[2] += static_cast<double>(micro.back().n_rows * micro.back().seq_len);
     }
+    // LoRA dropout masks by row of the micro-step's global batch: this replica's rows start after those
+    // of the ranks before it (DataLoader's slices), so a row's mask is the same on any layout.
+    auto dp_row_offset = [&](const Batch& b) { return static_cast<std::int64_t>(dp.rank()) * b.n_rows * b.seq_len; };
     // Each replica's gradient is its share of the global mean's; dp_average_gradients divides the sum
     // by dp, so the scale carries a factor dp.
     const float scale = n_loss > 0 ? static_cast<float>(dp.size()) / static_cast<float>(n_loss) : 0.0f;
@@ -702,7 +705,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
            .recompute = cfg.train.recompute,
            .shard_saved_inputs = kept.shard,
            .saved_input_dtype = kept.dtype,
-           .before_micro = [&](int k) { set.set_step(step, dp.rank() * cfg.train.grad_accum + k); },
+           .before_micro = [&](int k) { set.set_step(step, k, dp_row_offset(micro[static_cast<std::size_t>(k)])); },
            // The stage's last backward finishes its layers' gradients: they leave as it goes.
            .before_last_backward =
                [&] {
@@ -712,7 +715,7 @@ TrainOutcome train_run(const TrainConfig& cfg, const std::string& config_toml, T
       sums[0] = r.loss_sum;
     } else {
       for (std::size_t k = 0; k < micro.size(); ++k) {
-        set.set_step(step, dp.rank() * cfg.train.grad_accum + static_cast<std::int64_t>(k));
+        set.set_step(step, static_cast<std::int64_t>(k), dp_row_offset(micro[k]));
         // The last micro-batch's backward finishes each layer's gradients: they leave as it goes.
         if (overlap && k + 1 == micro.size()) set.arm_gradient_stream();
         // Logits in 256-row chunks (the default): (N, V) is never held whole (2 GB at 4096 tokens for Llama

@@ -154,11 +154,11 @@ std::map<std::string, std::string> texts_by_id(const std::string& jsonl) {
 
 TEST_CASE("dp2, dp4, tp2, pp2, tp2×pp2, tp2×dp2 and tp2×pp2×dp2 give the single process's losses and adapter") {
   Job job;
-  // LoRA; and LoRA with a bottleneck adapter and weight decay (ZeRO-1 shards then cut through tensors
-  // with and without decay) on the 2-rank layouts.
+  // LoRA; and LoRA with dropout and a bottleneck adapter and weight decay (ZeRO-1 shards then cut through
+  // tensors with and without decay) on the 2-rank layouts: a row's dropout mask is the same on any layout.
   for (const std::string& kind :
        {std::string(""), std::string("--set adapter.kind=lora+bottleneck --set adapter.bottleneck.size=8 "
-                                     "--set optim.weight_decay=0.05")}) {
+                                     "--set optim.weight_decay=0.05 --set adapter.lora.dropout=0.1")}) {
     CAPTURE(kind);
     const std::string tag = kind.empty() ? "lora" : "both";
     Run one = job.train(1, tag + "1", kind);

@@ -90,7 +90,7 @@ struct SetPair {
     gpu.to_device(0);
     for (AdapterSet* s : {&cpu, &gpu}) {
       s->set_training(true);
-      s->set_step(/*step=*/5, /*micro_batch=*/2);
+      s->set_step(/*step=*/5, /*micro_batch=*/2, /*row_offset=*/37);  // a dp replica's rows: masks offset
     }
   }
 };

@@ -67,7 +67,8 @@ void lora_dropout(Tensor& out, const Tensor& x, const LoraDropout& dropout, bool
                                       .keep_scale = static_cast<float>(1.0 / (1.0 - dropout.p)),
                                       .stream = dropout.stream,
                                       .width = dropout.width,
-                                      .col_offset = dropout.col_offset};
+                                      .col_offset = dropout.col_offset,
+                                      .row_offset = dropout.row_offset};
   kernels::launch_lora_dropout(f32(out), f32(x), d.rows, d.cols, mask, accumulate, nullptr);
 }
 

@@ -46,9 +46,14 @@ TEST_CASE("dropout masks: dropout_keep is rng_hash_dropout_keep, and the tp elem
   }
   CHECK(kept > 3300);  // about 70 % of 5000 kept
   CHECK(kept < 3700);
-  // Element (n, j) of a rank's (N, in) slice at column offset o of rows `width` wide: n·width + o + j.
-  CHECK(rng_hash_dropout_element(7, 4, 0, 0) == 7);
-  CHECK(rng_hash_dropout_element(7, 4, 12, 8) == 1 * 12 + 8 + 3);
+  // Element (n, j) of a rank's (N, in) slice at column offset o of rows `width` wide, its rows starting at
+  // row r of the whole: (r + n)·width + o + j.
+  CHECK(rng_hash_dropout_element(7, 4, 0, 0, 0) == 7);
+  CHECK(rng_hash_dropout_element(7, 4, 12, 8, 0) == 1 * 12 + 8 + 3);
+  CHECK(rng_hash_dropout_element(7, 4, 0, 0, 5) == (5 + 1) * 4 + 3);
+  CHECK(rng_hash_dropout_element(7, 4, 12, 8, 5) == (5 + 1) * 12 + 8 + 3);
   const LoraDropout d{.p = 0.5, .stream = stream, .width = 12, .col_offset = 4};
   CHECK(d.element(9, 4) == 2 * 12 + 4 + 1);
+  const LoraDropout rows{.p = 0.5, .stream = stream, .row_offset = 3};
+  CHECK(rows.element(9, 4) == (3 + 2) * 4 + 1);
 }
