@@ -197,12 +197,8 @@ int run(int argc, char** argv) {
   std::int64_t n_scored = 0, line_no = 0, n_lines = 0;
   model::TrainWorkspace ws(model::model_allocator(model));  // on the model's device
   Timer timer;
-  std::size_t start = 0;
-  while (start < text.size()) {
-    std::size_t nl = text.find('\n', start);
-    if (nl == std::string::npos) nl = text.size();
-    const std::string line = text.substr(start, nl - start);
-    start = nl + 1;
+  std::size_t pos = 0;
+  for (std::string_view line; next_line(text, &pos, &line);) {
     ++line_no;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     json j = json::parse(line, nullptr, /*allow_exceptions=*/false);

@@ -30,6 +30,7 @@
 #include "core/stop_signal.h"
 #include "core/strings.h"
 #include "core/timer.h"
+#include "generate/code_blocks.h"
 #include "generate/conversation.h"
 #include "generate/generator.h"
 #include "generate/kv_snapshot.h"
@@ -790,8 +791,11 @@ int run(int argc, char** argv, apps::ParallelApp& app) {
       if (q.spec->output) {
         const fs::path out = generate::output_path_inside(job.output.dir, *q.spec->output, q.spec->id);
         fs::create_directories(out.parent_path());
-        // A conversation's turn that continues a cut reply writes the whole reply so far.
-        file_write_atomic(out, conv ? generate::conversation_reply_chain(*conv, tok) : o.text);
+        // A conversation's turn that continues a cut reply writes the whole reply so far; with output_code
+        // only its code.
+        const std::string reply = conv ? generate::conversation_reply_chain(*conv, tok) : o.text;
+        file_write_atomic(
+            out, q.spec->output_code.value_or(job.defaults.output_code) ? generate::extract_code(reply) : reply);
         r.output_file = *q.spec->output;
       }
       results->append(r);

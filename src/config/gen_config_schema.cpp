@@ -58,6 +58,10 @@ const Schema<generate::GenJob>& gen_job_schema() {
             "text there, so a stop string like \"<|eot_id|>\" never matches: replies end at the tokenizer's end "
             "tokens (<|end_of_text|>, <|eom_id|>, <|eot_id|>) and at the model's eos_token_id "
             "(generation_config.json, else config.json) anyway.");
+    d.field("output_code", &GenDefaults::output_code,
+            "A prompt's output file gets only the code of the reply: the contents of its Markdown code fences "
+            "(```cpp ... ```, ~~~ ... ~~~; an unclosed last fence runs to the end of a cut reply), joined by "
+            "blank lines; a reply without a fence is written whole. The results file keeps the whole text.");
 
     Schema<GenRuntime> rt;
     rt.field("batch_size", &GenRuntime::batch_size,
@@ -122,6 +126,7 @@ const Schema<generate::GenJob>& gen_job_schema() {
     p.field("user", &PromptSpec::user, "User message, chat-formatted.");
     p.field("text", &PromptSpec::text, "Raw prompt text, no template (instead of user).");
     p.field("output", &PromptSpec::output, "File for the completion, relative to output.dir.");
+    p.field("output_code", &PromptSpec::output_code, "Overrides defaults.output_code.");
     p.field("max_new_tokens", &PromptSpec::max_new_tokens, "Overrides defaults.max_new_tokens.")
         .at_least(std::int64_t{1});
     p.field("temperature", &PromptSpec::temperature, "Overrides defaults.temperature.").at_least(0.0);

@@ -99,6 +99,15 @@ std::optional<std::uint64_t> parse_byte_size(std::string_view text) {
   return std::nullopt;
 }
 
+bool next_line(std::string_view text, std::size_t* pos, std::string_view* line) {
+  if (*pos >= text.size()) return false;
+  std::size_t nl = text.find('\n', *pos);
+  if (nl == std::string_view::npos) nl = text.size();
+  *line = text.substr(*pos, nl - *pos);
+  *pos = nl + 1;
+  return true;
+}
+
 std::string join(const std::vector<std::string>& parts, std::string_view sep) {
   std::string out;
   for (std::size_t i = 0; i < parts.size(); ++i) {

@@ -34,6 +34,10 @@ std::optional<std::uint64_t> parse_byte_size(std::string_view text);
 
 std::string join(const std::vector<std::string>& parts, std::string_view sep);
 
+/// The line of `text` that starts at *pos, without its '\n' (the last line may have none), moving *pos
+/// past it; false at the end of the text. `for (std::string_view line; next_line(text, &pos, &line);)`.
+bool next_line(std::string_view text, std::size_t* pos, std::string_view* line);
+
 /// Appends `s` as a JSON string literal the way serde_json and Python's json.dumps(ensure_ascii=False)
 /// write it: escapes `"`, `\`, \b \f \n \r \t and other control characters (\u00xx); keeps DEL and
 /// non-ASCII UTF-8 as is. safetensors headers byte-identical to the reference's, and HF chat templates'

@@ -43,6 +43,7 @@ struct GenDefaults {
   std::int64_t seed = 0;
   bool chat = true;  // wrap system/user prompts in the Llama 3.1 chat layout
   std::vector<std::string> stop;
+  bool output_code = false;  // a prompt's output file gets only the reply's fenced code (extract_code)
 };
 
 /// runtime.kv_cache_dtype: Auto is bf16 where attention computes in bf16 (on a GPU with bf16 weights, as
@@ -150,6 +151,7 @@ struct PromptSpec {
   std::optional<double> repetition_penalty;
   std::optional<std::int64_t> seed;
   std::optional<std::vector<std::string>> stop;
+  std::optional<bool> output_code;
 };
 
 struct GenJob {

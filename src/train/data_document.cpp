@@ -135,11 +135,7 @@ FileReadStats read_jsonl(const DataFile& file, const std::optional<DataFormat>& 
   std::int64_t first_line = 0;
   std::int64_t line_no = 0;
   std::size_t pos = 0;
-  while (pos < all.size()) {
-    std::size_t end = all.find('\n', pos);
-    if (end == std::string_view::npos) end = all.size();
-    const std::string_view line = all.substr(pos, end - pos);
-    pos = end + 1;
+  for (std::string_view line; next_line(all, &pos, &line);) {
     ++line_no;
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
     const std::string where = fmt::format("{}:{}", file.name, line_no);

@@ -47,6 +47,20 @@ TEST_CASE("parse_int takes a whole decimal int64 and nothing else") {
   }
 }
 
+TEST_CASE("next_line: every line without its newline, a last line without one, empty lines kept") {
+  auto lines = [](std::string_view text) {
+    std::vector<std::string> out;
+    std::size_t pos = 0;
+    for (std::string_view line; next_line(text, &pos, &line);) out.emplace_back(line);
+    return out;
+  };
+  CHECK(lines("").empty());
+  CHECK(lines("a") == std::vector<std::string>{"a"});
+  CHECK(lines("a\n") == std::vector<std::string>{"a"});
+  CHECK(lines("a\n\nb\r\nc") == std::vector<std::string>{"a", "", "b\r", "c"});
+  CHECK(lines("\n\n") == std::vector<std::string>{"", ""});
+}
+
 TEST_CASE("byte sizes and counts") {
   CHECK(parse_byte_size("5GB") == 5000000000ull);
   CHECK(parse_byte_size("500MB") == 500000000ull);

@@ -28,6 +28,9 @@ TEST_CASE("inputs/prompts.toml parses and resolves paths against its folder") {
   CHECK(j.prompts[2].text.has_value());
   CHECK(j.defaults.stop.empty());  // replies end at the model's end tokens; a stop string is text
   CHECK(j.runtime.batch_size == 8);
+  CHECK_FALSE(j.defaults.output_code);
+  CHECK(j.prompts[0].output_code == true);  // stack.hpp gets the reply's code blocks
+  CHECK_FALSE(j.prompts[1].output_code.has_value());
   GenJob o = config::load(file, config::gen_job_schema(), {"defaults.max_new_tokens=7", "prompts[0].seed=3"});
   CHECK(o.defaults.max_new_tokens == 7);
   CHECK(o.prompts[0].seed == 3);
