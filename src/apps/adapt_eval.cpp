@@ -200,7 +200,7 @@ int run(int argc, char** argv) {
   std::size_t pos = 0;
   for (std::string_view line; next_line(text, &pos, &line);) {
     ++line_no;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    if (is_blank(line)) continue;
     json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
     ADAPT_REQUIRE(j.is_object() && j.contains("text") && j["text"].is_string(), IoError,
                   "{}:{}: expected a JSON object with a string \"text\"", data, line_no);

@@ -108,6 +108,8 @@ bool next_line(std::string_view text, std::size_t* pos, std::string_view* line) 
   return true;
 }
 
+bool is_blank(std::string_view s) { return s.find_first_not_of(" \t\r") == std::string_view::npos; }
+
 std::string join(const std::vector<std::string>& parts, std::string_view sep) {
   std::string out;
   for (std::size_t i = 0; i < parts.size(); ++i) {

@@ -37,6 +37,8 @@ std::string join(const std::vector<std::string>& parts, std::string_view sep);
 /// The line of `text` that starts at *pos, without its '\n' (the last line may have none), moving *pos
 /// past it; false at the end of the text. `for (std::string_view line; next_line(text, &pos, &line);)`.
 bool next_line(std::string_view text, std::size_t* pos, std::string_view* line);
+/// True when `s` holds only spaces, tabs and carriage returns (a blank line of next_line's).
+bool is_blank(std::string_view s);
 
 /// Appends `s` as a JSON string literal the way serde_json and Python's json.dumps(ensure_ascii=False)
 /// write it: escapes `"`, `\`, \b \f \n \r \t and other control characters (\u00xx); keeps DEL and

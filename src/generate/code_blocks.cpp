@@ -27,8 +27,6 @@ Fence fence_of(std::string_view line, std::string_view* rest) {
   return {ch, end - at};
 }
 
-bool blank(std::string_view s) { return s.find_first_not_of(" \t\r") == std::string_view::npos; }
-
 }  // namespace
 
 std::string extract_code(std::string_view text) {
@@ -48,7 +46,7 @@ std::string extract_code(std::string_view text) {
       }
       continue;
     }
-    if (f.ch == open.ch && f.len >= open.len && blank(rest)) {
+    if (f.ch == open.ch && f.len >= open.len && is_blank(rest)) {
       open = {};
       continue;
     }

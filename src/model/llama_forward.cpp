@@ -264,7 +264,9 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
 
 std::uint64_t llama_forward_workspace_bytes(const LlamaConfig& c, const TensorParallel& tp, const PipelineStage& stage,
                                             const ForwardCall& call) {
-  const auto f32 = [](std::int64_t n) { return (static_cast<std::uint64_t>(n) * 4 + 63) / 64 * 64; };
+  const auto f32 = [](std::int64_t n) {
+    return static_cast<std::uint64_t>(ops::Workspace::bytes_taken(static_cast<std::size_t>(n) * 4));
+  };
   const TpLocalDims part = tp_local_dims(c, tp);
   const std::int64_t B = call.batch, T = call.tokens, N = B * T, C = c.hidden_size, H = part.heads, Hkv = part.kv_heads,
                      D = c.head_dim, F = part.ffn;

@@ -7,16 +7,14 @@
 namespace adapt::ops {
 
 namespace {
-constexpr std::size_t kAlign = 64;
 constexpr std::size_t kMinBlockBytes = 1 << 20;         // host
 constexpr std::size_t kMinDeviceBlockBytes = 64 << 10;  // device: small tensors that start a block share it
-std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 }  // namespace
 
 Workspace::Workspace(Allocator& alloc) : alloc_(&alloc) {}
 
 Tensor Workspace::take(const Shape& shape, DType dtype, std::string name) {
-  const std::size_t n_bytes = align_up(static_cast<std::size_t>(shape.numel()) * dtype_size(dtype));
+  const std::size_t n_bytes = bytes_taken(static_cast<std::size_t>(shape.numel()) * dtype_size(dtype));
   if (blocks_.empty() || blocks_.back().storage->size_bytes() - blocks_.back().used_bytes < n_bytes) {
     // On a device the allocator counts every byte a block holds, so a new block takes the size of the
     // tensor that needs it: the blocks of a first pass add up to little more than its high-water mark. On

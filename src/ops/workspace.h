@@ -25,6 +25,8 @@ class Workspace {
   /// Uninitialised contiguous tensor, 64-byte aligned, valid until the next reset(). Not thread-safe:
   /// one Workspace per thread of control.
   Tensor take(const Shape& shape, DType dtype, std::string name = {});
+  /// The bytes a take of n_bytes uses: n_bytes rounded up to the 64-byte alignment.
+  static std::size_t bytes_taken(std::size_t n_bytes) { return (n_bytes + kAlign - 1) / kAlign * kAlign; }
   /// Makes all memory reusable. Tensors taken before must not be used afterwards: their memory is
   /// handed out again (it stays mapped, so a stale tensor reads garbage rather than crashing).
   void reset();
@@ -50,6 +52,7 @@ class Workspace {
   int n_allocations() const { return n_allocations_; }
 
  private:
+  static constexpr std::size_t kAlign = 64;  // every take starts at a multiple of it
   struct Block {
     std::shared_ptr<Storage> storage;
     std::size_t used_bytes = 0;

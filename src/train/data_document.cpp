@@ -137,7 +137,7 @@ FileReadStats read_jsonl(const DataFile& file, const std::optional<DataFormat>& 
   std::size_t pos = 0;
   for (std::string_view line; next_line(all, &pos, &line);) {
     ++line_no;
-    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+    if (is_blank(line)) continue;
     const std::string where = fmt::format("{}:{}", file.name, line_no);
     json record;
     try {

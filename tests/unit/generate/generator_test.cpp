@@ -215,26 +215,39 @@ TEST_CASE("a seeded sampled request gives the same text whatever it is batched w
   }
 }
 
+namespace {
+
+// The tokens of a plain llama_forward + argmax loop over the first `n_draw` logits of each step, up to
+// r.max_new_tokens or an end token; `beyond` (when given) counts the steps whose argmax over all the
+// model's logits lies at or past n_draw.
+std::vector<std::int32_t> argmax_loop(const model::LlamaModel& m, const tokenizer::Tokenizer& tok,
+                                      const GenerationRequest& r, std::int64_t n_draw, int* beyond = nullptr) {
+  const auto P = static_cast<std::int64_t>(r.prompt.size());
+  const std::int64_t V = m.config.vocab_size;
+  model::KvCache cache(m.config, 1, P + r.max_new_tokens);
+  Tensor ids = Tensor::empty({1, P}, DType::I32);
+  std::copy(r.prompt.begin(), r.prompt.end(), ids.data<std::int32_t>());
+  std::vector<std::int32_t> out;
+  const auto& eos = tok.eos_ids();
+  while (static_cast<std::int64_t>(out.size()) < r.max_new_tokens) {
+    const Tensor logits = model::llama_forward(m, ids, &cache, {.last_position_only = true});
+    const float* row = logits.data<float>();
+    out.push_back(static_cast<std::int32_t>(std::max_element(row, row + n_draw) - row));
+    if (beyond && std::max_element(row, row + V) - row >= n_draw) ++*beyond;
+    if (std::find(eos.begin(), eos.end(), out.back()) != eos.end()) break;
+    ids = Tensor::empty({1, 1}, DType::I32);
+    ids.data<std::int32_t>()[0] = out.back();
+  }
+  return out;
+}
+
+}  // namespace
+
 TEST_CASE("a greedy request gives the tokens of a plain llama_forward + argmax loop") {
   const TinyModel& t = tiny();
   const GenerationRequest r = request("int add(int a, int b) {", 20);
   const GenerationOutput got = Generator(t.model, *t.tok).run(r.prompt, r.sampling, r.stop, r.max_new_tokens);
-
-  const std::int64_t P = static_cast<std::int64_t>(r.prompt.size()), V = t.model.config.vocab_size;
-  model::KvCache cache(t.model.config, 1, P + r.max_new_tokens);
-  Tensor ids = Tensor::empty({1, P}, DType::I32);
-  std::copy(r.prompt.begin(), r.prompt.end(), ids.data<std::int32_t>());
-  std::vector<std::int32_t> want;
-  const auto& eos = t.tok->eos_ids();
-  while (static_cast<std::int64_t>(want.size()) < r.max_new_tokens) {
-    const Tensor logits = model::llama_forward(t.model, ids, &cache, {.last_position_only = true});
-    const float* row = logits.data<float>();
-    want.push_back(static_cast<std::int32_t>(std::max_element(row, row + V) - row));
-    if (std::find(eos.begin(), eos.end(), want.back()) != eos.end()) break;
-    ids = Tensor::empty({1, 1}, DType::I32);
-    ids.data<std::int32_t>()[0] = want.back();
-  }
-  CHECK(got.tokens == want);
+  CHECK(got.tokens == argmax_loop(t.model, *t.tok, r, t.model.config.vocab_size));
 }
 
 // Published checkpoints often pad vocab_size past the tokenizer (to a multiple of 64 or 128); those
@@ -258,23 +271,8 @@ TEST_CASE("a model whose vocab_size is padded past its tokenizer draws only the 
   const GenerationOutput got = Generator(m, tok).run(r.prompt, r.sampling, r.stop, r.max_new_tokens);
   // Greedy: the argmax over the tokenizer's ids, step by step; the argmax over every row lands in the
   // padding at some step (else this would not test the restriction).
-  const auto P = static_cast<std::int64_t>(r.prompt.size());
-  model::KvCache cache(m.config, 1, P + r.max_new_tokens);
-  Tensor ids = Tensor::empty({1, P}, DType::I32);
-  std::copy(r.prompt.begin(), r.prompt.end(), ids.data<std::int32_t>());
-  std::vector<std::int32_t> want;
   int padding_argmax = 0;
-  const auto& eos = tok.eos_ids();
-  while (static_cast<std::int64_t>(want.size()) < r.max_new_tokens) {
-    const Tensor logits = model::llama_forward(m, ids, &cache, {.last_position_only = true});
-    const float* row = logits.data<float>();
-    want.push_back(static_cast<std::int32_t>(std::max_element(row, row + n_vocab) - row));
-    if (std::max_element(row, row + V) - row >= n_vocab) ++padding_argmax;
-    if (std::find(eos.begin(), eos.end(), want.back()) != eos.end()) break;
-    ids = Tensor::empty({1, 1}, DType::I32);
-    ids.data<std::int32_t>()[0] = want.back();
-  }
-  CHECK(got.tokens == want);
+  CHECK(got.tokens == argmax_loop(m, tok, r, n_vocab, &padding_argmax));
   CHECK(padding_argmax > 0);
   // Sampled, hot: every token is the tokenizer's, and the text decodes.
   r.sampling.temperature = 1.5;
