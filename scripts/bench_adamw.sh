@@ -22,7 +22,7 @@
 #                               [THREADS (default 1,2)] [REPS (default 5)] [TENSOR_ELEMS (default 65536)]
 #                               [VENV (default ~/.cache/adapt/venv-llama)]
 # Builds BUILD_DIR's adamw_bench (configuring BUILD_DIR with Ninja, Release, when it has no CMakeCache.txt;
-# needs ADAPT_BUILD_TESTS=ON). The torch peer is the venv of scripts/bench_train.sh (Debian's
+# needs ADAPT_TESTS=ON). The torch peer is the venv of scripts/bench_train.sh (Debian's
 # python3-torch 1.13 through --system-site-packages); without torch its rows are skipped with the reason.
 # Memory: about 16 bytes per parameter on each side (plus torch's foreach temporaries), one side at a time.
 set -euo pipefail

@@ -57,7 +57,7 @@ bench_build() {
   fi
   if ! cmake --build "$build" --target "$@" >"$log" 2>&1; then
     tail -30 "$log" >&2
-    echo "error: building $* in $build failed (log: $log); test-tree tools need ADAPT_BUILD_TESTS=ON" >&2
+    echo "error: building $* in $build failed (log: $log); test-tree tools need ADAPT_TESTS=ON" >&2
     exit 2
   fi
   commit="$(bench_source_of "$build")"

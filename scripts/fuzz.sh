@@ -106,9 +106,9 @@ build_or_die() {  # DIR WHAT CONFIGURE_ARGS...
   cmake --build "$dir" -j "$cores" "${build_targets[@]}" >>"$log_build" 2>&1 ||
     { echo "scripts/fuzz.sh: building $what failed; see $log_build" >&2; exit 2; }
 }
-build_or_die "$seed_build" "the seed writers (driver build)" -DCMAKE_BUILD_TYPE=Release -DADAPT_BUILD_TESTS=ON \
+build_or_die "$seed_build" "the seed writers (driver build)" -DCMAKE_BUILD_TYPE=Release -DADAPT_TESTS=ON \
   -DADAPT_CUDA=OFF
-build_or_die "$build" "the libFuzzer targets" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DADAPT_BUILD_TESTS=ON \
+build_or_die "$build" "the libFuzzer targets" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DADAPT_TESTS=ON \
   -DADAPT_CUDA=OFF -DADAPT_FUZZ=libfuzzer -DCMAKE_C_COMPILER="$clang" -DCMAKE_CXX_COMPILER="$clangxx" \
   -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address"
 

@@ -192,7 +192,7 @@ if [[ "$do_build" == 1 ]]; then
   command -v ninja >/dev/null 2>&1 || generator=()  # CMake's default (Makefiles) where Ninja is missing
   [[ -f "$build/CMakeCache.txt" ]] && generator=()   # keep the generator the folder was made with
   if ! cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DADAPT_CUDA=ON -DADAPT_CUDA_ARCHS="80;90" \
-       -DADAPT_BUILD_TESTS=ON "${deps_args[@]}" >>"$log" 2>&1; then
+       -DADAPT_TESTS=ON "${deps_args[@]}" >>"$log" 2>&1; then
     tail -30 "$log" >&2
     echo "gpu_check: the CUDA configure failed (log: $log)" >&2
     exit 2

@@ -10,7 +10,7 @@ root=$(pwd)
 ./scripts/setup.sh --python
 
 jobs=$(nproc)
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DADAPT_CHECKS=ON -DADAPT_BUILD_TESTS=ON \
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DADAPT_CHECKS=ON -DADAPT_TESTS=ON \
       -DPython3_EXECUTABLE="$root/.venv/bin/python" >build-configure.log 2>&1 || { cat build-configure.log; exit 1; }
 grep -E "^-- (adapt|  \[)" build-configure.log || true
 cmake --build build -j "$jobs"

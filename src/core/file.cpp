@@ -224,8 +224,8 @@ void file_write_atomic(const fs::path& path, std::string_view contents) {
   file_write_atomic(path, [&](int fd) { fd_write_all(fd, contents.data(), contents.size(), path); });
 }
 
-ScratchFile::ScratchFile(const fs::path& dir, std::string what) : dir_(dir), what_(std::move(what)) {
-  fd_ = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+ScratchFile::ScratchFile(const fs::path& dir, std::string what, bool o_tmpfile) : dir_(dir), what_(std::move(what)) {
+  if (o_tmpfile) fd_ = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (fd_ < 0) {  // a file system without O_TMPFILE (some network ones): a name, removed at once
     static std::atomic<int> n_made{0};
     const fs::path name = dir / fmt::format(".scratch.{}.{}.{}", ::getpid(), host_name(), n_made++);

@@ -84,10 +84,11 @@ void dir_fsync(const fs::path& dir);
 /// instead of in memory, gone however the process ends (on NFS an open removed file stays as a `.nfs*`
 /// file until it is closed, and after a node crash until removed by hand). `what` names it in errors
 /// (e.g. "the token cache's tokens"). IoError when it cannot be made or written (a full disk), naming
-/// `what` and `dir`.
+/// `what` and `dir`. `o_tmpfile` false takes the fallback at once (a named file removed at once, what a
+/// file system without O_TMPFILE gets).
 class ScratchFile {
  public:
-  ScratchFile(const fs::path& dir, std::string what);
+  ScratchFile(const fs::path& dir, std::string what, bool o_tmpfile = true);
   ~ScratchFile();
   ScratchFile(const ScratchFile&) = delete;
   ScratchFile& operator=(const ScratchFile&) = delete;

@@ -109,8 +109,9 @@ TEST_CASE("a full disk is an IoError and the old file survives") {
 
 TEST_CASE("a scratch file: its bytes back in order, nothing left in the folder, a full disk named") {
   test::TempDir dir;
-  {
-    ScratchFile a(dir.path(), "the test's numbers");
+  for (const bool o_tmpfile : {true, false}) {  // false: the named file, removed at once, of other file systems
+    CAPTURE(o_tmpfile);
+    ScratchFile a(dir.path(), "the test's numbers", o_tmpfile);
     std::string want;
     for (int i = 0; i < 3000; ++i) {  // many small appends
       const std::string piece = std::to_string(i) + ",";
@@ -121,9 +122,11 @@ TEST_CASE("a scratch file: its bytes back in order, nothing left in the folder, 
     CHECK(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator{}) == 0);  // unnamed
     file_write_atomic(dir / "out.txt", [&](int fd) { a.copy_to(fd, dir / "out.txt"); });
     CHECK(file_read_text(dir / "out.txt") == want);
+    fs::remove(dir / "out.txt");
   }
-  CHECK_THROWS_WITH_AS(ScratchFile(dir / "missing", "the test's numbers"),
-                       doctest::Contains((dir / "missing").string().c_str()), IoError);
+  for (const bool o_tmpfile : {true, false})
+    CHECK_THROWS_WITH_AS(ScratchFile(dir / "missing", "the test's numbers", o_tmpfile),
+                         doctest::Contains((dir / "missing").string().c_str()), IoError);
   ScratchFile b(dir.path(), "the test's numbers");
   const std::string big(1 << 16, 'x');
   std::string message;
