@@ -191,3 +191,19 @@ bench_llamacpp() {
   version="$("$llamacpp_bin/llama-bench" --version 2>&1 || true)"
   llamacpp_version="llama-cpp-python $pin's llama.cpp (${version%%$'\n'*})"
 }
+
+# bench_llamacpp_gguf VENV WORK MODEL_DIR OUT: llama.cpp as a peer on MODEL_DIR's weights: the venv
+# (bench_find_peer, numpy), llama.cpp (bench_llamacpp) and MODEL_DIR written as the GGUF file OUT
+# (scripts/make_gguf.py). Sets peer_py and bench_llamacpp's variables; llamacpp_skip says why not when a
+# step failed.
+bench_llamacpp_gguf() {
+  local venv="$1" work="$2" model="$3" out="$4" root
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  bench_find_peer "$venv" "$work" "numpy" numpy
+  llamacpp_skip="$peer_skip"
+  [[ -z "$peer_py" ]] || bench_llamacpp "$peer_py" "$work"
+  if [[ -z "$llamacpp_skip" ]]; then
+    "$peer_py" "$root/scripts/make_gguf.py" "$model" "$out" --gguf-py "$llamacpp_src/vendor/llama.cpp/gguf-py" \
+      >"$work/gguf.log" 2>&1 || llamacpp_skip="make_gguf.py failed: $(tail -1 "$work/gguf.log")"
+  fi
+}

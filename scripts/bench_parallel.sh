@@ -19,10 +19,21 @@
 # collectives and messages during the step, summed over all ranks; see src/train/README.md), and
 # tokens/s relative to 1×1×1 on the same cores.
 #
+# The peer: torch's DistributedDataParallel (gloo) on the same model, data shape and step (HF transformers'
+# LlamaForCausalLM, eager attention, the hand-written LoRA of scripts/torch_peers.py on the same seven
+# projections, grad_accum micro-steps with no_sync() but the last, clipping at 1.0, torch.optim.AdamW),
+# as one process of `cores` threads and as dp2 (torchrun, 2 processes of cores / 2 threads), with
+# tcmalloc when Debian's libtcmalloc-minimal4 is there (the torch step allocates its activations on every
+# step) and OMP_WAIT_POLICY=PASSIVE. Its rows, and adapt's ratios to them, follow the table. torch has no
+# tensor or pipeline parallelism for CPU models of this kind, so tp and pp have no peer row.
+#
 # Usage: scripts/bench_parallel.sh [BUILD_DIR (default build)] [STEPS (default 4)] [GRAD_ACCUM (default 2)]
+#                                  [VENV (default ~/.cache/adapt/venv-llama)]
 # Builds BUILD_DIR's app_adapt_train and app_adapt_model (configuring BUILD_DIR with Ninja, Release, when it
 # has no CMakeCache.txt); MPI must have been found there (mpiexec in CMakeCache.txt's MPIEXEC_EXECUTABLE,
-# else on PATH). Exit status: 0 when every layout that was not skipped ran, else 1.
+# else on PATH). The peer's venv is scripts/bench_train.sh's (Debian's python3-torch through
+# --system-site-packages, transformers from PyPI), made here when missing; without torch the peer rows say
+# why they were skipped. Exit status: 0 when every layout that was not skipped ran, else 1.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -31,6 +42,7 @@ source "$root/scripts/bench_common.sh"
 build="$(realpath -m "${1:-$root/build}")"
 steps="${2:-4}"
 grad_accum="${3:-2}"
+venv="${4:-$HOME/.cache/adapt/venv-llama}"
 warmup=1
 batch=4
 seq_len=512
@@ -121,20 +133,122 @@ for l in "${layouts[@]}"; do
   # shellcheck disable=SC2086
   run_layout $l
 done
+
+# ---- the torch DDP peer ---------------------------------------------------------------------------
+bench_blas_setup "the torch peer runs" >"$work/blas_note.txt"  # sets blas_env
+bench_find_peer "$venv" "$work" "torch, transformers" transformers==4.46.3 tokenizers==0.20.3 safetensors==0.4.5 \
+  huggingface-hub==0.26.2
+tcmalloc="$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 / {p = $NF} END {print p}')"
+if [[ -z "$tcmalloc" && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libtcmalloc-minimal4 >"$work/apt-tc.log" 2>&1 &&
+    tcmalloc="$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 / {p = $NF} END {print p}')"
+fi
+cat >"$work/ddp_train.py" <<'PY'
+# One replica of the DDP peer (torchrun sets RANK and WORLD_SIZE; a plain start is one replica): prints
+# `key value` lines on rank 0 (median step time over the timed steps, the step times, versions).
+import contextlib, os, statistics, sys, time
+import torch
+import torch.distributed as dist
+import transformers
+from transformers import LlamaForCausalLM
+from torch_peers import attach_lora
+
+model_dir = sys.argv[1]
+batch, accum, seq, steps, warmup, threads, r = map(int, sys.argv[2:9])
+alpha, lr = float(sys.argv[9]), float(sys.argv[10])
+rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+model = LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32, attn_implementation="eager")
+model.requires_grad_(False)  # the frozen base
+attach_lora(model.model.layers, r, alpha)
+model.train()
+params = [p for p in model.parameters() if p.requires_grad]
+net = model
+if world > 1:
+    dist.init_process_group("gloo")
+    net = torch.nn.parallel.DistributedDataParallel(model)  # averages the LoRA gradients over the replicas
+opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+rows = batch // world  # a micro-step's sequences, shared out over the replicas as adapt's dp does
+vocab = model.config.vocab_size
+ids = torch.randint(0, vocab, (accum, rows, seq + 1), generator=torch.Generator().manual_seed(20261121 + rank))
+
+
+def step():
+    opt.zero_grad(set_to_none=True)
+    for k in range(accum):
+        x, y = ids[k, :, :-1].contiguous(), ids[k, :, 1:].contiguous()
+        sync = world == 1 or k == accum - 1
+        with contextlib.nullcontext() if sync else net.no_sync():
+            logits = net(input_ids=x).logits
+            loss = torch.nn.functional.cross_entropy(logits.view(-1, vocab), y.view(-1)) / accum
+            loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
+times = []
+for _ in range(warmup + steps):
+    if world > 1:
+        dist.barrier()
+    t0 = time.perf_counter()
+    step()
+    if world > 1:
+        dist.barrier()
+    times.append(time.perf_counter() - t0)
+if rank == 0:
+    med = statistics.median(times[warmup:])
+    print(f"ranks {world}\nthreads {threads}\nstep_s {med:.4f}\ntokens_per_s {batch * accum * seq / med:.1f}\n"
+          f"steps_s {' '.join(f'{t:.2f}' for t in times[warmup:])}\n"
+          f"versions torch {torch.__version__}, transformers {transformers.__version__}")
+PY
+run_peer() {  # name ranks
+  local name="$1" ranks="$2" threads launch preload=()
+  if [[ -z "$peer_py" ]]; then
+    echo "$peer_skip" >"$work/$name.skipped"
+    return
+  fi
+  if ((ranks > cores)); then
+    echo "needs $ranks cores, this machine has $cores" >"$work/$name.skipped"
+    return
+  fi
+  threads=$((cores / ranks))
+  launch=("$peer_py")
+  ((ranks > 1)) && launch=("$peer_py" -m torch.distributed.run --standalone --nproc_per_node "$ranks")
+  [[ -n "$tcmalloc" ]] && preload=(LD_PRELOAD="$tcmalloc")
+  echo "$name: torch, $ranks process(es) x $threads thread(s) (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+  if ! env "${preload[@]}" "${blas_env[@]}" OMP_NUM_THREADS="$threads" OPENBLAS_NUM_THREADS="$threads" \
+      OMP_WAIT_POLICY=PASSIVE PYTHONPATH="$root/scripts" "${launch[@]}" "$work/ddp_train.py" "$work/bench" "$batch" \
+      "$grad_accum" "$seq_len" "$steps" "$warmup" "$threads" 16 32 1e-4 >"$work/$name.txt" 2>"$work/$name.err"; then
+    tail -5 "$work/$name.err" >&2
+    echo "the torch peer failed: $(tail -1 "$work/$name.err")" >"$work/$name.failed"
+    rm -f "$work/$name.txt"
+  fi
+}
+run_peer torch_1 1
+run_peer torch_dp2 2
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 names=()
 for l in "${layouts[@]}"; do names+=("${l%% *}"); done
-python3 - "$work" "$cores" "$steps" "$warmup" "$grad_accum" "${names[@]}" <<'EOF'
+python3 - "$work" "$cores" "$steps" "$warmup" "$grad_accum" "$(bench_torch_source "$peer_py")" "${tcmalloc:-}" \
+  "${names[@]}" <<'EOF'
 import os, sys
-work, cores, steps, warmup, grad_accum = sys.argv[1:6]
-names = sys.argv[6:]
+work, cores, steps, warmup, grad_accum, torch_pkg, tcmalloc = sys.argv[1:8]
+names = sys.argv[8:]
 
 def read(name):
     p = os.path.join(work, f"{name}.txt")
     if not os.path.exists(p):
         return None
     return dict(l.split(" ", 1) for l in open(p).read().splitlines() if " " in l)
+
+def why_not(name):
+    for ext, what in (("skipped", "skipped"), ("failed", "failed")):
+        p = os.path.join(work, f"{name}.{ext}")
+        if os.path.exists(p):
+            return f"{what}: {open(p).read().strip()}"
+    return "did not run"
 
 res = {n: read(n) for n in names}
 base = res["1x1x1"]
@@ -146,12 +260,7 @@ print(f"{'layout (tp x pp x dp)':<22} {'ranks':>5} {'threads/rank':>12} {'tokens
 for n in names:
     r = res[n]
     if r is None:
-        why = ""
-        for ext, what in (("skipped", "skipped"), ("failed", "failed")):
-            p = os.path.join(work, f"{n}.{ext}")
-            if os.path.exists(p):
-                why = f"{what}: {open(p).read().strip()}"
-        print(f"{n:<22} {why}")
+        print(f"{n:<22} {why_not(n)}")
         continue
     ratio = f"{float(r['tokens_per_s']) / float(base['tokens_per_s']):>7.2f}x" if base else ""
     comm = f"{int(r['comm_bytes']) / 2**20:>13.1f}" + ("*" if r["comm_varies"] == "1" else "")
@@ -163,6 +272,30 @@ print("comm MiB/step: metrics.jsonl's comm_bytes (tp, pp and dp communicators, s
 for n in names:
     if res[n]:
         print(f"{n} step times (s, timed steps): {res[n]['steps_s']}")
+
+peers = [("torch_1", "1x1x1"), ("torch_dp2", "dp2")]
+print(f"peer: torch DDP (gloo), the same model, batch, grad_accum, LoRA and AdamW; "
+      f"{'tcmalloc' if tcmalloc else 'glibc malloc (libtcmalloc_minimal.so.4 not found)'}, OMP_WAIT_POLICY=PASSIVE")
+print(f"{'peer':<22} {'ranks':>5} {'threads/rank':>12} {'tokens/s':>9} {'step s':>7} {'adapt vs peer':>13}")
+for name, layout in peers:
+    r = read(name)
+    if r is None:
+        print(f"{'torch ' + layout:<22} {why_not(name)}")
+        continue
+    ours = res.get(layout)
+    ratio = f"{float(ours['tokens_per_s']) / float(r['tokens_per_s']):>12.2f}x" if ours else ""
+    print(f"{'torch ' + layout:<22} {r['ranks']:>5} {r['threads']:>12} {float(r['tokens_per_s']):>9.1f} "
+          f"{float(r['step_s']):>7.3f} {ratio:>13}")
+for name, layout in peers:
+    r = read(name)
+    if r:
+        print(f"torch {layout} step times (s, timed steps): {r['steps_s']}")
+        versions = r["versions"]
+if any(read(n) for n, _ in peers):
+    print(f"peer: {versions}, eager attention; torch from {torch_pkg}")
+blas = open(os.path.join(work, "blas_note.txt")).read().strip()
+if blas:
+    print(blas)
 EOF
 bench_footer "$build" "$load_start" "$load_end" "$cores"
 exit "$status"

@@ -145,7 +145,7 @@ import resource, statistics, sys, time
 import torch
 import transformers
 from transformers import LlamaForCausalLM
-from torch_peers import attach_bottlenecks
+from torch_peers import attach_bottlenecks, attach_lora
 
 model_dir, mode = sys.argv[1:3]
 batch, seq, steps, warmup, threads, rank, bn_size = map(int, sys.argv[3:10])
@@ -163,21 +163,7 @@ if mode == "peft":
     layers = model.base_model.model.model.layers
     peft_version = peft.__version__
 else:  # lean: a hand-written LoRA wrapper, y = W x + s * B (A x)
-    class Lora(torch.nn.Module):
-        def __init__(self, base):
-            super().__init__()
-            self.base, self.s = base, alpha / rank
-            bound = base.in_features ** -0.5
-            self.a = torch.nn.Parameter(torch.empty(rank, base.in_features).uniform_(-bound, bound))
-            self.b = torch.nn.Parameter(torch.zeros(base.out_features, rank))
-
-        def forward(self, x):
-            return self.base(x) + self.s * torch.nn.functional.linear(torch.nn.functional.linear(x, self.a), self.b)
-
-    for layer in model.model.layers:
-        for parent, names in ((layer.self_attn, targets[:4]), (layer.mlp, targets[4:])):
-            for n in names:
-                setattr(parent, n, Lora(getattr(parent, n)))
+    attach_lora(model.model.layers, rank, alpha)
     layers = model.model.layers
     peft_version = "-"
 

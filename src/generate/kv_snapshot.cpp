@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -155,36 +156,41 @@ KvSnapshotLoad kv_snapshot_load(const fs::path& file, model::KvCache& cache, std
   if (use == 0) return reject("its tokens do not start this prompt");
   if (use > cache.capacity()) use = cache.capacity();
 
-  // The checksum first, over the whole file: the cache row is written only from a file that verifies
-  // (a damaged file leaves the row as it was, which the generator may still reuse).
+  // The file mapped once (the descriptor's inode: a save's rename meanwhile does not change what is
+  // mapped); the checksum first, over the whole file: the cache row is written only from a file that
+  // verifies (a damaged file leaves the row as it was, which the generator may still reuse). The row is
+  // then written from the mapping, whose pages the checksum has just read.
+  void* mapped = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  if (mapped == MAP_FAILED) return reject(fmt::format("it cannot be mapped ({})", std::strerror(errno)));
+  const struct Unmapper {
+    void* p;
+    std::size_t n;
+    ~Unmapper() { ::munmap(p, n); }
+  } unmapper{mapped, size};
+  ::madvise(mapped, size, MADV_SEQUENTIAL);
+  const auto* bytes = static_cast<const char*>(mapped);
   const std::uint64_t payload_at = sizeof(magic) + sizeof(header_len) + header_len;
-  {
-    std::uint32_t crc = crc32c(magic, sizeof(magic));
-    crc = crc32c(&header_len, sizeof(header_len), crc);
-    crc = crc32c(header.data(), header.size(), crc);
-    std::vector<char> buf(std::min<std::uint64_t>(payload, std::uint64_t{16} << 20));
-    for (std::uint64_t at = 0; at < payload; at += buf.size()) {
-      const std::size_t len = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), payload - at));
-      read_at(payload_at + at, buf.data(), len);
-      crc = crc32c(buf.data(), len, crc);
-    }
-    std::uint32_t stored = 0;
-    read_at(payload_at + payload, &stored, sizeof(stored));
-    if (stored != crc) return reject("its checksum does not match (the file is damaged)");
-  }
-  std::vector<char> k(per_layer), v(per_layer);
+  std::uint32_t stored = 0;
+  std::memcpy(&stored, bytes + payload_at + payload, sizeof(stored));
+  if (stored != crc32c(bytes, payload_at + payload)) return reject("its checksum does not match (the file is damaged)");
+  // (heads, n, D) per layer in the file; the row takes (heads, use, D): with use < n, each head's first
+  // `use` positions are gathered into a buffer first.
+  std::vector<char> k(use < n ? cache.row_bytes(use) : 0), v(k.size());
   const std::size_t head_in = per_layer / static_cast<std::size_t>(cache.n_kv_heads());
   const std::size_t head_out = cache.row_bytes(use) / static_cast<std::size_t>(cache.n_kv_heads());
-  std::uint64_t at = payload_at;
-  for (int layer = cache.layers().begin; layer < cache.layers().end(); ++layer) {
-    read_at(at, k.data(), per_layer);
-    read_at(at + per_layer, v.data(), per_layer);
-    at += 2 * per_layer;
-    for (std::int64_t head = 1; head < cache.n_kv_heads() && use < n; ++head) {  // (heads, use, D) contiguous
-      std::memmove(k.data() + head * head_out, k.data() + head * head_in, head_out);
-      std::memmove(v.data() + head * head_out, v.data() + head * head_in, head_out);
+  const char* at = bytes + payload_at;
+  for (int layer = cache.layers().begin; layer < cache.layers().end(); ++layer, at += 2 * per_layer) {
+    const char* k_in = at;
+    const char* v_in = at + per_layer;
+    if (use < n) {
+      for (std::int64_t head = 0; head < cache.n_kv_heads(); ++head) {
+        std::memcpy(k.data() + head * head_out, k_in + head * head_in, head_out);
+        std::memcpy(v.data() + head * head_out, v_in + head * head_in, head_out);
+      }
+      k_in = k.data();
+      v_in = v.data();
     }
-    cache.write_row(layer, row, use, k.data(), v.data());
+    cache.write_row(layer, row, use, k_in, v_in);
   }
   return {.positions = use, .why_not = {}};
 }
