@@ -396,6 +396,9 @@ class Trainer {
   comm::Communicator& tp_;
   comm::Communicator& pp_;
   const std::optional<int> device_;
+  // tp or pp > 1: each rank loads only its slices of the weights, and on GPUs the model's collectives
+  // take the device communicators.
+  const bool sharded_;
   const fs::path ckpt_dir_;
   // Folders that cannot be written fail the job before the data and the weights are read.
   const RunLocks locks_;
@@ -448,6 +451,7 @@ Trainer::Trainer(const TrainConfig& cfg, const std::string& config_toml, TrainRa
       tp_(*ranks.comms.tp),
       pp_(*ranks.comms.pp),
       device_(ranks.device),
+      sharded_(ranks.grid.tp_size() > 1 || ranks.grid.pp_size() > 1),
       ckpt_dir_(cfg.checkpoint.dir.value_or(cfg.run.dir / "checkpoints")),
       locks_(world_, cfg),
       tok_(checked_tokenizer()),
@@ -496,9 +500,8 @@ TrainData Trainer::prepare_data() const {
 
 model::LlamaModel Trainer::load_model() const {
   model::LlamaLoadStats stats;
-  // With tp or pp, each rank reads only its slices of the weights (its stage's layers, its heads, FFN
-  // columns and vocabulary rows).
-  const bool sharded = ranks_.grid.tp_size() > 1 || ranks_.grid.pp_size() > 1;
+  // With tp or pp (sharded_), each rank reads only its slices of the weights (its stage's layers, its
+  // heads, FFN columns and vocabulary rows).
   // For a GPU the weights are read as stored (bf16 stays bf16: half the host memory) and converted to
   // runtime.weights_dtype on the way to the device, which then holds the only copy. On the CPU: f32, or
   // bf16 for bf16 products (runtime.cpu_matmul_dtype).
@@ -510,9 +513,9 @@ model::LlamaModel Trainer::load_model() const {
   if (cpu_bf16) log::info0("{}", ops::cpu_matmul_note());
   // Pipeline stages balanced by work: the last one runs the head for every token.
   model::LlamaModel model =
-      sharded ? model::llama_model_load_tp(cfg_.model.path, ranks_.grid, world_.rank(), tp_,
-                                           {.storage = storage, .stage_split = parallel::kTrainSplit}, &stats)
-              : model::llama_model_load(cfg_.model.path, {.storage = storage}, &stats);
+      sharded_ ? model::llama_model_load_tp(cfg_.model.path, ranks_.grid, world_.rank(), tp_,
+                                            {.storage = storage, .stage_split = parallel::kTrainSplit}, &stats)
+               : model::llama_model_load(cfg_.model.path, {.storage = storage}, &stats);
   log::info0("base model {}: {} layers, {} parameters, loaded in {:.2f} s", cfg_.model.path.string(),
              model.config.n_layers, format_count(model::llama_param_counts(model.config).total), stats.seconds);
   return model::llama_model_place(std::move(model),
@@ -525,10 +528,9 @@ model::LlamaModel Trainer::load_model() const {
 }
 
 void Trainer::connect_device_comms() {
-  const bool sharded = ranks_.grid.tp_size() > 1 || ranks_.grid.pp_size() > 1;
-  if (!device_ || !(sharded || device_dp_)) return;
+  if (!device_ || !(sharded_ || device_dp_)) return;
   device_comms_ = comm::device_grid_comms_for_model(world_, ranks_.grid, *device_, tp_.options(), device_dp_);
-  if (sharded) {
+  if (sharded_) {
     model_.tp.comm = device_comms_.tp.get();
     model_pp_ = device_comms_.pp.get();
   }
@@ -634,10 +636,26 @@ void Trainer::resume() {
   set_.values_from_host();  // the restored values into the device parameters (no-op on the host)
   opt_->set_n_steps(st.ints.at("optim/n_steps"));
   loader_.restore(DataLoaderState::from_ints(st.ints, path.string()));
+  // Dropout masks continue the checkpoint's only with its seed (where both jobs draw masks).
+  if (const auto it = st.ints.find("rng/dropout_seed"); it != st.ints.end() && lora && cfg_.adapter.lora.dropout > 0)
+    ADAPT_REQUIRE(it->second == cfg_.adapter.seed, ConfigError,
+                  "checkpoint '{}' drew its LoRA dropout masks with adapter.seed = {}, this job has adapter.seed = {}; "
+                  "set adapter.seed = {} to resume that run (or start a new one in another run.dir)",
+                  path.string(), it->second, cfg_.adapter.seed, it->second);
   step_ = st.step;
   log::info0("resuming from {} at step {}", path.string(), step_);
   if (!changed.empty() && world_.rank() == 0)
     log::warn("resuming with settings that differ from the checkpoint's job: {}", fmt::join(changed, "; "));
+  // The learning rate goes on from this job's schedule at this step; say so where it is not the rate
+  // the checkpoint's run would have taken next.
+  if (const auto it = st.floats.find("sched/next_lr"); it != st.floats.end() && world_.rank() == 0) {
+    const double next = optim::lr_at(sched_, step_);
+    if (std::abs(next - it->second) > 1e-12 * std::max(std::abs(next), std::abs(it->second)))
+      log::warn(
+          "the learning rate of step {} is {:.6g} under this job's [optim] and train.steps; the checkpoint's "
+          "run would have used {:.6g}",
+          step_ + 1, next, it->second);
+  }
   if (step_ >= cfg_.train.steps && world_.rank() == 0)
     log::warn(
         "checkpoint '{}' is at step {}, which already reaches train.steps = {}: nothing is left to train, "
@@ -677,6 +695,19 @@ void Trainer::save(double last_loss) {
         st.tensors = std::move(tensors);
         st.ints = loader_.state().to_ints();
         st.ints["optim/n_steps"] = opt_->n_steps();
+        // The random state beside the loader's (data/seed, epoch, position): LoRA dropout masks are a
+        // hash of (rng/dropout_seed, step, micro-batch, site, element), so with the step that seed is
+        // all of it (stored when the job draws masks). The LR schedule: its settings and the rates
+        // around this step.
+        if (adapters::kind_has_lora(cfg_.adapter.kind) && cfg_.adapter.lora.dropout > 0)
+          st.ints["rng/dropout_seed"] = cfg_.adapter.seed;
+        st.strings["sched/kind"] = cfg_.optim.schedule;
+        st.floats["sched/peak_lr"] = sched_.lr;
+        st.ints["sched/warmup_steps"] = sched_.warmup_steps;
+        st.ints["sched/total_steps"] = sched_.total_steps;
+        st.floats["sched/min_lr_ratio"] = sched_.min_lr_ratio;
+        st.floats["sched/last_lr"] = step_ > 0 ? optim::lr_at(sched_, step_ - 1) : 0.0;
+        st.floats["sched/next_lr"] = optim::lr_at(sched_, step_);
         st.floats["train/loss"] = last_loss;
         st.strings[kCheckpointKindKey] = adapters::adapter_kind_name(cfg_.adapter.kind);
         checkpoint::checkpoint_save(

@@ -1,16 +1,17 @@
 // adapt_train end to end on the tiny model: training lowers the loss; a run stopped and resumed gives
-// the same losses and bit-identical adapter weights as an uninterrupted run (LoRA, and LoRA with a
-// bottleneck adapter together); a signal writes a checkpoint and exits 75; bad jobs, diverging runs, a
-// checkpoint of another base model or adapter kind, a corrupt checkpoint and a full disk each fail (or
-// recover) as documented. The merged model (adapt_train --merge, adapt_model merge) scores like base +
-// adapter, keeps the base's dtype and sharding, and is refused or cleaned up as documented.
-// runtime.device = "cuda" without a usable GPU stops before anything is written, naming the key, CUDA's
-// reason and the way back to the CPU (training on a GPU itself: tests/gpu/train_app_gpu_test.cpp).
-// optim.offload with optim.overlap (the CPU AdamW during the next forward), without it, and no offload
-// give byte-identical adapters and the same losses and gradient norms, on one process (LoRA and
+// the same losses and bit-identical adapter weights as an uninterrupted run (LoRA; LoRA with dropout,
+// refused under another adapter.seed; LoRA with a bottleneck adapter together), and its checkpoint holds
+// the LR schedule's state (the rates the metrics show); a signal writes a checkpoint and exits 75; bad jobs, diverging
+// runs, a checkpoint of another base model or adapter kind, a corrupt checkpoint and a full disk each fail (or recover)
+// as documented. The merged model (adapt_train --merge, adapt_model merge) scores like base + adapter, keeps the base's
+// dtype and sharding, and is refused or cleaned up as documented. runtime.device = "cuda" without a usable GPU stops
+// before anything is written, naming the key, CUDA's reason and the way back to the CPU (training on a GPU itself:
+// tests/gpu/train_app_gpu_test.cpp). optim.offload with optim.overlap (the CPU AdamW during the next forward), without
+// it, and no offload give byte-identical adapters and the same losses and gradient norms, on one process (LoRA and
 // lora+bottleneck, micro-batches, recomputation, a resumed run) and, under mpiexec, at tp2 × dp2, dp2 and
 // pp2, and at dp2 and pp2 × dp2 with ZeRO-1 (the units all-gathered as the forward reaches them).
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -19,6 +20,7 @@
 #include <cmath>
 #include <fstream>
 
+#include "checkpoint/checkpoint.h"
 #include "core/file.h"
 #include "core/strings.h"
 #include "runtime_device_refusals.h"
@@ -108,6 +110,15 @@ void check_same_scores(const Eval& a, const Eval& b, double rel) {
   CHECK(worst <= rel);
 }
 
+/// The same training losses, bit for bit, step by step (metrics("train") of two runs).
+void check_same_losses(const std::vector<json>& got, const std::vector<json>& want) {
+  REQUIRE(got.size() == want.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    CAPTURE(i);
+    CHECK(got[i]["loss"].get<double>() == want[i]["loss"].get<double>());
+  }
+}
+
 /// "adapter weights ... (N parameters...)" of a --dry-run: N.
 std::int64_t adapter_params(const std::string& dry_run) {
   const std::size_t at = dry_run.find("(", dry_run.find("adapter weights")) + 1;
@@ -151,16 +162,25 @@ TEST_CASE("training lowers the loss and a resumed run is bit-identical to an uni
   Run b1 = resumed.train("--set train.stop_after=5");  // the same job, stopped after 5 steps...
   REQUIRE(b1.code == 0);
   CHECK_FALSE(fs::exists(resumed.dir / "run/adapter"));
+  // The checkpoint's LR schedule state: the rates of step 5 and step 6 as the metrics give them. No
+  // dropout, so no dropout seed (the data order's state is data/seed, epoch, position).
+  {
+    const checkpoint::CheckpointState st =
+        checkpoint::checkpoint_load(resumed.dir / "run/checkpoints" / checkpoint::checkpoint_file_name(5));
+    CHECK(st.strings.at("sched/kind") == "cosine");
+    CHECK(st.ints.at("sched/warmup_steps") == 2);
+    CHECK(st.ints.at("sched/total_steps") == 10);
+    CHECK(st.floats.at("sched/peak_lr") == 1e-2);
+    CHECK(st.floats.at("sched/last_lr") == losses[4]["lr"].get<double>());
+    CHECK(st.floats.at("sched/next_lr") == losses[5]["lr"].get<double>());
+    CHECK(st.ints.count("rng/dropout_seed") == 0);
+    CHECK(st.ints.count("data/position") == 1);
+  }
   Run b2 = resumed.train();  // ...and run again: it resumes at step 5
   INFO(b2.out);
   REQUIRE(b2.code == 0);
   CHECK(b2.out.find("resuming from") != std::string::npos);
-  auto resumed_losses = resumed.metrics("train");
-  REQUIRE(resumed_losses.size() == 10);
-  for (int i = 0; i < 10; ++i) {
-    CAPTURE(i);
-    CHECK(resumed_losses[i]["loss"].get<double>() == losses[i]["loss"].get<double>());
-  }
+  check_same_losses(resumed.metrics("train"), losses);
   CHECK(file_read_text(resumed.dir / "run/adapter/adapter_model.safetensors") ==
         file_read_text(straight.dir / "run/adapter/adapter_model.safetensors"));
 
@@ -172,6 +192,31 @@ TEST_CASE("training lowers the loss and a resumed run is bit-identical to an uni
   CHECK(again.out.find("is at step 10, which already reaches train.steps = 5") != std::string::npos);
   CHECK(straight.metrics("train").size() == 10);
   CHECK(file_read_text(straight.dir / "run/adapter/adapter_model.safetensors") == adapter_before);
+}
+
+TEST_CASE("LoRA dropout: a resumed run draws the same masks, and resumes only with the checkpoint's adapter.seed") {
+  const std::string lora_dropout = std::string(kLora) + "dropout = 0.1\n";
+  Job straight("", lora_dropout), resumed("", lora_dropout);
+  REQUIRE(straight.train().code == 0);
+  REQUIRE(resumed.train("--set train.stop_after=5").code == 0);
+  const checkpoint::CheckpointState st =
+      checkpoint::checkpoint_load(resumed.dir / "run/checkpoints" / checkpoint::checkpoint_file_name(5));
+  CHECK(st.ints.at("rng/dropout_seed") == 0);
+  // Another seed would draw other masks from step 6 on: refused before anything is written.
+  const std::string config_before = file_read_text(resumed.dir / "run/config.toml");
+  Run other = resumed.train("--set adapter.seed=3");
+  INFO(other.out);
+  CHECK(other.code == 2);
+  CHECK(other.out.find("drew its LoRA dropout masks with adapter.seed = 0, this job has adapter.seed = 3") !=
+        std::string::npos);
+  CHECK(file_read_text(resumed.dir / "run/config.toml") == config_before);
+  Run b2 = resumed.train();
+  INFO(b2.out);
+  REQUIRE(b2.code == 0);
+  REQUIRE(straight.metrics("train").size() == 10);
+  check_same_losses(resumed.metrics("train"), straight.metrics("train"));
+  CHECK(file_read_text(resumed.dir / "run/adapter/adapter_model.safetensors") ==
+        file_read_text(straight.dir / "run/adapter/adapter_model.safetensors"));
 }
 
 // runtime.cpu_matmul_dtype = "bf16": the log says how the products run; the losses follow the f32 run's
@@ -428,6 +473,13 @@ TEST_CASE("bad jobs and broken runs") {
   expect(job.train("--set adapter.lora.alpha=4.0"), 3, "was trained with another adapter.lora.alpha");
   CHECK(file_read_text(job.dir / "run/config.toml") == config_before);
 
+  // Another schedule: allowed, and the log names the rate that changed.
+  Run longer = job.train("--set train.steps=12 --set train.stop_after=1");
+  expect(longer, 0,
+         fmt::format("the learning rate of step 6 is {:.6g} under this job's [optim] and train.steps; the "
+                     "checkpoint's run would have used",
+                     0.01 * 0.5 * (1 + std::cos(M_PI * 3.0 / 10.0))));  // cosine at 5 - 2 of 12 - 2 steps
+
   // A checkpoint written for another base model is refused, naming both fingerprints.
   REQUIRE(run(bin("adapt_model") + " make --preset tiny --seed 9 --force --out " + (job.dir / "model").string()).code ==
           0);
@@ -488,12 +540,7 @@ TEST_CASE("lora+bottleneck: both train together, resume exactly, export lora/ an
   INFO(b.out);
   REQUIRE(b.code == 0);
   CHECK(b.out.find("resuming from") != std::string::npos);
-  const auto resumed_losses = resumed.metrics("train");
-  REQUIRE(resumed_losses.size() == 10);
-  for (int i = 0; i < 10; ++i) {
-    CAPTURE(i);
-    CHECK(resumed_losses[i]["loss"].get<double>() == losses[i]["loss"].get<double>());
-  }
+  check_same_losses(resumed.metrics("train"), losses);
   for (const char* f : {"lora/adapter_model.safetensors", "bottleneck/adapter.safetensors"})
     CHECK(file_read_text(resumed.dir / "run/adapter" / f) == file_read_text(adapter / f));
 
