@@ -19,9 +19,23 @@ Then, with h5py (pinned in scripts/requirements-test.txt), it checks:
     size and the CRC-32C of bytes 512.. and of the seal's other bytes, as computed by the crc32c
     package (pinned in scripts/requirements-test.txt); a copy with one flipped bit is told apart.
 
+With --train-bin (CTest: cpu.checkpoint_train_h5py), a real adapt_train checkpoint instead: adapt_model
+makes the tiny preset, adapt_train trains 6 steps of LoRA (r 4 on q, v, down; dropout 0.1, adapter.seed 5;
+a cosine schedule with 2 warm-up steps) with checkpoints at steps 3 and 6, and h5py reads them:
+  * datasets: exactly /adapter/<p>, /optim/m/<p> and /optim/v/<p> for the LoRA factors of every layer,
+    f32, of the shapes config.json gives (lora_a (r, in), lora_b (out, r)); v >= 0; m and v not all 0;
+  * /sched: kind, peak_lr, warmup_steps, total_steps, min_lr_ratio as the job set them, and last_lr /
+    next_lr equal to the learning rate that transformers' get_cosine_schedule_with_warmup gives at steps
+    2 and 3 (its lambda, written out below) and to metrics.jsonl's lr of steps 3 and 4;
+  * /rng@dropout_seed = 5; /data@seed, @epoch, @position (6 rows drawn), @n_sequences, @fingerprint as
+    int64; /optim@n_steps = 3; /train@adapter_kind = "lora"; /train@loss = metrics.jsonl's loss of step 3;
+  * the last checkpoint's /adapter tensors equal, bit for bit, the exported PEFT file's tensors (read by
+    the `safetensors` package) under PEFT's names.
+
 Invocation (CTest runs the first form as cpu.checkpoint_h5py_check, label golden):
     python3 scripts/check_checkpoint_h5py.py --writer build/tests/checkpoint_write_for_python
     python3 scripts/check_checkpoint_h5py.py --dir DIR     # check what the writer put in DIR earlier
+    python3 scripts/check_checkpoint_h5py.py --train-bin build/bin   # adapt_model and adapt_train there
 Exit status: 0 all match, 1 a mismatch, 77 (CTest: skipped) when h5py or numpy cannot be imported.
 Before skipping, it re-runs itself with the repository's .venv (scripts/setup.sh --python) when that
 exists and is not the running interpreter.
@@ -200,11 +214,126 @@ def check_scalars(f, exp):
     f.visititems(visit)
 
 
+def hf_cosine_lr(peak, warmup, total, step):
+    """transformers.get_cosine_schedule_with_warmup's rate at optimizer step `step` (num_cycles 0.5)."""
+    if step < warmup:
+        return peak * float(step) / float(max(1, warmup))
+    progress = float(step - warmup) / float(max(1, total - warmup))
+    return peak * max(0.0, 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress)))
+
+
+def check_train_checkpoint(bin_dir, tmp):
+    """Trains 6 steps with adapt_train and checks its checkpoints with h5py (see the module docstring)."""
+    import h5py
+    import numpy as np
+    from safetensors.numpy import load_file
+    tmp = Path(tmp)
+    r = subprocess.run([str(bin_dir / "adapt_model"), "make", "--preset", "tiny", "--out", str(tmp / "model")],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        print(r.stdout)
+        fail(f"adapt_model make exited with {r.returncode}")
+        return
+    corpus = REPO / "inputs" / "corpus"
+    (tmp / "job.toml").write_text(
+        f'[model]\npath = "{tmp / "model"}"\n'
+        '[adapter]\nkind = "lora"\nseed = 5\n[adapter.lora]\nr = 4\nalpha = 8.0\ndropout = 0.1\n'
+        'targets = ["q", "v", "down"]\n'
+        f'[data]\ninputs = ["{corpus}"]\nglobs = ["**/*.py"]\nseq_len = 32\ncache_dir = "{tmp / "cache"}"\n'
+        '[optim]\nlr = 1e-2\nwarmup_steps = 2\nschedule = "cosine"\n'
+        '[train]\nsteps = 6\nmicro_batch = 2\neval_every = 0\n'
+        f'[checkpoint]\nevery = 3\nkeep_last = 0\n[run]\ndir = "{tmp / "run"}"\n')
+    r = subprocess.run([str(bin_dir / "adapt_train"), "--config", str(tmp / "job.toml")],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        print(r.stdout)
+        fail(f"adapt_train exited with {r.returncode}")
+        return
+    metrics = [json.loads(line) for line in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = {m["step"]: m for m in metrics if m["kind"] == "train"}
+    cfg = json.loads((tmp / "model" / "config.json").read_text())
+    hidden, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    head_dim = cfg.get("head_dim") or hidden // cfg["num_attention_heads"]
+    shapes = {"q": (hidden, hidden), "v": (hidden, cfg["num_key_value_heads"] * head_dim), "down": (inter, hidden)}
+    want = {}
+    for layer in range(layers):
+        for site, (n_in, n_out) in shapes.items():
+            want[f"layers.{layer}.{site}.lora_a"] = (4, n_in)
+            want[f"layers.{layer}.{site}.lora_b"] = (n_out, 4)
+    want_sets = sorted(f"{g}/{p}" for p in want for g in ("adapter", "optim/m", "optim/v"))
+
+    def expect(what, got, value):
+        if got != value or type(got) is not type(value):
+            fail(f"{what} = {got!r} ({type(got).__name__}), expected {value!r} ({type(value).__name__})")
+
+    ckpts = tmp / "run" / "checkpoints"
+    with h5py.File(ckpts / "step_00000003.h5", "r") as f:
+        found = []
+        f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None)
+        if sorted(found) != want_sets:
+            fail(f"train checkpoint datasets {sorted(found)[:6]}..., expected {want_sets[:6]}...")
+        for p, shape in want.items():
+            for g in ("adapter", "optim/m", "optim/v"):
+                name = f"{g}/{p}"
+                if name not in f:
+                    continue
+                ds = f[name]
+                if ds.dtype != np.float32 or ds.shape != shape or ds.attrs.get("dtype") != "f32":
+                    fail(f"/{name}: {ds.dtype} {ds.shape} dtype={ds.attrs.get('dtype')!r}, expected float32 {shape}")
+            if f"optim/v/{p}" in f and (f[f"optim/v/{p}"][...] < 0).any():
+                fail(f"/optim/v/{p} has negative second moments")
+        if not any(np.any(f[f"optim/m/{p}"][...] != 0) for p in want if f"optim/m/{p}" in f):
+            fail("every first moment is 0 after 3 steps")
+        sched = f["sched"].attrs
+        expect("/sched@kind", sched.get("kind"), "cosine")
+        expect("/sched@peak_lr", sched.get("peak_lr"), np.float64(1e-2))
+        expect("/sched@warmup_steps", sched.get("warmup_steps"), np.int64(2))
+        expect("/sched@total_steps", sched.get("total_steps"), np.int64(6))
+        expect("/sched@min_lr_ratio", sched.get("min_lr_ratio"), np.float64(0.0))
+        for key, step in (("last_lr", 2), ("next_lr", 3)):
+            got, hf = float(sched.get(key, float("nan"))), hf_cosine_lr(1e-2, 2, 6, step)
+            if not abs(got - hf) <= 1e-15 * hf:
+                fail(f"/sched@{key} = {got!r}, transformers' cosine schedule gives {hf!r} at step {step}")
+            if got != train[step + 1]["lr"]:
+                fail(f"/sched@{key} = {got!r}, metrics.jsonl's lr of step {step + 1} is {train[step + 1]['lr']!r}")
+        expect("/rng@dropout_seed", f["rng"].attrs.get("dropout_seed"), np.int64(5))
+        data = f["data"].attrs
+        for key in ("seed", "epoch", "position", "n_sequences", "fingerprint"):
+            if not isinstance(data.get(key), np.int64):
+                fail(f"/data@{key} = {data.get(key)!r}, expected an int64")
+        if isinstance(data.get("epoch"), np.int64) and isinstance(data.get("n_sequences"), np.int64) and \
+                int(data["epoch"]) * int(data["n_sequences"]) + int(data["position"]) != 6:
+            fail(f"/data: epoch {data['epoch']} and position {data['position']} of {data['n_sequences']} "
+                 "sequences, expected 6 rows drawn")
+        expect("/optim@n_steps", f["optim"].attrs.get("n_steps"), np.int64(3))
+        expect("/train@adapter_kind", f["train"].attrs.get("adapter_kind"), "lora")
+        expect("/train@loss", f["train"].attrs.get("loss"), np.float64(train[3]["loss"]))
+        expect("/meta@step", f["meta"].attrs.get("step"), np.int64(3))
+    # The last checkpoint's weights are the exported adapter's, bit for bit.
+    peft = load_file(str(tmp / "run" / "adapter" / "adapter_model.safetensors"))
+    module = {"q": "self_attn.q_proj", "v": "self_attn.v_proj", "down": "mlp.down_proj"}
+    with h5py.File(ckpts / "step_00000006.h5", "r") as f:
+        for p in want:
+            _, layer, site, factor = p.split(".")
+            name = f"base_model.model.model.layers.{layer}.{module[site]}.lora_{factor[-1].upper()}.weight"
+            if name not in peft:
+                fail(f"the exported adapter has no {name}")
+            elif not np.array_equal(peft[name], f[f"adapter/{p}"][...]):
+                fail(f"the exported {name} differs from the checkpoint's /adapter/{p}")
+    if failures:
+        return
+    n = len(want)
+    print(f"OK: h5py reads adapt_train's checkpoints as documented: {n} LoRA factors with their moments, the LR "
+          "schedule (transformers' cosine rates), the dropout seed, the loader state and the step; the last "
+          f"one's {n} factors equal the exported PEFT file's")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--writer", type=Path, help="the checkpoint_write_for_python executable")
     g.add_argument("--dir", type=Path, help="a folder the writer already filled")
+    g.add_argument("--train-bin", type=Path, help="the folder of adapt_model and adapt_train")
     ap.add_argument("--no-venv", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     import_or_skip()
@@ -213,6 +342,18 @@ def main():
     from importlib.metadata import version
     print(f"reference: h5py {h5py.__version__} (HDF5 {h5py.version.hdf5_version}), numpy {numpy.__version__}, "
           f"crc32c {version('crc32c')}, python {sys.version.split()[0]}")
+    if args.train_bin:
+        try:
+            import safetensors  # noqa: F401
+        except ImportError as e:
+            print(f"skipped: cannot import safetensors ({e}). Install it with './scripts/setup.sh --python'.")
+            return EXIT_SKIP
+        with tempfile.TemporaryDirectory(prefix="adapt-train-ckpt-check-") as tmp:
+            check_train_checkpoint(args.train_bin, tmp)
+        if failures:
+            print(f"FAILED: {len(failures)} mismatches")
+            return 1
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="adapt-ckpt-check-") as tmp:
         out = args.dir or Path(tmp)
