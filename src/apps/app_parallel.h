@@ -27,6 +27,7 @@
 #include "comm/local_communicator.h"
 #include "comm/mpi_communicator.h"
 #include "comm/process_grid.h"
+#include "core/app_main.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "train/parallel_util.h"
@@ -53,6 +54,7 @@ class ParallelApp {
  public:
   /// Initialises MPI when the launcher started more than one rank.
   ParallelApp(int& argc, char**& argv) {
+    app_process_setup();
     bool start_mpi = false;
     launch_ = launch_env_or_exit(start_mpi);
     if (start_mpi) {

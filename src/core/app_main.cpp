@@ -1,5 +1,9 @@
 #include "core/app_main.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <exception>
 
 #include "core/error.h"
@@ -7,7 +11,14 @@
 
 namespace adapt {
 
+void app_process_setup() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_THRESHOLD, 128 * 1024);  // glibc's initial value, now fixed (see the header)
+#endif
+}
+
 int app_main(const std::function<int()>& body) {
+  app_process_setup();
   try {
     return body();
   } catch (const Error& e) {

@@ -5,8 +5,8 @@
 //    recomputation, and with the optimizer offloaded (optim.offload);
 //  * memory per rank at tp2 and pp2 (2 MPI ranks, bench preset): within 10% of each rank's peak RSS
 //    at 16 sequences per micro-step, and the growth from 4 to 16 sequences within 10%; at tp2 with
-//    recomputation, what keeping a shard of every layer's input saves (train.shard_saved_inputs),
-//    measured and planned, within 10%;
+//    recomputation, the growth from 8 to 32 sequences, and what keeping a shard of every layer's input
+//    saves (train.shard_saved_inputs), measured and planned, within 10%;
 //  * generation: the plan's bytes per process (weights, KV cache, activations, attention's buffers) for
 //    adapt_gen on the bench preset within 10% of its peak RSS, at 1 and 3 sequences, prefilled whole and
 //    in pieces;
@@ -246,14 +246,24 @@ TEST_CASE("adapt_plan's memory per rank at tp2 and pp2 against each rank's measu
       CHECK(std::fabs(growth_ratio - 1.0) <= 0.10);
     }
   }
-  // tp2 with recomputation, 32 sequences: each rank keeping half of every layer's input
-  // (train.shard_saved_inputs, the default) against keeping it whole; the memory saved, measured and
-  // planned, within 10% on rank 0. Rank 1's peak at this job varies by up to ±8 MiB from run to run
-  // (measured: the saving there was 41–49 MiB in runs of the same binaries, against 47–48 on rank 0),
-  // so there the saving is only required to be more than half the planned one.
+  // tp2 with recomputation: the growth from 8 to 32 sequences, and at 32 each rank keeping half of every
+  // layer's input (train.shard_saved_inputs, the default) against keeping it whole; the memory saved,
+  // measured and planned, within 10% on each rank. (Before adapt fixed glibc's mmap threshold,
+  // core/app_main.h, rank 1's peak here varied by up to ±8 MiB between runs and grew 11–12% more than
+  // planned: large buffers freed to the heap.)
   const PerRank whole = measure("-whole", 2, 1, 32, " --set train.recompute=true --set train.shard_saved_inputs=false",
                                 " --recompute --no-shard-inputs");
+  const PerRank sharded8 = measure("-sharded", 2, 1, 8, " --set train.recompute=true", " --recompute");
   const PerRank sharded = measure("-sharded", 2, 1, 32, " --set train.recompute=true", " --recompute");
+  for (int r = 0; r < 2; ++r) {
+    CAPTURE(r);
+    const double growth_predicted = sharded.predicted[r] - sharded8.predicted[r];
+    const double growth_measured = sharded.measured[r] - sharded8.measured[r];
+    MESSAGE("tp2 recompute rank " << r << ": growth 8 -> 32 sequences predicted " << growth_predicted / 1048576.0
+                                  << " MiB, measured " << growth_measured / 1048576.0 << " MiB ("
+                                  << growth_predicted / growth_measured << ")");
+    CHECK(std::fabs(growth_predicted / growth_measured - 1.0) <= 0.10);
+  }
   // The same shards in bf16 (train.saved_inputs_dtype): half of what they took.
   const PerRank bf16 = measure("-bf16", 2, 1, 32, " --set train.recompute=true --set train.saved_inputs_dtype=bf16",
                                " --recompute --bf16-saved-inputs");
@@ -267,8 +277,7 @@ TEST_CASE("adapt_plan's memory per rank at tp2 and pp2 against each rank's measu
                                     << saved_measured / 1048576.0 << " MiB measured, " << saved_predicted / 1048576.0
                                     << " MiB planned (" << saved_predicted / saved_measured << ")");
       CHECK(saved_predicted > 0);
-      if (r == 0) CHECK(std::fabs(saved_predicted / saved_measured - 1.0) <= 0.10);
-      else CHECK(saved_measured > 0.5 * saved_predicted);
+      CHECK(std::fabs(saved_predicted / saved_measured - 1.0) <= 0.10);
     }
   };
   compare_saving("sharded inputs", whole, sharded);
