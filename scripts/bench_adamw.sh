@@ -31,8 +31,9 @@
 # needs ADAPT_TESTS=ON). The torch peer is the venv of scripts/bench_train.sh (Debian's
 # python3-torch 1.13 through --system-site-packages); without torch its rows are skipped with the reason.
 # DeepSpeed (DEEPSPEED_VERSION, default 0.19.8, and its small dependencies) is installed into that venv
-# from PyPI when missing; its op needs a C++ compiler, ninja and Python's headers (python3-dev), and
-# without them its rows are skipped with the reason.
+# from PyPI when missing; its op needs a C++ compiler, ninja, Python's headers (python3-dev) and torch's
+# C++ headers, which PyPI's torch wheel has and Debian's python3-torch does not; without them its rows
+# are skipped with the compiler's reason.
 # Memory: about 16 bytes per parameter on each side (plus torch's foreach temporaries), one side at a time.
 set -euo pipefail
 
@@ -129,7 +130,9 @@ PY
       grep '^check:' "$work/ds-build.log" >"$work/checks.txt" || true
       ds_version="$("$peer_py" -c 'import importlib.metadata as m; print(m.version("deepspeed"))')"
     else
-      ds_skip="DeepSpeedCPUAdam did not build or run: $(grep -v '^\[' "$work/ds-build.log" | tail -1)"
+      # The compiler's first error says most (Debian's python3-torch has no C++ headers: torch/extension.h).
+      ds_skip="DeepSpeedCPUAdam did not build or run: $(grep -m1 -E 'fatal error|error:' "$work/ds-build.log" ||
+        grep -v '^\[' "$work/ds-build.log" | tail -1)"
     fi
   fi
 fi

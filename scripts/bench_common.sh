@@ -19,7 +19,8 @@ bench_source_of() {
 
 # bench_find_peer VENV WORK IMPORTS PIN...: sets peer_py to VENV's python once `import IMPORTS` works
 # there, else peer_skip to the reason. Debian's python3-torch (apt, when root) is seen through
-# --system-site-packages of VENV (created when missing); the PINs come from PyPI. Logs go to WORK.
+# --system-site-packages of VENV (created when missing); the PINs come from PyPI (none: only the import
+# is checked). Logs go to WORK.
 bench_find_peer() {
   local venv="$1" work="$2" imports="$3"
   shift 3
@@ -41,8 +42,12 @@ bench_find_peer() {
     /usr/bin/python3 -m venv --system-site-packages "$venv" >"$work/venv.log" 2>&1 ||
       { peer_skip="cannot create the venv $venv: $(tail -1 "$work/venv.log")"; return; }
   fi
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@" >"$work/pip.log" 2>&1 ||
-    { peer_skip="pip install $* into $venv failed: $(tail -1 "$work/pip.log")"; return; }
+  if (($#)); then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@" >"$work/pip.log" 2>&1 ||
+      { peer_skip="pip install $* into $venv failed: $(tail -1 "$work/pip.log")"; return; }
+  fi
+  "$venv/bin/python" -c "import $imports" >"$work/import.log" 2>&1 ||
+    { peer_skip="import $imports fails in $venv: $(tail -1 "$work/import.log")"; return; }
   peer_py="$venv/bin/python"
 }
 

@@ -1,5 +1,6 @@
-// The top level every adapt binary shares: run the program, turn an adapt::Error into one logged
-// message and its documented exit code, and anything else into "internal error" (70).
+// The top level every adapt binary shares: process-wide settings first, then the program; an
+// adapt::Error becomes one logged message and its documented exit code, anything else "internal
+// error" (70).
 #pragma once
 
 #include <functional>
