@@ -20,31 +20,31 @@
 
 namespace adapt {
 
-MappedFile::MappedFile(const fs::path& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+MappedFile::MappedFile(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   ADAPT_REQUIRE(fd >= 0, IoError, "cannot open '{}': {}. Check the path and its permissions.", path.string(),
                 std::strerror(errno));
+  try {
+    *this = MappedFile(fd, path);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
+}
+
+MappedFile::MappedFile(int fd, const fs::path& path) : path_(path) {
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    int e = errno;
-    ::close(fd);
-    ADAPT_THROW(IoError, "cannot stat '{}': {}", path.string(), std::strerror(e));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    ADAPT_THROW(IoError, "'{}' is not a regular file", path.string());
-  }
-  size_bytes_ = static_cast<std::size_t>(st.st_size);
-  if (size_bytes_ > 0) {
-    void* p = ::mmap(nullptr, size_bytes_, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    ::close(fd);
-    ADAPT_REQUIRE(p != MAP_FAILED, IoError, "cannot mmap '{}' ({} bytes): {}", path.string(), size_bytes_,
-                  std::strerror(e));
+  ADAPT_REQUIRE(::fstat(fd, &st) == 0, IoError, "cannot stat '{}': {}", path.string(), std::strerror(errno));
+  ADAPT_REQUIRE(S_ISREG(st.st_mode), IoError, "'{}' is not a regular file", path.string());
+  const auto size = static_cast<std::size_t>(st.st_size);
+  if (size > 0) {
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    ADAPT_REQUIRE(p != MAP_FAILED, IoError, "cannot mmap '{}' ({} bytes): {}", path.string(), size,
+                  std::strerror(errno));
     data_ = static_cast<const std::uint8_t*>(p);
-  } else {
-    ::close(fd);
   }
+  size_bytes_ = size;
 }
 
 MappedFile::~MappedFile() {

@@ -20,6 +20,11 @@ class MappedFile {
  public:
   MappedFile() = default;
   explicit MappedFile(const fs::path& path);
+  /// Maps the regular file open as `fd` (which stays open; the caller closes it): what a reader that
+  /// has already opened and checked the file maps is that inode, even when `path` is renamed over
+  /// meanwhile. `path` names the file in messages. IoError when it is not a regular file or cannot be
+  /// mapped.
+  MappedFile(int fd, const fs::path& path);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;

@@ -160,15 +160,15 @@ KvSnapshotLoad kv_snapshot_load(const fs::path& file, model::KvCache& cache, std
   // mapped); the checksum first, over the whole file: the cache row is written only from a file that
   // verifies (a damaged file leaves the row as it was, which the generator may still reuse). The row is
   // then written from the mapping, whose pages the checksum has just read.
-  void* mapped = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  if (mapped == MAP_FAILED) return reject(fmt::format("it cannot be mapped ({})", std::strerror(errno)));
-  const struct Unmapper {
-    void* p;
-    std::size_t n;
-    ~Unmapper() { ::munmap(p, n); }
-  } unmapper{mapped, size};
-  ::madvise(mapped, size, MADV_SEQUENTIAL);
-  const auto* bytes = static_cast<const char*>(mapped);
+  MappedFile mapped;
+  try {
+    mapped = MappedFile(fd, file);
+  } catch (const IoError& e) {
+    return reject(fmt::format("it cannot be mapped ({})", e.what()));
+  }
+  if (mapped.size_bytes() != size) return reject("it changed while it was read");
+  ::madvise(const_cast<std::uint8_t*>(mapped.data()), size, MADV_SEQUENTIAL);
+  const auto* bytes = reinterpret_cast<const char*>(mapped.data());
   const std::uint64_t payload_at = sizeof(magic) + sizeof(header_len) + header_len;
   std::uint32_t stored = 0;
   std::memcpy(&stored, bytes + payload_at + payload, sizeof(stored));
