@@ -94,15 +94,32 @@ out.write_text(text[: int(tokens * 2.3)])
 PY
 }
 
+# bench_elapsed START: prints the seconds since START (a `date +%s.%N` stamp), to the millisecond.
+bench_elapsed() {
+  awk -v s="$1" -v e="$(date +%s.%N)" 'BEGIN { printf "%.3f", e - s }'
+}
+
 # bench_timed_gen BUILD_DIR LOG ARG...: runs BUILD_DIR's adapt_gen with ARG... (its output to LOG; on
 # failure LOG goes to stderr and the script exits) and prints its wall time in seconds.
 bench_timed_gen() {
-  local build="$1" log="$2" start end
+  local build="$1" log="$2" start
   shift 2
   start="$(date +%s.%N)"
   "$build/bin/adapt_gen" "$@" >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
-  end="$(date +%s.%N)"
-  awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }'
+  bench_elapsed "$start"
+}
+
+# bench_tcmalloc WORK: sets tcmalloc to the path of Debian's libtcmalloc_minimal.so.4 (installed when
+# missing and root; log in WORK), or to "" when there is none, for peers whose step allocates on every
+# step (LD_PRELOAD="$tcmalloc").
+bench_tcmalloc() {
+  local find='/libtcmalloc_minimal\.so\.4 / {p = $NF} END {print p}'
+  tcmalloc="$(ldconfig -p 2>/dev/null | awk "$find")"
+  if [[ -z "$tcmalloc" && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libtcmalloc-minimal4 >"$1/apt-tc.log" 2>&1 &&
+      tcmalloc="$(ldconfig -p 2>/dev/null | awk "$find")"
+  fi
+  return 0
 }
 
 # bench_min BEST VALUE: prints the smaller of two numbers, or VALUE when BEST is empty (a best-of-rounds

@@ -149,8 +149,7 @@ PY
     for mode in plain kept; do
       start="$(date +%s.%N)"
       peer_run "$mode" || { llamacpp_skip="llama.cpp's turn 2 ($mode) failed: $(tail -1 "$work/llamacpp_$mode.err")"; break; }
-      end="$(date +%s.%N)"
-      peer_wall[$mode]="$(bench_min "${peer_wall[$mode]:-}" "$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }')")"
+      peer_wall[$mode]="$(bench_min "${peer_wall[$mode]:-}" "$(bench_elapsed "$start")")"
       peer_ttft[$mode]="$(bench_min "${peer_ttft[$mode]:-}" "$(sed -n 's/^ttft_s //p' "$work/llamacpp_$mode.txt")")"
       peer_loaded[$mode]="$(sed -n 's/^loaded //p' "$work/llamacpp_$mode.txt")"
       peer_text[$mode]="$(sed -n 's/^ids //p' "$work/llamacpp_$mode.txt" |

@@ -138,11 +138,7 @@ done
 bench_blas_setup "the torch peer runs" >"$work/blas_note.txt"  # sets blas_env
 bench_find_peer "$venv" "$work" "torch, transformers" transformers==4.46.3 tokenizers==0.20.3 safetensors==0.4.5 \
   huggingface-hub==0.26.2
-tcmalloc="$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 / {p = $NF} END {print p}')"
-if [[ -z "$tcmalloc" && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libtcmalloc-minimal4 >"$work/apt-tc.log" 2>&1 &&
-    tcmalloc="$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 / {p = $NF} END {print p}')"
-fi
+bench_tcmalloc "$work"
 cat >"$work/ddp_train.py" <<'PY'
 # One replica of the DDP peer (torchrun sets RANK and WORLD_SIZE; a plain start is one replica): prints
 # `key value` lines on rank 0 (median step time over the timed steps, the step times, versions).

@@ -135,7 +135,7 @@ PY
 fi
 declare -A peer_ttft peer_wall peer_cached peer_same
 run_llamacpp() {  # mode (reuse | reset)
-  local mode="$1" start end same
+  local mode="$1" start same
   start="$(date +%s.%N)"
   if ! env LLAMA_CPP_LIB_PATH="$llamacpp_bin" PYTHONPATH="$llamacpp_src" "$peer_py" "$work/llamacpp_prefix.py" \
       "$work/model.gguf" "$work/prompt_ids.txt" "$threads" "$([[ $mode == reuse ]] && echo 1 || echo 0)" \
@@ -143,8 +143,7 @@ run_llamacpp() {  # mode (reuse | reset)
     llamacpp_skip="the llama.cpp peer failed: $(tail -1 "$work/llamacpp_$mode.err")"
     return
   fi
-  end="$(date +%s.%N)"
-  peer_wall[$mode]="$(bench_min "${peer_wall[$mode]:-}" "$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }')")"
+  peer_wall[$mode]="$(bench_min "${peer_wall[$mode]:-}" "$(bench_elapsed "$start")")"
   peer_ttft[$mode]="$(bench_min "${peer_ttft[$mode]:-}" "$(sed -n 's/^ttft_s //p' "$work/llamacpp_$mode.txt")")"
   peer_cached[$mode]="$(sed -n 's/^cached //p' "$work/llamacpp_$mode.txt")"
   # Its replies as text (adapt's tokenizer decodes the ids, special tokens left out as in adapt's results),

@@ -132,12 +132,7 @@ EOF
 
 # ---- the Python peer ------------------------------------------------------------------------------
 bench_find_peer "$venv" "$work" "torch, transformers, peft" "${pins[@]}"
-find_tcmalloc() { ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 / {p = $NF} END {print p}'; }
-tcmalloc="$(find_tcmalloc)"
-if [[ -z "$tcmalloc" && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libtcmalloc-minimal4 >"$work/apt-tc.log" 2>&1 &&
-    tcmalloc="$(find_tcmalloc)"
-fi
+bench_tcmalloc "$work"
 
 cat >"$work/hf_train.py" <<'EOF'
 # The HF side: prints `key value` lines (median step time over the timed steps, peak RSS, versions).
