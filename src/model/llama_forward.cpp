@@ -175,10 +175,13 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
     const LayerWeights& lw = layer_weights(model, l, next);
     // Attention block: h += o_proj(attention(rope(q_proj(xn)), rope(k_proj(xn)), v_proj(xn))).
     ops::rms_norm_forward(xn, h, lw.attn_norm, eps);
-    const Tensor xq = gemm_input(xn, lw.wq);  // one cast of xn for q, k and v (bf16 weights on a GPU)
-    linear(q2, xn, lw.wq, &lw.bq, {l, WeightKind::Wq}, hook, {.x_for_gemm = &xq});
-    linear(k2, xn, lw.wk, &lw.bk, {l, WeightKind::Wk}, hook, {.x_for_gemm = &xq});
-    linear(v2, xn, lw.wv, &lw.bv, {l, WeightKind::Wv}, hook, {.x_for_gemm = &xq});
+    {
+      // One cast of xn for q, k and v (bf16 weights on a GPU), released before attention casts its operands.
+      const Tensor xq = gemm_input(xn, lw.wq);
+      linear(q2, xn, lw.wq, &lw.bq, {l, WeightKind::Wq}, hook, {.x_for_gemm = &xq});
+      linear(k2, xn, lw.wk, &lw.bk, {l, WeightKind::Wk}, hook, {.x_for_gemm = &xq});
+      linear(v2, xn, lw.wv, &lw.bv, {l, WeightKind::Wv}, hook, {.x_for_gemm = &xq});
+    }
     ops::rope_forward(q, cos, sin);
     ops::rope_forward(k, cos, sin);
     if (cache) {
@@ -193,9 +196,11 @@ Tensor llama_forward(const LlamaModel& model, const Tensor& ids, KvCache* cache,
     sub_block_end(l, BlockSite::Attention, attn2, lw.wo, lw.bo, WeightKind::Wo);
     // MLP block: h += down_proj(silu(gate_proj(xn)) * up_proj(xn)).
     ops::rms_norm_forward(xn, h, lw.ffn_norm, eps);
-    const Tensor xg = gemm_input(xn, lw.w_gate);  // one cast for gate and up
-    linear(gate, xn, lw.w_gate, &lw.b_gate, {l, WeightKind::WGate}, hook, {.x_for_gemm = &xg});
-    linear(up, xn, lw.w_up, &lw.b_up, {l, WeightKind::WUp}, hook, {.x_for_gemm = &xg});
+    {
+      const Tensor xg = gemm_input(xn, lw.w_gate);  // one cast for gate and up, released before down's input's
+      linear(gate, xn, lw.w_gate, &lw.b_gate, {l, WeightKind::WGate}, hook, {.x_for_gemm = &xg});
+      linear(up, xn, lw.w_up, &lw.b_up, {l, WeightKind::WUp}, hook, {.x_for_gemm = &xg});
+    }
     ops::swiglu_forward(gate, gate, up);
     sub_block_end(l, BlockSite::Mlp, gate, lw.w_down, lw.b_down, WeightKind::WDown);
   }

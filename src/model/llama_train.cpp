@@ -297,8 +297,9 @@ void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
 
   // Attention block: h_mid = h_in + o_proj(attention(rope(q), rope(k), v)) (+ block adapter).
   ops::rms_norm_forward(xn, a.h_in, w.attn_norm, eps_, &a.rstd_attn);
-  const Tensor xq = gemm_input(xn, w.wq);  // one cast of xn for q, k and v (bf16 weights on a GPU)
   {
+    // One cast of xn for q, k and v (bf16 weights on a GPU), released before attention casts its operands.
+    const Tensor xq = gemm_input(xn, w.wq);
     Tensor k = take(scratch_, {B_, T_, Hkv_, D_}, "k");
     Tensor v = take(scratch_, {B_, T_, Hkv_, D_}, "v");
     Tensor q2 = a.q.reshape({N_, H_ * D_}), k2 = k.reshape({N_, Hkv_ * D_}), v2 = v.reshape({N_, Hkv_ * D_});
@@ -327,9 +328,11 @@ void TrainPass::layer_forward(int l, LayerActs& a, Tensor& h_out) {
 
   // MLP block: h_out = h_mid + down_proj(silu(gate_proj(xn)) ⊙ up_proj(xn)) (+ block adapter).
   ops::rms_norm_forward(xn, a.h_mid, w.ffn_norm, eps_, &a.rstd_ffn);
-  const Tensor xg = gemm_input(xn, w.w_gate);  // one cast for gate and up
-  linear(a.gate, xn, w.w_gate, &w.b_gate, {l, WeightKind::WGate}, hook_, {.x_for_gemm = &xg});
-  linear(a.up, xn, w.w_up, &w.b_up, {l, WeightKind::WUp}, hook_, {.x_for_gemm = &xg});
+  {
+    const Tensor xg = gemm_input(xn, w.w_gate);  // one cast for gate and up, released before down's input is cast
+    linear(a.gate, xn, w.w_gate, &w.b_gate, {l, WeightKind::WGate}, hook_, {.x_for_gemm = &xg});
+    linear(a.up, xn, w.w_up, &w.b_up, {l, WeightKind::WUp}, hook_, {.x_for_gemm = &xg});
+  }
   {
     Tensor act = take(scratch_, {B_, T_, F_}, "swiglu");
     ops::swiglu_forward(act, a.gate, a.up);

@@ -133,23 +133,20 @@ class PassModel {
 
   // The bf16 copies a GPU pass makes beside its workspaces when the activations are f32 and the weights
   // bf16 (model/linear.h's gemm_input, model/attention_compute.h), from the caching allocator and freed
-  // after use: the most alive at once. Forward: a layer keeps its two casts of the normed input (for q,
-  // k, v and for gate, up) while down's input is cast; attention in bf16 (head_dim 64 or 128:
-  // runtime.attention_dtype = "auto") copies q, k, v and computes its output in bf16. Backward: each
-  // input gradient casts dy, and attention's backward copies dout, q, k, v, out and computes dq, dk, dv
-  // in bf16; the last stage casts each chunk of logit gradients for lm_head's input gradient.
+  // after use: the most alive at once. Forward: one at a time, the cast of the normed input (for q, k, v,
+  // released before attention; for gate and up, released before down's input is cast), attention in
+  // bf16 (head_dim 64 or 128: runtime.attention_dtype = "auto"), which copies q, k, v and computes its
+  // output in bf16, o_proj's input and down's. Backward: each input gradient casts dy, and attention's
+  // backward copies dout, q, k, v, out and computes dq, dk, dv in bf16; the last stage casts each chunk
+  // of logit gradients for lm_head's input gradient.
   std::uint64_t operand_copies(bool backward, std::int64_t chunk_rows) const {
     const auto b = [](std::int64_t n) { return static_cast<std::uint64_t>(n) * 2; };
     const bool bf16_attention = model::attention_tensor_cores_take(D_);
     const std::int64_t qd = N_ * H_ * D_, kvd = N_ * Hkv_ * D_;
-    std::uint64_t most = b(2 * N_ * C_ + N_ * F_);                             // xq and xg alive, down's input cast
-    if (bf16_attention) most = std::max(most, b(N_ * C_ + 2 * qd + 2 * kvd));  // xq alive, q k v out
-    most = std::max(most, b(N_ * C_ + qd));                                    // xq alive, o_proj's input cast
-    if (backward) {
-      most = std::max(most, b(std::max({N_ * C_, N_ * F_, qd})));  // dy cast of an input gradient
-      if (bf16_attention) most = std::max(most, b(4 * qd + 4 * kvd));
-      if (last_) most = std::max(most, b((chunk_rows > 0 ? std::min(chunk_rows, N_) : N_) * V_));
-    }
+    // The normed input's, o_proj's or down's input (forward), a dy of those widths (backward).
+    std::uint64_t most = b(std::max({N_ * C_, N_ * F_, qd}));
+    if (bf16_attention) most = std::max(most, b((backward ? 4 : 2) * (qd + kvd)));  // q k v out (dout dq dk dv)
+    if (backward && last_) most = std::max(most, b((chunk_rows > 0 ? std::min(chunk_rows, N_) : N_) * V_));
     return most;
   }
 
