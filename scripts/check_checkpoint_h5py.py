@@ -214,6 +214,23 @@ def check_scalars(f, exp):
     f.visititems(visit)
 
 
+def dataset_names(f):
+    """The sorted names of every dataset in the open HDF5 file f."""
+    import h5py
+    found = []
+    f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return sorted(found)
+
+
+def run_tool(cmd):
+    """Runs one of adapt's programs; on a non-zero exit prints its output, records the failure, False."""
+    r = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        print(r.stdout)
+        fail(f"{Path(cmd[0]).name} exited with {r.returncode}")
+    return r.returncode == 0
+
+
 def hf_cosine_lr(peak, warmup, total, step):
     """transformers.get_cosine_schedule_with_warmup's rate at optimizer step `step` (num_cycles 0.5)."""
     if step < warmup:
@@ -228,11 +245,7 @@ def check_train_checkpoint(bin_dir, tmp):
     import numpy as np
     from safetensors.numpy import load_file
     tmp = Path(tmp)
-    r = subprocess.run([str(bin_dir / "adapt_model"), "make", "--preset", "tiny", "--out", str(tmp / "model")],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if r.returncode != 0:
-        print(r.stdout)
-        fail(f"adapt_model make exited with {r.returncode}")
+    if not run_tool([bin_dir / "adapt_model", "make", "--preset", "tiny", "--out", tmp / "model"]):
         return
     corpus = REPO / "inputs" / "corpus"
     (tmp / "job.toml").write_text(
@@ -243,11 +256,7 @@ def check_train_checkpoint(bin_dir, tmp):
         '[optim]\nlr = 1e-2\nwarmup_steps = 2\nschedule = "cosine"\n'
         '[train]\nsteps = 6\nmicro_batch = 2\neval_every = 0\n'
         f'[checkpoint]\nevery = 3\nkeep_last = 0\n[run]\ndir = "{tmp / "run"}"\n')
-    r = subprocess.run([str(bin_dir / "adapt_train"), "--config", str(tmp / "job.toml")],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if r.returncode != 0:
-        print(r.stdout)
-        fail(f"adapt_train exited with {r.returncode}")
+    if not run_tool([bin_dir / "adapt_train", "--config", tmp / "job.toml"]):
         return
     metrics = [json.loads(line) for line in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
     train = {m["step"]: m for m in metrics if m["kind"] == "train"}
@@ -268,10 +277,9 @@ def check_train_checkpoint(bin_dir, tmp):
 
     ckpts = tmp / "run" / "checkpoints"
     with h5py.File(ckpts / "step_00000003.h5", "r") as f:
-        found = []
-        f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None)
-        if sorted(found) != want_sets:
-            fail(f"train checkpoint datasets {sorted(found)[:6]}..., expected {want_sets[:6]}...")
+        found = dataset_names(f)
+        if found != want_sets:
+            fail(f"train checkpoint datasets {found[:6]}..., expected {want_sets[:6]}...")
         for p, shape in want.items():
             for g in ("adapter", "optim/m", "optim/v"):
                 name = f"{g}/{p}"
@@ -371,10 +379,9 @@ def main():
         with h5py.File(path, "r") as f:
             check_seal(path, f.userblock_size)
             check_meta(f, exp["meta"])
-            found = []
-            f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None)
-            if sorted(found) != sorted(exp["tensors"]):
-                fail(f"datasets {sorted(found)}, expected {sorted(exp['tensors'])}")
+            found = dataset_names(f)
+            if found != sorted(exp["tensors"]):
+                fail(f"datasets {found}, expected {sorted(exp['tensors'])}")
             for name, t in exp["tensors"].items():
                 if name in f:
                     check_tensor(f[name], name, t)
