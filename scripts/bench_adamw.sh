@@ -123,10 +123,15 @@ PY
         psutil tqdm einops packaging numpy >>"$work/pip-ds.log" 2>&1 ||
       ds_skip="pip install deepspeed==$deepspeed_version failed: $(tail -1 "$work/pip-ds.log")"
   fi
+  ds_peer() {  # THREADS ARG...: adamw_peer.py's deepspeed mode (the venv's ninja on PATH for the op's build)
+    local t="$1"
+    shift
+    OMP_NUM_THREADS="$t" OMP_WAIT_POLICY=PASSIVE PATH="$(dirname "$peer_py"):$PATH" "$peer_py" "$work/adamw_peer.py" \
+      deepspeed "$@"
+  }
   if [[ -z "$ds_skip" ]]; then
     # Builds the op once (and checks the update against torch's) before anything is timed.
-    if OMP_NUM_THREADS=1 PATH="$(dirname "$peer_py"):$PATH" "$peer_py" "$work/adamw_peer.py" deepspeed 1000000 1 1 check \
-      >/dev/null 2>"$work/ds-build.log"; then
+    if ds_peer 1 1000000 1 1 check >/dev/null 2>"$work/ds-build.log"; then
       grep '^check:' "$work/ds-build.log" >"$work/checks.txt" || true
       ds_version="$("$peer_py" -c 'import importlib.metadata as m; print(m.version("deepspeed"))')"
     else
@@ -149,9 +154,7 @@ for ((round = 1; round <= rounds; round++)); do
     for n in ${sizes//,/ }; do
       for t in ${threads//,/ }; do
         # DeepSpeed logs to stdout too: only the result line goes to the table.
-        if ! OMP_NUM_THREADS="$t" OMP_WAIT_POLICY=PASSIVE PATH="$(dirname "$peer_py"):$PATH" \
-          "$peer_py" "$work/adamw_peer.py" deepspeed "$n" "$t" "$reps" 2>>"$work/ds-run.log" |
-          grep '^deepspeed CPUAdam ' >>"$work/results.txt"; then
+        if ! ds_peer "$t" "$n" "$t" "$reps" 2>>"$work/ds-run.log" | grep '^deepspeed CPUAdam ' >>"$work/results.txt"; then
           echo "warning: DeepSpeedCPUAdam failed at $n parameters, $t threads (round $round):" \
             "$(grep -v '^\[' "$work/ds-run.log" | tail -1)" >&2
         fi
